@@ -1,0 +1,1 @@
+"""llamactl/cli"""

@@ -1,0 +1,1 @@
+"""server/control_plane"""

@@ -1,0 +1,160 @@
+"""Every error the engine raises on purpose.
+
+The tree::
+
+    LlamactlError                     base of all engine errors; `str(err)` is meant for a user
+    ├── DeploymentConfigError         a deployment file is wrong (names file, key path, line, fix)
+    ├── WorkflowLoadError             a service's `path: module:attr` cannot be imported or built
+    ├── StateStoreError               the state store failed or is misconfigured
+    │   └── StateStoreClosed          used after close()
+    ├── MessageQueueError             the message queue failed or is misconfigured
+    │   ├── PublishRejected           the broker refused or never confirmed a publish
+    │   ├── MessageQueueClosed        used after close()
+    │   └── LeaseLost                 ack/nack/extend on a lease that expired or was taken over
+    ├── NotFound                      an unknown deployment, service, session or task
+    │   ├── DeploymentNotFound
+    │   ├── ServiceNotFound
+    │   ├── SessionNotFound
+    │   └── TaskNotFound
+    ├── Conflict                      the request clashes with the current state
+    │   ├── DeploymentExists
+    │   └── TaskFinished              an event sent to / cancel of a task that already ended
+    └── InvalidRequest                bad input from a caller (not a config file)
+
+Each subclass carries a message that says what went wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Conflict",
+    "DeploymentConfigError",
+    "DeploymentExists",
+    "DeploymentNotFound",
+    "InvalidRequest",
+    "LeaseLost",
+    "LlamactlError",
+    "MessageQueueClosed",
+    "MessageQueueError",
+    "NotFound",
+    "PublishRejected",
+    "ServiceNotFound",
+    "SessionNotFound",
+    "StateStoreClosed",
+    "StateStoreError",
+    "TaskFinished",
+    "TaskNotFound",
+    "WorkflowLoadError",
+]
+
+
+class LlamactlError(Exception):
+    """Base class of every error raised on purpose by the engine."""
+
+
+class DeploymentConfigError(LlamactlError):
+    """A deployment file is invalid.
+
+    Attributes:
+        file: the file that was read (or "<string>" when loaded from text).
+        key_path: dotted path of the offending key, e.g. ``services.echo.source.type``.
+        line: 1-based line of the offending key in the file, when known.
+        problem: what is wrong and what would be valid.
+    """
+
+    def __init__(self, file: str, key_path: str, line: int | None, problem: str) -> None:
+        self.file = file
+        self.key_path = key_path
+        self.line = line
+        self.problem = problem
+        where = f"{file}:{line}" if line is not None else file
+        at = f" at '{key_path}'" if key_path else ""
+        super().__init__(f"{where}: invalid deployment file{at}: {problem}")
+
+
+class WorkflowLoadError(LlamactlError):
+    """A service's workflow could not be imported or built."""
+
+
+class StateStoreError(LlamactlError):
+    """The state store failed or is misconfigured."""
+
+
+class StateStoreClosed(StateStoreError):
+    """The state store was used after close()."""
+
+
+class MessageQueueError(LlamactlError):
+    """The message queue failed or is misconfigured."""
+
+
+class PublishRejected(MessageQueueError):
+    """The broker refused a publish or did not confirm it in time."""
+
+
+class MessageQueueClosed(MessageQueueError):
+    """The message queue was used after close()."""
+
+
+class LeaseLost(MessageQueueError):
+    """An ack, nack or extend named a lease that is no longer current (it expired or moved on)."""
+
+
+class NotFound(LlamactlError):
+    """Something the caller named does not exist."""
+
+
+class DeploymentNotFound(NotFound):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Deployment '{name}' not found: list deployments with `llamactl deployments list`")
+        self.name = name
+
+
+class ServiceNotFound(NotFound):
+    def __init__(self, service: str, deployment: str, known: list[str]) -> None:
+        super().__init__(
+            f"Service '{service}' not found in deployment '{deployment}': "
+            f"known services are {', '.join(sorted(known)) or '(none)'}"
+        )
+        self.service = service
+        self.deployment = deployment
+
+
+class SessionNotFound(NotFound):
+    def __init__(self, session_id: str, deployment: str) -> None:
+        super().__init__(
+            f"Session '{session_id}' not found in deployment '{deployment}': "
+            "create one with `llamactl sessions create`"
+        )
+        self.session_id = session_id
+
+
+class TaskNotFound(NotFound):
+    def __init__(self, task_id: str, deployment: str) -> None:
+        super().__init__(
+            f"Task '{task_id}' not found in deployment '{deployment}': list tasks with `llamactl tasks list`"
+        )
+        self.task_id = task_id
+
+
+class Conflict(LlamactlError):
+    """The request clashes with the current state."""
+
+
+class DeploymentExists(Conflict):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"Deployment '{name}' already exists: redeploy it with reload, or delete it first"
+        )
+        self.name = name
+
+
+class TaskFinished(Conflict):
+    def __init__(self, task_id: str, status: str) -> None:
+        super().__init__(f"Task '{task_id}' has already finished ({status}): it no longer takes events")
+        self.task_id = task_id
+        self.status = status
+
+
+class InvalidRequest(LlamactlError):
+    """The caller sent something malformed (bad JSON input, missing default service, ...)."""

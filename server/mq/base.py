@@ -1,0 +1,116 @@
+"""The MessageQueue contract every backend implements (ZeroMQ now; Redis, RabbitMQ later).
+
+Guarantees a backend must give (the contract tests in ``tests/server/mq`` check each one):
+
+* ``publish`` returns only once the message is accepted by the broker (journaled, when the
+  queue is persistent). It returns the message's ``seq``: its gap-free 0-based position in the
+  topic. Publishing a ``msg_id`` that the topic already holds is absorbed: nothing is stored
+  or delivered again, and the original ``seq`` is returned.
+* A message published to a work topic before any consumer exists waits for one.
+* ``consume(topic)`` yields :class:`Delivery` s, each under a lease. A delivery that is not acked
+  comes back (``attempt`` + 1) when its lease runs out, when it is nacked, or when its consumer
+  stops heartbeating (a process killed with SIGKILL is noticed within a few seconds). After
+  ``max_attempts`` deliveries the message moves to :func:`server.mq.topics.dead_letter_topic`.
+  At most ``prefetch`` deliveries are outstanding per ``consume`` iterator; messages with the same
+  ``key`` come in publish order and never two at a time.
+* ``subscribe(topic, from_seq=n)`` yields every message of a stream topic with ``seq >= n`` in
+  seq order, without gaps or duplicates, then follows new ones live. Nothing is lost to ZeroMQ's
+  slow joiner or high-water-mark drops.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+
+__all__ = ["Delivery", "Message", "MessageQueue"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message as stored by the broker."""
+
+    topic: str
+    msg_id: str
+    payload: bytes
+    key: str = ""
+    seq: int = -1
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Delivery(abc.ABC):
+    """A leased hand-out of a work-topic message to one consumer."""
+
+    message: Message
+    attempt: int
+    """1 for the first delivery of the message, 2 for the first redelivery, ..."""
+    lease_id: str
+
+    @abc.abstractmethod
+    async def ack(self) -> None:
+        """Mark the message done. Raises LeaseLost if the lease expired and moved on."""
+
+    @abc.abstractmethod
+    async def nack(self, delay: float = 0.0) -> None:
+        """Give the message back; it is redelivered after ``delay`` seconds (attempt + 1)."""
+
+    @abc.abstractmethod
+    async def extend(self, seconds: float | None = None) -> None:
+        """Renew the lease for ``seconds`` (default: the consume call's lease) from now."""
+
+
+class MessageQueue(abc.ABC):
+    """A connection to a message queue (for the embedded ZeroMQ backend: a client of the broker)."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect. Must be called (or use ``async with``) before anything else."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Disconnect; outstanding deliveries of this connection are released for redelivery."""
+
+    @abc.abstractmethod
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        msg_id: str | None = None,
+        key: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
+        """Publish and wait for the broker's confirmation; return the message's seq.
+
+        ``msg_id`` defaults to a fresh uuid4. Raises PublishRejected when the broker refuses or
+        does not confirm within the backend's publish timeout.
+        """
+
+    @abc.abstractmethod
+    def consume(
+        self,
+        topic: str,
+        *,
+        prefetch: int = 1,
+        lease: float = 30.0,
+    ) -> AsyncIterator[Delivery]:
+        """Compete for the messages of a work topic. Closing the iterator (``aclose``, or leaving
+        an ``async for``) stops taking new deliveries; unacked ones go back for redelivery."""
+
+    @abc.abstractmethod
+    def subscribe(self, topic: str, *, from_seq: int = 0) -> AsyncIterator[Message]:
+        """Read a stream topic from ``from_seq`` on, in order, then follow it live."""
+
+    async def __aenter__(self) -> MessageQueue:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

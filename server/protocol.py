@@ -1,0 +1,116 @@
+"""What the control plane and the service workers say to each other over the message queue.
+
+Topics (see :mod:`server.mq.topics`):
+
+* ``work.<deployment>.svc.<service>``: the control plane publishes one :class:`TaskMessage`
+  per task (``msg_id = "<task_id>:start"``, ``key = session_id`` so the tasks of one session run
+  one after another and share Context). The service's replicas compete for them.
+* ``work.<deployment>.control``: every worker publishes :class:`WorkerMessage` s here (replica up,
+  heartbeat, stopping; task started, event, completed, failed). ``key = task_id`` for task
+  messages so one task's events reach the control plane in order; the control plane consumes
+  them and writes the state store.
+* ``stream.<deployment>.task.<task_id>.in``: the control plane publishes :class:`TaskInput` s
+  (events sent in by a human, cancel requests); the worker running the task subscribes from
+  seq 0, so nothing sent before it started listening is lost.
+
+Idempotency keys make redelivery harmless: ``<task_id>:start``, ``<task_id>:<attempt>:ev:<n>``,
+``<task_id>:final`` (first result wins; a late zombie result is dropped).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "TaskInput",
+    "TaskInputKind",
+    "TaskMessage",
+    "WorkerMessage",
+    "WorkerMessageKind",
+    "event_msg_id",
+    "final_msg_id",
+    "start_msg_id",
+]
+
+
+class TaskMessage(BaseModel):
+    """Control plane -> worker: run this task."""
+
+    task_id: str
+    session_id: str
+    service_id: str
+    deployment: str
+    input: dict[str, Any] = Field(default_factory=dict)
+    """The workflow's run kwargs (the decoded ``TaskDefinition.input``)."""
+    context: dict[str, Any] | None = None
+    """The session's saved workflow Context (``Context.to_dict()``), None for a new session."""
+    timeout: float | None = None
+    """Seconds the task may run (the service's ``timeout``); None = no limit."""
+
+
+class WorkerMessageKind(str, Enum):
+    REPLICA_UP = "replica.up"
+    REPLICA_HEARTBEAT = "replica.heartbeat"
+    REPLICA_STOPPING = "replica.stopping"
+    REPLICA_FAILED = "replica.failed"
+    """The worker could not load its workflow; ``error``/``traceback`` say why. It exits next."""
+    TASK_STARTED = "task.started"
+    TASK_EVENT = "task.event"
+    TASK_COMPLETED = "task.completed"
+    TASK_FAILED = "task.failed"
+    TASK_CANCELLED = "task.cancelled"
+
+
+class WorkerMessage(BaseModel):
+    """Worker -> control plane."""
+
+    kind: WorkerMessageKind
+    replica_id: str
+    service_id: str
+    generation: int = 1
+    pid: int | None = None
+    host: str | None = None
+    in_flight: int = 0
+    max_concurrency: int = 1
+    task_id: str | None = None
+    session_id: str | None = None
+    attempt: int = 1
+    event: dict[str, Any] | None = None
+    """For task.event: ``{"value", "type", "qualified_name"}`` (an EventEnvelope without seq)."""
+    event_index: int | None = None
+    """For task.event: the event's 0-based index within this attempt."""
+    result: Any = None
+    """For task.completed: the workflow's result, JSON-encodable."""
+    context: dict[str, Any] | None = None
+    """For task.completed / task.failed / task.cancelled: the session Context after the run."""
+    error: str | None = None
+    traceback: str | None = None
+    at: float = 0.0
+
+
+class TaskInputKind(str, Enum):
+    EVENT = "event"
+    CANCEL = "cancel"
+
+
+class TaskInput(BaseModel):
+    """Control plane -> the worker running a task: an event sent in, or a cancel request."""
+
+    kind: TaskInputKind
+    event_obj_str: str | None = None
+    """For kind=event: ``JsonSerializer().serialize(event)`` of a workflows Event."""
+
+
+def start_msg_id(task_id: str) -> str:
+    return f"{task_id}:start"
+
+
+def event_msg_id(task_id: str, attempt: int, index: int) -> str:
+    return f"{task_id}:{attempt}:ev:{index}"
+
+
+def final_msg_id(task_id: str) -> str:
+    return f"{task_id}:final"

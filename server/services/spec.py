@@ -1,0 +1,47 @@
+"""WorkerSpec: everything a worker process needs to know, handed over by whoever starts it.
+
+The supervisor writes it as JSON into the ``LLAMACTL_WORKER_SPEC`` environment variable of the
+child (``python -m server.services``); ``llamactl worker`` on another host builds the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = ["WORKER_SPEC_ENV", "WorkerSpec"]
+
+WORKER_SPEC_ENV = "LLAMACTL_WORKER_SPEC"
+
+
+class WorkerSpec(BaseModel):
+    deployment: str
+    service_id: str
+    replica_id: str
+    generation: int = 1
+    source_dir: str
+    """Absolute folder of the service's source; the import path is relative to it."""
+    import_path: str
+    """``module:attr``, ``pkg.module:attr`` or ``sub/dir/module:attr`` (sub/dir is put on sys.path)."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment (the service's ``env`` then ``env-files``, already merged)."""
+    max_concurrency: int = 8
+    timeout: float | None = None
+    lease: float = 30.0
+    heartbeat_interval: float = 1.0
+    mq: dict[str, Any]
+    """Client configuration for :func:`server.mq.factory.connect_queue`."""
+    parent_pid: int | None = None
+    """Exit when this process goes away (no orphans even if the server is SIGKILLed)."""
+
+    def to_env(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_env(cls) -> WorkerSpec:
+        raw = os.environ.get(WORKER_SPEC_ENV)
+        if not raw:
+            raise SystemExit(f"{WORKER_SPEC_ENV} is not set: workers are started by `llamactl serve`")
+        return cls.model_validate_json(raw)

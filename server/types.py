@@ -1,0 +1,224 @@
+"""Wire models: what crosses the HTTP API and what the client SDK parses.
+
+The first group keeps Llama Deploy's JSON shapes field for field (``TaskDefinition``,
+``TaskResult``, ``SessionDefinition``, ``EventDefinition``, ``ServiceDefinition``, ``Status``,
+``DeploymentDefinition``) so its clients work unchanged. The second group is ours: task
+status and records, the event envelope, replica/service status and the change feed.
+
+This module depends on pydantic only, so ``llamactl.client`` can import it cheaply.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "ChangeEvent",
+    "DeploymentDefinition",
+    "EventDefinition",
+    "EventEnvelope",
+    "ReplicaState",
+    "ReplicaStatus",
+    "ServiceDefinition",
+    "ServiceStatus",
+    "SessionDefinition",
+    "Status",
+    "StatusEnum",
+    "TaskDefinition",
+    "TaskRecord",
+    "TaskResult",
+    "TaskStatus",
+]
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+# --- Llama Deploy compatible ------------------------------------------------------------------
+
+
+class TaskDefinition(BaseModel):
+    """A task as Llama Deploy's clients send it.
+
+    ``input`` is a JSON-encoded object whose keys become the workflow's run kwargs.
+    """
+
+    input: str = ""
+    task_id: str = Field(default_factory=_new_id)
+    session_id: str | None = None
+    service_id: str | None = None
+
+
+class TaskResult(BaseModel):
+    """The final result of a task. ``result`` is the workflow's result as a string."""
+
+    task_id: str
+    history: list[Any] = Field(default_factory=list)
+    result: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class SessionDefinition(BaseModel):
+    """A session: consecutive tasks in it share the workflow Context."""
+
+    session_id: str = Field(default_factory=_new_id)
+    task_ids: list[str] = Field(default_factory=list)
+    state: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventDefinition(BaseModel):
+    """An event sent into a running task (human in the loop).
+
+    ``event_obj_str`` is ``workflows.context.serializers.JsonSerializer().serialize(event)``.
+    """
+
+    service_id: str
+    event_obj_str: str
+
+
+class ServiceDefinition(BaseModel):
+    """A service as Llama Deploy's control plane registers it."""
+
+    service_name: str
+    description: str = ""
+    prompt: list[Any] = Field(default_factory=list)
+    host: str | None = None
+    port: int | None = None
+
+
+class StatusEnum(str, Enum):
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+    DOWN = "Down"
+
+
+class Status(BaseModel):
+    status: StatusEnum
+    status_message: str = ""
+    max_deployments: int | None = None
+    deployments: list[str] | None = None
+
+
+class DeploymentDefinition(BaseModel):
+    name: str
+
+
+# --- ours ---------------------------------------------------------------------------------------
+
+
+class TaskStatus(str, Enum):
+    """The task status machine: queued -> running -> completed | failed | cancelled.
+
+    A task whose worker died goes from running back to queued (its attempt grows by one).
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+class TaskRecord(BaseModel):
+    """Everything the control plane knows about one task."""
+
+    task_id: str
+    deployment: str
+    service_id: str
+    session_id: str
+    input: str = ""
+    status: TaskStatus = TaskStatus.QUEUED
+    attempts: int = 0
+    replica_id: str | None = None
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    result: Any = None
+    """The workflow's result as JSON (None until completed)."""
+    error: str | None = None
+    """One line: the exception type and message of a failed task."""
+    traceback: str | None = None
+    """The last frames of the traceback of a failed task."""
+
+    def to_definition(self) -> TaskDefinition:
+        return TaskDefinition(
+            input=self.input, task_id=self.task_id, session_id=self.session_id, service_id=self.service_id
+        )
+
+
+class EventEnvelope(BaseModel):
+    """One event in a task's log, as streamed to clients.
+
+    ``value`` is the event's fields, ``type`` its class name, ``qualified_name`` its import path,
+    ``seq`` its 0-based position in the task's log and ``attempt`` the delivery attempt that
+    produced it (events of an attempt whose worker died stay in the log).
+    """
+
+    value: Any
+    type: str
+    qualified_name: str
+    seq: int = 0
+    attempt: int = 1
+
+
+class ReplicaState(str, Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    CRASHED = "crashed"
+
+
+class ReplicaStatus(BaseModel):
+    replica_id: str
+    service_id: str
+    generation: int = 1
+    state: ReplicaState = ReplicaState.STARTING
+    pid: int | None = None
+    host: str | None = None
+    in_flight: int = 0
+    max_concurrency: int = 1
+    started_at: float = Field(default_factory=time.time)
+    last_heartbeat: float | None = None
+    last_error: str | None = None
+    restarts: int = 0
+
+
+class ServiceStatus(BaseModel):
+    service_id: str
+    name: str
+    generation: int = 1
+    replicas: list[ReplicaStatus] = Field(default_factory=list)
+    desired_replicas: int = 1
+    in_flight: int = 0
+    last_error: str | None = None
+    last_reload_at: float | None = None
+    last_reload_error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return any(r.state is ReplicaState.READY for r in self.replicas)
+
+
+class ChangeEvent(BaseModel):
+    """One entry of a deployment's change feed (services up/down, task status changes, ...).
+
+    ``kind`` is one of ``service.up``, ``service.down``, ``replica.up``, ``replica.down``,
+    ``session.created``, ``session.deleted``, ``task.status``.
+    """
+
+    kind: str
+    deployment: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    at: float = Field(default_factory=time.time)
+    seq: int = 0
