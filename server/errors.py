@@ -143,9 +143,7 @@ class Conflict(LlamactlError):
 
 class DeploymentExists(Conflict):
     def __init__(self, name: str) -> None:
-        super().__init__(
-            f"Deployment '{name}' already exists: redeploy it with reload, or delete it first"
-        )
+        super().__init__(f"Deployment '{name}' already exists: redeploy it with reload, or delete it first")
         self.name = name
 
 

@@ -19,7 +19,7 @@ Idempotency keys make redelivery harmless: ``<task_id>:start``, ``<task_id>:<att
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -51,7 +51,7 @@ class TaskMessage(BaseModel):
     """Seconds the task may run (the service's ``timeout``); None = no limit."""
 
 
-class WorkerMessageKind(str, Enum):
+class WorkerMessageKind(StrEnum):
     REPLICA_UP = "replica.up"
     REPLICA_HEARTBEAT = "replica.heartbeat"
     REPLICA_STOPPING = "replica.stopping"
@@ -91,7 +91,7 @@ class WorkerMessage(BaseModel):
     at: float = 0.0
 
 
-class TaskInputKind(str, Enum):
+class TaskInputKind(StrEnum):
     EVENT = "event"
     CANCEL = "cancel"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -92,7 +92,7 @@ class ServiceDefinition(BaseModel):
     port: int | None = None
 
 
-class StatusEnum(str, Enum):
+class StatusEnum(StrEnum):
     HEALTHY = "Healthy"
     UNHEALTHY = "Unhealthy"
     DOWN = "Down"
@@ -112,7 +112,7 @@ class DeploymentDefinition(BaseModel):
 # --- ours ---------------------------------------------------------------------------------------
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     """The task status machine: queued -> running -> completed | failed | cancelled.
 
     A task whose worker died goes from running back to queued (its attempt grows by one).
@@ -171,7 +171,7 @@ class EventEnvelope(BaseModel):
     attempt: int = 1
 
 
-class ReplicaState(str, Enum):
+class ReplicaState(StrEnum):
     STARTING = "starting"
     READY = "ready"
     DRAINING = "draining"

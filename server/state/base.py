@@ -15,6 +15,7 @@ The contract tests in ``tests/server/state`` run against every backend.
 from __future__ import annotations
 
 import abc
+import builtins
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -66,7 +67,7 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def list(
         self, ns: str, prefix: str = "", after: str | None = None, limit: int = 100
-    ) -> list[tuple[str, Versioned]]:
+    ) -> builtins.list[tuple[str, Versioned]]:
         """Keys of ``ns`` starting with ``prefix``, in key order, strictly after ``after``."""
 
     # --- logs ----------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def read(
         self, stream: str, from_offset: int = 0, limit: int = 100, wait: float = 0.0
-    ) -> list[LogEntry]:
+    ) -> builtins.list[LogEntry]:
         """Entries with ``offset >= from_offset``, oldest first, at most ``limit``.
 
         With ``wait > 0`` and nothing to return yet, wait up to ``wait`` seconds for the first
