@@ -1,0 +1,200 @@
+"""The service registry: which services a deployment has and which replicas serve them right now.
+
+Replicas announce themselves (``replica.up``), heartbeat, and say goodbye (``replica.stopping``)
+over the control topic. A replica whose heartbeats stop for ``liveness`` intervals is declared
+gone; so is one whose process the supervisor saw exit. Every change is reported through
+``on_change(kind, data)`` so the control plane can put it on the change feed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.protocol import WorkerMessage
+from server.types import ReplicaState, ReplicaStatus, ServiceStatus
+
+__all__ = ["ServiceInfo", "ServiceRegistry"]
+
+ChangeCallback = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class ServiceInfo:
+    """What the registry knows of a service's configuration."""
+
+    service_id: str
+    name: str
+    desired_replicas: int = 1
+    generation: int = 1
+
+
+@dataclass
+class _Service:
+    info: ServiceInfo
+    replicas: dict[str, ReplicaStatus] = field(default_factory=dict)
+    last_error: str | None = None
+    last_reload_at: float | None = None
+    last_reload_error: str | None = None
+    down_reported: bool = False
+
+
+class ServiceRegistry:
+    def __init__(
+        self,
+        services: Iterable[ServiceInfo],
+        *,
+        heartbeat_interval: float = 1.0,
+        liveness: int = 3,
+        on_change: ChangeCallback | None = None,
+    ) -> None:
+        self._services = {s.service_id: _Service(info=s) for s in services}
+        self.heartbeat_interval = heartbeat_interval
+        self.liveness = liveness
+        self._on_change = on_change or (lambda kind, data: None)
+
+    # --- services ----------------------------------------------------------------------------
+
+    def service_ids(self) -> list[str]:
+        return list(self._services)
+
+    def has_service(self, service_id: str) -> bool:
+        return service_id in self._services
+
+    def add_service(self, info: ServiceInfo) -> None:
+        self._services.setdefault(info.service_id, _Service(info=info))
+
+    def remove_service(self, service_id: str) -> None:
+        self._services.pop(service_id, None)
+
+    def status(self, service_id: str) -> ServiceStatus:
+        svc = self._services[service_id]
+        replicas = sorted(svc.replicas.values(), key=lambda r: r.replica_id)
+        return ServiceStatus(
+            service_id=service_id,
+            name=svc.info.name,
+            generation=svc.info.generation,
+            replicas=replicas,
+            desired_replicas=svc.info.desired_replicas,
+            in_flight=sum(r.in_flight for r in replicas),
+            last_error=svc.last_error,
+            last_reload_at=svc.last_reload_at,
+            last_reload_error=svc.last_reload_error,
+        )
+
+    def statuses(self) -> list[ServiceStatus]:
+        return [self.status(s) for s in self._services]
+
+    def ready_replicas(self, service_id: str) -> int:
+        svc = self._services.get(service_id)
+        if svc is None:
+            return 0
+        return sum(1 for r in svc.replicas.values() if r.state is ReplicaState.READY)
+
+    # --- replica reports ---------------------------------------------------------------------
+
+    def replica_up(self, msg: WorkerMessage) -> None:
+        svc = self._services.get(msg.service_id)
+        if svc is None:
+            return
+        was_ready = self.ready_replicas(msg.service_id) > 0
+        replica = svc.replicas.get(msg.replica_id)
+        if replica is None:
+            replica = ReplicaStatus(replica_id=msg.replica_id, service_id=msg.service_id)
+            svc.replicas[msg.replica_id] = replica
+        replica.generation = msg.generation
+        replica.pid = msg.pid
+        replica.host = msg.host
+        replica.max_concurrency = msg.max_concurrency
+        replica.in_flight = msg.in_flight
+        replica.last_heartbeat = time.time()
+        if replica.state is not ReplicaState.READY:
+            replica.state = ReplicaState.READY
+            self._on_change("replica.up", _replica_data(replica))
+        if not was_ready:
+            svc.down_reported = False
+            self._on_change("service.up", {"service_id": msg.service_id})
+
+    def heartbeat(self, msg: WorkerMessage) -> None:
+        svc = self._services.get(msg.service_id)
+        replica = svc.replicas.get(msg.replica_id) if svc else None
+        if replica is None or replica.state in (ReplicaState.STOPPED, ReplicaState.CRASHED):
+            # A replica we had given up on (or never saw come up) is alive after all.
+            self.replica_up(msg)
+            return
+        replica.in_flight = msg.in_flight
+        replica.last_heartbeat = time.time()
+
+    def replica_stopping(self, msg: WorkerMessage) -> None:
+        svc = self._services.get(msg.service_id)
+        replica = svc.replicas.get(msg.replica_id) if svc else None
+        if replica is not None and replica.state is ReplicaState.READY:
+            replica.state = ReplicaState.DRAINING
+            replica.last_heartbeat = time.time()
+            self._on_change("replica.draining", _replica_data(replica))
+            self._maybe_service_down(msg.service_id)
+
+    def replica_failed(self, service_id: str, replica_id: str, error: str) -> None:
+        """The replica could not load its code (or crashed): record the error."""
+        svc = self._services.get(service_id)
+        if svc is None:
+            return
+        svc.last_error = error
+        replica = svc.replicas.get(replica_id)
+        if replica is None:
+            replica = ReplicaStatus(replica_id=replica_id, service_id=service_id)
+            svc.replicas[replica_id] = replica
+        replica.last_error = error
+        self._replica_gone(service_id, replica, ReplicaState.CRASHED)
+
+    def replica_exited(self, service_id: str, replica_id: str, *, requested: bool, restarts: int) -> None:
+        """The supervisor saw the replica's process end."""
+        svc = self._services.get(service_id)
+        if svc is None:
+            return
+        replica = svc.replicas.get(replica_id)
+        if replica is None:
+            return
+        replica.restarts = restarts
+        self._replica_gone(service_id, replica, ReplicaState.STOPPED if requested else ReplicaState.CRASHED)
+
+    def forget_replica(self, service_id: str, replica_id: str) -> None:
+        svc = self._services.get(service_id)
+        if svc is not None:
+            svc.replicas.pop(replica_id, None)
+
+    def expire(self, now: float | None = None) -> list[ReplicaStatus]:
+        """Declare gone every replica silent for ``liveness`` heartbeat intervals."""
+        now = time.time() if now is None else now
+        limit = self.heartbeat_interval * self.liveness
+        gone: list[ReplicaStatus] = []
+        for service_id, svc in self._services.items():
+            for replica in list(svc.replicas.values()):
+                alive = replica.state in (ReplicaState.READY, ReplicaState.DRAINING)
+                if alive and replica.last_heartbeat is not None and now - replica.last_heartbeat > limit:
+                    replica.last_error = replica.last_error or f"no heartbeat for {limit:.1f}s"
+                    self._replica_gone(service_id, replica, ReplicaState.CRASHED)
+                    gone.append(replica)
+        return gone
+
+    def _replica_gone(self, service_id: str, replica: ReplicaStatus, state: ReplicaState) -> None:
+        if replica.state in (ReplicaState.STOPPED, ReplicaState.CRASHED) and replica.state is state:
+            return
+        was_serving = replica.state in (ReplicaState.READY, ReplicaState.DRAINING)
+        replica.state = state
+        replica.in_flight = 0
+        if was_serving:
+            self._on_change("replica.down", _replica_data(replica))
+        self._maybe_service_down(service_id)
+
+    def _maybe_service_down(self, service_id: str) -> None:
+        svc = self._services[service_id]
+        if self.ready_replicas(service_id) == 0 and svc.replicas and not svc.down_reported:
+            svc.down_reported = True
+            self._on_change("service.down", {"service_id": service_id, "last_error": svc.last_error})
+
+
+def _replica_data(replica: ReplicaStatus) -> dict[str, Any]:
+    return replica.model_dump(mode="json")
