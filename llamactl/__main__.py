@@ -1,0 +1,3 @@
+from llamactl.cli.main import main
+
+main()

@@ -1,0 +1,68 @@
+"""Installs a service's ``python-dependencies`` into the interpreter that runs its workers.
+
+Entries follow Llama Deploy 0.9: one ending in ``requirements.txt`` is installed with ``-r``
+(relative to the service's source folder); one that names an existing folder or file inside the
+source folder is installed from that path; anything else is a package spec (``httpx>=0.27``).
+Specs already satisfied are skipped by pip itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from server.config import ServiceConfig
+from server.errors import DeploymentConfigError, LlamactlError
+
+__all__ = ["install_python_dependencies", "pip_arguments"]
+
+log = logging.getLogger(__name__)
+
+
+def pip_arguments(dependencies: list[str], source_dir: Path) -> list[str]:
+    """The ``pip install`` arguments for ``dependencies`` (paths checked to stay in source_dir)."""
+    args: list[str] = []
+    root = source_dir.resolve()
+    for entry in dependencies:
+        looks_like_path = entry.endswith("requirements.txt") or "/" in entry or entry.startswith(".")
+        if not looks_like_path:
+            args.append(entry)
+            continue
+        path = (root / entry).resolve()
+        if not path.is_relative_to(root):
+            raise DeploymentConfigError(
+                "<deployment>", "python-dependencies", None, f"'{entry}' points outside the service's source folder"
+            )
+        if not path.exists():
+            raise DeploymentConfigError(
+                "<deployment>", "python-dependencies", None, f"'{entry}' does not exist in {root}"
+            )
+        args.extend(["-r", str(path)] if entry.endswith("requirements.txt") else [str(path)])
+    return args
+
+
+async def install_python_dependencies(service: ServiceConfig, source_dir: Path) -> None:
+    if not service.python_dependencies:
+        return
+    args = pip_arguments(service.python_dependencies, source_dir)
+    log.info("service %s: installing %s", service.id, " ".join(args))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--quiet",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await proc.communicate()
+    if proc.returncode != 0:
+        tail = "\n".join(output.decode(errors="replace").strip().splitlines()[-15:])
+        raise LlamactlError(
+            f"service '{service.id}': installing python-dependencies failed (pip exit code "
+            f"{proc.returncode}); fix the entries or install them yourself:\n{tail}"
+        )

@@ -1,0 +1,289 @@
+"""A running deployment: state store, message broker, control plane, and worker replicas.
+
+The Python entry point to the engine::
+
+    async with Deployment.from_file("deployment.yml") as deployment:
+        await deployment.wait_ready()
+        task = await deployment.run("echo", message="hi")
+        print(task.result)
+
+On the embedded defaults everything but the workers runs in the caller's event loop: a SQLite
+state store and a ZeroMQ broker journal under the deployment's ``.llamactl/`` folder, so tasks,
+sessions and event logs survive a restart. Each service's ``replicas`` run as
+``python -m server.services`` child processes under a :class:`~server.supervisor.Supervisor`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from server.config import DeploymentConfig, ServiceConfig, load_deployment_file
+from server.control_plane import ControlPlane, ServiceInfo, ServiceRegistry
+from server.deployment.dependencies import install_python_dependencies
+from server.errors import LlamactlError, MessageQueueError, WorkflowLoadError
+from server.mq.base import MessageQueue
+from server.mq.factory import connect_queue
+from server.mq.zeromq.broker import ZeroMQBroker
+from server.orchestrator import Orchestrator
+from server.services.spec import WORKER_SPEC_ENV, WorkerSpec
+from server.state.base import StateStore
+from server.state.factory import open_state_store
+from server.supervisor import ProcessSpec, RestartPolicy, Supervisor, SupervisorEvent
+from server.types import ServiceStatus, TaskDefinition, TaskRecord
+
+__all__ = ["Deployment"]
+
+log = logging.getLogger(__name__)
+
+OutputCallback = Callable[[str, str], None]
+
+
+class Deployment:
+    """One deployment's engine. Start it with ``async with`` or :meth:`start` / :meth:`close`."""
+
+    def __init__(
+        self,
+        config: DeploymentConfig,
+        *,
+        heartbeat_interval: float = 1.0,
+        stop_grace: float = 30.0,
+        worker_output: OutputCallback | None = None,
+        install_dependencies: bool = True,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.heartbeat_interval = heartbeat_interval
+        self.stop_grace = stop_grace
+        self._worker_output = worker_output
+        self._install_dependencies = install_dependencies
+        self._store: StateStore | None = None
+        self._broker: ZeroMQBroker | None = None
+        self._queue: MessageQueue | None = None
+        self._control_plane: ControlPlane | None = None
+        self._supervisor: Supervisor | None = None
+        self._changed = asyncio.Event()
+        self._replica_service: dict[str, str] = {}
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> Deployment:
+        return cls(load_deployment_file(path), **kwargs)
+
+    @property
+    def control_plane(self) -> ControlPlane:
+        if self._control_plane is None:
+            raise LlamactlError(f"deployment '{self.name}' is not started: call start() first")
+        return self._control_plane
+
+    @property
+    def queue_config(self) -> dict[str, Any]:
+        """How a worker on this machine reaches the deployment's message queue."""
+        if self._broker is None:
+            raise LlamactlError(f"deployment '{self.name}' is not started: call start() first")
+        return self._broker.client_config
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        config = self.config
+        try:
+            if self._install_dependencies:
+                for service in config.services.values():
+                    await install_python_dependencies(service, config.source_dir(service.id))
+            self._store = open_state_store(config.state_store_uri)
+            await self._store.start()
+            self._broker = await self._start_broker()
+            self._queue = connect_queue(self._broker.client_config)
+            await self._queue.start()
+            registry = ServiceRegistry(
+                [self._service_info(s) for s in config.services.values()],
+                heartbeat_interval=self.heartbeat_interval,
+                on_change=self._on_change,
+            )
+            orchestrator = Orchestrator(config.name, list(config.services), config.default_service_id)
+            self._control_plane = ControlPlane(
+                config.name,
+                store=self._store,
+                queue=self._queue,
+                orchestrator=orchestrator,
+                registry=registry,
+                timeouts={s.id: s.timeout for s in config.services.values()},
+            )
+            await self._control_plane.start()
+            self._supervisor = Supervisor(
+                on_event=self._on_supervisor_event, stop_grace=self.stop_grace, output=self._worker_output
+            )
+            for service in config.services.values():
+                for index in range(1, service.replicas + 1):
+                    await self._start_replica(service, index)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start_broker(self) -> ZeroMQBroker:
+        mq = self.config.message_queue
+        if mq.type != "zeromq":
+            raise MessageQueueError(
+                f"message-queue type '{mq.type}' is not available yet in llamactl: "
+                "remove the message-queue section (or set `type: zeromq`) to use the embedded queue"
+            )
+        journal: Path | None = None
+        if mq.persistent:
+            self.config.state_dir.mkdir(parents=True, exist_ok=True)
+            journal = self.config.state_dir / "mq.sqlite"
+        broker = ZeroMQBroker(
+            host=mq.host,
+            port=mq.port or 0,
+            pub_port=mq.pub_port or 0,
+            journal_path=journal,
+            max_attempts=mq.max_attempts,
+            heartbeat_interval=self.heartbeat_interval,
+        )
+        await broker.start()
+        return broker
+
+    def _service_info(self, service: ServiceConfig) -> ServiceInfo:
+        return ServiceInfo(service_id=service.id, name=service.name, desired_replicas=service.replicas)
+
+    def worker_spec(self, service: ServiceConfig, replica_id: str, generation: int = 1) -> WorkerSpec:
+        return WorkerSpec(
+            deployment=self.name,
+            service_id=service.id,
+            replica_id=replica_id,
+            generation=generation,
+            source_dir=str(self.config.source_dir(service.id)),
+            import_path=_require_import_path(service),
+            env=self.config.service_env(service.id),
+            max_concurrency=service.max_concurrency,
+            timeout=service.timeout,
+            lease=self.config.message_queue.lease,
+            heartbeat_interval=self.heartbeat_interval,
+            mq=self.queue_config,
+            parent_pid=os.getpid(),
+        )
+
+    async def _start_replica(self, service: ServiceConfig, index: int, generation: int = 1) -> None:
+        assert self._supervisor is not None
+        replica_id = f"{service.id}#{index}"
+        spec = self.worker_spec(service, replica_id, generation)
+        self._replica_service[replica_id] = service.id
+        await self._supervisor.start_replica(
+            replica_id,
+            ProcessSpec(
+                name=f"{self.name}/{replica_id}",
+                argv=[sys.executable, "-m", "server.services"],
+                env={WORKER_SPEC_ENV: spec.to_env()},
+                cwd=Path(spec.source_dir),
+            ),
+            RestartPolicy(),
+        )
+
+    async def close(self) -> None:
+        """Stop the workers (they finish their tasks first, up to ``stop_grace``), then the rest."""
+        if self._supervisor is not None:
+            await self._supervisor.close()
+            self._supervisor = None
+        if self._control_plane is not None:
+            await self._control_plane.close()
+            self._control_plane = None
+        for closer in (self._queue, self._broker, self._store):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer.close()
+        self._queue = self._broker = self._store = None
+
+    async def __aenter__(self) -> Deployment:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # --- status ------------------------------------------------------------------------------
+
+    def services(self) -> list[ServiceStatus]:
+        return self.control_plane.registry.statuses()
+
+    async def wait_ready(self, timeout: float = 60.0) -> list[ServiceStatus]:
+        """Wait until every service has a ready replica.
+
+        Raises WorkflowLoadError as soon as a service's workers report that its code does not
+        load, and TimeoutError (naming the services still down) after ``timeout`` seconds.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    self._changed.clear()
+                    statuses = self.services()
+                    if all(s.ready for s in statuses):
+                        return statuses
+                    for status in statuses:
+                        if not status.ready and status.last_error:
+                            raise WorkflowLoadError(
+                                f"service '{status.service_id}' of deployment '{self.name}' "
+                                f"did not start: {status.last_error}"
+                            )
+                    await self._changed.wait()
+        except TimeoutError:
+            down = [s.service_id for s in self.services() if not s.ready]
+            raise TimeoutError(
+                f"deployment '{self.name}': no ready replica after {timeout:.0f}s for {', '.join(down)}"
+            ) from None
+
+    def _on_change(self, kind: str, data: dict[str, Any]) -> None:
+        if self._control_plane is not None:
+            self._control_plane.changes.emit(kind, data)
+        self._changed.set()
+
+    def _on_supervisor_event(self, event: SupervisorEvent) -> None:
+        if self._control_plane is None:
+            return
+        service_id = self._replica_service.get(event.key)
+        if service_id is None:
+            return
+        if event.kind in ("exited", "stopped", "gave_up"):
+            self._control_plane.registry.replica_exited(
+                service_id, event.key, requested=event.kind == "stopped", restarts=event.restarts
+            )
+        if event.kind == "exited":
+            log.warning(
+                "deployment %s: replica %s exited with code %s%s",
+                self.name,
+                event.key,
+                event.exit_code,
+                " (its code does not load)" if event.load_error else "",
+            )
+        self._changed.set()
+
+    # --- convenience -------------------------------------------------------------------------
+
+    async def run(
+        self,
+        service: str | None = None,
+        *,
+        session_id: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> TaskRecord:
+        """Run one task with ``kwargs`` as the workflow's input and wait for it to finish."""
+        definition = TaskDefinition(input=json.dumps(kwargs), service_id=service, session_id=session_id)
+        return await self.control_plane.run_task(definition, timeout=timeout)
+
+
+def _require_import_path(service: ServiceConfig) -> str:
+    if not service.import_path:
+        raise WorkflowLoadError(
+            f"service '{service.id}' has no `path` (or `import-path`): set it to module:attr, "
+            "e.g. `path: workflow:echo_workflow`"
+        )
+    return service.import_path
