@@ -1,0 +1,227 @@
+"""One interface over everything a service may point at.
+
+:func:`adapt` accepts:
+
+* a ``workflows.Workflow`` instance, or a Workflow subclass (instantiated with no arguments). The
+  task input becomes the run kwargs (the StartEvent's fields); a saved Context is restored; every
+  streamed event (the StopEvent last) is emitted; events sent in reach ``ctx.send_event``; the
+  result is the StopEvent's result and the Context is handed back, also after a failure.
+* an async function and a sync function (run in a thread): the task input is its kwargs; the
+  result is the return value; nothing is streamed.
+* an async generator function and a sync generator function (run in a thread): every yielded item
+  is emitted as an event, and the **last yielded item is also the result** (None if nothing was
+  yielded), so ``yield`` progress then ``yield`` the answer.
+
+Results are made JSON-encodable (:func:`server.services.encoding.to_jsonable`).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, ClassVar
+
+from workflows import Context, Workflow
+from workflows.context.serializers import JsonSerializer
+
+from server.errors import WorkflowLoadError
+
+from .encoding import envelope, to_jsonable
+from .threads import run_in_daemon_thread
+
+__all__ = ["Emit", "Run", "Runnable", "TaskInputError", "adapt"]
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+"""Receives each streamed event as an envelope ``{"value", "type", "qualified_name"}``."""
+
+ACCEPTED = (
+    "a workflows.Workflow instance, a Workflow subclass, an async or sync function, "
+    "or an async or sync generator function"
+)
+
+
+class TaskInputError(TypeError):
+    """The task input does not fit the target (missing or unknown arguments)."""
+
+
+class Run(abc.ABC):
+    """One execution in progress."""
+
+    @abc.abstractmethod
+    async def wait(self) -> Any:
+        """Drive the run to its end, emitting events; return the JSON-encodable result or raise."""
+
+    async def send_event(self, event_obj_str: str) -> None:
+        """Deliver an event sent in by a human (``JsonSerializer().serialize(event)``)."""
+        raise TaskInputError("this service is not a workflow: it does not take events")
+
+    async def cancel(self) -> None:  # noqa: B027  (a no-op is the right default)
+        """Ask the run to stop gracefully; the caller cancels ``wait()`` if it does not."""
+
+    def context(self) -> dict[str, Any] | None:
+        """The session Context after (or during) the run; None when there is none."""
+        return None
+
+
+class Runnable(abc.ABC):
+    """A loaded service target, ready to run tasks (several at once)."""
+
+    kind: ClassVar[str]
+
+    @abc.abstractmethod
+    def start(self, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit) -> Run:
+        """Prepare one run; raises TaskInputError (or anything else) if it cannot start."""
+
+
+# --- workflows ------------------------------------------------------------------------------------
+
+
+class _WorkflowRun(Run):
+    def __init__(
+        self, workflow: Workflow, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit
+    ) -> None:
+        ctx = Context.from_dict(workflow, context) if context else None
+        self._handler = workflow.run(ctx=ctx, **kwargs)
+        self._emit = emit
+
+    async def wait(self) -> Any:
+        async for ev in self._handler.stream_events():
+            await self._emit(envelope(ev))
+        return to_jsonable(await self._handler)
+
+    async def send_event(self, event_obj_str: str) -> None:
+        event = JsonSerializer().deserialize(event_obj_str)
+        self._handler.ctx.send_event(event)
+
+    async def cancel(self) -> None:
+        await self._handler.cancel_run()
+
+    def context(self) -> dict[str, Any] | None:
+        try:
+            return self._handler.ctx.to_dict()
+        except Exception:
+            log.warning("could not serialize the workflow Context; it is not saved", exc_info=True)
+            return None
+
+
+class WorkflowRunnable(Runnable):
+    kind = "workflow"
+
+    def __init__(self, workflow: Workflow) -> None:
+        self.workflow = workflow
+
+    def start(self, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit) -> Run:
+        return _WorkflowRun(self.workflow, kwargs, context, emit)
+
+
+# --- functions and generators ---------------------------------------------------------------------
+
+
+def _bind(fn: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # builtins without a signature: let the call itself complain
+    try:
+        signature.bind(**kwargs)
+    except TypeError as exc:
+        name = getattr(fn, "__qualname__", getattr(fn, "__name__", "the function"))
+        raise TaskInputError(f"{exc}; {name} takes {signature}, got input keys {sorted(kwargs)}") from None
+
+
+class _FunctionRun(Run):
+    def __init__(self, runnable: FunctionRunnable, kwargs: dict[str, Any], emit: Emit) -> None:
+        self._r = runnable
+        self._kwargs = kwargs
+        self._emit = emit
+
+    async def wait(self) -> Any:
+        fn, kind, kwargs = self._r.fn, self._r.kind, self._kwargs
+        if kind == "async_function":
+            return to_jsonable(await fn(**kwargs))
+        if kind == "function":
+            result = await run_in_daemon_thread(fn, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return to_jsonable(result)
+        if kind == "async_generator":
+            return await self._drain_async(fn(**kwargs))
+        return await self._drain_sync(fn(**kwargs))
+
+    async def _drain_async(self, agen: AsyncIterator[Any]) -> Any:
+        last: Any = None
+        try:
+            async for item in agen:
+                await self._emit(envelope(item))
+                last = item
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return to_jsonable(last)
+
+    async def _drain_sync(self, gen: Iterator[Any]) -> Any:
+        done = object()
+        last: Any = None
+        try:
+            while True:
+                item = await run_in_daemon_thread(next, gen, done)
+                if item is done:
+                    return to_jsonable(last)
+                await self._emit(envelope(item))
+                last = item
+        finally:
+            close = getattr(gen, "close", None)
+            if close is not None:
+                # ValueError: still running in its abandoned thread (cancelled mid-item)
+                with contextlib.suppress(ValueError):
+                    close()
+
+
+class FunctionRunnable(Runnable):
+    """A plain or async function, or a generator function of either kind."""
+
+    kind: str  # type: ignore[misc]  # per instance: one of the four below
+
+    def __init__(self, fn: Callable[..., Any], kind: str) -> None:
+        self.fn = fn
+        self.kind = kind
+
+    def start(self, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit) -> Run:
+        _bind(self.fn, kwargs)
+        return _FunctionRun(self, kwargs, emit)
+
+
+def _function_kind(target: Callable[..., Any]) -> str:
+    call = target if inspect.isroutine(target) else type(target).__call__
+    if inspect.isasyncgenfunction(target) or inspect.isasyncgenfunction(call):
+        return "async_generator"
+    if inspect.isgeneratorfunction(target) or inspect.isgeneratorfunction(call):
+        return "generator"
+    if inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(call):
+        return "async_function"
+    return "function"
+
+
+def adapt(target: object, *, label: str = "the service target") -> Runnable:
+    """Wrap a loaded target; raise WorkflowLoadError naming ``label`` if it is not runnable."""
+    if isinstance(target, Workflow):
+        return WorkflowRunnable(target)
+    if isinstance(target, type):
+        if issubclass(target, Workflow):
+            try:
+                return WorkflowRunnable(target())
+            except Exception as exc:
+                raise WorkflowLoadError(
+                    f"{label}: could not instantiate Workflow subclass {target.__qualname__} with no "
+                    f"arguments: {type(exc).__name__}: {exc}"
+                ) from exc
+        raise WorkflowLoadError(f"{label} is the class {target.__qualname__}; expected {ACCEPTED}")
+    if callable(target):
+        return FunctionRunnable(target, _function_kind(target))
+    raise WorkflowLoadError(f"{label} is a {type(target).__name__} ({target!r:.60}); expected {ACCEPTED}")

@@ -1,0 +1,57 @@
+"""Turn what user code returns or streams into JSON-encodable values and event envelopes."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from pydantic import BaseModel
+
+__all__ = ["envelope", "qualified_name", "to_jsonable"]
+
+
+def qualified_name(obj: object) -> str:
+    """``module.Class`` of ``obj``'s type (``builtins.dict`` for a dict)."""
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def to_jsonable(value: Any) -> Any:
+    """A JSON-encodable rendering of ``value``.
+
+    Pydantic models become ``model_dump(mode="json")``; dicts, lists, tuples and sets are converted
+    item by item; anything else that JSON cannot hold (including NaN/inf) becomes ``str(value)``.
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, BaseModel):
+        try:
+            return value.model_dump(mode="json")
+        except Exception:
+            return to_jsonable(value.model_dump())
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return value
+
+
+def envelope(item: Any) -> dict[str, Any]:
+    """``{"value", "type", "qualified_name"}`` for a streamed item.
+
+    A workflows Event (any pydantic model) carries its fields as ``value``, in the same shape
+    ``JsonSerializer`` uses, so a client can rebuild it from ``qualified_name``. Plain values keep
+    their builtin type name (``dict``, ``str``, ...).
+    """
+    return {
+        "value": to_jsonable(item),
+        "type": type(item).__name__,
+        "qualified_name": qualified_name(item),
+    }

@@ -1,0 +1,132 @@
+"""Run one task to its outcome: inputs in (events, cancel), events out, timeout, errors as results.
+
+This knows nothing about the message queue: :func:`execute` takes the task's inputs as an async
+iterator and hands each streamed event to ``emit``, so it is tested without a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from server.protocol import TaskInput, TaskInputKind, WorkerMessageKind
+
+from .adapters import Emit, Run, Runnable
+from .encoding import to_jsonable
+from .errorinfo import error_line, traceback_summary
+
+__all__ = ["CANCEL_GRACE", "TaskOutcome", "execute"]
+
+log = logging.getLogger(__name__)
+
+CANCEL_GRACE = 5.0
+"""Seconds a run gets to stop on its own after a cancel or timeout before its task is cancelled."""
+
+
+@dataclass(slots=True)
+class TaskOutcome:
+    """How a task ended: ``kind`` is task.completed, task.failed or task.cancelled."""
+
+    kind: WorkerMessageKind
+    result: Any = None
+    context: dict[str, Any] | None = None
+    error: str | None = None
+    traceback: str | None = None
+
+
+def _failed(
+    exc: BaseException, context: dict[str, Any] | None, *, with_traceback: bool = True
+) -> TaskOutcome:
+    return TaskOutcome(
+        WorkerMessageKind.TASK_FAILED,
+        context=context,
+        error=error_line(exc),
+        traceback=traceback_summary(exc) if with_traceback else None,
+    )
+
+
+async def _pump(inputs: AsyncIterator[TaskInput], run: Run, cancel: asyncio.Event) -> None:
+    async for item in inputs:
+        if item.kind is TaskInputKind.CANCEL:
+            cancel.set()
+            return
+        if item.event_obj_str is None:
+            log.warning("ignoring an event input without event_obj_str")
+            continue
+        try:
+            await run.send_event(item.event_obj_str)
+        except Exception as exc:
+            log.warning("could not deliver an event sent into the task: %s", error_line(exc))
+
+
+async def _stop(run: Run, main: asyncio.Task[Any], grace: float) -> None:
+    try:
+        await asyncio.wait_for(run.cancel(), grace)
+    except Exception as exc:
+        log.warning("graceful cancel failed: %s", error_line(exc))
+    if not main.done():
+        await asyncio.wait({main}, timeout=grace)
+    if not main.done():
+        main.cancel()
+    await asyncio.wait({main})
+
+
+async def execute(
+    runnable: Runnable,
+    *,
+    kwargs: dict[str, Any],
+    context: dict[str, Any] | None,
+    emit: Emit,
+    inputs: AsyncIterator[TaskInput] | None = None,
+    timeout: float | None = None,
+    cancel_grace: float = CANCEL_GRACE,
+) -> TaskOutcome:
+    """Run one task and return its outcome; never raises for anything the user code does.
+
+    A cancel input stops the run (task.cancelled); passing ``timeout`` seconds fails it with
+    ``TimeoutError: timed out after N s``. The Context is returned with every outcome it exists
+    for (unchanged input Context if the run could not even start).
+    """
+    try:
+        run = runnable.start(kwargs, context, emit)
+    except TypeError as exc:
+        return _failed(exc, context, with_traceback=False)
+    except Exception as exc:
+        return _failed(exc, context)
+    cancel = asyncio.Event()
+    main = asyncio.create_task(run.wait(), name="task-run")
+    cancelled = asyncio.create_task(cancel.wait(), name="task-cancel-wait")
+    pump = asyncio.create_task(_pump(inputs, run, cancel), name="task-inputs") if inputs else None
+    stopped_by: str | None = None
+    try:
+        await asyncio.wait({main, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not main.done():
+            stopped_by = "cancel" if cancel.is_set() else "timeout"
+            await _stop(run, main, cancel_grace)
+    finally:
+        for helper in (cancelled, pump):
+            if helper is not None and not helper.done():
+                helper.cancel()
+        if not main.done():  # only when execute itself is being cancelled
+            main.cancel()
+        await asyncio.wait({t for t in (main, cancelled, pump) if t is not None})
+        if (aclose := getattr(inputs, "aclose", None)) is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+        if pump is not None and not pump.cancelled() and (pump_exc := pump.exception()) is not None:
+            log.warning("reading the task's inputs failed: %s", error_line(pump_exc))
+    if stopped_by == "cancel":
+        return TaskOutcome(WorkerMessageKind.TASK_CANCELLED, context=run.context())
+    if stopped_by == "timeout":
+        error = f"TimeoutError: timed out after {timeout:g} s"
+        return TaskOutcome(WorkerMessageKind.TASK_FAILED, context=run.context(), error=error)
+    if main.cancelled():
+        return TaskOutcome(WorkerMessageKind.TASK_CANCELLED, context=run.context())
+    if (run_exc := main.exception()) is not None:
+        return _failed(run_exc, run.context())
+    result = to_jsonable(main.result())
+    return TaskOutcome(WorkerMessageKind.TASK_COMPLETED, result=result, context=run.context())

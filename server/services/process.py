@@ -1,0 +1,160 @@
+"""The worker process around :class:`Worker`: environment, logging, loading, signals, parent watch.
+
+Exit codes: 0 after a clean stop (SIGTERM/SIGINT, or the parent process went away), 2 when the
+message queue cannot be reached, 3 when the service's target cannot be loaded (after publishing
+replica.failed with the reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from server.errors import WorkflowLoadError
+from server.mq.base import MessageQueue
+from server.protocol import WorkerMessageKind
+from server.services.spec import WorkerSpec
+
+from .adapters import Runnable, adapt
+from .errorinfo import error_line, traceback_summary
+from .loader import load_target
+from .worker import Reporter, Worker
+
+__all__ = ["EXIT_LOAD_FAILED", "EXIT_MQ_FAILED", "configure_logging", "run_worker"]
+
+log = logging.getLogger("server.services")
+
+EXIT_MQ_FAILED = 2
+EXIT_LOAD_FAILED = 3
+PARENT_POLL_INTERVAL = 1.0
+
+Connect = Callable[[dict[str, Any]], MessageQueue]
+
+
+def configure_logging(spec: WorkerSpec, level: int = logging.INFO) -> None:
+    """Log to stderr, every line prefixed with the replica id."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s [{spec.replica_id}] %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _parent_alive(pid: int) -> bool:
+    if os.getppid() == pid:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def _watch_parent(pid: int, worker: Worker) -> None:
+    while _parent_alive(pid):  # noqa: ASYNC110  (another process: nothing to await but time)
+        await asyncio.sleep(PARENT_POLL_INTERVAL)
+    log.warning("parent process %d is gone: stopping", pid)
+    worker.request_stop()
+
+
+def _default_connect(config: dict[str, Any]) -> MessageQueue:
+    # Imported late: the backend (and its dependencies) is only known at run time.
+    from server.mq.factory import connect_queue  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: PLC0415
+
+    queue: MessageQueue = connect_queue(config)
+    return queue
+
+
+def load_runnable(spec: WorkerSpec) -> Runnable:
+    """Import and adapt the spec's target; any failure is a WorkflowLoadError."""
+    label = f"service {spec.service_id!r} target {spec.import_path!r}"
+    try:
+        return adapt(load_target(Path(spec.source_dir), spec.import_path), label=label)
+    except WorkflowLoadError:
+        raise
+    except Exception as exc:
+        raise WorkflowLoadError(f"{label}: {error_line(exc)}") from exc
+
+
+async def run_worker(spec: WorkerSpec, *, connect: Connect | None = None) -> int:
+    """Run a worker for ``spec`` until it is told to stop; return the process exit code."""
+    os.environ.update(spec.env)
+    log.info(
+        "worker %s of %s/%s generation %d pid %d: loading %s from %s",
+        spec.replica_id,
+        spec.deployment,
+        spec.service_id,
+        spec.generation,
+        os.getpid(),
+        spec.import_path,
+        spec.source_dir,
+    )
+    try:
+        queue = (connect or _default_connect)(spec.mq)
+        await queue.start()
+    except Exception as exc:
+        log.error("cannot reach the message queue: %s", error_line(exc))
+        return EXIT_MQ_FAILED
+    try:
+        return await _serve(spec, queue)
+    finally:
+        with contextlib.suppress(Exception):
+            await queue.close()
+
+
+async def _serve(spec: WorkerSpec, queue: MessageQueue) -> int:
+    try:
+        runnable = load_runnable(spec)
+    except WorkflowLoadError as exc:
+        log.error("%s", exc)
+        reporter = Reporter(spec, queue)
+        failed = reporter.message(
+            WorkerMessageKind.REPLICA_FAILED,
+            error=str(exc),
+            traceback=traceback_summary(exc.__cause__) if exc.__cause__ else None,
+        )
+        try:
+            await reporter.publish(failed)
+        except Exception as pub_exc:
+            log.error("could not report the failure: %s", error_line(pub_exc))
+        return EXIT_LOAD_FAILED
+    worker = Worker(spec, queue, runnable)
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("signal received: finishing %d in-flight task(s)", worker.in_flight)
+            worker.request_stop()
+        else:
+            log.warning("second signal: abandoning %d in-flight task(s)", worker.in_flight)
+            worker.abort()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    watcher = asyncio.create_task(_watch_parent(spec.parent_pid, worker)) if spec.parent_pid else None
+    try:
+        await worker.publish(worker.message(WorkerMessageKind.REPLICA_UP))
+        log.info("up: %s target, max concurrency %d", runnable.kind, spec.max_concurrency)
+        await worker.serve()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.wait({watcher})
+    log.info("stopped")
+    return 0

@@ -1,0 +1,269 @@
+"""The worker loop: take a service's tasks from the message queue, run them, report to the control plane.
+
+See :mod:`server.protocol` for what goes on which topic. One :class:`Worker` serves one replica:
+up to ``spec.max_concurrency`` tasks at once, each under a lease it keeps extending, each
+listening to its own input stream (human in the loop, cancel), each ending in exactly one final
+message (task.completed / task.failed / task.cancelled) before its delivery is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import ValidationError
+
+from server.errors import LeaseLost
+from server.mq import topics
+from server.mq.base import Delivery, MessageQueue
+from server.protocol import (
+    TaskInput,
+    TaskMessage,
+    WorkerMessage,
+    WorkerMessageKind,
+    event_msg_id,
+    final_msg_id,
+)
+from server.services.spec import WorkerSpec
+
+from .adapters import Runnable
+from .errorinfo import error_line
+from .execution import execute
+
+__all__ = ["Reporter", "Worker"]
+
+log = logging.getLogger(__name__)
+
+
+class Reporter:
+    """Builds and publishes a replica's WorkerMessages on the deployment's control topic."""
+
+    def __init__(self, spec: WorkerSpec, queue: MessageQueue) -> None:
+        self.spec = spec
+        self.queue = queue
+        self.topic = topics.control_topic(spec.deployment)
+        self._host = socket.gethostname()
+
+    def message(self, kind: WorkerMessageKind, *, in_flight: int = 0, **fields: Any) -> WorkerMessage:
+        """A WorkerMessage of this replica, stamped now."""
+        return WorkerMessage(
+            kind=kind,
+            replica_id=self.spec.replica_id,
+            service_id=self.spec.service_id,
+            generation=self.spec.generation,
+            pid=os.getpid(),
+            host=self._host,
+            in_flight=in_flight,
+            max_concurrency=self.spec.max_concurrency,
+            at=time.time(),
+            **fields,
+        )
+
+    async def publish(self, msg: WorkerMessage, *, msg_id: str | None = None) -> None:
+        """Publish ``msg`` (key: its task id, so one task's messages stay in order; else the replica id)."""
+        await self.queue.publish(
+            self.topic, msg.model_dump_json().encode(), msg_id=msg_id, key=msg.task_id or self.spec.replica_id
+        )
+
+
+class Worker:
+    """Serves one replica of a service over a :class:`MessageQueue` (already started)."""
+
+    def __init__(self, spec: WorkerSpec, queue: MessageQueue, runnable: Runnable) -> None:
+        self.spec = spec
+        self.queue = queue
+        self.runnable = runnable
+        self.reporter = Reporter(spec, queue)
+        self.service_topic = topics.service_topic(spec.deployment, spec.service_id)
+        self._stop = asyncio.Event()
+        self._slots = asyncio.Semaphore(max(1, spec.max_concurrency))
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks running right now."""
+        return len(self._tasks)
+
+    def request_stop(self) -> None:
+        """Stop taking deliveries; :meth:`serve` returns once the in-flight tasks are done."""
+        self._stop.set()
+
+    def abort(self) -> None:
+        """Cancel the in-flight tasks too (their deliveries are not acked and come back)."""
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+
+    def message(self, kind: WorkerMessageKind, **fields: Any) -> WorkerMessage:
+        """A WorkerMessage of this replica, stamped now, with the current in-flight count."""
+        return self.reporter.message(kind, in_flight=self.in_flight, **fields)
+
+    async def publish(self, msg: WorkerMessage, *, msg_id: str | None = None) -> None:
+        """Publish ``msg`` on the control topic."""
+        await self.reporter.publish(msg, msg_id=msg_id)
+
+    async def serve(self) -> None:
+        """Consume and run tasks until :meth:`request_stop`; then publish replica.stopping and drain."""
+        consumer = self.queue.consume(
+            self.service_topic, prefetch=max(1, self.spec.max_concurrency), lease=self.spec.lease
+        )
+        heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+        pending: asyncio.Task[Delivery] | None = None
+        try:
+            pending = await self._take(consumer)
+            log.info("stopping: no new tasks; %d in flight", self.in_flight)
+            with contextlib.suppress(Exception):
+                await self.publish(self.message(WorkerMessageKind.REPLICA_STOPPING))
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
+        finally:
+            heartbeat.cancel()
+            if pending is not None:
+                await self._give_back(pending)
+            with contextlib.suppress(Exception):
+                await consumer.aclose()  # type: ignore[attr-defined]
+            await asyncio.wait({heartbeat})
+
+    async def _until_stop(self, task: asyncio.Task[Any]) -> bool:
+        """Wait for ``task`` or a stop request; True when ``task`` finished first."""
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        return task.done()
+
+    async def _take(self, consumer: AsyncIterator[Delivery]) -> asyncio.Task[Delivery] | None:
+        """Start a task per delivery while there is a free slot; return the unfinished pull, if any."""
+        iterator = aiter(consumer)
+        while not self._stop.is_set():
+            slot = asyncio.create_task(self._slots.acquire())
+            if not await self._until_stop(slot):
+                slot.cancel()
+                await asyncio.wait({slot})
+                if not slot.cancelled():
+                    self._slots.release()
+                return None
+            pull: asyncio.Task[Delivery] = asyncio.create_task(anext(iterator))  # type: ignore[arg-type]
+            if not await self._until_stop(pull):
+                self._slots.release()
+                return pull
+            try:
+                delivery = pull.result()
+            except StopAsyncIteration:
+                self._slots.release()
+                log.warning("the task stream ended")
+                return None
+            task = asyncio.create_task(self._handle(delivery), name=f"delivery-{delivery.lease_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+        return None
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("handling a delivery failed: %s", error_line(exc), exc_info=exc)
+
+    async def _give_back(self, pull: asyncio.Task[Delivery]) -> None:
+        """A delivery that arrived while stopping is handed back untouched (nack, no delay)."""
+        if not pull.done():
+            pull.cancel()
+        await asyncio.wait({pull})
+        if pull.cancelled() or pull.exception() is not None:
+            return
+        with contextlib.suppress(Exception):
+            await pull.result().nack()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.spec.heartbeat_interval)
+            try:
+                await self.publish(self.message(WorkerMessageKind.REPLICA_HEARTBEAT))
+            except Exception as exc:
+                log.warning("heartbeat not published: %s", error_line(exc))
+
+    async def _keep_leased(self, delivery: Delivery) -> None:
+        while True:
+            await asyncio.sleep(self.spec.lease / 3)
+            try:
+                await delivery.extend()
+            except LeaseLost:
+                log.warning("lost the lease of %s: it may run elsewhere too", delivery.message.msg_id)
+                return
+            except Exception as exc:
+                log.warning("could not extend a lease: %s", error_line(exc))
+
+    async def _inputs(self, task: TaskMessage) -> AsyncIterator[TaskInput]:
+        topic = topics.task_input_topic(task.deployment, task.task_id)
+        subscription = self.queue.subscribe(topic, from_seq=0)
+        try:
+            async for msg in subscription:
+                try:
+                    yield TaskInput.model_validate_json(msg.payload)
+                except ValidationError as exc:
+                    log.warning("ignoring a malformed input of task %s: %s", task.task_id, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.aclose()  # type: ignore[attr-defined]
+
+    async def _handle(self, delivery: Delivery) -> None:
+        try:
+            task = TaskMessage.model_validate_json(delivery.message.payload)
+        except ValidationError as exc:
+            log.error("dropping a malformed task message %s: %s", delivery.message.msg_id, exc)
+            with contextlib.suppress(Exception):
+                await delivery.ack()
+            return
+        attempt = delivery.attempt
+        keeper = asyncio.create_task(self._keep_leased(delivery), name="lease")
+        ids = {"task_id": task.task_id, "session_id": task.session_id, "attempt": attempt}
+        try:
+            log.info("task %s (attempt %d) started", task.task_id, attempt)
+            started = self.message(WorkerMessageKind.TASK_STARTED, **ids)
+            await self.publish(started, msg_id=f"{task.task_id}:{attempt}:started")
+            index = 0
+
+            async def emit(envelope: dict[str, Any]) -> None:
+                nonlocal index
+                msg = self.message(WorkerMessageKind.TASK_EVENT, event=envelope, event_index=index, **ids)
+                await self.publish(msg, msg_id=event_msg_id(task.task_id, attempt, index))
+                index += 1
+
+            timeout = task.timeout if task.timeout is not None else self.spec.timeout
+            outcome = await execute(
+                self.runnable,
+                kwargs=task.input,
+                context=task.context,
+                emit=emit,
+                inputs=self._inputs(task),
+                timeout=timeout,
+            )
+            final = self.message(
+                outcome.kind,
+                result=outcome.result,
+                context=outcome.context,
+                error=outcome.error,
+                traceback=outcome.traceback,
+                **ids,
+            )
+            await self.publish(final, msg_id=final_msg_id(task.task_id))
+            log.info("task %s: %s %s", task.task_id, outcome.kind, outcome.error or "")
+        except Exception as exc:
+            # The queue failed us (a publish was not confirmed): leave the delivery unacked so it
+            # comes back after its lease, on this replica or another.
+            log.error("task %s not reported: %s; it will be redelivered", task.task_id, error_line(exc))
+            return
+        finally:
+            keeper.cancel()
+            await asyncio.wait({keeper})
+        try:
+            await delivery.ack()
+        except LeaseLost:
+            log.warning("task %s finished after its lease moved on (result deduplicated)", task.task_id)
