@@ -1,0 +1,16 @@
+"""Waiting on conditions with deadlines (never bare sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> None:
+    """Return as soon as ``predicate()`` is true; raise TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from server.control_plane import ServiceInfo, ServiceRegistry
+from server.protocol import WorkerMessage, WorkerMessageKind
+from server.types import ReplicaState
+
+
+def _msg(kind: WorkerMessageKind, replica: str = "echo#1", in_flight: int = 0) -> WorkerMessage:
+    return WorkerMessage(kind=kind, replica_id=replica, service_id="echo", pid=123, in_flight=in_flight)
+
+
+def _registry(changes: list[tuple[str, dict[str, Any]]]) -> ServiceRegistry:
+    return ServiceRegistry(
+        [ServiceInfo(service_id="echo", name="Echo", desired_replicas=2)],
+        heartbeat_interval=1.0,
+        liveness=3,
+        on_change=lambda kind, data: changes.append((kind, data)),
+    )
+
+
+def test_the_first_ready_replica_brings_the_service_up_once() -> None:
+    changes: list[tuple[str, dict[str, Any]]] = []
+    registry = _registry(changes)
+    registry.replica_up(_msg(WorkerMessageKind.REPLICA_UP, "echo#1"))
+    registry.replica_up(_msg(WorkerMessageKind.REPLICA_UP, "echo#2"))
+    assert [k for k, _ in changes] == ["replica.up", "service.up", "replica.up"]
+    status = registry.status("echo")
+    assert status.ready and len(status.replicas) == 2 and status.desired_replicas == 2
+
+
+def test_heartbeats_update_in_flight_counts() -> None:
+    registry = _registry([])
+    registry.replica_up(_msg(WorkerMessageKind.REPLICA_UP))
+    registry.heartbeat(_msg(WorkerMessageKind.REPLICA_HEARTBEAT, in_flight=3))
+    assert registry.status("echo").in_flight == 3
+
+
+def test_a_silent_replica_is_declared_gone_and_the_service_down() -> None:
+    changes: list[tuple[str, dict[str, Any]]] = []
+    registry = _registry(changes)
+    registry.replica_up(_msg(WorkerMessageKind.REPLICA_UP))
+    assert registry.expire(now=time.time() + 1.0) == []
+    gone = registry.expire(now=time.time() + 10.0)
+    assert [r.replica_id for r in gone] == ["echo#1"]
+    assert gone[0].state is ReplicaState.CRASHED
+    assert [k for k, _ in changes][-2:] == ["replica.down", "service.down"]
+    assert not registry.status("echo").ready
+
+
+def test_a_heartbeat_from_a_replica_given_up_on_brings_it_back() -> None:
+    changes: list[tuple[str, dict[str, Any]]] = []
+    registry = _registry(changes)
+    registry.replica_up(_msg(WorkerMessageKind.REPLICA_UP))
+    registry.expire(now=time.time() + 10.0)
+    registry.heartbeat(_msg(WorkerMessageKind.REPLICA_HEARTBEAT))
+    assert registry.status("echo").ready
+    assert [k for k, _ in changes][-2:] == ["replica.up", "service.up"]
+
+
+def test_a_load_failure_is_the_services_last_error() -> None:
+    registry = _registry([])
+    registry.replica_failed("echo", "echo#1", "ModuleNotFoundError: No module named 'flow'")
+    status = registry.status("echo")
+    assert status.last_error == "ModuleNotFoundError: No module named 'flow'"
+    assert status.replicas[0].state is ReplicaState.CRASHED
+
+
+def test_a_draining_replica_no_longer_counts_as_ready() -> None:
+    changes: list[tuple[str, dict[str, Any]]] = []
+    registry = _registry(changes)
+    registry.replica_up(_msg(WorkerMessageKind.REPLICA_UP))
+    registry.replica_stopping(_msg(WorkerMessageKind.REPLICA_STOPPING))
+    assert registry.status("echo").replicas[0].state is ReplicaState.DRAINING
+    assert [k for k, _ in changes][-2:] == ["replica.draining", "service.down"]
