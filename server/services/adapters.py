@@ -52,6 +52,9 @@ class TaskInputError(TypeError):
 class Run(abc.ABC):
     """One execution in progress."""
 
+    graceful_cancel: ClassVar[bool] = False
+    """True when :meth:`cancel` makes ``wait()`` return by itself; else the caller cancels it at once."""
+
     @abc.abstractmethod
     async def wait(self) -> Any:
         """Drive the run to its end, emitting events; return the JSON-encodable result or raise."""
@@ -82,6 +85,8 @@ class Runnable(abc.ABC):
 
 
 class _WorkflowRun(Run):
+    graceful_cancel = True
+
     def __init__(
         self, workflow: Workflow, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit
     ) -> None:

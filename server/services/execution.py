@@ -64,12 +64,13 @@ async def _pump(inputs: AsyncIterator[TaskInput], run: Run, cancel: asyncio.Even
 
 
 async def _stop(run: Run, main: asyncio.Task[Any], grace: float) -> None:
-    try:
-        await asyncio.wait_for(run.cancel(), grace)
-    except Exception as exc:
-        log.warning("graceful cancel failed: %s", error_line(exc))
-    if not main.done():
-        await asyncio.wait({main}, timeout=grace)
+    if run.graceful_cancel:
+        try:
+            await asyncio.wait_for(run.cancel(), grace)
+        except Exception as exc:
+            log.warning("graceful cancel failed: %s", error_line(exc))
+        if not main.done():
+            await asyncio.wait({main}, timeout=grace)
     if not main.done():
         main.cancel()
     await asyncio.wait({main})

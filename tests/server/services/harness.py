@@ -1,0 +1,44 @@
+"""A broker-free stand-in for the worker: collects emitted events, feeds task inputs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from server.protocol import TaskInput, TaskInputKind
+
+DEADLINE = 10.0
+
+
+class TaskIO:
+    """``emit`` records envelopes; ``inputs()`` yields what ``send``/``cancel`` put in."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+        self._inputs: asyncio.Queue[TaskInput] = asyncio.Queue()
+
+    async def emit(self, envelope: dict[str, Any]) -> None:
+        self.events.append(envelope)
+        self._changed.set()
+
+    async def inputs(self) -> AsyncIterator[TaskInput]:
+        while True:
+            yield await self._inputs.get()
+
+    def send(self, event_obj_str: str) -> None:
+        self._inputs.put_nowait(TaskInput(kind=TaskInputKind.EVENT, event_obj_str=event_obj_str))
+
+    def cancel(self) -> None:
+        self._inputs.put_nowait(TaskInput(kind=TaskInputKind.CANCEL))
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    async def wait_for(self, predicate: Callable[[], bool], deadline: float = DEADLINE) -> None:
+        """Wait until ``predicate()`` holds, re-checking after every emitted event."""
+        async with asyncio.timeout(deadline):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()

@@ -1,0 +1,243 @@
+"""execute() over every adapter kind: results, streamed events, Context, HITL, cancel, errors, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from workflows.context.serializers import JsonSerializer
+from workflows.events import HumanResponseEvent
+
+from server.errors import WorkflowLoadError
+from server.protocol import WorkerMessageKind
+from server.services.adapters import Runnable, adapt
+from server.services.execution import TaskOutcome, execute
+from server.services.loader import load_target
+
+from .conftest import WriteModule
+from .harness import TaskIO
+from .usercode import FLOWS, FUNCS
+
+COMPLETED = WorkerMessageKind.TASK_COMPLETED
+FAILED = WorkerMessageKind.TASK_FAILED
+CANCELLED = WorkerMessageKind.TASK_CANCELLED
+
+
+@pytest.fixture
+def load(source_dir: Path, write_module: WriteModule) -> Any:
+    write_module("flows.py", FLOWS)
+    write_module("funcs.py", FUNCS)
+
+    def load(path: str) -> Runnable:
+        return adapt(load_target(source_dir, path), label=path)
+
+    return load
+
+
+async def run(
+    runnable: Runnable,
+    io: TaskIO | None = None,
+    context: dict[str, Any] | None = None,
+    timeout: float | None = None,
+    **kwargs: Any,
+) -> TaskOutcome:
+    io = io or TaskIO()
+    return await execute(
+        runnable, kwargs=kwargs, context=context, emit=io.emit, inputs=io.inputs(), timeout=timeout
+    )
+
+
+# --- workflows ------------------------------------------------------------------------------------
+
+
+async def test_workflow_result_and_events_in_order(load: Any) -> None:
+    io = TaskIO()
+    outcome = await run(load("flows:counter"), io, who="ada")
+    assert outcome.kind is COMPLETED
+    assert outcome.result == {"count": 1, "who": "ada"}
+    assert io.types() == ["Progress", "Progress", "Progress", "StopEvent"]
+    assert [e["value"] for e in io.events[:3]] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert io.events[0]["qualified_name"] == "flows.Progress"
+    assert io.events[-1]["qualified_name"] == "workflows.events.StopEvent"
+    assert outcome.context is not None
+
+
+async def test_workflow_subclass_is_instantiated(load: Any) -> None:
+    outcome = await run(load("flows:Counter"))
+    assert outcome.kind is COMPLETED
+    assert outcome.result["count"] == 1
+
+
+async def test_context_carries_across_runs(load: Any) -> None:
+    counter = load("flows:counter")
+    first = await run(counter)
+    second = await run(counter, context=first.context)
+    fresh = await run(counter)
+    assert (first.result["count"], second.result["count"], fresh.result["count"]) == (1, 2, 1)
+
+
+async def test_human_in_the_loop(load: Any) -> None:
+    io = TaskIO()
+    running = asyncio.create_task(run(load("flows:asker"), io))
+    await io.wait_for(lambda: "InputRequiredEvent" in io.types())
+    assert io.events[io.types().index("InputRequiredEvent")]["value"]["_data"] == {"prefix": "name?"}
+    io.send(JsonSerializer().serialize(HumanResponseEvent(response="Ada")))
+    outcome = await running
+    assert outcome.kind is COMPLETED
+    assert outcome.result == "hello Ada"
+
+
+async def test_cancel_a_workflow_keeps_its_context(load: Any) -> None:
+    io = TaskIO()
+    running = asyncio.create_task(run(load("flows:sleeper"), io))
+    await io.wait_for(lambda: "Progress" in io.types())
+    io.cancel()
+    outcome = await running
+    assert outcome.kind is CANCELLED
+    assert outcome.context is not None
+    assert outcome.error is None
+
+
+async def test_raising_workflow_gives_error_and_short_traceback(load: Any, source_dir: Path) -> None:
+    outcome = await run(load("flows:raiser"))
+    assert outcome.kind is FAILED
+    assert outcome.error == "ValueError: bad input: 7"
+    assert outcome.traceback is not None
+    assert str(source_dir / "flows.py") in outcome.traceback
+    assert "in check" in outcome.traceback and "in fail" in outcome.traceback
+    assert "control_loop" not in outcome.traceback
+    assert outcome.traceback.endswith("ValueError: bad input: 7")
+    assert outcome.context is not None, "the Context is saved on failure too"
+
+
+async def test_workflow_timeout(load: Any) -> None:
+    started = time.monotonic()
+    outcome = await run(load("flows:sleeper"), timeout=0.2)
+    assert outcome.kind is FAILED
+    assert outcome.error == "TimeoutError: timed out after 0.2 s"
+    assert time.monotonic() - started < 5
+    assert outcome.context is not None
+
+
+async def test_pydantic_result_is_dumped(load: Any) -> None:
+    outcome = await run(load("flows:modelled"))
+    assert outcome.result == {"text": "hi"}
+
+
+async def test_non_json_result_becomes_strings(load: Any) -> None:
+    outcome = await run(load("flows:opaque"))
+    assert outcome.result["tuple"] == [1, 2]
+    assert outcome.result["obj"].startswith("<object object")
+
+
+async def test_bad_context_fails_the_task_and_keeps_the_input_context(load: Any) -> None:
+    outcome = await run(load("flows:counter"), context={"version": 99})
+    assert outcome.kind is FAILED
+    assert outcome.error is not None and "ContextSerdeError" in outcome.error
+    assert outcome.context == {"version": 99}
+
+
+# --- functions and generators ---------------------------------------------------------------------
+
+
+async def test_async_function(load: Any) -> None:
+    outcome = await run(load("funcs:add"), a=2, b=3)
+    assert (outcome.kind, outcome.result, outcome.context) == (COMPLETED, 5, None)
+
+
+async def test_async_callable_instance(load: Any) -> None:
+    assert (await run(load("funcs:tool"), x=4)).result == 8
+
+
+async def test_sync_function_runs_off_the_loop(load: Any) -> None:
+    outcome = await run(load("funcs:shout"), text="hi")
+    assert outcome.result["text"] == "HI"
+    assert outcome.result["thread"] != "MainThread"
+
+
+async def test_sync_function_timeout_does_not_wait_for_the_thread(load: Any) -> None:
+    runnable = load("funcs:blocked")
+    try:
+        outcome = await run(runnable, timeout=0.2)
+        assert outcome.kind is FAILED
+        assert outcome.error == "TimeoutError: timed out after 0.2 s"
+    finally:
+        runnable.fn.__globals__["release"].set()
+
+
+async def test_async_generator_streams_and_returns_last_item(load: Any) -> None:
+    io = TaskIO()
+    outcome = await run(load("funcs:agen"), io, n=2)
+    assert outcome.result == "done"
+    assert io.events == [
+        {"value": {"i": 0}, "type": "dict", "qualified_name": "builtins.dict"},
+        {"value": {"i": 1}, "type": "dict", "qualified_name": "builtins.dict"},
+        {"value": "done", "type": "str", "qualified_name": "builtins.str"},
+    ]
+
+
+async def test_sync_generator_streams_and_returns_last_item(load: Any) -> None:
+    io = TaskIO()
+    outcome = await run(load("funcs:sgen"), io, n=3)
+    assert outcome.result == "step 2"
+    assert [e["value"] for e in io.events] == ["step 0", "step 1", "step 2"]
+
+
+async def test_sync_generator_failure_after_streaming(load: Any) -> None:
+    io = TaskIO()
+    outcome = await run(load("funcs:sgen_fails"), io)
+    assert outcome.kind is FAILED
+    assert outcome.error == "KeyError: 'second'"
+    assert io.types() == ["str"]
+
+
+async def test_cancel_a_function(load: Any) -> None:
+    io = TaskIO()
+    io.cancel()
+    outcome = await run(load("funcs:forever"), io)
+    assert outcome.kind is CANCELLED
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "problem"),
+    [({}, "missing a required argument: 'a'"), ({"a": 1, "c": 2}, "unexpected keyword argument 'c'")],
+)
+async def test_bad_kwargs_fail_with_the_parameters(load: Any, kwargs: dict[str, Any], problem: str) -> None:
+    outcome = await run(load("funcs:add"), **kwargs)
+    assert outcome.kind is FAILED
+    assert outcome.error is not None
+    assert problem in outcome.error
+    assert "add takes (a: int, b: int = 1)" in outcome.error
+    assert outcome.traceback is None
+
+
+async def test_events_sent_to_a_function_are_ignored(load: Any) -> None:
+    io = TaskIO()
+    io.send(JsonSerializer().serialize(HumanResponseEvent(response="x")))
+    outcome = await run(load("funcs:add"), io, a=1)
+    assert outcome.result == 2
+
+
+# --- what cannot be adapted -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("funcs:NOT_CALLABLE", "is a int"),
+        ("funcs:Plain", "is the class Plain"),
+        ("flows:NeedsArgs", "could not instantiate Workflow subclass NeedsArgs with no arguments"),
+    ],
+)
+def test_unsupported_targets(load: Any, path: str, problem: str) -> None:
+    with pytest.raises(WorkflowLoadError) as err:
+        load(path)
+    assert problem in str(err.value)
+    assert path in str(err.value)
+    if "instantiate" not in problem:
+        assert "a workflows.Workflow instance, a Workflow subclass, an async or sync function" in str(
+            err.value
+        )

@@ -1,0 +1,144 @@
+"""Source text of the user modules the tests write into a service source folder."""
+
+from __future__ import annotations
+
+FLOWS = """
+import asyncio
+
+from pydantic import BaseModel
+from workflows import Context, Workflow, step
+from workflows.events import (
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StopEvent,
+)
+
+
+class Progress(Event):
+    n: int
+
+
+class Answer(BaseModel):
+    text: str
+
+
+class Counter(Workflow):
+    @step
+    async def count(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        n = await ctx.store.get("n", default=0) + 1
+        await ctx.store.set("n", n)
+        for i in range(3):
+            ctx.write_event_to_stream(Progress(n=i))
+        return StopEvent(result={"count": n, "who": ev.get("who")})
+
+
+class Asker(Workflow):
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        reply = await ctx.wait_for_event(
+            HumanResponseEvent, waiter_event=InputRequiredEvent(prefix="name?")
+        )
+        return StopEvent(result=f"hello {reply.response}")
+
+
+class Sleeper(Workflow):
+    @step
+    async def sleep(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        await ctx.store.set("slept", True)
+        ctx.write_event_to_stream(Progress(n=0))
+        await asyncio.sleep(3600)
+        return StopEvent(result="woke")
+
+
+def check(value):
+    raise ValueError(f"bad input: {value}")
+
+
+class Raiser(Workflow):
+    @step
+    async def fail(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        await ctx.store.set("tried", True)
+        check(7)
+        return StopEvent(result="unreachable")
+
+
+class Modelled(Workflow):
+    @step
+    async def answer(self, ev: StartEvent) -> StopEvent:
+        return StopEvent(result=Answer(text="hi"))
+
+
+class Opaque(Workflow):
+    @step
+    async def answer(self, ev: StartEvent) -> StopEvent:
+        return StopEvent(result={"obj": object(), "tuple": (1, 2)})
+
+
+class NeedsArgs(Workflow):
+    def __init__(self, llm):
+        super().__init__()
+
+
+counter = Counter(timeout=None)
+asker = Asker(timeout=None)
+sleeper = Sleeper(timeout=None)
+raiser = Raiser(timeout=None)
+modelled = Modelled(timeout=None)
+opaque = Opaque(timeout=None)
+"""
+
+FUNCS = """
+import asyncio
+import threading
+
+release = threading.Event()
+
+
+async def add(a: int, b: int = 1) -> int:
+    return a + b
+
+
+def shout(text: str) -> dict:
+    return {"text": text.upper(), "thread": threading.current_thread().name}
+
+
+def blocked() -> str:
+    release.wait(30)
+    return "released"
+
+
+async def forever() -> None:
+    await asyncio.Event().wait()
+
+
+async def agen(n: int):
+    for i in range(n):
+        yield {"i": i}
+        await asyncio.sleep(0)
+    yield "done"
+
+
+def sgen(n: int):
+    for i in range(n):
+        yield f"step {i}"
+
+
+def sgen_fails():
+    yield "first"
+    raise KeyError("second")
+
+
+class Tool:
+    async def __call__(self, x: int) -> int:
+        return x * 2
+
+
+tool = Tool()
+NOT_CALLABLE = 42
+
+
+class Plain:
+    pass
+"""
