@@ -1,0 +1,176 @@
+"""The SQLite store's one thread: it owns the connection and runs every operation, in batches.
+
+Callers in the event loop put an ``Op`` on a queue and await its future. The thread takes
+everything queued, runs it in one transaction (group commit: one COMMIT, so one WAL sync, for
+the whole batch), then hands all results back to the loop with a single
+``call_soon_threadsafe``. Futures resolve only after COMMIT, so an awaited write is durable (to
+the degree ``synchronous`` promises). Measured in the design notes: a thread hop per call costs
+more than a WAL/NORMAL commit, and group commit of 16 producers beats one commit per write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from server.errors import StateStoreError
+from server.state import _sqlite_ops
+
+__all__ = ["MAX_BATCH", "Op", "Result", "Writer"]
+
+MAX_BATCH = 1000
+
+# (future, value, error): what the loop applies after a batch.
+Result = tuple["asyncio.Future[Any]", object, BaseException | None]
+Deliver = Callable[[list[Result], set[str]], None]
+
+
+@dataclass(slots=True)
+class Op:
+    fn: Callable[..., object]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    future: asyncio.Future[Any]
+    write: bool
+    wake: str | None = None  # stream whose waiting readers the commit should wake
+
+
+_STOP = object()
+
+
+class Writer:
+    """Owns the connection and the thread. ``start``/``stop`` report through loop futures."""
+
+    def __init__(
+        self,
+        path: str,
+        synchronous: str,
+        busy_timeout_ms: int,
+        loop: asyncio.AbstractEventLoop,
+        deliver: Deliver,
+    ) -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._busy_timeout_ms = busy_timeout_ms
+        self._loop = loop
+        self._deliver = deliver
+        self._queue: queue.SimpleQueue[Op | object] = queue.SimpleQueue()
+        self.started: asyncio.Future[None] = loop.create_future()
+        self.stopped: asyncio.Future[None] = loop.create_future()
+        self.commits = 0  # write transactions committed (written on the thread, read anywhere)
+        self.batches = 0
+        self._thread = threading.Thread(target=self._run, name=f"sqlite-state:{path}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, op: Op) -> None:
+        self._queue.put(op)
+
+    def stop(self) -> None:
+        """Ask the thread to finish what is queued, close the connection and exit."""
+        self._queue.put(_STOP)
+
+    def join(self) -> None:
+        self._thread.join()
+
+    # --- on the thread -------------------------------------------------------------------------
+
+    def _post(self, fn: Callable[..., object], *args: object) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to tell
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _run(self) -> None:
+        try:
+            conn = _sqlite_ops.connect(self._path, self._synchronous, self._busy_timeout_ms)
+        except BaseException as exc:
+            self._post(_settle, self.started, None, exc)
+            self._post(_settle, self.stopped, None, None)
+            return
+        self._post(_settle, self.started, None, None)
+        try:
+            stop = False
+            while not stop:
+                item = self._queue.get()
+                batch: list[Op] = []
+                while True:
+                    if item is _STOP:
+                        stop = True
+                        break
+                    assert isinstance(item, Op)
+                    batch.append(item)
+                    if len(batch) >= MAX_BATCH:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._run_batch(conn, batch)
+        finally:
+            conn.close()
+            self._post(_settle, self.stopped, None, None)
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[Op]) -> None:
+        writes = any(op.write for op in batch)
+        results: list[Result] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
+        except sqlite3.Error as exc:
+            self._fail(batch, exc, "could not begin a transaction")
+            return
+        failed: sqlite3.Error | None = None
+        for op in batch:
+            try:
+                value = op.fn(conn, *op.args, **op.kwargs)
+            except sqlite3.Error as exc:
+                if not conn.in_transaction:
+                    # SQLite rolled the whole transaction back (disk full, I/O error, ...):
+                    # the earlier results of this batch are gone too.
+                    failed = exc
+                    break
+                results.append((op.future, None, _wrap(exc, f"{op.fn.__name__} failed")))
+            except Exception as exc:
+                results.append((op.future, None, exc))
+            else:
+                results.append((op.future, value, None))
+        if failed is None:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                failed = exc
+        if failed is not None:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # report the first failure, not this one
+                    conn.execute("ROLLBACK")
+            self._fail(batch, failed, "the transaction failed")
+            return
+        self.batches += 1
+        if writes:
+            self.commits += 1
+        streams = {op.wake for op in batch if op.wake is not None}
+        self._post(self._deliver, results, streams)
+
+    def _fail(self, batch: list[Op], exc: sqlite3.Error, what: str) -> None:
+        self._post(self._deliver, [(op.future, None, _wrap(exc, what)) for op in batch], set())
+
+
+def _wrap(exc: sqlite3.Error, what: str) -> StateStoreError:
+    err = StateStoreError(f"SQLite state store: {what}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
+def _settle(fut: asyncio.Future[Any], value: object, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(value)

@@ -1,0 +1,215 @@
+"""``sqlite:///path``: the default state store, one SQLite file in WAL mode.
+
+Every operation, reads included, runs on one writer thread that owns the connection and
+commits whatever is queued in one transaction (see ``_sqlite_writer``). Results come back to
+the event loop after COMMIT, so a write that returned is on disk (``synchronous="NORMAL"``: it
+survives a crash of the process; ``"FULL"``: also a power loss).
+
+Several processes may share one file: offsets and CAS are decided under SQLite's write lock.
+Readers waiting in ``read(wait=...)`` are woken by appends made through *this* store object; an
+append by another process is seen when the wait ends (a waiting reader makes one last read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+from collections.abc import Callable
+from typing import Any, Concatenate, Literal, ParamSpec, Self, TypeVar
+
+from server.errors import StateStoreError
+from server.state import _sqlite_ops as ops
+from server.state._common import StreamWaiters, check_value, closed_error, not_started_error, wait_event
+from server.state._sqlite_writer import Op, Result, Writer
+from server.state.base import LogEntry, StateStore, Versioned
+
+__all__ = ["SQLiteStateStore"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Synchronous = Literal["NORMAL", "FULL"]
+
+
+class SQLiteStateStore(StateStore):
+    """A ``StateStore`` in one SQLite file (or ``":memory:"``).
+
+    Args:
+        path: the database file; its folder is created. ``":memory:"`` keeps everything in
+            memory (one connection, gone at close).
+        synchronous: ``"NORMAL"`` (default; WAL, durable against process crashes) or ``"FULL"``
+            (fsync on every commit; durable against power loss, ~4x fewer commits/s).
+        busy_timeout: seconds to wait for the write lock when another process holds it.
+
+    Use a store from one event loop, the one that called ``start()``.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, synchronous: Synchronous = "NORMAL", busy_timeout: float = 5.0
+    ) -> None:
+        sync = str(synchronous).upper()
+        if sync not in ("NORMAL", "FULL"):
+            raise StateStoreError(f"SQLite synchronous must be NORMAL or FULL, not {synchronous!r}")
+        if busy_timeout < 0:
+            raise StateStoreError(f"SQLite busy_timeout must be >= 0 seconds, not {busy_timeout!r}")
+        self._path = os.fspath(path)
+        self._synchronous = sync
+        self._busy_timeout_ms = int(busy_timeout * 1000)
+        self._writer: Writer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._waiters = StreamWaiters()
+
+    @property
+    def path(self) -> str:
+        """The database file (or ``":memory:"``)."""
+        return self._path
+
+    @property
+    def synchronous(self) -> str:
+        """``"NORMAL"`` or ``"FULL"``."""
+        return self._synchronous
+
+    @property
+    def commit_count(self) -> int:
+        """Write transactions committed so far (each may hold many writes: group commit)."""
+        return 0 if self._writer is None else self._writer.commits
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._writer else "new"
+        return f"SQLiteStateStore({self._path!r}, synchronous={self._synchronous!r}, {state})"
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def start(self) -> None:
+        """Start the writer thread: create the folder and file, switch to WAL, create tables."""
+        if self._closed:
+            raise closed_error("SQLite")
+        if self._writer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        writer = Writer(self._path, self._synchronous, self._busy_timeout_ms, loop, self._deliver)
+        writer.start()
+        try:
+            await writer.started
+        except StateStoreError:
+            writer.join()
+            raise
+        except Exception as exc:
+            writer.join()
+            raise StateStoreError(f"cannot open the SQLite state store at {self._path}: {exc}") from exc
+        self._loop = loop
+        self._writer = writer
+
+    async def close(self) -> None:
+        """Finish queued operations, stop the writer thread, close the file, wake waiting readers."""
+        writer = self._writer
+        if self._closed:
+            if writer is not None:
+                await asyncio.shield(writer.stopped)
+            return
+        self._closed = True
+        self._waiters.notify_all()
+        if writer is not None:
+            writer.stop()
+            await asyncio.shield(writer.stopped)
+            writer.join()
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _submit(
+        self,
+        write: bool,
+        wake: str | None,
+        fn: Callable[Concatenate[Any, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> asyncio.Future[T]:
+        if self._closed:
+            raise closed_error("SQLite")
+        writer = self._writer
+        if writer is None:
+            raise not_started_error("SQLite")
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            raise StateStoreError(
+                "the SQLite state store was started in another event loop: use it from that loop only"
+            )
+        fut: asyncio.Future[T] = loop.create_future()
+        writer.submit(Op(fn, args, kwargs, fut, write, wake))
+        return fut
+
+    def _deliver(self, results: builtins.list[Result], streams: set[str]) -> None:
+        for fut, value, exc in results:
+            if fut.done():  # the caller was cancelled; the operation itself still happened
+                continue
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(value)
+        for stream in streams:
+            self._waiters.notify(stream)
+
+    # --- key/value -----------------------------------------------------------------------------
+
+    async def get(self, ns: str, key: str) -> Versioned | None:
+        """The value and version of ``ns/key``, or None."""
+        return await self._submit(False, None, ops.get, ns, key)
+
+    async def put(self, ns: str, key: str, value: bytes) -> int:
+        """Write unconditionally; return the new version."""
+        return await self._submit(True, None, ops.put, ns, key, check_value(value))
+
+    async def cas(self, ns: str, key: str, value: bytes, expected_version: int | None) -> int | None:
+        """Write only if the version is ``expected_version`` (None: only if absent); else None."""
+        return await self._submit(True, None, ops.cas, ns, key, check_value(value), expected_version)
+
+    async def delete(self, ns: str, key: str, expected_version: int | None = None) -> bool:
+        """Delete (only at ``expected_version`` when given). True if something was deleted."""
+        return await self._submit(True, None, ops.delete, ns, key, expected_version)
+
+    async def list(
+        self, ns: str, prefix: str = "", after: str | None = None, limit: int = 100
+    ) -> builtins.list[tuple[str, Versioned]]:
+        """Keys of ``ns`` starting with ``prefix``, in key order, strictly after ``after``."""
+        return await self._submit(False, None, ops.list_keys, ns, prefix, after, limit)
+
+    # --- logs ----------------------------------------------------------------------------------
+
+    async def append(self, stream: str, value: bytes, *, idem_key: str | None = None) -> int:
+        """Append to a log; return the entry's offset (the original one for a known ``idem_key``)."""
+        return await self._submit(True, stream, ops.append, stream, check_value(value), idem_key)
+
+    async def read(
+        self, stream: str, from_offset: int = 0, limit: int = 100, wait: float = 0.0
+    ) -> builtins.list[LogEntry]:
+        """Entries with ``offset >= from_offset``; with ``wait > 0``, wait for the first new one."""
+        if wait <= 0 or limit <= 0:
+            return await self._submit(False, None, ops.read, stream, from_offset, limit)
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            # Take the event before looking: an append committed after the look still wakes us.
+            event = self._waiters.acquire(stream)
+            try:
+                entries = await self._submit(False, None, ops.read, stream, from_offset, limit)
+                if entries:
+                    return entries
+                woke = await wait_event(event, deadline)
+            finally:
+                self._waiters.release(stream, event)
+            if self._closed:
+                return []
+            if not woke:
+                # One last look: catches appends made by other processes on the same file.
+                return await self._submit(False, None, ops.read, stream, from_offset, limit)
+
+    async def log_length(self, stream: str) -> int:
+        """Number of entries in a log (0 for an unknown stream)."""
+        return await self._submit(False, None, ops.log_length, stream)
+
+    async def delete_log(self, stream: str) -> None:
+        """Remove a log and its idempotency keys."""
+        await self._submit(True, None, ops.delete_log, stream)

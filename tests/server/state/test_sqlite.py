@@ -1,0 +1,196 @@
+"""What only the SQLite backend promises: persistence, WAL, group commit, files and sharing a file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from server.errors import StateStoreError
+from server.state import LogEntry, SQLiteStateStore, Versioned
+
+
+def _pragma(path: Path, name: str) -> object:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def _writer_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("sqlite-state:")]
+
+
+async def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with SQLiteStateStore(path) as store:
+        await store.put("ns", "k", b"v1")
+        await store.put("ns", "k", b"v2")
+        await store.append("s", b"a", idem_key="evt-1")
+        await store.append("s", b"b")
+
+    async with SQLiteStateStore(path) as store:
+        assert await store.get("ns", "k") == Versioned(b"v2", 2)
+        assert await store.put("ns", "k", b"v3") == 3
+        assert await store.read("s") == [LogEntry(0, b"a"), LogEntry(1, b"b")]
+        assert await store.append("s", b"dup", idem_key="evt-1") == 0
+        assert await store.append("s", b"c") == 2
+
+
+async def test_creates_the_folder_and_the_file_in_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "state.db"
+    async with SQLiteStateStore(path) as store:
+        assert path.is_file()
+        assert _pragma(path, "journal_mode") == "wal"
+        assert store.path == str(path)
+        assert store.synchronous == "NORMAL"
+
+
+async def test_group_commit_groups_concurrent_writes(tmp_path: Path) -> None:
+    async with SQLiteStateStore(tmp_path / "state.db") as store:
+        before = store.commit_count
+        async with asyncio.timeout(30):
+            versions = await asyncio.gather(*(store.put("ns", f"k{i}", b"v") for i in range(500)))
+        commits = store.commit_count - before
+        assert versions == [1] * 500
+        assert 1 <= commits <= 50, f"500 concurrent puts took {commits} commits"
+        assert len(await store.list("ns", limit=1000)) == 500
+
+
+async def test_sequential_writes_commit_each_time(tmp_path: Path) -> None:
+    async with SQLiteStateStore(tmp_path / "state.db") as store:
+        before = store.commit_count
+        for i in range(5):
+            await store.put("ns", "k", b"%d" % i)
+        await store.get("ns", "k")  # reads commit nothing
+        assert store.commit_count - before == 5
+
+
+async def test_synchronous_full(tmp_path: Path) -> None:
+    async with SQLiteStateStore(tmp_path / "state.db", synchronous="FULL") as store:
+        assert store.synchronous == "FULL"
+        assert await store.put("ns", "k", b"v") == 1
+
+
+def test_rejects_bad_options(tmp_path: Path) -> None:
+    with pytest.raises(StateStoreError, match="NORMAL or FULL"):
+        SQLiteStateStore(tmp_path / "x.db", synchronous="OFF")  # type: ignore[arg-type]
+    with pytest.raises(StateStoreError, match="busy_timeout"):
+        SQLiteStateStore(tmp_path / "x.db", busy_timeout=-1)
+
+
+async def test_in_memory_database(tmp_path: Path) -> None:
+    async with SQLiteStateStore(":memory:") as store:
+        await store.put("ns", "k", b"v")
+        assert await store.append("s", b"a") == 0
+        assert await store.get("ns", "k") == Versioned(b"v", 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_close_joins_the_writer_thread(tmp_path: Path) -> None:
+    before = set(_writer_threads())
+    store = SQLiteStateStore(tmp_path / "state.db")
+    await store.start()
+    assert len(set(_writer_threads()) - before) == 1
+    await store.close()
+    assert set(_writer_threads()) - before == set()
+
+
+async def test_close_finishes_operations_already_queued(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = SQLiteStateStore(path)
+    await store.start()
+    pending = [asyncio.create_task(store.append("s", b"%d" % i)) for i in range(100)]
+    await asyncio.sleep(0)  # one loop turn: every task runs up to its first await (op queued)
+    await store.close()
+    assert sorted(await asyncio.gather(*pending)) == list(range(100))
+    async with SQLiteStateStore(path) as again:
+        assert await again.log_length("s") == 100
+
+
+async def test_unopenable_file_raises_state_store_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    store = SQLiteStateStore(tmp_path / "a-file" / "state.db")
+    with pytest.raises(StateStoreError, match="cannot open"):
+        await store.start()
+    assert _writer_threads() == [] or all(not t.is_alive() for t in _writer_threads())
+    await store.close()
+
+
+async def test_not_a_database_raises_state_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not sqlite" * 300)
+    store = SQLiteStateStore(path)
+    with pytest.raises(StateStoreError):
+        await store.start()
+    await store.close()
+
+
+async def test_two_stores_on_one_file_keep_offsets_gap_free(tmp_path: Path) -> None:
+    """Stands in for two processes sharing the file: each has its own connection and thread."""
+    path = tmp_path / "shared.db"
+    async with SQLiteStateStore(path) as a, SQLiteStateStore(path) as b:
+        async with asyncio.timeout(30):
+            offsets = await asyncio.gather(*(store.append("s", b"x") for _ in range(100) for store in (a, b)))
+        assert sorted(offsets) == list(range(200))
+        assert await a.cas("ns", "k", b"a", None) == 1
+        assert await b.cas("ns", "k", b"b", None) is None
+        assert await b.get("ns", "k") == Versioned(b"a", 1)
+
+
+async def test_waiting_reader_sees_other_writers_entries_when_the_wait_ends(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    async with SQLiteStateStore(path) as a, SQLiteStateStore(path) as b:
+        async with asyncio.timeout(10):
+            reader = asyncio.create_task(a.read("s", 0, wait=0.3))
+            for _ in range(2):
+                await asyncio.sleep(0)
+                await a.log_length("other")
+            await b.append("s", b"from b")
+            assert await reader == [LogEntry(0, b"from b")]
+
+
+async def test_waiters_do_not_leak(tmp_path: Path) -> None:
+    async with SQLiteStateStore(tmp_path / "state.db") as store:
+        assert await store.read("s", wait=0.05) == []
+        reader = asyncio.create_task(store.read("t", wait=10))
+        for _ in range(2):
+            await asyncio.sleep(0)
+            await store.log_length("other")
+        await store.append("t", b"x")
+        await reader
+        assert len(store._waiters) == 0
+
+
+async def test_cancelled_caller_does_not_break_the_store(tmp_path: Path) -> None:
+    async with SQLiteStateStore(tmp_path / "state.db") as store:
+        task = asyncio.create_task(store.put("ns", "k", b"v"))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The write was queued before the cancel, so it still happens.
+        assert await store.get("ns", "k") == Versioned(b"v", 1)
+
+
+async def test_use_from_another_event_loop_is_refused(tmp_path: Path) -> None:
+    async with SQLiteStateStore(tmp_path / "state.db") as store:
+        errors: list[BaseException] = []
+
+        def other_loop() -> None:
+            try:
+                asyncio.run(store.get("ns", "k"))
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=other_loop)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while thread.is_alive() and time.monotonic() < deadline:
+            await asyncio.to_thread(thread.join, 0.5)
+        assert len(errors) == 1
+        assert isinstance(errors[0], StateStoreError)
+        assert "another event loop" in str(errors[0])
