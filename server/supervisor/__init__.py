@@ -1,1 +1,26 @@
-"""server/supervisor"""
+"""Process supervision for worker replicas: spawn, watch, restart with backoff, stop, no orphans."""
+
+from __future__ import annotations
+
+from .models import (
+    EXIT_LOAD_ERROR,
+    EventKind,
+    ProcessSpec,
+    ReplicaProcess,
+    ReplicaState,
+    RestartPolicy,
+    SupervisorEvent,
+)
+from .supervisor import Supervisor, prefixed_output
+
+__all__ = [
+    "EXIT_LOAD_ERROR",
+    "EventKind",
+    "ProcessSpec",
+    "ReplicaProcess",
+    "ReplicaState",
+    "RestartPolicy",
+    "Supervisor",
+    "SupervisorEvent",
+    "prefixed_output",
+]

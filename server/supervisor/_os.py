@@ -1,0 +1,194 @@
+"""Spawning children that cannot outlive us, and killing their process groups.
+
+Why ``preexec_fn`` with ctypes ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` rather than a launcher script:
+it costs no extra process or interpreter start, and the child runs the real command directly so
+its pid is the replica's pid. ``preexec_fn`` is documented as unsafe when the parent has threads
+(the child of ``fork`` may find a lock held by a thread that no longer exists). Our hook only calls
+a ``prctl`` function pointer resolved *before* the fork and ``getppid``/``_exit``: no import, no
+allocation behind a lock other than the GIL, which the forking thread holds. asyncio calls
+``Popen`` in the event loop's thread, which matters because the death signal fires when the
+*thread* that forked the child exits: run the supervisor in a thread that lives as long as it.
+
+PDEATHSIG covers the replica itself, not what it spawns. Each child gets its own session (so a
+terminal Ctrl-C reaches only the server, which stops workers in order) and therefore its own
+process group, which we kill as a whole on stop. An ``atexit`` hook kills the groups still alive
+when the interpreter exits without :meth:`Supervisor.close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import ctypes
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+from .models import ProcessSpec
+
+__all__ = ["Child", "forget_group", "kill_group", "spawn"]
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - exotic libc
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    fn: Callable[..., int] = prctl
+    return fn
+
+
+_prctl = _load_prctl()
+
+
+def _death_signal_hook(parent_pid: int) -> Callable[[], None] | None:
+    prctl = _prctl
+    if prctl is None:
+        return None
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # The parent may have died between fork and prctl: then nobody will signal us.
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return hook
+
+
+# Process groups we started and have not yet seen empty, for the atexit safety net.
+_live_groups: set[int] = set()
+
+
+@atexit.register
+def _kill_live_groups() -> None:
+    for pgid in list(_live_groups):
+        kill_group(pgid, signal.SIGKILL)
+
+
+class _ChildProtocol(asyncio.SubprocessProtocol):
+    """Tracks the exit of the process itself, apart from its output pipe.
+
+    ``asyncio.subprocess.Process.wait()`` only returns once every pipe is closed too, so a
+    grandchild holding stdout open would hide the exit of the replica.
+    """
+
+    def __init__(self, name: str, output: Callable[[str, str], None] | None, limit: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.output_closed: asyncio.Future[None] = loop.create_future()
+        self._name = name
+        self._output = output
+        self._limit = limit
+        self._buf = bytearray()
+        if output is None:
+            self.output_closed.set_result(None)
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        chunk = data.encode() if isinstance(data, str) else data
+        self._buf += chunk
+        if b"\n" in chunk:
+            *lines, rest = self._buf.split(b"\n")
+            self._buf = bytearray(rest)
+            for line in lines:
+                self._emit(line)
+        if len(self._buf) > self._limit:  # an endless line: hand it over in pieces
+            self._emit(bytes(self._buf))
+            self._buf.clear()
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if self._buf:
+            self._emit(bytes(self._buf))
+            self._buf.clear()
+        if not self.output_closed.done():
+            self.output_closed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def _emit(self, raw: bytes | bytearray) -> None:
+        assert self._output is not None
+        try:
+            self._output(self._name, raw.decode("utf-8", errors="replace").rstrip("\r"))
+        except Exception:
+            log.exception("output callback failed for %s", self._name)
+
+
+class Child:
+    """One spawned process: its pid, its exit, its output pipe."""
+
+    def __init__(self, transport: asyncio.SubprocessTransport, protocol: _ChildProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self.pid: int = transport.get_pid()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._transport.get_returncode()
+
+    async def wait(self) -> int:
+        """Wait for the process itself to exit (not for its output pipe) and return its status."""
+        await asyncio.shield(self._protocol.exited)
+        code = self.returncode
+        assert code is not None
+        return code
+
+    async def close(self, drain: float) -> None:
+        """After exit: read what is left of the output for up to ``drain`` seconds, then let go."""
+        await asyncio.wait({self._protocol.output_closed}, timeout=drain)
+        # Closes our end of a pipe that someone outside the process group may still hold.
+        self._transport.close()
+
+
+async def spawn(
+    spec: ProcessSpec, *, output: Callable[[str, str], None] | None, limit: int = 1 << 20
+) -> Child:
+    """Start ``spec`` in its own session, with a parent-death signal, stdin from /dev/null.
+
+    With ``output``, stdout and stderr are merged into one pipe and each line is passed as
+    ``output(spec.name, line)``; otherwise they are inherited.
+    """
+    loop = asyncio.get_running_loop()
+    capture = asyncio.subprocess.PIPE if output is not None else None
+    transport, protocol = await loop.subprocess_exec(
+        lambda: _ChildProtocol(spec.name, output, limit),
+        *spec.argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=capture,
+        stderr=asyncio.subprocess.STDOUT if output is not None else None,
+        env={**os.environ, **spec.env},
+        cwd=spec.cwd,
+        start_new_session=True,
+        preexec_fn=_death_signal_hook(os.getpid()),
+    )
+    child = Child(transport, protocol)
+    _live_groups.add(child.pid)
+    return child
+
+
+def kill_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pgid``; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        _live_groups.discard(pgid)
+        return False
+    except PermissionError:  # pragma: no cover - pgid reused by someone else's process
+        _live_groups.discard(pgid)
+        return False
+    return True
+
+
+def forget_group(pgid: int) -> None:
+    """Stop tracking ``pgid`` for the atexit hook (after its final SIGKILL sweep)."""
+    _live_groups.discard(pgid)

@@ -1,0 +1,109 @@
+"""The supervisor's value types: what to run, how to restart it, and what it reports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = [
+    "EXIT_LOAD_ERROR",
+    "EventKind",
+    "ProcessSpec",
+    "ReplicaProcess",
+    "ReplicaState",
+    "RestartPolicy",
+    "SupervisorEvent",
+]
+
+EXIT_LOAD_ERROR = 3
+"""Exit code of a worker that could not load its code. Restarted like a crash, flagged in events."""
+
+ReplicaState = Literal["starting", "running", "backoff", "stopping", "stopped", "failed"]
+EventKind = Literal["started", "exited", "restarting", "gave_up", "stopped"]
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """The command of one replica.
+
+    ``env`` is laid over ``os.environ`` (a worker gets its ``LLAMACTL_WORKER_SPEC`` here).
+    """
+
+    name: str
+    """Shown in logs and passed to the output callback, e.g. ``"echo#1"``."""
+    argv: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Exponential backoff for replicas that exit without being asked to.
+
+    The n-th consecutive restart waits ``min(initial_backoff * multiplier ** (n - 1), max_backoff)``.
+    A replica that ran at least ``reset_after`` seconds counts as healthy: the backoff and the
+    consecutive-restart count start over. ``max_restarts`` bounds the consecutive restarts
+    (``None``: restart forever); once reached, the replica is ``"failed"`` and a ``gave_up`` event
+    is sent.
+    """
+
+    initial_backoff: float = 0.2
+    max_backoff: float = 10.0
+    multiplier: float = 2.0
+    reset_after: float = 10.0
+    max_restarts: int | None = None
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before the ``attempt``-th consecutive restart (1-based)."""
+        return min(self.initial_backoff * self.multiplier ** max(attempt - 1, 0), self.max_backoff)
+
+
+@dataclass
+class ReplicaProcess:
+    """Live view of one supervised replica; the supervisor updates it in place, do not mutate it."""
+
+    key: str
+    name: str
+    pid: int | None = None
+    """OS pid while a process is running (also its process group id), else ``None``."""
+    restarts: int = 0
+    """Restarts over the replica's whole life (not reset by a healthy run)."""
+    last_exit_code: int | None = None
+    """Last exit status; negative ``-N`` when killed by signal ``N`` (asyncio's convention)."""
+    state: ReplicaState = "starting"
+    started_at: float | None = None
+    """``time.time()`` of the last spawn."""
+
+    @property
+    def load_error(self) -> bool:
+        """The last exit was a worker that could not load its code."""
+        return self.last_exit_code == EXIT_LOAD_ERROR
+
+
+@dataclass(frozen=True)
+class SupervisorEvent:
+    """Something happened to a replica.
+
+    * ``started``: a process was spawned (``pid``; ``restarts`` so far).
+    * ``exited``: it exited without being asked to (``exit_code``).
+    * ``restarting``: it will be spawned again after ``backoff`` seconds.
+    * ``gave_up``: ``max_restarts`` reached; the replica stays ``"failed"``.
+    * ``stopped``: :meth:`Supervisor.stop_replica` finished (``exit_code`` of the stopped process).
+    """
+
+    kind: EventKind
+    key: str
+    name: str
+    pid: int | None
+    exit_code: int | None
+    restarts: int
+    backoff: float | None
+    at: float
+    """``time.time()`` when the event happened."""
+
+    @property
+    def load_error(self) -> bool:
+        """The exit was a worker that could not load its code (exit code 3)."""
+        return self.exit_code == EXIT_LOAD_ERROR
