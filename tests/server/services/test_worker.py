@@ -1,0 +1,267 @@
+"""The Worker loop and run_worker over an in-memory queue: what is published, acked, extended, drained."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from workflows.context.serializers import JsonSerializer
+from workflows.events import HumanResponseEvent
+
+from server.mq import topics
+from server.protocol import (
+    TaskInput,
+    TaskInputKind,
+    TaskMessage,
+    WorkerMessage,
+    WorkerMessageKind,
+    event_msg_id,
+    final_msg_id,
+)
+from server.services.adapters import adapt
+from server.services.loader import load_target
+from server.services.process import EXIT_LOAD_FAILED, run_worker
+from server.services.spec import WorkerSpec
+from server.services.worker import Worker
+
+from .conftest import WriteModule
+from .fake_mq import FakeQueue
+from .usercode import FLOWS, FUNCS
+
+K = WorkerMessageKind
+GATED = """
+import asyncio
+
+gate = asyncio.Event()
+
+
+async def wait_gate(n: int) -> int:
+    await gate.wait()
+    return n
+"""
+
+
+@pytest.fixture
+def spec(source_dir: Path, write_module: WriteModule) -> WorkerSpec:
+    write_module("flows.py", FLOWS)
+    write_module("funcs.py", FUNCS)
+    write_module("gated.py", GATED)
+    return WorkerSpec(
+        deployment="dep",
+        service_id="svc",
+        replica_id="svc-1",
+        source_dir=str(source_dir),
+        import_path="flows:counter",
+        max_concurrency=2,
+        lease=30.0,
+        heartbeat_interval=3600.0,
+        mq={},
+    )
+
+
+CONTROL = topics.control_topic("dep")
+SERVICE = topics.service_topic("dep", "svc")
+
+
+def control(queue: FakeQueue) -> list[WorkerMessage]:
+    return [WorkerMessage.model_validate_json(m.payload) for m in queue.topics.get(CONTROL, [])]
+
+
+def kinds(queue: FakeQueue, task_id: str | None = None) -> list[str]:
+    return [m.kind.value for m in control(queue) if task_id is None or m.task_id == task_id]
+
+
+def finished(queue: FakeQueue, task_id: str) -> bool:
+    return any(
+        m.task_id == task_id and m.kind in (K.TASK_COMPLETED, K.TASK_FAILED, K.TASK_CANCELLED)
+        for m in control(queue)
+    )
+
+
+async def submit(queue: FakeQueue, task_id: str, **fields: Any) -> None:
+    task = TaskMessage(task_id=task_id, session_id="s1", service_id="svc", deployment="dep", **fields)
+    await queue.publish(SERVICE, task.model_dump_json().encode(), msg_id=f"{task_id}:start", key="s1")
+
+
+@pytest.fixture
+async def serving(spec: WorkerSpec) -> AsyncIterator[Any]:
+    """Start a Worker for a target (``serve(path, **spec_changes)``); stop it at the end."""
+    started: list[tuple[Worker, asyncio.Task[None]]] = []
+
+    def serve(path: str, **changes: Any) -> tuple[Worker, FakeQueue]:
+        the_spec = spec.model_copy(update={"import_path": path, **changes})
+        queue = FakeQueue()
+        runnable = adapt(load_target(Path(the_spec.source_dir), path))
+        worker = Worker(the_spec, queue, runnable)
+        started.append((worker, asyncio.create_task(worker.serve())))
+        return worker, queue
+
+    yield serve
+    for worker, task in started:
+        worker.abort()
+        await task
+
+
+async def test_a_task_runs_and_reports_in_order(serving: Any) -> None:
+    _, queue = serving("flows:counter")
+    await submit(queue, "t1", input={"who": "ada"})
+    await queue.wait_for(lambda: finished(queue, "t1"))
+    await queue.wait_for(lambda: queue.deliveries[0].state == "acked")
+    assert queue.consumers == [{"topic": SERVICE, "prefetch": 2, "lease": 30.0}]
+    assert kinds(queue) == ["task.started"] + ["task.event"] * 4 + ["task.completed"]
+    msgs = queue.topics[CONTROL]
+    assert [m.msg_id for m in msgs[1:]] == [event_msg_id("t1", 1, i) for i in range(4)] + [final_msg_id("t1")]
+    assert {m.key for m in msgs} == {"t1"}
+    final = control(queue)[-1]
+    assert final.result == {"count": 1, "who": "ada"}
+    assert final.context is not None
+    assert (final.replica_id, final.session_id, final.attempt) == ("svc-1", "s1", 1)
+    events = control(queue)[1:5]
+    assert [e.event_index for e in events] == [0, 1, 2, 3]
+    assert events[0].event == {"value": {"n": 0}, "type": "Progress", "qualified_name": "flows.Progress"}
+
+
+async def test_context_from_the_task_message_is_used(serving: Any) -> None:
+    _, queue = serving("flows:counter")
+    await submit(queue, "t1")
+    await queue.wait_for(lambda: finished(queue, "t1"))
+    await submit(queue, "t2", context=control(queue)[-1].context)
+    await queue.wait_for(lambda: finished(queue, "t2"))
+    assert control(queue)[-1].result["count"] == 2
+
+
+async def test_no_more_than_max_concurrency_at_once(serving: Any) -> None:
+    worker, queue = serving("gated:wait_gate", max_concurrency=2)
+    for i in range(4):
+        await submit(queue, f"t{i}", input={"n": i})
+    await queue.wait_for(lambda: kinds(queue).count("task.started") == 2)
+    for _ in range(20):
+        await asyncio.sleep(0)  # let the loop run: nothing may start while both slots are taken
+    assert len(queue.deliveries) == 2
+    assert worker.in_flight == 2
+    worker.runnable.fn.__globals__["gate"].set()  # type: ignore[attr-defined]
+    await queue.wait_for(lambda: kinds(queue).count("task.completed") == 4)
+    assert sorted(m.result for m in control(queue) if m.kind is K.TASK_COMPLETED) == [0, 1, 2, 3]
+
+
+async def test_human_in_the_loop_through_the_input_topic(serving: Any) -> None:
+    _, queue = serving("flows:asker")
+    await submit(queue, "t1")
+    await queue.wait_for(
+        lambda: any(m.event and m.event["type"] == "InputRequiredEvent" for m in control(queue))
+    )
+    answer = JsonSerializer().serialize(HumanResponseEvent(response="Ada"))
+    data = TaskInput(kind=TaskInputKind.EVENT, event_obj_str=answer).model_dump_json().encode()
+    await queue.publish(topics.task_input_topic("dep", "t1"), data)
+    await queue.wait_for(lambda: finished(queue, "t1"))
+    assert control(queue)[-1].result == "hello Ada"
+
+
+async def test_cancel_through_the_input_topic(serving: Any) -> None:
+    _, queue = serving("flows:sleeper")
+    await submit(queue, "t1")
+    await queue.wait_for(lambda: "task.event" in kinds(queue))
+    data = TaskInput(kind=TaskInputKind.CANCEL).model_dump_json().encode()
+    await queue.publish(topics.task_input_topic("dep", "t1"), data)
+    await queue.wait_for(lambda: finished(queue, "t1"))
+    assert kinds(queue)[-1] == "task.cancelled"
+    await queue.wait_for(lambda: queue.deliveries[0].state == "acked")
+
+
+async def test_failure_and_timeout_are_results(serving: Any) -> None:
+    _, queue = serving("flows:sleeper", timeout=0.1)
+    await submit(queue, "t1")
+    await submit(queue, "t2", timeout=0.2)
+    await queue.wait_for(lambda: finished(queue, "t1") and finished(queue, "t2"))
+    errors = {m.task_id: m.error for m in control(queue) if m.kind is K.TASK_FAILED}
+    assert errors == {
+        "t1": "TimeoutError: timed out after 0.1 s",
+        "t2": "TimeoutError: timed out after 0.2 s",
+    }
+
+
+async def test_raising_workflow_reports_error_and_traceback(serving: Any) -> None:
+    _, queue = serving("flows:raiser")
+    await submit(queue, "t1")
+    await queue.wait_for(lambda: finished(queue, "t1"))
+    final = control(queue)[-1]
+    assert (final.kind, final.error) == (K.TASK_FAILED, "ValueError: bad input: 7")
+    assert final.traceback is not None and "in check" in final.traceback
+    assert final.context is not None
+
+
+async def test_lease_is_extended_while_the_task_runs(serving: Any) -> None:
+    worker, queue = serving("gated:wait_gate", lease=0.15)
+    await submit(queue, "t1", input={"n": 1})
+    await queue.wait_for(lambda: bool(queue.deliveries) and queue.deliveries[0].extends >= 2)
+    worker.runnable.fn.__globals__["gate"].set()
+    await queue.wait_for(lambda: finished(queue, "t1"))
+
+
+async def test_heartbeats_carry_in_flight(serving: Any) -> None:
+    _, queue = serving("gated:wait_gate", heartbeat_interval=0.02)
+    await submit(queue, "t1", input={"n": 1})
+    await queue.wait_for(
+        lambda: any(m.kind is K.REPLICA_HEARTBEAT and m.in_flight == 1 for m in control(queue))
+    )
+    beat = next(m for m in control(queue) if m.kind is K.REPLICA_HEARTBEAT)
+    assert (beat.max_concurrency, beat.replica_id, beat.task_id) == (2, "svc-1", None)
+
+
+async def test_malformed_task_message_is_dropped(serving: Any) -> None:
+    _, queue = serving("flows:counter")
+    await queue.publish(SERVICE, b"not json")
+    await queue.wait_for(lambda: bool(queue.deliveries) and queue.deliveries[0].state == "acked")
+    await submit(queue, "t1")
+    await queue.wait_for(lambda: finished(queue, "t1"))
+
+
+async def test_stop_drains_in_flight_tasks(spec: WorkerSpec) -> None:
+    queue = FakeQueue()
+    runnable = adapt(load_target(Path(spec.source_dir), "gated:wait_gate"))
+    worker = Worker(spec, queue, runnable)
+    serving = asyncio.create_task(worker.serve())
+    await submit(queue, "t1", input={"n": 1})
+    await queue.wait_for(lambda: "task.started" in kinds(queue))
+    worker.request_stop()
+    await queue.wait_for(lambda: "replica.stopping" in kinds(queue))
+    await submit(queue, "t2", input={"n": 2})  # arrives while draining: never started
+    assert not serving.done()
+    runnable.fn.__globals__["gate"].set()  # type: ignore[attr-defined]
+    await asyncio.wait_for(serving, 10)
+    assert kinds(queue, "t1") == ["task.started", "task.completed"]
+    assert kinds(queue, "t2") == []
+    assert queue.deliveries[0].state == "acked"
+
+
+async def test_run_worker_publishes_replica_up(spec: WorkerSpec) -> None:
+    queue = FakeQueue()
+    running = asyncio.create_task(
+        run_worker(spec.model_copy(update={"env": {"LLAMACTL_T": "1"}}), connect=lambda _: queue)
+    )
+    await queue.wait_for(lambda: "replica.up" in kinds(queue))
+    up = control(queue)[0]
+    assert (up.replica_id, up.service_id, up.generation, up.max_concurrency) == ("svc-1", "svc", 1, 2)
+    assert queue.topics[CONTROL][0].key == "svc-1"
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(running, 10) == 0
+    assert kinds(queue)[-1] == "replica.stopping"
+    assert queue.closed
+    assert os.environ.pop("LLAMACTL_T") == "1"
+
+
+async def test_run_worker_reports_a_load_failure(spec: WorkerSpec) -> None:
+    queue = FakeQueue()
+    code = await run_worker(spec.model_copy(update={"import_path": "flows:nope"}), connect=lambda _: queue)
+    assert code == EXIT_LOAD_FAILED
+    [failed] = control(queue)
+    assert failed.kind is K.REPLICA_FAILED
+    assert failed.error is not None and "has no attribute 'nope'" in failed.error
+    assert queue.closed
+    assert json.loads(queue.topics[CONTROL][0].payload)["replica_id"] == "svc-1"
