@@ -87,7 +87,13 @@ def put(c: sqlite3.Connection, ns: str, key: str, value: bytes) -> int:
     return int(row[0])
 
 
+def _storable(version: int) -> bool:
+    return -(2**63) <= version < 2**63
+
+
 def cas(c: sqlite3.Connection, ns: str, key: str, value: bytes, expected: int | None) -> int | None:
+    if expected is not None and not _storable(expected):
+        return None
     if expected is None:
         cur = c.execute(
             "INSERT INTO kv (ns, key, value, version) VALUES (?, ?, ?, 1) ON CONFLICT (ns, key) DO NOTHING",
@@ -102,6 +108,8 @@ def cas(c: sqlite3.Connection, ns: str, key: str, value: bytes, expected: int | 
 
 
 def delete(c: sqlite3.Connection, ns: str, key: str, expected: int | None) -> bool:
+    if expected is not None and not _storable(expected):
+        return False
     if expected is None:
         cur = c.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key))
     else:

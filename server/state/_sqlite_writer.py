@@ -64,7 +64,6 @@ class Writer:
         self.started: asyncio.Future[None] = loop.create_future()
         self.stopped: asyncio.Future[None] = loop.create_future()
         self.commits = 0  # write transactions committed (written on the thread, read anywhere)
-        self.batches = 0
         self._thread = threading.Thread(target=self._run, name=f"sqlite-state:{path}", daemon=True)
 
     def start(self) -> None:
@@ -112,7 +111,13 @@ class Writer:
                     except queue.Empty:
                         break
                 if batch:
-                    self._run_batch(conn, batch)
+                    try:
+                        self._run_batch(conn, batch)
+                    except Exception as exc:  # a bug here must not leave callers waiting forever
+                        if conn.in_transaction:
+                            with contextlib.suppress(sqlite3.Error):
+                                conn.execute("ROLLBACK")
+                        self._post(self._deliver, [(op.future, None, exc) for op in batch], set())
         finally:
             conn.close()
             self._post(_settle, self.stopped, None, None)
@@ -151,7 +156,6 @@ class Writer:
                     conn.execute("ROLLBACK")
             self._fail(batch, failed, "the transaction failed")
             return
-        self.batches += 1
         if writes:
             self.commits += 1
         streams = {op.wake for op in batch if op.wake is not None}

@@ -90,6 +90,13 @@ async def test_cas_with_stale_version_fails_and_writes_nothing(store: StateStore
     assert await store.get("ns", "k") == Versioned(b"v2", 2)
 
 
+async def test_out_of_range_versions_never_match(store: StateStore) -> None:
+    await store.put("ns", "k", b"v")
+    assert await store.cas("ns", "k", b"x", 2**70) is None
+    assert await store.delete("ns", "k", expected_version=-(2**70)) is False
+    assert await store.get("ns", "k") == Versioned(b"v", 1)
+
+
 async def test_cas_with_version_on_missing_key_fails(store: StateStore) -> None:
     assert await store.cas("ns", "k", b"v", 1) is None
     assert await store.get("ns", "k") is None

@@ -13,6 +13,7 @@ import pytest
 
 from server.errors import StateStoreError
 from server.state import LogEntry, SQLiteStateStore, Versioned
+from server.state import _sqlite_ops as sqlite_ops
 
 
 def _pragma(path: Path, name: str) -> object:
@@ -194,3 +195,20 @@ async def test_use_from_another_event_loop_is_refused(tmp_path: Path) -> None:
         assert len(errors) == 1
         assert isinstance(errors[0], StateStoreError)
         assert "another event loop" in str(errors[0])
+
+
+async def test_a_failing_operation_does_not_fail_the_rest_of_its_batch(tmp_path: Path) -> None:
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+    async with SQLiteStateStore(tmp_path / "state.db") as store:
+        # Queued in one loop step, so the writer most likely runs them in one transaction.
+        first = store._submit(True, None, sqlite_ops.put, "ns", "a", b"1")
+        bad = store._submit(True, None, broken)
+        last = store._submit(True, "s", sqlite_ops.append, "s", b"x", None)
+        assert await first == 1
+        with pytest.raises(StateStoreError, match="no_such_table"):
+            await bad
+        assert await last == 0
+        assert await store.get("ns", "a") == Versioned(b"1", 1)
+        assert await store.log_length("s") == 1
