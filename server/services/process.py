@@ -19,6 +19,7 @@ from typing import Any
 
 from server.errors import WorkflowLoadError
 from server.mq.base import MessageQueue
+from server.mq.factory import connect_queue
 from server.protocol import WorkerMessageKind
 from server.services.spec import WorkerSpec
 
@@ -68,14 +69,6 @@ async def _watch_parent(pid: int, worker: Worker) -> None:
     worker.request_stop()
 
 
-def _default_connect(config: dict[str, Any]) -> MessageQueue:
-    # Imported late: the backend (and its dependencies) is only known at run time.
-    from server.mq.factory import connect_queue  # type: ignore[import-not-found,import-untyped,unused-ignore]  # noqa: PLC0415
-
-    queue: MessageQueue = connect_queue(config)
-    return queue
-
-
 def load_runnable(spec: WorkerSpec) -> Runnable:
     """Import and adapt the spec's target; any failure is a WorkflowLoadError."""
     label = f"service {spec.service_id!r} target {spec.import_path!r}"
@@ -101,7 +94,7 @@ async def run_worker(spec: WorkerSpec, *, connect: Connect | None = None) -> int
         spec.source_dir,
     )
     try:
-        queue = (connect or _default_connect)(spec.mq)
+        queue = (connect or connect_queue)(spec.mq)
         await queue.start()
     except Exception as exc:
         log.error("cannot reach the message queue: %s", error_line(exc))
