@@ -1,0 +1,104 @@
+"""Read a deployment file into a :class:`DeploymentConfig`, or say exactly what is wrong with it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from server.config.deployment import DeploymentConfig
+from server.config.fields import describe
+from server.config.messages import translate_validation_error
+from server.config.unknown_keys import warn, warn_unknown_keys
+from server.config.yaml_lines import LineIndex, parse_yaml
+from server.errors import DeploymentConfigError
+
+__all__ = ["load_deployment_file", "load_deployment_text"]
+
+_UNSUPPORTED_QUEUES = ("kafka", "aws", "solace")
+
+
+def load_deployment_file(path: str | os.PathLike[str], *, base_path: Path | None = None) -> DeploymentConfig:
+    """Load and validate the deployment file at ``path``.
+
+    Args:
+        path: the YAML file (Llama Deploy 0.8 and 0.9 files load unchanged).
+        base_path: folder that sources are resolved against; the file's folder by default.
+
+    Raises:
+        DeploymentConfigError: the file is missing, unreadable, not YAML, or invalid; the error
+            names the file, the key path and the line.
+
+    Warns:
+        DeploymentConfigWarning: for keys that are ignored (unknown keys, ``ui``).
+    """
+    label = os.fspath(path)
+    file = Path(path).absolute()
+    if not file.exists():
+        raise DeploymentConfigError(label, "", None, f"no such file (looked for {file})")
+    if file.is_dir():
+        found = sorted(p.name for p in file.iterdir() if p.suffix in {".yml", ".yaml"})
+        hint = f", e.g. {file / found[0]}" if found else ""
+        raise DeploymentConfigError(
+            label, "", None, f"this is a folder, not a file: pass the deployment YAML file{hint}"
+        )
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DeploymentConfigError(label, "", None, "not a text file: expected UTF-8 YAML") from None
+    except OSError as exc:
+        raise DeploymentConfigError(label, "", None, f"cannot read the file: {exc.strerror or exc}") from None
+    return _load(text, label, file, base_path if base_path is not None else file.parent)
+
+
+def load_deployment_text(text: str, *, base_path: Path, file: str = "<string>") -> DeploymentConfig:
+    """Load and validate a deployment from YAML ``text`` (e.g. one uploaded to the API).
+
+    Args:
+        text: the YAML.
+        base_path: folder that sources are resolved against.
+        file: the name used in error messages.
+
+    Raises:
+        DeploymentConfigError: the text is not YAML or is invalid (with key path and line).
+    """
+    return _load(text, file, None, base_path)
+
+
+def _load(text: str, label: str, file: Path | None, base_path: Path) -> DeploymentConfig:
+    data, lines = parse_yaml(text, label)
+    if not isinstance(data, dict):
+        raise DeploymentConfigError(
+            label,
+            "",
+            lines.root_line,
+            f"the top level must be a mapping with keys like 'name:' and 'services:', got {describe(data)}",
+        )
+    warn_unknown_keys(data, lines, label)
+    # These two come from where the file is, never from its content.
+    fields: dict[Any, Any] = {k: v for k, v in data.items() if k not in ("file", "base_path")}
+    try:
+        config = DeploymentConfig.model_validate({**fields, "file": file, "base_path": Path(base_path)})
+    except ValidationError as exc:
+        raise translate_validation_error(exc, label, lines) from None
+    config._lines = lines
+    config._label = label
+    _warn_unsupported_queue(config, data, lines, label)
+    return config
+
+
+def _warn_unsupported_queue(
+    config: DeploymentConfig, data: dict[Any, Any], lines: LineIndex, label: str
+) -> None:
+    kind = config.message_queue.type
+    if kind in _UNSUPPORTED_QUEUES:
+        section = "message-queue" if "message-queue" in data else "message_queue"
+        warn(
+            label,
+            lines,
+            (section, "type"),
+            f"'{kind}' is accepted for Llama Deploy compatibility but llamactl has no {kind} backend: "
+            "use zeromq (the default), redis or rabbitmq",
+        )

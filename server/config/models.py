@@ -1,0 +1,202 @@
+"""The deployment file as pydantic models.
+
+Every multi-word key is accepted with a dash or an underscore (``max-concurrency``,
+``max_concurrency``); Llama Deploy's older spellings are accepted too (``source.name`` for
+``source.location``, ``path`` for ``import-path``). Load files with
+:func:`server.config.load_deployment_file`, which turns every mistake into a
+:class:`~server.errors.DeploymentConfigError` with the key path and line.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from server.config.fields import (
+    EnvMap,
+    Identifier,
+    ImportPath,
+    Port,
+    PortOrZero,
+    PositiveNumber,
+    WholeAtLeastOne,
+    accepted_keys,
+    describe,
+    keys,
+)
+from server.config.paths import check_relative
+
+__all__ = [
+    "MESSAGE_QUEUE_TYPES",
+    "ControlPlaneConfig",
+    "MessageQueueConfig",
+    "ServiceConfig",
+    "ServiceSource",
+    "SourceType",
+]
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_QUEUE_TYPES = ("zeromq", "redis", "rabbitmq", "simple", "kafka", "aws", "solace")
+"""Accepted ``message-queue.type`` values; ``simple`` means our embedded zeromq broker."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", validate_by_name=True, validate_by_alias=True)
+
+
+def _none_to_empty(value: Any) -> Any:
+    return {} if value is None else value
+
+
+class SourceType(StrEnum):
+    """Where a service's code comes from. Only ``local`` is run by llamactl today."""
+
+    LOCAL = "local"
+    GIT = "git"
+    DOCKER = "docker"
+
+
+class ServiceSource(_Model):
+    """``services.<id>.source``: ``type`` plus ``location`` (Llama Deploy 0.9) or ``name`` (0.8).
+
+    For a local source the location is a folder relative to the deployment file.
+    """
+
+    type: SourceType
+    location: str = Field(validation_alias=keys("location", "name"))
+    sync_policy: Literal["replace", "merge", "skip", "fail"] | None = Field(
+        default=None, validation_alias=keys("sync-policy")
+    )
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() in {t.value for t in SourceType}:
+            return value.lower()
+        raise ValueError(f"{describe(value)} is not a source type: use one of local, git, docker")
+
+    @field_validator("sync_policy", mode="before")
+    @classmethod
+    def _known_policy(cls, value: Any) -> Any:
+        if value is None or value in ("replace", "merge", "skip", "fail"):
+            return value
+        raise ValueError(f"{describe(value)} is not a sync policy: use one of replace, merge, skip, fail")
+
+    @field_validator("location")
+    @classmethod
+    def _local_stays_inside(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("type") is SourceType.LOCAL:
+            # Only the text is checked here; symlinks and existence are checked by source_dir().
+            check_relative(value, "a local source")
+        return value
+
+
+class ServiceConfig(_Model):
+    """One entry of ``services:``; ``id`` is its key in the file."""
+
+    id: Identifier
+    name: str = ""
+    """Display name; the id when the file gives none."""
+    source: ServiceSource | None = None
+    import_path: ImportPath | None = Field(default=None, validation_alias=keys("import-path", "path"))
+    """``module:attr``, ``pkg.module:attr`` or ``sub/dir/module:attr``, relative to the deployment folder."""
+    host: str | None = None
+    port: Port | None = None
+    env: EnvMap = Field(default_factory=dict)
+    env_files: list[str] = Field(default_factory=list, validation_alias=keys("env-files"))
+    """dotenv files; their values override ``env``."""
+    python_dependencies: list[str] = Field(default_factory=list, validation_alias=keys("python-dependencies"))
+    ts_dependencies: dict[str, str] = Field(default_factory=dict, validation_alias=keys("ts-dependencies"))
+    replicas: WholeAtLeastOne = 1
+    """Worker processes to run (ours)."""
+    max_concurrency: WholeAtLeastOne = Field(default=8, validation_alias=keys("max-concurrency"))
+    """Tasks one replica runs at once (ours)."""
+    timeout: PositiveNumber | None = None
+    """Seconds a task may run before it fails (ours)."""
+    watch: list[str] = Field(default_factory=list)
+    """Extra glob patterns that trigger a hot reload (ours)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_defaults_to_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("name") and "id" in data:
+            return {**data, "name": data["id"]}
+        return data
+
+    @field_validator("env_files", "python_dependencies", "watch", mode="before")
+    @classmethod
+    def _list_or_empty(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            raise ValueError(f"expected a list, got {describe(value)}: write it as [{value!r}]")  # noqa: TRY004
+        return value
+
+    @field_validator("ts_dependencies", mode="before")
+    @classmethod
+    def _map_or_empty(cls, value: Any) -> Any:
+        return _none_to_empty(value)
+
+
+class ControlPlaneConfig(_Model):
+    """``control-plane:``. Every Llama Deploy key is accepted; ``port`` serves its control-plane API."""
+
+    host: str = "127.0.0.1"
+    port: Port | None = None
+    internal_host: str | None = Field(default=None, validation_alias=keys("internal-host"))
+    internal_port: Port | None = Field(default=None, validation_alias=keys("internal-port"))
+    state_store_uri: str | None = Field(default=None, validation_alias=keys("state-store-uri"))
+    topic_namespace: str = Field(default="llama_deploy", validation_alias=keys("topic-namespace"))
+    cors_origins: list[str] | None = Field(default=None, validation_alias=keys("cors-origins"))
+    use_tls: bool = Field(default=False, validation_alias=keys("use-tls"))
+    step_interval: PositiveNumber = Field(default=0.1, validation_alias=keys("step-interval"))
+    running: bool = True
+    services_store_key: str = Field(default="services", validation_alias=keys("services-store-key"))
+    tasks_store_key: str = Field(default="tasks", validation_alias=keys("tasks-store-key"))
+    session_store_key: str = Field(default="sessions", validation_alias=keys("session-store-key"))
+
+
+class MessageQueueConfig(_Model):
+    """``message-queue:``. ``zeromq`` (the default) is our embedded broker; Llama Deploy's ``simple``
+    maps to it. Fields of other backends (``url``, ``db``, ``exchange_name``, ...) are kept in
+    ``model_extra`` with underscore spellings.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_by_name=True, validate_by_alias=True)
+
+    type: str = "zeromq"
+    host: str = "127.0.0.1"
+    port: PortOrZero | None = None
+    """Router (work delivery) port; None or 0 picks a free one."""
+    pub_port: PortOrZero | None = Field(default=None, validation_alias=keys("pub-port"))
+    """Live fan-out (XPUB) port; None or 0 picks a free one."""
+    persistent: bool = True
+    max_attempts: WholeAtLeastOne = Field(default=5, validation_alias=keys("max-attempts"))
+    lease: PositiveNumber = 30.0
+    url: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _underscore_extras(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return _none_to_empty(data)
+        # Known keys keep their spelling so errors point at the line the user wrote.
+        known = accepted_keys(cls)
+        return {k if k in known else str(k).replace("-", "_"): v for k, v in data.items()}
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() in MESSAGE_QUEUE_TYPES:
+            kind = value.lower()
+            if kind == "simple":
+                logger.info("message-queue type 'simple' (Llama Deploy) runs as llamactl's zeromq broker")
+                return "zeromq"
+            return kind
+        raise ValueError(
+            f"{describe(value)} is not a message queue type: use one of {', '.join(MESSAGE_QUEUE_TYPES)}"
+        )
