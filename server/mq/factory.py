@@ -1,0 +1,38 @@
+"""Build a :class:`~server.mq.base.MessageQueue` client from a JSON-able config.
+
+The config is what a broker hands out (``ZeroMQBroker.client_config``) or what a deployment
+file names; workers receive it in their WorkerSpec (``spec.mq``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from server.errors import MessageQueueError
+from server.mq.base import MessageQueue
+from server.mq.zeromq.client import ZeroMQQueue
+
+__all__ = ["AVAILABLE_TYPES", "connect_queue"]
+
+AVAILABLE_TYPES = ("zeromq",)
+_PLANNED_TYPES = ("redis", "rabbitmq")
+
+
+def connect_queue(config: Mapping[str, Any]) -> MessageQueue:
+    """Return a client for ``config`` (not started: ``await q.start()`` or ``async with q``).
+
+    ``config["type"]`` picks the backend: ``"zeromq"`` (keys: ``router``, ``heartbeat_interval``,
+    ``liveness``, ``publish_timeout``). Raises MessageQueueError for anything else.
+    """
+    kind = config.get("type")
+    if kind == "zeromq":
+        return ZeroMQQueue.from_config(config)
+    if kind in _PLANNED_TYPES:
+        raise MessageQueueError(
+            f"message queue type {kind!r} is not available yet; available: {', '.join(AVAILABLE_TYPES)}"
+        )
+    raise MessageQueueError(
+        f"unknown message queue type {kind!r}; available: {', '.join(AVAILABLE_TYPES)} "
+        f"({', '.join(_PLANNED_TYPES)}: not available yet)"
+    )

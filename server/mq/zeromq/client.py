@@ -1,0 +1,333 @@
+"""ZeroMQQueue: the :class:`~server.mq.base.MessageQueue` client of :class:`ZeroMQBroker`.
+
+One DEALER socket per client (routing id random, so the broker knows it across reconnects),
+driven by a :class:`~server.mq.zeromq.wire.Pump`; one background task sends ``HB`` every
+``heartbeat_interval`` and re-sends requests the broker has not answered (Lazy Pirate: same
+request id and ``msg_id``, so the broker absorbs the duplicates) until ``publish_timeout``,
+when they fail with PublishRejected (or MessageQueueError for ack/nack/extend).
+
+Consume iterators (see :mod:`server.mq.zeromq.consumer`) grant credit = ``prefetch``; each
+settled delivery gives one credit back. Leaving a consume iterator returns the deliveries it
+buffered but never yielded at once; deliveries already yielded stay leased to this client until
+they are acked or nacked, their lease runs out, or the client is closed (so a worker can stop
+taking work and still finish what it holds). ``close()`` releases every lease of the client.
+
+Subscribe iterators long-poll with ``FETCH`` from the next seq they need, so they see every
+message once, in order, whatever the pace of the reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from server.errors import MessageQueueClosed, MessageQueueError, PublishRejected
+from server.mq.base import Delivery, Message, MessageQueue
+from server.mq.topics import is_stream_topic, is_work_topic, validate_topic
+
+from . import wire
+from .consumer import ConsumerState, ZeroMQDelivery, consume_iter, subscribe_iter
+
+__all__ = ["ZeroMQQueue"]
+
+_CONFIG_KEYS = {"type", "router", "heartbeat_interval", "liveness", "publish_timeout"}
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    frames: list[bytes]
+    fut: asyncio.Future[Any]
+    first: float
+    last: float
+    what: str = ""
+
+
+@dataclass(slots=True, eq=False)
+class _Fetch:
+    topic: str
+    frames: list[bytes]
+    fut: asyncio.Future[list[Message]] = field(repr=False)
+
+
+class ZeroMQQueue(MessageQueue):
+    """Client of a :class:`~server.mq.zeromq.broker.ZeroMQBroker` (any process, any host)."""
+
+    def __init__(
+        self,
+        router: str,
+        *,
+        heartbeat_interval: float = 1.0,
+        liveness: int = 3,
+        publish_timeout: float = 10.0,
+    ) -> None:
+        self.router = router
+        self._hb = heartbeat_interval
+        self._retry = max(0.05, heartbeat_interval * liveness)
+        self._timeout = publish_timeout
+        self._ident = b"c" + uuid.uuid4().bytes
+        self._ids = itertools.count(1)
+        self._pump: wire.Pump | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._requests: dict[bytes, _Request] = {}
+        self._fetches: dict[bytes, _Fetch] = {}
+        self._subs: dict[int, ConsumerState] = {}
+        self._epoch: bytes | None = None
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ZeroMQQueue:
+        """Build from a broker's ``client_config`` (plus an optional ``publish_timeout``)."""
+        unknown = set(config) - _CONFIG_KEYS
+        if unknown or "router" not in config:
+            raise MessageQueueError(
+                f"zeromq message queue config needs 'router' and takes only {sorted(_CONFIG_KEYS)}; "
+                f"got {sorted(config)}"
+            )
+        return cls(
+            str(config["router"]),
+            heartbeat_interval=float(config.get("heartbeat_interval", 1.0)),
+            liveness=int(config.get("liveness", 3)),
+            publish_timeout=float(config.get("publish_timeout", 10.0)),
+        )
+
+    async def start(self) -> None:
+        if self._pump is not None:
+            return
+        if self._closed:
+            raise MessageQueueClosed("this message queue client was closed; create a new one")
+        self._loop = asyncio.get_running_loop()
+        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTING_ID, self._ident)
+        sock.setsockopt(zmq.SNDHWM, 0)
+        sock.setsockopt(zmq.RCVHWM, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, 50)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        try:
+            sock.connect(self.router)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise MessageQueueError(f"bad broker address {self.router!r}: {exc}") from exc
+        self._pump = wire.Pump(sock, self._on_frames)
+        self._pump.send([wire.HB])
+        self._ticker = asyncio.create_task(self._tick(), name="llamactl-mq-client-ticker")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        if self._pump is None:
+            self._closed = True
+            return
+        bye = self._new_request(wire.BYE, [], "close")
+        self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        with contextlib.suppress(TimeoutError, MessageQueueError):
+            await asyncio.wait_for(bye, timeout=min(1.0, self._retry))
+        if self._ticker is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        err = MessageQueueClosed("the message queue client was closed")
+        for r in self._requests.values():
+            if not r.fut.done():
+                r.fut.set_exception(err)
+                r.fut.exception()  # nobody may be waiting any more: don't warn about it
+        for f in self._fetches.values():
+            if not f.fut.done():
+                f.fut.set_exception(err)
+                f.fut.exception()
+        self._requests.clear()
+        self._fetches.clear()
+        for sub in list(self._subs.values()):
+            sub.close(err)
+        assert self._pump is not None
+        self._pump.close()
+
+    # -- the MessageQueue API ---------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        msg_id: str | None = None,
+        key: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
+        """Publish and wait for the broker's confirm; raises ValueError for a malformed topic."""
+        validate_topic(topic)
+        args = [
+            topic.encode(),
+            (msg_id or uuid.uuid4().hex).encode(),
+            key.encode(),
+            wire.encode_headers(headers),
+            bytes(payload),
+        ]
+        return int(await self._new_request(wire.PUB, args, f"publish to {topic}"))
+
+    def consume(self, topic: str, *, prefetch: int = 1, lease: float = 30.0) -> AsyncIterator[Delivery]:
+        if not is_work_topic(topic):
+            raise ValueError(f"consume() takes a work topic (work.*), not {topic!r}")
+        if prefetch < 1 or lease <= 0:
+            raise ValueError("prefetch must be >= 1 and lease > 0")
+        self._check_open()
+        state = ConsumerState(self, next(self._ids), topic, prefetch, lease)
+        return consume_iter(state)
+
+    def subscribe(self, topic: str, *, from_seq: int = 0) -> AsyncIterator[Message]:
+        if not is_stream_topic(topic):
+            raise ValueError(f"subscribe() takes a stream topic (stream.*), not {topic!r}")
+        self._check_open()
+        return subscribe_iter(self, topic, max(0, from_seq))
+
+    # -- used by the consumer module --------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MessageQueueClosed("the message queue client is closed")
+        if self._pump is None:
+            raise MessageQueueError("the message queue client is not started: call start() first")
+
+    def _send(self, frames: list[bytes]) -> None:
+        if self._pump is not None and not self._closed:
+            self._pump.send(frames)
+
+    def _register(self, state: ConsumerState) -> None:
+        self._subs[state.sub_id] = state
+        state.send_consume()
+
+    def _unregister(self, state: ConsumerState) -> None:
+        self._subs.pop(state.sub_id, None)
+
+    def _new_request(self, cmd: bytes, args: list[bytes], what: str) -> asyncio.Future[Any]:
+        """Send ``cmd req *args``; the future gets the reply (seq for PUBACK, True/False for OK/STALE)."""
+        self._check_open()
+        assert self._loop is not None
+        req = wire.u64(next(self._ids))
+        frames = [cmd, req, *args]
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        now = self._loop.time()
+        self._requests[req] = _Request(frames, fut, now, now, what)
+        self._send(frames)
+        return fut
+
+    def _new_fetch(self, topic: str, from_seq: int) -> tuple[bytes, asyncio.Future[list[Message]]]:
+        self._check_open()
+        assert self._loop is not None
+        req = wire.u64(next(self._ids))
+        frames = [wire.FETCH, req, topic.encode(), wire.u64(from_seq), wire.u32(1000)]
+        fut: asyncio.Future[list[Message]] = self._loop.create_future()
+        self._fetches[req] = _Fetch(topic, frames, fut)
+        self._send(frames)
+        return req, fut
+
+    def _drop_fetch(self, req: bytes) -> None:
+        if self._fetches.pop(req, None) is not None:
+            self._send([wire.UNFETCH, req])
+
+    # -- replies ----------------------------------------------------------------------------------
+
+    def _on_frames(self, batch: list[list[bytes]]) -> None:
+        for frames in batch:
+            cmd = frames[0]
+            if cmd == wire.DELIVER:
+                self._on_deliver(frames)
+            elif cmd in (wire.PUBACK, wire.OK, wire.STALE, wire.PUBNACK):
+                r = self._requests.pop(frames[1], None)
+                if r is None or r.fut.done():
+                    continue
+                if cmd == wire.PUBACK:
+                    r.fut.set_result(wire.from_u64(frames[2]))
+                elif cmd == wire.PUBNACK:
+                    r.fut.set_exception(PublishRejected(f"{r.what} rejected: {frames[2].decode()}"))
+                else:
+                    r.fut.set_result(cmd == wire.OK)
+            elif cmd == wire.BATCH:
+                f = self._fetches.pop(frames[1], None)
+                if f is not None and not f.fut.done():
+                    f.fut.set_result(_batch(f.topic, frames))
+            elif cmd == wire.HB:
+                if self._epoch is not None and frames[1] != self._epoch:
+                    self._resync()
+                self._epoch = frames[1]
+
+    def _on_deliver(self, frames: list[bytes]) -> None:
+        _, sub_b, lease, attempt, topic, seq, msg_id, key, headers, payload = frames
+        state = self._subs.get(wire.from_u32(sub_b))
+        if state is None or state.closed:
+            self._send([wire.RETURN, lease])
+            return
+        msg = Message(
+            topic.decode(),
+            msg_id.decode(),
+            payload,
+            key.decode(),
+            wire.from_u64(seq),
+            wire.decode_headers(headers),
+        )
+        state.push(ZeroMQDelivery(state, msg, wire.from_u32(attempt), lease.decode()))
+
+    def _resync(self) -> None:
+        """The broker restarted: tell it again what this client waits for."""
+        for state in self._subs.values():
+            state.send_consume()
+        for f in self._fetches.values():
+            self._send(f.frames)
+        for r in self._requests.values():
+            self._send(r.frames)
+
+    async def _tick(self) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        step = min(self._hb, 0.1)
+        next_hb = loop.time() + self._hb
+        while True:
+            await asyncio.sleep(step)
+            now = loop.time()
+            if now >= next_hb:
+                next_hb = now + self._hb
+                self._send([wire.HB])
+            self._expire_requests(now)
+
+    def _expire_requests(self, now: float) -> None:
+        for req, r in list(self._requests.items()):
+            if now - r.first < self._retry:
+                break  # insertion order: the rest are younger
+            if now - r.first >= self._timeout:
+                del self._requests[req]
+                if not r.fut.done():
+                    cls = PublishRejected if r.frames[0] == wire.PUB else MessageQueueError
+                    r.fut.set_exception(
+                        cls(f"{r.what}: the broker at {self.router} did not answer within {self._timeout:g}s")
+                    )
+            elif now - r.last >= self._retry:
+                r.last = now
+                self._send(r.frames)
+
+
+def _batch(topic: str, frames: list[bytes]) -> list[Message]:
+    out = []
+    for i in range(2, len(frames), 5):
+        seq, msg_id, key, headers, payload = frames[i : i + 5]
+        out.append(
+            Message(
+                topic,
+                msg_id.decode(),
+                payload,
+                key.decode(),
+                wire.from_u64(seq),
+                wire.decode_headers(headers),
+            )
+        )
+    return out

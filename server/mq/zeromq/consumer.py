@@ -1,0 +1,148 @@
+"""The iterators behind ``ZeroMQQueue.consume`` / ``subscribe`` and the :class:`Delivery` they yield.
+
+Both are async generators so that leaving an ``async for`` (the generator is finalized) runs
+their cleanup: a consume iterator sends ``CANCEL`` with the leases it buffered but never
+yielded, a subscribe iterator sends ``UNFETCH`` for its parked fetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from server.errors import LeaseLost
+from server.mq.base import Delivery, Message
+
+from . import wire
+
+if TYPE_CHECKING:
+    from .client import ZeroMQQueue
+
+__all__ = ["ConsumerState", "ZeroMQDelivery", "consume_iter", "subscribe_iter"]
+
+
+class ConsumerState:
+    """One ``consume`` subscription: its buffer of received deliveries and its credit."""
+
+    def __init__(self, client: ZeroMQQueue, sub_id: int, topic: str, prefetch: int, lease: float) -> None:
+        self.client = client
+        self.sub_id = sub_id
+        self.topic = topic
+        self.prefetch = prefetch
+        self.lease = lease
+        self.buffer: deque[ZeroMQDelivery] = deque()
+        self.unsettled = 0
+        self.closed = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def send_consume(self) -> None:
+        credit = max(0, self.prefetch - self.unsettled)
+        self.client._send(
+            [wire.CONSUME, wire.u32(self.sub_id), self.topic.encode(), wire.f64(self.lease), wire.u32(credit)]
+        )
+
+    def push(self, delivery: ZeroMQDelivery) -> None:
+        self.buffer.append(delivery)
+        self.unsettled += 1
+        self._wake()
+
+    def close(self, error: BaseException) -> None:
+        self.closed = True
+        self.error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class ZeroMQDelivery(Delivery):
+    """A leased delivery; settle it with :meth:`ack` or :meth:`nack`."""
+
+    __slots__ = ("_settled", "_state", "attempt", "lease_id", "message")
+
+    def __init__(self, state: ConsumerState, message: Message, attempt: int, lease_id: str) -> None:
+        self._state = state
+        self.message = message
+        self.attempt = attempt
+        self.lease_id = lease_id
+        self._settled = False
+
+    def __repr__(self) -> str:
+        m = self.message
+        return f"<Delivery {m.topic}#{m.seq} {m.msg_id} attempt={self.attempt} lease={self.lease_id}>"
+
+    def _settle(self) -> bytes:
+        """The first ack/nack frees this delivery's slot: its credit goes back with the request."""
+        if self._settled:
+            return wire.u32(0)
+        self._settled = True
+        state = self._state
+        state.unsettled -= 1
+        return wire.u32(0 if state.closed else state.sub_id)
+
+    async def _call(self, cmd: bytes, args: list[bytes], what: str) -> None:
+        ok = await self._state.client._new_request(cmd, args, f"{what} of {self.message.msg_id}")
+        if not ok:
+            raise LeaseLost(
+                f"{what} of message {self.message.msg_id} on {self.message.topic} failed: its lease "
+                f"{self.lease_id} expired or was settled, and the message may have gone to another consumer"
+            )
+
+    async def ack(self) -> None:
+        await self._call(wire.ACK, [self.lease_id.encode(), self._settle()], "ack")
+
+    async def nack(self, delay: float = 0.0) -> None:
+        await self._call(
+            wire.NACK, [self.lease_id.encode(), self._settle(), wire.f64(max(0.0, delay))], "nack"
+        )
+
+    async def extend(self, seconds: float | None = None) -> None:
+        lease = self._state.lease if seconds is None else seconds
+        await self._call(wire.EXTEND, [self.lease_id.encode(), wire.f64(lease)], "extend")
+
+
+async def consume_iter(state: ConsumerState) -> AsyncIterator[Delivery]:
+    client = state.client
+    client._register(state)
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            if state.buffer:
+                yield state.buffer.popleft()
+                continue
+            if state.error is not None:
+                raise state.error
+            state.waiter = loop.create_future()
+            await state.waiter
+    finally:
+        state.closed = True
+        client._unregister(state)
+        returned = [d.lease_id.encode() for d in state.buffer]
+        state.unsettled -= len(state.buffer)
+        state.buffer.clear()
+        client._send([wire.CANCEL, wire.u32(state.sub_id), *returned])
+
+
+async def subscribe_iter(client: ZeroMQQueue, topic: str, from_seq: int) -> AsyncIterator[Message]:
+    next_seq = from_seq
+    req, fut = client._new_fetch(topic, next_seq)
+    try:
+        while True:
+            batch = await fut
+            good: list[Message] = []
+            for m in batch:
+                if m.seq < next_seq:
+                    continue
+                if m.seq != next_seq:  # never expected: refetch from where we are
+                    break
+                good.append(m)
+                next_seq += 1
+            req, fut = client._new_fetch(topic, next_seq)
+            for m in good:
+                yield m
+    finally:
+        client._drop_fetch(req)

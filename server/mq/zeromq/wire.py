@@ -1,0 +1,201 @@
+"""Frames on the wire between :class:`ZeroMQQueue` clients (DEALER) and the broker (ROUTER).
+
+Every message is a multipart message whose first frame is the command; the broker's ROUTER
+also sees the client's routing id in front of it. Integers are big-endian (``u64`` for
+request ids and seqs, ``u32`` for subscription ids, credits and attempts), durations are
+``f64`` seconds, ``headers`` is compact JSON of a ``{str: str}`` object or empty for none.
+
+Client -> broker::
+
+    PUB     req topic msg_id key headers payload     -> PUBACK req seq | PUBNACK req reason
+    CONSUME sub topic lease credit                   -> DELIVER ... (as credit allows)
+    CREDIT  sub n                                    grant n more deliveries
+    CANCEL  sub lease_id*                            stop; the listed (never handed out) leases
+                                                     go back without counting an attempt
+    RETURN  lease_id                                 same, for a delivery of an unknown sub
+    ACK     req lease_id sub                         -> OK req | STALE req   (sub: credit +1,
+    NACK    req lease_id sub delay                   -> OK req | STALE req    u32 0 = none)
+    EXTEND  req lease_id seconds                     -> OK req | STALE req
+    FETCH   req topic from_seq limit                 -> BATCH req (seq msg_id key headers payload)*
+                                                     answered at once if seq >= from_seq exists,
+                                                     else parked until one is published
+    UNFETCH req                                      forget a parked FETCH
+    HB                                               -> HB epoch (the broker's start id)
+    BYE     req                                      release everything of this client -> OK req
+
+Broker -> client::
+
+    DELIVER sub lease_id attempt topic seq msg_id key headers payload
+
+A client that sees the ``epoch`` change in a ``HB`` reply knows the broker restarted: it sends
+its ``CONSUME`` s, parked ``FETCH`` es and unconfirmed ``PUB`` s again (same ids, so nothing
+doubles).
+
+:class:`Pump` is the socket driver both sides use: it watches the socket's edge-triggered FD
+with ``loop.add_reader`` and drains everything readable with NOBLOCK in one go, so there is no
+future or timer per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import struct
+from collections.abc import Callable, Mapping
+
+import zmq
+
+__all__ = [
+    "ACK",
+    "BATCH",
+    "BYE",
+    "CANCEL",
+    "CONSUME",
+    "CREDIT",
+    "DELIVER",
+    "EXTEND",
+    "FETCH",
+    "HB",
+    "NACK",
+    "OK",
+    "PUB",
+    "PUBACK",
+    "PUBNACK",
+    "RETURN",
+    "STALE",
+    "UNFETCH",
+    "Pump",
+    "decode_headers",
+    "encode_headers",
+    "f64",
+    "from_f64",
+    "from_u32",
+    "from_u64",
+    "u32",
+    "u64",
+]
+
+PUB = b"PUB"
+PUBACK = b"PUBACK"
+PUBNACK = b"PUBNACK"
+CONSUME = b"CONSUME"
+CREDIT = b"CREDIT"
+CANCEL = b"CANCEL"
+RETURN = b"RETURN"
+DELIVER = b"DELIVER"
+ACK = b"ACK"
+NACK = b"NACK"
+EXTEND = b"EXTEND"
+OK = b"OK"
+STALE = b"STALE"
+FETCH = b"FETCH"
+UNFETCH = b"UNFETCH"
+BATCH = b"BATCH"
+HB = b"HB"
+BYE = b"BYE"
+
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+_F64 = struct.Struct(">d")
+
+u64 = _U64.pack
+u32 = _U32.pack
+f64 = _F64.pack
+
+
+def from_u64(b: bytes) -> int:
+    return int(_U64.unpack(b)[0])
+
+
+def from_u32(b: bytes) -> int:
+    return int(_U32.unpack(b)[0])
+
+
+def from_f64(b: bytes) -> float:
+    return float(_F64.unpack(b)[0])
+
+
+def encode_headers(headers: Mapping[str, str] | None) -> bytes:
+    if not headers:
+        return b""
+    return json.dumps(dict(headers), separators=(",", ":")).encode()
+
+
+def decode_headers(raw: bytes) -> dict[str, str]:
+    if not raw:
+        return {}
+    value = json.loads(raw)
+    return {str(k): str(v) for k, v in value.items()}
+
+
+Frames = list[bytes]
+
+
+class Pump:
+    """Drive one zmq socket from an asyncio loop without a future per message.
+
+    ZeroMQ's FD is edge-triggered: it signals "look at ZMQ_EVENTS", and any zmq call on the
+    socket (a send included) may consume that signal. So after every send we look at
+    ZMQ_EVENTS ourselves and schedule a drain if input is waiting, instead of trusting the FD.
+    """
+
+    def __init__(
+        self,
+        sock: zmq.Socket[bytes],
+        handler: Callable[[list[Frames]], None],
+        *,
+        batch: int = 4096,
+    ) -> None:
+        self.sock = sock
+        self._handler = handler
+        self._batch = batch
+        self._loop = asyncio.get_running_loop()
+        self._fd = int(sock.getsockopt(zmq.FD))
+        self._scheduled = False
+        self._closed = False
+        self._loop.add_reader(self._fd, self._drain)
+        self.kick()
+
+    def kick(self) -> None:
+        """Schedule a drain if messages wait (call after any send)."""
+        if self._scheduled or self._closed:
+            return
+        if int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            self._scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        if self._closed:
+            return
+        sock = self.sock
+        batch: list[Frames] = []
+        try:
+            while len(batch) < self._batch:
+                batch.append(sock.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            pass
+        if batch:
+            self._handler(batch)
+        self.kick()
+
+    def send(self, frames: Frames) -> bool:
+        """Send without blocking; False if the peer is unknown/unreachable or its pipe is full."""
+        if self._closed:
+            return False
+        try:
+            self.sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError:  # Again (pipe full) or EHOSTUNREACH (ROUTER_MANDATORY, peer gone)
+            return False
+        self.kick()
+        return True
+
+    def close(self) -> None:
+        """Stop watching and close the socket at once (LINGER 0)."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(RuntimeError, ValueError):  # the loop may be closed already
+            self._loop.remove_reader(self._fd)
+        self.sock.close(linger=0)

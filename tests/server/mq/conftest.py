@@ -1,0 +1,94 @@
+"""Fixtures for the MessageQueue contract suite: one ``queue_factory`` per backend.
+
+A backend plugs in by adding its name to ``BACKENDS`` and a branch in ``_start_backend`` that
+returns a :class:`Backend` (how to make the broker side, its client config, and how to stop or
+restart it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.mq.base import MessageQueue
+from server.mq.factory import connect_queue
+from server.mq.zeromq import ZeroMQBroker
+
+BACKENDS = ["zeromq"]
+
+HEARTBEAT = 0.2
+LIVENESS = 3
+MAX_ATTEMPTS = 3
+
+
+class Backend:
+    """The broker side of one backend under test (ZeroMQ: the embedded broker)."""
+
+    def __init__(self, journal: Path) -> None:
+        self.journal = journal
+        self.broker: ZeroMQBroker | None = None
+        self.config: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        self.broker = ZeroMQBroker(
+            journal_path=self.journal,
+            heartbeat_interval=HEARTBEAT,
+            liveness=LIVENESS,
+            max_attempts=MAX_ATTEMPTS,
+        )
+        await self.broker.start()
+        self.config = self.broker.client_config
+
+    async def stop(self) -> None:
+        if self.broker is not None:
+            await self.broker.close()
+            self.broker = None
+
+
+class QueueFactory:
+    """``await factory()`` gives a started client; everything is closed at the end of the test."""
+
+    max_attempts = MAX_ATTEMPTS
+    liveness_seconds = HEARTBEAT * LIVENESS
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.clients: list[MessageQueue] = []
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self.backend.config)
+
+    async def __call__(self, **overrides: Any) -> MessageQueue:
+        q = connect_queue({**self.backend.config, **overrides})
+        await q.start()
+        self.clients.append(q)
+        return q
+
+    async def stop_broker(self) -> None:
+        await self.backend.stop()
+
+    async def restart_broker(self) -> None:
+        """Stop the broker and start a new one on the same (persistent) journal."""
+        await self.backend.stop()
+        await self.backend.start()
+
+    async def aclose(self) -> None:
+        for q in self.clients:
+            await q.close()
+        await self.backend.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+async def queue_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[QueueFactory]:
+    assert request.param == "zeromq"
+    backend = Backend(tmp_path / "journal.sqlite")
+    await backend.start()
+    factory = QueueFactory(backend)
+    try:
+        yield factory
+    finally:
+        await factory.aclose()
