@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 from pathlib import Path, PurePosixPath
 
 from server.errors import WorkflowLoadError
@@ -62,6 +63,20 @@ def _forget_foreign_module(module: str, roots: tuple[Path, ...]) -> None:
         del sys.modules[name]
 
 
+def _public_names(obj: object) -> list[str]:
+    """Public names of ``obj``, leaving out what a module merely imported (modules, foreign classes)."""
+    public = sorted(n for n in dir(obj) if not n.startswith("_"))
+    if not isinstance(obj, types.ModuleType):
+        return public
+    own = [
+        n
+        for n in public
+        if not isinstance(value := getattr(obj, n), types.ModuleType)
+        and getattr(value, "__module__", obj.__name__) == obj.__name__
+    ]
+    return own or public
+
+
 def load_target(source_dir: Path, import_path: str) -> object:
     """Import ``import_path`` relative to ``source_dir`` and return the named attribute."""
     source = Path(source_dir).resolve()
@@ -108,7 +123,7 @@ def load_target(source_dir: Path, import_path: str) -> object:
             target = getattr(target, name)
         except AttributeError:
             owner = f"module {module!r}" + (f" attribute {'.'.join(walked)!r}" if walked else "")
-            names = sorted(n for n in dir(target) if not n.startswith("_"))
+            names = _public_names(target)
             shown = ", ".join(names[:_MAX_LISTED_NAMES]) + (", ..." if len(names) > _MAX_LISTED_NAMES else "")
             file = getattr(mod, "__file__", None)
             raise WorkflowLoadError(

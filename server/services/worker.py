@@ -254,7 +254,8 @@ class Worker:
                 **ids,
             )
             await self.publish(final, msg_id=final_msg_id(task.task_id))
-            log.info("task %s: %s %s", task.task_id, outcome.kind, outcome.error or "")
+            detail = f" ({outcome.error})" if outcome.error else ""
+            log.info("task %s: %s%s", task.task_id, outcome.kind, detail)
         except Exception as exc:
             # The queue failed us (a publish was not confirmed): leave the delivery unacked so it
             # comes back after its lease, on this replica or another.
