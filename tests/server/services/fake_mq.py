@@ -77,9 +77,7 @@ class FakeQueue(MessageQueue):
         self.changed()
         return len(log) - 1
 
-    async def consume(  # type: ignore[override]
-        self, topic: str, *, prefetch: int = 1, lease: float = 30.0
-    ) -> AsyncIterator[Delivery]:
+    async def consume(self, topic: str, *, prefetch: int = 1, lease: float = 30.0) -> AsyncIterator[Delivery]:
         self.consumers.append({"topic": topic, "prefetch": prefetch, "lease": lease})
         taken = 0
         while True:
@@ -90,7 +88,7 @@ class FakeQueue(MessageQueue):
             self.changed()
             yield delivery
 
-    async def subscribe(self, topic: str, *, from_seq: int = 0) -> AsyncIterator[Message]:  # type: ignore[override]
+    async def subscribe(self, topic: str, *, from_seq: int = 0) -> AsyncIterator[Message]:
         seq = from_seq
         while True:
             await self.wait_for(lambda: len(self.topics.get(topic, [])) > seq, deadline=3600)

@@ -145,7 +145,7 @@ async def test_no_more_than_max_concurrency_at_once(serving: Any) -> None:
         await asyncio.sleep(0)  # let the loop run: nothing may start while both slots are taken
     assert len(queue.deliveries) == 2
     assert worker.in_flight == 2
-    worker.runnable.fn.__globals__["gate"].set()  # type: ignore[attr-defined]
+    worker.runnable.fn.__globals__["gate"].set()
     await queue.wait_for(lambda: kinds(queue).count("task.completed") == 4)
     assert sorted(m.result for m in control(queue) if m.kind is K.TASK_COMPLETED) == [0, 1, 2, 3]
 
