@@ -1,6 +1,7 @@
 """Field types of the deployment file, each with a message that says what would be valid.
 
-The validators raise ``ValueError`` with the whole user-facing message; the loader turns it into a
+The validators raise ``ValueError`` (the only exception pydantic turns into a validation error, so
+also for wrong types) with the whole user-facing message; the loader turns it into a
 :class:`~server.errors.DeploymentConfigError` with the key path and line.
 """
 

@@ -171,7 +171,7 @@ class MessageQueueConfig(_Model):
     type: str = "zeromq"
     host: str = "127.0.0.1"
     port: PortOrZero | None = None
-    """Router (work delivery) port; None or 0 picks a free one."""
+    """zeromq: the router (work delivery) port, None or 0 = any free one; others: their server's port."""
     pub_port: PortOrZero | None = Field(default=None, validation_alias=keys("pub-port"))
     """Live fan-out (XPUB) port; None or 0 picks a free one."""
     persistent: bool = True

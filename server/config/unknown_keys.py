@@ -7,6 +7,7 @@ because Llama Deploy ignores unknown keys and files written for it must keep loa
 from __future__ import annotations
 
 import difflib
+import sys
 import warnings
 from typing import Any
 
@@ -59,11 +60,22 @@ class DeploymentConfigWarning(UserWarning):
 def warn(file: str, lines: LineIndex, path: KeyPath, problem: str) -> None:
     """Emit a :class:`DeploymentConfigWarning` for ``path``."""
     warning = DeploymentConfigWarning(file, format_key_path(path), lines.line(path), problem)
-    warnings.warn(warning, stacklevel=4)
+    # Point the warning at whoever called the loader, not at this package.
+    frame, level = sys._getframe(0), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("server.config"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(warning, stacklevel=level)
 
 
 def warn_unknown_keys(data: dict[Any, Any], lines: LineIndex, file: str) -> None:
-    """Warn once per key of ``data`` (a parsed deployment file) that nothing reads."""
+    """Warn once per key of ``data`` (a parsed deployment file) that nothing reads, and per duplicate."""
+    for twice, first, last in lines.duplicates:
+        warn(
+            file,
+            lines,
+            twice,
+            f"written twice (lines {first} and {last}): only the one on line {last} is used",
+        )
     _check(data, _TOP_LEVEL, (), lines, file)
     for spelling in ("control-plane", "control_plane"):
         _check_model(data.get(spelling), ControlPlaneConfig, (spelling,), lines, file)

@@ -36,6 +36,8 @@ class LineIndex:
 
     lines: dict[KeyPath, int] = field(default_factory=dict)
     root_line: int = 1
+    duplicates: list[tuple[KeyPath, int, int]] = field(default_factory=list)
+    """Keys written twice in one mapping: (path, first line, last line). YAML keeps the last."""
 
     def exact(self, path: KeyPath) -> int | None:
         """The line of exactly this key, or None when it is not in the file."""
@@ -58,9 +60,11 @@ class LineIndex:
             for key_node, value_node in node.value:
                 key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
                 child = (*path, key)
-                # setdefault: with duplicate keys PyYAML keeps the last value but the first line is
-                # still the one a reader finds first; either is fine, this one is stable.
-                self.lines.setdefault(child, key_node.start_mark.line + 1)
+                line = key_node.start_mark.line + 1
+                if child in self.lines:
+                    self.duplicates.append((child, self.lines[child], line))
+                # The last one wins, as in the constructed data, so errors point at the value used.
+                self.lines[child] = line
                 self._add(value_node, child)
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):

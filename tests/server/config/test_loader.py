@@ -227,3 +227,17 @@ def test_public_api_is_exported() -> None:
         "load_deployment_text",
         "DeploymentConfigWarning",
     } <= set(server.config.__all__)
+
+
+def test_duplicate_key_warns_and_the_last_one_is_used() -> None:
+    text = "name: d\nservices:\n  a: {}\nservices:\n  b: {}\n"
+    with pytest.warns(DeploymentConfigWarning, match=r"written twice \(lines 2 and 4\)") as record:
+        config = load_deployment_text(text, base_path=Path("/srv"))
+    assert list(config.services) == ["b"]
+    assert record[0].message.line == 4  # type: ignore[union-attr]
+
+
+def test_warning_points_at_the_caller_of_the_loader() -> None:
+    with pytest.warns(DeploymentConfigWarning) as record:
+        load_deployment_text("name: d\nservices: {a: {replica: 1}}\n", base_path=Path("/srv"))
+    assert record[0].filename == __file__
