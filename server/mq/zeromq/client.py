@@ -301,19 +301,22 @@ class ZeroMQQueue(MessageQueue):
             self._expire_requests(now)
 
     def _expire_requests(self, now: float) -> None:
-        for req, r in list(self._requests.items()):
+        expired: list[bytes] = []
+        for req, r in self._requests.items():
             if now - r.first < self._retry:
                 break  # insertion order: the rest are younger
             if now - r.first >= self._timeout:
-                del self._requests[req]
-                if not r.fut.done():
-                    cls = PublishRejected if r.frames[0] == wire.PUB else MessageQueueError
-                    r.fut.set_exception(
-                        cls(f"{r.what}: the broker at {self.router} did not answer within {self._timeout:g}s")
-                    )
+                expired.append(req)
             elif now - r.last >= self._retry:
                 r.last = now
                 self._send(r.frames)
+        for req in expired:
+            r = self._requests.pop(req)
+            if not r.fut.done():
+                cls = PublishRejected if r.frames[0] == wire.PUB else MessageQueueError
+                r.fut.set_exception(
+                    cls(f"{r.what}: the broker at {self.router} did not answer within {self._timeout:g}s")
+                )
 
 
 def _batch(topic: str, frames: list[bytes]) -> list[Message]:

@@ -43,6 +43,7 @@ import contextlib
 import json
 import struct
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import zmq
 
@@ -131,6 +132,17 @@ def decode_headers(raw: bytes) -> dict[str, str]:
 
 Frames = list[bytes]
 
+# pyzmq's Python-level send/recv_multipart wrap every frame in enum flag arithmetic, which
+# costs more than the send itself; call the backend socket's methods with plain int flags.
+_BaseSocket: Any = zmq.Socket.__mro__[1]
+_send: Any = getattr(_BaseSocket, "send", zmq.Socket.send)
+_recv: Any = getattr(_BaseSocket, "recv", zmq.Socket.recv)
+_get: Any = getattr(_BaseSocket, "get", zmq.Socket.get)
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
 
 class Pump:
     """Drive one zmq socket from an asyncio loop without a future per message.
@@ -161,7 +173,7 @@ class Pump:
         """Schedule a drain if messages wait (call after any send)."""
         if self._scheduled or self._closed:
             return
-        if int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+        if _get(self.sock, _EVENTS) & _POLLIN:
             self._scheduled = True
             self._loop.call_soon(self._drain)
 
@@ -173,7 +185,12 @@ class Pump:
         batch: list[Frames] = []
         try:
             while len(batch) < self._batch:
-                batch.append(sock.recv_multipart(zmq.NOBLOCK))
+                frame = _recv(sock, _NOBLOCK, copy=False)
+                frames = [frame.bytes]
+                while frame.more:
+                    frame = _recv(sock, _NOBLOCK, copy=False)
+                    frames.append(frame.bytes)
+                batch.append(frames)
         except zmq.Again:
             pass
         if batch:
@@ -184,8 +201,12 @@ class Pump:
         """Send without blocking; False if the peer is unknown/unreachable or its pipe is full."""
         if self._closed:
             return False
+        sock = self.sock
         try:
-            self.sock.send_multipart(frames, zmq.NOBLOCK)
+            # all frames of a multipart message are queued atomically once the first one is in
+            for frame in frames[:-1]:
+                _send(sock, frame, _NOBLOCK_MORE)
+            _send(sock, frames[-1], _NOBLOCK)
         except zmq.ZMQError:  # Again (pipe full) or EHOSTUNREACH (ROUTER_MANDATORY, peer gone)
             return False
         self.kick()

@@ -31,9 +31,12 @@ class Backend:
         self.journal = journal
         self.broker: ZeroMQBroker | None = None
         self.config: dict[str, Any] = {}
+        self.port = 0
 
     async def start(self) -> None:
+        """Start (again: on the same port, so clients reconnect by themselves)."""
         self.broker = ZeroMQBroker(
+            port=self.port,
             journal_path=self.journal,
             heartbeat_interval=HEARTBEAT,
             liveness=LIVENESS,
@@ -41,6 +44,7 @@ class Backend:
         )
         await self.broker.start()
         self.config = self.broker.client_config
+        self.port = int(self.config["router"].rsplit(":", 1)[1])
 
     async def stop(self) -> None:
         if self.broker is not None:
@@ -71,9 +75,8 @@ class QueueFactory:
     async def stop_broker(self) -> None:
         await self.backend.stop()
 
-    async def restart_broker(self) -> None:
-        """Stop the broker and start a new one on the same (persistent) journal."""
-        await self.backend.stop()
+    async def start_broker(self) -> None:
+        """Start a new broker on the same (persistent) journal and address."""
         await self.backend.start()
 
     async def aclose(self) -> None:

@@ -395,18 +395,39 @@ async def test_restart_keeps_work_streams_and_seqs(queue_factory: QueueFactory) 
         await q.publish(WORK, b"w%d" % i, msg_id=f"w{i}")
     for i in range(5):
         await q.publish(STREAM, b"s%d" % i, msg_id=f"s{i}")
-    leased = await within(q.consume(WORK, lease=60))  # held, never acked, owner vanishes
+    leased = await within(q.consume(WORK, lease=60))  # held, never acked
     assert leased.message.msg_id == "w0"
-    await queue_factory.restart_broker()
+    await queue_factory.stop_broker()
+    await q.close()  # the holder goes away while the broker is down (its goodbye is lost)
+    await queue_factory.start_broker()
     fresh = await queue_factory()
     it = fresh.consume(WORK, prefetch=3)
     got = {d.message.msg_id: d.attempt for d in [await within(it) for _ in range(3)]}
-    # w0's owner never reconnects: released after one liveness period, as attempt 2
+    # w0's owner never comes back: released after one liveness period, as attempt 2
     assert got == {"w0": 2, "w1": 1, "w2": 1}
     assert await fresh.publish(STREAM, b"s5") == 5
     assert await fresh.publish(STREAM, b"again", msg_id="s1") == 1
     msgs = await read(fresh.subscribe(STREAM), 6)
     assert [m.payload for m in msgs] == [b"s0", b"s1", b"s2", b"s3", b"s4", b"s5"]
+
+
+async def test_clients_ride_through_a_broker_restart(queue_factory: QueueFactory) -> None:
+    q = await queue_factory()
+    await q.publish(WORK, b"w0", msg_id="w0")
+    consumer = q.consume(WORK, prefetch=2, lease=60)
+    held = await within(consumer)
+    await q.publish(STREAM, b"s0")
+    sub = q.subscribe(STREAM)
+    assert (await within(sub)).seq == 0
+    parked = asyncio.create_task(within(sub, timeout=10))
+    await queue_factory.stop_broker()
+    await queue_factory.start_broker()
+    # the client resends the unconfirmed publish, its CONSUME and its parked FETCH
+    assert await asyncio.wait_for(q.publish(WORK, b"w1", msg_id="w1"), 10) == 1
+    assert (await within(consumer)).message.msg_id == "w1"
+    await held.ack()  # the lease survived: its owner came back in time
+    assert await q.publish(STREAM, b"s1") == 1
+    assert (await parked).payload == b"s1"
 
 
 # -- factory ---------------------------------------------------------------------------------------
