@@ -13,7 +13,8 @@ DEALER to the ROUTER; the frames are described in :mod:`server.mq.zeromq.wire`.
   high-water marks cannot lose anything: a subscriber gets exactly what it asks for, in order.
 * Liveness: every message from a client counts as a heartbeat (clients send ``HB`` every
   ``heartbeat_interval``). A client silent for ``liveness`` intervals is dead: its leases are
-  released at once and its subscriptions and parked fetches are dropped.
+  released at once and its subscriptions and parked fetches are dropped. Should it come back
+  (it was only paused), its ``HB`` replies carry a new epoch so that it registers again.
 * Recovery: with a file journal, a restarted broker reloads pending work. Leased rows stay
   leased to their owner for one liveness period; if the owner (same routing id) does not come
   back, they are released.
@@ -72,6 +73,7 @@ class ZeroMQBroker:
         self._dispatcher: Dispatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._peers: dict[bytes, float] = {}
+        self._rebirths: dict[bytes, bytes] = {}
         self._next_seq: dict[str, int] = {}
         self._parked: dict[str, dict[tuple[bytes, bytes], tuple[int, int]]] = {}
         self._parked_topic: dict[tuple[bytes, bytes], str] = {}
@@ -183,7 +185,7 @@ class ZeroMQBroker:
                 elif cmd == wire.CREDIT:
                     d.credit(ident, wire.from_u32(frames[2]), wire.from_u32(frames[3]))
                 elif cmd == wire.HB:
-                    self._send(ident, [wire.HB, self._epoch])
+                    self._send(ident, [wire.HB, self._rebirths.get(ident, self._epoch)])
                 elif cmd == wire.FETCH:
                     _, _, req, topic_b, from_seq, limit = frames
                     self._fetch(ident, req, topic_b.decode(), wire.from_u64(from_seq), wire.from_u32(limit))
@@ -335,5 +337,7 @@ class ZeroMQBroker:
             limit = now - self._hb * self._liveness
             for ident in [p for p, seen in self._peers.items() if seen < limit]:
                 self._drop_peer(ident, "consumer lost")
+                # if it was only paused, a new epoch in its next HB reply makes it register again
+                self._rebirths[ident] = self._epoch + b"." + os.urandom(4).hex().encode()
         self._dispatcher.tick()
         self._rearm()

@@ -1,7 +1,7 @@
-"""Helper process for the contract tests: take one delivery, say so, then hold it forever.
+"""Helper process for the contract tests: take deliveries, say so, never settle them.
 
 Usage: python consumer_proc.py '<client config json>' <work topic> <lease seconds>
-Prints ``GOT <msg_id> <attempt>`` once it holds a delivery; the test then kills it.
+Prints ``GOT <msg_id> <attempt>`` for each delivery it holds; the test kills or stops it.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from server.mq.factory import connect_queue
 async def main(config: str, topic: str, lease: float) -> None:
     q = connect_queue(json.loads(config))
     await q.start()
-    async for d in q.consume(topic, lease=lease):
+    held = []
+    async for d in q.consume(topic, prefetch=10, lease=lease):
+        held.append(d)
         print(f"GOT {d.message.msg_id} {d.attempt}", flush=True)
-        await asyncio.Event().wait()
 
 
 if __name__ == "__main__":

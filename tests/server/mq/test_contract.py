@@ -260,28 +260,56 @@ async def test_ten_thousand_through_one_consumer(queue_factory: QueueFactory) ->
 # -- work topics: failures -----------------------------------------------------------------------
 
 
-async def test_killed_consumer_process_work_is_redelivered(queue_factory: QueueFactory) -> None:
-    q = await queue_factory()
-    await q.publish(WORK, b"job", msg_id="job")
-    proc = await asyncio.create_subprocess_exec(
+async def spawn_consumer(queue_factory: QueueFactory, lease: float) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         str(Path(__file__).with_name("consumer_proc.py")),
         json.dumps(queue_factory.config),
         WORK,
-        "60",
+        str(lease),
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
+
+
+async def got_line(proc: asyncio.subprocess.Process) -> list[str]:
+    assert proc.stdout is not None
+    return (await asyncio.wait_for(proc.stdout.readline(), 15)).decode().split()
+
+
+async def test_killed_consumer_process_work_is_redelivered(queue_factory: QueueFactory) -> None:
+    q = await queue_factory()
+    await q.publish(WORK, b"job", msg_id="job")
+    proc = await spawn_consumer(queue_factory, lease=60)
     try:
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 15)
-        assert line.decode().split() == ["GOT", "job", "1"]
+        assert await got_line(proc) == ["GOT", "job", "1"]
         proc.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         d = await within(q.consume(WORK, lease=60), timeout=5)
         assert (d.message.msg_id, d.attempt) == ("job", 2)
         assert time.monotonic() - killed < 5  # heartbeat loss, not the 60 s lease
         await d.ack()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def test_paused_consumer_process_comes_back(queue_factory: QueueFactory) -> None:
+    q = await queue_factory()
+    await q.publish(WORK, b"job", msg_id="job1")
+    proc = await spawn_consumer(queue_factory, lease=60)
+    try:
+        assert await got_line(proc) == ["GOT", "job1", "1"]
+        proc.send_signal(signal.SIGSTOP)  # silent: declared dead, its delivery moves on
+        it = q.consume(WORK, lease=60)
+        d = await within(it, timeout=5)
+        assert (d.message.msg_id, d.attempt) == ("job1", 2)
+        await d.ack()
+        await it.aclose()  # type: ignore[attr-defined]
+        proc.send_signal(signal.SIGCONT)  # back: it must register again and get new work
+        await q.publish(WORK, b"job", msg_id="job2")
+        assert await got_line(proc) == ["GOT", "job2", "1"]
     finally:
         if proc.returncode is None:
             proc.kill()
