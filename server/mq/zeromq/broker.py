@@ -7,10 +7,10 @@ DEALER to the ROUTER; the frames are described in :mod:`server.mq.zeromq.wire`.
   A duplicate ``msg_id`` (per topic) is absorbed and answered with the original seq.
 * Work topics are dispatched by :class:`~server.mq.zeromq.dispatch.Dispatcher` (credit, leases,
   per-key FIFO, redelivery, dead letter).
-* Stream topics are read with ``FETCH topic from_seq``: answered from the journal when
-  something at or after ``from_seq`` exists, otherwise parked and answered straight from the
-  next commit of the topic (a long poll). There is no PUB/SUB path at all, so slow joiners and
-  high-water marks cannot lose anything: a subscriber gets exactly what it asks for, in order.
+* Stream topics are read with ``FETCH topic from_seq`` (:mod:`~server.mq.zeromq.streams`): a
+  long poll answered from the journal or from the next commit. There is no PUB/SUB path at all,
+  so slow joiners and high-water marks cannot lose anything: a subscriber gets exactly what it
+  asks for, in order, at its own pace (one batch of at most 1000 in flight per subscriber).
 * Liveness: every message from a client counts as a heartbeat (clients send ``HB`` every
   ``heartbeat_interval``). A client silent for ``liveness`` intervals is dead: its leases are
   released at once and its subscriptions and parked fetches are dropped. Should it come back
@@ -31,15 +31,14 @@ from typing import Any
 import zmq
 
 from server.errors import MessageQueueError
-from server.mq.topics import dead_letter_topic, is_stream_topic, is_work_topic, validate_topic
+from server.mq.topics import dead_letter_topic, is_work_topic, validate_topic
 
 from . import wire
 from .dispatch import Dispatcher, Entry
 from .journal import Journal, PendingRow
+from .streams import Streams
 
 __all__ = ["ZeroMQBroker"]
-
-_FETCH_MAX = 1000
 
 
 class ZeroMQBroker:
@@ -74,9 +73,7 @@ class ZeroMQBroker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._peers: dict[bytes, float] = {}
         self._rebirths: dict[bytes, bytes] = {}
-        self._next_seq: dict[str, int] = {}
-        self._parked: dict[str, dict[tuple[bytes, bytes], tuple[int, int]]] = {}
-        self._parked_topic: dict[tuple[bytes, bytes], str] = {}
+        self._streams: Streams | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._next_peer_check = 0.0
@@ -104,6 +101,7 @@ class ZeroMQBroker:
             max_attempts=self._max_attempts,
             clock=loop.time,
         )
+        self._streams = Streams(self._send, self._journal.submit)
         pending = await self._journal.open()
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -157,7 +155,8 @@ class ZeroMQBroker:
 
     def _on_frames(self, batch: list[list[bytes]]) -> None:
         assert self._dispatcher is not None and self._loop is not None and self._journal is not None
-        d, submit, now = self._dispatcher, self._journal.submit, self._loop.time()
+        assert self._streams is not None
+        d, streams, submit, now = self._dispatcher, self._streams, self._journal.submit, self._loop.time()
         for frames in batch:
             if len(frames) < 2:
                 continue
@@ -188,7 +187,7 @@ class ZeroMQBroker:
                     self._send(ident, [wire.HB, self._rebirths.get(ident, self._epoch)])
                 elif cmd == wire.FETCH:
                     _, _, req, topic_b, from_seq, limit = frames
-                    self._fetch(ident, req, topic_b.decode(), wire.from_u64(from_seq), wire.from_u32(limit))
+                    streams.fetch(ident, req, topic_b.decode(), wire.from_u64(from_seq), wire.from_u32(limit))
                 elif cmd == wire.NACK:
                     _, _, req, lease, sub, delay = frames
                     ok = d.nack(lease.decode(), ident, wire.from_u32(sub), wire.from_f64(delay))
@@ -209,7 +208,7 @@ class ZeroMQBroker:
                 elif cmd == wire.RETURN:
                     d.give_back(frames[2].decode())
                 elif cmd == wire.UNFETCH:
-                    self._unpark((ident, frames[2]))
+                    streams.unpark((ident, frames[2]))
                 elif cmd == wire.BYE:
                     self._drop_peer(ident, "consumer closed")
                     self._send(ident, [wire.OK, frames[2]])
@@ -223,8 +222,8 @@ class ZeroMQBroker:
     def _on_results(self, results: list[tuple[Any, ...]]) -> None:
         if self._closed:
             return
-        assert self._dispatcher is not None
-        fresh: dict[str, list[tuple[int, bytes, bytes, bytes, bytes]]] = {}
+        assert self._dispatcher is not None and self._streams is not None
+        streams = self._streams
         for res in results:
             kind = res[0]
             if kind == "pub":
@@ -233,29 +232,19 @@ class ZeroMQBroker:
                     self._send(token[0], [wire.PUBACK, token[1], wire.u64(seq)])
                 if dup:
                     continue
-                self._next_seq[topic] = seq + 1
                 if is_work_topic(topic):
                     self._dispatcher.add(Entry(topic, seq, msg_id, key, headers, payload))
-                elif topic in self._parked:
-                    fresh.setdefault(topic, []).append((seq, msg_id.encode(), key.encode(), headers, payload))
-            elif kind == "read":
-                _, (ident, req, topic, from_seq, limit), _, rows = res
-                if rows:
-                    self._answer(ident, req, [(s, m.encode(), k.encode(), h, p) for s, m, k, h, p in rows])
                 else:
-                    self._park(ident, req, topic, from_seq, limit)
+                    streams.committed(topic, (seq, msg_id, key, headers, payload))
+            elif kind == "read":
+                streams.on_read(res[1], res[3])
             elif kind == "fail":
                 token = res[1]
                 if isinstance(token, tuple) and len(token) == 2:
                     self._send(token[0], [wire.PUBNACK, token[1], str(res[2]).encode()])
-                elif isinstance(token, tuple):  # a failed read: wait for the next commit instead
-                    self._park(*token)
-        for topic, msgs in fresh.items():
-            for waiter, (from_seq, limit) in list(self._parked.get(topic, {}).items()):
-                batch = [m for m in msgs if m[0] >= from_seq][:limit]
-                if batch:
-                    self._unpark(waiter)
-                    self._answer(waiter[0], waiter[1], batch)
+                elif isinstance(token, tuple):
+                    streams.on_read_failed(token)
+        streams.flush()
         self._dispatcher.flush()
         self._rearm()
 
@@ -270,46 +259,13 @@ class ZeroMQBroker:
         )
         self._journal.submit(("done", e.topic, e.seq))
 
-    # -- streams ----------------------------------------------------------------------------------
-
-    def _fetch(self, ident: bytes, req: bytes, topic: str, from_seq: int, limit: int) -> None:
-        assert self._journal is not None
-        limit = max(1, min(limit, _FETCH_MAX))
-        if not is_stream_topic(topic):
-            self._answer(ident, req, [])
-            return
-        known = self._next_seq.get(topic)
-        if known is not None and from_seq >= known:
-            self._park(ident, req, topic, from_seq, limit)
-        else:
-            self._journal.submit(("read", (ident, req, topic, from_seq, limit), topic, from_seq, limit))
-
-    def _answer(self, ident: bytes, req: bytes, msgs: list[tuple[int, bytes, bytes, bytes, bytes]]) -> None:
-        frames = [wire.BATCH, req]
-        for seq, msg_id, key, headers, payload in msgs:
-            frames += (wire.u64(seq), msg_id, key, headers, payload)
-        self._send(ident, frames)
-
-    def _park(self, ident: bytes, req: bytes, topic: str, from_seq: int, limit: int) -> None:
-        self._parked.setdefault(topic, {})[(ident, req)] = (from_seq, limit)
-        self._parked_topic[(ident, req)] = topic
-
-    def _unpark(self, waiter: tuple[bytes, bytes]) -> None:
-        topic = self._parked_topic.pop(waiter, None)
-        if topic is not None:
-            waiting = self._parked[topic]
-            waiting.pop(waiter, None)
-            if not waiting:
-                del self._parked[topic]
-
     # -- liveness and timers ----------------------------------------------------------------------
 
     def _drop_peer(self, ident: bytes, reason: str) -> None:
-        assert self._dispatcher is not None
+        assert self._dispatcher is not None and self._streams is not None
         self._peers.pop(ident, None)
         self._dispatcher.drop_peer(ident, reason)
-        for waiter in [w for w in self._parked_topic if w[0] == ident]:
-            self._unpark(waiter)
+        self._streams.drop_peer(ident)
 
     def _rearm(self) -> None:
         assert self._dispatcher is not None and self._loop is not None

@@ -107,6 +107,7 @@ class ZeroMQDelivery(Delivery):
 
 async def consume_iter(state: ConsumerState) -> AsyncIterator[Delivery]:
     client = state.client
+    client._check_open()
     client._register(state)
     loop = asyncio.get_running_loop()
     try:
