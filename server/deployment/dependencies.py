@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from server.config import ServiceConfig
+from server.config import DeploymentConfig, ServiceConfig
 from server.errors import DeploymentConfigError, LlamactlError
 
 __all__ = ["install_python_dependencies", "pip_arguments"]
@@ -21,32 +21,47 @@ __all__ = ["install_python_dependencies", "pip_arguments"]
 log = logging.getLogger(__name__)
 
 
-def pip_arguments(dependencies: list[str], source_dir: Path) -> list[str]:
-    """The ``pip install`` arguments for ``dependencies`` (paths checked to stay in source_dir)."""
+def pip_arguments(
+    dependencies: list[str], source_dir: Path, base_path: Path, *, file: str, key: str
+) -> list[str]:
+    """The ``pip install`` arguments for ``dependencies``.
+
+    Paths are looked up in the service's source folder, then in the deployment folder (Llama
+    Deploy 0.9 resolves them there), and must stay inside the deployment folder.
+    """
     args: list[str] = []
-    root = source_dir.resolve()
+    base = base_path.resolve()
     for entry in dependencies:
         looks_like_path = entry.endswith("requirements.txt") or "/" in entry or entry.startswith(".")
         if not looks_like_path:
             args.append(entry)
             continue
-        path = (root / entry).resolve()
-        if not path.is_relative_to(root):
+        candidates = [(source_dir.resolve() / entry).resolve(), (base / entry).resolve()]
+        if any(not c.is_relative_to(base) for c in candidates):
+            raise DeploymentConfigError(file, key, None, f"'{entry}' points outside the deployment folder")
+        path = next((c for c in candidates if c.exists()), None)
+        if path is None:
             raise DeploymentConfigError(
-                "<deployment>", "python-dependencies", None, f"'{entry}' points outside the service's source folder"
-            )
-        if not path.exists():
-            raise DeploymentConfigError(
-                "<deployment>", "python-dependencies", None, f"'{entry}' does not exist in {root}"
+                file,
+                key,
+                None,
+                f"'{entry}' exists neither in {source_dir} nor in {base}",
             )
         args.extend(["-r", str(path)] if entry.endswith("requirements.txt") else [str(path)])
     return args
 
 
-async def install_python_dependencies(service: ServiceConfig, source_dir: Path) -> None:
+async def install_python_dependencies(config: DeploymentConfig, service: ServiceConfig) -> None:
+    """``pip install`` the service's python-dependencies into this interpreter (its workers' too)."""
     if not service.python_dependencies:
         return
-    args = pip_arguments(service.python_dependencies, source_dir)
+    args = pip_arguments(
+        service.python_dependencies,
+        config.source_dir(service.id),
+        config.base_path,
+        file=str(config.file or "<deployment>"),
+        key=f"services.{service.id}.python-dependencies",
+    )
     log.info("service %s: installing %s", service.id, " ".join(args))
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -38,7 +38,7 @@ from server.services.spec import WORKER_SPEC_ENV, WorkerSpec
 from server.state.base import StateStore
 from server.state.factory import open_state_store
 from server.supervisor import ProcessSpec, RestartPolicy, Supervisor, SupervisorEvent
-from server.types import ServiceStatus, TaskDefinition, TaskRecord
+from server.types import ReplicaState, ServiceStatus, TaskDefinition, TaskRecord
 
 __all__ = ["Deployment"]
 
@@ -97,7 +97,7 @@ class Deployment:
         try:
             if self._install_dependencies:
                 for service in config.services.values():
-                    await install_python_dependencies(service, config.source_dir(service.id))
+                    await install_python_dependencies(config, service)
             self._store = open_state_store(config.state_store_uri)
             await self._store.start()
             self._broker = await self._start_broker()
@@ -159,7 +159,7 @@ class Deployment:
             service_id=service.id,
             replica_id=replica_id,
             generation=generation,
-            source_dir=str(self.config.source_dir(service.id)),
+            source_dir=str(self.config.import_root(service.id)),
             import_path=_require_import_path(service),
             env=self.config.service_env(service.id),
             max_concurrency=service.max_concurrency,
@@ -214,8 +214,8 @@ class Deployment:
     def services(self) -> list[ServiceStatus]:
         return self.control_plane.registry.statuses()
 
-    async def wait_ready(self, timeout: float = 60.0) -> list[ServiceStatus]:
-        """Wait until every service has a ready replica.
+    async def wait_ready(self, timeout: float = 60.0, *, all_replicas: bool = False) -> list[ServiceStatus]:
+        """Wait until every service has a ready replica (with ``all_replicas``: all of them).
 
         Raises WorkflowLoadError as soon as a service's workers report that its code does not
         load, and TimeoutError (naming the services still down) after ``timeout`` seconds.
@@ -225,7 +225,7 @@ class Deployment:
                 while True:
                     self._changed.clear()
                     statuses = self.services()
-                    if all(s.ready for s in statuses):
+                    if all(_is_ready(s, all_replicas) for s in statuses):
                         return statuses
                     for status in statuses:
                         if not status.ready and status.last_error:
@@ -235,7 +235,7 @@ class Deployment:
                             )
                     await self._changed.wait()
         except TimeoutError:
-            down = [s.service_id for s in self.services() if not s.ready]
+            down = [s.service_id for s in self.services() if not _is_ready(s, all_replicas)]
             raise TimeoutError(
                 f"deployment '{self.name}': no ready replica after {timeout:.0f}s for {', '.join(down)}"
             ) from None
@@ -278,6 +278,13 @@ class Deployment:
         """Run one task with ``kwargs`` as the workflow's input and wait for it to finish."""
         definition = TaskDefinition(input=json.dumps(kwargs), service_id=service, session_id=session_id)
         return await self.control_plane.run_task(definition, timeout=timeout)
+
+
+def _is_ready(status: ServiceStatus, all_replicas: bool) -> bool:
+    if not all_replicas:
+        return status.ready
+    ready = sum(1 for r in status.replicas if r.state is ReplicaState.READY)
+    return ready >= status.desired_replicas
 
 
 def _require_import_path(service: ServiceConfig) -> str:

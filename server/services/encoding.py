@@ -29,9 +29,10 @@ def to_jsonable(value: Any) -> Any:
         return value if math.isfinite(value) else str(value)
     if isinstance(value, BaseModel):
         try:
-            return value.model_dump(mode="json")
+            dumped = value.model_dump(mode="json")
         except Exception:
-            return to_jsonable(value.model_dump())
+            dumped = to_jsonable(value.model_dump())
+        return _flatten_event_data(dumped)
     if isinstance(value, dict):
         return {k if isinstance(k, str) else str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
@@ -43,11 +44,23 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def _flatten_event_data(dumped: Any) -> Any:
+    # workflows Events keep fields not declared on the class (InputRequiredEvent(prefix=...))
+    # under "_data"; users expect them beside the declared ones, and JsonSerializer reads
+    # the flat form back just as well.
+    if isinstance(dumped, dict) and isinstance(dumped.get("_data"), dict):
+        extra = dumped.pop("_data")
+        for key, item in extra.items():
+            dumped.setdefault(key, item)
+    return dumped
+
+
 def envelope(item: Any) -> dict[str, Any]:
     """``{"value", "type", "qualified_name"}`` for a streamed item.
 
-    A workflows Event (any pydantic model) carries its fields as ``value``, in the same shape
-    ``JsonSerializer`` uses, so a client can rebuild it from ``qualified_name``. Plain values keep
+    A workflows Event (any pydantic model) carries its fields as ``value`` (declared fields and
+    the free-form ones side by side), so a client can rebuild it with ``JsonSerializer`` from
+    ``{"__is_pydantic": true, "value": value, "qualified_name": qualified_name}``. Plain values keep
     their builtin type name (``dict``, ``str``, ...).
     """
     return {

@@ -22,7 +22,9 @@ class WorkerSpec(BaseModel):
     replica_id: str
     generation: int = 1
     source_dir: str
-    """Absolute folder of the service's source; the import path is relative to it."""
+    """Absolute folder the import path is relative to: the service's source folder, or the
+    deployment folder for Llama Deploy files whose path repeats the source folder
+    (``source: src`` with ``path: src/workflow:wf``); see ``DeploymentConfig.import_root``."""
     import_path: str
     """``module:attr``, ``pkg.module:attr`` or ``sub/dir/module:attr`` (sub/dir is put on sys.path)."""
     env: dict[str, str] = Field(default_factory=dict)

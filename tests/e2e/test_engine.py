@@ -36,8 +36,8 @@ def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def deployment(app_dir: Path) -> AsyncIterator[Deployment]:
-    async with Deployment.from_file(app_dir / "deployment.yml", heartbeat_interval=0.5) as running:
-        await running.wait_ready(timeout=90)
+    async with Deployment.from_file(app_dir / "deployment.yml") as running:
+        await running.wait_ready(timeout=90, all_replicas=True)
         yield running
 
 

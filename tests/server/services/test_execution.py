@@ -83,7 +83,7 @@ async def test_human_in_the_loop(load: Any) -> None:
     io = TaskIO()
     running = asyncio.create_task(run(load("flows:asker"), io))
     await io.wait_for(lambda: "InputRequiredEvent" in io.types())
-    assert io.events[io.types().index("InputRequiredEvent")]["value"]["_data"] == {"prefix": "name?"}
+    assert io.events[io.types().index("InputRequiredEvent")]["value"] == {"prefix": "name?"}
     io.send(JsonSerializer().serialize(HumanResponseEvent(response="Ada")))
     outcome = await running
     assert outcome.kind is COMPLETED

@@ -1,0 +1,289 @@
+"""The control plane against a real ZeroMQ broker and state store, with the worker's side of the
+protocol played by the test (so each report can be timed and repeated at will)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from server.control_plane import ControlPlane, ServiceInfo, ServiceRegistry
+from server.errors import InvalidRequest, ServiceNotFound, TaskFinished
+from server.mq import topics
+from server.mq.base import Delivery, MessageQueue
+from server.mq.factory import connect_queue
+from server.mq.zeromq.broker import ZeroMQBroker
+from server.orchestrator import Orchestrator
+from server.protocol import (
+    TaskMessage,
+    WorkerMessage,
+    WorkerMessageKind,
+    event_msg_id,
+    final_msg_id,
+)
+from server.state.base import StateStore
+from server.state.memory import MemoryStateStore
+from server.types import TaskDefinition, TaskStatus
+
+DEPLOYMENT = "cp"
+
+
+class Harness:
+    def __init__(self, broker: ZeroMQBroker, store: StateStore) -> None:
+        self.broker = broker
+        self.store = store
+        self.queues: list[MessageQueue] = []
+        self.planes: list[ControlPlane] = []
+
+    async def queue(self) -> MessageQueue:
+        queue = connect_queue(self.broker.client_config)
+        await queue.start()
+        self.queues.append(queue)
+        return queue
+
+    async def control_plane(self) -> ControlPlane:
+        registry = ServiceRegistry(
+            [ServiceInfo(service_id="a", name="A"), ServiceInfo(service_id="b", name="B")]
+        )
+        plane = ControlPlane(
+            DEPLOYMENT,
+            store=self.store,
+            queue=await self.queue(),
+            orchestrator=Orchestrator(DEPLOYMENT, ["a", "b"], "a"),
+            registry=registry,
+        )
+        await plane.start()
+        self.planes.append(plane)
+        return plane
+
+    async def report(self, queue: MessageQueue, msg: WorkerMessage, msg_id: str) -> None:
+        await queue.publish(
+            topics.control_topic(DEPLOYMENT),
+            msg.model_dump_json().encode(),
+            msg_id=msg_id,
+            key=msg.task_id or "",
+        )
+
+    async def finish(
+        self, queue: MessageQueue, task: TaskMessage, result: Any, context: dict[str, Any] | None = None
+    ) -> None:
+        msg = WorkerMessage(
+            kind=WorkerMessageKind.TASK_COMPLETED,
+            replica_id="a#1",
+            service_id=task.service_id,
+            task_id=task.task_id,
+            result=result,
+            context=context,
+        )
+        await self.report(queue, msg, final_msg_id(task.task_id))
+
+
+@pytest_asyncio.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    broker = ZeroMQBroker(journal_path=tmp_path / "mq.sqlite", heartbeat_interval=0.2)
+    await broker.start()
+    store = MemoryStateStore()
+    await store.start()
+    h = Harness(broker, store)
+    try:
+        yield h
+    finally:
+        for plane in h.planes:
+            await plane.close()
+        for queue in h.queues:
+            await queue.close()
+        await store.close()
+        await broker.close()
+
+
+class Deliveries:
+    """Pumps a consume iterator into a queue, so a test can wait for the next delivery with a
+    timeout (cancelling ``anext`` on an async generator would end the generator)."""
+
+    def __init__(self, queue: MessageQueue, service: str = "a", prefetch: int = 8) -> None:
+        self._items: asyncio.Queue[Delivery] = asyncio.Queue()
+        self._iterator = queue.consume(
+            topics.service_topic(DEPLOYMENT, service), prefetch=prefetch, lease=30.0
+        )
+        self._pump = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for delivery in self._iterator:
+            self._items.put_nowait(delivery)
+
+    async def take(self, timeout: float = 10.0) -> tuple[Delivery, TaskMessage]:
+        delivery = await asyncio.wait_for(self._items.get(), timeout)
+        return delivery, TaskMessage.model_validate_json(delivery.message.payload)
+
+    async def aclose(self) -> None:
+        self._pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._pump
+
+
+async def test_a_task_goes_out_runs_and_its_result_and_events_are_stored(harness: Harness) -> None:
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition(input=json.dumps({"message": "hi"})))
+    assert created.status is TaskStatus.QUEUED and created.service_id == "a"
+    delivery, task = await deliveries.take()
+    assert task.input == {"message": "hi"} and task.context is None
+    started = WorkerMessage(
+        kind=WorkerMessageKind.TASK_STARTED, replica_id="a#1", service_id="a", task_id=task.task_id
+    )
+    await harness.report(worker, started, f"{task.task_id}:1:started")
+    for n in range(3):
+        event = WorkerMessage(
+            kind=WorkerMessageKind.TASK_EVENT,
+            replica_id="a#1",
+            service_id="a",
+            task_id=task.task_id,
+            event={"value": {"n": n}, "type": "Progress", "qualified_name": "m.Progress"},
+            event_index=n,
+        )
+        await harness.report(worker, event, event_msg_id(task.task_id, 1, n))
+    await harness.finish(worker, task, {"answer": 42})
+    await delivery.ack()
+    done = await plane.wait_for_task(task.task_id, timeout=10)
+    assert done.status is TaskStatus.COMPLETED and done.result == {"answer": 42}
+    assert done.replica_id == "a#1" and done.attempts == 1
+    events = [e async for e in plane.task_events(task.task_id)]
+    assert [(e.seq, e.value["n"]) for e in events] == [(0, 0), (1, 1), (2, 2)]
+    result = await plane.task_result(task.task_id)
+    assert result is not None and json.loads(result.result) == {"answer": 42}
+    await deliveries.aclose()
+
+
+async def test_a_sessions_next_task_waits_and_carries_the_saved_context(harness: Harness) -> None:
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    session = await plane.create_session()
+    first = await plane.create_task(TaskDefinition(session_id=session.session_id))
+    second = await plane.create_task(TaskDefinition(session_id=session.session_id))
+    delivery, task = await deliveries.take()
+    assert task.task_id == first.task_id
+    with pytest.raises(TimeoutError):
+        await deliveries.take(timeout=0.5)  # the second task is held back while the first runs
+    await harness.finish(worker, task, 1, context={"state": {"seen": 1}})
+    await delivery.ack()
+    delivery2, task2 = await deliveries.take()
+    assert task2.task_id == second.task_id
+    assert task2.context == {"state": {"seen": 1}}
+    await delivery2.ack()
+    await deliveries.aclose()
+
+
+async def test_a_late_result_from_a_zombie_replica_is_ignored(harness: Harness) -> None:
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition())
+    delivery, task = await deliveries.take()
+    await harness.finish(worker, task, "first")
+    await delivery.ack()
+    assert (await plane.wait_for_task(created.task_id, timeout=10)).result == "first"
+    zombie = WorkerMessage(
+        kind=WorkerMessageKind.TASK_FAILED,
+        replica_id="a#9",
+        service_id="a",
+        task_id=task.task_id,
+        error="late",
+    )
+    await harness.report(worker, zombie, "a-different-id-so-the-queue-does-not-absorb-it")
+    await plane.changes.flushed()
+    marker = await plane.create_task(TaskDefinition(service_id="b"))  # the inbox is past the zombie once ...
+    await harness.report(  # ... it has applied a later report
+        worker,
+        WorkerMessage(
+            kind=WorkerMessageKind.TASK_STARTED, replica_id="b#1", service_id="b", task_id=marker.task_id
+        ),
+        "marker-started",
+    )
+    await _eventually(lambda: _status_is(plane, marker.task_id, TaskStatus.RUNNING))
+    still = await plane.get_task(created.task_id)
+    assert still.status is TaskStatus.COMPLETED and still.result == "first" and still.error is None
+    await deliveries.aclose()
+
+
+async def test_a_dead_lettered_task_fails_with_a_clear_error(harness: Harness) -> None:
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    created = await plane.create_task(TaskDefinition())
+    message = TaskMessage(
+        task_id=created.task_id, session_id=created.session_id, service_id="a", deployment=DEPLOYMENT
+    )
+    await worker.publish(
+        topics.dead_letter_topic(topics.service_topic(DEPLOYMENT, "a")),
+        message.model_dump_json().encode(),
+        headers={"x-attempts": "5", "x-dead-reason": "lease expired"},
+    )
+    done = await plane.wait_for_task(created.task_id, timeout=10)
+    assert done.status is TaskStatus.FAILED
+    assert done.error is not None and "gave up after 5 attempts" in done.error
+
+
+async def test_tasks_left_unsent_are_sent_by_the_next_control_plane(harness: Harness) -> None:
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    session = await plane.create_session()
+    first = await plane.create_task(TaskDefinition(session_id=session.session_id))
+    second = await plane.create_task(TaskDefinition(session_id=session.session_id))
+    await plane.close()
+    harness.planes.remove(plane)
+    restarted = await harness.control_plane()
+    deliveries = Deliveries(worker)
+    delivery, task = await deliveries.take()
+    assert task.task_id == first.task_id  # sent once, though both planes published it
+    with pytest.raises(TimeoutError):
+        await deliveries.take(timeout=0.5)
+    await harness.finish(worker, task, "one")
+    await delivery.ack()
+    delivery2, task2 = await deliveries.take()
+    assert task2.task_id == second.task_id
+    await harness.finish(worker, task2, "two")
+    await delivery2.ack()
+    assert (await restarted.wait_for_task(second.task_id, timeout=10)).result == "two"
+    await deliveries.aclose()
+
+
+async def test_a_task_waiting_behind_another_is_cancelled_at_once(harness: Harness) -> None:
+    plane = await harness.control_plane()
+    session = await plane.create_session()
+    await plane.create_task(TaskDefinition(session_id=session.session_id))
+    waiting = await plane.create_task(TaskDefinition(session_id=session.session_id))
+    cancelled = await plane.cancel_task(waiting.task_id)
+    assert cancelled.status is TaskStatus.CANCELLED
+    with pytest.raises(TaskFinished):
+        await plane.cancel_task(waiting.task_id)
+
+
+async def test_bad_requests_say_what_is_wrong(harness: Harness) -> None:
+    plane = await harness.control_plane()
+    with pytest.raises(ServiceNotFound, match="known services are a, b"):
+        await plane.create_task(TaskDefinition(service_id="nope"))
+    with pytest.raises(InvalidRequest, match="JSON object"):
+        await plane.create_task(TaskDefinition(input="not json"))
+    with pytest.raises(InvalidRequest, match="not list"):
+        await plane.create_task(TaskDefinition(input="[1, 2]"))
+    created = await plane.create_task(TaskDefinition())
+    with pytest.raises(InvalidRequest, match="serialized workflows Event"):
+        await plane.send_event(created.task_id, json.dumps({"response": "42"}))
+
+
+async def _status_is(plane: ControlPlane, task_id: str, status: TaskStatus) -> bool:
+    return (await plane.get_task(task_id)).status is status
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Re-check an async condition until it holds (the control plane applies reports in the background)."""
+    async with asyncio.timeout(timeout):
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
