@@ -41,7 +41,11 @@ def serve(
     except DeploymentConfigError as exc:
         _fail(str(exc), "fix the file, then run the command again", ExitCode.CONFIG)
     except WorkflowLoadError as exc:
-        _fail(str(exc), "fix the service's code or its `path`, then run the command again", ExitCode.WORKFLOW_LOAD)
+        _fail(
+            str(exc),
+            "fix the service's code or its `path`, then run the command again",
+            ExitCode.WORKFLOW_LOAD,
+        )
     except LlamactlError as exc:
         _fail(str(exc), None, ExitCode.ERROR)
     raise typer.Exit(code)
