@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 
 from server.control_plane.changes import ChangeFeed
 from server.control_plane.dispatcher import Dispatcher
@@ -115,23 +115,36 @@ class ControlPlane:
         """
         route = self.orchestrator.route(definition.service_id)
         _decode_input(definition.input)
-        if definition.session_id:
-            await self.records.get_session(definition.session_id)
-            session_id = definition.session_id
-        else:
-            session_id = (await self.create_session()).session_id
         task = StoredTask(
             task_id=definition.task_id or str(uuid.uuid4()),
             deployment=self.deployment,
             service_id=route.service_id,
-            session_id=session_id,
+            session_id=definition.session_id or str(uuid.uuid4()),
             input=definition.input,
         )
-        await self.records.insert_task(task)
-        await self.records.add_task_to_session(session_id, task.task_id)
+        session_write: Awaitable[object]
+        if definition.session_id:
+            await self.records.get_session(task.session_id)
+            session_write = self.records.add_task_to_session(task.session_id, task.task_id)
+        else:
+            session_write = self._new_session_for(task)
+        # Both writes go to the store together (one group commit).
+        inserted, added = await asyncio.gather(
+            self.records.insert_task(task), session_write, return_exceptions=True
+        )
+        if isinstance(inserted, BaseException):
+            if not definition.session_id:
+                await self.records.sessions.delete(task.session_id)
+            raise inserted
+        if isinstance(added, BaseException):
+            raise added
         self._status_changed(task)
         await self.dispatcher.submit(task)
         return task.public()
+
+    async def _new_session_for(self, task: StoredTask) -> None:
+        await self.records.create_session(task.session_id, [task.task_id])
+        self.changes.emit("session.created", {"session_id": task.session_id})
 
     async def run_task(self, definition: TaskDefinition, timeout: float | None = None) -> TaskRecord:
         """Create a task and wait for it to finish."""

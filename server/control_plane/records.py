@@ -8,16 +8,19 @@ Layout (all values JSON):
 * log ``<deployment>/events/<task id>``: the task's :class:`~server.types.EventEnvelope` s (offset = seq).
 * log ``<deployment>/changes``: the change feed.
 
-Updates are read-modify-write under compare-and-set, so several control planes sharing one store
-cannot lose each other's writes.
+Updates are compare-and-set against the version last seen, so several control planes sharing one
+store cannot lose each other's writes. Records this control plane has read or written stay in a
+bounded cache with their version: an update costs one write (no read first) unless another writer
+got there in between, in which case the record is read again and the change re-applied.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -28,6 +31,9 @@ from server.types import SessionDefinition, TaskRecord
 __all__ = ["ControlPlaneRecords", "SessionRecord", "StoredTask"]
 
 _MAX_CAS_RETRIES = 100
+_CACHE_SIZE = 20_000
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class StoredTask(TaskRecord):
@@ -50,15 +56,97 @@ class SessionRecord(BaseModel):
         return SessionDefinition(session_id=self.session_id, task_ids=list(self.task_ids), state={})
 
 
+class _Collection(Generic[M]):
+    """One namespace of JSON records with a bounded cache of (record, version)."""
+
+    def __init__(
+        self, store: StateStore, ns: str, model: type[M], missing: Callable[[str], Exception]
+    ) -> None:
+        self._store = store
+        self._ns = ns
+        self._model = model
+        self._missing = missing
+        self._cache: OrderedDict[str, tuple[M, int]] = OrderedDict()
+
+    def _remember(self, key: str, record: M, version: int) -> None:
+        self._cache[key] = (record, version)
+        self._cache.move_to_end(key)
+        if len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+
+    async def _load(self, key: str) -> tuple[M, int] | None:
+        found = await self._store.get(self._ns, key)
+        if found is None:
+            self._cache.pop(key, None)
+            return None
+        record = self._model.model_validate_json(found.value)
+        self._remember(key, record, found.version)
+        return record, found.version
+
+    async def find(self, key: str) -> M | None:
+        """A copy of the record (callers may change it freely), or None."""
+        cached = self._cache.get(key) or await self._load(key)
+        return None if cached is None else cached[0].model_copy(deep=True)
+
+    async def get(self, key: str) -> M:
+        record = await self.find(key)
+        if record is None:
+            raise self._missing(key)
+        return record
+
+    async def insert(self, key: str, record: M) -> bool:
+        """Store a new record; False if the key exists already."""
+        version = await self._store.cas(self._ns, key, _dump(record), None)
+        if version is None:
+            return False
+        self._remember(key, record.model_copy(deep=True), version)
+        return True
+
+    async def update(self, key: str, change: Callable[[M], bool]) -> M:
+        """Apply ``change`` to a copy and write it if it returns True; return the record as stored."""
+        cached = self._cache.get(key) or await self._load(key)
+        for _ in range(_MAX_CAS_RETRIES):
+            if cached is None:
+                raise self._missing(key)
+            record, version = cached[0].model_copy(deep=True), cached[1]
+            if not change(record):
+                return record
+            new_version = await self._store.cas(self._ns, key, _dump(record), version)
+            if new_version is not None:
+                self._remember(key, record.model_copy(deep=True), new_version)
+                return record
+            cached = await self._load(key)  # someone else wrote it: start again from theirs
+        raise StateStoreError(f"'{key}' kept changing under us: too much contention, try again")
+
+    async def delete(self, key: str) -> None:
+        self._cache.pop(key, None)
+        await self._store.delete(self._ns, key)
+
+    async def all(self) -> list[M]:
+        records: list[M] = []
+        after: str | None = None
+        while True:
+            page = await self._store.list(self._ns, after=after, limit=500)
+            records.extend(self._model.model_validate_json(v.value) for _, v in page)
+            if len(page) < 500:
+                return records
+            after = page[-1][0]
+
+
 class ControlPlaneRecords:
     """Typed access to one deployment's records in a StateStore."""
 
     def __init__(self, store: StateStore, deployment: str) -> None:
         self.store = store
         self.deployment = deployment
-        self._tasks_ns = f"{deployment}/tasks"
-        self._sessions_ns = f"{deployment}/sessions"
+        self.tasks: _Collection[StoredTask] = _Collection(
+            store, f"{deployment}/tasks", StoredTask, lambda key: TaskNotFound(key, deployment)
+        )
+        self.sessions: _Collection[SessionRecord] = _Collection(
+            store, f"{deployment}/sessions", SessionRecord, lambda key: SessionNotFound(key, deployment)
+        )
         self._contexts_ns = f"{deployment}/contexts"
+        self._contexts: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
         self.changes_stream = f"{deployment}/changes"
 
     def events_stream(self, task_id: str) -> str:
@@ -67,96 +155,76 @@ class ControlPlaneRecords:
     # --- tasks -------------------------------------------------------------------------------
 
     async def insert_task(self, task: StoredTask) -> None:
-        version = await self.store.cas(self._tasks_ns, task.task_id, _dump(task), None)
-        if version is None:
+        if not await self.tasks.insert(task.task_id, task):
             raise StateStoreError(f"task id '{task.task_id}' is already taken: send a new task id")
 
     async def get_task(self, task_id: str) -> StoredTask:
-        found = await self.store.get(self._tasks_ns, task_id)
-        if found is None:
-            raise TaskNotFound(task_id, self.deployment)
-        return StoredTask.model_validate_json(found.value)
+        return await self.tasks.get(task_id)
 
     async def find_task(self, task_id: str) -> StoredTask | None:
-        found = await self.store.get(self._tasks_ns, task_id)
-        return None if found is None else StoredTask.model_validate_json(found.value)
+        return await self.tasks.find(task_id)
 
     async def update_task(self, task_id: str, change: Callable[[StoredTask], bool]) -> StoredTask:
         """Apply ``change`` under compare-and-set; it returns False to leave the record as it is."""
-        for _ in range(_MAX_CAS_RETRIES):
-            found = await self.store.get(self._tasks_ns, task_id)
-            if found is None:
-                raise TaskNotFound(task_id, self.deployment)
-            task = StoredTask.model_validate_json(found.value)
-            if not change(task):
-                return task
-            if await self.store.cas(self._tasks_ns, task_id, _dump(task), found.version) is not None:
-                return task
-        raise StateStoreError(f"task '{task_id}' kept changing under us: too much contention, try again")
+        return await self.tasks.update(task_id, change)
 
     async def list_tasks(self) -> list[StoredTask]:
-        tasks: list[StoredTask] = []
-        after: str | None = None
-        while True:
-            page = await self.store.list(self._tasks_ns, after=after, limit=500)
-            tasks.extend(StoredTask.model_validate_json(v.value) for _, v in page)
-            if len(page) < 500:
-                return tasks
-            after = page[-1][0]
+        return await self.tasks.all()
 
     # --- sessions ----------------------------------------------------------------------------
 
-    async def create_session(self, session_id: str) -> tuple[SessionRecord, bool]:
-        """Create the session if it does not exist; return it and whether it was created."""
-        record = SessionRecord(session_id=session_id)
-        if await self.store.cas(self._sessions_ns, session_id, _dump(record), None) is not None:
+    async def create_session(
+        self, session_id: str, task_ids: list[str] | None = None
+    ) -> tuple[SessionRecord, bool]:
+        """Create the session if it does not exist; return it and whether it was created.
+
+        A session made for one task is created with that task in it: one write instead of two.
+        """
+        record = SessionRecord(session_id=session_id, task_ids=list(task_ids or []))
+        if await self.sessions.insert(session_id, record):
+            self._remember_context(session_id, None)  # a new session has no Context yet
             return record, True
         return await self.get_session(session_id), False
 
     async def get_session(self, session_id: str) -> SessionRecord:
-        found = await self.store.get(self._sessions_ns, session_id)
-        if found is None:
-            raise SessionNotFound(session_id, self.deployment)
-        return SessionRecord.model_validate_json(found.value)
+        return await self.sessions.get(session_id)
 
     async def add_task_to_session(self, session_id: str, task_id: str) -> SessionRecord:
-        for _ in range(_MAX_CAS_RETRIES):
-            found = await self.store.get(self._sessions_ns, session_id)
-            if found is None:
-                raise SessionNotFound(session_id, self.deployment)
-            record = SessionRecord.model_validate_json(found.value)
+        def add(record: SessionRecord) -> bool:
             record.task_ids.append(task_id)
-            if await self.store.cas(self._sessions_ns, session_id, _dump(record), found.version) is not None:
-                return record
-        raise StateStoreError(f"session '{session_id}' kept changing under us: try again")
+            return True
+
+        return await self.sessions.update(session_id, add)
 
     async def list_sessions(self) -> list[SessionRecord]:
-        sessions: list[SessionRecord] = []
-        after: str | None = None
-        while True:
-            page = await self.store.list(self._sessions_ns, after=after, limit=500)
-            sessions.extend(SessionRecord.model_validate_json(v.value) for _, v in page)
-            if len(page) < 500:
-                return sessions
-            after = page[-1][0]
+        return await self.sessions.all()
 
     async def delete_session(self, session_id: str) -> SessionRecord:
         record = await self.get_session(session_id)
-        await self.store.delete(self._sessions_ns, session_id)
+        await self.sessions.delete(session_id)
+        self._contexts.pop(session_id, None)
         await self.store.delete(self._contexts_ns, session_id)
         return record
 
     # --- contexts ----------------------------------------------------------------------------
 
+    def _remember_context(self, session_id: str, context: dict[str, Any] | None) -> None:
+        self._contexts[session_id] = context
+        self._contexts.move_to_end(session_id)
+        if len(self._contexts) > _CACHE_SIZE:
+            self._contexts.popitem(last=False)
+
     async def get_context(self, session_id: str) -> dict[str, Any] | None:
+        if session_id in self._contexts:
+            return self._contexts[session_id]
         found = await self.store.get(self._contexts_ns, session_id)
-        if found is None:
-            return None
-        value: dict[str, Any] = json.loads(found.value)
-        return value
+        context: dict[str, Any] | None = None if found is None else json.loads(found.value)
+        self._remember_context(session_id, context)
+        return context
 
     async def save_context(self, session_id: str, context: dict[str, Any]) -> None:
         await self.store.put(self._contexts_ns, session_id, json.dumps(context).encode())
+        self._remember_context(session_id, context)
 
 
 def _dump(model: BaseModel) -> bytes:

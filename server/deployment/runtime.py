@@ -31,7 +31,6 @@ from server.control_plane import ControlPlane, ServiceInfo, ServiceRegistry
 from server.deployment.dependencies import install_python_dependencies
 from server.errors import LlamactlError, MessageQueueError, WorkflowLoadError
 from server.mq.base import MessageQueue
-from server.mq.factory import connect_queue
 from server.mq.zeromq.broker import ZeroMQBroker
 from server.orchestrator import Orchestrator
 from server.services.spec import WORKER_SPEC_ENV, WorkerSpec
@@ -101,7 +100,8 @@ class Deployment:
             self._store = open_state_store(config.state_store_uri)
             await self._store.start()
             self._broker = await self._start_broker()
-            self._queue = connect_queue(self._broker.client_config)
+            # The control plane shares the broker's process: link them without a socket.
+            self._queue = self._broker.connect_local()
             await self._queue.start()
             registry = ServiceRegistry(
                 [self._service_info(s) for s in config.services.values()],

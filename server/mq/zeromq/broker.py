@@ -34,8 +34,10 @@ from server.errors import MessageQueueError
 from server.mq.topics import dead_letter_topic, is_work_topic, validate_topic
 
 from . import wire
+from .client import ZeroMQQueue
 from .dispatch import Dispatcher, Entry
 from .journal import Journal, PendingRow
+from .local import FrameHandler, LocalLink
 from .streams import Streams
 
 __all__ = ["ZeroMQBroker"]
@@ -78,6 +80,7 @@ class ZeroMQBroker:
         self._timer_when = 0.0
         self._next_peer_check = 0.0
         self._closed = False
+        self._local: dict[bytes, LocalLink] = {}
 
     @property
     def client_config(self) -> dict[str, Any]:
@@ -90,6 +93,23 @@ class ZeroMQBroker:
             "heartbeat_interval": self._hb,
             "liveness": self._liveness,
         }
+
+    def connect_local(self, *, publish_timeout: float = 10.0) -> ZeroMQQueue:
+        """A client (not started) for code in this process and loop, linked without a socket."""
+        return ZeroMQQueue(
+            self._endpoint or "local",
+            heartbeat_interval=self._hb,
+            liveness=self._liveness,
+            publish_timeout=publish_timeout,
+            attach=self._attach_local,
+        )
+
+    def _attach_local(self, ident: bytes, to_client: FrameHandler) -> LocalLink:
+        """Link an in-process client: return the link it sends on; replies go to ``to_client``."""
+        if self._closed or self._pump is None:
+            raise MessageQueueError("the broker is not running: start it before connecting")
+        self._local[ident] = LocalLink(to_client)
+        return LocalLink(lambda batch: self._on_frames([[ident, *frames] for frames in batch]))
 
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -130,6 +150,9 @@ class ZeroMQBroker:
             self._timer.cancel()
         if self._pump is not None:
             self._pump.close()
+        for link in self._local.values():
+            link.close()
+        self._local.clear()
         await self._journal.close()
 
     # -- recovery -------------------------------------------------------------------------------
@@ -151,6 +174,9 @@ class ZeroMQBroker:
 
     def _send(self, ident: bytes, frames: list[bytes]) -> bool:
         assert self._pump is not None
+        local = self._local.get(ident)
+        if local is not None:
+            return local.send(frames)
         return self._pump.send([ident, *frames])
 
     def _on_frames(self, batch: list[list[bytes]]) -> None:

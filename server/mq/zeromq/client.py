@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from server.mq.topics import is_stream_topic, is_work_topic, validate_topic
 
 from . import wire
 from .consumer import ConsumerState, ZeroMQDelivery, consume_iter, subscribe_iter
+from .local import FrameHandler, Transport
 
 __all__ = ["ZeroMQQueue"]
 
@@ -66,14 +67,16 @@ class ZeroMQQueue(MessageQueue):
         heartbeat_interval: float = 1.0,
         liveness: int = 3,
         publish_timeout: float = 10.0,
+        attach: Callable[[bytes, FrameHandler], Transport] | None = None,
     ) -> None:
         self.router = router
+        self._attach = attach
         self._hb = heartbeat_interval
         self._retry = max(0.05, heartbeat_interval * liveness)
         self._timeout = publish_timeout
         self._ident = b"c" + uuid.uuid4().bytes
         self._ids = itertools.count(1)
-        self._pump: wire.Pump | None = None
+        self._pump: Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._requests: dict[bytes, _Request] = {}
@@ -104,6 +107,11 @@ class ZeroMQQueue(MessageQueue):
         if self._closed:
             raise MessageQueueClosed("this message queue client was closed; create a new one")
         self._loop = asyncio.get_running_loop()
+        if self._attach is not None:
+            self._pump = self._attach(self._ident, self._on_frames)
+            self._pump.send([wire.HB])
+            self._ticker = asyncio.create_task(self._tick(), name="llamactl-mq-local-client-ticker")
+            return
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTING_ID, self._ident)

@@ -17,9 +17,10 @@ from server.mq.base import MessageQueue
 from server.mq.factory import connect_queue
 from server.mq.zeromq import ZeroMQBroker
 
-BACKENDS = ["zeromq"]
+BACKENDS = ["zeromq", "zeromq-local"]
+"""``zeromq-local``: clients in the broker's own process, linked without sockets (the control plane's case)."""
 
-HEARTBEAT = 0.2
+HEARTBEAT = 0.4
 LIVENESS = 3
 MAX_ATTEMPTS = 3
 
@@ -58,16 +59,26 @@ class QueueFactory:
     max_attempts = MAX_ATTEMPTS
     liveness_seconds = HEARTBEAT * LIVENESS
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, *, local: bool = False) -> None:
         self.backend = backend
+        self.local = local
         self.clients: list[MessageQueue] = []
+
+    @property
+    def survives_broker_restart(self) -> bool:
+        """A socket client reconnects to a restarted broker; an in-process one dies with its broker."""
+        return not self.local
 
     @property
     def config(self) -> dict[str, Any]:
         return dict(self.backend.config)
 
     async def __call__(self, **overrides: Any) -> MessageQueue:
-        q = connect_queue({**self.backend.config, **overrides})
+        if self.local:
+            assert self.backend.broker is not None
+            q: MessageQueue = self.backend.broker.connect_local(**overrides)
+        else:
+            q = connect_queue({**self.backend.config, **overrides})
         await q.start()
         self.clients.append(q)
         return q
@@ -87,10 +98,10 @@ class QueueFactory:
 
 @pytest.fixture(params=BACKENDS)
 async def queue_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[QueueFactory]:
-    assert request.param == "zeromq"
+    assert request.param in ("zeromq", "zeromq-local")
     backend = Backend(tmp_path / "journal.sqlite")
     await backend.start()
-    factory = QueueFactory(backend)
+    factory = QueueFactory(backend, local=request.param == "zeromq-local")
     try:
         yield factory
     finally:
