@@ -10,9 +10,9 @@ __all__ = ["ExitCode"]
 class ExitCode(IntEnum):
     OK = 0
     ERROR = 1
-    """Something failed that is not one of the cases below."""
+    """Something failed that is not one of the cases below (including a server error)."""
     USAGE = 2
-    """Bad command-line usage (typer's own code)."""
+    """Bad command-line usage (typer's own code), or a choice the command cannot make for you."""
     CONFIG = 3
     """A deployment file is invalid."""
     WORKFLOW_LOAD = 4
@@ -21,4 +21,12 @@ class ExitCode(IntEnum):
     """An unknown deployment, service, session or task."""
     UNREACHABLE = 6
     """The server is not reachable."""
+    TASK_FAILED = 7
+    """The task ran and failed, or was cancelled."""
+    CONFLICT = 8
+    """The request clashes with the current state (deployment exists, task already finished)."""
+    UNAUTHORIZED = 9
+    """The server wants a token (--token / LLAMACTL_API_TOKEN) and got none or a wrong one."""
+    BAD_REQUEST = 10
+    """The server refused the request's content (bad input, malformed event)."""
     INTERRUPTED = 130

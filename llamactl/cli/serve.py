@@ -1,4 +1,4 @@
-"""`llamactl serve`: run deployments on this machine until Ctrl-C."""
+"""`llamactl serve`: the API server, its deployments and their workers, until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -6,96 +6,114 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
+from llamactl.cli.common import fail, say, settings
 from llamactl.cli.exit_codes import ExitCode
-
-if TYPE_CHECKING:
-    from server.deployment import Deployment
 
 __all__ = ["serve"]
 
 
 def serve(
-    files: list[Path] = typer.Argument(
-        ...,
-        help="Deployment files (deployment.yml) to start. Llama Deploy files load as they are.",
-        exists=False,
+    ctx: typer.Context,
+    *,
+    files: list[Path] | None = typer.Argument(
+        None,
+        metavar="FILE",
+        help="Deployment files (deployment.yml) to start with the server. Llama Deploy files load as they "
+        "are. More can be added later with `llamactl deploy`.",
+        show_default=False,
     ),
-    ready_timeout: float = typer.Option(
-        60.0, "--ready-timeout", help="Seconds to wait for every service to have a ready worker."
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        metavar="ADDRESS",
+        help="Address to listen on. Beyond loopback (e.g. 0.0.0.0) a --token is required.",
+    ),
+    port: int = typer.Option(
+        4501, "--port", metavar="PORT", help="Port to listen on; 0 picks a free one (see the Listening line)."
+    ),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        metavar="TOKEN",
+        envvar="LLAMACTL_API_TOKEN",
+        help="Token every request must carry (Authorization: Bearer TOKEN).",
     ),
 ) -> None:
-    """Start deployments and keep them running until Ctrl-C.
+    """Start the API server and the given deployments; keep them running until Ctrl-C.
 
-    Each service's workers run as child processes; tasks, sessions and event logs are kept in the
+    Each service's workers run as child processes; tasks, sessions and event logs are kept in each
     deployment's .llamactl/ folder, so they survive a restart. Ctrl-C lets running tasks finish,
-    then stops everything.
+    then stops everything (a second Ctrl-C stops at once).
     """
     from server.errors import DeploymentConfigError, LlamactlError, WorkflowLoadError
 
+    for file in files or []:
+        if not file.is_file():
+            fail(f"no deployment file at {file}", "pass the path of a deployment.yml", ExitCode.USAGE)
+    token = token or settings(ctx).token
     try:
-        code = asyncio.run(_serve(files, ready_timeout))
+        asyncio.run(_serve(host, port, token, files or []))
     except DeploymentConfigError as exc:
-        _fail(str(exc), "fix the file, then run the command again", ExitCode.CONFIG)
+        fail(str(exc), "fix the file, then run the command again", ExitCode.CONFIG)
     except WorkflowLoadError as exc:
-        _fail(
+        fail(
             str(exc),
             "fix the service's code or its `path`, then run the command again",
             ExitCode.WORKFLOW_LOAD,
         )
     except LlamactlError as exc:
-        _fail(str(exc), None, ExitCode.ERROR)
-    raise typer.Exit(code)
+        fail(str(exc), None, ExitCode.ERROR)
+    except TimeoutError as exc:
+        fail(
+            f"the deployments' services did not come up in time: {exc}",
+            "look at the workers' output above for the reason",
+            ExitCode.ERROR,
+        )
+    except OSError as exc:
+        fail(
+            f"cannot serve on {host}:{port}: {exc.strerror or exc}",
+            "pick another --port (0 picks a free one), or stop what is using it",
+            ExitCode.ERROR,
+        )
+    except asyncio.CancelledError:
+        say("Stopped at once.")
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
 
 
-def _fail(message: str, hint: str | None, code: ExitCode) -> None:
-    typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
-    if hint:
-        typer.echo(f"Hint: {hint}", err=True)
-    raise typer.Exit(code)
+async def _serve(host: str, port: int, token: str | None, files: list[Path]) -> None:
+    from server.apiserver.runner import serve as run_server
 
-
-async def _serve(files: list[Path], ready_timeout: float) -> int:
-    from server.config import load_deployment_file
-    from server.deployment import Deployment
-
-    configs = [load_deployment_file(f) for f in files]
-    names = [c.name for c in configs]
-    if len(set(names)) != len(names):
-        raise _duplicate(names)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+
+    def on_signal() -> None:
+        if stop.is_set() and main is not None:
+            main.cancel()
+            return
+        say("Stopping: letting running tasks finish (Ctrl-C again to stop at once)...")
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    deployments: list[Deployment] = []
+        loop.add_signal_handler(sig, on_signal)
     try:
-        for config in configs:
-            deployment = Deployment(config)
-            deployments.append(deployment)
-            await deployment.start()
-            _say(f"deployment {config.name}: starting {len(config.services)} service(s)")
-        for deployment in deployments:
-            for status in await deployment.wait_ready(ready_timeout):
-                replicas = sum(1 for r in status.replicas if r.state.value == "ready")
-                _say(f"  {deployment.name}/{status.service_id}: ready ({replicas} replica(s))")
-        _say("Ready. Press Ctrl-C to stop.")
-        await stop.wait()
-        _say("Stopping: letting running tasks finish...")
-        return ExitCode.OK
+        await run_server(
+            host=host,
+            port=port,
+            token=token,
+            deployment_files=files,
+            on_ready=_on_ready,
+            on_event=say,
+            stop=stop,
+        )
     finally:
-        for deployment in reversed(deployments):
-            await deployment.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
-def _duplicate(names: list[str]) -> Exception:
-    from server.errors import LlamactlError
-
-    dup = sorted({n for n in names if names.count(n) > 1})
-    return LlamactlError(f"two files declare the same deployment name {', '.join(dup)}: names must be unique")
-
-
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+def _on_ready(url: str) -> None:
+    print(f"Listening on {url}", file=sys.stderr, flush=True)
+    say("Ready. Press Ctrl-C to stop.")

@@ -1,0 +1,207 @@
+"""What every client command shares: settings, options, the client, errors and output.
+
+Cheap to import on purpose: the client (httpx) and the wire models load inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+
+from llamactl.cli.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from llamactl.client import Client
+
+__all__ = [
+    "DEPLOYMENT_HELP",
+    "Output",
+    "Settings",
+    "api_errors",
+    "connect",
+    "deployment_option",
+    "emit_json",
+    "fail",
+    "output_option",
+    "pick_deployment",
+    "say",
+    "settings",
+    "table",
+    "timestamp",
+    "to_jsonable",
+]
+
+DEPLOYMENT_HELP = "The deployment; may be left out when the server runs exactly one."
+OUTPUT_HELP = "text: readable lines and tables; json: machine-readable JSON on stdout."
+UNREACHABLE_HINT = (
+    "start a server with `llamactl serve deployment.yml`,"
+    " or point --server (LLAMACTL_SERVER) at a running one"
+)
+
+
+class Output(StrEnum):
+    """How a read command prints what it got."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+@dataclass
+class Settings:
+    """The root options, kept on the typer context for the commands."""
+
+    server: str | None = None
+    token: str | None = None
+
+
+def settings(ctx: typer.Context) -> Settings:
+    found = ctx.find_object(Settings)
+    return found if found is not None else Settings()
+
+
+def connect(ctx: typer.Context) -> Client:
+    """A client for the server the root options (or LLAMACTL_SERVER / LLAMACTL_API_TOKEN) name."""
+    from llamactl.client import Client
+
+    options = settings(ctx)
+    return Client(options.server, token=options.token)
+
+
+def say(line: str) -> None:
+    """Progress and notes: stderr, so stdout stays data."""
+    typer.echo(line, err=True)
+
+
+def fail(message: str, hint: str | None, code: ExitCode) -> NoReturn:
+    typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
+    if hint:
+        typer.echo(f"Hint: {hint}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def api_errors(
+    *,
+    not_found: str | None = None,
+    conflict: str | None = None,
+    bad_request: str | None = None,
+    bad_request_code: ExitCode = ExitCode.BAD_REQUEST,
+    deployment: str | None = None,
+) -> Iterator[None]:
+    """Turns the client's errors into `Error:` + `Hint:` on stderr and the matching exit code.
+
+    The keyword arguments are the hints of the command at hand for each kind of refusal.
+    """
+    try:
+        yield
+    except Exception as exc:
+        from llamactl.client import errors
+
+        if not isinstance(exc, errors.ClientError):
+            raise
+        scope = f" -d {deployment}" if deployment else ""
+        if isinstance(exc, errors.ServerUnreachable):
+            fail(str(exc), UNREACHABLE_HINT, ExitCode.UNREACHABLE)
+        if isinstance(exc, errors.Unauthorized):
+            fail(
+                str(exc),
+                "pass --token TOKEN or set LLAMACTL_API_TOKEN to the server's token",
+                ExitCode.UNAUTHORIZED,
+            )
+        if isinstance(exc, errors.NotFound):
+            fail(
+                str(exc), not_found or "list what exists with `llamactl deployments list`", ExitCode.NOT_FOUND
+            )
+        if isinstance(exc, errors.Conflict):
+            fail(str(exc), conflict, ExitCode.CONFLICT)
+        if isinstance(exc, errors.BadRequest):
+            fail(str(exc), bad_request, bad_request_code)
+        if isinstance(exc, errors.TaskFailed):
+            hint = (
+                f"see its record and events: `llamactl tasks show {exc.task_id}{scope}`"
+                if exc.task_id
+                else None
+            )
+            fail(f"task {exc.task_status or 'failed'}: {exc.detail}", hint, ExitCode.TASK_FAILED)
+        if isinstance(exc, errors.ServerError) and exc.status == 503:
+            fail(str(exc), "the deployment is starting or stopping: try again in a moment", ExitCode.ERROR)
+        if isinstance(exc, errors.ServerError):
+            fail(
+                str(exc), "the server failed: its log (where `llamactl serve` runs) says why", ExitCode.ERROR
+            )
+        fail(str(exc), None, ExitCode.ERROR)
+
+
+def pick_deployment(client: Client, name: str | None) -> str:
+    """``name``, or the only deployment the server runs."""
+    if name:
+        return name
+    with api_errors():
+        names = [d.name for d in client.deployments.list()]
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        fail(
+            "the server runs no deployment",
+            "deploy one with `llamactl deploy deployment.yml`",
+            ExitCode.NOT_FOUND,
+        )
+    fail(
+        f"the server runs {len(names)} deployments: {', '.join(sorted(names))}",
+        "choose one with -d NAME",
+        ExitCode.USAGE,
+    )
+
+
+def to_jsonable(value: Any) -> Any:
+    """Wire models (and lists of them) as plain JSON values."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def emit_json(value: Any, *, indent: int | None = 2) -> None:
+    typer.echo(json.dumps(to_jsonable(value), indent=indent, ensure_ascii=False))
+    sys.stdout.flush()
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Aligned columns on stdout; ``-`` for empty cells."""
+    cells = [[("-" if v is None or v == "" else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    for row in [list(headers), *cells]:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def deployment_option() -> Any:
+    return typer.Option(
+        None, "--deployment", "-d", metavar="NAME", envvar="LLAMACTL_DEPLOYMENT", help=DEPLOYMENT_HELP
+    )
+
+
+def output_option() -> Any:
+    return typer.Option(
+        Output.TEXT, "--output", "-o", metavar="text|json", help=OUTPUT_HELP, case_sensitive=False
+    )
+
+
+def timestamp(value: float | None) -> str | None:
+    """Local time of day (with the date when not today) of an epoch timestamp."""
+    if value is None:
+        return None
+    import time
+
+    day = time.strftime("%Y-%m-%d", time.localtime(value))
+    today = time.strftime("%Y-%m-%d")
+    return time.strftime("%H:%M:%S" if day == today else "%Y-%m-%d %H:%M:%S", time.localtime(value))

@@ -1,0 +1,94 @@
+"""`llamactl sessions list|create|show|delete`: tasks in one session share the workflow Context."""
+
+from __future__ import annotations
+
+import typer
+
+from llamactl.cli.common import (
+    Output,
+    api_errors,
+    connect,
+    deployment_option,
+    emit_json,
+    output_option,
+    pick_deployment,
+    table,
+)
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="List, create, inspect and delete sessions (tasks in a session share the workflow's Context).",
+    no_args_is_help=True,
+)
+
+
+def _not_found(deployment: str) -> str:
+    return f"list the sessions with `llamactl sessions list -d {deployment}`"
+
+
+@app.command("list")
+def list_sessions(
+    ctx: typer.Context, deployment: str | None = deployment_option(), output: Output = output_option()
+) -> None:
+    """A deployment's sessions and how many tasks each has run."""
+    with connect(ctx) as client:
+        name = pick_deployment(client, deployment)
+        with api_errors(not_found="list the deployments with `llamactl deployments list`"):
+            found = client.deployment(name).sessions.list()
+    if output is Output.JSON:
+        emit_json(found)
+        return
+    table(["SESSION", "TASKS"], [[s.session_id, len(s.task_ids)] for s in found])
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context, deployment: str | None = deployment_option(), output: Output = output_option()
+) -> None:
+    """Start a new session and print its id (pass it to `llamactl run --session`)."""
+    with connect(ctx) as client:
+        name = pick_deployment(client, deployment)
+        with api_errors(not_found="list the deployments with `llamactl deployments list`"):
+            session = client.deployment(name).sessions.create()
+    if output is Output.JSON:
+        emit_json(session)
+    else:
+        typer.echo(session.session_id)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    *,
+    session: str = typer.Argument(..., metavar="SESSION", help="The session's id."),
+    deployment: str | None = deployment_option(),
+    output: Output = output_option(),
+) -> None:
+    """A session's tasks and state."""
+    with connect(ctx) as client:
+        name = pick_deployment(client, deployment)
+        with api_errors(not_found=_not_found(name)):
+            found = client.deployment(name).sessions.get(session)
+    if output is Output.JSON:
+        emit_json(found)
+        return
+    typer.echo(f"Session: {found.session_id}")
+    typer.echo(f"Tasks: {', '.join(found.task_ids) if found.task_ids else 'none'}")
+    if found.state:
+        typer.echo(f"State: {', '.join(sorted(found.state))}")
+
+
+@app.command("delete")
+def delete(
+    ctx: typer.Context,
+    *,
+    session: str = typer.Argument(..., metavar="SESSION", help="The session's id."),
+    deployment: str | None = deployment_option(),
+) -> None:
+    """Delete a session and its saved Context."""
+    with connect(ctx) as client:
+        name = pick_deployment(client, deployment)
+        with api_errors(not_found=_not_found(name)):
+            client.deployment(name).sessions.delete(session)
+    typer.echo(f"Deleted session {session}")

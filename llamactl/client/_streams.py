@@ -1,0 +1,94 @@
+"""Resumable streams: what to ask for, how to read each line, where to resume after a drop.
+
+The sync and the async client each run the same cursor over their own connection.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Generic, TypeVar
+
+from server.types import ChangeEvent, EventEnvelope
+
+from ._base import SSEDecoder
+
+T = TypeVar("T")
+
+MAX_RECONNECTS = 5
+"""Consecutive failed attempts to resume a stream before giving up (reset by every item received)."""
+IDLE_SECONDS = 0.5
+"""``follow=False``: stop once the server has sent nothing for this long (it sends its backlog at once)."""
+
+
+def backoff(failures: int) -> float:
+    return float(min(0.1 * 2 ** (failures - 1), 2.0))
+
+
+class Cursor(Generic[T]):
+    """Position in a stream; ``request()`` asks for the rest, ``feed(line)`` turns a line into an item."""
+
+    ends_on_close = True
+    """A clean end of the answer means the stream is over (a task's log) rather than a drop to resume."""
+
+    def __init__(self, path: str, from_seq: int) -> None:
+        self.path = path
+        self.next_seq = from_seq
+        self.resumed = False
+        self.done = False
+        self._decoder = SSEDecoder()
+
+    def request(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The query parameters and headers of the next attempt."""
+        headers = {"Accept": "text/event-stream"}
+        if self.resumed and self.next_seq > 0:
+            headers["Last-Event-ID"] = str(self.next_seq - 1)
+        self._decoder = SSEDecoder()
+        return {"from_seq": self.next_seq}, headers
+
+    def feed(self, line: str) -> T | None:
+        event = self._decoder.feed(line)
+        if event is None:
+            return None
+        if event.event == "end":
+            self.done = True
+            return None
+        item, seq = self.parse(event.data)
+        if seq < self.next_seq:
+            return None  # already seen before a reconnect
+        self.next_seq = seq + 1
+        return item
+
+    def parse(self, data: str) -> tuple[T, int]:
+        raise NotImplementedError
+
+
+class TaskEvents(Cursor[EventEnvelope]):
+    """A task's event log over SSE, resumed with ``Last-Event-ID``; ends with the task."""
+
+    def parse(self, data: str) -> tuple[EventEnvelope, int]:
+        envelope = EventEnvelope.model_validate_json(data)
+        return envelope, envelope.seq
+
+
+class RawTaskEvents(Cursor[dict[str, Any]]):
+    """A task's events in Llama Deploy's NDJSON ``raw_event`` form; resumed by counting lines."""
+
+    def request(self) -> tuple[dict[str, Any], dict[str, str]]:
+        return {"from_seq": self.next_seq, "raw_event": "true"}, {"Accept": "application/x-ndjson"}
+
+    def feed(self, line: str) -> dict[str, Any] | None:
+        if not line.strip():
+            return None
+        item: dict[str, Any] = json.loads(line)
+        self.next_seq += 1
+        return item
+
+
+class Changes(Cursor[ChangeEvent]):
+    """A deployment's change feed over SSE: endless, so a clean end is a drop to resume."""
+
+    ends_on_close = False
+
+    def parse(self, data: str) -> tuple[ChangeEvent, int]:
+        change = ChangeEvent.model_validate_json(data)
+        return change, change.seq

@@ -1,0 +1,25 @@
+"""Answers the client parses that have no model in ``server.types``."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.types import ServiceStatus, TaskRecord
+
+__all__ = ["DeploymentState"]
+
+
+class DeploymentState(BaseModel):
+    """``GET /deployments/{name}/state``: a snapshot for dashboards."""
+
+    model_config = ConfigDict(extra="allow")
+
+    deployment: str
+    services: list[ServiceStatus] = Field(default_factory=list)
+    sessions: int = 0
+    tasks: dict[str, int] = Field(default_factory=dict)
+    """Task counts by status (``queued``, ``running``, ...)."""
+    recent_tasks: list[TaskRecord] = Field(default_factory=list)
+    """The newest tasks, newest first (at most 50)."""
+    changes_seq: int = 0
+    """The change feed's next position: pass it to ``changes(from_seq=...)`` to follow from here."""
