@@ -40,6 +40,9 @@ __all__ = ["Reporter", "Worker"]
 
 log = logging.getLogger(__name__)
 
+_INPUTS_AFTER = 0.02
+"""Seconds a task runs before it listens for events sent in (and cancel requests)."""
+
 
 class Reporter:
     """Builds and publishes a replica's WorkerMessages on the deployment's control topic."""
@@ -201,6 +204,10 @@ class Worker:
                 log.warning("could not extend a lease: %s", error_line(exc))
 
     async def _inputs(self, task: TaskMessage) -> AsyncIterator[TaskInput]:
+        # Most tasks finish within milliseconds and never get an event or a cancel: only a task
+        # still running after a moment opens its input stream. Reading from seq 0 means nothing
+        # sent in the meantime is missed.
+        await asyncio.sleep(_INPUTS_AFTER)
         topic = topics.task_input_topic(task.deployment, task.task_id)
         subscription = self.queue.subscribe(topic, from_seq=0)
         try:
@@ -224,10 +231,15 @@ class Worker:
         attempt = delivery.attempt
         keeper = asyncio.create_task(self._keep_leased(delivery), name="lease")
         ids = {"task_id": task.task_id, "session_id": task.session_id, "attempt": attempt}
+        started_sent: asyncio.Future[None] | None = None
         try:
-            log.info("task %s (attempt %d) started", task.task_id, attempt)
+            log.debug("task %s (attempt %d) started", task.task_id, attempt)
             started = self.message(WorkerMessageKind.TASK_STARTED, **ids)
-            await self.publish(started, msg_id=f"{task.task_id}:{attempt}:started")
+            # Run the task while the broker confirms "started": one round trip less per task.
+            # Later reports go out on the same connection after it, so they stay in order.
+            started_sent = asyncio.ensure_future(
+                self.publish(started, msg_id=f"{task.task_id}:{attempt}:started")
+            )
             index = 0
 
             async def emit(envelope: dict[str, Any]) -> None:
@@ -245,6 +257,7 @@ class Worker:
                 inputs=self._inputs(task),
                 timeout=timeout,
             )
+            await started_sent
             final = self.message(
                 outcome.kind,
                 result=outcome.result,
@@ -254,8 +267,10 @@ class Worker:
                 **ids,
             )
             await self.publish(final, msg_id=final_msg_id(task.task_id))
-            detail = f" ({outcome.error})" if outcome.error else ""
-            log.info("task %s: %s%s", task.task_id, outcome.kind, detail)
+            if outcome.error:
+                log.info("task %s: %s (%s)", task.task_id, outcome.kind, outcome.error)
+            else:
+                log.debug("task %s: %s", task.task_id, outcome.kind)
         except Exception as exc:
             # The queue failed us (a publish was not confirmed): leave the delivery unacked so it
             # comes back after its lease, on this replica or another.
@@ -264,6 +279,11 @@ class Worker:
         finally:
             keeper.cancel()
             await asyncio.wait({keeper})
+            if started_sent is not None:
+                if not started_sent.done():
+                    started_sent.cancel()
+                elif not started_sent.cancelled():
+                    started_sent.exception()  # already handled above; don't log it as unretrieved
         try:
             await delivery.ack()
         except LeaseLost:
