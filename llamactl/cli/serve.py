@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import sys
 from pathlib import Path
 
@@ -48,6 +46,8 @@ def serve(
     deployment's .llamactl/ folder, so they survive a restart. Ctrl-C lets running tasks finish,
     then stops everything (a second Ctrl-C stops at once).
     """
+    import asyncio
+
     from server.errors import DeploymentConfigError, LlamactlError, WorkflowLoadError
 
     for file in files or []:
@@ -84,6 +84,9 @@ def serve(
 
 
 async def _serve(host: str, port: int, token: str | None, files: list[Path]) -> None:
+    import asyncio
+    import signal
+
     from server.apiserver.runner import serve as run_server
 
     stop = asyncio.Event()

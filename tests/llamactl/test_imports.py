@@ -1,0 +1,74 @@
+"""`llamactl --help` (and each command's) must stay fast: no heavy module at import time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.llamactl.serving import REPO
+
+# pydantic is not listed: typer 0.29 itself loads it to coerce some parameter types (Path).
+HEAVY = ("httpx", "server", "uvicorn", "starlette", "zmq", "textual", "workflows", "watchfiles", "rich")
+
+# Runs the CLI in-process as `python -m llamactl ARGS` would, then reports what got imported.
+PROBE = """
+import json, sys
+sys.argv = ["llamactl", *json.loads(sys.argv[1])]
+from llamactl.cli.main import app
+code = 0
+try:
+    app()
+except SystemExit as exc:
+    code = exc.code or 0
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stderr)
+"""
+
+COMMANDS = [
+    [],
+    ["--help"],
+    ["--version"],
+    ["serve", "--help"],
+    ["run", "--help"],
+    ["deploy", "--help"],
+    ["status", "--help"],
+    ["deployments", "show", "--help"],
+    ["sessions", "--help"],
+    ["tasks", "events", "--help"],
+    ["tasks", "send-event", "--help"],
+]
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "(none)")
+def test_help_imports_no_heavy_module(args: list[str]) -> None:
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args)], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    report = json.loads(probe.stderr.strip().splitlines()[-1])
+    assert report["code"] in (0, 2), probe.stderr
+    heavy = sorted(m for m in report["modules"] if m.split(".")[0] in HEAVY)
+    assert heavy == [], f"`llamactl {' '.join(args)}` imported {heavy}"
+    assert "Usage" in probe.stdout + probe.stderr or "llamactl" in probe.stdout
+
+
+def test_help_wall_time_is_reported() -> None:
+    """Prints the wall time of `python -m llamactl --help` (median of 5); asserts nothing about it."""
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "llamactl", "--help"], cwd=REPO, capture_output=True, check=True
+        )
+        times.append(time.perf_counter() - start)
+    print(f"\nllamactl --help: median {sorted(times)[2] * 1000:.0f} ms over 5 runs")
+
+
+def test_help_shows_no_bogus_types_for_flags() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "llamactl", "--help"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    assert "<bool>" not in out
+    assert "--version" in out and "--server" in out and "LLAMACTL_SERVER" in out
