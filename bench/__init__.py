@@ -1,0 +1,1 @@
+"""Benchmarks of llamactl against a bare Starlette/uvicorn baseline (``python -m bench.roundtrip``)."""

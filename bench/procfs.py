@@ -1,0 +1,79 @@
+"""Peak memory and CPU time of a process and its descendants, read from /proc (Linux, no psutil)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["TreeUsage", "descendants", "tree_usage"]
+
+_PROC = Path("/proc")
+_TICK = float(os.sysconf("SC_CLK_TCK"))
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (field 3 onwards), or None if gone."""
+    try:
+        text = (_PROC / str(pid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children, grandchildren, ...), by walking /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _stat_fields(int(entry.name))
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def _hwm_kib(pid: int) -> int:
+    """VmHWM (peak resident set) of ``pid`` in KiB; 0 if it is gone."""
+    try:
+        for line in (_PROC / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` in seconds; 0 if it is gone."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        return 0.0
+    # utime and stime are fields 14 and 15 of stat; fields[0] is field 3.
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+@dataclass(frozen=True, slots=True)
+class TreeUsage:
+    """Summed over a process and its live descendants."""
+
+    processes: int
+    peak_rss_bytes: int
+    """Sum of each process's VmHWM (their peaks need not coincide: an upper bound)."""
+    cpu_seconds: float
+
+
+def tree_usage(pid: int) -> TreeUsage:
+    """Peak RSS and CPU seconds of ``pid`` and its live descendants."""
+    pids = [pid, *descendants(pid)]
+    return TreeUsage(
+        processes=len(pids),
+        peak_rss_bytes=sum(_hwm_kib(p) for p in pids) * 1024,
+        cpu_seconds=sum(_cpu_seconds(p) for p in pids),
+    )

@@ -1,0 +1,394 @@
+"""``python -m bench.roundtrip``: llamactl's task round trip against a bare uvicorn baseline.
+
+Measures, in one run and on the same client: a bare Starlette endpoint and the echo workflow
+run inside a handler (the baselines), then a real ``llamactl serve`` subprocess (function echo,
+workflow echo, first streamed event, start to ready, peak RSS, idle CPU), plus ``llamactl
+--help``. Prints each figure with its ratio to the baseline and the target it must meet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.deployment import DEPLOYMENT, write_deployment
+from bench.measure import (
+    ECHO_BODY,
+    Throughput,
+    first_event_latency,
+    help_seconds,
+    measure_endpoint,
+    wait_first_success,
+)
+from bench.procfs import TreeUsage, tree_usage
+from bench.report import Figure, render_json, render_table
+from bench.server_proc import ServerProcess
+
+__all__ = ["Options", "main", "parse_args", "run"]
+
+_WF_BODY = {**ECHO_BODY, "service_id": "wf"}
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What to run and for how long."""
+
+    duration: float = 2.0
+    warmup: float = 0.4
+    clients: tuple[int, ...] = (1, 8, 32)
+    replicas: int = 1
+    max_concurrency: int = 64
+    client_processes: int = 1
+    idle: float = 5.0
+    help_runs: int = 10
+    event_runs: int = 30
+    json: bool = False
+
+
+@dataclass(slots=True)
+class ServerFigures:
+    """What was measured on one server."""
+
+    function: Throughput
+    workflow: Throughput
+    usage: TreeUsage
+    idle_cpu: float
+    start_seconds: float = math.nan
+    first_task_seconds: float = math.nan
+    first_event: float = math.nan
+    first_event_p99: float = math.nan
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+async def _idle_cpu(pid: int, seconds: float) -> float:
+    """CPU seconds the process tree used over ``seconds`` of doing nothing."""
+    await asyncio.sleep(0.3)  # let the last responses and acks settle
+    before = tree_usage(pid).cpu_seconds
+    await asyncio.sleep(seconds)
+    return tree_usage(pid).cpu_seconds - before
+
+
+async def _measure(opts: Options, host: str, port: int, path: str, body: dict[str, str]) -> Throughput:
+    return await measure_endpoint(
+        host,
+        port,
+        path,
+        body,
+        clients=opts.clients,
+        duration=opts.duration,
+        warmup=opts.warmup,
+        processes=opts.client_processes,
+    )
+
+
+async def measure_baseline(opts: Options) -> ServerFigures:
+    """The bare Starlette endpoint and the in-handler workflow on uvicorn."""
+    argv = [sys.executable, "-m", "bench.baseline_server"]
+    async with ServerProcess(argv, cwd=Path(__file__).parent.parent) as server:
+        host, port = server.host, server.port
+        function = await _measure(opts, host, port, "/echo", ECHO_BODY)
+        workflow = await _measure(opts, host, port, "/workflow", _WF_BODY)
+        usage = tree_usage(server.pid)
+        idle = await _idle_cpu(server.pid, opts.idle)
+        return ServerFigures(function, workflow, usage, idle, start_seconds=server.start_seconds)
+
+
+async def measure_llamactl(opts: Options) -> ServerFigures:
+    """A real ``llamactl serve`` subprocess on a generated deployment."""
+    with tempfile.TemporaryDirectory(prefix="llamactl-bench-") as tmp:
+        file = write_deployment(Path(tmp), opts.replicas, opts.max_concurrency)
+        argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
+        async with ServerProcess(argv, cwd=Path(tmp), start_timeout=120) as server:
+            host, port = server.host, server.port
+            run_path = f"/deployments/{DEPLOYMENT}/tasks/run"
+            first_ok = await wait_first_success(host, port, run_path, ECHO_BODY)
+            function = await _measure(opts, host, port, run_path, ECHO_BODY)
+            workflow = await _measure(opts, host, port, run_path, _WF_BODY)
+            events = await first_event_latency(host, port, DEPLOYMENT, "stream", opts.event_runs)
+            usage = tree_usage(server.pid)
+            idle = await _idle_cpu(server.pid, opts.idle)
+            return ServerFigures(
+                function,
+                workflow,
+                usage,
+                idle,
+                start_seconds=server.start_seconds,
+                first_task_seconds=first_ok - server.spawned_at,
+                first_event=events.p50,
+                first_event_p99=events.p99,
+            )
+
+
+def _clients(n: int) -> str:
+    return "1 client" if n == 1 else f"{n} clients"
+
+
+def _seq(t: Throughput, attr: str) -> float:
+    return math.nan if t.sequential is None else float(getattr(t.sequential, attr)) * 1000
+
+
+def build_figures(opts: Options, base: ServerFigures, ours: ServerFigures, help_s: float) -> list[Figure]:
+    """Every figure of the table, each with its baseline and target."""
+    top = max(opts.clients)
+    figs: list[Figure] = []
+    b_p50, b_p99 = _seq(base.function, "p50"), _seq(base.function, "p99")
+    bw_p50, bw_p99 = _seq(base.workflow, "p50"), _seq(base.workflow, "p99")
+    figs += [
+        Figure("baseline.echo.p50_ms", "baseline: bare endpoint p50 (1 client)", b_p50, "ms"),
+        Figure("baseline.echo.p99_ms", "baseline: bare endpoint p99 (1 client)", b_p99, "ms"),
+    ]
+    figs += [
+        Figure(f"baseline.echo.rps_{n}", f"baseline: bare endpoint, {_clients(n)}", r, "/s")
+        for n, r in base.function.rates.items()
+    ]
+    figs += [
+        Figure("baseline.workflow.p50_ms", "baseline: workflow in handler p50", bw_p50, "ms"),
+        Figure("baseline.workflow.p99_ms", "baseline: workflow in handler p99", bw_p99, "ms"),
+    ]
+    figs += [
+        Figure(f"baseline.workflow.rps_{n}", f"baseline: workflow in handler, {_clients(n)}", r, "/s")
+        for n, r in base.workflow.rates.items()
+    ]
+    p50 = _seq(ours.function, "p50")
+    figs += [
+        Figure(
+            "llamactl.function.p50_ms",
+            "function echo p50 (1 client)",
+            p50,
+            "ms",
+            "baseline.echo.p50_ms",
+            "bare p50",
+            b_p50,
+            "<= 3x baseline",
+            None if math.isnan(p50) or math.isnan(b_p50) else p50 <= 3 * b_p50,
+        ),
+        Figure(
+            "llamactl.function.p99_ms",
+            "function echo p99 (1 client)",
+            _seq(ours.function, "p99"),
+            "ms",
+            "baseline.echo.p99_ms",
+            "bare p99",
+            b_p99,
+        ),
+    ]
+    for n, rate in ours.function.rates.items():
+        goal = n == top and top >= 32
+        figs.append(
+            Figure(
+                f"llamactl.function.tps_{n}",
+                f"function echo, {_clients(n)}",
+                rate,
+                "/s",
+                f"baseline.echo.rps_{n}",
+                "bare",
+                base.function.rates.get(n),
+                ">= 1,500/s" if goal else "",
+                (rate >= 1500) if goal else None,
+            )
+        )
+    figs += [
+        Figure(
+            "llamactl.workflow.p50_ms",
+            "workflow echo p50 (1 client)",
+            _seq(ours.workflow, "p50"),
+            "ms",
+            "baseline.workflow.p50_ms",
+            "in-handler p50",
+            bw_p50,
+        ),
+        Figure(
+            "llamactl.workflow.p99_ms",
+            "workflow echo p99 (1 client)",
+            _seq(ours.workflow, "p99"),
+            "ms",
+            "baseline.workflow.p99_ms",
+            "in-handler p99",
+            bw_p99,
+        ),
+    ]
+    for n, rate in ours.workflow.rates.items():
+        bw = base.workflow.rates.get(n, math.nan)
+        figs.append(
+            Figure(
+                f"llamactl.workflow.tps_{n}",
+                f"workflow echo, {_clients(n)}",
+                rate,
+                "/s",
+                f"baseline.workflow.rps_{n}",
+                "in-handler",
+                bw,
+                ">= in-handler",
+                rate >= bw,
+            )
+        )
+    ev = ours.first_event * 1000
+    figs += [
+        Figure(
+            "llamactl.first_event_ms",
+            "create -> first streamed event p50",
+            ev,
+            "ms",
+            "baseline.echo.p50_ms",
+            "bare p50",
+            b_p50,
+        ),
+        Figure(
+            "llamactl.first_event_p99_ms",
+            "create -> first streamed event p99",
+            ours.first_event_p99 * 1000,
+            "ms",
+        ),
+        Figure(
+            "llamactl.start_to_listening_s",
+            "start -> Listening line",
+            ours.start_seconds,
+            "s",
+            "baseline.start_to_listening_s",
+            "bare uvicorn",
+            base.start_seconds,
+            "< 1 s",
+            ours.start_seconds < 1,
+        ),
+        Figure(
+            "llamactl.start_to_first_task_s",
+            "start -> first tasks/run answered",
+            ours.first_task_seconds,
+            "s",
+            "baseline.start_to_listening_s",
+            "bare uvicorn",
+            base.start_seconds,
+            "< 1 s",
+            ours.first_task_seconds < 1,
+        ),
+        Figure(
+            "llamactl.help_s",
+            "llamactl --help (mean wall)",
+            help_s,
+            "s",
+            target="< 0.25 s",
+            met=help_s < 0.25,
+        ),
+        Figure(
+            "llamactl.peak_rss_mb",
+            f"peak RSS, server + workers ({ours.usage.processes} proc)",
+            ours.usage.peak_rss_bytes / _MB,
+            "MB",
+            "baseline.peak_rss_mb",
+            "bare uvicorn",
+            base.usage.peak_rss_bytes / _MB,
+        ),
+        Figure(
+            "llamactl.idle_cpu_s",
+            f"idle CPU over {opts.idle:g} s, server + workers",
+            ours.idle_cpu,
+            "s",
+            "baseline.idle_cpu_s",
+            "bare uvicorn",
+            base.idle_cpu,
+            "~0 (< 1% core)",
+            ours.idle_cpu < 0.01 * opts.idle,
+        ),
+    ]
+    return figs
+
+
+async def run(opts: Options) -> tuple[list[Figure], dict[str, object]]:
+    """Measure everything; return the figures and details for ``--json``."""
+    started = time.perf_counter()
+    help_s = help_seconds(opts.help_runs)
+    base = await measure_baseline(opts)
+    ours = await measure_llamactl(opts)
+    figures = build_figures(opts, base, ours, help_s)
+    details: dict[str, object] = {
+        "options": {k: getattr(opts, k) for k in Options.__slots__},
+        "errors": {
+            "baseline.echo": base.function.errors,
+            "baseline.workflow": base.workflow.errors,
+            "llamactl.function": ours.function.errors,
+            "llamactl.workflow": ours.workflow.errors,
+        },
+        "first_errors": {
+            k: v
+            for k, v in {
+                "baseline.echo": base.function.first_error,
+                "baseline.workflow": base.workflow.first_error,
+                "llamactl.function": ours.function.first_error,
+                "llamactl.workflow": ours.workflow.first_error,
+            }.items()
+            if v
+        },
+        "client_cpu_share": {
+            "baseline.echo": base.function.client_cpu_share,
+            "baseline.workflow": base.workflow.client_cpu_share,
+            "llamactl.function": ours.function.client_cpu_share,
+            "llamactl.workflow": ours.workflow.client_cpu_share,
+        },
+        "wall_seconds": time.perf_counter() - started,
+    }
+    return figures, details
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    """Options from the command line (``--quick`` shrinks every duration for a smoke run)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.roundtrip", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds per load measurement (default 2)"
+    )
+    parser.add_argument("--clients", default="1,8,32", help="client counts, comma separated (default 1,8,32)")
+    parser.add_argument("--replicas", type=int, default=1, help="worker processes per service (default 1)")
+    parser.add_argument(
+        "--max-concurrency", type=int, default=64, help="tasks per replica at once (default 64)"
+    )
+    parser.add_argument(
+        "--client-processes", type=int, default=1, help="client processes for multi-client runs (default 1)"
+    )
+    parser.add_argument(
+        "--idle", type=float, default=None, help="seconds of idleness for idle CPU (default 5)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--quick", action="store_true", help="smoke run: every measurement very short")
+    ns = parser.parse_args(argv)
+    clients = tuple(sorted({int(c) for c in ns.clients.split(",") if c.strip()} | {1}))
+    quick = bool(ns.quick)
+    return Options(
+        duration=ns.duration if ns.duration is not None else (0.2 if quick else 2.0),
+        warmup=0.1 if quick else 0.4,
+        clients=clients,
+        replicas=ns.replicas,
+        max_concurrency=ns.max_concurrency,
+        client_processes=ns.client_processes,
+        idle=ns.idle if ns.idle is not None else (0.5 if quick else 5.0),
+        help_runs=2 if quick else 10,
+        event_runs=3 if quick else 30,
+        json=bool(ns.json),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print the table (or JSON)."""
+    opts = parse_args(argv)
+    import uvloop  # noqa: PLC0415
+
+    figures, details = uvloop.run(run(opts))
+    if opts.json:
+        print(render_json(figures, details))
+    else:
+        print(render_table(figures))
+        errors = {k: v for k, v in details["errors"].items() if v}  # type: ignore[attr-defined]
+        print(f"\nrequest errors: {errors or 'none'}; wall time {details['wall_seconds']:.1f} s")
+        for name, first in details["first_errors"].items():  # type: ignore[attr-defined]
+            print(f"  first error in {name}: {first}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
