@@ -80,8 +80,14 @@ def say(line: str) -> None:
 
 
 def fail(message: str, hint: str | None, code: ExitCode) -> NoReturn:
+    """`Error: message` and `Hint: hint` on stderr, then exit with ``code``.
+
+    The hint is left out when the message already names the command it would suggest (the
+    server's errors often end with what to do).
+    """
     typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
-    if hint:
+    command = hint.split("`")[1] if hint and hint.count("`") >= 2 else None
+    if hint and not (command and command.split(" -d ")[0] in message):
         typer.echo(f"Hint: {hint}", err=True)
     raise typer.Exit(code)
 

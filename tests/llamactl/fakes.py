@@ -9,6 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+import llamactl.client
+from llamactl.client import Client
+
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
@@ -90,8 +93,6 @@ class FakeServer:
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Makes every `llamactl.client.Client` the CLI builds talk to this fake."""
-        import llamactl.client
-        from llamactl.client import Client
 
         def factory(base_url: str | None = None, **kwargs: Any) -> Client:
             return Client(base_url, transport=httpx.MockTransport(self), **kwargs)

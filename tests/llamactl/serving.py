@@ -204,6 +204,8 @@ class Server:
         except BaseException:
             self.process.kill()
             self.process.wait()
+            self.stderr.rest()
+            self.process.stderr.close()
             raise
         match = LISTENING.search(line)
         assert match is not None
@@ -224,6 +226,10 @@ class Server:
             self.process.kill()
             self.process.wait()
             raise
+        finally:
+            self.stderr.rest()
+            assert self.process.stderr is not None
+            self.process.stderr.close()
         deadline = time.monotonic() + 10
         while any(alive(p) for p in self.workers_seen) and time.monotonic() < deadline:
             time.sleep(0.05)

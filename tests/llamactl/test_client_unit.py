@@ -15,6 +15,7 @@ from llamactl.client import (
     NotFound,
     ServerError,
     ServerUnreachable,
+    StreamBroken,
     TaskFailed,
     Unauthorized,
 )
@@ -126,11 +127,11 @@ def test_a_stream_that_keeps_failing_gives_up_with_a_clear_error(monkeypatch: py
     monkeypatch.setattr("llamactl.client.sync.backoff", lambda failures: 0.0)
     fake = FakeServer()
     fake.on("GET", EVENTS, lambda _: httpx.Response(200, stream=Broken(b": keepalive\n\n")))
-    with Client("http://fake", transport=httpx.MockTransport(fake)) as client:
-        from llamactl.client import StreamBroken
-
-        with pytest.raises(StreamBroken, match="not resumable"):
-            list(client.deployment("demo").tasks.events("t1"))
+    with (
+        Client("http://fake", transport=httpx.MockTransport(fake)) as client,
+        pytest.raises(StreamBroken, match="not resumable"),
+    ):
+        list(client.deployment("demo").tasks.events("t1"))
     assert len(fake.requests) == 6
 
 
