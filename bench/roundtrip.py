@@ -301,40 +301,46 @@ def build_figures(opts: Options, base: ServerFigures, ours: ServerFigures, help_
     return figs
 
 
-async def run(opts: Options) -> tuple[list[Figure], dict[str, object]]:
-    """Measure everything; return the figures and details for ``--json``."""
+@dataclass(slots=True)
+class RunResult:
+    """The figures of a run plus what the reader needs to trust them."""
+
+    figures: list[Figure]
+    errors: dict[str, int]
+    first_errors: dict[str, str]
+    client_cpu_share: dict[str, dict[int, float]]
+    wall_seconds: float
+
+    def details(self, opts: Options) -> dict[str, object]:
+        """Everything but the figures, for ``--json``."""
+        return {
+            "options": {k: getattr(opts, k) for k in Options.__slots__},
+            "errors": self.errors,
+            "first_errors": self.first_errors,
+            "client_cpu_share": self.client_cpu_share,
+            "wall_seconds": self.wall_seconds,
+        }
+
+
+async def run(opts: Options) -> RunResult:
+    """Measure everything: ``llamactl --help``, then the baseline server, then ``llamactl serve``."""
     started = time.perf_counter()
     help_s = help_seconds(opts.help_runs)
     base = await measure_baseline(opts)
     ours = await measure_llamactl(opts)
-    figures = build_figures(opts, base, ours, help_s)
-    details: dict[str, object] = {
-        "options": {k: getattr(opts, k) for k in Options.__slots__},
-        "errors": {
-            "baseline.echo": base.function.errors,
-            "baseline.workflow": base.workflow.errors,
-            "llamactl.function": ours.function.errors,
-            "llamactl.workflow": ours.workflow.errors,
-        },
-        "first_errors": {
-            k: v
-            for k, v in {
-                "baseline.echo": base.function.first_error,
-                "baseline.workflow": base.workflow.first_error,
-                "llamactl.function": ours.function.first_error,
-                "llamactl.workflow": ours.workflow.first_error,
-            }.items()
-            if v
-        },
-        "client_cpu_share": {
-            "baseline.echo": base.function.client_cpu_share,
-            "baseline.workflow": base.workflow.client_cpu_share,
-            "llamactl.function": ours.function.client_cpu_share,
-            "llamactl.workflow": ours.workflow.client_cpu_share,
-        },
-        "wall_seconds": time.perf_counter() - started,
+    runs = {
+        "baseline.echo": base.function,
+        "baseline.workflow": base.workflow,
+        "llamactl.function": ours.function,
+        "llamactl.workflow": ours.workflow,
     }
-    return figures, details
+    return RunResult(
+        figures=build_figures(opts, base, ours, help_s),
+        errors={k: t.errors for k, t in runs.items()},
+        first_errors={k: t.first_error for k, t in runs.items() if t.first_error},
+        client_cpu_share={k: t.client_cpu_share for k, t in runs.items()},
+        wall_seconds=time.perf_counter() - started,
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -360,13 +366,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     clients = tuple(sorted({int(c) for c in ns.clients.split(",") if c.strip()} | {1}))
     quick = bool(ns.quick)
     return Options(
-        duration=ns.duration if ns.duration is not None else (0.2 if quick else 2.0),
-        warmup=0.1 if quick else 0.4,
+        duration=ns.duration if ns.duration is not None else (0.15 if quick else 2.0),
+        warmup=0.05 if quick else 0.4,
         clients=clients,
         replicas=ns.replicas,
         max_concurrency=ns.max_concurrency,
         client_processes=ns.client_processes,
-        idle=ns.idle if ns.idle is not None else (0.5 if quick else 5.0),
+        idle=ns.idle if ns.idle is not None else (0.3 if quick else 5.0),
         help_runs=2 if quick else 10,
         event_runs=3 if quick else 30,
         json=bool(ns.json),
@@ -378,14 +384,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     import uvloop  # noqa: PLC0415
 
-    figures, details = uvloop.run(run(opts))
+    result = uvloop.run(run(opts))
     if opts.json:
-        print(render_json(figures, details))
+        print(render_json(result.figures, result.details(opts)))
     else:
-        print(render_table(figures))
-        errors = {k: v for k, v in details["errors"].items() if v}  # type: ignore[attr-defined]
-        print(f"\nrequest errors: {errors or 'none'}; wall time {details['wall_seconds']:.1f} s")
-        for name, first in details["first_errors"].items():  # type: ignore[attr-defined]
+        print(render_table(result.figures))
+        errors = {k: v for k, v in result.errors.items() if v}
+        print(f"\nrequest errors: {errors or 'none'}; wall time {result.wall_seconds:.1f} s")
+        for name, first in result.first_errors.items():
             print(f"  first error in {name}: {first}")
     return 0
 

@@ -1,0 +1,101 @@
+"""The benchmark's command end to end (``--quick``) and its report (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.measure import Throughput
+from bench.procfs import TreeUsage, descendants, tree_usage
+from bench.report import render_json, render_table
+from bench.roundtrip import Options, ServerFigures, build_figures, parse_args
+from bench.stats import summarize
+
+ROOT = Path(__file__).resolve().parents[2]
+
+LABELS = [
+    "baseline: bare endpoint p50 (1 client)",
+    "baseline: bare endpoint p99 (1 client)",
+    "baseline: bare endpoint, 1 client",
+    "baseline: bare endpoint, 8 clients",
+    "baseline: bare endpoint, 32 clients",
+    "baseline: workflow in handler p50",
+    "baseline: workflow in handler, 32 clients",
+    "function echo p50 (1 client)",
+    "function echo p99 (1 client)",
+    "function echo, 1 client",
+    "function echo, 8 clients",
+    "function echo, 32 clients",
+    "workflow echo p50 (1 client)",
+    "workflow echo, 32 clients",
+    "create -> first streamed event p50",
+    "start -> Listening line",
+    "start -> first tasks/run answered",
+    "llamactl --help (mean wall)",
+    "peak RSS, server + workers",
+    "idle CPU over",
+]
+
+
+def _figures(rate: float) -> ServerFigures:
+    t = Throughput(sequential=summarize([0.001, 0.002]), rates={1: rate, 8: rate, 32: rate})
+    return ServerFigures(t, t, TreeUsage(2, 100 * 1024 * 1024, 1.0), 0.0, 0.5, 0.6, 0.01, 0.02)
+
+
+def test_quick_run_prints_every_figure() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.roundtrip", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    for label in LABELS:
+        row = next((line for line in lines if line.startswith(label)), None)
+        assert row is not None, f"{label!r} missing from:\n{done.stdout}"
+        assert "n/a" not in row, row
+    assert "request errors: none" in done.stdout
+
+
+def test_every_figure_has_a_ratio_where_it_has_a_baseline() -> None:
+    opts = Options()
+    figures = build_figures(opts, _figures(1000.0), _figures(500.0), 0.1)
+    table = render_table(figures)
+    for label in LABELS:
+        assert label in table
+    data = json.loads(render_json(figures, {"note": "x"}))["figures"]
+    assert data["llamactl.function.tps_32"]["ratio"] == 0.5
+    assert data["llamactl.function.tps_32"]["met"] is False
+    assert data["llamactl.workflow.tps_8"]["met"] is False
+    assert data["llamactl.help_s"]["met"] is True
+    assert data["llamactl.function.p50_ms"]["met"] is True
+    assert data["llamactl.idle_cpu_s"]["ratio"] is None  # the baseline used no CPU
+    assert all(f.ratio is None or not math.isnan(f.ratio) for f in figures)
+
+
+def test_options() -> None:
+    quick = parse_args(["--quick", "--clients", "32,8", "--replicas", "2"])
+    assert quick.clients == (1, 8, 32)
+    assert quick.replicas == 2
+    assert quick.duration < Options().duration
+    assert parse_args(["--duration", "5"]).duration == 5
+
+
+def test_procfs_sees_children() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert child.pid in descendants(os.getpid())
+        usage = tree_usage(os.getpid())
+        assert usage.processes >= 2
+        assert usage.peak_rss_bytes > 0
+        assert usage.cpu_seconds > 0
+    finally:
+        child.kill()
+        child.wait()
