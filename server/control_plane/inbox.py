@@ -113,7 +113,7 @@ class Inbox:
         elif kind is WorkerMessageKind.REPLICA_STOPPING:
             self._registry.replica_stopping(msg)
         elif kind is WorkerMessageKind.REPLICA_FAILED:
-            self._registry.replica_failed(msg.service_id, msg.replica_id, _describe(msg))
+            self._registry.replica_failed(msg.service_id, msg.replica_id, _describe(msg), msg.generation)
         elif kind is WorkerMessageKind.TASK_STARTED:
             await self._task_started(msg)
         elif kind is WorkerMessageKind.TASK_EVENT:
@@ -223,4 +223,5 @@ def _task_id(msg: WorkerMessage) -> str:
 
 
 def _describe(msg: WorkerMessage) -> str:
-    return msg.error or "the worker failed to start"
+    error = msg.error or "the worker failed to start"
+    return f"{error}\n{msg.traceback}" if msg.traceback else error

@@ -136,18 +136,54 @@ class ServiceRegistry:
             self._on_change("replica.draining", _replica_data(replica))
             self._maybe_service_down(msg.service_id)
 
-    def replica_failed(self, service_id: str, replica_id: str, error: str) -> None:
+    def replica_failed(self, service_id: str, replica_id: str, error: str, generation: int = 1) -> None:
         """The replica could not load its code (or crashed): record the error."""
         svc = self._services.get(service_id)
         if svc is None:
             return
-        svc.last_error = error
+        if generation == svc.info.generation:
+            svc.last_error = error
         replica = svc.replicas.get(replica_id)
         if replica is None:
-            replica = ReplicaStatus(replica_id=replica_id, service_id=service_id)
+            replica = ReplicaStatus(replica_id=replica_id, service_id=service_id, generation=generation)
             svc.replicas[replica_id] = replica
         replica.last_error = error
         self._replica_gone(service_id, replica, ReplicaState.CRASHED)
+
+    # --- generations (hot reload) --------------------------------------------------------------
+
+    def generation(self, service_id: str) -> int:
+        return self._services[service_id].info.generation
+
+    def generation_state(self, service_id: str, generation: int) -> tuple[int, str | None]:
+        """How many replicas of ``generation`` are ready, and the first error one of them reported."""
+        svc = self._services[service_id]
+        ready, error = 0, None
+        for replica in svc.replicas.values():
+            if replica.generation != generation:
+                continue
+            if replica.state is ReplicaState.READY:
+                ready += 1
+            elif replica.state is ReplicaState.CRASHED and replica.last_error and error is None:
+                error = replica.last_error
+        return ready, error
+
+    def reloaded(self, info: ServiceInfo, at: float) -> None:
+        """A new generation took over: it is the one whose errors count now."""
+        svc = self._services[info.service_id]
+        svc.info = info
+        svc.last_error = None
+        svc.last_reload_at = at
+        svc.last_reload_error = None
+        self._on_change("service.reloaded", {"service_id": info.service_id, "generation": info.generation})
+
+    def reload_failed(self, service_id: str, generation: int, error: str, at: float) -> None:
+        svc = self._services[service_id]
+        svc.last_reload_at = at
+        svc.last_reload_error = error
+        self._on_change(
+            "service.reload_failed", {"service_id": service_id, "generation": generation, "error": error}
+        )
 
     def replica_exited(self, service_id: str, replica_id: str, *, requested: bool, restarts: int) -> None:
         """The supervisor saw the replica's process end."""

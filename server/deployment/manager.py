@@ -1,0 +1,207 @@
+"""Several running deployments, by name: what the API server serves.
+
+The manager starts a deployment and waits until every service has a ready replica before it
+answers; a deployment that fails to come up is closed and its error raised. While a deployment
+is starting (or being reloaded or deleted) :meth:`DeploymentManager.get` raises
+:class:`DeploymentUnavailable` so the API can answer 503 instead of touching a half-built engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from server.config import DeploymentConfig
+from server.deployment.runtime import Deployment
+from server.errors import DeploymentExists, DeploymentNotFound, LlamactlError
+from server.types import ReplicaState
+
+__all__ = ["DeploymentHooks", "DeploymentManager", "DeploymentUnavailable"]
+
+log = logging.getLogger(__name__)
+
+
+class DeploymentUnavailable(LlamactlError):
+    """The deployment exists but is starting, reloading or stopping right now."""
+
+    def __init__(self, name: str, state: str) -> None:
+        super().__init__(f"Deployment '{name}' is {state}: try again in a moment")
+        self.name = name
+        self.state = state
+
+
+class DeploymentHooks(Protocol):
+    """Called around a deployment's life (e.g. to serve its control-plane port)."""
+
+    async def started(self, deployment: Deployment) -> None: ...
+
+    async def stopping(self, deployment: Deployment) -> None: ...
+
+
+EventCallback = Callable[[str], None]
+
+
+class _ReportingDeployment(Deployment):
+    """A Deployment that reports each service's first ready replica as one human line."""
+
+    def __init__(self, config: DeploymentConfig, on_event: EventCallback | None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self._on_event = on_event
+        self._reported: set[str] = set()
+
+    def _on_change(self, kind: str, data: dict[str, Any]) -> None:
+        super()._on_change(kind, data)
+        if self._on_event is None or self._control_plane is None:
+            return
+        for status in self._control_plane.registry.statuses():
+            if status.ready and status.service_id not in self._reported:
+                self._reported.add(status.service_id)
+                ready = [r.replica_id for r in status.replicas if r.state is ReplicaState.READY]
+                self._on_event(
+                    f"{self.name}/{status.service_id} ({status.name}) is up: "
+                    f"{len(ready)}/{status.desired_replicas} replica(s) ready"
+                )
+
+
+class DeploymentManager:
+    """Holds the running deployments of one API server.
+
+    Args:
+        ready_timeout: seconds to wait for every service of a new deployment to have a ready
+            replica before giving up (TimeoutError).
+        deployment_kwargs: passed to each :class:`Deployment` (e.g. ``stop_grace``).
+    """
+
+    def __init__(self, *, ready_timeout: float = 120.0, **deployment_kwargs: Any) -> None:
+        self.ready_timeout = ready_timeout
+        self._deployment_kwargs = deployment_kwargs
+        self._running: dict[str, Deployment] = {}
+        self._busy: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._hooks: list[DeploymentHooks] = []
+
+    def add_hooks(self, hooks: DeploymentHooks) -> None:
+        """Call ``hooks.started`` after each deployment comes up and ``hooks.stopping`` before it stops."""
+        self._hooks.append(hooks)
+
+    # --- lookups -----------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        """Names of the deployments that exist (running, starting or reloading), sorted."""
+        return sorted(set(self._running) | set(self._busy))
+
+    def get(self, name: str) -> Deployment:
+        """The running deployment ``name``.
+
+        Raises:
+            DeploymentNotFound: no such deployment.
+            DeploymentUnavailable: it is starting, reloading or stopping.
+        """
+        deployment = self._running.get(name)
+        if deployment is not None:
+            return deployment
+        state = self._busy.get(name)
+        if state is not None:
+            raise DeploymentUnavailable(name, state)
+        raise DeploymentNotFound(name)
+
+    def running(self) -> list[Deployment]:
+        """The deployments that are up, by name."""
+        return [self._running[n] for n in sorted(self._running)]
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def create(
+        self, config: DeploymentConfig, *, reload: bool = False, on_event: EventCallback | None = None
+    ) -> Deployment:
+        """Start a deployment and wait until every service has a ready replica.
+
+        With ``reload`` the running deployment of that name is stopped first (its workers finish
+        their tasks) and the new one started from ``config``; tasks and sessions live on in the
+        deployment's state store.
+
+        Raises:
+            DeploymentExists: the name is taken and ``reload`` is false.
+            DeploymentNotFound: ``reload`` of a name that does not exist.
+            DeploymentConfigError, WorkflowLoadError, MessageQueueError, TimeoutError: the
+                deployment did not come up (it has been closed).
+        """
+        name = config.name
+        if not reload and name in self.names():
+            raise DeploymentExists(name)
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            old = self._running.get(name)
+            if reload and old is None:
+                raise DeploymentNotFound(name)
+            if not reload and (old is not None or name in self._busy):
+                raise DeploymentExists(name)
+            self._busy[name] = "reloading" if reload else "starting"
+            try:
+                if old is not None:
+                    del self._running[name]
+                    await self._stop(old)
+                deployment = await self._start(config, on_event)
+                self._running[name] = deployment
+            finally:
+                self._busy.pop(name, None)
+        for hooks in self._hooks:
+            try:
+                await hooks.started(deployment)
+            except Exception:
+                log.exception("deployment %s: a start hook failed", name)
+        return deployment
+
+    async def _start(self, config: DeploymentConfig, on_event: EventCallback | None) -> Deployment:
+        deployment = _ReportingDeployment(config, on_event, **self._deployment_kwargs)
+        try:
+            await deployment.start()
+            await deployment.wait_ready(timeout=self.ready_timeout)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await deployment.close()
+            raise
+        return deployment
+
+    async def _stop(self, deployment: Deployment) -> None:
+        for hooks in self._hooks:
+            try:
+                await hooks.stopping(deployment)
+            except Exception:
+                log.exception("deployment %s: a stop hook failed", deployment.name)
+        await deployment.close()
+
+    async def delete(self, name: str) -> None:
+        """Stop deployment ``name`` (its workers finish their tasks first) and forget it.
+
+        Raises:
+            DeploymentNotFound: no such deployment.
+            DeploymentUnavailable: it is starting or being reloaded.
+        """
+        self.get(name)
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            deployment = self._running.pop(name, None)
+            if deployment is None:
+                raise DeploymentNotFound(name)
+            self._busy[name] = "stopping"
+            try:
+                await self._stop(deployment)
+            finally:
+                self._busy.pop(name, None)
+
+    async def close(self) -> None:
+        """Stop every deployment (in parallel; each one's workers drain)."""
+        names = list(self._running)
+        await asyncio.gather(*(self._close_one(n) for n in names), return_exceptions=True)
+
+    async def _close_one(self, name: str) -> None:
+        try:
+            await self.delete(name)
+        except DeploymentNotFound:
+            pass
+        except Exception:
+            log.exception("deployment %s did not stop cleanly", name)

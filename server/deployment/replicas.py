@@ -1,0 +1,82 @@
+"""The worker processes of a deployment's services, started, swapped and stopped by generation.
+
+A service's replicas are ``<service>#<n>`` in generation 1 and ``<service>#<n>@g<generation>``
+after reloads, so two generations can run side by side while one takes over from the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from server.config import ServiceConfig
+from server.supervisor import ProcessSpec, RestartPolicy, Supervisor
+
+__all__ = ["ReloadOutcome", "ServiceReplicas"]
+
+Launch = Callable[[ServiceConfig, str, int], ProcessSpec]
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """What a reload of one service came to."""
+
+    service_id: str
+    generation: int
+    ok: bool
+    seconds: float
+    error: str | None = None
+
+    def describe(self) -> str:
+        """One line for the server log: the service, the generation, the time or the error."""
+        took = f"{self.seconds * 1000:.0f} ms"
+        if self.ok:
+            return f"reloaded {self.service_id} (generation {self.generation}) in {took}"
+        first_line = (self.error or "unknown error").splitlines()[0]
+        return (
+            f"reload of {self.service_id} (generation {self.generation}) failed after {took}: "
+            f"{first_line}; still serving the previous generation"
+        )
+
+
+class ServiceReplicas:
+    def __init__(self, supervisor: Supervisor, launch: Launch) -> None:
+        self._supervisor = supervisor
+        self._launch = launch
+        self._keys: dict[str, dict[int, list[str]]] = {}
+        self.service_of: dict[str, str] = {}
+        """supervisor key (= replica id) -> service id"""
+
+    @staticmethod
+    def replica_id(service_id: str, index: int, generation: int) -> str:
+        return f"{service_id}#{index}" if generation == 1 else f"{service_id}#{index}@g{generation}"
+
+    def keys(self, service_id: str, generation: int) -> list[str]:
+        return list(self._keys.get(service_id, {}).get(generation, []))
+
+    def generations(self, service_id: str) -> list[int]:
+        return sorted(self._keys.get(service_id, {}))
+
+    async def start(self, service: ServiceConfig, generation: int) -> list[str]:
+        """Start the service's ``replicas`` worker processes of ``generation``."""
+        keys: list[str] = []
+        for index in range(1, service.replicas + 1):
+            key = self.replica_id(service.id, index, generation)
+            self.service_of[key] = service.id
+            await self._supervisor.start_replica(key, self._launch(service, key, generation), RestartPolicy())
+            keys.append(key)
+        self._keys.setdefault(service.id, {})[generation] = keys
+        return keys
+
+    async def stop(self, service_id: str, generation: int, grace: float | None = None) -> None:
+        """Stop one generation: its workers finish their tasks (up to ``grace`` s), then exit."""
+        keys = self._keys.get(service_id, {}).pop(generation, [])
+        await asyncio.gather(*(self._supervisor.stop_replica(key, grace) for key in keys))
+        for key in keys:
+            self.service_of.pop(key, None)
+
+    async def stop_service(self, service_id: str, grace: float | None = None) -> None:
+        for generation in self.generations(service_id):
+            await self.stop(service_id, generation, grace)
+        self._keys.pop(service_id, None)

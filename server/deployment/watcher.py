@@ -1,0 +1,141 @@
+"""``--watch``: reload a deployment's services when their source files change.
+
+One ``watchfiles.awatch`` per deployment watches the deployment file and the folder each local
+service imports from. A burst of saves arrives as one batch (watchfiles waits for 50 ms of quiet,
+1.6 s at most). Each batch reloads only the services whose folder holds a changed file: a new
+generation of workers starts, and takes over once it is ready (see ``Deployment.reload_service``).
+An edit of the deployment file itself reconfigures the deployment; an invalid file is reported
+and the running deployment stays as it was.
+
+Watched: Python files, plus each service's ``watch`` globs (relative to its folder). Never:
+``__pycache__``, VCS folders, virtual environments, ``.llamactl/``, build output, editor temp files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import watchfiles
+
+from server.config import SourceType, load_deployment_file
+from server.deployment.replicas import ReloadOutcome
+from server.deployment.runtime import Deployment
+from server.errors import LlamactlError
+
+__all__ = ["DeploymentWatcher", "is_ignored"]
+
+log = logging.getLogger(__name__)
+
+_IGNORED_DIRS = frozenset(
+    {
+        "__pycache__", ".git", ".hg", ".svn", ".tox", ".nox", ".venv", "venv", "env", ".env",
+        "site-packages", "node_modules", ".mypy_cache", ".pytest_cache", ".ruff_cache",
+        ".hypothesis", ".idea", ".vscode", ".llamactl", "dist", "build",
+    }
+)  # fmt: skip
+_TEMP_PATTERNS = ("*~", ".#*", "#*#", "*.swp", "*.swx", "*.swo", "*.tmp", "4913", ".DS_Store", "*.py[cod]")
+
+
+def is_ignored(path: Path) -> bool:
+    """True for files a reload must never react to (caches, VCS, environments, editor temp files)."""
+    if any(part in _IGNORED_DIRS or part.endswith(".egg-info") for part in path.parts[:-1]):
+        return True
+    return any(fnmatch.fnmatch(path.name, pattern) for pattern in _TEMP_PATTERNS)
+
+
+class DeploymentWatcher:
+    """Watches one running deployment; ``run()`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        *,
+        on_event: Callable[[str], None] | None = None,
+        on_reload: Callable[[ReloadOutcome], None] | None = None,
+        force_polling: bool | None = None,
+    ) -> None:
+        if deployment.config.file is None:
+            raise LlamactlError("only a deployment loaded from a file can be watched")
+        self.deployment = deployment
+        self._file = deployment.config.file.resolve()
+        self._say = on_event or (lambda line: log.info("%s", line))
+        self._on_reload = on_reload or (lambda outcome: None)
+        self._force_polling = force_polling
+        self.ready = asyncio.Event()
+        """Set once the watch is in place (edits from then on are seen)."""
+
+    def _folders(self) -> dict[str, Path]:
+        config = self.deployment.config
+        folders: dict[str, Path] = {}
+        for service in config.services.values():
+            if service.source is None or service.source.type is SourceType.LOCAL:
+                folders[service.id] = config.import_root(service.id).resolve()
+        return folders
+
+    def affected(self, changed: set[Path]) -> tuple[bool, list[str]]:
+        """Whether the deployment file changed, and which services' sources did (in file order)."""
+        config = self.deployment.config
+        file_changed = self._file in changed
+        services: list[str] = []
+        for service_id, folder in self._folders().items():
+            globs = ["*.py", *config.services[service_id].watch]
+            for path in changed:
+                if path == self._file or is_ignored(path) or not path.is_relative_to(folder):
+                    continue
+                relative = path.relative_to(folder).as_posix()
+                if any(fnmatch.fnmatch(relative, g) or fnmatch.fnmatch(path.name, g) for g in globs):
+                    services.append(service_id)
+                    break
+        return file_changed, services
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            roots = sorted({*self._folders().values(), self._file.parent})
+            watch = watchfiles.awatch(
+                *roots,
+                stop_event=stop,
+                watch_filter=lambda _change, path: not is_ignored(Path(path)),
+                step=50,
+                debounce=1600,
+                force_polling=self._force_polling,
+                yield_on_timeout=True,
+                rust_timeout=500,
+            )
+            async for batch in watch:
+                self.ready.set()
+                if not batch:
+                    continue  # a timeout tick: only there so that `ready` is set early
+                # watchfiles reports paths under the (resolved) roots it was given
+                file_changed, services = self.affected({Path(p) for _, p in batch})
+                if file_changed:
+                    await self._reconfigure()
+                    break  # the folders to watch may have changed: watch again
+                for service_id in services:
+                    await self._reload(service_id)
+
+    async def _reload(self, service_id: str) -> None:
+        self._say(f"{self.deployment.name}/{service_id}: source changed, reloading")
+        outcome = await self.deployment.reload_service(service_id)
+        self._report(outcome)
+
+    async def _reconfigure(self) -> None:
+        self._say(f"{self.deployment.name}: {self._file.name} changed, applying it")
+        try:
+            config = load_deployment_file(self._file)
+            outcomes = await self.deployment.reconfigure(config)
+        except LlamactlError as exc:
+            self._say(f"{self.deployment.name}: not applied, the deployment keeps running as it was: {exc}")
+            return
+        for outcome in outcomes:
+            self._report(outcome)
+
+    def _report(self, outcome: ReloadOutcome) -> None:
+        self._say(f"{self.deployment.name}: {outcome.describe()}")
+        if not outcome.ok and outcome.error:
+            for line in outcome.error.splitlines()[1:]:
+                self._say(f"    {line}")
+        self._on_reload(outcome)

@@ -1,0 +1,200 @@
+"""Hot reload: real files edited under a running deployment with its watcher (real workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from server.deployment import Deployment
+from server.deployment.replicas import ReloadOutcome
+from server.deployment.watcher import DeploymentWatcher, is_ignored
+from server.types import ReplicaState, TaskDefinition, TaskStatus
+
+DEPLOYMENT = """\
+name: hot
+services:
+  a:
+    name: A
+    source: {type: local, location: a}
+    path: svc:handle
+  b:
+    name: B
+    source: {type: local, location: b}
+    path: svc:handle
+"""
+
+SERVICE_C = """\
+  c:
+    name: C
+    source: {type: local, location: b}
+    path: svc:handle
+"""
+
+
+def service_code(answer: str, delay: float = 0.0) -> str:
+    return textwrap.dedent(
+        f"""\
+        import asyncio
+
+
+        async def handle(message: str = "") -> str:
+            await asyncio.sleep({delay})
+            return "{answer}"
+        """
+    )
+
+
+class Running:
+    def __init__(self, root: Path, deployment: Deployment) -> None:
+        self.root = root
+        self.deployment = deployment
+        self.outcomes: asyncio.Queue[ReloadOutcome] = asyncio.Queue()
+        self.lines: list[str] = []
+        self.new_line = asyncio.Event()
+        self.watcher = DeploymentWatcher(deployment, on_event=self._line, on_reload=self.outcomes.put_nowait)
+
+    def _line(self, line: str) -> None:
+        self.lines.append(line)
+        self.new_line.set()
+
+    def edit(self, relative: str, text: str) -> None:
+        (self.root / relative).write_text(text)
+
+    async def next_reload(self, timeout: float = 30.0) -> ReloadOutcome:
+        return await asyncio.wait_for(self.outcomes.get(), timeout)
+
+    async def answer(self, service: str) -> object:
+        task = await self.deployment.run(service, message="hi", timeout=30)
+        assert task.status is TaskStatus.COMPLETED, task.error
+        return task.result
+
+    def pids(self, service: str) -> set[int | None]:
+        status = next(s for s in self.deployment.services() if s.service_id == service)
+        return {r.pid for r in status.replicas if r.state is ReplicaState.READY}
+
+
+@pytest_asyncio.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "deployment.yml").write_text(DEPLOYMENT)
+    (tmp_path / "a" / "svc.py").write_text(service_code("a1"))
+    (tmp_path / "b" / "svc.py").write_text(service_code("b1"))
+    stop = asyncio.Event()
+    async with Deployment.from_file(tmp_path / "deployment.yml", stop_grace=10) as deployment:
+        await deployment.wait_ready(timeout=60)
+        state = Running(tmp_path, deployment)
+        watching = asyncio.create_task(state.watcher.run(stop))
+        await asyncio.wait_for(state.watcher.ready.wait(), 10)
+        try:
+            yield state
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(watching, 10)
+
+
+async def test_an_edit_reloads_only_the_service_whose_folder_changed(running: Running) -> None:
+    assert await running.answer("a") == "a1"
+    b_pids = running.pids("b")
+    running.edit("a/svc.py", service_code("a2"))
+    outcome = await running.next_reload()
+    assert (outcome.service_id, outcome.generation, outcome.ok) == ("a", 2, True)
+    assert await running.answer("a") == "a2"
+    assert running.pids("b") == b_pids
+    statuses = {s.service_id: s for s in running.deployment.services()}
+    assert statuses["a"].generation == 2 and statuses["b"].generation == 1
+    assert statuses["a"].last_reload_at is not None and statuses["a"].last_reload_error is None
+    assert [r.replica_id for r in statuses["a"].replicas] == ["a#1@g2"]
+    assert any("reloaded a (generation 2)" in line for line in running.lines)
+
+
+async def test_a_syntax_error_keeps_the_old_code_serving_until_it_is_fixed(running: Running) -> None:
+    running.edit("a/svc.py", "async def handle(message: str = '') -> str\n    return 'broken'\n")
+    failed = await running.next_reload()
+    assert not failed.ok
+    assert failed.error is not None and "svc.py" in failed.error and "line 1" in failed.error
+    assert await running.answer("a") == "a1"
+    status = next(s for s in running.deployment.services() if s.service_id == "a")
+    assert status.generation == 1 and status.last_reload_error is not None
+    assert any("still serving the previous generation" in line for line in running.lines)
+    running.edit("a/svc.py", service_code("fixed"))
+    fixed = await running.next_reload()
+    assert fixed.ok
+    assert await running.answer("a") == "fixed"
+
+
+async def test_editing_the_deployment_file_adds_a_service(running: Running) -> None:
+    b_pids = running.pids("b")
+    running.edit("deployment.yml", DEPLOYMENT + SERVICE_C)
+    await running.deployment.wait_ready(timeout=30, all_replicas=True)
+    assert await asyncio.wait_for(_eventually_answers(running, "c"), 30) == "b1"
+    assert running.pids("b") == b_pids
+
+
+async def test_an_invalid_deployment_file_leaves_the_deployment_as_it_was(running: Running) -> None:
+    running.edit("deployment.yml", DEPLOYMENT.replace("type: local", "type: lokal", 1))
+    await asyncio.wait_for(_line_containing(running, "not applied"), 30)
+    assert await running.answer("a") == "a1"
+    assert {s.service_id for s in running.deployment.services()} == {"a", "b"}
+
+
+async def test_no_task_fails_while_a_service_is_reloaded_under_load(running: Running) -> None:
+    running.edit("a/svc.py", service_code("v0", delay=0.05))
+    assert (await running.next_reload()).ok
+    cp = running.deployment.control_plane
+    stop = asyncio.Event()
+    results: list[TaskStatus] = []
+
+    async def load() -> None:
+        while not stop.is_set():
+            task = await cp.run_task(TaskDefinition(service_id="a"), timeout=60)
+            results.append(task.status)
+
+    clients = [asyncio.create_task(load()) for _ in range(4)]
+    for version in range(1, 4):
+        running.edit("a/svc.py", service_code(f"v{version}", delay=0.05))
+        assert (await running.next_reload()).ok
+    stop.set()
+    await asyncio.gather(*clients)
+    assert len(results) > 20
+    assert set(results) == {TaskStatus.COMPLETED}
+    assert await running.answer("a") == "v3"
+
+
+@pytest.mark.parametrize(
+    ("path", "ignored"),
+    [
+        ("src/flow.py", False),
+        ("src/__pycache__/flow.cpython-311.pyc", True),
+        ("src/.git/index", True),
+        ("venv/lib/python3.11/site-packages/x.py", True),
+        ("src/.llamactl/state.sqlite", True),
+        ("src/.#flow.py", True),
+        ("src/flow.py~", True),
+        ("src/4913", True),
+        ("src/flow.py.swp", True),
+        ("pkg.egg-info/PKG-INFO", True),
+    ],
+)
+def test_caches_environments_and_editor_files_are_never_watched(path: str, ignored: bool) -> None:
+    assert is_ignored(Path("/project") / path) is ignored
+
+
+async def _eventually_answers(running: Running, service: str) -> object:
+    while True:
+        with contextlib.suppress(Exception):
+            return await running.answer(service)
+        await asyncio.sleep(0.1)
+
+
+async def _line_containing(running: Running, text: str) -> None:
+    while not any(text in line for line in running.lines):
+        running.new_line.clear()
+        await running.new_line.wait()
