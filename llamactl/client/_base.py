@@ -115,30 +115,32 @@ class ServerSentEvent:
 
 
 class SSEDecoder:
-    """Turns the lines of a ``text/event-stream`` into events (comments such as keepalives are skipped)."""
+    """Turns the lines of a ``text/event-stream`` into events.
+
+    As the SSE spec says, a block without ``data`` (a ``retry:`` hint, a ``: keepalive`` comment) is
+    no event.
+    """
 
     def __init__(self) -> None:
         self._event = ""
         self._data: list[str] = []
         self._id: str | None = None
-        self._seen_field = False
+        self._has_data = False
 
     def feed(self, line: str) -> ServerSentEvent | None:
         """Takes one line (without its end of line); returns an event when ``line`` completes one."""
         line = line.rstrip("\r\n")
         if not line:
-            if not self._seen_field:
-                return None
             event = ServerSentEvent(self._event or "message", "\n".join(self._data), self._id)
-            self._event, self._data, self._id, self._seen_field = "", [], None, False
-            return event
+            has_data, self._event, self._data, self._id, self._has_data = self._has_data, "", [], None, False
+            return event if has_data else None
         if line.startswith(":"):
             return None
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
-        self._seen_field = True
         if name == "data":
             self._data.append(value)
+            self._has_data = True
         elif name == "event":
             self._event = value
         elif name == "id":

@@ -76,7 +76,19 @@ def test_validation_details_become_one_line() -> None:
 
 def test_sse_decoder_handles_comments_ids_and_multiline_data() -> None:
     decoder = SSEDecoder()
-    lines = [": keepalive", "", "id: 3", "event: Progress", 'data: {"a":', "data: 1}", "", "data: x", ""]
+    lines = [
+        "retry: 1000",
+        "",
+        ": keepalive",
+        "",
+        "id: 3",
+        "event: Progress",
+        'data: {"a":',
+        "data: 1}",
+        "",
+        "data: x",
+        "",
+    ]
     events = [e for e in (decoder.feed(line) for line in lines) if e is not None]
     assert [(e.id, e.event, e.data) for e in events] == [
         ("3", "Progress", '{"a":\n1}'),
