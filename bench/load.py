@@ -7,11 +7,14 @@ many client processes that start at the same instant, and merges their latencies
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import multiprocessing
 import time
 from dataclasses import dataclass, field
 
 from bench.http_client import HttpConnection, HttpError
+from bench.procfs import machine_cpu, tree_usage
 from bench.stats import Summary, summarize
 
 __all__ = ["LoadResult", "LoadSpec", "run_load", "run_load_processes"]
@@ -32,6 +35,8 @@ class LoadSpec:
     duration: float = 1.0
     warmup: float = 0.0
     """Seconds of requests sent first and not recorded."""
+    server_pid: int | None = None
+    """When given, the CPU of this process and its descendants is measured over the window."""
 
 
 @dataclass(slots=True)
@@ -45,6 +50,19 @@ class LoadResult:
     """CPU seconds used by the client process(es) during the measured window."""
     per_connection: list[int] = field(default_factory=list)
     first_error: str | None = None
+    server_cpu: float = math.nan
+    """CPU seconds used by ``server_pid`` and its descendants during the window."""
+    machine_busy: float = math.nan
+    """CPU seconds used by the whole machine during the window."""
+    steal: float = math.nan
+    """CPU seconds stolen by the hypervisor during the window."""
+
+    @property
+    def foreign_cores(self) -> float:
+        """Cores used by neither the server nor the client (other work on the machine)."""
+        if self.elapsed <= 0:
+            return math.nan
+        return max(0.0, self.machine_busy - self.server_cpu - self.client_cpu) / self.elapsed
 
     @property
     def rate(self) -> float:
@@ -63,6 +81,10 @@ class LoadResult:
         self.client_cpu += other.client_cpu
         self.per_connection += other.per_connection
         self.first_error = self.first_error or other.first_error
+        # Every process measured the same server over the same window.
+        self.server_cpu = other.server_cpu if math.isnan(self.server_cpu) else self.server_cpu
+        self.machine_busy = other.machine_busy if math.isnan(self.machine_busy) else self.machine_busy
+        self.steal = other.steal if math.isnan(self.steal) else self.steal
 
 
 async def _connection(spec: LoadSpec, phase: list[int], result: LoadResult, index: int) -> None:
@@ -104,11 +126,18 @@ async def run_load(spec: LoadSpec, start_at: float | None = None) -> LoadResult:
     if spec.warmup > 0:
         await asyncio.sleep(spec.warmup)
         phase[0] = 1
+    server0 = tree_usage(spec.server_pid).cpu_seconds if spec.server_pid else math.nan
+    machine0 = machine_cpu()
     cpu0, t0 = time.process_time(), time.perf_counter()
     await asyncio.sleep(spec.duration)
     phase[0] = 2
     result.elapsed = time.perf_counter() - t0
     result.client_cpu = time.process_time() - cpu0
+    machine1 = machine_cpu()
+    if spec.server_pid:
+        result.server_cpu = tree_usage(spec.server_pid).cpu_seconds - server0
+    result.machine_busy = machine1.busy - machine0.busy
+    result.steal = machine1.steal - machine0.steal
     await asyncio.gather(*tasks)
     return result
 
@@ -142,13 +171,4 @@ async def run_load_processes(spec: LoadSpec, processes: int) -> LoadResult:
 
 
 def _with_connections(spec: LoadSpec, n: int) -> LoadSpec:
-    return LoadSpec(
-        spec.host,
-        spec.port,
-        spec.request,
-        spec.expect_status,
-        spec.expect_body,
-        n,
-        spec.duration,
-        spec.warmup,
-    )
+    return dataclasses.replace(spec, connections=n)

@@ -39,6 +39,11 @@ class Throughput:
     errors: int = 0
     client_cpu_share: dict[int, float] = field(default_factory=dict)
     """Client CPU seconds per second of each run (how close the client came to a full core)."""
+    server_cpu_ms: dict[int, float] = field(default_factory=dict)
+    """Server (+ workers) CPU milliseconds per successful request."""
+    foreign_cores: dict[int, float] = field(default_factory=dict)
+    """Cores used by other work on the machine during each run."""
+    steal_cores: dict[int, float] = field(default_factory=dict)
     first_error: str | None = None
 
 
@@ -53,17 +58,22 @@ async def measure_endpoint(
     warmup: float,
     processes: int = 1,
     expect_body: bytes = ECHO_RESULT,
+    server_pid: int | None = None,
 ) -> Throughput:
     """Closed-loop runs at each client count; the 1-client run gives the sequential latency."""
     raw = build_request("POST", host, port, path, body)
     out = Throughput()
     for n in clients:
-        spec = LoadSpec(host, port, raw, 200, expect_body, n, duration, warmup)
+        spec = LoadSpec(host, port, raw, 200, expect_body, n, duration, warmup, server_pid)
         result: LoadResult = await run_load_processes(spec, processes if n > 1 else 1)
         out.rates[n] = result.rate
         out.errors += result.errors
         out.first_error = out.first_error or result.first_error
         out.client_cpu_share[n] = result.client_cpu / result.elapsed if result.elapsed else math.nan
+        done = len(result.latencies)
+        out.server_cpu_ms[n] = result.server_cpu / done * 1000 if done else math.nan
+        out.foreign_cores[n] = result.foreign_cores
+        out.steal_cores[n] = result.steal / result.elapsed if result.elapsed else math.nan
         if n == 1:
             out.sequential = result.summary()
     return out

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TreeUsage", "descendants", "tree_usage"]
+__all__ = ["MachineCpu", "TreeUsage", "descendants", "machine_cpu", "tree_usage"]
 
 _PROC = Path("/proc")
 _TICK = float(os.sysconf("SC_CLK_TCK"))
@@ -77,3 +77,21 @@ def tree_usage(pid: int) -> TreeUsage:
         peak_rss_bytes=sum(_hwm_kib(p) for p in pids) * 1024,
         cpu_seconds=sum(_cpu_seconds(p) for p in pids),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class MachineCpu:
+    """Cumulative CPU seconds of the whole machine, from the first line of /proc/stat."""
+
+    busy: float
+    """user + nice + system + irq + softirq, over all cores."""
+    steal: float
+    """Time the hypervisor gave our virtual cores to someone else."""
+
+
+def machine_cpu() -> MachineCpu:
+    """The machine's cumulative busy and steal CPU seconds."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return MachineCpu((user + nice + system + irq + softirq) / _TICK, steal / _TICK)

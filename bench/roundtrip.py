@@ -76,16 +76,17 @@ async def _idle_cpu(pid: int, seconds: float) -> float:
     return tree_usage(pid).cpu_seconds - before
 
 
-async def _measure(opts: Options, host: str, port: int, path: str, body: dict[str, str]) -> Throughput:
+async def _measure(opts: Options, server: ServerProcess, path: str, body: dict[str, str]) -> Throughput:
     return await measure_endpoint(
-        host,
-        port,
+        server.host,
+        server.port,
         path,
         body,
         clients=opts.clients,
         duration=opts.duration,
         warmup=opts.warmup,
         processes=opts.client_processes,
+        server_pid=server.pid,
     )
 
 
@@ -93,9 +94,8 @@ async def measure_baseline(opts: Options) -> ServerFigures:
     """The bare Starlette endpoint and the in-handler workflow on uvicorn."""
     argv = [sys.executable, "-m", "bench.baseline_server"]
     async with ServerProcess(argv, cwd=Path(__file__).parent.parent) as server:
-        host, port = server.host, server.port
-        function = await _measure(opts, host, port, "/echo", ECHO_BODY)
-        workflow = await _measure(opts, host, port, "/workflow", _WF_BODY)
+        function = await _measure(opts, server, "/echo", ECHO_BODY)
+        workflow = await _measure(opts, server, "/workflow", _WF_BODY)
         usage = tree_usage(server.pid)
         idle = await _idle_cpu(server.pid, opts.idle)
         return ServerFigures(function, workflow, usage, idle, start_seconds=server.start_seconds)
@@ -110,8 +110,8 @@ async def measure_llamactl(opts: Options) -> ServerFigures:
             host, port = server.host, server.port
             run_path = f"/deployments/{DEPLOYMENT}/tasks/run"
             first_ok = await wait_first_success(host, port, run_path, ECHO_BODY)
-            function = await _measure(opts, host, port, run_path, ECHO_BODY)
-            workflow = await _measure(opts, host, port, run_path, _WF_BODY)
+            function = await _measure(opts, server, run_path, ECHO_BODY)
+            workflow = await _measure(opts, server, run_path, _WF_BODY)
             events = await first_event_latency(host, port, DEPLOYMENT, "stream", opts.event_runs)
             usage = tree_usage(server.pid)
             idle = await _idle_cpu(server.pid, opts.idle)
@@ -230,6 +230,21 @@ def build_figures(opts: Options, base: ServerFigures, ours: ServerFigures, help_
                 rate >= bw,
             )
         )
+    for name, mine, theirs, what in (
+        ("function", ours.function, base.function, "bare"),
+        ("workflow", ours.workflow, base.workflow, "in-handler"),
+    ):
+        figs.append(
+            Figure(
+                f"llamactl.{name}.server_cpu_ms_{top}",
+                f"{name} echo CPU per task, server + workers, {_clients(top)}",
+                mine.server_cpu_ms.get(top, math.nan),
+                "ms",
+                f"baseline.{'echo' if name == 'function' else 'workflow'}.server_cpu_ms_{top}",
+                what,
+                theirs.server_cpu_ms.get(top, math.nan),
+            )
+        )
     ev = ours.first_event * 1000
     figs += [
         Figure(
@@ -309,7 +324,22 @@ class RunResult:
     errors: dict[str, int]
     first_errors: dict[str, str]
     client_cpu_share: dict[str, dict[int, float]]
+    foreign_cores: dict[str, dict[int, float]]
+    steal_cores: dict[str, dict[int, float]]
     wall_seconds: float
+
+    def noise(self) -> str:
+        """One line on how much else the machine was doing during the load runs."""
+        foreign = max(
+            (v for d in self.foreign_cores.values() for v in d.values() if not math.isnan(v)), default=0
+        )
+        steal = max(
+            (v for d in self.steal_cores.values() for v in d.values() if not math.isnan(v)), default=0
+        )
+        return (
+            f"other work on the machine during load runs: up to {foreign:.2f} cores; "
+            f"hypervisor steal up to {steal:.2f} cores"
+        )
 
     def details(self, opts: Options) -> dict[str, object]:
         """Everything but the figures, for ``--json``."""
@@ -318,6 +348,8 @@ class RunResult:
             "errors": self.errors,
             "first_errors": self.first_errors,
             "client_cpu_share": self.client_cpu_share,
+            "foreign_cores": self.foreign_cores,
+            "steal_cores": self.steal_cores,
             "wall_seconds": self.wall_seconds,
         }
 
@@ -339,6 +371,8 @@ async def run(opts: Options) -> RunResult:
         errors={k: t.errors for k, t in runs.items()},
         first_errors={k: t.first_error for k, t in runs.items() if t.first_error},
         client_cpu_share={k: t.client_cpu_share for k, t in runs.items()},
+        foreign_cores={k: t.foreign_cores for k, t in runs.items()},
+        steal_cores={k: t.steal_cores for k, t in runs.items()},
         wall_seconds=time.perf_counter() - started,
     )
 
@@ -391,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render_table(result.figures))
         errors = {k: v for k, v in result.errors.items() if v}
         print(f"\nrequest errors: {errors or 'none'}; wall time {result.wall_seconds:.1f} s")
+        print(result.noise())
         for name, first in result.first_errors.items():
             print(f"  first error in {name}: {first}")
     return 0

@@ -32,6 +32,8 @@ LABELS = [
     "function echo, 32 clients",
     "workflow echo p50 (1 client)",
     "workflow echo, 32 clients",
+    "function echo CPU per task, server + workers, 32 clients",
+    "workflow echo CPU per task, server + workers, 32 clients",
     "create -> first streamed event p50",
     "start -> Listening line",
     "start -> first tasks/run answered",
@@ -42,7 +44,8 @@ LABELS = [
 
 
 def _figures(rate: float) -> ServerFigures:
-    t = Throughput(sequential=summarize([0.001, 0.002]), rates={1: rate, 8: rate, 32: rate})
+    rates = {1: rate, 8: rate, 32: rate}
+    t = Throughput(sequential=summarize([0.001, 0.002]), rates=rates, server_cpu_ms={32: 1000 / rate})
     return ServerFigures(t, t, TreeUsage(2, 100 * 1024 * 1024, 1.0), 0.0, 0.5, 0.6, 0.01, 0.02)
 
 
@@ -62,6 +65,7 @@ def test_quick_run_prints_every_figure() -> None:
         assert row is not None, f"{label!r} missing from:\n{done.stdout}"
         assert "n/a" not in row, row
     assert "request errors: none" in done.stdout
+    assert "other work on the machine" in done.stdout
 
 
 def test_every_figure_has_a_ratio_where_it_has_a_baseline() -> None:
