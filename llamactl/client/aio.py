@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
@@ -111,7 +111,7 @@ class AsyncClient:
             raise unreachable(self._http, exc) from exc
         return call.parse(check(response))
 
-    async def _stream(self, cursor: Cursor[T], follow: bool = True) -> AsyncIterator[T]:
+    async def _stream(self, cursor: Cursor[T], follow: bool = True) -> AsyncGenerator[T, None]:
         failures = 0
         timeout = httpx.Timeout(self._http.timeout.connect, read=None if follow else IDLE_SECONDS)
         while True:
@@ -196,7 +196,7 @@ class AsyncDeploymentClient:
         """A snapshot: services, session count, task counts by status, the newest tasks."""
         return await self._client._call(calls.state(self.name))
 
-    def changes(self, from_seq: int = 0) -> AsyncIterator[ChangeEvent]:
+    def changes(self, from_seq: int = 0) -> AsyncGenerator[ChangeEvent, None]:
         """The change feed, endless: services and replicas up and down, sessions, task status changes.
 
         Example::
@@ -260,14 +260,14 @@ class AsyncTasks:
     @overload
     def events(
         self, task_id: str, from_seq: int = 0, raw: Literal[False] = False, *, follow: bool = True
-    ) -> AsyncIterator[EventEnvelope]: ...
+    ) -> AsyncGenerator[EventEnvelope, None]: ...
     @overload
     def events(
         self, task_id: str, from_seq: int = 0, *, raw: Literal[True], follow: bool = True
-    ) -> AsyncIterator[dict[str, Any]]: ...
+    ) -> AsyncGenerator[dict[str, Any], None]: ...
     def events(
         self, task_id: str, from_seq: int = 0, raw: bool = False, *, follow: bool = True
-    ) -> AsyncIterator[EventEnvelope] | AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[EventEnvelope, None] | AsyncGenerator[dict[str, Any], None]:
         """A task's events from ``from_seq``, live until the task ends (resumed if the connection drops).
 
         ``raw=True`` yields Llama Deploy's serialized form
@@ -276,6 +276,8 @@ class AsyncTasks:
 
             async for event in tasks.events(task.task_id):
                 print(event.seq, event.type, event.value)
+
+        To leave early and close the connection at once, wrap it in ``contextlib.aclosing``.
         """
         path = calls.events_path(self._deployment, task_id)
         if raw:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
@@ -109,7 +109,7 @@ class Client:
             raise unreachable(self._http, exc) from exc
         return call.parse(check(response))
 
-    def _stream(self, cursor: Cursor[T], follow: bool = True) -> Iterator[T]:
+    def _stream(self, cursor: Cursor[T], follow: bool = True) -> Generator[T, None, None]:
         failures = 0
         timeout = httpx.Timeout(self._http.timeout.connect, read=None if follow else IDLE_SECONDS)
         while True:
@@ -194,7 +194,7 @@ class DeploymentClient:
         """A snapshot: services, session count, task counts by status, the newest tasks."""
         return self._client._call(calls.state(self.name))
 
-    def changes(self, from_seq: int = 0) -> Iterator[ChangeEvent]:
+    def changes(self, from_seq: int = 0) -> Generator[ChangeEvent, None, None]:
         """The change feed, endless: services and replicas up and down, sessions, task status changes.
 
         Example::
@@ -258,14 +258,14 @@ class Tasks:
     @overload
     def events(
         self, task_id: str, from_seq: int = 0, raw: Literal[False] = False, *, follow: bool = True
-    ) -> Iterator[EventEnvelope]: ...
+    ) -> Generator[EventEnvelope, None, None]: ...
     @overload
     def events(
         self, task_id: str, from_seq: int = 0, *, raw: Literal[True], follow: bool = True
-    ) -> Iterator[dict[str, Any]]: ...
+    ) -> Generator[dict[str, Any], None, None]: ...
     def events(
         self, task_id: str, from_seq: int = 0, raw: bool = False, *, follow: bool = True
-    ) -> Iterator[EventEnvelope] | Iterator[dict[str, Any]]:
+    ) -> Generator[EventEnvelope, None, None] | Generator[dict[str, Any], None, None]:
         """A task's events from ``from_seq``, live until the task ends (resumed if the connection drops).
 
         ``raw=True`` yields Llama Deploy's serialized form

@@ -200,7 +200,7 @@ class Server:
         assert self.process.stderr is not None
         self.stderr = Lines(self.process.stderr)
         try:
-            line = self.stderr.wait_for(LISTENING.search, ready_timeout)
+            line = self.stderr.wait_for(lambda text: LISTENING.search(text) is not None, ready_timeout)
         except BaseException:
             self.process.kill()
             self.process.wait()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from typer.testing import CliRunner
@@ -32,9 +32,9 @@ def cli(demo_server: Server, monkeypatch: pytest.MonkeyPatch) -> Callable[..., t
 
 
 @pytest.fixture
-def client(demo_server: Server) -> Client:
+def client(demo_server: Server) -> Iterator[Client]:
     with Client(demo_server.url) as c:
-        yield c  # type: ignore[misc]
+        yield c
 
 
 def wait_for_task(

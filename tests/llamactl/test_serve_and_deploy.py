@@ -1,0 +1,144 @@
+"""`llamactl serve` itself (start, refuse, stop on SIGINT) and `deploy` / `deployments` on an empty server."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llamactl.cli.exit_codes import ExitCode
+from llamactl.cli.main import app
+from tests.llamactl.serving import Server, llamactl, write_app
+
+runner = CliRunner()
+Invoke = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture(scope="module")
+def empty_server() -> Iterator[Server]:
+    server = Server()
+    try:
+        yield server
+    finally:
+        assert server.stop() == 0, "\n".join(server.stderr.lines)
+
+
+@pytest.fixture
+def cli(empty_server: Server, monkeypatch: pytest.MonkeyPatch) -> Invoke:
+    monkeypatch.delenv("LLAMACTL_DEPLOYMENT", raising=False)
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        result = runner.invoke(app, ["--server", empty_server.url, *args])
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result.exit_code, result.stdout, result.stderr
+
+    return invoke
+
+
+def test_deploy_reload_list_show_and_delete(cli: Invoke, tmp_path: Path, empty_server: Server) -> None:
+    assert cli("status")[1].splitlines()[1] == "Deployments: none"
+    code, _, err = cli("run", "hi")
+    assert code == ExitCode.NOT_FOUND
+    assert "Error: the server runs no deployment" in err
+
+    first = write_app(tmp_path / "one", "one", {"echo": "flows:echo_workflow"})
+    code, out, err = cli("deploy", str(first))
+    assert (code, out) == (0, "Deployed one\n"), err
+    assert err.startswith(f"Deploying {first}")
+    assert cli("run", "hi") == (0, "Message received: hi\n", "")
+    empty_server.note_workers()
+
+    code, _, err = cli("deploy", str(first))
+    assert code == ExitCode.CONFLICT
+    assert "Hint: pass --reload to replace the running deployment" in err
+    code, out, _ = cli("deploy", str(first), "--reload", "-o", "json")
+    assert (code, json.loads(out)) == (0, {"name": "one"})
+    assert cli("run", "-d", "one", "again") == (0, "Message received: again\n", "")
+    empty_server.note_workers()
+
+    second = write_app(tmp_path / "two", "two", {"greet": "funcs:greet"})
+    assert cli("deploy", str(second))[0] == 0
+    empty_server.note_workers()
+    assert cli("deployments", "list") == (0, "one\ntwo\n", "")
+    code, _, err = cli("run", "hi")
+    assert code == ExitCode.USAGE
+    assert "the server runs 2 deployments: one, two" in err
+    assert cli("run", "-d", "two", "-a", "name", "Ada") == (0, "hello Ada\n", "")
+    assert "greet" in cli("deployments", "show", "two")[1]
+
+    assert cli("deployments", "delete", "two") == (0, "Deleted two\n", "Stopping two...\n")
+    assert cli("deployments", "delete", "one", "-o", "json")[1] == '{\n  "name": "one"\n}\n'
+    assert cli("deployments", "list") == (0, "", "")
+
+
+def test_a_bad_deployment_file_is_a_config_error(cli: Invoke, tmp_path: Path) -> None:
+    bad = tmp_path / "deployment.yml"
+    bad.write_text("name: bad\nservices:\n  echo:\n    source: {type: lokal, location: src}\n    path: a:b\n")
+    code, _, err = cli("deploy", str(bad))
+    assert code == ExitCode.CONFIG
+    assert "lokal" in err
+    assert "Hint: fix the file" in err
+
+
+def test_deploy_needs_an_existing_file(cli: Invoke, tmp_path: Path) -> None:
+    code, _, err = cli("deploy", str(tmp_path / "missing.yml"))
+    assert code == ExitCode.USAGE
+    assert "does not exist" in err
+
+
+def test_serve_refuses_a_bad_file_with_the_config_exit_code(tmp_path: Path) -> None:
+    bad = tmp_path / "deployment.yml"
+    bad.write_text("name: bad\nservices:\n  echo:\n    source: {type: lokal, location: src}\n    path: a:b\n")
+    with llamactl("serve", str(bad), "--port", "0") as process:
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == ExitCode.CONFIG, err
+    assert "Error: " in err and "deployment.yml:4" in err
+    assert "Hint: fix the file" in err
+    assert out == ""
+
+
+def test_serve_on_a_taken_port_says_so(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        with llamactl("serve", "--port", port) as process:
+            _, err = process.communicate(timeout=60)
+    assert process.returncode == ExitCode.ERROR, err
+    assert f"Error: cannot serve on 127.0.0.1:{port}" in err
+    assert "Hint: pick another --port" in err
+
+
+def test_serve_refuses_a_public_address_without_a_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LLAMACTL_API_TOKEN", raising=False)
+    with llamactl("serve", "--host", "0.0.0.0", "--port", "0") as process:
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == ExitCode.ERROR
+    assert "without a token" in err
+
+
+def test_sigint_stops_the_server_cleanly_and_leaves_no_worker(tmp_path: Path) -> None:
+    server = Server(write_app(tmp_path, "solo", {"echo": "flows:echo_workflow", "greet": "funcs:greet"}))
+    workers = server.note_workers()
+    assert len(workers) >= 2
+    with llamactl("--server", server.url, "run", "-d", "solo", "-s", "greet") as run:
+        out, _ = run.communicate(timeout=60)
+    assert out == "hello world\n"
+    assert server.stop() == 0
+    assert any("Stopping" in line for line in server.stderr.lines)
+
+
+def test_the_listening_line_comes_after_the_deployments_are_ready(tmp_path: Path) -> None:
+    server = Server(write_app(tmp_path, "early", {"echo": "flows:echo_workflow"}))
+    try:
+        before = server.stderr.lines[
+            : next(i for i, line in enumerate(server.stderr.lines) if "Listening" in line)
+        ]
+        assert any("'early' is ready" in line for line in before)
+    finally:
+        assert server.stop() == 0
