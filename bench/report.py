@@ -24,6 +24,8 @@ class Figure:
     target: str = ""
     met: bool | None = None
     """None when the figure has no target."""
+    other_load: float | None = None
+    """Cores used by other work on the machine while this figure was measured (load runs only)."""
 
     @property
     def ratio(self) -> float | None:
@@ -51,8 +53,8 @@ def _number(value: float, unit: str) -> str:
 
 
 def render_table(figures: Sequence[Figure]) -> str:
-    """A fixed-width table: figure, value, baseline, ratio, target, met."""
-    header = ("figure", "value", "baseline (same run)", "ratio", "target", "met")
+    """A fixed-width table: figure, value, baseline, ratio, target, met, other load on the machine."""
+    header = ("figure", "value", "baseline (same run)", "ratio", "target", "met", "other load")
     rows = [header]
     for fig in figures:
         base = f"{_number(fig.baseline, fig.unit)} {fig.baseline_label}" if fig.baseline is not None else ""
@@ -66,6 +68,7 @@ def render_table(figures: Sequence[Figure]) -> str:
                 "" if ratio is None else f"{ratio:.2f}x",
                 fig.target,
                 met,
+                "" if fig.other_load is None or math.isnan(fig.other_load) else f"{fig.other_load:.2f} cores",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import math
 import sys
 import tempfile
@@ -125,6 +126,22 @@ async def measure_llamactl(opts: Options) -> ServerFigures:
                 first_event=events.p50,
                 first_event_p99=events.p99,
             )
+
+
+def _other_load(fig: Figure, base: ServerFigures, ours: ServerFigures) -> Figure:
+    """``fig`` with the machine's other load during the run that measured it."""
+    runs = {
+        "baseline.echo.": base.function,
+        "baseline.workflow.": base.workflow,
+        "llamactl.function.": ours.function,
+        "llamactl.workflow.": ours.workflow,
+    }
+    for prefix, run in runs.items():
+        if fig.key.startswith(prefix):
+            metric = fig.key.removeprefix(prefix)
+            clients = 1 if metric.startswith(("p50", "p99")) else int(metric.rsplit("_", 1)[1])
+            return dataclasses.replace(fig, other_load=run.foreign_cores.get(clients))
+    return fig
 
 
 def _clients(n: int) -> str:
@@ -313,7 +330,7 @@ def build_figures(opts: Options, base: ServerFigures, ours: ServerFigures, help_
             ours.idle_cpu < 0.01 * opts.idle,
         ),
     ]
-    return figs
+    return [_other_load(fig, base, ours) for fig in figs]
 
 
 @dataclass(slots=True)
