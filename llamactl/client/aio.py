@@ -139,7 +139,11 @@ class AsyncClient:
                     return
                 raise
             except httpx.TransportError as exc:
-                if not cursor.resumed and not received and isinstance(exc, httpx.ConnectError):
+                if (
+                    not cursor.resumed
+                    and not received
+                    and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                ):
                     raise unreachable(self._http, exc) from exc
                 problem = exc
             failures = 0 if received else failures + 1

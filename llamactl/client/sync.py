@@ -137,7 +137,11 @@ class Client:
                     return
                 raise
             except httpx.TransportError as exc:
-                if not cursor.resumed and not received and isinstance(exc, httpx.ConnectError):
+                if (
+                    not cursor.resumed
+                    and not received
+                    and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                ):
                     raise unreachable(self._http, exc) from exc
                 problem = exc
             failures = 0 if received else failures + 1
