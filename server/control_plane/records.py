@@ -84,9 +84,9 @@ class _Collection(Generic[M]):
         return record, found.version
 
     async def find(self, key: str) -> M | None:
-        """A copy of the record (callers may change it freely), or None."""
+        """A copy of the record (callers may set its fields freely), or None."""
         cached = self._cache.get(key) or await self._load(key)
-        return None if cached is None else cached[0].model_copy(deep=True)
+        return None if cached is None else cached[0].model_copy()
 
     async def get(self, key: str) -> M:
         record = await self.find(key)
@@ -99,21 +99,26 @@ class _Collection(Generic[M]):
         version = await self._store.cas(self._ns, key, _dump(record), None)
         if version is None:
             return False
-        self._remember(key, record.model_copy(deep=True), version)
+        self._remember(key, record.model_copy(), version)
         return True
 
     async def update(self, key: str, change: Callable[[M], bool]) -> M:
-        """Apply ``change`` to a copy and write it if it returns True; return the record as stored."""
+        """Apply ``change`` to a copy and write it if it returns True; return the record as stored.
+
+        Copies are shallow: ``change`` must assign fields, not mutate the objects they hold
+        (``record.items = [*record.items, x]``, not ``record.items.append(x)``). The returned
+        record is the cached one: read it, don't change it.
+        """
         cached = self._cache.get(key) or await self._load(key)
         for _ in range(_MAX_CAS_RETRIES):
             if cached is None:
                 raise self._missing(key)
-            record, version = cached[0].model_copy(deep=True), cached[1]
+            record, version = cached[0].model_copy(), cached[1]
             if not change(record):
-                return record
+                return cached[0]
             new_version = await self._store.cas(self._ns, key, _dump(record), version)
             if new_version is not None:
-                self._remember(key, record.model_copy(deep=True), new_version)
+                self._remember(key, record, new_version)
                 return record
             cached = await self._load(key)  # someone else wrote it: start again from theirs
         raise StateStoreError(f"'{key}' kept changing under us: too much contention, try again")
@@ -191,7 +196,7 @@ class ControlPlaneRecords:
 
     async def add_task_to_session(self, session_id: str, task_id: str) -> SessionRecord:
         def add(record: SessionRecord) -> bool:
-            record.task_ids.append(task_id)
+            record.task_ids = [*record.task_ids, task_id]
             return True
 
         return await self.sessions.update(session_id, add)
