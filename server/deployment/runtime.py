@@ -56,6 +56,7 @@ class Deployment:
         config: DeploymentConfig,
         *,
         heartbeat_interval: float = 1.0,
+        report_interval: float = 5.0,
         stop_grace: float = 30.0,
         worker_output: OutputCallback | None = None,
         install_dependencies: bool = True,
@@ -63,6 +64,10 @@ class Deployment:
         self.config = config
         self.name = config.name
         self.heartbeat_interval = heartbeat_interval
+        """Seconds between the message queue's heartbeats (a dead worker is noticed after 3)."""
+        self.report_interval = report_interval
+        """Seconds between a worker's status reports to the control plane (it is declared gone after
+        3 missed ones; a worker process that exits is noticed at once by the supervisor)."""
         self.stop_grace = stop_grace
         self._worker_output = worker_output
         self._install_dependencies = install_dependencies
@@ -108,7 +113,7 @@ class Deployment:
             await self._queue.start()
             registry = ServiceRegistry(
                 [self._service_info(s) for s in config.services.values()],
-                heartbeat_interval=self.heartbeat_interval,
+                heartbeat_interval=self.report_interval,
                 on_change=self._on_change,
             )
             orchestrator = Orchestrator(config.name, list(config.services), config.default_service_id)
@@ -168,7 +173,7 @@ class Deployment:
             max_concurrency=service.max_concurrency,
             timeout=service.timeout,
             lease=self.config.message_queue.lease,
-            heartbeat_interval=self.heartbeat_interval,
+            heartbeat_interval=self.report_interval,
             mq=self.queue_config,
             parent_pid=os.getpid(),
         )

@@ -33,6 +33,9 @@ class WorkerSpec(BaseModel):
     timeout: float | None = None
     lease: float = 30.0
     heartbeat_interval: float = 1.0
+    """How often the worker reports ``replica.heartbeat`` (with its in-flight count) to the control
+    plane. Liveness of the connection itself is the message queue's business (its own, cheaper
+    heartbeats), so this can be sparse."""
     mq: dict[str, Any]
     """Client configuration for :func:`server.mq.factory.connect_queue`."""
     parent_pid: int | None = None
