@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from llamactl.cli.common import fail, say, settings
 from llamactl.cli.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable
 
 __all__ = ["serve"]
 
@@ -55,7 +60,8 @@ def serve(
             fail(f"no deployment file at {file}", "pass the path of a deployment.yml", ExitCode.USAGE)
     token = token or settings(ctx).token
     try:
-        asyncio.run(_serve(host, port, token, files or []))
+        with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+            runner.run(_serve(host, port, token, files or []))
     except DeploymentConfigError as exc:
         fail(str(exc), "fix the file, then run the command again", ExitCode.CONFIG)
     except WorkflowLoadError as exc:
@@ -120,3 +126,13 @@ async def _serve(host: str, port: int, token: str | None, files: list[Path]) -> 
 def _on_ready(url: str) -> None:
     print(f"Listening on {url}", file=sys.stderr, flush=True)
     say("Ready. Press Ctrl-C to stop.")
+
+
+def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (several times cheaper per request and per
+    socket event than asyncio's own), else the default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
