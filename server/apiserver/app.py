@@ -1,0 +1,50 @@
+"""The API server's Starlette app: every route of docs/http-api.md over a DeploymentManager."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from server.apiserver.auth import BearerTokenMiddleware
+from server.apiserver.errors import CatchAllMiddleware, exception_handlers
+from server.apiserver.routes import deployments, sessions, status, tasks
+from server.deployment.manager import DeploymentManager
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    manager: DeploymentManager,
+    *,
+    token: str | None = None,
+    keepalive: float = 15.0,
+    on_event: Callable[[str], None] | None = None,
+) -> Starlette:
+    """Build the API app serving ``manager``'s deployments.
+
+    Args:
+        manager: the deployments to serve (the app never closes them; its owner does).
+        token: when set, every request but ``GET /healthz`` needs ``Authorization: Bearer <token>``.
+        keepalive: seconds between ``: keepalive`` comments on idle SSE streams.
+        on_event: called with one human line per service that comes up after a deploy.
+
+    ``app.state.stopping`` is an asyncio.Event: set it to end every open stream (shutdown).
+    """
+    middleware = [Middleware(CatchAllMiddleware)]
+    if token:
+        middleware.append(Middleware(BearerTokenMiddleware, token=token))
+    app = Starlette(
+        routes=[*status.routes, *deployments.routes, *tasks.routes, *sessions.routes],
+        middleware=middleware,
+        exception_handlers=exception_handlers,
+    )
+    app.state.manager = manager
+    app.state.keepalive = keepalive
+    app.state.on_event = on_event
+    app.state.started_at = time.time()
+    app.state.stopping = asyncio.Event()
+    return app

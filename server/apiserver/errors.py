@@ -1,0 +1,131 @@
+"""Every error the API answers is JSON ``{"detail": ...}`` with the status of docs/http-api.md.
+
+The engine's exception tree maps to statuses here, once, so routes just raise. Anything that
+is not an error on purpose is a bug: the client gets a generic 500 and the traceback is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.deployment.manager import DeploymentUnavailable
+from server.errors import (
+    Conflict,
+    DeploymentConfigError,
+    InvalidRequest,
+    LlamactlError,
+    MessageQueueError,
+    NotFound,
+    StateStoreError,
+    WorkflowLoadError,
+)
+
+__all__ = ["CatchAllMiddleware", "error_response", "exception_handlers", "status_for"]
+
+log = logging.getLogger("server.apiserver")
+
+_STATUSES: tuple[tuple[type[BaseException], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (DeploymentUnavailable, 503),
+    (InvalidRequest, 400),
+    (DeploymentConfigError, 400),
+    (WorkflowLoadError, 400),
+    (StateStoreError, 503),
+    (MessageQueueError, 503),
+)
+
+
+def status_for(exc: BaseException) -> int:
+    """The HTTP status for an engine error (500 for anything unexpected)."""
+    for kind, status in _STATUSES:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def error_response(status_code: int, detail: Any, **extra: Any) -> Response:
+    """A JSON error answer: ``{"detail": ..., **extra}``."""
+    body = json.dumps({"detail": detail, **extra}).encode()
+    return Response(body, status_code=status_code, media_type="application/json")
+
+
+async def _engine_error(request: Request, exc: Exception) -> Response:
+    return error_response(status_for(exc), str(exc))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationError)
+    errors = exc.errors(include_url=False, include_context=False)
+    if errors and errors[0]["type"] == "json_invalid":
+        return error_response(400, f"the request body is not valid JSON: {errors[0]['msg']}")
+    # FastAPI's shape, so Llama Deploy's clients read it as they always did.
+    return error_response(422, json.loads(exc.json(include_url=False, include_context=False)))
+
+
+async def _json_error(request: Request, exc: Exception) -> Response:
+    return error_response(400, f"the request body is not valid JSON: {exc}")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no route {request.method} {request.url.path}: see /docs for the API"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}: see /docs for the API"
+    response = error_response(exc.status_code, detail)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _timeout(request: Request, exc: Exception) -> Response:
+    return error_response(504, str(exc) or "the operation timed out: try again with a longer timeout")
+
+
+exception_handlers: dict[Any, Any] = {
+    LlamactlError: _engine_error,
+    ValidationError: _validation_error,
+    json.JSONDecodeError: _json_error,
+    HTTPException: _http_error,
+    TimeoutError: _timeout,
+}
+
+
+class CatchAllMiddleware:
+    """Turn any unexpected exception into a generic JSON 500 and log its traceback once."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                return  # a stream broke mid-way: the client sees it end early
+            response = error_response(
+                500, "internal server error: this is a bug in llamactl, the server log has the details"
+            )
+            await response(scope, receive, send)

@@ -1,0 +1,145 @@
+"""Run a uvicorn server inside the caller's event loop, on sockets we bind ourselves.
+
+Binding first gives a clear OSError (port in use) instead of uvicorn's ``sys.exit``, and tells
+us the real port when 0 asked for an ephemeral one. uvicorn never installs signal handlers
+here: the caller owns SIGINT/SIGTERM and stops the server with :meth:`UvicornServer.stop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+from collections.abc import Generator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+__all__ = ["UvicornServer", "bind_sockets", "is_loopback", "url_for"]
+
+_STARTUP_TIMEOUT = 30.0
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def url_for(host: str, port: int) -> str:
+    """The URL a client on this machine uses to reach a server bound to ``host:port``."""
+    bare = host.strip("[]")
+    if bare in ("", "0.0.0.0"):
+        bare = "127.0.0.1"
+    elif bare == "::":
+        bare = "::1"
+    if ":" in bare:
+        bare = f"[{bare}]"
+    return f"http://{bare}:{port}"
+
+
+def bind_sockets(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address of ``host``, all on one port (0: an ephemeral one).
+
+    Raises:
+        OSError: the host does not resolve or the port is taken (the message says which).
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(
+            f"cannot listen on host '{host}': {exc.strerror}: pass an IP address or a known name"
+        ) from None
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, object]] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address[0]) in seen:
+                continue
+            seen.add((family, address[0]))
+            sock = socket.socket(family, kind, proto)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            chosen = port or (sockets[0].getsockname()[1] if sockets else 0)
+            try:
+                sock.bind((address[0], chosen, *address[2:]))
+            except OSError as exc:
+                sock.close()
+                if sockets:
+                    continue  # e.g. ::1 when IPv6 is off: the first address is enough
+                raise OSError(
+                    exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}: pick another --port"
+                ) from None
+            sock.listen(2048)
+            sock.setblocking(False)
+            sockets.append(sock)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # the caller owns the signals
+
+
+class UvicornServer:
+    """One uvicorn server for ``app`` on ``host:port``, started and stopped inside the current loop."""
+
+    def __init__(self, app: ASGIApp, host: str, port: int) -> None:
+        self.host = host
+        self._sockets = bind_sockets(host, port)
+        self.port: int = self._sockets[0].getsockname()[1]
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=self.port,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+        )
+        self._server = _Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return url_for(self.host, self.port)
+
+    async def start(self) -> None:
+        """Serve in a background task; return once the server accepts connections."""
+        self._task = asyncio.create_task(self._run(), name=f"uvicorn:{self.host}:{self.port}")
+        async with asyncio.timeout(_STARTUP_TIMEOUT):
+            while not self._server.started:
+                if self._task.done():
+                    self._task.result()
+                    raise RuntimeError(f"the HTTP server on {self.url} stopped while starting")
+                await asyncio.sleep(0.005)
+
+    async def _run(self) -> None:
+        try:
+            await self._server.serve(sockets=self._sockets)
+        except SystemExit:
+            raise RuntimeError(f"the HTTP server on {self.url} could not start (see the log above)") from None
+
+    async def stop(self) -> None:
+        """Stop accepting, let open requests finish (up to 10 s), then return."""
+        if self._task is None:
+            for sock in self._sockets:
+                sock.close()
+            return
+        self._server.should_exit = True
+        with contextlib.suppress(Exception):
+            await self._task
+        self._task = None

@@ -1,0 +1,65 @@
+"""Prometheus text exposition, written by hand (no client library)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from server.deployment.manager import DeploymentManager
+from server.errors import LlamactlError
+from server.types import ReplicaState, TaskStatus
+
+__all__ = ["render_metrics"]
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+async def render_metrics(manager: DeploymentManager, started_at: float) -> str:
+    """Tasks by deployment/service/status, replicas ready and desired, in-flight tasks, uptime."""
+    lines = [
+        "# HELP llamactl_uptime_seconds Seconds since the API server started.",
+        "# TYPE llamactl_uptime_seconds gauge",
+        f"llamactl_uptime_seconds {time.time() - started_at:.3f}",
+        "# HELP llamactl_deployments Deployments that are running.",
+        "# TYPE llamactl_deployments gauge",
+        f"llamactl_deployments {len(manager.running())}",
+    ]
+    tasks: list[str] = []
+    ready: list[str] = []
+    desired: list[str] = []
+    in_flight: list[str] = []
+    for deployment in manager.running():
+        dep = _label(deployment.name)
+        try:
+            records = await deployment.control_plane.list_tasks()
+            statuses = deployment.services()
+        except LlamactlError:
+            continue  # it is stopping right now
+        counts = Counter((t.service_id, t.status.value) for t in records)
+        for status in statuses:
+            svc = _label(status.service_id)
+            where = f'deployment="{dep}",service="{svc}"'
+            for task_status in TaskStatus:
+                n = counts.get((status.service_id, task_status.value), 0)
+                tasks.append(f'llamactl_tasks{{{where},status="{task_status.value}"}} {n}')
+            n_ready = sum(1 for r in status.replicas if r.state is ReplicaState.READY)
+            ready.append(f"llamactl_replicas_ready{{{where}}} {n_ready}")
+            desired.append(f"llamactl_replicas_desired{{{where}}} {status.desired_replicas}")
+            in_flight.append(f"llamactl_tasks_in_flight{{{where}}} {status.in_flight}")
+    lines += [
+        "# HELP llamactl_tasks Tasks stored, by deployment, service and status.",
+        "# TYPE llamactl_tasks gauge",
+        *tasks,
+        "# HELP llamactl_replicas_ready Replicas ready to take tasks.",
+        "# TYPE llamactl_replicas_ready gauge",
+        *ready,
+        "# HELP llamactl_replicas_desired Replicas the deployment file asks for.",
+        "# TYPE llamactl_replicas_desired gauge",
+        *desired,
+        "# HELP llamactl_tasks_in_flight Tasks running on the service's replicas right now.",
+        "# TYPE llamactl_tasks_in_flight gauge",
+        *in_flight,
+    ]
+    return "\n".join(lines) + "\n"

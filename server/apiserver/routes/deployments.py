@@ -1,0 +1,155 @@
+"""Deployments: list, get, create (multipart upload, as Llama Deploy's client sends it), delete,
+and ours: service status, a state snapshot for dashboards, and the change feed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.apiserver.common import (
+    deployment_of,
+    json_response,
+    manager_of,
+    model_list_response,
+    query_bool,
+    query_int,
+)
+from server.apiserver.errors import error_response
+from server.apiserver.multipart import read_form_file
+from server.apiserver.streams import change_feed_sse, resume_seq
+from server.config import DeploymentConfig, load_deployment_text
+from server.errors import Conflict, InvalidRequest, LlamactlError, NotFound
+from server.types import ServiceStatus, TaskStatus
+
+__all__ = ["routes"]
+
+log = logging.getLogger("server.apiserver")
+
+RECENT_TASKS = 50
+
+
+async def list_deployments(request: Request) -> Response:
+    """Every deployment: ``[{"name": ...}]``."""
+    return json_response([{"name": n} for n in manager_of(request).names()])
+
+
+async def get_deployment(request: Request) -> Response:
+    """One deployment: ``{"name": ...}`` (404 if unknown, 503 while it starts)."""
+    return json_response({"name": deployment_of(request).name})
+
+
+def _base_path(request: Request) -> Path:
+    raw = request.query_params.get("base_path") or os.getcwd()
+    base = Path(raw).expanduser()
+    if not base.is_absolute():
+        base = Path.cwd() / base
+    if not base.is_dir():
+        raise InvalidRequest(
+            f"base_path '{raw}' is not a folder on the server: pass the absolute folder that holds "
+            "the deployment file (the server and its sources must share a filesystem)"
+        )
+    return base
+
+
+def _load_config(request: Request, body: bytes, base_path: Path) -> DeploymentConfig:
+    content_type = request.headers.get("content-type", "")
+    raw = (
+        read_form_file(body, content_type, "config_file")
+        if content_type.startswith("multipart/")
+        else body  # ours: the YAML as the whole body
+    )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("the deployment file is not UTF-8 text: upload the YAML file") from None
+    if not text.strip():
+        raise InvalidRequest("the deployment file is empty: upload the YAML in field 'config_file'")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = load_deployment_text(text, base_path=base_path, file="<uploaded deployment file>")
+    for warning in caught:
+        log.warning("%s", warning.message)
+    return config
+
+
+async def create_deployment(request: Request) -> Response:
+    """Deploy the uploaded file; answers once every service has a ready replica.
+
+    Query: ``base_path`` (folder relative paths resolve against), ``reload`` (replace a running
+    deployment of that name), ``local`` (accepted for compatibility).
+    """
+    reload = query_bool(request, "reload")
+    query_bool(request, "local")
+    base_path = _base_path(request)
+    config = _load_config(request, await request.body(), base_path)
+    try:
+        deployment = await manager_of(request).create(
+            config, reload=reload, on_event=request.app.state.on_event
+        )
+    except (NotFound, Conflict):
+        raise
+    except TimeoutError as exc:
+        return error_response(400, f"{exc}: check the service's logs, then deploy again")
+    except LlamactlError as exc:
+        return error_response(400, str(exc))
+    return json_response({"name": deployment.name})
+
+
+async def delete_deployment(request: Request) -> Response:
+    """Stop a deployment; answers after its workers have finished their tasks and stopped."""
+    name = request.path_params["name"]
+    await manager_of(request).delete(name)
+    return json_response({"name": name})
+
+
+async def list_services(request: Request) -> Response:
+    """The live status of each service: replicas, generation, tasks in flight, last error."""
+    return model_list_response(ServiceStatus, deployment_of(request).services())
+
+
+async def deployment_state(request: Request) -> Response:
+    """A snapshot for dashboards; follow ``/changes`` from ``changes_seq`` to stay current."""
+    deployment = deployment_of(request)
+    cp = deployment.control_plane
+    changes_seq = await cp.records.store.log_length(cp.records.changes_stream)
+    tasks = await cp.list_tasks()
+    counts = {status.value: 0 for status in TaskStatus}
+    for task in tasks:
+        counts[task.status.value] += 1
+    sessions = await cp.list_sessions()
+    recent = tasks[-RECENT_TASKS:][::-1]
+    return json_response(
+        {
+            "deployment": deployment.name,
+            "services": [s.model_dump(mode="json") for s in deployment.services()],
+            "sessions": len(sessions),
+            "tasks": counts,
+            "recent_tasks": [t.model_dump(mode="json") for t in recent],
+            "changes_seq": changes_seq,
+        }
+    )
+
+
+async def changes(request: Request) -> Response:
+    """The change feed as SSE; resume with ``Last-Event-ID`` or ``from_seq``."""
+    cp = deployment_of(request).control_plane
+    from_seq = resume_seq(request, query_int(request, "from_seq"))
+    state = request.app.state
+    return change_feed_sse(cp, from_seq, state.keepalive, state.stopping)
+
+
+routes = [
+    Route("/deployments/", list_deployments, methods=["GET"]),
+    Route("/deployments/create", create_deployment, methods=["POST"]),
+    Route("/deployments/{name}", get_deployment, methods=["GET"]),
+    Route("/deployments/{name}", delete_deployment, methods=["DELETE"]),
+    Route("/deployments/{name}/services", list_services, methods=["GET"]),
+    Route("/deployments/{name}/state", deployment_state, methods=["GET"]),
+    Route("/deployments/{name}/changes", changes, methods=["GET"]),
+]

@@ -1,0 +1,60 @@
+"""Sessions: consecutive tasks in one session share the workflow Context."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.apiserver.common import deployment_of, json_response, model_list_response, model_response
+from server.errors import InvalidRequest
+from server.types import SessionDefinition
+
+__all__ = ["routes"]
+
+
+async def list_sessions(request: Request) -> Response:
+    """Every session: ``[SessionDefinition]``."""
+    cp = deployment_of(request).control_plane
+    return model_list_response(SessionDefinition, await cp.list_sessions())
+
+
+async def create_session(request: Request) -> Response:
+    """Create a session; answers its SessionDefinition."""
+    cp = deployment_of(request).control_plane
+    return model_response(await cp.create_session())
+
+
+async def get_session(request: Request) -> Response:
+    """One session (404 if unknown)."""
+    cp = deployment_of(request).control_plane
+    return model_response(await cp.get_session(request.path_params["session_id"]))
+
+
+async def delete_session_by_query(request: Request) -> Response:
+    """Delete the session named by the ``session_id`` query parameter (Llama Deploy's shape)."""
+    session_id = request.query_params.get("session_id")
+    if not session_id:
+        raise InvalidRequest(
+            "query parameter 'session_id' is required: POST .../sessions/delete?session_id=ID"
+        )
+    await deployment_of(request).control_plane.delete_session(session_id)
+    return json_response(None)
+
+
+async def delete_session(request: Request) -> Response:
+    """Delete a session."""
+    await deployment_of(request).control_plane.delete_session(request.path_params["session_id"])
+    return json_response(None)
+
+
+_BASE = "/deployments/{name}/sessions"
+
+routes = [
+    Route(_BASE, list_sessions, methods=["GET"]),
+    Route(_BASE, create_session, methods=["POST"]),
+    Route(f"{_BASE}/create", create_session, methods=["POST"]),
+    Route(f"{_BASE}/delete", delete_session_by_query, methods=["POST"]),
+    Route(f"{_BASE}/{{session_id}}", get_session, methods=["GET"]),
+    Route(f"{_BASE}/{{session_id}}", delete_session, methods=["DELETE"]),
+]

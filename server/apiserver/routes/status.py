@@ -1,0 +1,57 @@
+"""Server-level routes: root, status, health, metrics, OpenAPI and its page."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from server.apiserver.common import json_response, manager_of, model_response
+from server.apiserver.metrics import render_metrics
+from server.apiserver.openapi import docs_page, openapi_document
+from server.types import Status, StatusEnum
+
+__all__ = ["routes"]
+
+
+async def root(request: Request) -> Response:
+    """Links to the API docs and the status."""
+    base = str(request.base_url).rstrip("/")
+    return json_response({"swagger_docs": f"{base}/docs", "status": f"{base}/status/"})
+
+
+async def status(request: Request) -> Response:
+    """The server's status and its deployments (Llama Deploy's Status)."""
+    names = manager_of(request).names()
+    return model_response(Status(status=StatusEnum.HEALTHY, deployments=names))
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: answers without a token."""
+    return json_response({"status": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text: tasks by deployment, service and status; ready replicas; uptime."""
+    text = await render_metrics(manager_of(request), request.app.state.started_at)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def openapi(request: Request) -> Response:
+    """The OpenAPI document of this API."""
+    return json_response(openapi_document(request.app.routes))
+
+
+async def docs(request: Request) -> Response:
+    """A page that shows the OpenAPI document."""
+    return HTMLResponse(docs_page("/openapi.json"))
+
+
+routes = [
+    Route("/", root, methods=["GET"]),
+    Route("/status/", status, methods=["GET"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+    Route("/docs", docs, methods=["GET"], include_in_schema=False),
+]

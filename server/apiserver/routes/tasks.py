@@ -1,0 +1,131 @@
+"""Tasks: run, create, list, get, cancel, their event streams, events sent in, and results.
+
+``tasks/run`` and ``tasks/create`` are the hot path: no logging, one model parse, bytes out.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.apiserver.common import (
+    deployment_of,
+    json_response,
+    model_list_response,
+    model_response,
+    query_bool,
+    query_float,
+    query_int,
+)
+from server.apiserver.errors import error_response
+from server.apiserver.streams import resume_seq, task_events_ndjson, task_events_sse, wants_sse
+from server.errors import InvalidRequest
+from server.types import EventDefinition, TaskDefinition, TaskRecord, TaskStatus
+
+__all__ = ["routes"]
+
+_JSON = "application/json"
+
+
+async def _definition(request: Request) -> TaskDefinition:
+    definition = TaskDefinition.model_validate_json(await request.body())
+    session_id = request.query_params.get("session_id")
+    if session_id:
+        definition.session_id = session_id
+    return definition
+
+
+async def run_task(request: Request) -> Response:
+    """Run a task and answer the workflow's result as JSON once it has finished (424 if it failed)."""
+    cp = deployment_of(request).control_plane
+    record = await cp.run_task(await _definition(request))
+    if record.status is TaskStatus.COMPLETED:
+        return Response(json.dumps(record.result).encode(), media_type=_JSON)
+    detail = record.error or f"the task was {record.status.value}"
+    return error_response(424, detail, task_id=record.task_id, status=record.status.value)
+
+
+async def create_task(request: Request) -> Response:
+    """Queue a task; answers at once with its TaskDefinition (ids filled in)."""
+    cp = deployment_of(request).control_plane
+    record = await cp.create_task(await _definition(request))
+    return Response(record.to_definition().model_dump_json().encode(), media_type=_JSON)
+
+
+async def list_tasks(request: Request) -> Response:
+    """Every task as a TaskRecord, oldest first; filter with ``session_id`` and ``status``."""
+    cp = deployment_of(request).control_plane
+    tasks = await cp.list_tasks(session_id=request.query_params.get("session_id") or None)
+    wanted = request.query_params.get("status")
+    if wanted:
+        try:
+            status = TaskStatus(wanted.lower())
+        except ValueError:
+            known = ", ".join(s.value for s in TaskStatus)
+            raise InvalidRequest(f"unknown task status '{wanted}': use one of {known}") from None
+        tasks = [t for t in tasks if t.status is status]
+    return model_list_response(TaskRecord, tasks)
+
+
+async def get_task(request: Request) -> Response:
+    """One task's record: status, attempts, replica, timings, result or error."""
+    cp = deployment_of(request).control_plane
+    return model_response(await cp.get_task(request.path_params["task_id"]))
+
+
+async def cancel_task(request: Request) -> Response:
+    """Cancel a task (at once if it had not started; else its worker is asked)."""
+    cp = deployment_of(request).control_plane
+    return model_response(await cp.cancel_task(request.path_params["task_id"]))
+
+
+async def stream_events(request: Request) -> Response:
+    """The task's events until it finishes: NDJSON, or SSE with ``Accept: text/event-stream``."""
+    cp = deployment_of(request).control_plane
+    task_id = request.path_params["task_id"]
+    await cp.get_task(task_id)  # 404 now, before the stream starts
+    from_seq = query_int(request, "from_seq")
+    stopping = request.app.state.stopping
+    if wants_sse(request):
+        return task_events_sse(
+            cp, task_id, resume_seq(request, from_seq), request.app.state.keepalive, stopping
+        )
+    raw_event = query_bool(request, "raw_event")
+    return task_events_ndjson(cp, task_id, from_seq or 0, raw_event, stopping)
+
+
+async def send_event(request: Request) -> Response:
+    """Send a serialized workflows Event into a running task (human in the loop)."""
+    cp = deployment_of(request).control_plane
+    definition = EventDefinition.model_validate_json(await request.body())
+    await cp.send_event(request.path_params["task_id"], definition.event_obj_str)
+    return model_response(definition)
+
+
+async def task_result(request: Request) -> Response:
+    """The TaskResult once the task has finished (waits); ``null`` if ``timeout`` runs out first."""
+    cp = deployment_of(request).control_plane
+    task_id = request.path_params["task_id"]
+    try:
+        await cp.wait_for_task(task_id, timeout=query_float(request, "timeout"))
+    except TimeoutError:
+        return json_response(None)
+    result = await cp.task_result(task_id)
+    return json_response(None) if result is None else model_response(result)
+
+
+_BASE = "/deployments/{name}/tasks"
+
+routes = [
+    Route(f"{_BASE}/run", run_task, methods=["POST"]),
+    Route(f"{_BASE}/create", create_task, methods=["POST"]),
+    Route(_BASE, list_tasks, methods=["GET"]),
+    Route(f"{_BASE}/{{task_id}}", get_task, methods=["GET"]),
+    Route(f"{_BASE}/{{task_id}}/cancel", cancel_task, methods=["POST"]),
+    Route(f"{_BASE}/{{task_id}}/events", stream_events, methods=["GET"]),
+    Route(f"{_BASE}/{{task_id}}/events", send_event, methods=["POST"]),
+    Route(f"{_BASE}/{{task_id}}/results", task_result, methods=["GET"]),
+]

@@ -1,0 +1,134 @@
+"""``llamactl serve``: the API server, its deployments and their control-plane ports, in one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from server.apiserver.app import create_app
+from server.apiserver.control_plane_app import create_control_plane_app
+from server.apiserver.listen import UvicornServer, is_loopback
+from server.config import DeploymentConfig, load_deployment_file
+from server.deployment import Deployment
+from server.deployment.manager import DeploymentManager
+from server.errors import InvalidRequest
+
+__all__ = ["ControlPlaneServers", "serve"]
+
+log = logging.getLogger("server.apiserver")
+
+EventCallback = Callable[[str], None]
+
+
+class ControlPlaneServers:
+    """Serves each deployment's control plane on its ``control-plane.port`` while it runs."""
+
+    def __init__(self, token: str | None, on_event: EventCallback | None) -> None:
+        self._token = token
+        self._on_event = on_event
+        self._servers: dict[str, tuple[UvicornServer, asyncio.Event]] = {}
+
+    def _say(self, line: str) -> None:
+        if self._on_event is not None:
+            self._on_event(line)
+        else:
+            log.info("%s", line)
+
+    async def started(self, deployment: Deployment) -> None:
+        settings = deployment.config.control_plane
+        if settings.port is None:
+            return
+        host = settings.host
+        if not is_loopback(host) and not self._token:
+            self._say(
+                f"{deployment.name}: control plane asked for {host}:{settings.port} but the server has "
+                "no token, so it listens on 127.0.0.1 only (start with --token to expose it)"
+            )
+            host = "127.0.0.1"
+        app = create_control_plane_app(deployment, token=self._token)
+        server = UvicornServer(app, host, settings.port)
+        await server.start()
+        self._servers[deployment.name] = (server, app.state.stopping)
+        self._say(f"{deployment.name}: control plane on {server.url}")
+
+    async def stopping(self, deployment: Deployment) -> None:
+        entry = self._servers.pop(deployment.name, None)
+        if entry is not None:
+            server, stopping = entry
+            stopping.set()
+            await server.stop()
+
+    async def close(self) -> None:
+        entries = list(self._servers.values())
+        self._servers.clear()
+        for server, stopping in entries:
+            stopping.set()
+            await server.stop()
+
+
+def _load(file: Path, on_event: EventCallback | None) -> DeploymentConfig:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = load_deployment_file(file)
+    for warning in caught:
+        if on_event is not None:
+            on_event(f"warning: {warning.message}")
+        else:
+            log.warning("%s", warning.message)
+    return config
+
+
+async def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 4501,
+    token: str | None = None,
+    deployment_files: Sequence[Path] = (),
+    on_ready: Callable[[str], None] | None = None,
+    on_event: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve the HTTP API until ``stop`` is set, with the deployments of ``deployment_files``.
+
+    Runs in the caller's event loop and installs no signal handlers: the caller sets ``stop``
+    on SIGINT/SIGTERM. ``port=0`` picks an ephemeral port; ``on_ready`` gets the real URL once
+    the API answers and every file is deployed; ``on_event`` gets one line per service that
+    comes up. On ``stop`` the HTTP servers stop first, then the deployments (workers finish
+    their tasks).
+
+    Raises:
+        InvalidRequest: ``host`` is not a loopback address and no token was given.
+        OSError: the port is taken.
+        DeploymentConfigError, WorkflowLoadError, TimeoutError: a deployment file is wrong or
+            its services did not come up (everything started so far is stopped first).
+    """
+    if not token and not is_loopback(host):
+        raise InvalidRequest(
+            f"refusing to serve on {host} without a token: anyone who reaches it could run code. "
+            "Pass --token or set LLAMACTL_API_TOKEN (clients send the same token), "
+            "or bind to 127.0.0.1"
+        )
+    stop = stop if stop is not None else asyncio.Event()
+    manager = DeploymentManager()
+    control_planes = ControlPlaneServers(token, on_event)
+    manager.add_hooks(control_planes)
+    app = create_app(manager, token=token, on_event=on_event)
+    http = UvicornServer(app, host, port)
+    try:
+        await http.start()
+        for file in deployment_files:
+            config = _load(Path(file), on_event)
+            await manager.create(config, on_event=on_event)
+            if on_event is not None:
+                on_event(f"deployment '{config.name}' is ready ({len(config.services)} service(s))")
+        if on_ready is not None:
+            on_ready(http.url)
+        await stop.wait()
+    finally:
+        app.state.stopping.set()
+        await http.stop()
+        await control_planes.close()
+        await manager.close()

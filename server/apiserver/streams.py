@@ -1,0 +1,166 @@
+"""Event streams: a task's events as NDJSON or SSE, and a deployment's change feed as SSE.
+
+SSE frames carry ``id: <seq>`` so a client that reconnects with ``Last-Event-ID`` resumes right
+after the last event it saw; ``: keepalive`` comments keep idle connections (and proxies) alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from server.control_plane import ControlPlane
+from server.errors import InvalidRequest, LlamactlError
+from server.types import EventEnvelope
+
+__all__ = [
+    "change_feed_sse",
+    "resume_seq",
+    "sse_frame",
+    "task_events_ndjson",
+    "task_events_sse",
+    "wants_sse",
+    "with_keepalive",
+]
+
+T = TypeVar("T")
+
+KEEPALIVE = b": keepalive\n\n"
+# ControlPlane.task_events notices a task's end only when a read of its log times out, so a
+# short poll keeps streams from lingering after the last event.
+EVENTS_POLL = 0.2
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def wants_sse(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "")
+
+
+def resume_seq(request: Request, from_seq: int | None) -> int:
+    """Where a stream starts: after ``Last-Event-ID`` if sent, else ``from_seq``, else 0."""
+    last = request.headers.get("last-event-id")
+    if last is not None and last.strip():
+        try:
+            return int(last) + 1
+        except ValueError:
+            raise InvalidRequest(
+                f"Last-Event-ID must be the integer id of the last event received, got '{last}'"
+            ) from None
+    return from_seq or 0
+
+
+def sse_frame(event: str, data: str, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {data}\n\n".encode()
+
+
+async def with_keepalive(
+    source: AsyncIterator[T], interval: float, stop: asyncio.Event | None = None
+) -> AsyncIterator[T | None]:
+    """The items of ``source``, and None whenever ``interval`` seconds pass without one.
+
+    Ends when ``source`` does or when ``stop`` is set (the server is shutting down).
+    """
+    pending: asyncio.Future[T] | None = None
+    stopped = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(source))
+            waiting: set[asyncio.Future[object]] = {pending}  # type: ignore[arg-type]
+            if stopped is not None:
+                waiting.add(stopped)  # type: ignore[arg-type]
+            done, _ = await asyncio.wait(waiting, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            if pending not in done:
+                if stopped is not None and stopped in done:
+                    return
+                yield None
+                continue
+            future, pending = pending, None
+            try:
+                item = future.result()
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        for leftover in (pending, stopped):
+            if leftover is not None and not leftover.done():
+                leftover.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await leftover
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _ndjson_line(envelope: EventEnvelope, raw_event: bool) -> bytes:
+    if raw_event:
+        value = {"__is_pydantic": True, "value": envelope.value, "qualified_name": envelope.qualified_name}
+    else:
+        value = envelope.value
+    return json.dumps(value, ensure_ascii=False).encode() + b"\n"
+
+
+def task_events_ndjson(
+    cp: ControlPlane, task_id: str, from_seq: int, raw_event: bool, stop: asyncio.Event
+) -> StreamingResponse:
+    """One JSON line per event until the task has finished (Llama Deploy's stream)."""
+
+    async def lines() -> AsyncIterator[bytes]:
+        # NDJSON has no comment syntax: the keepalive ticks are dropped, they only let us see `stop`.
+        with contextlib.suppress(LlamactlError):
+            async for envelope in with_keepalive(
+                cp.task_events(task_id, from_seq, poll=EVENTS_POLL), 1.0, stop
+            ):
+                if envelope is not None:
+                    yield _ndjson_line(envelope, raw_event)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+def task_events_sse(
+    cp: ControlPlane, task_id: str, from_seq: int, keepalive: float, stop: asyncio.Event
+) -> StreamingResponse:
+    """SSE: ``id: <seq>``, ``event: <type>``, ``data: <EventEnvelope>``; ``event: end`` last."""
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            async for envelope in with_keepalive(
+                cp.task_events(task_id, from_seq, poll=EVENTS_POLL), keepalive, stop
+            ):
+                if envelope is None:
+                    yield KEEPALIVE
+                else:
+                    yield sse_frame(envelope.type, envelope.model_dump_json(), envelope.seq)
+            if stop.is_set():
+                return
+            task = await cp.get_task(task_id)
+        except LlamactlError:
+            return  # the deployment went away under the stream
+        end = {"task_id": task_id, "status": task.status.value, "error": task.error}
+        yield sse_frame("end", json.dumps(end))
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+def change_feed_sse(
+    cp: ControlPlane, from_seq: int, keepalive: float, stop: asyncio.Event
+) -> StreamingResponse:
+    """SSE of the change feed from ``from_seq`` on; it ends only with the deployment or the server."""
+
+    async def frames() -> AsyncIterator[bytes]:
+        yield b"retry: 1000\n\n"
+        with contextlib.suppress(LlamactlError):
+            async for change in with_keepalive(cp.changes.follow(from_seq, poll=keepalive), keepalive, stop):
+                if change is None:
+                    yield KEEPALIVE
+                else:
+                    yield sse_frame(change.kind, change.model_dump_json(), change.seq)
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers=_SSE_HEADERS)
