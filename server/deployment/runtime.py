@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +29,7 @@ from typing import Any
 from server.config import DeploymentConfig, ServiceConfig, load_deployment_file
 from server.control_plane import ControlPlane, ServiceInfo, ServiceRegistry
 from server.deployment.dependencies import install_python_dependencies
+from server.deployment.hot_reload import HotReloader
 from server.deployment.replicas import ReloadOutcome, ServiceReplicas
 from server.errors import LlamactlError, MessageQueueError, WorkflowLoadError
 from server.mq.base import MessageQueue
@@ -78,7 +78,7 @@ class Deployment:
         self._supervisor: Supervisor | None = None
         self._replicas: ServiceReplicas | None = None
         self._changed = asyncio.Event()
-        self._reload_locks: dict[str, asyncio.Lock] = {}
+        self._hot_reloader: HotReloader | None = None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> Deployment:
@@ -194,6 +194,7 @@ class Deployment:
         if self._supervisor is not None:
             await self._supervisor.close()
             self._supervisor = self._replicas = None
+            self._hot_reloader = None
         if self._control_plane is not None:
             await self._control_plane.close()
             self._control_plane = None
@@ -278,57 +279,7 @@ class Deployment:
         service's status. Otherwise the old generation stops taking tasks and finishes the ones
         it has (up to ``stop_grace`` s); a task it cannot finish is delivered again to the new one.
         """
-        assert self._replicas is not None
-        registry = self.control_plane.registry
-        lock = self._reload_locks.setdefault(service_id, asyncio.Lock())
-        async with lock:
-            service = self.config.service(service_id)
-            old = registry.generation(service_id)
-            new = max([old, *self._replicas.generations(service_id)]) + 1
-            started = time.monotonic()
-            await self._replicas.start(service, new)
-            error = await self._wait_generation(service_id, new, service.replicas, ready_timeout)
-            took = time.monotonic() - started
-            if error is not None:
-                keys = self._replicas.keys(service_id, new)
-                await self._replicas.stop(service_id, new, grace=1.0)
-                for key in keys:
-                    registry.forget_replica(service_id, key)
-                registry.reload_failed(service_id, new, error, time.time())
-                return ReloadOutcome(service_id, new, ok=False, seconds=took, error=error)
-            registry.reloaded(
-                ServiceInfo(service_id, service.name, service.replicas, generation=new), time.time()
-            )
-            for generation in self._replicas.generations(service_id):
-                if generation != new:
-                    await self._retire(service_id, generation)
-            return ReloadOutcome(service_id, new, ok=True, seconds=took)
-
-    async def _retire(self, service_id: str, generation: int) -> None:
-        assert self._replicas is not None
-        keys = self._replicas.keys(service_id, generation)
-        await self._replicas.stop(service_id, generation, grace=self.stop_grace)
-        for key in keys:
-            self.control_plane.registry.forget_replica(service_id, key)
-        self._changed.set()
-
-    async def _wait_generation(
-        self, service_id: str, generation: int, replicas: int, timeout: float
-    ) -> str | None:
-        """None once all replicas of the generation are ready; else the error that stopped them."""
-        registry = self.control_plane.registry
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    self._changed.clear()
-                    ready, error = registry.generation_state(service_id, generation)
-                    if error is not None:
-                        return error
-                    if ready >= replicas:
-                        return None
-                    await self._changed.wait()
-        except TimeoutError:
-            return f"no replica of the new code was ready after {timeout:.0f}s"
+        return await self._reloader().reload_service(service_id, ready_timeout=ready_timeout)
 
     async def reconfigure(self, config: DeploymentConfig) -> list[ReloadOutcome]:
         """Apply an edited deployment file: add, remove and reload services as it says.
@@ -336,37 +287,14 @@ class Deployment:
         Services whose settings did not change keep running untouched. A change that cannot be
         applied live (name, message queue, control plane) raises LlamactlError and changes nothing.
         """
-        assert self._replicas is not None
-        old = self.config
-        if config.name != old.name:
-            raise LlamactlError(
-                f"the deployment's name changed from '{old.name}' to '{config.name}': "
-                "a running deployment cannot be renamed; restart `llamactl serve` to apply it"
-            )
-        for part in ("message_queue", "control_plane"):
-            if getattr(config, part) != getattr(old, part):
-                raise LlamactlError(
-                    f"the '{part.replace('_', '-')}' section changed: restart `llamactl serve` to apply it"
-                )
-        new_env = {sid: config.service_env(sid) for sid in config.services}  # a bad env file stops here
-        cp = self.control_plane
-        self.config = config
-        cp.orchestrator.set_services(list(config.services), config.default_service_id)
-        cp.dispatcher.set_timeouts({s.id: s.timeout for s in config.services.values()})
-        outcomes: list[ReloadOutcome] = []
-        for service_id in [s for s in old.services if s not in config.services]:
-            await self._replicas.stop_service(service_id, grace=self.stop_grace)
-            cp.registry.remove_service(service_id)
-            self._on_change("service.removed", {"service_id": service_id})
-        for service_id, service in config.services.items():
-            if service_id not in old.services:
-                cp.registry.add_service(self._service_info(service))
-                cp.watch_service(service_id)
-                await self._replicas.start(service, generation=1)
-                self._on_change("service.added", {"service_id": service_id})
-            elif service != old.services[service_id] or new_env[service_id] != _env_or_none(old, service_id):
-                outcomes.append(await self.reload_service(service_id))
-        return outcomes
+        return await self._reloader().reconfigure(config)
+
+    def _reloader(self) -> HotReloader:
+        if self._hot_reloader is None:
+            if self._replicas is None:
+                raise LlamactlError(f"deployment '{self.name}' is not started: call start() first")
+            self._hot_reloader = HotReloader(self, self._replicas)
+        return self._hot_reloader
 
     # --- convenience -------------------------------------------------------------------------
 
@@ -381,13 +309,6 @@ class Deployment:
         """Run one task with ``kwargs`` as the workflow's input and wait for it to finish."""
         definition = TaskDefinition(input=json.dumps(kwargs), service_id=service, session_id=session_id)
         return await self.control_plane.run_task(definition, timeout=timeout)
-
-
-def _env_or_none(config: DeploymentConfig, service_id: str) -> dict[str, str] | None:
-    try:
-        return config.service_env(service_id)
-    except LlamactlError:
-        return None
 
 
 def _is_ready(status: ServiceStatus, all_replicas: bool) -> bool:

@@ -1,0 +1,119 @@
+"""Hot reload of a running deployment: swap a service's workers for a new generation, and apply
+an edited deployment file. Used by :class:`~server.deployment.runtime.Deployment`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from server.config import DeploymentConfig
+from server.control_plane import ServiceInfo
+from server.deployment.replicas import ReloadOutcome, ServiceReplicas
+from server.errors import LlamactlError
+
+if TYPE_CHECKING:
+    from server.deployment.runtime import Deployment
+
+__all__ = ["HotReloader"]
+
+
+class HotReloader:
+    """Generation swaps and reconfiguration for one deployment (one swap per service at a time)."""
+
+    def __init__(self, deployment: Deployment, replicas: ServiceReplicas) -> None:
+        self._deployment = deployment
+        self._replicas = replicas
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def reload_service(self, service_id: str, *, ready_timeout: float = 60.0) -> ReloadOutcome:
+        """See :meth:`Deployment.reload_service`."""
+        registry = self._deployment.control_plane.registry
+        lock = self._locks.setdefault(service_id, asyncio.Lock())
+        async with lock:
+            service = self._deployment.config.service(service_id)
+            old = registry.generation(service_id)
+            new = max([old, *self._replicas.generations(service_id)]) + 1
+            started = time.monotonic()
+            await self._replicas.start(service, new)
+            error = await self._wait_generation(service_id, new, service.replicas, ready_timeout)
+            took = time.monotonic() - started
+            if error is not None:
+                keys = self._replicas.keys(service_id, new)
+                await self._replicas.stop(service_id, new, grace=1.0)
+                for key in keys:
+                    registry.forget_replica(service_id, key)
+                registry.reload_failed(service_id, new, error, time.time())
+                return ReloadOutcome(service_id, new, ok=False, seconds=took, error=error)
+            registry.reloaded(
+                ServiceInfo(service_id, service.name, service.replicas, generation=new), time.time()
+            )
+            for generation in self._replicas.generations(service_id):
+                if generation != new:
+                    await self._retire(service_id, generation)
+            return ReloadOutcome(service_id, new, ok=True, seconds=took)
+
+    async def _retire(self, service_id: str, generation: int) -> None:
+        keys = self._replicas.keys(service_id, generation)
+        await self._replicas.stop(service_id, generation, grace=self._deployment.stop_grace)
+        for key in keys:
+            self._deployment.control_plane.registry.forget_replica(service_id, key)
+        self._deployment._changed.set()
+
+    async def _wait_generation(
+        self, service_id: str, generation: int, replicas: int, timeout: float
+    ) -> str | None:
+        """None once all replicas of the generation are ready; else the error that stopped them."""
+        registry = self._deployment.control_plane.registry
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    self._deployment._changed.clear()
+                    ready, error = registry.generation_state(service_id, generation)
+                    if error is not None:
+                        return error
+                    if ready >= replicas:
+                        return None
+                    await self._deployment._changed.wait()
+        except TimeoutError:
+            return f"no replica of the new code was ready after {timeout:.0f}s"
+
+    async def reconfigure(self, config: DeploymentConfig) -> list[ReloadOutcome]:
+        """See :meth:`Deployment.reconfigure`."""
+        old = self._deployment.config
+        if config.name != old.name:
+            raise LlamactlError(
+                f"the deployment's name changed from '{old.name}' to '{config.name}': "
+                "a running deployment cannot be renamed; restart `llamactl serve` to apply it"
+            )
+        for part in ("message_queue", "control_plane"):
+            if getattr(config, part) != getattr(old, part):
+                raise LlamactlError(
+                    f"the '{part.replace('_', '-')}' section changed: restart `llamactl serve` to apply it"
+                )
+        new_env = {sid: config.service_env(sid) for sid in config.services}  # a bad env file stops here
+        cp = self._deployment.control_plane
+        self._deployment.config = config
+        cp.orchestrator.set_services(list(config.services), config.default_service_id)
+        cp.dispatcher.set_timeouts({s.id: s.timeout for s in config.services.values()})
+        outcomes: list[ReloadOutcome] = []
+        for service_id in [s for s in old.services if s not in config.services]:
+            await self._replicas.stop_service(service_id, grace=self._deployment.stop_grace)
+            cp.registry.remove_service(service_id)
+            self._deployment._on_change("service.removed", {"service_id": service_id})
+        for service_id, service in config.services.items():
+            if service_id not in old.services:
+                cp.registry.add_service(self._deployment._service_info(service))
+                cp.watch_service(service_id)
+                await self._replicas.start(service, generation=1)
+                self._deployment._on_change("service.added", {"service_id": service_id})
+            elif service != old.services[service_id] or new_env[service_id] != _env_or_none(old, service_id):
+                outcomes.append(await self.reload_service(service_id))
+        return outcomes
+
+
+def _env_or_none(config: DeploymentConfig, service_id: str) -> dict[str, str] | None:
+    try:
+        return config.service_env(service_id)
+    except LlamactlError:
+        return None
