@@ -10,6 +10,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -76,7 +77,8 @@ async def start_server(stop: asyncio.Event, **kwargs: object) -> tuple[str, asyn
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[str] = loop.create_future()
     task = asyncio.create_task(serve(port=0, on_ready=ready.set_result, stop=stop, **kwargs))  # type: ignore[arg-type]
-    await asyncio.wait([ready, task], timeout=120, return_when=asyncio.FIRST_COMPLETED)
+    waiting: list[asyncio.Future[Any]] = [ready, task]
+    await asyncio.wait(waiting, timeout=120, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         task.result()
         raise RuntimeError("serve() returned before it was ready")
@@ -127,30 +129,43 @@ class SseFrame:
     data: str
 
 
+class SseReader:
+    """Reads SSE frames off one streamed response; skips comments (``: keepalive``) and ``retry:``."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._lines = response.aiter_lines()
+
+    async def next(self) -> SseFrame | None:
+        """The next frame, or None when the stream has ended."""
+        current: dict[str, str] = {}
+        async for line in self._lines:
+            if line == "":
+                if "event" in current or "data" in current:
+                    return SseFrame(
+                        id=int(current["id"]) if "id" in current else None,
+                        event=current.get("event", "message"),
+                        data=current.get("data", ""),
+                    )
+                current = {}
+                continue
+            if line.startswith(":"):
+                continue
+            key, _, value = line.partition(":")
+            current[key] = value.removeprefix(" ")
+        return None
+
+
 async def read_sse(
     response: httpx.Response, *, until: str | None = None, limit: int = 10_000
 ) -> list[SseFrame]:
-    """SSE frames of ``response`` until the stream ends, a frame of type ``until``, or ``limit`` frames.
-
-    Comments (``: keepalive``) and ``retry:`` lines are skipped.
-    """
+    """SSE frames of ``response`` until the stream ends, a frame of type ``until``, or ``limit`` frames."""
+    reader = SseReader(response)
     frames: list[SseFrame] = []
-    current: dict[str, str] = {}
-    async for line in response.aiter_lines():
-        if line == "":
-            if "event" in current or "data" in current:
-                frame = SseFrame(
-                    id=int(current["id"]) if "id" in current else None,
-                    event=current.get("event", "message"),
-                    data=current.get("data", ""),
-                )
-                frames.append(frame)
-                if frame.event == until or len(frames) >= limit:
-                    break
-            current = {}
-            continue
-        if line.startswith(":"):
-            continue
-        key, _, value = line.partition(":")
-        current[key] = value.removeprefix(" ")
+    while len(frames) < limit:
+        frame = await reader.next()
+        if frame is None:
+            break
+        frames.append(frame)
+        if frame.event == until:
+            break
     return frames

@@ -2,7 +2,7 @@
 
 import time
 
-from flows import echo_workflow
+from flows import echo_workflow  # type: ignore[import-not-found]
 
 time.sleep(2.0)
 
