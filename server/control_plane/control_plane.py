@@ -19,6 +19,7 @@ from server.control_plane.dispatcher import Dispatcher
 from server.control_plane.inbox import Inbox
 from server.control_plane.records import ControlPlaneRecords, StoredTask
 from server.control_plane.registry import ServiceRegistry
+from server.control_plane.signals import TaskSignals
 from server.errors import InvalidRequest, TaskFinished
 from server.mq import topics
 from server.mq.base import MessageQueue
@@ -57,8 +58,14 @@ class ControlPlane:
         self.registry = registry
         self.changes = ChangeFeed(store, deployment, self.records.changes_stream)
         self.dispatcher = Dispatcher(self.records, queue, timeouts or {})
-        self.inbox = Inbox(self.records, registry, on_status=self._status_changed, on_finished=self._finished)
-        self._finals: dict[str, asyncio.Event] = {}
+        self.signals = TaskSignals()
+        self.inbox = Inbox(
+            self.records,
+            registry,
+            on_status=self._status_changed,
+            on_finished=self._finished,
+            on_event=self.signals.notify,
+        )
         self._janitor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -84,8 +91,7 @@ class ControlPlane:
                 await self._janitor
         await self.inbox.close()
         await self.changes.close()
-        for event in self._finals.values():
-            event.set()
+        self.signals.notify_all()
 
     # --- sessions ----------------------------------------------------------------------------
 
@@ -163,20 +169,14 @@ class ControlPlane:
 
     async def wait_for_task(self, task_id: str, timeout: float | None = None) -> TaskRecord:
         """Wait until the task is completed, failed or cancelled. Raises TimeoutError."""
-        task = await self.records.get_task(task_id)
-        if task.status.is_final:
-            return task.public()
-        event = self._finals.setdefault(task_id, asyncio.Event())
-        try:
+        with self.signals.listen(task_id) as changed:
             async with asyncio.timeout(timeout):
                 while True:
+                    changed.clear()
                     task = await self.records.get_task(task_id)
                     if task.status.is_final:
                         return task.public()
-                    await event.wait()
-                    event.clear()
-        finally:
-            self._finals.pop(task_id, None)
+                    await changed.wait()
 
     async def task_result(self, task_id: str) -> TaskResult | None:
         """Llama Deploy's TaskResult for a finished task (None while it runs)."""
@@ -192,27 +192,32 @@ class ControlPlane:
     async def task_events(
         self, task_id: str, from_seq: int = 0, *, follow: bool = True, poll: float = 5.0
     ) -> AsyncIterator[EventEnvelope]:
-        """The task's events from ``from_seq`` on; with ``follow``, until the task has finished."""
+        """The task's events from ``from_seq`` on; with ``follow``, until the task has finished.
+
+        New events and the task's end wake the reader at once; ``poll`` only bounds how long it
+        waits when another control plane (sharing the store) is the one writing.
+        """
         await self.records.get_task(task_id)
         stream = self.records.events_stream(task_id)
         seq = from_seq
-        while True:
-            entries = await self.records.store.read(stream, seq, limit=500, wait=poll if follow else 0.0)
-            for entry in entries:
-                envelope = EventEnvelope.model_validate_json(entry.value)
-                envelope.seq = entry.offset
-                seq = entry.offset + 1
-                yield envelope
-            if entries:
-                continue
-            if not follow or (await self.records.get_task(task_id)).status.is_final:
-                # The final status is written after the task's last event, so one more read
-                # after seeing it catches everything.
-                for entry in await self.records.store.read(stream, seq, limit=100_000):
-                    envelope = EventEnvelope.model_validate_json(entry.value)
-                    envelope.seq = entry.offset
-                    yield envelope
-                return
+        with self.signals.listen(task_id) as changed:
+            while True:
+                changed.clear()
+                entries = await self.records.store.read(stream, seq, limit=500)
+                for entry in entries:
+                    seq = entry.offset + 1
+                    yield _envelope(entry.value, entry.offset)
+                if entries:
+                    continue
+                if not follow or (await self.records.get_task(task_id)).status.is_final:
+                    # The final status is written after the task's last event, so one more read
+                    # after seeing it catches everything.
+                    for entry in await self.records.store.read(stream, seq, limit=100_000):
+                        yield _envelope(entry.value, entry.offset)
+                    return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(poll):
+                        await changed.wait()
 
     async def send_event(self, task_id: str, event_obj_str: str) -> None:
         """Send a serialized workflows Event into a running (or queued) task."""
@@ -277,15 +282,19 @@ class ControlPlane:
         )
 
     async def _finished(self, task: StoredTask) -> None:
-        event = self._finals.get(task.task_id)
-        if event is not None:
-            event.set()
+        self.signals.notify(task.task_id)
         await self.dispatcher.finished(task)
 
     async def _expire_replicas(self) -> None:
         while True:
             await asyncio.sleep(self.registry.heartbeat_interval)
             self.registry.expire()
+
+
+def _envelope(value: bytes, offset: int) -> EventEnvelope:
+    envelope = EventEnvelope.model_validate_json(value)
+    envelope.seq = offset
+    return envelope
 
 
 def _request_cancel(task: StoredTask) -> bool:

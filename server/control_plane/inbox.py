@@ -45,11 +45,13 @@ class Inbox:
         *,
         on_status: StatusCallback,
         on_finished: FinishedCallback,
+        on_event: Callable[[str], None] | None = None,
     ) -> None:
         self._records = records
         self._registry = registry
         self._on_status = on_status
         self._on_finished = on_finished
+        self._on_event = on_event or (lambda task_id: None)
         self._consumers: dict[str, asyncio.Task[None]] = {}
         self._running: set[asyncio.Task[None]] = set()
 
@@ -151,6 +153,7 @@ class Inbox:
             json.dumps(envelope).encode(),
             idem_key=event_msg_id(task_id, msg.attempt, msg.event_index),
         )
+        self._on_event(task_id)
 
     async def _task_final(self, msg: WorkerMessage, status: TaskStatus) -> None:
         task_id = _task_id(msg)

@@ -287,3 +287,45 @@ async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.
     async with asyncio.timeout(timeout):
         while not await check():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+
+
+async def test_a_waiter_that_gives_up_does_not_strand_another(harness: Harness) -> None:
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition())
+    patient = asyncio.create_task(plane.wait_for_task(created.task_id, timeout=30))
+    with pytest.raises(TimeoutError):
+        await plane.wait_for_task(created.task_id, timeout=0.2)
+    delivery, task = await deliveries.take()
+    await harness.finish(worker, task, "done")
+    await delivery.ack()
+    assert (await asyncio.wait_for(patient, 10)).result == "done"
+    await deliveries.aclose()
+
+
+async def test_an_event_stream_ends_as_soon_as_its_task_does(harness: Harness) -> None:
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition())
+
+    async def read_all() -> list[int]:
+        return [e.seq async for e in plane.task_events(created.task_id, poll=30.0)]
+
+    reader = asyncio.create_task(read_all())
+    delivery, task = await deliveries.take()
+    event = WorkerMessage(
+        kind=WorkerMessageKind.TASK_EVENT,
+        replica_id="a#1",
+        service_id="a",
+        task_id=task.task_id,
+        event={"value": {}, "type": "Ping", "qualified_name": "m.Ping"},
+        event_index=0,
+    )
+    await harness.report(worker, event, event_msg_id(task.task_id, 1, 0))
+    await harness.finish(worker, task, "done")
+    await delivery.ack()
+    # Well inside the 30 s poll: the task's end wakes the reader.
+    assert await asyncio.wait_for(reader, 10) == [0]
+    await deliveries.aclose()
