@@ -146,7 +146,8 @@ class ControlPlaneConfig(_Model):
     """``control-plane:``. Every Llama Deploy key is accepted; ``port`` serves its control-plane API."""
 
     host: str = "127.0.0.1"
-    port: Port | None = None
+    port: PortOrZero | None = None
+    """Serve Llama Deploy's control-plane API on this port (0: any free one; the server says which)."""
     internal_host: str | None = Field(default=None, validation_alias=keys("internal-host"))
     internal_port: Port | None = Field(default=None, validation_alias=keys("internal-port"))
     state_store_uri: str | None = Field(default=None, validation_alias=keys("state-store-uri"))
