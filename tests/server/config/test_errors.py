@@ -124,11 +124,11 @@ CASES = [
         "expected a port number between 1 and 65535, got 70000",
     ),
     (
-        "control-plane-port-zero",
-        "control-plane:\n  port: 0\n" + GOOD,
+        "control-plane-port-negative",
+        "control-plane:\n  port: -1\n" + GOOD,
         "control-plane.port",
         2,
-        "between 1 and 65535, got 0",
+        "got -1",
     ),
     (
         "env-value-mapping",
