@@ -44,6 +44,14 @@ def serve(
         envvar="LLAMACTL_API_TOKEN",
         help="Token every request must carry (Authorization: Bearer TOKEN).",
     ),
+    watch: bool = typer.Option(
+        False,
+        "--watch",
+        "-w",
+        help="Hot-reload: when a service's Python files (or its `watch` globs) change, start its new code "
+        "beside the old and switch once it loads; a broken edit keeps the old code serving. Edits of the "
+        "deployment file add, remove or reconfigure services. The server and open streams stay up.",
+    ),
 ) -> None:
     """Start the API server and the given deployments; keep them running until Ctrl-C.
 
@@ -61,7 +69,7 @@ def serve(
     token = token or settings(ctx).token
     try:
         with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
-            runner.run(_serve(host, port, token, files or []))
+            runner.run(_serve(host, port, token, files or [], watch))
     except DeploymentConfigError as exc:
         fail(str(exc), "fix the file, then run the command again", ExitCode.CONFIG)
     except WorkflowLoadError as exc:
@@ -89,7 +97,7 @@ def serve(
         raise typer.Exit(ExitCode.INTERRUPTED) from None
 
 
-async def _serve(host: str, port: int, token: str | None, files: list[Path]) -> None:
+async def _serve(host: str, port: int, token: str | None, files: list[Path], watch: bool) -> None:
     import asyncio
     import signal
 
@@ -117,6 +125,7 @@ async def _serve(host: str, port: int, token: str | None, files: list[Path]) -> 
             on_ready=_on_ready,
             on_event=say,
             stop=stop,
+            watch=watch,
         )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -11,6 +11,7 @@ from pathlib import Path
 from server.apiserver.app import create_app
 from server.apiserver.control_plane_app import create_control_plane_app
 from server.apiserver.listen import UvicornServer, is_loopback
+from server.apiserver.watching import Watchers
 from server.config import DeploymentConfig, load_deployment_file
 from server.deployment import Deployment
 from server.deployment.manager import DeploymentManager
@@ -90,8 +91,12 @@ async def serve(
     on_ready: Callable[[str], None] | None = None,
     on_event: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    watch: bool = False,
 ) -> None:
     """Serve the HTTP API until ``stop`` is set, with the deployments of ``deployment_files``.
+
+    With ``watch``, each deployment loaded from a file is hot-reloaded when its sources or the
+    file itself change (one ``on_event`` line per reload); the server and its streams stay up.
 
     Runs in the caller's event loop and installs no signal handlers: the caller sets ``stop``
     on SIGINT/SIGTERM. ``port=0`` picks an ephemeral port; ``on_ready`` gets the real URL once
@@ -115,6 +120,9 @@ async def serve(
     manager = DeploymentManager()
     control_planes = ControlPlaneServers(token, on_event)
     manager.add_hooks(control_planes)
+    watchers = Watchers(on_event) if watch else None
+    if watchers is not None:
+        manager.add_hooks(watchers)
     app = create_app(manager, token=token, on_event=on_event)
     http = UvicornServer(app, host, port)
     try:
@@ -130,5 +138,7 @@ async def serve(
     finally:
         app.state.stopping.set()
         await http.stop()
+        if watchers is not None:
+            await watchers.close()
         await control_planes.close()
         await manager.close()
