@@ -29,4 +29,6 @@ class ExitCode(IntEnum):
     """The server wants a token (--token / LLAMACTL_API_TOKEN) and got none or a wrong one."""
     BAD_REQUEST = 10
     """The server refused the request's content (bad input, malformed event)."""
+    NOT_EMPTY = 11
+    """`llamactl init`: the target folder exists and is not empty (pass --force to write into it)."""
     INTERRUPTED = 130

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from llamactl import __version__
-from llamactl.cli import deployments, run, serve, sessions, tasks
+from llamactl.cli import deployments, init, run, serve, sessions, tasks, validate
 from llamactl.cli.common import Settings
 
 __all__ = ["app", "main"]
@@ -20,6 +20,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+app.command(name="init")(init.init)
+app.command(name="validate")(validate.validate)
 app.command(name="serve")(serve.serve)
 app.command(name="deploy")(deployments.deploy)
 app.command(name="status")(deployments.status)

@@ -1,0 +1,161 @@
+"""`llamactl validate`: check a deployment file and that every service's code imports and builds.
+
+Nothing is started: no server, no broker, no worker. Each service's `path` is imported in this
+process with the service's environment, and adapted the way a worker would (a Workflow, a function
+or a generator); its code is not run.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from llamactl.cli.common import Output, emit_json, fail, output_option, say
+from llamactl.cli.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from server.config import DeploymentConfig
+
+__all__ = ["ServiceCheck", "check_services", "validate"]
+
+
+@dataclass
+class ServiceCheck:
+    """What validating one service found: ``kind`` and ``target`` when it loads, else ``error``."""
+
+    service: str
+    ok: bool
+    kind: str | None = None
+    target: str | None = None
+    error: str | None = None
+
+    def line(self) -> str:
+        if self.ok:
+            return f"{self.service}: ok ({self.kind} {self.target})"
+        return f"{self.service}: error: {self.error}"
+
+
+def validate(
+    *,
+    file: Path = typer.Argument(
+        Path("deployment.yml"),
+        metavar="[FILE]",
+        help="The deployment file.  [default: deployment.yml]",
+        show_default=False,
+    ),
+    output: Output = output_option(),
+) -> None:
+    """Check a deployment file and that each service's `path` imports and builds; start nothing.
+
+    Prints one line per service (`echo: ok (workflow EchoWorkflow)`) and exits 0, or says what is
+    wrong (the file, line and key; or the import error) and exits non-zero.
+    """
+    from server.config import load_deployment_file
+    from server.errors import DeploymentConfigError
+
+    if not file.exists():
+        fail(
+            f"no deployment file at {file}",
+            "pass the path of a deployment.yml, or create a deployment with `llamactl init`",
+            ExitCode.USAGE,
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            config = load_deployment_file(file)
+        except DeploymentConfigError as exc:
+            if output is Output.JSON:
+                emit_json({"file": str(file), "ok": False, "error": str(exc), "services": []})
+            fail(str(exc), "fix the file, then run `llamactl validate` again", ExitCode.CONFIG)
+    for warning in caught:
+        say(f"Warning: {warning.message}")
+    checks = check_services(config)
+    failed = [c for c in checks if not c.ok]
+    if output is Output.JSON:
+        emit_json(
+            {
+                "file": str(file),
+                "deployment": config.name,
+                "ok": not failed,
+                "services": [asdict(c) for c in checks],
+            }
+        )
+    else:
+        for check in checks:
+            if check.ok:
+                typer.echo(check.line())
+    if failed:
+        for check in failed[:-1]:
+            typer.secho(f"Error: {check.service}: {check.error}", err=True, fg=typer.colors.RED)
+        last = failed[-1]
+        fail(
+            f"{last.service}: {last.error}",
+            "run `llamactl validate` again once the service's code or its path: is fixed",
+            ExitCode.WORKFLOW_LOAD,
+        )
+    count = f"{len(checks)} service{'s' if len(checks) != 1 else ''}"
+    say(f"{file}: deployment '{config.name}' is valid ({count}).")
+
+
+def check_services(config: DeploymentConfig) -> list[ServiceCheck]:
+    """Import and adapt every service of ``config``, in file order; collects every failure."""
+    from server.errors import LlamactlError
+
+    checks = []
+    for service_id in config.services:
+        try:
+            checks.append(_check(config, service_id))
+        except LlamactlError as exc:
+            checks.append(ServiceCheck(service=service_id, ok=False, error=str(exc)))
+    return checks
+
+
+def _check(config: DeploymentConfig, service_id: str) -> ServiceCheck:
+    from server.errors import WorkflowLoadError
+    from server.services.adapters import FunctionRunnable, WorkflowRunnable, adapt
+    from server.services.loader import load_target
+
+    import_path = config.service(service_id).import_path
+    if not import_path:
+        raise WorkflowLoadError(
+            "no `path` (or `import-path`): set it to module:attr, e.g. `path: workflow:echo_workflow`"
+        )
+    root = config.import_root(service_id)
+    label = f"service '{service_id}' target '{import_path}'"
+    with _environment(config.service_env(service_id)):
+        try:
+            runnable = adapt(load_target(root, import_path), label=label)
+        except WorkflowLoadError:
+            raise
+        except Exception as exc:  # e.g. a Workflow that rejects its own definition when adapted
+            raise WorkflowLoadError(f"{label}: {type(exc).__name__}: {exc}") from exc
+    if isinstance(runnable, WorkflowRunnable):
+        kind, target = "workflow", type(runnable.workflow).__name__
+    elif isinstance(runnable, FunctionRunnable):
+        kind = runnable.kind.replace("_", " ")
+        target = getattr(runnable.fn, "__qualname__", import_path.rpartition(":")[2])
+    else:
+        kind, target = runnable.kind, import_path
+    return ServiceCheck(service=service_id, ok=True, kind=kind, target=target)
+
+
+@contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """The service's `env` and `env-files` set while its module imports, as in its worker."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
