@@ -20,4 +20,9 @@ async def collect(start: int) -> list[dict[str, object]]:
 
 def test_countdown_yields_each_number_then_liftoff() -> None:
     items = asyncio.run(collect(3))
-    assert items == [{"remaining": 3}, {"remaining": 2}, {"remaining": 1}, {"remaining": 0, "message": "Liftoff!"}]
+    assert items == [
+        {"remaining": 3},
+        {"remaining": 2},
+        {"remaining": 1},
+        {"remaining": 0, "message": "Liftoff!"},
+    ]
