@@ -146,7 +146,8 @@ class Deployment:
         journal: Path | None = None
         if mq.persistent:
             self.config.state_dir.mkdir(parents=True, exist_ok=True)
-            journal = self.config.state_dir / "mq.sqlite"
+            # One journal per deployment: two deployments served from one folder must not share it.
+            journal = self.config.state_dir / f"{self.name}.mq.sqlite"
         broker = ZeroMQBroker(
             host=mq.host,
             port=mq.port or 0,

@@ -32,13 +32,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from server.errors import MessageQueueError
 
 __all__ = ["Journal", "PendingRow"]
 
@@ -75,16 +79,48 @@ class Journal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_seq: dict[str, int] = {}
         self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+
+    def _take_ownership(self) -> None:
+        # A journal has exactly one broker: a second one (another `llamactl serve` of the same
+        # folder) would hand out the same messages twice. flock ends with the process, so a
+        # crashed owner never leaves a stale lock behind.
+        if self._path is None:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{self._path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise MessageQueueError(
+                f"the message journal {self._path} is in use by another broker (is this deployment "
+                "already served by another `llamactl serve`?): stop that one first"
+            ) from None
+        self._lock_fd = fd
+
+    def _release_ownership(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     async def open(self) -> list[PendingRow]:
-        """Open (creating the schema), start the writer thread, return the pending work rows."""
+        """Open (creating the schema), start the writer thread, return the pending work rows.
+
+        Raises MessageQueueError if another broker holds the journal.
+        """
+        self._take_ownership()
         self._loop = asyncio.get_running_loop()
         started: asyncio.Future[list[PendingRow]] = self._loop.create_future()
         self._thread = threading.Thread(
             target=self._run, args=(started,), name="llamactl-mq-journal", daemon=True
         )
         self._thread.start()
-        return await started
+        try:
+            return await started
+        except BaseException:
+            self._release_ownership()
+            raise
 
     def submit(self, op: Op) -> None:
         self._queue.put(op)
@@ -96,6 +132,7 @@ class Journal:
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
+        self._release_ownership()
 
     # -- writer thread ------------------------------------------------------------------------
 
