@@ -51,15 +51,24 @@ class ChangeFeed:
 
     async def _write(self) -> None:
         while True:
-            change = await self._pending.get()
-            if change is None:
-                return
-            try:
-                await self._store.append(self._stream, change.model_dump_json().encode())
-            except Exception:
-                log.exception("could not record change %s of deployment %s", change.kind, self._deployment)
+            first = await self._pending.get()
+            batch = [first]
+            while not self._pending.empty():
+                batch.append(self._pending.get_nowait())
+            done = None in batch
+            changes = [c for c in batch if c is not None]
+            # Submitted together they share one commit; the store's single writer keeps their order.
+            results = await asyncio.gather(
+                *(self._store.append(self._stream, c.model_dump_json().encode()) for c in changes),
+                return_exceptions=True,
+            )
+            for change, result in zip(changes, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.error("could not record change %s of %s: %s", change.kind, self._deployment, result)
             if self._pending.empty():
                 self._idle.set()
+            if done:
+                return
 
     async def read(self, from_seq: int = 0, limit: int = 500, wait: float = 0.0) -> list[ChangeEvent]:
         entries = await self._store.read(self._stream, from_seq, limit=limit, wait=wait)

@@ -134,18 +134,21 @@ class ControlPlane:
             session_write = self.records.add_task_to_session(task.session_id, task.task_id)
         else:
             session_write = self._new_session_for(task)
-        # Both writes go to the store together (one group commit).
-        inserted, added = await asyncio.gather(
-            self.records.insert_task(task), session_write, return_exceptions=True
-        )
-        if isinstance(inserted, BaseException):
-            if not definition.session_id:
-                await self.records.sessions.delete(task.session_id)
-            raise inserted
-        if isinstance(added, BaseException):
-            raise added
-        self._status_changed(task)
-        await self.dispatcher.submit(task)
+
+        async def store(stored: StoredTask) -> None:
+            # Both writes go to the store together (one group commit).
+            inserted, added = await asyncio.gather(
+                self.records.insert_task(stored), session_write, return_exceptions=True
+            )
+            if isinstance(inserted, BaseException):
+                if not definition.session_id:
+                    await self.records.sessions.delete(stored.session_id)
+                raise inserted
+            if isinstance(added, BaseException):
+                raise added
+            self._status_changed(stored)
+
+        await self.dispatcher.submit(task, store)
         return task.public()
 
     async def _new_session_for(self, task: StoredTask) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from server.control_plane.records import ControlPlaneRecords, StoredTask
 from server.mq import topics
@@ -72,12 +72,21 @@ class Dispatcher:
                 resent += await self._advance(session_id)
         return resent
 
-    async def submit(self, task: StoredTask) -> None:
-        """A new task was stored: hand it out now if its session is free, else queue it."""
+    async def submit(self, task: StoredTask, store: Callable[[StoredTask], Awaitable[None]]) -> None:
+        """Store a new task with ``store`` and hand it out now if its session is free, else queue it.
+
+        A task handed out at once is stored already marked as dispatched (one write less); should
+        the publish after it be lost, :meth:`recover` publishes it again under the same id.
+        """
         async with self._lock(task.session_id):
-            self._waiting.setdefault(task.session_id, deque()).append(task.task_id)
-            if task.session_id not in self._active:
-                await self._advance_locked(task.session_id)
+            free = task.session_id not in self._active and not self._waiting.get(task.session_id)
+            task.dispatched = free
+            await store(task)
+            if free:
+                self._active[task.session_id] = task.task_id
+                await self._publish(task)
+            else:
+                self._waiting.setdefault(task.session_id, deque()).append(task.task_id)
 
     async def finished(self, task: StoredTask) -> None:
         """A task reached a final status: free its session and hand out the next task."""

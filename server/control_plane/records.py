@@ -44,7 +44,8 @@ class StoredTask(TaskRecord):
     cancel_requested: bool = False
 
     def public(self) -> TaskRecord:
-        return TaskRecord.model_validate(self.model_dump(exclude={"dispatched", "cancel_requested"}))
+        fields = {name: getattr(self, name) for name in TaskRecord.model_fields}
+        return TaskRecord.model_construct(**fields)  # already valid: no need to validate again
 
 
 class SessionRecord(BaseModel):
