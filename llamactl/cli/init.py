@@ -36,7 +36,7 @@ def init(
     *,
     directory: Path | None = typer.Argument(
         None,
-        metavar="[DIR]",
+        metavar="DIR",
         help="Folder to create (or an empty one to fill).  [default: the template's name]",
         show_default=False,
     ),

@@ -46,7 +46,7 @@ def validate(
     *,
     file: Path = typer.Argument(
         Path("deployment.yml"),
-        metavar="[FILE]",
+        metavar="FILE",
         help="The deployment file.  [default: deployment.yml]",
         show_default=False,
     ),
