@@ -29,6 +29,8 @@ from bench.measure import (
     wait_first_success,
 )
 from bench.procfs import TreeUsage, tree_usage
+from bench.reload import ReloadOptions, measure_reload
+from bench.reload import figures as reload_figures
 from bench.report import Figure, render_json, render_table
 from bench.server_proc import ServerProcess
 
@@ -51,6 +53,9 @@ class Options:
     idle: float = 5.0
     help_runs: int = 10
     event_runs: int = 30
+    reload_runs: int = 5
+    reloads: int = 20
+    reload_clients: int = 8
     json: bool = False
 
 
@@ -377,16 +382,21 @@ async def run(opts: Options) -> RunResult:
     help_s = help_seconds(opts.help_runs)
     base = await measure_baseline(opts)
     ours = await measure_llamactl(opts)
+    reload_opts = ReloadOptions(opts.reload_runs, opts.reloads, opts.reload_clients, opts.replicas)
+    reloaded = await measure_reload(reload_opts)
     runs = {
         "baseline.echo": base.function,
         "baseline.workflow": base.workflow,
         "llamactl.function": ours.function,
         "llamactl.workflow": ours.workflow,
     }
+    first_errors = {k: t.first_error for k, t in runs.items() if t.first_error}
+    if reloaded.first_error:
+        first_errors["llamactl.reload"] = reloaded.first_error
     return RunResult(
-        figures=build_figures(opts, base, ours, help_s),
-        errors={k: t.errors for k, t in runs.items()},
-        first_errors={k: t.first_error for k, t in runs.items() if t.first_error},
+        figures=build_figures(opts, base, ours, help_s) + reload_figures(reload_opts, reloaded),
+        errors={**{k: t.errors for k, t in runs.items()}, "llamactl.reload": reloaded.failed},
+        first_errors=first_errors,
         client_cpu_share={k: t.client_cpu_share for k, t in runs.items()},
         foreign_cores={k: t.foreign_cores for k, t in runs.items()},
         steal_cores={k: t.steal_cores for k, t in runs.items()},
@@ -411,6 +421,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument(
         "--idle", type=float, default=None, help="seconds of idleness for idle CPU (default 5)"
     )
+    parser.add_argument(
+        "--reloads", type=int, default=None, help="hot reloads under load (default 20; timed ones: 5)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--quick", action="store_true", help="smoke run: every measurement very short")
     ns = parser.parse_args(argv)
@@ -426,6 +439,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         idle=ns.idle if ns.idle is not None else (0.3 if quick else 5.0),
         help_runs=2 if quick else 10,
         event_runs=3 if quick else 30,
+        reload_runs=2 if quick else 5,
+        reloads=ns.reloads if ns.reloads is not None else (3 if quick else 20),
         json=bool(ns.json),
     )
 
