@@ -18,6 +18,7 @@ The tree::
     │   └── TaskNotFound
     ├── Conflict                      the request clashes with the current state
     │   ├── DeploymentExists
+    │   ├── TaskExists                a task id sent by the client is taken already
     │   └── TaskFinished              an event sent to / cancel of a task that already ended
     └── InvalidRequest                bad input from a caller (not a config file)
 
@@ -42,6 +43,7 @@ __all__ = [
     "SessionNotFound",
     "StateStoreClosed",
     "StateStoreError",
+    "TaskExists",
     "TaskFinished",
     "TaskNotFound",
     "WorkflowLoadError",
@@ -145,6 +147,12 @@ class DeploymentExists(Conflict):
     def __init__(self, name: str) -> None:
         super().__init__(f"Deployment '{name}' already exists: redeploy it with reload, or delete it first")
         self.name = name
+
+
+class TaskExists(Conflict):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"Task id '{task_id}' is already taken: send a new task id, or none to get one")
+        self.task_id = task_id
 
 
 class TaskFinished(Conflict):

@@ -141,8 +141,11 @@ class ControlPlane:
                 self.records.insert_task(stored), session_write, return_exceptions=True
             )
             if isinstance(inserted, BaseException):
+                # Undo the session's half of the pair, so it never names a task that is not there.
                 if not definition.session_id:
                     await self.records.sessions.delete(stored.session_id)
+                elif not isinstance(added, BaseException):
+                    await self.records.remove_task_from_session(stored.session_id, stored.task_id)
                 raise inserted
             if isinstance(added, BaseException):
                 raise added

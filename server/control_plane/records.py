@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
-from server.errors import SessionNotFound, StateStoreError, TaskNotFound
+from server.errors import SessionNotFound, StateStoreError, TaskExists, TaskNotFound
 from server.state.base import StateStore
 from server.types import SessionDefinition, TaskRecord
 
@@ -162,7 +162,7 @@ class ControlPlaneRecords:
 
     async def insert_task(self, task: StoredTask) -> None:
         if not await self.tasks.insert(task.task_id, task):
-            raise StateStoreError(f"task id '{task.task_id}' is already taken: send a new task id")
+            raise TaskExists(task.task_id)
 
     async def get_task(self, task_id: str) -> StoredTask:
         return await self.tasks.get(task_id)
@@ -201,6 +201,18 @@ class ControlPlaneRecords:
             return True
 
         return await self.sessions.update(session_id, add)
+
+    async def remove_task_from_session(self, session_id: str, task_id: str) -> None:
+        """Undo the last :meth:`add_task_to_session` of ``task_id`` (only that one entry)."""
+
+        def remove(record: SessionRecord) -> bool:
+            if task_id not in record.task_ids:
+                return False
+            last = len(record.task_ids) - 1 - record.task_ids[::-1].index(task_id)
+            record.task_ids = record.task_ids[:last] + record.task_ids[last + 1 :]
+            return True
+
+        await self.sessions.update(session_id, remove)
 
     async def list_sessions(self) -> list[SessionRecord]:
         return await self.sessions.all()

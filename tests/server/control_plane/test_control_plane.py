@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from server.control_plane import ControlPlane, ServiceInfo, ServiceRegistry
-from server.errors import InvalidRequest, ServiceNotFound, TaskFinished
+from server.errors import InvalidRequest, ServiceNotFound, TaskExists, TaskFinished
 from server.mq import topics
 from server.mq.base import Delivery, MessageQueue
 from server.mq.factory import connect_queue
@@ -329,3 +329,15 @@ async def test_an_event_stream_ends_as_soon_as_its_task_does(harness: Harness) -
     # Well inside the 30 s poll: the task's end wakes the reader.
     assert await asyncio.wait_for(reader, 10) == [0]
     await deliveries.aclose()
+
+
+async def test_a_task_id_sent_twice_is_a_conflict_and_leaves_the_session_clean(harness: Harness) -> None:
+    plane = await harness.control_plane()
+    session = await plane.create_session()
+    first = await plane.create_task(TaskDefinition(task_id="same", session_id=session.session_id))
+    with pytest.raises(TaskExists, match="already taken"):
+        await plane.create_task(TaskDefinition(task_id="same", session_id=session.session_id))
+    with pytest.raises(TaskExists):
+        await plane.create_task(TaskDefinition(task_id="same"))
+    assert (await plane.get_session(session.session_id)).task_ids == [first.task_id]
+    assert [s.session_id for s in await plane.list_sessions()] == [session.session_id]
