@@ -39,6 +39,8 @@ COMMANDS = [
     ["sessions", "--help"],
     ["tasks", "events", "--help"],
     ["tasks", "send-event", "--help"],
+    ["init", "--help"],
+    ["validate", "--help"],
 ]
 
 
