@@ -4,6 +4,7 @@ an edited deployment file. Used by :class:`~server.deployment.runtime.Deployment
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = ["HotReloader"]
 
+log = logging.getLogger(__name__)
+
 
 class HotReloader:
     """Generation swaps and reconfiguration for one deployment (one swap per service at a time)."""
@@ -25,6 +28,12 @@ class HotReloader:
         self._deployment = deployment
         self._replicas = replicas
         self._locks: dict[str, asyncio.Lock] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        """Wait for old generations still finishing their tasks (each bounded by ``stop_grace``)."""
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
 
     async def reload_service(self, service_id: str, *, ready_timeout: float = 60.0) -> ReloadOutcome:
         """See :meth:`Deployment.reload_service`."""
@@ -48,14 +57,21 @@ class HotReloader:
             registry.reloaded(
                 ServiceInfo(service_id, service.name, service.replicas, generation=new), time.time()
             )
+            # The old generation stops taking tasks now and finishes what it runs in the
+            # background: a long task there must not hold up the next reload (of any service).
             for generation in self._replicas.generations(service_id):
                 if generation != new:
-                    await self._retire(service_id, generation)
+                    retiring = asyncio.create_task(self._retire(service_id, generation))
+                    self._retiring.add(retiring)
+                    retiring.add_done_callback(self._retiring.discard)
             return ReloadOutcome(service_id, new, ok=True, seconds=took)
 
     async def _retire(self, service_id: str, generation: int) -> None:
         keys = self._replicas.keys(service_id, generation)
-        await self._replicas.stop(service_id, generation, grace=self._deployment.stop_grace)
+        try:
+            await self._replicas.stop(service_id, generation, grace=self._deployment.stop_grace)
+        except Exception:
+            log.exception("stopping generation %d of %s failed", generation, service_id)
         for key in keys:
             self._deployment.control_plane.registry.forget_replica(service_id, key)
         self._deployment._changed.set()

@@ -192,6 +192,8 @@ class Deployment:
 
     async def close(self) -> None:
         """Stop the workers (they finish their tasks first, up to ``stop_grace``), then the rest."""
+        if self._hot_reloader is not None:
+            await self._hot_reloader.close()
         if self._supervisor is not None:
             await self._supervisor.close()
             self._supervisor = self._replicas = None

@@ -111,7 +111,8 @@ async def test_an_edit_reloads_only_the_service_whose_folder_changed(running: Ru
     statuses = {s.service_id: s for s in running.deployment.services()}
     assert statuses["a"].generation == 2 and statuses["b"].generation == 1
     assert statuses["a"].last_reload_at is not None and statuses["a"].last_reload_error is None
-    assert [r.replica_id for r in statuses["a"].replicas] == ["a#1@g2"]
+    assert "a#1@g2" in [r.replica_id for r in statuses["a"].replicas]
+    await asyncio.wait_for(_only_replicas(running, "a", ["a#1@g2"]), 30)  # the old one retires
     assert any("reloaded a (generation 2)" in line for line in running.lines)
 
 
@@ -168,6 +169,24 @@ async def test_no_task_fails_while_a_service_is_reloaded_under_load(running: Run
     assert await running.answer("a") == "v3"
 
 
+async def test_a_long_task_on_an_old_generation_does_not_hold_up_other_reloads(running: Running) -> None:
+    cp = running.deployment.control_plane
+    running.edit("a/svc.py", service_code("slow", delay=20))
+    assert (await running.next_reload()).ok
+    long = await cp.create_task(TaskDefinition(service_id="a"))
+    old_replica = await asyncio.wait_for(_running_on(running, long.task_id), 30)
+    running.edit("a/svc.py", service_code("a2"))
+    assert (await running.next_reload()).ok  # a's old generation now drains its 20 s task ...
+    running.edit("b/svc.py", service_code("b2"))
+    reloaded_b = await running.next_reload()  # ... and b's reload does not wait for it
+    assert (reloaded_b.service_id, reloaded_b.ok) == ("b", True)
+    a_status = next(s for s in running.deployment.services() if s.service_id == "a")
+    draining = [r.replica_id for r in a_status.replicas if r.state is ReplicaState.DRAINING]
+    assert draining == [old_replica]  # still finishing the long task while b was reloaded
+    assert await running.answer("b") == "b2"
+    await cp.cancel_task(long.task_id)
+
+
 @pytest.mark.parametrize(
     ("path", "ignored"),
     [
@@ -192,6 +211,23 @@ async def _eventually_answers(running: Running, service: str) -> object:
         with contextlib.suppress(Exception):
             return await running.answer(service)
         await asyncio.sleep(0.1)
+
+
+async def _running_on(running: Running, task_id: str) -> str:
+    cp = running.deployment.control_plane
+    while True:
+        task = await cp.get_task(task_id)
+        if task.status is TaskStatus.RUNNING and task.replica_id:
+            return task.replica_id
+        await asyncio.sleep(0.02)
+
+
+async def _only_replicas(running: Running, service: str, expected: list[str]) -> None:
+    while True:
+        status = next(s for s in running.deployment.services() if s.service_id == service)
+        if [r.replica_id for r in status.replicas] == expected:
+            return
+        await asyncio.sleep(0.05)
 
 
 async def _line_containing(running: Running, text: str) -> None:
