@@ -178,3 +178,72 @@ def _settle(fut: asyncio.Future[Any], value: object, exc: BaseException | None) 
         fut.set_exception(exc)
     else:
         fut.set_result(value)
+
+
+class InlineWriter(Writer):
+    """Runs the same batches on the event loop's own thread: what the loop submitted during one
+    iteration is committed in one transaction at the next, with no thread hop and no GIL hand-off.
+
+    Each batch blocks the loop for as long as its transaction takes (tens of microseconds on WAL
+    with ``synchronous=NORMAL``), so this suits a store that one process writes; with other
+    processes writing the same file, a busy wait would block the loop: use the thread there.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        synchronous: str,
+        busy_timeout_ms: int,
+        loop: asyncio.AbstractEventLoop,
+        deliver: Deliver,
+    ) -> None:
+        super().__init__(path, synchronous, busy_timeout_ms, loop, deliver)
+        self._pending: list[Op] = []
+        self._scheduled = False
+        self._conn: sqlite3.Connection | None = None
+
+    def start(self) -> None:
+        try:
+            self._conn = _sqlite_ops.connect(self._path, self._synchronous, self._busy_timeout_ms)
+        except BaseException as exc:
+            _settle(self.started, None, exc)
+            _settle(self.stopped, None, None)
+            return
+        _settle(self.started, None, None)
+
+    def submit(self, op: Op) -> None:
+        self._pending.append(op)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        conn = self._conn
+        while self._pending:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            if conn is None:
+                self._deliver(
+                    [(op.future, None, StateStoreError("the state store is closed")) for op in batch], set()
+                )
+                continue
+            try:
+                self._run_batch(conn, batch)
+            except Exception as exc:  # a bug here must not leave callers waiting forever
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                self._deliver([(op.future, None, exc) for op in batch], set())
+
+    def stop(self) -> None:
+        self._flush()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        _settle(self.stopped, None, None)
+
+    def join(self) -> None:
+        return None
+
+    def _post(self, fn: Callable[..., object], *args: object) -> None:
+        fn(*args)

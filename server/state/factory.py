@@ -13,7 +13,7 @@ __all__ = ["VALID_SCHEMES", "open_state_store"]
 
 VALID_SCHEMES = ("sqlite:///<path>", "memory://")
 _PLANNED = {"redis": "Redis", "rediss": "Redis", "postgresql": "PostgreSQL", "postgres": "PostgreSQL"}
-_SQLITE_OPTIONS = ("synchronous", "busy_timeout")
+_SQLITE_OPTIONS = ("synchronous", "busy_timeout", "writer")
 
 
 def open_state_store(uri: str) -> StateStore:
@@ -22,7 +22,8 @@ def open_state_store(uri: str) -> StateStore:
     * ``memory://``: in process memory, gone at close.
     * ``sqlite:///relative/path.db`` (relative to the current folder),
       ``sqlite:////absolute/path.db``, ``sqlite:///:memory:``. Options as a query string:
-      ``?synchronous=FULL`` (fsync every commit) and ``?busy_timeout=<seconds>``.
+      ``?synchronous=FULL`` (fsync every commit), ``?busy_timeout=<seconds>`` and
+      ``?writer=thread|inline`` (where transactions run: a writer thread, or the event loop itself).
 
     Raises ``StateStoreError`` for a backend that does not exist (yet) or a malformed URI.
     """
@@ -73,4 +74,11 @@ def _open_sqlite(uri: str) -> StateStore:
         path,
         synchronous="FULL" if synchronous == "FULL" else "NORMAL",
         busy_timeout=busy_timeout,
+        writer=_writer(uri, options.get("writer", "inline")),
     )
+
+
+def _writer(uri: str, value: str) -> str:
+    if value not in ("thread", "inline"):
+        raise StateStoreError(f"state store URI {uri!r}: writer must be thread or inline, not {value!r}")
+    return value

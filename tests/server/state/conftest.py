@@ -12,7 +12,8 @@ from server.state import MemoryStateStore, SQLiteStateStore, StateStore
 # name -> build a (not started) store whose files, if any, live under the given folder.
 BACKENDS: dict[str, Callable[[Path], StateStore]] = {
     "memory": lambda tmp: MemoryStateStore(),
-    "sqlite": lambda tmp: SQLiteStateStore(tmp / "state" / "state.db"),
+    "sqlite": lambda tmp: SQLiteStateStore(tmp / "state" / "state.db", writer="inline"),
+    "sqlite-thread": lambda tmp: SQLiteStateStore(tmp / "state" / "state.db", writer="thread"),
 }
 
 MakeStore = Callable[[], StateStore]

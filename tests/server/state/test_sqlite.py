@@ -83,6 +83,15 @@ def test_rejects_bad_options(tmp_path: Path) -> None:
         SQLiteStateStore(tmp_path / "x.db", busy_timeout=-1)
 
 
+async def test_the_inline_writer_starts_no_thread(tmp_path: Path) -> None:
+    before = set(_writer_threads())
+    async with SQLiteStateStore(tmp_path / "state.db", writer="inline") as store:
+        await store.put("ns", "k", b"v")
+        assert set(_writer_threads()) - before == set()
+    async with SQLiteStateStore(tmp_path / "state.db", writer="thread") as reopened:
+        assert await reopened.get("ns", "k") == Versioned(b"v", 1)
+
+
 async def test_in_memory_database(tmp_path: Path) -> None:
     async with SQLiteStateStore(":memory:") as store:
         await store.put("ns", "k", b"v")
@@ -93,7 +102,7 @@ async def test_in_memory_database(tmp_path: Path) -> None:
 
 async def test_close_joins_the_writer_thread(tmp_path: Path) -> None:
     before = set(_writer_threads())
-    store = SQLiteStateStore(tmp_path / "state.db")
+    store = SQLiteStateStore(tmp_path / "state.db", writer="thread")
     await store.start()
     assert len(set(_writer_threads()) - before) == 1
     await store.close()
