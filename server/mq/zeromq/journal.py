@@ -66,7 +66,7 @@ _MAX_BATCH = 8192
 
 
 class Journal:
-    """SQLite journal with a group-committing writer thread (see the module docstring)."""
+    """SQLite journal, group-committed once per loop iteration (see the module docstring)."""
 
     def __init__(self, path: Path | None, on_results: Callable[[list[Result]], None]) -> None:
         self._path = path
