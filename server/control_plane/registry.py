@@ -168,6 +168,16 @@ class ServiceRegistry:
                 error = replica.last_error
         return ready, error
 
+    def taking_tasks(self, service_id: str, replica_ids: list[str]) -> bool:
+        """Whether any of these replicas is still ready for new tasks (not draining or gone)."""
+        svc = self._services.get(service_id)
+        if svc is None:
+            return False
+        return any(
+            (replica := svc.replicas.get(rid)) is not None and replica.state is ReplicaState.READY
+            for rid in replica_ids
+        )
+
     def reloaded(self, info: ServiceInfo, at: float) -> None:
         """A new generation took over: it is the one whose errors count now."""
         svc = self._services[info.service_id]

@@ -57,14 +57,18 @@ class HotReloader:
             registry.reloaded(
                 ServiceInfo(service_id, service.name, service.replicas, generation=new), time.time()
             )
-            # The old generation stops taking tasks now and finishes what it runs in the
-            # background: a long task there must not hold up the next reload (of any service).
-            for generation in self._replicas.generations(service_id):
-                if generation != new:
-                    retiring = asyncio.create_task(self._retire(service_id, generation))
-                    self._retiring.add(retiring)
-                    retiring.add_done_callback(self._retiring.discard)
-            return ReloadOutcome(service_id, new, ok=True, seconds=took)
+            # The old generation is told to stop at once; finishing its running tasks happens in
+            # the background, so a long task there cannot hold up the next reload (of any
+            # service). The reload is reported only once the old replicas take no new tasks:
+            # from then on, every new task runs the new code.
+            retired = [g for g in self._replicas.generations(service_id) if g != new]
+            old_keys = [key for g in retired for key in self._replicas.keys(service_id, g)]
+            for generation in retired:
+                retiring = asyncio.create_task(self._retire(service_id, generation))
+                self._retiring.add(retiring)
+                retiring.add_done_callback(self._retiring.discard)
+            await self._wait_not_taking(service_id, old_keys, timeout=10.0)
+            return ReloadOutcome(service_id, new, ok=True, seconds=time.monotonic() - started)
 
     async def _retire(self, service_id: str, generation: int) -> None:
         keys = self._replicas.keys(service_id, generation)
@@ -75,6 +79,19 @@ class HotReloader:
         for key in keys:
             self._deployment.control_plane.registry.forget_replica(service_id, key)
         self._deployment._changed.set()
+
+    async def _wait_not_taking(self, service_id: str, replica_ids: list[str], timeout: float) -> None:
+        """Wait until none of ``replica_ids`` takes new tasks (draining, stopped or gone)."""
+        registry = self._deployment.control_plane.registry
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    self._deployment._changed.clear()
+                    if not registry.taking_tasks(service_id, replica_ids):
+                        return
+                    await self._deployment._changed.wait()
+        except TimeoutError:
+            log.warning("%s: the old workers did not confirm they stopped within %.0fs", service_id, timeout)
 
     async def _wait_generation(
         self, service_id: str, generation: int, replicas: int, timeout: float

@@ -169,6 +169,13 @@ async def test_no_task_fails_while_a_service_is_reloaded_under_load(running: Run
     assert await running.answer("a") == "v3"
 
 
+async def test_a_task_sent_right_after_a_reload_runs_the_new_code(running: Running) -> None:
+    for version in range(2, 6):
+        running.edit("a/svc.py", service_code(f"a{version}"))
+        assert (await running.next_reload()).ok
+        assert await running.answer("a") == f"a{version}"
+
+
 async def test_a_long_task_on_an_old_generation_does_not_hold_up_other_reloads(running: Running) -> None:
     cp = running.deployment.control_plane
     running.edit("a/svc.py", service_code("slow", delay=20))
@@ -219,6 +226,7 @@ async def _running_on(running: Running, task_id: str) -> str:
         task = await cp.get_task(task_id)
         if task.status is TaskStatus.RUNNING and task.replica_id:
             return task.replica_id
+        assert not task.status.is_final, f"the task ended ({task.status}) on {task.replica_id}"
         await asyncio.sleep(0.02)
 
 
