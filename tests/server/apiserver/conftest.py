@@ -19,6 +19,8 @@ import pytest_asyncio
 from server.apiserver import serve
 
 APP = Path(__file__).parent / "app"
+SHARED_FLOWS = Path(__file__).parents[2] / "e2e" / "apps" / "engine" / "src" / "flows.py"
+"""The workflows the end-to-end apps share (echo, streaming, human in the loop, counter, failing)."""
 
 DEPLOYMENT_YML = """\
 name: main
@@ -93,6 +95,7 @@ async def start_server(stop: asyncio.Event, **kwargs: object) -> tuple[str, asyn
 def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("apiserver") / "app"
     shutil.copytree(APP, target, ignore=shutil.ignore_patterns(".llamactl", "__pycache__"))
+    shutil.copyfile(SHARED_FLOWS, target / "src" / "flows.py")
     return target
 
 

@@ -1,4 +1,4 @@
-"""Workflows the engine tests run."""
+"""Workflows the end-to-end test apps share: echo, streaming, human in the loop, session counter, failing."""
 
 from workflows import Context, Workflow, step
 from workflows.events import (
