@@ -53,6 +53,24 @@ class Delivery(abc.ABC):
         """Mark the message done. Raises LeaseLost if the lease expired and moved on."""
 
     @abc.abstractmethod
+    async def ack_and_publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        msg_id: str,
+        key: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
+        """Publish a message and ack this delivery in one step; return the message's seq.
+
+        Both are committed together or not at all, so a consumer that dies right after
+        publishing its result cannot see the delivery come back and the work run twice.
+        Raises LeaseLost if the lease had moved on (the message is published all the same:
+        its ``msg_id`` absorbs a second copy from whoever holds the lease now).
+        """
+
+    @abc.abstractmethod
     async def nack(self, delay: float = 0.0) -> None:
         """Give the message back; it is redelivered after ``delay`` seconds (attempt + 1)."""
 

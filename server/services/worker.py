@@ -74,6 +74,12 @@ class Reporter:
             self.topic, msg.model_dump_json().encode(), msg_id=msg_id, key=msg.task_id or self.spec.replica_id
         )
 
+    async def finish(self, delivery: Delivery, msg: WorkerMessage, *, msg_id: str) -> None:
+        """Publish a task's final report and ack its delivery, together (see ``ack_and_publish``)."""
+        await delivery.ack_and_publish(
+            self.topic, msg.model_dump_json().encode(), msg_id=msg_id, key=msg.task_id or self.spec.replica_id
+        )
+
 
 class Worker:
     """Serves one replica of a service over a :class:`MessageQueue` (already started)."""
@@ -266,7 +272,12 @@ class Worker:
                 traceback=outcome.traceback,
                 **ids,
             )
-            await self.publish(final, msg_id=final_msg_id(task.task_id))
+            try:
+                # The result goes out and the delivery is acked in one commit: a crash right after
+                # cannot bring the task back to run a second time.
+                await self.reporter.finish(delivery, final, msg_id=final_msg_id(task.task_id))
+            except LeaseLost:
+                log.warning("task %s finished after its lease moved on (result deduplicated)", task.task_id)
             if outcome.error:
                 log.info("task %s: %s (%s)", task.task_id, outcome.kind, outcome.error)
             else:
@@ -284,7 +295,3 @@ class Worker:
                     started_sent.cancel()
                 elif not started_sent.cancelled():
                     started_sent.exception()  # already handled above; don't log it as unretrieved
-        try:
-            await delivery.ack()
-        except LeaseLost:
-            log.warning("task %s finished after its lease moved on (result deduplicated)", task.task_id)

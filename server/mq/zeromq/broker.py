@@ -203,6 +203,29 @@ class ZeroMQBroker:
                         continue
                     op = ("pub", (ident, req), topic, msg_id.decode(), key.decode(), headers, payload)
                     submit((*op, is_work_topic(topic)))
+                elif cmd == wire.ACKPUB:
+                    _, _, req, lease, sub, topic_b, msg_id, key, headers, payload = frames
+                    topic = topic_b.decode()
+                    try:
+                        validate_topic(topic)
+                    except ValueError as exc:
+                        self._send(ident, [wire.PUBNACK, req, str(exc).encode()])
+                        continue
+                    # The ack's "done" and the publish go into the same journal batch: one commit.
+                    acked = d.ack(lease.decode(), ident, wire.from_u32(sub))
+                    token = (ident, req, acked)
+                    submit(
+                        (
+                            "pub",
+                            token,
+                            topic,
+                            msg_id.decode(),
+                            key.decode(),
+                            headers,
+                            payload,
+                            is_work_topic(topic),
+                        )
+                    )
                 elif cmd == wire.ACK:
                     _, _, req, lease, sub = frames
                     ok = d.ack(lease.decode(), ident, wire.from_u32(sub))
@@ -255,7 +278,10 @@ class ZeroMQBroker:
             if kind == "pub":
                 _, token, topic, seq, dup, msg_id, key, headers, payload = res
                 if token is not None:
-                    self._send(token[0], [wire.PUBACK, token[1], wire.u64(seq)])
+                    if len(token) == 3 and not token[2]:  # ack-and-publish whose lease had moved on
+                        self._send(token[0], [wire.STALE, token[1]])
+                    else:
+                        self._send(token[0], [wire.PUBACK, token[1], wire.u64(seq)])
                 if dup:
                     continue
                 if is_work_topic(topic):
@@ -266,7 +292,7 @@ class ZeroMQBroker:
                 streams.on_read(res[1], res[3])
             elif kind == "fail":
                 token = res[1]
-                if isinstance(token, tuple) and len(token) == 2:
+                if isinstance(token, tuple) and len(token) in (2, 3):
                     self._send(token[0], [wire.PUBNACK, token[1], str(res[2]).encode()])
                 elif isinstance(token, tuple):
                     streams.on_read_failed(token)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
 from server.errors import LeaseLost
 from server.mq.base import Delivery, Message
+from server.mq.topics import validate_topic
 
 from . import wire
 
@@ -94,6 +95,34 @@ class ZeroMQDelivery(Delivery):
 
     async def ack(self) -> None:
         await self._call(wire.ACK, [self.lease_id.encode(), self._settle()], "ack")
+
+    async def ack_and_publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        msg_id: str,
+        key: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
+        validate_topic(topic)
+        args = [
+            self.lease_id.encode(),
+            self._settle(),
+            topic.encode(),
+            msg_id.encode(),
+            key.encode(),
+            wire.encode_headers(headers),
+            bytes(payload),
+        ]
+        what = f"ack of {self.message.msg_id} with a publish to {topic}"
+        seq = await self._state.client._new_request(wire.ACKPUB, args, what)
+        if seq is False:
+            raise LeaseLost(
+                f"ack of message {self.message.msg_id} on {self.message.topic} failed: its lease "
+                f"{self.lease_id} expired or was settled (the publish to {topic} went through)"
+            )
+        return int(seq)
 
     async def nack(self, delay: float = 0.0) -> None:
         await self._call(

@@ -141,6 +141,37 @@ async def test_lease_expiry_redelivers(queue_factory: QueueFactory) -> None:
     await d.ack()
 
 
+async def test_ack_and_publish_settles_and_publishes_together(queue_factory: QueueFactory) -> None:
+    q = await queue_factory()
+    await q.publish(WORK, b"job", msg_id="job")
+    results = "work.test.results"
+    d = await within(q.consume(WORK, lease=0.3))
+    seq = await d.ack_and_publish(results, b"done", msg_id="job:result", key="job", headers={"h": "v"})
+    assert seq == 0
+    got = await within(q.consume(results))
+    assert got.message == Message(results, "job:result", b"done", "job", 0, {"h": "v"})
+    await got.ack()
+    # Acked: the job does not come back when its (short) lease would have run out.
+    await q.publish(WORK, b"marker", msg_id="marker")
+    assert [x.message.msg_id for x in await nothing_before(q.consume(WORK), "marker")] == ["marker"]
+
+
+async def test_ack_and_publish_after_the_lease_moved_on_still_publishes_once(
+    queue_factory: QueueFactory,
+) -> None:
+    q = await queue_factory()
+    await q.publish(WORK, b"job", msg_id="job")
+    zombie = await within(q.consume(WORK, lease=0.3))
+    other = await queue_factory()
+    current = await within(other.consume(WORK, lease=30), timeout=3)
+    assert current.attempt == 2
+    with pytest.raises(LeaseLost):
+        await zombie.ack_and_publish(STREAM, b"late", msg_id="job:result")
+    assert await current.ack_and_publish(STREAM, b"again", msg_id="job:result") == 0  # absorbed
+    first = await within(other.subscribe(STREAM))
+    assert (first.seq, first.payload) == (0, b"late")
+
+
 async def test_extend_keeps_a_delivery_past_its_lease(queue_factory: QueueFactory) -> None:
     q = await queue_factory()
     await q.publish(WORK, b"a", msg_id="a")

@@ -28,6 +28,19 @@ class FakeDelivery(Delivery):
         self.state = "acked"
         self.queue.changed()
 
+    async def ack_and_publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        msg_id: str,
+        key: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
+        seq = await self.queue.publish(topic, payload, msg_id=msg_id, key=key, headers=headers)
+        await self.ack()
+        return seq
+
     async def nack(self, delay: float = 0.0) -> None:
         self.state = "nacked"
         self.queue.changed()
