@@ -213,8 +213,9 @@ class ServiceStatus(BaseModel):
 class ChangeEvent(BaseModel):
     """One entry of a deployment's change feed (services up/down, task status changes, ...).
 
-    ``kind`` is one of ``service.up``, ``service.down``, ``replica.up``, ``replica.down``,
-    ``session.created``, ``session.deleted``, ``task.status``.
+    ``kind`` is one of ``service.up``, ``service.down``, ``service.added``, ``service.removed``,
+    ``service.reloaded``, ``service.reload_failed``, ``replica.up``, ``replica.draining``,
+    ``replica.down``, ``replica.removed``, ``session.created``, ``session.deleted``, ``task.status``.
     """
 
     kind: str

@@ -64,10 +64,13 @@ class ServiceRegistry:
         return service_id in self._services
 
     def add_service(self, info: ServiceInfo) -> None:
-        self._services.setdefault(info.service_id, _Service(info=info))
+        if info.service_id not in self._services:
+            self._services[info.service_id] = _Service(info=info)
+            self._on_change("service.added", {"service_id": info.service_id})
 
     def remove_service(self, service_id: str) -> None:
-        self._services.pop(service_id, None)
+        if self._services.pop(service_id, None) is not None:
+            self._on_change("service.removed", {"service_id": service_id})
 
     def status(self, service_id: str) -> ServiceStatus:
         svc = self._services[service_id]
@@ -207,9 +210,10 @@ class ServiceRegistry:
         self._replica_gone(service_id, replica, ReplicaState.STOPPED if requested else ReplicaState.CRASHED)
 
     def forget_replica(self, service_id: str, replica_id: str) -> None:
+        """Drop a replica that is gone for good (a retired generation's, a failed start's)."""
         svc = self._services.get(service_id)
-        if svc is not None:
-            svc.replicas.pop(replica_id, None)
+        if svc is not None and svc.replicas.pop(replica_id, None) is not None:
+            self._on_change("replica.removed", {"service_id": service_id, "replica_id": replica_id})
 
     def expire(self, now: float | None = None) -> list[ReplicaStatus]:
         """Declare gone every replica silent for ``liveness`` heartbeat intervals."""

@@ -9,8 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from server.config import DeploymentConfig
-from server.control_plane import ServiceInfo
-from server.deployment.replicas import ReloadOutcome, ServiceReplicas
+from server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
 from server.errors import LlamactlError
 
 if TYPE_CHECKING:
@@ -54,9 +53,7 @@ class HotReloader:
                     registry.forget_replica(service_id, key)
                 registry.reload_failed(service_id, new, error, time.time())
                 return ReloadOutcome(service_id, new, ok=False, seconds=took, error=error)
-            registry.reloaded(
-                ServiceInfo(service_id, service.name, service.replicas, generation=new), time.time()
-            )
+            registry.reloaded(service_info(service, generation=new), time.time())
             # The old generation is told to stop at once; finishing its running tasks happens in
             # the background, so a long task there cannot hold up the next reload (of any
             # service). The reload is reported only once the old replicas take no new tasks:
@@ -78,18 +75,12 @@ class HotReloader:
             log.exception("stopping generation %d of %s failed", generation, service_id)
         for key in keys:
             self._deployment.control_plane.registry.forget_replica(service_id, key)
-        self._deployment._changed.set()
 
     async def _wait_not_taking(self, service_id: str, replica_ids: list[str], timeout: float) -> None:
         """Wait until none of ``replica_ids`` takes new tasks (draining, stopped or gone)."""
         registry = self._deployment.control_plane.registry
         try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    self._deployment._changed.clear()
-                    if not registry.taking_tasks(service_id, replica_ids):
-                        return
-                    await self._deployment._changed.wait()
+            await self._deployment.until(lambda: not registry.taking_tasks(service_id, replica_ids), timeout)
         except TimeoutError:
             log.warning("%s: the old workers did not confirm they stopped within %.0fs", service_id, timeout)
 
@@ -98,18 +89,19 @@ class HotReloader:
     ) -> str | None:
         """None once all replicas of the generation are ready; else the error that stopped them."""
         registry = self._deployment.control_plane.registry
+        failure: list[str] = []
+
+        def settled() -> bool:
+            ready, error = registry.generation_state(service_id, generation)
+            if error is not None:
+                failure.append(error)
+            return error is not None or ready >= replicas
+
         try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    self._deployment._changed.clear()
-                    ready, error = registry.generation_state(service_id, generation)
-                    if error is not None:
-                        return error
-                    if ready >= replicas:
-                        return None
-                    await self._deployment._changed.wait()
+            await self._deployment.until(settled, timeout)
         except TimeoutError:
             return f"no replica of the new code was ready after {timeout:.0f}s"
+        return failure[0] if failure else None
 
     async def reconfigure(self, config: DeploymentConfig) -> list[ReloadOutcome]:
         """See :meth:`Deployment.reconfigure`."""
@@ -133,13 +125,11 @@ class HotReloader:
         for service_id in [s for s in old.services if s not in config.services]:
             await self._replicas.stop_service(service_id, grace=self._deployment.stop_grace)
             cp.registry.remove_service(service_id)
-            self._deployment._on_change("service.removed", {"service_id": service_id})
         for service_id, service in config.services.items():
             if service_id not in old.services:
-                cp.registry.add_service(self._deployment._service_info(service))
+                cp.registry.add_service(service_info(service))
                 cp.watch_service(service_id)
                 await self._replicas.start(service, generation=1)
-                self._deployment._on_change("service.added", {"service_id": service_id})
             elif service != old.services[service_id] or new_env[service_id] != _env_or_none(old, service_id):
                 outcomes.append(await self.reload_service(service_id))
         return outcomes

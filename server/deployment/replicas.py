@@ -11,11 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from server.config import ServiceConfig
+from server.control_plane import ServiceInfo
 from server.supervisor import ProcessSpec, RestartPolicy, Supervisor
 
-__all__ = ["ReloadOutcome", "ServiceReplicas"]
+__all__ = ["ReloadOutcome", "ServiceReplicas", "service_info"]
 
 Launch = Callable[[ServiceConfig, str, int], ProcessSpec]
+
+
+def service_info(service: ServiceConfig, generation: int = 1) -> ServiceInfo:
+    """What the control plane's registry keeps of a service's configuration."""
+    return ServiceInfo(service.id, service.name, service.replicas, generation=generation)
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,10 @@ from types import TracebackType
 from typing import Any
 
 from server.config import DeploymentConfig, ServiceConfig, load_deployment_file
-from server.control_plane import ControlPlane, ServiceInfo, ServiceRegistry
+from server.control_plane import ControlPlane, ServiceRegistry
 from server.deployment.dependencies import install_python_dependencies
 from server.deployment.hot_reload import HotReloader
-from server.deployment.replicas import ReloadOutcome, ServiceReplicas
+from server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
 from server.errors import LlamactlError, MessageQueueError, WorkflowLoadError
 from server.mq.base import MessageQueue
 from server.mq.zeromq.broker import ZeroMQBroker
@@ -112,7 +112,7 @@ class Deployment:
             self._queue = self._broker.connect_local()
             await self._queue.start()
             registry = ServiceRegistry(
-                [self._service_info(s) for s in config.services.values()],
+                [service_info(s) for s in config.services.values()],
                 heartbeat_interval=self.report_interval,
                 on_change=self._on_change,
             )
@@ -158,9 +158,6 @@ class Deployment:
         )
         await broker.start()
         return broker
-
-    def _service_info(self, service: ServiceConfig) -> ServiceInfo:
-        return ServiceInfo(service_id=service.id, name=service.name, desired_replicas=service.replicas)
 
     def worker_spec(self, service: ServiceConfig, replica_id: str, generation: int = 1) -> WorkerSpec:
         return WorkerSpec(
@@ -221,31 +218,41 @@ class Deployment:
     def services(self) -> list[ServiceStatus]:
         return self.control_plane.registry.statuses()
 
+    async def until(self, condition: Callable[[], bool], timeout: float | None) -> None:
+        """Return once ``condition()`` holds, checking it again after every change of a replica or
+        service; raise TimeoutError after ``timeout`` s. An exception from ``condition`` ends the wait."""
+        async with asyncio.timeout(timeout):
+            while True:
+                self._changed.clear()
+                if condition():
+                    return
+                await self._changed.wait()
+
     async def wait_ready(self, timeout: float = 60.0, *, all_replicas: bool = False) -> list[ServiceStatus]:
         """Wait until every service has a ready replica (with ``all_replicas``: all of them).
 
         Raises WorkflowLoadError as soon as a service's workers report that its code does not
         load, and TimeoutError (naming the services still down) after ``timeout`` seconds.
         """
+
+        def ready() -> bool:
+            statuses = self.services()
+            for status in statuses:
+                if not status.ready and status.last_error:
+                    raise WorkflowLoadError(
+                        f"service '{status.service_id}' of deployment '{self.name}' "
+                        f"did not start: {status.last_error}"
+                    )
+            return all(_is_ready(s, all_replicas) for s in statuses)
+
         try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    self._changed.clear()
-                    statuses = self.services()
-                    if all(_is_ready(s, all_replicas) for s in statuses):
-                        return statuses
-                    for status in statuses:
-                        if not status.ready and status.last_error:
-                            raise WorkflowLoadError(
-                                f"service '{status.service_id}' of deployment '{self.name}' "
-                                f"did not start: {status.last_error}"
-                            )
-                    await self._changed.wait()
+            await self.until(ready, timeout)
         except TimeoutError:
             down = [s.service_id for s in self.services() if not _is_ready(s, all_replicas)]
             raise TimeoutError(
                 f"deployment '{self.name}': no ready replica after {timeout:.0f}s for {', '.join(down)}"
             ) from None
+        return self.services()
 
     def _on_change(self, kind: str, data: dict[str, Any]) -> None:
         if self._control_plane is not None:
