@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 import textwrap
 from pathlib import Path
 
-from tests.llamactl.serving import LISTENING, Lines, Server, llamactl
+from tests.llamactl.serving import Server
 
 __all__ = ["DEPLOYMENT", "NAME", "SERVICE_C", "WatchServer", "service_code", "write_app"]
 
@@ -73,18 +72,4 @@ class WatchServer(Server):
     """`llamactl serve FILE --watch --port 0`; stopped like :class:`Server` (SIGINT, no worker left)."""
 
     def __init__(self, file: Path, ready_timeout: float = 90) -> None:
-        self.process = llamactl("serve", str(file), "--watch", "--port", "0", stdout=subprocess.DEVNULL)
-        assert self.process.stderr is not None
-        self.stderr = Lines(self.process.stderr)
-        try:
-            line = self.stderr.wait_for(lambda text: LISTENING.search(text) is not None, ready_timeout)
-        except BaseException:
-            self.process.kill()
-            self.process.wait()
-            self.stderr.rest()
-            self.process.stderr.close()
-            raise
-        match = LISTENING.search(line)
-        assert match is not None
-        self.url = match.group(1)
-        self.workers_seen: set[int] = set()
+        super().__init__(file, ready_timeout=ready_timeout, extra=["--watch"])

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,8 +144,8 @@ def alive(pid: int) -> bool:
 class Server:
     """`llamactl serve FILE... --port 0` in a subprocess; ``url`` from its `Listening on` line."""
 
-    def __init__(self, *files: Path, ready_timeout: float = 90) -> None:
-        self.process = llamactl("serve", *map(str, files), "--port", "0", stdout=subprocess.DEVNULL)
+    def __init__(self, *files: Path, ready_timeout: float = 90, extra: Sequence[str] = ()) -> None:
+        self.process = llamactl("serve", *map(str, files), "--port", "0", *extra, stdout=subprocess.DEVNULL)
         assert self.process.stderr is not None
         self.stderr = Lines(self.process.stderr)
         try:
