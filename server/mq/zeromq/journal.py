@@ -11,6 +11,12 @@ The journal is the single sequencer: it assigns ``seq = max + 1`` per topic insi
 transaction, so seqs are gap-free. Callers :meth:`Journal.submit` tuples; at the end of the loop
 iteration everything submitted runs in ONE transaction (group commit) and the results of the whole
 batch go to ``on_results``, in submission order. A read sees every write submitted before it.
+
+Write-behind ops (``lease``, ``ready``, ``done``) have no result and only matter to a broker that
+restarts: they do not start a commit of their own but ride along with the next op that has a result,
+or go out ``write_behind`` seconds later at the latest. Losing them in a crash only means a message
+is delivered again (at least once), never that an accepted message is lost; an ack that comes with
+a publish (``ACKPUB``) commits with it.
 It runs on the loop itself, not a thread: a batch takes tens of microseconds, less than the
 hop to a thread and back, and one broker owns its file (see ``_take_ownership``).
 
@@ -63,15 +69,26 @@ Result = tuple[Any, ...]
 PendingRow = tuple[str, int, str, str, bytes, bytes, int, str | None, bytes | None, float | None, float]
 
 _MAX_BATCH = 8192
+_WRITE_BEHIND = frozenset({"lease", "ready", "done"})
+WRITE_BEHIND = 0.05
+"""Seconds a write-behind op may wait for a commit that has to happen anyway."""
 
 
 class Journal:
     """SQLite journal, group-committed once per loop iteration (see the module docstring)."""
 
-    def __init__(self, path: Path | None, on_results: Callable[[list[Result]], None]) -> None:
+    def __init__(
+        self,
+        path: Path | None,
+        on_results: Callable[[list[Result]], None],
+        *,
+        write_behind: float = WRITE_BEHIND,
+    ) -> None:
         self._path = path
         self._pending: list[Op] = []
         self._flush_scheduled = False
+        self._write_behind = write_behind
+        self._deferred: asyncio.TimerHandle | None = None
         self._on_results = on_results
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_seq: dict[str, int] = {}
@@ -119,12 +136,20 @@ class Journal:
 
     def submit(self, op: Op) -> None:
         self._pending.append(op)
-        if not self._flush_scheduled and self._loop is not None:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        if self._flush_scheduled or self._loop is None:
+            return
+        if op[0] in _WRITE_BEHIND:
+            if self._deferred is None:
+                self._deferred = self._loop.call_later(self._write_behind, self._flush)
+            return
+        self._flush_scheduled = True
+        self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None
         db = self._db
         while self._pending and db is not None:
             batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
