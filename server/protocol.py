@@ -81,7 +81,12 @@ class WorkerMessage(BaseModel):
     event: dict[str, Any] | None = None
     """For task.event: ``{"value", "type", "qualified_name"}`` (an EventEnvelope without seq)."""
     event_index: int | None = None
-    """For task.event: the event's 0-based index within this attempt."""
+    """For task.event: the event's 0-based index within this attempt; for a final report with
+    ``events``, the index of the first of them."""
+    events: list[dict[str, Any]] = []
+    """For a final report: the run's last events (its StopEvent), sent with it instead of alone."""
+    started_at: float | None = None
+    """For a final report: when the run started (there may have been no task.started report)."""
     result: Any = None
     """For task.completed: the workflow's result, JSON-encodable."""
     context: dict[str, Any] | None = None

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from pydantic import ValidationError
 
@@ -146,22 +147,29 @@ class Inbox:
         task_id = _task_id(msg)
         if msg.event is None or msg.event_index is None:
             raise ValueError("a task.event report needs event and event_index")
-        envelope = dict(msg.event)
-        envelope["attempt"] = msg.attempt
+        await self._append_event(task_id, msg.attempt, msg.event_index, msg.event)
+        self._on_event(task_id)
+
+    async def _append_event(self, task_id: str, attempt: int, index: int, event: dict[str, Any]) -> None:
+        envelope = dict(event)
+        envelope["attempt"] = attempt
         await self._records.store.append(
             self._records.events_stream(task_id),
             json.dumps(envelope).encode(),
-            idem_key=event_msg_id(task_id, msg.attempt, msg.event_index),
+            idem_key=event_msg_id(task_id, attempt, index),
         )
-        self._on_event(task_id)
 
     async def _task_final(self, msg: WorkerMessage, status: TaskStatus) -> None:
         task_id = _task_id(msg)
         current = await self._records.get_task(task_id)
         if current.status.is_final:
             return  # a late report from a replica whose lease had moved on: the first one won
+        writes: list[Awaitable[object]] = []
         if msg.context is not None:
-            await self._records.save_context(current.session_id, msg.context)
+            writes.append(self._records.save_context(current.session_id, msg.context))
+        first = msg.event_index or 0
+        for offset, event in enumerate(msg.events):
+            writes.append(self._append_event(task_id, msg.attempt, first + offset, event))
 
         applied = _Applied()
 
@@ -171,6 +179,7 @@ class Inbox:
                 return False
             task.status = status
             task.finished_at = msg.at or time.time()
+            task.started_at = task.started_at or msg.started_at or task.finished_at
             task.attempts = max(task.attempts, msg.attempt)
             task.replica_id = msg.replica_id
             if status is TaskStatus.COMPLETED:
@@ -181,7 +190,12 @@ class Inbox:
             applied.value = True
             return True
 
-        task = await self._records.update_task(task_id, finish)
+        # Context, trailing events and the final status are submitted in this order within one
+        # loop iteration, so they share one commit and the status is never seen before them.
+        done = await asyncio.gather(*writes, self._records.update_task(task_id, finish))
+        task = cast(StoredTask, done[-1])
+        if msg.events:
+            self._on_event(task_id)
         if applied.value:
             self._on_status(task)
             await self._on_finished(task)

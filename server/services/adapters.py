@@ -22,10 +22,11 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from workflows import Context, Workflow
 from workflows.context.serializers import JsonSerializer
+from workflows.events import StopEvent
 
 from server.errors import WorkflowLoadError
 
@@ -36,8 +37,16 @@ __all__ = ["Emit", "Run", "Runnable", "TaskInputError", "adapt"]
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[dict[str, Any]], Awaitable[None]]
-"""Receives each streamed event as an envelope ``{"value", "type", "qualified_name"}``."""
+
+class Emit(Protocol):
+    """Receives each streamed event as an envelope ``{"value", "type", "qualified_name"}``.
+
+    ``last`` marks the run's final event (a workflow's StopEvent): nothing is streamed after it,
+    so the worker may send it together with the task's result.
+    """
+
+    def __call__(self, envelope: dict[str, Any], *, last: bool = False) -> Awaitable[None]: ...
+
 
 ACCEPTED = (
     "a workflows.Workflow instance, a Workflow subclass, an async or sync function, "
@@ -96,7 +105,7 @@ class _WorkflowRun(Run):
 
     async def wait(self) -> Any:
         async for ev in self._handler.stream_events():
-            await self._emit(envelope(ev))
+            await self._emit(envelope(ev), last=isinstance(ev, StopEvent))
         return to_jsonable(await self._handler)
 
     async def send_event(self, event_obj_str: str) -> None:

@@ -43,6 +43,13 @@ log = logging.getLogger(__name__)
 _INPUTS_AFTER = 0.02
 """Seconds a task runs before it listens for events sent in (and cancel requests)."""
 
+STARTED_AFTER = 0.01
+"""Seconds a task runs before it reports task.started (its first event reports it at once).
+
+Most tasks finish sooner: they go from queued straight to their final status, whose report
+carries the start time, and the control plane is spared one report per task.
+"""
+
 
 class Reporter:
     """Builds and publishes a replica's WorkerMessages on the deployment's control topic."""
@@ -237,21 +244,26 @@ class Worker:
         attempt = delivery.attempt
         keeper = asyncio.create_task(self._keep_leased(delivery), name="lease")
         ids = {"task_id": task.task_id, "session_id": task.session_id, "attempt": attempt}
-        started_sent: asyncio.Future[None] | None = None
+        started = _StartedReport(self, ids, f"{task.task_id}:{attempt}:started")
+        started_at = time.time()
         try:
             log.debug("task %s (attempt %d) started", task.task_id, attempt)
-            started = self.message(WorkerMessageKind.TASK_STARTED, **ids)
-            # Run the task while the broker confirms "started": one round trip less per task.
-            # Later reports go out on the same connection after it, so they stay in order.
-            started_sent = asyncio.ensure_future(
-                self.publish(started, msg_id=f"{task.task_id}:{attempt}:started")
-            )
             index = 0
+            trailing: list[dict[str, Any]] = []
 
-            async def emit(envelope: dict[str, Any]) -> None:
+            async def emit(envelope: dict[str, Any], *, last: bool = False) -> None:
                 nonlocal index
+                if last:
+                    # The run's final event (a StopEvent) rides with the final report.
+                    trailing.append(envelope)
+                    return
                 msg = self.message(WorkerMessageKind.TASK_EVENT, event=envelope, event_index=index, **ids)
-                await self.publish(msg, msg_id=event_msg_id(task.task_id, attempt, index))
+                sending = self.publish(msg, msg_id=event_msg_id(task.task_id, attempt, index))
+                if started.now():
+                    # A task runs FIFO after the started report's: the event goes out after it.
+                    await asyncio.create_task(sending)
+                else:
+                    await sending
                 index += 1
 
             timeout = task.timeout if task.timeout is not None else self.spec.timeout
@@ -263,13 +275,16 @@ class Worker:
                 inputs=self._inputs(task),
                 timeout=timeout,
             )
-            await started_sent
+            await started.settle()
             final = self.message(
                 outcome.kind,
                 result=outcome.result,
                 context=outcome.context,
                 error=outcome.error,
                 traceback=outcome.traceback,
+                started_at=started_at,
+                events=trailing,
+                event_index=index if trailing else None,
                 **ids,
             )
             try:
@@ -290,8 +305,39 @@ class Worker:
         finally:
             keeper.cancel()
             await asyncio.wait({keeper})
-            if started_sent is not None:
-                if not started_sent.done():
-                    started_sent.cancel()
-                elif not started_sent.cancelled():
-                    started_sent.exception()  # already handled above; don't log it as unretrieved
+            started.discard()
+
+
+class _StartedReport:
+    """A task's task.started report: sent once the task has run :data:`STARTED_AFTER` seconds,
+    or at once by :meth:`now`, and never for a task that ends before either."""
+
+    def __init__(self, worker: Worker, ids: dict[str, Any], msg_id: str) -> None:
+        self._worker = worker
+        self._ids = ids
+        self._msg_id = msg_id
+        self._sending: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(STARTED_AFTER, self.now)
+
+    def now(self) -> bool:
+        """Start sending it unless that has begun already; True if this call started it."""
+        if self._sending is not None:
+            return False
+        self._timer.cancel()
+        msg = self._worker.message(WorkerMessageKind.TASK_STARTED, **self._ids)
+        self._sending = asyncio.create_task(self._worker.publish(msg, msg_id=self._msg_id))
+        return True
+
+    async def settle(self) -> None:
+        """The task has ended: drop the report if not sent yet, else wait until it is confirmed."""
+        self._timer.cancel()
+        if self._sending is not None:
+            await self._sending
+
+    def discard(self) -> None:
+        self._timer.cancel()
+        if self._sending is not None:
+            if not self._sending.done():
+                self._sending.cancel()
+            elif not self._sending.cancelled():
+                self._sending.exception()  # already handled by settle(); don't log it as unretrieved

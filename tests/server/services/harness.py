@@ -19,7 +19,7 @@ class TaskIO:
         self._changed = asyncio.Event()
         self._inputs: asyncio.Queue[TaskInput] = asyncio.Queue()
 
-    async def emit(self, envelope: dict[str, Any]) -> None:
+    async def emit(self, envelope: dict[str, Any], *, last: bool = False) -> None:
         self.events.append(envelope)
         self._changed.set()
 

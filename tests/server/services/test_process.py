@@ -145,8 +145,9 @@ async def test_worker_process_runs_a_workflow(
     await control.wait_for(lambda: "replica.up" in control.kinds())
     await submit(queue, "t1", input={"who": "ada"})
     await control.wait_for(lambda: "task.completed" in control.kinds("t1"))
-    assert control.kinds("t1") == ["task.started"] + ["task.event"] * 4 + ["task.completed"]
+    assert control.kinds("t1") == ["task.started"] + ["task.event"] * 3 + ["task.completed"]
     final = control.messages[-1]
+    assert [e["type"] for e in final.events] == ["StopEvent"]
     assert final.result == {"count": 1, "who": "ada"}
     assert final.pid == proc.pid
     await submit(queue, "t2", context=final.context)

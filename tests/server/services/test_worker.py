@@ -114,17 +114,37 @@ async def test_a_task_runs_and_reports_in_order(serving: Any) -> None:
     await queue.wait_for(lambda: finished(queue, "t1"))
     await queue.wait_for(lambda: queue.deliveries[0].state == "acked")
     assert queue.consumers == [{"topic": SERVICE, "prefetch": 2, "lease": 30.0}]
-    assert kinds(queue) == ["task.started"] + ["task.event"] * 4 + ["task.completed"]
+    # The first event reports the start; the StopEvent rides with the final report.
+    assert kinds(queue) == ["task.started"] + ["task.event"] * 3 + ["task.completed"]
     msgs = queue.topics[CONTROL]
-    assert [m.msg_id for m in msgs[1:]] == [event_msg_id("t1", 1, i) for i in range(4)] + [final_msg_id("t1")]
+    assert [m.msg_id for m in msgs[1:]] == [event_msg_id("t1", 1, i) for i in range(3)] + [final_msg_id("t1")]
     assert {m.key for m in msgs} == {"t1"}
     final = control(queue)[-1]
     assert final.result == {"count": 1, "who": "ada"}
     assert final.context is not None
     assert (final.replica_id, final.session_id, final.attempt) == ("svc-1", "s1", 1)
-    events = control(queue)[1:5]
-    assert [e.event_index for e in events] == [0, 1, 2, 3]
+    assert final.started_at is not None and final.started_at <= final.at
+    assert final.event_index == 3
+    assert [e["type"] for e in final.events] == ["StopEvent"]
+    events = control(queue)[1:4]
+    assert [e.event_index for e in events] == [0, 1, 2]
     assert events[0].event == {"value": {"n": 0}, "type": "Progress", "qualified_name": "flows.Progress"}
+
+
+async def test_a_quick_task_reports_no_start_and_a_slow_one_does(serving: Any) -> None:
+    worker, queue = serving("funcs:add")
+    await submit(queue, "quick", input={"a": 1})
+    await queue.wait_for(lambda: finished(queue, "quick"))
+    assert kinds(queue, "quick") == ["task.completed"]
+    final = control(queue)[-1]
+    assert final.started_at is not None and final.events == []
+
+    worker, queue = serving("gated:wait_gate")
+    await submit(queue, "slow", input={"n": 1})
+    await queue.wait_for(lambda: kinds(queue, "slow") == ["task.started"])
+    worker.runnable.fn.__globals__["gate"].set()
+    await queue.wait_for(lambda: finished(queue, "slow"))
+    assert kinds(queue, "slow") == ["task.started", "task.completed"]
 
 
 async def test_context_from_the_task_message_is_used(serving: Any) -> None:
