@@ -57,14 +57,20 @@ class ChangeFeed:
                 batch.append(self._pending.get_nowait())
             done = None in batch
             changes = [c for c in batch if c is not None]
-            # Submitted together they share one commit; the store's single writer keeps their order.
-            results = await asyncio.gather(
-                *(self._store.append(self._stream, c.model_dump_json().encode()) for c in changes),
-                return_exceptions=True,
-            )
-            for change, result in zip(changes, results, strict=True):
-                if isinstance(result, BaseException):
-                    log.error("could not record change %s of %s: %s", change.kind, self._deployment, result)
+            if changes:
+                try:
+                    await self._store.append_many(
+                        self._stream, [c.model_dump_json().encode() for c in changes]
+                    )
+                except Exception as exc:
+                    kinds = ", ".join(sorted({c.kind for c in changes}))
+                    log.error(
+                        "could not record %d change(s) (%s) of %s: %s",
+                        len(changes),
+                        kinds,
+                        self._deployment,
+                        exc,
+                    )
             if self._pending.empty():
                 self._idle.set()
             if done:

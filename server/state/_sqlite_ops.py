@@ -156,6 +156,17 @@ def append(c: sqlite3.Connection, stream: str, value: bytes, idem: str | None) -
     return int(row[0])
 
 
+def append_many(c: sqlite3.Connection, stream: str, values: builtins.list[bytes]) -> builtins.list[int]:
+    # Inside the batch's write transaction nobody else can append to the stream in between; only
+    # an I/O error could fail a row, and that rolls the whole transaction back.
+    start = log_length(c, stream)
+    c.executemany(
+        "INSERT INTO log (stream, off, idem, value) VALUES (?, ?, NULL, ?)",
+        [(stream, start + i, value) for i, value in enumerate(values)],
+    )
+    return builtins.list(range(start, start + len(values)))
+
+
 def read(c: sqlite3.Connection, stream: str, from_offset: int, limit: int) -> builtins.list[LogEntry]:
     if limit <= 0:
         return []

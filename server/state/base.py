@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import builtins
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -75,6 +76,13 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def append(self, stream: str, value: bytes, *, idem_key: str | None = None) -> int:
         """Append to a log; return the entry's offset (0-based, gap-free per stream)."""
+
+    async def append_many(self, stream: str, values: Sequence[bytes]) -> builtins.list[int]:
+        """Append several entries in order (no idempotency keys); return their offsets.
+
+        Backends override it to write them in one round trip; this default appends one by one.
+        """
+        return [await self.append(stream, value) for value in values]
 
     @abc.abstractmethod
     async def read(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, Literal, ParamSpec, Self, TypeVar
 
 from server.errors import StateStoreError
@@ -195,6 +195,13 @@ class SQLiteStateStore(StateStore):
     async def append(self, stream: str, value: bytes, *, idem_key: str | None = None) -> int:
         """Append to a log; return the entry's offset (the original one for a known ``idem_key``)."""
         return await self._submit(True, stream, ops.append, stream, check_value(value), idem_key)
+
+    async def append_many(self, stream: str, values: Sequence[bytes]) -> builtins.list[int]:
+        """Append several entries in one operation of the batch; return their offsets."""
+        checked = [check_value(value) for value in values]
+        if not checked:
+            return []
+        return await self._submit(True, stream, ops.append_many, stream, checked)
 
     async def read(
         self, stream: str, from_offset: int = 0, limit: int = 100, wait: float = 0.0

@@ -195,6 +195,23 @@ async def test_append_offsets_are_gap_free_from_zero(store: StateStore) -> None:
     assert await store.log_length("s") == 10
 
 
+async def test_append_many_continues_the_offsets_in_order(store: StateStore) -> None:
+    assert await store.append("s", b"first") == 0
+    assert await store.append_many("s", [b"a", b"b", b"c"]) == [1, 2, 3]
+    assert await store.append_many("s", []) == []
+    assert await store.append("s", b"last") == 4
+    assert [e.value for e in await store.read("s")] == [b"first", b"a", b"b", b"c", b"last"]
+    assert await store.append_many("fresh", [b"x"]) == [0]
+
+
+async def test_append_many_wakes_a_waiting_reader(store: StateStore) -> None:
+    reader = asyncio.create_task(store.read("w", 0, wait=10.0))
+    await asyncio.sleep(0)  # the reader is parked before the append
+    await store.append_many("w", [b"1", b"2"])
+    entries = await asyncio.wait_for(reader, 10.0)
+    assert [e.value for e in entries] == [b"1", b"2"]
+
+
 async def test_idem_key_returns_the_original_offset(store: StateStore) -> None:
     assert await store.append("s", b"a", idem_key="evt-1") == 0
     assert await store.append("s", b"b") == 1
