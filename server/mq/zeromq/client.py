@@ -301,7 +301,10 @@ class ZeroMQQueue(MessageQueue):
         step = min(self._hb, 0.1)
         next_hb = loop.time() + self._hb
         while True:
-            await asyncio.sleep(step)
+            # Unanswered requests are looked at every ``step``; an idle client only wakes to
+            # heartbeat (a request made meanwhile is not due for a resend before ``_retry``).
+            idle = min(next_hb - loop.time(), self._timeout / 2)
+            await asyncio.sleep(step if self._requests else max(0.0, idle))
             now = loop.time()
             if now >= next_hb:
                 next_hb = now + self._hb
