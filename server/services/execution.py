@@ -49,10 +49,11 @@ def _failed(
     )
 
 
-async def _pump(inputs: AsyncIterator[TaskInput], run: Run, cancel: asyncio.Event) -> None:
+async def _pump(inputs: AsyncIterator[TaskInput], run: Run, cancel: asyncio.Future[None]) -> None:
     async for item in inputs:
         if item.kind is TaskInputKind.CANCEL:
-            cancel.set()
+            if not cancel.done():
+                cancel.set_result(None)
             return
         if item.event_obj_str is None:
             log.warning("ignoring an event input without event_obj_str")
@@ -83,6 +84,7 @@ async def execute(
     context: dict[str, Any] | None,
     emit: Emit,
     inputs: AsyncIterator[TaskInput] | None = None,
+    inputs_after: float = 0.0,
     timeout: float | None = None,
     cancel_grace: float = CANCEL_GRACE,
 ) -> TaskOutcome:
@@ -90,7 +92,8 @@ async def execute(
 
     A cancel input stops the run (task.cancelled); passing ``timeout`` seconds fails it with
     ``TimeoutError: timed out after N s``. The Context is returned with every outcome it exists
-    for (unchanged input Context if the run could not even start).
+    for (unchanged input Context if the run could not even start). ``inputs`` is read only once
+    the run has lasted ``inputs_after`` seconds: most tasks end sooner and never open it.
     """
     try:
         run = runnable.start(kwargs, context, emit)
@@ -98,23 +101,37 @@ async def execute(
         return _failed(exc, context, with_traceback=False)
     except Exception as exc:
         return _failed(exc, context)
-    cancel = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    cancel: asyncio.Future[None] = loop.create_future()
     main = asyncio.create_task(run.wait(), name="task-run")
-    cancelled = asyncio.create_task(cancel.wait(), name="task-cancel-wait")
-    pump = asyncio.create_task(_pump(inputs, run, cancel), name="task-inputs") if inputs else None
+    pump: asyncio.Task[None] | None = None
+    opener: asyncio.TimerHandle | None = None
+
+    def open_inputs() -> None:
+        nonlocal pump
+        if inputs is not None and not main.done():
+            pump = asyncio.create_task(_pump(inputs, run, cancel), name="task-inputs")
+
+    if inputs is not None:
+        if inputs_after > 0:
+            opener = loop.call_later(inputs_after, open_inputs)
+        else:
+            open_inputs()
     stopped_by: str | None = None
     try:
-        await asyncio.wait({main, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({main, cancel}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if not main.done():
-            stopped_by = "cancel" if cancel.is_set() else "timeout"
+            stopped_by = "cancel" if cancel.done() else "timeout"
             await _stop(run, main, cancel_grace)
     finally:
-        for helper in (cancelled, pump):
-            if helper is not None and not helper.done():
-                helper.cancel()
+        if opener is not None:
+            opener.cancel()
+        cancel.cancel()
+        if pump is not None and not pump.done():
+            pump.cancel()
         if not main.done():  # only when execute itself is being cancelled
             main.cancel()
-        await asyncio.wait({t for t in (main, cancelled, pump) if t is not None})
+        await asyncio.wait({t for t in (main, pump) if t is not None})
         if (aclose := getattr(inputs, "aclose", None)) is not None:
             with contextlib.suppress(Exception):
                 await aclose()

@@ -146,40 +146,44 @@ class Worker:
                 await consumer.aclose()  # type: ignore[attr-defined]
             await asyncio.wait({heartbeat})
 
-    async def _until_stop(self, task: asyncio.Task[Any]) -> bool:
+    async def _until_stop(self, task: asyncio.Future[Any], stop: asyncio.Future[Any]) -> bool:
         """Wait for ``task`` or a stop request; True when ``task`` finished first."""
-        stop = asyncio.create_task(self._stop.wait())
-        try:
+        if not task.done():
             await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
         return task.done()
 
     async def _take(self, consumer: AsyncIterator[Delivery]) -> asyncio.Task[Delivery] | None:
         """Start a task per delivery while there is a free slot; return the unfinished pull, if any."""
         iterator = aiter(consumer)
-        while not self._stop.is_set():
-            slot = asyncio.create_task(self._slots.acquire())
-            if not await self._until_stop(slot):
-                slot.cancel()
-                await asyncio.wait({slot})
-                if not slot.cancelled():
+        stop = asyncio.create_task(self._stop.wait(), name="stop-wait")
+        try:
+            while not self._stop.is_set():
+                if self._slots.locked():
+                    slot = asyncio.create_task(self._slots.acquire())
+                    if not await self._until_stop(slot, stop):
+                        slot.cancel()
+                        await asyncio.wait({slot})
+                        if not slot.cancelled():
+                            self._slots.release()
+                        return None
+                else:
+                    await self._slots.acquire()  # free: returns without suspending
+                pull: asyncio.Task[Delivery] = asyncio.create_task(anext(iterator))  # type: ignore[arg-type]
+                if not await self._until_stop(pull, stop):
                     self._slots.release()
-                return None
-            pull: asyncio.Task[Delivery] = asyncio.create_task(anext(iterator))  # type: ignore[arg-type]
-            if not await self._until_stop(pull):
-                self._slots.release()
-                return pull
-            try:
-                delivery = pull.result()
-            except StopAsyncIteration:
-                self._slots.release()
-                log.warning("the task stream ended")
-                return None
-            task = asyncio.create_task(self._handle(delivery), name=f"delivery-{delivery.lease_id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._done)
-        return None
+                    return pull
+                try:
+                    delivery = pull.result()
+                except StopAsyncIteration:
+                    self._slots.release()
+                    log.warning("the task stream ended")
+                    return None
+                task = asyncio.create_task(self._handle(delivery), name=f"delivery-{delivery.lease_id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._done)
+            return None
+        finally:
+            stop.cancel()
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -205,22 +209,19 @@ class Worker:
             except Exception as exc:
                 log.warning("heartbeat not published: %s", error_line(exc))
 
-    async def _keep_leased(self, delivery: Delivery) -> None:
-        while True:
-            await asyncio.sleep(self.spec.lease / 3)
-            try:
-                await delivery.extend()
-            except LeaseLost:
-                log.warning("lost the lease of %s: it may run elsewhere too", delivery.message.msg_id)
-                return
-            except Exception as exc:
-                log.warning("could not extend a lease: %s", error_line(exc))
+    async def _extend(self, delivery: Delivery) -> None:
+        try:
+            await delivery.extend()
+        except LeaseLost:
+            log.warning("lost the lease of %s: it may run elsewhere too", delivery.message.msg_id)
+            raise
+        except Exception as exc:
+            log.warning("could not extend a lease: %s", error_line(exc))
 
     async def _inputs(self, task: TaskMessage) -> AsyncIterator[TaskInput]:
-        # Most tasks finish within milliseconds and never get an event or a cancel: only a task
-        # still running after a moment opens its input stream. Reading from seq 0 means nothing
-        # sent in the meantime is missed.
-        await asyncio.sleep(_INPUTS_AFTER)
+        # Most tasks finish within milliseconds and never get an event or a cancel: execute()
+        # opens this only for a task still running after _INPUTS_AFTER. Reading from seq 0
+        # means nothing sent in the meantime is missed.
         topic = topics.task_input_topic(task.deployment, task.task_id)
         subscription = self.queue.subscribe(topic, from_seq=0)
         try:
@@ -242,7 +243,7 @@ class Worker:
                 await delivery.ack()
             return
         attempt = delivery.attempt
-        keeper = asyncio.create_task(self._keep_leased(delivery), name="lease")
+        keeper = _LeaseKeeper(self, delivery)
         ids = {"task_id": task.task_id, "session_id": task.session_id, "attempt": attempt}
         started = _StartedReport(self, ids, f"{task.task_id}:{attempt}:started")
         started_at = time.time()
@@ -273,6 +274,7 @@ class Worker:
                 context=task.context,
                 emit=emit,
                 inputs=self._inputs(task),
+                inputs_after=_INPUTS_AFTER,
                 timeout=timeout,
             )
             await started.settle()
@@ -303,9 +305,40 @@ class Worker:
             log.error("task %s not reported: %s; it will be redelivered", task.task_id, error_line(exc))
             return
         finally:
-            keeper.cancel()
-            await asyncio.wait({keeper})
+            await keeper.stop()
             started.discard()
+
+
+class _LeaseKeeper:
+    """Extends a delivery's lease every third of it while its task runs (a timer, not a task:
+    most tasks end long before the first extension)."""
+
+    def __init__(self, worker: Worker, delivery: Delivery) -> None:
+        self._worker = worker
+        self._delivery = delivery
+        self._every = worker.spec.lease / 3
+        self._loop = asyncio.get_running_loop()
+        self._extending: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(self._every, self._due)
+
+    def _due(self) -> None:
+        self._extending = asyncio.create_task(self._extend(), name="lease")
+
+    async def _extend(self) -> None:
+        try:
+            await self._worker._extend(self._delivery)
+        except LeaseLost:
+            self._timer = None
+            return
+        self._timer = self._loop.call_later(self._every, self._due)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._extending is not None and not self._extending.done():
+            self._extending.cancel()
+            await asyncio.wait({self._extending})
 
 
 class _StartedReport:
