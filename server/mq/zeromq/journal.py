@@ -29,7 +29,8 @@ Ops (first item is the kind)::
     ("sync", token) -> ("sync", token)
     ("lease", topic, seq, attempts, lease_id, owner, lease_until)   no result (write-behind)
     ("ready", topic, seq, attempts, not_before)                      no result
-    ("done", topic, seq)                                             no result
+    ("done", topic, seq)                                             no result; the message's
+                                                                     payload is dropped
 
 If a transaction fails, every op of the batch that has a result answers ``("fail", token,
 reason)`` instead.
@@ -240,6 +241,11 @@ class Journal:
             )
         elif kind == "done":
             db.execute("DELETE FROM work WHERE topic = ? AND seq = ?", (op[1], op[2]))
+            # A settled message is never read again: keep only its id (duplicates are still
+            # absorbed), so the file stops growing with every payload ever sent.
+            db.execute(
+                "UPDATE msg SET headers = x'', payload = x'' WHERE topic = ? AND seq = ?", (op[1], op[2])
+            )
         elif kind == "read":
             _, token, topic, from_seq, limit = op
             rows = db.execute(
