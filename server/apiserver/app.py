@@ -38,7 +38,9 @@ def create_app(
     if token:
         middleware.append(Middleware(BearerTokenMiddleware, token=token))
     app = Starlette(
-        routes=[*status.routes, *deployments.routes, *tasks.routes, *sessions.routes],
+        # Starlette tries routes in order: the task routes (the hot path) go first. No two
+        # groups' paths overlap, so the order changes nothing else.
+        routes=[*tasks.routes, *sessions.routes, *status.routes, *deployments.routes],
         middleware=middleware,
         exception_handlers=exception_handlers,
     )
