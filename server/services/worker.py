@@ -209,15 +209,6 @@ class Worker:
             except Exception as exc:
                 log.warning("heartbeat not published: %s", error_line(exc))
 
-    async def _extend(self, delivery: Delivery) -> None:
-        try:
-            await delivery.extend()
-        except LeaseLost:
-            log.warning("lost the lease of %s: it may run elsewhere too", delivery.message.msg_id)
-            raise
-        except Exception as exc:
-            log.warning("could not extend a lease: %s", error_line(exc))
-
     async def _inputs(self, task: TaskMessage) -> AsyncIterator[TaskInput]:
         # Most tasks finish within milliseconds and never get an event or a cancel: execute()
         # opens this only for a task still running after _INPUTS_AFTER. Reading from seq 0
@@ -314,7 +305,6 @@ class _LeaseKeeper:
     most tasks end long before the first extension)."""
 
     def __init__(self, worker: Worker, delivery: Delivery) -> None:
-        self._worker = worker
         self._delivery = delivery
         self._every = worker.spec.lease / 3
         self._loop = asyncio.get_running_loop()
@@ -326,10 +316,13 @@ class _LeaseKeeper:
 
     async def _extend(self) -> None:
         try:
-            await self._worker._extend(self._delivery)
+            await self._delivery.extend()
         except LeaseLost:
+            log.warning("lost the lease of %s: it may run elsewhere too", self._delivery.message.msg_id)
             self._timer = None
             return
+        except Exception as exc:
+            log.warning("could not extend a lease: %s", error_line(exc))
         self._timer = self._loop.call_later(self._every, self._due)
 
     async def stop(self) -> None:
