@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from bench.services import echo, echo_workflow
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "serve"]
 
 
 async def _kwargs(request: Request) -> dict[str, Any]:
@@ -52,7 +52,8 @@ app = Starlette(
 )
 
 
-async def _serve() -> None:
+async def serve(app: Starlette) -> None:
+    """Serve ``app`` on a free loopback port; print the Listening line once it accepts."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -75,7 +76,7 @@ def main() -> None:
     """Serve until SIGINT/SIGTERM (uvicorn's handlers stop it gracefully)."""
     import uvloop  # noqa: PLC0415
 
-    uvloop.run(_serve())
+    uvloop.run(serve(app))
 
 
 if __name__ == "__main__":

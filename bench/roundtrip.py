@@ -1,9 +1,10 @@
 """``python -m bench.roundtrip``: llamactl's task round trip against a bare uvicorn baseline.
 
 Measures, in one run and on the same client: a bare Starlette endpoint and the echo workflow
-run inside a handler (the baselines), then a real ``llamactl serve`` subprocess (function echo,
-workflow echo, first streamed event, start to ready, peak RSS, idle CPU), plus ``llamactl
---help``. Prints each figure with its ratio to the baseline and the target it must meet.
+run inside a handler (the baselines), the same two forwarded to a worker process over ZeroMQ
+with nothing else (the floor any out-of-process design pays), then a real ``llamactl serve``
+subprocess (function echo, workflow echo, first streamed event, start to ready, peak RSS, idle
+CPU), plus ``llamactl --help``. Prints each figure with its ratio to the baseline and the target it must meet.
 """
 
 from __future__ import annotations
@@ -107,6 +108,15 @@ async def measure_baseline(opts: Options) -> ServerFigures:
         return ServerFigures(function, workflow, usage, idle, start_seconds=server.start_seconds)
 
 
+async def measure_floor(opts: Options) -> ServerFigures:
+    """The same two endpoints, each request forwarded to a worker process over ZeroMQ."""
+    argv = [sys.executable, "-m", "bench.floor_server"]
+    async with ServerProcess(argv, cwd=Path(__file__).parent.parent) as server:
+        function = await _measure(opts, server, "/echo", ECHO_BODY)
+        workflow = await _measure(opts, server, "/workflow", _WF_BODY)
+        return ServerFigures(function, workflow, tree_usage(server.pid), math.nan)
+
+
 async def measure_llamactl(opts: Options) -> ServerFigures:
     """A real ``llamactl serve`` subprocess on a generated deployment."""
     with tempfile.TemporaryDirectory(prefix="llamactl-bench-") as tmp:
@@ -133,11 +143,13 @@ async def measure_llamactl(opts: Options) -> ServerFigures:
             )
 
 
-def _other_load(fig: Figure, base: ServerFigures, ours: ServerFigures) -> Figure:
+def _other_load(fig: Figure, base: ServerFigures, floor: ServerFigures, ours: ServerFigures) -> Figure:
     """``fig`` with the machine's other load during the run that measured it."""
     runs = {
         "baseline.echo.": base.function,
         "baseline.workflow.": base.workflow,
+        "floor.echo.": floor.function,
+        "floor.workflow.": floor.workflow,
         "llamactl.function.": ours.function,
         "llamactl.workflow.": ours.workflow,
     }
@@ -157,7 +169,43 @@ def _seq(t: Throughput, attr: str) -> float:
     return math.nan if t.sequential is None else float(getattr(t.sequential, attr)) * 1000
 
 
-def build_figures(opts: Options, base: ServerFigures, ours: ServerFigures, help_s: float) -> list[Figure]:
+def _floor_figures(base: ServerFigures, floor: ServerFigures) -> list[Figure]:
+    """The one-hop floor, each figure against the bare endpoint or the in-handler workflow."""
+    figs: list[Figure] = []
+    for name, mine, theirs, key, what in (
+        ("echo", floor.function, base.function, "echo", "bare"),
+        ("workflow", floor.workflow, base.workflow, "workflow", "in-handler"),
+    ):
+        label = "floor: one hop to a worker" if name == "echo" else "floor: workflow in a worker"
+        figs.append(
+            Figure(
+                f"floor.{name}.p50_ms",
+                f"{label} p50",
+                _seq(mine, "p50"),
+                "ms",
+                f"baseline.{key}.p50_ms",
+                f"{what} p50",
+                _seq(theirs, "p50"),
+            )
+        )
+        figs += [
+            Figure(
+                f"floor.{name}.rps_{n}",
+                f"{label}, {_clients(n)}",
+                rate,
+                "/s",
+                f"baseline.{key}.rps_{n}",
+                what,
+                theirs.rates.get(n),
+            )
+            for n, rate in mine.rates.items()
+        ]
+    return figs
+
+
+def build_figures(
+    opts: Options, base: ServerFigures, floor: ServerFigures, ours: ServerFigures, help_s: float
+) -> list[Figure]:
     """Every figure of the table, each with its baseline and target."""
     top = max(opts.clients)
     figs: list[Figure] = []
@@ -179,6 +227,7 @@ def build_figures(opts: Options, base: ServerFigures, ours: ServerFigures, help_
         Figure(f"baseline.workflow.rps_{n}", f"baseline: workflow in handler, {_clients(n)}", r, "/s")
         for n, r in base.workflow.rates.items()
     ]
+    figs += _floor_figures(base, floor)
     p50 = _seq(ours.function, "p50")
     figs += [
         Figure(
@@ -335,7 +384,7 @@ def build_figures(opts: Options, base: ServerFigures, ours: ServerFigures, help_
             ours.idle_cpu < 0.01 * opts.idle,
         ),
     ]
-    return [_other_load(fig, base, ours) for fig in figs]
+    return [_other_load(fig, base, floor, ours) for fig in figs]
 
 
 @dataclass(slots=True)
@@ -381,12 +430,15 @@ async def run(opts: Options) -> RunResult:
     started = time.perf_counter()
     help_s = help_seconds(opts.help_runs)
     base = await measure_baseline(opts)
+    floor = await measure_floor(opts)
     ours = await measure_llamactl(opts)
     reload_opts = ReloadOptions(opts.reload_runs, opts.reloads, opts.reload_clients, opts.replicas)
     reloaded = await measure_reload(reload_opts)
     runs = {
         "baseline.echo": base.function,
         "baseline.workflow": base.workflow,
+        "floor.echo": floor.function,
+        "floor.workflow": floor.workflow,
         "llamactl.function": ours.function,
         "llamactl.workflow": ours.workflow,
     }
@@ -394,7 +446,7 @@ async def run(opts: Options) -> RunResult:
     if reloaded.first_error:
         first_errors["llamactl.reload"] = reloaded.first_error
     return RunResult(
-        figures=build_figures(opts, base, ours, help_s) + reload_figures(reload_opts, reloaded),
+        figures=build_figures(opts, base, floor, ours, help_s) + reload_figures(reload_opts, reloaded),
         errors={**{k: t.errors for k, t in runs.items()}, "llamactl.reload": reloaded.failed},
         first_errors=first_errors,
         client_cpu_share={k: t.client_cpu_share for k, t in runs.items()},

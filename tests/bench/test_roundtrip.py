@@ -25,6 +25,10 @@ LABELS = [
     "baseline: bare endpoint, 32 clients",
     "baseline: workflow in handler p50",
     "baseline: workflow in handler, 32 clients",
+    "floor: one hop to a worker p50",
+    "floor: one hop to a worker, 32 clients",
+    "floor: workflow in a worker p50",
+    "floor: workflow in a worker, 32 clients",
     "function echo p50 (1 client)",
     "function echo p99 (1 client)",
     "function echo, 1 client",
@@ -78,12 +82,14 @@ def test_quick_run_prints_every_figure() -> None:
 
 def test_every_figure_has_a_ratio_where_it_has_a_baseline() -> None:
     opts = Options()
-    figures = build_figures(opts, _figures(1000.0), _figures(500.0), 0.1)
+    figures = build_figures(opts, _figures(1000.0), _figures(700.0), _figures(500.0), 0.1)
     table = render_table(figures)
     for label in LABELS:
         assert label in table
     data = json.loads(render_json(figures, {"note": "x"}))["figures"]
     assert data["llamactl.function.tps_32"]["ratio"] == 0.5
+    assert data["floor.echo.rps_32"]["ratio"] == 0.7
+    assert data["floor.workflow.rps_32"]["baseline"] == 1000.0
     assert data["llamactl.function.tps_32"]["met"] is False
     assert data["llamactl.workflow.tps_8"]["met"] is False
     assert data["llamactl.help_s"]["met"] is True
