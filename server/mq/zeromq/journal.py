@@ -152,16 +152,22 @@ class Journal:
             self._deferred.cancel()
             self._deferred = None
         db = self._db
-        while self._pending and db is not None:
-            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-            results = self._apply(db, batch)
+        if db is None:
+            return
+        # Only what was queued when the flush began: ops that ``on_results`` submits (leases of
+        # the deliveries it makes, say) follow the usual rules, so a write-behind op does not
+        # cost a second commit on the path of the result that caused it.
+        pending, self._pending = self._pending, []
+        for start in range(0, len(pending), _MAX_BATCH):
+            results = self._apply(db, pending[start : start + _MAX_BATCH])
             if results:
                 self._on_results(results)
 
     async def close(self) -> None:
         """Commit what is queued, then close the database and give up ownership."""
         if self._db is not None:
-            self._flush()
+            while self._pending:
+                self._flush()
             self._db.close()
             self._db = None
             self._release_ownership()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from server.errors import MessageQueueError
 from server.mq.zeromq import ZeroMQBroker
+from server.mq.zeromq.journal import Journal
 
 
 async def test_a_journal_has_one_broker(tmp_path: Path) -> None:
@@ -45,3 +48,37 @@ async def test_a_settled_message_keeps_only_its_id(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         rows = dict(db.execute("SELECT msg_id, length(payload) FROM msg WHERE topic = 'work.t'"))
     assert rows == {"m1": 0, "m2": len(b"pending")}
+
+
+async def test_write_behind_ops_from_a_result_wait_for_a_later_commit() -> None:
+    """A lease submitted while results are handed out does not cost a commit of its own."""
+    batches: list[list[str]] = []
+    second = asyncio.Event()
+    journal: Journal
+
+    def on_results(results: list[tuple[Any, ...]]) -> None:
+        for result in results:
+            if result[0] == "pub":
+                journal.submit(("lease", result[2], result[3], 1, "l1", b"owner", 1e12))
+
+    journal = Journal(None, on_results, write_behind=0.05)
+    await journal.open()
+    apply = journal._apply
+
+    def counting(db: sqlite3.Connection, ops: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        batches.append([op[0] for op in ops])
+        if len(batches) == 2:
+            second.set()
+        return apply(db, ops)
+
+    journal._apply = counting  # type: ignore[method-assign]
+    try:
+        journal.submit(("pub", 1, "work.t", "m1", "", b"", b"x", True))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert batches == [["pub"]]  # the lease did not trigger a second commit at once
+        async with asyncio.timeout(5):
+            await second.wait()  # within write_behind
+        assert batches == [["pub"], ["lease"]]
+    finally:
+        await journal.close()
