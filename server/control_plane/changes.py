@@ -16,14 +16,18 @@ from typing import Any
 from server.state.base import StateStore
 from server.types import ChangeEvent
 
-__all__ = ["ChangeFeed"]
+__all__ = ["LINGER", "ChangeFeed"]
 
 log = logging.getLogger(__name__)
 
+LINGER = 0.005
+"""Seconds the writer waits after the first change of a batch, so changes are written together."""
+
 
 class ChangeFeed:
-    def __init__(self, store: StateStore, deployment: str, stream: str) -> None:
+    def __init__(self, store: StateStore, deployment: str, stream: str, *, linger: float = LINGER) -> None:
         self._store = store
+        self._linger = linger
         self._deployment = deployment
         self._stream = stream
         self._pending: asyncio.Queue[ChangeEvent | None] = asyncio.Queue()
@@ -52,6 +56,10 @@ class ChangeFeed:
     async def _write(self) -> None:
         while True:
             first = await self._pending.get()
+            if first is not None and self._linger > 0:
+                # Off the hot path: a task's status change would otherwise cost a commit of its
+                # own in the very loop turn that answers the task; waiting a little batches it.
+                await asyncio.sleep(self._linger)
             batch = [first]
             while not self._pending.empty():
                 batch.append(self._pending.get_nowait())
