@@ -100,6 +100,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._slots = asyncio.Semaphore(max(1, spec.max_concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
+        self._taker: asyncio.Task[None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -109,10 +110,12 @@ class Worker:
     def request_stop(self) -> None:
         """Stop taking deliveries; :meth:`serve` returns once the in-flight tasks are done."""
         self._stop.set()
+        if self._taker is not None:
+            self._taker.cancel()  # see _take: a delivery it was waiting for goes back unused
 
     def abort(self) -> None:
         """Cancel the in-flight tasks too (their deliveries are not acked and come back)."""
-        self._stop.set()
+        self.request_stop()
         for task in self._tasks:
             task.cancel()
 
@@ -130,9 +133,13 @@ class Worker:
             self.service_topic, prefetch=max(1, self.spec.max_concurrency), lease=self.spec.lease
         )
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
-        pending: asyncio.Task[Delivery] | None = None
+        taker = self._taker = asyncio.create_task(self._take(consumer), name="take")
+        if self._stop.is_set():
+            taker.cancel()
         try:
-            pending = await self._take(consumer)
+            await asyncio.wait({taker})
+            if not taker.cancelled() and (exc := taker.exception()) is not None:
+                raise exc
             log.info("stopping: no new tasks; %d in flight", self.in_flight)
             with contextlib.suppress(Exception):
                 await self.publish(self.message(WorkerMessageKind.REPLICA_STOPPING))
@@ -140,66 +147,40 @@ class Worker:
                 await asyncio.wait(set(self._tasks))
         finally:
             heartbeat.cancel()
-            if pending is not None:
-                await self._give_back(pending)
+            taker.cancel()
+            await asyncio.wait({heartbeat, taker})
             with contextlib.suppress(Exception):
+                # Ends the subscription; deliveries it still buffered go back without an attempt.
                 await consumer.aclose()  # type: ignore[attr-defined]
-            await asyncio.wait({heartbeat})
 
-    async def _until_stop(self, task: asyncio.Future[Any], stop: asyncio.Future[Any]) -> bool:
-        """Wait for ``task`` or a stop request; True when ``task`` finished first."""
-        if not task.done():
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-        return task.done()
+    async def _take(self, consumer: AsyncIterator[Delivery]) -> None:
+        """Start a task per delivery while there is a free slot, until the stream ends.
 
-    async def _take(self, consumer: AsyncIterator[Delivery]) -> asyncio.Task[Delivery] | None:
-        """Start a task per delivery while there is a free slot; return the unfinished pull, if any."""
+        :meth:`request_stop` cancels this. That cancel can only land at an ``await``: in the slot
+        wait, or inside the consumer before it hands a delivery over, where the consumer gives
+        its buffered deliveries back. A delivery is never half taken.
+        """
         iterator = aiter(consumer)
-        stop = asyncio.create_task(self._stop.wait(), name="stop-wait")
-        try:
-            while not self._stop.is_set():
-                if self._slots.locked():
-                    slot = asyncio.create_task(self._slots.acquire())
-                    if not await self._until_stop(slot, stop):
-                        slot.cancel()
-                        await asyncio.wait({slot})
-                        if not slot.cancelled():
-                            self._slots.release()
-                        return None
-                else:
-                    await self._slots.acquire()  # free: returns without suspending
-                pull: asyncio.Task[Delivery] = asyncio.create_task(anext(iterator))  # type: ignore[arg-type]
-                if not await self._until_stop(pull, stop):
-                    self._slots.release()
-                    return pull
-                try:
-                    delivery = pull.result()
-                except StopAsyncIteration:
-                    self._slots.release()
-                    log.warning("the task stream ended")
-                    return None
-                task = asyncio.create_task(self._handle(delivery), name=f"delivery-{delivery.lease_id}")
-                self._tasks.add(task)
-                task.add_done_callback(self._done)
-            return None
-        finally:
-            stop.cancel()
+        while True:
+            await self._slots.acquire()
+            try:
+                delivery = await anext(iterator)
+            except StopAsyncIteration:
+                self._slots.release()
+                log.warning("the task stream ended")
+                return
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.create_task(self._handle(delivery), name=f"delivery-{delivery.lease_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slots.release()
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("handling a delivery failed: %s", error_line(exc), exc_info=exc)
-
-    async def _give_back(self, pull: asyncio.Task[Delivery]) -> None:
-        """A delivery that arrived while stopping is handed back untouched (nack, no delay)."""
-        if not pull.done():
-            pull.cancel()
-        await asyncio.wait({pull})
-        if pull.cancelled() or pull.exception() is not None:
-            return
-        with contextlib.suppress(Exception):
-            await pull.result().nack()
 
     async def _heartbeat(self) -> None:
         while True:
