@@ -131,7 +131,9 @@ async def execute(
             pump.cancel()
         if not main.done():  # only when execute itself is being cancelled
             main.cancel()
-        await asyncio.wait({t for t in (main, pump) if t is not None})
+        # asyncio.wait costs a loop turn even when everything is done already: skip it then.
+        if running := {t for t in (main, pump) if t is not None and not t.done()}:
+            await asyncio.wait(running)
         if (aclose := getattr(inputs, "aclose", None)) is not None:
             with contextlib.suppress(Exception):
                 await aclose()
