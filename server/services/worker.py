@@ -97,7 +97,7 @@ class Worker:
         self.runnable = runnable
         self.reporter = Reporter(spec, queue)
         self.service_topic = topics.service_topic(spec.deployment, spec.service_id)
-        self._stop = asyncio.Event()
+        self._stopping = False
         self._slots = asyncio.Semaphore(max(1, spec.max_concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
         self._taker: asyncio.Task[None] | None = None
@@ -109,7 +109,7 @@ class Worker:
 
     def request_stop(self) -> None:
         """Stop taking deliveries; :meth:`serve` returns once the in-flight tasks are done."""
-        self._stop.set()
+        self._stopping = True
         if self._taker is not None:
             self._taker.cancel()  # see _take: a delivery it was waiting for goes back unused
 
@@ -134,7 +134,7 @@ class Worker:
         )
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
         taker = self._taker = asyncio.create_task(self._take(consumer), name="take")
-        if self._stop.is_set():
+        if self._stopping:
             taker.cancel()
         try:
             await asyncio.wait({taker})
