@@ -64,18 +64,13 @@ class _Forwarder:
 
 
 def _app(forwarder: _Forwarder) -> Starlette:
-    async def forward_echo(request: Request) -> Response:
-        return Response(await forwarder.call(_FUNCTION, await request.body()), media_type="application/json")
+    kinds = {"/echo": _FUNCTION, "/workflow": _WORKFLOW}
 
-    async def forward_workflow(request: Request) -> Response:
-        return Response(await forwarder.call(_WORKFLOW, await request.body()), media_type="application/json")
+    async def forward(request: Request) -> Response:
+        answer = await forwarder.call(kinds[request.url.path], await request.body())
+        return Response(answer, media_type="application/json")
 
-    return Starlette(
-        routes=[
-            Route("/echo", forward_echo, methods=["POST"]),
-            Route("/workflow", forward_workflow, methods=["POST"]),
-        ]
-    )
+    return Starlette(routes=[Route(path, forward, methods=["POST"]) for path in kinds])
 
 
 @contextlib.asynccontextmanager
