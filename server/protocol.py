@@ -1,6 +1,6 @@
 """What the control plane and the service workers say to each other over the message queue.
 
-Topics (see :mod:`server.mq.topics`):
+Topics (see :mod:`llamactl.server.mq.topics`):
 
 * ``work.<deployment>.svc.<service>``: the control plane publishes one :class:`TaskMessage`
   per task (``msg_id = "<task_id>:start"``, ``key = session_id`` so the tasks of one session run

@@ -138,10 +138,10 @@ def _ask_name(default: str) -> str:
 
 
 def _name_problem(name: str) -> str | None:
-    """Why ``name`` cannot be a deployment name (the check `server.config` applies), or None."""
+    """Why ``name`` cannot be a deployment name (the check `llamactl.server.config` applies), or None."""
     from pydantic import TypeAdapter, ValidationError
 
-    from server.config.fields import Identifier
+    from llamactl.server.config.fields import Identifier
 
     try:
         TypeAdapter(Identifier).validate_python(name)
@@ -168,9 +168,9 @@ def _check_target(target: Path, force: bool) -> None:
 
 def _generate(template: Template, target: Path, name: str) -> None:
     """Render into a hidden folder next to ``target``, check it, then move it into place."""
+    from llamactl.server.config import load_deployment_file
+    from llamactl.server.errors import DeploymentConfigError
     from llamactl.templates import DEPLOYMENT_FILE, write_template
-    from server.config import load_deployment_file
-    from server.errors import DeploymentConfigError
 
     created_parent = _first_missing(target.parent)
     moved: list[Path] = []

@@ -61,7 +61,7 @@ def serve(
     """
     import asyncio
 
-    from server.errors import DeploymentConfigError, LlamactlError, WorkflowLoadError
+    from llamactl.server.errors import DeploymentConfigError, LlamactlError, WorkflowLoadError
 
     for file in files or []:
         if not file.is_file():
@@ -101,7 +101,7 @@ async def _serve(host: str, port: int, token: str | None, files: list[Path], wat
     import asyncio
     import signal
 
-    from server.apiserver.runner import serve as run_server
+    from llamactl.server.apiserver.runner import serve as run_server
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

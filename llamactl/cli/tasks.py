@@ -23,7 +23,7 @@ from llamactl.cli.common import (
 from llamactl.cli.exit_codes import ExitCode
 
 if TYPE_CHECKING:
-    from server.types import EventEnvelope, TaskRecord
+    from llamactl.server.types import EventEnvelope, TaskRecord
 
 __all__ = ["app", "print_event", "print_record"]
 

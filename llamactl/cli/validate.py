@@ -21,7 +21,7 @@ from llamactl.cli.common import Output, emit_json, fail, output_option, say
 from llamactl.cli.exit_codes import ExitCode
 
 if TYPE_CHECKING:
-    from server.config import DeploymentConfig
+    from llamactl.server.config import DeploymentConfig
 
 __all__ = ["ServiceCheck", "check_services", "validate"]
 
@@ -57,8 +57,8 @@ def validate(
     Prints one line per service (`echo: ok (workflow EchoWorkflow)`) and exits 0, or says what is
     wrong (the file, line and key; or the import error) and exits non-zero.
     """
-    from server.config import load_deployment_file
-    from server.errors import DeploymentConfigError
+    from llamactl.server.config import load_deployment_file
+    from llamactl.server.errors import DeploymentConfigError
 
     if not file.exists():
         fail(
@@ -106,7 +106,7 @@ def validate(
 
 def check_services(config: DeploymentConfig) -> list[ServiceCheck]:
     """Import and adapt every service of ``config``, in file order; collects every failure."""
-    from server.errors import LlamactlError
+    from llamactl.server.errors import LlamactlError
 
     checks = []
     for service_id in config.services:
@@ -118,9 +118,9 @@ def check_services(config: DeploymentConfig) -> list[ServiceCheck]:
 
 
 def _check(config: DeploymentConfig, service_id: str) -> ServiceCheck:
-    from server.errors import WorkflowLoadError
-    from server.services.adapters import FunctionRunnable, WorkflowRunnable, adapt
-    from server.services.loader import load_target
+    from llamactl.server.errors import WorkflowLoadError
+    from llamactl.server.services.adapters import FunctionRunnable, WorkflowRunnable, adapt
+    from llamactl.server.services.loader import load_target
 
     import_path = config.service(service_id).import_path
     if not import_path:

@@ -11,7 +11,7 @@ Example::
             print(event.type, event.value)
         print(app.tasks.get(task.task_id).result)
 
-Importing this package imports httpx and the wire models (``server.types``, pydantic only).
+Importing this package imports httpx and the wire models (``llamactl.server.types``, pydantic only).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, TypeAdapter
 
 from llamactl.client.models import DeploymentState
-from server.types import (
+from llamactl.server.types import (
     DeploymentDefinition,
     EventDefinition,
     ServiceStatus,

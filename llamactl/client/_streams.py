@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Generic, TypeVar
 
-from server.types import ChangeEvent, EventEnvelope
+from llamactl.server.types import ChangeEvent, EventEnvelope
 
 from ._base import SSEDecoder
 

@@ -23,7 +23,7 @@ from llamactl.client._streams import (
 )
 from llamactl.client.errors import StreamBroken
 from llamactl.client.models import DeploymentState
-from server.types import (
+from llamactl.server.types import (
     ChangeEvent,
     DeploymentDefinition,
     EventDefinition,

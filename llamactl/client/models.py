@@ -1,10 +1,10 @@
-"""Answers the client parses that have no model in ``server.types``."""
+"""Answers the client parses that have no model in ``llamactl.server.types``."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.types import ServiceStatus, TaskRecord
+from llamactl.server.types import ServiceStatus, TaskRecord
 
 __all__ = ["DeploymentState"]
 

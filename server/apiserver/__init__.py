@@ -6,8 +6,8 @@
 * :func:`serve` is what ``llamactl serve`` runs.
 """
 
-from server.apiserver.app import create_app
-from server.apiserver.control_plane_app import create_control_plane_app
-from server.apiserver.runner import serve
+from llamactl.server.apiserver.app import create_app
+from llamactl.server.apiserver.control_plane_app import create_control_plane_app
+from llamactl.server.apiserver.runner import serve
 
 __all__ = ["create_app", "create_control_plane_app", "serve"]

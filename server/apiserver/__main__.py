@@ -1,4 +1,4 @@
-"""``python -m server.apiserver [--host H] [--port P] [--token T] [deployment.yml ...]``.
+"""``python -m llamactl.server.apiserver [--host H] [--port P] [--token T] [deployment.yml ...]``.
 
 The same server as ``llamactl serve``, without the CLI: handy for debugging the API alone.
 """
@@ -14,8 +14,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from server.apiserver.runner import serve
-from server.errors import LlamactlError
+from llamactl.server.apiserver.runner import serve
+from llamactl.server.errors import LlamactlError
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -35,7 +35,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m server.apiserver", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m llamactl.server.apiserver", description=__doc__)
     parser.add_argument("files", nargs="*", help="deployment files to deploy at start")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4501, help="0 picks a free port")

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from server.apiserver.auth import BearerTokenMiddleware
-from server.apiserver.errors import CatchAllMiddleware, exception_handlers
-from server.apiserver.routes import deployments, sessions, status, tasks
-from server.deployment.manager import DeploymentManager
+from llamactl.server.apiserver.auth import BearerTokenMiddleware
+from llamactl.server.apiserver.errors import CatchAllMiddleware, exception_handlers
+from llamactl.server.apiserver.routes import deployments, sessions, status, tasks
+from llamactl.server.deployment.manager import DeploymentManager
 
 __all__ = ["create_app"]
 

@@ -6,7 +6,7 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.apiserver.errors import error_response
+from llamactl.server.apiserver.errors import error_response
 
 __all__ = ["BearerTokenMiddleware"]
 

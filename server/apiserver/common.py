@@ -10,9 +10,9 @@ from pydantic import BaseModel, TypeAdapter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.deployment import Deployment
-from server.deployment.manager import DeploymentManager
-from server.errors import InvalidRequest
+from llamactl.server.deployment import Deployment
+from llamactl.server.deployment.manager import DeploymentManager
+from llamactl.server.errors import InvalidRequest
 
 __all__ = [
     "deployment_of",

@@ -18,13 +18,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.apiserver.auth import BearerTokenMiddleware
-from server.apiserver.common import json_response, model_list_response, model_response
-from server.apiserver.errors import CatchAllMiddleware, exception_handlers
-from server.apiserver.streams import task_events_ndjson
-from server.deployment import Deployment
-from server.errors import InvalidRequest, ServiceNotFound, TaskNotFound
-from server.types import EventDefinition, ServiceDefinition, TaskDefinition
+from llamactl.server.apiserver.auth import BearerTokenMiddleware
+from llamactl.server.apiserver.common import json_response, model_list_response, model_response
+from llamactl.server.apiserver.errors import CatchAllMiddleware, exception_handlers
+from llamactl.server.apiserver.streams import task_events_ndjson
+from llamactl.server.deployment import Deployment
+from llamactl.server.errors import InvalidRequest, ServiceNotFound, TaskNotFound
+from llamactl.server.types import EventDefinition, ServiceDefinition, TaskDefinition
 
 __all__ = ["create_control_plane_app"]
 

@@ -16,8 +16,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.deployment.manager import DeploymentUnavailable
-from server.errors import (
+from llamactl.server.deployment.manager import DeploymentUnavailable
+from llamactl.server.errors import (
     Conflict,
     DeploymentConfigError,
     InvalidRequest,
@@ -30,7 +30,7 @@ from server.errors import (
 
 __all__ = ["CatchAllMiddleware", "error_response", "exception_handlers", "status_for"]
 
-log = logging.getLogger("server.apiserver")
+log = logging.getLogger("llamactl.server.apiserver")
 
 _STATUSES: tuple[tuple[type[BaseException], int], ...] = (
     (NotFound, 404),

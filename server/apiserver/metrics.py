@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from server.deployment.manager import DeploymentManager
-from server.errors import LlamactlError
-from server.types import ReplicaState, TaskStatus
+from llamactl.server.deployment.manager import DeploymentManager
+from llamactl.server.errors import LlamactlError
+from llamactl.server.types import ReplicaState, TaskStatus
 
 __all__ = ["render_metrics"]
 

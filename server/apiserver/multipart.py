@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from email.message import Message
 
-from server.errors import InvalidRequest
+from llamactl.server.errors import InvalidRequest
 
 __all__ = ["read_form_file"]
 

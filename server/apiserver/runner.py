@@ -9,18 +9,18 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from server.apiserver.app import create_app
-from server.apiserver.control_plane_app import create_control_plane_app
-from server.apiserver.listen import UvicornServer, is_loopback
-from server.apiserver.watching import Watchers
-from server.config import DeploymentConfig, load_deployment_file
-from server.deployment import Deployment
-from server.deployment.manager import DeploymentManager
-from server.errors import InvalidRequest
+from llamactl.server.apiserver.app import create_app
+from llamactl.server.apiserver.control_plane_app import create_control_plane_app
+from llamactl.server.apiserver.listen import UvicornServer, is_loopback
+from llamactl.server.apiserver.watching import Watchers
+from llamactl.server.config import DeploymentConfig, load_deployment_file
+from llamactl.server.deployment import Deployment
+from llamactl.server.deployment.manager import DeploymentManager
+from llamactl.server.errors import InvalidRequest
 
 __all__ = ["ControlPlaneServers", "serve"]
 
-log = logging.getLogger("server.apiserver")
+log = logging.getLogger("llamactl.server.apiserver")
 
 EventCallback = Callable[[str], None]
 

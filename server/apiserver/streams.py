@@ -15,9 +15,9 @@ from typing import TypeVar
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from server.control_plane import ControlPlane
-from server.errors import InvalidRequest, LlamactlError
-from server.types import EventEnvelope
+from llamactl.server.control_plane import ControlPlane
+from llamactl.server.errors import InvalidRequest, LlamactlError
+from llamactl.server.types import EventEnvelope
 
 __all__ = [
     "change_feed_sse",

@@ -1,4 +1,7 @@
-"""``serve --watch``: one file watcher per running deployment (see :mod:`server.deployment.watcher`)."""
+"""``serve --watch``: one file watcher per running deployment.
+
+See :mod:`llamactl.server.deployment.watcher`.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from server.deployment import Deployment
-from server.deployment.watcher import DeploymentWatcher
+from llamactl.server.deployment import Deployment
+from llamactl.server.deployment.watcher import DeploymentWatcher
 
 __all__ = ["Watchers"]
 
-log = logging.getLogger("server.apiserver")
+log = logging.getLogger("llamactl.server.apiserver")
 
 
 class Watchers:

@@ -7,12 +7,18 @@ from typing import Any
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from server.config.env_files import EnvFileError, parse_env_file
-from server.config.fields import Identifier, describe, keys
-from server.config.models import ControlPlaneConfig, MessageQueueConfig, ServiceConfig, SourceType, _Model
-from server.config.paths import resolve_inside
-from server.config.yaml_lines import KeyPath, LineIndex, format_key_path
-from server.errors import DeploymentConfigError, ServiceNotFound
+from llamactl.server.config.env_files import EnvFileError, parse_env_file
+from llamactl.server.config.fields import Identifier, describe, keys
+from llamactl.server.config.models import (
+    ControlPlaneConfig,
+    MessageQueueConfig,
+    ServiceConfig,
+    SourceType,
+    _Model,
+)
+from llamactl.server.config.paths import resolve_inside
+from llamactl.server.config.yaml_lines import KeyPath, LineIndex, format_key_path
+from llamactl.server.errors import DeploymentConfigError, ServiceNotFound
 
 __all__ = ["DeploymentConfig"]
 
@@ -20,8 +26,8 @@ __all__ = ["DeploymentConfig"]
 class DeploymentConfig(_Model):
     """A deployment file: Llama Deploy's keys plus ours.
 
-    Build it with :func:`server.config.load_deployment_file` or
-    :func:`server.config.load_deployment_text`; they fill ``file`` and ``base_path`` and make
+    Build it with :func:`llamactl.server.config.load_deployment_file` or
+    :func:`llamactl.server.config.load_deployment_text`; they fill ``file`` and ``base_path`` and make
     every error name the key path and line.
     """
 

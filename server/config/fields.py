@@ -2,7 +2,7 @@
 
 The validators raise ``ValueError`` (the only exception pydantic turns into a validation error, so
 also for wrong types) with the whole user-facing message; the loader turns it into a
-:class:`~server.errors.DeploymentConfigError` with the key path and line.
+:class:`~llamactl.server.errors.DeploymentConfigError` with the key path and line.
 """
 
 from __future__ import annotations

@@ -8,12 +8,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from server.config.deployment import DeploymentConfig
-from server.config.fields import describe
-from server.config.messages import translate_validation_error
-from server.config.unknown_keys import warn, warn_unknown_keys
-from server.config.yaml_lines import LineIndex, parse_yaml
-from server.errors import DeploymentConfigError
+from llamactl.server.config.deployment import DeploymentConfig
+from llamactl.server.config.fields import describe
+from llamactl.server.config.messages import translate_validation_error
+from llamactl.server.config.unknown_keys import warn, warn_unknown_keys
+from llamactl.server.config.yaml_lines import LineIndex, parse_yaml
+from llamactl.server.errors import DeploymentConfigError
 
 __all__ = ["load_deployment_file", "load_deployment_text"]
 

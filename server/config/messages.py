@@ -7,9 +7,9 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from server.config.fields import describe
-from server.config.yaml_lines import KeyPath, LineIndex, format_key_path
-from server.errors import DeploymentConfigError
+from llamactl.server.config.fields import describe
+from llamactl.server.config.yaml_lines import KeyPath, LineIndex, format_key_path
+from llamactl.server.errors import DeploymentConfigError
 
 __all__ = ["translate_validation_error"]
 

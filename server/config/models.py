@@ -3,8 +3,8 @@
 Every multi-word key is accepted with a dash or an underscore (``max-concurrency``,
 ``max_concurrency``); Llama Deploy's older spellings are accepted too (``source.name`` for
 ``source.location``, ``path`` for ``import-path``). Load files with
-:func:`server.config.load_deployment_file`, which turns every mistake into a
-:class:`~server.errors.DeploymentConfigError` with the key path and line.
+:func:`llamactl.server.config.load_deployment_file`, which turns every mistake into a
+:class:`~llamactl.server.errors.DeploymentConfigError` with the key path and line.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from server.config.fields import (
+from llamactl.server.config.fields import (
     EnvMap,
     Identifier,
     ImportPath,
@@ -27,7 +27,7 @@ from server.config.fields import (
     describe,
     keys,
 )
-from server.config.paths import check_relative
+from llamactl.server.config.paths import check_relative
 
 __all__ = [
     "MESSAGE_QUEUE_TYPES",

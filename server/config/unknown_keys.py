@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from server.config.fields import accepted_keys
-from server.config.models import ControlPlaneConfig, MessageQueueConfig, ServiceConfig, ServiceSource
-from server.config.yaml_lines import KeyPath, LineIndex, format_key_path
+from llamactl.server.config.fields import accepted_keys
+from llamactl.server.config.models import ControlPlaneConfig, MessageQueueConfig, ServiceConfig, ServiceSource
+from llamactl.server.config.yaml_lines import KeyPath, LineIndex, format_key_path
 
 __all__ = ["DeploymentConfigWarning", "warn", "warn_unknown_keys"]
 
@@ -44,7 +44,7 @@ _QUEUE_BACKEND_KEYS = [
 class DeploymentConfigWarning(UserWarning):
     """Something in a deployment file is ignored (an unknown key, an unsupported section).
 
-    Attributes mirror :class:`~server.errors.DeploymentConfigError`: ``file``, ``key_path``,
+    Attributes mirror :class:`~llamactl.server.errors.DeploymentConfigError`: ``file``, ``key_path``,
     ``line`` and ``problem``.
     """
 
@@ -62,7 +62,9 @@ def warn(file: str, lines: LineIndex, path: KeyPath, problem: str) -> None:
     warning = DeploymentConfigWarning(file, format_key_path(path), lines.line(path), problem)
     # Point the warning at whoever called the loader, not at this package.
     frame, level = sys._getframe(0), 1
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("server.config"):
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(
+        "llamactl.server.config"
+    ):
         frame, level = frame.f_back, level + 1
     warnings.warn(warning, stacklevel=level)
 

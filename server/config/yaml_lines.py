@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from server.errors import DeploymentConfigError
+from llamactl.server.errors import DeploymentConfigError
 
 __all__ = ["KeyPath", "LineIndex", "format_key_path", "parse_yaml"]
 

@@ -13,8 +13,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from server.state.base import StateStore
-from server.types import ChangeEvent
+from llamactl.server.state.base import StateStore
+from llamactl.server.types import ChangeEvent
 
 __all__ = ["LINGER", "ChangeFeed"]
 

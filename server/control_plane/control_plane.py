@@ -2,7 +2,7 @@
 
 It owns no process and no socket of its own: it reads and writes a :class:`StateStore`, publishes
 tasks and consumes worker reports through a :class:`MessageQueue`, and leaves replica choice to
-the queue's credit-based delivery (see :mod:`server.orchestrator`).
+the queue's credit-based delivery (see :mod:`llamactl.server.orchestrator`).
 """
 
 from __future__ import annotations
@@ -14,19 +14,19 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Mapping
 
-from server.control_plane.changes import ChangeFeed
-from server.control_plane.dispatcher import Dispatcher
-from server.control_plane.inbox import Inbox
-from server.control_plane.records import ControlPlaneRecords, StoredTask
-from server.control_plane.registry import ServiceRegistry
-from server.control_plane.signals import TaskSignals
-from server.errors import InvalidRequest, TaskFinished
-from server.mq import topics
-from server.mq.base import MessageQueue
-from server.orchestrator import Orchestrator
-from server.protocol import TaskInput, TaskInputKind
-from server.state.base import StateStore
-from server.types import (
+from llamactl.server.control_plane.changes import ChangeFeed
+from llamactl.server.control_plane.dispatcher import Dispatcher
+from llamactl.server.control_plane.inbox import Inbox
+from llamactl.server.control_plane.records import ControlPlaneRecords, StoredTask
+from llamactl.server.control_plane.registry import ServiceRegistry
+from llamactl.server.control_plane.signals import TaskSignals
+from llamactl.server.errors import InvalidRequest, TaskFinished
+from llamactl.server.mq import topics
+from llamactl.server.mq.base import MessageQueue
+from llamactl.server.orchestrator import Orchestrator
+from llamactl.server.protocol import TaskInput, TaskInputKind
+from llamactl.server.state.base import StateStore
+from llamactl.server.types import (
     EventEnvelope,
     SessionDefinition,
     TaskDefinition,

@@ -14,10 +14,10 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
-from server.control_plane.records import ControlPlaneRecords, StoredTask
-from server.mq import topics
-from server.mq.base import MessageQueue
-from server.protocol import TaskMessage, start_msg_id
+from llamactl.server.control_plane.records import ControlPlaneRecords, StoredTask
+from llamactl.server.mq import topics
+from llamactl.server.mq.base import MessageQueue
+from llamactl.server.protocol import TaskMessage, start_msg_id
 
 __all__ = ["Dispatcher"]
 

@@ -17,12 +17,12 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
-from server.control_plane.records import ControlPlaneRecords, StoredTask
-from server.control_plane.registry import ServiceRegistry
-from server.errors import LeaseLost, TaskNotFound
-from server.mq.base import Delivery, MessageQueue
-from server.protocol import TaskMessage, WorkerMessage, WorkerMessageKind, event_msg_id
-from server.types import TaskStatus
+from llamactl.server.control_plane.records import ControlPlaneRecords, StoredTask
+from llamactl.server.control_plane.registry import ServiceRegistry
+from llamactl.server.errors import LeaseLost, TaskNotFound
+from llamactl.server.mq.base import Delivery, MessageQueue
+from llamactl.server.protocol import TaskMessage, WorkerMessage, WorkerMessageKind, event_msg_id
+from llamactl.server.types import TaskStatus
 
 __all__ = ["Inbox"]
 

@@ -2,10 +2,12 @@
 
 Layout (all values JSON):
 
-* ns ``<deployment>/tasks``, key task id: a :class:`~server.types.TaskRecord` plus dispatch bookkeeping.
+* ns ``<deployment>/tasks``, key task id: a :class:`~llamactl.server.types.TaskRecord` plus dispatch
+  bookkeeping.
 * ns ``<deployment>/sessions``, key session id: ``{"session_id", "task_ids", "created_at"}``.
 * ns ``<deployment>/contexts``, key session id: the workflow ``Context.to_dict()`` of the session.
-* log ``<deployment>/events/<task id>``: the task's :class:`~server.types.EventEnvelope` s (offset = seq).
+* log ``<deployment>/events/<task id>``: the task's :class:`~llamactl.server.types.EventEnvelope` s
+  (offset = seq).
 * log ``<deployment>/changes``: the change feed.
 
 Updates are compare-and-set against the version last seen, so several control planes sharing one
@@ -24,9 +26,9 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, Field
 
-from server.errors import SessionNotFound, StateStoreError, TaskExists, TaskNotFound
-from server.state.base import StateStore
-from server.types import SessionDefinition, TaskRecord
+from llamactl.server.errors import SessionNotFound, StateStoreError, TaskExists, TaskNotFound
+from llamactl.server.state.base import StateStore
+from llamactl.server.types import SessionDefinition, TaskRecord
 
 __all__ = ["ControlPlaneRecords", "SessionRecord", "StoredTask"]
 

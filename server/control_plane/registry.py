@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.protocol import WorkerMessage
-from server.types import ReplicaState, ReplicaStatus, ServiceStatus
+from llamactl.server.protocol import WorkerMessage
+from llamactl.server.types import ReplicaState, ReplicaStatus, ServiceStatus
 
 __all__ = ["ServiceInfo", "ServiceRegistry"]
 

@@ -1,5 +1,5 @@
 """Runs deployments: wires config, state store, message queue, control plane and worker replicas."""
 
-from server.deployment.runtime import Deployment
+from llamactl.server.deployment.runtime import Deployment
 
 __all__ = ["Deployment"]

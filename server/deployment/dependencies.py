@@ -13,8 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
-from server.config import DeploymentConfig, ServiceConfig
-from server.errors import DeploymentConfigError, LlamactlError
+from llamactl.server.config import DeploymentConfig, ServiceConfig
+from llamactl.server.errors import DeploymentConfigError, LlamactlError
 
 __all__ = ["install_python_dependencies", "pip_arguments"]
 

@@ -1,5 +1,5 @@
 """Hot reload of a running deployment: swap a service's workers for a new generation, and apply
-an edited deployment file. Used by :class:`~server.deployment.runtime.Deployment`."""
+an edited deployment file. Used by :class:`~llamactl.server.deployment.runtime.Deployment`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from server.config import DeploymentConfig
-from server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
-from server.errors import LlamactlError
+from llamactl.server.config import DeploymentConfig
+from llamactl.server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
+from llamactl.server.errors import LlamactlError
 
 if TYPE_CHECKING:
-    from server.deployment.runtime import Deployment
+    from llamactl.server.deployment.runtime import Deployment
 
 __all__ = ["HotReloader"]
 

@@ -14,10 +14,10 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from server.config import DeploymentConfig
-from server.deployment.runtime import Deployment
-from server.errors import DeploymentExists, DeploymentNotFound, LlamactlError
-from server.types import ReplicaState
+from llamactl.server.config import DeploymentConfig
+from llamactl.server.deployment.runtime import Deployment
+from llamactl.server.errors import DeploymentExists, DeploymentNotFound, LlamactlError
+from llamactl.server.types import ReplicaState
 
 __all__ = ["DeploymentHooks", "DeploymentManager", "DeploymentUnavailable"]
 

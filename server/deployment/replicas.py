@@ -10,9 +10,9 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from server.config import ServiceConfig
-from server.control_plane import ServiceInfo
-from server.supervisor import ProcessSpec, RestartPolicy, Supervisor
+from llamactl.server.config import ServiceConfig
+from llamactl.server.control_plane import ServiceInfo
+from llamactl.server.supervisor import ProcessSpec, RestartPolicy, Supervisor
 
 __all__ = ["ReloadOutcome", "ServiceReplicas", "service_info"]
 

@@ -10,7 +10,8 @@ The Python entry point to the engine::
 On the embedded defaults everything but the workers runs in the caller's event loop: a SQLite
 state store and a ZeroMQ broker journal under the deployment's ``.llamactl/`` folder, so tasks,
 sessions and event logs survive a restart. Each service's ``replicas`` run as
-``python -m server.services`` child processes under a :class:`~server.supervisor.Supervisor`.
+``python -P -m llamactl.server.services`` child processes under a
+:class:`~llamactl.server.supervisor.Supervisor`.
 """
 
 from __future__ import annotations
@@ -26,20 +27,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from server.config import DeploymentConfig, ServiceConfig, load_deployment_file
-from server.control_plane import ControlPlane, ServiceRegistry
-from server.deployment.dependencies import install_python_dependencies
-from server.deployment.hot_reload import HotReloader
-from server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
-from server.errors import LlamactlError, MessageQueueError, WorkflowLoadError
-from server.mq.base import MessageQueue
-from server.mq.zeromq.broker import ZeroMQBroker
-from server.orchestrator import Orchestrator
-from server.services.spec import WORKER_SPEC_ENV, WorkerSpec
-from server.state.base import StateStore
-from server.state.factory import open_state_store
-from server.supervisor import ProcessSpec, Supervisor, SupervisorEvent
-from server.types import ReplicaState, ServiceStatus, TaskDefinition, TaskRecord
+from llamactl.server.config import DeploymentConfig, ServiceConfig, load_deployment_file
+from llamactl.server.control_plane import ControlPlane, ServiceRegistry
+from llamactl.server.deployment.dependencies import install_python_dependencies
+from llamactl.server.deployment.hot_reload import HotReloader
+from llamactl.server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
+from llamactl.server.errors import LlamactlError, MessageQueueError, WorkflowLoadError
+from llamactl.server.mq.base import MessageQueue
+from llamactl.server.mq.zeromq.broker import ZeroMQBroker
+from llamactl.server.orchestrator import Orchestrator
+from llamactl.server.services.spec import WORKER_SPEC_ENV, WorkerSpec
+from llamactl.server.state.base import StateStore
+from llamactl.server.state.factory import open_state_store
+from llamactl.server.supervisor import ProcessSpec, Supervisor, SupervisorEvent
+from llamactl.server.types import ReplicaState, ServiceStatus, TaskDefinition, TaskRecord
 
 __all__ = ["Deployment"]
 
@@ -180,7 +181,7 @@ class Deployment:
         spec = self.worker_spec(service, replica_id, generation)
         return ProcessSpec(
             name=f"{self.name}/{replica_id}",
-            argv=[sys.executable, "-m", "server.services"],
+            argv=[sys.executable, "-P", "-m", "llamactl.server.services"],
             # No .pyc of user code: CPython checks them by mtime in whole seconds and size, so a
             # quick edit of the same length would load the old code after a reload.
             env={WORKER_SPEC_ENV: spec.to_env(), "PYTHONDONTWRITEBYTECODE": "1"},

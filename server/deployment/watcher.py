@@ -21,10 +21,10 @@ from pathlib import Path
 
 import watchfiles
 
-from server.config import SourceType, load_deployment_file
-from server.deployment.replicas import ReloadOutcome
-from server.deployment.runtime import Deployment
-from server.errors import LlamactlError
+from llamactl.server.config import SourceType, load_deployment_file
+from llamactl.server.deployment.replicas import ReloadOutcome
+from llamactl.server.deployment.runtime import Deployment
+from llamactl.server.errors import LlamactlError
 
 __all__ = ["DeploymentWatcher", "is_ignored"]
 

@@ -1,9 +1,9 @@
 """The message queue contract (:mod:`.base`), topic names (:mod:`.topics`), backends and
-:func:`~server.mq.factory.connect_queue`."""
+:func:`~llamactl.server.mq.factory.connect_queue`."""
 
 from __future__ import annotations
 
-from server.mq.base import Delivery, Message, MessageQueue
-from server.mq.factory import connect_queue
+from llamactl.server.mq.base import Delivery, Message, MessageQueue
+from llamactl.server.mq.factory import connect_queue
 
 __all__ = ["Delivery", "Message", "MessageQueue", "connect_queue"]

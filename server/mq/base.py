@@ -10,7 +10,7 @@ Guarantees a backend must give (the contract tests in ``tests/server/mq`` check 
 * ``consume(topic)`` yields :class:`Delivery` s, each under a lease. A delivery that is not acked
   comes back (``attempt`` + 1) when its lease runs out, when it is nacked, or when its consumer
   stops heartbeating (a process killed with SIGKILL is noticed within a few seconds). After
-  ``max_attempts`` deliveries the message moves to :func:`server.mq.topics.dead_letter_topic`.
+  ``max_attempts`` deliveries the message moves to :func:`llamactl.server.mq.topics.dead_letter_topic`.
   At most ``prefetch`` deliveries are outstanding per ``consume`` iterator; messages with the same
   ``key`` come in publish order and never two at a time.
 * ``subscribe(topic, from_seq=n)`` yields every message of a stream topic with ``seq >= n`` in

@@ -1,4 +1,4 @@
-"""Build a :class:`~server.mq.base.MessageQueue` client from a JSON-able config.
+"""Build a :class:`~llamactl.server.mq.base.MessageQueue` client from a JSON-able config.
 
 The config is what a broker hands out (``ZeroMQBroker.client_config``) or what a deployment
 file names; workers receive it in their WorkerSpec (``spec.mq``).
@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from server.errors import MessageQueueError
-from server.mq.base import MessageQueue
-from server.mq.zeromq.client import ZeroMQQueue
+from llamactl.server.errors import MessageQueueError
+from llamactl.server.mq.base import MessageQueue
+from llamactl.server.mq.zeromq.client import ZeroMQQueue
 
 __all__ = ["AVAILABLE_TYPES", "connect_queue"]
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from server.errors import InvalidRequest, ServiceNotFound
-from server.mq import topics
-from server.types import TaskRecord, TaskStatus
+from llamactl.server.errors import InvalidRequest, ServiceNotFound
+from llamactl.server.mq import topics
+from llamactl.server.types import TaskRecord, TaskStatus
 
 __all__ = ["Orchestrator", "Route"]
 

@@ -1,4 +1,8 @@
-"""``python -m server.services``: run one service worker from the ``LLAMACTL_WORKER_SPEC`` env var."""
+"""``python -P -m llamactl.server.services``: run one service worker from ``LLAMACTL_WORKER_SPEC``.
+
+``-P`` keeps the current folder (a service's source folder) off ``sys.path``: a user's own
+``server.py`` or ``tui.py`` never shadows a module of ours, and ours never shadow theirs.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ import asyncio
 import sys
 from collections.abc import Callable
 
-from server.services.process import configure_logging, run_worker
-from server.services.spec import WorkerSpec
+from llamactl.server.services.process import configure_logging, run_worker
+from llamactl.server.services.spec import WorkerSpec
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

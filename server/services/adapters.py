@@ -12,7 +12,7 @@
   is emitted as an event, and the **last yielded item is also the result** (None if nothing was
   yielded), so ``yield`` progress then ``yield`` the answer.
 
-Results are made JSON-encodable (:func:`server.services.encoding.to_jsonable`).
+Results are made JSON-encodable (:func:`llamactl.server.services.encoding.to_jsonable`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from workflows import Context, Workflow
 from workflows.context.serializers import JsonSerializer
 from workflows.events import StopEvent
 
-from server.errors import WorkflowLoadError
+from llamactl.server.errors import WorkflowLoadError
 
 from .encoding import envelope, to_jsonable
 from .threads import run_in_daemon_thread

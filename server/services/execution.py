@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from server.protocol import TaskInput, TaskInputKind, WorkerMessageKind
+from llamactl.server.protocol import TaskInput, TaskInputKind, WorkerMessageKind
 
 from .adapters import Emit, Run, Runnable
 from .encoding import to_jsonable

@@ -13,7 +13,7 @@ import sys
 import types
 from pathlib import Path, PurePosixPath
 
-from server.errors import WorkflowLoadError
+from llamactl.server.errors import WorkflowLoadError
 
 from .errorinfo import error_line, frame_locations
 

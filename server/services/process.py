@@ -18,11 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from server.errors import WorkflowLoadError
-from server.mq.base import MessageQueue
-from server.mq.factory import connect_queue
-from server.protocol import WorkerMessageKind
-from server.services.spec import WorkerSpec
+from llamactl.server.errors import WorkflowLoadError
+from llamactl.server.mq.base import MessageQueue
+from llamactl.server.mq.factory import connect_queue
+from llamactl.server.protocol import WorkerMessageKind
+from llamactl.server.services.spec import WorkerSpec
 
 from .adapters import Runnable, adapt
 from .errorinfo import error_line, traceback_summary
@@ -31,7 +31,7 @@ from .worker import Reporter, Worker
 
 __all__ = ["EXIT_LOAD_FAILED", "EXIT_MQ_FAILED", "configure_logging", "run_worker"]
 
-log = logging.getLogger("server.services")
+log = logging.getLogger("llamactl.server.services")
 
 EXIT_MQ_FAILED = 2
 EXIT_LOAD_FAILED = 3

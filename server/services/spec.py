@@ -1,7 +1,7 @@
 """WorkerSpec: everything a worker process needs to know, handed over by whoever starts it.
 
 The supervisor writes it as JSON into the ``LLAMACTL_WORKER_SPEC`` environment variable of the
-child (``python -m server.services``); ``llamactl worker`` on another host builds the same thing.
+child (``python -m llamactl.server.services``); ``llamactl worker`` on another host builds the same thing.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class WorkerSpec(BaseModel):
     plane. Liveness of the connection itself is the message queue's business (its own, cheaper
     heartbeats), so this can be sparse."""
     mq: dict[str, Any]
-    """Client configuration for :func:`server.mq.factory.connect_queue`."""
+    """Client configuration for :func:`llamactl.server.mq.factory.connect_queue`."""
     parent_pid: int | None = None
     """Exit when this process goes away (no orphans even if the server is SIGKILLed)."""
 

@@ -1,6 +1,6 @@
 """The worker loop: take a service's tasks from the message queue, run them, report to the control plane.
 
-See :mod:`server.protocol` for what goes on which topic. One :class:`Worker` serves one replica:
+See :mod:`llamactl.server.protocol` for what goes on which topic. One :class:`Worker` serves one replica:
 up to ``spec.max_concurrency`` tasks at once, each under a lease it keeps extending, each
 listening to its own input stream (human in the loop, cancel), each ending in exactly one final
 message (task.completed / task.failed / task.cancelled) before its delivery is acked.
@@ -19,10 +19,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from server.errors import LeaseLost
-from server.mq import topics
-from server.mq.base import Delivery, MessageQueue
-from server.protocol import (
+from llamactl.server.errors import LeaseLost
+from llamactl.server.mq import topics
+from llamactl.server.mq.base import Delivery, MessageQueue
+from llamactl.server.protocol import (
     TaskInput,
     TaskMessage,
     WorkerMessage,
@@ -30,7 +30,7 @@ from server.protocol import (
     event_msg_id,
     final_msg_id,
 )
-from server.services.spec import WorkerSpec
+from llamactl.server.services.spec import WorkerSpec
 
 from .adapters import Runnable
 from .errorinfo import error_line

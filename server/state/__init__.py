@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-from server.state.base import LogEntry, StateStore, Versioned
-from server.state.factory import open_state_store
-from server.state.memory import MemoryStateStore
-from server.state.sqlite import SQLiteStateStore
+from llamactl.server.state.base import LogEntry, StateStore, Versioned
+from llamactl.server.state.factory import open_state_store
+from llamactl.server.state.memory import MemoryStateStore
+from llamactl.server.state.sqlite import SQLiteStateStore
 
 __all__ = [
     "LogEntry",

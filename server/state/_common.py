@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from server.errors import StateStoreClosed, StateStoreError
+from llamactl.server.errors import StateStoreClosed, StateStoreError
 
 __all__ = [
     "StreamWaiters",

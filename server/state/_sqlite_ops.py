@@ -11,9 +11,9 @@ import builtins
 import sqlite3
 from pathlib import Path
 
-from server.errors import StateStoreError
-from server.state._common import prefix_upper_bound
-from server.state.base import LogEntry, Versioned
+from llamactl.server.errors import StateStoreError
+from llamactl.server.state._common import prefix_upper_bound
+from llamactl.server.state.base import LogEntry, Versioned
 
 SCHEMA_VERSION = 1
 

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from server.errors import StateStoreError
-from server.state import _sqlite_ops
+from llamactl.server.errors import StateStoreError
+from llamactl.server.state import _sqlite_ops
 
 __all__ = ["MAX_BATCH", "Op", "Result", "Writer"]
 

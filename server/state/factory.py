@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlsplit
 
-from server.errors import StateStoreError
-from server.state.base import StateStore
-from server.state.memory import MemoryStateStore
-from server.state.sqlite import SQLiteStateStore
+from llamactl.server.errors import StateStoreError
+from llamactl.server.state.base import StateStore
+from llamactl.server.state.memory import MemoryStateStore
+from llamactl.server.state.sqlite import SQLiteStateStore
 
 __all__ = ["VALID_SCHEMES", "open_state_store"]
 

@@ -8,7 +8,7 @@ import builtins
 from dataclasses import dataclass, field
 from typing import Self
 
-from server.state._common import (
+from llamactl.server.state._common import (
     StreamWaiters,
     check_value,
     closed_error,
@@ -16,7 +16,7 @@ from server.state._common import (
     prefix_upper_bound,
     wait_event,
 )
-from server.state.base import LogEntry, StateStore, Versioned
+from llamactl.server.state.base import LogEntry, StateStore, Versioned
 
 __all__ = ["MemoryStateStore"]
 

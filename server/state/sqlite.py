@@ -22,11 +22,17 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, Literal, ParamSpec, Self, TypeVar
 
-from server.errors import StateStoreError
-from server.state import _sqlite_ops as ops
-from server.state._common import StreamWaiters, check_value, closed_error, not_started_error, wait_event
-from server.state._sqlite_writer import InlineWriter, Op, Result, Writer
-from server.state.base import LogEntry, StateStore, Versioned
+from llamactl.server.errors import StateStoreError
+from llamactl.server.state import _sqlite_ops as ops
+from llamactl.server.state._common import (
+    StreamWaiters,
+    check_value,
+    closed_error,
+    not_started_error,
+    wait_event,
+)
+from llamactl.server.state._sqlite_writer import InlineWriter, Op, Result, Writer
+from llamactl.server.state.base import LogEntry, StateStore, Versioned
 
 __all__ = ["SQLiteStateStore"]
 

@@ -17,9 +17,9 @@ import pytest_asyncio
 from workflows.context.serializers import JsonSerializer
 from workflows.events import HumanResponseEvent
 
-from server.deployment import Deployment
-from server.errors import SessionNotFound, TaskFinished
-from server.types import EventEnvelope, TaskDefinition, TaskStatus
+from llamactl.server.deployment import Deployment
+from llamactl.server.errors import SessionNotFound, TaskFinished
+from llamactl.server.types import EventEnvelope, TaskDefinition, TaskStatus
 from tests.e2e.waiting import wait_until
 
 APP = Path(__file__).parent / "apps" / "engine"

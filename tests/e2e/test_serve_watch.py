@@ -23,7 +23,7 @@ import pytest_asyncio
 from llamactl.client import AsyncClient, Client
 from llamactl.client.aio import AsyncDeploymentClient
 from llamactl.client.errors import ClientError
-from server.types import ReplicaState, ServiceStatus
+from llamactl.server.types import ReplicaState, ServiceStatus
 from tests.e2e.watch_app import NAME, SERVICE_C, WatchServer, service_code, write_app
 from tests.llamactl.serving import alive
 

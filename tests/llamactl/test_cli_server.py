@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from llamactl.cli.exit_codes import ExitCode
 from llamactl.cli.main import app
 from llamactl.client import Client
-from server.types import TaskRecord
+from llamactl.server.types import TaskRecord
 from tests.llamactl.serving import Lines, Server, llamactl
 
 runner = CliRunner()

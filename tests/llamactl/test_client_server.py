@@ -10,7 +10,7 @@ import pytest
 from workflows.events import HumanResponseEvent
 
 from llamactl.client import AsyncClient, BadRequest, Client, Conflict, NotFound, TaskFailed
-from server.types import TaskStatus
+from llamactl.server.types import TaskStatus
 from tests.llamactl.serving import Server
 
 

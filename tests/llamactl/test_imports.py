@@ -12,7 +12,8 @@ import pytest
 from tests.llamactl.serving import REPO
 
 # pydantic is not listed: typer 0.29 itself loads it to coerce some parameter types (Path).
-HEAVY = ("httpx", "server", "uvicorn", "starlette", "zmq", "textual", "workflows", "watchfiles", "rich")
+HEAVY = ("httpx", "uvicorn", "starlette", "zmq", "textual", "workflows", "watchfiles", "rich")
+HEAVY_OF_OURS = ("llamactl.server", "llamactl.tui")
 
 # Runs the CLI in-process as `python -m llamactl ARGS` would, then reports what got imported.
 PROBE = """
@@ -51,7 +52,7 @@ def test_help_imports_no_heavy_module(args: list[str]) -> None:
     )
     report = json.loads(probe.stderr.strip().splitlines()[-1])
     assert report["code"] in (0, 2), probe.stderr
-    heavy = sorted(m for m in report["modules"] if m.split(".")[0] in HEAVY)
+    heavy = sorted(m for m in report["modules"] if m.split(".")[0] in HEAVY or m.startswith(HEAVY_OF_OURS))
     assert heavy == [], f"`llamactl {' '.join(args)}` imported {heavy}"
     assert "Usage" in probe.stdout + probe.stderr or "llamactl" in probe.stdout
 
@@ -74,3 +75,16 @@ def test_help_shows_no_bogus_types_for_flags() -> None:
     ).stdout
     assert "<bool>" not in out
     assert "--version" in out and "--server" in out and "LLAMACTL_SERVER" in out
+
+
+def test_our_engine_never_imports_top_level_server_or_tui_modules() -> None:
+    """Those names belong to users: a worker imports a user's ``server.py`` as ``server``."""
+    probe = (
+        "import sys, llamactl.cli.main, llamactl.server.apiserver, llamactl.server.services.process, "
+        "llamactl.server.services.__main__, llamactl.tui; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('server', 'tui')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", probe], cwd="/", capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"

@@ -13,8 +13,8 @@ from llamactl import templates
 from llamactl.cli import init as init_module
 from llamactl.cli.exit_codes import ExitCode
 from llamactl.cli.main import app
+from llamactl.server.config import load_deployment_file
 from llamactl.templates import list_templates, rename_deployment
-from server.config import load_deployment_file
 
 TEMPLATES = [t.name for t in list_templates()]
 

@@ -109,3 +109,14 @@ def test_init_from_an_installed_wheel(installed: Path, tmp_path: Path) -> None:
     assert "name: X" in (project / "deployment.yml").read_text().splitlines()
     checked = run(installed / "llamactl", "validate", cwd=project)
     assert checked.stdout == "echo: ok (workflow EchoWorkflow)\n"
+
+
+def test_the_wheel_installs_no_top_level_module_but_llamactl(installed: Path) -> None:
+    import zipfile
+
+    wheel = next((installed.parent.parent / "dist").glob("llamactl-*.whl"))
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"llamactl"}
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "llamactl/server/services/__main__.py" in names
+    assert "llamactl/tui/__init__.py" in names

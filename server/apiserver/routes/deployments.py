@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.apiserver.common import (
+from llamactl.server.apiserver.common import (
     deployment_of,
     json_response,
     manager_of,
@@ -20,16 +20,16 @@ from server.apiserver.common import (
     query_bool,
     query_int,
 )
-from server.apiserver.errors import error_response
-from server.apiserver.multipart import read_form_file
-from server.apiserver.streams import change_feed_sse, resume_seq
-from server.config import DeploymentConfig, load_deployment_text
-from server.errors import Conflict, InvalidRequest, LlamactlError, NotFound
-from server.types import ServiceStatus, TaskStatus
+from llamactl.server.apiserver.errors import error_response
+from llamactl.server.apiserver.multipart import read_form_file
+from llamactl.server.apiserver.streams import change_feed_sse, resume_seq
+from llamactl.server.config import DeploymentConfig, load_deployment_text
+from llamactl.server.errors import Conflict, InvalidRequest, LlamactlError, NotFound
+from llamactl.server.types import ServiceStatus, TaskStatus
 
 __all__ = ["routes"]
 
-log = logging.getLogger("server.apiserver")
+log = logging.getLogger("llamactl.server.apiserver")
 
 RECENT_TASKS = 50
 

@@ -6,9 +6,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.apiserver.common import deployment_of, json_response, model_list_response, model_response
-from server.errors import InvalidRequest
-from server.types import SessionDefinition
+from llamactl.server.apiserver.common import deployment_of, json_response, model_list_response, model_response
+from llamactl.server.errors import InvalidRequest
+from llamactl.server.types import SessionDefinition
 
 __all__ = ["routes"]
 

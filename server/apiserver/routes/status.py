@@ -6,10 +6,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from server.apiserver.common import json_response, manager_of, model_response
-from server.apiserver.metrics import render_metrics
-from server.apiserver.openapi import docs_page, openapi_document
-from server.types import Status, StatusEnum
+from llamactl.server.apiserver.common import json_response, manager_of, model_response
+from llamactl.server.apiserver.metrics import render_metrics
+from llamactl.server.apiserver.openapi import docs_page, openapi_document
+from llamactl.server.types import Status, StatusEnum
 
 __all__ = ["routes"]
 

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.apiserver.common import (
+from llamactl.server.apiserver.common import (
     deployment_of,
     json_response,
     model_list_response,
@@ -20,10 +20,10 @@ from server.apiserver.common import (
     query_float,
     query_int,
 )
-from server.apiserver.errors import error_response
-from server.apiserver.streams import resume_seq, task_events_ndjson, task_events_sse, wants_sse
-from server.errors import InvalidRequest
-from server.types import EventDefinition, TaskDefinition, TaskRecord, TaskStatus
+from llamactl.server.apiserver.errors import error_response
+from llamactl.server.apiserver.streams import resume_seq, task_events_ndjson, task_events_sse, wants_sse
+from llamactl.server.errors import InvalidRequest
+from llamactl.server.types import EventDefinition, TaskDefinition, TaskRecord, TaskStatus
 
 __all__ = ["routes"]
 

@@ -1,13 +1,13 @@
 """The embedded ZeroMQ broker: one ROUTER socket, a SQLite journal, work dispatch, stream reads.
 
 It runs on the caller's asyncio loop (the server's). Clients (:class:`ZeroMQQueue`) connect a
-DEALER to the ROUTER; the frames are described in :mod:`server.mq.zeromq.wire`.
+DEALER to the ROUTER; the frames are described in :mod:`llamactl.server.mq.zeromq.wire`.
 
 * ``PUB`` goes to the journal; ``PUBACK seq`` is sent only after the group commit that holds it.
   A duplicate ``msg_id`` (per topic) is absorbed and answered with the original seq.
-* Work topics are dispatched by :class:`~server.mq.zeromq.dispatch.Dispatcher` (credit, leases,
+* Work topics are dispatched by :class:`~llamactl.server.mq.zeromq.dispatch.Dispatcher` (credit, leases,
   per-key FIFO, redelivery, dead letter).
-* Stream topics are read with ``FETCH topic from_seq`` (:mod:`~server.mq.zeromq.streams`): a
+* Stream topics are read with ``FETCH topic from_seq`` (:mod:`~llamactl.server.mq.zeromq.streams`): a
   long poll answered from the journal or from the next commit. There is no PUB/SUB path at all,
   so slow joiners and high-water marks cannot lose anything: a subscriber gets exactly what it
   asks for, in order, at its own pace (one batch of at most 1000 in flight per subscriber).
@@ -30,8 +30,8 @@ from typing import Any
 
 import zmq
 
-from server.errors import MessageQueueError
-from server.mq.topics import dead_letter_topic, is_work_topic, validate_topic
+from llamactl.server.errors import MessageQueueError
+from llamactl.server.mq.topics import dead_letter_topic, is_work_topic, validate_topic
 
 from . import wire
 from .client import ZeroMQQueue
@@ -84,7 +84,7 @@ class ZeroMQBroker:
 
     @property
     def client_config(self) -> dict[str, Any]:
-        """What :func:`server.mq.factory.connect_queue` needs to reach this broker (JSON-able)."""
+        """What :func:`llamactl.server.mq.factory.connect_queue` needs to reach this broker (JSON-able)."""
         if not self._endpoint:
             raise MessageQueueError("the broker is not started: call start() first")
         return {

@@ -1,12 +1,12 @@
-"""ZeroMQQueue: the :class:`~server.mq.base.MessageQueue` client of :class:`ZeroMQBroker`.
+"""ZeroMQQueue: the :class:`~llamactl.server.mq.base.MessageQueue` client of :class:`ZeroMQBroker`.
 
 One DEALER socket per client (routing id random, so the broker knows it across reconnects),
-driven by a :class:`~server.mq.zeromq.wire.Pump`; one background task sends ``HB`` every
+driven by a :class:`~llamactl.server.mq.zeromq.wire.Pump`; one background task sends ``HB`` every
 ``heartbeat_interval`` and re-sends requests the broker has not answered (Lazy Pirate: same
 request id and ``msg_id``, so the broker absorbs the duplicates) until ``publish_timeout``,
 when they fail with PublishRejected (or MessageQueueError for ack/nack/extend).
 
-Consume iterators (see :mod:`server.mq.zeromq.consumer`) grant credit = ``prefetch``; each
+Consume iterators (see :mod:`llamactl.server.mq.zeromq.consumer`) grant credit = ``prefetch``; each
 settled delivery gives one credit back. Leaving a consume iterator returns the deliveries it
 buffered but never yielded at once; deliveries already yielded stay leased to this client until
 they are acked or nacked, their lease runs out, or the client is closed (so a worker can stop
@@ -28,9 +28,9 @@ from typing import Any
 
 import zmq
 
-from server.errors import MessageQueueClosed, MessageQueueError, PublishRejected
-from server.mq.base import Delivery, Message, MessageQueue
-from server.mq.topics import is_stream_topic, is_work_topic, validate_topic
+from llamactl.server.errors import MessageQueueClosed, MessageQueueError, PublishRejected
+from llamactl.server.mq.base import Delivery, Message, MessageQueue
+from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_topic
 
 from . import wire
 from .consumer import ConsumerState, ZeroMQDelivery, consume_iter, subscribe_iter
@@ -58,7 +58,7 @@ class _Fetch:
 
 
 class ZeroMQQueue(MessageQueue):
-    """Client of a :class:`~server.mq.zeromq.broker.ZeroMQBroker` (any process, any host)."""
+    """Client of a :class:`~llamactl.server.mq.zeromq.broker.ZeroMQBroker` (any process, any host)."""
 
     def __init__(
         self,

@@ -12,9 +12,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
-from server.errors import LeaseLost
-from server.mq.base import Delivery, Message
-from server.mq.topics import validate_topic
+from llamactl.server.errors import LeaseLost
+from llamactl.server.mq.base import Delivery, Message
+from llamactl.server.mq.topics import validate_topic
 
 from . import wire
 

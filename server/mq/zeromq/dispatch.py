@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from server.mq.topics import is_dead_letter_topic
+from llamactl.server.mq.topics import is_dead_letter_topic
 
 from . import wire
 

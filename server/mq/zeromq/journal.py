@@ -47,7 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from server.errors import MessageQueueError
+from llamactl.server.errors import MessageQueueError
 
 __all__ = ["Journal", "PendingRow"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from server.mq.topics import is_stream_topic
+from llamactl.server.mq.topics import is_stream_topic
 
 from . import wire
 

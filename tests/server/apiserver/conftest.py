@@ -16,7 +16,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from server.apiserver import serve
+from llamactl.server.apiserver import serve
 
 APP = Path(__file__).parent / "app"
 SHARED_FLOWS = Path(__file__).parents[2] / "e2e" / "apps" / "engine" / "src" / "flows.py"

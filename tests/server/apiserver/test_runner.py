@@ -9,11 +9,11 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from server.apiserver.listen import bind_sockets, is_loopback, url_for
-from server.apiserver.multipart import read_form_file
-from server.apiserver.runner import serve
-from server.apiserver.streams import with_keepalive
-from server.errors import InvalidRequest
+from llamactl.server.apiserver.listen import bind_sockets, is_loopback, url_for
+from llamactl.server.apiserver.multipart import read_form_file
+from llamactl.server.apiserver.runner import serve
+from llamactl.server.apiserver.streams import with_keepalive
+from llamactl.server.errors import InvalidRequest
 from tests.server.apiserver.conftest import start_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

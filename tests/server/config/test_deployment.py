@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from server.config import DeploymentConfig, ServiceConfig, load_deployment_text
-from server.errors import DeploymentConfigError, ServiceNotFound
+from llamactl.server.config import DeploymentConfig, ServiceConfig, load_deployment_text
+from llamactl.server.errors import DeploymentConfigError, ServiceNotFound
 
 
 def _load(base: Path, service: str, *, top: str = "") -> DeploymentConfig:

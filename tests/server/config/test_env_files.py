@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.config.env_files import EnvFileError, parse_env_text
+from llamactl.server.config.env_files import EnvFileError, parse_env_text
 
 
 def test_plain_export_comments_and_blank_lines() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from server.config import load_deployment_file, load_deployment_text
-from server.errors import DeploymentConfigError
+from llamactl.server.config import load_deployment_file, load_deployment_text
+from llamactl.server.errors import DeploymentConfigError
 
 GOOD = """\
 name: demo

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import server.config
-from server.config import (
+import llamactl.server.config
+from llamactl.server.config import (
     DeploymentConfigWarning,
     SourceType,
     load_deployment_file,
@@ -78,7 +78,7 @@ def test_kitchen_sink_loads_every_llama_deploy_key() -> None:
 
 
 def test_llama_deploy_08_file_with_simple_queue_runs_on_zeromq(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="server.config"):
+    with caplog.at_level(logging.INFO, logger="llamactl.server.config"):
         config = load_deployment_file(DATA / "v08_control_plane_mq.yml")
     assert "'simple'" in caplog.text
     assert (config.message_queue.type, config.message_queue.host, config.message_queue.port) == (
@@ -219,14 +219,14 @@ def test_load_file_with_explicit_base_path(tmp_path: Path) -> None:
 
 
 def test_public_api_is_exported() -> None:
-    for name in server.config.__all__:
-        assert getattr(server.config, name) is not None
+    for name in llamactl.server.config.__all__:
+        assert getattr(llamactl.server.config, name) is not None
     assert {
         "DeploymentConfig",
         "load_deployment_file",
         "load_deployment_text",
         "DeploymentConfigWarning",
-    } <= set(server.config.__all__)
+    } <= set(llamactl.server.config.__all__)
 
 
 def test_duplicate_key_warns_and_the_last_one_is_used() -> None:

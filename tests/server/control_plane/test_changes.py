@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from server.control_plane.changes import ChangeFeed
-from server.state.memory import MemoryStateStore
+from llamactl.server.control_plane.changes import ChangeFeed
+from llamactl.server.state.memory import MemoryStateStore
 
 
 class _CountingStore(MemoryStateStore):

@@ -13,23 +13,23 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from server.control_plane import ControlPlane, ServiceInfo, ServiceRegistry
-from server.errors import InvalidRequest, ServiceNotFound, TaskExists, TaskFinished
-from server.mq import topics
-from server.mq.base import Delivery, MessageQueue
-from server.mq.factory import connect_queue
-from server.mq.zeromq.broker import ZeroMQBroker
-from server.orchestrator import Orchestrator
-from server.protocol import (
+from llamactl.server.control_plane import ControlPlane, ServiceInfo, ServiceRegistry
+from llamactl.server.errors import InvalidRequest, ServiceNotFound, TaskExists, TaskFinished
+from llamactl.server.mq import topics
+from llamactl.server.mq.base import Delivery, MessageQueue
+from llamactl.server.mq.factory import connect_queue
+from llamactl.server.mq.zeromq.broker import ZeroMQBroker
+from llamactl.server.orchestrator import Orchestrator
+from llamactl.server.protocol import (
     TaskMessage,
     WorkerMessage,
     WorkerMessageKind,
     event_msg_id,
     final_msg_id,
 )
-from server.state.base import StateStore
-from server.state.memory import MemoryStateStore
-from server.types import TaskDefinition, TaskStatus
+from llamactl.server.state.base import StateStore
+from llamactl.server.state.memory import MemoryStateStore
+from llamactl.server.types import TaskDefinition, TaskStatus
 
 DEPLOYMENT = "cp"
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from server.control_plane import ServiceInfo, ServiceRegistry
-from server.protocol import WorkerMessage, WorkerMessageKind
-from server.types import ReplicaState
+from llamactl.server.control_plane import ServiceInfo, ServiceRegistry
+from llamactl.server.protocol import WorkerMessage, WorkerMessageKind
+from llamactl.server.types import ReplicaState
 
 
 def _msg(kind: WorkerMessageKind, replica: str = "echo#1", in_flight: int = 0) -> WorkerMessage:

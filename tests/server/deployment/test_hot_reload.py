@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from server.deployment import Deployment
-from server.deployment.replicas import ReloadOutcome
-from server.deployment.watcher import DeploymentWatcher, is_ignored
-from server.types import ReplicaState, TaskDefinition, TaskStatus
+from llamactl.server.deployment import Deployment
+from llamactl.server.deployment.replicas import ReloadOutcome
+from llamactl.server.deployment.watcher import DeploymentWatcher, is_ignored
+from llamactl.server.types import ReplicaState, TaskDefinition, TaskStatus
 
 DEPLOYMENT = """\
 name: hot

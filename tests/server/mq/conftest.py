@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from server.mq.base import MessageQueue
-from server.mq.factory import connect_queue
-from server.mq.zeromq import ZeroMQBroker
+from llamactl.server.mq.base import MessageQueue
+from llamactl.server.mq.factory import connect_queue
+from llamactl.server.mq.zeromq import ZeroMQBroker
 
 BACKENDS = ["zeromq", "zeromq-local"]
 """``zeromq-local``: clients in the broker's own process, linked without sockets (the control plane's case)."""

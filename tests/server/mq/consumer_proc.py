@@ -10,7 +10,7 @@ import asyncio
 import json
 import sys
 
-from server.mq.factory import connect_queue
+from llamactl.server.mq.factory import connect_queue
 
 
 async def main(config: str, topic: str, lease: float) -> None:

@@ -14,10 +14,10 @@ from typing import TypeVar
 
 import pytest
 
-from server.errors import LeaseLost, MessageQueueClosed, MessageQueueError, PublishRejected
-from server.mq.base import Delivery, Message
-from server.mq.factory import connect_queue
-from server.mq.topics import dead_letter_topic
+from llamactl.server.errors import LeaseLost, MessageQueueClosed, MessageQueueError, PublishRejected
+from llamactl.server.mq.base import Delivery, Message
+from llamactl.server.mq.factory import connect_queue
+from llamactl.server.mq.topics import dead_letter_topic
 
 from .conftest import QueueFactory
 

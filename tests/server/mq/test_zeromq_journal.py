@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from server.errors import MessageQueueError
-from server.mq.zeromq import ZeroMQBroker
-from server.mq.zeromq.journal import Journal
+from llamactl.server.errors import MessageQueueError
+from llamactl.server.mq.zeromq import ZeroMQBroker
+from llamactl.server.mq.zeromq.journal import Journal
 
 
 async def test_a_journal_has_one_broker(tmp_path: Path) -> None:

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from server.errors import InvalidRequest, ServiceNotFound
-from server.orchestrator import Orchestrator
-from server.types import TaskRecord, TaskStatus
+from llamactl.server.errors import InvalidRequest, ServiceNotFound
+from llamactl.server.orchestrator import Orchestrator
+from llamactl.server.types import TaskRecord, TaskStatus
 
 
 def _task(task_id: str, status: TaskStatus = TaskStatus.QUEUED) -> TaskRecord:

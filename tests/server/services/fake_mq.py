@@ -7,8 +7,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from server.errors import LeaseLost
-from server.mq.base import Delivery, Message, MessageQueue
+from llamactl.server.errors import LeaseLost
+from llamactl.server.mq.base import Delivery, Message, MessageQueue
 
 DEADLINE = 10.0
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from server.protocol import TaskInput, TaskInputKind
+from llamactl.server.protocol import TaskInput, TaskInputKind
 
 DEADLINE = 10.0
 

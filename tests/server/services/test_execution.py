@@ -11,11 +11,11 @@ import pytest
 from workflows.context.serializers import JsonSerializer
 from workflows.events import HumanResponseEvent
 
-from server.errors import WorkflowLoadError
-from server.protocol import WorkerMessageKind
-from server.services.adapters import Runnable, adapt
-from server.services.execution import TaskOutcome, execute
-from server.services.loader import load_target
+from llamactl.server.errors import WorkflowLoadError
+from llamactl.server.protocol import WorkerMessageKind
+from llamactl.server.services.adapters import Runnable, adapt
+from llamactl.server.services.execution import TaskOutcome, execute
+from llamactl.server.services.loader import load_target
 
 from .conftest import WriteModule
 from .harness import TaskIO

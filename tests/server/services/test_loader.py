@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import WorkflowLoadError
-from server.services.loader import load_target
+from llamactl.server.errors import WorkflowLoadError
+from llamactl.server.services.loader import load_target
 
 from .conftest import WriteModule
 

@@ -1,4 +1,4 @@
-"""``python -m server.services`` as a real process against the embedded ZeroMQ broker."""
+"""``python -m llamactl.server.services`` as a real process against the embedded ZeroMQ broker."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from server.mq import topics
-from server.mq.base import MessageQueue
-from server.mq.factory import connect_queue
-from server.mq.zeromq import ZeroMQBroker
-from server.protocol import TaskMessage, WorkerMessage, WorkerMessageKind
-from server.services.process import EXIT_LOAD_FAILED
-from server.services.spec import WORKER_SPEC_ENV, WorkerSpec
+from llamactl.server.mq import topics
+from llamactl.server.mq.base import MessageQueue
+from llamactl.server.mq.factory import connect_queue
+from llamactl.server.mq.zeromq import ZeroMQBroker
+from llamactl.server.protocol import TaskMessage, WorkerMessage, WorkerMessageKind
+from llamactl.server.services.process import EXIT_LOAD_FAILED
+from llamactl.server.services.spec import WORKER_SPEC_ENV, WorkerSpec
 
 from .conftest import WriteModule
 from .usercode import FLOWS
@@ -112,7 +112,9 @@ def spawn(
         )
         log = (tmp_path / f"worker-{len(procs)}.log").open("wb")
         env = {**os.environ, WORKER_SPEC_ENV: spec.to_env()}
-        proc = subprocess.Popen([sys.executable, "-m", "server.services"], cwd=REPO, env=env, stderr=log)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llamactl.server.services"], cwd=REPO, env=env, stderr=log
+        )
         log.close()
         procs.append(proc)
         return proc

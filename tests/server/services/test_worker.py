@@ -14,8 +14,8 @@ import pytest
 from workflows.context.serializers import JsonSerializer
 from workflows.events import HumanResponseEvent
 
-from server.mq import topics
-from server.protocol import (
+from llamactl.server.mq import topics
+from llamactl.server.protocol import (
     TaskInput,
     TaskInputKind,
     TaskMessage,
@@ -24,11 +24,11 @@ from server.protocol import (
     event_msg_id,
     final_msg_id,
 )
-from server.services.adapters import adapt
-from server.services.loader import load_target
-from server.services.process import EXIT_LOAD_FAILED, run_worker
-from server.services.spec import WorkerSpec
-from server.services.worker import Worker
+from llamactl.server.services.adapters import adapt
+from llamactl.server.services.loader import load_target
+from llamactl.server.services.process import EXIT_LOAD_FAILED, run_worker
+from llamactl.server.services.spec import WorkerSpec
+from llamactl.server.services.worker import Worker
 
 from .conftest import WriteModule
 from .fake_mq import FakeQueue

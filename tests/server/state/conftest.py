@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.state import MemoryStateStore, SQLiteStateStore, StateStore
+from llamactl.server.state import MemoryStateStore, SQLiteStateStore, StateStore
 
 # name -> build a (not started) store whose files, if any, live under the given folder.
 BACKENDS: dict[str, Callable[[Path], StateStore]] = {

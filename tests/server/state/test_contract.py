@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from server.errors import StateStoreClosed, StateStoreError
-from server.state import LogEntry, StateStore, Versioned
+from llamactl.server.errors import StateStoreClosed, StateStoreError
+from llamactl.server.state import LogEntry, StateStore, Versioned
 
 from .conftest import MakeStore
 

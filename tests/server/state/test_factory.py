@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import StateStoreError
-from server.state import MemoryStateStore, SQLiteStateStore, open_state_store
+from llamactl.server.errors import StateStoreError
+from llamactl.server.state import MemoryStateStore, SQLiteStateStore, open_state_store
 
 
 def test_memory() -> None:

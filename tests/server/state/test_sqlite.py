@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import StateStoreError
-from server.state import LogEntry, SQLiteStateStore, Versioned
-from server.state import _sqlite_ops as sqlite_ops
+from llamactl.server.errors import StateStoreError
+from llamactl.server.state import LogEntry, SQLiteStateStore, Versioned
+from llamactl.server.state import _sqlite_ops as sqlite_ops
 
 
 def _pragma(path: Path, name: str) -> object:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.supervisor import ProcessSpec, Supervisor
+from llamactl.server.supervisor import ProcessSpec, Supervisor
 
 from .helpers import REPO_ROOT, Recorder, ScriptFactory, WaitUntil, pid_gone, wait_until
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.supervisor import EventKind, ProcessSpec, SupervisorEvent
+from llamactl.server.supervisor import EventKind, ProcessSpec, SupervisorEvent
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 

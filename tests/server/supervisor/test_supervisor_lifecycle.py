@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from server.supervisor import EXIT_LOAD_ERROR, ProcessSpec, RestartPolicy, Supervisor, prefixed_output
+from llamactl.server.supervisor import (
+    EXIT_LOAD_ERROR,
+    ProcessSpec,
+    RestartPolicy,
+    Supervisor,
+    prefixed_output,
+)
 
 from .helpers import Recorder, ScriptFactory, WaitUntil
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from server.supervisor import RestartPolicy, Supervisor
+from llamactl.server.supervisor import RestartPolicy, Supervisor
 
 from .helpers import REPO_ROOT, Recorder, ScriptFactory, WaitUntil
 
@@ -77,7 +77,7 @@ async def test_a_crashed_replicas_grandchild_is_gone_before_the_restart(
 
 SUPERVISING_PROCESS = """
     import asyncio, json, sys
-    from server.supervisor import ProcessSpec, Supervisor
+    from llamactl.server.supervisor import ProcessSpec, Supervisor
 
     async def main():
         sup = Supervisor()
@@ -141,7 +141,7 @@ async def test_stop_does_not_hang_on_a_descendant_that_left_the_group_holding_th
 
 FORGETS_TO_CLOSE = """
     import asyncio, sys
-    from server.supervisor import ProcessSpec, Supervisor
+    from llamactl.server.supervisor import ProcessSpec, Supervisor
 
     async def main():
         sup = Supervisor(output=lambda name, line: None)
