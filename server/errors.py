@@ -20,7 +20,10 @@ The tree::
     │   ├── DeploymentExists
     │   ├── TaskExists                a task id sent by the client is taken already
     │   └── TaskFinished              an event sent to / cancel of a task that already ended
-    └── InvalidRequest                bad input from a caller (not a config file)
+    ├── InvalidRequest                bad input from a caller (not a config file)
+    ├── Overloaded                    a service's queue is full: try again later (HTTP 429)
+    ├── ShuttingDown                  the server is stopping (HTTP 503, with the task's id and status)
+    └── TaskWaitTimeout               a task did not finish within the wait (HTTP 504, id and status)
 
 Each subclass carries a message that says what went wrong and what to do about it.
 """
@@ -38,14 +41,17 @@ __all__ = [
     "MessageQueueClosed",
     "MessageQueueError",
     "NotFound",
+    "Overloaded",
     "PublishRejected",
     "ServiceNotFound",
     "SessionNotFound",
+    "ShuttingDown",
     "StateStoreClosed",
     "StateStoreError",
     "TaskExists",
     "TaskFinished",
     "TaskNotFound",
+    "TaskWaitTimeout",
     "WorkflowLoadError",
 ]
 
@@ -164,3 +170,36 @@ class TaskFinished(Conflict):
 
 class InvalidRequest(LlamactlError):
     """The caller sent something malformed (bad JSON input, missing default service, ...)."""
+
+
+class Overloaded(LlamactlError):
+    """A service has as many tasks waiting as its queue holds; the caller should retry later."""
+
+    def __init__(self, service: str, deployment: str, queued: int, limit: int, retry_after: float = 1.0):
+        super().__init__(
+            f"Service '{service}' of deployment '{deployment}' has {queued} tasks waiting (its limit is "
+            f"{limit}): try again in a moment, or raise `max-queued` in the deployment file"
+        )
+        self.service = service
+        self.retry_after = retry_after
+
+
+class ShuttingDown(LlamactlError):
+    """The server is stopping. ``task_id``/``status`` name the task a caller was waiting for."""
+
+    def __init__(self, message: str, *, task_id: str | None = None, status: str | None = None) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.status = status
+
+
+class TaskWaitTimeout(LlamactlError):
+    """A caller waited as long as it may for a task that is still queued or running."""
+
+    def __init__(self, task_id: str, status: str, waited: float) -> None:
+        super().__init__(
+            f"Task '{task_id}' is still {status} after {waited:g} s: it keeps going; follow it with "
+            f"`llamactl tasks show {task_id}` or GET .../tasks/{task_id}/results"
+        )
+        self.task_id = task_id
+        self.status = status

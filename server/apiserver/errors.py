@@ -24,7 +24,10 @@ from llamactl.server.errors import (
     LlamactlError,
     MessageQueueError,
     NotFound,
+    Overloaded,
+    ShuttingDown,
     StateStoreError,
+    TaskWaitTimeout,
     WorkflowLoadError,
 )
 
@@ -36,6 +39,9 @@ _STATUSES: tuple[tuple[type[BaseException], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
     (DeploymentUnavailable, 503),
+    (Overloaded, 429),
+    (ShuttingDown, 503),
+    (TaskWaitTimeout, 504),
     (InvalidRequest, 400),
     (DeploymentConfigError, 400),
     (WorkflowLoadError, 400),
@@ -59,7 +65,13 @@ def error_response(status_code: int, detail: Any, **extra: Any) -> Response:
 
 
 async def _engine_error(request: Request, exc: Exception) -> Response:
-    return error_response(status_for(exc), str(exc))
+    # A caller that waited for a task learns which one and where it stands, so it can follow it
+    # instead of sending it again.
+    extra = {k: v for k in ("task_id", "status") if (v := getattr(exc, k, None)) is not None}
+    response = error_response(status_for(exc), str(exc), **extra)
+    if isinstance(exc, Overloaded):
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return response
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
