@@ -29,7 +29,7 @@ from llamactl.client.errors import (
     TaskFailed,
     Unauthorized,
 )
-from llamactl.client.models import DeploymentState
+from llamactl.client.models import DeploymentState, Page
 from llamactl.client.sync import Client
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "Conflict",
     "DeploymentState",
     "NotFound",
+    "Page",
     "ServerError",
     "ServerUnreachable",
     "StreamBroken",

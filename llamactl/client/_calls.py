@@ -178,3 +178,50 @@ def event_obj_str(event: Any, qualified_name: str = HUMAN_RESPONSE_EVENT) -> str
     raise TypeError(
         f"cannot send {type(event).__name__} as an event: pass a workflows Event, a dict or a str"
     )
+
+
+# --- paged listings and the dashboard's route (docs/http-api.md) -------------------------------
+
+NEXT_CURSOR_HEADER = "X-Next-Cursor"
+"""The answer header that holds the cursor of a listing's next page."""
+
+
+def tasks_page(
+    name: str,
+    *,
+    session_id: str | None,
+    status: TaskStatus | str | None,
+    service_id: str | None,
+    limit: int | None,
+    cursor: str | None,
+    order: str | None,
+) -> Call[list[TaskRecord]]:
+    if order is not None and order not in ("asc", "desc"):
+        raise ValueError(f"order must be 'asc' or 'desc', not {order!r}")
+    params = {
+        "session_id": session_id,
+        "status": None if status is None else TaskStatus(status).value,
+        "service_id": service_id,
+        "limit": limit,
+        "cursor": cursor,
+        "order": order,
+    }
+    return Call("GET", f"{_d(name)}/tasks", _list_of(TaskRecord), params=params)
+
+
+def sessions_page(name: str, *, limit: int | None, cursor: str | None) -> Call[list[SessionDefinition]]:
+    params = {"limit": limit, "cursor": cursor}
+    return Call("GET", f"{_d(name)}/sessions", _list_of(SessionDefinition), params=params)
+
+
+def _context_sizes(value: Any) -> dict[str, int | None]:
+    sizes = value.get("contexts") if isinstance(value, dict) else None
+    if not isinstance(sizes, dict):
+        raise TypeError(f"unexpected answer to a contexts request: {value!r}")
+    return {str(k): (None if v is None else int(v)) for k, v in sizes.items()}
+
+
+def context_sizes(name: str, session_ids: list[str]) -> Call[dict[str, int | None]]:
+    return Call(
+        "GET", f"{_d(name)}/dashboard/contexts", _context_sizes, params={"session_id": list(session_ids)}
+    )

@@ -22,7 +22,7 @@ from llamactl.client._streams import (
     backoff,
 )
 from llamactl.client.errors import StreamBroken
-from llamactl.client.models import DeploymentState
+from llamactl.client.models import DeploymentState, Page
 from llamactl.server.types import (
     ChangeEvent,
     DeploymentDefinition,
@@ -111,7 +111,19 @@ class AsyncClient:
             raise unreachable(self._http, exc) from exc
         return call.parse(check(response))
 
-    async def _stream(self, cursor: Cursor[T], follow: bool = True) -> AsyncGenerator[T, None]:
+    async def _call_page(self, call: Call[list[T]]) -> Page[T]:
+        try:
+            response = await self._http.request(
+                call.method, call.path, **call.request_kwargs(self._http.timeout)
+            )
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise unreachable(self._http, exc) from exc
+        items = call.parse(check(response))
+        return Page(items, response.headers.get(calls.NEXT_CURSOR_HEADER) or None)
+
+    async def _stream(
+        self, cursor: Cursor[T], follow: bool = True, *, resume: bool = True
+    ) -> AsyncGenerator[T, None]:
         failures = 0
         timeout = httpx.Timeout(self._http.timeout.connect, read=None if follow else IDLE_SECONDS)
         while True:
@@ -145,7 +157,13 @@ class AsyncClient:
                     and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 ):
                     raise unreachable(self._http, exc) from exc
+                if not resume:
+                    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                        raise unreachable(self._http, exc) from exc
+                    raise StreamBroken(f"{cursor.path}: the connection dropped: {exc}") from exc
                 problem = exc
+            if not resume:
+                raise problem
             failures = 0 if received else failures + 1
             if failures > MAX_RECONNECTS:
                 raise StreamBroken(f"{cursor.path}: stream lost and not resumable: {problem}") from problem
@@ -210,6 +228,25 @@ class AsyncDeploymentClient:
         """
         return self._client._stream(Changes(calls.changes_path(self.name), from_seq))
 
+    def watch(self, from_seq: int = 0) -> AsyncGenerator[ChangeEvent, None]:
+        """The change feed over one connection, for callers that show whether they are connected.
+
+        Like :meth:`changes`, but a drop is not resumed behind the caller's back: it raises
+        ServerUnreachable (nothing answers) or StreamBroken (the connection or the server went
+        away), at once. Resume with ``watch(last.seq + 1)``. Example::
+
+            async for change in client.deployment("my-app").watch(state.changes_seq):
+                ...
+        """
+        return self._client._stream(Changes(calls.changes_path(self.name), from_seq), resume=False)
+
+    async def context_sizes(self, session_ids: list[str]) -> dict[str, int | None]:
+        """The size in bytes of each session's saved workflow Context (None: none saved yet).
+
+        At most 100 sessions per call. Example: ``await app.context_sizes([session.session_id])``.
+        """
+        return await self._client._call(calls.context_sizes(self.name, session_ids))
+
 
 class AsyncTasks:
     """``client.deployment(name).tasks``: run, create, inspect, stream, cancel and talk to tasks."""
@@ -252,6 +289,32 @@ class AsyncTasks:
     ) -> list[TaskRecord]:
         """The deployment's tasks, optionally of one session and/or in one status."""
         return await self._client._call(calls.tasks_list(self._deployment, session_id, status))
+
+    async def list_page(
+        self,
+        *,
+        session_id: str | None = None,
+        status: TaskStatus | str | None = None,
+        service_id: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        order: Literal["asc", "desc"] | None = None,
+    ) -> Page[TaskRecord]:
+        """One page of the deployment's tasks (oldest first; ``order="desc"``: newest first).
+
+        Pass the page's ``next_cursor`` as ``cursor`` for the next one. Example: the newest 100
+        tasks: ``(await tasks.list_page(limit=100, order="desc")).items``.
+        """
+        call = calls.tasks_page(
+            self._deployment,
+            session_id=session_id,
+            status=status,
+            service_id=service_id,
+            limit=limit,
+            cursor=cursor,
+            order=order,
+        )
+        return await self._client._call_page(call)
 
     async def get(self, task_id: str) -> TaskRecord:
         """Everything known about a task: status, attempts, timings, result or error."""
@@ -320,6 +383,14 @@ class AsyncSessions:
 
     async def list(self) -> list[SessionDefinition]:
         return await self._client._call(calls.sessions_list(self._deployment))
+
+    async def list_page(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> Page[SessionDefinition]:
+        """One page of the deployment's sessions; pass its ``next_cursor`` as ``cursor`` for the next."""
+        return await self._client._call_page(
+            calls.sessions_page(self._deployment, limit=limit, cursor=cursor)
+        )
 
     async def create(self) -> SessionDefinition:
         """A new session: ``tasks.run(..., session_id=sessions.create().session_id)``."""

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from llamactl.server.types import ServiceStatus, TaskRecord
 
-__all__ = ["DeploymentState"]
+__all__ = ["DeploymentState", "Page"]
+
+T = TypeVar("T")
 
 
 class DeploymentState(BaseModel):
@@ -23,3 +28,11 @@ class DeploymentState(BaseModel):
     """The newest tasks, newest first (at most 50)."""
     changes_seq: int = 0
     """The change feed's next position: pass it to ``changes(from_seq=...)`` to follow from here."""
+
+
+@dataclass
+class Page(Generic[T]):
+    """One page of a listing: its items, and the cursor of the next page (None: this was the last)."""
+
+    items: list[T] = field(default_factory=list)
+    next_cursor: str | None = None

@@ -22,7 +22,7 @@ from llamactl.client._streams import (
     backoff,
 )
 from llamactl.client.errors import StreamBroken
-from llamactl.client.models import DeploymentState
+from llamactl.client.models import DeploymentState, Page
 from llamactl.server.types import (
     ChangeEvent,
     DeploymentDefinition,
@@ -109,7 +109,17 @@ class Client:
             raise unreachable(self._http, exc) from exc
         return call.parse(check(response))
 
-    def _stream(self, cursor: Cursor[T], follow: bool = True) -> Generator[T, None, None]:
+    def _call_page(self, call: Call[list[T]]) -> Page[T]:
+        try:
+            response = self._http.request(call.method, call.path, **call.request_kwargs(self._http.timeout))
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise unreachable(self._http, exc) from exc
+        items = call.parse(check(response))
+        return Page(items, response.headers.get(calls.NEXT_CURSOR_HEADER) or None)
+
+    def _stream(
+        self, cursor: Cursor[T], follow: bool = True, *, resume: bool = True
+    ) -> Generator[T, None, None]:
         failures = 0
         timeout = httpx.Timeout(self._http.timeout.connect, read=None if follow else IDLE_SECONDS)
         while True:
@@ -143,7 +153,13 @@ class Client:
                     and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
                 ):
                     raise unreachable(self._http, exc) from exc
+                if not resume:
+                    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                        raise unreachable(self._http, exc) from exc
+                    raise StreamBroken(f"{cursor.path}: the connection dropped: {exc}") from exc
                 problem = exc
+            if not resume:
+                raise problem
             failures = 0 if received else failures + 1
             if failures > MAX_RECONNECTS:
                 raise StreamBroken(f"{cursor.path}: stream lost and not resumable: {problem}") from problem
@@ -208,6 +224,22 @@ class DeploymentClient:
         """
         return self._client._stream(Changes(calls.changes_path(self.name), from_seq))
 
+    def watch(self, from_seq: int = 0) -> Generator[ChangeEvent, None, None]:
+        """The change feed over one connection, for callers that show whether they are connected.
+
+        Like :meth:`changes`, but a drop is not resumed behind the caller's back: it raises
+        ServerUnreachable (nothing answers) or StreamBroken (the connection or the server went
+        away), at once. Resume with ``watch(last.seq + 1)``.
+        """
+        return self._client._stream(Changes(calls.changes_path(self.name), from_seq), resume=False)
+
+    def context_sizes(self, session_ids: list[str]) -> dict[str, int | None]:
+        """The size in bytes of each session's saved workflow Context (None: none saved yet).
+
+        At most 100 sessions per call. Example: ``app.context_sizes([session.session_id])``.
+        """
+        return self._client._call(calls.context_sizes(self.name, session_ids))
+
 
 class Tasks:
     """``client.deployment(name).tasks``: run, create, inspect, stream, cancel and talk to tasks."""
@@ -250,6 +282,32 @@ class Tasks:
     ) -> list[TaskRecord]:
         """The deployment's tasks, optionally of one session and/or in one status."""
         return self._client._call(calls.tasks_list(self._deployment, session_id, status))
+
+    def list_page(
+        self,
+        *,
+        session_id: str | None = None,
+        status: TaskStatus | str | None = None,
+        service_id: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        order: Literal["asc", "desc"] | None = None,
+    ) -> Page[TaskRecord]:
+        """One page of the deployment's tasks (oldest first; ``order="desc"``: newest first).
+
+        Pass the page's ``next_cursor`` as ``cursor`` for the next one. Example: the newest 100
+        tasks: ``tasks.list_page(limit=100, order="desc").items``.
+        """
+        call = calls.tasks_page(
+            self._deployment,
+            session_id=session_id,
+            status=status,
+            service_id=service_id,
+            limit=limit,
+            cursor=cursor,
+            order=order,
+        )
+        return self._client._call_page(call)
 
     def get(self, task_id: str) -> TaskRecord:
         """Everything known about a task: status, attempts, timings, result or error."""
@@ -316,6 +374,10 @@ class Sessions:
 
     def list(self) -> list[SessionDefinition]:
         return self._client._call(calls.sessions_list(self._deployment))
+
+    def list_page(self, *, limit: int | None = None, cursor: str | None = None) -> Page[SessionDefinition]:
+        """One page of the deployment's sessions; pass its ``next_cursor`` as ``cursor`` for the next."""
+        return self._client._call_page(calls.sessions_page(self._deployment, limit=limit, cursor=cursor))
 
     def create(self) -> SessionDefinition:
         """A new session: ``tasks.run(..., session_id=sessions.create().session_id)``."""

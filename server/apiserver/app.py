@@ -11,7 +11,7 @@ from starlette.middleware import Middleware
 
 from llamactl.server.apiserver.auth import BearerTokenMiddleware
 from llamactl.server.apiserver.errors import CatchAllMiddleware, exception_handlers
-from llamactl.server.apiserver.routes import deployments, sessions, status, tasks
+from llamactl.server.apiserver.routes import dashboard, deployments, sessions, status, tasks
 from llamactl.server.deployment.manager import DeploymentManager
 
 __all__ = ["create_app"]
@@ -40,7 +40,7 @@ def create_app(
     app = Starlette(
         # Starlette tries routes in order: the task routes (the hot path) go first. No two
         # groups' paths overlap, so the order changes nothing else.
-        routes=[*tasks.routes, *sessions.routes, *status.routes, *deployments.routes],
+        routes=[*tasks.routes, *sessions.routes, *status.routes, *deployments.routes, *dashboard.routes],
         middleware=middleware,
         exception_handlers=exception_handlers,
     )
