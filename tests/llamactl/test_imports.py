@@ -42,6 +42,7 @@ COMMANDS = [
     ["tasks", "send-event", "--help"],
     ["init", "--help"],
     ["validate", "--help"],
+    ["tui", "--help"],
 ]
 
 
