@@ -62,9 +62,15 @@ class Dash:
 
 @asynccontextmanager
 async def dashboard(
-    url: str, deployment: str | None = "demo", *, size: tuple[int, int] = (160, 48), **config: Any
+    url: str,
+    deployment: str | None = "demo",
+    *,
+    size: tuple[int, int] = (160, 48),
+    wait: bool = True,
+    **config: Any,
 ) -> AsyncIterator[Dash]:
-    """A dashboard on ``deployment`` of the server at ``url``, once its first snapshot is shown."""
+    """A dashboard on ``deployment`` of the server at ``url``; with ``wait``, once its first snapshot
+    is shown."""
     app = DashboardApp(DashboardConfig(server=url, deployment=deployment, **config))
     seen: list[str] = []
 
@@ -74,6 +80,6 @@ async def dashboard(
 
     async with app.run_test(size=size, notifications=True, message_hook=hook) as pilot:
         dash = Dash(app, pilot, seen)
-        if deployment is not None:
+        if wait and deployment is not None:
             await dash.until(lambda: feed_of(app).connected and len(app.model.services) > 0, "the snapshot")
         yield dash
