@@ -15,12 +15,16 @@ from llamactl.server.deployment.manager import DeploymentManager
 from llamactl.server.errors import InvalidRequest
 
 __all__ = [
+    "PAGE_DEFAULT",
+    "PAGE_MAX",
     "deployment_of",
     "json_bytes",
     "json_response",
     "manager_of",
     "model_list_response",
     "model_response",
+    "page_params",
+    "paged_response",
     "query_bool",
     "query_float",
     "query_int",
@@ -88,6 +92,31 @@ def query_int(request: Request, key: str, default: int | None = None) -> int | N
     if value < 0:
         raise InvalidRequest(f"query parameter '{key}' must be 0 or more, got {value}")
     return value
+
+
+PAGE_DEFAULT = 1000
+"""Items a listing returns when ``limit`` is not given (Llama Deploy's listings had no pages)."""
+PAGE_MAX = 10_000
+
+
+def page_params(request: Request) -> tuple[int, str | None, bool]:
+    """``limit`` (default PAGE_DEFAULT, at most PAGE_MAX), ``cursor`` and ``order`` (asc|desc)."""
+    limit = query_int(request, "limit", PAGE_DEFAULT)
+    assert limit is not None
+    if not 1 <= limit <= PAGE_MAX:
+        raise InvalidRequest(f"query parameter 'limit' must be between 1 and {PAGE_MAX}, got {limit}")
+    order = (request.query_params.get("order") or "asc").lower()
+    if order not in ("asc", "desc"):
+        raise InvalidRequest(f"query parameter 'order' must be asc or desc, got '{order}'")
+    return limit, request.query_params.get("cursor") or None, order == "desc"
+
+
+def paged_response(kind: type[M], models: Sequence[M], next_cursor: str | None) -> Response:
+    """A JSON list, with the cursor of the next page in ``X-Next-Cursor`` when there is one."""
+    response = model_list_response(kind, models)
+    if next_cursor is not None:
+        response.headers["X-Next-Cursor"] = next_cursor
+    return response
 
 
 def query_float(request: Request, key: str) -> float | None:

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from llamactl.server.apiserver.auth import BearerTokenMiddleware
-from llamactl.server.apiserver.common import json_response, model_list_response, model_response
+from llamactl.server.apiserver.common import PAGE_MAX, json_response, model_list_response, model_response
 from llamactl.server.apiserver.errors import CatchAllMiddleware, exception_handlers
 from llamactl.server.apiserver.streams import task_events_ndjson
 from llamactl.server.deployment import Deployment
@@ -103,7 +103,7 @@ async def create_session(request: Request) -> Response:
 
 async def list_sessions(request: Request) -> Response:
     """Every session, by id."""
-    sessions = await _deployment(request).control_plane.list_sessions()
+    sessions, _ = await _deployment(request).control_plane.list_sessions(limit=PAGE_MAX)
     return json_response({s.session_id: s.model_dump(mode="json") for s in sessions})
 
 
@@ -132,7 +132,7 @@ async def session_tasks(request: Request) -> Response:
     cp = _deployment(request).control_plane
     session_id = request.path_params["session_id"]
     await cp.get_session(session_id)
-    tasks = await cp.list_tasks(session_id=session_id)
+    tasks, _ = await cp.list_tasks(session_id, limit=PAGE_MAX)
     return model_list_response(TaskDefinition, [t.to_definition() for t in tasks])
 
 
@@ -141,8 +141,8 @@ async def current_task(request: Request) -> Response:
     cp = _deployment(request).control_plane
     session_id = request.path_params["session_id"]
     await cp.get_session(session_id)
-    tasks = await cp.list_tasks(session_id=session_id)
-    return model_response(tasks[-1].to_definition()) if tasks else json_response(None)
+    tasks, _ = await cp.list_tasks(session_id, limit=1, descending=True)
+    return model_response(tasks[0].to_definition()) if tasks else json_response(None)
 
 
 async def _session_task(request: Request) -> str:

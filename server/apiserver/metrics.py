@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 
 from llamactl.server.deployment.manager import DeploymentManager
 from llamactl.server.errors import LlamactlError
@@ -30,19 +29,27 @@ async def render_metrics(manager: DeploymentManager, started_at: float) -> str:
     ready: list[str] = []
     desired: list[str] = []
     in_flight: list[str] = []
+    health: list[str] = []
     for deployment in manager.running():
         dep = _label(deployment.name)
         try:
-            records = await deployment.control_plane.list_tasks()
+            cp = deployment.control_plane
+            counts = await cp.task_counts()  # from the store's counters: no task is read
             statuses = deployment.services()
         except LlamactlError:
             continue  # it is stopping right now
-        counts = Counter((t.service_id, t.status.value) for t in records)
+        state = cp.health()
+        for key in ("late_results", "late_events", "malformed_reports", "retried_reports", "pruned_tasks"):
+            health.append(f'llamactl_{key}_total{{deployment="{dep}"}} {state[key]}')
+        for name, loop in cp.loops.health.items():
+            health.append(
+                f'llamactl_loop_restarts_total{{deployment="{dep}",loop="{_label(name)}"}} {loop.restarts}'
+            )
         for status in statuses:
             svc = _label(status.service_id)
             where = f'deployment="{dep}",service="{svc}"'
             for task_status in TaskStatus:
-                n = counts.get((status.service_id, task_status.value), 0)
+                n = counts.get(status.service_id, {}).get(task_status.value, 0)
                 tasks.append(f'llamactl_tasks{{{where},status="{task_status.value}"}} {n}')
             n_ready = sum(1 for r in status.replicas if r.state is ReplicaState.READY)
             ready.append(f"llamactl_replicas_ready{{{where}}} {n_ready}")
@@ -61,5 +68,10 @@ async def render_metrics(manager: DeploymentManager, started_at: float) -> str:
         "# HELP llamactl_tasks_in_flight Tasks running on the service's replicas right now.",
         "# TYPE llamactl_tasks_in_flight gauge",
         *in_flight,
+        "# HELP llamactl_late_results_total Results ignored: another attempt had finished the task already.",
+        "# TYPE llamactl_late_results_total counter",
+        "# HELP llamactl_loop_restarts_total Restarts of a control plane background loop after it failed.",
+        "# TYPE llamactl_loop_restarts_total counter",
+        *health,
     ]
     return "\n".join(lines) + "\n"

@@ -115,6 +115,8 @@ class ServiceConfig(_Model):
     """Worker processes to run (ours)."""
     max_concurrency: WholeAtLeastOne = Field(default=8, validation_alias=keys("max-concurrency"))
     """Tasks one replica runs at once (ours)."""
+    max_queued: WholeAtLeastOne = Field(default=10_000, validation_alias=keys("max-queued"))
+    """Tasks that may wait for the service at once; beyond, new ones are refused with 429 (ours)."""
     timeout: PositiveNumber | None = None
     """Seconds a task may run before it fails (ours)."""
     watch: list[str] = Field(default_factory=list)
@@ -159,6 +161,18 @@ class ControlPlaneConfig(_Model):
     services_store_key: str = Field(default="services", validation_alias=keys("services-store-key"))
     tasks_store_key: str = Field(default="tasks", validation_alias=keys("tasks-store-key"))
     session_store_key: str = Field(default="sessions", validation_alias=keys("session-store-key"))
+    finished_task_retention: PositiveNumber = Field(
+        default=7 * 24 * 3600.0, validation_alias=keys("finished-task-retention")
+    )
+    """Seconds a finished task, its event log and its one-task session are kept (ours)."""
+    max_finished_tasks: WholeAtLeastOne = Field(default=10_000, validation_alias=keys("max-finished-tasks"))
+    """Finished tasks kept at most; the oldest are pruned first (ours)."""
+    change_feed_retention: WholeAtLeastOne = Field(
+        default=10_000, validation_alias=keys("change-feed-retention")
+    )
+    """Change-feed entries kept (ours)."""
+    wait_timeout: PositiveNumber = Field(default=300.0, validation_alias=keys("wait-timeout"))
+    """Seconds ``tasks/run`` waits for a task of a service that sets no ``timeout`` (ours)."""
 
 
 class MessageQueueConfig(_Model):
@@ -177,7 +191,10 @@ class MessageQueueConfig(_Model):
     """Live fan-out (XPUB) port; None or 0 picks a free one."""
     persistent: bool = True
     max_attempts: WholeAtLeastOne = Field(default=5, validation_alias=keys("max-attempts"))
+    """Failed attempts (its worker died or stalled while running it alone) before a task fails."""
     lease: PositiveNumber = 30.0
+    retention: PositiveNumber = 3600.0
+    """Seconds the embedded journal keeps a message nothing needs any more (ours)."""
     url: str | None = None
 
     @model_validator(mode="before")

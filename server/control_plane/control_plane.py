@@ -2,7 +2,9 @@
 
 It owns no process and no socket of its own: it reads and writes a :class:`StateStore`, publishes
 tasks and consumes worker reports through a :class:`MessageQueue`, and leaves replica choice to
-the queue's credit-based delivery (see :mod:`llamactl.server.orchestrator`).
+the queue's credit-based delivery (see :mod:`llamactl.server.orchestrator`). Its background work
+(reports, dead letters, publish retries, replica expiry, retention) runs in supervised loops that
+restart when they fail; :meth:`ControlPlane.health` tells how they are doing.
 """
 
 from __future__ import annotations
@@ -11,16 +13,20 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 
 from llamactl.server.control_plane.changes import ChangeFeed
 from llamactl.server.control_plane.dispatcher import Dispatcher
 from llamactl.server.control_plane.inbox import Inbox
-from llamactl.server.control_plane.records import ControlPlaneRecords, StoredTask
+from llamactl.server.control_plane.loops import Loops
+from llamactl.server.control_plane.records import ControlPlaneRecords, Page, SessionRecord, StoredTask
 from llamactl.server.control_plane.registry import ServiceRegistry
+from llamactl.server.control_plane.retention import Retention, RetentionPolicy
 from llamactl.server.control_plane.signals import TaskSignals
-from llamactl.server.errors import InvalidRequest, TaskFinished
+from llamactl.server.errors import InvalidRequest, Overloaded, ShuttingDown, TaskFinished, TaskWaitTimeout
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.orchestrator import Orchestrator
@@ -35,9 +41,27 @@ from llamactl.server.types import (
     TaskStatus,
 )
 
-__all__ = ["ControlPlane"]
+__all__ = ["ControlPlane", "ControlPlaneSettings"]
 
 log = logging.getLogger(__name__)
+
+MAX_INPUT_DEPTH = 100
+_QUEUE_FRESH = 1.0
+"""Seconds a service's queued count may be reused while well under its limit."""
+
+
+@dataclass(frozen=True)
+class ControlPlaneSettings:
+    """The control plane's limits (from the deployment file; defaults in README)."""
+
+    timeouts: Mapping[str, float | None] = field(default_factory=dict)
+    """Per service: seconds a task may run (None: no limit)."""
+    max_queued: Mapping[str, int] = field(default_factory=dict)
+    """Per service: tasks waiting at most before new ones are refused (429); default below."""
+    default_max_queued: int = 10_000
+    wait: float = 300.0
+    """Seconds ``run_task`` waits for a task of a service without a timeout."""
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
 
 class ControlPlane:
@@ -49,67 +73,114 @@ class ControlPlane:
         queue: MessageQueue,
         orchestrator: Orchestrator,
         registry: ServiceRegistry,
-        timeouts: Mapping[str, float | None] | None = None,
+        settings: ControlPlaneSettings | None = None,
     ) -> None:
         self.deployment = deployment
-        self.records = ControlPlaneRecords(store, deployment)
+        self.settings = settings or ControlPlaneSettings()
+        self.changes = ChangeFeed(store, deployment, f"{deployment}/changes")
+        self.records = ControlPlaneRecords(store, deployment, self.changes)
         self.queue = queue
         self.orchestrator = orchestrator
         self.registry = registry
-        self.changes = ChangeFeed(store, deployment, self.records.changes_stream)
-        self.dispatcher = Dispatcher(self.records, queue, timeouts or {})
         self.signals = TaskSignals()
-        self.inbox = Inbox(
-            self.records,
-            registry,
-            on_status=self._status_changed,
-            on_finished=self._finished,
-            on_event=self.signals.notify,
-        )
-        self._janitor: asyncio.Task[None] | None = None
+        self.dispatcher = Dispatcher(self.records, queue, self.settings.timeouts, on_final=self._changed)
+        self.inbox = Inbox(self.records, registry, on_changed=self._changed, on_finished=self._finished)
+        self.retention = Retention(self.records, self.changes, self.settings.retention)
+        self.loops = Loops(f"control plane {deployment}")
+        self._stopping = asyncio.Event()
+        self._queued: dict[str, tuple[float, int]] = {}
+
+    # --- life --------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start consuming worker reports and hand out the tasks a previous run left unfinished."""
         self.changes.start()
-        self.inbox.consume(self.queue, topics.control_topic(self.deployment))
+        control = topics.control_topic(self.deployment)
+        self._consume("reports", control, self.inbox.handle_report)
+        self._consume("reports.dead", topics.dead_letter_topic(control), self.inbox.handle_report)
         for service_id in self.registry.service_ids():
-            self.watch_service(service_id)
+            self.service_added(service_id)
         resent = await self.dispatcher.recover()
         if resent:
             log.info("deployment %s: handed out %d unfinished task(s) again", self.deployment, resent)
-        self._janitor = asyncio.create_task(self._expire_replicas(), name=f"janitor:{self.deployment}")
+        self.loops.start("publish-retry", self.dispatcher.retry_loop)
+        self.loops.start("replica-expiry", self._expire_replicas)
+        self.loops.start("retention", self._retention)
 
-    def watch_service(self, service_id: str) -> None:
+    def _consume(self, name: str, topic: str, handler: object) -> None:
+        self.loops.start(name, lambda: self.inbox.consume(self.queue, topic, handler))  # type: ignore[arg-type]
+
+    def service_added(self, service_id: str) -> None:
         """Consume the dead letters of a service's topic (tasks whose workers kept dying)."""
-        topic = topics.dead_letter_topic(topics.service_topic(self.deployment, service_id))
-        self.inbox.consume(self.queue, topic, dead_letters=True)
+        service = topics.service_topic(self.deployment, service_id)
+        self._consume(f"dead:{service_id}", topics.dead_letter_topic(service), self.inbox.handle_dead_letter)
+
+    async def service_added_again(self, service_id: str) -> None:
+        """A removed service is back: its topic is its workers' again."""
+        await self.loops.stop(f"removed:{service_id}")
+        self.service_added(service_id)
+
+    async def service_removed(self, service_id: str) -> None:
+        """A service left the deployment (its workers have stopped): fail what waits for it."""
+        reason = f"its service '{service_id}' was removed from the deployment before the task ran"
+        failed = await self.dispatcher.fail_service(service_id, reason)
+        topic = topics.service_topic(self.deployment, service_id)
+        self._consume(f"removed:{service_id}", topic, self.inbox.handle_removed)
+        if failed:
+            log.warning(
+                "deployment %s: %d task(s) of removed service %s failed", self.deployment, failed, service_id
+            )
+
+    def reconfigure(self, settings: ControlPlaneSettings) -> None:
+        """New limits from an edited deployment file (timeouts, queue bounds, wait, retention)."""
+        self.settings = settings
+        self.dispatcher.set_timeouts(settings.timeouts)
+        self.retention.policy = settings.retention
+
+    def begin_shutdown(self) -> None:
+        """Wake every waiter with ShuttingDown (503): the server is about to stop."""
+        self._stopping.set()
+        self.signals.notify_all()
 
     async def close(self) -> None:
-        if self._janitor is not None:
-            self._janitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._janitor
+        self.begin_shutdown()
+        await self.loops.close()
         await self.inbox.close()
         await self.changes.close()
-        self.signals.notify_all()
+
+    def health(self) -> dict[str, object]:
+        """The background loops (running, restarts, last error) and what was dropped or retried."""
+        counters = self.inbox.counters
+        return {
+            "loops": {name: h.as_dict() for name, h in self.loops.health.items()},
+            "late_results": counters.late_results,
+            "late_events": counters.late_events,
+            "malformed_reports": counters.malformed,
+            "retried_reports": counters.retried,
+            "unreadable_records": self.records.unreadable,
+            "pruned_tasks": self.retention.pruned_tasks,
+            "dropped_changes": self.changes.dropped,
+        }
 
     # --- sessions ----------------------------------------------------------------------------
 
     async def create_session(self, session_id: str | None = None) -> SessionDefinition:
-        record, created = await self.records.create_session(session_id or str(uuid.uuid4()))
-        if created:
-            self.changes.emit("session.created", {"session_id": record.session_id})
-        return record.definition()
+        record, _ = await self.records.create_session(session_id or str(uuid.uuid4()))
+        return record.definition([])
 
     async def get_session(self, session_id: str) -> SessionDefinition:
-        return (await self.records.get_session(session_id)).definition()
+        record = await self.records.get_session(session_id)
+        return record.definition(await self.records.session_task_ids(session_id))
 
-    async def list_sessions(self) -> list[SessionDefinition]:
-        return [s.definition() for s in await self.records.list_sessions()]
+    async def list_sessions(
+        self, *, limit: int = 1000, cursor: str | None = None
+    ) -> tuple[list[SessionDefinition], str | None]:
+        page = await self.records.list_sessions(limit=limit, cursor=cursor)
+        sessions = [s.definition(await self.records.session_task_ids(s.session_id)) for s in page.items]
+        return sessions, page.next_cursor
 
     async def delete_session(self, session_id: str) -> None:
         await self.records.delete_session(session_id)
-        self.changes.emit("session.deleted", {"session_id": session_id})
 
     # --- tasks -------------------------------------------------------------------------------
 
@@ -117,64 +188,101 @@ class ControlPlane:
         """Store a task (queued) and hand it to its service; return at once.
 
         Without a session id a new session is made for the task. An unknown session id is an
-        error, so a typo cannot silently start from an empty Context.
+        error, so a typo cannot silently start from an empty Context. A service whose queue is
+        full refuses the task (Overloaded).
         """
+        if self._stopping.is_set():
+            raise ShuttingDown("the server is stopping: it takes no new tasks")
         route = self.orchestrator.route(definition.service_id)
         _decode_input(definition.input)
+        await self._check_queue(route.service_id)
+        now = time.time()
         task = StoredTask(
             task_id=definition.task_id or str(uuid.uuid4()),
             deployment=self.deployment,
             service_id=route.service_id,
             session_id=definition.session_id or str(uuid.uuid4()),
             input=definition.input,
+            created_at=now,
         )
-        session_write: Awaitable[object]
+        new_session: SessionRecord | None = None
         if definition.session_id:
-            await self.records.get_session(task.session_id)
-            session_write = self.records.add_task_to_session(task.session_id, task.task_id)
+            session = await self.records.get_session(task.session_id)
+            if session.implicit:
+                await self.records.keep_session(session.session_id)
         else:
-            session_write = self._new_session_for(task)
+            new_session = SessionRecord(session_id=task.session_id, created_at=now, implicit=True)
 
         async def store(stored: StoredTask) -> None:
-            # Both writes go to the store together (one group commit).
-            inserted, added = await asyncio.gather(
-                self.records.insert_task(stored), session_write, return_exceptions=True
-            )
-            if isinstance(inserted, BaseException):
-                # Undo the session's half of the pair, so it never names a task that is not there.
-                if not definition.session_id:
-                    await self.records.sessions.delete(stored.session_id)
-                elif not isinstance(added, BaseException):
-                    await self.records.remove_task_from_session(stored.session_id, stored.task_id)
-                raise inserted
-            if isinstance(added, BaseException):
-                raise added
-            self._status_changed(stored)
+            await self.records.create_task(stored, new_session)
+            self._count_queued(stored.service_id)
 
         await self.dispatcher.submit(task, store)
         return task.public()
 
-    async def _new_session_for(self, task: StoredTask) -> None:
-        await self.records.create_session(task.session_id, [task.task_id])
-        self.changes.emit("session.created", {"session_id": task.session_id})
+    async def _check_queue(self, service_id: str) -> None:
+        limit = self.settings.max_queued.get(service_id, self.settings.default_max_queued)
+        at, queued = self._queued.get(service_id, (0.0, 0))
+        if time.monotonic() - at > _QUEUE_FRESH or queued >= limit * 0.9:
+            counts = await self.records.count_tasks()
+            queued = counts.get(service_id, {}).get(TaskStatus.QUEUED.value, 0)
+            self._queued[service_id] = (time.monotonic(), queued)
+        if queued >= limit:
+            raise Overloaded(service_id, self.deployment, queued, limit)
+
+    def _count_queued(self, service_id: str) -> None:
+        at, queued = self._queued.get(service_id, (0.0, 0))
+        self._queued[service_id] = (at, queued + 1)
+
+    def wait_bound(self, service_id: str) -> float:
+        """How long ``run_task`` waits for a task of ``service_id`` by default."""
+        timeout = self.settings.timeouts.get(service_id)
+        return timeout + 60.0 if timeout else self.settings.wait
 
     async def run_task(self, definition: TaskDefinition, timeout: float | None = None) -> TaskRecord:
-        """Create a task and wait for it to finish."""
+        """Create a task and wait for it to finish, at most ``timeout`` seconds (default: the
+        service's timeout plus a minute, else the deployment's wait). Raises TaskWaitTimeout
+        (with the task's id and status) when the wait ends first; the task goes on."""
         task = await self.create_task(definition)
-        return await self.wait_for_task(task.task_id, timeout=timeout)
+        wait = timeout if timeout is not None else self.wait_bound(task.service_id)
+        try:
+            return await self.wait_for_task(task.task_id, timeout=wait)
+        except TimeoutError:
+            current = await self.records.get_task(task.task_id)
+            raise TaskWaitTimeout(task.task_id, current.status.value, wait) from None
 
     async def get_task(self, task_id: str) -> TaskRecord:
         return (await self.records.get_task(task_id)).public()
 
-    async def list_tasks(self, session_id: str | None = None) -> list[TaskRecord]:
-        tasks = await self.records.list_tasks()
-        if session_id is not None:
-            tasks = [t for t in tasks if t.session_id == session_id]
-        tasks.sort(key=lambda t: t.created_at)
-        return [t.public() for t in tasks]
+    async def list_tasks(
+        self,
+        session_id: str | None = None,
+        *,
+        status: TaskStatus | None = None,
+        service_id: str | None = None,
+        limit: int = 1000,
+        cursor: str | None = None,
+        descending: bool = False,
+    ) -> tuple[list[TaskRecord], str | None]:
+        """A page of tasks in creation order (newest first with ``descending``) and the cursor of
+        the next page (None on the last)."""
+        page: Page = await self.records.list_tasks(
+            session_id=session_id,
+            status=status,
+            service_id=service_id,
+            limit=limit,
+            cursor=cursor,
+            descending=descending,
+        )
+        return [t.public() for t in page.items], page.next_cursor
+
+    async def task_counts(self) -> dict[str, dict[str, int]]:
+        """Tasks by service and status, without reading them."""
+        return await self.records.count_tasks()
 
     async def wait_for_task(self, task_id: str, timeout: float | None = None) -> TaskRecord:
-        """Wait until the task is completed, failed or cancelled. Raises TimeoutError."""
+        """Wait until the task is completed, failed or cancelled. Raises TimeoutError after
+        ``timeout`` seconds, ShuttingDown when the server stops first."""
         with self.signals.listen(task_id) as changed:
             async with asyncio.timeout(timeout):
                 while True:
@@ -182,6 +290,13 @@ class ControlPlane:
                     task = await self.records.get_task(task_id)
                     if task.status.is_final:
                         return task.public()
+                    if self._stopping.is_set():
+                        raise ShuttingDown(
+                            f"the server is stopping; task '{task_id}' is {task.status.value} and goes on "
+                            "when it is back",
+                            task_id=task_id,
+                            status=task.status.value,
+                        )
                     await changed.wait()
 
     async def task_result(self, task_id: str) -> TaskResult | None:
@@ -215,9 +330,13 @@ class ControlPlane:
                     yield _envelope(entry.value, entry.offset)
                 if entries:
                     continue
-                if not follow or (await self.records.get_task(task_id)).status.is_final:
-                    # The final status is written after the task's last event, so one more read
-                    # after seeing it catches everything.
+                if (
+                    not follow
+                    or self._stopping.is_set()
+                    or (await self.records.get_task(task_id)).status.is_final
+                ):
+                    # The final status is written with (or after) the task's last events, so one
+                    # more read after seeing it catches everything.
                     for entry in await self.records.store.read(stream, seq, limit=100_000):
                         yield _envelope(entry.value, entry.offset)
                     return
@@ -245,47 +364,14 @@ class ControlPlane:
         )
 
     async def cancel_task(self, task_id: str) -> TaskRecord:
-        """Cancel a task: at once if it has not been handed out, else by asking its worker."""
-        task = await self.records.get_task(task_id)
-        if task.status.is_final:
-            raise TaskFinished(task_id, task.status.value)
-        if self.dispatcher.is_waiting(task):
-
-            def cancel(t: StoredTask) -> bool:
-                if t.status.is_final:
-                    return False
-                t.status = TaskStatus.CANCELLED
-                t.error = "cancelled before it started"
-                return True
-
-            task = await self.records.update_task(task_id, cancel)
-            if task.status is TaskStatus.CANCELLED:
-                self._status_changed(task)
-                await self._finished(task)
-            return task.public()
-        await self.records.update_task(task_id, _request_cancel)
-        await self.queue.publish(
-            topics.task_input_topic(self.deployment, task_id),
-            TaskInput(kind=TaskInputKind.CANCEL).model_dump_json().encode(),
-            msg_id=f"{task_id}:cancel",
-        )
-        return (await self.records.get_task(task_id)).public()
+        """Cancel a task: at once (it never runs) if it has not reached a worker, else its worker
+        is asked to stop it and its record says cancelled once it has."""
+        return (await self.dispatcher.cancel(task_id)).task.public()
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _status_changed(self, task: StoredTask) -> None:
-        self.changes.emit(
-            "task.status",
-            {
-                "task_id": task.task_id,
-                "session_id": task.session_id,
-                "service_id": task.service_id,
-                "status": task.status.value,
-                "attempts": task.attempts,
-                "replica_id": task.replica_id,
-                "error": task.error,
-            },
-        )
+    def _changed(self, task: StoredTask) -> None:
+        self.signals.notify(task.task_id)
 
     async def _finished(self, task: StoredTask) -> None:
         self.signals.notify(task.task_id)
@@ -296,6 +382,12 @@ class ControlPlane:
             await asyncio.sleep(self.registry.heartbeat_interval)
             self.registry.expire()
 
+    async def _retention(self) -> None:
+        while True:
+            pruned = await self.retention.prune()
+            # A full batch: more are due; go on at once (each pass is short).
+            await asyncio.sleep(0 if pruned >= self.retention.policy.batch else self.retention.policy.every)
+
 
 def _envelope(value: bytes, offset: int) -> EventEnvelope:
     envelope = EventEnvelope.model_validate_json(value)
@@ -303,25 +395,40 @@ def _envelope(value: bytes, offset: int) -> EventEnvelope:
     return envelope
 
 
-def _request_cancel(task: StoredTask) -> bool:
-    if task.cancel_requested or task.status.is_final:
-        return False
-    task.cancel_requested = True
-    return True
-
-
 def _decode_input(raw: str) -> dict[str, object]:
+    """The task input as the workflow's keyword arguments; InvalidRequest for anything else."""
     if not raw.strip():
         return {}
+    hint = 'task input must be a JSON object of the workflow\'s arguments, e.g. \'{"message": "hi"}\''
     try:
         value = json.loads(raw)
+    except RecursionError:
+        raise InvalidRequest(f"{hint}: it is nested more than {MAX_INPUT_DEPTH} levels deep") from None
     except ValueError as exc:
-        raise InvalidRequest(
-            f"task input must be a JSON object of the workflow's arguments, e.g. "
-            f'\'{{"message": "hi"}}\': {exc}'
-        ) from None
+        raise InvalidRequest(f"{hint}: {exc}") from None
     if not isinstance(value, dict):
+        raise InvalidRequest(f"{hint}, not {type(value).__name__}")
+    try:
+        # What cannot be encoded again (a lone surrogate such as "\\ud800") could never reach a worker.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
         raise InvalidRequest(
-            f"task input must be a JSON object of the workflow's arguments, not {type(value).__name__}"
-        )
+            f"{hint}: it holds a lone surrogate (\\ud800-\\udfff), which is not text"
+        ) from None
+    except RecursionError:
+        raise InvalidRequest(f"{hint}: it is nested more than {MAX_INPUT_DEPTH} levels deep") from None
+    if _depth(value) > MAX_INPUT_DEPTH:
+        raise InvalidRequest(f"{hint}: it is nested more than {MAX_INPUT_DEPTH} levels deep")
     return value
+
+
+def _depth(value: object) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack += [(v, depth + 1) for v in item.values()]
+        elif isinstance(item, list):
+            stack += [(v, depth + 1) for v in item]
+    return deepest

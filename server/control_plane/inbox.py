@@ -2,34 +2,50 @@
 
 Each report arrives as a leased delivery of the deployment's control topic and is acked only
 after its effect is stored, so a control plane that dies mid-way gets it again; every effect is
-idempotent (events carry idempotency keys, a final status is written once, the first result wins).
+idempotent (events carry idempotency keys, a final status is written once, the first result wins,
+a session moves on once). A report that cannot be applied because the state store or the queue
+fails right now is tried again in place, with backoff, for as long as it takes: it is never
+nacked, so the reports of one task keep their order and none is dead-lettered by an outage.
+
+A task's record tells the truth about its attempts: when a report shows a delivery the record has
+not seen (the worker of an earlier attempt died before it could say anything), the event log gets
+a ``TaskAttempt`` marker for each attempt, where that attempt starts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 from pydantic import ValidationError
 
 from llamactl.server.control_plane.records import ControlPlaneRecords, StoredTask
 from llamactl.server.control_plane.registry import ServiceRegistry
-from llamactl.server.errors import LeaseLost, TaskNotFound
+from llamactl.server.errors import LeaseLost, MessageQueueError, StateStoreError, TaskNotFound
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.protocol import TaskMessage, WorkerMessage, WorkerMessageKind, event_msg_id
+from llamactl.server.state.base import Append, Write
 from llamactl.server.types import TaskStatus
 
-__all__ = ["Inbox"]
+__all__ = ["ATTEMPT_EVENT", "Inbox", "InboxCounters"]
 
 log = logging.getLogger(__name__)
 
+ATTEMPT_EVENT = "TaskAttempt"
+"""``type`` of the event-log marker put where a new attempt of a task starts."""
+_LEASE = 30.0
+_PREFETCH = 256
+_RETRY_MAX = 2.0
+_RETRIES_FOR_BUGS = 10
+"""Tries of a report that fails with something other than a store or queue error (a bug)."""
+
+Handler = Callable[[Delivery], Awaitable[None]]
 FinishedCallback = Callable[[StoredTask], Awaitable[None]]
-StatusCallback = Callable[[StoredTask], None]
+ChangedCallback = Callable[[StoredTask], None]
 
 _FINAL_KIND = {
     WorkerMessageKind.TASK_COMPLETED: TaskStatus.COMPLETED,
@@ -38,75 +54,97 @@ _FINAL_KIND = {
 }
 
 
+class InboxCounters:
+    """What the inbox threw away, and why (for /metrics)."""
+
+    def __init__(self) -> None:
+        self.late_results = 0
+        """Final reports for a task that another attempt had finished already."""
+        self.late_events = 0
+        """Events for a task that had finished already."""
+        self.malformed = 0
+        self.retried = 0
+        """Reports that failed to apply at first and were applied later."""
+
+
 class Inbox:
     def __init__(
         self,
         records: ControlPlaneRecords,
         registry: ServiceRegistry,
         *,
-        on_status: StatusCallback,
+        on_changed: ChangedCallback,
         on_finished: FinishedCallback,
-        on_event: Callable[[str], None] | None = None,
     ) -> None:
         self._records = records
         self._registry = registry
-        self._on_status = on_status
+        self._on_changed = on_changed
+        """Called when a task's record or event log changed (wakes whoever waits on it)."""
         self._on_finished = on_finished
-        self._on_event = on_event or (lambda task_id: None)
-        self._consumers: dict[str, asyncio.Task[None]] = {}
         self._running: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self.counters = InboxCounters()
 
-    def consume(self, queue: MessageQueue, topic: str, *, dead_letters: bool = False) -> None:
-        """Start consuming ``topic`` (the control topic, or a service's dead-letter topic)."""
-        if topic in self._consumers:
-            return
-        self._consumers[topic] = asyncio.create_task(
-            self._consume(queue, topic, dead_letters), name=f"inbox:{topic}"
-        )
-
-    async def stop_consuming(self, topic: str) -> None:
-        task = self._consumers.pop(topic, None)
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def close(self) -> None:
-        for topic in list(self._consumers):
-            await self.stop_consuming(topic)
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-
-    async def _consume(self, queue: MessageQueue, topic: str, dead_letters: bool) -> None:
-        handler = self._handle_dead_letter if dead_letters else self._handle_report
-        async for delivery in queue.consume(topic, prefetch=256, lease=30.0):
-            # Reports of different tasks are applied concurrently; the queue hands out one
-            # report per task (its key) at a time, so a task's own reports stay in order.
+    async def consume(self, queue: MessageQueue, topic: str, handler: Handler) -> None:
+        """Apply every delivery of ``topic`` with ``handler``, concurrently (one report per task at a
+        time: the queue hands out one message per key at once). Runs until cancelled."""
+        async for delivery in queue.consume(topic, prefetch=_PREFETCH, lease=_LEASE):
             job = asyncio.create_task(self._apply(delivery, handler))
             self._running.add(job)
             job.add_done_callback(self._running.discard)
 
-    async def _apply(self, delivery: Delivery, handler: Callable[[Delivery], Awaitable[None]]) -> None:
-        try:
-            await handler(delivery)
-        except (ValidationError, ValueError) as exc:
-            log.error(
-                "dropping malformed message %s on %s: %s",
-                delivery.message.msg_id,
-                delivery.message.topic,
-                exc,
-            )
-        except TaskNotFound as exc:
-            log.warning("dropping report for an unknown task: %s", exc)
-        except Exception:
-            log.exception("could not apply %s; it will be delivered again", delivery.message.msg_id)
-            with contextlib.suppress(Exception):
-                await delivery.nack(delay=1.0)
-            return
-        with contextlib.suppress(LeaseLost):
-            await delivery.ack()
+    async def close(self) -> None:
+        self._closing = True
+        for job in list(self._running):
+            job.cancel()
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
 
-    async def _handle_report(self, delivery: Delivery) -> None:
+    async def _apply(self, delivery: Delivery, handler: Handler) -> None:
+        msg_id = delivery.message.msg_id
+        delay, tries, extended = 0.0, 0, time.monotonic()
+        while True:
+            try:
+                await handler(delivery)
+                break
+            except (ValidationError, ValueError) as exc:
+                self.counters.malformed += 1
+                log.error("dropping malformed message %s on %s: %s", msg_id, delivery.message.topic, exc)
+                break
+            except TaskNotFound as exc:
+                log.warning("dropping a report for an unknown task: %s", exc)
+                break
+            except Exception as exc:
+                tries += 1
+                transient = isinstance(exc, StateStoreError | MessageQueueError | OSError | TimeoutError)
+                if not transient and tries >= _RETRIES_FOR_BUGS:
+                    log.exception("could not apply %s after %d tries: dropping it", msg_id, tries)
+                    break
+                if tries == 1:
+                    log.warning("could not apply %s yet (%s): retrying", msg_id, exc)
+            if self._closing:
+                return  # not acked: delivered again to whoever consumes next
+            delay = min(_RETRY_MAX, max(0.05, delay * 2))
+            await asyncio.sleep(delay)
+            if time.monotonic() - extended > _LEASE / 3:
+                extended = time.monotonic()
+                try:
+                    await delivery.extend()
+                except (LeaseLost, MessageQueueError):
+                    return  # it went back to the queue: whoever gets it applies it
+        if tries:
+            self.counters.retried += 1
+            log.info("applied %s after %d tries", msg_id, tries + 1)
+        try:
+            await delivery.ack()
+        except LeaseLost:
+            pass
+        except MessageQueueError as exc:
+            log.warning("could not ack %s (%s): it will be applied again, harmlessly", msg_id, exc)
+
+    # --- worker reports ------------------------------------------------------------------------
+
+    async def handle_report(self, delivery: Delivery) -> None:
         msg = WorkerMessage.model_validate_json(delivery.message.payload)
         kind = msg.kind
         if kind is WorkerMessageKind.REPLICA_UP:
@@ -125,112 +163,158 @@ class Inbox:
             await self._task_final(msg, _FINAL_KIND[kind])
 
     async def _task_started(self, msg: WorkerMessage) -> None:
-        applied = _Applied()
-
         def start(task: StoredTask) -> bool:
-            applied.value = False
             if task.status.is_final or (task.status is TaskStatus.RUNNING and task.attempts >= msg.attempt):
                 return False
             task.status = TaskStatus.RUNNING
             task.dispatched = True
-            task.attempts = max(task.attempts, msg.attempt)
             task.replica_id = msg.replica_id
             task.started_at = task.started_at or (msg.at or time.time())
-            applied.value = True
             return True
 
-        task = await self._records.update_task(_task_id(msg), start)
-        if applied.value:
-            self._on_status(task)
+        task, changed = await self._records.transition(
+            _task_id(msg), start, lambda t: self._attempt_markers(t, msg)
+        )
+        if changed:
+            self._on_changed(task)
 
     async def _task_event(self, msg: WorkerMessage) -> None:
         task_id = _task_id(msg)
         if msg.event is None or msg.event_index is None:
             raise ValueError("a task.event report needs event and event_index")
-        await self._append_event(task_id, msg.attempt, msg.event_index, msg.event)
-        self._on_event(task_id)
-
-    async def _append_event(self, task_id: str, attempt: int, index: int, event: dict[str, Any]) -> None:
-        envelope = dict(event)
-        envelope["attempt"] = attempt
+        task = await self._records.get_task(task_id)
+        if task.status.is_final:
+            self.counters.late_events += 1
+            return
         await self._records.store.append(
             self._records.events_stream(task_id),
-            json.dumps(envelope).encode(),
-            idem_key=event_msg_id(task_id, attempt, index),
+            _event_value(msg.event, msg.attempt),
+            idem_key=event_msg_id(task_id, msg.attempt, msg.event_index),
         )
+        self._on_changed(task)  # wakes whoever follows the task's events
 
     async def _task_final(self, msg: WorkerMessage, status: TaskStatus) -> None:
         task_id = _task_id(msg)
         current = await self._records.get_task(task_id)
         if current.status.is_final:
-            return  # a late report from a replica whose lease had moved on: the first one won
-        writes: list[Awaitable[object]] = []
-        if msg.context is not None:
-            writes.append(self._records.save_context(current.session_id, msg.context))
-        first = msg.event_index or 0
-        for offset, event in enumerate(msg.events):
-            writes.append(self._append_event(task_id, msg.attempt, first + offset, event))
-
-        applied = _Applied()
+            # A report applied before (redelivered), or a late one from an attempt whose lease had
+            # moved on: the first result won. Either way the session must have moved on.
+            if msg.attempt != current.attempts or msg.replica_id != current.replica_id:
+                self.counters.late_results += 1
+                log.info("ignoring a late result of task %s (attempt %d)", task_id, msg.attempt)
+            await self._on_finished(current)
+            return
 
         def finish(task: StoredTask) -> bool:
-            applied.value = False
             if task.status.is_final:
                 return False
             task.status = status
             task.finished_at = msg.at or time.time()
             task.started_at = task.started_at or msg.started_at or task.finished_at
-            task.attempts = max(task.attempts, msg.attempt)
             task.replica_id = msg.replica_id
+            task.dispatched = True
             if status is TaskStatus.COMPLETED:
                 task.result = msg.result
             else:
                 task.error = msg.error or ("cancelled" if status is TaskStatus.CANCELLED else "failed")
                 task.traceback = msg.traceback
-            applied.value = True
             return True
 
-        # Context, trailing events and the final status are submitted in this order within one
-        # loop iteration, so they share one commit and the status is never seen before them.
-        done = await asyncio.gather(*writes, self._records.update_task(task_id, finish))
-        task = cast(StoredTask, done[-1])
-        if msg.events:
-            self._on_event(task_id)
-        if applied.value:
-            self._on_status(task)
-            await self._on_finished(task)
+        def writes(task: StoredTask) -> list[Write]:
+            out = self._attempt_markers(task, msg)
+            if msg.context is not None:
+                out.append(self._records.context_write(task.session_id, msg.context))
+            first = msg.event_index or 0
+            stream = self._records.events_stream(task_id)
+            for offset, event in enumerate(msg.events):
+                idem = event_msg_id(task_id, msg.attempt, first + offset)
+                out.append(Append(stream, _event_value(event, msg.attempt), idem))
+            return out
 
-    async def _handle_dead_letter(self, delivery: Delivery) -> None:
+        task, changed = await self._records.transition(task_id, finish, writes)
+        if msg.context is not None:
+            self._records.remember_context(task.session_id, msg.context)
+        if changed:
+            self._on_changed(task)
+        await self._on_finished(task)
+
+    def _attempt_markers(self, task: StoredTask, msg: WorkerMessage) -> list[Write]:
+        """Log markers for the attempts this report reveals, and the record's attempt count."""
+        seen, now = task.attempts, msg.attempt
+        task.attempts = max(seen, now)
+        return self._markers(task, seen, now, msg.replica_id)
+
+    def _markers(self, task: StoredTask, seen: int, now: int, replica_id: str | None) -> list[Write]:
+        stream = self._records.events_stream(task.task_id)
+        out: list[Write] = []
+        for attempt in range(seen + 1, now + 1):
+            if attempt == 1 and now == 1:
+                continue  # a first run needs no marker: only retried tasks get them
+            if attempt == now and replica_id is not None:
+                reason = f"attempt {attempt} started on {replica_id}"
+                if attempt > 1:
+                    reason += f" after attempt {attempt - 1} ended without a result"
+            else:
+                reason = f"attempt {attempt}: its worker stopped before it reported anything"
+            marker = {
+                "value": {
+                    "attempt": attempt,
+                    "replica_id": replica_id if attempt == now else None,
+                    "reason": reason,
+                },
+                "type": ATTEMPT_EVENT,
+                "qualified_name": f"llamactl.{ATTEMPT_EVENT}",
+            }
+            out.append(Append(stream, _event_value(marker, attempt), f"{task.task_id}:attempt:{attempt}"))
+        return out
+
+    # --- dead letters and removed services -------------------------------------------------------
+
+    async def handle_dead_letter(self, delivery: Delivery) -> None:
+        """A task whose start message failed ``max_attempts`` times: its worker kept dying."""
         message = TaskMessage.model_validate_json(delivery.message.payload)
-        attempts = delivery.message.headers.get("x-attempts", "?")
-        reason = delivery.message.headers.get("x-dead-reason", "its worker stopped before finishing")
+        headers = delivery.message.headers
+        deliveries = int(headers.get("x-attempts", "0") or 0)
+        failures = headers.get("x-failures", headers.get("x-attempts", "?"))
+        reason = headers.get("x-dead-reason", "its worker stopped before finishing")
         error = (
-            f"gave up after {attempts} attempts: {reason} "
-            f"(the '{message.service_id}' worker crashed or was killed while running it each time)"
+            f"gave up after {failures} failed attempts: {reason} (the '{message.service_id}' worker "
+            "crashed, was killed or stalled while running this task, alone, each time)"
+        )
+        await self._fail(message.task_id, error, deliveries)
+
+    async def handle_removed(self, delivery: Delivery) -> None:
+        """A task published to a service that the deployment no longer has."""
+        message = TaskMessage.model_validate_json(delivery.message.payload)
+        await self._fail(
+            message.task_id,
+            f"its service '{message.service_id}' was removed from the deployment before the task ran",
+            0,
         )
 
-        applied = _Applied()
-
+    async def _fail(self, task_id: str, error: str, deliveries: int) -> None:
         def fail(task: StoredTask) -> bool:
-            applied.value = False
             if task.status.is_final:
                 return False
             task.status = TaskStatus.FAILED
             task.finished_at = time.time()
+            task.started_at = task.started_at or (task.finished_at if deliveries else None)
             task.error = error
-            applied.value = True
             return True
 
-        task = await self._records.update_task(message.task_id, fail)
-        if applied.value:
-            self._on_status(task)
-            await self._on_finished(task)
+        def markers(task: StoredTask) -> list[Write]:
+            seen = task.attempts
+            task.attempts = max(seen, deliveries)
+            return self._markers(task, seen, task.attempts, None)
+
+        task, changed = await self._records.transition(task_id, fail, markers)
+        if changed:
+            self._on_changed(task)
+        await self._on_finished(task)
 
 
-class _Applied:
-    """Whether the last run of a compare-and-set update changed the record."""
-
-    value = False
+def _event_value(event: dict[str, Any], attempt: int) -> bytes:
+    return json.dumps({**event, "attempt": attempt}).encode()
 
 
 def _task_id(msg: WorkerMessage) -> str:

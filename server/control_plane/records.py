@@ -3,39 +3,50 @@
 Layout (all values JSON):
 
 * ns ``<deployment>/tasks``, key task id: a :class:`~llamactl.server.types.TaskRecord` plus dispatch
-  bookkeeping.
-* ns ``<deployment>/sessions``, key session id: ``{"session_id", "task_ids", "created_at"}``.
+  bookkeeping, indexed by ``session``, ``status``, ``service`` and ``svc_status``
+  (``<service>/<status>``) and sorted by creation, so listings and counts never read every task.
+* ns ``<deployment>/sessions``, key session id: ``{"session_id", "created_at", "implicit"}``
+  (``implicit``: made for one task); a session's tasks are found through the tasks' index.
 * ns ``<deployment>/contexts``, key session id: the workflow ``Context.to_dict()`` of the session.
 * log ``<deployment>/events/<task id>``: the task's :class:`~llamactl.server.types.EventEnvelope` s
   (offset = seq).
 * log ``<deployment>/changes``: the change feed.
 
-Updates are compare-and-set against the version last seen, so several control planes sharing one
-store cannot lose each other's writes. Records this control plane has read or written stay in a
-bounded cache with their version: an update costs one write (no read first) unless another writer
-got there in between, in which case the record is read again and the change re-applied.
+Every change of a task is one :meth:`ControlPlaneRecords.transition`: the new record (compare-and-set
+against the version last seen), its change-feed entry and whatever must go with it (events, the
+Context) are written in one commit, or not at all. Records this control plane has read or written
+stay in a bounded cache with their version: an update costs one write (no read first) unless
+another writer got there in between, in which case the record is read again and the change
+re-applied.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ValidationError
 
+from llamactl.server.control_plane.changes import ChangeFeed
 from llamactl.server.errors import SessionNotFound, StateStoreError, TaskExists, TaskNotFound
-from llamactl.server.state.base import StateStore
-from llamactl.server.types import SessionDefinition, TaskRecord
+from llamactl.server.state.base import Append, Cas, Delete, Index, Put, StateStore, Write
+from llamactl.server.types import SessionDefinition, TaskRecord, TaskStatus
 
-__all__ = ["ControlPlaneRecords", "SessionRecord", "StoredTask"]
+__all__ = ["ControlPlaneRecords", "Page", "SessionRecord", "StoredTask"]
+
+log = logging.getLogger(__name__)
 
 _MAX_CAS_RETRIES = 100
-_CACHE_SIZE = 20_000
+TASK_CACHE = 4096
+CONTEXT_CACHE = 256
+SESSION_TASKS_SHOWN = 1000
+"""At most this many task ids in a SessionDefinition (the newest ones)."""
 
-M = TypeVar("M", bound=BaseModel)
+Extra = Callable[["StoredTask"], Sequence[Write]]
 
 
 class StoredTask(TaskRecord):
@@ -49,202 +60,350 @@ class StoredTask(TaskRecord):
         fields = {name: getattr(self, name) for name in TaskRecord.model_fields}
         return TaskRecord.model_construct(**fields)  # already valid: no need to validate again
 
+    @property
+    def sort(self) -> str:
+        return f"{self.created_at:017.6f}:{self.task_id}"
+
+    def index(self) -> Index:
+        return Index(
+            sort=self.sort,
+            fields={
+                "session": self.session_id,
+                "status": self.status.value,
+                "service": self.service_id,
+                "svc_status": f"{self.service_id}/{self.status.value}",
+            },
+        )
+
 
 class SessionRecord(BaseModel):
     session_id: str
-    task_ids: list[str] = Field(default_factory=list)
-    created_at: float = Field(default_factory=time.time)
+    created_at: float = 0.0
+    implicit: bool = False
+    """Made for one task that named no session: pruned with it."""
 
-    def definition(self) -> SessionDefinition:
-        return SessionDefinition(session_id=self.session_id, task_ids=list(self.task_ids), state={})
+    def index(self) -> Index:
+        return Index(sort=f"{self.created_at:017.6f}:{self.session_id}", fields={"all": ""})
+
+    def definition(self, task_ids: list[str]) -> SessionDefinition:
+        return SessionDefinition(session_id=self.session_id, task_ids=task_ids, state={})
 
 
-class _Collection(Generic[M]):
-    """One namespace of JSON records with a bounded cache of (record, version)."""
+class Page(BaseModel):
+    """One page of a listing; ``next_cursor`` is None on the last page."""
 
-    def __init__(
-        self, store: StateStore, ns: str, model: type[M], missing: Callable[[str], Exception]
-    ) -> None:
-        self._store = store
-        self._ns = ns
-        self._model = model
-        self._missing = missing
-        self._cache: OrderedDict[str, tuple[M, int]] = OrderedDict()
-
-    def _remember(self, key: str, record: M, version: int) -> None:
-        self._cache[key] = (record, version)
-        self._cache.move_to_end(key)
-        if len(self._cache) > _CACHE_SIZE:
-            self._cache.popitem(last=False)
-
-    async def _load(self, key: str) -> tuple[M, int] | None:
-        found = await self._store.get(self._ns, key)
-        if found is None:
-            self._cache.pop(key, None)
-            return None
-        record = self._model.model_validate_json(found.value)
-        self._remember(key, record, found.version)
-        return record, found.version
-
-    async def find(self, key: str) -> M | None:
-        """A copy of the record (callers may set its fields freely), or None."""
-        cached = self._cache.get(key) or await self._load(key)
-        return None if cached is None else cached[0].model_copy()
-
-    async def get(self, key: str) -> M:
-        record = await self.find(key)
-        if record is None:
-            raise self._missing(key)
-        return record
-
-    async def insert(self, key: str, record: M) -> bool:
-        """Store a new record; False if the key exists already."""
-        version = await self._store.cas(self._ns, key, _dump(record), None)
-        if version is None:
-            return False
-        self._remember(key, record.model_copy(), version)
-        return True
-
-    async def update(self, key: str, change: Callable[[M], bool]) -> M:
-        """Apply ``change`` to a copy and write it if it returns True; return the record as stored.
-
-        Copies are shallow: ``change`` must assign fields, not mutate the objects they hold
-        (``record.items = [*record.items, x]``, not ``record.items.append(x)``). The returned
-        record is the cached one: read it, don't change it.
-        """
-        cached = self._cache.get(key) or await self._load(key)
-        for _ in range(_MAX_CAS_RETRIES):
-            if cached is None:
-                raise self._missing(key)
-            record, version = cached[0].model_copy(), cached[1]
-            if not change(record):
-                return cached[0]
-            new_version = await self._store.cas(self._ns, key, _dump(record), version)
-            if new_version is not None:
-                self._remember(key, record, new_version)
-                return record
-            cached = await self._load(key)  # someone else wrote it: start again from theirs
-        raise StateStoreError(f"'{key}' kept changing under us: too much contention, try again")
-
-    async def delete(self, key: str) -> None:
-        self._cache.pop(key, None)
-        await self._store.delete(self._ns, key)
-
-    async def all(self) -> list[M]:
-        records: list[M] = []
-        after: str | None = None
-        while True:
-            page = await self._store.list(self._ns, after=after, limit=500)
-            records.extend(self._model.model_validate_json(v.value) for _, v in page)
-            if len(page) < 500:
-                return records
-            after = page[-1][0]
+    items: list[Any]
+    next_cursor: str | None = None
 
 
 class ControlPlaneRecords:
     """Typed access to one deployment's records in a StateStore."""
 
-    def __init__(self, store: StateStore, deployment: str) -> None:
+    def __init__(self, store: StateStore, deployment: str, changes: ChangeFeed) -> None:
         self.store = store
         self.deployment = deployment
-        self.tasks: _Collection[StoredTask] = _Collection(
-            store, f"{deployment}/tasks", StoredTask, lambda key: TaskNotFound(key, deployment)
-        )
-        self.sessions: _Collection[SessionRecord] = _Collection(
-            store, f"{deployment}/sessions", SessionRecord, lambda key: SessionNotFound(key, deployment)
-        )
-        self._contexts_ns = f"{deployment}/contexts"
+        self.changes = changes
+        self.tasks_ns = f"{deployment}/tasks"
+        self.sessions_ns = f"{deployment}/sessions"
+        self.contexts_ns = f"{deployment}/contexts"
+        self._tasks: OrderedDict[str, tuple[StoredTask, int]] = OrderedDict()
         self._contexts: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
-        self.changes_stream = f"{deployment}/changes"
+        self.unreadable = 0
+        """Stored records that could not be read (skipped, logged): health, tests."""
 
     def events_stream(self, task_id: str) -> str:
         return f"{self.deployment}/events/{task_id}"
 
-    # --- tasks -------------------------------------------------------------------------------
+    # --- tasks: reading ----------------------------------------------------------------------
 
-    async def insert_task(self, task: StoredTask) -> None:
-        if not await self.tasks.insert(task.task_id, task):
-            raise TaskExists(task.task_id)
+    def _remember(self, task: StoredTask, version: int) -> None:
+        self._tasks[task.task_id] = (task, version)
+        self._tasks.move_to_end(task.task_id)
+        if len(self._tasks) > TASK_CACHE:
+            self._tasks.popitem(last=False)
 
-    async def get_task(self, task_id: str) -> StoredTask:
-        return await self.tasks.get(task_id)
+    def _parse(self, key: str, raw: bytes) -> StoredTask | None:
+        try:
+            return StoredTask.model_validate_json(raw)
+        except (ValidationError, ValueError) as exc:
+            self.unreadable += 1
+            log.error("%s: task record %r cannot be read, skipping it: %s", self.deployment, key, exc)
+            return None
+
+    async def _load(self, task_id: str) -> tuple[StoredTask, int] | None:
+        found = await self.store.get(self.tasks_ns, task_id)
+        task = None if found is None else self._parse(task_id, found.value)
+        if task is None or found is None:
+            self._tasks.pop(task_id, None)
+            return None
+        self._remember(task, found.version)
+        return task, found.version
 
     async def find_task(self, task_id: str) -> StoredTask | None:
-        return await self.tasks.find(task_id)
+        """A copy of the task's record (callers may change it freely), or None."""
+        cached = self._tasks.get(task_id) or await self._load(task_id)
+        return None if cached is None else cached[0].model_copy()
 
-    async def update_task(self, task_id: str, change: Callable[[StoredTask], bool]) -> StoredTask:
-        """Apply ``change`` under compare-and-set; it returns False to leave the record as it is."""
-        return await self.tasks.update(task_id, change)
+    async def get_task(self, task_id: str) -> StoredTask:
+        task = await self.find_task(task_id)
+        if task is None:
+            raise TaskNotFound(task_id, self.deployment)
+        return task
 
-    async def list_tasks(self) -> list[StoredTask]:
-        return await self.tasks.all()
+    async def list_tasks(
+        self,
+        *,
+        session_id: str | None = None,
+        status: TaskStatus | None = None,
+        service_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        descending: bool = False,
+    ) -> Page:
+        """Tasks in creation order (``descending``: newest first), filtered, a page at a time."""
+        field, value, keep = _task_filter(session_id, status, service_id)
+        items: list[StoredTask] = []
+        after = cursor
+        while len(items) < limit:
+            want = limit - len(items)
+            rows = await self.store.query(
+                self.tasks_ns, field, value, after=after, limit=want, descending=descending
+            )
+            for key, found, sort in rows:
+                after = sort
+                task = self._parse(key, found.value)
+                if task is not None and keep(task):
+                    items.append(task)
+            if len(rows) < want:
+                return Page(items=items, next_cursor=None)
+        return Page(items=items, next_cursor=after)
+
+    async def unfinished_tasks(self) -> list[StoredTask]:
+        """Every queued or running task, oldest first (for recovery after a start)."""
+        tasks: list[StoredTask] = []
+        for status in (TaskStatus.QUEUED, TaskStatus.RUNNING):
+            cursor: str | None = None
+            while True:
+                page = await self.list_tasks(status=status, limit=500, cursor=cursor)
+                tasks += page.items
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        return sorted(tasks, key=lambda t: t.sort)
+
+    async def count_tasks(self) -> dict[str, dict[str, int]]:
+        """Tasks by service and status: ``{service: {status: n}}`` (statuses with none left out)."""
+        counts: dict[str, dict[str, int]] = {}
+        for value, n in (await self.store.count(self.tasks_ns, "svc_status")).items():
+            service, _, status = value.rpartition("/")
+            counts.setdefault(service, {})[status] = n
+        return counts
+
+    # --- tasks: writing ----------------------------------------------------------------------
+
+    def status_change(self, task: StoredTask) -> Append:
+        """The change-feed entry of a task's new status."""
+        return self.changes.entry(
+            "task.status",
+            {
+                "task_id": task.task_id,
+                "session_id": task.session_id,
+                "service_id": task.service_id,
+                "status": task.status.value,
+                "attempts": task.attempts,
+                "replica_id": task.replica_id,
+                "error": task.error,
+            },
+        )
+
+    async def create_task(self, task: StoredTask, session: SessionRecord | None) -> None:
+        """Store a new task (and the implicit ``session`` made for it) with their feed entries."""
+        writes: list[Write] = []
+        if session is not None:
+            writes += [
+                Cas(self.sessions_ns, session.session_id, _dump(session), None, session.index()),
+                self.changes.entry("session.created", {"session_id": session.session_id}),
+            ]
+        writes += [
+            Cas(self.tasks_ns, task.task_id, _dump(task), None, task.index()),
+            self.status_change(task),
+        ]
+        result = await self.store.commit(writes)
+        if not result.ok:
+            raise TaskExists(task.task_id)
+        self._remember(task.model_copy(), result.results[-2])
+        if session is not None:
+            self._remember_context(session.session_id, None)  # a new session has no Context yet
+
+    async def transition(
+        self,
+        task_id: str,
+        change: Callable[[StoredTask], bool],
+        extra: Extra | None = None,
+        *,
+        feed: bool = True,
+    ) -> tuple[StoredTask, bool]:
+        """Apply ``change`` to a copy of the task and store it, in one commit with ``extra(task)``
+        and (``feed``) the task's change-feed entry. ``change`` returns False to leave the task as
+        it is (then nothing is written). Returns the task as stored and whether it changed.
+
+        Copies are shallow: ``change`` must assign fields, not mutate the objects they hold.
+        """
+        cached = self._tasks.get(task_id) or await self._load(task_id)
+        for _ in range(_MAX_CAS_RETRIES):
+            if cached is None:
+                raise TaskNotFound(task_id, self.deployment)
+            task, version = cached[0].model_copy(), cached[1]
+            if not change(task):
+                return cached[0].model_copy(), False
+            writes: list[Write] = [*(extra(task) if extra else ())]
+            at = len(writes)
+            writes.append(Cas(self.tasks_ns, task_id, _dump(task), version, task.index()))
+            if feed:
+                writes.append(self.status_change(task))
+            result = await self.store.commit(writes)
+            if result.ok:
+                self._remember(task.model_copy(), result.results[at])
+                return task, True
+            cached = await self._load(task_id)  # someone else wrote it: start again from theirs
+        raise StateStoreError(f"task '{task_id}' kept changing under us: too much contention, try again")
+
+    async def delete_task(self, task: StoredTask, *, with_session: bool) -> None:
+        """Forget a finished task: its event log first, then the record (and its implicit session)."""
+        await self.store.delete_log(self.events_stream(task.task_id))
+        writes: list[Write] = [Delete(self.tasks_ns, task.task_id)]
+        if with_session:
+            writes += [Delete(self.sessions_ns, task.session_id), Delete(self.contexts_ns, task.session_id)]
+            self._contexts.pop(task.session_id, None)
+        await self.store.commit(writes)
+        self._tasks.pop(task.task_id, None)
 
     # --- sessions ----------------------------------------------------------------------------
 
-    async def create_session(
-        self, session_id: str, task_ids: list[str] | None = None
-    ) -> tuple[SessionRecord, bool]:
-        """Create the session if it does not exist; return it and whether it was created.
-
-        A session made for one task is created with that task in it: one write instead of two.
-        """
-        record = SessionRecord(session_id=session_id, task_ids=list(task_ids or []))
-        if await self.sessions.insert(session_id, record):
-            self._remember_context(session_id, None)  # a new session has no Context yet
+    async def create_session(self, session_id: str) -> tuple[SessionRecord, bool]:
+        """Create the session if it does not exist; return it and whether it was created."""
+        record = SessionRecord(session_id=session_id, created_at=time.time())
+        result = await self.store.commit(
+            [
+                Cas(self.sessions_ns, session_id, _dump(record), None, record.index()),
+                self.changes.entry("session.created", {"session_id": session_id}),
+            ]
+        )
+        if result.ok:
+            self._remember_context(session_id, None)
             return record, True
         return await self.get_session(session_id), False
 
+    async def find_session(self, session_id: str) -> SessionRecord | None:
+        found = await self.store.get(self.sessions_ns, session_id)
+        if found is None:
+            return None
+        try:
+            return SessionRecord.model_validate_json(found.value)
+        except (ValidationError, ValueError) as exc:
+            self.unreadable += 1
+            log.error("%s: session record %r cannot be read: %s", self.deployment, session_id, exc)
+            return SessionRecord(session_id=session_id)
+
     async def get_session(self, session_id: str) -> SessionRecord:
-        return await self.sessions.get(session_id)
-
-    async def add_task_to_session(self, session_id: str, task_id: str) -> SessionRecord:
-        def add(record: SessionRecord) -> bool:
-            record.task_ids = [*record.task_ids, task_id]
-            return True
-
-        return await self.sessions.update(session_id, add)
-
-    async def remove_task_from_session(self, session_id: str, task_id: str) -> None:
-        """Undo the last :meth:`add_task_to_session` of ``task_id`` (only that one entry)."""
-
-        def remove(record: SessionRecord) -> bool:
-            if task_id not in record.task_ids:
-                return False
-            last = len(record.task_ids) - 1 - record.task_ids[::-1].index(task_id)
-            record.task_ids = record.task_ids[:last] + record.task_ids[last + 1 :]
-            return True
-
-        await self.sessions.update(session_id, remove)
-
-    async def list_sessions(self) -> list[SessionRecord]:
-        return await self.sessions.all()
-
-    async def delete_session(self, session_id: str) -> SessionRecord:
-        record = await self.get_session(session_id)
-        await self.sessions.delete(session_id)
-        self._contexts.pop(session_id, None)
-        await self.store.delete(self._contexts_ns, session_id)
+        record = await self.find_session(session_id)
+        if record is None:
+            raise SessionNotFound(session_id, self.deployment)
         return record
+
+    async def session_task_ids(self, session_id: str, limit: int = SESSION_TASKS_SHOWN) -> list[str]:
+        """The ids of the session's newest tasks (up to ``limit``), oldest first."""
+        rows = await self.store.query(self.tasks_ns, "session", session_id, limit=limit, descending=True)
+        return [key for key, _, _ in reversed(rows)]
+
+    async def list_sessions(self, *, limit: int = 100, cursor: str | None = None) -> Page:
+        rows = await self.store.query(self.sessions_ns, "all", "", after=cursor, limit=limit)
+        items: list[SessionRecord] = []
+        for key, found, _ in rows:
+            try:
+                items.append(SessionRecord.model_validate_json(found.value))
+            except (ValidationError, ValueError):
+                self.unreadable += 1
+                items.append(SessionRecord(session_id=key))
+        return Page(items=items, next_cursor=rows[-1][2] if len(rows) == limit else None)
+
+    async def count_sessions(self) -> int:
+        return (await self.store.count(self.sessions_ns, "all")).get("", 0)
+
+    async def delete_session(self, session_id: str) -> None:
+        await self.get_session(session_id)
+        await self.store.commit(
+            [
+                Delete(self.sessions_ns, session_id),
+                Delete(self.contexts_ns, session_id),
+                self.changes.entry("session.deleted", {"session_id": session_id}),
+            ]
+        )
+        self._contexts.pop(session_id, None)
+
+    async def keep_session(self, session_id: str) -> None:
+        """A task named this session explicitly: it is no longer pruned with its first task."""
+        record = await self.get_session(session_id)
+        if record.implicit:
+            record.implicit = False
+            await self.store.put(self.sessions_ns, session_id, _dump(record), index=record.index())
 
     # --- contexts ----------------------------------------------------------------------------
 
     def _remember_context(self, session_id: str, context: dict[str, Any] | None) -> None:
         self._contexts[session_id] = context
         self._contexts.move_to_end(session_id)
-        if len(self._contexts) > _CACHE_SIZE:
+        if len(self._contexts) > CONTEXT_CACHE:
             self._contexts.popitem(last=False)
 
     async def get_context(self, session_id: str) -> dict[str, Any] | None:
         if session_id in self._contexts:
             return self._contexts[session_id]
-        found = await self.store.get(self._contexts_ns, session_id)
-        context: dict[str, Any] | None = None if found is None else json.loads(found.value)
+        found = await self.store.get(self.contexts_ns, session_id)
+        context: dict[str, Any] | None = None
+        if found is not None:
+            try:
+                context = json.loads(found.value)
+            except ValueError as exc:
+                log.error(
+                    "%s: the Context of session %r cannot be read: %s", self.deployment, session_id, exc
+                )
         self._remember_context(session_id, context)
         return context
 
-    async def save_context(self, session_id: str, context: dict[str, Any]) -> None:
-        await self.store.put(self._contexts_ns, session_id, json.dumps(context).encode())
+    def context_write(self, session_id: str, context: dict[str, Any]) -> Put:
+        """The write that saves a session's Context (remembered once the commit holds)."""
+        return Put(self.contexts_ns, session_id, json.dumps(context).encode())
+
+    def remember_context(self, session_id: str, context: dict[str, Any]) -> None:
         self._remember_context(session_id, context)
+
+    async def context_size(self, session_id: str) -> int:
+        found = await self.store.get(self.contexts_ns, session_id)
+        return 0 if found is None else len(found.value)
+
+
+def _task_filter(
+    session_id: str | None, status: TaskStatus | None, service_id: str | None
+) -> tuple[str, str | None, Callable[[StoredTask], bool]]:
+    """The index to read and what to keep of it: the narrowest index, the rest filtered."""
+
+    def keep(task: StoredTask) -> bool:
+        return (
+            (session_id is None or task.session_id == session_id)
+            and (status is None or task.status is status)
+            and (service_id is None or task.service_id == service_id)
+        )
+
+    if session_id is not None:
+        return "session", session_id, keep
+    if service_id is not None and status is not None:
+        return "svc_status", f"{service_id}/{status.value}", keep
+    if service_id is not None:
+        return "service", service_id, keep
+    if status is not None:
+        return "status", status.value, keep
+    return "status", None, keep
 
 
 def _dump(model: BaseModel) -> bytes:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from llamactl.server.config import DeploymentConfig
 from llamactl.server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
+from llamactl.server.deployment.settings import control_plane_settings
 from llamactl.server.errors import LlamactlError
 
 if TYPE_CHECKING:
@@ -120,15 +121,17 @@ class HotReloader:
         cp = self._deployment.control_plane
         self._deployment.config = config
         cp.orchestrator.set_services(list(config.services), config.default_service_id)
-        cp.dispatcher.set_timeouts({s.id: s.timeout for s in config.services.values()})
+        cp.reconfigure(control_plane_settings(config))
         outcomes: list[ReloadOutcome] = []
         for service_id in [s for s in old.services if s not in config.services]:
             await self._replicas.stop_service(service_id, grace=self._deployment.stop_grace)
             cp.registry.remove_service(service_id)
+            # Its workers have finished what they held: what is left waits for nobody.
+            await cp.service_removed(service_id)
         for service_id, service in config.services.items():
             if service_id not in old.services:
                 cp.registry.add_service(service_info(service))
-                cp.watch_service(service_id)
+                await cp.service_added_again(service_id)
                 await self._replicas.start(service, generation=1)
             elif service != old.services[service_id] or new_env[service_id] != _env_or_none(old, service_id):
                 outcomes.append(await self.reload_service(service_id))

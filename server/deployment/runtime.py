@@ -32,6 +32,7 @@ from llamactl.server.control_plane import ControlPlane, ServiceRegistry
 from llamactl.server.deployment.dependencies import install_python_dependencies
 from llamactl.server.deployment.hot_reload import HotReloader
 from llamactl.server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
+from llamactl.server.deployment.settings import control_plane_settings
 from llamactl.server.errors import LlamactlError, MessageQueueError, WorkflowLoadError
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.mq.zeromq.broker import ZeroMQBroker
@@ -124,7 +125,7 @@ class Deployment:
                 queue=self._queue,
                 orchestrator=orchestrator,
                 registry=registry,
-                timeouts={s.id: s.timeout for s in config.services.values()},
+                settings=control_plane_settings(config),
             )
             await self._control_plane.start()
             self._supervisor = Supervisor(
@@ -156,6 +157,7 @@ class Deployment:
             journal_path=journal,
             max_attempts=mq.max_attempts,
             heartbeat_interval=self.heartbeat_interval,
+            retention=mq.retention,
         )
         await broker.start()
         return broker

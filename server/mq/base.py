@@ -10,7 +10,10 @@ Guarantees a backend must give (the contract tests in ``tests/server/mq`` check 
 * ``consume(topic)`` yields :class:`Delivery` s, each under a lease. A delivery that is not acked
   comes back (``attempt`` + 1) when its lease runs out, when it is nacked, or when its consumer
   stops heartbeating (a process killed with SIGKILL is noticed within a few seconds). After
-  ``max_attempts`` deliveries the message moves to :func:`llamactl.server.mq.topics.dead_letter_topic`.
+  ``max_attempts`` such failed deliveries the message moves to
+  :func:`llamactl.server.mq.topics.dead_letter_topic`. When a consumer dies holding several
+  deliveries, none is counted: each runs again alone, so only a message that kills its consumer
+  on its own is counted against (a poison message fails alone).
   At most ``prefetch`` deliveries are outstanding per ``consume`` iterator; messages with the same
   ``key`` come in publish order and never two at a time.
 * ``subscribe(topic, from_seq=n)`` yields every message of a stream topic with ``seq >= n`` in
@@ -62,12 +65,14 @@ class Delivery(abc.ABC):
         key: str = "",
         headers: Mapping[str, str] | None = None,
     ) -> int:
-        """Publish a message and ack this delivery in one step; return the message's seq.
+        """Publish a message and settle this delivery in one step; return the message's seq.
 
         Both are committed together or not at all, so a consumer that dies right after
         publishing its result cannot see the delivery come back and the work run twice.
-        Raises LeaseLost if the lease had moved on (the message is published all the same:
-        its ``msg_id`` absorbs a second copy from whoever holds the lease now).
+        A result settles the message even if this lease has expired meanwhile and the message
+        went to another consumer: a slow consumer's finished work is not run again (the other
+        consumer's ack then raises LeaseLost). Raises LeaseLost if the message had been settled
+        before (the publish goes through all the same; its ``msg_id`` absorbs a second copy).
         """
 
     @abc.abstractmethod
@@ -120,6 +125,15 @@ class MessageQueue(abc.ABC):
     @abc.abstractmethod
     def subscribe(self, topic: str, *, from_seq: int = 0) -> AsyncIterator[Message]:
         """Read a stream topic from ``from_seq`` on, in order, then follow it live."""
+
+    @abc.abstractmethod
+    async def discard(self, topic: str, msg_id: str, *, leased: bool = False) -> bool:
+        """Remove a pending message of a work topic so that it is never delivered (again).
+
+        Without ``leased`` only a message that no consumer holds right now is removed; with it,
+        one under lease too (its holder's ack, nack and extend then raise LeaseLost). True if the
+        message was removed; False if it is leased (without ``leased``), settled or unknown.
+        """
 
     async def __aenter__(self) -> MessageQueue:
         await self.start()

@@ -2,7 +2,8 @@
 
 Exit codes: 0 after a clean stop (SIGTERM/SIGINT, or the parent process went away), 2 when the
 message queue cannot be reached, 3 when the service's target cannot be loaded (after publishing
-replica.failed with the reason).
+replica.failed with the reason), 4 when user code kept the event loop blocked (see
+:mod:`.watchdog`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from llamactl.server.services.spec import WorkerSpec
 from .adapters import Runnable, adapt
 from .errorinfo import error_line, traceback_summary
 from .loader import load_target
+from .watchdog import EXIT_STALLED, LoopWatchdog
 from .worker import Reporter, Worker
 
-__all__ = ["EXIT_LOAD_FAILED", "EXIT_MQ_FAILED", "configure_logging", "run_worker"]
+__all__ = ["EXIT_LOAD_FAILED", "EXIT_MQ_FAILED", "EXIT_STALLED", "configure_logging", "run_worker"]
 
 log = logging.getLogger("llamactl.server.services")
 
@@ -127,7 +129,10 @@ async def _serve(spec: WorkerSpec, queue: MessageQueue) -> int:
         except Exception as pub_exc:
             log.error("could not report the failure: %s", error_line(pub_exc))
         return EXIT_LOAD_FAILED
-    worker = Worker(spec, queue, runnable)
+    # Past its lease, a blocked worker's tasks have gone to others: it is of no use any more.
+    watchdog = LoopWatchdog(exit_after=max(spec.lease, 5.0))
+    watchdog.start()
+    worker = Worker(spec, queue, runnable, watchdog=watchdog)
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -149,6 +154,7 @@ async def _serve(spec: WorkerSpec, queue: MessageQueue) -> int:
         log.info("up: %s target, max concurrency %d", runnable.kind, spec.max_concurrency)
         await worker.serve()
     finally:
+        watchdog.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         if watcher is not None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llamactl.server.errors import LeaseLost
+from llamactl.server.errors import LeaseLost, PublishRejected
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.protocol import (
@@ -35,6 +35,7 @@ from llamactl.server.services.spec import WorkerSpec
 from .adapters import Runnable
 from .errorinfo import error_line
 from .execution import execute
+from .watchdog import LoopWatchdog
 
 __all__ = ["Reporter", "Worker"]
 
@@ -91,8 +92,16 @@ class Reporter:
 class Worker:
     """Serves one replica of a service over a :class:`MessageQueue` (already started)."""
 
-    def __init__(self, spec: WorkerSpec, queue: MessageQueue, runnable: Runnable) -> None:
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        queue: MessageQueue,
+        runnable: Runnable,
+        *,
+        watchdog: LoopWatchdog | None = None,
+    ) -> None:
         self.spec = spec
+        self.watchdog = watchdog
         self.queue = queue
         self.runnable = runnable
         self.reporter = Reporter(spec, queue)
@@ -210,17 +219,23 @@ class Worker:
         try:
             task = TaskMessage.model_validate_json(delivery.message.payload)
         except ValidationError as exc:
-            log.error("dropping a malformed task message %s: %s", delivery.message.msg_id, exc)
-            with contextlib.suppress(Exception):
-                await delivery.ack()
+            await self._reject(delivery, exc)
             return
         attempt = delivery.attempt
         keeper = _LeaseKeeper(self, delivery)
         ids = {"task_id": task.task_id, "session_id": task.session_id, "attempt": attempt}
         started = _StartedReport(self, ids, f"{task.task_id}:{attempt}:started")
         started_at = time.time()
+        timeout = task.timeout if task.timeout is not None else self.spec.timeout
+        if self.watchdog is not None:
+            self.watchdog.track(task.task_id, timeout)
         try:
             log.debug("task %s (attempt %d) started", task.task_id, attempt)
+            if attempt > 1:
+                # A retry: its record says so before the code that may have killed the last
+                # worker runs again (a quick first run reports nothing until its result).
+                started.now()
+                await started.settle()
             index = 0
             trailing: list[dict[str, Any]] = []
 
@@ -239,7 +254,6 @@ class Worker:
                     await sending
                 index += 1
 
-            timeout = task.timeout if task.timeout is not None else self.spec.timeout
             outcome = await execute(
                 self.runnable,
                 kwargs=task.input,
@@ -261,24 +275,68 @@ class Worker:
                 event_index=index if trailing else None,
                 **ids,
             )
-            try:
-                # The result goes out and the delivery is acked in one commit: a crash right after
-                # cannot bring the task back to run a second time.
-                await self.reporter.finish(delivery, final, msg_id=final_msg_id(task.task_id))
-            except LeaseLost:
-                log.warning("task %s finished after its lease moved on (result deduplicated)", task.task_id)
+            await self._report_final(delivery, final)
             if outcome.error:
                 log.info("task %s: %s (%s)", task.task_id, outcome.kind, outcome.error)
             else:
                 log.debug("task %s: %s", task.task_id, outcome.kind)
         except Exception as exc:
-            # The queue failed us (a publish was not confirmed): leave the delivery unacked so it
-            # comes back after its lease, on this replica or another.
-            log.error("task %s not reported: %s; it will be redelivered", task.task_id, error_line(exc))
+            # The queue failed us (a report was not confirmed): give the delivery back so that it
+            # runs again (here or on another replica), and the slot's credit with it.
+            log.error("task %s not reported: %s; it will run again", task.task_id, error_line(exc))
+            with contextlib.suppress(Exception):
+                await delivery.nack(delay=1.0)
             return
         finally:
+            if self.watchdog is not None:
+                self.watchdog.untrack(task.task_id)
             await keeper.stop()
             started.discard()
+
+    async def _report_final(self, delivery: Delivery, final: WorkerMessage) -> None:
+        """Publish the result and settle the delivery, in one step; while the queue refuses it (its
+        journal's disk is full, say) try again, as long as the lease is kept."""
+        delay = 0.05
+        deadline = time.monotonic() + self.spec.lease * 2
+        while True:
+            try:
+                # The result goes out and the delivery is settled in one commit: a crash right after
+                # cannot bring the task back to run a second time.
+                await self.reporter.finish(delivery, final, msg_id=final_msg_id(final.task_id or ""))
+                return
+            except LeaseLost:
+                log.warning(
+                    "task %s had been finished by another attempt (result deduplicated)", final.task_id
+                )
+                return
+            except PublishRejected as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("the result of task %s was refused (%s): trying again", final.task_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+
+    async def _reject(self, delivery: Delivery, exc: ValidationError) -> None:
+        """A start message that is not a task: fail its task (named by its id) instead of dropping it."""
+        msg_id = delivery.message.msg_id
+        task_id = msg_id.removesuffix(":start") if msg_id.endswith(":start") else None
+        log.error("a malformed task message %s: %s", msg_id, error_line(exc))
+        if task_id is None:
+            with contextlib.suppress(Exception):
+                await delivery.ack()  # not a task of ours at all: nobody waits for it
+            return
+        failed = self.message(
+            WorkerMessageKind.TASK_FAILED,
+            task_id=task_id,
+            attempt=delivery.attempt,
+            error=f"the '{self.spec.service_id}' worker could not read the task message: {error_line(exc)}",
+        )
+        try:
+            await self._report_final(delivery, failed)
+        except Exception as report_exc:
+            log.error("could not report the malformed task %s: %s", task_id, error_line(report_exc))
+            with contextlib.suppress(Exception):
+                await delivery.nack(delay=1.0)
 
 
 class _LeaseKeeper:

@@ -1,21 +1,36 @@
 """The SQL of the SQLite state store: schema, connection setup and one function per operation.
 
-Every function runs on the writer thread inside a transaction the writer opened. A write does
-at most one modifying statement, so a failing write is undone by SQLite's statement rollback
-and the rest of the batch can still commit.
+Every function runs on the writer thread inside a transaction the writer opened. A write of more
+than one statement runs inside a SAVEPOINT, so a failing write is undone whole and the rest of
+the batch can still commit.
+
+Indexes: ``kv_index`` holds one row per (key, field) of a record written with an Index; triggers
+keep ``kv_count`` (keys per field value) in step, so counting never reads the records.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
+import itertools
 import sqlite3
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from llamactl.server.errors import StateStoreError
 from llamactl.server.state._common import prefix_upper_bound
-from llamactl.server.state.base import LogEntry, Versioned
+from llamactl.server.state.base import (
+    Append,
+    Cas,
+    CommitResult,
+    Index,
+    LogEntry,
+    Put,
+    Versioned,
+    Write,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -33,7 +48,61 @@ CREATE TABLE IF NOT EXISTS log (
     PRIMARY KEY (stream, off)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS log_idem ON log (stream, idem) WHERE idem IS NOT NULL;
+CREATE TABLE IF NOT EXISTS kv_index (
+    ns    TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    field TEXT NOT NULL,
+    value TEXT NOT NULL,
+    sort  TEXT NOT NULL,
+    PRIMARY KEY (ns, key, field)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_index_by_value ON kv_index (ns, field, value, sort);
+CREATE INDEX IF NOT EXISTS kv_index_by_sort ON kv_index (ns, field, sort);
+CREATE TABLE IF NOT EXISTS kv_count (
+    ns    TEXT    NOT NULL,
+    field TEXT    NOT NULL,
+    value TEXT    NOT NULL,
+    n     INTEGER NOT NULL,
+    PRIMARY KEY (ns, field, value)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS kv_index_added AFTER INSERT ON kv_index BEGIN
+    INSERT INTO kv_count (ns, field, value, n) VALUES (new.ns, new.field, new.value, 1)
+    ON CONFLICT (ns, field, value) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS kv_index_removed AFTER DELETE ON kv_index BEGIN
+    UPDATE kv_count SET n = n - 1 WHERE ns = old.ns AND field = old.field AND value = old.value;
+    DELETE FROM kv_count WHERE ns = old.ns AND field = old.field AND value = old.value AND n <= 0;
+END;
+CREATE TRIGGER IF NOT EXISTS kv_index_changed AFTER UPDATE OF value ON kv_index
+WHEN old.value <> new.value BEGIN
+    UPDATE kv_count SET n = n - 1 WHERE ns = old.ns AND field = old.field AND value = old.value;
+    DELETE FROM kv_count WHERE ns = old.ns AND field = old.field AND value = old.value AND n <= 0;
+    INSERT INTO kv_count (ns, field, value, n) VALUES (new.ns, new.field, new.value, 1)
+    ON CONFLICT (ns, field, value) DO UPDATE SET n = n + 1;
+END;
 """
+
+_savepoints = itertools.count()
+
+
+@contextlib.contextmanager
+def _atomic(c: sqlite3.Connection) -> Iterator[None]:
+    """Undo everything done inside the block if it raises (the surrounding batch goes on)."""
+    name = f"w{next(_savepoints)}"
+    c.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        if c.in_transaction:  # an I/O error may have rolled the whole transaction back already
+            c.execute(f"ROLLBACK TO {name}")
+            c.execute(f"RELEASE {name}")
+        raise
+    c.execute(f"RELEASE {name}")
+
+
+class _ConditionFailed(Exception):
+    def __init__(self, position: int) -> None:
+        self.position = position
 
 
 def is_memory_path(path: str) -> bool:
@@ -77,13 +146,24 @@ def get(c: sqlite3.Connection, ns: str, key: str) -> Versioned | None:
     return None if row is None else Versioned(row[0], row[1])
 
 
-def put(c: sqlite3.Connection, ns: str, key: str, value: bytes) -> int:
-    row = c.execute(
-        "INSERT INTO kv (ns, key, value, version) VALUES (?, ?, ?, 1) "
-        "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, version = kv.version + 1 "
-        "RETURNING version",
-        (ns, key, value),
-    ).fetchone()
+def _set_index(c: sqlite3.Connection, ns: str, key: str, index: Index) -> None:
+    c.executemany(
+        "INSERT INTO kv_index (ns, key, field, value, sort) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (ns, key, field) DO UPDATE SET value = excluded.value, sort = excluded.sort",
+        [(ns, key, name, value, index.sort) for name, value in index.fields.items()],
+    )
+
+
+def put(c: sqlite3.Connection, ns: str, key: str, value: bytes, *, index: Index | None = None) -> int:
+    with _atomic(c) if index else contextlib.nullcontext():
+        row = c.execute(
+            "INSERT INTO kv (ns, key, value, version) VALUES (?, ?, ?, 1) "
+            "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, version = kv.version + 1 "
+            "RETURNING version",
+            (ns, key, value),
+        ).fetchone()
+        if index:
+            _set_index(c, ns, key, index)
     return int(row[0])
 
 
@@ -91,29 +171,48 @@ def _storable(version: int) -> bool:
     return -(2**63) <= version < 2**63
 
 
-def cas(c: sqlite3.Connection, ns: str, key: str, value: bytes, expected: int | None) -> int | None:
+def cas(
+    c: sqlite3.Connection,
+    ns: str,
+    key: str,
+    value: bytes,
+    expected: int | None,
+    *,
+    index: Index | None = None,
+) -> int | None:
     if expected is not None and not _storable(expected):
         return None
-    if expected is None:
-        cur = c.execute(
-            "INSERT INTO kv (ns, key, value, version) VALUES (?, ?, ?, 1) ON CONFLICT (ns, key) DO NOTHING",
-            (ns, key, value),
-        )
-        return 1 if cur.rowcount == 1 else None
-    cur = c.execute(
-        "UPDATE kv SET value = ?, version = version + 1 WHERE ns = ? AND key = ? AND version = ?",
-        (value, ns, key, expected),
-    )
-    return expected + 1 if cur.rowcount == 1 else None
+    with _atomic(c) if index else contextlib.nullcontext():
+        if expected is None:
+            cur = c.execute(
+                "INSERT INTO kv (ns, key, value, version) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (ns, key) DO NOTHING",
+                (ns, key, value),
+            )
+            version = 1
+        else:
+            cur = c.execute(
+                "UPDATE kv SET value = ?, version = version + 1 WHERE ns = ? AND key = ? AND version = ?",
+                (value, ns, key, expected),
+            )
+            version = expected + 1
+        if cur.rowcount != 1:
+            return None
+        if index:
+            _set_index(c, ns, key, index)
+    return version
 
 
 def delete(c: sqlite3.Connection, ns: str, key: str, expected: int | None) -> bool:
     if expected is not None and not _storable(expected):
         return False
-    if expected is None:
-        cur = c.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key))
-    else:
-        cur = c.execute("DELETE FROM kv WHERE ns = ? AND key = ? AND version = ?", (ns, key, expected))
+    with _atomic(c):
+        if expected is None:
+            cur = c.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key))
+        else:
+            cur = c.execute("DELETE FROM kv WHERE ns = ? AND key = ? AND version = ?", (ns, key, expected))
+        if cur.rowcount > 0:
+            c.execute("DELETE FROM kv_index WHERE ns = ? AND key = ?", (ns, key))
     return cur.rowcount > 0
 
 
@@ -136,6 +235,65 @@ def list_keys(
     sql += " ORDER BY key LIMIT ?"
     params.append(limit)
     return [(k, Versioned(v, ver)) for k, v, ver in c.execute(sql, params)]
+
+
+def query(
+    c: sqlite3.Connection,
+    ns: str,
+    field: str,
+    value: str | None,
+    *,
+    after: str | None,
+    limit: int,
+    descending: bool,
+) -> builtins.list[tuple[str, Versioned, str]]:
+    if limit <= 0:
+        return []
+    sql = (
+        "SELECT i.key, kv.value, kv.version, i.sort FROM kv_index i "
+        "JOIN kv ON kv.ns = i.ns AND kv.key = i.key WHERE i.ns = ? AND i.field = ?"
+    )
+    params: builtins.list[object] = [ns, field]
+    if value is not None:
+        sql += " AND i.value = ?"
+        params.append(value)
+    if after is not None:
+        sql += " AND i.sort < ?" if descending else " AND i.sort > ?"
+        params.append(after)
+    sql += " ORDER BY i.sort DESC LIMIT ?" if descending else " ORDER BY i.sort LIMIT ?"
+    params.append(limit)
+    return [(k, Versioned(v, ver), sort) for k, v, ver, sort in c.execute(sql, params)]
+
+
+def count(c: sqlite3.Connection, ns: str, field: str) -> dict[str, int]:
+    rows = c.execute("SELECT value, n FROM kv_count WHERE ns = ? AND field = ? AND n > 0", (ns, field))
+    return {value: int(n) for value, n in rows}
+
+
+def commit(c: sqlite3.Connection, writes: Sequence[Write]) -> CommitResult:
+    try:
+        with _atomic(c):
+            results = tuple(_apply(c, position, write) for position, write in enumerate(writes))
+    except _ConditionFailed as failed:
+        return CommitResult(ok=False, failed=failed.position)
+    return CommitResult(ok=True, results=results)
+
+
+def _apply(c: sqlite3.Connection, position: int, write: Write) -> int:
+    """One write of a commit; raises _ConditionFailed when its condition does not hold."""
+    if isinstance(write, Append):
+        return append(c, write.stream, write.value, write.idem_key)
+    if isinstance(write, Put):
+        return put(c, write.ns, write.key, write.value, index=write.index)
+    if isinstance(write, Cas):
+        version = cas(c, write.ns, write.key, write.value, write.expected_version, index=write.index)
+        if version is None:
+            raise _ConditionFailed(position)
+        return version
+    deleted = delete(c, write.ns, write.key, write.expected_version)
+    if not deleted and write.expected_version is not None:
+        raise _ConditionFailed(position)
+    return int(deleted)
 
 
 # --- logs --------------------------------------------------------------------------------------
@@ -178,10 +336,19 @@ def read(c: sqlite3.Connection, stream: str, from_offset: int, limit: int) -> bu
 
 
 def log_length(c: sqlite3.Connection, stream: str) -> int:
-    # Offsets are gap-free from 0, so MAX+1 is the count and costs one index probe.
+    # Offsets are gap-free from 0 and trimming keeps the last entry, so MAX+1 is the number of
+    # entries ever appended, at the cost of one index probe.
     row = c.execute("SELECT COALESCE(MAX(off) + 1, 0) FROM log WHERE stream = ?", (stream,)).fetchone()
     return int(row[0])
 
 
 def delete_log(c: sqlite3.Connection, stream: str) -> None:
     c.execute("DELETE FROM log WHERE stream = ?", (stream,))
+
+
+def trim_log(c: sqlite3.Connection, stream: str, before: int) -> int:
+    cur = c.execute(
+        "DELETE FROM log WHERE stream = ? AND off < MIN(?, (SELECT MAX(off) FROM log WHERE stream = ?))",
+        (stream, min(before, 2**62), stream),
+    )
+    return int(cur.rowcount)

@@ -38,7 +38,7 @@ class Op:
     kwargs: dict[str, Any]
     future: asyncio.Future[Any]
     write: bool
-    wake: str | None = None  # stream whose waiting readers the commit should wake
+    wake: tuple[str, ...] = ()  # streams whose waiting readers the commit should wake
 
 
 _STOP = object()
@@ -158,7 +158,7 @@ class Writer:
             return
         if writes:
             self.commits += 1
-        streams = {op.wake for op in batch if op.wake is not None}
+        streams = {stream for op in batch for stream in op.wake}
         self._post(self._deliver, results, streams)
 
     def _fail(self, batch: list[Op], exc: sqlite3.Error, what: str) -> None:

@@ -9,6 +9,13 @@ Two things in one store:
   already holds stores nothing and returns the original offset.
 
 Values are bytes; callers choose the encoding (the control plane stores JSON).
+
+Queries without scans: a key written with an :class:`Index` can be found by any of its fields
+(``query``), ordered by the index's ``sort`` string, a page at a time; ``count`` tells how many keys
+hold each value of a field, without reading them. Writes that must happen together go to
+``commit`` in one call: all of them, or none when a condition fails (a CAS or a conditional delete).
+Logs can be trimmed from the front (``trim_log``); offsets never restart.
+
 The contract tests in ``tests/server/state`` run against every backend.
 """
 
@@ -16,11 +23,22 @@ from __future__ import annotations
 
 import abc
 import builtins
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 
-__all__ = ["LogEntry", "StateStore", "Versioned"]
+__all__ = [
+    "Append",
+    "Cas",
+    "CommitResult",
+    "Delete",
+    "Index",
+    "LogEntry",
+    "Put",
+    "StateStore",
+    "Versioned",
+    "Write",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +51,76 @@ class Versioned:
 class LogEntry:
     offset: int
     value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """How a record can be found: ``fields`` (name -> value) to query by, ``sort`` to order by.
+
+    Writing a key with an Index sets the given fields (fields not named keep their value) and the
+    sort string; deleting the key drops them. ``sort`` must be unique within a namespace (end it
+    with the key) so that it can serve as a page cursor.
+    """
+
+    sort: str
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Write ``ns/key`` unconditionally."""
+
+    ns: str
+    key: str
+    value: bytes
+    index: Index | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cas:
+    """Write ``ns/key`` only at ``expected_version`` (None: only if absent)."""
+
+    ns: str
+    key: str
+    value: bytes
+    expected_version: int | None
+    index: Index | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete ``ns/key`` (only at ``expected_version`` when given; a missing key is no failure
+    unless a version was expected)."""
+
+    ns: str
+    key: str
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Append to a log (``idem_key``: an entry the log holds already is not stored again)."""
+
+    stream: str
+    value: bytes
+    idem_key: str | None = None
+
+
+Write = Put | Cas | Delete | Append
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What :meth:`StateStore.commit` did.
+
+    ``ok`` is False when a condition failed: then nothing was written and ``failed`` is the index of
+    the first write whose condition did not hold. Otherwise ``results`` has one item per write: the
+    new version (Put, Cas), 1 or 0 for whether something was deleted (Delete), the offset (Append).
+    """
+
+    ok: bool
+    results: tuple[int, ...] = ()
+    failed: int | None = None
 
 
 class StateStore(abc.ABC):
@@ -51,11 +139,13 @@ class StateStore(abc.ABC):
         """The value and version of ``ns/key``, or None."""
 
     @abc.abstractmethod
-    async def put(self, ns: str, key: str, value: bytes) -> int:
+    async def put(self, ns: str, key: str, value: bytes, *, index: Index | None = None) -> int:
         """Write unconditionally; return the new version."""
 
     @abc.abstractmethod
-    async def cas(self, ns: str, key: str, value: bytes, expected_version: int | None) -> int | None:
+    async def cas(
+        self, ns: str, key: str, value: bytes, expected_version: int | None, *, index: Index | None = None
+    ) -> int | None:
         """Write only if the current version is ``expected_version`` (None: only if absent).
 
         Return the new version, or None when the condition did not hold (nothing written).
@@ -70,6 +160,36 @@ class StateStore(abc.ABC):
         self, ns: str, prefix: str = "", after: str | None = None, limit: int = 100
     ) -> builtins.list[tuple[str, Versioned]]:
         """Keys of ``ns`` starting with ``prefix``, in key order, strictly after ``after``."""
+
+    @abc.abstractmethod
+    async def query(
+        self,
+        ns: str,
+        field: str,
+        value: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        descending: bool = False,
+    ) -> builtins.list[tuple[str, Versioned, str]]:
+        """Keys of ``ns`` whose index ``field`` is ``value`` (None: any value), as ``(key, value,
+        sort)`` in sort order (``descending``: newest first), strictly after the sort string
+        ``after`` in that order. Pass the last item's sort as ``after`` to get the next page."""
+
+    @abc.abstractmethod
+    async def count(self, ns: str, field: str) -> dict[str, int]:
+        """How many keys of ``ns`` hold each value of index ``field`` (values held by none left out)."""
+
+    # --- several writes at once ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def commit(self, writes: Sequence[Write]) -> CommitResult:
+        """Apply ``writes`` in order, all or nothing; see :class:`CommitResult`.
+
+        A failing condition (a Cas whose version does not match, a Delete at an expected version
+        that does not hold) writes nothing and is reported, not raised. Readers never see a part
+        of a commit.
+        """
 
     # --- logs ----------------------------------------------------------------------------------
 
@@ -96,11 +216,18 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     async def log_length(self, stream: str) -> int:
-        """Number of entries in a log (0 for an unknown stream)."""
+        """The offset the next entry gets: the number of entries ever appended (0 for an unknown
+        stream), whatever ``trim_log`` dropped since."""
 
     @abc.abstractmethod
     async def delete_log(self, stream: str) -> None:
         """Remove a log and its idempotency keys."""
+
+    @abc.abstractmethod
+    async def trim_log(self, stream: str, before: int) -> int:
+        """Drop the entries with offset < ``before`` (the last entry always stays, so offsets go
+        on from where they were); return how many were dropped. Reads from a dropped offset start
+        at the first entry kept."""
 
     async def __aenter__(self) -> StateStore:
         await self.start()

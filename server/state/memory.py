@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import builtins
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Self
 
@@ -16,7 +18,18 @@ from llamactl.server.state._common import (
     prefix_upper_bound,
     wait_event,
 )
-from llamactl.server.state.base import LogEntry, StateStore, Versioned
+from llamactl.server.state.base import (
+    Append,
+    Cas,
+    CommitResult,
+    Delete,
+    Index,
+    LogEntry,
+    Put,
+    StateStore,
+    Versioned,
+    Write,
+)
 
 __all__ = ["MemoryStateStore"]
 
@@ -25,12 +38,55 @@ __all__ = ["MemoryStateStore"]
 class _Namespace:
     values: dict[str, Versioned] = field(default_factory=dict)
     keys: builtins.list[str] = field(default_factory=list)  # sorted, for list()
+    indexed: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+    """key -> field -> (value, sort)"""
+    by_value: dict[tuple[str, str], builtins.list[tuple[str, str]]] = field(default_factory=dict)
+    """(field, value) -> sorted [(sort, key)]"""
+    by_field: dict[str, builtins.list[tuple[str, str]]] = field(default_factory=dict)
+    """field -> sorted [(sort, key)]"""
+
+    def unindex(self, key: str) -> None:
+        for name, (value, sort) in self.indexed.pop(key, {}).items():
+            _remove(self.by_value, (name, value), (sort, key))
+            _remove(self.by_field, name, (sort, key))
+
+    def index(self, key: str, index: Index) -> None:
+        fields = self.indexed.setdefault(key, {})
+        for name, value in index.fields.items():
+            old = fields.get(name)
+            if old is not None:
+                _remove(self.by_value, (name, old[0]), (old[1], key))
+                _remove(self.by_field, name, (old[1], key))
+            fields[name] = (value, index.sort)
+            bisect.insort(self.by_value.setdefault((name, value), []), (index.sort, key))
+            bisect.insort(self.by_field.setdefault(name, []), (index.sort, key))
+
+
+def _remove(
+    lists: dict[str, builtins.list[tuple[str, str]]] | dict[tuple[str, str], builtins.list[tuple[str, str]]],
+    where: object,
+    item: tuple[str, str],
+) -> None:
+    entries = lists.get(where)  # type: ignore[call-overload]
+    if entries is None:
+        return
+    at = bisect.bisect_left(entries, item)
+    if at < len(entries) and entries[at] == item:
+        del entries[at]
+    if not entries:
+        del lists[where]  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
 class _Log:
     values: builtins.list[bytes] = field(default_factory=list)
+    """The entries kept, the first one at offset ``start``."""
+    start: int = 0
     idem: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.values)
 
 
 class MemoryStateStore(StateStore):
@@ -76,48 +132,61 @@ class MemoryStateStore(StateStore):
         space = self._ns.get(ns)
         return None if space is None else space.values.get(key)
 
-    async def put(self, ns: str, key: str, value: bytes) -> int:
+    def _version(self, ns: str, key: str) -> int | None:
+        space = self._ns.get(ns)
+        current = None if space is None else space.values.get(key)
+        return None if current is None else current.version
+
+    async def put(self, ns: str, key: str, value: bytes, *, index: Index | None = None) -> int:
         """Write unconditionally; return the new version."""
         self._check()
-        value = check_value(value)
-        space = self._ns.get(ns)
-        current = None if space is None else space.values.get(key)
-        return self._write(ns, key, value, 1 if current is None else current.version + 1)
+        return self._put(Put(ns, key, check_value(value), index))
 
-    async def cas(self, ns: str, key: str, value: bytes, expected_version: int | None) -> int | None:
+    def _put(self, write: Put) -> int:
+        current = self._version(write.ns, write.key)
+        return self._write(write.ns, write.key, write.value, (current or 0) + 1, write.index)
+
+    async def cas(
+        self, ns: str, key: str, value: bytes, expected_version: int | None, *, index: Index | None = None
+    ) -> int | None:
         """Write only if the version is ``expected_version`` (None: only if absent); else None."""
         self._check()
-        value = check_value(value)
-        space = self._ns.get(ns)
-        current = None if space is None else space.values.get(key)
-        if expected_version is None:
-            return self._write(ns, key, value, 1) if current is None else None
-        if current is None or current.version != expected_version:
-            return None
-        return self._write(ns, key, value, expected_version + 1)
+        return self._cas(Cas(ns, key, check_value(value), expected_version, index))
 
-    def _write(self, ns: str, key: str, value: bytes, version: int) -> int:
+    def _cas(self, write: Cas) -> int | None:
+        if self._version(write.ns, write.key) != write.expected_version:
+            return None
+        version = (write.expected_version or 0) + 1
+        return self._write(write.ns, write.key, write.value, version, write.index)
+
+    def _write(self, ns: str, key: str, value: bytes, version: int, index: Index | None) -> int:
         space = self._ns.get(ns)
         if space is None:
             space = self._ns[ns] = _Namespace()
         if key not in space.values:
             bisect.insort(space.keys, key)
         space.values[key] = Versioned(value, version)
+        if index:
+            space.index(key, index)
         return version
 
     async def delete(self, ns: str, key: str, expected_version: int | None = None) -> bool:
         """Delete (only at ``expected_version`` when given). True if something was deleted."""
         self._check()
-        space = self._ns.get(ns)
-        current = None if space is None else space.values.get(key)
+        return self._delete(Delete(ns, key, expected_version))
+
+    def _delete(self, write: Delete) -> bool:
+        space = self._ns.get(write.ns)
+        current = None if space is None else space.values.get(write.key)
         if space is None or current is None:
             return False
-        if expected_version is not None and current.version != expected_version:
+        if write.expected_version is not None and current.version != write.expected_version:
             return False
-        del space.values[key]
-        del space.keys[bisect.bisect_left(space.keys, key)]
+        del space.values[write.key]
+        del space.keys[bisect.bisect_left(space.keys, write.key)]
+        space.unindex(write.key)
         if not space.values:
-            del self._ns[ns]
+            del self._ns[write.ns]
         return True
 
     async def list(
@@ -137,12 +206,87 @@ class MemoryStateStore(StateStore):
         stop = min(stop, start + limit)
         return [(k, space.values[k]) for k in keys[start:stop]]
 
+    async def query(
+        self,
+        ns: str,
+        field: str,
+        value: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        descending: bool = False,
+    ) -> builtins.list[tuple[str, Versioned, str]]:
+        """Keys whose index ``field`` is ``value`` (None: any), in sort order, after ``after``."""
+        self._check()
+        space = self._ns.get(ns)
+        if space is None or limit <= 0:
+            return []
+        entries = space.by_field.get(field, []) if value is None else space.by_value.get((field, value), [])
+        if descending:
+            stop = len(entries) if after is None else bisect.bisect_left(entries, (after, ""))
+            chosen = entries[max(0, stop - limit) : stop][::-1]
+        else:
+            start = 0 if after is None else bisect.bisect_right(entries, (after, "\U0010ffff"))
+            chosen = entries[start : start + limit]
+        return [(key, space.values[key], sort) for sort, key in chosen]
+
+    async def count(self, ns: str, field: str) -> dict[str, int]:
+        """How many keys hold each value of index ``field``."""
+        self._check()
+        space = self._ns.get(ns)
+        if space is None:
+            return {}
+        return {value: len(keys) for (name, value), keys in space.by_value.items() if name == field}
+
+    async def commit(self, writes: Sequence[Write]) -> CommitResult:
+        """Apply ``writes`` in order: all of them, or none when a condition fails."""
+        self._check()
+        checked = [w if isinstance(w, Delete) else _checked(w) for w in writes]
+        failed = self._first_failing(checked)
+        if failed is not None:
+            return CommitResult(ok=False, failed=failed)
+        results: builtins.list[int] = []
+        for write in checked:
+            if isinstance(write, Append):
+                results.append(self._append(write.stream, write.value, write.idem_key))
+            elif isinstance(write, Put):
+                results.append(self._put(write))
+            elif isinstance(write, Cas):
+                version = self._cas(write)
+                assert version is not None  # checked above
+                results.append(version)
+            else:
+                results.append(int(self._delete(write)))
+        return CommitResult(ok=True, results=tuple(results))
+
+    def _first_failing(self, writes: Sequence[Write]) -> int | None:
+        """The position of the first write whose condition would not hold, applying them in turn."""
+        versions: dict[tuple[str, str], int | None] = {}
+        for position, write in enumerate(writes):
+            if isinstance(write, Append):
+                continue
+            where = (write.ns, write.key)
+            current = versions[where] if where in versions else self._version(*where)
+            if isinstance(write, Put):
+                versions[where] = (current or 0) + 1
+            elif isinstance(write, Cas):
+                if current != write.expected_version:
+                    return position
+                versions[where] = (current or 0) + 1
+            else:
+                if write.expected_version is not None and current != write.expected_version:
+                    return position
+                versions[where] = None
+        return None
+
     # --- logs ----------------------------------------------------------------------------------
 
     async def append(self, stream: str, value: bytes, *, idem_key: str | None = None) -> int:
         """Append to a log; return the entry's offset (the original one for a known ``idem_key``)."""
         self._check()
-        value = check_value(value)
+        return self._append(stream, check_value(value), idem_key)
+
+    def _append(self, stream: str, value: bytes, idem_key: str | None) -> int:
         log = self._logs.get(stream)
         if log is None:
             log = self._logs[stream] = _Log()
@@ -150,17 +294,18 @@ class MemoryStateStore(StateStore):
             seen = log.idem.get(idem_key)
             if seen is not None:
                 return seen
-            log.idem[idem_key] = len(log.values)
+            log.idem[idem_key] = log.end
         log.values.append(value)
         self._waiters.notify(stream)
-        return len(log.values) - 1
+        return log.end - 1
 
     def _read_now(self, stream: str, from_offset: int, limit: int) -> builtins.list[LogEntry]:
         log = self._logs.get(stream)
         if log is None or limit <= 0:
             return []
-        start = max(from_offset, 0)
-        return [LogEntry(start + i, v) for i, v in enumerate(log.values[start : start + limit])]
+        start = max(from_offset, log.start)
+        first = start - log.start
+        return [LogEntry(start + i, v) for i, v in enumerate(log.values[first : first + limit])]
 
     async def read(
         self, stream: str, from_offset: int = 0, limit: int = 100, wait: float = 0.0
@@ -186,9 +331,27 @@ class MemoryStateStore(StateStore):
         """Number of entries in a log (0 for an unknown stream)."""
         self._check()
         log = self._logs.get(stream)
-        return 0 if log is None else len(log.values)
+        return 0 if log is None else log.end
 
     async def delete_log(self, stream: str) -> None:
         """Remove a log and its idempotency keys."""
         self._check()
         self._logs.pop(stream, None)
+
+    async def trim_log(self, stream: str, before: int) -> int:
+        """Drop entries with offset < ``before`` (never the last one); return how many."""
+        self._check()
+        log = self._logs.get(stream)
+        if log is None or not log.values:
+            return 0
+        drop = max(0, min(before, log.end - 1) - log.start)
+        if drop:
+            del log.values[:drop]
+            log.start += drop
+            log.idem = {k: off for k, off in log.idem.items() if off >= log.start}
+        return drop
+
+
+def _checked(write: Put | Cas | Append) -> Put | Cas | Append:
+    value = check_value(write.value)
+    return write if value is write.value else dataclasses.replace(write, value=value)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, Literal, ParamSpec, Self, TypeVar
@@ -32,7 +33,16 @@ from llamactl.server.state._common import (
     wait_event,
 )
 from llamactl.server.state._sqlite_writer import InlineWriter, Op, Result, Writer
-from llamactl.server.state.base import LogEntry, StateStore, Versioned
+from llamactl.server.state.base import (
+    Append,
+    CommitResult,
+    Delete,
+    Index,
+    LogEntry,
+    StateStore,
+    Versioned,
+    Write,
+)
 
 __all__ = ["SQLiteStateStore"]
 
@@ -142,7 +152,7 @@ class SQLiteStateStore(StateStore):
     def _submit(
         self,
         write: bool,
-        wake: str | None,
+        wake: tuple[str, ...],
         fn: Callable[Concatenate[Any, P], T],
         *args: P.args,
         **kwargs: P.kwargs,
@@ -176,51 +186,80 @@ class SQLiteStateStore(StateStore):
 
     async def get(self, ns: str, key: str) -> Versioned | None:
         """The value and version of ``ns/key``, or None."""
-        return await self._submit(False, None, ops.get, ns, key)
+        return await self._submit(False, (), ops.get, ns, key)
 
-    async def put(self, ns: str, key: str, value: bytes) -> int:
+    async def put(self, ns: str, key: str, value: bytes, *, index: Index | None = None) -> int:
         """Write unconditionally; return the new version."""
-        return await self._submit(True, None, ops.put, ns, key, check_value(value))
+        return await self._submit(True, (), ops.put, ns, key, check_value(value), index=index)
 
-    async def cas(self, ns: str, key: str, value: bytes, expected_version: int | None) -> int | None:
+    async def cas(
+        self, ns: str, key: str, value: bytes, expected_version: int | None, *, index: Index | None = None
+    ) -> int | None:
         """Write only if the version is ``expected_version`` (None: only if absent); else None."""
-        return await self._submit(True, None, ops.cas, ns, key, check_value(value), expected_version)
+        return await self._submit(
+            True, (), ops.cas, ns, key, check_value(value), expected_version, index=index
+        )
 
     async def delete(self, ns: str, key: str, expected_version: int | None = None) -> bool:
         """Delete (only at ``expected_version`` when given). True if something was deleted."""
-        return await self._submit(True, None, ops.delete, ns, key, expected_version)
+        return await self._submit(True, (), ops.delete, ns, key, expected_version)
 
     async def list(
         self, ns: str, prefix: str = "", after: str | None = None, limit: int = 100
     ) -> builtins.list[tuple[str, Versioned]]:
         """Keys of ``ns`` starting with ``prefix``, in key order, strictly after ``after``."""
-        return await self._submit(False, None, ops.list_keys, ns, prefix, after, limit)
+        return await self._submit(False, (), ops.list_keys, ns, prefix, after, limit)
+
+    async def query(
+        self,
+        ns: str,
+        field: str,
+        value: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        descending: bool = False,
+    ) -> builtins.list[tuple[str, Versioned, str]]:
+        """Keys whose index ``field`` is ``value`` (None: any), in sort order, after ``after``."""
+        return await self._submit(
+            False, (), ops.query, ns, field, value, after=after, limit=limit, descending=descending
+        )
+
+    async def count(self, ns: str, field: str) -> dict[str, int]:
+        """How many keys hold each value of index ``field``."""
+        return await self._submit(False, (), ops.count, ns, field)
+
+    async def commit(self, writes: Sequence[Write]) -> CommitResult:
+        """Apply ``writes`` in order in one SAVEPOINT: all of them, or none if a condition fails."""
+        checked = [_checked(w) for w in writes]
+        streams = tuple(dict.fromkeys(w.stream for w in checked if isinstance(w, Append)))
+        return await self._submit(True, streams, ops.commit, checked)
 
     # --- logs ----------------------------------------------------------------------------------
 
     async def append(self, stream: str, value: bytes, *, idem_key: str | None = None) -> int:
         """Append to a log; return the entry's offset (the original one for a known ``idem_key``)."""
-        return await self._submit(True, stream, ops.append, stream, check_value(value), idem_key)
+        return await self._submit(True, (stream,), ops.append, stream, check_value(value), idem_key)
 
     async def append_many(self, stream: str, values: Sequence[bytes]) -> builtins.list[int]:
         """Append several entries in one operation of the batch; return their offsets."""
         checked = [check_value(value) for value in values]
         if not checked:
             return []
-        return await self._submit(True, stream, ops.append_many, stream, checked)
+        return await self._submit(True, (stream,), ops.append_many, stream, checked)
 
     async def read(
         self, stream: str, from_offset: int = 0, limit: int = 100, wait: float = 0.0
     ) -> builtins.list[LogEntry]:
         """Entries with ``offset >= from_offset``; with ``wait > 0``, wait for the first new one."""
         if wait <= 0 or limit <= 0:
-            return await self._submit(False, None, ops.read, stream, from_offset, limit)
+            return await self._submit(False, (), ops.read, stream, from_offset, limit)
         deadline = asyncio.get_running_loop().time() + wait
         while True:
             # Take the event before looking: an append committed after the look still wakes us.
             event = self._waiters.acquire(stream)
             try:
-                entries = await self._submit(False, None, ops.read, stream, from_offset, limit)
+                entries = await self._submit(False, (), ops.read, stream, from_offset, limit)
                 if entries:
                     return entries
                 woke = await wait_event(event, deadline)
@@ -230,12 +269,23 @@ class SQLiteStateStore(StateStore):
                 return []
             if not woke:
                 # One last look: catches appends made by other processes on the same file.
-                return await self._submit(False, None, ops.read, stream, from_offset, limit)
+                return await self._submit(False, (), ops.read, stream, from_offset, limit)
 
     async def log_length(self, stream: str) -> int:
         """Number of entries in a log (0 for an unknown stream)."""
-        return await self._submit(False, None, ops.log_length, stream)
+        return await self._submit(False, (), ops.log_length, stream)
 
     async def delete_log(self, stream: str) -> None:
         """Remove a log and its idempotency keys."""
-        await self._submit(True, None, ops.delete_log, stream)
+        await self._submit(True, (), ops.delete_log, stream)
+
+    async def trim_log(self, stream: str, before: int) -> int:
+        """Drop entries with offset < ``before`` (never the last one); return how many."""
+        return await self._submit(True, (), ops.trim_log, stream, before)
+
+
+def _checked(write: Write) -> Write:
+    if isinstance(write, Delete):
+        return write
+    value = check_value(write.value)
+    return write if value is write.value else dataclasses.replace(write, value=value)

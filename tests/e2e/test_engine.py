@@ -192,6 +192,7 @@ async def test_the_change_feed_reports_services_and_task_status(deployment: Depl
     def statuses(task_id: str) -> list[str]:
         return [c.data["status"] for c in changes if c.kind == "task.status" and c.data["task_id"] == task_id]
 
-    # A task that ends at once never reports "running"; one that streams does, with its first event.
-    assert statuses(task.task_id) == ["queued", "completed"]
+    # A task that ends within STARTED_AFTER never reports "running" (on a loaded machine it may
+    # take longer, and then does); one that streams does, with its first event.
+    assert statuses(task.task_id) in (["queued", "completed"], ["queued", "running", "completed"])
     assert statuses(streaming.task_id) == ["queued", "running", "completed"]

@@ -114,24 +114,34 @@ async def list_services(request: Request) -> Response:
 
 
 async def deployment_state(request: Request) -> Response:
-    """A snapshot for dashboards; follow ``/changes`` from ``changes_seq`` to stay current."""
+    """A snapshot for dashboards; follow ``/changes`` from ``changes_seq`` to stay current.
+
+    Counts come from the store's indexes: this costs the same at 10 tasks and at a million.
+    """
     deployment = deployment_of(request)
     cp = deployment.control_plane
-    changes_seq = await cp.records.store.log_length(cp.records.changes_stream)
-    tasks = await cp.list_tasks()
+    changes_seq = await cp.records.store.log_length(cp.changes.stream)
+    by_service = await cp.task_counts()
     counts = {status.value: 0 for status in TaskStatus}
-    for task in tasks:
-        counts[task.status.value] += 1
-    sessions = await cp.list_sessions()
-    recent = tasks[-RECENT_TASKS:][::-1]
+    service_tasks: dict[str, dict[str, int]] = {}
+    for service_id in cp.registry.service_ids():
+        service_tasks[service_id] = {
+            status.value: by_service.get(service_id, {}).get(status.value, 0) for status in TaskStatus
+        }
+    for statuses in by_service.values():
+        for status, n in statuses.items():
+            counts[status] = counts.get(status, 0) + n
+    recent, _ = await cp.list_tasks(limit=RECENT_TASKS, descending=True)
     return json_response(
         {
             "deployment": deployment.name,
             "services": [s.model_dump(mode="json") for s in deployment.services()],
-            "sessions": len(sessions),
+            "sessions": await cp.records.count_sessions(),
             "tasks": counts,
+            "service_tasks": service_tasks,
             "recent_tasks": [t.model_dump(mode="json") for t in recent],
             "changes_seq": changes_seq,
+            "health": cp.health(),
         }
     )
 

@@ -6,7 +6,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from llamactl.server.apiserver.common import deployment_of, json_response, model_list_response, model_response
+from llamactl.server.apiserver.common import (
+    deployment_of,
+    json_response,
+    model_response,
+    page_params,
+    paged_response,
+)
 from llamactl.server.errors import InvalidRequest
 from llamactl.server.types import SessionDefinition
 
@@ -14,9 +20,12 @@ __all__ = ["routes"]
 
 
 async def list_sessions(request: Request) -> Response:
-    """Every session: ``[SessionDefinition]``."""
+    """Sessions, oldest first: ``[SessionDefinition]``, paged like the task list (``limit``,
+    ``cursor``; the next page's cursor is in the ``X-Next-Cursor`` header)."""
     cp = deployment_of(request).control_plane
-    return model_list_response(SessionDefinition, await cp.list_sessions())
+    limit, cursor, _ = page_params(request)
+    sessions, next_cursor = await cp.list_sessions(limit=limit, cursor=cursor)
+    return paged_response(SessionDefinition, sessions, next_cursor)
 
 
 async def create_session(request: Request) -> Response:

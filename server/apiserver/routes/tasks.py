@@ -14,15 +14,16 @@ from starlette.routing import Route
 from llamactl.server.apiserver.common import (
     deployment_of,
     json_response,
-    model_list_response,
     model_response,
+    page_params,
+    paged_response,
     query_bool,
     query_float,
     query_int,
 )
 from llamactl.server.apiserver.errors import error_response
 from llamactl.server.apiserver.streams import resume_seq, task_events_ndjson, task_events_sse, wants_sse
-from llamactl.server.errors import InvalidRequest
+from llamactl.server.errors import InvalidRequest, TaskWaitTimeout
 from llamactl.server.types import EventDefinition, TaskDefinition, TaskRecord, TaskStatus
 
 __all__ = ["routes"]
@@ -39,9 +40,13 @@ async def _definition(request: Request) -> TaskDefinition:
 
 
 async def run_task(request: Request) -> Response:
-    """Run a task and answer the workflow's result as JSON once it has finished (424 if it failed)."""
+    """Run a task and answer the workflow's result as JSON once it has finished (424 if it failed).
+
+    It waits at most ``timeout`` seconds (default: the service's timeout plus a minute, else the
+    deployment's ``wait-timeout``), then answers 504 with the task's id and status: it goes on.
+    """
     cp = deployment_of(request).control_plane
-    record = await cp.run_task(await _definition(request))
+    record = await cp.run_task(await _definition(request), timeout=query_float(request, "timeout"))
     if record.status is TaskStatus.COMPLETED:
         return Response(json.dumps(record.result).encode(), media_type=_JSON)
     detail = record.error or f"the task was {record.status.value}"
@@ -56,9 +61,14 @@ async def create_task(request: Request) -> Response:
 
 
 async def list_tasks(request: Request) -> Response:
-    """Every task as a TaskRecord, oldest first; filter with ``session_id`` and ``status``."""
+    """Tasks as TaskRecords, oldest first (``order=desc``: newest first), a page at a time.
+
+    Filters: ``session_id``, ``status``, ``service_id``. Pages: ``limit`` (default 1000) and
+    ``cursor`` (from the ``X-Next-Cursor`` header of the previous page, sent while more remain).
+    """
     cp = deployment_of(request).control_plane
-    tasks = await cp.list_tasks(session_id=request.query_params.get("session_id") or None)
+    limit, cursor, descending = page_params(request)
+    status: TaskStatus | None = None
     wanted = request.query_params.get("status")
     if wanted:
         try:
@@ -66,8 +76,15 @@ async def list_tasks(request: Request) -> Response:
         except ValueError:
             known = ", ".join(s.value for s in TaskStatus)
             raise InvalidRequest(f"unknown task status '{wanted}': use one of {known}") from None
-        tasks = [t for t in tasks if t.status is status]
-    return model_list_response(TaskRecord, tasks)
+    tasks, next_cursor = await cp.list_tasks(
+        request.query_params.get("session_id") or None,
+        status=status,
+        service_id=request.query_params.get("service_id") or None,
+        limit=limit,
+        cursor=cursor,
+        descending=descending,
+    )
+    return paged_response(TaskRecord, tasks, next_cursor)
 
 
 async def get_task(request: Request) -> Response:
@@ -106,13 +123,25 @@ async def send_event(request: Request) -> Response:
 
 
 async def task_result(request: Request) -> Response:
-    """The TaskResult once the task has finished (waits); ``null`` if ``timeout`` runs out first."""
+    """The TaskResult once the task has finished (waits); ``null`` if ``timeout`` runs out first.
+
+    Without ``timeout`` it waits as long as ``tasks/run`` would, then answers 504 with the task's
+    id and status.
+    """
     cp = deployment_of(request).control_plane
     task_id = request.path_params["task_id"]
-    try:
-        await cp.wait_for_task(task_id, timeout=query_float(request, "timeout"))
-    except TimeoutError:
-        return json_response(None)
+    timeout = query_float(request, "timeout")
+    if timeout is None:
+        bound = cp.wait_bound((await cp.get_task(task_id)).service_id)
+        try:
+            await cp.wait_for_task(task_id, timeout=bound)
+        except TimeoutError:
+            raise TaskWaitTimeout(task_id, (await cp.get_task(task_id)).status.value, bound) from None
+    else:
+        try:
+            await cp.wait_for_task(task_id, timeout=timeout)
+        except TimeoutError:
+            return json_response(None)
     result = await cp.task_result(task_id)
     return json_response(None) if result is None else model_response(result)
 

@@ -14,7 +14,8 @@ DEALER to the ROUTER; the frames are described in :mod:`llamactl.server.mq.zerom
 * Liveness: every message from a client counts as a heartbeat (clients send ``HB`` every
   ``heartbeat_interval``). A client silent for ``liveness`` intervals is dead: its leases are
   released at once and its subscriptions and parked fetches are dropped. Should it come back
-  (it was only paused), its ``HB`` replies carry a new epoch so that it registers again.
+  (it was only paused), it is a new peer: its ``HB`` replies carry a new session, so it registers
+  again. Nothing is kept of a peer once it is gone.
 * Recovery: with a file journal, a restarted broker reloads pending work. Leased rows stay
   leased to their owner for one liveness period; if the owner (same routing id) does not come
   back, they are released.
@@ -23,8 +24,10 @@ DEALER to the ROUTER; the frames are described in :mod:`llamactl.server.mq.zerom
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +46,38 @@ from .streams import Streams
 __all__ = ["ZeroMQBroker"]
 
 
+@dataclass(slots=True)
+class _Peer:
+    seen: float
+    session: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class _Publish:
+    """Who waits for a publish's confirm."""
+
+    ident: bytes
+    req: bytes
+
+
+@dataclass(slots=True, frozen=True)
+class _SettlingPublish:
+    """Who waits for an ``ACKPUB``, and which delivered message it settles once committed."""
+
+    ident: bytes
+    req: bytes
+    lease: str
+    topic: str
+    seq: int
+
+
 class ZeroMQBroker:
     """The broker. ``start()`` binds and recovers the journal; ``close()`` stops it quickly.
 
     ``port`` 0 picks a free port. ``journal_path`` None keeps the journal in memory.
     ``pub_port`` is accepted for compatibility and unused (streams are served over the ROUTER).
+    ``retention``: seconds a message stays in the journal once nothing needs it any more (settled
+    work, stream messages); also how long a duplicate ``msg_id`` is recognised.
     """
 
     def __init__(
@@ -60,6 +90,7 @@ class ZeroMQBroker:
         max_attempts: int = 5,
         heartbeat_interval: float = 1.0,
         liveness: int = 3,
+        retention: float = 3600.0,
     ) -> None:
         self._host = host
         self._port = port
@@ -67,14 +98,16 @@ class ZeroMQBroker:
         self._max_attempts = max_attempts
         self._hb = heartbeat_interval
         self._liveness = liveness
+        self._retention = retention
+        self._next_prune = 0.0
         self._epoch = os.urandom(8).hex().encode()
         self._endpoint = ""
         self._pump: wire.Pump | None = None
         self._journal: Journal | None = None
         self._dispatcher: Dispatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._peers: dict[bytes, float] = {}
-        self._rebirths: dict[bytes, bytes] = {}
+        self._peers: dict[bytes, _Peer] = {}
+        self._sessions = itertools.count(1)
         self._streams: Streams | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
@@ -93,6 +126,16 @@ class ZeroMQBroker:
             "heartbeat_interval": self._hb,
             "liveness": self._liveness,
         }
+
+    @property
+    def journal_failures(self) -> int:
+        """Journal transactions that failed so far (a full disk, an I/O error)."""
+        return 0 if self._journal is None else self._journal.failed_commits
+
+    @property
+    def journal_healthy(self) -> bool:
+        """False while the journal's commits fail (it keeps retrying what it must write)."""
+        return self._journal is not None and self._journal.healthy
 
     def connect_local(self, *, publish_timeout: float = 10.0) -> ZeroMQQueue:
         """A client (not started) for code in this process and loop, linked without a socket."""
@@ -139,7 +182,12 @@ class ZeroMQBroker:
         self._recover(pending)
         self._pump = wire.Pump(sock, self._on_frames)
         self._next_peer_check = loop.time() + self._hb / 2
+        self._next_prune = loop.time() + self._prune_every
         self._rearm()
+
+    @property
+    def _prune_every(self) -> float:
+        return min(60.0, max(0.5, self._retention / 10))
 
     async def close(self) -> None:
         if self._closed or self._journal is None:
@@ -160,13 +208,15 @@ class ZeroMQBroker:
     def _recover(self, rows: list[PendingRow]) -> None:
         assert self._dispatcher is not None and self._loop is not None
         now, wall = self._loop.time(), time.time()
-        for topic, seq, msg_id, key, headers, payload, attempts, lease_id, owner, until, nb in rows:
-            e = Entry(topic, seq, msg_id, key, headers, payload, attempts)
-            if nb:
-                e.not_before = now + max(0.0, nb - wall)
-            if lease_id is not None and owner is not None and until is not None:
-                e.lease_id, e.owner, e.lease_until = lease_id, owner, now + max(0.0, until - wall)
-                self._peers.setdefault(owner, now)
+        for row in rows:
+            e = Entry(row.topic, row.seq, row.msg_id, row.key, row.headers, row.payload, row.attempts)
+            e.failures, e.suspect = row.failures, row.suspect
+            if row.not_before:
+                e.not_before = now + max(0.0, row.not_before - wall)
+            if row.lease_id is not None and row.owner is not None and row.lease_until is not None:
+                e.lease_id, e.owner = row.lease_id, row.owner
+                e.lease_until = now + max(0.0, row.lease_until - wall)
+                self._peer(row.owner, now)
             self._dispatcher.add(e)
         self._dispatcher.flush()
 
@@ -179,6 +229,13 @@ class ZeroMQBroker:
             return local.send(frames)
         return self._pump.send([ident, *frames])
 
+    def _peer(self, ident: bytes, now: float) -> _Peer:
+        peer = self._peers.get(ident)
+        if peer is None:
+            session = self._epoch + b"." + str(next(self._sessions)).encode()
+            peer = self._peers[ident] = _Peer(now, session)
+        return peer
+
     def _on_frames(self, batch: list[list[bytes]]) -> None:
         assert self._dispatcher is not None and self._loop is not None and self._journal is not None
         assert self._streams is not None
@@ -187,10 +244,11 @@ class ZeroMQBroker:
             if len(frames) < 2:
                 continue
             ident, cmd = frames[0], frames[1]
-            if ident not in self._peers:
-                self._peers[ident] = now
+            peer = self._peers.get(ident)
+            if peer is None:
+                peer = self._peer(ident, now)
             else:
-                self._peers[ident] = now
+                peer.seen = now
                 d.touch(ident)
             try:
                 if cmd == wire.PUB:
@@ -201,23 +259,38 @@ class ZeroMQBroker:
                     except ValueError as exc:
                         self._send(ident, [wire.PUBNACK, req, str(exc).encode()])
                         continue
-                    op = ("pub", (ident, req), topic, msg_id.decode(), key.decode(), headers, payload)
-                    submit((*op, is_work_topic(topic)))
+                    publish = _Publish(ident, req)
+                    submit(
+                        (
+                            "pub",
+                            publish,
+                            topic,
+                            msg_id.decode(),
+                            key.decode(),
+                            headers,
+                            payload,
+                            is_work_topic(topic),
+                        )
+                    )
                 elif cmd == wire.ACKPUB:
-                    _, _, req, lease, sub, topic_b, msg_id, key, headers, payload = frames
+                    _, _, req, lease_b, sub, dtopic_b, dseq, topic_b, msg_id, key, headers, payload = frames
                     topic = topic_b.decode()
                     try:
                         validate_topic(topic)
                     except ValueError as exc:
                         self._send(ident, [wire.PUBNACK, req, str(exc).encode()])
                         continue
-                    # The ack's "done" and the publish go into the same journal batch: one commit.
-                    acked = d.ack(lease.decode(), ident, wire.from_u32(sub))
-                    token = (ident, req, acked)
+                    settling = _SettlingPublish(
+                        ident, req, lease_b.decode(), dtopic_b.decode(), wire.from_u64(dseq)
+                    )
+                    d.credit_settled(ident, wire.from_u32(sub), settling.lease)
+                    # The settlement and the publish share one commit; the delivery is settled in
+                    # memory only once that commit holds (a failed one leaves the lease as it was).
+                    submit(("settled", settling.topic, settling.seq))
                     submit(
                         (
                             "pub",
-                            token,
+                            settling,
                             topic,
                             msg_id.decode(),
                             key.decode(),
@@ -233,7 +306,7 @@ class ZeroMQBroker:
                 elif cmd == wire.CREDIT:
                     d.credit(ident, wire.from_u32(frames[2]), wire.from_u32(frames[3]))
                 elif cmd == wire.HB:
-                    self._send(ident, [wire.HB, self._rebirths.get(ident, self._epoch)])
+                    self._send(ident, [wire.HB, peer.session])
                 elif cmd == wire.FETCH:
                     _, _, req, topic_b, from_seq, limit = frames
                     streams.fetch(ident, req, topic_b.decode(), wire.from_u64(from_seq), wire.from_u32(limit))
@@ -244,6 +317,10 @@ class ZeroMQBroker:
                 elif cmd == wire.EXTEND:
                     _, _, req, lease, seconds = frames
                     ok = d.extend(lease.decode(), wire.from_f64(seconds))
+                    self._send(ident, [wire.OK if ok else wire.STALE, req])
+                elif cmd == wire.DISCARD:
+                    _, _, req, topic_b, msg_id, leased = frames
+                    ok = d.discard(topic_b.decode(), msg_id.decode(), leased=bool(wire.from_u32(leased)))
                     self._send(ident, [wire.OK if ok else wire.STALE, req])
                 elif cmd == wire.CONSUME:
                     _, _, sub, topic_b, lease_s, credit = frames
@@ -259,7 +336,7 @@ class ZeroMQBroker:
                 elif cmd == wire.UNFETCH:
                     streams.unpark((ident, frames[2]))
                 elif cmd == wire.BYE:
-                    self._drop_peer(ident, "consumer closed")
+                    self._drop_peer(ident, "consumer closed", crashed=False)
                     self._send(ident, [wire.OK, frames[2]])
             except (ValueError, IndexError, UnicodeDecodeError):
                 continue  # malformed frames from a confused client: ignore them
@@ -277,11 +354,13 @@ class ZeroMQBroker:
             kind = res[0]
             if kind == "pub":
                 _, token, topic, seq, dup, msg_id, key, headers, payload = res
-                if token is not None:
-                    if len(token) == 3 and not token[2]:  # ack-and-publish whose lease had moved on
-                        self._send(token[0], [wire.STALE, token[1]])
-                    else:
-                        self._send(token[0], [wire.PUBACK, token[1], wire.u64(seq)])
+                if isinstance(token, _SettlingPublish):
+                    settled = self._dispatcher.settle(token.lease, token.topic, token.seq)
+                    # STALE: the delivered message had been settled before (its result is in).
+                    reply = [wire.PUBACK, token.req, wire.u64(seq)] if settled else [wire.STALE, token.req]
+                    self._send(token.ident, reply)
+                elif isinstance(token, _Publish):
+                    self._send(token.ident, [wire.PUBACK, token.req, wire.u64(seq)])
                 if dup:
                     continue
                 if is_work_topic(topic):
@@ -292,8 +371,8 @@ class ZeroMQBroker:
                 streams.on_read(res[1], res[3])
             elif kind == "fail":
                 token = res[1]
-                if isinstance(token, tuple) and len(token) in (2, 3):
-                    self._send(token[0], [wire.PUBNACK, token[1], str(res[2]).encode()])
+                if isinstance(token, _Publish | _SettlingPublish):
+                    self._send(token.ident, [wire.PUBNACK, token.req, str(res[2]).encode()])
                 elif isinstance(token, tuple):
                     streams.on_read_failed(token)
         streams.flush()
@@ -305,6 +384,7 @@ class ZeroMQBroker:
         headers = wire.decode_headers(e.headers)
         headers["x-dead-reason"] = reason
         headers["x-attempts"] = str(e.attempts)
+        headers["x-failures"] = str(e.failures)
         dlq = dead_letter_topic(e.topic)
         self._journal.submit(
             ("pub", None, dlq, e.msg_id, e.key, wire.encode_headers(headers), e.payload, True)
@@ -313,17 +393,17 @@ class ZeroMQBroker:
 
     # -- liveness and timers ----------------------------------------------------------------------
 
-    def _drop_peer(self, ident: bytes, reason: str) -> None:
+    def _drop_peer(self, ident: bytes, reason: str, *, crashed: bool = True) -> None:
         assert self._dispatcher is not None and self._streams is not None
         self._peers.pop(ident, None)
-        self._dispatcher.drop_peer(ident, reason)
+        self._dispatcher.drop_peer(ident, reason, crashed=crashed)
         self._streams.drop_peer(ident)
 
     def _rearm(self) -> None:
         assert self._dispatcher is not None and self._loop is not None
         if self._closed:
             return
-        when = self._next_peer_check
+        when = min(self._next_peer_check, self._next_prune)
         nxt = self._dispatcher.next_deadline()
         if nxt is not None and nxt < when:
             when = nxt
@@ -340,12 +420,27 @@ class ZeroMQBroker:
         if self._closed:
             return
         now = self._loop.time()
+        late = now - self._timer_when
+        if late > self._hb:
+            # Our own loop was blocked: peers could not be heard, so their silence proves nothing.
+            for peer in self._peers.values():
+                peer.seen = max(peer.seen, now - self._hb)
         if now >= self._next_peer_check:
             self._next_peer_check = now + self._hb / 2
             limit = now - self._hb * self._liveness
-            for ident in [p for p, seen in self._peers.items() if seen < limit]:
+            for ident in [i for i, peer in self._peers.items() if peer.seen < limit]:
+                # If it was only paused, it comes back as a new peer with a new session.
                 self._drop_peer(ident, "consumer lost")
-                # if it was only paused, a new epoch in its next HB reply makes it register again
-                self._rebirths[ident] = self._epoch + b"." + os.urandom(4).hex().encode()
+        if now >= self._next_prune:
+            self._prune(now)
         self._dispatcher.tick()
         self._rearm()
+
+    def _prune(self, now: float) -> None:
+        assert self._journal is not None and self._streams is not None
+        limit = 1000
+        pruned = self._journal.prune(time.time() - self._retention, limit)
+        if pruned:
+            self._streams.forget_ends()
+        # A full batch: more are due, go on soon (a batch at a time keeps the loop responsive).
+        self._next_prune = now + (0.05 if pruned >= limit else self._prune_every)

@@ -48,6 +48,8 @@ class _Request:
     first: float
     last: float
     what: str = ""
+    resend: list[bytes] | None = None
+    """What to send when the request is sent again (a settle gives no second credit)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -82,7 +84,8 @@ class ZeroMQQueue(MessageQueue):
         self._requests: dict[bytes, _Request] = {}
         self._fetches: dict[bytes, _Fetch] = {}
         self._subs: dict[int, ConsumerState] = {}
-        self._epoch: bytes | None = None
+        self._session: bytes | None = None
+        self._last_sent = 0.0
         self._closed = False
 
     @classmethod
@@ -199,6 +202,12 @@ class ZeroMQQueue(MessageQueue):
         self._check_open()
         return subscribe_iter(self, topic, max(0, from_seq))
 
+    async def discard(self, topic: str, msg_id: str, *, leased: bool = False) -> bool:
+        if not is_work_topic(topic):
+            raise ValueError(f"discard() takes a work topic (work.*), not {topic!r}")
+        args = [topic.encode(), msg_id.encode(), wire.u32(int(leased))]
+        return bool(await self._new_request(wire.DISCARD, args, f"discard of {msg_id} on {topic}"))
+
     # -- used by the consumer module --------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -210,6 +219,8 @@ class ZeroMQQueue(MessageQueue):
     def _send(self, frames: list[bytes]) -> None:
         if self._pump is not None and not self._closed:
             self._pump.send(frames)
+            assert self._loop is not None
+            self._last_sent = self._loop.time()
 
     def _register(self, state: ConsumerState) -> None:
         self._subs[state.sub_id] = state
@@ -218,15 +229,22 @@ class ZeroMQQueue(MessageQueue):
     def _unregister(self, state: ConsumerState) -> None:
         self._subs.pop(state.sub_id, None)
 
-    def _new_request(self, cmd: bytes, args: list[bytes], what: str) -> asyncio.Future[Any]:
-        """Send ``cmd req *args``; the future gets the reply (seq for PUBACK, True/False for OK/STALE)."""
+    def _new_request(
+        self, cmd: bytes, args: list[bytes], what: str, *, resend_args: list[bytes] | None = None
+    ) -> asyncio.Future[Any]:
+        """Send ``cmd req *args``; the future gets the reply (seq for PUBACK, True/False for OK/STALE).
+
+        ``resend_args`` replace ``args`` when the request is sent again (no answer in time, or
+        the broker restarted).
+        """
         self._check_open()
         assert self._loop is not None
         req = wire.u64(next(self._ids))
         frames = [cmd, req, *args]
         fut: asyncio.Future[Any] = self._loop.create_future()
         now = self._loop.time()
-        self._requests[req] = _Request(frames, fut, now, now, what)
+        resend = None if resend_args is None else [cmd, req, *resend_args]
+        self._requests[req] = _Request(frames, fut, now, now, what, resend)
         self._send(frames)
         return fut
 
@@ -247,10 +265,18 @@ class ZeroMQQueue(MessageQueue):
     # -- replies ----------------------------------------------------------------------------------
 
     def _on_frames(self, batch: list[list[bytes]]) -> None:
+        assert self._loop is not None
+        # Silent for longer than the broker's patience (our loop was blocked): the broker has
+        # declared us dead and released what it had handed us, so deliveries waiting in this
+        # batch are void. Give them back (harmless if they are gone), then register again.
+        forgotten = self._silent_too_long(self._loop.time())
         for frames in batch:
             cmd = frames[0]
             if cmd == wire.DELIVER:
-                self._on_deliver(frames)
+                if forgotten:
+                    self._send([wire.RETURN, frames[2]])
+                else:
+                    self._on_deliver(frames)
             elif cmd in (wire.PUBACK, wire.OK, wire.STALE, wire.PUBNACK):
                 r = self._requests.pop(frames[1], None)
                 if r is None or r.fut.done():
@@ -266,9 +292,24 @@ class ZeroMQQueue(MessageQueue):
                 if f is not None and not f.fut.done():
                     f.fut.set_result(_batch(f.topic, frames))
             elif cmd == wire.HB:
-                if self._epoch is not None and frames[1] != self._epoch:
-                    self._resync()
-                self._epoch = frames[1]
+                session = frames[1]
+                if self._session is not None and session != self._session:
+                    restarted = session.split(b".")[0] != self._session.split(b".")[0]
+                    # A restarted broker recovered our leases; one that declared us dead did not.
+                    self._resync(keep_buffered=restarted)
+                self._session = session
+        if forgotten:
+            self._resync(keep_buffered=False)
+
+    def _silent_too_long(self, now: float) -> bool:
+        return self._session is not None and now - self._last_sent > self._retry
+
+    def _check_alive(self) -> None:
+        """Before handing out a buffered delivery: if our loop was blocked past the broker's
+        patience, what we buffered has gone to others; give it back and register again."""
+        assert self._loop is not None
+        if self._silent_too_long(self._loop.time()):
+            self._resync(keep_buffered=False)
 
     def _on_deliver(self, frames: list[bytes]) -> None:
         _, sub_b, lease, attempt, topic, seq, msg_id, key, headers, payload = frames
@@ -286,14 +327,21 @@ class ZeroMQQueue(MessageQueue):
         )
         state.push(ZeroMQDelivery(state, msg, wire.from_u32(attempt), lease.decode()))
 
-    def _resync(self) -> None:
-        """The broker restarted: tell it again what this client waits for."""
+    def _resync(self, *, keep_buffered: bool) -> None:
+        """The broker restarted or forgot us: tell it again what this client waits for.
+
+        Without ``keep_buffered`` the deliveries buffered but not yet handed out are void (their
+        leases were released): they are given back and not handed out.
+        """
         for state in self._subs.values():
+            if not keep_buffered:
+                for lease in state.drop_buffered():
+                    self._send([wire.RETURN, lease.encode()])
             state.send_consume()
         for f in self._fetches.values():
             self._send(f.frames)
         for r in self._requests.values():
-            self._send(r.frames)
+            self._send(r.resend or r.frames)
 
     async def _tick(self) -> None:
         assert self._loop is not None
@@ -306,6 +354,8 @@ class ZeroMQQueue(MessageQueue):
             idle = min(next_hb - loop.time(), self._timeout / 2)
             await asyncio.sleep(step if self._requests else max(0.0, idle))
             now = loop.time()
+            if self._silent_too_long(now):
+                self._resync(keep_buffered=False)
             if now >= next_hb:
                 next_hb = now + self._hb
                 self._send([wire.HB])
@@ -320,7 +370,7 @@ class ZeroMQQueue(MessageQueue):
                 expired.append(req)
             elif now - r.last >= self._retry:
                 r.last = now
-                self._send(r.frames)
+                self._send(r.resend or r.frames)
         for req in expired:
             r = self._requests.pop(req)
             if not r.fut.done():

@@ -50,6 +50,13 @@ class ConsumerState:
         self.unsettled += 1
         self._wake()
 
+    def drop_buffered(self) -> list[str]:
+        """Forget the deliveries not handed out yet; return their lease ids."""
+        leases = [d.lease_id for d in self.buffer]
+        self.unsettled -= len(self.buffer)
+        self.buffer.clear()
+        return leases
+
     def close(self, error: BaseException) -> None:
         self.closed = True
         self.error = error
@@ -86,7 +93,11 @@ class ZeroMQDelivery(Delivery):
         return wire.u32(0 if state.closed else state.sub_id)
 
     async def _call(self, cmd: bytes, args: list[bytes], what: str) -> None:
-        ok = await self._state.client._new_request(cmd, args, f"{what} of {self.message.msg_id}")
+        # Sent again (no answer in time, broker restarted): no credit a second time.
+        resend = [wire.u32(0) if i == 1 and cmd != wire.EXTEND else a for i, a in enumerate(args)]
+        ok = await self._state.client._new_request(
+            cmd, args, f"{what} of {self.message.msg_id}", resend_args=resend
+        )
         if not ok:
             raise LeaseLost(
                 f"{what} of message {self.message.msg_id} on {self.message.topic} failed: its lease "
@@ -106,21 +117,24 @@ class ZeroMQDelivery(Delivery):
         headers: Mapping[str, str] | None = None,
     ) -> int:
         validate_topic(topic)
-        args = [
-            self.lease_id.encode(),
-            self._settle(),
+        rest = [
+            self.message.topic.encode(),
+            wire.u64(self.message.seq),
             topic.encode(),
             msg_id.encode(),
             key.encode(),
             wire.encode_headers(headers),
             bytes(payload),
         ]
+        lease = self.lease_id.encode()
         what = f"ack of {self.message.msg_id} with a publish to {topic}"
-        seq = await self._state.client._new_request(wire.ACKPUB, args, what)
+        seq = await self._state.client._new_request(
+            wire.ACKPUB, [lease, self._settle(), *rest], what, resend_args=[lease, wire.u32(0), *rest]
+        )
         if seq is False:
             raise LeaseLost(
-                f"ack of message {self.message.msg_id} on {self.message.topic} failed: its lease "
-                f"{self.lease_id} expired or was settled (the publish to {topic} went through)"
+                f"message {self.message.msg_id} on {self.message.topic} had been settled before "
+                f"(by another consumer's result): the publish to {topic} went through all the same"
             )
         return int(seq)
 
@@ -141,6 +155,8 @@ async def consume_iter(state: ConsumerState) -> AsyncIterator[Delivery]:
     loop = asyncio.get_running_loop()
     try:
         while True:
+            if state.buffer:
+                client._check_alive()
             if state.buffer:
                 yield state.buffer.popleft()
                 continue

@@ -1,4 +1,4 @@
-"""Work-topic delivery state of the broker: credits, leases, per-key order, redelivery.
+"""Work-topic delivery state of the broker: credits, leases, per-key order, redelivery, isolation.
 
 Rules (the in-memory mirror of the journal's ``work`` table):
 
@@ -12,10 +12,19 @@ Rules (the in-memory mirror of the journal's ``work`` table):
 * A delivery is a lease with a fresh ``lease_id`` (the fencing token): ``ACK``/``NACK``/``EXTEND``
   must name the current lease, otherwise they get ``STALE``. ``attempts`` counts deliveries.
 * A lease ends by ack (the message is done), by nack (back to ready after ``delay``), by expiry,
-  or when its owner is declared dead or says ``BYE``. A message that ends a lease without ack
-  after ``max_attempts`` deliveries goes to the dead-letter topic instead of back to ready
-  (dead-letter topics themselves keep redelivering). A delivery given back unused (``CANCEL``
-  of a buffered one, ``RETURN``, or a send that failed) does not count as an attempt.
+  or when its owner is declared dead or says ``BYE``. Such an end *counts against* the message
+  (``failures``), and after ``max_attempts`` failures it goes to the dead-letter topic instead
+  of back to ready (dead-letter topics themselves keep redelivering). A delivery given back
+  unused (``CANCEL`` of a buffered one, ``RETURN``, or a send that failed) counts nothing.
+* A poison message fails alone: when a consumer dies holding several leases, none of them is
+  counted; each becomes a *suspect* and runs again alone, on a subscription holding nothing
+  else, which takes no other delivery until it is settled. Only a death while holding a single
+  lease counts against that message. While a suspect waits, one subscription is *reserved* for it
+  (it takes nothing new until it is idle); the others keep serving.
+* A result settles the message, whoever holds it: ``settle`` (the ack of ``ACKPUB``) removes the
+  message even when the lease it names has expired and the message went to another consumer,
+  so a slow worker's finished task is not run again. ``discard`` removes a message on request
+  (a cancelled task), by default only while nobody holds it.
 """
 
 from __future__ import annotations
@@ -44,6 +53,11 @@ class Entry:
     headers: bytes
     payload: bytes
     attempts: int = 0
+    """Deliveries so far (the attempt number of the last one)."""
+    failures: int = 0
+    """Deliveries that ended without ack and were counted against the message."""
+    suspect: bool = False
+    """Released unsettled, with others, by a consumer that died: runs again alone."""
     lease_id: str | None = None
     owner: bytes | None = None
     sub: Sub | None = None
@@ -60,15 +74,30 @@ class Sub:
     credit: int
     active: bool = True
     queued: bool = False
+    outstanding: int = 0
+    """Current leases of this subscription."""
+    exclusive: str | None = None
+    """The lease of the suspect it runs alone; no other delivery until that lease is settled."""
+    reserved: bool = False
+    """Kept idle for a waiting suspect: takes no new delivery."""
+
+    def takes_any(self) -> bool:
+        return self.active and self.credit > 0 and self.exclusive is None
+
+    def takes_normal(self) -> bool:
+        return self.takes_any() and not self.reserved
 
 
 @dataclass(slots=True, eq=False)
 class _Topic:
     entries: dict[int, Entry] = field(default_factory=dict)
+    by_id: dict[str, Entry] = field(default_factory=dict)
     keys: dict[str, deque[Entry]] = field(default_factory=dict)
     runnable: list[tuple[int, Entry]] = field(default_factory=list)
+    suspects: list[tuple[int, Entry]] = field(default_factory=list)
     delayed: list[tuple[float, int, Entry]] = field(default_factory=list)
     turn: deque[Sub] = field(default_factory=deque)
+    subs: set[Sub] = field(default_factory=set)
 
 
 Send = Callable[[bytes, list[bytes]], bool]
@@ -77,7 +106,7 @@ OnDead = Callable[[Entry, str], None]
 
 
 class Dispatcher:
-    """Credits, leases and per-key order for all work topics of one broker."""
+    """Credits, leases, per-key order and isolation for all work topics of one broker."""
 
     def __init__(
         self,
@@ -108,6 +137,7 @@ class Dispatcher:
         """A committed work message (or one recovered from the journal)."""
         t = self._topic(entry.topic)
         t.entries[entry.seq] = entry
+        t.by_id[entry.msg_id] = entry
         if entry.key:
             t.keys.setdefault(entry.key, deque()).append(entry)
         if entry.lease_id is not None:
@@ -115,6 +145,11 @@ class Dispatcher:
             heapq.heappush(self._expiry, (entry.lease_until, entry.lease_id))
         else:
             self._offer(t, entry)
+
+    def pending(self, topic: str) -> int:
+        """Messages of ``topic`` not settled yet (leased or waiting)."""
+        t = self._topics.get(topic)
+        return 0 if t is None else len(t.entries)
 
     def _topic(self, name: str) -> _Topic:
         t = self._topics.get(name)
@@ -128,7 +163,7 @@ class Dispatcher:
         if e.not_before > self._clock():
             heapq.heappush(t.delayed, (e.not_before, e.seq, e))
         else:
-            heapq.heappush(t.runnable, (e.seq, e))
+            heapq.heappush(t.suspects if e.suspect else t.runnable, (e.seq, e))
             self._dirty.add(e.topic)
 
     # -- subscriptions ------------------------------------------------------------------------
@@ -136,10 +171,11 @@ class Dispatcher:
     def consume(self, peer: bytes, sub_id: int, topic: str, lease: float, credit: int) -> None:
         old = self._subs.pop((peer, sub_id), None)
         if old is not None:
-            old.active = False
+            self._deactivate(old)
         sub = Sub(peer, sub_id, topic, lease, credit)
         self._subs[(peer, sub_id)] = sub
-        self._topic(topic)
+        t = self._topic(topic)
+        t.subs.add(sub)
         self._queue_turn(sub)
 
     def credit(self, peer: bytes, sub_id: int, n: int) -> None:
@@ -149,15 +185,29 @@ class Dispatcher:
             self._queue_turn(sub)
 
     def _queue_turn(self, sub: Sub) -> None:
-        if sub.active and sub.credit > 0 and not sub.queued:
+        if sub.takes_any() and not sub.queued:
             sub.queued = True
             self._topics[sub.topic].turn.append(sub)
+        if sub.takes_any():
             self._dirty.add(sub.topic)
+
+    def _deactivate(self, sub: Sub) -> None:
+        sub.active = False
+        t = self._topics.get(sub.topic)
+        if t is not None:
+            t.subs.discard(sub)
+            if sub.reserved:
+                self._dirty.add(sub.topic)  # another subscription takes over the reservation
+            self._forget_if_idle(sub.topic, t)
+
+    def _forget_if_idle(self, name: str, t: _Topic) -> None:
+        if not t.entries and not t.subs:
+            del self._topics[name]  # nothing left to remember about this topic
 
     def cancel(self, peer: bytes, sub_id: int, returned: list[str]) -> None:
         sub = self._subs.pop((peer, sub_id), None)
         if sub is not None:
-            sub.active = False
+            self._deactivate(sub)
         for lease_id in returned:
             self.give_back(lease_id)
 
@@ -166,33 +216,73 @@ class Dispatcher:
         for sub in self._stalled.pop(peer, ()):
             self._queue_turn(sub)
 
-    def drop_peer(self, peer: bytes, reason: str) -> None:
-        """The peer is gone (dead or BYE): forget its subscriptions, release its leases."""
+    def drop_peer(self, peer: bytes, reason: str, *, crashed: bool = True) -> None:
+        """The peer is gone (``crashed``: declared dead; else it said BYE): forget its
+        subscriptions, release its leases.
+
+        A dead peer that held one lease is charged with it; one that held several charges none of
+        them: they are suspects and run again one at a time (see the module docstring). A peer
+        that closed on purpose charges nothing.
+        """
         for key in [k for k in self._subs if k[0] == peer]:
-            self._subs.pop(key).active = False
+            self._deactivate(self._subs.pop(key))
         self._stalled.pop(peer, None)
-        for entry in [e for e in self.leases.values() if e.owner == peer]:
-            self._release(entry, 0.0, reason)
+        held = [e for e in self.leases.values() if e.owner == peer]
+        for entry in held:
+            alone = len(held) == 1
+            self._release(entry, 0.0, reason, charge=crashed and alone, suspect=crashed and not alone)
 
     # -- settling -----------------------------------------------------------------------------
 
     def ack(self, lease_id: str, peer: bytes, sub_id: int) -> bool:
-        if sub_id:
-            self.credit(peer, sub_id, 1)
-        e = self.leases.pop(lease_id, None)
+        self._credit_back(peer, sub_id, lease_id)
+        e = self.leases.get(lease_id)
         if e is None:
             return False
+        self._end_lease(e)
+        self._finish(e)
+        self._submit(("done", e.topic, e.seq))
+        return True
+
+    def settle(self, lease_id: str, topic: str, seq: int) -> bool:
+        """The delivered message has its result: settle it even if the lease moved on.
+
+        True if the message was pending (now settled); False if it was settled before. The
+        caller has journaled the settlement with the result already.
+        """
+        e = self.leases.get(lease_id)
+        if e is None:
+            t = self._topics.get(topic)
+            e = None if t is None else t.entries.get(seq)
+            if e is None:
+                return False
+        if e.lease_id is not None:
+            self._end_lease(e)
+        self._finish(e)
+        return True
+
+    def credit_settled(self, peer: bytes, sub_id: int, lease_id: str) -> None:
+        """Give back the credit of a delivery its consumer settled (the ack of an ``ACKPUB``)."""
+        self._credit_back(peer, sub_id, lease_id)
+
+    def discard(self, topic: str, msg_id: str, *, leased: bool) -> bool:
+        """Remove a pending message (only an unleased one unless ``leased``); True if removed."""
+        t = self._topics.get(topic)
+        e = None if t is None else t.by_id.get(msg_id)
+        if e is None or (e.lease_id is not None and not leased):
+            return False
+        if e.lease_id is not None:
+            self._end_lease(e)
         self._finish(e)
         self._submit(("done", e.topic, e.seq))
         return True
 
     def nack(self, lease_id: str, peer: bytes, sub_id: int, delay: float) -> bool:
-        if sub_id:
-            self.credit(peer, sub_id, 1)
+        self._credit_back(peer, sub_id, lease_id)
         e = self.leases.get(lease_id)
         if e is None:
             return False
-        self._release(e, delay, "nacked")
+        self._release(e, delay, "nacked", charge=True)
         return True
 
     def extend(self, lease_id: str, seconds: float) -> bool:
@@ -209,11 +299,31 @@ class Dispatcher:
         e = self.leases.get(lease_id)
         if e is not None:
             e.attempts -= 1
-            self._release(e, 0.0, "returned")
+            self._release(e, 0.0, "returned", charge=False, suspect=e.suspect)
+
+    def _credit_back(self, peer: bytes, sub_id: int, lease_id: str) -> None:
+        sub = self._subs.get((peer, sub_id)) if sub_id else None
+        if sub is not None:
+            if sub.exclusive == lease_id:
+                sub.exclusive = None  # its suspect is settled (here or elsewhere): it takes work again
+            self.credit(peer, sub_id, 1)
+
+    def _end_lease(self, e: Entry) -> None:
+        assert e.lease_id is not None
+        del self.leases[e.lease_id]
+        sub = e.sub
+        if sub is not None:
+            sub.outstanding -= 1
+            if sub.reserved and sub.outstanding == 0:
+                self._dirty.add(sub.topic)  # idle now: its suspect can go
+        e.lease_id = None
+        e.owner = None
+        e.sub = None
 
     def _finish(self, e: Entry) -> None:
         t = self._topics[e.topic]
         del t.entries[e.seq]
+        t.by_id.pop(e.msg_id, None)
         if e.key:
             q = t.keys[e.key]
             q.popleft()
@@ -221,21 +331,21 @@ class Dispatcher:
                 self._offer(t, q[0])
             else:
                 del t.keys[e.key]
+        self._forget_if_idle(e.topic, t)
 
-    def _release(self, e: Entry, delay: float, reason: str) -> None:
-        assert e.lease_id is not None
-        del self.leases[e.lease_id]
-        e.lease_id = None
-        e.owner = None
-        e.sub = None
-        if reason != "returned" and e.attempts >= self._max_attempts and not is_dead_letter_topic(e.topic):
-            self._finish(e)
-            self._on_dead(e, reason)
-            return
+    def _release(self, e: Entry, delay: float, reason: str, *, charge: bool, suspect: bool = False) -> None:
+        self._end_lease(e)
+        e.suspect = suspect
+        if charge:
+            e.failures += 1
+            if e.failures >= self._max_attempts and not is_dead_letter_topic(e.topic):
+                self._finish(e)
+                self._on_dead(e, reason)
+                return
         now = self._clock()
         e.not_before = now + delay if delay > 0 else 0.0
         wall = time.time() - now + e.not_before if delay > 0 else 0.0
-        self._submit(("ready", e.topic, e.seq, e.attempts, wall))
+        self._submit(("ready", e.topic, e.seq, e.attempts, e.failures, int(e.suspect), wall))
         self._offer(self._topics[e.topic], e)
 
     def _journal_lease(self, e: Entry) -> None:
@@ -248,48 +358,91 @@ class Dispatcher:
         """Hand out what can be handed out on the topics that changed since the last flush."""
         while self._dirty:
             name = self._dirty.pop()
-            self._dispatch(name, self._topics[name])
+            t = self._topics.get(name)
+            if t is not None:
+                self._dispatch(name, t)
+
+    def _eligible(self, t: _Topic, e: Entry, now: float) -> bool:
+        return (
+            e.lease_id is None
+            and t.entries.get(e.seq) is e
+            and e.not_before <= now
+            and (not e.key or t.keys[e.key][0] is e)
+        )
 
     def _dispatch(self, name: str, t: _Topic) -> None:
-        runnable, turn = t.runnable, t.turn
         now = self._clock()
+        suspects = t.suspects
+        while suspects:
+            _, e = suspects[0]
+            if not self._eligible(t, e, now) or not e.suspect:
+                heapq.heappop(suspects)
+                continue
+            alone = next((s for s in t.subs if s.takes_any() and s.outstanding == 0), None)
+            if alone is None:
+                self._reserve(t)
+                break
+            heapq.heappop(suspects)
+            if not self._deliver(name, e, alone):
+                heapq.heappush(suspects, (e.seq, e))
+                break
+            alone.exclusive, alone.reserved = e.lease_id, False
+        runnable, turn = t.runnable, t.turn
         while runnable and turn:
             sub = turn[0]
-            if not sub.active or sub.credit <= 0:
+            if not sub.takes_normal():
                 turn.popleft().queued = False
                 continue
             _, e = heapq.heappop(runnable)
-            if e.lease_id is not None or t.entries.get(e.seq) is not e or e.not_before > now:
+            if not self._eligible(t, e, now):
                 continue
-            if e.key and t.keys[e.key][0] is not e:
+            if e.suspect:
+                heapq.heappush(suspects, (e.seq, e))
+                self._dirty.add(name)
                 continue
-            e.attempts += 1
-            lease_id = self._lease_prefix + str(next(self._lease_counter))
-            frames = [
-                wire.DELIVER,
-                wire.u32(sub.sub_id),
-                lease_id.encode(),
-                wire.u32(e.attempts),
-                name.encode(),
-                wire.u64(e.seq),
-                e.msg_id.encode(),
-                e.key.encode(),
-                e.headers,
-                e.payload,
-            ]
-            if not self._send(sub.peer, frames):
-                e.attempts -= 1
+            if not self._deliver(name, e, sub):
                 heapq.heappush(runnable, (e.seq, e))
-                turn.popleft().queued = False
-                self._stalled.setdefault(sub.peer, []).append(sub)
                 continue
-            e.lease_id, e.owner, e.sub = lease_id, sub.peer, sub
-            e.lease_until = now + sub.lease
-            self.leases[lease_id] = e
-            heapq.heappush(self._expiry, (e.lease_until, lease_id))
-            self._journal_lease(e)
-            sub.credit -= 1
             turn.rotate(-1)
+
+    def _reserve(self, t: _Topic) -> None:
+        """Keep one subscription from taking new work until it is idle, for a waiting suspect."""
+        live = [s for s in t.subs if s.active]
+        if not live or any(s.reserved for s in live):
+            return
+        min(live, key=lambda s: s.outstanding).reserved = True
+
+    def _deliver(self, name: str, e: Entry, sub: Sub) -> bool:
+        e.attempts += 1
+        lease_id = self._lease_prefix + str(next(self._lease_counter))
+        frames = [
+            wire.DELIVER,
+            wire.u32(sub.sub_id),
+            lease_id.encode(),
+            wire.u32(e.attempts),
+            name.encode(),
+            wire.u64(e.seq),
+            e.msg_id.encode(),
+            e.key.encode(),
+            e.headers,
+            e.payload,
+        ]
+        if not self._send(sub.peer, frames):
+            e.attempts -= 1
+            turn = self._topics[sub.topic].turn
+            if turn and turn[0] is sub:
+                turn.popleft().queued = False
+            self._stalled.setdefault(sub.peer, []).append(sub)
+            return False
+        now = self._clock()
+        e.lease_id, e.owner, e.sub = lease_id, sub.peer, sub
+        e.lease_until = now + sub.lease
+        self.leases[lease_id] = e
+        heapq.heappush(self._expiry, (e.lease_until, lease_id))
+        self._journal_lease(e)
+        sub.credit -= 1
+        sub.outstanding += 1
+        return True
 
     def tick(self) -> None:
         """Expire due leases and wake due delayed messages, then dispatch."""
@@ -299,13 +452,13 @@ class Dispatcher:
             _, lease_id = heapq.heappop(expiry)
             e = self.leases.get(lease_id)
             if e is not None and e.lease_until <= now:
-                self._release(e, 0.0, "lease expired")
+                self._release(e, 0.0, "lease expired", charge=True)
         for t in self._topics.values():
             delayed = t.delayed
             while delayed and delayed[0][0] <= now:
                 _, seq, e = heapq.heappop(delayed)
                 if e.lease_id is None and t.entries.get(seq) is e:
-                    heapq.heappush(t.runnable, (seq, e))
+                    heapq.heappush(t.suspects if e.suspect else t.runnable, (seq, e))
                     self._dirty.add(e.topic)
         self.flush()
 

@@ -2,10 +2,11 @@
 
 Tables::
 
-    msg  (topic, seq, msg_id, key, headers, payload)   every accepted publish; PK (topic, seq),
-                                                       UNIQUE (topic, msg_id) absorbs duplicates
-    work (topic, seq, attempts, lease_id, owner,       one row per work message not yet acked or
-          lease_until, not_before)                     dead-lettered; leased iff lease_id is set
+    msg  (topic, seq, msg_id, key, headers, payload,   every accepted publish; PK (topic, seq),
+          at)                                          UNIQUE (topic, msg_id) absorbs duplicates;
+                                                       ``at``: when it was published (wall clock)
+    work (topic, seq, attempts, failures, suspect,     one row per work message not yet acked or
+          lease_id, owner, lease_until, not_before)    dead-lettered; leased iff lease_id is set
 
 The journal is the single sequencer: it assigns ``seq = max + 1`` per topic inside the
 transaction, so seqs are gap-free. Callers :meth:`Journal.submit` tuples; at the end of the loop
@@ -15,8 +16,14 @@ batch go to ``on_results``, in submission order. A read sees every write submitt
 Write-behind ops (``lease``, ``ready``, ``done``) have no result and only matter to a broker that
 restarts: they do not start a commit of their own but ride along with the next op that has a result,
 or go out ``write_behind`` seconds later at the latest. Losing them in a crash only means a message
-is delivered again (at least once), never that an accepted message is lost; an ack that comes with
-a publish (``ACKPUB``) commits with it.
+is delivered again (at least once), never that an accepted message is lost; a settlement that comes
+with a publish (``settled``, from ``ACKPUB``) commits with it. When a transaction fails (a full
+disk), the write-behind ops of the batch are kept and tried again with the next commit (backing
+off while commits keep failing), so the journal never forgets an ack that the broker applied.
+
+Retention: :meth:`Journal.prune` deletes messages older than a cutoff that no work row needs any
+more (settled work messages, stream messages), a batch at a time; freed pages are reused, so the
+file stops growing at a steady load.
 It runs on the loop itself, not a thread: a batch takes tens of microseconds, less than the
 hop to a thread and back, and one broker owns its file (see ``_take_ownership``).
 
@@ -28,9 +35,11 @@ Ops (first item is the kind)::
         headers, payload)...])
     ("sync", token) -> ("sync", token)
     ("lease", topic, seq, attempts, lease_id, owner, lease_until)   no result (write-behind)
-    ("ready", topic, seq, attempts, not_before)                      no result
-    ("done", topic, seq)                                             no result; the message's
-                                                                     payload is dropped
+    ("ready", topic, seq, attempts, failures, suspect, not_before)   no result (write-behind)
+    ("done", topic, seq)                                             no result (write-behind); the
+                                                                     message's payload is dropped
+    ("settled", topic, seq)                                          as "done", but part of its
+                                                                     batch: not kept on failure
 
 If a transaction fails, every op of the batch that has a result answers ``("fail", token,
 reason)`` instead.
@@ -43,9 +52,11 @@ import fcntl
 import logging
 import os
 import sqlite3
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from llamactl.server.errors import MessageQueueError
 
@@ -56,23 +67,52 @@ log = logging.getLogger(__name__)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS msg (
     topic TEXT NOT NULL, seq INTEGER NOT NULL, msg_id TEXT NOT NULL, key TEXT NOT NULL,
-    headers BLOB NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (topic, seq)) WITHOUT ROWID;
+    headers BLOB NOT NULL, payload BLOB NOT NULL, at REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (topic, seq)) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS msg_by_id ON msg (topic, msg_id);
 CREATE TABLE IF NOT EXISTS work (
     topic TEXT NOT NULL, seq INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0, suspect INTEGER NOT NULL DEFAULT 0,
     lease_id TEXT, owner BLOB, lease_until REAL, not_before REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (topic, seq)) WITHOUT ROWID;
 """
+# Columns added after the first release; journals made before get them on open.
+_ADDED_COLUMNS = {
+    "msg": {"at": "REAL NOT NULL DEFAULT 0"},
+    "work": {"failures": "INTEGER NOT NULL DEFAULT 0", "suspect": "INTEGER NOT NULL DEFAULT 0"},
+}
 
 Op = tuple[Any, ...]
 Result = tuple[Any, ...]
-# topic, seq, msg_id, key, headers, payload, attempts, lease_id, owner, lease_until, not_before
-PendingRow = tuple[str, int, str, str, bytes, bytes, int, str | None, bytes | None, float | None, float]
+
+
+class PendingRow(NamedTuple):
+    """A work message not settled yet, as the journal holds it."""
+
+    topic: str
+    seq: int
+    msg_id: str
+    key: str
+    headers: bytes
+    payload: bytes
+    attempts: int
+    failures: int
+    suspect: bool
+    lease_id: str | None
+    owner: bytes | None
+    lease_until: float | None
+    not_before: float
+
 
 _MAX_BATCH = 8192
 _WRITE_BEHIND = frozenset({"lease", "ready", "done"})
+_WITH_RESULT = frozenset({"pub", "read", "sync"})
 WRITE_BEHIND = 0.05
 """Seconds a write-behind op may wait for a commit that has to happen anyway."""
+_SEQ_CACHE = 4096
+"""Topics whose next seq is remembered; others are looked up (one index probe)."""
+_RETRY_MAX = 2.0
+"""Longest wait between tries of write-behind ops whose commit failed."""
 
 
 class Journal:
@@ -92,9 +132,13 @@ class Journal:
         self._deferred: asyncio.TimerHandle | None = None
         self._on_results = on_results
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._next_seq: dict[str, int] = {}
+        self._next_seq: OrderedDict[str, int] = OrderedDict()
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self._retry_delay = 0.0
+        self._now = 0.0
+        self.failed_commits = 0
+        """Transactions that failed (a full disk, an I/O error), for health and tests."""
 
     def _take_ownership(self) -> None:
         # A journal has exactly one broker: a second one (another `llamactl serve` of the same
@@ -146,6 +190,18 @@ class Journal:
         self._flush_scheduled = True
         self._loop.call_soon(self._flush)
 
+    @property
+    def healthy(self) -> bool:
+        """False from a failed commit until the next one that succeeds."""
+        return self._retry_delay == 0.0
+
+    def _retry_later(self) -> None:
+        """Try the kept write-behind ops again after a growing delay (commits are failing)."""
+        assert self._loop is not None
+        self._retry_delay = min(_RETRY_MAX, max(0.05, self._retry_delay * 2))
+        if self._deferred is None and not self._flush_scheduled:
+            self._deferred = self._loop.call_later(self._retry_delay, self._flush)
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         if self._deferred is not None:
@@ -159,39 +215,80 @@ class Journal:
         # cost a second commit on the path of the result that caused it.
         pending, self._pending = self._pending, []
         for start in range(0, len(pending), _MAX_BATCH):
-            results = self._apply(db, pending[start : start + _MAX_BATCH])
+            batch = pending[start : start + _MAX_BATCH]
+            results = self._apply(db, batch)
+            if results and results[0][0] == "fail" and any(op[0] in _WRITE_BEHIND for op in batch):
+                # Kept in order ahead of anything submitted meanwhile, and tried again.
+                self._pending[:0] = [op for op in batch if op[0] in _WRITE_BEHIND]
+                self._retry_later()
             if results:
                 self._on_results(results)
 
     async def close(self) -> None:
-        """Commit what is queued, then close the database and give up ownership."""
+        """Commit what is queued (one try), then close the database and give up ownership."""
         if self._db is not None:
-            while self._pending:
-                self._flush()
+            if self._deferred is not None:
+                self._deferred.cancel()
+                self._deferred = None
+            pending, self._pending = self._pending, []
+            for start in range(0, len(pending), _MAX_BATCH):
+                self._apply(self._db, pending[start : start + _MAX_BATCH])
             self._db.close()
             self._db = None
             self._release_ownership()
+
+    def prune(self, before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` messages published before the wall time ``before`` that no work
+        row needs (settled work, stream messages); return how many. Runs its own transaction."""
+        db = self._db
+        if db is None:
+            return 0
+        try:
+            with db:
+                cur = db.execute(
+                    "DELETE FROM msg WHERE (topic, seq) IN (SELECT topic, seq FROM msg m WHERE at < ? "
+                    "AND NOT EXISTS (SELECT 1 FROM work w WHERE w.topic = m.topic AND w.seq = m.seq) "
+                    "LIMIT ?)",
+                    (before, limit),
+                )
+                db.execute("PRAGMA incremental_vacuum(256)")
+        except sqlite3.Error as exc:
+            log.warning("could not prune the message journal: %s", exc)
+            return 0
+        self._next_seq.clear()  # a topic whose messages are all gone starts again from MAX(seq)
+        return int(cur.rowcount)
 
     # -- database -----------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
         target = ":memory:" if self._path is None else str(self._path)
         db = sqlite3.connect(target, isolation_level=None, check_same_thread=True)
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file only
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
+        for table, columns in _ADDED_COLUMNS.items():
+            have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+            for name, definition in columns.items():
+                if name not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+        db.execute("CREATE INDEX IF NOT EXISTS msg_by_at ON msg (at)")
         return db
 
     def _recover(self, db: sqlite3.Connection) -> list[PendingRow]:
         rows = db.execute(
-            "SELECT w.topic, w.seq, m.msg_id, m.key, m.headers, m.payload, w.attempts, w.lease_id,"
-            " w.owner, w.lease_until, w.not_before FROM work w JOIN msg m USING (topic, seq)"
-            " ORDER BY w.topic, w.seq"
+            "SELECT w.topic, w.seq, m.msg_id, m.key, m.headers, m.payload, w.attempts, w.failures,"
+            " w.suspect, w.lease_id, w.owner, w.lease_until, w.not_before"
+            " FROM work w JOIN msg m USING (topic, seq) ORDER BY w.topic, w.seq"
         ).fetchall()
-        return [tuple(r) for r in rows]
+        return [
+            PendingRow(t, s, i, k, h, p, a, f, bool(sus), lid, o, lu, nb)
+            for t, s, i, k, h, p, a, f, sus, lid, o, lu, nb in rows
+        ]
 
     def _apply(self, db: sqlite3.Connection, ops: list[Op]) -> list[Result]:
         results: list[Result] = []
+        self._now = time.time()
         try:
             db.execute("BEGIN")
             for op in ops:
@@ -200,34 +297,40 @@ class Journal:
                     results.append(res)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
-            log.exception("journal transaction failed")
+            self.failed_commits += 1
+            if self.failed_commits == 1 or self._retry_delay == 0:
+                log.error("the message journal could not commit (%s): retrying", exc)
             if db.in_transaction:
                 db.execute("ROLLBACK")
             self._next_seq.clear()
             reason = f"journal error: {exc}"
-            return [("fail", op[1], reason) for op in ops if op[0] in ("pub", "read", "sync")]
+            failed: list[Result] = [("fail", op[1], reason) for op in ops if op[0] in _WITH_RESULT]
+            return failed or [("fail", None, reason)]
+        if self._retry_delay:
+            log.warning("the message journal commits again")
+            self._retry_delay = 0.0
         return results
 
     def _one(self, db: sqlite3.Connection, op: Op) -> Result | None:
         kind = op[0]
         if kind == "pub":
             _, token, topic, msg_id, key, headers, payload, is_work = op
-            seq = self._next_seq.get(topic)
+            seq = self._next_seq.pop(topic, None)
             if seq is None:
                 row = db.execute("SELECT MAX(seq) FROM msg WHERE topic = ?", (topic,)).fetchone()
                 seq = 0 if row[0] is None else int(row[0]) + 1
             cur = db.execute(
-                "INSERT OR IGNORE INTO msg (topic, seq, msg_id, key, headers, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (topic, seq, msg_id, key, headers, payload),
+                "INSERT OR IGNORE INTO msg (topic, seq, msg_id, key, headers, payload, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (topic, seq, msg_id, key, headers, payload, self._now),
             )
             if cur.rowcount == 0:
-                self._next_seq[topic] = seq
+                self._remember_seq(topic, seq)
                 old = db.execute(
                     "SELECT seq FROM msg WHERE topic = ? AND msg_id = ?", (topic, msg_id)
                 ).fetchone()
                 return ("pub", token, topic, int(old[0]), True, msg_id, key, headers, payload)
-            self._next_seq[topic] = seq + 1
+            self._remember_seq(topic, seq + 1)
             if is_work:
                 db.execute("INSERT INTO work (topic, seq) VALUES (?, ?)", (topic, seq))
             return ("pub", token, topic, seq, False, msg_id, key, headers, payload)
@@ -239,13 +342,13 @@ class Journal:
                 (attempts, lease_id, owner, until, topic, seq),
             )
         elif kind == "ready":
-            _, topic, seq, attempts, not_before = op
+            _, topic, seq, attempts, failures, suspect, not_before = op
             db.execute(
-                "UPDATE work SET attempts = ?, lease_id = NULL, owner = NULL, lease_until = NULL,"
-                " not_before = ? WHERE topic = ? AND seq = ?",
-                (attempts, not_before, topic, seq),
+                "UPDATE work SET attempts = ?, failures = ?, suspect = ?, lease_id = NULL, owner = NULL,"
+                " lease_until = NULL, not_before = ? WHERE topic = ? AND seq = ?",
+                (attempts, failures, suspect, not_before, topic, seq),
             )
-        elif kind == "done":
+        elif kind in ("done", "settled"):
             db.execute("DELETE FROM work WHERE topic = ? AND seq = ?", (op[1], op[2]))
             # A settled message is never read again: keep only its id (duplicates are still
             # absorbed), so the file stops growing with every payload ever sent.
@@ -263,3 +366,8 @@ class Journal:
         elif kind == "sync":
             return ("sync", op[1])
         return None
+
+    def _remember_seq(self, topic: str, seq: int) -> None:
+        self._next_seq[topic] = seq
+        if len(self._next_seq) > _SEQ_CACHE:
+            self._next_seq.popitem(last=False)

@@ -9,6 +9,7 @@ falls between the read and the parking, and every answer starts exactly at ``fro
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ Msg = tuple[int, bytes, bytes, bytes, bytes]  # seq, msg_id, key, headers, paylo
 Waiter = tuple[bytes, bytes]  # client routing id, request id
 
 _FETCH_MAX = 1000
+_KNOWN_ENDS = 4096
+"""Stream topics whose committed end is remembered (a fetch of another one reads the journal)."""
 
 
 class Streams:
@@ -30,7 +33,7 @@ class Streams:
     def __init__(self, send: Callable[[bytes, list[bytes]], bool], submit: Callable[[tuple[Any, ...]], None]):
         self._send = send
         self._submit = submit
-        self._next_seq: dict[str, int] = {}
+        self._next_seq: OrderedDict[str, int] = OrderedDict()
         self._parked: dict[str, dict[Waiter, tuple[int, int]]] = {}
         self._parked_topic: dict[Waiter, str] = {}
         self._fresh: dict[str, list[Msg]] = {}
@@ -60,6 +63,9 @@ class Streams:
         """A new message ``(seq, msg_id, key, headers, payload)`` was committed (in commit order)."""
         seq, msg_id, key, headers, payload = msg
         self._next_seq[topic] = seq + 1
+        self._next_seq.move_to_end(topic)
+        if len(self._next_seq) > _KNOWN_ENDS:
+            self._next_seq.popitem(last=False)
         if topic in self._parked:
             self._fresh.setdefault(topic, []).append((seq, msg_id.encode(), key.encode(), headers, payload))
 
@@ -84,6 +90,10 @@ class Streams:
     def drop_peer(self, ident: bytes) -> None:
         for waiter in [w for w in self._parked_topic if w[0] == ident]:
             self.unpark(waiter)
+
+    def forget_ends(self) -> None:
+        """Forget every committed end (after the journal pruned: a topic may start again at 0)."""
+        self._next_seq.clear()
 
     def _answer(self, ident: bytes, req: bytes, msgs: list[Msg]) -> None:
         frames = [wire.BATCH, req]

@@ -15,21 +15,29 @@ Client -> broker::
     RETURN  lease_id                                 same, for a delivery of an unknown sub
     ACK     req lease_id sub                         -> OK req | STALE req   (sub: credit +1,
     NACK    req lease_id sub delay                   -> OK req | STALE req    u32 0 = none)
+    ACKPUB  req lease_id sub dtopic dseq             -> PUBACK req seq | STALE req | PUBNACK req reason
+            topic msg_id key headers payload         publish, and settle the delivered message
+                                                     (dtopic, dseq) in the same commit, even if the
+                                                     lease moved on; STALE: it was settled before
     EXTEND  req lease_id seconds                     -> OK req | STALE req
+    DISCARD req topic msg_id leased(u32)             -> OK req | STALE req   remove a pending work
+                                                     message (leased 1: even one under lease)
     FETCH   req topic from_seq limit                 -> BATCH req (seq msg_id key headers payload)*
                                                      answered at once if seq >= from_seq exists,
                                                      else parked until one is published
     UNFETCH req                                      forget a parked FETCH
-    HB                                               -> HB epoch (the broker's start id)
+    HB                                               -> HB session (the broker's start id and
+                                                     this client's number, new whenever the
+                                                     broker has forgotten the client)
     BYE     req                                      release everything of this client -> OK req
 
 Broker -> client::
 
     DELIVER sub lease_id attempt topic seq msg_id key headers payload
 
-A client that sees the ``epoch`` change in a ``HB`` reply knows the broker restarted: it sends
-its ``CONSUME`` s, parked ``FETCH`` es and unconfirmed ``PUB`` s again (same ids, so nothing
-doubles).
+A client that sees the ``session`` change in a ``HB`` reply knows the broker restarted or declared
+it dead: it sends its ``CONSUME`` s, parked ``FETCH`` es and unconfirmed requests again (same ids,
+so nothing doubles; a resent settle carries sub 0, so no credit is given twice).
 
 :class:`Pump` is the socket driver both sides use: it watches the socket's edge-triggered FD
 with ``loop.add_reader`` and drains everything readable with NOBLOCK in one go, so there is no
@@ -55,6 +63,7 @@ __all__ = [
     "CONSUME",
     "CREDIT",
     "DELIVER",
+    "DISCARD",
     "EXTEND",
     "FETCH",
     "HB",
@@ -96,6 +105,7 @@ UNFETCH = b"UNFETCH"
 BATCH = b"BATCH"
 HB = b"HB"
 BYE = b"BYE"
+DISCARD = b"DISCARD"
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")

@@ -101,8 +101,9 @@ async def test_change_feed_shows_services_and_task_status(client: httpx.AsyncCli
             change = json.loads(frame.data)
             if frame.event == "task.status" and change["data"]["task_id"] == created["task_id"]:
                 statuses.append(change["data"]["status"])
-    # An echo ends well within STARTED_AFTER: it never reports "running".
-    assert statuses == ["queued", "completed"]
+    # An echo ends well within STARTED_AFTER, so it does not report "running" (unless the machine
+    # is so loaded that it takes longer).
+    assert statuses in (["queued", "completed"], ["queued", "running", "completed"])
     headers = {**sse, "Last-Event-ID": str(last_id - 1)}
     async with client.stream("GET", "/deployments/main/changes", headers=headers) as stream:
         (frame,) = await read_sse(stream, limit=1)

@@ -1,4 +1,4 @@
-"""The change feed: emitted changes reach the log in order, in batches."""
+"""The change feed: emitted changes reach the log in order, and none is lost while the store fails."""
 
 from __future__ import annotations
 
@@ -6,29 +6,35 @@ import asyncio
 from collections.abc import Sequence
 
 from llamactl.server.control_plane.changes import ChangeFeed
+from llamactl.server.errors import StateStoreError
+from llamactl.server.state.base import Put
 from llamactl.server.state.memory import MemoryStateStore
 
 
-class _CountingStore(MemoryStateStore):
-    def __init__(self) -> None:
+class _FlakyStore(MemoryStateStore):
+    """Counts append_many calls; the first ``failures`` of them fail like a full disk."""
+
+    def __init__(self, failures: int = 0) -> None:
         super().__init__()
         self.writes: list[int] = []
+        self.failures = failures
 
     async def append_many(self, stream: str, values: Sequence[bytes]) -> list[int]:
+        if self.failures:
+            self.failures -= 1
+            raise StateStoreError("SQLite state store: the transaction failed: database or disk is full")
         self.writes.append(len(values))
         return await super().append_many(stream, values)
 
 
-async def test_changes_emitted_close_together_are_written_together_in_order() -> None:
-    store = _CountingStore()
+async def test_changes_emitted_in_one_loop_turn_are_written_together_in_order() -> None:
+    store = _FlakyStore()
     await store.start()
-    feed = ChangeFeed(store, "d", "changes", linger=0.05)
+    feed = ChangeFeed(store, "d", "changes")
     feed.start()
     try:
-        feed.emit("task.status", {"n": 0})
-        for n in (1, 2):
-            await asyncio.sleep(0.001)  # the emits come in separate loop turns
-            feed.emit("task.status", {"n": n})
+        for n in range(3):
+            feed.emit("replica.up", {"n": n})
         await feed.flushed()
         assert store.writes == [3]
         assert [c.data["n"] for c in await feed.read()] == [0, 1, 2]
@@ -36,11 +42,50 @@ async def test_changes_emitted_close_together_are_written_together_in_order() ->
         await feed.close()
 
 
-async def test_closing_writes_what_was_emitted() -> None:
-    store = _CountingStore()
+async def test_changes_emitted_while_the_store_fails_are_written_once_it_works() -> None:
+    store = _FlakyStore(failures=3)
     await store.start()
-    feed = ChangeFeed(store, "d", "changes", linger=0.05)
+    feed = ChangeFeed(store, "d", "changes")
+    feed.start()
+    try:
+        feed.emit("replica.up", {"n": 0})
+        feed.emit("replica.down", {"n": 1})
+        await asyncio.wait_for(feed.flushed(), 10)
+        assert [(c.kind, c.data["n"], c.seq) for c in await feed.read()] == [
+            ("replica.up", 0, 0),
+            ("replica.down", 1, 1),
+        ]
+    finally:
+        await feed.close()
+
+
+async def test_an_entry_is_committed_with_the_state_change_it_reports() -> None:
+    store = _FlakyStore()
+    await store.start()
+    feed = ChangeFeed(store, "d", "changes")
+    result = await store.commit([Put("ns", "k", b"v"), feed.entry("session.created", {"session_id": "s"})])
+    assert result.ok
+    (change,) = await feed.read()
+    assert (change.kind, change.data, change.seq) == ("session.created", {"session_id": "s"}, 0)
+
+
+async def test_closing_writes_what_was_emitted() -> None:
+    store = _FlakyStore()
+    await store.start()
+    feed = ChangeFeed(store, "d", "changes")
     feed.start()
     feed.emit("session.created", {"session_id": "s"})
     await feed.close()
     assert [c.kind for c in await feed.read()] == ["session.created"]
+
+
+async def test_trim_keeps_the_newest_entries() -> None:
+    store = _FlakyStore()
+    await store.start()
+    feed = ChangeFeed(store, "d", "changes")
+    feed.start()
+    for n in range(10):
+        feed.emit("replica.up", {"n": n})
+    await feed.close()
+    assert await feed.trim(keep=4) == 6
+    assert [c.seq for c in await feed.read()] == [6, 7, 8, 9]

@@ -227,7 +227,8 @@ async def test_a_dead_lettered_task_fails_with_a_clear_error(harness: Harness) -
     )
     done = await plane.wait_for_task(created.task_id, timeout=10)
     assert done.status is TaskStatus.FAILED
-    assert done.error is not None and "gave up after 5 attempts" in done.error
+    assert done.error is not None and "gave up after 5 failed attempts: lease expired" in done.error
+    assert done.attempts == 5
 
 
 async def test_tasks_left_unsent_are_sent_by_the_next_control_plane(harness: Harness) -> None:
@@ -340,4 +341,5 @@ async def test_a_task_id_sent_twice_is_a_conflict_and_leaves_the_session_clean(h
     with pytest.raises(TaskExists):
         await plane.create_task(TaskDefinition(task_id="same"))
     assert (await plane.get_session(session.session_id)).task_ids == [first.task_id]
-    assert [s.session_id for s in await plane.list_sessions()] == [session.session_id]
+    sessions, _ = await plane.list_sessions()
+    assert [s.session_id for s in sessions] == [session.session_id]

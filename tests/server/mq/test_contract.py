@@ -156,20 +156,24 @@ async def test_ack_and_publish_settles_and_publishes_together(queue_factory: Que
     assert [x.message.msg_id for x in await nothing_before(q.consume(WORK), "marker")] == ["marker"]
 
 
-async def test_ack_and_publish_after_the_lease_moved_on_still_publishes_once(
-    queue_factory: QueueFactory,
-) -> None:
+async def test_a_late_result_settles_the_message_its_new_holder_runs(queue_factory: QueueFactory) -> None:
+    """A slow consumer whose lease expired still finishes first: its result settles the message,
+    so it is not run a third time, and the consumer running it now is fenced out."""
     q = await queue_factory()
     await q.publish(WORK, b"job", msg_id="job")
-    zombie = await within(q.consume(WORK, lease=0.3))
+    slow = await within(q.consume(WORK, lease=0.3))
     other = await queue_factory()
     current = await within(other.consume(WORK, lease=30), timeout=3)
     assert current.attempt == 2
+    assert await slow.ack_and_publish(STREAM, b"late", msg_id="job:result") == 0
     with pytest.raises(LeaseLost):
-        await zombie.ack_and_publish(STREAM, b"late", msg_id="job:result")
-    assert await current.ack_and_publish(STREAM, b"again", msg_id="job:result") == 0  # absorbed
+        await current.ack_and_publish(STREAM, b"again", msg_id="job:result")  # settled: absorbed
+    with pytest.raises(LeaseLost):
+        await current.ack()
     first = await within(other.subscribe(STREAM))
     assert (first.seq, first.payload) == (0, b"late")
+    await q.publish(WORK, b"marker", msg_id="marker")
+    assert [x.message.msg_id for x in await nothing_before(other.consume(WORK), "marker")] == ["marker"]
 
 
 async def test_extend_keeps_a_delivery_past_its_lease(queue_factory: QueueFactory) -> None:
@@ -195,7 +199,8 @@ async def test_max_attempts_moves_to_dead_letter(queue_factory: QueueFactory) ->
     dead = await within(q.consume(dead_letter_topic(WORK)))
     m = dead.message
     assert (m.msg_id, m.payload, m.key, m.topic) == ("p", b"poison", "k", dead_letter_topic(WORK))
-    assert m.headers == {"h": "v", "x-dead-reason": "nacked", "x-attempts": str(queue_factory.max_attempts)}
+    attempts = str(queue_factory.max_attempts)
+    assert m.headers == {"h": "v", "x-dead-reason": "nacked", "x-attempts": attempts, "x-failures": attempts}
     await dead.ack()
     await q.publish(WORK, b"m", msg_id="marker")
     assert (await within(it)).message.msg_id == "marker"
@@ -291,13 +296,18 @@ async def test_ten_thousand_through_one_consumer(queue_factory: QueueFactory) ->
 # -- work topics: failures -----------------------------------------------------------------------
 
 
-async def spawn_consumer(queue_factory: QueueFactory, lease: float) -> asyncio.subprocess.Process:
+async def spawn_consumer(
+    queue_factory: QueueFactory, lease: float, *, prefetch: int = 10, block: float = 0.0
+) -> asyncio.subprocess.Process:
+    """A consumer process (consumer_proc.py) that holds what it gets; ``block``: see there."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         str(Path(__file__).with_name("consumer_proc.py")),
         json.dumps(queue_factory.config),
         WORK,
         str(lease),
+        str(prefetch),
+        str(block),
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )

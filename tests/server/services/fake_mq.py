@@ -107,3 +107,13 @@ class FakeQueue(MessageQueue):
             await self.wait_for(lambda: len(self.topics.get(topic, [])) > seq, deadline=3600)
             yield self.topics[topic][seq]
             seq += 1
+
+    async def discard(self, topic: str, msg_id: str, *, leased: bool = False) -> bool:
+        for delivery in self.deliveries:
+            if delivery.message.msg_id == msg_id and delivery.state == "leased":
+                if not leased:
+                    return False
+                delivery.state = "discarded"
+                self.changed()
+                return True
+        return False

@@ -234,12 +234,23 @@ async def test_heartbeats_carry_in_flight(serving: Any) -> None:
     assert (beat.max_concurrency, beat.replica_id, beat.task_id) == (2, "svc-1", None)
 
 
-async def test_malformed_task_message_is_dropped(serving: Any) -> None:
+async def test_a_malformed_task_message_fails_its_task_instead_of_vanishing(serving: Any) -> None:
     _, queue = serving("flows:counter")
-    await queue.publish(SERVICE, b"not json")
-    await queue.wait_for(lambda: bool(queue.deliveries) and queue.deliveries[0].state == "acked")
-    await submit(queue, "t1")
+    await queue.publish(SERVICE, b"not json", msg_id="t0:start")
+    await queue.wait_for(lambda: finished(queue, "t0"))
+    (report,) = [m for m in control(queue) if m.task_id == "t0"]
+    assert report.kind is K.TASK_FAILED
+    assert report.error is not None and "could not read the task message" in report.error
+    assert queue.deliveries[0].state == "acked"
+    await submit(queue, "t1")  # and the worker goes on
     await queue.wait_for(lambda: finished(queue, "t1"))
+
+
+async def test_a_message_that_names_no_task_is_dropped(serving: Any) -> None:
+    _, queue = serving("flows:counter")
+    await queue.publish(SERVICE, b"not json", msg_id="stray")
+    await queue.wait_for(lambda: bool(queue.deliveries) and queue.deliveries[0].state == "acked")
+    assert control(queue) == [m for m in control(queue) if m.task_id is None]
 
 
 async def test_stop_drains_in_flight_tasks(spec: WorkerSpec) -> None:

@@ -212,9 +212,9 @@ async def test_a_failing_operation_does_not_fail_the_rest_of_its_batch(tmp_path:
 
     async with SQLiteStateStore(tmp_path / "state.db") as store:
         # Queued in one loop step, so the writer most likely runs them in one transaction.
-        first = store._submit(True, None, sqlite_ops.put, "ns", "a", b"1")
-        bad = store._submit(True, None, broken)
-        last = store._submit(True, "s", sqlite_ops.append, "s", b"x", None)
+        first = store._submit(True, (), sqlite_ops.put, "ns", "a", b"1")
+        bad = store._submit(True, (), broken)
+        last = store._submit(True, ("s",), sqlite_ops.append, "s", b"x", None)
         assert await first == 1
         with pytest.raises(StateStoreError, match="no_such_table"):
             await bad

@@ -1,0 +1,76 @@
+"""What a long-running control plane forgets, so that it stays bounded for weeks.
+
+Finished tasks older than ``finished_age`` seconds, and the oldest ones beyond ``max_finished``,
+are deleted with their event logs, and with the session made for them alone (and its Context);
+the change feed keeps its last ``changes_kept`` entries. A pass deletes at most ``batch`` tasks, so
+it never holds the loop long; a pass that hit the batch size is followed by another at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from llamactl.server.control_plane.changes import ChangeFeed
+from llamactl.server.control_plane.records import ControlPlaneRecords, StoredTask
+from llamactl.server.types import TaskStatus
+
+__all__ = ["Retention", "RetentionPolicy"]
+
+log = logging.getLogger(__name__)
+
+_FINAL = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How much finished work a deployment keeps (see the deployment file's ``control-plane``)."""
+
+    finished_age: float = 7 * 24 * 3600.0
+    """Seconds a finished task (with its event log) is kept after it was created."""
+    max_finished: int = 10_000
+    """Finished tasks kept at most; the oldest go first."""
+    changes_kept: int = 10_000
+    """Change-feed entries kept."""
+    every: float = 60.0
+    """Seconds between passes."""
+    batch: int = 500
+    """Tasks deleted at most per pass."""
+
+
+class Retention:
+    def __init__(self, records: ControlPlaneRecords, changes: ChangeFeed, policy: RetentionPolicy) -> None:
+        self._records = records
+        self._changes = changes
+        self.policy = policy
+        self.pruned_tasks = 0
+        self.pruned_changes = 0
+
+    async def prune(self, now: float | None = None) -> int:
+        """One pass; returns how many tasks it deleted (``batch`` means: more are due)."""
+        now = time.time() if now is None else now
+        oldest = await self._oldest_finished(self.policy.batch)
+        counts = await self._records.store.count(self._records.tasks_ns, "status")
+        excess = sum(counts.get(s.value, 0) for s in _FINAL) - self.policy.max_finished
+        cutoff = f"{now - self.policy.finished_age:017.6f}"
+        doomed = [t for i, t in enumerate(oldest) if i < excess or t.sort < cutoff]
+        for task in doomed:
+            await self._records.delete_task(task, with_session=await self._alone_in_implicit_session(task))
+        self.pruned_tasks += len(doomed)
+        self.pruned_changes += await self._changes.trim(self.policy.changes_kept)
+        if doomed:
+            log.info("%s: pruned %d finished task(s)", self._records.deployment, len(doomed))
+        return len(doomed)
+
+    async def _oldest_finished(self, limit: int) -> list[StoredTask]:
+        tasks: list[StoredTask] = []
+        for status in _FINAL:
+            tasks += (await self._records.list_tasks(status=status, limit=limit)).items
+        return sorted(tasks, key=lambda t: t.sort)[:limit]
+
+    async def _alone_in_implicit_session(self, task: StoredTask) -> bool:
+        session = await self._records.find_session(task.session_id)
+        if session is None or not session.implicit:
+            return False
+        return await self._records.session_task_ids(task.session_id, limit=2) == [task.task_id]

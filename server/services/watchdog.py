@@ -1,0 +1,166 @@
+"""Watches a worker's event loop from a thread: a loop blocked by user code is seen, explained,
+and, when it holds a task past its timeout or the worker past its lease, broken.
+
+A blocking call in an async step (``time.sleep``, a busy loop, a synchronous client) stops the
+whole worker: no heartbeat, no lease extension, no cooperative cancel. From outside the loop the
+watchdog:
+
+* logs where the loop is stuck (the main thread's innermost frames of user code) once it has been
+  blocked for ``warn_after`` seconds;
+* when a running task passes its timeout while the loop is blocked, interrupts the blocking call
+  (a signal whose handler raises :class:`LoopBlockedError` in the main thread), so the step fails
+  and the task ends with its timeout error through the normal path;
+* ends the worker (exit code :data:`EXIT_STALLED`) when the loop stays blocked ``exit_after``
+  seconds (its leases are gone by then: the broker gave its tasks to others), or ``interrupt_grace``
+  seconds after an interrupt that did not take; the supervisor starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+__all__ = ["EXIT_STALLED", "LoopBlockedError", "LoopWatchdog"]
+
+log = logging.getLogger(__name__)
+
+EXIT_STALLED = 4
+"""Exit code of a worker whose event loop stayed blocked (the supervisor restarts it)."""
+_TICK = 0.1
+_CHECK = 0.25
+_OURS = str(Path(__file__).resolve().parents[1])
+
+
+class LoopBlockedError(Exception):
+    """Raised inside code that blocked the worker's event loop past a task's timeout."""
+
+
+class LoopWatchdog:
+    """Start with :meth:`start` from the loop's thread (the main thread); :meth:`stop` at the end.
+
+    ``track``/``untrack`` tell it the deadline of each running task with a timeout.
+    """
+
+    def __init__(
+        self,
+        *,
+        warn_after: float = 1.0,
+        exit_after: float = 30.0,
+        interrupt_grace: float = 3.0,
+        exit: object = None,
+    ) -> None:
+        self.warn_after = warn_after
+        self.exit_after = exit_after
+        self.interrupt_grace = interrupt_grace
+        self._exit = exit or os._exit
+        self._deadlines: dict[str, tuple[float, float]] = {}
+        self._last_tick = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._main = threading.main_thread().ident
+        self._interrupting: float | None = None
+        self._interrupted_at = 0.0
+        self._previous_handler: object = None
+        self.stalls = 0
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tick()
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGUSR1, self._on_signal)
+        self._thread = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._thread is not None:
+            self._thread.join(1.0)
+        if self._previous_handler is not None:
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signal.SIGUSR1, self._previous_handler)  # type: ignore[arg-type]
+
+    def track(self, task_id: str, timeout: float | None) -> None:
+        if timeout is not None:
+            self._deadlines[task_id] = (time.monotonic() + timeout, timeout)
+
+    def untrack(self, task_id: str) -> None:
+        self._deadlines.pop(task_id, None)
+
+    # --- the loop's side -------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        self._last_tick = time.monotonic()
+        self._interrupting = None
+        assert self._loop is not None
+        self._timer = self._loop.call_later(_TICK, self._tick)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        blocked = time.monotonic() - self._last_tick
+        if self._interrupting is None:
+            return  # not ours to act on
+        raise LoopBlockedError(
+            f"this step blocked the worker's event loop for {blocked:.1f} s (a blocking call in async "
+            f"code? await asyncio.sleep, or run it with asyncio.to_thread), past a task's timeout of "
+            f"{self._interrupting:g} s: it was interrupted"
+        )
+
+    # --- the thread ------------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        warned = False
+        while not self._stop.wait(_CHECK):
+            now = time.monotonic()
+            blocked = now - self._last_tick
+            if blocked < self.warn_after:
+                warned = False
+                continue
+            if not warned:
+                warned = True
+                self.stalls += 1
+                log.warning("the event loop has been blocked for %.1f s%s", blocked, self._where())
+            overdue = [t for deadline, t in self._deadlines.values() if deadline <= now]
+            if overdue and self._interrupting is None:
+                self._interrupting = min(overdue)
+                self._interrupted_at = now
+                log.error(
+                    "a task passed its timeout of %g s while the loop is blocked: interrupting", min(overdue)
+                )
+                os.kill(os.getpid(), signal.SIGUSR1)
+            elif self._interrupting is not None and now - self._interrupted_at > self.interrupt_grace:
+                self._end(f"the interrupt did not free the event loop within {self.interrupt_grace:g} s")
+            elif blocked > self.exit_after:
+                self._end(f"the event loop was blocked for {blocked:.0f} s")
+
+    def _end(self, why: str) -> None:
+        log.error("%s%s: stopping this worker (a new one takes its place)", why, self._where())
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        self._exit(EXIT_STALLED)  # type: ignore[operator]
+
+    def _where(self) -> str:
+        frame = sys._current_frames().get(self._main or 0)
+        if frame is None:
+            return ""
+        frames = traceback.extract_stack(frame)
+        user = [
+            f
+            for f in frames
+            if "site-packages" not in f.filename
+            and "/asyncio/" not in f.filename
+            and not str(Path(f.filename).resolve()).startswith(_OURS)
+        ]
+        shown = (user or frames)[-3:]
+        return " at " + " <- ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in reversed(shown))

@@ -1,0 +1,66 @@
+"""Real faults for tests: a small tmpfs that can be filled to the last byte (a full disk)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class SmallDisk:
+    """A tmpfs of ``size`` mounted at ``path``; :meth:`fill` takes every free byte, :meth:`free`
+    gives them back. Needs the right to mount (root, as in CI); fails loudly otherwise."""
+
+    def __init__(self, path: Path, size: str = "8m") -> None:
+        self.path = path
+        self.size = size
+        self._ballast = path / ".ballast"
+
+    def mount(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs", str(self.path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"cannot mount a tmpfs at {self.path} for the full-disk tests ({done.stderr.strip()}): "
+                "run the tests as root (CI does), or with CAP_SYS_ADMIN"
+            )
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], capture_output=True, check=False)
+
+    def fill(self) -> int:
+        """Write a ballast file until the disk is full; return its size."""
+        written = 0
+        with open(self._ballast, "ab", buffering=0) as f:
+            chunk = b"\0" * 65536
+            while True:
+                try:
+                    written += f.write(chunk)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    if len(chunk) == 1:
+                        return written
+                    chunk = chunk[: len(chunk) // 2]
+
+    def free(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._ballast)
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "8m") -> Iterator[SmallDisk]:
+    disk = SmallDisk(path, size)
+    disk.mount()
+    try:
+        yield disk
+    finally:
+        disk.unmount()

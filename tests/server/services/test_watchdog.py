@@ -1,0 +1,90 @@
+"""The worker's loop watchdog: a blocked event loop is seen from a thread, explained, interrupted
+when it holds a task past its timeout, and the worker ended when nothing else helps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import pytest
+
+from llamactl.server.services.watchdog import EXIT_STALLED, LoopBlockedError, LoopWatchdog
+
+
+def block_for(seconds: float) -> None:
+    time.sleep(seconds)  # a blocking call in async code: the fault under test
+
+
+async def test_a_blocked_loop_is_reported_with_where_it_is_stuck(caplog: pytest.LogCaptureFixture) -> None:
+    watchdog = LoopWatchdog(warn_after=0.3, exit_after=60)
+    watchdog.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="llamactl.server.services.watchdog"):
+            block_for(1.0)
+            await asyncio.sleep(0.3)
+    finally:
+        watchdog.stop()
+    (line,) = [r.getMessage() for r in caplog.records if "blocked" in r.getMessage()]
+    print(line)
+    assert "the event loop has been blocked for" in line
+    assert "test_watchdog.py" in line and "block_for" in line
+    assert watchdog.stalls == 1
+
+
+async def test_a_task_past_its_timeout_has_the_blocking_call_interrupted() -> None:
+    watchdog = LoopWatchdog(warn_after=0.2, exit_after=60)
+    watchdog.start()
+    watchdog.track("t1", 0.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(LoopBlockedError, match=r"past a task's timeout of 0.5 s"):
+            block_for(20)
+    finally:
+        watchdog.untrack("t1")
+        watchdog.stop()
+    took = time.monotonic() - started
+    print(f"the blocking call was interrupted after {took:.2f} s")
+    assert took < 5
+
+
+async def test_a_loop_that_stays_blocked_ends_the_worker() -> None:
+    exits: list[int] = []
+    watchdog = LoopWatchdog(warn_after=0.2, exit_after=0.8, exit=exits.append)
+    watchdog.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not exits and time.monotonic() < deadline:
+            block_for(0.05)  # never yields to the loop
+    finally:
+        watchdog.stop()
+    assert exits == [EXIT_STALLED]
+
+
+async def test_an_interrupt_that_is_swallowed_ends_the_worker() -> None:
+    exits: list[int] = []
+    watchdog = LoopWatchdog(warn_after=0.2, exit_after=60, interrupt_grace=0.5, exit=exits.append)
+    watchdog.start()
+    watchdog.track("t1", 0.3)
+    try:
+        deadline = time.monotonic() + 10
+        while not exits and time.monotonic() < deadline:
+            with contextlib.suppress(LoopBlockedError):  # user code that catches everything
+                block_for(0.05)
+    finally:
+        watchdog.stop()
+    assert exits == [EXIT_STALLED]
+
+
+async def test_a_loop_that_keeps_turning_is_left_alone() -> None:
+    exits: list[int] = []
+    watchdog = LoopWatchdog(warn_after=0.2, exit_after=0.5, exit=exits.append)
+    watchdog.start()
+    watchdog.track("t1", 0.1)
+    try:
+        for _ in range(20):
+            await asyncio.sleep(0.05)
+    finally:
+        watchdog.stop()
+    assert exits == [] and watchdog.stalls == 0

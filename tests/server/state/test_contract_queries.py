@@ -1,0 +1,167 @@
+"""The StateStore contract's queries, counts, commits and log trimming, against every backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from llamactl.server.state import LogEntry, StateStore, Versioned
+from llamactl.server.state.base import Append, Cas, CommitResult, Delete, Index, Put
+
+
+def idx(sort: str, **fields: str) -> Index:
+    return Index(sort=sort, fields=fields)
+
+
+async def add_tasks(store: StateStore, statuses: dict[str, str]) -> None:
+    for n, (key, status) in enumerate(statuses.items()):
+        await store.cas("t", key, key.encode(), None, index=idx(f"{n:04d}:{key}", status=status, all=""))
+
+
+async def test_query_finds_keys_by_field_value_in_sort_order(store: StateStore) -> None:
+    await add_tasks(store, {"c": "done", "a": "queued", "b": "done", "d": "queued"})
+    done = await store.query("t", "status", "done")
+    assert [(k, v.value) for k, v, _ in done] == [("c", b"c"), ("b", b"b")]
+    assert [k for k, _, _ in await store.query("t", "status", "queued")] == ["a", "d"]
+    assert await store.query("t", "status", "nothing") == []
+    assert await store.query("other", "status", "done") == []
+
+
+async def test_query_without_a_value_lists_every_key_with_the_field(store: StateStore) -> None:
+    await add_tasks(store, {"c": "done", "a": "queued", "b": "done"})
+    assert [k for k, _, _ in await store.query("t", "all")] == ["c", "a", "b"]
+    assert [k for k, _, _ in await store.query("t", "status")] == ["c", "a", "b"]
+    assert [k for k, _, _ in await store.query("t", "all", descending=True)] == ["b", "a", "c"]
+
+
+async def test_query_pages_with_the_last_sort_as_cursor_both_ways(store: StateStore) -> None:
+    await add_tasks(store, {f"k{i}": "x" for i in range(7)})
+    seen: list[str] = []
+    after: str | None = None
+    while page := await store.query("t", "status", "x", after=after, limit=3):
+        seen += [k for k, _, _ in page]
+        after = page[-1][2]
+    assert seen == [f"k{i}" for i in range(7)]
+    seen, after = [], None
+    while page := await store.query("t", "all", after=after, limit=2, descending=True):
+        seen += [k for k, _, _ in page]
+        after = page[-1][2]
+    assert seen == [f"k{i}" for i in reversed(range(7))]
+
+
+async def test_query_returns_the_current_value_and_version(store: StateStore) -> None:
+    await store.put("t", "k", b"v1", index=idx("1:k", status="queued"))
+    await store.put("t", "k", b"v2")  # no index given: the fields stay as they were
+    ((key, value, sort),) = await store.query("t", "status", "queued")
+    assert (key, value, sort) == ("k", Versioned(b"v2", 2), "1:k")
+
+
+async def test_rewriting_a_field_moves_the_key_and_keeps_the_other_fields(store: StateStore) -> None:
+    await store.cas("t", "k", b"v", None, index=idx("1:k", status="queued", session="s1"))
+    assert await store.cas("t", "k", b"v", 1, index=idx("1:k", status="done")) == 2
+    assert await store.query("t", "status", "queued") == []
+    assert [k for k, _, _ in await store.query("t", "status", "done")] == ["k"]
+    assert [k for k, _, _ in await store.query("t", "session", "s1")] == ["k"]
+
+
+async def test_a_failed_cas_changes_no_index(store: StateStore) -> None:
+    await store.cas("t", "k", b"v", None, index=idx("1:k", status="queued"))
+    assert await store.cas("t", "k", b"v", 7, index=idx("1:k", status="done")) is None
+    assert await store.count("t", "status") == {"queued": 1}
+
+
+async def test_deleting_a_key_drops_it_from_queries_and_counts(store: StateStore) -> None:
+    await add_tasks(store, {"a": "done", "b": "done"})
+    assert await store.delete("t", "a")
+    assert [k for k, _, _ in await store.query("t", "status", "done")] == ["b"]
+    assert await store.count("t", "status") == {"done": 1}
+    assert await store.delete("t", "b")
+    assert await store.count("t", "status") == {}
+    assert await store.query("t", "all") == []
+
+
+async def test_count_follows_every_write(store: StateStore) -> None:
+    await add_tasks(store, {"a": "queued", "b": "queued", "c": "running"})
+    assert await store.count("t", "status") == {"queued": 2, "running": 1}
+    await store.put("t", "a", b"a", index=idx("0000:a", status="completed"))
+    assert await store.count("t", "status") == {"queued": 1, "running": 1, "completed": 1}
+    assert await store.count("t", "all") == {"": 3}
+    assert await store.count("t", "nothing") == {}
+    assert await store.count("elsewhere", "status") == {}
+
+
+async def test_commit_applies_every_write_and_reports_each_result(store: StateStore) -> None:
+    await store.put("ns", "old", b"x")
+    result = await store.commit(
+        [
+            Cas("ns", "new", b"n", None, idx("1:new", status="queued")),
+            Put("ns", "old", b"y"),
+            Append("log", b"e0"),
+            Append("log", b"e1"),
+            Delete("ns", "gone"),
+        ]
+    )
+    assert result == CommitResult(ok=True, results=(1, 2, 0, 1, 0))
+    assert await store.get("ns", "new") == Versioned(b"n", 1)
+    assert await store.get("ns", "old") == Versioned(b"y", 2)
+    assert await store.read("log") == [LogEntry(0, b"e0"), LogEntry(1, b"e1")]
+    assert await store.count("ns", "status") == {"queued": 1}
+
+
+@pytest.mark.parametrize(
+    "failing",
+    [Cas("ns", "k", b"z", 5), Cas("ns", "k", b"z", None), Delete("ns", "k", expected_version=9)],
+    ids=["stale-cas", "create-existing", "delete-at-wrong-version"],
+)
+async def test_a_failed_condition_writes_nothing_at_all(store: StateStore, failing: Cas | Delete) -> None:
+    await store.put("ns", "k", b"v", index=idx("1:k", status="queued"))
+    result = await store.commit(
+        [
+            Put("ns", "k", b"changed", idx("1:k", status="done")),
+            Append("log", b"entry"),
+            Cas("ns", "fresh", b"f", None),
+            failing,
+            Append("log", b"after"),
+        ]
+    )
+    assert result == CommitResult(ok=False, failed=3)
+    assert await store.get("ns", "k") == Versioned(b"v", 1)
+    assert await store.get("ns", "fresh") is None
+    assert await store.log_length("log") == 0
+    assert await store.count("ns", "status") == {"queued": 1}
+
+
+async def test_commit_sees_its_own_earlier_writes(store: StateStore) -> None:
+    result = await store.commit([Cas("ns", "k", b"1", None), Cas("ns", "k", b"2", 1), Delete("ns", "k", 2)])
+    assert result.ok and result.results == (1, 2, 1)
+    assert await store.get("ns", "k") is None
+
+
+async def test_commit_appends_are_idempotent_and_wake_readers(store: StateStore) -> None:
+    waiting = asyncio.create_task(store.read("log", 0, wait=10))
+    await asyncio.sleep(0.05)
+    first = await store.commit([Append("log", b"a", idem_key="k1")])
+    again = await store.commit([Append("log", b"a", idem_key="k1"), Append("log", b"b")])
+    assert (first.results, again.results) == ((0,), (0, 1))
+    assert (await asyncio.wait_for(waiting, 5))[0].value == b"a"
+
+
+async def test_trim_log_drops_the_front_and_offsets_go_on(store: StateStore) -> None:
+    for i in range(5):
+        await store.append("log", b"%d" % i, idem_key=f"i{i}")
+    assert await store.trim_log("log", 3) == 3
+    assert await store.read("log") == [LogEntry(3, b"3"), LogEntry(4, b"4")]
+    assert await store.read("log", 1, limit=1) == [LogEntry(3, b"3")]
+    assert await store.log_length("log") == 5
+    assert await store.append("log", b"5") == 5
+    assert await store.append("log", b"4", idem_key="i4") == 4
+
+
+async def test_trim_log_keeps_the_last_entry_so_offsets_never_restart(store: StateStore) -> None:
+    for i in range(3):
+        await store.append("log", b"%d" % i)
+    assert await store.trim_log("log", 100) == 2
+    assert await store.read("log") == [LogEntry(2, b"2")]
+    assert await store.append("log", b"3") == 3
+    assert await store.trim_log("missing", 5) == 0
