@@ -27,6 +27,7 @@ from llamactl.client import (
     StreamBroken,
     Unauthorized,
 )
+from llamactl.client.aio import AsyncDeploymentClient
 from llamactl.server.types import ChangeEvent, EventEnvelope, SessionDefinition, TaskRecord
 from llamactl.tui.config import DashboardConfig
 from llamactl.tui.messages import (
@@ -52,6 +53,8 @@ BUSY_FLUSH = 0.25
 """Seconds between batches while the server is busy (a few redraws per second, whatever the rate)."""
 BUSY_BATCH = 100
 MAX_BATCH = 5_000
+PAGE = 1_000
+"""Records asked for per listing request."""
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -191,9 +194,8 @@ class Feed(Widget):
             self._send(StateLoaded(state))  # resuming the feed replays what we missed
             return
         reset = self.next_seq is not None
-        page = await handle.tasks.list_page(limit=self.config.max_tasks, order="desc")
-        tasks = sorted(page.items, key=lambda t: t.created_at)[-self.config.max_tasks :]
-        sessions_page = await handle.sessions.list_page(limit=self.config.max_sessions)
+        tasks = await _newest_tasks(handle, self.config.max_tasks)
+        sessions_page = await handle.sessions.list_page(limit=min(self.config.max_sessions, PAGE))
         sessions = _newest_sessions(sessions_page.items, tasks, self.config.max_sessions)
         self.next_seq = state.changes_seq
         self._send(SnapshotLoaded(state, tasks, sessions, reset=reset))
@@ -297,6 +299,20 @@ class Feed(Widget):
         with contextlib.suppress(ClientError, httpx.TransportError):
             record = await self.client.deployment(self.deployment).tasks.get(task_id)
             self._send(TaskLoaded(record, open=open_it))
+
+
+async def _newest_tasks(handle: AsyncDeploymentClient, count: int) -> list[TaskRecord]:
+    """The ``count`` newest tasks, oldest first, a page at a time (a server ignoring ``limit``
+    answers them all in one go: the newest are kept)."""
+    found: list[TaskRecord] = []
+    cursor: str | None = None
+    while len(found) < count:
+        page = await handle.tasks.list_page(limit=min(count - len(found), PAGE), cursor=cursor, order="desc")
+        found.extend(page.items)
+        cursor = page.next_cursor
+        if cursor is None or not page.items:
+            break
+    return sorted(found, key=lambda t: t.created_at)[-count:]
 
 
 def _newest_sessions(
