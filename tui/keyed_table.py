@@ -26,7 +26,7 @@ class KeyedTable(DataTable[Cell]):
     """
 
     DEFAULT_CSS = """
-    KeyedTable { height: 1fr; }
+    KeyedTable { height: 1fr; scrollbar-size: 1 1; }
     """
 
     _quiet = False

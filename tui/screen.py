@@ -2,7 +2,7 @@
 
 Layout: the header (stats, and the banner while disconnected) on top; below it the services and the
 sessions/tasks on the left, the events of the task on show and the state tree (tabs) on the right.
-Below 140 columns the right side goes under the left one.
+Below 150 columns the right side goes under the left one.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ from llamactl.tui.user_actions import UserActions
 
 __all__ = ["NARROW", "DashboardScreen"]
 
-NARROW = 140
+NARROW = 150
 """Below this many columns the events and state go under the tasks instead of beside them."""
 PICK_DELAY = 0.15
 """Seconds the cursor rests on a task before its events are streamed (skimming costs nothing)."""
@@ -88,8 +88,8 @@ class DashboardScreen(UserActions):
     DEFAULT_CSS = """
     DashboardScreen { layout: vertical; }
     DashboardScreen #main { layout: horizontal; height: 1fr; }
-    DashboardScreen #left { width: 2fr; height: 1fr; }
-    DashboardScreen #right { width: 1fr; height: 1fr; border: round $primary 50%; }
+    DashboardScreen #left { width: 3fr; height: 1fr; }
+    DashboardScreen #right { width: 2fr; height: 1fr; border: round $primary 50%; }
     DashboardScreen #right:focus-within { border: round $primary; }
     DashboardScreen #right TabPane { padding: 0; }
     DashboardScreen #main.-stale { opacity: 70%; }

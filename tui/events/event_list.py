@@ -31,7 +31,10 @@ class EventList(OptionList):
     ]
 
     DEFAULT_CSS = """
-    EventList { height: 1fr; border: none; padding: 0; background: $surface; }
+    EventList {
+        height: 1fr; border: none; padding: 0; background: $surface;
+        text-wrap: nowrap; text-overflow: ellipsis;
+    }
     EventList:focus { border: none; }
     """
 

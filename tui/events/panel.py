@@ -25,7 +25,7 @@ class TaskHeader(Static):
     """Two lines: the task's identity and status; then its result, error or pending question."""
 
     DEFAULT_CSS = """
-    TaskHeader { height: 2; padding: 0 1; background: $boost; }
+    TaskHeader { height: 2; padding: 0 1; background: $boost; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -40,16 +40,16 @@ class TaskHeader(Static):
             return
         p = self.palette
         first = Text(no_wrap=True, overflow="ellipsis")
-        first.append(f"{row.task_id} ", style="bold")
         first.append(f"{row.status.value} ", style=p.status(row.status.value))
-        first.append(f"{row.service_id}", style=p.accent)
+        first.append(row.service_id, style=f"bold {p.accent}")
         if row.attempts > 1:
-            first.append(f" attempt {row.attempts}", style=p.warning)
+            first.append(f" · attempt {row.attempts}", style=p.warning)
         if row.replica_id:
-            first.append(f" on {row.replica_id}", style=p.muted)
+            first.append(f" · on {row.replica_id}", style=p.muted)
         took = row.duration(now)
         if took is not None:
-            first.append(f" {duration(took)}", style=p.muted)
+            first.append(f" · {duration(took)}", style=p.muted)
+        first.append(f" · {row.task_id}", style="bold")
         second = Text(no_wrap=True, overflow="ellipsis")
         waiting = book.waiting_for()
         if waiting is not None and not row.status.is_final:

@@ -51,10 +51,10 @@ class ServicesTable(KeyedTable):
             ("state", "State", 8),
             ("ready", "Ready", 5),
             ("generation", "Gen", 3),
-            ("reload", "Last reload", 18),
+            ("reload", "Last reload", 16),
             ("queued", "Queued", 6),
             ("running", "Running", 7),
-            ("error", "Last error", 40),
+            ("error", "Last error", 20),
         ):
             self.add_column(label, width=width, key=key)
 

@@ -26,7 +26,7 @@ COLUMNS: list[tuple[str, str, int]] = [
     ("replica", "Replica", 9),
     ("attempt", "Try", 3),
     ("age", "Age", 4),
-    ("duration", "Took", 6),
+    ("duration", "Took", 5),
 ]
 """(key, label, width) of each column; the keys are the sort names of ``model.query.SORTS``."""
 
