@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from llamactl.client import DeploymentState
 from llamactl.server.types import ChangeEvent, EventEnvelope, SessionDefinition, TaskRecord, TaskStatus
 from llamactl.tui.model.dashboard import DashboardModel
 from llamactl.tui.model.events import EventBook
@@ -158,16 +159,29 @@ def test_tasks_sort_newest_first_by_default_and_cap_at_the_limit() -> None:
     assert [r.task_id for r in select_tasks(book, limit=2, reverse=True)] == ["t0", "t1"]
 
 
-def test_the_model_counts_throughput_once_per_finished_task() -> None:
-    model = DashboardModel(max_tasks=100, max_sessions=100, clock=lambda: 11.0)
-    changes = [
-        status_change("a", "queued", 10.0, 0),
-        status_change("a", "completed", 10.2, 1),
-        status_change("a", "completed", 10.3, 2),  # a replay: ignored
-    ]
-    delta = model.apply(changes)
+def test_the_model_measures_throughput_from_the_servers_counters() -> None:
+    clock = [100.0]
+    model = DashboardModel(max_tasks=10, max_sessions=10, clock=lambda: clock[0])
+    state = lambda done: DeploymentState(deployment="demo", tasks={"completed": done})  # noqa: E731
+    model.load_state(state(1000))  # the first snapshot is the baseline: no burst of 1000
+    clock[0] = 101.0
+    model.load_state(state(1300))
+    clock[0] = 102.0
+    model.load_state(state(1600))
+    assert sum(model.throughput.series(103.0)) == 600.0
+    assert model.throughput.rate(102.0, seconds=2) == 300.0
+
+
+def test_a_replayed_finish_marks_its_session_once() -> None:
+    model = DashboardModel(max_tasks=100, max_sessions=100)
+    delta = model.apply(
+        [
+            status_change("a", "queued", 10.0, 0),
+            status_change("a", "completed", 10.2, 1),
+            status_change("a", "completed", 10.3, 2),
+        ]
+    )
     assert delta.tasks == {"a"} and delta.finished_sessions == {"s-a"}
-    assert sum(model.throughput.series(11.0)) == 1.0
 
 
 def test_the_model_asks_for_the_services_again_when_one_is_added() -> None:

@@ -177,6 +177,7 @@ async def test_the_state_tree_shows_replicas_and_session_context_sizes(
     session = await demo.sessions.create()
     await demo.tasks.run({}, service="counter", session_id=session.session_id)
     async with dashboard(tui_server.url) as dash:
+        await dash.pilot.press("5")
         tree = dash.app.screen.query_one(StateTree)
         await dash.until(lambda: "echo" in tree._services, "the echo service node")
         replica_labels = [str(node.label) for node in tree._services["echo"].children]

@@ -14,7 +14,10 @@ from llamactl.tui.model.sessions import SessionBook
 from llamactl.tui.model.tasks import TaskBook
 from llamactl.tui.model.throughput import Throughput
 
-__all__ = ["DashboardModel", "Delta"]
+__all__ = ["THROUGHPUT_SPAN", "DashboardModel", "Delta"]
+
+THROUGHPUT_SPAN = 2.0
+"""Seconds at most over which the tasks finished between two counter fetches are spread."""
 
 
 @dataclass
@@ -31,6 +34,18 @@ class Delta:
     """Sessions one of whose tasks finished (their Context was saved again)."""
     reset: bool = False
     """Everything was replaced (a new deployment, or the server's state was reset)."""
+
+    def merge(self, other: Delta) -> Delta:
+        """Both changes (to redraw once for several updates)."""
+        return Delta(
+            tasks=self.tasks | other.tasks,
+            sessions=self.sessions | other.sessions,
+            services=self.services | other.services,
+            services_stale=self.services_stale or other.services_stale,
+            counts=self.counts or other.counts,
+            finished_sessions=self.finished_sessions | other.finished_sessions,
+            reset=self.reset or other.reset,
+        )
 
     def __bool__(self) -> bool:
         return bool(
@@ -52,6 +67,8 @@ class DashboardModel:
         """Deployment-wide task counts by status (the server's)."""
         self.has_service_counts = False
         """Whether the server reports per-service counters (else they are counted from known tasks)."""
+        self._finished: tuple[float, int] | None = None
+        """(when, how many tasks had finished) at the last state snapshot: throughput is the difference."""
 
     def reset(self) -> None:
         self.tasks.clear()
@@ -59,6 +76,7 @@ class DashboardModel:
         self.services = ServiceBook()
         self.throughput = Throughput()
         self.counts = dict.fromkeys(TASK_COUNTERS, 0)
+        self._finished = None
 
     def load_snapshot(
         self,
@@ -79,12 +97,23 @@ class DashboardModel:
         """Counters and services of a state snapshot."""
         delta = Delta(counts=True)
         self.counts = {name: int(state.tasks.get(name, 0)) for name in TASK_COUNTERS}
+        self._count_throughput()
         delta.services = self.services.load(state.services)
         service_tasks = _service_tasks(state)
         self.has_service_counts = service_tasks is not None
         if service_tasks is not None:
             delta.services |= self.services.set_counts(service_tasks)
         return delta
+
+    def _count_throughput(self) -> None:
+        now = self.now()
+        finished = self.counts["completed"] + self.counts["failed"] + self.counts["cancelled"]
+        if self._finished is not None and finished >= self._finished[1]:
+            # Counters are fetched right after changes arrive, so what finished since the last
+            # fetch finished lately: spread it over the last few seconds, not over an idle hour.
+            start = max(self._finished[0], now - THROUGHPUT_SPAN)
+            self.throughput.add_span(start, now, finished - self._finished[1])
+        self._finished = (now, finished)
 
     def apply(self, changes: Iterable[ChangeEvent]) -> Delta:
         """Apply change-feed entries in order."""
@@ -98,7 +127,6 @@ class DashboardModel:
                 session_id = str(change.data.get("session_id") or "")
                 delta.sessions |= self.sessions.add_task(session_id, task_id, change.at)
                 if task_id in changed and change.data.get("status") in _FINAL:
-                    self.throughput.add(change.at)
                     delta.finished_sessions.add(session_id)
             elif kind == "session.created":
                 delta.sessions |= self.sessions.created(str(change.data.get("session_id") or ""), change.at)

@@ -1,4 +1,8 @@
-"""Tasks finished per second over the last minute: a ring of per-second counts, for the sparkline."""
+"""Tasks finished per second over the last minute: a ring of per-second counts, for the sparkline.
+
+It is fed from the server's counters (how many finished between two snapshots), not from the
+change feed, so it stays right when the feed runs behind a busy server.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,24 @@ class Throughput:
                     self._buckets[index] = (second, value + count)
                     break
         self._forget(second)
+
+    def add_span(self, start: float, end: float, count: int) -> None:
+        """``count`` tasks finished between ``start`` and ``end``: spread them evenly over that span."""
+        if count <= 0:
+            return
+        if end - start < 1e-6:
+            self.add(end, count)
+            return
+        seconds = range(int(start), int(end) + 1)
+        shares = [min(end, s + 1) - max(start, s) for s in seconds]
+        total = sum(shares)
+        given = 0
+        for second, share in zip(seconds, shares, strict=True):
+            part = round(count * share / total) if second != int(end) else count - given
+            part = min(part, count - given)
+            if part > 0:
+                self.add(float(second), part)
+                given += part
 
     def _forget(self, now_second: int) -> None:
         while self._buckets and self._buckets[0][0] <= now_second - self.window:
