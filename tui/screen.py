@@ -7,6 +7,7 @@ Below 150 columns the right side goes under the left one.
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar
 
 from textual import on
@@ -51,7 +52,7 @@ from llamactl.tui.palette import Palette
 from llamactl.tui.services.table import ServicesTable
 from llamactl.tui.state.tree import StateTree
 from llamactl.tui.tasks.region import TasksRegion
-from llamactl.tui.tasks.sessions import SessionsTable
+from llamactl.tui.tasks.sessions import ALL, SessionsTable
 from llamactl.tui.tasks.table import TasksTable
 from llamactl.tui.user_actions import UserActions
 
@@ -63,6 +64,8 @@ PICK_DELAY = 0.15
 """Seconds the cursor rests on a task before its events are streamed (skimming costs nothing)."""
 ACTIVE_TICK = 1.0
 IDLE_TICK = 15.0
+REDRAW_EVERY = 0.5
+"""Seconds between two redraws while changes keep coming (a lone change is shown at once)."""
 
 
 class DashboardScreen(UserActions):
@@ -116,6 +119,10 @@ class DashboardScreen(UserActions):
         self._pick_timer: Timer | None = None
         self._tick_timer: Timer | None = None
         self._events_paused = False
+        self._availability: tuple[bool | None, ...] = ()
+        self._pending: Delta | None = None
+        self._redraw_timer: Timer | None = None
+        self._last_redraw = 0.0
 
     def compose(self) -> ComposeResult:
         app = self.dashboard
@@ -168,7 +175,25 @@ class DashboardScreen(UserActions):
         self.redraw(Delta(reset=True))
 
     def redraw(self, delta: Delta) -> None:
-        """Redraw what ``delta`` says changed (everything when it is a reset)."""
+        """Redraw what ``delta`` says changed (everything when it is a reset): at once when the
+        last redraw is older than ``REDRAW_EVERY``, else together with what changes meanwhile."""
+        self._pending = delta if self._pending is None else self._pending.merge(delta)
+        if self._redraw_timer is not None:
+            return
+        wait = REDRAW_EVERY - (time.monotonic() - self._last_redraw)
+        if wait <= 0:
+            self._redraw_pending()
+        else:
+            self._redraw_timer = self.set_timer(wait, self._redraw_pending)
+
+    def _redraw_pending(self) -> None:
+        self._redraw_timer = None
+        delta, self._pending = self._pending, None
+        self._last_redraw = time.monotonic()
+        if delta is not None:
+            self._redraw_now(delta)
+
+    def _redraw_now(self, delta: Delta) -> None:
         app = self.dashboard
         now = app.model.now()
         stats = self.query_one(StatsBar)
@@ -180,15 +205,24 @@ class DashboardScreen(UserActions):
         counted_here = bool(delta.tasks) and not app.model.has_service_counts
         if delta.reset or delta.services or delta.counts or counted_here:
             self.query_one(ServicesTable).redraw()
-        self.query_one(StateTree).redraw(self.feed.deployment, self.tasks_region.sessions.selected)
+        self.redraw_state_tree()
         if delta.reset or (app.shown_task is not None and app.shown_task in delta.tasks):
             self.redraw_task_header()
         self._schedule_tick()
 
+    def redraw_state_tree(self) -> None:
+        """Redraw the state tree, when it is on show (a tab switch redraws it)."""
+        if self.query_one(TabbedContent).active == "state-tab":
+            self.query_one(StateTree).redraw(self.feed.deployment, self.tasks_region.sessions.selected)
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "state-tab":
+            self.query_one(StateTree).redraw(self.feed.deployment, self.tasks_region.sessions.selected)
+
     def redraw_task_header(self) -> None:
         app = self.dashboard
         row = app.model.tasks.get(app.shown_task) if app.shown_task else None
-        self.events_panel.header.show(row, app.task_record, app.events_book, app.model.now())
+        self.events_panel.header.show_task(row, app.task_record, app.events_book, app.model.now())
         book = app.events_book
         right = self.query_one("#right")
         if book is None:
@@ -197,7 +231,18 @@ class DashboardScreen(UserActions):
             state = "complete" if book.ended else ("paused" if self._events_paused else "live")
             dropped = f" · {book.dropped} older not kept" if book.dropped else ""
             right.border_subtitle = f"{len(book)} events · {state}{dropped}"
-        self.refresh_bindings()
+        self._refresh_actions()
+
+    def _refresh_actions(self) -> None:
+        """Update which actions the footer shows as available, when that changed (the footer
+        rebuilds itself on every refresh, which is too costly to do for every event)."""
+        availability = tuple(
+            self.check_action(action, ())
+            for action in ("answer", "cancel_task", "copy_task_id", "run_task", "retry_now")
+        )
+        if availability != self._availability:
+            self._availability = availability
+            self.refresh_bindings()
 
     def _schedule_tick(self) -> None:
         """Keep ages, durations and the sparkline moving: every second while anything is active,
@@ -211,6 +256,9 @@ class DashboardScreen(UserActions):
 
     def _tick(self) -> None:
         self._tick_timer = None
+        if time.monotonic() - self._last_redraw < ACTIVE_TICK:  # the feed keeps it fresh already
+            self._schedule_tick()
+            return
         now = self.dashboard.model.now()
         self.tasks_region.redraw(now, sessions=False)
         self.query_one(StatsBar).show_throughput()
@@ -236,6 +284,7 @@ class DashboardScreen(UserActions):
             self._events_paused = False
             self.feed.follow_events(book.task_id, book.next_seq)
             self.redraw_task_header()
+        self._refresh_actions()
 
     def on_disconnected(self, message: Disconnected) -> None:
         banner = self.query_one(ConnectionBanner)
@@ -249,6 +298,7 @@ class DashboardScreen(UserActions):
         banner.disconnected(message.url, message.reason, message.retry_in, message.attempt)
         self.query_one("#main").add_class("-stale")
         self.query_one(StatsBar).show_connection(message.url, self.feed.deployment, "disconnected")
+        self._refresh_actions()
 
     def on_snapshot_loaded(self, message: SnapshotLoaded) -> None:
         app = self.dashboard
@@ -372,7 +422,7 @@ class DashboardScreen(UserActions):
         """Move the tasks table's cursor to ``task_id`` (showing all sessions if it is elsewhere)."""
         region = self.tasks_region
         if not region.table.move_to(task_id):
-            region.sessions.move_cursor(row=0)
+            region.sessions.move_to(ALL)
             region.redraw(self.dashboard.model.now(), sessions=False)
             region.table.move_to(task_id)
 
@@ -411,7 +461,7 @@ class DashboardScreen(UserActions):
     def on_session_picked(self, message: SessionPicked) -> None:
         app = self.dashboard
         app.model.sessions.pinned = {message.session_id} if message.session_id else set()
-        self.query_one(StateTree).redraw(self.feed.deployment, message.session_id)
+        self.redraw_state_tree()
         if message.session_id is not None:
             self.feed.contexts_changed({message.session_id})
 

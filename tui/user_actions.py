@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from textual.screen import Screen
-from textual.widgets import DataTable, TabbedContent, Tree
+from textual.widgets import TabbedContent, Tree
 
 from llamactl.tui.actions import Actions
 from llamactl.tui.dialogs.confirm import ConfirmDialog
@@ -16,6 +16,7 @@ from llamactl.tui.dialogs.run_task import RunRequest, RunTaskDialog
 from llamactl.tui.events.event_list import EventList
 from llamactl.tui.events.panel import EventsPanel
 from llamactl.tui.feed import Feed
+from llamactl.tui.grid import LiveGrid
 from llamactl.tui.model.events import prompt_of
 from llamactl.tui.model.tasks import TaskRow
 from llamactl.tui.services.table import ServicesTable
@@ -242,7 +243,7 @@ class UserActions(Screen[None]):
         if region in ("events", "state"):
             self.query_one(TabbedContent).active = f"{region}-tab"
         widget = self.query_one(selector)
-        if isinstance(widget, DataTable | EventList | Tree):
+        if isinstance(widget, LiveGrid | EventList | Tree):
             widget.focus()
 
     def action_zoom(self) -> None:

@@ -17,11 +17,14 @@ from llamactl.tui.model.events import EventBook, prompt_of
 from llamactl.tui.model.format import duration, one_line
 from llamactl.tui.model.tasks import TaskRow
 from llamactl.tui.palette import Palette
+from llamactl.tui.text_line import TextLine
 
 __all__ = ["EventsPanel", "TaskHeader"]
 
+NOTHING_SHOWN = "No task on show: pick one in the tasks table, or press r to run one."
 
-class TaskHeader(Static):
+
+class TaskHeader(TextLine):
     """Two lines: the task's identity and status; then its result, error or pending question."""
 
     DEFAULT_CSS = """
@@ -29,14 +32,14 @@ class TaskHeader(Static):
     """
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__("No task on show: pick one in the tasks table, or press r to run one.", id=id)
+        super().__init__(NOTHING_SHOWN, id=id)
         self.palette = Palette()
 
-    def show(
+    def show_task(
         self, row: TaskRow | None, record: TaskRecord | None, book: EventBook | None, now: float
     ) -> None:
         if row is None or book is None:
-            self.update("No task on show: pick one in the tasks table, or press r to run one.")
+            super().show(NOTHING_SHOWN)
             return
         p = self.palette
         first = Text(no_wrap=True, overflow="ellipsis")
@@ -67,7 +70,7 @@ class TaskHeader(Static):
             second.append(f"session {row.session_id}", style=p.muted)
         both = Text("\n").join([first, second])
         both.no_wrap, both.overflow = True, "ellipsis"
-        self.update(both)
+        super().show(both)
 
 
 def _result_text(result: object) -> str:

@@ -13,7 +13,10 @@ __all__ = ["ConnectionBanner"]
 
 
 class ConnectionBanner(Static):
-    """Hidden while connected. While not, it counts down to the next attempt (a local clock only)."""
+    """Hidden while connected. While not, it counts down to the next attempt (a local clock only).
+
+    ``clock`` is the wall clock (a fixed one in screenshots).
+    """
 
     DEFAULT_CSS = """
     ConnectionBanner {
@@ -39,7 +42,7 @@ class ConnectionBanner(Static):
 
     def disconnected(self, url: str, reason: str, retry_in: float, attempt: int) -> None:
         self.url, self.reason, self.attempt = url, reason, attempt
-        self.retry_at = time.monotonic() + retry_in
+        self.retry_at = self.clock() + retry_in
         if self.stale_since is None:
             self.stale_since = self.clock()
         self.add_class("-shown")
@@ -55,7 +58,7 @@ class ConnectionBanner(Static):
             self._ticker = None
 
     def _render_text(self) -> None:
-        left = max(self.retry_at - time.monotonic(), 0.0)
+        left = max(self.retry_at - self.clock(), 0.0)
         text = Text(f"⚠ disconnected from {self.url}: {self.reason}. ")
         text.append(f"Retrying in {left:.0f}s (attempt {self.attempt}); ctrl+r: retry now. ")
         if self.stale_since is not None:

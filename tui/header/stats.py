@@ -9,6 +9,7 @@ from textual.widgets import Sparkline, Static
 
 from llamactl.tui.model.dashboard import DashboardModel
 from llamactl.tui.palette import Palette
+from llamactl.tui.text_line import TextLine
 
 __all__ = ["StatsBar"]
 
@@ -36,9 +37,9 @@ class StatsBar(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield Static(id="where")
-        yield Static(id="counters")
+        yield TextLine(id="counters")
         yield Sparkline([0.0], summary_function=max, id="throughput")
-        yield Static(id="rate")
+        yield TextLine(id="rate")
 
     @property
     def compact(self) -> bool:
@@ -82,9 +83,12 @@ class StatsBar(Horizontal):
                 text.append("  " if not self.compact else " ")
             text.append(f"{label} ", style=p.muted)
             text.append(f"{counts.get(name, 0):,}", style=p.status(name) if counts.get(name) else "")
-        self.query_one("#counters", Static).update(text)
+        self.query_one("#counters", TextLine).show(text)
 
     def show_throughput(self) -> None:
         now = self.model.now()
-        self.query_one(Sparkline).data = self.model.throughput.series(now)
-        self.query_one("#rate", Static).update(f"{self.model.throughput.rate(now):.1f}/s")
+        series = self.model.throughput.series(now)
+        sparkline = self.query_one(Sparkline)
+        if sparkline.data != series:
+            sparkline.data = series
+        self.query_one("#rate", TextLine).show(f"{self.model.throughput.rate(now):.1f}/s")

@@ -8,16 +8,27 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 
 from llamactl.tui.cells import Cell
-from llamactl.tui.keyed_table import KeyedTable, Row
+from llamactl.tui.grid import Column, LiveGrid, Row
 from llamactl.tui.model.dashboard import DashboardModel
 from llamactl.tui.model.format import ago, duration, error_location, one_line
 from llamactl.tui.model.services import ServiceRow
 from llamactl.tui.palette import Palette
 
-__all__ = ["ServicesTable"]
+__all__ = ["COLUMNS", "ServicesTable"]
+
+COLUMNS = [
+    Column("service", "Service", 10),
+    Column("state", "State", 8),
+    Column("ready", "Ready", 5),
+    Column("generation", "Gen", 3),
+    Column("reload", "Last reload", 16),
+    Column("queued", "Queued", 6),
+    Column("running", "Running", 7),
+    Column("error", "Last error", 20),
+]
 
 
-class ServicesTable(KeyedTable):
+class ServicesTable(LiveGrid):
     """One row per service of the deployment, updated by the change feed."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -40,23 +51,10 @@ class ServicesTable(KeyedTable):
             self.service_id = service_id
 
     def __init__(self, model: DashboardModel, *, id: str | None = None) -> None:
-        super().__init__(id=id)
+        super().__init__(COLUMNS, id=id)
         self.model = model
         self.palette = Palette()
         self.border_title = "Services"
-
-    def on_mount(self) -> None:
-        for key, label, width in (
-            ("service", "Service", 10),
-            ("state", "State", 8),
-            ("ready", "Ready", 5),
-            ("generation", "Gen", 3),
-            ("reload", "Last reload", 16),
-            ("queued", "Queued", 6),
-            ("running", "Running", 7),
-            ("error", "Last error", 20),
-        ):
-            self.add_column(label, width=width, key=key)
 
     @property
     def selected(self) -> str | None:

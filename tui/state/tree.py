@@ -123,19 +123,21 @@ class StateTree(Tree[str]):
         ids = self.shown_session_ids(picked)
         total = len(self.model.sessions)
         self._sessions.set_label(Text(f"sessions · {total} known · Context size of the newest {len(ids)}"))
-        if list(self._session_nodes) != ids:
-            self._sessions.remove_children()
-            self._session_nodes = {}
-            for session_id in ids:
-                row = self.model.sessions.get(session_id)
-                if row is not None:
-                    leaf = self._sessions.add_leaf(self._session_label(row), session_id)
-                    self._session_nodes[session_id] = leaf
-            return
-        for session_id, node in self._session_nodes.items():
+        # The leaves are slots relabelled in place: adding and removing nodes would lay the tree
+        # out again, and the newest sessions change all the time on a busy deployment.
+        leaves = list(self._sessions.children)
+        while len(leaves) > len(ids):
+            leaves.pop().remove()
+        while len(leaves) < len(ids):
+            leaves.append(self._sessions.add_leaf(Text(""), ""))
+        self._session_nodes = {}
+        for leaf, session_id in zip(leaves, ids, strict=True):
             row = self.model.sessions.get(session_id)
-            if row is not None:
-                node.set_label(self._session_label(row))
+            if row is None:
+                continue
+            leaf.data = session_id
+            leaf.set_label(self._session_label(row))
+            self._session_nodes[session_id] = leaf
 
     def _session_label(self, session: SessionRow) -> Text:
         label = Text(f"{short_id(session.session_id)} ")

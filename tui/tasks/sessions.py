@@ -10,7 +10,7 @@ from textual.binding import Binding, BindingType
 from textual.message import Message
 
 from llamactl.tui.cells import Cell
-from llamactl.tui.keyed_table import KeyedTable, Row
+from llamactl.tui.grid import Column, LiveGrid, Row
 from llamactl.tui.messages import SessionPicked
 from llamactl.tui.model.format import short_id
 from llamactl.tui.model.sessions import SessionRow
@@ -21,7 +21,7 @@ ALL = "*"
 """Key of the first row: every task, whatever its session."""
 
 
-class SessionsTable(KeyedTable):
+class SessionsTable(LiveGrid):
     """Picking a row shows that session's tasks in the tasks table."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -41,9 +41,8 @@ class SessionsTable(KeyedTable):
             super().__init__()
             self.session_id = session_id
 
-    def on_mount(self) -> None:
-        self.add_column("Session", width=8, key="session")
-        self.add_column("Tasks", width=5, key="tasks")
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__([Column("session", "Session", 8), Column("tasks", "Tasks", 5)], id=id)
         self.show([self._all_row(0)])
 
     @property
@@ -76,6 +75,6 @@ class SessionsTable(KeyedTable):
         if self.selected is not None:
             self.post_message(self.DeleteRequested(self.selected))
 
-    def on_data_table_row_highlighted(self, event: KeyedTable.RowHighlighted) -> None:
+    def on_live_grid_row_highlighted(self, event: LiveGrid.RowHighlighted) -> None:
         event.stop()
         self.post_message(SessionPicked(self.selected))

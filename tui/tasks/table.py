@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
-from textual.widgets.data_table import ColumnKey
 
 from llamactl.tui.cells import Cell
-from llamactl.tui.keyed_table import KeyedTable, Row
+from llamactl.tui.grid import Column, LiveGrid, Row
 from llamactl.tui.messages import TaskPicked
 from llamactl.tui.model.format import ago, duration, short_id
 from llamactl.tui.model.query import SORTS
@@ -19,22 +17,22 @@ from llamactl.tui.palette import Palette
 
 __all__ = ["COLUMNS", "SORT_CYCLE", "TasksTable"]
 
-COLUMNS: list[tuple[str, str, int]] = [
-    ("task", "Task", 8),
-    ("status", "Status", 9),
-    ("service", "Service", 9),
-    ("replica", "Replica", 9),
-    ("attempt", "Try", 3),
-    ("age", "Age", 4),
-    ("duration", "Took", 5),
+COLUMNS = [
+    Column("task", "Task", 8),
+    Column("status", "Status", 9),
+    Column("service", "Service", 9),
+    Column("replica", "Replica", 9),
+    Column("attempt", "Try", 3),
+    Column("age", "Age", 4),
+    Column("duration", "Took", 5),
 ]
-"""(key, label, width) of each column; the keys are the sort names of ``model.query.SORTS``."""
+"""The columns; their keys are the sort names of ``model.query.SORTS``."""
 
 SORT_CYCLE = ("age", "status", "service", "duration", "attempt", "replica", "task")
 """The order ``s`` goes through the columns: the most useful first."""
 
 
-class TasksTable(KeyedTable):
+class TasksTable(LiveGrid):
     """One row per task; ``s`` cycles the sort column, ``S`` flips its direction."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -55,34 +53,39 @@ class TasksTable(KeyedTable):
         """The user pressed ``/``."""
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
+        super().__init__(COLUMNS, id=id)
         self.sort_by = "age"
         self.reverse = False
         self.palette = Palette()
-
-    def on_mount(self) -> None:
-        for key, label, width in COLUMNS:
-            self.add_column(label, width=width, key=key)
+        self._rows: dict[str, tuple[tuple[object, ...], Row]] = {}
         self._label_columns()
 
     def _label_columns(self) -> None:
-        for key, label, _ in COLUMNS:
-            column = self.columns[ColumnKey(key)]
-            if key == self.sort_by:
-                _, descending = SORTS[key]
+        for column in COLUMNS:
+            if column.key == self.sort_by:
+                _, descending = SORTS[column.key]
                 arrow = "▼" if descending != self.reverse else "▲"
-                column.label = Text(f"{label}{arrow}", style="bold")
+                self.set_label(column.key, f"{column.label}{arrow}")
             else:
-                column.label = Text(label)
-        self.refresh()
+                self.set_label(column.key, column.label)
 
     def show_tasks(self, tasks: list[TaskRow], now: float) -> None:
         """Show ``tasks`` in this order (already filtered, sorted and capped)."""
-        self.show([self._row(task, now) for task in tasks])
+        rows: dict[str, tuple[tuple[object, ...], Row]] = {}
+        for task in tasks:
+            took = task.duration(now)
+            age = ago(task.age(now))
+            # Cells are built again only for rows whose shown values changed.
+            signature = (task.status, task.service_id, task.replica_id, task.attempts, age, duration(took))
+            cached = self._rows.get(task.task_id)
+            if cached is None or cached[0] != signature:
+                cached = (signature, self._row(task, took, age))
+            rows[task.task_id] = cached
+        self._rows = rows
+        self.show([row for _, row in rows.values()])
 
-    def _row(self, task: TaskRow, now: float) -> Row:
+    def _row(self, task: TaskRow, took: float | None, age: str) -> Row:
         status = task.status.value
-        took = task.duration(now)
         return (
             task.task_id,
             [
@@ -91,7 +94,7 @@ class TasksTable(KeyedTable):
                 Cell(task.service_id or "-"),
                 Cell(task.replica_id or "-"),
                 Cell(str(task.attempts) if task.attempts else "-", task.attempts),
-                Cell(ago(task.age(now)), -task.created_at),
+                Cell(age, -task.created_at),
                 Cell(duration(took), took),
             ],
         )
@@ -117,24 +120,19 @@ class TasksTable(KeyedTable):
         self._label_columns()
         self.post_message(self.SortChanged())
 
-    def on_data_table_header_selected(self, event: KeyedTable.HeaderSelected) -> None:
+    def on_live_grid_header_clicked(self, event: LiveGrid.HeaderClicked) -> None:
         event.stop()
-        key = event.column_key.value
-        if key is None:
-            return
-        if key == self.sort_by:
+        if event.column == self.sort_by:
             self.reverse = not self.reverse
         else:
-            self.sort_by, self.reverse = key, False
+            self.sort_by, self.reverse = event.column, False
         self._label_columns()
         self.post_message(self.SortChanged())
 
-    def on_data_table_row_highlighted(self, event: KeyedTable.RowHighlighted) -> None:
+    def on_live_grid_row_highlighted(self, event: LiveGrid.RowHighlighted) -> None:
         event.stop()
-        if event.row_key.value is not None:
-            self.post_message(TaskPicked(event.row_key.value))
+        self.post_message(TaskPicked(event.key))
 
-    def on_data_table_row_selected(self, event: KeyedTable.RowSelected) -> None:
+    def on_live_grid_row_selected(self, event: LiveGrid.RowSelected) -> None:
         event.stop()
-        if event.row_key.value is not None:
-            self.post_message(TaskPicked(event.row_key.value, open=True))
+        self.post_message(TaskPicked(event.key, open=True))
