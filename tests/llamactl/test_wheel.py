@@ -13,6 +13,7 @@ import importlib.util
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,8 +113,6 @@ def test_init_from_an_installed_wheel(installed: Path, tmp_path: Path) -> None:
 
 
 def test_the_wheel_installs_no_top_level_module_but_llamactl(installed: Path) -> None:
-    import zipfile
-
     wheel = next((installed.parent.parent / "dist").glob("llamactl-*.whl"))
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"llamactl"}
