@@ -61,6 +61,7 @@ class Deployment:
         stop_grace: float = 30.0,
         worker_output: OutputCallback | None = None,
         install_dependencies: bool = True,
+        allow_install: bool = False,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -72,6 +73,10 @@ class Deployment:
         self.stop_grace = stop_grace
         self._worker_output = worker_output
         self._install_dependencies = install_dependencies
+        self._allow_install = allow_install
+        """Whether python-dependencies may be installed (into the deployment's own venv)."""
+        self._python: Path | None = None
+        """The deployment venv's python when it has python-dependencies; else the server's."""
         self._store: StateStore | None = None
         self._broker: ZeroMQBroker | None = None
         self._queue: MessageQueue | None = None
@@ -104,8 +109,7 @@ class Deployment:
         config = self.config
         try:
             if self._install_dependencies:
-                for service in config.services.values():
-                    await install_python_dependencies(config, service)
+                self._python = await install_python_dependencies(config, allow_install=self._allow_install)
             self._store = open_state_store(config.state_store_uri)
             await self._store.start()
             self._broker = await self._start_broker()
@@ -181,7 +185,7 @@ class Deployment:
         spec = self.worker_spec(service, replica_id, generation)
         return ProcessSpec(
             name=f"{self.name}/{replica_id}",
-            argv=[sys.executable, "-P", "-m", "llamactl.server.services"],
+            argv=[str(self._python or sys.executable), "-P", "-m", "llamactl.server.services"],
             # No .pyc of user code: CPython checks them by mtime in whole seconds and size, so a
             # quick edit of the same length would load the old code after a reload.
             env={WORKER_SPEC_ENV: spec.to_env(), "PYTHONDONTWRITEBYTECODE": "1"},
