@@ -19,8 +19,9 @@ Invoke = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture(scope="module")
-def empty_server() -> Iterator[Server]:
-    server = Server()
+def empty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # `deploy` may load only from under the server's roots: the tests' tmp_path folders are below this one.
+    server = Server(extra=["--deployments-root", str(tmp_path_factory.getbasetemp())])
     try:
         yield server
     finally:

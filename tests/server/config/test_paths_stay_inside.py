@@ -70,7 +70,9 @@ def test_a_malformed_env_file_error_names_the_line_but_never_its_content(base: P
         config.service_env("a")
     assert SECRET not in str(info.value)
     (base / ".env").write_text(f"B='{SECRET}' trailing\n")
-    with pytest.raises(DeploymentConfigError, match=r"\.env:1: unexpected text after the closing quote") as info:
+    with pytest.raises(
+        DeploymentConfigError, match=r"\.env:1: unexpected text after the closing quote"
+    ) as info:
         config.service_env("a")
     assert SECRET not in str(info.value)
 
@@ -123,7 +125,10 @@ def test_an_sqlite_state_store_outside_the_folder_is_refused(base: Path, tmp_pat
 
 def test_an_sqlite_state_store_inside_the_folder_and_memory_are_fine(base: Path) -> None:
     inside = f"sqlite:///{base}/.llamactl/other.sqlite"
-    assert _load(base, "path: m:wf", top=f"control-plane:\n  state-store-uri: {inside}\n").state_store_uri == inside
+    assert (
+        _load(base, "path: m:wf", top=f"control-plane:\n  state-store-uri: {inside}\n").state_store_uri
+        == inside
+    )
     memory = _load(base, "path: m:wf", top="control-plane:\n  state-store-uri: 'sqlite:///:memory:'\n")
     assert memory.state_store_uri == "sqlite:///:memory:"
 
