@@ -120,38 +120,27 @@ class RequestGuard:
             return
         limit = self.policy.max_body_size
         if length is not None and length.isdigit() and int(length) > limit:
-            response = error_response(413, str(BodyTooLarge(limit)))
-            response.headers["Connection"] = "close"
-            await response(scope, receive, send)
+            await error_response(413, str(BodyTooLarge(limit)))(scope, receive, send)
             return
-        body = _BodyLimit(receive, send, limit)
-        await self.app(scope, body.receive, body.send)
+        await self.app(scope, _BodyLimit(receive, limit), send)
 
 
 class _BodyLimit:
-    """Counts the body as it is read: past ``limit`` bytes ``receive`` raises BodyTooLarge (a 413
-    through the app's error handlers) and the answer closes the connection, so the rest of the
-    body is never read."""
+    """Counts the body as it is read: past ``limit`` bytes ``receive`` raises BodyTooLarge, a 413
+    through the app's error handlers. uvicorn drops the rest of the body unread once the answer is
+    out, so nothing past the limit is kept, and the client still gets to read the 413."""
 
-    __slots__ = ("_limit", "_read", "_receive", "_send", "_tripped")
+    __slots__ = ("_limit", "_read", "_receive")
 
-    def __init__(self, receive: Receive, send: Send, limit: int) -> None:
+    def __init__(self, receive: Receive, limit: int) -> None:
         self._receive = receive
-        self._send = send
         self._limit = limit
         self._read = 0
-        self._tripped = False
 
-    async def receive(self) -> Message:
+    async def __call__(self) -> Message:
         message = await self._receive()
         if message["type"] == "http.request":
             self._read += len(message.get("body", b""))
             if self._read > self._limit:
-                self._tripped = True
                 raise BodyTooLarge(self._limit)
         return message
-
-    async def send(self, message: Message) -> None:
-        if self._tripped and message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
-        await self._send(message)
