@@ -138,6 +138,15 @@ async def serve(
         max_body_size=max_body_size,
     ).with_bind_host(host)
     roots = DeploymentRoots.of(deployment_files, deployments_roots)
+    if host.strip("[]") in ("", "0.0.0.0", "::") and not access.allowed_hosts:
+        note = (
+            f"listening on every address ({host}), but only requests addressed to a loopback name are "
+            "served: add --allowed-host NAME for each name or address other machines use to reach this one"
+        )
+        if on_event is not None:
+            on_event(note)
+        else:
+            log.warning("%s", note)
     stop = stop if stop is not None else asyncio.Event()
     manager = DeploymentManager(allow_install=allow_install)
     control_planes = ControlPlaneServers(access, on_event)
