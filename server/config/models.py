@@ -138,6 +138,21 @@ class ServiceConfig(_Model):
             raise ValueError(f"expected a list, got {describe(value)}: write it as [{value!r}]")  # noqa: TRY004
         return value
 
+    @field_validator("env_files")
+    @classmethod
+    def _env_files_stay_inside(cls, value: list[str]) -> list[str]:
+        # Only the text here; service_env() also resolves symlinks.
+        for entry in value:
+            check_relative(entry, "an env file", "file")
+        return value
+
+    @field_validator("watch")
+    @classmethod
+    def _globs_stay_inside(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            check_relative(pattern, "a watch glob", "file")
+        return value
+
     @field_validator("ts_dependencies", mode="before")
     @classmethod
     def _map_or_empty(cls, value: Any) -> Any:
