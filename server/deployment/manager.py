@@ -52,6 +52,12 @@ class _ReportingDeployment(Deployment):
         self._on_event = on_event
         self._reported: set[str] = set()
 
+    def notice(self, line: str) -> None:
+        if self._on_event is None:
+            super().notice(line)
+        else:
+            self._on_event(f"warning: {line}")
+
     def _on_change(self, kind: str, data: dict[str, Any]) -> None:
         super()._on_change(kind, data)
         if self._on_event is None or self._control_plane is None:

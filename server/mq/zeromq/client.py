@@ -35,10 +35,11 @@ from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_t
 from . import wire
 from .consumer import ConsumerState, ZeroMQDelivery, consume_iter, subscribe_iter
 from .local import FrameHandler, Transport
+from .security import secure_client
 
 __all__ = ["ZeroMQQueue"]
 
-_CONFIG_KEYS = {"type", "router", "heartbeat_interval", "liveness", "publish_timeout"}
+_CONFIG_KEYS = {"type", "router", "heartbeat_interval", "liveness", "publish_timeout", "curve"}
 
 
 @dataclass(slots=True, eq=False)
@@ -69,9 +70,11 @@ class ZeroMQQueue(MessageQueue):
         heartbeat_interval: float = 1.0,
         liveness: int = 3,
         publish_timeout: float = 10.0,
+        curve: Mapping[str, str] | None = None,
         attach: Callable[[bytes, FrameHandler], Transport] | None = None,
     ) -> None:
         self.router = router
+        self._curve = curve
         self._attach = attach
         self._hb = heartbeat_interval
         self._retry = max(0.05, heartbeat_interval * liveness)
@@ -102,6 +105,7 @@ class ZeroMQQueue(MessageQueue):
             heartbeat_interval=float(config.get("heartbeat_interval", 1.0)),
             liveness=int(config.get("liveness", 3)),
             publish_timeout=float(config.get("publish_timeout", 10.0)),
+            curve=config.get("curve"),
         )
 
     async def start(self) -> None:
@@ -123,7 +127,11 @@ class ZeroMQQueue(MessageQueue):
         sock.setsockopt(zmq.RECONNECT_IVL, 50)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         try:
+            secure_client(sock, self._curve)
             sock.connect(self.router)
+        except MessageQueueError:
+            sock.close(linger=0)
+            raise
         except zmq.ZMQError as exc:
             sock.close(linger=0)
             raise MessageQueueError(f"bad broker address {self.router!r}: {exc}") from exc
