@@ -51,6 +51,8 @@ __all__ = ["ZeroMQBroker"]
 class _Peer:
     seen: float
     session: bytes
+    vouched: bool = False
+    """Its loop is blocked and its side line says it is alive: nothing new goes to it."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -265,6 +267,9 @@ class ZeroMQBroker:
             else:
                 peer.seen = now
                 d.touch(ident)
+                if peer.vouched:
+                    peer.vouched = False  # it answers for itself again
+                    d.pause(ident, False)
             try:
                 if cmd == wire.PUB:
                     _, _, req, topic_b, msg_id, key, headers, payload = frames
@@ -333,6 +338,13 @@ class ZeroMQBroker:
                     _, _, req, lease, seconds = frames
                     ok = d.extend(lease.decode(), wire.from_f64(seconds))
                     self._send(ident, [wire.OK if ok else wire.STALE, req])
+                elif cmd == wire.VOUCH:
+                    blocked = self._peers.get(frames[2])
+                    if blocked is not None:
+                        blocked.seen = now
+                        if not blocked.vouched:
+                            blocked.vouched = True
+                            d.pause(frames[2], True)
                 elif cmd == wire.DISCARD:
                     _, _, req, topic_b, msg_id, leased = frames
                     ok = d.discard(topic_b.decode(), msg_id.decode(), leased=bool(wire.from_u32(leased)))

@@ -36,6 +36,7 @@ from . import wire
 from .consumer import ConsumerState, ZeroMQDelivery, consume_iter, subscribe_iter
 from .local import FrameHandler, Transport
 from .security import secure_client
+from .sideline import SideLine
 
 __all__ = ["ZeroMQQueue"]
 
@@ -209,6 +210,10 @@ class ZeroMQQueue(MessageQueue):
             raise ValueError(f"subscribe() takes a stream topic (stream.*), not {topic!r}")
         self._check_open()
         return subscribe_iter(self, topic, max(0, from_seq))
+
+    def sidecar(self) -> SideLine | None:
+        """A side line for a thread of this process (None for an in-process client)."""
+        return None if self._attach is not None else SideLine(self.router, self._ident, self._curve)
 
     async def discard(self, topic: str, msg_id: str, *, leased: bool = False) -> bool:
         if not is_work_topic(topic):

@@ -148,4 +148,3 @@ def secure_client(sock: zmq.Socket[bytes], curve: Mapping[str, str] | None) -> N
             "the zeromq client config's 'curve' entry needs the broker's 'server' key and the client's "
             f"'public' and 'secret' keys (Z85): {exc}"
         ) from exc
-
