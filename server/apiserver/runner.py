@@ -169,6 +169,9 @@ async def serve(
             on_ready(http.url)
         await stop.wait()
     finally:
+        # Waiters answer 503 (with their task's id and status) at once, instead of holding the
+        # HTTP server's drain open until their task ends.
+        manager.begin_shutdown()
         app.state.stopping.set()
         await http.stop()
         if watchers is not None:

@@ -199,6 +199,12 @@ class DeploymentManager:
             finally:
                 self._busy.pop(name, None)
 
+    def begin_shutdown(self) -> None:
+        """The server is stopping: whoever waits for a task is answered now (ShuttingDown)."""
+        for deployment in self._running.values():
+            with contextlib.suppress(LlamactlError):
+                deployment.control_plane.begin_shutdown()
+
     async def close(self) -> None:
         """Stop every deployment (in parallel; each one's workers drain)."""
         names = list(self._running)

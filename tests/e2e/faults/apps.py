@@ -10,6 +10,7 @@ from pathlib import Path
 
 from llamactl.server.control_plane import ControlPlane
 from llamactl.server.types import TaskRecord
+from tests.llamactl.serving import FLOWS
 
 FUNCS = '''
 import asyncio
@@ -39,6 +40,14 @@ async def work(key: str, seconds: float = 0.2, first: float | None = None, die: 
         os._exit(17)
     await asyncio.sleep(float(seconds if again or first is None else first))
     return f"done {key}"
+
+
+async def ticks(key: str, n: int = 10, every: float = 0.2):
+    """Streams ``n`` events, one every ``every`` seconds; the last one is the result."""
+    _ran(key)
+    for i in range(int(n)):
+        await asyncio.sleep(float(every))
+        yield {"i": i}
 
 
 async def block(key: str, seconds: float) -> str:
@@ -82,6 +91,7 @@ def write_fault_app(
     runs = folder / "runs"
     runs.mkdir(exist_ok=True)
     (src / "funcs.py").write_text(FUNCS)
+    (src / "flows.py").write_text(FLOWS)
     doc: dict[str, object] = {"name": name, "services": {}}
     for service_id, settings in services.items():
         doc["services"][service_id] = {  # type: ignore[index]
