@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -44,6 +44,43 @@ def serve(
         envvar="LLAMACTL_API_TOKEN",
         help="Token every request must carry (Authorization: Bearer TOKEN).",
     ),
+    allowed_hosts: list[str] | None = typer.Option(
+        None,
+        "--allowed-host",
+        metavar="NAME",
+        help="Also answer requests addressed to this host name (Host header); repeatable. Loopback names "
+        "and --host are always served; others are refused, so a web page cannot reach the server through "
+        "DNS rebinding. *.example.com matches subdomains; * any name (needs --token).",
+        show_default=False,
+    ),
+    allow_origins: list[str] | None = typer.Option(
+        None,
+        "--allow-origin",
+        metavar="ORIGIN",
+        help="Let web pages of this origin (e.g. http://localhost:3000) call the API from a browser; "
+        "repeatable. Requests from any other page are refused.",
+        show_default=False,
+    ),
+    max_body_size: str = typer.Option(
+        "4M",
+        "--max-body-size",
+        metavar="SIZE",
+        help="Largest request body accepted (bytes, or 512K, 16M, 1G).",
+    ),
+    deployments_roots: list[Path] | None = typer.Option(
+        None,
+        "--deployments-root",
+        metavar="DIR",
+        help="Let `llamactl deploy` load deployments from under this folder too; repeatable. By default only "
+        "the folders of the FILEs given here are allowed.",
+        show_default=False,
+    ),
+    allow_install: bool = typer.Option(
+        False,
+        "--allow-install",
+        help="Install the services' python-dependencies (into each deployment's own .llamactl/venv). "
+        "Without it a deployment that lists any is refused.",
+    ),
     watch: bool = typer.Option(
         False,
         "--watch",
@@ -61,15 +98,26 @@ def serve(
     """
     import asyncio
 
-    from llamactl.server.errors import DeploymentConfigError, LlamactlError, WorkflowLoadError
+    from llamactl.server.apiserver.policy import parse_size
+    from llamactl.server.errors import DeploymentConfigError, InvalidRequest, LlamactlError, WorkflowLoadError
 
     for file in files or []:
         if not file.is_file():
             fail(f"no deployment file at {file}", "pass the path of a deployment.yml", ExitCode.USAGE)
-    token = token or settings(ctx).token
+    try:
+        options = {
+            "token": token or settings(ctx).token,
+            "allowed_hosts": allowed_hosts or [],
+            "allowed_origins": allow_origins or [],
+            "max_body_size": parse_size(max_body_size),
+            "deployments_roots": deployments_roots or [],
+            "allow_install": allow_install,
+        }
+    except InvalidRequest as exc:
+        fail(str(exc), None, ExitCode.USAGE)
     try:
         with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
-            runner.run(_serve(host, port, token, files or [], watch))
+            runner.run(_serve(host, port, files or [], watch, options))
     except DeploymentConfigError as exc:
         fail(str(exc), "fix the file, then run the command again", ExitCode.CONFIG)
     except WorkflowLoadError as exc:
@@ -97,7 +145,7 @@ def serve(
         raise typer.Exit(ExitCode.INTERRUPTED) from None
 
 
-async def _serve(host: str, port: int, token: str | None, files: list[Path], watch: bool) -> None:
+async def _serve(host: str, port: int, files: list[Path], watch: bool, options: dict[str, Any]) -> None:
     import asyncio
     import signal
 
@@ -120,12 +168,12 @@ async def _serve(host: str, port: int, token: str | None, files: list[Path], wat
         await run_server(
             host=host,
             port=port,
-            token=token,
             deployment_files=files,
             on_ready=_on_ready,
             on_event=say,
             stop=stop,
             watch=watch,
+            **options,
         )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

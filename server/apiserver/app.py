@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable
 
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 
-from llamactl.server.apiserver.auth import BearerTokenMiddleware
-from llamactl.server.apiserver.errors import CatchAllMiddleware, exception_handlers
+from llamactl.server.apiserver.errors import exception_handlers
+from llamactl.server.apiserver.guard import middleware_for
+from llamactl.server.apiserver.policy import AccessPolicy, DeploymentRoots
 from llamactl.server.apiserver.routes import dashboard, deployments, sessions, status, tasks
 from llamactl.server.deployment.manager import DeploymentManager
 
@@ -20,7 +20,8 @@ __all__ = ["create_app"]
 def create_app(
     manager: DeploymentManager,
     *,
-    token: str | None = None,
+    access: AccessPolicy | None = None,
+    roots: DeploymentRoots | None = None,
     keepalive: float = 15.0,
     on_event: Callable[[str], None] | None = None,
 ) -> Starlette:
@@ -28,23 +29,23 @@ def create_app(
 
     Args:
         manager: the deployments to serve (the app never closes them; its owner does).
-        token: when set, every request but ``GET /healthz`` needs ``Authorization: Bearer <token>``.
+        access: which hosts, origins and token are served, and the body size limit (default:
+            loopback only, no browser origin, no token, 4 MiB).
+        roots: the folders ``/deployments/create`` may load from (default: none).
         keepalive: seconds between ``: keepalive`` comments on idle SSE streams.
         on_event: called with one human line per service that comes up after a deploy.
 
     ``app.state.stopping`` is an asyncio.Event: set it to end every open stream (shutdown).
     """
-    middleware = [Middleware(CatchAllMiddleware)]
-    if token:
-        middleware.append(Middleware(BearerTokenMiddleware, token=token))
     app = Starlette(
         # Starlette tries routes in order: the task routes (the hot path) go first. No two
         # groups' paths overlap, so the order changes nothing else.
         routes=[*tasks.routes, *sessions.routes, *status.routes, *deployments.routes, *dashboard.routes],
-        middleware=middleware,
+        middleware=middleware_for(access or AccessPolicy()),
         exception_handlers=exception_handlers,
     )
     app.state.manager = manager
+    app.state.roots = roots or DeploymentRoots()
     app.state.keepalive = keepalive
     app.state.on_event = on_event
     app.state.started_at = time.time()

@@ -10,23 +10,51 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Annotated
 
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from llamactl.server.apiserver.auth import BearerTokenMiddleware
-from llamactl.server.apiserver.common import PAGE_MAX, json_response, model_list_response, model_response
-from llamactl.server.apiserver.errors import CatchAllMiddleware, exception_handlers
+from llamactl.server.apiserver.common import json_response, model_list_response, model_response
+from llamactl.server.apiserver.errors import exception_handlers
+from llamactl.server.apiserver.guard import middleware_for
+from llamactl.server.apiserver.policy import AccessPolicy
 from llamactl.server.apiserver.streams import task_events_ndjson
+from llamactl.server.apiserver.validation import (
+    PAGE_MAX,
+    event_definition,
+    id_field,
+    json_body,
+    model_body,
+    path_id,
+    query_id,
+    task_definition,
+)
 from llamactl.server.deployment import Deployment
 from llamactl.server.errors import InvalidRequest, ServiceNotFound, TaskNotFound
-from llamactl.server.types import EventDefinition, ServiceDefinition, TaskDefinition
+from llamactl.server.types import ServiceDefinition, TaskDefinition
 
 __all__ = ["create_control_plane_app"]
+
+MAX_REGISTERED = 256
+"""Service definitions ``POST /services/register`` keeps (they are only listed back)."""
+
+
+class _ServiceRegistration(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    service_name: Annotated[StrictStr, id_field("service_name")]
+    description: StrictStr = Field(default="", max_length=10_000)
+    prompt: list[object] = Field(default_factory=list, max_length=1_000)
+    host: StrictStr | None = Field(default=None, max_length=255)
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+
+def _session_id(request: Request) -> str:
+    return path_id(request, "session_id", "session id")
 
 
 def _deployment(request: Request) -> Deployment:
@@ -70,7 +98,7 @@ async def list_services(request: Request) -> Response:
 
 async def get_service(request: Request) -> Response:
     """One service's definition."""
-    name = request.path_params["service_name"]
+    name = path_id(request, "service_name", "service name")
     services = _service_definitions(request)
     if name not in services:
         raise ServiceNotFound(name, _deployment(request).name, list(services))
@@ -79,15 +107,21 @@ async def get_service(request: Request) -> Response:
 
 async def register_service(request: Request) -> Response:
     """Record a service definition (listed by ``GET /services``; tasks still go to configured services)."""
-    definition = ServiceDefinition.model_validate_json(await request.body())
-    request.app.state.registered[definition.service_name] = definition
+    body = await model_body(request, _ServiceRegistration)
+    registered: dict[str, ServiceDefinition] = request.app.state.registered
+    if body.service_name not in registered and len(registered) >= MAX_REGISTERED:
+        raise InvalidRequest(
+            f"{MAX_REGISTERED} services are registered already: deregister one with "
+            "POST /services/deregister?service_name=NAME first"
+        )
+    registered[body.service_name] = ServiceDefinition.model_validate(body.model_dump())
     return json_response(_deployment(request).config.control_plane.model_dump(mode="json"))
 
 
 async def deregister_service(request: Request) -> Response:
     """Forget a service registered with ``POST /services/register``."""
-    name = request.query_params.get("service_name")
-    if not name:
+    name = query_id(request, "service_name", "service name")
+    if name is None:
         raise InvalidRequest(
             "query parameter 'service_name' is required: POST /services/deregister?service_name=NAME"
         )
@@ -110,19 +144,18 @@ async def list_sessions(request: Request) -> Response:
 async def get_session(request: Request) -> Response:
     """One session."""
     cp = _deployment(request).control_plane
-    return model_response(await cp.get_session(request.path_params["session_id"]))
+    return model_response(await cp.get_session(_session_id(request)))
 
 
 async def delete_session(request: Request) -> Response:
     """Delete a session."""
-    await _deployment(request).control_plane.delete_session(request.path_params["session_id"])
+    await _deployment(request).control_plane.delete_session(_session_id(request))
     return json_response(None)
 
 
 async def add_task(request: Request) -> Response:
     """Queue a task in the session; answers its id as a JSON string."""
-    definition = TaskDefinition.model_validate_json(await request.body())
-    definition.session_id = request.path_params["session_id"]
+    definition = await task_definition(request, session_id=_session_id(request))
     record = await _deployment(request).control_plane.create_task(definition)
     return json_response(record.task_id)
 
@@ -130,7 +163,7 @@ async def add_task(request: Request) -> Response:
 async def session_tasks(request: Request) -> Response:
     """The session's tasks as TaskDefinitions, oldest first."""
     cp = _deployment(request).control_plane
-    session_id = request.path_params["session_id"]
+    session_id = _session_id(request)
     await cp.get_session(session_id)
     tasks, _ = await cp.list_tasks(session_id, limit=PAGE_MAX)
     return model_list_response(TaskDefinition, [t.to_definition() for t in tasks])
@@ -139,7 +172,7 @@ async def session_tasks(request: Request) -> Response:
 async def current_task(request: Request) -> Response:
     """The session's newest task (``null`` if it has none)."""
     cp = _deployment(request).control_plane
-    session_id = request.path_params["session_id"]
+    session_id = _session_id(request)
     await cp.get_session(session_id)
     tasks, _ = await cp.list_tasks(session_id, limit=1, descending=True)
     return model_response(tasks[0].to_definition()) if tasks else json_response(None)
@@ -147,8 +180,9 @@ async def current_task(request: Request) -> Response:
 
 async def _session_task(request: Request) -> str:
     cp = _deployment(request).control_plane
-    task = await cp.get_task(request.path_params["task_id"])
-    if task.session_id != request.path_params["session_id"]:
+    session_id = _session_id(request)
+    task = await cp.get_task(path_id(request, "task_id", "task id"))
+    if task.session_id != session_id:
         raise TaskNotFound(task.task_id, cp.deployment)
     return task.task_id
 
@@ -170,19 +204,19 @@ async def result_stream(request: Request) -> Response:
 async def send_event(request: Request) -> Response:
     """Send a serialized workflows Event into the running task."""
     task_id = await _session_task(request)
-    definition = EventDefinition.model_validate_json(await request.body())
+    definition = await event_definition(request)
     await _deployment(request).control_plane.send_event(task_id, definition.event_obj_str)
     return json_response(None)
 
 
 def _state_key(request: Request) -> tuple[str, str]:
-    return f"{_deployment(request).name}/session_state", request.path_params["session_id"]
+    return f"{_deployment(request).name}/session_state", _session_id(request)
 
 
 async def get_state(request: Request) -> Response:
     """The session's free-form state dict."""
     cp = _deployment(request).control_plane
-    await cp.get_session(request.path_params["session_id"])
+    await cp.get_session(_session_id(request))
     stored = await cp.records.store.get(*_state_key(request))
     return Response(stored.value if stored else b"{}", media_type="application/json")
 
@@ -190,8 +224,8 @@ async def get_state(request: Request) -> Response:
 async def set_state(request: Request) -> Response:
     """Replace the session's free-form state dict."""
     cp = _deployment(request).control_plane
-    await cp.get_session(request.path_params["session_id"])
-    state: Any = json.loads(await request.body() or b"{}")
+    await cp.get_session(_session_id(request))
+    state = await json_body(request)
     if not isinstance(state, dict):
         raise InvalidRequest("the session state must be a JSON object")
     await cp.records.store.put(*_state_key(request), json.dumps(state).encode())
@@ -222,15 +256,17 @@ ROUTES = [
 ]
 
 
-def create_control_plane_app(deployment: Deployment, *, token: str | None = None) -> Starlette:
+def create_control_plane_app(deployment: Deployment, *, access: AccessPolicy | None = None) -> Starlette:
     """Llama Deploy 0.8's control-plane API over one running deployment.
 
+    ``access`` is the API server's policy (hosts, origins, token, body size), applied here too.
     ``app.state.stopping`` is an asyncio.Event: set it to end the open result streams.
     """
-    middleware = [Middleware(CatchAllMiddleware)]
-    if token:
-        middleware.append(Middleware(BearerTokenMiddleware, token=token))
-    app = Starlette(routes=list(ROUTES), middleware=middleware, exception_handlers=exception_handlers)
+    app = Starlette(
+        routes=list(ROUTES),
+        middleware=middleware_for(access or AccessPolicy()),
+        exception_handlers=exception_handlers,
+    )
     app.state.deployment = deployment
     app.state.registered = {}
     app.state.stopping = asyncio.Event()

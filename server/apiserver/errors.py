@@ -2,6 +2,14 @@
 
 The engine's exception tree maps to statuses here, once, so routes just raise. Anything that
 is not an error on purpose is a bug: the client gets a generic 500 and the traceback is logged.
+
+The API adds a few refusals of its own under the engine's ``InvalidRequest``::
+
+    InvalidRequest                    400
+    ├── Forbidden                     403: the server's policy refuses it (a folder, an install)
+    ├── BodyTooLarge                  413: the body is over --max-body-size
+    ├── UnsupportedMediaType          415: a JSON route got another Content-Type
+    └── UnprocessableBody             422: the JSON body does not match the model (FastAPI's shape)
 """
 
 from __future__ import annotations
@@ -31,11 +39,53 @@ from llamactl.server.errors import (
     WorkflowLoadError,
 )
 
-__all__ = ["CatchAllMiddleware", "error_response", "exception_handlers", "status_for"]
+__all__ = [
+    "BodyTooLarge",
+    "CatchAllMiddleware",
+    "Forbidden",
+    "UnprocessableBody",
+    "UnsupportedMediaType",
+    "error_response",
+    "exception_handlers",
+    "status_for",
+]
 
 log = logging.getLogger("llamactl.server.apiserver")
 
+
+class Forbidden(InvalidRequest):
+    """The request is well formed but the server was not started to allow it."""
+
+
+class BodyTooLarge(InvalidRequest):
+    """The request body is larger than the server accepts."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the request body is larger than {limit} bytes, the most this server accepts: "
+            "send less, or start the server with a larger --max-body-size"
+        )
+        self.limit = limit
+
+
+class UnsupportedMediaType(InvalidRequest):
+    """The body is not of a type the route reads."""
+
+
+class UnprocessableBody(InvalidRequest):
+    """The JSON body does not match the route's model; ``errors`` is FastAPI's list of problems."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        first = errors[0]["msg"] if errors else "invalid body"
+        super().__init__(f"the request body does not match the model: {first}")
+        self.errors = errors
+
+
 _STATUSES: tuple[tuple[type[BaseException], int], ...] = (
+    (Forbidden, 403),
+    (BodyTooLarge, 413),
+    (UnsupportedMediaType, 415),
+    (UnprocessableBody, 422),
     (NotFound, 404),
     (Conflict, 409),
     (DeploymentUnavailable, 503),
@@ -65,12 +115,20 @@ def error_response(status_code: int, detail: Any, **extra: Any) -> Response:
 
 
 async def _engine_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, UnprocessableBody):
+        return error_response(422, exc.errors)
     # A caller that waited for a task learns which one and where it stands, so it can follow it
     # instead of sending it again.
     extra = {k: v for k in ("task_id", "status") if (v := getattr(exc, k, None)) is not None}
-    response = error_response(status_for(exc), str(exc), **extra)
+    detail = str(exc)
+    if isinstance(exc, StateStoreError | MessageQueueError):
+        # Nothing of the request was kept: the caller may simply send it again.
+        detail = f"the server cannot record this right now ({exc}): nothing was kept, try again in a moment"
+    response = error_response(status_for(exc), detail, **extra)
     if isinstance(exc, Overloaded):
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    elif isinstance(exc, StateStoreError | MessageQueueError):
+        response.headers["Retry-After"] = "1"
     return response
 
 

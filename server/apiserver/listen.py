@@ -9,26 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 from collections.abc import Generator
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from llamactl.server.hosts import is_loopback
+
 __all__ = ["UvicornServer", "bind_sockets", "is_loopback", "url_for"]
 
 _STARTUP_TIMEOUT = 30.0
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def url_for(host: str, port: int) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from llamactl.server.apiserver.app import create_app
 from llamactl.server.apiserver.control_plane_app import create_control_plane_app
 from llamactl.server.apiserver.listen import UvicornServer, is_loopback
+from llamactl.server.apiserver.policy import DEFAULT_MAX_BODY_SIZE, AccessPolicy, DeploymentRoots
 from llamactl.server.apiserver.watching import Watchers
 from llamactl.server.config import DeploymentConfig, load_deployment_file
 from llamactl.server.deployment import Deployment
@@ -28,8 +29,8 @@ EventCallback = Callable[[str], None]
 class ControlPlaneServers:
     """Serves each deployment's control plane on its ``control-plane.port`` while it runs."""
 
-    def __init__(self, token: str | None, on_event: EventCallback | None) -> None:
-        self._token = token
+    def __init__(self, access: AccessPolicy, on_event: EventCallback | None) -> None:
+        self._access = access
         self._on_event = on_event
         self._servers: dict[str, tuple[UvicornServer, asyncio.Event]] = {}
 
@@ -44,13 +45,13 @@ class ControlPlaneServers:
         if settings.port is None:
             return
         host = settings.host
-        if not is_loopback(host) and not self._token:
+        if not is_loopback(host) and not self._access.token:
             self._say(
                 f"{deployment.name}: control plane asked for {host}:{settings.port} but the server has "
                 "no token, so it listens on 127.0.0.1 only (start with --token to expose it)"
             )
             host = "127.0.0.1"
-        app = create_control_plane_app(deployment, token=self._token)
+        app = create_control_plane_app(deployment, access=self._access.with_bind_host(host))
         server = UvicornServer(app, host, settings.port)
         await server.start()
         self._servers[deployment.name] = (server, app.state.stopping)
@@ -93,11 +94,23 @@ async def serve(
     on_event: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
     watch: bool = False,
+    allowed_hosts: Sequence[str] = (),
+    allowed_origins: Sequence[str] = (),
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    deployments_roots: Sequence[Path] = (),
+    allow_install: bool = False,
 ) -> None:
     """Serve the HTTP API until ``stop`` is set, with the deployments of ``deployment_files``.
 
     With ``watch``, each deployment loaded from a file is hot-reloaded when its sources or the
     file itself change (one ``on_event`` line per reload); the server and its streams stay up.
+
+    Who is served: requests whose ``Host`` is a loopback name, ``host`` itself or one of
+    ``allowed_hosts``; browser requests only from ``allowed_origins`` (or the server's own
+    pages); bodies up to ``max_body_size`` bytes; with ``token``, only requests that carry it.
+    ``/deployments/create`` loads deployments only from under the folders of
+    ``deployment_files`` and ``deployments_roots``; ``python-dependencies`` are installed (into
+    each deployment's own venv) only with ``allow_install``.
 
     Runs in the caller's event loop and installs no signal handlers: the caller sets ``stop``
     on SIGINT/SIGTERM. ``port=0`` picks an ephemeral port; ``on_ready`` gets the real URL once
@@ -106,7 +119,8 @@ async def serve(
     their tasks).
 
     Raises:
-        InvalidRequest: ``host`` is not a loopback address and no token was given.
+        InvalidRequest: ``host`` is not a loopback address and no token was given, or an allowed
+            host, origin, size or root is malformed.
         OSError: the port is taken.
         DeploymentConfigError, WorkflowLoadError, TimeoutError: a deployment file is wrong or
             its services did not come up (everything started so far is stopped first).
@@ -117,14 +131,30 @@ async def serve(
             "Pass --token or set LLAMACTL_API_TOKEN (clients send the same token), "
             "or bind to 127.0.0.1"
         )
+    access = AccessPolicy(
+        token=token,
+        allowed_hosts=tuple(allowed_hosts),
+        allowed_origins=tuple(allowed_origins),
+        max_body_size=max_body_size,
+    ).with_bind_host(host)
+    roots = DeploymentRoots.of(deployment_files, deployments_roots)
+    if host.strip("[]") in ("", "0.0.0.0", "::") and not access.allowed_hosts:
+        note = (
+            f"listening on every address ({host}), but only requests addressed to a loopback name are "
+            "served: add --allowed-host NAME for each name or address other machines use to reach this one"
+        )
+        if on_event is not None:
+            on_event(note)
+        else:
+            log.warning("%s", note)
     stop = stop if stop is not None else asyncio.Event()
-    manager = DeploymentManager()
-    control_planes = ControlPlaneServers(token, on_event)
+    manager = DeploymentManager(allow_install=allow_install)
+    control_planes = ControlPlaneServers(access, on_event)
     manager.add_hooks(control_planes)
     watchers = Watchers(on_event) if watch else None
     if watchers is not None:
         manager.add_hooks(watchers)
-    app = create_app(manager, token=token, on_event=on_event)
+    app = create_app(manager, access=access, roots=roots, on_event=on_event)
     http = UvicornServer(app, host, port)
     try:
         await http.start()
@@ -139,6 +169,9 @@ async def serve(
             on_ready(http.url)
         await stop.wait()
     finally:
+        # Waiters answer 503 (with their task's id and status) at once, instead of holding the
+        # HTTP server's drain open until their task ends.
+        manager.begin_shutdown()
         app.state.stopping.set()
         await http.stop()
         if watchers is not None:

@@ -16,12 +16,11 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from llamactl.server.control_plane import ControlPlane
-from llamactl.server.errors import InvalidRequest, LlamactlError
+from llamactl.server.errors import LlamactlError
 from llamactl.server.types import EventEnvelope
 
 __all__ = [
     "change_feed_sse",
-    "resume_seq",
     "sse_frame",
     "task_events_ndjson",
     "task_events_sse",
@@ -40,19 +39,6 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 def wants_sse(request: Request) -> bool:
     return "text/event-stream" in request.headers.get("accept", "")
-
-
-def resume_seq(request: Request, from_seq: int | None) -> int:
-    """Where a stream starts: after ``Last-Event-ID`` if sent, else ``from_seq``, else 0."""
-    last = request.headers.get("last-event-id")
-    if last is not None and last.strip():
-        try:
-            return int(last) + 1
-        except ValueError:
-            raise InvalidRequest(
-                f"Last-Event-ID must be the integer id of the last event received, got '{last}'"
-            ) from None
-    return from_seq or 0
 
 
 def sse_frame(event: str, data: str, event_id: int | None = None) -> bytes:

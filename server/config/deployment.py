@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
@@ -16,7 +17,7 @@ from llamactl.server.config.models import (
     SourceType,
     _Model,
 )
-from llamactl.server.config.paths import resolve_inside
+from llamactl.server.config.paths import resolve_inside, resolve_under
 from llamactl.server.config.yaml_lines import KeyPath, LineIndex, format_key_path
 from llamactl.server.errors import DeploymentConfigError, ServiceNotFound
 
@@ -113,8 +114,28 @@ class DeploymentConfig(_Model):
 
     @property
     def state_store_uri(self) -> str:
-        """``control-plane.state_store_uri``, else an SQLite file under :attr:`state_dir`."""
-        return self.control_plane.state_store_uri or f"sqlite:///{self.state_dir}/state.sqlite"
+        """``control-plane.state_store_uri``, else an SQLite file under :attr:`state_dir`.
+
+        Raises:
+            DeploymentConfigError: an ``sqlite://`` file outside the deployment folder.
+        """
+        uri = self.control_plane.state_store_uri
+        if uri is None:
+            return f"sqlite:///{self.state_dir}/state.sqlite"
+        parts = urlsplit(uri)
+        path = parts.path[1:] if parts.path.startswith("/") else ""
+        if parts.scheme.lower() == "sqlite" and not parts.netloc and path and path != ":memory:":
+            # As the state store opens it: a relative path is relative to the current folder.
+            target = (Path.cwd() / path).resolve()
+            if not target.is_relative_to(self.base_path.resolve()):
+                where = self._spelling(("control-plane",), "state-store-uri", "state_store_uri")
+                section = self._spelling((), "control-plane", "control_plane")
+                raise self._error(
+                    (*section, where[-1]),
+                    f"the SQLite file {target} is outside the deployment folder {self.base_path.resolve()}: "
+                    "keep it inside (e.g. leave state-store-uri out for .llamactl/state.sqlite)",
+                )
+        return uri
 
     # --- paths and environment -----------------------------------------------------------------
 
@@ -147,19 +168,36 @@ class DeploymentConfig(_Model):
         Llama Deploy 0.8/0.9 resolve ``import-path`` against the deployment folder
         (``source: src`` with ``path: src/workflow:app``); a path written relative to the source
         folder (``workflow:app``) works too. The source folder wins when the module is found there.
+
+        Raises:
+            DeploymentConfigError: the module's folder, file or package resolves outside the
+                deployment folder (a symlink pointing out).
         """
         source = self.source_dir(service_id)
         import_path = self.service(service_id).import_path
-        if import_path is None or source == self.base_path:
+        if import_path is None:
             return source
         module = import_path.partition(":")[0]
         folder, _, dotted = module.rpartition("/")
-        top = dotted.split(".")[0]
-        for root in (source, self.base_path):
+        top = dotted.removesuffix(".py").split(".")[0]
+        roots = [source] if source == self.base_path else [source, self.base_path]
+        for root in roots:
             candidate = root / folder / top
             if candidate.is_dir() or candidate.with_suffix(".py").is_file():
+                self._check_module_inside(service_id, import_path, candidate)
                 return root
         return source
+
+    def _check_module_inside(self, service_id: str, import_path: str, candidate: Path) -> None:
+        inside = self.base_path.resolve()
+        for path in (candidate.parent, candidate, candidate.with_suffix(".py")):
+            if path.exists() and not path.resolve().is_relative_to(inside):
+                where = self._spelling(("services", service_id), "import-path", "path")
+                raise self._error(
+                    where,
+                    f"import path '{import_path}' leads to {path.resolve()}, outside the deployment folder "
+                    f"{inside} (a symlink pointing out is not allowed): keep the code inside it",
+                )
 
     def service_env(self, service_id: str) -> dict[str, str]:
         """The service's ``env`` overridden by its ``env-files`` (later files win).
@@ -179,7 +217,11 @@ class DeploymentConfig(_Model):
             roots.insert(0, self.source_dir(service_id))
         for index, entry in enumerate(service.env_files):
             where = (*self._spelling(("services", service_id), "env-files", "env_files"), index)
-            found = next((root / entry for root in roots if (root / entry).is_file()), None)
+            try:
+                candidates = [resolve_under(root, self.base_path, entry, "env file") for root in roots]
+            except ValueError as exc:
+                raise self._error(where, str(exc)) from None
+            found = next((c for c in candidates if c.is_file()), None)
             if found is None:
                 looked = " or ".join(str(root) for root in dict.fromkeys(roots))
                 raise self._error(where, f"env file '{entry}' not found in {looked}")
@@ -187,11 +229,19 @@ class DeploymentConfig(_Model):
                 env.update(parse_env_file(found))
             except EnvFileError as exc:
                 raise self._error(where, f"{found}:{exc.line}: {exc.problem}") from None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise self._error(where, f"cannot read env file {found}: {exc}") from None
+            except UnicodeDecodeError:
+                raise self._error(where, f"cannot read env file {found}: it is not UTF-8 text") from None
+            except OSError as exc:
+                raise self._error(
+                    where, f"cannot read env file {found}: {exc.strerror or 'unreadable'}"
+                ) from None
         return env
 
     # --- error helpers -------------------------------------------------------------------------
+
+    def service_key_error(self, service_id: str, key: str, problem: str) -> DeploymentConfigError:
+        """An error at ``services.<service_id>.<key>`` (dashed key; the file's spelling is used)."""
+        return self._error(self._spelling(("services", service_id), key, key.replace("-", "_")), problem)
 
     def _spelling(self, parent: KeyPath, *spellings: str) -> KeyPath:
         """The key path with the spelling the file used (the first one when absent)."""

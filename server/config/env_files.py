@@ -22,7 +22,10 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
 
 
 class EnvFileError(ValueError):
-    """A line of an env file cannot be read. ``line`` is 1-based."""
+    """A line of an env file cannot be read. ``line`` is 1-based.
+
+    The message never quotes the file: an env file holds secrets, and errors travel to clients and logs.
+    """
 
     def __init__(self, line: int, problem: str) -> None:
         super().__init__(f"line {line}: {problem}")
@@ -50,11 +53,11 @@ def parse_env_text(text: str, environ: Mapping[str, str] | None = None) -> dict[
         start_line = line
         match = _KEY.match(text, pos + (len(raw) - len(raw.lstrip())))
         if match is None:
-            raise EnvFileError(line, f"expected KEY=value, got {stripped!r}")
+            raise EnvFileError(line, "expected KEY=value (or a # comment)")
         key = match.group(1)
         if match.group(2) is None:
             if raw[match.end() - pos :].strip() and not raw[match.end() - pos :].lstrip().startswith("#"):
-                raise EnvFileError(line, f"expected KEY=value, got {stripped!r}")
+                raise EnvFileError(line, "expected KEY=value, got a name followed by other text")
             pos, line = (len(text) if end == -1 else end + 1), line + 1
             continue
         value, pos, line = _read_value(text, match.end(), line, values, env)
@@ -84,7 +87,7 @@ def _read_value(
             end = text.find("\n", i)
             rest = text[i + 1 : len(text) if end == -1 else end].strip()
             if rest and not rest.startswith("#"):
-                raise EnvFileError(line, f"unexpected text after the closing quote: {rest!r}")
+                raise EnvFileError(line, "unexpected text after the closing quote (a comment needs a #)")
             value = "".join(out)
             if quote == '"':
                 value = _expand(value, values, env)

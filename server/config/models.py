@@ -138,6 +138,21 @@ class ServiceConfig(_Model):
             raise ValueError(f"expected a list, got {describe(value)}: write it as [{value!r}]")  # noqa: TRY004
         return value
 
+    @field_validator("env_files")
+    @classmethod
+    def _env_files_stay_inside(cls, value: list[str]) -> list[str]:
+        # Only the text here; service_env() also resolves symlinks.
+        for entry in value:
+            check_relative(entry, "an env file", "file")
+        return value
+
+    @field_validator("watch")
+    @classmethod
+    def _globs_stay_inside(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            check_relative(pattern, "a watch glob", "file")
+        return value
+
     @field_validator("ts_dependencies", mode="before")
     @classmethod
     def _map_or_empty(cls, value: Any) -> Any:
@@ -171,6 +186,8 @@ class ControlPlaneConfig(_Model):
         default=10_000, validation_alias=keys("change-feed-retention")
     )
     """Change-feed entries kept (ours)."""
+    prune_interval: PositiveNumber = Field(default=60.0, validation_alias=keys("prune-interval"))
+    """Seconds between two retention passes (ours)."""
     wait_timeout: PositiveNumber = Field(default=300.0, validation_alias=keys("wait-timeout"))
     """Seconds ``tasks/run`` waits for a task of a service that sets no ``timeout`` (ours)."""
 

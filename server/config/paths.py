@@ -1,24 +1,27 @@
-"""Keeping local sources inside the deployment folder."""
+"""Keeping every path of a deployment file (sources, env files, ...) inside the deployment folder."""
 
 from __future__ import annotations
 
 import posixpath
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-__all__ = ["check_relative", "resolve_inside"]
+__all__ = ["check_relative", "resolve_inside", "resolve_under"]
 
 
-def check_relative(location: str, what: str) -> None:
+def check_relative(location: str, what: str, kind: str = "folder") -> None:
     """Raise ``ValueError`` unless ``location`` is a relative path that stays inside its base folder.
 
-    Only the text is looked at (``..`` and absolute paths); :func:`resolve_inside` also follows
-    symlinks on disk.
+    Only the text is looked at (``..``, absolute paths, NUL); :func:`resolve_inside` and
+    :func:`resolve_under` also follow symlinks on disk. ``kind`` ("folder", "file") words the message.
     """
     if not location.strip():
-        raise ValueError(f"{what} needs a folder, e.g. '.' or 'src'")
+        example = "'.' or 'src'" if kind == "folder" else "'.env'"
+        raise ValueError(f"{what} needs a {kind}, e.g. {example}")
+    if "\x00" in location:
+        raise ValueError(f"{what} is not a path: it holds a NUL character")
     if PurePosixPath(location).is_absolute() or PureWindowsPath(location).is_absolute():
         raise ValueError(
-            f"{what} must be a folder relative to the deployment file, got the absolute path '{location}'"
+            f"{what} must be a {kind} relative to the deployment file, got the absolute path '{location}'"
         )
     normalized = posixpath.normpath(location.replace("\\", "/"))
     if normalized == ".." or normalized.startswith("../"):
@@ -43,4 +46,23 @@ def resolve_inside(base: Path, location: str, what: str) -> Path:
         raise ValueError(f"{what} folder '{location}' does not exist in {root}")
     if not target.is_dir():
         raise ValueError(f"{what} '{location}' is a file, not a folder")
+    return target
+
+
+def resolve_under(root: Path, base: Path, location: str, what: str) -> Path:
+    """``root / location`` resolved (symlinks followed), if it stays inside ``base``.
+
+    ``root`` is ``base`` or a folder inside it (a service's source folder).
+
+    Raises:
+        ValueError: the location is absolute or leaves ``base`` (by ``..`` or a symlink).
+    """
+    check_relative(location, what, "file")
+    inside = base.resolve()
+    target = (root / location).resolve()
+    if not target.is_relative_to(inside):
+        raise ValueError(
+            f"{what} '{location}' resolves to {target}, outside the deployment folder {inside} "
+            "(a symlink pointing out is not allowed): keep it inside the deployment folder"
+        )
     return target

@@ -18,6 +18,11 @@ __all__ = ["KeyPath", "LineIndex", "format_key_path", "parse_yaml"]
 
 KeyPath = tuple[str | int, ...]
 
+MAX_VALUES = 100_000
+"""The most values a deployment file may hold once its aliases are expanded (a real one has hundreds)."""
+MAX_DEPTH = 100
+"""How deeply a deployment file may nest."""
+
 
 def format_key_path(path: KeyPath) -> str:
     """``('services', 'echo', 'env-files', 0)`` -> ``services.echo.env-files[0]``."""
@@ -77,12 +82,50 @@ def _normalize(path: KeyPath) -> KeyPath:
     return tuple(p if isinstance(p, int) else str(p) for p in path)
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_size(root: yaml.Node, file: str) -> None:
+    """Refuse a tree that nests too deeply or expands too far: a "billion laughs" file of a few
+    aliases expands to 10**9 values and would hold the server's event loop for hours."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = _children(node)
+        line = node.start_mark.line + 1
+        if children_done:
+            total = 1 + sum(sizes.get(id(child), 1) for child in children)
+            if total > MAX_VALUES:
+                raise DeploymentConfigError(
+                    file,
+                    "",
+                    line,
+                    f"the file expands to more than {MAX_VALUES} values (through YAML "
+                    "aliases?): write the repeated parts out",
+                )
+            sizes[id(node)] = total
+            continue
+        if depth > MAX_DEPTH:
+            raise DeploymentConfigError(file, "", line, f"the file nests more than {MAX_DEPTH} levels deep")
+        stack.append((node, depth, True))
+        stack.extend((child, depth + 1, False) for child in children if id(child) not in sizes)
+
+
 def parse_yaml(text: str, file: str) -> tuple[Any, LineIndex]:
     """Parse ``text`` with the safe loader; return the data and its line index.
 
     Raises:
         DeploymentConfigError: the text is not valid YAML (line and column from the YAML mark),
-            holds more than one document, or is empty.
+            holds more than one document, is empty, nests more than :data:`MAX_DEPTH` levels or
+            expands (through aliases) to more than :data:`MAX_VALUES` values.
     """
     loader = yaml.SafeLoader(text)
     try:
@@ -91,7 +134,12 @@ def parse_yaml(text: str, file: str) -> tuple[Any, LineIndex]:
             raise DeploymentConfigError(
                 file, "", None, "the file is empty: a deployment needs at least 'name:' and 'services:'"
             )
+        _check_size(node, file)
         data = loader.construct_document(node)
+    except RecursionError:
+        raise DeploymentConfigError(
+            file, "", None, f"the file nests more than {MAX_DEPTH} levels deep"
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None

@@ -27,6 +27,7 @@ from llamactl.server.control_plane.registry import ServiceRegistry
 from llamactl.server.control_plane.retention import Retention, RetentionPolicy
 from llamactl.server.control_plane.signals import TaskSignals
 from llamactl.server.errors import InvalidRequest, Overloaded, ShuttingDown, TaskFinished, TaskWaitTimeout
+from llamactl.server.ids import check_id
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.orchestrator import Orchestrator
@@ -165,6 +166,8 @@ class ControlPlane:
     # --- sessions ----------------------------------------------------------------------------
 
     async def create_session(self, session_id: str | None = None) -> SessionDefinition:
+        if session_id is not None:
+            check_id(session_id, "session id")
         record, _ = await self.records.create_session(session_id or str(uuid.uuid4()))
         return record.definition([])
 
@@ -193,6 +196,10 @@ class ControlPlane:
         """
         if self._stopping.is_set():
             raise ShuttingDown("the server is stopping: it takes no new tasks")
+        if definition.task_id:
+            check_id(definition.task_id, "task id")
+        if definition.session_id:
+            check_id(definition.session_id, "session id")
         route = self.orchestrator.route(definition.service_id)
         _decode_input(definition.input)
         await self._check_queue(route.service_id)
@@ -292,8 +299,8 @@ class ControlPlane:
                         return task.public()
                     if self._stopping.is_set():
                         raise ShuttingDown(
-                            f"the server is stopping; task '{task_id}' is {task.status.value} and goes on "
-                            "when it is back",
+                            f"the server is stopping; task '{task_id}' is {task.status.value}: ask for its "
+                            "result once the server is back (it finishes, or runs again, then)",
                             task_id=task_id,
                             status=task.status.value,
                         )

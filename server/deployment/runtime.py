@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 
 OutputCallback = Callable[[str, str], None]
 
+_SERVER_SECRETS = frozenset({"LLAMACTL_API_TOKEN"})
+"""The server's own secrets: user code in its workers never sees them."""
+
 
 class Deployment:
     """One deployment's engine. Start it with ``async with`` or :meth:`start` / :meth:`close`."""
@@ -62,6 +65,7 @@ class Deployment:
         stop_grace: float = 30.0,
         worker_output: OutputCallback | None = None,
         install_dependencies: bool = True,
+        allow_install: bool = False,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -73,6 +77,10 @@ class Deployment:
         self.stop_grace = stop_grace
         self._worker_output = worker_output
         self._install_dependencies = install_dependencies
+        self._allow_install = allow_install
+        """Whether python-dependencies may be installed (into the deployment's own venv)."""
+        self._python: Path | None = None
+        """The deployment venv's python when it has python-dependencies; else the server's."""
         self._store: StateStore | None = None
         self._broker: ZeroMQBroker | None = None
         self._queue: MessageQueue | None = None
@@ -105,8 +113,7 @@ class Deployment:
         config = self.config
         try:
             if self._install_dependencies:
-                for service in config.services.values():
-                    await install_python_dependencies(config, service)
+                self._python = await install_python_dependencies(config, allow_install=self._allow_install)
             self._store = open_state_store(config.state_store_uri)
             await self._store.start()
             self._broker = await self._start_broker()
@@ -152,7 +159,7 @@ class Deployment:
             journal = self.config.state_dir / f"{self.name}.mq.sqlite"
         broker = ZeroMQBroker(
             host=mq.host,
-            port=mq.port or 0,
+            port=mq.port,
             pub_port=mq.pub_port or 0,
             journal_path=journal,
             max_attempts=mq.max_attempts,
@@ -160,7 +167,16 @@ class Deployment:
             retention=mq.retention,
         )
         await broker.start()
+        if broker.beyond_loopback:
+            self.notice(
+                f"{self.name}: the message broker listens on {broker.client_config['router']}, reachable "
+                "from other machines; only workers holding this server's keys can connect"
+            )
         return broker
+
+    def notice(self, line: str) -> None:
+        """Something the person running the server should see (the API server prints it)."""
+        log.warning("%s", line)
 
     def worker_spec(self, service: ServiceConfig, replica_id: str, generation: int = 1) -> WorkerSpec:
         return WorkerSpec(
@@ -183,11 +199,12 @@ class Deployment:
         spec = self.worker_spec(service, replica_id, generation)
         return ProcessSpec(
             name=f"{self.name}/{replica_id}",
-            argv=[sys.executable, "-P", "-m", "llamactl.server.services"],
+            argv=[str(self._python or sys.executable), "-P", "-m", "llamactl.server.services"],
             # No .pyc of user code: CPython checks them by mtime in whole seconds and size, so a
             # quick edit of the same length would load the old code after a reload.
             env={WORKER_SPEC_ENV: spec.to_env(), "PYTHONDONTWRITEBYTECODE": "1"},
             cwd=Path(spec.source_dir),
+            hidden_env=_SERVER_SECRETS,
         )
 
     async def close(self) -> None:

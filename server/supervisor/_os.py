@@ -166,7 +166,7 @@ async def spawn(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=capture,
         stderr=asyncio.subprocess.STDOUT if output is not None else None,
-        env={**os.environ, **spec.env},
+        env={**{k: v for k, v in os.environ.items() if k not in spec.hidden_env}, **spec.env},
         cwd=spec.cwd,
         start_new_session=True,
         preexec_fn=_death_signal_hook(os.getpid()),

@@ -36,6 +36,8 @@ class ProcessSpec:
     argv: Sequence[str]
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    hidden_env: frozenset[str] = frozenset()
+    """Variables of our own environment the child must not see (secrets)."""
 
 
 @dataclass(frozen=True)

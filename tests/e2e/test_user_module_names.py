@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from llamactl.server.deployment import Deployment
 from llamactl.server.types import TaskStatus
 
@@ -53,3 +55,23 @@ async def test_user_modules_named_server_and_tui_are_the_users(tmp_path: Path) -
     assert result["config"] == "user config"
     assert Path(result["server_file"]).resolve() == (src / "server.py").resolve()
     assert result["ours_loaded"] == "True"
+
+
+async def test_user_code_never_sees_the_servers_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLAMACTL_API_TOKEN", "s3cret-token")
+    monkeypatch.setenv("SOME_USER_SETTING", "kept")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "peek.py").write_text(
+        "import os\n\n\nasync def peek() -> dict[str, str | None]:\n"
+        "    return {k: os.environ.get(k) for k in ('LLAMACTL_API_TOKEN', 'SOME_USER_SETTING')}\n"
+    )
+    (tmp_path / "deployment.yml").write_text(
+        "name: peek\nservices:\n  peek:\n    source: {type: local, location: src}\n    path: peek:peek\n"
+    )
+    async with Deployment.from_file(tmp_path / "deployment.yml") as deployment:
+        await deployment.wait_ready(timeout=60)
+        task = await deployment.run("peek", timeout=30)
+    assert task.result == {"LLAMACTL_API_TOKEN": None, "SOME_USER_SETTING": "kept"}

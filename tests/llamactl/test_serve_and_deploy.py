@@ -19,8 +19,9 @@ Invoke = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture(scope="module")
-def empty_server() -> Iterator[Server]:
-    server = Server()
+def empty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # `deploy` may load only from under the server's roots: the tests' tmp_path folders are below this one.
+    server = Server(extra=["--deployments-root", str(tmp_path_factory.getbasetemp())])
     try:
         yield server
     finally:
@@ -142,3 +143,21 @@ def test_the_listening_line_comes_after_the_deployments_are_ready(tmp_path: Path
         assert any("'early' is ready" in line for line in before)
     finally:
         assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["--max-body-size", "lots"], ExitCode.USAGE, "--max-body-size 'lots' is not a size"),
+        (["--allow-origin", "*"], ExitCode.ERROR, "neither * nor null"),
+        (["--allowed-host", "*"], ExitCode.ERROR, "DNS rebinding"),
+        (["--deployments-root", "/no/such/folder"], ExitCode.ERROR, "is not a folder"),
+    ],
+)
+def test_serve_refuses_unsafe_or_malformed_access_options(
+    args: list[str], code: ExitCode, needle: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLAMACTL_API_TOKEN", raising=False)
+    result = runner.invoke(app, ["serve", "--port", "0", *args])
+    assert result.exit_code == code, result.output
+    assert needle in result.stderr

@@ -12,17 +12,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from llamactl.server.apiserver.common import (
-    deployment_of,
-    json_response,
-    manager_of,
-    model_list_response,
-    query_bool,
-    query_int,
-)
-from llamactl.server.apiserver.errors import error_response
+from llamactl.server.apiserver.common import deployment_of, json_response, manager_of, model_list_response
+from llamactl.server.apiserver.errors import Forbidden, UnsupportedMediaType, error_response
 from llamactl.server.apiserver.multipart import read_form_file
-from llamactl.server.apiserver.streams import change_feed_sse, resume_seq
+from llamactl.server.apiserver.policy import DeploymentRoots
+from llamactl.server.apiserver.streams import change_feed_sse
+from llamactl.server.apiserver.validation import path_id, query_bool, query_int, resume_seq
 from llamactl.server.config import DeploymentConfig, load_deployment_text
 from llamactl.server.errors import Conflict, InvalidRequest, LlamactlError, NotFound
 from llamactl.server.types import ServiceStatus, TaskStatus
@@ -32,6 +27,7 @@ __all__ = ["routes"]
 log = logging.getLogger("llamactl.server.apiserver")
 
 RECENT_TASKS = 50
+_YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 
 
 async def list_deployments(request: Request) -> Response:
@@ -45,25 +41,41 @@ async def get_deployment(request: Request) -> Response:
 
 
 def _base_path(request: Request) -> Path:
+    """The folder the upload's relative paths resolve against: under one of the server's roots."""
     raw = request.query_params.get("base_path") or os.getcwd()
+    if "\x00" in raw or len(raw) > 4096:
+        raise InvalidRequest(
+            "base_path is not a folder path: pass the absolute folder of the deployment file"
+        )
     base = Path(raw).expanduser()
     if not base.is_absolute():
         base = Path.cwd() / base
-    if not base.is_dir():
+    roots: DeploymentRoots = request.app.state.roots
+    resolved = roots.check(base)
+    if not resolved.is_dir():
         raise InvalidRequest(
             f"base_path '{raw}' is not a folder on the server: pass the absolute folder that holds "
             "the deployment file (the server and its sources must share a filesystem)"
         )
-    return base
+    return resolved
 
 
-def _load_config(request: Request, body: bytes, base_path: Path) -> DeploymentConfig:
+def _upload_type(request: Request) -> str:
+    """The upload's Content-Type: multipart/form-data (Llama Deploy's client, ours) or YAML."""
     content_type = request.headers.get("content-type", "")
-    raw = (
-        read_form_file(body, content_type, "config_file")
-        if content_type.startswith("multipart/")
-        else body  # ours: the YAML as the whole body
-    )
+    media = content_type.partition(";")[0].strip().lower()
+    if media != "multipart/form-data" and media not in _YAML_TYPES:
+        raise UnsupportedMediaType(
+            "upload the deployment file as multipart/form-data in field 'config_file' (as `llamactl "
+            "deploy` and Llama Deploy's client do), or as the whole body with `Content-Type: "
+            "application/yaml`"
+        )
+    return content_type
+
+
+def _load_config(content_type: str, body: bytes, base_path: Path) -> DeploymentConfig:
+    multipart = content_type.partition(";")[0].strip().lower() == "multipart/form-data"
+    raw = read_form_file(body, content_type, "config_file") if multipart else body
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -86,13 +98,14 @@ async def create_deployment(request: Request) -> Response:
     """
     reload = query_bool(request, "reload")
     query_bool(request, "local")
+    content_type = _upload_type(request)
     base_path = _base_path(request)
-    config = _load_config(request, await request.body(), base_path)
+    config = _load_config(content_type, await request.body(), base_path)
     try:
         deployment = await manager_of(request).create(
             config, reload=reload, on_event=request.app.state.on_event
         )
-    except (NotFound, Conflict):
+    except (NotFound, Conflict, Forbidden):
         raise
     except TimeoutError as exc:
         return error_response(400, f"{exc}: check the service's logs, then deploy again")
@@ -103,7 +116,7 @@ async def create_deployment(request: Request) -> Response:
 
 async def delete_deployment(request: Request) -> Response:
     """Stop a deployment; answers after its workers have finished their tasks and stopped."""
-    name = request.path_params["name"]
+    name = path_id(request, "name", "deployment name")
     await manager_of(request).delete(name)
     return json_response({"name": name})
 

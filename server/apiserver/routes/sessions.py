@@ -6,13 +6,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from llamactl.server.apiserver.common import (
-    deployment_of,
-    json_response,
-    model_response,
-    page_params,
-    paged_response,
-)
+from llamactl.server.apiserver.common import deployment_of, json_response, model_response, paged_response
+from llamactl.server.apiserver.validation import page_params, path_id, query_id
 from llamactl.server.errors import InvalidRequest
 from llamactl.server.types import SessionDefinition
 
@@ -37,13 +32,13 @@ async def create_session(request: Request) -> Response:
 async def get_session(request: Request) -> Response:
     """One session (404 if unknown)."""
     cp = deployment_of(request).control_plane
-    return model_response(await cp.get_session(request.path_params["session_id"]))
+    return model_response(await cp.get_session(path_id(request, "session_id", "session id")))
 
 
 async def delete_session_by_query(request: Request) -> Response:
     """Delete the session named by the ``session_id`` query parameter (Llama Deploy's shape)."""
-    session_id = request.query_params.get("session_id")
-    if not session_id:
+    session_id = query_id(request, "session_id", "session id")
+    if session_id is None:
         raise InvalidRequest(
             "query parameter 'session_id' is required: POST .../sessions/delete?session_id=ID"
         )
@@ -53,7 +48,8 @@ async def delete_session_by_query(request: Request) -> Response:
 
 async def delete_session(request: Request) -> Response:
     """Delete a session."""
-    await deployment_of(request).control_plane.delete_session(request.path_params["session_id"])
+    cp = deployment_of(request).control_plane
+    await cp.delete_session(path_id(request, "session_id", "session id"))
     return json_response(None)
 
 

@@ -11,20 +11,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from llamactl.server.apiserver.common import (
-    deployment_of,
-    json_response,
-    model_response,
-    page_params,
-    paged_response,
-    query_bool,
-    query_float,
-    query_int,
-)
+from llamactl.server.apiserver.common import deployment_of, json_response, model_response, paged_response
 from llamactl.server.apiserver.errors import error_response
-from llamactl.server.apiserver.streams import resume_seq, task_events_ndjson, task_events_sse, wants_sse
+from llamactl.server.apiserver.streams import task_events_ndjson, task_events_sse, wants_sse
+from llamactl.server.apiserver.validation import (
+    event_definition,
+    page_params,
+    path_id,
+    query_bool,
+    query_id,
+    query_int,
+    query_seconds,
+    resume_seq,
+    task_definition,
+)
 from llamactl.server.errors import InvalidRequest, TaskWaitTimeout
-from llamactl.server.types import EventDefinition, TaskDefinition, TaskRecord, TaskStatus
+from llamactl.server.types import TaskDefinition, TaskRecord, TaskStatus
 
 __all__ = ["routes"]
 
@@ -32,11 +34,11 @@ _JSON = "application/json"
 
 
 async def _definition(request: Request) -> TaskDefinition:
-    definition = TaskDefinition.model_validate_json(await request.body())
-    session_id = request.query_params.get("session_id")
-    if session_id:
-        definition.session_id = session_id
-    return definition
+    return await task_definition(request, session_id=query_id(request, "session_id", "session id"))
+
+
+def _task_id(request: Request) -> str:
+    return path_id(request, "task_id", "task id")
 
 
 async def run_task(request: Request) -> Response:
@@ -46,7 +48,8 @@ async def run_task(request: Request) -> Response:
     deployment's ``wait-timeout``), then answers 504 with the task's id and status: it goes on.
     """
     cp = deployment_of(request).control_plane
-    record = await cp.run_task(await _definition(request), timeout=query_float(request, "timeout"))
+    timeout = query_seconds(request, "timeout")
+    record = await cp.run_task(await _definition(request), timeout=timeout)
     if record.status is TaskStatus.COMPLETED:
         return Response(json.dumps(record.result).encode(), media_type=_JSON)
     detail = record.error or f"the task was {record.status.value}"
@@ -67,19 +70,22 @@ async def list_tasks(request: Request) -> Response:
     ``cursor`` (from the ``X-Next-Cursor`` header of the previous page, sent while more remain).
     """
     cp = deployment_of(request).control_plane
+    session_id = query_id(request, "session_id", "session id")
+    service_id = query_id(request, "service_id", "service id")
     limit, cursor, descending = page_params(request)
-    status: TaskStatus | None = None
     wanted = request.query_params.get("status")
+    status: TaskStatus | None = None
     if wanted:
         try:
             status = TaskStatus(wanted.lower())
         except ValueError:
             known = ", ".join(s.value for s in TaskStatus)
-            raise InvalidRequest(f"unknown task status '{wanted}': use one of {known}") from None
+            shown = repr(wanted) if len(wanted) <= 40 and wanted.isprintable() else "given"
+            raise InvalidRequest(f"unknown task status {shown}: use one of {known}") from None
     tasks, next_cursor = await cp.list_tasks(
-        request.query_params.get("session_id") or None,
+        session_id,
         status=status,
-        service_id=request.query_params.get("service_id") or None,
+        service_id=service_id,
         limit=limit,
         cursor=cursor,
         descending=descending,
@@ -90,35 +96,38 @@ async def list_tasks(request: Request) -> Response:
 async def get_task(request: Request) -> Response:
     """One task's record: status, attempts, replica, timings, result or error."""
     cp = deployment_of(request).control_plane
-    return model_response(await cp.get_task(request.path_params["task_id"]))
+    return model_response(await cp.get_task(_task_id(request)))
 
 
 async def cancel_task(request: Request) -> Response:
     """Cancel a task (at once if it had not started; else its worker is asked)."""
     cp = deployment_of(request).control_plane
-    return model_response(await cp.cancel_task(request.path_params["task_id"]))
+    return model_response(await cp.cancel_task(_task_id(request)))
 
 
 async def stream_events(request: Request) -> Response:
     """The task's events until it finishes: NDJSON, or SSE with ``Accept: text/event-stream``."""
     cp = deployment_of(request).control_plane
-    task_id = request.path_params["task_id"]
-    await cp.get_task(task_id)  # 404 now, before the stream starts
+    task_id = _task_id(request)
+    query_id(request, "session_id", "session id")
     from_seq = query_int(request, "from_seq")
-    stopping = request.app.state.stopping
-    if wants_sse(request):
-        return task_events_sse(
-            cp, task_id, resume_seq(request, from_seq), request.app.state.keepalive, stopping
-        )
+    sse = wants_sse(request)
+    start = resume_seq(request, from_seq) if sse else from_seq or 0
     raw_event = query_bool(request, "raw_event")
-    return task_events_ndjson(cp, task_id, from_seq or 0, raw_event, stopping)
+    await cp.get_task(task_id)  # 404 now, before the stream starts
+    stopping = request.app.state.stopping
+    if sse:
+        return task_events_sse(cp, task_id, start, request.app.state.keepalive, stopping)
+    return task_events_ndjson(cp, task_id, start, raw_event, stopping)
 
 
 async def send_event(request: Request) -> Response:
     """Send a serialized workflows Event into a running task (human in the loop)."""
     cp = deployment_of(request).control_plane
-    definition = EventDefinition.model_validate_json(await request.body())
-    await cp.send_event(request.path_params["task_id"], definition.event_obj_str)
+    task_id = _task_id(request)
+    query_id(request, "session_id", "session id")
+    definition = await event_definition(request)
+    await cp.send_event(task_id, definition.event_obj_str)
     return model_response(definition)
 
 
@@ -129,8 +138,9 @@ async def task_result(request: Request) -> Response:
     id and status.
     """
     cp = deployment_of(request).control_plane
-    task_id = request.path_params["task_id"]
-    timeout = query_float(request, "timeout")
+    task_id = _task_id(request)
+    query_id(request, "session_id", "session id")
+    timeout = query_seconds(request, "timeout")
     if timeout is None:
         bound = cp.wait_bound((await cp.get_task(task_id)).service_id)
         try:
