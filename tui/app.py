@@ -79,6 +79,9 @@ class DashboardApp(App[None]):
     def on_mount(self) -> None:
         if self.config.theme:
             self.theme = self.config.theme
+        # One help screen, built once: each new screen's widgets stay in Textual's style caches
+        # for a while, so building it on every ? would grow memory for nothing.
+        self.install_screen(HelpScreen(help_sections()), name="help")
 
     async def on_unmount(self) -> None:
         await self.client.aclose()
@@ -86,7 +89,7 @@ class DashboardApp(App[None]):
     def action_help(self) -> None:
         """Every key, by region."""
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(help_sections()))
+            self.push_screen("help")
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         if isinstance(screen, DashboardScreen):

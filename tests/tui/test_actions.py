@@ -121,10 +121,10 @@ async def test_n_creates_a_session_and_x_deletes_it_after_confirmation(
 ) -> None:
     async with dashboard(tui_server.url) as dash:
         sessions = dash.app.screen.query_one(SessionsTable)
-        before = set(sessions.keys)
         await dash.pilot.press("n")
-        await dash.until(lambda: set(sessions.keys) - before, "a new session row")
-        (created,) = set(sessions.keys) - before
+        await dash.until(lambda: dash.noticed(" created: tasks run with r"), "the new session's notice")
+        created = next(n for n in dash.notices if " created: tasks run with r" in n).split()[1]
+        await dash.until(lambda: created in sessions.keys, "the new session's row")
         assert (await client.deployment("demo").sessions.get(created)).session_id == created
         sessions.focus()
         assert sessions.move_to(created)

@@ -73,7 +73,7 @@ class RunTaskDialog(Dialog[RunRequest]):
             yield Label("Service")
             yield Select(
                 [(s, s) for s in self.services],
-                value=self.service if self.service in self.services else Select.BLANK,
+                value=self.service if self.service in self.services else Select.NULL,
                 prompt="the default service",
                 id="service",
             )
