@@ -127,6 +127,12 @@ class Feed(Widget):
     def _send(self, message: Message) -> None:
         self.post_message(message)
 
+    def on_unmount(self) -> None:
+        for timer in (self._stats_timer, self._contexts_timer):
+            if timer is not None:
+                timer.cancel()
+        self._stats_timer = self._contexts_timer = None
+
     # --- the change feed ------------------------------------------------------------------------
 
     def follow(self, deployment: str | None) -> None:
