@@ -42,7 +42,6 @@ from llamactl.tui.messages import (
     TaskEvents,
     TaskEventsEnded,
     TaskEventsInterrupted,
-    TaskLoaded,
 )
 
 __all__ = ["Batcher", "Feed", "describe_error", "is_connection_error"]
@@ -296,15 +295,6 @@ class Feed(Widget):
         except (ClientError, httpx.TransportError) as exc:
             flush()
             self._send(TaskEventsInterrupted(task_id, describe_error(exc), is_connection_error(exc)))
-
-    @work(group="tasks")
-    async def load_task(self, task_id: str, open_it: bool = False) -> None:
-        """Fetch a task's full record (result, error, input)."""
-        if self.deployment is None:
-            return
-        with contextlib.suppress(ClientError, httpx.TransportError):
-            record = await self.client.deployment(self.deployment).tasks.get(task_id)
-            self._send(TaskLoaded(record, open=open_it))
 
 
 async def _newest_tasks(handle: AsyncDeploymentClient, count: int) -> list[TaskRecord]:

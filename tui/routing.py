@@ -40,10 +40,12 @@ from llamactl.tui.tasks.filter_bar import FilterBar
 from llamactl.tui.tasks.sessions import ALL, SessionsTable
 from llamactl.tui.user_actions import UserActions
 
-__all__ = ["PICK_DELAY", "MessageRouting"]
+__all__ = ["PICK_DELAY", "RESUME_DELAY", "MessageRouting"]
 
 PICK_DELAY = 0.15
 """Seconds the cursor rests on a task before its events are streamed (skimming costs nothing)."""
+RESUME_DELAY = 1.0
+"""Seconds before an event stream that dropped while the feed stayed up is opened again."""
 
 
 class MessageRouting(UserActions):
@@ -188,10 +190,10 @@ class MessageRouting(UserActions):
         if book is None or book.task_id != message.task_id:
             return
         if message.resumable:
-            self._events_paused = True  # resumed from book.next_seq once the feed is back
-            if self.feed.connected:
-                self._events_paused = False
-                self.feed.follow_events(book.task_id, book.next_seq)
+            # Resumed from book.next_seq when the feed says the server is back, or in a moment if
+            # the feed never lost it (only this stream dropped).
+            self._events_paused = True
+            self.set_timer(RESUME_DELAY, lambda: self._resume_events(book))
         else:
             self.notify(
                 f"The events of task {message.task_id} stopped: {message.reason}",
@@ -199,6 +201,17 @@ class MessageRouting(UserActions):
                 markup=False,
             )
         self.redraw_task_header()
+
+    def _resume_events(self, book: EventBook) -> None:
+        if (
+            self._events_paused
+            and self.feed.connected
+            and self.dashboard.events_book is book
+            and not book.ended
+        ):
+            self._events_paused = False
+            self.feed.follow_events(book.task_id, book.next_seq)
+            self.redraw_task_header()
 
     def _take_record(self, record: TaskRecord) -> None:
         app = self.dashboard

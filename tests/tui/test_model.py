@@ -208,3 +208,8 @@ def test_error_locations_name_the_file_and_line() -> None:
     )
     assert error_location('File "/app/src/flows.py", line 9, in run') == "flows.py:9"
     assert error_location("no location here") is None
+    traceback = (
+        "importing 'flows' raised NameError (at /app/src/flows.py:61 <- /usr/lib/python3.11/importlib/"
+        '__init__.py:126)\n  File "/usr/lib/python3.11/importlib/__init__.py", line 126, in import_module'
+    )
+    assert error_location(traceback) == "flows.py:61"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +16,7 @@ from llamactl.tui.services.table import ServicesTable
 from llamactl.tui.state.tree import StateTree
 from llamactl.tui.tasks.sessions import SessionsTable
 from llamactl.tui.tasks.table import TasksTable
-from tests.llamactl.serving import SERVICES, Server
+from tests.llamactl.serving import SERVICES, Server, write_app
 from tests.tui.conftest import dashboard
 
 
@@ -25,7 +27,11 @@ async def client(tui_server: Server) -> AsyncIterator[AsyncClient]:
 
 
 def cell_text(table: TasksTable | ServicesTable | SessionsTable, key: str, column: str) -> str:
-    return str(table.get_cell(key, column))
+    """What the cell shows ("" while the row is not drawn yet)."""
+    try:
+        return str(table.get_cell(key, column))
+    except KeyError:
+        return ""
 
 
 async def test_the_services_view_shows_every_service_with_its_ready_replicas(tui_server: Server) -> None:
@@ -215,3 +221,24 @@ async def test_a_task_status_change_reaches_the_table_in_place(
         assert table.row_count == rows_before
         row = dash.app.model.tasks.get(task.task_id)
         assert row is not None and row.status is TaskStatus.CANCELLED
+
+
+async def test_the_services_view_shows_a_reload_and_a_failed_one_with_its_file_and_line(
+    tmp_path: Path,
+) -> None:
+    file = write_app(tmp_path, "watched", {"echo": "flows:echo_workflow"})
+    server = await asyncio.to_thread(Server, file, extra=("--watch",))
+    try:
+        async with dashboard(server.url, "watched") as dash:
+            table = dash.app.screen.query_one(ServicesTable)
+            flows = tmp_path / "src" / "flows.py"
+            source = flows.read_text()
+            flows.write_text(source + "\nthis is not python\n")
+            await dash.until(lambda: "✗" in cell_text(table, "echo", "reload"), "the failed reload", 60)
+            error = dash.app.model.services.get("echo").status.last_reload_error  # type: ignore[union-attr]
+            assert "flows.py:" in cell_text(table, "echo", "reload"), error
+            flows.write_text(source + "\n# fixed\n")
+            await dash.until(lambda: "✓" in cell_text(table, "echo", "reload"), "the reload", 60)
+            await dash.until(lambda: cell_text(table, "echo", "generation") == "2", "the new generation")
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -14,6 +14,9 @@ _LOCATIONS = (
 )
 
 
+_NOT_USER_CODE = ("/importlib/", "/site-packages/", "/lib/python3", "<frozen")
+
+
 def short_id(value: str | None, width: int = 8) -> str:
     """The first ``width`` characters of an id (uuids stay unique enough to tell apart)."""
     if not value:
@@ -68,15 +71,21 @@ def error_location(error: str | None) -> str | None:
     """The ``file.py:line`` an error names (the file's name only), or None.
 
     Understands the forms the server writes: ``syntax error in /a/b.py line 3``, ``(at /a/b.py:3
-    <- ...)`` and traceback lines (``File "/a/b.py", line 3``).
+    <- ...)`` and traceback lines (``File "/a/b.py", line 3``). The first place in the user's code
+    wins over Python's own modules (importlib, the standard library, site-packages).
     """
     if not error:
         return None
+    found: list[tuple[int, str, str]] = []
     for pattern in _LOCATIONS:
-        match = pattern.search(error)
-        if match is not None:
-            return f"{PurePath(match.group('file')).name}:{match.group('line')}"
-    return None
+        for match in pattern.finditer(error):
+            found.append((match.start(), match.group("file"), match.group("line")))
+    if not found:
+        return None
+    found.sort()
+    mine = [f for f in found if not any(part in f[1] for part in _NOT_USER_CODE)]
+    _, file, line = (mine or found)[0]
+    return f"{PurePath(file).name}:{line}"
 
 
 def one_line(text: str | None, width: int = 80) -> str:

@@ -89,11 +89,12 @@ class ServicesTable(LiveGrid):
         if status.last_reload_at is None:
             return Cell("-", 0.0)
         when = ago(now - status.last_reload_at)
+        when = when if when == "now" else f"{when} ago"
         if status.last_reload_error:
             where = error_location(status.last_reload_error) or one_line(status.last_reload_error, 30)
             return Cell(f"✗ {when} {where}", status.last_reload_at, self.palette.error)
         took = f" in {duration(service.reload_seconds)}" if service.reload_seconds is not None else ""
-        return Cell(f"✓ {when} ago{took}", status.last_reload_at, self.palette.success)
+        return Cell(f"✓ {when}{took}", status.last_reload_at, self.palette.success)
 
     def action_show_tasks(self) -> None:
         if self.selected is not None:
