@@ -122,6 +122,8 @@ class ZeroMQBroker:
         self._next_peer_check = 0.0
         self._closed = False
         self._local: dict[bytes, LocalLink] = {}
+        self.late_results = 0
+        """Results (ACKPUB) for a message that another consumer's result had settled already."""
 
     @property
     def client_config(self) -> dict[str, Any]:
@@ -383,6 +385,8 @@ class ZeroMQBroker:
                 _, token, topic, seq, dup, msg_id, key, headers, payload = res
                 if isinstance(token, _SettlingPublish):
                     settled = self._dispatcher.settle(token.lease, token.topic, token.seq)
+                    if not settled:
+                        self.late_results += 1
                     # STALE: the delivered message had been settled before (its result is in).
                     reply = [wire.PUBACK, token.req, wire.u64(seq)] if settled else [wire.STALE, token.req]
                     self._send(token.ident, reply)
