@@ -68,8 +68,13 @@ async def test_results_without_timeout_answer_504_when_run_would(client: httpx.A
 
 
 async def test_a_full_queue_answers_429_with_retry_after(client: httpx.AsyncClient) -> None:
-    accepted = [await client.post(f"{D}/tasks/create", json=body(f"q{i}", 2, "narrow")) for i in range(3)]
-    assert [a.status_code for a in accepted] == [200] * 3  # one runs, two wait
+    running = (await client.post(f"{D}/tasks/create", json=body("q-run", 3, "narrow"))).json()["task_id"]
+    for _ in range(200):  # until it runs (its 'running' report comes 10 ms after it starts)
+        if (await client.get(f"{D}/tasks/{running}")).json()["status"] == "running":
+            break
+        await asyncio.sleep(0.05)
+    accepted = [await client.post(f"{D}/tasks/create", json=body(f"q{i}", 2, "narrow")) for i in range(2)]
+    assert [a.status_code for a in accepted] == [200] * 2  # one runs, two wait
     refused = await client.post(f"{D}/tasks/create", json=body("q-refused", 0, "narrow"))
     assert refused.status_code == 429, refused.text
     assert int(refused.headers["retry-after"]) >= 1 and "max-queued" in refused.json()["detail"]
