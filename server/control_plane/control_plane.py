@@ -95,6 +95,7 @@ class ControlPlane:
 
     async def start(self) -> None:
         """Start consuming worker reports and hand out the tasks a previous run left unfinished."""
+        await self.records.ensure_indexed()
         self.changes.start()
         control = topics.control_topic(self.deployment)
         self._consume("reports", control, self.inbox.handle_report)

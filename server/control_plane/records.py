@@ -114,6 +114,33 @@ class ControlPlaneRecords:
     def events_stream(self, task_id: str) -> str:
         return f"{self.deployment}/events/{task_id}"
 
+    async def ensure_indexed(self) -> int:
+        """Index records written by a llamactl that did not index them (once; returns how many).
+
+        A store written before the indexes existed lists nothing until this has run: it reads every
+        task and session once, and notes that it did.
+        """
+        meta = f"{self.deployment}/meta"
+        if await self.store.get(meta, "indexed") is not None:
+            return 0
+        done = 0
+        for ns, model in ((self.tasks_ns, StoredTask), (self.sessions_ns, SessionRecord)):
+            after: str | None = None
+            while page := await self.store.list(ns, after=after, limit=500):
+                for key, found in page:
+                    try:
+                        record = model.model_validate_json(found.value)
+                    except (ValidationError, ValueError):
+                        self.unreadable += 1
+                        continue
+                    await self.store.cas(ns, key, found.value, found.version, index=record.index())
+                    done += 1
+                after = page[-1][0]
+        await self.store.put(meta, "indexed", b"1")
+        if done:
+            log.info("%s: indexed %d record(s) written by an older llamactl", self.deployment, done)
+        return done
+
     # --- tasks: reading ----------------------------------------------------------------------
 
     def _remember(self, task: StoredTask, version: int) -> None:
