@@ -173,7 +173,7 @@ def test_send_event_serializes_fields_and_looks_up_the_service() -> None:
 def test_a_closed_port_is_server_unreachable() -> None:
     with Client("http://127.0.0.1:9") as client, pytest.raises(ServerUnreachable) as caught:
         client.status()
-    assert str(caught.value) == "server not reachable at http://127.0.0.1:9: start it with llamactl serve"
+    assert str(caught.value) == "no server answers at http://127.0.0.1:9 (connection refused)"
 
 
 def test_task_input_is_a_json_object_string() -> None:
