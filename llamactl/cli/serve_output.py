@@ -120,14 +120,24 @@ class ServeOutput:
                 match["dep"], styled("ready", "green", glyph="✓"), _plural(int(match["count"]), "service")
             )
         elif match := _DEPLOYMENT_NOTE.match(text):
-            failed = match["rest"].startswith(("not applied", "cannot watch"))
-            self._row(
-                match["dep"], _FAILED_VERB if failed else styled("note"), match["rest"], important=failed
-            )
+            self._note(match["dep"], match["rest"])
         else:
             self._shown = not self.quiet
             if self._shown:
                 self._write(text)
+
+    def _note(self, deployment: str, rest: str) -> None:
+        """A line about a whole deployment (watching, its control plane, an edited file)."""
+        if rest.startswith(("not applied", "cannot watch")):
+            self._row(deployment, _FAILED_VERB, rest, important=True)
+        elif rest.startswith("watching "):
+            self._row(deployment, styled("watching", "cyan"), rest.removeprefix("watching "))
+        elif rest.startswith("control plane on "):
+            self._row(deployment, styled("listening", "cyan"), rest)
+        elif rest.endswith(" changed, applying it"):
+            self._row(deployment, styled("applying", "cyan"), rest.removesuffix(", applying it"))
+        else:
+            self._row(deployment, styled("note"), rest)
 
     def warning(self, message: str) -> None:
         """A warning about a deployment file, as `validate` and `deploy` print it."""
