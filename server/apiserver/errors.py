@@ -120,9 +120,15 @@ async def _engine_error(request: Request, exc: Exception) -> Response:
     # A caller that waited for a task learns which one and where it stands, so it can follow it
     # instead of sending it again.
     extra = {k: v for k in ("task_id", "status") if (v := getattr(exc, k, None)) is not None}
-    response = error_response(status_for(exc), str(exc), **extra)
+    detail = str(exc)
+    if isinstance(exc, StateStoreError | MessageQueueError):
+        # Nothing of the request was kept: the caller may simply send it again.
+        detail = f"the server cannot record this right now ({exc}): nothing was kept, try again in a moment"
+    response = error_response(status_for(exc), detail, **extra)
     if isinstance(exc, Overloaded):
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    elif isinstance(exc, StateStoreError | MessageQueueError):
+        response.headers["Retry-After"] = "1"
     return response
 
 

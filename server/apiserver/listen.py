@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http
-import ipaddress
 import json
 import socket
 import time
@@ -19,19 +18,11 @@ from collections.abc import Callable, Generator
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llamactl.server.hosts import is_loopback
+
 __all__ = ["AccessLog", "Draining", "UvicornServer", "bind_sockets", "is_loopback", "url_for"]
 
 _STARTUP_TIMEOUT = 30.0
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def url_for(host: str, port: int) -> str:

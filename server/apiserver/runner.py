@@ -209,8 +209,11 @@ async def serve(
             on_ready(http.url)
         await stop.wait()
     finally:
-        # Clients keep getting answers while the workers drain: "stopping", not a closed port.
+        # Clients keep getting answers while the workers drain: "stopping", not a closed port;
+        # waiters answer 503 (with their task's id and status) at once, instead of holding the
+        # HTTP server's drain open until their task ends.
         draining.start()
+        manager.begin_shutdown()
         app.state.stopping.set()
         # Taken now: the manager forgets each deployment as soon as it starts stopping it.
         stopping = manager.running()

@@ -301,8 +301,8 @@ class ControlPlane:
                         return task.public()
                     if self._stopping.is_set():
                         raise ShuttingDown(
-                            f"the server is stopping; task '{task_id}' is {task.status.value} and goes on "
-                            "when it is back",
+                            f"the server is stopping; task '{task_id}' is {task.status.value}: ask for its "
+                            "result once the server is back (it finishes, or runs again, then)",
                             task_id=task_id,
                             status=task.status.value,
                         )

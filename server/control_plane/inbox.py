@@ -65,6 +65,8 @@ class InboxCounters:
         self.malformed = 0
         self.retried = 0
         """Reports that failed to apply at first and were applied later."""
+        self.failed_tries = 0
+        """Tries to apply a report that failed (the store or the queue was down, say)."""
 
 
 class Inbox:
@@ -116,6 +118,7 @@ class Inbox:
                 break
             except Exception as exc:
                 tries += 1
+                self.counters.failed_tries += 1
                 transient = isinstance(exc, StateStoreError | MessageQueueError | OSError | TimeoutError)
                 if not transient and tries >= _RETRIES_FOR_BUGS:
                     log.exception("could not apply %s after %d tries: dropping it", msg_id, tries)

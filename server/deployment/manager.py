@@ -52,6 +52,12 @@ class _ReportingDeployment(Deployment):
         self._on_event = on_event
         self._reported: set[str] = set()
 
+    def notice(self, line: str) -> None:
+        if self._on_event is None:
+            super().notice(line)
+        else:
+            self._on_event(f"warning: {line}")
+
     def _on_change(self, kind: str, data: dict[str, Any]) -> None:
         super()._on_change(kind, data)
         if self._on_event is None or self._control_plane is None:
@@ -192,6 +198,12 @@ class DeploymentManager:
                 await self._stop(deployment)
             finally:
                 self._busy.pop(name, None)
+
+    def begin_shutdown(self) -> None:
+        """The server is stopping: whoever waits for a task is answered now (ShuttingDown)."""
+        for deployment in self._running.values():
+            with contextlib.suppress(LlamactlError):
+                deployment.control_plane.begin_shutdown()
 
     async def close(self) -> None:
         """Stop every deployment (in parallel; each one's workers drain)."""

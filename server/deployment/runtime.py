@@ -159,7 +159,7 @@ class Deployment:
             journal = self.config.state_dir / f"{self.name}.mq.sqlite"
         broker = ZeroMQBroker(
             host=mq.host,
-            port=mq.port or 0,
+            port=mq.port,
             pub_port=mq.pub_port or 0,
             journal_path=journal,
             max_attempts=mq.max_attempts,
@@ -167,7 +167,16 @@ class Deployment:
             retention=mq.retention,
         )
         await broker.start()
+        if broker.beyond_loopback:
+            self.notice(
+                f"{self.name}: the message broker listens on {broker.client_config['router']}, reachable "
+                "from other machines; only workers holding this server's keys can connect"
+            )
         return broker
+
+    def notice(self, line: str) -> None:
+        """Something the person running the server should see (the API server prints it)."""
+        log.warning("%s", line)
 
     def worker_spec(self, service: ServiceConfig, replica_id: str, generation: int = 1) -> WorkerSpec:
         return WorkerSpec(

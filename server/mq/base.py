@@ -27,8 +27,9 @@ import abc
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Protocol
 
-__all__ = ["Delivery", "Message", "MessageQueue"]
+__all__ = ["Delivery", "Message", "MessageQueue", "Sidecar"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,21 @@ class Delivery(abc.ABC):
         """Renew the lease for ``seconds`` (default: the consume call's lease) from now."""
 
 
+class Sidecar(Protocol):
+    """A second, blocking line to the broker, for a thread of the process while its event loop is
+    blocked by user code (see :mod:`llamactl.server.services.watchdog`). Use it from one thread."""
+
+    def keepalive(self) -> None:
+        """Say that the client's process is alive although its loop is not answering: its leases
+        stay with it (until they expire) and it is given nothing new until it answers again."""
+
+    def publish(self, topic: str, payload: bytes, *, msg_id: str, key: str = "") -> bool:
+        """Publish and wait (a second or two at most) for the confirm; True if confirmed."""
+
+    def close(self) -> None:
+        """Close the line (from the thread that used it)."""
+
+
 class MessageQueue(abc.ABC):
     """A connection to a message queue (for the embedded ZeroMQ backend: a client of the broker)."""
 
@@ -134,6 +150,10 @@ class MessageQueue(abc.ABC):
         one under lease too (its holder's ack, nack and extend then raise LeaseLost). True if the
         message was removed; False if it is leased (without ``leased``), settled or unknown.
         """
+
+    def sidecar(self) -> Sidecar | None:
+        """A :class:`Sidecar` for this client, or None when the backend needs none."""
+        return None
 
     async def __aenter__(self) -> MessageQueue:
         await self.start()

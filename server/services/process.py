@@ -129,10 +129,11 @@ async def _serve(spec: WorkerSpec, queue: MessageQueue) -> int:
         except Exception as pub_exc:
             log.error("could not report the failure: %s", error_line(pub_exc))
         return EXIT_LOAD_FAILED
-    # Past its lease, a blocked worker's tasks have gone to others: it is of no use any more.
-    watchdog = LoopWatchdog(exit_after=max(spec.lease, 5.0))
-    watchdog.start()
+    # Blocked well past its lease, a worker's tasks have gone to others: it is of no use any more.
+    watchdog = LoopWatchdog(exit_after=spec.lease + 5.0, sidecar=queue.sidecar())
     worker = Worker(spec, queue, runnable, watchdog=watchdog)
+    watchdog.pending_reports = worker.unsent_started_reports
+    watchdog.start()
     loop = asyncio.get_running_loop()
     signals = 0
 

@@ -46,7 +46,9 @@ class WorkerSpec(BaseModel):
 
     @classmethod
     def from_env(cls) -> WorkerSpec:
-        raw = os.environ.get(WORKER_SPEC_ENV)
+        """Read the spec and take it out of the environment: it holds the broker's keys, which the
+        user code this process runs (and its children) has no business seeing."""
+        raw = os.environ.pop(WORKER_SPEC_ENV, None)
         if not raw:
             raise SystemExit(f"{WORKER_SPEC_ENV} is not set: workers are started by `llamactl serve`")
         return cls.model_validate_json(raw)

@@ -5,6 +5,12 @@ A blocking call in an async step (``time.sleep``, a busy loop, a synchronous cli
 whole worker: no heartbeat, no lease extension, no cooperative cancel. From outside the loop the
 watchdog:
 
+* keeps the worker known to be alive through the queue's side line (``MessageQueue.sidecar``):
+  a blocked worker is not a dead one, so the broker leaves its tasks with it (until their leases
+  run out) instead of handing them to another replica that the same code would block too, and
+  gives it nothing new until its loop answers again;
+* publishes the ``task.started`` reports the blocked loop could not send, so the task's record
+  says it runs (and which attempt) during the stall;
 * logs where the loop is stuck (the main thread's innermost frames of user code) once it has been
   blocked for ``warn_after`` seconds;
 * when a running task passes its timeout while the loop is blocked, interrupts the blocking call
@@ -26,9 +32,12 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["EXIT_STALLED", "LoopBlockedError", "LoopWatchdog"]
+from llamactl.server.mq.base import Sidecar
+
+__all__ = ["EXIT_STALLED", "LoopBlockedError", "LoopWatchdog", "Report"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,11 @@ EXIT_STALLED = 4
 """Exit code of a worker whose event loop stayed blocked (the supervisor restarts it)."""
 _TICK = 0.1
 _CHECK = 0.25
+_VOUCH_AFTER = 0.5
+"""Seconds of a blocked loop after which the side line speaks for it."""
+
+Report = tuple[str, bytes, str, str]
+"""topic, payload, msg_id, key: a report to publish for the blocked loop."""
 _OURS = str(Path(__file__).resolve().parents[1])
 
 
@@ -56,7 +70,11 @@ class LoopWatchdog:
         exit_after: float = 30.0,
         interrupt_grace: float = 3.0,
         exit: object = None,
+        sidecar: Sidecar | None = None,
+        pending_reports: Callable[[], list[Report]] | None = None,
     ) -> None:
+        self._sidecar = sidecar
+        self.pending_reports = pending_reports
         self.warn_after = warn_after
         self.exit_after = exit_after
         self.interrupt_grace = interrupt_grace
@@ -119,10 +137,26 @@ class LoopWatchdog:
     # --- the thread ------------------------------------------------------------------------------
 
     def _watch(self) -> None:
+        try:
+            self._watching()
+        finally:
+            if self._sidecar is not None:
+                self._sidecar.close()
+
+    def _speak_for_the_loop(self) -> None:
+        assert self._sidecar is not None
+        self._sidecar.keepalive()
+        for topic, payload, msg_id, key in self.pending_reports() if self.pending_reports else ():
+            if not self._sidecar.publish(topic, payload, msg_id=msg_id, key=key):
+                log.warning("could not publish a report for the blocked loop (%s)", msg_id)
+
+    def _watching(self) -> None:
         warned = False
         while not self._stop.wait(_CHECK):
             now = time.monotonic()
             blocked = now - self._last_tick
+            if blocked >= _VOUCH_AFTER and self._sidecar is not None:
+                self._speak_for_the_loop()
             if blocked < self.warn_after:
                 warned = False
                 continue

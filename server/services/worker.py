@@ -109,6 +109,8 @@ class Worker:
         self._stopping = False
         self._slots = asyncio.Semaphore(max(1, spec.max_concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
+        self._starting: dict[str, _StartedReport] = {}
+        """Running tasks by id, with their (maybe unsent) task.started reports."""
         self._taker: asyncio.Task[None] | None = None
 
     @property
@@ -131,6 +133,18 @@ class Worker:
     def message(self, kind: WorkerMessageKind, **fields: Any) -> WorkerMessage:
         """A WorkerMessage of this replica, stamped now, with the current in-flight count."""
         return self.reporter.message(kind, in_flight=self.in_flight, **fields)
+
+    def unsent_started_reports(self) -> list[tuple[str, bytes, str, str]]:
+        """The task.started reports not sent yet, taken over by whoever asks (the watchdog's
+        thread, while this worker's loop is blocked): ``(topic, payload, msg_id, key)``."""
+        out = []
+        for report in list(self._starting.values()):
+            msg = report.take_over()
+            if msg is not None:
+                out.append(
+                    (self.reporter.topic, msg.model_dump_json().encode(), report.msg_id, msg.task_id or "")
+                )
+        return out
 
     async def publish(self, msg: WorkerMessage, *, msg_id: str | None = None) -> None:
         """Publish ``msg`` on the control topic."""
@@ -225,6 +239,7 @@ class Worker:
         keeper = _LeaseKeeper(self, delivery)
         ids = {"task_id": task.task_id, "session_id": task.session_id, "attempt": attempt}
         started = _StartedReport(self, ids, f"{task.task_id}:{attempt}:started")
+        self._starting[task.task_id] = started
         started_at = time.time()
         timeout = task.timeout if task.timeout is not None else self.spec.timeout
         if self.watchdog is not None:
@@ -247,7 +262,7 @@ class Worker:
                     return
                 msg = self.message(WorkerMessageKind.TASK_EVENT, event=envelope, event_index=index, **ids)
                 sending = self.publish(msg, msg_id=event_msg_id(task.task_id, attempt, index))
-                if started.now():
+                if started.now() or started.in_flight():
                     # A task runs FIFO after the started report's: the event goes out after it.
                     await asyncio.create_task(sending)
                 else:
@@ -288,6 +303,7 @@ class Worker:
                 await delivery.nack(delay=1.0)
             return
         finally:
+            self._starting.pop(task.task_id, None)
             if self.watchdog is not None:
                 self.watchdog.untrack(task.task_id)
             await keeper.stop()
@@ -380,18 +396,31 @@ class _StartedReport:
     def __init__(self, worker: Worker, ids: dict[str, Any], msg_id: str) -> None:
         self._worker = worker
         self._ids = ids
-        self._msg_id = msg_id
+        self.msg_id = msg_id
         self._sending: asyncio.Task[None] | None = None
+        self._taken = False
         self._timer = asyncio.get_running_loop().call_later(STARTED_AFTER, self.now)
+
+    def take_over(self) -> WorkerMessage | None:
+        """The report, for another thread to send while this loop is blocked (once; None if it is
+        being sent already). Sent twice in a race, the broker keeps one (same msg_id)."""
+        if self._sending is not None or self._taken:
+            return None
+        self._taken = True
+        return self._worker.message(WorkerMessageKind.TASK_STARTED, **self._ids)
 
     def now(self) -> bool:
         """Start sending it unless that has begun already; True if this call started it."""
-        if self._sending is not None:
+        if self._sending is not None or self._taken:
             return False
         self._timer.cancel()
         msg = self._worker.message(WorkerMessageKind.TASK_STARTED, **self._ids)
-        self._sending = asyncio.create_task(self._worker.publish(msg, msg_id=self._msg_id))
+        self._sending = asyncio.create_task(self._worker.publish(msg, msg_id=self.msg_id))
         return True
+
+    def in_flight(self) -> bool:
+        """Being sent right now (its publish has not been confirmed yet)."""
+        return self._sending is not None and not self._sending.done()
 
     async def settle(self) -> None:
         """The task has ended: drop the report if not sent yet, else wait until it is confirmed."""

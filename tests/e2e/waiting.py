@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> None:
     """Return as soon as ``predicate()`` is true; raise TimeoutError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.05) -> None:
+    """Return as soon as ``await check()`` is true; raise TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)

@@ -41,6 +41,7 @@ from .client import ZeroMQQueue
 from .dispatch import Dispatcher, Entry
 from .journal import Journal, PendingRow
 from .local import FrameHandler, LocalLink
+from .security import BrokerSocket, CurveKeys
 from .streams import Streams
 
 __all__ = ["ZeroMQBroker"]
@@ -50,6 +51,8 @@ __all__ = ["ZeroMQBroker"]
 class _Peer:
     seen: float
     session: bytes
+    vouched: bool = False
+    """Its loop is blocked and its side line says it is alive: nothing new goes to it."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -74,7 +77,11 @@ class _SettlingPublish:
 class ZeroMQBroker:
     """The broker. ``start()`` binds and recovers the journal; ``close()`` stops it quickly.
 
-    ``port`` 0 picks a free port. ``journal_path`` None keeps the journal in memory.
+    Where it listens and who may connect: see :mod:`.security` (by default an ``ipc://`` socket in
+    a private folder; a ``port`` or a host beyond loopback means TCP, ``port`` 0 a free one;
+    ``endpoint`` binds exactly there). Only clients holding the keys of ``client_config`` connect
+    (``keys``: new ones by default; pass the same to a restarted broker to keep its clients).
+    ``journal_path`` None keeps the journal in memory.
     ``pub_port`` is accepted for compatibility and unused (streams are served over the ROUTER).
     ``retention``: seconds a message stays in the journal once nothing needs it any more (settled
     work, stream messages); also how long a duplicate ``msg_id`` is recognised.
@@ -84,7 +91,9 @@ class ZeroMQBroker:
         self,
         *,
         host: str = "127.0.0.1",
-        port: int = 0,
+        port: int | None = None,
+        endpoint: str | None = None,
+        keys: CurveKeys | None = None,
         pub_port: int = 0,
         journal_path: Path | None = None,
         max_attempts: int = 5,
@@ -92,8 +101,7 @@ class ZeroMQBroker:
         liveness: int = 3,
         retention: float = 3600.0,
     ) -> None:
-        self._host = host
-        self._port = port
+        self._socket = BrokerSocket(host=host, port=port, endpoint=endpoint, keys=keys)
         self._journal_path = journal_path
         self._max_attempts = max_attempts
         self._hb = heartbeat_interval
@@ -125,7 +133,17 @@ class ZeroMQBroker:
             "router": self._endpoint,
             "heartbeat_interval": self._hb,
             "liveness": self._liveness,
+            **self._socket.client_config(),
         }
+
+    @property
+    def keys(self) -> CurveKeys:
+        return self._socket.keys
+
+    @property
+    def beyond_loopback(self) -> bool:
+        """True when machines other than this one can reach the broker (it still wants its keys)."""
+        return self._socket.beyond_loopback
 
     @property
     def journal_failures(self) -> int:
@@ -166,19 +184,17 @@ class ZeroMQBroker:
         )
         self._streams = Streams(self._send, self._journal.submit)
         pending = await self._journal.open()
-        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.ROUTER)
+        try:
+            sock = self._socket.bind()
+        except MessageQueueError:
+            await self._journal.close()
+            raise
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.setsockopt(zmq.SNDHWM, 0)  # replies are bounded by the protocol (credit, one batch)
         sock.setsockopt(zmq.RCVHWM, 0)
-        try:
-            sock.bind(f"tcp://{self._host}:{self._port or '*'}")
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            await self._journal.close()
-            raise MessageQueueError(f"cannot bind the broker on {self._host}:{self._port}: {exc}") from exc
-        self._endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._endpoint = self._socket.endpoint
         self._recover(pending)
         self._pump = wire.Pump(sock, self._on_frames)
         self._next_peer_check = loop.time() + self._hb / 2
@@ -198,6 +214,7 @@ class ZeroMQBroker:
             self._timer.cancel()
         if self._pump is not None:
             self._pump.close()
+        self._socket.close()
         for link in self._local.values():
             link.close()
         self._local.clear()
@@ -250,6 +267,9 @@ class ZeroMQBroker:
             else:
                 peer.seen = now
                 d.touch(ident)
+                if peer.vouched:
+                    peer.vouched = False  # it answers for itself again
+                    d.pause(ident, False)
             try:
                 if cmd == wire.PUB:
                     _, _, req, topic_b, msg_id, key, headers, payload = frames
@@ -318,6 +338,13 @@ class ZeroMQBroker:
                     _, _, req, lease, seconds = frames
                     ok = d.extend(lease.decode(), wire.from_f64(seconds))
                     self._send(ident, [wire.OK if ok else wire.STALE, req])
+                elif cmd == wire.VOUCH:
+                    blocked = self._peers.get(frames[2])
+                    if blocked is not None:
+                        blocked.seen = now
+                        if not blocked.vouched:
+                            blocked.vouched = True
+                            d.pause(frames[2], True)
                 elif cmd == wire.DISCARD:
                     _, _, req, topic_b, msg_id, leased = frames
                     ok = d.discard(topic_b.decode(), msg_id.decode(), leased=bool(wire.from_u32(leased)))

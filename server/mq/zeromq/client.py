@@ -35,10 +35,12 @@ from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_t
 from . import wire
 from .consumer import ConsumerState, ZeroMQDelivery, consume_iter, subscribe_iter
 from .local import FrameHandler, Transport
+from .security import secure_client
+from .sideline import SideLine
 
 __all__ = ["ZeroMQQueue"]
 
-_CONFIG_KEYS = {"type", "router", "heartbeat_interval", "liveness", "publish_timeout"}
+_CONFIG_KEYS = {"type", "router", "heartbeat_interval", "liveness", "publish_timeout", "curve"}
 
 
 @dataclass(slots=True, eq=False)
@@ -69,9 +71,11 @@ class ZeroMQQueue(MessageQueue):
         heartbeat_interval: float = 1.0,
         liveness: int = 3,
         publish_timeout: float = 10.0,
+        curve: Mapping[str, str] | None = None,
         attach: Callable[[bytes, FrameHandler], Transport] | None = None,
     ) -> None:
         self.router = router
+        self._curve = curve
         self._attach = attach
         self._hb = heartbeat_interval
         self._retry = max(0.05, heartbeat_interval * liveness)
@@ -102,6 +106,7 @@ class ZeroMQQueue(MessageQueue):
             heartbeat_interval=float(config.get("heartbeat_interval", 1.0)),
             liveness=int(config.get("liveness", 3)),
             publish_timeout=float(config.get("publish_timeout", 10.0)),
+            curve=config.get("curve"),
         )
 
     async def start(self) -> None:
@@ -123,7 +128,11 @@ class ZeroMQQueue(MessageQueue):
         sock.setsockopt(zmq.RECONNECT_IVL, 50)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         try:
+            secure_client(sock, self._curve)
             sock.connect(self.router)
+        except MessageQueueError:
+            sock.close(linger=0)
+            raise
         except zmq.ZMQError as exc:
             sock.close(linger=0)
             raise MessageQueueError(f"bad broker address {self.router!r}: {exc}") from exc
@@ -201,6 +210,10 @@ class ZeroMQQueue(MessageQueue):
             raise ValueError(f"subscribe() takes a stream topic (stream.*), not {topic!r}")
         self._check_open()
         return subscribe_iter(self, topic, max(0, from_seq))
+
+    def sidecar(self) -> SideLine | None:
+        """A side line for a thread of this process (None for an in-process client)."""
+        return None if self._attach is not None else SideLine(self.router, self._ident, self._curve)
 
     async def discard(self, topic: str, msg_id: str, *, leased: bool = False) -> bool:
         if not is_work_topic(topic):

@@ -80,9 +80,11 @@ class Sub:
     """The lease of the suspect it runs alone; no other delivery until that lease is settled."""
     reserved: bool = False
     """Kept idle for a waiting suspect: takes no new delivery."""
+    paused: bool = False
+    """Its consumer's loop is blocked (vouched for by its side line): no new delivery meanwhile."""
 
     def takes_any(self) -> bool:
-        return self.active and self.credit > 0 and self.exclusive is None
+        return self.active and self.credit > 0 and self.exclusive is None and not self.paused
 
     def takes_normal(self) -> bool:
         return self.takes_any() and not self.reserved
@@ -215,6 +217,14 @@ class Dispatcher:
         """The peer was heard from: subscriptions stalled by a failed send take turns again."""
         for sub in self._stalled.pop(peer, ()):
             self._queue_turn(sub)
+
+    def pause(self, peer: bytes, paused: bool) -> None:
+        """Stop (or resume) giving new deliveries to the peer's subscriptions; its leases stay."""
+        for (owner, _), sub in self._subs.items():
+            if owner == peer and sub.paused != paused:
+                sub.paused = paused
+                if not paused:
+                    self._queue_turn(sub)
 
     def drop_peer(self, peer: bytes, reason: str, *, crashed: bool = True) -> None:
         """The peer is gone (``crashed``: declared dead; else it said BYE): forget its

@@ -26,6 +26,8 @@ Client -> broker::
                                                      answered at once if seq >= from_seq exists,
                                                      else parked until one is published
     UNFETCH req                                      forget a parked FETCH
+    VOUCH   ident                                    from a client's side line: the client ident is
+                                                     alive but its loop is blocked (no reply)
     HB                                               -> HB session (the broker's start id and
                                                      this client's number, new whenever the
                                                      broker has forgotten the client)
@@ -75,6 +77,7 @@ __all__ = [
     "RETURN",
     "STALE",
     "UNFETCH",
+    "VOUCH",
     "Pump",
     "decode_headers",
     "encode_headers",
@@ -106,6 +109,7 @@ BATCH = b"BATCH"
 HB = b"HB"
 BYE = b"BYE"
 DISCARD = b"DISCARD"
+VOUCH = b"VOUCH"
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")

@@ -4,127 +4,23 @@ protocol played by the test (so each report can be timed and repeated at will)."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import pytest
-import pytest_asyncio
 
-from llamactl.server.control_plane import ControlPlane, ServiceInfo, ServiceRegistry
+from llamactl.server.control_plane import ControlPlane
 from llamactl.server.errors import InvalidRequest, ServiceNotFound, TaskExists, TaskFinished
 from llamactl.server.mq import topics
-from llamactl.server.mq.base import Delivery, MessageQueue
-from llamactl.server.mq.factory import connect_queue
-from llamactl.server.mq.zeromq.broker import ZeroMQBroker
-from llamactl.server.orchestrator import Orchestrator
 from llamactl.server.protocol import (
     TaskMessage,
     WorkerMessage,
     WorkerMessageKind,
     event_msg_id,
-    final_msg_id,
 )
-from llamactl.server.state.base import StateStore
-from llamactl.server.state.memory import MemoryStateStore
 from llamactl.server.types import TaskDefinition, TaskStatus
 
-DEPLOYMENT = "cp"
-
-
-class Harness:
-    def __init__(self, broker: ZeroMQBroker, store: StateStore) -> None:
-        self.broker = broker
-        self.store = store
-        self.queues: list[MessageQueue] = []
-        self.planes: list[ControlPlane] = []
-
-    async def queue(self) -> MessageQueue:
-        queue = connect_queue(self.broker.client_config)
-        await queue.start()
-        self.queues.append(queue)
-        return queue
-
-    async def control_plane(self) -> ControlPlane:
-        registry = ServiceRegistry(
-            [ServiceInfo(service_id="a", name="A"), ServiceInfo(service_id="b", name="B")]
-        )
-        plane = ControlPlane(
-            DEPLOYMENT,
-            store=self.store,
-            queue=await self.queue(),
-            orchestrator=Orchestrator(DEPLOYMENT, ["a", "b"], "a"),
-            registry=registry,
-        )
-        await plane.start()
-        self.planes.append(plane)
-        return plane
-
-    async def report(self, queue: MessageQueue, msg: WorkerMessage, msg_id: str) -> None:
-        await queue.publish(
-            topics.control_topic(DEPLOYMENT),
-            msg.model_dump_json().encode(),
-            msg_id=msg_id,
-            key=msg.task_id or "",
-        )
-
-    async def finish(
-        self, queue: MessageQueue, task: TaskMessage, result: Any, context: dict[str, Any] | None = None
-    ) -> None:
-        msg = WorkerMessage(
-            kind=WorkerMessageKind.TASK_COMPLETED,
-            replica_id="a#1",
-            service_id=task.service_id,
-            task_id=task.task_id,
-            result=result,
-            context=context,
-        )
-        await self.report(queue, msg, final_msg_id(task.task_id))
-
-
-@pytest_asyncio.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    broker = ZeroMQBroker(journal_path=tmp_path / "mq.sqlite", heartbeat_interval=0.2)
-    await broker.start()
-    store = MemoryStateStore()
-    await store.start()
-    h = Harness(broker, store)
-    try:
-        yield h
-    finally:
-        for plane in h.planes:
-            await plane.close()
-        for queue in h.queues:
-            await queue.close()
-        await store.close()
-        await broker.close()
-
-
-class Deliveries:
-    """Pumps a consume iterator into a queue, so a test can wait for the next delivery with a
-    timeout (cancelling ``anext`` on an async generator would end the generator)."""
-
-    def __init__(self, queue: MessageQueue, service: str = "a", prefetch: int = 8) -> None:
-        self._items: asyncio.Queue[Delivery] = asyncio.Queue()
-        self._iterator = queue.consume(
-            topics.service_topic(DEPLOYMENT, service), prefetch=prefetch, lease=30.0
-        )
-        self._pump = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        async for delivery in self._iterator:
-            self._items.put_nowait(delivery)
-
-    async def take(self, timeout: float = 10.0) -> tuple[Delivery, TaskMessage]:
-        delivery = await asyncio.wait_for(self._items.get(), timeout)
-        return delivery, TaskMessage.model_validate_json(delivery.message.payload)
-
-    async def aclose(self) -> None:
-        self._pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._pump
+from .conftest import DEPLOYMENT, Deliveries, Harness
 
 
 async def test_a_task_goes_out_runs_and_its_result_and_events_are_stored(harness: Harness) -> None:

@@ -16,6 +16,7 @@ import pytest
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.mq.factory import connect_queue
 from llamactl.server.mq.zeromq import ZeroMQBroker
+from llamactl.server.mq.zeromq.security import CurveKeys
 
 BACKENDS = ["zeromq", "zeromq-local"]
 """``zeromq-local``: clients in the broker's own process, linked without sockets (the control plane's case)."""
@@ -33,11 +34,13 @@ class Backend:
         self.broker: ZeroMQBroker | None = None
         self.config: dict[str, Any] = {}
         self.port = 0
+        self.keys: CurveKeys | None = None
 
     async def start(self) -> None:
-        """Start (again: on the same port, so clients reconnect by themselves)."""
+        """Start (again: on the same port and keys, so clients reconnect by themselves)."""
         self.broker = ZeroMQBroker(
             port=self.port,
+            keys=self.keys,
             journal_path=self.journal,
             heartbeat_interval=HEARTBEAT,
             liveness=LIVENESS,
@@ -46,6 +49,7 @@ class Backend:
         await self.broker.start()
         self.config = self.broker.client_config
         self.port = int(self.config["router"].rsplit(":", 1)[1])
+        self.keys = self.broker.keys
 
     async def stop(self) -> None:
         if self.broker is not None:

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from llamactl.server.errors import LeaseLost
+from llamactl.server.errors import LeaseLost, MessageQueueError
 from llamactl.server.mq.base import Delivery, Message, MessageQueue
 
 DEADLINE = 10.0
@@ -56,6 +56,8 @@ class FakeQueue(MessageQueue):
         self.deliveries: list[FakeDelivery] = []
         self.consumers: list[dict[str, Any]] = []
         self.started = self.closed = False
+        self.refuse: set[str] = set()
+        """msg_ids whose next publish fails as if the broker were unreachable."""
         self._changed = asyncio.Event()
 
     def changed(self) -> None:
@@ -82,6 +84,9 @@ class FakeQueue(MessageQueue):
         key: str = "",
         headers: Mapping[str, str] | None = None,
     ) -> int:
+        if msg_id in self.refuse:
+            self.refuse.discard(msg_id)
+            raise MessageQueueError(f"publish to {topic}: the broker did not answer within 10s")
         log = self.topics.setdefault(topic, [])
         for old in log:
             if old.msg_id == msg_id:

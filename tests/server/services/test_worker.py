@@ -246,6 +246,17 @@ async def test_a_malformed_task_message_fails_its_task_instead_of_vanishing(serv
     await queue.wait_for(lambda: finished(queue, "t1"))
 
 
+async def test_a_task_whose_report_fails_gives_its_delivery_and_its_slot_back(serving: Any) -> None:
+    """Before: the delivery was left unsettled, so its credit never came back and, after
+    max-concurrency such failures, the replica looked ready and received nothing."""
+    _, queue = serving("funcs:add", max_concurrency=1)
+    queue.refuse.add(final_msg_id("t1"))
+    await submit(queue, "t1", input={"a": 1, "b": 2})
+    await queue.wait_for(lambda: bool(queue.deliveries) and queue.deliveries[0].state == "nacked")
+    await submit(queue, "t2", input={"a": 2, "b": 2})  # the one slot is free again
+    await queue.wait_for(lambda: finished(queue, "t2"))
+
+
 async def test_a_message_that_names_no_task_is_dropped(serving: Any) -> None:
     _, queue = serving("flows:counter")
     await queue.publish(SERVICE, b"not json", msg_id="stray")

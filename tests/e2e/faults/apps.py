@@ -1,0 +1,132 @@
+"""Deployments for the fault tests: functions that count their runs, sleep, block their event loop,
+spin, or kill their worker; and an audit that every accepted task ended exactly once."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from llamactl.server.control_plane import ControlPlane
+from llamactl.server.types import TaskRecord
+from tests.llamactl.serving import FLOWS
+
+FUNCS = '''
+import asyncio
+import os
+import time
+from pathlib import Path
+
+RUNS = Path(os.environ["FAULT_RUNS"])
+
+
+def _ran(key: str) -> None:
+    with open(RUNS / f"{key}.runs", "a") as f:
+        f.write(f"{os.getpid()}\\n")
+
+
+def _runs(key: str) -> int:
+    path = RUNS / f"{key}.runs"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+async def work(key: str, seconds: float = 0.2, first: float | None = None, die: bool = False) -> str:
+    """Sleeps ``first`` seconds on its first run (if given), ``seconds`` on any other; ``die``:
+    kills its worker (a poison task), every time."""
+    again = _runs(key) > 0
+    _ran(key)
+    if die:
+        os._exit(17)
+    await asyncio.sleep(float(seconds if again or first is None else first))
+    return f"done {key}"
+
+
+async def ticks(key: str, n: int = 10, every: float = 0.2):
+    """Streams ``n`` events, one every ``every`` seconds; the last one is the result."""
+    _ran(key)
+    for i in range(int(n)):
+        await asyncio.sleep(float(every))
+        yield {"i": i}
+
+
+async def block(key: str, seconds: float) -> str:
+    _ran(key)
+    time.sleep(float(seconds))  # a blocking call in an async step: the fault
+    return f"woke {key}"
+
+
+async def spin(key: str, seconds: float) -> str:
+    _ran(key)
+    end = time.monotonic() + float(seconds)
+    while time.monotonic() < end:  # a busy loop in an async step: the fault
+        pass
+    return f"spun {key}"
+'''
+
+
+@dataclass
+class App:
+    folder: Path
+    file: Path
+    runs: Path
+
+    def runs_of(self, key: str) -> int:
+        """How many times the task body with this key started (in any worker process)."""
+        path = self.runs / f"{key}.runs"
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def write_fault_app(
+    folder: Path,
+    services: dict[str, dict[str, object]],
+    *,
+    name: str = "faults",
+    message_queue: dict[str, object] | None = None,
+    control_plane: dict[str, object] | None = None,
+) -> App:
+    """A deployment of ``services`` (id -> settings, ``path`` among them) over FUNCS."""
+    src = folder / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    runs = folder / "runs"
+    runs.mkdir(exist_ok=True)
+    (src / "funcs.py").write_text(FUNCS)
+    (src / "flows.py").write_text(FLOWS)
+    doc: dict[str, object] = {"name": name, "services": {}}
+    for service_id, settings in services.items():
+        doc["services"][service_id] = {  # type: ignore[index]
+            "source": {"type": "local", "location": "src"},
+            "env": {"FAULT_RUNS": str(runs)},
+            **settings,
+        }
+    if message_queue:
+        doc["message-queue"] = message_queue
+    if control_plane:
+        doc["control-plane"] = control_plane
+    file = folder / "deployment.yml"
+    file.write_text(json.dumps(doc, indent=2))  # JSON is YAML
+    return App(folder, file, runs)
+
+
+async def final_changes(cp: ControlPlane) -> Counter[str]:
+    """How many final statuses the change feed recorded per task."""
+    await cp.changes.flushed()
+    finals: Counter[str] = Counter()
+    seq = 0
+    while batch := await cp.changes.read(seq, limit=5000):
+        for change in batch:
+            if change.kind == "task.status" and change.data["status"] in ("completed", "failed", "cancelled"):
+                finals[change.data["task_id"]] += 1
+        seq = batch[-1].seq + 1
+    return finals
+
+
+async def audit(cp: ControlPlane, task_ids: list[str]) -> list[TaskRecord]:
+    """Every task is final, and its final status was recorded exactly once."""
+    records = [await cp.get_task(t) for t in task_ids]
+    unfinished = [r.task_id for r in records if not r.status.is_final]
+    assert not unfinished, f"{len(unfinished)} task(s) never finished: {unfinished[:5]}"
+    finals = await final_changes(cp)
+    twice = {t: n for t in task_ids if (n := finals[t]) != 1}
+    assert not twice, f"final status recorded other than once: {twice}"
+    return records

@@ -1,0 +1,171 @@
+"""`llamactl serve` killed with SIGKILL, then started again on the same folder: what was finished
+is all there, what was queued or running completes exactly once, and an SSE client resumes from
+its last event id. And SIGTERM: clients waiting for a task get a JSON 503 naming it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.waiting import wait_until
+from tests.llamactl.serving import Server, alive
+from tests.server.apiserver.conftest import SseReader
+
+from .apps import App, write_fault_app
+
+SERVICES = {
+    "work": {"path": "funcs:work", "max-concurrency": 4},
+    "ticks": {"path": "funcs:ticks"},
+    "counter": {"path": "flows:counter_workflow"},
+}
+D = "/deployments/faults"
+
+
+def app_in(tmp_path: Path) -> App:
+    return write_fault_app(tmp_path / "app", SERVICES)
+
+
+async def create(
+    client: httpx.AsyncClient, service: str, payload: dict[str, object], session: str | None = None
+) -> str:
+    body = {
+        "input": json.dumps(payload),
+        "service_id": service,
+        **({"session_id": session} if session else {}),
+    }
+    answer = await client.post(f"{D}/tasks/create", json=body)
+    answer.raise_for_status()
+    task_id: str = answer.json()["task_id"]
+    return task_id
+
+
+async def wait_final(client: httpx.AsyncClient, task_id: str, timeout: float = 60) -> dict[str, object]:
+    answer = await client.get(f"{D}/tasks/{task_id}/results", params={"timeout": timeout})
+    answer.raise_for_status()
+    record: dict[str, object] = (await client.get(f"{D}/tasks/{task_id}")).json()
+    return record
+
+
+async def final_statuses(client: httpx.AsyncClient) -> Counter[str]:
+    """How many final statuses the change feed holds per task (read until it goes quiet)."""
+    finals: Counter[str] = Counter()
+    async with client.stream(
+        "GET", f"{D}/changes", params={"from_seq": 0}, headers={"accept": "text/event-stream"}
+    ) as stream:
+        reader = SseReader(stream)
+        while True:
+            try:
+                frame = await asyncio.wait_for(reader.next(), 1.5)
+            except TimeoutError:
+                return finals
+            if frame is None:
+                return finals
+            change = json.loads(frame.data)
+            if frame.event == "task.status" and change["data"]["status"] in (
+                "completed",
+                "failed",
+                "cancelled",
+            ):
+                finals[change["data"]["task_id"]] += 1
+
+
+async def test_sigkill_and_restart_keeps_what_finished_and_finishes_the_rest_once(tmp_path: Path) -> None:
+    app = app_in(tmp_path)
+    server = Server(app.file)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        echo = await create(client, "work", {"key": "done", "seconds": 0})
+        assert (await wait_final(client, echo))["status"] == "completed"
+        session = (await client.post(f"{D}/sessions/create")).json()["session_id"]
+        for expected in (1, 2):
+            counted = await wait_final(client, await create(client, "counter", {}, session))
+            assert counted["result"] == expected
+        ticks = await create(client, "ticks", {"key": "t", "n": 12, "every": 0.25})
+        async with client.stream(
+            "GET", f"{D}/tasks/{ticks}/events", headers={"accept": "text/event-stream"}
+        ) as stream:
+            reader = SseReader(stream)
+            seen = [await reader.next() for _ in range(3)]
+        last_id = seen[-1].id if seen[-1] is not None else None
+        assert last_id == 2
+        queued_session = (await client.post(f"{D}/sessions/create")).json()["session_id"]
+        slow = [
+            await create(client, "work", {"key": f"s{i}", "seconds": 1.5}, queued_session) for i in range(3)
+        ]
+        await asyncio.sleep(0.5)  # the first runs, the other two wait for it
+        workers = server.note_workers()
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(10)
+    await wait_until(lambda: not any(alive(p) for p in workers), 10)
+    print(
+        f"injected: SIGKILL of llamactl serve (pid {server.process.pid}) with 1 running and 2 queued "
+        f"tasks, a streaming task at event {last_id}, {len(workers)} workers"
+    )
+    server.stderr.rest()
+    assert server.process.stderr is not None
+    server.process.stderr.close()
+
+    again = Server(app.file)
+    try:
+        async with httpx.AsyncClient(base_url=again.url, timeout=60) as client:
+            before = (await client.get(f"{D}/tasks/{echo}")).json()
+            assert (before["status"], before["result"]) == ("completed", "done done")
+            counted = await wait_final(client, await create(client, "counter", {}, session))
+            assert counted["result"] == 3  # the session's Context survived
+            frames = []
+            async with client.stream(
+                "GET",
+                f"{D}/tasks/{ticks}/events",
+                headers={"accept": "text/event-stream", "Last-Event-ID": str(last_id)},
+            ) as stream:
+                reader = SseReader(stream)
+                while (frame := await reader.next()) is not None:
+                    frames.append(frame)
+            ids = [f.id for f in frames if f.id is not None]
+            assert ids == list(range(last_id + 1, last_id + 1 + len(ids)))  # no gap, no duplicate
+            assert frames[-1].event == "end" and json.loads(frames[-1].data)["status"] == "completed"
+            markers = [json.loads(f.data) for f in frames if f.event == "TaskAttempt"]
+            assert [m["value"]["attempt"] for m in markers] == [2]
+            results = [await wait_final(client, t) for t in slow]
+            assert [r["status"] for r in results] == ["completed"] * 3
+            finals = await final_statuses(client)
+            every = [echo, ticks, *slow]
+            assert {t: finals[t] for t in every} == {t: 1 for t in every}
+            runs = {f"s{i}": app.runs_of(f"s{i}") for i in range(3)}
+            print(
+                f"counted: slow tasks {[r['status'] for r in results]}, runs {runs}; stream resumed "
+                f"at {ids[0]} with {len(markers)} attempt marker(s); session counter at 3"
+            )
+            assert runs["s1"] == runs["s2"] == 1 and runs["s0"] in (1, 2)
+    finally:
+        assert again.stop() == 0
+
+
+async def test_sigterm_answers_waiting_clients_with_a_json_503_that_names_the_task(tmp_path: Path) -> None:
+    app = app_in(tmp_path)
+    server = Server(app.file)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        body = {"input": json.dumps({"key": "long", "seconds": 4}), "service_id": "work"}
+        waiting = asyncio.create_task(client.post(f"{D}/tasks/run", json=body))
+        deadline = time.monotonic() + 30
+        while not (await client.get(f"{D}/tasks", params={"status": "running"})).json():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        server.process.send_signal(signal.SIGTERM)
+        answer = await asyncio.wait_for(waiting, 30)
+    print(f"injected: SIGTERM during tasks/run; the client got {answer.status_code} {answer.text}")
+    assert answer.status_code == 503
+    assert answer.headers["content-type"].startswith("application/json")
+    detail = answer.json()
+    assert detail["status"] == "running" and detail["task_id"]
+    assert "stopping" in detail["detail"]
+    assert server.process.wait(60) == 0
+    server.stderr.rest()
+    assert server.process.stderr is not None
+    server.process.stderr.close()
+    assert app.runs_of("long") == 1

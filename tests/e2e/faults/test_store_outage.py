@@ -1,0 +1,76 @@
+"""The disk under the deployment's state fills up for a few seconds (a real tmpfs under
+`.llamactl/`, holding the state store and the broker's journal): new tasks get a clear 503 and
+nothing half-accepted, the task that finishes meanwhile is recorded once space is back, and
+everything goes on after."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.faults import SmallDisk, small_disk
+from tests.server.apiserver.conftest import start_server
+
+from .apps import write_fault_app
+from .test_server_restart import final_statuses
+
+D = "/deployments/faults"
+
+
+@pytest.fixture
+async def full_disk_app(tmp_path: Path) -> AsyncIterator[tuple[str, SmallDisk]]:
+    app = write_fault_app(tmp_path / "app", {"work": {"path": "funcs:work", "max-concurrency": 4}})
+    with small_disk(app.folder / ".llamactl", "16m") as disk:
+        stop = asyncio.Event()
+        url, serving = await start_server(stop, deployment_files=[app.file])
+        try:
+            yield url, disk
+        finally:
+            disk.free()
+            stop.set()
+            await asyncio.wait_for(serving, 60)
+
+
+def body(key: str, seconds: float = 0.0, session: str | None = None) -> dict[str, object]:
+    payload = {"input": json.dumps({"key": key, "seconds": seconds}), "service_id": "work"}
+    return {**payload, **({"session_id": session} if session else {})}
+
+
+async def test_a_full_disk_refuses_new_tasks_clearly_and_loses_nothing(
+    full_disk_app: tuple[str, SmallDisk],
+) -> None:
+    url, disk = full_disk_app
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        assert (await client.post(f"{D}/tasks/run", json=body("before"))).json() == "done before"
+        session = (await client.post(f"{D}/sessions/create")).json()["session_id"]
+        running = (await client.post(f"{D}/tasks/create", json=body("during", 1.5, session))).json()[
+            "task_id"
+        ]
+        queued = (await client.post(f"{D}/tasks/create", json=body("after", 0.0, session))).json()["task_id"]
+        await asyncio.sleep(0.3)
+        filled = disk.fill()
+        refused = await client.post(f"{D}/tasks/create", json=body("refused"))
+        print(
+            f"injected: filled the state disk ({filled} bytes); a new task got {refused.status_code}: "
+            f"{refused.json()['detail']}"
+        )
+        assert refused.status_code == 503
+        assert "full" in refused.json()["detail"] and "try again" in refused.json()["detail"]
+        assert refused.headers["retry-after"] == "1"
+        await asyncio.sleep(2.5)  # the running task ends while nothing can be written
+        disk.free()
+        for task_id in (running, queued):
+            result = await client.get(f"{D}/tasks/{task_id}/results", params={"timeout": 60})
+            assert result.json()["data"]["status"] == "completed", result.text
+        assert (await client.post(f"{D}/tasks/run", json=body("later"))).json() == "done later"
+        listed = (await client.get(f"{D}/tasks", params={"limit": 100})).json()
+        inputs = sorted(json.loads(t["input"])["key"] for t in listed)
+        print(f"counted: tasks stored {inputs}")
+        assert inputs == ["after", "before", "during", "later"]  # nothing half-accepted
+        finals = await final_statuses(client)
+        assert all(finals[t["task_id"]] == 1 for t in listed)
