@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,6 +137,9 @@ def serve(
         if not file.is_file():
             fail(f"no deployment file at {file}", "pass the path of a deployment.yml", ExitCode.USAGE)
     output = ServeOutput(level=level, quiet=quiet, keys=_service_keys(files or []))
+    # Workers write into a pipe that serve reads line by line: unbuffered, a print shows up when
+    # it happens rather than when the worker exits.
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
         options: dict[str, Any] = {
             "token": token or settings(ctx).token,
@@ -247,7 +251,7 @@ class _Drain:
             tasks = "task" if running == 1 else "tasks"
             text = f"waiting for {running} running {tasks}, Ctrl-C again to stop now"
         else:
-            text = "no task running; stopping the workers"
+            text = "no task left running"
         if self._spinner.enabled:
             self._spinner.update(text)
         else:

@@ -102,15 +102,31 @@ async def running_tasks(deployments: Sequence[Deployment]) -> int:
     return total
 
 
-async def _report_drain(deployments: Sequence[Deployment], on_drain: DrainCallback) -> None:
-    """Calls ``on_drain(n)`` with the number of running tasks at once and whenever it changes."""
-    last: int | None = None
-    while True:
-        count = await running_tasks(deployments)
-        if count != last:
-            on_drain(count)
-            last = count
-        await asyncio.sleep(DRAIN_POLL)
+class _DrainReport:
+    """Calls ``on_drain(n)`` with the number of running tasks at once, whenever it changes, and
+    with 0 once the deployments have stopped (if it had not said 0 yet)."""
+
+    def __init__(self, deployments: Sequence[Deployment], on_drain: DrainCallback) -> None:
+        self._deployments = deployments
+        self._on_drain = on_drain
+        self._last: int | None = None
+        self._task = asyncio.create_task(self._follow(), name="drain-report")
+
+    def _say(self, count: int) -> None:
+        if count != self._last:
+            self._on_drain(count)
+            self._last = count
+
+    async def _follow(self) -> None:
+        while True:
+            self._say(await running_tasks(self._deployments))
+            await asyncio.sleep(DRAIN_POLL)
+
+    async def done(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._say(0)
 
 
 async def serve(
@@ -217,7 +233,7 @@ async def serve(
         app.state.stopping.set()
         # Taken now: the manager forgets each deployment as soon as it starts stopping it.
         stopping = manager.running()
-        progress = asyncio.create_task(_report_drain(stopping, on_drain)) if on_drain is not None else None
+        progress = _DrainReport(stopping, on_drain) if on_drain is not None else None
         try:
             if watchers is not None:
                 await watchers.close()
@@ -225,7 +241,5 @@ async def serve(
             await manager.close()
         finally:
             if progress is not None:
-                progress.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await progress
+                await progress.done()
             await http.stop()
