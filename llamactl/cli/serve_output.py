@@ -154,7 +154,7 @@ class ServeOutput:
         if match := _WORKER_LOG.match(text):
             level = _LEVEL_NUMBERS[match["level"]]
             self._last_level[name] = level
-            shown = match["rest"]
+            shown = f"{match['level']} {match['rest']}"
         else:
             level = (
                 self._last_level.get(name, logging.WARNING)
