@@ -66,7 +66,9 @@ class Styled:
         if not color:
             return self.text
         shown = f"{self.glyph} {self.text}" if self.glyph else self.text
-        return typer.style(shown, fg=self.fg, bold=self.bold)
+        if self.fg is None and not self.bold:
+            return shown
+        return typer.style(shown, fg=self.fg, bold=self.bold or None)
 
 
 def styled(text: str, fg: str | None = None, *, bold: bool = False, glyph: str | None = None) -> Styled:
