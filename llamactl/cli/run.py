@@ -126,8 +126,9 @@ def run(
     At a terminal a spinner shows the task's status while it runs, and the question when a
     human-in-the-loop workflow waits for an answer. Ctrl-C stops waiting (the task goes on).
 
-    Examples (the `streaming` template): `llamactl run "hi"`, `llamactl run -a count 3 --stream`,
-    `llamactl run --json '{"count": 2}' -d streaming -i SESSION`.
+    Examples, with the `streaming` template served (`llamactl serve templates/streaming/deployment.yml`):
+    `llamactl run "hi"`, `llamactl run -a steps 5 --stream "hi"`,
+    `llamactl run --json '{"message": "hi", "steps": 2}' -d streaming -i SESSION`.
     """
     import uuid
 
