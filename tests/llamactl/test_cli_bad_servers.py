@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -25,6 +26,7 @@ from llamactl.cli.main import app
 from llamactl.client import Client
 from llamactl.client._base import server_url
 from llamactl.client.errors import InvalidServerUrl
+from tests.llamactl.fakes import FakeServer
 from tests.llamactl.serving import Server, write_app
 
 runner = CliRunner()
@@ -264,3 +266,48 @@ def test_a_url_that_is_no_server_url_is_a_usage_error(given: str) -> None:
     code, out, err = invoke(given, ["status"])
     assert (code, out) == (ExitCode.USAGE, "")
     assert err.startswith("Error: ") and len(err.splitlines()) == 1
+
+
+# --- the server's own refusals of a wait ------------------------------------------------------
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
+    monkeypatch.delenv("LLAMACTL_DEPLOYMENT", raising=False)
+    server = FakeServer()
+    server.on("GET", "/deployments/", [{"name": "demo"}])
+    server.install(monkeypatch)
+    return server
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_a_wait_that_timed_out_says_the_task_goes_on(fake: FakeServer) -> None:
+    body = {"detail": "Task 't1' is still running after 360 s: ...", "task_id": "t1", "status": "running"}
+    fake.on("POST", "/deployments/demo/tasks/run", body, status=504)
+    code, out, err = _cli("run", "hi")
+    assert_one_line_error(code, out, err, ExitCode.STILL_RUNNING, "task t1 is still running")
+    assert "Hint: it goes on: follow it with `llamactl tasks events t1 -d demo --follow`" in err
+
+
+def test_a_full_queue_says_when_to_try_again(fake: FakeServer) -> None:
+    answer = httpx.Response(
+        429, json={"detail": "Service 'echo' has 10 tasks waiting"}, headers={"Retry-After": "3"}
+    )
+    fake.on("POST", "/deployments/demo/tasks/run", answer)
+    code, out, err = _cli("run", "hi")
+    assert_one_line_error(code, out, err, ExitCode.BUSY, "Service 'echo' has 10 tasks waiting")
+    assert "Hint: try again in 3 s" in err
+
+
+def test_a_waiter_woken_by_a_stopping_server_names_its_task(fake: FakeServer) -> None:
+    body = {"detail": "the server is stopping", "task_id": "t1", "status": "running"}
+    fake.on("POST", "/deployments/demo/tasks/run", body, status=503)
+    code, out, err = _cli("run", "hi")
+    assert_one_line_error(code, out, err, ExitCode.UNREACHABLE, "is stopping; task t1 is running")
+    assert "Hint: it goes on when the server is back: `llamactl tasks show t1 -d demo`" in err
