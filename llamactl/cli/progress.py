@@ -91,13 +91,17 @@ class Spinner:
         else:
             typer.echo(line, err=True)
 
-    def __enter__(self) -> Spinner:
-        if self.enabled:
+    def start(self) -> None:
+        """Start drawing (at a terminal; nothing otherwise)."""
+        if self.enabled and self._live is None:
             from rich.console import Console
 
             self._console = Console(stderr=True, highlight=False, no_color=plain_terminal())
             self._live = self._console.status(_Text(self), spinner="dots")
             self._live.start()
+
+    def __enter__(self) -> Spinner:
+        self.start()
         return self
 
     def __exit__(

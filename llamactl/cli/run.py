@@ -22,7 +22,7 @@ from llamactl.cli.common import (
 )
 from llamactl.cli.exit_codes import ExitCode
 from llamactl.cli.progress import interactive_stderr
-from llamactl.cli.tasks import check_status, print_event
+from llamactl.cli.task_output import check_status, print_event
 
 if TYPE_CHECKING:
     from llamactl.client.sync import Tasks

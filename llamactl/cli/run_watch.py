@@ -49,7 +49,7 @@ class TaskWatch:
         self.spinner = Spinner(f"Task {task_id[:8]} ({service})", "queued")
 
     def __enter__(self) -> TaskWatch:
-        self.spinner.__enter__()
+        self.spinner.start()
         run_in_thread(self._follow_status, "run-status")
         run_in_thread(self._follow_events, "run-events")
         return self

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,9 +13,8 @@ from llamactl.cli.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
-    from llamactl.cli.progress import Spinner
     from llamactl.cli.serve_output import ServeOutput
 
 __all__ = ["serve"]
@@ -122,7 +120,7 @@ def serve(
     """
     import asyncio
 
-    from llamactl.cli.serve_output import LEVELS, ServeOutput
+    from llamactl.cli.serve_output import LEVELS, ServeOutput, logging_to
     from llamactl.server.apiserver.policy import parse_size
     from llamactl.server.errors import DeploymentConfigError, InvalidRequest, LlamactlError, WorkflowLoadError
 
@@ -154,7 +152,7 @@ def serve(
     if access_log and not quiet:
         options["access_log"] = output.access
     try:
-        with _logging_to(output), asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+        with logging_to(output), asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
             runner.run(_serve(host, port, files or [], watch=watch, options=options, output=output))
     except DeploymentConfigError as exc:
         fail(str(exc), "fix the file, then run the command again", ExitCode.CONFIG)
@@ -191,12 +189,13 @@ async def _serve(
     import signal
 
     from llamactl.cli.progress import Spinner
+    from llamactl.cli.serve_output import DrainProgress
     from llamactl.server.apiserver.runner import serve as run_server
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
-    drain = _Drain(output, Spinner("Stopping"))
+    drain = DrainProgress(output, Spinner("Stopping"))
 
     def on_signal() -> None:
         if stop.is_set() and main is not None:
@@ -227,42 +226,6 @@ async def _serve(
             loop.remove_signal_handler(sig)
 
 
-class _Drain:
-    """The shutdown's progress: how many tasks still run, and that a second Ctrl-C stops at once.
-
-    At a terminal one spinner line is redrawn; elsewhere a line is written each time the count
-    changes.
-    """
-
-    def __init__(self, output: ServeOutput, spinner: Spinner) -> None:
-        self._output = output
-        self._spinner = spinner
-        self._started = False
-
-    def begin(self) -> None:
-        self._started = True
-        self._output.line("Stopping: letting running tasks finish (Ctrl-C again to stop at once)...")
-        if self._spinner.enabled:
-            self._spinner.__enter__()
-            self._output.set_writer(self._spinner.print)
-
-    def update(self, running: int) -> None:
-        if running:
-            tasks = "task" if running == 1 else "tasks"
-            text = f"waiting for {running} running {tasks}, Ctrl-C again to stop now"
-        else:
-            text = "no task left running"
-        if self._spinner.enabled:
-            self._spinner.update(text)
-        else:
-            self._output.line(f"Stopping: {text}")
-
-    def end(self) -> None:
-        if self._started and self._spinner.enabled:
-            self._spinner.stop()
-            self._output.set_writer(None)
-
-
 def _on_ready(url: str, output: ServeOutput) -> None:
     output.line(f"Listening on {url}")
     if not output.quiet:
@@ -281,37 +244,6 @@ def _service_keys(files: list[Path]) -> list[str]:
         except Exception:  # the real load reports what is wrong
             continue
     return keys
-
-
-@contextmanager
-def _logging_to(output: ServeOutput) -> Iterator[None]:
-    """The server's own log records and deployment-file warnings go through ``output`` (the
-    latter also when `--watch` reloads an edited file)."""
-    import logging
-    import warnings
-
-    from llamactl.cli.serve_output import RecordHandler
-    from llamactl.server.config import DeploymentConfigWarning
-
-    root = logging.getLogger()
-    handler = RecordHandler(output)
-    saved_level, saved_show = root.level, warnings.showwarning
-    root.addHandler(handler)
-    root.setLevel(output.level)
-
-    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-        if isinstance(message, DeploymentConfigWarning):
-            output.warning(str(message))
-        else:
-            saved_show(message, category, *args, **kwargs)
-
-    warnings.showwarning = show
-    try:
-        yield
-    finally:
-        warnings.showwarning = saved_show
-        root.removeHandler(handler)
-        root.setLevel(saved_level)
 
 
 def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -17,13 +17,19 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from llamactl.cli.style import Styled, styled, use_color, warning_label
 
-__all__ = ["LEVELS", "RecordHandler", "ServeOutput"]
+if TYPE_CHECKING:
+    from llamactl.cli.progress import Spinner
+
+__all__ = ["LEVELS", "DrainProgress", "RecordHandler", "ServeOutput", "logging_to"]
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -192,3 +198,66 @@ class RecordHandler(logging.Handler):
             self._output.record(record)
         except Exception:
             self.handleError(record)
+
+
+class DrainProgress:
+    """The shutdown's progress: how many tasks still run, and that a second Ctrl-C stops at once.
+
+    At a terminal one spinner line is redrawn; elsewhere a line is written each time the count
+    changes.
+    """
+
+    def __init__(self, output: ServeOutput, spinner: Spinner) -> None:
+        self._output = output
+        self._spinner = spinner
+        self._started = False
+
+    def begin(self) -> None:
+        self._started = True
+        self._output.line("Stopping: letting running tasks finish (Ctrl-C again to stop at once)...")
+        if self._spinner.enabled:
+            self._spinner.start()
+            self._output.set_writer(self._spinner.print)
+
+    def update(self, running: int) -> None:
+        if running:
+            tasks = "task" if running == 1 else "tasks"
+            text = f"waiting for {running} running {tasks}, Ctrl-C again to stop now"
+        else:
+            text = "no task left running"
+        if self._spinner.enabled:
+            self._spinner.update(text)
+        else:
+            self._output.line(f"Stopping: {text}")
+
+    def end(self) -> None:
+        if self._started and self._spinner.enabled:
+            self._spinner.stop()
+            self._output.set_writer(None)
+
+
+@contextmanager
+def logging_to(output: ServeOutput) -> Iterator[None]:
+    """The server's own log records and deployment-file warnings go through ``output`` (the
+    latter also when `--watch` reloads an edited file)."""
+    from llamactl.server.config import DeploymentConfigWarning
+
+    root = logging.getLogger()
+    handler = RecordHandler(output)
+    saved_level, saved_show = root.level, warnings.showwarning
+    root.addHandler(handler)
+    root.setLevel(output.level)
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if isinstance(message, DeploymentConfigWarning):
+            output.warning(str(message))
+        else:
+            saved_show(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = saved_show
+        root.removeHandler(handler)
+        root.setLevel(saved_level)
