@@ -258,7 +258,7 @@ class ControlPlaneRecords:
                 return cached[0].model_copy(), False
             writes: list[Write] = [*(extra(task) if extra else ())]
             at = len(writes)
-            writes.append(Cas(self.tasks_ns, task_id, _dump(task), version, task.index()))
+            writes.append(Cas(self.tasks_ns, task_id, _dump(task), version, _changed_index(cached[0], task)))
             if feed:
                 writes.append(self.status_change(task))
             result = await self.store.commit(writes)
@@ -404,6 +404,13 @@ def _task_filter(
     if status is not None:
         return "status", status.value, keep
     return "status", None, keep
+
+
+def _changed_index(before: StoredTask, after: StoredTask) -> Index | None:
+    """Only the index fields the change touched (the others keep their entries)."""
+    old, new = before.index(), after.index()
+    fields = {name: value for name, value in new.fields.items() if old.fields.get(name) != value}
+    return Index(sort=new.sort, fields=fields) if fields else None
 
 
 def _dump(model: BaseModel) -> bytes:

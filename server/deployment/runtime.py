@@ -235,6 +235,16 @@ class Deployment:
 
     # --- status ------------------------------------------------------------------------------
 
+    def health(self) -> dict[str, object]:
+        """The control plane's health, with what the message broker ignored or could not write."""
+        health = self.control_plane.health()
+        if self._broker is not None:
+            late = int(health.get("late_results", 0))  # type: ignore[call-overload]
+            health["late_results"] = late + self._broker.late_results
+            health["journal_failures"] = self._broker.journal_failures
+            health["journal_healthy"] = self._broker.journal_healthy
+        return health
+
     def services(self) -> list[ServiceStatus]:
         return self.control_plane.registry.statuses()
 

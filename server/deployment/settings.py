@@ -19,5 +19,6 @@ def control_plane_settings(config: DeploymentConfig) -> ControlPlaneSettings:
             finished_age=cp.finished_task_retention,
             max_finished=cp.max_finished_tasks,
             changes_kept=cp.change_feed_retention,
+            every=cp.prune_interval,
         ),
     )

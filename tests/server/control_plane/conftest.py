@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest_asyncio
 
-from llamactl.server.control_plane import ControlPlane, ServiceInfo, ServiceRegistry
+from llamactl.server.control_plane import ControlPlane, ControlPlaneSettings, ServiceInfo, ServiceRegistry
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.mq.factory import connect_queue
@@ -37,7 +37,7 @@ class Harness:
         self.queues.append(queue)
         return queue
 
-    async def control_plane(self) -> ControlPlane:
+    async def control_plane(self, settings: ControlPlaneSettings | None = None) -> ControlPlane:
         registry = ServiceRegistry(
             [ServiceInfo(service_id="a", name="A"), ServiceInfo(service_id="b", name="B")]
         )
@@ -47,6 +47,7 @@ class Harness:
             queue=await self.queue(),
             orchestrator=Orchestrator(DEPLOYMENT, ["a", "b"], "a"),
             registry=registry,
+            settings=settings,
         )
         await plane.start()
         self.planes.append(plane)
