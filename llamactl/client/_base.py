@@ -15,6 +15,7 @@ from llamactl.client.errors import (
     ClientError,
     InvalidServerUrl,
     NotLlamactlServer,
+    ServerStopping,
     ServerUnreachable,
     error_for_status,
 )
@@ -205,13 +206,17 @@ def transport_error(
     if isinstance(probe, httpx.ConnectError | httpx.ConnectTimeout):
         return ServerUnreachable(url, f"it went away ({_reason(exc)})")
     if isinstance(probe, httpx.Response):
+        dropped = ServerUnreachable(url, f"the connection dropped before the answer ({_reason(exc)})")
         try:
             check(probe)
-        except ClientError as error:
-            if not isinstance(error, NotLlamactlServer):
-                return error  # a llamactl server that answers, e.g. that it is stopping
+        except ServerStopping as stopping:
+            return stopping
+        except NotLlamactlServer:
+            pass
+        except ClientError:
+            return dropped  # a llamactl server answers there (it refused the probe itself)
         else:
-            return ServerUnreachable(url, f"the connection dropped before the answer ({_reason(exc)})")
+            return dropped
     # It closes the connection without an HTTP answer, or answers bytes that are not HTTP: a
     # database's port, say.
     return NotLlamactlServer(url, f"it does not answer HTTP ({_reason(exc)})")
