@@ -59,7 +59,9 @@ def list_tasks(
     service: str | None = typer.Option(
         None, "--service", "-s", metavar="SERVICE", help="Only the tasks of this service."
     ),
-    limit: int = typer.Option(20, "--limit", "-n", min=1, max=10_000, help="Show the newest N tasks."),
+    limit: int = typer.Option(
+        20, "--limit", "-n", min=1, max=10_000, metavar="N", help="Show the newest N tasks (1 to 10000)."
+    ),
     every: bool = typer.Option(False, "--all", help="Show every task (read a page at a time)."),
     wide: bool = typer.Option(False, "--wide", "-w", help="Full ids and every column."),
     output: Output = output_option(),
@@ -179,7 +181,12 @@ def cancel(
         True, "--wait/--no-wait", help="Wait until a running task has stopped (its worker is asked to)."
     ),
     wait_seconds: float = typer.Option(
-        60.0, "--timeout", metavar="SECONDS", min=0, help="Wait at most this long for it to stop."
+        60.0,
+        "--timeout",
+        metavar="SECONDS",
+        min=0,
+        help="Wait at most this long for it to stop.  [default: 60]",
+        show_default=False,
     ),
     output: Output = output_option(),
 ) -> None:
