@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import itertools
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -82,22 +81,22 @@ WHEN old.value <> new.value BEGIN
 END;
 """
 
-_savepoints = itertools.count()
-
 
 @contextlib.contextmanager
 def _atomic(c: sqlite3.Connection) -> Iterator[None]:
-    """Undo everything done inside the block if it raises (the surrounding batch goes on)."""
-    name = f"w{next(_savepoints)}"
-    c.execute(f"SAVEPOINT {name}")
+    """Undo everything done inside the block if it raises (the surrounding batch goes on).
+
+    One constant savepoint name, so that the three statements stay in the statement cache.
+    """
+    c.execute("SAVEPOINT w")
     try:
         yield
     except BaseException:
         if c.in_transaction:  # an I/O error may have rolled the whole transaction back already
-            c.execute(f"ROLLBACK TO {name}")
-            c.execute(f"RELEASE {name}")
+            c.execute("ROLLBACK TO w")
+            c.execute("RELEASE w")
         raise
-    c.execute(f"RELEASE {name}")
+    c.execute("RELEASE w")
 
 
 class _ConditionFailed(Exception):
@@ -156,14 +155,18 @@ def _set_index(c: sqlite3.Connection, ns: str, key: str, index: Index) -> None:
 
 def put(c: sqlite3.Connection, ns: str, key: str, value: bytes, *, index: Index | None = None) -> int:
     with _atomic(c) if index else contextlib.nullcontext():
-        row = c.execute(
-            "INSERT INTO kv (ns, key, value, version) VALUES (?, ?, ?, 1) "
-            "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, version = kv.version + 1 "
-            "RETURNING version",
-            (ns, key, value),
-        ).fetchone()
-        if index:
-            _set_index(c, ns, key, index)
+        return _put(c, ns, key, value, index)
+
+
+def _put(c: sqlite3.Connection, ns: str, key: str, value: bytes, index: Index | None) -> int:
+    row = c.execute(
+        "INSERT INTO kv (ns, key, value, version) VALUES (?, ?, ?, 1) "
+        "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, version = kv.version + 1 "
+        "RETURNING version",
+        (ns, key, value),
+    ).fetchone()
+    if index:
+        _set_index(c, ns, key, index)
     return int(row[0])
 
 
@@ -180,39 +183,48 @@ def cas(
     *,
     index: Index | None = None,
 ) -> int | None:
+    with _atomic(c) if index else contextlib.nullcontext():
+        return _cas(c, ns, key, value, expected, index=index)
+
+
+def _cas(
+    c: sqlite3.Connection, ns: str, key: str, value: bytes, expected: int | None, *, index: Index | None
+) -> int | None:
     if expected is not None and not _storable(expected):
         return None
-    with _atomic(c) if index else contextlib.nullcontext():
-        if expected is None:
-            cur = c.execute(
-                "INSERT INTO kv (ns, key, value, version) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (ns, key) DO NOTHING",
-                (ns, key, value),
-            )
-            version = 1
-        else:
-            cur = c.execute(
-                "UPDATE kv SET value = ?, version = version + 1 WHERE ns = ? AND key = ? AND version = ?",
-                (value, ns, key, expected),
-            )
-            version = expected + 1
-        if cur.rowcount != 1:
-            return None
-        if index:
-            _set_index(c, ns, key, index)
+    if expected is None:
+        cur = c.execute(
+            "INSERT INTO kv (ns, key, value, version) VALUES (?, ?, ?, 1) ON CONFLICT (ns, key) DO NOTHING",
+            (ns, key, value),
+        )
+        version = 1
+    else:
+        cur = c.execute(
+            "UPDATE kv SET value = ?, version = version + 1 WHERE ns = ? AND key = ? AND version = ?",
+            (value, ns, key, expected),
+        )
+        version = expected + 1
+    if cur.rowcount != 1:
+        return None
+    if index:
+        _set_index(c, ns, key, index)
     return version
 
 
 def delete(c: sqlite3.Connection, ns: str, key: str, expected: int | None) -> bool:
+    with _atomic(c):
+        return _delete(c, ns, key, expected)
+
+
+def _delete(c: sqlite3.Connection, ns: str, key: str, expected: int | None) -> bool:
     if expected is not None and not _storable(expected):
         return False
-    with _atomic(c):
-        if expected is None:
-            cur = c.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key))
-        else:
-            cur = c.execute("DELETE FROM kv WHERE ns = ? AND key = ? AND version = ?", (ns, key, expected))
-        if cur.rowcount > 0:
-            c.execute("DELETE FROM kv_index WHERE ns = ? AND key = ?", (ns, key))
+    if expected is None:
+        cur = c.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key))
+    else:
+        cur = c.execute("DELETE FROM kv WHERE ns = ? AND key = ? AND version = ?", (ns, key, expected))
+    if cur.rowcount > 0:
+        c.execute("DELETE FROM kv_index WHERE ns = ? AND key = ?", (ns, key))
     return cur.rowcount > 0
 
 
@@ -284,13 +296,13 @@ def _apply(c: sqlite3.Connection, position: int, write: Write) -> int:
     if isinstance(write, Append):
         return append(c, write.stream, write.value, write.idem_key)
     if isinstance(write, Put):
-        return put(c, write.ns, write.key, write.value, index=write.index)
+        return _put(c, write.ns, write.key, write.value, write.index)
     if isinstance(write, Cas):
-        version = cas(c, write.ns, write.key, write.value, write.expected_version, index=write.index)
+        version = _cas(c, write.ns, write.key, write.value, write.expected_version, index=write.index)
         if version is None:
             raise _ConditionFailed(position)
         return version
-    deleted = delete(c, write.ns, write.key, write.expected_version)
+    deleted = _delete(c, write.ns, write.key, write.expected_version)
     if not deleted and write.expected_version is not None:
         raise _ConditionFailed(position)
     return int(deleted)
