@@ -43,7 +43,7 @@ def running(client: Client, deployment: str, count: int, timeout: float = 60) ->
 
 
 def test_run_at_a_terminal_shows_the_status_and_the_elapsed_time(server: Server) -> None:
-    with Terminal("--server", server.url, "run", "-s", "slow", "--json", '{"seconds": 2}') as terminal:
+    with Terminal("--server", server.url, "run", "-s", "slow", "--json", '{"seconds": 3}') as terminal:
         terminal.wait_for(r"Task [0-9a-f]{8} \(slow\): running \(\d+\.\ds\)")
         assert terminal.wait() == 0
         assert plain(terminal.output).rstrip().endswith("done")
@@ -127,7 +127,7 @@ def test_the_serve_drain_at_a_terminal_is_one_line_redrawn(tmp_path: Path) -> No
     with Terminal("serve", str(file), "--port", "0") as terminal:
         url = terminal.wait_for(r"Listening on (http://\S+)", 120)[1]
         with Client(url) as client:
-            client.deployment("drawn").tasks.create({"seconds": 2}, service="slow")
+            client.deployment("drawn").tasks.create({"seconds": 3}, service="slow")
             running(client, "drawn", 1)
         terminal.process.send_signal(signal.SIGINT)
         terminal.wait_for(r"Stopping: waiting for 1 running task, Ctrl-C again to stop now \(\d+\.\ds\)")
