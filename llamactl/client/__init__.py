@@ -22,14 +22,20 @@ from llamactl.client.errors import (
     BadRequest,
     ClientError,
     Conflict,
+    Forbidden,
+    InvalidServerUrl,
     NotFound,
+    NotLlamactlServer,
+    Overloaded,
     ServerError,
+    ServerStopping,
     ServerUnreachable,
     StreamBroken,
     TaskFailed,
     Unauthorized,
+    WaitTimeout,
 )
-from llamactl.client.models import DeploymentState
+from llamactl.client.models import DeploymentState, Page
 from llamactl.client.sync import Client
 
 __all__ = [
@@ -40,10 +46,17 @@ __all__ = [
     "ClientError",
     "Conflict",
     "DeploymentState",
+    "Forbidden",
+    "InvalidServerUrl",
     "NotFound",
+    "NotLlamactlServer",
+    "Overloaded",
+    "Page",
     "ServerError",
+    "ServerStopping",
     "ServerUnreachable",
     "StreamBroken",
     "TaskFailed",
     "Unauthorized",
+    "WaitTimeout",
 ]

@@ -88,24 +88,43 @@ def state(name: str) -> Call[DeploymentState]:
 
 
 def task_definition(
-    input: Mapping[str, Any] | None, service: str | None, session_id: str | None
+    input: Mapping[str, Any] | None, service: str | None, session_id: str | None, task_id: str | None = None
 ) -> dict[str, Any]:
+    ids = {"task_id": task_id} if task_id is not None else {}
     definition = TaskDefinition(
-        input=json.dumps(dict(input or {})), service_id=service, session_id=session_id
+        input=json.dumps(dict(input or {})), service_id=service, session_id=session_id, **ids
     )
     return definition.model_dump(mode="json")
 
 
-def tasks_run(name: str, body: dict[str, Any]) -> Call[Any]:
-    return Call("POST", f"{_d(name)}/tasks/run", _identity, json=body, waits=True)
+def tasks_run(name: str, body: dict[str, Any], timeout: float | None = None) -> Call[Any]:
+    return Call(
+        "POST", f"{_d(name)}/tasks/run", _identity, params={"timeout": timeout}, json=body, waits=True
+    )
 
 
 def tasks_create(name: str, body: dict[str, Any]) -> Call[TaskDefinition]:
     return Call("POST", f"{_d(name)}/tasks/create", _model(TaskDefinition), json=body)
 
 
-def tasks_list(name: str, session_id: str | None, status: TaskStatus | str | None) -> Call[list[TaskRecord]]:
-    params = {"session_id": session_id, "status": None if status is None else TaskStatus(status).value}
+def tasks_list(
+    name: str,
+    session_id: str | None,
+    status: TaskStatus | str | None,
+    *,
+    service_id: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+    newest_first: bool = False,
+) -> Call[list[TaskRecord]]:
+    params = {
+        "session_id": session_id,
+        "status": None if status is None else TaskStatus(status).value,
+        "service_id": service_id,
+        "limit": limit,
+        "cursor": cursor,
+        "order": "desc" if newest_first else None,
+    }
     return Call("GET", f"{_d(name)}/tasks", _list_of(TaskRecord), params=params)
 
 
@@ -144,8 +163,11 @@ def changes_path(name: str) -> str:
     return f"{_d(name)}/changes"
 
 
-def sessions_list(name: str) -> Call[list[SessionDefinition]]:
-    return Call("GET", f"{_d(name)}/sessions", _list_of(SessionDefinition))
+def sessions_list(
+    name: str, *, limit: int | None = None, cursor: str | None = None
+) -> Call[list[SessionDefinition]]:
+    params = {"limit": limit, "cursor": cursor}
+    return Call("GET", f"{_d(name)}/sessions", _list_of(SessionDefinition), params=params)
 
 
 def sessions_create(name: str) -> Call[SessionDefinition]:

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from llamactl.server.types import ServiceStatus, TaskRecord
 
-__all__ = ["DeploymentState"]
+__all__ = ["DeploymentState", "Page"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class Page(Generic[T]):
+    """One page of a listing: its ``items`` and the cursor of the next page (None on the last).
+
+    Example: ``page = tasks.page(limit=20, newest_first=True)``; then
+    ``tasks.page(limit=20, newest_first=True, cursor=page.next_cursor)`` while it is not None.
+    """
+
+    items: list[T] = field(default_factory=list)
+    next_cursor: str | None = None
 
 
 class DeploymentState(BaseModel):
