@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -135,9 +134,6 @@ def serve(
         if not file.is_file():
             fail(f"no deployment file at {file}", "pass the path of a deployment.yml", ExitCode.USAGE)
     output = ServeOutput(level=level, quiet=quiet, keys=_service_keys(files or []))
-    # Workers write into a pipe that serve reads line by line: unbuffered, a print shows up when
-    # it happens rather than when the worker exits.
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
         options: dict[str, Any] = {
             "token": token or settings(ctx).token,

@@ -202,7 +202,8 @@ class Deployment:
             argv=[str(self._python or sys.executable), "-P", "-m", "llamactl.server.services"],
             # No .pyc of user code: CPython checks them by mtime in whole seconds and size, so a
             # quick edit of the same length would load the old code after a reload.
-            env={WORKER_SPEC_ENV: spec.to_env(), "PYTHONDONTWRITEBYTECODE": "1"},
+            # Unbuffered: what user code prints reaches the server's output as it happens.
+            env={WORKER_SPEC_ENV: spec.to_env(), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
             cwd=Path(spec.source_dir),
             hidden_env=_SERVER_SECRETS,
         )
