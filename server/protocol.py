@@ -11,7 +11,8 @@ Topics (see :mod:`llamactl.server.mq.topics`):
   them and writes the state store.
 * ``stream.<deployment>.task.<task_id>.in``: the control plane publishes :class:`TaskInput` s
   (events sent in by a human, cancel requests); the worker running the task subscribes from
-  seq 0, so nothing sent before it started listening is lost.
+  seq 0, so nothing sent before it started listening is lost. Whether an event sent in reached
+  the run comes back as an event of the task (:data:`EVENT_DELIVERED`, :data:`EVENT_REJECTED`).
 
 Idempotency keys make redelivery harmless: ``<task_id>:start``, ``<task_id>:<attempt>:ev:<n>``,
 ``<task_id>:final`` (first result wins; a late zombie result is dropped).
@@ -25,6 +26,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 __all__ = [
+    "EVENT_DELIVERED",
+    "EVENT_REJECTED",
     "TaskInput",
     "TaskInputKind",
     "TaskMessage",
@@ -107,6 +110,17 @@ class TaskInput(BaseModel):
     kind: TaskInputKind
     event_obj_str: str | None = None
     """For kind=event: ``JsonSerializer().serialize(event)`` of a workflows Event."""
+    input_id: str | None = None
+    """For kind=event: set when the sender waits to learn whether the event reached the run. The
+    worker then streams an :data:`EVENT_DELIVERED` or :data:`EVENT_REJECTED` event naming it."""
+
+
+EVENT_DELIVERED = "EventDelivered"
+"""``type`` of the event a worker streams once an event sent in reached the run: ``value`` is
+``{"input_id", "event"}`` (the event's qualified name)."""
+EVENT_REJECTED = "EventRejected"
+"""``type`` of the event a worker streams when an event sent in could not be built or delivered:
+``value`` is ``{"input_id", "event", "error"}``."""
 
 
 def start_msg_id(task_id: str) -> str:

@@ -200,7 +200,7 @@ class Feed(Widget):
             return
         reset = self.next_seq is not None
         tasks = await _newest_tasks(handle, self.config.max_tasks)
-        sessions_page = await handle.sessions.list_page(limit=min(self.config.max_sessions, PAGE))
+        sessions_page = await handle.sessions.page(limit=min(self.config.max_sessions, PAGE))
         sessions = _newest_sessions(sessions_page.items, tasks, self.config.max_sessions)
         self.next_seq = state.changes_seq
         self._send(SnapshotLoaded(state, tasks, sessions, reset=reset))
@@ -303,7 +303,7 @@ async def _newest_tasks(handle: AsyncDeploymentClient, count: int) -> list[TaskR
     found: list[TaskRecord] = []
     cursor: str | None = None
     while len(found) < count:
-        page = await handle.tasks.list_page(limit=min(count - len(found), PAGE), cursor=cursor, order="desc")
+        page = await handle.tasks.page(limit=min(count - len(found), PAGE), cursor=cursor, newest_first=True)
         found.extend(page.items)
         cursor = page.next_cursor
         if cursor is None or not page.items:

@@ -6,6 +6,7 @@ Cheap to import on purpose: the client (httpx) and the wire models load inside t
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 from llamactl.cli.exit_codes import ExitCode
+from llamactl.cli.style import Styled, error_label, use_color, warning_label
 
 if TYPE_CHECKING:
     from llamactl.client import Client
@@ -36,6 +38,7 @@ __all__ = [
     "table",
     "timestamp",
     "to_jsonable",
+    "warn",
 ]
 
 DEPLOYMENT_HELP = "The deployment; may be left out when the server runs exactly one."
@@ -43,6 +46,9 @@ OUTPUT_HELP = "text: readable lines and tables; json: machine-readable JSON on s
 UNREACHABLE_HINT = (
     "start a server with `llamactl serve deployment.yml`,"
     " or point --server (LLAMACTL_SERVER) at a running one"
+)
+NOT_LLAMACTL_HINT = (
+    "point --server (LLAMACTL_SERVER) at the URL `llamactl serve` printed (Listening on http://HOST:PORT)"
 )
 
 
@@ -69,9 +75,13 @@ def settings(ctx: typer.Context) -> Settings:
 def connect(ctx: typer.Context) -> Client:
     """A client for the server the root options (or LLAMACTL_SERVER / LLAMACTL_API_TOKEN) name."""
     from llamactl.client import Client
+    from llamactl.client.errors import InvalidServerUrl
 
     options = settings(ctx)
-    return Client(options.server, token=options.token)
+    try:
+        return Client(options.server, token=options.token)
+    except InvalidServerUrl as exc:
+        fail(str(exc), None, ExitCode.USAGE)
 
 
 def say(line: str) -> None:
@@ -79,17 +89,36 @@ def say(line: str) -> None:
     typer.echo(line, err=True)
 
 
-def fail(message: str, hint: str | None, code: ExitCode) -> NoReturn:
-    """`Error: message` and `Hint: hint` on stderr, then exit with ``code``.
+def warn(message: str) -> None:
+    """``Warning: message`` on stderr (yellow at a terminal)."""
+    label = warning_label().render(use_color(sys.stderr))
+    typer.echo(f"{label} {message}", err=True)
 
-    The hint is left out when the message already names the command it would suggest (the
-    server's errors often end with what to do).
+
+def _repeats(message: str, hint: str) -> bool:
+    """Whether ``hint`` says nothing the message has not said: the command it suggests, or its words."""
+    commands = [quoted for quoted in hint.split("`")[1::2] if quoted.startswith("llamactl ")]
+    for command in commands:
+        said = re.escape(command.split(" -d ")[0])
+        if re.search(rf"(?<![\w-]){said}(?![\w-])", message):
+            return True
+    return hint.lower().rstrip(".") in message.lower()
+
+
+def fail(message: str, hint: str | None, code: ExitCode) -> NoReturn:
+    """`Error: message` and `Hint: hint` on stderr (one line each), then exit with ``code``.
+
+    The hint is left out when the message already says it (the server's errors often end with
+    what to do).
     """
-    typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
-    command = hint.split("`")[1] if hint and hint.count("`") >= 2 else None
-    if hint and not (command and command.split(" -d ")[0] in message):
+    typer.echo(f"{error_label().render(use_color(sys.stderr))} {message}", err=True)
+    if hint and not _repeats(message, hint):
         typer.echo(f"Hint: {hint}", err=True)
     raise typer.Exit(code)
+
+
+def _scope(deployment: str | None) -> str:
+    return f" -d {deployment}" if deployment else ""
 
 
 @contextmanager
@@ -99,6 +128,7 @@ def api_errors(
     conflict: str | None = None,
     bad_request: str | None = None,
     bad_request_code: ExitCode = ExitCode.BAD_REQUEST,
+    forbidden: str | None = None,
     deployment: str | None = None,
 ) -> Iterator[None]:
     """Turns the client's errors into `Error:` + `Hint:` on stderr and the matching exit code.
@@ -112,15 +142,21 @@ def api_errors(
 
         if not isinstance(exc, errors.ClientError):
             raise
-        scope = f" -d {deployment}" if deployment else ""
+        scope = _scope(deployment)
+        if isinstance(exc, errors.NotLlamactlServer):
+            fail(str(exc), NOT_LLAMACTL_HINT, ExitCode.UNREACHABLE)
         if isinstance(exc, errors.ServerUnreachable):
             fail(str(exc), UNREACHABLE_HINT, ExitCode.UNREACHABLE)
+        if isinstance(exc, errors.InvalidServerUrl):
+            fail(str(exc), None, ExitCode.USAGE)
         if isinstance(exc, errors.Unauthorized):
             fail(
                 str(exc),
                 "pass --token TOKEN or set LLAMACTL_API_TOKEN to the server's token",
                 ExitCode.UNAUTHORIZED,
             )
+        if isinstance(exc, errors.Forbidden):
+            fail(str(exc), forbidden, ExitCode.FORBIDDEN)
         if isinstance(exc, errors.NotFound):
             fail(
                 str(exc), not_found or "list what exists with `llamactl deployments list`", ExitCode.NOT_FOUND
@@ -136,6 +172,30 @@ def api_errors(
                 else None
             )
             fail(f"task {exc.task_status or 'failed'}: {exc.detail}", hint, ExitCode.TASK_FAILED)
+        if isinstance(exc, errors.Overloaded):
+            fail(exc.detail, f"try again in {exc.retry_after:g} s", ExitCode.BUSY)
+        if isinstance(exc, errors.ServerStopping):
+            where = f" at {exc.url}" if exc.url else ""
+            if exc.task_id:
+                fail(
+                    f"the server{where} is stopping; task {exc.task_id} is {exc.task_status or 'unfinished'}",
+                    f"it goes on when the server is back: `llamactl tasks show {exc.task_id}{scope}`",
+                    ExitCode.UNREACHABLE,
+                )
+            fail(
+                f"the server{where} is stopping: it lets its running tasks finish, then exits",
+                "start it again with `llamactl serve` once it has stopped, then retry",
+                ExitCode.UNREACHABLE,
+            )
+        if isinstance(exc, errors.WaitTimeout):
+            if exc.task_id:
+                fail(
+                    f"task {exc.task_id} is still {exc.task_status or 'running'}: the server stopped waiting",
+                    f"it goes on: follow it with `llamactl tasks events {exc.task_id}{scope} --follow`"
+                    f" or look with `llamactl tasks show {exc.task_id}{scope}`",
+                    ExitCode.STILL_RUNNING,
+                )
+            fail(exc.detail, "try again with a longer wait", ExitCode.STILL_RUNNING)
         if isinstance(exc, errors.ServerError) and exc.status == 503:
             fail(str(exc), "the deployment is starting or stopping: try again in a moment", ExitCode.ERROR)
         if isinstance(exc, errors.ServerError):
@@ -182,12 +242,21 @@ def emit_json(value: Any, *, indent: int | None = 2) -> None:
     sys.stdout.flush()
 
 
+def _cell(value: Any) -> Styled:
+    if isinstance(value, Styled):
+        return value
+    return Styled("-" if value is None or value == "" else str(value))
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Aligned columns on stdout; ``-`` for empty cells."""
-    cells = [[("-" if v is None or v == "" else str(v)) for v in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    for row in [list(headers), *cells]:
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    """Aligned columns on stdout; ``-`` for empty cells; styled cells in colour at a terminal."""
+    color = use_color(sys.stdout)
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [r[i].width(color) for r in cells]) for i, h in enumerate(headers)]
+    typer.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in cells:
+        parts = [c.render(color) + " " * (w - c.width(color)) for c, w in zip(row, widths, strict=True)]
+        typer.echo("  ".join(parts).rstrip())
 
 
 def deployment_option() -> Any:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -11,12 +15,20 @@ from llamactl.cli.common import (
     api_errors,
     connect,
     emit_json,
+    fail,
     output_option,
     say,
     table,
     timestamp,
+    warn,
 )
 from llamactl.cli.exit_codes import ExitCode
+from llamactl.cli.ids import shorten
+from llamactl.cli.style import status as style_status
+from llamactl.cli.style import styled, use_color
+
+if TYPE_CHECKING:
+    from llamactl.server.config import DeploymentConfig
 
 __all__ = ["app", "deploy", "status"]
 
@@ -46,19 +58,83 @@ def deploy(
     ),
     output: Output = output_option(),
 ) -> None:
-    """Upload a deployment file to the server and wait until every service has a ready worker."""
+    """Upload a deployment file to the server and wait until every service has a ready worker.
+
+    The file is checked here first, so a mistake in it is reported (with its line) before
+    anything is sent, with the same exit code as `llamactl validate` and `llamactl serve`.
+    """
+    from llamactl.cli.progress import Spinner
+
+    config = _check_locally(file, base_path)
+    services = list(config.services)
     with connect(ctx) as client:
         say(f"Deploying {file} to {client.base_url}...")
-        with api_errors(
-            conflict="pass --reload to replace the running deployment",
-            bad_request="fix the file (or the service's code), then deploy again",
-            bad_request_code=ExitCode.CONFIG,
-        ):
+        listed = ", ".join(services[:5]) + (", ..." if len(services) > 5 else "")
+        spinner = Spinner(
+            f"Deploying {config.name}", f"starting {_plural(len(services), 'service')} ({listed})"
+        )
+        with _upload_errors(file, client.base_url), spinner:
             created = client.deployments.create(file, reload=reload, base_path=base_path)
+        with api_errors():
+            ready = client.deployment(created.name).services()
     if output is Output.JSON:
         emit_json(created)
-    else:
-        typer.echo(f"Deployed {created.name}")
+        return
+    width = max([len(s.service_id) for s in ready] + [8])
+    color = use_color(sys.stderr)
+    for svc in ready:
+        up = sum(1 for r in svc.replicas if r.state.value == "ready")
+        label = style_status("ready").render(color)
+        say(f"  {svc.service_id.ljust(width)}  {label}  {up}/{svc.desired_replicas} replicas")
+    typer.echo(f"Deployed {created.name}")
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _check_locally(file: Path, base_path: Path | None) -> DeploymentConfig:
+    """The file as the server will read it: its errors name it (and its line), its warnings print here."""
+    import warnings
+
+    from llamactl.server.config import DeploymentConfigWarning, load_deployment_file
+    from llamactl.server.errors import DeploymentConfigError
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DeploymentConfigWarning)
+        try:
+            config = load_deployment_file(file, base_path=base_path.resolve() if base_path else None)
+        except DeploymentConfigError as exc:
+            fail(str(exc), "fix the file, then deploy again", ExitCode.CONFIG)
+    for warning in caught:
+        warn(str(warning.message))
+    return config
+
+
+@contextmanager
+def _upload_errors(file: Path, url: str) -> Iterator[None]:
+    """The server's refusals of an upload, with the local file's name and the codes `serve` uses."""
+    from llamactl.client import errors
+
+    with api_errors(
+        conflict="pass --reload to replace the running deployment",
+        forbidden="start the server with `llamactl serve --deployments-root DIR` for the folder of the "
+        "file (or --allow-install for python-dependencies)",
+    ):
+        try:
+            yield
+        except errors.BadRequest as exc:
+            detail = exc.detail.replace(_UPLOADED, str(file))
+            if "invalid deployment file" in detail:
+                fail(detail, "fix the file, then deploy again", ExitCode.CONFIG)
+            if " did not start: " in detail or "target '" in detail or "no `path`" in detail:
+                fail(
+                    detail, "fix the service's code or its `path`, then deploy again", ExitCode.WORKFLOW_LOAD
+                )
+            fail(detail, f"the server's log (where `llamactl serve` runs at {url}) says more", ExitCode.ERROR)
+
+
+_UPLOADED = "<uploaded deployment file>"
 
 
 def status(ctx: typer.Context, output: Output = output_option()) -> None:
@@ -70,7 +146,9 @@ def status(ctx: typer.Context, output: Output = output_option()) -> None:
         emit_json(answer)
         return
     message = f" ({answer.status_message})" if answer.status_message else ""
-    typer.echo(f"Server {url}: {answer.status.value}{message}")
+    healthy = answer.status.value.lower() == "healthy"
+    shown = styled(answer.status.value, "green" if healthy else "red", glyph="✓" if healthy else "✗")
+    typer.echo(f"Server {url}: {shown.render(use_color(sys.stdout))}{message}")
     names = answer.deployments or []
     typer.echo(f"Deployments: {', '.join(names) if names else 'none'}")
     if not names:
@@ -107,17 +185,29 @@ def show(
     rows = []
     for svc in state.services:
         ready = sum(1 for r in svc.replicas if r.state.value == "ready")
+        health = style_status("ready") if ready else styled("down", "red", glyph="✗")
         rows.append(
             [
                 svc.service_id,
                 svc.name,
-                svc.generation,
+                health,
                 f"{ready}/{svc.desired_replicas}",
+                svc.generation,
                 svc.in_flight,
-                svc.last_error,
+                _first_line(svc.last_error),
             ]
         )
-    table(["SERVICE", "NAME", "GENERATION", "READY", "IN FLIGHT", "LAST ERROR"], rows)
+    table(["SERVICE", "NAME", "STATUS", "READY", "GENERATION", "IN FLIGHT", "LAST ERROR"], rows)
+    color = use_color(sys.stdout)
+    failed_reloads = [svc for svc in state.services if svc.last_reload_error]
+    if failed_reloads:
+        typer.echo("")
+        for svc in failed_reloads:
+            when = f" at {timestamp(svc.last_reload_at)}" if svc.last_reload_at else ""
+            head = styled(f"Last reload of {svc.service_id} failed{when}", "red").render(color)
+            typer.echo(f"{head} (still serving generation {svc.generation}):")
+            for line in (svc.last_reload_error or "").rstrip().splitlines():
+                typer.echo(f"  {line}")
     typer.echo("")
     counts = ", ".join(f"{n} {s}" for s, n in sorted(state.tasks.items()) if n) or "none"
     typer.echo(f"Sessions: {state.sessions}")
@@ -125,13 +215,19 @@ def show(
     if state.recent_tasks:
         typer.echo("")
         typer.echo("Recent tasks:")
+        recent = state.recent_tasks[:10]
+        ids = shorten([t.task_id for t in recent])
         table(
             ["TASK", "SERVICE", "STATUS", "CREATED"],
             [
-                [t.task_id, t.service_id, t.status.value, timestamp(t.created_at)]
-                for t in state.recent_tasks[:10]
+                [ids[t.task_id], t.service_id, style_status(t.status.value), timestamp(t.created_at)]
+                for t in recent
             ],
         )
+
+
+def _first_line(text: str | None) -> str | None:
+    return text.strip().splitlines()[0] if text and text.strip() else None
 
 
 @app.command("delete")

@@ -20,7 +20,8 @@ class ExitCode(IntEnum):
     NOT_FOUND = 5
     """An unknown deployment, service, session or task."""
     UNREACHABLE = 6
-    """The server is not reachable."""
+    """No llamactl server answers at the URL: none runs there, what answers is not one, or it is
+    stopping."""
     TASK_FAILED = 7
     """The task ran and failed, or was cancelled."""
     CONFLICT = 8
@@ -31,4 +32,10 @@ class ExitCode(IntEnum):
     """The server refused the request's content (bad input, malformed event)."""
     NOT_EMPTY = 11
     """`llamactl init`: the target folder exists and is not empty (pass --force to write into it)."""
+    STILL_RUNNING = 12
+    """The task did not finish while the command waited for it; it goes on (follow it with `tasks show`)."""
+    BUSY = 13
+    """The service's queue is full (HTTP 429): try again later."""
+    FORBIDDEN = 14
+    """The server's policy refuses it: a deployment folder outside its roots, an install it does not allow."""
     INTERRUPTED = 130

@@ -46,7 +46,8 @@ def _root(
         "--server",
         envvar="LLAMACTL_SERVER",
         metavar="URL",
-        help="The server's URL, for every command but serve.  [default: http://127.0.0.1:4501]",
+        help="The server's URL (http:// may be left out), for every command but serve.  "
+        "[default: http://127.0.0.1:4501]",
     ),
     token: str | None = typer.Option(
         None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from types import MethodType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.core import TyperCommand
@@ -21,7 +21,12 @@ from llamactl.cli.common import (
     say,
 )
 from llamactl.cli.exit_codes import ExitCode
-from llamactl.cli.tasks import check_status, print_event
+from llamactl.cli.progress import interactive_stderr
+from llamactl.cli.task_output import check_status, print_event
+
+if TYPE_CHECKING:
+    from llamactl.client.sync import Tasks
+    from llamactl.server.types import TaskRecord
 
 __all__ = ["RunCommand", "build_input", "run"]
 
@@ -108,7 +113,8 @@ def run(
         None,
         "--session",
         "-i",
-        help="Run in this session (see `llamactl sessions create`).  [default: a new one]",
+        help="Run in this session (its id or the start of it; see `llamactl sessions create`).  "
+        "[default: a new one]",
     ),
     stream: bool = typer.Option(
         False, "--stream", help="Print the task's events as they come, then its result."
@@ -117,40 +123,44 @@ def run(
 ) -> None:
     """Run a task and print the workflow's result.
 
-    Examples: `llamactl run "hi"`, `llamactl run -s stream -a count 3 --stream`,
-    `llamactl run --json '{"name": "Ada"}' -d my-app -i SESSION`.
+    At a terminal a spinner shows the task's status while it runs, and the question when a
+    human-in-the-loop workflow waits for an answer. Ctrl-C stops waiting (the task goes on).
+
+    Examples, with the `streaming` template served (`llamactl serve templates/streaming/deployment.yml`):
+    `llamactl run "hi"`, `llamactl run -a steps 5 --stream "hi"`,
+    `llamactl run --json '{"message": "hi", "steps": 2}' -d streaming -i SESSION`.
     """
+    import uuid
+
+    from llamactl.cli.ids import resolve_session
+
     pairs: list[tuple[str, str]] = arg  # type: ignore[assignment]  # RunCommand made them pairs
     task_input = build_input(message, pairs, json_input)
     with connect(ctx) as client:
         name = pick_deployment(client, deployment)
-        tasks = client.deployment(name).tasks
+        handle = client.deployment(name)
+        tasks = handle.tasks
         not_found = f"check the names: `llamactl deployments show {name}`, `llamactl sessions list -d {name}`"
-        if not stream:
-            try:
-                with api_errors(not_found=not_found, bad_request="check the task's input", deployment=name):
-                    result = tasks.run(task_input, service=service, session_id=session)
-            except KeyboardInterrupt:
-                fail(
-                    "interrupted",
-                    f"the task may still run: `llamactl tasks list -d {name}`",
-                    ExitCode.INTERRUPTED,
-                )
-            _print_result(result, output)
-            return
+        task_id = str(uuid.uuid4())
         with api_errors(not_found=not_found, bad_request="check the task's input", deployment=name):
-            task = tasks.create(task_input, service=service, session_id=session)
-            say(f"Task {task.task_id} (service {task.service_id}, session {task.session_id})")
+            session_id = resolve_session(handle.sessions, session).session_id if session else None
             try:
-                for event in tasks.events(task.task_id):
-                    print_event(event, output)
+                spec: dict[str, Any] = {"service": service, "session_id": session_id, "task_id": task_id}
+                if stream:
+                    record = _stream(tasks, task_input, spec, output)
+                elif interactive_stderr():
+                    record = _watched(tasks, task_input, spec, name)
+                else:
+                    result = tasks.run(task_input, **spec)
+                    _print_result(result, output)
+                    return
             except KeyboardInterrupt:
                 fail(
-                    "interrupted: the task keeps running",
-                    f"cancel it with `llamactl tasks cancel {task.task_id} -d {name}`",
+                    f"interrupted: task {task_id} goes on without you",
+                    f"follow it with `llamactl tasks events {task_id} -d {name} --follow`,"
+                    f" or stop it with `llamactl tasks cancel {task_id} -d {name}`",
                     ExitCode.INTERRUPTED,
                 )
-            record = tasks.get(task.task_id)
     check_status(record, name)
     if not record.status.is_final:
         fail(
@@ -159,3 +169,24 @@ def run(
             ExitCode.ERROR,
         )
     _print_result(record.result, output)
+
+
+def _stream(tasks: Tasks, task_input: dict[str, Any], spec: dict[str, Any], output: Output) -> TaskRecord:
+    """``--stream``: create the task, print its events as they come, then read its record."""
+    task = tasks.create(task_input, **spec)
+    say(f"Task {task.task_id} (service {task.service_id}, session {task.session_id})")
+    for event in tasks.events(task.task_id):
+        print_event(event, output)
+    return tasks.get(task.task_id)
+
+
+def _watched(tasks: Tasks, task_input: dict[str, Any], spec: dict[str, Any], deployment: str) -> TaskRecord:
+    """At a terminal: create the task, show a spinner with its status (and any question it asks)
+    while the server waits for its result, then read its record."""
+    from llamactl.cli.run_watch import TaskWatch
+
+    task = tasks.create(task_input, **spec)
+    assert task.task_id is not None and task.service_id is not None  # the server fills them in
+    with TaskWatch(tasks, task.task_id, task.service_id, deployment):
+        tasks.result(task.task_id)
+    return tasks.get(task.task_id)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from llamactl.cli.common import fail, say, settings
+from llamactl.cli.common import fail, settings
 from llamactl.cli.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
 
+    from llamactl.cli.serve_output import ServeOutput
+
 __all__ = ["serve"]
+
+DEFAULT_FILE = Path("deployment.yml")
 
 
 def serve(
@@ -25,7 +28,8 @@ def serve(
         None,
         metavar="FILE",
         help="Deployment files (deployment.yml) to start with the server. Llama Deploy files load as they "
-        "are. More can be added later with `llamactl deploy`.",
+        "are. More can be added later with `llamactl deploy`.  [default: ./deployment.yml when there is "
+        "one]",
         show_default=False,
     ),
     host: str = typer.Option(
@@ -35,7 +39,11 @@ def serve(
         help="Address to listen on. Beyond loopback (e.g. 0.0.0.0) a --token is required.",
     ),
     port: int = typer.Option(
-        4501, "--port", metavar="PORT", help="Port to listen on; 0 picks a free one (see the Listening line)."
+        4501,
+        "--port",
+        metavar="PORT",
+        envvar="LLAMACTL_PORT",
+        help="Port to listen on; 0 picks a free one (see the Listening line).",
     ),
     token: str | None = typer.Option(
         None,
@@ -89,6 +97,19 @@ def serve(
         "beside the old and switch once it loads; a broken edit keeps the old code serving. Edits of the "
         "deployment file add, remove or reconfigure services. The server and open streams stay up.",
     ),
+    log_level: str = typer.Option(
+        "warning",
+        "--log-level",
+        metavar="LEVEL",
+        help="Show the workers' and the server's log lines from this level on: debug, info, warning or "
+        "error. What a worker prints itself (and a crash's traceback) counts as a warning.",
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Print only errors and the Listening line (same as --log-level error)."
+    ),
+    access_log: bool = typer.Option(
+        False, "--access-log", help='One line per HTTP request: client, "METHOD PATH", status, time.'
+    ),
 ) -> None:
     """Start the API server and the given deployments; keep them running until Ctrl-C.
 
@@ -98,14 +119,23 @@ def serve(
     """
     import asyncio
 
+    from llamactl.cli.serve_output import LEVELS, ServeOutput, logging_to
     from llamactl.server.apiserver.policy import parse_size
     from llamactl.server.errors import DeploymentConfigError, InvalidRequest, LlamactlError, WorkflowLoadError
 
+    level = LEVELS.get(log_level.lower())
+    if level is None:
+        raise typer.BadParameter(
+            f"'{log_level}' is not a level: use one of {', '.join(LEVELS)}", param_hint="--log-level"
+        )
+    if not files and DEFAULT_FILE.is_file():
+        files = [DEFAULT_FILE]
     for file in files or []:
         if not file.is_file():
             fail(f"no deployment file at {file}", "pass the path of a deployment.yml", ExitCode.USAGE)
+    output = ServeOutput(level=level, quiet=quiet, keys=_service_keys(files or []))
     try:
-        options = {
+        options: dict[str, Any] = {
             "token": token or settings(ctx).token,
             "allowed_hosts": allowed_hosts or [],
             "allowed_origins": allow_origins or [],
@@ -115,9 +145,11 @@ def serve(
         }
     except InvalidRequest as exc:
         fail(str(exc), None, ExitCode.USAGE)
+    if access_log and not quiet:
+        options["access_log"] = output.access
     try:
-        with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
-            runner.run(_serve(host, port, files or [], watch, options))
+        with logging_to(output), asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+            runner.run(_serve(host, port, files or [], watch=watch, options=options, output=output))
     except DeploymentConfigError as exc:
         fail(str(exc), "fix the file, then run the command again", ExitCode.CONFIG)
     except WorkflowLoadError as exc:
@@ -141,25 +173,31 @@ def serve(
             ExitCode.ERROR,
         )
     except asyncio.CancelledError:
-        say("Stopped at once.")
+        output.line("Stopped at once.")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
+    output.line("Stopped.")
 
 
-async def _serve(host: str, port: int, files: list[Path], watch: bool, options: dict[str, Any]) -> None:
+async def _serve(
+    host: str, port: int, files: list[Path], *, watch: bool, options: dict[str, Any], output: ServeOutput
+) -> None:
     import asyncio
     import signal
 
+    from llamactl.cli.progress import Spinner
+    from llamactl.cli.serve_output import DrainProgress
     from llamactl.server.apiserver.runner import serve as run_server
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
+    drain = DrainProgress(output, Spinner("Stopping"))
 
     def on_signal() -> None:
         if stop.is_set() and main is not None:
             main.cancel()
             return
-        say("Stopping: letting running tasks finish (Ctrl-C again to stop at once)...")
+        drain.begin()
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -169,20 +207,39 @@ async def _serve(host: str, port: int, files: list[Path], watch: bool, options: 
             host=host,
             port=port,
             deployment_files=files,
-            on_ready=_on_ready,
-            on_event=say,
+            on_ready=lambda url: _on_ready(url, output),
+            on_event=output.event,
+            on_warning=output.warning,
+            on_drain=drain.update,
+            worker_output=output.worker,
             stop=stop,
             watch=watch,
             **options,
         )
     finally:
+        drain.end()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
 
-def _on_ready(url: str) -> None:
-    print(f"Listening on {url}", file=sys.stderr, flush=True)
-    say("Ready. Press Ctrl-C to stop.")
+def _on_ready(url: str, output: ServeOutput) -> None:
+    output.line(f"Listening on {url}")
+    if not output.quiet:
+        output.line("Ready. Press Ctrl-C to stop.")
+
+
+def _service_keys(files: list[Path]) -> list[str]:
+    """``deployment/service`` of every service in ``files`` (read roughly: only to size a column)."""
+    import yaml
+
+    keys = []
+    for file in files:
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+            keys += [f"{data['name']}/{service}" for service in data["services"]]
+        except Exception:  # the real load reports what is wrong
+            continue
+    return keys
 
 
 def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -14,8 +14,11 @@ from llamactl.cli.common import (
     pick_deployment,
     table,
 )
+from llamactl.cli.ids import resolve_session
 
 __all__ = ["app"]
+
+SESSION_ARG_HELP = "The session's id, or the start of it (unique among the deployment's sessions)."
 
 app = typer.Typer(
     help="List, create, inspect and delete sessions (tasks in a session share the workflow's Context).",
@@ -61,7 +64,7 @@ def create(
 def show(
     ctx: typer.Context,
     *,
-    session: str = typer.Argument(..., metavar="SESSION", help="The session's id."),
+    session: str = typer.Argument(..., metavar="SESSION", help=SESSION_ARG_HELP),
     deployment: str | None = deployment_option(),
     output: Output = output_option(),
 ) -> None:
@@ -69,7 +72,7 @@ def show(
     with connect(ctx) as client:
         name = pick_deployment(client, deployment)
         with api_errors(not_found=_not_found(name)):
-            found = client.deployment(name).sessions.get(session)
+            found = resolve_session(client.deployment(name).sessions, session)
     if output is Output.JSON:
         emit_json(found)
         return
@@ -83,12 +86,14 @@ def show(
 def delete(
     ctx: typer.Context,
     *,
-    session: str = typer.Argument(..., metavar="SESSION", help="The session's id."),
+    session: str = typer.Argument(..., metavar="SESSION", help=SESSION_ARG_HELP),
     deployment: str | None = deployment_option(),
 ) -> None:
     """Delete a session and its saved Context."""
     with connect(ctx) as client:
         name = pick_deployment(client, deployment)
+        sessions = client.deployment(name).sessions
         with api_errors(not_found=_not_found(name)):
-            client.deployment(name).sessions.delete(session)
-    typer.echo(f"Deleted session {session}")
+            session_id = resolve_session(sessions, session).session_id
+            sessions.delete(session_id)
+    typer.echo(f"Deleted session {session_id}")

@@ -21,62 +21,25 @@ from llamactl.cli.common import (
     timestamp,
 )
 from llamactl.cli.exit_codes import ExitCode
+from llamactl.cli.ids import resolve_session, resolve_task, shorten
+from llamactl.cli.style import status
+from llamactl.cli.task_output import ATTEMPT_EVENT, check_status, print_event, print_record
 
 if TYPE_CHECKING:
+    from llamactl.client.sync import Tasks
     from llamactl.server.types import EventEnvelope, TaskRecord
 
-__all__ = ["app", "print_event", "print_record"]
+__all__ = ["app", "check_status", "print_event", "print_record"]
 
 app = typer.Typer(help="List, inspect, follow, cancel and answer tasks.", no_args_is_help=True)
 
 HUMAN_RESPONSE_EVENT = "workflows.events.HumanResponseEvent"
-TASK_ARG_HELP = "The task's id."
+TASK_ARG_HELP = "The task's id, or the start of it (unique among the deployment's tasks)."
+STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 
 
 def _not_found(deployment: str) -> str:
     return f"list the tasks with `llamactl tasks list -d {deployment}`"
-
-
-def _finished(task_id: str, deployment: str) -> str:
-    return f"the task has already finished: see `llamactl tasks show {task_id} -d {deployment}`"
-
-
-def print_event(event: EventEnvelope, output: Output) -> None:
-    if output is Output.JSON:
-        emit_json(event, indent=None)
-    else:
-        value = json.dumps(event.value, ensure_ascii=False)
-        typer.echo(f"{event.seq:>3}  {event.type}  {value}")
-
-
-def print_record(record: TaskRecord) -> None:
-    """A task record as `key: value` lines."""
-    duration = None
-    if record.started_at is not None and record.finished_at is not None:
-        duration = f"{record.finished_at - record.started_at:.3f}s"
-    lines: list[tuple[str, Any]] = [
-        ("Task", record.task_id),
-        ("Deployment", record.deployment),
-        ("Service", record.service_id),
-        ("Session", record.session_id),
-        ("Status", record.status.value),
-        ("Attempts", record.attempts),
-        ("Replica", record.replica_id),
-        ("Input", record.input or "{}"),
-        ("Created", timestamp(record.created_at)),
-        ("Started", timestamp(record.started_at)),
-        ("Finished", timestamp(record.finished_at)),
-        ("Duration", duration),
-    ]
-    if record.status.value == "completed":
-        lines.append(("Result", json.dumps(record.result, ensure_ascii=False)))
-    if record.error:
-        lines.append(("Error", record.error))
-    for key, value in lines:
-        typer.echo(f"{key + ':':<12}{'-' if value is None else value}")
-    if record.traceback:
-        typer.echo("Traceback:")
-        typer.echo(record.traceback.rstrip())
 
 
 @app.command("list")
@@ -85,36 +48,70 @@ def list_tasks(
     *,
     deployment: str | None = deployment_option(),
     session: str | None = typer.Option(
-        None, "--session", "-i", metavar="SESSION", help="Only the tasks of this session."
+        None, "--session", "-i", metavar="SESSION", help="Only the tasks of this session (or its id's start)."
     ),
-    status: str | None = typer.Option(
+    status_filter: str | None = typer.Option(
         None,
         "--status",
         metavar="STATUS",
         help="Only tasks in this status: queued, running, completed, failed or cancelled.",
     ),
+    service: str | None = typer.Option(
+        None, "--service", "-s", metavar="SERVICE", help="Only the tasks of this service."
+    ),
+    limit: int = typer.Option(
+        20, "--limit", "-n", min=1, max=10_000, metavar="N", help="Show the newest N tasks (1 to 10000)."
+    ),
+    every: bool = typer.Option(False, "--all", help="Show every task (read a page at a time)."),
+    wide: bool = typer.Option(False, "--wide", "-w", help="Full ids and every column."),
     output: Output = output_option(),
 ) -> None:
-    """A deployment's tasks, oldest first."""
-    statuses = ("queued", "running", "completed", "failed", "cancelled")
-    if status is not None and status not in statuses:
+    """A deployment's newest tasks, oldest of them first (ids cut short: --wide or -o json for full ones)."""
+    if status_filter is not None and status_filter not in STATUSES:
         raise typer.BadParameter(
-            f"'{status}' is not a status: use one of {', '.join(statuses)}", param_hint="--status"
+            f"'{status_filter}' is not a status: use one of {', '.join(STATUSES)}", param_hint="--status"
         )
     with connect(ctx) as client:
         name = pick_deployment(client, deployment)
+        handle = client.deployment(name)
         with api_errors(not_found=f"list the sessions with `llamactl sessions list -d {name}`"):
-            found = client.deployment(name).tasks.list(session_id=session, status=status)
+            session_id = resolve_session(handle.sessions, session).session_id if session else None
+            filters: dict[str, Any] = {
+                "session_id": session_id,
+                "status": status_filter,
+                "service_id": service,
+            }
+            if every:
+                found, more = list(handle.tasks.iter(**filters)), False
+            else:
+                page = handle.tasks.page(**filters, limit=limit, newest_first=True)
+                found, more = page.items[::-1], page.next_cursor is not None
     if output is Output.JSON:
         emit_json(found)
-        return
-    table(
-        ["TASK", "SERVICE", "STATUS", "ATTEMPTS", "SESSION", "CREATED"],
-        [
-            [t.task_id, t.service_id, t.status.value, t.attempts, t.session_id, timestamp(t.created_at)]
-            for t in found
-        ],
-    )
+    else:
+        _print_tasks(found, wide)
+    if more:
+        say(f"(the newest {limit} shown: --limit N or --all for more)")
+
+
+def _print_tasks(found: list[TaskRecord], wide: bool) -> None:
+    ids = shorten([t.task_id for t in found] + [t.session_id for t in found])
+    show = (lambda value: value) if wide else (lambda value: ids[value])
+    headers = ["TASK", "SERVICE", "STATUS", "ATTEMPTS", "SESSION", "CREATED"]
+    rows: list[list[Any]] = []
+    for t in found:
+        row: list[Any] = [
+            show(t.task_id),
+            t.service_id,
+            status(t.status.value),
+            t.attempts,
+            show(t.session_id),
+            timestamp(t.created_at),
+        ]
+        if wide:
+            row.append(t.error)
+        rows.append(row)
+    table([*headers, "ERROR"] if wide else headers, rows)
 
 
 @app.command("show")
@@ -128,12 +125,21 @@ def show(
     """Everything known about a task: status, attempts, timings, result or error."""
     with connect(ctx) as client:
         name = pick_deployment(client, deployment)
+        tasks = client.deployment(name).tasks
         with api_errors(not_found=_not_found(name)):
-            record = client.deployment(name).tasks.get(task)
+            record = resolve_task(tasks, task)
+            attempts = _attempt_log(tasks, record) if output is Output.TEXT else []
     if output is Output.JSON:
         emit_json(record)
     else:
-        print_record(record)
+        print_record(record, attempts)
+
+
+def _attempt_log(tasks: Tasks, record: TaskRecord) -> list[EventEnvelope]:
+    """The log's markers of a task that ran more than once (where each attempt started, and why)."""
+    if record.attempts <= 1:
+        return []
+    return [e for e in tasks.events(record.task_id, follow=False) if e.type == ATTEMPT_EVENT]
 
 
 @app.command("events")
@@ -148,12 +154,18 @@ def events(
     from_seq: int = typer.Option(0, "--from", min=0, help="Start at this event number (0 is the first)."),
     output: Output = output_option(),
 ) -> None:
-    """A task's event log (one line each; -o json: one JSON envelope a line)."""
+    """A task's event log (one line each; -o json: one JSON envelope a line).
+
+    Besides the workflow's events the log holds the engine's: TaskAttempt where a retried task's
+    next attempt starts, EventDelivered / EventRejected for each event sent in.
+    """
     with connect(ctx) as client:
         name = pick_deployment(client, deployment)
+        tasks = client.deployment(name).tasks
         with api_errors(not_found=_not_found(name)):
+            task_id = resolve_task(tasks, task).task_id
             try:
-                for event in client.deployment(name).tasks.events(task, from_seq, follow=follow):
+                for event in tasks.events(task_id, from_seq, follow=follow):
                     print_event(event, output)
             except KeyboardInterrupt:
                 raise typer.Exit(ExitCode.INTERRUPTED) from None
@@ -165,17 +177,61 @@ def cancel(
     *,
     task: str = typer.Argument(..., metavar="TASK", help=TASK_ARG_HELP),
     deployment: str | None = deployment_option(),
+    wait: bool = typer.Option(
+        True, "--wait/--no-wait", help="Wait until a running task has stopped (its worker is asked to)."
+    ),
+    wait_seconds: float = typer.Option(
+        60.0,
+        "--timeout",
+        metavar="SECONDS",
+        min=0,
+        help="Wait at most this long for it to stop.  [default: 60]",
+        show_default=False,
+    ),
     output: Output = output_option(),
 ) -> None:
-    """Cancel a task: at once if it has not started, else its worker is asked to stop it."""
+    """Cancel a task: at once if it has not started, else its worker is asked to stop it (and this waits)."""
+    from llamactl.client.errors import Conflict
+
     with connect(ctx) as client:
         name = pick_deployment(client, deployment)
-        with api_errors(not_found=_not_found(name), conflict=_finished(task, name)):
-            record = client.deployment(name).tasks.cancel(task)
+        tasks = client.deployment(name).tasks
+        with api_errors(not_found=_not_found(name)):
+            record = resolve_task(tasks, task)
+            task_id = record.task_id
+            finished = record.status.value if record.status.is_final else None
+            if finished is None:
+                try:
+                    record = tasks.cancel(task_id)
+                except Conflict as exc:  # it ended meanwhile
+                    finished = exc.body.get("status") if isinstance(exc.body, dict) else None
+                    finished = finished or "final"
+            if finished is not None:
+                fail(
+                    f"task {task_id} has already finished ({finished}): there is nothing to cancel",
+                    f"see how it ended: `llamactl tasks show {task_id} -d {name}`",
+                    ExitCode.CONFLICT,
+                )
+            if not record.status.is_final and wait:
+                say(f"Cancel requested: waiting for task {task_id} to stop...")
+                if tasks.result(task_id, timeout=wait_seconds) is None:
+                    fail(
+                        f"task {task_id} is still {tasks.get(task_id).status.value} {wait_seconds:g} s after "
+                        "the cancel request",
+                        f"its code may not stop when asked: follow it with `llamactl tasks events {task_id} "
+                        f"-d {name} --follow`",
+                        ExitCode.STILL_RUNNING,
+                    )
+                record = tasks.get(task_id)
     if output is Output.JSON:
         emit_json(record)
+        return
+    if record.status.value == "cancelled":
+        typer.echo(f"Task {task_id}: cancelled")
+    elif record.status.is_final:
+        typer.echo(f"Task {task_id}: {record.status.value} (it finished before the cancel took effect)")
     else:
-        typer.echo(f"Task {record.task_id}: {record.status.value}")
+        typer.echo(f"Task {task_id}: cancel requested (it is {record.status.value})")
 
 
 @app.command("send-event")
@@ -198,7 +254,11 @@ def send_event(
     deployment: str | None = deployment_option(),
     output: Output = output_option(),
 ) -> None:
-    """Send an event into a running task (human in the loop), e.g. the answer it waits for."""
+    """Send an event into a running task (human in the loop), e.g. the answer it waits for.
+
+    For a running task this returns once its workflow has the event, and fails if the event
+    cannot be built (an unknown class, fields that do not fit) or delivered.
+    """
     try:
         values = json.loads(fields)
     except ValueError as exc:
@@ -207,25 +267,17 @@ def send_event(
         raise typer.BadParameter("must be a JSON object of the event's fields", param_hint="--json")
     with connect(ctx) as client:
         name = pick_deployment(client, deployment)
+        tasks = client.deployment(name).tasks
         with api_errors(
             not_found=_not_found(name),
-            conflict=_finished(task, name),
-            bad_request="check --event (module.Class of a workflows Event) and the fields in --json",
+            conflict=f"see how it ended: `llamactl tasks show {task} -d {name}`",
+            bad_request="check --event (module.Class of a workflows Event the workflow imports) and --json",
         ):
-            sent = client.deployment(name).tasks.send_event(
-                task, values, service_id=service, event_type=event
+            record = resolve_task(tasks, task)
+            sent = tasks.send_event(
+                record.task_id, values, service_id=service or record.service_id, event_type=event
             )
     if output is Output.JSON:
         emit_json(sent)
     else:
-        say(f"Sent {event.rsplit('.', 1)[-1]} to task {task}")
-
-
-def check_status(record: TaskRecord, deployment: str) -> None:
-    """Fails with the task's error when it did not complete."""
-    if record.status.value in ("failed", "cancelled"):
-        fail(
-            f"task {record.task_id} {record.status.value}: {record.error or 'no error recorded'}",
-            f"see its record and events: `llamactl tasks show {record.task_id} -d {deployment}`",
-            ExitCode.TASK_FAILED,
-        )
+        say(f"Sent {event.rsplit('.', 1)[-1]} to task {record.task_id}")

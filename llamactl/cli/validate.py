@@ -8,6 +8,7 @@ or a generator); its code is not run.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,11 +18,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from llamactl.cli.common import Output, emit_json, fail, output_option, say
+from llamactl.cli.common import Output, emit_json, fail, output_option, say, warn
 from llamactl.cli.exit_codes import ExitCode
+from llamactl.cli.style import error_label, ok, use_color
 
 if TYPE_CHECKING:
-    from llamactl.server.config import DeploymentConfig
+    from llamactl.server.config import DeploymentConfig, DeploymentConfigWarning
 
 __all__ = ["ServiceCheck", "check_services", "validate"]
 
@@ -50,14 +52,21 @@ def validate(
         help="The deployment file.  [default: deployment.yml]",
         show_default=False,
     ),
+    strict: bool = typer.Option(
+        False,
+        "--strict",
+        help="Treat what would be a warning (an unknown key such as a misspelled `default-servce:`, "
+        "a key written twice) as an error.",
+    ),
     output: Output = output_option(),
 ) -> None:
     """Check a deployment file and that each service's `path` imports and builds; start nothing.
 
     Prints one line per service (`echo: ok (workflow EchoWorkflow)`) and exits 0, or says what is
-    wrong (the file, line and key; or the import error) and exits non-zero.
+    wrong (the file, line and key; or the import error) and exits non-zero. Unknown keys are
+    warnings (Llama Deploy ignores them), errors with --strict.
     """
-    from llamactl.server.config import load_deployment_file
+    from llamactl.server.config import DeploymentConfigWarning, load_deployment_file
     from llamactl.server.errors import DeploymentConfigError
 
     if not file.exists():
@@ -67,15 +76,20 @@ def validate(
             ExitCode.USAGE,
         )
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", DeploymentConfigWarning)
         try:
             config = load_deployment_file(file)
         except DeploymentConfigError as exc:
+            named = [w for w in caught if f"'{getattr(w.message, 'key_path', '')}' on line" not in str(exc)]
+            _report(named, strict=False)
             if output is Output.JSON:
                 emit_json({"file": str(file), "ok": False, "error": str(exc), "services": []})
             fail(str(exc), "fix the file, then run `llamactl validate` again", ExitCode.CONFIG)
-    for warning in caught:
-        say(f"Warning: {warning.message}")
+    problems = _report(caught, strict=strict)
+    if problems:
+        if output is Output.JSON:
+            emit_json({"file": str(file), "ok": False, "error": problems[-1], "services": []})
+        fail(problems[-1], "fix the file (or leave out --strict), then validate again", ExitCode.CONFIG)
     checks = check_services(config)
     failed = [c for c in checks if not c.ok]
     if output is Output.JSON:
@@ -88,20 +102,45 @@ def validate(
             }
         )
     else:
+        color = use_color(sys.stdout)
         for check in checks:
             if check.ok:
-                typer.echo(check.line())
+                typer.echo(f"{check.service}: {ok().render(color)} ({check.kind} {check.target})")
     if failed:
+        color = use_color(sys.stderr)
         for check in failed[:-1]:
-            typer.secho(f"Error: {check.service}: {check.error}", err=True, fg=typer.colors.RED)
+            typer.echo(f"{error_label().render(color)} {check.service}: {check.error}", err=True)
         last = failed[-1]
         fail(
             f"{last.service}: {last.error}",
-            "run `llamactl validate` again once the service's code or its path: is fixed",
+            "fix the service's code or its `path`, then run `llamactl validate` again",
             ExitCode.WORKFLOW_LOAD,
         )
     count = f"{len(checks)} service{'s' if len(checks) != 1 else ''}"
     say(f"{file}: deployment '{config.name}' is valid ({count}).")
+
+
+def _report(caught: list[warnings.WarningMessage], *, strict: bool) -> list[str]:
+    """Print the file's warnings (as errors with ``strict``, the last one left to the caller)."""
+    from llamactl.server.config import DeploymentConfigWarning
+
+    found = [w.message for w in caught if isinstance(w.message, DeploymentConfigWarning)]
+    if not strict:
+        for warning in found:
+            warn(str(warning))
+        return []
+    problems = [_as_error(w) for w in found]
+    color = use_color(sys.stderr)
+    for problem in problems[:-1]:
+        typer.echo(f"{error_label().render(color)} {problem}", err=True)
+    return problems
+
+
+def _as_error(warning: DeploymentConfigWarning) -> str:
+    """A warning's words as an error's: what it says is not ignored but refused."""
+    where = f"{warning.file}:{warning.line}" if warning.line is not None else warning.file
+    problem = warning.problem.replace("unknown key, ignored: ", "unknown key: ")
+    return f"{where}: '{warning.key_path}': {problem}"
 
 
 def check_services(config: DeploymentConfig) -> list[ServiceCheck]:

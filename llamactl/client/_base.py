@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import httpx
 
-from llamactl.client.errors import ServerUnreachable, error_for_status
+from llamactl.client.errors import (
+    ClientError,
+    InvalidServerUrl,
+    NotLlamactlServer,
+    ServerStopping,
+    ServerUnreachable,
+    error_for_status,
+)
 
 __all__ = [
     "DEFAULT_SERVER",
@@ -22,6 +30,9 @@ __all__ = [
     "ServerSentEvent",
     "check",
     "client_settings",
+    "parse_answer",
+    "server_url",
+    "transport_error",
     "unreachable",
 ]
 
@@ -34,11 +45,34 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 T = TypeVar("T")
 
 
+def server_url(url: str) -> str:
+    """``url`` as the client uses it: ``http://`` added when it has no scheme (``127.0.0.1:4501``,
+    ``localhost:4501``), no trailing slash.
+
+    Raises:
+        InvalidServerUrl: it is not an http(s) URL with a host (e.g. ``ftp://x``, ``http://:80``,
+            a port that is not a number).
+    """
+    text = url.strip()
+    if "://" not in text:
+        text = f"http://{text}"
+    example = "use http://HOST:PORT, e.g. http://127.0.0.1:4501"
+    try:
+        parsed = httpx.URL(text)
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise InvalidServerUrl(f"'{url}' is not a server URL ({exc}): {example}") from None
+    if parsed.scheme not in ("http", "https"):
+        raise InvalidServerUrl(f"'{url}' is not an http or https URL: {example}")
+    if not parsed.host:
+        raise InvalidServerUrl(f"'{url}' names no host: {example}")
+    return text.rstrip("/")
+
+
 def client_settings(
     base_url: str | None, token: str | None, timeout: float | httpx.Timeout | None, headers: Mapping[str, str]
 ) -> dict[str, Any]:
     """The keyword arguments of the httpx client both clients build."""
-    url = (base_url or os.environ.get(SERVER_ENV) or DEFAULT_SERVER).rstrip("/")
+    url = server_url(base_url or os.environ.get(SERVER_ENV) or DEFAULT_SERVER)
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     all_headers = {"Accept": "application/json", **headers}
     if token:
@@ -85,21 +119,107 @@ def _param(value: Any) -> Any:
     return value
 
 
+def _base(response: httpx.Response) -> str:
+    url = response.request.url
+    return f"{url.scheme}://{url.netloc.decode('ascii')}"
+
+
+def _looks_like(response: httpx.Response) -> str:
+    """How an answer that no llamactl server would give looks, for an error message."""
+    kind = response.headers.get("content-type", "").partition(";")[0].strip() or "no content type"
+    what = "an HTML page" if kind == "text/html" else f"a {kind} body"
+    request = response.request
+    return f"it answered {request.method} {request.url.path} with {response.status_code} and {what}"
+
+
 def check(response: httpx.Response) -> Any:
-    """The JSON of a successful answer; the matching ApiError otherwise."""
+    """The JSON of a successful answer; the matching ApiError otherwise.
+
+    Raises NotLlamactlServer for an answer that is not JSON (a llamactl server answers every
+    request, errors too, with JSON; an error always with a ``detail``).
+    """
     if response.is_success:
         if not response.content:
             return None
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:
+            raise NotLlamactlServer(_base(response), _looks_like(response)) from None
     try:
         body = response.json()
     except ValueError:
         body = None
-    raise error_for_status(response.status_code, body, response.text)
+    if not isinstance(body, dict) or "detail" not in body:
+        raise NotLlamactlServer(_base(response), _looks_like(response))
+    error = error_for_status(response.status_code, body, response.text, response.headers)
+    error.url = _base(response)
+    raise error
+
+
+def parse_answer(call: Call[T], response: httpx.Response) -> T:
+    """``call``'s parse of a checked answer; NotLlamactlServer when it is not of the expected shape."""
+    value = check(response)
+    try:
+        return call.parse(value)
+    except ValueError:  # pydantic's ValidationError too
+        raise NotLlamactlServer(
+            _base(response),
+            f"its answer to {call.method} {call.path} is not what a llamactl server sends",
+        ) from None
+
+
+_ERRNO = re.compile(r"^\[Errno -?\d+\]\s*")
+
+
+def _reason(exc: Exception) -> str:
+    text = _ERRNO.sub("", str(exc).strip()) or type(exc).__name__
+    return text[:1].lower() + text[1:]
 
 
 def unreachable(client: httpx.Client | httpx.AsyncClient, exc: Exception) -> ServerUnreachable:
-    return ServerUnreachable(str(client.base_url).rstrip("/"), str(exc))
+    return ServerUnreachable(str(client.base_url).rstrip("/"), _reason(exc))
+
+
+PROBE_PATH = "/healthz"
+"""What the client asks when a request broke off, to tell a server that went away from something
+that is not a llamactl server at all."""
+PROBE_TIMEOUT = httpx.Timeout(5.0)
+
+
+def transport_error(
+    client: httpx.Client | httpx.AsyncClient,
+    exc: httpx.TransportError,
+    probe: httpx.Response | Exception | None = None,
+) -> ClientError:
+    """The client error for an httpx transport error of a request.
+
+    ``probe`` is what ``GET /healthz`` got right after a request broke off without an answer (a
+    llamactl server answers it with JSON), so the error can say which of the two it was.
+    """
+    url = str(client.base_url).rstrip("/")
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return unreachable(client, exc)
+    if isinstance(exc, httpx.TimeoutException):
+        return ServerUnreachable(url, "it accepted the connection but did not answer in time")
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return InvalidServerUrl(f"'{url}' is not a server URL: use http://HOST:PORT")
+    if isinstance(probe, httpx.ConnectError | httpx.ConnectTimeout):
+        return ServerUnreachable(url, f"it went away ({_reason(exc)})")
+    if isinstance(probe, httpx.Response):
+        dropped = ServerUnreachable(url, f"the connection dropped before the answer ({_reason(exc)})")
+        try:
+            check(probe)
+        except ServerStopping as stopping:
+            return stopping
+        except NotLlamactlServer:
+            pass
+        except ClientError:
+            return dropped  # a llamactl server answers there (it refused the probe itself)
+        else:
+            return dropped
+    # It closes the connection without an HTTP answer, or answers bytes that are not HTTP: a
+    # database's port, say.
+    return NotLlamactlServer(url, f"it does not answer HTTP ({_reason(exc)})")
 
 
 @dataclass

@@ -88,24 +88,43 @@ def state(name: str) -> Call[DeploymentState]:
 
 
 def task_definition(
-    input: Mapping[str, Any] | None, service: str | None, session_id: str | None
+    input: Mapping[str, Any] | None, service: str | None, session_id: str | None, task_id: str | None = None
 ) -> dict[str, Any]:
+    ids = {"task_id": task_id} if task_id is not None else {}
     definition = TaskDefinition(
-        input=json.dumps(dict(input or {})), service_id=service, session_id=session_id
+        input=json.dumps(dict(input or {})), service_id=service, session_id=session_id, **ids
     )
     return definition.model_dump(mode="json")
 
 
-def tasks_run(name: str, body: dict[str, Any]) -> Call[Any]:
-    return Call("POST", f"{_d(name)}/tasks/run", _identity, json=body, waits=True)
+def tasks_run(name: str, body: dict[str, Any], timeout: float | None = None) -> Call[Any]:
+    return Call(
+        "POST", f"{_d(name)}/tasks/run", _identity, params={"timeout": timeout}, json=body, waits=True
+    )
 
 
 def tasks_create(name: str, body: dict[str, Any]) -> Call[TaskDefinition]:
     return Call("POST", f"{_d(name)}/tasks/create", _model(TaskDefinition), json=body)
 
 
-def tasks_list(name: str, session_id: str | None, status: TaskStatus | str | None) -> Call[list[TaskRecord]]:
-    params = {"session_id": session_id, "status": None if status is None else TaskStatus(status).value}
+def tasks_list(
+    name: str,
+    session_id: str | None,
+    status: TaskStatus | str | None,
+    *,
+    service_id: str | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+    newest_first: bool = False,
+) -> Call[list[TaskRecord]]:
+    params = {
+        "session_id": session_id,
+        "status": None if status is None else TaskStatus(status).value,
+        "service_id": service_id,
+        "limit": limit,
+        "cursor": cursor,
+        "order": "desc" if newest_first else None,
+    }
     return Call("GET", f"{_d(name)}/tasks", _list_of(TaskRecord), params=params)
 
 
@@ -144,8 +163,11 @@ def changes_path(name: str) -> str:
     return f"{_d(name)}/changes"
 
 
-def sessions_list(name: str) -> Call[list[SessionDefinition]]:
-    return Call("GET", f"{_d(name)}/sessions", _list_of(SessionDefinition))
+def sessions_list(
+    name: str, *, limit: int | None = None, cursor: str | None = None
+) -> Call[list[SessionDefinition]]:
+    params = {"limit": limit, "cursor": cursor}
+    return Call("GET", f"{_d(name)}/sessions", _list_of(SessionDefinition), params=params)
 
 
 def sessions_create(name: str) -> Call[SessionDefinition]:
@@ -180,38 +202,7 @@ def event_obj_str(event: Any, qualified_name: str = HUMAN_RESPONSE_EVENT) -> str
     )
 
 
-# --- paged listings and the dashboard's route (docs/http-api.md) -------------------------------
-
-NEXT_CURSOR_HEADER = "X-Next-Cursor"
-"""The answer header that holds the cursor of a listing's next page."""
-
-
-def tasks_page(
-    name: str,
-    *,
-    session_id: str | None,
-    status: TaskStatus | str | None,
-    service_id: str | None,
-    limit: int | None,
-    cursor: str | None,
-    order: str | None,
-) -> Call[list[TaskRecord]]:
-    if order is not None and order not in ("asc", "desc"):
-        raise ValueError(f"order must be 'asc' or 'desc', not {order!r}")
-    params = {
-        "session_id": session_id,
-        "status": None if status is None else TaskStatus(status).value,
-        "service_id": service_id,
-        "limit": limit,
-        "cursor": cursor,
-        "order": order,
-    }
-    return Call("GET", f"{_d(name)}/tasks", _list_of(TaskRecord), params=params)
-
-
-def sessions_page(name: str, *, limit: int | None, cursor: str | None) -> Call[list[SessionDefinition]]:
-    params = {"limit": limit, "cursor": cursor}
-    return Call("GET", f"{_d(name)}/sessions", _list_of(SessionDefinition), params=params)
+# --- the dashboard's route (docs/http-api.md) ----------------------------------------------------
 
 
 def _context_sizes(value: Any) -> dict[str, int | None]:

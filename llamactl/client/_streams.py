@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 from typing import Any, Generic, TypeVar
 
+import httpx
+
+from llamactl.client.errors import NotLlamactlServer
 from llamactl.server.types import ChangeEvent, EventEnvelope
 
 from ._base import SSEDecoder
@@ -29,6 +32,8 @@ class Cursor(Generic[T]):
 
     ends_on_close = True
     """A clean end of the answer means the stream is over (a task's log) rather than a drop to resume."""
+    media_type = "text/event-stream"
+    """What a llamactl server answers this stream with."""
 
     def __init__(self, path: str, from_seq: int) -> None:
         self.path = path
@@ -36,6 +41,7 @@ class Cursor(Generic[T]):
         self.resumed = False
         self.done = False
         self._decoder = SSEDecoder()
+        self._origin = ""
 
     def request(self) -> tuple[dict[str, Any], dict[str, str]]:
         """The query parameters and headers of the next attempt."""
@@ -45,6 +51,19 @@ class Cursor(Generic[T]):
         self._decoder = SSEDecoder()
         return {"from_seq": self.next_seq}, headers
 
+    def check(self, response: httpx.Response) -> None:
+        """Raises NotLlamactlServer when ``response`` (a success) says it is something else than the
+        stream asked for (an HTML page, JSON)."""
+        kind = response.headers.get("content-type", "").partition(";")[0].strip()
+        url = response.request.url
+        self._origin = f"{url.scheme}://{url.netloc.decode('ascii')}"
+        if kind and kind != self.media_type:
+            answer = f"it answered GET {url.path} with {kind}, not {self.media_type}"
+            raise NotLlamactlServer(self._origin, answer)
+
+    def _unreadable(self) -> NotLlamactlServer:
+        return NotLlamactlServer(self._origin, f"its stream {self.path} is not what a llamactl server sends")
+
     def feed(self, line: str) -> T | None:
         event = self._decoder.feed(line)
         if event is None:
@@ -52,7 +71,10 @@ class Cursor(Generic[T]):
         if event.event == "end":
             self.done = True
             return None
-        item, seq = self.parse(event.data)
+        try:
+            item, seq = self.parse(event.data)
+        except ValueError:  # pydantic's ValidationError too
+            raise self._unreadable() from None
         if seq < self.next_seq:
             return None  # already seen before a reconnect
         self.next_seq = seq + 1
@@ -73,13 +95,18 @@ class TaskEvents(Cursor[EventEnvelope]):
 class RawTaskEvents(Cursor[dict[str, Any]]):
     """A task's events in Llama Deploy's NDJSON ``raw_event`` form; resumed by counting lines."""
 
+    media_type = "application/x-ndjson"
+
     def request(self) -> tuple[dict[str, Any], dict[str, str]]:
         return {"from_seq": self.next_seq, "raw_event": "true"}, {"Accept": "application/x-ndjson"}
 
     def feed(self, line: str) -> dict[str, Any] | None:
         if not line.strip():
             return None
-        item: dict[str, Any] = json.loads(line)
+        try:
+            item: dict[str, Any] = json.loads(line)
+        except ValueError:
+            raise self._unreadable() from None
         self.next_seq += 1
         return item
 

@@ -14,6 +14,18 @@ __all__ = ["DeploymentState", "Page"]
 T = TypeVar("T")
 
 
+@dataclass
+class Page(Generic[T]):
+    """One page of a listing: its ``items`` and the cursor of the next page (None on the last).
+
+    Example: ``page = tasks.page(limit=20, newest_first=True)``; then
+    ``tasks.page(limit=20, newest_first=True, cursor=page.next_cursor)`` while it is not None.
+    """
+
+    items: list[T] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
 class DeploymentState(BaseModel):
     """``GET /deployments/{name}/state``: a snapshot for dashboards."""
 
@@ -28,11 +40,3 @@ class DeploymentState(BaseModel):
     """The newest tasks, newest first (at most 50)."""
     changes_seq: int = 0
     """The change feed's next position: pass it to ``changes(from_seq=...)`` to follow from here."""
-
-
-@dataclass
-class Page(Generic[T]):
-    """One page of a listing: its items, and the cursor of the next page (None: this was the last)."""
-
-    items: list[T] = field(default_factory=list)
-    next_cursor: str | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
@@ -11,7 +11,16 @@ from typing import Any, Literal, TypeVar, overload
 import httpx
 
 from llamactl.client import _calls as calls
-from llamactl.client._base import DEFAULT_TIMEOUT, Call, check, client_settings, unreachable
+from llamactl.client._base import (
+    DEFAULT_TIMEOUT,
+    PROBE_PATH,
+    PROBE_TIMEOUT,
+    Call,
+    check,
+    client_settings,
+    parse_answer,
+    transport_error,
+)
 from llamactl.client._streams import (
     IDLE_SECONDS,
     MAX_RECONNECTS,
@@ -21,7 +30,7 @@ from llamactl.client._streams import (
     TaskEvents,
     backoff,
 )
-from llamactl.client.errors import StreamBroken
+from llamactl.client.errors import NotLlamactlServer, StreamBroken
 from llamactl.client.models import DeploymentState, Page
 from llamactl.server.types import (
     ChangeEvent,
@@ -103,19 +112,26 @@ class Client:
         self.close()
 
     def _call(self, call: Call[T]) -> T:
-        try:
-            response = self._http.request(call.method, call.path, **call.request_kwargs(self._http.timeout))
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise unreachable(self._http, exc) from exc
-        return call.parse(check(response))
+        return parse_answer(call, self._request(call))
 
-    def _call_page(self, call: Call[list[T]]) -> Page[T]:
+    def _page(self, call: Call[list[T]]) -> Page[T]:
+        response = self._request(call)
+        return Page(parse_answer(call, response), response.headers.get("x-next-cursor") or None)
+
+    def _request(self, call: Call[Any]) -> httpx.Response:
         try:
-            response = self._http.request(call.method, call.path, **call.request_kwargs(self._http.timeout))
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise unreachable(self._http, exc) from exc
-        items = call.parse(check(response))
-        return Page(items, response.headers.get(calls.NEXT_CURSOR_HEADER) or None)
+            return self._http.request(call.method, call.path, **call.request_kwargs(self._http.timeout))
+        except httpx.TransportError as exc:
+            raise transport_error(self._http, exc, self._probe(exc)) from exc
+
+    def _probe(self, exc: httpx.TransportError) -> httpx.Response | Exception | None:
+        """After a request broke off without an answer: what ``GET /healthz`` gets now."""
+        if isinstance(exc, httpx.ConnectError | httpx.TimeoutException | httpx.UnsupportedProtocol):
+            return None
+        try:
+            return self._http.get(PROBE_PATH, timeout=PROBE_TIMEOUT)
+        except httpx.HTTPError as failure:
+            return failure
 
     def _stream(
         self, cursor: Cursor[T], follow: bool = True, *, resume: bool = True
@@ -132,6 +148,7 @@ class Client:
                     if not response.is_success:
                         response.read()
                         check(response)
+                    cursor.check(response)
                     for line in response.iter_lines():
                         item = cursor.feed(line)
                         if item is not None:
@@ -147,15 +164,15 @@ class Client:
                     return
                 raise
             except httpx.TransportError as exc:
-                if (
-                    not cursor.resumed
-                    and not received
-                    and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                ):
-                    raise unreachable(self._http, exc) from exc
+                if not cursor.resumed and not received:
+                    error = transport_error(self._http, exc, self._probe(exc))
+                    if isinstance(error, NotLlamactlServer) or isinstance(
+                        exc, httpx.ConnectError | httpx.ConnectTimeout
+                    ):
+                        raise error from exc  # nothing (or no llamactl server) answers: no use retrying
                 if not resume:
                     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-                        raise unreachable(self._http, exc) from exc
+                        raise transport_error(self._http, exc) from exc
                     raise StreamBroken(f"{cursor.path}: the connection dropped: {exc}") from exc
                 problem = exc
             if not resume:
@@ -254,14 +271,19 @@ class Tasks:
         *,
         service: str | None = None,
         session_id: str | None = None,
+        task_id: str | None = None,
+        timeout: float | None = None,
     ) -> Any:
         """Run a task and return the workflow's result (raises TaskFailed if it failed).
 
         ``input`` holds the workflow's keyword arguments; ``service`` None means the default service;
-        ``session_id`` None means a new session. Example: ``tasks.run({"message": "hi"})``.
+        ``session_id`` None means a new session; ``task_id`` (new, e.g. a uuid) tells the caller the
+        task's id before the answer comes. The server waits at most ``timeout`` seconds (default:
+        the service's timeout plus a minute), then raises WaitTimeout naming the task, which goes on.
+        Example: ``tasks.run({"message": "hi"})``.
         """
-        body = calls.task_definition(input, service, session_id)
-        return self._client._call(calls.tasks_run(self._deployment, body))
+        body = calls.task_definition(input, service, session_id, task_id)
+        return self._client._call(calls.tasks_run(self._deployment, body, timeout))
 
     def create(
         self,
@@ -269,21 +291,23 @@ class Tasks:
         *,
         service: str | None = None,
         session_id: str | None = None,
+        task_id: str | None = None,
     ) -> TaskDefinition:
         """Queue a task and return at once with its ids.
 
         Example: ``task = tasks.create({"count": 3}, service="stream")``.
         """
-        body = calls.task_definition(input, service, session_id)
+        body = calls.task_definition(input, service, session_id, task_id)
         return self._client._call(calls.tasks_create(self._deployment, body))
 
     def list(
         self, *, session_id: str | None = None, status: TaskStatus | str | None = None
     ) -> list[TaskRecord]:
-        """The deployment's tasks, optionally of one session and/or in one status."""
+        """The deployment's tasks (the first page: at most 1000), optionally of one session and/or in
+        one status; :meth:`page` and :meth:`iter` read further."""
         return self._client._call(calls.tasks_list(self._deployment, session_id, status))
 
-    def list_page(
+    def page(
         self,
         *,
         session_id: str | None = None,
@@ -291,23 +315,47 @@ class Tasks:
         service_id: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
-        order: Literal["asc", "desc"] | None = None,
+        newest_first: bool = False,
     ) -> Page[TaskRecord]:
-        """One page of the deployment's tasks (oldest first; ``order="desc"``: newest first).
+        """One page of tasks (oldest first, or newest first) and the cursor of the next one.
 
-        Pass the page's ``next_cursor`` as ``cursor`` for the next one. Example: the newest 100
-        tasks: ``tasks.list_page(limit=100, order="desc").items``.
+        Example, the 20 newest failed tasks: ``tasks.page(status="failed", limit=20, newest_first=True)``.
         """
-        call = calls.tasks_page(
+        call = calls.tasks_list(
             self._deployment,
-            session_id=session_id,
-            status=status,
+            session_id,
+            status,
             service_id=service_id,
             limit=limit,
             cursor=cursor,
-            order=order,
+            newest_first=newest_first,
         )
-        return self._client._call_page(call)
+        return self._client._page(call)
+
+    def iter(
+        self,
+        *,
+        session_id: str | None = None,
+        status: TaskStatus | str | None = None,
+        service_id: str | None = None,
+        page_size: int = 1000,
+        newest_first: bool = False,
+    ) -> Iterator[TaskRecord]:
+        """Every task, a page (of ``page_size``) per request."""
+        cursor: str | None = None
+        while True:
+            page = self.page(
+                session_id=session_id,
+                status=status,
+                service_id=service_id,
+                limit=page_size,
+                cursor=cursor,
+                newest_first=newest_first,
+            )
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     def get(self, task_id: str) -> TaskRecord:
         """Everything known about a task: status, attempts, timings, result or error."""
@@ -373,11 +421,22 @@ class Sessions:
         self._deployment = deployment
 
     def list(self) -> list[SessionDefinition]:
+        """The sessions (the first page, at most 1000); :meth:`page` and :meth:`iter` read further."""
         return self._client._call(calls.sessions_list(self._deployment))
 
-    def list_page(self, *, limit: int | None = None, cursor: str | None = None) -> Page[SessionDefinition]:
-        """One page of the deployment's sessions; pass its ``next_cursor`` as ``cursor`` for the next."""
-        return self._client._call_page(calls.sessions_page(self._deployment, limit=limit, cursor=cursor))
+    def page(self, *, limit: int | None = None, cursor: str | None = None) -> Page[SessionDefinition]:
+        """One page of sessions, oldest first, and the cursor of the next one."""
+        return self._client._page(calls.sessions_list(self._deployment, limit=limit, cursor=cursor))
+
+    def iter(self, *, page_size: int = 1000) -> Iterator[SessionDefinition]:
+        """Every session, a page per request."""
+        cursor: str | None = None
+        while True:
+            page = self.page(limit=page_size, cursor=cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     def create(self) -> SessionDefinition:
         """A new session: ``tasks.run(..., session_id=sessions.create().session_id)``."""

@@ -38,7 +38,7 @@ async def render_metrics(manager: DeploymentManager, started_at: float) -> str:
             statuses = deployment.services()
         except LlamactlError:
             continue  # it is stopping right now
-        state = cp.health()
+        state = deployment.health()
         for key in ("late_results", "late_events", "malformed_reports", "retried_reports", "pruned_tasks"):
             health.append(f'llamactl_{key}_total{{deployment="{dep}"}} {state[key]}')
         for name, loop in cp.loops.health.items():

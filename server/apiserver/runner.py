@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import warnings
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from llamactl.server.apiserver.app import create_app
 from llamactl.server.apiserver.control_plane_app import create_control_plane_app
-from llamactl.server.apiserver.listen import UvicornServer, is_loopback
+from llamactl.server.apiserver.listen import AccessLog, Draining, UvicornServer, is_loopback
 from llamactl.server.apiserver.policy import DEFAULT_MAX_BODY_SIZE, AccessPolicy, DeploymentRoots
 from llamactl.server.apiserver.watching import Watchers
 from llamactl.server.config import DeploymentConfig, load_deployment_file
@@ -19,11 +20,16 @@ from llamactl.server.deployment import Deployment
 from llamactl.server.deployment.manager import DeploymentManager
 from llamactl.server.errors import InvalidRequest
 
-__all__ = ["ControlPlaneServers", "serve"]
+__all__ = ["ControlPlaneServers", "running_tasks", "serve"]
 
 log = logging.getLogger("llamactl.server.apiserver")
 
 EventCallback = Callable[[str], None]
+DrainCallback = Callable[[int], None]
+WorkerOutput = Callable[[str, str], None]
+
+DRAIN_POLL = 0.2
+"""Seconds between two counts of the running tasks while the server drains (for its progress line)."""
 
 
 class ControlPlaneServers:
@@ -72,16 +78,55 @@ class ControlPlaneServers:
             await server.stop()
 
 
-def _load(file: Path, on_event: EventCallback | None) -> DeploymentConfig:
+def _load(file: Path, on_warning: EventCallback | None) -> DeploymentConfig:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         config = load_deployment_file(file)
     for warning in caught:
-        if on_event is not None:
-            on_event(f"warning: {warning.message}")
+        if on_warning is not None:
+            on_warning(str(warning.message))
         else:
             log.warning("%s", warning.message)
     return config
+
+
+async def running_tasks(deployments: Sequence[Deployment]) -> int:
+    """How many tasks ``deployments`` have in the ``running`` status (from the stores' counts)."""
+    total = 0
+    for deployment in deployments:
+        try:
+            counts = await deployment.control_plane.task_counts()
+        except Exception:  # closed meanwhile: its tasks are done
+            continue
+        total += sum(by_status.get("running", 0) for by_status in counts.values())
+    return total
+
+
+class _DrainReport:
+    """Calls ``on_drain(n)`` with the number of running tasks at once, whenever it changes, and
+    with 0 once the deployments have stopped (if it had not said 0 yet)."""
+
+    def __init__(self, deployments: Sequence[Deployment], on_drain: DrainCallback) -> None:
+        self._deployments = deployments
+        self._on_drain = on_drain
+        self._last: int | None = None
+        self._task = asyncio.create_task(self._follow(), name="drain-report")
+
+    def _say(self, count: int) -> None:
+        if count != self._last:
+            self._on_drain(count)
+            self._last = count
+
+    async def _follow(self) -> None:
+        while True:
+            self._say(await running_tasks(self._deployments))
+            await asyncio.sleep(DRAIN_POLL)
+
+    async def done(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._say(0)
 
 
 async def serve(
@@ -99,6 +144,10 @@ async def serve(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     deployments_roots: Sequence[Path] = (),
     allow_install: bool = False,
+    on_warning: EventCallback | None = None,
+    on_drain: DrainCallback | None = None,
+    access_log: EventCallback | None = None,
+    worker_output: WorkerOutput | None = None,
 ) -> None:
     """Serve the HTTP API until ``stop`` is set, with the deployments of ``deployment_files``.
 
@@ -115,8 +164,14 @@ async def serve(
     Runs in the caller's event loop and installs no signal handlers: the caller sets ``stop``
     on SIGINT/SIGTERM. ``port=0`` picks an ephemeral port; ``on_ready`` gets the real URL once
     the API answers and every file is deployed; ``on_event`` gets one line per service that
-    comes up. On ``stop`` the HTTP servers stop first, then the deployments (workers finish
-    their tasks).
+    comes up; ``on_warning`` each warning about a deployment file (else they are logged).
+    ``access_log`` gets one line per HTTP request; ``worker_output`` each line a worker process
+    writes, with its replica's name (else workers write to this process's stderr).
+
+    On ``stop`` the server drains: open streams end, every new request is answered 503
+    ("stopping"), the deployments stop (their workers finish their running tasks first;
+    ``on_drain`` gets the number still running, at once and on every change), and only then do
+    the HTTP servers stop.
 
     Raises:
         InvalidRequest: ``host`` is not a loopback address and no token was given, or an allowed
@@ -148,18 +203,19 @@ async def serve(
         else:
             log.warning("%s", note)
     stop = stop if stop is not None else asyncio.Event()
-    manager = DeploymentManager(allow_install=allow_install)
+    manager = DeploymentManager(allow_install=allow_install, worker_output=worker_output)
     control_planes = ControlPlaneServers(access, on_event)
     manager.add_hooks(control_planes)
     watchers = Watchers(on_event) if watch else None
     if watchers is not None:
         manager.add_hooks(watchers)
     app = create_app(manager, access=access, roots=roots, on_event=on_event)
-    http = UvicornServer(app, host, port)
+    draining = Draining(app)
+    http = UvicornServer(AccessLog(draining, access_log) if access_log else draining, host, port)
     try:
         await http.start()
         for file in deployment_files:
-            config = _load(Path(file), on_event)
+            config = _load(Path(file), on_warning)
             await manager.create(config, on_event=on_event)
             if on_event is not None:
                 on_event(f"deployment '{config.name}' is ready ({len(config.services)} service(s))")
@@ -169,12 +225,21 @@ async def serve(
             on_ready(http.url)
         await stop.wait()
     finally:
-        # Waiters answer 503 (with their task's id and status) at once, instead of holding the
+        # Clients keep getting answers while the workers drain: "stopping", not a closed port;
+        # waiters answer 503 (with their task's id and status) at once, instead of holding the
         # HTTP server's drain open until their task ends.
+        draining.start()
         manager.begin_shutdown()
         app.state.stopping.set()
-        await http.stop()
-        if watchers is not None:
-            await watchers.close()
-        await control_planes.close()
-        await manager.close()
+        # Taken now: the manager forgets each deployment as soon as it starts stopping it.
+        stopping = manager.running()
+        progress = _DrainReport(stopping, on_drain) if on_drain is not None else None
+        try:
+            if watchers is not None:
+                await watchers.close()
+            await control_planes.close()
+            await manager.close()
+        finally:
+            if progress is not None:
+                await progress.done()
+            await http.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,15 +23,40 @@ _MISSING_HINTS = {
 
 
 def translate_validation_error(exc: ValidationError, file: str, lines: LineIndex) -> DeploymentConfigError:
-    """The first problem in file order, with its key path, line and a message saying what is valid."""
+    """The first problem in file order, with its key path, line and a message saying what is valid.
+
+    A required key that is missing because it is misspelled (``sevices:``) is reported at the
+    misspelling, which the message names.
+    """
     errors = exc.errors(include_url=False)
     located = [(lines.line(_key_path(err["loc"])), i, err) for i, err in enumerate(errors)]
     line, _, first = min(located, key=lambda item: (item[0], item[1]))
     problem = _problem(first)
+    if first["type"] == "missing":
+        path = _key_path(first["loc"])
+        typo = _misspelling(lines, path)
+        if typo is not None:
+            written, line = typo
+            looks = f"'{written}' on line {line} looks like a misspelling of it"
+            problem = f"missing required key '{path[-1]}': {looks}"
     if len(errors) > 1:
         more = len(errors) - 1
         problem += f" (and {more} more problem{'s' if more > 1 else ''} after this one)"
     return DeploymentConfigError(file, format_key_path(_key_path(first["loc"])), line, problem)
+
+
+def _misspelling(lines: LineIndex, path: KeyPath) -> tuple[str, int] | None:
+    """A key written next to the missing ``path`` whose spelling is close to it, and its line."""
+    if not path or not isinstance(path[-1], str):
+        return None
+    parent, wanted = path[:-1], path[-1]
+    siblings = {
+        str(key[-1]): line
+        for key, line in lines.lines.items()
+        if len(key) == len(path) and key[:-1] == parent and isinstance(key[-1], str)
+    }
+    close = difflib.get_close_matches(wanted, list(siblings), n=1, cutoff=0.75)
+    return (close[0], siblings[close[0]]) if close else None
 
 
 def _key_path(loc: tuple[Any, ...]) -> KeyPath:

@@ -31,7 +31,7 @@ from llamactl.server.ids import check_id
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.orchestrator import Orchestrator
-from llamactl.server.protocol import TaskInput, TaskInputKind
+from llamactl.server.protocol import EVENT_DELIVERED, EVENT_REJECTED, TaskInput, TaskInputKind
 from llamactl.server.state.base import StateStore
 from llamactl.server.types import (
     EventEnvelope,
@@ -47,6 +47,8 @@ __all__ = ["ControlPlane", "ControlPlaneSettings"]
 log = logging.getLogger(__name__)
 
 MAX_INPUT_DEPTH = 100
+EVENT_WAIT = 10.0
+"""Seconds ``send_event`` waits for a running task's worker to say whether it took the event."""
 _QUEUE_FRESH = 1.0
 """Seconds a service's queued count may be reused while well under its limit."""
 
@@ -95,6 +97,7 @@ class ControlPlane:
 
     async def start(self) -> None:
         """Start consuming worker reports and hand out the tasks a previous run left unfinished."""
+        await self.records.ensure_indexed()
         self.changes.start()
         control = topics.control_topic(self.deployment)
         self._consume("reports", control, self.inbox.handle_report)
@@ -352,7 +355,13 @@ class ControlPlane:
                         await changed.wait()
 
     async def send_event(self, task_id: str, event_obj_str: str) -> None:
-        """Send a serialized workflows Event into a running (or queued) task."""
+        """Send a serialized workflows Event into a running (or queued) task.
+
+        For a running task it returns once the task's worker has handed the event to the run, and
+        raises InvalidRequest when the worker could not build or deliver it (an unknown class,
+        fields that do not fit, a service that is not a workflow), TaskFinished when the task
+        ended first.
+        """
         task = await self.records.get_task(task_id)
         if task.status.is_final:
             raise TaskFinished(task_id, task.status.value)
@@ -365,10 +374,47 @@ class ControlPlane:
                 "event_obj_str must be a serialized workflows Event: "
                 '{"__is_pydantic": true, "value": {...}, "qualified_name": "module.EventClass"}'
             )
-        payload = TaskInput(kind=TaskInputKind.EVENT, event_obj_str=event_obj_str)
+        input_id = uuid.uuid4().hex
+        stream = self.records.events_stream(task_id)
+        start = await self.records.store.log_length(stream)
+        payload = TaskInput(kind=TaskInputKind.EVENT, event_obj_str=event_obj_str, input_id=input_id)
         await self.queue.publish(
             topics.task_input_topic(self.deployment, task_id), payload.model_dump_json().encode()
         )
+        if task.status is TaskStatus.RUNNING:
+            await self._event_outcome(task_id, input_id, stream, start)
+
+    async def _event_outcome(self, task_id: str, input_id: str, stream: str, start: int) -> None:
+        """Wait (briefly) for the running task's worker to say whether the event reached the run.
+
+        A queued task reads its inputs when it starts: then nobody waits. A worker that does not
+        answer within ``EVENT_WAIT`` seconds leaves the event on its way, as before.
+        """
+        offset = start
+        with self.signals.listen(task_id) as changed:
+            try:
+                async with asyncio.timeout(EVENT_WAIT):
+                    while True:
+                        changed.clear()
+                        for entry in await self.records.store.read(stream, offset, limit=500):
+                            offset = entry.offset + 1
+                            event = json.loads(entry.value)
+                            value = event.get("value")
+                            if not isinstance(value, dict) or value.get("input_id") != input_id:
+                                continue
+                            if event.get("type") == EVENT_REJECTED:
+                                raise InvalidRequest(
+                                    f"task '{task_id}' could not take the event {value.get('event')}: "
+                                    f"{value.get('error')}"
+                                )
+                            if event.get("type") == EVENT_DELIVERED:
+                                return
+                        task = await self.records.get_task(task_id)
+                        if task.status.is_final:
+                            raise TaskFinished(task_id, task.status.value)
+                        await changed.wait()
+            except TimeoutError:
+                log.warning("task %s: its worker did not confirm an event within %gs", task_id, EVENT_WAIT)
 
     async def cancel_task(self, task_id: str) -> TaskRecord:
         """Cancel a task: at once (it never runs) if it has not reached a worker, else its worker

@@ -114,6 +114,33 @@ class ControlPlaneRecords:
     def events_stream(self, task_id: str) -> str:
         return f"{self.deployment}/events/{task_id}"
 
+    async def ensure_indexed(self) -> int:
+        """Index records written by a llamactl that did not index them (once; returns how many).
+
+        A store written before the indexes existed lists nothing until this has run: it reads every
+        task and session once, and notes that it did.
+        """
+        meta = f"{self.deployment}/meta"
+        if await self.store.get(meta, "indexed") is not None:
+            return 0
+        done = 0
+        for ns, model in ((self.tasks_ns, StoredTask), (self.sessions_ns, SessionRecord)):
+            after: str | None = None
+            while page := await self.store.list(ns, after=after, limit=500):
+                for key, found in page:
+                    try:
+                        record = model.model_validate_json(found.value)
+                    except (ValidationError, ValueError):
+                        self.unreadable += 1
+                        continue
+                    await self.store.cas(ns, key, found.value, found.version, index=record.index())
+                    done += 1
+                after = page[-1][0]
+        await self.store.put(meta, "indexed", b"1")
+        if done:
+            log.info("%s: indexed %d record(s) written by an older llamactl", self.deployment, done)
+        return done
+
     # --- tasks: reading ----------------------------------------------------------------------
 
     def _remember(self, task: StoredTask, version: int) -> None:
@@ -258,7 +285,7 @@ class ControlPlaneRecords:
                 return cached[0].model_copy(), False
             writes: list[Write] = [*(extra(task) if extra else ())]
             at = len(writes)
-            writes.append(Cas(self.tasks_ns, task_id, _dump(task), version, task.index()))
+            writes.append(Cas(self.tasks_ns, task_id, _dump(task), version, _changed_index(cached[0], task)))
             if feed:
                 writes.append(self.status_change(task))
             result = await self.store.commit(writes)
@@ -404,6 +431,13 @@ def _task_filter(
     if status is not None:
         return "status", status.value, keep
     return "status", None, keep
+
+
+def _changed_index(before: StoredTask, after: StoredTask) -> Index | None:
+    """Only the index fields the change touched (the others keep their entries)."""
+    old, new = before.index(), after.index()
+    fields = {name: value for name, value in new.fields.items() if old.fields.get(name) != value}
+    return Index(sort=new.sort, fields=fields) if fields else None
 
 
 def _dump(model: BaseModel) -> bytes:

@@ -202,7 +202,8 @@ class Deployment:
             argv=[str(self._python or sys.executable), "-P", "-m", "llamactl.server.services"],
             # No .pyc of user code: CPython checks them by mtime in whole seconds and size, so a
             # quick edit of the same length would load the old code after a reload.
-            env={WORKER_SPEC_ENV: spec.to_env(), "PYTHONDONTWRITEBYTECODE": "1"},
+            # Unbuffered: what user code prints reaches the server's output as it happens.
+            env={WORKER_SPEC_ENV: spec.to_env(), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
             cwd=Path(spec.source_dir),
             hidden_env=_SERVER_SECRETS,
         )
@@ -234,6 +235,16 @@ class Deployment:
         await self.close()
 
     # --- status ------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, object]:
+        """The control plane's health, with what the message broker ignored or could not write."""
+        health = self.control_plane.health()
+        if self._broker is not None:
+            late = int(health.get("late_results", 0))  # type: ignore[call-overload]
+            health["late_results"] = late + self._broker.late_results
+            health["journal_failures"] = self._broker.journal_failures
+            health["journal_healthy"] = self._broker.journal_healthy
+        return health
 
     def services(self) -> list[ServiceStatus]:
         return self.control_plane.registry.statuses()

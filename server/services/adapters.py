@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Protocol
 
 from workflows import Context, Workflow
 from workflows.context.serializers import JsonSerializer
-from workflows.events import StopEvent
+from workflows.events import Event, StopEvent
 
 from llamactl.server.errors import WorkflowLoadError
 
@@ -109,7 +109,12 @@ class _WorkflowRun(Run):
         return to_jsonable(await self._handler)
 
     async def send_event(self, event_obj_str: str) -> None:
-        event = JsonSerializer().deserialize(event_obj_str)
+        try:
+            event = JsonSerializer().deserialize(event_obj_str)
+        except Exception as exc:
+            raise TaskInputError(f"the event cannot be built: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(event, Event):
+            raise TaskInputError(f"{type(event).__qualname__} is not a workflows Event")
         self._handler.ctx.send_event(event)
 
     async def cancel(self) -> None:

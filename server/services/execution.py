@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from llamactl.server.protocol import TaskInput, TaskInputKind, WorkerMessageKind
+from llamactl.server.protocol import (
+    EVENT_DELIVERED,
+    EVENT_REJECTED,
+    TaskInput,
+    TaskInputKind,
+    WorkerMessageKind,
+)
 
-from .adapters import Emit, Run, Runnable
+from .adapters import Emit, Run, Runnable, TaskInputError
 from .encoding import to_jsonable
 from .errorinfo import error_line, traceback_summary
 
@@ -49,7 +56,7 @@ def _failed(
     )
 
 
-async def _pump(inputs: AsyncIterator[TaskInput], run: Run, cancel: asyncio.Future[None]) -> None:
+async def _pump(inputs: AsyncIterator[TaskInput], run: Run, cancel: asyncio.Future[None], emit: Emit) -> None:
     async for item in inputs:
         if item.kind is TaskInputKind.CANCEL:
             if not cancel.done():
@@ -61,7 +68,44 @@ async def _pump(inputs: AsyncIterator[TaskInput], run: Run, cancel: asyncio.Futu
         try:
             await run.send_event(item.event_obj_str)
         except Exception as exc:
-            log.warning("could not deliver an event sent into the task: %s", error_line(exc))
+            error = str(exc) if isinstance(exc, TaskInputError) else error_line(exc)
+            log.warning("could not deliver an event sent into the task: %s", error)
+            outcome = {"type": EVENT_REJECTED, "error": error}
+        else:
+            outcome = {"type": EVENT_DELIVERED}
+        if item.input_id is not None:
+            # The sender waits for this (ControlPlane.send_event): it reads it from the task's log.
+            kind = outcome.pop("type")
+            value = {"input_id": item.input_id, "event": _event_name(item.event_obj_str), **outcome}
+            await emit({"value": value, "type": kind, "qualified_name": f"llamactl.{kind}"})
+
+
+def _event_name(event_obj_str: str) -> str | None:
+    try:
+        name = json.loads(event_obj_str).get("qualified_name")
+    except (ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+class _OneAtATime:
+    """``emit`` for the run and the input pump together: one event at a time, and none from the
+    pump once the run has streamed its last (that one goes out with the result, after all others)."""
+
+    def __init__(self, emit: Emit) -> None:
+        self._emit = emit
+        self._lock = asyncio.Lock()
+        self._ended = False
+
+    async def run(self, envelope: dict[str, Any], *, last: bool = False) -> None:
+        async with self._lock:
+            self._ended = self._ended or last
+            await self._emit(envelope, last=last)
+
+    async def pump(self, envelope: dict[str, Any], *, last: bool = False) -> None:
+        async with self._lock:
+            if not self._ended:
+                await self._emit(envelope)
 
 
 async def _stop(run: Run, main: asyncio.Task[Any], grace: float) -> None:
@@ -95,8 +139,9 @@ async def execute(
     for (unchanged input Context if the run could not even start). ``inputs`` is read only once
     the run has lasted ``inputs_after`` seconds: most tasks end sooner and never open it.
     """
+    emits = _OneAtATime(emit)
     try:
-        run = runnable.start(kwargs, context, emit)
+        run = runnable.start(kwargs, context, emits.run)
     except TypeError as exc:
         return _failed(exc, context, with_traceback=False)
     except Exception as exc:
@@ -110,7 +155,7 @@ async def execute(
     def open_inputs() -> None:
         nonlocal pump
         if inputs is not None and not main.done():
-            pump = asyncio.create_task(_pump(inputs, run, cancel), name="task-inputs")
+            pump = asyncio.create_task(_pump(inputs, run, cancel, emits.pump), name="task-inputs")
 
     if inputs is not None:
         if inputs_after > 0:

@@ -4,20 +4,19 @@ Every function runs on the writer thread inside a transaction the writer opened.
 than one statement runs inside a SAVEPOINT, so a failing write is undone whole and the rest of
 the batch can still commit.
 
-Indexes: ``kv_index`` holds one row per (key, field) of a record written with an Index; triggers
-keep ``kv_count`` (keys per field value) in step, so counting never reads the records.
+Indexes live on the record's own row: see ``_sqlite_index``.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import itertools
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from llamactl.server.errors import StateStoreError
+from llamactl.server.state import _sqlite_index as index_module
 from llamactl.server.state._common import prefix_upper_bound
 from llamactl.server.state.base import (
     Append,
@@ -30,7 +29,7 @@ from llamactl.server.state.base import (
     Write,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -38,6 +37,11 @@ CREATE TABLE IF NOT EXISTS kv (
     key     TEXT    NOT NULL,
     value   BLOB    NOT NULL,
     version INTEGER NOT NULL,
+    sort    TEXT,
+    i0      TEXT,
+    i1      TEXT,
+    i2      TEXT,
+    i3      TEXT,
     PRIMARY KEY (ns, key)
 );
 CREATE TABLE IF NOT EXISTS log (
@@ -48,56 +52,32 @@ CREATE TABLE IF NOT EXISTS log (
     PRIMARY KEY (stream, off)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS log_idem ON log (stream, idem) WHERE idem IS NOT NULL;
-CREATE TABLE IF NOT EXISTS kv_index (
-    ns    TEXT NOT NULL,
-    key   TEXT NOT NULL,
-    field TEXT NOT NULL,
-    value TEXT NOT NULL,
-    sort  TEXT NOT NULL,
-    PRIMARY KEY (ns, key, field)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS kv_index_by_value ON kv_index (ns, field, value, sort);
-CREATE INDEX IF NOT EXISTS kv_index_by_sort ON kv_index (ns, field, sort);
-CREATE TABLE IF NOT EXISTS kv_count (
-    ns    TEXT    NOT NULL,
-    field TEXT    NOT NULL,
-    value TEXT    NOT NULL,
-    n     INTEGER NOT NULL,
-    PRIMARY KEY (ns, field, value)
-) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS kv_index_added AFTER INSERT ON kv_index BEGIN
-    INSERT INTO kv_count (ns, field, value, n) VALUES (new.ns, new.field, new.value, 1)
-    ON CONFLICT (ns, field, value) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS kv_index_removed AFTER DELETE ON kv_index BEGIN
-    UPDATE kv_count SET n = n - 1 WHERE ns = old.ns AND field = old.field AND value = old.value;
-    DELETE FROM kv_count WHERE ns = old.ns AND field = old.field AND value = old.value AND n <= 0;
-END;
-CREATE TRIGGER IF NOT EXISTS kv_index_changed AFTER UPDATE OF value ON kv_index
-WHEN old.value <> new.value BEGIN
-    UPDATE kv_count SET n = n - 1 WHERE ns = old.ns AND field = old.field AND value = old.value;
-    DELETE FROM kv_count WHERE ns = old.ns AND field = old.field AND value = old.value AND n <= 0;
-    INSERT INTO kv_count (ns, field, value, n) VALUES (new.ns, new.field, new.value, 1)
-    ON CONFLICT (ns, field, value) DO UPDATE SET n = n + 1;
-END;
 """
-
-_savepoints = itertools.count()
 
 
 @contextlib.contextmanager
 def _atomic(c: sqlite3.Connection) -> Iterator[None]:
-    """Undo everything done inside the block if it raises (the surrounding batch goes on)."""
-    name = f"w{next(_savepoints)}"
-    c.execute(f"SAVEPOINT {name}")
+    """Undo everything done inside the block if it raises (the surrounding batch goes on).
+
+    One constant savepoint name, so that the three statements stay in the statement cache.
+    """
+    c.execute("SAVEPOINT w")
     try:
         yield
     except BaseException:
+        forget_columns(c)  # a field given a column inside the block lost it again
         if c.in_transaction:  # an I/O error may have rolled the whole transaction back already
-            c.execute(f"ROLLBACK TO {name}")
-            c.execute(f"RELEASE {name}")
+            c.execute("ROLLBACK TO w")
+            c.execute("RELEASE w")
         raise
-    c.execute(f"RELEASE {name}")
+    c.execute("RELEASE w")
+
+
+def forget_columns(c: sqlite3.Connection) -> None:
+    """Drop the remembered field columns (after a rollback: they are read again)."""
+    cache = getattr(c, "index_columns", None)
+    if cache is not None:
+        cache.clear()
 
 
 class _ConditionFailed(Exception):
@@ -114,7 +94,9 @@ def connect(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connec
     if not is_memory_path(path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: the writer issues BEGIN/COMMIT itself (group commit).
-    conn = sqlite3.connect(path, isolation_level=None, cached_statements=64)
+    conn = sqlite3.connect(
+        path, isolation_level=None, cached_statements=128, factory=index_module.IndexedConnection
+    )
     try:
         _configure(conn, path, synchronous, busy_timeout_ms)
     except BaseException:
@@ -135,7 +117,31 @@ def _configure(conn: sqlite3.Connection, path: str, synchronous: str, busy_timeo
             f"SQLite state store {path} has schema version {found}, newer than this llamactl "
             f"understands ({SCHEMA_VERSION}): upgrade llamactl or use another file"
         )
-    conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _statements(_SCHEMA):
+            conn.execute(statement)
+        index_module.migrate(conn)
+        for statement in _statements(index_module.schema()):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> builtins.list[str]:
+    """The statements of a script (``executescript`` would commit the open transaction first)."""
+    out: builtins.list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    return [s for s in out if s]
 
 
 # --- key/value ---------------------------------------------------------------------------------
@@ -146,24 +152,22 @@ def get(c: sqlite3.Connection, ns: str, key: str) -> Versioned | None:
     return None if row is None else Versioned(row[0], row[1])
 
 
-def _set_index(c: sqlite3.Connection, ns: str, key: str, index: Index) -> None:
-    c.executemany(
-        "INSERT INTO kv_index (ns, key, field, value, sort) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (ns, key, field) DO UPDATE SET value = excluded.value, sort = excluded.sort",
-        [(ns, key, name, value, index.sort) for name, value in index.fields.items()],
-    )
-
-
 def put(c: sqlite3.Connection, ns: str, key: str, value: bytes, *, index: Index | None = None) -> int:
     with _atomic(c) if index else contextlib.nullcontext():
-        row = c.execute(
-            "INSERT INTO kv (ns, key, value, version) VALUES (?, ?, ?, 1) "
-            "ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, version = kv.version + 1 "
-            "RETURNING version",
-            (ns, key, value),
-        ).fetchone()
-        if index:
-            _set_index(c, ns, key, index)
+        return _put(c, ns, key, value, index)
+
+
+def _put(c: sqlite3.Connection, ns: str, key: str, value: bytes, index: Index | None) -> int:
+    names, values = index_module.write_columns(c, ns, index)
+    columns = "".join(f", {n}" for n in names)
+    marks = ", ?" * len(names)
+    updates = "".join(f", {n} = excluded.{n}" for n in names)
+    row = c.execute(
+        f"INSERT INTO kv (ns, key, value, version{columns}) VALUES (?, ?, ?, 1{marks}) "
+        f"ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, version = kv.version + 1{updates} "
+        "RETURNING version",
+        (ns, key, value, *values),
+    ).fetchone()
     return int(row[0])
 
 
@@ -180,39 +184,46 @@ def cas(
     *,
     index: Index | None = None,
 ) -> int | None:
+    with _atomic(c) if index else contextlib.nullcontext():
+        return _cas(c, ns, key, value, expected, index=index)
+
+
+def _cas(
+    c: sqlite3.Connection, ns: str, key: str, value: bytes, expected: int | None, *, index: Index | None
+) -> int | None:
     if expected is not None and not _storable(expected):
         return None
-    with _atomic(c) if index else contextlib.nullcontext():
-        if expected is None:
-            cur = c.execute(
-                "INSERT INTO kv (ns, key, value, version) VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (ns, key) DO NOTHING",
-                (ns, key, value),
-            )
-            version = 1
-        else:
-            cur = c.execute(
-                "UPDATE kv SET value = ?, version = version + 1 WHERE ns = ? AND key = ? AND version = ?",
-                (value, ns, key, expected),
-            )
-            version = expected + 1
-        if cur.rowcount != 1:
-            return None
-        if index:
-            _set_index(c, ns, key, index)
-    return version
+    names, values = index_module.write_columns(c, ns, index)
+    if expected is None:
+        columns = "".join(f", {n}" for n in names)
+        marks = ", ?" * len(names)
+        cur = c.execute(
+            f"INSERT INTO kv (ns, key, value, version{columns}) VALUES (?, ?, ?, 1{marks}) "
+            "ON CONFLICT (ns, key) DO NOTHING",
+            (ns, key, value, *values),
+        )
+        version = 1
+    else:
+        cur = c.execute(
+            f"UPDATE kv SET value = ?, version = version + 1{index_module.assignments(names)} "
+            "WHERE ns = ? AND key = ? AND version = ?",
+            (value, *values, ns, key, expected),
+        )
+        version = expected + 1
+    return version if cur.rowcount == 1 else None
 
 
 def delete(c: sqlite3.Connection, ns: str, key: str, expected: int | None) -> bool:
+    return _delete(c, ns, key, expected)
+
+
+def _delete(c: sqlite3.Connection, ns: str, key: str, expected: int | None) -> bool:
     if expected is not None and not _storable(expected):
         return False
-    with _atomic(c):
-        if expected is None:
-            cur = c.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key))
-        else:
-            cur = c.execute("DELETE FROM kv WHERE ns = ? AND key = ? AND version = ?", (ns, key, expected))
-        if cur.rowcount > 0:
-            c.execute("DELETE FROM kv_index WHERE ns = ? AND key = ?", (ns, key))
+    if expected is None:
+        cur = c.execute("DELETE FROM kv WHERE ns = ? AND key = ?", (ns, key))
+    else:
+        cur = c.execute("DELETE FROM kv WHERE ns = ? AND key = ? AND version = ?", (ns, key, expected))
     return cur.rowcount > 0
 
 
@@ -237,37 +248,8 @@ def list_keys(
     return [(k, Versioned(v, ver)) for k, v, ver in c.execute(sql, params)]
 
 
-def query(
-    c: sqlite3.Connection,
-    ns: str,
-    field: str,
-    value: str | None,
-    *,
-    after: str | None,
-    limit: int,
-    descending: bool,
-) -> builtins.list[tuple[str, Versioned, str]]:
-    if limit <= 0:
-        return []
-    sql = (
-        "SELECT i.key, kv.value, kv.version, i.sort FROM kv_index i "
-        "JOIN kv ON kv.ns = i.ns AND kv.key = i.key WHERE i.ns = ? AND i.field = ?"
-    )
-    params: builtins.list[object] = [ns, field]
-    if value is not None:
-        sql += " AND i.value = ?"
-        params.append(value)
-    if after is not None:
-        sql += " AND i.sort < ?" if descending else " AND i.sort > ?"
-        params.append(after)
-    sql += " ORDER BY i.sort DESC LIMIT ?" if descending else " ORDER BY i.sort LIMIT ?"
-    params.append(limit)
-    return [(k, Versioned(v, ver), sort) for k, v, ver, sort in c.execute(sql, params)]
-
-
-def count(c: sqlite3.Connection, ns: str, field: str) -> dict[str, int]:
-    rows = c.execute("SELECT value, n FROM kv_count WHERE ns = ? AND field = ? AND n > 0", (ns, field))
-    return {value: int(n) for value, n in rows}
+query = index_module.query
+count = index_module.count
 
 
 def commit(c: sqlite3.Connection, writes: Sequence[Write]) -> CommitResult:
@@ -284,13 +266,13 @@ def _apply(c: sqlite3.Connection, position: int, write: Write) -> int:
     if isinstance(write, Append):
         return append(c, write.stream, write.value, write.idem_key)
     if isinstance(write, Put):
-        return put(c, write.ns, write.key, write.value, index=write.index)
+        return _put(c, write.ns, write.key, write.value, write.index)
     if isinstance(write, Cas):
-        version = cas(c, write.ns, write.key, write.value, write.expected_version, index=write.index)
+        version = _cas(c, write.ns, write.key, write.value, write.expected_version, index=write.index)
         if version is None:
             raise _ConditionFailed(position)
         return version
-    deleted = delete(c, write.ns, write.key, write.expected_version)
+    deleted = _delete(c, write.ns, write.key, write.expected_version)
     if not deleted and write.expected_version is not None:
         raise _ConditionFailed(position)
     return int(deleted)

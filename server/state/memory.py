@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Self
 
+from llamactl.server.errors import StateStoreError
 from llamactl.server.state._common import (
     StreamWaiters,
     check_value,
@@ -31,7 +32,10 @@ from llamactl.server.state.base import (
     Write,
 )
 
-__all__ = ["MemoryStateStore"]
+__all__ = ["MAX_INDEXED_FIELDS", "MemoryStateStore"]
+
+MAX_INDEXED_FIELDS = 4
+"""As the SQLite store: at most this many indexed fields per namespace."""
 
 
 @dataclass(slots=True)
@@ -44,11 +48,22 @@ class _Namespace:
     """(field, value) -> sorted [(sort, key)]"""
     by_field: dict[str, builtins.list[tuple[str, str]]] = field(default_factory=dict)
     """field -> sorted [(sort, key)]"""
+    known_fields: set[str] = field(default_factory=set)
 
     def unindex(self, key: str) -> None:
         for name, (value, sort) in self.indexed.pop(key, {}).items():
             _remove(self.by_value, (name, value), (sort, key))
             _remove(self.by_field, name, (sort, key))
+
+    def check_fields(self, ns: str, index: Index) -> None:
+        new = set(index.fields) - set(self.by_field) - self.known_fields
+        if len(self.known_fields) + len(new) > MAX_INDEXED_FIELDS:
+            raise StateStoreError(
+                f"namespace {ns!r} has {MAX_INDEXED_FIELDS} indexed fields already "
+                f"({', '.join(sorted(self.known_fields))}): an Index names at most {MAX_INDEXED_FIELDS} "
+                "fields per namespace"
+            )
+        self.known_fields |= new
 
     def index(self, key: str, index: Index) -> None:
         fields = self.indexed.setdefault(key, {})
@@ -163,6 +178,8 @@ class MemoryStateStore(StateStore):
         space = self._ns.get(ns)
         if space is None:
             space = self._ns[ns] = _Namespace()
+        if index:
+            space.check_fields(ns, index)
         if key not in space.values:
             bisect.insort(space.keys, key)
         space.values[key] = Versioned(value, version)
@@ -242,6 +259,9 @@ class MemoryStateStore(StateStore):
         """Apply ``writes`` in order: all of them, or none when a condition fails."""
         self._check()
         checked = [w if isinstance(w, Delete) else _checked(w) for w in writes]
+        for write in checked:  # a write that would raise raises before anything is applied
+            if isinstance(write, Put | Cas) and write.index:
+                self._ns.get(write.ns, _Namespace()).check_fields(write.ns, write.index)
         failed = self._first_failing(checked)
         if failed is not None:
             return CommitResult(ok=False, failed=failed)

@@ -31,6 +31,12 @@ DEADLINE = 30.0
 """Seconds any single condition may take before the test fails."""
 
 
+def says(line: str, key: str, verb: str, detail: str = "") -> bool:
+    """Whether ``line`` is serve's aligned line ``KEY  VERB  DETAIL`` (``detail``: how it starts)."""
+    parts = line.split(maxsplit=2)
+    return parts[:2] == [key, verb] and (not detail or (len(parts) > 2 and parts[2].startswith(detail)))
+
+
 @dataclass
 class Watched:
     server: WatchServer
@@ -52,7 +58,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
     state = Watched(server, root)
     try:
         # the watch is in place before the Listening line
-        assert any(f"{NAME}: watching" in line for line in server.stderr.lines), server.stderr.lines
+        assert any(says(line, NAME, "watching") for line in server.stderr.lines), server.stderr.lines
         with Client(server.url) as client:
             b = next(s for s in client.deployment(NAME).services() if s.service_id == "b")
         state.initial_b_pids = ready_pids(b)
@@ -114,8 +120,8 @@ async def test_an_edit_is_answered_by_the_new_code(watched: Watched, app: AsyncD
     watched.edit("a/svc.py", service_code("a2"))
     await answers(app, "a2")
     new = before.generation + 1
-    await watched.line(lambda line: f"{NAME}: reloaded a (generation {new}) in " in line)
-    await watched.line(lambda line: f"{NAME}: reloaded ticks (generation {new}) in " in line)
+    await watched.line(lambda line: says(line, f"{NAME}/a", "reloaded", f"generation {new} in "))
+    await watched.line(lambda line: says(line, f"{NAME}/ticks", "reloaded", f"generation {new} in "))
     after = (await statuses(app))["a"]
     assert after.generation == new
     assert after.last_reload_at is not None and after.last_reload_error is None
@@ -130,11 +136,11 @@ async def test_a_syntax_error_keeps_the_old_code_serving_and_is_reported(
     good = service_code("never")
     bad_line = good.count("\n") + 2
     watched.edit("a/svc.py", good + "\ndef broken(:\n    pass\n")
-    failed = await watched.line(lambda line: "reload of a (generation" in line)
+    failed = await watched.line(lambda line: says(line, f"{NAME}/a", "failed", "generation"))
     assert "still serving the previous generation" in failed, failed
     detail = await watched.line(lambda line: "svc.py" in line)
     assert f"line {bad_line}" in detail, detail
-    await watched.line(lambda line: "reload of ticks (generation" in line)
+    await watched.line(lambda line: says(line, f"{NAME}/ticks", "failed", "generation"))
 
     assert await app.tasks.run(service="a") == old
     now = (await statuses(app))["a"]
@@ -145,7 +151,9 @@ async def test_a_syntax_error_keeps_the_old_code_serving_and_is_reported(
 
     watched.edit("a/svc.py", service_code("a3"))
     await answers(app, "a3")
-    await watched.line(lambda line: f"{NAME}: reloaded ticks (generation {before.generation + 1})" in line)
+    await watched.line(
+        lambda line: says(line, f"{NAME}/ticks", "reloaded", f"generation {before.generation + 1} ")
+    )
     fixed = (await statuses(app))["a"]
     assert fixed.generation == before.generation + 1
     assert fixed.last_reload_error is None
@@ -216,7 +224,7 @@ async def test_no_task_fails_and_no_stream_breaks_during_reloads_under_load(
             spanned = not reading.done()
     await asyncio.wait_for(reading, DEADLINE)
     last = ticks_generation + reloads
-    await watched.line(lambda line: f"{NAME}: reloaded ticks (generation {last}) in " in line)
+    await watched.line(lambda line: says(line, f"{NAME}/ticks", "reloaded", f"generation {last} in "))
     stop.set()
     await asyncio.wait_for(asyncio.gather(*clients), DEADLINE)
 
@@ -238,7 +246,7 @@ async def test_a_deployment_file_edit_adds_a_service(watched: Watched, app: Asyn
     (watched.root / "c").mkdir(exist_ok=True)
     watched.edit("c/svc.py", service_code("c1"))
     watched.edit("deployment.yml", (watched.root / "deployment.yml").read_text() + SERVICE_C)
-    await watched.line(lambda line: f"{NAME}: deployment.yml changed, applying it" in line)
+    await watched.line(lambda line: says(line, NAME, "applying", "deployment.yml changed"))
     await answers(app, "c1", service="c")
     after = await statuses(app)
     assert set(after) == {"a", "ticks", "b", "c"}
@@ -254,7 +262,8 @@ async def test_a_change_in_one_folder_does_not_restart_the_other_services_worker
     before = await statuses(app)
     watched.edit("a/svc.py", service_code("a-last"))
     await answers(app, "a-last")
-    await watched.line(lambda line: f"reloaded ticks (generation {before['ticks'].generation + 1})" in line)
+    generation = before["ticks"].generation + 1
+    await watched.line(lambda line: says(line, f"{NAME}/ticks", "reloaded", f"generation {generation} "))
     after = await statuses(app)
     assert after["a"].generation == before["a"].generation + 1
     for service in set(after) - {"a", "ticks"}:  # b, and c once the deployment file added it

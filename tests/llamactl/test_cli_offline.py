@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from llamactl.cli.exit_codes import ExitCode
 from llamactl.cli.main import app
 from llamactl.cli.run import build_input
 from tests.llamactl.fakes import FakeServer, task_record
+from tests.llamactl.serving import write_app
 
 runner = CliRunner()
 
@@ -60,7 +62,7 @@ def test_an_unreachable_server_says_so_with_a_hint(closed_port: int, command: li
     code, out, err = invoke("--server", url, *command)
     assert code == ExitCode.UNREACHABLE
     assert out == ""
-    assert f"Error: server not reachable at {url}: start it with llamactl serve" in err
+    assert f"Error: no server answers at {url} (connection refused)" in err
     assert "Hint: start a server with `llamactl serve deployment.yml`" in err
 
 
@@ -79,6 +81,7 @@ def test_input_is_json_then_message_then_args() -> None:
 
 def test_run_sends_the_input_and_prints_the_result(fake: FakeServer) -> None:
     fake.on("POST", "/deployments/demo/tasks/run", "Message received: hi")
+    fake.on("GET", "/deployments/demo/sessions/s1", {"session_id": "s1", "task_ids": [], "state": {}})
     code, out, _ = invoke("run", "hi", "-a", "count", "3", "--arg", "name", "Ada", "-s", "echo", "-i", "s1")
     assert (code, out) == (0, "Message received: hi\n")
     body = json.loads(fake.last("POST", "/deployments/demo/tasks/run").content)
@@ -138,24 +141,30 @@ def test_a_token_is_sent_and_a_refusal_explained(fake: FakeServer) -> None:
     assert "Hint: pass --token TOKEN or set LLAMACTL_API_TOKEN" in err
 
 
-def test_deploy_errors_have_their_own_codes(fake: FakeServer, tmp_path: pytest.TempPathFactory) -> None:
-    file = tmp_path / "deployment.yml"  # type: ignore[operator]
-    file.write_text("name: demo\n")
+def test_deploy_errors_have_their_own_codes(fake: FakeServer, tmp_path: Path) -> None:
+    file = write_app(tmp_path, "demo", {"echo": "flows:echo_workflow"})
     fake.on("POST", "/deployments/create", {"detail": "deployment 'demo' already exists"}, status=409)
     code, _, err = invoke("deploy", str(file))
     assert code == ExitCode.CONFLICT
     assert "Hint: pass --reload" in err
-    fake.on("POST", "/deployments/create", {"detail": "deployment.yml:1: invalid"}, status=400)
+    invalid = "<uploaded deployment file>:1: invalid deployment file at 'name': no"
+    fake.on("POST", "/deployments/create", {"detail": invalid}, status=400)
     code, _, err = invoke("deploy", str(file), "--reload")
     assert code == ExitCode.CONFIG
+    assert f"Error: {file}:1: invalid deployment file" in err
     request = fake.last("POST", "/deployments/create")
     assert request.url.params["reload"] == "true"
     assert request.url.params["base_path"] == str(file.parent.resolve())
     assert b"name: demo" in request.content
+    not_loaded = "service 'echo' of deployment 'demo' did not start: module 'flows' not found"
+    fake.on("POST", "/deployments/create", {"detail": not_loaded}, status=400)
+    assert invoke("deploy", str(file))[0] == ExitCode.WORKFLOW_LOAD
 
 
 def test_task_lists_are_tables_or_json(fake: FakeServer) -> None:
-    fake.on("GET", "/deployments/demo/tasks", [task_record("t1"), task_record("t2", status="failed")])
+    # newest first, as the CLI asks (order=desc); shown oldest first
+    fake.on("GET", "/deployments/demo/tasks", [task_record("t2", status="failed"), task_record("t1")])
+    fake.on("GET", "/deployments/demo/sessions/s1", {"session_id": "s1", "task_ids": [], "state": {}})
     code, out, _ = invoke("tasks", "list", "--status", "failed", "-i", "s1")
     lines = out.splitlines()
     assert code == 0
@@ -164,6 +173,7 @@ def test_task_lists_are_tables_or_json(fake: FakeServer) -> None:
     assert fake.last("GET", "/deployments/demo/tasks").url.params["status"] == "failed"
     code, out, _ = invoke("tasks", "list", "-o", "json")
     assert [t["task_id"] for t in json.loads(out)] == ["t1", "t2"]
+    assert fake.last("GET", "/deployments/demo/tasks").url.params["order"] == "desc"
 
 
 def test_an_unknown_status_filter_is_refused(fake: FakeServer) -> None:
@@ -174,6 +184,7 @@ def test_an_unknown_status_filter_is_refused(fake: FakeServer) -> None:
 
 def test_send_event_builds_the_serialized_event(fake: FakeServer) -> None:
     path = "/deployments/demo/tasks/t1/events"
+    fake.on("GET", "/deployments/demo/tasks/t1", task_record("t1", status="running"))
     fake.on("POST", path, lambda r: httpx.Response(200, json=json.loads(r.content)))
     code, _, err = invoke("tasks", "send-event", "t1", "-s", "hitl", "--json", '{"response": "42"}')
     assert code == 0

@@ -153,7 +153,7 @@ def test_tasks_show_and_events(cli: Callable[..., tuple[int, str, str]], client:
     code, out, _ = cli("tasks", "events", task.task_id, "--from", "1", "-o", "json")
     assert [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2]
     listed = cli("tasks", "list", "--status", "completed")[1]
-    assert record.task_id in listed
+    assert record.task_id[:8] in listed
 
 
 def test_human_in_the_loop_through_the_cli(cli: Callable[..., tuple[int, str, str]], client: Client) -> None:
@@ -176,7 +176,8 @@ def test_human_in_the_loop_through_the_cli(cli: Callable[..., tuple[int, str, st
     assert json.loads(cli("tasks", "show", task.task_id, "-o", "json")[1])["result"] == "the human said 42"
     code, _, err = cli("tasks", "send-event", task.task_id, "--json", '{"response": "late"}')
     assert code == ExitCode.CONFLICT
-    assert "Hint: the task has already finished" in err
+    assert "has already finished (completed)" in err
+    assert f"Hint: see how it ended: `llamactl tasks show {task.task_id} -d demo`" in err
 
 
 def test_cancel(cli: Callable[..., tuple[int, str, str]], client: Client) -> None:

@@ -78,7 +78,8 @@ def test_human_in_the_loop_with_a_workflows_event(client: Client) -> None:
         assert first.type == "InputRequiredEvent"
         sent = tasks.send_event(task.task_id, HumanResponseEvent(response="42"))
         assert sent.service_id == "hitl"
-        assert [e.type for e in events] == ["StopEvent"]
+        # the worker says where the event reached the run, then the workflow goes on
+        assert [e.type for e in events] == ["EventDelivered", "StopEvent"]
     assert tasks.get(task.task_id).result == "the human said 42"
     with pytest.raises(Conflict):
         tasks.send_event(task.task_id, {"response": "late"})

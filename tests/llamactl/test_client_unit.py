@@ -13,7 +13,9 @@ from llamactl.client import (
     Client,
     Conflict,
     NotFound,
+    NotLlamactlServer,
     ServerError,
+    ServerStopping,
     ServerUnreachable,
     StreamBroken,
     TaskFailed,
@@ -144,7 +146,8 @@ def test_a_stream_that_keeps_failing_gives_up_with_a_clear_error(monkeypatch: py
         pytest.raises(StreamBroken, match="not resumable"),
     ):
         list(client.deployment("demo").tasks.events("t1"))
-    assert len(fake.requests) == 6
+    # one try and five resumptions (after the first break, one GET /healthz asks what answers there)
+    assert len([r for r in fake.requests if r.url.path == EVENTS]) == 6
 
 
 def test_raw_events_use_llama_deploys_ndjson_form() -> None:
@@ -173,7 +176,7 @@ def test_send_event_serializes_fields_and_looks_up_the_service() -> None:
 def test_a_closed_port_is_server_unreachable() -> None:
     with Client("http://127.0.0.1:9") as client, pytest.raises(ServerUnreachable) as caught:
         client.status()
-    assert str(caught.value) == "server not reachable at http://127.0.0.1:9: start it with llamactl serve"
+    assert str(caught.value) == "no server answers at http://127.0.0.1:9 (connection refused)"
 
 
 def test_task_input_is_a_json_object_string() -> None:
@@ -183,3 +186,31 @@ def test_task_input_is_a_json_object_string() -> None:
         body = client.deployment("demo").tasks.run({"n": 1}, service="func", session_id="s9")
     assert json.loads(body["input"]) == {"n": 1}
     assert (body["service_id"], body["session_id"]) == ("func", "s9")
+
+
+@pytest.mark.parametrize(
+    ("healthz", "error"),
+    [
+        (httpx.Response(200, json={"status": "ok"}), ServerUnreachable),
+        (httpx.Response(404, json={"detail": "no route GET /healthz"}), ServerUnreachable),
+        (httpx.Response(503, json={"detail": "the server is stopping", "stopping": True}), ServerStopping),
+        (
+            httpx.Response(404, text="<html>Not Found</html>", headers={"content-type": "text/html"}),
+            NotLlamactlServer,
+        ),
+    ],
+)
+def test_a_request_that_breaks_off_asks_healthz_what_answers_there(
+    healthz: httpx.Response, error: type[Exception]
+) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/healthz":
+            return healthz
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    with (
+        Client("http://fake", transport=httpx.MockTransport(answer)) as client,
+        pytest.raises(error) as caught,
+    ):
+        client.status()
+    assert type(caught.value) is error

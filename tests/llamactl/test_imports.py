@@ -31,6 +31,9 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stder
 COMMANDS = [
     [],
     ["--help"],
+    ["tasks", "--help"],
+    ["tasks", "list", "--help"],
+    ["tasks", "cancel", "--help"],
     ["--version"],
     ["serve", "--help"],
     ["run", "--help"],
@@ -58,16 +61,26 @@ def test_help_imports_no_heavy_module(args: list[str]) -> None:
     assert "Usage" in probe.stdout + probe.stderr or "llamactl" in probe.stdout
 
 
-def test_help_wall_time_is_reported() -> None:
-    """Prints the wall time of `python -m llamactl --help` (median of 5); asserts nothing about it."""
+HELP_BUDGET = 0.25
+"""Seconds `llamactl --help` may take (issue #13's Done-when)."""
+
+
+def test_help_takes_less_than_a_quarter_of_a_second() -> None:
+    """The best of 7 runs of `python -m llamactl --help`, the interpreter's start included.
+
+    The best run is what the code costs; the others add what the machine's other load took (the
+    median is printed too, for the record).
+    """
     times = []
-    for _ in range(5):
+    for _ in range(7):
         start = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "llamactl", "--help"], cwd=REPO, capture_output=True, check=True
         )
         times.append(time.perf_counter() - start)
-    print(f"\nllamactl --help: median {sorted(times)[2] * 1000:.0f} ms over 5 runs")
+    best, median = min(times), sorted(times)[3]
+    print(f"\nllamactl --help: best {best * 1000:.0f} ms, median {median * 1000:.0f} ms over 7 runs")
+    assert best < HELP_BUDGET, f"llamactl --help took {best:.3f}s at best"
 
 
 def test_help_shows_no_bogus_types_for_flags() -> None:

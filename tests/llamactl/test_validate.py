@@ -93,7 +93,7 @@ def test_import_errors_are_reported_per_service(tmp_path: Path) -> None:
     assert errors[0].startswith("Error: gone: service source ")
     assert "has no attribute 'no_such_thing'; it defines: " in errors[0]
     assert "it imports 'not_installed_anywhere', which is not installed" in errors[1]
-    assert "Hint: run `llamactl validate` again" in result.stderr
+    assert "Hint: fix the service's code or its `path`, then run `llamactl validate` again" in result.stderr
     report = json.loads(validate(str(file), "-o", "json").stdout)
     assert [s["ok"] for s in report["services"]] == [True, False, False]
 

@@ -1,5 +1,5 @@
-"""What the dashboard added to the API and the client: Context sizes, paged listings, a change feed that
-reports drops instead of hiding them."""
+"""What the dashboard added to the API and the client: Context sizes, and a change feed that reports
+drops instead of hiding them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from contextlib import aclosing
 import httpx
 import pytest
 
-from llamactl.client import AsyncClient, BadRequest, Client, Page, ServerUnreachable, StreamBroken
+from llamactl.client import AsyncClient, BadRequest, Client, ServerUnreachable, StreamBroken
 from tests.llamactl.serving import Server
 
 
@@ -46,24 +46,6 @@ def test_the_sync_client_has_the_same_context_sizes(tui_server: Server) -> None:
     with Client(tui_server.url) as client:
         session = client.deployment("demo").sessions.create()
         assert client.deployment("demo").context_sizes([session.session_id]) == {session.session_id: None}
-
-
-async def test_a_task_page_holds_records_and_the_next_cursor(client: AsyncClient) -> None:
-    tasks = client.deployment("demo").tasks
-    await tasks.run({"message": "paged"})
-    page = await tasks.list_page(limit=1, order="desc")
-    assert isinstance(page, Page) and page.items
-    assert page.next_cursor is None or isinstance(page.next_cursor, str)
-
-
-async def test_a_page_reads_the_cursor_from_the_x_next_cursor_header() -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        assert request.url.params["limit"] == "2" and request.url.params["order"] == "desc"
-        return httpx.Response(200, json=[], headers={"X-Next-Cursor": "abc"})
-
-    async with AsyncClient("http://test", transport=httpx.MockTransport(answer)) as client:
-        page = await client.deployment("demo").tasks.list_page(limit=2, order="desc")
-    assert page.next_cursor == "abc" and page.items == []
 
 
 async def test_watch_raises_at_once_when_nothing_answers() -> None:

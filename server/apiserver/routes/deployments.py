@@ -154,7 +154,7 @@ async def deployment_state(request: Request) -> Response:
             "service_tasks": service_tasks,
             "recent_tasks": [t.model_dump(mode="json") for t in recent],
             "changes_seq": changes_seq,
-            "health": cp.health(),
+            "health": deployment.health(),
         }
     )
 

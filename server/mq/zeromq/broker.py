@@ -24,7 +24,6 @@ DEALER to the ROUTER; the frames are described in :mod:`llamactl.server.mq.zerom
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import time
 from dataclasses import dataclass
@@ -41,18 +40,11 @@ from .client import ZeroMQQueue
 from .dispatch import Dispatcher, Entry
 from .journal import Journal, PendingRow
 from .local import FrameHandler, LocalLink
+from .peers import Peers
 from .security import BrokerSocket, CurveKeys
 from .streams import Streams
 
 __all__ = ["ZeroMQBroker"]
-
-
-@dataclass(slots=True)
-class _Peer:
-    seen: float
-    session: bytes
-    vouched: bool = False
-    """Its loop is blocked and its side line says it is alive: nothing new goes to it."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -114,14 +106,15 @@ class ZeroMQBroker:
         self._journal: Journal | None = None
         self._dispatcher: Dispatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._peers: dict[bytes, _Peer] = {}
-        self._sessions = itertools.count(1)
+        self._peers = Peers(self._epoch, heartbeat_interval * liveness)
         self._streams: Streams | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._next_peer_check = 0.0
         self._closed = False
         self._local: dict[bytes, LocalLink] = {}
+        self.late_results = 0
+        """Results (ACKPUB) for a message that another consumer's result had settled already."""
 
     @property
     def client_config(self) -> dict[str, Any]:
@@ -233,7 +226,7 @@ class ZeroMQBroker:
             if row.lease_id is not None and row.owner is not None and row.lease_until is not None:
                 e.lease_id, e.owner = row.lease_id, row.owner
                 e.lease_until = now + max(0.0, row.lease_until - wall)
-                self._peer(row.owner, now)
+                self._peers.known(row.owner, now)
             self._dispatcher.add(e)
         self._dispatcher.flush()
 
@@ -246,13 +239,6 @@ class ZeroMQBroker:
             return local.send(frames)
         return self._pump.send([ident, *frames])
 
-    def _peer(self, ident: bytes, now: float) -> _Peer:
-        peer = self._peers.get(ident)
-        if peer is None:
-            session = self._epoch + b"." + str(next(self._sessions)).encode()
-            peer = self._peers[ident] = _Peer(now, session)
-        return peer
-
     def _on_frames(self, batch: list[list[bytes]]) -> None:
         assert self._dispatcher is not None and self._loop is not None and self._journal is not None
         assert self._streams is not None
@@ -261,15 +247,11 @@ class ZeroMQBroker:
             if len(frames) < 2:
                 continue
             ident, cmd = frames[0], frames[1]
-            peer = self._peers.get(ident)
-            if peer is None:
-                peer = self._peer(ident, now)
-            else:
-                peer.seen = now
+            peer, known, was_vouched = self._peers.heard(ident, now)
+            if known:
                 d.touch(ident)
-                if peer.vouched:
-                    peer.vouched = False  # it answers for itself again
-                    d.pause(ident, False)
+            if was_vouched:
+                d.pause(ident, False)
             try:
                 if cmd == wire.PUB:
                     _, _, req, topic_b, msg_id, key, headers, payload = frames
@@ -339,12 +321,8 @@ class ZeroMQBroker:
                     ok = d.extend(lease.decode(), wire.from_f64(seconds))
                     self._send(ident, [wire.OK if ok else wire.STALE, req])
                 elif cmd == wire.VOUCH:
-                    blocked = self._peers.get(frames[2])
-                    if blocked is not None:
-                        blocked.seen = now
-                        if not blocked.vouched:
-                            blocked.vouched = True
-                            d.pause(frames[2], True)
+                    if self._peers.vouch(frames[2], now):
+                        d.pause(frames[2], True)
                 elif cmd == wire.DISCARD:
                     _, _, req, topic_b, msg_id, leased = frames
                     ok = d.discard(topic_b.decode(), msg_id.decode(), leased=bool(wire.from_u32(leased)))
@@ -383,6 +361,8 @@ class ZeroMQBroker:
                 _, token, topic, seq, dup, msg_id, key, headers, payload = res
                 if isinstance(token, _SettlingPublish):
                     settled = self._dispatcher.settle(token.lease, token.topic, token.seq)
+                    if not settled:
+                        self.late_results += 1
                     # STALE: the delivered message had been settled before (its result is in).
                     reply = [wire.PUBACK, token.req, wire.u64(seq)] if settled else [wire.STALE, token.req]
                     self._send(token.ident, reply)
@@ -422,7 +402,7 @@ class ZeroMQBroker:
 
     def _drop_peer(self, ident: bytes, reason: str, *, crashed: bool = True) -> None:
         assert self._dispatcher is not None and self._streams is not None
-        self._peers.pop(ident, None)
+        self._peers.forget(ident)
         self._dispatcher.drop_peer(ident, reason, crashed=crashed)
         self._streams.drop_peer(ident)
 
@@ -447,16 +427,12 @@ class ZeroMQBroker:
         if self._closed:
             return
         now = self._loop.time()
-        late = now - self._timer_when
-        if late > self._hb:
+        if now - self._timer_when > self._hb:
             # Our own loop was blocked: peers could not be heard, so their silence proves nothing.
-            for peer in self._peers.values():
-                peer.seen = max(peer.seen, now - self._hb)
+            self._peers.excuse(now, self._hb)
         if now >= self._next_peer_check:
             self._next_peer_check = now + self._hb / 2
-            limit = now - self._hb * self._liveness
-            for ident in [i for i, peer in self._peers.items() if peer.seen < limit]:
-                # If it was only paused, it comes back as a new peer with a new session.
+            for ident in self._peers.silent(now):
                 self._drop_peer(ident, "consumer lost")
         if now >= self._next_prune:
             self._prune(now)

@@ -344,12 +344,18 @@ class ZeroMQQueue(MessageQueue):
         """The broker restarted or forgot us: tell it again what this client waits for.
 
         Without ``keep_buffered`` the deliveries buffered but not yet handed out are void (their
-        leases were released): they are given back and not handed out.
+        leases were released): they are given back and not handed out. Each subscription then
+        registers under a new id, so deliveries still on their way for the old one are given back
+        too when they arrive, instead of being handed out.
         """
-        for state in self._subs.values():
+        for state in list(self._subs.values()):
             if not keep_buffered:
                 for lease in state.drop_buffered():
                     self._send([wire.RETURN, lease.encode()])
+                del self._subs[state.sub_id]
+                self._send([wire.CANCEL, wire.u32(state.sub_id)])  # if the broker still has it
+                state.sub_id = next(self._ids)
+                self._subs[state.sub_id] = state
             state.send_consume()
         for f in self._fetches.values():
             self._send(f.frames)

@@ -35,71 +35,13 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from llamactl.server.mq.topics import is_dead_letter_topic
 
 from . import wire
+from .entries import Entry, Sub, Topic
 
 __all__ = ["Dispatcher", "Entry", "Sub"]
-
-
-@dataclass(slots=True, eq=False)
-class Entry:
-    topic: str
-    seq: int
-    msg_id: str
-    key: str
-    headers: bytes
-    payload: bytes
-    attempts: int = 0
-    """Deliveries so far (the attempt number of the last one)."""
-    failures: int = 0
-    """Deliveries that ended without ack and were counted against the message."""
-    suspect: bool = False
-    """Released unsettled, with others, by a consumer that died: runs again alone."""
-    lease_id: str | None = None
-    owner: bytes | None = None
-    sub: Sub | None = None
-    lease_until: float = 0.0
-    not_before: float = 0.0
-
-
-@dataclass(slots=True, eq=False)
-class Sub:
-    peer: bytes
-    sub_id: int
-    topic: str
-    lease: float
-    credit: int
-    active: bool = True
-    queued: bool = False
-    outstanding: int = 0
-    """Current leases of this subscription."""
-    exclusive: str | None = None
-    """The lease of the suspect it runs alone; no other delivery until that lease is settled."""
-    reserved: bool = False
-    """Kept idle for a waiting suspect: takes no new delivery."""
-    paused: bool = False
-    """Its consumer's loop is blocked (vouched for by its side line): no new delivery meanwhile."""
-
-    def takes_any(self) -> bool:
-        return self.active and self.credit > 0 and self.exclusive is None and not self.paused
-
-    def takes_normal(self) -> bool:
-        return self.takes_any() and not self.reserved
-
-
-@dataclass(slots=True, eq=False)
-class _Topic:
-    entries: dict[int, Entry] = field(default_factory=dict)
-    by_id: dict[str, Entry] = field(default_factory=dict)
-    keys: dict[str, deque[Entry]] = field(default_factory=dict)
-    runnable: list[tuple[int, Entry]] = field(default_factory=list)
-    suspects: list[tuple[int, Entry]] = field(default_factory=list)
-    delayed: list[tuple[float, int, Entry]] = field(default_factory=list)
-    turn: deque[Sub] = field(default_factory=deque)
-    subs: set[Sub] = field(default_factory=set)
 
 
 Send = Callable[[bytes, list[bytes]], bool]
@@ -124,7 +66,7 @@ class Dispatcher:
         self._on_dead = on_dead
         self._max_attempts = max_attempts
         self._clock = clock
-        self._topics: dict[str, _Topic] = {}
+        self._topics: dict[str, Topic] = {}
         self._subs: dict[tuple[bytes, int], Sub] = {}
         self._stalled: dict[bytes, list[Sub]] = {}
         self.leases: dict[str, Entry] = {}
@@ -153,13 +95,13 @@ class Dispatcher:
         t = self._topics.get(topic)
         return 0 if t is None else len(t.entries)
 
-    def _topic(self, name: str) -> _Topic:
+    def _topic(self, name: str) -> Topic:
         t = self._topics.get(name)
         if t is None:
-            t = self._topics[name] = _Topic()
+            t = self._topics[name] = Topic()
         return t
 
-    def _offer(self, t: _Topic, e: Entry) -> None:
+    def _offer(self, t: Topic, e: Entry) -> None:
         if e.key and t.keys[e.key][0] is not e:
             return
         if e.not_before > self._clock():
@@ -202,7 +144,7 @@ class Dispatcher:
                 self._dirty.add(sub.topic)  # another subscription takes over the reservation
             self._forget_if_idle(sub.topic, t)
 
-    def _forget_if_idle(self, name: str, t: _Topic) -> None:
+    def _forget_if_idle(self, name: str, t: Topic) -> None:
         if not t.entries and not t.subs:
             del self._topics[name]  # nothing left to remember about this topic
 
@@ -372,7 +314,7 @@ class Dispatcher:
             if t is not None:
                 self._dispatch(name, t)
 
-    def _eligible(self, t: _Topic, e: Entry, now: float) -> bool:
+    def _eligible(self, t: Topic, e: Entry, now: float) -> bool:
         return (
             e.lease_id is None
             and t.entries.get(e.seq) is e
@@ -380,7 +322,7 @@ class Dispatcher:
             and (not e.key or t.keys[e.key][0] is e)
         )
 
-    def _dispatch(self, name: str, t: _Topic) -> None:
+    def _dispatch(self, name: str, t: Topic) -> None:
         now = self._clock()
         suspects = t.suspects
         while suspects:
@@ -415,7 +357,7 @@ class Dispatcher:
                 continue
             turn.rotate(-1)
 
-    def _reserve(self, t: _Topic) -> None:
+    def _reserve(self, t: Topic) -> None:
         """Keep one subscription from taking new work until it is idle, for a waiting suspect."""
         live = [s for s in t.subs if s.active]
         if not live or any(s.reserved for s in live):

@@ -74,12 +74,13 @@ async def test_a_stalled_worker_keeps_its_task_and_its_late_result_ends_it(start
     await asyncio.sleep(6)  # the second run (on the other replica) ends too: nothing may follow it
     runs = app.runs_of("st")
     record = await cp.get_task(stalled.task_id)
-    late = cp.health()["late_results"]
+    late = deployment.health()["late_results"]
     print(
         f"injected: time.sleep(6) with a 4 s lease; counted: {runs} runs, attempts {record.attempts}, "
         f"late results ignored {late}"
     )
     assert done.status is TaskStatus.COMPLETED and done.result == "woke st"
     assert runs == 2 and record.attempts == 2
+    assert late == 1  # the second run's result: ignored, and counted
     await audit(cp, [stalled.task_id])
     assert (await cp.get_task(stalled.task_id)).result == "woke st"

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from llamactl.server.errors import StateStoreError
 from llamactl.server.state import LogEntry, StateStore, Versioned
 from llamactl.server.state.base import Append, Cas, CommitResult, Delete, Index, Put
 
@@ -165,3 +166,11 @@ async def test_trim_log_keeps_the_last_entry_so_offsets_never_restart(store: Sta
     assert await store.read("log") == [LogEntry(2, b"2")]
     assert await store.append("log", b"3") == 3
     assert await store.trim_log("missing", 5) == 0
+
+
+async def test_a_namespace_takes_at_most_four_indexed_fields(store: StateStore) -> None:
+    await store.put("t", "k", b"v", index=idx("1:k", a="1", b="2", c="3", d="4"))
+    with pytest.raises(StateStoreError, match="at most 4"):
+        await store.put("t", "k2", b"v", index=idx("2:k2", e="5"))
+    await store.put("other", "k", b"v", index=idx("1:k", e="5"))  # per namespace
+    assert [k for k, _, _ in await store.query("t", "d", "4")] == ["k"]

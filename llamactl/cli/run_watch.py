@@ -1,0 +1,101 @@
+"""`llamactl run` at a terminal: a spinner with the task's status and elapsed time, and the
+question (with the command that answers it) when a human-in-the-loop workflow waits for input.
+
+Two daemon threads feed the spinner while the main thread waits for the result: one follows the
+task's event log (questions, retries, answers that arrived), one reads its record for the status.
+Both end with the command; nothing they do can fail the run.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from llamactl.cli.progress import Spinner, run_in_thread
+
+if TYPE_CHECKING:
+    from llamactl.client.sync import Tasks
+    from llamactl.server.types import EventEnvelope
+
+__all__ = ["TaskWatch", "question_of"]
+
+STATUS_EVERY = 0.5
+"""Seconds between two reads of the task's record (only for the spinner)."""
+INPUT_REQUIRED = "InputRequiredEvent"
+
+
+def question_of(event: EventEnvelope) -> str | None:
+    """The question of an event that asks for input (InputRequiredEvent), else None."""
+    if event.type != INPUT_REQUIRED:
+        return None
+    value = event.value if isinstance(event.value, dict) else {}
+    for key in ("prefix", "question", "message", "prompt"):
+        if isinstance(value.get(key), str) and value[key].strip():
+            return str(value[key]).strip()
+    return json.dumps(value, ensure_ascii=False) if value else "(the workflow asks for input)"
+
+
+class TaskWatch:
+    """``with TaskWatch(tasks, task_id, service, deployment): tasks.result(task_id)``."""
+
+    def __init__(self, tasks: Tasks, task_id: str, service: str, deployment: str) -> None:
+        self._tasks = tasks
+        self._task_id = task_id
+        self._deployment = deployment
+        self._done = threading.Event()
+        self._asking = False
+        self.spinner = Spinner(f"Task {task_id[:8]} ({service})", "queued")
+
+    def __enter__(self) -> TaskWatch:
+        self.spinner.start()
+        run_in_thread(self._follow_status, "run-status")
+        run_in_thread(self._follow_events, "run-events")
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._done.set()
+        self.spinner.stop()
+
+    def _follow_status(self) -> None:
+        while not self._done.is_set():
+            try:
+                record = self._tasks.get(self._task_id)
+            except Exception:
+                return
+            if not self._asking:
+                attempt = f", attempt {record.attempts}" if record.attempts > 1 else ""
+                self.spinner.update(f"{record.status.value}{attempt}")
+            if record.status.is_final:
+                return
+            self._done.wait(STATUS_EVERY)
+
+    def _follow_events(self) -> None:
+        try:
+            for event in self._tasks.events(self._task_id):
+                if self._done.is_set():
+                    return
+                self._on_event(event)
+        except Exception:
+            return
+
+    def _on_event(self, event: EventEnvelope) -> None:
+        question = question_of(event)
+        if question is not None:
+            self._asking = True
+            answer = json.dumps({"response": "..."})
+            self.spinner.print(f"The workflow asks: {question}")
+            self.spinner.print(
+                f"  answer with: llamactl tasks send-event {self._task_id} -d {self._deployment} "
+                f"--json '{answer}'"
+            )
+            self.spinner.update("waiting for an answer")
+        elif event.type == "EventDelivered":
+            self._asking = False
+            self.spinner.update("running")
+        elif event.type == "TaskAttempt":
+            value: Any = event.value if isinstance(event.value, dict) else {}
+            self.spinner.print(f"Retrying: {value.get('reason', 'a new attempt started')}")

@@ -1,0 +1,263 @@
+"""What `llamactl serve` writes to stderr: aligned service lines, warnings, worker logs, access log.
+
+The engine reports in sentences (``demo/echo (Echo) is up: 1/1 replica(s) ready``, ``demo:
+reloaded echo (generation 2) in 410 ms``); here each becomes one line with the service in its own
+column, so a screen of them reads as a table::
+
+    demo/echo        up         1/1 replicas ready (Echo)
+    demo/echo        reloaded   generation 2 in 410 ms
+    demo             ready      2 services
+
+Worker lines are shown by level (``--log-level``; default: warnings, errors and whatever the
+worker prints itself), each behind its replica's name.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from llamactl.cli.style import Styled, styled, use_color, warning_label
+
+if TYPE_CHECKING:
+    from llamactl.cli.progress import Spinner
+
+__all__ = ["LEVELS", "DrainProgress", "RecordHandler", "ServeOutput", "logging_to"]
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+_UP = re.compile(
+    r"^(?P<key>\S+/\S+) \((?P<name>.*)\) is up: (?P<ready>\d+)/(?P<want>\d+) replica\(s\) ready$"
+)
+_RELOADING = re.compile(r"^(?P<key>\S+/\S+): source changed, reloading$")
+_RELOADED = re.compile(
+    r"^(?P<dep>[^\s:]+): reloaded (?P<svc>\S+) \(generation (?P<gen>\d+)\) in (?P<took>.+)$"
+)
+_RELOAD_FAILED = re.compile(
+    r"^(?P<dep>[^\s:]+): reload of (?P<svc>\S+) \(generation (?P<gen>\d+)\) failed after (?P<took>[^:]+): "
+    r"(?P<error>.*)$"
+)
+_READY = re.compile(r"^deployment '(?P<dep>[^']+)' is ready \((?P<count>\d+) service\(s\)\)$")
+_DEPLOYMENT_NOTE = re.compile(r"^(?P<dep>[^\s:/]+): (?P<rest>.+)$")
+_WORKER_LOG = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \[[^\]]*\] "
+    r"(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL) (?P<rest>.*)$"
+)
+_LEVEL_NUMBERS = {**{name.upper(): number for name, number in LEVELS.items()}, "CRITICAL": logging.CRITICAL}
+_VERB_WIDTH = 10
+_UP_VERB = styled("up", "green", glyph="✓")
+_FAILED_VERB = styled("failed", "red", glyph="✗")
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+class ServeOutput:
+    """Formats and writes everything `llamactl serve` says (all on stderr).
+
+    Args:
+        level: the lowest level of worker and server log records shown.
+        quiet: only errors (worker errors, failed reloads) and the Listening line.
+        keys: ``deployment/service`` names known up front, so the first lines are as wide as the last.
+        write: where lines go (default: stderr); a drain spinner swaps in its own.
+    """
+
+    def __init__(
+        self,
+        *,
+        level: int = logging.WARNING,
+        quiet: bool = False,
+        keys: Iterable[str] = (),
+        write: Callable[[str], None] | None = None,
+    ) -> None:
+        self.level = logging.ERROR if quiet else level
+        self.quiet = quiet
+        self.color = use_color(sys.stderr)
+        self.width = max([16, *(len(k) for k in keys)])
+        self._write = write or (lambda line: typer.echo(line, err=True))
+        self._last_level: dict[str, int] = {}
+        self._shown = True
+        """Whether the last engine line was written (its continuation lines follow it)."""
+
+    def set_writer(self, write: Callable[[str], None] | None) -> None:
+        self._write = write or (lambda line: typer.echo(line, err=True))
+
+    def line(self, text: str) -> None:
+        self._write(text)
+
+    # --- the engine's lines ------------------------------------------------------------------
+
+    def _row(self, key: str, verb: Styled, detail: str, *, important: bool = False) -> None:
+        self._shown = not self.quiet or important
+        if not self._shown:
+            return
+        self.width = max(self.width, len(key))
+        pad = " " * max(1, _VERB_WIDTH - verb.width(self.color))
+        self._write(f"{key.ljust(self.width)}  {verb.render(self.color)}{pad}{detail}".rstrip())
+
+    def event(self, text: str) -> None:
+        """One line the engine reports (a service up, a reload, a note): aligned when it is known."""
+        if text.startswith("    "):
+            # The rest of the line before (a failed reload's traceback): shown when that one was.
+            if self._shown:
+                self._write(" " * (self.width + 2) + text.strip())
+        elif match := _UP.match(text):
+            want = int(match["want"])
+            replicas = "replica" if want == 1 else "replicas"
+            self._row(match["key"], _UP_VERB, f"{match['ready']}/{want} {replicas} ready ({match['name']})")
+        elif match := _RELOADING.match(text):
+            self._row(match["key"], styled("reloading", "cyan"), "source changed")
+        elif match := _RELOADED.match(text):
+            detail = f"generation {match['gen']} in {match['took']}"
+            self._row(f"{match['dep']}/{match['svc']}", styled("reloaded", "green", glyph="✓"), detail)
+        elif match := _RELOAD_FAILED.match(text):
+            detail = f"generation {match['gen']} not loaded after {match['took']}: {match['error']}"
+            self._row(f"{match['dep']}/{match['svc']}", _FAILED_VERB, detail, important=True)
+        elif match := _READY.match(text):
+            self._row(
+                match["dep"], styled("ready", "green", glyph="✓"), _plural(int(match["count"]), "service")
+            )
+        elif match := _DEPLOYMENT_NOTE.match(text):
+            self._note(match["dep"], match["rest"])
+        else:
+            self._shown = not self.quiet
+            if self._shown:
+                self._write(text)
+
+    def _note(self, deployment: str, rest: str) -> None:
+        """A line about a whole deployment (watching, its control plane, an edited file)."""
+        if rest.startswith(("not applied", "cannot watch")):
+            self._row(deployment, _FAILED_VERB, rest, important=True)
+        elif rest.startswith("watching "):
+            self._row(deployment, styled("watching", "cyan"), rest.removeprefix("watching "))
+        elif rest.startswith("control plane on "):
+            self._row(deployment, styled("listening", "cyan"), rest)
+        elif rest.endswith(" changed, applying it"):
+            self._row(deployment, styled("applying", "cyan"), rest.removesuffix(", applying it"))
+        else:
+            self._row(deployment, styled("note"), rest)
+
+    def warning(self, message: str) -> None:
+        """A warning about a deployment file, as `validate` and `deploy` print it."""
+        self._write(f"{warning_label().render(self.color)} {message}")
+
+    # --- logs --------------------------------------------------------------------------------
+
+    def worker(self, name: str, text: str) -> None:
+        """A line a worker process wrote: shown when its level is at least ``level``.
+
+        Lines that are not log records (what the user's code prints, a crash's traceback) count as
+        warnings, except the continuation lines of a record, which follow its level.
+        """
+        if match := _WORKER_LOG.match(text):
+            level = _LEVEL_NUMBERS[match["level"]]
+            self._last_level[name] = level
+            shown = f"{match['level']} {match['rest']}"
+        else:
+            level = (
+                self._last_level.get(name, logging.WARNING)
+                if text.startswith((" ", "\t"))
+                else logging.WARNING
+            )
+            shown = text
+        if level < self.level:
+            return
+        if level >= logging.ERROR:
+            shown = styled(shown, "red").render(self.color)
+        self._write(f"{name.ljust(self.width)} | {shown}")
+
+    def record(self, record: logging.LogRecord) -> None:
+        """A log record of the server process itself."""
+        text = f"{record.levelname} {record.name}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[0] is not None:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        for line in text.splitlines():
+            self._write(line)
+
+    def access(self, text: str) -> None:
+        self._write(text)
+
+
+class RecordHandler(logging.Handler):
+    """Sends the server process's log records to a :class:`ServeOutput`."""
+
+    def __init__(self, output: ServeOutput) -> None:
+        super().__init__()
+        self._output = output
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._output.record(record)
+        except Exception:
+            self.handleError(record)
+
+
+class DrainProgress:
+    """The shutdown's progress: how many tasks still run, and that a second Ctrl-C stops at once.
+
+    At a terminal one spinner line is redrawn; elsewhere a line is written each time the count
+    changes.
+    """
+
+    def __init__(self, output: ServeOutput, spinner: Spinner) -> None:
+        self._output = output
+        self._spinner = spinner
+        self._started = False
+
+    def begin(self) -> None:
+        self._started = True
+        self._output.line("Stopping: letting running tasks finish (Ctrl-C again to stop at once)...")
+        if self._spinner.enabled:
+            self._spinner.start()
+            self._output.set_writer(self._spinner.print)
+
+    def update(self, running: int) -> None:
+        if running:
+            tasks = "task" if running == 1 else "tasks"
+            text = f"waiting for {running} running {tasks}, Ctrl-C again to stop now"
+        else:
+            text = "no task left running"
+        if self._spinner.enabled:
+            self._spinner.update(text)
+        else:
+            self._output.line(f"Stopping: {text}")
+
+    def end(self) -> None:
+        if self._started and self._spinner.enabled:
+            self._spinner.stop()
+            self._output.set_writer(None)
+
+
+@contextmanager
+def logging_to(output: ServeOutput) -> Iterator[None]:
+    """The server's own log records and deployment-file warnings go through ``output`` (the
+    latter also when `--watch` reloads an edited file)."""
+    from llamactl.server.config import DeploymentConfigWarning
+
+    root = logging.getLogger()
+    handler = RecordHandler(output)
+    saved_level, saved_show = root.level, warnings.showwarning
+    root.addHandler(handler)
+    root.setLevel(output.level)
+
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if isinstance(message, DeploymentConfigWarning):
+            output.warning(str(message))
+        else:
+            saved_show(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = saved_show
+        root.removeHandler(handler)
+        root.setLevel(saved_level)

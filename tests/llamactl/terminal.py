@@ -1,0 +1,118 @@
+"""`llamactl` at a real terminal: a pseudo-terminal for its stdin, stdout and stderr, read in a
+thread, so a test can wait (with a deadline) for what a person would see."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pty
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from tests.llamactl.serving import REPO
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+"""Colour and cursor escape sequences."""
+
+
+def plain(text: str) -> str:
+    """``text`` without escape sequences and carriage-return redraws."""
+    return ANSI.sub("", text).replace("\r", "\n")
+
+
+class Terminal:
+    """``python -m llamactl ARGS`` with a pseudo-terminal (80x24 by default, TERM=xterm) as every
+    stream. ``output`` is everything written so far, escape codes included."""
+
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        columns: int = 100,
+    ) -> None:
+        master, slave = pty.openpty()
+        os.set_blocking(master, True)
+        base = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "CI", "FORCE_COLOR")}
+        full_env = {**base, "TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": "40", **(env or {})}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "llamactl", *args],
+            cwd=cwd or REPO,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=full_env,
+            close_fds=True,
+        )
+        os.close(slave)
+        self._master = master
+        self._chunks: list[str] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self._master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            with self._lock:
+                self._chunks.append(data.decode("utf-8", "replace"))
+
+    @property
+    def output(self) -> str:
+        with self._lock:
+            return "".join(self._chunks)
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        """The first match of the regex ``pattern`` in the plain output, waiting up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.search(pattern, plain(self.output))
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"no {pattern!r} within {timeout}s; the terminal shows:\n{plain(self.output)}"
+                )
+            if self.process.poll() is not None and not self._reader.is_alive():
+                raise EOFError(
+                    f"exited with {self.process.returncode} before {pattern!r}:\n{plain(self.output)}"
+                )
+            time.sleep(0.02)
+
+    def wait(self, timeout: float = 60) -> int:
+        code = self.process.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join(5)
+        with contextlib.suppress(OSError):
+            os.close(self._master)
+
+    def __enter__(self) -> Terminal:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def run_at_terminal(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str]:
+    """Run to the end at a terminal: the exit code and the raw output (escape codes included)."""
+    with Terminal(*args, env=env) as terminal:
+        code = terminal.wait(timeout)
+        return code, terminal.output

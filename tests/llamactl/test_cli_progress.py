@@ -1,0 +1,136 @@
+"""Issue #13, point 3: feedback on long work, on stderr, only at a terminal.
+
+`run` shows a spinner with the task's status and elapsed time (and the question, with the
+command that answers it, when a human-in-the-loop task waits); `deploy` shows its services
+coming up; `serve` says how many tasks its shutdown still waits for.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llamactl.client import Client
+from tests.llamactl.serving import REPO, Server, write_app
+from tests.llamactl.terminal import Terminal, plain
+
+SERVICES = {"echo": "flows:echo_workflow", "hitl": "flows:hitl_workflow", "slow": "funcs:slow"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    file = write_app(tmp_path_factory.mktemp("progress"), "progress", SERVICES)
+    server = Server(file, extra=["--deployments-root", str(tmp_path_factory.getbasetemp())])
+    try:
+        yield server
+    finally:
+        assert server.stop() == 0, "\n".join(server.stderr.lines[-30:])
+
+
+def running(client: Client, deployment: str, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while len(client.deployment(deployment).tasks.list(status="running")) < count:
+        assert time.monotonic() < deadline, "the tasks did not start"
+        time.sleep(0.05)
+
+
+def test_run_at_a_terminal_shows_the_status_and_the_elapsed_time(server: Server) -> None:
+    with Terminal("--server", server.url, "run", "-s", "slow", "--json", '{"seconds": 3}') as terminal:
+        terminal.wait_for(r"Task [0-9a-f]{8} \(slow\): running \(\d+\.\ds\)")
+        assert terminal.wait() == 0
+        assert plain(terminal.output).rstrip().endswith("done")
+
+
+def test_run_at_a_terminal_asks_the_question_and_shows_the_command_that_answers_it(server: Server) -> None:
+    with Terminal("--server", server.url, "run", "-s", "hitl") as terminal:
+        terminal.wait_for(r"The workflow asks: What is the answer\?")
+        command = terminal.wait_for(r"answer with: (llamactl tasks send-event \S+ -d progress --json '.*')")[
+            1
+        ]
+        terminal.wait_for(r"waiting for an answer \(\d+\.\ds\)")
+        # the command as printed, with an answer in place of the dots
+        argv = shlex.split(command.replace("...", "42"))
+        answered = subprocess.run(
+            [sys.executable, "-m", *argv[:1], "--server", server.url, *argv[1:]],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert answered.returncode == 0, answered.stderr
+        assert terminal.wait() == 0
+        assert "the human said 42" in plain(terminal.output)
+
+
+def test_run_off_a_terminal_draws_nothing(server: Server) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "llamactl", "--server", server.url, "run", "-s", "slow", "-a", "seconds", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "done\n", "")
+
+
+def test_deploy_at_a_terminal_shows_its_services_coming_up(server: Server, tmp_path: Path) -> None:
+    file = write_app(tmp_path, "second", {"echo": "flows:echo_workflow", "greet": "funcs:greet"})
+    with Terminal("--server", server.url, "deploy", str(file)) as terminal:
+        terminal.wait_for(r"Deploying second: starting 2 services \(echo, greet\) \(\d+\.\ds\)")
+        assert terminal.wait(120) == 0
+        shown = plain(terminal.output)
+    assert re.search(r"echo\s+✓ ready\s+1/1 replicas", shown), shown
+    assert re.search(r"greet\s+✓ ready\s+1/1 replicas", shown), shown
+    assert "Deployed second" in shown
+    with Client(server.url) as client:
+        client.deployments.delete("second")
+
+
+def test_the_serve_drain_says_how_many_tasks_it_still_waits_for(tmp_path: Path) -> None:
+    server = Server(write_app(tmp_path, "drain", {"slow": "funcs:slow"}))
+    try:
+        with Client(server.url) as client:
+            tasks = client.deployment("drain").tasks
+            tasks.create({"seconds": 2}, service="slow")
+            tasks.create({"seconds": 4}, service="slow")
+            running(client, "drain", 2)
+        server.process.send_signal(signal.SIGINT)
+        server.stderr.wait_for(
+            lambda line: line == "Stopping: waiting for 2 running tasks, Ctrl-C again to stop now", 30
+        )
+        server.stderr.wait_for(
+            lambda line: line == "Stopping: waiting for 1 running task, Ctrl-C again to stop now", 30
+        )
+        server.stderr.wait_for(lambda line: line == "Stopping: no task left running", 30)
+        assert server.process.wait(60) == 0
+        assert server.stderr.rest()[-1] == "Stopped."
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+        assert server.process.stderr is not None
+        server.process.stderr.close()
+
+
+def test_the_serve_drain_at_a_terminal_is_one_line_redrawn(tmp_path: Path) -> None:
+    file = write_app(tmp_path, "drawn", {"slow": "funcs:slow"})
+    with Terminal("serve", str(file), "--port", "0") as terminal:
+        url = terminal.wait_for(r"Listening on (http://\S+)", 120)[1]
+        with Client(url) as client:
+            client.deployment("drawn").tasks.create({"seconds": 3}, service="slow")
+            running(client, "drawn", 1)
+        terminal.process.send_signal(signal.SIGINT)
+        terminal.wait_for(r"Stopping: waiting for 1 running task, Ctrl-C again to stop now \(\d+\.\ds\)")
+        assert terminal.wait(60) == 0
+        shown = plain(terminal.output)
+    assert "Stopped." in shown

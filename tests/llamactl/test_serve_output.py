@@ -1,0 +1,226 @@
+"""Issue #13, point 4: `serve` output a person can read.
+
+One aligned line per service as it comes up and per reload; worker log lines behind --log-level
+(default: warnings and what the worker prints itself), -q, an access log behind --access-log;
+deployment-file warnings as `validate` prints them (also on a --watch reload); ./deployment.yml
+when no FILE is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llamactl.cli.serve_output import ServeOutput
+from llamactl.client import Client
+from tests.llamactl.serving import LISTENING, Lines, Server, write_app
+
+CHATTY = """
+import logging
+
+log = logging.getLogger("chatty")
+
+
+async def chatty() -> str:
+    log.info("an info line")
+    log.warning("a warning line")
+    log.error("an error line")
+    print("a print line")
+    return "ok"
+"""
+
+
+def app(folder: Path, name: str) -> Path:
+    file = write_app(folder, name, {"e": "flows:echo_workflow", "chatty_service": "chatty:chatty"})
+    (folder / "src" / "chatty.py").write_text(CHATTY)
+    return file
+
+
+def verb_column(line: str) -> int:
+    """Where the second column starts (the key is padded to the same width on every row)."""
+    match = re.match(r"^\S+\s+", line)
+    assert match is not None, line
+    return match.end()
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
+    folder = tmp_path_factory.mktemp("output")
+    server = Server(app(folder, "out"), extra=["--watch", "--access-log"])
+    try:
+        yield server, folder
+    finally:
+        assert server.stop() == 0, "\n".join(server.stderr.lines[-30:])
+
+
+def test_one_aligned_line_per_service_as_it_comes_up(watched: tuple[Server, Path]) -> None:
+    server, _ = watched
+    up = [line for line in server.stderr.lines if line.split()[1:2] == ["up"]]
+    assert sorted(line.split()[0] for line in up) == ["out/chatty_service", "out/e"]
+    assert len({verb_column(line) for line in up}) == 1, up
+    ready = next(line for line in server.stderr.lines if line.split()[:2] == ["out", "ready"])
+    assert verb_column(ready) == verb_column(up[0])
+    assert any("1/1 replica ready (E)" in line for line in up)
+
+
+def test_worker_lines_show_warnings_errors_and_prints_by_default(watched: tuple[Server, Path]) -> None:
+    server, _ = watched
+    with Client(server.url) as client:
+        assert client.deployment("out").tasks.run(service="chatty_service") == "ok"
+    printed = server.stderr.wait_for(lambda line: line.endswith("| a print line"), 30)
+    assert printed.startswith("out/chatty_service#1")
+    lines = server.stderr.lines
+    assert any(line.endswith("| WARNING chatty: a warning line") for line in lines)
+    assert any(line.endswith("| ERROR chatty: an error line") for line in lines)
+    assert not any("an info line" in line for line in lines)
+
+
+def test_the_access_log_has_a_line_per_request(watched: tuple[Server, Path]) -> None:
+    server, _ = watched
+    with Client(server.url) as client:
+        client.status()
+    line = server.stderr.wait_for(lambda text: '"GET /status/ HTTP/1.1" 200 OK' in text, 30)
+    assert re.match(r'^127\.0\.0\.1:\d+ - "GET /status/ HTTP/1\.1" 200 OK \d+\.\d ms$', line), line
+    assert not any("authorization" in text.lower() for text in server.stderr.lines)
+
+
+def test_a_reload_is_one_aligned_line(watched: tuple[Server, Path]) -> None:
+    server, folder = watched
+    up = next(line for line in server.stderr.lines if line.startswith("out/e "))
+    chatty = folder / "src" / "chatty.py"
+    chatty.write_text(chatty.read_text() + "\n# edited\n")
+    reloaded = server.stderr.wait_for(lambda line: line.split()[1:2] == ["reloaded"], 60)
+    assert re.match(r"^out/\S+\s+reloaded\s+generation 2 in \d+ ms$", reloaded), reloaded
+    assert verb_column(reloaded) == verb_column(up)
+
+
+def test_a_warning_in_a_watched_file_reads_as_validate_prints_it(watched: tuple[Server, Path]) -> None:
+    server, folder = watched
+    file = folder / "deployment.yml"
+    file.write_text(file.read_text() + "replica: 2\n")
+    warning = server.stderr.wait_for(lambda line: "'replica'" in line, 60)
+    assert re.match(rf"^Warning: {re.escape(str(file))}:\d+: 'replica': unknown key, ignored: ", warning)
+    assert not any("UserWarning" in line or "warnings.warn" in line for line in server.stderr.lines)
+
+
+def _run_chatty(server: Server) -> None:
+    with Client(server.url) as client:
+        assert client.deployment("out").tasks.run(service="chatty_service") == "ok"
+
+
+def test_quiet_prints_only_errors_and_the_listening_line(tmp_path: Path) -> None:
+    server = Server(app(tmp_path, "out"), extra=["-q"])
+    try:
+        listening = [line for line in server.stderr.lines if LISTENING.search(line)]
+        assert server.stderr.lines == listening, server.stderr.lines
+        _run_chatty(server)
+        server.stderr.wait_for(lambda line: "an error line" in line, 30)
+    finally:
+        assert server.stop() == 0
+    assert not any("a warning line" in line or "a print line" in line for line in server.stderr.lines)
+
+
+def test_log_level_info_shows_the_workers_info_lines(tmp_path: Path) -> None:
+    server = Server(app(tmp_path, "out"), extra=["--log-level", "info"])
+    try:
+        _run_chatty(server)
+        server.stderr.wait_for(lambda line: line.endswith("| INFO chatty: an info line"), 30)
+    finally:
+        assert server.stop() == 0
+
+
+def test_serve_without_a_file_serves_the_deployment_yml_of_the_folder(tmp_path: Path) -> None:
+    app(tmp_path, "here")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llamactl", "serve", "--port", "0"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    lines = Lines(process.stderr)
+    try:
+        lines.wait_for(lambda line: LISTENING.search(line) is not None, 120)
+        assert any(line.split()[:2] == ["here", "ready"] for line in lines.lines)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        lines.rest()
+        process.stderr.close()
+
+
+# --- the formatting itself ------------------------------------------------------------------
+
+
+def formatted(*events: str, **options: object) -> list[str]:
+    out: list[str] = []
+    output = ServeOutput(write=out.append, **options)  # type: ignore[arg-type]
+    for event in events:
+        output.event(event)
+    return out
+
+
+def test_engine_sentences_become_aligned_rows() -> None:
+    rows = formatted(
+        "demo/echo (Echo) is up: 1/1 replica(s) ready",
+        "demo/a-much-longer-service (Long) is up: 2/2 replica(s) ready",
+        "deployment 'demo' is ready (2 service(s))",
+        "demo/echo: source changed, reloading",
+        "demo: reloaded echo (generation 2) in 410 ms",
+        "demo: reload of echo (generation 3) failed after 12 ms: SyntaxError: bad; still serving the "
+        "previous generation",
+        "    File svc.py, line 3",
+    )
+    assert rows[0].split() == ["demo/echo", "up", "1/1", "replica", "ready", "(Echo)"]
+    assert rows[1].split()[:3] == ["demo/a-much-longer-service", "up", "2/2"]
+    assert rows[2].split() == ["demo", "ready", "2", "services"]
+    assert rows[4].split()[:4] == ["demo/echo", "reloaded", "generation", "2"]
+    assert rows[5].split()[:2] == ["demo/echo", "failed"]
+    assert rows[6].strip() == "File svc.py, line 3"
+    # rows written after the longer key are aligned on it
+    assert len({verb_column(row) for row in rows[1:6]}) == 1
+
+
+def test_quiet_keeps_failed_reloads_only() -> None:
+    rows = formatted(
+        "demo/echo (Echo) is up: 1/1 replica(s) ready",
+        "demo: reload of echo (generation 3) failed after 12 ms: SyntaxError: bad; still serving",
+        "    File svc.py, line 3",
+        quiet=True,
+    )
+    assert [row.split()[1] for row in rows[:1]] == ["failed"]
+    assert len(rows) == 2
+
+
+@pytest.mark.parametrize("level", [logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR])
+def test_worker_lines_are_filtered_by_level(level: int) -> None:
+    out: list[str] = []
+    output = ServeOutput(write=out.append, level=level)
+    stamp = "2026-01-01 10:00:00,000 [svc#1]"
+    lines = {
+        logging.INFO: f"{stamp} INFO x: an info record",
+        logging.WARNING: f"{stamp} WARNING x: a warning record",
+        logging.ERROR: f"{stamp} ERROR x: an error record",
+    }
+    for text in lines.values():
+        output.worker("d/svc#1", text)
+    output.worker("d/svc#1", "  its traceback, indented")  # follows the error record's level
+    output.worker("d/svc#1", "something the code printed")  # counts as a warning
+    shown = "\n".join(out)
+    assert ("an info record" in shown) is (level <= logging.INFO)
+    assert ("a warning record" in shown) is (level <= logging.WARNING)
+    assert ("something the code printed" in shown) is (level <= logging.WARNING)
+    assert "d/svc#1" in shown and "| ERROR x: an error record" in shown
+    assert "its traceback, indented" in shown
+    assert stamp not in shown  # the replica's name is in front already
