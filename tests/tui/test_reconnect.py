@@ -11,6 +11,7 @@ from llamactl.client import AsyncClient
 from llamactl.tui.dialogs.prompt import AnswerDialog
 from llamactl.tui.events.event_list import EventList
 from llamactl.tui.header.banner import ConnectionBanner
+from llamactl.tui.model.events import is_attempt_marker
 from llamactl.tui.tasks.table import TasksTable
 from tests.llamactl.serving import Server, write_app
 from tests.tui.conftest import Dash, dashboard, feed_of
@@ -101,6 +102,8 @@ async def test_after_a_server_restart_the_views_and_the_event_stream_resume_with
             )  # type: ignore[union-attr]
             seqs = events.seqs
             assert seqs == sorted(set(seqs)) and seqs[0] == 0, f"duplicate or missing events: {seqs}"
+            markers = [e for e in book if is_attempt_marker(e)]
+            assert markers and markers[0].attempt == 2, [e.type for e in book]
             assert [e.seq for e in book] == seqs
 
             await dash.pilot.press("a")
