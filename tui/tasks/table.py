@@ -21,10 +21,10 @@ COLUMNS = [
     Column("task", "Task", 8),
     Column("status", "Status", 9),
     Column("service", "Service", 9),
-    Column("replica", "Replica", 9),
+    Column("replica", "Replica", 8),
     Column("attempt", "Try", 3),
     Column("age", "Age", 4),
-    Column("duration", "Took", 5),
+    Column("duration", "Took", 6),
 ]
 """The columns; their keys are the sort names of ``model.query.SORTS``."""
 
