@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from llamactl.client import AsyncClient
@@ -242,3 +244,25 @@ async def test_the_services_view_shows_a_reload_and_a_failed_one_with_its_file_a
             await dash.until(lambda: cell_text(table, "echo", "generation") == "2", "the new generation")
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_nothing_is_requested_while_nothing_changes(tui_server: Server, client: AsyncClient) -> None:
+    await client.deployment("demo").tasks.run({"message": "settle"})
+    async with dashboard(tui_server.url) as dash:
+        requests: list[str] = []
+
+        async def note(request: httpx.Request) -> None:
+            requests.append(request.url.path)
+
+        dash.app.client._http.event_hooks["request"].append(note)
+        quiet_since = deadline = time.monotonic()
+        while time.monotonic() - quiet_since < 2:  # let the first snapshot's follow-ups finish
+            assert time.monotonic() - deadline < 15, f"requests never stop: {requests}"
+            await dash.pilot.pause(0.1)
+            if requests:
+                requests.clear()
+                quiet_since = time.monotonic()
+        await dash.pilot.pause(3)
+        assert requests == [], "the dashboard asked the server for something while nothing changed"
+        await client.deployment("demo").tasks.run({"message": "a change"})
+        await dash.until(lambda: any(path.endswith("/state") for path in requests), "counters after a change")
