@@ -222,3 +222,25 @@ async def test_the_command_palette_runs_the_dashboards_actions(tui_server: Serve
         await dash.pilot.pause(0.3)
         await dash.pilot.press("enter")
         await dash.until(lambda: isinstance(dash.app.screen, RunTaskDialog), "the run form")
+
+
+async def test_z_zooms_the_focused_region_and_back(tui_server: Server) -> None:
+    async with dashboard(tui_server.url) as dash:
+        table = dash.app.screen.query_one(TasksTable)
+        table.focus()
+        await dash.pilot.press("z")
+        assert dash.app.screen.maximized is table
+        await dash.pilot.press("z")
+        assert dash.app.screen.maximized is None
+
+
+async def test_number_keys_move_between_regions(tui_server: Server) -> None:
+    async with dashboard(tui_server.url) as dash:
+        await dash.pilot.press("1")
+        assert isinstance(dash.app.focused, ServicesTable)
+        await dash.pilot.press("2")
+        assert isinstance(dash.app.focused, SessionsTable)
+        await dash.pilot.press("4")
+        assert isinstance(dash.app.focused, EventList)
+        await dash.pilot.press("3")
+        assert isinstance(dash.app.focused, TasksTable)
