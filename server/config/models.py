@@ -210,8 +210,8 @@ class MessageQueueConfig(_Model):
     max_attempts: WholeAtLeastOne = Field(default=5, validation_alias=keys("max-attempts"))
     """Failed attempts (its worker died or stalled while running it alone) before a task fails."""
     lease: PositiveNumber = 30.0
-    retention: PositiveNumber = 3600.0
-    """Seconds the embedded journal keeps a message nothing needs any more (ours)."""
+    retention: PositiveNumber = 60.0
+    """Seconds the embedded journal keeps a settled message, to absorb a resent duplicate (ours)."""
     url: str | None = None
 
     @model_validator(mode="before")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from llamactl.server.control_plane.changes import ChangeFeed
 from llamactl.server.control_plane.dispatcher import Dispatcher
-from llamactl.server.control_plane.inbox import Inbox
+from llamactl.server.control_plane.inbox import Handler, Inbox
 from llamactl.server.control_plane.loops import Loops
 from llamactl.server.control_plane.records import ControlPlaneRecords, Page, SessionRecord, StoredTask
 from llamactl.server.control_plane.registry import ServiceRegistry
@@ -111,8 +111,8 @@ class ControlPlane:
         self.loops.start("replica-expiry", self._expire_replicas)
         self.loops.start("retention", self._retention)
 
-    def _consume(self, name: str, topic: str, handler: object) -> None:
-        self.loops.start(name, lambda: self.inbox.consume(self.queue, topic, handler))  # type: ignore[arg-type]
+    def _consume(self, name: str, topic: str, handler: Handler) -> None:
+        self.loops.start(name, lambda: self.inbox.consume(self.queue, topic, handler))
 
     def service_added(self, service_id: str) -> None:
         """Consume the dead letters of a service's topic (tasks whose workers kept dying)."""

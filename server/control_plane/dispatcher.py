@@ -35,6 +35,7 @@ __all__ = ["CancelOutcome", "Dispatcher"]
 log = logging.getLogger(__name__)
 
 _RETRY_MAX = 5.0
+_NEVER_RAN = "cancelled before it started"
 OnFinal = Callable[[StoredTask], None]
 
 
@@ -223,22 +224,28 @@ class Dispatcher:
 
     async def _fail(self, task: StoredTask, error: str) -> None:
         """Fail a task that cannot run at all, and move its session on (the caller holds its lock)."""
+        log.error("task %s failed: %s", task.task_id, error)
+        await self._end(task, TaskStatus.FAILED, error)
 
-        def fail(t: StoredTask) -> bool:
+    async def _end(self, task: StoredTask, status: TaskStatus, reason: str) -> StoredTask:
+        """Give a task that no worker holds its final ``status``; the session moves on (the
+        caller holds the session's lock)."""
+
+        def end(t: StoredTask) -> bool:
             if t.status.is_final:
                 return False
-            t.status = TaskStatus.FAILED
-            t.error = error
+            t.status = status
+            t.error = reason
             t.finished_at = time.time()
             return True
 
-        stored, changed = await self._records.transition(task.task_id, fail)
-        log.error("task %s failed: %s", task.task_id, error)
+        stored, changed = await self._records.transition(task.task_id, end)
         self._forget(stored)
         if changed:
             self._on_final(stored)
         if task.session_id not in self._active:
             await self._advance_locked(task.session_id)
+        return stored
 
     async def retry_loop(self) -> None:
         """Publish what could not be published, with backoff, until it goes through."""
@@ -283,11 +290,11 @@ class Dispatcher:
             session_id = task.session_id
             if self._active.get(session_id) != task_id:
                 if task.task_id in self._waiting.get(session_id, ()):
-                    return CancelOutcome(await self._cancelled(task, "cancelled before it started"), True)
+                    return CancelOutcome(await self._end(task, TaskStatus.CANCELLED, _NEVER_RAN), True)
             elif self._unpublished.get(session_id) == task_id or await self._queue.discard(
                 topics.service_topic(self._records.deployment, task.service_id), start_msg_id(task_id)
             ):
-                return CancelOutcome(await self._cancelled(task, "cancelled before it started"), True)
+                return CancelOutcome(await self._end(task, TaskStatus.CANCELLED, _NEVER_RAN), True)
             task, _ = await self._records.transition(task_id, _request_cancel, feed=False)
         # It runs (or is about to): its worker reads the cancel from the task's input stream.
         await self._queue.publish(
@@ -296,23 +303,6 @@ class Dispatcher:
             msg_id=f"{task_id}:cancel",
         )
         return CancelOutcome(task, False)
-
-    async def _cancelled(self, task: StoredTask, reason: str) -> StoredTask:
-        def cancel(t: StoredTask) -> bool:
-            if t.status.is_final:
-                return False
-            t.status = TaskStatus.CANCELLED
-            t.error = reason
-            t.finished_at = time.time()
-            return True
-
-        stored, changed = await self._records.transition(task.task_id, cancel)
-        self._forget(stored)
-        if changed:
-            self._on_final(stored)
-        if task.session_id not in self._active:
-            await self._advance_locked(task.session_id)
-        return stored
 
     async def fail_service(self, service_id: str, reason: str) -> int:
         """Fail the tasks of ``service_id`` that wait here (none of them was handed out)."""

@@ -31,7 +31,7 @@ from llamactl.server.protocol import TaskMessage, WorkerMessage, WorkerMessageKi
 from llamactl.server.state.base import Append, Write
 from llamactl.server.types import TaskStatus
 
-__all__ = ["ATTEMPT_EVENT", "Inbox", "InboxCounters"]
+__all__ = ["ATTEMPT_EVENT", "Handler", "Inbox", "InboxCounters"]
 
 log = logging.getLogger(__name__)
 

@@ -69,7 +69,7 @@ class LoopWatchdog:
         warn_after: float = 1.0,
         exit_after: float = 30.0,
         interrupt_grace: float = 3.0,
-        exit: object = None,
+        exit: Callable[[int], object] | None = None,
         sidecar: Sidecar | None = None,
         pending_reports: Callable[[], list[Report]] | None = None,
     ) -> None:
@@ -182,7 +182,7 @@ class LoopWatchdog:
         for handler in logging.getLogger().handlers:
             with contextlib.suppress(Exception):
                 handler.flush()
-        self._exit(EXIT_STALLED)  # type: ignore[operator]
+        self._exit(EXIT_STALLED)
 
     def _where(self) -> str:
         frame = sys._current_frames().get(self._main or 0)

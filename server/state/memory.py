@@ -8,7 +8,7 @@ import builtins
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Self, TypeVar
 
 from llamactl.server.errors import StateStoreError
 from llamactl.server.state._common import (
@@ -77,19 +77,18 @@ class _Namespace:
             bisect.insort(self.by_field.setdefault(name, []), (index.sort, key))
 
 
-def _remove(
-    lists: dict[str, builtins.list[tuple[str, str]]] | dict[tuple[str, str], builtins.list[tuple[str, str]]],
-    where: object,
-    item: tuple[str, str],
-) -> None:
-    entries = lists.get(where)  # type: ignore[call-overload]
+K = TypeVar("K")
+
+
+def _remove(lists: dict[K, builtins.list[tuple[str, str]]], where: K, item: tuple[str, str]) -> None:
+    entries = lists.get(where)
     if entries is None:
         return
     at = bisect.bisect_left(entries, item)
     if at < len(entries) and entries[at] == item:
         del entries[at]
     if not entries:
-        del lists[where]  # type: ignore[arg-type]
+        del lists[where]
 
 
 @dataclass(slots=True)

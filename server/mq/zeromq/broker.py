@@ -44,7 +44,11 @@ from .peers import Peers
 from .security import BrokerSocket, CurveKeys
 from .streams import Streams
 
-__all__ = ["ZeroMQBroker"]
+__all__ = ["STREAM_RETENTION", "ZeroMQBroker"]
+
+STREAM_RETENTION = 7 * 24 * 3600.0
+"""Seconds a stream message (an event sent into a task, a cancel) stays in the journal: a task that
+runs again after a crash reads its inputs from the start."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -75,8 +79,9 @@ class ZeroMQBroker:
     (``keys``: new ones by default; pass the same to a restarted broker to keep its clients).
     ``journal_path`` None keeps the journal in memory.
     ``pub_port`` is accepted for compatibility and unused (streams are served over the ROUTER).
-    ``retention``: seconds a message stays in the journal once nothing needs it any more (settled
-    work, stream messages); also how long a duplicate ``msg_id`` is recognised.
+    ``retention``: seconds a settled work message stays in the journal, so that a publish of the
+    same ``msg_id`` is still recognised as a duplicate; stream messages (a task's inputs) stay
+    :data:`STREAM_RETENTION` seconds.
     """
 
     def __init__(
@@ -91,7 +96,7 @@ class ZeroMQBroker:
         max_attempts: int = 5,
         heartbeat_interval: float = 1.0,
         liveness: int = 3,
-        retention: float = 3600.0,
+        retention: float = 60.0,
     ) -> None:
         self._socket = BrokerSocket(host=host, port=port, endpoint=endpoint, keys=keys)
         self._journal_path = journal_path
@@ -442,7 +447,8 @@ class ZeroMQBroker:
     def _prune(self, now: float) -> None:
         assert self._journal is not None and self._streams is not None
         limit = 1000
-        pruned = self._journal.prune(time.time() - self._retention, limit)
+        wall = time.time()
+        pruned = self._journal.prune(wall - self._retention, wall - STREAM_RETENTION, limit)
         if pruned:
             self._streams.forget_ends()
         # A full batch: more are due, go on soon (a batch at a time keeps the loop responsive).

@@ -21,9 +21,10 @@ with a publish (``settled``, from ``ACKPUB``) commits with it. When a transactio
 disk), the write-behind ops of the batch are kept and tried again with the next commit (backing
 off while commits keep failing), so the journal never forgets an ack that the broker applied.
 
-Retention: :meth:`Journal.prune` deletes messages older than a cutoff that no work row needs any
-more (settled work messages, stream messages), a batch at a time; freed pages are reused, so the
-file stops growing at a steady load.
+Retention: :meth:`Journal.prune` deletes settled work messages (kept a short while only to absorb
+a resent duplicate) and, much later, stream messages (a task's inputs, read again by the worker of
+a later attempt), a batch at a time; freed pages are reused, so the file stops growing at a steady
+load.
 It runs on the loop itself, not a thread: a batch takes tens of microseconds, less than the
 hop to a thread and back, and one broker owns its file (see ``_take_ownership``).
 
@@ -237,26 +238,31 @@ class Journal:
             self._db = None
             self._release_ownership()
 
-    def prune(self, before: float, limit: int = 1000) -> int:
-        """Delete up to ``limit`` messages published before the wall time ``before`` that no work
-        row needs (settled work, stream messages); return how many. Runs its own transaction."""
+    def prune(self, settled_before: float, streams_before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` settled work messages published before the wall time
+        ``settled_before`` and stream messages published before ``streams_before``; return how
+        many. Runs its own transactions."""
         db = self._db
         if db is None:
             return 0
         try:
-            with db:
-                cur = db.execute(
-                    "DELETE FROM msg WHERE (topic, seq) IN (SELECT topic, seq FROM msg m WHERE at < ? "
-                    "AND NOT EXISTS (SELECT 1 FROM work w WHERE w.topic = m.topic AND w.seq = m.seq) "
-                    "LIMIT ?)",
-                    (before, limit),
-                )
-                db.execute("PRAGMA incremental_vacuum(256)")
+            settled = db.execute(
+                "DELETE FROM msg WHERE (topic, seq) IN (SELECT topic, seq FROM msg m WHERE at < ? "
+                "AND topic >= 'work.' AND topic < 'work/' "
+                "AND NOT EXISTS (SELECT 1 FROM work w WHERE w.topic = m.topic AND w.seq = m.seq) LIMIT ?)",
+                (settled_before, limit),
+            ).rowcount
+            streams = db.execute(
+                "DELETE FROM msg WHERE (topic, seq) IN (SELECT topic, seq FROM msg WHERE at < ? "
+                "AND topic >= 'stream.' AND topic < 'stream/' LIMIT ?)",
+                (streams_before, limit),
+            ).rowcount
+            db.execute("PRAGMA incremental_vacuum(256)")
         except sqlite3.Error as exc:
             log.warning("could not prune the message journal: %s", exc)
             return 0
         self._next_seq.clear()  # a topic whose messages are all gone starts again from MAX(seq)
-        return int(cur.rowcount)
+        return max(int(settled), int(streams))
 
     # -- database -----------------------------------------------------------------------------
 

@@ -82,3 +82,34 @@ async def test_write_behind_ops_from_a_result_wait_for_a_later_commit() -> None:
         assert batches == [["pub"], ["lease"]]
     finally:
         await journal.close()
+
+
+async def test_settled_work_messages_are_pruned_after_the_retention_but_stream_messages_stay(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j.sqlite"
+    broker = ZeroMQBroker(journal_path=path, retention=0.5)
+    await broker.start()
+    queue = broker.connect_local()
+    await queue.start()
+    try:
+        for n in range(20):
+            await queue.publish("work.t", b"x" * 1000, msg_id=f"m{n}")
+        await queue.publish("stream.t.in", b"an answer", msg_id="input")
+        deliveries = aiter(queue.consume("work.t", prefetch=20))
+        for _ in range(20):
+            await (await anext(deliveries)).ack()
+        await queue.publish("work.t", b"pending", msg_id="pending")
+
+        def topics_left() -> list[str]:
+            with sqlite3.connect(path) as db:
+                return [row[0] for row in db.execute("SELECT msg_id FROM msg ORDER BY msg_id")]
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while any(name.startswith("m") for name in topics_left()):
+            assert asyncio.get_running_loop().time() < deadline, topics_left()
+            await asyncio.sleep(0.1)
+        assert topics_left() == ["input", "pending"]  # unsettled work and stream messages stay
+    finally:
+        await queue.close()
+        await broker.close()
