@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from llamactl import __version__
-from llamactl.cli import deployments, init, run, serve, sessions, tasks, validate
+from llamactl.cli import deployments, init, run, serve, sessions, tasks, tui, validate
 from llamactl.cli.common import Settings
 
 __all__ = ["app", "main"]
@@ -29,6 +29,7 @@ app.command(name="run", cls=run.RunCommand)(run.run)
 app.add_typer(deployments.app, name="deployments")
 app.add_typer(sessions.app, name="sessions")
 app.add_typer(tasks.app, name="tasks")
+app.command(name="tui")(tui.tui)
 
 
 def _version(value: bool) -> None:

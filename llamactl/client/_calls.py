@@ -200,3 +200,19 @@ def event_obj_str(event: Any, qualified_name: str = HUMAN_RESPONSE_EVENT) -> str
     raise TypeError(
         f"cannot send {type(event).__name__} as an event: pass a workflows Event, a dict or a str"
     )
+
+
+# --- the dashboard's route (docs/http-api.md) ----------------------------------------------------
+
+
+def _context_sizes(value: Any) -> dict[str, int | None]:
+    sizes = value.get("contexts") if isinstance(value, dict) else None
+    if not isinstance(sizes, dict):
+        raise TypeError(f"unexpected answer to a contexts request: {value!r}")
+    return {str(k): (None if v is None else int(v)) for k, v in sizes.items()}
+
+
+def context_sizes(name: str, session_ids: list[str]) -> Call[dict[str, int | None]]:
+    return Call(
+        "GET", f"{_d(name)}/dashboard/contexts", _context_sizes, params={"session_id": list(session_ids)}
+    )

@@ -133,7 +133,9 @@ class AsyncClient:
         except httpx.HTTPError as failure:
             return failure
 
-    async def _stream(self, cursor: Cursor[T], follow: bool = True) -> AsyncGenerator[T, None]:
+    async def _stream(
+        self, cursor: Cursor[T], follow: bool = True, *, resume: bool = True
+    ) -> AsyncGenerator[T, None]:
         failures = 0
         timeout = httpx.Timeout(self._http.timeout.connect, read=None if follow else IDLE_SECONDS)
         while True:
@@ -168,7 +170,13 @@ class AsyncClient:
                         exc, httpx.ConnectError | httpx.ConnectTimeout
                     ):
                         raise error from exc  # nothing (or no llamactl server) answers: no use retrying
+                if not resume:
+                    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                        raise transport_error(self._http, exc) from exc
+                    raise StreamBroken(f"{cursor.path}: the connection dropped: {exc}") from exc
                 problem = exc
+            if not resume:
+                raise problem
             failures = 0 if received else failures + 1
             if failures > MAX_RECONNECTS:
                 raise StreamBroken(f"{cursor.path}: stream lost and not resumable: {problem}") from problem
@@ -232,6 +240,25 @@ class AsyncDeploymentClient:
                 print(change.kind, change.data)
         """
         return self._client._stream(Changes(calls.changes_path(self.name), from_seq))
+
+    def watch(self, from_seq: int = 0) -> AsyncGenerator[ChangeEvent, None]:
+        """The change feed over one connection, for callers that show whether they are connected.
+
+        Like :meth:`changes`, but a drop is not resumed behind the caller's back: it raises
+        ServerUnreachable (nothing answers) or StreamBroken (the connection or the server went
+        away), at once. Resume with ``watch(last.seq + 1)``. Example::
+
+            async for change in client.deployment("my-app").watch(state.changes_seq):
+                ...
+        """
+        return self._client._stream(Changes(calls.changes_path(self.name), from_seq), resume=False)
+
+    async def context_sizes(self, session_ids: list[str]) -> dict[str, int | None]:
+        """The size in bytes of each session's saved workflow Context (None: none saved yet).
+
+        At most 100 sessions per call. Example: ``await app.context_sizes([session.session_id])``.
+        """
+        return await self._client._call(calls.context_sizes(self.name, session_ids))
 
 
 class AsyncTasks:

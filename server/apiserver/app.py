@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from llamactl.server.apiserver.errors import exception_handlers
 from llamactl.server.apiserver.guard import middleware_for
 from llamactl.server.apiserver.policy import AccessPolicy, DeploymentRoots
-from llamactl.server.apiserver.routes import deployments, sessions, status, tasks
+from llamactl.server.apiserver.routes import dashboard, deployments, sessions, status, tasks
 from llamactl.server.deployment.manager import DeploymentManager
 
 __all__ = ["create_app"]
@@ -40,7 +40,7 @@ def create_app(
     app = Starlette(
         # Starlette tries routes in order: the task routes (the hot path) go first. No two
         # groups' paths overlap, so the order changes nothing else.
-        routes=[*tasks.routes, *sessions.routes, *status.routes, *deployments.routes],
+        routes=[*tasks.routes, *sessions.routes, *status.routes, *deployments.routes, *dashboard.routes],
         middleware=middleware_for(access or AccessPolicy()),
         exception_handlers=exception_handlers,
     )

@@ -45,6 +45,7 @@ COMMANDS = [
     ["tasks", "send-event", "--help"],
     ["init", "--help"],
     ["validate", "--help"],
+    ["tui", "--help"],
 ]
 
 

@@ -1,0 +1,119 @@
+"""The dashboard when the server is down, goes away, and comes back (a real `llamactl serve`, killed and
+started again on the same port with the same state)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+from llamactl.client import AsyncClient
+from llamactl.tui.dialogs.prompt import AnswerDialog
+from llamactl.tui.events.event_list import EventList
+from llamactl.tui.header.banner import ConnectionBanner
+from llamactl.tui.model.events import is_attempt_marker
+from llamactl.tui.tasks.table import TasksTable
+from tests.llamactl.serving import Server, write_app
+from tests.tui.conftest import Dash, dashboard, feed_of
+
+SERVICES = {
+    "echo": "flows:echo_workflow",
+    "hitl": "flows:hitl_workflow",
+    "stream": "flows:streaming_workflow",
+}
+FAST_RETRY = {"retry_initial": 0.2, "retry_max": 1.0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def start_server(file: Path, port: int) -> Server:
+    """`llamactl serve FILE --port PORT`, started off the event loop so the dashboard keeps running."""
+    return await asyncio.to_thread(Server, file, extra=("--port", str(port)))
+
+
+async def crash(server: Server) -> None:
+    """Kill the server outright (its workers die with it), as a crash or an OOM kill would."""
+    server.process.kill()
+    await asyncio.to_thread(server.process.wait)
+    await asyncio.to_thread(server.stderr.rest)
+    assert server.process.stderr is not None
+    server.process.stderr.close()
+
+
+def banner_shown(dash: Dash) -> bool:
+    return dash.app.screen.query_one(ConnectionBanner).shown
+
+
+async def test_the_dashboard_starts_without_a_server_and_connects_when_one_comes_up(tmp_path: Path) -> None:
+    port = free_port()
+    file = write_app(tmp_path, "demo", SERVICES)
+    async with dashboard(f"http://127.0.0.1:{port}", wait=False, **FAST_RETRY) as dash:
+        await dash.until(lambda: banner_shown(dash), "the disconnected banner")
+        banner_text = str(dash.app.screen.query_one(ConnectionBanner).render())
+        assert "disconnected" in banner_text and "Retrying" in banner_text
+        server = await start_server(file, port)
+        try:
+            await dash.until(lambda: feed_of(dash.app).connected, "the connection", timeout=60)
+            await dash.until(lambda: len(dash.app.model.services) == 3, "the services")
+            assert not banner_shown(dash)
+            assert dash.noticed("Reconnected")
+        finally:
+            await asyncio.to_thread(server.stop)
+
+
+async def test_after_a_server_restart_the_views_and_the_event_stream_resume_without_duplicates(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    file = write_app(tmp_path, "demo", SERVICES)
+    server = await start_server(file, port)
+    try:
+        async with AsyncClient(url) as client, dashboard(url, **FAST_RETRY) as dash:
+            tasks = client.deployment("demo").tasks
+            done = await tasks.create({"count": 2}, service="stream")
+            waiting = await tasks.create(service="hitl")
+            table = dash.app.screen.query_one(TasksTable)
+            await dash.until(lambda: {done.task_id, waiting.task_id} <= set(table.keys), "both tasks")
+            table.focus()
+            table.move_to(waiting.task_id)
+            await dash.pilot.press("enter")
+            events = dash.app.screen.query_one(EventList)
+            await dash.until(lambda: events.seqs == [0], "the question")
+
+            await crash(server)
+            await dash.until(lambda: banner_shown(dash), "the disconnected banner")
+            assert dash.app.screen.query_one("#main").has_class("-stale")
+            assert done.task_id in table.keys, "the last data stays on screen"
+
+            server = await start_server(file, port)
+            await dash.until(lambda: feed_of(dash.app).connected, "the reconnection", timeout=60)
+            assert not banner_shown(dash) and dash.noticed("Reconnected")
+            # The waiting task is handed out again after the crash: it asks its question again.
+            book = dash.app.events_book
+            assert book is not None
+            await dash.until(
+                lambda: book.waiting_for() is not None and book.waiting_for().seq > 0, "the new attempt"
+            )  # type: ignore[union-attr]
+            seqs = events.seqs
+            assert seqs == sorted(set(seqs)) and seqs[0] == 0, f"duplicate or missing events: {seqs}"
+            markers = [e for e in book if is_attempt_marker(e)]
+            assert markers and markers[0].attempt == 2, [e.type for e in book]
+            assert [e.seq for e in book] == seqs
+
+            await dash.pilot.press("a")
+            await dash.until(lambda: isinstance(dash.app.screen, AnswerDialog), "the answer dialog")
+            await dash.pilot.press(*"yes", "enter")
+            await dash.until(lambda: dash.app.task_record is not None, "the task to finish", timeout=60)
+            assert dash.app.task_record is not None and dash.app.task_record.result == "the human said yes"
+            final = events.seqs
+            assert final == sorted(set(final)), f"duplicate events after the answer: {final}"
+            assert len(table.keys) == len(set(table.keys))
+    finally:
+        if server.process.poll() is None:
+            await asyncio.to_thread(server.stop)

@@ -1,0 +1,142 @@
+"""What the user asks the server to do, in workers: run, cancel and answer tasks, create and delete
+sessions, list deployments, open a task by id. Each posts its outcome (or ``ActionFailed`` with a
+message that says what went wrong and what to do) to the app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from textual import work
+from textual.message import Message
+from textual.widget import Widget
+
+from llamactl.client import (
+    AsyncClient,
+    BadRequest,
+    ClientError,
+    Conflict,
+    NotFound,
+    ServerUnreachable,
+)
+from llamactl.tui.feed import describe_error
+from llamactl.tui.messages import (
+    ActionFailed,
+    DeploymentsListed,
+    SessionCreated,
+    SessionDeleted,
+    TaskCancelled,
+    TaskCreated,
+    TaskLoaded,
+)
+
+__all__ = ["Actions", "failure_message"]
+
+
+def failure_message(action: str, exc: BaseException) -> str:
+    """``exc`` as one line that says what went wrong with ``action`` and what to do about it."""
+    if isinstance(exc, ServerUnreachable):
+        return f"could not {action}: the server is not reachable; it is retried when the server is back"
+    if isinstance(exc, Conflict):
+        return f"could not {action}: {exc.detail}"
+    if isinstance(exc, NotFound):
+        return f"could not {action}: {exc.detail}"
+    if isinstance(exc, BadRequest):
+        return f"could not {action}: {exc.detail}: fix the input and try again"
+    return f"could not {action}: {describe_error(exc)}"
+
+
+class Actions(Widget):
+    """Non-visual: runs the user's requests against the deployment on show."""
+
+    DEFAULT_CSS = "Actions { display: none; }"
+
+    def __init__(self, client: AsyncClient) -> None:
+        super().__init__()
+        self.client = client
+        self.deployment: str | None = None
+
+    def _send(self, message: Message) -> None:
+        self.post_message(message)
+
+    def _fail(self, action: str, exc: BaseException, **details: Any) -> None:
+        self._send(ActionFailed(action, failure_message(action, exc), details))
+
+    @work(group="actions")
+    async def run_task(self, service: str | None, task_input: dict[str, Any], session_id: str | None) -> None:
+        """Create a task (answers at once); its events then stream into the events view."""
+        if self.deployment is None:
+            return
+        tasks = self.client.deployment(self.deployment).tasks
+        try:
+            created = await tasks.create(task_input, service=service, session_id=session_id)
+            record = await tasks.get(created.task_id)
+        except (ClientError, httpx.TransportError) as exc:
+            self._fail("run the task", exc)
+            return
+        self._send(TaskCreated(record))
+
+    @work(group="actions")
+    async def cancel_task(self, task_id: str) -> None:
+        if self.deployment is None:
+            return
+        try:
+            record = await self.client.deployment(self.deployment).tasks.cancel(task_id)
+        except (ClientError, httpx.TransportError) as exc:
+            self._fail(f"cancel task {task_id[:8]}", exc)
+            return
+        self._send(TaskCancelled(record))
+
+    @work(group="actions")
+    async def answer(self, task_id: str, response: str, service_id: str | None, seq: int) -> None:
+        """Send ``response`` as the ``HumanResponseEvent`` the task's workflow waits for."""
+        if self.deployment is None:
+            return
+        try:
+            await self.client.deployment(self.deployment).tasks.send_event(
+                task_id, {"response": response}, service_id=service_id
+            )
+        except (ClientError, httpx.TransportError) as exc:
+            self._fail(f"answer task {task_id[:8]}", exc, task_id=task_id, seq=seq)
+
+    @work(group="actions")
+    async def create_session(self) -> None:
+        if self.deployment is None:
+            return
+        try:
+            session = await self.client.deployment(self.deployment).sessions.create()
+        except (ClientError, httpx.TransportError) as exc:
+            self._fail("create a session", exc)
+            return
+        self._send(SessionCreated(session))
+
+    @work(group="actions")
+    async def delete_session(self, session_id: str) -> None:
+        if self.deployment is None:
+            return
+        try:
+            await self.client.deployment(self.deployment).sessions.delete(session_id)
+        except (ClientError, httpx.TransportError) as exc:
+            self._fail(f"delete session {session_id[:8]}", exc)
+            return
+        self._send(SessionDeleted(session_id))
+
+    @work(exclusive=True, group="deployments")
+    async def list_deployments(self) -> None:
+        try:
+            names = sorted(d.name for d in await self.client.deployments.list())
+        except (ClientError, httpx.TransportError) as exc:
+            self._fail("list the deployments", exc)
+            return
+        self._send(DeploymentsListed(names, self.deployment))
+
+    @work(group="actions")
+    async def open_task(self, task_id: str) -> None:
+        if self.deployment is None:
+            return
+        try:
+            record = await self.client.deployment(self.deployment).tasks.get(task_id)
+        except (ClientError, httpx.TransportError) as exc:
+            self._fail(f"open task {task_id}", exc)
+            return
+        self._send(TaskLoaded(record, open=True))

@@ -1,0 +1,1 @@
+"""Modal dialogs: confirmations, the forms of the actions, the deployment picker and the help screen."""

@@ -1,0 +1,1 @@
+"""The events region: the task on show, its event stream and what it waits for."""
