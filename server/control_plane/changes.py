@@ -116,10 +116,13 @@ class ChangeFeed:
             out.append(change)
         return out
 
-    async def follow(self, from_seq: int = 0, poll: float = 15.0) -> AsyncIterator[ChangeEvent]:
-        """Every change from ``from_seq`` on, then new ones as they come (until the caller stops)."""
+    async def follow(self, from_seq: int = 0, poll: float = 15.0) -> AsyncIterator[list[ChangeEvent]]:
+        """Every change from ``from_seq`` on, then new ones as they come (until the caller stops),
+        in the batches the store reads them in (never empty), so that a reader behind a busy
+        deployment catches up a batch at a time rather than a change at a time."""
         seq = from_seq
         while True:
-            for change in await self.read(seq, wait=poll):
-                seq = change.seq + 1
-                yield change
+            batch = await self.read(seq, wait=poll)
+            if batch:
+                seq = batch[-1].seq + 1
+                yield batch

@@ -89,3 +89,23 @@ async def test_trim_keeps_the_newest_entries() -> None:
     await feed.close()
     assert await feed.trim(keep=4) == 6
     assert [c.seq for c in await feed.read()] == [6, 7, 8, 9]
+
+
+async def test_a_follower_behind_gets_the_backlog_in_batches_then_new_changes() -> None:
+    store = _FlakyStore()
+    await store.start()
+    feed = ChangeFeed(store, "d", "changes")
+    feed.start()
+    try:
+        for n in range(1200):
+            feed.emit("task.created", {"n": n})
+        await feed.flushed()
+        follower = feed.follow(from_seq=100, poll=5)
+        sizes = [len(await anext(follower)) for _ in range(3)]
+        assert sizes == [500, 500, 100]  # the store's read size, not one change per step
+        feed.emit("task.completed", {"n": 1200})
+        (late,) = await asyncio.wait_for(anext(follower), 5)
+        assert (late.kind, late.seq) == ("task.completed", 1200)
+        await follower.aclose()
+    finally:
+        await feed.close()
