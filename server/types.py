@@ -204,6 +204,8 @@ class ServiceStatus(BaseModel):
     last_error: str | None = None
     last_reload_at: float | None = None
     last_reload_error: str | None = None
+    last_reload_seconds: float | None = None
+    """Seconds the last reload took to get the new generation ready (or to give up)."""
 
     @property
     def ready(self) -> bool:

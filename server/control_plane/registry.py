@@ -38,6 +38,7 @@ class _Service:
     last_error: str | None = None
     last_reload_at: float | None = None
     last_reload_error: str | None = None
+    last_reload_seconds: float | None = None
     down_reported: bool = False
 
 
@@ -85,6 +86,7 @@ class ServiceRegistry:
             last_error=svc.last_error,
             last_reload_at=svc.last_reload_at,
             last_reload_error=svc.last_reload_error,
+            last_reload_seconds=svc.last_reload_seconds,
         )
 
     def statuses(self) -> list[ServiceStatus]:
@@ -181,22 +183,28 @@ class ServiceRegistry:
             for rid in replica_ids
         )
 
-    def reloaded(self, info: ServiceInfo, at: float) -> None:
-        """A new generation took over: it is the one whose errors count now."""
+    def reloaded(self, info: ServiceInfo, at: float, seconds: float) -> None:
+        """A new generation took over (its replicas ready ``seconds`` after the reload began):
+        it is the one whose errors count now."""
         svc = self._services[info.service_id]
         svc.info = info
         svc.last_error = None
         svc.last_reload_at = at
         svc.last_reload_error = None
-        self._on_change("service.reloaded", {"service_id": info.service_id, "generation": info.generation})
+        svc.last_reload_seconds = seconds
+        self._on_change(
+            "service.reloaded",
+            {"service_id": info.service_id, "generation": info.generation, "seconds": round(seconds, 3)},
+        )
 
-    def reload_failed(self, service_id: str, generation: int, error: str, at: float) -> None:
+    def reload_failed(self, service_id: str, generation: int, error: str, at: float, seconds: float) -> None:
+        """A new generation did not get ready (after ``seconds``); the old one keeps serving."""
         svc = self._services[service_id]
         svc.last_reload_at = at
         svc.last_reload_error = error
-        self._on_change(
-            "service.reload_failed", {"service_id": service_id, "generation": generation, "error": error}
-        )
+        svc.last_reload_seconds = seconds
+        data = {"service_id": service_id, "generation": generation, "error": error}
+        self._on_change("service.reload_failed", {**data, "seconds": round(seconds, 3)})
 
     def replica_exited(self, service_id: str, replica_id: str, *, requested: bool, restarts: int) -> None:
         """The supervisor saw the replica's process end."""

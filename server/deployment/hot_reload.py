@@ -52,9 +52,9 @@ class HotReloader:
                 await self._replicas.stop(service_id, new, grace=1.0)
                 for key in keys:
                     registry.forget_replica(service_id, key)
-                registry.reload_failed(service_id, new, error, time.time())
+                registry.reload_failed(service_id, new, error, time.time(), took)
                 return ReloadOutcome(service_id, new, ok=False, seconds=took, error=error)
-            registry.reloaded(service_info(service, generation=new), time.time())
+            registry.reloaded(service_info(service, generation=new), time.time(), time.monotonic() - started)
             # The old generation is told to stop at once; finishing its running tasks happens in
             # the background, so a long task there cannot hold up the next reload (of any
             # service). The reload is reported only once the old replicas take no new tasks:

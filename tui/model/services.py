@@ -15,13 +15,11 @@ TASK_COUNTERS = ("queued", "running", "completed", "failed", "cancelled")
 
 @dataclass(slots=True)
 class ServiceRow:
-    """A service's last known status, its task counters and what is known of its last reload."""
+    """A service's last known status (with its last reload's outcome and duration) and its task counters."""
 
     status: ServiceStatus
     counts: dict[str, int] | None = None
     """Its tasks by status (the server's counters); None when the server does not report them."""
-    reload_seconds: float | None = None
-    """How long the last reload took, when the server says."""
     replicas: dict[str, ReplicaStatus] = field(default_factory=dict)
 
     @property
@@ -75,7 +73,6 @@ class ServiceBook:
             row = ServiceRow(
                 status=status,
                 counts=old.counts if old else None,
-                reload_seconds=old.reload_seconds if old else None,
                 replicas={r.replica_id: r for r in status.replicas},
             )
             fresh[status.service_id] = row
@@ -122,11 +119,11 @@ class ServiceBook:
             row.status.last_reload_at = change.at
             row.status.last_reload_error = None
             row.status.last_error = None
-            row.reload_seconds = _seconds(data)
+            row.status.last_reload_seconds = _seconds(data)
         elif kind == "service.reload_failed":
             row.status.last_reload_at = change.at
             row.status.last_reload_error = str(data.get("error") or "reload failed")
-            row.reload_seconds = _seconds(data)
+            row.status.last_reload_seconds = _seconds(data)
         elif kind != "service.up":
             return set(), False
         return {service_id}, False

@@ -93,7 +93,8 @@ class ServicesTable(LiveGrid):
         if status.last_reload_error:
             where = error_location(status.last_reload_error) or one_line(status.last_reload_error, 30)
             return Cell(f"✗ {when} {where}", status.last_reload_at, self.palette.error)
-        took = f" in {duration(service.reload_seconds)}" if service.reload_seconds is not None else ""
+        seconds = status.last_reload_seconds
+        took = f" in {duration(seconds)}" if seconds is not None else ""
         return Cell(f"✓ {when}{took}", status.last_reload_at, self.palette.success)
 
     def action_show_tasks(self) -> None:

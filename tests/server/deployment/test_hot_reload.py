@@ -111,6 +111,10 @@ async def test_an_edit_reloads_only_the_service_whose_folder_changed(running: Ru
     statuses = {s.service_id: s for s in running.deployment.services()}
     assert statuses["a"].generation == 2 and statuses["b"].generation == 1
     assert statuses["a"].last_reload_at is not None and statuses["a"].last_reload_error is None
+    assert statuses["a"].last_reload_seconds is not None and statuses["a"].last_reload_seconds > 0
+    changes = await running.deployment.control_plane.changes.read(limit=10_000)
+    (reloaded,) = [c for c in changes if c.kind == "service.reloaded"]
+    assert reloaded.data["generation"] == 2 and reloaded.data["seconds"] > 0
     assert "a#1@g2" in [r.replica_id for r in statuses["a"].replicas]
     await asyncio.wait_for(_only_replicas(running, "a", ["a#1@g2"]), 30)  # the old one retires
     assert any("reloaded a (generation 2)" in line for line in running.lines)
@@ -124,6 +128,7 @@ async def test_a_syntax_error_keeps_the_old_code_serving_until_it_is_fixed(runni
     assert await running.answer("a") == "a1"
     status = next(s for s in running.deployment.services() if s.service_id == "a")
     assert status.generation == 1 and status.last_reload_error is not None
+    assert status.last_reload_seconds is not None
     assert any("still serving the previous generation" in line for line in running.lines)
     running.edit("a/svc.py", service_code("fixed"))
     fixed = await running.next_reload()
