@@ -200,8 +200,8 @@ class Feed(Widget):
             return
         reset = self.next_seq is not None
         tasks = await _newest_tasks(handle, self.config.max_tasks)
-        sessions_page = await handle.sessions.page(limit=min(self.config.max_sessions, PAGE))
-        sessions = _newest_sessions(sessions_page.items, tasks, self.config.max_sessions)
+        newest = await handle.sessions.page(limit=min(self.config.max_sessions, PAGE), newest_first=True)
+        sessions = _newest_sessions(newest.items[::-1], tasks, self.config.max_sessions)
         self.next_seq = state.changes_seq
         self._send(SnapshotLoaded(state, tasks, sessions, reset=reset))
 

@@ -164,9 +164,9 @@ def changes_path(name: str) -> str:
 
 
 def sessions_list(
-    name: str, *, limit: int | None = None, cursor: str | None = None
+    name: str, *, limit: int | None = None, cursor: str | None = None, newest_first: bool = False
 ) -> Call[list[SessionDefinition]]:
-    params = {"limit": limit, "cursor": cursor}
+    params = {"limit": limit, "cursor": cursor, "order": "desc" if newest_first else None}
     return Call("GET", f"{_d(name)}/sessions", _list_of(SessionDefinition), params=params)
 
 

@@ -430,9 +430,12 @@ class AsyncSessions:
         """The sessions (the first page, at most 1000); :meth:`page` and :meth:`iter` read further."""
         return await self._client._call(calls.sessions_list(self._deployment))
 
-    async def page(self, *, limit: int | None = None, cursor: str | None = None) -> Page[SessionDefinition]:
-        """One page of sessions, oldest first, and the cursor of the next one."""
-        return await self._client._page(calls.sessions_list(self._deployment, limit=limit, cursor=cursor))
+    async def page(
+        self, *, limit: int | None = None, cursor: str | None = None, newest_first: bool = False
+    ) -> Page[SessionDefinition]:
+        """One page of sessions, oldest first (or newest first), and the cursor of the next one."""
+        call = calls.sessions_list(self._deployment, limit=limit, cursor=cursor, newest_first=newest_first)
+        return await self._client._page(call)
 
     async def iter(self, *, page_size: int = 1000) -> AsyncIterator[SessionDefinition]:
         """Every session, a page per request."""

@@ -424,9 +424,12 @@ class Sessions:
         """The sessions (the first page, at most 1000); :meth:`page` and :meth:`iter` read further."""
         return self._client._call(calls.sessions_list(self._deployment))
 
-    def page(self, *, limit: int | None = None, cursor: str | None = None) -> Page[SessionDefinition]:
-        """One page of sessions, oldest first, and the cursor of the next one."""
-        return self._client._page(calls.sessions_list(self._deployment, limit=limit, cursor=cursor))
+    def page(
+        self, *, limit: int | None = None, cursor: str | None = None, newest_first: bool = False
+    ) -> Page[SessionDefinition]:
+        """One page of sessions, oldest first (or newest first), and the cursor of the next one."""
+        call = calls.sessions_list(self._deployment, limit=limit, cursor=cursor, newest_first=newest_first)
+        return self._client._page(call)
 
     def iter(self, *, page_size: int = 1000) -> Iterator[SessionDefinition]:
         """Every session, a page per request."""

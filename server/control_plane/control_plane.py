@@ -179,9 +179,11 @@ class ControlPlane:
         return record.definition(await self.records.session_task_ids(session_id))
 
     async def list_sessions(
-        self, *, limit: int = 1000, cursor: str | None = None
+        self, *, limit: int = 1000, cursor: str | None = None, descending: bool = False
     ) -> tuple[list[SessionDefinition], str | None]:
-        page = await self.records.list_sessions(limit=limit, cursor=cursor)
+        """A page of sessions in creation order (newest first with ``descending``) and the cursor
+        of the next page (None on the last)."""
+        page = await self.records.list_sessions(limit=limit, cursor=cursor, descending=descending)
         sessions = [s.definition(await self.records.session_task_ids(s.session_id)) for s in page.items]
         return sessions, page.next_cursor
 

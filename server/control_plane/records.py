@@ -343,8 +343,13 @@ class ControlPlaneRecords:
         rows = await self.store.query(self.tasks_ns, "session", session_id, limit=limit, descending=True)
         return [key for key, _, _ in reversed(rows)]
 
-    async def list_sessions(self, *, limit: int = 100, cursor: str | None = None) -> Page:
-        rows = await self.store.query(self.sessions_ns, "all", "", after=cursor, limit=limit)
+    async def list_sessions(
+        self, *, limit: int = 100, cursor: str | None = None, descending: bool = False
+    ) -> Page:
+        """Sessions in creation order (``descending``: newest first), a page at a time."""
+        rows = await self.store.query(
+            self.sessions_ns, "all", "", after=cursor, limit=limit, descending=descending
+        )
         items: list[SessionRecord] = []
         for key, found, _ in rows:
             try:

@@ -206,7 +206,9 @@ def _handle(request: httpx.Request) -> httpx.Response:
     if path == f"{base}/tasks":
         return httpx.Response(200, json=TASKS[::-1] if request.url.params.get("order") == "desc" else TASKS)
     if path == f"{base}/sessions":
-        return httpx.Response(200, json=SESSIONS)
+        return httpx.Response(
+            200, json=SESSIONS[::-1] if request.url.params.get("order") == "desc" else SESSIONS
+        )
     if path == f"{base}/dashboard/contexts":
         ids = request.url.params.get_list("session_id")
         return httpx.Response(200, json={"contexts": {s: 1400 + 37 * i for i, s in enumerate(ids)}})

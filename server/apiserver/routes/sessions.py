@@ -15,11 +15,11 @@ __all__ = ["routes"]
 
 
 async def list_sessions(request: Request) -> Response:
-    """Sessions, oldest first: ``[SessionDefinition]``, paged like the task list (``limit``,
-    ``cursor``; the next page's cursor is in the ``X-Next-Cursor`` header)."""
+    """Sessions, oldest first (``order=desc``: newest first): ``[SessionDefinition]``, paged like
+    the task list (``limit``, ``cursor``; the next page's cursor is in ``X-Next-Cursor``)."""
     cp = deployment_of(request).control_plane
-    limit, cursor, _ = page_params(request)
-    sessions, next_cursor = await cp.list_sessions(limit=limit, cursor=cursor)
+    limit, cursor, descending = page_params(request)
+    sessions, next_cursor = await cp.list_sessions(limit=limit, cursor=cursor, descending=descending)
     return paged_response(SessionDefinition, sessions, next_cursor)
 
 

@@ -104,6 +104,13 @@ async def test_task_and_session_lists_come_in_pages(client: httpx.AsyncClient) -
     assert [t["task_id"] for t in newest.json()] == ids[:-3:-1]
     first = await client.get(f"{D}/sessions", params={"limit": 1})
     assert len(first.json()) == 1 and "x-next-cursor" in first.headers
+    later = (await client.post(f"{D}/sessions/create")).json()["session_id"]
+    newest = await client.get(f"{D}/sessions", params={"limit": 2, "order": "desc"})
+    assert [s["session_id"] for s in newest.json()] == [later, session]
+    older = await client.get(
+        f"{D}/sessions", params={"cursor": newest.headers["x-next-cursor"], "order": "desc"}
+    )
+    assert session not in [s["session_id"] for s in older.json()]
     bad = await client.get(f"{D}/tasks", params={"limit": 0})
     assert bad.status_code == 400
 
