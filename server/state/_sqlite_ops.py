@@ -22,6 +22,7 @@ from llamactl.server.state.base import (
     Append,
     Cas,
     CommitResult,
+    DeleteLog,
     Index,
     LogEntry,
     Put,
@@ -265,6 +266,8 @@ def _apply(c: sqlite3.Connection, position: int, write: Write) -> int:
     """One write of a commit; raises _ConditionFailed when its condition does not hold."""
     if isinstance(write, Append):
         return append(c, write.stream, write.value, write.idem_key)
+    if isinstance(write, DeleteLog):
+        return delete_log(c, write.stream)
     if isinstance(write, Put):
         return _put(c, write.ns, write.key, write.value, write.index)
     if isinstance(write, Cas):
@@ -324,8 +327,8 @@ def log_length(c: sqlite3.Connection, stream: str) -> int:
     return int(row[0])
 
 
-def delete_log(c: sqlite3.Connection, stream: str) -> None:
-    c.execute("DELETE FROM log WHERE stream = ?", (stream,))
+def delete_log(c: sqlite3.Connection, stream: str) -> int:
+    return int(c.execute("DELETE FROM log WHERE stream = ?", (stream,)).rowcount)
 
 
 def trim_log(c: sqlite3.Connection, stream: str, before: int) -> int:

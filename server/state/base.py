@@ -32,6 +32,7 @@ __all__ = [
     "Cas",
     "CommitResult",
     "Delete",
+    "DeleteLog",
     "Index",
     "LogEntry",
     "Put",
@@ -106,7 +107,14 @@ class Append:
     idem_key: str | None = None
 
 
-Write = Put | Cas | Delete | Append
+@dataclass(frozen=True, slots=True)
+class DeleteLog:
+    """Remove a log and its idempotency keys (an unknown stream is no failure)."""
+
+    stream: str
+
+
+Write = Put | Cas | Delete | Append | DeleteLog
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +123,8 @@ class CommitResult:
 
     ``ok`` is False when a condition failed: then nothing was written and ``failed`` is the index of
     the first write whose condition did not hold. Otherwise ``results`` has one item per write: the
-    new version (Put, Cas), 1 or 0 for whether something was deleted (Delete), the offset (Append).
+    new version (Put, Cas), 1 or 0 for whether something was deleted (Delete), the offset (Append),
+    the number of entries removed (DeleteLog).
     """
 
     ok: bool

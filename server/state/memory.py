@@ -24,6 +24,7 @@ from llamactl.server.state.base import (
     Cas,
     CommitResult,
     Delete,
+    DeleteLog,
     Index,
     LogEntry,
     Put,
@@ -257,7 +258,7 @@ class MemoryStateStore(StateStore):
     async def commit(self, writes: Sequence[Write]) -> CommitResult:
         """Apply ``writes`` in order: all of them, or none when a condition fails."""
         self._check()
-        checked = [w if isinstance(w, Delete) else _checked(w) for w in writes]
+        checked = [w if isinstance(w, Delete | DeleteLog) else _checked(w) for w in writes]
         for write in checked:  # a write that would raise raises before anything is applied
             if isinstance(write, Put | Cas) and write.index:
                 self._ns.get(write.ns, _Namespace()).check_fields(write.ns, write.index)
@@ -268,6 +269,8 @@ class MemoryStateStore(StateStore):
         for write in checked:
             if isinstance(write, Append):
                 results.append(self._append(write.stream, write.value, write.idem_key))
+            elif isinstance(write, DeleteLog):
+                results.append(self._delete_log(write.stream))
             elif isinstance(write, Put):
                 results.append(self._put(write))
             elif isinstance(write, Cas):
@@ -282,7 +285,7 @@ class MemoryStateStore(StateStore):
         """The position of the first write whose condition would not hold, applying them in turn."""
         versions: dict[tuple[str, str], int | None] = {}
         for position, write in enumerate(writes):
-            if isinstance(write, Append):
+            if isinstance(write, Append | DeleteLog):
                 continue
             where = (write.ns, write.key)
             current = versions[where] if where in versions else self._version(*where)
@@ -355,7 +358,11 @@ class MemoryStateStore(StateStore):
     async def delete_log(self, stream: str) -> None:
         """Remove a log and its idempotency keys."""
         self._check()
-        self._logs.pop(stream, None)
+        self._delete_log(stream)
+
+    def _delete_log(self, stream: str) -> int:
+        log = self._logs.pop(stream, None)
+        return 0 if log is None else len(log.values)
 
     async def trim_log(self, stream: str, before: int) -> int:
         """Drop entries with offset < ``before`` (never the last one); return how many."""

@@ -37,6 +37,7 @@ from llamactl.server.state.base import (
     Append,
     CommitResult,
     Delete,
+    DeleteLog,
     Index,
     LogEntry,
     StateStore,
@@ -285,7 +286,7 @@ class SQLiteStateStore(StateStore):
 
 
 def _checked(write: Write) -> Write:
-    if isinstance(write, Delete):
+    if isinstance(write, Delete | DeleteLog):
         return write
     value = check_value(write.value)
     return write if value is write.value else dataclasses.replace(write, value=value)

@@ -8,7 +8,7 @@ import pytest
 
 from llamactl.server.errors import StateStoreError
 from llamactl.server.state import LogEntry, StateStore, Versioned
-from llamactl.server.state.base import Append, Cas, CommitResult, Delete, Index, Put
+from llamactl.server.state.base import Append, Cas, CommitResult, Delete, DeleteLog, Index, Put
 
 
 def idx(sort: str, **fields: str) -> Index:
@@ -131,6 +131,22 @@ async def test_a_failed_condition_writes_nothing_at_all(store: StateStore, faili
     assert await store.get("ns", "fresh") is None
     assert await store.log_length("log") == 0
     assert await store.count("ns", "status") == {"queued": 1}
+
+
+async def test_commit_deletes_logs_with_the_records_or_not_at_all(store: StateStore) -> None:
+    await store.put("ns", "k", b"v")
+    for stream in ("events/a", "events/b"):
+        await store.append(stream, b"e0", idem_key="i0")
+        await store.append(stream, b"e1")
+    refused = await store.commit([DeleteLog("events/a"), Delete("ns", "k", expected_version=7)])
+    assert refused == CommitResult(ok=False, failed=1)
+    assert await store.log_length("events/a") == 2
+    done = await store.commit(
+        [DeleteLog("events/a"), DeleteLog("events/b"), DeleteLog("none"), Delete("ns", "k")]
+    )
+    assert done == CommitResult(ok=True, results=(2, 2, 0, 1))
+    assert await store.read("events/a") == [] and await store.get("ns", "k") is None
+    assert await store.append("events/a", b"again", idem_key="i0") == 0  # its idempotency keys went too
 
 
 async def test_commit_sees_its_own_earlier_writes(store: StateStore) -> None:
