@@ -26,14 +26,14 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from llamactl.server.control_plane.changes import ChangeFeed
 from llamactl.server.errors import SessionNotFound, StateStoreError, TaskExists, TaskNotFound
-from llamactl.server.state.base import Append, Cas, Delete, Index, Put, StateStore, Write
+from llamactl.server.state.base import Append, Cas, Delete, DeleteLog, Index, Put, StateStore, Write
 from llamactl.server.types import SessionDefinition, TaskRecord, TaskStatus
 
 __all__ = ["ControlPlaneRecords", "Page", "SessionRecord", "StoredTask"]
@@ -295,15 +295,21 @@ class ControlPlaneRecords:
             cached = await self._load(task_id)  # someone else wrote it: start again from theirs
         raise StateStoreError(f"task '{task_id}' kept changing under us: too much contention, try again")
 
-    async def delete_task(self, task: StoredTask, *, with_session: bool) -> None:
-        """Forget a finished task: its event log first, then the record (and its implicit session)."""
-        await self.store.delete_log(self.events_stream(task.task_id))
-        writes: list[Write] = [Delete(self.tasks_ns, task.task_id)]
-        if with_session:
-            writes += [Delete(self.sessions_ns, task.session_id), Delete(self.contexts_ns, task.session_id)]
-            self._contexts.pop(task.session_id, None)
-        await self.store.commit(writes)
-        self._tasks.pop(task.task_id, None)
+    async def delete_tasks(self, tasks: Sequence[StoredTask], sessions: Iterable[str] = ()) -> None:
+        """Forget finished tasks (records and event logs) and the ``sessions`` (with their
+        Context), all in one commit."""
+        writes: list[Write] = []
+        for task in tasks:
+            writes += [DeleteLog(self.events_stream(task.task_id)), Delete(self.tasks_ns, task.task_id)]
+        sessions = list(sessions)
+        for session_id in sessions:
+            writes += [Delete(self.sessions_ns, session_id), Delete(self.contexts_ns, session_id)]
+        if writes:
+            await self.store.commit(writes)
+        for task in tasks:
+            self._tasks.pop(task.task_id, None)
+        for session_id in sessions:
+            self._contexts.pop(session_id, None)
 
     # --- sessions ----------------------------------------------------------------------------
 

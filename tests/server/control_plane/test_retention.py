@@ -3,16 +3,22 @@ pruned; queues are bounded; nothing per task stays in memory once the task has e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 
 from llamactl.server.control_plane import ControlPlane, ControlPlaneSettings, RetentionPolicy
 from llamactl.server.errors import Overloaded
+from llamactl.server.state import StateStore
 from llamactl.server.types import TaskDefinition, TaskStatus
 
 from .conftest import Deliveries, Harness
+
+T = TypeVar("T")
 
 
 async def run_through(
@@ -100,3 +106,58 @@ async def test_nothing_per_task_or_session_stays_in_memory_once_tasks_end(harnes
     assert (
         await plane.get_task((await plane.list_tasks(limit=1))[0][0].task_id)
     ).status is TaskStatus.COMPLETED
+
+
+class StoreRounds:
+    """Makes every store call wait for the next round, as under load every call waits for the
+    store's next batch; counts the rounds a piece of work needs (its calls that depend on each
+    other), which is what bounds how fast it goes on a busy server."""
+
+    def __init__(self, store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.pending: list[asyncio.Future[None]] = []
+        for name in ("get", "list", "query", "count", "commit", "read", "delete_log", "trim_log", "append"):
+            monkeypatch.setattr(store, name, self._after_a_round(getattr(store, name)))
+
+    def _after_a_round(self, call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def delayed(*args: Any, **kwargs: Any) -> Any:
+            turn = asyncio.get_running_loop().create_future()
+            self.pending.append(turn)
+            await turn
+            return await call(*args, **kwargs)
+
+        return delayed
+
+    async def count(self, work: Awaitable[T]) -> tuple[T, int]:
+        task = asyncio.ensure_future(work)
+        rounds = 0
+        while not task.done():
+            for _ in range(20):  # let the work submit all it can before the round ends
+                await asyncio.sleep(0)
+            if self.pending:
+                rounds += 1
+                turns, self.pending = self.pending, []
+                for turn in turns:
+                    turn.set_result(None)
+        return task.result(), rounds
+
+
+async def test_a_prune_pass_takes_a_few_store_rounds_however_many_tasks_it_deletes(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each task deleted one after another (a read of its session, of the session's tasks, the
+    # log, the record) made pruning slower than a busy server's intake: the store grew for good.
+    policy = RetentionPolicy(max_finished=10, every=3600)
+    plane, ids = await run_through(harness, ControlPlaneSettings(retention=policy), 120)
+    shared = (await plane.create_session()).session_id
+    _, in_session = await run_through(harness, plane, 5, shared)
+    for task_id in ids:  # an event in each log (the harness reports results without events)
+        await harness.store.append(plane.records.events_stream(task_id), b"{}")
+    rounds = StoreRounds(harness.store, monkeypatch)
+    pruned, taken = await rounds.count(plane.retention.prune())
+    print(f"pruned {pruned} tasks in {taken} store rounds")
+    assert pruned == 115 and taken <= 8
+    monkeypatch.undo()
+    assert [t.task_id for t in (await plane.list_tasks())[0]] == ids[115:] + in_session
+    assert (await plane.get_session(shared)).task_ids == in_session
+    assert [await harness.store.read(plane.records.events_stream(i)) for i in ids[:115]] == [[]] * 115
+    assert await harness.store.read(plane.records.events_stream(ids[-1])) != []
