@@ -186,7 +186,7 @@ class ControlPlaneConfig(_Model):
         default=10_000, validation_alias=keys("change-feed-retention")
     )
     """Change-feed entries kept (ours)."""
-    prune_interval: PositiveNumber = Field(default=60.0, validation_alias=keys("prune-interval"))
+    prune_interval: PositiveNumber = Field(default=10.0, validation_alias=keys("prune-interval"))
     """Seconds between two retention passes (ours)."""
     wait_timeout: PositiveNumber = Field(default=300.0, validation_alias=keys("wait-timeout"))
     """Seconds ``tasks/run`` waits for a task of a service that sets no ``timeout`` (ours)."""
