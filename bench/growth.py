@@ -2,10 +2,13 @@
 
 ``python -m bench.growth [--tasks 100000] [--connections 32]`` starts a real ``llamactl serve``,
 pushes function-echo tasks through ``tasks/run`` and, at 1k, 10k and 100k tasks, reads the server's
-memory (RSS), the size of its state files, and the latency (median of 20 calls) of ``/metrics``, a
+memory (RSS), the size of its state files (and the largest of them, with the share of its pages
+holding data rather than free for reuse), and the latency (median of 20 calls) of ``/metrics``, a
 page of the task list (all, by status, by session) and the state snapshot. It runs twice: with the
 default retention (at most 10,000 finished tasks kept) and keeping every task (the indexes alone
-keep the calls flat). A benchmark, not a test: it prints figures and asserts nothing.
+keep the calls flat). ``--tasks 300000`` adds checkpoints at 200k and 300k, to see the files stop
+growing; ``--only default`` skips the second run. A benchmark, not a test: it prints figures and
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -25,7 +29,7 @@ from bench.deployment import DEPLOYMENT, write_deployment
 from bench.http_client import HttpConnection, build_request
 from bench.server_proc import ServerProcess
 
-CHECKPOINTS = (1_000, 10_000, 100_000)
+CHECKPOINTS = (1_000, 10_000, 100_000, 200_000, 300_000)
 _D = f"/deployments/{DEPLOYMENT}"
 
 
@@ -35,6 +39,7 @@ class Checkpoint:
     seconds: float
     rss_mib: float
     files_mib: float
+    largest: str
     calls_ms: dict[str, float]
 
 
@@ -45,8 +50,27 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def state_files(folder: Path) -> list[Path]:
+    return [p for p in (folder / ".llamactl").rglob("*") if p.is_file()]
+
+
 def files_mib(folder: Path) -> float:
-    return sum(p.stat().st_size for p in (folder / ".llamactl").glob("*") if p.is_file()) / 2**20
+    return sum(p.stat().st_size for p in state_files(folder)) / 2**20
+
+
+def largest_file(folder: Path) -> str:
+    """The biggest state file, its size and, for a SQLite database, the share of pages in use."""
+    path = max(state_files(folder), key=lambda p: p.stat().st_size)
+    size = f"{path.name} {path.stat().st_size / 2**20:.1f} MiB"
+    if path.suffix not in (".sqlite", ".db"):
+        return size
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    finally:
+        db.close()
+    return f"{size}, {100 * (pages - free) / max(pages, 1):.0f}% in use"
 
 
 async def push(host: str, port: int, total: int, connections: int) -> None:
@@ -111,6 +135,7 @@ async def run(label: str, control_plane: str, total: int, connections: int) -> l
                         time.perf_counter() - started,
                         rss_mib(server.pid),
                         files_mib(folder),
+                        largest_file(folder),
                         await calls(server.host, server.port),
                     )
                 )
@@ -120,28 +145,35 @@ async def run(label: str, control_plane: str, total: int, connections: int) -> l
 
 def table(label: str, rows: list[Checkpoint]) -> str:
     names = list(rows[0].calls_ms)
-    head = "| tasks run | server RSS | state files | " + " | ".join(f"{n} p50" for n in names) + " |"
-    lines = [f"**{label}**", "", head, "|" + "---|" * (3 + len(names))]
+    head = "| tasks run | server RSS | state files | largest | "
+    head += " | ".join(f"{n} p50" for n in names) + " |"
+    lines = [f"**{label}**", "", head, "|" + "---|" * (4 + len(names))]
     for r in rows:
-        cells = [f"{r.tasks:,}", f"{r.rss_mib:.0f} MiB", f"{r.files_mib:.1f} MiB"]
+        cells = [f"{r.tasks:,}", f"{r.rss_mib:.0f} MiB", f"{r.files_mib:.1f} MiB", r.largest]
         cells += [f"{r.calls_ms[n]:.1f} ms" for n in names]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-async def main(total: int, connections: int) -> None:
+async def main(total: int, connections: int, only: str | None) -> None:
     configs = {
-        "default retention (10,000 finished tasks kept)": "",
-        "every task kept (max-finished-tasks 1,000,000)": "control-plane:\n  max-finished-tasks: 1000000\n",
+        "default": ("default retention (10,000 finished tasks kept)", ""),
+        "all": (
+            "every task kept (max-finished-tasks 1,000,000)",
+            "control-plane:\n  max-finished-tasks: 1000000\n",
+        ),
     }
-    for label, extra in configs.items():
+    for key, (label, extra) in configs.items():
+        if only is not None and key != only:
+            continue
         rows = await run(label, extra, total, connections)
         print(table(label, rows), end="\n\n")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.growth", description=__doc__)
-    parser.add_argument("--tasks", type=int, default=CHECKPOINTS[-1])
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--only", choices=("default", "all"), help="run one of the two configurations")
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
-    asyncio.run(main(args.tasks, args.connections))
+    asyncio.run(main(args.tasks, args.connections, args.only))
