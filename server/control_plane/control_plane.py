@@ -10,7 +10,6 @@ restart when they fail; :meth:`ControlPlane.health` tells how they are doing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -26,12 +25,13 @@ from llamactl.server.control_plane.records import ControlPlaneRecords, Page, Ses
 from llamactl.server.control_plane.registry import ServiceRegistry
 from llamactl.server.control_plane.retention import Retention, RetentionPolicy
 from llamactl.server.control_plane.signals import TaskSignals
-from llamactl.server.errors import InvalidRequest, Overloaded, ShuttingDown, TaskFinished, TaskWaitTimeout
+from llamactl.server.control_plane.task_events import TaskEvents
+from llamactl.server.control_plane.task_input import decode_input
+from llamactl.server.errors import Overloaded, ShuttingDown, TaskWaitTimeout
 from llamactl.server.ids import check_id
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.orchestrator import Orchestrator
-from llamactl.server.protocol import EVENT_DELIVERED, EVENT_REJECTED, TaskInput, TaskInputKind
 from llamactl.server.state.base import StateStore
 from llamactl.server.types import (
     EventEnvelope,
@@ -46,9 +46,6 @@ __all__ = ["ControlPlane", "ControlPlaneSettings"]
 
 log = logging.getLogger(__name__)
 
-MAX_INPUT_DEPTH = 100
-EVENT_WAIT = 10.0
-"""Seconds ``send_event`` waits for a running task's worker to say whether it took the event."""
 _QUEUE_FRESH = 1.0
 """Seconds a service's queued count may be reused while well under its limit."""
 
@@ -91,6 +88,7 @@ class ControlPlane:
         self.retention = Retention(self.records, self.changes, self.settings.retention)
         self.loops = Loops(f"control plane {deployment}")
         self._stopping = asyncio.Event()
+        self.events = TaskEvents(deployment, self.records, self.signals, queue, self._stopping)
         self._queued: dict[str, tuple[float, int]] = {}
 
     # --- life --------------------------------------------------------------------------------
@@ -206,7 +204,7 @@ class ControlPlane:
         if definition.session_id:
             check_id(definition.session_id, "session id")
         route = self.orchestrator.route(definition.service_id)
-        _decode_input(definition.input)
+        decode_input(definition.input)
         await self._check_queue(route.service_id)
         now = time.time()
         task = StoredTask(
@@ -322,101 +320,15 @@ class ControlPlane:
             result = task.error or task.status.value
         return TaskResult(task_id=task_id, result=result, data={"status": task.status.value})
 
-    async def task_events(
+    def task_events(
         self, task_id: str, from_seq: int = 0, *, follow: bool = True, poll: float = 5.0
     ) -> AsyncIterator[EventEnvelope]:
-        """The task's events from ``from_seq`` on; with ``follow``, until the task has finished.
-
-        New events and the task's end wake the reader at once; ``poll`` only bounds how long it
-        waits when another control plane (sharing the store) is the one writing.
-        """
-        await self.records.get_task(task_id)
-        stream = self.records.events_stream(task_id)
-        seq = from_seq
-        with self.signals.listen(task_id) as changed:
-            while True:
-                changed.clear()
-                entries = await self.records.store.read(stream, seq, limit=500)
-                for entry in entries:
-                    seq = entry.offset + 1
-                    yield _envelope(entry.value, entry.offset)
-                if entries:
-                    continue
-                if (
-                    not follow
-                    or self._stopping.is_set()
-                    or (await self.records.get_task(task_id)).status.is_final
-                ):
-                    # The final status is written with (or after) the task's last events, so one
-                    # more read after seeing it catches everything.
-                    for entry in await self.records.store.read(stream, seq, limit=100_000):
-                        yield _envelope(entry.value, entry.offset)
-                    return
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(poll):
-                        await changed.wait()
+        """See :meth:`TaskEvents.read`."""
+        return self.events.read(task_id, from_seq, follow=follow, poll=poll)
 
     async def send_event(self, task_id: str, event_obj_str: str) -> None:
-        """Send a serialized workflows Event into a running (or queued) task.
-
-        For a running task it returns once the task's worker has handed the event to the run, and
-        raises InvalidRequest when the worker could not build or deliver it (an unknown class,
-        fields that do not fit, a service that is not a workflow), TaskFinished when the task
-        ended first.
-        """
-        task = await self.records.get_task(task_id)
-        if task.status.is_final:
-            raise TaskFinished(task_id, task.status.value)
-        try:
-            parsed = json.loads(event_obj_str)
-        except ValueError as exc:
-            raise InvalidRequest(f"event_obj_str is not valid JSON: {exc}") from None
-        if not isinstance(parsed, dict) or "qualified_name" not in parsed:
-            raise InvalidRequest(
-                "event_obj_str must be a serialized workflows Event: "
-                '{"__is_pydantic": true, "value": {...}, "qualified_name": "module.EventClass"}'
-            )
-        input_id = uuid.uuid4().hex
-        stream = self.records.events_stream(task_id)
-        start = await self.records.store.log_length(stream)
-        payload = TaskInput(kind=TaskInputKind.EVENT, event_obj_str=event_obj_str, input_id=input_id)
-        await self.queue.publish(
-            topics.task_input_topic(self.deployment, task_id), payload.model_dump_json().encode()
-        )
-        if task.status is TaskStatus.RUNNING:
-            await self._event_outcome(task_id, input_id, stream, start)
-
-    async def _event_outcome(self, task_id: str, input_id: str, stream: str, start: int) -> None:
-        """Wait (briefly) for the running task's worker to say whether the event reached the run.
-
-        A queued task reads its inputs when it starts: then nobody waits. A worker that does not
-        answer within ``EVENT_WAIT`` seconds leaves the event on its way, as before.
-        """
-        offset = start
-        with self.signals.listen(task_id) as changed:
-            try:
-                async with asyncio.timeout(EVENT_WAIT):
-                    while True:
-                        changed.clear()
-                        for entry in await self.records.store.read(stream, offset, limit=500):
-                            offset = entry.offset + 1
-                            event = json.loads(entry.value)
-                            value = event.get("value")
-                            if not isinstance(value, dict) or value.get("input_id") != input_id:
-                                continue
-                            if event.get("type") == EVENT_REJECTED:
-                                raise InvalidRequest(
-                                    f"task '{task_id}' could not take the event {value.get('event')}: "
-                                    f"{value.get('error')}"
-                                )
-                            if event.get("type") == EVENT_DELIVERED:
-                                return
-                        task = await self.records.get_task(task_id)
-                        if task.status.is_final:
-                            raise TaskFinished(task_id, task.status.value)
-                        await changed.wait()
-            except TimeoutError:
-                log.warning("task %s: its worker did not confirm an event within %gs", task_id, EVENT_WAIT)
+        """See :meth:`TaskEvents.send`."""
+        await self.events.send(task_id, event_obj_str)
 
     async def cancel_task(self, task_id: str) -> TaskRecord:
         """Cancel a task: at once (it never runs) if it has not reached a worker, else its worker
@@ -442,48 +354,3 @@ class ControlPlane:
             pruned = await self.retention.prune()
             # A full batch: more are due; go on at once (each pass is short).
             await asyncio.sleep(0 if pruned >= self.retention.policy.batch else self.retention.policy.every)
-
-
-def _envelope(value: bytes, offset: int) -> EventEnvelope:
-    envelope = EventEnvelope.model_validate_json(value)
-    envelope.seq = offset
-    return envelope
-
-
-def _decode_input(raw: str) -> dict[str, object]:
-    """The task input as the workflow's keyword arguments; InvalidRequest for anything else."""
-    if not raw.strip():
-        return {}
-    hint = 'task input must be a JSON object of the workflow\'s arguments, e.g. \'{"message": "hi"}\''
-    try:
-        value = json.loads(raw)
-    except RecursionError:
-        raise InvalidRequest(f"{hint}: it is nested more than {MAX_INPUT_DEPTH} levels deep") from None
-    except ValueError as exc:
-        raise InvalidRequest(f"{hint}: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest(f"{hint}, not {type(value).__name__}")
-    try:
-        # What cannot be encoded again (a lone surrogate such as "\\ud800") could never reach a worker.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest(
-            f"{hint}: it holds a lone surrogate (\\ud800-\\udfff), which is not text"
-        ) from None
-    except RecursionError:
-        raise InvalidRequest(f"{hint}: it is nested more than {MAX_INPUT_DEPTH} levels deep") from None
-    if _depth(value) > MAX_INPUT_DEPTH:
-        raise InvalidRequest(f"{hint}: it is nested more than {MAX_INPUT_DEPTH} levels deep")
-    return value
-
-
-def _depth(value: object) -> int:
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
-            stack += [(v, depth + 1) for v in item.values()]
-        elif isinstance(item, list):
-            stack += [(v, depth + 1) for v in item]
-    return deepest

@@ -1,0 +1,145 @@
+"""A task's event log as readers see it, and the events sent into a running task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from llamactl.server.control_plane.records import ControlPlaneRecords
+from llamactl.server.control_plane.signals import TaskSignals
+from llamactl.server.errors import InvalidRequest, TaskFinished
+from llamactl.server.mq import topics
+from llamactl.server.mq.base import MessageQueue
+from llamactl.server.protocol import EVENT_DELIVERED, EVENT_REJECTED, TaskInput, TaskInputKind
+from llamactl.server.types import EventEnvelope, TaskStatus
+
+__all__ = ["EVENT_WAIT", "TaskEvents"]
+
+log = logging.getLogger(__name__)
+
+EVENT_WAIT = 10.0
+"""Seconds ``send`` waits for a running task's worker to say whether it took the event."""
+
+
+class TaskEvents:
+    """Reads tasks' event logs (woken by :class:`TaskSignals`) and sends events into tasks."""
+
+    def __init__(
+        self,
+        deployment: str,
+        records: ControlPlaneRecords,
+        signals: TaskSignals,
+        queue: MessageQueue,
+        stopping: asyncio.Event,
+    ) -> None:
+        self._deployment = deployment
+        self._records = records
+        self._signals = signals
+        self._queue = queue
+        self._stopping = stopping
+
+    async def read(
+        self, task_id: str, from_seq: int = 0, *, follow: bool = True, poll: float = 5.0
+    ) -> AsyncIterator[EventEnvelope]:
+        """The task's events from ``from_seq`` on; with ``follow``, until the task has finished.
+
+        New events and the task's end wake the reader at once; ``poll`` only bounds how long it
+        waits when another control plane (sharing the store) is the one writing.
+        """
+        await self._records.get_task(task_id)
+        stream = self._records.events_stream(task_id)
+        seq = from_seq
+        with self._signals.listen(task_id) as changed:
+            while True:
+                changed.clear()
+                entries = await self._records.store.read(stream, seq, limit=500)
+                for entry in entries:
+                    seq = entry.offset + 1
+                    yield _envelope(entry.value, entry.offset)
+                if entries:
+                    continue
+                if (
+                    not follow
+                    or self._stopping.is_set()
+                    or (await self._records.get_task(task_id)).status.is_final
+                ):
+                    # The final status is written with (or after) the task's last events, so one
+                    # more read after seeing it catches everything.
+                    for entry in await self._records.store.read(stream, seq, limit=100_000):
+                        yield _envelope(entry.value, entry.offset)
+                    return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(poll):
+                        await changed.wait()
+
+    async def send(self, task_id: str, event_obj_str: str) -> None:
+        """Send a serialized workflows Event into a running (or queued) task.
+
+        For a running task it returns once the task's worker has handed the event to the run, and
+        raises InvalidRequest when the worker could not build or deliver it (an unknown class,
+        fields that do not fit, a service that is not a workflow), TaskFinished when the task
+        ended first.
+        """
+        task = await self._records.get_task(task_id)
+        if task.status.is_final:
+            raise TaskFinished(task_id, task.status.value)
+        try:
+            parsed = json.loads(event_obj_str)
+        except ValueError as exc:
+            raise InvalidRequest(f"event_obj_str is not valid JSON: {exc}") from None
+        if not isinstance(parsed, dict) or "qualified_name" not in parsed:
+            raise InvalidRequest(
+                "event_obj_str must be a serialized workflows Event: "
+                '{"__is_pydantic": true, "value": {...}, "qualified_name": "module.EventClass"}'
+            )
+        input_id = uuid.uuid4().hex
+        stream = self._records.events_stream(task_id)
+        start = await self._records.store.log_length(stream)
+        payload = TaskInput(kind=TaskInputKind.EVENT, event_obj_str=event_obj_str, input_id=input_id)
+        await self._queue.publish(
+            topics.task_input_topic(self._deployment, task_id), payload.model_dump_json().encode()
+        )
+        if task.status is TaskStatus.RUNNING:
+            await self._event_outcome(task_id, input_id, stream, start)
+
+    async def _event_outcome(self, task_id: str, input_id: str, stream: str, start: int) -> None:
+        """Wait (briefly) for the running task's worker to say whether the event reached the run.
+
+        A queued task reads its inputs when it starts: then nobody waits. A worker that does not
+        answer within ``EVENT_WAIT`` seconds leaves the event on its way, as before.
+        """
+        offset = start
+        with self._signals.listen(task_id) as changed:
+            try:
+                async with asyncio.timeout(EVENT_WAIT):
+                    while True:
+                        changed.clear()
+                        for entry in await self._records.store.read(stream, offset, limit=500):
+                            offset = entry.offset + 1
+                            event = json.loads(entry.value)
+                            value = event.get("value")
+                            if not isinstance(value, dict) or value.get("input_id") != input_id:
+                                continue
+                            if event.get("type") == EVENT_REJECTED:
+                                raise InvalidRequest(
+                                    f"task '{task_id}' could not take the event {value.get('event')}: "
+                                    f"{value.get('error')}"
+                                )
+                            if event.get("type") == EVENT_DELIVERED:
+                                return
+                        task = await self._records.get_task(task_id)
+                        if task.status.is_final:
+                            raise TaskFinished(task_id, task.status.value)
+                        await changed.wait()
+            except TimeoutError:
+                log.warning("task %s: its worker did not confirm an event within %gs", task_id, EVENT_WAIT)
+
+
+def _envelope(value: bytes, offset: int) -> EventEnvelope:
+    envelope = EventEnvelope.model_validate_json(value)
+    envelope.seq = offset
+    return envelope
