@@ -1,6 +1,7 @@
 """server/state: the ``StateStore`` contract and its backends, chosen by ``state_store_uri``.
 
-``open_state_store(uri)`` picks the backend: ``sqlite:///path`` (default) or ``memory://``.
+``open_state_store(uri)`` picks the backend: ``sqlite:///path`` (default), ``memory://`` or
+``postgresql://...`` (imported only when named: asyncpg is optional).
 """
 
 from __future__ import annotations

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlsplit
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from llamactl.server.errors import StateStoreError
 from llamactl.server.state.base import StateStore
 from llamactl.server.state.memory import MemoryStateStore
 from llamactl.server.state.sqlite import SQLiteStateStore
 
-__all__ = ["VALID_SCHEMES", "open_state_store"]
+__all__ = ["VALID_SCHEMES", "open_state_store", "redacted"]
 
-VALID_SCHEMES = ("sqlite:///<path>", "memory://")
-_PLANNED = {"redis": "Redis", "rediss": "Redis", "postgresql": "PostgreSQL", "postgres": "PostgreSQL"}
+VALID_SCHEMES = ("sqlite:///<path>", "memory://", "postgresql://<user>@<host>:<port>/<database>")
+_PLANNED = {"redis": "Redis", "rediss": "Redis"}
 _SQLITE_OPTIONS = ("synchronous", "busy_timeout", "writer")
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 def open_state_store(uri: str) -> StateStore:
@@ -24,6 +26,10 @@ def open_state_store(uri: str) -> StateStore:
       ``sqlite:////absolute/path.db``, ``sqlite:///:memory:``. Options as a query string:
       ``?synchronous=FULL`` (fsync every commit), ``?busy_timeout=<seconds>`` and
       ``?writer=thread|inline`` (where transactions run: a writer thread, or the event loop itself).
+    * ``postgresql://user:password@host:port/database`` (or ``postgres://``): shared by several
+      servers. Options: ``?schema=`` (default ``llamactl``; created when missing),
+      ``?pool_size=`` (default 10), ``?connect_timeout=`` (seconds, default 10); others (such as
+      ``sslmode``) go to the driver. Needs ``pip install 'llamactl[postgresql]'``.
 
     Raises ``StateStoreError`` for a backend that does not exist (yet) or a malformed URI.
     """
@@ -37,10 +43,12 @@ def open_state_store(uri: str) -> StateStore:
         return MemoryStateStore()
     if scheme == "sqlite":
         return _open_sqlite(uri)
+    if scheme in ("postgresql", "postgres"):
+        return _open_postgresql(uri)
     if scheme in _PLANNED:
         raise StateStoreError(
             f"state store URI {uri!r}: the {_PLANNED[scheme]} backend is not available yet: "
-            "use sqlite:///<path> (persistent, the default) or memory://"
+            "use sqlite:///<path> (persistent, the default), postgresql://... (shared) or memory://"
         )
     raise StateStoreError(
         f"state store URI {uri!r}: unknown scheme {scheme!r}: valid schemes are {', '.join(VALID_SCHEMES)}"
@@ -82,3 +90,50 @@ def _writer(uri: str, value: str) -> str:
     if value not in ("thread", "inline"):
         raise StateStoreError(f"state store URI {uri!r}: writer must be thread or inline, not {value!r}")
     return value
+
+
+def redacted(uri: str) -> str:
+    """``uri`` with its password replaced by ``***`` (for messages and logs)."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def _open_postgresql(uri: str) -> StateStore:
+    shown = redacted(uri)
+    parts = urlsplit(uri)
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    schema = options.pop("schema", "llamactl")
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise StateStoreError(
+            f"state store URI {shown!r}: schema must be a plain identifier (letters, digits, _; at most 63), "
+            f"not {schema!r}"
+        )
+    pool_size = int(_number(shown, options, "pool_size", "10", int))
+    timeout = _number(shown, options, "connect_timeout", "10", float)
+    if pool_size < 1 or timeout <= 0:
+        raise StateStoreError(f"state store URI {shown!r}: pool_size must be >= 1 and connect_timeout > 0")
+    try:
+        # Lazily: asyncpg is an optional dependency (llamactl[postgresql]).
+        from llamactl.server.state.postgresql import PostgreSQLStateStore  # noqa: PLC0415
+    except ImportError as exc:
+        raise StateStoreError(
+            f"state store URI {shown!r} needs the PostgreSQL driver asyncpg ({exc}): "
+            "pip install 'llamactl[postgresql]'"
+        ) from None
+    dsn = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(options)))
+    where = urlunsplit(urlsplit(shown)._replace(query=""))
+    return PostgreSQLStateStore(dsn, schema=schema, pool_size=pool_size, where=where, connect_timeout=timeout)
+
+
+def _number(
+    shown: str, options: dict[str, str], name: str, default: str, kind: type[int] | type[float]
+) -> float:
+    raw = options.pop(name, default)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise StateStoreError(f"state store URI {shown!r}: {name} must be a number, not {raw!r}") from None

@@ -1,0 +1,325 @@
+"""The SQL of the PostgreSQL state store: one function per operation, on a pooled connection.
+
+Indexes live on the record's own row, as in the SQLite store: a namespace's first write naming a
+field gives it one of the columns ``i0``..``i3`` (``kv_fields``, assigned under an advisory lock so
+that two processes never pick the same column), and a trigger keeps ``kv_count`` in step.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from llamactl.server.errors import StateStoreError
+from llamactl.server.state._common import prefix_upper_bound
+from llamactl.server.state.base import (
+    Append,
+    Cas,
+    CommitResult,
+    DeleteLog,
+    Index,
+    LogEntry,
+    Put,
+    Versioned,
+    Write,
+)
+
+__all__ = ["MAX_FIELDS", "Columns", "ConditionFailed", "Connection"]
+
+Connection = asyncpg.Connection | PoolConnectionProxy
+"""A connection of its own or one lent by the pool: the operations take either."""
+
+MAX_FIELDS = 4
+_COLUMNS = tuple(f"i{n}" for n in range(MAX_FIELDS))
+_BIGINT = range(-(2**63), 2**63)
+
+
+class ConditionFailed(Exception):
+    """A commit's condition did not hold (the transaction is rolled back)."""
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+
+
+class Columns:
+    """Each namespace's field -> column mapping, kept once read (a field never changes column;
+    another process may add fields, so a miss reads the mapping again).
+
+    A column assigned inside a transaction that rolls back is forgotten: call :meth:`forget`.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[str, dict[str, int]] = {}
+
+    def forget(self) -> None:
+        self._known.clear()
+
+    async def of(self, c: Connection, ns: str) -> dict[str, int]:
+        mapping = self._known.get(ns)
+        if mapping is None:
+            rows = await c.fetch("SELECT field, col FROM kv_fields WHERE ns = $1", ns)
+            mapping = self._known[ns] = {str(r["field"]): int(r["col"]) for r in rows}
+        return mapping
+
+    async def column(self, c: Connection, ns: str, field: str) -> int | None:
+        """The column of ``field``, or None when it has none. A miss reads the mapping again:
+        another process may have given the field its column since."""
+        col = (await self.of(c, ns)).get(field)
+        if col is None:
+            self._known.pop(ns, None)
+            col = (await self.of(c, ns)).get(field)
+        return col
+
+    def cached(self, ns: str, index: Index | None) -> bool:
+        """True when writing ``index`` needs no new column (so a write is one statement)."""
+        if index is None:
+            return True
+        mapping = self._known.get(ns)
+        return mapping is not None and all(f in mapping for f in index.fields)
+
+    async def assign(self, c: Connection, ns: str, index: Index | None) -> tuple[list[str], list[object]]:
+        """The columns an indexed write sets (``sort`` and its fields') and their values.
+
+        Must run inside a transaction when a field is new (its column is inserted).
+        """
+        if index is None:
+            return [], []
+        mapping = await self.of(c, ns)
+        names: list[str] = ["sort"]
+        values: list[object] = [index.sort]
+        for field, value in index.fields.items():
+            col = mapping.get(field)
+            if col is None:
+                col = await self._new_column(c, ns, field)
+                mapping[field] = col
+            names.append(_COLUMNS[col])
+            values.append(value)
+        return names, values
+
+    async def _new_column(self, c: Connection, ns: str, field: str) -> int:
+        await c.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "llamactl-fields:" + ns)
+        rows = await c.fetch("SELECT field, col FROM kv_fields WHERE ns = $1", ns)
+        taken = {str(r["field"]): int(r["col"]) for r in rows}
+        self._known.setdefault(ns, {}).update(taken)
+        if field in taken:
+            return taken[field]
+        if len(taken) >= MAX_FIELDS:
+            raise StateStoreError(
+                f"namespace {ns!r} has {MAX_FIELDS} indexed fields already ({', '.join(sorted(taken))}): "
+                f"an Index names at most {MAX_FIELDS} fields per namespace"
+            )
+        col = len(taken)
+        await c.execute("INSERT INTO kv_fields (ns, field, col) VALUES ($1, $2, $3)", ns, field, col)
+        return col
+
+
+def _rowcount(status: str) -> int:
+    """The row count of a command status such as ``DELETE 3``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+# --- key/value ---------------------------------------------------------------------------------
+
+
+async def get(c: Connection, ns: str, key: str) -> Versioned | None:
+    row = await c.fetchrow("SELECT value, version FROM kv WHERE ns = $1 AND key = $2", ns, key)
+    return None if row is None else Versioned(bytes(row[0]), int(row[1]))
+
+
+async def put(  # noqa: PLR0917 (a write's fields, in the order of the dataclass)
+    c: Connection, cols: Columns, ns: str, key: str, value: bytes, index: Index | None
+) -> int:
+    names, values = await cols.assign(c, ns, index)
+    columns = "".join(f", {n}" for n in names)
+    marks = "".join(f", ${i + 4}" for i in range(len(names)))
+    updates = "".join(f", {n} = excluded.{n}" for n in names)
+    version = await c.fetchval(
+        f"INSERT INTO kv (ns, key, value, version{columns}) VALUES ($1, $2, $3, 1{marks}) "
+        f"ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, version = kv.version + 1{updates} "
+        "RETURNING version",
+        ns,
+        key,
+        value,
+        *values,
+    )
+    return int(version)
+
+
+async def cas(  # noqa: PLR0917 (a write's fields, in the order of the dataclass)
+    c: Connection,
+    cols: Columns,
+    ns: str,
+    key: str,
+    value: bytes,
+    expected: int | None,
+    index: Index | None,
+) -> int | None:
+    if expected is not None and expected not in _BIGINT:
+        return None
+    names, values = await cols.assign(c, ns, index)
+    if expected is None:
+        columns = "".join(f", {n}" for n in names)
+        marks = "".join(f", ${i + 4}" for i in range(len(names)))
+        version = await c.fetchval(
+            f"INSERT INTO kv (ns, key, value, version{columns}) VALUES ($1, $2, $3, 1{marks}) "
+            "ON CONFLICT (ns, key) DO NOTHING RETURNING version",
+            ns,
+            key,
+            value,
+            *values,
+        )
+    else:
+        sets = "".join(f", {n} = ${i + 5}" for i, n in enumerate(names))
+        version = await c.fetchval(
+            f"UPDATE kv SET value = $3, version = version + 1{sets} "
+            "WHERE ns = $1 AND key = $2 AND version = $4 RETURNING version",
+            ns,
+            key,
+            value,
+            expected,
+            *values,
+        )
+    return None if version is None else int(version)
+
+
+async def delete(c: Connection, ns: str, key: str, expected: int | None) -> bool:
+    if expected is None:
+        status = await c.execute("DELETE FROM kv WHERE ns = $1 AND key = $2", ns, key)
+    elif expected not in _BIGINT:
+        return False
+    else:
+        status = await c.execute(
+            "DELETE FROM kv WHERE ns = $1 AND key = $2 AND version = $3", ns, key, expected
+        )
+    return _rowcount(status) > 0
+
+
+async def list_keys(
+    c: Connection, ns: str, prefix: str, after: str | None, limit: int
+) -> builtins.list[tuple[str, Versioned]]:
+    if limit <= 0:
+        return []
+    sql = "SELECT key, value, version FROM kv WHERE ns = $1 AND key >= $2"
+    params: builtins.list[object] = [ns, prefix]
+    bound = prefix_upper_bound(prefix)
+    if bound is not None:
+        params.append(bound)
+        sql += f" AND key < ${len(params)}"
+    if after is not None:
+        params.append(after)
+        sql += f" AND key > ${len(params)}"
+    params.append(limit)
+    sql += f" ORDER BY key LIMIT ${len(params)}"
+    return [(r[0], Versioned(bytes(r[1]), int(r[2]))) for r in await c.fetch(sql, *params)]
+
+
+async def query(
+    c: Connection,
+    cols: Columns,
+    ns: str,
+    field: str,
+    value: str | None,
+    *,
+    after: str | None,
+    limit: int,
+    descending: bool,
+) -> builtins.list[tuple[str, Versioned, str]]:
+    col = await cols.column(c, ns, field)
+    if col is None or limit <= 0:
+        return []
+    name = _COLUMNS[col]
+    params: builtins.list[object] = [ns]
+    if value is None:
+        sql = "SELECT key, value, version, sort FROM kv WHERE ns = $1 AND sort IS NOT NULL"
+        sql += f" AND {name} IS NOT NULL"
+    else:
+        params.append(value)
+        sql = f"SELECT key, value, version, sort FROM kv WHERE ns = $1 AND {name} = $2"
+    if after is not None:
+        params.append(after)
+        sql += f" AND sort {'<' if descending else '>'} ${len(params)}"
+    params.append(limit)
+    sql += f" ORDER BY sort {'DESC' if descending else 'ASC'} LIMIT ${len(params)}"
+    return [(r[0], Versioned(bytes(r[1]), int(r[2])), r[3]) for r in await c.fetch(sql, *params)]
+
+
+async def count(c: Connection, cols: Columns, ns: str, field: str) -> dict[str, int]:
+    col = await cols.column(c, ns, field)
+    if col is None:
+        return {}
+    rows = await c.fetch("SELECT value, n FROM kv_count WHERE ns = $1 AND col = $2 AND n > 0", ns, col)
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+async def apply(c: Connection, cols: Columns, channel: str, writes: Sequence[Write]) -> CommitResult:
+    """Apply a commit's writes in order inside the caller's transaction; raises ConditionFailed."""
+    results: builtins.list[int] = []
+    for position, write in enumerate(writes):
+        if isinstance(write, Append):
+            results.append(await append(c, channel, write.stream, write.value, write.idem_key))
+        elif isinstance(write, DeleteLog):
+            results.append(await delete_log(c, write.stream))
+        elif isinstance(write, Put):
+            results.append(await put(c, cols, write.ns, write.key, write.value, write.index))
+        elif isinstance(write, Cas):
+            version = await cas(
+                c, cols, write.ns, write.key, write.value, write.expected_version, write.index
+            )
+            if version is None:
+                raise ConditionFailed(position)
+            results.append(version)
+        else:
+            deleted = await delete(c, write.ns, write.key, write.expected_version)
+            if not deleted and write.expected_version is not None:
+                raise ConditionFailed(position)
+            results.append(int(deleted))
+    return CommitResult(ok=True, results=tuple(results))
+
+
+# --- logs --------------------------------------------------------------------------------------
+
+
+async def append(c: Connection, channel: str, stream: str, value: bytes, idem: str | None) -> int:
+    return int(await c.fetchval("SELECT llamactl_append($1, $2, $3, $4)", stream, idem, value, channel))
+
+
+async def append_many(
+    c: Connection, channel: str, stream: str, values: Sequence[bytes]
+) -> builtins.list[int]:
+    first = int(await c.fetchval("SELECT llamactl_append_many($1, $2, $3)", stream, list(values), channel))
+    return builtins.list(range(first, first + len(values)))
+
+
+async def read(c: Connection, stream: str, from_offset: int, limit: int) -> builtins.list[LogEntry]:
+    if limit <= 0:
+        return []
+    rows = await c.fetch(
+        "SELECT off, value FROM log WHERE stream = $1 AND off >= $2 ORDER BY off LIMIT $3",
+        stream,
+        max(min(from_offset, 2**63 - 1), -(2**63)),
+        limit,
+    )
+    return [LogEntry(int(r[0]), bytes(r[1])) for r in rows]
+
+
+async def log_length(c: Connection, stream: str) -> int:
+    found = await c.fetchval("SELECT next FROM log_head WHERE stream = $1", stream)
+    return 0 if found is None else int(found)
+
+
+async def delete_log(c: Connection, stream: str) -> int:
+    status = await c.execute("DELETE FROM log WHERE stream = $1", stream)
+    await c.execute("DELETE FROM log_head WHERE stream = $1", stream)
+    return _rowcount(status)
+
+
+async def trim_log(c: Connection, stream: str, before: int) -> int:
+    status = await c.execute(
+        "DELETE FROM log WHERE stream = $1 AND off < LEAST($2, (SELECT MAX(off) FROM log WHERE stream = $1))",
+        stream,
+        max(min(before, 2**62), -(2**62)),
+    )
+    return _rowcount(status)

@@ -1,0 +1,378 @@
+"""``postgresql://...``: the state store in a PostgreSQL database, shared by several servers.
+
+For deployments that outgrow one machine: every ``llamactl serve`` (and every control plane) that
+names the same database and schema sees the same sessions, tasks and event logs.
+
+* A pool of connections (asyncpg); each call takes one for one statement, or one transaction.
+* Offsets are gap-free and idempotency keys hold across processes: an append locks its stream's
+  head row (see ``_pg_schema``).
+* Readers waiting in ``read(wait=...)`` are woken by appends made by *any* process: an append
+  sends ``NOTIFY`` on the schema's channel at commit, and every store LISTENs on it with one
+  connection of its own. If that connection drops, it is opened again and every waiter looks
+  again (a wait never outlasts its deadline in any case).
+* A transaction that PostgreSQL aborts to break a deadlock or a serialization conflict is run
+  again (a few times); a server that cannot be reached raises ``StateStoreError``, which the API
+  answers with 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Self, TypeVar
+
+import asyncpg
+
+from llamactl.server.errors import StateStoreError
+from llamactl.server.state import _pg_ops as ops
+from llamactl.server.state._common import (
+    StreamWaiters,
+    check_value,
+    closed_error,
+    not_started_error,
+    wait_event,
+)
+from llamactl.server.state._pg_ops import Connection
+from llamactl.server.state._pg_schema import channel_name, migrate
+from llamactl.server.state.base import (
+    Append,
+    CommitResult,
+    Delete,
+    DeleteLog,
+    Index,
+    LogEntry,
+    StateStore,
+    Versioned,
+    Write,
+)
+
+__all__ = ["PostgreSQLStateStore"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_RETRIED = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_RETRIES = 5
+_UNREACHABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+)
+
+
+class PostgreSQLStateStore(StateStore):
+    """A ``StateStore`` in PostgreSQL.
+
+    Args:
+        dsn: what asyncpg connects to (``postgresql://user:password@host:port/database``).
+        schema: the PostgreSQL schema holding the tables (created when missing).
+        pool_size: the most connections this store opens (plus one for LISTEN).
+        where: how errors name the server (the URI without its password).
+        connect_timeout: seconds to wait for a connection.
+
+    Use a store from one event loop, the one that called ``start()``.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "llamactl",
+        pool_size: int = 10,
+        where: str | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if pool_size < 1:
+            raise StateStoreError(f"PostgreSQL pool_size must be at least 1, not {pool_size}")
+        self._dsn = dsn
+        self._schema = schema
+        self._pool_size = pool_size
+        self._where = where or "PostgreSQL"
+        self._timeout = connect_timeout
+        self._channel = channel_name(schema)
+        # application_name shows whose connections these are in pg_stat_activity.
+        self._settings = {"search_path": schema, "application_name": f"llamactl/{schema}"[:63]}
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._relisten: asyncio.Task[None] | None = None
+        self._columns = ops.Columns()
+        self._waiters = StreamWaiters()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._pool else "new"
+        return f"PostgreSQLStateStore({self._where!r}, schema={self._schema!r}, {state})"
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema holding this store's tables."""
+        return self._schema
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def start(self) -> None:
+        """Connect, create or migrate the schema, and start listening for appends."""
+        if self._closed:
+            raise closed_error("PostgreSQL")
+        if self._pool is not None:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                first = await asyncpg.connect(self._dsn)
+                try:
+                    await migrate(first, self._schema)
+                finally:
+                    await first.close()
+                pool = await asyncpg.create_pool(
+                    self._dsn, min_size=1, max_size=self._pool_size, server_settings=self._settings
+                )
+        except StateStoreError:
+            raise
+        except (*_UNREACHABLE, asyncpg.PostgresError) as exc:
+            raise self._error("cannot open the state store", exc) from exc
+        self._pool = pool
+        try:
+            await self._listen()
+        except BaseException:
+            self._pool = None
+            await pool.close()
+            raise
+
+    async def close(self) -> None:
+        """Close the connections and wake waiting readers (they return what is there)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._waiters.notify_all()
+        if self._relisten is not None:
+            self._relisten.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relisten
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(*_UNREACHABLE, asyncpg.PostgresError):
+                await listener.close(timeout=2)
+        pool = self._pool
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=5)
+            except TimeoutError:
+                pool.terminate()
+
+    # --- wake-ups ------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        listener = await asyncio.wait_for(
+            asyncpg.connect(self._dsn, server_settings=self._settings), self._timeout
+        )
+        await listener.add_listener(self._channel, self._notified)
+        listener.add_termination_listener(self._listener_lost)
+        self._listener = listener
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, stream: object) -> None:
+        self._waiters.notify(str(stream))
+
+    def _listener_lost(self, _conn: object) -> None:
+        if self._closed:
+            return
+        self._listener = None
+        self._waiters.notify_all()  # they look again; appends meanwhile would not wake them
+        self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
+
+    async def _listen_again(self) -> None:
+        delay = 0.1
+        while not self._closed:
+            try:
+                await self._listen()
+            except (*_UNREACHABLE, asyncpg.PostgresError) as exc:
+                logger.warning(
+                    "%s: lost the LISTEN connection, retrying in %.1fs: %s", self._where, delay, exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                self._waiters.notify_all()
+                return
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _check(self) -> asyncpg.Pool:
+        if self._closed:
+            raise closed_error("PostgreSQL")
+        if self._pool is None:
+            raise not_started_error("PostgreSQL")
+        return self._pool
+
+    def _error(self, what: str, exc: BaseException) -> StateStoreError:
+        if isinstance(exc, _UNREACHABLE):
+            return StateStoreError(
+                f"PostgreSQL state store at {self._where}: {what}: "
+                f"{type(exc).__name__}: {exc or 'timed out'}: is the server up and reachable?"
+            )
+        return StateStoreError(f"PostgreSQL state store at {self._where}: {what}: {exc}")
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        pool = self._check()
+        try:
+            async with pool.acquire(timeout=self._timeout) as conn:
+                yield conn
+        except StateStoreError:
+            raise
+        except (*_UNREACHABLE, asyncpg.PostgresError, UnicodeError) as exc:
+            raise self._error("the call failed", exc) from exc
+
+    async def _run(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """``fn`` on a pooled connection, outside a transaction (one statement)."""
+        async with self._connection() as conn:
+            return await fn(conn)
+
+    async def _transaction(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """``fn`` in a transaction, run again when PostgreSQL aborts it to break a deadlock."""
+        for attempt in range(1, _RETRIES + 1):
+            try:
+                async with self._connection() as conn, conn.transaction():
+                    return await fn(conn)
+            except BaseException as exc:
+                self._columns.forget()  # a column assigned in the rolled-back transaction is gone
+                cause = exc.__cause__ if isinstance(exc, StateStoreError) else exc
+                if not isinstance(cause, _RETRIED) or attempt == _RETRIES:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _write(self, ns: str, index: Index | None, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """A one-statement write, in a transaction only when it gives a field its column."""
+        if self._columns.cached(ns, index):
+            return await self._run(fn)
+        return await self._transaction(fn)
+
+    # --- key/value -----------------------------------------------------------------------------
+
+    async def get(self, ns: str, key: str) -> Versioned | None:
+        """The value and version of ``ns/key``, or None."""
+        return await self._run(lambda c: ops.get(c, ns, key))
+
+    async def put(self, ns: str, key: str, value: bytes, *, index: Index | None = None) -> int:
+        """Write unconditionally; return the new version."""
+        data = check_value(value)
+        return await self._write(ns, index, lambda c: ops.put(c, self._columns, ns, key, data, index))
+
+    async def cas(
+        self, ns: str, key: str, value: bytes, expected_version: int | None, *, index: Index | None = None
+    ) -> int | None:
+        """Write only if the version is ``expected_version`` (None: only if absent); else None."""
+        data = check_value(value)
+        return await self._write(
+            ns, index, lambda c: ops.cas(c, self._columns, ns, key, data, expected_version, index)
+        )
+
+    async def delete(self, ns: str, key: str, expected_version: int | None = None) -> bool:
+        """Delete (only at ``expected_version`` when given). True if something was deleted."""
+        return await self._run(lambda c: ops.delete(c, ns, key, expected_version))
+
+    async def list(
+        self, ns: str, prefix: str = "", after: str | None = None, limit: int = 100
+    ) -> builtins.list[tuple[str, Versioned]]:
+        """Keys of ``ns`` starting with ``prefix``, in key order, strictly after ``after``."""
+        return await self._run(lambda c: ops.list_keys(c, ns, prefix, after, limit))
+
+    async def query(
+        self,
+        ns: str,
+        field: str,
+        value: str | None = None,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        descending: bool = False,
+    ) -> builtins.list[tuple[str, Versioned, str]]:
+        """Keys whose index ``field`` is ``value`` (None: any), in sort order, after ``after``."""
+        return await self._run(
+            lambda c: ops.query(
+                c, self._columns, ns, field, value, after=after, limit=limit, descending=descending
+            )
+        )
+
+    async def count(self, ns: str, field: str) -> dict[str, int]:
+        """How many keys hold each value of index ``field``."""
+        return await self._run(lambda c: ops.count(c, self._columns, ns, field))
+
+    async def commit(self, writes: Sequence[Write]) -> CommitResult:
+        """Apply ``writes`` in order in one transaction: all of them, or none if a condition fails."""
+        checked = [_checked(w) for w in writes]
+        try:
+            result = await self._transaction(lambda c: ops.apply(c, self._columns, self._channel, checked))
+        except ops.ConditionFailed as failed:
+            return CommitResult(ok=False, failed=failed.position)
+        for stream in dict.fromkeys(w.stream for w in checked if isinstance(w, Append)):
+            self._waiters.notify(stream)
+        return result
+
+    # --- logs ----------------------------------------------------------------------------------
+
+    async def append(self, stream: str, value: bytes, *, idem_key: str | None = None) -> int:
+        """Append to a log; return the entry's offset (the original one for a known ``idem_key``)."""
+        data = check_value(value)
+        offset = await self._run(lambda c: ops.append(c, self._channel, stream, data, idem_key))
+        self._waiters.notify(stream)
+        return offset
+
+    async def append_many(self, stream: str, values: Sequence[bytes]) -> builtins.list[int]:
+        """Append several entries in one statement; return their offsets."""
+        checked = [check_value(value) for value in values]
+        if not checked:
+            return []
+        offsets = await self._run(lambda c: ops.append_many(c, self._channel, stream, checked))
+        self._waiters.notify(stream)
+        return offsets
+
+    async def read(
+        self, stream: str, from_offset: int = 0, limit: int = 100, wait: float = 0.0
+    ) -> builtins.list[LogEntry]:
+        """Entries with ``offset >= from_offset``; with ``wait > 0``, wait for the first new one."""
+        if wait <= 0 or limit <= 0:
+            return await self._run(lambda c: ops.read(c, stream, from_offset, limit))
+        self._check()
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            # Take the event before looking: an append committed after the look still wakes us.
+            event = self._waiters.acquire(stream)
+            try:
+                entries = await self._run(lambda c: ops.read(c, stream, from_offset, limit))
+                if entries:
+                    return entries
+                woke = await wait_event(event, deadline)
+            finally:
+                self._waiters.release(stream, event)
+            if self._closed:
+                return []
+            if not woke:
+                return await self._run(lambda c: ops.read(c, stream, from_offset, limit))
+
+    async def log_length(self, stream: str) -> int:
+        """The offset the next entry gets (0 for an unknown stream)."""
+        return await self._run(lambda c: ops.log_length(c, stream))
+
+    async def delete_log(self, stream: str) -> None:
+        """Remove a log and its idempotency keys."""
+        await self._transaction(lambda c: ops.delete_log(c, stream))
+
+    async def trim_log(self, stream: str, before: int) -> int:
+        """Drop entries with offset < ``before`` (never the last one); return how many."""
+        return await self._run(lambda c: ops.trim_log(c, stream, before))
+
+
+def _checked(write: Write) -> Write:
+    if isinstance(write, Delete | DeleteLog):
+        return write
+    value = check_value(write.value)
+    return write if value is write.value else dataclasses.replace(write, value=value)

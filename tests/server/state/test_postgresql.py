@@ -1,0 +1,193 @@
+"""The PostgreSQL state store beyond the contract: several processes on one schema, the schema's
+migrations, and the LISTEN connection or the pool's connections killed under it.
+
+Real server (see ``tests/postgres.py``), a fresh schema per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from llamactl.server.errors import StateStoreError
+from llamactl.server.state import LogEntry, StateStore, Versioned
+from llamactl.server.state.base import Index
+from llamactl.server.state.postgresql import PostgreSQLStateStore
+from tests.postgres import PostgresSchema
+
+PROMPT = 3.0
+
+
+@pytest.fixture
+async def pg() -> AsyncIterator[PostgresSchema]:
+    schema = PostgresSchema()
+    yield schema
+    await schema.drop()
+
+
+@pytest.fixture
+async def stores(pg: PostgresSchema) -> AsyncIterator[list[StateStore]]:
+    """Two started stores on one schema: as two servers sharing a database."""
+    made = [pg.store(), pg.store()]
+    for store in made:
+        await store.start()
+    yield made
+    for store in made:
+        await store.close()
+
+
+async def test_an_append_by_another_process_wakes_a_waiting_reader(pg: PostgresSchema) -> None:
+    async with pg.store() as store:
+        await store.append("s", b"before")
+        reader = asyncio.create_task(store.read("s", 1, wait=30))
+        await asyncio.sleep(0.2)  # let the reader reach its wait (it then waits up to 30 s)
+        assert not reader.done()
+        script = textwrap.dedent(
+            f"""
+            import asyncio
+            from llamactl.server.state import open_state_store
+            async def main():
+                async with open_state_store({pg.uri!r}) as store:
+                    print(await store.append("s", b"from another process"))
+            asyncio.run(main())
+            """
+        )
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        async with asyncio.timeout(60):
+            out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        assert out.decode().strip() == "1"
+        async with asyncio.timeout(PROMPT):
+            assert await reader == [LogEntry(1, b"from another process")]
+        assert time.monotonic() - started < 30
+
+
+async def test_two_stores_share_offsets_idempotency_and_versions(stores: list[StateStore]) -> None:
+    a, b = stores
+
+    async def append(store: StateStore, i: int) -> int:
+        return await store.append("s", b"%d" % (i % 50), idem_key=f"k{i % 50}")
+
+    offsets = await asyncio.gather(*(append(stores[i % 2], i) for i in range(200)))
+    assert sorted(set(offsets)) == list(range(50))  # one entry per key, gap-free, whoever wrote it
+    assert await a.log_length("s") == await b.log_length("s") == 50
+
+    async def increment(store: StateStore) -> None:
+        while True:
+            current = await store.get("ns", "counter")
+            assert current is not None
+            if await store.cas("ns", "counter", b"%d" % (int(current.value) + 1), current.version):
+                return
+
+    await a.put("ns", "counter", b"0")
+    await asyncio.gather(*(increment(stores[i % 2]) for i in range(40)))
+    assert await b.get("ns", "counter") == Versioned(b"40", 41)
+
+
+async def test_two_stores_giving_new_fields_columns_at_once_never_collide(stores: list[StateStore]) -> None:
+    a, b = stores
+    await asyncio.gather(
+        a.put("t", "x", b"", index=Index("1:x", {"status": "queued"})),
+        b.put("t", "y", b"", index=Index("2:y", {"session": "s1"})),
+        a.put("t", "z", b"", index=Index("3:z", {"service": "echo"})),
+    )
+    for store in stores:
+        assert [k for k, _, _ in await store.query("t", "status", "queued")] == ["x"]
+        assert [k for k, _, _ in await store.query("t", "session", "s1")] == ["y"]
+        assert await store.count("t", "service") == {"echo": 1}
+
+
+async def test_servers_starting_together_create_the_schema_once(pg: PostgresSchema) -> None:
+    made = [pg.store() for _ in range(4)]
+    try:
+        await asyncio.gather(*(store.start() for store in made))
+        await made[0].put("ns", "k", b"v")
+        assert await made[3].get("ns", "k") == Versioned(b"v", 1)
+    finally:
+        for store in made:
+            await store.close()
+
+
+async def test_a_schema_from_a_newer_llamactl_is_refused(pg: PostgresSchema) -> None:
+    async with pg.store():
+        pass
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        await conn.execute(
+            f"UPDATE \"{pg.name}\".llamactl_meta SET value = '99' WHERE name = 'schema_version'"
+        )
+    finally:
+        await conn.close()
+    with pytest.raises(StateStoreError, match="schema version 99, newer than this llamactl"):
+        await pg.store().start()
+
+
+async def test_data_outlives_the_store_that_wrote_it(pg: PostgresSchema) -> None:
+    async with pg.store() as store:
+        await store.put("ns", "k", b"v", index=Index("1:k", {"status": "done"}))
+        await store.append("s", b"e", idem_key="once")
+    async with pg.store() as again:
+        assert await again.get("ns", "k") == Versioned(b"v", 1)
+        assert await again.count("ns", "status") == {"done": 1}
+        assert await again.append("s", b"e", idem_key="once") == 0
+
+
+async def _terminate(pg: PostgresSchema, where: str) -> int:
+    """Kill the server side of this store's connections that match ``where``; how many."""
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE pid <> pg_backend_pid() AND application_name = $1 AND {where}",
+            f"llamactl/{pg.name}",
+        )
+    finally:
+        await conn.close()
+    return len(rows)
+
+
+async def test_a_killed_listen_connection_is_opened_again_and_wakes_readers(pg: PostgresSchema) -> None:
+    async with pg.store() as store, pg.store() as other:
+        assert isinstance(store, PostgreSQLStateStore)
+        killed = await _terminate(pg, "query LIKE 'LISTEN%'")
+        assert killed >= 1
+        # Once the store listens again, another store's append wakes a reader of this one.
+        async with asyncio.timeout(15):
+            while store._listener is None or store._listener.is_closed():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # polls a private field: no event to wait on
+        reader = asyncio.create_task(store.read("s", 0, wait=30))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await other.append("s", b"x")
+        async with asyncio.timeout(PROMPT):
+            assert await reader == [LogEntry(0, b"x")]
+        assert time.monotonic() - started < PROMPT
+
+
+async def test_killed_pool_connections_fail_calls_with_a_state_store_error_then_recover(
+    pg: PostgresSchema,
+) -> None:
+    async with pg.store() as store:
+        await store.put("ns", "k", b"v")
+        killed = await _terminate(pg, "query NOT LIKE 'LISTEN%'")
+        assert killed >= 1
+        outcomes: list[str] = []
+        async with asyncio.timeout(15):
+            while not outcomes or outcomes[-1] != "ok":
+                try:
+                    assert await store.get("ns", "k") == Versioned(b"v", 1)
+                    outcomes.append("ok")
+                except StateStoreError as exc:
+                    assert "PostgreSQL state store at postgresql://postgres@127.0.0.1:5432/test" in str(exc)
+                    outcomes.append("error")
+        print(f"after killing {killed} connections: {outcomes}")
