@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
@@ -116,6 +117,8 @@ class DeploymentConfig(_Model):
     def state_store_uri(self) -> str:
         """``control-plane.state_store_uri``, else an SQLite file under :attr:`state_dir`.
 
+        A ``postgresql://`` URI without ``?schema=`` gets ``llamactl_<deployment name>``.
+
         Raises:
             DeploymentConfigError: an ``sqlite://`` file outside the deployment folder.
         """
@@ -123,6 +126,12 @@ class DeploymentConfig(_Model):
         if uri is None:
             return f"sqlite:///{self.state_dir}/state.sqlite"
         parts = urlsplit(uri)
+        if parts.scheme.lower() in ("postgresql", "postgres") and "schema" not in parse_qs(parts.query):
+            # Each deployment keeps its own schema unless the file names one: two deployments on
+            # one database never mix their tasks; two servers of one deployment share them.
+            schema = "llamactl_" + re.sub(r"[^a-z0-9_]", "_", self.name.lower())
+            query = f"{parts.query}&schema={schema[:63]}" if parts.query else f"schema={schema[:63]}"
+            return urlunsplit(parts._replace(query=query))
         path = parts.path[1:] if parts.path.startswith("/") else ""
         if parts.scheme.lower() == "sqlite" and not parts.netloc and path and path != ":memory:":
             # As the state store opens it: a relative path is relative to the current folder.

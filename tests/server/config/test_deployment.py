@@ -136,6 +136,18 @@ def test_state_store_uri_from_the_control_plane(tmp_path: Path) -> None:
     assert config.state_store_uri == "memory://"
 
 
+def test_a_postgresql_state_store_gets_a_schema_of_the_deployment_unless_it_names_one(tmp_path: Path) -> None:
+    uri = "postgresql://u@db.internal:5432/app"
+
+    def loaded(name: str, query: str) -> str:
+        text = f"name: {name}\ncontrol-plane:\n  state_store_uri: {uri}{query}\nservices:\n  a: {{}}\n"
+        return load_deployment_text(text, base_path=tmp_path).state_store_uri
+
+    assert loaded("My-App", "?sslmode=require") == f"{uri}?sslmode=require&schema=llamactl_my_app"
+    assert loaded("d", "?schema=shared") == f"{uri}?schema=shared"
+    assert loaded("d", "") == f"{uri}?schema=llamactl_d"
+
+
 def test_relative_base_path_becomes_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     config = load_deployment_text("name: d\nservices: {a: {}}\n", base_path=Path("sub"))
