@@ -1,6 +1,6 @@
 """`llamactl serve` killed with SIGKILL, then started again on the same folder: what was finished
 is all there, what was queued or running completes exactly once, and an SSE client resumes from
-its last event id. And SIGTERM: clients waiting for a task get a JSON 503 naming it."""
+its last event id; with the default SQLite state store and with PostgreSQL. And SIGTERM: clients waiting for a task get a JSON 503 naming it."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import json
 import signal
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.e2e.waiting import wait_until
 from tests.llamactl.serving import Server, alive
+from tests.postgres import PostgresSchema
 from tests.server.apiserver.conftest import SseReader
 
 from .apps import App, write_fault_app
@@ -27,8 +30,19 @@ SERVICES = {
 D = "/deployments/faults"
 
 
-def app_in(tmp_path: Path) -> App:
-    return write_fault_app(tmp_path / "app", SERVICES)
+def app_in(tmp_path: Path, control_plane: dict[str, object] | None = None) -> App:
+    return write_fault_app(tmp_path / "app", SERVICES, control_plane=control_plane)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def state_store(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, object] | None]:
+    """The deployment's ``control-plane`` section: the default SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield None
+        return
+    schema = PostgresSchema()
+    yield {"state_store_uri": schema.uri}
+    await schema.drop()
 
 
 async def create(
@@ -75,8 +89,10 @@ async def final_statuses(client: httpx.AsyncClient) -> Counter[str]:
                 finals[change["data"]["task_id"]] += 1
 
 
-async def test_sigkill_and_restart_keeps_what_finished_and_finishes_the_rest_once(tmp_path: Path) -> None:
-    app = app_in(tmp_path)
+async def test_sigkill_and_restart_keeps_what_finished_and_finishes_the_rest_once(
+    tmp_path: Path, state_store: dict[str, object] | None
+) -> None:
+    app = app_in(tmp_path, state_store)
     server = Server(app.file)
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
         echo = await create(client, "work", {"key": "done", "seconds": 0})
