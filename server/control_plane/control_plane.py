@@ -21,12 +21,14 @@ from llamactl.server.control_plane.changes import ChangeFeed
 from llamactl.server.control_plane.dispatcher import Dispatcher
 from llamactl.server.control_plane.inbox import Handler, Inbox
 from llamactl.server.control_plane.loops import Loops
-from llamactl.server.control_plane.records import ControlPlaneRecords, Page, SessionRecord, StoredTask
+from llamactl.server.control_plane.records import ControlPlaneRecords, Page, StoredTask
 from llamactl.server.control_plane.registry import ServiceRegistry
+from llamactl.server.control_plane.remote_wakeups import RemoteWakeups
 from llamactl.server.control_plane.retention import Retention, RetentionPolicy
 from llamactl.server.control_plane.signals import TaskSignals
 from llamactl.server.control_plane.task_events import TaskEvents
 from llamactl.server.control_plane.task_input import decode_input
+from llamactl.server.control_plane.upgrade import ensure_indexed
 from llamactl.server.errors import Overloaded, ShuttingDown, TaskWaitTimeout
 from llamactl.server.ids import check_id
 from llamactl.server.mq import topics
@@ -90,12 +92,17 @@ class ControlPlane:
         self._stopping = asyncio.Event()
         self.events = TaskEvents(deployment, self.records, self.signals, queue, self._stopping)
         self._queued: dict[str, tuple[float, int]] = {}
+        self._remote = (
+            RemoteWakeups(store, self.changes, self.records.events_stream(""), self.signals)
+            if store.shared
+            else None
+        )
 
     # --- life --------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start consuming worker reports and hand out the tasks a previous run left unfinished."""
-        await self.records.ensure_indexed()
+        await ensure_indexed(self.records)
         self.changes.start()
         control = topics.control_topic(self.deployment)
         self._consume("reports", control, self.inbox.handle_report)
@@ -106,6 +113,9 @@ class ControlPlane:
         if resent:
             log.info("deployment %s: handed out %d unfinished task(s) again", self.deployment, resent)
         self.loops.start("publish-retry", self.dispatcher.retry_loop)
+        if self._remote is not None:
+            self._remote.start()
+            self.loops.start("remote-changes", self._remote.follow_changes)
         self.loops.start("replica-expiry", self._expire_replicas)
         self.loops.start("retention", self._retention)
 
@@ -146,6 +156,8 @@ class ControlPlane:
 
     async def close(self) -> None:
         self.begin_shutdown()
+        if self._remote is not None:
+            self._remote.close()
         await self.loops.close()
         await self.inbox.close()
         await self.changes.close()
@@ -186,6 +198,9 @@ class ControlPlane:
         return sessions, page.next_cursor
 
     async def delete_session(self, session_id: str) -> None:
+        """Delete a session and its Context; the tasks waiting in it are cancelled (the one
+        running finishes)."""
+        await self.dispatcher.drop_session(session_id)
         await self.records.delete_session(session_id)
 
     # --- tasks -------------------------------------------------------------------------------
@@ -215,19 +230,8 @@ class ControlPlane:
             input=definition.input,
             created_at=now,
         )
-        new_session: SessionRecord | None = None
-        if definition.session_id:
-            session = await self.records.get_session(task.session_id)
-            if session.implicit:
-                await self.records.keep_session(session.session_id)
-        else:
-            new_session = SessionRecord(session_id=task.session_id, created_at=now, implicit=True)
-
-        async def store(stored: StoredTask) -> None:
-            await self.records.create_task(stored, new_session)
-            self._count_queued(stored.service_id)
-
-        await self.dispatcher.submit(task, store)
+        await self.dispatcher.submit(task, new_session=not definition.session_id)
+        self._count_queued(task.service_id)
         return task.public()
 
     async def _check_queue(self, service_id: str) -> None:

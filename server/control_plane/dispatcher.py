@@ -5,10 +5,18 @@ the session's previous task has finished and its Context has been saved; the tas
 carries that Context to the worker. Publishing uses the idempotent id ``<task_id>:start``, so
 publishing a task twice (after a control-plane restart, a retry) starts it once.
 
+Whose turn it is lives in the session's record, not in this process: ``active`` (the task handed
+out) and ``waiting`` (the tasks behind it, oldest first), changed only by compare-and-set in the
+same commit as the tasks they name. So several control planes sharing one store hand out a
+session's tasks one at a time, in the order they were stored, each once; whoever applies a task's
+end moves its session on. An ``active`` task found finished (a control plane died between the two
+commits) frees the session for whoever looks next; :meth:`Dispatcher.recover` looks at start.
+
 Nothing here can wedge a session: a publish that fails (the queue is down, its journal full) is
 retried by a background loop until it goes through; a finished report applied twice advances the
 session once; a task whose message cannot even be built fails alone. Cancelling takes the session's
-lock, so a task is never handed out between the look and the cancel.
+lock (in this process) and re-reads the session (for the others), so a task is never handed out
+between the look and the cancel.
 """
 
 from __future__ import annotations
@@ -18,16 +26,23 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llamactl.server.control_plane.records import ControlPlaneRecords, StoredTask
-from llamactl.server.errors import LlamactlError, MessageQueueError, StateStoreError, TaskFinished
+from llamactl.server.control_plane.records import ControlPlaneRecords, SessionRecord, StoredTask
+from llamactl.server.errors import (
+    LlamactlError,
+    MessageQueueError,
+    SessionNotFound,
+    StateStoreError,
+    TaskExists,
+    TaskFinished,
+)
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.protocol import TaskInput, TaskInputKind, TaskMessage, start_msg_id
+from llamactl.server.state.base import Write
 from llamactl.server.types import TaskStatus
 
 __all__ = ["CancelOutcome", "Dispatcher"]
@@ -35,7 +50,9 @@ __all__ = ["CancelOutcome", "Dispatcher"]
 log = logging.getLogger(__name__)
 
 _RETRY_MAX = 5.0
+_CAS_TRIES = 100
 _NEVER_RAN = "cancelled before it started"
+_SESSION_GONE = "cancelled: its session was deleted"
 OnFinal = Callable[[StoredTask], None]
 
 
@@ -68,12 +85,10 @@ class Dispatcher:
         self._timeouts = dict(timeouts)
         self._on_final = on_final
         self._locks: dict[str, _Lock] = {}
-        self._active: dict[str, str] = {}
-        """session id -> the id of its handed-out, unfinished task."""
-        self._waiting: dict[str, deque[str]] = {}
-        """session id -> ids of its tasks not handed out yet, oldest first."""
         self._unpublished: dict[str, str] = {}
-        """session id -> its active task, whose publish has not gone through yet."""
+        """task id -> session id: handed out here, its publish has not gone through yet."""
+        self._unsettled: set[str] = set()
+        """Sessions whose turn could not be passed on yet (the store failed): retried."""
         self._retry = asyncio.Event()
 
     def set_timeouts(self, timeouts: Mapping[str, float | None]) -> None:
@@ -82,7 +97,7 @@ class Dispatcher:
     @property
     def sessions_in_memory(self) -> int:
         """Sessions this dispatcher keeps anything for (for tests: proves nothing leaks)."""
-        return len(self._locks.keys() | self._active.keys() | self._waiting.keys() | self._unpublished.keys())
+        return len(self._locks.keys() | set(self._unpublished.values()) | self._unsettled)
 
     @contextlib.asynccontextmanager
     async def _session(self, session_id: str) -> AsyncIterator[None]:
@@ -101,46 +116,72 @@ class Dispatcher:
     # --- recovery and new tasks ----------------------------------------------------------------
 
     async def recover(self) -> int:
-        """Rebuild the per-session queues from the store after a start; return tasks re-sent."""
-        sessions: dict[str, None] = {}
+        """After a start: make every unfinished task's session hold it (records of an older
+        llamactl did not), send its handed-out task again and hand out the next; return how many
+        tasks were sent."""
+        by_session: dict[str, list[str]] = {}
         for task in await self._records.unfinished_tasks():
-            sessions[task.session_id] = None
-            if task.dispatched and task.session_id not in self._active:
-                self._active[task.session_id] = task.task_id
-            else:
-                self._waiting.setdefault(task.session_id, deque()).append(task.task_id)
-        resent = 0
-        for session_id in sessions:
+            by_session.setdefault(task.session_id, []).append(task.task_id)
+        sent = 0
+        for session_id, task_ids in by_session.items():
             try:
                 async with self._session(session_id):
-                    active = self._active.get(session_id)
-                    if active is not None:
-                        # Publishing again is harmless (same msg id) and covers a crash between
-                        # recording that it was handed out and publishing it.
-                        await self._publish_or_retry(await self._records.get_task(active))
-                        resent += 1
-                    else:
-                        resent += await self._advance_locked(session_id)
+                    sent += await self._pass_turn(session_id, adopt=task_ids, resend=True)
             except LlamactlError as exc:
                 log.error("%s: session %s not resumed yet: %s", self._records.deployment, session_id, exc)
+                self._unsettled.add(session_id)
                 self._retry.set()
-        return resent
+        return sent
 
-    async def submit(self, task: StoredTask, store: Callable[[StoredTask], Awaitable[None]]) -> None:
-        """Store a new task with ``store`` and hand it out now if its session is free, else queue it.
+    async def submit(self, task: StoredTask, *, new_session: bool) -> None:
+        """Store a new task and hand it out now if its session is free, else queue it behind.
 
-        A task handed out at once is stored already marked as dispatched (one write less); should
-        its publish fail, the retry loop publishes it (and :meth:`recover` after a restart).
+        ``new_session``: make a session for it (implicit: pruned with it); otherwise its session
+        must exist (SessionNotFound) and is kept from then on. A task handed out at once is stored
+        already marked as dispatched (one write less); should its publish fail, the retry loop
+        publishes it (and :meth:`recover` after a restart). Raises TaskExists for a known id.
         """
-        async with self._session(task.session_id):
-            free = task.session_id not in self._active and not self._waiting.get(task.session_id)
-            task.dispatched = free
-            await store(task)
-            if free:
-                self._active[task.session_id] = task.task_id
-                await self._publish_or_retry(task)
-            else:
-                self._waiting.setdefault(task.session_id, deque()).append(task.task_id)
+        session_id = task.session_id
+        async with self._session(session_id):
+            for _ in range(_CAS_TRIES):
+                if new_session:
+                    record, version = SessionRecord(session_id=session_id, created_at=task.created_at), None
+                    record.implicit = True
+                else:
+                    found = await self._records.find_session_versioned(session_id)
+                    if found is None:
+                        raise SessionNotFound(session_id, self._records.deployment)
+                    record, version = found
+                    if (record.active is not None and await self._ended(record.active)) or (
+                        record.active is None and record.waiting
+                    ):
+                        await self._pass_turn(session_id)  # a control plane died mid-way: move on first
+                        continue
+                turn = record.model_copy(deep=True)
+                turn.implicit = new_session
+                task.dispatched = turn.active is None
+                if task.dispatched:
+                    turn.active = task.task_id
+                else:
+                    turn.waiting.append(task.task_id)
+                writes: list[Write] = [self._records.session_write(turn, version)]
+                if new_session:
+                    writes.append(self._records.changes.entry("session.created", {"session_id": session_id}))
+                at = len(writes)
+                writes += [self._records.task_write(task, None), self._records.status_change(task)]
+                result = await self._records.store.commit(writes)
+                if result.ok:
+                    self._records.remember_task(task, result.results[at])
+                    if new_session:
+                        self._records.remember_context(session_id, None)
+                    if task.dispatched:
+                        await self._publish_or_retry(task)
+                    return
+                if result.failed == at:
+                    raise TaskExists(task.task_id)
+                if new_session:  # the session exists already: only a task id can collide
+                    raise TaskExists(task.task_id)
+            raise StateStoreError(f"session '{session_id}' kept changing under us: too much contention")
 
     async def finished(self, task: StoredTask) -> None:
         """A task reached a final status: free its session and hand out the next task.
@@ -148,42 +189,87 @@ class Dispatcher:
         Idempotent: a report applied twice advances the session once.
         """
         async with self._session(task.session_id):
-            self._forget(task)
-            if task.session_id not in self._active:
-                await self._advance_locked(task.session_id)
+            self._unpublished.pop(task.task_id, None)
+            await self._pass_turn(task.session_id, ended=task.task_id)
 
-    def _forget(self, task: StoredTask) -> None:
-        session_id = task.session_id
-        if self._active.get(session_id) == task.task_id:
-            del self._active[session_id]
-            if self._unpublished.get(session_id) == task.task_id:
-                del self._unpublished[session_id]
-        waiting = self._waiting.get(session_id)
-        if waiting is not None and task.task_id in waiting:
-            waiting.remove(task.task_id)
-            if not waiting:
-                del self._waiting[session_id]
+    async def _ended(self, task_id: str) -> bool:
+        found = await self._records.find_task_versioned(task_id)
+        return found is None or found[0].status.is_final
 
-    async def _advance_locked(self, session_id: str) -> int:
-        waiting = self._waiting.get(session_id)
-        while waiting:
-            task_id = waiting.popleft()
+    async def _pass_turn(
+        self,
+        session_id: str,
+        *,
+        ended: str | None = None,
+        adopt: list[str] | None = None,
+        resend: bool = False,
+    ) -> int:
+        """Bring the session's turn up to date (the caller holds its lock): drop ``ended`` and
+        tasks found finished, add the ``adopt`` ed tasks it lacks, hand out the next waiting task
+        if none is out; with ``resend``, publish its handed-out task again. Returns how many
+        tasks were published."""
+        for _ in range(_CAS_TRIES):
+            found = await self._records.find_session_versioned(session_id)
+            if found is None:
+                return await self._orphans(adopt or [], resend)
+            record, version = found
+            turn = record.model_copy(deep=True)
+            if ended is not None:
+                turn.waiting = [t for t in turn.waiting if t != ended]
+                if turn.active == ended:
+                    turn.active = None
+            for task_id in adopt or ():
+                if task_id != turn.active and task_id not in turn.waiting:
+                    turn.waiting.append(task_id)
+            active = None
+            if turn.active is not None:
+                active = await self._records.find_task_versioned(turn.active)
+                if active is None or active[0].status.is_final:
+                    turn.active, active = None, None
+            claimed: tuple[StoredTask, int] | None = None
+            while turn.active is None and turn.waiting:
+                head = await self._records.find_task_versioned(turn.waiting[0])
+                if head is None or head[0].status.is_final:
+                    turn.waiting.pop(0)
+                    continue
+                claimed, turn.active = head, turn.waiting.pop(0)
+            if turn != record:
+                writes: list[Write] = [self._records.session_write(turn, version)]
+                if claimed is not None:
+                    claimed[0].dispatched = True
+                    writes.append(self._records.task_write(claimed[0], claimed[1]))
+                result = await self._records.store.commit(writes)
+                if not result.ok:
+                    continue  # another control plane moved it: look again
+                if claimed is not None:
+                    self._records.remember_task(claimed[0], result.results[1])
+            self._unsettled.discard(session_id)
+            if claimed is not None:
+                await self._publish_or_retry(claimed[0])
+                return 1
+            if resend and active is not None:
+                # Publishing again is harmless (same msg id) and covers a crash between
+                # recording that it was handed out and publishing it.
+                await self._publish_or_retry(active[0])
+                return 1
+            return 0
+        raise StateStoreError(f"session '{session_id}' kept changing under us: too much contention")
+
+    async def _orphans(self, task_ids: list[str], resend: bool) -> int:
+        """Unfinished tasks whose session record is gone (deleted, or unreadable): the ones not
+        handed out can never have their turn and end here; one handed out is sent again (it
+        may be running) when ``resend``. Returns how many were sent."""
+        sent = 0
+        for task_id in task_ids:
             task = await self._records.find_task(task_id)
             if task is None or task.status.is_final:
                 continue
-            self._active[session_id] = task_id
-            try:
-                task, _ = await self._records.transition(task_id, _mark_dispatched, feed=False)
-            except BaseException:
-                del self._active[session_id]
-                waiting.appendleft(task_id)
-                raise
-            await self._publish_or_retry(task)
-            if not waiting:
-                del self._waiting[session_id]
-            return 1
-        self._waiting.pop(session_id, None)
-        return 0
+            if not task.dispatched:
+                await self._end(task, TaskStatus.CANCELLED, _SESSION_GONE, if_waiting=True)
+            elif resend:
+                await self._publish_or_retry(task)
+                sent += 1
+        return sent
 
     # --- publishing --------------------------------------------------------------------------
 
@@ -214,25 +300,27 @@ class Dispatcher:
                 key=task.session_id,
             )
         except MessageQueueError as exc:
-            if task.session_id not in self._unpublished:
+            if task.task_id not in self._unpublished:
                 log.warning("task %s not handed out yet (%s): retrying", task.task_id, exc)
-            self._unpublished[task.session_id] = task.task_id
+            self._unpublished[task.task_id] = task.session_id
             self._retry.set()
             return
-        if self._unpublished.get(task.session_id) == task.task_id:
-            del self._unpublished[task.session_id]
+        self._unpublished.pop(task.task_id, None)
 
     async def _fail(self, task: StoredTask, error: str) -> None:
         """Fail a task that cannot run at all, and move its session on (the caller holds its lock)."""
         log.error("task %s failed: %s", task.task_id, error)
         await self._end(task, TaskStatus.FAILED, error)
 
-    async def _end(self, task: StoredTask, status: TaskStatus, reason: str) -> StoredTask:
+    async def _end(
+        self, task: StoredTask, status: TaskStatus, reason: str, *, if_waiting: bool = False
+    ) -> StoredTask:
         """Give a task that no worker holds its final ``status``; the session moves on (the
-        caller holds the session's lock)."""
+        caller holds the session's lock). ``if_waiting``: only if it was not handed out (by
+        another control plane, since the caller looked); check ``status`` of what comes back."""
 
         def end(t: StoredTask) -> bool:
-            if t.status.is_final:
+            if t.status.is_final or (if_waiting and t.dispatched):
                 return False
             t.status = status
             t.error = reason
@@ -240,42 +328,46 @@ class Dispatcher:
             return True
 
         stored, changed = await self._records.transition(task.task_id, end)
-        self._forget(stored)
+        self._unpublished.pop(task.task_id, None)
         if changed:
             self._on_final(stored)
-        if task.session_id not in self._active:
-            await self._advance_locked(task.session_id)
+        await self._pass_turn(task.session_id, ended=task.task_id)
         return stored
 
     async def retry_loop(self) -> None:
-        """Publish what could not be published, with backoff, until it goes through."""
+        """Publish what could not be published and pass on the turns that could not be passed,
+        with backoff, until they go through."""
         delay = 0.0
         while True:
             await self._retry.wait()
             self._retry.clear()
             if delay:
                 await asyncio.sleep(delay)
-            failed = False
-            for session_id, task_id in list(self._unpublished.items()):
+            for task_id, session_id in list(self._unpublished.items()):
                 try:
                     async with self._session(session_id):
-                        if self._unpublished.get(session_id) != task_id:
+                        if task_id not in self._unpublished:
                             continue
                         task = await self._records.get_task(task_id)
                         if task.status.is_final:
-                            self._forget(task)
+                            self._unpublished.pop(task_id, None)
                             continue
                         await self._publish_or_retry(task)
                 except (StateStoreError, MessageQueueError) as exc:
                     log.warning("task %s still not handed out: %s", task_id, exc)
-                failed = failed or session_id in self._unpublished
-            if failed:
+            for session_id in list(self._unsettled):
+                try:
+                    async with self._session(session_id):
+                        await self._pass_turn(session_id)
+                except (StateStoreError, MessageQueueError) as exc:
+                    log.warning("session %s still not moved on: %s", session_id, exc)
+            if self._unpublished or self._unsettled:
                 self._retry.set()
                 delay = min(_RETRY_MAX, max(0.1, delay * 2))
             else:
                 delay = 0.0
 
-    # --- cancel and removed services -------------------------------------------------------------
+    # --- cancel, deleted sessions and removed services -----------------------------------------
 
     async def cancel(self, task_id: str) -> CancelOutcome:
         """Cancel a task: at once if it has not reached a worker (it never runs), else ask its worker.
@@ -284,14 +376,16 @@ class Dispatcher:
         """
         task = await self._records.get_task(task_id)
         async with self._session(task.session_id):
-            task = await self._records.get_task(task_id)
+            found = await self._records.find_task_versioned(task_id)
+            task = found[0] if found is not None else await self._records.get_task(task_id)
             if task.status.is_final:
                 raise TaskFinished(task_id, task.status.value)
-            session_id = task.session_id
-            if self._active.get(session_id) != task_id:
-                if task.task_id in self._waiting.get(session_id, ()):
-                    return CancelOutcome(await self._end(task, TaskStatus.CANCELLED, _NEVER_RAN), True)
-            elif self._unpublished.get(session_id) == task_id or await self._queue.discard(
+            session = await self._records.find_session(task.session_id)
+            if session is not None and task_id in session.waiting:
+                ended = await self._end(task, TaskStatus.CANCELLED, _NEVER_RAN, if_waiting=True)
+                if ended.status is TaskStatus.CANCELLED:
+                    return CancelOutcome(ended, True)
+            if task_id in self._unpublished or await self._queue.discard(
                 topics.service_topic(self._records.deployment, task.service_id), start_msg_id(task_id)
             ):
                 return CancelOutcome(await self._end(task, TaskStatus.CANCELLED, _NEVER_RAN), True)
@@ -304,27 +398,38 @@ class Dispatcher:
         )
         return CancelOutcome(task, False)
 
+    async def drop_session(self, session_id: str) -> int:
+        """Before a session is deleted: cancel the tasks that wait in it (with no session they
+        could never run); the one handed out finishes. Returns how many were cancelled."""
+        async with self._session(session_id):
+            session = await self._records.get_session(session_id)
+            cancelled = 0
+            for task_id in session.waiting:
+                task = await self._records.find_task(task_id)
+                if task is not None and not task.status.is_final:
+                    await self._end(task, TaskStatus.CANCELLED, _SESSION_GONE)
+                    cancelled += 1
+            return cancelled
+
     async def fail_service(self, service_id: str, reason: str) -> int:
-        """Fail the tasks of ``service_id`` that wait here (none of them was handed out)."""
+        """Fail the tasks of ``service_id`` that wait (none of them was handed out)."""
         failed = 0
-        for session_id in list(self._waiting.keys() | self._unpublished.keys()):
-            async with self._session(session_id):
-                ids = [*self._waiting.get(session_id, ())]
-                if (unpublished := self._unpublished.get(session_id)) is not None:
-                    ids.insert(0, unpublished)
-                for task_id in ids:
-                    task = await self._records.find_task(task_id)
-                    if task is not None and task.service_id == service_id and not task.status.is_final:
-                        await self._fail(task, reason)
+        cursor: str | None = None
+        while True:
+            page = await self._records.list_tasks(
+                service_id=service_id, status=TaskStatus.QUEUED, limit=500, cursor=cursor
+            )
+            for task in page.items:
+                if task.dispatched and task.task_id not in self._unpublished:
+                    continue
+                async with self._session(task.session_id):
+                    current = await self._records.find_task(task.task_id)
+                    if current is not None and not current.status.is_final:
+                        await self._fail(current, reason)
                         failed += 1
-        return failed
-
-
-def _mark_dispatched(task: StoredTask) -> bool:
-    if task.dispatched or task.status.is_final:
-        return False
-    task.dispatched = True
-    return True
+            if page.next_cursor is None:
+                return failed
+            cursor = page.next_cursor
 
 
 def _request_cancel(task: StoredTask) -> bool:

@@ -29,10 +29,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from llamactl.server.control_plane.changes import ChangeFeed
-from llamactl.server.errors import SessionNotFound, StateStoreError, TaskExists, TaskNotFound
+from llamactl.server.errors import SessionNotFound, StateStoreError, TaskNotFound
 from llamactl.server.state.base import Append, Cas, Delete, DeleteLog, Index, Put, StateStore, Write
 from llamactl.server.types import SessionDefinition, TaskRecord, TaskStatus
 
@@ -81,6 +81,10 @@ class SessionRecord(BaseModel):
     created_at: float = 0.0
     implicit: bool = False
     """Made for one task that named no session: pruned with it."""
+    active: str | None = None
+    """The task handed out to its service and not finished yet (the session's turn)."""
+    waiting: list[str] = Field(default_factory=list)
+    """Tasks not handed out yet, oldest first: each waits for the one before it."""
 
     def index(self) -> Index:
         return Index(sort=f"{self.created_at:017.6f}:{self.session_id}", fields={"all": ""})
@@ -106,6 +110,9 @@ class ControlPlaneRecords:
         self.tasks_ns = f"{deployment}/tasks"
         self.sessions_ns = f"{deployment}/sessions"
         self.contexts_ns = f"{deployment}/contexts"
+        self.fresh_reads = store.shared
+        """Other processes write the store too: read records from it, never from the cache (the
+        cache still gives the version a compare-and-set starts from)."""
         self._tasks: OrderedDict[str, tuple[StoredTask, int]] = OrderedDict()
         self._contexts: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
         self.unreadable = 0
@@ -113,33 +120,6 @@ class ControlPlaneRecords:
 
     def events_stream(self, task_id: str) -> str:
         return f"{self.deployment}/events/{task_id}"
-
-    async def ensure_indexed(self) -> int:
-        """Index records written by a llamactl that did not index them (once; returns how many).
-
-        A store written before the indexes existed lists nothing until this has run: it reads every
-        task and session once, and notes that it did.
-        """
-        meta = f"{self.deployment}/meta"
-        if await self.store.get(meta, "indexed") is not None:
-            return 0
-        done = 0
-        for ns, model in ((self.tasks_ns, StoredTask), (self.sessions_ns, SessionRecord)):
-            after: str | None = None
-            while page := await self.store.list(ns, after=after, limit=500):
-                for key, found in page:
-                    try:
-                        record = model.model_validate_json(found.value)
-                    except (ValidationError, ValueError):
-                        self.unreadable += 1
-                        continue
-                    await self.store.cas(ns, key, found.value, found.version, index=record.index())
-                    done += 1
-                after = page[-1][0]
-        await self.store.put(meta, "indexed", b"1")
-        if done:
-            log.info("%s: indexed %d record(s) written by an older llamactl", self.deployment, done)
-        return done
 
     # --- tasks: reading ----------------------------------------------------------------------
 
@@ -168,8 +148,18 @@ class ControlPlaneRecords:
 
     async def find_task(self, task_id: str) -> StoredTask | None:
         """A copy of the task's record (callers may change it freely), or None."""
-        cached = self._tasks.get(task_id) or await self._load(task_id)
-        return None if cached is None else cached[0].model_copy()
+        found = await self.find_task_versioned(task_id, fresh=self.fresh_reads)
+        return None if found is None else found[0]
+
+    async def find_task_versioned(self, task_id: str, *, fresh: bool = True) -> tuple[StoredTask, int] | None:
+        """A copy of the task's record and its version (read from the store unless ``fresh`` is
+        False and it is cached), or None."""
+        cached = (None if fresh else self._tasks.get(task_id)) or await self._load(task_id)
+        return None if cached is None else (cached[0].model_copy(), cached[1])
+
+    def remember_task(self, task: StoredTask, version: int) -> None:
+        """A task record written by a commit made outside :meth:`transition`."""
+        self._remember(task.model_copy(), version)
 
     async def get_task(self, task_id: str) -> StoredTask:
         task = await self.find_task(task_id)
@@ -243,25 +233,6 @@ class ControlPlaneRecords:
             },
         )
 
-    async def create_task(self, task: StoredTask, session: SessionRecord | None) -> None:
-        """Store a new task (and the implicit ``session`` made for it) with their feed entries."""
-        writes: list[Write] = []
-        if session is not None:
-            writes += [
-                Cas(self.sessions_ns, session.session_id, _dump(session), None, session.index()),
-                self.changes.entry("session.created", {"session_id": session.session_id}),
-            ]
-        writes += [
-            Cas(self.tasks_ns, task.task_id, _dump(task), None, task.index()),
-            self.status_change(task),
-        ]
-        result = await self.store.commit(writes)
-        if not result.ok:
-            raise TaskExists(task.task_id)
-        self._remember(task.model_copy(), result.results[-2])
-        if session is not None:
-            self._remember_context(session.session_id, None)  # a new session has no Context yet
-
     async def transition(
         self,
         task_id: str,
@@ -328,15 +299,28 @@ class ControlPlaneRecords:
         return await self.get_session(session_id), False
 
     async def find_session(self, session_id: str) -> SessionRecord | None:
+        found = await self.find_session_versioned(session_id)
+        return None if found is None else found[0]
+
+    async def find_session_versioned(self, session_id: str) -> tuple[SessionRecord, int] | None:
         found = await self.store.get(self.sessions_ns, session_id)
         if found is None:
             return None
         try:
-            return SessionRecord.model_validate_json(found.value)
+            return SessionRecord.model_validate_json(found.value), found.version
         except (ValidationError, ValueError) as exc:
             self.unreadable += 1
             log.error("%s: session record %r cannot be read: %s", self.deployment, session_id, exc)
-            return SessionRecord(session_id=session_id)
+            return SessionRecord(session_id=session_id), found.version
+
+    def session_write(self, record: SessionRecord, version: int | None) -> Cas:
+        """Write a session record at ``version`` (None: create it)."""
+        return Cas(self.sessions_ns, record.session_id, _dump(record), version, record.index())
+
+    def task_write(self, task: StoredTask, version: int | None) -> Cas:
+        """Write a task record at ``version`` (None: create it, with its index)."""
+        index = task.index() if version is None else None
+        return Cas(self.tasks_ns, task.task_id, _dump(task), version, index)
 
     async def get_session(self, session_id: str) -> SessionRecord:
         record = await self.find_session(session_id)
@@ -379,13 +363,6 @@ class ControlPlaneRecords:
         )
         self._contexts.pop(session_id, None)
 
-    async def keep_session(self, session_id: str) -> None:
-        """A task named this session explicitly: it is no longer pruned with its first task."""
-        record = await self.get_session(session_id)
-        if record.implicit:
-            record.implicit = False
-            await self.store.put(self.sessions_ns, session_id, _dump(record), index=record.index())
-
     # --- contexts ----------------------------------------------------------------------------
 
     def _remember_context(self, session_id: str, context: dict[str, Any] | None) -> None:
@@ -395,7 +372,7 @@ class ControlPlaneRecords:
             self._contexts.popitem(last=False)
 
     async def get_context(self, session_id: str) -> dict[str, Any] | None:
-        if session_id in self._contexts:
+        if session_id in self._contexts and not self.fresh_reads:
             return self._contexts[session_id]
         found = await self.store.get(self.contexts_ns, session_id)
         context: dict[str, Any] | None = None
@@ -413,7 +390,8 @@ class ControlPlaneRecords:
         """The write that saves a session's Context (remembered once the commit holds)."""
         return Put(self.contexts_ns, session_id, json.dumps(context).encode())
 
-    def remember_context(self, session_id: str, context: dict[str, Any]) -> None:
+    def remember_context(self, session_id: str, context: dict[str, Any] | None) -> None:
+        """A Context just written (or None: a new session has none yet)."""
         self._remember_context(session_id, context)
 
     async def context_size(self, session_id: str) -> int:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -133,6 +133,19 @@ class CommitResult:
 
 
 class StateStore(abc.ABC):
+    shared: bool = False
+    """True for a store that other processes (other servers) write too, such as PostgreSQL: what a
+    process read may be stale a moment later, so readers must not trust a cache of it, and a log
+    append by another process reaches :meth:`add_append_listener` listeners."""
+
+    def add_append_listener(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(stream)`` after another process appended to a log of this store.
+
+        Only ``shared`` stores call listeners (an in-process store has no other writer: its own
+        callers know what they appended). Returns a function that removes the listener.
+        """
+        return _nothing
+
     @abc.abstractmethod
     async def start(self) -> None:
         """Open the store (create tables, files). Call once before use, or use ``async with``."""
@@ -249,3 +262,7 @@ class StateStore(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _nothing() -> None:
+    return None

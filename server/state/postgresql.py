@@ -104,6 +104,7 @@ class PostgreSQLStateStore(StateStore):
         self._relisten: asyncio.Task[None] | None = None
         self._columns = ops.Columns()
         self._waiters = StreamWaiters()
+        self._append_listeners: builtins.list[Callable[[str], None]] = []
         self._closed = False
 
     def __repr__(self) -> str:
@@ -178,8 +179,27 @@ class PostgreSQLStateStore(StateStore):
         listener.add_termination_listener(self._listener_lost)
         self._listener = listener
 
+    shared = True
+
+    def add_append_listener(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(stream)`` for every append notified on the schema's channel (by any
+        process, this one included); returns a function that removes it."""
+        self._append_listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._append_listeners.remove(listener)
+
+        return remove
+
     def _notified(self, _conn: object, _pid: int, _channel: str, stream: object) -> None:
-        self._waiters.notify(str(stream))
+        name = str(stream)
+        self._waiters.notify(name)
+        for listener in list(self._append_listeners):
+            try:
+                listener(name)
+            except Exception:
+                logger.exception("%s: an append listener failed", self._where)
 
     def _listener_lost(self, _conn: object) -> None:
         if self._closed:

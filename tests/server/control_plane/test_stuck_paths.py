@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
 from llamactl.server.control_plane.loops import Loops
 from llamactl.server.control_plane.records import StoredTask
-from llamactl.server.errors import InvalidRequest
+from llamactl.server.errors import InvalidRequest, StateStoreError
 from llamactl.server.mq import topics
 from llamactl.server.protocol import WorkerMessage, WorkerMessageKind
 from llamactl.server.state.base import Index
@@ -52,10 +53,20 @@ async def test_a_final_report_applied_again_still_moves_its_session_on(harness: 
     first = await plane.create_task(TaskDefinition(session_id=session.session_id))
     second = await plane.create_task(TaskDefinition(session_id=session.session_id))
     delivery, _ = await deliveries.take()
-    # What the dispatcher knows goes missing (as when Dispatcher.finished failed half way), then
-    # the report comes in, twice.
-    plane.dispatcher._active.pop(session.session_id, None)
-    plane.dispatcher._waiting[session.session_id].appendleft(first.task_id)
+    # Moving the session on fails once, after the task's end is stored (the store went away
+    # between the two commits): the report is applied again, and the second time the task is
+    # already finished.
+    real_finished = plane.dispatcher.finished
+    calls = 0
+
+    async def finished_failing_once(task: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise StateStoreError("the store went away for a moment")
+        await real_finished(task)
+
+    plane.dispatcher.finished = finished_failing_once  # type: ignore[method-assign]
     report = completed(first.task_id, 1).model_dump_json().encode()
     control = topics.control_topic(DEPLOYMENT)
     await worker.publish(control, report, msg_id="copy-1", key=first.task_id)

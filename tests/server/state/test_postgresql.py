@@ -18,7 +18,7 @@ import pytest
 
 from llamactl.server.errors import StateStoreError
 from llamactl.server.state import LogEntry, StateStore, Versioned
-from llamactl.server.state.base import Index
+from llamactl.server.state.base import Append, Index
 from llamactl.server.state.postgresql import PostgreSQLStateStore
 from tests.postgres import PostgresSchema
 
@@ -191,3 +191,28 @@ async def test_killed_pool_connections_fail_calls_with_a_state_store_error_then_
                     assert "PostgreSQL state store at postgresql://postgres@127.0.0.1:5432/test" in str(exc)
                     outcomes.append("error")
         print(f"after killing {killed} connections: {outcomes}")
+
+
+async def test_append_listeners_hear_appends_of_other_processes(stores: list[StateStore]) -> None:
+    a, b = stores
+    assert a.shared and b.shared
+    heard: list[str] = []
+    got = asyncio.Event()
+
+    def listener(stream: str) -> None:
+        heard.append(stream)
+        got.set()
+
+    remove = a.add_append_listener(listener)
+    await b.append("events/t1", b"x")
+    async with asyncio.timeout(PROMPT):
+        await got.wait()
+    assert heard == ["events/t1"]
+    remove()
+    got.clear()
+    await b.commit([Append("events/t2", b"y")])
+    await b.append("events/t3", b"z")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5):
+            await got.wait()  # removed: it hears nothing more
+    assert heard == ["events/t1"]

@@ -1,0 +1,69 @@
+"""Wake-ups for what other control planes do, when several share one state store.
+
+A control plane wakes its own waiters (``tasks/run``, ``/results``, event streams) as it applies
+reports. With a shared store (PostgreSQL) the report of a task may be applied by another server,
+so each control plane also
+
+* follows the change feed (the store wakes the reader when any process appends to it) and wakes
+  the waiters of every task whose status changed, and
+* listens to appends to task event logs (the store's append listener) and wakes those tasks'
+  event readers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+
+from llamactl.server.control_plane.changes import ChangeFeed
+from llamactl.server.control_plane.signals import TaskSignals
+from llamactl.server.state.base import StateStore
+
+__all__ = ["RemoteWakeups"]
+
+log = logging.getLogger(__name__)
+
+_WAIT = 30.0
+_BATCH = 1000
+
+
+class RemoteWakeups:
+    def __init__(
+        self, store: StateStore, changes: ChangeFeed, events_prefix: str, signals: TaskSignals
+    ) -> None:
+        self._store = store
+        self._changes = changes
+        self._events_prefix = events_prefix
+        self._signals = signals
+        self._remove: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        """Listen to event-log appends (call once; :meth:`close` stops)."""
+        self._remove = self._store.add_append_listener(self._appended)
+
+    def close(self) -> None:
+        if self._remove is not None:
+            self._remove()
+            self._remove = None
+
+    def _appended(self, stream: str) -> None:
+        if stream.startswith(self._events_prefix):
+            self._signals.notify(stream[len(self._events_prefix) :])
+
+    async def follow_changes(self) -> None:
+        """Wake the waiters of every task whose status another process changed (a loop: runs
+        until cancelled, from the feed's end when it starts)."""
+        offset = await self._store.log_length(self._changes.stream)
+        while True:
+            entries = await self._store.read(self._changes.stream, offset, limit=_BATCH, wait=_WAIT)
+            for entry in entries:
+                offset = entry.offset + 1
+                try:
+                    change = json.loads(entry.value)
+                except ValueError:
+                    continue
+                if change.get("kind") == "task.status":
+                    task_id = (change.get("data") or {}).get("task_id")
+                    if isinstance(task_id, str):
+                        self._signals.notify(task_id)
