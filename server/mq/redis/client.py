@@ -291,7 +291,8 @@ class RedisQueue(MessageQueue):
     async def _beat(self, *, raise_errors: bool) -> None:
         sent = asyncio.get_running_loop().time()
         try:
-            reaped = await self._call("beat", [self.client_id, self._window_ms], "heartbeat")
+            what = "connect" if raise_errors else "heartbeat"
+            reaped = await self._call("beat", [self.client_id, self._window_ms], what)
         except MessageQueueError as exc:
             if raise_errors:
                 raise

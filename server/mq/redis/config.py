@@ -6,11 +6,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 from llamactl.server.errors import MessageQueueError
 
-__all__ = ["RedisQueueConfig"]
+__all__ = ["RedisQueueConfig", "redact", "scrub"]
 
 _CONNECTION_KEYS = {"url", "host", "port", "db", "username", "password", "ssl"}
 _QUEUE_KEYS = {"prefix", "heartbeat_interval", "liveness", "max_attempts", "publish_timeout", "retention"}
@@ -129,18 +129,18 @@ def _truthy(value: Any) -> bool:
 
 
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (and unparseable URLs hidden entirely)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None and "password=" not in parts.query:
-            return url
-        netloc = parts.hostname or ""
-        if parts.port is not None:
-            netloc += f":{parts.port}"
-        if parts.username:
-            netloc = f"{parts.username}:***@{netloc}"
-        elif parts.password is not None:
-            netloc = f":***@{netloc}"
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    except ValueError:
-        return "<unparseable redis url>"
+    """``url`` without its credentials (``user:password@`` becomes ``***@``), even when it does not parse."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (an error message about ``url``) with the pieces of the URL's credentials hidden."""
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    pieces = sorted({userinfo, *userinfo.replace("/", ":").split(":")}, key=len, reverse=True)
+    for piece in pieces:
+        if len(piece) >= 3:
+            text = text.replace(piece, "***")
+    return text

@@ -27,7 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llamactl.server.errors import MessageQueueError
 
-from .config import RedisQueueConfig
+from .config import RedisQueueConfig, scrub
 
 __all__ = ["UNREACHABLE", "Link"]
 
@@ -55,7 +55,8 @@ class Link:
             )
             blocking = ConnectionPool.from_url(config.url, socket_timeout=None, **common)
         except (ValueError, TypeError, RedisError) as exc:
-            raise MessageQueueError(f"redis message queue: bad url {config.where!r}: {exc}") from exc
+            problem = scrub(str(exc), config.url)
+            raise MessageQueueError(f"redis message queue: bad url {config.where!r}: {problem}") from exc
         self.short = Redis(connection_pool=short)
         self.blocking = Redis(connection_pool=blocking)
 
@@ -87,12 +88,15 @@ class Link:
             try:
                 return await asyncio.wait_for(make(), left)
             except (ResponseError, AuthenticationError, AuthorizationError) as exc:
-                raise error(f"{what}: redis at {self.config.where} refused it: {exc}") from exc
+                problem = scrub(str(exc), self.config.url)
+                raise error(f"{what}: redis at {self.config.where} refused it: {problem}") from exc
             except UNREACHABLE as exc:
                 last = exc
             if loop.time() + pause >= deadline:
                 break
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.25)
-        reason = f" ({type(last).__name__}: {last})" if last is not None and str(last) else ""
+        reason = (
+            f" ({type(last).__name__}: {scrub(str(last), self.config.url)})" if last and str(last) else ""
+        )
         raise error(f"{what}: redis at {self.config.where} did not answer within {timeout:g}s{reason}")
