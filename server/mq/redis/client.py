@@ -32,6 +32,7 @@ from .config import RedisQueueConfig
 from .consumer import ConsumeState, RedisDelivery, consume_iter
 from .link import UNREACHABLE, Link
 from .scripts import Scripts
+from .sidecar import RedisSideLine
 from .streams import subscribe_iter
 
 __all__ = ["RedisQueue"]
@@ -152,6 +153,11 @@ class RedisQueue(MessageQueue):
             raise ValueError(f"subscribe() takes a stream topic (stream.*), not {topic!r}")
         self._check_open()
         return subscribe_iter(self, topic, max(0, from_seq))
+
+    def sidecar(self) -> RedisSideLine:
+        """A side line for the loop watchdog's thread: it keeps this client alive while user code
+        blocks the event loop, so its deliveries are not handed to others (until their leases end)."""
+        return RedisSideLine(self.config, self.client_id)
 
     async def discard(self, topic: str, msg_id: str, *, leased: bool = False) -> bool:
         if not is_work_topic(topic):

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from .lua_lib import LIB
 
-__all__ = ["Scripts"]
+__all__ = ["KEEPALIVE", "PUBLISH", "Scripts"]
 
 PUBLISH = r"""
 local seq, dup = publish(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
@@ -208,6 +208,12 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', NOW, 'LIMIT', 0
   end
 end
 return reaped
+"""
+
+# ARGV: client, heartbeat window ms. Renew a live client's deadline for its blocked event loop.
+KEEPALIVE = r"""
+redis.call('ZADD', K_CLIENTS, 'XX', NOW + tonumber(ARGV[5]), ARGV[4])
+return 1
 """
 
 # ARGV: client. The client closes: its leases go back, not counted against their messages.

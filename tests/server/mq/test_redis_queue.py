@@ -150,3 +150,26 @@ async def test_a_key_waits_for_its_earlier_message_held_by_another_client(make: 
     assert not done
     await first.ack()
     assert (await asyncio.wait_for(nxt, 5)).message.msg_id == "k2"
+
+
+async def test_the_side_line_keeps_a_blocked_client_s_deliveries_and_publishes_for_it(
+    make: Make, raw: aioredis.Redis, prefix: str
+) -> None:
+    blocked = await make()
+    watcher = await make()  # its janitor would reap ``blocked`` without the side line
+    await watcher.publish(WORK, b"job", msg_id="job")
+    held = await within(blocked.consume(WORK, lease=60))
+    assert blocked._beats is not None
+    blocked._beats.cancel()  # as if its event loop were blocked: the watchdog's thread speaks for it
+    side = blocked.sidecar()
+    try:
+        for _ in range(10):  # 2 s: twice its liveness window
+            await asyncio.to_thread(side.keepalive)
+            await asyncio.sleep(0.2)  # the point: time passes while only the side line speaks
+        assert await raw.zscore(f"{prefix}clients", blocked.client_id) is not None
+        assert await raw.zcard(f"{prefix}r:{WORK}") == 0
+        assert await asyncio.to_thread(side.publish, STREAM, b"started", msg_id="job:started")
+        assert (await within(watcher.subscribe(STREAM))).payload == b"started"
+    finally:
+        await asyncio.to_thread(side.close)
+    await held.ack()
