@@ -27,6 +27,7 @@ Keys (``P`` is the prefix, ``T`` a topic; topics never hold spaces)::
     P n:T            wake stream (8 entries at most): XADDed when a message becomes ready again
     P clients        sorted set: client id -> heartbeat deadline
     P h:<client>     set of the "<seq> <topic>" a client holds;  P leases: zset of lease deadlines
+    P x:<client>     a client that closed (60 s): a take still on its way must not revive it
 
 How the contract maps:
 

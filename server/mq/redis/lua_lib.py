@@ -47,6 +47,7 @@ local function k_wake(t) return P .. 'n:' .. t end
 local function k_keyq(t, key) return P .. 'q:' .. t .. ' ' .. key end
 local function k_id(t, msg_id) return P .. 'i:' .. t .. ' ' .. msg_id end
 local function k_held(c) return P .. 'h:' .. c end
+local function k_gone(c) return P .. 'x:' .. c end
 local K_CLIENTS = P .. 'clients'
 local K_LEASES = P .. 'leases'
 

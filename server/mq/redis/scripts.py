@@ -29,6 +29,8 @@ TAKE = r"""
 local t, c = ARGV[4], ARGV[5]
 local n, lease_ms, outstanding = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local base, window = ARGV[9], tonumber(ARGV[10])
+-- A take that arrives after its client said goodbye must not register it again.
+if redis.call('EXISTS', k_gone(c)) == 1 then return {0, 0, {}, {'idle'}} end
 local reaped = alive(c, window)
 local out = {}
 local taken = 0
@@ -219,6 +221,7 @@ return 1
 # ARGV: client. The client closes: its leases go back, not counted against their messages.
 BYE = r"""
 drop_client(ARGV[4], 'closed', false)
+redis.call('SET', k_gone(ARGV[4]), '1', 'PX', 60000)
 return 1
 """
 

@@ -173,3 +173,18 @@ async def test_the_side_line_keeps_a_blocked_client_s_deliveries_and_publishes_f
     finally:
         await asyncio.to_thread(side.close)
     await held.ack()
+
+
+async def test_a_take_that_arrives_after_close_does_not_revive_the_client(
+    make: Make, raw: aioredis.Redis, prefix: str
+) -> None:
+    closing, other = await make(), await make()
+    await other.publish(WORK, b"job", msg_id="job")
+    await closing.close()
+    assert other._scripts is not None  # the late take, as the closed client's iterator would send it
+    reply = await other._scripts.call("take", [WORK, closing.client_id, 1, 60_000, 0, "late", 400])
+    assert reply[2] == []
+    assert await raw.zscore(f"{prefix}clients", closing.client_id) is None
+    d = await within(other.consume(WORK))
+    assert (d.message.msg_id, d.attempt) == ("job", 1)
+    await d.ack()
