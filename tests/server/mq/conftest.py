@@ -161,7 +161,8 @@ class QueueFactory:
 
     @property
     def survives_broker_restart(self) -> bool:
-        """A socket client reconnects to a restarted broker; an in-process one dies with its broker."""
+        """A socket client (zeromq, redis) reconnects to a restarted broker; an in-process one dies
+        with its broker. For redis the broker's "restart" is a cut line (see RedisBackend)."""
         return not self.local
 
     @property
@@ -179,6 +180,7 @@ class QueueFactory:
         return q
 
     async def stop_broker(self) -> None:
+        """The broker goes away: its connections drop and new ones are refused until start_broker."""
         await self.backend.stop()
 
     async def start_broker(self) -> None:
