@@ -514,6 +514,6 @@ def test_factory_names_the_known_types() -> None:
     with pytest.raises(MessageQueueError, match="zeromq"):
         connect_queue({"type": "kafka"})
     with pytest.raises(MessageQueueError, match="not available yet"):
-        connect_queue({"type": "redis"})
+        connect_queue({"type": "rabbitmq"})
     with pytest.raises(MessageQueueError, match="router"):
         connect_queue({"type": "zeromq"})

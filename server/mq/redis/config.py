@@ -1,0 +1,146 @@
+"""The Redis backend's configuration: where Redis is, and the queue's own settings."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from llamactl.server.errors import MessageQueueError
+
+__all__ = ["RedisQueueConfig", "redact", "scrub"]
+
+_CONNECTION_KEYS = {"url", "host", "port", "db", "username", "password", "ssl"}
+_QUEUE_KEYS = {"prefix", "heartbeat_interval", "liveness", "max_attempts", "publish_timeout", "retention"}
+_KEYS = {"type"} | _CONNECTION_KEYS | _QUEUE_KEYS
+
+
+@dataclass(frozen=True, slots=True)
+class RedisQueueConfig:
+    """Settings of a :class:`~llamactl.server.mq.redis.RedisQueue`.
+
+    Example::
+
+        RedisQueueConfig.from_mapping({"type": "redis", "url": "redis://127.0.0.1:6379/0"})
+        RedisQueueConfig.from_mapping({"type": "redis", "host": "redis", "port": 6380, "ssl": True})
+    """
+
+    url: str = field(repr=False)
+    """``redis://`` / ``rediss://`` / ``unix://`` URL; may hold a password (never shown: see ``where``)."""
+    prefix: str = "llamactl:"
+    """Every key of the queue starts with it: queues sharing one Redis need different prefixes."""
+    heartbeat_interval: float = 1.0
+    """Seconds between a client's heartbeats (each also does janitor duty)."""
+    liveness: int = 3
+    """Heartbeats a client may miss before its leases are released."""
+    max_attempts: int = 5
+    """Failed deliveries before a message goes to its dead-letter topic (same for all clients)."""
+    publish_timeout: float = 10.0
+    """Seconds a publish (or ack, nack, extend, discard) keeps trying before it fails."""
+    retention: float = 60.0
+    """Seconds a settled work message's ``msg_id`` is remembered, so that a resent publish is absorbed."""
+
+    @property
+    def window(self) -> float:
+        """Seconds of silence after which a client is declared dead."""
+        return self.heartbeat_interval * self.liveness
+
+    @property
+    def where(self) -> str:
+        """The URL without its credentials, for messages and logs."""
+        return redact(self.url)
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any]) -> RedisQueueConfig:
+        """Read Llama Deploy's keys (``url``, or ``host``/``port``/``db``/``username``/``password``/
+        ``ssl``) and ours; raise MessageQueueError naming what is wrong."""
+        unknown = set(config) - _KEYS
+        if unknown:
+            takes = sorted(_KEYS - {"type"})
+            raise MessageQueueError(
+                f"redis message queue config: unknown keys {sorted(unknown)}; it takes {takes}"
+            )
+        if "url" in config and set(config) & (_CONNECTION_KEYS - {"url"}):
+            raise MessageQueueError(
+                "redis message queue config: give either 'url' or 'host'/'port'/'db'/'username'/"
+                "'password'/'ssl', not both"
+            )
+        url = str(config["url"]) if "url" in config else _url_from_parts(config)
+        scheme = urlsplit(url).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise MessageQueueError(
+                f"redis message queue config: bad url {redact(url)!r}: it must start with redis://, "
+                "rediss:// or unix://"
+            )
+        try:
+            made = cls(
+                url=url,
+                prefix=str(config.get("prefix", "llamactl:")),
+                heartbeat_interval=float(config.get("heartbeat_interval", 1.0)),
+                liveness=int(config.get("liveness", 3)),
+                max_attempts=int(config.get("max_attempts", 5)),
+                publish_timeout=float(config.get("publish_timeout", 10.0)),
+                retention=float(config.get("retention", 60.0)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise MessageQueueError(f"redis message queue config: {exc}") from exc
+        made._check()
+        return made
+
+    def _check(self) -> None:
+        numbers = (self.heartbeat_interval, self.publish_timeout, self.retention)
+        if not all(math.isfinite(x) and x > 0 for x in numbers) or self.liveness < 1:
+            raise MessageQueueError(
+                "redis message queue config: heartbeat_interval, publish_timeout and retention must be "
+                "positive numbers and liveness at least 1"
+            )
+        if self.max_attempts < 1:
+            raise MessageQueueError("redis message queue config: max_attempts must be at least 1")
+        if not self.prefix or " " in self.prefix:
+            raise MessageQueueError("redis message queue config: prefix must be non-empty, without spaces")
+
+
+def _url_from_parts(config: Mapping[str, Any]) -> str:
+    host = str(config.get("host", "127.0.0.1"))
+    try:
+        port = int(config.get("port", 6379))
+        db = int(config.get("db", 0))
+    except (TypeError, ValueError) as exc:
+        raise MessageQueueError(f"redis message queue config: port and db must be integers ({exc})") from exc
+    user = config.get("username")
+    password = config.get("password")
+    auth = ""
+    if user is not None or password is not None:
+        auth = quote(str(user or ""), safe="")
+        if password is not None:
+            auth += ":" + quote(str(password), safe="")
+        auth += "@"
+    scheme = "rediss" if _truthy(config.get("ssl", False)) else "redis"
+    netloc_host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{auth}{netloc_host}:{port}/{db}"
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def redact(url: str) -> str:
+    """``url`` without its credentials (``user:password@`` becomes ``***@``), even when it does not parse."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (an error message about ``url``) with the pieces of the URL's credentials hidden."""
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    pieces = sorted({userinfo, *userinfo.replace("/", ":").split(":")}, key=len, reverse=True)
+    for piece in pieces:
+        if len(piece) >= 3:
+            text = text.replace(piece, "***")
+    return text

@@ -1,0 +1,102 @@
+"""The connections of one client to Redis, and calls that keep trying until a deadline.
+
+Two pools: a bounded one for short commands (scripts), so a burst of a thousand concurrent
+publishes queues for a few dozen connections instead of opening a thousand, and an unbounded one
+for the blocking reads (``XREAD BLOCK``) of consume and subscribe iterators, each of which holds
+its connection while it waits and must never starve the short commands.
+
+redis-py's own retries are off: :meth:`Link.call` retries connection failures itself until the
+caller's deadline, so a publish fails in ``publish_timeout`` seconds, not after redis-py's backoff.
+A retried script is safe: a publish is absorbed by its ``msg_id``; a settle that did happen is seen
+as a lost lease (an at-least-once queue allows that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from llamactl.server.errors import MessageQueueError
+
+from .config import RedisQueueConfig, scrub
+
+__all__ = ["UNREACHABLE", "Link"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+"""Errors that mean Redis did not answer (worth another try), as opposed to a refused command."""
+_SHORT_CONNECTIONS = 32
+
+
+class Link:
+    """The two pools of one client; closed with :meth:`aclose`."""
+
+    def __init__(self, config: RedisQueueConfig) -> None:
+        self.config = config
+        common: dict[str, Any] = {
+            "socket_connect_timeout": min(2.0, config.publish_timeout),
+            "retry": Retry(NoBackoff(), 0),
+            "client_name": "llamactl-mq",
+        }
+        try:
+            short = BlockingConnectionPool.from_url(
+                config.url, max_connections=_SHORT_CONNECTIONS, timeout=None, socket_timeout=30.0, **common
+            )
+            blocking = ConnectionPool.from_url(config.url, socket_timeout=None, **common)
+        except (ValueError, TypeError, RedisError) as exc:
+            problem = scrub(str(exc), config.url)
+            raise MessageQueueError(f"redis message queue: bad url {config.where!r}: {problem}") from exc
+        self.short = Redis(connection_pool=short)
+        self.blocking = Redis(connection_pool=blocking)
+
+    async def aclose(self) -> None:
+        await self.short.aclose(close_connection_pool=True)
+        await self.blocking.aclose(close_connection_pool=True)
+
+    async def call(
+        self,
+        make: Callable[[], Awaitable[T]],
+        *,
+        what: str,
+        timeout: float,
+        error: type[MessageQueueError] = MessageQueueError,
+    ) -> T:
+        """Await ``make()``, trying again while Redis is unreachable, for ``timeout`` seconds at most.
+
+        Raises ``error`` saying that Redis did not answer, or MessageQueueError when Redis refused
+        the command (a script error, a wrong password, a full memory).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pause = 0.02
+        last: BaseException | None = None
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                return await asyncio.wait_for(make(), left)
+            except (ResponseError, AuthenticationError, AuthorizationError) as exc:
+                problem = scrub(str(exc), self.config.url)
+                raise error(f"{what}: redis at {self.config.where} refused it: {problem}") from exc
+            except UNREACHABLE as exc:
+                last = exc
+            if loop.time() + pause >= deadline:
+                break
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+        reason = (
+            f" ({type(last).__name__}: {scrub(str(last), self.config.url)})" if last and str(last) else ""
+        )
+        raise error(f"{what}: redis at {self.config.where} did not answer within {timeout:g}s{reason}")

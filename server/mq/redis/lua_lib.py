@@ -1,0 +1,255 @@
+"""The Lua shared by every script of the Redis backend: key names, publish, lease, release, settle.
+
+Each script is this library followed by its own body (see :mod:`.scripts`), so everything a call
+changes happens in one atomic step on the server. Conventions:
+
+* ``ARGV[1]`` is the key prefix, ``ARGV[2]`` ``max_attempts``, ``ARGV[3]`` the retention of a
+  settled message's ``msg_id`` (ms); a script's own arguments start at ``ARGV[4]``.
+* ``NOW`` is the server's clock (``TIME``, ms): every deadline (lease, heartbeat, delay) is on the
+  server's clock, so clients on hosts with skewed clocks agree.
+* A message's stream entry id is ``0-<seq + 1>`` (``XADD key 0-*``): the topic's seq is the id's
+  sequence part, kept by the stream itself (also across ``XDEL``), so seqs are gap-free and a seq
+  maps to its entry without a lookup.
+* The delivery state of a work message that was read from the stream (its consumer group) is a
+  JSON object in the hash ``st:<topic>``, field ``<seq>``::
+
+      a  attempts (deliveries so far)     f  failures (lease ends that count against it)
+      s  1 if a suspect (see release)      p  1 if parked: read, but an earlier message of its
+      l  lease id ("" if not leased)          key is not settled yet
+      o  client holding the lease          u  lease deadline (ms, server clock)
+      k  ordering key                       i  msg_id
+"""
+
+from __future__ import annotations
+
+__all__ = ["LIB"]
+
+LIB = r"""
+local P = ARGV[1]
+local MAX_ATTEMPTS = tonumber(ARGV[2])
+local RETENTION = tonumber(ARGV[3])
+local STREAM_KEEP = 7 * 24 * 3600 * 1000
+local GROUP = 'g'
+local READER = 'c'
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local NOW = now_ms()
+
+local function k_stream(t) return P .. 't:' .. t end
+local function k_state(t) return P .. 'st:' .. t end
+local function k_ready(t) return P .. 'r:' .. t end
+local function k_delayed(t) return P .. 'd:' .. t end
+local function k_suspects(t) return P .. 's:' .. t end
+local function k_wake(t) return P .. 'n:' .. t end
+local function k_keyq(t, key) return P .. 'q:' .. t .. ' ' .. key end
+local function k_id(t, msg_id) return P .. 'i:' .. t .. ' ' .. msg_id end
+local function k_held(c) return P .. 'h:' .. c end
+local function k_gone(c) return P .. 'x:' .. c end
+local K_CLIENTS = P .. 'clients'
+local K_LEASES = P .. 'leases'
+
+local function is_work(t) return string.sub(t, 1, 5) == 'work.' end
+local function is_dead_topic(t) return is_work(t) and string.sub(t, -5) == '.dead' end
+local function entry_id(seq) return '0-' .. string.format('%d', seq + 1) end
+local function seq_of(id) return tonumber(string.sub(id, 3)) - 1 end
+local function member(t, seq) return string.format('%d', seq) .. ' ' .. t end
+local function split_member(m)
+  local sp = string.find(m, ' ', 1, true)
+  return string.sub(m, sp + 1), tonumber(string.sub(m, 1, sp - 1))
+end
+
+local function field(flat, name)
+  for j = 1, #flat, 2 do
+    if flat[j] == name then return flat[j + 1] end
+  end
+  return nil
+end
+
+local woken = {}
+local function wake(t)
+  if not woken[t] then
+    woken[t] = true
+    redis.call('XADD', k_wake(t), 'MAXLEN', 8, '*', 'w', '1')
+  end
+end
+
+local function get_state(t, seq)
+  local raw = redis.call('HGET', k_state(t), string.format('%d', seq))
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+local function put_state(t, seq, st)
+  redis.call('HSET', k_state(t), string.format('%d', seq), cjson.encode(st))
+end
+
+local function entry(t, seq)
+  local id = entry_id(seq)
+  local r = redis.call('XRANGE', k_stream(t), id, id)
+  if #r == 0 then return nil end
+  return r[1][2]
+end
+
+-- Stream topics keep 7 days: every 64th publish drops what is older from the head.
+local function trim_old(s, seq)
+  if seq % 64 ~= 0 then return end
+  local old = {}
+  for _, e in ipairs(redis.call('XRANGE', s, '-', '+', 'COUNT', 64)) do
+    local at = field(e[2], 'a')
+    if at and tonumber(at) < NOW - STREAM_KEEP then table.insert(old, e[1]) else break end
+  end
+  if #old > 0 then redis.call('XDEL', s, unpack(old)) end
+end
+
+-- Returns seq, 1 if msg_id was known (nothing stored) else 0.
+local function publish(t, msg_id, key, headers, payload)
+  local idk = k_id(t, msg_id)
+  local known = redis.call('GET', idk)
+  if known then return tonumber(known), 1 end
+  local s = k_stream(t)
+  local id, seq
+  if is_work(t) then
+    id = redis.call('XADD', s, '0-*', 'i', msg_id, 'k', key, 'h', headers, 'p', payload)
+    seq = seq_of(id)
+    redis.call('SET', idk, seq)
+    if key ~= '' then redis.call('RPUSH', k_keyq(t, key), seq) end
+  else
+    id = redis.call('XADD', s, '0-*', 'i', msg_id, 'k', key, 'h', headers, 'p', payload, 'a', NOW)
+    seq = seq_of(id)
+    redis.call('SET', idk, seq, 'PX', STREAM_KEEP)
+    redis.call('PEXPIRE', s, STREAM_KEEP)
+    trim_old(s, seq)
+  end
+  return seq, 0
+end
+
+-- Refresh a client's heartbeat deadline; 1 if it was not registered (new, or declared dead).
+local function alive(c, window)
+  local was = redis.call('ZSCORE', K_CLIENTS, c)
+  redis.call('ZADD', K_CLIENTS, NOW + window, c)
+  if was then return 0 end
+  return 1
+end
+
+local function lease(t, seq, st, c, lease_id, lease_ms)
+  st.a = st.a + 1
+  st.l = lease_id
+  st.o = c
+  st.u = NOW + lease_ms
+  st.p = 0
+  put_state(t, seq, st)
+  local m = member(t, seq)
+  redis.call('ZADD', K_LEASES, st.u, m)
+  redis.call('SADD', k_held(c), m)
+end
+
+local function end_lease(t, seq, st)
+  if st.l ~= '' then
+    local m = member(t, seq)
+    redis.call('ZREM', K_LEASES, m)
+    redis.call('SREM', k_held(st.o), m)
+    st.l = ''
+    st.o = ''
+  end
+end
+
+-- The next message of a key may go once the one before it is settled.
+local function advance_key(t, seq, key)
+  local q = k_keyq(t, key)
+  local s = string.format('%d', seq)
+  if redis.call('LINDEX', q, 0) ~= s then
+    redis.call('LREM', q, 1, s)
+    return
+  end
+  redis.call('LPOP', q)
+  local head = redis.call('LINDEX', q, 0)
+  if not head then return end
+  local hs = get_state(t, tonumber(head))
+  if hs and hs.p == 1 then
+    hs.p = 0
+    put_state(t, tonumber(head), hs)
+    redis.call('ZADD', k_ready(t), tonumber(head), head)
+    wake(t)
+  end
+end
+
+-- The message is done (acked, has its result, discarded or dead-lettered): forget it, keep its
+-- msg_id for RETENTION ms so that a resent publish is still absorbed.
+local function settle(t, seq, st)
+  end_lease(t, seq, st)
+  local s = string.format('%d', seq)
+  redis.call('ZREM', k_ready(t), s)
+  redis.call('ZREM', k_delayed(t), s)
+  redis.call('ZREM', k_suspects(t), s)
+  redis.call('HDEL', k_state(t), s)
+  local id = entry_id(seq)
+  redis.call('XACK', k_stream(t), GROUP, id)
+  redis.call('XDEL', k_stream(t), id)
+  redis.call('PEXPIRE', k_id(t, st.i), RETENTION)
+  if st.k ~= '' then advance_key(t, seq, st.k) end
+end
+
+local function dead_letter(t, seq, st, reason)
+  local e = entry(t, seq)
+  if e then
+    local h = cjson.decode(field(e, 'h'))
+    h['x-dead-reason'] = reason
+    h['x-attempts'] = string.format('%d', st.a)
+    h['x-failures'] = string.format('%d', st.f)
+    local dead = t .. '.dead'
+    publish(dead, field(e, 'i'), field(e, 'k'), cjson.encode(h), field(e, 'p'))
+  end
+  settle(t, seq, st)
+end
+
+-- A lease ends without the message being done. ``charge``: it counts against the message (to the
+-- dead-letter topic after MAX_ATTEMPTS). ``suspect``: its consumer died holding several, so
+-- it runs again alone (a poison message then fails alone).
+local function release(t, seq, st, reason, charge, suspect, delay_ms)
+  end_lease(t, seq, st)
+  if suspect then st.s = 1 else st.s = 0 end
+  if charge then
+    st.f = st.f + 1
+    if st.f >= MAX_ATTEMPTS and not is_dead_topic(t) then
+      dead_letter(t, seq, st, reason)
+      return
+    end
+  end
+  put_state(t, seq, st)
+  local s = string.format('%d', seq)
+  if delay_ms > 0 then
+    redis.call('ZADD', k_delayed(t), NOW + delay_ms, s)
+  elseif st.s == 1 then
+    redis.call('ZADD', k_suspects(t), seq, s)
+  else
+    redis.call('ZADD', k_ready(t), seq, s)
+  end
+  wake(t)
+end
+
+-- The leases of a client that is gone: held alone, the message is charged; held with others,
+-- none is, and each becomes a suspect.
+local function drop_client(c, reason, crashed)
+  local held = {}
+  for _, m in ipairs(redis.call('SMEMBERS', k_held(c))) do
+    local t, seq = split_member(m)
+    local st = get_state(t, seq)
+    if st and st.l ~= '' and st.o == c then table.insert(held, {t, seq, st}) end
+  end
+  for _, h in ipairs(held) do
+    local alone = #held == 1
+    release(h[1], h[2], h[3], reason, crashed and alone, crashed and not alone, 0)
+  end
+  redis.call('DEL', k_held(c))
+  redis.call('ZREM', K_CLIENTS, c)
+end
+
+-- Only one place checks a fencing token: the state names the lease, or the caller lost it.
+local function current(t, seq, lease_id)
+  local st = get_state(t, seq)
+  if st and st.l == lease_id then return st end
+  return nil
+end
+"""

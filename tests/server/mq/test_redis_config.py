@@ -1,0 +1,115 @@
+"""The redis backend's configuration and its errors: bad URLs, an unreachable or refusing Redis,
+a missing ``redis`` package. None of them may show the password."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+
+import pytest
+
+from llamactl.server.errors import MessageQueueError
+from llamactl.server.mq.factory import connect_queue
+from llamactl.server.mq.redis import RedisQueue, RedisQueueConfig
+
+from .conftest import REDIS_URL, redis_reachable
+
+SECRET = "s3cr:et/pw"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_url_and_defaults() -> None:
+    q = connect_queue({"type": "redis", "url": "redis://127.0.0.1:6379/0"})
+    assert isinstance(q, RedisQueue)
+    c = q.config
+    assert (c.prefix, c.heartbeat_interval, c.liveness, c.max_attempts, c.publish_timeout, c.retention) == (
+        "llamactl:",
+        1.0,
+        3,
+        5,
+        10.0,
+        60.0,
+    )
+
+
+def test_llama_deploy_host_port_keys_make_a_url() -> None:
+    c = RedisQueueConfig.from_mapping(
+        {
+            "type": "redis",
+            "host": "redis.internal",
+            "port": 6380,
+            "db": 2,
+            "username": "u",
+            "password": SECRET,
+        }
+    )
+    assert c.url == "redis://u:s3cr%3Aet%2Fpw@redis.internal:6380/2"
+    assert c.where == "redis://***@redis.internal:6380/2"
+    assert SECRET not in repr(c)
+    assert RedisQueueConfig.from_mapping({"type": "redis", "ssl": "true"}).url == "rediss://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({"url": "http://127.0.0.1:6379"}, "must start with redis://"),
+        ({"url": "redis://x", "host": "y"}, "either 'url' or"),
+        ({"url": "redis://x", "router": "tcp://x"}, r"unknown keys \['router'\]"),
+        ({"port": "six"}, "port and db must be integers"),
+        ({"liveness": 0}, "liveness at least 1"),
+        ({"max_attempts": 0}, "max_attempts must be at least 1"),
+        ({"prefix": "has space"}, "prefix must be"),
+    ],
+)
+def test_bad_configs_say_what_is_wrong(config: dict[str, object], match: str) -> None:
+    with pytest.raises(MessageQueueError, match=match):
+        connect_queue({"type": "redis", **config})
+
+
+async def test_a_url_redis_py_cannot_parse_fails_at_start_without_the_password() -> None:
+    q = connect_queue({"type": "redis", "url": f"redis://u:{SECRET}@127.0.0.1:notaport/0"})
+    with pytest.raises(MessageQueueError, match="bad url") as err:
+        await q.start()
+    assert "s3cr" not in str(err.value)
+
+
+async def test_redis_down_fails_start_in_time_with_a_clear_message() -> None:
+    url = f"redis://u:s3cr%3Aet@127.0.0.1:{free_port()}/0"
+    q = connect_queue({"type": "redis", "url": url, "publish_timeout": 0.5})
+    started = time.monotonic()
+    with pytest.raises(
+        MessageQueueError, match=r"redis at redis://\*\*\*@127.0.0.1:\d+/0 did not answer"
+    ) as err:
+        await q.start()
+    assert time.monotonic() - started < 2.0
+    assert "s3cr" not in str(err.value)
+    await q.close()
+
+
+async def test_a_refused_password_is_reported_at_once() -> None:
+    if not await redis_reachable(REDIS_URL):
+        pytest.skip(f"no Redis server answers at {REDIS_URL}")
+    url = REDIS_URL.replace("redis://", f"redis://nobody-{time.time_ns()}:wrong@", 1)
+    q = connect_queue({"type": "redis", "url": url, "publish_timeout": 5.0})
+    started = time.monotonic()
+    with pytest.raises(MessageQueueError, match="refused") as err:
+        await q.start()
+    assert time.monotonic() - started < 2.0  # not retried until the publish timeout
+    assert "wrong" not in str(err.value).replace("WRONGPASS", "")
+
+
+def test_without_the_redis_package_the_factory_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [
+        m for m in sys.modules if m == "redis" or m.startswith(("redis.", "llamactl.server.mq.redis"))
+    ]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "redis", None)  # what a missing package looks like to import
+    with pytest.raises(MessageQueueError, match=r"pip install 'llamactl\[redis\]'"):
+        connect_queue({"type": "redis", "url": "redis://127.0.0.1:6379/0"})

@@ -1,0 +1,190 @@
+"""What the contract suite does not show about the redis backend: what stays in Redis (retention,
+nothing growing), the janitor duty every client does, and per-key order across clients."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from llamactl.server.errors import LeaseLost
+from llamactl.server.mq.redis import RedisQueue
+
+from .conftest import REDIS_URL, delete_keys, redis_reachable
+from .test_contract import STREAM, WORK, within
+
+Make = Callable[..., Awaitable[RedisQueue]]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    """Wait until ``check()`` is true, or fail the test after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    if not await redis_reachable(REDIS_URL):
+        pytest.skip(f"no Redis server answers at {REDIS_URL} (set LLAMACTL_TEST_REDIS_URL)")
+    name = f"llamactl-test-{uuid.uuid4().hex}:"
+    yield name
+    await delete_keys(REDIS_URL, name)
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[aioredis.Redis]:
+    r = aioredis.Redis.from_url(REDIS_URL)
+    yield r
+    await r.aclose()
+
+
+@pytest.fixture
+async def make(prefix: str) -> AsyncIterator[Make]:
+    clients: list[RedisQueue] = []
+
+    async def make(**overrides: Any) -> RedisQueue:
+        config = {
+            "type": "redis",
+            "url": REDIS_URL,
+            "prefix": prefix,
+            "heartbeat_interval": 0.2,
+            "liveness": 2,
+        }
+        q = RedisQueue.from_config({**config, **overrides})
+        await q.start()
+        clients.append(q)
+        return q
+
+    yield make
+    for q in clients:
+        await q.close()
+
+
+async def test_a_msg_id_is_remembered_for_the_retention_after_it_is_settled(
+    make: Make, raw: aioredis.Redis, prefix: str
+) -> None:
+    q = await make(retention=0.3)
+    assert await q.publish(WORK, b"a", msg_id="a") == 0
+    d = await within(q.consume(WORK))
+    await d.ack()
+    assert await q.publish(WORK, b"again", msg_id="a") == 0  # within the window: absorbed
+
+    async def forgotten() -> bool:
+        return not await raw.exists(f"{prefix}i:{WORK} a")
+
+    await eventually(forgotten)
+    assert await q.publish(WORK, b"again", msg_id="a") == 1  # past it: a new message
+    again = await within(q.consume(WORK))
+    assert (again.message.seq, again.message.payload) == (1, b"again")
+    await again.ack()
+
+
+async def test_settled_work_leaves_nothing_behind(make: Make, raw: aioredis.Redis, prefix: str) -> None:
+    q = await make(retention=0.2)
+    n = 300
+    await asyncio.gather(*(q.publish(WORK, b"x", msg_id=f"m{i}", key=f"k{i % 7}") for i in range(n)))
+    it = q.consume(WORK, prefetch=50)
+    for _ in range(n):
+        await (await within(it)).ack()
+    assert await raw.xlen(f"{prefix}t:{WORK}") == 0
+    assert await raw.hlen(f"{prefix}st:{WORK}") == 0
+    assert (await raw.xpending(f"{prefix}t:{WORK}", "g"))["pending"] == 0
+    assert await raw.zcard(f"{prefix}leases") == 0
+
+    async def only_fixed_keys_left() -> bool:
+        keys = {k.decode() async for k in raw.scan_iter(match=f"{prefix}*")}
+        return keys <= {f"{prefix}{k}" for k in ("clients", f"t:{WORK}", f"n:{WORK}")}
+
+    await eventually(only_fixed_keys_left)
+
+
+async def test_stream_topics_expire_after_seven_days(make: Make, raw: aioredis.Redis, prefix: str) -> None:
+    q = await make()
+    await q.publish(STREAM, b"s", msg_id="s0")
+    week = 7 * 24 * 3600 * 1000
+    for key in (f"t:{STREAM}", f"i:{STREAM} s0"):
+        assert week - 60_000 < await raw.pttl(f"{prefix}{key}") <= week
+
+
+async def test_any_client_reaps_one_that_stopped_heartbeating(
+    make: Make, raw: aioredis.Redis, prefix: str
+) -> None:
+    frozen = await make()
+    producer = await make()  # never consumes: its heartbeats do the janitor's work all the same
+    await producer.publish(WORK, b"job", msg_id="job")
+    held = await within(frozen.consume(WORK, lease=60))
+    assert frozen._beats is not None
+    frozen._beats.cancel()  # its process is frozen: no more heartbeats
+
+    async def back_in_the_queue() -> bool:
+        return await raw.zscore(f"{prefix}r:{WORK}", "0") is not None
+
+    await eventually(back_in_the_queue)
+    assert await raw.zscore(f"{prefix}clients", frozen.client_id) is None
+    assert not await raw.exists(f"{prefix}h:{frozen.client_id}")
+    other = await make()
+    d = await within(other.consume(WORK))
+    assert (d.message.msg_id, d.attempt) == ("job", 2)
+    with pytest.raises(LeaseLost):
+        await held.ack()
+    await d.ack()
+
+
+async def test_a_key_waits_for_its_earlier_message_held_by_another_client(make: Make) -> None:
+    a, b = await make(), await make()
+    await a.publish(WORK, b"1", msg_id="k1", key="k")
+    await a.publish(WORK, b"2", msg_id="k2", key="k")
+    await a.publish(WORK, b"x", msg_id="free")
+    first = await within(a.consume(WORK, prefetch=1))
+    assert first.message.msg_id == "k1"
+    from_b = b.consume(WORK, prefetch=5)
+    assert (await within(from_b)).message.msg_id == "free"  # k2 is held back while k1 is out
+    nxt = asyncio.ensure_future(anext(from_b))
+    done, _ = await asyncio.wait({nxt}, timeout=0.3)
+    assert not done
+    await first.ack()
+    assert (await asyncio.wait_for(nxt, 5)).message.msg_id == "k2"
+
+
+async def test_the_side_line_keeps_a_blocked_client_s_deliveries_and_publishes_for_it(
+    make: Make, raw: aioredis.Redis, prefix: str
+) -> None:
+    blocked = await make()
+    watcher = await make()  # its janitor would reap ``blocked`` without the side line
+    await watcher.publish(WORK, b"job", msg_id="job")
+    held = await within(blocked.consume(WORK, lease=60))
+    assert blocked._beats is not None
+    blocked._beats.cancel()  # as if its event loop were blocked: the watchdog's thread speaks for it
+    side = blocked.sidecar()
+    try:
+        for _ in range(10):  # 2 s: twice its liveness window
+            await asyncio.to_thread(side.keepalive)
+            await asyncio.sleep(0.2)  # the point: time passes while only the side line speaks
+        assert await raw.zscore(f"{prefix}clients", blocked.client_id) is not None
+        assert await raw.zcard(f"{prefix}r:{WORK}") == 0
+        assert await asyncio.to_thread(side.publish, STREAM, b"started", msg_id="job:started")
+        assert (await within(watcher.subscribe(STREAM))).payload == b"started"
+    finally:
+        await asyncio.to_thread(side.close)
+    await held.ack()
+
+
+async def test_a_take_that_arrives_after_close_does_not_revive_the_client(
+    make: Make, raw: aioredis.Redis, prefix: str
+) -> None:
+    closing, other = await make(), await make()
+    await other.publish(WORK, b"job", msg_id="job")
+    await closing.close()
+    assert other._scripts is not None  # the late take, as the closed client's iterator would send it
+    reply = await other._scripts.call("take", [WORK, closing.client_id, 1, 60_000, 0, "late", 400])
+    assert reply[2] == []
+    assert await raw.zscore(f"{prefix}clients", closing.client_id) is None
+    d = await within(other.consume(WORK))
+    assert (d.message.msg_id, d.attempt) == ("job", 1)
+    await d.ack()
