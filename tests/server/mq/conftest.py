@@ -201,7 +201,9 @@ async def queue_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Async
     backend: Backend
     if request.param == "redis":
         if not await redis_reachable(REDIS_URL):
-            pytest.skip(f"no Redis server answers at {REDIS_URL} (set LLAMACTL_TEST_REDIS_URL)")
+            pytest.fail(
+                f"no Redis server answers at {REDIS_URL}: start one (CI does) or set LLAMACTL_TEST_REDIS_URL"
+            )
         backend = RedisBackend()
     else:
         backend = ZeroMQBackend(tmp_path / "journal.sqlite")

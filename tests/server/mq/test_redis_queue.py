@@ -31,7 +31,9 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0)
 @pytest.fixture
 async def prefix() -> AsyncIterator[str]:
     if not await redis_reachable(REDIS_URL):
-        pytest.skip(f"no Redis server answers at {REDIS_URL} (set LLAMACTL_TEST_REDIS_URL)")
+        pytest.fail(
+            f"no Redis server answers at {REDIS_URL}: start one (CI does) or set LLAMACTL_TEST_REDIS_URL"
+        )
     name = f"llamactl-test-{uuid.uuid4().hex}:"
     yield name
     await delete_keys(REDIS_URL, name)
