@@ -31,10 +31,12 @@ from llamactl.server.config import DeploymentConfig, ServiceConfig, load_deploym
 from llamactl.server.control_plane import ControlPlane, ServiceRegistry
 from llamactl.server.deployment.dependencies import install_python_dependencies
 from llamactl.server.deployment.hot_reload import HotReloader
+from llamactl.server.deployment.queue_config import external_queue_config
 from llamactl.server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
 from llamactl.server.deployment.settings import control_plane_settings
-from llamactl.server.errors import LlamactlError, MessageQueueError, WorkflowLoadError
+from llamactl.server.errors import LlamactlError, WorkflowLoadError
 from llamactl.server.mq.base import MessageQueue
+from llamactl.server.mq.factory import connect_queue
 from llamactl.server.mq.zeromq.broker import ZeroMQBroker
 from llamactl.server.orchestrator import Orchestrator
 from llamactl.server.services.spec import WORKER_SPEC_ENV, WorkerSpec
@@ -84,6 +86,7 @@ class Deployment:
         self._store: StateStore | None = None
         self._broker: ZeroMQBroker | None = None
         self._queue: MessageQueue | None = None
+        self._queue_config: dict[str, Any] | None = None
         self._control_plane: ControlPlane | None = None
         self._supervisor: Supervisor | None = None
         self._replicas: ServiceReplicas | None = None
@@ -102,10 +105,10 @@ class Deployment:
 
     @property
     def queue_config(self) -> dict[str, Any]:
-        """How a worker on this machine reaches the deployment's message queue."""
-        if self._broker is None:
+        """How a worker reaches the deployment's message queue."""
+        if self._queue_config is None:
             raise LlamactlError(f"deployment '{self.name}' is not started: call start() first")
-        return self._broker.client_config
+        return self._queue_config
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -116,9 +119,14 @@ class Deployment:
                 self._python = await install_python_dependencies(config, allow_install=self._allow_install)
             self._store = open_state_store(config.state_store_uri)
             await self._store.start()
-            self._broker = await self._start_broker()
-            # The control plane shares the broker's process: link them without a socket.
-            self._queue = self._broker.connect_local()
+            if config.message_queue.type == "zeromq":
+                self._broker = await self._start_broker()
+                self._queue_config = self._broker.client_config
+                # The control plane shares the broker's process: link them without a socket.
+                self._queue = self._broker.connect_local()
+            else:
+                self._queue_config = external_queue_config(config, heartbeat_interval=self.heartbeat_interval)
+                self._queue = connect_queue(self._queue_config)
             await self._queue.start()
             registry = ServiceRegistry(
                 [service_info(s) for s in config.services.values()],
@@ -147,11 +155,6 @@ class Deployment:
 
     async def _start_broker(self) -> ZeroMQBroker:
         mq = self.config.message_queue
-        if mq.type != "zeromq":
-            raise MessageQueueError(
-                f"message-queue type '{mq.type}' is not available yet in llamactl: "
-                "remove the message-queue section (or set `type: zeromq`) to use the embedded queue"
-            )
         journal: Path | None = None
         if mq.persistent:
             self.config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -224,6 +227,7 @@ class Deployment:
                 with contextlib.suppress(Exception):
                     await closer.close()
         self._queue = self._broker = self._store = None
+        self._queue_config = None
 
     async def __aenter__(self) -> Deployment:
         await self.start()

@@ -1,0 +1,53 @@
+"""The client config of a deployment's message queue when it is not the embedded broker.
+
+``message-queue: {type: redis, url: ...}`` (or Llama Deploy's ``host``/``port``/``db``/``username``/
+``password``/``ssl``) names a Redis server that the control plane and every worker connect to,
+so several servers and workers on other hosts can share the deployment's queue. Keys start with
+``prefix`` (default ``llamactl:<deployment>:``): two deployments on one Redis never mix their
+tasks, two servers of one deployment share them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llamactl.server.config import DeploymentConfig
+from llamactl.server.errors import MessageQueueError
+
+__all__ = ["external_queue_config"]
+
+_REDIS_CONNECTION = ("db", "username", "password", "ssl")
+
+
+def external_queue_config(config: DeploymentConfig, *, heartbeat_interval: float) -> dict[str, Any]:
+    """The JSON-able config :func:`~llamactl.server.mq.factory.connect_queue` takes, for the
+    deployment's ``message-queue`` (any type but the embedded ``zeromq``)."""
+    mq = config.message_queue
+    extra = dict(mq.model_extra or {})
+    if mq.type != "redis":
+        raise MessageQueueError(
+            f"message-queue type '{mq.type}' is not available yet in llamactl: use the embedded "
+            "queue (leave message-queue out, or `type: zeromq`) or `type: redis`"
+        )
+    out: dict[str, Any] = {
+        "type": "redis",
+        "prefix": str(extra.pop("prefix", f"llamactl:{config.name}:")),
+        "heartbeat_interval": heartbeat_interval,
+        "max_attempts": mq.max_attempts,
+        "retention": mq.retention,
+    }
+    if mq.url:
+        out["url"] = mq.url
+    else:
+        out["host"] = mq.host
+        out["port"] = mq.port or 6379
+    for key in _REDIS_CONNECTION:
+        if key in extra:
+            out[key] = extra.pop(key)
+    extra.pop("exclusive_mode", None)  # Llama Deploy's pub/sub de-duplication: ours is built in
+    if extra:
+        raise MessageQueueError(
+            f"message-queue: unknown key(s) for type redis: {', '.join(sorted(extra))}; valid: url, host, "
+            f"port, {', '.join(_REDIS_CONNECTION)}, prefix, max-attempts, lease, retention"
+        )
+    return out
