@@ -6,7 +6,6 @@ Context carries over whichever server takes its tasks.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +17,7 @@ import redis.asyncio as aioredis
 from workflows.context.serializers import JsonSerializer
 from workflows.events import HumanResponseEvent
 
+from tests.e2e.waiting import eventually
 from tests.llamactl.serving import Server, write_app
 from tests.postgres import PostgresSchema
 from tests.server.apiserver.conftest import SseReader
@@ -117,9 +117,11 @@ async def test_a_task_made_on_one_server_is_followed_answered_and_cancelled_on_t
 
         # Cancelled through the other server while it runs.
         task = await create(one, "slow", seconds=60)
-        async with asyncio.timeout(30):
-            while (await two.get(f"{D}/tasks/{task}")).json()["status"] != "running":
-                await asyncio.sleep(0.05)
+
+        async def running() -> bool:
+            return bool((await two.get(f"{D}/tasks/{task}")).json()["status"] == "running")
+
+        await eventually(running, 30)
         cancelled = await two.post(f"{D}/tasks/{task}/cancel")
         assert cancelled.status_code in (200, 202), cancelled.text
         done = (await one.get(f"{D}/tasks/{task}/results", params={"timeout": 30})).json()
