@@ -24,6 +24,7 @@ from llamactl.server.control_plane.loops import Loops
 from llamactl.server.control_plane.records import ControlPlaneRecords, Page, StoredTask
 from llamactl.server.control_plane.registry import ServiceRegistry
 from llamactl.server.control_plane.remote_wakeups import RemoteWakeups
+from llamactl.server.control_plane.replica_mirror import ReplicaMirror
 from llamactl.server.control_plane.retention import Retention, RetentionPolicy
 from llamactl.server.control_plane.signals import TaskSignals
 from llamactl.server.control_plane.task_events import TaskEvents
@@ -97,6 +98,8 @@ class ControlPlane:
             if store.shared
             else None
         )
+        if store.shared:
+            self.inbox.mirror = ReplicaMirror(store, deployment, registry)
 
     # --- life --------------------------------------------------------------------------------
 
@@ -351,6 +354,8 @@ class ControlPlane:
     async def _expire_replicas(self) -> None:
         while True:
             await asyncio.sleep(self.registry.heartbeat_interval)
+            if self.inbox.mirror is not None:
+                await self.inbox.mirror.sync()  # what other control planes heard
             self.registry.expire()
 
     async def _retention(self) -> None:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from llamactl.server.control_plane.records import ControlPlaneRecords, StoredTask
 from llamactl.server.control_plane.registry import ServiceRegistry
+from llamactl.server.control_plane.replica_mirror import ReplicaMirror, apply_replica_report
 from llamactl.server.errors import LeaseLost, MessageQueueError, StateStoreError, TaskNotFound
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.protocol import TaskMessage, WorkerMessage, WorkerMessageKind, event_msg_id
@@ -47,6 +48,14 @@ Handler = Callable[[Delivery], Awaitable[None]]
 FinishedCallback = Callable[[StoredTask], Awaitable[None]]
 ChangedCallback = Callable[[StoredTask], None]
 
+_REPLICA_KINDS = frozenset(
+    {
+        WorkerMessageKind.REPLICA_UP,
+        WorkerMessageKind.REPLICA_HEARTBEAT,
+        WorkerMessageKind.REPLICA_STOPPING,
+        WorkerMessageKind.REPLICA_FAILED,
+    }
+)
 _FINAL_KIND = {
     WorkerMessageKind.TASK_COMPLETED: TaskStatus.COMPLETED,
     WorkerMessageKind.TASK_FAILED: TaskStatus.FAILED,
@@ -86,6 +95,8 @@ class Inbox:
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
         self.counters = InboxCounters()
+        self.mirror: ReplicaMirror | None = None
+        """Set when several control planes share the store: replica reports are shared through it."""
 
     async def consume(self, queue: MessageQueue, topic: str, handler: Handler) -> None:
         """Apply every delivery of ``topic`` with ``handler``, concurrently (one report per task at a
@@ -150,14 +161,10 @@ class Inbox:
     async def handle_report(self, delivery: Delivery) -> None:
         msg = WorkerMessage.model_validate_json(delivery.message.payload)
         kind = msg.kind
-        if kind is WorkerMessageKind.REPLICA_UP:
-            self._registry.replica_up(msg)
-        elif kind is WorkerMessageKind.REPLICA_HEARTBEAT:
-            self._registry.heartbeat(msg)
-        elif kind is WorkerMessageKind.REPLICA_STOPPING:
-            self._registry.replica_stopping(msg)
-        elif kind is WorkerMessageKind.REPLICA_FAILED:
-            self._registry.replica_failed(msg.service_id, msg.replica_id, _describe(msg), msg.generation)
+        if kind in _REPLICA_KINDS:
+            apply_replica_report(self._registry, msg)
+            if self.mirror is not None:
+                await self.mirror.record(msg)
         elif kind is WorkerMessageKind.TASK_STARTED:
             await self._task_started(msg)
         elif kind is WorkerMessageKind.TASK_EVENT:
@@ -324,8 +331,3 @@ def _task_id(msg: WorkerMessage) -> str:
     if not msg.task_id:
         raise ValueError(f"a {msg.kind} report needs a task_id")
     return msg.task_id
-
-
-def _describe(msg: WorkerMessage) -> str:
-    error = msg.error or "the worker failed to start"
-    return f"{error}\n{msg.traceback}" if msg.traceback else error

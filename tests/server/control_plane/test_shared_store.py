@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from llamactl.server.mq.zeromq.broker import ZeroMQBroker
 from llamactl.server.protocol import WorkerMessage, WorkerMessageKind, event_msg_id
 from llamactl.server.state.base import StateStore
 from llamactl.server.types import TaskDefinition, TaskStatus
+from tests.e2e.waiting import eventually
 from tests.postgres import PostgresSchema
 
 from .conftest import Deliveries, Harness
@@ -169,3 +171,46 @@ async def test_event_streams_and_waits_follow_a_task_through_either_plane(shared
             assert (await waiter).result == "done"
     finally:
         await deliveries.aclose()
+
+
+async def test_every_plane_knows_every_replica_whichever_plane_heard_it(shared: SharedHarness) -> None:
+    a, b = await shared.plane(), await shared.plane()
+    worker = await shared.queue()
+
+    def report(kind: WorkerMessageKind, replica: str, n: int) -> WorkerMessage:
+        return WorkerMessage(
+            kind=kind, replica_id=replica, service_id="a", host="other-host", pid=n, at=time.time()
+        )
+
+    async def states(replica: str) -> list[str | None]:
+        out: list[str | None] = []
+        for plane in (a, b):
+            assert plane.inbox.mirror is not None
+            await plane.inbox.mirror.sync()
+            found = [r for r in plane.registry.status("a").replicas if r.replica_id == replica]
+            out.append(found[0].state.value if found else None)
+        return out
+
+    for n, replica in enumerate(["a#h1-1", "a#h1-2", "a#h2-1"]):
+        await shared.report(worker, report(WorkerMessageKind.REPLICA_UP, replica, n), f"up-{replica}")
+
+    async def all_ready() -> bool:  # the reports are applied by whichever plane takes them
+        seen = [await states(r) for r in ("a#h1-1", "a#h1-2", "a#h2-1")]
+        return seen == [["ready", "ready"]] * 3
+
+    await eventually(all_ready, 10)
+    assert {p.registry.ready_replicas("a") for p in (a, b)} == {3}
+    await shared.report(worker, report(WorkerMessageKind.REPLICA_STOPPING, "a#h1-2", 9), "stop-a#h1-2")
+
+    async def draining() -> bool:
+        return await states("a#h1-2") == ["draining", "draining"]
+
+    await eventually(draining, 10)
+    # A record of a replica silent for long is neither shown nor kept.
+    assert a.inbox.mirror is not None
+    stale = WorkerMessage(
+        kind=WorkerMessageKind.REPLICA_HEARTBEAT, replica_id="a#gone", service_id="a", at=time.time() - 3600
+    )
+    await a.inbox.mirror.record(stale)
+    assert await states("a#gone") == [None, None]
+    assert await shared.stores[0].get(a.inbox.mirror.ns, "a#gone") is None
