@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,11 @@ from llamactl.server.config.paths import resolve_inside, resolve_under
 from llamactl.server.config.yaml_lines import KeyPath, LineIndex, format_key_path
 from llamactl.server.errors import DeploymentConfigError, ServiceNotFound
 
-__all__ = ["DeploymentConfig"]
+__all__ = ["STATE_STORE_ENV", "DeploymentConfig"]
+
+
+STATE_STORE_ENV = "CONTROL_PLANE_STATE_STORE_URI"
+"""The state store URI when the deployment file names none (Llama Deploy's variable)."""
 
 
 class DeploymentConfig(_Model):
@@ -115,14 +120,16 @@ class DeploymentConfig(_Model):
 
     @property
     def state_store_uri(self) -> str:
-        """``control-plane.state_store_uri``, else an SQLite file under :attr:`state_dir`.
+        """``control-plane.state_store_uri``, else ``$CONTROL_PLANE_STATE_STORE_URI``, else an SQLite
+        file under :attr:`state_dir`.
 
         A ``postgresql://`` URI without ``?schema=`` gets ``llamactl_<deployment name>``.
 
         Raises:
             DeploymentConfigError: an ``sqlite://`` file outside the deployment folder.
         """
-        uri = self.control_plane.state_store_uri
+        # Llama Deploy's ControlPlaneConfig reads CONTROL_PLANE_STATE_STORE_URI; the file wins.
+        uri = self.control_plane.state_store_uri or os.environ.get(STATE_STORE_ENV) or None
         if uri is None:
             return f"sqlite:///{self.state_dir}/state.sqlite"
         parts = urlsplit(uri)

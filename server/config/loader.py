@@ -17,7 +17,7 @@ from llamactl.server.errors import DeploymentConfigError
 
 __all__ = ["load_deployment_file", "load_deployment_text"]
 
-_UNSUPPORTED_QUEUES = ("kafka", "aws", "solace")
+_UNSUPPORTED_QUEUES = ("rabbitmq", "kafka", "aws", "solace")
 
 
 def load_deployment_file(path: str | os.PathLike[str], *, base_path: Path | None = None) -> DeploymentConfig:
@@ -100,5 +100,5 @@ def _warn_unsupported_queue(
             lines,
             (section, "type"),
             f"'{kind}' is accepted for Llama Deploy compatibility but llamactl has no {kind} backend: "
-            "use zeromq (the default), redis or rabbitmq",
+            "use zeromq (the default) or redis",
         )

@@ -4,17 +4,22 @@
 ``password``/``ssl``) names a Redis server that the control plane and every worker connect to,
 so several servers and workers on other hosts can share the deployment's queue. Keys start with
 ``prefix`` (default ``llamactl:<deployment>:``): two deployments on one Redis never mix their
-tasks, two servers of one deployment share them.
+tasks, two servers of one deployment share them. Without ``url``, ``host`` or ``port`` in the file,
+``$REDIS_URL`` says where Redis is (as in Llama Deploy), so a password need not be in the file.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from llamactl.server.config import DeploymentConfig
 from llamactl.server.errors import MessageQueueError
 
-__all__ = ["external_queue_config"]
+__all__ = ["REDIS_URL_ENV", "external_queue_config"]
+
+REDIS_URL_ENV = "REDIS_URL"
+"""Where Redis is when the file gives no ``url``, ``host`` or ``port`` (keeps a password out of it)."""
 
 _REDIS_CONNECTION = ("db", "username", "password", "ssl")
 
@@ -38,16 +43,18 @@ def external_queue_config(config: DeploymentConfig, *, heartbeat_interval: float
     }
     if mq.url:
         out["url"] = mq.url
+    elif (
+        "host" not in mq.model_fields_set
+        and "port" not in mq.model_fields_set
+        and os.environ.get(REDIS_URL_ENV)
+    ):
+        out["url"] = os.environ[REDIS_URL_ENV]  # Llama Deploy's RedisMessageQueueConfig reads it too
     else:
         out["host"] = mq.host
         out["port"] = mq.port or 6379
     for key in _REDIS_CONNECTION:
         if key in extra:
             out[key] = extra.pop(key)
-    extra.pop("exclusive_mode", None)  # Llama Deploy's pub/sub de-duplication: ours is built in
-    if extra:
-        raise MessageQueueError(
-            f"message-queue: unknown key(s) for type redis: {', '.join(sorted(extra))}; valid: url, host, "
-            f"port, {', '.join(_REDIS_CONNECTION)}, prefix, max-attempts, lease, retention"
-        )
+    # Other keys (Llama Deploy's exclusive_mode: de-duplication is built in here; other backends'
+    # fields) were reported by the deployment file's check as unknown or not used.
     return out

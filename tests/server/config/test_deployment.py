@@ -160,3 +160,12 @@ def test_models_can_be_built_in_python(tmp_path: Path) -> None:
     config = DeploymentConfig(name="d", services={"a": service}, base_path=tmp_path)
     assert (config.service("a").name, config.service("a").max_concurrency) == ("a", 2)
     assert config.source_dir("a") == tmp_path
+
+
+def test_the_state_store_uri_from_llama_deploys_variable_unless_the_file_names_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONTROL_PLANE_STATE_STORE_URI", "postgresql://u@db/app?schema=s")
+    assert _load(tmp_path, "name: A").state_store_uri == "postgresql://u@db/app?schema=s"
+    top = "control-plane:\n  state_store_uri: memory://\n"
+    assert _load(tmp_path, "name: A", top=top).state_store_uri == "memory://"
