@@ -19,6 +19,7 @@ from llamactl.server.state.base import (
     Append,
     Cas,
     CommitResult,
+    Delete,
     DeleteLog,
     Index,
     LogEntry,
@@ -255,28 +256,51 @@ async def count(c: Connection, cols: Columns, ns: str, field: str) -> dict[str, 
 
 
 async def apply(c: Connection, cols: Columns, channel: str, writes: Sequence[Write]) -> CommitResult:
-    """Apply a commit's writes in order inside the caller's transaction; raises ConditionFailed."""
-    results: builtins.list[int] = []
+    """Apply a commit's writes inside the caller's transaction; raises ConditionFailed.
+
+    Records first, in order; then the logs, in order, after locking their head rows in one
+    sorted order. Log heads are the rows every commit shares (the change feed's above all): taken
+    last and in a fixed order, a transaction holding one never waits for a record lock, so two
+    commits can never wait for each other (PostgreSQL would break such a deadlock by aborting
+    one, a second lost each time).
+    """
+    results: builtins.list[int] = [0] * len(writes)
+    logs: builtins.list[int] = []
     for position, write in enumerate(writes):
-        if isinstance(write, Append):
-            results.append(await append(c, channel, write.stream, write.value, write.idem_key))
-        elif isinstance(write, DeleteLog):
-            results.append(await delete_log(c, write.stream))
-        elif isinstance(write, Put):
-            results.append(await put(c, cols, write.ns, write.key, write.value, write.index))
-        elif isinstance(write, Cas):
-            version = await cas(
-                c, cols, write.ns, write.key, write.value, write.expected_version, write.index
-            )
-            if version is None:
-                raise ConditionFailed(position)
-            results.append(version)
+        if isinstance(write, Append | DeleteLog):
+            logs.append(position)
         else:
-            deleted = await delete(c, write.ns, write.key, write.expected_version)
-            if not deleted and write.expected_version is not None:
-                raise ConditionFailed(position)
-            results.append(int(deleted))
+            results[position] = await _apply_record(c, cols, position, write)
+    streams = sorted({w.stream for w in (writes[p] for p in logs) if isinstance(w, Append)})
+    for stream in streams:
+        await c.execute(_LOCK_HEAD, stream)
+    for position in logs:
+        write = writes[position]
+        if isinstance(write, Append):
+            results[position] = await append(c, channel, write.stream, write.value, write.idem_key)
+        elif isinstance(write, DeleteLog):
+            results[position] = await delete_log(c, write.stream)
     return CommitResult(ok=True, results=tuple(results))
+
+
+_LOCK_HEAD = (
+    "INSERT INTO log_head AS h (stream, next) VALUES ($1, 0) ON CONFLICT (stream) DO UPDATE SET next = h.next"
+)
+
+
+async def _apply_record(c: Connection, cols: Columns, position: int, write: Write) -> int:
+    if isinstance(write, Put):
+        return await put(c, cols, write.ns, write.key, write.value, write.index)
+    if isinstance(write, Cas):
+        version = await cas(c, cols, write.ns, write.key, write.value, write.expected_version, write.index)
+        if version is None:
+            raise ConditionFailed(position)
+        return version
+    assert isinstance(write, Delete)
+    deleted = await delete(c, write.ns, write.key, write.expected_version)
+    if not deleted and write.expected_version is not None:
+        raise ConditionFailed(position)
+    return int(deleted)
 
 
 # --- logs --------------------------------------------------------------------------------------
