@@ -24,8 +24,8 @@ __all__ = ["worker"]
 DEFAULT_FILE = Path("deployment.yml")
 READY_TIMEOUT = 120.0
 SHARED_QUEUE_HINT = (
-    "give the deployment a shared queue, `message-queue: {type: redis, url: redis://HOST:6379}`, "
-    "in the file of `llamactl serve` and of every worker host"
+    "give the deployment a shared queue, `message-queue: {type: redis, url: redis://HOST:6379}`, in its "
+    "file on the API host and on every worker host"
 )
 
 
