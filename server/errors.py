@@ -10,7 +10,8 @@ The tree::
     ├── MessageQueueError             the message queue failed or is misconfigured
     │   ├── PublishRejected           the broker refused or never confirmed a publish
     │   ├── MessageQueueClosed        used after close()
-    │   └── LeaseLost                 ack/nack/extend on a lease that expired or was taken over
+    │   ├── LeaseLost                 ack/nack/extend on a lease that expired or was taken over
+    │   └── QueueNotShared            `llamactl worker` of a deployment on the embedded queue
     ├── NotFound                      an unknown deployment, service, session or task
     │   ├── DeploymentNotFound
     │   ├── ServiceNotFound
@@ -43,6 +44,7 @@ __all__ = [
     "NotFound",
     "Overloaded",
     "PublishRejected",
+    "QueueNotShared",
     "ServiceNotFound",
     "SessionNotFound",
     "ShuttingDown",
@@ -106,6 +108,18 @@ class MessageQueueClosed(MessageQueueError):
 
 class LeaseLost(MessageQueueError):
     """An ack, nack or extend named a lease that is no longer current (it expired or moved on)."""
+
+
+class QueueNotShared(MessageQueueError):
+    """Workers on another host need the deployment's queue, and the embedded one admits only the
+    workers `llamactl serve` starts itself."""
+
+    def __init__(self, deployment: str) -> None:
+        super().__init__(
+            f"deployment '{deployment}' uses the embedded message queue (zeromq), which only the workers "
+            "`llamactl serve` starts itself can reach"
+        )
+        self.deployment = deployment
 
 
 class NotFound(LlamactlError):

@@ -46,11 +46,12 @@ class Palette:
         }.get(status, "")
 
     def service_state(self, state: str) -> str:
-        """The style of a service state (``up``, ``degraded``, ``starting``, ``down``)."""
+        """The style of a service state (``up``, ``degraded``, ``starting``, ``remote``, ``down``)."""
         return {
             "up": self.success,
             "degraded": self.warning,
             "starting": self.warning,
+            "remote": self.warning,
             "down": f"bold {self.error}",
         }.get(state, "")
 

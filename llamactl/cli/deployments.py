@@ -185,7 +185,12 @@ def show(
     rows = []
     for svc in state.services:
         ready = sum(1 for r in svc.replicas if r.state.value == "ready")
-        health = style_status("ready") if ready else styled("down", "red", glyph="✗")
+        if ready:
+            health = style_status("ready")
+        elif svc.desired_replicas == 0:  # left to `llamactl worker` elsewhere; none is up yet
+            health = styled("waiting", "yellow", glyph="○")
+        else:
+            health = styled("down", "red", glyph="✗")
         rows.append(
             [
                 svc.service_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from llamactl import __version__
-from llamactl.cli import deployments, init, run, serve, sessions, tasks, tui, validate
+from llamactl.cli import deployments, init, run, serve, sessions, tasks, tui, validate, worker
 from llamactl.cli.common import Settings
 
 __all__ = ["app", "main"]
@@ -23,6 +23,7 @@ app = typer.Typer(
 app.command(name="init")(init.init)
 app.command(name="validate")(validate.validate)
 app.command(name="serve")(serve.serve)
+app.command(name="worker")(worker.worker)
 app.command(name="deploy")(deployments.deploy)
 app.command(name="status")(deployments.status)
 app.command(name="run", cls=run.RunCommand)(run.run)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from llamactl.cli.serve_output import ServeOutput
 
-__all__ = ["serve"]
+__all__ = ["fast_loop_factory", "serve"]
 
 DEFAULT_FILE = Path("deployment.yml")
 
@@ -148,7 +148,7 @@ def serve(
     if access_log and not quiet:
         options["access_log"] = output.access
     try:
-        with logging_to(output), asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+        with logging_to(output), asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
             runner.run(_serve(host, port, files or [], watch=watch, options=options, output=output))
     except DeploymentConfigError as exc:
         fail(str(exc), "fix the file, then run the command again", ExitCode.CONFIG)
@@ -242,7 +242,7 @@ def _service_keys(files: list[Path]) -> list[str]:
     return keys
 
 
-def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's event loop when it is installed (several times cheaper per request and per
     socket event than asyncio's own), else the default loop."""
     try:

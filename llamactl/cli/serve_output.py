@@ -8,6 +8,8 @@ column, so a screen of them reads as a table::
     demo/echo        reloaded   generation 2 in 410 ms
     demo             ready      2 services
 
+`llamactl worker` reports each replica the same way (``demo/echo#host-41-1 (Echo) is up: pid 42``).
+
 Worker lines are shown by level (``--log-level``; default: warnings, errors and whatever the
 worker prints itself), each behind its replica's name.
 """
@@ -35,6 +37,12 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 
 _UP = re.compile(
     r"^(?P<key>\S+/\S+) \((?P<name>.*)\) is up: (?P<ready>\d+)/(?P<want>\d+) replica\(s\) ready$"
+)
+_REMOTE = re.compile(r"^(?P<key>\S+/\S+) \((?P<name>.*)\) has no replica here: (?P<rest>.+)$")
+_REPLICA_UP = re.compile(r"^(?P<key>\S+/\S+#\S+) \((?P<name>.*)\) is up: pid (?P<pid>\d+)$")
+_REPLICA_EXITED = re.compile(
+    r"^(?P<key>\S+/\S+#\S+) exited with code (?P<code>\S+)(?P<load> \(its code does not load\))?, "
+    r"restarting in (?P<delay>\S+ s)$"
 )
 _RELOADING = re.compile(r"^(?P<key>\S+/\S+): source changed, reloading$")
 _RELOADED = re.compile(
@@ -110,9 +118,19 @@ class ServeOutput:
             if self._shown:
                 self._write(" " * (self.width + 2) + text.strip())
         elif match := _UP.match(text):
-            want = int(match["want"])
-            replicas = "replica" if want == 1 else "replicas"
-            self._row(match["key"], _UP_VERB, f"{match['ready']}/{want} {replicas} ready ({match['name']})")
+            want, ready = int(match["want"]), int(match["ready"])
+            if want == 0:  # replicas: 0 here, so every ready one is a `llamactl worker` elsewhere
+                detail = f"{_plural(ready, 'remote replica')} ready ({match['name']})"
+            else:
+                detail = f"{ready}/{want} {'replica' if want == 1 else 'replicas'} ready ({match['name']})"
+            self._row(match["key"], _UP_VERB, detail)
+        elif match := _REPLICA_UP.match(text):
+            self._row(match["key"], _UP_VERB, f"pid {match['pid']} ({match['name']})")
+        elif match := _REPLICA_EXITED.match(text):
+            why = "its code does not load" if match["load"] else f"exited with code {match['code']}"
+            self._row(match["key"], styled("restarting", "yellow"), f"{why}; again in {match['delay']}")
+        elif match := _REMOTE.match(text):
+            self._row(match["key"], styled("remote", "cyan"), f"{match['rest']} ({match['name']})")
         elif match := _RELOADING.match(text):
             self._row(match["key"], styled("reloading", "cyan"), "source changed")
         elif match := _RELOADED.match(text):

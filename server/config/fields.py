@@ -22,6 +22,7 @@ __all__ = [
     "PortOrZero",
     "PositiveNumber",
     "WholeAtLeastOne",
+    "WholeAtLeastZero",
     "accepted_keys",
     "describe",
     "keys",
@@ -149,6 +150,7 @@ def _env_value(value: Any) -> str:
 
 
 WholeAtLeastOne = Annotated[int, _whole_number(1)]
+WholeAtLeastZero = Annotated[int, _whole_number(0)]
 Port = Annotated[int, _whole_number(1, 65535, "a port number")]
 PortOrZero = Annotated[int, _whole_number(0, 65535, "a port number (0 = any free port)")]
 PositiveNumber = Annotated[float, BeforeValidator(_positive_number)]

@@ -86,7 +86,24 @@ def _load(text: str, label: str, file: Path | None, base_path: Path) -> Deployme
     config._lines = lines
     config._label = label
     _warn_unsupported_queue(config, data, lines, label)
+    _check_remote_only_services(config)
     return config
+
+
+def _check_remote_only_services(config: DeploymentConfig) -> None:
+    """``replicas: 0`` leaves a service to `llamactl worker` on other hosts, which only a shared
+    message queue lets in: on the embedded one its tasks would wait for ever."""
+    if config.message_queue.type != "zeromq":
+        return
+    for service in config.services.values():
+        if service.replicas == 0:
+            raise config.service_key_error(
+                service.id,
+                "replicas",
+                "0 leaves the service to `llamactl worker` on other hosts, which cannot reach the embedded "
+                "zeromq queue: set replicas >= 1, or share the queue with `message-queue: {type: redis, "
+                "url: redis://HOST:6379}`",
+            )
 
 
 def _warn_unsupported_queue(

@@ -23,6 +23,7 @@ from llamactl.server.config.fields import (
     PortOrZero,
     PositiveNumber,
     WholeAtLeastOne,
+    WholeAtLeastZero,
     accepted_keys,
     describe,
     keys,
@@ -111,8 +112,9 @@ class ServiceConfig(_Model):
     """dotenv files; their values override ``env``."""
     python_dependencies: list[str] = Field(default_factory=list, validation_alias=keys("python-dependencies"))
     ts_dependencies: dict[str, str] = Field(default_factory=dict, validation_alias=keys("ts-dependencies"))
-    replicas: WholeAtLeastOne = 1
-    """Worker processes to run (ours)."""
+    replicas: WholeAtLeastZero = 1
+    """Worker processes `llamactl serve` runs (ours); 0: only `llamactl worker` on other hosts serves
+    the service (needs a shared message queue)."""
     max_concurrency: WholeAtLeastOne = Field(default=8, validation_alias=keys("max-concurrency"))
     """Tasks one replica runs at once (ours)."""
     max_queued: WholeAtLeastOne = Field(default=10_000, validation_alias=keys("max-queued"))

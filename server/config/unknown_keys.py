@@ -38,6 +38,7 @@ _QUEUE_BACKEND_KEYS = [
     *("exchange_name", "vhost", "secure"),
     *("aws_region", "aws_access_key_id", "aws_secret_access_key"),
     *("vpn_name", "host_secured", "is_queue_temporary"),
+    "prefix",  # ours: the redis queue's key prefix (default llamactl:<deployment>:)
 ]
 
 

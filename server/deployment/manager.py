@@ -58,6 +58,17 @@ class _ReportingDeployment(Deployment):
         else:
             self._on_event(f"warning: {line}")
 
+    async def start(self) -> None:
+        await super().start()
+        if self._on_event is None:
+            return
+        for service in self.config.services.values():
+            if service.replicas == 0:
+                self._on_event(
+                    f"{self.name}/{service.id} ({service.name}) has no replica here: its tasks wait for "
+                    "`llamactl worker` on other hosts"
+                )
+
     def _on_change(self, kind: str, data: dict[str, Any]) -> None:
         super()._on_change(kind, data)
         if self._on_event is None or self._control_plane is None:

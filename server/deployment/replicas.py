@@ -14,9 +14,16 @@ from llamactl.server.config import ServiceConfig
 from llamactl.server.control_plane import ServiceInfo
 from llamactl.server.supervisor import ProcessSpec, RestartPolicy, Supervisor
 
-__all__ = ["ReloadOutcome", "ServiceReplicas", "service_info"]
+__all__ = ["ReloadOutcome", "ReplicaNaming", "ServiceReplicas", "local_replica_id", "service_info"]
 
 Launch = Callable[[ServiceConfig, str, int], ProcessSpec]
+ReplicaNaming = Callable[[str, int, int], str]
+"""(service id, index from 1, generation) -> replica id."""
+
+
+def local_replica_id(service_id: str, index: int, generation: int) -> str:
+    """``<service>#<n>``, with ``@g<generation>`` after a reload: the ids `llamactl serve` gives."""
+    return f"{service_id}#{index}" if generation == 1 else f"{service_id}#{index}@g{generation}"
 
 
 def service_info(service: ServiceConfig, generation: int = 1) -> ServiceInfo:
@@ -47,16 +54,20 @@ class ReloadOutcome:
 
 
 class ServiceReplicas:
-    def __init__(self, supervisor: Supervisor, launch: Launch) -> None:
+    """Starts and stops each service's worker processes, by generation, under a Supervisor.
+
+    ``naming`` gives each replica its id (the supervisor's key too): ``<service>#<n>`` by default.
+    """
+
+    def __init__(
+        self, supervisor: Supervisor, launch: Launch, naming: ReplicaNaming = local_replica_id
+    ) -> None:
         self._supervisor = supervisor
         self._launch = launch
+        self._naming = naming
         self._keys: dict[str, dict[int, list[str]]] = {}
         self.service_of: dict[str, str] = {}
         """supervisor key (= replica id) -> service id"""
-
-    @staticmethod
-    def replica_id(service_id: str, index: int, generation: int) -> str:
-        return f"{service_id}#{index}" if generation == 1 else f"{service_id}#{index}@g{generation}"
 
     def keys(self, service_id: str, generation: int) -> list[str]:
         return list(self._keys.get(service_id, {}).get(generation, []))
@@ -64,11 +75,11 @@ class ServiceReplicas:
     def generations(self, service_id: str) -> list[int]:
         return sorted(self._keys.get(service_id, {}))
 
-    async def start(self, service: ServiceConfig, generation: int) -> list[str]:
-        """Start the service's ``replicas`` worker processes of ``generation``."""
+    async def start(self, service: ServiceConfig, generation: int, count: int | None = None) -> list[str]:
+        """Start ``count`` (default: the service's ``replicas``) worker processes of ``generation``."""
         keys: list[str] = []
-        for index in range(1, service.replicas + 1):
-            key = self.replica_id(service.id, index, generation)
+        for index in range(1, (service.replicas if count is None else count) + 1):
+            key = self._naming(service.id, index, generation)
             self.service_of[key] = service.id
             await self._supervisor.start_replica(key, self._launch(service, key, generation), RestartPolicy())
             keys.append(key)

@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +30,7 @@ from llamactl.server.config import DeploymentConfig, ServiceConfig, load_deploym
 from llamactl.server.control_plane import ControlPlane, ServiceRegistry
 from llamactl.server.deployment.dependencies import install_python_dependencies
 from llamactl.server.deployment.hot_reload import HotReloader
+from llamactl.server.deployment.launch import QUEUE_HEARTBEAT, REPORT_INTERVAL, worker_process, worker_spec
 from llamactl.server.deployment.queue_config import external_queue_config
 from llamactl.server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
 from llamactl.server.deployment.settings import control_plane_settings
@@ -39,7 +39,7 @@ from llamactl.server.mq.base import MessageQueue
 from llamactl.server.mq.factory import connect_queue
 from llamactl.server.mq.zeromq.broker import ZeroMQBroker
 from llamactl.server.orchestrator import Orchestrator
-from llamactl.server.services.spec import WORKER_SPEC_ENV, WorkerSpec
+from llamactl.server.services.spec import WorkerSpec
 from llamactl.server.state.base import StateStore
 from llamactl.server.state.factory import open_state_store
 from llamactl.server.supervisor import ProcessSpec, Supervisor, SupervisorEvent
@@ -51,9 +51,6 @@ log = logging.getLogger(__name__)
 
 OutputCallback = Callable[[str, str], None]
 
-_SERVER_SECRETS = frozenset({"LLAMACTL_API_TOKEN"})
-"""The server's own secrets: user code in its workers never sees them."""
-
 
 class Deployment:
     """One deployment's engine. Start it with ``async with`` or :meth:`start` / :meth:`close`."""
@@ -62,8 +59,8 @@ class Deployment:
         self,
         config: DeploymentConfig,
         *,
-        heartbeat_interval: float = 1.0,
-        report_interval: float = 5.0,
+        heartbeat_interval: float = QUEUE_HEARTBEAT,
+        report_interval: float = REPORT_INTERVAL,
         stop_grace: float = 30.0,
         worker_output: OutputCallback | None = None,
         install_dependencies: bool = True,
@@ -182,34 +179,13 @@ class Deployment:
         log.warning("%s", line)
 
     def worker_spec(self, service: ServiceConfig, replica_id: str, generation: int = 1) -> WorkerSpec:
-        return WorkerSpec(
-            deployment=self.name,
-            service_id=service.id,
-            replica_id=replica_id,
-            generation=generation,
-            source_dir=str(self.config.import_root(service.id)),
-            import_path=_require_import_path(service),
-            env=self.config.service_env(service.id),
-            max_concurrency=service.max_concurrency,
-            timeout=service.timeout,
-            lease=self.config.message_queue.lease,
-            heartbeat_interval=self.report_interval,
-            mq=self.queue_config,
-            parent_pid=os.getpid(),
-        )
+        """What one local worker of ``service`` is started with."""
+        mq, interval = self.queue_config, self.report_interval
+        return worker_spec(self.config, service, replica_id, generation, mq=mq, report_interval=interval)
 
     def _process_spec(self, service: ServiceConfig, replica_id: str, generation: int) -> ProcessSpec:
         spec = self.worker_spec(service, replica_id, generation)
-        return ProcessSpec(
-            name=f"{self.name}/{replica_id}",
-            argv=[str(self._python or sys.executable), "-P", "-m", "llamactl.server.services"],
-            # No .pyc of user code: CPython checks them by mtime in whole seconds and size, so a
-            # quick edit of the same length would load the old code after a reload.
-            # Unbuffered: what user code prints reaches the server's output as it happens.
-            env={WORKER_SPEC_ENV: spec.to_env(), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
-            cwd=Path(spec.source_dir),
-            hidden_env=_SERVER_SECRETS,
-        )
+        return worker_process(spec, name=f"{self.name}/{replica_id}", python=self._python)
 
     async def close(self) -> None:
         """Stop the workers (they finish their tasks first, up to ``stop_grace``), then the rest."""
@@ -357,16 +333,9 @@ class Deployment:
 
 
 def _is_ready(status: ServiceStatus, all_replicas: bool) -> bool:
+    if status.desired_replicas == 0:
+        return True  # served by `llamactl worker` elsewhere: its tasks wait for them, queued
     if not all_replicas:
         return status.ready
     ready = sum(1 for r in status.replicas if r.state is ReplicaState.READY)
     return ready >= status.desired_replicas
-
-
-def _require_import_path(service: ServiceConfig) -> str:
-    if not service.import_path:
-        raise WorkflowLoadError(
-            f"service '{service.id}' has no `path` (or `import-path`): set it to module:attr, "
-            "e.g. `path: workflow:echo_workflow`"
-        )
-    return service.import_path

@@ -7,13 +7,11 @@ Context carries over whichever server takes its tasks.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 from workflows.context.serializers import JsonSerializer
 from workflows.events import HumanResponseEvent
 
@@ -24,21 +22,6 @@ from tests.server.apiserver.conftest import SseReader
 from tests.server.mq.conftest import REDIS_URL
 
 D = "/deployments/pair"
-
-
-@pytest.fixture
-async def backends() -> AsyncIterator[tuple[PostgresSchema, str]]:
-    """A fresh PostgreSQL schema and Redis key prefix, removed afterwards."""
-    pg, prefix = PostgresSchema(), f"llamactl-test-{uuid.uuid4().hex}:"
-    yield pg, prefix
-    await pg.drop()
-    client = aioredis.from_url(REDIS_URL)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=500)]
-        if keys:
-            await client.unlink(*keys)
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

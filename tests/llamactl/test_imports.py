@@ -36,6 +36,7 @@ COMMANDS = [
     ["tasks", "cancel", "--help"],
     ["--version"],
     ["serve", "--help"],
+    ["worker", "--help"],
     ["run", "--help"],
     ["deploy", "--help"],
     ["status", "--help"],

@@ -224,3 +224,19 @@ def test_worker_lines_are_filtered_by_level(level: int) -> None:
     assert "d/svc#1" in shown and "| ERROR x: an error record" in shown
     assert "its traceback, indented" in shown
     assert stamp not in shown  # the replica's name is in front already
+
+
+def test_services_left_to_remote_workers_and_remote_replicas_read_as_rows() -> None:
+    rows = formatted(
+        "demo/echo (Echo) has no replica here: its tasks wait for `llamactl worker` on other hosts",
+        "demo/echo (Echo) is up: 2/0 replica(s) ready",
+        "demo/echo#box-41-1 (Echo) is up: pid 4242",
+        "demo/echo#box-41-1 exited with code -9, restarting in 0.2 s",
+        "demo/echo#box-41-2 exited with code 3 (its code does not load), restarting in 0.4 s",
+    )
+    assert rows[0].split()[:2] == ["demo/echo", "remote"] and rows[0].endswith("hosts (Echo)")
+    assert rows[1].split() == ["demo/echo", "up", "2", "remote", "replicas", "ready", "(Echo)"]
+    assert rows[2].split() == ["demo/echo#box-41-1", "up", "pid", "4242", "(Echo)"]
+    assert rows[3].split()[1:] == ["restarting", "exited", "with", "code", "-9;", "again", "in", "0.2", "s"]
+    assert "its code does not load; again in 0.4 s" in rows[4]
+    assert len({verb_column(row) for row in rows[2:]}) == 1

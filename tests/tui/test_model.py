@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from llamactl.client import DeploymentState
-from llamactl.server.types import ChangeEvent, EventEnvelope, SessionDefinition, TaskRecord, TaskStatus
+from llamactl.server.types import (
+    ChangeEvent,
+    EventEnvelope,
+    ReplicaState,
+    ReplicaStatus,
+    ServiceStatus,
+    SessionDefinition,
+    TaskRecord,
+    TaskStatus,
+)
 from llamactl.tui.model.dashboard import DashboardModel
 from llamactl.tui.model.events import EventBook
 from llamactl.tui.model.format import ago, duration, error_location, size
 from llamactl.tui.model.query import TaskQuery, select_tasks
+from llamactl.tui.model.services import ServiceBook
 from llamactl.tui.model.sessions import SessionBook
 from llamactl.tui.model.tasks import TaskBook
 from llamactl.tui.model.throughput import Throughput
@@ -213,3 +223,14 @@ def test_error_locations_name_the_file_and_line() -> None:
         '__init__.py:126)\n  File "/usr/lib/python3.11/importlib/__init__.py", line 126, in import_module'
     )
     assert error_location(traceback) == "flows.py:61"
+
+
+def test_a_service_left_to_remote_workers_is_remote_until_one_is_up() -> None:
+    book = ServiceBook()
+    book.load([ServiceStatus(service_id="echo", name="Echo", desired_replicas=0)])
+    row = book.get("echo")
+    assert row is not None and (row.state, row.ready, row.wanted) == ("remote", 0, 0)
+    remote = ReplicaStatus(replica_id="echo#host-7-1", service_id="echo", state=ReplicaState.READY)
+    book.load([ServiceStatus(service_id="echo", name="Echo", desired_replicas=0, replicas=[remote])])
+    row = book.get("echo")
+    assert row is not None and (row.state, row.ready) == ("up", 1)

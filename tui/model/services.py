@@ -36,8 +36,11 @@ class ServiceRow:
 
     @property
     def state(self) -> str:
-        """``up``, ``degraded`` (fewer ready than wanted), ``starting`` or ``down``."""
+        """``up``, ``degraded`` (fewer ready than wanted), ``starting``, ``down``, or ``remote`` (the
+        server runs no replica of it, and no ``llamactl worker`` elsewhere is up yet)."""
         ready = self.ready
+        if self.wanted == 0 and ready == 0:
+            return "remote"
         if ready >= self.wanted:
             return "up"
         if ready > 0:

@@ -38,11 +38,18 @@ CASES = [
     ),
     ("missing-name", _with("name: demo\n", ""), "name", 1, "missing required key 'name'"),
     (
-        "replicas-zero",
+        "replicas-negative",
+        GOOD + "    replicas: -1\n",
+        "services.echo.replicas",
+        9,
+        "expected a whole number >= 0, got -1",
+    ),
+    (
+        "replicas-zero-on-the-embedded-queue",
         GOOD + "    replicas: 0\n",
         "services.echo.replicas",
         9,
-        "expected a whole number >= 1, got 0",
+        "0 leaves the service to `llamactl worker` on other hosts, which cannot reach the embedded zeromq",
     ),
     (
         "import-path-shape",
@@ -215,7 +222,7 @@ def test_mistake_names_key_path_line_and_fix(text: str, key_path: str, line: int
 
 
 def test_several_mistakes_report_the_first_in_file_order() -> None:
-    text = GOOD + "    replicas: 0\n    timeout: -1\n"
+    text = GOOD + "    replicas: -1\n    timeout: -1\n"
     with pytest.raises(DeploymentConfigError) as info:
         load_deployment_text(text, base_path=Path("/srv/demo"))
     assert info.value.key_path == "services.echo.replicas"

@@ -108,6 +108,19 @@ def test_supported_queue_types_load_quietly(kind: str) -> None:
     assert config.message_queue.url == "x://y"
 
 
+def test_the_redis_key_prefix_is_a_known_key(recwarn: pytest.WarningsRecorder) -> None:
+    text = "name: d\nmessage-queue:\n  type: redis\n  prefix: 'p:'\nservices: {a: {}}\n"
+    config = load_deployment_text(text, base_path=Path("/srv"))
+    assert config.message_queue.model_extra == {"prefix": "p:"}
+    assert not [w for w in recwarn if issubclass(w.category, DeploymentConfigWarning)]
+
+
+def test_replicas_zero_on_a_shared_queue_leaves_the_service_to_remote_workers() -> None:
+    text = "name: d\nmessage-queue:\n  type: redis\n  url: redis://h:6379\nservices:\n  a:\n    replicas: 0\n"
+    config = load_deployment_text(text, base_path=Path("/srv"))
+    assert config.service("a").replicas == 0
+
+
 @pytest.mark.parametrize("kind", ["rabbitmq", "kafka", "aws", "solace"])
 def test_queue_types_without_backend_load_with_a_warning(kind: str) -> None:
     text = f"name: d\nmessage-queue:\n  type: {kind}\n  aws_region: eu-west-1\nservices:\n  a: {{}}\n"
