@@ -34,7 +34,7 @@ _TOP_LEVEL = {
 # Fields of Llama Deploy's queue backends (simple, redis, rabbitmq, kafka, aws, solace).
 _QUEUE_BACKEND_KEYS = [
     *("client_kwargs", "raise_exceptions", "use_ssl"),
-    *("db", "username", "password", "ssl", "exclusive_mode", "prefix"),
+    *("db", "username", "password", "ssl", "exclusive_mode"),
     *("exchange_name", "vhost", "secure"),
     *("aws_region", "aws_access_key_id", "aws_secret_access_key"),
     *("vpn_name", "host_secured", "is_queue_temporary"),

@@ -105,6 +105,9 @@ class PostgreSQLStateStore(StateStore):
         self._columns = ops.Columns()
         self._waiters = StreamWaiters()
         self._append_listeners: builtins.list[Callable[[str], None]] = []
+        self.conflicts = 0
+        """Transactions PostgreSQL aborted to break a deadlock or a serialization conflict (and
+        that were run again): each costs up to ``deadlock_timeout`` (1 s by default)."""
         self._closed = False
 
     def __repr__(self) -> str:
@@ -236,7 +239,7 @@ class PostgreSQLStateStore(StateStore):
         if isinstance(exc, _UNREACHABLE):
             return StateStoreError(
                 f"PostgreSQL state store at {self._where}: {what}: "
-                f"{type(exc).__name__}: {exc or 'timed out'}: is the server up and reachable?"
+                f"{type(exc).__name__}: {str(exc) or 'timed out'}: is the server up and reachable?"
             )
         return StateStoreError(f"PostgreSQL state store at {self._where}: {what}: {exc}")
 
@@ -267,6 +270,7 @@ class PostgreSQLStateStore(StateStore):
                 cause = exc.__cause__ if isinstance(exc, StateStoreError) else exc
                 if not isinstance(cause, _RETRIED) or attempt == _RETRIES:
                     raise
+                self.conflicts += 1
         raise AssertionError("unreachable")
 
     async def _write(self, ns: str, index: Index | None, fn: Callable[[Connection], Awaitable[T]]) -> T:

@@ -18,7 +18,7 @@ import pytest
 
 from llamactl.server.errors import StateStoreError
 from llamactl.server.state import LogEntry, StateStore, Versioned
-from llamactl.server.state.base import Append, Index
+from llamactl.server.state.base import Append, Cas, Index
 from llamactl.server.state.postgresql import PostgreSQLStateStore
 from tests.postgres import PostgresSchema
 
@@ -216,3 +216,40 @@ async def test_append_listeners_hear_appends_of_other_processes(stores: list[Sta
         async with asyncio.timeout(0.5):
             await got.wait()  # removed: it hears nothing more
     assert heard == ["events/t1"]
+
+
+async def test_busy_commits_sharing_a_log_and_counters_never_deadlock(stores: list[StateStore]) -> None:
+    """Task-like commits from two stores at once: records with indexed (counted) fields, then an
+    entry of one shared log, as every task transition writes its change-feed entry. Before log
+    heads were taken last, a commit holding the log's head waited for a counter row held by one
+    waiting for the head: PostgreSQL broke each such deadlock after a second."""
+    a, b = stores
+    ns = "t"
+
+    async def task(store: StateStore, i: int) -> None:
+        key = f"task-{i}"
+        await store.commit(
+            [
+                Cas("s", key, b"", None, Index(f"{i:05d}", {"all": ""})),  # its session
+                Append("changes", b"session"),
+                Cas(ns, key, b"q", None, Index(f"{i:05d}", {"status": "queued", "svc": "echo/queued"})),
+                Append("changes", b"queued"),
+            ]
+        )
+        for status in ("running", "completed"):
+            found = await store.get(ns, key)
+            assert found is not None
+            index = Index(f"{i:05d}", {"status": status, "svc": f"echo/{status}"})
+            await store.commit(
+                [
+                    Append(f"events/{key}", b"e"),
+                    Cas(ns, key, b"x", found.version, index),
+                    Append("changes", status.encode()),
+                ]
+            )
+
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(task(stores[i % 2], i) for i in range(120)))
+    assert await a.count(ns, "status") == {"completed": 120}
+    assert isinstance(a, PostgreSQLStateStore) and isinstance(b, PostgreSQLStateStore)
+    assert a.conflicts + b.conflicts == 0
