@@ -16,7 +16,10 @@ from typing import Any
 from llamactl.server.protocol import WorkerMessage
 from llamactl.server.types import ReplicaState, ReplicaStatus, ServiceStatus
 
-__all__ = ["ServiceInfo", "ServiceRegistry"]
+__all__ = ["FORGET_AFTER", "ServiceInfo", "ServiceRegistry"]
+
+FORGET_AFTER = 20
+"""Liveness windows after which a stopped or crashed replica leaves the registry (60 s by default)."""
 
 ChangeCallback = Callable[[str, dict[str, Any]], None]
 
@@ -54,6 +57,8 @@ class ServiceRegistry:
         self._services = {s.service_id: _Service(info=s) for s in services}
         self.heartbeat_interval = heartbeat_interval
         self.liveness = liveness
+        self._gone_at: dict[str, float] = {}
+        """replica id -> when it stopped or crashed: forgotten after FORGET_AFTER windows."""
         self._on_change = on_change or (lambda kind, data: None)
 
     # --- services ----------------------------------------------------------------------------
@@ -115,6 +120,7 @@ class ServiceRegistry:
         replica.max_concurrency = msg.max_concurrency
         replica.in_flight = msg.in_flight
         replica.last_heartbeat = time.time()
+        self._gone_at.pop(msg.replica_id, None)
         if replica.state is not ReplicaState.READY:
             replica.state = ReplicaState.READY
             self._on_change("replica.up", _replica_data(replica))
@@ -220,11 +226,14 @@ class ServiceRegistry:
     def forget_replica(self, service_id: str, replica_id: str) -> None:
         """Drop a replica that is gone for good (a retired generation's, a failed start's)."""
         svc = self._services.get(service_id)
+        self._gone_at.pop(replica_id, None)
         if svc is not None and svc.replicas.pop(replica_id, None) is not None:
             self._on_change("replica.removed", {"service_id": service_id, "replica_id": replica_id})
 
     def expire(self, now: float | None = None) -> list[ReplicaStatus]:
-        """Declare gone every replica silent for ``liveness`` heartbeat intervals."""
+        """Declare gone every replica silent for ``liveness`` heartbeat intervals (a draining one
+        said goodbye: it stopped; a ready one crashed), and forget the ones gone for
+        ``FORGET_AFTER`` such windows (each run of a worker on another host has new ids)."""
         now = time.time() if now is None else now
         limit = self.heartbeat_interval * self.liveness
         gone: list[ReplicaStatus] = []
@@ -232,9 +241,14 @@ class ServiceRegistry:
             for replica in list(svc.replicas.values()):
                 alive = replica.state in (ReplicaState.READY, ReplicaState.DRAINING)
                 if alive and replica.last_heartbeat is not None and now - replica.last_heartbeat > limit:
-                    replica.last_error = replica.last_error or f"no heartbeat for {limit:.1f}s"
-                    self._replica_gone(service_id, replica, ReplicaState.CRASHED)
+                    if replica.state is ReplicaState.DRAINING:
+                        self._replica_gone(service_id, replica, ReplicaState.STOPPED)
+                    else:
+                        replica.last_error = replica.last_error or f"no heartbeat for {limit:.1f}s"
+                        self._replica_gone(service_id, replica, ReplicaState.CRASHED)
                     gone.append(replica)
+                elif not alive and now - self._gone_at.get(replica.replica_id, now) > limit * FORGET_AFTER:
+                    self.forget_replica(service_id, replica.replica_id)
         return gone
 
     def _replica_gone(self, service_id: str, replica: ReplicaStatus, state: ReplicaState) -> None:
@@ -242,6 +256,7 @@ class ServiceRegistry:
             return
         was_serving = replica.state in (ReplicaState.READY, ReplicaState.DRAINING)
         replica.state = state
+        self._gone_at[replica.replica_id] = time.time()
         replica.in_flight = 0
         if was_serving:
             self._on_change("replica.down", _replica_data(replica))

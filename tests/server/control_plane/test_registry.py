@@ -4,6 +4,7 @@ import time
 from typing import Any
 
 from llamactl.server.control_plane import ServiceInfo, ServiceRegistry
+from llamactl.server.control_plane.registry import FORGET_AFTER
 from llamactl.server.protocol import WorkerMessage, WorkerMessageKind
 from llamactl.server.types import ReplicaState
 
@@ -75,3 +76,17 @@ def test_a_draining_replica_no_longer_counts_as_ready() -> None:
     registry.replica_stopping(_msg(WorkerMessageKind.REPLICA_STOPPING))
     assert registry.status("echo").replicas[0].state is ReplicaState.DRAINING
     assert [k for k, _ in changes][-2:] == ["replica.draining", "service.down"]
+
+
+def test_a_draining_replica_that_falls_silent_stopped_and_is_forgotten_later() -> None:
+    """A worker on another host drained on SIGTERM and exited: no supervisor here saw it."""
+    changes: list[tuple[str, dict[str, Any]]] = []
+    registry = _registry(changes)
+    registry.replica_up(_msg(WorkerMessageKind.REPLICA_UP, "echo#far-1"))
+    registry.replica_stopping(_msg(WorkerMessageKind.REPLICA_STOPPING, "echo#far-1"))
+    registry.expire(now=time.time() + 4)
+    (replica,) = registry.status("echo").replicas
+    assert replica.state is ReplicaState.STOPPED and replica.last_error is None
+    registry.expire(now=time.time() + 4 + 3 * FORGET_AFTER + 1)
+    assert registry.status("echo").replicas == []
+    assert changes[-1] == ("replica.removed", {"service_id": "echo", "replica_id": "echo#far-1"})
