@@ -49,6 +49,8 @@ __all__ = ["ControlPlane", "ControlPlaneSettings"]
 
 log = logging.getLogger(__name__)
 
+_TURNS_CHECK = 5.0
+"""Seconds between two looks for tasks a dead server left (shared stores only)."""
 _QUEUE_FRESH = 1.0
 """Seconds a service's queued count may be reused while well under its limit."""
 
@@ -119,6 +121,7 @@ class ControlPlane:
         if self._remote is not None:
             self._remote.start()
             self.loops.start("remote-changes", self._remote.follow_changes)
+            self.loops.start("turns-check", self._check_turns)
         self.loops.start("replica-expiry", self._expire_replicas)
         self.loops.start("retention", self._retention)
 
@@ -357,6 +360,13 @@ class ControlPlane:
             if self.inbox.mirror is not None:
                 await self.inbox.mirror.sync()  # what other control planes heard
             self.registry.expire()
+
+    async def _check_turns(self) -> None:
+        """With a shared store: pick up what another server left half done when it died."""
+        while True:
+            await asyncio.sleep(_TURNS_CHECK)
+            if await self.dispatcher.check_turns(older_than=_TURNS_CHECK):
+                log.info("deployment %s: handed out tasks another server had left", self.deployment)
 
     async def _retention(self) -> None:
         while True:

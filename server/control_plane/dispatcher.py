@@ -367,6 +367,23 @@ class Dispatcher:
             else:
                 delay = 0.0
 
+    async def check_turns(self, older_than: float, limit: int = 500) -> int:
+        """For stores other servers share: finish what a server that died left half done.
+
+        Looks at the oldest queued tasks created more than ``older_than`` seconds ago: one not
+        handed out has its session's turn passed on (its ``active`` task may have ended on a
+        server that died before moving the session on); one handed out is published again (a
+        server may have died before its publish went through; the queue absorbs the copy of a
+        message it holds). Returns how many tasks were published.
+        """
+        cutoff = time.time() - older_than
+        page = await self._records.list_tasks(status=TaskStatus.QUEUED, limit=limit)
+        sent = 0
+        for session_id in dict.fromkeys(t.session_id for t in page.items if t.created_at < cutoff):
+            async with self._session(session_id):
+                sent += await self._pass_turn(session_id, resend=True)
+        return sent
+
     # --- cancel, deleted sessions and removed services -----------------------------------------
 
     async def cancel(self, task_id: str) -> CancelOutcome:

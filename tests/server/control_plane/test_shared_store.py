@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 
 from llamactl.server.control_plane import ControlPlane
@@ -214,3 +215,44 @@ async def test_every_plane_knows_every_replica_whichever_plane_heard_it(shared: 
     await a.inbox.mirror.record(stale)
     assert await states("a#gone") == [None, None]
     assert await shared.stores[0].get(a.inbox.mirror.ns, "a#gone") is None
+
+
+async def test_what_a_dead_server_left_half_done_is_picked_up_by_another(shared: SharedHarness) -> None:
+    """Server A dies (simulated: it stops doing anything more) right after storing a task's end
+    but before passing its session's turn on, and after handing a task out but before
+    publishing it. Server B's turn check finishes both."""
+    a, b = await shared.plane(), await shared.plane()
+    worker = await shared.queue()
+    deliveries = Deliveries(worker)
+    try:
+        session = await a.create_session()
+        first = await a.create_task(TaskDefinition(session_id=session.session_id))
+        second = await a.create_task(TaskDefinition(session_id=session.session_id))
+        delivery, task = await deliveries.take()
+        assert task.task_id == first.task_id
+
+        async def nothing(*args: object, **kwargs: object) -> None:
+            return None
+
+        for plane in (a, b):  # whoever applies the report "dies" before moving the session on
+            plane.dispatcher.finished = nothing  # type: ignore[method-assign]
+        await shared.finish(worker, task, 1)
+        await delivery.ack()
+        await b.wait_for_task(first.task_id, timeout=10)
+        with pytest.raises(TimeoutError):
+            await deliveries.take(timeout=0.5)  # the second task is stuck behind a finished one
+        assert await b.dispatcher.check_turns(older_than=0) == 1
+        delivery, task = await deliveries.take()
+        assert task.task_id == second.task_id
+        await delivery.ack()
+
+        a.dispatcher._publish_or_retry = nothing  # type: ignore[method-assign]
+        lost = await a.create_task(TaskDefinition())  # stored as handed out, never published
+        with pytest.raises(TimeoutError):
+            await deliveries.take(timeout=0.5)
+        assert await b.dispatcher.check_turns(older_than=0) >= 1
+        delivery, task = await deliveries.take()
+        assert task.task_id == lost.task_id
+        await delivery.ack()
+    finally:
+        await deliveries.aclose()
