@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from llamactl.server.deployment.remote_workers import host_label
 from tests.e2e.waiting import eventually
-from tests.llamactl.serving import Lines, Server, alive, children, llamactl, write_app
+from tests.llamactl.serving import Server, Workers, children, write_app
 from tests.postgres import PostgresSchema
 from tests.server.mq.conftest import REDIS_URL
 
@@ -41,44 +40,6 @@ async def once(key: str, folder: str) -> dict[str, object]:
         await asyncio.sleep(120)
     return {"key": key, "runs": runs}
 """
-
-
-class Workers:
-    """`llamactl worker FILE ARGS...` in a subprocess, started once it says Ready."""
-
-    def __init__(self, file: Path, *args: str, ready_timeout: float = 90) -> None:
-        self.process = llamactl("worker", str(file), *args, stdout=subprocess.DEVNULL)
-        assert self.process.stderr is not None
-        self.stderr = Lines(self.process.stderr)
-        try:
-            self.stderr.wait_for(lambda line: line.startswith("Ready."), ready_timeout)
-        except BaseException:
-            self.kill()
-            raise
-        self.seen = children(self.process.pid)
-
-    def signal(self, sig: signal.Signals, timeout: float = 60) -> int:
-        """Send ``sig``, then the exit code; asserts no worker process outlived it."""
-        self.seen |= children(self.process.pid)
-        self.process.send_signal(sig)
-        try:
-            code = self.process.wait(timeout)
-        finally:
-            self._close()
-        left = [pid for pid in self.seen if alive(pid)]
-        assert not left, f"workers outlived `llamactl worker`: {left}"
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self._close()
-
-    def _close(self) -> None:
-        self.stderr.rest()
-        assert self.process.stderr is not None
-        self.process.stderr.close()
 
 
 @dataclass

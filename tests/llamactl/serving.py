@@ -185,3 +185,41 @@ class Server:
         left = [p for p in self.workers_seen if alive(p)]
         assert not left, f"workers outlived the server: {left}"
         return code
+
+
+class Workers:
+    """`llamactl worker FILE ARGS...` in a subprocess, started once it says Ready."""
+
+    def __init__(self, file: Path, *args: str, ready_timeout: float = 90) -> None:
+        self.process = llamactl("worker", str(file), *args, stdout=subprocess.DEVNULL)
+        assert self.process.stderr is not None
+        self.stderr = Lines(self.process.stderr)
+        try:
+            self.stderr.wait_for(lambda line: line.startswith("Ready."), ready_timeout)
+        except BaseException:
+            self.kill()
+            raise
+        self.seen = children(self.process.pid)
+
+    def signal(self, sig: signal.Signals, timeout: float = 60) -> int:
+        """Send ``sig``, then the exit code; asserts no worker process outlived it."""
+        self.seen |= children(self.process.pid)
+        self.process.send_signal(sig)
+        try:
+            code = self.process.wait(timeout)
+        finally:
+            self._close()
+        left = [pid for pid in self.seen if alive(pid)]
+        assert not left, f"workers outlived `llamactl worker`: {left}"
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._close()
+
+    def _close(self) -> None:
+        self.stderr.rest()
+        assert self.process.stderr is not None
+        self.process.stderr.close()
