@@ -65,7 +65,7 @@ def _deployment(folder: Path, replicas: int, schema: str | None, prefix: str | N
     file = write_deployment(folder, replicas=replicas)
     if schema is not None:
         shared = (
-            f"control-plane:\n  state_store_uri: {POSTGRES}?schema={schema}\n"
+            f"control-plane:\n  state_store_uri: {POSTGRES}{'&' if '?' in POSTGRES else '?'}schema={schema}\n"
             f"message-queue:\n  type: redis\n  url: {REDIS}\n  prefix: '{prefix}'\n"
         )
         file.write_text(file.read_text().replace("services:\n", shared + "services:\n", 1))
