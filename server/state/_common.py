@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from llamactl.server.errors import StateStoreClosed, StateStoreError
 
@@ -12,8 +14,11 @@ __all__ = [
     "closed_error",
     "not_started_error",
     "prefix_upper_bound",
+    "read_waiting",
     "wait_event",
 ]
+
+T = TypeVar("T")
 
 _MAX_CHAR = 0x10FFFF
 _SURROGATES = range(0xD800, 0xE000)
@@ -116,3 +121,31 @@ async def wait_event(ev: asyncio.Event, deadline: float) -> bool:
     except TimeoutError:
         return ev.is_set()
     return True
+
+
+async def read_waiting(
+    waiters: StreamWaiters,
+    stream: str,
+    read_now: Callable[[], Awaitable[list[T]]],
+    wait: float,
+    closed: Callable[[], bool],
+) -> list[T]:
+    """What ``read_now`` finds, as soon as it finds something, waiting up to ``wait`` seconds for an
+    append to ``stream`` (woken through ``waiters``); when the wait ends unwoken, one last look
+    (it catches appends that no wake-up reported). A closed store returns what there is: nothing.
+    """
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        # Take the event before looking: an append committed after the look still wakes us.
+        event = waiters.acquire(stream)
+        try:
+            entries = await read_now()
+            if entries:
+                return entries
+            woke = await wait_event(event, deadline)
+        finally:
+            waiters.release(stream, event)
+        if closed():
+            return []
+        if not woke:
+            return await read_now()

@@ -34,7 +34,7 @@ from llamactl.server.state._common import (
     check_value,
     closed_error,
     not_started_error,
-    wait_event,
+    read_waiting,
 )
 from llamactl.server.state._pg_ops import Connection
 from llamactl.server.state._pg_schema import channel_name, migrate
@@ -366,21 +366,11 @@ class PostgreSQLStateStore(StateStore):
         if wait <= 0 or limit <= 0:
             return await self._run(lambda c: ops.read(c, stream, from_offset, limit))
         self._check()
-        deadline = asyncio.get_running_loop().time() + wait
-        while True:
-            # Take the event before looking: an append committed after the look still wakes us.
-            event = self._waiters.acquire(stream)
-            try:
-                entries = await self._run(lambda c: ops.read(c, stream, from_offset, limit))
-                if entries:
-                    return entries
-                woke = await wait_event(event, deadline)
-            finally:
-                self._waiters.release(stream, event)
-            if self._closed:
-                return []
-            if not woke:
-                return await self._run(lambda c: ops.read(c, stream, from_offset, limit))
+
+        async def read_now() -> builtins.list[LogEntry]:
+            return await self._run(lambda c: ops.read(c, stream, from_offset, limit))
+
+        return await read_waiting(self._waiters, stream, read_now, wait, lambda: self._closed)
 
     async def log_length(self, stream: str) -> int:
         """The offset the next entry gets (0 for an unknown stream)."""

@@ -30,7 +30,7 @@ from llamactl.server.state._common import (
     check_value,
     closed_error,
     not_started_error,
-    wait_event,
+    read_waiting,
 )
 from llamactl.server.state._sqlite_writer import InlineWriter, Op, Result, Writer
 from llamactl.server.state.base import (
@@ -255,22 +255,11 @@ class SQLiteStateStore(StateStore):
         """Entries with ``offset >= from_offset``; with ``wait > 0``, wait for the first new one."""
         if wait <= 0 or limit <= 0:
             return await self._submit(False, (), ops.read, stream, from_offset, limit)
-        deadline = asyncio.get_running_loop().time() + wait
-        while True:
-            # Take the event before looking: an append committed after the look still wakes us.
-            event = self._waiters.acquire(stream)
-            try:
-                entries = await self._submit(False, (), ops.read, stream, from_offset, limit)
-                if entries:
-                    return entries
-                woke = await wait_event(event, deadline)
-            finally:
-                self._waiters.release(stream, event)
-            if self._closed:
-                return []
-            if not woke:
-                # One last look: catches appends made by other processes on the same file.
-                return await self._submit(False, (), ops.read, stream, from_offset, limit)
+
+        async def read_now() -> builtins.list[LogEntry]:
+            return await self._submit(False, (), ops.read, stream, from_offset, limit)
+
+        return await read_waiting(self._waiters, stream, read_now, wait, lambda: self._closed)
 
     async def log_length(self, stream: str) -> int:
         """Number of entries in a log (0 for an unknown stream)."""

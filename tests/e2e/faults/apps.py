@@ -3,14 +3,18 @@ spin, or kill their worker; and an audit that every accepted task ended exactly 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from llamactl.server.control_plane import ControlPlane
 from llamactl.server.types import TaskRecord
 from tests.llamactl.serving import FLOWS
+from tests.server.apiserver.conftest import SseReader
 
 FUNCS = '''
 import asyncio
@@ -130,3 +134,32 @@ async def audit(cp: ControlPlane, task_ids: list[str]) -> list[TaskRecord]:
     twice = {t: n for t in task_ids if (n := finals[t]) != 1}
     assert not twice, f"final status recorded other than once: {twice}"
     return records
+
+
+async def final_statuses(
+    client: httpx.AsyncClient, deployment: str = "faults", quiet: float = 2.0
+) -> Counter[str]:
+    """How many final statuses a server's change feed holds per task (read until it is quiet for
+    ``quiet`` seconds)."""
+    finals: Counter[str] = Counter()
+    async with client.stream(
+        "GET",
+        f"/deployments/{deployment}/changes",
+        params={"from_seq": 0},
+        headers={"accept": "text/event-stream"},
+    ) as stream:
+        reader = SseReader(stream)
+        while True:
+            try:
+                frame = await asyncio.wait_for(reader.next(), quiet)
+            except TimeoutError:
+                return finals
+            if frame is None:
+                return finals
+            change = json.loads(frame.data)
+            if frame.event == "task.status" and change["data"]["status"] in (
+                "completed",
+                "failed",
+                "cancelled",
+            ):
+                finals[change["data"]["task_id"]] += 1

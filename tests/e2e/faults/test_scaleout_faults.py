@@ -20,37 +20,13 @@ import httpx
 from tests.e2e.waiting import wait_until
 from tests.llamactl.serving import Server, Workers, children
 from tests.postgres import PostgresSchema
-from tests.server.apiserver.conftest import SseReader
 from tests.server.mq.conftest import REDIS_URL
 
-from .apps import write_fault_app
+from .apps import final_statuses, write_fault_app
 
 D = "/deployments/faults"
 SESSIONS = 50
 PER_SESSION = 10
-
-
-async def final_statuses(client: httpx.AsyncClient) -> Counter[str]:
-    """How many final statuses the change feed holds per task (read until it goes quiet)."""
-    finals: Counter[str] = Counter()
-    async with client.stream(
-        "GET", f"{D}/changes", params={"from_seq": 0}, headers={"accept": "text/event-stream"}
-    ) as stream:
-        reader = SseReader(stream)
-        while True:
-            try:
-                frame = await asyncio.wait_for(reader.next(), 2.0)
-            except TimeoutError:
-                return finals
-            if frame is None:
-                return finals
-            change = json.loads(frame.data)
-            if frame.event == "task.status" and change["data"]["status"] in (
-                "completed",
-                "failed",
-                "cancelled",
-            ):
-                finals[change["data"]["task_id"]] += 1
 
 
 async def test_a_server_and_a_worker_host_killed_mid_run_lose_and_repeat_nothing(

@@ -8,7 +8,6 @@ import asyncio
 import json
 import signal
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from tests.llamactl.serving import Server, alive
 from tests.postgres import PostgresSchema
 from tests.server.apiserver.conftest import SseReader
 
-from .apps import App, write_fault_app
+from .apps import App, final_statuses, write_fault_app
 
 SERVICES = {
     "work": {"path": "funcs:work", "max-concurrency": 4},
@@ -64,29 +63,6 @@ async def wait_final(client: httpx.AsyncClient, task_id: str, timeout: float = 6
     answer.raise_for_status()
     record: dict[str, object] = (await client.get(f"{D}/tasks/{task_id}")).json()
     return record
-
-
-async def final_statuses(client: httpx.AsyncClient) -> Counter[str]:
-    """How many final statuses the change feed holds per task (read until it goes quiet)."""
-    finals: Counter[str] = Counter()
-    async with client.stream(
-        "GET", f"{D}/changes", params={"from_seq": 0}, headers={"accept": "text/event-stream"}
-    ) as stream:
-        reader = SseReader(stream)
-        while True:
-            try:
-                frame = await asyncio.wait_for(reader.next(), 1.5)
-            except TimeoutError:
-                return finals
-            if frame is None:
-                return finals
-            change = json.loads(frame.data)
-            if frame.event == "task.status" and change["data"]["status"] in (
-                "completed",
-                "failed",
-                "cancelled",
-            ):
-                finals[change["data"]["task_id"]] += 1
 
 
 async def test_sigkill_and_restart_keeps_what_finished_and_finishes_the_rest_once(
