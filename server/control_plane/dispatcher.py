@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from llamactl.server.control_plane.publisher import TaskPublisher
 from llamactl.server.control_plane.records import ControlPlaneRecords, SessionRecord, StoredTask
 from llamactl.server.errors import (
     LlamactlError,
@@ -41,7 +40,7 @@ from llamactl.server.errors import (
 )
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
-from llamactl.server.protocol import TaskInput, TaskInputKind, TaskMessage, start_msg_id
+from llamactl.server.protocol import TaskInput, TaskInputKind, start_msg_id
 from llamactl.server.state.base import Write
 from llamactl.server.types import TaskStatus
 
@@ -82,17 +81,16 @@ class Dispatcher:
     ) -> None:
         self._records = records
         self._queue = queue
-        self._timeouts = dict(timeouts)
+        self._publisher = TaskPublisher(records, queue, timeouts, unsendable=self._fail)
         self._on_final = on_final
         self._locks: dict[str, _Lock] = {}
-        self._unpublished: dict[str, str] = {}
-        """task id -> session id: handed out here, its publish has not gone through yet."""
+        self._unpublished = self._publisher.unpublished
         self._unsettled: set[str] = set()
         """Sessions whose turn could not be passed on yet (the store failed): retried."""
-        self._retry = asyncio.Event()
+        self._retry = self._publisher.retry
 
     def set_timeouts(self, timeouts: Mapping[str, float | None]) -> None:
-        self._timeouts = dict(timeouts)
+        self._publisher.timeouts = dict(timeouts)
 
     @property
     def sessions_in_memory(self) -> int:
@@ -175,7 +173,7 @@ class Dispatcher:
                     if new_session:
                         self._records.remember_context(session_id, None)
                     if task.dispatched:
-                        await self._publish_or_retry(task)
+                        await self._publisher.publish(task)
                     return
                 if result.failed == at:
                     raise TaskExists(task.task_id)
@@ -245,12 +243,12 @@ class Dispatcher:
                     self._records.remember_task(claimed[0], result.results[1])
             self._unsettled.discard(session_id)
             if claimed is not None:
-                await self._publish_or_retry(claimed[0])
+                await self._publisher.publish(claimed[0])
                 return 1
             if resend and active is not None:
                 # Publishing again is harmless (same msg id) and covers a crash between
                 # recording that it was handed out and publishing it.
-                await self._publish_or_retry(active[0])
+                await self._publisher.publish(active[0])
                 return 1
             return 0
         raise StateStoreError(f"session '{session_id}' kept changing under us: too much contention")
@@ -267,45 +265,11 @@ class Dispatcher:
             if not task.dispatched:
                 await self._end(task, TaskStatus.CANCELLED, _SESSION_GONE, if_waiting=True)
             elif resend:
-                await self._publish_or_retry(task)
+                await self._publisher.publish(task)
                 sent += 1
         return sent
 
-    # --- publishing --------------------------------------------------------------------------
-
-    def _message(self, task: StoredTask, context: dict[str, Any] | None) -> bytes:
-        message = TaskMessage(
-            task_id=task.task_id,
-            session_id=task.session_id,
-            service_id=task.service_id,
-            deployment=self._records.deployment,
-            input=json.loads(task.input) if task.input.strip() else {},
-            context=context,
-            timeout=self._timeouts.get(task.service_id),
-        )
-        return message.model_dump_json().encode()
-
-    async def _publish_or_retry(self, task: StoredTask) -> None:
-        """Publish the task's start message; if the queue fails, leave it to the retry loop."""
-        try:
-            payload = self._message(task, await self._records.get_context(task.session_id))
-        except (ValueError, TypeError) as exc:
-            await self._fail(task, f"the task cannot be handed to its service: {exc}")
-            return
-        try:
-            await self._queue.publish(
-                topics.service_topic(self._records.deployment, task.service_id),
-                payload,
-                msg_id=start_msg_id(task.task_id),
-                key=task.session_id,
-            )
-        except MessageQueueError as exc:
-            if task.task_id not in self._unpublished:
-                log.warning("task %s not handed out yet (%s): retrying", task.task_id, exc)
-            self._unpublished[task.task_id] = task.session_id
-            self._retry.set()
-            return
-        self._unpublished.pop(task.task_id, None)
+    # --- ending tasks that no worker holds -----------------------------------------------------
 
     async def _fail(self, task: StoredTask, error: str) -> None:
         """Fail a task that cannot run at all, and move its session on (the caller holds its lock)."""
@@ -352,7 +316,7 @@ class Dispatcher:
                         if task.status.is_final:
                             self._unpublished.pop(task_id, None)
                             continue
-                        await self._publish_or_retry(task)
+                        await self._publisher.publish(task)
                 except (StateStoreError, MessageQueueError) as exc:
                     log.warning("task %s still not handed out: %s", task_id, exc)
             for session_id in list(self._unsettled):

@@ -246,7 +246,7 @@ async def test_what_a_dead_server_left_half_done_is_picked_up_by_another(shared:
         assert task.task_id == second.task_id
         await delivery.ack()
 
-        a.dispatcher._publish_or_retry = nothing  # type: ignore[method-assign]
+        a.dispatcher._publisher.publish = nothing  # type: ignore[method-assign]
         lost = await a.create_task(TaskDefinition())  # stored as handed out, never published
         with pytest.raises(TimeoutError):
             await deliveries.take(timeout=0.5)
