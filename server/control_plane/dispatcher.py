@@ -175,9 +175,7 @@ class Dispatcher:
                     if task.dispatched:
                         await self._publisher.publish(task)
                     return
-                if result.failed == at:
-                    raise TaskExists(task.task_id)
-                if new_session:  # the session exists already: only a task id can collide
+                if result.failed == at or new_session:  # a new session's id cannot collide: the task's did
                     raise TaskExists(task.task_id)
             raise StateStoreError(f"session '{session_id}' kept changing under us: too much contention")
 

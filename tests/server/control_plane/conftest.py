@@ -17,7 +17,7 @@ from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.mq.factory import connect_queue
 from llamactl.server.mq.zeromq.broker import ZeroMQBroker
 from llamactl.server.orchestrator import Orchestrator
-from llamactl.server.protocol import TaskMessage, WorkerMessage, WorkerMessageKind, final_msg_id
+from llamactl.server.protocol import TaskMessage, WorkerMessage, WorkerMessageKind, event_msg_id, final_msg_id
 from llamactl.server.state.base import StateStore
 from llamactl.server.state.memory import MemoryStateStore
 
@@ -53,6 +53,25 @@ class Harness:
         self.planes.append(plane)
         return plane
 
+    async def close(self) -> None:
+        """Close what the test made through the harness: control planes, then their queues."""
+        for plane in self.planes:
+            await plane.close()
+        for queue in self.queues:
+            await queue.close()
+
+    async def progress(self, queue: MessageQueue, task_id: str, n: int, service: str = "a") -> None:
+        """Report the task's ``n``-th event, a ``Progress`` with value ``{"n": n}`` (attempt 1)."""
+        event = WorkerMessage(
+            kind=WorkerMessageKind.TASK_EVENT,
+            replica_id=f"{service}#1",
+            service_id=service,
+            task_id=task_id,
+            event={"value": {"n": n}, "type": "Progress", "qualified_name": "m.Progress"},
+            event_index=n,
+        )
+        await self.report(queue, event, event_msg_id(task_id, 1, n))
+
     async def report(self, queue: MessageQueue, msg: WorkerMessage, msg_id: str) -> None:
         await queue.publish(
             topics.control_topic(DEPLOYMENT),
@@ -85,10 +104,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     try:
         yield h
     finally:
-        for plane in h.planes:
-            await plane.close()
-        for queue in h.queues:
-            await queue.close()
+        await h.close()
         await store.close()
         await broker.close()
 

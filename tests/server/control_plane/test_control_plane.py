@@ -36,15 +36,7 @@ async def test_a_task_goes_out_runs_and_its_result_and_events_are_stored(harness
     )
     await harness.report(worker, started, f"{task.task_id}:1:started")
     for n in range(3):
-        event = WorkerMessage(
-            kind=WorkerMessageKind.TASK_EVENT,
-            replica_id="a#1",
-            service_id="a",
-            task_id=task.task_id,
-            event={"value": {"n": n}, "type": "Progress", "qualified_name": "m.Progress"},
-            event_index=n,
-        )
-        await harness.report(worker, event, event_msg_id(task.task_id, 1, n))
+        await harness.progress(worker, task.task_id, n)
     await harness.finish(worker, task, {"answer": 42})
     await delivery.ack()
     done = await plane.wait_for_task(task.task_id, timeout=10)

@@ -22,7 +22,7 @@ import pytest_asyncio
 
 from llamactl.server.control_plane import ControlPlane
 from llamactl.server.mq.zeromq.broker import ZeroMQBroker
-from llamactl.server.protocol import WorkerMessage, WorkerMessageKind, event_msg_id
+from llamactl.server.protocol import WorkerMessage, WorkerMessageKind
 from llamactl.server.state.base import StateStore
 from llamactl.server.types import TaskDefinition, TaskStatus
 from tests.e2e.waiting import eventually
@@ -56,10 +56,7 @@ async def shared(tmp_path: Path) -> AsyncIterator[SharedHarness]:
     try:
         yield h
     finally:
-        for plane in h.planes:
-            await plane.close()
-        for queue in h.queues:
-            await queue.close()
+        await h.close()
         for store in h.stores:
             await store.close()
         await broker.close()
@@ -156,15 +153,7 @@ async def test_event_streams_and_waits_follow_a_task_through_either_plane(shared
         readers = [asyncio.create_task(read(plane)) for plane in (a, b)]
         waiter = asyncio.create_task(b.wait_for_task(created.task_id))
         for n in range(3):
-            event = WorkerMessage(
-                kind=WorkerMessageKind.TASK_EVENT,
-                replica_id="a#1",
-                service_id="a",
-                task_id=task.task_id,
-                event={"value": {"n": n}, "type": "Progress", "qualified_name": "m.Progress"},
-                event_index=n,
-            )
-            await shared.report(worker, event, event_msg_id(task.task_id, 1, n))
+            await shared.progress(worker, task.task_id, n)
         await shared.finish(worker, task, "done")
         await delivery.ack()
         async with asyncio.timeout(20):
