@@ -44,6 +44,8 @@ class Throughput:
     foreign_cores: dict[int, float] = field(default_factory=dict)
     """Cores used by other work on the machine during each run."""
     steal_cores: dict[int, float] = field(default_factory=dict)
+    loaded: dict[int, Summary] = field(default_factory=dict)
+    """Latency percentiles of each run, by client count."""
     first_error: str | None = None
 
 
@@ -74,23 +76,34 @@ async def measure_endpoint(
         out.server_cpu_ms[n] = result.server_cpu / done * 1000 if done else math.nan
         out.foreign_cores[n] = result.foreign_cores
         out.steal_cores[n] = result.steal / result.elapsed if result.elapsed else math.nan
+        out.loaded[n] = result.summary()
         if n == 1:
             out.sequential = result.summary()
     return out
 
 
 async def wait_first_success(
-    host: str, port: int, path: str, body: dict[str, str], timeout: float = 60.0
+    host: str,
+    port: int,
+    path: str,
+    body: dict[str, str],
+    *,
+    timeout: float = 60.0,
+    attempt_timeout: float | None = None,
 ) -> float:
-    """Retry ``POST path`` until it answers 200; return ``time.perf_counter()`` at that moment."""
+    """Retry ``POST path`` until it answers 200; return ``time.perf_counter()`` at that moment.
+
+    ``attempt_timeout`` gives up on one request after that many seconds and sends another (a
+    server that loses requests made while it starts, as Llama Deploy 0.8 does, never answers them).
+    """
     deadline = time.perf_counter() + timeout
     conn = HttpConnection(host, port)
     last = ""
     try:
         while time.perf_counter() < deadline:
             try:
-                response = await conn.request("POST", path, body)
-            except (HttpError, OSError) as exc:
+                response = await asyncio.wait_for(conn.request("POST", path, body), attempt_timeout)
+            except (HttpError, OSError, TimeoutError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 await conn.close()
             else:

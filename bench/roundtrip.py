@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import math
 import sys
 import tempfile
@@ -39,6 +40,8 @@ __all__ = ["Options", "main", "parse_args", "run"]
 
 _WF_BODY = {**ECHO_BODY, "service_id": "wf"}
 _MB = 1024 * 1024
+_CPU_TARGET_MS = {"function": 0.15, "workflow": 0.30}
+"""Server + worker CPU per task: half of what the performance issue measured (0.3 / 0.6 ms)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,8 @@ class Options:
     reload_runs: int = 5
     reloads: int = 20
     reload_clients: int = 8
+    anchor: bool = False
+    """Also measure Llama Deploy 0.9.2 and 0.8.1 (installed once into a cached venv)."""
     json: bool = False
 
 
@@ -143,6 +148,32 @@ async def measure_llamactl(opts: Options) -> ServerFigures:
             )
 
 
+async def measure_anchor(opts: Options, floor_workflow: Throughput) -> list[Figure]:
+    """llamactl, Llama Deploy 0.9.2 and 0.8.1 on the same deployment, with the same client."""
+    from bench.anchor import (  # noqa: PLC0415
+        ANCHOR_VERSIONS,
+        anchor_argv,
+        anchor_python,
+        llamactl_argv,
+        measure_legacy,
+        measure_product,
+    )
+    from bench.anchor_report import AnchorRun, anchor_figures  # noqa: PLC0415
+
+    current, legacy = (anchor_python(v, say=_say) for v in ANCHOR_VERSIONS)
+    measure = functools.partial(
+        measure_product, clients=opts.clients, duration=opts.duration, warmup=opts.warmup
+    )
+    theirs = await measure(anchor_argv(current))
+    ours = await measure(llamactl_argv)
+    old = await measure_legacy(legacy, duration=opts.duration, warmup=opts.warmup)
+    return anchor_figures(AnchorRun(ours, theirs, old, floor_workflow))
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _other_load(fig: Figure, base: ServerFigures, floor: ServerFigures, ours: ServerFigures) -> Figure:
     """``fig`` with the machine's other load during the run that measured it."""
     runs = {
@@ -159,6 +190,14 @@ def _other_load(fig: Figure, base: ServerFigures, floor: ServerFigures, ours: Se
             clients = 1 if metric.startswith(("p50", "p99")) else int(metric.rsplit("_", 1)[1])
             return dataclasses.replace(fig, other_load=run.foreign_cores.get(clients))
     return fig
+
+
+def _at_most(value: float, limit: float) -> bool | None:
+    return None if math.isnan(value) or math.isnan(limit) else value <= limit
+
+
+def _at_least(value: float, limit: float) -> bool | None:
+    return None if math.isnan(value) or math.isnan(limit) else value >= limit
 
 
 def _clients(n: int) -> str:
@@ -228,18 +267,18 @@ def build_figures(
         for n, r in base.workflow.rates.items()
     ]
     figs += _floor_figures(base, floor)
-    p50 = _seq(ours.function, "p50")
+    p50, f_p50 = _seq(ours.function, "p50"), _seq(floor.function, "p50")
     figs += [
         Figure(
             "llamactl.function.p50_ms",
             "function echo p50 (1 client)",
             p50,
             "ms",
-            "baseline.echo.p50_ms",
-            "bare p50",
-            b_p50,
-            "<= 3x baseline",
-            None if math.isnan(p50) or math.isnan(b_p50) else p50 <= 3 * b_p50,
+            "floor.echo.p50_ms",
+            "floor p50",
+            f_p50,
+            "<= 2x floor",
+            _at_most(p50, 2 * f_p50),
         ),
         Figure(
             "llamactl.function.p99_ms",
@@ -253,17 +292,18 @@ def build_figures(
     ]
     for n, rate in ours.function.rates.items():
         goal = n == top and top >= 32
+        floor_rate = floor.function.rates.get(n, math.nan)
         figs.append(
             Figure(
                 f"llamactl.function.tps_{n}",
                 f"function echo, {_clients(n)}",
                 rate,
                 "/s",
-                f"baseline.echo.rps_{n}",
-                "bare",
-                base.function.rates.get(n),
-                ">= 1,500/s" if goal else "",
-                (rate >= 1500) if goal else None,
+                f"floor.echo.rps_{n}",
+                "floor",
+                floor_rate,
+                ">= 0.5x floor" if goal else "",
+                _at_least(rate, 0.5 * floor_rate) if goal else None,
             )
         )
     figs += [
@@ -301,19 +341,22 @@ def build_figures(
                 rate >= bw,
             )
         )
-    for name, mine, theirs, what in (
-        ("function", ours.function, base.function, "bare"),
-        ("workflow", ours.workflow, base.workflow, "in-handler"),
+    for name, mine, theirs, what, limit in (
+        ("function", ours.function, base.function, "bare", _CPU_TARGET_MS["function"]),
+        ("workflow", ours.workflow, base.workflow, "in-handler", _CPU_TARGET_MS["workflow"]),
     ):
+        cpu_ms = mine.server_cpu_ms.get(top, math.nan)
         figs.append(
             Figure(
                 f"llamactl.{name}.server_cpu_ms_{top}",
                 f"{name} echo CPU per task, server + workers, {_clients(top)}",
-                mine.server_cpu_ms.get(top, math.nan),
+                cpu_ms,
                 "ms",
                 f"baseline.{'echo' if name == 'function' else 'workflow'}.server_cpu_ms_{top}",
                 what,
                 theirs.server_cpu_ms.get(top, math.nan),
+                f"<= {limit:g} ms",
+                _at_most(cpu_ms, limit),
             )
         )
     ev = ours.first_event * 1000
@@ -434,6 +477,7 @@ async def run(opts: Options) -> RunResult:
     ours = await measure_llamactl(opts)
     reload_opts = ReloadOptions(opts.reload_runs, opts.reloads, opts.reload_clients, opts.replicas)
     reloaded = await measure_reload(reload_opts)
+    anchored = await measure_anchor(opts, floor.workflow) if opts.anchor else []
     runs = {
         "baseline.echo": base.function,
         "baseline.workflow": base.workflow,
@@ -446,7 +490,11 @@ async def run(opts: Options) -> RunResult:
     if reloaded.first_error:
         first_errors["llamactl.reload"] = reloaded.first_error
     return RunResult(
-        figures=build_figures(opts, base, floor, ours, help_s) + reload_figures(reload_opts, reloaded),
+        figures=[
+            *build_figures(opts, base, floor, ours, help_s),
+            *reload_figures(reload_opts, reloaded),
+            *anchored,
+        ],
         errors={**{k: t.errors for k, t in runs.items()}, "llamactl.reload": reloaded.failed},
         first_errors=first_errors,
         client_cpu_share={k: t.client_cpu_share for k, t in runs.items()},
@@ -476,6 +524,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument(
         "--reloads", type=int, default=None, help="hot reloads under load (default 20; timed ones: 5)"
     )
+    parser.add_argument(
+        "--anchor",
+        action="store_true",
+        help="also measure Llama Deploy 0.9.2 and 0.8.1 on the same workflows (installed once into "
+        "a cached virtual environment under $XDG_CACHE_HOME/llamactl-bench; about 2 minutes more)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--quick", action="store_true", help="smoke run: every measurement very short")
     ns = parser.parse_args(argv)
@@ -493,6 +547,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         event_runs=3 if quick else 30,
         reload_runs=2 if quick else 5,
         reloads=ns.reloads if ns.reloads is not None else (3 if quick else 20),
+        anchor=bool(ns.anchor),
         json=bool(ns.json),
     )
 

@@ -6,10 +6,31 @@ generated deployment's source folder.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from workflows import Context, Workflow, step
 from workflows.events import Event, StartEvent, StopEvent
 
-__all__ = ["EchoWorkflow", "StreamingWorkflow", "Tick", "echo", "echo_workflow", "streaming_workflow"]
+__all__ = [
+    "CPU_STEP_SECONDS",
+    "IO_STEP_SECONDS",
+    "CpuWorkflow",
+    "EchoWorkflow",
+    "IoWorkflow",
+    "StreamingWorkflow",
+    "Tick",
+    "cpu_workflow",
+    "echo",
+    "echo_workflow",
+    "io_workflow",
+    "streaming_workflow",
+]
+
+CPU_STEP_SECONDS = 0.005
+"""CPU time :class:`CpuWorkflow`'s step burns."""
+IO_STEP_SECONDS = 0.05
+"""Time :class:`IoWorkflow`'s step awaits (a stand-in for a model or HTTP call)."""
 
 
 async def echo(message: str) -> str:
@@ -22,6 +43,27 @@ class EchoWorkflow(Workflow):
 
     @step
     async def echo(self, ev: StartEvent) -> StopEvent:
+        return StopEvent(result=f"Message received: {ev.get('message', '')}")
+
+
+class CpuWorkflow(Workflow):
+    """One step that burns :data:`CPU_STEP_SECONDS` of CPU (holding the GIL), then echoes."""
+
+    @step
+    async def work(self, ev: StartEvent) -> StopEvent:
+        until = time.thread_time() + CPU_STEP_SECONDS
+        n = 0
+        while time.thread_time() < until:
+            n += 1
+        return StopEvent(result=f"Message received: {ev.get('message', '')}")
+
+
+class IoWorkflow(Workflow):
+    """One step that awaits :data:`IO_STEP_SECONDS`, then echoes."""
+
+    @step
+    async def wait(self, ev: StartEvent) -> StopEvent:
+        await asyncio.sleep(IO_STEP_SECONDS)
         return StopEvent(result=f"Message received: {ev.get('message', '')}")
 
 
@@ -44,3 +86,5 @@ class StreamingWorkflow(Workflow):
 
 echo_workflow = EchoWorkflow(timeout=60)
 streaming_workflow = StreamingWorkflow(timeout=60)
+cpu_workflow = CpuWorkflow(timeout=60)
+io_workflow = IoWorkflow(timeout=60)

@@ -1,0 +1,216 @@
+"""The anchor: Llama Deploy itself, installed in a cached virtual environment and measured in the same
+run as llamactl, with the same client, the same deployment file and the same workflows.
+
+``anchor_python(version)`` installs ``llama-deploy==version`` (plus uvloop and httptools, which
+its uvicorn then uses) into ``$XDG_CACHE_HOME/llamactl-bench/llama-deploy-<version>`` the first
+time and reuses it after. :func:`measure_product` measures one server, llamactl or Llama Deploy,
+on :data:`bench.deployment.ANCHOR_SERVICES`: the workflow echo at every client count, a step that
+burns ~5 ms of CPU at 32 clients (llamactl runs it on ``replicas: 2``; Llama Deploy 0.9 runs
+everything in its one process) and a step that awaits 50 ms at 64 clients; then the peak RSS of
+the server and its one worker serving only the workflow echo.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import venv
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.deployment import ANCHOR_SERVICES, DEPLOYMENT, MEMORY_SERVICES, BenchService, write_deployment
+from bench.measure import ECHO_BODY, Throughput, measure_endpoint, wait_first_success
+from bench.procfs import tree_usage
+from bench.server_proc import ServerProcess
+
+__all__ = [
+    "ANCHOR_VERSIONS",
+    "AnchorUnavailable",
+    "ProductFigures",
+    "anchor_argv",
+    "anchor_python",
+    "llamactl_argv",
+    "measure_legacy",
+    "measure_product",
+]
+
+ANCHOR_VERSIONS = ("0.9.2", "0.8.1")
+"""Llama Deploy releases the anchor knows how to serve: 0.9.2 (the last, everything in the API
+server's process) and 0.8.1 (the last with a control plane, a message queue and services)."""
+_EXTRAS = ("uvloop", "httptools")
+_INSTALL_TIMEOUT = 900.0
+_RUN_PATH = f"/deployments/{DEPLOYMENT}/tasks/run"
+CPU_CLIENTS = 32
+IO_CLIENTS = 64
+
+ArgvFor = Callable[[Path], list[str]]
+"""The command that serves the deployment file it is given."""
+
+
+class AnchorUnavailable(RuntimeError):
+    """Llama Deploy could not be installed into the benchmark's cache."""
+
+
+def cache_root() -> Path:
+    """Where the anchor's virtual environments live."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "llamactl-bench"
+
+
+def anchor_python(version: str = ANCHOR_VERSIONS[0], *, say: Callable[[str], None] = print) -> Path:
+    """The interpreter of a virtual environment holding ``llama-deploy==version``; install it once."""
+    root = cache_root() / f"llama-deploy-{version}"
+    python = root / "bin" / "python"
+    marker = root / ".llamactl-bench-ready"
+    if marker.exists() and python.exists():
+        return python
+    say(f"installing llama-deploy=={version} into {root} (once; later runs reuse it)")
+    venv.EnvBuilder(with_pip=True, clear=True).create(root)
+    argv = [str(python), "-m", "pip", "install", "-q", f"llama-deploy=={version}", *_EXTRAS]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=_INSTALL_TIMEOUT, check=False)
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.splitlines()[-15:])
+        raise AnchorUnavailable(
+            f"could not install llama-deploy=={version} into {root} (pip exited {done.returncode}); "
+            f"check that PyPI answers, or run without --anchor. pip said:\n{tail}"
+        )
+    marker.write_text(f"llama-deploy=={version}\n")
+    return python
+
+
+def anchor_argv(python: Path) -> ArgvFor:
+    """Serve a deployment file's folder with Llama Deploy's API server (``bench/anchor_server.py``)."""
+    script = Path(__file__).with_name("anchor_server.py")
+    return lambda file: [str(python), str(script), str(file.parent)]
+
+
+def llamactl_argv(file: Path) -> list[str]:
+    """Serve a deployment file with ``llamactl serve``."""
+    return [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
+
+
+@dataclass(slots=True)
+class ProductFigures:
+    """What was measured on one product."""
+
+    workflow: Throughput
+    cpu: Throughput
+    io: Throughput
+    memory_rss_bytes: int
+    """Peak RSS of the server and its workers, serving only the workflow echo on one worker."""
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def io_p99(self) -> float:
+        """p99 latency (ms) of the awaited step at :data:`IO_CLIENTS` clients."""
+        summary = self.io.loaded.get(IO_CLIENTS)
+        return math.nan if summary is None else summary.p99 * 1000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _legacy_keys(file: Path) -> None:
+    """Rewrite ``file`` for Llama Deploy 0.8, which serves a control plane, a message queue and
+    each service on ports of their own (free loopback ports here) and knows ``path`` and
+    ``source.name`` only."""
+    text = file.read_text().replace("import-path:", "path:").replace("location: .}", "location: ., name: .}")
+    text = text.replace("    replicas:", f"    host: 127.0.0.1\n    port: {_free_port()}\n    replicas:")
+    text += (
+        f"control-plane: {{host: 127.0.0.1, port: {_free_port()}}}\n"
+        f"message-queue: {{type: simple, host: 127.0.0.1, port: {_free_port()}}}\n"
+    )
+    file.write_text(text)
+
+
+async def _serve(
+    argv_for: ArgvFor,
+    services: dict[str, BenchService],
+    opts_max_concurrency: int,
+    folder: Path,
+    legacy: bool = False,
+) -> ServerProcess:
+    file = write_deployment(folder, 1, opts_max_concurrency, services, source_is_folder=True)
+    if legacy:
+        _legacy_keys(file)
+    server = ServerProcess(argv_for(file), cwd=folder, start_timeout=180)
+    await server.start()
+    try:
+        body = {**ECHO_BODY, "service_id": "wf"}
+        await wait_first_success(server.host, server.port, _RUN_PATH, body, attempt_timeout=5.0)
+    except BaseException as exc:
+        await server.stop()
+        if isinstance(exc, TimeoutError):
+            tail = "\n".join(server.stderr_tail)
+            raise TimeoutError(f"{exc}; the server's stderr ended with:\n{tail}") from None
+        raise
+    return server
+
+
+async def measure_product(
+    argv_for: ArgvFor,
+    *,
+    clients: Sequence[int],
+    duration: float,
+    warmup: float,
+    max_concurrency: int = 64,
+) -> ProductFigures:
+    """Serve the anchor deployment with ``argv_for`` and measure it, then the memory deployment."""
+
+    async def load(server: ServerProcess, service: str, counts: Sequence[int]) -> Throughput:
+        return await measure_endpoint(
+            server.host,
+            server.port,
+            _RUN_PATH,
+            {**ECHO_BODY, "service_id": service},
+            clients=counts,
+            duration=duration,
+            warmup=warmup,
+            server_pid=server.pid,
+        )
+
+    with tempfile.TemporaryDirectory(prefix="llamactl-anchor-") as tmp:
+        server = await _serve(argv_for, dict(ANCHOR_SERVICES), max_concurrency, Path(tmp) / "anchor")
+        try:
+            workflow = await load(server, "wf", clients)
+            cpu = await load(server, "cpu", (CPU_CLIENTS,))
+            io = await load(server, "io", (IO_CLIENTS,))
+        finally:
+            await server.stop()
+        server = await _serve(argv_for, dict(MEMORY_SERVICES), max_concurrency, Path(tmp) / "memory")
+        try:
+            await load(server, "wf", (8,))
+            rss = tree_usage(server.pid).peak_rss_bytes
+        finally:
+            await server.stop()
+    return ProductFigures(workflow, cpu, io, rss)
+
+
+async def measure_legacy(python: Path, *, duration: float, warmup: float) -> Throughput:
+    """Llama Deploy 0.8 (API server, control plane, message queue and service): the workflow
+    echo at 1 and 8 clients. Its ``tasks/run`` polls for the result every 0.5 s, so each run
+    lasts at least 4 s to see a few tasks."""
+    with tempfile.TemporaryDirectory(prefix="llamactl-anchor-") as tmp:
+        server = await _serve(anchor_argv(python), dict(MEMORY_SERVICES), 64, Path(tmp), legacy=True)
+        try:
+            return await measure_endpoint(
+                server.host,
+                server.port,
+                _RUN_PATH,
+                {**ECHO_BODY, "service_id": "wf"},
+                clients=(1, 8),
+                duration=max(duration, 4.0),
+                warmup=max(warmup, 1.0),
+                server_pid=server.pid,
+            )
+        finally:
+            await server.stop()

@@ -1,0 +1,159 @@
+"""The anchor's figures: llamactl beside Llama Deploy 0.9.2 and 0.8.1, measured in the same run."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from bench.anchor import CPU_CLIENTS, IO_CLIENTS, ProductFigures
+from bench.measure import Throughput
+from bench.report import Figure
+
+__all__ = ["AnchorRun", "anchor_figures"]
+
+_MB = 1024 * 1024
+_LD = "Llama Deploy 0.9.2"
+
+
+@dataclass(slots=True)
+class AnchorRun:
+    """Both products on the anchor deployment, Llama Deploy 0.8.1, and the one-hop floor."""
+
+    ours: ProductFigures
+    theirs: ProductFigures
+    legacy: Throughput | None
+    floor_workflow: Throughput
+
+
+def _p50(t: Throughput) -> float:
+    return math.nan if t.sequential is None else t.sequential.p50 * 1000
+
+
+def _vs(
+    key: str, label: str, value: float, unit: str, *, base: tuple[str, float], check: str, limit: float
+) -> Figure:
+    """``value`` against Llama Deploy's ``base`` (key, value), met when the ratio passes ``check limit``."""
+    base_key, base_value = base
+    met: bool | None = None
+    if not (math.isnan(value) or math.isnan(base_value) or base_value == 0):
+        ratio = value / base_value
+        met = ratio <= limit if check == "<=" else ratio >= limit
+    return Figure(key, label, value, unit, base_key, "LD 0.9.2", base_value, f"{check} {limit:g}x", met)
+
+
+def anchor_figures(run: AnchorRun) -> list[Figure]:
+    """Each figure of llamactl with Llama Deploy's as its baseline and the issue's target as a ratio."""
+    ours, theirs = run.ours, run.theirs
+    figs: list[Figure] = [
+        Figure("anchor.ld.workflow.p50_ms", f"{_LD}: workflow echo p50", _p50(theirs.workflow), "ms"),
+    ]
+    figs += [
+        Figure(f"anchor.ld.workflow.rps_{n}", f"{_LD}: workflow echo, {n} clients", r, "/s")
+        for n, r in theirs.workflow.rates.items()
+        if n > 1
+    ]
+    figs += [
+        Figure(
+            "anchor.floor.workflow.p50_ms",
+            "floor (one hop, nothing stored): workflow echo p50",
+            _p50(run.floor_workflow),
+            "ms",
+            "anchor.ld.workflow.p50_ms",
+            "LD 0.9.2",
+            _p50(theirs.workflow),
+        ),
+        _vs(
+            "anchor.workflow.p50_ms",
+            "llamactl: workflow echo p50",
+            _p50(ours.workflow),
+            "ms",
+            base=("anchor.ld.workflow.p50_ms", _p50(theirs.workflow)),
+            check="<=",
+            limit=1.0,
+        ),
+    ]
+    for n, rate in ours.workflow.rates.items():
+        if n > 1:
+            figs.append(
+                _vs(
+                    f"anchor.workflow.tps_{n}",
+                    f"llamactl: workflow echo, {n} clients",
+                    rate,
+                    "/s",
+                    base=(f"anchor.ld.workflow.rps_{n}", theirs.workflow.rates.get(n, math.nan)),
+                    check=">=",
+                    limit=1.5,
+                )
+            )
+    figs += [
+        _vs(
+            "anchor.cpu.tps",
+            f"~5 ms CPU step, {CPU_CLIENTS} clients (llamactl replicas: 2)",
+            ours.cpu.rates.get(CPU_CLIENTS, math.nan),
+            "/s",
+            base=("anchor.ld.cpu.tps", theirs.cpu.rates.get(CPU_CLIENTS, math.nan)),
+            check=">=",
+            limit=1.8,
+        ),
+        _vs(
+            "anchor.io.tps",
+            f"50 ms awaited step, {IO_CLIENTS} clients",
+            ours.io.rates.get(IO_CLIENTS, math.nan),
+            "/s",
+            base=("anchor.ld.io.tps", theirs.io.rates.get(IO_CLIENTS, math.nan)),
+            check=">=",
+            limit=1.0,
+        ),
+        _vs(
+            "anchor.io.p99_ms",
+            f"50 ms awaited step, {IO_CLIENTS} clients, p99",
+            ours.io_p99,
+            "ms",
+            base=("anchor.ld.io.p99_ms", theirs.io_p99),
+            check="<=",
+            limit=1.2,
+        ),
+        _vs(
+            "anchor.memory_mb",
+            "peak RSS, server + its one worker (workflow echo only)",
+            ours.memory_rss_bytes / _MB,
+            "MB",
+            base=("anchor.ld.memory_mb", theirs.memory_rss_bytes / _MB),
+            check="<=",
+            limit=1.0,
+        ),
+    ]
+    top = max(ours.workflow.server_cpu_ms, default=0)
+    figs.append(
+        Figure(
+            f"anchor.workflow.server_cpu_ms_{top}",
+            f"workflow echo CPU per task, all processes, {top} clients",
+            ours.workflow.server_cpu_ms.get(top, math.nan),
+            "ms",
+            f"anchor.ld.workflow.server_cpu_ms_{top}",
+            "LD 0.9.2",
+            theirs.workflow.server_cpu_ms.get(top, math.nan),
+        )
+    )
+    if run.legacy is not None:
+        figs += [
+            Figure(
+                "anchor.workflow.p50_vs_ld081_ms",
+                "llamactl: workflow echo p50",
+                _p50(ours.workflow),
+                "ms",
+                "anchor.ld081.workflow.p50_ms",
+                "LD 0.8.1",
+                _p50(run.legacy),
+            ),
+            Figure(
+                "anchor.workflow.tps_8_vs_ld081",
+                "llamactl: workflow echo, 8 clients",
+                ours.workflow.rates.get(8, math.nan),
+                "/s",
+                "anchor.ld081.workflow.rps_8",
+                "LD 0.8.1",
+                run.legacy.rates.get(8, math.nan),
+            ),
+        ]
+    return figs

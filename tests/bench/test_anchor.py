@@ -1,0 +1,109 @@
+"""The anchor's pieces that need no Llama Deploy install: its deployment files, its report, and
+what happens when the install fails (no timing assertions)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.anchor import (
+    CPU_CLIENTS,
+    IO_CLIENTS,
+    AnchorUnavailable,
+    ProductFigures,
+    _legacy_keys,
+    anchor_python,
+)
+from bench.anchor_report import AnchorRun, anchor_figures
+from bench.deployment import ANCHOR_SERVICES, MEMORY_SERVICES, write_deployment
+from bench.measure import Throughput
+from bench.report import render_table
+from bench.stats import summarize
+
+
+def _product(p50: float, rate: float, io_p99: float, rss_mb: int) -> ProductFigures:
+    workflow = Throughput(
+        sequential=summarize([p50]), rates={1: rate / 2, 8: rate, 32: rate}, server_cpu_ms={32: 0.5}
+    )
+    cpu = Throughput(rates={CPU_CLIENTS: rate / 5})
+    io = Throughput(rates={IO_CLIENTS: rate / 2}, loaded={IO_CLIENTS: summarize([io_p99])})
+    return ProductFigures(workflow, cpu, io, rss_mb * 1024 * 1024)
+
+
+def test_anchor_figures_compare_with_llama_deploy_as_ratios() -> None:
+    ours = _product(0.0008, 2000.0, 0.070, 100)
+    theirs = _product(0.0010, 1000.0, 0.060, 120)
+    floor = Throughput(sequential=summarize([0.0009]))
+    figures = {f.key: f for f in anchor_figures(AnchorRun(ours, theirs, None, floor))}
+    assert figures["anchor.workflow.p50_ms"].ratio == pytest.approx(0.8)
+    assert figures["anchor.workflow.p50_ms"].met is True
+    assert figures["anchor.workflow.tps_8"].ratio == pytest.approx(2.0)
+    assert figures["anchor.workflow.tps_32"].met is True
+    assert figures["anchor.cpu.tps"].met is True  # 2.0x >= 1.8x
+    assert figures["anchor.io.tps"].met is True
+    assert figures["anchor.io.p99_ms"].ratio == pytest.approx(70 / 60)
+    assert figures["anchor.io.p99_ms"].met is True  # 1.17x <= 1.2x
+    assert figures["anchor.memory_mb"].met is True
+    assert figures["anchor.floor.workflow.p50_ms"].ratio == pytest.approx(0.9)
+    assert "anchor.workflow.p50_vs_ld081_ms" not in figures  # 0.8.1 not measured
+
+    slower = _product(0.0030, 900.0, 0.2, 130)
+    legacy = Throughput(sequential=summarize([0.62]), rates={1: 1.5, 8: 2.5})
+    figures = {f.key: f for f in anchor_figures(AnchorRun(slower, theirs, legacy, floor))}
+    for key in ("anchor.workflow.p50_ms", "anchor.workflow.tps_8", "anchor.io.p99_ms", "anchor.memory_mb"):
+        assert figures[key].met is False, key
+    assert figures["anchor.workflow.tps_8_vs_ld081"].ratio == pytest.approx(360.0)
+    table = render_table(list(figures.values()))
+    assert "Llama Deploy 0.9.2: workflow echo p50" in table
+    assert "LD 0.8.1" in table
+
+
+def test_missing_figures_have_no_verdict() -> None:
+    empty = ProductFigures(Throughput(), Throughput(), Throughput(), 0)
+    figures = anchor_figures(AnchorRun(empty, empty, None, Throughput()))
+    assert all(f.met is None for f in figures)
+    assert all(f.ratio is None or not math.isnan(f.ratio) for f in figures)
+
+
+def test_the_anchor_deployment_is_valid_for_llamactl(tmp_path: Path) -> None:
+    file = write_deployment(tmp_path, 1, 64, ANCHOR_SERVICES, source_is_folder=True)
+    data = yaml.safe_load(file.read_text())
+    assert data["services"]["cpu"]["replicas"] == 2
+    assert data["services"]["wf"]["import-path"] == "src/bench_services:echo_workflow"
+    done = subprocess.run(
+        [sys.executable, "-m", "llamactl", "validate", str(file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cpu: ok (workflow CpuWorkflow)" in done.stdout
+
+
+def test_legacy_keys_give_each_server_its_own_port(tmp_path: Path) -> None:
+    file = write_deployment(tmp_path, 1, 64, MEMORY_SERVICES, source_is_folder=True)
+    _legacy_keys(file)
+    data = yaml.safe_load(file.read_text())
+    service = data["services"]["wf"]
+    assert service["path"] == "src/bench_services:echo_workflow"
+    assert service["source"] == {"type": "local", "location": ".", "name": "."}
+    ports = {service["port"], data["control-plane"]["port"], data["message-queue"]["port"]}
+    assert len(ports) == 3
+    assert data["message-queue"]["type"] == "simple"
+
+
+def test_a_failed_install_says_what_went_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # nothing to install from: pip fails at once
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    with pytest.raises(
+        AnchorUnavailable, match=r"could not install llama-deploy==0\.9\.2 .*run without --anchor"
+    ):
+        anchor_python("0.9.2", say=lambda _line: None)
+    assert not (tmp_path / "llamactl-bench" / "llama-deploy-0.9.2" / ".llamactl-bench-ready").exists()
