@@ -52,6 +52,9 @@ class TaskMessage(BaseModel):
     """The session's saved workflow Context (``Context.to_dict()``), None for a new session."""
     timeout: float | None = None
     """Seconds the task may run (the service's ``timeout``); None = no limit."""
+    keep_context: bool = True
+    """False when nobody will run in the task's session again (``tasks/run`` without a session):
+    the worker does not serialize the Context and nothing is stored for it."""
 
 
 class WorkerMessageKind(StrEnum):

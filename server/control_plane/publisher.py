@@ -56,6 +56,7 @@ class TaskPublisher:
             input=json.loads(task.input) if task.input.strip() else {},
             context=context,
             timeout=self.timeouts.get(task.service_id),
+            keep_context=task.keep_context,
         )
         return message.model_dump_json().encode()
 

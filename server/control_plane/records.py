@@ -55,6 +55,8 @@ class StoredTask(TaskRecord):
     dispatched: bool = False
     """True once the task's start message was published to its service."""
     cancel_requested: bool = False
+    keep_context: bool = True
+    """False for a ``tasks/run`` that named no session: its session's Context is not saved."""
 
     def public(self) -> TaskRecord:
         fields = {name: getattr(self, name) for name in TaskRecord.model_fields}

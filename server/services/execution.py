@@ -121,6 +121,10 @@ async def _stop(run: Run, main: asyncio.Task[Any], grace: float) -> None:
     await asyncio.wait({main})
 
 
+def _no_context() -> dict[str, Any] | None:
+    return None
+
+
 async def execute(
     runnable: Runnable,
     *,
@@ -131,6 +135,7 @@ async def execute(
     inputs_after: float = 0.0,
     timeout: float | None = None,
     cancel_grace: float = CANCEL_GRACE,
+    keep_context: bool = True,
 ) -> TaskOutcome:
     """Run one task and return its outcome; never raises for anything the user code does.
 
@@ -138,10 +143,12 @@ async def execute(
     ``TimeoutError: timed out after N s``. The Context is returned with every outcome it exists
     for (unchanged input Context if the run could not even start). ``inputs`` is read only once
     the run has lasted ``inputs_after`` seconds: most tasks end sooner and never open it.
+    ``keep_context=False`` skips serializing the Context at the end (nobody will run in it again).
     """
     emits = _OneAtATime(emit)
     try:
         run = runnable.start(kwargs, context, emits.run)
+        saved = run.context if keep_context else _no_context
     except TypeError as exc:
         return _failed(exc, context, with_traceback=False)
     except Exception as exc:
@@ -185,13 +192,13 @@ async def execute(
         if pump is not None and not pump.cancelled() and (pump_exc := pump.exception()) is not None:
             log.warning("reading the task's inputs failed: %s", error_line(pump_exc))
     if stopped_by == "cancel":
-        return TaskOutcome(WorkerMessageKind.TASK_CANCELLED, context=run.context())
+        return TaskOutcome(WorkerMessageKind.TASK_CANCELLED, context=saved())
     if stopped_by == "timeout":
         error = f"TimeoutError: timed out after {timeout:g} s"
-        return TaskOutcome(WorkerMessageKind.TASK_FAILED, context=run.context(), error=error)
+        return TaskOutcome(WorkerMessageKind.TASK_FAILED, context=saved(), error=error)
     if main.cancelled():
-        return TaskOutcome(WorkerMessageKind.TASK_CANCELLED, context=run.context())
+        return TaskOutcome(WorkerMessageKind.TASK_CANCELLED, context=saved())
     if (run_exc := main.exception()) is not None:
-        return _failed(run_exc, run.context())
+        return _failed(run_exc, saved())
     result = to_jsonable(main.result())
-    return TaskOutcome(WorkerMessageKind.TASK_COMPLETED, result=result, context=run.context())
+    return TaskOutcome(WorkerMessageKind.TASK_COMPLETED, result=result, context=saved())

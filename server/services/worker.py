@@ -277,6 +277,7 @@ class Worker:
                 inputs=self._inputs(task),
                 inputs_after=_INPUTS_AFTER,
                 timeout=timeout,
+                keep_context=task.keep_context,
             )
             await started.settle()
             final = self.message(

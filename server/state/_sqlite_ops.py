@@ -112,6 +112,9 @@ def _configure(conn: sqlite3.Connection, path: str, synchronous: str, busy_timeo
     if mode != "wal" and not is_memory_path(path):
         raise StateStoreError(f"SQLite state store {path}: could not switch to WAL (mode is {mode!r})")
     conn.execute(f"PRAGMA synchronous = {synchronous}")
+    # Each commit's SAVEPOINTs need a statement journal; on disk that is a temp file created,
+    # written and unlinked per commit (seen with strace: 4 file syscalls per task).
+    conn.execute("PRAGMA temp_store = MEMORY")
     found = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if found > SCHEMA_VERSION:
         raise StateStoreError(

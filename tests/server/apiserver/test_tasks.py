@@ -186,6 +186,26 @@ async def test_cancel_a_running_task(client: httpx.AsyncClient) -> None:
     assert again.status_code == 409
 
 
+async def test_run_without_a_session_saves_no_context_but_create_does(client: httpx.AsyncClient) -> None:
+    """Nobody can run in a ``tasks/run``'s own session again (it answers only the result), so its
+    Context is neither serialized by the worker nor stored; ``tasks/create`` answers the session
+    id, so its Context is kept."""
+    body = {"input": "{}", "service_id": "counter", "task_id": "1cf66f46-0000-4000-8000-0000000000c1"}
+    assert (await client.post(f"{D}/tasks/run", json=body)).json() == 1
+    ran = (await client.get(f"{D}/tasks/{body['task_id']}")).json()
+    created = await create(client, "counter")
+    await client.get(f"{D}/tasks/{created['task_id']}/results", params={"session_id": created["session_id"]})
+    sizes = (
+        await client.get(
+            f"{D}/dashboard/contexts", params={"session_id": [ran["session_id"], created["session_id"]]}
+        )
+    ).json()["contexts"]
+    assert sizes[ran["session_id"]] is None
+    assert sizes[created["session_id"]] > 0
+    again = {"input": "{}", "service_id": "counter", "session_id": created["session_id"]}
+    assert (await client.post(f"{D}/tasks/run", json=again)).json() == 2  # kept with a session
+
+
 async def test_tasks_in_a_session_share_context(client: httpx.AsyncClient) -> None:
     session = (await client.post(f"{D}/sessions/create")).json()
     other = (await client.post(f"{D}/sessions")).json()
