@@ -1,0 +1,73 @@
+"""The daemon thread pool that runs sync user functions."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+
+import pytest
+
+from llamactl.server.services.threads import DaemonThreadPool, run_in_daemon_thread
+
+_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+
+def _wait_until(check: object, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+async def test_calls_one_after_another_reuse_one_thread() -> None:
+    seen = {await run_in_daemon_thread(threading.get_ident) for _ in range(20)}
+    assert len(seen) == 1
+    assert threading.get_ident() not in seen  # not the loop's thread
+
+
+async def test_results_exceptions_and_context_reach_the_caller() -> None:
+    _VAR.set("caller")
+    assert await run_in_daemon_thread(lambda a, b=0: a + b, 2, b=3) == 5
+    assert await run_in_daemon_thread(_VAR.get) == "caller"
+    with pytest.raises(ZeroDivisionError):
+        await run_in_daemon_thread(lambda: 1 / 0)
+
+
+def test_a_stuck_call_gets_its_thread_left_alone_and_the_next_call_another() -> None:
+    pool = DaemonThreadPool(idle=60.0)
+    release = threading.Event()
+    ran: list[int] = []
+    pool.submit(release.wait)
+    pool.submit(lambda: ran.append(threading.get_ident()))
+    _wait_until(lambda: ran)
+    assert pool.threads == 2
+    release.set()
+
+
+def test_idle_threads_exit_and_new_calls_still_run() -> None:
+    pool = DaemonThreadPool(idle=0.05)
+    done = threading.Event()
+    pool.submit(done.set)
+    assert done.wait(5)
+    _wait_until(lambda: pool.threads == 0)
+    again = threading.Event()
+    pool.submit(again.set)
+    assert again.wait(5)
+
+
+def test_many_calls_at_once_each_run_exactly_once() -> None:
+    pool = DaemonThreadPool(idle=0.01)  # idle timeouts race with new calls all along
+    counts: list[int] = []
+    lock = threading.Lock()
+
+    def job() -> None:
+        with lock:
+            counts.append(1)
+
+    for n in range(2000):
+        pool.submit(job)
+        if n % 100 == 0:
+            time.sleep(0.012)
+    _wait_until(lambda: len(counts) == 2000)
+    assert pool.threads <= 2000
