@@ -31,9 +31,6 @@ __all__ = [
 T = TypeVar("T")
 
 KEEPALIVE = b": keepalive\n\n"
-# ControlPlane.task_events notices a task's end only when a read of its log times out, so a
-# short poll keeps streams from lingering after the last event.
-EVENTS_POLL = 0.2
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -101,9 +98,7 @@ def task_events_ndjson(
     async def lines() -> AsyncIterator[bytes]:
         # NDJSON has no comment syntax: the keepalive ticks are dropped, they only let us see `stop`.
         with contextlib.suppress(LlamactlError):
-            async for envelope in with_keepalive(
-                cp.task_events(task_id, from_seq, poll=EVENTS_POLL), 1.0, stop
-            ):
+            async for envelope in with_keepalive(cp.task_events(task_id, from_seq), 1.0, stop):
                 if envelope is not None:
                     yield _ndjson_line(envelope, raw_event)
 
@@ -117,9 +112,7 @@ def task_events_sse(
 
     async def frames() -> AsyncIterator[bytes]:
         try:
-            async for envelope in with_keepalive(
-                cp.task_events(task_id, from_seq, poll=EVENTS_POLL), keepalive, stop
-            ):
+            async for envelope in with_keepalive(cp.task_events(task_id, from_seq), keepalive, stop):
                 if envelope is None:
                     yield KEEPALIVE
                 else:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import httpx
 import pytest
 from workflows.context.serializers import JsonSerializer
 from workflows.events import HumanResponseEvent
 
+from llamactl.server.state.sqlite import SQLiteStateStore
 from tests.server.apiserver.conftest import read_sse, task_input
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -100,6 +103,32 @@ async def test_get_and_list_tasks_with_filters(client: httpx.AsyncClient) -> Non
     assert all(t["status"] == "completed" for t in completed)
     bad = await client.get(f"{D}/tasks", params={"status": "sleeping"})
     assert bad.status_code == 400 and "queued" in bad.json()["detail"]
+
+
+async def test_an_open_event_stream_reads_nothing_while_its_task_is_quiet(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream is woken by its task's new events and its end: it does not poll the store."""
+    reads: list[str] = []
+    original = SQLiteStateStore.read
+
+    async def counted(self: SQLiteStateStore, stream: str, *args: Any, **kwargs: Any) -> Any:
+        reads.append(stream)
+        return await original(self, stream, *args, **kwargs)
+
+    monkeypatch.setattr(SQLiteStateStore, "read", counted)
+    created = await create(client, "hitl")
+    task_id = created["task_id"]
+    async with client.stream("GET", f"{D}/tasks/{task_id}/events") as stream:
+        lines = stream.aiter_lines()
+        assert "prefix" in await anext(lines)  # the workflow waits for a human from here on
+        before = sum(task_id in s for s in reads)
+        await asyncio.sleep(0.8)  # a quiet window: the task waits, nothing happens
+        during = sum(task_id in s for s in reads) - before
+        assert (await client.post(f"{D}/tasks/{task_id}/cancel")).status_code == 200
+        async for _line in lines:  # the stream ends once the task is cancelled
+            pass
+    assert during == 0, f"the stream read the task's log {during} times while nothing happened"
 
 
 async def test_ndjson_stream_lines_are_event_values(client: httpx.AsyncClient) -> None:
