@@ -89,7 +89,13 @@ class ControlPlane:
         self.registry = registry
         self.signals = TaskSignals()
         self.dispatcher = Dispatcher(self.records, queue, self.settings.timeouts, on_final=self._changed)
-        self.inbox = Inbox(self.records, registry, on_changed=self._changed, on_finished=self._finished)
+        self.inbox = Inbox(
+            self.records,
+            registry,
+            on_changed=self._changed,
+            on_finished=self._finished,
+            release=self.dispatcher.release_write,
+        )
         self.retention = Retention(self.records, self.changes, self.settings.retention)
         self.loops = Loops(f"control plane {deployment}")
         self._stopping = asyncio.Event()
@@ -356,9 +362,9 @@ class ControlPlane:
     def _changed(self, task: StoredTask) -> None:
         self.signals.notify(task.task_id)
 
-    async def _finished(self, task: StoredTask) -> None:
+    async def _finished(self, task: StoredTask, *, released: bool = False) -> None:
         self.signals.notify(task.task_id)
-        await self.dispatcher.finished(task)
+        await self.dispatcher.finished(task, released=released)
 
     async def _expire_replicas(self) -> None:
         while True:

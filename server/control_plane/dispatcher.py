@@ -179,14 +179,35 @@ class Dispatcher:
                     raise TaskExists(task.task_id)
             raise StateStoreError(f"session '{session_id}' kept changing under us: too much contention")
 
-    async def finished(self, task: StoredTask) -> None:
+    async def finished(self, task: StoredTask, *, released: bool = False) -> None:
         """A task reached a final status: free its session and hand out the next task.
+        ``released``: the commit that stored the final status freed the session already (see
+        :meth:`release_write`), so there is nothing left to do.
 
         Idempotent: a report applied twice advances the session once.
         """
         async with self._session(task.session_id):
             self._unpublished.pop(task.task_id, None)
+            if released:
+                self._unsettled.discard(task.session_id)
+                return
             await self._pass_turn(task.session_id, ended=task.task_id)
+
+    async def release_write(self, session_id: str, task_id: str) -> Write | None:
+        """The write that frees ``session_id`` 's turn from ``task_id``, for the commit that stores
+        the task's final status (one commit per finished task instead of two), when nothing else
+        has to happen: the session's active task is this one and no task waits. None otherwise;
+        then :meth:`finished` passes the turn on. The write is conditional on the session record
+        not changing meanwhile (a task stored behind it makes it fail: see ExtraConflict)."""
+        found = await self._records.find_session_versioned(session_id)
+        if found is None:
+            return None
+        record, version = found
+        if record.active != task_id or record.waiting:
+            return None
+        turn = record.model_copy(deep=True)
+        turn.active = None
+        return self._records.session_write(turn, version)
 
     async def _ended(self, task_id: str) -> bool:
         found = await self._records.find_task_versioned(task_id)

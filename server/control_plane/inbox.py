@@ -15,6 +15,7 @@ a ``TaskAttempt`` marker for each attempt, where that attempt starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -23,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llamactl.server.control_plane.records import ControlPlaneRecords, StoredTask
+from llamactl.server.control_plane.records import ControlPlaneRecords, ExtraConflict, StoredTask
 from llamactl.server.control_plane.registry import ServiceRegistry
 from llamactl.server.control_plane.replica_mirror import ReplicaMirror, apply_replica_report
 from llamactl.server.errors import LeaseLost, MessageQueueError, StateStoreError, TaskNotFound
@@ -45,7 +46,11 @@ _RETRIES_FOR_BUGS = 10
 """Tries of a report that fails with something other than a store or queue error (a bug)."""
 
 Handler = Callable[[Delivery], Awaitable[None]]
-FinishedCallback = Callable[[StoredTask], Awaitable[None]]
+FinishedCallback = Callable[..., Awaitable[None]]
+"""``(task, *, released=False)``: the task reached a final status (``released``: its session's
+turn was freed in the same commit)."""
+ReleaseWrite = Callable[[str, str], Awaitable[Write | None]]
+"""``(session_id, task_id)``: the write that frees the session's turn with the final commit, or None."""
 ChangedCallback = Callable[[StoredTask], None]
 
 _REPLICA_KINDS = frozenset(
@@ -86,12 +91,14 @@ class Inbox:
         *,
         on_changed: ChangedCallback,
         on_finished: FinishedCallback,
+        release: ReleaseWrite | None = None,
     ) -> None:
         self._records = records
         self._registry = registry
         self._on_changed = on_changed
         """Called when a task's record or event log changed (wakes whoever waits on it)."""
         self._on_finished = on_finished
+        self._release = release
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
         self.counters = InboxCounters()
@@ -241,12 +248,21 @@ class Inbox:
                 out.append(Append(stream, _event_value(event, msg.attempt), idem))
             return out
 
-        task, changed = await self._records.transition(task_id, finish, writes)
+        stored: tuple[StoredTask, bool] | None = None
+        release = await self._release(current.session_id, task_id) if self._release else None
+        if release is not None:
+            freeing: Write = release
+            with contextlib.suppress(ExtraConflict):  # a task was stored behind it: pass the turn after
+                stored = await self._records.transition(
+                    task_id, finish, lambda t: [*writes(t), freeing], extra_may_conflict=True
+                )
+        released = stored is not None and stored[1]
+        task, changed = stored or await self._records.transition(task_id, finish, writes)
         if msg.context is not None:
             self._records.remember_context(task.session_id, msg.context)
         if changed:
             self._on_changed(task)
-        await self._on_finished(task)
+        await self._on_finished(task, released=released)
 
     def _attempt_markers(self, task: StoredTask, msg: WorkerMessage) -> list[Write]:
         """Log markers for the attempts this report reveals, and the record's attempt count."""

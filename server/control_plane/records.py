@@ -36,7 +36,7 @@ from llamactl.server.errors import SessionNotFound, StateStoreError, TaskNotFoun
 from llamactl.server.state.base import Append, Cas, Delete, DeleteLog, Index, Put, StateStore, Write
 from llamactl.server.types import SessionDefinition, TaskRecord, TaskStatus
 
-__all__ = ["ControlPlaneRecords", "Page", "SessionRecord", "StoredTask"]
+__all__ = ["ControlPlaneRecords", "ExtraConflict", "Page", "SessionRecord", "StoredTask"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ SESSION_TASKS_SHOWN = 1000
 """At most this many task ids in a SessionDefinition (the newest ones)."""
 
 Extra = Callable[["StoredTask"], Sequence[Write]]
+
+
+class ExtraConflict(Exception):
+    """A conditional write given to :meth:`ControlPlaneRecords.transition` as ``extra`` did not
+    hold (another writer changed that record): nothing was stored."""
 
 
 class StoredTask(TaskRecord):
@@ -242,10 +247,13 @@ class ControlPlaneRecords:
         extra: Extra | None = None,
         *,
         feed: bool = True,
+        extra_may_conflict: bool = False,
     ) -> tuple[StoredTask, bool]:
         """Apply ``change`` to a copy of the task and store it, in one commit with ``extra(task)``
         and (``feed``) the task's change-feed entry. ``change`` returns False to leave the task as
         it is (then nothing is written). Returns the task as stored and whether it changed.
+        ``extra_may_conflict``: a conditional write of ``extra`` that fails raises ExtraConflict
+        (nothing is stored) instead of being tried again.
 
         Copies are shallow: ``change`` must assign fields, not mutate the objects they hold.
         """
@@ -265,6 +273,8 @@ class ControlPlaneRecords:
             if result.ok:
                 self._remember(task.model_copy(), result.results[at])
                 return task, True
+            if extra_may_conflict and result.failed is not None and result.failed < at:
+                raise ExtraConflict(task_id)
             cached = await self._load(task_id)  # someone else wrote it: start again from theirs
         raise StateStoreError(f"task '{task_id}' kept changing under us: too much contention, try again")
 

@@ -10,10 +10,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["DaemonThreadPool", "run_in_daemon_thread"]
+__all__ = ["DaemonThreadPool", "Job", "run_in_daemon_thread"]
 
 T = TypeVar("T")
-Job = Callable[[], None]
+Done = Callable[[], None]
+Job = Callable[[], Done]
+"""A call: runs in a pool thread and returns what to do once the thread is free again."""
 
 IDLE_SECONDS = 30.0
 """How long a pool thread waits for another call before it exits."""
@@ -41,7 +43,9 @@ class DaemonThreadPool:
         return self._threads
 
     def submit(self, job: Job) -> None:
-        """Run ``job`` on an idle thread, or on a new one when none is idle."""
+        """Run ``job`` on an idle thread, or on a new one when none is idle; then the callable it
+        returned, once the thread is idle again (so a caller that waits for that callable and
+        submits the next call finds the same thread free)."""
         with self._lock:
             if self._idle:
                 self._idle.pop().put(job)
@@ -54,10 +58,12 @@ class DaemonThreadPool:
     def _serve(self, inbox: queue.SimpleQueue[Job]) -> None:
         job: Job | None = inbox.get()
         while job is not None:
-            job()
+            done = job()
             job = None  # drop the finished call's references before waiting
             with self._lock:
                 self._idle.append(inbox)
+            done()
+            del done
             try:
                 job = inbox.get(timeout=self._idle_seconds)
             except queue.Empty:
@@ -92,16 +98,20 @@ async def run_in_daemon_thread(fn: Callable[..., T], /, *args: Any, **kwargs: An
         else:
             future.set_exception(value)
 
-    def job() -> None:
+    def job() -> Done:
         try:
             result = ctx.run(fn, *args, **kwargs)
         except BaseException as exc:
             outcome: tuple[bool, Any] = (False, exc)
         else:
             outcome = (True, result)
-        # RuntimeError: the loop is closed, nobody is waiting any more
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(deliver, *outcome)
+
+        def done() -> None:
+            # RuntimeError: the loop is closed, nobody is waiting any more
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(deliver, *outcome)
+
+        return done
 
     _POOL.submit(job)
     return await future

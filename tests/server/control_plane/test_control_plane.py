@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -231,3 +232,69 @@ async def test_a_task_id_sent_twice_is_a_conflict_and_leaves_the_session_clean(h
     assert (await plane.get_session(session.session_id)).task_ids == [first.task_id]
     sessions, _ = await plane.list_sessions()
     assert [s.session_id for s in sessions] == [session.session_id]
+
+
+async def _session_freed(plane: ControlPlane, session_id: str) -> None:
+    deadline = asyncio.get_running_loop().time() + 10
+    while (await plane.records.get_session(session_id)).active is not None:
+        assert asyncio.get_running_loop().time() < deadline, "the session's turn was never freed"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_task_with_nothing_behind_it_ends_and_frees_its_session_in_one_commit(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition(input="{}"))
+    delivery, task = await deliveries.take()
+    commits: list[int] = []
+    original = harness.store.commit
+
+    async def counted(writes: Any) -> Any:
+        commits.append(len(writes))
+        return await original(writes)
+
+    monkeypatch.setattr(harness.store, "commit", counted)
+    await harness.finish(worker, task, "done")
+    await delivery.ack()
+    assert (await plane.wait_for_task(created.task_id, timeout=10)).result == "done"
+    await _session_freed(plane, created.session_id)
+    assert len(commits) == 1, f"{len(commits)} commits to finish a task and free its session"
+    await deliveries.aclose()
+
+
+async def test_a_task_stored_behind_the_finishing_one_still_gets_its_turn(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final commit's session write is computed before the commit; a task stored into the
+    session in between makes it fail, and the turn is passed the long way."""
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    first = await plane.create_task(TaskDefinition(input="{}"))
+    delivery, task = await deliveries.take()
+    release = plane.dispatcher.release_write
+    second: list[str] = []
+
+    async def stale(session_id: str, task_id: str) -> Any:
+        write = await release(session_id, task_id)
+        if second:
+            return write
+        assert write is not None  # nothing waits yet: the fast path is taken...
+        created = await plane.create_task(TaskDefinition(input="{}", session_id=session_id))
+        second.append(created.task_id)  # ...and this task changes the session under it
+        return write
+
+    monkeypatch.setattr(plane.inbox, "_release", stale)
+    await harness.finish(worker, task, "one")
+    await delivery.ack()
+    assert (await plane.wait_for_task(first.task_id, timeout=10)).result == "one"
+    delivery, task = await deliveries.take()
+    assert [task.task_id] == second
+    await harness.finish(worker, task, "two")
+    await delivery.ack()
+    assert (await plane.wait_for_task(second[0], timeout=10)).result == "two"
+    await _session_freed(plane, first.session_id)
+    await deliveries.aclose()

@@ -59,12 +59,12 @@ async def test_a_final_report_applied_again_still_moves_its_session_on(harness: 
     real_finished = plane.dispatcher.finished
     calls = 0
 
-    async def finished_failing_once(task: Any) -> None:
+    async def finished_failing_once(task: Any, *, released: bool = False) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise StateStoreError("the store went away for a moment")
-        await real_finished(task)
+        await real_finished(task, released=released)
 
     plane.dispatcher.finished = finished_failing_once  # type: ignore[method-assign]
     report = completed(first.task_id, 1).model_dump_json().encode()

@@ -5,12 +5,23 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
-from llamactl.server.services.threads import DaemonThreadPool, run_in_daemon_thread
+from llamactl.server.services.threads import DaemonThreadPool, Job, run_in_daemon_thread
 
 _VAR: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+
+def _job(fn: Callable[[], object]) -> Job:
+    """A pool job that calls ``fn`` and has nothing to do once its thread is free again."""
+
+    def job() -> Callable[[], None]:
+        fn()
+        return lambda: None
+
+    return job
 
 
 def _wait_until(check: object, seconds: float = 10.0) -> None:
@@ -38,8 +49,8 @@ def test_a_stuck_call_gets_its_thread_left_alone_and_the_next_call_another() -> 
     pool = DaemonThreadPool(idle=60.0)
     release = threading.Event()
     ran: list[int] = []
-    pool.submit(release.wait)
-    pool.submit(lambda: ran.append(threading.get_ident()))
+    pool.submit(_job(release.wait))
+    pool.submit(_job(lambda: ran.append(threading.get_ident())))
     _wait_until(lambda: ran)
     assert pool.threads == 2
     release.set()
@@ -48,11 +59,11 @@ def test_a_stuck_call_gets_its_thread_left_alone_and_the_next_call_another() -> 
 def test_idle_threads_exit_and_new_calls_still_run() -> None:
     pool = DaemonThreadPool(idle=0.05)
     done = threading.Event()
-    pool.submit(done.set)
+    pool.submit(_job(done.set))
     assert done.wait(5)
     _wait_until(lambda: pool.threads == 0)
     again = threading.Event()
-    pool.submit(again.set)
+    pool.submit(_job(again.set))
     assert again.wait(5)
 
 
@@ -61,12 +72,12 @@ def test_many_calls_at_once_each_run_exactly_once() -> None:
     counts: list[int] = []
     lock = threading.Lock()
 
-    def job() -> None:
+    def count() -> None:
         with lock:
             counts.append(1)
 
     for n in range(2000):
-        pool.submit(job)
+        pool.submit(_job(count))
         if n % 100 == 0:
             time.sleep(0.012)
     _wait_until(lambda: len(counts) == 2000)
