@@ -12,7 +12,6 @@ is harmless.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -114,8 +113,7 @@ class RedisQueue(MessageQueue):
         self._closing.set_result(None)
         if self._beats is not None:
             self._beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._beats
+            await asyncio.wait({self._beats})  # a cancel of close() itself still propagates
         try:
             await self._call("bye", [self.client_id], "close", timeout=min(1.0, self.config.window))
         except MessageQueueError as exc:
@@ -209,8 +207,13 @@ class RedisQueue(MessageQueue):
         finally:
             if not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, *UNREACHABLE):
+                try:
                     await task
+                except (asyncio.CancelledError, *UNREACHABLE):
+                    # Swallow only what ending ``task`` raised, never a cancel of this task.
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise
         if task in done:
             return task.result()
         raise MessageQueueClosed("the message queue client was closed")
@@ -290,8 +293,12 @@ class RedisQueue(MessageQueue):
     # -- heartbeat and janitor ---------------------------------------------------------------------
 
     async def _beat_loop(self) -> None:
-        while True:
+        # Ends on ``_closed`` too, not only when cancelled: Python 3.11's wait_for (in Link.call)
+        # can swallow a cancel that lands as its command completes, and close() awaits this task.
+        while not self._closed:
             await asyncio.sleep(self.config.heartbeat_interval)
+            if self._closed:
+                return
             await self._beat(raise_errors=False)
 
     async def _beat(self, *, raise_errors: bool) -> None:

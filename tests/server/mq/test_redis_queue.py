@@ -190,3 +190,48 @@ async def test_a_take_that_arrives_after_close_does_not_revive_the_client(
     d = await within(other.consume(WORK))
     assert (d.message.msg_id, d.attempt) == ("job", 1)
     await d.ack()
+
+
+async def test_close_returns_even_when_a_heartbeat_swallowed_its_cancel(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.11's wait_for can swallow a cancel that lands as its command completes: close()
+    awaits the heartbeat task, which must then still end (it once hung a test's teardown)."""
+    q = await make()
+    swallowed = asyncio.Event()
+
+    async def beat_swallowing_cancel(*, raise_errors: bool) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            swallowed.set()  # returns normally: the loop around it goes on
+
+    monkeypatch.setattr(q, "_beat", beat_swallowing_cancel)
+    await asyncio.sleep(0.3)  # one heartbeat interval (0.2 s): the loop is inside _beat now
+    async with asyncio.timeout(10):
+        await q.close()
+    assert swallowed.is_set()
+
+
+async def test_a_cancel_of_the_caller_is_not_lost_while_a_wait_is_wound_down(make: Make) -> None:
+    """``_until`` cancels what it waited on when the client closes and waits for it to end; a
+    cancel of the caller arriving meanwhile must reach the caller, not be taken for the inner one."""
+    q = await make()
+    winding_down = asyncio.Event()
+
+    async def slow_to_cancel() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            winding_down.set()
+            await asyncio.sleep(0.2)
+            raise
+
+    caller = asyncio.create_task(q._until(slow_to_cancel()))
+    await asyncio.sleep(0.05)
+    close = asyncio.create_task(q.close())  # the wait ends: _until cancels slow_to_cancel
+    await winding_down.wait()
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await close
