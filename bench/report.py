@@ -65,7 +65,7 @@ def render_table(figures: Sequence[Figure]) -> str:
                 fig.label,
                 _number(fig.value, fig.unit),
                 base.strip(),
-                "" if ratio is None else f"{ratio:.2f}x",
+                "" if ratio is None else (f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.2g}x"),
                 fig.target,
                 met,
                 "" if fig.other_load is None or math.isnan(fig.other_load) else f"{fig.other_load:.2f} cores",
