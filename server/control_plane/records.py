@@ -435,10 +435,11 @@ def _task_filter(
 
 
 def _changed_index(before: StoredTask, after: StoredTask) -> Index | None:
-    """Only the index fields the change touched (the others keep their entries)."""
+    """Only the index fields the change touched (the others keep their entries, and the record
+    its sort: a task's sort never changes)."""
     old, new = before.index(), after.index()
     fields = {name: value for name, value in new.fields.items() if old.fields.get(name) != value}
-    return Index(sort=new.sort, fields=fields) if fields else None
+    return Index(sort=None, fields=fields) if fields else None
 
 
 def _dump(model: BaseModel) -> bytes:

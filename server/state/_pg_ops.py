@@ -89,8 +89,8 @@ class Columns:
         if index is None:
             return [], []
         mapping = await self.of(c, ns)
-        names: list[str] = ["sort"]
-        values: list[object] = [index.sort]
+        names: list[str] = [] if index.sort is None else ["sort"]
+        values: list[object] = [] if index.sort is None else [index.sort]
         for field, value in index.fields.items():
             col = mapping.get(field)
             if col is None:

@@ -60,10 +60,12 @@ class Index:
 
     Writing a key with an Index sets the given fields (fields not named keep their value) and the
     sort string; deleting the key drops them. ``sort`` must be unique within a namespace (end it
-    with the key) so that it can serve as a page cursor.
+    with the key) so that it can serve as a page cursor. ``sort=None`` keeps the record's sort (an
+    update that moves only some fields then rewrites only their index entries); a record written
+    for the first time needs one.
     """
 
-    sort: str
+    sort: str | None
     fields: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -68,14 +68,19 @@ class _Namespace:
 
     def index(self, key: str, index: Index) -> None:
         fields = self.indexed.setdefault(key, {})
+        sort = index.sort
+        if sort is None:  # keep the record's sort
+            sort = next((s for _, s in fields.values()), None)
+            if sort is None:
+                raise ValueError(f"{key!r} has no sort yet: its first indexed write must give one")
         for name, value in index.fields.items():
             old = fields.get(name)
             if old is not None:
                 _remove(self.by_value, (name, old[0]), (old[1], key))
                 _remove(self.by_field, name, (old[1], key))
-            fields[name] = (value, index.sort)
-            bisect.insort(self.by_value.setdefault((name, value), []), (index.sort, key))
-            bisect.insort(self.by_field.setdefault(name, []), (index.sort, key))
+            fields[name] = (value, sort)
+            bisect.insort(self.by_value.setdefault((name, value), []), (sort, key))
+            bisect.insort(self.by_field.setdefault(name, []), (sort, key))
 
 
 K = TypeVar("K")

@@ -66,6 +66,23 @@ async def test_rewriting_a_field_moves_the_key_and_keeps_the_other_fields(store:
     assert [k for k, _, _ in await store.query("t", "session", "s1")] == ["k"]
 
 
+async def test_an_update_without_a_sort_keeps_the_records_place(store: StateStore) -> None:
+    await add_tasks(store, {"a": "queued", "b": "queued", "c": "queued"})
+    moved = Index(sort=None, fields={"status": "done"})
+    assert await store.cas("t", "b", b"b2", 1, index=moved) == 2
+    assert await commit_ok(store, [Cas("t", "a", b"a2", 1, moved)])
+    assert [(k, v.value) for k, v, _ in await store.query("t", "status", "done")] == [
+        ("a", b"a2"),
+        ("b", b"b2"),
+    ]
+    assert [k for k, _, _ in await store.query("t", "all")] == ["a", "b", "c"]  # sort kept
+    assert [k for k, _, _ in await store.query("t", "status")] == ["a", "b", "c"]
+
+
+async def commit_ok(store: StateStore, writes: list[Cas]) -> bool:
+    return (await store.commit(writes)).ok
+
+
 async def test_a_failed_cas_changes_no_index(store: StateStore) -> None:
     await store.cas("t", "k", b"v", None, index=idx("1:k", status="queued"))
     assert await store.cas("t", "k", b"v", 7, index=idx("1:k", status="done")) is None
