@@ -87,8 +87,9 @@ class WorkerMessage(BaseModel):
     event: dict[str, Any] | None = None
     """For task.event: ``{"value", "type", "qualified_name"}`` (an EventEnvelope without seq)."""
     event_index: int | None = None
-    """For task.event: the event's 0-based index within this attempt; for a final report with
-    ``events``, the index of the first of them."""
+    """For task.event: the event's 0-based index within this attempt; for a final report, how
+    many events were sent before it (the index of the first of its own ``events``): the control
+    plane stores it only after them."""
     events: list[dict[str, Any]] = []
     """For a final report: the run's last events (its StopEvent), sent with it instead of alone."""
     started_at: float | None = None

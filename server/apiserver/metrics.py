@@ -39,7 +39,15 @@ async def render_metrics(manager: DeploymentManager, started_at: float) -> str:
         except LlamactlError:
             continue  # it is stopping right now
         state = deployment.health()
-        for key in ("late_results", "late_events", "malformed_reports", "retried_reports", "pruned_tasks"):
+        for key in (
+            "late_results",
+            "late_events",
+            "malformed_reports",
+            "retried_reports",
+            "reordered_reports",
+            "reports_without_predecessor",
+            "pruned_tasks",
+        ):
             health.append(f'llamactl_{key}_total{{deployment="{dep}"}} {state[key]}')
         for name, loop in cp.loops.health.items():
             health.append(

@@ -183,6 +183,8 @@ class ControlPlane:
             "late_events": counters.late_events,
             "malformed_reports": counters.malformed,
             "retried_reports": counters.retried,
+            "reordered_reports": self.inbox.order.waited,
+            "reports_without_predecessor": self.inbox.order.gave_up,
             "unreadable_records": self.records.unreadable,
             "pruned_tasks": self.retention.pruned_tasks,
             "dropped_changes": self.changes.dropped,

@@ -5,7 +5,8 @@ after its effect is stored, so a control plane that dies mid-way gets it again; 
 idempotent (events carry idempotency keys, a final status is written once, the first result wins,
 a session moves on once). A report that cannot be applied because the state store or the queue
 fails right now is tried again in place, with backoff, for as long as it takes: it is never
-nacked, so the reports of one task keep their order and none is dead-lettered by an outage.
+nacked, so none is dead-lettered by an outage. The reports of one task are stored in the order
+its worker sent them whatever order the queue delivers them in (see :mod:`.report_order`).
 
 A task's record tells the truth about its attempts: when a report shows a delivery the record has
 not seen (the worker of an earlier attempt died before it could say anything), the event log gets
@@ -27,6 +28,7 @@ from pydantic import ValidationError
 from llamactl.server.control_plane.records import ControlPlaneRecords, ExtraConflict, StoredTask
 from llamactl.server.control_plane.registry import ServiceRegistry
 from llamactl.server.control_plane.replica_mirror import ReplicaMirror, apply_replica_report
+from llamactl.server.control_plane.report_order import ReportOrder
 from llamactl.server.errors import LeaseLost, MessageQueueError, StateStoreError, TaskNotFound
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.protocol import TaskMessage, WorkerMessage, WorkerMessageKind, event_msg_id
@@ -102,12 +104,13 @@ class Inbox:
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
         self.counters = InboxCounters()
+        self.order = ReportOrder(records, lease=_LEASE)
         self.mirror: ReplicaMirror | None = None
         """Set when several control planes share the store: replica reports are shared through it."""
 
     async def consume(self, queue: MessageQueue, topic: str, handler: Handler) -> None:
-        """Apply every delivery of ``topic`` with ``handler``, concurrently (one report per task at a
-        time: the queue hands out one message per key at once). Runs until cancelled."""
+        """Apply every delivery of ``topic`` with ``handler``, concurrently (a report that comes
+        before an earlier one of its task waits for it: :class:`ReportOrder`). Runs until cancelled."""
         async for delivery in queue.consume(topic, prefetch=_PREFETCH, lease=_LEASE):
             job = asyncio.create_task(self._apply(delivery, handler))
             self._running.add(job)
@@ -175,9 +178,9 @@ class Inbox:
         elif kind is WorkerMessageKind.TASK_STARTED:
             await self._task_started(msg)
         elif kind is WorkerMessageKind.TASK_EVENT:
-            await self._task_event(msg)
+            await self._task_event(msg, delivery)
         else:
-            await self._task_final(msg, _FINAL_KIND[kind])
+            await self._task_final(msg, _FINAL_KIND[kind], delivery)
 
     async def _task_started(self, msg: WorkerMessage) -> None:
         def start(task: StoredTask) -> bool:
@@ -195,10 +198,11 @@ class Inbox:
         if changed:
             self._on_changed(task)
 
-    async def _task_event(self, msg: WorkerMessage) -> None:
+    async def _task_event(self, msg: WorkerMessage, delivery: Delivery) -> None:
         task_id = _task_id(msg)
         if msg.event is None or msg.event_index is None:
             raise ValueError("a task.event report needs event and event_index")
+        await self.order.wait_before(delivery, task_id, msg.attempt, msg.event_index)
         task = await self._records.get_task(task_id)
         if task.status.is_final:
             self.counters.late_events += 1
@@ -208,12 +212,17 @@ class Inbox:
             _event_value(msg.event, msg.attempt),
             idem_key=event_msg_id(task_id, msg.attempt, msg.event_index),
         )
+        self.order.stored(task_id, msg.attempt, msg.event_index)
         self._on_changed(task)  # wakes whoever follows the task's events
 
-    async def _task_final(self, msg: WorkerMessage, status: TaskStatus) -> None:
+    async def _task_final(self, msg: WorkerMessage, status: TaskStatus, delivery: Delivery) -> None:
         task_id = _task_id(msg)
+        # ``event_index``: how many events the worker sent before this report (None: an older
+        # worker that sent it only with trailing events: then nothing to wait for is known).
+        await self.order.wait_before(delivery, task_id, msg.attempt, msg.event_index or 0)
         current = await self._records.get_task(task_id)
         if current.status.is_final:
+            self.order.forget(task_id)
             # A report applied before (redelivered), or a late one from an attempt whose lease had
             # moved on: the first result won. Either way the session must have moved on.
             if msg.attempt != current.attempts or msg.replica_id != current.replica_id:
@@ -258,6 +267,7 @@ class Inbox:
                 )
         released = stored is not None and stored[1]
         task, changed = stored or await self._records.transition(task_id, finish, writes)
+        self.order.forget(task_id)
         if msg.context is not None:
             self._records.remember_context(task.session_id, msg.context)
         if changed:

@@ -15,7 +15,10 @@ Guarantees a backend must give (the contract tests in ``tests/server/mq`` check 
   deliveries, none is counted: each runs again alone, so only a message that kills its consumer
   on its own is counted against (a poison message fails alone).
   At most ``prefetch`` deliveries are outstanding per ``consume`` iterator; messages with the same
-  ``key`` come in publish order and never two at a time.
+  ``key`` come in publish order and never two at a time. Both backends give that, but nothing
+  above the queue relies on it (a broker without it would do): a session's tasks take turns
+  through the session record, and the control plane stores a task's reports in the order they
+  were sent (``control_plane/report_order.py``).
 * ``subscribe(topic, from_seq=n)`` yields every message of a stream topic with ``seq >= n`` in
   seq order, without gaps or duplicates, then follows new ones live. Nothing is lost to ZeroMQ's
   slow joiner or high-water-mark drops.

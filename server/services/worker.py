@@ -288,7 +288,7 @@ class Worker:
                 traceback=outcome.traceback,
                 started_at=started_at,
                 events=trailing,
-                event_index=index if trailing else None,
+                event_index=index,  # the events sent before: the control plane waits for them
                 **ids,
             )
             await self._report_final(delivery, final)

@@ -329,6 +329,11 @@ async def read(c: Connection, stream: str, from_offset: int, limit: int) -> buil
     return [LogEntry(int(r[0]), bytes(r[1])) for r in rows]
 
 
+async def find_idem(c: Connection, stream: str, idem: str) -> int | None:
+    found = await c.fetchval("SELECT off FROM log WHERE stream = $1 AND idem = $2", stream, idem)
+    return None if found is None else int(found)
+
+
 async def log_length(c: Connection, stream: str) -> int:
     found = await c.fetchval("SELECT next FROM log_head WHERE stream = $1", stream)
     return 0 if found is None else int(found)

@@ -323,6 +323,11 @@ def read(c: sqlite3.Connection, stream: str, from_offset: int, limit: int) -> bu
     return [LogEntry(off, value) for off, value in rows]
 
 
+def find_idem(c: sqlite3.Connection, stream: str, idem: str) -> int | None:
+    row = c.execute("SELECT off FROM log WHERE stream = ? AND idem = ?", (stream, idem)).fetchone()
+    return None if row is None else int(row[0])
+
+
 def log_length(c: sqlite3.Connection, stream: str) -> int:
     # Offsets are gap-free from 0 and trimming keeps the last entry, so MAX+1 is the number of
     # entries ever appended, at the cost of one index probe.

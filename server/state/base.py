@@ -244,6 +244,12 @@ class StateStore(abc.ABC):
         stream), whatever ``trim_log`` dropped since."""
 
     @abc.abstractmethod
+    async def find_idem(self, stream: str, idem_key: str) -> int | None:
+        """The offset of the entry appended with ``idem_key`` (None if there is none): whether
+        something was appended already, without appending (the control plane keeps a task's
+        reports in order with it)."""
+
+    @abc.abstractmethod
     async def delete_log(self, stream: str) -> None:
         """Remove a log and its idempotency keys."""
 

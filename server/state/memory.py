@@ -360,6 +360,12 @@ class MemoryStateStore(StateStore):
         log = self._logs.get(stream)
         return 0 if log is None else log.end
 
+    async def find_idem(self, stream: str, idem_key: str) -> int | None:
+        """The offset of the entry appended with ``idem_key``, or None."""
+        self._check()
+        log = self._logs.get(stream)
+        return None if log is None else log.idem.get(idem_key)
+
     async def delete_log(self, stream: str) -> None:
         """Remove a log and its idempotency keys."""
         self._check()

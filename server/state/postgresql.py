@@ -376,6 +376,10 @@ class PostgreSQLStateStore(StateStore):
         """The offset the next entry gets (0 for an unknown stream)."""
         return await self._run(lambda c: ops.log_length(c, stream))
 
+    async def find_idem(self, stream: str, idem_key: str) -> int | None:
+        """The offset of the entry appended with ``idem_key``, or None."""
+        return await self._run(lambda c: ops.find_idem(c, stream, idem_key))
+
     async def delete_log(self, stream: str) -> None:
         """Remove a log and its idempotency keys."""
         await self._transaction(lambda c: ops.delete_log(c, stream))

@@ -265,6 +265,10 @@ class SQLiteStateStore(StateStore):
         """Number of entries in a log (0 for an unknown stream)."""
         return await self._submit(False, (), ops.log_length, stream)
 
+    async def find_idem(self, stream: str, idem_key: str) -> int | None:
+        """The offset of the entry appended with ``idem_key``, or None."""
+        return await self._submit(False, (), ops.find_idem, stream, idem_key)
+
     async def delete_log(self, stream: str) -> None:
         """Remove a log and its idempotency keys."""
         await self._submit(True, (), ops.delete_log, stream)

@@ -223,6 +223,18 @@ async def test_idem_key_returns_the_original_offset(store: StateStore) -> None:
     assert await store.log_length("t") == 1
 
 
+async def test_find_idem_tells_whether_a_key_was_appended_without_appending(store: StateStore) -> None:
+    assert await store.find_idem("s", "evt-1") is None
+    await store.append("s", b"x")
+    await store.append("s", b"a", idem_key="evt-1")
+    assert await store.find_idem("s", "evt-1") == 1
+    assert await store.find_idem("s", "evt-2") is None
+    assert await store.find_idem("other", "evt-1") is None
+    assert await store.log_length("s") == 2
+    await store.delete_log("s")
+    assert await store.find_idem("s", "evt-1") is None
+
+
 async def test_read_from_offset_with_limit(store: StateStore) -> None:
     for i in range(10):
         await store.append("s", b"%d" % i)

@@ -1,0 +1,84 @@
+"""A task's reports are stored in the order its worker sent them, whatever order the queue hands
+them out in (the control plane does not rely on the queue's per-key order)."""
+
+from __future__ import annotations
+
+import json
+
+from llamactl.server.mq import topics
+from llamactl.server.mq.base import MessageQueue
+from llamactl.server.protocol import WorkerMessage, WorkerMessageKind, event_msg_id, final_msg_id
+from llamactl.server.types import TaskDefinition, TaskStatus
+
+from .conftest import DEPLOYMENT, Deliveries, Harness
+
+
+def _event(task_id: str, n: int) -> WorkerMessage:
+    return WorkerMessage(
+        kind=WorkerMessageKind.TASK_EVENT,
+        replica_id="a#1",
+        service_id="a",
+        task_id=task_id,
+        event={"value": {"n": n}, "type": "Progress", "qualified_name": "m.Progress"},
+        event_index=n,
+    )
+
+
+async def _send_unordered(queue: MessageQueue, msg: WorkerMessage, msg_id: str) -> None:
+    """Publish with a key of its own: the broker gives such messages no order among themselves."""
+    await queue.publish(
+        topics.control_topic(DEPLOYMENT), msg.model_dump_json().encode(), msg_id=msg_id, key=msg_id
+    )
+
+
+async def test_events_and_result_delivered_backwards_are_stored_in_the_order_sent(harness: Harness) -> None:
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition(input=json.dumps({})))
+    delivery, task = await deliveries.take()
+    final = WorkerMessage(
+        kind=WorkerMessageKind.TASK_COMPLETED,
+        replica_id="a#1",
+        service_id="a",
+        task_id=task.task_id,
+        result="done",
+        event_index=3,
+        events=[{"value": {"result": "done"}, "type": "StopEvent", "qualified_name": "w.StopEvent"}],
+    )
+    await _send_unordered(worker, final, final_msg_id(task.task_id))
+    for n in (2, 1, 0):
+        await _send_unordered(worker, _event(task.task_id, n), event_msg_id(task.task_id, 1, n))
+    await delivery.ack()
+    done = await plane.wait_for_task(created.task_id, timeout=10)
+    assert done.status is TaskStatus.COMPLETED and done.result == "done"
+    events = [e async for e in plane.task_events(task.task_id)]
+    assert [e.type for e in events] == ["Progress", "Progress", "Progress", "StopEvent"]
+    assert [e.value for e in events[:3]] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert plane.inbox.counters.late_events == 0
+    assert plane.inbox.order.waited >= 3  # the result and events 2 and 1 each came too early
+    await deliveries.aclose()
+
+
+async def test_a_report_whose_predecessor_never_comes_is_stored_after_a_while(harness: Harness) -> None:
+    plane = await harness.control_plane()
+    plane.inbox.order._give_up_after = 0.3
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition(input=json.dumps({})))
+    delivery, task = await deliveries.take()
+    await _send_unordered(worker, _event(task.task_id, 1), event_msg_id(task.task_id, 1, 1))  # 0 is lost
+    final = WorkerMessage(
+        kind=WorkerMessageKind.TASK_COMPLETED,
+        replica_id="a#1",
+        service_id="a",
+        task_id=task.task_id,
+        result="done",
+        event_index=2,
+    )
+    await _send_unordered(worker, final, final_msg_id(task.task_id))
+    await delivery.ack()
+    assert (await plane.wait_for_task(created.task_id, timeout=10)).result == "done"
+    assert [e.value for e in [e async for e in plane.task_events(task.task_id)]] == [{"n": 1}]
+    assert plane.inbox.order.gave_up == 1
+    await deliveries.aclose()
