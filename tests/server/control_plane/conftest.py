@@ -24,6 +24,30 @@ from llamactl.server.state.memory import MemoryStateStore
 DEPLOYMENT = "cp"
 
 
+def progress(task_id: str, n: int, service: str = "a") -> WorkerMessage:
+    """The task's ``n``-th event report, a ``Progress`` with value ``{"n": n}`` (attempt 1)."""
+    return WorkerMessage(
+        kind=WorkerMessageKind.TASK_EVENT,
+        replica_id=f"{service}#1",
+        service_id=service,
+        task_id=task_id,
+        event={"value": {"n": n}, "type": "Progress", "qualified_name": "m.Progress"},
+        event_index=n,
+    )
+
+
+def completed(task_id: str, result: object, **fields: Any) -> WorkerMessage:
+    """A task.completed report of replica ``a#1`` (``fields``: event_index, events, ...)."""
+    return WorkerMessage(
+        kind=WorkerMessageKind.TASK_COMPLETED,
+        replica_id="a#1",
+        service_id="a",
+        task_id=task_id,
+        result=result,
+        **fields,
+    )
+
+
 class Harness:
     def __init__(self, broker: ZeroMQBroker, store: StateStore) -> None:
         self.broker = broker
@@ -62,15 +86,7 @@ class Harness:
 
     async def progress(self, queue: MessageQueue, task_id: str, n: int, service: str = "a") -> None:
         """Report the task's ``n``-th event, a ``Progress`` with value ``{"n": n}`` (attempt 1)."""
-        event = WorkerMessage(
-            kind=WorkerMessageKind.TASK_EVENT,
-            replica_id=f"{service}#1",
-            service_id=service,
-            task_id=task_id,
-            event={"value": {"n": n}, "type": "Progress", "qualified_name": "m.Progress"},
-            event_index=n,
-        )
-        await self.report(queue, event, event_msg_id(task_id, 1, n))
+        await self.report(queue, progress(task_id, n, service), event_msg_id(task_id, 1, n))
 
     async def report(self, queue: MessageQueue, msg: WorkerMessage, msg_id: str) -> None:
         await queue.publish(

@@ -7,21 +7,10 @@ import json
 
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
-from llamactl.server.protocol import WorkerMessage, WorkerMessageKind, event_msg_id, final_msg_id
+from llamactl.server.protocol import WorkerMessage, event_msg_id, final_msg_id
 from llamactl.server.types import TaskDefinition, TaskStatus
 
-from .conftest import DEPLOYMENT, Deliveries, Harness
-
-
-def _event(task_id: str, n: int) -> WorkerMessage:
-    return WorkerMessage(
-        kind=WorkerMessageKind.TASK_EVENT,
-        replica_id="a#1",
-        service_id="a",
-        task_id=task_id,
-        event={"value": {"n": n}, "type": "Progress", "qualified_name": "m.Progress"},
-        event_index=n,
-    )
+from .conftest import DEPLOYMENT, Deliveries, Harness, completed, progress
 
 
 async def _send_unordered(queue: MessageQueue, msg: WorkerMessage, msg_id: str) -> None:
@@ -37,18 +26,11 @@ async def test_events_and_result_delivered_backwards_are_stored_in_the_order_sen
     deliveries = Deliveries(worker)
     created = await plane.create_task(TaskDefinition(input=json.dumps({})))
     delivery, task = await deliveries.take()
-    final = WorkerMessage(
-        kind=WorkerMessageKind.TASK_COMPLETED,
-        replica_id="a#1",
-        service_id="a",
-        task_id=task.task_id,
-        result="done",
-        event_index=3,
-        events=[{"value": {"result": "done"}, "type": "StopEvent", "qualified_name": "w.StopEvent"}],
-    )
+    stop = {"value": {"result": "done"}, "type": "StopEvent", "qualified_name": "w.StopEvent"}
+    final = completed(task.task_id, "done", event_index=3, events=[stop])
     await _send_unordered(worker, final, final_msg_id(task.task_id))
     for n in (2, 1, 0):
-        await _send_unordered(worker, _event(task.task_id, n), event_msg_id(task.task_id, 1, n))
+        await _send_unordered(worker, progress(task.task_id, n), event_msg_id(task.task_id, 1, n))
     await delivery.ack()
     done = await plane.wait_for_task(created.task_id, timeout=10)
     assert done.status is TaskStatus.COMPLETED and done.result == "done"
@@ -67,15 +49,8 @@ async def test_a_report_whose_predecessor_never_comes_is_stored_after_a_while(ha
     deliveries = Deliveries(worker)
     created = await plane.create_task(TaskDefinition(input=json.dumps({})))
     delivery, task = await deliveries.take()
-    await _send_unordered(worker, _event(task.task_id, 1), event_msg_id(task.task_id, 1, 1))  # 0 is lost
-    final = WorkerMessage(
-        kind=WorkerMessageKind.TASK_COMPLETED,
-        replica_id="a#1",
-        service_id="a",
-        task_id=task.task_id,
-        result="done",
-        event_index=2,
-    )
+    await _send_unordered(worker, progress(task.task_id, 1), event_msg_id(task.task_id, 1, 1))  # 0 is lost
+    final = completed(task.task_id, "done", event_index=2)
     await _send_unordered(worker, final, final_msg_id(task.task_id))
     await delivery.ack()
     assert (await plane.wait_for_task(created.task_id, timeout=10)).result == "done"

@@ -12,21 +12,10 @@ from llamactl.server.control_plane.loops import Loops
 from llamactl.server.control_plane.records import StoredTask
 from llamactl.server.errors import InvalidRequest, StateStoreError
 from llamactl.server.mq import topics
-from llamactl.server.protocol import WorkerMessage, WorkerMessageKind
 from llamactl.server.state.base import Index
 from llamactl.server.types import TaskDefinition, TaskStatus
 
-from .conftest import DEPLOYMENT, Deliveries, Harness
-
-
-def completed(task_id: str, result: object) -> WorkerMessage:
-    return WorkerMessage(
-        kind=WorkerMessageKind.TASK_COMPLETED,
-        replica_id="a#1",
-        service_id="a",
-        task_id=task_id,
-        result=result,
-    )
+from .conftest import DEPLOYMENT, Deliveries, Harness, completed
 
 
 async def test_a_report_that_was_dead_lettered_is_still_applied(harness: Harness) -> None:
