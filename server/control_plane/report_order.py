@@ -61,7 +61,8 @@ class ReportOrder:
         """Return once events ``0 .. index - 1`` of ``attempt`` are stored (at once for ``index``
         0). Each was stored only after the one before it, so the last one is enough to look for.
         A predecessor that does not come within ``give_up_after`` seconds is given up on (its
-        worker published it before this one, so it exists: only a queue that lost it would)."""
+        worker published it before this one, so it exists: only a queue that lost it would); so
+        is one of a task that has finished meanwhile (a late report: the caller drops it)."""
         if index <= 0 or self._through.get(task_id, {}).get(attempt, -1) >= index - 1:
             return
         stream = self._records.events_stream(task_id)
@@ -71,6 +72,8 @@ class ReportOrder:
         delay = 0.005
         first = True
         while await self._records.store.find_idem(stream, wanted) is None:
+            if (await self._records.get_task(task_id)).status.is_final:
+                return  # its result is in: what is missing never will be, and this one is late
             now = loop.time()
             if first:
                 first = False

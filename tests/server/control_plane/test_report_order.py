@@ -3,6 +3,7 @@ them out in (the control plane does not rely on the queue's per-key order)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from llamactl.server.mq import topics
@@ -56,4 +57,27 @@ async def test_a_report_whose_predecessor_never_comes_is_stored_after_a_while(ha
     assert (await plane.wait_for_task(created.task_id, timeout=10)).result == "done"
     assert [e.value for e in [e async for e in plane.task_events(task.task_id)]] == [{"n": 1}]
     assert plane.inbox.order.gave_up == 1
+    await deliveries.aclose()
+
+
+async def test_a_late_event_of_a_finished_task_does_not_wait_for_its_missing_predecessor(
+    harness: Harness,
+) -> None:
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition(input=json.dumps({})))
+    delivery, task = await deliveries.take()
+    await harness.finish(worker, task, "done")
+    await delivery.ack()
+    await plane.wait_for_task(created.task_id, timeout=10)
+    # Event 5 of the finished attempt comes late, and events 0-4 never will: it is dropped at once.
+    started = asyncio.get_running_loop().time()
+    await _send_unordered(worker, progress(task.task_id, 5), event_msg_id(task.task_id, 1, 5))
+    deadline = started + 10
+    while plane.inbox.counters.late_events == 0:
+        assert asyncio.get_running_loop().time() < deadline, "the late event was never dropped"
+        await asyncio.sleep(0.01)
+    assert asyncio.get_running_loop().time() - started < 5  # not the 60 s given to a missing one
+    assert plane.inbox.order.gave_up == 0
     await deliveries.aclose()
