@@ -97,9 +97,13 @@ async def test_after_a_server_restart_the_views_and_the_event_stream_resume_with
             # The waiting task is handed out again after the crash: it asks its question again.
             book = dash.app.events_book
             assert book is not None
+            # As long as the reconnection may take: the restarted server must start its workers
+            # and see the dead worker's lease go before the task runs again (CI once took > 20 s).
             await dash.until(
-                lambda: book.waiting_for() is not None and book.waiting_for().seq > 0, "the new attempt"
-            )  # type: ignore[union-attr]
+                lambda: book.waiting_for() is not None and book.waiting_for().seq > 0,  # type: ignore[union-attr]
+                "the new attempt",
+                timeout=60,
+            )
             seqs = events.seqs
             assert seqs == sorted(set(seqs)) and seqs[0] == 0, f"duplicate or missing events: {seqs}"
             markers = [e for e in book if is_attempt_marker(e)]
