@@ -93,7 +93,9 @@ async def test_after_a_server_restart_the_views_and_the_event_stream_resume_with
 
             server = await start_server(file, port)
             await dash.until(lambda: feed_of(dash.app).connected, "the reconnection", timeout=60)
-            assert not banner_shown(dash) and dash.noticed("Reconnected")
+            await dash.until(
+                lambda: not banner_shown(dash) and dash.noticed("Reconnected"), "the banner to give way"
+            )
             # The waiting task is handed out again after the crash: it asks its question again.
             book = dash.app.events_book
             assert book is not None

@@ -101,7 +101,12 @@ async def test_nothing_per_task_or_session_stays_in_memory_once_tasks_end(harnes
     assert plane.dispatcher.sessions_in_memory == 0
     assert plane.signals._listeners == {}
     broker = harness.broker
-    assert broker._dispatcher is not None and broker._dispatcher.leases == {}
+    assert broker._dispatcher is not None
+    # The last report is acked just after its task is seen finished: give the ack its moment.
+    deadline = asyncio.get_running_loop().time() + 10
+    while broker._dispatcher.leases:
+        assert asyncio.get_running_loop().time() < deadline, f"leases kept: {broker._dispatcher.leases}"
+        await asyncio.sleep(0.01)
     assert all(t.entries == {} for t in broker._dispatcher._topics.values())
     assert (
         await plane.get_task((await plane.list_tasks(limit=1))[0][0].task_id)
