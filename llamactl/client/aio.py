@@ -32,13 +32,13 @@ from llamactl.client._streams import (
 )
 from llamactl.client.errors import NotLlamactlServer, StreamBroken
 from llamactl.client.models import DeploymentState, Page
+from llamactl.client.sessions import AsyncSessions
 from llamactl.server.types import (
     ChangeEvent,
     DeploymentDefinition,
     EventDefinition,
     EventEnvelope,
     ServiceStatus,
-    SessionDefinition,
     Status,
     TaskDefinition,
     TaskRecord,
@@ -417,43 +417,3 @@ class AsyncTasks:
     async def result(self, task_id: str, timeout: float | None = None) -> TaskResult | None:
         """Wait for a task's result (``None`` if ``timeout`` seconds passed first)."""
         return await self._client._call(calls.tasks_result(self._deployment, task_id, timeout))
-
-
-class AsyncSessions:
-    """``client.deployment(name).sessions``: tasks in one session share the workflow Context."""
-
-    def __init__(self, client: AsyncClient, deployment: str) -> None:
-        self._client = client
-        self._deployment = deployment
-
-    async def list(self) -> list[SessionDefinition]:
-        """The sessions (the first page, at most 1000); :meth:`page` and :meth:`iter` read further."""
-        return await self._client._call(calls.sessions_list(self._deployment))
-
-    async def page(
-        self, *, limit: int | None = None, cursor: str | None = None, newest_first: bool = False
-    ) -> Page[SessionDefinition]:
-        """One page of sessions, oldest first (or newest first), and the cursor of the next one."""
-        call = calls.sessions_list(self._deployment, limit=limit, cursor=cursor, newest_first=newest_first)
-        return await self._client._page(call)
-
-    async def iter(self, *, page_size: int = 1000) -> AsyncIterator[SessionDefinition]:
-        """Every session, a page per request."""
-        cursor: str | None = None
-        while True:
-            page = await self.page(limit=page_size, cursor=cursor)
-            for session in page.items:
-                yield session
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
-
-    async def create(self) -> SessionDefinition:
-        """A new session: ``tasks.run(..., session_id=sessions.create().session_id)``."""
-        return await self._client._call(calls.sessions_create(self._deployment))
-
-    async def get(self, session_id: str) -> SessionDefinition:
-        return await self._client._call(calls.sessions_get(self._deployment, session_id))
-
-    async def delete(self, session_id: str) -> None:
-        await self._client._call(calls.sessions_delete(self._deployment, session_id))

@@ -32,13 +32,13 @@ from llamactl.client._streams import (
 )
 from llamactl.client.errors import NotLlamactlServer, StreamBroken
 from llamactl.client.models import DeploymentState, Page
+from llamactl.client.sessions import Sessions
 from llamactl.server.types import (
     ChangeEvent,
     DeploymentDefinition,
     EventDefinition,
     EventEnvelope,
     ServiceStatus,
-    SessionDefinition,
     Status,
     TaskDefinition,
     TaskRecord,
@@ -411,42 +411,3 @@ class Tasks:
     def result(self, task_id: str, timeout: float | None = None) -> TaskResult | None:
         """Wait for a task's result (``None`` if ``timeout`` seconds passed first)."""
         return self._client._call(calls.tasks_result(self._deployment, task_id, timeout))
-
-
-class Sessions:
-    """``client.deployment(name).sessions``: tasks in one session share the workflow Context."""
-
-    def __init__(self, client: Client, deployment: str) -> None:
-        self._client = client
-        self._deployment = deployment
-
-    def list(self) -> list[SessionDefinition]:
-        """The sessions (the first page, at most 1000); :meth:`page` and :meth:`iter` read further."""
-        return self._client._call(calls.sessions_list(self._deployment))
-
-    def page(
-        self, *, limit: int | None = None, cursor: str | None = None, newest_first: bool = False
-    ) -> Page[SessionDefinition]:
-        """One page of sessions, oldest first (or newest first), and the cursor of the next one."""
-        call = calls.sessions_list(self._deployment, limit=limit, cursor=cursor, newest_first=newest_first)
-        return self._client._page(call)
-
-    def iter(self, *, page_size: int = 1000) -> Iterator[SessionDefinition]:
-        """Every session, a page per request."""
-        cursor: str | None = None
-        while True:
-            page = self.page(limit=page_size, cursor=cursor)
-            yield from page.items
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
-
-    def create(self) -> SessionDefinition:
-        """A new session: ``tasks.run(..., session_id=sessions.create().session_id)``."""
-        return self._client._call(calls.sessions_create(self._deployment))
-
-    def get(self, session_id: str) -> SessionDefinition:
-        return self._client._call(calls.sessions_get(self._deployment, session_id))
-
-    def delete(self, session_id: str) -> None:
-        self._client._call(calls.sessions_delete(self._deployment, session_id))
