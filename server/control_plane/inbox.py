@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -48,9 +48,14 @@ _RETRIES_FOR_BUGS = 10
 """Tries of a report that fails with something other than a store or queue error (a bug)."""
 
 Handler = Callable[[Delivery], Awaitable[None]]
-FinishedCallback = Callable[..., Awaitable[None]]
-"""``(task, *, released=False)``: the task reached a final status (``released``: its session's
-turn was freed in the same commit)."""
+
+
+class FinishedCallback(Protocol):
+    """The task reached a final status (``released``: its session's turn was freed in the same commit)."""
+
+    def __call__(self, task: StoredTask, *, released: bool = False) -> Awaitable[None]: ...
+
+
 ReleaseWrite = Callable[[str, str], Awaitable[Write | None]]
 """``(session_id, task_id)``: the write that frees the session's turn with the final commit, or None."""
 ChangedCallback = Callable[[StoredTask], None]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from llamactl.server.mq.topics import dead_letter_topic, is_work_topic, validate
 
 from . import wire
 from .client import ZeroMQQueue
+from .confirms import Publish, SettlingPublish
 from .dispatch import Dispatcher, Entry
 from .journal import Journal, PendingRow
 from .local import FrameHandler, LocalLink
@@ -49,25 +49,6 @@ __all__ = ["STREAM_RETENTION", "ZeroMQBroker"]
 STREAM_RETENTION = 7 * 24 * 3600.0
 """Seconds a stream message (an event sent into a task, a cancel) stays in the journal: a task that
 runs again after a crash reads its inputs from the start."""
-
-
-@dataclass(slots=True, frozen=True)
-class _Publish:
-    """Who waits for a publish's confirm."""
-
-    ident: bytes
-    req: bytes
-
-
-@dataclass(slots=True, frozen=True)
-class _SettlingPublish:
-    """Who waits for an ``ACKPUB``, and which delivered message it settles once committed."""
-
-    ident: bytes
-    req: bytes
-    lease: str
-    topic: str
-    seq: int
 
 
 class ZeroMQBroker:
@@ -266,7 +247,7 @@ class ZeroMQBroker:
                     except ValueError as exc:
                         self._send(ident, [wire.PUBNACK, req, str(exc).encode()])
                         continue
-                    publish = _Publish(ident, req)
+                    publish = Publish(ident, req)
                     submit(
                         (
                             "pub",
@@ -287,7 +268,7 @@ class ZeroMQBroker:
                     except ValueError as exc:
                         self._send(ident, [wire.PUBNACK, req, str(exc).encode()])
                         continue
-                    settling = _SettlingPublish(
+                    settling = SettlingPublish(
                         ident, req, lease_b.decode(), dtopic_b.decode(), wire.from_u64(dseq)
                     )
                     d.credit_settled(ident, wire.from_u32(sub), settling.lease)
@@ -364,14 +345,14 @@ class ZeroMQBroker:
             kind = res[0]
             if kind == "pub":
                 _, token, topic, seq, dup, msg_id, key, headers, payload = res
-                if isinstance(token, _SettlingPublish):
+                if isinstance(token, SettlingPublish):
                     settled = self._dispatcher.settle(token.lease, token.topic, token.seq)
                     if not settled:
                         self.late_results += 1
                     # STALE: the delivered message had been settled before (its result is in).
                     reply = [wire.PUBACK, token.req, wire.u64(seq)] if settled else [wire.STALE, token.req]
                     self._send(token.ident, reply)
-                elif isinstance(token, _Publish):
+                elif isinstance(token, Publish):
                     self._send(token.ident, [wire.PUBACK, token.req, wire.u64(seq)])
                 if dup:
                     continue
@@ -383,7 +364,7 @@ class ZeroMQBroker:
                 streams.on_read(res[1], res[3])
             elif kind == "fail":
                 token = res[1]
-                if isinstance(token, _Publish | _SettlingPublish):
+                if isinstance(token, Publish | SettlingPublish):
                     self._send(token.ident, [wire.PUBNACK, token.req, str(res[2]).encode()])
                 elif isinstance(token, tuple):
                     streams.on_read_failed(token)
