@@ -37,6 +37,7 @@ from llamactl.server.deployment.settings import control_plane_settings
 from llamactl.server.errors import LlamactlError, WorkflowLoadError
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.mq.factory import connect_queue
+from llamactl.server.mq.topics import control_topic
 from llamactl.server.mq.zeromq.broker import ZeroMQBroker
 from llamactl.server.orchestrator import Orchestrator
 from llamactl.server.services.spec import WorkerSpec
@@ -165,6 +166,9 @@ class Deployment:
             max_attempts=mq.max_attempts,
             heartbeat_interval=self.heartbeat_interval,
             retention=mq.retention,
+            # Only this process's control plane consumes its reports: a result goes to it
+            # unjournaled (the task's message, journaled, runs again if it is lost in a crash).
+            direct_topics=(control_topic(self.name),),
         )
         await broker.start()
         if broker.beyond_loopback:

@@ -77,6 +77,10 @@ class Delivery(abc.ABC):
         went to another consumer: a slow consumer's finished work is not run again (the other
         consumer's ack then raises LeaseLost). Raises LeaseLost if the message had been settled
         before (the publish goes through all the same; its ``msg_id`` absorbs a second copy).
+        The embedded broker may hand a result straight to a consumer in its own process instead
+        (its ``direct_topics``): then the delivery is written settled once that result is acked,
+        and a broker that dies in between has the work run again, never the result lost; a
+        result whose delivery another result had settled is not published there.
         """
 
     @abc.abstractmethod

@@ -317,8 +317,8 @@ class Worker:
         deadline = time.monotonic() + self.spec.lease * 2
         while True:
             try:
-                # The result goes out and the delivery is settled in one commit: a crash right after
-                # cannot bring the task back to run a second time.
+                # The result goes out and the delivery is settled in one step: a crash of this
+                # worker right after cannot bring the task back to run a second time.
                 await self.reporter.finish(delivery, final, msg_id=final_msg_id(final.task_id or ""))
                 return
             except LeaseLost:

@@ -16,6 +16,11 @@ DEALER to the ROUTER; the frames are described in :mod:`llamactl.server.mq.zerom
   released at once and its subscriptions and parked fetches are dropped. Should it come back
   (it was only paused), it is a new peer: its ``HB`` replies carry a new session, so it registers
   again. Nothing is kept of a peer once it is gone.
+* Results handed over: an ``ACKPUB`` to one of ``direct_topics`` (work topics that only clients of
+  this process consume: the control plane's reports) is answered and delivered at once, without
+  being journaled. The message it settles stays pending in the journal until the result is
+  acked, so a crash before that runs the message again rather than losing its result. A result
+  whose message another result had settled is dropped (``late_results``): the first one counts.
 * Recovery: with a file journal, a restarted broker reloads pending work. Leased rows stay
   leased to their owner for one liveness period; if the owner (same routing id) does not come
   back, they are released.
@@ -26,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,7 @@ from llamactl.server.mq.topics import dead_letter_topic, is_work_topic, validate
 from . import wire
 from .client import ZeroMQQueue
 from .confirms import Publish, SettlingPublish
+from .direct import DirectResults
 from .dispatch import Dispatcher, Entry
 from .journal import Journal, PendingRow
 from .local import FrameHandler, LocalLink
@@ -45,6 +52,7 @@ from .security import BrokerSocket, CurveKeys
 from .streams import Streams
 
 __all__ = ["STREAM_RETENTION", "ZeroMQBroker"]
+
 
 STREAM_RETENTION = 7 * 24 * 3600.0
 """Seconds a stream message (an event sent into a task, a cancel) stays in the journal: a task that
@@ -62,7 +70,9 @@ class ZeroMQBroker:
     ``pub_port`` is accepted for compatibility and unused (streams are served over the ROUTER).
     ``retention``: seconds a settled work message stays in the journal, so that a publish of the
     same ``msg_id`` is still recognised as a duplicate; stream messages (a task's inputs) stay
-    :data:`STREAM_RETENTION` seconds.
+    :data:`STREAM_RETENTION` seconds. ``direct_topics``: work topics whose results (``ACKPUB``)
+    are handed to their consumer without being journaled (see the module docstring); only for
+    topics that clients of this process alone consume.
     """
 
     def __init__(
@@ -78,6 +88,7 @@ class ZeroMQBroker:
         heartbeat_interval: float = 1.0,
         liveness: int = 3,
         retention: float = 60.0,
+        direct_topics: Collection[str] = (),
     ) -> None:
         self._socket = BrokerSocket(host=host, port=port, endpoint=endpoint, keys=keys)
         self._journal_path = journal_path
@@ -99,8 +110,9 @@ class ZeroMQBroker:
         self._next_peer_check = 0.0
         self._closed = False
         self._local: dict[bytes, LocalLink] = {}
-        self.late_results = 0
-        """Results (ACKPUB) for a message that another consumer's result had settled already."""
+        self._direct_topics = frozenset(direct_topics)
+        self._direct: DirectResults | None = None
+        self._late_results = 0
 
     @property
     def client_config(self) -> dict[str, Any]:
@@ -114,6 +126,11 @@ class ZeroMQBroker:
             "liveness": self._liveness,
             **self._socket.client_config(),
         }
+
+    @property
+    def late_results(self) -> int:
+        """Results (ACKPUB) for a message that another consumer's result had settled already."""
+        return self._late_results + (0 if self._direct is None else self._direct.late_results)
 
     @property
     def keys(self) -> CurveKeys:
@@ -162,6 +179,7 @@ class ZeroMQBroker:
             clock=loop.time,
         )
         self._streams = Streams(self._send, self._journal.submit)
+        self._direct = DirectResults(self._direct_topics, self._dispatcher, self._journal.submit, self._send)
         pending = await self._journal.open()
         try:
             sock = self._socket.bind()
@@ -227,8 +245,9 @@ class ZeroMQBroker:
 
     def _on_frames(self, batch: list[list[bytes]]) -> None:
         assert self._dispatcher is not None and self._loop is not None and self._journal is not None
-        assert self._streams is not None
+        assert self._streams is not None and self._direct is not None
         d, streams, submit, now = self._dispatcher, self._streams, self._journal.submit, self._loop.time()
+        direct = self._direct
         for frames in batch:
             if len(frames) < 2:
                 continue
@@ -247,19 +266,8 @@ class ZeroMQBroker:
                     except ValueError as exc:
                         self._send(ident, [wire.PUBNACK, req, str(exc).encode()])
                         continue
-                    publish = Publish(ident, req)
-                    submit(
-                        (
-                            "pub",
-                            publish,
-                            topic,
-                            msg_id.decode(),
-                            key.decode(),
-                            headers,
-                            payload,
-                            is_work_topic(topic),
-                        )
-                    )
+                    ids = msg_id.decode(), key.decode()
+                    submit(("pub", Publish(ident, req), topic, *ids, headers, payload, is_work_topic(topic)))
                 elif cmd == wire.ACKPUB:
                     _, _, req, lease_b, sub, dtopic_b, dseq, topic_b, msg_id, key, headers, payload = frames
                     topic = topic_b.decode()
@@ -272,21 +280,18 @@ class ZeroMQBroker:
                         ident, req, lease_b.decode(), dtopic_b.decode(), wire.from_u64(dseq)
                     )
                     d.credit_settled(ident, wire.from_u32(sub), settling.lease)
+                    ids = msg_id.decode(), key.decode()
+                    if direct.takes(topic):
+                        handed = ("pass", settling, topic, *ids, headers, payload)
+                        if self._journal.idle:  # nothing published before it is still uncommitted
+                            direct.hand_over(handed)
+                        else:  # after the publishes before it (a task's events come first)
+                            submit(handed)
+                        continue
                     # The settlement and the publish share one commit; the delivery is settled in
                     # memory only once that commit holds (a failed one leaves the lease as it was).
                     submit(("settled", settling.topic, settling.seq))
-                    submit(
-                        (
-                            "pub",
-                            settling,
-                            topic,
-                            msg_id.decode(),
-                            key.decode(),
-                            headers,
-                            payload,
-                            is_work_topic(topic),
-                        )
-                    )
+                    submit(("pub", settling, topic, *ids, headers, payload, is_work_topic(topic)))
                 elif cmd == wire.ACK:
                     _, _, req, lease, sub = frames
                     ok = d.ack(lease.decode(), ident, wire.from_u32(sub))
@@ -348,7 +353,7 @@ class ZeroMQBroker:
                 if isinstance(token, SettlingPublish):
                     settled = self._dispatcher.settle(token.lease, token.topic, token.seq)
                     if not settled:
-                        self.late_results += 1
+                        self._late_results += 1
                     # STALE: the delivered message had been settled before (its result is in).
                     reply = [wire.PUBACK, token.req, wire.u64(seq)] if settled else [wire.STALE, token.req]
                     self._send(token.ident, reply)
@@ -360,6 +365,9 @@ class ZeroMQBroker:
                     self._dispatcher.add(Entry(topic, seq, msg_id, key, headers, payload))
                 else:
                     streams.committed(topic, (seq, msg_id, key, headers, payload))
+            elif kind == "pass":
+                assert self._direct is not None
+                self._direct.hand_over(res)
             elif kind == "read":
                 streams.on_read(res[1], res[3])
             elif kind == "fail":
@@ -382,7 +390,8 @@ class ZeroMQBroker:
         self._journal.submit(
             ("pub", None, dlq, e.msg_id, e.key, wire.encode_headers(headers), e.payload, True)
         )
-        self._journal.submit(("done", e.topic, e.seq))
+        assert self._dispatcher is not None
+        self._dispatcher.journal_done(e)
 
     # -- liveness and timers ----------------------------------------------------------------------
 

@@ -25,6 +25,10 @@ Rules (the in-memory mirror of the journal's ``work`` table):
   message even when the lease it names has expired and the message went to another consumer,
   so a slow worker's finished task is not run again. ``discard`` removes a message on request
   (a cancelled task), by default only while nobody holds it.
+* A result handed over without being journaled (``journaled=False``) is delivered like any
+  message, but nothing of it is written; the message it ``settles`` is written done only when
+  the result itself is done (acked, discarded or dead-lettered), so until then a restarted
+  broker has that message to run again.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from llamactl.server.mq.topics import is_dead_letter_topic
 
@@ -45,7 +50,14 @@ __all__ = ["Dispatcher", "Entry", "Sub"]
 
 
 Send = Callable[[bytes, list[bytes]], bool]
-Submit = Callable[[tuple[object, ...]], None]
+
+
+class Submit(Protocol):
+    """The journal's ``submit``: queue an op; ``now`` commits a write-behind op without delay."""
+
+    def __call__(self, op: tuple[object, ...], *, now: bool = False) -> None: ...
+
+
 OnDead = Callable[[Entry, str], None]
 
 
@@ -89,6 +101,11 @@ class Dispatcher:
             heapq.heappush(self._expiry, (entry.lease_until, entry.lease_id))
         else:
             self._offer(t, entry)
+
+    def find(self, topic: str, msg_id: str) -> Entry | None:
+        """The pending message of ``topic`` with this id, if any."""
+        t = self._topics.get(topic)
+        return None if t is None else t.by_id.get(msg_id)
 
     def pending(self, topic: str) -> int:
         """Messages of ``topic`` not settled yet (leased or waiting)."""
@@ -193,8 +210,16 @@ class Dispatcher:
             return False
         self._end_lease(e)
         self._finish(e)
-        self._submit(("done", e.topic, e.seq))
+        self.journal_done(e)
         return True
+
+    def journal_done(self, e: Entry) -> None:
+        """Write ``e`` done in the journal: itself if it is journaled, and what it settles."""
+        if e.journaled:
+            self._submit(("done", e.topic, e.seq))
+        if e.settles is not None:
+            # At once: until this commits, a crash brings the settled message back to run again.
+            self._submit(("done", *e.settles), now=True)
 
     def settle(self, lease_id: str, topic: str, seq: int) -> bool:
         """The delivered message has its result: settle it even if the lease moved on.
@@ -226,7 +251,7 @@ class Dispatcher:
         if e.lease_id is not None:
             self._end_lease(e)
         self._finish(e)
-        self._submit(("done", e.topic, e.seq))
+        self.journal_done(e)
         return True
 
     def nack(self, lease_id: str, peer: bytes, sub_id: int, delay: float) -> bool:
@@ -297,10 +322,13 @@ class Dispatcher:
         now = self._clock()
         e.not_before = now + delay if delay > 0 else 0.0
         wall = time.time() - now + e.not_before if delay > 0 else 0.0
-        self._submit(("ready", e.topic, e.seq, e.attempts, e.failures, int(e.suspect), wall))
+        if e.journaled:
+            self._submit(("ready", e.topic, e.seq, e.attempts, e.failures, int(e.suspect), wall))
         self._offer(self._topics[e.topic], e)
 
     def _journal_lease(self, e: Entry) -> None:
+        if not e.journaled:
+            return
         wall = time.time() - self._clock() + e.lease_until
         self._submit(("lease", e.topic, e.seq, e.attempts, e.lease_id, e.owner, wall))
 

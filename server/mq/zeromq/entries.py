@@ -28,6 +28,11 @@ class Entry:
     sub: Sub | None = None
     lease_until: float = 0.0
     not_before: float = 0.0
+    journaled: bool = True
+    """False for a result handed over without being journaled (see ``ZeroMQBroker``'s
+    ``direct_topics``): its leases and releases are not written anywhere."""
+    settles: tuple[str, int] | None = None
+    """The journaled work message (topic, seq) this result settles once it is done itself."""
 
 
 @dataclass(slots=True, eq=False)

@@ -35,6 +35,9 @@ Ops (first item is the kind)::
     ("read", token, topic, from_seq, limit) -> ("read", token, topic, [(seq, msg_id, key,
         headers, payload)...])
     ("sync", token) -> ("sync", token)
+    ("pass", token, topic, msg_id, key, headers, payload)   nothing written: a result handed
+        -> the op itself                                     over unjournaled, answered in order
+                                                             with the publishes before it
     ("lease", topic, seq, attempts, lease_id, owner, lease_until)   no result (write-behind)
     ("ready", topic, seq, attempts, failures, suspect, not_before)   no result (write-behind)
     ("done", topic, seq)                                             no result (write-behind); the
@@ -107,7 +110,7 @@ class PendingRow(NamedTuple):
 
 _MAX_BATCH = 8192
 _WRITE_BEHIND = frozenset({"lease", "ready", "done"})
-_WITH_RESULT = frozenset({"pub", "read", "sync"})
+_WITH_RESULT = frozenset({"pub", "read", "sync", "pass"})
 WRITE_BEHIND = 0.05
 """Seconds a write-behind op may wait for a commit that has to happen anyway."""
 _SEQ_CACHE = 4096
@@ -180,11 +183,19 @@ class Journal:
         self._db = db
         return pending
 
-    def submit(self, op: Op) -> None:
+    @property
+    def idle(self) -> bool:
+        """True when no op that has a result waits for the next commit (so everything published
+        before now has been answered)."""
+        return not self._flush_scheduled
+
+    def submit(self, op: Op, *, now: bool = False) -> None:
+        """Queue ``op`` for the next commit; ``now``: a write-behind op that must not wait
+        (it commits at the next loop iteration, and is still kept and retried on failure)."""
         self._pending.append(op)
         if self._flush_scheduled or self._loop is None:
             return
-        if op[0] in _WRITE_BEHIND:
+        if op[0] in _WRITE_BEHIND and not now:
             if self._deferred is None:
                 self._deferred = self._loop.call_later(self._write_behind, self._flush)
             return
@@ -371,6 +382,8 @@ class Journal:
             return ("read", token, topic, rows)
         elif kind == "sync":
             return ("sync", op[1])
+        elif kind == "pass":
+            return op
         return None
 
     def _remember_seq(self, topic: str, seq: int) -> None:
