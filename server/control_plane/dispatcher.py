@@ -25,11 +25,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from llamactl.server.control_plane.publisher import TaskPublisher
 from llamactl.server.control_plane.records import ControlPlaneRecords, SessionRecord, StoredTask
+from llamactl.server.control_plane.session_turns import FreshTurns, SessionLocks
 from llamactl.server.errors import (
     LlamactlError,
     MessageQueueError,
@@ -55,12 +56,6 @@ _SESSION_GONE = "cancelled: its session was deleted"
 OnFinal = Callable[[StoredTask], None]
 
 
-@dataclass(slots=True)
-class _Lock:
-    lock: asyncio.Lock
-    users: int = 0
-
-
 @dataclass(frozen=True, slots=True)
 class CancelOutcome:
     """``task``: the record after the cancel; ``done``: it is cancelled already (it never ran or
@@ -83,10 +78,11 @@ class Dispatcher:
         self._queue = queue
         self._publisher = TaskPublisher(records, queue, timeouts, unsendable=self._fail)
         self._on_final = on_final
-        self._locks: dict[str, _Lock] = {}
+        self._locks = SessionLocks()
         self._unpublished = self._publisher.unpublished
         self._unsettled: set[str] = set()
         """Sessions whose turn could not be passed on yet (the store failed): retried."""
+        self._fresh = FreshTurns()
         self._retry = self._publisher.retry
 
     def set_timeouts(self, timeouts: Mapping[str, float | None]) -> None:
@@ -95,21 +91,11 @@ class Dispatcher:
     @property
     def sessions_in_memory(self) -> int:
         """Sessions this dispatcher keeps anything for (for tests: proves nothing leaks)."""
-        return len(self._locks.keys() | set(self._unpublished.values()) | self._unsettled)
+        held = self._locks.keys() | set(self._unpublished.values()) | self._unsettled | self._fresh.keys()
+        return len(held)
 
-    @contextlib.asynccontextmanager
-    async def _session(self, session_id: str) -> AsyncIterator[None]:
-        entry = self._locks.get(session_id)
-        if entry is None:
-            entry = self._locks[session_id] = _Lock(asyncio.Lock())
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                del self._locks[session_id]
+    def _session(self, session_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._locks.hold(session_id)
 
     # --- recovery and new tasks ----------------------------------------------------------------
 
@@ -172,6 +158,10 @@ class Dispatcher:
                     self._records.remember_task(task, result.results[at])
                     if new_session:
                         self._records.remember_context(session_id, None)
+                        if task.dispatched:
+                            self._fresh.remember(session_id, task.task_id, turn, result.results[0])
+                    else:
+                        self._fresh.forget(session_id)
                     if task.dispatched:
                         await self._publisher.publish(task)
                     return
@@ -188,6 +178,7 @@ class Dispatcher:
         """
         async with self._session(task.session_id):
             self._unpublished.pop(task.task_id, None)
+            self._fresh.forget(task.session_id)
             if released:
                 self._unsettled.discard(task.session_id)
                 return
@@ -199,10 +190,14 @@ class Dispatcher:
         has to happen: the session's active task is this one and no task waits. None otherwise;
         then :meth:`finished` passes the turn on. The write is conditional on the session record
         not changing meanwhile (a task stored behind it makes it fail: see ExtraConflict)."""
-        found = await self._records.find_session_versioned(session_id)
-        if found is None:
-            return None
-        record, version = found
+        fresh = self._fresh.take(session_id, task_id)
+        if fresh is not None:
+            record, version = fresh
+        else:
+            found = await self._records.find_session_versioned(session_id)
+            if found is None:
+                return None
+            record, version = found
         if record.active != task_id or record.waiting:
             return None
         turn = record.model_copy(deep=True)
@@ -255,6 +250,7 @@ class Dispatcher:
                 if claimed is not None:
                     claimed[0].dispatched = True
                     writes.append(self._records.task_write(claimed[0], claimed[1]))
+                self._fresh.forget(session_id)
                 result = await self._records.store.commit(writes)
                 if not result.ok:
                     continue  # another control plane moved it: look again

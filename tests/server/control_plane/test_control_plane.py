@@ -265,6 +265,35 @@ async def test_a_task_with_nothing_behind_it_ends_and_frees_its_session_in_one_c
     await deliveries.aclose()
 
 
+async def test_a_task_in_a_session_of_its_own_ends_without_reading_its_session(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session made for a task is remembered as written: freeing it needs no read (the
+    write is still conditional on that version)."""
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition(input="{}"))
+    delivery, task = await deliveries.take()
+    reads: list[str] = []
+    original = harness.store.get
+
+    async def counted(ns: str, key: str) -> Any:
+        reads.append(f"{ns}/{key}")
+        return await original(ns, key)
+
+    monkeypatch.setattr(harness.store, "get", counted)
+    await harness.finish(worker, task, "done")
+    await delivery.ack()
+    assert (await plane.wait_for_task(created.task_id, timeout=10)).result == "done"
+    session_reads = [r for r in reads if r.startswith(plane.records.sessions_ns)]
+    monkeypatch.undo()
+    await _session_freed(plane, created.session_id)
+    assert session_reads == []
+    assert plane.dispatcher.sessions_in_memory == 0
+    await deliveries.aclose()
+
+
 async def test_a_task_stored_behind_the_finishing_one_still_gets_its_turn(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
