@@ -141,7 +141,8 @@ class Dispatcher:
                     ):
                         await self._pass_turn(session_id)  # a control plane died mid-way: move on first
                         continue
-                turn = record.model_copy(deep=True)
+                # A new record is ours alone; a stored one is copied before it is changed.
+                turn = record if new_session else record.model_copy(deep=True)
                 turn.implicit = new_session
                 task.dispatched = turn.active is None
                 if task.dispatched:
@@ -200,9 +201,8 @@ class Dispatcher:
             record, version = found
         if record.active != task_id or record.waiting:
             return None
-        turn = record.model_copy(deep=True)
-        turn.active = None
-        return self._records.session_write(turn, version)
+        # Only ``active`` changes (nothing waits): a shallow copy shares no list that is written.
+        return self._records.session_write(record.model_copy(update={"active": None}), version)
 
     async def _ended(self, task_id: str) -> bool:
         found = await self._records.find_task_versioned(task_id)
