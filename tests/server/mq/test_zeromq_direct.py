@@ -7,10 +7,12 @@ between runs that message again instead of losing the result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,9 +39,9 @@ def task_pending(path: Path, msg_id: str) -> bool:
     return bool(rows)
 
 
-async def until(condition: object, what: str, timeout: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
@@ -55,16 +57,34 @@ async def started(broker: ZeroMQBroker) -> MessageQueue:
     return queue
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    path: Path, **options: Any
+) -> AsyncIterator[tuple[ZeroMQBroker, MessageQueue, MessageQueue]]:
+    """A broker whose REPORTS are direct, a worker's client and the control plane's."""
+    broker = ZeroMQBroker(journal_path=path, direct_topics=[REPORTS], **options)
+    await broker.start()
+    worker, control = await started(broker), await started(broker)
+    try:
+        yield broker, worker, control
+    finally:
+        await worker.close()
+        await control.close()
+        await broker.close()
+
+
+async def one_task(worker: MessageQueue, control: MessageQueue, msg_id: str = "t1") -> Delivery:
+    """Publish a task and take its delivery as the worker."""
+    await control.publish(TASKS, b"task", msg_id=msg_id)
+    return await next_delivery(aiter(worker.consume(TASKS, prefetch=1)))
+
+
 async def test_a_result_is_delivered_unjournaled_and_its_task_settles_once_the_result_is_acked(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "mq.sqlite"
-    broker = ZeroMQBroker(journal_path=path, direct_topics=[REPORTS])
-    await broker.start()
-    worker, control = await started(broker), await started(broker)
-    try:
-        await control.publish(TASKS, b"task", msg_id="t1")
-        task = await next_delivery(aiter(worker.consume(TASKS, prefetch=1)))
+    async with serving(path) as (_, worker, control):
+        task = await one_task(worker, control)
         reports = aiter(control.consume(REPORTS, prefetch=8))
         await task.ack_and_publish(REPORTS, b"result", msg_id="t1:final", key="t1")
         report = await next_delivery(reports)
@@ -75,28 +95,16 @@ async def test_a_result_is_delivered_unjournaled_and_its_task_settles_once_the_r
         await report.ack()
         await until(lambda: not task_pending(path, "t1"), "the task to be written done")
         assert journal_rows(path, "SELECT msg_id FROM msg WHERE topic = ?", REPORTS) == []
-    finally:
-        await worker.close()
-        await control.close()
-        await broker.close()
 
 
 async def test_a_crash_before_the_result_is_acked_runs_the_task_again(tmp_path: Path) -> None:
     """Before results went unjournaled the result came back instead; now the task does."""
     path = tmp_path / "mq.sqlite"
-    broker = ZeroMQBroker(journal_path=path, direct_topics=[REPORTS], heartbeat_interval=0.1)
-    await broker.start()
-    worker, control = await started(broker), await started(broker)
-    try:
-        await control.publish(TASKS, b"task", msg_id="t1")
-        task = await next_delivery(aiter(worker.consume(TASKS, prefetch=1)))
+    async with serving(path, heartbeat_interval=0.1) as (_, worker, control):
+        task = await one_task(worker, control)
         reports = aiter(control.consume(REPORTS, prefetch=8))
         await task.ack_and_publish(REPORTS, b"result", msg_id="t1:final", key="t1")
         await next_delivery(reports)  # received, never acked: the server dies now
-    finally:
-        await worker.close()
-        await control.close()
-        await broker.close()
 
     again = ZeroMQBroker(journal_path=path, direct_topics=[REPORTS], heartbeat_interval=0.1)
     await again.start()
@@ -112,10 +120,7 @@ async def test_a_crash_before_the_result_is_acked_runs_the_task_again(tmp_path: 
 
 
 async def test_events_published_before_a_result_are_delivered_before_it(tmp_path: Path) -> None:
-    broker = ZeroMQBroker(journal_path=tmp_path / "mq.sqlite", direct_topics=[REPORTS])
-    await broker.start()
-    worker, control = await started(broker), await started(broker)
-    try:
+    async with serving(tmp_path / "mq.sqlite") as (_, worker, control):
         for n in range(20):
             await control.publish(TASKS, b"task", msg_id=f"t{n}")
         tasks = aiter(worker.consume(TASKS, prefetch=20))
@@ -139,19 +144,11 @@ async def test_events_published_before_a_result_are_delivered_before_it(tmp_path
             seen.setdefault(key, []).append(what)
             await report.ack()
         assert seen == {f"t{n}": ["0", "1", "2", "final"] for n in range(20)}
-    finally:
-        await worker.close()
-        await control.close()
-        await broker.close()
 
 
 async def test_a_result_sent_twice_is_delivered_once_and_the_second_is_told_stale(tmp_path: Path) -> None:
-    broker = ZeroMQBroker(journal_path=tmp_path / "mq.sqlite", direct_topics=[REPORTS])
-    await broker.start()
-    worker, control = await started(broker), await started(broker)
-    try:
-        await control.publish(TASKS, b"task", msg_id="t1")
-        task = await next_delivery(aiter(worker.consume(TASKS, prefetch=1)))
+    async with serving(tmp_path / "mq.sqlite") as (broker, worker, control):
+        task = await one_task(worker, control)
         await task.ack_and_publish(REPORTS, b"result", msg_id="t1:final", key="t1")
         with pytest.raises(Exception, match="settled before"):
             await task.ack_and_publish(REPORTS, b"result", msg_id="t1:final", key="t1")
@@ -161,27 +158,15 @@ async def test_a_result_sent_twice_is_delivered_once_and_the_second_is_told_stal
         await first.ack()
         await control.publish(REPORTS, b"marker", msg_id="marker")
         assert (await next_delivery(reports)).message.payload == b"marker"  # no second copy before it
-    finally:
-        await worker.close()
-        await control.close()
-        await broker.close()
 
 
 async def test_a_dead_lettered_result_settles_its_task(tmp_path: Path) -> None:
     path = tmp_path / "mq.sqlite"
-    broker = ZeroMQBroker(journal_path=path, direct_topics=[REPORTS], max_attempts=1)
-    await broker.start()
-    worker, control = await started(broker), await started(broker)
-    try:
-        await control.publish(TASKS, b"task", msg_id="t1")
-        task = await next_delivery(aiter(worker.consume(TASKS, prefetch=1)))
+    async with serving(path, max_attempts=1) as (_, worker, control):
+        task = await one_task(worker, control)
         await task.ack_and_publish(REPORTS, b"result", msg_id="t1:final", key="t1")
         report = await next_delivery(aiter(control.consume(REPORTS, prefetch=8)))
         await report.nack()  # the one attempt fails: the result goes to the dead-letter topic
         dead = await next_delivery(aiter(control.consume(dead_letter_topic(REPORTS), prefetch=1)))
         assert dead.message.payload == b"result"
         await until(lambda: not task_pending(path, "t1"), "the task to be written done")
-    finally:
-        await worker.close()
-        await control.close()
-        await broker.close()
