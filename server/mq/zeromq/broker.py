@@ -53,7 +53,6 @@ from .streams import Streams
 
 __all__ = ["STREAM_RETENTION", "ZeroMQBroker"]
 
-
 STREAM_RETENTION = 7 * 24 * 3600.0
 """Seconds a stream message (an event sent into a task, a cancel) stays in the journal: a task that
 runs again after a crash reads its inputs from the start."""
