@@ -25,10 +25,9 @@ Rules (the in-memory mirror of the journal's ``work`` table):
   message even when the lease it names has expired and the message went to another consumer,
   so a slow worker's finished task is not run again. ``discard`` removes a message on request
   (a cancelled task), by default only while nobody holds it.
-* A result handed over without being journaled (``journaled=False``) is delivered like any
-  message, but nothing of it is written; the message it ``settles`` is written done only when
-  the result itself is done (acked, discarded or dead-lettered), so until then a restarted
-  broker has that message to run again.
+* A result handed over unjournaled (``journaled=False``) is delivered like any message, but
+  nothing of it is written; the message it ``settles`` is written done once the result is done
+  (acked, discarded or dead-lettered): until then a restarted broker runs that message again.
 """
 
 from __future__ import annotations
@@ -104,8 +103,7 @@ class Dispatcher:
 
     def find(self, topic: str, msg_id: str) -> Entry | None:
         """The pending message of ``topic`` with this id, if any."""
-        t = self._topics.get(topic)
-        return None if t is None else t.by_id.get(msg_id)
+        return t.by_id.get(msg_id) if (t := self._topics.get(topic)) is not None else None
 
     def pending(self, topic: str) -> int:
         """Messages of ``topic`` not settled yet (leased or waiting)."""
