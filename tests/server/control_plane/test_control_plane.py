@@ -241,6 +241,19 @@ async def _session_freed(plane: ControlPlane, session_id: str) -> None:
         await asyncio.sleep(0.01)
 
 
+def _record_calls(monkeypatch: pytest.MonkeyPatch, store: Any, name: str) -> list[tuple[Any, ...]]:
+    """Record the arguments of each call of the store's async method ``name`` (still made)."""
+    calls: list[tuple[Any, ...]] = []
+    original = getattr(store, name)
+
+    async def recorded(*args: Any) -> Any:
+        calls.append(args)
+        return await original(*args)
+
+    monkeypatch.setattr(store, name, recorded)
+    return calls
+
+
 async def test_a_task_with_nothing_behind_it_ends_and_frees_its_session_in_one_commit(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -249,14 +262,7 @@ async def test_a_task_with_nothing_behind_it_ends_and_frees_its_session_in_one_c
     deliveries = Deliveries(worker)
     created = await plane.create_task(TaskDefinition(input="{}"))
     delivery, task = await deliveries.take()
-    commits: list[int] = []
-    original = harness.store.commit
-
-    async def counted(writes: Any) -> Any:
-        commits.append(len(writes))
-        return await original(writes)
-
-    monkeypatch.setattr(harness.store, "commit", counted)
+    commits = _record_calls(monkeypatch, harness.store, "commit")
     await harness.finish(worker, task, "done")
     await delivery.ack()
     assert (await plane.wait_for_task(created.task_id, timeout=10)).result == "done"
@@ -275,18 +281,11 @@ async def test_a_task_in_a_session_of_its_own_ends_without_reading_its_session(
     deliveries = Deliveries(worker)
     created = await plane.create_task(TaskDefinition(input="{}"))
     delivery, task = await deliveries.take()
-    reads: list[str] = []
-    original = harness.store.get
-
-    async def counted(ns: str, key: str) -> Any:
-        reads.append(f"{ns}/{key}")
-        return await original(ns, key)
-
-    monkeypatch.setattr(harness.store, "get", counted)
+    reads = _record_calls(monkeypatch, harness.store, "get")
     await harness.finish(worker, task, "done")
     await delivery.ack()
     assert (await plane.wait_for_task(created.task_id, timeout=10)).result == "done"
-    session_reads = [r for r in reads if r.startswith(plane.records.sessions_ns)]
+    session_reads = [f"{ns}/{key}" for ns, key in reads if ns == plane.records.sessions_ns]
     monkeypatch.undo()
     await _session_freed(plane, created.session_id)
     assert session_reads == []
