@@ -5,15 +5,25 @@ covers uuids (what every client generates), deployment and service names of depl
 and keeps ids safe wherever they end up: URL paths, topic names, state-store keys, file names
 and error messages. The API checks every id it is given; the engine can call :func:`check_id`
 on ids that reach it another way (the Python API).
+
+The ids the engine makes itself (:func:`new_id`) are UUIDv7 (RFC 9562): still a uuid to every
+client, but ordered by creation time. A state store or journal keeps its rows in a b-tree keyed
+by id; a random uuid lands each new row on a different leaf page, so every commit rewrote one
+page per task, while ordered ids fill the same last page. Measured with the function echo at 32
+clients: 13 % more tasks per second, 15 % less server CPU per task (bench/README.md).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+import time
+import uuid
 
 from llamactl.server.errors import InvalidRequest
 
-__all__ = ["ID_RULE", "MAX_ID_LENGTH", "check_id", "id_problem"]
+__all__ = ["ID_RULE", "MAX_ID_LENGTH", "check_id", "id_problem", "new_id", "new_uuid"]
 
 MAX_ID_LENGTH = 128
 ID_RULE = f"1 to {MAX_ID_LENGTH} characters from A-Z a-z 0-9 . _ : - (not '.' or '..')"
@@ -45,3 +55,44 @@ def check_id(value: str, what: str) -> str:
     if problem is not None:
         raise InvalidRequest(problem)
     return value
+
+
+_COUNTER_MAX = (1 << 42) - 1
+_VERSION_7 = (0x7 << 76) | (0b10 << 62)  # the version nibble and the RFC variant bits
+_lock = threading.Lock()
+_last_ms = -1
+_counter = 0
+
+
+def _fresh_counter() -> int:
+    # A random start with its top bit clear leaves 2**41 increments before it overflows.
+    return int.from_bytes(os.urandom(6), "big") & ((1 << 41) - 1)
+
+
+def new_uuid() -> uuid.UUID:
+    """A new UUIDv7: 48 bits of Unix milliseconds, a 42-bit counter and 32 random bits.
+
+    Strictly increasing within a process (the method Python 3.14's ``uuid.uuid7`` uses): a new
+    millisecond starts the counter at a random value, a uuid made in the same millisecond, or
+    after the clock stepped back, takes the last one's counter plus one.
+    """
+    global _last_ms, _counter
+    with _lock:
+        ms = time.time_ns() // 1_000_000
+        if ms > _last_ms:
+            counter = _fresh_counter()
+        else:
+            ms = _last_ms
+            counter = _counter + 1
+            if counter > _COUNTER_MAX:
+                ms += 1
+                counter = _fresh_counter()
+        _last_ms, _counter = ms, counter
+    tail = int.from_bytes(os.urandom(4), "big")
+    value = ((ms & 0xFFFF_FFFF_FFFF) << 80) | ((counter >> 30) << 64) | ((counter & 0x3FFF_FFFF) << 32) | tail
+    return uuid.UUID(int=value | _VERSION_7)
+
+
+def new_id() -> str:
+    """A new task, session or message id: :func:`new_uuid` as its usual 36-character string."""
+    return str(new_uuid())

@@ -5,17 +5,18 @@ The first group keeps Llama Deploy's JSON shapes field for field (``TaskDefiniti
 ``DeploymentDefinition``) so its clients work unchanged. The second group is ours: task
 status and records, the event envelope, replica/service status and the change feed.
 
-This module depends on pydantic only, so ``llamactl.client`` can import it cheaply.
+This module depends on pydantic and ``ids`` only, so ``llamactl.client`` can import it cheaply.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from llamactl.server.ids import new_id
 
 __all__ = [
     "ChangeEvent",
@@ -36,10 +37,6 @@ __all__ = [
 ]
 
 
-def _new_id() -> str:
-    return str(uuid.uuid4())
-
-
 # --- Llama Deploy compatible ------------------------------------------------------------------
 
 
@@ -50,7 +47,7 @@ class TaskDefinition(BaseModel):
     """
 
     input: str = ""
-    task_id: str = Field(default_factory=_new_id)
+    task_id: str = Field(default_factory=new_id)
     session_id: str | None = None
     service_id: str | None = None
 
@@ -67,7 +64,7 @@ class TaskResult(BaseModel):
 class SessionDefinition(BaseModel):
     """A session: consecutive tasks in it share the workflow Context."""
 
-    session_id: str = Field(default_factory=_new_id)
+    session_id: str = Field(default_factory=new_id)
     task_ids: list[str] = Field(default_factory=list)
     state: dict[str, Any] = Field(default_factory=dict)
 

@@ -29,6 +29,7 @@ from llamactl.tui.messages import (
     TaskCreated,
     TaskLoaded,
 )
+from llamactl.tui.model.format import short_id
 
 __all__ = ["Actions", "failure_message"]
 
@@ -83,7 +84,7 @@ class Actions(Widget):
         try:
             record = await self.client.deployment(self.deployment).tasks.cancel(task_id)
         except (ClientError, httpx.TransportError) as exc:
-            self._fail(f"cancel task {task_id[:8]}", exc)
+            self._fail(f"cancel task {short_id(task_id)}", exc)
             return
         self._send(TaskCancelled(record))
 
@@ -97,7 +98,7 @@ class Actions(Widget):
                 task_id, {"response": response}, service_id=service_id
             )
         except (ClientError, httpx.TransportError) as exc:
-            self._fail(f"answer task {task_id[:8]}", exc, task_id=task_id, seq=seq)
+            self._fail(f"answer task {short_id(task_id)}", exc, task_id=task_id, seq=seq)
 
     @work(group="actions")
     async def create_session(self) -> None:
@@ -117,7 +118,7 @@ class Actions(Widget):
         try:
             await self.client.deployment(self.deployment).sessions.delete(session_id)
         except (ClientError, httpx.TransportError) as exc:
-            self._fail(f"delete session {session_id[:8]}", exc)
+            self._fail(f"delete session {short_id(session_id)}", exc)
             return
         self._send(SessionDeleted(session_id))
 

@@ -172,7 +172,11 @@ class UserActions(Screen[None]):
         def open_it(value: str | None) -> None:
             if value is None:
                 return
-            known = [t.task_id for t in self.dashboard.model.tasks if t.task_id.startswith(value)]
+            known = [
+                t.task_id
+                for t in self.dashboard.model.tasks
+                if t.task_id.startswith(value) or t.task_id.endswith(value)
+            ]
             self.actions.open_task(known[0] if len(known) == 1 else value)
 
         self.app.push_screen(OpenTaskDialog(), open_it)

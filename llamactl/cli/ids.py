@@ -1,5 +1,10 @@
-"""Short ids: commands take a unique prefix of a task or session id (like git and docker), and
-tables show ids cut to the shortest length that keeps them apart (8 characters at least)."""
+"""Short ids: commands take a unique start or end of a task or session id, and tables show the end
+of each id, cut to the shortest length that keeps them apart (8 characters at least).
+
+The end, not the start: the ids the server makes are UUIDv7, whose first characters are the time
+they were made (the same for every task of the last minute) and whose last ones are random. A
+uuid4 or a name of the user's own tells apart by its end as well as by its start.
+"""
 
 from __future__ import annotations
 
@@ -21,27 +26,27 @@ _SHOWN_MATCHES = 5
 
 
 def shorten(ids: Sequence[str]) -> dict[str, str]:
-    """Each id cut to the shortest length (at least :data:`SHORT`) at which ``ids`` stay distinct."""
+    """Each id's last characters, as few (at least :data:`SHORT`) as keep ``ids`` distinct."""
     unique = set(ids)
     length = SHORT
     while length < max((len(i) for i in unique), default=0):
-        if len({i[:length] for i in unique}) == len(unique):
+        if len({i[-length:] for i in unique}) == len(unique):
             break
         length += 4
-    return {i: i[:length] for i in ids}
+    return {i: i[-length:] for i in ids}
 
 
 def _one(given: str, kind: str, matches: list[str], hint: str) -> str:
     if len(matches) == 1:
         return matches[0]
     shown = ", ".join(sorted(matches)[:_SHOWN_MATCHES]) + (", ..." if len(matches) > _SHOWN_MATCHES else "")
-    fail(f"'{given}' is the start of several {kind} ids: {shown}", hint, ExitCode.USAGE)
+    fail(f"'{given}' is the start or end of several {kind} ids: {shown}", hint, ExitCode.USAGE)
 
 
 def _matches(given: str, ids: Iterable[str]) -> list[str]:
     found = []
     for candidate in ids:
-        if candidate.startswith(given):
+        if candidate.startswith(given) or candidate.endswith(given):
             found.append(candidate)
             if len(found) > _SHOWN_MATCHES:
                 break
@@ -49,7 +54,7 @@ def _matches(given: str, ids: Iterable[str]) -> list[str]:
 
 
 def resolve_task(tasks: Tasks, given: str) -> TaskRecord:
-    """The task whose id is ``given``, else the only one whose id starts with it.
+    """The task whose id is ``given``, else the only one whose id starts or ends with it.
 
     Raises the client's NotFound (for the caller's error handling) when none does.
     """
@@ -68,7 +73,7 @@ def resolve_task(tasks: Tasks, given: str) -> TaskRecord:
 
 
 def resolve_session(sessions: Sessions, given: str) -> SessionDefinition:
-    """The session whose id is ``given``, else the only one whose id starts with it."""
+    """The session whose id is ``given``, else the only one whose id starts or ends with it."""
     from llamactl.client.errors import NotFound
 
     try:

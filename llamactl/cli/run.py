@@ -130,9 +130,8 @@ def run(
     `llamactl run "hi"`, `llamactl run -a steps 5 --stream "hi"`,
     `llamactl run --json '{"message": "hi", "steps": 2}' -d streaming -i SESSION`.
     """
-    import uuid
-
     from llamactl.cli.ids import resolve_session
+    from llamactl.server.ids import new_id
 
     pairs: list[tuple[str, str]] = arg  # type: ignore[assignment]  # RunCommand made them pairs
     task_input = build_input(message, pairs, json_input)
@@ -141,7 +140,7 @@ def run(
         handle = client.deployment(name)
         tasks = handle.tasks
         not_found = f"check the names: `llamactl deployments show {name}`, `llamactl sessions list -d {name}`"
-        task_id = str(uuid.uuid4())
+        task_id = new_id()
         with api_errors(not_found=not_found, bad_request="check the task's input", deployment=name):
             session_id = resolve_session(handle.sessions, session).session_id if session else None
             try:

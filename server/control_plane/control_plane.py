@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
@@ -31,7 +30,7 @@ from llamactl.server.control_plane.task_events import TaskEvents
 from llamactl.server.control_plane.task_input import decode_input
 from llamactl.server.control_plane.upgrade import ensure_indexed
 from llamactl.server.errors import Overloaded, ShuttingDown, TaskWaitTimeout
-from llamactl.server.ids import check_id
+from llamactl.server.ids import check_id, new_id
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.orchestrator import Orchestrator
@@ -195,7 +194,7 @@ class ControlPlane:
     async def create_session(self, session_id: str | None = None) -> SessionDefinition:
         if session_id is not None:
             check_id(session_id, "session id")
-        record, _ = await self.records.create_session(session_id or str(uuid.uuid4()))
+        record, _ = await self.records.create_session(session_id or new_id())
         return record.definition([])
 
     async def get_session(self, session_id: str) -> SessionDefinition:
@@ -238,10 +237,10 @@ class ControlPlane:
         await self._check_queue(route.service_id)
         now = time.time()
         task = StoredTask(
-            task_id=definition.task_id or str(uuid.uuid4()),
+            task_id=definition.task_id or new_id(),
             deployment=self.deployment,
             service_id=route.service_id,
-            session_id=definition.session_id or str(uuid.uuid4()),
+            session_id=definition.session_id or new_id(),
             input=definition.input,
             created_at=now,
             keep_context=keep_context or bool(definition.session_id),

@@ -130,7 +130,7 @@ class MessageQueue(abc.ABC):
     ) -> int:
         """Publish and wait for the broker's confirmation; return the message's seq.
 
-        ``msg_id`` defaults to a fresh uuid4. Raises PublishRejected when the broker refuses or
+        ``msg_id`` defaults to a fresh id (a UUIDv7). Raises PublishRejected when the broker refuses or
         does not confirm within the backend's publish timeout.
         """
 

@@ -1,8 +1,8 @@
 """Issue #13, point 5: short ids.
 
-Every command that takes a task or session id takes a unique start of it (like git and docker);
-`tasks list` fits in 100 columns with short ids (full ones with --wide or -o json) and reads
-only the page it shows.
+Every command that takes a task or session id takes a unique start or end of it; `tasks list`
+fits in 100 columns with short ids, the ends of the ids (full ones with --wide or -o json), and
+reads only the page it shows.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from llamactl.cli.exit_codes import ExitCode
 from llamactl.cli.ids import shorten
 from llamactl.cli.main import app
 from llamactl.client import Client
+from llamactl.server.ids import new_id
 from tests.llamactl.fakes import FakeServer, task_record
 from tests.llamactl.serving import Server, write_app
 
@@ -69,19 +70,27 @@ def test_task_commands_take_the_start_of_an_id(cli: Invoke, client: Client) -> N
 
 def test_send_event_takes_the_start_of_an_id(cli: Invoke, client: Client) -> None:
     tasks = client.deployment("short").tasks
-    tasks.create(service="hitl", task_id="asking-0123456789")
-    for event in tasks.events("asking-0123456789"):
+    tasks.create(service="hitl", task_id="asking-9876543210")
+    for event in tasks.events("asking-9876543210"):
         if event.type == "InputRequiredEvent":
             break
-    code, _, err = cli("tasks", "send-event", "asking-01", "--json", '{"response": "42"}')
+    code, _, err = cli("tasks", "send-event", "asking-98", "--json", '{"response": "42"}')
     assert code == 0, err
-    assert "Sent HumanResponseEvent to task asking-0123456789" in err
-    assert tasks.result("asking-0123456789", timeout=30) is not None
+    assert "Sent HumanResponseEvent to task asking-9876543210" in err
+    assert tasks.result("asking-9876543210", timeout=30) is not None
 
 
-def test_session_commands_take_the_start_of_an_id(cli: Invoke) -> None:
+def test_a_task_command_takes_the_end_of_an_id(cli: Invoke, client: Client) -> None:
+    tasks = client.deployment("short").tasks
+    tasks.run({"message": "x"}, task_id="0123456789-ending-task")
+    assert "Status:     completed" in cli("tasks", "show", "ending-task")[1]
+    made = tasks.create({"message": "y"})  # a new id: its end is what tables show
+    assert made.task_id in cli("tasks", "show", made.task_id[-8:])[1]
+
+
+def test_session_commands_take_the_end_of_an_id(cli: Invoke) -> None:
     session = json.loads(cli("sessions", "create", "-o", "json")[1])["session_id"]
-    start = session[:8]
+    start = session[-8:]
     assert cli("run", "-s", "counter", "-i", start) == (0, "1\n", "")
     assert cli("run", "-s", "counter", "--session", start) == (0, "2\n", "")
     assert f"Session: {session}" in cli("sessions", "show", start)[1]
@@ -96,7 +105,7 @@ def test_an_ambiguous_start_lists_the_candidates(cli: Invoke, client: Client) ->
     tasks.run({"message": "b"}, task_id="twin-2")
     code, out, err = cli("tasks", "show", "twin")
     assert (code, out) == (ExitCode.USAGE, "")
-    assert "Error: 'twin' is the start of several task ids: twin-1, twin-2" in err
+    assert "Error: 'twin' is the start or end of several task ids: twin-1, twin-2" in err
     assert "Hint: type more of the id" in err
 
 
@@ -116,7 +125,7 @@ def test_tasks_list_fits_100_columns_with_short_ids(cli: Invoke, client: Client)
     full = json.loads(cli("tasks", "list", "-o", "json")[1])
     newest = full[-1]
     row = out.splitlines()[-1].split()
-    assert row[0] == newest["task_id"][:8] and row[4] == newest["session_id"][:8]
+    assert row[0] == newest["task_id"][-8:] and row[4] == newest["session_id"][-8:]
     wide = cli("tasks", "list", "--wide")[1]
     assert newest["task_id"] in wide and newest["session_id"] in wide
 
@@ -129,7 +138,7 @@ def test_tasks_list_shows_the_newest_and_says_when_there_are_more(cli: Invoke, c
     code, out, err = cli("tasks", "list", "--limit", "2")
     assert code == 0
     rows = out.splitlines()[1:]
-    assert [r.split()[0] for r in rows] == [i[:8] for i in reversed(newest)]  # oldest of them first
+    assert [r.split()[0] for r in rows] == [i[-8:] for i in reversed(newest)]  # oldest of them first
     assert "(the newest 2 shown: --limit N or --all for more)" in err
     assert len(json.loads(cli("tasks", "list", "--all", "-o", "json")[1])) >= 6
 
@@ -147,13 +156,19 @@ def test_tasks_list_reads_only_the_page_it_shows(monkeypatch: pytest.MonkeyPatch
     assert dict(asked[0].url.params) == {"limit": "20", "order": "desc"}
 
 
-def test_short_ids_grow_until_they_differ() -> None:
-    a = "0123456789abcdef-one"
-    b = "0123456789abcdef-two"
+def test_short_ids_are_ends_that_grow_until_they_differ() -> None:
+    a = "one-0123456789abcdef"
+    b = "two-0123456789abcdef"
     shown = shorten([a, b, "short"])
     assert shown["short"] == "short"
-    assert shown[a] != shown[b] and a.startswith(shown[a]) and len(shown[a]) >= 8
-    assert shorten(["abcdefgh1234", "zzzzzzzz9999"]) == {
-        "abcdefgh1234": "abcdefgh",
-        "zzzzzzzz9999": "zzzzzzzz",
+    assert shown[a] != shown[b] and a.endswith(shown[a]) and len(shown[a]) >= 8
+    assert shorten(["1234abcdefgh", "9999zzzzzzzz"]) == {
+        "1234abcdefgh": "abcdefgh",
+        "9999zzzzzzzz": "zzzzzzzz",
     }
+
+
+def test_server_made_ids_of_one_minute_differ_in_their_short_form() -> None:
+    made = [new_id() for _ in range(50)]  # all share their first 8 characters
+    assert len({i[:8] for i in made}) == 1
+    assert shorten(made) == {i: i[-8:] for i in made}

@@ -161,6 +161,15 @@ def test_the_query_matches_words_and_fields() -> None:
     assert pick("valueerror") == {"aa"}
 
 
+def test_the_query_finds_an_id_by_its_start_or_its_end() -> None:
+    book = TaskBook(cap=10)
+    book.load([record("01a2-start-x1", "completed"), record("01a2-start-y2", "completed")])
+    pick = lambda text: {r.task_id for r in select_tasks(book, query=TaskQuery.parse(text), limit=10)}  # noqa: E731
+    assert pick("task:01a2") == {"01a2-start-x1", "01a2-start-y2"}
+    assert pick("task:y2") == {"01a2-start-y2"}  # the end, as the tables show it
+    assert pick("service:ho") == set()  # other fields match by their start only
+
+
 def test_tasks_sort_newest_first_by_default_and_cap_at_the_limit() -> None:
     book = TaskBook(cap=100)
     book.load([record(f"t{n}", created=float(n)) for n in range(20)])

@@ -50,7 +50,7 @@ class AnswerDialog(_LineDialog):
 
 
 class OpenTaskDialog(_LineDialog):
-    """Asks for a task id (or the start of one the dashboard knows)."""
+    """Asks for a task id (or the start or end of one the dashboard knows)."""
 
     title_text = "Open a task"
     hint_text = "enter: show its record and events · escape: cancel"

@@ -18,10 +18,11 @@ _NOT_USER_CODE = ("/importlib/", "/site-packages/", "/lib/python3", "<frozen")
 
 
 def short_id(value: str | None, width: int = 8) -> str:
-    """The first ``width`` characters of an id (uuids stay unique enough to tell apart)."""
+    """The last ``width`` characters of an id: the random end of the server's UUIDv7 ids (their
+    start is the time they were made); ``llamactl`` commands take an id's start or end."""
     if not value:
         return "-"
-    return value if len(value) <= width else value[:width]
+    return value if len(value) <= width else value[-width:]
 
 
 def duration(seconds: float | None) -> str:

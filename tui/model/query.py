@@ -69,12 +69,22 @@ class TaskQuery:
                 "task": row.task_id,
                 "error": row.error or "",
             }[name].lower()
-            if not any(value.startswith(v) or (name == "error" and v in value) for v in values):
+            if not any(_field_matches(name, value, v) for v in values):
                 return False
         if self.words:
             text = _text(row)
             return all(word in text for word in self.words)
         return True
+
+
+def _field_matches(name: str, value: str, wanted: str) -> bool:
+    """An error matches anywhere in it, an id by its start or its end (tables show the end), any
+    other field by its start."""
+    if name == "error":
+        return wanted in value
+    if name in ("task", "session"):
+        return value.startswith(wanted) or value.endswith(wanted)
+    return value.startswith(wanted)
 
 
 def select_tasks(

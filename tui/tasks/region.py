@@ -7,6 +7,7 @@ from textual.containers import Horizontal, Vertical
 
 from llamactl.tui.messages import SessionPicked
 from llamactl.tui.model.dashboard import DashboardModel
+from llamactl.tui.model.format import short_id
 from llamactl.tui.model.query import TaskQuery, select_tasks
 from llamactl.tui.tasks.filter_bar import FilterBar
 from llamactl.tui.tasks.sessions import SessionsTable
@@ -65,7 +66,7 @@ class TasksRegion(Horizontal):
             self.sessions.show_sessions(self.model.sessions.newest(SESSIONS_SHOWN), len(self.model.tasks))
         parts = [f"{len(shown)} of {len(self.model.tasks)} tasks"]
         if picked is not None:
-            parts.append(f"session {picked[:8]}")
+            parts.append(f"session {short_id(picked)}")
         if self.task_query:
             parts.append(f"filter: {self.task_query.text}")
         self.border_subtitle = " · ".join(parts)

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from redis.typing import KeyT, StreamIdT
 
 from llamactl.server.errors import MessageQueueClosed, MessageQueueError, PublishRejected
+from llamactl.server.ids import new_uuid
 from llamactl.server.mq.base import Delivery, Message, MessageQueue
 from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_topic
 
@@ -134,7 +135,7 @@ class RedisQueue(MessageQueue):
         """Publish and wait for Redis to store it; raises ValueError for a malformed topic."""
         validate_topic(topic)
         self._check_open()
-        args = [topic, msg_id or uuid.uuid4().hex, key, json.dumps(dict(headers or {})), bytes(payload)]
+        args = [topic, msg_id or new_uuid().hex, key, json.dumps(dict(headers or {})), bytes(payload)]
         reply = await self._call("publish", args, f"publish to {topic}", error=PublishRejected)
         return int(reply[0])
 

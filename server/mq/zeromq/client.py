@@ -29,6 +29,7 @@ from typing import Any
 import zmq
 
 from llamactl.server.errors import MessageQueueClosed, MessageQueueError, PublishRejected
+from llamactl.server.ids import new_uuid
 from llamactl.server.mq.base import Delivery, Message, MessageQueue
 from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_topic
 
@@ -189,7 +190,7 @@ class ZeroMQQueue(MessageQueue):
         validate_topic(topic)
         args = [
             topic.encode(),
-            (msg_id or uuid.uuid4().hex).encode(),
+            (msg_id or new_uuid().hex).encode(),
             key.encode(),
             wire.encode_headers(headers),
             bytes(payload),

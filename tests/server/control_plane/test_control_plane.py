@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -326,3 +327,16 @@ async def test_a_task_stored_behind_the_finishing_one_still_gets_its_turn(
     assert (await plane.wait_for_task(second[0], timeout=10)).result == "two"
     await _session_freed(plane, first.session_id)
     await deliveries.aclose()
+
+
+async def test_ids_the_engine_makes_sort_in_creation_order(harness: Harness) -> None:
+    # Time-ordered ids keep the store's and the journal's b-trees appending at their last page.
+    plane = await harness.control_plane()
+    created = [await plane.create_task(TaskDefinition(task_id="")) for _ in range(5)]
+    session = await plane.create_session()
+    task_ids = [record.task_id for record in created]
+    session_ids = [record.session_id for record in created] + [session.session_id]
+    for made in (task_ids, session_ids):
+        assert made == sorted(made) and len(set(made)) == len(made)
+        assert all(uuid.UUID(value).version == 7 for value in made)
+    assert uuid.UUID(TaskDefinition().task_id).version == 7  # what the Python client sends
