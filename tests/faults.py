@@ -6,7 +6,7 @@ import contextlib
 import errno
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 
@@ -64,3 +64,25 @@ def small_disk(path: Path, size: str = "8m") -> Iterator[SmallDisk]:
         yield disk
     finally:
         disk.unmount()
+
+
+async def use_up(write: Callable[[int, bytes], Awaitable[object]], refused: type[BaseException]) -> int:
+    """Call ``write(n, value)`` for n = 0, 1, ... until it raises ``refused``, first with 256 KiB
+    values, then with 4 KiB ones to take the last pages; return how many writes went through.
+
+    A full disk does not fail every write at once: a SQLite WAL that a checkpoint let start over
+    keeps its file, and commits fit inside it until they reach its end. Tests that need the next
+    write of the code under test to fail use that room up first, with writes of their own.
+    """
+    done = 0
+    for size, limit in ((256 * 1024, 200), (4096, 4000)):
+        value = b"x" * size
+        for _ in range(limit):
+            try:
+                await write(done, value)
+            except refused:
+                break
+            done += 1
+        else:
+            raise AssertionError(f"{limit} writes of {size} bytes went through: the disk is not full")
+    return done

@@ -19,8 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from llamactl.server import wal_checkpointer
 from llamactl.server.errors import StateStoreError
 from llamactl.server.state import _sqlite_ops
+from llamactl.server.wal_checkpointer import Checkpointer
 
 __all__ = ["MAX_BATCH", "Op", "Result", "Writer"]
 
@@ -188,6 +190,7 @@ class InlineWriter(Writer):
     Each batch blocks the loop for as long as its transaction takes (tens of microseconds on WAL
     with ``synchronous=NORMAL``), so this suits a store that one process writes; with other
     processes writing the same file, a busy wait would block the loop: use the thread there.
+    WAL checkpoints, which sync the files, run on a thread of their own (``server/wal_checkpointer.py``).
     """
 
     def __init__(
@@ -202,11 +205,27 @@ class InlineWriter(Writer):
         self._pending: list[Op] = []
         self._scheduled = False
         self._conn: sqlite3.Connection | None = None
+        self.checkpointer: Checkpointer | None = None
 
     def start(self) -> None:
         try:
             self._conn = _sqlite_ops.connect(self._path, self._synchronous, self._busy_timeout_ms)
+            if not _sqlite_ops.is_memory_path(self._path):
+                side = _sqlite_ops.connect_checkpointer(self._path, self._synchronous, self._busy_timeout_ms)
+                wal_checkpointer.configure_writer(self._conn)
+                self.checkpointer = Checkpointer(
+                    side,
+                    self._path,
+                    self._loop,
+                    self._schedule,
+                    what=f"SQLite state store {self._path}",
+                    hold_frames=wal_checkpointer.HOLD_FRAMES,
+                )
+                self.checkpointer.start()
         except BaseException as exc:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
             _settle(self.started, None, exc)
             _settle(self.stopped, None, None)
             return
@@ -214,13 +233,20 @@ class InlineWriter(Writer):
 
     def submit(self, op: Op) -> None:
         self._pending.append(op)
-        if not self._scheduled:
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled and self._pending:
             self._scheduled = True
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
         conn = self._conn
+        checkpointer = self.checkpointer
+        if checkpointer is not None and checkpointer.holding:
+            return  # the hold's end schedules the next flush
+        commits = self.commits
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             if conn is None:
@@ -235,8 +261,13 @@ class InlineWriter(Writer):
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                 self._deliver([(op.future, None, exc) for op in batch], set())
+        if checkpointer is not None and self.commits != commits:
+            checkpointer.committed()
 
     def stop(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()  # ends any hold, so that the flush below runs
+            self.checkpointer = None
         self._flush()
         if self._conn is not None:
             self._conn.close()

@@ -26,7 +26,9 @@ a resent duplicate) and, much later, stream messages (a task's inputs, read agai
 a later attempt), a batch at a time; freed pages are reused, so the file stops growing at a steady
 load.
 It runs on the loop itself, not a thread: a batch takes tens of microseconds, less than the
-hop to a thread and back, and one broker owns its file (see ``_take_ownership``).
+hop to a thread and back, and one broker owns its file (see ``_take_ownership``). The WAL's
+checkpoints, which sync the files, run on a thread of their own (``server/wal_checkpointer.py``):
+while one holds commits back, ``idle`` stays False and what is submitted waits for the hold's end.
 
 Ops (first item is the kind)::
 
@@ -62,7 +64,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from llamactl.server import wal_checkpointer
 from llamactl.server.errors import MessageQueueError
+from llamactl.server.wal_checkpointer import Checkpointer
 
 __all__ = ["Journal", "PendingRow"]
 
@@ -138,6 +142,7 @@ class Journal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_seq: OrderedDict[str, int] = OrderedDict()
         self._db: sqlite3.Connection | None = None
+        self.checkpointer: Checkpointer | None = None
         self._lock_fd: int | None = None
         self._retry_delay = 0.0
         self._now = 0.0
@@ -177,11 +182,32 @@ class Journal:
         try:
             db = self._connect()
             pending = self._recover(db)
+            if self._path is not None:
+                side = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+                wal_checkpointer.configure_writer(db)
+                self.checkpointer = Checkpointer(
+                    side,
+                    str(self._path),
+                    self._loop,
+                    self._resume,
+                    what=f"message journal {self._path}",
+                    hold_frames=wal_checkpointer.HOLD_FRAMES,
+                )
         except BaseException:
+            if self.checkpointer is not None:
+                self.checkpointer.stop()
+                self.checkpointer = None
             self._release_ownership()
             raise
         self._db = db
+        if self.checkpointer is not None:
+            self.checkpointer.start()
         return pending
+
+    def _resume(self) -> None:
+        """A checkpoint's hold ended: commit what waited for it."""
+        if self._flush_scheduled and self._loop is not None:
+            self._loop.call_soon(self._flush)
 
     @property
     def idle(self) -> bool:
@@ -215,13 +241,18 @@ class Journal:
             self._deferred = self._loop.call_later(self._retry_delay, self._flush)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
         if self._deferred is not None:
             self._deferred.cancel()
             self._deferred = None
+        checkpointer = self.checkpointer
+        if checkpointer is not None and checkpointer.holding:
+            self._flush_scheduled = True  # not idle: the hold's end flushes what waits
+            return
+        self._flush_scheduled = False
         db = self._db
         if db is None:
             return
+        failures = self.failed_commits
         # Only what was queued when the flush began: ops that ``on_results`` submits (leases of
         # the deliveries it makes, say) follow the usual rules, so a write-behind op does not
         # cost a second commit on the path of the result that caused it.
@@ -235,9 +266,14 @@ class Journal:
                 self._retry_later()
             if results:
                 self._on_results(results)
+        if checkpointer is not None and pending and self.failed_commits == failures:
+            checkpointer.committed()
 
     async def close(self) -> None:
         """Commit what is queued (one try), then close the database and give up ownership."""
+        if self.checkpointer is not None:
+            self.checkpointer.stop()  # ends any hold; its connection closes before ours
+            self.checkpointer = None
         if self._db is not None:
             if self._deferred is not None:
                 self._deferred.cancel()
@@ -253,6 +289,8 @@ class Journal:
         """Delete up to ``limit`` settled work messages published before the wall time
         ``settled_before`` and stream messages published before ``streams_before``; return how
         many. Runs its own transactions."""
+        if self.checkpointer is not None and self.checkpointer.holding:
+            return 0  # commits wait for a checkpoint: prune at the next round
         db = self._db
         if db is None:
             return 0

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from llamactl.server.config import load_deployment_file
 from llamactl.server.deployment import Deployment
+from llamactl.server.errors import PublishRejected, StateStoreError
 from llamactl.server.types import TaskDefinition, TaskStatus
 from tests.e2e.waiting import eventually
-from tests.faults import small_disk
+from tests.faults import small_disk, use_up
 
 from .apps import audit, write_fault_app
 from .conftest import Start
@@ -35,6 +36,9 @@ async def test_a_task_whose_publish_is_refused_goes_out_once_the_journal_can_tak
             cp = deployment.control_plane
             session = await cp.create_session()
             journal_disk.fill()
+            await use_up(
+                lambda n, v: cp.queue.publish("work.faults.filler", v, msg_id=f"filler-{n}"), PublishRejected
+            )
             first = await cp.create_task(task("first", session=session.session_id))
             second = await cp.create_task(task("second", session=session.session_id))
             print("injected: the journal's disk is full while two tasks of one session are created")
@@ -68,6 +72,7 @@ async def test_a_report_that_cannot_be_stored_is_applied_later_and_the_session_m
 
             await eventually(first_running, 30)
             state_disk.fill()
+            await use_up(lambda n, v: cp.records.store.put("filler", f"k{n}", v), StateStoreError)
             print("injected: the state store's disk fills up while the session's first task runs")
 
             async def report_refused() -> bool:

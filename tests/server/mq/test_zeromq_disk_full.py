@@ -16,6 +16,9 @@ from tests.faults import SmallDisk, small_disk
 
 WORK = "work.t.svc.a"
 RESULTS = "work.t.control"
+# More than the WAL holds already: a commit that fits in a WAL checkpointed and started over
+# reuses its space and succeeds on a full disk, so the messages that must fail are this big.
+BIG = b"x" * (512 * 1024)
 
 
 @pytest.fixture
@@ -41,14 +44,14 @@ async def test_a_result_that_cannot_be_journaled_keeps_its_delivery_until_it_can
         filled = disk.fill()
         print(f"filled the journal's disk with {filled} bytes")
         with pytest.raises(PublishRejected, match="full"):
-            await job.ack_and_publish(RESULTS, b"result", msg_id="job:final", key="job")
+            await job.ack_and_publish(RESULTS, BIG, msg_id="job:final", key="job")
         disk.free()
-        await job.ack_and_publish(RESULTS, b"result", msg_id="job:final", key="job")
+        await job.ack_and_publish(RESULTS, BIG, msg_id="job:final", key="job")
         await queue.publish(WORK, b"marker", msg_id="marker")
         following = await asyncio.wait_for(anext(deliveries), 5)
         assert following.message.msg_id == "marker"  # the job was settled, not handed out again
         result = await asyncio.wait_for(anext(aiter(queue.consume(RESULTS))), 5)
-        assert result.message.payload == b"result"
+        assert result.message.payload == BIG
     finally:
         await queue.close()
         await broker.close()
@@ -63,7 +66,7 @@ async def test_an_ack_made_while_the_disk_is_full_is_journaled_once_it_is_not(di
     disk.fill()
     await job.ack()  # the broker has applied it; its journal record waits for space
     with pytest.raises(PublishRejected):
-        await queue.publish(WORK, b"refused", msg_id="refused")
+        await queue.publish(WORK, BIG, msg_id="refused")
     failed = broker.journal_failures
     print(f"journal commits failed while the disk was full: {failed}")
     assert failed >= 1

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from llamactl.server import wal_checkpointer
 from llamactl.server.errors import MessageQueueError
 from llamactl.server.mq.zeromq import ZeroMQBroker
 from llamactl.server.mq.zeromq.journal import Journal
@@ -113,3 +114,88 @@ async def test_settled_work_messages_are_pruned_after_the_retention_but_stream_m
     finally:
         await queue.close()
         await broker.close()
+
+
+def _wal_bytes(path: Path) -> int:
+    try:
+        return (path.parent / f"{path.name}-wal").stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+class _Results:
+    """The journal's answers: each publish's future resolves with its result."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.items: list[tuple[Any, ...]] = []
+        self.largest_wal = 0
+        self.waiting: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
+
+    def __call__(self, batch: list[tuple[Any, ...]]) -> None:
+        self.items.extend(batch)
+        self.largest_wal = max(self.largest_wal, _wal_bytes(self.path))
+        for result in batch:
+            future = self.waiting.pop(result[1], None)
+            if future is not None:
+                future.set_result(result)
+
+    async def publish(self, journal: Journal, token: int, payload: bytes) -> tuple[Any, ...]:
+        future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+        self.waiting[token] = future
+        journal.submit(("pub", token, "work.t", f"m{token}", "", b"", payload, True))
+        async with asyncio.timeout(30):
+            return await future
+
+
+async def _publish(journal: Journal, results: _Results, count: int, *, clients: int = 16) -> None:
+    """``count`` 6 KiB messages from ``clients`` publishers, each awaiting its answer before its
+    next publish (as the broker's publishers await their confirms)."""
+
+    async def client(n: int) -> None:
+        for token in range(n, count, clients):
+            await results.publish(journal, token, b"x" * 6000)
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+
+
+async def test_the_journal_checkpoints_on_a_thread_and_its_wal_stays_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    results = _Results(path)
+    journal = Journal(path, results)
+    await journal.open()
+    try:
+        cp = journal.checkpointer
+        assert cp is not None and journal._db is not None
+        backstop = journal._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert backstop == wal_checkpointer.BACKSTOP_FRAMES
+        await _publish(journal, results, 6000)  # ~12,000 WAL pages, as fast as it goes
+        assert all(r[0] == "pub" for r in results.items)
+        assert cp.passes > 0 and cp.holds >= 1 and cp.failures == 0
+        largest = results.largest_wal
+        slack = 2 * 1024 * 1024  # the batch that crossed the limit, and its neighbours
+        assert largest <= wal_checkpointer.LIMIT_BYTES + slack, f"the WAL reached {largest} bytes"
+    finally:
+        await journal.close()
+
+
+async def test_a_hold_keeps_commits_and_idle_false_until_a_pass_empties_the_wal(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    results = _Results(path)
+    journal = Journal(path, results)
+    await journal.open()
+    try:
+        await _publish(journal, results, 100)
+        cp = journal.checkpointer
+        assert cp is not None
+        cp.frames = wal_checkpointer.HOLD_FRAMES + 1  # as a pass would report a long WAL
+        cp.committed()
+        assert cp.holding
+        held = asyncio.create_task(results.publish(journal, 100, b"held"))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert len(results.items) == 100 and not journal.idle  # held, and said so
+        assert (await held)[0] == "pub"  # the pass that ends the hold comes by itself
+        assert not cp.holding and cp.frames == 0 and journal.idle
+    finally:
+        await journal.close()

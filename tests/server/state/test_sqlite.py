@@ -83,7 +83,7 @@ def test_rejects_bad_options(tmp_path: Path) -> None:
         SQLiteStateStore(tmp_path / "x.db", busy_timeout=-1)
 
 
-async def test_the_inline_writer_starts_no_thread(tmp_path: Path) -> None:
+async def test_the_inline_writer_starts_no_writer_thread(tmp_path: Path) -> None:
     before = set(_writer_threads())
     async with SQLiteStateStore(tmp_path / "state.db", writer="inline") as store:
         await store.put("ns", "k", b"v")

@@ -1,0 +1,66 @@
+"""The checkpointer's holds, without a writer: when a hold ends, and when it gives up."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from llamactl.server.wal_checkpointer import Checkpointer
+
+
+def test_a_hold_ends_only_with_a_pass_that_began_after_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        resumed: list[bool] = []
+        conn = sqlite3.connect(tmp_path / "db", check_same_thread=False)
+        cp = Checkpointer(conn, str(tmp_path / "db"), loop, lambda: resumed.append(True), hold_frames=10)
+        cp._passed(0, 50, 40, None)  # a pass reports a long WAL
+        cp._started = 3
+        cp.committed()
+        assert cp.holding and cp.holds == 1
+        cp._passed(3, 60, 60, None)  # began before the hold: it may have missed the last commit
+        assert cp.holding and not resumed
+        cp._passed(4, 60, 60, None)
+        assert not cp.holding and resumed == [True] and cp.frames == 0
+        conn.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("copied, error", [(30, None), (0, sqlite3.OperationalError("disk I/O error"))])
+def test_a_pass_that_cannot_empty_the_wal_ends_the_hold_and_backs_off(
+    tmp_path: Path, copied: int, error: BaseException | None
+) -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        conn = sqlite3.connect(tmp_path / "db", check_same_thread=False)
+        cp = Checkpointer(conn, str(tmp_path / "db"), loop, lambda: None, hold_frames=10, backoff=60.0)
+        cp._passed(0, 50, 40, None)
+        cp.committed()
+        cp._passed(1, 60, copied, error)
+        assert not cp.holding
+        cp.committed()  # within the backoff: no new hold
+        assert not cp.holding and cp.holds == 1
+        conn.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_wal_file_past_the_limit_holds_whatever_the_passes_said(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        conn = sqlite3.connect(tmp_path / "db", check_same_thread=False)
+        cp = Checkpointer(conn, str(tmp_path / "db"), loop, lambda: None, hold_frames=10, limit_bytes=1000)
+        cp._passed(0, 5, 5, None)  # the last pass saw a short WAL
+        (tmp_path / "db-wal").write_bytes(b"\0" * 1000)
+        cp.committed()
+        assert not cp.holding
+        (tmp_path / "db-wal").write_bytes(b"\0" * 1001)  # writes outran the passes
+        cp.committed()
+        assert cp.holding
+        conn.close()
+
+    asyncio.run(scenario())
