@@ -30,7 +30,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
-__all__ = ["BACKSTOP_FRAMES", "HOLD_FRAMES", "LIMIT_BYTES", "Checkpointer", "configure_writer"]
+__all__ = ["BACKSTOP_FRAMES", "HOLD_FRAMES", "LIMIT_BYTES", "Checkpointer", "open_checkpointer"]
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,29 @@ BACKSTOP_FRAMES = 8 * HOLD_FRAMES
 that keeps failing."""
 
 
-def configure_writer(conn: sqlite3.Connection) -> None:
-    """Set up the writer's connection of a file that a :class:`Checkpointer` checkpoints."""
-    conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_FRAMES}")
-    # A WAL that starts over is cut back to this size, so its file size tells how long it is.
-    conn.execute(f"PRAGMA journal_size_limit = {_TRUNCATE_BYTES}")
+def open_checkpointer(
+    writer: sqlite3.Connection,
+    path: str,
+    loop: asyncio.AbstractEventLoop,
+    resume: Callable[[], None],
+    *,
+    what: str,
+    synchronous: str = "NORMAL",
+    busy_timeout_ms: int = 5000,
+) -> Checkpointer:
+    """A :class:`Checkpointer` (not started) for the file ``path`` that ``writer`` writes on the
+    loop: its own connection is opened here and ``writer`` is set up to leave it the work."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        conn.execute(f"PRAGMA synchronous = {synchronous}")  # how a pass syncs the files
+        writer.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_FRAMES}")
+        # A WAL that starts over is cut back to this size, so its file size tells how long it is.
+        writer.execute(f"PRAGMA journal_size_limit = {_TRUNCATE_BYTES}")
+    except BaseException:
+        conn.close()
+        raise
+    return Checkpointer(conn, path, loop, resume, what=what, hold_frames=HOLD_FRAMES)
 
 
 def _size(path: str) -> int:
@@ -70,7 +88,7 @@ class Checkpointer:
     """Checkpoints the WAL of ``conn``'s database, ``path``, on a thread (``conn`` is used there
     only).
 
-    The writer sets up its own connection with :func:`configure_writer`, asks :attr:`holding`
+    Made by :func:`open_checkpointer`. The writer asks :attr:`holding`
     before each batch, calls :meth:`committed` after a commit, and gets ``resume()`` called on the
     loop when a hold ends. ``what`` names the file in log lines.
     """

@@ -106,18 +106,6 @@ def connect(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connec
     return conn
 
 
-def connect_checkpointer(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
-    """A second connection to ``path`` for the checkpoint thread (opened here, used there)."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        conn.execute(f"PRAGMA synchronous = {synchronous}")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
 def _configure(conn: sqlite3.Connection, path: str, synchronous: str, busy_timeout_ms: int) -> None:
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()

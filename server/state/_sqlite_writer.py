@@ -19,10 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llamactl.server import wal_checkpointer
 from llamactl.server.errors import StateStoreError
 from llamactl.server.state import _sqlite_ops
-from llamactl.server.wal_checkpointer import Checkpointer
+from llamactl.server.wal_checkpointer import Checkpointer, open_checkpointer
 
 __all__ = ["MAX_BATCH", "Op", "Result", "Writer"]
 
@@ -211,15 +210,14 @@ class InlineWriter(Writer):
         try:
             self._conn = _sqlite_ops.connect(self._path, self._synchronous, self._busy_timeout_ms)
             if not _sqlite_ops.is_memory_path(self._path):
-                side = _sqlite_ops.connect_checkpointer(self._path, self._synchronous, self._busy_timeout_ms)
-                wal_checkpointer.configure_writer(self._conn)
-                self.checkpointer = Checkpointer(
-                    side,
+                self.checkpointer = open_checkpointer(
+                    self._conn,
                     self._path,
                     self._loop,
                     self._schedule,
                     what=f"SQLite state store {self._path}",
-                    hold_frames=wal_checkpointer.HOLD_FRAMES,
+                    synchronous=self._synchronous,
+                    busy_timeout_ms=self._busy_timeout_ms,
                 )
                 self.checkpointer.start()
         except BaseException as exc:

@@ -64,9 +64,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from llamactl.server import wal_checkpointer
 from llamactl.server.errors import MessageQueueError
-from llamactl.server.wal_checkpointer import Checkpointer
+from llamactl.server.wal_checkpointer import Checkpointer, open_checkpointer
 
 __all__ = ["Journal", "PendingRow"]
 
@@ -183,15 +182,9 @@ class Journal:
             db = self._connect()
             pending = self._recover(db)
             if self._path is not None:
-                side = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-                wal_checkpointer.configure_writer(db)
-                self.checkpointer = Checkpointer(
-                    side,
-                    str(self._path),
-                    self._loop,
-                    self._resume,
-                    what=f"message journal {self._path}",
-                    hold_frames=wal_checkpointer.HOLD_FRAMES,
+                what = f"message journal {self._path}"
+                self.checkpointer = open_checkpointer(
+                    db, str(self._path), self._loop, self._resume, what=what
                 )
         except BaseException:
             if self.checkpointer is not None:

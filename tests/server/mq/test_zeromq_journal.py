@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -159,43 +160,48 @@ async def _publish(journal: Journal, results: _Results, count: int, *, clients: 
     await asyncio.gather(*(client(n) for n in range(clients)))
 
 
-async def test_the_journal_checkpoints_on_a_thread_and_its_wal_stays_bounded(tmp_path: Path) -> None:
+@pytest.fixture
+async def on_disk(tmp_path: Path) -> AsyncIterator[tuple[Journal, _Results]]:
+    """A journal in a file, and what it answers."""
     path = tmp_path / "j.sqlite"
     results = _Results(path)
     journal = Journal(path, results)
     await journal.open()
     try:
-        cp = journal.checkpointer
-        assert cp is not None and journal._db is not None
-        backstop = journal._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-        assert backstop == wal_checkpointer.BACKSTOP_FRAMES
-        await _publish(journal, results, 6000)  # ~12,000 WAL pages, as fast as it goes
-        assert all(r[0] == "pub" for r in results.items)
-        assert cp.passes > 0 and cp.holds >= 1 and cp.failures == 0
-        largest = results.largest_wal
-        slack = 2 * 1024 * 1024  # the batch that crossed the limit, and its neighbours
-        assert largest <= wal_checkpointer.LIMIT_BYTES + slack, f"the WAL reached {largest} bytes"
+        yield journal, results
     finally:
         await journal.close()
 
 
-async def test_a_hold_keeps_commits_and_idle_false_until_a_pass_empties_the_wal(tmp_path: Path) -> None:
-    path = tmp_path / "j.sqlite"
-    results = _Results(path)
-    journal = Journal(path, results)
-    await journal.open()
-    try:
-        await _publish(journal, results, 100)
-        cp = journal.checkpointer
-        assert cp is not None
-        cp.frames = wal_checkpointer.HOLD_FRAMES + 1  # as a pass would report a long WAL
-        cp.committed()
-        assert cp.holding
-        held = asyncio.create_task(results.publish(journal, 100, b"held"))
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        assert len(results.items) == 100 and not journal.idle  # held, and said so
-        assert (await held)[0] == "pub"  # the pass that ends the hold comes by itself
-        assert not cp.holding and cp.frames == 0 and journal.idle
-    finally:
-        await journal.close()
+async def test_the_journal_checkpoints_on_a_thread_and_its_wal_stays_bounded(
+    on_disk: tuple[Journal, _Results],
+) -> None:
+    journal, results = on_disk
+    cp = journal.checkpointer
+    assert cp is not None and journal._db is not None
+    backstop = journal._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    assert backstop == wal_checkpointer.BACKSTOP_FRAMES
+    await _publish(journal, results, 6000)  # ~12,000 WAL pages, as fast as it goes
+    assert all(r[0] == "pub" for r in results.items)
+    assert cp.passes > 0 and cp.holds >= 1 and cp.failures == 0
+    largest = results.largest_wal
+    slack = 2 * 1024 * 1024  # the batch that crossed the limit, and its neighbours
+    assert largest <= wal_checkpointer.LIMIT_BYTES + slack, f"the WAL reached {largest} bytes"
+
+
+async def test_a_hold_keeps_commits_and_idle_false_until_a_pass_empties_the_wal(
+    on_disk: tuple[Journal, _Results],
+) -> None:
+    journal, results = on_disk
+    await _publish(journal, results, 100)
+    cp = journal.checkpointer
+    assert cp is not None
+    cp.frames = wal_checkpointer.HOLD_FRAMES + 1  # as a pass would report a long WAL
+    cp.committed()
+    assert cp.holding
+    held = asyncio.create_task(results.publish(journal, 100, b"held"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert len(results.items) == 100 and not journal.idle  # held, and said so
+    assert (await held)[0] == "pub"  # the pass that ends the hold comes by itself
+    assert not cp.holding and cp.frames == 0 and journal.idle
