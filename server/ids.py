@@ -10,7 +10,7 @@ The ids the engine makes itself (:func:`new_id`) are UUIDv7 (RFC 9562): still a 
 client, but ordered by creation time. A state store or journal keeps its rows in a b-tree keyed
 by id; a random uuid lands each new row on a different leaf page, so every commit rewrote one
 page per task, while ordered ids fill the same last page. Measured with the function echo at 32
-clients: 13 % more tasks per second, 15 % less server CPU per task (bench/README.md).
+clients: 16 % more tasks per second, 12 % less server CPU per task (bench/README.md).
 """
 
 from __future__ import annotations

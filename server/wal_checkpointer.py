@@ -14,10 +14,9 @@ commits wait) until a pass that began after the hold has copied everything: the 
 starts the WAL over. The WAL stays within about ``hold_frames`` pages plus one pass's worth of
 writes; when writes outrun the passes (a burst of large ones, a disk slow to sync), the WAL
 file's size past :data:`LIMIT_BYTES` starts a hold too, which is the hard bound. A pass that
-cannot copy everything (a
-reader in another connection still needs old frames), fails (a full disk) or takes longer than
-``hold_timeout`` ends the hold, and the next hold waits ``backoff`` seconds: commits never wait
-on a WAL that cannot start over.
+cannot copy everything (a reader in another connection still needs old frames), fails (a full
+disk) or takes longer than ``hold_timeout`` ends the hold, and the next hold waits ``backoff``
+seconds: commits never wait on a WAL that cannot start over.
 """
 
 from __future__ import annotations
@@ -43,6 +42,11 @@ _TRUNCATE_BYTES = 4 * 1024 * 1024  # what a WAL that started over is cut back to
 BACKSTOP_FRAMES = 8 * HOLD_FRAMES
 """SQLite's own checkpoint in the commit stays on at this many frames, for a checkpoint thread
 that keeps failing."""
+INTERVAL = 0.02
+"""Seconds between the starts of two passes, unless a hold waits for one. Measured against 5 and
+50 ms: a pass every 5 ms cost more throughput (its syncs) than it saved."""
+HOLD_TIMEOUT = 2.0
+BACKOFF = 1.0
 
 
 def open_checkpointer(
@@ -67,7 +71,7 @@ def open_checkpointer(
     except BaseException:
         conn.close()
         raise
-    return Checkpointer(conn, path, loop, resume, what=what, hold_frames=HOLD_FRAMES)
+    return Checkpointer(conn, path, loop, resume, what=what)
 
 
 def _size(path: str) -> int:
@@ -77,20 +81,13 @@ def _size(path: str) -> int:
         return 0
 
 
-INTERVAL = 0.02
-"""Seconds between the starts of two passes, unless a hold waits for one. Measured against 5 and
-50 ms: a pass every 5 ms cost more throughput (its syncs) than it saved."""
-HOLD_TIMEOUT = 2.0
-BACKOFF = 1.0
-
-
 class Checkpointer:
     """Checkpoints the WAL of ``conn``'s database, ``path``, on a thread (``conn`` is used there
     only).
 
-    Made by :func:`open_checkpointer`. The writer asks :attr:`holding`
-    before each batch, calls :meth:`committed` after a commit, and gets ``resume()`` called on the
-    loop when a hold ends. ``what`` names the file in log lines.
+    Made by :func:`open_checkpointer`. The writer asks :attr:`holding` before each batch, calls
+    :meth:`committed` after a commit, and gets ``resume()`` called on the loop when a hold ends.
+    ``what`` names the file in log lines.
     """
 
     def __init__(

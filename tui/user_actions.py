@@ -18,6 +18,7 @@ from llamactl.tui.events.panel import EventsPanel
 from llamactl.tui.feed import Feed
 from llamactl.tui.grid import LiveGrid
 from llamactl.tui.model.events import prompt_of
+from llamactl.tui.model.format import id_matches
 from llamactl.tui.model.tasks import TaskRow
 from llamactl.tui.services.table import ServicesTable
 from llamactl.tui.tasks.region import TasksRegion
@@ -172,11 +173,7 @@ class UserActions(Screen[None]):
         def open_it(value: str | None) -> None:
             if value is None:
                 return
-            known = [
-                t.task_id
-                for t in self.dashboard.model.tasks
-                if t.task_id.startswith(value) or t.task_id.endswith(value)
-            ]
+            known = [t.task_id for t in self.dashboard.model.tasks if id_matches(t.task_id, value)]
             self.actions.open_task(known[0] if len(known) == 1 else value)
 
         self.app.push_screen(OpenTaskDialog(), open_it)

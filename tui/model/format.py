@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import PurePath
 
-__all__ = ["ago", "duration", "error_location", "one_line", "short_id", "size"]
+__all__ = ["ago", "duration", "error_location", "id_matches", "one_line", "short_id", "size"]
 
 _LOCATIONS = (
     re.compile(r"(?P<file>[^\s\"'(]+\.py)\s+line\s+(?P<line>\d+)"),
@@ -23,6 +23,11 @@ def short_id(value: str | None, width: int = 8) -> str:
     if not value:
         return "-"
     return value if len(value) <= width else value[-width:]
+
+
+def id_matches(value: str, given: str) -> bool:
+    """True when ``given`` is the start or the end of the id ``value`` (tables show the end)."""
+    return value.startswith(given) or value.endswith(given)
 
 
 def duration(seconds: float | None) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from llamactl.tui.model.format import id_matches
 from llamactl.tui.model.tasks import STATUS_ORDER, TaskRow
 
 __all__ = ["SORTS", "TaskQuery", "select_tasks"]
@@ -83,7 +84,7 @@ def _field_matches(name: str, value: str, wanted: str) -> bool:
     if name == "error":
         return wanted in value
     if name in ("task", "session"):
-        return value.startswith(wanted) or value.endswith(wanted)
+        return id_matches(value, wanted)
     return value.startswith(wanted)
 
 
