@@ -102,7 +102,8 @@ async def wait_first_success(
     try:
         while time.perf_counter() < deadline:
             try:
-                response = await asyncio.wait_for(conn.request("POST", path, body), attempt_timeout)
+                async with asyncio.timeout(attempt_timeout):
+                    response = await conn.request("POST", path, body)
             except (HttpError, OSError, TimeoutError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
                 await conn.close()

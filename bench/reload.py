@@ -229,7 +229,8 @@ async def _under_load(
                 seen.clear()
                 saved = time.perf_counter()
                 wanted = reloader.save()
-                await asyncio.wait_for(seen.wait(), _DEADLINE)
+                async with asyncio.timeout(_DEADLINE):
+                    await seen.wait()
                 out.under_load.append(time.perf_counter() - saved)
                 await _settled(control, reloader.generation)
     finally:

@@ -67,7 +67,8 @@ class ServerProcess:
             stderr=asyncio.subprocess.PIPE,
         )
         try:
-            await asyncio.wait_for(self._wait_listening(), self.start_timeout)
+            async with asyncio.timeout(self.start_timeout):
+                await self._wait_listening()
         except TimeoutError:
             await self.stop()
             raise ServerStartError(self._explain(f"no Listening line within {self.start_timeout}s")) from None
@@ -109,12 +110,14 @@ class ServerProcess:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGINT)
             try:
-                await asyncio.wait_for(proc.wait(), grace)
+                async with asyncio.timeout(grace):
+                    await proc.wait()
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
         if self._drain is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._drain, 5)
+                async with asyncio.timeout(5):
+                    await self._drain
             self._drain = None

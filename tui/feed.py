@@ -179,7 +179,8 @@ class Feed(Widget):
                 self._send(Disconnected(url, reason, delay, failures))
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
 
     async def _stream_changes(self, deployment: str, batcher: Batcher) -> None:
         """Apply the change feed from ``next_seq`` until the connection drops (which raises)."""

@@ -63,7 +63,8 @@ class Watchers:
 async def _stop(task: asyncio.Task[None], stop: asyncio.Event) -> None:
     stop.set()
     try:
-        await asyncio.wait_for(task, 5)
+        async with asyncio.timeout(5):
+            await task
     except TimeoutError:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -111,7 +111,8 @@ class _OneAtATime:
 async def _stop(run: Run, main: asyncio.Task[Any], grace: float) -> None:
     if run.graceful_cancel:
         try:
-            await asyncio.wait_for(run.cancel(), grace)
+            async with asyncio.timeout(grace):
+                await run.cancel()
         except Exception as exc:
             log.warning("graceful cancel failed: %s", error_line(exc))
         if not main.done():

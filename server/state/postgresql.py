@@ -168,16 +168,16 @@ class PostgreSQLStateStore(StateStore):
         pool = self._pool
         if pool is not None:
             try:
-                await asyncio.wait_for(pool.close(), timeout=5)
+                async with asyncio.timeout(5):
+                    await pool.close()
             except TimeoutError:
                 pool.terminate()
 
     # --- wake-ups ------------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        listener = await asyncio.wait_for(
-            asyncpg.connect(self._dsn, server_settings=self._settings), self._timeout
-        )
+        async with asyncio.timeout(self._timeout):
+            listener = await asyncpg.connect(self._dsn, server_settings=self._settings)
         await listener.add_listener(self._channel, self._notified)
         listener.add_termination_listener(self._listener_lost)
         self._listener = listener

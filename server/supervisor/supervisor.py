@@ -223,7 +223,8 @@ class Supervisor:
 
     async def _stop_requested_within(self, rep: _Replica, delay: float) -> bool:
         try:
-            await asyncio.wait_for(rep.stop.wait(), delay)
+            async with asyncio.timeout(delay):
+                await rep.stop.wait()
         except TimeoutError:
             return False
         return True
@@ -235,7 +236,8 @@ class Supervisor:
         if proc.returncode is None:
             kill_group(proc.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), rep.grace)
+                async with asyncio.timeout(rep.grace):
+                    await proc.wait()
             except TimeoutError:
                 log.warning("replica %s ignored SIGTERM for %.1fs: killing it", rep.spec.name, rep.grace)
                 kill_group(proc.pid, signal.SIGKILL)

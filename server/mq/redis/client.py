@@ -281,9 +281,13 @@ class RedisQueue(MessageQueue):
         """``XREAD BLOCK`` on the blocking pool; None when Redis is unreachable (after a pause)."""
         assert self._link is not None
         blocking = self._link.blocking
-        read = blocking.xread(streams, count=count, block=max(1, block_ms))
+
+        async def read() -> Any:
+            async with asyncio.timeout(block_ms / 1000 + 5.0):
+                return await blocking.xread(streams, count=count, block=max(1, block_ms))
+
         try:
-            return await self._until(asyncio.wait_for(read, block_ms / 1000 + 5.0))
+            return await self._until(read())
         except UNREACHABLE as exc:
             if not self._unreachable:
                 log.warning("redis at %s unreachable (%s); retrying", self.config.where, exc)
@@ -294,8 +298,8 @@ class RedisQueue(MessageQueue):
     # -- heartbeat and janitor ---------------------------------------------------------------------
 
     async def _beat_loop(self) -> None:
-        # Ends on ``_closed`` too, not only when cancelled: Python 3.11's wait_for (in Link.call)
-        # can swallow a cancel that lands as its command completes, and close() awaits this task.
+        # Ends on ``_closed`` too, not only when cancelled: close() awaits this task, so it must end
+        # even if a cancel were lost on the way (as Python 3.11's wait_for once lost them here).
         while not self._closed:
             await asyncio.sleep(self.config.heartbeat_interval)
             if self._closed:

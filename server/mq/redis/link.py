@@ -50,8 +50,10 @@ class Link:
             "client_name": "llamactl-mq",
         }
         try:
+            # No socket_timeout: call() bounds every command itself, and with one redis-py sends
+            # under asyncio.wait_for, which on Python 3.11 loses a cancel landing as the send ends.
             short = BlockingConnectionPool.from_url(
-                config.url, max_connections=_SHORT_CONNECTIONS, timeout=None, socket_timeout=30.0, **common
+                config.url, max_connections=_SHORT_CONNECTIONS, timeout=None, socket_timeout=None, **common
             )
             blocking = ConnectionPool.from_url(config.url, socket_timeout=None, **common)
         except (ValueError, TypeError, RedisError) as exc:
@@ -86,7 +88,10 @@ class Link:
             if left <= 0:
                 break
             try:
-                return await asyncio.wait_for(make(), left)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel of the caller
+                # that lands as the command completes, and a cancelled consumer would run on.
+                async with asyncio.timeout(left):
+                    return await make()
             except (ResponseError, AuthenticationError, AuthorizationError) as exc:
                 problem = scrub(str(exc), self.config.url)
                 raise error(f"{what}: redis at {self.config.where} refused it: {problem}") from exc

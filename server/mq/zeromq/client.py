@@ -152,7 +152,8 @@ class ZeroMQQueue(MessageQueue):
         if self._ticker is not None:
             self._ticker.cancel()
         with contextlib.suppress(TimeoutError, MessageQueueError):
-            await asyncio.wait_for(bye, timeout=min(1.0, self._retry))
+            async with asyncio.timeout(min(1.0, self._retry)):
+                await bye
         if self._ticker is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker

@@ -235,3 +235,45 @@ async def test_a_cancel_of_the_caller_is_not_lost_while_a_wait_is_wound_down(mak
     with pytest.raises(asyncio.CancelledError):
         await caller
     await close
+
+
+async def test_a_cancel_that_lands_as_a_command_completes_still_cancels_the_caller(make: Make) -> None:
+    """Python 3.11's wait_for returns the result when a cancel lands in the same loop turn as its
+    inner command completes, and the cancel is lost: a consume iterator once ran on after its task
+    was cancelled (CI hung on test_competing_consumers_share_work). A call must raise it instead."""
+    q = await make()
+    assert q._link is not None
+    answered: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def command() -> str:
+        return await answered
+
+    caller = asyncio.create_task(q._link.call(command, what="a command", timeout=5.0))
+    await asyncio.sleep(0.05)  # the caller waits on the command now
+    answered.set_result("done")  # the command completes ...
+    caller.cancel()  # ... and its caller is cancelled in the same loop turn
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+
+
+async def test_no_loop_turn_loses_a_cancel_of_a_command(make: Make) -> None:
+    """redis-py sends a command under ``asyncio.wait_for`` when the connection has a socket timeout,
+    and Python 3.11's wait_for loses a cancel that lands in the turn the send completes. Cancel a
+    command at every loop turn of its course in turn: each cancel must reach the caller."""
+    q = await make()
+    link = q._link
+    assert link is not None
+    lost: list[int] = []
+    for turns in range(40):
+        caller = asyncio.create_task(link.call(link.short.ping, what="ping", timeout=5.0))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        if caller.done():
+            break
+        caller.cancel()
+        try:
+            await caller
+        except asyncio.CancelledError:
+            continue
+        lost.append(turns)
+    assert lost == [], f"cancels after {lost} loop turns were lost: the caller ran on"
