@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from llamactl.server.aio import cancel_and_wait
 from llamactl.server.apiserver.app import create_app
 from llamactl.server.apiserver.control_plane_app import create_control_plane_app
 from llamactl.server.apiserver.listen import AccessLog, Draining, UvicornServer, is_loopback
@@ -123,9 +123,7 @@ class _DrainReport:
             await asyncio.sleep(DRAIN_POLL)
 
     async def done(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         self._say(0)
 
 

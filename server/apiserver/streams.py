@@ -15,6 +15,7 @@ from typing import TypeVar
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
+from llamactl.server.aio import cancel_and_wait
 from llamactl.server.control_plane import ControlPlane
 from llamactl.server.errors import LlamactlError
 from llamactl.server.types import EventEnvelope
@@ -74,9 +75,8 @@ async def with_keepalive(
     finally:
         for leftover in (pending, stopped):
             if leftover is not None and not leftover.done():
-                leftover.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await leftover
+                with contextlib.suppress(StopAsyncIteration):
+                    await cancel_and_wait(leftover)
         aclose = getattr(source, "aclose", None)
         if aclose is not None:
             await aclose()

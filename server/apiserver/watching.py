@@ -6,10 +6,10 @@ See :mod:`llamactl.server.deployment.watcher`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
+from llamactl.server.aio import cancel_and_wait
 from llamactl.server.deployment import Deployment
 from llamactl.server.deployment.watcher import DeploymentWatcher
 
@@ -66,8 +66,6 @@ async def _stop(task: asyncio.Task[None], stop: asyncio.Event) -> None:
         async with asyncio.timeout(5):
             await task
     except TimeoutError:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
     except Exception as exc:
         log.warning("a file watcher ended with an error: %s", exc)

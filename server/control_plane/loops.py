@@ -4,11 +4,12 @@ and its health (running, restarts, last error) can be read at any time."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from llamactl.server.aio import cancel_and_wait
 
 __all__ = ["LoopHealth", "Loops"]
 
@@ -62,9 +63,7 @@ class Loops:
         task = self._tasks.pop(name, None)
         self.health.pop(name, None)
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def close(self) -> None:
         for name in list(self._tasks):

@@ -27,6 +27,7 @@ from typing import Self, TypeVar
 
 import asyncpg
 
+from llamactl.server.aio import cancel_and_wait
 from llamactl.server.errors import StateStoreError
 from llamactl.server.state import _pg_ops as ops
 from llamactl.server.state._common import (
@@ -158,9 +159,7 @@ class PostgreSQLStateStore(StateStore):
         self._closed = True
         self._waiters.notify_all()
         if self._relisten is not None:
-            self._relisten.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._relisten
+            await cancel_and_wait(self._relisten)
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(*_UNREACHABLE, asyncpg.PostgresError):

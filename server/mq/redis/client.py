@@ -12,6 +12,7 @@ is harmless.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 
 from redis.typing import KeyT, StreamIdT
 
+from llamactl.server.aio import cancel_and_wait
 from llamactl.server.errors import MessageQueueClosed, MessageQueueError, PublishRejected
 from llamactl.server.ids import new_uuid
 from llamactl.server.mq.base import Delivery, Message, MessageQueue
@@ -207,14 +209,8 @@ class RedisQueue(MessageQueue):
             done, _ = await asyncio.wait({task, closing}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not task.done():
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, *UNREACHABLE):
-                    # Swallow only what ending ``task`` raised, never a cancel of this task.
-                    current = asyncio.current_task()
-                    if current is not None and current.cancelling():
-                        raise
+                with contextlib.suppress(*UNREACHABLE):  # what ending ``task`` raised, not a cancel of us
+                    await cancel_and_wait(task)
         if task in done:
             return task.result()
         raise MessageQueueClosed("the message queue client was closed")

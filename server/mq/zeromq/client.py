@@ -28,6 +28,7 @@ from typing import Any
 
 import zmq
 
+from llamactl.server.aio import cancel_and_wait
 from llamactl.server.errors import MessageQueueClosed, MessageQueueError, PublishRejected
 from llamactl.server.ids import new_uuid
 from llamactl.server.mq.base import Delivery, Message, MessageQueue
@@ -155,8 +156,7 @@ class ZeroMQQueue(MessageQueue):
             async with asyncio.timeout(min(1.0, self._retry)):
                 await bye
         if self._ticker is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+            await cancel_and_wait(self._ticker)
         self._shutdown()
 
     def _shutdown(self) -> None:

@@ -1,0 +1,29 @@
+"""Asyncio helpers for what Python 3.11's own way gets wrong: a cancel of the caller must never be lost."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+__all__ = ["cancel_and_wait"]
+
+
+async def cancel_and_wait(future: asyncio.Future[Any]) -> None:
+    """Cancel ``future`` (a task, usually) and return once it has ended.
+
+    Its own CancelledError is swallowed and any other exception it ends with is raised. A cancel
+    of the caller that arrives while ``future`` winds down is raised once it has ended, where
+    ``contextlib.suppress(CancelledError)`` around ``await task`` would take it for the task's own
+    and the caller would run on (a close or a stop that cannot be cancelled).
+    """
+    current = asyncio.current_task()
+    before = current.cancelling() if current is not None else 0
+    future.cancel()
+    try:
+        await future
+    except asyncio.CancelledError:
+        if current is not None and current.cancelling() > before:
+            raise
+        return
+    if current is not None and current.cancelling() > before:
+        raise asyncio.CancelledError  # ``future`` swallowed the cancel that was meant for us too
