@@ -133,9 +133,35 @@ class WorkflowRunnable(Runnable):
 
     def __init__(self, workflow: Workflow) -> None:
         self.workflow = workflow
+        _remember_steps(workflow)
 
     def start(self, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit) -> Run:
         return _WorkflowRun(self.workflow, kwargs, context, emit)
+
+
+def _remember_steps(workflow: Workflow) -> None:
+    """Look the workflow's steps up once, not on every run.
+
+    ``workflows`` finds an instance's steps with ``inspect.getmembers`` each time it asks, several
+    times per run: a sixth of a worker's CPU per echo task. A step is a method of the class or a
+    function added with ``add_step``, which bumps the class's ``_step_functions_version``, so the
+    lookup is done again when that changes. A ``workflows`` without ``_get_steps`` is left as is.
+    """
+    lookup = getattr(workflow, "_get_steps", None)
+    if lookup is None or not callable(lookup):
+        return
+    cls = type(workflow)
+    remembered: dict[object, dict[str, Any]] = {}
+
+    def steps() -> dict[str, Any]:
+        version = getattr(cls, "_step_functions_version", None)
+        found = remembered.get(version)
+        if found is None:
+            remembered.clear()
+            found = remembered[version] = lookup()
+        return dict(found)  # a copy, as the library's own lookup hands out
+
+    workflow._get_steps = steps  # type: ignore[method-assign]
 
 
 # --- functions and generators ---------------------------------------------------------------------

@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import workflows.workflow
 from workflows.context.serializers import JsonSerializer
-from workflows.events import HumanResponseEvent
+from workflows.decorators import step
+from workflows.events import HumanResponseEvent, StopEvent
 
 from llamactl.server.errors import WorkflowLoadError
 from llamactl.server.protocol import WorkerMessageKind
@@ -63,6 +65,42 @@ async def test_workflow_result_and_events_in_order(load: Any) -> None:
     assert io.events[0]["qualified_name"] == "flows.Progress"
     assert io.events[-1]["qualified_name"] == "workflows.events.StopEvent"
     assert outcome.context is not None
+
+
+async def test_a_workflow_s_steps_are_looked_up_once_not_on_every_run(
+    load: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``workflows`` looks an instance's steps up with inspect.getmembers several times per run
+    (a sixth of a worker's CPU per echo task); the adapter asks it once."""
+    lookups: list[object] = []
+    real = workflows.workflow.get_steps_from_instance
+
+    def counted(instance: object) -> Any:
+        lookups.append(instance)
+        return real(instance)
+
+    monkeypatch.setattr(workflows.workflow, "get_steps_from_instance", counted)
+    runnable = load("flows:counter")
+    lookups.clear()  # the module's workflows looked theirs up when they were made
+    context = None
+    for n in (1, 2, 3):
+        outcome = await run(runnable, context=context)
+        assert (outcome.kind, outcome.result["count"]) == (COMPLETED, n)
+        context = outcome.context
+    assert len(lookups) == 1
+
+
+async def test_a_step_added_to_the_workflow_class_later_is_seen(load: Any) -> None:
+    runnable = load("flows:Counter")
+    assert (await run(runnable)).kind is COMPLETED
+    cls = type(runnable.workflow)
+
+    @step(workflow=cls)
+    async def added(ev: HumanResponseEvent) -> StopEvent:
+        return StopEvent()
+
+    assert "added" in runnable.workflow._get_steps()
+    assert "count" in runnable.workflow._get_steps()
 
 
 async def test_workflow_subclass_is_instantiated(load: Any) -> None:
