@@ -12,18 +12,27 @@ async def cancel_and_wait(future: asyncio.Future[Any]) -> None:
     """Cancel ``future`` (a task, usually) and return once it has ended.
 
     Its own CancelledError is swallowed and any other exception it ends with is raised. A cancel
-    of the caller that arrives while ``future`` winds down is raised once it has ended, where
-    ``contextlib.suppress(CancelledError)`` around ``await task`` would take it for the task's own
-    and the caller would run on (a close or a stop that cannot be cancelled).
+    of the caller that arrives while ``future`` winds down is raised once it has ended, whatever
+    ``future`` ended with, where ``contextlib.suppress(CancelledError)`` around ``await task``
+    would take it for the task's own and the caller would run on (a close or a stop that cannot
+    be cancelled).
     """
     current = asyncio.current_task()
     before = current.cancelling() if current is not None else 0
+
+    def cancelled_meanwhile() -> bool:
+        return current is not None and current.cancelling() > before
+
     future.cancel()
     try:
         await future
     except asyncio.CancelledError:
-        if current is not None and current.cancelling() > before:
+        if cancelled_meanwhile():
             raise
         return
-    if current is not None and current.cancelling() > before:
+    except BaseException as exc:
+        if cancelled_meanwhile():  # ``future`` failed as it wound down, and we were cancelled too
+            raise asyncio.CancelledError from exc
+        raise
+    if cancelled_meanwhile():
         raise asyncio.CancelledError  # ``future`` swallowed the cancel that was meant for us too

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -63,6 +64,34 @@ async def test_a_cancel_of_the_caller_while_the_task_winds_down_reaches_the_call
         await outer
     assert after == []
     assert task.done()
+
+
+async def test_a_cancel_of_the_caller_wins_over_an_error_the_task_ends_with() -> None:
+    """A caller that suppresses the task's own errors (the Redis client suppresses connection
+    errors) must still see its cancel."""
+    stopping = asyncio.Event()
+
+    async def fails_slowly_on_cancel() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            stopping.set()
+            with contextlib.suppress(asyncio.CancelledError):  # a cleanup that cannot be cut short
+                await asyncio.sleep(0.1)
+            raise OSError("connection reset while closing") from None
+
+    task = asyncio.create_task(fails_slowly_on_cancel())
+    await asyncio.sleep(0)
+
+    async def caller() -> None:
+        with contextlib.suppress(OSError):
+            await cancel_and_wait(task)
+
+    outer = asyncio.create_task(caller())
+    await stopping.wait()
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
 
 
 async def test_a_stop_of_a_loop_can_itself_be_cancelled() -> None:
