@@ -151,15 +151,14 @@ def _remember_steps(workflow: Workflow) -> None:
     if lookup is None or not callable(lookup):
         return
     cls = type(workflow)
-    remembered: dict[object, dict[str, Any]] = {}
+    remembered: tuple[object, dict[str, Any]] | None = None  # (the class's version, the steps)
 
     def steps() -> dict[str, Any]:
+        nonlocal remembered
         version = getattr(cls, "_step_functions_version", None)
-        found = remembered.get(version)
-        if found is None:
-            remembered.clear()
-            found = remembered[version] = lookup()
-        return dict(found)  # a copy, as the library's own lookup hands out
+        if remembered is None or remembered[0] != version:
+            remembered = (version, lookup())
+        return dict(remembered[1])  # a copy, as the library's own lookup hands out
 
     workflow._get_steps = steps  # type: ignore[method-assign]
 
