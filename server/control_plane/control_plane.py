@@ -221,8 +221,9 @@ class ControlPlane:
     async def create_task(self, definition: TaskDefinition, *, keep_context: bool = True) -> TaskRecord:
         """Store a task (queued) and hand it to its service; return at once.
 
-        Without a session id a new session is made for the task; ``keep_context=False`` (only
-        without a session id) does not save its workflow Context. An unknown session id is an
+        Without a session id a new session is made for the task; with ``keep_context=False``
+        (only without a session id) that session is the task's own: it has no record and no
+        workflow Context is saved. An unknown session id is an
         error, so a typo cannot silently start from an empty Context. A service whose queue is
         full refuses the task (Overloaded).
         """
@@ -244,6 +245,7 @@ class ControlPlane:
             input=definition.input,
             created_at=now,
             keep_context=keep_context or bool(definition.session_id),
+            own_session=not keep_context and not definition.session_id,
         )
         await self.dispatcher.submit(task, new_session=not definition.session_id)
         self._count_queued(task.service_id)
@@ -273,9 +275,9 @@ class ControlPlane:
         service's timeout plus a minute, else the deployment's wait). Raises TaskWaitTimeout
         (with the task's id and status) when the wait ends first; the task goes on.
 
-        Without a session id the task runs in a session of its own whose Context is not saved:
-        the caller gets only the result, so nobody runs in that session again (Llama Deploy 0.9
-        keeps no Context for such a run either)."""
+        Without a session id the task runs in a session of its own, with no record and no saved
+        Context: the caller gets only the result, so nobody runs in that session again (Llama
+        Deploy 0.9 makes no session for such a run at all)."""
         task = await self.create_task(definition, keep_context=False)
         wait = timeout if timeout is not None else self.wait_bound(task.service_id)
         try:

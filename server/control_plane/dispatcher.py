@@ -125,6 +125,9 @@ class Dispatcher:
         already marked as dispatched (one write less); should its publish fail, the retry loop
         publishes it (and :meth:`recover` after a restart). Raises TaskExists for a known id.
         """
+        if task.own_session:
+            await self._submit_alone(task)
+            return
         session_id = task.session_id
         async with self._session(session_id):
             for _ in range(_CAS_TRIES):
@@ -170,6 +173,18 @@ class Dispatcher:
                     raise TaskExists(task.task_id)
             raise StateStoreError(f"session '{session_id}' kept changing under us: too much contention")
 
+    async def _submit_alone(self, task: StoredTask) -> None:
+        """Store a task in a session of its own (:attr:`StoredTask.own_session`) and hand it out:
+        there is no session record to write now or to free when it ends, and no turn to wait for
+        (its session id is new and is answered to nobody before this returns)."""
+        task.dispatched = True
+        writes: list[Write] = [self._records.task_write(task, None), self._records.status_change(task)]
+        result = await self._records.store.commit(writes)
+        if not result.ok:
+            raise TaskExists(task.task_id)
+        self._records.remember_task(task, result.results[0])
+        await self._publisher.publish(task)
+
     async def finished(self, task: StoredTask, *, released: bool = False) -> None:
         """A task reached a final status: free its session and hand out the next task.
         ``released``: the commit that stored the final status freed the session already (see
@@ -177,6 +192,9 @@ class Dispatcher:
 
         Idempotent: a report applied twice advances the session once.
         """
+        if task.own_session:
+            self._unpublished.pop(task.task_id, None)
+            return
         async with self._session(task.session_id):
             self._unpublished.pop(task.task_id, None)
             self._fresh.forget(task.session_id)
@@ -269,9 +287,9 @@ class Dispatcher:
         raise StateStoreError(f"session '{session_id}' kept changing under us: too much contention")
 
     async def _orphans(self, task_ids: list[str], resend: bool) -> int:
-        """Unfinished tasks whose session record is gone (deleted, or unreadable): the ones not
-        handed out can never have their turn and end here; one handed out is sent again (it
-        may be running) when ``resend``. Returns how many were sent."""
+        """Unfinished tasks with no session record (a session of their own, or one deleted or
+        unreadable): the ones not handed out can never have their turn and end here; one handed
+        out is sent again (it may be running) when ``resend``. Returns how many were sent."""
         sent = 0
         for task_id in task_ids:
             task = await self._records.find_task(task_id)
@@ -310,7 +328,8 @@ class Dispatcher:
         self._unpublished.pop(task.task_id, None)
         if changed:
             self._on_final(stored)
-        await self._pass_turn(task.session_id, ended=task.task_id)
+        if not task.own_session:
+            await self._pass_turn(task.session_id, ended=task.task_id)
         return stored
 
     async def retry_loop(self) -> None:
@@ -357,8 +376,13 @@ class Dispatcher:
         """
         cutoff = time.time() - older_than
         page = await self._records.list_tasks(status=TaskStatus.QUEUED, limit=limit)
+        stale = [t for t in page.items if t.created_at < cutoff]
         sent = 0
-        for session_id in dict.fromkeys(t.session_id for t in page.items if t.created_at < cutoff):
+        for task in stale:
+            if task.own_session:  # stored as handed out, with no session to hold its turn
+                await self._publisher.publish(task)
+                sent += 1
+        for session_id in dict.fromkeys(t.session_id for t in stale if not t.own_session):
             async with self._session(session_id):
                 sent += await self._pass_turn(session_id, resend=True)
         return sent
@@ -376,7 +400,7 @@ class Dispatcher:
             task = found[0] if found is not None else await self._records.get_task(task_id)
             if task.status.is_final:
                 raise TaskFinished(task_id, task.status.value)
-            session = await self._records.find_session(task.session_id)
+            session = None if task.own_session else await self._records.find_session(task.session_id)
             if session is not None and task_id in session.waiting:
                 ended = await self._end(task, TaskStatus.CANCELLED, _NEVER_RAN, if_waiting=True)
                 if ended.status is TaskStatus.CANCELLED:

@@ -253,7 +253,7 @@ class Inbox:
 
         def writes(task: StoredTask) -> list[Write]:
             out = self._attempt_markers(task, msg)
-            if msg.context is not None:
+            if msg.context is not None and not task.own_session:  # nobody would ever prune it
                 out.append(self._records.context_write(task.session_id, msg.context))
             first = msg.event_index or 0
             stream = self._records.events_stream(task_id)
@@ -263,7 +263,8 @@ class Inbox:
             return out
 
         stored: tuple[StoredTask, bool] | None = None
-        release = await self._release(current.session_id, task_id) if self._release else None
+        own = current.own_session  # no session record to free
+        release = await self._release(current.session_id, task_id) if self._release and not own else None
         if release is not None:
             freeing: Write = release
             with contextlib.suppress(ExtraConflict):  # a task was stored behind it: pass the turn after
@@ -273,7 +274,7 @@ class Inbox:
         released = stored is not None and stored[1]
         task, changed = stored or await self._records.transition(task_id, finish, writes)
         self.order.forget(task_id)
-        if msg.context is not None:
+        if msg.context is not None and not task.own_session:
             self._records.remember_context(task.session_id, msg.context)
         if changed:
             self._on_changed(task)

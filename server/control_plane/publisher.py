@@ -64,7 +64,8 @@ class TaskPublisher:
         """Publish the task's start message; if the queue fails, keep it for the retry loop. A
         task whose message cannot even be built goes to ``unsendable`` (it fails alone)."""
         try:
-            payload = self.message(task, await self._records.get_context(task.session_id))
+            context = None if task.own_session else await self._records.get_context(task.session_id)
+            payload = self.message(task, context)
         except (ValueError, TypeError) as exc:
             await self._unsendable(task, f"the task cannot be handed to its service: {exc}")
             return

@@ -6,7 +6,9 @@ Layout (all values JSON):
   bookkeeping, indexed by ``session``, ``status``, ``service`` and ``svc_status``
   (``<service>/<status>``) and sorted by creation, so listings and counts never read every task.
 * ns ``<deployment>/sessions``, key session id: ``{"session_id", "created_at", "implicit"}``
-  (``implicit``: made for one task); a session's tasks are found through the tasks' index.
+  (``implicit``: made by ``tasks/create`` for one task); a session's tasks are found through the
+  tasks' index. A ``tasks/run`` that names no session runs in a session of its own that has no
+  record (:attr:`StoredTask.own_session`).
 * ns ``<deployment>/contexts``, key session id: the workflow ``Context.to_dict()`` of the session.
 * log ``<deployment>/events/<task id>``: the task's :class:`~llamactl.server.types.EventEnvelope` s
   (offset = seq).
@@ -62,6 +64,11 @@ class StoredTask(TaskRecord):
     cancel_requested: bool = False
     keep_context: bool = True
     """False for a ``tasks/run`` that named no session: its session's Context is not saved."""
+    own_session: bool = False
+    """Its session was made for it alone (a ``tasks/run`` that named none): no session record
+    is stored, nobody can send another task into it and it keeps no Context, so the task is
+    handed out when it is stored and nothing is freed when it ends. (Records stored before
+    this field existed read False: their session record exists.)"""
 
     def public(self) -> TaskRecord:
         fields = {name: getattr(self, name) for name in TaskRecord.model_fields}

@@ -81,7 +81,8 @@ class Retention:
         """The sessions made for these tasks alone (not by a user) that deleting them empties."""
         going: dict[str, set[str]] = {}
         for task in doomed:
-            going.setdefault(task.session_id, set()).add(task.task_id)
+            if not task.own_session:  # a session of its own has no record
+                going.setdefault(task.session_id, set()).add(task.task_id)
         found = await asyncio.gather(*(self._records.find_session(s) for s in going))
         implicit = [s.session_id for s in found if s is not None and s.implicit]
         tasks = await asyncio.gather(

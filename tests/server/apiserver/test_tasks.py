@@ -217,8 +217,8 @@ async def test_cancel_a_running_task(client: httpx.AsyncClient) -> None:
 
 async def test_run_without_a_session_saves_no_context_but_create_does(client: httpx.AsyncClient) -> None:
     """Nobody can run in a ``tasks/run``'s own session again (it answers only the result), so its
-    Context is neither serialized by the worker nor stored; ``tasks/create`` answers the session
-    id, so its Context is kept."""
+    Context is neither serialized by the worker nor stored, and the session has no record;
+    ``tasks/create`` answers the session id, so its session and Context are kept."""
     body = {"input": "{}", "service_id": "counter", "task_id": "1cf66f46-0000-4000-8000-0000000000c1"}
     assert (await client.post(f"{D}/tasks/run", json=body)).json() == 1
     ran = (await client.get(f"{D}/tasks/{body['task_id']}")).json()
@@ -231,6 +231,11 @@ async def test_run_without_a_session_saves_no_context_but_create_does(client: ht
     ).json()["contexts"]
     assert sizes[ran["session_id"]] is None
     assert sizes[created["session_id"]] > 0
+    # tasks/run's session has no record either (Llama Deploy 0.9 makes none): only its task knows it
+    assert (await client.get(f"{D}/sessions/{ran['session_id']}")).status_code == 404
+    newest = (await client.get(f"{D}/sessions", params={"order": "desc", "limit": 20})).json()
+    assert created["session_id"] in {s["session_id"] for s in newest}
+    assert ran["session_id"] not in {s["session_id"] for s in newest}
     again = {"input": "{}", "service_id": "counter", "session_id": created["session_id"]}
     assert (await client.post(f"{D}/tasks/run", json=again)).json() == 2  # kept with a session
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from llamactl.server.control_plane import ControlPlane
-from llamactl.server.errors import InvalidRequest, ServiceNotFound, TaskExists, TaskFinished
+from llamactl.server.errors import InvalidRequest, ServiceNotFound, SessionNotFound, TaskExists, TaskFinished
 from llamactl.server.mq import topics
 from llamactl.server.protocol import (
     TaskMessage,
@@ -291,6 +291,61 @@ async def test_a_task_in_a_session_of_its_own_ends_without_reading_its_session(
     await _session_freed(plane, created.session_id)
     assert session_reads == []
     assert plane.dispatcher.sessions_in_memory == 0
+    await deliveries.aclose()
+
+
+async def test_a_run_without_a_session_writes_reads_and_frees_no_session(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tasks/run`` without a session (``keep_context=False``): nobody can send another task into
+    its session, so the session has no record: one commit stores the task, one its end, and
+    neither touches a session (before, each wrote the session's record and the end read it)."""
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    commits = _record_calls(monkeypatch, harness.store, "commit")
+    reads = _record_calls(monkeypatch, harness.store, "get")
+    created = await plane.create_task(TaskDefinition(input="{}"), keep_context=False)
+    delivery, task = await deliveries.take()
+    assert task.context is None and not task.keep_context
+    await harness.finish(worker, task, "done", context={"ignored": True})
+    await delivery.ack()
+    assert (await plane.wait_for_task(created.task_id, timeout=10)).result == "done"
+    monkeypatch.undo()
+    sessions, contexts = plane.records.sessions_ns, plane.records.contexts_ns
+    touched = [w.ns for (writes,) in commits for w in writes if hasattr(w, "ns")]
+    assert len(commits) == 2 and sessions not in touched and contexts not in touched, touched
+    assert [ns for ns, _ in reads if ns in (sessions, contexts)] == []
+    assert await harness.store.get(sessions, created.session_id) is None
+    assert (await plane.list_sessions())[0] == []
+    with pytest.raises(SessionNotFound):
+        await plane.create_task(TaskDefinition(session_id=created.session_id))
+    assert plane.dispatcher.sessions_in_memory == 0
+    await deliveries.aclose()
+
+
+async def test_a_run_task_never_published_is_sent_by_the_next_control_plane(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task in a session of its own is stored as handed out; if its publish never happened
+    (the server died in between), the next control plane finds it without a session record."""
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+
+    async def lost(task: Any) -> None:
+        return None
+
+    monkeypatch.setattr(plane.dispatcher._publisher, "publish", lost)
+    created = await plane.create_task(TaskDefinition(input="{}"), keep_context=False)
+    await plane.close()
+    harness.planes.remove(plane)
+    restarted = await harness.control_plane()
+    deliveries = Deliveries(worker)
+    delivery, task = await deliveries.take()
+    assert task.task_id == created.task_id
+    await harness.finish(worker, task, "late")
+    await delivery.ack()
+    assert (await restarted.wait_for_task(created.task_id, timeout=10)).result == "late"
     await deliveries.aclose()
 
 

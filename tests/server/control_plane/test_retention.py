@@ -22,16 +22,23 @@ T = TypeVar("T")
 
 
 async def run_through(
-    harness: Harness, plane: ControlPlaneSettings | ControlPlane, n: int, session: str | None = None
+    harness: Harness,
+    plane: ControlPlaneSettings | ControlPlane,
+    n: int,
+    session: str | None = None,
+    *,
+    run: bool = False,
 ) -> tuple[ControlPlane, list[str]]:
-    """``n`` tasks through a control plane (a new one with these settings, or the one given)."""
+    """``n`` tasks through a control plane (a new one with these settings, or the one given);
+    ``run``: as ``tasks/run`` makes them (a session of their own, no Context kept)."""
     if not isinstance(plane, ControlPlane):
         plane = await harness.control_plane(plane)
     worker = await harness.queue()
     deliveries = Deliveries(worker, prefetch=64)
     ids = []
     for i in range(n):
-        created = await plane.create_task(TaskDefinition(input=json.dumps({"i": i}), session_id=session))
+        definition = TaskDefinition(input=json.dumps({"i": i}), session_id=session)
+        created = await plane.create_task(definition, keep_context=not run)
         delivery, message = await deliveries.take()
         await harness.finish(worker, message, i, context={"seen": i})
         await delivery.ack()
@@ -59,6 +66,31 @@ async def test_the_oldest_finished_tasks_go_with_their_logs_and_one_task_session
     assert len(await plane.changes.read(0, limit=1000)) == 8
     counts = await plane.task_counts()
     assert counts == {"a": {"completed": 5}}
+
+
+async def test_run_tasks_go_without_a_session_looked_up_or_left_behind(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tasks of ``tasks/run`` have sessions of their own with no record: pruning them reads no
+    session, and a Context a worker sent anyway was never stored, so nothing is left."""
+    policy = RetentionPolicy(max_finished=2, every=3600)
+    plane, ids = await run_through(harness, ControlPlaneSettings(retention=policy), 5, run=True)
+    records = plane.records
+    reads: list[str] = []
+    for name in ("get", "query"):
+        original = getattr(harness.store, name)
+
+        async def recorded(ns: str, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            reads.append(ns)
+            return await _original(ns, *args, **kwargs)
+
+        monkeypatch.setattr(harness.store, name, recorded)
+    assert await plane.retention.prune() == 3
+    monkeypatch.undo()
+    assert records.sessions_ns not in reads
+    assert [t.task_id for t in (await plane.list_tasks())[0]] == ids[3:]
+    assert (await plane.list_sessions())[0] == []
+    assert await harness.store.list(records.contexts_ns) == []
 
 
 async def test_finished_tasks_older_than_the_retention_age_go(harness: Harness) -> None:

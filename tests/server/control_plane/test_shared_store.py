@@ -245,3 +245,28 @@ async def test_what_a_dead_server_left_half_done_is_picked_up_by_another(shared:
         await delivery.ack()
     finally:
         await deliveries.aclose()
+
+
+async def test_a_run_task_a_dead_server_stored_but_never_published_is_sent_by_another(
+    shared: SharedHarness,
+) -> None:
+    """A task in a session of its own has no session record to hold its turn: another server's
+    turn check finds it among the queued tasks and publishes it."""
+    a, b = await shared.plane(), await shared.plane()
+    worker = await shared.queue()
+    deliveries = Deliveries(worker)
+    try:
+
+        async def nothing(*args: object, **kwargs: object) -> None:
+            return None
+
+        a.dispatcher._publisher.publish = nothing  # type: ignore[method-assign]
+        lost = await a.create_task(TaskDefinition(), keep_context=False)
+        with pytest.raises(TimeoutError):
+            await deliveries.take(timeout=0.5)
+        assert await b.dispatcher.check_turns(older_than=0) == 1
+        delivery, task = await deliveries.take()
+        assert task.task_id == lost.task_id
+        await delivery.ack()
+    finally:
+        await deliveries.aclose()
