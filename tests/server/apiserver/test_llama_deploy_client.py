@@ -119,6 +119,17 @@ async def drive(python: Path, url: str, arg: str, step: str) -> Any:
     return json.loads(out.decode().strip().splitlines()[-1])
 
 
+@pytest_asyncio.fixture(loop_scope="module")
+async def compat(llama_deploy_python: Path, server: tuple[str, Path]) -> str:
+    """The server's url once the app is deployed there (by Llama Deploy's client, if no test of
+    this process deployed it yet: xdist may hand this module's tests to both processes, so no
+    test may count on another having run first)."""
+    url, root = server
+    if "compat" not in await _deployments(url):
+        await drive(llama_deploy_python, url, str(root / "deployment.yml"), "deploy")
+    return url
+
+
 async def test_its_client_deploys_a_llama_deploy_file(
     llama_deploy_python: Path, server: tuple[str, Path]
 ) -> None:
@@ -127,41 +138,37 @@ async def test_its_client_deploys_a_llama_deploy_file(
     assert answer == {"name": "compat", "status": "Healthy", "deployments": ["compat"], "got": "compat"}
 
 
-async def test_its_client_runs_a_task(llama_deploy_python: Path, server: tuple[str, Path]) -> None:
-    assert await drive(llama_deploy_python, server[0], "compat", "run") == {"result": "Message received: hi"}
+async def test_its_client_runs_a_task(llama_deploy_python: Path, compat: str) -> None:
+    assert await drive(llama_deploy_python, compat, "compat", "run") == {"result": "Message received: hi"}
 
 
 async def test_its_client_creates_lists_gets_uses_and_deletes_a_session(
-    llama_deploy_python: Path, server: tuple[str, Path]
+    llama_deploy_python: Path, compat: str
 ) -> None:
-    answer = await drive(llama_deploy_python, server[0], "compat", "sessions")
+    answer = await drive(llama_deploy_python, compat, "compat", "sessions")
     assert answer["created"] in answer["listed"] and answer["got"] == "SessionDefinition"
     assert answer["ran"] == "Message received: in session"
     assert answer["created"] not in answer["after"]
 
 
 async def test_its_client_streams_a_tasks_events_and_reads_its_result(
-    llama_deploy_python: Path, server: tuple[str, Path]
+    llama_deploy_python: Path, compat: str
 ) -> None:
-    answer = await drive(llama_deploy_python, server[0], "compat", "events")
+    answer = await drive(llama_deploy_python, compat, "compat", "events")
     assert [e["n"] for e in answer["events"] if "n" in e] == [0, 1, 2]
     assert answer["result"]["result"] == "3"
 
 
-async def test_its_client_answers_a_human_in_the_loop_task(
-    llama_deploy_python: Path, server: tuple[str, Path]
-) -> None:
-    answer = await drive(llama_deploy_python, server[0], "compat", "human")
+async def test_its_client_answers_a_human_in_the_loop_task(llama_deploy_python: Path, compat: str) -> None:
+    answer = await drive(llama_deploy_python, compat, "compat", "human")
     assert answer == {"sent": "hitl", "result": "the human said 42"}
 
 
 async def test_its_llamactl_command_line_works_too(
-    llama_deploy_python: Path, server: tuple[str, Path], tmp_path: Path
+    llama_deploy_python: Path, compat: str, tmp_path: Path
 ) -> None:
-    url, root = server
+    url = compat
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path)}  # its llamactl writes a profile there
-    if "compat" not in await _deployments(url):
-        await drive(llama_deploy_python, url, str(root / "deployment.yml"), "deploy")
 
     async def llamactl(*args: str) -> str:
         proc = await asyncio.create_subprocess_exec(
