@@ -147,6 +147,15 @@ async def test_a_quick_task_reports_no_start_and_a_slow_one_does(serving: Any) -
     assert kinds(queue, "slow") == ["task.started", "task.completed"]
 
 
+async def test_a_task_that_ends_well_within_a_tenth_of_a_second_reports_no_start(serving: Any) -> None:
+    """Under load every task takes tens of milliseconds (the worker's loop is shared): a task
+    of a few tens of milliseconds must not pay for a task.started report (it did at 10 ms)."""
+    _, queue = serving("funcs:nap")
+    await submit(queue, "short", input={"seconds": 0.03})
+    await queue.wait_for(lambda: finished(queue, "short"))
+    assert kinds(queue, "short") == ["task.completed"]
+
+
 async def test_context_from_the_task_message_is_used(serving: Any) -> None:
     _, queue = serving("flows:counter")
     await submit(queue, "t1")

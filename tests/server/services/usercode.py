@@ -100,6 +100,11 @@ async def add(a: int, b: int = 1) -> int:
     return a + b
 
 
+async def nap(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
 def shout(text: str) -> dict:
     return {"text": text.upper(), "thread": threading.current_thread().name}
 
