@@ -98,6 +98,16 @@ class Lines:
             if predicate(line):
                 return line
 
+    def so_far(self) -> list[str]:
+        """Every line read until now, without waiting for more."""
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                return self.lines
+            if line is not None:
+                self.lines.append(line)
+
     def rest(self, timeout: float = 10) -> list[str]:
         """Every remaining line until the pipe closes."""
         self._thread.join(timeout)

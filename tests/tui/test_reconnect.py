@@ -101,11 +101,20 @@ async def test_after_a_server_restart_the_views_and_the_event_stream_resume_with
             assert book is not None
             # As long as the reconnection may take: the restarted server must start its workers
             # and see the dead worker's lease go before the task runs again (CI once took > 20 s).
-            await dash.until(
-                lambda: book.waiting_for() is not None and book.waiting_for().seq > 0,  # type: ignore[union-attr]
-                "the new attempt",
-                timeout=60,
-            )
+            try:
+                await dash.until(
+                    lambda: book.waiting_for() is not None and book.waiting_for().seq > 0,  # type: ignore[union-attr]
+                    "the new attempt",
+                    timeout=60,
+                )
+            except AssertionError as exc:  # it failed twice in a full suite run: say where it stood
+                record = await tasks.get(waiting.task_id)
+                seen = [(e.seq, e.type, e.attempt) for e in book]
+                log = "\n".join(server.stderr.so_far()[-60:])
+                raise AssertionError(
+                    f"{exc}: task {record.status.value}, attempts {record.attempts}, replica "
+                    f"{record.replica_id}; events seen {seen}; the server's log ends with:\n{log}"
+                ) from None
             seqs = events.seqs
             assert seqs == sorted(set(seqs)) and seqs[0] == 0, f"duplicate or missing events: {seqs}"
             markers = [e for e in book if is_attempt_marker(e)]
