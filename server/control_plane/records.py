@@ -65,10 +65,8 @@ class StoredTask(TaskRecord):
     keep_context: bool = True
     """False for a ``tasks/run`` that named no session: its session's Context is not saved."""
     own_session: bool = False
-    """Its session was made for it alone (a ``tasks/run`` that named none): no session record
-    is stored, nobody can send another task into it and it keeps no Context, so the task is
-    handed out when it is stored and nothing is freed when it ends. (Records stored before
-    this field existed read False: their session record exists.)"""
+    """Its session was made for it alone (a ``tasks/run`` that named none): it has no record,
+    takes no other task and keeps no Context (older records read False: theirs exists)."""
 
     def public(self) -> TaskRecord:
         fields = {name: getattr(self, name) for name in TaskRecord.model_fields}

@@ -111,13 +111,7 @@ class Lines:
     def rest(self, timeout: float = 10) -> list[str]:
         """Every remaining line until the pipe closes."""
         self._thread.join(timeout)
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                return self.lines
-            if line is not None:
-                self.lines.append(line)
+        return self.so_far()
 
 
 def llamactl(
