@@ -223,9 +223,8 @@ class ControlPlane:
 
         Without a session id a new session is made for the task; with ``keep_context=False``
         (only without a session id) that session is the task's own: it has no record and no
-        workflow Context is saved. An unknown session id is an
-        error, so a typo cannot silently start from an empty Context. A service whose queue is
-        full refuses the task (Overloaded).
+        workflow Context is saved. An unknown session id is an error, so a typo cannot silently
+        start from an empty Context. A service whose queue is full refuses the task (Overloaded).
         """
         if self._stopping.is_set():
             raise ShuttingDown("the server is stopping: it takes no new tasks")
