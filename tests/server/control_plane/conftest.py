@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
 
 from llamactl.server.control_plane import ControlPlane, ControlPlaneSettings, ServiceInfo, ServiceRegistry
@@ -22,6 +23,20 @@ from llamactl.server.state.base import StateStore
 from llamactl.server.state.memory import MemoryStateStore
 
 DEPLOYMENT = "cp"
+
+
+def record_calls(monkeypatch: pytest.MonkeyPatch, store: Any, name: str) -> list[tuple[Any, ...]]:
+    """Record the positional arguments of each call of the store's async method ``name`` (the
+    call is still made)."""
+    calls: list[tuple[Any, ...]] = []
+    original = getattr(store, name)
+
+    async def recorded(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(store, name, recorded)
+    return calls
 
 
 def progress(task_id: str, n: int, service: str = "a") -> WorkerMessage:

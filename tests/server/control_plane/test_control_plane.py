@@ -22,7 +22,7 @@ from llamactl.server.protocol import (
 )
 from llamactl.server.types import TaskDefinition, TaskStatus
 
-from .conftest import DEPLOYMENT, Deliveries, Harness
+from .conftest import DEPLOYMENT, Deliveries, Harness, record_calls
 
 
 async def test_a_task_goes_out_runs_and_its_result_and_events_are_stored(harness: Harness) -> None:
@@ -242,19 +242,6 @@ async def _session_freed(plane: ControlPlane, session_id: str) -> None:
         await asyncio.sleep(0.01)
 
 
-def _record_calls(monkeypatch: pytest.MonkeyPatch, store: Any, name: str) -> list[tuple[Any, ...]]:
-    """Record the arguments of each call of the store's async method ``name`` (still made)."""
-    calls: list[tuple[Any, ...]] = []
-    original = getattr(store, name)
-
-    async def recorded(*args: Any) -> Any:
-        calls.append(args)
-        return await original(*args)
-
-    monkeypatch.setattr(store, name, recorded)
-    return calls
-
-
 async def test_a_task_with_nothing_behind_it_ends_and_frees_its_session_in_one_commit(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -263,7 +250,7 @@ async def test_a_task_with_nothing_behind_it_ends_and_frees_its_session_in_one_c
     deliveries = Deliveries(worker)
     created = await plane.create_task(TaskDefinition(input="{}"))
     delivery, task = await deliveries.take()
-    commits = _record_calls(monkeypatch, harness.store, "commit")
+    commits = record_calls(monkeypatch, harness.store, "commit")
     await harness.finish(worker, task, "done")
     await delivery.ack()
     assert (await plane.wait_for_task(created.task_id, timeout=10)).result == "done"
@@ -282,7 +269,7 @@ async def test_a_task_in_a_session_of_its_own_ends_without_reading_its_session(
     deliveries = Deliveries(worker)
     created = await plane.create_task(TaskDefinition(input="{}"))
     delivery, task = await deliveries.take()
-    reads = _record_calls(monkeypatch, harness.store, "get")
+    reads = record_calls(monkeypatch, harness.store, "get")
     await harness.finish(worker, task, "done")
     await delivery.ack()
     assert (await plane.wait_for_task(created.task_id, timeout=10)).result == "done"
@@ -303,8 +290,8 @@ async def test_a_run_without_a_session_writes_reads_and_frees_no_session(
     plane = await harness.control_plane()
     worker = await harness.queue()
     deliveries = Deliveries(worker)
-    commits = _record_calls(monkeypatch, harness.store, "commit")
-    reads = _record_calls(monkeypatch, harness.store, "get")
+    commits = record_calls(monkeypatch, harness.store, "commit")
+    reads = record_calls(monkeypatch, harness.store, "get")
     created = await plane.create_task(TaskDefinition(input="{}"), keep_context=False)
     delivery, task = await deliveries.take()
     assert task.context is None and not task.keep_context

@@ -16,7 +16,7 @@ from llamactl.server.errors import Overloaded
 from llamactl.server.state import StateStore
 from llamactl.server.types import TaskDefinition, TaskStatus
 
-from .conftest import Deliveries, Harness
+from .conftest import Deliveries, Harness, record_calls
 
 T = TypeVar("T")
 
@@ -76,18 +76,10 @@ async def test_run_tasks_go_without_a_session_looked_up_or_left_behind(
     policy = RetentionPolicy(max_finished=2, every=3600)
     plane, ids = await run_through(harness, ControlPlaneSettings(retention=policy), 5, run=True)
     records = plane.records
-    reads: list[str] = []
-    for name in ("get", "query"):
-        original = getattr(harness.store, name)
-
-        async def recorded(ns: str, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            reads.append(ns)
-            return await _original(ns, *args, **kwargs)
-
-        monkeypatch.setattr(harness.store, name, recorded)
+    gets, queries = (record_calls(monkeypatch, harness.store, name) for name in ("get", "query"))
     assert await plane.retention.prune() == 3
     monkeypatch.undo()
-    assert records.sessions_ns not in reads
+    assert records.sessions_ns not in [ns for ns, *_ in gets + queries]
     assert [t.task_id for t in (await plane.list_tasks())[0]] == ids[3:]
     assert (await plane.list_sessions())[0] == []
     assert await harness.store.list(records.contexts_ns) == []
