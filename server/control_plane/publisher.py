@@ -2,9 +2,11 @@
 
 The message carries the task's input, the session's Context as stored now, and the service's
 timeout; its id is ``<task_id>:start``, so publishing it again (a retry, a restart, another
-server picking up what a dead one left) starts the task once. A publish the queue refuses (it
-is down, its journal full) is kept in :attr:`TaskPublisher.unpublished` and
-:attr:`TaskPublisher.retry` is set, for the dispatcher's retry loop.
+server picking up what a dead one left) starts the task once. It is published restorable: the
+task record is its durable copy (:meth:`Dispatcher.recover` publishes it again after a restart,
+with the attempts the record has seen), so an embedded broker need not journal it. A publish
+the queue refuses (it is down, its journal full) is kept in :attr:`TaskPublisher.unpublished`
+and :attr:`TaskPublisher.retry` is set, for the dispatcher's retry loop.
 """
 
 from __future__ import annotations
@@ -70,11 +72,12 @@ class TaskPublisher:
             await self._unsendable(task, f"the task cannot be handed to its service: {exc}")
             return
         try:
-            await self._queue.publish(
+            await self._queue.publish_restorable(
                 topics.service_topic(self._records.deployment, task.service_id),
                 payload,
                 msg_id=start_msg_id(task.task_id),
                 key=task.session_id,
+                attempts=task.attempts,
             )
         except MessageQueueError as exc:
             if task.task_id not in self.unpublished:

@@ -134,6 +134,19 @@ class MessageQueue(abc.ABC):
         does not confirm within the backend's publish timeout.
         """
 
+    async def publish_restorable(
+        self, topic: str, payload: bytes, *, msg_id: str, key: str = "", attempts: int = 0
+    ) -> int:
+        """Publish a work message that the caller keeps in a store of its own and publishes again
+        (same ``msg_id``) after a restart; return its seq.
+
+        ``attempts``: deliveries the caller knows the message had already (the next one is
+        ``attempts + 1``). A broker that lives in the caller's process may hold such a message in
+        memory only, since it and the caller restart together (the embedded broker does, for an
+        in-process client). Every other backend publishes it like :meth:`publish`.
+        """
+        return await self.publish(topic, payload, msg_id=msg_id, key=key)
+
     @abc.abstractmethod
     def consume(
         self,

@@ -21,6 +21,9 @@ DEALER to the ROUTER; the frames are described in :mod:`llamactl.server.mq.zerom
   being journaled. The message it settles stays pending in the journal until the result is
   acked, so a crash before that runs the message again rather than losing its result. A result
   whose message another result had settled is dropped (``late_results``): the first one counts.
+* Work held in memory: a ``PUBMEM`` from a client of this process (the control plane's task
+  start messages, which it restores itself after a restart) is not journaled at all
+  (:mod:`.memory_work`).
 * Recovery: with a file journal, a restarted broker reloads pending work. Leased rows stay
   leased to their owner for one liveness period; if the owner (same routing id) does not come
   back, they are released.
@@ -47,6 +50,7 @@ from .direct import DirectResults
 from .dispatch import Dispatcher, Entry
 from .journal import Journal, PendingRow
 from .local import FrameHandler, LocalLink
+from .memory_work import MemoryWork
 from .peers import Peers
 from .security import BrokerSocket, CurveKeys
 from .streams import Streams
@@ -111,6 +115,7 @@ class ZeroMQBroker:
         self._local: dict[bytes, LocalLink] = {}
         self._direct_topics = frozenset(direct_topics)
         self._direct: DirectResults | None = None
+        self._memory: MemoryWork | None = None
         self._late_results = 0
 
     @property
@@ -165,7 +170,7 @@ class ZeroMQBroker:
         if self._closed or self._pump is None:
             raise MessageQueueError("the broker is not running: start it before connecting")
         self._local[ident] = LocalLink(to_client)
-        return LocalLink(lambda batch: self._on_frames([[ident, *frames] for frames in batch]))
+        return LocalLink(lambda batch: self._on_frames([[ident, *frames] for frames in batch], local=True))
 
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -179,6 +184,7 @@ class ZeroMQBroker:
         )
         self._streams = Streams(self._send, self._journal.submit)
         self._direct = DirectResults(self._direct_topics, self._dispatcher, self._journal.submit, self._send)
+        self._memory = MemoryWork(self._dispatcher, self._send)
         pending = await self._journal.open()
         try:
             sock = self._socket.bind()
@@ -242,9 +248,10 @@ class ZeroMQBroker:
             return local.send(frames)
         return self._pump.send([ident, *frames])
 
-    def _on_frames(self, batch: list[list[bytes]]) -> None:
+    def _on_frames(self, batch: list[list[bytes]], *, local: bool = False) -> None:
+        """Frames from clients; ``local``: from a client linked in this process."""
         assert self._dispatcher is not None and self._loop is not None and self._journal is not None
-        assert self._streams is not None and self._direct is not None
+        assert self._streams is not None and self._direct is not None and self._memory is not None
         d, streams, submit, now = self._dispatcher, self._streams, self._journal.submit, self._loop.time()
         direct = self._direct
         for frames in batch:
@@ -267,6 +274,11 @@ class ZeroMQBroker:
                         continue
                     ids = msg_id.decode(), key.decode()
                     submit(("pub", Publish(ident, req), topic, *ids, headers, payload, is_work_topic(topic)))
+                elif cmd == wire.PUBMEM:
+                    if local:  # only its own process restores such a message after a restart
+                        self._memory.publish(ident, frames)
+                    else:
+                        self._send(ident, [wire.PUBNACK, frames[2], b"PUBMEM is only for in-process clients"])
                 elif cmd == wire.ACKPUB:
                     _, _, req, lease_b, sub, dtopic_b, dseq, topic_b, msg_id, key, headers, payload = frames
                     topic = topic_b.decode()
@@ -351,10 +363,14 @@ class ZeroMQBroker:
                 _, token, topic, seq, dup, msg_id, key, headers, payload = res
                 if isinstance(token, SettlingPublish):
                     settled = self._dispatcher.settle(token.lease, token.topic, token.seq)
-                    if not settled:
+                    if settled is None:
                         self._late_results += 1
                     # STALE: the delivered message had been settled before (its result is in).
-                    reply = [wire.PUBACK, token.req, wire.u64(seq)] if settled else [wire.STALE, token.req]
+                    reply = (
+                        [wire.PUBACK, token.req, wire.u64(seq)]
+                        if settled is not None
+                        else [wire.STALE, token.req]
+                    )
                     self._send(token.ident, reply)
                 elif isinstance(token, Publish):
                     self._send(token.ident, [wire.PUBACK, token.req, wire.u64(seq)])

@@ -198,6 +198,20 @@ class ZeroMQQueue(MessageQueue):
         ]
         return int(await self._new_request(wire.PUB, args, f"publish to {topic}"))
 
+    async def publish_restorable(
+        self, topic: str, payload: bytes, *, msg_id: str, key: str = "", attempts: int = 0
+    ) -> int:
+        """In the broker's own process the message is held in memory only (``PUBMEM``); a client
+        over a socket publishes it journaled, like :meth:`publish` (it would not know that a
+        restarted broker had lost it)."""
+        if self._attach is None:
+            return await self.publish(topic, payload, msg_id=msg_id, key=key)
+        validate_topic(topic)
+        if not is_work_topic(topic):
+            raise ValueError(f"publish_restorable() takes a work topic (work.*), not {topic!r}")
+        args = [topic.encode(), msg_id.encode(), key.encode(), bytes(payload), wire.u32(attempts)]
+        return int(await self._new_request(wire.PUBMEM, args, f"publish to {topic}"))
+
     def consume(self, topic: str, *, prefetch: int = 1, lease: float = 30.0) -> AsyncIterator[Delivery]:
         if not is_work_topic(topic):
             raise ValueError(f"consume() takes a work topic (work.*), not {topic!r}")

@@ -54,18 +54,20 @@ class DirectResults:
         _, token, topic, msg_id, key, headers, payload = op
         assert isinstance(token, SettlingPublish)
         d = self._dispatcher
-        if not d.settle(token.lease, token.topic, token.seq):
+        settled = d.settle(token.lease, token.topic, token.seq)
+        if settled is None:
             # Another result settled the message first: that one is the task's (the control
             # plane keeps the first result), so this one is dropped rather than delivered.
             self.late_results += 1
             self._send(token.ident, [wire.STALE, token.req])
             return
-        settles = (token.topic, token.seq)
+        # A message held in memory (see .memory_work) has nothing in the journal to write done.
+        settles = (token.topic, token.seq) if settled.journaled else None
         known = d.find(topic, msg_id)
         if known is not None:  # the same result, for a second message of the same work
             if known.settles is None:
                 known.settles = settles
-            else:
+            elif settles is not None:
                 self._submit(("done", *settles), now=True)
             self._send(token.ident, [wire.PUBACK, token.req, wire.u64(known.seq)])
             return

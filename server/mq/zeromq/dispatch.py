@@ -28,6 +28,7 @@ Rules (the in-memory mirror of the journal's ``work`` table):
 * A result handed over unjournaled (``journaled=False``) is delivered like any message, but
   nothing of it is written; the message it ``settles`` is written done once the result is done
   (acked, discarded or dead-lettered): until then a restarted broker runs that message again.
+  Work held in memory (:mod:`.memory_work`) is ``journaled=False`` too, and settles nothing.
 """
 
 from __future__ import annotations
@@ -219,22 +220,22 @@ class Dispatcher:
             # At once: until this commits, a crash brings the settled message back to run again.
             self._submit(("done", *e.settles), now=True)
 
-    def settle(self, lease_id: str, topic: str, seq: int) -> bool:
+    def settle(self, lease_id: str, topic: str, seq: int) -> Entry | None:
         """The delivered message has its result: settle it even if the lease moved on.
 
-        True if the message was pending (now settled); False if it was settled before. The
-        caller has journaled the settlement with the result already.
+        The message if it was pending (now settled); None if it was settled before. The caller
+        has journaled the settlement with the result already (if the message was journaled).
         """
         e = self.leases.get(lease_id)
         if e is None:
             t = self._topics.get(topic)
             e = None if t is None else t.entries.get(seq)
             if e is None:
-                return False
+                return None
         if e.lease_id is not None:
             self._end_lease(e)
         self._finish(e)
-        return True
+        return e
 
     def credit_settled(self, peer: bytes, sub_id: int, lease_id: str) -> None:
         """Give back the credit of a delivery its consumer settled (the ack of an ``ACKPUB``)."""

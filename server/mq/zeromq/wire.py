@@ -8,6 +8,10 @@ request ids and seqs, ``u32`` for subscription ids, credits and attempts), durat
 Client -> broker::
 
     PUB     req topic msg_id key headers payload     -> PUBACK req seq | PUBNACK req reason
+    PUBMEM  req topic msg_id key payload attempts    -> PUBACK req seq | PUBNACK req reason
+                                                     a work message held in memory, not journaled:
+                                                     only from a client in the broker's process
+                                                     (see ``publish_restorable``)
     CONSUME sub topic lease credit                   -> DELIVER ... (as credit allows)
     CREDIT  sub n                                    grant n more deliveries
     CANCEL  sub lease_id*                            stop; the listed (never handed out) leases
@@ -73,6 +77,7 @@ __all__ = [
     "OK",
     "PUB",
     "PUBACK",
+    "PUBMEM",
     "PUBNACK",
     "RETURN",
     "STALE",
@@ -91,6 +96,7 @@ __all__ = [
 
 PUB = b"PUB"
 PUBACK = b"PUBACK"
+PUBMEM = b"PUBMEM"
 PUBNACK = b"PUBNACK"
 CONSUME = b"CONSUME"
 CREDIT = b"CREDIT"

@@ -75,6 +75,23 @@ async def test_duplicate_msg_id_is_absorbed(queue_factory: QueueFactory) -> None
     assert [(d.message.msg_id, d.message.payload) for d in got] == [("dup", b"one"), ("marker", b"marker")]
 
 
+async def test_a_restorable_publish_is_delivered_once_per_msg_id(queue_factory: QueueFactory) -> None:
+    """``publish_restorable``: a work message like any other to its consumer; the first delivery
+    is attempt 1, or with the embedded broker in-process, the one after the ``attempts`` given."""
+    q = await queue_factory()
+    first = await q.publish_restorable(WORK, b"one", msg_id="t:start", key="s", attempts=1)
+    assert await q.publish_restorable(WORK, b"two", msg_id="t:start", key="s", attempts=1) == first
+    it = q.consume(WORK, prefetch=10)
+    d = await within(it)
+    assert (d.message.msg_id, d.message.key, d.message.payload) == ("t:start", "s", b"one")
+    assert d.attempt == (2 if queue_factory.local else 1)
+    await d.ack()
+    await q.publish_restorable(WORK, b"next", msg_id="u:start")
+    d = await within(it)  # not a second copy of t:start
+    assert d.message.msg_id == "u:start"
+    await d.ack()
+
+
 async def test_publish_to_a_stopped_broker_is_rejected_in_time(queue_factory: QueueFactory) -> None:
     q = await queue_factory(publish_timeout=0.5)
     assert await q.publish(WORK, b"ok") == 0
