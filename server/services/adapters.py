@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Protocol
 
 from workflows import Context, Workflow
 from workflows.context.serializers import JsonSerializer
+from workflows.errors import WorkflowRuntimeError
 from workflows.events import Event, StopEvent
 
 from llamactl.server.errors import WorkflowLoadError
@@ -104,9 +105,14 @@ class _WorkflowRun(Run):
         self._emit = emit
 
     async def wait(self) -> Any:
-        async for ev in self._handler.stream_events():
-            await self._emit(envelope(ev), last=isinstance(ev, StopEvent))
-        return to_jsonable(await self._handler)
+        try:
+            async for ev in self._handler.stream_events():
+                await self._emit(_event_envelope(ev), last=isinstance(ev, StopEvent))
+            return to_jsonable(await self._handler)
+        except WorkflowRuntimeError as exc:
+            if (cause := _wrapped_step_error(exc)) is None:
+                raise
+            raise cause from None
 
     async def send_event(self, event_obj_str: str) -> None:
         try:
@@ -128,6 +134,24 @@ class _WorkflowRun(Run):
             return None
 
 
+def _event_envelope(ev: Any) -> dict[str, Any]:
+    """A streamed event's envelope; a StopEvent's value holds its ``result`` on either workflows
+    version (1.x keeps it in a private attribute, which ``model_dump`` leaves out)."""
+    env = envelope(ev)
+    value = env["value"]
+    if isinstance(ev, StopEvent) and isinstance(value, dict) and "result" not in value:
+        value["result"] = to_jsonable(ev.result)
+    return env
+
+
+def _wrapped_step_error(exc: WorkflowRuntimeError) -> BaseException | None:
+    """The user's own exception when ``exc`` only wraps it: workflows 1.x raises a failing step's
+    exception as ``WorkflowRuntimeError("Error in step 'name': ...")`` from it (2.x raises it as
+    it is), so the task's error names the step's ``ValueError`` on either version."""
+    cause = exc.__cause__
+    return cause if cause is not None and str(exc).startswith("Error in step ") else None
+
+
 class WorkflowRunnable(Runnable):
     kind = "workflow"
 
@@ -142,15 +166,16 @@ class WorkflowRunnable(Runnable):
 def _remember_steps(workflow: Workflow) -> None:
     """Look the workflow's steps up once, not on every run.
 
-    ``workflows`` finds an instance's steps with ``inspect.getmembers`` each time it asks, several
-    times per run: a sixth of a worker's CPU per echo task. A step is a method of the class or a
-    function added with ``add_step``, which bumps the class's ``_step_functions_version``, so the
-    lookup is done again when that changes. A ``workflows`` without ``_get_steps`` is left as is.
+        ``workflows`` finds an instance's steps with ``inspect.getmembers`` each time it asks, several
+        times per run: a sixth of a worker's CPU per echo task. A step is a method of the class or a
+        function added with ``add_step``, which bumps the class's ``_step_functions_version``, so the
+        lookup is done again when that changes. A ``workflows`` without ``_get_steps`` or that version
+    (1.x) is left as is.
     """
     lookup = getattr(workflow, "_get_steps", None)
-    if lookup is None or not callable(lookup):
-        return
     cls = type(workflow)
+    if lookup is None or not callable(lookup) or not hasattr(cls, "_step_functions_version"):
+        return  # workflows 1.x has no version to tell a step added later: it looks them up each time
     remembered: tuple[object, dict[str, Any]] | None = None  # (the class's version, the steps)
 
     def steps() -> dict[str, Any]:

@@ -70,8 +70,9 @@ async def test_workflow_result_and_events_in_order(load: Any) -> None:
 async def test_a_workflow_s_steps_are_looked_up_once_not_on_every_run(
     load: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``workflows`` looks an instance's steps up with inspect.getmembers several times per run
-    (a sixth of a worker's CPU per echo task); the adapter asks it once."""
+    """``workflows`` 2.x looks an instance's steps up with inspect.getmembers several times per
+    run (a sixth of a worker's CPU per echo task); the adapter asks it once. 1.x gives no way to
+    tell that a step was added to the class later, so there the library's lookup is left alone."""
     lookups: list[object] = []
     real = workflows.workflow.get_steps_from_instance
 
@@ -87,7 +88,10 @@ async def test_a_workflow_s_steps_are_looked_up_once_not_on_every_run(
         outcome = await run(runnable, context=context)
         assert (outcome.kind, outcome.result["count"]) == (COMPLETED, n)
         context = outcome.context
-    assert len(lookups) == 1
+    if hasattr(workflows.Workflow, "_step_functions_version"):
+        assert len(lookups) == 1
+    else:
+        assert len(lookups) >= 3, "workflows 1.x: the steps are looked up on each run"
 
 
 async def test_a_step_added_to_the_workflow_class_later_is_seen(load: Any) -> None:
