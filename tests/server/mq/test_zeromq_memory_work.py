@@ -8,6 +8,8 @@ journaled path instead.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -46,37 +48,38 @@ async def test_an_in_process_publish_is_delivered_and_settled_with_nothing_writt
         assert marker.message.msg_id == "marker"
 
 
-async def test_a_socket_client_publishes_it_journaled(tmp_path: Path) -> None:
-    """A client in another process would not know that a restarted broker had lost it."""
-    path = tmp_path / "mq.sqlite"
+@contextlib.asynccontextmanager
+async def over_a_socket(path: Path) -> AsyncIterator[ZeroMQQueue]:
+    """A broker journaling to ``path`` and a client of it over its socket (another process's view)."""
     broker = ZeroMQBroker(journal_path=path)
-    await broker.start()
-    remote = connect_queue(broker.client_config)
-    await remote.start()
-    try:
-        await remote.publish_restorable(TASKS, b"task", msg_id="t1:start", attempts=1)
-        assert journaled(path) == [("t1:start",)]
-        delivery = await next_delivery(aiter(remote.consume(TASKS)))
-        assert delivery.attempt == 1  # journaled work starts from its own count
-    finally:
-        await remote.close()
-        await broker.close()
-
-
-async def test_a_forged_pubmem_from_a_socket_client_is_refused(tmp_path: Path) -> None:
-    broker = ZeroMQBroker(journal_path=tmp_path / "mq.sqlite")
     await broker.start()
     remote = connect_queue(broker.client_config)
     assert isinstance(remote, ZeroMQQueue)
     await remote.start()
     try:
-        forged = [TASKS.encode(), b"t1:start", b"", b"task", wire.u32(0)]
-        with pytest.raises(PublishRejected, match="only for in-process clients"):
-            await remote._new_request(wire.PUBMEM, forged, "a forged publish")
-        assert journaled(tmp_path / "mq.sqlite") == []
+        yield remote
     finally:
         await remote.close()
         await broker.close()
+
+
+async def test_a_socket_client_publishes_it_journaled(tmp_path: Path) -> None:
+    """A client in another process would not know that a restarted broker had lost it."""
+    path = tmp_path / "mq.sqlite"
+    async with over_a_socket(path) as remote:
+        await remote.publish_restorable(TASKS, b"task", msg_id="t1:start", attempts=1)
+        assert journaled(path) == [("t1:start",)]
+        delivery = await next_delivery(aiter(remote.consume(TASKS)))
+        assert delivery.attempt == 1  # journaled work starts from its own count
+
+
+async def test_a_forged_pubmem_from_a_socket_client_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "mq.sqlite"
+    async with over_a_socket(path) as remote:
+        forged = [TASKS.encode(), b"t1:start", b"", b"task", wire.u32(0)]
+        with pytest.raises(PublishRejected, match="only for in-process clients"):
+            await remote._new_request(wire.PUBMEM, forged, "a forged publish")
+        assert journaled(path) == []
 
 
 async def test_the_deliveries_its_publisher_knew_of_count_toward_the_dead_letter(tmp_path: Path) -> None:
