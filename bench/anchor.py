@@ -8,21 +8,25 @@ on :data:`bench.deployment.ANCHOR_SERVICES`: the workflow echo at every client c
 burns ~5 ms of CPU at 32 clients (llamactl runs it on ``replicas: 2``; Llama Deploy 0.9 runs
 everything in its one process) and a step that awaits 50 ms at 64 clients; then the peak RSS of
 the server and its one worker serving only the workflow echo.
+
+Llama Deploy 0.9.2's environment runs an older ``llama-index-workflows`` than llamactl's may
+(1.3.0: its llama-index-core < 0.14 takes < 2), and the library's cost per run differs between
+versions. So :func:`same_library_python` installs llamactl's dependencies beside the version
+Llama Deploy runs, and the anchor measures llamactl a second time there: the comparison on the
+same workflow, run by the same library.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import socket
-import subprocess
 import sys
 import tempfile
-import venv
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.cached_env import CachedEnvUnavailable, cached_python, checkout_python, llamactl_requirements
 from bench.deployment import ANCHOR_SERVICES, DEPLOYMENT, MEMORY_SERVICES, BenchService, write_deployment
 from bench.measure import ECHO_BODY, Throughput, measure_endpoint, wait_first_success
 from bench.procfs import tree_usage
@@ -35,15 +39,16 @@ __all__ = [
     "anchor_argv",
     "anchor_python",
     "llamactl_argv",
+    "llamactl_argv_in",
     "measure_legacy",
     "measure_product",
+    "same_library_python",
 ]
 
 ANCHOR_VERSIONS = ("0.9.2", "0.8.1")
 """Llama Deploy releases the anchor knows how to serve: 0.9.2 (the last, everything in the API
 server's process) and 0.8.1 (the last with a control plane, a message queue and services)."""
 _EXTRAS = ("uvloop", "httptools")
-_INSTALL_TIMEOUT = 900.0
 _RUN_PATH = f"/deployments/{DEPLOYMENT}/tasks/run"
 CPU_CLIENTS = 32
 IO_CLIENTS = 64
@@ -52,35 +57,38 @@ ArgvFor = Callable[[Path], list[str]]
 """The command that serves the deployment file it is given."""
 
 
-class AnchorUnavailable(RuntimeError):
-    """Llama Deploy could not be installed into the benchmark's cache."""
-
-
-def cache_root() -> Path:
-    """Where the anchor's virtual environments live."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "llamactl-bench"
+class AnchorUnavailable(CachedEnvUnavailable):
+    """Llama Deploy, or llamactl on Llama Deploy's workflows library, could not be installed."""
 
 
 def anchor_python(version: str = ANCHOR_VERSIONS[0], *, say: Callable[[str], None] = print) -> Path:
     """The interpreter of a virtual environment holding ``llama-deploy==version``; install it once."""
-    root = cache_root() / f"llama-deploy-{version}"
-    python = root / "bin" / "python"
-    marker = root / ".llamactl-bench-ready"
-    if marker.exists() and python.exists():
-        return python
-    say(f"installing llama-deploy=={version} into {root} (once; later runs reuse it)")
-    venv.EnvBuilder(with_pip=True, clear=True).create(root)
-    argv = [str(python), "-m", "pip", "install", "-q", f"llama-deploy=={version}", *_EXTRAS]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=_INSTALL_TIMEOUT, check=False)
-    if done.returncode != 0:
-        tail = "\n".join(done.stderr.splitlines()[-15:])
-        raise AnchorUnavailable(
-            f"could not install llama-deploy=={version} into {root} (pip exited {done.returncode}); "
-            f"check that PyPI answers, or run without --anchor. pip said:\n{tail}"
+    try:
+        return cached_python(
+            f"llama-deploy-{version}",
+            [f"llama-deploy=={version}", *_EXTRAS],
+            what=f"llama-deploy=={version}",
+            hint="check that PyPI answers, or run without --anchor",
+            say=say,
         )
-    marker.write_text(f"llama-deploy=={version}\n")
-    return python
+    except CachedEnvUnavailable as exc:
+        raise AnchorUnavailable(str(exc)) from None
+
+
+def same_library_python(workflows: str, *, say: Callable[[str], None] = print) -> Path:
+    """The interpreter of a virtual environment holding llamactl's dependencies with
+    ``llama-index-workflows==workflows`` (the version Llama Deploy's environment runs); install it
+    once. It runs the checkout's sources: see :func:`llamactl_argv_in`."""
+    try:
+        return cached_python(
+            f"llamactl-workflows-{workflows}",
+            [*llamactl_requirements(), f"llama-index-workflows=={workflows}"],
+            what=f"llamactl's dependencies with llama-index-workflows=={workflows}",
+            hint="check that PyPI answers, or run without --anchor",
+            say=say,
+        )
+    except CachedEnvUnavailable as exc:
+        raise AnchorUnavailable(str(exc)) from None
 
 
 def anchor_argv(python: Path) -> ArgvFor:
@@ -92,6 +100,13 @@ def anchor_argv(python: Path) -> ArgvFor:
 def llamactl_argv(file: Path) -> list[str]:
     """Serve a deployment file with ``llamactl serve``."""
     return [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
+
+
+def llamactl_argv_in(python: Path) -> ArgvFor:
+    """Serve a deployment file with ``llamactl serve`` from the checkout, run by ``python`` (an
+    environment from :func:`same_library_python`); its workers inherit the ``PYTHONPATH``."""
+    prefix = checkout_python(python)
+    return lambda file: [*prefix, "-m", "llamactl", "serve", str(file), "--port", "0"]
 
 
 @dataclass(slots=True)

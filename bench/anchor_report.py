@@ -9,10 +9,20 @@ from bench.anchor import CPU_CLIENTS, IO_CLIENTS, ProductFigures
 from bench.measure import Throughput
 from bench.report import Figure
 
-__all__ = ["AnchorRun", "anchor_figures"]
+__all__ = ["AnchorRun", "SameLibrary", "anchor_figures"]
 
 _MB = 1024 * 1024
 _LD = "Llama Deploy 0.9.2"
+
+
+@dataclass(slots=True)
+class SameLibrary:
+    """llamactl and the floor measured again on the workflows library Llama Deploy runs."""
+
+    workflows: str
+    """The ``llama-index-workflows`` version, Llama Deploy's."""
+    ours: ProductFigures
+    floor_workflow: Throughput
 
 
 @dataclass(slots=True)
@@ -23,6 +33,8 @@ class AnchorRun:
     theirs: ProductFigures
     legacy: Throughput | None
     floor_workflow: Throughput
+    same_library: SameLibrary | None = None
+    """Set when llamactl's own environment runs another workflows version than Llama Deploy's."""
 
 
 def _p50(t: Throughput) -> float:
@@ -42,8 +54,9 @@ def _vs(
 
 
 def anchor_figures(run: AnchorRun) -> list[Figure]:
-    """Each figure of llamactl with Llama Deploy's as its baseline and the issue's target as a ratio."""
-    ours, theirs = run.ours, run.theirs
+    """Each figure of llamactl with Llama Deploy's as its baseline and the issue's target as a ratio;
+    then the same on Llama Deploy's workflows library, when llamactl's own is another version."""
+    theirs = run.theirs
     figs: list[Figure] = [
         Figure("anchor.ld.workflow.p50_ms", f"{_LD}: workflow echo p50", _p50(theirs.workflow), "ms"),
     ]
@@ -52,32 +65,68 @@ def anchor_figures(run: AnchorRun) -> list[Figure]:
         for n, r in theirs.workflow.rates.items()
         if n > 1
     ]
-    figs += [
+    figs += _floor("anchor", "floor (one hop, nothing stored)", run.floor_workflow, theirs, rates=False)
+    figs += _versus("anchor", "llamactl", run.ours, theirs)
+    if run.legacy is not None:
+        figs += _versus_legacy(run.ours, run.legacy)
+    same = run.same_library
+    if same is not None:
+        prefix, lib = "anchor.same_library", f"workflows {same.workflows}"
+        figs += _floor(prefix, f"floor on {lib}", same.floor_workflow, theirs, rates=True)
+        figs += _versus(prefix, f"llamactl on {lib}", same.ours, theirs)
+    return figs
+
+
+def _floor(prefix: str, name: str, floor: Throughput, theirs: ProductFigures, *, rates: bool) -> list[Figure]:
+    """The one-hop floor's workflow echo against Llama Deploy's: p50, and throughput if ``rates``
+    (the main table already shows the floor's throughput on llamactl's own library)."""
+    figs = [
         Figure(
-            "anchor.floor.workflow.p50_ms",
-            "floor (one hop, nothing stored): workflow echo p50",
-            _p50(run.floor_workflow),
+            f"{prefix}.floor.workflow.p50_ms",
+            f"{name}: workflow echo p50",
+            _p50(floor),
             "ms",
             "anchor.ld.workflow.p50_ms",
             "LD 0.9.2",
             _p50(theirs.workflow),
         ),
+    ]
+    figs += [
+        Figure(
+            f"{prefix}.floor.workflow.tps_{n}",
+            f"{name}: workflow echo, {n} clients",
+            rate,
+            "/s",
+            f"anchor.ld.workflow.rps_{n}",
+            "LD 0.9.2",
+            theirs.workflow.rates.get(n, math.nan),
+        )
+        for n, rate in floor.rates.items()
+        if n > 1 and rates
+    ]
+    return figs
+
+
+def _versus(prefix: str, name: str, ours: ProductFigures, theirs: ProductFigures) -> list[Figure]:
+    """llamactl's figures (keys under ``prefix``, labels led by ``name``) against Llama Deploy's."""
+    figs: list[Figure] = []
+    figs.append(
         _vs(
-            "anchor.workflow.p50_ms",
-            "llamactl: workflow echo p50",
+            f"{prefix}.workflow.p50_ms",
+            f"{name}: workflow echo p50",
             _p50(ours.workflow),
             "ms",
             base=("anchor.ld.workflow.p50_ms", _p50(theirs.workflow)),
             check="<=",
             limit=1.0,
-        ),
-    ]
+        )
+    )
     for n, rate in ours.workflow.rates.items():
         if n > 1:
             figs.append(
                 _vs(
-                    f"anchor.workflow.tps_{n}",
-                    f"llamactl: workflow echo, {n} clients",
+                    f"{prefix}.workflow.tps_{n}",
+                    f"{name}: workflow echo, {n} clients",
                     rate,
                     "/s",
                     base=(f"anchor.ld.workflow.rps_{n}", theirs.workflow.rates.get(n, math.nan)),
@@ -87,8 +136,8 @@ def anchor_figures(run: AnchorRun) -> list[Figure]:
             )
     figs += [
         _vs(
-            "anchor.cpu.tps",
-            f"~5 ms CPU step, {CPU_CLIENTS} clients (llamactl replicas: 2)",
+            f"{prefix}.cpu.tps",
+            f"{name}: ~5 ms CPU step, {CPU_CLIENTS} clients (replicas: 2)",
             ours.cpu.rates.get(CPU_CLIENTS, math.nan),
             "/s",
             base=("anchor.ld.cpu.tps", theirs.cpu.rates.get(CPU_CLIENTS, math.nan)),
@@ -96,8 +145,8 @@ def anchor_figures(run: AnchorRun) -> list[Figure]:
             limit=1.8,
         ),
         _vs(
-            "anchor.io.tps",
-            f"50 ms awaited step, {IO_CLIENTS} clients",
+            f"{prefix}.io.tps",
+            f"{name}: 50 ms awaited step, {IO_CLIENTS} clients",
             ours.io.rates.get(IO_CLIENTS, math.nan),
             "/s",
             base=("anchor.ld.io.tps", theirs.io.rates.get(IO_CLIENTS, math.nan)),
@@ -105,8 +154,8 @@ def anchor_figures(run: AnchorRun) -> list[Figure]:
             limit=1.0,
         ),
         _vs(
-            "anchor.io.p99_ms",
-            f"50 ms awaited step, {IO_CLIENTS} clients, p99",
+            f"{prefix}.io.p99_ms",
+            f"{name}: 50 ms awaited step, {IO_CLIENTS} clients, p99",
             ours.io_p99,
             "ms",
             base=("anchor.ld.io.p99_ms", theirs.io_p99),
@@ -114,8 +163,8 @@ def anchor_figures(run: AnchorRun) -> list[Figure]:
             limit=1.2,
         ),
         _vs(
-            "anchor.memory_mb",
-            "peak RSS, server + its one worker (workflow echo only)",
+            f"{prefix}.memory_mb",
+            f"{name}: peak RSS, server + its one worker (workflow echo only)",
             ours.memory_rss_bytes / _MB,
             "MB",
             base=("anchor.ld.memory_mb", theirs.memory_rss_bytes / _MB),
@@ -126,8 +175,8 @@ def anchor_figures(run: AnchorRun) -> list[Figure]:
     top = max(ours.workflow.server_cpu_ms, default=0)
     figs.append(
         Figure(
-            f"anchor.workflow.server_cpu_ms_{top}",
-            f"workflow echo CPU per task, all processes, {top} clients",
+            f"{prefix}.workflow.server_cpu_ms_{top}",
+            f"{name}: workflow echo CPU per task, all processes, {top} clients",
             ours.workflow.server_cpu_ms.get(top, math.nan),
             "ms",
             f"anchor.ld.workflow.server_cpu_ms_{top}",
@@ -135,25 +184,28 @@ def anchor_figures(run: AnchorRun) -> list[Figure]:
             theirs.workflow.server_cpu_ms.get(top, math.nan),
         )
     )
-    if run.legacy is not None:
-        figs += [
-            Figure(
-                "anchor.workflow.p50_vs_ld081_ms",
-                "llamactl: workflow echo p50",
-                _p50(ours.workflow),
-                "ms",
-                "anchor.ld081.workflow.p50_ms",
-                "LD 0.8.1",
-                _p50(run.legacy),
-            ),
-            Figure(
-                "anchor.workflow.tps_8_vs_ld081",
-                "llamactl: workflow echo, 8 clients",
-                ours.workflow.rates.get(8, math.nan),
-                "/s",
-                "anchor.ld081.workflow.rps_8",
-                "LD 0.8.1",
-                run.legacy.rates.get(8, math.nan),
-            ),
-        ]
     return figs
+
+
+def _versus_legacy(ours: ProductFigures, legacy: Throughput) -> list[Figure]:
+    """llamactl against Llama Deploy 0.8.1, the seed's architecture (no targets)."""
+    return [
+        Figure(
+            "anchor.workflow.p50_vs_ld081_ms",
+            "llamactl: workflow echo p50",
+            _p50(ours.workflow),
+            "ms",
+            "anchor.ld081.workflow.p50_ms",
+            "LD 0.8.1",
+            _p50(legacy),
+        ),
+        Figure(
+            "anchor.workflow.tps_8_vs_ld081",
+            "llamactl: workflow echo, 8 clients",
+            ours.workflow.rates.get(8, math.nan),
+            "/s",
+            "anchor.ld081.workflow.rps_8",
+            "LD 0.8.1",
+            legacy.rates.get(8, math.nan),
+        ),
+    ]

@@ -122,6 +122,16 @@ async def measure_floor(opts: Options) -> ServerFigures:
         return ServerFigures(function, workflow, tree_usage(server.pid), math.nan)
 
 
+async def measure_floor_workflow(opts: Options, python: Path) -> Throughput:
+    """The floor's workflow endpoint run by another environment's ``python`` (the checkout's
+    sources on its ``PYTHONPATH``)."""
+    from bench.cached_env import REPO_ROOT, checkout_python  # noqa: PLC0415
+
+    argv = [*checkout_python(python), "-m", "bench.floor_server"]
+    async with ServerProcess(argv, cwd=REPO_ROOT) as server:
+        return await _measure(opts, server, "/workflow", _WF_BODY)
+
+
 async def measure_llamactl(opts: Options) -> ServerFigures:
     """A real ``llamactl serve`` subprocess on a generated deployment."""
     with tempfile.TemporaryDirectory(prefix="llamactl-bench-") as tmp:
@@ -149,25 +159,41 @@ async def measure_llamactl(opts: Options) -> ServerFigures:
 
 
 async def measure_anchor(opts: Options, floor_workflow: Throughput) -> list[Figure]:
-    """llamactl, Llama Deploy 0.9.2 and 0.8.1 on the same deployment, with the same client."""
+    """llamactl, Llama Deploy 0.9.2 and 0.8.1 on the same deployment, with the same client; then
+    llamactl and the floor again on Llama Deploy's workflows library if ours is another version."""
     from bench.anchor import (  # noqa: PLC0415
         ANCHOR_VERSIONS,
         anchor_argv,
         anchor_python,
         llamactl_argv,
+        llamactl_argv_in,
         measure_legacy,
         measure_product,
+        same_library_python,
     )
-    from bench.anchor_report import AnchorRun, anchor_figures  # noqa: PLC0415
+    from bench.anchor_report import AnchorRun, SameLibrary, anchor_figures  # noqa: PLC0415
+    from bench.cached_env import installed_version  # noqa: PLC0415
 
     current, legacy = (anchor_python(v, say=_say) for v in ANCHOR_VERSIONS)
+    theirs_library = installed_version(_WORKFLOWS, current)
+    same_python = None
+    if theirs_library != installed_version(_WORKFLOWS):
+        same_python = same_library_python(theirs_library, say=_say)
     measure = functools.partial(
         measure_product, clients=opts.clients, duration=opts.duration, warmup=opts.warmup
     )
     theirs = await measure(anchor_argv(current))
     ours = await measure(llamactl_argv)
     old = await measure_legacy(legacy, duration=opts.duration, warmup=opts.warmup)
-    return anchor_figures(AnchorRun(ours, theirs, old, floor_workflow))
+    same = None
+    if same_python is not None:
+        same_ours = await measure(llamactl_argv_in(same_python))
+        same_floor = await measure_floor_workflow(opts, same_python)
+        same = SameLibrary(theirs_library, same_ours, same_floor)
+    return anchor_figures(AnchorRun(ours, theirs, old, floor_workflow, same))
+
+
+_WORKFLOWS = "llama-index-workflows"
 
 
 def _say(line: str) -> None:

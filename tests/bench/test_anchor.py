@@ -19,7 +19,8 @@ from bench.anchor import (
     _legacy_keys,
     anchor_python,
 )
-from bench.anchor_report import AnchorRun, anchor_figures
+from bench.anchor_report import AnchorRun, SameLibrary, anchor_figures
+from bench.cached_env import REPO_ROOT, checkout_python, llamactl_requirements
 from bench.deployment import ANCHOR_SERVICES, MEMORY_SERVICES, write_deployment
 from bench.measure import Throughput
 from bench.report import render_table
@@ -61,6 +62,46 @@ def test_anchor_figures_compare_with_llama_deploy_as_ratios() -> None:
     table = render_table(list(figures.values()))
     assert "Llama Deploy 0.9.2: workflow echo p50" in table
     assert "LD 0.8.1" in table
+
+
+def test_the_same_library_run_is_compared_with_llama_deploy_too() -> None:
+    ours = _product(0.0030, 900.0, 0.2, 130)  # on our own library: slower than Llama Deploy
+    theirs = _product(0.0010, 1000.0, 0.060, 120)
+    same = _product(0.0009, 1600.0, 0.065, 110)  # on Llama Deploy's library
+    floor = Throughput(sequential=summarize([0.0005]), rates={8: 2000.0, 32: 2100.0})
+    run = AnchorRun(ours, theirs, None, floor, SameLibrary("1.3.0", same, floor))
+    figures = {f.key: f for f in anchor_figures(run)}
+    assert figures["anchor.workflow.p50_ms"].met is False
+    assert figures["anchor.same_library.workflow.p50_ms"].ratio == pytest.approx(0.9)
+    assert figures["anchor.same_library.workflow.p50_ms"].met is True
+    assert figures["anchor.same_library.workflow.tps_8"].met is True  # 1.6x >= 1.5x
+    assert figures["anchor.same_library.memory_mb"].met is True
+    assert figures["anchor.same_library.floor.workflow.tps_32"].ratio == pytest.approx(2.1)
+    assert "anchor.floor.workflow.tps_32" not in figures  # the main table has the floor's own
+    assert "llamactl on workflows 1.3.0: workflow echo p50" in render_table(list(figures.values()))
+    assert not any(
+        key.startswith("anchor.same_library") for key in _keys(AnchorRun(ours, theirs, None, floor))
+    )
+
+
+def _keys(run: AnchorRun) -> set[str]:
+    return {f.key for f in anchor_figures(run)}
+
+
+def test_the_same_library_environment_runs_the_checkout(tmp_path: Path) -> None:
+    requirements = llamactl_requirements()
+    assert any(req.startswith("llama-index-workflows") for req in requirements)
+    assert any(req.startswith("pyzmq") for req in requirements)
+    code = "import llamactl, bench.floor_server; print(llamactl.__file__)"
+    done = subprocess.run(
+        [*checkout_python(Path(sys.executable)), "-c", code],
+        cwd=tmp_path,  # not the checkout: only PYTHONPATH can find it
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert Path(done.stdout.strip()).is_relative_to(REPO_ROOT)
 
 
 def test_missing_figures_have_no_verdict() -> None:
