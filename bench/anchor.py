@@ -30,6 +30,7 @@ from bench.cached_env import CachedEnvUnavailable, cached_python, checkout_pytho
 from bench.deployment import ANCHOR_SERVICES, DEPLOYMENT, MEMORY_SERVICES, BenchService, write_deployment
 from bench.measure import ECHO_BODY, Throughput, measure_endpoint, wait_first_success
 from bench.procfs import tree_usage
+from bench.rounds import median_of, median_throughput
 from bench.server_proc import ServerProcess
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "llamactl_argv_in",
     "measure_legacy",
     "measure_product",
+    "median_product",
     "same_library_python",
 ]
 
@@ -208,6 +210,16 @@ async def measure_product(
         finally:
             await server.stop()
     return ProductFigures(workflow, cpu, io, rss)
+
+
+def median_product(runs: Sequence[ProductFigures]) -> ProductFigures:
+    """Each figure's median over the rounds that measured one product (see ``bench/rounds.py``)."""
+    return ProductFigures(
+        median_throughput([r.workflow for r in runs]),
+        median_throughput([r.cpu for r in runs]),
+        median_throughput([r.io for r in runs]),
+        int(median_of([float(r.memory_rss_bytes) for r in runs])),
+    )
 
 
 async def measure_legacy(python: Path, *, duration: float, warmup: float) -> Throughput:

@@ -65,21 +65,20 @@ def anchor_figures(run: AnchorRun) -> list[Figure]:
         for n, r in theirs.workflow.rates.items()
         if n > 1
     ]
-    figs += _floor("anchor", "floor (one hop, nothing stored)", run.floor_workflow, theirs, rates=False)
+    figs += _floor("anchor", "floor (one hop, nothing stored)", run.floor_workflow, theirs)
     figs += _versus("anchor", "llamactl", run.ours, theirs)
     if run.legacy is not None:
         figs += _versus_legacy(run.ours, run.legacy)
     same = run.same_library
     if same is not None:
         prefix, lib = "anchor.same_library", f"workflows {same.workflows}"
-        figs += _floor(prefix, f"floor on {lib}", same.floor_workflow, theirs, rates=True)
+        figs += _floor(prefix, f"floor on {lib}", same.floor_workflow, theirs)
         figs += _versus(prefix, f"llamactl on {lib}", same.ours, theirs)
     return figs
 
 
-def _floor(prefix: str, name: str, floor: Throughput, theirs: ProductFigures, *, rates: bool) -> list[Figure]:
-    """The one-hop floor's workflow echo against Llama Deploy's: p50, and throughput if ``rates``
-    (the main table already shows the floor's throughput on llamactl's own library)."""
+def _floor(prefix: str, name: str, floor: Throughput, theirs: ProductFigures) -> list[Figure]:
+    """The one-hop floor's workflow echo against Llama Deploy's: p50 and throughput."""
     figs = [
         Figure(
             f"{prefix}.floor.workflow.p50_ms",
@@ -102,7 +101,7 @@ def _floor(prefix: str, name: str, floor: Throughput, theirs: ProductFigures, *,
             theirs.workflow.rates.get(n, math.nan),
         )
         for n, rate in floor.rates.items()
-        if n > 1 and rates
+        if n > 1
     ]
     return figs
 

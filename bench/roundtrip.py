@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import functools
 import math
 import sys
 import tempfile
@@ -62,6 +61,8 @@ class Options:
     reload_clients: int = 8
     anchor: bool = False
     """Also measure Llama Deploy 0.9.2 and 0.8.1 (installed once into a cached venv)."""
+    rounds: int = 3
+    """The anchor's rounds: each product measured once per round, in rotating order; medians kept."""
     json: bool = False
 
 
@@ -122,16 +123,6 @@ async def measure_floor(opts: Options) -> ServerFigures:
         return ServerFigures(function, workflow, tree_usage(server.pid), math.nan)
 
 
-async def measure_floor_workflow(opts: Options, python: Path) -> Throughput:
-    """The floor's workflow endpoint run by another environment's ``python`` (the checkout's
-    sources on its ``PYTHONPATH``)."""
-    from bench.cached_env import REPO_ROOT, checkout_python  # noqa: PLC0415
-
-    argv = [*checkout_python(python), "-m", "bench.floor_server"]
-    async with ServerProcess(argv, cwd=REPO_ROOT) as server:
-        return await _measure(opts, server, "/workflow", _WF_BODY)
-
-
 async def measure_llamactl(opts: Options) -> ServerFigures:
     """A real ``llamactl serve`` subprocess on a generated deployment."""
     with tempfile.TemporaryDirectory(prefix="llamactl-bench-") as tmp:
@@ -156,44 +147,6 @@ async def measure_llamactl(opts: Options) -> ServerFigures:
                 first_event=events.p50,
                 first_event_p99=events.p99,
             )
-
-
-async def measure_anchor(opts: Options, floor_workflow: Throughput) -> list[Figure]:
-    """llamactl, Llama Deploy 0.9.2 and 0.8.1 on the same deployment, with the same client; then
-    llamactl and the floor again on Llama Deploy's workflows library if ours is another version."""
-    from bench.anchor import (  # noqa: PLC0415
-        ANCHOR_VERSIONS,
-        anchor_argv,
-        anchor_python,
-        llamactl_argv,
-        llamactl_argv_in,
-        measure_legacy,
-        measure_product,
-        same_library_python,
-    )
-    from bench.anchor_report import AnchorRun, SameLibrary, anchor_figures  # noqa: PLC0415
-    from bench.cached_env import installed_version  # noqa: PLC0415
-
-    current, legacy = (anchor_python(v, say=_say) for v in ANCHOR_VERSIONS)
-    theirs_library = installed_version(_WORKFLOWS, current)
-    same_python = None
-    if theirs_library != installed_version(_WORKFLOWS):
-        same_python = same_library_python(theirs_library, say=_say)
-    measure = functools.partial(
-        measure_product, clients=opts.clients, duration=opts.duration, warmup=opts.warmup
-    )
-    theirs = await measure(anchor_argv(current))
-    ours = await measure(llamactl_argv)
-    old = await measure_legacy(legacy, duration=opts.duration, warmup=opts.warmup)
-    same = None
-    if same_python is not None:
-        same_ours = await measure(llamactl_argv_in(same_python))
-        same_floor = await measure_floor_workflow(opts, same_python)
-        same = SameLibrary(theirs_library, same_ours, same_floor)
-    return anchor_figures(AnchorRun(ours, theirs, old, floor_workflow, same))
-
-
-_WORKFLOWS = "llama-index-workflows"
 
 
 def _say(line: str) -> None:
@@ -503,7 +456,13 @@ async def run(opts: Options) -> RunResult:
     ours = await measure_llamactl(opts)
     reload_opts = ReloadOptions(opts.reload_runs, opts.reloads, opts.reload_clients, opts.replicas)
     reloaded = await measure_reload(reload_opts)
-    anchored = await measure_anchor(opts, floor.workflow) if opts.anchor else []
+    anchored: list[Figure] = []
+    if opts.anchor:
+        from bench.anchor_run import measure_anchor  # noqa: PLC0415
+
+        anchored = await measure_anchor(
+            clients=opts.clients, duration=opts.duration, warmup=opts.warmup, rounds=opts.rounds, say=_say
+        )
     runs = {
         "baseline.echo": base.function,
         "baseline.workflow": base.workflow,
@@ -556,6 +515,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="also measure Llama Deploy 0.9.2 and 0.8.1 on the same workflows (installed once into "
         "a cached virtual environment under $XDG_CACHE_HOME/llamactl-bench; about 2 minutes more)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="with --anchor: measure each product this many times, alternating, and keep each "
+        "figure's median, so that the machine's drift during the run touches all alike (default 3)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--quick", action="store_true", help="smoke run: every measurement very short")
     ns = parser.parse_args(argv)
@@ -574,6 +540,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         reload_runs=2 if quick else 5,
         reloads=ns.reloads if ns.reloads is not None else (3 if quick else 20),
         anchor=bool(ns.anchor),
+        rounds=max(1, ns.rounds) if ns.rounds is not None else (1 if quick else 3),
         json=bool(ns.json),
     )
 

@@ -105,6 +105,9 @@ def test_options() -> None:
     assert quick.replicas == 2
     assert quick.duration < Options().duration
     assert parse_args(["--duration", "5"]).duration == 5
+    assert quick.rounds == 1
+    assert parse_args([]).rounds == 3
+    assert parse_args(["--anchor", "--rounds", "0"]).rounds == 1
 
 
 def test_procfs_sees_children() -> None:

@@ -1,0 +1,102 @@
+"""The anchor's part of ``python -m bench.roundtrip --anchor``: what is measured, in which order.
+
+Llama Deploy 0.9.2, llamactl and the one-hop floor's workflow endpoint are measured in
+alternating rounds (``bench/rounds.py``), each figure the median over the rounds; when Llama
+Deploy's environment runs another ``llama-index-workflows`` than ours, llamactl and the floor
+join the rounds a second time on that library (``bench/cached_env.py``). Llama Deploy 0.8.1,
+whose every task takes a second, is measured once at the end.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from bench.anchor import (
+    ANCHOR_VERSIONS,
+    ProductFigures,
+    anchor_argv,
+    anchor_python,
+    llamactl_argv,
+    llamactl_argv_in,
+    measure_legacy,
+    measure_product,
+    median_product,
+    same_library_python,
+)
+from bench.anchor_report import AnchorRun, SameLibrary, anchor_figures
+from bench.cached_env import REPO_ROOT, checkout_python, installed_version
+from bench.measure import ECHO_BODY, Throughput, measure_endpoint
+from bench.report import Figure
+from bench.rounds import alternate, median_throughput
+from bench.server_proc import ServerProcess
+
+__all__ = ["measure_anchor", "measure_floor_workflow"]
+
+_WORKFLOWS = "llama-index-workflows"
+_WF_BODY = {**ECHO_BODY, "service_id": "wf"}
+
+Measure = Callable[[], Awaitable[ProductFigures | Throughput]]
+
+
+async def measure_floor_workflow(
+    python: Path, *, clients: Sequence[int], duration: float, warmup: float
+) -> Throughput:
+    """The floor's workflow endpoint (``bench/floor_server.py``), run by ``python`` on the
+    checkout's sources."""
+    argv = [*checkout_python(python), "-m", "bench.floor_server"]
+    async with ServerProcess(argv, cwd=REPO_ROOT) as server:
+        return await measure_endpoint(
+            server.host,
+            server.port,
+            "/workflow",
+            _WF_BODY,
+            clients=clients,
+            duration=duration,
+            warmup=warmup,
+            server_pid=server.pid,
+        )
+
+
+async def measure_anchor(
+    *,
+    clients: Sequence[int],
+    duration: float,
+    warmup: float,
+    rounds: int,
+    say: Callable[[str], None] = print,
+) -> list[Figure]:
+    """Install what is missing, measure everything, and return the anchor's figures."""
+    current, legacy = (anchor_python(v, say=say) for v in ANCHOR_VERSIONS)
+    theirs_library = installed_version(_WORKFLOWS, current)
+    same_python = None
+    if theirs_library != installed_version(_WORKFLOWS):
+        same_python = same_library_python(theirs_library, say=say)
+    product = functools.partial(measure_product, clients=clients, duration=duration, warmup=warmup)
+    floor = functools.partial(measure_floor_workflow, clients=clients, duration=duration, warmup=warmup)
+    here = Path(sys.executable)
+    measures: dict[str, Measure] = {
+        "Llama Deploy 0.9.2": lambda: product(anchor_argv(current)),
+        "llamactl": lambda: product(llamactl_argv),
+        "floor": lambda: floor(here),
+    }
+    if same_python is not None:
+        python = same_python
+        measures["llamactl, same library"] = lambda: product(llamactl_argv_in(python))
+        measures["floor, same library"] = lambda: floor(python)
+    done = await alternate(rounds, measures, say=say)
+
+    def products(name: str) -> ProductFigures:
+        return median_product([r for r in done[name] if isinstance(r, ProductFigures)])
+
+    def floors(name: str) -> Throughput:
+        return median_throughput([r for r in done[name] if isinstance(r, Throughput)])
+
+    old = await measure_legacy(legacy, duration=duration, warmup=warmup)
+    same = None
+    if same_python is not None:
+        same = SameLibrary(theirs_library, products("llamactl, same library"), floors("floor, same library"))
+    run = AnchorRun(products("llamactl"), products("Llama Deploy 0.9.2"), old, floors("floor"), same)
+    return anchor_figures(run)
