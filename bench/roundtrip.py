@@ -513,7 +513,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "--anchor",
         action="store_true",
         help="also measure Llama Deploy 0.9.2 and 0.8.1 on the same workflows (installed once into "
-        "a cached virtual environment under $XDG_CACHE_HOME/llamactl-bench; about 2 minutes more)",
+        "a cached virtual environment under $XDG_CACHE_HOME/llamactl-bench; about 4 minutes more)",
     )
     parser.add_argument(
         "--rounds",
