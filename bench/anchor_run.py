@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.anchor import (
     ANCHOR_VERSIONS,
+    AnchorUnavailable,
     ProductFigures,
     anchor_argv,
     anchor_python,
@@ -33,7 +34,7 @@ from bench.report import Figure
 from bench.rounds import alternate, median_throughput
 from bench.server_proc import ServerProcess
 
-__all__ = ["measure_anchor", "measure_floor_workflow"]
+__all__ = ["measure_anchor", "measure_floor_workflow", "same_library"]
 
 _WORKFLOWS = "llama-index-workflows"
 _WF_BODY = {**ECHO_BODY, "service_id": "wf"}
@@ -60,6 +61,19 @@ async def measure_floor_workflow(
         )
 
 
+def same_library(workflows: str, *, say: Callable[[str], None] = print) -> Path | None:
+    """The interpreter of llamactl's environment on Llama Deploy's ``workflows`` version, or None
+    when ours runs that version already, or when it cannot be installed (said through ``say``:
+    the rest of the anchor is still worth its run)."""
+    if workflows == installed_version(_WORKFLOWS):
+        return None
+    try:
+        return same_library_python(workflows, say=say)
+    except AnchorUnavailable as exc:
+        say(f"measuring without the same-library block: {exc}")
+        return None
+
+
 async def measure_anchor(
     *,
     clients: Sequence[int],
@@ -71,9 +85,7 @@ async def measure_anchor(
     """Install what is missing, measure everything, and return the anchor's figures."""
     current, legacy = (anchor_python(v, say=say) for v in ANCHOR_VERSIONS)
     theirs_library = installed_version(_WORKFLOWS, current)
-    same_python = None
-    if theirs_library != installed_version(_WORKFLOWS):
-        same_python = same_library_python(theirs_library, say=say)
+    same_python = same_library(theirs_library, say=say)
     product = functools.partial(measure_product, clients=clients, duration=duration, warmup=warmup)
     floor = functools.partial(measure_floor_workflow, clients=clients, duration=duration, warmup=warmup)
     here = Path(sys.executable)

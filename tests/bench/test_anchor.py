@@ -20,7 +20,8 @@ from bench.anchor import (
     anchor_python,
 )
 from bench.anchor_report import AnchorRun, SameLibrary, anchor_figures
-from bench.cached_env import REPO_ROOT, checkout_python, llamactl_requirements
+from bench.anchor_run import same_library
+from bench.cached_env import REPO_ROOT, checkout_python, installed_version, llamactl_requirements
 from bench.deployment import ANCHOR_SERVICES, MEMORY_SERVICES, write_deployment
 from bench.measure import Throughput
 from bench.report import render_table
@@ -148,3 +149,17 @@ def test_a_failed_install_says_what_went_wrong(tmp_path: Path, monkeypatch: pyte
     ):
         anchor_python("0.9.2", say=lambda _line: None)
     assert not (tmp_path / "llamactl-bench" / "llama-deploy-0.9.2" / ".llamactl-bench-ready").exists()
+
+
+def test_a_failed_same_library_install_leaves_the_rest_of_the_anchor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # nothing to install from: pip fails at once
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    said: list[str] = []
+    assert same_library(installed_version("llama-index-workflows"), say=said.append) is None
+    assert said == []  # ours runs that version already: nothing to install
+    assert same_library("1.3.0", say=said.append) is None
+    assert "measuring without the same-library block" in said[-1]
+    assert "llama-index-workflows==1.3.0" in said[-1]
