@@ -18,6 +18,7 @@ same workflow, run by the same library.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
 import sys
@@ -129,11 +130,14 @@ class ProductFigures:
         return math.nan if summary is None else summary.p99 * 1000
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports: all bound at once, so the kernel cannot hand out one
+    twice (ports bound and closed one by one can repeat)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def _legacy_keys(file: Path) -> None:
@@ -141,10 +145,15 @@ def _legacy_keys(file: Path) -> None:
     each service on ports of their own (free loopback ports here) and knows ``path`` and
     ``source.name`` only."""
     text = file.read_text().replace("import-path:", "path:").replace("location: .}", "location: ., name: .}")
-    text = text.replace("    replicas:", f"    host: 127.0.0.1\n    port: {_free_port()}\n    replicas:")
+    parts = text.split("    replicas:")
+    control_plane, queue, *service_ports = _free_ports(len(parts) + 1)
+    text = parts[0] + "".join(
+        f"    host: 127.0.0.1\n    port: {port}\n    replicas:{rest}"
+        for port, rest in zip(service_ports, parts[1:], strict=True)
+    )
     text += (
-        f"control-plane: {{host: 127.0.0.1, port: {_free_port()}}}\n"
-        f"message-queue: {{type: simple, host: 127.0.0.1, port: {_free_port()}}}\n"
+        f"control-plane: {{host: 127.0.0.1, port: {control_plane}}}\n"
+        f"message-queue: {{type: simple, host: 127.0.0.1, port: {queue}}}\n"
     )
     file.write_text(text)
 

@@ -16,13 +16,14 @@ from bench.anchor import (
     IO_CLIENTS,
     AnchorUnavailable,
     ProductFigures,
+    _free_ports,
     _legacy_keys,
     anchor_python,
 )
 from bench.anchor_report import AnchorRun, SameLibrary, anchor_figures
 from bench.anchor_run import same_library
 from bench.cached_env import REPO_ROOT, checkout_python, installed_version, llamactl_requirements
-from bench.deployment import ANCHOR_SERVICES, MEMORY_SERVICES, write_deployment
+from bench.deployment import ANCHOR_SERVICES, write_deployment
 from bench.measure import Throughput
 from bench.report import render_table
 from bench.stats import summarize
@@ -129,15 +130,23 @@ def test_the_anchor_deployment_is_valid_for_llamactl(tmp_path: Path) -> None:
 
 
 def test_legacy_keys_give_each_server_its_own_port(tmp_path: Path) -> None:
-    file = write_deployment(tmp_path, 1, 64, MEMORY_SERVICES, source_is_folder=True)
+    file = write_deployment(tmp_path, 1, 64, ANCHOR_SERVICES, source_is_folder=True)
     _legacy_keys(file)
     data = yaml.safe_load(file.read_text())
     service = data["services"]["wf"]
     assert service["path"] == "src/bench_services:echo_workflow"
     assert service["source"] == {"type": "local", "location": ".", "name": "."}
-    ports = {service["port"], data["control-plane"]["port"], data["message-queue"]["port"]}
-    assert len(ports) == 3
+    ports = [s["port"] for s in data["services"].values()]
+    ports += [data["control-plane"]["port"], data["message-queue"]["port"]]
+    assert len(ports) == len(ANCHOR_SERVICES) + 2
+    assert len(set(ports)) == len(ports)
     assert data["message-queue"]["type"] == "simple"
+    assert all(s["replicas"] >= 1 for s in data["services"].values())
+
+
+def test_free_ports_are_distinct() -> None:
+    ports = _free_ports(64)
+    assert len(set(ports)) == 64
 
 
 def test_a_failed_install_says_what_went_wrong(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
