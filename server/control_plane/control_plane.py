@@ -20,12 +20,13 @@ from llamactl.server.control_plane.changes import ChangeFeed
 from llamactl.server.control_plane.dispatcher import Dispatcher
 from llamactl.server.control_plane.inbox import Handler, Inbox
 from llamactl.server.control_plane.loops import Loops
-from llamactl.server.control_plane.records import ControlPlaneRecords, Page, StoredTask
+from llamactl.server.control_plane.records import ControlPlaneRecords
 from llamactl.server.control_plane.registry import ServiceRegistry
 from llamactl.server.control_plane.remote_wakeups import RemoteWakeups
 from llamactl.server.control_plane.replica_mirror import ReplicaMirror
 from llamactl.server.control_plane.retention import Retention, RetentionPolicy
 from llamactl.server.control_plane.signals import TaskSignals
+from llamactl.server.control_plane.stored import Page, StoredTask
 from llamactl.server.control_plane.task_events import TaskEvents
 from llamactl.server.control_plane.task_input import decode_input
 from llamactl.server.control_plane.upgrade import ensure_indexed

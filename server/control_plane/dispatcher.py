@@ -29,8 +29,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from llamactl.server.control_plane.publisher import TaskPublisher
-from llamactl.server.control_plane.records import ControlPlaneRecords, SessionRecord, StoredTask
+from llamactl.server.control_plane.records import ControlPlaneRecords
 from llamactl.server.control_plane.session_turns import FreshTurns, SessionLocks
+from llamactl.server.control_plane.stored import SessionRecord, StoredTask
 from llamactl.server.errors import (
     LlamactlError,
     MessageQueueError,

@@ -25,10 +25,11 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from llamactl.server.control_plane.records import ControlPlaneRecords, ExtraConflict, StoredTask
+from llamactl.server.control_plane.records import ControlPlaneRecords, ExtraConflict
 from llamactl.server.control_plane.registry import ServiceRegistry
 from llamactl.server.control_plane.replica_mirror import ReplicaMirror, apply_replica_report
 from llamactl.server.control_plane.report_order import ReportOrder
+from llamactl.server.control_plane.stored import StoredTask
 from llamactl.server.errors import LeaseLost, MessageQueueError, StateStoreError, TaskNotFound
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.protocol import TaskMessage, WorkerMessage, WorkerMessageKind, event_msg_id

@@ -17,7 +17,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from llamactl.server.control_plane.records import ControlPlaneRecords, StoredTask
+from llamactl.server.control_plane.records import ControlPlaneRecords
+from llamactl.server.control_plane.stored import StoredTask
 from llamactl.server.errors import MessageQueueError
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue

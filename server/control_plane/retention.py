@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llamactl.server.control_plane.changes import ChangeFeed
-from llamactl.server.control_plane.records import ControlPlaneRecords, StoredTask
+from llamactl.server.control_plane.records import ControlPlaneRecords
+from llamactl.server.control_plane.stored import StoredTask
 from llamactl.server.types import TaskStatus
 
 __all__ = ["Retention", "RetentionPolicy"]

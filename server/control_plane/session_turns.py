@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, KeysView
 from dataclasses import dataclass
 
-from llamactl.server.control_plane.records import SessionRecord
+from llamactl.server.control_plane.stored import SessionRecord
 
 __all__ = ["FRESH_TURNS", "FreshTurns", "SessionLocks"]
 

@@ -6,7 +6,8 @@ import logging
 
 from pydantic import ValidationError
 
-from llamactl.server.control_plane.records import ControlPlaneRecords, SessionRecord, StoredTask
+from llamactl.server.control_plane.records import ControlPlaneRecords
+from llamactl.server.control_plane.stored import SessionRecord, StoredTask
 
 __all__ = ["ensure_indexed"]
 

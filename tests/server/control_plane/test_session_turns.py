@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from llamactl.server.control_plane.records import SessionRecord
 from llamactl.server.control_plane.session_turns import FreshTurns
+from llamactl.server.control_plane.stored import SessionRecord
 
 
 def test_fresh_turns_keep_at_most_their_limit_and_answer_only_for_their_task() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from llamactl.server.control_plane.loops import Loops
-from llamactl.server.control_plane.records import StoredTask
+from llamactl.server.control_plane.stored import StoredTask
 from llamactl.server.errors import InvalidRequest, StateStoreError
 from llamactl.server.mq import topics
 from llamactl.server.state.base import Index

@@ -6,7 +6,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from llamactl.server.control_plane.records import SessionRecord, StoredTask
+from llamactl.server.control_plane.stored import SessionRecord, StoredTask
 from llamactl.server.state import SQLiteStateStore
 from llamactl.server.types import TaskDefinition, TaskStatus
 
