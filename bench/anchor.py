@@ -66,30 +66,23 @@ class AnchorUnavailable(CachedEnvUnavailable):
 
 def anchor_python(version: str = ANCHOR_VERSIONS[0], *, say: Callable[[str], None] = print) -> Path:
     """The interpreter of a virtual environment holding ``llama-deploy==version``; install it once."""
-    try:
-        return cached_python(
-            f"llama-deploy-{version}",
-            [f"llama-deploy=={version}", *_EXTRAS],
-            what=f"llama-deploy=={version}",
-            hint="check that PyPI answers, or run without --anchor",
-            say=say,
-        )
-    except CachedEnvUnavailable as exc:
-        raise AnchorUnavailable(str(exc)) from None
+    what = f"llama-deploy=={version}"
+    return _install(f"llama-deploy-{version}", [what, *_EXTRAS], what, say)
 
 
 def same_library_python(workflows: str, *, say: Callable[[str], None] = print) -> Path:
     """The interpreter of a virtual environment holding llamactl's dependencies with
     ``llama-index-workflows==workflows`` (the version Llama Deploy's environment runs); install it
     once. It runs the checkout's sources: see :func:`llamactl_argv_in`."""
+    pin = f"llama-index-workflows=={workflows}"
+    what = f"llamactl's dependencies with {pin}"
+    return _install(f"llamactl-workflows-{workflows}", [*llamactl_requirements(), pin], what, say)
+
+
+def _install(name: str, requirements: list[str], what: str, say: Callable[[str], None]) -> Path:
     try:
-        return cached_python(
-            f"llamactl-workflows-{workflows}",
-            [*llamactl_requirements(), f"llama-index-workflows=={workflows}"],
-            what=f"llamactl's dependencies with llama-index-workflows=={workflows}",
-            hint="check that PyPI answers, or run without --anchor",
-            say=say,
-        )
+        hint = "check that PyPI answers, or run without --anchor"
+        return cached_python(name, requirements, what=what, hint=hint, say=say)
     except CachedEnvUnavailable as exc:
         raise AnchorUnavailable(str(exc)) from None
 
