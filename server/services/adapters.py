@@ -107,7 +107,7 @@ class _WorkflowRun(Run):
     async def wait(self) -> Any:
         try:
             async for ev in self._handler.stream_events():
-                await self._emit(_event_envelope(ev), last=isinstance(ev, StopEvent))
+                await self._emit(envelope(ev), last=isinstance(ev, StopEvent))
             return to_jsonable(await self._handler)
         except WorkflowRuntimeError as exc:
             if (cause := _wrapped_step_error(exc)) is None:
@@ -134,16 +134,6 @@ class _WorkflowRun(Run):
             return None
 
 
-def _event_envelope(ev: Any) -> dict[str, Any]:
-    """A streamed event's envelope; a StopEvent's value holds its ``result`` on either workflows
-    version (1.x keeps it in a private attribute, which ``model_dump`` leaves out)."""
-    env = envelope(ev)
-    value = env["value"]
-    if isinstance(ev, StopEvent) and isinstance(value, dict) and "result" not in value:
-        value["result"] = to_jsonable(ev.result)
-    return env
-
-
 def _wrapped_step_error(exc: WorkflowRuntimeError) -> BaseException | None:
     """The user's own exception when ``exc`` only wraps it: workflows 1.x raises a failing step's
     exception as ``WorkflowRuntimeError("Error in step 'name': ...")`` from it (2.x raises it as
@@ -166,10 +156,10 @@ class WorkflowRunnable(Runnable):
 def _remember_steps(workflow: Workflow) -> None:
     """Look the workflow's steps up once, not on every run.
 
-        ``workflows`` finds an instance's steps with ``inspect.getmembers`` each time it asks, several
-        times per run: a sixth of a worker's CPU per echo task. A step is a method of the class or a
-        function added with ``add_step``, which bumps the class's ``_step_functions_version``, so the
-        lookup is done again when that changes. A ``workflows`` without ``_get_steps`` or that version
+    ``workflows`` finds an instance's steps with ``inspect.getmembers`` each time it asks, several
+    times per run: a sixth of a worker's CPU per echo task. A step is a method of the class or a
+    function added with ``add_step``, which bumps the class's ``_step_functions_version``, so the
+    lookup is done again when that changes. A ``workflows`` without ``_get_steps`` or that version
     (1.x) is left as is.
     """
     lookup = getattr(workflow, "_get_steps", None)

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from pydantic import BaseModel
+from workflows.events import StopEvent
 
 __all__ = ["envelope", "qualified_name", "to_jsonable"]
 
@@ -60,11 +61,12 @@ def envelope(item: Any) -> dict[str, Any]:
 
     A workflows Event (any pydantic model) carries its fields as ``value`` (declared fields and
     the free-form ones side by side), so a client can rebuild it with ``JsonSerializer`` from
-    ``{"__is_pydantic": true, "value": value, "qualified_name": qualified_name}``. Plain values keep
-    their builtin type name (``dict``, ``str``, ...).
+    ``{"__is_pydantic": true, "value": value, "qualified_name": qualified_name}``; a StopEvent's
+    value holds its ``result`` on either workflows version. Plain values keep their builtin type
+    name (``dict``, ``str``, ...).
     """
-    return {
-        "value": to_jsonable(item),
-        "type": type(item).__name__,
-        "qualified_name": qualified_name(item),
-    }
+    value = to_jsonable(item)
+    if isinstance(item, StopEvent) and isinstance(value, dict) and "result" not in value:
+        # workflows 1.x keeps a StopEvent's result in a private attribute, which model_dump leaves out
+        value["result"] = to_jsonable(item.result)
+    return {"value": value, "type": type(item).__name__, "qualified_name": qualified_name(item)}
