@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from llamactl.server.control_plane.publisher import TaskPublisher
 from llamactl.server.control_plane.records import ControlPlaneRecords
-from llamactl.server.control_plane.session_turns import FreshTurns, SessionLocks
+from llamactl.server.control_plane.session_turns import FreshTurns, SessionLocks, next_turn
 from llamactl.server.control_plane.stored import SessionRecord, StoredTask
 from llamactl.server.errors import (
     LlamactlError,
@@ -244,26 +244,7 @@ class Dispatcher:
             if found is None:
                 return await self._orphans(adopt or [], resend)
             record, version = found
-            turn = record.model_copy(deep=True)
-            if ended is not None:
-                turn.waiting = [t for t in turn.waiting if t != ended]
-                if turn.active == ended:
-                    turn.active = None
-            for task_id in adopt or ():
-                if task_id != turn.active and task_id not in turn.waiting:
-                    turn.waiting.append(task_id)
-            active = None
-            if turn.active is not None:
-                active = await self._records.find_task_versioned(turn.active)
-                if active is None or active[0].status.is_final:
-                    turn.active, active = None, None
-            claimed: tuple[StoredTask, int] | None = None
-            while turn.active is None and turn.waiting:
-                head = await self._records.find_task_versioned(turn.waiting[0])
-                if head is None or head[0].status.is_final:
-                    turn.waiting.pop(0)
-                    continue
-                claimed, turn.active = head, turn.waiting.pop(0)
+            turn, active, claimed = await next_turn(self._records, record, ended=ended, adopt=adopt or ())
             if turn != record:
                 writes: list[Write] = [self._records.session_write(turn, version)]
                 if claimed is not None:
