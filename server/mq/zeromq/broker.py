@@ -47,7 +47,8 @@ from . import wire
 from .client import ZeroMQQueue
 from .confirms import Publish, SettlingPublish
 from .direct import DirectResults
-from .dispatch import Dispatcher, Entry
+from .dispatch import Dispatcher
+from .entries import Entry, dead_letter_headers, restored
 from .journal import Journal, PendingRow
 from .local import FrameHandler, LocalLink
 from .memory_work import MemoryWork
@@ -228,14 +229,9 @@ class ZeroMQBroker:
         assert self._dispatcher is not None and self._loop is not None
         now, wall = self._loop.time(), time.time()
         for row in rows:
-            e = Entry(row.topic, row.seq, row.msg_id, row.key, row.headers, row.payload, row.attempts)
-            e.failures, e.suspect = row.failures, row.suspect
-            if row.not_before:
-                e.not_before = now + max(0.0, row.not_before - wall)
-            if row.lease_id is not None and row.owner is not None and row.lease_until is not None:
-                e.lease_id, e.owner = row.lease_id, row.owner
-                e.lease_until = now + max(0.0, row.lease_until - wall)
-                self._peers.known(row.owner, now)
+            e = restored(row, now, wall)
+            if e.owner is not None:
+                self._peers.known(e.owner, now)
             self._dispatcher.add(e)
         self._dispatcher.flush()
 
@@ -397,14 +393,8 @@ class ZeroMQBroker:
 
     def _on_dead(self, e: Entry, reason: str) -> None:
         assert self._journal is not None
-        headers = wire.decode_headers(e.headers)
-        headers["x-dead-reason"] = reason
-        headers["x-attempts"] = str(e.attempts)
-        headers["x-failures"] = str(e.failures)
-        dlq = dead_letter_topic(e.topic)
-        self._journal.submit(
-            ("pub", None, dlq, e.msg_id, e.key, wire.encode_headers(headers), e.payload, True)
-        )
+        dlq, headers = dead_letter_topic(e.topic), dead_letter_headers(e, reason)
+        self._journal.submit(("pub", None, dlq, e.msg_id, e.key, headers, e.payload, True))
         assert self._dispatcher is not None
         self._dispatcher.journal_done(e)
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-__all__ = ["Entry", "Sub", "Topic"]
+from . import wire
+
+if TYPE_CHECKING:
+    from .journal import PendingRow
+
+__all__ = ["Entry", "Sub", "Topic", "dead_letter_headers", "restored"]
 
 
 @dataclass(slots=True, eq=False)
@@ -70,3 +76,25 @@ class Topic:
     delayed: list[tuple[float, int, Entry]] = field(default_factory=list)
     turn: deque[Sub] = field(default_factory=deque)
     subs: set[Sub] = field(default_factory=set)
+
+
+def restored(row: PendingRow, now: float, wall: float) -> Entry:
+    """A work message the journal held, as an Entry again: its delay and lease, kept as wall-clock
+    times, become loop times (``now`` on the loop's clock is ``wall`` on the wall clock)."""
+    e = Entry(row.topic, row.seq, row.msg_id, row.key, row.headers, row.payload, row.attempts)
+    e.failures, e.suspect = row.failures, row.suspect
+    if row.not_before:
+        e.not_before = now + max(0.0, row.not_before - wall)
+    if row.lease_id is not None and row.owner is not None and row.lease_until is not None:
+        e.lease_id, e.owner = row.lease_id, row.owner
+        e.lease_until = now + max(0.0, row.lease_until - wall)
+    return e
+
+
+def dead_letter_headers(e: Entry, reason: str) -> bytes:
+    """``e``'s headers for its dead-letter copy: why it died and after how many attempts."""
+    headers = wire.decode_headers(e.headers)
+    headers["x-dead-reason"] = reason
+    headers["x-attempts"] = str(e.attempts)
+    headers["x-failures"] = str(e.failures)
+    return wire.encode_headers(headers)
