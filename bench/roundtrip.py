@@ -4,40 +4,31 @@ Measures, in one run and on the same client: a bare Starlette endpoint and the e
 run inside a handler (the baselines), the same two forwarded to a worker process over ZeroMQ
 with nothing else (the floor any out-of-process design pays), then a real ``llamactl serve``
 subprocess (function echo, workflow echo, first streamed event, start to ready, peak RSS, idle
-CPU), plus ``llamactl --help``. Prints each figure with its ratio to the baseline and the target it must meet.
+CPU), plus ``llamactl --help``. The three servers are measured in alternating rounds (``--rounds``),
+each figure the median of its rounds (see :mod:`bench.servers`). Prints each figure with its ratio
+to the baseline and the target it must meet.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
+import functools
 import math
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-from bench.deployment import DEPLOYMENT, write_deployment
-from bench.measure import (
-    ECHO_BODY,
-    Throughput,
-    first_event_latency,
-    help_seconds,
-    measure_endpoint,
-    wait_first_success,
-)
-from bench.procfs import TreeUsage, tree_usage
+from bench.measure import Throughput, help_seconds
 from bench.reload import ReloadOptions, measure_reload
 from bench.reload import figures as reload_figures
 from bench.report import Figure, render_json, render_table
-from bench.server_proc import ServerProcess
+from bench.rounds import alternate
+from bench.servers import ServerFigures, measure_baseline, measure_floor, measure_llamactl, median_figures
 
 __all__ = ["Options", "main", "parse_args", "run"]
 
-_WF_BODY = {**ECHO_BODY, "service_id": "wf"}
 _MB = 1024 * 1024
 _CPU_TARGET_MS = {"function": 0.15, "workflow": 0.30}
 """Server + worker CPU per task: half of what the performance issue measured (0.3 / 0.6 ms)."""
@@ -62,91 +53,9 @@ class Options:
     anchor: bool = False
     """Also measure Llama Deploy 0.9.2 and 0.8.1 (installed once into a cached venv)."""
     rounds: int = 3
-    """The anchor's rounds: each product measured once per round, in rotating order; medians kept."""
+    """Each server (and with ``anchor`` each product) measured once per round, in rotating order;
+    each figure the median of its rounds."""
     json: bool = False
-
-
-@dataclass(slots=True)
-class ServerFigures:
-    """What was measured on one server."""
-
-    function: Throughput
-    workflow: Throughput
-    usage: TreeUsage
-    idle_cpu: float
-    start_seconds: float = math.nan
-    first_task_seconds: float = math.nan
-    first_event: float = math.nan
-    first_event_p99: float = math.nan
-    extra: dict[str, object] = field(default_factory=dict)
-
-
-async def _idle_cpu(pid: int, seconds: float) -> float:
-    """CPU seconds the process tree used over ``seconds`` of doing nothing."""
-    await asyncio.sleep(0.3)  # let the last responses and acks settle
-    before = tree_usage(pid).cpu_seconds
-    await asyncio.sleep(seconds)
-    return tree_usage(pid).cpu_seconds - before
-
-
-async def _measure(opts: Options, server: ServerProcess, path: str, body: dict[str, str]) -> Throughput:
-    return await measure_endpoint(
-        server.host,
-        server.port,
-        path,
-        body,
-        clients=opts.clients,
-        duration=opts.duration,
-        warmup=opts.warmup,
-        processes=opts.client_processes,
-        server_pid=server.pid,
-    )
-
-
-async def measure_baseline(opts: Options) -> ServerFigures:
-    """The bare Starlette endpoint and the in-handler workflow on uvicorn."""
-    argv = [sys.executable, "-m", "bench.baseline_server"]
-    async with ServerProcess(argv, cwd=Path(__file__).parent.parent) as server:
-        function = await _measure(opts, server, "/echo", ECHO_BODY)
-        workflow = await _measure(opts, server, "/workflow", _WF_BODY)
-        usage = tree_usage(server.pid)
-        idle = await _idle_cpu(server.pid, opts.idle)
-        return ServerFigures(function, workflow, usage, idle, start_seconds=server.start_seconds)
-
-
-async def measure_floor(opts: Options) -> ServerFigures:
-    """The same two endpoints, each request forwarded to a worker process over ZeroMQ."""
-    argv = [sys.executable, "-m", "bench.floor_server"]
-    async with ServerProcess(argv, cwd=Path(__file__).parent.parent) as server:
-        function = await _measure(opts, server, "/echo", ECHO_BODY)
-        workflow = await _measure(opts, server, "/workflow", _WF_BODY)
-        return ServerFigures(function, workflow, tree_usage(server.pid), math.nan)
-
-
-async def measure_llamactl(opts: Options) -> ServerFigures:
-    """A real ``llamactl serve`` subprocess on a generated deployment."""
-    with tempfile.TemporaryDirectory(prefix="llamactl-bench-") as tmp:
-        file = write_deployment(Path(tmp), opts.replicas, opts.max_concurrency)
-        argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
-        async with ServerProcess(argv, cwd=Path(tmp), start_timeout=120) as server:
-            host, port = server.host, server.port
-            run_path = f"/deployments/{DEPLOYMENT}/tasks/run"
-            first_ok = await wait_first_success(host, port, run_path, ECHO_BODY)
-            function = await _measure(opts, server, run_path, ECHO_BODY)
-            workflow = await _measure(opts, server, run_path, _WF_BODY)
-            events = await first_event_latency(host, port, DEPLOYMENT, "stream", opts.event_runs)
-            usage = tree_usage(server.pid)
-            idle = await _idle_cpu(server.pid, opts.idle)
-            return ServerFigures(
-                function,
-                workflow,
-                usage,
-                idle,
-                start_seconds=server.start_seconds,
-                first_task_seconds=first_ok - server.spawned_at,
-                first_event=events.p50,
-                first_event_p99=events.p99,
-            )
 
 
 def _say(line: str) -> None:
@@ -448,12 +357,16 @@ class RunResult:
 
 
 async def run(opts: Options) -> RunResult:
-    """Measure everything: ``llamactl --help``, then the baseline server, then ``llamactl serve``."""
+    """Measure everything: ``llamactl --help``, the three servers in rounds, reloads, the anchor."""
     started = time.perf_counter()
     help_s = help_seconds(opts.help_runs)
-    base = await measure_baseline(opts)
-    floor = await measure_floor(opts)
-    ours = await measure_llamactl(opts)
+    measures = {
+        "baseline": functools.partial(measure_baseline, opts),
+        "floor": functools.partial(measure_floor, opts),
+        "llamactl": functools.partial(measure_llamactl, opts),
+    }
+    measured = await alternate(opts.rounds, measures, say=_say)
+    base, floor, ours = (median_figures(measured[name]) for name in measures)
     reload_opts = ReloadOptions(opts.reload_runs, opts.reloads, opts.reload_clients, opts.replicas)
     reloaded = await measure_reload(reload_opts)
     anchored: list[Figure] = []
@@ -519,8 +432,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "--rounds",
         type=int,
         default=None,
-        help="with --anchor: measure each product this many times, alternating, and keep each "
-        "figure's median, so that the machine's drift during the run touches all alike (default 3)",
+        help="measure each server (with --anchor: each product too) this many times, alternating, "
+        "and keep each figure's median, so that the machine's drift during the run touches all "
+        "alike (default 3; --quick: 1)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
     parser.add_argument("--quick", action="store_true", help="smoke run: every measurement very short")

@@ -12,7 +12,8 @@ from pathlib import Path
 from bench.measure import Throughput
 from bench.procfs import TreeUsage, descendants, tree_usage
 from bench.report import render_json, render_table
-from bench.roundtrip import Options, ServerFigures, build_figures, parse_args
+from bench.roundtrip import Options, build_figures, parse_args
+from bench.servers import ServerFigures
 from bench.stats import summarize
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +64,7 @@ def _figures(rate: float) -> ServerFigures:
 
 def test_quick_run_prints_every_figure() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bench.roundtrip", "--quick"],
+        [sys.executable, "-m", "bench.roundtrip", "--quick", "--rounds", "2"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -78,6 +79,7 @@ def test_quick_run_prints_every_figure() -> None:
         assert "n/a" not in row, row
     assert "request errors: none" in done.stdout  # includes tasks failed during the reloads
     assert "other work on the machine" in done.stdout
+    assert "round 2 of 2: floor, llamactl, baseline" in done.stderr  # each server measured twice
 
 
 def test_every_figure_has_a_ratio_where_it_has_a_baseline() -> None:
