@@ -30,6 +30,8 @@ LABELS = [
     "floor: one hop to a worker, 32 clients",
     "floor: workflow in a worker p50",
     "floor: workflow in a worker, 32 clients",
+    "floor: one hop to a worker, CPU per task, server + worker, 32 clients",
+    "floor: workflow in a worker, CPU per task, server + worker, 32 clients",
     "function echo p50 (1 client)",
     "function echo p99 (1 client)",
     "function echo, 1 client",
@@ -94,6 +96,10 @@ def test_every_figure_has_a_ratio_where_it_has_a_baseline() -> None:
     assert data["floor.workflow.rps_32"]["baseline"] == 1000.0
     assert data["llamactl.function.tps_32"]["met"] is True  # >= 0.5x the floor
     assert data["llamactl.function.server_cpu_ms_32"]["met"] is False  # 2 ms > 0.15 ms
+    # the CPU targets are shown beside the floor's own CPU per task, the least any design pays
+    assert data["llamactl.workflow.server_cpu_ms_32"]["baseline"] == 1000 / 700
+    assert data["floor.echo.server_cpu_ms_32"]["value"] == 1000 / 700
+    assert data["floor.echo.server_cpu_ms_32"]["baseline"] == 1.0  # the bare endpoint's
     assert data["llamactl.workflow.tps_8"]["met"] is False
     assert data["llamactl.help_s"]["met"] is True
     assert data["llamactl.function.p50_ms"]["met"] is True
