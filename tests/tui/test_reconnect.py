@@ -114,8 +114,9 @@ async def test_after_a_server_restart_the_views_and_the_event_stream_resume_with
                 seen = [(e.seq, e.type, e.attempt) for e in book]
                 log = "\n".join(server.stderr.so_far()[-60:])
                 raise AssertionError(
-                    f"{exc}: task {record.status.value}, attempts {record.attempts}, replica "
-                    f"{record.replica_id}; events seen {seen}; the server's log ends with:\n{log}"
+                    f"{exc}: task {record.status.value} ({record.error}), attempts {record.attempts}, "
+                    f"replica {record.replica_id}, started {record.started_at}, finished "
+                    f"{record.finished_at}; events seen {seen}; the server's log ends with:\n{log}"
                 ) from None
             seqs = events.seqs
             assert seqs == sorted(set(seqs)) and seqs[0] == 0, f"duplicate or missing events: {seqs}"
