@@ -43,16 +43,19 @@ class SideLine:
 
     def keepalive(self) -> None:
         with contextlib.suppress(zmq.ZMQError):
-            self._socket().send_multipart([wire.VOUCH, self._client], flags=zmq.NOBLOCK)
+            self._socket().send(wire.pack([wire.VOUCH, self._client]), flags=zmq.NOBLOCK)
 
     def publish(self, topic: str, payload: bytes, *, msg_id: str, key: str = "") -> bool:
         sock = self._socket()
         req = wire.u64(next(self._ids))
         frames = [wire.PUB, req, topic.encode(), msg_id.encode(), key.encode(), b"", payload]
         try:
-            sock.send_multipart(frames, flags=zmq.NOBLOCK)
+            sock.send(wire.pack(frames), flags=zmq.NOBLOCK)
             while sock.poll(_CONFIRM_WAIT_MS):
-                reply = sock.recv_multipart()
+                try:
+                    reply = wire.unpack(sock.recv())
+                except ValueError:
+                    continue  # not ours to read: only the confirmation counts here
                 if len(reply) >= 2 and reply[1] == req:
                     return reply[0] == wire.PUBACK
         except zmq.ZMQError:
