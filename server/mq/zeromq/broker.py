@@ -53,6 +53,7 @@ from .journal import Journal, PendingRow
 from .local import FrameHandler, LocalLink
 from .memory_work import MemoryWork
 from .peers import Peers
+from .pump import Pump
 from .security import BrokerSocket, CurveKeys
 from .streams import Streams
 
@@ -103,7 +104,7 @@ class ZeroMQBroker:
         self._next_prune = 0.0
         self._epoch = os.urandom(8).hex().encode()
         self._endpoint = ""
-        self._pump: wire.Pump | None = None
+        self._pump: Pump | None = None
         self._journal: Journal | None = None
         self._dispatcher: Dispatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -199,7 +200,7 @@ class ZeroMQBroker:
         sock.setsockopt(zmq.RCVHWM, 0)
         self._endpoint = self._socket.endpoint
         self._recover(pending)
-        self._pump = wire.Pump(sock, self._on_frames)
+        self._pump = Pump(sock, self._on_frames)
         self._next_peer_check = loop.time() + self._hb / 2
         self._next_prune = loop.time() + self._prune_every
         self._rearm()

@@ -1,7 +1,7 @@
 """ZeroMQQueue: the :class:`~llamactl.server.mq.base.MessageQueue` client of :class:`ZeroMQBroker`.
 
 One DEALER socket per client (routing id random, so the broker knows it across reconnects),
-driven by a :class:`~llamactl.server.mq.zeromq.wire.Pump`; one background task sends ``HB`` every
+driven by a :class:`~llamactl.server.mq.zeromq.pump.Pump`; one background task sends ``HB`` every
 ``heartbeat_interval`` and re-sends requests the broker has not answered (Lazy Pirate: same
 request id and ``msg_id``, so the broker absorbs the duplicates) until ``publish_timeout``,
 when they fail with PublishRejected (or MessageQueueError for ack/nack/extend).
@@ -37,6 +37,7 @@ from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_t
 from . import wire
 from .consumer import ConsumerState, ZeroMQDelivery, consume_iter, subscribe_iter
 from .local import FrameHandler, Transport
+from .pump import Pump
 from .security import secure_client
 from .sideline import SideLine
 
@@ -138,7 +139,7 @@ class ZeroMQQueue(MessageQueue):
         except zmq.ZMQError as exc:
             sock.close(linger=0)
             raise MessageQueueError(f"bad broker address {self.router!r}: {exc}") from exc
-        self._pump = wire.Pump(sock, self._on_frames)
+        self._pump = Pump(sock, self._on_frames)
         self._pump.send([wire.HB])
         self._ticker = asyncio.create_task(self._tick(), name="llamactl-mq-client-ticker")
 

@@ -12,6 +12,7 @@ from typing import Any
 import zmq
 
 from . import wire
+from .packing import pack, unpack
 from .security import secure_client
 
 __all__ = ["SideLine"]
@@ -43,17 +44,17 @@ class SideLine:
 
     def keepalive(self) -> None:
         with contextlib.suppress(zmq.ZMQError):
-            self._socket().send(wire.pack([wire.VOUCH, self._client]), flags=zmq.NOBLOCK)
+            self._socket().send(pack([wire.VOUCH, self._client]), flags=zmq.NOBLOCK)
 
     def publish(self, topic: str, payload: bytes, *, msg_id: str, key: str = "") -> bool:
         sock = self._socket()
         req = wire.u64(next(self._ids))
         frames = [wire.PUB, req, topic.encode(), msg_id.encode(), key.encode(), b"", payload]
         try:
-            sock.send(wire.pack(frames), flags=zmq.NOBLOCK)
+            sock.send(pack(frames), flags=zmq.NOBLOCK)
             while sock.poll(_CONFIRM_WAIT_MS):
                 try:
-                    reply = wire.unpack(sock.recv())
+                    reply = unpack(sock.recv())
                 except ValueError:
                     continue  # not ours to read: only the confirmation counts here
                 if len(reply) >= 2 and reply[1] == req:
