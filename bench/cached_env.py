@@ -87,7 +87,8 @@ def llamactl_requirements() -> list[str]:
     return [str(req) for req in project["dependencies"]]
 
 
-def checkout_python(python: Path) -> list[str]:
-    """The command prefix that runs ``python`` on the checkout's sources (``PYTHONPATH``, which its
-    subprocesses inherit), rather than on any copy of llamactl in its environment."""
-    return ["env", f"PYTHONPATH={REPO_ROOT}", str(python)]
+def checkout_python(python: Path, checkout: Path = REPO_ROOT) -> list[str]:
+    """The command prefix that runs ``python`` on a checkout's sources (``PYTHONPATH``, which its
+    subprocesses inherit), rather than on any copy of llamactl in its environment; by default
+    this checkout's."""
+    return ["env", f"PYTHONPATH={checkout}", str(python)]

@@ -1,4 +1,5 @@
-"""Peak memory and CPU time of a process and its descendants, read from /proc (Linux, no psutil)."""
+"""Peak memory and CPU time of a process and its descendants, and the machine's CPU and wake-ups, read
+from /proc (Linux, no psutil)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MachineCpu", "TreeUsage", "descendants", "machine_cpu", "tree_usage"]
+__all__ = ["MachineCpu", "TreeUsage", "Wakeups", "descendants", "machine_cpu", "tree_usage", "wakeups"]
 
 _PROC = Path("/proc")
 _TICK = float(os.sysconf("SC_CLK_TCK"))
@@ -95,3 +96,26 @@ def machine_cpu() -> MachineCpu:
         fields = [int(v) for v in f.readline().split()[1:]]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
     return MachineCpu((user + nice + system + irq + softirq) / _TICK, steal / _TICK)
+
+
+@dataclass(frozen=True, slots=True)
+class Wakeups:
+    """Cumulative counts of the whole machine: how often a core switched threads, and how often
+    one core interrupted another to make it run a thread (rescheduling and function-call IPIs,
+    each a VM exit on a virtual machine)."""
+
+    switches: int
+    ipis: int
+
+
+def wakeups() -> Wakeups:
+    """The machine's cumulative context switches (/proc/stat) and IPIs (/proc/interrupts)."""
+    with open("/proc/stat") as f:
+        switches = next((int(line.split()[1]) for line in f if line.startswith("ctxt ")), 0)
+    ipis = 0
+    with open("/proc/interrupts") as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0] in ("RES:", "CAL:"):
+                ipis += sum(int(v) for v in fields[1:] if v.isdigit())
+    return Wakeups(switches, ipis)

@@ -1,0 +1,203 @@
+"""``python -m bench.ab --a CHECKOUT --b CHECKOUT``: is one commit faster than another?
+
+Both checkouts' ``llamactl serve`` run at once, on the same generated deployment; the load goes
+to one, then the other, in short bursts (one second by default), the order swapped each time, and
+each B burst is compared with the A burst beside it. On a virtual machine whose speed moves by
+±30 % within minutes (and within seconds), two runs one after the other measure the machine; two
+bursts side by side measure the commits. Calibrated on 2026-12-02 with the same checkout on both
+sides: twenty bursts each gave a median ratio of 0.99 (rate) and 1.00 (CPU per task).
+
+Printed per client count: each side's median rate, p50 and server CPU per task (server and
+workers), the median of the B/A ratios with their interquartile range and how many B bursts were
+ahead, and the machine's context switches and IPIs per task (counts, not timings: what a change
+of wake-ups does shows there even when the rate hides it in noise). A checkout is a folder with
+llamactl's sources (``git worktree add /tmp/before HEAD~1`` makes one); it is run with this
+Python through ``PYTHONPATH``, like the anchor's second environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.cached_env import checkout_python
+from bench.deployment import DEFAULT_SERVICES, DEPLOYMENT, write_deployment
+from bench.http_client import build_request
+from bench.load import LoadSpec, run_load
+from bench.measure import ECHO_BODY, wait_first_success
+from bench.procfs import wakeups
+from bench.server_proc import ServerProcess
+
+__all__ = ["Burst", "Comparison", "main"]
+
+
+@dataclass(frozen=True, slots=True)
+class Burst:
+    """One burst of load on one server."""
+
+    rate: float
+    """Tasks per second."""
+    p50_ms: float
+    cpu_ms: float
+    """Server and worker CPU per task."""
+    switches: float
+    """The machine's context switches per task."""
+    ipis: float
+    """The machine's IPIs per task."""
+
+
+@dataclass(slots=True)
+class Comparison:
+    """The bursts of both sides at one client count, in the order they were paired."""
+
+    clients: int
+    a: list[Burst] = field(default_factory=list)
+    b: list[Burst] = field(default_factory=list)
+
+    def ratios(self, attr: str) -> list[float]:
+        """B/A of ``attr`` for each pair of bursts."""
+        return [getattr(b, attr) / getattr(a, attr) for a, b in zip(self.a, self.b, strict=True)]
+
+    def report(self) -> list[str]:
+        """The lines printed for this client count."""
+        rates = self.ratios("rate")
+        q1, _, q3 = statistics.quantiles(rates, n=4) if len(rates) > 1 else rates * 3
+        ahead = sum(1 for r in rates if r > 1)
+
+        def side(name: str, bursts: list[Burst]) -> str:
+            rate, p50 = _median(b.rate for b in bursts), _median(b.p50_ms for b in bursts)
+            cpu, switches = _median(b.cpu_ms for b in bursts), _median(b.switches for b in bursts)
+            ipis = _median(b.ipis for b in bursts)
+            return (
+                f"  {name} {rate:,.0f}/s, p50 {p50:.3f} ms, CPU {cpu:.3f} ms/task, "
+                f"{switches:.1f} switches and {ipis:.2f} IPIs/task"
+            )
+
+        p50, cpu = _median(self.ratios("p50_ms")), _median(self.ratios("cpu_ms"))
+        return [
+            f"{self.clients} client{'s' if self.clients != 1 else ''}:",
+            side("A", self.a),
+            side("B", self.b),
+            f"  B/A: rate {_median(rates):.3f} (middle half {q1:.3f}-{q3:.3f}, B ahead in {ahead} of "
+            f"{len(rates)}), p50 {p50:.3f}, CPU per task {cpu:.3f}",
+        ]
+
+
+def _median(values: Iterable[float]) -> float:
+    return float(statistics.median(list(values)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Server:
+    process: ServerProcess
+    request: bytes
+
+
+async def _serve(stack: contextlib.AsyncExitStack, checkout: Path, service: str) -> _Server:
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llamactl-ab-")))
+    file = write_deployment(folder)
+    argv = [
+        *checkout_python(Path(sys.executable), checkout),
+        "-m",
+        "llamactl",
+        "serve",
+        str(file),
+        "--port",
+        "0",
+    ]
+    server = await stack.enter_async_context(ServerProcess(argv, cwd=folder, start_timeout=120))
+    path, body = f"/deployments/{DEPLOYMENT}/tasks/run", {**ECHO_BODY, "service_id": service}
+    await wait_first_success(server.host, server.port, path, body)
+    return _Server(server, build_request("POST", server.host, server.port, path, body))
+
+
+async def _burst(server: _Server, clients: int, seconds: float) -> Burst:
+    proc = server.process
+    spec = LoadSpec(
+        proc.host,
+        proc.port,
+        server.request,
+        connections=clients,
+        duration=seconds,
+        warmup=0.1,
+        server_pid=proc.pid,
+    )
+    before = wakeups()
+    result = await run_load(spec)
+    after = wakeups()
+    n = len(result.latencies)
+    if not n or result.errors:
+        raise RuntimeError(
+            f"a burst of {clients} clients got {n} answers and {result.errors} errors: {result.first_error}"
+        )
+    return Burst(
+        rate=n / result.elapsed,
+        p50_ms=statistics.median(result.latencies) * 1000,
+        cpu_ms=result.server_cpu / n * 1000,
+        switches=(after.switches - before.switches) / n,
+        ipis=(after.ipis - before.ipis) / n,
+    )
+
+
+async def compare(
+    a: Path, b: Path, *, service: str, clients: Sequence[int], seconds: float, bursts: int
+) -> list[Comparison]:
+    """Serve both checkouts at once and alternate ``bursts`` bursts per side and client count."""
+    async with contextlib.AsyncExitStack() as stack:
+        servers = {"a": await _serve(stack, a, service), "b": await _serve(stack, b, service)}
+        out = []
+        for n in clients:
+            for server in servers.values():  # warm both up at this load before anything counts
+                await _burst(server, n, seconds)
+            comparison = Comparison(n)
+            for i in range(bursts):
+                for side in ("a", "b") if i % 2 == 0 else ("b", "a"):
+                    getattr(comparison, side).append(await _burst(servers[side], n, seconds))
+            out.append(comparison)
+        return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--a", type=Path, required=True, help="the checkout to compare against")
+    parser.add_argument("--b", type=Path, required=True, help="the checkout measured against it")
+    parser.add_argument(
+        "--service",
+        default="echo",
+        choices=sorted(DEFAULT_SERVICES),
+        help="echo, wf or stream (default echo)",
+    )
+    parser.add_argument("--clients", default="1,32", help="client counts, comma separated (default 1,32)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="seconds per burst (default 1)")
+    parser.add_argument(
+        "--bursts", type=int, default=20, help="bursts per side and client count (default 20)"
+    )
+    args = parser.parse_args(argv)
+    for name in ("a", "b"):
+        checkout: Path = getattr(args, name)
+        if not (checkout / "llamactl" / "__init__.py").is_file():
+            parser.error(f"--{name} {checkout}: not a llamactl checkout (no llamactl/__init__.py there)")
+    if args.bursts < 1 or args.seconds <= 0:
+        parser.error("--bursts must be at least 1 and --seconds above 0")
+    try:
+        clients = [int(c) for c in args.clients.split(",")]
+    except ValueError:
+        parser.error(f"--clients {args.clients!r}: give whole numbers, comma separated")
+    print(f"A {args.a.resolve()}\nB {args.b.resolve()}")
+    print(f"service {args.service}: {args.bursts} bursts of {args.seconds:g} s per side and client count")
+    a, b, service, seconds, bursts = args.a, args.b, args.service, args.seconds, args.bursts
+    comparisons = asyncio.run(compare(a, b, service=service, clients=clients, seconds=seconds, bursts=bursts))
+    for comparison in comparisons:
+        print("\n".join(comparison.report()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""``python -m bench.ab``: bursts paired side by side, reported as medians of B/A (no timing
+assertions: the figures are whatever the machine gives; only their shape is checked)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bench.ab import Burst, Comparison, main
+from bench.procfs import wakeups
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _burst(rate: float, cpu: float = 1.0) -> Burst:
+    return Burst(rate=rate, p50_ms=1000 / rate, cpu_ms=cpu, switches=20.0, ipis=5.0)
+
+
+def test_each_b_burst_is_compared_with_the_a_burst_beside_it() -> None:
+    c = Comparison(32, a=[_burst(100), _burst(200), _burst(400)], b=[_burst(110), _burst(180), _burst(480, 0.5)])
+    assert c.ratios("rate") == [1.1, 0.9, 1.2]
+    lines = c.report()
+    assert lines[0] == "32 clients:"
+    assert lines[1].startswith("  A 200/s, p50 5.000 ms, CPU 1.000 ms/task, 20.0 switches and 5.00 IPIs/task")
+    assert "B/A: rate 1.100" in lines[3] and "B ahead in 2 of 3" in lines[3]
+    assert "p50 0.909" in lines[3] and "CPU per task 1.000" in lines[3]
+
+
+def test_one_pair_is_reported_too() -> None:
+    lines = Comparison(1, a=[_burst(100)], b=[_burst(50)]).report()
+    assert lines[0] == "1 client:"
+    assert "rate 0.500 (middle half 0.500-0.500, B ahead in 0 of 1)" in lines[3]
+
+
+def test_the_machine_counters_only_grow() -> None:
+    first = wakeups()
+    Path(REPO / "README.md").read_bytes()
+    second = wakeups()
+    assert second.switches >= first.switches > 0
+    assert second.ipis >= first.ipis >= 0
+
+
+def test_a_folder_without_llamactl_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--a", str(tmp_path), "--b", str(REPO)])
+    assert exc.value.code == 2
+    assert "not a llamactl checkout" in capsys.readouterr().err
+
+
+def test_a_short_run_of_this_checkout_against_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--a", str(REPO), "--b", str(REPO), "--clients", "1,4", "--seconds", "0.2", "--bursts", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "service echo: 2 bursts of 0.2 s per side and client count" in out
+    for clients in ("1 client:", "4 clients:"):
+        assert clients in out
+    ratios = re.findall(r"B/A: rate (\d+\.\d+) \(middle half .* B ahead in (\d) of 2\)", out)
+    assert len(ratios) == 2 and all(float(r) > 0 for r, _ in ratios), out
