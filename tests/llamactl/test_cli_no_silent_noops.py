@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -175,13 +176,24 @@ def test_cancel_no_wait_returns_once_the_cancel_is_requested(cli: Invoke, client
 def test_ctrl_c_during_run_names_the_task_that_goes_on(server: Server, client: Client) -> None:
     tasks = client.deployment("noops").tasks
     before = {t.task_id for t in tasks.list(status="running")}
-    with llamactl("--server", server.url, "run", "-s", "slow", "--json", '{"seconds": 60}') as run:
+    # PYTHONFAULTHANDLER: should the command not end, SIGABRT makes it print where it stands
+    # (it once went on for more than 30 s after Ctrl-C in a full suite run, and never alone).
+    env = {"PYTHONFAULTHANDLER": "1"}
+    with llamactl("--server", server.url, "run", "-s", "slow", "--json", '{"seconds": 60}', env=env) as run:
         deadline = time.monotonic() + 60
         while not (running := {t.task_id for t in tasks.list(status="running")} - before):
             assert time.monotonic() < deadline and run.poll() is None
             time.sleep(0.05)
         run.send_signal(signal.SIGINT)
-        out, err = run.communicate(timeout=30)
+        try:
+            out, err = run.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            run.send_signal(signal.SIGABRT)
+            out, err = run.communicate(timeout=30)
+            raise AssertionError(
+                f"still running 30 s after Ctrl-C (task {sorted(running)} seen running); its output:\n"
+                f"{out}\nand where it stood (faulthandler):\n{err}"
+            ) from None
     (task_id,) = running
     assert run.returncode == ExitCode.INTERRUPTED
     assert out == ""
