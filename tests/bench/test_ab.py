@@ -19,7 +19,9 @@ def _burst(rate: float, cpu: float = 1.0) -> Burst:
 
 
 def test_each_b_burst_is_compared_with_the_a_burst_beside_it() -> None:
-    c = Comparison(32, a=[_burst(100), _burst(200), _burst(400)], b=[_burst(110), _burst(180), _burst(480, 0.5)])
+    c = Comparison(
+        32, a=[_burst(100), _burst(200), _burst(400)], b=[_burst(110), _burst(180), _burst(480, 0.5)]
+    )
     assert c.ratios("rate") == [1.1, 0.9, 1.2]
     lines = c.report()
     assert lines[0] == "32 clients:"
@@ -50,7 +52,10 @@ def test_a_folder_without_llamactl_is_refused(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_a_short_run_of_this_checkout_against_itself(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--a", str(REPO), "--b", str(REPO), "--clients", "1,4", "--seconds", "0.2", "--bursts", "2"]) == 0
+    assert (
+        main(["--a", str(REPO), "--b", str(REPO), "--clients", "1,4", "--seconds", "0.2", "--bursts", "2"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "service echo: 2 bursts of 0.2 s per side and client count" in out
     for clients in ("1 client:", "4 clients:"):
