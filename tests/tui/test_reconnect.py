@@ -109,14 +109,24 @@ async def test_after_a_server_restart_the_views_and_the_event_stream_resume_with
                     "the new attempt",
                     timeout=60,
                 )
-            except AssertionError as exc:  # it failed twice in a full suite run: say where it stood
+            except AssertionError as exc:  # it failed three times in full suite runs: say where it stood
                 record = await tasks.get(waiting.task_id)
                 seen = [(e.seq, e.type, e.attempt) for e in book]
+                # Whether the server stored the new attempt's events (then the dashboard's stream
+                # missed them) or not (then the worker or the control plane did).
+                stored = [
+                    (e.seq, e.type, e.attempt) async for e in tasks.events(waiting.task_id, follow=False)
+                ]
+                screen = dash.app.screen
+                paused = getattr(screen, "_events_paused", None)
+                workers = [(w.group, w.state.name) for w in dash.app.workers if w.group == "events"]
                 log = "\n".join(server.stderr.so_far()[-60:])
                 raise AssertionError(
                     f"{exc}: task {record.status.value} ({record.error}), attempts {record.attempts}, "
                     f"replica {record.replica_id}, started {record.started_at}, finished "
-                    f"{record.finished_at}; events seen {seen}; the server's log ends with:\n{log}"
+                    f"{record.finished_at}; events seen {seen}; events stored {stored}; the dashboard's "
+                    f"events paused {paused}, its events workers {workers}, its notices {dash.notices}; "
+                    f"the server's log ends with:\n{log}"
                 ) from None
             seqs = events.seqs
             assert seqs == sorted(set(seqs)) and seqs[0] == 0, f"duplicate or missing events: {seqs}"
