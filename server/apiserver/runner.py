@@ -210,10 +210,13 @@ async def serve(
     app = create_app(manager, access=access, roots=roots, on_event=on_event)
     draining = Draining(app)
     http = UvicornServer(AccessLog(draining, access_log) if access_log else draining, host, port)
+    configs = [_load(Path(file), on_warning) for file in deployment_files]
+    # Known before the port opens: a client of a restarted server hears "starting, try again"
+    # (503) for each of them until it is up, never "no such deployment" (404).
+    manager.expect(config.name for config in configs)
     try:
         await http.start()
-        for file in deployment_files:
-            config = _load(Path(file), on_warning)
+        for config in configs:
             await manager.create(config, on_event=on_event)
             if on_event is not None:
                 on_event(f"deployment '{config.name}' is ready ({len(config.services)} service(s))")

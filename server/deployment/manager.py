@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from llamactl.server.config import DeploymentConfig
@@ -97,12 +97,22 @@ class DeploymentManager:
         self._deployment_kwargs = deployment_kwargs
         self._running: dict[str, Deployment] = {}
         self._busy: dict[str, str] = {}
+        self._expected: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._hooks: list[DeploymentHooks] = []
 
     def add_hooks(self, hooks: DeploymentHooks) -> None:
         """Call ``hooks.started`` after each deployment comes up and ``hooks.stopping`` before it stops."""
         self._hooks.append(hooks)
+
+    def expect(self, names: Iterable[str]) -> None:
+        """Deployments this server is about to start (:meth:`create` follows for each): until it
+        does, a request for one answers that it is starting (503, try again), not that there is
+        no such deployment (404), so clients of a restarted server wait instead of giving up."""
+        for name in names:
+            if name not in self._running and name not in self._busy:
+                self._busy[name] = "starting"
+                self._expected.add(name)
 
     # --- lookups -----------------------------------------------------------------------------
 
@@ -147,15 +157,17 @@ class DeploymentManager:
                 deployment did not come up (it has been closed).
         """
         name = config.name
-        if not reload and name in self.names():
+        expected = not reload and name in self._expected
+        if not reload and not expected and name in self.names():
             raise DeploymentExists(name)
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             old = self._running.get(name)
             if reload and old is None:
                 raise DeploymentNotFound(name)
-            if not reload and (old is not None or name in self._busy):
+            if not reload and (old is not None or (name in self._busy and not expected)):
                 raise DeploymentExists(name)
+            self._expected.discard(name)
             self._busy[name] = "reloading" if reload else "starting"
             try:
                 if old is not None:
@@ -212,6 +224,9 @@ class DeploymentManager:
 
     def begin_shutdown(self) -> None:
         """The server is stopping: whoever waits for a task is answered now (ShuttingDown)."""
+        for name in self._expected:  # never started: there is no such deployment after all
+            self._busy.pop(name, None)
+        self._expected.clear()
         for deployment in self._running.values():
             with contextlib.suppress(LlamactlError):
                 deployment.control_plane.begin_shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +15,8 @@ from llamactl.server.apiserver.multipart import read_form_file
 from llamactl.server.apiserver.runner import serve
 from llamactl.server.apiserver.streams import with_keepalive
 from llamactl.server.errors import InvalidRequest
-from tests.server.apiserver.conftest import start_server
+from tests.llamactl.serving import write_app
+from tests.server.apiserver.conftest import free_port, start_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -136,3 +138,49 @@ async def test_keepalive_ticks_while_the_source_is_quiet_and_stop_ends_it() -> N
     stop = asyncio.Event()
     stop.set()
     assert [item async for item in with_keepalive(quiet(), 10, stop)] == []
+
+
+SLOW_IMPORT = """
+import time
+
+time.sleep(3)  # the worker takes this long to be ready: the deployment stays "starting"
+
+
+async def greet(name: str = "world") -> str:
+    return f"hello {name}"
+"""
+
+
+async def test_a_deployment_the_server_has_not_started_yet_answers_starting_not_unknown(
+    tmp_path: Path,
+) -> None:
+    """Deployments from the command line are known before the port opens: a client of a restarted
+    server (the dashboard resuming a task's events) hears 503 "starting", never 404, for a
+    deployment that comes up in a moment, even one waiting behind a slow first deployment."""
+    first = write_app(tmp_path / "first", "first", {"greet": "slowly:greet"})
+    (tmp_path / "first" / "src" / "slowly.py").write_text(SLOW_IMPORT)
+    second = write_app(tmp_path / "second", "second", {"greet": "funcs:greet"})
+    port = free_port()
+    stop = asyncio.Event()
+    serving = asyncio.create_task(serve(port=port, deployment_files=[first, second], stop=stop))
+    answers: list[int] = []
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            deadline = asyncio.get_running_loop().time() + 90
+            while not answers or answers[-1] != 200:
+                assert asyncio.get_running_loop().time() < deadline, f"never up: {answers}"
+                assert not serving.done(), "serve() ended"
+                try:
+                    response = await client.get("/deployments/second/tasks")
+                except httpx.TransportError:  # the port is not open yet
+                    await asyncio.sleep(0.02)
+                    continue
+                answers.append(response.status_code)
+                if response.status_code != 200:
+                    assert response.status_code == 503, response.text
+                    assert "starting" in response.json()["detail"], response.text
+                    await asyncio.sleep(0.05)
+        assert 503 in answers, "the port opened only once everything was up: nothing was checked"
+    finally:
+        stop.set()
+        await asyncio.wait_for(serving, 60)
