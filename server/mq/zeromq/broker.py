@@ -45,6 +45,7 @@ from llamactl.server.mq.topics import dead_letter_topic, is_work_topic, validate
 
 from . import wire
 from .client import ZeroMQQueue
+from .committed import Committed
 from .confirms import Publish, SettlingPublish
 from .direct import DirectResults
 from .dispatch import Dispatcher
@@ -118,7 +119,7 @@ class ZeroMQBroker:
         self._direct_topics = frozenset(direct_topics)
         self._direct: DirectResults | None = None
         self._memory: MemoryWork | None = None
-        self._late_results = 0
+        self._committed: Committed | None = None
 
     @property
     def client_config(self) -> dict[str, Any]:
@@ -136,7 +137,10 @@ class ZeroMQBroker:
     @property
     def late_results(self) -> int:
         """Results (ACKPUB) for a message that another consumer's result had settled already."""
-        return self._late_results + (0 if self._direct is None else self._direct.late_results)
+        committed, direct = self._committed, self._direct
+        return (0 if committed is None else committed.late_results) + (
+            0 if direct is None else direct.late_results
+        )
 
     @property
     def keys(self) -> CurveKeys:
@@ -187,6 +191,7 @@ class ZeroMQBroker:
         self._streams = Streams(self._send, self._journal.submit)
         self._direct = DirectResults(self._direct_topics, self._dispatcher, self._journal.submit, self._send)
         self._memory = MemoryWork(self._dispatcher, self._send)
+        self._committed = Committed(self._dispatcher, self._streams, self._direct, self._send)
         pending = await self._journal.open()
         try:
             sock = self._socket.bind()
@@ -352,44 +357,8 @@ class ZeroMQBroker:
     def _on_results(self, results: list[tuple[Any, ...]]) -> None:
         if self._closed:
             return
-        assert self._dispatcher is not None and self._streams is not None
-        streams = self._streams
-        for res in results:
-            kind = res[0]
-            if kind == "pub":
-                _, token, topic, seq, dup, msg_id, key, headers, payload = res
-                if isinstance(token, SettlingPublish):
-                    settled = self._dispatcher.settle(token.lease, token.topic, token.seq)
-                    if settled is None:
-                        self._late_results += 1
-                    # STALE: the delivered message had been settled before (its result is in).
-                    reply = (
-                        [wire.PUBACK, token.req, wire.u64(seq)]
-                        if settled is not None
-                        else [wire.STALE, token.req]
-                    )
-                    self._send(token.ident, reply)
-                elif isinstance(token, Publish):
-                    self._send(token.ident, [wire.PUBACK, token.req, wire.u64(seq)])
-                if dup:
-                    continue
-                if is_work_topic(topic):
-                    self._dispatcher.add(Entry(topic, seq, msg_id, key, headers, payload))
-                else:
-                    streams.committed(topic, (seq, msg_id, key, headers, payload))
-            elif kind == "pass":
-                assert self._direct is not None
-                self._direct.hand_over(res)
-            elif kind == "read":
-                streams.on_read(res[1], res[3])
-            elif kind == "fail":
-                token = res[1]
-                if isinstance(token, Publish | SettlingPublish):
-                    self._send(token.ident, [wire.PUBNACK, token.req, str(res[2]).encode()])
-                elif isinstance(token, tuple):
-                    streams.on_read_failed(token)
-        streams.flush()
-        self._dispatcher.flush()
+        assert self._committed is not None
+        self._committed.apply(results)
         self._rearm()
 
     def _on_dead(self, e: Entry, reason: str) -> None:
