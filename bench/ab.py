@@ -23,7 +23,7 @@ import contextlib
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from bench.http_client import build_request
 from bench.load import LoadSpec, run_load
 from bench.measure import ECHO_BODY, wait_first_success
 from bench.procfs import wakeups
+from bench.rounds import median_of
 from bench.server_proc import ServerProcess
 
 __all__ = ["Burst", "Comparison", "main"]
@@ -72,26 +73,22 @@ class Comparison:
         ahead = sum(1 for r in rates if r > 1)
 
         def side(name: str, bursts: list[Burst]) -> str:
-            rate, p50 = _median(b.rate for b in bursts), _median(b.p50_ms for b in bursts)
-            cpu, switches = _median(b.cpu_ms for b in bursts), _median(b.switches for b in bursts)
-            ipis = _median(b.ipis for b in bursts)
+            rate, p50 = median_of([b.rate for b in bursts]), median_of([b.p50_ms for b in bursts])
+            cpu, switches = median_of([b.cpu_ms for b in bursts]), median_of([b.switches for b in bursts])
+            ipis = median_of([b.ipis for b in bursts])
             return (
                 f"  {name} {rate:,.0f}/s, p50 {p50:.3f} ms, CPU {cpu:.3f} ms/task, "
                 f"{switches:.1f} switches and {ipis:.2f} IPIs/task"
             )
 
-        p50, cpu = _median(self.ratios("p50_ms")), _median(self.ratios("cpu_ms"))
+        p50, cpu = median_of(self.ratios("p50_ms")), median_of(self.ratios("cpu_ms"))
         return [
             f"{self.clients} client{'s' if self.clients != 1 else ''}:",
             side("A", self.a),
             side("B", self.b),
-            f"  B/A: rate {_median(rates):.3f} (middle half {q1:.3f}-{q3:.3f}, B ahead in {ahead} of "
+            f"  B/A: rate {median_of(rates):.3f} (middle half {q1:.3f}-{q3:.3f}, B ahead in {ahead} of "
             f"{len(rates)}), p50 {p50:.3f}, CPU per task {cpu:.3f}",
         ]
-
-
-def _median(values: Iterable[float]) -> float:
-    return float(statistics.median(list(values)))
 
 
 @dataclass(frozen=True, slots=True)
