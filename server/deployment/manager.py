@@ -157,11 +157,11 @@ class DeploymentManager:
                 deployment did not come up (it has been closed).
         """
         name = config.name
-        expected = not reload and name in self._expected
-        if not reload and not expected and name in self.names():
+        if not reload and name not in self._expected and name in self.names():
             raise DeploymentExists(name)
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
+            expected = not reload and name in self._expected  # read under the lock: one create takes it
             old = self._running.get(name)
             if reload and old is None:
                 raise DeploymentNotFound(name)
