@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench.anchor import CPU_CLIENTS, IO_CLIENTS, ProductFigures
+from bench.deployment import ANCHOR_SERVICES
 from bench.measure import Throughput
 from bench.report import Figure
 
@@ -23,6 +24,8 @@ class SameLibrary:
     """The ``llama-index-workflows`` version, Llama Deploy's."""
     ours: ProductFigures
     floor_workflow: Throughput
+    floor_cpu: Throughput = field(default_factory=Throughput)
+    """The floor's CPU step, forwarded to as many workers as llamactl's replicas."""
 
 
 @dataclass(slots=True)
@@ -35,6 +38,8 @@ class AnchorRun:
     floor_workflow: Throughput
     same_library: SameLibrary | None = None
     """Set when llamactl's own environment runs another workflows version than Llama Deploy's."""
+    floor_cpu: Throughput = field(default_factory=Throughput)
+    """The floor's CPU step, forwarded to as many workers as llamactl's replicas."""
 
 
 def _p50(t: Throughput) -> float:
@@ -65,20 +70,23 @@ def anchor_figures(run: AnchorRun) -> list[Figure]:
         for n, r in theirs.workflow.rates.items()
         if n > 1
     ]
-    figs += _floor("anchor", "floor (one hop, nothing stored)", run.floor_workflow, theirs)
+    figs += _floor("anchor", "floor (one hop, nothing stored)", run.floor_workflow, run.floor_cpu, theirs)
     figs += _versus("anchor", "llamactl", run.ours, theirs)
     if run.legacy is not None:
         figs += _versus_legacy(run.ours, run.legacy)
     same = run.same_library
     if same is not None:
         prefix, lib = "anchor.same_library", f"workflows {same.workflows}"
-        figs += _floor(prefix, f"floor on {lib}", same.floor_workflow, theirs)
+        figs += _floor(prefix, f"floor on {lib}", same.floor_workflow, same.floor_cpu, theirs)
         figs += _versus(prefix, f"llamactl on {lib}", same.ours, theirs)
     return figs
 
 
-def _floor(prefix: str, name: str, floor: Throughput, theirs: ProductFigures) -> list[Figure]:
-    """The one-hop floor's workflow echo against Llama Deploy's: p50 and throughput."""
+def _floor(
+    prefix: str, name: str, floor: Throughput, cpu: Throughput, theirs: ProductFigures
+) -> list[Figure]:
+    """The one-hop floor's workflow echo (p50, throughput) and CPU step (throughput with as many
+    workers as llamactl's replicas) against Llama Deploy's: how far the targets are in reach."""
     figs = [
         Figure(
             f"{prefix}.floor.workflow.p50_ms",
@@ -103,7 +111,22 @@ def _floor(prefix: str, name: str, floor: Throughput, theirs: ProductFigures) ->
         for n, rate in floor.rates.items()
         if n > 1
     ]
+    figs.append(
+        Figure(
+            f"{prefix}.floor.cpu.tps",
+            f"{name}: ~5 ms CPU step, {CPU_CLIENTS} clients ({_replicas()} workers)",
+            cpu.rates.get(CPU_CLIENTS, math.nan),
+            "/s",
+            "anchor.ld.cpu.tps",
+            "LD 0.9.2",
+            theirs.cpu.rates.get(CPU_CLIENTS, math.nan),
+        )
+    )
     return figs
+
+
+def _replicas() -> int:
+    return ANCHOR_SERVICES["cpu"].replicas or 1
 
 
 def _versus(prefix: str, name: str, ours: ProductFigures, theirs: ProductFigures) -> list[Figure]:

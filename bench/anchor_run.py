@@ -1,7 +1,8 @@
 """The anchor's part of ``python -m bench.roundtrip --anchor``: what is measured, in which order.
 
-Llama Deploy 0.9.2, llamactl and the one-hop floor's workflow endpoint are measured in
-alternating rounds (``bench/rounds.py``), each figure the median over the rounds; when Llama
+Llama Deploy 0.9.2, llamactl and the one-hop floor (its workflow echo with one worker, its CPU
+step with as many workers as llamactl's replicas) are measured in alternating rounds
+(``bench/rounds.py``), each figure the median over the rounds; when Llama
 Deploy's environment runs another ``llama-index-workflows`` than ours, llamactl and the floor
 join the rounds a second time on that library (``bench/cached_env.py``). Llama Deploy 0.8.1,
 whose every task takes a second, is measured once at the end.
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from bench.anchor import (
     ANCHOR_VERSIONS,
+    CPU_CLIENTS,
     AnchorUnavailable,
     ProductFigures,
     anchor_argv,
@@ -29,12 +31,13 @@ from bench.anchor import (
 )
 from bench.anchor_report import AnchorRun, SameLibrary, anchor_figures
 from bench.cached_env import REPO_ROOT, checkout_python, installed_version
+from bench.deployment import ANCHOR_SERVICES
 from bench.measure import ECHO_BODY, Throughput, measure_endpoint
 from bench.report import Figure
 from bench.rounds import alternate, median_throughput
 from bench.server_proc import ServerProcess
 
-__all__ = ["measure_anchor", "measure_floor_workflow", "same_library"]
+__all__ = ["measure_anchor", "measure_floor", "same_library"]
 
 _WORKFLOWS = "llama-index-workflows"
 _WF_BODY = {**ECHO_BODY, "service_id": "wf"}
@@ -42,17 +45,23 @@ _WF_BODY = {**ECHO_BODY, "service_id": "wf"}
 Measure = Callable[[], Awaitable[ProductFigures | Throughput]]
 
 
-async def measure_floor_workflow(
-    python: Path, *, clients: Sequence[int], duration: float, warmup: float
+async def measure_floor(
+    python: Path,
+    path: str,
+    *,
+    clients: Sequence[int],
+    duration: float,
+    warmup: float,
+    workers: int = 1,
 ) -> Throughput:
-    """The floor's workflow endpoint (``bench/floor_server.py``), run by ``python`` on the
-    checkout's sources."""
-    argv = [*checkout_python(python), "-m", "bench.floor_server"]
+    """The floor's endpoint ``path`` (``bench/floor_server.py``: ``/workflow`` or ``/cpu``),
+    forwarding to ``workers`` workers, run by ``python`` on the checkout's sources."""
+    argv = [*checkout_python(python), "-m", "bench.floor_server", "--workers", str(workers)]
     async with ServerProcess(argv, cwd=REPO_ROOT) as server:
         return await measure_endpoint(
             server.host,
             server.port,
-            "/workflow",
+            path,
             _WF_BODY,
             clients=clients,
             duration=duration,
@@ -87,17 +96,24 @@ async def measure_anchor(
     theirs_library = installed_version(_WORKFLOWS, current)
     same_python = same_library(theirs_library, say=say)
     product = functools.partial(measure_product, clients=clients, duration=duration, warmup=warmup)
-    floor = functools.partial(measure_floor_workflow, clients=clients, duration=duration, warmup=warmup)
-    here = Path(sys.executable)
+    floor = functools.partial(measure_floor, duration=duration, warmup=warmup)
+    replicas = ANCHOR_SERVICES["cpu"].replicas or 1
+
+    def floors_on(python: Path) -> tuple[Measure, Measure]:
+        return (
+            lambda: floor(python, "/workflow", clients=clients),
+            lambda: floor(python, "/cpu", clients=(CPU_CLIENTS,), workers=replicas),
+        )
+
     measures: dict[str, Measure] = {
         "Llama Deploy 0.9.2": lambda: product(anchor_argv(current)),
         "llamactl": lambda: product(llamactl_argv),
-        "floor": lambda: floor(here),
     }
+    measures["floor"], measures["floor CPU step"] = floors_on(Path(sys.executable))
     if same_python is not None:
         python = same_python
         measures["llamactl, same library"] = lambda: product(llamactl_argv_in(python))
-        measures["floor, same library"] = lambda: floor(python)
+        measures["floor, same library"], measures["floor CPU step, same library"] = floors_on(python)
     done = await alternate(rounds, measures, say=say)
 
     def products(name: str) -> ProductFigures:
@@ -109,6 +125,12 @@ async def measure_anchor(
     old = await measure_legacy(legacy, duration=duration, warmup=warmup)
     same = None
     if same_python is not None:
-        same = SameLibrary(theirs_library, products("llamactl, same library"), floors("floor, same library"))
-    run = AnchorRun(products("llamactl"), products("Llama Deploy 0.9.2"), old, floors("floor"), same)
+        same = SameLibrary(
+            theirs_library,
+            products("llamactl, same library"),
+            floors("floor, same library"),
+            floors("floor CPU step, same library"),
+        )
+    ours, theirs = products("llamactl"), products("Llama Deploy 0.9.2")
+    run = AnchorRun(ours, theirs, old, floors("floor"), same, floors("floor CPU step"))
     return anchor_figures(run)

@@ -1,11 +1,13 @@
 """The floor: a bare endpoint that forwards each request to a worker process over ZeroMQ.
 
-``python -m bench.floor_server`` serves the same ``POST /echo`` and ``POST /workflow`` as
-:mod:`bench.baseline_server`, but the handler only forwards the request body over one DEALER
-socket (``ipc://``) to a worker subprocess, which runs the echo function or the echo workflow and
-sends the JSON answer back. Nothing is stored, nothing is acked, no Context is saved: this is
-the least any design pays that runs user code in a separate process, so it bounds from below
-what llamactl's full path (state store, journal, leases, reports) can reach on this machine.
+``python -m bench.floor_server [--workers N]`` serves the same ``POST /echo`` and
+``POST /workflow`` as :mod:`bench.baseline_server`, and ``POST /cpu`` (the anchor's ~5 ms CPU
+step), but the handler only forwards the request body over one DEALER socket (``ipc://``) to a
+worker subprocess (with ``--workers N``, to N of them in turn: ZeroMQ's DEALER deals round robin),
+which runs the echo function or the workflow and sends the JSON answer back. Nothing is stored,
+nothing is acked, no Context is saved: this is the least any design pays that runs user code in a
+separate process, so it bounds from below what llamactl's full path (state store, journal,
+leases, reports) can reach on this machine.
 """
 
 from __future__ import annotations
@@ -27,20 +29,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bench.baseline_server import serve
-from bench.services import echo, echo_workflow
+from bench.services import cpu_workflow, echo, echo_workflow
 
 __all__ = ["main"]
 
-_FUNCTION, _WORKFLOW, _READY = b"f", b"w", b"ready"
+_FUNCTION, _WORKFLOW, _CPU, _READY = b"f", b"w", b"c", b"ready"
+_WORKFLOWS = {_WORKFLOW: echo_workflow, _CPU: cpu_workflow}
 
 
 class _Forwarder:
     """One DEALER socket to the worker; replies matched to requests by a counter."""
 
-    def __init__(self, sock: zmq.asyncio.Socket) -> None:
+    def __init__(self, sock: zmq.asyncio.Socket, workers: int) -> None:
         self._sock = sock
         self._next = 0
         self._waiting: dict[bytes, asyncio.Future[bytes]] = {}
+        self._unready = workers
         self.ready = False
 
     async def call(self, kind: bytes, body: bytes) -> bytes:
@@ -52,9 +56,11 @@ class _Forwarder:
         return await answer
 
     async def read_replies(self) -> None:
-        hello = await self._sock.recv_multipart()
-        if hello != [_READY]:
-            raise RuntimeError(f"the floor worker said {hello!r} instead of {_READY!r}")
+        while self._unready:
+            hello = await self._sock.recv_multipart()
+            if hello != [_READY]:
+                raise RuntimeError(f"a floor worker said {hello!r} instead of {_READY!r}")
+            self._unready -= 1
         self.ready = True
         while True:
             ident, answer = await self._sock.recv_multipart()
@@ -64,7 +70,7 @@ class _Forwarder:
 
 
 def _app(forwarder: _Forwarder) -> Starlette:
-    kinds = {"/echo": _FUNCTION, "/workflow": _WORKFLOW}
+    kinds = {"/echo": _FUNCTION, "/workflow": _WORKFLOW, "/cpu": _CPU}
 
     async def forward(request: Request) -> Response:
         answer = await forwarder.call(kinds[request.url.path], await request.body())
@@ -74,28 +80,32 @@ def _app(forwarder: _Forwarder) -> Starlette:
 
 
 @contextlib.asynccontextmanager
-async def _worker(address: str) -> AsyncIterator[None]:
+async def _workers(address: str, n: int) -> AsyncIterator[None]:
     argv = [sys.executable, "-m", "bench.floor_server", "--worker", address]
-    proc = await asyncio.create_subprocess_exec(*argv)
+    procs: list[asyncio.subprocess.Process] = []
     try:
+        for _ in range(n):
+            procs.append(await asyncio.create_subprocess_exec(*argv))
         yield
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        await proc.wait()
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        for proc in procs:
+            await proc.wait()
 
 
-async def _serve_forwarding() -> None:
+async def _serve_forwarding(workers: int) -> None:
     with tempfile.TemporaryDirectory(prefix="llamactl-floor-") as tmp:
         address = f"ipc://{Path(tmp) / 'worker'}"
         ctx = zmq.asyncio.Context()
         sock = ctx.socket(zmq.DEALER)
         sock.bind(address)
-        forwarder = _Forwarder(sock)
+        forwarder = _Forwarder(sock, workers)
         replies = asyncio.create_task(forwarder.read_replies())
         try:
-            async with _worker(address):
-                while not forwarder.ready:  # listen only once the worker answers
+            async with _workers(address, workers):
+                while not forwarder.ready:  # listen only once every worker answers
                     if replies.done():
                         await replies
                     await asyncio.sleep(0.005)
@@ -110,7 +120,7 @@ async def _run(kind: bytes, body: bytes) -> Any:
     kwargs = json.loads(json.loads(body).get("input") or "{}")
     if kind == _FUNCTION:
         return await echo(**kwargs)
-    return await echo_workflow.run(**kwargs)
+    return await _WORKFLOWS[kind].run(**kwargs)
 
 
 async def _work(address: str) -> None:
@@ -130,15 +140,22 @@ async def _work(address: str) -> None:
         task.add_done_callback(running.discard)
 
 
-def main() -> None:
-    """Serve until SIGINT/SIGTERM; with ``--worker ADDRESS``, be the worker instead."""
+def main(argv: list[str] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (``--workers N``: forward to N workers, default 1); with
+    ``--worker ADDRESS``, be a worker instead."""
     import uvloop  # noqa: PLC0415
 
-    if sys.argv[1:2] == ["--worker"]:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--worker"]:
         with contextlib.suppress(KeyboardInterrupt):
-            uvloop.run(_work(sys.argv[2]))
+            uvloop.run(_work(args[1]))
         return
-    uvloop.run(_serve_forwarding())
+    workers = 1
+    if args[:1] == ["--workers"] and len(args) == 2 and args[1].isdigit() and int(args[1]) > 0:
+        workers = int(args[1])
+    elif args:
+        sys.exit(f"usage: python -m bench.floor_server [--workers N]; got {' '.join(args)}")
+    uvloop.run(_serve_forwarding(workers))
 
 
 if __name__ == "__main__":

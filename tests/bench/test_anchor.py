@@ -86,6 +86,21 @@ def test_the_same_library_run_is_compared_with_llama_deploy_too() -> None:
     )
 
 
+def test_the_cpu_step_has_its_floor_beside_it() -> None:
+    ours = _product(0.0030, 900.0, 0.2, 130)  # CPU step: 180/s
+    theirs = _product(0.0010, 1000.0, 0.060, 120)  # CPU step: 200/s
+    floor = Throughput(sequential=summarize([0.0005]), rates={8: 2000.0})
+    cpu_floor, same_cpu_floor = Throughput(rates={CPU_CLIENTS: 350.0}), Throughput(rates={CPU_CLIENTS: 380.0})
+    same = SameLibrary("1.3.0", ours, floor, same_cpu_floor)
+    figures = {f.key: f for f in anchor_figures(AnchorRun(ours, theirs, None, floor, same, cpu_floor))}
+    assert figures["anchor.floor.cpu.tps"].ratio == pytest.approx(1.75)  # against Llama Deploy's
+    assert figures["anchor.same_library.floor.cpu.tps"].ratio == pytest.approx(1.9)
+    assert figures["anchor.cpu.tps"].ratio == pytest.approx(0.9)
+    assert f"~5 ms CPU step, {CPU_CLIENTS} clients (2 workers)" in figures["anchor.floor.cpu.tps"].label
+    unmeasured = {f.key: f for f in anchor_figures(AnchorRun(ours, theirs, None, floor))}
+    assert math.isnan(unmeasured["anchor.floor.cpu.tps"].value)
+
+
 def _keys(run: AnchorRun) -> set[str]:
     return {f.key for f in anchor_figures(run)}
 

@@ -1,0 +1,38 @@
+"""The one-hop floor: a real server and its real workers (no timing assertions)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from bench.cached_env import REPO_ROOT
+from bench.measure import ECHO_BODY, measure_endpoint
+from bench.procfs import _cpu_seconds, descendants
+from bench.server_proc import ServerProcess, ServerStartError
+from bench.services import CPU_STEP_SECONDS
+
+
+async def test_the_cpu_step_is_dealt_to_every_worker() -> None:
+    argv = [sys.executable, "-m", "bench.floor_server", "--workers", "2"]
+    async with ServerProcess(argv, cwd=REPO_ROOT, start_timeout=60) as server:
+        workers = descendants(server.pid)
+        assert len(workers) == 2, workers
+        before = {pid: _cpu_seconds(pid) for pid in workers}
+        cpu = await measure_endpoint(
+            server.host, server.port, "/cpu", ECHO_BODY, clients=(4,), duration=1.0, warmup=0.1
+        )
+        assert cpu.errors == 0, cpu.first_error
+        burned = {pid: _cpu_seconds(pid) - before[pid] for pid in workers}
+        # each worker ran a share of the steps, not one worker all of them
+        assert all(seconds > 10 * CPU_STEP_SECONDS for seconds in burned.values()), burned
+        workflow = await measure_endpoint(
+            server.host, server.port, "/workflow", ECHO_BODY, clients=(1,), duration=0.3, warmup=0.1
+        )
+        assert workflow.errors == 0 and workflow.sequential is not None
+
+
+async def test_a_wrong_argument_is_refused() -> None:
+    argv = [sys.executable, "-m", "bench.floor_server", "--workers", "none"]
+    with pytest.raises(ServerStartError, match=r"usage: python -m bench.floor_server \[--workers N\]"):
+        await ServerProcess(argv, cwd=REPO_ROOT, start_timeout=60).start()
