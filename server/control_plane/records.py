@@ -3,12 +3,14 @@
 Layout (all values JSON):
 
 * ns ``<deployment>/tasks``, key task id: a :class:`~llamactl.server.types.TaskRecord` plus dispatch
-  bookkeeping, indexed by ``session``, ``status``, ``service`` and ``svc_status``
-  (``<service>/<status>``) and sorted by creation, so listings and counts never read every task.
+  bookkeeping, indexed by ``session`` (unless it is the task's own), ``status``, ``service`` and
+  ``svc_status`` (``<service>/<status>``) and sorted by creation, so listings and counts never read
+  every task.
 * ns ``<deployment>/sessions``, key session id: ``{"session_id", "created_at", "implicit"}``
   (``implicit``: made by ``tasks/create`` for one task); a session's tasks are found through the
   tasks' index. A ``tasks/run`` that names no session runs in a session of its own that has no
-  record (:attr:`StoredTask.own_session`).
+  record (:attr:`StoredTask.own_session`) and no index entry: only its task knows it, and listing
+  the tasks of that id finds none, as asking for the session finds none.
 * ns ``<deployment>/contexts``, key session id: the workflow ``Context.to_dict()`` of the session.
 * log ``<deployment>/events/<task id>``: the task's :class:`~llamactl.server.types.EventEnvelope` s
   (offset = seq).

@@ -36,10 +36,12 @@ class StoredTask(TaskRecord):
         return f"{self.created_at:017.6f}:{self.task_id}"
 
     def index(self) -> Index:
+        # A session of its own is known only to its task (no record, no other task): indexing the
+        # task by it would write an index entry and a count row per task that no listing needs.
         return Index(
             sort=self.sort,
             fields={
-                "session": self.session_id,
+                **({} if self.own_session else {"session": self.session_id}),
                 "status": self.status.value,
                 "service": self.service_id,
                 "svc_status": f"{self.service_id}/{self.status.value}",

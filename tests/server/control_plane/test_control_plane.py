@@ -305,6 +305,11 @@ async def test_a_run_without_a_session_writes_reads_and_frees_no_session(
     assert [ns for ns, _ in reads if ns in (sessions, contexts)] == []
     assert await harness.store.get(sessions, created.session_id) is None
     assert (await plane.list_sessions())[0] == []
+    # nor an index entry or a count under its session: only its task knows the id
+    tasks_ns = plane.records.tasks_ns
+    assert await harness.store.count(tasks_ns, "session") == {}
+    assert (await plane.list_tasks(session_id=created.session_id))[0] == []
+    assert [t.task_id for t in (await plane.list_tasks(status=TaskStatus.COMPLETED))[0]] == [created.task_id]
     with pytest.raises(SessionNotFound):
         await plane.create_task(TaskDefinition(session_id=created.session_id))
     assert plane.dispatcher.sessions_in_memory == 0
