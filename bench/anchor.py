@@ -54,6 +54,8 @@ server's process) and 0.8.1 (the last with a control plane, a message queue and 
 _EXTRAS = ("uvloop", "httptools")
 _RUN_PATH = f"/deployments/{DEPLOYMENT}/tasks/run"
 CPU_CLIENTS = 32
+CPU_REPLICAS = ANCHOR_SERVICES["cpu"].replicas or 1
+"""Worker processes llamactl runs the CPU step on (the floor's CPU step gets as many)."""
 IO_CLIENTS = 64
 
 ArgvFor = Callable[[Path], list[str]]

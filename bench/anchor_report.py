@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from bench.anchor import CPU_CLIENTS, IO_CLIENTS, ProductFigures
-from bench.deployment import ANCHOR_SERVICES
+from bench.anchor import CPU_CLIENTS, CPU_REPLICAS, IO_CLIENTS, ProductFigures
 from bench.measure import Throughput
 from bench.report import Figure
 
@@ -114,7 +113,7 @@ def _floor(
     figs.append(
         Figure(
             f"{prefix}.floor.cpu.tps",
-            f"{name}: ~5 ms CPU step, {CPU_CLIENTS} clients ({_replicas()} workers)",
+            f"{name}: ~5 ms CPU step, {CPU_CLIENTS} clients ({CPU_REPLICAS} workers)",
             cpu.rates.get(CPU_CLIENTS, math.nan),
             "/s",
             "anchor.ld.cpu.tps",
@@ -123,10 +122,6 @@ def _floor(
         )
     )
     return figs
-
-
-def _replicas() -> int:
-    return ANCHOR_SERVICES["cpu"].replicas or 1
 
 
 def _versus(prefix: str, name: str, ours: ProductFigures, theirs: ProductFigures) -> list[Figure]:

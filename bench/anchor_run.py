@@ -18,6 +18,7 @@ from pathlib import Path
 from bench.anchor import (
     ANCHOR_VERSIONS,
     CPU_CLIENTS,
+    CPU_REPLICAS,
     AnchorUnavailable,
     ProductFigures,
     anchor_argv,
@@ -31,7 +32,6 @@ from bench.anchor import (
 )
 from bench.anchor_report import AnchorRun, SameLibrary, anchor_figures
 from bench.cached_env import REPO_ROOT, checkout_python, installed_version
-from bench.deployment import ANCHOR_SERVICES
 from bench.measure import ECHO_BODY, Throughput, measure_endpoint
 from bench.report import Figure
 from bench.rounds import alternate, median_throughput
@@ -97,12 +97,11 @@ async def measure_anchor(
     same_python = same_library(theirs_library, say=say)
     product = functools.partial(measure_product, clients=clients, duration=duration, warmup=warmup)
     floor = functools.partial(measure_floor, duration=duration, warmup=warmup)
-    replicas = ANCHOR_SERVICES["cpu"].replicas or 1
 
     def floors_on(python: Path) -> tuple[Measure, Measure]:
         return (
             lambda: floor(python, "/workflow", clients=clients),
-            lambda: floor(python, "/cpu", clients=(CPU_CLIENTS,), workers=replicas),
+            lambda: floor(python, "/cpu", clients=(CPU_CLIENTS,), workers=CPU_REPLICAS),
         )
 
     measures: dict[str, Measure] = {
