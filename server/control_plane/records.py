@@ -3,9 +3,11 @@
 Layout (all values JSON):
 
 * ns ``<deployment>/tasks``, key task id: a :class:`~llamactl.server.types.TaskRecord` plus dispatch
-  bookkeeping, indexed by ``session`` (unless it is the task's own), ``status``, ``service`` and
-  ``svc_status`` (``<service>/<status>``) and sorted by creation, so listings and counts never read
-  every task.
+  bookkeeping, indexed by ``session`` (unless it is the task's own) and ``svc_status``
+  (``<service>/<status>``) and sorted by creation, so listings and counts never read every task:
+  a status or a service alone is read as the ``svc_status`` values the counts list, merged.
+  (Records written before 2026-12 also carry ``status`` and ``service`` entries, read by
+  nobody; they go with their records.)
 * ns ``<deployment>/sessions``, key session id: ``{"session_id", "created_at", "implicit"}``
   (``implicit``: made by ``tasks/create`` for one task); a session's tasks are found through the
   tasks' index. A ``tasks/run`` that names no session runs in a session of its own that has no
@@ -38,7 +40,7 @@ from pydantic import BaseModel, ValidationError
 from llamactl.server.control_plane.changes import ChangeFeed
 from llamactl.server.control_plane.stored import Page, SessionRecord, StoredTask, changed_index, task_filter
 from llamactl.server.errors import SessionNotFound, StateStoreError, TaskNotFound
-from llamactl.server.state.base import Append, Cas, Delete, DeleteLog, Put, StateStore, Write
+from llamactl.server.state.base import Append, Cas, Delete, DeleteLog, Put, StateStore, Versioned, Write
 from llamactl.server.types import TaskStatus
 
 __all__ = ["ControlPlaneRecords", "ExtraConflict"]
@@ -137,22 +139,38 @@ class ControlPlaneRecords:
         descending: bool = False,
     ) -> Page:
         """Tasks in creation order (``descending``: newest first), filtered, a page at a time."""
-        field, value, keep = task_filter(session_id, status, service_id)
+        query = task_filter(session_id, status, service_id)
+        values: list[str | None] = [query.value]
+        if query.values is not None:
+            counts = await self.store.count(self.tasks_ns, query.field)
+            values = [v for v in sorted(counts) if query.values(v)]
         items: list[StoredTask] = []
         after = cursor
-        while len(items) < limit:
+        while values and len(items) < limit:
             want = limit - len(items)
-            rows = await self.store.query(
-                self.tasks_ns, field, value, after=after, limit=want, descending=descending
-            )
+            rows = await self._query_merged(query.field, values, after, want, descending)
             for key, found, sort in rows:
                 after = sort
                 task = self._parse(key, found.value)
-                if task is not None and keep(task):
+                if task is not None and query.keep(task):
                     items.append(task)
             if len(rows) < want:
                 return Page(items=items, next_cursor=None)
-        return Page(items=items, next_cursor=after)
+        return Page(items=items, next_cursor=after if values else None)
+
+    async def _query_merged(
+        self, field: str, values: list[str | None], after: str | None, limit: int, descending: bool
+    ) -> list[tuple[str, Versioned, str]]:
+        """The first ``limit`` tasks past ``after`` in sort order among those indexed under any
+        of ``values``: each value's first ``limit``, merged."""
+        rows: list[tuple[str, Versioned, str]] = []
+        for value in values:
+            rows += await self.store.query(
+                self.tasks_ns, field, value, after=after, limit=limit, descending=descending
+            )
+        if len(values) > 1:
+            rows.sort(key=lambda row: row[2], reverse=descending)
+        return rows[:limit]
 
     async def unfinished_tasks(self) -> list[StoredTask]:
         """Every queued or running task, oldest first (for recovery after a start)."""

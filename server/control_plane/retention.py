@@ -58,8 +58,9 @@ class Retention:
     async def prune(self, now: float | None = None) -> int:
         """One pass; returns how many tasks it deleted (``batch`` means: more are due)."""
         now = time.time() if now is None else now
-        counts = await self._records.store.count(self._records.tasks_ns, "status")
-        excess = sum(counts.get(s.value, 0) for s in _FINAL) - self.policy.max_finished
+        counts = await self._records.count_tasks()
+        finished = sum(by_status.get(s.value, 0) for by_status in counts.values() for s in _FINAL)
+        excess = finished - self.policy.max_finished
         cutoff = f"{now - self.policy.finished_age:017.6f}"
         # A pass with nothing to do reads one task per status, not a batch of them.
         oldest = await self._oldest_finished(self.policy.batch if excess > 0 else 1)

@@ -5,6 +5,7 @@ where each lives in the StateStore)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -12,7 +13,7 @@ from pydantic import BaseModel, Field
 from llamactl.server.state.base import Index
 from llamactl.server.types import SessionDefinition, TaskRecord, TaskStatus
 
-__all__ = ["Page", "SessionRecord", "StoredTask", "changed_index", "task_filter"]
+__all__ = ["Page", "SessionRecord", "StoredTask", "TaskFilter", "changed_index", "task_filter"]
 
 
 class StoredTask(TaskRecord):
@@ -38,15 +39,12 @@ class StoredTask(TaskRecord):
     def index(self) -> Index:
         # A session of its own is known only to its task (no record, no other task): indexing the
         # task by it would write an index entry and a count row per task that no listing needs.
-        return Index(
-            sort=self.sort,
-            fields={
-                **({} if self.own_session else {"session": self.session_id}),
-                "status": self.status.value,
-                "service": self.service_id,
-                "svc_status": f"{self.service_id}/{self.status.value}",
-            },
-        )
+        # Status alone and service alone are read through ``svc_status`` (see task_filter): each
+        # field more cost the task an index entry and a counter on every change.
+        fields = {"svc_status": f"{self.service_id}/{self.status.value}"}
+        if not self.own_session:
+            fields["session"] = self.session_id
+        return Index(sort=self.sort, fields=fields)
 
 
 class SessionRecord(BaseModel):
@@ -73,10 +71,22 @@ class Page(BaseModel):
     next_cursor: str | None = None
 
 
-def task_filter(
-    session_id: str | None, status: TaskStatus | None, service_id: str | None
-) -> tuple[str, str | None, Callable[[StoredTask], bool]]:
-    """The index to read and what to keep of it: the narrowest index, the rest filtered."""
+@dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """Which index entries a task listing reads, and what it keeps of them."""
+
+    field: str
+    """``session`` or ``svc_status``."""
+    value: str | None
+    """The one value to read (None: any), unless :attr:`values` picks several."""
+    values: Callable[[str], bool] | None
+    """Picks the ``svc_status`` values to read (from those the counts know) and merge."""
+    keep: Callable[[StoredTask], bool]
+
+
+def task_filter(session_id: str | None, status: TaskStatus | None, service_id: str | None) -> TaskFilter:
+    """The narrowest index to read, the rest filtered. A status or a service alone reads the
+    ``svc_status`` values that end or start with it (the tasks are indexed by the pair only)."""
 
     def keep(task: StoredTask) -> bool:
         return (
@@ -86,14 +96,14 @@ def task_filter(
         )
 
     if session_id is not None:
-        return "session", session_id, keep
+        return TaskFilter("session", session_id, None, keep)
     if service_id is not None and status is not None:
-        return "svc_status", f"{service_id}/{status.value}", keep
+        return TaskFilter("svc_status", f"{service_id}/{status.value}", None, keep)
     if service_id is not None:
-        return "service", service_id, keep
+        return TaskFilter("svc_status", None, lambda v: v.rpartition("/")[0] == service_id, keep)
     if status is not None:
-        return "status", status.value, keep
-    return "status", None, keep
+        return TaskFilter("svc_status", None, lambda v: v.rpartition("/")[2] == status.value, keep)
+    return TaskFilter("svc_status", None, None, keep)
 
 
 def changed_index(before: StoredTask, after: StoredTask) -> Index | None:
