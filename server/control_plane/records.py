@@ -141,9 +141,9 @@ class ControlPlaneRecords:
         """Tasks in creation order (``descending``: newest first), filtered, a page at a time."""
         query = task_filter(session_id, status, service_id)
         values: list[str | None] = [query.value]
-        if query.values is not None:
+        if query.pick is not None:
             counts = await self.store.count(self.tasks_ns, query.field)
-            values = [v for v in sorted(counts) if query.values(v)]
+            values = [v for v in sorted(counts) if query.pick(v)]
         items: list[StoredTask] = []
         after = cursor
         while values and len(items) < limit:

@@ -78,9 +78,9 @@ class TaskFilter:
     field: str
     """``session`` or ``svc_status``."""
     value: str | None
-    """The one value to read (None: any), unless :attr:`values` picks several."""
-    values: Callable[[str], bool] | None
-    """Picks the ``svc_status`` values to read (from those the counts know) and merge."""
+    """The one value to read (None: any), unless :attr:`pick` picks several."""
+    pick: Callable[[str], bool] | None
+    """Which of the ``svc_status`` values the counts know to read and merge."""
     keep: Callable[[StoredTask], bool]
 
 
