@@ -38,7 +38,7 @@ _WORKFLOWS = {_WORKFLOW: echo_workflow, _CPU: cpu_workflow}
 
 
 class _Forwarder:
-    """One DEALER socket to the worker; replies matched to requests by a counter."""
+    """One DEALER socket to the workers (dealt in turn); replies matched to requests by a counter."""
 
     def __init__(self, sock: zmq.asyncio.Socket, workers: int) -> None:
         self._sock = sock

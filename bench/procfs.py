@@ -7,7 +7,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MachineCpu", "TreeUsage", "Wakeups", "descendants", "machine_cpu", "tree_usage", "wakeups"]
+__all__ = [
+    "MachineCpu",
+    "TreeUsage",
+    "Wakeups",
+    "cpu_seconds",
+    "descendants",
+    "machine_cpu",
+    "tree_usage",
+    "wakeups",
+]
 
 _PROC = Path("/proc")
 _TICK = float(os.sysconf("SC_CLK_TCK"))
@@ -51,7 +60,7 @@ def _hwm_kib(pid: int) -> int:
     return 0
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` in seconds; 0 if it is gone."""
     fields = _stat_fields(pid)
     if fields is None:
@@ -76,7 +85,7 @@ def tree_usage(pid: int) -> TreeUsage:
     return TreeUsage(
         processes=len(pids),
         peak_rss_bytes=sum(_hwm_kib(p) for p in pids) * 1024,
-        cpu_seconds=sum(_cpu_seconds(p) for p in pids),
+        cpu_seconds=sum(cpu_seconds(p) for p in pids),
     )
 
 

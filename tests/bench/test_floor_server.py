@@ -8,7 +8,7 @@ import pytest
 
 from bench.cached_env import REPO_ROOT
 from bench.measure import ECHO_BODY, measure_endpoint
-from bench.procfs import _cpu_seconds, descendants
+from bench.procfs import cpu_seconds, descendants
 from bench.server_proc import ServerProcess, ServerStartError
 from bench.services import CPU_STEP_SECONDS
 
@@ -18,12 +18,12 @@ async def test_the_cpu_step_is_dealt_to_every_worker() -> None:
     async with ServerProcess(argv, cwd=REPO_ROOT, start_timeout=60) as server:
         workers = descendants(server.pid)
         assert len(workers) == 2, workers
-        before = {pid: _cpu_seconds(pid) for pid in workers}
+        before = {pid: cpu_seconds(pid) for pid in workers}
         cpu = await measure_endpoint(
             server.host, server.port, "/cpu", ECHO_BODY, clients=(4,), duration=1.0, warmup=0.1
         )
         assert cpu.errors == 0, cpu.first_error
-        burned = {pid: _cpu_seconds(pid) - before[pid] for pid in workers}
+        burned = {pid: cpu_seconds(pid) - before[pid] for pid in workers}
         # each worker ran a share of the steps, not one worker all of them
         assert all(seconds > 10 * CPU_STEP_SECONDS for seconds in burned.values()), burned
         workflow = await measure_endpoint(
