@@ -227,6 +227,9 @@ class ControlPlane:
         workflow Context is saved. An unknown session id is an error, so a typo cannot silently
         start from an empty Context. A service whose queue is full refuses the task (Overloaded).
         """
+        return (await self._create(definition, keep_context=keep_context)).public()
+
+    async def _create(self, definition: TaskDefinition, *, keep_context: bool) -> StoredTask:
         if self._stopping.is_set():
             raise ShuttingDown("the server is stopping: it takes no new tasks")
         if definition.task_id:
@@ -249,7 +252,7 @@ class ControlPlane:
         )
         await self.dispatcher.submit(task, new_session=not definition.session_id)
         self._count_queued(task.service_id)
-        return task.public()
+        return task
 
     async def _check_queue(self, service_id: str) -> None:
         limit = self.settings.max_queued.get(service_id, self.settings.default_max_queued)
@@ -278,7 +281,7 @@ class ControlPlane:
         Without a session id the task runs in a session of its own, with no record and no saved
         Context: the caller gets only the result, so nobody runs in that session again (Llama
         Deploy 0.9 makes no session for such a run at all)."""
-        task = await self.create_task(definition, keep_context=False)
+        task = await self._create(definition, keep_context=False)
         wait = timeout if timeout is not None else self.wait_bound(task.service_id)
         try:
             return await self.wait_for_task(task.task_id, timeout=wait)
@@ -322,7 +325,7 @@ class ControlPlane:
             async with asyncio.timeout(timeout):
                 while True:
                     changed.clear()
-                    task = await self.records.get_task(task_id)
+                    task = await self.records.peek_task(task_id)
                     if task.status.is_final:
                         return task.public()
                     if self._stopping.is_set():

@@ -116,11 +116,19 @@ class ControlPlaneRecords:
         """A copy of the task's record and its version (read from the store unless ``fresh`` is
         False and it is cached), or None."""
         cached = (None if fresh else self._tasks.get(task_id)) or await self._load(task_id)
-        return None if cached is None else (cached[0].model_copy(), cached[1])
+        return None if cached is None else (cached[0].clone(), cached[1])
+
+    async def peek_task(self, task_id: str) -> StoredTask:
+        """The task's record itself, not a copy (read from the store when :attr:`fresh_reads`):
+        for readers only, who must not change it. Raises TaskNotFound."""
+        cached = (None if self.fresh_reads else self._tasks.get(task_id)) or await self._load(task_id)
+        if cached is None:
+            raise TaskNotFound(task_id, self.deployment)
+        return cached[0]
 
     def remember_task(self, task: StoredTask, version: int) -> None:
         """A task record written by a commit made outside :meth:`transition`."""
-        self._remember(task.model_copy(), version)
+        self._remember(task.clone(), version)
 
     async def get_task(self, task_id: str) -> StoredTask:
         task = await self.find_task(task_id)
@@ -231,9 +239,9 @@ class ControlPlaneRecords:
         for _ in range(_MAX_CAS_RETRIES):
             if cached is None:
                 raise TaskNotFound(task_id, self.deployment)
-            task, version = cached[0].model_copy(), cached[1]
+            task, version = cached[0].clone(), cached[1]
             if not change(task):
-                return cached[0].model_copy(), False
+                return cached[0].clone(), False
             writes: list[Write] = [*(extra(task) if extra else ())]
             at = len(writes)
             writes.append(Cas(self.tasks_ns, task_id, _dump(task), version, changed_index(cached[0], task)))
@@ -241,7 +249,7 @@ class ControlPlaneRecords:
                 writes.append(self.status_change(task))
             result = await self.store.commit(writes)
             if result.ok:
-                self._remember(task.model_copy(), result.results[at])
+                self._remember(task.clone(), result.results[at])
                 return task, True
             if extra_may_conflict and result.failed is not None and result.failed < at:
                 raise ExtraConflict(task_id)

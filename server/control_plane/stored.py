@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -14,6 +14,23 @@ from llamactl.server.state.base import Index
 from llamactl.server.types import SessionDefinition, TaskRecord, TaskStatus
 
 __all__ = ["Page", "SessionRecord", "StoredTask", "TaskFilter", "changed_index", "task_filter"]
+
+_M = TypeVar("_M", bound=BaseModel)
+_PUBLIC = tuple(TaskRecord.model_fields)
+_PUBLIC_SET = frozenset(_PUBLIC)
+
+
+def _assemble(cls: type[_M], values: dict[str, Any], fields_set: set[str]) -> _M:
+    """An instance of ``cls`` (no private attributes, no extras) from values already valid, set
+    up as pydantic's own ``__copy__`` sets one up. ``model_construct`` and ``model_copy`` look at
+    defaults, aliases and extras on every call: 13 and 3 µs per task record against 4 and 2 here,
+    and a task is copied or made public several times on its way."""
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", fields_set)
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
 
 
 class StoredTask(TaskRecord):
@@ -29,8 +46,15 @@ class StoredTask(TaskRecord):
     takes no other task and keeps no Context (older records read False: theirs exists)."""
 
     def public(self) -> TaskRecord:
-        fields = {name: getattr(self, name) for name in TaskRecord.model_fields}
-        return TaskRecord.model_construct(**fields)  # already valid: no need to validate again
+        """The TaskRecord part (already valid: not validated again)."""
+        values = self.__dict__
+        return _assemble(
+            TaskRecord, {name: values[name] for name in _PUBLIC}, self.__pydantic_fields_set__ & _PUBLIC_SET
+        )
+
+    def clone(self) -> StoredTask:
+        """A shallow copy, as ``model_copy()`` makes it (its fields' objects are shared)."""
+        return _assemble(StoredTask, self.__dict__.copy(), set(self.__pydantic_fields_set__))
 
     @property
     def sort(self) -> str:

@@ -1,0 +1,58 @@
+"""StoredTask's public view and copies: what pydantic's own model_construct and model_copy give."""
+
+from __future__ import annotations
+
+import pytest
+
+from llamactl.server.control_plane.stored import StoredTask
+from llamactl.server.types import TaskRecord, TaskStatus
+
+
+def _task(**fields: object) -> StoredTask:
+    values: dict[str, object] = {
+        "task_id": "t1",
+        "deployment": "d",
+        "service_id": "echo",
+        "session_id": "s1",
+        "input": '{"message": "hi"}',
+        "status": TaskStatus.COMPLETED,
+        "result": {"nested": [1, 2]},
+        "created_at": 12.5,
+        "own_session": True,
+        **fields,
+    }
+    return StoredTask.model_validate(values)
+
+
+@pytest.mark.parametrize("fields", [{}, {"error": "ValueError: no", "replica_id": "r1", "attempts": 3}])
+def test_public_is_the_task_record_part(fields: dict[str, object]) -> None:
+    task = _task(**fields)
+    public = task.public()
+    expected = TaskRecord.model_construct(**{name: getattr(task, name) for name in TaskRecord.model_fields})
+    assert type(public) is TaskRecord
+    assert public == expected
+    assert public.model_dump_json() == expected.model_dump_json()
+    assert public.model_dump() == TaskRecord.model_validate(public.model_dump()).model_dump()
+    assert "own_session" not in public.model_dump()
+    assert public.model_fields_set <= set(TaskRecord.model_fields)
+
+
+def test_public_is_not_changed_by_later_changes_of_the_task() -> None:
+    task = _task()
+    public = task.public()
+    task.status = TaskStatus.FAILED
+    assert public.status is TaskStatus.COMPLETED
+
+
+def test_clone_is_a_shallow_copy_like_model_copy() -> None:
+    task = _task(dispatched=True)
+    clone = task.clone()
+    assert type(clone) is StoredTask
+    assert clone == task.model_copy()
+    assert clone.model_fields_set == task.model_fields_set
+    clone.status = TaskStatus.RUNNING
+    clone.attempts = 7
+    assert (task.status, task.attempts) == (TaskStatus.COMPLETED, 0)
+    assert clone.result is task.result  # shallow, as model_copy(): fields are assigned, not mutated
+    assert clone.model_dump_json() != task.model_dump_json()
+    assert StoredTask.model_validate_json(clone.model_dump_json()) == clone
