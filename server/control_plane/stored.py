@@ -61,6 +61,10 @@ class StoredTask(TaskRecord):
         return f"{self.created_at:017.6f}:{self.task_id}"
 
     def index(self) -> Index:
+        return Index(sort=self.sort, fields=self.index_fields())
+
+    def index_fields(self) -> dict[str, str]:
+        """The indexed fields and their values (the sort string aside)."""
         # A session of its own is known only to its task (no record, no other task): indexing the
         # task by it would write an index entry and a count row per task that no listing needs.
         # Status alone and service alone are read through ``svc_status`` (see task_filter): each
@@ -68,7 +72,7 @@ class StoredTask(TaskRecord):
         fields = {"svc_status": f"{self.service_id}/{self.status.value}"}
         if not self.own_session:
             fields["session"] = self.session_id
-        return Index(sort=self.sort, fields=fields)
+        return fields
 
 
 class SessionRecord(BaseModel):
@@ -133,6 +137,6 @@ def task_filter(session_id: str | None, status: TaskStatus | None, service_id: s
 def changed_index(before: StoredTask, after: StoredTask) -> Index | None:
     """Only the index fields the change touched (the others keep their entries, and the record
     its sort: a task's sort never changes)."""
-    old, new = before.index(), after.index()
-    fields = {name: value for name, value in new.fields.items() if old.fields.get(name) != value}
+    old = before.index_fields()
+    fields = {name: value for name, value in after.index_fields().items() if old.get(name) != value}
     return Index(sort=None, fields=fields) if fields else None

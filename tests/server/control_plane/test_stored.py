@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llamactl.server.control_plane.stored import StoredTask
+from llamactl.server.control_plane.stored import StoredTask, changed_index
+from llamactl.server.state.base import Index
 from llamactl.server.types import TaskRecord, TaskStatus
 
 
@@ -56,3 +57,15 @@ def test_clone_is_a_shallow_copy_like_model_copy() -> None:
     assert clone.result is task.result  # shallow, as model_copy(): fields are assigned, not mutated
     assert clone.model_dump_json() != task.model_dump_json()
     assert StoredTask.model_validate_json(clone.model_dump_json()) == clone
+
+
+def test_changed_index_names_only_the_moved_fields_and_never_the_sort() -> None:
+    before = _task(status=TaskStatus.RUNNING, own_session=False)
+    after = before.clone()
+    after.attempts = 2
+    assert changed_index(before, after) is None
+    after.status = TaskStatus.COMPLETED
+    assert changed_index(before, after) == Index(sort=None, fields={"svc_status": "echo/completed"})
+    assert before.index() == Index(sort=before.sort, fields={"svc_status": "echo/running", "session": "s1"})
+    own = _task(status=TaskStatus.RUNNING)
+    assert own.index().fields == {"svc_status": "echo/running"}  # its own session is not indexed
