@@ -8,10 +8,16 @@ which runs the echo function or the workflow and sends the JSON answer back. Not
 nothing is acked, no Context is saved: this is the least any design pays that runs user code in a
 separate process, so it bounds from below what llamactl's full path (state store, journal,
 leases, reports) can reach on this machine.
+
+With ``--durable`` it is the *durable floor*: the handler also stores the task before forwarding
+it and its answer before answering (:mod:`bench.floor_store`), the least a design writes that
+loses no task. Between the two, what durability costs at the least; above the durable floor,
+what the rest of a design costs.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -29,6 +35,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bench.baseline_server import serve
+from bench.floor_store import FloorStore
 from bench.services import cpu_workflow, echo, echo_workflow
 
 __all__ = ["main"]
@@ -69,11 +76,17 @@ class _Forwarder:
                 waiter.set_result(answer)
 
 
-def _app(forwarder: _Forwarder) -> Starlette:
+def _app(forwarder: _Forwarder, store: FloorStore | None) -> Starlette:
     kinds = {"/echo": _FUNCTION, "/workflow": _WORKFLOW, "/cpu": _CPU}
 
     async def forward(request: Request) -> Response:
-        answer = await forwarder.call(kinds[request.url.path], await request.body())
+        kind, body = kinds[request.url.path], await request.body()
+        if store is None:
+            answer = await forwarder.call(kind, body)
+        else:
+            task_id = await store.queued(body)
+            answer = await forwarder.call(kind, body)
+            await store.finished(task_id, answer)
         return Response(answer, media_type="application/json")
 
     return Starlette(routes=[Route(path, forward, methods=["POST"]) for path in kinds])
@@ -95,9 +108,10 @@ async def _workers(address: str, n: int) -> AsyncIterator[None]:
             await proc.wait()
 
 
-async def _serve_forwarding(workers: int) -> None:
+async def _serve_forwarding(workers: int, durable: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="llamactl-floor-") as tmp:
         address = f"ipc://{Path(tmp) / 'worker'}"
+        store = FloorStore(Path(tmp) / "tasks.db") if durable else None
         ctx = zmq.asyncio.Context()
         sock = ctx.socket(zmq.DEALER)
         sock.bind(address)
@@ -109,8 +123,10 @@ async def _serve_forwarding(workers: int) -> None:
                     if replies.done():
                         await replies
                     await asyncio.sleep(0.005)
-                await serve(_app(forwarder))
+                await serve(_app(forwarder, store))
         finally:
+            if store is not None:
+                store.close()
             replies.cancel()
             sock.close(linger=0)
             ctx.term()
@@ -140,22 +156,32 @@ async def _work(address: str) -> None:
         task.add_done_callback(running.discard)
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.floor_server", description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=1, help="worker processes, dealt in turn (default 1)")
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="store each task before forwarding it and its answer before answering (the durable floor)",
+    )
+    parser.add_argument("--worker", metavar="ADDRESS", help=argparse.SUPPRESS)  # be a worker instead
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM (``--workers N``: forward to N workers, default 1); with
-    ``--worker ADDRESS``, be a worker instead."""
+    """Serve until SIGINT/SIGTERM (``--workers N``: forward to N workers, default 1; ``--durable``:
+    store each task and its answer); with ``--worker ADDRESS``, be a worker instead."""
     import uvloop  # noqa: PLC0415
 
-    args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["--worker"]:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.worker is not None:
         with contextlib.suppress(KeyboardInterrupt):
-            uvloop.run(_work(args[1]))
+            uvloop.run(_work(args.worker))
         return
-    workers = 1
-    if args[:1] == ["--workers"] and len(args) == 2 and args[1].isdigit() and int(args[1]) > 0:
-        workers = int(args[1])
-    elif args:
-        sys.exit(f"usage: python -m bench.floor_server [--workers N]; got {' '.join(args)}")
-    uvloop.run(_serve_forwarding(workers))
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers}: give at least 1")
+    uvloop.run(_serve_forwarding(args.workers, args.durable))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,12 @@
 
 Measures, in one run and on the same client: a bare Starlette endpoint and the echo workflow
 run inside a handler (the baselines), the same two forwarded to a worker process over ZeroMQ
-with nothing else (the floor any out-of-process design pays), then a real ``llamactl serve``
-subprocess (function echo, workflow echo, first streamed event, start to ready, peak RSS, idle
-CPU), plus ``llamactl --help``. The three servers are measured in alternating rounds (``--rounds``),
-each figure the median of its rounds (see :mod:`bench.servers`). Prints each figure with its ratio
-to the baseline and the target it must meet.
+with nothing else (the floor any out-of-process design pays), the floor storing each task before
+and its answer after (the durable floor: what losing no task costs at the least), then a real
+``llamactl serve`` subprocess (function echo, workflow echo, first streamed event, start to ready,
+peak RSS, idle CPU), plus ``llamactl --help``. The four servers are measured in alternating
+rounds (``--rounds``), each figure the median of its rounds (see :mod:`bench.servers`). Prints
+each figure with its ratio to the baseline and the target it must meet.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from bench.report import Figure, render_json, render_table
 from bench.rounds import alternate
 from bench.servers import ServerFigures, measure_baseline, measure_floor, measure_llamactl, median_figures
 
-__all__ = ["Options", "main", "parse_args", "run"]
+__all__ = ["Measured", "Options", "build_figures", "main", "parse_args", "run"]
 
 _MB = 1024 * 1024
 _CPU_TARGET_MS = {"function": 0.15, "workflow": 0.30}
@@ -62,18 +63,33 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _other_load(fig: Figure, base: ServerFigures, floor: ServerFigures, ours: ServerFigures) -> Figure:
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """The four servers' figures (each the median of its rounds)."""
+
+    base: ServerFigures
+    floor: ServerFigures
+    durable: ServerFigures
+    ours: ServerFigures
+
+    def runs(self) -> dict[str, Throughput]:
+        """Each load run by its figures' key prefix."""
+        return {
+            "baseline.echo": self.base.function,
+            "baseline.workflow": self.base.workflow,
+            "floor.echo": self.floor.function,
+            "floor.workflow": self.floor.workflow,
+            "durable_floor.echo": self.durable.function,
+            "durable_floor.workflow": self.durable.workflow,
+            "llamactl.function": self.ours.function,
+            "llamactl.workflow": self.ours.workflow,
+        }
+
+
+def _other_load(fig: Figure, runs: dict[str, Throughput]) -> Figure:
     """``fig`` with the machine's other load during the run that measured it."""
-    runs = {
-        "baseline.echo.": base.function,
-        "baseline.workflow.": base.workflow,
-        "floor.echo.": floor.function,
-        "floor.workflow.": floor.workflow,
-        "llamactl.function.": ours.function,
-        "llamactl.workflow.": ours.workflow,
-    }
-    for prefix, run in runs.items():
-        if fig.key.startswith(prefix):
+    for name, run in runs.items():
+        if fig.key.startswith(prefix := name + "."):
             metric = fig.key.removeprefix(prefix)
             clients = 1 if metric.startswith(("p50", "p99")) else int(metric.rsplit("_", 1)[1])
             return dataclasses.replace(fig, other_load=run.foreign_cores.get(clients))
@@ -142,10 +158,56 @@ def _floor_figures(base: ServerFigures, floor: ServerFigures, top: int) -> list[
     return figs
 
 
-def build_figures(
-    opts: Options, base: ServerFigures, floor: ServerFigures, ours: ServerFigures, help_s: float
-) -> list[Figure]:
+def _durable_floor_figures(floor: ServerFigures, durable: ServerFigures, top: int) -> list[Figure]:
+    """The durable floor against the floor: what storing each task and its answer costs at the
+    least. Where it meets a target stated against the floor, the target is in reach of a design
+    that loses no task."""
+    figs: list[Figure] = []
+    for name, mine, theirs in (
+        ("echo", durable.function, floor.function),
+        ("workflow", durable.workflow, floor.workflow),
+    ):
+        label = f"durable floor: {name}, stored before and after"
+        figs.append(
+            Figure(
+                f"durable_floor.{name}.p50_ms",
+                f"{label}, p50",
+                _seq(mine, "p50"),
+                "ms",
+                f"floor.{name}.p50_ms",
+                "floor p50",
+                _seq(theirs, "p50"),
+            )
+        )
+        figs += [
+            Figure(
+                f"durable_floor.{name}.rps_{n}",
+                f"{label}, {_clients(n)}",
+                rate,
+                "/s",
+                f"floor.{name}.rps_{n}",
+                "floor",
+                theirs.rates.get(n),
+            )
+            for n, rate in mine.rates.items()
+        ]
+        figs.append(
+            Figure(
+                f"durable_floor.{name}.server_cpu_ms_{top}",
+                f"{label}, CPU per task, server + worker, {_clients(top)}",
+                mine.server_cpu_ms.get(top, math.nan),
+                "ms",
+                f"floor.{name}.server_cpu_ms_{top}",
+                "floor",
+                theirs.server_cpu_ms.get(top, math.nan),
+            )
+        )
+    return figs
+
+
+def build_figures(opts: Options, measured: Measured, help_s: float) -> list[Figure]:
     """Every figure of the table, each with its baseline and target."""
+    base, floor, ours = measured.base, measured.floor, measured.ours
     top = max(opts.clients)
     figs: list[Figure] = []
     b_p50, b_p99 = _seq(base.function, "p50"), _seq(base.function, "p99")
@@ -167,6 +229,7 @@ def build_figures(
         for n, r in base.workflow.rates.items()
     ]
     figs += _floor_figures(base, floor, top)
+    figs += _durable_floor_figures(floor, measured.durable, top)
     p50, f_p50 = _seq(ours.function, "p50"), _seq(floor.function, "p50")
     figs += [
         Figure(
@@ -329,7 +392,8 @@ def build_figures(
             ours.idle_cpu < 0.01 * opts.idle,
         ),
     ]
-    return [_other_load(fig, base, floor, ours) for fig in figs]
+    runs = measured.runs()
+    return [_other_load(fig, runs) for fig in figs]
 
 
 @dataclass(slots=True)
@@ -371,16 +435,18 @@ class RunResult:
 
 
 async def run(opts: Options) -> RunResult:
-    """Measure everything: ``llamactl --help``, the three servers in rounds, reloads, the anchor."""
+    """Measure everything: ``llamactl --help``, the four servers in rounds, reloads, the anchor."""
     started = time.perf_counter()
     help_s = help_seconds(opts.help_runs)
     measures = {
         "baseline": functools.partial(measure_baseline, opts),
         "floor": functools.partial(measure_floor, opts),
+        "durable floor": functools.partial(measure_floor, opts, durable=True),
         "llamactl": functools.partial(measure_llamactl, opts),
     }
-    measured = await alternate(opts.rounds, measures, say=_say)
-    base, floor, ours = (median_figures(measured[name]) for name in measures)
+    rounds = await alternate(opts.rounds, measures, say=_say)
+    base, floor, durable, ours = (median_figures(rounds[name]) for name in measures)
+    measured = Measured(base=base, floor=floor, durable=durable, ours=ours)
     reload_opts = ReloadOptions(opts.reload_runs, opts.reloads, opts.reload_clients, opts.replicas)
     reloaded = await measure_reload(reload_opts)
     anchored: list[Figure] = []
@@ -390,20 +456,13 @@ async def run(opts: Options) -> RunResult:
         anchored = await measure_anchor(
             clients=opts.clients, duration=opts.duration, warmup=opts.warmup, rounds=opts.rounds, say=_say
         )
-    runs = {
-        "baseline.echo": base.function,
-        "baseline.workflow": base.workflow,
-        "floor.echo": floor.function,
-        "floor.workflow": floor.workflow,
-        "llamactl.function": ours.function,
-        "llamactl.workflow": ours.workflow,
-    }
+    runs = measured.runs()
     first_errors = {k: t.first_error for k, t in runs.items() if t.first_error}
     if reloaded.first_error:
         first_errors["llamactl.reload"] = reloaded.first_error
     return RunResult(
         figures=[
-            *build_figures(opts, base, floor, ours, help_s),
+            *build_figures(opts, measured, help_s),
             *reload_figures(reload_opts, reloaded),
             *anchored,
         ],

@@ -1,10 +1,11 @@
-"""The main table's three servers, each measured on its own: the bare baseline, the one-hop floor
-and a real ``llamactl serve``; and the median of several measurements of one of them.
+"""The main table's four servers, each measured on its own: the bare baseline, the one-hop floor,
+the durable floor (the floor storing each task and its answer) and a real ``llamactl serve``; and
+the median of several measurements of one of them.
 
-``python -m bench.roundtrip`` measures the three in alternating rounds (:func:`bench.rounds.alternate`)
+``python -m bench.roundtrip`` measures the four in alternating rounds (:func:`bench.rounds.alternate`)
 and reports :func:`median_figures` of each, so that the machine's drift during the run touches all
-three alike: the function echo's ratios to the floor moved from 2.2x to 2.9x between single-pass
-runs of the same commit on one day.
+alike: the function echo's ratios to the floor moved from 2.2x to 2.9x between single-pass runs
+of the same commit on one day.
 """
 
 from __future__ import annotations
@@ -100,9 +101,10 @@ async def measure_baseline(opts: Options) -> ServerFigures:
         return ServerFigures(function, workflow, usage, idle, start_seconds=server.start_seconds)
 
 
-async def measure_floor(opts: Options) -> ServerFigures:
-    """The same two endpoints, each request forwarded to a worker process over ZeroMQ."""
-    argv = [sys.executable, "-m", "bench.floor_server"]
+async def measure_floor(opts: Options, *, durable: bool = False) -> ServerFigures:
+    """The same two endpoints, each request forwarded to a worker process over ZeroMQ (``durable``:
+    and each task stored before, its answer after, see :mod:`bench.floor_store`)."""
+    argv = [sys.executable, "-m", "bench.floor_server", *(["--durable"] if durable else [])]
     async with ServerProcess(argv, cwd=Path(__file__).parent.parent) as server:
         function = await _measure(opts, server, "/echo", ECHO_BODY)
         workflow = await _measure(opts, server, "/workflow", WF_BODY)

@@ -34,5 +34,16 @@ async def test_the_cpu_step_is_dealt_to_every_worker() -> None:
 
 async def test_a_wrong_argument_is_refused() -> None:
     argv = [sys.executable, "-m", "bench.floor_server", "--workers", "none"]
-    with pytest.raises(ServerStartError, match=r"usage: python -m bench.floor_server \[--workers N\]"):
+    with pytest.raises(ServerStartError, match=r"argument --workers: invalid int value"):
         await ServerProcess(argv, cwd=REPO_ROOT, start_timeout=60).start()
+
+
+async def test_the_durable_floor_answers_like_the_floor() -> None:
+    argv = [sys.executable, "-m", "bench.floor_server", "--durable"]
+    async with ServerProcess(argv, cwd=REPO_ROOT, start_timeout=60) as server:
+        for path in ("/echo", "/workflow"):
+            measured = await measure_endpoint(
+                server.host, server.port, path, ECHO_BODY, clients=(1, 8), duration=0.3, warmup=0.05
+            )
+            assert measured.errors == 0, measured.first_error
+            assert measured.sequential is not None and measured.rates[8] > 0

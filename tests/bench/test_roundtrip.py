@@ -12,7 +12,7 @@ from pathlib import Path
 from bench.measure import Throughput
 from bench.procfs import TreeUsage, descendants, tree_usage
 from bench.report import render_json, render_table
-from bench.roundtrip import Options, build_figures, parse_args
+from bench.roundtrip import Measured, Options, build_figures, parse_args
 from bench.servers import ServerFigures
 from bench.stats import summarize
 
@@ -32,6 +32,11 @@ LABELS = [
     "floor: workflow in a worker, 32 clients",
     "floor: one hop to a worker, CPU per task, server + worker, 32 clients",
     "floor: workflow in a worker, CPU per task, server + worker, 32 clients",
+    "durable floor: echo, stored before and after, p50",
+    "durable floor: echo, stored before and after, 32 clients",
+    "durable floor: echo, stored before and after, CPU per task, server + worker, 32 clients",
+    "durable floor: workflow, stored before and after, p50",
+    "durable floor: workflow, stored before and after, 32 clients",
     "function echo p50 (1 client)",
     "function echo p99 (1 client)",
     "function echo, 1 client",
@@ -81,12 +86,15 @@ def test_quick_run_prints_every_figure() -> None:
         assert "n/a" not in row, row
     assert "request errors: none" in done.stdout  # includes tasks failed during the reloads
     assert "other work on the machine" in done.stdout
-    assert "round 2 of 2: floor, llamactl, baseline" in done.stderr  # each server measured twice
+    assert "round 2 of 2: floor, durable floor, llamactl, baseline" in done.stderr  # each measured twice
 
 
 def test_every_figure_has_a_ratio_where_it_has_a_baseline() -> None:
     opts = Options()
-    figures = build_figures(opts, _figures(1000.0), _figures(700.0), _figures(500.0), 0.1)
+    measured = Measured(
+        base=_figures(1000.0), floor=_figures(700.0), durable=_figures(560.0), ours=_figures(500.0)
+    )
+    figures = build_figures(opts, measured, 0.1)
     table = render_table(figures)
     for label in LABELS:
         assert label in table
@@ -94,6 +102,10 @@ def test_every_figure_has_a_ratio_where_it_has_a_baseline() -> None:
     assert data["llamactl.function.tps_32"]["ratio"] == 500 / 700  # against the floor
     assert data["floor.echo.rps_32"]["ratio"] == 0.7
     assert data["floor.workflow.rps_32"]["baseline"] == 1000.0
+    # the durable floor against the floor: what storing each task and its answer costs at the least
+    assert data["durable_floor.echo.rps_32"]["ratio"] == 560 / 700
+    assert data["durable_floor.workflow.p50_ms"]["baseline_key"] == "floor.workflow.p50_ms"
+    assert data["durable_floor.echo.server_cpu_ms_32"]["value"] == 1000 / 560
     assert data["llamactl.function.tps_32"]["met"] is True  # >= 0.5x the floor
     assert data["llamactl.function.server_cpu_ms_32"]["met"] is False  # 2 ms > 0.15 ms
     # the CPU targets are shown beside the floor's own CPU per task, the least any design pays
