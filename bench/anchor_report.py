@@ -25,6 +25,8 @@ class SameLibrary:
     floor_workflow: Throughput
     floor_cpu: Throughput = field(default_factory=Throughput)
     """The floor's CPU step, forwarded to as many workers as llamactl's replicas."""
+    durable_workflow: Throughput = field(default_factory=Throughput)
+    """The durable floor's workflow echo (each task stored before, its answer after)."""
 
 
 @dataclass(slots=True)
@@ -39,6 +41,8 @@ class AnchorRun:
     """Set when llamactl's own environment runs another workflows version than Llama Deploy's."""
     floor_cpu: Throughput = field(default_factory=Throughput)
     """The floor's CPU step, forwarded to as many workers as llamactl's replicas."""
+    durable_workflow: Throughput = field(default_factory=Throughput)
+    """The durable floor's workflow echo (each task stored before, its answer after)."""
 
 
 def _p50(t: Throughput) -> float:
@@ -70,6 +74,7 @@ def anchor_figures(run: AnchorRun) -> list[Figure]:
         if n > 1
     ]
     figs += _floor("anchor", "floor (one hop, nothing stored)", run.floor_workflow, run.floor_cpu, theirs)
+    figs += _durable("anchor", "durable floor (stored before and after)", run.durable_workflow, theirs)
     figs += _versus("anchor", "llamactl", run.ours, theirs)
     if run.legacy is not None:
         figs += _versus_legacy(run.ours, run.legacy)
@@ -77,6 +82,7 @@ def anchor_figures(run: AnchorRun) -> list[Figure]:
     if same is not None:
         prefix, lib = "anchor.same_library", f"workflows {same.workflows}"
         figs += _floor(prefix, f"floor on {lib}", same.floor_workflow, same.floor_cpu, theirs)
+        figs += _durable(prefix, f"durable floor on {lib}", same.durable_workflow, theirs)
         figs += _versus(prefix, f"llamactl on {lib}", same.ours, theirs)
     return figs
 
@@ -121,6 +127,36 @@ def _floor(
             theirs.cpu.rates.get(CPU_CLIENTS, math.nan),
         )
     )
+    return figs
+
+
+def _durable(prefix: str, name: str, durable: Throughput, theirs: ProductFigures) -> list[Figure]:
+    """The durable floor's workflow echo against Llama Deploy's: where it misses a target, no
+    design that stores each task before handing it out and its result before answering meets it."""
+    figs = [
+        Figure(
+            f"{prefix}.durable_floor.workflow.p50_ms",
+            f"{name}: workflow echo p50",
+            _p50(durable),
+            "ms",
+            "anchor.ld.workflow.p50_ms",
+            "LD 0.9.2",
+            _p50(theirs.workflow),
+        ),
+    ]
+    figs += [
+        Figure(
+            f"{prefix}.durable_floor.workflow.tps_{n}",
+            f"{name}: workflow echo, {n} clients",
+            rate,
+            "/s",
+            f"anchor.ld.workflow.rps_{n}",
+            "LD 0.9.2",
+            theirs.workflow.rates.get(n, math.nan),
+        )
+        for n, rate in durable.rates.items()
+        if n > 1
+    ]
     return figs
 
 

@@ -1,7 +1,8 @@
 """The anchor's part of ``python -m bench.roundtrip --anchor``: what is measured, in which order.
 
-Llama Deploy 0.9.2, llamactl and the one-hop floor (its workflow echo with one worker, its CPU
-step with as many workers as llamactl's replicas) are measured in alternating rounds
+Llama Deploy 0.9.2, llamactl, the one-hop floor (its workflow echo with one worker, its CPU
+step with as many workers as llamactl's replicas) and the durable floor (its workflow echo, each
+task stored before and its answer after) are measured in alternating rounds
 (``bench/rounds.py``), each figure the median over the rounds; when Llama
 Deploy's environment runs another ``llama-index-workflows`` than ours, llamactl and the floor
 join the rounds a second time on that library (``bench/cached_env.py``). Llama Deploy 0.8.1,
@@ -53,10 +54,14 @@ async def measure_floor(
     duration: float,
     warmup: float,
     workers: int = 1,
+    durable: bool = False,
 ) -> Throughput:
     """The floor's endpoint ``path`` (``bench/floor_server.py``: ``/workflow`` or ``/cpu``),
-    forwarding to ``workers`` workers, run by ``python`` on the checkout's sources."""
+    forwarding to ``workers`` workers (``durable``: storing each task and its answer), run by
+    ``python`` on the checkout's sources."""
     argv = [*checkout_python(python), "-m", "bench.floor_server", "--workers", str(workers)]
+    if durable:
+        argv.append("--durable")
     async with ServerProcess(argv, cwd=REPO_ROOT) as server:
         return await measure_endpoint(
             server.host,
@@ -98,21 +103,24 @@ async def measure_anchor(
     product = functools.partial(measure_product, clients=clients, duration=duration, warmup=warmup)
     floor = functools.partial(measure_floor, duration=duration, warmup=warmup)
 
-    def floors_on(python: Path) -> tuple[Measure, Measure]:
-        return (
-            lambda: floor(python, "/workflow", clients=clients),
-            lambda: floor(python, "/cpu", clients=(CPU_CLIENTS,), workers=CPU_REPLICAS),
-        )
+    def floors_on(python: Path, suffix: str = "") -> dict[str, Measure]:
+        return {
+            f"floor{suffix}": lambda: floor(python, "/workflow", clients=clients),
+            f"floor CPU step{suffix}": lambda: floor(
+                python, "/cpu", clients=(CPU_CLIENTS,), workers=CPU_REPLICAS
+            ),
+            f"durable floor{suffix}": lambda: floor(python, "/workflow", clients=clients, durable=True),
+        }
 
     measures: dict[str, Measure] = {
         "Llama Deploy 0.9.2": lambda: product(anchor_argv(current)),
         "llamactl": lambda: product(llamactl_argv),
+        **floors_on(Path(sys.executable)),
     }
-    measures["floor"], measures["floor CPU step"] = floors_on(Path(sys.executable))
     if same_python is not None:
         python = same_python
         measures["llamactl, same library"] = lambda: product(llamactl_argv_in(python))
-        measures["floor, same library"], measures["floor CPU step, same library"] = floors_on(python)
+        measures.update(floors_on(python, ", same library"))
     done = await alternate(rounds, measures, say=say)
 
     def products(name: str) -> ProductFigures:
@@ -129,7 +137,10 @@ async def measure_anchor(
             products("llamactl, same library"),
             floors("floor, same library"),
             floors("floor CPU step, same library"),
+            floors("durable floor, same library"),
         )
     ours, theirs = products("llamactl"), products("Llama Deploy 0.9.2")
-    run = AnchorRun(ours, theirs, old, floors("floor"), same, floors("floor CPU step"))
+    run = AnchorRun(
+        ours, theirs, old, floors("floor"), same, floors("floor CPU step"), floors("durable floor")
+    )
     return anchor_figures(run)

@@ -101,6 +101,27 @@ def test_the_cpu_step_has_its_floor_beside_it() -> None:
     assert math.isnan(unmeasured["anchor.floor.cpu.tps"].value)
 
 
+def test_the_durable_floor_is_compared_with_llama_deploy_on_both_libraries() -> None:
+    ours = _product(0.0030, 900.0, 0.2, 130)
+    theirs = _product(0.0010, 1000.0, 0.060, 120)
+    floor = Throughput(sequential=summarize([0.0005]), rates={8: 2000.0})
+    durable = Throughput(sequential=summarize([0.0012]), rates={1: 800.0, 8: 1700.0})
+    same_durable = Throughput(sequential=summarize([0.0008]), rates={8: 1900.0})
+    same = SameLibrary("1.3.0", ours, floor, durable_workflow=same_durable)
+    run = AnchorRun(ours, theirs, None, floor, same, durable_workflow=durable)
+    figures = {f.key: f for f in anchor_figures(run)}
+    # its p50 above Llama Deploy's: no design that stores each task and its result meets <= 1x
+    assert figures["anchor.durable_floor.workflow.p50_ms"].ratio == pytest.approx(1.2)
+    assert figures["anchor.durable_floor.workflow.tps_8"].ratio == pytest.approx(1.7)
+    assert "anchor.durable_floor.workflow.tps_1" not in figures  # throughput from 8 clients up
+    assert figures["anchor.same_library.durable_floor.workflow.p50_ms"].ratio == pytest.approx(0.8)
+    assert "durable floor on workflows 1.3.0: workflow echo, 8 clients" in render_table(
+        list(figures.values())
+    )
+    unmeasured = {f.key: f for f in anchor_figures(AnchorRun(ours, theirs, None, floor))}
+    assert math.isnan(unmeasured["anchor.durable_floor.workflow.p50_ms"].value)
+
+
 def _keys(run: AnchorRun) -> set[str]:
     return {f.key for f in anchor_figures(run)}
 
