@@ -24,16 +24,20 @@ def decode_input(raw: str) -> dict[str, object]:
         raise InvalidRequest(f"{hint}: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"{hint}, not {type(value).__name__}")
-    try:
-        # What cannot be encoded again (a lone surrogate such as "\\ud800") could never reach a worker.
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidRequest(
-            f"{hint}: it holds a lone surrogate (\\ud800-\\udfff), which is not text"
-        ) from None
-    except RecursionError:
-        raise InvalidRequest(f"{hint}: it is nested more than {MAX_INPUT_DEPTH} levels deep") from None
-    if _depth(value) > MAX_INPUT_DEPTH:
+    # Both checks below walk the whole value (~7 us of the ~10 a small input costs): skipped where
+    # the text itself rules the problem out (no escapes in ASCII text make no lone surrogate; a
+    # value nests at most one level deeper than the brackets in its text).
+    if not (raw.isascii() and "\\u" not in raw):
+        try:
+            # What cannot be encoded again (a lone surrogate such as "\\ud800") could never reach a worker.
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                f"{hint}: it holds a lone surrogate (\\ud800-\\udfff), which is not text"
+            ) from None
+        except RecursionError:
+            raise InvalidRequest(f"{hint}: it is nested more than {MAX_INPUT_DEPTH} levels deep") from None
+    if raw.count("{") + raw.count("[") >= MAX_INPUT_DEPTH and _depth(value) > MAX_INPUT_DEPTH:
         raise InvalidRequest(f"{hint}: it is nested more than {MAX_INPUT_DEPTH} levels deep")
     return value
 
