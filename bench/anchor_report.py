@@ -92,30 +92,7 @@ def _floor(
 ) -> list[Figure]:
     """The one-hop floor's workflow echo (p50, throughput) and CPU step (throughput with as many
     workers as llamactl's replicas) against Llama Deploy's: how far the targets are in reach."""
-    figs = [
-        Figure(
-            f"{prefix}.floor.workflow.p50_ms",
-            f"{name}: workflow echo p50",
-            _p50(floor),
-            "ms",
-            "anchor.ld.workflow.p50_ms",
-            "LD 0.9.2",
-            _p50(theirs.workflow),
-        ),
-    ]
-    figs += [
-        Figure(
-            f"{prefix}.floor.workflow.tps_{n}",
-            f"{name}: workflow echo, {n} clients",
-            rate,
-            "/s",
-            f"anchor.ld.workflow.rps_{n}",
-            "LD 0.9.2",
-            theirs.workflow.rates.get(n, math.nan),
-        )
-        for n, rate in floor.rates.items()
-        if n > 1
-    ]
+    figs = _workflow_echo(f"{prefix}.floor", name, floor, theirs)
     figs.append(
         Figure(
             f"{prefix}.floor.cpu.tps",
@@ -133,11 +110,16 @@ def _floor(
 def _durable(prefix: str, name: str, durable: Throughput, theirs: ProductFigures) -> list[Figure]:
     """The durable floor's workflow echo against Llama Deploy's: where it misses a target, no
     design that stores each task before handing it out and its result before answering meets it."""
+    return _workflow_echo(f"{prefix}.durable_floor", name, durable, theirs)
+
+
+def _workflow_echo(key: str, name: str, run: Throughput, theirs: ProductFigures) -> list[Figure]:
+    """A floor's workflow echo (p50, throughput from 8 clients) against Llama Deploy's, no target."""
     figs = [
         Figure(
-            f"{prefix}.durable_floor.workflow.p50_ms",
+            f"{key}.workflow.p50_ms",
             f"{name}: workflow echo p50",
-            _p50(durable),
+            _p50(run),
             "ms",
             "anchor.ld.workflow.p50_ms",
             "LD 0.9.2",
@@ -146,7 +128,7 @@ def _durable(prefix: str, name: str, durable: Throughput, theirs: ProductFigures
     ]
     figs += [
         Figure(
-            f"{prefix}.durable_floor.workflow.tps_{n}",
+            f"{key}.workflow.tps_{n}",
             f"{name}: workflow echo, {n} clients",
             rate,
             "/s",
@@ -154,7 +136,7 @@ def _durable(prefix: str, name: str, durable: Throughput, theirs: ProductFigures
             "LD 0.9.2",
             theirs.workflow.rates.get(n, math.nan),
         )
-        for n, rate in durable.rates.items()
+        for n, rate in run.rates.items()
         if n > 1
     ]
     return figs

@@ -112,96 +112,80 @@ def _seq(t: Throughput, attr: str) -> float:
     return math.nan if t.sequential is None else float(getattr(t.sequential, attr)) * 1000
 
 
-def _floor_figures(base: ServerFigures, floor: ServerFigures, top: int) -> list[Figure]:
-    """The one-hop floor, each figure against the bare endpoint or the in-handler workflow; its CPU
-    per task is what any design that runs the work in another process spends at the least."""
-    figs: list[Figure] = []
-    for name, mine, theirs, key, what in (
-        ("echo", floor.function, base.function, "echo", "bare"),
-        ("workflow", floor.workflow, base.workflow, "workflow", "in-handler"),
-    ):
-        label = "floor: one hop to a worker" if name == "echo" else "floor: workflow in a worker"
-        figs.append(
-            Figure(
-                f"floor.{name}.p50_ms",
-                f"{label} p50",
-                _seq(mine, "p50"),
-                "ms",
-                f"baseline.{key}.p50_ms",
-                f"{what} p50",
-                _seq(theirs, "p50"),
-            )
-        )
-        figs += [
-            Figure(
-                f"floor.{name}.rps_{n}",
-                f"{label}, {_clients(n)}",
-                rate,
-                "/s",
-                f"baseline.{key}.rps_{n}",
-                what,
-                theirs.rates.get(n),
-            )
-            for n, rate in mine.rates.items()
-        ]
-        figs.append(
-            Figure(
-                f"floor.{name}.server_cpu_ms_{top}",
-                f"{label}, CPU per task, server + worker, {_clients(top)}",
-                mine.server_cpu_ms.get(top, math.nan),
-                "ms",
-                f"baseline.{key}.server_cpu_ms_{top}",
-                what,
-                theirs.server_cpu_ms.get(top, math.nan),
-            )
-        )
-    return figs
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """One side of a comparison: its figures' key prefix, their label and the load run."""
+
+    key: str
+    label: str
+    run: Throughput
 
 
-def _durable_floor_figures(floor: ServerFigures, durable: ServerFigures, top: int) -> list[Figure]:
-    """The durable floor against the floor: what storing each task and its answer costs at the
-    least. Where it meets a target stated against the floor, the target is in reach of a design
-    that loses no task."""
-    figs: list[Figure] = []
-    for name, mine, theirs in (
-        ("echo", durable.function, floor.function),
-        ("workflow", durable.workflow, floor.workflow),
-    ):
-        label = f"durable floor: {name}, stored before and after"
-        figs.append(
-            Figure(
-                f"durable_floor.{name}.p50_ms",
-                f"{label}, p50",
-                _seq(mine, "p50"),
-                "ms",
-                f"floor.{name}.p50_ms",
-                "floor p50",
-                _seq(theirs, "p50"),
-            )
+def _floor_figures(measured: Measured, top: int) -> list[Figure]:
+    """The one-hop floor against the bare endpoint or the in-handler workflow (its CPU per task is
+    what any design that runs the work in another process spends at the least), then the durable
+    floor (each task stored before the hop, its answer after) against the floor: what losing no
+    task costs at the least, so a target stated against the floor that the durable floor meets is
+    in reach of a design that loses no task."""
+    base, floor, durable = measured.base, measured.floor, measured.durable
+    pairs = [
+        (
+            _Side("floor.echo", "floor: one hop to a worker", floor.function),
+            _Side("baseline.echo", "bare", base.function),
+        ),
+        (
+            _Side("floor.workflow", "floor: workflow in a worker", floor.workflow),
+            _Side("baseline.workflow", "in-handler", base.workflow),
+        ),
+        (
+            _Side("durable_floor.echo", "durable floor: echo", durable.function),
+            _Side("floor.echo", "floor", floor.function),
+        ),
+        (
+            _Side("durable_floor.workflow", "durable floor: workflow", durable.workflow),
+            _Side("floor.workflow", "floor", floor.workflow),
+        ),
+    ]
+    return [fig for mine, theirs in pairs for fig in _against(mine, theirs, top)]
+
+
+def _against(mine: _Side, theirs: _Side, top: int) -> list[Figure]:
+    """``mine``'s p50, rates and CPU per task, each against ``theirs``, with no target."""
+    what = theirs.label
+    figs = [
+        Figure(
+            f"{mine.key}.p50_ms",
+            f"{mine.label} p50",
+            _seq(mine.run, "p50"),
+            "ms",
+            f"{theirs.key}.p50_ms",
+            f"{what} p50",
+            _seq(theirs.run, "p50"),
         )
-        figs += [
-            Figure(
-                f"durable_floor.{name}.rps_{n}",
-                f"{label}, {_clients(n)}",
-                rate,
-                "/s",
-                f"floor.{name}.rps_{n}",
-                "floor",
-                theirs.rates.get(n),
-            )
-            for n, rate in mine.rates.items()
-        ]
-        figs.append(
-            Figure(
-                f"durable_floor.{name}.server_cpu_ms_{top}",
-                f"{label}, CPU per task, server + worker, {_clients(top)}",
-                mine.server_cpu_ms.get(top, math.nan),
-                "ms",
-                f"floor.{name}.server_cpu_ms_{top}",
-                "floor",
-                theirs.server_cpu_ms.get(top, math.nan),
-            )
+    ]
+    figs += [
+        Figure(
+            f"{mine.key}.rps_{n}",
+            f"{mine.label}, {_clients(n)}",
+            rate,
+            "/s",
+            f"{theirs.key}.rps_{n}",
+            what,
+            theirs.run.rates.get(n),
         )
+        for n, rate in mine.run.rates.items()
+    ]
+    figs.append(
+        Figure(
+            f"{mine.key}.server_cpu_ms_{top}",
+            f"{mine.label}, CPU per task, server + worker, {_clients(top)}",
+            mine.run.server_cpu_ms.get(top, math.nan),
+            "ms",
+            f"{theirs.key}.server_cpu_ms_{top}",
+            what,
+            theirs.run.server_cpu_ms.get(top, math.nan),
+        )
+    )
     return figs
 
 
@@ -228,8 +212,7 @@ def build_figures(opts: Options, measured: Measured, help_s: float) -> list[Figu
         Figure(f"baseline.workflow.rps_{n}", f"baseline: workflow in handler, {_clients(n)}", r, "/s")
         for n, r in base.workflow.rates.items()
     ]
-    figs += _floor_figures(base, floor, top)
-    figs += _durable_floor_figures(floor, measured.durable, top)
+    figs += _floor_figures(measured, top)
     p50, f_p50 = _seq(ours.function, "p50"), _seq(floor.function, "p50")
     figs += [
         Figure(
