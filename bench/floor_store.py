@@ -11,9 +11,10 @@ feed, no journal, no leases; SQLite's own automatic checkpoint.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 from pathlib import Path
+
+from llamactl.server.ids import new_id
 
 __all__ = ["FloorStore"]
 
@@ -36,8 +37,9 @@ class FloorStore:
         self.commits = 0
 
     async def queued(self, body: bytes) -> str:
-        """Store a new task with its request body; return its id."""
-        task_id = os.urandom(16).hex()
+        """Store a new task with its request body; return its id (time-ordered, as llamactl's: a
+        new row goes to the key index's last page, not a random one)."""
+        task_id = new_id()
         await self._write("INSERT INTO task (id, status, input) VALUES (?, 'queued', ?)", (task_id, body))
         return task_id
 
