@@ -50,6 +50,7 @@ from .confirms import Publish, SettlingPublish
 from .direct import DirectResults
 from .dispatch import Dispatcher
 from .entries import Entry, dead_letter_headers, restored
+from .held import HeldConfirms
 from .journal import Journal, PendingRow
 from .local import FrameHandler, LocalLink
 from .memory_work import MemoryWork
@@ -106,6 +107,7 @@ class ZeroMQBroker:
         self._epoch = os.urandom(8).hex().encode()
         self._endpoint = ""
         self._pump: Pump | None = None
+        self._held: HeldConfirms | None = None
         self._journal: Journal | None = None
         self._dispatcher: Dispatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -189,7 +191,9 @@ class ZeroMQBroker:
             clock=loop.time,
         )
         self._streams = Streams(self._send, self._journal.submit)
-        self._direct = DirectResults(self._direct_topics, self._dispatcher, self._journal.submit, self._send)
+        self._direct = DirectResults(
+            self._direct_topics, self._dispatcher, self._journal.submit, self._send, confirm=self._confirm
+        )
         self._memory = MemoryWork(self._dispatcher, self._send)
         self._committed = Committed(self._dispatcher, self._streams, self._direct, self._send)
         pending = await self._journal.open()
@@ -206,6 +210,7 @@ class ZeroMQBroker:
         self._endpoint = self._socket.endpoint
         self._recover(pending)
         self._pump = Pump(sock, self._on_frames)
+        self._held = HeldConfirms(loop, self._pump.send_batch)
         self._next_peer_check = loop.time() + self._hb / 2
         self._next_prune = loop.time() + self._prune_every
         self._rearm()
@@ -221,6 +226,8 @@ class ZeroMQBroker:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
+        if self._held is not None:
+            self._held.release_all()
         if self._pump is not None:
             self._pump.close()
         self._socket.close()
@@ -244,11 +251,23 @@ class ZeroMQBroker:
     # -- sockets ----------------------------------------------------------------------------------
 
     def _send(self, ident: bytes, frames: list[bytes]) -> bool:
-        assert self._pump is not None
+        assert self._pump is not None and self._held is not None
         local = self._local.get(ident)
         if local is not None:
             return local.send(frames)
-        return self._pump.send([ident, *frames])
+        held = self._held.take(ident)
+        if held is None:
+            return self._pump.send([ident, *frames])
+        # The new message first: the peer starts on it before it settles what the confirms end.
+        return self._pump.send_batch(ident, [frames, *held])
+
+    def _confirm(self, ident: bytes, frames: list[bytes]) -> bool:
+        """Send a confirm with the peer's next message (see :mod:`.held`)."""
+        assert self._held is not None
+        local = self._local.get(ident)
+        if local is not None:
+            return local.send(frames)
+        return self._held.hold(ident, frames)
 
     def _on_frames(self, batch: list[list[bytes]], *, local: bool = False) -> None:
         """Frames from clients; ``local``: from a client linked in this process."""
@@ -373,6 +392,8 @@ class ZeroMQBroker:
     def _drop_peer(self, ident: bytes, reason: str, *, crashed: bool = True) -> None:
         assert self._dispatcher is not None and self._streams is not None
         self._peers.forget(ident)
+        if self._held is not None:
+            self._held.forget(ident)
         self._dispatcher.drop_peer(ident, reason, crashed=crashed)
         self._streams.drop_peer(ident)
 

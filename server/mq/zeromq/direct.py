@@ -34,8 +34,12 @@ class DirectResults:
         dispatcher: Dispatcher,
         submit: Submit,
         send: Callable[[bytes, list[bytes]], bool],
+        *,
+        confirm: Callable[[bytes, list[bytes]], bool] | None = None,
     ) -> None:
         self._topics = frozenset(topics)
+        self._confirm = confirm or send
+        """How a result's ``PUBACK`` goes (the broker holds it for the worker's next message)."""
         self._dispatcher = dispatcher
         self._submit = submit
         self._send = send
@@ -69,8 +73,8 @@ class DirectResults:
                 known.settles = settles
             elif settles is not None:
                 self._submit(("done", *settles), now=True)
-            self._send(token.ident, [wire.PUBACK, token.req, wire.u64(known.seq)])
+            self._confirm(token.ident, [wire.PUBACK, token.req, wire.u64(known.seq)])
             return
         seq = next(self._seq)
-        self._send(token.ident, [wire.PUBACK, token.req, wire.u64(seq)])
+        self._confirm(token.ident, [wire.PUBACK, token.req, wire.u64(seq)])
         d.add(Entry(topic, seq, msg_id, key, headers, payload, journaled=False, settles=settles))

@@ -5,7 +5,8 @@ apiece here, in place), and a ``DELIVER`` or an ``ACKPUB`` has ten and twelve fi
 
 Layout (integers big-endian): the version byte :data:`WIRE_VERSION`, a ``u32`` count of frames,
 a ``u32`` length per frame, then the frames' bytes in order. Anything else (another llamactl
-version's layout, a forged frame) is refused with ValueError.
+version's layout, a forged frame) is refused with ValueError. A ZeroMQ message may carry several
+packed frames, each a message of its own: what a sender batched for one peer (``Pump.send_batch``).
 """
 
 from __future__ import annotations
@@ -56,13 +57,16 @@ def unpack(data: bytes) -> Frames:
     return frames
 
 
-def unpack_parts(parts: Sequence[bytes], *, routed: bool) -> Frames:
-    """The frames of a message as a socket received it: one packed frame, after the routing id
-    on a ROUTER (``routed``), which stays first. ValueError for any other layout."""
-    if len(parts) != (2 if routed else 1):
-        expected = "a routing id and one packed frame" if routed else "one packed frame"
+def unpack_parts(parts: Sequence[bytes], *, routed: bool) -> list[Frames]:
+    """The messages of a ZeroMQ message as a socket received it: one packed frame per message
+    (several when a sender batched them, see ``Pump.send_batch``), after the routing id on a
+    ROUTER (``routed``), which goes first in each. ValueError for any other layout."""
+    packed = parts[1:] if routed else parts
+    if not packed or (routed and not parts):
+        expected = "a routing id and packed frames" if routed else "packed frames"
         raise ValueError(f"{len(parts)} ZeroMQ frames, not {expected}")
-    frames = unpack(parts[-1])
+    messages = [unpack(frame) for frame in packed]
     if routed:
-        frames.insert(0, parts[0])
-    return frames
+        for frames in messages:
+            frames.insert(0, parts[0])
+    return messages

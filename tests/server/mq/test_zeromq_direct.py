@@ -10,15 +10,16 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from llamactl.server.mq.base import Delivery, MessageQueue
+from llamactl.server.mq.factory import connect_queue
 from llamactl.server.mq.topics import dead_letter_topic
-from llamactl.server.mq.zeromq import ZeroMQBroker
+from llamactl.server.mq.zeromq import ZeroMQBroker, pump, wire
 
 TASKS = "work.d.tasks"
 REPORTS = "work.d.control"
@@ -170,3 +171,65 @@ async def test_a_dead_lettered_result_settles_its_task(tmp_path: Path) -> None:
         dead = await next_delivery(aiter(control.consume(dead_letter_topic(REPORTS), prefetch=1)))
         assert dead.message.payload == b"result"
         await until(lambda: not task_pending(path, "t1"), "the task to be written done")
+
+
+@contextlib.asynccontextmanager
+async def remote_worker(path: Path) -> AsyncIterator[tuple[MessageQueue, MessageQueue]]:
+    """A broker whose REPORTS are direct, the control plane's client and a worker over TCP."""
+    broker = ZeroMQBroker(journal_path=path, direct_topics=[REPORTS])
+    await broker.start()
+    control = await started(broker)
+    worker = connect_queue(broker.client_config)
+    await worker.start()
+    try:
+        yield control, worker
+    finally:
+        await worker.close()
+        await control.close()
+        await broker.close()
+
+
+def received_messages(monkeypatch: pytest.MonkeyPatch) -> list[list[bytes]]:
+    """The commands of each ZeroMQ message a client (not the broker) receives, from now on."""
+    seen: list[list[bytes]] = []
+    real = pump.unpack_parts
+
+    def recording(parts: Sequence[bytes], *, routed: bool) -> list[list[bytes]]:
+        messages = real(parts, routed=routed)
+        if not routed:
+            seen.append([m[0] for m in messages])
+        return messages
+
+    monkeypatch.setattr(pump, "unpack_parts", recording)
+    return seen
+
+
+async def test_a_remote_workers_result_is_confirmed_in_the_message_that_brings_its_next_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = received_messages(monkeypatch)
+    async with remote_worker(tmp_path / "mq.sqlite") as (control, worker):
+        tasks = aiter(worker.consume(TASKS, prefetch=1))
+        await control.publish(TASKS, b"task", msg_id="t1")
+        first = await next_delivery(tasks)
+        await control.publish(TASKS, b"task", msg_id="t2")  # waits for the credit the result gives back
+        seen.clear()
+        await asyncio.wait_for(first.ack_and_publish(REPORTS, b"result", msg_id="t1:final", key="t1"), 5)
+        second = await next_delivery(tasks)
+        assert second.message.msg_id == "t2"
+        assert [wire.DELIVER, wire.PUBACK] in seen  # one message: one wake-up of the worker
+
+
+async def test_a_confirm_with_nothing_to_ride_with_goes_alone_within_the_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = received_messages(monkeypatch)
+    async with remote_worker(tmp_path / "mq.sqlite") as (control, worker):
+        tasks = aiter(worker.consume(TASKS, prefetch=1))
+        await control.publish(TASKS, b"task", msg_id="t1")
+        task = await next_delivery(tasks)
+        seen.clear()
+        started_at = time.monotonic()
+        await asyncio.wait_for(task.ack_and_publish(REPORTS, b"result", msg_id="t1:final", key="t1"), 5)
+        assert time.monotonic() - started_at < 1.0  # the hold (5 ms), not a publish timeout
+        assert [wire.PUBACK] in seen

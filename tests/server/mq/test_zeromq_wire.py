@@ -14,7 +14,7 @@ import zmq
 from llamactl.server.mq.factory import connect_queue
 from llamactl.server.mq.zeromq import ZeroMQBroker, wire
 from llamactl.server.mq.zeromq.client import ZeroMQQueue
-from llamactl.server.mq.zeromq.packing import WIRE_VERSION, pack, unpack
+from llamactl.server.mq.zeromq.packing import WIRE_VERSION, pack, unpack, unpack_parts
 from llamactl.server.mq.zeromq.security import secure_client
 
 FRAMES = [
@@ -34,6 +34,18 @@ def test_frames_come_back_as_they_were_packed(frames: list[bytes]) -> None:
 
 def test_packing_from_an_offset_leaves_the_frames_before_it_out() -> None:
     assert unpack(pack([b"ident", b"CMD", b"arg"], 1)) == [b"CMD", b"arg"]
+
+
+def test_a_zeromq_message_of_several_packed_frames_is_as_many_messages() -> None:
+    one, two = [wire.DELIVER, b"a"], [wire.PUBACK, wire.u64(1), wire.u64(2)]
+    assert unpack_parts([pack(one), pack(two)], routed=False) == [one, two]
+    assert unpack_parts([b"peer", pack(one), pack(two)], routed=True) == [[b"peer", *one], [b"peer", *two]]
+
+
+@pytest.mark.parametrize("parts", [[], [b"peer"], [b"peer", b"PUB"]])
+def test_a_routed_message_needs_its_peer_and_packed_frames(parts: list[bytes]) -> None:
+    with pytest.raises(ValueError):
+        unpack_parts(parts, routed=True)
 
 
 @pytest.mark.parametrize(
