@@ -36,7 +36,7 @@ from bench.procfs import wakeups
 from bench.rounds import median_of
 from bench.server_proc import ServerProcess
 
-__all__ = ["Burst", "Comparison", "main"]
+__all__ = ["Burst", "Comparison", "Target", "alternate", "burst", "main"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +92,14 @@ class Comparison:
 
 
 @dataclass(frozen=True, slots=True)
-class _Server:
+class Target:
+    """A running server and the raw request its bursts send."""
+
     process: ServerProcess
     request: bytes
 
 
-async def _serve(stack: contextlib.AsyncExitStack, checkout: Path, service: str) -> _Server:
+async def _serve(stack: contextlib.AsyncExitStack, checkout: Path, service: str) -> Target:
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llamactl-ab-")))
     file = write_deployment(folder)
     argv = [
@@ -112,10 +114,11 @@ async def _serve(stack: contextlib.AsyncExitStack, checkout: Path, service: str)
     server = await stack.enter_async_context(ServerProcess(argv, cwd=folder, start_timeout=120))
     path, body = f"/deployments/{DEPLOYMENT}/tasks/run", {**ECHO_BODY, "service_id": service}
     await wait_first_success(server.host, server.port, path, body)
-    return _Server(server, build_request("POST", server.host, server.port, path, body))
+    return Target(server, build_request("POST", server.host, server.port, path, body))
 
 
-async def _burst(server: _Server, clients: int, seconds: float) -> Burst:
+async def burst(server: Target, clients: int, seconds: float) -> Burst:
+    """``clients`` keep-alive connections sending the target's request for ``seconds``."""
     proc = server.process
     spec = LoadSpec(
         proc.host,
@@ -143,22 +146,25 @@ async def _burst(server: _Server, clients: int, seconds: float) -> Burst:
     )
 
 
+async def alternate(a: Target, b: Target, clients: int, seconds: float, bursts: int) -> Comparison:
+    """Warm both targets up at ``clients``, then ``bursts`` bursts each, A and B in turn, the order
+    swapped every time."""
+    for target in (a, b):  # warm both up at this load before anything counts
+        await burst(target, clients, seconds)
+    comparison = Comparison(clients)
+    for i in range(bursts):
+        for side, target in (("a", a), ("b", b)) if i % 2 == 0 else (("b", b), ("a", a)):
+            getattr(comparison, side).append(await burst(target, clients, seconds))
+    return comparison
+
+
 async def compare(
     a: Path, b: Path, *, service: str, clients: Sequence[int], seconds: float, bursts: int
 ) -> list[Comparison]:
     """Serve both checkouts at once and alternate ``bursts`` bursts per side and client count."""
     async with contextlib.AsyncExitStack() as stack:
-        servers = {"a": await _serve(stack, a, service), "b": await _serve(stack, b, service)}
-        out = []
-        for n in clients:
-            for server in servers.values():  # warm both up at this load before anything counts
-                await _burst(server, n, seconds)
-            comparison = Comparison(n)
-            for i in range(bursts):
-                for side in ("a", "b") if i % 2 == 0 else ("b", "a"):
-                    getattr(comparison, side).append(await _burst(servers[side], n, seconds))
-            out.append(comparison)
-        return out
+        first, second = await _serve(stack, a, service), await _serve(stack, b, service)
+        return [await alternate(first, second, n, seconds, bursts) for n in clients]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,10 @@ nothing is acked, no Context is saved: this is the least any design pays that ru
 separate process, so it bounds from below what llamactl's full path (state store, journal,
 leases, reports) can reach on this machine.
 
+With ``--transport unix`` the hop goes over a Unix socket that each process's event loop drives
+itself, instead of ZeroMQ with its I/O threads (:mod:`bench.floor_unix`; compare them with
+``python -m bench.transport``).
+
 With ``--durable`` it is the *durable floor*: the handler also stores the task before forwarding
 it and its answer before answering (:mod:`bench.floor_store`), the least a design writes that
 loses no task. Between the two, what durability costs at the least; above the durable floor,
@@ -36,6 +40,7 @@ from starlette.routing import Route
 
 from bench.baseline_server import serve
 from bench.floor_store import FloorStore
+from bench.floor_unix import UnixForwarder, work
 from bench.services import cpu_workflow, echo, echo_workflow
 
 __all__ = ["main"]
@@ -76,7 +81,7 @@ class _Forwarder:
                 waiter.set_result(answer)
 
 
-def _app(forwarder: _Forwarder, store: FloorStore | None) -> Starlette:
+def _app(forwarder: _Forwarder | UnixForwarder, store: FloorStore | None) -> Starlette:
     kinds = {"/echo": _FUNCTION, "/workflow": _WORKFLOW, "/cpu": _CPU}
 
     async def forward(request: Request) -> Response:
@@ -108,28 +113,48 @@ async def _workers(address: str, n: int) -> AsyncIterator[None]:
             await proc.wait()
 
 
-async def _serve_forwarding(workers: int, durable: bool) -> None:
+async def _serve_forwarding(workers: int, durable: bool, transport: str) -> None:
     with tempfile.TemporaryDirectory(prefix="llamactl-floor-") as tmp:
-        address = f"ipc://{Path(tmp) / 'worker'}"
         store = FloorStore(Path(tmp) / "tasks.db") if durable else None
-        ctx = zmq.asyncio.Context()
-        sock = ctx.socket(zmq.DEALER)
-        sock.bind(address)
-        forwarder = _Forwarder(sock, workers)
-        replies = asyncio.create_task(forwarder.read_replies())
         try:
-            async with _workers(address, workers):
-                while not forwarder.ready:  # listen only once every worker answers
-                    if replies.done():
-                        await replies
-                    await asyncio.sleep(0.005)
-                await serve(_app(forwarder, store))
+            if transport == "unix":
+                await _serve_unix(Path(tmp) / "worker.sock", workers, store)
+            else:
+                await _serve_zeromq(f"ipc://{Path(tmp) / 'worker'}", workers, store)
         finally:
             if store is not None:
                 store.close()
-            replies.cancel()
-            sock.close(linger=0)
-            ctx.term()
+
+
+async def _serve_zeromq(address: str, workers: int, store: FloorStore | None) -> None:
+    ctx = zmq.asyncio.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.bind(address)
+    forwarder = _Forwarder(sock, workers)
+    replies = asyncio.create_task(forwarder.read_replies())
+    try:
+        async with _workers(address, workers):
+            while not forwarder.ready:  # listen only once every worker answers
+                if replies.done():
+                    await replies
+                await asyncio.sleep(0.005)
+            await serve(_app(forwarder, store))
+    finally:
+        replies.cancel()
+        sock.close(linger=0)
+        ctx.term()
+
+
+async def _serve_unix(path: Path, workers: int, store: FloorStore | None) -> None:
+    forwarder = UnixForwarder(workers)
+    await forwarder.start(str(path))
+    try:
+        async with _workers(f"unix:{path}", workers):
+            async with asyncio.timeout(60):  # listen only once every worker is connected
+                await forwarder.connected.wait()
+            await serve(_app(forwarder, store))
+    finally:
+        forwarder.close()
 
 
 async def _run(kind: bytes, body: bytes) -> Any:
@@ -139,14 +164,21 @@ async def _run(kind: bytes, body: bytes) -> Any:
     return await _WORKFLOWS[kind].run(**kwargs)
 
 
+async def _answer(kind: bytes, body: bytes) -> bytes:
+    return json.dumps(await _run(kind, body)).encode()
+
+
 async def _work(address: str) -> None:
+    if address.startswith("unix:"):
+        await work(address.removeprefix("unix:"), _answer)
+        return
     ctx = zmq.asyncio.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.connect(address)
     await sock.send_multipart([_READY])
 
     async def answer(ident: bytes, kind: bytes, body: bytes) -> None:
-        await sock.send_multipart([ident, json.dumps(await _run(kind, body)).encode()])
+        await sock.send_multipart([ident, await _answer(kind, body)])
 
     running: set[asyncio.Task[None]] = set()
     while True:
@@ -164,13 +196,20 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="store each task before forwarding it and its answer before answering (the durable floor)",
     )
+    parser.add_argument(
+        "--transport",
+        choices=("zeromq", "unix"),
+        default="zeromq",
+        help="the hop to the workers: ZeroMQ over ipc:// (default), or a Unix socket the loops drive",
+    )
     parser.add_argument("--worker", metavar="ADDRESS", help=argparse.SUPPRESS)  # be a worker instead
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serve until SIGINT/SIGTERM (``--workers N``: forward to N workers, default 1; ``--durable``:
-    store each task and its answer); with ``--worker ADDRESS``, be a worker instead."""
+    store each task and its answer; ``--transport unix``: over a Unix socket instead of ZeroMQ);
+    with ``--worker ADDRESS``, be a worker instead."""
     import uvloop  # noqa: PLC0415
 
     parser = _parser()
@@ -181,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.workers < 1:
         parser.error(f"--workers {args.workers}: give at least 1")
-    uvloop.run(_serve_forwarding(args.workers, args.durable))
+    uvloop.run(_serve_forwarding(args.workers, args.durable, args.transport))
 
 
 if __name__ == "__main__":

@@ -47,3 +47,23 @@ async def test_the_durable_floor_answers_like_the_floor() -> None:
             )
             assert measured.errors == 0, measured.first_error
             assert measured.sequential is not None and measured.rates[8] > 0
+
+
+async def test_the_floor_over_a_unix_socket_deals_to_every_worker_and_answers_every_path() -> None:
+    argv = [sys.executable, "-m", "bench.floor_server", "--transport", "unix", "--workers", "2"]
+    async with ServerProcess(argv, cwd=REPO_ROOT, start_timeout=60) as server:
+        workers = descendants(server.pid)
+        assert len(workers) == 2, workers
+        before = {pid: cpu_seconds(pid) for pid in workers}
+        cpu = await measure_endpoint(
+            server.host, server.port, "/cpu", ECHO_BODY, clients=(4,), duration=1.0, warmup=0.1
+        )
+        assert cpu.errors == 0, cpu.first_error
+        burned = {pid: cpu_seconds(pid) - before[pid] for pid in workers}
+        assert all(seconds > 10 * CPU_STEP_SECONDS for seconds in burned.values()), burned
+        for path in ("/echo", "/workflow"):
+            measured = await measure_endpoint(
+                server.host, server.port, path, ECHO_BODY, clients=(1, 8), duration=0.3, warmup=0.05
+            )
+            assert measured.errors == 0, measured.first_error
+            assert measured.sequential is not None and measured.rates[8] > 0
