@@ -36,7 +36,16 @@ from bench.procfs import wakeups
 from bench.rounds import median_of
 from bench.server_proc import ServerProcess
 
-__all__ = ["Burst", "Comparison", "Target", "alternate", "burst", "main"]
+__all__ = [
+    "Burst",
+    "Comparison",
+    "Target",
+    "add_burst_options",
+    "alternate",
+    "burst",
+    "burst_clients",
+    "main",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +176,23 @@ async def compare(
         return [await alternate(first, second, n, seconds, bursts) for n in clients]
 
 
+def add_burst_options(parser: argparse.ArgumentParser, *, bursts: int, per: str) -> None:
+    """``--clients``, ``--seconds`` and ``--bursts`` (default ``bursts`` per ``per``)."""
+    parser.add_argument("--clients", default="1,32", help="client counts, comma separated (default 1,32)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="seconds per burst (default 1)")
+    parser.add_argument("--bursts", type=int, default=bursts, help=f"bursts per {per} (default {bursts})")
+
+
+def burst_clients(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[int]:
+    """The client counts of :func:`add_burst_options`' arguments, once they are checked."""
+    if args.bursts < 1 or args.seconds <= 0:
+        parser.error("--bursts must be at least 1 and --seconds above 0")
+    try:
+        return [int(c) for c in args.clients.split(",")]
+    except ValueError:
+        parser.error(f"--clients {args.clients!r}: give whole numbers, comma separated")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0])
     parser.add_argument("--a", type=Path, required=True, help="the checkout to compare against")
@@ -177,22 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=sorted(DEFAULT_SERVICES),
         help="echo, wf or stream (default echo)",
     )
-    parser.add_argument("--clients", default="1,32", help="client counts, comma separated (default 1,32)")
-    parser.add_argument("--seconds", type=float, default=1.0, help="seconds per burst (default 1)")
-    parser.add_argument(
-        "--bursts", type=int, default=20, help="bursts per side and client count (default 20)"
-    )
+    add_burst_options(parser, bursts=20, per="side and client count")
     args = parser.parse_args(argv)
     for name in ("a", "b"):
         checkout: Path = getattr(args, name)
         if not (checkout / "llamactl" / "__init__.py").is_file():
             parser.error(f"--{name} {checkout}: not a llamactl checkout (no llamactl/__init__.py there)")
-    if args.bursts < 1 or args.seconds <= 0:
-        parser.error("--bursts must be at least 1 and --seconds above 0")
-    try:
-        clients = [int(c) for c in args.clients.split(",")]
-    except ValueError:
-        parser.error(f"--clients {args.clients!r}: give whole numbers, comma separated")
+    clients = burst_clients(parser, args)
     print(f"A {args.a.resolve()}\nB {args.b.resolve()}")
     print(f"service {args.service}: {args.bursts} bursts of {args.seconds:g} s per side and client count")
     a, b, service, seconds, bursts = args.a, args.b, args.service, args.seconds, args.bursts

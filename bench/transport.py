@@ -15,7 +15,7 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
-from bench.ab import Comparison, Target, alternate
+from bench.ab import Comparison, Target, add_burst_options, alternate, burst_clients
 from bench.cached_env import REPO_ROOT
 from bench.http_client import build_request
 from bench.measure import ECHO_BODY
@@ -45,18 +45,9 @@ async def compare(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.transport", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", default="1,32", help="client counts, comma separated (default 1,32)")
-    parser.add_argument("--seconds", type=float, default=1.0, help="seconds per burst (default 1)")
-    parser.add_argument(
-        "--bursts", type=int, default=8, help="bursts per side, path and client count (default 8)"
-    )
+    add_burst_options(parser, bursts=8, per="side, path and client count")
     args = parser.parse_args(argv)
-    if args.bursts < 1 or args.seconds <= 0:
-        parser.error("--bursts must be at least 1 and --seconds above 0")
-    try:
-        clients = [int(c) for c in args.clients.split(",")]
-    except ValueError:
-        parser.error(f"--clients {args.clients!r}: give whole numbers, comma separated")
+    clients = burst_clients(parser, args)
     print("A: the floor over ZeroMQ (ipc://), B: the floor over a Unix socket the event loops drive")
     for path, comparison in asyncio.run(compare(clients=clients, seconds=args.seconds, bursts=args.bursts)):
         print(path, "\n".join(comparison.report()), flush=True)

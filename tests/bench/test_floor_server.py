@@ -13,19 +13,24 @@ from bench.server_proc import ServerProcess, ServerStartError
 from bench.services import CPU_STEP_SECONDS
 
 
+async def cpu_steps_reach_both_workers(server: ServerProcess) -> None:
+    """Load ``/cpu`` and check that each of the server's two workers ran a share of the steps,
+    not one worker all of them."""
+    workers = descendants(server.pid)
+    assert len(workers) == 2, workers
+    before = {pid: cpu_seconds(pid) for pid in workers}
+    cpu = await measure_endpoint(
+        server.host, server.port, "/cpu", ECHO_BODY, clients=(4,), duration=1.0, warmup=0.1
+    )
+    assert cpu.errors == 0, cpu.first_error
+    burned = {pid: cpu_seconds(pid) - before[pid] for pid in workers}
+    assert all(seconds > 10 * CPU_STEP_SECONDS for seconds in burned.values()), burned
+
+
 async def test_the_cpu_step_is_dealt_to_every_worker() -> None:
     argv = [sys.executable, "-m", "bench.floor_server", "--workers", "2"]
     async with ServerProcess(argv, cwd=REPO_ROOT, start_timeout=60) as server:
-        workers = descendants(server.pid)
-        assert len(workers) == 2, workers
-        before = {pid: cpu_seconds(pid) for pid in workers}
-        cpu = await measure_endpoint(
-            server.host, server.port, "/cpu", ECHO_BODY, clients=(4,), duration=1.0, warmup=0.1
-        )
-        assert cpu.errors == 0, cpu.first_error
-        burned = {pid: cpu_seconds(pid) - before[pid] for pid in workers}
-        # each worker ran a share of the steps, not one worker all of them
-        assert all(seconds > 10 * CPU_STEP_SECONDS for seconds in burned.values()), burned
+        await cpu_steps_reach_both_workers(server)
         workflow = await measure_endpoint(
             server.host, server.port, "/workflow", ECHO_BODY, clients=(1,), duration=0.3, warmup=0.1
         )
@@ -52,15 +57,7 @@ async def test_the_durable_floor_answers_like_the_floor() -> None:
 async def test_the_floor_over_a_unix_socket_deals_to_every_worker_and_answers_every_path() -> None:
     argv = [sys.executable, "-m", "bench.floor_server", "--transport", "unix", "--workers", "2"]
     async with ServerProcess(argv, cwd=REPO_ROOT, start_timeout=60) as server:
-        workers = descendants(server.pid)
-        assert len(workers) == 2, workers
-        before = {pid: cpu_seconds(pid) for pid in workers}
-        cpu = await measure_endpoint(
-            server.host, server.port, "/cpu", ECHO_BODY, clients=(4,), duration=1.0, warmup=0.1
-        )
-        assert cpu.errors == 0, cpu.first_error
-        burned = {pid: cpu_seconds(pid) - before[pid] for pid in workers}
-        assert all(seconds > 10 * CPU_STEP_SECONDS for seconds in burned.values()), burned
+        await cpu_steps_reach_both_workers(server)
         for path in ("/echo", "/workflow"):
             measured = await measure_endpoint(
                 server.host, server.port, path, ECHO_BODY, clients=(1, 8), duration=0.3, warmup=0.05

@@ -189,6 +189,15 @@ async def remote_worker(path: Path) -> AsyncIterator[tuple[MessageQueue, Message
         await broker.close()
 
 
+async def remote_task(
+    control: MessageQueue, worker: MessageQueue
+) -> tuple[AsyncIterator[Delivery], Delivery]:
+    """The worker's task iterator (one task at a time) and the delivery of a first task, t1."""
+    tasks = aiter(worker.consume(TASKS, prefetch=1))
+    await control.publish(TASKS, b"task", msg_id="t1")
+    return tasks, await next_delivery(tasks)
+
+
 def received_messages(monkeypatch: pytest.MonkeyPatch) -> list[list[bytes]]:
     """The commands of each ZeroMQ message a client (not the broker) receives, from now on."""
     seen: list[list[bytes]] = []
@@ -209,9 +218,7 @@ async def test_a_remote_workers_result_is_confirmed_in_the_message_that_brings_i
 ) -> None:
     seen = received_messages(monkeypatch)
     async with remote_worker(tmp_path / "mq.sqlite") as (control, worker):
-        tasks = aiter(worker.consume(TASKS, prefetch=1))
-        await control.publish(TASKS, b"task", msg_id="t1")
-        first = await next_delivery(tasks)
+        tasks, first = await remote_task(control, worker)
         await control.publish(TASKS, b"task", msg_id="t2")  # waits for the credit the result gives back
         seen.clear()
         await asyncio.wait_for(first.ack_and_publish(REPORTS, b"result", msg_id="t1:final", key="t1"), 5)
@@ -225,9 +232,7 @@ async def test_a_confirm_with_nothing_to_ride_with_goes_alone_within_the_hold(
 ) -> None:
     seen = received_messages(monkeypatch)
     async with remote_worker(tmp_path / "mq.sqlite") as (control, worker):
-        tasks = aiter(worker.consume(TASKS, prefetch=1))
-        await control.publish(TASKS, b"task", msg_id="t1")
-        task = await next_delivery(tasks)
+        _, task = await remote_task(control, worker)
         seen.clear()
         started_at = time.monotonic()
         await asyncio.wait_for(task.ack_and_publish(REPORTS, b"result", msg_id="t1:final", key="t1"), 5)
