@@ -210,7 +210,8 @@ class ZeroMQBroker:
         self._endpoint = self._socket.endpoint
         self._recover(pending)
         self._pump = Pump(sock, self._on_frames)
-        self._held = HeldConfirms(loop, self._pump.send_batch)
+        pump = self._pump
+        self._held = HeldConfirms(loop, lambda ident, frames: pump.send([ident, *frames]), pump.send_batch)
         self._next_peer_check = loop.time() + self._hb / 2
         self._next_prune = loop.time() + self._prune_every
         self._rearm()
@@ -251,15 +252,11 @@ class ZeroMQBroker:
     # -- sockets ----------------------------------------------------------------------------------
 
     def _send(self, ident: bytes, frames: list[bytes]) -> bool:
-        assert self._pump is not None and self._held is not None
+        assert self._held is not None
         local = self._local.get(ident)
         if local is not None:
             return local.send(frames)
-        held = self._held.take(ident)
-        if held is None:
-            return self._pump.send([ident, *frames])
-        # The new message first: the peer starts on it before it settles what the confirms end.
-        return self._pump.send_batch(ident, [frames, *held])
+        return self._held.send(ident, frames)
 
     def _confirm(self, ident: bytes, frames: list[bytes]) -> bool:
         """Send a confirm with the peer's next message (see :mod:`.held`)."""

@@ -33,12 +33,14 @@ class HeldConfirms:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
+        send: Callable[[bytes, Frames], bool],
         send_batch: Callable[[bytes, list[Frames]], bool],
         *,
         hold: float = HOLD,
         limit: int = LIMIT,
     ) -> None:
         self._loop = loop
+        self._send = send
         self._send_batch = send_batch
         self._hold = hold
         self._limit = limit
@@ -57,8 +59,21 @@ class HeldConfirms:
                 self.release(ident)
         return True
 
+    def send(self, ident: bytes, frames: Frames) -> bool:
+        """Send ``frames`` to ``ident`` now, and what waits for it in the same ZeroMQ message,
+        after it (the peer starts on the new message before it settles what the confirms end).
+        False if the send failed (the peer's pipe is full, or it is gone): the confirms wait again."""
+        held = self.take(ident)
+        if held is None:
+            return self._send(ident, frames)
+        if self._send_batch(ident, [frames, *held]):
+            return True
+        for confirm in held:
+            self.hold(ident, confirm)
+        return False
+
     def take(self, ident: bytes) -> list[Frames] | None:
-        """What waits for ``ident`` (None: nothing), for the caller to send ahead of its message."""
+        """What waits for ``ident`` (None: nothing), no longer held."""
         held = self._held.pop(ident, None)
         if held is not None:
             self._timers.pop(ident).cancel()

@@ -10,12 +10,19 @@ from llamactl.server.mq.zeromq.held import HeldConfirms
 Sent = list[tuple[bytes, list[list[bytes]]]]
 
 
-def held(sent: Sent, *, hold: float = 0.005, limit: int = 64) -> HeldConfirms:
+def held(sent: Sent, *, hold: float = 0.005, limit: int = 64, fail: bool = False) -> HeldConfirms:
+    """Confirms whose sends are recorded in ``sent`` (every send fails with ``fail``)."""
+
     def send_batch(ident: bytes, messages: list[list[bytes]]) -> bool:
+        if fail:
+            return False
         sent.append((ident, messages))
         return True
 
-    return HeldConfirms(asyncio.get_running_loop(), send_batch, hold=hold, limit=limit)
+    def send(ident: bytes, frames: list[bytes]) -> bool:
+        return send_batch(ident, [frames])
+
+    return HeldConfirms(asyncio.get_running_loop(), send, send_batch, hold=hold, limit=limit)
 
 
 async def until_sent(sent: Sent, timeout: float = 2.0) -> float:
@@ -26,17 +33,29 @@ async def until_sent(sent: Sent, timeout: float = 2.0) -> float:
     return time.monotonic() - started
 
 
-async def test_a_held_confirm_goes_with_its_peers_next_message_and_not_again() -> None:
+async def test_a_held_confirm_goes_after_its_peers_next_message_and_not_again() -> None:
     sent: Sent = []
     confirms = held(sent, hold=0.05)
     confirms.hold(b"w1", [b"PUBACK", b"1"])
     confirms.hold(b"w2", [b"PUBACK", b"2"])
-    assert confirms.take(b"w1") == [[b"PUBACK", b"1"]]  # the caller sends them with its message
-    assert confirms.take(b"w1") is None
+    assert confirms.send(b"w1", [b"DELIVER", b"t2"])
+    assert sent == [(b"w1", [[b"DELIVER", b"t2"], [b"PUBACK", b"1"]])]  # one ZeroMQ message
+    assert confirms.send(b"w1", [b"DELIVER", b"t3"])
+    assert sent[-1] == (b"w1", [[b"DELIVER", b"t3"]])  # nothing waits any more
+    sent.clear()
     await until_sent(sent)
-    assert sent == [(b"w2", [[b"PUBACK", b"2"]])]  # w1's timer was cancelled with the take
+    assert sent == [(b"w2", [[b"PUBACK", b"2"]])]  # w1's timer was cancelled with the send
     await asyncio.sleep(0.1)
     assert len(sent) == 1 and len(confirms) == 0
+
+
+async def test_confirms_whose_message_could_not_go_wait_again() -> None:
+    sent: Sent = []
+    confirms = held(sent, hold=10.0, fail=True)
+    confirms.hold(b"w", [b"PUBACK", b"1"])
+    assert not confirms.send(b"w", [b"DELIVER", b"t2"])  # the peer's pipe is full, say
+    assert len(confirms) == 1
+    assert confirms.take(b"w") == [[b"PUBACK", b"1"]]
 
 
 async def test_a_confirm_with_no_company_goes_alone_when_the_hold_ends() -> None:
