@@ -211,7 +211,9 @@ class ZeroMQBroker:
         self._recover(pending)
         self._pump = Pump(sock, self._on_frames)
         pump = self._pump
-        self._held = HeldConfirms(loop, lambda ident, frames: pump.send([ident, *frames]), pump.send_batch)
+        self._held = HeldConfirms(
+            loop, lambda ident, frames: pump.send_batch(ident, [frames]), pump.send_batch
+        )
         self._next_peer_check = loop.time() + self._hb / 2
         self._next_prune = loop.time() + self._prune_every
         self._rearm()

@@ -62,7 +62,7 @@ def unpack_parts(parts: Sequence[bytes], *, routed: bool) -> list[Frames]:
     (several when a sender batched them, see ``Pump.send_batch``), after the routing id on a
     ROUTER (``routed``), which goes first in each. ValueError for any other layout."""
     packed = parts[1:] if routed else parts
-    if not packed or (routed and not parts):
+    if not packed:
         expected = "a routing id and packed frames" if routed else "packed frames"
         raise ValueError(f"{len(parts)} ZeroMQ frames, not {expected}")
     messages = [unpack(frame) for frame in packed]

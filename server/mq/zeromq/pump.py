@@ -106,25 +106,21 @@ class Pump:
     def send(self, frames: Frames) -> bool:
         """Send without blocking; False if the peer is unknown/unreachable or its pipe is full.
         On a ROUTER socket ``frames[0]`` is the peer's routing id."""
+        if self._routed:
+            return self.send_batch(frames[0], [frames[1:]])
         if self._closed:
             return False
-        sock = self.sock
         try:
-            if self._routed:
-                # both frames of the message are queued atomically once the first one is in
-                _send(sock, frames[0], _NOBLOCK_MORE)
-                _send(sock, pack(frames, 1), _NOBLOCK)
-            else:
-                _send(sock, pack(frames), _NOBLOCK)
+            _send(self.sock, pack(frames), _NOBLOCK)
         except zmq.ZMQError:  # Again (pipe full) or EHOSTUNREACH (ROUTER_MANDATORY, peer gone)
             return False
         self.kick()
         return True
 
     def send_batch(self, ident: bytes, messages: list[Frames]) -> bool:
-        """Send several messages to one peer of a ROUTER socket as one ZeroMQ message (a packed
-        frame each): one pipe write, so the I/O threads and the peer's loop wake once for all.
-        False as :meth:`send`; then none of them went."""
+        """Send one or more messages to one peer of a ROUTER socket as one ZeroMQ message (a
+        packed frame each): one pipe write, so the I/O threads and the peer's loop wake once for
+        all. False as :meth:`send`; then none of them went."""
         if self._closed:
             return False
         sock = self.sock
@@ -134,7 +130,7 @@ class Pump:
             _send(sock, ident, _NOBLOCK_MORE)
             for i, frames in enumerate(messages):
                 _send(sock, pack(frames), _NOBLOCK if i == last else _NOBLOCK_MORE)
-        except zmq.ZMQError:
+        except zmq.ZMQError:  # Again (pipe full) or EHOSTUNREACH (ROUTER_MANDATORY, peer gone)
             return False
         self.kick()
         return True
