@@ -24,6 +24,9 @@ DEALER to the ROUTER; the frames are described in :mod:`llamactl.server.mq.zerom
 * Work held in memory: a ``PUBMEM`` from a client of this process (the control plane's task
   start messages, which it restores itself after a restart) is not journaled at all
   (:mod:`.memory_work`).
+* Workers on this machine: a Unix socket beside the ROUTER (:mod:`.unix_listener`) carries the
+  same messages without ZeroMQ's I/O threads; its clients are peers like the ROUTER's, and one
+  whose connection ends is gone at once.
 * Recovery: with a file journal, a restarted broker reloads pending work. Leased rows stay
   leased to their owner for one liveness period; if the owner (same routing id) does not come
   back, they are released.
@@ -56,8 +59,10 @@ from .local import FrameHandler, LocalLink
 from .memory_work import MemoryWork
 from .peers import Peers
 from .pump import Pump
+from .records import Records
 from .security import BrokerSocket, CurveKeys
 from .streams import Streams
+from .unix_listener import UnixListener
 
 __all__ = ["STREAM_RETENTION", "ZeroMQBroker"]
 
@@ -73,7 +78,9 @@ class ZeroMQBroker:
     a private folder; a ``port`` or a host beyond loopback means TCP, ``port`` 0 a free one;
     ``endpoint`` binds exactly there). Only clients holding the keys of ``client_config`` connect
     (``keys``: new ones by default; pass the same to a restarted broker to keep its clients).
-    ``journal_path`` None keeps the journal in memory.
+    ``unix``: also listen on a Unix socket for clients on this machine (at ``unix_path``, by
+    default in a fresh private folder); the client config names it, and clients that can reach it
+    use it instead of ZeroMQ. ``journal_path`` None keeps the journal in memory.
     ``pub_port`` is accepted for compatibility and unused (streams are served over the ROUTER).
     ``retention``: seconds a settled work message stays in the journal, so that a publish of the
     same ``msg_id`` is still recognised as a duplicate; stream messages (a task's inputs) stay
@@ -96,6 +103,8 @@ class ZeroMQBroker:
         liveness: int = 3,
         retention: float = 60.0,
         direct_topics: Collection[str] = (),
+        unix: bool = True,
+        unix_path: Path | None = None,
     ) -> None:
         self._socket = BrokerSocket(host=host, port=port, endpoint=endpoint, keys=keys)
         self._journal_path = journal_path
@@ -118,6 +127,10 @@ class ZeroMQBroker:
         self._next_peer_check = 0.0
         self._closed = False
         self._local: dict[bytes, LocalLink] = {}
+        self._want_unix = unix
+        self._unix_path = unix_path
+        self._listener: UnixListener | None = None
+        self._unix: dict[bytes, Records] = {}
         self._direct_topics = frozenset(direct_topics)
         self._direct: DirectResults | None = None
         self._memory: MemoryWork | None = None
@@ -128,13 +141,16 @@ class ZeroMQBroker:
         """What :func:`llamactl.server.mq.factory.connect_queue` needs to reach this broker (JSON-able)."""
         if not self._endpoint:
             raise MessageQueueError("the broker is not started: call start() first")
-        return {
+        config = {
             "type": "zeromq",
             "router": self._endpoint,
             "heartbeat_interval": self._hb,
             "liveness": self._liveness,
             **self._socket.client_config(),
         }
+        if self._listener is not None:
+            config["unix"] = str(self._listener.path)
+        return config
 
     @property
     def late_results(self) -> int:
@@ -208,12 +224,24 @@ class ZeroMQBroker:
         sock.setsockopt(zmq.SNDHWM, 0)  # replies are bounded by the protocol (credit, one batch)
         sock.setsockopt(zmq.RCVHWM, 0)
         self._endpoint = self._socket.endpoint
+        if self._want_unix:
+            path = self._unix_path or Path(self._socket.private_folder()) / "broker.unix"
+            self._listener = UnixListener(
+                path,
+                self._socket.keys.client_secret.encode(),
+                on_attach=self._attach_unix,
+                on_frames=self._on_frames,
+                on_detach=self._detach_unix,
+            )
+            try:
+                await self._listener.start()
+            except MessageQueueError:
+                self._socket.close()
+                await self._journal.close()
+                raise
         self._recover(pending)
         self._pump = Pump(sock, self._on_frames)
-        pump = self._pump
-        self._held = HeldConfirms(
-            loop, lambda ident, frames: pump.send_batch(ident, [frames]), pump.send_batch
-        )
+        self._held = HeldConfirms(loop, self._send_routed, self._send_routed_batch)
         self._next_peer_check = loop.time() + self._hb / 2
         self._next_prune = loop.time() + self._prune_every
         self._rearm()
@@ -233,6 +261,9 @@ class ZeroMQBroker:
             self._held.release_all()
         if self._pump is not None:
             self._pump.close()
+        if self._listener is not None:
+            self._listener.close()
+        self._unix.clear()
         self._socket.close()
         for link in self._local.values():
             link.close()
@@ -259,6 +290,39 @@ class ZeroMQBroker:
         if local is not None:
             return local.send(frames)
         return self._held.send(ident, frames)
+
+    def _send_routed(self, ident: bytes, frames: list[bytes]) -> bool:
+        link = self._unix.get(ident)
+        if link is not None:
+            return link.send(frames)
+        assert self._pump is not None
+        return self._pump.send_batch(ident, [frames])
+
+    def _send_routed_batch(self, ident: bytes, messages: list[list[bytes]]) -> bool:
+        link = self._unix.get(ident)
+        if link is not None:
+            return link.send_batch(messages)
+        assert self._pump is not None
+        return self._pump.send_batch(ident, messages)
+
+    def _attach_unix(self, ident: bytes, link: Records) -> None:
+        """A client said hello on the Unix socket. If it had a connection still open, whatever
+        was under way on that one is void: it is a peer gone, and comes back as a new one."""
+        old = self._unix.get(ident)
+        if old is not None:
+            self._detach_unix(ident, old)
+            old.close()
+        self._unix[ident] = link
+
+    def _detach_unix(self, ident: bytes, link: Records) -> None:
+        if self._unix.get(ident) is not link:
+            return  # replaced by a newer connection of the same client
+        del self._unix[ident]
+        if not self._closed:
+            assert self._dispatcher is not None
+            self._drop_peer(ident, "consumer lost")
+            self._dispatcher.flush()  # what it held goes to the others now
+            self._rearm()
 
     def _confirm(self, ident: bytes, frames: list[bytes]) -> bool:
         """Send a confirm with the peer's next message (see :mod:`.held`)."""

@@ -1,7 +1,10 @@
 """ZeroMQQueue: the :class:`~llamactl.server.mq.base.MessageQueue` client of :class:`ZeroMQBroker`.
 
 One DEALER socket per client (routing id random, so the broker knows it across reconnects),
-driven by a :class:`~llamactl.server.mq.zeromq.pump.Pump`; one background task sends ``HB`` every
+driven by a :class:`~llamactl.server.mq.zeromq.pump.Pump`, or, when the config names the broker's
+Unix socket (``unix``) and it can be reached (the client runs on the broker's machine), a
+:class:`~llamactl.server.mq.zeromq.unix_link.UnixLink` that carries the same messages without
+ZeroMQ's I/O threads; one background task sends ``HB`` every
 ``heartbeat_interval`` and re-sends requests the broker has not answered (Lazy Pirate: same
 request id and ``msg_id``, so the broker absorbs the duplicates) until ``publish_timeout``,
 when they fail with PublishRejected (or MessageQueueError for ack/nack/extend).
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,10 +44,13 @@ from .local import FrameHandler, Transport
 from .pump import Pump
 from .security import secure_client
 from .sideline import SideLine
+from .unix_link import UnixLink
 
 __all__ = ["ZeroMQQueue"]
 
-_CONFIG_KEYS = {"type", "router", "heartbeat_interval", "liveness", "publish_timeout", "curve"}
+log = logging.getLogger(__name__)
+
+_CONFIG_KEYS = {"type", "router", "heartbeat_interval", "liveness", "publish_timeout", "curve", "unix"}
 
 
 @dataclass(slots=True, eq=False)
@@ -75,10 +82,12 @@ class ZeroMQQueue(MessageQueue):
         liveness: int = 3,
         publish_timeout: float = 10.0,
         curve: Mapping[str, str] | None = None,
+        unix: str | None = None,
         attach: Callable[[bytes, FrameHandler], Transport] | None = None,
     ) -> None:
         self.router = router
         self._curve = curve
+        self._unix = unix
         self._attach = attach
         self._hb = heartbeat_interval
         self._retry = max(0.05, heartbeat_interval * liveness)
@@ -94,6 +103,7 @@ class ZeroMQQueue(MessageQueue):
         self._session: bytes | None = None
         self._last_sent = 0.0
         self._closed = False
+        self._refusal = ""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ZeroMQQueue:
@@ -110,6 +120,7 @@ class ZeroMQQueue(MessageQueue):
             liveness=int(config.get("liveness", 3)),
             publish_timeout=float(config.get("publish_timeout", 10.0)),
             curve=config.get("curve"),
+            unix=config.get("unix"),
         )
 
     async def start(self) -> None:
@@ -122,6 +133,8 @@ class ZeroMQQueue(MessageQueue):
             self._pump = self._attach(self._ident, self._on_frames)
             self._pump.send([wire.HB])
             self._ticker = asyncio.create_task(self._tick(), name="llamactl-mq-local-client-ticker")
+            return
+        if self._unix and self._curve and await self._start_unix(self._unix, self._curve):
             return
         sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -142,6 +155,44 @@ class ZeroMQQueue(MessageQueue):
         self._pump = Pump(sock, self._on_frames)
         self._pump.send([wire.HB])
         self._ticker = asyncio.create_task(self._tick(), name="llamactl-mq-client-ticker")
+
+    async def _start_unix(self, path: str, curve: Mapping[str, str]) -> bool:
+        """Reach the broker over its Unix socket; False if it is not there (another machine's)."""
+        secret = str(curve.get("secret", "")).encode()
+        link = UnixLink(
+            path,
+            self._ident,
+            secret,
+            on_frames=self._on_frames,
+            on_reconnect=self._on_reconnect,
+            on_refused=self._on_refused,
+        )
+        try:
+            await link.connect()
+        except OSError as exc:
+            log.debug("the broker's Unix socket %s is out of reach (%s): using %s", path, exc, self.router)
+            return False
+        self._pump = link
+        self._pump.send([wire.HB])
+        self._ticker = asyncio.create_task(self._tick(), name="llamactl-mq-unix-client-ticker")
+        return True
+
+    def _on_reconnect(self) -> None:
+        self._send([wire.HB])  # its answer's new session makes us send again what is unanswered
+
+    def _on_refused(self, reason: str) -> None:
+        """The broker will not have us (wrong keys): fail what waits now, and all that follows."""
+        self._refusal = f"the broker at {self._unix} refused this client: {reason}"
+        for r in self._requests.values():
+            self._fail(r, self._refusal)
+        self._requests.clear()
+
+    @property
+    def transport(self) -> str:
+        """How this client reaches its broker: ``"in-process"``, ``"unix"`` or ``"zeromq"``."""
+        if self._attach is not None:
+            return "in-process"
+        return "unix" if isinstance(self._pump, UnixLink) else "zeromq"
 
     async def close(self) -> None:
         if self._closed:
@@ -274,7 +325,11 @@ class ZeroMQQueue(MessageQueue):
         fut: asyncio.Future[Any] = self._loop.create_future()
         now = self._loop.time()
         resend = None if resend_args is None else [cmd, req, *resend_args]
-        self._requests[req] = _Request(frames, fut, now, now, what, resend)
+        request = _Request(frames, fut, now, now, what, resend)
+        if self._refusal:
+            self._fail(request, self._refusal)
+            return fut
+        self._requests[req] = request
         self._send(frames)
         return fut
 
@@ -409,11 +464,13 @@ class ZeroMQQueue(MessageQueue):
                 self._send(r.resend or r.frames)
         for req in expired:
             r = self._requests.pop(req)
-            if not r.fut.done():
-                cls = PublishRejected if r.frames[0] == wire.PUB else MessageQueueError
-                r.fut.set_exception(
-                    cls(f"{r.what}: the broker at {self.router} did not answer within {self._timeout:g}s")
-                )
+            self._fail(r, f"the broker at {self.router} did not answer within {self._timeout:g}s")
+
+    @staticmethod
+    def _fail(r: _Request, why: str) -> None:
+        if not r.fut.done():
+            cls = PublishRejected if r.frames[0] == wire.PUB else MessageQueueError
+            r.fut.set_exception(cls(f"{r.what}: {why}"))
 
 
 def _batch(topic: str, frames: list[bytes]) -> list[Message]:

@@ -106,8 +106,7 @@ class BrokerSocket:
         sock.zap_domain = _DOMAIN.encode()
         target = self._wanted
         if target is None and self._uses_ipc:
-            self._folder = tempfile.mkdtemp(prefix="llamactl-")  # 0700: only our user can enter it
-            target = f"ipc://{self._folder}/broker.sock"
+            target = f"ipc://{self.private_folder()}/broker.sock"
         elif target is None:
             target = f"tcp://{self.host}:{self.port or '*'}"
         try:
@@ -118,6 +117,12 @@ class BrokerSocket:
             raise MessageQueueError(f"cannot bind the message broker on {target}: {exc}") from exc
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return sock
+
+    def private_folder(self) -> str:
+        """A fresh folder only the server's user can open (``0700``), removed on :meth:`close`."""
+        if self._folder is None:
+            self._folder = tempfile.mkdtemp(prefix="llamactl-")
+        return self._folder
 
     def client_config(self) -> dict[str, Any]:
         return {"curve": self.keys.for_clients()}

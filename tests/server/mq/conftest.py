@@ -8,6 +8,8 @@ fixture that makes its broker side: an object with ``config`` (the client config
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,13 +20,15 @@ import pytest
 
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.mq.factory import connect_queue
-from llamactl.server.mq.zeromq import ZeroMQBroker
+from llamactl.server.mq.zeromq import ZeroMQBroker, ZeroMQQueue
 from llamactl.server.mq.zeromq.security import CurveKeys
 
 from .tcp_proxy import TcpProxy
 
-BACKENDS = ["zeromq", "zeromq-local", "redis"]
-"""``zeromq-local``: clients in the broker's own process, linked without sockets (the control plane's case).
+BACKENDS = ["zeromq", "zeromq-unix", "zeromq-local", "redis"]
+"""``zeromq``: clients over ZeroMQ (TCP), as on another host. ``zeromq-unix``: clients over the
+broker's Unix socket (workers on its machine). ``zeromq-local``: clients in the broker's own
+process, linked without sockets (the control plane's case).
 ``redis``: the Redis server at ``LLAMACTL_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``),
 each test under a fresh key prefix."""
 
@@ -48,10 +52,12 @@ class Backend(Protocol):
 
 
 class ZeroMQBackend:
-    """The embedded ZeroMQ broker."""
+    """The embedded ZeroMQ broker; ``unix``: its clients use its Unix socket (always the same one)."""
 
-    def __init__(self, journal: Path) -> None:
+    def __init__(self, journal: Path, *, unix: bool = False) -> None:
         self.journal = journal
+        # pytest's tmp_path can be longer than a Unix socket's path may be
+        self.folder = tempfile.mkdtemp(prefix="llamactl-test-") if unix else None
         self.broker: ZeroMQBroker | None = None
         self.config: dict[str, Any] = {}
         self.port = 0
@@ -66,6 +72,8 @@ class ZeroMQBackend:
             heartbeat_interval=HEARTBEAT,
             liveness=LIVENESS,
             max_attempts=MAX_ATTEMPTS,
+            unix=self.folder is not None,
+            unix_path=None if self.folder is None else Path(self.folder) / "broker.unix",
         )
         await self.broker.start()
         self.config = self.broker.client_config
@@ -79,6 +87,8 @@ class ZeroMQBackend:
 
     async def aclose(self) -> None:
         await self.stop()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class RedisBackend:
@@ -177,7 +187,16 @@ class QueueFactory:
             q = connect_queue({**self.backend.config, **overrides})
         await q.start()
         self.clients.append(q)
+        if isinstance(q, ZeroMQQueue):  # each backend runs over the transport it names
+            assert q.transport == self.transport, (q.transport, self.transport)
         return q
+
+    @property
+    def transport(self) -> str:
+        if self.local:
+            return "in-process"
+        assert isinstance(self.backend, ZeroMQBackend)
+        return "zeromq" if self.backend.folder is None else "unix"
 
     async def stop_broker(self) -> None:
         """The broker goes away: its connections drop and new ones are refused until start_broker."""
@@ -206,7 +225,7 @@ async def queue_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Async
             )
         backend = RedisBackend()
     else:
-        backend = ZeroMQBackend(tmp_path / "journal.sqlite")
+        backend = ZeroMQBackend(tmp_path / "journal.sqlite", unix=request.param == "zeromq-unix")
     await backend.start()
     factory = QueueFactory(backend, local=request.param == "zeromq-local")
     try:

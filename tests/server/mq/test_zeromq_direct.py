@@ -19,7 +19,8 @@ import pytest
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.mq.factory import connect_queue
 from llamactl.server.mq.topics import dead_letter_topic
-from llamactl.server.mq.zeromq import ZeroMQBroker, pump, wire
+from llamactl.server.mq.zeromq import ZeroMQBroker, ZeroMQQueue, pump, wire
+from llamactl.server.mq.zeromq.unix_link import UnixLink
 
 TASKS = "work.d.tasks"
 REPORTS = "work.d.control"
@@ -174,13 +175,15 @@ async def test_a_dead_lettered_result_settles_its_task(tmp_path: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def remote_worker(path: Path) -> AsyncIterator[tuple[MessageQueue, MessageQueue]]:
-    """A broker whose REPORTS are direct, the control plane's client and a worker over TCP."""
-    broker = ZeroMQBroker(journal_path=path, direct_topics=[REPORTS])
+async def remote_worker(path: Path, transport: str) -> AsyncIterator[tuple[MessageQueue, MessageQueue]]:
+    """A broker whose REPORTS are direct, the control plane's client and a worker in another
+    process's place, over ``transport`` ("zeromq" or "unix")."""
+    broker = ZeroMQBroker(journal_path=path, direct_topics=[REPORTS], unix=transport == "unix")
     await broker.start()
     control = await started(broker)
     worker = connect_queue(broker.client_config)
     await worker.start()
+    assert isinstance(worker, ZeroMQQueue) and worker.transport == transport
     try:
         yield control, worker
     finally:
@@ -199,7 +202,8 @@ async def remote_task(
 
 
 def received_messages(monkeypatch: pytest.MonkeyPatch) -> list[list[bytes]]:
-    """The commands of each ZeroMQ message a client (not the broker) receives, from now on."""
+    """The commands of each ZeroMQ message, or each read on a Unix socket, that a client (not the
+    broker) receives, from now on."""
     seen: list[list[bytes]] = []
     real = pump.unpack_parts
 
@@ -209,15 +213,23 @@ def received_messages(monkeypatch: pytest.MonkeyPatch) -> list[list[bytes]]:
             seen.append([m[0] for m in messages])
         return messages
 
+    real_read = UnixLink._on_messages
+
+    def recording_read(link: UnixLink, batch: list[list[bytes]]) -> None:
+        seen.append([m[0] for m in batch])
+        real_read(link, batch)
+
     monkeypatch.setattr(pump, "unpack_parts", recording)
+    monkeypatch.setattr(UnixLink, "_on_messages", recording_read)
     return seen
 
 
+@pytest.mark.parametrize("transport", ["zeromq", "unix"])
 async def test_a_remote_workers_result_is_confirmed_in_the_message_that_brings_its_next_task(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str
 ) -> None:
     seen = received_messages(monkeypatch)
-    async with remote_worker(tmp_path / "mq.sqlite") as (control, worker):
+    async with remote_worker(tmp_path / "mq.sqlite", transport) as (control, worker):
         tasks, first = await remote_task(control, worker)
         await control.publish(TASKS, b"task", msg_id="t2")  # waits for the credit the result gives back
         seen.clear()
@@ -227,11 +239,12 @@ async def test_a_remote_workers_result_is_confirmed_in_the_message_that_brings_i
         assert [wire.DELIVER, wire.PUBACK] in seen  # one message: one wake-up of the worker
 
 
+@pytest.mark.parametrize("transport", ["zeromq", "unix"])
 async def test_a_confirm_with_nothing_to_ride_with_goes_alone_within_the_hold(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str
 ) -> None:
     seen = received_messages(monkeypatch)
-    async with remote_worker(tmp_path / "mq.sqlite") as (control, worker):
+    async with remote_worker(tmp_path / "mq.sqlite", transport) as (control, worker):
         _, task = await remote_task(control, worker)
         seen.clear()
         started_at = time.monotonic()
