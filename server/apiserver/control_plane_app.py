@@ -35,6 +35,7 @@ from llamactl.server.apiserver.validation import (
 )
 from llamactl.server.deployment import Deployment
 from llamactl.server.errors import InvalidRequest, ServiceNotFound, TaskNotFound
+from llamactl.server.state.factory import redacted
 from llamactl.server.types import ServiceDefinition, TaskDefinition
 
 __all__ = ["create_control_plane_app"]
@@ -87,8 +88,12 @@ async def root(request: Request) -> Response:
 
 
 async def queue_config(request: Request) -> Response:
-    """How workers reach this deployment's message queue."""
-    return json_response({"ZeroMQMessageQueueConfig": _deployment(request).queue_config})
+    """Where this deployment's message queue is. Never its keys: they let a process into the
+    broker, and this route answers whoever can reach the port (workers get them in their spec)."""
+    config = {k: v for k, v in _deployment(request).queue_config.items() if k not in ("curve", "password")}
+    if isinstance(config.get("url"), str):
+        config["url"] = redacted(config["url"])
+    return json_response({"ZeroMQMessageQueueConfig": config})
 
 
 async def list_services(request: Request) -> Response:

@@ -119,7 +119,9 @@ async def test_the_control_plane_port_answers_llama_deploy_08_routes(running: Ru
         services = (await cp.get("/services")).json()
         assert services["echo"]["service_name"] == "echo"
         assert (await cp.get("/services/nope")).status_code == 404
-        assert "ZeroMQMessageQueueConfig" in (await cp.get("/queue_config")).json()
+        queue = (await cp.get("/queue_config")).json()["ZeroMQMessageQueueConfig"]
+        assert queue["router"]  # where, but never the keys that let a process in
+        assert "curve" not in queue and "secret" not in json.dumps(queue)
         session_id = (await cp.post("/sessions/create")).json()
         assert isinstance(session_id, str)
         task_id = (
