@@ -70,42 +70,14 @@ class UnixListener:
             ) from exc
 
     def _accept(self) -> Records:
-        timer: asyncio.TimerHandle | None = None
-        ident = b""
+        caller = _Caller(self._secret, self._on_attach, self._on_frames, self._gone)
+        self._links.add(caller.link)
+        return caller.link
 
-        def hello(messages: list[Frames]) -> None:
-            nonlocal ident
-            first, rest = messages[0], messages[1:]
-            if len(first) != 3 or first[0] != HELLO or not first[1]:
-                refuse(b"the first message must be HELLO ident secret")
-                return
-            if not hmac.compare_digest(first[2], self._secret):
-                refuse(b"wrong secret: this client's keys are not this broker's")
-                return
-            if timer is not None:
-                timer.cancel()
-            ident = first[1]
-            link.on_messages = lambda batch: self._on_frames([[ident, *frames] for frames in batch])
-            self._on_attach(ident, link)
-            if rest:
-                link.on_messages(rest)
-
-        def refuse(reason: bytes) -> None:
-            log.warning("refused a connection to the broker's Unix socket: %s", reason.decode())
-            link.send([REFUSED, reason])
-            link.close()
-
-        def lost(records: Records, exc: Exception | None) -> None:
-            if timer is not None:
-                timer.cancel()
-            self._links.discard(records)
-            if ident:
-                self._on_detach(ident, records)
-
-        link = Records(hello, lost)
-        timer = asyncio.get_running_loop().call_later(HELLO_WITHIN, refuse, b"no hello in time")
-        self._links.add(link)
-        return link
+    def _gone(self, ident: bytes, link: Records) -> None:
+        self._links.discard(link)
+        if ident:
+            self._on_detach(ident, link)
 
     def close(self) -> None:
         """Stop listening, hang up on every client and remove the socket file."""
@@ -117,3 +89,50 @@ class UnixListener:
         self._links.clear()
         with contextlib.suppress(OSError):
             self.path.unlink()
+
+
+class _Caller:
+    """One connection to the listener: a stranger until its hello, then a client."""
+
+    def __init__(
+        self,
+        secret: bytes,
+        on_attach: Callable[[bytes, Records], None],
+        on_frames: Callable[[list[Frames]], None],
+        on_gone: Callable[[bytes, Records], None],
+    ) -> None:
+        self._secret = secret
+        self._on_attach = on_attach
+        self._on_frames = on_frames
+        self._on_gone = on_gone
+        self.ident = b""
+        self.link = Records(self._hello, self._lost)
+        self._timer = asyncio.get_running_loop().call_later(HELLO_WITHIN, self._refuse, b"no hello in time")
+
+    def _hello(self, messages: list[Frames]) -> None:
+        first, rest = messages[0], messages[1:]
+        if len(first) != 3 or first[0] != HELLO or not first[1]:
+            self._refuse(b"the first message must be HELLO ident secret")
+            return
+        if not hmac.compare_digest(first[2], self._secret):
+            self._refuse(b"wrong secret: this client's keys are not this broker's")
+            return
+        self._timer.cancel()
+        self.ident = first[1]
+        self.link.on_messages = self._client
+        self._on_attach(self.ident, self.link)
+        if rest:
+            self._client(rest)
+
+    def _client(self, batch: list[Frames]) -> None:
+        ident = self.ident
+        self._on_frames([[ident, *frames] for frames in batch])
+
+    def _refuse(self, reason: bytes) -> None:
+        log.warning("refused a connection to the broker's Unix socket: %s", reason.decode())
+        self.link.send([REFUSED, reason])
+        self.link.close()
+
+    def _lost(self, link: Records, exc: Exception | None) -> None:
+        self._timer.cancel()
+        self._on_gone(self.ident, link)
