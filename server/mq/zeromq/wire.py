@@ -46,7 +46,9 @@ it dead: it sends its ``CONSUME`` s, parked ``FETCH`` es and unconfirmed request
 so nothing doubles; a resent settle carries sub 0, so no credit is given twice).
 
 On the socket these frames travel packed, several messages to one peer in one ZeroMQ frame
-(:mod:`.packing`), which :class:`.pump.Pump` sends and receives.
+(:mod:`.packing`), which :class:`.pump.Pump` sends and receives. Clients on the broker's machine
+send the same packed messages over its Unix socket, each preceded by its length
+(:mod:`.records`); their first message there is ``HELLO ident secret`` (:mod:`.unix_listener`).
 
 """
 
