@@ -53,13 +53,12 @@ from .confirms import Publish, SettlingPublish
 from .direct import DirectResults
 from .dispatch import Dispatcher
 from .entries import Entry, dead_letter_headers, restored
-from .held import HeldConfirms
 from .journal import Journal, PendingRow
 from .local import FrameHandler, LocalLink
 from .memory_work import MemoryWork
+from .peer_links import PeerLinks
 from .peers import Peers
 from .pump import Pump
-from .records import Records
 from .security import BrokerSocket, CurveKeys
 from .streams import Streams
 from .unix_listener import UnixListener
@@ -116,7 +115,7 @@ class ZeroMQBroker:
         self._epoch = os.urandom(8).hex().encode()
         self._endpoint = ""
         self._pump: Pump | None = None
-        self._held: HeldConfirms | None = None
+        self._links: PeerLinks | None = None
         self._journal: Journal | None = None
         self._dispatcher: Dispatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -126,11 +125,9 @@ class ZeroMQBroker:
         self._timer_when = 0.0
         self._next_peer_check = 0.0
         self._closed = False
-        self._local: dict[bytes, LocalLink] = {}
         self._want_unix = unix
         self._unix_path = unix_path
         self._listener: UnixListener | None = None
-        self._unix: dict[bytes, Records] = {}
         self._direct_topics = frozenset(direct_topics)
         self._direct: DirectResults | None = None
         self._memory: MemoryWork | None = None
@@ -191,10 +188,13 @@ class ZeroMQBroker:
 
     def _attach_local(self, ident: bytes, to_client: FrameHandler) -> LocalLink:
         """Link an in-process client: return the link it sends on; replies go to ``to_client``."""
-        if self._closed or self._pump is None:
+        if self._closed or self._links is None:
             raise MessageQueueError("the broker is not running: start it before connecting")
-        self._local[ident] = LocalLink(to_client)
-        return LocalLink(lambda batch: self._on_frames([[ident, *frames] for frames in batch], local=True))
+        return self._links.attach_local(
+            ident,
+            to_client,
+            lambda batch: self._on_frames([[ident, *frames] for frames in batch], local=True),
+        )
 
     async def start(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
@@ -224,24 +224,26 @@ class ZeroMQBroker:
         sock.setsockopt(zmq.SNDHWM, 0)  # replies are bounded by the protocol (credit, one batch)
         sock.setsockopt(zmq.RCVHWM, 0)
         self._endpoint = self._socket.endpoint
+        self._recover(pending)
+        self._pump = Pump(sock, self._on_frames)
+        self._links = PeerLinks(loop, self._pump, self._unix_client_gone)
         if self._want_unix:
             path = self._unix_path or Path(self._socket.private_folder()) / "broker.unix"
             self._listener = UnixListener(
                 path,
                 self._socket.keys.client_secret.encode(),
-                on_attach=self._attach_unix,
+                on_attach=self._links.attach_unix,
                 on_frames=self._on_frames,
-                on_detach=self._detach_unix,
+                on_detach=self._links.detach_unix,
             )
             try:
                 await self._listener.start()
             except MessageQueueError:
+                self._links.close()
+                self._pump.close()
                 self._socket.close()
                 await self._journal.close()
                 raise
-        self._recover(pending)
-        self._pump = Pump(sock, self._on_frames)
-        self._held = HeldConfirms(loop, self._send_routed, self._send_routed_batch)
         self._next_peer_check = loop.time() + self._hb / 2
         self._next_prune = loop.time() + self._prune_every
         self._rearm()
@@ -257,17 +259,13 @@ class ZeroMQBroker:
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
-        if self._held is not None:
-            self._held.release_all()
+        if self._links is not None:
+            self._links.close()  # sends the confirms still held: before the pump closes
         if self._pump is not None:
             self._pump.close()
         if self._listener is not None:
             self._listener.close()
-        self._unix.clear()
         self._socket.close()
-        for link in self._local.values():
-            link.close()
-        self._local.clear()
         await self._journal.close()
 
     # -- recovery -------------------------------------------------------------------------------
@@ -285,52 +283,22 @@ class ZeroMQBroker:
     # -- sockets ----------------------------------------------------------------------------------
 
     def _send(self, ident: bytes, frames: list[bytes]) -> bool:
-        assert self._held is not None
-        local = self._local.get(ident)
-        if local is not None:
-            return local.send(frames)
-        return self._held.send(ident, frames)
-
-    def _send_routed(self, ident: bytes, frames: list[bytes]) -> bool:
-        link = self._unix.get(ident)
-        if link is not None:
-            return link.send(frames)
-        assert self._pump is not None
-        return self._pump.send_batch(ident, [frames])
-
-    def _send_routed_batch(self, ident: bytes, messages: list[list[bytes]]) -> bool:
-        link = self._unix.get(ident)
-        if link is not None:
-            return link.send_batch(messages)
-        assert self._pump is not None
-        return self._pump.send_batch(ident, messages)
-
-    def _attach_unix(self, ident: bytes, link: Records) -> None:
-        """A client said hello on the Unix socket. If it had a connection still open, whatever
-        was under way on that one is void: it is a peer gone, and comes back as a new one."""
-        old = self._unix.get(ident)
-        if old is not None:
-            self._detach_unix(ident, old)
-            old.close()
-        self._unix[ident] = link
-
-    def _detach_unix(self, ident: bytes, link: Records) -> None:
-        if self._unix.get(ident) is not link:
-            return  # replaced by a newer connection of the same client
-        del self._unix[ident]
-        if not self._closed:
-            assert self._dispatcher is not None
-            self._drop_peer(ident, "consumer lost")
-            self._dispatcher.flush()  # what it held goes to the others now
-            self._rearm()
+        assert self._links is not None
+        return self._links.send(ident, frames)
 
     def _confirm(self, ident: bytes, frames: list[bytes]) -> bool:
         """Send a confirm with the peer's next message (see :mod:`.held`)."""
-        assert self._held is not None
-        local = self._local.get(ident)
-        if local is not None:
-            return local.send(frames)
-        return self._held.hold(ident, frames)
+        assert self._links is not None
+        return self._links.confirm(ident, frames)
+
+    def _unix_client_gone(self, ident: bytes) -> None:
+        """A client's Unix connection ended: it is gone now, not after its silence."""
+        if self._closed:
+            return
+        assert self._dispatcher is not None
+        self._drop_peer(ident, "consumer lost")
+        self._dispatcher.flush()  # what it held goes to the others now
+        self._rearm()
 
     def _on_frames(self, batch: list[list[bytes]], *, local: bool = False) -> None:
         """Frames from clients; ``local``: from a client linked in this process."""
@@ -455,8 +423,8 @@ class ZeroMQBroker:
     def _drop_peer(self, ident: bytes, reason: str, *, crashed: bool = True) -> None:
         assert self._dispatcher is not None and self._streams is not None
         self._peers.forget(ident)
-        if self._held is not None:
-            self._held.forget(ident)
+        if self._links is not None:
+            self._links.forget(ident)
         self._dispatcher.drop_peer(ident, reason, crashed=crashed)
         self._streams.drop_peer(ident)
 
