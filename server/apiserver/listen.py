@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llamactl.server.apiserver.http_protocol import CoalescingHttpToolsProtocol
 from llamactl.server.hosts import is_loopback
 
 __all__ = ["AccessLog", "Draining", "UvicornServer", "bind_sockets", "is_loopback", "url_for"]
@@ -98,7 +99,7 @@ class UvicornServer:
             host=host,
             port=self.port,
             loop="uvloop",
-            http="httptools",
+            http=CoalescingHttpToolsProtocol,
             access_log=False,
             log_level="warning",
             lifespan="on",

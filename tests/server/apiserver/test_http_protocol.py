@@ -1,0 +1,161 @@
+"""The coalescing transport under uvicorn: one write per answer, a stream's head still on time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+from uvicorn.server import ServerState
+
+from llamactl.server.apiserver.http_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
+from llamactl.server.apiserver.listen import UvicornServer
+
+
+class Recording(asyncio.Transport):
+    """A transport that records what is written to it and how."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.aborted = False
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def _next_turn() -> None:
+    await asyncio.sleep(0)
+
+
+async def test_writes_within_one_turn_go_out_as_one() -> None:
+    inner = Recording()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert inner.writes == []
+    assert transport.get_write_buffer_size() == len(b"HTTP/1.1 200 OK\r\n\r\n")
+    transport.write(b"body")
+    assert inner.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+    await _next_turn()
+    assert inner.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]  # nothing left to flush
+
+
+async def test_a_lone_write_goes_out_when_the_turn_ends() -> None:
+    inner = Recording()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    transport.writelines([b"head", b"ers"])
+    await _next_turn()
+    assert inner.writes == [b"headers"]
+    transport.write(b"")  # nothing to hold
+    await _next_turn()
+    assert inner.writes == [b"headers"]
+
+
+async def test_close_sends_what_is_held_first_and_abort_drops_it() -> None:
+    loop = asyncio.get_running_loop()
+    inner = Recording()
+    transport = CoalescingTransport(inner, loop)
+    transport.write(b"last words")
+    transport.close()
+    assert inner.writes == [b"last words"] and inner.closed
+
+    inner = Recording()
+    transport = CoalescingTransport(inner, loop)
+    transport.write(b"never sent")
+    transport.abort()
+    await _next_turn()
+    assert inner.writes == [] and inner.aborted
+
+
+async def _answer(request: Request) -> JSONResponse:
+    return JSONResponse({"echo": (await request.body()).decode()})
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[UvicornServer, asyncio.Event]]:
+    more = asyncio.Event()
+
+    async def stream(request: Request) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"first\n"
+            await more.wait()
+            yield b"second\n"
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    app = Starlette(routes=[Route("/answer", _answer, methods=["POST"]), Route("/stream", stream)])
+    server = UvicornServer(app, "127.0.0.1", 0)
+    await server.start()
+    try:
+        yield server, more
+    finally:
+        more.set()
+        await server.stop()
+
+
+async def _read_until(reader: asyncio.StreamReader, marker: bytes) -> bytes:
+    async with asyncio.timeout(10):
+        return await reader.readuntil(marker)
+
+
+async def test_answers_and_streams_come_whole_over_a_real_server(
+    served: tuple[UvicornServer, asyncio.Event],
+) -> None:
+    server, more = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        for body in (b"one", b"two"):  # keep-alive: the second answer follows the first
+            writer.write(
+                b"POST /answer HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: text/plain\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            head = await _read_until(reader, b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            assert await reader.readexactly(length) == b'{"echo":"%s"}' % body
+        # A stream's head and first chunk arrive while the rest is still to come: a held write
+        # goes out when the loop's turn ends, not with the next write.
+        writer.write(b"GET /stream HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        assert (await _read_until(reader, b"\r\n\r\n")).startswith(b"HTTP/1.1 200 OK")
+        assert await _read_until(reader, b"first\n\r\n") == b"6\r\nfirst\n\r\n"
+        more.set()
+        assert await _read_until(reader, b"0\r\n\r\n") == b"7\r\nsecond\n\r\n0\r\n\r\n"
+    finally:
+        writer.close()
+
+
+async def test_the_protocol_sends_an_answer_in_one_write() -> None:
+    """Fails with uvicorn's own protocol, which writes the head and the body apart."""
+    app = Starlette(routes=[Route("/answer", _answer, methods=["POST"])])
+    config = uvicorn.Config(app, http=CoalescingHttpToolsProtocol, lifespan="off", log_level="warning")
+    config.load()
+    protocol = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})
+    inner = Recording()
+    protocol.connection_made(inner)
+    protocol.data_received(b"POST /answer HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 2\r\n\r\nhi")
+    async with asyncio.timeout(10):
+        while not inner.writes:
+            await _next_turn()
+    await _next_turn()
+    assert len(inner.writes) == 1
+    assert inner.writes[0].startswith(b"HTTP/1.1 200 OK") and inner.writes[0].endswith(b'{"echo":"hi"}')
+    protocol.connection_lost(None)
