@@ -5,9 +5,8 @@ driven by a :class:`~llamactl.server.mq.zeromq.pump.Pump`, or, when the config n
 Unix socket (``unix``) and it can be reached (the client runs on the broker's machine), a
 :class:`~llamactl.server.mq.zeromq.unix_link.UnixLink` that carries the same messages without
 ZeroMQ's I/O threads; one background task sends ``HB`` every
-``heartbeat_interval`` and re-sends requests the broker has not answered (Lazy Pirate: same
-request id and ``msg_id``, so the broker absorbs the duplicates) until ``publish_timeout``,
-when they fail with PublishRejected (or MessageQueueError for ack/nack/extend).
+``heartbeat_interval`` and re-sends requests the broker has not answered until
+``publish_timeout`` (see :mod:`llamactl.server.mq.zeromq.pending`).
 
 Consume iterators (see :mod:`llamactl.server.mq.zeromq.consumer`) grant credit = ``prefetch``; each
 settled delivery gives one credit back. Leaving a consume iterator returns the deliveries it
@@ -27,13 +26,12 @@ import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
 from llamactl.server.aio import cancel_and_wait
-from llamactl.server.errors import MessageQueueClosed, MessageQueueError, PublishRejected
+from llamactl.server.errors import MessageQueueClosed, MessageQueueError
 from llamactl.server.ids import new_uuid
 from llamactl.server.mq.base import Delivery, Message, MessageQueue
 from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_topic
@@ -41,6 +39,7 @@ from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_t
 from . import wire
 from .consumer import ConsumerState, ZeroMQDelivery, consume_iter, subscribe_iter
 from .local import FrameHandler, Transport
+from .pending import PendingRequests
 from .pump import Pump
 from .security import secure_client
 from .sideline import SideLine
@@ -51,24 +50,6 @@ __all__ = ["ZeroMQQueue"]
 log = logging.getLogger(__name__)
 
 _CONFIG_KEYS = {"type", "router", "heartbeat_interval", "liveness", "publish_timeout", "curve", "unix"}
-
-
-@dataclass(slots=True, eq=False)
-class _Request:
-    frames: list[bytes]
-    fut: asyncio.Future[Any]
-    first: float
-    last: float
-    what: str = ""
-    resend: list[bytes] | None = None
-    """What to send when the request is sent again (a settle gives no second credit)."""
-
-
-@dataclass(slots=True, eq=False)
-class _Fetch:
-    topic: str
-    frames: list[bytes]
-    fut: asyncio.Future[list[Message]] = field(repr=False)
 
 
 class ZeroMQQueue(MessageQueue):
@@ -97,13 +78,13 @@ class ZeroMQQueue(MessageQueue):
         self._pump: Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._requests: dict[bytes, _Request] = {}
-        self._fetches: dict[bytes, _Fetch] = {}
+        self._pending = PendingRequests(
+            self._send, self._ids, retry=self._retry, timeout=publish_timeout, where=router
+        )
         self._subs: dict[int, ConsumerState] = {}
         self._session: bytes | None = None
         self._last_sent = 0.0
         self._closed = False
-        self._refusal = ""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ZeroMQQueue:
@@ -182,10 +163,7 @@ class ZeroMQQueue(MessageQueue):
 
     def _on_refused(self, reason: str) -> None:
         """The broker will not have us (wrong keys): fail what waits now, and all that follows."""
-        self._refusal = f"the broker at {self._unix} refused this client: {reason}"
-        for r in self._requests.values():
-            self._fail(r, self._refusal)
-        self._requests.clear()
+        self._pending.refuse(f"the broker at {self._unix} refused this client: {reason}")
 
     @property
     def transport(self) -> str:
@@ -213,16 +191,7 @@ class ZeroMQQueue(MessageQueue):
 
     def _shutdown(self) -> None:
         err = MessageQueueClosed("the message queue client was closed")
-        for r in self._requests.values():
-            if not r.fut.done():
-                r.fut.set_exception(err)
-                r.fut.exception()  # nobody may be waiting any more: don't warn about it
-        for f in self._fetches.values():
-            if not f.fut.done():
-                f.fut.set_exception(err)
-                f.fut.exception()
-        self._requests.clear()
-        self._fetches.clear()
+        self._pending.close(err)
         for sub in list(self._subs.values()):
             sub.close(err)
         assert self._pump is not None
@@ -313,39 +282,18 @@ class ZeroMQQueue(MessageQueue):
     def _new_request(
         self, cmd: bytes, args: list[bytes], what: str, *, resend_args: list[bytes] | None = None
     ) -> asyncio.Future[Any]:
-        """Send ``cmd req *args``; the future gets the reply (seq for PUBACK, True/False for OK/STALE).
-
-        ``resend_args`` replace ``args`` when the request is sent again (no answer in time, or
-        the broker restarted).
-        """
+        """Send ``cmd req *args``; the future gets the reply (see :meth:`PendingRequests.request`)."""
         self._check_open()
         assert self._loop is not None
-        req = wire.u64(next(self._ids))
-        frames = [cmd, req, *args]
-        fut: asyncio.Future[Any] = self._loop.create_future()
-        now = self._loop.time()
-        resend = None if resend_args is None else [cmd, req, *resend_args]
-        request = _Request(frames, fut, now, now, what, resend)
-        if self._refusal:
-            self._fail(request, self._refusal)
-            return fut
-        self._requests[req] = request
-        self._send(frames)
-        return fut
+        return self._pending.request(self._loop, cmd, args, what, resend_args=resend_args)
 
     def _new_fetch(self, topic: str, from_seq: int) -> tuple[bytes, asyncio.Future[list[Message]]]:
         self._check_open()
         assert self._loop is not None
-        req = wire.u64(next(self._ids))
-        frames = [wire.FETCH, req, topic.encode(), wire.u64(from_seq), wire.u32(1000)]
-        fut: asyncio.Future[list[Message]] = self._loop.create_future()
-        self._fetches[req] = _Fetch(topic, frames, fut)
-        self._send(frames)
-        return req, fut
+        return self._pending.fetch(self._loop, topic, from_seq)
 
     def _drop_fetch(self, req: bytes) -> None:
-        if self._fetches.pop(req, None) is not None:
-            self._send([wire.UNFETCH, req])
+        self._pending.drop_fetch(req)
 
     # -- replies ----------------------------------------------------------------------------------
 
@@ -363,19 +311,9 @@ class ZeroMQQueue(MessageQueue):
                 else:
                     self._on_deliver(frames)
             elif cmd in (wire.PUBACK, wire.OK, wire.STALE, wire.PUBNACK):
-                r = self._requests.pop(frames[1], None)
-                if r is None or r.fut.done():
-                    continue
-                if cmd == wire.PUBACK:
-                    r.fut.set_result(wire.from_u64(frames[2]))
-                elif cmd == wire.PUBNACK:
-                    r.fut.set_exception(PublishRejected(f"{r.what} rejected: {frames[2].decode()}"))
-                else:
-                    r.fut.set_result(cmd == wire.OK)
+                self._pending.answer(frames)
             elif cmd == wire.BATCH:
-                f = self._fetches.pop(frames[1], None)
-                if f is not None and not f.fut.done():
-                    f.fut.set_result(_batch(f.topic, frames))
+                self._pending.answer_fetch(frames)
             elif cmd == wire.HB:
                 session = frames[1]
                 if self._session is not None and session != self._session:
@@ -429,10 +367,7 @@ class ZeroMQQueue(MessageQueue):
                 state.sub_id = next(self._ids)
                 self._subs[state.sub_id] = state
             state.send_consume()
-        for f in self._fetches.values():
-            self._send(f.frames)
-        for r in self._requests.values():
-            self._send(r.resend or r.frames)
+        self._pending.send_again()
 
     async def _tick(self) -> None:
         assert self._loop is not None
@@ -443,48 +378,11 @@ class ZeroMQQueue(MessageQueue):
             # Unanswered requests are looked at every ``step``; an idle client only wakes to
             # heartbeat (a request made meanwhile is not due for a resend before ``_retry``).
             idle = min(next_hb - loop.time(), self._timeout / 2)
-            await asyncio.sleep(step if self._requests else max(0.0, idle))
+            await asyncio.sleep(step if self._pending.waiting() else max(0.0, idle))
             now = loop.time()
             if self._silent_too_long(now):
                 self._resync(keep_buffered=False)
             if now >= next_hb:
                 next_hb = now + self._hb
                 self._send([wire.HB])
-            self._expire_requests(now)
-
-    def _expire_requests(self, now: float) -> None:
-        expired: list[bytes] = []
-        for req, r in self._requests.items():
-            if now - r.first < self._retry:
-                break  # insertion order: the rest are younger
-            if now - r.first >= self._timeout:
-                expired.append(req)
-            elif now - r.last >= self._retry:
-                r.last = now
-                self._send(r.resend or r.frames)
-        for req in expired:
-            r = self._requests.pop(req)
-            self._fail(r, f"the broker at {self.router} did not answer within {self._timeout:g}s")
-
-    @staticmethod
-    def _fail(r: _Request, why: str) -> None:
-        if not r.fut.done():
-            cls = PublishRejected if r.frames[0] == wire.PUB else MessageQueueError
-            r.fut.set_exception(cls(f"{r.what}: {why}"))
-
-
-def _batch(topic: str, frames: list[bytes]) -> list[Message]:
-    out = []
-    for i in range(2, len(frames), 5):
-        seq, msg_id, key, headers, payload = frames[i : i + 5]
-        out.append(
-            Message(
-                topic,
-                msg_id.decode(),
-                payload,
-                key.decode(),
-                wire.from_u64(seq),
-                wire.decode_headers(headers),
-            )
-        )
-    return out
+            self._pending.expire(now)
