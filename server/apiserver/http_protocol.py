@@ -20,6 +20,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = ["CoalescingHttpToolsProtocol", "CoalescingTransport"]
 
+_JOIN_AT_MOST = 64 * 1024
+"""Bodies up to this size are copied behind the held head; larger ones go with it as a vector."""
+
 
 class CoalescingTransport(asyncio.Transport):
     """A transport that joins the writes made within one turn of the loop into one write to the
@@ -40,7 +43,10 @@ class CoalescingTransport(asyncio.Transport):
             self._loop.call_soon(self._flush)
             return
         self._held = None
-        self._transport.write(held + data)
+        if len(data) > _JOIN_AT_MOST:
+            self._transport.writelines((held, data))  # a vectored write: no copy of a big body
+        else:
+            self._transport.write(held + data)
 
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))

@@ -59,6 +59,15 @@ async def test_writes_within_one_turn_go_out_as_one() -> None:
     assert inner.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]  # nothing left to flush
 
 
+async def test_a_big_body_goes_with_its_head_in_one_call() -> None:
+    inner = Recording()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())
+    body = b"x" * (1 << 20)
+    transport.write(b"head\r\n\r\n")
+    transport.write(memoryview(body))
+    assert inner.writes == [b"head\r\n\r\n" + body]
+
+
 async def test_a_lone_write_goes_out_when_the_turn_ends() -> None:
     inner = Recording()
     transport = CoalescingTransport(inner, asyncio.get_running_loop())
@@ -123,7 +132,8 @@ async def test_answers_and_streams_come_whole_over_a_real_server(
     server, more = served
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
-        for body in (b"one", b"two"):  # keep-alive: the second answer follows the first
+        # keep-alive: each answer follows the last; the big one goes as a vectored write
+        for body in (b"one", b"two", b"x" * 300_000):
             writer.write(
                 b"POST /answer HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: text/plain\r\n"
                 b"content-length: %d\r\n\r\n%s" % (len(body), body)
