@@ -53,7 +53,9 @@ def test_a_wal_file_past_the_limit_holds_whatever_the_passes_said(tmp_path: Path
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         conn = sqlite3.connect(tmp_path / "db", check_same_thread=False)
-        cp = Checkpointer(conn, str(tmp_path / "db"), loop, lambda: None, hold_frames=10, limit_bytes=1000)
+        cp = Checkpointer(
+            conn, str(tmp_path / "db"), loop, lambda: None, hold_frames=10, limit_bytes=1000, size_every=0.0
+        )
         cp._passed(0, 5, 5, None)  # the last pass saw a short WAL
         (tmp_path / "db-wal").write_bytes(b"\0" * 1000)
         cp.committed()
@@ -61,6 +63,32 @@ def test_a_wal_file_past_the_limit_holds_whatever_the_passes_said(tmp_path: Path
         (tmp_path / "db-wal").write_bytes(b"\0" * 1001)  # writes outran the passes
         cp.committed()
         assert cp.holding
+        conn.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_wal_file_size_is_looked_at_once_per_interval(tmp_path: Path) -> None:
+    """Within ``size_every`` of a look, a longer WAL file waits for the next look (one ``stat``
+    per interval, not per commit); the next look after the interval holds."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        conn = sqlite3.connect(tmp_path / "db", check_same_thread=False)
+        cp = Checkpointer(
+            conn, str(tmp_path / "db"), loop, lambda: None, hold_frames=10, limit_bytes=1000, size_every=0.05
+        )
+        cp._passed(0, 5, 5, None)
+        looked_again_at = loop.time() + 0.05
+        cp.committed()  # looks: the WAL is short
+        (tmp_path / "db-wal").write_bytes(b"\0" * 1001)
+        cp.committed()
+        assert not cp.holding  # not looked at yet
+        async with asyncio.timeout(5):
+            while not cp.holding:
+                await asyncio.sleep(0.005)
+                cp.committed()
+        assert loop.time() >= looked_again_at
         conn.close()
 
     asyncio.run(scenario())
