@@ -21,7 +21,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 __all__ = ["CoalescingHttpToolsProtocol", "CoalescingTransport"]
 
 _JOIN_AT_MOST = 64 * 1024
-"""Bodies up to this size are copied behind the held head; larger ones go with it as a vector."""
+"""Writes up to this size are held or copied behind a held head; larger ones go at once (with
+the held head, as a vector)."""
 
 
 class CoalescingTransport(asyncio.Transport):
@@ -37,6 +38,9 @@ class CoalescingTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         held = self._held
         if held is None:
+            if len(data) > _JOIN_AT_MOST:
+                self._transport.write(data)  # nothing to save by waiting: it goes alone anyway
+                return
             if not data:
                 return
             self._held = bytes(data)

@@ -66,6 +66,8 @@ async def test_a_big_body_goes_with_its_head_in_one_call() -> None:
     transport.write(b"head\r\n\r\n")
     transport.write(memoryview(body))
     assert inner.writes == [b"head\r\n\r\n" + body]
+    transport.write(body)  # nothing held: a big write is not held either
+    assert inner.writes == [b"head\r\n\r\n" + body, body]
 
 
 async def test_a_lone_write_goes_out_when_the_turn_ends() -> None:
