@@ -69,8 +69,8 @@ def test_a_wal_file_past_the_limit_holds_whatever_the_passes_said(tmp_path: Path
 
 
 def test_the_wal_file_size_is_looked_at_once_per_interval(tmp_path: Path) -> None:
-    """Within ``size_every`` of a look, a longer WAL file waits for the next look (one ``stat``
-    per interval, not per commit); the next look after the interval holds."""
+    """Within ``size_every`` of a look that saw a short WAL file, a longer one waits for the next
+    look (one ``stat`` per interval, not per commit); the next look after the interval holds."""
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
@@ -89,6 +89,25 @@ def test_the_wal_file_size_is_looked_at_once_per_interval(tmp_path: Path) -> Non
                 await asyncio.sleep(0.005)
                 cp.committed()
         assert loop.time() >= looked_again_at
+        conn.close()
+
+    asyncio.run(scenario())
+
+
+def test_past_half_the_limit_every_commit_looks(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        conn = sqlite3.connect(tmp_path / "db", check_same_thread=False)
+        cp = Checkpointer(
+            conn, str(tmp_path / "db"), loop, lambda: None, hold_frames=10, limit_bytes=1000, size_every=60.0
+        )
+        cp._passed(0, 5, 5, None)
+        (tmp_path / "db-wal").write_bytes(b"\0" * 501)
+        cp.committed()  # looks: past half, not past the limit
+        assert not cp.holding
+        (tmp_path / "db-wal").write_bytes(b"\0" * 1001)
+        cp.committed()  # looks again at once, a minute before the interval would
+        assert cp.holding
         conn.close()
 
     asyncio.run(scenario())

@@ -1,0 +1,151 @@
+"""What the embedded broker does with each command a client sends (the frames of :mod:`.wire`).
+
+Every message from a client counts as a heartbeat; then its command goes to the part of the
+broker that owns it: publishes to the journal (or, for work held in memory and results handed
+over, past it), leases and credit to the dispatcher, stream reads to the streams. Frames a
+confused client got wrong are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from llamactl.server.mq.topics import is_work_topic, validate_topic
+
+from . import wire
+from .confirms import Publish, SettlingPublish
+from .direct import DirectResults
+from .dispatch import Dispatcher
+from .journal import Journal
+from .memory_work import MemoryWork
+from .peers import Peers
+from .streams import Streams
+
+__all__ = ["Commands"]
+
+Send = Callable[[bytes, list[bytes]], bool]
+
+
+class Commands:
+    """Applies batches of client frames (``[ident, cmd, ...]``) to the broker's parts. ``send``
+    answers a client; ``on_bye`` is called for a client that says it is leaving."""
+
+    def __init__(
+        self,
+        *,
+        peers: Peers,
+        dispatcher: Dispatcher,
+        streams: Streams,
+        journal: Journal,
+        direct: DirectResults,
+        memory: MemoryWork,
+        send: Send,
+        on_bye: Callable[[bytes], None],
+    ) -> None:
+        self._peers = peers
+        self._dispatcher = dispatcher
+        self._streams = streams
+        self._journal = journal
+        self._direct = direct
+        self._memory = memory
+        self._send = send
+        self._on_bye = on_bye
+
+    def apply(self, batch: list[list[bytes]], now: float, *, local: bool) -> None:
+        """Apply ``batch``, heard at loop time ``now``; ``local``: from a client of this process
+        (only those may hold work in the broker's memory)."""
+        d, streams, submit, send = self._dispatcher, self._streams, self._journal.submit, self._send
+        direct = self._direct
+        for frames in batch:
+            if len(frames) < 2:
+                continue
+            ident, cmd = frames[0], frames[1]
+            peer, known, was_vouched = self._peers.heard(ident, now)
+            if known:
+                d.touch(ident)
+            if was_vouched:
+                d.pause(ident, False)
+            try:
+                if cmd == wire.PUB:
+                    _, _, req, topic_b, msg_id, key, headers, payload = frames
+                    topic = topic_b.decode()
+                    try:
+                        validate_topic(topic)
+                    except ValueError as exc:
+                        send(ident, [wire.PUBNACK, req, str(exc).encode()])
+                        continue
+                    ids = msg_id.decode(), key.decode()
+                    submit(("pub", Publish(ident, req), topic, *ids, headers, payload, is_work_topic(topic)))
+                elif cmd == wire.PUBMEM:
+                    if local:  # only its own process restores such a message after a restart
+                        self._memory.publish(ident, frames)
+                    else:
+                        send(ident, [wire.PUBNACK, frames[2], b"PUBMEM is only for in-process clients"])
+                elif cmd == wire.ACKPUB:
+                    _, _, req, lease_b, sub, dtopic_b, dseq, topic_b, msg_id, key, headers, payload = frames
+                    topic = topic_b.decode()
+                    try:
+                        validate_topic(topic)
+                    except ValueError as exc:
+                        send(ident, [wire.PUBNACK, req, str(exc).encode()])
+                        continue
+                    settling = SettlingPublish(
+                        ident, req, lease_b.decode(), dtopic_b.decode(), wire.from_u64(dseq)
+                    )
+                    d.credit_settled(ident, wire.from_u32(sub), settling.lease)
+                    ids = msg_id.decode(), key.decode()
+                    if direct.takes(topic):
+                        handed = ("pass", settling, topic, *ids, headers, payload)
+                        if self._journal.idle:  # nothing published before it is still uncommitted
+                            direct.hand_over(handed)
+                        else:  # after the publishes before it (a task's events come first)
+                            submit(handed)
+                        continue
+                    # The settlement and the publish share one commit; the delivery is settled in
+                    # memory only once that commit holds (a failed one leaves the lease as it was).
+                    submit(("settled", settling.topic, settling.seq))
+                    submit(("pub", settling, topic, *ids, headers, payload, is_work_topic(topic)))
+                elif cmd == wire.ACK:
+                    _, _, req, lease, sub = frames
+                    ok = d.ack(lease.decode(), ident, wire.from_u32(sub))
+                    send(ident, [wire.OK if ok else wire.STALE, req])
+                elif cmd == wire.CREDIT:
+                    d.credit(ident, wire.from_u32(frames[2]), wire.from_u32(frames[3]))
+                elif cmd == wire.HB:
+                    send(ident, [wire.HB, peer.session])
+                elif cmd == wire.FETCH:
+                    _, _, req, topic_b, from_seq, limit = frames
+                    streams.fetch(ident, req, topic_b.decode(), wire.from_u64(from_seq), wire.from_u32(limit))
+                elif cmd == wire.NACK:
+                    _, _, req, lease, sub, delay = frames
+                    ok = d.nack(lease.decode(), ident, wire.from_u32(sub), wire.from_f64(delay))
+                    send(ident, [wire.OK if ok else wire.STALE, req])
+                elif cmd == wire.EXTEND:
+                    _, _, req, lease, seconds = frames
+                    ok = d.extend(lease.decode(), wire.from_f64(seconds))
+                    send(ident, [wire.OK if ok else wire.STALE, req])
+                elif cmd == wire.VOUCH:
+                    if self._peers.vouch(frames[2], now):
+                        d.pause(frames[2], True)
+                elif cmd == wire.DISCARD:
+                    _, _, req, topic_b, msg_id, leased = frames
+                    ok = d.discard(topic_b.decode(), msg_id.decode(), leased=bool(wire.from_u32(leased)))
+                    send(ident, [wire.OK if ok else wire.STALE, req])
+                elif cmd == wire.CONSUME:
+                    _, _, sub, topic_b, lease_s, credit = frames
+                    topic = topic_b.decode()
+                    if is_work_topic(topic):
+                        d.consume(
+                            ident, wire.from_u32(sub), topic, wire.from_f64(lease_s), wire.from_u32(credit)
+                        )
+                elif cmd == wire.CANCEL:
+                    d.cancel(ident, wire.from_u32(frames[2]), [f.decode() for f in frames[3:]])
+                elif cmd == wire.RETURN:
+                    d.give_back(frames[2].decode())
+                elif cmd == wire.UNFETCH:
+                    streams.unpark((ident, frames[2]))
+                elif cmd == wire.BYE:
+                    self._on_bye(ident)
+                    send(ident, [wire.OK, frames[2]])
+            except (ValueError, IndexError, UnicodeDecodeError):
+                continue  # malformed frames from a confused client: ignore them
