@@ -1,7 +1,8 @@
 """The embedded ZeroMQ broker: one ROUTER socket, a SQLite journal, work dispatch, stream reads.
 
 It runs on the caller's asyncio loop (the server's). Clients (:class:`ZeroMQQueue`) connect a
-DEALER to the ROUTER; the frames are described in :mod:`llamactl.server.mq.zeromq.wire`.
+DEALER to the ROUTER; the frames are described in :mod:`llamactl.server.mq.zeromq.wire`, and
+what each command does is :mod:`.commands`.
 
 * ``PUB`` goes to the journal; ``PUBACK seq`` is sent only after the group commit that holds it.
   A duplicate ``msg_id`` (per topic) is absorbed and answered with the original seq.
@@ -44,12 +45,11 @@ from typing import Any
 import zmq
 
 from llamactl.server.errors import MessageQueueError
-from llamactl.server.mq.topics import dead_letter_topic, is_work_topic, validate_topic
+from llamactl.server.mq.topics import dead_letter_topic
 
-from . import wire
 from .client import ZeroMQQueue
+from .commands import Commands
 from .committed import Committed
-from .confirms import Publish, SettlingPublish
 from .direct import DirectResults
 from .dispatch import Dispatcher
 from .entries import Entry, dead_letter_headers, restored
@@ -132,6 +132,7 @@ class ZeroMQBroker:
         self._direct: DirectResults | None = None
         self._memory: MemoryWork | None = None
         self._committed: Committed | None = None
+        self._commands: Commands | None = None
 
     @property
     def client_config(self) -> dict[str, Any]:
@@ -212,6 +213,16 @@ class ZeroMQBroker:
         )
         self._memory = MemoryWork(self._dispatcher, self._send)
         self._committed = Committed(self._dispatcher, self._streams, self._direct, self._send)
+        self._commands = Commands(
+            peers=self._peers,
+            dispatcher=self._dispatcher,
+            streams=self._streams,
+            journal=self._journal,
+            direct=self._direct,
+            memory=self._memory,
+            send=self._send,
+            on_bye=lambda ident: self._drop_peer(ident, "consumer closed", crashed=False),
+        )
         pending = await self._journal.open()
         try:
             sock = self._socket.bind()
@@ -302,104 +313,9 @@ class ZeroMQBroker:
 
     def _on_frames(self, batch: list[list[bytes]], *, local: bool = False) -> None:
         """Frames from clients; ``local``: from a client linked in this process."""
-        assert self._dispatcher is not None and self._loop is not None and self._journal is not None
-        assert self._streams is not None and self._direct is not None and self._memory is not None
-        d, streams, submit, now = self._dispatcher, self._streams, self._journal.submit, self._loop.time()
-        direct = self._direct
-        for frames in batch:
-            if len(frames) < 2:
-                continue
-            ident, cmd = frames[0], frames[1]
-            peer, known, was_vouched = self._peers.heard(ident, now)
-            if known:
-                d.touch(ident)
-            if was_vouched:
-                d.pause(ident, False)
-            try:
-                if cmd == wire.PUB:
-                    _, _, req, topic_b, msg_id, key, headers, payload = frames
-                    topic = topic_b.decode()
-                    try:
-                        validate_topic(topic)
-                    except ValueError as exc:
-                        self._send(ident, [wire.PUBNACK, req, str(exc).encode()])
-                        continue
-                    ids = msg_id.decode(), key.decode()
-                    submit(("pub", Publish(ident, req), topic, *ids, headers, payload, is_work_topic(topic)))
-                elif cmd == wire.PUBMEM:
-                    if local:  # only its own process restores such a message after a restart
-                        self._memory.publish(ident, frames)
-                    else:
-                        self._send(ident, [wire.PUBNACK, frames[2], b"PUBMEM is only for in-process clients"])
-                elif cmd == wire.ACKPUB:
-                    _, _, req, lease_b, sub, dtopic_b, dseq, topic_b, msg_id, key, headers, payload = frames
-                    topic = topic_b.decode()
-                    try:
-                        validate_topic(topic)
-                    except ValueError as exc:
-                        self._send(ident, [wire.PUBNACK, req, str(exc).encode()])
-                        continue
-                    settling = SettlingPublish(
-                        ident, req, lease_b.decode(), dtopic_b.decode(), wire.from_u64(dseq)
-                    )
-                    d.credit_settled(ident, wire.from_u32(sub), settling.lease)
-                    ids = msg_id.decode(), key.decode()
-                    if direct.takes(topic):
-                        handed = ("pass", settling, topic, *ids, headers, payload)
-                        if self._journal.idle:  # nothing published before it is still uncommitted
-                            direct.hand_over(handed)
-                        else:  # after the publishes before it (a task's events come first)
-                            submit(handed)
-                        continue
-                    # The settlement and the publish share one commit; the delivery is settled in
-                    # memory only once that commit holds (a failed one leaves the lease as it was).
-                    submit(("settled", settling.topic, settling.seq))
-                    submit(("pub", settling, topic, *ids, headers, payload, is_work_topic(topic)))
-                elif cmd == wire.ACK:
-                    _, _, req, lease, sub = frames
-                    ok = d.ack(lease.decode(), ident, wire.from_u32(sub))
-                    self._send(ident, [wire.OK if ok else wire.STALE, req])
-                elif cmd == wire.CREDIT:
-                    d.credit(ident, wire.from_u32(frames[2]), wire.from_u32(frames[3]))
-                elif cmd == wire.HB:
-                    self._send(ident, [wire.HB, peer.session])
-                elif cmd == wire.FETCH:
-                    _, _, req, topic_b, from_seq, limit = frames
-                    streams.fetch(ident, req, topic_b.decode(), wire.from_u64(from_seq), wire.from_u32(limit))
-                elif cmd == wire.NACK:
-                    _, _, req, lease, sub, delay = frames
-                    ok = d.nack(lease.decode(), ident, wire.from_u32(sub), wire.from_f64(delay))
-                    self._send(ident, [wire.OK if ok else wire.STALE, req])
-                elif cmd == wire.EXTEND:
-                    _, _, req, lease, seconds = frames
-                    ok = d.extend(lease.decode(), wire.from_f64(seconds))
-                    self._send(ident, [wire.OK if ok else wire.STALE, req])
-                elif cmd == wire.VOUCH:
-                    if self._peers.vouch(frames[2], now):
-                        d.pause(frames[2], True)
-                elif cmd == wire.DISCARD:
-                    _, _, req, topic_b, msg_id, leased = frames
-                    ok = d.discard(topic_b.decode(), msg_id.decode(), leased=bool(wire.from_u32(leased)))
-                    self._send(ident, [wire.OK if ok else wire.STALE, req])
-                elif cmd == wire.CONSUME:
-                    _, _, sub, topic_b, lease_s, credit = frames
-                    topic = topic_b.decode()
-                    if is_work_topic(topic):
-                        d.consume(
-                            ident, wire.from_u32(sub), topic, wire.from_f64(lease_s), wire.from_u32(credit)
-                        )
-                elif cmd == wire.CANCEL:
-                    d.cancel(ident, wire.from_u32(frames[2]), [f.decode() for f in frames[3:]])
-                elif cmd == wire.RETURN:
-                    d.give_back(frames[2].decode())
-                elif cmd == wire.UNFETCH:
-                    streams.unpark((ident, frames[2]))
-                elif cmd == wire.BYE:
-                    self._drop_peer(ident, "consumer closed", crashed=False)
-                    self._send(ident, [wire.OK, frames[2]])
-            except (ValueError, IndexError, UnicodeDecodeError):
-                continue  # malformed frames from a confused client: ignore them
-        d.flush()
+        assert self._commands is not None and self._dispatcher is not None and self._loop is not None
+        self._commands.apply(batch, self._loop.time(), local=local)
+        self._dispatcher.flush()
         self._rearm()
 
     # -- journal results --------------------------------------------------------------------------
