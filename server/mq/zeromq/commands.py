@@ -68,11 +68,7 @@ class Commands:
             try:
                 if cmd == wire.PUB:
                     _, _, req, topic_b, msg_id, key, headers, payload = frames
-                    topic = topic_b.decode()
-                    try:
-                        validate_topic(topic)
-                    except ValueError as exc:
-                        send(ident, [wire.PUBNACK, req, str(exc).encode()])
+                    if (topic := self._topic(ident, req, topic_b)) is None:
                         continue
                     ids = msg_id.decode(), key.decode()
                     submit(("pub", Publish(ident, req), topic, *ids, headers, payload, is_work_topic(topic)))
@@ -83,11 +79,7 @@ class Commands:
                         send(ident, [wire.PUBNACK, frames[2], b"PUBMEM is only for in-process clients"])
                 elif cmd == wire.ACKPUB:
                     _, _, req, lease_b, sub, dtopic_b, dseq, topic_b, msg_id, key, headers, payload = frames
-                    topic = topic_b.decode()
-                    try:
-                        validate_topic(topic)
-                    except ValueError as exc:
-                        send(ident, [wire.PUBNACK, req, str(exc).encode()])
+                    if (topic := self._topic(ident, req, topic_b)) is None:
                         continue
                     settling = SettlingPublish(
                         ident, req, lease_b.decode(), dtopic_b.decode(), wire.from_u64(dseq)
@@ -149,3 +141,13 @@ class Commands:
                     send(ident, [wire.OK, frames[2]])
             except (ValueError, IndexError, UnicodeDecodeError):
                 continue  # malformed frames from a confused client: ignore them
+
+    def _topic(self, ident: bytes, req: bytes, raw: bytes) -> str | None:
+        """The topic a publish names; None once the publish is refused (``PUBNACK``) for it."""
+        topic = raw.decode()
+        try:
+            validate_topic(topic)
+        except ValueError as exc:
+            self._send(ident, [wire.PUBNACK, req, str(exc).encode()])
+            return None
+        return topic
