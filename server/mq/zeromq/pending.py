@@ -2,7 +2,8 @@
 
 Each request (``PUB``, ``PUBMEM``, ``ACK``, ``DISCARD``, ...) carries an id of its own and gets a
 future for the answer; unanswered, it is sent again every ``retry`` seconds with the same id (Lazy
-Pirate: the broker absorbs the duplicates) until ``timeout``, when its future fails. Fetches (the
+Pirate: the broker absorbs the duplicates) until ``timeout``, when its future fails
+(PublishRejected for a publish, MessageQueueError for anything else). Fetches (the
 long polls of subscribe iterators) wait as long as they must and are only sent again after a
 broker restart. A broker that refuses the client fails what waits at once, and all that follows.
 """
