@@ -18,7 +18,10 @@ Guarantees a backend must give (the contract tests in ``tests/server/mq`` check 
   ``key`` come in publish order and never two at a time. Both backends give that, but nothing
   above the queue relies on it (a broker without it would do): a session's tasks take turns
   through the session record, and the control plane stores a task's reports in the order they
-  were sent (``control_plane/report_order.py``).
+  were sent (``control_plane/report_order.py``). ``prefetch`` may be a :class:`Prefetch` that
+  its owner changes while the iterator runs: raised, more are handed out at once; lowered,
+  nothing new is handed out until fewer than the new value are outstanding (deliveries already
+  held or on their way stay).
 * ``subscribe(topic, from_seq=n)`` yields every message of a stream topic with ``seq >= n`` in
   seq order, without gaps or duplicates, then follows new ones live. Nothing is lost to ZeroMQ's
   slow joiner or high-water-mark drops.
@@ -27,12 +30,12 @@ Guarantees a backend must give (the contract tests in ``tests/server/mq`` check 
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
 
-__all__ = ["Delivery", "Message", "MessageQueue", "Sidecar"]
+__all__ = ["Delivery", "Message", "MessageQueue", "Prefetch", "Sidecar", "as_prefetch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +48,47 @@ class Message:
     key: str = ""
     seq: int = -1
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Prefetch:
+    """How many deliveries a ``consume`` iterator may hold unsettled, changeable while it runs.
+
+    A worker that adapts how many tasks it runs at once hands one to ``consume`` and calls
+    :meth:`set`; the backend watches it (:meth:`watch`) and asks its broker for more, or takes
+    fewer from then on.
+    """
+
+    __slots__ = ("_value", "_watchers")
+
+    def __init__(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"prefetch must be >= 1, not {value}")
+        self._value = value
+        self._watchers: list[Callable[[int], None]] = []
+
+    @property
+    def value(self) -> int:
+        """The current prefetch."""
+        return self._value
+
+    def set(self, value: int) -> None:
+        """Change the prefetch; every watcher hears of it at once."""
+        if value < 1:
+            raise ValueError(f"prefetch must be >= 1, not {value}")
+        if value != self._value:
+            self._value = value
+            for watcher in list(self._watchers):
+                watcher(value)
+
+    def watch(self, watcher: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``watcher(new_value)`` on each change; returns what stops it."""
+        self._watchers.append(watcher)
+        return lambda: self._watchers.remove(watcher) if watcher in self._watchers else None
+
+
+def as_prefetch(prefetch: int | Prefetch) -> Prefetch:
+    """``prefetch`` as a :class:`Prefetch` (a plain number becomes one that never changes)."""
+    return prefetch if isinstance(prefetch, Prefetch) else Prefetch(prefetch)
 
 
 class Delivery(abc.ABC):
@@ -152,7 +196,7 @@ class MessageQueue(abc.ABC):
         self,
         topic: str,
         *,
-        prefetch: int = 1,
+        prefetch: int | Prefetch = 1,
         lease: float = 30.0,
     ) -> AsyncIterator[Delivery]:
         """Compete for the messages of a work topic. Closing the iterator (``aclose``, or leaving

@@ -27,7 +27,7 @@ from redis.typing import KeyT, StreamIdT
 from llamactl.server.aio import cancel_and_wait
 from llamactl.server.errors import MessageQueueClosed, MessageQueueError, PublishRejected
 from llamactl.server.ids import new_uuid
-from llamactl.server.mq.base import Delivery, Message, MessageQueue
+from llamactl.server.mq.base import Delivery, Message, MessageQueue, Prefetch, as_prefetch
 from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_topic
 
 from .config import RedisQueueConfig
@@ -141,13 +141,16 @@ class RedisQueue(MessageQueue):
         reply = await self._call("publish", args, f"publish to {topic}", error=PublishRejected)
         return int(reply[0])
 
-    def consume(self, topic: str, *, prefetch: int = 1, lease: float = 30.0) -> AsyncIterator[Delivery]:
+    def consume(
+        self, topic: str, *, prefetch: int | Prefetch = 1, lease: float = 30.0
+    ) -> AsyncIterator[Delivery]:
         if not is_work_topic(topic):
             raise ValueError(f"consume() takes a work topic (work.*), not {topic!r}")
-        if prefetch < 1 or lease <= 0:
-            raise ValueError("prefetch must be >= 1 and lease > 0")
+        if lease <= 0:
+            raise ValueError("lease must be > 0")
+        limit = as_prefetch(prefetch)
         self._check_open()
-        return consume_iter(self, ConsumeState(topic, prefetch, lease))
+        return consume_iter(self, ConsumeState(topic, limit, lease))
 
     def subscribe(self, topic: str, *, from_seq: int = 0) -> AsyncIterator[Message]:
         if not is_stream_topic(topic):

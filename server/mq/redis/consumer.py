@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from llamactl.server.errors import LeaseLost, MessageQueueClosed, MessageQueueError
-from llamactl.server.mq.base import Delivery, Message
+from llamactl.server.mq.base import Delivery, Message, Prefetch
 from llamactl.server.mq.topics import validate_topic
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 class ConsumeState:
     """One ``consume`` iterator: what it buffered, how many it holds unsettled, its wake-up."""
 
-    def __init__(self, topic: str, prefetch: int, lease: float) -> None:
+    def __init__(self, topic: str, prefetch: Prefetch, lease: float) -> None:
         self.topic = topic
         self.prefetch = prefetch
         self.lease = lease
@@ -45,6 +45,7 @@ class ConsumeState:
         self.exclusive: str | None = None
         """Lease id of a suspect this iterator runs alone: it takes nothing else meanwhile."""
         self.changed = asyncio.Event()
+        self.unwatch = prefetch.watch(lambda _value: self.changed.set())
 
     def settled(self, delivery: RedisDelivery) -> None:
         self.unsettled -= 1
@@ -146,7 +147,7 @@ async def consume_iter(client: RedisQueue, state: ConsumeState) -> AsyncIterator
                 continue
             client._check_open()
             state.changed.clear()
-            credit = state.prefetch - state.unsettled
+            credit = state.prefetch.value - state.unsettled
             if credit <= 0 or state.exclusive is not None:
                 await client._until(state.changed.wait())
                 continue
@@ -168,6 +169,7 @@ async def consume_iter(client: RedisQueue, state: ConsumeState) -> AsyncIterator
             else:
                 await client._wait_for_work(topic, taken.last_read, taken.last_wake, taken.due)
     finally:
+        state.unwatch()
         if state.buffer and not client.closed:
             await _give_back(client, state)
 

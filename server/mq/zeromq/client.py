@@ -33,7 +33,7 @@ import zmq
 from llamactl.server.aio import cancel_and_wait
 from llamactl.server.errors import MessageQueueClosed, MessageQueueError
 from llamactl.server.ids import new_uuid
-from llamactl.server.mq.base import Delivery, Message, MessageQueue
+from llamactl.server.mq.base import Delivery, Message, MessageQueue, Prefetch, as_prefetch
 from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_topic
 
 from . import wire
@@ -233,13 +233,16 @@ class ZeroMQQueue(MessageQueue):
         args = [topic.encode(), msg_id.encode(), key.encode(), bytes(payload), wire.u32(attempts)]
         return int(await self._new_request(wire.PUBMEM, args, f"publish to {topic}"))
 
-    def consume(self, topic: str, *, prefetch: int = 1, lease: float = 30.0) -> AsyncIterator[Delivery]:
+    def consume(
+        self, topic: str, *, prefetch: int | Prefetch = 1, lease: float = 30.0
+    ) -> AsyncIterator[Delivery]:
         if not is_work_topic(topic):
             raise ValueError(f"consume() takes a work topic (work.*), not {topic!r}")
-        if prefetch < 1 or lease <= 0:
-            raise ValueError("prefetch must be >= 1 and lease > 0")
+        if lease <= 0:
+            raise ValueError("lease must be > 0")
+        limit = as_prefetch(prefetch)
         self._check_open()
-        state = ConsumerState(self, next(self._ids), topic, prefetch, lease)
+        state = ConsumerState(self, next(self._ids), topic, limit, lease)
         return consume_iter(state)
 
     def subscribe(self, topic: str, *, from_seq: int = 0) -> AsyncIterator[Message]:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
 from llamactl.server.errors import LeaseLost
-from llamactl.server.mq.base import Delivery, Message
+from llamactl.server.mq.base import Delivery, Message, Prefetch
 from llamactl.server.mq.topics import validate_topic
 
 from . import wire
@@ -25,9 +25,16 @@ __all__ = ["ConsumerState", "ZeroMQDelivery", "consume_iter", "subscribe_iter"]
 
 
 class ConsumerState:
-    """One ``consume`` subscription: its buffer of received deliveries and its credit."""
+    """One ``consume`` subscription: its buffer of received deliveries and its credit.
 
-    def __init__(self, client: ZeroMQQueue, sub_id: int, topic: str, prefetch: int, lease: float) -> None:
+    ``granted`` is what the broker was last told this subscription may hold: its unsettled
+    deliveries plus the credit it has left. A raised prefetch is granted at once (``CREDIT``); a
+    lowered one is reached by keeping the credit of the next settles (their ``sub`` sent as 0).
+    """
+
+    def __init__(
+        self, client: ZeroMQQueue, sub_id: int, topic: str, prefetch: Prefetch, lease: float
+    ) -> None:
         self.client = client
         self.sub_id = sub_id
         self.topic = topic
@@ -35,15 +42,33 @@ class ConsumerState:
         self.lease = lease
         self.buffer: deque[ZeroMQDelivery] = deque()
         self.unsettled = 0
+        self.granted = 0
+        self.subscribed = False
         self.closed = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
+        self.unwatch = prefetch.watch(self._prefetch_changed)
 
     def send_consume(self) -> None:
-        credit = max(0, self.prefetch - self.unsettled)
+        credit = max(0, self.prefetch.value - self.unsettled)
+        self.granted = self.unsettled + credit
+        self.subscribed = True
         self.client._send(
             [wire.CONSUME, wire.u32(self.sub_id), self.topic.encode(), wire.f64(self.lease), wire.u32(credit)]
         )
+
+    def _prefetch_changed(self, value: int) -> None:
+        if self.subscribed and not self.closed and value > self.granted:
+            more, self.granted = value - self.granted, value
+            self.client._send([wire.CREDIT, wire.u32(self.sub_id), wire.u32(more)])
+
+    def settled(self) -> bool:
+        """A delivery was settled: True if its credit goes back (not when the prefetch was lowered)."""
+        self.unsettled -= 1
+        if self.granted > self.prefetch.value:
+            self.granted -= 1
+            return False
+        return True
 
     def push(self, delivery: ZeroMQDelivery) -> None:
         self.buffer.append(delivery)
@@ -89,8 +114,8 @@ class ZeroMQDelivery(Delivery):
             return wire.u32(0)
         self._settled = True
         state = self._state
-        state.unsettled -= 1
-        return wire.u32(0 if state.closed else state.sub_id)
+        give_back = state.settled()
+        return wire.u32(0 if state.closed or not give_back else state.sub_id)
 
     async def _call(self, cmd: bytes, args: list[bytes], what: str) -> None:
         # Sent again (no answer in time, broker restarted): no credit a second time.
@@ -166,6 +191,7 @@ async def consume_iter(state: ConsumerState) -> AsyncIterator[Delivery]:
             await state.waiter
     finally:
         state.closed = True
+        state.unwatch()
         client._unregister(state)
         returned = [d.lease_id.encode() for d in state.buffer]
         state.unsettled -= len(state.buffer)

@@ -15,7 +15,7 @@ from typing import TypeVar
 import pytest
 
 from llamactl.server.errors import LeaseLost, MessageQueueClosed, MessageQueueError, PublishRejected
-from llamactl.server.mq.base import Delivery, Message
+from llamactl.server.mq.base import Delivery, Message, Prefetch
 from llamactl.server.mq.factory import connect_queue
 from llamactl.server.mq.topics import dead_letter_topic
 
@@ -260,6 +260,26 @@ async def test_prefetch_limits_outstanding(queue_factory: QueueFactory) -> None:
     await held[0].ack()
     await q.publish(WORK, b"x", msg_id="m5")
     assert (await within(a)).message.msg_id == "m5"
+
+
+async def test_a_prefetch_changed_while_consuming_takes_effect(queue_factory: QueueFactory) -> None:
+    q = await queue_factory()
+    for i in range(10):
+        await q.publish(WORK, b"x", msg_id=f"m{i}")
+    limit = Prefetch(2)
+    a = q.consume(WORK, prefetch=limit)
+    held = [await within(a), await within(a)]
+    limit.set(4)  # raised: two more without settling any
+    held += [await within(a), await within(a)]
+    assert [d.message.msg_id for d in held] == ["m0", "m1", "m2", "m3"]
+    limit.set(1)  # lowered: three settles bring it no new delivery...
+    for d in held[:3]:
+        await d.ack()
+    await held[3].ack()  # ...the fourth, one
+    assert (await within(a)).message.msg_id == "m4"
+    other = await queue_factory()
+    rest = await nothing_before(other.consume(WORK, prefetch=10), "m9")
+    assert [d.message.msg_id for d in rest] == ["m5", "m6", "m7", "m8", "m9"]
 
 
 async def test_competing_consumers_share_work(queue_factory: QueueFactory) -> None:
