@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.cached_env import checkout_python
-from bench.deployment import DEFAULT_SERVICES, DEPLOYMENT, write_deployment
+from bench.deployment import ANCHOR_SERVICES, DEFAULT_SERVICES, DEPLOYMENT, BenchService, write_deployment
 from bench.http_client import build_request
 from bench.load import LoadSpec, run_load
 from bench.measure import ECHO_BODY, wait_first_success
@@ -37,6 +37,7 @@ from bench.rounds import median_of
 from bench.server_proc import ServerProcess
 
 __all__ = [
+    "AB_SERVICES",
     "Burst",
     "Comparison",
     "Target",
@@ -46,6 +47,15 @@ __all__ = [
     "burst_clients",
     "main",
 ]
+
+
+AB_SERVICES: dict[str, BenchService] = {
+    **DEFAULT_SERVICES,
+    "cpu": ANCHOR_SERVICES["cpu"],
+    "io": ANCHOR_SERVICES["io"],
+}
+"""What a comparison can load: the round trip's services and the anchor's CPU and awaited steps
+(the CPU step on its own ``replicas: 2``, the others on one worker)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +120,7 @@ class Target:
 
 async def _serve(stack: contextlib.AsyncExitStack, checkout: Path, service: str) -> Target:
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llamactl-ab-")))
-    file = write_deployment(folder)
+    file = write_deployment(folder, services=AB_SERVICES)
     argv = [
         *checkout_python(Path(sys.executable), checkout),
         "-m",
@@ -200,8 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--service",
         default="echo",
-        choices=sorted(DEFAULT_SERVICES),
-        help="echo, wf or stream (default echo)",
+        choices=sorted(AB_SERVICES),
+        help="echo, wf, stream, cpu (a ~5 ms CPU step, two workers) or io (a 50 ms await) (default echo)",
     )
     add_burst_options(parser, bursts=20, per="side and client count")
     args = parser.parse_args(argv)
