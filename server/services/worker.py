@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -33,6 +34,7 @@ from llamactl.server.protocol import (
 from llamactl.server.services.spec import WorkerSpec
 
 from .adapters import Runnable
+from .concurrency import AdaptiveLimit, Slot
 from .errorinfo import error_line
 from .execution import execute
 from .watchdog import LoopWatchdog
@@ -112,11 +114,16 @@ class Worker:
         self.reporter = Reporter(spec, queue)
         self.service_topic = topics.service_topic(spec.deployment, spec.service_id)
         self._stopping = False
-        self._slots = asyncio.Semaphore(max(1, spec.max_concurrency))
+        self._limit = AdaptiveLimit(spec.max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._starting: dict[str, _StartedReport] = {}
         """Running tasks by id, with their (maybe unsent) task.started reports."""
         self._taker: asyncio.Task[None] | None = None
+
+    @property
+    def limit(self) -> int:
+        """How many tasks it starts at once right now (see :mod:`.concurrency`)."""
+        return self._limit.limit
 
     @property
     def in_flight(self) -> int:
@@ -158,7 +165,7 @@ class Worker:
     async def serve(self) -> None:
         """Consume and run tasks until :meth:`request_stop`; then publish replica.stopping and drain."""
         consumer = self.queue.consume(
-            self.service_topic, prefetch=max(1, self.spec.max_concurrency), lease=self.spec.lease
+            self.service_topic, prefetch=self._limit.prefetch, lease=self.spec.lease
         )
         heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
         taker = self._taker = asyncio.create_task(self._take(consumer), name="take")
@@ -177,6 +184,7 @@ class Worker:
             heartbeat.cancel()
             taker.cancel()
             await asyncio.wait({heartbeat, taker})
+            self._limit.close()
             with contextlib.suppress(Exception):
                 # Ends the subscription; deliveries it still buffered go back without an attempt.
                 await consumer.aclose()  # type: ignore[attr-defined]
@@ -190,23 +198,24 @@ class Worker:
         """
         iterator = aiter(consumer)
         while True:
-            await self._slots.acquire()
+            slot = await self._limit.acquire()
             try:
                 delivery = await anext(iterator)
             except StopAsyncIteration:
-                self._slots.release()
+                slot.release()
                 log.warning("the task stream ended")
                 return
             except BaseException:
-                self._slots.release()
+                slot.release()
                 raise
-            task = asyncio.create_task(self._handle(delivery), name=f"delivery-{delivery.lease_id}")
+            slot.begin()
+            task = asyncio.create_task(self._handle(delivery, slot), name=f"delivery-{delivery.lease_id}")
             self._tasks.add(task)
-            task.add_done_callback(self._done)
+            task.add_done_callback(functools.partial(self._done, slot=slot))
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, task: asyncio.Task[None], *, slot: Slot) -> None:
         self._tasks.discard(task)
-        self._slots.release()
+        slot.release()
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("handling a delivery failed: %s", error_line(exc), exc_info=exc)
 
@@ -234,7 +243,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 await subscription.aclose()  # type: ignore[attr-defined]
 
-    async def _handle(self, delivery: Delivery) -> None:
+    async def _handle(self, delivery: Delivery, slot: Slot) -> None:
         try:
             task = TaskMessage.model_validate_json(delivery.message.payload)
         except ValidationError as exc:
@@ -296,6 +305,9 @@ class Worker:
                 event_index=index,  # the events sent before: the control plane waits for them
                 **ids,
             )
+            # The slot is free once the report leaves: its confirmation is the server's work, and
+            # the credit going back with it brings the next task while this one waits for it.
+            slot.release()
             await self._report_final(delivery, final)
             if outcome.error:
                 log.info("task %s: %s (%s)", task.task_id, outcome.kind, outcome.error)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from llamactl.server.errors import LeaseLost, MessageQueueError
-from llamactl.server.mq.base import Delivery, Message, MessageQueue
+from llamactl.server.mq.base import Delivery, Message, MessageQueue, Prefetch, as_prefetch
 
 DEADLINE = 10.0
 
@@ -38,6 +38,8 @@ class FakeDelivery(Delivery):
         headers: Mapping[str, str] | None = None,
     ) -> int:
         seq = await self.queue.publish(topic, payload, msg_id=msg_id, key=key, headers=headers)
+        if (confirm := self.queue.held_confirms.get(msg_id)) is not None:
+            await confirm.wait()  # the report left; the broker answers when the test says so
         await self.ack()
         return seq
 
@@ -58,6 +60,8 @@ class FakeQueue(MessageQueue):
         self.started = self.closed = False
         self.refuse: set[str] = set()
         """msg_ids whose next publish fails as if the broker were unreachable."""
+        self.held_confirms: dict[str, asyncio.Event] = {}
+        """msg_ids whose ``ack_and_publish`` is published at once but confirmed once the event is set."""
         self._changed = asyncio.Event()
 
     def changed(self) -> None:
@@ -95,8 +99,10 @@ class FakeQueue(MessageQueue):
         self.changed()
         return len(log) - 1
 
-    async def consume(self, topic: str, *, prefetch: int = 1, lease: float = 30.0) -> AsyncIterator[Delivery]:
-        self.consumers.append({"topic": topic, "prefetch": prefetch, "lease": lease})
+    async def consume(
+        self, topic: str, *, prefetch: int | Prefetch = 1, lease: float = 30.0
+    ) -> AsyncIterator[Delivery]:
+        self.consumers.append({"topic": topic, "prefetch": as_prefetch(prefetch).value, "lease": lease})
         taken = 0
         while True:
             await self.wait_for(lambda: len(self.topics.get(topic, [])) > taken, deadline=3600)

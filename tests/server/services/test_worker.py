@@ -179,6 +179,27 @@ async def test_no_more_than_max_concurrency_at_once(serving: Any) -> None:
     assert sorted(m.result for m in control(queue) if m.kind is K.TASK_COMPLETED) == [0, 1, 2, 3]
 
 
+async def test_a_slot_is_free_once_the_result_left_before_the_broker_confirms_it(serving: Any) -> None:
+    """The confirmation is the server's work: a worker waiting for it would idle (at one slot,
+    a second task would wait for the first one's confirmation)."""
+    _, queue = serving("funcs:add", max_concurrency=1)
+    confirm = queue.held_confirms[final_msg_id("t1")] = asyncio.Event()
+    await submit(queue, "t1", input={"a": 1})
+    await queue.wait_for(lambda: finished(queue, "t1"))
+    await submit(queue, "t2", input={"a": 2})
+    await queue.wait_for(lambda: finished(queue, "t2"))
+    assert queue.deliveries[0].state == "leased"  # t1's result not confirmed yet
+    confirm.set()
+    await queue.wait_for(lambda: queue.deliveries[0].state == "acked")
+
+
+async def test_the_queue_is_given_the_limit_as_its_prefetch(serving: Any) -> None:
+    worker, queue = serving("funcs:add", max_concurrency=16)
+    await submit(queue, "t1", input={"a": 1})
+    await queue.wait_for(lambda: finished(queue, "t1"))
+    assert queue.consumers[0]["prefetch"] == worker.limit == 16
+
+
 async def test_human_in_the_loop_through_the_input_topic(serving: Any) -> None:
     _, queue = serving("flows:asker")
     await submit(queue, "t1")

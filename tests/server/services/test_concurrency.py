@@ -1,0 +1,145 @@
+"""AdaptiveLimit: how many tasks a worker runs at once, driven here by fake clocks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from llamactl.server.services.concurrency import FLOOR, WINDOW, AdaptiveLimit, Slot, ThreadBusyClock
+
+
+class Clocks:
+    """Wall time and the loop thread's busy time, moved by the test."""
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.busy = 0.0
+
+    def advance(self, seconds: float, *, busy: float) -> None:
+        """``seconds`` pass, ``busy`` of them (a share) with the loop's thread on a CPU."""
+        self.wall += seconds
+        self.busy += seconds * busy
+
+
+def limiter(clocks: Clocks, maximum: int = 64) -> AdaptiveLimit:
+    return AdaptiveLimit(maximum, clock=lambda: clocks.wall, busy_clock=lambda: clocks.busy)
+
+
+async def start(limit: AdaptiveLimit, n: int) -> list[Slot]:
+    slots = []
+    for _ in range(n):
+        slot = await limit.acquire()
+        slot.begin()
+        slots.append(slot)
+    return slots
+
+
+async def wave(limit: AdaptiveLimit, clocks: Clocks, n: int) -> None:
+    """``n`` computing tasks start together, finish together, then the worker waits for more."""
+    slots = await start(limit, min(n, limit.limit))
+    clocks.advance(0.03, busy=1.0)
+    for slot in slots:
+        slot.release()
+    clocks.advance(0.01, busy=0.05)
+
+
+async def test_tasks_that_compute_in_waves_bring_the_limit_down_to_the_floor() -> None:
+    clocks = Clocks()
+    limit = limiter(clocks)
+    seen = []
+    for _ in range(20):
+        await wave(limit, clocks, 32)
+        seen.append(limit.limit)
+    assert seen[:2] == [64, 24]  # a window is 50 ms: then three quarters of the 32 that ran
+    assert seen == sorted(seen, reverse=True)
+    assert seen[-1] == FLOOR
+    assert limit.prefetch.value == FLOOR  # the broker hands out no more than it would start
+
+
+async def test_waiting_tasks_that_fill_every_slot_double_the_limit_up_to_the_maximum() -> None:
+    clocks = Clocks()
+    limit = limiter(clocks)
+    for _ in range(20):
+        await wave(limit, clocks, 32)
+    assert limit.limit == FLOOR
+    seen = []
+    for _ in range(6):
+        slots = await start(limit, limit.limit)  # every slot taken, the loop mostly idle
+        clocks.advance(0.05, busy=0.1)
+        for slot in slots:
+            slot.release()
+        seen.append(limit.limit)
+    assert seen == [8, 16, 32, 64, 64, 64]
+
+
+async def test_a_loop_busy_with_many_waiting_tasks_and_never_without_one_keeps_its_limit() -> None:
+    """64 tasks awaiting 50 ms each keep a slow worker's loop busy, but it is never starved:
+    fewer at once would only go slower."""
+    clocks = Clocks()
+    limit = limiter(clocks)
+    slots = await start(limit, 64)
+    for _ in range(200):
+        clocks.advance(0.001, busy=1.0)
+        slots.pop(0).release()
+        slots += await start(limit, 1)
+    assert limit.limit == 64
+
+
+async def test_busy_tasks_that_never_fill_the_slots_leave_it_alone() -> None:
+    clocks = Clocks()
+    limit = limiter(clocks)
+    for _ in range(10):
+        slots = await start(limit, 8)
+        clocks.advance(WINDOW, busy=0.2)
+        for slot in slots:
+            slot.release()
+    assert limit.limit == 64  # waiting, but never all slots taken: more would not help
+
+
+async def test_acquire_waits_for_a_free_slot_and_a_slot_is_released_once() -> None:
+    clocks = Clocks()
+    limit = limiter(clocks, maximum=2)
+    first, second = await start(limit, 2)
+    third = asyncio.create_task(limit.acquire())
+    await asyncio.sleep(0)
+    assert not third.done()
+    first.release()
+    first.release()  # a second release gives nothing back
+    slot = await asyncio.wait_for(third, 5)
+    assert limit.in_use == 2
+    fourth = asyncio.create_task(limit.acquire())
+    await asyncio.sleep(0)
+    assert not fourth.done()
+    fourth.cancel()
+    slot.release()
+    second.release()
+    assert limit.in_use == 0
+
+
+async def test_a_place_waiting_for_its_delivery_is_not_a_running_task() -> None:
+    clocks = Clocks()
+    limit = limiter(clocks)
+    waiting = await limit.acquire()
+    assert (limit.in_use, limit.running) == (1, 0)
+    waiting.begin()
+    assert limit.running == 1
+    waiting.release()
+    assert (limit.in_use, limit.running) == (0, 0)
+
+
+def test_a_maximum_below_the_floor_is_never_lowered() -> None:
+    assert AdaptiveLimit(1).floor == 1
+    assert AdaptiveLimit(2).floor == 2
+
+
+def test_the_busy_clock_counts_work_on_the_thread() -> None:
+    clock = ThreadBusyClock()
+    before = clock()
+    until = time.thread_time() + 0.02
+    while time.thread_time() < until:
+        pass
+    assert clock() - before == pytest.approx(0.02, abs=0.015)
+    clock.close()
+    assert clock() >= 0  # falls back to the thread's CPU time
