@@ -81,6 +81,9 @@ class WorkerMessage(BaseModel):
     host: str | None = None
     in_flight: int = 0
     max_concurrency: int = 1
+    concurrency_limit: int | None = None
+    """On replica.up and heartbeats: how many tasks the replica starts at once right now, at most
+    ``max_concurrency`` (fewer while its tasks compute: see ``services/concurrency.py``)."""
     task_id: str | None = None
     session_id: str | None = None
     attempt: int = 1

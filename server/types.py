@@ -185,6 +185,9 @@ class ReplicaStatus(BaseModel):
     host: str | None = None
     in_flight: int = 0
     max_concurrency: int = 1
+    concurrency_limit: int | None = None
+    """How many tasks it starts at once right now (at most ``max_concurrency``; fewer while its
+    tasks compute), as of its last heartbeat."""
     started_at: float = Field(default_factory=time.time)
     last_heartbeat: float | None = None
     last_error: str | None = None

@@ -118,6 +118,7 @@ class ServiceRegistry:
         replica.pid = msg.pid
         replica.host = msg.host
         replica.max_concurrency = msg.max_concurrency
+        replica.concurrency_limit = msg.concurrency_limit
         replica.in_flight = msg.in_flight
         replica.last_heartbeat = time.time()
         self._gone_at.pop(msg.replica_id, None)
@@ -136,6 +137,8 @@ class ServiceRegistry:
             self.replica_up(msg)
             return
         replica.in_flight = msg.in_flight
+        if msg.concurrency_limit is not None:
+            replica.concurrency_limit = msg.concurrency_limit
         replica.last_heartbeat = time.time()
 
     def replica_stopping(self, msg: WorkerMessage) -> None:

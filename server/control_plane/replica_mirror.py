@@ -25,7 +25,17 @@ log = logging.getLogger(__name__)
 
 _KEEP_SILENT = 10
 """Liveness windows after which a silent replica's record goes."""
-_FIELDS = {"kind", "replica_id", "service_id", "generation", "pid", "host", "in_flight", "max_concurrency"}
+_FIELDS = {
+    "kind",
+    "replica_id",
+    "service_id",
+    "generation",
+    "pid",
+    "host",
+    "in_flight",
+    "max_concurrency",
+    "concurrency_limit",
+}
 
 
 def apply_replica_report(registry: ServiceRegistry, msg: WorkerMessage) -> None:

@@ -151,7 +151,7 @@ async def _serve(spec: WorkerSpec, queue: MessageQueue) -> int:
         loop.add_signal_handler(sig, on_signal)
     watcher = asyncio.create_task(_watch_parent(spec.parent_pid, worker)) if spec.parent_pid else None
     try:
-        await worker.publish(worker.message(WorkerMessageKind.REPLICA_UP))
+        await worker.publish(worker.message(WorkerMessageKind.REPLICA_UP, concurrency_limit=worker.limit))
         log.info("up: %s target, max concurrency %d", runnable.kind, spec.max_concurrency)
         await worker.serve()
     finally:

@@ -223,7 +223,9 @@ class Worker:
         while True:
             await asyncio.sleep(self.spec.heartbeat_interval)
             try:
-                await self.publish(self.message(WorkerMessageKind.REPLICA_HEARTBEAT))
+                await self.publish(
+                    self.message(WorkerMessageKind.REPLICA_HEARTBEAT, concurrency_limit=self.limit)
+                )
             except Exception as exc:
                 log.warning("heartbeat not published: %s", error_line(exc))
 

@@ -107,7 +107,10 @@ class StateTree(Tree[str]):
         styles = {"ready": self.palette.success, "crashed": self.palette.error}
         style = styles.get(state, self.palette.warning)
         label.append(state, style=style)
-        details = [f"gen {replica.generation}", f"{replica.in_flight}/{replica.max_concurrency} busy"]
+        busy = f"{replica.in_flight}/{replica.max_concurrency} busy"
+        if replica.concurrency_limit is not None and replica.concurrency_limit < replica.max_concurrency:
+            busy += f" ({replica.concurrency_limit} at once)"  # its tasks compute: see the README
+        details = [f"gen {replica.generation}", busy]
         if replica.pid:
             details.append(f"pid {replica.pid}")
         if replica.last_heartbeat:

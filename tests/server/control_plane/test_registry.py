@@ -39,6 +39,15 @@ def test_heartbeats_update_in_flight_counts() -> None:
     assert registry.status("echo").in_flight == 3
 
 
+def test_heartbeats_carry_how_many_a_replica_starts_at_once() -> None:
+    registry = _registry([])
+    registry.replica_up(_msg(WorkerMessageKind.REPLICA_UP))
+    beat = _msg(WorkerMessageKind.REPLICA_HEARTBEAT).model_copy(update={"concurrency_limit": 4})
+    registry.heartbeat(beat)
+    registry.heartbeat(_msg(WorkerMessageKind.REPLICA_HEARTBEAT))  # one without: the last one stands
+    assert registry.status("echo").replicas[0].concurrency_limit == 4
+
+
 def test_a_silent_replica_is_declared_gone_and_the_service_down() -> None:
     changes: list[tuple[str, dict[str, Any]]] = []
     registry = _registry(changes)

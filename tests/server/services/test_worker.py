@@ -262,6 +262,7 @@ async def test_heartbeats_carry_in_flight(serving: Any) -> None:
     )
     beat = next(m for m in control(queue) if m.kind is K.REPLICA_HEARTBEAT)
     assert (beat.max_concurrency, beat.replica_id, beat.task_id) == (2, "svc-1", None)
+    assert beat.concurrency_limit == 2  # how many it starts at once: all of them, nothing computed yet
 
 
 async def test_a_malformed_task_message_fails_its_task_instead_of_vanishing(serving: Any) -> None:
