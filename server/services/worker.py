@@ -37,6 +37,7 @@ from .adapters import Runnable
 from .concurrency import AdaptiveLimit, Slot
 from .errorinfo import error_line
 from .execution import execute
+from .task_timers import LeaseKeeper, StartedReport
 from .watchdog import LoopWatchdog
 
 __all__ = ["Reporter", "Worker"]
@@ -45,18 +46,6 @@ log = logging.getLogger(__name__)
 
 _INPUTS_AFTER = 0.02
 """Seconds a task runs before it listens for events sent in (and cancel requests)."""
-
-STARTED_AFTER = 0.1
-"""Seconds a task runs before it reports task.started (its first event reports it at once).
-
-Most tasks finish sooner: they go from queued straight to their final status, whose report
-carries the start time, and the control plane is spared one report per task. A tenth of a
-second, not less: a worker's loop is shared by all its tasks, so under load even a short task
-takes tens of milliseconds, and at 10 ms nearly every task paid for the report (a journaled
-message, a stored status change, a change-feed entry): 6-7 % of the throughput of the
-workflow echo at 32 clients and of 64 clients of a 50 ms step. Nobody watching sees the
-difference.
-"""
 
 
 class Reporter:
@@ -116,7 +105,7 @@ class Worker:
         self._stopping = False
         self._limit = AdaptiveLimit(spec.max_concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._starting: dict[str, _StartedReport] = {}
+        self._starting: dict[str, StartedReport] = {}
         """Running tasks by id, with their (maybe unsent) task.started reports."""
         self._taker: asyncio.Task[None] | None = None
 
@@ -252,9 +241,9 @@ class Worker:
             await self._reject(delivery, exc)
             return
         attempt = delivery.attempt
-        keeper = _LeaseKeeper(self, delivery)
+        keeper = LeaseKeeper(self, delivery)
         ids = {"task_id": task.task_id, "session_id": task.session_id, "attempt": attempt}
-        started = _StartedReport(self, ids, f"{task.task_id}:{attempt}:started")
+        started = StartedReport(self, ids, f"{task.task_id}:{attempt}:started")
         self._starting[task.task_id] = started
         started_at = time.time()
         timeout = task.timeout if task.timeout is not None else self.spec.timeout
@@ -373,85 +362,3 @@ class Worker:
             log.error("could not report the malformed task %s: %s", task_id, error_line(report_exc))
             with contextlib.suppress(Exception):
                 await delivery.nack(delay=1.0)
-
-
-class _LeaseKeeper:
-    """Extends a delivery's lease every third of it while its task runs (a timer, not a task:
-    most tasks end long before the first extension)."""
-
-    def __init__(self, worker: Worker, delivery: Delivery) -> None:
-        self._delivery = delivery
-        self._every = worker.spec.lease / 3
-        self._loop = asyncio.get_running_loop()
-        self._extending: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = self._loop.call_later(self._every, self._due)
-
-    def _due(self) -> None:
-        self._extending = asyncio.create_task(self._extend(), name="lease")
-
-    async def _extend(self) -> None:
-        try:
-            await self._delivery.extend()
-        except LeaseLost:
-            log.warning("lost the lease of %s: it may run elsewhere too", self._delivery.message.msg_id)
-            self._timer = None
-            return
-        except Exception as exc:
-            log.warning("could not extend a lease: %s", error_line(exc))
-        self._timer = self._loop.call_later(self._every, self._due)
-
-    async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._extending is not None and not self._extending.done():
-            self._extending.cancel()
-            await asyncio.wait({self._extending})
-
-
-class _StartedReport:
-    """A task's task.started report: sent once the task has run :data:`STARTED_AFTER` seconds,
-    or at once by :meth:`now`, and never for a task that ends before either."""
-
-    def __init__(self, worker: Worker, ids: dict[str, Any], msg_id: str) -> None:
-        self._worker = worker
-        self._ids = ids
-        self.msg_id = msg_id
-        self._sending: asyncio.Task[None] | None = None
-        self._taken = False
-        self._timer = asyncio.get_running_loop().call_later(STARTED_AFTER, self.now)
-
-    def take_over(self) -> WorkerMessage | None:
-        """The report, for another thread to send while this loop is blocked (once; None if it is
-        being sent already). Sent twice in a race, the broker keeps one (same msg_id)."""
-        if self._sending is not None or self._taken:
-            return None
-        self._taken = True
-        return self._worker.message(WorkerMessageKind.TASK_STARTED, **self._ids)
-
-    def now(self) -> bool:
-        """Start sending it unless that has begun already; True if this call started it."""
-        if self._sending is not None or self._taken:
-            return False
-        self._timer.cancel()
-        msg = self._worker.message(WorkerMessageKind.TASK_STARTED, **self._ids)
-        self._sending = asyncio.create_task(self._worker.publish(msg, msg_id=self.msg_id))
-        return True
-
-    def in_flight(self) -> bool:
-        """Being sent right now (its publish has not been confirmed yet)."""
-        return self._sending is not None and not self._sending.done()
-
-    async def settle(self) -> None:
-        """The task has ended: drop the report if not sent yet, else wait until it is confirmed."""
-        self._timer.cancel()
-        if self._sending is not None:
-            await self._sending
-
-    def discard(self) -> None:
-        self._timer.cancel()
-        if self._sending is not None:
-            if not self._sending.done():
-                self._sending.cancel()
-            elif not self._sending.cancelled():
-                self._sending.exception()  # already handled by settle(); don't log it as unretrieved
