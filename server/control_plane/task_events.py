@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from llamactl.server.control_plane.records import ControlPlaneRecords
 from llamactl.server.control_plane.signals import TaskSignals
 from llamactl.server.errors import InvalidRequest, TaskFinished
-from llamactl.server.ids import new_uuid
+from llamactl.server.ids import new_hex_id
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.protocol import EVENT_DELIVERED, EVENT_REJECTED, TaskInput, TaskInputKind
@@ -96,7 +96,7 @@ class TaskEvents:
                 "event_obj_str must be a serialized workflows Event: "
                 '{"__is_pydantic": true, "value": {...}, "qualified_name": "module.EventClass"}'
             )
-        input_id = new_uuid().hex
+        input_id = new_hex_id()
         stream = self._records.events_stream(task_id)
         start = await self._records.store.log_length(stream)
         payload = TaskInput(kind=TaskInputKind.EVENT, event_obj_str=event_obj_str, input_id=input_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -46,3 +47,30 @@ def test_a_full_counter_moves_on_to_the_next_millisecond(monkeypatch: pytest.Mon
     monkeypatch.setattr(ids, "_counter", ids._COUNTER_MAX)
     after = new_uuid()
     assert after > first and _ms(after) == _ms(first) + 1 and after.version == 7
+
+
+def test_message_ids_are_the_hex_of_increasing_version_7_uuids() -> None:
+    made = [ids.new_hex_id() for _ in range(1_000)]
+    assert made == sorted(made) and len(set(made)) == len(made)
+    assert all(uuid.UUID(hex=h).version == 7 for h in made)
+
+
+def test_a_text_id_is_what_the_uuid_prints() -> None:
+    text = new_id()
+    assert str(uuid.UUID(text)) == text
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_reuse_the_random_bytes_of_its_parent() -> None:
+    new_id()  # the parent holds a batch of random bytes
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send the random bytes it would use next
+        os.write(write, ids._random.take(8).to_bytes(8, "big"))
+        os._exit(0)
+    os.close(write)
+    child = int.from_bytes(os.read(read, 8), "big")
+    os.close(read)
+    os.waitpid(pid, 0)
+    with ids._lock:
+        assert ids._random.take(8) != child

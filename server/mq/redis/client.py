@@ -26,7 +26,7 @@ from redis.typing import KeyT, StreamIdT
 
 from llamactl.server.aio import cancel_and_wait
 from llamactl.server.errors import MessageQueueClosed, MessageQueueError, PublishRejected
-from llamactl.server.ids import new_uuid
+from llamactl.server.ids import new_hex_id
 from llamactl.server.mq.base import Delivery, Message, MessageQueue, Prefetch, as_prefetch
 from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_topic
 
@@ -137,7 +137,7 @@ class RedisQueue(MessageQueue):
         """Publish and wait for Redis to store it; raises ValueError for a malformed topic."""
         validate_topic(topic)
         self._check_open()
-        args = [topic, msg_id or new_uuid().hex, key, json.dumps(dict(headers or {})), bytes(payload)]
+        args = [topic, msg_id or new_hex_id(), key, json.dumps(dict(headers or {})), bytes(payload)]
         reply = await self._call("publish", args, f"publish to {topic}", error=PublishRejected)
         return int(reply[0])
 

@@ -32,7 +32,7 @@ import zmq
 
 from llamactl.server.aio import cancel_and_wait
 from llamactl.server.errors import MessageQueueClosed, MessageQueueError
-from llamactl.server.ids import new_uuid
+from llamactl.server.ids import new_hex_id
 from llamactl.server.mq.base import Delivery, Message, MessageQueue, Prefetch, as_prefetch
 from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_topic
 
@@ -212,7 +212,7 @@ class ZeroMQQueue(MessageQueue):
         validate_topic(topic)
         args = [
             topic.encode(),
-            (msg_id or new_uuid().hex).encode(),
+            (msg_id or new_hex_id()).encode(),
             key.encode(),
             wire.encode_headers(headers),
             bytes(payload),
