@@ -31,6 +31,7 @@ from workflows.events import Event, StopEvent
 
 from llamactl.server.errors import WorkflowLoadError
 
+from . import signatures
 from .encoding import envelope, to_jsonable
 from .threads import run_in_daemon_thread
 
@@ -148,6 +149,7 @@ class WorkflowRunnable(Runnable):
     def __init__(self, workflow: Workflow) -> None:
         self.workflow = workflow
         _remember_steps(workflow)
+        signatures.install()  # once per process: later calls find the modules done
 
     def start(self, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit) -> Run:
         return _WorkflowRun(self.workflow, kwargs, context, emit)
