@@ -34,11 +34,13 @@ COLUMNS = tuple(f"i{n}" for n in range(MAX_FIELDS))
 
 
 class IndexedConnection(sqlite3.Connection):
-    """A connection that remembers each namespace's field-to-column mapping."""
+    """A connection that remembers each namespace's field-to-column mapping, and the next offset
+    of each log it appended to in the open write transaction."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.index_columns: dict[str, dict[str, int]] = {}
+        self.log_heads: dict[str, int] = {}
 
 
 def schema() -> str:

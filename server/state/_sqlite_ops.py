@@ -75,10 +75,19 @@ def _atomic(c: sqlite3.Connection) -> Iterator[None]:
 
 
 def forget_columns(c: sqlite3.Connection) -> None:
-    """Drop the remembered field columns (after a rollback: they are read again)."""
+    """Drop the remembered field columns and log heads (after a rollback: they are read again)."""
     cache = getattr(c, "index_columns", None)
     if cache is not None:
         cache.clear()
+    forget_log_heads(c)
+
+
+def forget_log_heads(c: sqlite3.Connection) -> None:
+    """Drop the remembered next offsets of the logs: call it before every transaction begins,
+    since another process may append to the same file between two of ours."""
+    heads = getattr(c, "log_heads", None)
+    if heads is not None:
+        heads.clear()
 
 
 class _ConditionFailed(Exception):
@@ -293,23 +302,38 @@ def append(c: sqlite3.Connection, stream: str, value: bytes, idem: str | None) -
         if row is not None:
             return int(row[0])
     # Offsets are taken inside the write transaction (BEGIN IMMEDIATE holds the write lock),
-    # so they stay gap-free even with other processes writing the same file.
-    row = c.execute(
-        "INSERT INTO log (stream, off, idem, value) "
-        "SELECT ?, COALESCE(MAX(off) + 1, 0), ?, ? FROM log WHERE stream = ? RETURNING off",
-        (stream, idem, value, stream),
-    ).fetchone()
-    return int(row[0])
+    # so they stay gap-free even with other processes writing the same file. Within one
+    # transaction the next offset is remembered: the MAX lookup made each append cost ~1.6x.
+    heads: dict[str, int] | None = getattr(c, "log_heads", None) if c.in_transaction else None
+    off = None if heads is None else heads.get(stream)
+    if off is None:
+        row = c.execute(
+            "INSERT INTO log (stream, off, idem, value) "
+            "SELECT ?, COALESCE(MAX(off) + 1, 0), ?, ? FROM log WHERE stream = ? RETURNING off",
+            (stream, idem, value, stream),
+        ).fetchone()
+        off = int(row[0])
+    else:
+        sql = "INSERT INTO log (stream, off, idem, value) VALUES (?, ?, ?, ?)"
+        c.execute(sql, (stream, off, idem, value))
+    if heads is not None:
+        heads[stream] = off + 1
+    return off
 
 
 def append_many(c: sqlite3.Connection, stream: str, values: builtins.list[bytes]) -> builtins.list[int]:
     # Inside the batch's write transaction nobody else can append to the stream in between; only
     # an I/O error could fail a row, and that rolls the whole transaction back.
-    start = log_length(c, stream)
+    heads: dict[str, int] | None = getattr(c, "log_heads", None) if c.in_transaction else None
+    start = heads.get(stream) if heads is not None else None
+    if start is None:
+        start = log_length(c, stream)
     c.executemany(
         "INSERT INTO log (stream, off, idem, value) VALUES (?, ?, NULL, ?)",
         [(stream, start + i, value) for i, value in enumerate(values)],
     )
+    if heads is not None:
+        heads[stream] = start + len(values)
     return builtins.list(range(start, start + len(values)))
 
 
@@ -336,6 +360,9 @@ def log_length(c: sqlite3.Connection, stream: str) -> int:
 
 
 def delete_log(c: sqlite3.Connection, stream: str) -> int:
+    heads = getattr(c, "log_heads", None)
+    if heads is not None:
+        heads.pop(stream, None)  # a deleted log starts again from offset 0
     return int(c.execute("DELETE FROM log WHERE stream = ?", (stream,)).rowcount)
 
 

@@ -126,6 +126,7 @@ class Writer:
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Op]) -> None:
         writes = any(op.write for op in batch)
         results: list[Result] = []
+        _sqlite_ops.forget_log_heads(conn)
         try:
             conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
         except sqlite3.Error as exc:

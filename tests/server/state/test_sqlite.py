@@ -14,6 +14,7 @@ import pytest
 from llamactl.server.errors import StateStoreError
 from llamactl.server.state import LogEntry, SQLiteStateStore, Versioned
 from llamactl.server.state import _sqlite_ops as sqlite_ops
+from llamactl.server.state.base import Append, Cas
 
 
 def _pragma(path: Path, name: str) -> object:
@@ -149,6 +150,45 @@ async def test_two_stores_on_one_file_keep_offsets_gap_free(tmp_path: Path) -> N
         assert await a.cas("ns", "k", b"a", None) == 1
         assert await b.cas("ns", "k", b"b", None) is None
         assert await b.get("ns", "k") == Versioned(b"a", 1)
+
+
+async def test_two_stores_taking_turns_on_one_log_continue_each_others_offsets(tmp_path: Path) -> None:
+    """Each store remembers a log's next offset within its own transaction only: the other store
+    appends in between."""
+    path = tmp_path / "shared.db"
+    async with SQLiteStateStore(path) as a, SQLiteStateStore(path) as b:
+        offsets = [await store.append("s", b"a" if store is a else b"b") for store in (a, b, a, b, a)]
+        assert offsets == [0, 1, 2, 3, 4]
+        assert await a.append_many("s", [b"m", b"n"]) == [5, 6]
+        assert await b.append("s", b"b") == 7
+        assert [e.value for e in await b.read("s")] == [b"a", b"b", b"a", b"b", b"a", b"m", b"n", b"b"]
+
+
+async def test_an_append_rolled_back_inside_a_batch_leaves_no_gap(tmp_path: Path) -> None:
+    async with SQLiteStateStore(tmp_path / "state.db") as store:
+        before = store.commit_count
+        # One loop step, so one transaction: the failed commit's append is undone in the middle of
+        # it, and the next append takes the offset it had.
+        first, failed, after = await asyncio.gather(
+            store.append("s", b"a"),
+            store.commit([Append("s", b"lost"), Cas("ns", "k", b"v", expected_version=5)]),
+            store.append("s", b"b"),
+        )
+        assert store.commit_count - before == 1
+        assert (first, failed.ok, failed.failed, after) == (0, False, 1, 1)
+        assert await store.read("s") == [LogEntry(0, b"a"), LogEntry(1, b"b")]
+        assert await store.append("s", b"c") == 2
+
+
+async def test_a_log_deleted_inside_a_batch_starts_again_at_zero(tmp_path: Path) -> None:
+    async with SQLiteStateStore(tmp_path / "state.db") as store:
+        before = store.commit_count
+        offsets = await asyncio.gather(
+            store.append("s", b"a"), store.append("s", b"b"), store.delete_log("s"), store.append("s", b"c")
+        )
+        assert store.commit_count - before == 1
+        assert offsets == [0, 1, None, 0]
+        assert await store.read("s") == [LogEntry(0, b"c")]
 
 
 async def test_waiting_reader_sees_other_writers_entries_when_the_wait_ends(tmp_path: Path) -> None:
