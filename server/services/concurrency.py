@@ -167,8 +167,11 @@ class AdaptiveLimit:
 
     def _begin(self) -> None:
         now = self._clock()
-        if self._window_start is None:
+        if self._window_start is None or (self._running == 0 and now - self._running_since > self.window):
+            # The first task, or the first after the worker had none for longer than a window: no
+            # load is not waves, so the idle time before it counts for nothing.
             self._window_start, self._busy_start = now, self._busy_clock()
+            self._running_time, self._peak, self._full = 0.0, 0, False
         if self._running == 0:
             self._running_since = now
         self._running += 1

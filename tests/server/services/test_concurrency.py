@@ -58,6 +58,24 @@ async def test_tasks_that_compute_in_waves_bring_the_limit_down_to_the_floor() -
     assert limit.prefetch.value == FLOOR  # the broker hands out no more than it would start
 
 
+async def test_time_without_any_task_before_a_load_is_not_read_as_waves() -> None:
+    """A worker idle since its first task (or since the last load) is not starved by waves: the
+    first window of a new load starts with its first task."""
+    clocks = Clocks()
+    limit = limiter(clocks)
+    await wave(limit, clocks, 1)  # one task, then nothing for a while
+    clocks.advance(5.0, busy=0.0)
+    slots = await start(limit, 32)  # a load begins: 32 tasks computing
+    seen = []
+    for _ in range(6):
+        clocks.advance(0.01, busy=1.0)
+        slots.pop(0).release()
+        seen.append(limit.limit)
+        if limit.in_use < limit.limit:
+            slots += await start(limit, 1)
+    assert seen == [64] * 6  # read as starved 99 % of the window, it went to 24
+
+
 async def test_waiting_tasks_that_fill_every_slot_double_the_limit_up_to_the_maximum() -> None:
     clocks = Clocks()
     limit = limiter(clocks)
