@@ -9,7 +9,6 @@ stopping. Each must give exactly one `Error:` line, one `Hint:` line and its exi
 from __future__ import annotations
 
 import signal
-import socket
 import socketserver
 import subprocess
 import threading
@@ -77,13 +76,6 @@ def assert_one_line_error(code: int, out: str, err: str, expected: ExitCode, nee
 @pytest.fixture(scope="module")
 def deployment_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_app(tmp_path_factory.mktemp("app"), "demo", {"echo": "flows:echo_workflow"})
-
-
-@pytest.fixture
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _NotHttp(socketserver.BaseRequestHandler):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -70,11 +69,10 @@ def test_replicas_below_one_are_a_usage_error(tmp_path: Path) -> None:
     assert "--replicas" in err
 
 
-def test_a_queue_that_does_not_answer_stops_it_before_any_worker_starts(tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    code, _, err = invoke("worker", str(shared_app(tmp_path, f"redis://127.0.0.1:{port}/0")))
+def test_a_queue_that_does_not_answer_stops_it_before_any_worker_starts(
+    tmp_path: Path, closed_port: int
+) -> None:
+    code, _, err = invoke("worker", str(shared_app(tmp_path, f"redis://127.0.0.1:{closed_port}/0")))
     assert code == ExitCode.ERROR
     assert "Error: cannot reach the deployment's message queue" in err
     assert "Hint: check that it runs and that `message-queue`" in err
