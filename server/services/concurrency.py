@@ -20,6 +20,15 @@ and by how long nothing ran at all, over windows of :data:`WINDOW` seconds:
   without a task: its limit stays.)
 * busy less than :data:`IDLE` of the time while every slot was taken: the tasks wait on
   something else, and more could run meanwhile; the limit doubles, up to ``maximum``;
+* busy at least :data:`BUSY` of the time and never without a task: either the tasks queue for
+  the loop (computing tasks a replica holds more of than it can run: with ``replicas: 2`` of a
+  ~5 ms CPU step one replica kept ~28 while the other, down to its floor, got 4 of each wave:
+  195 tasks/s against ~300 balanced), or they wait for something else on a loop they keep busy
+  (64 awaiting 50 ms each on a slow worker). No window's figures tell these apart, so it probes:
+  the limit goes down to three quarters of the most that ran, and once the tasks running then
+  have ended (:data:`PROBE_TASKS` times their mean time here) it stays down only if that time
+  fell to :data:`PROBE_GAIN` of what it was; else the limit before comes back and no probe is
+  tried for :data:`PROBE_HOLD` seconds;
 * otherwise it stays.
 
 The queue's prefetch follows the limit (:attr:`AdaptiveLimit.prefetch`), so tasks the worker
@@ -51,6 +60,13 @@ IDLE = 0.6
 """Share below which they wait on something else."""
 STARVED = 0.1
 """Share of a window with no task running, at or above which computing tasks came in waves."""
+PROBE_TASKS = 2.0
+"""A probe is judged after this many times the tasks' mean time in the worker (the tasks that ran
+when it began end under the old limit)."""
+PROBE_GAIN = 0.9
+"""A lower limit stays if the tasks' mean time in the worker fell at least to this share."""
+PROBE_HOLD = 2.0
+"""Seconds without a probe after one that did not pay."""
 
 
 class ThreadBusyClock:
@@ -89,23 +105,24 @@ class Slot:
     """One task's place under the limit, taken before its delivery arrives: :meth:`begin` says
     the task runs, :meth:`release` gives the place back (once, however often called)."""
 
-    __slots__ = ("_begun", "_limit", "_released")
+    __slots__ = ("_begun", "_limit", "_released", "_since")
 
     def __init__(self, limit: AdaptiveLimit) -> None:
         self._limit = limit
         self._begun = False
         self._released = False
+        self._since = 0.0
 
     def begin(self) -> None:
         """The task runs from now (a place waiting for a delivery is not a running task)."""
         if not self._begun and not self._released:
             self._begun = True
-            self._limit._begin()
+            self._since = self._limit._begin()
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._limit._release(self._begun)
+            self._limit._release(self._since if self._begun else None)
 
 
 class AdaptiveLimit:
@@ -136,6 +153,10 @@ class AdaptiveLimit:
         self._running_time = 0.0
         self._peak = 0
         self._full = False
+        self._finished = 0  # tasks that ended in this window
+        self._finished_time = 0.0  # the sum of their times since they began
+        self._probe: tuple[int, float, float] | None = None  # limit and mean time before, judged at
+        self._no_probe_until = 0.0
 
     @property
     def limit(self) -> int:
@@ -165,7 +186,7 @@ class AdaptiveLimit:
         self._in_use += 1
         return Slot(self)
 
-    def _begin(self) -> None:
+    def _begin(self) -> float:
         now = self._clock()
         if self._window_start is None or (self._running == 0 and now - self._running_since > self.window):
             # The first task, or the first after the worker had none for longer than a window: no
@@ -177,12 +198,15 @@ class AdaptiveLimit:
         self._running += 1
         self._peak = max(self._peak, self._running)
         self._full = self._full or self._running >= self.limit
+        return now
 
-    def _release(self, begun: bool) -> None:
+    def _release(self, since: float | None) -> None:
         self._in_use -= 1
-        if begun:
+        if since is not None:
             now = self._clock()
             self._running -= 1
+            self._finished += 1
+            self._finished_time += now - since
             due = self._window_start is not None and now - self._window_start >= self.window
             if self._running == 0 or due:
                 self._running_time += now - self._running_since
@@ -196,16 +220,46 @@ class AdaptiveLimit:
         busy_now = self._busy_clock()
         share = (busy_now - self._busy_start) / self._running_time if self._running_time > 0 else 0.0
         starved = 1.0 - self._running_time / (now - self._window_start) if now > self._window_start else 0.0
-        limit = self.limit
-        if share >= BUSY and starved >= STARVED:
-            limit = max(self.floor, min(limit, self._peak) * 3 // 4)
+        mean = self._finished_time / self._finished if self._finished else None
+        limit, reverted = self._judge(now, mean, starved)
+        lower = max(self.floor, min(limit, self._peak) * 3 // 4)
+        if reverted:
+            pass
+        elif share >= BUSY and starved >= STARVED:
+            limit, self._probe = lower, None
         elif share < IDLE and self._full:
-            limit = min(self.maximum, limit * 2)
+            limit, self._probe = min(self.maximum, limit * 2), None
+        elif share >= BUSY and mean is not None and lower < limit and self._may_probe(now):
+            # Saturated and never starved: the tasks wait for the loop, or for something else
+            # (64 awaiting 50 ms each keep a slow loop busy too). Try fewer, and keep fewer only
+            # if the tasks' time here falls with it (see _judge).
+            self._probe = (limit, mean, now + max(self.window, PROBE_TASKS * mean))
+            limit = lower
         self.prefetch.set(limit)
         self._window_start, self._busy_start = now, busy_now
         self._running_time = 0.0
         self._peak = self._running
         self._full = self._running >= limit
+        self._finished, self._finished_time = 0, 0.0
+
+    def _may_probe(self, now: float) -> bool:
+        return self._probe is None and now >= self._no_probe_until
+
+    def _judge(self, now: float, mean: float | None, starved: float) -> tuple[int, bool]:
+        """The limit after a probe's verdict once due, and whether it went back: the lower one
+        stays if the tasks' time here fell with it (they had queued for the loop) and the loop
+        was not left without a task; else the one before comes back, and no probe is tried for
+        :data:`PROBE_HOLD` seconds."""
+        if self._probe is None or mean is None:
+            return self.limit, False
+        before, before_mean, due = self._probe
+        if now < due:
+            return self.limit, False
+        self._probe = None
+        if mean <= before_mean * PROBE_GAIN and starved < STARVED:
+            return self.limit, False
+        self._no_probe_until = now + PROBE_HOLD
+        return before, True
 
     def _wake(self) -> None:
         free = self.limit - self._in_use
