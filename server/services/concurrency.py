@@ -17,7 +17,7 @@ and by how long nothing ran at all, over windows of :data:`WINDOW` seconds:
 * busy at least :data:`BUSY` of the time tasks ran, and nothing running :data:`STARVED` of the
   window or more: waves. The limit goes down to three quarters of the most that ran, not below
   :data:`FLOOR`. (A loop kept busy by many waiting tasks, 64 awaiting 50 ms each, is never
-  without a task: its limit stays.)
+  without a task: that is the third case.)
 * busy less than :data:`IDLE` of the time while every slot was taken: the tasks wait on
   something else, and more could run meanwhile; the limit doubles, up to ``maximum``;
 * busy at least :data:`BUSY` of the time and never without a task: either the tasks queue for
@@ -224,7 +224,7 @@ class AdaptiveLimit:
         limit, reverted = self._judge(now, mean, starved)
         lower = max(self.floor, min(limit, self._peak) * 3 // 4)
         if reverted:
-            pass
+            pass  # the probe's limit came back: this window decides nothing else
         elif share >= BUSY and starved >= STARVED:
             limit, self._probe = lower, None
         elif share < IDLE and self._full:

@@ -296,6 +296,12 @@ def _apply(c: sqlite3.Connection, position: int, write: Write) -> int:
 # --- logs --------------------------------------------------------------------------------------
 
 
+def _log_heads(c: sqlite3.Connection) -> dict[str, int] | None:
+    """The connection's remembered next offsets, inside a transaction only (None outside one)."""
+    heads: dict[str, int] | None = getattr(c, "log_heads", None)
+    return heads if c.in_transaction else None
+
+
 def append(c: sqlite3.Connection, stream: str, value: bytes, idem: str | None) -> int:
     if idem is not None:
         row = c.execute("SELECT off FROM log WHERE stream = ? AND idem = ?", (stream, idem)).fetchone()
@@ -304,7 +310,7 @@ def append(c: sqlite3.Connection, stream: str, value: bytes, idem: str | None) -
     # Offsets are taken inside the write transaction (BEGIN IMMEDIATE holds the write lock),
     # so they stay gap-free even with other processes writing the same file. Within one
     # transaction the next offset is remembered: the MAX lookup made each append cost ~1.6x.
-    heads: dict[str, int] | None = getattr(c, "log_heads", None) if c.in_transaction else None
+    heads = _log_heads(c)
     off = None if heads is None else heads.get(stream)
     if off is None:
         row = c.execute(
@@ -324,7 +330,7 @@ def append(c: sqlite3.Connection, stream: str, value: bytes, idem: str | None) -
 def append_many(c: sqlite3.Connection, stream: str, values: builtins.list[bytes]) -> builtins.list[int]:
     # Inside the batch's write transaction nobody else can append to the stream in between; only
     # an I/O error could fail a row, and that rolls the whole transaction back.
-    heads: dict[str, int] | None = getattr(c, "log_heads", None) if c.in_transaction else None
+    heads = _log_heads(c)
     start = heads.get(stream) if heads is not None else None
     if start is None:
         start = log_length(c, stream)
