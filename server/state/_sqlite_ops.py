@@ -66,7 +66,7 @@ def _atomic(c: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        forget_columns(c)  # a field given a column inside the block lost it again
+        forget_after_rollback(c)  # a field given a column inside the block lost it again
         if c.in_transaction:  # an I/O error may have rolled the whole transaction back already
             c.execute("ROLLBACK TO w")
             c.execute("RELEASE w")
@@ -74,8 +74,9 @@ def _atomic(c: sqlite3.Connection) -> Iterator[None]:
     c.execute("RELEASE w")
 
 
-def forget_columns(c: sqlite3.Connection) -> None:
-    """Drop the remembered field columns and log heads (after a rollback: they are read again)."""
+def forget_after_rollback(c: sqlite3.Connection) -> None:
+    """Drop what the connection remembers of the file, the field columns and the log heads (after
+    a rollback: they are read again)."""
     cache = getattr(c, "index_columns", None)
     if cache is not None:
         cache.clear()

@@ -153,7 +153,7 @@ class Writer:
             except sqlite3.Error as exc:
                 failed = exc
         if failed is not None:
-            _sqlite_ops.forget_columns(conn)  # fields given a column in this batch lost it again
+            _sqlite_ops.forget_after_rollback(conn)  # fields given a column in this batch lost it again
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):  # report the first failure, not this one
                     conn.execute("ROLLBACK")

@@ -25,8 +25,8 @@ class Clocks:
         self.busy += seconds * busy
 
 
-def limiter(clocks: Clocks, maximum: int = 64) -> AdaptiveLimit:
-    return AdaptiveLimit(maximum, clock=lambda: clocks.wall, busy_clock=lambda: clocks.busy)
+def limiter(clocks: Clocks, maximum: int = 64, floor: int = FLOOR) -> AdaptiveLimit:
+    return AdaptiveLimit(maximum, floor=floor, clock=lambda: clocks.wall, busy_clock=lambda: clocks.busy)
 
 
 async def start(limit: AdaptiveLimit, n: int) -> list[Slot]:
@@ -142,7 +142,7 @@ async def test_a_loop_saturated_by_many_waiting_tasks_keeps_nearly_all_of_them()
     limit = limiter(clocks)
     ended = await simulate(limit, clocks, await_ms=50, cpu_ms=1, ms=6000)
     fixed_clocks = Clocks()
-    fixed = AdaptiveLimit(64, floor=64, clock=lambda: fixed_clocks.wall, busy_clock=lambda: fixed_clocks.busy)
+    fixed = limiter(fixed_clocks, floor=64)  # never lowered: what 64 at once do
     ended_fixed = await simulate(fixed, fixed_clocks, await_ms=50, cpu_ms=1, ms=6000)
     assert limit.limit >= 48
     ours, theirs = (sum(1 for t in e if t >= 2000) for e in (ended, ended_fixed))
