@@ -55,6 +55,7 @@ from .dispatch import Dispatcher
 from .entries import Entry, dead_letter_headers, restored
 from .journal import Journal, PendingRow
 from .local import FrameHandler, LocalLink
+from .local_results import LocalResults
 from .memory_work import MemoryWork
 from .peer_links import PeerLinks
 from .peers import Peers
@@ -130,6 +131,7 @@ class ZeroMQBroker:
         self._listener: UnixListener | None = None
         self._direct_topics = frozenset(direct_topics)
         self._direct: DirectResults | None = None
+        self._local_results = LocalResults()
         self._memory: MemoryWork | None = None
         self._committed: Committed | None = None
         self._commands: Commands | None = None
@@ -159,6 +161,11 @@ class ZeroMQBroker:
         )
 
     @property
+    def handed_locally(self) -> int:
+        """Results handed by a call to a consumer in this process (:mod:`.local_results`)."""
+        return 0 if self._direct is None else self._direct.handed_locally
+
+    @property
     def keys(self) -> CurveKeys:
         return self._socket.keys
 
@@ -185,6 +192,7 @@ class ZeroMQBroker:
             liveness=self._liveness,
             publish_timeout=publish_timeout,
             attach=self._attach_local,
+            local_results=self._local_results,
         )
 
     def _attach_local(self, ident: bytes, to_client: FrameHandler) -> LocalLink:
@@ -209,7 +217,13 @@ class ZeroMQBroker:
         )
         self._streams = Streams(self._send, self._journal.submit)
         self._direct = DirectResults(
-            self._direct_topics, self._dispatcher, self._journal.submit, self._send, confirm=self._confirm
+            self._direct_topics,
+            self._dispatcher,
+            self._journal.submit,
+            self._send,
+            confirm=self._confirm,
+            local=self._local_results,
+            taken_back=self._after_take_back,
         )
         self._memory = MemoryWork(self._dispatcher, self._send)
         self._committed = Committed(self._dispatcher, self._streams, self._direct, self._send)
@@ -310,6 +324,12 @@ class ZeroMQBroker:
         self._drop_peer(ident, "consumer lost")
         self._dispatcher.flush()  # what it held goes to the others now
         self._rearm()
+
+    def _after_take_back(self) -> None:
+        """A result came back from a consumer in this process: dispatch it (or time its delay)."""
+        if not self._closed and self._dispatcher is not None:
+            self._dispatcher.flush()
+            self._rearm()
 
     def _on_frames(self, batch: list[list[bytes]], *, local: bool = False) -> None:
         """Frames from clients; ``local``: from a client linked in this process."""

@@ -39,6 +39,7 @@ from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_t
 from . import wire
 from .consumer import ConsumerState, ZeroMQDelivery, consume_iter, subscribe_iter
 from .local import FrameHandler, Transport
+from .local_results import LocalResults
 from .pending import PendingRequests
 from .pump import Pump
 from .security import secure_client
@@ -65,6 +66,7 @@ class ZeroMQQueue(MessageQueue):
         curve: Mapping[str, str] | None = None,
         unix: str | None = None,
         attach: Callable[[bytes, FrameHandler], Transport] | None = None,
+        local_results: LocalResults | None = None,
     ) -> None:
         self.router = router
         self._curve = curve
@@ -82,6 +84,10 @@ class ZeroMQQueue(MessageQueue):
             self._send, self._ids, retry=self._retry, timeout=publish_timeout, where=router
         )
         self._subs: dict[int, ConsumerState] = {}
+        self._local_results = local_results
+        """The broker's registry of consumers in its process (for a client linked in-process)."""
+        self._retired: list[ConsumerState] = []
+        """Ended subscriptions still holding results taken by a call (given back at close)."""
         self._session: bytes | None = None
         self._last_sent = 0.0
         self._closed = False
@@ -192,8 +198,9 @@ class ZeroMQQueue(MessageQueue):
     def _shutdown(self) -> None:
         err = MessageQueueClosed("the message queue client was closed")
         self._pending.close(err)
-        for sub in list(self._subs.values()):
+        for sub in [*self._subs.values(), *self._retired]:
             sub.close(err)
+        self._retired.clear()
         assert self._pump is not None
         self._pump.close()
 
@@ -278,9 +285,14 @@ class ZeroMQQueue(MessageQueue):
     def _register(self, state: ConsumerState) -> None:
         self._subs[state.sub_id] = state
         state.send_consume()
+        if self._local_results is not None:
+            self._local_results.register(state.topic, state)
 
     def _unregister(self, state: ConsumerState) -> None:
         self._subs.pop(state.sub_id, None)
+        if self._local_results is not None:
+            self._local_results.unregister(state.topic, state)
+            self._retired = [s for s in (*self._retired, state) if s.local_held]
 
     def _new_request(
         self, cmd: bytes, args: list[bytes], what: str, *, resend_args: list[bytes] | None = None

@@ -2,7 +2,8 @@
 
 Both are async generators so that leaving an ``async for`` (the generator is finalized) runs
 their cleanup: a consume iterator sends ``CANCEL`` with the leases it buffered but never
-yielded, a subscribe iterator sends ``UNFETCH`` for its parked fetch.
+yielded (and gives back the results it took by a call: :class:`LocalDelivery`), a subscribe
+iterator sends ``UNFETCH`` for its parked fetch.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from llamactl.server.mq.base import Delivery, Message, Prefetch
 from llamactl.server.mq.topics import validate_topic
 
 from . import wire
+from .local_results import GiveBack
 
 if TYPE_CHECKING:
     from .client import ZeroMQQueue
 
-__all__ = ["ConsumerState", "ZeroMQDelivery", "consume_iter", "subscribe_iter"]
+__all__ = ["ConsumerState", "LocalDelivery", "ZeroMQDelivery", "consume_iter", "subscribe_iter"]
 
 
 class ConsumerState:
@@ -30,6 +32,8 @@ class ConsumerState:
     ``granted`` is what the broker was last told this subscription may hold: its unsettled
     deliveries plus the credit it has left. A raised prefetch is granted at once (``CREDIT``); a
     lowered one is reached by keeping the credit of the next settles (their ``sub`` sent as 0).
+    Results the broker in this process hands over by a call (:meth:`offer`) count apart, in
+    ``local_held``, up to the prefetch as well.
     """
 
     def __init__(
@@ -40,7 +44,8 @@ class ConsumerState:
         self.topic = topic
         self.prefetch = prefetch
         self.lease = lease
-        self.buffer: deque[ZeroMQDelivery] = deque()
+        self.buffer: deque[ZeroMQDelivery | LocalDelivery] = deque()
+        self.local_held: set[LocalDelivery] = set()
         self.unsettled = 0
         self.granted = 0
         self.subscribed = False
@@ -75,16 +80,36 @@ class ConsumerState:
         self.unsettled += 1
         self._wake()
 
+    def offer(self, message: Message, give_back: GiveBack) -> bool:
+        """Take a result by a call (see :mod:`.local_results`): False when closed or full."""
+        if self.closed or len(self.local_held) >= self.prefetch.value:
+            return False
+        delivery = LocalDelivery(self, message, give_back)
+        self.local_held.add(delivery)
+        self.buffer.append(delivery)
+        self._wake()
+        return True
+
     def drop_buffered(self) -> list[str]:
-        """Forget the deliveries not handed out yet; return their lease ids."""
-        leases = [d.lease_id for d in self.buffer]
-        self.unsettled -= len(self.buffer)
-        self.buffer.clear()
+        """Forget the leased deliveries not handed out yet; return their lease ids. (Results taken
+        by a call stay: they hold no lease that the broker could have released.)"""
+        leases = [d.lease_id for d in self.buffer if isinstance(d, ZeroMQDelivery)]
+        self.unsettled -= len(leases)
+        self.buffer = deque(d for d in self.buffer if isinstance(d, LocalDelivery))
         return leases
+
+    def give_back_local(self, *, buffered_only: bool) -> None:
+        """Return the results taken by a call and not settled: those not handed out yet, or all."""
+        buffered = [d for d in self.buffer if isinstance(d, LocalDelivery)]
+        if buffered:
+            self.buffer = deque(d for d in self.buffer if isinstance(d, ZeroMQDelivery))
+        for delivery in buffered if buffered_only else list(self.local_held):
+            delivery.give_back()
 
     def close(self, error: BaseException) -> None:
         self.closed = True
         self.error = error
+        self.give_back_local(buffered_only=False)
         self._wake()
 
     def _wake(self) -> None:
@@ -173,6 +198,70 @@ class ZeroMQDelivery(Delivery):
         await self._call(wire.EXTEND, [self.lease_id.encode(), wire.f64(lease)], "extend")
 
 
+class LocalDelivery(Delivery):
+    """A result the broker in this process handed over by a call: no lease, nothing sent back.
+
+    Its ack settles it here. A nack, or its consumer closing while it holds it, gives it back to
+    the broker's dispatcher, which delivers it again the usual way; an ack after that raises
+    LeaseLost, as for a lease that moved on.
+    """
+
+    __slots__ = ("_give_back", "_settled", "_state", "attempt", "lease_id", "message")
+
+    def __init__(self, state: ConsumerState, message: Message, give_back: GiveBack) -> None:
+        self._state = state
+        self._give_back = give_back
+        self.message = message
+        self.attempt = 1
+        self.lease_id = f"local-{message.seq}"
+        self._settled = False
+
+    def __repr__(self) -> str:
+        m = self.message
+        return f"<LocalDelivery {m.topic}#{m.seq} {m.msg_id}>"
+
+    def _settle(self, what: str) -> None:
+        if self._settled:
+            raise LeaseLost(
+                f"{what} of message {self.message.msg_id} on {self.message.topic} failed: it was "
+                "settled or given back before, and may have gone to another consumer"
+            )
+        self._settled = True
+        self._state.local_held.discard(self)
+
+    def give_back(self, delay: float = 0.0, *, charge: bool = False) -> None:
+        """Return it to the dispatcher unsettled (not if settled already)."""
+        if not self._settled:
+            self._settle("give back")
+            self._give_back(delay, charge)
+
+    async def ack(self) -> None:
+        self._settle("ack")
+
+    async def ack_and_publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        msg_id: str,
+        key: str = "",
+        headers: Mapping[str, str] | None = None,
+    ) -> int:
+        # Nothing of a result handed over by a call is journaled, so there is no commit to
+        # share: the publish is confirmed first, then the result is settled here.
+        seq = await self._state.client.publish(topic, payload, msg_id=msg_id, key=key, headers=headers)
+        self._settle(f"ack with a publish to {topic}")
+        return seq
+
+    async def nack(self, delay: float = 0.0) -> None:
+        self._settle("nack")
+        self._give_back(max(0.0, delay), True)
+
+    async def extend(self, seconds: float | None = None) -> None:
+        if self._settled:
+            self._settle("extend")  # raises LeaseLost
+
+
 async def consume_iter(state: ConsumerState) -> AsyncIterator[Delivery]:
     client = state.client
     client._check_open()
@@ -193,9 +282,8 @@ async def consume_iter(state: ConsumerState) -> AsyncIterator[Delivery]:
         state.closed = True
         state.unwatch()
         client._unregister(state)
-        returned = [d.lease_id.encode() for d in state.buffer]
-        state.unsettled -= len(state.buffer)
-        state.buffer.clear()
+        state.give_back_local(buffered_only=True)
+        returned = [lease.encode() for lease in state.drop_buffered()]
         client._send([wire.CANCEL, wire.u32(state.sub_id), *returned])
 
 

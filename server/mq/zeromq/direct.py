@@ -6,7 +6,9 @@ process, then stores it in its state store anyway. So for these topics the broke
 delivered message in memory, answers the worker and delivers the result at once, unjournaled.
 The journal keeps the settled message pending until the result is done (acked, discarded or
 dead-lettered: see :meth:`Dispatcher.journal_done`), so a crash in between brings the message
-back to run again: at least once, and the result is never lost.
+back to run again: at least once, and the result is never lost. A result that settles nothing
+in the journal (its message was held in memory) goes by a call to a consumer in this process
+when one has room (:mod:`.local_results`), and through the dispatcher otherwise.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ import itertools
 from collections.abc import Callable, Collection
 from typing import Any
 
+from llamactl.server.mq.base import Message
+
 from . import wire
 from .confirms import SettlingPublish
 from .dispatch import Dispatcher, Entry, Submit
+from .local_results import LocalResults
 
 __all__ = ["DIRECT_SEQ_BASE", "DirectResults"]
 
@@ -36,6 +41,8 @@ class DirectResults:
         send: Callable[[bytes, list[bytes]], bool],
         *,
         confirm: Callable[[bytes, list[bytes]], bool] | None = None,
+        local: LocalResults | None = None,
+        taken_back: Callable[[], None] = lambda: None,
     ) -> None:
         self._topics = frozenset(topics)
         self._confirm = confirm or send
@@ -44,6 +51,11 @@ class DirectResults:
         self._submit = submit
         self._send = send
         self._seq = itertools.count(DIRECT_SEQ_BASE)
+        self._local = local
+        self._taken_back = taken_back
+        """Called after a result came back from a consumer in this process (dispatch it now)."""
+        self.handed_locally = 0
+        """Results a consumer in this process took by a call (not through the dispatcher)."""
         self.late_results = 0
         """Results dropped because another result had settled their message first."""
 
@@ -77,4 +89,16 @@ class DirectResults:
             return
         seq = next(self._seq)
         self._confirm(token.ident, [wire.PUBACK, token.req, wire.u64(seq)])
+        # Per-key order: a result whose task's events still wait in the dispatcher goes after them.
+        if settles is None and self._local is not None and not (key and d.holds_key(topic, key)):
+            message = Message(topic, msg_id, payload, key, seq, wire.decode_headers(headers))
+
+            def give_back(delay: float, charge: bool) -> None:
+                entry = Entry(topic, seq, msg_id, key, headers, payload, attempts=1, journaled=False)
+                d.take_back(entry, delay=delay, charge=charge)
+                self._taken_back()
+
+            if self._local.offer(message, give_back):
+                self.handed_locally += 1
+                return
         d.add(Entry(topic, seq, msg_id, key, headers, payload, journaled=False, settles=settles))

@@ -102,9 +102,25 @@ class Dispatcher:
         else:
             self._offer(t, entry)
 
+    def take_back(self, entry: Entry, *, delay: float, charge: bool) -> None:
+        """A message delivered outside the dispatcher (:mod:`.local_results`) comes back unsettled,
+        as from a released lease: ``charge`` counts it as a failure (a nack), ``delay`` holds it."""
+        if charge:
+            entry.failures += 1
+            if entry.failures >= self._max_attempts and not is_dead_letter_topic(entry.topic):
+                self._on_dead(entry, "nacked")
+                return
+        entry.not_before = self._clock() + delay if delay > 0 else 0.0
+        self.add(entry)
+
     def find(self, topic: str, msg_id: str) -> Entry | None:
         """The pending message of ``topic`` with this id, if any."""
         return t.by_id.get(msg_id) if (t := self._topics.get(topic)) is not None else None
+
+    def holds_key(self, topic: str, key: str) -> bool:
+        """True if a message of ``topic`` with this key is pending (what comes next waits for it)."""
+        t = self._topics.get(topic)
+        return t is not None and key in t.keys
 
     def pending(self, topic: str) -> int:
         """Messages of ``topic`` not settled yet (leased or waiting)."""
