@@ -22,6 +22,8 @@ what each command does is :mod:`.commands`.
   being journaled. The message it settles stays pending in the journal until the result is
   acked, so a crash before that runs the message again rather than losing its result. A result
   whose message another result had settled is dropped (``late_results``): the first one counts.
+  A result of work held in memory goes to an in-process consumer with room by a call, without a
+  lease or frames (:mod:`.local_results`, ``handed_locally``).
 * Work held in memory: a ``PUBMEM`` from a client of this process (the control plane's task
   start messages, which it restores itself after a restart) is not journaled at all
   (:mod:`.memory_work`).
