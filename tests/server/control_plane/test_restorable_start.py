@@ -107,6 +107,7 @@ async def test_a_restarted_server_sends_a_running_task_again_as_its_next_attempt
         )
         done = await plane.wait_for_task(created.task_id, timeout=10)
         assert done.status is TaskStatus.COMPLETED and done.result == "done" and done.attempts == 2
+        assert second.broker.handed_locally == 1  # the control plane took the result by a call
         await deliveries.aclose()
     finally:
         await second.stop()

@@ -177,3 +177,22 @@ async def test_a_result_waits_for_its_tasks_events_still_in_the_dispatcher(tmp_p
         assert broker.handed_locally == 0
         await result.ack()
         await reports.stop()
+
+
+async def test_a_result_taken_by_a_call_can_be_settled_with_a_publish(tmp_path: Path) -> None:
+    async with serving(tmp_path / "mq.sqlite") as (_, worker, control):
+        reports = await Reports.of(control, 8)
+        await control.publish_restorable(TASKS, b"task", msg_id="t0:start", key="t0")
+        tasks = aiter(worker.consume(TASKS, prefetch=1))
+        task = await next_delivery(tasks)
+        await task.ack_and_publish(REPORTS, b"t0", msg_id="t0:final", key="t0")
+        report = await reports.next()
+        assert isinstance(report, LocalDelivery)
+        seq = await report.ack_and_publish(TASKS, b"next", msg_id="n1")
+        with pytest.raises(LeaseLost, match="settled or given back before"):
+            await report.ack_and_publish(TASKS, b"next", msg_id="n1")  # absorbed as a duplicate
+        follow_up = await next_delivery(tasks)
+        assert (follow_up.message.msg_id, follow_up.message.seq) == ("n1", seq)
+        await follow_up.ack()
+        await reports.nothing()
+        await reports.stop()
