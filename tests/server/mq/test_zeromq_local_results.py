@@ -60,15 +60,23 @@ class Reports:
         await self.it.aclose()  # type: ignore[attr-defined]
 
 
+async def local_result(
+    worker: MessageQueue, control: MessageQueue, *, prefetch: int = 8, tasks: int = 1
+) -> tuple[Reports, LocalDelivery]:
+    """A subscribed consumer of REPORTS and the first result it took by a call."""
+    reports = await Reports.of(control, prefetch)
+    await finish_one(worker, control, tasks)
+    first = await reports.next()
+    assert isinstance(first, LocalDelivery)
+    return reports, first
+
+
 async def test_a_result_is_taken_by_a_call_and_its_ack_settles_it_with_nothing_written(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "mq.sqlite"
     async with serving(path) as (broker, worker, control):
-        reports = await Reports.of(control, 8)
-        await finish_one(worker, control)
-        report = await reports.next()
-        assert isinstance(report, LocalDelivery)
+        reports, report = await local_result(worker, control)
         assert (report.message.payload, report.message.msg_id, report.attempt) == (b"t0", "t0:final", 1)
         assert broker.handed_locally == 1
         await report.ack()
@@ -98,10 +106,7 @@ async def test_results_beyond_the_consumers_prefetch_go_through_the_dispatcher(t
 
 async def test_a_nacked_result_comes_back_through_the_dispatcher(tmp_path: Path) -> None:
     async with serving(tmp_path / "mq.sqlite") as (_, worker, control):
-        reports = await Reports.of(control, 1)
-        await finish_one(worker, control)
-        first = await reports.next()
-        assert isinstance(first, LocalDelivery)
+        reports, first = await local_result(worker, control, prefetch=1)
         await first.nack(delay=0.3)
         with pytest.raises(LeaseLost):
             await first.ack()
@@ -115,10 +120,7 @@ async def test_a_nacked_result_comes_back_through_the_dispatcher(tmp_path: Path)
 
 async def test_a_nack_that_uses_up_the_attempts_dead_letters_the_result(tmp_path: Path) -> None:
     async with serving(tmp_path / "mq.sqlite", max_attempts=1) as (_, worker, control):
-        reports = await Reports.of(control, 8)
-        await finish_one(worker, control)
-        report = await reports.next()
-        assert isinstance(report, LocalDelivery)
+        reports, report = await local_result(worker, control)
         await report.nack()
         dead = await next_delivery(aiter(control.consume(dead_letter_topic(REPORTS), prefetch=1)))
         assert dead.message.payload == b"t0"
@@ -128,10 +130,7 @@ async def test_a_nack_that_uses_up_the_attempts_dead_letters_the_result(tmp_path
 
 async def test_results_taken_but_not_handed_out_go_back_when_the_consumer_stops(tmp_path: Path) -> None:
     async with serving(tmp_path / "mq.sqlite") as (_, worker, control):
-        reports = await Reports.of(control, 8)
-        await finish_one(worker, control, 3)
-        taken = await reports.next()  # the other two wait in its buffer
-        assert isinstance(taken, LocalDelivery)
+        reports, taken = await local_result(worker, control, tasks=3)  # the other two wait in its buffer
         await reports.stop()
         later = await Reports.of(control, 8)
         got = {(await later.next()).message.payload for _ in range(2)}
@@ -143,10 +142,7 @@ async def test_results_taken_but_not_handed_out_go_back_when_the_consumer_stops(
 
 async def test_a_result_held_when_its_client_closes_goes_to_another_client(tmp_path: Path) -> None:
     async with serving(tmp_path / "mq.sqlite") as (broker, worker, control):
-        reports = await Reports.of(control, 8)
-        await finish_one(worker, control)
-        held = await reports.next()
-        assert isinstance(held, LocalDelivery)
+        reports, held = await local_result(worker, control)
         await reports.stop()  # its iterator ends while the delivery is still being applied
         await control.close()
         other = broker.connect_local()
