@@ -91,11 +91,7 @@ class Dispatcher:
 
     def add(self, entry: Entry) -> None:
         """A committed work message (or one recovered from the journal)."""
-        t = self._topic(entry.topic)
-        t.entries[entry.seq] = entry
-        t.by_id[entry.msg_id] = entry
-        if entry.key:
-            t.keys.setdefault(entry.key, deque()).append(entry)
+        t = self._track(entry)
         if entry.lease_id is not None:
             self.leases[entry.lease_id] = entry
             heapq.heappush(self._expiry, (entry.lease_until, entry.lease_id))
@@ -105,13 +101,16 @@ class Dispatcher:
     def take_back(self, entry: Entry, *, delay: float, charge: bool) -> None:
         """A message delivered outside the dispatcher (:mod:`.local_results`) comes back unsettled,
         as from a released lease: ``charge`` counts it as a failure (a nack), ``delay`` holds it."""
-        if charge:
-            entry.failures += 1
-            if entry.failures >= self._max_attempts and not is_dead_letter_topic(entry.topic):
-                self._on_dead(entry, "nacked")
-                return
-        entry.not_before = self._clock() + delay if delay > 0 else 0.0
-        self.add(entry)
+        self._track(entry)
+        self._requeue(entry, delay, "nacked", charge=charge)
+
+    def _track(self, entry: Entry) -> Topic:
+        t = self._topic(entry.topic)
+        t.entries[entry.seq] = entry
+        t.by_id[entry.msg_id] = entry
+        if entry.key:
+            t.keys.setdefault(entry.key, deque()).append(entry)
+        return t
 
     def find(self, topic: str, msg_id: str) -> Entry | None:
         """The pending message of ``topic`` with this id, if any."""
@@ -327,6 +326,10 @@ class Dispatcher:
 
     def _release(self, e: Entry, delay: float, reason: str, *, charge: bool, suspect: bool = False) -> None:
         self._end_lease(e)
+        self._requeue(e, delay, reason, charge=charge, suspect=suspect)
+
+    def _requeue(self, e: Entry, delay: float, reason: str, *, charge: bool, suspect: bool = False) -> None:
+        """Ready again (after ``delay``), or dead-lettered when ``charge`` uses up its attempts."""
         e.suspect = suspect
         if charge:
             e.failures += 1
