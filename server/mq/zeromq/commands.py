@@ -55,16 +55,16 @@ class Commands:
         """Apply ``batch``, heard at loop time ``now``; ``local``: from a client of this process
         (only those may hold work in the broker's memory)."""
         d, streams, submit, send = self._dispatcher, self._streams, self._journal.submit, self._send
-        direct = self._direct
+        direct, subs = self._direct, self._dispatcher.subscriptions
         for frames in batch:
             if len(frames) < 2:
                 continue
             ident, cmd = frames[0], frames[1]
             peer, known, was_vouched = self._peers.heard(ident, now)
             if known:
-                d.touch(ident)
+                subs.touch(ident)
             if was_vouched:
-                d.pause(ident, False)
+                subs.pause(ident, False)
             try:
                 if cmd == wire.PUB:
                     _, _, req, topic_b, msg_id, key, headers, payload = frames
@@ -84,7 +84,7 @@ class Commands:
                     settling = SettlingPublish(
                         ident, req, lease_b.decode(), dtopic_b.decode(), wire.from_u64(dseq)
                     )
-                    d.credit_settled(ident, wire.from_u32(sub), settling.lease)
+                    subs.credit_back(ident, wire.from_u32(sub), settling.lease)
                     ids = msg_id.decode(), key.decode()
                     if direct.takes(topic):
                         handed = ("pass", settling, topic, *ids, headers, payload)
@@ -102,7 +102,7 @@ class Commands:
                     ok = d.ack(lease.decode(), ident, wire.from_u32(sub))
                     send(ident, [wire.OK if ok else wire.STALE, req])
                 elif cmd == wire.CREDIT:
-                    d.credit(ident, wire.from_u32(frames[2]), wire.from_u32(frames[3]))
+                    subs.credit(ident, wire.from_u32(frames[2]), wire.from_u32(frames[3]))
                 elif cmd == wire.HB:
                     send(ident, [wire.HB, peer.session])
                 elif cmd == wire.FETCH:
@@ -118,7 +118,7 @@ class Commands:
                     send(ident, [wire.OK if ok else wire.STALE, req])
                 elif cmd == wire.VOUCH:
                     if self._peers.vouch(frames[2], now):
-                        d.pause(frames[2], True)
+                        subs.pause(frames[2], True)
                 elif cmd == wire.DISCARD:
                     _, _, req, topic_b, msg_id, leased = frames
                     ok = d.discard(topic_b.decode(), msg_id.decode(), leased=bool(wire.from_u32(leased)))
@@ -127,7 +127,7 @@ class Commands:
                     _, _, sub, topic_b, lease_s, credit = frames
                     topic = topic_b.decode()
                     if is_work_topic(topic):
-                        d.consume(
+                        subs.consume(
                             ident, wire.from_u32(sub), topic, wire.from_f64(lease_s), wire.from_u32(credit)
                         )
                 elif cmd == wire.CANCEL:

@@ -79,7 +79,7 @@ class DirectResults:
             return
         # A message held in memory (see .memory_work) has nothing in the journal to write done.
         settles = (token.topic, token.seq) if settled.journaled else None
-        known = d.find(topic, msg_id)
+        known = d.topics.find(topic, msg_id)
         if known is not None:  # the same result, for a second message of the same work
             if known.settles is None:
                 known.settles = settles
@@ -90,7 +90,7 @@ class DirectResults:
         seq = next(self._seq)
         self._confirm(token.ident, [wire.PUBACK, token.req, wire.u64(seq)])
         # Per-key order: a result whose task's events still wait in the dispatcher goes after them.
-        if settles is None and self._local is not None and not (key and d.holds_key(topic, key)):
+        if settles is None and self._local is not None and not (key and d.topics.holds_key(topic, key)):
             message = Message(topic, msg_id, payload, key, seq, wire.decode_headers(headers))
 
             def give_back(delay: float, charge: bool) -> None:

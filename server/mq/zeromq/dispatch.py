@@ -37,7 +37,6 @@ import heapq
 import itertools
 import os
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -45,6 +44,8 @@ from llamactl.server.mq.topics import is_dead_letter_topic
 
 from . import wire
 from .entries import Entry, Sub, Topic
+from .subscriptions import Subscriptions
+from .work_topics import WorkTopics
 
 __all__ = ["Dispatcher", "Entry", "Sub"]
 
@@ -62,7 +63,9 @@ OnDead = Callable[[Entry, str], None]
 
 
 class Dispatcher:
-    """Credits, leases, per-key order and isolation for all work topics of one broker."""
+    """Leases, settling and dispatching for all work topics of one broker; the messages are kept
+    in ``topics`` (:class:`.WorkTopics`), the subscriptions in ``subscriptions``
+    (:class:`.Subscriptions`)."""
 
     def __init__(
         self,
@@ -78,12 +81,10 @@ class Dispatcher:
         self._on_dead = on_dead
         self._max_attempts = max_attempts
         self._clock = clock
-        self._topics: dict[str, Topic] = {}
-        self._subs: dict[tuple[bytes, int], Sub] = {}
-        self._stalled: dict[bytes, list[Sub]] = {}
+        self.topics = WorkTopics(clock)
+        self.subscriptions = Subscriptions(self.topics)
         self.leases: dict[str, Entry] = {}
         self._expiry: list[tuple[float, str]] = []
-        self._dirty: set[str] = set()
         self._lease_prefix = os.urandom(4).hex() + "-"
         self._lease_counter = itertools.count(1)
 
@@ -91,113 +92,24 @@ class Dispatcher:
 
     def add(self, entry: Entry) -> None:
         """A committed work message (or one recovered from the journal)."""
-        t = self._track(entry)
+        t = self.topics.track(entry)
         if entry.lease_id is not None:
             self.leases[entry.lease_id] = entry
             heapq.heappush(self._expiry, (entry.lease_until, entry.lease_id))
         else:
-            self._offer(t, entry)
+            self.topics.offer(t, entry)
 
     def take_back(self, entry: Entry, *, delay: float, charge: bool) -> None:
         """A message delivered outside the dispatcher (:mod:`.local_results`) comes back unsettled,
         as from a released lease: ``charge`` counts it as a failure (a nack), ``delay`` holds it."""
-        self._track(entry)
+        self.topics.track(entry)
         self._requeue(entry, delay, "nacked", charge=charge)
 
-    def _track(self, entry: Entry) -> Topic:
-        t = self._topic(entry.topic)
-        t.entries[entry.seq] = entry
-        t.by_id[entry.msg_id] = entry
-        if entry.key:
-            t.keys.setdefault(entry.key, deque()).append(entry)
-        return t
-
-    def find(self, topic: str, msg_id: str) -> Entry | None:
-        """The pending message of ``topic`` with this id, if any."""
-        return t.by_id.get(msg_id) if (t := self._topics.get(topic)) is not None else None
-
-    def holds_key(self, topic: str, key: str) -> bool:
-        """True if a message of ``topic`` with this key is pending (what comes next waits for it)."""
-        t = self._topics.get(topic)
-        return t is not None and key in t.keys
-
-    def pending(self, topic: str) -> int:
-        """Messages of ``topic`` not settled yet (leased or waiting)."""
-        t = self._topics.get(topic)
-        return 0 if t is None else len(t.entries)
-
-    def _topic(self, name: str) -> Topic:
-        t = self._topics.get(name)
-        if t is None:
-            t = self._topics[name] = Topic()
-        return t
-
-    def _offer(self, t: Topic, e: Entry) -> None:
-        if e.key and t.keys[e.key][0] is not e:
-            return
-        if e.not_before > self._clock():
-            heapq.heappush(t.delayed, (e.not_before, e.seq, e))
-        else:
-            heapq.heappush(t.suspects if e.suspect else t.runnable, (e.seq, e))
-            self._dirty.add(e.topic)
-
-    # -- subscriptions ------------------------------------------------------------------------
-
-    def consume(self, peer: bytes, sub_id: int, topic: str, lease: float, credit: int) -> None:
-        old = self._subs.pop((peer, sub_id), None)
-        if old is not None:
-            self._deactivate(old)
-        sub = Sub(peer, sub_id, topic, lease, credit)
-        self._subs[(peer, sub_id)] = sub
-        t = self._topic(topic)
-        t.subs.add(sub)
-        self._queue_turn(sub)
-
-    def credit(self, peer: bytes, sub_id: int, n: int) -> None:
-        sub = self._subs.get((peer, sub_id))
-        if sub is not None:
-            sub.credit += n
-            self._queue_turn(sub)
-
-    def _queue_turn(self, sub: Sub) -> None:
-        if sub.takes_any() and not sub.queued:
-            sub.queued = True
-            self._topics[sub.topic].turn.append(sub)
-        if sub.takes_any():
-            self._dirty.add(sub.topic)
-
-    def _deactivate(self, sub: Sub) -> None:
-        sub.active = False
-        t = self._topics.get(sub.topic)
-        if t is not None:
-            t.subs.discard(sub)
-            if sub.reserved:
-                self._dirty.add(sub.topic)  # another subscription takes over the reservation
-            self._forget_if_idle(sub.topic, t)
-
-    def _forget_if_idle(self, name: str, t: Topic) -> None:
-        if not t.entries and not t.subs:
-            del self._topics[name]  # nothing left to remember about this topic
-
     def cancel(self, peer: bytes, sub_id: int, returned: list[str]) -> None:
-        sub = self._subs.pop((peer, sub_id), None)
-        if sub is not None:
-            self._deactivate(sub)
+        """The consumer cancelled a subscription and gave back the deliveries it had not handed out."""
+        self.subscriptions.remove(peer, sub_id)
         for lease_id in returned:
             self.give_back(lease_id)
-
-    def touch(self, peer: bytes) -> None:
-        """The peer was heard from: subscriptions stalled by a failed send take turns again."""
-        for sub in self._stalled.pop(peer, ()):
-            self._queue_turn(sub)
-
-    def pause(self, peer: bytes, paused: bool) -> None:
-        """Stop (or resume) giving new deliveries to the peer's subscriptions; its leases stay."""
-        for (owner, _), sub in self._subs.items():
-            if owner == peer and sub.paused != paused:
-                sub.paused = paused
-                if not paused:
-                    self._queue_turn(sub)
 
     def drop_peer(self, peer: bytes, reason: str, *, crashed: bool = True) -> None:
         """The peer is gone (``crashed``: declared dead; else it said BYE): forget its
@@ -207,9 +119,7 @@ class Dispatcher:
         them: they are suspects and run again one at a time (see the module docstring). A peer
         that closed on purpose charges nothing.
         """
-        for key in [k for k in self._subs if k[0] == peer]:
-            self._deactivate(self._subs.pop(key))
-        self._stalled.pop(peer, None)
+        self.subscriptions.drop_peer(peer)
         held = [e for e in self.leases.values() if e.owner == peer]
         for entry in held:
             alone = len(held) == 1
@@ -218,12 +128,12 @@ class Dispatcher:
     # -- settling -----------------------------------------------------------------------------
 
     def ack(self, lease_id: str, peer: bytes, sub_id: int) -> bool:
-        self._credit_back(peer, sub_id, lease_id)
+        self.subscriptions.credit_back(peer, sub_id, lease_id)
         e = self.leases.get(lease_id)
         if e is None:
             return False
         self._end_lease(e)
-        self._finish(e)
+        self.topics.finish(e)
         self.journal_done(e)
         return True
 
@@ -243,33 +153,28 @@ class Dispatcher:
         """
         e = self.leases.get(lease_id)
         if e is None:
-            t = self._topics.get(topic)
+            t = self.topics.get(topic)
             e = None if t is None else t.entries.get(seq)
             if e is None:
                 return None
         if e.lease_id is not None:
             self._end_lease(e)
-        self._finish(e)
+        self.topics.finish(e)
         return e
-
-    def credit_settled(self, peer: bytes, sub_id: int, lease_id: str) -> None:
-        """Give back the credit of a delivery its consumer settled (the ack of an ``ACKPUB``)."""
-        self._credit_back(peer, sub_id, lease_id)
 
     def discard(self, topic: str, msg_id: str, *, leased: bool) -> bool:
         """Remove a pending message (only an unleased one unless ``leased``); True if removed."""
-        t = self._topics.get(topic)
-        e = None if t is None else t.by_id.get(msg_id)
+        e = self.topics.find(topic, msg_id)
         if e is None or (e.lease_id is not None and not leased):
             return False
         if e.lease_id is not None:
             self._end_lease(e)
-        self._finish(e)
+        self.topics.finish(e)
         self.journal_done(e)
         return True
 
     def nack(self, lease_id: str, peer: bytes, sub_id: int, delay: float) -> bool:
-        self._credit_back(peer, sub_id, lease_id)
+        self.subscriptions.credit_back(peer, sub_id, lease_id)
         e = self.leases.get(lease_id)
         if e is None:
             return False
@@ -292,13 +197,6 @@ class Dispatcher:
             e.attempts -= 1
             self._release(e, 0.0, "returned", charge=False, suspect=e.suspect)
 
-    def _credit_back(self, peer: bytes, sub_id: int, lease_id: str) -> None:
-        sub = self._subs.get((peer, sub_id)) if sub_id else None
-        if sub is not None:
-            if sub.exclusive == lease_id:
-                sub.exclusive = None  # its suspect is settled (here or elsewhere): it takes work again
-            self.credit(peer, sub_id, 1)
-
     def _end_lease(self, e: Entry) -> None:
         assert e.lease_id is not None
         del self.leases[e.lease_id]
@@ -306,23 +204,10 @@ class Dispatcher:
         if sub is not None:
             sub.outstanding -= 1
             if sub.reserved and sub.outstanding == 0:
-                self._dirty.add(sub.topic)  # idle now: its suspect can go
+                self.topics.dirty.add(sub.topic)  # idle now: its suspect can go
         e.lease_id = None
         e.owner = None
         e.sub = None
-
-    def _finish(self, e: Entry) -> None:
-        t = self._topics[e.topic]
-        del t.entries[e.seq]
-        t.by_id.pop(e.msg_id, None)
-        if e.key:
-            q = t.keys[e.key]
-            q.popleft()
-            if q:
-                self._offer(t, q[0])
-            else:
-                del t.keys[e.key]
-        self._forget_if_idle(e.topic, t)
 
     def _release(self, e: Entry, delay: float, reason: str, *, charge: bool, suspect: bool = False) -> None:
         self._end_lease(e)
@@ -334,7 +219,7 @@ class Dispatcher:
         if charge:
             e.failures += 1
             if e.failures >= self._max_attempts and not is_dead_letter_topic(e.topic):
-                self._finish(e)
+                self.topics.finish(e)
                 self._on_dead(e, reason)
                 return
         now = self._clock()
@@ -342,7 +227,7 @@ class Dispatcher:
         wall = time.time() - now + e.not_before if delay > 0 else 0.0
         if e.journaled:
             self._submit(("ready", e.topic, e.seq, e.attempts, e.failures, int(e.suspect), wall))
-        self._offer(self._topics[e.topic], e)
+        self.topics.offer(self.topics.topic(e.topic), e)
 
     def _journal_lease(self, e: Entry) -> None:
         if not e.journaled:
@@ -354,26 +239,20 @@ class Dispatcher:
 
     def flush(self) -> None:
         """Hand out what can be handed out on the topics that changed since the last flush."""
-        while self._dirty:
-            name = self._dirty.pop()
-            t = self._topics.get(name)
+        dirty, topics = self.topics.dirty, self.topics
+        while dirty:
+            name = dirty.pop()
+            t = topics.get(name)
             if t is not None:
                 self._dispatch(name, t)
 
-    def _eligible(self, t: Topic, e: Entry, now: float) -> bool:
-        return (
-            e.lease_id is None
-            and t.entries.get(e.seq) is e
-            and e.not_before <= now
-            and (not e.key or t.keys[e.key][0] is e)
-        )
-
     def _dispatch(self, name: str, t: Topic) -> None:
         now = self._clock()
+        eligible = self.topics.eligible
         suspects = t.suspects
         while suspects:
             _, e = suspects[0]
-            if not self._eligible(t, e, now) or not e.suspect:
+            if not eligible(t, e, now) or not e.suspect:
                 heapq.heappop(suspects)
                 continue
             alone = next((s for s in t.subs if s.takes_any() and s.outstanding == 0), None)
@@ -392,18 +271,19 @@ class Dispatcher:
                 turn.popleft().queued = False
                 continue
             _, e = heapq.heappop(runnable)
-            if not self._eligible(t, e, now):
+            if not eligible(t, e, now):
                 continue
             if e.suspect:
                 heapq.heappush(suspects, (e.seq, e))
-                self._dirty.add(name)
+                self.topics.dirty.add(name)
                 continue
             if not self._deliver(name, e, sub):
                 heapq.heappush(runnable, (e.seq, e))
                 continue
             turn.rotate(-1)
 
-    def _reserve(self, t: Topic) -> None:
+    @staticmethod
+    def _reserve(t: Topic) -> None:
         """Keep one subscription from taking new work until it is idle, for a waiting suspect."""
         live = [s for s in t.subs if s.active]
         if not live or any(s.reserved for s in live):
@@ -427,10 +307,7 @@ class Dispatcher:
         ]
         if not self._send(sub.peer, frames):
             e.attempts -= 1
-            turn = self._topics[sub.topic].turn
-            if turn and turn[0] is sub:
-                turn.popleft().queued = False
-            self._stalled.setdefault(sub.peer, []).append(sub)
+            self.subscriptions.stall(sub)
             return False
         now = self._clock()
         e.lease_id, e.owner, e.sub = lease_id, sub.peer, sub
@@ -451,19 +328,11 @@ class Dispatcher:
             e = self.leases.get(lease_id)
             if e is not None and e.lease_until <= now:
                 self._release(e, 0.0, "lease expired", charge=True)
-        for t in self._topics.values():
-            delayed = t.delayed
-            while delayed and delayed[0][0] <= now:
-                _, seq, e = heapq.heappop(delayed)
-                if e.lease_id is None and t.entries.get(seq) is e:
-                    heapq.heappush(t.suspects if e.suspect else t.runnable, (seq, e))
-                    self._dirty.add(e.topic)
+        self.topics.wake_delayed(now)
         self.flush()
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` has something to do next (loop time), if ever."""
         nxt = self._expiry[0][0] if self._expiry else None
-        for t in self._topics.values():
-            if t.delayed and (nxt is None or t.delayed[0][0] < nxt):
-                nxt = t.delayed[0][0]
-        return nxt
+        wake = self.topics.next_wake()
+        return wake if nxt is None or (wake is not None and wake < nxt) else nxt

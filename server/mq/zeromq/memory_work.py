@@ -53,7 +53,7 @@ class MemoryWork:
         if not is_work_topic(topic):
             self._send(ident, [wire.PUBNACK, req, f"PUBMEM takes a work topic, not {topic!r}".encode()])
             return
-        known = self._dispatcher.find(topic, msg_id)
+        known = self._dispatcher.topics.find(topic, msg_id)
         if known is not None:
             self._send(ident, [wire.PUBACK, req, wire.u64(known.seq)])
             return

@@ -131,7 +131,7 @@ async def test_nothing_per_task_or_session_stays_in_memory_once_tasks_end(harnes
     while broker._dispatcher.leases:
         assert asyncio.get_running_loop().time() < deadline, f"leases kept: {broker._dispatcher.leases}"
         await asyncio.sleep(0.01)
-    assert all(t.entries == {} for t in broker._dispatcher._topics.values())
+    assert all(t.entries == {} for t in broker._dispatcher.topics._topics.values())
     assert (
         await plane.get_task((await plane.list_tasks(limit=1))[0][0].task_id)
     ).status is TaskStatus.COMPLETED

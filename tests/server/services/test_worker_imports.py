@@ -14,6 +14,8 @@ SERVER_ONLY = (
     "llamactl.server.mq.zeromq.broker",
     "llamactl.server.mq.zeromq.journal",
     "llamactl.server.mq.zeromq.dispatch",
+    "llamactl.server.mq.zeromq.subscriptions",
+    "llamactl.server.mq.zeromq.work_topics",
     "llamactl.server.mq.zeromq.unix_listener",
 )
 
