@@ -35,12 +35,15 @@ COLUMNS = tuple(f"i{n}" for n in range(MAX_FIELDS))
 
 class IndexedConnection(sqlite3.Connection):
     """A connection that remembers each namespace's field-to-column mapping, and the next offset
-    of each log it appended to in the open write transaction."""
+    of each log it appended to, for as long as no other connection commits to the file."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.index_columns: dict[str, dict[str, int]] = {}
         self.log_heads: dict[str, int] = {}
+        self.data_version: int | None = None
+        """``PRAGMA data_version`` when ``log_heads`` were last checked (it moves when another
+        connection commits to the file, not when this one does)."""
 
 
 def schema() -> str:

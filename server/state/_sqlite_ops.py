@@ -84,11 +84,21 @@ def forget_after_rollback(c: sqlite3.Connection) -> None:
 
 
 def forget_log_heads(c: sqlite3.Connection) -> None:
-    """Drop the remembered next offsets of the logs: call it before every transaction begins,
-    since another process may append to the same file between two of ours."""
+    """Drop the remembered next offsets of the logs (they are read again when next needed)."""
     heads = getattr(c, "log_heads", None)
     if heads is not None:
         heads.clear()
+
+
+def check_log_heads(c: sqlite3.Connection) -> None:
+    """Call first in every transaction: keep the remembered next offsets of the logs only if no
+    other connection (another process sharing the file) committed since the last check."""
+    if not isinstance(c, index_module.IndexedConnection):
+        return
+    (version,) = c.execute("PRAGMA data_version").fetchone()
+    if version != c.data_version:
+        c.log_heads.clear()
+        c.data_version = version
 
 
 class _ConditionFailed(Exception):

@@ -126,10 +126,13 @@ class Writer:
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Op]) -> None:
         writes = any(op.write for op in batch)
         results: list[Result] = []
-        _sqlite_ops.forget_log_heads(conn)
         try:
             conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
+            _sqlite_ops.check_log_heads(conn)  # with the write lock held: nobody appends after it
         except sqlite3.Error as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             self._fail(batch, exc, "could not begin a transaction")
             return
         failed: sqlite3.Error | None = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -162,6 +164,50 @@ async def test_two_stores_taking_turns_on_one_log_continue_each_others_offsets(t
         assert await a.append_many("s", [b"m", b"n"]) == [5, 6]
         assert await b.append("s", b"b") == 7
         assert [e.value for e in await b.read("s")] == [b"a", b"b", b"a", b"b", b"a", b"m", b"n", b"b"]
+
+
+def _append_alone(conn: sqlite3.Connection, value: bytes) -> int:
+    """One write transaction of one append, as the store's writer makes it."""
+    conn.execute("BEGIN IMMEDIATE")
+    sqlite_ops.check_log_heads(conn)
+    off = sqlite_ops.append(conn, "s", value, None)
+    conn.execute("COMMIT")
+    return off
+
+
+_APPEND_IN_ANOTHER_PROCESS = """
+import sys
+from llamactl.server.state import _sqlite_ops as o
+c = o.connect(sys.argv[1], "NORMAL", 5000)
+c.execute("BEGIN IMMEDIATE")
+o.check_log_heads(c)
+print(o.append(c, "s", b"theirs", None))
+c.execute("COMMIT")
+"""
+
+
+def test_a_log_head_is_remembered_until_another_process_commits_to_the_file(tmp_path: Path) -> None:
+    """Looking the next offset up (``MAX``) costs each append ~1.6x: a connection alone on its
+    file does it once, and again only after another process committed."""
+    path = str(tmp_path / "state.db")
+    conn = sqlite_ops.connect(path, "NORMAL", 5000)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        assert [_append_alone(conn, b"ours") for _ in range(3)] == [0, 1, 2]
+        assert sum("MAX(off)" in s for s in statements) == 1
+        theirs = subprocess.run(
+            [sys.executable, "-c", _APPEND_IN_ANOTHER_PROCESS, path],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        assert theirs.stdout.split() == ["3"]
+        assert _append_alone(conn, b"ours") == 4  # looked up again: the other process appended
+        assert sum("MAX(off)" in s for s in statements) == 2
+    finally:
+        conn.close()
 
 
 async def test_an_append_rolled_back_inside_a_batch_leaves_no_gap(tmp_path: Path) -> None:
