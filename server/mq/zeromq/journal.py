@@ -1,15 +1,7 @@
 """The broker's journal: SQLite (WAL, synchronous=NORMAL), group-committed on the event loop.
 
-Tables::
-
-    msg  (topic, seq, msg_id, key, headers, payload,   every accepted publish; PK (topic, seq),
-          at)                                          UNIQUE (topic, msg_id) absorbs duplicates;
-                                                       ``at``: when it was published (wall clock)
-    work (topic, seq, attempts, failures, suspect,     one row per work message not yet acked or
-          lease_id, owner, lease_until, not_before)    dead-lettered; leased iff lease_id is set
-
-The journal is the single sequencer: it assigns ``seq = max + 1`` per topic inside the
-transaction, so seqs are gap-free. Callers :meth:`Journal.submit` tuples; at the end of the loop
+The tables and the SQL of each op are :mod:`.journal_tables`; the journal is the single
+sequencer of seqs. Callers :meth:`Journal.submit` tuples; at the end of the loop
 iteration everything submitted runs in ONE transaction (group commit) and the results of the whole
 batch go to ``on_results``, in submission order. A read sees every write submitted before it.
 
@@ -59,65 +51,23 @@ import logging
 import os
 import sqlite3
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
 
 from llamactl.server.errors import MessageQueueError
 from llamactl.server.wal_checkpointer import Checkpointer, open_checkpointer
 
+from .journal_tables import JournalTables, Op, PendingRow, Result, connect
+
 __all__ = ["Journal", "PendingRow"]
 
 log = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS msg (
-    topic TEXT NOT NULL, seq INTEGER NOT NULL, msg_id TEXT NOT NULL, key TEXT NOT NULL,
-    headers BLOB NOT NULL, payload BLOB NOT NULL, at REAL NOT NULL DEFAULT 0,
-    PRIMARY KEY (topic, seq)) WITHOUT ROWID;
-CREATE UNIQUE INDEX IF NOT EXISTS msg_by_id ON msg (topic, msg_id);
-CREATE TABLE IF NOT EXISTS work (
-    topic TEXT NOT NULL, seq INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    failures INTEGER NOT NULL DEFAULT 0, suspect INTEGER NOT NULL DEFAULT 0,
-    lease_id TEXT, owner BLOB, lease_until REAL, not_before REAL NOT NULL DEFAULT 0,
-    PRIMARY KEY (topic, seq)) WITHOUT ROWID;
-"""
-# Columns added after the first release; journals made before get them on open.
-_ADDED_COLUMNS = {
-    "msg": {"at": "REAL NOT NULL DEFAULT 0"},
-    "work": {"failures": "INTEGER NOT NULL DEFAULT 0", "suspect": "INTEGER NOT NULL DEFAULT 0"},
-}
-
-Op = tuple[Any, ...]
-Result = tuple[Any, ...]
-
-
-class PendingRow(NamedTuple):
-    """A work message not settled yet, as the journal holds it."""
-
-    topic: str
-    seq: int
-    msg_id: str
-    key: str
-    headers: bytes
-    payload: bytes
-    attempts: int
-    failures: int
-    suspect: bool
-    lease_id: str | None
-    owner: bytes | None
-    lease_until: float | None
-    not_before: float
-
 
 _MAX_BATCH = 8192
 _WRITE_BEHIND = frozenset({"lease", "ready", "done"})
 _WITH_RESULT = frozenset({"pub", "read", "sync", "pass"})
 WRITE_BEHIND = 0.05
 """Seconds a write-behind op may wait for a commit that has to happen anyway."""
-_SEQ_CACHE = 4096
-"""Topics whose next seq is remembered; others are looked up (one index probe)."""
 _RETRY_MAX = 2.0
 """Longest wait between tries of write-behind ops whose commit failed."""
 
@@ -139,12 +89,11 @@ class Journal:
         self._deferred: asyncio.TimerHandle | None = None
         self._on_results = on_results
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._next_seq: OrderedDict[str, int] = OrderedDict()
         self._db: sqlite3.Connection | None = None
+        self._tables: JournalTables | None = None
         self.checkpointer: Checkpointer | None = None
         self._lock_fd: int | None = None
         self._retry_delay = 0.0
-        self._now = 0.0
         self.failed_commits = 0
         """Transactions that failed (a full disk, an I/O error), for health and tests."""
 
@@ -179,8 +128,9 @@ class Journal:
         self._take_ownership()
         self._loop = asyncio.get_running_loop()
         try:
-            db = self._connect()
-            pending = self._recover(db)
+            db = connect(self._path)
+            tables = JournalTables(db)
+            pending = tables.pending()
             if self._path is not None:
                 what = f"message journal {self._path}"
                 self.checkpointer = open_checkpointer(
@@ -192,7 +142,7 @@ class Journal:
                 self.checkpointer = None
             self._release_ownership()
             raise
-        self._db = db
+        self._db, self._tables = db, tables
         if self.checkpointer is not None:
             self.checkpointer.start()
         return pending
@@ -275,7 +225,7 @@ class Journal:
             for start in range(0, len(pending), _MAX_BATCH):
                 self._apply(self._db, pending[start : start + _MAX_BATCH])
             self._db.close()
-            self._db = None
+            self._db = self._tables = None
             self._release_ownership()
 
     def prune(self, settled_before: float, streams_before: float, limit: int = 1000) -> int:
@@ -284,63 +234,24 @@ class Journal:
         many. Runs its own transactions."""
         if self.checkpointer is not None and self.checkpointer.holding:
             return 0  # commits wait for a checkpoint: prune at the next round
-        db = self._db
-        if db is None:
+        if self._tables is None:
             return 0
         try:
-            settled = db.execute(
-                "DELETE FROM msg WHERE (topic, seq) IN (SELECT topic, seq FROM msg m WHERE at < ? "
-                "AND topic >= 'work.' AND topic < 'work/' "
-                "AND NOT EXISTS (SELECT 1 FROM work w WHERE w.topic = m.topic AND w.seq = m.seq) LIMIT ?)",
-                (settled_before, limit),
-            ).rowcount
-            streams = db.execute(
-                "DELETE FROM msg WHERE (topic, seq) IN (SELECT topic, seq FROM msg WHERE at < ? "
-                "AND topic >= 'stream.' AND topic < 'stream/' LIMIT ?)",
-                (streams_before, limit),
-            ).rowcount
-            db.execute("PRAGMA incremental_vacuum(256)")
+            return self._tables.prune(settled_before, streams_before, limit)
         except sqlite3.Error as exc:
             log.warning("could not prune the message journal: %s", exc)
             return 0
-        self._next_seq.clear()  # a topic whose messages are all gone starts again from MAX(seq)
-        return max(int(settled), int(streams))
 
     # -- database -----------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        target = ":memory:" if self._path is None else str(self._path)
-        db = sqlite3.connect(target, isolation_level=None, check_same_thread=True)
-        db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file only
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        for table, columns in _ADDED_COLUMNS.items():
-            have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-            for name, definition in columns.items():
-                if name not in have:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
-        db.execute("CREATE INDEX IF NOT EXISTS msg_by_at ON msg (at)")
-        return db
-
-    def _recover(self, db: sqlite3.Connection) -> list[PendingRow]:
-        rows = db.execute(
-            "SELECT w.topic, w.seq, m.msg_id, m.key, m.headers, m.payload, w.attempts, w.failures,"
-            " w.suspect, w.lease_id, w.owner, w.lease_until, w.not_before"
-            " FROM work w JOIN msg m USING (topic, seq) ORDER BY w.topic, w.seq"
-        ).fetchall()
-        return [
-            PendingRow(t, s, i, k, h, p, a, f, bool(sus), lid, o, lu, nb)
-            for t, s, i, k, h, p, a, f, sus, lid, o, lu, nb in rows
-        ]
-
     def _apply(self, db: sqlite3.Connection, ops: list[Op]) -> list[Result]:
+        assert self._tables is not None
+        apply, now = self._tables.apply, time.time()
         results: list[Result] = []
-        self._now = time.time()
         try:
             db.execute("BEGIN")
             for op in ops:
-                res = self._one(db, op)
+                res = apply(op, now)
                 if res is not None:
                     results.append(res)
             db.execute("COMMIT")
@@ -350,7 +261,7 @@ class Journal:
                 log.error("the message journal could not commit (%s): retrying", exc)
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            self._next_seq.clear()
+            self._tables.forget_seqs()
             reason = f"journal error: {exc}"
             failed: list[Result] = [("fail", op[1], reason) for op in ops if op[0] in _WITH_RESULT]
             return failed or [("fail", None, reason)]
@@ -358,66 +269,3 @@ class Journal:
             log.warning("the message journal commits again")
             self._retry_delay = 0.0
         return results
-
-    def _one(self, db: sqlite3.Connection, op: Op) -> Result | None:
-        kind = op[0]
-        if kind == "pub":
-            _, token, topic, msg_id, key, headers, payload, is_work = op
-            seq = self._next_seq.pop(topic, None)
-            if seq is None:
-                row = db.execute("SELECT MAX(seq) FROM msg WHERE topic = ?", (topic,)).fetchone()
-                seq = 0 if row[0] is None else int(row[0]) + 1
-            cur = db.execute(
-                "INSERT OR IGNORE INTO msg (topic, seq, msg_id, key, headers, payload, at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (topic, seq, msg_id, key, headers, payload, self._now),
-            )
-            if cur.rowcount == 0:
-                self._remember_seq(topic, seq)
-                old = db.execute(
-                    "SELECT seq FROM msg WHERE topic = ? AND msg_id = ?", (topic, msg_id)
-                ).fetchone()
-                return ("pub", token, topic, int(old[0]), True, msg_id, key, headers, payload)
-            self._remember_seq(topic, seq + 1)
-            if is_work:
-                db.execute("INSERT INTO work (topic, seq) VALUES (?, ?)", (topic, seq))
-            return ("pub", token, topic, seq, False, msg_id, key, headers, payload)
-        if kind == "lease":
-            _, topic, seq, attempts, lease_id, owner, until = op
-            db.execute(
-                "UPDATE work SET attempts = ?, lease_id = ?, owner = ?, lease_until = ?"
-                " WHERE topic = ? AND seq = ?",
-                (attempts, lease_id, owner, until, topic, seq),
-            )
-        elif kind == "ready":
-            _, topic, seq, attempts, failures, suspect, not_before = op
-            db.execute(
-                "UPDATE work SET attempts = ?, failures = ?, suspect = ?, lease_id = NULL, owner = NULL,"
-                " lease_until = NULL, not_before = ? WHERE topic = ? AND seq = ?",
-                (attempts, failures, suspect, not_before, topic, seq),
-            )
-        elif kind in ("done", "settled"):
-            db.execute("DELETE FROM work WHERE topic = ? AND seq = ?", (op[1], op[2]))
-            # A settled message is never read again: keep only its id (duplicates are still
-            # absorbed), so the file stops growing with every payload ever sent.
-            db.execute(
-                "UPDATE msg SET headers = x'', payload = x'' WHERE topic = ? AND seq = ?", (op[1], op[2])
-            )
-        elif kind == "read":
-            _, token, topic, from_seq, limit = op
-            rows = db.execute(
-                "SELECT seq, msg_id, key, headers, payload FROM msg WHERE topic = ? AND seq >= ?"
-                " ORDER BY seq LIMIT ?",
-                (topic, from_seq, limit),
-            ).fetchall()
-            return ("read", token, topic, rows)
-        elif kind == "sync":
-            return ("sync", op[1])
-        elif kind == "pass":
-            return op
-        return None
-
-    def _remember_seq(self, topic: str, seq: int) -> None:
-        self._next_seq[topic] = seq
-        if len(self._next_seq) > _SEQ_CACHE:
-            self._next_seq.popitem(last=False)

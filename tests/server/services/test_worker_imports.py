@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[3]
 SERVER_ONLY = (
     "llamactl.server.mq.zeromq.broker",
     "llamactl.server.mq.zeromq.journal",
+    "llamactl.server.mq.zeromq.journal_tables",
     "llamactl.server.mq.zeromq.dispatch",
     "llamactl.server.mq.zeromq.subscriptions",
     "llamactl.server.mq.zeromq.work_topics",
