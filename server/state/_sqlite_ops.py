@@ -319,8 +319,9 @@ def append(c: sqlite3.Connection, stream: str, value: bytes, idem: str | None) -
         if row is not None:
             return int(row[0])
     # Offsets are taken inside the write transaction (BEGIN IMMEDIATE holds the write lock),
-    # so they stay gap-free even with other processes writing the same file. Within one
-    # transaction the next offset is remembered: the MAX lookup made each append cost ~1.6x.
+    # so they stay gap-free even with other processes writing the same file. The next offset is
+    # remembered until another connection commits (check_log_heads): the MAX lookup made each
+    # append cost ~1.6x.
     heads = _log_heads(c)
     off = None if heads is None else heads.get(stream)
     if off is None:

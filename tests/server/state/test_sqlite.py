@@ -155,8 +155,8 @@ async def test_two_stores_on_one_file_keep_offsets_gap_free(tmp_path: Path) -> N
 
 
 async def test_two_stores_taking_turns_on_one_log_continue_each_others_offsets(tmp_path: Path) -> None:
-    """Each store remembers a log's next offset within its own transaction only: the other store
-    appends in between."""
+    """Each store remembers a log's next offset only until the other one commits to the file: the
+    other store appends in between."""
     path = tmp_path / "shared.db"
     async with SQLiteStateStore(path) as a, SQLiteStateStore(path) as b:
         offsets = [await store.append("s", b"a" if store is a else b"b") for store in (a, b, a, b, a)]
