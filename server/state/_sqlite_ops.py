@@ -77,17 +77,9 @@ def _atomic(c: sqlite3.Connection) -> Iterator[None]:
 def forget_after_rollback(c: sqlite3.Connection) -> None:
     """Drop what the connection remembers of the file, the field columns and the log heads (after
     a rollback: they are read again)."""
-    cache = getattr(c, "index_columns", None)
-    if cache is not None:
-        cache.clear()
-    forget_log_heads(c)
-
-
-def forget_log_heads(c: sqlite3.Connection) -> None:
-    """Drop the remembered next offsets of the logs (they are read again when next needed)."""
-    heads = getattr(c, "log_heads", None)
-    if heads is not None:
-        heads.clear()
+    if isinstance(c, index_module.IndexedConnection):
+        c.index_columns.clear()
+        c.log_heads.clear()
 
 
 def check_log_heads(c: sqlite3.Connection) -> None:
