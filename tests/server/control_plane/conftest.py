@@ -163,3 +163,47 @@ class Deliveries:
         self._pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._pump
+
+
+class Server:
+    """What ``llamactl serve`` runs in one process: a broker whose reports go direct, and a
+    control plane linked to it in-process."""
+
+    def __init__(self, journal: Path, store: MemoryStateStore) -> None:
+        self.broker = ZeroMQBroker(
+            journal_path=journal, direct_topics=[topics.control_topic(DEPLOYMENT)], heartbeat_interval=0.2
+        )
+        self.store = store
+        self.plane: ControlPlane | None = None
+        self.worker: MessageQueue | None = None
+
+    async def start(self) -> tuple[ControlPlane, MessageQueue]:
+        await self.broker.start()
+        queue = self.broker.connect_local()
+        await queue.start()
+        self.plane = ControlPlane(
+            DEPLOYMENT,
+            store=self.store,
+            queue=queue,
+            orchestrator=Orchestrator(DEPLOYMENT, ["a"], "a"),
+            registry=ServiceRegistry([ServiceInfo(service_id="a", name="A")]),
+        )
+        await self.plane.start()
+        self.worker = connect_queue(self.broker.client_config)
+        await self.worker.start()
+        return self.plane, self.worker
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            await self.worker.close()
+        if self.plane is not None:
+            await self.plane.close()
+            await self.plane.queue.close()
+        await self.broker.close()
+
+
+def report(kind: WorkerMessageKind, task_id: str, attempt: int, **fields: object) -> bytes:
+    msg = WorkerMessage(
+        kind=kind, replica_id="a#1", service_id="a", task_id=task_id, attempt=attempt, **fields
+    )
+    return msg.model_dump_json().encode()

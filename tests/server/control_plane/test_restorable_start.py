@@ -7,62 +7,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from llamactl.server.control_plane import ControlPlane, ServiceInfo, ServiceRegistry
 from llamactl.server.mq import topics
-from llamactl.server.mq.base import MessageQueue
-from llamactl.server.mq.factory import connect_queue
-from llamactl.server.mq.zeromq.broker import ZeroMQBroker
-from llamactl.server.orchestrator import Orchestrator
-from llamactl.server.protocol import WorkerMessage, WorkerMessageKind, final_msg_id
+from llamactl.server.protocol import WorkerMessageKind, final_msg_id
 from llamactl.server.state.memory import MemoryStateStore
 from llamactl.server.types import TaskDefinition, TaskStatus
 from tests.e2e.waiting import eventually
 
-from .conftest import DEPLOYMENT, Deliveries
-
-
-class Server:
-    """What ``llamactl serve`` runs in one process: a broker whose reports go direct, and a
-    control plane linked to it in-process."""
-
-    def __init__(self, journal: Path, store: MemoryStateStore) -> None:
-        self.broker = ZeroMQBroker(
-            journal_path=journal, direct_topics=[topics.control_topic(DEPLOYMENT)], heartbeat_interval=0.2
-        )
-        self.store = store
-        self.plane: ControlPlane | None = None
-        self.worker: MessageQueue | None = None
-
-    async def start(self) -> tuple[ControlPlane, MessageQueue]:
-        await self.broker.start()
-        queue = self.broker.connect_local()
-        await queue.start()
-        self.plane = ControlPlane(
-            DEPLOYMENT,
-            store=self.store,
-            queue=queue,
-            orchestrator=Orchestrator(DEPLOYMENT, ["a"], "a"),
-            registry=ServiceRegistry([ServiceInfo(service_id="a", name="A")]),
-        )
-        await self.plane.start()
-        self.worker = connect_queue(self.broker.client_config)
-        await self.worker.start()
-        return self.plane, self.worker
-
-    async def stop(self) -> None:
-        if self.worker is not None:
-            await self.worker.close()
-        if self.plane is not None:
-            await self.plane.close()
-            await self.plane.queue.close()
-        await self.broker.close()
-
-
-def report(kind: WorkerMessageKind, task_id: str, attempt: int, **fields: object) -> bytes:
-    msg = WorkerMessage(
-        kind=kind, replica_id="a#1", service_id="a", task_id=task_id, attempt=attempt, **fields
-    )
-    return msg.model_dump_json().encode()
+from .conftest import DEPLOYMENT, Deliveries, Server, report
 
 
 async def test_a_restarted_server_sends_a_running_task_again_as_its_next_attempt(tmp_path: Path) -> None:
