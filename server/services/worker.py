@@ -331,7 +331,9 @@ class Worker:
                 return
             except LeaseLost:
                 log.warning(
-                    "task %s had been finished by another attempt (result deduplicated)", final.task_id
+                    "task %s was no longer this worker's (another attempt finished it, or the server "
+                    "took it back): its result is dropped",
+                    final.task_id,
                 )
                 return
             except PublishRejected as exc:
