@@ -191,6 +191,12 @@ class MessageQueue(abc.ABC):
         """
         return await self.publish(topic, payload, msg_id=msg_id, key=key)
 
+    @property
+    def restorable_in_memory(self) -> bool:
+        """True when :meth:`publish_restorable` holds its messages only in this process's memory,
+        so that they end with the process, as whatever the caller had not stored yet does."""
+        return False
+
     @abc.abstractmethod
     def consume(
         self,

@@ -240,6 +240,10 @@ class ZeroMQQueue(MessageQueue):
         args = [topic.encode(), msg_id.encode(), key.encode(), bytes(payload), wire.u32(attempts)]
         return int(await self._new_request(wire.PUBMEM, args, f"publish to {topic}"))
 
+    @property
+    def restorable_in_memory(self) -> bool:
+        return self._attach is not None
+
     def consume(
         self, topic: str, *, prefetch: int | Prefetch = 1, lease: float = 30.0
     ) -> AsyncIterator[Delivery]:

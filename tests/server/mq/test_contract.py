@@ -77,8 +77,10 @@ async def test_duplicate_msg_id_is_absorbed(queue_factory: QueueFactory) -> None
 
 async def test_a_restorable_publish_is_delivered_once_per_msg_id(queue_factory: QueueFactory) -> None:
     """``publish_restorable``: a work message like any other to its consumer; the first delivery
-    is attempt 1, or with the embedded broker in-process, the one after the ``attempts`` given."""
+    is attempt 1, or with the embedded broker in-process, the one after the ``attempts`` given
+    (held in memory only: ``restorable_in_memory``)."""
     q = await queue_factory()
+    assert q.restorable_in_memory is queue_factory.local
     first = await q.publish_restorable(WORK, b"one", msg_id="t:start", key="s", attempts=1)
     assert await q.publish_restorable(WORK, b"two", msg_id="t:start", key="s", attempts=1) == first
     it = q.consume(WORK, prefetch=10)
