@@ -250,7 +250,8 @@ class ControlPlane:
             keep_context=keep_context or bool(definition.session_id),
             own_session=not keep_context and not definition.session_id,
         )
-        await self.dispatcher.submit(task, new_session=not definition.session_id)
+        fresh_id = "task_id" not in definition.model_fields_set  # made by its default: nobody has it
+        await self.dispatcher.submit(task, new_session=not definition.session_id, new_id=fresh_id)
         self._count_queued(task.service_id)
         return task
 

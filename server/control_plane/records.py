@@ -28,11 +28,13 @@ re-applied.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -76,6 +78,8 @@ class ControlPlaneRecords:
         cache still gives the version a compare-and-set starts from)."""
         self._tasks: OrderedDict[str, tuple[StoredTask, int]] = OrderedDict()
         self._contexts: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
+        self._storing: dict[str, asyncio.Event] = {}
+        """Tasks handed out before their first commit (:meth:`storing`): reading one waits for it."""
         self.unreadable = 0
         """Stored records that could not be read (skipped, logged): health, tests."""
 
@@ -98,7 +102,30 @@ class ControlPlaneRecords:
             log.error("%s: task record %r cannot be read, skipping it: %s", self.deployment, key, exc)
             return None
 
+    @contextlib.contextmanager
+    def storing(self, task_id: str) -> Iterator[None]:
+        """The task's first commit is under way while the block runs (it was handed out first):
+        whoever reads the task meanwhile (its worker's report came back first) waits for the
+        block to end, then reads it as stored, or finds no task if the commit failed."""
+        done = self._storing[task_id] = asyncio.Event()
+        try:
+            yield
+        finally:
+            del self._storing[task_id]
+            done.set()
+
+    @property
+    def tasks_being_stored(self) -> int:
+        """Tasks inside :meth:`storing` now (for tests: proves nothing leaks)."""
+        return len(self._storing)
+
     async def _load(self, task_id: str) -> tuple[StoredTask, int] | None:
+        storing = self._storing.get(task_id)
+        if storing is not None:
+            await storing.wait()
+            stored = None if self.fresh_reads else self._tasks.get(task_id)
+            if stored is not None:
+                return stored  # remembered by the commit just waited for
         found = await self.store.get(self.tasks_ns, task_id)
         task = None if found is None else self._parse(task_id, found.value)
         if task is None or found is None:

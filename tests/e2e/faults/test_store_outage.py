@@ -1,6 +1,6 @@
 """The disk under the deployment's state fills up for a few seconds (a real tmpfs under
-`.llamactl/`, holding the state store and the broker's journal): new tasks get a clear 503 and
-nothing half-accepted, the task that finishes meanwhile is recorded once space is back, and
+`.llamactl/`, holding the state store and the broker's journal): new tasks and runs get a clear
+503 and nothing half-accepted, the task that finishes meanwhile is recorded once space is back, and
 everything goes on after."""
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ async def test_a_full_disk_refuses_new_tasks_clearly_and_loses_nothing(
         assert refused.status_code == 503
         assert "full" in refused.json()["detail"] and "try again" in refused.json()["detail"]
         assert refused.headers["retry-after"] == "1"
+        # A run goes to its worker before it is stored (one commit less on its path): refused
+        # alike, and taken back; it must not be stored or answered as run.
+        run = await client.post(f"{D}/tasks/run", json=body("full-run"))
+        assert run.status_code == 503 and "full" in run.json()["detail"], run.text
         await asyncio.sleep(2.5)  # the running task ends while nothing can be written
         disk.free()
         for task_id in (running, queued, *accepted):
