@@ -40,9 +40,7 @@ from llamactl.server.errors import (
     TaskExists,
     TaskFinished,
 )
-from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
-from llamactl.server.protocol import TaskInput, TaskInputKind, start_msg_id
 from llamactl.server.state.base import Write
 from llamactl.server.types import TaskStatus
 
@@ -185,7 +183,7 @@ class Dispatcher:
         on it, instead of before (one commit less on the round trip's path); this returns, and
         the caller hears of the task, only once it is stored. A report of the task that comes
         back sooner waits for the commit (:meth:`ControlPlaneRecords.storing`); a commit that
-        fails takes the task back (:meth:`_withdraw`); a crash in between loses the message with
+        fails takes the task back (:meth:`TaskPublisher.withdraw`); a crash in between loses the message with
         the record, and nobody had been told of either.
         """
         task.dispatched = True
@@ -204,23 +202,9 @@ class Dispatcher:
                 if not result.ok:
                     raise TaskExists(task.task_id)
             except LlamactlError:
-                await self._withdraw(task)
+                await self._publisher.withdraw(task)
                 raise
             self._records.remember_task(task, result.results[0])
-
-    async def _withdraw(self, task: StoredTask) -> None:
-        """A task handed out before its record could be stored, and the commit failed: take its
-        message back, and ask its worker to stop it should one have it already (its report is
-        then dropped: no record names the task). Best effort: the queue may be failing too."""
-        self._unpublished.pop(task.task_id, None)
-        topic = topics.service_topic(self._records.deployment, task.service_id)
-        try:
-            if await self._queue.discard(topic, start_msg_id(task.task_id)):
-                return  # no worker had it: it never runs
-            await self._queue.discard(topic, start_msg_id(task.task_id), leased=True)
-            await self._ask_to_stop(task.task_id)
-        except MessageQueueError as exc:
-            log.warning("task %s was not stored and could not be taken back: %s", task.task_id, exc)
 
     async def finished(self, task: StoredTask, *, released: bool = False) -> None:
         """A task reached a final status: free its session and hand out the next task.
@@ -423,21 +407,11 @@ class Dispatcher:
                 ended = await self._end(task, TaskStatus.CANCELLED, _NEVER_RAN, if_waiting=True)
                 if ended.status is TaskStatus.CANCELLED:
                     return CancelOutcome(ended, True)
-            if task_id in self._unpublished or await self._queue.discard(
-                topics.service_topic(self._records.deployment, task.service_id), start_msg_id(task_id)
-            ):
+            if task_id in self._unpublished or await self._publisher.take_back(task):
                 return CancelOutcome(await self._end(task, TaskStatus.CANCELLED, _NEVER_RAN), True)
             task, _ = await self._records.transition(task_id, _request_cancel, feed=False)
-        await self._ask_to_stop(task_id)
+        await self._publisher.ask_to_stop(task_id)
         return CancelOutcome(task, False)
-
-    async def _ask_to_stop(self, task_id: str) -> None:
-        """The task runs (or is about to): its worker reads the cancel from its input stream."""
-        await self._queue.publish(
-            topics.task_input_topic(self._records.deployment, task_id),
-            TaskInput(kind=TaskInputKind.CANCEL).model_dump_json().encode(),
-            msg_id=f"{task_id}:cancel",
-        )
 
     async def drop_session(self, session_id: str) -> int:
         """Before a session is deleted: cancel the tasks that wait in it (with no session they

@@ -1,4 +1,5 @@
-"""Publishes a task's start message to its service, and keeps the ones the queue refused.
+"""Publishes a task's start message to its service, keeps the ones the queue refused, and takes
+messages back or asks a worker to stop a task.
 
 The message carries the task's input, the session's Context as stored now, and the service's
 timeout; its id is ``<task_id>:start``, so publishing it again (a retry, a restart, another
@@ -22,7 +23,7 @@ from llamactl.server.control_plane.stored import StoredTask
 from llamactl.server.errors import MessageQueueError
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
-from llamactl.server.protocol import TaskMessage, start_msg_id
+from llamactl.server.protocol import TaskInput, TaskInputKind, TaskMessage, start_msg_id
 
 __all__ = ["TaskPublisher"]
 
@@ -87,3 +88,30 @@ class TaskPublisher:
             self.retry.set()
             return
         self.unpublished.pop(task.task_id, None)
+
+    async def take_back(self, task: StoredTask, *, leased: bool = False) -> bool:
+        """Remove the task's start message from its service's queue before a worker takes it
+        (``leased``: from a worker that holds it, too). True if it was removed."""
+        topic = topics.service_topic(self._records.deployment, task.service_id)
+        return await self._queue.discard(topic, start_msg_id(task.task_id), leased=leased)
+
+    async def ask_to_stop(self, task_id: str) -> None:
+        """The task runs (or is about to): its worker reads the cancel from its input stream."""
+        await self._queue.publish(
+            topics.task_input_topic(self._records.deployment, task_id),
+            TaskInput(kind=TaskInputKind.CANCEL).model_dump_json().encode(),
+            msg_id=f"{task_id}:cancel",
+        )
+
+    async def withdraw(self, task: StoredTask) -> None:
+        """A task handed out before its record was stored, and the commit failed: take its
+        message back, and ask its worker to stop it should one have it already (its report is
+        then dropped: no record names the task). Best effort: the queue may be failing too."""
+        self.unpublished.pop(task.task_id, None)
+        try:
+            if await self.take_back(task):
+                return  # no worker had it: it never runs
+            await self.take_back(task, leased=True)
+            await self.ask_to_stop(task.task_id)
+        except MessageQueueError as exc:
+            log.warning("task %s was not stored and could not be taken back: %s", task.task_id, exc)
