@@ -183,12 +183,15 @@ class Dispatcher:
         on it, instead of before (one commit less on the round trip's path); this returns, and
         the caller hears of the task, only once it is stored. A report of the task that comes
         back sooner waits for the commit (:meth:`ControlPlaneRecords.storing`); a commit that
-        fails takes the task back (:meth:`TaskPublisher.withdraw`); a crash in between loses the message with
-        the record, and nobody had been told of either.
+        fails takes the task back (:meth:`TaskPublisher.withdraw`); a crash in between loses the
+        message with the record, and nobody had been told of either.
         """
         task.dispatched = True
         writes: list[Write] = [self._records.task_write(task, None), self._records.status_change(task)]
-        if not early:
+        # Built first: a task whose message cannot be built is failed, which must not wait for
+        # its own first commit; such a task is stored first.
+        payload = self._publisher.own_message(task) if early else None
+        if payload is None:
             result = await self._records.store.commit(writes)
             if not result.ok:
                 raise TaskExists(task.task_id)
@@ -196,7 +199,7 @@ class Dispatcher:
             await self._publisher.publish(task)
             return
         with self._records.storing(task.task_id):
-            await self._publisher.publish(task)
+            await self._publisher.publish(task, payload)
             try:
                 result = await self._records.store.commit(writes)
                 if not result.ok:

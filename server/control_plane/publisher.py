@@ -64,15 +64,25 @@ class TaskPublisher:
         )
         return message.model_dump_json().encode()
 
-    async def publish(self, task: StoredTask) -> None:
-        """Publish the task's start message; if the queue fails, keep it for the retry loop. A
-        task whose message cannot even be built goes to ``unsendable`` (it fails alone)."""
+    def own_message(self, task: StoredTask) -> bytes | None:
+        """The start message of a task in a session of its own (it carries no Context), or None
+        if it cannot be built (then :meth:`publish` fails the task)."""
         try:
-            context = None if task.own_session else await self._records.get_context(task.session_id)
-            payload = self.message(task, context)
-        except (ValueError, TypeError) as exc:
-            await self._unsendable(task, f"the task cannot be handed to its service: {exc}")
-            return
+            return self.message(task, None)
+        except (ValueError, TypeError):
+            return None
+
+    async def publish(self, task: StoredTask, payload: bytes | None = None) -> None:
+        """Publish the task's start message (``payload``, if built already); if the queue fails,
+        keep it for the retry loop. A task whose message cannot even be built goes to
+        ``unsendable`` (it fails alone)."""
+        if payload is None:
+            try:
+                context = None if task.own_session else await self._records.get_context(task.session_id)
+                payload = self.message(task, context)
+            except (ValueError, TypeError) as exc:
+                await self._unsendable(task, f"the task cannot be handed to its service: {exc}")
+                return
         try:
             await self._queue.publish_restorable(
                 topics.service_topic(self._records.deployment, task.service_id),

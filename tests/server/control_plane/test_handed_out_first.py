@@ -163,3 +163,22 @@ async def test_a_run_that_names_its_own_task_id_is_stored_before_it_is_handed_ou
     )
     assert (await run).result == "done"
     await deliveries.aclose()
+
+
+async def test_a_run_whose_message_cannot_be_built_fails_alone_instead_of_waiting_for_itself(
+    server: tuple[Server, ControlPlane, MessageQueue], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the failure was stored from inside the wait for the task's first commit, which
+    waited for that failure to be stored: the run never ended."""
+    _, plane, _ = server
+    publisher = plane.dispatcher._publisher
+
+    def unbuildable(*args: object) -> bytes:
+        raise ValueError("the input cannot be encoded")
+
+    monkeypatch.setattr(publisher, "message", unbuildable)
+    run = plane.run_task(TaskDefinition(service_id="a", input="{}"), timeout=20)
+    failed = await asyncio.wait_for(run, 10)
+    assert failed.status is TaskStatus.FAILED
+    assert failed.error == "the task cannot be handed to its service: the input cannot be encoded"
+    assert plane.records.tasks_being_stored == 0
