@@ -19,7 +19,7 @@ from llamactl.server.mq.base import MessageQueue
 from llamactl.server.protocol import TaskInput, TaskInputKind, WorkerMessageKind, final_msg_id
 from llamactl.server.state.base import Cas, CommitResult, Write
 from llamactl.server.state.memory import MemoryStateStore
-from llamactl.server.types import TaskDefinition, TaskStatus
+from llamactl.server.types import TaskDefinition, TaskRecord, TaskStatus
 from tests.e2e.waiting import eventually
 
 from .conftest import DEPLOYMENT, Deliveries, Server, report
@@ -66,15 +66,27 @@ async def server(tmp_path: Path) -> AsyncIterator[tuple[Server, ControlPlane, Me
         await store.close()
 
 
+@pytest.fixture
+def held(server: tuple[Server, ControlPlane, MessageQueue], monkeypatch: pytest.MonkeyPatch) -> HeldCommits:
+    running, plane, _ = server
+    return HeldCommits(running.store, plane.queue, monkeypatch)
+
+
+def start_run(plane: ControlPlane, definition: TaskDefinition | None = None) -> asyncio.Task[TaskRecord]:
+    """A ``tasks/run`` of service ``a`` (a task id the server makes), running in the background."""
+    return asyncio.create_task(
+        plane.run_task(definition or TaskDefinition(service_id="a", input="{}"), timeout=20)
+    )
+
+
 async def test_a_run_goes_to_its_worker_before_its_record_is_stored_and_its_result_waits_for_it(
-    server: tuple[Server, ControlPlane, MessageQueue], monkeypatch: pytest.MonkeyPatch
+    server: tuple[Server, ControlPlane, MessageQueue], held: HeldCommits
 ) -> None:
     """Fails without the wait in ``ControlPlaneRecords._load``: the result is dropped as a report
     of an unknown task and the run never ends."""
     running, plane, worker = server
-    held = HeldCommits(running.store, plane.queue, monkeypatch)
     deliveries = Deliveries(worker)
-    run = asyncio.create_task(plane.run_task(TaskDefinition(service_id="a", input="{}"), timeout=20))
+    run = start_run(plane)
     delivery, message = await deliveries.take()
     assert held.order == ["publish", "commit"]
     assert await running.store.get(f"{DEPLOYMENT}/tasks", message.task_id) is None  # not stored yet
@@ -98,12 +110,11 @@ async def test_a_run_goes_to_its_worker_before_its_record_is_stored_and_its_resu
 
 
 async def test_a_run_whose_record_cannot_be_stored_is_taken_back_from_its_worker(
-    server: tuple[Server, ControlPlane, MessageQueue], monkeypatch: pytest.MonkeyPatch
+    server: tuple[Server, ControlPlane, MessageQueue], held: HeldCommits
 ) -> None:
     running, plane, worker = server
-    held = HeldCommits(running.store, plane.queue, monkeypatch)
     deliveries = Deliveries(worker)
-    run = asyncio.create_task(plane.run_task(TaskDefinition(service_id="a", input="{}"), timeout=20))
+    run = start_run(plane)
     delivery, message = await deliveries.take()
     held.fail = StateStoreError("the state store's disk is full: try again once there is room")
     held.release.set()
@@ -122,11 +133,10 @@ async def test_a_run_whose_record_cannot_be_stored_is_taken_back_from_its_worker
 
 
 async def test_a_run_taken_back_before_any_worker_had_it_never_reaches_one(
-    server: tuple[Server, ControlPlane, MessageQueue], monkeypatch: pytest.MonkeyPatch
+    server: tuple[Server, ControlPlane, MessageQueue], held: HeldCommits
 ) -> None:
-    running, plane, worker = server
-    held = HeldCommits(running.store, plane.queue, monkeypatch)
-    lost = asyncio.create_task(plane.run_task(TaskDefinition(service_id="a", input='{"n": 1}'), timeout=20))
+    _, plane, worker = server
+    lost = start_run(plane)
 
     async def handed_out() -> bool:
         return held.order == ["publish", "commit"]
@@ -146,13 +156,12 @@ async def test_a_run_taken_back_before_any_worker_had_it_never_reaches_one(
 
 
 async def test_a_run_that_names_its_own_task_id_is_stored_before_it_is_handed_out(
-    server: tuple[Server, ControlPlane, MessageQueue], monkeypatch: pytest.MonkeyPatch
+    server: tuple[Server, ControlPlane, MessageQueue], held: HeldCommits
 ) -> None:
-    running, plane, worker = server
-    held = HeldCommits(running.store, plane.queue, monkeypatch)
+    _, plane, worker = server
     held.release.set()
     deliveries = Deliveries(worker)
-    run = asyncio.create_task(plane.run_task(TaskDefinition(task_id="chosen", service_id="a", input="{}")))
+    run = start_run(plane, TaskDefinition(task_id="chosen", service_id="a", input="{}"))
     delivery, message = await deliveries.take()
     assert message.task_id == "chosen" and held.order == ["commit", "publish"]
     await delivery.ack_and_publish(
