@@ -161,3 +161,53 @@ async def test_sigterm_answers_waiting_clients_with_a_json_503_that_names_the_ta
     assert server.process.stderr is not None
     server.process.stderr.close()
     assert app.runs_of("long") == 1
+
+
+async def test_sigkill_amid_runs_leaves_every_answered_run_stored_and_every_stored_one_finished(
+    tmp_path: Path, state_store: dict[str, object] | None
+) -> None:
+    """A `tasks/run` goes to its worker while it is being stored: a kill in between may lose a run
+    nobody was answered for (its message lived in the server's memory), never one that was
+    answered, and leaves no record that never ends."""
+    app = app_in(tmp_path, state_store)
+    server = Server(app.file)
+    answered: list[str] = []
+
+    async def runs(client: httpx.AsyncClient, caller: int) -> None:
+        for n in range(10_000):
+            key = f"r{caller}-{n}"
+            body = {"input": json.dumps({"key": key, "seconds": 0.02}), "service_id": "work"}
+            answer = await client.post(f"{D}/tasks/run", json=body)
+            assert answer.json() == f"done {key}"
+            answered.append(key)
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        callers = [asyncio.create_task(runs(client, c)) for c in range(4)]
+        await wait_until(lambda: len(answered) >= 40, 30)
+        workers = server.note_workers()
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(10)
+        outcomes = await asyncio.gather(*callers, return_exceptions=True)
+    assert all(isinstance(o, httpx.TransportError) for o in outcomes), outcomes
+    await wait_until(lambda: not any(alive(p) for p in workers), 10)
+    print(f"injected: SIGKILL of llamactl serve with 4 callers of tasks/run, {len(answered)} answered")
+    server.stderr.rest()
+    assert server.process.stderr is not None
+    server.process.stderr.close()
+
+    again = Server(app.file)
+    try:
+        async with httpx.AsyncClient(base_url=again.url, timeout=60) as client:
+            listed = (await client.get(f"{D}/tasks", params={"limit": 1000})).json()
+            stored = {json.loads(t["input"])["key"]: t["task_id"] for t in listed}
+            assert set(answered) <= set(stored)
+            finished = {key: await wait_final(client, task_id) for key, task_id in stored.items()}
+            assert {r["status"] for r in finished.values()} == {"completed"}
+            finals = await final_statuses(client)
+            assert all(finals[task_id] == 1 for task_id in stored.values())
+            unanswered = sorted(set(stored) - set(answered))
+            print(
+                f"counted: {len(stored)} runs stored, all completed once; {len(unanswered)} stored unanswered"
+            )
+    finally:
+        assert again.stop() == 0
