@@ -65,6 +65,14 @@ async def wait_final(client: httpx.AsyncClient, task_id: str, timeout: float = 6
     return record
 
 
+async def killed(server: Server, workers: set[int]) -> None:
+    """After a SIGKILL of ``server``: wait for its workers to exit, then drain and close its stderr."""
+    await wait_until(lambda: not any(alive(p) for p in workers), 10)
+    server.stderr.rest()
+    assert server.process.stderr is not None
+    server.process.stderr.close()
+
+
 async def test_sigkill_and_restart_keeps_what_finished_and_finishes_the_rest_once(
     tmp_path: Path, state_store: dict[str, object] | None
 ) -> None:
@@ -93,14 +101,11 @@ async def test_sigkill_and_restart_keeps_what_finished_and_finishes_the_rest_onc
         workers = server.note_workers()
     server.process.send_signal(signal.SIGKILL)
     server.process.wait(10)
-    await wait_until(lambda: not any(alive(p) for p in workers), 10)
+    await killed(server, workers)
     print(
         f"injected: SIGKILL of llamactl serve (pid {server.process.pid}) with 1 running and 2 queued "
         f"tasks, a streaming task at event {last_id}, {len(workers)} workers"
     )
-    server.stderr.rest()
-    assert server.process.stderr is not None
-    server.process.stderr.close()
 
     again = Server(app.file)
     try:
@@ -189,11 +194,8 @@ async def test_sigkill_amid_runs_leaves_every_answered_run_stored_and_every_stor
         server.process.wait(10)
         outcomes = await asyncio.gather(*callers, return_exceptions=True)
     assert all(isinstance(o, httpx.TransportError) for o in outcomes), outcomes
-    await wait_until(lambda: not any(alive(p) for p in workers), 10)
+    await killed(server, workers)
     print(f"injected: SIGKILL of llamactl serve with 4 callers of tasks/run, {len(answered)} answered")
-    server.stderr.rest()
-    assert server.process.stderr is not None
-    server.process.stderr.close()
 
     again = Server(app.file)
     try:
