@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from llamactl.server.control_plane.publisher import TaskPublisher
 from llamactl.server.control_plane.records import ControlPlaneRecords
 from llamactl.server.control_plane.session_turns import FreshTurns, SessionLocks, next_turn
+from llamactl.server.control_plane.solo_runs import SoloRuns
 from llamactl.server.control_plane.stored import SessionRecord, StoredTask
 from llamactl.server.errors import (
     LlamactlError,
@@ -76,6 +77,7 @@ class Dispatcher:
         self._records = records
         self._queue = queue
         self._publisher = TaskPublisher(records, queue, timeouts, unsendable=self._fail)
+        self._solo = SoloRuns(records, self._publisher)
         self._on_final = on_final
         self._locks = SessionLocks()
         self._unpublished = self._publisher.unpublished
@@ -123,10 +125,11 @@ class Dispatcher:
         must exist (SessionNotFound) and is kept from then on. A task handed out at once is stored
         already marked as dispatched (one write less); should its publish fail, the retry loop
         publishes it (and :meth:`recover` after a restart). Raises TaskExists for a known id.
-        ``new_id``: the task's id was made here, so no record can hold it yet.
+        ``new_id``: the task's id was made here, so no record can hold it yet. A task in a
+        session of its own goes to :class:`SoloRuns`.
         """
         if task.own_session:
-            await self._submit_alone(task, early=new_id and self._queue.restorable_in_memory)
+            await self._solo.submit(task, early=new_id and self._queue.restorable_in_memory)
             return
         session_id = task.session_id
         async with self._session(session_id):
@@ -172,42 +175,6 @@ class Dispatcher:
                 if result.failed == at or new_session:  # a new session's id cannot collide: the task's did
                     raise TaskExists(task.task_id)
             raise StateStoreError(f"session '{session_id}' kept changing under us: too much contention")
-
-    async def _submit_alone(self, task: StoredTask, *, early: bool) -> None:
-        """Store a task in a session of its own (:attr:`StoredTask.own_session`) and hand it out:
-        there is no session record to write now or to free when it ends, and no turn to wait for
-        (its session id is new and is answered to nobody before this returns).
-
-        ``early``: no record can hold its id and the queue keeps its start message only in this
-        process's memory. Then the task is handed out first and stored while its worker starts
-        on it, instead of before (one commit less on the round trip's path); this returns, and
-        the caller hears of the task, only once it is stored. A report of the task that comes
-        back sooner waits for the commit (:meth:`ControlPlaneRecords.storing`); a commit that
-        fails takes the task back (:meth:`TaskPublisher.withdraw`); a crash in between loses the
-        message with the record, and nobody had been told of either.
-        """
-        task.dispatched = True
-        writes: list[Write] = [self._records.task_write(task, None), self._records.status_change(task)]
-        # Built first: a task whose message cannot be built is failed, which must not wait for
-        # its own first commit; such a task is stored first.
-        payload = self._publisher.own_message(task) if early else None
-        if payload is None:
-            result = await self._records.store.commit(writes)
-            if not result.ok:
-                raise TaskExists(task.task_id)
-            self._records.remember_task(task, result.results[0])
-            await self._publisher.publish(task)
-            return
-        with self._records.storing(task.task_id):
-            await self._publisher.publish(task, payload)
-            try:
-                result = await self._records.store.commit(writes)
-                if not result.ok:
-                    raise TaskExists(task.task_id)
-            except LlamactlError:
-                await self._publisher.withdraw(task)
-                raise
-            self._records.remember_task(task, result.results[0])
 
     async def finished(self, task: StoredTask, *, released: bool = False) -> None:
         """A task reached a final status: free its session and hand out the next task.

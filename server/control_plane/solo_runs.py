@@ -1,0 +1,61 @@
+"""Stores and hands out a task in a session of its own (:attr:`StoredTask.own_session`).
+
+Such a task (a ``tasks/run`` that names no session) has no session record to write now or to
+free when it ends, and no turn to wait for: its session id is new and is answered to nobody
+before :meth:`SoloRuns.submit` returns. So it is stored and published at once, with none of the
+session machinery of :class:`~llamactl.server.control_plane.dispatcher.Dispatcher`.
+
+When the queue holds its start message only in this process's memory and no record can hold its
+id, it is even handed out before it is stored, and stored while its worker starts on it: see
+:meth:`SoloRuns.submit`.
+"""
+
+from __future__ import annotations
+
+from llamactl.server.control_plane.publisher import TaskPublisher
+from llamactl.server.control_plane.records import ControlPlaneRecords
+from llamactl.server.control_plane.stored import StoredTask
+from llamactl.server.errors import LlamactlError, TaskExists
+from llamactl.server.state.base import Write
+
+__all__ = ["SoloRuns"]
+
+
+class SoloRuns:
+    def __init__(self, records: ControlPlaneRecords, publisher: TaskPublisher) -> None:
+        self._records = records
+        self._publisher = publisher
+
+    async def submit(self, task: StoredTask, *, early: bool) -> None:
+        """Store the task, marked as handed out, and hand it out. Raises TaskExists for a known id.
+
+        ``early``: no record can hold its id and the queue keeps its start message only in this
+        process's memory. Then the task is handed out first and stored while its worker starts
+        on it, instead of before (one commit less on the round trip's path); this returns, and
+        the caller hears of the task, only once it is stored. A report of the task that comes
+        back sooner waits for the commit (:meth:`ControlPlaneRecords.storing`); a commit that
+        fails takes the task back (:meth:`TaskPublisher.withdraw`); a crash in between loses the
+        message with the record, and nobody had been told of either.
+        """
+        task.dispatched = True
+        writes: list[Write] = [self._records.task_write(task, None), self._records.status_change(task)]
+        # Built first: a task whose message cannot be built is failed, which must not wait for
+        # its own first commit; such a task is stored first.
+        payload = self._publisher.own_message(task) if early else None
+        if payload is None:
+            result = await self._records.store.commit(writes)
+            if not result.ok:
+                raise TaskExists(task.task_id)
+            self._records.remember_task(task, result.results[0])
+            await self._publisher.publish(task)
+            return
+        with self._records.storing(task.task_id):
+            await self._publisher.publish(task, payload)
+            try:
+                result = await self._records.store.commit(writes)
+                if not result.ok:
+                    raise TaskExists(task.task_id)
+            except LlamactlError:
+                await self._publisher.withdraw(task)
+                raise
+            self._records.remember_task(task, result.results[0])
