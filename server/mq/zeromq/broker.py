@@ -55,6 +55,7 @@ from .committed import Committed
 from .direct import DirectResults
 from .dispatch import Dispatcher
 from .entries import Entry, dead_letter_headers, restored
+from .housekeeping import STREAM_RETENTION, Housekeeping
 from .journal import Journal, PendingRow
 from .local import FrameHandler, LocalLink
 from .local_results import LocalResults
@@ -67,10 +68,6 @@ from .streams import Streams
 from .unix_listener import UnixListener
 
 __all__ = ["STREAM_RETENTION", "ZeroMQBroker"]
-
-STREAM_RETENTION = 7 * 24 * 3600.0
-"""Seconds a stream message (an event sent into a task, a cancel) stays in the journal: a task that
-runs again after a crash reads its inputs from the start."""
 
 
 class ZeroMQBroker:
@@ -114,7 +111,6 @@ class ZeroMQBroker:
         self._hb = heartbeat_interval
         self._liveness = liveness
         self._retention = retention
-        self._next_prune = 0.0
         self._epoch = os.urandom(8).hex().encode()
         self._endpoint = ""
         self._pump: Pump | None = None
@@ -124,9 +120,7 @@ class ZeroMQBroker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._peers = Peers(self._epoch, heartbeat_interval * liveness)
         self._streams: Streams | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_when = 0.0
-        self._next_peer_check = 0.0
+        self._housekeeping: Housekeeping | None = None
         self._closed = False
         self._want_unix = unix
         self._unix_path = unix_path
@@ -271,21 +265,25 @@ class ZeroMQBroker:
                 self._socket.close()
                 await self._journal.close()
                 raise
-        self._next_peer_check = loop.time() + self._hb / 2
-        self._next_prune = loop.time() + self._prune_every
+        self._housekeeping = Housekeeping(
+            loop,
+            dispatcher=self._dispatcher,
+            peers=self._peers,
+            journal=self._journal,
+            streams=self._streams,
+            drop_peer=self._drop_peer,
+            heartbeat_interval=self._hb,
+            retention=self._retention,
+        )
         self._rearm()
-
-    @property
-    def _prune_every(self) -> float:
-        return min(60.0, max(0.5, self._retention / 10))
 
     async def close(self) -> None:
         if self._closed or self._journal is None:
             self._closed = True
             return
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._housekeeping is not None:
+            self._housekeeping.stop()
         if self._links is not None:
             self._links.close()  # sends the confirms still held: before the pump closes
         if self._pump is not None:
@@ -367,44 +365,6 @@ class ZeroMQBroker:
         self._streams.drop_peer(ident)
 
     def _rearm(self) -> None:
-        assert self._dispatcher is not None and self._loop is not None
-        if self._closed:
-            return
-        when = min(self._next_peer_check, self._next_prune)
-        nxt = self._dispatcher.next_deadline()
-        if nxt is not None and nxt < when:
-            when = nxt
-        if self._timer is not None:
-            if when >= self._timer_when - 0.0005:
-                return
-            self._timer.cancel()
-        self._timer_when = when
-        self._timer = self._loop.call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        assert self._dispatcher is not None and self._loop is not None
-        self._timer = None
-        if self._closed:
-            return
-        now = self._loop.time()
-        if now - self._timer_when > self._hb:
-            # Our own loop was blocked: peers could not be heard, so their silence proves nothing.
-            self._peers.excuse(now, self._hb)
-        if now >= self._next_peer_check:
-            self._next_peer_check = now + self._hb / 2
-            for ident in self._peers.silent(now):
-                self._drop_peer(ident, "consumer lost")
-        if now >= self._next_prune:
-            self._prune(now)
-        self._dispatcher.tick()
-        self._rearm()
-
-    def _prune(self, now: float) -> None:
-        assert self._journal is not None and self._streams is not None
-        limit = 1000
-        wall = time.time()
-        pruned = self._journal.prune(wall - self._retention, wall - STREAM_RETENTION, limit)
-        if pruned:
-            self._streams.forget_ends()
-        # A full batch: more are due, go on soon (a batch at a time keeps the loop responsive).
-        self._next_prune = now + (0.05 if pruned >= limit else self._prune_every)
+        """A deadline may have come closer (see :mod:`.housekeeping`)."""
+        if self._housekeeping is not None and not self._closed:
+            self._housekeeping.rearm()
