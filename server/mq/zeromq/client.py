@@ -4,7 +4,7 @@ One DEALER socket per client (routing id random, so the broker knows it across r
 driven by a :class:`~llamactl.server.mq.zeromq.pump.Pump`, or, when the config names the broker's
 Unix socket (``unix``) and it can be reached (the client runs on the broker's machine), a
 :class:`~llamactl.server.mq.zeromq.unix_link.UnixLink` that carries the same messages without
-ZeroMQ's I/O threads; one background task sends ``HB`` every
+ZeroMQ's I/O threads (both opened by :mod:`~llamactl.server.mq.zeromq.client_links`); one background task sends ``HB`` every
 ``heartbeat_interval`` and re-sends requests the broker has not answered until
 ``publish_timeout`` (see :mod:`llamactl.server.mq.zeromq.pending`).
 
@@ -23,12 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
-
-import zmq
 
 from llamactl.server.aio import cancel_and_wait
 from llamactl.server.errors import MessageQueueClosed, MessageQueueError
@@ -37,18 +34,15 @@ from llamactl.server.mq.base import Delivery, Message, MessageQueue, Prefetch, a
 from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_topic
 
 from . import wire
+from .client_links import open_dealer, reach_unix
 from .consumer import ConsumerState, ZeroMQDelivery, consume_iter, subscribe_iter
 from .local import FrameHandler, Transport
 from .local_results import LocalResults
 from .pending import PendingRequests
-from .pump import Pump
-from .security import secure_client
 from .sideline import SideLine
 from .unix_link import UnixLink
 
 __all__ = ["ZeroMQQueue"]
-
-log = logging.getLogger(__name__)
 
 _CONFIG_KEYS = {"type", "router", "heartbeat_interval", "liveness", "publish_timeout", "curve", "unix"}
 
@@ -118,51 +112,23 @@ class ZeroMQQueue(MessageQueue):
         self._loop = asyncio.get_running_loop()
         if self._attach is not None:
             self._pump = self._attach(self._ident, self._on_frames)
-            self._pump.send([wire.HB])
-            self._ticker = asyncio.create_task(self._tick(), name="llamactl-mq-local-client-ticker")
-            return
-        if self._unix and self._curve and await self._start_unix(self._unix, self._curve):
-            return
-        sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.ROUTING_ID, self._ident)
-        sock.setsockopt(zmq.SNDHWM, 0)
-        sock.setsockopt(zmq.RCVHWM, 0)
-        sock.setsockopt(zmq.RECONNECT_IVL, 50)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
-        try:
-            secure_client(sock, self._curve)
-            sock.connect(self.router)
-        except MessageQueueError:
-            sock.close(linger=0)
-            raise
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            raise MessageQueueError(f"bad broker address {self.router!r}: {exc}") from exc
-        self._pump = Pump(sock, self._on_frames)
+        elif self._unix and self._curve and (link := await self._reach_unix(self._unix, self._curve)):
+            self._pump = link
+        else:
+            self._pump = open_dealer(self.router, self._ident, self._curve, self._on_frames)
         self._pump.send([wire.HB])
-        self._ticker = asyncio.create_task(self._tick(), name="llamactl-mq-client-ticker")
+        self._ticker = asyncio.create_task(self._tick(), name=f"llamactl-mq-{self.transport}-client-ticker")
 
-    async def _start_unix(self, path: str, curve: Mapping[str, str]) -> bool:
-        """Reach the broker over its Unix socket; False if it is not there (another machine's)."""
-        secret = str(curve.get("secret", "")).encode()
-        link = UnixLink(
+    async def _reach_unix(self, path: str, curve: Mapping[str, str]) -> UnixLink | None:
+        return await reach_unix(
             path,
             self._ident,
-            secret,
+            curve,
             on_frames=self._on_frames,
             on_reconnect=self._on_reconnect,
             on_refused=self._on_refused,
+            fallback=self.router,
         )
-        try:
-            await link.connect()
-        except OSError as exc:
-            log.debug("the broker's Unix socket %s is out of reach (%s): using %s", path, exc, self.router)
-            return False
-        self._pump = link
-        self._pump.send([wire.HB])
-        self._ticker = asyncio.create_task(self._tick(), name="llamactl-mq-unix-client-ticker")
-        return True
 
     def _on_reconnect(self) -> None:
         self._send([wire.HB])  # its answer's new session makes us send again what is unanswered
