@@ -4,9 +4,9 @@ One DEALER socket per client (routing id random, so the broker knows it across r
 driven by a :class:`~llamactl.server.mq.zeromq.pump.Pump`, or, when the config names the broker's
 Unix socket (``unix``) and it can be reached (the client runs on the broker's machine), a
 :class:`~llamactl.server.mq.zeromq.unix_link.UnixLink` that carries the same messages without
-ZeroMQ's I/O threads (both opened by :mod:`~llamactl.server.mq.zeromq.client_links`); one background task sends ``HB`` every
-``heartbeat_interval`` and re-sends requests the broker has not answered until
-``publish_timeout`` (see :mod:`llamactl.server.mq.zeromq.pending`).
+ZeroMQ's I/O threads (both opened by :mod:`~llamactl.server.mq.zeromq.client_links`); one
+background task sends ``HB`` every ``heartbeat_interval`` and re-sends requests the broker has
+not answered until ``publish_timeout`` (see :mod:`llamactl.server.mq.zeromq.pending`).
 
 Consume iterators (see :mod:`llamactl.server.mq.zeromq.consumer`) grant credit = ``prefetch``; each
 settled delivery gives one credit back. Leaving a consume iterator returns the deliveries it
