@@ -197,8 +197,8 @@ async def _serve(
         if stop.is_set() and main is not None:
             main.cancel()
             return
+        stop.set()  # first: showing the drain must never keep the server from stopping
         drain.begin()
-        stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)

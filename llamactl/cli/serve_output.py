@@ -64,6 +64,10 @@ _UP_VERB = styled("up", "green", glyph="✓")
 _FAILED_VERB = styled("failed", "red", glyph="✗")
 
 
+def _to_stderr(line: str) -> None:
+    typer.echo(line, err=True)
+
+
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
@@ -76,6 +80,10 @@ class ServeOutput:
         quiet: only errors (worker errors, failed reloads) and the Listening line.
         keys: ``deployment/service`` names known up front, so the first lines are as wide as the last.
         write: where lines go (default: stderr); a drain spinner swaps in its own.
+
+    A line that cannot be written is dropped, and the server goes on: whoever read the output may
+    be gone (a ``| tee`` killed, a log collector restarted, a closed terminal) or its disk full.
+    Once the reader is gone for good (a broken pipe) nothing more is tried.
     """
 
     def __init__(
@@ -90,13 +98,24 @@ class ServeOutput:
         self.quiet = quiet
         self.color = use_color(sys.stderr)
         self.width = max([16, *(len(k) for k in keys)])
-        self._write = write or (lambda line: typer.echo(line, err=True))
+        self._sink = write or _to_stderr
+        self._reader_gone = False
         self._last_level: dict[str, int] = {}
         self._shown = True
         """Whether the last engine line was written (its continuation lines follow it)."""
 
     def set_writer(self, write: Callable[[str], None] | None) -> None:
-        self._write = write or (lambda line: typer.echo(line, err=True))
+        self._sink = write or _to_stderr
+
+    def _write(self, line: str) -> None:
+        if self._reader_gone:
+            return
+        try:
+            self._sink(line)
+        except BrokenPipeError:
+            self._reader_gone = True
+        except OSError:
+            pass  # a full disk or an I/O error: this line is lost, the next may get through
 
     def line(self, text: str) -> None:
         self._write(text)

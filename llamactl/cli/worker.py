@@ -198,11 +198,11 @@ async def _work(workers: RemoteWorkers, output: ServeOutput) -> None:
         if stop.is_set() and main is not None:
             main.cancel()
             return
+        stop.set()  # first: saying so must never keep the workers from stopping
         output.line(
             f"Stopping: letting running tasks finish (up to {workers.stop_grace:g} s; Ctrl-C again to stop "
             "at once)..."
         )
-        stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)

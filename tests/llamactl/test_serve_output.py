@@ -20,7 +20,7 @@ import pytest
 
 from llamactl.cli.serve_output import ServeOutput
 from llamactl.client import Client
-from tests.llamactl.serving import LISTENING, Lines, Server, write_app
+from tests.llamactl.serving import LISTENING, REPO, Lines, Server, alive, children, write_app
 
 CHATTY = """
 import logging
@@ -34,6 +34,14 @@ async def chatty() -> str:
     log.error("an error line")
     print("a print line")
     return "ok"
+"""
+
+
+LOUD = """
+async def loud(lines: int = 2000) -> str:
+    for n in range(lines):
+        print(f"line {n}: a workflow that prints far more than a pipe holds")
+    return "said"
 """
 
 
@@ -240,3 +248,30 @@ def test_services_left_to_remote_workers_and_remote_replicas_read_as_rows() -> N
     assert rows[3].split()[1:] == ["restarting", "exited", "with", "code", "-9;", "again", "in", "0.2", "s"]
     assert "its code does not load; again in 0.4 s" in rows[4]
     assert len({verb_column(row) for row in rows[2:]}) == 1
+
+
+def test_a_server_whose_reader_went_away_keeps_serving_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """Whoever read `serve`'s output is gone (a `| tee` killed, a log collector restarted), so
+    every write gets EPIPE: the server still takes its workers' prints off their pipes (a worker
+    whose pipe nobody reads blocks), still answers, and SIGTERM still stops it."""
+    file = write_app(tmp_path, "orphan", {"loud": "loud:loud"})
+    (tmp_path / "src" / "loud.py").write_text(LOUD)
+    argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0", "--access-log"]
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    try:
+        url = next((m.group(1) for line in process.stdout if (m := LISTENING.search(line))), None)
+        assert url is not None, "the server did not start"
+        process.stdout.close()  # the reader goes away
+        with Client(url, timeout=60) as client:
+            for _ in range(4):  # 4 x ~120 KB of prints: more than the pipes hold
+                assert client.deployment("orphan").tasks.run({"lines": 2000}, service="loud") == "said"
+        workers = children(process.pid)
+        assert workers
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert not [pid for pid in workers if alive(pid)]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

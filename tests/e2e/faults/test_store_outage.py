@@ -90,6 +90,8 @@ async def test_a_full_disk_refuses_new_tasks_clearly_and_loses_nothing(
         inputs = sorted(json.loads(t["input"])["key"] for t in listed)
         print(f"counted: {len(inputs)} tasks stored")
         fillers = [f"full-{n}" for n in range(len(accepted))]
-        assert inputs == sorted(["after", "before", "during", "later", *fillers, *ran])  # nothing half-accepted
+        assert inputs == sorted(
+            ["after", "before", "during", "later", *fillers, *ran]
+        )  # nothing half-accepted
         finals = await final_statuses(client)
         assert all(finals[t["task_id"]] == 1 for t in listed)
