@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 
 from llamactl.cli.serve_output import ServeOutput
 from llamactl.client import Client
+from tests.faults import small_disk
 from tests.llamactl.serving import LISTENING, REPO, Lines, Server, alive, children, write_app
 
 CHATTY = """
@@ -275,3 +277,45 @@ def test_a_server_whose_reader_went_away_keeps_serving_and_stops_on_sigterm(tmp_
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_server_logging_to_a_full_disk_keeps_serving_and_logs_again_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    """`serve --access-log 2> file` on a disk that fills (a real tmpfs): the lines that do not fit
+    are lost, the requests are not; once there is room the log goes on."""
+    file = write_app(tmp_path / "app", "logged", {"func": "funcs:greet"})
+    with small_disk(tmp_path / "logs", "1m") as disk:
+        log = disk.path / "serve.log"
+        argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0", "--access-log"]
+        with log.open("w") as sink:
+            process = subprocess.Popen(argv, cwd=REPO, stdout=sink, stderr=sink, text=True)
+        try:
+            deadline = time.monotonic() + 90
+            while not (found := LISTENING.search(log.read_text())):
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            filled = disk.fill()
+            at_fill = log.stat().st_size
+            with Client(found.group(1), timeout=60) as client:
+                tasks = client.deployment("logged").tasks
+                for n in range(100):  # ~8 KB of access log: more than a page's slack holds
+                    assert tasks.run({"name": f"n{n}"}, service="func") == f"hello n{n}"
+                when_full = log.stat().st_size
+                print(
+                    f"injected: filled the log's disk ({filled} bytes); 100 runs answered, "
+                    f"the log grew {when_full - at_fill} bytes meanwhile"
+                )
+                assert when_full - at_fill <= 4096  # what the last page had room for; the rest was refused
+                disk.free()
+                deadline = time.monotonic() + 30
+                while b"/tasks/run" not in log.read_bytes()[when_full:]:
+                    assert time.monotonic() < deadline, "no access-log line once the disk had room"
+                    assert tasks.run({"name": "room"}, service="func") == "hello room"
+                    time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
