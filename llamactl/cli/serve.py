@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from llamactl.cli.serve_output import ServeOutput
 
-__all__ = ["fast_loop_factory", "serve"]
+__all__ = ["fast_loop_factory", "open_standard_streams", "serve"]
 
 DEFAULT_FILE = Path("deployment.yml")
 
@@ -133,6 +133,7 @@ def serve(
     for file in files or []:
         if not file.is_file():
             fail(f"no deployment file at {file}", "pass the path of a deployment.yml", ExitCode.USAGE)
+    open_standard_streams()
     output = ServeOutput(level=level, quiet=quiet, keys=_service_keys(files or []))
     try:
         options: dict[str, Any] = {
@@ -250,3 +251,26 @@ def fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+def open_standard_streams() -> None:
+    """Put /dev/null on any of fds 0-2 that is closed (`llamactl serve >&-`, some daemonizers),
+    and a file object on ``sys.stdin``/``stdout``/``stderr`` where Python left None.
+
+    Else the next socket takes the closed number and libuv aborts the process when it closes
+    it (``uv__close: Assertion `fd > STDERR_FILENO' failed``), and uvicorn's log setup fails on
+    ``sys.stdout.isatty()``.
+    """
+    import os
+    import sys
+
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115  (lives as long as the process)

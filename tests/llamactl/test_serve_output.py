@@ -319,3 +319,30 @@ def test_a_server_logging_to_a_full_disk_keeps_serving_and_logs_again_once_there
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_serve_started_with_stdin_and_stdout_closed_serves_and_stops(tmp_path: Path) -> None:
+    """`llamactl serve <&- >&-` (some daemonizers close them): a socket would get fd 0 or 1,
+    and libuv aborts the process when it closes one; uvicorn's log setup wants a sys.stdout."""
+    file = write_app(tmp_path, "closed", {"func": "funcs:greet"})
+    serve = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
+    argv = ["sh", "-c", 'exec "$@" <&- >&-', "sh", *serve]  # exec: the pid is the server's
+    process = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    stderr = Lines(process.stderr)
+    try:
+        found = LISTENING.search(stderr.wait_for(lambda line: LISTENING.search(line) is not None, 90))
+        assert found is not None
+        with Client(found.group(1), timeout=60) as client:
+            for n in range(20):  # sockets opened and closed
+                assert (
+                    client.deployment("closed").tasks.run({"name": f"n{n}"}, service="func") == f"hello n{n}"
+                )
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert stderr.rest()[-1] == "Stopped."
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
