@@ -33,6 +33,12 @@ class SmallDisk:
                 "run the tests as root (CI does), or with CAP_SYS_ADMIN"
             )
 
+    def read_only(self) -> None:
+        """Remount it read-only: every write gets EROFS."""
+        subprocess.run(
+            ["mount", "-o", "remount,ro", str(self.path)], capture_output=True, text=True, check=True
+        )
+
     def unmount(self) -> None:
         subprocess.run(["umount", "-l", str(self.path)], capture_output=True, check=False)
 

@@ -257,6 +257,8 @@ class DrainProgress:
             self._output.set_writer(self._spinner.print)
 
     def update(self, running: int) -> None:
+        if not self._started:
+            return  # a server that failed to start stops too; it was not asked to, so say nothing
         if running:
             tasks = "task" if running == 1 else "tasks"
             text = f"waiting for {running} running {tasks}, Ctrl-C again to stop now"

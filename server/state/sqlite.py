@@ -130,7 +130,10 @@ class SQLiteStateStore(StateStore):
             raise
         except Exception as exc:
             writer.join()
-            raise StateStoreError(f"cannot open the SQLite state store at {self._path}: {exc}") from exc
+            raise StateStoreError(
+                f"cannot open the SQLite state store at {self._path}: {exc} (make its folder writable, "
+                "or choose another store with `control-plane.state_store_uri`)"
+            ) from exc
         self._loop = loop
         self._writer = writer
 

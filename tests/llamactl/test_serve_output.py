@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +20,7 @@ import pytest
 
 from llamactl.cli.serve_output import ServeOutput
 from llamactl.client import Client
-from tests.faults import small_disk
-from tests.llamactl.serving import LISTENING, REPO, Lines, Server, alive, children, write_app
+from tests.llamactl.serving import LISTENING, Lines, Server, write_app
 
 CHATTY = """
 import logging
@@ -36,14 +34,6 @@ async def chatty() -> str:
     log.error("an error line")
     print("a print line")
     return "ok"
-"""
-
-
-LOUD = """
-async def loud(lines: int = 2000) -> str:
-    for n in range(lines):
-        print(f"line {n}: a workflow that prints far more than a pipe holds")
-    return "said"
 """
 
 
@@ -250,99 +240,3 @@ def test_services_left_to_remote_workers_and_remote_replicas_read_as_rows() -> N
     assert rows[3].split()[1:] == ["restarting", "exited", "with", "code", "-9;", "again", "in", "0.2", "s"]
     assert "its code does not load; again in 0.4 s" in rows[4]
     assert len({verb_column(row) for row in rows[2:]}) == 1
-
-
-def test_a_server_whose_reader_went_away_keeps_serving_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """Whoever read `serve`'s output is gone (a `| tee` killed, a log collector restarted), so
-    every write gets EPIPE: the server still takes its workers' prints off their pipes (a worker
-    whose pipe nobody reads blocks), still answers, and SIGTERM still stops it."""
-    file = write_app(tmp_path, "orphan", {"loud": "loud:loud"})
-    (tmp_path / "src" / "loud.py").write_text(LOUD)
-    argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0", "--access-log"]
-    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    try:
-        url = next((m.group(1) for line in process.stdout if (m := LISTENING.search(line))), None)
-        assert url is not None, "the server did not start"
-        process.stdout.close()  # the reader goes away
-        with Client(url, timeout=60) as client:
-            for _ in range(4):  # 4 x ~120 KB of prints: more than the pipes hold
-                assert client.deployment("orphan").tasks.run({"lines": 2000}, service="loud") == "said"
-        workers = children(process.pid)
-        assert workers
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-        assert not [pid for pid in workers if alive(pid)]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def test_a_server_logging_to_a_full_disk_keeps_serving_and_logs_again_once_there_is_room(
-    tmp_path: Path,
-) -> None:
-    """`serve --access-log 2> file` on a disk that fills (a real tmpfs): the lines that do not fit
-    are lost, the requests are not; once there is room the log goes on."""
-    file = write_app(tmp_path / "app", "logged", {"func": "funcs:greet"})
-    with small_disk(tmp_path / "logs", "1m") as disk:
-        log = disk.path / "serve.log"
-        argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0", "--access-log"]
-        with log.open("w") as sink:
-            process = subprocess.Popen(argv, cwd=REPO, stdout=sink, stderr=sink, text=True)
-        try:
-            deadline = time.monotonic() + 90
-            while not (found := LISTENING.search(log.read_text())):
-                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
-            filled = disk.fill()
-            at_fill = log.stat().st_size
-            with Client(found.group(1), timeout=60) as client:
-                tasks = client.deployment("logged").tasks
-                for n in range(100):  # ~8 KB of access log: more than a page's slack holds
-                    assert tasks.run({"name": f"n{n}"}, service="func") == f"hello n{n}"
-                when_full = log.stat().st_size
-                print(
-                    f"injected: filled the log's disk ({filled} bytes); 100 runs answered, "
-                    f"the log grew {when_full - at_fill} bytes meanwhile"
-                )
-                assert when_full - at_fill <= 4096  # what the last page had room for; the rest was refused
-                disk.free()
-                deadline = time.monotonic() + 30
-                while b"/tasks/run" not in log.read_bytes()[when_full:]:
-                    assert time.monotonic() < deadline, "no access-log line once the disk had room"
-                    assert tasks.run({"name": "room"}, service="func") == "hello room"
-                    time.sleep(0.05)
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(30) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-
-
-def test_serve_started_with_stdin_and_stdout_closed_serves_and_stops(tmp_path: Path) -> None:
-    """`llamactl serve <&- >&-` (some daemonizers close them): a socket would get fd 0 or 1,
-    and libuv aborts the process when it closes one; uvicorn's log setup wants a sys.stdout."""
-    file = write_app(tmp_path, "closed", {"func": "funcs:greet"})
-    serve = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
-    argv = ["sh", "-c", 'exec "$@" <&- >&-', "sh", *serve]  # exec: the pid is the server's
-    process = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    stderr = Lines(process.stderr)
-    try:
-        found = LISTENING.search(stderr.wait_for(lambda line: LISTENING.search(line) is not None, 90))
-        assert found is not None
-        with Client(found.group(1), timeout=60) as client:
-            for n in range(20):  # sockets opened and closed
-                assert (
-                    client.deployment("closed").tasks.run({"name": f"n{n}"}, service="func") == f"hello n{n}"
-                )
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-        assert stderr.rest()[-1] == "Stopped."
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stderr.close()

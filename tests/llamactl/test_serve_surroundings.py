@@ -1,0 +1,133 @@
+"""`llamactl serve` where things around it go wrong: whoever read its output went away, its
+output goes to a disk that fills, it starts with its standard descriptors closed, its
+deployment folder is read-only. It serves on, or says clearly why it cannot, and a signal stops it.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from llamactl.client import Client
+from tests.faults import small_disk
+from tests.llamactl.serving import LISTENING, REPO, Lines, alive, children, write_app
+
+LOUD = """
+async def loud(lines: int = 2000) -> str:
+    for n in range(lines):
+        print(f"line {n}: a workflow that prints far more than a pipe holds")
+    return "said"
+"""
+
+
+def test_a_server_whose_reader_went_away_keeps_serving_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """Whoever read `serve`'s output is gone (a `| tee` killed, a log collector restarted), so
+    every write gets EPIPE: the server still takes its workers' prints off their pipes (a worker
+    whose pipe nobody reads blocks), still answers, and SIGTERM still stops it."""
+    file = write_app(tmp_path, "orphan", {"loud": "loud:loud"})
+    (tmp_path / "src" / "loud.py").write_text(LOUD)
+    argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0", "--access-log"]
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    try:
+        url = next((m.group(1) for line in process.stdout if (m := LISTENING.search(line))), None)
+        assert url is not None, "the server did not start"
+        process.stdout.close()  # the reader goes away
+        with Client(url, timeout=60) as client:
+            for _ in range(4):  # 4 x ~120 KB of prints: more than the pipes hold
+                assert client.deployment("orphan").tasks.run({"lines": 2000}, service="loud") == "said"
+        workers = children(process.pid)
+        assert workers
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert not [pid for pid in workers if alive(pid)]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_server_logging_to_a_full_disk_keeps_serving_and_logs_again_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    """`serve --access-log 2> file` on a disk that fills (a real tmpfs): the lines that do not fit
+    are lost, the requests are not; once there is room the log goes on."""
+    file = write_app(tmp_path / "app", "logged", {"func": "funcs:greet"})
+    with small_disk(tmp_path / "logs", "1m") as disk:
+        log = disk.path / "serve.log"
+        argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0", "--access-log"]
+        with log.open("w") as sink:
+            process = subprocess.Popen(argv, cwd=REPO, stdout=sink, stderr=sink, text=True)
+        try:
+            deadline = time.monotonic() + 90
+            while not (found := LISTENING.search(log.read_text())):
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            filled = disk.fill()
+            at_fill = log.stat().st_size
+            with Client(found.group(1), timeout=60) as client:
+                tasks = client.deployment("logged").tasks
+                for n in range(100):  # ~8 KB of access log: more than a page's slack holds
+                    assert tasks.run({"name": f"n{n}"}, service="func") == f"hello n{n}"
+                when_full = log.stat().st_size
+                print(
+                    f"injected: filled the log's disk ({filled} bytes); 100 runs answered, "
+                    f"the log grew {when_full - at_fill} bytes meanwhile"
+                )
+                assert when_full - at_fill <= 4096  # what the last page had room for; the rest was refused
+                disk.free()
+                deadline = time.monotonic() + 30
+                while b"/tasks/run" not in log.read_bytes()[when_full:]:
+                    assert time.monotonic() < deadline, "no access-log line once the disk had room"
+                    assert tasks.run({"name": "room"}, service="func") == "hello room"
+                    time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def test_serve_started_with_stdin_and_stdout_closed_serves_and_stops(tmp_path: Path) -> None:
+    """`llamactl serve <&- >&-` (some daemonizers close them): a socket would get fd 0 or 1,
+    and libuv aborts the process when it closes one; uvicorn's log setup wants a sys.stdout."""
+    file = write_app(tmp_path, "closed", {"func": "funcs:greet"})
+    serve = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
+    argv = ["sh", "-c", 'exec "$@" <&- >&-', "sh", *serve]  # exec: the pid is the server's
+    process = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    stderr = Lines(process.stderr)
+    try:
+        found = LISTENING.search(stderr.wait_for(lambda line: LISTENING.search(line) is not None, 90))
+        assert found is not None
+        with Client(found.group(1), timeout=60) as client:
+            for n in range(20):  # sockets opened and closed
+                assert (
+                    client.deployment("closed").tasks.run({"name": f"n{n}"}, service="func") == f"hello n{n}"
+                )
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert stderr.rest()[-1] == "Stopped."
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+
+
+def test_serve_of_a_read_only_deployment_folder_says_why_it_cannot_start(tmp_path: Path) -> None:
+    """The deployment folder is on a read-only disk (a real tmpfs remounted `ro`): the state store
+    cannot be made there; serve says so and what to do, exits 1, and says nothing of stopping."""
+    with small_disk(tmp_path / "ro", "4m") as disk:
+        file = write_app(disk.path, "frozen", {"func": "funcs:greet"})
+        disk.read_only()
+        argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
+        done = subprocess.run(argv, check=False, cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 1, done.stderr
+    assert "cannot open the SQLite state store" in done.stderr and "Read-only file system" in done.stderr
+    assert "make its folder writable" in done.stderr
+    assert "Stopping" not in done.stderr and "Traceback" not in done.stderr
