@@ -155,7 +155,6 @@ class Deployment:
         mq = self.config.message_queue
         journal: Path | None = None
         if mq.persistent:
-            self.config.state_dir.mkdir(parents=True, exist_ok=True)
             # One journal per deployment: two deployments served from one folder must not share it.
             journal = self.config.state_dir / f"{self.name}.mq.sqlite"
         broker = ZeroMQBroker(

@@ -131,3 +131,19 @@ def test_serve_of_a_read_only_deployment_folder_says_why_it_cannot_start(tmp_pat
     assert "cannot open the SQLite state store" in done.stderr and "Read-only file system" in done.stderr
     assert "make its folder writable" in done.stderr
     assert "Stopping" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_of_a_read_only_folder_with_its_state_elsewhere_names_the_message_journal(
+    tmp_path: Path,
+) -> None:
+    """The state store is elsewhere, the embedded broker's journal still wants the folder: the
+    error names the journal and the way out, not the port."""
+    with small_disk(tmp_path / "ro", "4m") as disk:
+        file = write_app(disk.path, "frozen", {"func": "funcs:greet"})
+        file.write_text(file.read_text() + "control-plane:\n  state_store_uri: memory://\n")
+        disk.read_only()
+        argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
+        done = subprocess.run(argv, check=False, cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 1, done.stderr
+    assert "cannot open the message journal" in done.stderr and "Read-only file system" in done.stderr
+    assert "make its folder writable" in done.stderr and "port" not in done.stderr

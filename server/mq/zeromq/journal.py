@@ -103,8 +103,14 @@ class Journal:
         # crashed owner never leaves a stale lock behind.
         if self._path is None:
             return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(f"{self._path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(f"{self._path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise MessageQueueError(
+                f"cannot open the message journal {self._path}: {exc.strerror or exc} (make its folder "
+                "writable, or use another message queue: `message-queue: {type: redis, url: ...}`)"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -123,7 +129,7 @@ class Journal:
     async def open(self) -> list[PendingRow]:
         """Open (creating the schema) and return the pending work rows.
 
-        Raises MessageQueueError if another broker holds the journal.
+        Raises MessageQueueError if another broker holds the journal or its file cannot be made.
         """
         self._take_ownership()
         self._loop = asyncio.get_running_loop()
