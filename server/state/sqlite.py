@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, Literal, ParamSpec, Self, TypeVar
 
 from llamactl.server.errors import StateStoreError
+from llamactl.server.file_faults import way_out
 from llamactl.server.state import _sqlite_ops as ops
 from llamactl.server.state._common import (
     StreamWaiters,
@@ -131,7 +132,7 @@ class SQLiteStateStore(StateStore):
         except Exception as exc:
             writer.join()
             raise StateStoreError(
-                f"cannot open the SQLite state store at {self._path}: {exc} (make its folder writable, "
+                f"cannot open the SQLite state store at {self._path}: {exc} ({way_out(exc)}, "
                 "or choose another store with `control-plane.state_store_uri`)"
             ) from exc
         self._loop = loop

@@ -147,3 +147,28 @@ def test_serve_of_a_read_only_folder_with_its_state_elsewhere_names_the_message_
     assert done.returncode == 1, done.stderr
     assert "cannot open the message journal" in done.stderr and "Read-only file system" in done.stderr
     assert "make its folder writable" in done.stderr and "port" not in done.stderr
+
+
+def test_serve_of_a_folder_on_a_full_disk_says_to_free_space(tmp_path: Path) -> None:
+    """The deployment folder's disk is full before the server starts (a real tmpfs)."""
+    with small_disk(tmp_path / "full", "4m") as disk:
+        file = write_app(disk.path, "cramped", {"func": "funcs:greet"})
+        disk.fill()
+        argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
+        done = subprocess.run(argv, check=False, cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 1, done.stderr
+    assert "cannot open the SQLite state store" in done.stderr and "full" in done.stderr
+    assert "free some space on its disk" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_with_its_journal_on_a_full_disk_says_to_free_space(tmp_path: Path) -> None:
+    """The state store is elsewhere; the embedded broker's journal cannot be made on a full disk."""
+    with small_disk(tmp_path / "full", "4m") as disk:
+        file = write_app(disk.path, "cramped", {"func": "funcs:greet"})
+        file.write_text(file.read_text() + "control-plane:\n  state_store_uri: memory://\n")
+        disk.fill()
+        argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
+        done = subprocess.run(argv, check=False, cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 1, done.stderr
+    assert "cannot open the message journal" in done.stderr and "full" in done.stderr
+    assert "free some space on its disk" in done.stderr and "Traceback" not in done.stderr

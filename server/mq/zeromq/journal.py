@@ -55,6 +55,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llamactl.server.errors import MessageQueueError
+from llamactl.server.file_faults import way_out
 from llamactl.server.wal_checkpointer import Checkpointer, open_checkpointer
 
 from .journal_tables import JournalTables, Op, PendingRow, Result, connect
@@ -107,10 +108,7 @@ class Journal:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(f"{self._path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise MessageQueueError(
-                f"cannot open the message journal {self._path}: {exc.strerror or exc} (make its folder "
-                "writable, or use another message queue: `message-queue: {type: redis, url: ...}`)"
-            ) from exc
+            raise self._unusable(exc.strerror or str(exc), exc) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -120,6 +118,12 @@ class Journal:
                 "already served by another `llamactl serve`?): stop that one first"
             ) from None
         self._lock_fd = fd
+
+    def _unusable(self, what: str, exc: BaseException) -> MessageQueueError:
+        return MessageQueueError(
+            f"cannot open the message journal {self._path}: {what} ({way_out(exc)}, or use another "
+            "message queue: `message-queue: {type: redis, url: ...}`)"
+        )
 
     def _release_ownership(self) -> None:
         if self._lock_fd is not None:
@@ -142,11 +146,13 @@ class Journal:
                 self.checkpointer = open_checkpointer(
                     db, str(self._path), self._loop, self._resume, what=what
                 )
-        except BaseException:
+        except BaseException as exc:
             if self.checkpointer is not None:
                 self.checkpointer.stop()
                 self.checkpointer = None
             self._release_ownership()
+            if isinstance(exc, sqlite3.Error | OSError):
+                raise self._unusable(str(exc), exc) from exc
             raise
         self._db, self._tables = db, tables
         if self.checkpointer is not None:
