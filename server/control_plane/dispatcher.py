@@ -159,12 +159,13 @@ class Dispatcher:
                 if new_session:
                     writes.append(self._records.changes.entry("session.created", {"session_id": session_id}))
                 at = len(writes)
-                writes += [self._records.task_write(task, None), self._records.status_change(task)]
+                stored = self._records.task_write(task, None)
+                writes += [stored, self._records.status_change(task)]
                 result = await self._records.store.commit(writes)
                 if result.ok:
-                    self._records.remember_task(task, result.results[at])
+                    self._records.remember_task(task, result.results[at], stored)
                     if new_session:
-                        self._records.remember_context(session_id, None)
+                        self._records.remember_context(session_id, None, 0)
                         if task.dispatched:
                             self._fresh.remember(session_id, task.task_id, turn, result.results[0])
                     else:
@@ -239,13 +240,14 @@ class Dispatcher:
                 writes: list[Write] = [self._records.session_write(turn, version)]
                 if claimed is not None:
                     claimed[0].dispatched = True
-                    writes.append(self._records.task_write(claimed[0], claimed[1]))
+                    claimed_write = self._records.task_write(claimed[0], claimed[1])
+                    writes.append(claimed_write)
                 self._fresh.forget(session_id)
                 result = await self._records.store.commit(writes)
                 if not result.ok:
                     continue  # another control plane moved it: look again
                 if claimed is not None:
-                    self._records.remember_task(claimed[0], result.results[1])
+                    self._records.remember_task(claimed[0], result.results[1], claimed_write)
             self._unsettled.discard(session_id)
             if claimed is not None:
                 await self._publisher.publish(claimed[0])

@@ -252,10 +252,15 @@ class Inbox:
                 task.traceback = msg.traceback
             return True
 
+        # A session of its own keeps no Context: nobody would ever prune it.
+        saved = None
+        if msg.context is not None and not current.own_session:
+            saved = self._records.context_write(current.session_id, msg.context)
+
         def writes(task: StoredTask) -> list[Write]:
             out = self._attempt_markers(task, msg)
-            if msg.context is not None and not task.own_session:  # nobody would ever prune it
-                out.append(self._records.context_write(task.session_id, msg.context))
+            if saved is not None:
+                out.append(saved)
             first = msg.event_index or 0
             stream = self._records.events_stream(task_id)
             for offset, event in enumerate(msg.events):
@@ -275,8 +280,8 @@ class Inbox:
         released = stored is not None and stored[1]
         task, changed = stored or await self._records.transition(task_id, finish, writes)
         self.order.forget(task_id)
-        if msg.context is not None and not task.own_session:
-            self._records.remember_context(task.session_id, msg.context)
+        if saved is not None:
+            self._records.remember_context(task.session_id, msg.context, len(saved.value))
         if changed:
             self._on_changed(task)
         await self._on_finished(task, released=released)

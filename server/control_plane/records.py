@@ -33,13 +33,13 @@ import contextlib
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from llamactl.server.control_plane.changes import ChangeFeed
+from llamactl.server.control_plane.record_cache import RecordCache
 from llamactl.server.control_plane.stored import Page, SessionRecord, StoredTask, changed_index, task_filter
 from llamactl.server.errors import SessionNotFound, StateStoreError, TaskNotFound
 from llamactl.server.state.base import Append, Cas, Delete, DeleteLog, Put, StateStore, Versioned, Write
@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 
 _MAX_CAS_RETRIES = 100
 TASK_CACHE = 4096
+TASK_CACHE_BYTES = 64 << 20
 CONTEXT_CACHE = 256
+CONTEXT_CACHE_BYTES = 32 << 20
 SESSION_TASKS_SHOWN = 1000
 """At most this many task ids in a SessionDefinition (the newest ones)."""
 
@@ -76,8 +78,8 @@ class ControlPlaneRecords:
         self.fresh_reads = store.shared
         """Other processes write the store too: read records from it, never from the cache (the
         cache still gives the version a compare-and-set starts from)."""
-        self._tasks: OrderedDict[str, tuple[StoredTask, int]] = OrderedDict()
-        self._contexts: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
+        self._tasks: RecordCache[tuple[StoredTask, int]] = RecordCache(TASK_CACHE, TASK_CACHE_BYTES)
+        self._contexts: RecordCache[dict[str, Any] | None] = RecordCache(CONTEXT_CACHE, CONTEXT_CACHE_BYTES)
         self._storing: dict[str, asyncio.Event] = {}
         """Tasks handed out before their first commit (:meth:`storing`): reading one waits for it."""
         self.unreadable = 0
@@ -88,11 +90,8 @@ class ControlPlaneRecords:
 
     # --- tasks: reading ----------------------------------------------------------------------
 
-    def _remember(self, task: StoredTask, version: int) -> None:
-        self._tasks[task.task_id] = (task, version)
-        self._tasks.move_to_end(task.task_id)
-        if len(self._tasks) > TASK_CACHE:
-            self._tasks.popitem(last=False)
+    def _remember(self, task: StoredTask, version: int, size: int) -> None:
+        self._tasks.put(task.task_id, (task, version), size)
 
     def _parse(self, key: str, raw: bytes) -> StoredTask | None:
         try:
@@ -115,6 +114,11 @@ class ControlPlaneRecords:
             done.set()
 
     @property
+    def cached(self) -> tuple[int, int]:
+        """Task records and Contexts held in memory now (for tests: proves both caches bounded)."""
+        return len(self._tasks), len(self._contexts)
+
+    @property
     def tasks_being_stored(self) -> int:
         """Tasks inside :meth:`storing` now (for tests: proves nothing leaks)."""
         return len(self._storing)
@@ -129,9 +133,9 @@ class ControlPlaneRecords:
         found = await self.store.get(self.tasks_ns, task_id)
         task = None if found is None else self._parse(task_id, found.value)
         if task is None or found is None:
-            self._tasks.pop(task_id, None)
+            self._tasks.pop(task_id)
             return None
-        self._remember(task, found.version)
+        self._remember(task, found.version, len(found.value))
         return task, found.version
 
     async def find_task(self, task_id: str) -> StoredTask | None:
@@ -153,9 +157,9 @@ class ControlPlaneRecords:
             raise TaskNotFound(task_id, self.deployment)
         return cached[0]
 
-    def remember_task(self, task: StoredTask, version: int) -> None:
+    def remember_task(self, task: StoredTask, version: int, write: Cas) -> None:
         """A task record written by a commit made outside :meth:`transition`."""
-        self._remember(task.clone(), version)
+        self._remember(task.clone(), version, len(write.value))
 
     async def get_task(self, task_id: str) -> StoredTask:
         task = await self.find_task(task_id)
@@ -271,12 +275,13 @@ class ControlPlaneRecords:
                 return cached[0].clone(), False
             writes: list[Write] = [*(extra(task) if extra else ())]
             at = len(writes)
-            writes.append(Cas(self.tasks_ns, task_id, _dump(task), version, changed_index(cached[0], task)))
+            value = _dump(task)
+            writes.append(Cas(self.tasks_ns, task_id, value, version, changed_index(cached[0], task)))
             if feed:
                 writes.append(self.status_change(task))
             result = await self.store.commit(writes)
             if result.ok:
-                self._remember(task.clone(), result.results[at])
+                self._remember(task.clone(), result.results[at], len(value))
                 return task, True
             if extra_may_conflict and result.failed is not None and result.failed < at:
                 raise ExtraConflict(task_id)
@@ -295,9 +300,9 @@ class ControlPlaneRecords:
         if writes:
             await self.store.commit(writes)
         for task in tasks:
-            self._tasks.pop(task.task_id, None)
+            self._tasks.pop(task.task_id)
         for session_id in sessions:
-            self._contexts.pop(session_id, None)
+            self._contexts.pop(session_id)
 
     # --- sessions ----------------------------------------------------------------------------
 
@@ -311,7 +316,7 @@ class ControlPlaneRecords:
             ]
         )
         if result.ok:
-            self._remember_context(session_id, None)
+            self._contexts.put(session_id, None, 0)
             return record, True
         return await self.get_session(session_id), False
 
@@ -378,19 +383,13 @@ class ControlPlaneRecords:
                 self.changes.entry("session.deleted", {"session_id": session_id}),
             ]
         )
-        self._contexts.pop(session_id, None)
+        self._contexts.pop(session_id)
 
     # --- contexts ----------------------------------------------------------------------------
 
-    def _remember_context(self, session_id: str, context: dict[str, Any] | None) -> None:
-        self._contexts[session_id] = context
-        self._contexts.move_to_end(session_id)
-        if len(self._contexts) > CONTEXT_CACHE:
-            self._contexts.popitem(last=False)
-
     async def get_context(self, session_id: str) -> dict[str, Any] | None:
         if session_id in self._contexts and not self.fresh_reads:
-            return self._contexts[session_id]
+            return self._contexts.get(session_id)
         found = await self.store.get(self.contexts_ns, session_id)
         context: dict[str, Any] | None = None
         if found is not None:
@@ -400,16 +399,17 @@ class ControlPlaneRecords:
                 log.error(
                     "%s: the Context of session %r cannot be read: %s", self.deployment, session_id, exc
                 )
-        self._remember_context(session_id, context)
+        self._contexts.put(session_id, context, 0 if found is None else len(found.value))
         return context
 
     def context_write(self, session_id: str, context: dict[str, Any]) -> Put:
         """The write that saves a session's Context (remembered once the commit holds)."""
         return Put(self.contexts_ns, session_id, json.dumps(context).encode())
 
-    def remember_context(self, session_id: str, context: dict[str, Any] | None) -> None:
-        """A Context just written (or None: a new session has none yet)."""
-        self._remember_context(session_id, context)
+    def remember_context(self, session_id: str, context: dict[str, Any] | None, size: int) -> None:
+        """A Context just written (``size``: the bytes its write held), or None with size 0: a new
+        session has none yet."""
+        self._contexts.put(session_id, context, size)
 
     async def context_size(self, session_id: str) -> int:
         found = await self.store.get(self.contexts_ns, session_id)

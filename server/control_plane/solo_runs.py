@@ -38,7 +38,8 @@ class SoloRuns:
         message with the record, and nobody had been told of either.
         """
         task.dispatched = True
-        writes: list[Write] = [self._records.task_write(task, None), self._records.status_change(task)]
+        stored = self._records.task_write(task, None)
+        writes: list[Write] = [stored, self._records.status_change(task)]
         # Built first: a task whose message cannot be built is failed, which must not wait for
         # its own first commit; such a task is stored first.
         payload = self._publisher.own_message(task) if early else None
@@ -46,7 +47,7 @@ class SoloRuns:
             result = await self._records.store.commit(writes)
             if not result.ok:
                 raise TaskExists(task.task_id)
-            self._records.remember_task(task, result.results[0])
+            self._records.remember_task(task, result.results[0], stored)
             await self._publisher.publish(task)
             return
         with self._records.storing(task.task_id):
@@ -58,4 +59,4 @@ class SoloRuns:
             except LlamactlError:
                 await self._publisher.withdraw(task)
                 raise
-            self._records.remember_task(task, result.results[0])
+            self._records.remember_task(task, result.results[0], stored)
