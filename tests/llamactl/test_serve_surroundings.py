@@ -119,56 +119,49 @@ def test_serve_started_with_stdin_and_stdout_closed_serves_and_stops(tmp_path: P
         process.stderr.close()
 
 
-def test_serve_of_a_read_only_deployment_folder_says_why_it_cannot_start(tmp_path: Path) -> None:
-    """The deployment folder is on a read-only disk (a real tmpfs remounted `ro`): the state store
-    cannot be made there; serve says so and what to do, exits 1, and says nothing of stopping."""
-    with small_disk(tmp_path / "ro", "4m") as disk:
+def failed_start(folder: Path, fault: str, *, state_elsewhere: bool = False) -> str:
+    """Serve a deployment in ``folder`` (a real tmpfs) made ``fault`` ("read-only" or "full")
+    before the start; assert it exits 1 with no traceback; return its stderr.
+    ``state_elsewhere``: the state store in memory, so only the broker's journal wants the disk."""
+    with small_disk(folder, "4m") as disk:
         file = write_app(disk.path, "frozen", {"func": "funcs:greet"})
-        disk.read_only()
+        if state_elsewhere:
+            file.write_text(file.read_text() + "control-plane:\n  state_store_uri: memory://\n")
+        if fault == "read-only":
+            disk.read_only()
+        else:
+            disk.fill()
         argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
         done = subprocess.run(argv, check=False, cwd=REPO, capture_output=True, text=True, timeout=90)
-    assert done.returncode == 1, done.stderr
-    assert "cannot open the SQLite state store" in done.stderr and "Read-only file system" in done.stderr
-    assert "make its folder writable" in done.stderr
-    assert "Stopping" not in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    return done.stderr
+
+
+def test_serve_of_a_read_only_deployment_folder_says_why_it_cannot_start(tmp_path: Path) -> None:
+    """The state store cannot be made there; serve says so and what to do, and says nothing of
+    stopping."""
+    stderr = failed_start(tmp_path / "ro", "read-only")
+    assert "cannot open the SQLite state store" in stderr and "Read-only file system" in stderr
+    assert "make its folder writable" in stderr and "Stopping" not in stderr
 
 
 def test_serve_of_a_read_only_folder_with_its_state_elsewhere_names_the_message_journal(
     tmp_path: Path,
 ) -> None:
-    """The state store is elsewhere, the embedded broker's journal still wants the folder: the
-    error names the journal and the way out, not the port."""
-    with small_disk(tmp_path / "ro", "4m") as disk:
-        file = write_app(disk.path, "frozen", {"func": "funcs:greet"})
-        file.write_text(file.read_text() + "control-plane:\n  state_store_uri: memory://\n")
-        disk.read_only()
-        argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
-        done = subprocess.run(argv, check=False, cwd=REPO, capture_output=True, text=True, timeout=90)
-    assert done.returncode == 1, done.stderr
-    assert "cannot open the message journal" in done.stderr and "Read-only file system" in done.stderr
-    assert "make its folder writable" in done.stderr and "port" not in done.stderr
+    """The embedded broker's journal still wants the folder: the error names the journal and the
+    way out, not the port."""
+    stderr = failed_start(tmp_path / "ro", "read-only", state_elsewhere=True)
+    assert "cannot open the message journal" in stderr and "Read-only file system" in stderr
+    assert "make its folder writable" in stderr and "port" not in stderr
 
 
 def test_serve_of_a_folder_on_a_full_disk_says_to_free_space(tmp_path: Path) -> None:
-    """The deployment folder's disk is full before the server starts (a real tmpfs)."""
-    with small_disk(tmp_path / "full", "4m") as disk:
-        file = write_app(disk.path, "cramped", {"func": "funcs:greet"})
-        disk.fill()
-        argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
-        done = subprocess.run(argv, check=False, cwd=REPO, capture_output=True, text=True, timeout=90)
-    assert done.returncode == 1, done.stderr
-    assert "cannot open the SQLite state store" in done.stderr and "full" in done.stderr
-    assert "free some space on its disk" in done.stderr and "Traceback" not in done.stderr
+    stderr = failed_start(tmp_path / "full", "full")
+    assert "cannot open the SQLite state store" in stderr and "full" in stderr
+    assert "free some space on its disk" in stderr
 
 
 def test_serve_with_its_journal_on_a_full_disk_says_to_free_space(tmp_path: Path) -> None:
-    """The state store is elsewhere; the embedded broker's journal cannot be made on a full disk."""
-    with small_disk(tmp_path / "full", "4m") as disk:
-        file = write_app(disk.path, "cramped", {"func": "funcs:greet"})
-        file.write_text(file.read_text() + "control-plane:\n  state_store_uri: memory://\n")
-        disk.fill()
-        argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
-        done = subprocess.run(argv, check=False, cwd=REPO, capture_output=True, text=True, timeout=90)
-    assert done.returncode == 1, done.stderr
-    assert "cannot open the message journal" in done.stderr and "full" in done.stderr
-    assert "free some space on its disk" in done.stderr and "Traceback" not in done.stderr
+    stderr = failed_start(tmp_path / "full", "full", state_elsewhere=True)
+    assert "cannot open the message journal" in stderr and "full" in stderr
+    assert "free some space on its disk" in stderr
