@@ -158,7 +158,8 @@ class ControlPlaneRecords:
         return cached[0]
 
     def remember_task(self, task: StoredTask, version: int, write: Cas) -> None:
-        """A task record written by a commit made outside :meth:`transition`."""
+        """A task record written by ``write``, in a commit made outside :meth:`transition` (the
+        cache counts the write's size)."""
         self._remember(task.clone(), version, len(write.value))
 
     async def get_task(self, task_id: str) -> StoredTask:
