@@ -22,6 +22,8 @@ The tree::
     │   ├── TaskExists                a task id sent by the client is taken already
     │   └── TaskFinished              an event sent to / cancel of a task that already ended
     ├── InvalidRequest                bad input from a caller (not a config file)
+    ├── CannotListen                  the API's address cannot be bound (also an OSError, with errno)
+    ├── TooFewOpenFiles               the process may open too few files to serve (`ulimit -n`)
     ├── Overloaded                    a service's queue is full: try again later (HTTP 429)
     ├── ShuttingDown                  the server is stopping (HTTP 503, with the task's id and status)
     └── TaskWaitTimeout               a task did not finish within the wait (HTTP 504, id and status)
@@ -32,6 +34,7 @@ Each subclass carries a message that says what went wrong and what to do about i
 from __future__ import annotations
 
 __all__ = [
+    "CannotListen",
     "Conflict",
     "DeploymentConfigError",
     "DeploymentExists",
@@ -54,6 +57,7 @@ __all__ = [
     "TaskFinished",
     "TaskNotFound",
     "TaskWaitTimeout",
+    "TooFewOpenFiles",
     "WorkflowLoadError",
 ]
 
@@ -184,6 +188,29 @@ class TaskFinished(Conflict):
 
 class InvalidRequest(LlamactlError):
     """The caller sent something malformed (bad JSON input, missing default service, ...)."""
+
+
+class CannotListen(LlamactlError, OSError):
+    """The API server cannot listen where it was told: the port is taken, the host is not an
+    address of this machine, or its name does not resolve. ``errno`` says which (None for a name
+    that does not resolve); the message says what to do."""
+
+    def __init__(self, message: str, error_number: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = error_number
+
+
+class TooFewOpenFiles(LlamactlError):
+    """The process may open fewer files than serving needs, and cannot raise its own limit."""
+
+    def __init__(self, limit: int, needed: int) -> None:
+        super().__init__(
+            f"this process may open only {limit} files (`ulimit -n`), and serving needs at least {needed}: "
+            f"raise the limit (`ulimit -n 4096` in the shell, `LimitNOFILE=` in a systemd unit), then start "
+            "it again"
+        )
+        self.limit = limit
+        self.needed = needed
 
 
 class Overloaded(LlamactlError):

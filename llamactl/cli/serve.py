@@ -11,12 +11,9 @@ from llamactl.cli.common import fail, settings
 from llamactl.cli.exit_codes import ExitCode
 
 if TYPE_CHECKING:
-    import asyncio
-    from collections.abc import Callable
-
     from llamactl.cli.serve_output import ServeOutput
 
-__all__ = ["fast_loop_factory", "open_standard_streams", "serve"]
+__all__ = ["serve"]
 
 DEFAULT_FILE = Path("deployment.yml")
 
@@ -119,9 +116,11 @@ def serve(
     """
     import asyncio
 
+    from llamactl.cli.process import fast_loop_factory, prepare_process
     from llamactl.cli.serve_output import LEVELS, ServeOutput, logging_to
     from llamactl.server.apiserver.policy import parse_size
     from llamactl.server.errors import DeploymentConfigError, InvalidRequest, LlamactlError, WorkflowLoadError
+    from llamactl.server.file_faults import advice
 
     level = LEVELS.get(log_level.lower())
     if level is None:
@@ -133,7 +132,7 @@ def serve(
     for file in files or []:
         if not file.is_file():
             fail(f"no deployment file at {file}", "pass the path of a deployment.yml", ExitCode.USAGE)
-    open_standard_streams()
+    prepare_process()
     output = ServeOutput(level=level, quiet=quiet, keys=_service_keys(files or []))
     try:
         options: dict[str, Any] = {
@@ -167,12 +166,8 @@ def serve(
             "look at the workers' output above for the reason",
             ExitCode.ERROR,
         )
-    except OSError as exc:
-        fail(
-            f"cannot serve on {host}:{port}: {exc.strerror or exc}",
-            "pick another --port (0 picks a free one), or stop what is using it",
-            ExitCode.ERROR,
-        )
+    except OSError as exc:  # a file or process the server could not open, never the port (CannotListen)
+        fail(f"cannot serve: {exc}", advice(exc), ExitCode.ERROR)
     except asyncio.CancelledError:
         output.line("Stopped at once.")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
@@ -241,36 +236,3 @@ def _service_keys(files: list[Path]) -> list[str]:
         except Exception:  # the real load reports what is wrong
             continue
     return keys
-
-
-def fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when it is installed (several times cheaper per request and per
-    socket event than asyncio's own), else the default loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
-def open_standard_streams() -> None:
-    """Put /dev/null on any of fds 0-2 that is closed (`llamactl serve >&-`, some daemonizers),
-    and a file object on ``sys.stdin``/``stdout``/``stderr`` where Python left None.
-
-    Else the next socket takes the closed number and libuv aborts the process when it closes
-    it (``uv__close: Assertion `fd > STDERR_FILENO' failed``), and uvicorn's log setup fails on
-    ``sys.stdout.isatty()``.
-    """
-    import os
-    import sys
-
-    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115  (lives as long as the process)

@@ -86,7 +86,7 @@ def worker(
     """
     import asyncio
 
-    from llamactl.cli.serve import fast_loop_factory, open_standard_streams
+    from llamactl.cli.process import fast_loop_factory, prepare_process
     from llamactl.cli.serve_output import LEVELS, ServeOutput, logging_to
     from llamactl.server.errors import (
         DeploymentConfigError,
@@ -106,7 +106,7 @@ def worker(
             "pass the path of the deployment.yml `llamactl serve` runs",
             ExitCode.USAGE,
         )
-    open_standard_streams()
+    prepare_process()
     output = ServeOutput(level=level, quiet=quiet)
     with logging_to(output):
         workers = _workers(file, services or [], replicas, output, grace=grace, allow_install=allow_install)

@@ -20,6 +20,7 @@ from typing import Any
 from llamactl.server.apiserver.policy import parse_size
 from llamactl.server.apiserver.runner import serve
 from llamactl.server.errors import LlamactlError
+from llamactl.server.process_limits import raise_open_files_limit
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -90,6 +91,7 @@ def main() -> None:
     except ImportError:
         run = asyncio.run
     try:
+        raise_open_files_limit()
         run(_main(args))
     except (LlamactlError, OSError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Run a uvicorn server inside the caller's event loop, on sockets we bind ourselves.
 
-Binding first gives a clear OSError (port in use) instead of uvicorn's ``sys.exit``, and tells
+Binding first gives a clear error (port in use) instead of uvicorn's ``sys.exit``, and tells
 us the real port when 0 asked for an ephemeral one. uvicorn never installs signal handlers
 here: the caller owns SIGINT/SIGTERM and stops the server with :meth:`UvicornServer.stop`.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import http
 import json
 import socket
@@ -19,6 +20,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from llamactl.server.apiserver.http_protocol import CoalescingHttpToolsProtocol
+from llamactl.server.errors import CannotListen
 from llamactl.server.hosts import is_loopback
 
 __all__ = ["AccessLog", "Draining", "UvicornServer", "bind_sockets", "is_loopback", "url_for"]
@@ -42,13 +44,14 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
     """Listening sockets for every address of ``host``, all on one port (0: an ephemeral one).
 
     Raises:
-        OSError: the host does not resolve or the port is taken (the message says which).
+        CannotListen: the host does not resolve, is not this machine's, or the port is taken (the
+            message says which, and what to do).
     """
     try:
         infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise OSError(
-            f"cannot listen on host '{host}': {exc.strerror}: pass an IP address or a known name"
+        raise CannotListen(
+            f"cannot listen on host '{host}': {exc.strerror}: pass an IP address or a known name to --host"
         ) from None
     sockets: list[socket.socket] = []
     seen: set[tuple[int, object]] = set()
@@ -68,8 +71,8 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
                 sock.close()
                 if sockets:
                     continue  # e.g. ::1 when IPv6 is off: the first address is enough
-                raise OSError(
-                    exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}: pick another --port"
+                raise CannotListen(
+                    f"cannot listen on {host}:{port}: {exc.strerror}: {_way_out(exc.errno, port)}", exc.errno
                 ) from None
             sock.listen(2048)
             sock.setblocking(False)
@@ -79,6 +82,14 @@ def bind_sockets(host: str, port: int) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
+
+
+def _way_out(error_number: int | None, port: int) -> str:
+    if error_number == errno.EADDRNOTAVAIL:
+        return "--host must be an address of this machine (127.0.0.1; 0.0.0.0 for all of them)"
+    if error_number == errno.EACCES and 0 < port < 1024:
+        return "ports below 1024 need privileges: pick --port 1024 or above"
+    return "pick another --port (0 picks a free one), or stop what is using it"
 
 
 class _Server(uvicorn.Server):

@@ -174,7 +174,7 @@ async def serve(
     Raises:
         InvalidRequest: ``host`` is not a loopback address and no token was given, or an allowed
             host, origin, size or root is malformed.
-        OSError: the port is taken.
+        CannotListen: the port is taken, or the host is not this machine's or does not resolve.
         DeploymentConfigError, WorkflowLoadError, TimeoutError: a deployment file is wrong or
             its services did not come up (everything started so far is stopped first).
     """

@@ -1,15 +1,20 @@
 """`llamactl serve` where things around it go wrong: whoever read its output went away, its
 output goes to a disk that fills, it starts with its standard descriptors closed, its
-deployment folder is read-only. It serves on, or says clearly why it cannot, and a signal stops it.
+deployment folder is read-only, its limit on open files is low, its address is not this
+machine's. It serves on, or says clearly why it cannot, and a signal stops it.
 """
 
 from __future__ import annotations
 
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from llamactl.client import Client
 from tests.faults import small_disk
@@ -165,3 +170,63 @@ def test_serve_with_its_journal_on_a_full_disk_says_to_free_space(tmp_path: Path
     stderr = failed_start(tmp_path / "full", "full", state_elsewhere=True)
     assert "cannot open the message journal" in stderr and "full" in stderr
     assert "free some space on its disk" in stderr
+
+
+def _serve_under(soft: int, hard: int, file: Path) -> list[str]:
+    """`llamactl serve FILE` started under these limits on open files, as by a shell's `ulimit`
+    or a service manager's LimitNOFILE (exec: the pid is the server's)."""
+    limits = f'ulimit -Sn {soft} && ulimit -Hn {hard} && exec "$@"'
+    return ["sh", "-c", limits, "sh", sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
+
+
+def test_serve_under_a_low_soft_open_file_limit_raises_it_and_takes_every_connection(tmp_path: Path) -> None:
+    """Soft limit 64 under a hard 4,096 (shells and service managers often start programs so):
+    100 clients connected at once are all answered, not reset when the 64th descriptor is taken."""
+    file = write_app(tmp_path, "many", {"func": "funcs:greet"})
+    process = subprocess.Popen(_serve_under(64, 4096, file), cwd=REPO, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    stderr = Lines(process.stderr)
+    try:
+        found = LISTENING.search(stderr.wait_for(lambda line: LISTENING.search(line) is not None, 90))
+        assert found is not None
+        limits = Path(f"/proc/{process.pid}/limits").read_text()
+        assert re.search(r"Max open files\s+4096\s+4096", limits), limits
+        host, port = found.group(1).removeprefix("http://").split(":")
+        connections = [socket.create_connection((host, int(port)), timeout=30) for _ in range(100)]
+        try:
+            for connection in connections:
+                connection.sendall(f"GET /status/ HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            for connection in connections:
+                assert connection.recv(64).startswith(b"HTTP/1.1 200"), "a connection was not answered"
+        finally:
+            for connection in connections:
+                connection.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stderr.close()
+
+
+@pytest.mark.parametrize("limit", [30, 40])
+def test_serve_under_a_hard_open_file_limit_too_low_says_how_to_raise_it(tmp_path: Path, limit: int) -> None:
+    """`ulimit -n 30` (soft and hard): libzmq aborted the process (`Too many open files
+    (src/epoll.cpp:38)`); at 40 the port was blamed ("pick another --port")."""
+    file = write_app(tmp_path, "cramped", {"func": "funcs:greet"})
+    argv = _serve_under(limit, limit, file)
+    done = subprocess.run(argv, check=False, cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"Error: this process may open only {limit} files (`ulimit -n`)" in done.stderr
+    assert "ulimit -n 4096" in done.stderr and "port" not in done.stderr
+
+
+def test_serve_on_an_address_not_of_this_machine_says_to_pick_one_that_is(tmp_path: Path) -> None:
+    """192.0.2.1 (a documentation address, on no machine): the port was blamed."""
+    file = write_app(tmp_path, "elsewhere", {"func": "funcs:greet"})
+    argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--host", "192.0.2.1", "--token", "t0ken"]
+    done = subprocess.run(argv, check=False, cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "Error: cannot listen on 192.0.2.1:" in done.stderr
+    assert "--host must be an address of this machine" in done.stderr and "--port" not in done.stderr
