@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -42,6 +43,7 @@ from bench.baseline_server import serve
 from bench.floor_store import FloorStore
 from bench.floor_unix import UnixForwarder, work
 from bench.services import cpu_workflow, echo, echo_workflow
+from llamactl.server.supervisor import death_signal_hook
 
 __all__ = ["main"]
 
@@ -103,7 +105,9 @@ async def _workers(address: str, n: int) -> AsyncIterator[None]:
     procs: list[asyncio.subprocess.Process] = []
     try:
         for _ in range(n):
-            procs.append(await asyncio.create_subprocess_exec(*argv))
+            procs.append(
+                await asyncio.create_subprocess_exec(*argv, preexec_fn=death_signal_hook(os.getpid()))
+            )
         yield
     finally:
         for proc in procs:

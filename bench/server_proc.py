@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
 import re
 import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from llamactl.server.supervisor import death_signal_hook
 
 __all__ = ["ServerProcess", "ServerStartError"]
 
@@ -23,7 +26,10 @@ class ServerStartError(RuntimeError):
 
 @dataclass(slots=True)
 class ServerProcess:
-    """A server subprocess; ``async with`` starts it and stops it (SIGINT, then SIGKILL)."""
+    """A server subprocess; ``async with`` starts it and stops it (SIGINT, then SIGKILL).
+
+    The server gets SIGTERM when this process ends without stopping it (a benchmark killed or
+    sent SIGTERM skips its ``finally`` blocks), so no server outlives its benchmark."""
 
     argv: Sequence[str]
     cwd: Path | None = None
@@ -65,6 +71,7 @@ class ServerProcess:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            preexec_fn=death_signal_hook(os.getpid(), signal.SIGTERM),
         )
         try:
             async with asyncio.timeout(self.start_timeout):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._os import death_signal_hook
 from .models import (
     EXIT_LOAD_ERROR,
     EventKind,
@@ -22,5 +23,6 @@ __all__ = [
     "RestartPolicy",
     "Supervisor",
     "SupervisorEvent",
+    "death_signal_hook",
     "prefixed_output",
 ]

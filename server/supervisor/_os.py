@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from .models import ProcessSpec
 
-__all__ = ["Child", "forget_group", "kill_group", "spawn"]
+__all__ = ["Child", "death_signal_hook", "forget_group", "kill_group", "spawn"]
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,15 @@ def _load_prctl() -> Callable[..., int] | None:
 _prctl = _load_prctl()
 
 
-def _death_signal_hook(parent_pid: int) -> Callable[[], None] | None:
+def death_signal_hook(parent_pid: int, sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the child get ``sig`` when the thread that forked it (in the
+    process ``parent_pid``) exits, however it ends; None where Linux's prctl is missing."""
     prctl = _prctl
     if prctl is None:
         return None
 
     def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
         # The parent may have died between fork and prctl: then nobody will signal us.
         if os.getppid() != parent_pid:
             os._exit(1)
@@ -169,7 +171,7 @@ async def spawn(
         env={**{k: v for k, v in os.environ.items() if k not in spec.hidden_env}, **spec.env},
         cwd=spec.cwd,
         start_new_session=True,
-        preexec_fn=_death_signal_hook(os.getpid()),
+        preexec_fn=death_signal_hook(os.getpid()),
     )
     child = Child(transport, protocol)
     _live_groups.add(child.pid)
