@@ -24,6 +24,7 @@ The tree::
     ├── InvalidRequest                bad input from a caller (not a config file)
     ├── CannotListen                  the API's address cannot be bound (also an OSError, with errno)
     ├── TooFewOpenFiles               the process may open too few files to serve (`ulimit -n`)
+    ├── ResultTooLarge                a task's result or event is over its service's max-result-size
     ├── Overloaded                    a service's queue is full: try again later (HTTP 429)
     ├── ShuttingDown                  the server is stopping (HTTP 503, with the task's id and status)
     └── TaskWaitTimeout               a task did not finish within the wait (HTTP 504, id and status)
@@ -32,6 +33,8 @@ Each subclass carries a message that says what went wrong and what to do about i
 """
 
 from __future__ import annotations
+
+from llamactl.server.sizes import show_size
 
 __all__ = [
     "CannotListen",
@@ -48,6 +51,7 @@ __all__ = [
     "Overloaded",
     "PublishRejected",
     "QueueNotShared",
+    "ResultTooLarge",
     "ServiceNotFound",
     "SessionNotFound",
     "ShuttingDown",
@@ -211,6 +215,20 @@ class TooFewOpenFiles(LlamactlError):
         )
         self.limit = limit
         self.needed = needed
+
+
+class ResultTooLarge(LlamactlError):
+    """A task's result (with its Context) or one of its events is larger, encoded, than its
+    service's ``max-result-size``: the task fails with this message instead of sending it."""
+
+    def __init__(self, what: str, size: int, limit: int, service: str) -> None:
+        super().__init__(
+            f"{what} takes {show_size(size)} encoded, over the limit of {show_size(limit)} for service "
+            f"'{service}': return less (store large data elsewhere and return where it is), or raise "
+            "`max-result-size` in the deployment file (up to 512M)"
+        )
+        self.size = size
+        self.limit = limit
 
 
 class Overloaded(LlamactlError):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from llamactl.server import sizes
 from llamactl.server.apiserver.errors import Forbidden
 from llamactl.server.apiserver.listen import is_loopback
 from llamactl.server.errors import InvalidRequest
@@ -24,7 +25,6 @@ DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
 """4 MiB: far more than a deployment file or a task input needs."""
 
 _NAME = re.compile(r"(\*\.)?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
-_SIZE = re.compile(r"([0-9]+)\s*([kmg]?)(i?b)?", re.IGNORECASE)
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})
 
 
@@ -180,13 +180,12 @@ class DeploymentRoots:
 
 
 def parse_size(text: str) -> int:
-    """``"4194304"``, ``"512K"``, ``"16M"``, ``"1G"`` (also ``16MB``, ``16MiB``) -> bytes (powers of 1024).
+    """:func:`llamactl.server.sizes.parse_size` for ``--max-body-size``.
 
     Raises:
         InvalidRequest: not a size.
     """
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise InvalidRequest(f"--max-body-size {text!r} is not a size: give bytes, or e.g. 512K, 16M, 1G")
-    number, unit = int(match.group(1)), match.group(2).lower()
-    return number * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
+    try:
+        return sizes.parse_size(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"--max-body-size {exc}") from None

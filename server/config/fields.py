@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, BeforeValidator, Field
 
+from llamactl.server.sizes import parse_size, show_size
+
 __all__ = [
     "EnvMap",
     "Identifier",
@@ -21,6 +23,7 @@ __all__ = [
     "Port",
     "PortOrZero",
     "PositiveNumber",
+    "ResultSize",
     "WholeAtLeastOne",
     "WholeAtLeastZero",
     "accepted_keys",
@@ -95,6 +98,25 @@ def _whole_number(minimum: int, maximum: int | None = None, what: str = "a whole
     return BeforeValidator(check)
 
 
+def _size(minimum: int, maximum: int) -> BeforeValidator:
+    expected = f"expected a size from {show_size(minimum)} to {show_size(maximum)} (bytes, or e.g. 512K, 64M)"
+
+    def check(value: Any) -> int:
+        number: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str):
+            try:
+                number = parse_size(value)
+            except ValueError:
+                number = None
+        if number is None or not minimum <= number <= maximum:
+            raise ValueError(f"{expected}, got {describe(value)}")
+        return number
+
+    return BeforeValidator(check)
+
+
 def _positive_number(value: Any) -> float:
     number: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -150,6 +172,9 @@ def _env_value(value: Any) -> str:
 
 
 WholeAtLeastOne = Annotated[int, _whole_number(1)]
+ResultSize = Annotated[int, _size(1024, 512 * 1024**2)]
+"""The largest message a task's worker may send (its result with its Context, or one event):
+up to 512 MB, below every message queue's own limit (Redis's 512 MB, the embedded one's 1 GB)."""
 WholeAtLeastZero = Annotated[int, _whole_number(0)]
 Port = Annotated[int, _whole_number(1, 65535, "a port number")]
 PortOrZero = Annotated[int, _whole_number(0, 65535, "a port number (0 = any free port)")]

@@ -22,6 +22,7 @@ from llamactl.server.config.fields import (
     Port,
     PortOrZero,
     PositiveNumber,
+    ResultSize,
     WholeAtLeastOne,
     WholeAtLeastZero,
     accepted_keys,
@@ -121,6 +122,9 @@ class ServiceConfig(_Model):
     """Tasks that may wait for the service at once; beyond, new ones are refused with 429 (ours)."""
     timeout: PositiveNumber | None = None
     """Seconds a task may run before it fails (ours)."""
+    max_result_size: ResultSize = Field(default=128 * 1024**2, validation_alias=keys("max-result-size"))
+    """The largest result (with the task's Context) or event a task may send, encoded; a task
+    that sends a larger one fails with a message that says so (ours)."""
     watch: list[str] = Field(default_factory=list)
     """Extra glob patterns that trigger a hot reload (ours)."""
 

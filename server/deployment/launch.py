@@ -52,6 +52,7 @@ def worker_spec(
         env=config.service_env(service.id),
         max_concurrency=service.max_concurrency,
         timeout=service.timeout,
+        max_result_size=service.max_result_size,
         lease=config.message_queue.lease,
         heartbeat_interval=report_interval,
         mq=mq,

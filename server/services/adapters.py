@@ -108,7 +108,14 @@ class _WorkflowRun(Run):
     async def wait(self) -> Any:
         try:
             async for ev in self._handler.stream_events():
-                await self._emit(envelope(ev), last=isinstance(ev, StopEvent))
+                try:
+                    await self._emit(envelope(ev), last=isinstance(ev, StopEvent))
+                except Exception:
+                    # The event could not be sent (too large, the queue failed): the run ends here
+                    # rather than going on unseen.
+                    with contextlib.suppress(Exception):
+                        await self._handler.cancel_run()
+                    raise
             return to_jsonable(await self._handler)
         except WorkflowRuntimeError as exc:
             if (cause := _wrapped_step_error(exc)) is None:

@@ -31,6 +31,8 @@ class WorkerSpec(BaseModel):
     """Extra environment (the service's ``env`` then ``env-files``, already merged)."""
     max_concurrency: int = 8
     timeout: float | None = None
+    max_result_size: int = 128 * 1024**2
+    """Bytes a report of a task (its result with its Context, or one event) may take, encoded."""
     lease: float = 30.0
     heartbeat_interval: float = 1.0
     """How often the worker reports ``replica.heartbeat`` (with its in-flight count) to the control

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llamactl.server.errors import LeaseLost, PublishRejected
+from llamactl.server.errors import LeaseLost, PublishRejected, ResultTooLarge
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.protocol import (
@@ -72,16 +72,36 @@ class Reporter:
             **fields,
         )
 
+    def encode(self, msg: WorkerMessage) -> bytes:
+        """``msg`` as it goes on the queue.
+
+        Raises:
+            ResultTooLarge: it is larger than the service's ``max-result-size``.
+        """
+        payload = msg.model_dump_json().encode()
+        if len(payload) > self.spec.max_result_size:
+            if msg.kind == WorkerMessageKind.TASK_EVENT:
+                what = f"event {msg.event_index} of task {msg.task_id}"
+            else:
+                what = f"the result of task {msg.task_id} (with its Context)"
+            raise ResultTooLarge(what, len(payload), self.spec.max_result_size, self.spec.service_id)
+        return payload
+
     async def publish(self, msg: WorkerMessage, *, msg_id: str | None = None) -> None:
-        """Publish ``msg`` (key: its task id, so one task's messages stay in order; else the replica id)."""
+        """Publish ``msg`` (key: its task id, so one task's messages stay in order; else the replica id).
+
+        Raises:
+            ResultTooLarge: see :meth:`encode`.
+        """
         await self.queue.publish(
-            self.topic, msg.model_dump_json().encode(), msg_id=msg_id, key=msg.task_id or self.spec.replica_id
+            self.topic, self.encode(msg), msg_id=msg_id, key=msg.task_id or self.spec.replica_id
         )
 
-    async def finish(self, delivery: Delivery, msg: WorkerMessage, *, msg_id: str) -> None:
-        """Publish a task's final report and ack its delivery, together (see ``ack_and_publish``)."""
+    async def finish(self, delivery: Delivery, msg: WorkerMessage, payload: bytes, *, msg_id: str) -> None:
+        """Publish a task's final report (``msg`` encoded) and ack its delivery, together (see
+        ``ack_and_publish``)."""
         await delivery.ack_and_publish(
-            self.topic, msg.model_dump_json().encode(), msg_id=msg_id, key=msg.task_id or self.spec.replica_id
+            self.topic, payload, msg_id=msg_id, key=msg.task_id or self.spec.replica_id
         )
 
 
@@ -320,14 +340,30 @@ class Worker:
 
     async def _report_final(self, delivery: Delivery, final: WorkerMessage) -> None:
         """Publish the result and settle the delivery, in one step; while the queue refuses it (its
-        journal's disk is full, say) try again, as long as the lease is kept."""
+        journal's disk is full, say) try again, as long as the lease is kept. A result over the
+        service's ``max-result-size`` fails the task instead (running it again would not shrink it)."""
+        try:
+            payload = self.reporter.encode(final)
+        except ResultTooLarge as exc:
+            log.error("task %s failed: %s", final.task_id, exc)
+            final = final.model_copy(
+                update={
+                    "kind": WorkerMessageKind.TASK_FAILED,
+                    "result": None,
+                    "context": None,
+                    "events": [],
+                    "error": f"ResultTooLarge: {exc}",
+                    "traceback": None,
+                }
+            )
+            payload = self.reporter.encode(final)
         delay = 0.05
         deadline = time.monotonic() + self.spec.lease * 2
         while True:
             try:
                 # The result goes out and the delivery is settled in one step: a crash of this
                 # worker right after cannot bring the task back to run a second time.
-                await self.reporter.finish(delivery, final, msg_id=final_msg_id(final.task_id or ""))
+                await self.reporter.finish(delivery, final, payload, msg_id=final_msg_id(final.task_id or ""))
                 return
             except LeaseLost:
                 log.warning(

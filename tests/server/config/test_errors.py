@@ -124,6 +124,20 @@ CASES = [
         "expected a whole number >= 1, got 'lots'",
     ),
     (
+        "max-result-size-too-large",
+        GOOD + "    max-result-size: 2G\n",
+        "services.echo.max-result-size",
+        9,
+        "expected a size from 1 KB to 512 MB (bytes, or e.g. 512K, 64M), got '2G'",
+    ),
+    (
+        "max-result-size-text",
+        GOOD + "    max-result-size: lots\n",
+        "services.echo.max-result-size",
+        9,
+        "got 'lots'",
+    ),
+    (
         "port-out-of-range",
         GOOD + "    port: 70000\n",
         "services.echo.port",

@@ -152,6 +152,7 @@ SERVICE_SPELLINGS = [
     ("python-dependencies: [x]", "python_dependencies: [x]"),
     ("ts-dependencies: {a: b}", "ts_dependencies: {a: b}"),
     ("max-concurrency: 3", "max_concurrency: 3"),
+    ("max-result-size: 64K", "max_result_size: 65536"),
 ]
 
 
