@@ -19,6 +19,7 @@ The tree::
     │   └── TaskNotFound
     ├── Conflict                      the request clashes with the current state
     │   ├── DeploymentExists
+    │   ├── SessionLimitReached       the deployment holds `control-plane.max-sessions` sessions
     │   ├── TaskExists                a task id sent by the client is taken already
     │   └── TaskFinished              an event sent to / cancel of a task that already ended
     ├── InvalidRequest                bad input from a caller (not a config file)
@@ -53,6 +54,7 @@ __all__ = [
     "QueueNotShared",
     "ResultTooLarge",
     "ServiceNotFound",
+    "SessionLimitReached",
     "SessionNotFound",
     "ShuttingDown",
     "StateStoreClosed",
@@ -175,6 +177,16 @@ class DeploymentExists(Conflict):
     def __init__(self, name: str) -> None:
         super().__init__(f"Deployment '{name}' already exists: redeploy it with reload, or delete it first")
         self.name = name
+
+
+class SessionLimitReached(Conflict):
+    def __init__(self, deployment: str, held: int, limit: int) -> None:
+        super().__init__(
+            f"Deployment '{deployment}' holds {held} sessions, its limit (`control-plane.max-sessions: "
+            f"{limit}`): delete the sessions you no longer need (`llamactl sessions delete ID`), or raise "
+            "the limit in the deployment file"
+        )
+        self.limit = limit
 
 
 class TaskExists(Conflict):

@@ -188,6 +188,9 @@ class ControlPlaneConfig(_Model):
     """Seconds a finished task, its event log and its one-task session are kept (ours)."""
     max_finished_tasks: WholeAtLeastOne = Field(default=10_000, validation_alias=keys("max-finished-tasks"))
     """Finished tasks kept at most; the oldest are pruned first (ours)."""
+    max_sessions: WholeAtLeastOne = Field(default=100_000, validation_alias=keys("max-sessions"))
+    """Sessions kept at once (those ``tasks/create`` makes for one task count too, and go with
+    it); beyond, ``sessions/create`` is refused until some are deleted (ours)."""
     change_feed_retention: WholeAtLeastOne = Field(
         default=10_000, validation_alias=keys("change-feed-retention")
     )

@@ -30,7 +30,7 @@ from llamactl.server.control_plane.stored import Page, StoredTask
 from llamactl.server.control_plane.task_events import TaskEvents
 from llamactl.server.control_plane.task_input import decode_input
 from llamactl.server.control_plane.upgrade import ensure_indexed
-from llamactl.server.errors import Overloaded, ShuttingDown, TaskWaitTimeout
+from llamactl.server.errors import Overloaded, SessionLimitReached, ShuttingDown, TaskWaitTimeout
 from llamactl.server.ids import check_id, new_id
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
@@ -66,6 +66,8 @@ class ControlPlaneSettings:
     default_max_queued: int = 10_000
     wait: float = 300.0
     """Seconds ``run_task`` waits for a task of a service without a timeout."""
+    max_sessions: int = 100_000
+    """Sessions kept at once; ``create_session`` beyond it raises SessionLimitReached."""
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
 
@@ -193,8 +195,19 @@ class ControlPlane:
     # --- sessions ----------------------------------------------------------------------------
 
     async def create_session(self, session_id: str | None = None) -> SessionDefinition:
+        """Create a session (or return the one of that id).
+
+        Raises:
+            SessionLimitReached: the deployment holds ``max_sessions`` sessions already.
+        """
         if session_id is not None:
             check_id(session_id, "session id")
+            found = await self.records.find_session(session_id)
+            if found is not None:
+                return found.definition(await self.records.session_task_ids(session_id))
+        held = await self.records.count_sessions()
+        if held >= self.settings.max_sessions:
+            raise SessionLimitReached(self.deployment, held, self.settings.max_sessions)
         record, _ = await self.records.create_session(session_id or new_id())
         return record.definition([])
 

@@ -15,6 +15,7 @@ def control_plane_settings(config: DeploymentConfig) -> ControlPlaneSettings:
         timeouts={s.id: s.timeout for s in config.services.values()},
         max_queued={s.id: s.max_queued for s in config.services.values()},
         wait=cp.wait_timeout,
+        max_sessions=cp.max_sessions,
         retention=RetentionPolicy(
             finished_age=cp.finished_task_retention,
             max_finished=cp.max_finished_tasks,
