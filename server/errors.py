@@ -26,6 +26,7 @@ The tree::
     ├── CannotListen                  the API's address cannot be bound (also an OSError, with errno)
     ├── TooFewOpenFiles               the process may open too few files to serve (`ulimit -n`)
     ├── ResultTooLarge                a task's result or event is over its service's max-result-size
+    ├── TooManyEvents                 a run streamed more events than its service's max-events
     ├── Overloaded                    a service's queue is full: try again later (HTTP 429)
     ├── ShuttingDown                  the server is stopping (HTTP 503, with the task's id and status)
     └── TaskWaitTimeout               a task did not finish within the wait (HTTP 504, id and status)
@@ -64,6 +65,7 @@ __all__ = [
     "TaskNotFound",
     "TaskWaitTimeout",
     "TooFewOpenFiles",
+    "TooManyEvents",
     "WorkflowLoadError",
 ]
 
@@ -240,6 +242,19 @@ class ResultTooLarge(LlamactlError):
             "`max-result-size` in the deployment file (up to 512M)"
         )
         self.size = size
+        self.limit = limit
+
+
+class TooManyEvents(LlamactlError):
+    """A run of a task streamed more events than its service's ``max-events``: it is stopped and
+    fails with this message (each event is stored, so an endless stream would fill the disk)."""
+
+    def __init__(self, task_id: str, limit: int, service: str) -> None:
+        super().__init__(
+            f"task {task_id} streamed more than {limit} events, the limit of service '{service}': stream "
+            "fewer (a progress event every so often, not one per step), or raise `max-events` in the "
+            "deployment file"
+        )
         self.limit = limit
 
 

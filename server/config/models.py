@@ -125,6 +125,8 @@ class ServiceConfig(_Model):
     max_result_size: ResultSize = Field(default=128 * 1024**2, validation_alias=keys("max-result-size"))
     """The largest result (with the task's Context) or event a task may send, encoded; a task
     that sends a larger one fails with a message that says so (ours)."""
+    max_events: WholeAtLeastOne = Field(default=100_000, validation_alias=keys("max-events"))
+    """Events one run of a task may stream; the run that streams more fails, saying so (ours)."""
     watch: list[str] = Field(default_factory=list)
     """Extra glob patterns that trigger a hot reload (ours)."""
 

@@ -53,6 +53,7 @@ def worker_spec(
         max_concurrency=service.max_concurrency,
         timeout=service.timeout,
         max_result_size=service.max_result_size,
+        max_events=service.max_events,
         lease=config.message_queue.lease,
         heartbeat_interval=report_interval,
         mq=mq,

@@ -33,6 +33,8 @@ class WorkerSpec(BaseModel):
     timeout: float | None = None
     max_result_size: int = 128 * 1024**2
     """Bytes a report of a task (its result with its Context, or one event) may take, encoded."""
+    max_events: int = 100_000
+    """Events one run of a task may stream."""
     lease: float = 30.0
     heartbeat_interval: float = 1.0
     """How often the worker reports ``replica.heartbeat`` (with its in-flight count) to the control

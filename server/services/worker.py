@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llamactl.server.errors import LeaseLost, PublishRejected, ResultTooLarge
+from llamactl.server.errors import LeaseLost, PublishRejected, ResultTooLarge, TooManyEvents
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.protocol import (
@@ -285,6 +285,7 @@ class Worker:
                     # The run's final event (a StopEvent) rides with the final report.
                     trailing.append(envelope)
                     return
+                self._check_event_count(task.task_id, index)
                 msg = self.message(WorkerMessageKind.TASK_EVENT, event=envelope, event_index=index, **ids)
                 sending = self.publish(msg, msg_id=event_msg_id(task.task_id, attempt, index))
                 if started.now() or started.in_flight():
@@ -337,6 +338,11 @@ class Worker:
                 self.watchdog.untrack(task.task_id)
             await keeper.stop()
             started.discard()
+
+    def _check_event_count(self, task_id: str, index: int) -> None:
+        """Raises TooManyEvents (into the run, which then fails) for an event past ``max-events``."""
+        if index >= self.spec.max_events:
+            raise TooManyEvents(task_id, self.spec.max_events, self.spec.service_id)
 
     async def _report_final(self, delivery: Delivery, final: WorkerMessage) -> None:
         """Publish the result and settle the delivery, in one step; while the queue refuses it (its

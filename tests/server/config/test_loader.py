@@ -153,6 +153,7 @@ SERVICE_SPELLINGS = [
     ("ts-dependencies: {a: b}", "ts_dependencies: {a: b}"),
     ("max-concurrency: 3", "max_concurrency: 3"),
     ("max-result-size: 64K", "max_result_size: 65536"),
+    ("max-events: 10", "max_events: 10"),
 ]
 
 

@@ -1,7 +1,8 @@
-"""A task whose result or event is larger than its service's `max-result-size` fails at once,
-once, saying so. Before the limit, a result over the broker's 1 GiB frame limit had the worker's
-connection closed as "not llamactl's protocol", ran five times (70 s for a 1.1 GB string), and
-failed as "consumer lost (the worker crashed...)"."""
+"""A task whose result or event is larger than its service's `max-result-size`, or that streams
+more than its `max-events`, fails at once, once, saying so. Before the size limit, a result over
+the broker's 1 GiB frame limit had the worker's connection closed as "not llamactl's protocol",
+ran five times (70 s for a 1.1 GB string), and failed as "consumer lost (the worker crashed...)";
+before the count, a run streaming without end stored every event (~600 bytes each on disk)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ from workflows.events import Event, StartEvent, StopEvent
 
 async def sized(kb: int = 1) -> str:
     return "x" * (kb * 1024)
+
+
+async def many(n: int = 1):
+    for i in range(n):
+        yield {"i": i}
 
 
 async def streamed(kb: int = 1):
@@ -41,7 +47,7 @@ class StreamingBig(Workflow):
 streaming_big = StreamingBig(timeout=30)
 """
 
-SERVICES = {"sized": "big:sized", "streamed": "big:streamed", "flow": "big:streaming_big"}
+SERVICES = {"sized": "big:sized", "streamed": "big:streamed", "flow": "big:streaming_big", "many": "big:many"}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +55,9 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Client]:
     folder = tmp_path_factory.mktemp("limits")
     file = write_app(folder, "limits", SERVICES)
     (folder / "src" / "big.py").write_text(BIG)
-    text = file.read_text().replace("    path: big:", "    max-result-size: 64K\n    path: big:")
+    text = file.read_text().replace(
+        "    path: big:", "    max-result-size: 64K\n    max-events: 5\n    path: big:"
+    )
     file.write_text(text)
     server = Server(file)
     try:
@@ -88,3 +96,16 @@ def test_an_event_over_the_limit_fails_its_task_and_the_events_before_it_stay(cl
 def test_a_workflow_event_over_the_limit_fails_the_run(client: Client) -> None:
     _fails_with_the_limit(client, "flow", "event 0 of task")
     assert client.deployment("limits").tasks.run({"kb": 1}, service="flow") == "streamed"
+
+
+def test_a_run_streaming_more_than_max_events_fails_and_keeps_the_first(client: Client) -> None:
+    tasks = client.deployment("limits").tasks
+    assert tasks.run({"n": 5}, service="many") == {"i": 4}
+    with pytest.raises(TaskFailed) as caught:
+        tasks.run({"n": 1000}, service="many")
+    detail = caught.value.detail
+    assert "TooManyEvents" in detail and "streamed more than 5 events" in detail, detail
+    assert "service 'many'" in detail and "max-events" in detail, detail
+    assert caught.value.task_id is not None
+    assert tasks.get(caught.value.task_id).attempts == 1
+    assert [event.value for event in tasks.events(caught.value.task_id)] == [{"i": i} for i in range(5)]
