@@ -6,7 +6,8 @@ The tree::
     ├── DeploymentConfigError         a deployment file is wrong (names file, key path, line, fix)
     ├── WorkflowLoadError             a service's `path: module:attr` cannot be imported or built
     ├── StateStoreError               the state store failed or is misconfigured
-    │   └── StateStoreClosed          used after close()
+    │   ├── StateStoreClosed          used after close()
+    │   └── StateStoreDamaged         its file is damaged (SQLite: malformed, not a database)
     ├── MessageQueueError             the message queue failed or is misconfigured
     │   ├── PublishRejected           the broker refused or never confirmed a publish
     │   ├── MessageQueueClosed        used after close()
@@ -59,6 +60,7 @@ __all__ = [
     "SessionNotFound",
     "ShuttingDown",
     "StateStoreClosed",
+    "StateStoreDamaged",
     "StateStoreError",
     "TaskExists",
     "TaskFinished",
@@ -104,6 +106,17 @@ class StateStoreError(LlamactlError):
 
 class StateStoreClosed(StateStoreError):
     """The state store was used after close()."""
+
+
+class StateStoreDamaged(StateStoreError):
+    """The state store's file is damaged: no retry will mend it. The deployment takes no new
+    task and answers its waiters at once (503, with this message) until it is mended.
+    ``task_id``/``status`` name the task a caller was waiting for."""
+
+    def __init__(self, message: str, *, task_id: str | None = None, status: str | None = None) -> None:
+        super().__init__(message)
+        self.task_id = task_id
+        self.status = status
 
 
 class MessageQueueError(LlamactlError):

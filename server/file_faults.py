@@ -13,11 +13,17 @@ _OPEN_FILES = "raise the limit on open files (`ulimit -n 4096`, `LimitNOFILE=` i
 
 
 def advice(exc: BaseException) -> str | None:
-    """What to do about ``exc`` when its cause is a full disk, too many open files, or a
-    permission; else None."""
+    """What to do about ``exc`` when its cause is a full disk, a damaged file, too many open
+    files, or a permission; else None."""
     number = getattr(exc, "errno", None)
-    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or number == errno.ENOSPC:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL or number == errno.ENOSPC:
         return "free some space on its disk"
+    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return (
+            "it is damaged or not a SQLite file: restore it from a backup or move it aside to start "
+            "with an empty one, losing what it held"
+        )
     if number in (errno.EMFILE, errno.ENFILE):
         return _OPEN_FILES
     if number in (errno.EACCES, errno.EPERM, errno.EROFS):

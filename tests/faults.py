@@ -1,10 +1,12 @@
-"""Real faults for tests: a small tmpfs that can be filled to the last byte (a full disk)."""
+"""Real faults for tests: a small tmpfs that can be filled to the last byte (a full disk), a
+SQLite file damaged in place."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import sqlite3
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -92,3 +94,19 @@ async def use_up(write: Callable[[int, bytes], Awaitable[object]], refused: type
         else:
             raise AssertionError(f"{limit} writes of {size} bytes went through: the disk is not full")
     return done
+
+
+def damage_sqlite_index(path: Path, index: str, onto: str) -> None:
+    """Damage a SQLite file for real, as a bad sector or a torn copy would: point ``index``'s root
+    page at the table ``onto``'s, so that the next statement using the index finds a page of the
+    wrong kind (SQLITE_CORRUPT, "database disk image is malformed"). The schema version moves, so
+    connections already open read the damaged schema on their next statement."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (onto,)).fetchone()[0]
+        version = conn.execute("PRAGMA schema_version").fetchone()[0]
+        conn.execute("PRAGMA writable_schema = ON")
+        conn.execute("UPDATE sqlite_master SET rootpage = ? WHERE name = ?", (root, index))
+        conn.execute(f"PRAGMA schema_version = {int(version) + 1}")
+    finally:
+        conn.close()

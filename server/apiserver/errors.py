@@ -34,6 +34,7 @@ from llamactl.server.errors import (
     NotFound,
     Overloaded,
     ShuttingDown,
+    StateStoreDamaged,
     StateStoreError,
     TaskWaitTimeout,
     WorkflowLoadError,
@@ -121,6 +122,8 @@ async def _engine_error(request: Request, exc: Exception) -> Response:
     # instead of sending it again.
     extra = {k: v for k in ("task_id", "status") if (v := getattr(exc, k, None)) is not None}
     detail = str(exc)
+    if isinstance(exc, StateStoreDamaged):  # no retry mends it: the message says what does
+        return error_response(503, detail, **extra)
     if isinstance(exc, StateStoreError | MessageQueueError):
         # Nothing of the request was kept: the caller may simply send it again.
         detail = f"the server cannot record this right now ({exc}): nothing was kept, try again in a moment"

@@ -30,7 +30,13 @@ from llamactl.server.control_plane.stored import Page, StoredTask
 from llamactl.server.control_plane.task_events import TaskEvents
 from llamactl.server.control_plane.task_input import decode_input
 from llamactl.server.control_plane.upgrade import ensure_indexed
-from llamactl.server.errors import Overloaded, SessionLimitReached, ShuttingDown, TaskWaitTimeout
+from llamactl.server.errors import (
+    Overloaded,
+    SessionLimitReached,
+    ShuttingDown,
+    StateStoreDamaged,
+    TaskWaitTimeout,
+)
 from llamactl.server.ids import check_id, new_id
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
@@ -97,10 +103,13 @@ class ControlPlane:
             on_changed=self._changed,
             on_finished=self._finished,
             release=self.dispatcher.release_write,
+            on_damaged=self._store_damaged,
         )
         self.retention = Retention(self.records, self.changes, self.settings.retention)
         self.loops = Loops(f"control plane {deployment}")
         self._stopping = asyncio.Event()
+        self.damaged: StateStoreDamaged | None = None
+        """Set once the state store turned out damaged: no new task is taken, waiters answer at once."""
         self.events = TaskEvents(deployment, self.records, self.signals, queue, self._stopping)
         self._queued: dict[str, tuple[float, int]] = {}
         self._remote = (
@@ -245,6 +254,8 @@ class ControlPlane:
     async def _create(self, definition: TaskDefinition, *, keep_context: bool) -> StoredTask:
         if self._stopping.is_set():
             raise ShuttingDown("the server is stopping: it takes no new tasks")
+        if self.damaged is not None:
+            raise StateStoreDamaged(f"deployment '{self.deployment}' takes no new task: {self.damaged}")
         if definition.task_id:
             check_id(definition.task_id, "task id")
         if definition.session_id:
@@ -332,6 +343,15 @@ class ControlPlane:
         """Tasks by service and status, without reading them."""
         return await self.records.count_tasks()
 
+    def _store_damaged(self, exc: StateStoreDamaged) -> None:
+        """The state store turned out damaged: say so once, take no new task, and answer every
+        waiter at once (reports keep being retried, so none is lost if the file is mended)."""
+        if self.damaged is not None:
+            return
+        self.damaged = exc
+        log.error("deployment %s: %s; it takes no new task until then", self.deployment, exc)
+        self.signals.notify_all()
+
     async def wait_for_task(self, task_id: str, timeout: float | None = None) -> TaskRecord:
         """Wait until the task is completed, failed or cancelled. Raises TimeoutError after
         ``timeout`` seconds, ShuttingDown when the server stops first."""
@@ -342,6 +362,12 @@ class ControlPlane:
                     task = await self.records.peek_task(task_id)
                     if task.status.is_final:
                         return task.public()
+                    if self.damaged is not None:
+                        raise StateStoreDamaged(
+                            f"task '{task_id}' is {task.status.value}, but {self.damaged}",
+                            task_id=task_id,
+                            status=task.status.value,
+                        )
                     if self._stopping.is_set():
                         raise ShuttingDown(
                             f"the server is stopping; task '{task_id}' is {task.status.value}: ask for its "

@@ -30,7 +30,13 @@ from llamactl.server.control_plane.registry import ServiceRegistry
 from llamactl.server.control_plane.replica_mirror import ReplicaMirror, apply_replica_report
 from llamactl.server.control_plane.report_order import ReportOrder
 from llamactl.server.control_plane.stored import StoredTask
-from llamactl.server.errors import LeaseLost, MessageQueueError, StateStoreError, TaskNotFound
+from llamactl.server.errors import (
+    LeaseLost,
+    MessageQueueError,
+    StateStoreDamaged,
+    StateStoreError,
+    TaskNotFound,
+)
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.protocol import TaskMessage, WorkerMessage, WorkerMessageKind, event_msg_id
 from llamactl.server.state.base import Append, Write
@@ -100,8 +106,11 @@ class Inbox:
         on_changed: ChangedCallback,
         on_finished: FinishedCallback,
         release: ReleaseWrite | None = None,
+        on_damaged: Callable[[StateStoreDamaged], None] | None = None,
     ) -> None:
         self._records = records
+        self._on_damaged = on_damaged
+        """Called when the state store turns out damaged (the report is still retried)."""
         self._registry = registry
         self._on_changed = on_changed
         """Called when a task's record or event log changed (wakes whoever waits on it)."""
@@ -150,7 +159,9 @@ class Inbox:
                 if not transient and tries >= _RETRIES_FOR_BUGS:
                     log.exception("could not apply %s after %d tries: dropping it", msg_id, tries)
                     break
-                if tries == 1:
+                if isinstance(exc, StateStoreDamaged) and self._on_damaged is not None:
+                    self._on_damaged(exc)
+                elif tries == 1:
                     log.warning("could not apply %s yet (%s): retrying", msg_id, exc)
             if self._closing:
                 return  # not acked: delivered again to whoever consumes next

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from llamactl.server.aio import cancel_and_wait
+from llamactl.server.errors import LlamactlError
 
 __all__ = ["LoopHealth", "Loops"]
 
@@ -86,9 +87,21 @@ class Loops:
                 health.last_error_at = time.time()
                 if time.monotonic() - started > _HEALTHY_AFTER:
                     backoff = _FIRST_BACKOFF
-                log.exception(
-                    "%s: background loop %s failed; restarting in %.1f s", self._owner, health.name, backoff
-                )
+                if isinstance(exc, LlamactlError):  # the store or the queue failed: its message says it all
+                    log.error(
+                        "%s: background loop %s failed (%s); restarting in %.1f s",
+                        self._owner,
+                        health.name,
+                        exc,
+                        backoff,
+                    )
+                else:
+                    log.exception(
+                        "%s: background loop %s failed; restarting in %.1f s",
+                        self._owner,
+                        health.name,
+                        backoff,
+                    )
                 await asyncio.sleep(backoff)
                 backoff = min(_MAX_BACKOFF, backoff * 2)
                 continue

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llamactl.server.errors import StateStoreError
+from llamactl.server.errors import StateStoreDamaged, StateStoreError
 from llamactl.server.state import _sqlite_ops
 from llamactl.server.wal_checkpointer import Checkpointer, open_checkpointer
 
@@ -145,7 +145,7 @@ class Writer:
                     # the earlier results of this batch are gone too.
                     failed = exc
                     break
-                results.append((op.future, None, _wrap(exc, f"{op.fn.__name__} failed")))
+                results.append((op.future, None, self._wrap(exc, f"{op.fn.__name__} failed")))
             except Exception as exc:
                 results.append((op.future, None, exc))
             else:
@@ -168,13 +168,21 @@ class Writer:
         self._post(self._deliver, results, streams)
 
     def _fail(self, batch: list[Op], exc: sqlite3.Error, what: str) -> None:
-        self._post(self._deliver, [(op.future, None, _wrap(exc, what)) for op in batch], set())
+        self._post(self._deliver, [(op.future, None, self._wrap(exc, what)) for op in batch], set())
 
-
-def _wrap(exc: sqlite3.Error, what: str) -> StateStoreError:
-    err = StateStoreError(f"SQLite state store: {what}: {exc}")
-    err.__cause__ = exc
-    return err
+    def _wrap(self, exc: sqlite3.Error, what: str) -> StateStoreError:
+        """A StateStoreError for ``exc``; StateStoreDamaged, naming the file and what to do,
+        when SQLite found the file malformed."""
+        err: StateStoreError
+        if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            err = StateStoreDamaged(
+                f"the SQLite state store {self._path} is damaged ({what}: {exc}): stop the server, "
+                "then restore the file from a backup or move it aside to start with an empty one"
+            )
+        else:
+            err = StateStoreError(f"SQLite state store: {what}: {exc}")
+        err.__cause__ = exc
+        return err
 
 
 def _settle(fut: asyncio.Future[Any], value: object, exc: BaseException | None) -> None:

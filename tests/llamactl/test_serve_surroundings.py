@@ -230,3 +230,16 @@ def test_serve_on_an_address_not_of_this_machine_says_to_pick_one_that_is(tmp_pa
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "Error: cannot listen on 192.0.2.1:" in done.stderr
     assert "--host must be an address of this machine" in done.stderr and "--port" not in done.stderr
+
+
+def test_serve_of_a_damaged_state_store_says_to_restore_or_move_it(tmp_path: Path) -> None:
+    """A state file that is not SQLite (a torn copy, a bad sector): the error said "make its
+    folder writable"."""
+    file = write_app(tmp_path, "torn", {"func": "funcs:greet"})
+    (tmp_path / ".llamactl").mkdir()
+    (tmp_path / ".llamactl" / "state.sqlite").write_bytes(bytes(range(256)) * 64)
+    argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
+    done = subprocess.run(argv, check=False, cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "cannot open the SQLite state store" in done.stderr and "file is not a database" in done.stderr
+    assert "restore it from a backup or move it aside" in done.stderr and "writable" not in done.stderr

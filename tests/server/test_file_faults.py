@@ -37,3 +37,11 @@ def test_a_cause_with_no_advice_gets_none_and_a_state_file_the_default() -> None
     full = sqlite3.OperationalError("database or disk is full")
     full.sqlite_errorcode = sqlite3.SQLITE_FULL
     assert advice(full) == "free some space on its disk"
+
+
+def test_a_damaged_file_is_named_as_such_not_as_unwritable() -> None:
+    """Opening garbage as a state store said "make its folder writable"."""
+    for code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        damaged = sqlite3.DatabaseError("file is not a database")
+        damaged.sqlite_errorcode = code
+        assert way_out(damaged).startswith("it is damaged or not a SQLite file: restore it from a backup")
