@@ -203,7 +203,7 @@ async def _serve(
             host=host,
             port=port,
             deployment_files=files,
-            on_ready=lambda url: _on_ready(url, output),
+            on_ready=lambda url: _on_ready(url, output, empty=not files),
             on_event=output.event,
             on_warning=output.warning,
             on_drain=drain.update,
@@ -218,10 +218,15 @@ async def _serve(
             loop.remove_signal_handler(sig)
 
 
-def _on_ready(url: str, output: ServeOutput) -> None:
+def _on_ready(url: str, output: ServeOutput, *, empty: bool) -> None:
     output.line(f"Listening on {url}")
     if not output.quiet:
         output.line("Ready. Press Ctrl-C to stop.")
+        if empty:
+            output.line(
+                "No deployment yet: add one with `llamactl deploy deployment.yml` (or make one with "
+                "`llamactl init`)."
+            )
 
 
 def _service_keys(files: list[Path]) -> list[str]:

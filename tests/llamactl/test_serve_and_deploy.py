@@ -41,6 +41,15 @@ def cli(empty_server: Server, monkeypatch: pytest.MonkeyPatch) -> Invoke:
     return invoke
 
 
+def test_a_server_started_with_no_deployment_says_how_to_add_one(empty_server: Server) -> None:
+    def hint(text: str) -> bool:
+        return text.startswith("No deployment yet")
+
+    seen = next(filter(hint, empty_server.stderr.so_far()), None)
+    line = seen or empty_server.stderr.wait_for(hint, 10)
+    assert "`llamactl deploy deployment.yml`" in line and "`llamactl init`" in line
+
+
 def test_deploy_reload_list_show_and_delete(cli: Invoke, tmp_path: Path, empty_server: Server) -> None:
     assert cli("status")[1].splitlines()[1] == "Deployments: none"
     code, _, err = cli("run", "hi")
