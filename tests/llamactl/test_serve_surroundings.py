@@ -18,7 +18,7 @@ import pytest
 
 from llamactl.client import Client
 from tests.faults import small_disk
-from tests.llamactl.serving import LISTENING, REPO, Lines, alive, children, write_app
+from tests.llamactl.serving import LISTENING, REPO, Lines, alive, children, reaped, write_app
 
 LOUD = """
 async def loud(lines: int = 2000) -> str:
@@ -35,9 +35,9 @@ def test_a_server_whose_reader_went_away_keeps_serving_and_stops_on_sigterm(tmp_
     file = write_app(tmp_path, "orphan", {"loud": "loud:loud"})
     (tmp_path / "src" / "loud.py").write_text(LOUD)
     argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0", "--access-log"]
-    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    try:
+    popen = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with reaped(popen) as process:
+        assert process.stdout is not None
         url = next((m.group(1) for line in process.stdout if (m := LISTENING.search(line))), None)
         assert url is not None, "the server did not start"
         process.stdout.close()  # the reader goes away
@@ -49,10 +49,6 @@ def test_a_server_whose_reader_went_away_keeps_serving_and_stops_on_sigterm(tmp_
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
         assert not [pid for pid in workers if alive(pid)]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_a_server_logging_to_a_full_disk_keeps_serving_and_logs_again_once_there_is_room(
@@ -65,8 +61,8 @@ def test_a_server_logging_to_a_full_disk_keeps_serving_and_logs_again_once_there
         log = disk.path / "serve.log"
         argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0", "--access-log"]
         with log.open("w") as sink:
-            process = subprocess.Popen(argv, cwd=REPO, stdout=sink, stderr=sink, text=True)
-        try:
+            popen = subprocess.Popen(argv, cwd=REPO, stdout=sink, stderr=sink, text=True)
+        with reaped(popen) as process:
             deadline = time.monotonic() + 90
             while not (found := LISTENING.search(log.read_text())):
                 assert process.poll() is None and time.monotonic() < deadline, log.read_text()
@@ -91,10 +87,6 @@ def test_a_server_logging_to_a_full_disk_keeps_serving_and_logs_again_once_there
                     time.sleep(0.05)
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
 
 
 def test_serve_started_with_stdin_and_stdout_closed_serves_and_stops(tmp_path: Path) -> None:
@@ -103,10 +95,10 @@ def test_serve_started_with_stdin_and_stdout_closed_serves_and_stops(tmp_path: P
     file = write_app(tmp_path, "closed", {"func": "funcs:greet"})
     serve = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
     argv = ["sh", "-c", 'exec "$@" <&- >&-', "sh", *serve]  # exec: the pid is the server's
-    process = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    stderr = Lines(process.stderr)
-    try:
+    popen = subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, text=True)
+    with reaped(popen) as process:
+        assert process.stderr is not None
+        stderr = Lines(process.stderr)
         found = LISTENING.search(stderr.wait_for(lambda line: LISTENING.search(line) is not None, 90))
         assert found is not None
         with Client(found.group(1), timeout=60) as client:
@@ -117,11 +109,6 @@ def test_serve_started_with_stdin_and_stdout_closed_serves_and_stops(tmp_path: P
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
         assert stderr.rest()[-1] == "Stopped."
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stderr.close()
 
 
 def failed_start(folder: Path, fault: str, *, state_elsewhere: bool = False) -> str:
@@ -183,10 +170,10 @@ def test_serve_under_a_low_soft_open_file_limit_raises_it_and_takes_every_connec
     """Soft limit 64 under a hard 4,096 (shells and service managers often start programs so):
     100 clients connected at once are all answered, not reset when the 64th descriptor is taken."""
     file = write_app(tmp_path, "many", {"func": "funcs:greet"})
-    process = subprocess.Popen(_serve_under(64, 4096, file), cwd=REPO, stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    stderr = Lines(process.stderr)
-    try:
+    popen = subprocess.Popen(_serve_under(64, 4096, file), cwd=REPO, stderr=subprocess.PIPE, text=True)
+    with reaped(popen) as process:
+        assert process.stderr is not None
+        stderr = Lines(process.stderr)
         found = LISTENING.search(stderr.wait_for(lambda line: LISTENING.search(line) is not None, 90))
         assert found is not None
         limits = Path(f"/proc/{process.pid}/limits").read_text()
@@ -203,11 +190,6 @@ def test_serve_under_a_low_soft_open_file_limit_raises_it_and_takes_every_connec
                 connection.close()
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        process.stderr.close()
 
 
 @pytest.mark.parametrize("limit", [30, 40])
