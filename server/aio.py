@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
-__all__ = ["cancel_and_wait"]
+__all__ = ["cancel_and_wait", "wait_set"]
 
 
 async def cancel_and_wait(future: asyncio.Future[Any]) -> None:
@@ -36,3 +37,11 @@ async def cancel_and_wait(future: asyncio.Future[Any]) -> None:
         raise
     if cancelled_meanwhile():
         raise asyncio.CancelledError  # ``future`` swallowed the cancel that was meant for us too
+
+
+async def wait_set(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until ``event`` is set or ``timeout`` seconds pass; True if it is set."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    return event.is_set()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import watchfiles
 
+from llamactl.server.aio import wait_set
 from llamactl.server.config import SourceType, load_deployment_file
 from llamactl.server.deployment.replicas import ReloadOutcome
 from llamactl.server.deployment.runtime import Deployment
@@ -37,6 +38,9 @@ _IGNORED_DIRS = frozenset(
         ".hypothesis", ".idea", ".vscode", ".llamactl", "dist", "build",
     }
 )  # fmt: skip
+_RETRY_AFTER = 1.0
+"""Seconds between looks for a deployment folder that went away, and before watching again after
+a failure."""
 _TEMP_PATTERNS = ("*~", ".#*", "#*#", "*.swp", "*.swx", "*.swo", "*.tmp", "4913", ".DS_Store", "*.py[cod]")
 
 
@@ -69,11 +73,15 @@ class DeploymentWatcher:
         """Set once the watch is in place (edits from then on are seen)."""
 
     def _folders(self) -> dict[str, Path]:
+        """Each local service's import folder, as things stand (one that is gone is left out)."""
         config = self.deployment.config
         folders: dict[str, Path] = {}
         for service in config.services.values():
             if service.source is None or service.source.type is SourceType.LOCAL:
-                folders[service.id] = config.import_root(service.id).resolve()
+                try:
+                    folders[service.id] = config.import_root(service.id).resolve()
+                except LlamactlError:
+                    continue  # its folder is gone (or points out): nothing of it to watch now
         return folders
 
     def affected(self, changed: set[Path]) -> tuple[bool, list[str]]:
@@ -93,29 +101,59 @@ class DeploymentWatcher:
         return file_changed, services
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Watch until ``stop`` is set. Nothing that happens to the files ends the watch: a
+        deployment folder that goes away (`rm -rf`, a branch switch) is waited for, and the
+        deployment file is applied again once it is back; any other failure is reported and the
+        watch starts again."""
         while not stop.is_set():
-            roots = sorted({*self._folders().values(), self._file.parent})
-            watch = watchfiles.awatch(
-                *roots,
-                stop_event=stop,
-                watch_filter=lambda _change, path: not is_ignored(Path(path)),
-                step=50,
-                debounce=1600,
-                force_polling=self._force_polling,
-                yield_on_timeout=True,
-                rust_timeout=500,
-            )
-            async for batch in watch:
-                self.ready.set()
-                if not batch:
-                    continue  # a timeout tick: only there so that `ready` is set early
-                # watchfiles reports paths under the (resolved) roots it was given
-                file_changed, services = self.affected({Path(p) for _, p in batch})
-                if file_changed:
-                    await self._reconfigure()
-                    break  # the folders to watch may have changed: watch again
-                for service_id in services:
-                    await self._reload(service_id)
+            try:
+                if not self._file.parent.is_dir():
+                    await self._wait_for_folder(stop)
+                    continue
+                await self._watch(stop)
+            except Exception as exc:
+                self._say(f"{self.deployment.name}: watching its files failed ({exc}): watching again")
+                await wait_set(stop, _RETRY_AFTER)
+
+    async def _wait_for_folder(self, stop: asyncio.Event) -> None:
+        folder = self._file.parent
+        self._say(
+            f"{self.deployment.name}: {folder} is gone: the deployment keeps running as it was, and "
+            "is watched again once the folder is back"
+        )
+        self.ready.set()
+        while not self._file.is_file():
+            if await wait_set(stop, _RETRY_AFTER):
+                return
+        self._say(f"{self.deployment.name}: {folder} is back")
+        await self._reconfigure()
+        for service_id in self._folders():  # its code may differ too (a branch switch)
+            await self._reload(service_id)
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        """One watch of the folders as they are now, until the deployment file changes."""
+        roots = sorted({*self._folders().values(), self._file.parent})
+        watch = watchfiles.awatch(
+            *roots,
+            stop_event=stop,
+            watch_filter=lambda _change, path: not is_ignored(Path(path)),
+            step=50,
+            debounce=1600,
+            force_polling=self._force_polling,
+            yield_on_timeout=True,
+            rust_timeout=500,
+        )
+        async for batch in watch:
+            self.ready.set()
+            if not batch:
+                continue  # a timeout tick: only there so that `ready` is set early
+            # watchfiles reports paths under the (resolved) roots it was given
+            file_changed, services = self.affected({Path(p) for _, p in batch})
+            if file_changed:
+                await self._reconfigure()
+                break  # the folders to watch may have changed: watch again
+            for service_id in services:
+                await self._reload(service_id)
 
     async def _reload(self, service_id: str) -> None:
         self._say(f"{self.deployment.name}/{service_id}: source changed, reloading")

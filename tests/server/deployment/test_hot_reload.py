@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -149,6 +150,27 @@ async def test_an_invalid_deployment_file_leaves_the_deployment_as_it_was(runnin
     await asyncio.wait_for(_line_containing(running, "not applied"), 30)
     assert await running.answer("a") == "a1"
     assert {s.service_id for s in running.deployment.services()} == {"a", "b"}
+
+
+async def test_a_deployment_folder_that_goes_away_and_comes_back_is_watched_again(running: Running) -> None:
+    """`rm -rf` of the folder (or a branch switch that removes it) ended the watch for good: the
+    first batch of deletions raised out of the watcher, and nothing said so until the server stopped."""
+    assert await running.answer("a") == "a1"
+    shutil.rmtree(running.root)
+    await asyncio.wait_for(_line_containing(running, "is gone"), 30)
+    assert await running.answer("a") == "a1"  # the deployment keeps running as it was
+    running.root.mkdir()
+    for service in ("a", "b"):
+        (running.root / service).mkdir()
+        running.edit(f"{service}/svc.py", service_code(f"{service}2"))
+    running.edit("deployment.yml", DEPLOYMENT)
+    await asyncio.wait_for(_line_containing(running, "is back"), 30)
+    reloaded = {(await running.next_reload()).service_id for _ in range(2)}
+    assert reloaded == {"a", "b"}
+    assert (await running.answer("a"), await running.answer("b")) == ("a2", "b2")
+    running.edit("a/svc.py", service_code("a3"))  # and it is watched again
+    assert (await running.next_reload()).ok
+    assert await running.answer("a") == "a3"
 
 
 async def test_no_task_fails_while_a_service_is_reloaded_under_load(running: Running) -> None:
