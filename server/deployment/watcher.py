@@ -40,7 +40,8 @@ _IGNORED_DIRS = frozenset(
 )  # fmt: skip
 _RETRY_AFTER = 1.0
 """Seconds between looks for a deployment folder that went away, and before watching again after
-a failure."""
+a failure (doubling while it fails, up to ``_RETRY_MAX``)."""
+_RETRY_MAX = 30.0
 _TEMP_PATTERNS = ("*~", ".#*", "#*#", "*.swp", "*.swx", "*.swo", "*.tmp", "4913", ".DS_Store", "*.py[cod]")
 
 
@@ -105,15 +106,20 @@ class DeploymentWatcher:
         deployment folder that goes away (`rm -rf`, a branch switch) is waited for, and the
         deployment file is applied again once it is back; any other failure is reported and the
         watch starts again."""
+        delay, said = _RETRY_AFTER, ""
         while not stop.is_set():
             try:
                 if not self._file.parent.is_dir():
                     await self._wait_for_folder(stop)
                     continue
                 await self._watch(stop)
+                delay, said = _RETRY_AFTER, ""
             except Exception as exc:
-                self._say(f"{self.deployment.name}: watching its files failed ({exc}): watching again")
-                await wait_set(stop, _RETRY_AFTER)
+                if str(exc) != said:  # a failure that lasts (a watch limit reached) is said once
+                    said = str(exc)
+                    self._say(f"{self.deployment.name}: watching its files failed ({exc}): trying again")
+                await wait_set(stop, delay)
+                delay = min(_RETRY_MAX, delay * 2)
 
     async def _wait_for_folder(self, stop: asyncio.Event) -> None:
         folder = self._file.parent
