@@ -1,8 +1,10 @@
-"""The coalescing transport under uvicorn: one write per answer, a stream's head still on time."""
+"""The coalescing transport under uvicorn: one write per answer, a stream's head still on time;
+and a request's head bounded."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +16,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 from uvicorn.server import ServerState
 
-from llamactl.server.apiserver.http_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
+from llamactl.server.apiserver.http_protocol import MAX_HEAD, CoalescingHttpToolsProtocol, CoalescingTransport
 from llamactl.server.apiserver.listen import UvicornServer
 
 
@@ -171,3 +173,58 @@ async def test_the_protocol_sends_an_answer_in_one_write() -> None:
     assert len(inner.writes) == 1
     assert inner.writes[0].startswith(b"HTTP/1.1 200 OK") and inner.writes[0].endswith(b'{"echo":"hi"}')
     protocol.connection_lost(None)
+
+
+async def _status_of_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await _read_until(reader, b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    return head.split(b"\r\n")[0], await reader.readexactly(length)
+
+
+async def test_a_head_without_end_is_refused_with_431_and_the_connection_closed(
+    served: tuple[UvicornServer, asyncio.Event],
+) -> None:
+    """uvicorn took header lines without limit: 300 MB of them grew the server by 280 MB."""
+    server, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    line = b"x-junk: " + b"a" * 1000 + b"\r\n"
+    try:
+        writer.write(b"GET /stream HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(4 * MAX_HEAD // len(line)):  # four times the limit, a line at a time
+                writer.write(line)
+                await writer.drain()
+        status, body = await _status_of_answer(reader)
+        assert status == b"HTTP/1.1 431 Request Header Fields Too Large", status
+        assert body == b"the request's line and headers take over %d bytes" % MAX_HEAD
+        async with asyncio.timeout(10):
+            assert await reader.read() == b""  # closed
+    finally:
+        writer.close()
+
+
+async def test_heads_under_the_limit_and_bodies_of_any_size_are_served(
+    served: tuple[UvicornServer, asyncio.Event],
+) -> None:
+    """Bodies are never counted as head, even pipelined in one write; a head that trickles in
+    small pieces counts once."""
+    server, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        body = b"y" * (3 * MAX_HEAD)
+        request = (
+            b"POST /answer HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: text/plain\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        writer.write(request * 3)
+        for _ in range(3):
+            assert await _status_of_answer(reader) == (b"HTTP/1.1 200 OK", b'{"echo":"%s"}' % body)
+        head = b"POST /answer HTTP/1.1\r\nhost: 127.0.0.1\r\nx-big: " + b"b" * (MAX_HEAD - 200) + b"\r\n"
+        for start in range(0, len(head), 1000):
+            writer.write(head[start : start + 1000])
+            await writer.drain()
+            await asyncio.sleep(0)
+        writer.write(b"content-length: 2\r\n\r\nhi")
+        assert await _status_of_answer(reader) == (b"HTTP/1.1 200 OK", b'{"echo":"hi"}')
+    finally:
+        writer.close()
