@@ -13,7 +13,8 @@ count): the workflow echo +4 % tasks per second sequentially (context switches p
 The protocol also bounds a request's head (request line and headers): uvicorn's httptools
 protocol takes headers without limit, so one connection sending header lines without end grew the
 server by what it sent (300 MB of headers: +280 MB RSS). A head over :data:`MAX_HEAD` is answered
-``431`` and the connection closed, as nginx and Node do (their limits are 8-32 KiB).
+``431`` and the connection closed, as nginx and Node do (their limits are 8-32 KiB); a head not
+complete within :data:`HEAD_TIMEOUT` closes the connection.
 """
 
 from __future__ import annotations
@@ -23,12 +24,16 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["MAX_HEAD", "CoalescingHttpToolsProtocol", "CoalescingTransport"]
+__all__ = ["HEAD_TIMEOUT", "MAX_HEAD", "CoalescingHttpToolsProtocol", "CoalescingTransport"]
 
 MAX_HEAD = 64 * 1024
 """Bytes a request's line and headers may take together."""
 _LINGER = 2.0
 """Seconds a refused connection is kept open, its input dropped, so that the answer arrives."""
+HEAD_TIMEOUT = 30.0
+"""Seconds a connection may take to send a request's head, from its opening or the end of its
+last answer; then it is closed (uvicorn's keep-alive timer restarts on every byte, so a head sent
+a byte at a time, or a connection that never sends, held its descriptor for ever)."""
 
 _JOIN_AT_MOST = 64 * 1024
 """Writes up to this size are held or copied behind a held head; larger ones go at once (with
@@ -127,7 +132,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._moved_on = False
         """A head or a message ended within the chunk being fed."""
         self._refused = False
+        self._head_timer: asyncio.TimerHandle | None = None
         super().connection_made(CoalescingTransport(transport, self.loop))
+        self._await_head()
 
     def data_received(self, data: bytes) -> None:
         if self._refused or self.transport.is_closing():
@@ -143,11 +150,36 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes, self._moved_on = False, 0, True
+        self._stop_head_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._in_head, self._head_bytes, self._moved_on = True, 0, True
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._in_head:  # no request of this connection is waiting for its answer
+            self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _await_head(self) -> None:
+        self._stop_head_timer()
+        if not self.transport.is_closing():
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self.transport.close()
 
     def _refuse_head(self) -> None:
         """Answer 431, then close: at once for our side (FIN after the answer), after a moment

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 from uvicorn.server import ServerState
 
+from llamactl.server.apiserver import http_protocol
 from llamactl.server.apiserver.http_protocol import MAX_HEAD, CoalescingHttpToolsProtocol, CoalescingTransport
 from llamactl.server.apiserver.listen import UvicornServer
 
@@ -228,3 +229,35 @@ async def test_heads_under_the_limit_and_bodies_of_any_size_are_served(
         assert await _status_of_answer(reader) == (b"HTTP/1.1 200 OK", b'{"echo":"hi"}')
     finally:
         writer.close()
+
+
+async def test_a_head_not_sent_in_time_closes_the_connection_but_a_slow_answer_does_not(
+    served: tuple[UvicornServer, asyncio.Event], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn's keep-alive timer restarts on every byte and is not armed on a new connection:
+    one that never sends, or sends its head a byte at a time, held its descriptor for ever."""
+    monkeypatch.setattr(http_protocol, "HEAD_TIMEOUT", 0.5)
+    server, more = served
+    silent_reader, silent = await asyncio.open_connection("127.0.0.1", server.port)
+    trickle_reader, trickle = await asyncio.open_connection("127.0.0.1", server.port)
+    slow_reader, slow = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        slow.write(b"GET /stream HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")  # answered over 1.5 s
+        async with asyncio.timeout(10):
+            closed = asyncio.create_task(silent_reader.read())
+            with contextlib.suppress(ConnectionError):
+                for byte in b"GET /answer HTTP/1.1\r\nhost: 127.0.0.1\r\n" * 10:
+                    trickle.write(bytes([byte]))
+                    await trickle.drain()
+                    await asyncio.sleep(0.05)
+                    if trickle_reader.at_eof():
+                        break
+            assert await trickle_reader.read() == b""
+            assert await closed == b""
+        await asyncio.sleep(1.0)
+        more.set()
+        assert (await _read_until(slow_reader, b"\r\n\r\n")).startswith(b"HTTP/1.1 200 OK")
+        assert await _read_until(slow_reader, b"0\r\n\r\n") == b"6\r\nfirst\n\r\n7\r\nsecond\n\r\n0\r\n\r\n"
+    finally:
+        for writer in (silent, trickle, slow):
+            writer.close()
