@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -175,7 +175,11 @@ exception_handlers: dict[Any, Any] = {
 
 
 class CatchAllMiddleware:
-    """Turn any unexpected exception into a generic JSON 500 and log its traceback once."""
+    """Turn any unexpected exception into a generic JSON 500 and log its traceback once.
+
+    A client that goes away while its body is still coming (an upload interrupted, a request
+    timed out by :mod:`~llamactl.server.apiserver.http_protocol`) is no error of ours: there is
+    nobody left to answer, and it is logged at debug level only."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -194,6 +198,10 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            log.debug(
+                "%s %s: the client left before its request was read", scope.get("method"), scope.get("path")
+            )
         except Exception:
             log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
             if started:

@@ -1,30 +1,41 @@
-"""uvicorn's httptools protocol, with each answer's head and body sent in one write.
+"""uvicorn's httptools protocol with each answer sent in one write and every request bounded.
 
-uvicorn writes a response's status line and headers as soon as the app sends
-``http.response.start``, then the body with a second write: two system calls, two TCP segments
-and, when the client sleeps in between, two wake-ups of the client for one answer. Here the
-transport the protocol writes through holds a write until the next one or until the loop's
-current turn ends, whichever comes first: an answer whose body follows at once (every JSON
-answer) goes out in one write; a stream's head goes out at the end of the turn, as soon as before
-for anyone waiting on it. Measured with ``python -m bench.ab`` (ten one-second pairs per client
-count): the workflow echo +4 % tasks per second sequentially (context switches per task 11.0 ->
-9.1), the function echo +1.5 % and -1.5 % CPU per task at 1, 8 and 32 clients.
+Answers go through a :class:`~llamactl.server.apiserver.http_transport.CoalescingTransport`, so
+a response's head and body leave in one write.
 
-The protocol also bounds a request's head (request line and headers): uvicorn's httptools
-protocol takes headers without limit, so one connection sending header lines without end grew the
-server by what it sent (300 MB of headers: +280 MB RSS). A head over :data:`MAX_HEAD` is answered
-``431`` and the connection closed, as nginx and Node do (their limits are 8-32 KiB); a head not
-complete within :data:`HEAD_TIMEOUT` closes the connection.
+uvicorn bounds neither how much nor how long a client may take, and each thing a client holds
+open is a descriptor and a task of the server's (measured: 300 MB of header lines grew the
+server by 280 MB; a connection that sent its head a byte at a time, or a body never finished, or
+read none of a stream, stayed open for ever). Here:
+
+* a head (request line and headers) over :data:`MAX_HEAD` is answered ``431`` and the
+  connection closed, as nginx and Node do (their limits are 8-32 KiB);
+* a head not complete within :data:`HEAD_TIMEOUT` closes the connection;
+* a body gets :data:`BODY_TIMEOUT` seconds plus one for every :data:`BODY_MIN_RATE` bytes that
+  came (Apache's ``mod_reqtimeout`` rule), then it is answered ``408`` and the connection
+  closed; time while the server itself holds the body back (a busy handler, a pipelined
+  request, ``Expect: 100-continue``) is not counted;
+* an answer the client reads none of for :data:`SEND_TIMEOUT` seconds (the write buffer stays
+  full) drops the connection, as nginx's ``send_timeout`` does.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import json
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["HEAD_TIMEOUT", "MAX_HEAD", "CoalescingHttpToolsProtocol", "CoalescingTransport"]
+from llamactl.server.apiserver.http_transport import CoalescingTransport
+
+__all__ = [
+    "BODY_MIN_RATE",
+    "BODY_TIMEOUT",
+    "HEAD_TIMEOUT",
+    "MAX_HEAD",
+    "SEND_TIMEOUT",
+    "CoalescingHttpToolsProtocol",
+]
 
 MAX_HEAD = 64 * 1024
 """Bytes a request's line and headers may take together."""
@@ -34,96 +45,20 @@ HEAD_TIMEOUT = 30.0
 """Seconds a connection may take to send a request's head, from its opening or the end of its
 last answer; then it is closed (uvicorn's keep-alive timer restarts on every byte, so a head sent
 a byte at a time, or a connection that never sends, held its descriptor for ever)."""
-
-_JOIN_AT_MOST = 64 * 1024
-"""Writes up to this size are held or copied behind a held head; larger ones go at once (with
-the held head, as a vector)."""
-
-
-class CoalescingTransport(asyncio.Transport):
-    """A transport that joins the writes made within one turn of the loop into one write to the
-    transport it wraps. Everything else is the wrapped transport's."""
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__()
-        self._transport = transport
-        self._loop = loop
-        self._held: bytes | None = None
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        held = self._held
-        if held is None:
-            if len(data) > _JOIN_AT_MOST:
-                self._transport.write(data)  # nothing to save by waiting: it goes alone anyway
-                return
-            if not data:
-                return
-            self._held = bytes(data)
-            self._loop.call_soon(self._flush)
-            return
-        self._held = None
-        if len(data) > _JOIN_AT_MOST:
-            self._transport.writelines((held, data))  # a vectored write: no copy of a big body
-        else:
-            self._transport.write(held + data)
-
-    def writelines(self, list_of_data: Any) -> None:
-        self.write(b"".join(list_of_data))
-
-    def _flush(self) -> None:
-        held, self._held = self._held, None
-        if held is not None and not self._transport.is_closing():
-            self._transport.write(held)
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def write_eof(self) -> None:
-        self._flush()
-        self._transport.write_eof()
-
-    def abort(self) -> None:
-        self._held = None
-        self._transport.abort()
-
-    def can_write_eof(self) -> bool:
-        return self._transport.can_write_eof()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._transport.get_extra_info(name, default)
-
-    def pause_reading(self) -> None:
-        self._transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._transport.resume_reading()
-
-    def is_reading(self) -> bool:
-        return self._transport.is_reading()
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._transport.set_protocol(protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._transport.get_protocol()
-
-    def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + len(self._held or b"")
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._transport.get_write_buffer_limits()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._transport.set_write_buffer_limits(high, low)
+BODY_TIMEOUT = 30.0
+"""Seconds a request's body may take from the end of its head, before the allowance its
+bytes earn (:data:`BODY_MIN_RATE`); then it is answered 408 and the connection closed."""
+BODY_MIN_RATE = 1000
+"""Bytes of body that earn a body one more second: an upload at this rate or faster never times
+out, one that trickles below it does."""
+SEND_TIMEOUT = 60.0
+"""Seconds an answer may wait for a client that reads none of it (the write buffer stays above
+its high-water mark); then the connection is dropped."""
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's ``httptools`` protocol writing through a :class:`CoalescingTransport`, with a
-    request's head bounded by :data:`MAX_HEAD`: pass it as ``uvicorn.Config(http=...)``."""
+    """uvicorn's ``httptools`` protocol writing through a :class:`CoalescingTransport`, with each
+    request bounded in size and time (see the module): pass it as ``uvicorn.Config(http=...)``."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._in_head = True
@@ -133,6 +68,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         """A head or a message ended within the chunk being fed."""
         self._refused = False
         self._head_timer: asyncio.TimerHandle | None = None
+        self._in_body = False
+        """A request's head has come and its body has not ended."""
+        self._body_since = 0.0
+        self._body_bytes = 0
+        self._body_held = False
+        """The server held the body back at the last check (its handler had not asked for it)."""
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         super().connection_made(CoalescingTransport(transport, self.loop))
         self._await_head()
 
@@ -146,15 +89,31 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head and not self._moved_on:
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD and not self.transport.is_closing():
-                self._refuse_head()
+                self._refuse(
+                    431,
+                    "Request Header Fields Too Large",
+                    f"the request's line and headers take over {MAX_HEAD} bytes",
+                )
+        elif self._in_body and self._body_timer is None and not self.transport.is_closing():
+            # Armed here, not when the head ends: a body that comes with its head (nearly every
+            # request) ends in the same chunk and costs no timer.
+            self._body_timer = self.loop.call_later(BODY_TIMEOUT, self._check_body)
 
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes, self._moved_on = False, 0, True
+        self._in_body, self._body_bytes, self._body_since = True, 0, self.loop.time()
+        self._body_held = False
         self._stop_head_timer()
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
         self._in_head, self._head_bytes, self._moved_on = True, 0, True
+        self._in_body = False
+        self._body_timer = _cancel(self._body_timer)
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -162,8 +121,19 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head:  # no request of this connection is waiting for its answer
             self._await_head()
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(SEND_TIMEOUT, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._send_timer = _cancel(self._send_timer)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._body_timer = _cancel(self._body_timer)
+        self._send_timer = _cancel(self._send_timer)
         super().connection_lost(exc)
 
     def _await_head(self) -> None:
@@ -172,25 +142,65 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_timed_out)
 
     def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_timer = _cancel(self._head_timer)
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self._in_head and not self.transport.is_closing():
             self.transport.close()
 
-    def _refuse_head(self) -> None:
-        """Answer 431, then close: at once for our side (FIN after the answer), after a moment
-        for the client's, whose bytes still in flight are read and dropped meanwhile. Closing with
-        them unread would reset the connection, and the client could lose the answer."""
+    def _check_body(self) -> None:
+        self._body_timer = None
+        if not self._in_body or self._refused or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        cycle = self.cycle
+        held = self.flow.read_paused or (cycle is not None and cycle.waiting_for_100_continue)
+        if held or self._body_held:
+            # The server holds the body back (or did until a moment ago), not the client: the
+            # client's time starts afresh from here.
+            self._body_since, self._body_bytes = now, 0
+        self._body_held = held
+        due = self._body_since + BODY_TIMEOUT + self._body_bytes / BODY_MIN_RATE
+        if now < due:
+            self._body_timer = self.loop.call_later(due - now, self._check_body)
+            return
+        if cycle is None or cycle.response_started:
+            self.transport.close()  # an answer is (being) sent already: only the close is left
+            return
+        # The handler waiting for the body hears that the client is gone, and its answer, if it
+        # still makes one, is dropped: this one is the client's.
+        cycle.disconnected = True
+        cycle.message_event.set()
+        self._refuse(
+            408,
+            "Request Timeout",
+            f"the request's body came too slowly: {self._body_bytes} bytes in {now - self._body_since:.0f} s",
+        )
+
+    def _send_timed_out(self) -> None:
+        self._send_timer = None
+        if not self.transport.is_closing():
+            self.transport.abort()  # what is buffered would never be read
+
+    def _refuse(self, status: int, reason: str, detail: str) -> None:
+        """Answer ``status``, then close: at once for our side (FIN after the answer), after a
+        moment for the client's, whose bytes still in flight are read and dropped meanwhile.
+        Closing with them unread would reset the connection, and the client could lose the
+        answer."""
         self._refused = True
-        body = f"the request's line and headers take over {MAX_HEAD} bytes".encode()
+        body = json.dumps({"detail": detail}).encode()  # the API's errors are all of this shape
         self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, reason.encode(), len(body), body)
         )
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(_LINGER, self.transport.close)
+
+
+def _cancel(timer: asyncio.TimerHandle | None) -> asyncio.TimerHandle | None:
+    """Cancel ``timer`` if there is one; return None, to put in its place."""
+    if timer is not None:
+        timer.cancel()
+    return None

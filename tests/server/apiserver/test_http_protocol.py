@@ -1,23 +1,30 @@
 """The coalescing transport under uvicorn: one write per answer, a stream's head still on time;
-and a request's head bounded."""
+and every request bounded: its head in size and time, its body in time, an answer in how long
+it may wait for a client that reads none of it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 from uvicorn.server import ServerState
 
 from llamactl.server.apiserver import http_protocol
-from llamactl.server.apiserver.http_protocol import MAX_HEAD, CoalescingHttpToolsProtocol, CoalescingTransport
+from llamactl.server.apiserver.errors import CatchAllMiddleware
+from llamactl.server.apiserver.http_protocol import MAX_HEAD, CoalescingHttpToolsProtocol
+from llamactl.server.apiserver.http_transport import CoalescingTransport
 from llamactl.server.apiserver.listen import UvicornServer
 
 
@@ -104,25 +111,68 @@ async def _answer(request: Request) -> JSONResponse:
     return JSONResponse({"echo": (await request.body()).decode()})
 
 
+@dataclass
+class Served:
+    """A real uvicorn server with the protocol, and what its routes let a test see or steer."""
+
+    server: UvicornServer
+    more: asyncio.Event = field(default_factory=asyncio.Event)
+    """Lets ``/stream`` send its second chunk."""
+    flood_ended: asyncio.Event = field(default_factory=asyncio.Event)
+    """``/flood`` stopped sending (its client went away)."""
+    handler_left: asyncio.Event = field(default_factory=asyncio.Event)
+    """``/answer`` or ``/late-read`` left, answered or not."""
+
+
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[UvicornServer, asyncio.Event]]:
-    more = asyncio.Event()
+async def served() -> AsyncIterator[Served]:
+    it: Served
+
+    async def answer(request: Request) -> JSONResponse:
+        try:
+            return await _answer(request)
+        finally:
+            it.handler_left.set()
+
+    async def late_read(request: Request) -> JSONResponse:
+        await asyncio.sleep(1.5)  # the body waits in the socket meanwhile, not by the client's fault
+        return await answer(request)
 
     async def stream(request: Request) -> StreamingResponse:
         async def chunks() -> AsyncIterator[bytes]:
             yield b"first\n"
-            await more.wait()
+            await it.more.wait()
             yield b"second\n"
 
         return StreamingResponse(chunks(), media_type="text/plain")
 
-    app = Starlette(routes=[Route("/answer", _answer, methods=["POST"]), Route("/stream", stream)])
+    async def flood(request: Request) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    yield b"z" * 65536
+                    await asyncio.sleep(0)  # as a real stream waits for its next item
+            finally:
+                it.flood_ended.set()
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    app = Starlette(
+        routes=[
+            Route("/answer", answer, methods=["POST"]),
+            Route("/late-read", late_read, methods=["POST"]),
+            Route("/stream", stream),
+            Route("/flood", flood),
+        ],
+        middleware=[Middleware(CatchAllMiddleware)],
+    )
     server = UvicornServer(app, "127.0.0.1", 0)
+    it = Served(server)
     await server.start()
     try:
-        yield server, more
+        yield it
     finally:
-        more.set()
+        it.more.set()
         await server.stop()
 
 
@@ -132,9 +182,9 @@ async def _read_until(reader: asyncio.StreamReader, marker: bytes) -> bytes:
 
 
 async def test_answers_and_streams_come_whole_over_a_real_server(
-    served: tuple[UvicornServer, asyncio.Event],
+    served: Served,
 ) -> None:
-    server, more = served
+    server, more = served.server, served.more
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
         # keep-alive: each answer follows the last; the big one goes as a vectored write
@@ -183,10 +233,10 @@ async def _status_of_answer(reader: asyncio.StreamReader) -> tuple[bytes, bytes]
 
 
 async def test_a_head_without_end_is_refused_with_431_and_the_connection_closed(
-    served: tuple[UvicornServer, asyncio.Event],
+    served: Served,
 ) -> None:
     """uvicorn took header lines without limit: 300 MB of them grew the server by 280 MB."""
-    server, _ = served
+    server = served.server
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     line = b"x-junk: " + b"a" * 1000 + b"\r\n"
     try:
@@ -197,7 +247,7 @@ async def test_a_head_without_end_is_refused_with_431_and_the_connection_closed(
                 await writer.drain()
         status, body = await _status_of_answer(reader)
         assert status == b"HTTP/1.1 431 Request Header Fields Too Large", status
-        assert body == b"the request's line and headers take over %d bytes" % MAX_HEAD
+        assert json.loads(body) == {"detail": f"the request's line and headers take over {MAX_HEAD} bytes"}
         async with asyncio.timeout(10):
             assert await reader.read() == b""  # closed
     finally:
@@ -205,11 +255,11 @@ async def test_a_head_without_end_is_refused_with_431_and_the_connection_closed(
 
 
 async def test_heads_under_the_limit_and_bodies_of_any_size_are_served(
-    served: tuple[UvicornServer, asyncio.Event],
+    served: Served,
 ) -> None:
     """Bodies are never counted as head, even pipelined in one write; a head that trickles in
     small pieces counts once."""
-    server, _ = served
+    server = served.server
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     try:
         body = b"y" * (3 * MAX_HEAD)
@@ -232,12 +282,12 @@ async def test_heads_under_the_limit_and_bodies_of_any_size_are_served(
 
 
 async def test_a_head_not_sent_in_time_closes_the_connection_but_a_slow_answer_does_not(
-    served: tuple[UvicornServer, asyncio.Event], monkeypatch: pytest.MonkeyPatch
+    served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """uvicorn's keep-alive timer restarts on every byte and is not armed on a new connection:
     one that never sends, or sends its head a byte at a time, held its descriptor for ever."""
     monkeypatch.setattr(http_protocol, "HEAD_TIMEOUT", 0.5)
-    server, more = served
+    server, more = served.server, served.more
     silent_reader, silent = await asyncio.open_connection("127.0.0.1", server.port)
     trickle_reader, trickle = await asyncio.open_connection("127.0.0.1", server.port)
     slow_reader, slow = await asyncio.open_connection("127.0.0.1", server.port)
@@ -261,3 +311,91 @@ async def test_a_head_not_sent_in_time_closes_the_connection_but_a_slow_answer_d
     finally:
         for writer in (silent, trickle, slow):
             writer.close()
+
+
+def _post_head(path: str, length: int) -> bytes:
+    return (
+        b"POST %s HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n\r\n"
+        % (path.encode(), length)
+    )
+
+
+async def test_a_body_that_stops_coming_is_answered_408_and_the_connection_closed(
+    served: Served, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A request whose body never ended held its connection and its handler for ever."""
+    monkeypatch.setattr(http_protocol, "BODY_TIMEOUT", 0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.server.port)
+    try:
+        writer.write(_post_head("/answer", 100) + b"only ten b")
+        status, body = await _status_of_answer(reader)
+        assert status == b"HTTP/1.1 408 Request Timeout", status
+        assert json.loads(body)["detail"].startswith("the request's body came too slowly: 10 bytes in ")
+        async with asyncio.timeout(10):
+            assert await reader.read() == b""  # closed
+            await served.handler_left.wait()  # the handler waiting for the body is gone too
+    finally:
+        writer.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_slow_but_steady_body_and_one_the_server_holds_back_are_served(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each byte earns time (at BODY_MIN_RATE), and time while the server does not read is not
+    the client's: a handler that reads late (here 1.5 s, three times the allowance) gets its body."""
+    monkeypatch.setattr(http_protocol, "BODY_TIMEOUT", 0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.server.port)
+    try:
+        writer.write(_post_head("/answer", 3000))
+        for _ in range(6):  # 1.2 s for 3,000 bytes: 2,500 bytes a second
+            await asyncio.sleep(0.2)
+            writer.write(b"s" * 500)
+        assert await _status_of_answer(reader) == (b"HTTP/1.1 200 OK", b'{"echo":"%s"}' % (b"s" * 3000))
+
+        monkeypatch.setattr(http_protocol, "BODY_MIN_RATE", 10**12)  # bytes earn nothing now
+        body = b"h" * (4 << 20)  # far over what uvicorn reads before it waits for the handler
+        writer.write(_post_head("/late-read", len(body)))
+        writer.write(body)
+        async with asyncio.timeout(20):
+            assert await _status_of_answer(reader) == (b"HTTP/1.1 200 OK", b'{"echo":"%s"}' % body)
+    finally:
+        writer.close()
+
+
+async def test_a_client_that_reads_nothing_of_an_answer_is_dropped(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream whose client read none of it waited on the full write buffer for ever."""
+    monkeypatch.setattr(http_protocol, "SEND_TIMEOUT", 0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.server.port, limit=1 << 16)
+    try:
+        writer.write(b"GET /flood HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        async with asyncio.timeout(20):
+            await served.flood_ended.wait()  # its sender stopped: the connection was dropped
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(1 << 20):
+                    pass  # what was on its way, then the end
+    finally:
+        writer.close()
+
+
+async def test_a_client_that_leaves_during_its_body_is_no_error(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Logged 'unexpected error' with a traceback (starlette's ClientDisconnect), as a bug."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.server.port)
+    writer.write(_post_head("/answer", 100) + b"partial")
+    await writer.drain()
+    await asyncio.sleep(0.1)  # the handler is waiting for the rest
+    writer.close()
+    async with asyncio.timeout(10):
+        await served.handler_left.wait()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    # and the server goes on serving
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.server.port)
+    try:
+        writer.write(_post_head("/answer", 2) + b"ok")
+        assert await _status_of_answer(reader) == (b"HTTP/1.1 200 OK", b'{"echo":"ok"}')
+    finally:
+        writer.close()
