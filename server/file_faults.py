@@ -17,6 +17,8 @@ def advice(exc: BaseException) -> str | None:
     files, or a permission; else None."""
     number = getattr(exc, "errno", None)
     code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        code &= 0xFF  # Python reports SQLite's extended codes: SQLITE_CORRUPT_INDEX is 779
     if code == sqlite3.SQLITE_FULL or number == errno.ENOSPC:
         return "free some space on its disk"
     if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):

@@ -40,8 +40,9 @@ def test_a_cause_with_no_advice_gets_none_and_a_state_file_the_default() -> None
 
 
 def test_a_damaged_file_is_named_as_such_not_as_unwritable() -> None:
-    """Opening garbage as a state store said "make its folder writable"."""
-    for code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+    """Opening garbage as a state store said "make its folder writable"; and an index found
+    damaged (SQLITE_CORRUPT_INDEX, 779: Python gives SQLite's extended codes) had no advice."""
+    for code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_CORRUPT | (3 << 8)):
         damaged = sqlite3.DatabaseError("file is not a database")
         damaged.sqlite_errorcode = code
         assert way_out(damaged).startswith("it is damaged or not a SQLite file: restore it from a backup")

@@ -55,7 +55,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llamactl.server.errors import MessageQueueError
-from llamactl.server.file_faults import way_out
+from llamactl.server.file_faults import advice, way_out
 from llamactl.server.wal_checkpointer import Checkpointer, open_checkpointer
 
 from .journal_tables import JournalTables, Op, PendingRow, Result, connect
@@ -97,6 +97,8 @@ class Journal:
         self._retry_delay = 0.0
         self.failed_commits = 0
         """Transactions that failed (a full disk, an I/O error), for health and tests."""
+        self._prune_error: str | None = None
+        """What the last prune failed with, said once until a prune succeeds again."""
 
     def _take_ownership(self) -> None:
         # A journal has exactly one broker: a second one (another `llamactl serve` of the same
@@ -249,10 +251,21 @@ class Journal:
         if self._tables is None:
             return 0
         try:
-            return self._tables.prune(settled_before, streams_before, limit)
+            pruned = self._tables.prune(settled_before, streams_before, limit)
         except sqlite3.Error as exc:
-            log.warning("could not prune the message journal: %s", exc)
+            error = str(exc)
+            if error != self._prune_error:  # every round (a few seconds) would flood the log
+                self._prune_error = error
+                log.warning("could not prune %s (%s)%s", self._what, exc, _tip(exc))
             return 0
+        if self._prune_error is not None:
+            self._prune_error = None
+            log.warning("%s is pruned again", self._what)
+        return pruned
+
+    @property
+    def _what(self) -> str:
+        return "the message journal" if self._path is None else f"the message journal {self._path}"
 
     # -- database -----------------------------------------------------------------------------
 
@@ -270,7 +283,7 @@ class Journal:
         except sqlite3.Error as exc:
             self.failed_commits += 1
             if self.failed_commits == 1 or self._retry_delay == 0:
-                log.error("the message journal could not commit (%s): retrying", exc)
+                log.error("%s could not commit (%s)%s: retrying", self._what, exc, _tip(exc))
             if db.in_transaction:
                 db.execute("ROLLBACK")
             self._tables.forget_seqs()
@@ -281,3 +294,9 @@ class Journal:
             log.warning("the message journal commits again")
             self._retry_delay = 0.0
         return results
+
+
+def _tip(exc: BaseException) -> str:
+    """What to do about ``exc`` (a full disk, a damaged file), as a clause to append; or ""."""
+    tip = advice(exc)
+    return f": {tip}" if tip else ""

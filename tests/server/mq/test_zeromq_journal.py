@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from llamactl.server import wal_checkpointer
 from llamactl.server.errors import MessageQueueError
 from llamactl.server.mq.zeromq import ZeroMQBroker
 from llamactl.server.mq.zeromq.journal import Journal
+from tests.faults import damage_sqlite_index
 
 
 async def test_a_journal_has_one_broker(tmp_path: Path) -> None:
@@ -205,3 +207,23 @@ async def test_a_hold_keeps_commits_and_idle_false_until_a_pass_empties_the_wal(
     assert len(results.items) == 100 and not journal.idle  # held, and said so
     assert (await held)[0] == "pub"  # the pass that ends the hold comes by itself
     assert not cp.holding and cp.frames == 0 and journal.idle
+
+
+async def test_a_journal_found_damaged_says_so_once_with_what_to_do(
+    on_disk: tuple[Journal, _Results], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A journal whose index was damaged under a running server warned "could not prune the
+    message journal: database disk image is malformed" every round (a few seconds) for ever, and
+    did not say what to do (the error's extended code, SQLITE_CORRUPT_INDEX, was not recognized)."""
+    journal, results = on_disk
+    for token in range(5):
+        published = await results.publish(journal, token, b"x")
+        journal.submit(("done", "work.t", published[3]))
+    await results.publish(journal, 99, b"commits the settlements with it")
+    damage_sqlite_index(tmp_path / "j.sqlite", "msg_by_id", onto="work")
+    for _ in range(3):
+        assert journal.prune(settled_before=time.time() + 60, streams_before=0) == 0
+    said = [r.getMessage() for r in caplog.records if "could not prune" in r.getMessage()]
+    assert len(said) == 1, said
+    assert str(tmp_path / "j.sqlite") in said[0]
+    assert "malformed" in said[0] and "restore it from a backup or move it aside" in said[0]
