@@ -98,9 +98,9 @@ def task_events_ndjson(
     async def lines() -> AsyncIterator[bytes]:
         # NDJSON has no comment syntax: the keepalive ticks are dropped, they only let us see `stop`.
         with contextlib.suppress(LlamactlError):
-            async for envelope in with_keepalive(cp.task_events(task_id, from_seq), 1.0, stop):
-                if envelope is not None:
-                    yield _ndjson_line(envelope, raw_event)
+            async for batch in with_keepalive(cp.task_event_batches(task_id, from_seq), 1.0, stop):
+                if batch is not None:
+                    yield b"".join(_ndjson_line(envelope, raw_event) for envelope in batch)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
@@ -112,11 +112,12 @@ def task_events_sse(
 
     async def frames() -> AsyncIterator[bytes]:
         try:
-            async for envelope in with_keepalive(cp.task_events(task_id, from_seq), keepalive, stop):
-                if envelope is None:
+            events = cp.task_event_batches(task_id, from_seq)
+            async for batch in with_keepalive(events, keepalive, stop):
+                if batch is None:
                     yield KEEPALIVE
-                else:
-                    yield sse_frame(envelope.type, envelope.model_dump_json(), envelope.seq)
+                else:  # one write per batch, as the change feed's
+                    yield b"".join(sse_frame(e.type, e.model_dump_json(), e.seq) for e in batch)
             if stop.is_set():
                 return
             task = await cp.get_task(task_id)

@@ -394,6 +394,12 @@ class ControlPlane:
         """See :meth:`TaskEvents.read`."""
         return self.events.read(task_id, from_seq, follow=follow, poll=poll)
 
+    def task_event_batches(
+        self, task_id: str, from_seq: int = 0, *, follow: bool = True, poll: float = 5.0
+    ) -> AsyncIterator[list[EventEnvelope]]:
+        """See :meth:`TaskEvents.read_batches`."""
+        return self.events.read_batches(task_id, from_seq, follow=follow, poll=poll)
+
     async def send_event(self, task_id: str, event_obj_str: str) -> None:
         """See :meth:`TaskEvents.send`."""
         await self.events.send(task_id, event_obj_str)

@@ -19,6 +19,9 @@ from llamactl.server.types import EventEnvelope, TaskStatus
 
 __all__ = ["EVENT_WAIT", "TaskEvents"]
 
+_BATCH = 500
+"""Events read from the store at a time."""
+
 log = logging.getLogger(__name__)
 
 EVENT_WAIT = 10.0
@@ -41,6 +44,9 @@ class TaskEvents:
         self._signals = signals
         self._queue = queue
         self._stopping = stopping
+        self._reads: dict[tuple[str, int, int], asyncio.Future[list[EventEnvelope]]] = {}
+        """Reads of a task's events under way, by (stream, from, limit): the readers of one task,
+        woken together by its next event, share one read of the store and its envelopes."""
 
     async def read(
         self, task_id: str, from_seq: int = 0, *, follow: bool = True, poll: float = 5.0
@@ -50,31 +56,57 @@ class TaskEvents:
         New events and the task's end wake the reader at once; ``poll`` only bounds how long it
         waits when another control plane (sharing the store) is the one writing.
         """
+        async for batch in self.read_batches(task_id, from_seq, follow=follow, poll=poll):
+            for envelope in batch:
+                yield envelope
+
+    async def read_batches(
+        self, task_id: str, from_seq: int = 0, *, follow: bool = True, poll: float = 5.0
+    ) -> AsyncIterator[list[EventEnvelope]]:
+        """:meth:`read`, a batch (never empty) for each read of the store: what came since the
+        last one. A stream sends a batch in one write: a reader that fell behind costs a write
+        per batch, not per event; readers at the same place share one read, and the batch (do
+        not change its envelopes)."""
         await self._records.get_task(task_id)
         stream = self._records.events_stream(task_id)
         seq = from_seq
         with self._signals.listen(task_id) as changed:
             while True:
                 changed.clear()
-                entries = await self._records.store.read(stream, seq, limit=500)
-                for entry in entries:
-                    seq = entry.offset + 1
-                    yield _envelope(entry.value, entry.offset)
-                if entries:
-                    continue
+                batch = await self._shared_read(stream, seq, _BATCH)
+                if batch:
+                    seq = batch[-1].seq + 1
+                    yield batch
+                    if len(batch) == _BATCH or not follow or changed.is_set():
+                        continue  # more may be there already
                 if (
                     not follow
                     or self._stopping.is_set()
-                    or (await self._records.get_task(task_id)).status.is_final
+                    or (await self._records.peek_task(task_id)).status.is_final
                 ):
                     # The final status is written with (or after) the task's last events, so one
                     # more read after seeing it catches everything.
-                    for entry in await self._records.store.read(stream, seq, limit=100_000):
-                        yield _envelope(entry.value, entry.offset)
+                    last = await self._shared_read(stream, seq, 100_000)
+                    if last:
+                        yield last
                     return
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(poll):
                         await changed.wait()
+
+    async def _shared_read(self, stream: str, seq: int, limit: int) -> list[EventEnvelope]:
+        key = (stream, seq, limit)
+        read = self._reads.get(key)
+        if read is None:
+            read = asyncio.ensure_future(self._load(stream, seq, limit))
+            self._reads[key] = read
+            read.add_done_callback(lambda _: self._reads.pop(key, None))
+        # One reader that leaves (its client went away) must not cancel the read of the others.
+        return await asyncio.shield(read)
+
+    async def _load(self, stream: str, seq: int, limit: int) -> list[EventEnvelope]:
+        entries = await self._records.store.read(stream, seq, limit=limit)
+        return [_envelope(entry.value, entry.offset) for entry in entries]
 
     async def send(self, task_id: str, event_obj_str: str) -> None:
         """Send a serialized workflows Event into a running (or queued) task.

@@ -21,6 +21,7 @@ from llamactl.server.protocol import (
     event_msg_id,
 )
 from llamactl.server.types import TaskDefinition, TaskStatus
+from tests.e2e.waiting import wait_until
 
 from .conftest import DEPLOYMENT, Deliveries, Harness, record_calls
 
@@ -219,6 +220,41 @@ async def test_an_event_stream_ends_as_soon_as_its_task_does(harness: Harness) -
     await delivery.ack()
     # Well inside the 30 s poll: the task's end wakes the reader.
     assert await asyncio.wait_for(reader, 10) == [0]
+    await deliveries.aclose()
+
+
+async def test_readers_of_one_task_share_each_read_of_its_events(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each reader read the store itself, twice per event (the new event, then an empty read)
+    and the task's record besides: 50 readers of one task streaming 100 events a second took a
+    whole core. Now readers at the same place share one read of the store and its envelopes."""
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition())
+    stream = plane.records.events_stream(created.task_id)
+    reads = record_calls(monkeypatch, harness.store, "read")
+
+    async def read_all() -> list[int]:
+        return [e.seq async for e in plane.task_events(created.task_id, poll=30.0)]
+
+    readers = [asyncio.create_task(read_all()) for _ in range(20)]
+    delivery, task = await deliveries.take()
+    for n in range(3):
+        before = len([r for r in reads if r[0] == stream])
+        await harness.progress(worker, task.task_id, n)
+        await wait_until(lambda: len([r for r in reads if r[0] == stream]) > before, timeout=10)
+        for _ in range(10):  # every reader's turns, were there any left to come
+            await asyncio.sleep(0)
+        assert len([r for r in reads if r[0] == stream]) - before == 1, "one read for the 20 readers"
+    await harness.finish(worker, task, "done")
+    await delivery.ack()
+    for reader in readers:
+        assert await asyncio.wait_for(reader, 10) == [0, 1, 2]
+    # A finished task's events are read at once, without waiting for news that never come.
+    async with asyncio.timeout(5):
+        assert [e.seq async for e in plane.task_events(created.task_id, poll=30.0)] == [0, 1, 2]
     await deliveries.aclose()
 
 
