@@ -26,7 +26,7 @@ from llamactl.cli.task_output import check_status, print_event
 
 if TYPE_CHECKING:
     from llamactl.client.sync import Tasks
-    from llamactl.server.types import TaskRecord
+    from llamactl.server.types import TaskDefinition, TaskRecord
 
 __all__ = ["RunCommand", "build_input", "run"]
 
@@ -131,6 +131,7 @@ def run(
     `llamactl run --json '{"message": "hi", "steps": 2}' -d streaming -i SESSION`.
     """
     from llamactl.cli.ids import resolve_session
+    from llamactl.client.errors import NotLlamactlServer, ServerUnreachable
     from llamactl.server.ids import new_id
 
     pairs: list[tuple[str, str]] = arg  # type: ignore[assignment]  # RunCommand made them pairs
@@ -145,14 +146,26 @@ def run(
             session_id = resolve_session(handle.sessions, session).session_id if session else None
             try:
                 spec: dict[str, Any] = {"service": service, "session_id": session_id, "task_id": task_id}
-                if stream:
-                    record = _stream(tasks, task_input, spec, output)
-                elif interactive_stderr():
-                    record = _watched(tasks, task_input, spec, name)
+                # Once the task has reached the server, a server that goes away (killed, or
+                # restarted by a supervisor) is waited for; before that, it is an error as usual.
+                if stream or interactive_stderr():
+                    task = tasks.create(task_input, **spec)
+                    try:
+                        record = _stream(tasks, task, output) if stream else _watched(tasks, task, name)
+                    except ServerUnreachable as exc:
+                        if isinstance(exc, NotLlamactlServer):
+                            raise
+                        record = _reattach(tasks, task_id, name, exc)
                 else:
-                    result = tasks.run(task_input, **spec)
-                    _print_result(result, output)
-                    return
+                    try:
+                        result = tasks.run(task_input, **spec)
+                    except ServerUnreachable as exc:
+                        if isinstance(exc, NotLlamactlServer) or not _reached_server(exc):
+                            raise
+                        record = _reattach(tasks, task_id, name, exc)
+                    else:
+                        _print_result(result, output)
+                        return
             except KeyboardInterrupt:
                 fail(
                     f"interrupted: task {task_id} goes on without you",
@@ -170,22 +183,73 @@ def run(
     _print_result(record.result, output)
 
 
-def _stream(tasks: Tasks, task_input: dict[str, Any], spec: dict[str, Any], output: Output) -> TaskRecord:
-    """``--stream``: create the task, print its events as they come, then read its record."""
-    task = tasks.create(task_input, **spec)
+def _stream(tasks: Tasks, task: TaskDefinition, output: Output) -> TaskRecord:
+    """``--stream``: print the task's events as they come, then read its record."""
+    assert task.task_id is not None  # the server fills it in
     say(f"Task {task.task_id} (service {task.service_id}, session {task.session_id})")
     for event in tasks.events(task.task_id):
         print_event(event, output)
     return tasks.get(task.task_id)
 
 
-def _watched(tasks: Tasks, task_input: dict[str, Any], spec: dict[str, Any], deployment: str) -> TaskRecord:
-    """At a terminal: create the task, show a spinner with its status (and any question it asks)
-    while the server waits for its result, then read its record."""
+def _watched(tasks: Tasks, task: TaskDefinition, deployment: str) -> TaskRecord:
+    """At a terminal: show a spinner with the task's status (and any question it asks) while the
+    server waits for its result, then read its record."""
     from llamactl.cli.run_watch import TaskWatch
 
-    task = tasks.create(task_input, **spec)
     assert task.task_id is not None and task.service_id is not None  # the server fills them in
     with TaskWatch(tasks, task.task_id, task.service_id, deployment):
         tasks.result(task.task_id)
     return tasks.get(task.task_id)
+
+
+def _reached_server(exc: Exception) -> bool:
+    """Whether the request that failed with ``exc`` reached the server (it broke off after)."""
+    import httpx
+
+    return not isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout)
+
+
+REATTACH_SECONDS = 60.0
+"""How long ``run`` waits for a server that went away while its task ran to come back."""
+
+
+def _reattach(tasks: Tasks, task_id: str, deployment: str, gone: Exception) -> TaskRecord:
+    """The server went away while ``task_id`` ran (killed, or restarted by a supervisor): wait
+    for it to come back, then for the task, which a restarted server runs again if it was stored."""
+    import time
+
+    from llamactl.client.errors import NotFound, ServerError, ServerStopping, ServerUnreachable, WaitTimeout
+
+    say(
+        f"{gone}; task {task_id} goes on when the server is back: waiting for it"
+        f" (at most {REATTACH_SECONDS:g} s; Ctrl-C stops waiting)"
+    )
+    deadline = time.monotonic() + REATTACH_SECONDS
+    delay = 0.2
+    while True:
+        try:
+            tasks.result(task_id)  # the server waits until the task has ended
+            return tasks.get(task_id)
+        except NotFound:
+            fail(
+                f"the server went away before it had stored task {task_id}: it will not run",
+                "run it again",
+                ExitCode.ERROR,
+            )
+        except (ServerUnreachable, ServerError) as exc:
+            # Not there yet, or there and still starting the deployment (503); but a server that
+            # is stopping, or that waited as long as it may (WaitTimeout), is answered as usual.
+            if isinstance(exc, ServerError) and (
+                exc.status != 503 or isinstance(exc, ServerStopping | WaitTimeout)
+            ):
+                raise
+            if time.monotonic() + delay > deadline:
+                fail(
+                    f"the server did not come back within {REATTACH_SECONDS:g} s;"
+                    f" task {task_id} goes on when it does",
+                    f"once it is back: `llamactl tasks show {task_id} -d {deployment}`",
+                    ExitCode.UNREACHABLE,
+                )
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)

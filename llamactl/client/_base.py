@@ -190,11 +190,16 @@ def transport_error(
     client: httpx.Client | httpx.AsyncClient,
     exc: httpx.TransportError,
     probe: httpx.Response | Exception | None = None,
+    *,
+    known: bool = False,
 ) -> ClientError:
     """The client error for an httpx transport error of a request.
 
     ``probe`` is what ``GET /healthz`` got right after a request broke off without an answer (a
     llamactl server answers it with JSON), so the error can say which of the two it was.
+    ``known``: a llamactl server has answered this client before, so a request that breaks off
+    without a word, and a probe that gets none either, mean that the server went away (killed,
+    or restarting), not that something else listens there.
     """
     url = str(client.base_url).rstrip("/")
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
@@ -204,7 +209,7 @@ def transport_error(
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return InvalidServerUrl(f"'{url}' is not a server URL: use http://HOST:PORT")
     if isinstance(probe, httpx.ConnectError | httpx.ConnectTimeout):
-        return ServerUnreachable(url, f"it went away ({_reason(exc)})")
+        return ServerUnreachable(url, f"it went away: {_reason(exc)}")
     if isinstance(probe, httpx.Response):
         dropped = ServerUnreachable(url, f"the connection dropped before the answer ({_reason(exc)})")
         try:
@@ -217,6 +222,8 @@ def transport_error(
             return dropped  # a llamactl server answers there (it refused the probe itself)
         else:
             return dropped
+    if known:
+        return ServerUnreachable(url, f"it went away: {_reason(exc)}")
     # It closes the connection without an HTTP answer, or answers bytes that are not HTTP: a
     # database's port, say.
     return NotLlamactlServer(url, f"it does not answer HTTP ({_reason(exc)})")

@@ -83,6 +83,9 @@ class AsyncClient:
     ) -> None:
         settings = client_settings(base_url, token, timeout, headers or {})
         self._http = httpx.AsyncClient(transport=transport, **settings)
+        self._answered = False
+        """A llamactl server has answered this client: a request that breaks off later means it
+        went away (a restart, say), not that something else listens there."""
         self.deployments = AsyncDeployments(self)
 
     @property
@@ -112,17 +115,21 @@ class AsyncClient:
         await self.aclose()
 
     async def _call(self, call: Call[T]) -> T:
-        return parse_answer(call, await self._request(call))
+        value = parse_answer(call, await self._request(call))
+        self._answered = True
+        return value
 
     async def _page(self, call: Call[list[T]]) -> Page[T]:
         response = await self._request(call)
-        return Page(parse_answer(call, response), response.headers.get("x-next-cursor") or None)
+        page = Page(parse_answer(call, response), response.headers.get("x-next-cursor") or None)
+        self._answered = True
+        return page
 
     async def _request(self, call: Call[Any]) -> httpx.Response:
         try:
             return await self._http.request(call.method, call.path, **call.request_kwargs(self._http.timeout))
         except httpx.TransportError as exc:
-            raise transport_error(self._http, exc, await self._probe(exc)) from exc
+            raise transport_error(self._http, exc, await self._probe(exc), known=self._answered) from exc
 
     async def _probe(self, exc: httpx.TransportError) -> httpx.Response | Exception | None:
         """After a request broke off without an answer: what ``GET /healthz`` gets now."""
@@ -149,6 +156,7 @@ class AsyncClient:
                         await response.aread()
                         check(response)
                     cursor.check(response)
+                    self._answered = True
                     async for line in response.aiter_lines():
                         item = cursor.feed(line)
                         if item is not None:
@@ -165,7 +173,7 @@ class AsyncClient:
                 raise
             except httpx.TransportError as exc:
                 if not cursor.resumed and not received:
-                    error = transport_error(self._http, exc, await self._probe(exc))
+                    error = transport_error(self._http, exc, await self._probe(exc), known=self._answered)
                     if isinstance(error, NotLlamactlServer) or isinstance(
                         exc, httpx.ConnectError | httpx.ConnectTimeout
                     ):

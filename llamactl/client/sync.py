@@ -83,6 +83,9 @@ class Client:
     ) -> None:
         settings = client_settings(base_url, token, timeout, headers or {})
         self._http = httpx.Client(transport=transport, **settings)
+        self._answered = False
+        """A llamactl server has answered this client: a request that breaks off later means it
+        went away (a restart, say), not that something else listens there."""
         self.deployments = Deployments(self)
 
     @property
@@ -112,17 +115,21 @@ class Client:
         self.close()
 
     def _call(self, call: Call[T]) -> T:
-        return parse_answer(call, self._request(call))
+        value = parse_answer(call, self._request(call))
+        self._answered = True
+        return value
 
     def _page(self, call: Call[list[T]]) -> Page[T]:
         response = self._request(call)
-        return Page(parse_answer(call, response), response.headers.get("x-next-cursor") or None)
+        page = Page(parse_answer(call, response), response.headers.get("x-next-cursor") or None)
+        self._answered = True
+        return page
 
     def _request(self, call: Call[Any]) -> httpx.Response:
         try:
             return self._http.request(call.method, call.path, **call.request_kwargs(self._http.timeout))
         except httpx.TransportError as exc:
-            raise transport_error(self._http, exc, self._probe(exc)) from exc
+            raise transport_error(self._http, exc, self._probe(exc), known=self._answered) from exc
 
     def _probe(self, exc: httpx.TransportError) -> httpx.Response | Exception | None:
         """After a request broke off without an answer: what ``GET /healthz`` gets now."""
@@ -149,6 +156,7 @@ class Client:
                         response.read()
                         check(response)
                     cursor.check(response)
+                    self._answered = True
                     for line in response.iter_lines():
                         item = cursor.feed(line)
                         if item is not None:
@@ -165,7 +173,7 @@ class Client:
                 raise
             except httpx.TransportError as exc:
                 if not cursor.resumed and not received:
-                    error = transport_error(self._http, exc, self._probe(exc))
+                    error = transport_error(self._http, exc, self._probe(exc), known=self._answered)
                     if isinstance(error, NotLlamactlServer) or isinstance(
                         exc, httpx.ConnectError | httpx.ConnectTimeout
                     ):
