@@ -100,9 +100,14 @@ class TaskEvents:
         if read is None:
             read = asyncio.ensure_future(self._load(stream, seq, limit))
             self._reads[key] = read
-            read.add_done_callback(lambda _: self._reads.pop(key, None))
+            read.add_done_callback(lambda done: self._forget(key, done))
         # One reader that leaves (its client went away) must not cancel the read of the others.
         return await asyncio.shield(read)
+
+    def _forget(self, key: tuple[str, int, int], read: asyncio.Future[list[EventEnvelope]]) -> None:
+        self._reads.pop(key, None)
+        if not read.cancelled():
+            read.exception()  # its readers may all have left: a failure is theirs, not a stray log
 
     async def _load(self, stream: str, seq: int, limit: int) -> list[EventEnvelope]:
         entries = await self._records.store.read(stream, seq, limit=limit)

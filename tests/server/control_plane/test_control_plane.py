@@ -4,6 +4,7 @@ protocol played by the test (so each report can be timed and repeated at will)."
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,7 +13,14 @@ from typing import Any
 import pytest
 
 from llamactl.server.control_plane import ControlPlane
-from llamactl.server.errors import InvalidRequest, ServiceNotFound, SessionNotFound, TaskExists, TaskFinished
+from llamactl.server.errors import (
+    InvalidRequest,
+    ServiceNotFound,
+    SessionNotFound,
+    StateStoreError,
+    TaskExists,
+    TaskFinished,
+)
 from llamactl.server.mq import topics
 from llamactl.server.protocol import (
     TaskMessage,
@@ -256,6 +264,39 @@ async def test_readers_of_one_task_share_each_read_of_its_events(
     async with asyncio.timeout(5):
         assert [e.seq async for e in plane.task_events(created.task_id, poll=30.0)] == [0, 1, 2]
     await deliveries.aclose()
+
+
+async def test_a_shared_read_that_fails_after_its_readers_left_leaves_no_stray_error(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read goes on (shielded) when its readers leave; its failure must not end up in the
+    loop's "exception was never retrieved" log."""
+    plane = await harness.control_plane()
+    created = await plane.create_task(TaskDefinition())
+    reading, fail = asyncio.Event(), asyncio.Event()
+
+    async def failing_read(*args: Any, **kwargs: Any) -> Any:
+        reading.set()
+        await fail.wait()
+        raise StateStoreError("the store went away")
+
+    stray: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: stray.append(context))
+    try:
+        monkeypatch.setattr(harness.store, "read", failing_read)
+        reader = asyncio.create_task(anext(aiter(plane.task_events(created.task_id))))
+        await asyncio.wait_for(reading.wait(), 10)
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        fail.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert not stray, stray
 
 
 async def test_a_task_id_sent_twice_is_a_conflict_and_leaves_the_session_clean(harness: Harness) -> None:
