@@ -56,6 +56,11 @@ class Taken:
     due: int = -1
 
 
+_NOT_THERE = (
+    "start Redis there, or point the deployment's `message-queue` (its url, or $REDIS_URL) at a running one"
+)
+
+
 class RedisQueue(MessageQueue):
     """A client of the Redis message queue (any process, any host); see :func:`connect_queue`."""
 
@@ -187,6 +192,7 @@ class RedisQueue(MessageQueue):
         *,
         timeout: float | None = None,
         error: type[MessageQueueError] = MessageQueueError,
+        way_out: str = "",
     ) -> Any:
         assert self._link is not None and self._scripts is not None
         scripts = self._scripts
@@ -195,6 +201,7 @@ class RedisQueue(MessageQueue):
             what=what,
             timeout=self.config.publish_timeout if timeout is None else timeout,
             error=error,
+            way_out=way_out,
         )
 
     async def _run(self, name: str, args: list[Any], what: str, *, quick: bool = False) -> Any:
@@ -308,8 +315,12 @@ class RedisQueue(MessageQueue):
     async def _beat(self, *, raise_errors: bool) -> None:
         sent = asyncio.get_running_loop().time()
         try:
-            what = "connect" if raise_errors else "heartbeat"
-            reaped = await self._call("beat", [self.client_id, self._window_ms], what)
+            if raise_errors:  # the first beat: connecting
+                reaped = await self._call(
+                    "beat", [self.client_id, self._window_ms], "connect", way_out=_NOT_THERE
+                )
+            else:
+                reaped = await self._call("beat", [self.client_id, self._window_ms], "heartbeat")
         except MessageQueueError as exc:
             if raise_errors:
                 raise

@@ -73,11 +73,13 @@ class Link:
         what: str,
         timeout: float,
         error: type[MessageQueueError] = MessageQueueError,
+        way_out: str = "",
     ) -> T:
         """Await ``make()``, trying again while Redis is unreachable, for ``timeout`` seconds at most.
 
-        Raises ``error`` saying that Redis did not answer, or MessageQueueError when Redis refused
-        the command (a script error, a wrong password, a full memory).
+        Raises ``error`` saying that Redis did not answer (then ``way_out``, when given, says what
+        to do, and the wait is announced as soon as the first try fails), or MessageQueueError when
+        Redis refused the command (a script error, a wrong password, a full memory).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -96,6 +98,13 @@ class Link:
                 problem = scrub(str(exc), self.config.url)
                 raise error(f"{what}: redis at {self.config.where} refused it: {problem}") from exc
             except UNREACHABLE as exc:
+                if last is None and way_out:
+                    log.warning(
+                        "redis at %s does not answer (%s): trying for %gs",
+                        self.config.where,
+                        scrub(str(exc), self.config.url),
+                        timeout,
+                    )
                 last = exc
             if loop.time() + pause >= deadline:
                 break
@@ -104,4 +113,5 @@ class Link:
         reason = (
             f" ({type(last).__name__}: {scrub(str(last), self.config.url)})" if last and str(last) else ""
         )
-        raise error(f"{what}: redis at {self.config.where} did not answer within {timeout:g}s{reason}")
+        tail = f": {way_out}" if way_out else ""
+        raise error(f"{what}: redis at {self.config.where} did not answer within {timeout:g}s{reason}{tail}")

@@ -80,7 +80,8 @@ async def test_a_url_redis_py_cannot_parse_fails_at_start_without_the_password()
     assert "s3cr" not in str(err.value)
 
 
-async def test_redis_down_fails_start_in_time_with_a_clear_message() -> None:
+async def test_redis_down_fails_start_in_time_with_a_clear_message(caplog: pytest.LogCaptureFixture) -> None:
+    """The wait was silent (10 s by default) and its error did not say what to do."""
     url = f"redis://u:s3cr%3Aet@127.0.0.1:{free_port()}/0"
     q = connect_queue({"type": "redis", "url": url, "publish_timeout": 0.5})
     started = time.monotonic()
@@ -90,6 +91,11 @@ async def test_redis_down_fails_start_in_time_with_a_clear_message() -> None:
         await q.start()
     assert time.monotonic() - started < 2.0
     assert "s3cr" not in str(err.value)
+    assert str(err.value).endswith(
+        "start Redis there, or point the deployment's `message-queue` (its url, or $REDIS_URL) at a running one"
+    )
+    said = [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
+    assert len(said) == 1 and "trying for 0.5s" in said[0] and "s3cr" not in said[0], said
     await q.close()
 
 
