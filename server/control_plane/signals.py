@@ -31,12 +31,21 @@ class TaskSignals:
         Clear it before looking at the task's state, then wait on it: a change in between
         leaves it set, so nothing is missed.
         """
-        event = asyncio.Event()
-        listeners = self._listeners.setdefault(task_id, set())
-        listeners.add(event)
+        event = self.add(task_id)
         try:
             yield event
         finally:
+            self.remove(task_id, event)
+
+    def add(self, task_id: str) -> asyncio.Event:
+        """:meth:`listen` without a ``with`` block: set on every change until :meth:`remove`."""
+        event = asyncio.Event()
+        self._listeners.setdefault(task_id, set()).add(event)
+        return event
+
+    def remove(self, task_id: str, event: asyncio.Event) -> None:
+        listeners = self._listeners.get(task_id)
+        if listeners is not None:
             listeners.discard(event)
             if not listeners:
                 self._listeners.pop(task_id, None)

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from llamactl.server.control_plane.records import ControlPlaneRecords
 from llamactl.server.control_plane.signals import TaskSignals
@@ -44,7 +45,7 @@ class TaskEvents:
         self._signals = signals
         self._queue = queue
         self._stopping = stopping
-        self._reads: dict[tuple[str, int, int], asyncio.Future[list[EventEnvelope]]] = {}
+        self._reads: dict[tuple[str, int, int], _SharedRead] = {}
         """Reads of a task's events under way, by (stream, from, limit): the readers of one task,
         woken together by its next event, share one read of the store and its envelopes."""
 
@@ -72,8 +73,9 @@ class TaskEvents:
         seq = from_seq
         with self._signals.listen(task_id) as changed:
             while True:
+                read = self._shared_read(task_id, stream, seq, _BATCH)
                 changed.clear()
-                batch = await self._shared_read(stream, seq, _BATCH)
+                batch = await read.result(changed)
                 if batch:
                     seq = batch[-1].seq + 1
                     yield batch
@@ -86,7 +88,7 @@ class TaskEvents:
                 ):
                     # The final status is written with (or after) the task's last events, so one
                     # more read after seeing it catches everything.
-                    last = await self._shared_read(stream, seq, 100_000)
+                    last = await self._shared_read(task_id, stream, seq, 100_000).result(changed)
                     if last:
                         yield last
                     return
@@ -94,20 +96,19 @@ class TaskEvents:
                     async with asyncio.timeout(poll):
                         await changed.wait()
 
-    async def _shared_read(self, stream: str, seq: int, limit: int) -> list[EventEnvelope]:
+    def _shared_read(self, task_id: str, stream: str, seq: int, limit: int) -> _SharedRead:
+        """The read of ``limit`` events from ``seq`` under way, or a new one."""
         key = (stream, seq, limit)
         read = self._reads.get(key)
-        if read is None:
-            read = asyncio.ensure_future(self._load(stream, seq, limit))
+        if read is None or read.future.done():
+            read = _SharedRead(task_id, self._signals, self._load(stream, seq, limit))
             self._reads[key] = read
-            read.add_done_callback(lambda done: self._forget(key, done))
-        # One reader that leaves (its client went away) must not cancel the read of the others.
-        return await asyncio.shield(read)
+            read.future.add_done_callback(lambda _: self._forget(key, read))
+        return read
 
-    def _forget(self, key: tuple[str, int, int], read: asyncio.Future[list[EventEnvelope]]) -> None:
-        self._reads.pop(key, None)
-        if not read.cancelled():
-            read.exception()  # its readers may all have left: a failure is theirs, not a stray log
+    def _forget(self, key: tuple[str, int, int], read: _SharedRead) -> None:
+        if self._reads.get(key) is read:
+            del self._reads[key]
 
     async def _load(self, stream: str, seq: int, limit: int) -> list[EventEnvelope]:
         entries = await self._records.store.read(stream, seq, limit=limit)
@@ -180,3 +181,34 @@ def _envelope(value: bytes, offset: int) -> EventEnvelope:
     envelope = EventEnvelope.model_validate_json(value)
     envelope.seq = offset
     return envelope
+
+
+class _SharedRead:
+    """One read of a task's events that several readers await.
+
+    A reader that joins it clears its own wake-up after the read began, so a change made in
+    between would be lost to it (the read may have missed it: the state store may read on another
+    connection than the one that wrote): the read therefore listens to the task from its start,
+    and :meth:`result` hands what it heard on to each reader.
+    """
+
+    def __init__(
+        self, task_id: str, signals: TaskSignals, load: Coroutine[Any, Any, list[EventEnvelope]]
+    ) -> None:
+        self.changed = signals.add(task_id)
+        self.future = asyncio.ensure_future(load)
+        self.future.add_done_callback(lambda done: self._done(task_id, signals, done))
+
+    def _done(self, task_id: str, signals: TaskSignals, done: asyncio.Future[list[EventEnvelope]]) -> None:
+        signals.remove(task_id, self.changed)
+        if not done.cancelled():
+            done.exception()  # its readers may all have left: a failure is theirs, not a stray log
+
+    async def result(self, changed: asyncio.Event) -> list[EventEnvelope]:
+        """The events; sets ``changed`` if the task changed while they were read. One reader that
+        leaves (its client went away) does not cancel the read for the others."""
+        try:
+            return await asyncio.shield(self.future)
+        finally:
+            if self.changed.is_set():
+                changed.set()

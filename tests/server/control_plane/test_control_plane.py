@@ -29,7 +29,7 @@ from llamactl.server.protocol import (
     event_msg_id,
 )
 from llamactl.server.types import TaskDefinition, TaskStatus
-from tests.e2e.waiting import wait_until
+from tests.e2e.waiting import eventually, wait_until
 
 from .conftest import DEPLOYMENT, Deliveries, Harness, record_calls
 
@@ -263,6 +263,55 @@ async def test_readers_of_one_task_share_each_read_of_its_events(
     # A finished task's events are read at once, without waiting for news that never come.
     async with asyncio.timeout(5):
         assert [e.seq async for e in plane.task_events(created.task_id, poll=30.0)] == [0, 1, 2]
+    await deliveries.aclose()
+
+
+async def test_a_reader_that_joins_a_read_begun_before_an_event_still_gets_the_event(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared read may have looked at the store before an event was written (a store reading on
+    another connection than the writer's): a reader that joined it after the event's wake-up must
+    read again, not wait for the next event or the poll."""
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition())
+    delivery, task = await deliveries.take()
+    original = harness.store.read
+    began, release = asyncio.Event(), asyncio.Event()
+
+    async def stale_first_read(*args: Any, **kwargs: Any) -> Any:
+        result = await original(*args, **kwargs)
+        if not began.is_set():  # the first read: its snapshot is taken, then it lingers
+            began.set()
+            await release.wait()
+        return result
+
+    monkeypatch.setattr(harness.store, "read", stale_first_read)
+
+    async def first_seq() -> int:
+        async for envelope in plane.task_events(created.task_id, poll=30.0):
+            return envelope.seq
+        raise AssertionError("no event")
+
+    early = asyncio.create_task(first_seq())
+    await asyncio.wait_for(began.wait(), 10)
+    await harness.progress(worker, task.task_id, 0)  # stored and announced while the read lingers
+    stream = plane.records.events_stream(created.task_id)
+
+    async def stored() -> bool:
+        return bool(await original(stream, 0))
+
+    await eventually(stored, timeout=10)
+    for _ in range(5):  # its wake-ups are out
+        await asyncio.sleep(0)
+    late = asyncio.create_task(first_seq())  # joins the lingering read
+    for _ in range(5):
+        await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.wait_for(asyncio.gather(early, late), 10) == [0, 0]
+    await harness.finish(worker, task, "done")
+    await delivery.ack()
     await deliveries.aclose()
 
 
