@@ -160,7 +160,7 @@ def run(
                     try:
                         result = tasks.run(task_input, **spec)
                     except ServerUnreachable as exc:
-                        if isinstance(exc, NotLlamactlServer) or not _reached_server(exc):
+                        if isinstance(exc, NotLlamactlServer) or not exc.sent:
                             raise
                         record = _reattach(tasks, task_id, name, exc)
                     else:
@@ -201,13 +201,6 @@ def _watched(tasks: Tasks, task: TaskDefinition, deployment: str) -> TaskRecord:
     with TaskWatch(tasks, task.task_id, task.service_id, deployment):
         tasks.result(task.task_id)
     return tasks.get(task.task_id)
-
-
-def _reached_server(exc: Exception) -> bool:
-    """Whether the request that failed with ``exc`` reached the server (it broke off after)."""
-    import httpx
-
-    return not isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout)
 
 
 REATTACH_SECONDS = 60.0

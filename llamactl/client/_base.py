@@ -205,13 +205,15 @@ def transport_error(
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return unreachable(client, exc)
     if isinstance(exc, httpx.TimeoutException):
-        return ServerUnreachable(url, "it accepted the connection but did not answer in time")
+        return ServerUnreachable(url, "it accepted the connection but did not answer in time", sent=True)
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return InvalidServerUrl(f"'{url}' is not a server URL: use http://HOST:PORT")
     if isinstance(probe, httpx.ConnectError | httpx.ConnectTimeout):
-        return ServerUnreachable(url, f"it went away: {_reason(exc)}")
+        return ServerUnreachable(url, f"it went away: {_reason(exc)}", sent=True)
     if isinstance(probe, httpx.Response):
-        dropped = ServerUnreachable(url, f"the connection dropped before the answer ({_reason(exc)})")
+        dropped = ServerUnreachable(
+            url, f"the connection dropped before the answer ({_reason(exc)})", sent=True
+        )
         try:
             check(probe)
         except ServerStopping as stopping:
@@ -223,7 +225,7 @@ def transport_error(
         else:
             return dropped
     if known:
-        return ServerUnreachable(url, f"it went away: {_reason(exc)}")
+        return ServerUnreachable(url, f"it went away: {_reason(exc)}", sent=True)
     # It closes the connection without an HTTP answer, or answers bytes that are not HTTP: a
     # database's port, say.
     return NotLlamactlServer(url, f"it does not answer HTTP ({_reason(exc)})")

@@ -62,11 +62,14 @@ class ServerUnreachable(ClientError):
     Attributes:
         url: the server's URL.
         reason: what happened, e.g. ``connection refused``.
+        sent: the request reached a server before the connection broke off (so what it asked
+            may have happened: a task it created may run), rather than finding nobody there.
     """
 
-    def __init__(self, url: str, reason: str = "") -> None:
+    def __init__(self, url: str, reason: str = "", *, sent: bool = False) -> None:
         self.url = url
         self.reason = reason
+        self.sent = sent
         super().__init__(f"no server answers at {url}" + (f" ({reason})" if reason else ""))
 
 
