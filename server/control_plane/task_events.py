@@ -156,6 +156,10 @@ class TaskEvents:
                 async with asyncio.timeout(EVENT_WAIT):
                     while True:
                         changed.clear()
+                        # Looked at before the read: the run may take the event and end at once, and
+                        # the final status is written after the task's last events, so a read made
+                        # after seeing it finds the delivery if there was one.
+                        task = await self._records.get_task(task_id)
                         for entry in await self._records.store.read(stream, offset, limit=500):
                             offset = entry.offset + 1
                             event = json.loads(entry.value)
@@ -169,7 +173,6 @@ class TaskEvents:
                                 )
                             if event.get("type") == EVENT_DELIVERED:
                                 return
-                        task = await self._records.get_task(task_id)
                         if task.status.is_final:
                             raise TaskFinished(task_id, task.status.value)
                         await changed.wait()

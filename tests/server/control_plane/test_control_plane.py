@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from workflows.context.serializers import JsonSerializer
+from workflows.events import HumanResponseEvent
 
 from llamactl.server.control_plane import ControlPlane
 from llamactl.server.errors import (
@@ -23,6 +25,8 @@ from llamactl.server.errors import (
 )
 from llamactl.server.mq import topics
 from llamactl.server.protocol import (
+    EVENT_DELIVERED,
+    TaskInput,
     TaskMessage,
     WorkerMessage,
     WorkerMessageKind,
@@ -346,6 +350,61 @@ async def test_a_shared_read_that_fails_after_its_readers_left_leaves_no_stray_e
     finally:
         loop.set_exception_handler(None)
     assert not stray, stray
+
+
+async def test_an_event_that_reached_the_run_is_not_a_conflict_when_the_task_ends_at_once(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run may take the event and finish between the sender's look at the task's events and
+    its look at the task (a human's answer often ends the run): the sender must still hear that
+    the event was delivered, not that the task had already finished (CI saw the 409)."""
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    await plane.create_task(TaskDefinition())
+    delivery, task = await deliveries.take()
+    started = WorkerMessage(
+        kind=WorkerMessageKind.TASK_STARTED, replica_id="a#1", service_id="a", task_id=task.task_id
+    )
+    await harness.report(worker, started, f"{task.task_id}:1:started")
+    await eventually(lambda: _status_is(plane, task.task_id, TaskStatus.RUNNING), 10)
+    stream = plane.records.events_stream(task.task_id)
+    original = harness.store.read
+    began, release = asyncio.Event(), asyncio.Event()
+
+    async def stale_first_read(name: str, *args: Any, **kwargs: Any) -> Any:
+        result = await original(name, *args, **kwargs)
+        if name == stream and not began.is_set():  # its snapshot is taken, then it lingers
+            began.set()
+            await release.wait()
+        return result
+
+    monkeypatch.setattr(harness.store, "read", stale_first_read)
+    answer = JsonSerializer().serialize(HumanResponseEvent(response="42"))
+    sending = asyncio.create_task(plane.send_event(task.task_id, answer))
+    inputs = worker.subscribe(topics.task_input_topic(DEPLOYMENT, task.task_id))
+    sent = TaskInput.model_validate_json((await asyncio.wait_for(anext(inputs), 10)).payload)
+    await inputs.aclose()  # type: ignore[attr-defined]
+    await asyncio.wait_for(began.wait(), 10)
+    delivered = WorkerMessage(
+        kind=WorkerMessageKind.TASK_EVENT,
+        replica_id="a#1",
+        service_id="a",
+        task_id=task.task_id,
+        event={
+            "value": {"input_id": sent.input_id, "event": "HumanResponseEvent"},
+            "type": EVENT_DELIVERED,
+            "qualified_name": f"llamactl.{EVENT_DELIVERED}",
+        },
+        event_index=0,
+    )
+    await harness.report(worker, delivered, event_msg_id(task.task_id, 1, 0))
+    await harness.finish(worker, task, "the human said 42")
+    await delivery.ack()
+    await eventually(lambda: _status_is(plane, task.task_id, TaskStatus.COMPLETED), 10)
+    release.set()
+    await asyncio.wait_for(sending, 10)  # delivered: no TaskFinished
+    await deliveries.aclose()
 
 
 async def test_a_task_id_sent_twice_is_a_conflict_and_leaves_the_session_clean(harness: Harness) -> None:
