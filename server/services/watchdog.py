@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -43,8 +44,10 @@ log = logging.getLogger(__name__)
 
 EXIT_STALLED = 4
 """Exit code of a worker whose event loop stayed blocked (the supervisor restarts it)."""
-_TICK = 0.1
 _CHECK = 0.25
+"""Seconds between two looks at the loop while it runs tasks."""
+_IDLE_CHECK = 1.0
+"""The most seconds between two looks while it runs none (at most half of ``warn_after``)."""
 _VOUCH_AFTER = 0.5
 """Seconds of a blocked loop after which the side line speaks for it."""
 
@@ -60,7 +63,12 @@ class LoopBlockedError(Exception):
 class LoopWatchdog:
     """Start with :meth:`start` from the loop's thread (the main thread); :meth:`stop` at the end.
 
-    ``track``/``untrack`` tell it the deadline of each running task with a timeout.
+    ``track``/``untrack`` tell it each running task and its timeout.
+
+    The thread looks at the loop every :data:`_CHECK` seconds while tasks run, and less often
+    while none does, and each look that found the loop free sends it a ping
+    (``call_soon_threadsafe``): the loop is blocked for as long as a ping has waited. An idle
+    worker so wakes only when looked at, not on a timer of its own between looks.
     """
 
     def __init__(
@@ -80,10 +88,12 @@ class LoopWatchdog:
         self.interrupt_grace = interrupt_grace
         self._exit = exit or os._exit
         self._deadlines: dict[str, tuple[float, float]] = {}
-        self._last_tick = time.monotonic()
-        self._stop = threading.Event()
+        self._sent = 0
+        self._answered = 0
+        self._sent_at = time.monotonic()
+        self._stopping = False
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main = threading.main_thread().ident
         self._interrupting: float | None = None
@@ -93,16 +103,16 @@ class LoopWatchdog:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._tick()
+        self._sent, self._sent_at = 1, time.monotonic()  # the first ping: a loop blocked from now on is seen
+        self._loop.call_soon(self._pong, 1)
         if threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGUSR1, self._on_signal)
         self._thread = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._stopping = True
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(1.0)
         if self._previous_handler is not None:
@@ -110,7 +120,12 @@ class LoopWatchdog:
                 signal.signal(signal.SIGUSR1, self._previous_handler)  # type: ignore[arg-type]
 
     def track(self, task_id: str, timeout: float | None) -> None:
-        if timeout is not None:
+        """A task started (``timeout``: seconds, or None for none)."""
+        if not self._deadlines:
+            self._wake.set()  # the thread may be between two idle looks: look at the usual pace
+        if timeout is None:
+            self._deadlines[task_id] = (math.inf, math.inf)
+        else:
             self._deadlines[task_id] = (time.monotonic() + timeout, timeout)
 
     def untrack(self, task_id: str) -> None:
@@ -118,14 +133,12 @@ class LoopWatchdog:
 
     # --- the loop's side -------------------------------------------------------------------------
 
-    def _tick(self) -> None:
-        self._last_tick = time.monotonic()
+    def _pong(self, ping: int) -> None:
+        self._answered = ping
         self._interrupting = None
-        assert self._loop is not None
-        self._timer = self._loop.call_later(_TICK, self._tick)
 
     def _on_signal(self, signum: int, frame: object) -> None:
-        blocked = time.monotonic() - self._last_tick
+        blocked = time.monotonic() - self._sent_at
         if self._interrupting is None:
             return  # not ours to act on
         raise LoopBlockedError(
@@ -150,11 +163,29 @@ class LoopWatchdog:
             if not self._sidecar.publish(topic, payload, msg_id=msg_id, key=key):
                 log.warning("could not publish a report for the blocked loop (%s)", msg_id)
 
+    def _blocked(self, now: float) -> float:
+        """Seconds the loop has been blocked (0 when it answered the last ping: then ping again)."""
+        if self._answered != self._sent:
+            return now - self._sent_at
+        assert self._loop is not None
+        self._sent += 1
+        self._sent_at = now
+        try:
+            self._loop.call_soon_threadsafe(self._pong, self._sent)
+        except RuntimeError:  # the loop was closed: the worker is ending
+            self._stopping = True
+        return 0.0
+
     def _watching(self) -> None:
         warned = False
-        while not self._stop.wait(_CHECK):
+        idle_check = min(_IDLE_CHECK, self.warn_after / 2)
+        while True:
+            self._wake.wait(_CHECK if self._deadlines else idle_check)
+            self._wake.clear()
+            if self._stopping:
+                return
             now = time.monotonic()
-            blocked = now - self._last_tick
+            blocked = self._blocked(now)
             if blocked >= _VOUCH_AFTER and self._sidecar is not None:
                 self._speak_for_the_loop()
             if blocked < self.warn_after:
@@ -164,7 +195,7 @@ class LoopWatchdog:
                 warned = True
                 self.stalls += 1
                 log.warning("the event loop has been blocked for %.1f s%s", blocked, self._where())
-            overdue = [t for deadline, t in self._deadlines.values() if deadline <= now]
+            overdue = [t for deadline, t in tuple(self._deadlines.values()) if deadline <= now]
             if overdue and self._interrupting is None:
                 self._interrupting = min(overdue)
                 self._interrupted_at = now

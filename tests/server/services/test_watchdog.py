@@ -11,6 +11,7 @@ import time
 import pytest
 
 from llamactl.server.services.watchdog import EXIT_STALLED, LoopBlockedError, LoopWatchdog
+from tests.loop_wakeups import LoopWakeups
 
 
 def block_for(seconds: float) -> None:
@@ -88,3 +89,19 @@ async def test_a_loop_that_keeps_turning_is_left_alone() -> None:
     finally:
         watchdog.stop()
     assert exits == [] and watchdog.stalls == 0
+
+
+async def test_an_idle_loop_is_woken_only_by_the_watchdogs_looks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker with nothing to run should cost nothing: its loop used to tick ten times a second
+    for the watchdog; now it wakes only when the thread looks (at most twice a second, idle)."""
+    wakeups = LoopWakeups(monkeypatch)
+    watchdog = LoopWatchdog(exit_after=60)
+    watchdog.start()
+    try:
+        await asyncio.sleep(0.1)  # started
+        wakeups.reset()
+        await asyncio.sleep(2.0)
+    finally:
+        watchdog.stop()
+    print(f"the idle loop woke {wakeups.count} times in 2 s")
+    assert wakeups.count <= 8  # ~4 looks and the sleep's end (it was 20: a tick every 0.1 s)
