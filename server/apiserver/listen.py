@@ -93,9 +93,30 @@ def _way_out(error_number: int | None, port: int) -> str:
 
 
 class _Server(uvicorn.Server):
+    """uvicorn's server with two changes: the caller owns the signals, and the main loop sleeps.
+    uvicorn's looks at ``should_exit`` ten times a second, waking an idle server for nothing;
+    this one waits for :meth:`exit`, waking once a second to renew the Date header."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._exit = asyncio.Event()
+
+    def exit(self) -> None:
+        """Stop serving: stop accepting, let open requests finish, return from ``serve``."""
+        self.should_exit = True
+        self._exit.set()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield  # the caller owns the signals
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 10) % 864000  # a turn is ten of uvicorn's ticks: the Date is renewed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._exit.wait()
 
 
 class UvicornServer:
@@ -145,7 +166,7 @@ class UvicornServer:
             for sock in self._sockets:
                 sock.close()
             return
-        self._server.should_exit = True
+        self._server.exit()
         with contextlib.suppress(Exception):
             await self._task
         self._task = None
