@@ -84,7 +84,12 @@ def load_runnable(spec: WorkerSpec) -> Runnable:
 
 
 async def run_worker(spec: WorkerSpec, *, connect: Connect | None = None) -> int:
-    """Run a worker for ``spec`` until it is told to stop; return the process exit code."""
+    """Run a worker for ``spec`` until it is told to stop; return the process exit code.
+
+    The service's code is imported before the queue is reached: an import blocks the event loop
+    for as long as it takes (seconds for a heavy library), and a line to the broker opened before
+    it would be refused for its silence (no hello, no heartbeat) before the import ends.
+    """
     os.environ.update(spec.env)
     log.info(
         "worker %s of %s/%s generation %d pid %d: loading %s from %s",
@@ -96,20 +101,7 @@ async def run_worker(spec: WorkerSpec, *, connect: Connect | None = None) -> int
         spec.import_path,
         spec.source_dir,
     )
-    try:
-        queue = (connect or connect_queue)(spec.mq)
-        await queue.start()
-    except Exception as exc:
-        log.error("cannot reach the message queue: %s", error_line(exc))
-        return EXIT_MQ_FAILED
-    try:
-        return await _serve(spec, queue)
-    finally:
-        with contextlib.suppress(Exception):
-            await queue.close()
-
-
-async def _serve(spec: WorkerSpec, queue: MessageQueue) -> int:
+    load_failure: WorkflowLoadError | None = None
     try:
         runnable = load_runnable(spec)
         # Everything imported so far lives as long as the process: keep the collector from
@@ -118,17 +110,37 @@ async def _serve(spec: WorkerSpec, queue: MessageQueue) -> int:
         gc.set_threshold(10_000, 20, 20)  # fewer young collections under load
     except WorkflowLoadError as exc:
         log.error("%s", exc)
-        reporter = Reporter(spec, queue)
-        failed = reporter.message(
-            WorkerMessageKind.REPLICA_FAILED,
-            error=str(exc),
-            traceback=traceback_summary(exc.__cause__) if exc.__cause__ else None,
-        )
-        try:
-            await reporter.publish(failed)
-        except Exception as pub_exc:
-            log.error("could not report the failure: %s", error_line(pub_exc))
-        return EXIT_LOAD_FAILED
+        load_failure = exc
+    try:
+        queue = (connect or connect_queue)(spec.mq)
+        await queue.start()
+    except Exception as exc:
+        log.error("cannot reach the message queue: %s", error_line(exc))
+        return EXIT_MQ_FAILED
+    try:
+        if load_failure is not None:
+            await _report_load_failure(spec, queue, load_failure)
+            return EXIT_LOAD_FAILED
+        return await _serve(spec, queue, runnable)
+    finally:
+        with contextlib.suppress(Exception):
+            await queue.close()
+
+
+async def _report_load_failure(spec: WorkerSpec, queue: MessageQueue, exc: WorkflowLoadError) -> None:
+    reporter = Reporter(spec, queue)
+    failed = reporter.message(
+        WorkerMessageKind.REPLICA_FAILED,
+        error=str(exc),
+        traceback=traceback_summary(exc.__cause__) if exc.__cause__ else None,
+    )
+    try:
+        await reporter.publish(failed)
+    except Exception as pub_exc:
+        log.error("could not report the failure: %s", error_line(pub_exc))
+
+
+async def _serve(spec: WorkerSpec, queue: MessageQueue, runnable: Runnable) -> int:
     # Blocked well past its lease, a worker's tasks have gone to others: it is of no use any more.
     watchdog = LoopWatchdog(exit_after=spec.lease + 5.0, sidecar=queue.sidecar())
     worker = Worker(spec, queue, runnable, watchdog=watchdog)

@@ -79,12 +79,13 @@ class UnixLink:
     def _on_messages(self, batch: list[Frames]) -> None:
         if batch[0] and batch[0][0] == REFUSED:
             self.refused = batch[0][1].decode(errors="replace") if len(batch[0]) > 1 else "refused"
-            log.error(
-                "the message broker at %s refused this client: %s (is this worker's spec from another "
-                "server? restart it from the server that serves its deployment)",
-                self.path,
-                self.refused,
+            hint = (
+                " (is this worker's spec from another server? restart it from the server that serves "
+                "its deployment)"
+                if "secret" in self.refused
+                else ""
             )
+            log.error("the message broker at %s refused this client: %s%s", self.path, self.refused, hint)
             self.close()
             self._on_refused(self.refused)
             return

@@ -16,7 +16,7 @@ import pytest
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.mq.factory import connect_queue
-from llamactl.server.mq.zeromq import ZeroMQBroker
+from llamactl.server.mq.zeromq import ZeroMQBroker, unix_listener
 from llamactl.server.protocol import TaskMessage, WorkerMessage, WorkerMessageKind
 from llamactl.server.services.process import EXIT_LOAD_FAILED
 from llamactl.server.services.spec import WORKER_SPEC_ENV, WorkerSpec
@@ -185,6 +185,28 @@ async def test_bad_import_path_reports_replica_failed_and_exits_3(spawn: Any, co
     assert "counter" in failed.error
     assert await exit_code(proc) == EXIT_LOAD_FAILED
     assert "replica.up" not in control.kinds()
+
+
+async def test_a_slow_import_does_not_cost_the_worker_its_line_to_the_broker(
+    spawn: Any,
+    queue: MessageQueue,
+    control: ControlReader,
+    write_module: WriteModule,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Heavy libraries take seconds to import; the broker refuses a line that stays silent for
+    # HELLO_WITHIN. The worker used to connect first and then import: refused, it crashed and
+    # was restarted into the same fate, and the service never came up.
+    monkeypatch.setattr(unix_listener, "HELLO_WITHIN", 0.3)
+    write_module(
+        "heavy.py", "import time\ntime.sleep(1.0)\n\n\nasync def echo(x: str) -> str:\n    return x\n"
+    )
+    proc = spawn("heavy:echo")
+    await control.wait_for(lambda: "replica.up" in control.kinds())
+    await submit(queue, "t1", input={"x": "hi"})
+    await control.wait_for(lambda: "task.completed" in control.kinds("t1"))
+    assert control.messages[-1].result == "hi"
+    assert proc.poll() is None
 
 
 @pytest.fixture
