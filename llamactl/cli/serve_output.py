@@ -45,6 +45,8 @@ _REPLICA_EXITED = re.compile(
     r"restarting in (?P<delay>\S+ s)$"
 )
 _RELOADING = re.compile(r"^(?P<key>\S+/\S+): source changed, reloading$")
+_RELOAD_AGAIN = re.compile(r"^(?P<key>\S+/\S+): source changed again: (?P<rest>.+)$")
+_NOT_RELOADED = re.compile(r"^(?P<key>\S+/\S+): not reloaded: (?P<why>.+)$")
 _RELOADED = re.compile(
     r"^(?P<dep>[^\s:]+): reloaded (?P<svc>\S+) \(generation (?P<gen>\d+)\) in (?P<took>.+)$"
 )
@@ -152,6 +154,10 @@ class ServeOutput:
             self._row(match["key"], styled("remote", "cyan"), f"{match['rest']} ({match['name']})")
         elif match := _RELOADING.match(text):
             self._row(match["key"], styled("reloading", "cyan"), "source changed")
+        elif match := _RELOAD_AGAIN.match(text):
+            self._row(match["key"], styled("changed", "cyan"), f"again while reloading: {match['rest']}")
+        elif match := _NOT_RELOADED.match(text):
+            self._row(match["key"], _FAILED_VERB, f"not reloaded: {match['why']}", important=True)
         elif match := _RELOADED.match(text):
             detail = f"generation {match['gen']} in {match['took']}"
             self._row(f"{match['dep']}/{match['svc']}", styled("reloaded", "green", glyph="✓"), detail)

@@ -4,6 +4,10 @@ One ``watchfiles.awatch`` per deployment watches the deployment file and the fol
 service imports from. A burst of saves arrives as one batch (watchfiles waits for 50 ms of quiet,
 1.6 s at most). Each batch reloads only the services whose folder holds a changed file: a new
 generation of workers starts, and takes over once it is ready (see ``Deployment.reload_service``).
+Services reload side by side, and the watch goes on meanwhile: services that share a module do
+not wait for each other's imports, and a service whose new code hangs for the whole ready
+timeout holds up nobody else. A service edited again while it reloads is reloaded once more
+when that reload ends, with the files as they are then.
 An edit of the deployment file itself reconfigures the deployment; an invalid file is reported
 and the running deployment stays as it was.
 
@@ -21,7 +25,7 @@ from pathlib import Path
 
 import watchfiles
 
-from llamactl.server.aio import wait_set
+from llamactl.server.aio import cancel_and_wait, wait_set
 from llamactl.server.config import SourceType, load_deployment_file
 from llamactl.server.deployment.replicas import ReloadOutcome
 from llamactl.server.deployment.runtime import Deployment
@@ -72,6 +76,9 @@ class DeploymentWatcher:
         self._force_polling = force_polling
         self.ready = asyncio.Event()
         """Set once the watch is in place (edits from then on are seen)."""
+        self._reloading: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        """Services edited again while they reload: they reload once more afterwards."""
 
     def _folders(self) -> dict[str, Path]:
         """Each local service's import folder, as things stand (one that is gone is left out)."""
@@ -107,19 +114,24 @@ class DeploymentWatcher:
         deployment file is applied again once it is back; any other failure is reported and the
         watch starts again."""
         delay, said = _RETRY_AFTER, ""
-        while not stop.is_set():
-            try:
-                if not self._file.parent.is_dir():
-                    await self._wait_for_folder(stop)
-                    continue
-                await self._watch(stop)
-                delay, said = _RETRY_AFTER, ""
-            except Exception as exc:
-                if str(exc) != said:  # a failure that lasts (a watch limit reached) is said once
-                    said = str(exc)
-                    self._say(f"{self.deployment.name}: watching its files failed ({exc}): trying again")
-                await wait_set(stop, delay)
-                delay = min(_RETRY_MAX, delay * 2)
+        try:
+            while not stop.is_set():
+                try:
+                    if not self._file.parent.is_dir():
+                        await self._wait_for_folder(stop)
+                        continue
+                    await self._watch(stop)
+                    delay, said = _RETRY_AFTER, ""
+                except Exception as exc:
+                    if str(exc) != said:  # a failure that lasts (a watch limit reached) is said once
+                        said = str(exc)
+                        self._say(f"{self.deployment.name}: watching its files failed ({exc}): trying again")
+                    await wait_set(stop, delay)
+                    delay = min(_RETRY_MAX, delay * 2)
+        finally:
+            # The deployment is stopping: a reload still waiting for its new workers is moot.
+            for task in list(self._reloading.values()):
+                await cancel_and_wait(task)
 
     async def _wait_for_folder(self, stop: asyncio.Event) -> None:
         folder = self._file.parent
@@ -134,7 +146,7 @@ class DeploymentWatcher:
         self._say(f"{self.deployment.name}: {folder} is back")
         await self._reconfigure()
         for service_id in self._folders():  # its code may differ too (a branch switch)
-            await self._reload(service_id)
+            self._request_reload(service_id)
 
     async def _watch(self, stop: asyncio.Event) -> None:
         """One watch of the folders as they are now, until the deployment file changes."""
@@ -159,12 +171,39 @@ class DeploymentWatcher:
                 await self._reconfigure()
                 break  # the folders to watch may have changed: watch again
             for service_id in services:
-                await self._reload(service_id)
+                self._request_reload(service_id)
+
+    def _request_reload(self, service_id: str) -> None:
+        """Reload a service in the background; once more after its running reload, if it has one."""
+        if service_id in self._reloading:
+            if service_id not in self._again:
+                self._again.add(service_id)
+                self._say(
+                    f"{self.deployment.name}/{service_id}: source changed again: reloading once more "
+                    "when the running reload ends"
+                )
+            return
+        self._reloading[service_id] = asyncio.create_task(
+            self._reload(service_id), name=f"reload:{self.deployment.name}/{service_id}"
+        )
 
     async def _reload(self, service_id: str) -> None:
-        self._say(f"{self.deployment.name}/{service_id}: source changed, reloading")
-        outcome = await self.deployment.reload_service(service_id)
-        self._report(outcome)
+        try:
+            while True:
+                self._again.discard(service_id)
+                self._say(f"{self.deployment.name}/{service_id}: source changed, reloading")
+                try:
+                    outcome = await self.deployment.reload_service(service_id)
+                except Exception as exc:  # LlamactlError: removed from the file meanwhile, say
+                    if not isinstance(exc, LlamactlError):
+                        log.exception("reloading %s/%s failed", self.deployment.name, service_id)
+                    self._say(f"{self.deployment.name}/{service_id}: not reloaded: {exc}")
+                else:
+                    self._report(outcome)
+                if service_id not in self._again:
+                    return
+        finally:
+            del self._reloading[service_id]
 
     async def _reconfigure(self) -> None:
         self._say(f"{self.deployment.name}: {self._file.name} changed, applying it")

@@ -50,6 +50,20 @@ class Watched:
         """The next stderr line that matches (earlier lines are kept in ``server.stderr.lines``)."""
         return await asyncio.to_thread(self.server.stderr.wait_for, predicate, timeout)
 
+    async def lines(self, *predicates: Callable[[str], bool], timeout: float = DEADLINE) -> list[str]:
+        """A line for each predicate, in whatever order they come (services reload side by side)."""
+        found: dict[int, str] = {}
+
+        def each(line: str) -> bool:
+            for i, predicate in enumerate(predicates):
+                if i not in found and predicate(line):
+                    found[i] = line
+                    break
+            return len(found) == len(predicates)
+
+        await self.line(each, timeout)
+        return [found[i] for i in range(len(predicates))]
+
 
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Watched]:
@@ -120,8 +134,10 @@ async def test_an_edit_is_answered_by_the_new_code(watched: Watched, app: AsyncD
     watched.edit("a/svc.py", service_code("a2"))
     await answers(app, "a2")
     new = before.generation + 1
-    await watched.line(lambda line: says(line, f"{NAME}/a", "reloaded", f"generation {new} in "))
-    await watched.line(lambda line: says(line, f"{NAME}/ticks", "reloaded", f"generation {new} in "))
+    await watched.lines(
+        lambda line: says(line, f"{NAME}/a", "reloaded", f"generation {new} in "),
+        lambda line: says(line, f"{NAME}/ticks", "reloaded", f"generation {new} in "),
+    )
     after = (await statuses(app))["a"]
     assert after.generation == new
     assert after.last_reload_at is not None and after.last_reload_error is None
@@ -136,11 +152,12 @@ async def test_a_syntax_error_keeps_the_old_code_serving_and_is_reported(
     good = service_code("never")
     bad_line = good.count("\n") + 2
     watched.edit("a/svc.py", good + "\ndef broken(:\n    pass\n")
-    failed = await watched.line(lambda line: says(line, f"{NAME}/a", "failed", "generation"))
+    failed, _ = await watched.lines(
+        lambda line: says(line, f"{NAME}/a", "failed", "generation"),
+        lambda line: says(line, f"{NAME}/ticks", "failed", "generation"),
+    )
     assert "still serving the previous generation" in failed, failed
-    detail = await watched.line(lambda line: "svc.py" in line)
-    assert f"line {bad_line}" in detail, detail
-    await watched.line(lambda line: says(line, f"{NAME}/ticks", "failed", "generation"))
+    assert f"svc.py line {bad_line}" in failed, failed
 
     assert await app.tasks.run(service="a") == old
     now = (await statuses(app))["a"]

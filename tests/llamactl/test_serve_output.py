@@ -192,6 +192,17 @@ def test_engine_sentences_become_aligned_rows() -> None:
     assert len({verb_column(row) for row in rows[1:6]}) == 1
 
 
+def test_a_reload_asked_for_again_and_one_that_cannot_run_are_rows_too() -> None:
+    rows = formatted(
+        "demo/echo: source changed again: reloading once more when the running reload ends",
+        "demo/echo: not reloaded: no service 'echo' in deployment 'demo'",
+    )
+    assert rows[0].split()[:3] == ["demo/echo", "changed", "again"]
+    assert rows[0].endswith("reloading once more when the running reload ends")
+    assert rows[1].split()[:4] == ["demo/echo", "failed", "not", "reloaded:"]
+    assert verb_column(rows[0]) == verb_column(rows[1])
+
+
 def test_quiet_keeps_failed_reloads_only() -> None:
     rows = formatted(
         "demo/echo (Echo) is up: 1/1 replica(s) ready",

@@ -221,6 +221,53 @@ async def test_a_long_task_on_an_old_generation_does_not_hold_up_other_reloads(r
     await cp.cancel_task(long.task_id)
 
 
+def gated_code(answer: str, root: Path, marker: str, wait_for: tuple[str, ...]) -> str:
+    """Code whose import says it began (``marker``) and waits until every file of ``wait_for``
+    exists under ``root`` (20 s at most, then the import fails)."""
+    return textwrap.dedent(
+        f"""\
+        import time
+        from pathlib import Path
+
+        _root = Path({str(root)!r})
+        (_root / {marker!r}).touch()
+        _deadline = time.monotonic() + 20
+        while not all((_root / name).exists() for name in {wait_for!r}):
+            if time.monotonic() > _deadline:
+                raise RuntimeError("waited 20 s at import for {wait_for!r}")
+            time.sleep(0.02)
+
+
+        async def handle(message: str = "") -> str:
+            return "{answer}"
+        """
+    )
+
+
+async def test_services_edited_together_reload_side_by_side(running: Running) -> None:
+    """Each service's new code waits at import until the other's has begun to load: one reload
+    after the other, the first waited in vain and failed (services sharing a module took the sum
+    of their imports, and one whose new code hung held up every other for a minute)."""
+    both = ("began-a", "began-b")
+    running.edit("a/svc.py", gated_code("a2", running.root, "began-a", both))
+    running.edit("b/svc.py", gated_code("b2", running.root, "began-b", both))
+    outcomes = {(o.service_id, o.ok) for o in [await running.next_reload(), await running.next_reload()]}
+    assert outcomes == {("a", True), ("b", True)}
+    assert (await running.answer("a"), await running.answer("b")) == ("a2", "b2")
+
+
+async def test_a_service_edited_while_it_reloads_reloads_again_with_the_latest_code(running: Running) -> None:
+    running.edit("a/svc.py", gated_code("a2", running.root, "began-a2", ("go",)))
+    await asyncio.wait_for(_file_appears(running.root / "began-a2"), 30)  # the reload is under way
+    running.edit("a/svc.py", service_code("a3"))
+    await asyncio.wait_for(_line_containing(running, "a: source changed again"), 30)
+    (running.root / "go").touch()
+    first, second = await running.next_reload(), await running.next_reload()
+    assert (first.generation, first.ok, second.generation, second.ok) == (2, True, 3, True)
+    assert await running.answer("a") == "a3"
+    assert sum("a: source changed, reloading" in line for line in running.lines) == 2
+
+
 @pytest.mark.parametrize(
     ("path", "ignored"),
     [
@@ -269,3 +316,9 @@ async def _line_containing(running: Running, text: str) -> None:
     while not any(text in line for line in running.lines):
         running.new_line.clear()
         await running.new_line.wait()
+
+
+async def _file_appears(path: Path) -> None:
+    while not path.exists():
+        await asyncio.sleep(0.02)
+
