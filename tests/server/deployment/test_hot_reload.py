@@ -16,6 +16,7 @@ from llamactl.server.deployment import Deployment
 from llamactl.server.deployment.replicas import ReloadOutcome
 from llamactl.server.deployment.watcher import DeploymentWatcher, is_ignored
 from llamactl.server.types import ReplicaState, TaskDefinition, TaskStatus
+from tests.e2e.waiting import wait_until
 
 DEPLOYMENT = """\
 name: hot
@@ -258,7 +259,7 @@ async def test_services_edited_together_reload_side_by_side(running: Running) ->
 
 async def test_a_service_edited_while_it_reloads_reloads_again_with_the_latest_code(running: Running) -> None:
     running.edit("a/svc.py", gated_code("a2", running.root, "began-a2", ("go",)))
-    await asyncio.wait_for(_file_appears(running.root / "began-a2"), 30)  # the reload is under way
+    await wait_until((running.root / "began-a2").exists, 30)  # the reload is under way
     running.edit("a/svc.py", service_code("a3"))
     await asyncio.wait_for(_line_containing(running, "a: source changed again"), 30)
     (running.root / "go").touch()
@@ -316,9 +317,3 @@ async def _line_containing(running: Running, text: str) -> None:
     while not any(text in line for line in running.lines):
         running.new_line.clear()
         await running.new_line.wait()
-
-
-async def _file_appears(path: Path) -> None:
-    while not path.exists():
-        await asyncio.sleep(0.02)
-
