@@ -7,6 +7,7 @@ import typer
 from llamactl import __version__
 from llamactl.cli import deployments, init, run, serve, sessions, tasks, tui, validate, worker
 from llamactl.cli.common import Settings
+from llamactl.cli.misplaced import RootGroup
 
 __all__ = ["app", "main"]
 
@@ -14,6 +15,7 @@ __all__ = ["app", "main"]
 # `--help`, which completion and scripts run often.
 app = typer.Typer(
     name="llamactl",
+    cls=RootGroup,
     help="Serve, run and watch multi-agent workflow deployments.",
     no_args_is_help=True,
     add_completion=False,

@@ -64,6 +64,33 @@ def test_the_server_can_come_from_the_environment(closed_port: int) -> None:
     assert f"127.0.0.1:{closed_port}" in err
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["run", "--port", "4611", "hi"],
+            "`llamactl --server 127.0.0.1:PORT run ...`, or set LLAMACTL_SERVER",
+        ),
+        (
+            ["tasks", "list", "--server", "x"],
+            "`llamactl --server URL tasks list ...`, or set LLAMACTL_SERVER",
+        ),
+        (["run", "--token", "t"], "The token goes before the command: `llamactl --token TOKEN run ...`"),
+    ],
+)
+def test_a_server_option_after_the_command_says_where_it_goes(args: list[str], says: str) -> None:
+    code, _, err = invoke(*args)
+    assert code == 2
+    option = next(arg for arg in args if arg.startswith("--"))
+    assert f"No such option: {option}." in err and says in err, err
+    assert "Possible options" not in err  # "--service" for "--server" would only mislead
+
+
+def test_other_unknown_options_are_refused_as_before() -> None:
+    code, _, err = invoke("run", "--prot", "1")
+    assert code == 2 and "No such option: --prot" in err and "goes before" not in err
+
+
 def test_input_is_json_then_message_then_args() -> None:
     got = build_input(
         "hi", [("n", "3"), ("s", "abc"), ("o", '{"x": [1]}'), ("q", '"7"')], '{"n": 1, "keep": true}'
