@@ -122,7 +122,7 @@ class HotReloader:
         self._deployment.config = config
         cp.orchestrator.set_services(list(config.services), config.default_service_id)
         cp.reconfigure(control_plane_settings(config))
-        outcomes: list[ReloadOutcome] = []
+        changed: list[str] = []
         for service_id in [s for s in old.services if s not in config.services]:
             await self._replicas.stop_service(service_id, grace=self._deployment.stop_grace)
             cp.registry.remove_service(service_id)
@@ -134,8 +134,9 @@ class HotReloader:
                 await cp.service_added_again(service_id)
                 await self._replicas.start(service, generation=1)
             elif service != old.services[service_id] or new_env[service_id] != _env_or_none(old, service_id):
-                outcomes.append(await self.reload_service(service_id))
-        return outcomes
+                changed.append(service_id)
+        # Side by side: one service's imports (or its hang, until the ready timeout) wait for no other's.
+        return list(await asyncio.gather(*(self.reload_service(service_id) for service_id in changed)))
 
 
 def _env_or_none(config: DeploymentConfig, service_id: str) -> dict[str, str] | None:

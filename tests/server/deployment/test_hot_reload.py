@@ -222,21 +222,24 @@ async def test_a_long_task_on_an_old_generation_does_not_hold_up_other_reloads(r
     await cp.cancel_task(long.task_id)
 
 
-def gated_code(answer: str, root: Path, marker: str, wait_for: tuple[str, ...]) -> str:
+def gated_code(answer: str, root: Path, marker: str, wait_for: tuple[str, ...], *, when_env: str = "") -> str:
     """Code whose import says it began (``marker``) and waits until every file of ``wait_for``
-    exists under ``root`` (20 s at most, then the import fails)."""
+    exists under ``root`` (20 s at most, then the import fails); with ``when_env``, only in a
+    worker whose environment sets that variable."""
     return textwrap.dedent(
         f"""\
+        import os
         import time
         from pathlib import Path
 
         _root = Path({str(root)!r})
-        (_root / {marker!r}).touch()
         _deadline = time.monotonic() + 20
-        while not all((_root / name).exists() for name in {wait_for!r}):
-            if time.monotonic() > _deadline:
-                raise RuntimeError("waited 20 s at import for {wait_for!r}")
-            time.sleep(0.02)
+        if not {when_env!r} or os.environ.get({when_env!r}):
+            (_root / {marker!r}).touch()
+            while not all((_root / name).exists() for name in {wait_for!r}):
+                if time.monotonic() > _deadline:
+                    raise RuntimeError("waited 20 s at import for {wait_for!r}")
+                time.sleep(0.02)
 
 
         async def handle(message: str = "") -> str:
@@ -254,6 +257,24 @@ async def test_services_edited_together_reload_side_by_side(running: Running) ->
     running.edit("b/svc.py", gated_code("b2", running.root, "began-b", both))
     outcomes = {(o.service_id, o.ok) for o in [await running.next_reload(), await running.next_reload()]}
     assert outcomes == {("a", True), ("b", True)}
+    assert (await running.answer("a"), await running.answer("b")) == ("a2", "b2")
+
+
+async def test_a_deployment_file_edit_reloads_its_services_side_by_side(running: Running) -> None:
+    both = ("began-a", "began-b")
+    for name in ("a", "b"):  # the gate closes only once the file gives them GATE
+        running.edit(
+            f"{name}/svc.py", gated_code(f"{name}2", running.root, f"began-{name}", both, when_env="GATE")
+        )
+    assert {(o.service_id, o.ok) for o in [await running.next_reload(), await running.next_reload()]} == {
+        ("a", True),
+        ("b", True),
+    }
+    running.edit(
+        "deployment.yml", DEPLOYMENT.replace("path: svc:handle", 'path: svc:handle\n    env: {GATE: "1"}')
+    )
+    outcomes = [await running.next_reload(), await running.next_reload()]
+    assert [(o.service_id, o.generation, o.ok) for o in outcomes] == [("a", 3, True), ("b", 3, True)]
     assert (await running.answer("a"), await running.answer("b")) == ("a2", "b2")
 
 
