@@ -42,6 +42,7 @@ async def render_metrics(manager: DeploymentManager, started_at: float) -> str:
         for key in (
             "late_results",
             "late_events",
+            "superseded_events",
             "malformed_reports",
             "retried_reports",
             "reordered_reports",

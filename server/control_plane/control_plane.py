@@ -192,6 +192,7 @@ class ControlPlane:
             "loops": {name: h.as_dict() for name, h in self.loops.health.items()},
             "late_results": counters.late_results,
             "late_events": counters.late_events,
+            "superseded_events": counters.superseded_events,
             "malformed_reports": counters.malformed,
             "retried_reports": counters.retried,
             "reordered_reports": self.inbox.order.waited,

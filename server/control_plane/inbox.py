@@ -90,6 +90,9 @@ class InboxCounters:
         """Final reports for a task that another attempt had finished already."""
         self.late_events = 0
         """Events for a task that had finished already."""
+        self.superseded_events = 0
+        """Events of an attempt after a newer attempt of its task had started (a worker that
+        was taken for dead and ran on: its task had gone out again)."""
         self.malformed = 0
         self.retried = 0
         """Reports that failed to apply at first and were applied later."""
@@ -219,10 +222,15 @@ class Inbox:
         task_id = _task_id(msg)
         if msg.event is None or msg.event_index is None:
             raise ValueError("a task.event report needs event and event_index")
-        await self.order.wait_before(delivery, task_id, msg.attempt, msg.event_index)
+        if not self._superseded(await self._records.get_task(task_id), msg):
+            await self.order.wait_before(delivery, task_id, msg.attempt, msg.event_index)
         task = await self._records.get_task(task_id)
         if task.status.is_final:
             self.counters.late_events += 1
+            return
+        if self._superseded(task, msg):
+            self.counters.superseded_events += 1
+            self.order.stored(task_id, msg.attempt, msg.event_index)  # its successors need not wait
             return
         await self._records.store.append(
             self._records.events_stream(task_id),
@@ -236,7 +244,8 @@ class Inbox:
         task_id = _task_id(msg)
         # ``event_index``: how many events the worker sent before this report (None: an older
         # worker that sent it only with trailing events: then nothing to wait for is known).
-        await self.order.wait_before(delivery, task_id, msg.attempt, msg.event_index or 0)
+        if not self._superseded(await self._records.get_task(task_id), msg):
+            await self.order.wait_before(delivery, task_id, msg.attempt, msg.event_index or 0)
         current = await self._records.get_task(task_id)
         if current.status.is_final:
             self.order.forget(task_id)
@@ -269,9 +278,12 @@ class Inbox:
             saved = self._records.context_write(current.session_id, msg.context)
 
         def writes(task: StoredTask) -> list[Write]:
+            superseded = self._superseded(task, msg)  # its result wins, its trailing events do not
             out = self._attempt_markers(task, msg)
             if saved is not None:
                 out.append(saved)
+            if superseded:
+                return out
             first = msg.event_index or 0
             stream = self._records.events_stream(task_id)
             for offset, event in enumerate(msg.events):
@@ -291,11 +303,24 @@ class Inbox:
         released = stored is not None and stored[1]
         task, changed = stored or await self._records.transition(task_id, finish, writes)
         self.order.forget(task_id)
+        if changed and self._superseded(task, msg):
+            self.counters.superseded_events += len(msg.events)
         if saved is not None:
             self._records.remember_context(task.session_id, msg.context, len(saved.value))
         if changed:
             self._on_changed(task)
         await self._on_finished(task, released=released)
+
+    @staticmethod
+    def _superseded(task: StoredTask, msg: WorkerMessage) -> bool:
+        """True when a newer attempt of the task has started than the one ``msg`` reports on.
+
+        A worker taken for dead (stopped, say, past the broker's heartbeat wait) may run on once
+        its task has gone out again: the log then holds each attempt's events from its marker
+        on, not the two interleaved. Its result is still taken if it comes first (the broker
+        settles the task's message with whichever result comes first; the other is dropped).
+        """
+        return msg.attempt < task.attempts
 
     def _attempt_markers(self, task: StoredTask, msg: WorkerMessage) -> list[Write]:
         """Log markers for the attempts this report reveals, and the record's attempt count."""

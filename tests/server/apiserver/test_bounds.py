@@ -123,3 +123,4 @@ async def test_the_state_snapshot_counts_per_service_and_shows_health(client: ht
     metrics = (await client.get("/metrics")).text
     assert 'llamactl_tasks{deployment="faults",service="work",status="completed"}' in metrics
     assert 'llamactl_late_results_total{deployment="faults"} 0' in metrics
+    assert 'llamactl_superseded_events_total{deployment="faults"} 0' in metrics

@@ -8,7 +8,7 @@ import json
 
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
-from llamactl.server.protocol import WorkerMessage, event_msg_id, final_msg_id
+from llamactl.server.protocol import WorkerMessage, WorkerMessageKind, event_msg_id, final_msg_id
 from llamactl.server.types import TaskDefinition, TaskStatus
 
 from .conftest import DEPLOYMENT, Deliveries, Harness, completed, progress
@@ -80,4 +80,41 @@ async def test_a_late_event_of_a_finished_task_does_not_wait_for_its_missing_pre
         await asyncio.sleep(0.01)
     assert asyncio.get_running_loop().time() - started < 5  # not the 60 s given to a missing one
     assert plane.inbox.order.gave_up == 0
+    await deliveries.aclose()
+
+
+def _report(task_id: str, kind: WorkerMessageKind, attempt: int, **fields: object) -> WorkerMessage:
+    return WorkerMessage(
+        kind=kind, replica_id="a#1", service_id="a", task_id=task_id, attempt=attempt, **fields
+    )
+
+
+async def test_events_of_an_attempt_that_a_newer_one_replaced_are_dropped(harness: Harness) -> None:
+    """Found with a worker stopped (SIGSTOP) for longer than the broker waits for its heartbeats:
+    its task went out again, and on SIGCONT both attempts ran and streamed into one log, the
+    countdown reading 20, 11, 19, 10, ... after the second attempt's marker."""
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition(input=json.dumps({})))
+    delivery, task = await deliveries.take()
+    tid = task.task_id
+    K = WorkerMessageKind
+    await harness.report(worker, _report(tid, K.TASK_STARTED, 1), f"{tid}:1:started")
+    await harness.report(worker, progress(tid, 0), event_msg_id(tid, 1, 0))
+    await harness.report(worker, _report(tid, K.TASK_STARTED, 2), f"{tid}:2:started")
+    await harness.report(worker, progress(tid, 1), event_msg_id(tid, 1, 1))  # attempt 1 runs on
+    second = {"value": {"n": 0, "attempt": 2}, "type": "Progress", "qualified_name": "m.Progress"}
+    await harness.report(
+        worker, _report(tid, K.TASK_EVENT, 2, event=second, event_index=0), event_msg_id(tid, 2, 0)
+    )
+    stop = {"value": {"result": "one"}, "type": "StopEvent", "qualified_name": "w.StopEvent"}
+    final = _report(tid, K.TASK_COMPLETED, 1, result="one", event_index=2, events=[stop])
+    await harness.report(worker, final, final_msg_id(tid))  # attempt 1 finishes first: its result wins
+    await delivery.ack()
+    done = await plane.wait_for_task(created.task_id, timeout=10)
+    assert done.status is TaskStatus.COMPLETED and done.result == "one"
+    events = [e async for e in plane.task_events(tid)]
+    assert [(e.type, e.attempt) for e in events] == [("Progress", 1), ("TaskAttempt", 2), ("Progress", 2)]
+    assert plane.inbox.counters.superseded_events == 2  # attempt 1's event 1 and its StopEvent
     await deliveries.aclose()
