@@ -127,6 +127,8 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._starting: dict[str, StartedReport] = {}
         """Running tasks by id, with their (maybe unsent) task.started reports."""
+        self._runs: dict[str, tuple[int, asyncio.Task[Any]]] = {}
+        """Running tasks by id: the attempt and the asyncio task that runs it."""
         self._taker: asyncio.Task[None] | None = None
 
     @property
@@ -261,6 +263,7 @@ class Worker:
             await self._reject(delivery, exc)
             return
         attempt = delivery.attempt
+        self._replace_older_run(task.task_id, attempt)
         keeper = LeaseKeeper(self, delivery)
         ids = {"task_id": task.task_id, "session_id": task.session_id, "attempt": attempt}
         started = StartedReport(self, ids, f"{task.task_id}:{attempt}:started")
@@ -305,6 +308,7 @@ class Worker:
                 timeout=timeout,
                 keep_context=task.keep_context,
             )
+            self._forget_run(task.task_id)  # done running: a newer attempt leaves its report be
             await started.settle()
             final = self.message(
                 outcome.kind,
@@ -333,11 +337,39 @@ class Worker:
                 await delivery.nack(delay=1.0)
             return
         finally:
-            self._starting.pop(task.task_id, None)
+            if self._starting.get(task.task_id) is started:
+                del self._starting[task.task_id]
+            self._forget_run(task.task_id)
             if self.watchdog is not None:
                 self.watchdog.untrack(task.task_id)
             await keeper.stop()
             started.discard()
+
+    def _replace_older_run(self, task_id: str, attempt: int) -> None:
+        """Stop this worker's run of an earlier attempt of the task, if one is still going.
+
+        The task came back to this worker because the broker took the worker for dead while it
+        ran (stopped, say, past the heartbeat wait): that run's lease is gone, the control plane
+        logs none of its events any more, and two runs of one task side by side only cost twice.
+        """
+        current = asyncio.current_task()
+        older = self._runs.get(task_id)
+        if older is not None and older[0] < attempt and older[1] is not current:
+            log.warning(
+                "task %s came back to this worker (attempt %d) while its attempt %d still ran here: "
+                "this worker was taken for dead (stopped, or cut off from the broker); stopping "
+                "the older run",
+                task_id,
+                attempt,
+                older[0],
+            )
+            older[1].cancel()
+        if current is not None:
+            self._runs[task_id] = (attempt, current)
+
+    def _forget_run(self, task_id: str) -> None:
+        if self._runs.get(task_id, (0, None))[1] is asyncio.current_task():
+            del self._runs[task_id]
 
     def _check_event_count(self, task_id: str, index: int) -> None:
         """Raises TooManyEvents (into the run, which then fails) for an event past ``max-events``."""

@@ -62,6 +62,7 @@ class FakeQueue(MessageQueue):
         """msg_ids whose next publish fails as if the broker were unreachable."""
         self.held_confirms: dict[str, asyncio.Event] = {}
         """msg_ids whose ``ack_and_publish`` is published at once but confirmed once the event is set."""
+        self.redelivered: list[FakeDelivery] = []
         self._changed = asyncio.Event()
 
     def changed(self) -> None:
@@ -99,13 +100,28 @@ class FakeQueue(MessageQueue):
         self.changed()
         return len(log) - 1
 
+    def redeliver(self, delivery: FakeDelivery) -> None:
+        """Take ``delivery``'s lease away (as from a consumer taken for dead) and hand its message
+        out again, attempt + 1."""
+        delivery.state = "lost"
+        self.redelivered.append(FakeDelivery(self, delivery.message, delivery.attempt + 1))
+        self.changed()
+
     async def consume(
         self, topic: str, *, prefetch: int | Prefetch = 1, lease: float = 30.0
     ) -> AsyncIterator[Delivery]:
         self.consumers.append({"topic": topic, "prefetch": as_prefetch(prefetch).value, "lease": lease})
         taken = 0
         while True:
-            await self.wait_for(lambda: len(self.topics.get(topic, [])) > taken, deadline=3600)
+            await self.wait_for(
+                lambda: bool(self.redelivered) or len(self.topics.get(topic, [])) > taken, deadline=3600
+            )
+            if self.redelivered:
+                delivery = self.redelivered.pop(0)
+                self.deliveries.append(delivery)
+                self.changed()
+                yield delivery
+                continue
             delivery = FakeDelivery(self, self.topics[topic][taken], 1)
             taken += 1
             self.deliveries.append(delivery)

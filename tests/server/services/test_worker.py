@@ -254,6 +254,18 @@ async def test_lease_is_extended_while_the_task_runs(serving: Any) -> None:
     await queue.wait_for(lambda: finished(queue, "t1"))
 
 
+async def test_a_task_handed_out_again_to_the_same_worker_runs_there_once(serving: Any) -> None:
+    """A worker taken for dead while it ran a task (stopped past the broker's heartbeat wait) can
+    get that task again, attempt 2, once it runs on: it ran both attempts side by side."""
+    worker, queue = serving("flows:sleeper")
+    await submit(queue, "t1")
+    await queue.wait_for(lambda: "task.event" in kinds(queue, "t1"))
+    queue.redeliver(queue.deliveries[0])
+    await queue.wait_for(lambda: any(m.attempt == 2 and m.kind is K.TASK_EVENT for m in control(queue)))
+    await queue.wait_for(lambda: worker.in_flight == 1)  # the older run is stopped, not finished
+    assert not finished(queue, "t1")
+
+
 async def test_heartbeats_carry_in_flight(serving: Any) -> None:
     _, queue = serving("gated:wait_gate", heartbeat_interval=0.02)
     await submit(queue, "t1", input={"n": 1})
