@@ -52,7 +52,8 @@ class HotReloader:
                 await self._replicas.stop(service_id, new, grace=1.0)
                 for key in keys:
                     registry.forget_replica(service_id, key)
-                registry.reload_failed(service_id, new, error, time.time(), took)
+                if registry.has_service(service_id):
+                    registry.reload_failed(service_id, new, error, time.time(), took)
                 return ReloadOutcome(service_id, new, ok=False, seconds=took, error=error)
             registry.reloaded(service_info(service, generation=new), time.time(), time.monotonic() - started)
             # The old generation is told to stop at once; finishing its running tasks happens in
@@ -93,6 +94,9 @@ class HotReloader:
         failure: list[str] = []
 
         def settled() -> bool:
+            if not registry.has_service(service_id):  # reloads run side by side with file edits
+                failure.append("the service was removed from the deployment file while it reloaded")
+                return True
             ready, error = registry.generation_state(service_id, generation)
             if error is not None:
                 failure.append(error)

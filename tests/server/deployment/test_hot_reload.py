@@ -278,6 +278,17 @@ async def test_a_deployment_file_edit_reloads_its_services_side_by_side(running:
     assert (await running.answer("a"), await running.answer("b")) == ("a2", "b2")
 
 
+async def test_a_service_removed_from_the_file_while_it_reloads_ends_its_reload(running: Running) -> None:
+    running.edit("b/svc.py", gated_code("b2", running.root, "began-b", ("never",)))
+    await wait_until((running.root / "began-b").exists, 30)  # b's reload waits for its new code
+    running.edit("deployment.yml", DEPLOYMENT[: DEPLOYMENT.index("  b:")])
+    outcome = await running.next_reload()
+    assert (outcome.service_id, outcome.ok) == ("b", False)
+    assert outcome.error is not None and "removed from the deployment file" in outcome.error
+    assert [s.service_id for s in running.deployment.services()] == ["a"]
+    assert await running.answer("a") == "a1"
+
+
 async def test_a_service_edited_while_it_reloads_reloads_again_with_the_latest_code(running: Running) -> None:
     running.edit("a/svc.py", gated_code("a2", running.root, "began-a2", ("go",)))
     await wait_until((running.root / "began-a2").exists, 30)  # the reload is under way
