@@ -222,8 +222,7 @@ class Inbox:
         task_id = _task_id(msg)
         if msg.event is None or msg.event_index is None:
             raise ValueError("a task.event report needs event and event_index")
-        if not self._superseded(await self._records.get_task(task_id), msg):
-            await self.order.wait_before(delivery, task_id, msg.attempt, msg.event_index)
+        await self._wait_before(delivery, task_id, msg, msg.event_index)
         task = await self._records.get_task(task_id)
         if task.status.is_final:
             self.counters.late_events += 1
@@ -244,8 +243,7 @@ class Inbox:
         task_id = _task_id(msg)
         # ``event_index``: how many events the worker sent before this report (None: an older
         # worker that sent it only with trailing events: then nothing to wait for is known).
-        if not self._superseded(await self._records.get_task(task_id), msg):
-            await self.order.wait_before(delivery, task_id, msg.attempt, msg.event_index or 0)
+        await self._wait_before(delivery, task_id, msg, msg.event_index or 0)
         current = await self._records.get_task(task_id)
         if current.status.is_final:
             self.order.forget(task_id)
@@ -310,6 +308,14 @@ class Inbox:
         if changed:
             self._on_changed(task)
         await self._on_finished(task, released=released)
+
+    async def _wait_before(self, delivery: Delivery, task_id: str, msg: WorkerMessage, index: int) -> None:
+        """Wait for the report's predecessors of its attempt, unless a newer attempt replaced it
+        (its reports are dropped: their order does not matter)."""
+        if self.order.in_order(task_id, msg.attempt, index):
+            return
+        if not self._superseded(await self._records.peek_task(task_id), msg):
+            await self.order.wait_before(delivery, task_id, msg.attempt, index)
 
     @staticmethod
     def _superseded(task: StoredTask, msg: WorkerMessage) -> bool:

@@ -57,13 +57,17 @@ class ReportOrder:
         """The task has finished: nothing more to order."""
         self._through.pop(task_id, None)
 
+    def in_order(self, task_id: str, attempt: int, index: int) -> bool:
+        """True when events ``0 .. index - 1`` of ``attempt`` are known stored (nothing to wait for)."""
+        return index <= 0 or self._through.get(task_id, {}).get(attempt, -1) >= index - 1
+
     async def wait_before(self, delivery: Delivery, task_id: str, attempt: int, index: int) -> None:
         """Return once events ``0 .. index - 1`` of ``attempt`` are stored (at once for ``index``
         0). Each was stored only after the one before it, so the last one is enough to look for.
         A predecessor that does not come within ``give_up_after`` seconds is given up on (its
         worker published it before this one, so it exists: only a queue that lost it would); so
         is one of a task that has finished meanwhile (a late report: the caller drops it)."""
-        if index <= 0 or self._through.get(task_id, {}).get(attempt, -1) >= index - 1:
+        if self.in_order(task_id, attempt, index):
             return
         stream = self._records.events_stream(task_id)
         wanted = event_msg_id(task_id, attempt, index - 1)
