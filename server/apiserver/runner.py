@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 
 from llamactl.server.aio import cancel_and_wait
@@ -214,12 +214,17 @@ async def serve(
     # Known before the port opens: a client of a restarted server hears "starting, try again"
     # (503) for each of them until it is up, never "no such deployment" (404).
     manager.expect(config.name for config in configs)
-    try:
-        await http.start()
+
+    async def start_deployments() -> None:
         for config in configs:
             await manager.create(config, on_event=on_event)
             if on_event is not None:
                 on_event(f"deployment '{config.name}' is ready ({len(config.services)} service(s))")
+
+    try:
+        await http.start()
+        if not await _unless_stopped(start_deployments(), stop):
+            return  # stopped while a service was still coming up (its code hung at import, say)
         gc.freeze()  # the app, its imports and the deployments live until the end: skip them in GC
         gc.set_threshold(10_000, 20, 20)  # fewer young collections under load
         if on_ready is not None:
@@ -244,3 +249,20 @@ async def serve(
             if progress is not None:
                 await progress.done()
             await http.stop()
+
+
+async def _unless_stopped(work: Coroutine[object, object, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` until it ends (True; its error is raised) or ``stop`` is set first (False:
+    it is cancelled, and what it started is closed by its own cleanup)."""
+    working = asyncio.create_task(work, name="llamactl-start")
+    stopping = asyncio.create_task(stop.wait(), name="llamactl-stop-wait")
+    try:
+        await asyncio.wait({working, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not working.done():
+            await cancel_and_wait(working)
+    if working.cancelled():
+        return False
+    working.result()
+    return True

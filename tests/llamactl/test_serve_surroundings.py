@@ -111,6 +111,32 @@ def test_serve_started_with_stdin_and_stdout_closed_serves_and_stops(tmp_path: P
         assert stderr.rest()[-1] == "Stopped."
 
 
+def test_ctrl_c_while_a_service_is_still_loading_stops_at_once(tmp_path: Path) -> None:
+    """A service whose import hangs: Ctrl-C waited out the whole two-minute start timeout."""
+    file = write_app(tmp_path, "stuck", {"hangs": "hangs:fn"})
+    marker = tmp_path / "importing"
+    (tmp_path / "src" / "hangs.py").write_text(
+        f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(600)\n\n\n"
+        "async def fn() -> str:\n    return 'never'\n"
+    )
+    argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
+    with reaped(subprocess.Popen(argv, cwd=REPO, stderr=subprocess.PIPE, text=True)) as process:
+        assert process.stderr is not None
+        stderr = Lines(process.stderr)
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline and process.poll() is None, stderr.so_far()
+            time.sleep(0.05)
+        workers = children(process.pid)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+        assert stderr.rest()[-1] == "Stopped."
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if alive(pid)]
+
+
 def failed_start(folder: Path, fault: str, *, state_elsewhere: bool = False) -> str:
     """Serve a deployment in ``folder`` (a real tmpfs) made ``fault`` ("read-only" or "full")
     before the start; assert it exits 1 with no traceback; return its stderr.
