@@ -38,6 +38,7 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNI
 _UP = re.compile(
     r"^(?P<key>\S+/\S+) \((?P<name>.*)\) is up: (?P<ready>\d+)/(?P<want>\d+) replica\(s\) ready$"
 )
+_LOADING = re.compile(r"^(?P<key>\S+/\S+) \((?P<name>.*)\) is still loading: (?P<rest>.+)$")
 _REMOTE = re.compile(r"^(?P<key>\S+/\S+) \((?P<name>.*)\) has no replica here: (?P<rest>.+)$")
 _REPLICA_UP = re.compile(r"^(?P<key>\S+/\S+#\S+) \((?P<name>.*)\) is up: pid (?P<pid>\d+)$")
 _REPLICA_EXITED = re.compile(
@@ -150,6 +151,8 @@ class ServeOutput:
         elif match := _REPLICA_EXITED.match(text):
             why = "its code does not load" if match["load"] else f"exited with code {match['code']}"
             self._row(match["key"], styled("restarting", "yellow"), f"{why}; again in {match['delay']}")
+        elif match := _LOADING.match(text):
+            self._row(match["key"], styled("loading", "yellow"), f"{match['rest']} ({match['name']})")
         elif match := _REMOTE.match(text):
             self._row(match["key"], styled("remote", "cyan"), f"{match['rest']} ({match['name']})")
         elif match := _RELOADING.match(text):

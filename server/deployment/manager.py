@@ -43,6 +43,9 @@ class DeploymentHooks(Protocol):
 
 EventCallback = Callable[[str], None]
 
+SLOW_START_NOTE = 5.0
+"""Seconds after its start at which a service with no ready replica yet is said to be loading."""
+
 
 class _ReportingDeployment(Deployment):
     """A Deployment that reports each service's first ready replica as one human line."""
@@ -51,6 +54,7 @@ class _ReportingDeployment(Deployment):
         super().__init__(config, **kwargs)
         self._on_event = on_event
         self._reported: set[str] = set()
+        self._slow_note: asyncio.TimerHandle | None = None
 
     def notice(self, line: str) -> None:
         if self._on_event is None:
@@ -68,6 +72,29 @@ class _ReportingDeployment(Deployment):
                     f"{self.name}/{service.id} ({service.name}) has no replica here: its tasks wait for "
                     "`llamactl worker` on other hosts"
                 )
+        self._slow_note = asyncio.get_running_loop().call_later(SLOW_START_NOTE, self._say_still_loading)
+
+    def _say_still_loading(self) -> None:
+        """Say which services are not up yet, once: a silent start looks like a hung one."""
+        self._slow_note = None
+        if self._on_event is None or self._control_plane is None:
+            return
+        for status in self._control_plane.registry.statuses():
+            crashed = any(r.state is ReplicaState.CRASHED for r in status.replicas)
+            if status.ready or status.desired_replicas == 0 or crashed or status.service_id in self._reported:
+                continue
+            path = self.config.services[status.service_id].import_path
+            doing = f"importing {path}" if path else "starting"
+            self._on_event(
+                f"{self.name}/{status.service_id} ({status.name}) is still loading: no worker ready after "
+                f"{SLOW_START_NOTE:g} s ({doing}; big libraries take a while, Ctrl-C stops)"
+            )
+
+    async def close(self) -> None:
+        if self._slow_note is not None:
+            self._slow_note.cancel()
+            self._slow_note = None
+        await super().close()
 
     def _on_change(self, kind: str, data: dict[str, Any]) -> None:
         super()._on_change(kind, data)

@@ -192,6 +192,15 @@ def test_engine_sentences_become_aligned_rows() -> None:
     assert len({verb_column(row) for row in rows[1:6]}) == 1
 
 
+def test_a_service_still_loading_is_a_row() -> None:
+    [row] = formatted(
+        "demo/echo (Echo) is still loading: no worker ready after 5 s (importing svc:echo; big "
+        "libraries take a while, Ctrl-C stops)"
+    )
+    assert row.split()[:3] == ["demo/echo", "loading", "no"]
+    assert row.endswith("Ctrl-C stops) (Echo)")
+
+
 def test_a_reload_asked_for_again_and_one_that_cannot_run_are_rows_too() -> None:
     rows = formatted(
         "demo/echo: source changed again: reloading once more when the running reload ends",

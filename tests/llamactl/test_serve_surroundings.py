@@ -112,7 +112,8 @@ def test_serve_started_with_stdin_and_stdout_closed_serves_and_stops(tmp_path: P
 
 
 def test_ctrl_c_while_a_service_is_still_loading_stops_at_once(tmp_path: Path) -> None:
-    """A service whose import hangs: Ctrl-C waited out the whole two-minute start timeout."""
+    """A service whose import hangs: `serve` says it is still loading (it said nothing for the
+    two minutes of the start timeout), and Ctrl-C waited out that whole timeout."""
     file = write_app(tmp_path, "stuck", {"hangs": "hangs:fn"})
     marker = tmp_path / "importing"
     (tmp_path / "src" / "hangs.py").write_text(
@@ -127,6 +128,8 @@ def test_ctrl_c_while_a_service_is_still_loading_stops_at_once(tmp_path: Path) -
         while not marker.exists():
             assert time.monotonic() < deadline and process.poll() is None, stderr.so_far()
             time.sleep(0.05)
+        loading = stderr.wait_for(lambda line: line.startswith("stuck/hangs"), 30)
+        assert loading.split()[1] == "loading" and "importing hangs:fn" in loading, loading
         workers = children(process.pid)
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
