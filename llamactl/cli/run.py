@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from types import MethodType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from typer.core import TyperCommand
@@ -149,7 +150,7 @@ def run(
                 # Once the task has reached the server, a server that goes away (killed, or
                 # restarted by a supervisor) is waited for; before that, it is an error as usual.
                 if stream or interactive_stderr():
-                    task = tasks.create(task_input, **spec)
+                    task = _once_started(lambda: tasks.create(task_input, **spec), name)
                     try:
                         record = _stream(tasks, task, output) if stream else _watched(tasks, task, name)
                     except ServerUnreachable as exc:
@@ -158,7 +159,7 @@ def run(
                         record = _reattach(tasks, task_id, name, exc)
                 else:
                     try:
-                        result = tasks.run(task_input, **spec)
+                        result = _once_started(lambda: tasks.run(task_input, **spec), name)
                     except ServerUnreachable as exc:
                         if isinstance(exc, NotLlamactlServer) or not exc.sent:
                             raise
@@ -201,6 +202,45 @@ def _watched(tasks: Tasks, task: TaskDefinition, deployment: str) -> TaskRecord:
     with TaskWatch(tasks, task.task_id, task.service_id, deployment):
         tasks.result(task.task_id)
     return tasks.get(task.task_id)
+
+
+START_WAIT_SECONDS = 120.0
+"""How long ``run`` waits for a deployment that is still starting (the server's own start timeout)."""
+
+T = TypeVar("T")
+
+
+def _once_started(call: Callable[[], T], deployment: str) -> T:
+    """``call()``; while the server answers that the deployment is still starting (its services
+    load their code), wait for it and call again: nothing was run yet."""
+    import time
+
+    from llamactl.client.errors import ServerError
+
+    deadline: float | None = None
+    while True:
+        try:
+            return call()
+        except ServerError as exc:
+            if not (isinstance(exc.body, dict) and exc.body.get("state") == "starting"):
+                raise
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + START_WAIT_SECONDS
+                say(
+                    f"deployment '{deployment}' is starting: waiting for it"
+                    f" (at most {START_WAIT_SECONDS:g} s; Ctrl-C stops waiting, nothing runs then)"
+                )
+            if now > deadline:
+                raise
+        try:
+            time.sleep(0.5)
+        except KeyboardInterrupt:
+            fail(
+                f"interrupted while deployment '{deployment}' was starting: nothing was run",
+                f"run it again once `llamactl deployments show {deployment}` answers",
+                ExitCode.INTERRUPTED,
+            )
 
 
 REATTACH_SECONDS = 60.0

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from llamactl.client import Client
-from tests.llamactl.serving import Server, llamactl, reaped, write_app
+from tests.llamactl.serving import REPO, Server, llamactl, reaped, write_app
 
 
 def _killed(server: Server) -> None:
@@ -44,3 +48,30 @@ def test_run_waits_for_a_restarted_server_and_prints_the_result(tmp_path: Path) 
     assert out.strip() == "done"
     assert "goes on when the server is back: waiting for it" in err, err
     assert "not a llamactl server" not in err
+
+
+def test_run_waits_for_a_deployment_that_is_still_starting(tmp_path: Path) -> None:
+    """`run` sent while the deployment's service still loaded its code (a newcomer's second
+    terminal, quicker than a slow import) failed with "is starting: try again in a moment"."""
+    file = write_app(tmp_path / "app", "slowstart", {"late": "late:echo"})
+    marker = tmp_path / "importing"
+    (tmp_path / "app" / "src" / "late.py").write_text(
+        f"import pathlib, time\npathlib.Path({str(marker)!r}).touch()\ntime.sleep(3)\n\n\n"
+        "async def echo(message: str) -> str:\n    return message\n"
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", str(port)]
+    with reaped(subprocess.Popen(argv, cwd=REPO, stderr=subprocess.DEVNULL)) as serve:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert time.monotonic() < deadline and serve.poll() is None
+            time.sleep(0.05)
+        with reaped(llamactl("--server", f"127.0.0.1:{port}", "run", "hi")) as run:
+            out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+        assert out.strip() == "hi"
+        assert "deployment 'slowstart' is starting: waiting for it" in err
+        serve.send_signal(signal.SIGINT)
+        assert serve.wait(30) == 0
