@@ -215,15 +215,13 @@ def _once_started(call: Callable[[], T], deployment: str) -> T:
     load their code), wait for it and call again: nothing was run yet."""
     import time
 
-    from llamactl.client.errors import ServerError
+    from llamactl.client.errors import DeploymentStarting
 
     deadline: float | None = None
     while True:
         try:
             return call()
-        except ServerError as exc:
-            if not (isinstance(exc.body, dict) and exc.body.get("state") == "starting"):
-                raise
+        except DeploymentStarting:
             now = time.monotonic()
             if deadline is None:
                 deadline = now + START_WAIT_SECONDS

@@ -17,6 +17,7 @@ The tree::
         ├── Overloaded          429: the service's queue is full; `.retry_after` seconds
         └── ServerError         5xx: the server failed (503: the deployment is starting or stopping)
             ├── ServerStopping  503: the server is stopping (it drains its running tasks, then exits)
+            ├── DeploymentStarting 503: the deployment's services are still loading: try again soon
             └── WaitTimeout     504: the task did not finish within the server's wait; it goes on
 
 This module imports nothing but the standard library, so a CLI can name these classes cheaply.
@@ -32,6 +33,7 @@ __all__ = [
     "BadRequest",
     "ClientError",
     "Conflict",
+    "DeploymentStarting",
     "Forbidden",
     "InvalidServerUrl",
     "NotFound",
@@ -172,6 +174,11 @@ class ServerStopping(ServerError):
     waited for a task learns which (``task_id``, ``task_status``): it goes on once the server is back."""
 
 
+class DeploymentStarting(ServerError):
+    """503: the deployment is still starting (its services load their code); nothing was done,
+    and the same request may be sent again once it is up."""
+
+
 class WaitTimeout(ServerError):
     """504: the task did not finish within the server's wait (``task_id``, ``task_status``); it goes on."""
 
@@ -200,6 +207,8 @@ def error_for_status(
         return Overloaded(status, detail, body, _seconds((headers or {}).get("retry-after")))
     if status == 503 and _is_stopping(body):
         return ServerStopping(status, detail, body)
+    if status == 503 and isinstance(body, dict) and body.get("state") == "starting":
+        return DeploymentStarting(status, detail, body)
     if status == 504:
         return WaitTimeout(status, detail, body)
     cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)

@@ -12,6 +12,7 @@ from llamactl.client import (
     BadRequest,
     Client,
     Conflict,
+    DeploymentStarting,
     NotFound,
     NotLlamactlServer,
     ServerError,
@@ -74,6 +75,13 @@ def test_validation_details_become_one_line() -> None:
     error = error_for_status(422, {"detail": [{"loc": ["body", "input"], "msg": "bad"}, {"msg": "worse"}]})
     assert str(error) == "body.input: bad; worse"
     assert str(error_for_status(500, None, "boom")) == "boom"
+
+
+def test_a_503_says_whether_the_deployment_is_starting() -> None:
+    starting = error_for_status(503, {"detail": "Deployment 'd' is starting", "state": "starting"})
+    assert isinstance(starting, DeploymentStarting) and starting.status == 503
+    stopping = error_for_status(503, {"detail": "Deployment 'd' is stopping", "state": "stopping"})
+    assert type(stopping) is ServerError
 
 
 def test_sse_decoder_handles_comments_ids_and_multiline_data() -> None:
