@@ -26,7 +26,7 @@ from llamactl.cli.progress import interactive_stderr
 from llamactl.cli.task_output import check_status, print_event
 
 if TYPE_CHECKING:
-    from llamactl.client.sync import Tasks
+    from llamactl.client.sync import Client, Tasks
     from llamactl.server.types import TaskDefinition, TaskRecord
 
 __all__ = ["RunCommand", "build_input", "run"]
@@ -132,6 +132,7 @@ def run(
     `llamactl run --json '{"message": "hi", "steps": 2}' -d streaming -i SESSION`.
     """
     from llamactl.cli.ids import resolve_session
+    from llamactl.cli.run_outage import OutageWatch
     from llamactl.client.errors import NotLlamactlServer, ServerUnreachable
     from llamactl.server.ids import new_id
 
@@ -152,14 +153,19 @@ def run(
                 if stream or interactive_stderr():
                     task = _once_started(lambda: tasks.create(task_input, **spec), name)
                     try:
-                        record = _stream(tasks, task, output) if stream else _watched(tasks, task, name)
+                        if stream:
+                            with OutageWatch(client, name, say):
+                                record = _stream(tasks, task, output)
+                        else:
+                            record = _watched(client, task, name)
                     except ServerUnreachable as exc:
                         if isinstance(exc, NotLlamactlServer):
                             raise
                         record = _reattach(tasks, task_id, name, exc)
                 else:
                     try:
-                        result = _once_started(lambda: tasks.run(task_input, **spec), name)
+                        with OutageWatch(client, name, say):
+                            result = _once_started(lambda: tasks.run(task_input, **spec), name)
                     except ServerUnreachable as exc:
                         if isinstance(exc, NotLlamactlServer) or not exc.sent:
                             raise
@@ -193,13 +199,18 @@ def _stream(tasks: Tasks, task: TaskDefinition, output: Output) -> TaskRecord:
     return tasks.get(task.task_id)
 
 
-def _watched(tasks: Tasks, task: TaskDefinition, deployment: str) -> TaskRecord:
-    """At a terminal: show a spinner with the task's status (and any question it asks) while the
-    server waits for its result, then read its record."""
+def _watched(client: Client, task: TaskDefinition, deployment: str) -> TaskRecord:
+    """At a terminal: show a spinner with the task's status (and any question it asks, or an
+    outage of the message queue) while the server waits for its result, then read its record."""
+    from llamactl.cli.run_outage import OutageWatch
     from llamactl.cli.run_watch import TaskWatch
 
     assert task.task_id is not None and task.service_id is not None  # the server fills them in
-    with TaskWatch(tasks, task.task_id, task.service_id, deployment):
+    tasks = client.deployment(deployment).tasks
+    with (
+        TaskWatch(tasks, task.task_id, task.service_id, deployment) as watch,
+        OutageWatch(client, deployment, watch.spinner.print),
+    ):
         tasks.result(task.task_id)
     return tasks.get(task.task_id)
 

@@ -30,6 +30,7 @@ async def render_metrics(manager: DeploymentManager, started_at: float) -> str:
     desired: list[str] = []
     in_flight: list[str] = []
     health: list[str] = []
+    reachable: list[str] = []
     for deployment in manager.running():
         dep = _label(deployment.name)
         try:
@@ -39,6 +40,9 @@ async def render_metrics(manager: DeploymentManager, started_at: float) -> str:
         except LlamactlError:
             continue  # it is stopping right now
         state = deployment.health()
+        reachable.append(
+            f'llamactl_message_queue_reachable{{deployment="{dep}"}} {int(deployment.queue_outage is None)}'
+        )
         for key in (
             "late_results",
             "late_events",
@@ -77,6 +81,9 @@ async def render_metrics(manager: DeploymentManager, started_at: float) -> str:
         "# HELP llamactl_tasks_in_flight Tasks running on the service's replicas right now.",
         "# TYPE llamactl_tasks_in_flight gauge",
         *in_flight,
+        "# HELP llamactl_message_queue_reachable 1 while the server reaches the deployment's message queue.",
+        "# TYPE llamactl_message_queue_reachable gauge",
+        *reachable,
         "# HELP llamactl_late_results_total Results ignored: another attempt had finished the task already.",
         "# TYPE llamactl_late_results_total counter",
         "# HELP llamactl_loop_restarts_total Restarts of a control plane background loop after it failed.",

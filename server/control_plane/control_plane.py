@@ -420,11 +420,19 @@ class ControlPlane:
         await self.dispatcher.finished(task, released=released)
 
     async def _expire_replicas(self) -> None:
+        window = self.registry.heartbeat_interval * self.registry.liveness
+        quiet_until = 0.0
         while True:
             await asyncio.sleep(self.registry.heartbeat_interval)
             if self.inbox.mirror is not None:
                 await self.inbox.mirror.sync()  # what other control planes heard
-            self.registry.expire()
+            now = time.time()
+            if self.queue.outage is not None:
+                # Heartbeats come through the queue: while this server cannot reach it (and for
+                # a window after, while they come through again), silence says nothing of a replica.
+                quiet_until = now + window
+            elif now >= quiet_until:
+                self.registry.expire(now)
 
     async def _check_turns(self) -> None:
         """With a shared store: pick up what another server left half done when it died."""

@@ -7,7 +7,9 @@ server picking up what a dead one left) starts the task once. It is published re
 task record is its durable copy (:meth:`Dispatcher.recover` publishes it again after a restart,
 with the attempts the record has seen), so an embedded broker need not journal it. A publish
 the queue refuses (it is down, its journal full) is kept in :attr:`TaskPublisher.unpublished`
-and :attr:`TaskPublisher.retry` is set, for the dispatcher's retry loop.
+and :attr:`TaskPublisher.retry` is set, for the dispatcher's retry loop; while the queue is known
+to be unreachable (:attr:`MessageQueue.outage`), a new task goes there at once, so a client
+creating it does not wait out the publish timeout.
 """
 
 from __future__ import annotations
@@ -83,6 +85,14 @@ class TaskPublisher:
             except (ValueError, TypeError) as exc:
                 await self._unsendable(task, f"the task cannot be handed to its service: {exc}")
                 return
+        outage = self._queue.outage
+        if outage is not None and task.task_id not in self.unpublished:
+            # Known to be down: the caller (a client creating the task) need not wait out the
+            # publish timeout; the retry loop tries it.
+            log.warning("task %s not handed out yet (%s): retrying", task.task_id, outage.describe())
+            self.unpublished[task.task_id] = task.session_id
+            self.retry.set()
+            return
         try:
             await self._queue.publish_restorable(
                 topics.service_topic(self._records.deployment, task.service_id),

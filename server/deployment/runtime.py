@@ -35,7 +35,7 @@ from llamactl.server.deployment.queue_config import external_queue_config
 from llamactl.server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
 from llamactl.server.deployment.settings import control_plane_settings
 from llamactl.server.errors import LlamactlError, WorkflowLoadError
-from llamactl.server.mq.base import MessageQueue
+from llamactl.server.mq.base import MessageQueue, Outage
 from llamactl.server.mq.factory import connect_queue
 from llamactl.server.mq.topics import control_topic
 from llamactl.server.mq.zeromq.broker import ZeroMQBroker
@@ -227,7 +227,19 @@ class Deployment:
             health["late_results"] = late + self._broker.late_results
             health["journal_failures"] = self._broker.journal_failures
             health["journal_healthy"] = self._broker.journal_healthy
+        outage = self.queue_outage
+        health["message_queue"] = {
+            "type": self.config.message_queue.type,
+            "reachable": outage is None,
+            "unreachable_since": None if outage is None else outage.since,
+            "error": None if outage is None else outage.error,
+        }
         return health
+
+    @property
+    def queue_outage(self) -> Outage | None:
+        """The message queue's outage while this server cannot reach it, else None."""
+        return None if self._queue is None else self._queue.outage
 
     def services(self) -> list[ServiceStatus]:
         return self.control_plane.registry.statuses()

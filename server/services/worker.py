@@ -238,7 +238,8 @@ class Worker:
                     self.message(WorkerMessageKind.REPLICA_HEARTBEAT, concurrency_limit=self.limit)
                 )
             except Exception as exc:
-                log.warning("heartbeat not published: %s", error_line(exc))
+                if self.queue.outage is None:  # an unreachable broker is said by the queue, once
+                    log.warning("heartbeat not published: %s", error_line(exc))
 
     async def _inputs(self, task: TaskMessage) -> AsyncIterator[TaskInput]:
         # Most tasks finish within milliseconds and never get an event or a cancel: execute()

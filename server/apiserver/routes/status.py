@@ -21,9 +21,20 @@ async def root(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    """The server's status and its deployments (Llama Deploy's Status)."""
-    names = manager_of(request).names()
-    return model_response(Status(status=StatusEnum.HEALTHY, deployments=names))
+    """The server's status and its deployments (Llama Deploy's Status): Unhealthy, saying why,
+    while a deployment's message queue is unreachable (its tasks wait, stored, until it is back)."""
+    manager = manager_of(request)
+    troubles = [
+        f"deployment '{d.name}': {outage.describe()}"
+        for d in manager.running()
+        if (outage := d.queue_outage) is not None
+    ]
+    if troubles:
+        message = "; ".join(troubles)
+        return model_response(
+            Status(status=StatusEnum.UNHEALTHY, status_message=message, deployments=manager.names())
+        )
+    return model_response(Status(status=StatusEnum.HEALTHY, deployments=manager.names()))
 
 
 async def healthz(request: Request) -> Response:

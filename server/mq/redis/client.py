@@ -27,7 +27,7 @@ from redis.typing import KeyT, StreamIdT
 from llamactl.server.aio import cancel_and_wait
 from llamactl.server.errors import MessageQueueClosed, MessageQueueError, PublishRejected
 from llamactl.server.ids import new_hex_id
-from llamactl.server.mq.base import Delivery, Message, MessageQueue, Prefetch, as_prefetch
+from llamactl.server.mq.base import Delivery, Message, MessageQueue, Outage, Prefetch, as_prefetch
 from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_topic
 
 from .config import RedisQueueConfig
@@ -77,7 +77,7 @@ class RedisQueue(MessageQueue):
         self._alive_at = -math.inf
         self._epoch = 0
         self._takes = itertools.count(1)
-        self._unreachable = False
+        self._beat_refused = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RedisQueue:
@@ -162,6 +162,10 @@ class RedisQueue(MessageQueue):
             raise ValueError(f"subscribe() takes a stream topic (stream.*), not {topic!r}")
         self._check_open()
         return subscribe_iter(self, topic, max(0, from_seq))
+
+    @property
+    def outage(self) -> Outage | None:
+        return None if self._link is None else self._link.outage
 
     def sidecar(self) -> RedisSideLine:
         """A side line for the loop watchdog's thread: it keeps this client alive while user code
@@ -293,13 +297,13 @@ class RedisQueue(MessageQueue):
                 return await blocking.xread(streams, count=count, block=max(1, block_ms))
 
         try:
-            return await self._until(read())
+            found = await self._until(read())
         except UNREACHABLE as exc:
-            if not self._unreachable:
-                log.warning("redis at %s unreachable (%s); retrying", self.config.where, exc)
-            self._unreachable = True
+            self._link.unreachable(exc)
             await self._until(asyncio.sleep(min(0.25, self.config.heartbeat_interval)))
             return None
+        self._link.answered()
+        return found
 
     # -- heartbeat and janitor ---------------------------------------------------------------------
 
@@ -324,9 +328,10 @@ class RedisQueue(MessageQueue):
         except MessageQueueError as exc:
             if raise_errors:
                 raise
-            if not self._unreachable:
+            # An unreachable Redis is said by the link; a refused heartbeat is said here, once.
+            if not self._beat_refused and self.outage is None:
                 log.warning("message queue heartbeat failed: %s", exc)
-            self._unreachable = True
+            self._beat_refused = self.outage is None
             return
-        self._unreachable = False
+        self._beat_refused = False
         self._alive(sent, int(reaped))

@@ -156,7 +156,8 @@ async def consume_iter(client: RedisQueue, state: ConsumeState) -> AsyncIterator
             except MessageQueueClosed:
                 raise
             except MessageQueueError as exc:
-                log.warning("consuming %s: %s; trying again", topic, exc)
+                if client.outage is None:  # an unreachable Redis is said by the link, once
+                    log.warning("consuming %s: %s; trying again", topic, exc)
                 await client._until(asyncio.sleep(client.config.heartbeat_interval))
                 continue
             if taken.deliveries:

@@ -14,7 +14,9 @@ as a lost lease (an at-least-once queue allows that).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -26,6 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llamactl.server.errors import MessageQueueError
+from llamactl.server.mq.base import Outage
 
 from .config import RedisQueueConfig, scrub
 
@@ -61,6 +64,29 @@ class Link:
             raise MessageQueueError(f"redis message queue: bad url {config.where!r}: {problem}") from exc
         self.short = Redis(connection_pool=short)
         self.blocking = Redis(connection_pool=blocking)
+        self.outage: Outage | None = None
+        """Set by the first call that finds Redis unreachable, cleared by the next one answered."""
+
+    def unreachable(self, exc: BaseException, *, quiet: bool = False) -> None:
+        """A call found Redis unreachable: an outage begins (said once unless ``quiet``: the
+        caller says it its own way), or the one on now has this latest error."""
+        error = scrub(str(exc), self.config.url) or type(exc).__name__
+        if self.outage is None:
+            self.outage = Outage(self.config.where, time.time(), error)
+            if not quiet:
+                log.warning("redis at %s unreachable (%s); retrying", self.config.where, error)
+        elif error != self.outage.error:  # the latest says most (a refused connection: it is down)
+            self.outage = dataclasses.replace(self.outage, error=error)
+
+    def answered(self) -> None:
+        """A call was answered: an outage, if one was on, is over (said once)."""
+        if self.outage is not None:
+            log.warning(
+                "redis at %s answers again (unreachable for %.0fs)",
+                self.config.where,
+                time.time() - self.outage.since,
+            )
+            self.outage = None
 
     async def aclose(self) -> None:
         await self.short.aclose(close_connection_pool=True)
@@ -93,11 +119,13 @@ class Link:
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel of the caller
                 # that lands as the command completes, and a cancelled consumer would run on.
                 async with asyncio.timeout(left):
-                    return await make()
+                    answer = await make()
             except (ResponseError, AuthenticationError, AuthorizationError) as exc:
+                self.answered()
                 problem = scrub(str(exc), self.config.url)
                 raise error(f"{what}: redis at {self.config.where} refused it: {problem}") from exc
             except UNREACHABLE as exc:
+                self.unreachable(exc, quiet=bool(way_out))
                 if last is None and way_out:
                     log.warning(
                         "redis at %s does not answer (%s): trying for %gs",
@@ -106,6 +134,9 @@ class Link:
                         timeout,
                     )
                 last = exc
+            else:
+                self.answered()
+                return answer
             if loop.time() + pause >= deadline:
                 break
             await asyncio.sleep(pause)

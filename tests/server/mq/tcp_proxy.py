@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 
 
 class TcpProxy:
@@ -19,6 +20,8 @@ class TcpProxy:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        if self._server is not None:
+            return
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -69,3 +72,36 @@ class TcpProxy:
             while data := await reader.read(65536):
                 writer.write(data)
                 await writer.drain()
+
+
+class ProxyThread:
+    """A :class:`TcpProxy` served by a thread of its own, for tests whose own loop blocks (a
+    synchronous test, or one waiting for a subprocess): ``with ProxyThread(host, port) as p``."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.proxy = TcpProxy(target_host, target_port)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.proxy.port
+
+    def start(self) -> None:
+        """Listen (again, on the same port)."""
+        asyncio.run_coroutine_threadsafe(self.proxy.start(), self._loop).result(10)
+
+    def stop(self) -> None:
+        """Cut every connection and refuse new ones."""
+        asyncio.run_coroutine_threadsafe(self.proxy.stop(), self._loop).result(10)
+
+    def __enter__(self) -> ProxyThread:
+        self._thread.start()
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()

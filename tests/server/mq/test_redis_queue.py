@@ -4,9 +4,11 @@ nothing growing), the janitor duty every client does, and per-key order across c
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,6 +17,7 @@ from llamactl.server.errors import LeaseLost
 from llamactl.server.mq.redis import RedisQueue
 
 from .conftest import REDIS_URL, delete_keys, redis_reachable
+from .tcp_proxy import TcpProxy
 from .test_contract import STREAM, WORK, within
 
 Make = Callable[..., Awaitable[RedisQueue]]
@@ -277,3 +280,32 @@ async def test_no_loop_turn_loses_a_cancel_of_a_command(make: Make) -> None:
             continue
         lost.append(turns)
     assert lost == [], f"cancels after {lost} loop turns were lost: the caller ran on"
+
+
+async def test_a_client_says_while_redis_is_unreachable_and_when_it_answers_again(
+    make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    proxy = TcpProxy(urlsplit(REDIS_URL).hostname or "127.0.0.1", urlsplit(REDIS_URL).port or 6379)
+    await proxy.start()
+    db = urlsplit(REDIS_URL).path.strip("/") or "0"
+    q = await make(url=f"redis://:secret@127.0.0.1:{proxy.port}/{db}")
+    try:
+        assert q.outage is None
+        before = time.time()
+        await proxy.stop()  # Redis is gone, as far as the client can tell
+        await eventually(lambda: _true(q.outage is not None))
+        outage = q.outage
+        assert outage is not None and outage.since >= before
+        assert outage.where == f"redis://***@127.0.0.1:{proxy.port}/{db}"
+        assert "secret" not in outage.describe() and outage.where in outage.describe()
+        unreachable = [r for r in caplog.records if "unreachable" in r.getMessage()]
+        assert len(unreachable) == 1, "said once, not on every heartbeat"
+        await proxy.start()
+        await eventually(lambda: _true(q.outage is None))
+        assert any("answers again" in r.getMessage() for r in caplog.records)
+    finally:
+        await proxy.stop()
+
+
+async def _true(value: bool) -> bool:
+    return value

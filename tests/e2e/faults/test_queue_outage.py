@@ -1,0 +1,127 @@
+"""The line to Redis (the deployment's message queue) is cut for a while and restored (a TCP proxy
+that drops every connection and refuses new ones: the shared Redis server may not be stopped).
+
+Meanwhile the server says so (`/status/` Unhealthy naming the deployment's queue, `/state`
+health, `/metrics`), keeps its replicas (their heartbeats cannot come through: silence says
+nothing of them), accepts a task at once (stored; it is handed out once the queue answers), and
+`llamactl run` says why its task waits; the task accepted meanwhile runs once the line is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from llamactl.server.types import ReplicaState, TaskDefinition, TaskStatus
+from tests.e2e.waiting import wait_until
+from tests.llamactl.serving import Lines, Server, llamactl, reaped, write_app
+from tests.postgres import PostgresSchema
+from tests.server.mq.conftest import REDIS_URL
+from tests.server.mq.tcp_proxy import ProxyThread, TcpProxy
+
+from .conftest import Start
+
+REDIS = urlsplit(REDIS_URL)
+DB = REDIS.path.strip("/") or "0"
+
+
+def _queue(port: int, prefix: str) -> dict[str, object]:
+    return {"type": "redis", "url": f"redis://127.0.0.1:{port}/{DB}", "prefix": prefix}
+
+
+async def test_replicas_are_kept_and_tasks_wait_while_the_queue_is_unreachable(
+    start_app: Start, backends: tuple[PostgresSchema, str]
+) -> None:
+    _, prefix = backends
+    proxy = TcpProxy(REDIS.hostname or "127.0.0.1", REDIS.port or 6379)
+    await proxy.start()
+    try:
+        # Reports every 1 s: a replica silent for 3 s would be taken for crashed.
+        deployment, _ = await start_app(
+            {"work": {"path": "funcs:work", "replicas": 2}}, message_queue=_queue(proxy.port, prefix)
+        )
+        cp = deployment.control_plane
+        assert deployment.health()["message_queue"] == {
+            "type": "redis",
+            "reachable": True,
+            "unreachable_since": None,
+            "error": None,
+        }
+        await proxy.stop()
+        await wait_until(lambda: deployment.queue_outage is not None, 10)
+        # Accepted (stored) at once, not after the 10 s publish timeout: the queue is known down.
+        async with asyncio.timeout(5):
+            task = await cp.create_task(
+                TaskDefinition(service_id="work", input='{"key": "during", "seconds": 0}')
+            )
+        outage = deployment.queue_outage
+        assert outage is not None
+        # Three report intervals and more without a heartbeat getting through.
+        await wait_until(lambda: time.time() - outage.since > 5, 10)
+        states = {r.replica_id: r.state for s in deployment.services() for r in s.replicas}
+        assert states == {"work#1": ReplicaState.READY, "work#2": ReplicaState.READY}
+        health = deployment.health()["message_queue"]
+        assert isinstance(health, dict) and health["reachable"] is False and health["error"]
+        assert (await cp.get_task(task.task_id)).status is TaskStatus.QUEUED
+        await proxy.start()
+        done = await cp.wait_for_task(task.task_id, timeout=60)
+        assert done.status is TaskStatus.COMPLETED and done.result == "done during"
+        assert deployment.queue_outage is None
+        states = {r.replica_id: r.state for s in deployment.services() for r in s.replicas}
+        assert set(states.values()) == {ReplicaState.READY}
+    finally:
+        await proxy.stop()
+
+
+async def test_status_and_run_say_that_the_queue_is_unreachable(
+    tmp_path: Path, backends: tuple[PostgresSchema, str]
+) -> None:
+    pg, prefix = backends
+    # A real `serve` and `llamactl run`, waited on from a thread (the proxy has one of its own).
+    await asyncio.to_thread(_status_and_run, tmp_path, pg, prefix)
+
+
+def _status_and_run(tmp_path: Path, pg: PostgresSchema, prefix: str) -> None:
+    with ProxyThread(REDIS.hostname or "127.0.0.1", REDIS.port or 6379) as proxy:
+        file = write_app(tmp_path / "app", "cut", {"func": "funcs:greet"})
+        queue = _queue(proxy.port, prefix)
+        file.write_text(
+            file.read_text().replace(
+                "services:\n",
+                f"control-plane:\n  state_store_uri: {pg.uri}\nmessage-queue: {json.dumps(queue)}\nservices:\n",
+                1,
+            )
+        )
+        server = Server(file)
+        try:
+            status = httpx.get(f"{server.url}/status/").json()
+            assert status["status"] == "Healthy"
+            proxy.stop()
+            deadline = time.monotonic() + 20
+            while (status := httpx.get(f"{server.url}/status/").json())["status"] == "Healthy":
+                assert time.monotonic() < deadline, "the server never said the queue is unreachable"
+                time.sleep(0.1)
+            assert status["status"] == "Unhealthy"
+            assert status["status_message"].startswith(
+                f"deployment 'cut': message queue redis://127.0.0.1:{proxy.port}/{DB} unreachable for "
+            ), status
+            metrics = httpx.get(f"{server.url}/metrics").text
+            assert 'llamactl_message_queue_reachable{deployment="cut"} 0' in metrics
+            with reaped(llamactl("--server", server.url, "run", "-s", "func", "-a", "name", "Ada")) as run:
+                assert run.stderr is not None and run.stdout is not None
+                said = Lines(run.stderr).wait_for(lambda line: "unreachable" in line, 20)
+                assert said.startswith(f"The server says: message queue redis://127.0.0.1:{proxy.port}/")
+                assert "is stored and goes on once the queue is back" in said
+                assert run.poll() is None  # still waiting
+                proxy.start()
+                assert run.wait(60) == 0
+                assert run.stdout.read().strip() == "hello Ada"
+            assert httpx.get(f"{server.url}/status/").json()["status"] == "Healthy"
+        finally:
+            proxy.start()  # the server's stop needs the queue to say goodbye promptly
+            assert server.stop() == 0
