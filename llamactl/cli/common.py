@@ -196,6 +196,14 @@ def api_errors(
                     ExitCode.STILL_RUNNING,
                 )
             fail(exc.detail, "try again with a longer wait", ExitCode.STILL_RUNNING)
+        if isinstance(exc, errors.BackendUnavailable):
+            what = "state store" if exc.backend == "state_store" else "message queue"
+            fail(
+                str(exc),
+                f"the server cannot reach the deployment's {what}: `llamactl status` says more;"
+                " try again once it is back",
+                ExitCode.ERROR,
+            )
         if isinstance(exc, errors.ServerError) and exc.status == 503:
             fail(str(exc), "the deployment is starting or stopping: try again in a moment", ExitCode.ERROR)
         if isinstance(exc, errors.ServerError):

@@ -26,7 +26,8 @@ from llamactl.cli.progress import interactive_stderr
 from llamactl.cli.task_output import check_status, print_event
 
 if TYPE_CHECKING:
-    from llamactl.client.sync import Client, Tasks
+    from llamactl.cli.run_outage import OutageWatch
+    from llamactl.client.sync import Tasks
     from llamactl.server.types import TaskDefinition, TaskRecord
 
 __all__ = ["RunCommand", "build_input", "run"]
@@ -133,7 +134,7 @@ def run(
     """
     from llamactl.cli.ids import resolve_session
     from llamactl.cli.run_outage import OutageWatch
-    from llamactl.client.errors import NotLlamactlServer, ServerUnreachable
+    from llamactl.client.errors import BackendUnavailable, NotLlamactlServer, ServerUnreachable
     from llamactl.server.ids import new_id
 
     pairs: list[tuple[str, str]] = arg  # type: ignore[assignment]  # RunCommand made them pairs
@@ -150,29 +151,36 @@ def run(
                 spec: dict[str, Any] = {"service": service, "session_id": session_id, "task_id": task_id}
                 # Once the task has reached the server, a server that goes away (killed, or
                 # restarted by a supervisor) is waited for; before that, it is an error as usual.
-                if stream or interactive_stderr():
-                    task = _once_started(lambda: tasks.create(task_input, **spec), name)
-                    try:
-                        if stream:
-                            with OutageWatch(client, name, say):
+                create = lambda: tasks.create(task_input, **spec)  # noqa: E731
+                # While the server cannot reach its state store or queue, say so (and wait).
+                with OutageWatch(client, name, say) as outage:
+                    if stream or interactive_stderr():
+                        task = _once_started(create, name, resend_unavailable=True)
+                        try:
+                            if stream:
                                 record = _stream(tasks, task, output)
-                        else:
-                            record = _watched(client, task, name)
-                    except ServerUnreachable as exc:
-                        if isinstance(exc, NotLlamactlServer):
-                            raise
-                        record = _reattach(tasks, task_id, name, exc)
-                else:
-                    try:
-                        with OutageWatch(client, name, say):
-                            result = _once_started(lambda: tasks.run(task_input, **spec), name)
-                    except ServerUnreachable as exc:
-                        if isinstance(exc, NotLlamactlServer) or not exc.sent:
-                            raise
-                        record = _reattach(tasks, task_id, name, exc)
+                            else:
+                                record = _watched(tasks, task, name, outage)
+                        except ServerUnreachable as exc:
+                            if isinstance(exc, NotLlamactlServer):
+                                raise
+                            record = _reattach(tasks, task_id, name, exc)
+                        except BackendUnavailable as exc:
+                            record = _reattach(tasks, task_id, name, exc)
                     else:
-                        _print_result(result, output)
-                        return
+                        try:
+                            result = _once_started(lambda: tasks.run(task_input, **spec), name)
+                        except ServerUnreachable as exc:
+                            if isinstance(exc, NotLlamactlServer) or not exc.sent:
+                                raise
+                            record = _reattach(tasks, task_id, name, exc)
+                        except BackendUnavailable as exc:
+                            # Stored or not (the store may have failed the wait, or the create):
+                            # wait for the task, sending it again if it is not there.
+                            record = _reattach(tasks, task_id, name, exc, resend=create)
+                        else:
+                            _print_result(result, output)
+                            return
             except KeyboardInterrupt:
                 fail(
                     f"interrupted: task {task_id} goes on without you",
@@ -199,17 +207,15 @@ def _stream(tasks: Tasks, task: TaskDefinition, output: Output) -> TaskRecord:
     return tasks.get(task.task_id)
 
 
-def _watched(client: Client, task: TaskDefinition, deployment: str) -> TaskRecord:
-    """At a terminal: show a spinner with the task's status (and any question it asks, or an
-    outage of the message queue) while the server waits for its result, then read its record."""
-    from llamactl.cli.run_outage import OutageWatch
+def _watched(tasks: Tasks, task: TaskDefinition, deployment: str, outage: OutageWatch) -> TaskRecord:
+    """At a terminal: show a spinner with the task's status (and any question it asks, or what
+    the server cannot reach) while the server waits for its result, then read its record."""
     from llamactl.cli.run_watch import TaskWatch
 
     assert task.task_id is not None and task.service_id is not None  # the server fills them in
-    tasks = client.deployment(deployment).tasks
     with (
         TaskWatch(tasks, task.task_id, task.service_id, deployment) as watch,
-        OutageWatch(client, deployment, watch.spinner.print),
+        outage.showing(watch.spinner.print),
     ):
         tasks.result(task.task_id)
     return tasks.get(task.task_id)
@@ -221,33 +227,44 @@ START_WAIT_SECONDS = 120.0
 T = TypeVar("T")
 
 
-def _once_started(call: Callable[[], T], deployment: str) -> T:
+def _once_started(call: Callable[[], T], deployment: str, *, resend_unavailable: bool = False) -> T:
     """``call()``; while the server answers that the deployment is still starting (its services
-    load their code), wait for it and call again: nothing was run yet."""
+    load their code), wait for it and call again: nothing was run yet. With
+    ``resend_unavailable``, likewise while its state store or queue fails the request (nothing
+    was kept; the OutageWatch around ``run`` says what the server cannot reach)."""
     import time
 
-    from llamactl.client.errors import DeploymentStarting
+    from llamactl.client.errors import BackendUnavailable, DeploymentStarting
 
     deadline: float | None = None
     while True:
         try:
             return call()
-        except DeploymentStarting:
+        except (DeploymentStarting, BackendUnavailable) as exc:
+            if isinstance(exc, BackendUnavailable) and not resend_unavailable:
+                raise
             now = time.monotonic()
             if deadline is None:
                 deadline = now + START_WAIT_SECONDS
-                say(
-                    f"deployment '{deployment}' is starting: waiting for it"
-                    f" (at most {START_WAIT_SECONDS:g} s; Ctrl-C stops waiting, nothing runs then)"
-                )
+                if isinstance(exc, DeploymentStarting):
+                    say(
+                        f"deployment '{deployment}' is starting: waiting for it"
+                        f" (at most {START_WAIT_SECONDS:g} s; Ctrl-C stops waiting, nothing runs then)"
+                    )
             if now > deadline:
                 raise
+            unavailable = isinstance(exc, BackendUnavailable)
         try:
             time.sleep(0.5)
         except KeyboardInterrupt:
+            why = (
+                "its server could not record it" if unavailable else f"deployment '{deployment}' was starting"
+            )
             fail(
-                f"interrupted while deployment '{deployment}' was starting: nothing was run",
-                f"run it again once `llamactl deployments show {deployment}` answers",
+                f"interrupted while {why}: nothing was run",
+                "run it again once `llamactl status` says Healthy"
+                if unavailable
+                else f"run it again once `llamactl deployments show {deployment}` answers",
                 ExitCode.INTERRUPTED,
             )
 
@@ -256,24 +273,45 @@ REATTACH_SECONDS = 60.0
 """How long ``run`` waits for a server that went away while its task ran to come back."""
 
 
-def _reattach(tasks: Tasks, task_id: str, deployment: str, gone: Exception) -> TaskRecord:
-    """The server went away while ``task_id`` ran (killed, or restarted by a supervisor): wait
-    for it to come back, then for the task, which a restarted server runs again if it was stored."""
+def _reattach(
+    tasks: Tasks,
+    task_id: str,
+    deployment: str,
+    gone: Exception,
+    *,
+    resend: Callable[[], object] | None = None,
+) -> TaskRecord:
+    """The server went away while ``task_id`` ran (killed, or restarted by a supervisor), or its
+    state store or queue failed the wait: wait for it to come back, then for the task, which a
+    restarted server runs again if it was stored. ``resend``: the task may not have been stored
+    (its store failed the request that sent it): send it again (same id) if it is not there."""
     import time
 
-    from llamactl.client.errors import NotFound, ServerError, ServerStopping, ServerUnreachable, WaitTimeout
-
-    say(
-        f"{gone}; task {task_id} goes on when the server is back: waiting for it"
-        f" (at most {REATTACH_SECONDS:g} s; Ctrl-C stops waiting)"
+    from llamactl.client.errors import (
+        BackendUnavailable,
+        NotFound,
+        ServerError,
+        ServerStopping,
+        ServerUnreachable,
+        WaitTimeout,
     )
-    deadline = time.monotonic() + REATTACH_SECONDS
+
+    if not isinstance(gone, BackendUnavailable):  # else the OutageWatch says what is unreachable
+        say(
+            f"{gone}; task {task_id} goes on when the server is back: waiting for it"
+            f" (at most {REATTACH_SECONDS:g} s; Ctrl-C stops waiting)"
+        )
+    deadline = time.monotonic() + (START_WAIT_SECONDS if resend else REATTACH_SECONDS)
     delay = 0.2
     while True:
         try:
             tasks.result(task_id)  # the server waits until the task has ended
             return tasks.get(task_id)
         except NotFound:
+            if resend is not None:
+                resend()  # nothing was kept of it: send it (once: now it is there)
+                resend = None
+                continue
             fail(
                 f"the server went away before it had stored task {task_id}: it will not run",
                 "run it again",
@@ -287,6 +325,13 @@ def _reattach(tasks: Tasks, task_id: str, deployment: str, gone: Exception) -> T
             ):
                 raise
             if time.monotonic() + delay > deadline:
+                if isinstance(exc, BackendUnavailable):
+                    fail(
+                        f"the server still cannot record task {task_id}: {exc.detail}",
+                        "`llamactl status` says what it cannot reach;"
+                        f" then `llamactl tasks show {task_id} -d {deployment}`",
+                        ExitCode.UNREACHABLE,
+                    )
                 fail(
                     f"the server did not come back within {REATTACH_SECONDS:g} s;"
                     f" task {task_id} goes on when it does",

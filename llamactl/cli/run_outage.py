@@ -1,16 +1,18 @@
-"""`llamactl run` while the server cannot reach the deployment's message queue: say so.
+"""`llamactl run` while the server cannot reach the deployment's message queue or state store:
+say so.
 
-The server keeps a task it accepted (it is stored) and sends it on once the queue answers again,
-so ``run`` goes on waiting; without a word it would look hung. A daemon thread reads the server's
-status (``GET /status/``, cheap) while ``run`` waits and prints, once per outage, what the server
-says of this deployment's queue, then once more when the server says nothing of it any longer.
-Nothing it does can fail the run.
+``run`` waits through such an outage (a task the server stored goes on once the queue answers;
+one it could not store is sent again once the store answers); without a word it would look hung.
+A daemon thread reads the server's status (``GET /status/``, cheap) while ``run`` waits and
+prints, once per outage, what the server says it cannot reach for this deployment, then once
+more when it says nothing of it any longer. Nothing it does can fail the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,15 @@ class OutageWatch:
         self._deployment = deployment
         self._show = show
         self._done = threading.Event()
+
+    @contextlib.contextmanager
+    def showing(self, show: Callable[[str], None]) -> Iterator[None]:
+        """Print with ``show`` inside the block (a spinner's print, while a spinner runs)."""
+        before, self._show = self._show, show
+        try:
+            yield
+        finally:
+            self._show = before
 
     def __enter__(self) -> OutageWatch:
         run_in_thread(self._watch, "run-outage")
@@ -66,10 +77,7 @@ class OutageWatch:
             if self._done.is_set():
                 return
             if trouble is not None and not said:
-                self._show(
-                    f"The server says: {trouble}. The task is stored and goes on once the queue is"
-                    " back (Ctrl-C stops waiting, the task stays)"
-                )
+                self._show(f"The server says: {trouble}. Waiting until it is back (Ctrl-C stops waiting)")
             elif trouble is None and said:
-                self._show("The message queue is back: the task goes on")
+                self._show("The server reaches it again: waiting for the task")
             said = trouble is not None

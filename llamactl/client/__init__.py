@@ -19,6 +19,7 @@ from __future__ import annotations
 from llamactl.client.aio import AsyncClient
 from llamactl.client.errors import (
     ApiError,
+    BackendUnavailable,
     BadRequest,
     ClientError,
     Conflict,
@@ -42,6 +43,7 @@ from llamactl.client.sync import Client
 __all__ = [
     "ApiError",
     "AsyncClient",
+    "BackendUnavailable",
     "BadRequest",
     "Client",
     "ClientError",

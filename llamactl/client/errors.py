@@ -18,6 +18,7 @@ The tree::
         └── ServerError         5xx: the server failed (503: the deployment is starting or stopping)
             ├── ServerStopping  503: the server is stopping (it drains its running tasks, then exits)
             ├── DeploymentStarting 503: the deployment's services are still loading: try again soon
+            ├── BackendUnavailable 503: its state store or message queue failed the request: try again soon
             └── WaitTimeout     504: the task did not finish within the server's wait; it goes on
 
 This module imports nothing but the standard library, so a CLI can name these classes cheaply.
@@ -30,6 +31,7 @@ from typing import Any
 
 __all__ = [
     "ApiError",
+    "BackendUnavailable",
     "BadRequest",
     "ClientError",
     "Conflict",
@@ -179,6 +181,17 @@ class DeploymentStarting(ServerError):
     and the same request may be sent again once it is up."""
 
 
+class BackendUnavailable(ServerError):
+    """503: the deployment's state store or message queue (``backend``: ``"state_store"``,
+    ``"message_queue"``) failed the request, as when its server is down or unreachable; nothing
+    was kept, and the same request may be sent again (``GET /status/`` says what is unreachable).
+    """
+
+    def __init__(self, status: int, detail: str, body: Any = None) -> None:
+        super().__init__(status, detail, body)
+        self.backend: str = str(body.get("unavailable")) if isinstance(body, dict) else ""
+
+
 class WaitTimeout(ServerError):
     """504: the task did not finish within the server's wait (``task_id``, ``task_status``); it goes on."""
 
@@ -205,6 +218,8 @@ def error_for_status(
         detail = _describe(detail)
     if status == 429:
         return Overloaded(status, detail, body, _seconds((headers or {}).get("retry-after")))
+    if status == 503 and isinstance(body, dict) and body.get("unavailable"):
+        return BackendUnavailable(status, detail, body)
     if status == 503 and _is_stopping(body):
         return ServerStopping(status, detail, body)
     if status == 503 and isinstance(body, dict) and body.get("state") == "starting":

@@ -30,7 +30,7 @@ from llamactl.client._streams import (
     TaskEvents,
     backoff,
 )
-from llamactl.client.errors import NotLlamactlServer, StreamBroken
+from llamactl.client.errors import BackendUnavailable, NotLlamactlServer, StreamBroken
 from llamactl.client.models import DeploymentState, Page
 from llamactl.client.sessions import Sessions
 from llamactl.server.types import (
@@ -167,6 +167,14 @@ class Client:
                 if cursor.ends_on_close:
                     return
                 problem: Exception = StreamBroken(f"{cursor.path}: the server ended the stream")
+            except BackendUnavailable:
+                # The server answers, but its state store or queue does not, for now; the log is
+                # kept there, so a follower waits for it (this is no lost stream: never given up).
+                if not (follow and resume):
+                    raise
+                cursor.resumed = True
+                time.sleep(backoff(MAX_RECONNECTS))
+                continue
             except httpx.ReadTimeout:
                 if not follow:
                     return

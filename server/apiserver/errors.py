@@ -127,8 +127,10 @@ async def _engine_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, StateStoreDamaged):  # no retry mends it: the message says what does
         return error_response(503, detail, **extra)
     if isinstance(exc, StateStoreError | MessageQueueError):
-        # Nothing of the request was kept: the caller may simply send it again.
+        # Nothing of the request was kept: the caller may simply send it again (a client can tell
+        # this 503 by ``unavailable``: which of the deployment's servers failed the request).
         detail = f"the server cannot record this right now ({exc}): nothing was kept, try again in a moment"
+        extra["unavailable"] = "state_store" if isinstance(exc, StateStoreError) else "message_queue"
     response = error_response(status_for(exc), detail, **extra)
     if isinstance(exc, Overloaded):
         response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))

@@ -31,8 +31,16 @@ async def render_metrics(manager: DeploymentManager, started_at: float) -> str:
     in_flight: list[str] = []
     health: list[str] = []
     reachable: list[str] = []
+    store_reachable: list[str] = []
     for deployment in manager.running():
         dep = _label(deployment.name)
+        # First: while the store does not answer, the counts below cannot be read, and these say why.
+        reachable.append(
+            f'llamactl_message_queue_reachable{{deployment="{dep}"}} {int(deployment.queue_outage is None)}'
+        )
+        store_reachable.append(
+            f'llamactl_state_store_reachable{{deployment="{dep}"}} {int(deployment.store_outage is None)}'
+        )
         try:
             cp = deployment.control_plane
             counts = await cp.task_counts()  # from the store's counters: no task is read
@@ -40,9 +48,6 @@ async def render_metrics(manager: DeploymentManager, started_at: float) -> str:
         except LlamactlError:
             continue  # it is stopping right now
         state = deployment.health()
-        reachable.append(
-            f'llamactl_message_queue_reachable{{deployment="{dep}"}} {int(deployment.queue_outage is None)}'
-        )
         for key in (
             "late_results",
             "late_events",
@@ -84,6 +89,9 @@ async def render_metrics(manager: DeploymentManager, started_at: float) -> str:
         "# HELP llamactl_message_queue_reachable 1 while the server reaches the deployment's message queue.",
         "# TYPE llamactl_message_queue_reachable gauge",
         *reachable,
+        "# HELP llamactl_state_store_reachable 1 while the server reaches the deployment's state store.",
+        "# TYPE llamactl_state_store_reachable gauge",
+        *store_reachable,
         "# HELP llamactl_late_results_total Results ignored: another attempt had finished the task already.",
         "# TYPE llamactl_late_results_total counter",
         "# HELP llamactl_loop_restarts_total Restarts of a control plane background loop after it failed.",

@@ -83,11 +83,22 @@ class Loops:
             except Exception as exc:
                 health.running = False
                 health.restarts += 1
-                health.last_error = f"{type(exc).__name__}: {exc}"
+                error = f"{type(exc).__name__}: {exc}"
+                ran_long = time.monotonic() - started > _HEALTHY_AFTER
+                # The same failure again, soon (the store is down, say): said once, not per restart.
+                again = error == health.last_error and not ran_long
+                health.last_error = error
                 health.last_error_at = time.time()
-                if time.monotonic() - started > _HEALTHY_AFTER:
+                if ran_long:
                     backoff = _FIRST_BACKOFF
-                if isinstance(exc, LlamactlError):  # the store or the queue failed: its message says it all
+                if again:
+                    log.debug(
+                        "%s: background loop %s failed again; restarting in %.1f s",
+                        self._owner,
+                        health.name,
+                        backoff,
+                    )
+                elif isinstance(exc, LlamactlError):  # the store or the queue failed: its message says it all
                     log.error(
                         "%s: background loop %s failed (%s); restarting in %.1f s",
                         self._owner,

@@ -11,7 +11,7 @@ from typing import Any
 
 from llamactl.server.control_plane.records import ControlPlaneRecords
 from llamactl.server.control_plane.signals import TaskSignals
-from llamactl.server.errors import InvalidRequest, TaskFinished
+from llamactl.server.errors import InvalidRequest, StateStoreError, TaskFinished
 from llamactl.server.ids import new_hex_id
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
@@ -22,6 +22,8 @@ __all__ = ["EVENT_WAIT", "TaskEvents"]
 
 _BATCH = 500
 """Events read from the store at a time."""
+_OUTAGE_RETRY = 1.0
+"""Seconds between a follower's reads while the state store is unreachable."""
 
 log = logging.getLogger(__name__)
 
@@ -73,28 +75,37 @@ class TaskEvents:
         seq = from_seq
         with self._signals.listen(task_id) as changed:
             while True:
-                read = self._shared_read(task_id, stream, seq, _BATCH)
-                changed.clear()
-                batch = await read.result(changed)
-                if batch:
-                    seq = batch[-1].seq + 1
-                    yield batch
-                    if len(batch) == _BATCH or not follow or changed.is_set():
-                        continue  # more may be there already
-                if (
-                    not follow
-                    or self._stopping.is_set()
-                    or (await self._records.peek_task(task_id)).status.is_final
-                ):
-                    # The final status is written with (or after) the task's last events, so one
-                    # more read after seeing it catches everything.
-                    last = await self._shared_read(task_id, stream, seq, 100_000).result(changed)
-                    if last:
-                        yield last
-                    return
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(poll):
-                        await changed.wait()
+                try:
+                    read = self._shared_read(task_id, stream, seq, _BATCH)
+                    changed.clear()
+                    batch = await read.result(changed)
+                    if batch:
+                        seq = batch[-1].seq + 1
+                        yield batch
+                        if len(batch) == _BATCH or not follow or changed.is_set():
+                            continue  # more may be there already
+                    if (
+                        not follow
+                        or self._stopping.is_set()
+                        or (await self._records.peek_task(task_id)).status.is_final
+                    ):
+                        # The final status is written with (or after) the task's last events,
+                        # so one more read after seeing it catches everything.
+                        last = await self._shared_read(task_id, stream, seq, 100_000).result(changed)
+                        if last:
+                            yield last
+                        return
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(poll):
+                            await changed.wait()
+                except StateStoreError:
+                    if not follow or self._stopping.is_set() or self._records.store.outage is None:
+                        raise
+                    # The store is unreachable for now: a follower waits for it and reads on from
+                    # where it was, instead of seeing its stream end early.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_OUTAGE_RETRY):
+                            await self._stopping.wait()
 
     def _shared_read(self, task_id: str, stream: str, seq: int, limit: int) -> _SharedRead:
         """The read of ``limit`` events from ``seq`` under way, or a new one."""

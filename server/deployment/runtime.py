@@ -35,11 +35,12 @@ from llamactl.server.deployment.queue_config import external_queue_config
 from llamactl.server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
 from llamactl.server.deployment.settings import control_plane_settings
 from llamactl.server.errors import LlamactlError, WorkflowLoadError
-from llamactl.server.mq.base import MessageQueue, Outage
+from llamactl.server.mq.base import MessageQueue
 from llamactl.server.mq.factory import connect_queue
 from llamactl.server.mq.topics import control_topic
 from llamactl.server.mq.zeromq.broker import ZeroMQBroker
 from llamactl.server.orchestrator import Orchestrator
+from llamactl.server.outage import Outage
 from llamactl.server.services.spec import WorkerSpec
 from llamactl.server.state.base import StateStore
 from llamactl.server.state.factory import open_state_store
@@ -227,19 +228,27 @@ class Deployment:
             health["late_results"] = late + self._broker.late_results
             health["journal_failures"] = self._broker.journal_failures
             health["journal_healthy"] = self._broker.journal_healthy
-        outage = self.queue_outage
-        health["message_queue"] = {
-            "type": self.config.message_queue.type,
-            "reachable": outage is None,
-            "unreachable_since": None if outage is None else outage.since,
-            "error": None if outage is None else outage.error,
-        }
+        for key, kind, outage in (
+            ("message_queue", self.config.message_queue.type, self.queue_outage),
+            ("state_store", self.config.state_store_uri.split(":", 1)[0], self.store_outage),
+        ):
+            health[key] = {
+                "type": kind,
+                "reachable": outage is None,
+                "unreachable_since": None if outage is None else outage.since,
+                "error": None if outage is None else outage.error,
+            }
         return health
 
     @property
     def queue_outage(self) -> Outage | None:
         """The message queue's outage while this server cannot reach it, else None."""
         return None if self._queue is None else self._queue.outage
+
+    @property
+    def store_outage(self) -> Outage | None:
+        """The state store's outage while this server cannot reach it, else None."""
+        return None if self._store is None else self._store.outage
 
     def services(self) -> list[ServiceStatus]:
         return self.control_plane.registry.statuses()

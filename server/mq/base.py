@@ -30,13 +30,14 @@ Guarantees a backend must give (the contract tests in ``tests/server/mq`` check 
 from __future__ import annotations
 
 import abc
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
 
-__all__ = ["Delivery", "Message", "MessageQueue", "Outage", "Prefetch", "Sidecar", "as_prefetch"]
+from llamactl.server.outage import Outage
+
+__all__ = ["Delivery", "Message", "MessageQueue", "Prefetch", "Sidecar", "as_prefetch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,23 +50,6 @@ class Message:
     key: str = ""
     seq: int = -1
     headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Outage:
-    """A broker this client cannot reach right now."""
-
-    where: str
-    """The broker, as it may be shown (no password)."""
-    since: float
-    """When the first call failed (``time.time()``)."""
-    error: str
-    """What the latest failed call said."""
-
-    def describe(self, now: float | None = None) -> str:
-        """One line for a person: which broker, for how long, and what it said."""
-        lasted = max(0.0, (time.time() if now is None else now) - self.since)
-        return f"message queue {self.where} unreachable for {lasted:.0f}s ({self.error})"
 
 
 class Prefetch:

@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from llamactl.server.outage import Outage
+
 __all__ = [
     "Append",
     "Cas",
@@ -139,6 +141,12 @@ class StateStore(abc.ABC):
     """True for a store that other processes (other servers) write too, such as PostgreSQL: what a
     process read may be stale a moment later, so readers must not trust a cache of it, and a log
     append by another process reaches :meth:`add_append_listener` listeners."""
+
+    @property
+    def outage(self) -> Outage | None:
+        """The store's server's outage while this store cannot reach it, else None (calls fail
+        meanwhile; the store keeps trying). A store inside the process says None."""
+        return None
 
     def add_append_listener(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call ``listener(stream)`` after another process appended to a log of this store.

@@ -29,6 +29,7 @@ import asyncpg
 
 from llamactl.server.aio import cancel_and_wait
 from llamactl.server.errors import StateStoreError
+from llamactl.server.outage import Outage, Reachability
 from llamactl.server.state import _pg_ops as ops
 from llamactl.server.state._common import (
     StreamWaiters,
@@ -66,6 +67,15 @@ _UNREACHABLE = (
     asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
 )
+
+# asyncpg's pool logs a warning with a traceback each time it fails to reopen a connection while
+# the server is down; the store says an outage once, when it begins and when it ends.
+logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why PostgreSQL could not be reached, in one line."""
+    return f"{type(exc).__name__}: {str(exc) or 'timed out'}"
 
 
 class PostgreSQLStateStore(StateStore):
@@ -110,6 +120,12 @@ class PostgreSQLStateStore(StateStore):
         """Transactions PostgreSQL aborted to break a deadlock or a serialization conflict (and
         that were run again): each costs up to ``deadlock_timeout`` (1 s by default)."""
         self._closed = False
+        self._reach = Reachability("state store", self._where, logger)
+
+    @property
+    def outage(self) -> Outage | None:
+        """PostgreSQL's outage while this store cannot reach it, else None."""
+        return self._reach.outage
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._pool else "new"
@@ -216,12 +232,12 @@ class PostgreSQLStateStore(StateStore):
             try:
                 await self._listen()
             except (*_UNREACHABLE, asyncpg.PostgresError) as exc:
-                logger.warning(
-                    "%s: lost the LISTEN connection, retrying in %.1fs: %s", self._where, delay, exc
-                )
+                # Said once for the whole outage (by the store's reachability), not every retry.
+                self._reach.unreachable(f"lost the LISTEN connection: {_reason(exc)}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             else:
+                self._reach.answered()
                 self._waiters.notify_all()
                 return
 
@@ -237,8 +253,8 @@ class PostgreSQLStateStore(StateStore):
     def _error(self, what: str, exc: BaseException) -> StateStoreError:
         if isinstance(exc, _UNREACHABLE):
             return StateStoreError(
-                f"PostgreSQL state store at {self._where}: {what}: "
-                f"{type(exc).__name__}: {str(exc) or 'timed out'}: is the server up and reachable?"
+                f"PostgreSQL state store at {self._where}: {what}: {_reason(exc)}: "
+                "is the server up and reachable?"
             )
         return StateStoreError(f"PostgreSQL state store at {self._where}: {what}: {exc}")
 
@@ -251,7 +267,12 @@ class PostgreSQLStateStore(StateStore):
         except StateStoreError:
             raise
         except (*_UNREACHABLE, asyncpg.PostgresError, UnicodeError) as exc:
+            if isinstance(exc, _UNREACHABLE):
+                self._reach.unreachable(_reason(exc))
+            else:
+                self._reach.answered()
             raise self._error("the call failed", exc) from exc
+        self._reach.answered()
 
     async def _run(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         """``fn`` on a pooled connection, outside a transaction (one statement)."""

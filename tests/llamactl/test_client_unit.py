@@ -9,6 +9,7 @@ import pytest
 
 from llamactl.client import (
     AsyncClient,
+    BackendUnavailable,
     BadRequest,
     Client,
     Conflict,
@@ -23,6 +24,7 @@ from llamactl.client import (
     Unauthorized,
 )
 from llamactl.client._base import SSEDecoder
+from llamactl.client._streams import MAX_RECONNECTS
 from llamactl.client.errors import error_for_status
 from tests.llamactl.fakes import Broken, FakeServer, envelope, sse, task_record
 
@@ -82,6 +84,49 @@ def test_a_503_says_whether_the_deployment_is_starting() -> None:
     assert isinstance(starting, DeploymentStarting) and starting.status == 503
     stopping = error_for_status(503, {"detail": "Deployment 'd' is stopping", "state": "stopping"})
     assert type(stopping) is ServerError
+
+
+def test_a_503_of_an_unreachable_store_or_queue_is_backend_unavailable() -> None:
+    detail = "the server cannot record this right now (...): nothing was kept, try again in a moment"
+    error = error_for_status(503, {"detail": detail, "unavailable": "state_store"})
+    assert isinstance(error, BackendUnavailable) and error.backend == "state_store"
+    # a waiter's 503 names its task, as a stopping server's does: the outage still wins
+    error = error_for_status(503, {"detail": detail, "unavailable": "message_queue", "task_id": "t"})
+    assert isinstance(error, BackendUnavailable) and error.backend == "message_queue"
+
+
+def _outage_fake() -> FakeServer:
+    """A stream that breaks after seq 0, then more 503s of an unreachable store than a lost stream
+    is ever retried, then the rest."""
+    fake = FakeServer()
+    first = httpx.Response(
+        200,
+        headers={"content-type": "text/event-stream"},
+        stream=Broken(sse((0, "Progress", envelope(0, 0)))),
+    )
+    body = {"detail": "the server cannot record this right now", "unavailable": "state_store"}
+    unavailable = [httpx.Response(503, json=body) for _ in range(MAX_RECONNECTS + 3)]
+    rest = sse((1, "Progress", envelope(1, 1)), (None, "end", {"status": "completed"}))
+    last = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=rest)
+    fake.on("GET", EVENTS, [first, *unavailable, last])
+    return fake
+
+
+def test_a_followed_stream_waits_out_an_unreachable_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("llamactl.client.sync.backoff", lambda failures: 0.0)
+    fake = _outage_fake()
+    with Client("http://fake", transport=httpx.MockTransport(fake)) as client:
+        events = list(client.deployment("demo").tasks.events("t1"))
+    assert [e.seq for e in events] == [0, 1]
+    assert fake.requests[-1].url.params["from_seq"] == "1"
+
+
+async def test_the_async_client_waits_out_an_unreachable_store_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("llamactl.client.aio.backoff", lambda failures: 0.0)
+    fake = _outage_fake()
+    async with AsyncClient("http://fake", transport=httpx.MockTransport(fake)) as client:
+        events = [e async for e in client.deployment("demo").tasks.events("t1")]
+    assert [e.seq for e in events] == [0, 1]
 
 
 def test_sse_decoder_handles_comments_ids_and_multiline_data() -> None:

@@ -22,12 +22,13 @@ async def root(request: Request) -> Response:
 
 async def status(request: Request) -> Response:
     """The server's status and its deployments (Llama Deploy's Status): Unhealthy, saying why,
-    while a deployment's message queue is unreachable (its tasks wait, stored, until it is back)."""
+    while a deployment's message queue or state store is unreachable."""
     manager = manager_of(request)
     troubles = [
         f"deployment '{d.name}': {outage.describe()}"
         for d in manager.running()
-        if (outage := d.queue_outage) is not None
+        for outage in (d.queue_outage, d.store_outage)
+        if outage is not None
     ]
     if troubles:
         message = "; ".join(troubles)

@@ -27,8 +27,9 @@ from redis.typing import KeyT, StreamIdT
 from llamactl.server.aio import cancel_and_wait
 from llamactl.server.errors import MessageQueueClosed, MessageQueueError, PublishRejected
 from llamactl.server.ids import new_hex_id
-from llamactl.server.mq.base import Delivery, Message, MessageQueue, Outage, Prefetch, as_prefetch
+from llamactl.server.mq.base import Delivery, Message, MessageQueue, Prefetch, as_prefetch
 from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_topic
+from llamactl.server.outage import Outage
 
 from .config import RedisQueueConfig
 from .consumer import ConsumeState, RedisDelivery, consume_iter

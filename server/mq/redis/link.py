@@ -14,9 +14,7 @@ as a lost lease (an at-least-once queue allows that).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -28,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llamactl.server.errors import MessageQueueError
-from llamactl.server.mq.base import Outage
+from llamactl.server.outage import Outage, Reachability
 
 from .config import RedisQueueConfig, scrub
 
@@ -64,29 +62,21 @@ class Link:
             raise MessageQueueError(f"redis message queue: bad url {config.where!r}: {problem}") from exc
         self.short = Redis(connection_pool=short)
         self.blocking = Redis(connection_pool=blocking)
-        self.outage: Outage | None = None
-        """Set by the first call that finds Redis unreachable, cleared by the next one answered."""
+        self.reachability = Reachability("message queue", config.where, log)
+
+    @property
+    def outage(self) -> Outage | None:
+        """Redis's outage while this client cannot reach it, else None."""
+        return self.reachability.outage
 
     def unreachable(self, exc: BaseException, *, quiet: bool = False) -> None:
-        """A call found Redis unreachable: an outage begins (said once unless ``quiet``: the
-        caller says it its own way), or the one on now has this latest error."""
+        """A call found Redis unreachable (see :meth:`Reachability.unreachable`)."""
         error = scrub(str(exc), self.config.url) or type(exc).__name__
-        if self.outage is None:
-            self.outage = Outage(self.config.where, time.time(), error)
-            if not quiet:
-                log.warning("redis at %s unreachable (%s); retrying", self.config.where, error)
-        elif error != self.outage.error:  # the latest says most (a refused connection: it is down)
-            self.outage = dataclasses.replace(self.outage, error=error)
+        self.reachability.unreachable(error, quiet=quiet)
 
     def answered(self) -> None:
-        """A call was answered: an outage, if one was on, is over (said once)."""
-        if self.outage is not None:
-            log.warning(
-                "redis at %s answers again (unreachable for %.0fs)",
-                self.config.where,
-                time.time() - self.outage.since,
-            )
-            self.outage = None
+        """A call was answered: an outage, if one was on, is over."""
+        self.reachability.answered()
 
     async def aclose(self) -> None:
         await self.short.aclose(close_connection_pool=True)

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -21,6 +22,7 @@ from llamactl.server.state import LogEntry, StateStore, Versioned
 from llamactl.server.state.base import Append, Cas, Index
 from llamactl.server.state.postgresql import PostgreSQLStateStore
 from tests.postgres import PostgresSchema
+from tests.server.mq.tcp_proxy import TcpProxy
 
 PROMPT = 3.0
 
@@ -253,3 +255,43 @@ async def test_busy_commits_sharing_a_log_and_counters_never_deadlock(stores: li
     assert await a.count(ns, "status") == {"completed": 120}
     assert isinstance(a, PostgreSQLStateStore) and isinstance(b, PostgreSQLStateStore)
     assert a.conflicts + b.conflicts == 0
+
+
+async def test_a_store_says_while_postgresql_is_unreachable_and_when_it_answers_again(
+    pg: PostgresSchema, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = urlsplit(pg.dsn)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    through = target._replace(netloc=f"{target.username}:secret@127.0.0.1:{proxy.port}").geturl()
+    schema = PostgresSchema(through)
+    schema.name = pg.name  # dropped by the fixture
+    try:
+        async with schema.store() as store:
+            assert isinstance(store, PostgreSQLStateStore)
+            await store.put("ns", "k", b"v")
+            assert store.outage is None
+            before = time.time()
+            await proxy.stop()  # PostgreSQL is gone, as far as the store can tell
+            for _ in range(3):
+                with pytest.raises(StateStoreError):
+                    await store.get("ns", "k")
+            outage = store.outage
+            assert outage is not None and outage.since >= before
+            assert outage.what == "state store" and "secret" not in outage.describe()
+            assert f"127.0.0.1:{proxy.port}" in outage.where
+            said = [r for r in caplog.records if "unreachable" in r.getMessage()]
+            assert len(said) == 1, "said once, not on every failed call"
+            assert not any(r.exc_info for r in caplog.records), "no tracebacks for an outage"
+            await proxy.start()
+            async with asyncio.timeout(15):
+                while True:
+                    try:
+                        assert await store.get("ns", "k") == Versioned(b"v", 1)
+                        break
+                    except StateStoreError:
+                        await asyncio.sleep(0.05)
+            assert store.outage is None
+            assert any("answers again" in r.getMessage() for r in caplog.records)
+    finally:
+        await proxy.stop()

@@ -1,0 +1,63 @@
+"""Whether a server the deployment depends on (its Redis queue, its PostgreSQL store) answers.
+
+A client of such a server keeps one :class:`Reachability`: the first call that cannot reach it
+begins an :class:`Outage` (logged once), the next call answered ends it (logged once). The
+outage is what ``GET /status/``, ``/state`` health and ``/metrics`` report, and what the server
+reads to not take a silence the outage explains for a failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+
+__all__ = ["Outage", "Reachability"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """A server that this process cannot reach right now."""
+
+    what: str
+    """What the server is to the deployment: "message queue", "state store"."""
+    where: str
+    """The server, as it may be shown (no password)."""
+    since: float
+    """When the first call failed (``time.time()``)."""
+    error: str
+    """What the latest failed call said."""
+
+    def describe(self, now: float | None = None) -> str:
+        """One line for a person: which server, for how long, and what it said."""
+        lasted = max(0.0, (time.time() if now is None else now) - self.since)
+        return f"{self.what} {self.where} unreachable for {lasted:.0f}s ({self.error})"
+
+
+class Reachability:
+    """The outage of one server, as its client's calls find it."""
+
+    def __init__(self, what: str, where: str, log: logging.Logger) -> None:
+        self.what = what
+        self.where = where
+        self._log = log
+        self.outage: Outage | None = None
+        """Set by the first call that found the server unreachable, cleared by the next answered."""
+
+    def unreachable(self, error: str, *, quiet: bool = False) -> None:
+        """A call found the server unreachable: an outage begins (said once unless ``quiet``: the
+        caller says it its own way), or the one on now has this latest error."""
+        if self.outage is None:
+            self.outage = Outage(self.what, self.where, time.time(), error)
+            if not quiet:
+                self._log.warning("%s %s unreachable (%s); retrying", self.what, self.where, error)
+        elif error != self.outage.error:  # the latest says most (a refused connection: it is down)
+            self.outage = dataclasses.replace(self.outage, error=error)
+
+    def answered(self) -> None:
+        """A call was answered: an outage, if one was on, is over (said once)."""
+        if self.outage is not None:
+            lasted = time.time() - self.outage.since
+            self._log.warning("%s %s answers again (unreachable for %.0fs)", self.what, self.where, lasted)
+            self.outage = None
