@@ -1,9 +1,10 @@
 """The dashboard's screen: lays the regions out and redraws them (the message handlers are in
 ``routing``, the actions in ``user_actions``).
 
-Layout: the header (stats, and the banner while disconnected) on top; below it the services and the
-sessions/tasks on the left, the events of the task on show and the state tree (tabs) on the right.
-Below 150 columns the right side goes under the left one.
+Layout: the header (stats, and a banner while disconnected or while the server cannot reach the
+deployment's queue) on top; below it the services and the sessions/tasks on the left, the events
+of the task on show and the state tree (tabs) on the right. Below 150 columns the right side goes
+under the left one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from llamactl.tui.events.event_list import EventList
 from llamactl.tui.events.panel import EventsPanel
 from llamactl.tui.feed import Feed
 from llamactl.tui.header.banner import ConnectionBanner
+from llamactl.tui.header.outage import OutageBanner
 from llamactl.tui.header.stats import StatsBar
 from llamactl.tui.key_bar import KeyBar
 from llamactl.tui.model.dashboard import Delta
@@ -101,6 +103,7 @@ class DashboardScreen(MessageRouting):
         app = self.dashboard
         yield StatsBar(app.model, id="stats")
         yield ConnectionBanner(app.model.now, id="banner")
+        yield OutageBanner(id="outage")
         with Container(id="main"):
             with Vertical(id="left"):
                 yield ServicesTable(app.model, id="services")
@@ -170,6 +173,8 @@ class DashboardScreen(MessageRouting):
         app = self.dashboard
         now = app.model.now()
         stats = self.query_one(StatsBar)
+        if delta.reset or delta.outage:
+            self.query_one(OutageBanner).show(app.model.queue_outage)
         if delta.reset or delta.counts:
             stats.show_counts()
         if delta.reset or delta.tasks or delta.sessions:

@@ -41,6 +41,7 @@ from llamactl.server.ids import check_id, new_id
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.orchestrator import Orchestrator
+from llamactl.server.outage import Outage
 from llamactl.server.state.base import StateStore
 from llamactl.server.types import (
     EventEnvelope,
@@ -93,6 +94,8 @@ class ControlPlane:
         self.changes = ChangeFeed(store, deployment, f"{deployment}/changes")
         self.records = ControlPlaneRecords(store, deployment, self.changes)
         self.queue = queue
+        self._queue_outage: Outage | None = None
+        """The queue's outage as last put in the change feed."""
         self.orchestrator = orchestrator
         self.registry = registry
         self.signals = TaskSignals()
@@ -427,12 +430,27 @@ class ControlPlane:
             if self.inbox.mirror is not None:
                 await self.inbox.mirror.sync()  # what other control planes heard
             now = time.time()
+            self._report_queue_outage(self.queue.outage, now)
             if self.queue.outage is not None:
                 # Heartbeats come through the queue: while this server cannot reach it (and for
                 # a window after, while they come through again), silence says nothing of a replica.
                 quiet_until = now + window
             elif now >= quiet_until:
                 self.registry.expire(now)
+
+    def _report_queue_outage(self, outage: Outage | None, now: float) -> None:
+        """Put the queue's outage in the change feed when it begins and when it ends (the
+        dashboard shows it; the store, and so the feed, may well be reachable meanwhile)."""
+        reported = self._queue_outage
+        if (outage is None) == (reported is None):
+            return
+        self._queue_outage = outage
+        if outage is not None:
+            data: dict[str, object] = {"where": outage.where, "since": outage.since, "error": outage.error}
+            self.changes.emit("queue.unreachable", data)
+        elif reported is not None:
+            lasted = round(now - reported.since, 1)
+            self.changes.emit("queue.reachable", {"where": reported.where, "unreachable_for": lasted})
 
     async def _check_turns(self) -> None:
         """With a shared store: pick up what another server left half done when it died."""

@@ -235,6 +235,7 @@ class Deployment:
             health[key] = {
                 "type": kind,
                 "reachable": outage is None,
+                "where": None if outage is None else outage.where,
                 "unreachable_since": None if outage is None else outage.since,
                 "error": None if outage is None else outage.error,
             }

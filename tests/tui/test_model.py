@@ -243,3 +243,35 @@ def test_a_service_left_to_remote_workers_is_remote_until_one_is_up() -> None:
     book.load([ServiceStatus(service_id="echo", name="Echo", desired_replicas=0, replicas=[remote])])
     row = book.get("echo")
     assert row is not None and (row.state, row.ready) == ("up", 1)
+
+
+def test_the_queue_outage_comes_from_the_snapshot_and_the_change_feed() -> None:
+    model = DashboardModel(max_tasks=10, max_sessions=10, clock=lambda: 1000.0)
+    health = {
+        "message_queue": {
+            "reachable": False,
+            "where": "redis://q/0",
+            "unreachable_since": 990.0,
+            "error": "refused",
+        }
+    }
+    delta = model.load_state(DeploymentState(deployment="demo", health=health))
+    assert delta.outage and model.queue_outage is not None
+    assert (model.queue_outage.where, model.queue_outage.since, model.queue_outage.error) == (
+        "redis://q/0",
+        990.0,
+        "refused",
+    )
+    assert not model.load_state(DeploymentState(deployment="demo", health=health)).outage  # unchanged
+    back = ChangeEvent(kind="queue.reachable", deployment="demo", data={"where": "redis://q/0"}, seq=1)
+    assert model.apply([back]).outage and model.queue_outage is None
+    lost = ChangeEvent(
+        kind="queue.unreachable",
+        deployment="demo",
+        data={"where": "redis://q/0", "since": 995.0, "error": "timed out"},
+        seq=2,
+    )
+    assert model.apply([lost]).outage
+    assert model.queue_outage is not None and model.queue_outage.error == "timed out"
+    # an older server's snapshot says nothing of the queue: nothing is shown
+    assert model.load_state(DeploymentState(deployment="demo")).outage and model.queue_outage is None

@@ -14,10 +14,19 @@ from llamactl.tui.model.sessions import SessionBook
 from llamactl.tui.model.tasks import TaskBook
 from llamactl.tui.model.throughput import Throughput
 
-__all__ = ["THROUGHPUT_SPAN", "DashboardModel", "Delta"]
+__all__ = ["THROUGHPUT_SPAN", "DashboardModel", "Delta", "QueueOutage"]
 
 THROUGHPUT_SPAN = 2.0
 """Seconds at most over which the tasks finished between two counter fetches are spread."""
+
+
+@dataclass(frozen=True)
+class QueueOutage:
+    """The server cannot reach the deployment's message queue (from ``/state`` health or the feed)."""
+
+    where: str
+    since: float
+    error: str
 
 
 @dataclass
@@ -34,6 +43,8 @@ class Delta:
     """Sessions one of whose tasks finished (their Context was saved again)."""
     reset: bool = False
     """Everything was replaced (a new deployment, or the server's state was reset)."""
+    outage: bool = False
+    """The queue became unreachable, or reachable again."""
 
     def merge(self, other: Delta) -> Delta:
         """Both changes (to redraw once for several updates)."""
@@ -45,11 +56,18 @@ class Delta:
             counts=self.counts or other.counts,
             finished_sessions=self.finished_sessions | other.finished_sessions,
             reset=self.reset or other.reset,
+            outage=self.outage or other.outage,
         )
 
     def __bool__(self) -> bool:
         return bool(
-            self.tasks or self.sessions or self.services or self.services_stale or self.counts or self.reset
+            self.tasks
+            or self.sessions
+            or self.services
+            or self.services_stale
+            or self.counts
+            or self.reset
+            or self.outage
         )
 
 
@@ -69,6 +87,8 @@ class DashboardModel:
         """Whether the server reports per-service counters (else they are counted from known tasks)."""
         self._finished: tuple[float, int] | None = None
         """(when, how many tasks had finished) at the last state snapshot: throughput is the difference."""
+        self.queue_outage: QueueOutage | None = None
+        """While the server cannot reach the deployment's message queue: since when, and why."""
 
     def reset(self) -> None:
         self.tasks.clear()
@@ -77,6 +97,7 @@ class DashboardModel:
         self.throughput = Throughput()
         self.counts = dict.fromkeys(TASK_COUNTERS, 0)
         self._finished = None
+        self.queue_outage = None
 
     def load_snapshot(
         self,
@@ -103,6 +124,9 @@ class DashboardModel:
         self.has_service_counts = service_tasks is not None
         if service_tasks is not None:
             delta.services |= self.services.set_counts(service_tasks)
+        outage = _queue_outage(state)
+        delta.outage = outage != self.queue_outage
+        self.queue_outage = outage
         return delta
 
     def _count_throughput(self) -> None:
@@ -132,6 +156,16 @@ class DashboardModel:
                 delta.sessions |= self.sessions.created(str(change.data.get("session_id") or ""), change.at)
             elif kind == "session.deleted":
                 delta.sessions |= self.sessions.deleted(str(change.data.get("session_id") or ""))
+            elif kind == "queue.unreachable":
+                data = change.data
+                since = float(data.get("since") or change.at)
+                self.queue_outage = QueueOutage(
+                    str(data.get("where") or "?"), since, str(data.get("error") or "")
+                )
+                delta.outage = True
+            elif kind == "queue.reachable":
+                self.queue_outage = None
+                delta.outage = True
             elif kind.startswith(("service.", "replica.")):
                 changed, stale = self.services.apply(change)
                 delta.services |= changed
@@ -151,6 +185,20 @@ class DashboardModel:
 
 
 _FINAL = {s.value for s in TaskStatus if s.is_final}
+
+
+def _queue_outage(state: DeploymentState) -> QueueOutage | None:
+    """The queue's outage as the snapshot's health says (servers before it said nothing: None)."""
+    health = (state.model_extra or {}).get("health")
+    queue = health.get("message_queue") if isinstance(health, dict) else None
+    if not isinstance(queue, dict) or queue.get("reachable", True):
+        return None
+    since = queue.get("unreachable_since")
+    return QueueOutage(
+        str(queue.get("where") or "?"),
+        float(since) if isinstance(since, int | float) else 0.0,
+        str(queue.get("error") or ""),
+    )
 
 
 def _service_tasks(state: DeploymentState) -> Mapping[str, Mapping[str, Any]] | None:

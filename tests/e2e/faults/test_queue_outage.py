@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
-from llamactl.server.types import ReplicaState, TaskDefinition, TaskStatus
-from tests.e2e.waiting import wait_until
+from llamactl.server.control_plane import ControlPlane
+from llamactl.server.types import ChangeEvent, ReplicaState, TaskDefinition, TaskStatus
+from tests.e2e.waiting import eventually, wait_until
 from tests.llamactl.serving import Lines, Server, llamactl, reaped, write_app
 from tests.postgres import PostgresSchema
 from tests.server.mq.conftest import REDIS_URL
@@ -28,6 +30,14 @@ from .conftest import Start
 
 REDIS = urlsplit(REDIS_URL)
 DB = REDIS.path.strip("/") or "0"
+
+
+async def _changes(cp: ControlPlane) -> AsyncIterator[ChangeEvent]:
+    seq = 0
+    while batch := await cp.changes.read(seq, limit=5000):
+        for change in batch:
+            yield change
+        seq = batch[-1].seq + 1
 
 
 def _queue(port: int, prefix: str) -> dict[str, object]:
@@ -49,6 +59,7 @@ async def test_replicas_are_kept_and_tasks_wait_while_the_queue_is_unreachable(
         assert deployment.health()["message_queue"] == {
             "type": "redis",
             "reachable": True,
+            "where": None,
             "unreachable_since": None,
             "error": None,
         }
@@ -74,6 +85,18 @@ async def test_replicas_are_kept_and_tasks_wait_while_the_queue_is_unreachable(
         assert deployment.queue_outage is None
         states = {r.replica_id: r.state for s in deployment.services() for r in s.replicas}
         assert set(states.values()) == {ReplicaState.READY}
+        # The change feed (in the store, which stayed up) says when the outage began and ended.
+        kinds: list[tuple[str, dict[str, object]]] = []
+
+        async def outage_reported() -> bool:
+            await cp.changes.flushed()
+            kinds[:] = [(c.kind, c.data) async for c in _changes(cp) if c.kind.startswith("queue.")]
+            return [k for k, _ in kinds] == ["queue.unreachable", "queue.reachable"]
+
+        await eventually(outage_reported, 10)
+        (_, began), (_, ended) = kinds
+        assert began["where"] == outage.where and began["since"] == outage.since
+        assert ended["where"] == outage.where and float(ended["unreachable_for"]) > 5  # type: ignore[arg-type]
     finally:
         await proxy.stop()
 
