@@ -44,11 +44,14 @@ class Reachability:
         self._log = log
         self.outage: Outage | None = None
         """Set by the first call that found the server unreachable, cleared by the next answered."""
+        self.outages = 0
+        """Outages begun so far (one too short to be seen in ``outage`` counts too)."""
 
     def unreachable(self, error: str, *, quiet: bool = False) -> None:
         """A call found the server unreachable: an outage begins (said once unless ``quiet``: the
         caller says it its own way), or the one on now has this latest error."""
         if self.outage is None:
+            self.outages += 1
             self.outage = Outage(self.what, self.where, time.time(), error)
             if not quiet:
                 self._log.warning("%s %s unreachable (%s); retrying", self.what, self.where, error)

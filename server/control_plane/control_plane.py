@@ -96,6 +96,8 @@ class ControlPlane:
         self.queue = queue
         self._queue_outage: Outage | None = None
         """The queue's outage as last put in the change feed."""
+        self._outages_recovered = queue.outages
+        """The queue's outage count when unfinished tasks were last handed out again."""
         self.orchestrator = orchestrator
         self.registry = registry
         self.signals = TaskSignals()
@@ -431,12 +433,28 @@ class ControlPlane:
                 await self.inbox.mirror.sync()  # what other control planes heard
             now = time.time()
             self._report_queue_outage(self.queue.outage, now)
+            if self.queue.outage is None and self.queue.outages != self._outages_recovered:
+                await self._recover_after_queue_outage()
             if self.queue.outage is not None:
                 # Heartbeats come through the queue: while this server cannot reach it (and for
                 # a window after, while they come through again), silence says nothing of a replica.
                 quiet_until = now + window
             elif now >= quiet_until:
                 self.registry.expire(now)
+
+    async def _recover_after_queue_outage(self) -> None:
+        """The queue was unreachable and answers again: it may have lost what it held (a Redis
+        restarted without its data), so every unfinished task is handed out again, as after a
+        restart of this server (a copy the queue still holds is absorbed by its msg_id)."""
+        outages = self.queue.outages
+        sent = await self.dispatcher.recover()
+        self._outages_recovered = outages
+        if sent:
+            log.info(
+                "deployment %s: the message queue answers again: handed out %d unfinished task(s) again",
+                self.deployment,
+                sent,
+            )
 
     def _report_queue_outage(self, outage: Outage | None, now: float) -> None:
         """Put the queue's outage in the change feed when it begins and when it ends (the

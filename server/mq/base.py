@@ -229,6 +229,13 @@ class MessageQueue(abc.ABC):
         trying meanwhile). A backend whose broker lives in the client's process says None."""
         return None
 
+    @property
+    def outages(self) -> int:
+        """How many outages this client has had so far (see :attr:`outage`). After one, the broker
+        may have lost what it held (a Redis restarted without its data): a caller that keeps its
+        own copy of what it published sends it again (the ``msg_id`` absorbs what is still there)."""
+        return 0
+
     def sidecar(self) -> Sidecar | None:
         """A :class:`Sidecar` for this client, or None when the backend needs none."""
         return None

@@ -406,8 +406,9 @@ class Worker:
                 return
             except LeaseLost:
                 log.warning(
-                    "task %s was no longer this worker's (another attempt finished it, or the server "
-                    "took it back): its result is dropped",
+                    "task %s was no longer this worker's (another attempt settled it, the server took "
+                    "it back, or the queue lost it): its result went out all the same, and counts if "
+                    "it is the task's first",
                     final.task_id,
                 )
                 return

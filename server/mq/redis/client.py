@@ -166,7 +166,11 @@ class RedisQueue(MessageQueue):
 
     @property
     def outage(self) -> Outage | None:
-        return None if self._link is None else self._link.outage
+        return None if self._link is None else self._link.reachability.outage
+
+    @property
+    def outages(self) -> int:
+        return 0 if self._link is None else self._link.reachability.outages
 
     def sidecar(self) -> RedisSideLine:
         """A side line for the loop watchdog's thread: it keeps this client alive while user code

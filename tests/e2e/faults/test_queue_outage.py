@@ -23,7 +23,7 @@ from llamactl.server.types import ChangeEvent, ReplicaState, TaskDefinition, Tas
 from tests.e2e.waiting import eventually, wait_until
 from tests.llamactl.serving import Lines, Server, llamactl, reaped, write_app
 from tests.postgres import PostgresSchema
-from tests.server.mq.conftest import REDIS_URL
+from tests.server.mq.conftest import REDIS_URL, delete_keys
 from tests.server.mq.tcp_proxy import ProxyThread, TcpProxy
 
 from .conftest import Start
@@ -148,3 +148,31 @@ def _status_and_run(tmp_path: Path, pg: PostgresSchema, prefix: str) -> None:
         finally:
             proxy.start()  # the server's stop needs the queue to say goodbye promptly
             assert server.stop() == 0
+
+
+async def test_tasks_a_redis_lost_in_an_outage_are_handed_out_again(
+    start_app: Start, backends: tuple[PostgresSchema, str]
+) -> None:
+    _, prefix = backends
+    proxy = TcpProxy(REDIS.hostname or "127.0.0.1", REDIS.port or 6379)
+    await proxy.start()
+    try:
+        deployment, app = await start_app(
+            {"work": {"path": "funcs:work", "max-concurrency": 1}}, message_queue=_queue(proxy.port, prefix)
+        )
+        cp = deployment.control_plane
+        running = await cp.create_task(TaskDefinition(service_id="work", input='{"key": "a", "seconds": 3}'))
+        waiting = await cp.create_task(TaskDefinition(service_id="work", input='{"key": "b", "seconds": 0}'))
+        await wait_until(lambda: app.runs_of("a") == 1, 30)
+        await proxy.stop()
+        # Redis restarts without its data (no AOF): everything under the deployment's prefix is gone,
+        # the waiting task's message with it.
+        await delete_keys(REDIS_URL, prefix)
+        print("injected: Redis cut, and its data for the deployment dropped")
+        await wait_until(lambda: deployment.queue_outage is not None, 10)
+        await proxy.start()
+        done = [await cp.wait_for_task(t.task_id, timeout=60) for t in (running, waiting)]
+        assert [d.status for d in done] == [TaskStatus.COMPLETED, TaskStatus.COMPLETED]
+        assert app.runs_of("b") == 1
+    finally:
+        await proxy.stop()
