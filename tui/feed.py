@@ -20,6 +20,7 @@ from textual.widget import Widget
 
 from llamactl.client import (
     AsyncClient,
+    BackendUnavailable,
     ClientError,
     NotFound,
     ServerError,
@@ -73,6 +74,9 @@ def describe_error(exc: BaseException) -> str:
         return "the server wants a token: start with --token TOKEN or set LLAMACTL_API_TOKEN"
     if isinstance(exc, httpx.TransportError):
         return f"the connection failed ({type(exc).__name__})"
+    if isinstance(exc, BackendUnavailable):
+        what = "state store" if exc.backend == "state_store" else "message queue"
+        return f"the server cannot reach the deployment's {what} (`llamactl status` says more)"
     return str(exc) or type(exc).__name__
 
 

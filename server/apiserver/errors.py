@@ -129,7 +129,12 @@ async def _engine_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, StateStoreError | MessageQueueError):
         # Nothing of the request was kept: the caller may simply send it again (a client can tell
         # this 503 by ``unavailable``: which of the deployment's servers failed the request).
-        detail = f"the server cannot record this right now ({exc}): nothing was kept, try again in a moment"
+        if request.method in ("GET", "HEAD"):  # a read: nothing to keep, only to try again
+            detail = f"the server cannot answer this right now ({exc}): try again in a moment"
+        else:
+            detail = (
+                f"the server cannot record this right now ({exc}): nothing was kept, try again in a moment"
+            )
         extra["unavailable"] = "state_store" if isinstance(exc, StateStoreError) else "message_queue"
     response = error_response(status_for(exc), detail, **extra)
     if isinstance(exc, Overloaded):

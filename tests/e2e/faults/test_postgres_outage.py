@@ -85,6 +85,12 @@ def _through_an_outage(tmp_path: Path, pg: PostgresSchema) -> None:
                 ), status
                 metrics = httpx.get(f"{server.url}/metrics").text
                 assert 'llamactl_state_store_reachable{deployment="pgcut"} 0' in metrics
+                listing = httpx.get(f"{server.url}/deployments/pgcut/tasks")
+                assert listing.status_code == 503 and listing.json()["unavailable"] == "state_store"
+                assert listing.json()["detail"].startswith("the server cannot answer this right now (")
+                session = httpx.post(f"{server.url}/deployments/pgcut/sessions/create")
+                assert session.status_code == 503 and session.json()["unavailable"] == "state_store"
+                assert session.json()["detail"].endswith("nothing was kept, try again in a moment")
                 with reaped(
                     llamactl("--server", server.url, "run", "-s", "func", "-a", "name", "Ada")
                 ) as run:
