@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 
 
@@ -15,39 +16,81 @@ class TcpProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._fresh: set[socket.socket] = set()
+        """Accepted connections that no transport owns yet."""
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        if self._server is not None:
+        if self._listener is not None:
             return
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        listener.setblocking(False)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        asyncio.get_running_loop().add_reader(listener, self._accept, listener)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        # Our own accepts, not asyncio's server: closing that one between an accept and the making
+        # of its transport leaves the accepted socket open for the garbage collector. Here every
+        # accepted socket is known from the moment it is accepted.
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener)
+            self._listener.close()
+            self._listener = None
+        for conn in list(self._fresh):
+            conn.close()
+        self._fresh.clear()
         for w in list(self._writers):
             w.transport.abort()
-        for t in list(self._tasks):
+        waiting = [*self._tasks, *self._handlers]
+        for t in waiting:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*waiting, return_exceptions=True)
         self._writers.clear()
 
+    def _accept(self, listener: socket.socket) -> None:
+        try:
+            conn, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        conn.setblocking(False)
+        self._fresh.add(conn)
+        handler = asyncio.get_running_loop().create_task(self._open(conn))
+        self._handlers.add(handler)
+        handler.add_done_callback(self._handlers.discard)
+
+    async def _open(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn)
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            self._fresh.discard(conn)
+        self._writers.add(writer)
+        await self._serve(reader, writer)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # A connection handler must not end cancelled: Python 3.11's start_server callback calls
-        # task.exception() on it, which raises CancelledError in the loop's exception handler
-        # (an "unraisable" error in the test that happens to be running).
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._forward(reader, writer)
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._forward(reader, writer)
+        finally:
+            self._writers.discard(writer)
+            writer.transport.abort()
 
     async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
-            writer.transport.abort()
+            return
+        if self._listener is None or writer.transport.is_closing():
+            up_writer.transport.abort()  # stopped while this connection was being opened
             return
         self._writers |= {writer, up_writer}
         pipes = [
