@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from llamactl.server.control_plane.changes import ChangeFeed
 from llamactl.server.control_plane.dispatcher import Dispatcher
 from llamactl.server.control_plane.inbox import Handler, Inbox
+from llamactl.server.control_plane.liveness import LivenessWatch
 from llamactl.server.control_plane.loops import Loops
 from llamactl.server.control_plane.records import ControlPlaneRecords
 from llamactl.server.control_plane.registry import ServiceRegistry
@@ -41,7 +42,6 @@ from llamactl.server.ids import check_id, new_id
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.orchestrator import Orchestrator
-from llamactl.server.outage import Outage
 from llamactl.server.state.base import StateStore
 from llamactl.server.types import (
     EventEnvelope,
@@ -94,10 +94,6 @@ class ControlPlane:
         self.changes = ChangeFeed(store, deployment, f"{deployment}/changes")
         self.records = ControlPlaneRecords(store, deployment, self.changes)
         self.queue = queue
-        self._queue_outage: Outage | None = None
-        """The queue's outage as last put in the change feed."""
-        self._outages_recovered = queue.outages
-        """The queue's outage count when unfinished tasks were last handed out again."""
         self.orchestrator = orchestrator
         self.registry = registry
         self.signals = TaskSignals()
@@ -144,7 +140,15 @@ class ControlPlane:
             self._remote.start()
             self.loops.start("remote-changes", self._remote.follow_changes)
             self.loops.start("turns-check", self._check_turns)
-        self.loops.start("replica-expiry", self._expire_replicas)
+        liveness = LivenessWatch(
+            self.deployment,
+            registry=self.registry,
+            queue=self.queue,
+            changes=self.changes,
+            dispatcher=self.dispatcher,
+            mirror=self.inbox.mirror,
+        )
+        self.loops.start("replica-expiry", liveness.run)
         self.loops.start("retention", self._retention)
 
     def _consume(self, name: str, topic: str, handler: Handler) -> None:
@@ -423,52 +427,6 @@ class ControlPlane:
     async def _finished(self, task: StoredTask, *, released: bool = False) -> None:
         self.signals.notify(task.task_id)
         await self.dispatcher.finished(task, released=released)
-
-    async def _expire_replicas(self) -> None:
-        window = self.registry.heartbeat_interval * self.registry.liveness
-        quiet_until = 0.0
-        while True:
-            await asyncio.sleep(self.registry.heartbeat_interval)
-            if self.inbox.mirror is not None:
-                await self.inbox.mirror.sync()  # what other control planes heard
-            now = time.time()
-            self._report_queue_outage(self.queue.outage, now)
-            if self.queue.outage is None and self.queue.outages != self._outages_recovered:
-                await self._recover_after_queue_outage()
-            if self.queue.outage is not None:
-                # Heartbeats come through the queue: while this server cannot reach it (and for
-                # a window after, while they come through again), silence says nothing of a replica.
-                quiet_until = now + window
-            elif now >= quiet_until:
-                self.registry.expire(now)
-
-    async def _recover_after_queue_outage(self) -> None:
-        """The queue was unreachable and answers again: it may have lost what it held (a Redis
-        restarted without its data), so every unfinished task is handed out again, as after a
-        restart of this server (a copy the queue still holds is absorbed by its msg_id)."""
-        outages = self.queue.outages
-        sent = await self.dispatcher.recover()
-        self._outages_recovered = outages
-        if sent:
-            log.info(
-                "deployment %s: the message queue answers again: handed out %d unfinished task(s) again",
-                self.deployment,
-                sent,
-            )
-
-    def _report_queue_outage(self, outage: Outage | None, now: float) -> None:
-        """Put the queue's outage in the change feed when it begins and when it ends (the
-        dashboard shows it; the store, and so the feed, may well be reachable meanwhile)."""
-        reported = self._queue_outage
-        if (outage is None) == (reported is None):
-            return
-        self._queue_outage = outage
-        if outage is not None:
-            data: dict[str, object] = {"where": outage.where, "since": outage.since, "error": outage.error}
-            self.changes.emit("queue.unreachable", data)
-        elif reported is not None:
-            lasted = round(now - reported.since, 1)
-            self.changes.emit("queue.reachable", {"where": reported.where, "unreachable_for": lasted})
 
     async def _check_turns(self) -> None:
         """With a shared store: pick up what another server left half done when it died."""

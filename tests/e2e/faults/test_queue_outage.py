@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
 from llamactl.server.control_plane import ControlPlane
 from llamactl.server.types import ChangeEvent, ReplicaState, TaskDefinition, TaskStatus
@@ -40,65 +41,73 @@ async def _changes(cp: ControlPlane) -> AsyncIterator[ChangeEvent]:
         seq = batch[-1].seq + 1
 
 
+@pytest.fixture
+async def redis_line(backends: tuple[PostgresSchema, str]) -> AsyncIterator[tuple[TcpProxy, str]]:
+    """A line to the shared Redis that the test cuts (``stop()``) and restores (``start()``), and
+    a fresh key prefix."""
+    _, prefix = backends
+    proxy = TcpProxy(REDIS.hostname or "127.0.0.1", REDIS.port or 6379)
+    await proxy.start()
+    try:
+        yield proxy, prefix
+    finally:
+        await proxy.stop()
+
+
 def _queue(port: int, prefix: str) -> dict[str, object]:
     return {"type": "redis", "url": f"redis://127.0.0.1:{port}/{DB}", "prefix": prefix}
 
 
 async def test_replicas_are_kept_and_tasks_wait_while_the_queue_is_unreachable(
-    start_app: Start, backends: tuple[PostgresSchema, str]
+    start_app: Start, redis_line: tuple[TcpProxy, str]
 ) -> None:
-    _, prefix = backends
-    proxy = TcpProxy(REDIS.hostname or "127.0.0.1", REDIS.port or 6379)
-    await proxy.start()
-    try:
-        # Reports every 1 s: a replica silent for 3 s would be taken for crashed.
-        deployment, _ = await start_app(
-            {"work": {"path": "funcs:work", "replicas": 2}}, message_queue=_queue(proxy.port, prefix)
+    proxy, prefix = redis_line
+    # Reports every 1 s: a replica silent for 3 s would be taken for crashed.
+    deployment, _ = await start_app(
+        {"work": {"path": "funcs:work", "replicas": 2}}, message_queue=_queue(proxy.port, prefix)
+    )
+    cp = deployment.control_plane
+    assert deployment.health()["message_queue"] == {
+        "type": "redis",
+        "reachable": True,
+        "where": None,
+        "unreachable_since": None,
+        "error": None,
+    }
+    await proxy.stop()
+    await wait_until(lambda: deployment.queue_outage is not None, 10)
+    # Accepted (stored) at once, not after the 10 s publish timeout: the queue is known down.
+    async with asyncio.timeout(5):
+        task = await cp.create_task(
+            TaskDefinition(service_id="work", input='{"key": "during", "seconds": 0}')
         )
-        cp = deployment.control_plane
-        assert deployment.health()["message_queue"] == {
-            "type": "redis",
-            "reachable": True,
-            "where": None,
-            "unreachable_since": None,
-            "error": None,
-        }
-        await proxy.stop()
-        await wait_until(lambda: deployment.queue_outage is not None, 10)
-        # Accepted (stored) at once, not after the 10 s publish timeout: the queue is known down.
-        async with asyncio.timeout(5):
-            task = await cp.create_task(
-                TaskDefinition(service_id="work", input='{"key": "during", "seconds": 0}')
-            )
-        outage = deployment.queue_outage
-        assert outage is not None
-        # Three report intervals and more without a heartbeat getting through.
-        await wait_until(lambda: time.time() - outage.since > 5, 10)
-        states = {r.replica_id: r.state for s in deployment.services() for r in s.replicas}
-        assert states == {"work#1": ReplicaState.READY, "work#2": ReplicaState.READY}
-        health = deployment.health()["message_queue"]
-        assert isinstance(health, dict) and health["reachable"] is False and health["error"]
-        assert (await cp.get_task(task.task_id)).status is TaskStatus.QUEUED
-        await proxy.start()
-        done = await cp.wait_for_task(task.task_id, timeout=60)
-        assert done.status is TaskStatus.COMPLETED and done.result == "done during"
-        assert deployment.queue_outage is None
-        states = {r.replica_id: r.state for s in deployment.services() for r in s.replicas}
-        assert set(states.values()) == {ReplicaState.READY}
-        # The change feed (in the store, which stayed up) says when the outage began and ended.
-        kinds: list[tuple[str, dict[str, object]]] = []
+    outage = deployment.queue_outage
+    assert outage is not None
+    # Three report intervals and more without a heartbeat getting through.
+    await wait_until(lambda: time.time() - outage.since > 5, 10)
+    states = {r.replica_id: r.state for s in deployment.services() for r in s.replicas}
+    assert states == {"work#1": ReplicaState.READY, "work#2": ReplicaState.READY}
+    health = deployment.health()["message_queue"]
+    assert isinstance(health, dict) and health["reachable"] is False and health["error"]
+    assert (await cp.get_task(task.task_id)).status is TaskStatus.QUEUED
+    await proxy.start()
+    done = await cp.wait_for_task(task.task_id, timeout=60)
+    assert done.status is TaskStatus.COMPLETED and done.result == "done during"
+    assert deployment.queue_outage is None
+    states = {r.replica_id: r.state for s in deployment.services() for r in s.replicas}
+    assert set(states.values()) == {ReplicaState.READY}
+    # The change feed (in the store, which stayed up) says when the outage began and ended.
+    kinds: list[tuple[str, dict[str, object]]] = []
 
-        async def outage_reported() -> bool:
-            await cp.changes.flushed()
-            kinds[:] = [(c.kind, c.data) async for c in _changes(cp) if c.kind.startswith("queue.")]
-            return [k for k, _ in kinds] == ["queue.unreachable", "queue.reachable"]
+    async def outage_reported() -> bool:
+        await cp.changes.flushed()
+        kinds[:] = [(c.kind, c.data) async for c in _changes(cp) if c.kind.startswith("queue.")]
+        return [k for k, _ in kinds] == ["queue.unreachable", "queue.reachable"]
 
-        await eventually(outage_reported, 10)
-        (_, began), (_, ended) = kinds
-        assert began["where"] == outage.where and began["since"] == outage.since
-        assert ended["where"] == outage.where and float(ended["unreachable_for"]) > 5  # type: ignore[arg-type]
-    finally:
-        await proxy.stop()
+    await eventually(outage_reported, 10)
+    (_, began), (_, ended) = kinds
+    assert began["where"] == outage.where and began["since"] == outage.since
+    assert ended["where"] == outage.where and float(ended["unreachable_for"]) > 5  # type: ignore[arg-type]
 
 
 async def test_status_and_run_say_that_the_queue_is_unreachable(
@@ -151,28 +160,23 @@ def _status_and_run(tmp_path: Path, pg: PostgresSchema, prefix: str) -> None:
 
 
 async def test_tasks_a_redis_lost_in_an_outage_are_handed_out_again(
-    start_app: Start, backends: tuple[PostgresSchema, str]
+    start_app: Start, redis_line: tuple[TcpProxy, str]
 ) -> None:
-    _, prefix = backends
-    proxy = TcpProxy(REDIS.hostname or "127.0.0.1", REDIS.port or 6379)
+    proxy, prefix = redis_line
+    deployment, app = await start_app(
+        {"work": {"path": "funcs:work", "max-concurrency": 1}}, message_queue=_queue(proxy.port, prefix)
+    )
+    cp = deployment.control_plane
+    running = await cp.create_task(TaskDefinition(service_id="work", input='{"key": "a", "seconds": 3}'))
+    waiting = await cp.create_task(TaskDefinition(service_id="work", input='{"key": "b", "seconds": 0}'))
+    await wait_until(lambda: app.runs_of("a") == 1, 30)
+    await proxy.stop()
+    # Redis restarts without its data (no AOF): everything under the deployment's prefix is gone,
+    # the waiting task's message with it.
+    await delete_keys(REDIS_URL, prefix)
+    print("injected: Redis cut, and its data for the deployment dropped")
+    await wait_until(lambda: deployment.queue_outage is not None, 10)
     await proxy.start()
-    try:
-        deployment, app = await start_app(
-            {"work": {"path": "funcs:work", "max-concurrency": 1}}, message_queue=_queue(proxy.port, prefix)
-        )
-        cp = deployment.control_plane
-        running = await cp.create_task(TaskDefinition(service_id="work", input='{"key": "a", "seconds": 3}'))
-        waiting = await cp.create_task(TaskDefinition(service_id="work", input='{"key": "b", "seconds": 0}'))
-        await wait_until(lambda: app.runs_of("a") == 1, 30)
-        await proxy.stop()
-        # Redis restarts without its data (no AOF): everything under the deployment's prefix is gone,
-        # the waiting task's message with it.
-        await delete_keys(REDIS_URL, prefix)
-        print("injected: Redis cut, and its data for the deployment dropped")
-        await wait_until(lambda: deployment.queue_outage is not None, 10)
-        await proxy.start()
-        done = [await cp.wait_for_task(t.task_id, timeout=60) for t in (running, waiting)]
-        assert [d.status for d in done] == [TaskStatus.COMPLETED, TaskStatus.COMPLETED]
-        assert app.runs_of("b") == 1
-    finally:
-        await proxy.stop()
+    done = [await cp.wait_for_task(t.task_id, timeout=60) for t in (running, waiting)]
+    assert [d.status for d in done] == [TaskStatus.COMPLETED, TaskStatus.COMPLETED]
+    assert app.runs_of("b") == 1

@@ -1,0 +1,92 @@
+"""The control plane's watch on its replicas' liveness and on its message queue.
+
+Every heartbeat interval: replicas silent for ``liveness`` intervals are declared gone, except
+while the queue, which carries their heartbeats, is unreachable (and for one window after, while
+they come through again: silence says nothing of a replica then). The queue's outage goes into
+the change feed when it begins and when it ends (the dashboard shows it; the store, and so the
+feed, may well be up meanwhile), and once the queue answers after an outage, every unfinished
+task is handed out again, as after a restart of the server: the queue may have lost what it held
+(a Redis restarted without its data), and a copy it still holds is absorbed by its msg_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from llamactl.server.control_plane.changes import ChangeFeed
+from llamactl.server.control_plane.dispatcher import Dispatcher
+from llamactl.server.control_plane.registry import ServiceRegistry
+from llamactl.server.control_plane.replica_mirror import ReplicaMirror
+from llamactl.server.mq.base import MessageQueue
+from llamactl.server.outage import Outage
+
+__all__ = ["LivenessWatch"]
+
+log = logging.getLogger(__name__)
+
+
+class LivenessWatch:
+    """``await watch.run()`` (a control plane loop) until cancelled."""
+
+    def __init__(
+        self,
+        deployment: str,
+        *,
+        registry: ServiceRegistry,
+        queue: MessageQueue,
+        changes: ChangeFeed,
+        dispatcher: Dispatcher,
+        mirror: ReplicaMirror | None,
+    ) -> None:
+        self._deployment = deployment
+        self._registry = registry
+        self._queue = queue
+        self._changes = changes
+        self._dispatcher = dispatcher
+        self._mirror = mirror
+        self._reported: Outage | None = None
+        """The queue's outage as last put in the change feed."""
+        self._recovered = queue.outages
+        """The queue's outage count when unfinished tasks were last handed out again."""
+
+    async def run(self) -> None:
+        window = self._registry.heartbeat_interval * self._registry.liveness
+        quiet_until = 0.0
+        while True:
+            await asyncio.sleep(self._registry.heartbeat_interval)
+            if self._mirror is not None:
+                await self._mirror.sync()  # what other control planes heard
+            now = time.time()
+            outage = self._queue.outage
+            self._report(outage, now)
+            if outage is None and self._queue.outages != self._recovered:
+                await self._recover()
+            if outage is not None:
+                quiet_until = now + window
+            elif now >= quiet_until:
+                self._registry.expire(now)
+
+    async def _recover(self) -> None:
+        outages = self._queue.outages
+        sent = await self._dispatcher.recover()
+        self._recovered = outages
+        if sent:
+            log.info(
+                "deployment %s: the message queue answers again: handed out %d unfinished task(s) again",
+                self._deployment,
+                sent,
+            )
+
+    def _report(self, outage: Outage | None, now: float) -> None:
+        reported = self._reported
+        if (outage is None) == (reported is None):
+            return
+        self._reported = outage
+        if outage is not None:
+            data: dict[str, object] = {"where": outage.where, "since": outage.since, "error": outage.error}
+            self._changes.emit("queue.unreachable", data)
+        elif reported is not None:
+            lasted = round(now - reported.since, 1)
+            self._changes.emit("queue.reachable", {"where": reported.where, "unreachable_for": lasted})
