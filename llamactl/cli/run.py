@@ -161,11 +161,9 @@ def run(
                                 record = _stream(tasks, task, output)
                             else:
                                 record = _watched(tasks, task, name, outage)
-                        except ServerUnreachable as exc:
+                        except (ServerUnreachable, BackendUnavailable) as exc:
                             if isinstance(exc, NotLlamactlServer):
                                 raise
-                            record = _reattach(tasks, task_id, name, exc)
-                        except BackendUnavailable as exc:
                             record = _reattach(tasks, task_id, name, exc)
                     else:
                         try:

@@ -55,7 +55,8 @@ class OutageWatch:
         self._done.set()
 
     def trouble(self) -> str | None:
-        """What the server says of this deployment's message queue right now, or None."""
+        """What the server says it cannot reach for this deployment (its queue or its store) right
+        now, or None."""
         from llamactl.server.types import StatusEnum
 
         status = self._client.status()

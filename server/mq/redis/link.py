@@ -26,7 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llamactl.server.errors import MessageQueueError
-from llamactl.server.outage import Outage, Reachability
+from llamactl.server.outage import Reachability
 
 from .config import RedisQueueConfig, scrub
 
@@ -63,11 +63,6 @@ class Link:
         self.short = Redis(connection_pool=short)
         self.blocking = Redis(connection_pool=blocking)
         self.reachability = Reachability("message queue", config.where, log)
-
-    @property
-    def outage(self) -> Outage | None:
-        """Redis's outage while this client cannot reach it, else None."""
-        return self.reachability.outage
 
     def unreachable(self, exc: BaseException, *, quiet: bool = False) -> None:
         """A call found Redis unreachable (see :meth:`Reachability.unreachable`)."""
