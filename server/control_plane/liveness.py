@@ -4,9 +4,10 @@ Every heartbeat interval: replicas silent for ``liveness`` intervals are declare
 while the queue, which carries their heartbeats, is unreachable (and for one window after, while
 they come through again: silence says nothing of a replica then). The queue's outage goes into
 the change feed when it begins and when it ends (the dashboard shows it; the store, and so the
-feed, may well be up meanwhile), and once the queue answers after an outage, every unfinished
-task is handed out again, as after a restart of the server: the queue may have lost what it held
-(a Redis restarted without its data), and a copy it still holds is absorbed by its msg_id.
+feed, may well be up meanwhile), and once the queue answers after an outage or says that it lost
+what it held (:attr:`MessageQueue.losses`: a Redis restarted without its data, a ``FLUSHALL``),
+every unfinished task is handed out again, as after a restart of the server; a copy the queue
+still holds is absorbed by its msg_id.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ class LivenessWatch:
         self._mirror = mirror
         self._reported: Outage | None = None
         """The queue's outage as last put in the change feed."""
-        self._recovered = queue.outages
-        """The queue's outage count when unfinished tasks were last handed out again."""
+        self._recovered = queue.losses
+        """The queue's count of losses when unfinished tasks were last handed out again."""
 
     async def run(self) -> None:
         window = self._registry.heartbeat_interval * self._registry.liveness
@@ -61,7 +62,7 @@ class LivenessWatch:
             now = time.time()
             outage = self._queue.outage
             self._report(outage, now)
-            if outage is None and self._queue.outages != self._recovered:
+            if outage is None and self._queue.losses != self._recovered:
                 await self._recover()
             if outage is not None:
                 quiet_until = now + window
@@ -69,12 +70,13 @@ class LivenessWatch:
                 self._registry.expire(now)
 
     async def _recover(self) -> None:
-        outages = self._queue.outages
+        losses = self._queue.losses
         sent = await self._dispatcher.recover()
-        self._recovered = outages
+        self._recovered = losses
         if sent:
             log.info(
-                "deployment %s: the message queue answers again: handed out %d unfinished task(s) again",
+                "deployment %s: the message queue may have lost what it held: "
+                "handed out %d unfinished task(s) again",
                 self._deployment,
                 sent,
             )

@@ -230,10 +230,12 @@ class MessageQueue(abc.ABC):
         return None
 
     @property
-    def outages(self) -> int:
-        """How many outages this client has had so far (see :attr:`outage`). After one, the broker
-        may have lost what it held (a Redis restarted without its data): a caller that keeps its
-        own copy of what it published sends it again (the ``msg_id`` absorbs what is still there)."""
+    def losses(self) -> int:
+        """How many times so far this client found that the broker may have lost what it held:
+        after each outage (see :attr:`outage`: a Redis may have restarted without its data), and
+        each time the broker no longer knew this client (a ``FLUSHALL``). A caller that keeps its
+        own copy of what it published sends it again (the ``msg_id`` absorbs what is still there).
+        A backend whose broker lives in the client's process says 0."""
         return 0
 
     def sidecar(self) -> Sidecar | None:

@@ -28,6 +28,8 @@ Keys (``P`` is the prefix, ``T`` a topic; topics never hold spaces)::
     P clients        sorted set: client id -> heartbeat deadline
     P h:<client>     set of the "<seq> <topic>" a client holds;  P leases: zset of lease deadlines
     P x:<client>     a client that closed (60 s): a take still on its way must not revive it
+    P z:<client>     a client declared dead (a day, or until it is back): what tells it from a
+                     client that Redis forgot (its data was lost: a FLUSHALL, an empty restart)
 
 How the contract maps:
 

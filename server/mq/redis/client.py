@@ -7,6 +7,11 @@ A client has an id (uuid4), registers it in the ``clients`` sorted set with a de
 releases the leases of clients past their deadline and the leases that ran out. Every client does
 it, so there is no janitor process to run or lose; the script is atomic, so two doing it at once
 is harmless.
+
+A client that Redis no longer knows, though it registered and was never declared dead (the janitor
+leaves a mark for a day when it declares one), tells that Redis lost what it held with every
+connection up (a ``FLUSHALL``, a restart between two heartbeats without its data): it counts in
+:attr:`RedisQueue.losses` like an outage does.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ class Taken:
     due: int = -1
 
 
+_FORGOTTEN = 2
+"""What the ``alive`` Lua function says of a client Redis does not know."""
 _NOT_THERE = (
     "start Redis there, or point the deployment's `message-queue` (its url, or $REDIS_URL) at a running one"
 )
@@ -79,6 +86,8 @@ class RedisQueue(MessageQueue):
         self._epoch = 0
         self._takes = itertools.count(1)
         self._beat_refused = False
+        self._forgotten = 0
+        """How many times Redis no longer knew this registered client (it lost its data)."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RedisQueue:
@@ -169,8 +178,8 @@ class RedisQueue(MessageQueue):
         return None if self._link is None else self._link.reachability.outage
 
     @property
-    def outages(self) -> int:
-        return 0 if self._link is None else self._link.reachability.outages
+    def losses(self) -> int:
+        return self._forgotten + (0 if self._link is None else self._link.reachability.outages)
 
     def sidecar(self) -> RedisSideLine:
         """A side line for the loop watchdog's thread: it keeps this client alive while user code
@@ -241,16 +250,28 @@ class RedisQueue(MessageQueue):
             self._epoch += 1
         return epoch != self._epoch
 
-    def _alive(self, sent: float, reaped: int) -> None:
-        """A liveness refresh sent at ``sent`` succeeded; ``reaped``: we had been declared dead."""
-        if reaped and self._registered:
-            self._epoch += 1
-            log.warning(
-                "message queue client %s was declared dead (silent for over %gs): "
-                "its deliveries went back to the queue",
-                self.client_id,
-                self.config.window,
-            )
+    def _alive(self, sent: float, known: int) -> None:
+        """A liveness refresh sent at ``sent`` succeeded; ``known`` is what Redis knew of this
+        client: 0 registered, 1 declared dead (silent too long), 2 not at all."""
+        if known and self._registered:
+            self._epoch += 1  # its leases are gone either way
+            if known == _FORGOTTEN:
+                self._forgotten += 1
+                log.warning(
+                    "message queue redis at %s lost what it held for prefix %r (it no longer knew "
+                    "client %s: a FLUSHALL, a restart without its data, a failover to a replica "
+                    "that lagged): the server hands out its unfinished tasks again",
+                    self.config.where,
+                    self.config.prefix,
+                    self.client_id,
+                )
+            else:
+                log.warning(
+                    "message queue client %s was declared dead (silent for over %gs): "
+                    "its deliveries went back to the queue",
+                    self.client_id,
+                    self.config.window,
+                )
         self._registered = True
         self._alive_at = max(self._alive_at, sent)
 
@@ -267,9 +288,9 @@ class RedisQueue(MessageQueue):
             self._window_ms,
         ]
         sent = loop.time()
-        reaped, exclusive, rows, wait = await self._call("take", args, f"consume from {state.topic}")
+        known, exclusive, rows, wait = await self._call("take", args, f"consume from {state.topic}")
         self._check_open()
-        self._alive(sent, reaped)
+        self._alive(sent, known)
         taken = Taken(exclusive=bool(exclusive))
         for seq, msg_id, key, headers, payload, attempt, lease_id in rows:
             msg = Message(state.topic, msg_id.decode(), payload, key.decode(), int(seq), json.loads(headers))
@@ -325,11 +346,11 @@ class RedisQueue(MessageQueue):
         sent = asyncio.get_running_loop().time()
         try:
             if raise_errors:  # the first beat: connecting
-                reaped = await self._call(
+                known = await self._call(
                     "beat", [self.client_id, self._window_ms], "connect", way_out=_NOT_THERE
                 )
             else:
-                reaped = await self._call("beat", [self.client_id, self._window_ms], "heartbeat")
+                known = await self._call("beat", [self.client_id, self._window_ms], "heartbeat")
         except MessageQueueError as exc:
             if raise_errors:
                 raise
@@ -339,4 +360,4 @@ class RedisQueue(MessageQueue):
             self._beat_refused = self.outage is None
             return
         self._beat_refused = False
-        self._alive(sent, int(reaped))
+        self._alive(sent, int(known))

@@ -29,6 +29,7 @@ local P = ARGV[1]
 local MAX_ATTEMPTS = tonumber(ARGV[2])
 local RETENTION = tonumber(ARGV[3])
 local STREAM_KEEP = 7 * 24 * 3600 * 1000
+local DEAD_KEEP = 24 * 3600 * 1000
 local GROUP = 'g'
 local READER = 'c'
 
@@ -48,6 +49,7 @@ local function k_keyq(t, key) return P .. 'q:' .. t .. ' ' .. key end
 local function k_id(t, msg_id) return P .. 'i:' .. t .. ' ' .. msg_id end
 local function k_held(c) return P .. 'h:' .. c end
 local function k_gone(c) return P .. 'x:' .. c end
+local function k_dead(c) return P .. 'z:' .. c end
 local K_CLIENTS = P .. 'clients'
 local K_LEASES = P .. 'leases'
 
@@ -125,12 +127,14 @@ local function publish(t, msg_id, key, headers, payload)
   return seq, 0
 end
 
--- Refresh a client's heartbeat deadline; 1 if it was not registered (new, or declared dead).
+-- Refresh a client's heartbeat deadline: 0 if it was registered, 1 if it had been declared dead,
+-- 2 if Redis did not know it (a new client; for one that was registered, Redis lost its data).
 local function alive(c, window)
   local was = redis.call('ZSCORE', K_CLIENTS, c)
   redis.call('ZADD', K_CLIENTS, NOW + window, c)
   if was then return 0 end
-  return 1
+  if redis.call('DEL', k_dead(c)) == 1 then return 1 end
+  return 2
 end
 
 local function lease(t, seq, st, c, lease_id, lease_ms)
@@ -244,6 +248,8 @@ local function drop_client(c, reason, crashed)
   end
   redis.call('DEL', k_held(c))
   redis.call('ZREM', K_CLIENTS, c)
+  -- What tells a client declared dead from one that Redis forgot (see alive).
+  if crashed then redis.call('SET', k_dead(c), '1', 'PX', DEAD_KEEP) end
 end
 
 -- Only one place checks a fencing token: the state names the lease, or the caller lost it.

@@ -21,17 +21,17 @@ return {seq, dup}
 """
 
 # ARGV: topic, client, count, lease_ms, outstanding, lease id base, heartbeat window ms.
-# Returns {reaped, exclusive, deliveries, wait}: a delivery is {seq, msg_id, key, headers,
-# payload, attempt, lease_id}; ``wait`` (only when nothing was taken) is {"idle"} when this
-# consumer must settle what it holds before it may take a suspect, else {group's last-read id,
-# last id of the wake stream, ms to the next delayed message or -1}.
+# Returns {known, exclusive, deliveries, wait} (``known``: what ``alive`` said): a delivery is
+# {seq, msg_id, key, headers, payload, attempt, lease_id}; ``wait`` (only when nothing was
+# taken) is {"idle"} when this consumer must settle what it holds before it may take a suspect,
+# else {group's last-read id, last id of the wake stream, ms to the next delayed message or -1}.
 TAKE = r"""
 local t, c = ARGV[4], ARGV[5]
 local n, lease_ms, outstanding = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local base, window = ARGV[9], tonumber(ARGV[10])
 -- A take that arrives after its client said goodbye must not register it again.
 if redis.call('EXISTS', k_gone(c)) == 1 then return {0, 0, {}, {'idle'}} end
-local reaped = alive(c, window)
+local known = alive(c, window)
 local out = {}
 local taken = 0
 
@@ -70,9 +70,9 @@ for _, s in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', NOW, 'LIMIT', 0,
 end
 
 if redis.call('ZCARD', k_suspects(t)) > 0 then
-  if outstanding > 0 then return {reaped, 0, out, {'idle'}} end
+  if outstanding > 0 then return {known, 0, out, {'idle'}} end
   redeliver(k_suspects(t), 1)
-  if taken > 0 then return {reaped, 1, out, {}} end
+  if taken > 0 then return {known, 1, out, {}} end
 end
 
 redeliver(k_ready(t), n)
@@ -102,7 +102,7 @@ while taken < n and rounds < 8 do
     end
   end
 end
-if taken > 0 then return {reaped, 0, out, {}} end
+if taken > 0 then return {known, 0, out, {}} end
 
 local last_read = '0-0'
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
@@ -114,7 +114,7 @@ if #w > 0 then last_wake = w[1][1] end
 local due = -1
 local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
 if #first > 0 then due = math.max(0, tonumber(first[2]) - NOW) end
-return {reaped, 0, out, {last_read, last_wake, due}}
+return {known, 0, out, {last_read, last_wake, due}}
 """
 
 # ARGV: topic, seq, lease id. 1 if acked, 0 if the lease was not current.
@@ -194,9 +194,9 @@ return 1
 """
 
 # ARGV: client, heartbeat window ms. Heartbeat, then janitor duty: release the leases of
-# clients whose heartbeat deadline passed and the leases that ran out. Returns ``reaped``.
+# clients whose heartbeat deadline passed and the leases that ran out. Returns what ``alive`` said.
 BEAT = r"""
-local reaped = alive(ARGV[4], tonumber(ARGV[5]))
+local known = alive(ARGV[4], tonumber(ARGV[5]))
 for _, c in ipairs(redis.call('ZRANGEBYSCORE', K_CLIENTS, '-inf', '(' .. NOW, 'LIMIT', 0, 16)) do
   drop_client(c, 'consumer lost', true)
 end
@@ -209,7 +209,7 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', NOW, 'LIMIT', 0
     redis.call('ZREM', K_LEASES, m)
   end
 end
-return reaped
+return known
 """
 
 # ARGV: client, heartbeat window ms. Renew a live client's deadline for its blocked event loop.

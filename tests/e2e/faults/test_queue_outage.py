@@ -180,3 +180,29 @@ async def test_tasks_a_redis_lost_in_an_outage_are_handed_out_again(
     done = [await cp.wait_for_task(t.task_id, timeout=60) for t in (running, waiting)]
     assert [d.status for d in done] == [TaskStatus.COMPLETED, TaskStatus.COMPLETED]
     assert app.runs_of("b") == 1
+
+
+async def test_tasks_a_redis_lost_with_no_outage_are_handed_out_again(
+    start_app: Start, redis_line: tuple[TcpProxy, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A FLUSHALL (or a Redis restarted empty between two heartbeats) drops what the queue held
+    while every connection stays up: no outage to go by, only Redis no longer knowing its clients."""
+    proxy, prefix = redis_line
+    deployment, app = await start_app(
+        {"work": {"path": "funcs:work", "max-concurrency": 1}}, message_queue=_queue(proxy.port, prefix)
+    )
+    cp = deployment.control_plane
+    running = await cp.create_task(TaskDefinition(service_id="work", input='{"key": "a", "seconds": 3}'))
+    waiting = await cp.create_task(TaskDefinition(service_id="work", input='{"key": "b", "seconds": 0}'))
+    await wait_until(lambda: app.runs_of("a") == 1, 30)
+    with caplog.at_level("WARNING"):
+        await delete_keys(REDIS_URL, prefix)  # the shared Redis: FLUSHALL of this test's keys only
+        print("injected: the deployment's data dropped from Redis, every connection up")
+        done = [await cp.wait_for_task(t.task_id, timeout=60) for t in (running, waiting)]
+    assert [d.status for d in done] == [TaskStatus.COMPLETED, TaskStatus.COMPLETED]
+    assert app.runs_of("b") == 1
+    assert deployment.queue_outage is None
+    said = [r.getMessage() for r in caplog.records]
+    assert any("lost what it held" in line for line in said), said
+    assert not any("declared dead" in line for line in said), said
+

@@ -309,3 +309,27 @@ async def test_a_client_says_while_redis_is_unreachable_and_when_it_answers_agai
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_client_tells_redis_losing_its_data_from_being_declared_dead(
+    make: Make, raw: aioredis.Redis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    frozen = await make()
+    other = await make()
+    assert frozen._beats is not None
+    frozen._beats.cancel()  # silent: the other's heartbeat declares it dead
+
+    async def declared_dead() -> bool:
+        return await raw.zscore(f"{prefix}clients", frozen.client_id) is None
+
+    await eventually(declared_dead)
+    await frozen._beat(raise_errors=False)  # back from a pause: it was declared dead, nothing lost
+    assert frozen.losses == 0
+    assert not await raw.exists(f"{prefix}z:{frozen.client_id}"), "the mark is gone once read"
+    assert any("declared dead" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    await delete_keys(REDIS_URL, prefix)  # a FLUSHALL: every connection stays up
+    await eventually(lambda: _true(other.losses == 1))
+    said = [r.getMessage() for r in caplog.records]
+    assert any("lost what it held" in line and prefix in line for line in said), said
+    assert not any("declared dead" in line for line in said), said
