@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 _INPUTS_AFTER = 0.02
 """Seconds a task runs before it listens for events sent in (and cancel requests)."""
+_STOPPING_NOTICE_TIMEOUT = 1.0
+"""Seconds a stopping replica gives its goodbye to the control plane to go out."""
 
 
 class Reporter:
@@ -187,8 +189,7 @@ class Worker:
             if not taker.cancelled() and (exc := taker.exception()) is not None:
                 raise exc
             log.info("stopping: no new tasks; %d in flight", self.in_flight)
-            with contextlib.suppress(Exception):
-                await self.publish(self.message(WorkerMessageKind.REPLICA_STOPPING))
+            await self._say_stopping()
             while self._tasks:
                 await asyncio.wait(set(self._tasks))
         finally:
@@ -199,6 +200,16 @@ class Worker:
             with contextlib.suppress(Exception):
                 # Ends the subscription; deliveries it still buffered go back without an attempt.
                 await consumer.aclose()  # type: ignore[attr-defined]
+
+    async def _say_stopping(self) -> None:
+        """Tell the control plane that this replica stops, if the queue takes it at once: it is a
+        courtesy (the control plane learns it from the heartbeats that stop), and a stop must not
+        wait for a queue that does not answer, past its grace and into a SIGKILL."""
+        if self.queue.outage is not None:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_STOPPING_NOTICE_TIMEOUT):
+                await self.publish(self.message(WorkerMessageKind.REPLICA_STOPPING))
 
     async def _take(self, consumer: AsyncIterator[Delivery]) -> None:
         """Start a task per delivery while there is a free slot, until the stream ends.

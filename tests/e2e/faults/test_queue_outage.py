@@ -206,3 +206,19 @@ async def test_tasks_a_redis_lost_with_no_outage_are_handed_out_again(
     assert any("lost what it held" in line for line in said), said
     assert not any("declared dead" in line for line in said), said
 
+
+async def test_replicas_stop_on_sigterm_while_the_queue_is_unreachable(
+    start_app: Start, redis_line: tuple[TcpProxy, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop (a `serve` ended by Ctrl-C) while Redis does not answer: each replica exits on its
+    SIGTERM, not after the stop grace by a SIGKILL (its goodbye to the control plane cannot go)."""
+    proxy, prefix = redis_line
+    deployment, _ = await start_app(
+        {"work": {"path": "funcs:work", "replicas": 2}}, message_queue=_queue(proxy.port, prefix)
+    )
+    await proxy.stop()
+    await wait_until(lambda: deployment.queue_outage is not None, 10)
+    with caplog.at_level("WARNING"):
+        await deployment.close()
+    said = [r.getMessage() for r in caplog.records]
+    assert not any("ignored SIGTERM" in line for line in said), said
