@@ -26,6 +26,7 @@ Keys (``P`` is the prefix, ``T`` a topic; topics never hold spaces)::
     P q:T <key>      list of the pending seqs of one key, oldest first (per-key order)
     P n:T            wake stream (8 entries at most): XADDed when a message becomes ready again
     P clients        sorted set: client id -> heartbeat deadline
+    P beat           when a heartbeat last got through (server clock, ms)
     P h:<client>     set of the "<seq> <topic>" a client holds;  P leases: zset of lease deadlines
     P x:<client>     a client that closed (60 s): a take still on its way must not revive it
     P z:<client>     a client declared dead (a day, or until it is back): what tells it from a
@@ -58,6 +59,9 @@ How the contract maps:
   clients past their deadline lose their leases (a SIGKILLed consumer is noticed within about
   ``liveness + 1`` intervals), leases past their deadline end. Every client does it, so there is no
   janitor process to run or to lose, and scripts are atomic, so two janitors cannot collide.
+  When no heartbeat got through for two intervals (``beat``: Redis was out of everyone's reach, or
+  refused writes), the first one after moves every client's and lease's deadline on by that gap,
+  so the first client back does not take the others for dead nor end the leases of running tasks.
   A client that held one delivery when it died has that message charged; one that held several
   charges none: each becomes a *suspect* and runs alone, on a consumer holding nothing else, which
   takes nothing more until it settles it (so a poison message fails alone). After

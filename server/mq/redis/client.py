@@ -76,6 +76,7 @@ class RedisQueue(MessageQueue):
         self.config = config
         self.client_id = uuid.uuid4().hex
         self._window_ms = max(1, int(config.window * 1000))
+        self._beat_args = [self.client_id, self._window_ms, max(1, int(config.heartbeat_interval * 1000))]
         self._link: Link | None = None
         self._scripts: Scripts | None = None
         self._beats: asyncio.Task[None] | None = None
@@ -346,11 +347,9 @@ class RedisQueue(MessageQueue):
         sent = asyncio.get_running_loop().time()
         try:
             if raise_errors:  # the first beat: connecting
-                known = await self._call(
-                    "beat", [self.client_id, self._window_ms], "connect", way_out=_NOT_THERE
-                )
+                known = await self._call("beat", self._beat_args, "connect", way_out=_NOT_THERE)
             else:
-                known = await self._call("beat", [self.client_id, self._window_ms], "heartbeat")
+                known = await self._call("beat", self._beat_args, "heartbeat")
         except MessageQueueError as exc:
             if raise_errors:
                 raise

@@ -52,6 +52,7 @@ local function k_gone(c) return P .. 'x:' .. c end
 local function k_dead(c) return P .. 'z:' .. c end
 local K_CLIENTS = P .. 'clients'
 local K_LEASES = P .. 'leases'
+local K_BEAT = P .. 'beat'
 
 local function is_work(t) return string.sub(t, 1, 5) == 'work.' end
 local function is_dead_topic(t) return is_work(t) and string.sub(t, -5) == '.dead' end
@@ -85,6 +86,24 @@ local function get_state(t, seq)
 end
 local function put_state(t, seq, st)
   redis.call('HSET', k_state(t), string.format('%d', seq), cjson.encode(st))
+end
+
+-- Add ``gap`` ms to every client's heartbeat deadline and every lease's: time in which no client
+-- could reach Redis (or write to it) does not count against any of them.
+local function pause_deadlines(gap)
+  local clients = redis.call('ZRANGE', K_CLIENTS, 0, -1, 'WITHSCORES')
+  for j = 1, #clients, 2 do
+    redis.call('ZADD', K_CLIENTS, tonumber(clients[j + 1]) + gap, clients[j])
+  end
+  for _, m in ipairs(redis.call('ZRANGE', K_LEASES, 0, -1)) do
+    local t, seq = split_member(m)
+    local st = get_state(t, seq)
+    if st and st.l ~= '' then
+      st.u = st.u + gap
+      put_state(t, seq, st)
+      redis.call('ZADD', K_LEASES, st.u, m)
+    end
+  end
 end
 
 local function entry(t, seq)

@@ -193,9 +193,15 @@ if key ~= '' then redis.call('LREM', k_keyq(t, key), 1, string.format('%d', seq)
 return 1
 """
 
-# ARGV: client, heartbeat window ms. Heartbeat, then janitor duty: release the leases of
-# clients whose heartbeat deadline passed and the leases that ran out. Returns what ``alive`` said.
+# ARGV: client, heartbeat window ms, heartbeat interval ms. Heartbeat, then janitor duty: release
+# the leases of clients whose heartbeat deadline passed and the leases that ran out. When no
+# heartbeat got through for two intervals, Redis was out of everyone's reach (or refused writes),
+# and silence says nothing of anyone: every deadline first moves on by that gap. Returns what
+# ``alive`` said.
 BEAT = r"""
+local last = redis.call('GET', K_BEAT)
+redis.call('SET', K_BEAT, NOW)
+if last and NOW - tonumber(last) > 2 * tonumber(ARGV[6]) then pause_deadlines(NOW - tonumber(last)) end
 local known = alive(ARGV[4], tonumber(ARGV[5]))
 for _, c in ipairs(redis.call('ZRANGEBYSCORE', K_CLIENTS, '-inf', '(' .. NOW, 'LIMIT', 0, 16)) do
   drop_client(c, 'consumer lost', true)
@@ -214,7 +220,9 @@ return known
 
 # ARGV: client, heartbeat window ms. Renew a live client's deadline for its blocked event loop.
 KEEPALIVE = r"""
-redis.call('ZADD', K_CLIENTS, 'XX', NOW + tonumber(ARGV[5]), ARGV[4])
+if redis.call('ZADD', K_CLIENTS, 'XX', 'CH', NOW + tonumber(ARGV[5]), ARGV[4]) == 1 then
+  redis.call('SET', K_BEAT, NOW)  -- a heartbeat got through
+end
 return 1
 """
 

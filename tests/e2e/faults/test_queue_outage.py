@@ -110,6 +110,30 @@ async def test_replicas_are_kept_and_tasks_wait_while_the_queue_is_unreachable(
     assert ended["where"] == outage.where and float(ended["unreachable_for"]) > 5  # type: ignore[arg-type]
 
 
+async def test_a_task_running_through_an_outage_runs_once(
+    start_app: Start, redis_line: tuple[TcpProxy, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """No client's heartbeat reaches Redis for longer than the liveness window (3 s): once it is
+    back, the first heartbeat must not take the others for dead and hand their tasks out again."""
+    proxy, prefix = redis_line
+    deployment, app = await start_app(
+        {"work": {"path": "funcs:work", "replicas": 2}}, message_queue=_queue(proxy.port, prefix)
+    )
+    cp = deployment.control_plane
+    task = await cp.create_task(TaskDefinition(service_id="work", input='{"key": "a", "seconds": 8}'))
+    await wait_until(lambda: app.runs_of("a") == 1, 30)
+    await proxy.stop()
+    await wait_until(lambda: deployment.queue_outage is not None, 10)
+    outage = deployment.queue_outage
+    assert outage is not None
+    await wait_until(lambda: time.time() - outage.since > 4.5, 10)  # past the 3 s window
+    await proxy.start()
+    done = await cp.wait_for_task(task.task_id, timeout=60)
+    assert (done.status, done.attempts) == (TaskStatus.COMPLETED, 1)
+    assert app.runs_of("a") == 1
+    assert "declared dead" not in capfd.readouterr().err  # the workers' lines, and the server's
+
+
 async def test_status_and_run_say_that_the_queue_is_unreachable(
     tmp_path: Path, backends: tuple[PostgresSchema, str]
 ) -> None:

@@ -104,7 +104,7 @@ async def test_settled_work_leaves_nothing_behind(make: Make, raw: aioredis.Redi
 
     async def only_fixed_keys_left() -> bool:
         keys = {k.decode() async for k in raw.scan_iter(match=f"{prefix}*")}
-        return keys <= {f"{prefix}{k}" for k in ("clients", f"t:{WORK}", f"n:{WORK}")}
+        return keys <= {f"{prefix}{k}" for k in ("clients", "beat", f"t:{WORK}", f"n:{WORK}")}
 
     await eventually(only_fixed_keys_left)
 
@@ -333,3 +333,28 @@ async def test_a_client_tells_redis_losing_its_data_from_being_declared_dead(
     said = [r.getMessage() for r in caplog.records]
     assert any("lost what it held" in line and prefix in line for line in said), said
     assert not any("declared dead" in line for line in said), said
+
+
+async def test_deadlines_stand_still_while_no_heartbeat_gets_through(
+    make: Make, raw: aioredis.Redis, prefix: str
+) -> None:
+    """Redis out of everyone's reach for longer than the window (here: nobody beats): the first
+    client back must not take the other for dead, nor end the lease the other holds."""
+    first = await make()
+    other = await make()
+    await first.publish(WORK, b"job", msg_id="job")
+    held = await within(other.consume(WORK, lease=0.6))
+    for q in (first, other):
+        assert q._beats is not None
+        q._beats.cancel()
+
+    async def window_and_lease_over() -> bool:
+        seconds, micros = await raw.time()
+        deadline = max(await raw.zscore(f"{prefix}clients", other.client_id) or 0, 0)
+        return seconds * 1000 + micros / 1000 > deadline + 300
+
+    await eventually(window_and_lease_over)
+    await first._beat(raise_errors=False)  # the first heartbeat after the gap: janitor duty
+    assert await raw.zscore(f"{prefix}clients", other.client_id) is not None
+    await held.extend()  # still its lease
+    await held.ack()
