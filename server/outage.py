@@ -1,7 +1,8 @@
 """Whether a server the deployment depends on (its Redis queue, its PostgreSQL store) answers.
 
 A client of such a server keeps one :class:`Reachability`: the first call that cannot reach it
-begins an :class:`Outage` (logged once), the next call answered ends it (logged once). The
+(or that it refuses for now: a Redis out of memory) begins an :class:`Outage` (logged once), the
+next call answered ends it (logged once). The
 outage is what ``GET /status/``, ``/state`` health and ``/metrics`` report, and what the server
 reads to not take a silence the outage explains for a failure.
 """
@@ -28,11 +29,14 @@ class Outage:
     """When the first call failed (``time.time()``)."""
     error: str
     """What the latest failed call said."""
+    state: str = "unreachable"
+    """What is wrong: ``unreachable`` (it does not answer), or ``refusing writes`` (it answers,
+    but cannot take a write for now: a Redis out of memory or unable to save to disk)."""
 
     def describe(self, now: float | None = None) -> str:
         """One line for a person: which server, for how long, and what it said."""
         lasted = max(0.0, (time.time() if now is None else now) - self.since)
-        return f"{self.what} {self.where} unreachable for {lasted:.0f}s ({self.error})"
+        return f"{self.what} {self.where} {self.state} for {lasted:.0f}s ({self.error})"
 
 
 class Reachability:
@@ -47,20 +51,25 @@ class Reachability:
         self.outages = 0
         """Outages begun so far (one too short to be seen in ``outage`` counts too)."""
 
-    def unreachable(self, error: str, *, quiet: bool = False) -> None:
-        """A call found the server unreachable: an outage begins (said once unless ``quiet``: the
-        caller says it its own way), or the one on now has this latest error."""
+    def unreachable(self, error: str, *, quiet: bool = False, state: str = "unreachable") -> None:
+        """A call found the server unreachable (or in another ``state`` that stops it for now): an
+        outage begins (said once unless ``quiet``: the caller says it its own way), or the one on
+        now has this latest error and state."""
         if self.outage is None:
             self.outages += 1
-            self.outage = Outage(self.what, self.where, time.time(), error)
+            self.outage = Outage(self.what, self.where, time.time(), error, state)
             if not quiet:
-                self._log.warning("%s %s unreachable (%s); retrying", self.what, self.where, error)
-        elif error != self.outage.error:  # the latest says most (a refused connection: it is down)
-            self.outage = dataclasses.replace(self.outage, error=error)
+                self._log.warning("%s %s %s (%s); retrying", self.what, self.where, state, error)
+        elif (error, state) != (self.outage.error, self.outage.state):
+            # the latest says most (a refused connection: it is down)
+            self.outage = dataclasses.replace(self.outage, error=error, state=state)
 
-    def answered(self) -> None:
-        """A call was answered: an outage, if one was on, is over (said once)."""
-        if self.outage is not None:
-            lasted = time.time() - self.outage.since
-            self._log.warning("%s %s answers again (unreachable for %.0fs)", self.what, self.where, lasted)
-            self.outage = None
+    def answered(self, *, wrote: bool = True) -> None:
+        """A call was answered: an outage, if one was on, is over (said once). A read answered
+        (``wrote=False``) does not end one of a server that refuses writes."""
+        outage = self.outage
+        if outage is None or (not wrote and outage.state != "unreachable"):
+            return
+        lasted = time.time() - outage.since
+        self._log.warning("%s %s answers again (%s for %.0fs)", self.what, self.where, outage.state, lasted)
+        self.outage = None

@@ -87,7 +87,12 @@ class LivenessWatch:
             return
         self._reported = outage
         if outage is not None:
-            data: dict[str, object] = {"where": outage.where, "since": outage.since, "error": outage.error}
+            data: dict[str, object] = {
+                "where": outage.where,
+                "since": outage.since,
+                "error": outage.error,
+                "state": outage.state,
+            }
             self._changes.emit("queue.unreachable", data)
         elif reported is not None:
             lasted = round(now - reported.since, 1)

@@ -238,6 +238,7 @@ class Deployment:
                 "where": None if outage is None else outage.where,
                 "unreachable_since": None if outage is None else outage.since,
                 "error": None if outage is None else outage.error,
+                "state": None if outage is None else outage.state,
             }
         return health
 

@@ -273,5 +273,14 @@ def test_the_queue_outage_comes_from_the_snapshot_and_the_change_feed() -> None:
     )
     assert model.apply([lost]).outage
     assert model.queue_outage is not None and model.queue_outage.error == "timed out"
+    assert model.queue_outage.state == "unreachable"  # a server before `state` meant this
+    full = ChangeEvent(
+        kind="queue.unreachable",
+        deployment="demo",
+        data={"where": "redis://q/0", "since": 996.0, "error": "its maxmemory", "state": "refusing writes"},
+        seq=3,
+    )
+    model.apply([back.model_copy(update={"seq": 3}), full.model_copy(update={"seq": 4})])
+    assert model.queue_outage is not None and model.queue_outage.state == "refusing writes"
     # an older server's snapshot says nothing of the queue: nothing is shown
     assert model.load_state(DeploymentState(deployment="demo")).outage and model.queue_outage is None

@@ -34,7 +34,10 @@ class OutageBanner(Static):
         if outage is None:
             self.update("")
             return
-        text = Text(f"⚠ The server cannot reach the message queue {outage.where}")
+        if outage.state == "unreachable":
+            text = Text(f"⚠ The server cannot reach the message queue {outage.where}")
+        else:
+            text = Text(f"⚠ The message queue {outage.where} is {outage.state}")
         if outage.since:
             text.append(f" (since {time.strftime('%H:%M:%S', time.localtime(outage.since))})")
         if outage.error:

@@ -27,6 +27,8 @@ class QueueOutage:
     where: str
     since: float
     error: str
+    state: str = "unreachable"
+    """``unreachable``, or ``refusing writes`` (it answers but cannot take writes for now)."""
 
 
 @dataclass
@@ -160,7 +162,10 @@ class DashboardModel:
                 data = change.data
                 since = float(data.get("since") or change.at)
                 self.queue_outage = QueueOutage(
-                    str(data.get("where") or "?"), since, str(data.get("error") or "")
+                    str(data.get("where") or "?"),
+                    since,
+                    str(data.get("error") or ""),
+                    str(data.get("state") or "unreachable"),
                 )
                 delta.outage = True
             elif kind == "queue.reachable":
@@ -198,6 +203,7 @@ def _queue_outage(state: DeploymentState) -> QueueOutage | None:
         str(queue.get("where") or "?"),
         float(since) if isinstance(since, int | float) else 0.0,
         str(queue.get("error") or ""),
+        str(queue.get("state") or "unreachable"),
     )
 
 

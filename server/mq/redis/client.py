@@ -329,7 +329,7 @@ class RedisQueue(MessageQueue):
             self._link.unreachable(exc)
             await self._until(asyncio.sleep(min(0.25, self.config.heartbeat_interval)))
             return None
-        self._link.answered()
+        self._link.answered(wrote=False)
         return found
 
     # -- heartbeat and janitor ---------------------------------------------------------------------

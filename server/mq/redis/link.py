@@ -21,7 +21,16 @@ from typing import Any, TypeVar
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -38,6 +47,28 @@ T = TypeVar("T")
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 """Errors that mean Redis did not answer (worth another try), as opposed to a refused command."""
 _SHORT_CONNECTIONS = 32
+_REFUSING = "refusing writes"
+_WHY_REFUSED: tuple[tuple[type[ResponseError] | str, str], ...] = (
+    (OutOfMemoryError, "its maxmemory is reached: raise maxmemory or free memory"),
+    ("MISCONF", "it cannot save to disk (is its disk full?)"),
+    (ReadOnlyError, "it is a read-only replica (a failover under way?)"),
+    (MasterDownError, "its link to the primary is down"),
+    ("NOREPLICAS", "too few replicas answer it (min-replicas-to-write)"),
+    ("BUSY", "a script runs too long in it"),
+    (TryAgainError, "it asks to try again"),
+)
+"""Refusals that last only as long as a condition of the server (its memory, its disk, a
+failover): worth another try, and an outage while they last, unlike a refused command."""
+
+
+def refused_for_now(exc: ResponseError) -> str | None:
+    """Why Redis refused for now (then the call is worth trying again), or None."""
+    text = str(exc)
+    for match, why in _WHY_REFUSED:
+        if text.startswith(match + " ") if isinstance(match, str) else isinstance(exc, match):
+            said = text.split(". script:", 1)[0].rstrip(".")  # not the script's hash and line
+            return f"{why}: {said}"
+    return None
 
 
 class Link:
@@ -64,14 +95,15 @@ class Link:
         self.blocking = Redis(connection_pool=blocking)
         self.reachability = Reachability("message queue", config.where, log)
 
-    def unreachable(self, exc: BaseException, *, quiet: bool = False) -> None:
-        """A call found Redis unreachable (see :meth:`Reachability.unreachable`)."""
-        error = scrub(str(exc), self.config.url) or type(exc).__name__
-        self.reachability.unreachable(error, quiet=quiet)
+    def unreachable(self, exc: BaseException, *, quiet: bool = False, why: str = "") -> None:
+        """A call found Redis unreachable, or refusing writes for ``why`` (see
+        :meth:`Reachability.unreachable`)."""
+        error = scrub(why or str(exc), self.config.url) or type(exc).__name__
+        self.reachability.unreachable(error, quiet=quiet, state=_REFUSING if why else "unreachable")
 
-    def answered(self) -> None:
-        """A call was answered: an outage, if one was on, is over."""
-        self.reachability.answered()
+    def answered(self, *, wrote: bool = True) -> None:
+        """A call was answered: an outage, if one was on, is over (see :meth:`Reachability.answered`)."""
+        self.reachability.answered(wrote=wrote)
 
     async def aclose(self) -> None:
         await self.short.aclose(close_connection_pool=True)
@@ -88,9 +120,11 @@ class Link:
     ) -> T:
         """Await ``make()``, trying again while Redis is unreachable, for ``timeout`` seconds at most.
 
-        Raises ``error`` saying that Redis did not answer (then ``way_out``, when given, says what
+        Redis refusing writes for now (out of memory, unable to save to disk, a read-only replica:
+        :func:`refused_for_now`) is tried again too, as an outage. Raises ``error`` saying that
+        Redis did not answer or refused writes all along (then ``way_out``, when given, says what
         to do, and the wait is announced as soon as the first try fails), or MessageQueueError when
-        Redis refused the command (a script error, a wrong password, a full memory).
+        Redis refused the command (a script error, a wrong password).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -106,18 +140,15 @@ class Link:
                 async with asyncio.timeout(left):
                     answer = await make()
             except (ResponseError, AuthenticationError, AuthorizationError) as exc:
-                self.answered()
-                problem = scrub(str(exc), self.config.url)
-                raise error(f"{what}: redis at {self.config.where} refused it: {problem}") from exc
+                why = refused_for_now(exc) if isinstance(exc, ResponseError) else None
+                if why is None:
+                    self.answered()
+                    problem = scrub(str(exc), self.config.url)
+                    raise error(f"{what}: redis at {self.config.where} refused it: {problem}") from exc
+                self._failed(exc, why, bool(way_out), first=last is None, timeout=timeout)
+                last = exc
             except UNREACHABLE as exc:
-                self.unreachable(exc, quiet=bool(way_out))
-                if last is None and way_out:
-                    log.warning(
-                        "redis at %s does not answer (%s): trying for %gs",
-                        self.config.where,
-                        scrub(str(exc), self.config.url),
-                        timeout,
-                    )
+                self._failed(exc, "", bool(way_out), first=last is None, timeout=timeout)
                 last = exc
             else:
                 self.answered()
@@ -126,8 +157,21 @@ class Link:
                 break
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.25)
+        if isinstance(last, ResponseError):  # why it refused says what to do
+            why = scrub(refused_for_now(last) or str(last), self.config.url)
+            raise error(f"{what}: redis at {self.config.where} refused writes for {timeout:g}s: {why}")
+        tail = f": {way_out}" if way_out else ""
         reason = (
             f" ({type(last).__name__}: {scrub(str(last), self.config.url)})" if last and str(last) else ""
         )
-        tail = f": {way_out}" if way_out else ""
         raise error(f"{what}: redis at {self.config.where} did not answer within {timeout:g}s{reason}{tail}")
+
+    def _failed(self, exc: BaseException, why: str, announce: bool, *, first: bool, timeout: float) -> None:
+        """A try failed for now (``why`` Redis refused it, or it did not answer): an outage, and
+        when the caller announces a wait, the first failure is said at once."""
+        self.unreachable(exc, quiet=announce, why=why)
+        if first and announce:
+            said = (
+                f"refuses writes ({why})" if why else f"does not answer ({scrub(str(exc), self.config.url)})"
+            )
+            log.warning("redis at %s %s: trying for %gs", self.config.where, said, timeout)

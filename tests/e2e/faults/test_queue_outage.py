@@ -73,6 +73,7 @@ async def test_replicas_are_kept_and_tasks_wait_while_the_queue_is_unreachable(
         "where": None,
         "unreachable_since": None,
         "error": None,
+        "state": None,
     }
     await proxy.stop()
     await wait_until(lambda: deployment.queue_outage is not None, 10)

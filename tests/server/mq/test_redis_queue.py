@@ -7,16 +7,20 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import OutOfMemoryError, ResponseError
 
-from llamactl.server.errors import LeaseLost
+from llamactl.server.errors import LeaseLost, PublishRejected
 from llamactl.server.mq.redis import RedisQueue
+from llamactl.server.mq.redis.link import refused_for_now
 
 from .conftest import REDIS_URL, delete_keys, redis_reachable
+from .private_redis import private_redis
 from .tcp_proxy import TcpProxy
 from .test_contract import STREAM, WORK, within
 
@@ -358,3 +362,44 @@ async def test_deadlines_stand_still_while_no_heartbeat_gets_through(
     assert await raw.zscore(f"{prefix}clients", other.client_id) is not None
     await held.extend()  # still its lease
     await held.ack()
+
+
+async def test_a_redis_out_of_memory_is_an_outage_until_it_takes_writes(tmp_path: Path) -> None:
+    async with private_redis(tmp_path / "redis") as url:
+        q = RedisQueue.from_config({"type": "redis", "url": url, "publish_timeout": 0.5})
+        admin = aioredis.Redis.from_url(url)
+        await q.start()
+        try:
+            await admin.config_set("maxmemory", 1)
+            with pytest.raises(PublishRejected, match=r"refused writes for 0.5s: its maxmemory is reached"):
+                await q.publish(WORK, b"job", msg_id="job")
+            outage = q.outage
+            assert outage is not None and outage.state == "refusing writes"
+            assert "refusing writes for" in outage.describe()
+            await q._blocking_read({f"{q.config.prefix}t:{WORK}": "0-0"}, 10, count=1)
+            assert q.outage is outage, "a read answered does not end it: writes are still refused"
+            await admin.config_set("maxmemory", 0)
+            await q.publish(WORK, b"job", msg_id="job")
+            assert q.outage is None
+        finally:
+            await q.close()
+            await admin.aclose()
+
+
+def test_refusals_that_last_only_as_long_as_a_condition_of_the_server() -> None:
+    misconf = ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's currently unable")
+    assert refused_for_now(misconf) == (
+        "it cannot save to disk (is its disk full?): "
+        "MISCONF Redis is configured to save RDB snapshots, but it's currently unable"
+    )
+    oom = OutOfMemoryError(
+        "command not allowed when used memory > 'maxmemory'. script: 1f2e, on @user_script:9."
+    )
+    assert refused_for_now(oom) == (
+        "its maxmemory is reached: raise maxmemory or free memory: "
+        "command not allowed when used memory > 'maxmemory'"
+    )
+    assert (
+        refused_for_now(ResponseError("ERR user_script:1: Script attempted to access nonexistent global"))
+        is None
+    )
