@@ -38,6 +38,7 @@ from llamactl.server.state._common import (
     not_started_error,
     read_waiting,
 )
+from llamactl.server.state._pg_faults import RETRIED, UNREACHABLE, reason, refused_for_now
 from llamactl.server.state._pg_ops import Connection
 from llamactl.server.state._pg_schema import channel_name, migrate
 from llamactl.server.state.base import (
@@ -58,24 +59,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_RETRIED = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _RETRIES = 5
-_UNREACHABLE = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.PostgresConnectionError,
-)
-
 # asyncpg's pool logs a warning with a traceback each time it fails to reopen a connection while
 # the server is down; the store says an outage once, when it begins and when it ends.
 logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
-
-
-def _reason(exc: BaseException) -> str:
-    """Why PostgreSQL could not be reached, in one line."""
-    return f"{type(exc).__name__}: {str(exc) or 'timed out'}"
 
 
 class PostgreSQLStateStore(StateStore):
@@ -158,7 +145,7 @@ class PostgreSQLStateStore(StateStore):
                 )
         except StateStoreError:
             raise
-        except (*_UNREACHABLE, asyncpg.PostgresError) as exc:
+        except (*UNREACHABLE, asyncpg.PostgresError) as exc:
             raise self._error("cannot open the state store", exc) from exc
         self._pool = pool
         try:
@@ -178,7 +165,7 @@ class PostgreSQLStateStore(StateStore):
             await cancel_and_wait(self._relisten)
         listener, self._listener = self._listener, None
         if listener is not None:
-            with contextlib.suppress(*_UNREACHABLE, asyncpg.PostgresError):
+            with contextlib.suppress(*UNREACHABLE, asyncpg.PostgresError):
                 await listener.close(timeout=2)
         pool = self._pool
         if pool is not None:
@@ -231,9 +218,9 @@ class PostgreSQLStateStore(StateStore):
         while not self._closed:
             try:
                 await self._listen()
-            except (*_UNREACHABLE, asyncpg.PostgresError) as exc:
+            except (*UNREACHABLE, asyncpg.PostgresError) as exc:
                 # Said once for the whole outage (by the store's reachability), not every retry.
-                self._reach.unreachable(f"lost the LISTEN connection: {_reason(exc)}")
+                self._reach.unreachable(f"lost the LISTEN connection: {reason(exc)}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             else:
@@ -251,44 +238,55 @@ class PostgreSQLStateStore(StateStore):
         return self._pool
 
     def _error(self, what: str, exc: BaseException) -> StateStoreError:
-        if isinstance(exc, _UNREACHABLE):
+        if isinstance(exc, UNREACHABLE):
             return StateStoreError(
-                f"PostgreSQL state store at {self._where}: {what}: {_reason(exc)}: "
+                f"PostgreSQL state store at {self._where}: {what}: {reason(exc)}: "
                 "is the server up and reachable?"
             )
+        refused = refused_for_now(exc)
+        if refused is not None:
+            state, why = refused
+            return StateStoreError(f"PostgreSQL state store at {self._where}: {what}: {state}: {why}")
         return StateStoreError(f"PostgreSQL state store at {self._where}: {what}: {exc}")
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Connection]:
+    async def _connection(self, *, writes: bool = False) -> AsyncIterator[Connection]:
+        """A pooled connection; how the call ends is what the store's reachability goes by (a
+        read answered does not end an outage of a server that refuses writes)."""
         pool = self._check()
         try:
             async with pool.acquire(timeout=self._timeout) as conn:
                 yield conn
         except StateStoreError:
             raise
-        except (*_UNREACHABLE, asyncpg.PostgresError, UnicodeError) as exc:
-            if isinstance(exc, _UNREACHABLE):
-                self._reach.unreachable(_reason(exc))
+        except (*UNREACHABLE, asyncpg.PostgresError, UnicodeError) as exc:
+            refused = refused_for_now(exc)
+            if isinstance(exc, UNREACHABLE):
+                self._reach.unreachable(reason(exc))
+            elif refused is not None:
+                state, why = refused
+                self._reach.unreachable(why, state=state)
             else:
-                self._reach.answered()
+                self._reach.answered(wrote=writes)
             raise self._error("the call failed", exc) from exc
-        self._reach.answered()
+        self._reach.answered(wrote=writes)
 
-    async def _run(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
-        """``fn`` on a pooled connection, outside a transaction (one statement)."""
-        async with self._connection() as conn:
+    async def _run(self, fn: Callable[[Connection], Awaitable[T]], *, writes: bool = False) -> T:
+        """``fn`` on a pooled connection, outside a transaction (one statement); ``writes``: it
+        changes something."""
+        async with self._connection(writes=writes) as conn:
             return await fn(conn)
 
     async def _transaction(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         """``fn`` in a transaction, run again when PostgreSQL aborts it to break a deadlock."""
         for attempt in range(1, _RETRIES + 1):
             try:
-                async with self._connection() as conn, conn.transaction():
+                async with self._connection(writes=True) as conn, conn.transaction():
                     return await fn(conn)
             except BaseException as exc:
                 self._columns.forget()  # a column assigned in the rolled-back transaction is gone
                 cause = exc.__cause__ if isinstance(exc, StateStoreError) else exc
-                if not isinstance(cause, _RETRIED) or attempt == _RETRIES:
+                if not isinstance(cause, RETRIED) or attempt == _RETRIES:
                     raise
                 self.conflicts += 1
         raise AssertionError("unreachable")
@@ -296,7 +294,7 @@ class PostgreSQLStateStore(StateStore):
     async def _write(self, ns: str, index: Index | None, fn: Callable[[Connection], Awaitable[T]]) -> T:
         """A one-statement write, in a transaction only when it gives a field its column."""
         if self._columns.cached(ns, index):
-            return await self._run(fn)
+            return await self._run(fn, writes=True)
         return await self._transaction(fn)
 
     # --- key/value -----------------------------------------------------------------------------
@@ -321,7 +319,7 @@ class PostgreSQLStateStore(StateStore):
 
     async def delete(self, ns: str, key: str, expected_version: int | None = None) -> bool:
         """Delete (only at ``expected_version`` when given). True if something was deleted."""
-        return await self._run(lambda c: ops.delete(c, ns, key, expected_version))
+        return await self._run(lambda c: ops.delete(c, ns, key, expected_version), writes=True)
 
     async def list(
         self, ns: str, prefix: str = "", after: str | None = None, limit: int = 100
@@ -366,7 +364,7 @@ class PostgreSQLStateStore(StateStore):
     async def append(self, stream: str, value: bytes, *, idem_key: str | None = None) -> int:
         """Append to a log; return the entry's offset (the original one for a known ``idem_key``)."""
         data = check_value(value)
-        offset = await self._run(lambda c: ops.append(c, self._channel, stream, data, idem_key))
+        offset = await self._run(lambda c: ops.append(c, self._channel, stream, data, idem_key), writes=True)
         self._waiters.notify(stream)
         return offset
 
@@ -375,7 +373,7 @@ class PostgreSQLStateStore(StateStore):
         checked = [check_value(value) for value in values]
         if not checked:
             return []
-        offsets = await self._run(lambda c: ops.append_many(c, self._channel, stream, checked))
+        offsets = await self._run(lambda c: ops.append_many(c, self._channel, stream, checked), writes=True)
         self._waiters.notify(stream)
         return offsets
 
@@ -406,7 +404,7 @@ class PostgreSQLStateStore(StateStore):
 
     async def trim_log(self, stream: str, before: int) -> int:
         """Drop entries with offset < ``before`` (never the last one); return how many."""
-        return await self._run(lambda c: ops.trim_log(c, stream, before))
+        return await self._run(lambda c: ops.trim_log(c, stream, before), writes=True)
 
 
 def _checked(write: Write) -> Write:

@@ -35,7 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llamactl.server.errors import MessageQueueError
-from llamactl.server.outage import Reachability
+from llamactl.server.outage import REFUSING_WRITES, Reachability
 
 from .config import RedisQueueConfig, scrub
 
@@ -47,7 +47,6 @@ T = TypeVar("T")
 UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 """Errors that mean Redis did not answer (worth another try), as opposed to a refused command."""
 _SHORT_CONNECTIONS = 32
-_REFUSING = "refusing writes"
 _WHY_REFUSED: tuple[tuple[type[ResponseError] | str, str], ...] = (
     (OutOfMemoryError, "its maxmemory is reached: raise maxmemory or free memory"),
     ("MISCONF", "it cannot save to disk (is its disk full?)"),
@@ -99,7 +98,10 @@ class Link:
         """A call found Redis unreachable, or refusing writes for ``why`` (see
         :meth:`Reachability.unreachable`)."""
         error = scrub(why or str(exc), self.config.url) or type(exc).__name__
-        self.reachability.unreachable(error, quiet=quiet, state=_REFUSING if why else "unreachable")
+        if why:
+            self.reachability.unreachable(error, quiet=quiet, state=REFUSING_WRITES)
+        else:
+            self.reachability.unreachable(error, quiet=quiet)
 
     def answered(self, *, wrote: bool = True) -> None:
         """A call was answered: an outage, if one was on, is over (see :meth:`Reachability.answered`)."""

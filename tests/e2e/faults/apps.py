@@ -66,6 +66,12 @@ async def spin(key: str, seconds: float) -> str:
     while time.monotonic() < end:  # a busy loop in an async step: the fault
         pass
     return f"spun {key}"
+
+
+async def measure(key: str, text: str) -> str:
+    """How long ``text`` is: a task whose input is as large as the test needs."""
+    _ran(key)
+    return f"{key}: {len(text)} characters"
 '''
 
 
