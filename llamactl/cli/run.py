@@ -158,7 +158,7 @@ def run(
                         task = _once_started(create, name, resend_unavailable=True)
                         try:
                             if stream:
-                                record = _stream(tasks, task, output)
+                                record = _stream(tasks, task, name, output)
                             else:
                                 record = _watched(tasks, task, name, outage)
                         except (ServerUnreachable, BackendUnavailable) as exc:
@@ -196,13 +196,44 @@ def run(
     _print_result(record.result, output)
 
 
-def _stream(tasks: Tasks, task: TaskDefinition, output: Output) -> TaskRecord:
-    """``--stream``: print the task's events as they come, then read its record."""
-    assert task.task_id is not None  # the server fills it in
-    say(f"Task {task.task_id} (service {task.service_id}, session {task.session_id})")
-    for event in tasks.events(task.task_id):
-        print_event(event, output)
-    return tasks.get(task.task_id)
+def _stream(tasks: Tasks, task: TaskDefinition, deployment: str, output: Output) -> TaskRecord:
+    """``--stream``: print the task's events as they come, then read its record. A server that
+    goes away meanwhile (killed, or restarted by a supervisor) is waited for, and the events are
+    followed again from the first one not printed."""
+    import time
+
+    from llamactl.client.errors import DeploymentStarting, NotLlamactlServer, ServerUnreachable, StreamBroken
+
+    task_id = task.task_id
+    assert task_id is not None  # the server fills it in
+    say(f"Task {task_id} (service {task.service_id}, session {task.session_id})")
+    next_seq = 0
+    deadline: float | None = None
+    while True:
+        try:
+            for event in tasks.events(task_id, from_seq=next_seq):
+                print_event(event, output)
+                next_seq, deadline = event.seq + 1, None
+            return tasks.get(task_id)
+        except (StreamBroken, ServerUnreachable, DeploymentStarting) as exc:
+            # DeploymentStarting: the server is back and starts the deployment again.
+            if isinstance(exc, NotLlamactlServer):
+                raise
+            if deadline is None:
+                deadline = time.monotonic() + REATTACH_SECONDS
+                say(
+                    f"the server stopped answering ({exc}); task {task_id} goes on: waiting for it"
+                    f" to come back to follow the task again (at most {REATTACH_SECONDS:g} s;"
+                    " Ctrl-C stops waiting)"
+                )
+            elif time.monotonic() > deadline:
+                fail(
+                    f"the server did not come back within {REATTACH_SECONDS:g} s;"
+                    f" task {task_id} goes on when it does",
+                    f"once it is back: `llamactl tasks events {task_id} -d {deployment} --follow`",
+                    ExitCode.UNREACHABLE,
+                )
+            time.sleep(0.5)
 
 
 def _watched(tasks: Tasks, task: TaskDefinition, deployment: str, outage: OutageWatch) -> TaskRecord:

@@ -35,6 +35,13 @@ async def kinds(**kwargs: object) -> dict[str, str]:
 async def slow(seconds: float = 60) -> str:
     await asyncio.sleep(float(seconds))
     return "done"
+
+
+async def ticks(n: int = 10, every: float = 0.2):
+    for i in range(int(n)):
+        yield {"i": i}
+        await asyncio.sleep(float(every))
+    yield {"i": int(n), "done": True}
 """
 
 SERVICES = {

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from llamactl.client import Client
-from tests.llamactl.serving import REPO, Server, llamactl, reaped, write_app
+from tests.llamactl.serving import REPO, Lines, Server, llamactl, reaped, write_app
 
 
 def _killed(server: Server) -> None:
@@ -75,3 +75,36 @@ def test_run_waits_for_a_deployment_that_is_still_starting(tmp_path: Path) -> No
         assert "deployment 'slowstart' is starting: waiting for it" in err
         serve.send_signal(signal.SIGINT)
         assert serve.wait(30) == 0
+
+
+def test_a_streamed_run_follows_its_task_again_once_the_server_is_back(tmp_path: Path) -> None:
+    """`run --stream` failed ("stream lost and not resumable: Connection refused", exit 1) a few
+    seconds after its server was killed, though the task went on once a server was back."""
+    file = write_app(tmp_path / "app", "restream", {"ticks": "funcs:ticks"})
+    first = Server(file)
+    port = first.url.rsplit(":", 1)[1]
+    try:
+        argv = ["--server", first.url, "run", "--stream", "-a", "n", "40", "-a", "every", "0.1"]
+        with reaped(llamactl(*argv)) as run:
+            out, err = Lines(run.stdout), Lines(run.stderr)
+            out.wait_for(lambda line: '"i": 3' in line, 60)
+            _killed(first)
+            # The server stays away longer than the stream's own reconnects (about 3 s) last.
+            deadline = time.monotonic() + 30
+            while run.poll() is None and not any("to come back" in line for line in err.so_far()):
+                assert time.monotonic() < deadline, err.so_far()
+                time.sleep(0.05)
+            second = Server(file, extra=["--port", port])
+            try:
+                assert run.wait(120) == 0, err.rest()
+            finally:
+                second.stop()
+    finally:
+        if first.process.poll() is None:
+            _killed(first)
+    said = "\n".join(err.rest())
+    assert "waiting for it to come back" in said, said
+    printed = out.rest()
+    seqs = [int(line.split()[0]) for line in printed if line[:3].strip().isdigit()]
+    assert seqs == sorted(set(seqs)), "every event once, in order"
+    assert printed[-1].strip() == '{"i": 40, "done": true}', printed[-3:]
