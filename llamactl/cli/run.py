@@ -22,8 +22,9 @@ from llamactl.cli.common import (
     say,
 )
 from llamactl.cli.exit_codes import ExitCode
+from llamactl.cli.follow_events import REATTACH_SECONDS, follow_events
 from llamactl.cli.progress import interactive_stderr
-from llamactl.cli.task_output import check_status, print_event
+from llamactl.cli.task_output import check_status
 
 if TYPE_CHECKING:
     from llamactl.cli.run_outage import OutageWatch
@@ -197,43 +198,12 @@ def run(
 
 
 def _stream(tasks: Tasks, task: TaskDefinition, deployment: str, output: Output) -> TaskRecord:
-    """``--stream``: print the task's events as they come, then read its record. A server that
-    goes away meanwhile (killed, or restarted by a supervisor) is waited for, and the events are
-    followed again from the first one not printed."""
-    import time
-
-    from llamactl.client.errors import DeploymentStarting, NotLlamactlServer, ServerUnreachable, StreamBroken
-
-    task_id = task.task_id
-    assert task_id is not None  # the server fills it in
-    say(f"Task {task_id} (service {task.service_id}, session {task.session_id})")
-    next_seq = 0
-    deadline: float | None = None
-    while True:
-        try:
-            for event in tasks.events(task_id, from_seq=next_seq):
-                print_event(event, output)
-                next_seq, deadline = event.seq + 1, None
-            return tasks.get(task_id)
-        except (StreamBroken, ServerUnreachable, DeploymentStarting) as exc:
-            # DeploymentStarting: the server is back and starts the deployment again.
-            if isinstance(exc, NotLlamactlServer):
-                raise
-            if deadline is None:
-                deadline = time.monotonic() + REATTACH_SECONDS
-                say(
-                    f"the server stopped answering ({exc}); task {task_id} goes on: waiting for it"
-                    f" to come back to follow the task again (at most {REATTACH_SECONDS:g} s;"
-                    " Ctrl-C stops waiting)"
-                )
-            elif time.monotonic() > deadline:
-                fail(
-                    f"the server did not come back within {REATTACH_SECONDS:g} s;"
-                    f" task {task_id} goes on when it does",
-                    f"once it is back: `llamactl tasks events {task_id} -d {deployment} --follow`",
-                    ExitCode.UNREACHABLE,
-                )
-            time.sleep(0.5)
+    """``--stream``: print the task's events as they come (across a server that goes away and
+    comes back), then read its record."""
+    assert task.task_id is not None  # the server fills it in
+    say(f"Task {task.task_id} (service {task.service_id}, session {task.session_id})")
+    follow_events(tasks, task.task_id, deployment, output)
+    return tasks.get(task.task_id)
 
 
 def _watched(tasks: Tasks, task: TaskDefinition, deployment: str, outage: OutageWatch) -> TaskRecord:
@@ -296,10 +266,6 @@ def _once_started(call: Callable[[], T], deployment: str, *, resend_unavailable:
                 else f"run it again once `llamactl deployments show {deployment}` answers",
                 ExitCode.INTERRUPTED,
             )
-
-
-REATTACH_SECONDS = 60.0
-"""How long ``run`` waits for a server that went away while its task ran to come back."""
 
 
 def _reattach(

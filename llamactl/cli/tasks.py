@@ -21,6 +21,7 @@ from llamactl.cli.common import (
     timestamp,
 )
 from llamactl.cli.exit_codes import ExitCode
+from llamactl.cli.follow_events import follow_events
 from llamactl.cli.ids import resolve_session, resolve_task, shorten
 from llamactl.cli.style import status
 from llamactl.cli.task_output import ATTEMPT_EVENT, check_status, print_event, print_record
@@ -165,8 +166,11 @@ def events(
         with api_errors(not_found=_not_found(name)):
             task_id = resolve_task(tasks, task).task_id
             try:
-                for event in tasks.events(task_id, from_seq, follow=follow):
-                    print_event(event, output)
+                if follow:
+                    follow_events(tasks, task_id, name, output, from_seq=from_seq)
+                else:
+                    for event in tasks.events(task_id, from_seq, follow=False):
+                        print_event(event, output)
             except KeyboardInterrupt:
                 raise typer.Exit(ExitCode.INTERRUPTED) from None
 

@@ -77,9 +77,10 @@ def test_run_waits_for_a_deployment_that_is_still_starting(tmp_path: Path) -> No
         assert serve.wait(30) == 0
 
 
-def test_a_streamed_run_follows_its_task_again_once_the_server_is_back(tmp_path: Path) -> None:
-    """`run --stream` failed ("stream lost and not resumable: Connection refused", exit 1) a few
-    seconds after its server was killed, though the task went on once a server was back."""
+def test_streamed_events_are_followed_again_once_the_server_is_back(tmp_path: Path) -> None:
+    """`run --stream` and `tasks events --follow` failed ("stream lost and not resumable:
+    Connection refused", exit 1) a few seconds after their server was killed, though the task
+    went on once a server was back."""
     file = write_app(tmp_path / "app", "restream", {"ticks": "funcs:ticks"})
     first = Server(file)
     port = first.url.rsplit(":", 1)[1]
@@ -88,23 +89,30 @@ def test_a_streamed_run_follows_its_task_again_once_the_server_is_back(tmp_path:
         with reaped(llamactl(*argv)) as run:
             out, err = Lines(run.stdout), Lines(run.stderr)
             out.wait_for(lambda line: '"i": 3' in line, 60)
-            _killed(first)
-            # The server stays away longer than the stream's own reconnects (about 3 s) last.
-            deadline = time.monotonic() + 30
-            while run.poll() is None and not any("to come back" in line for line in err.so_far()):
-                assert time.monotonic() < deadline, err.so_far()
-                time.sleep(0.05)
-            second = Server(file, extra=["--port", port])
-            try:
-                assert run.wait(120) == 0, err.rest()
-            finally:
-                second.stop()
+            task_id = err.so_far()[0].split()[1]  # "Task <id> (service ...)"
+            follow = ["--server", first.url, "tasks", "events", task_id, "--follow"]
+            with reaped(llamactl(*follow)) as follower:
+                out2, err2 = Lines(follower.stdout), Lines(follower.stderr)
+                out2.wait_for(lambda line: '"i": 3' in line, 60)
+                _killed(first)
+                # The server stays away longer than a stream's own reconnects (about 3 s) last.
+                deadline = time.monotonic() + 30
+                for proc, lines in ((run, err), (follower, err2)):
+                    while proc.poll() is None and not any("to come back" in x for x in lines.so_far()):
+                        assert time.monotonic() < deadline, lines.so_far()
+                        time.sleep(0.05)
+                second = Server(file, extra=["--port", port])
+                try:
+                    assert run.wait(120) == 0, err.rest()
+                    assert follower.wait(120) == 0, err2.rest()
+                finally:
+                    second.stop()
     finally:
         if first.process.poll() is None:
             _killed(first)
-    said = "\n".join(err.rest())
-    assert "waiting for it to come back" in said, said
-    printed = out.rest()
-    seqs = [int(line.split()[0]) for line in printed if line[:3].strip().isdigit()]
-    assert seqs == sorted(set(seqs)), "every event once, in order"
-    assert printed[-1].strip() == '{"i": 40, "done": true}', printed[-3:]
+    for printed, said in ((out.rest(), err.rest()), (out2.rest(), err2.rest())):
+        assert any("waiting for it to come back" in line for line in said), said
+        seqs = [int(line.split()[0]) for line in printed if line[:3].strip().isdigit()]
+        assert seqs == sorted(set(seqs)), "every event once, in order"
+        assert any("TaskAttempt" in line for line in printed)  # the task ran again on the new server
+    assert out.lines[-1].strip() == '{"i": 40, "done": true}', out.lines[-3:]
