@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable
 from types import MethodType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -20,6 +21,7 @@ from llamactl.cli.common import (
     output_option,
     pick_deployment,
     say,
+    warn,
 )
 from llamactl.cli.exit_codes import ExitCode
 from llamactl.cli.follow_events import REATTACH_SECONDS, follow_events
@@ -70,9 +72,23 @@ def build_input(message: str | None, args: list[tuple[str, str]], json_input: st
         values.update(parsed)
     if message is not None:
         values["message"] = message
+        if json_input is None and _is_json_object(message):
+            warn(
+                "MESSAGE is a JSON object: it goes to the workflow as the text of its `message` argument;"
+                f" to give the workflow these arguments, use --json {shlex.quote(message)}"
+            )
     for key, text in args:
         values[key] = _value(text)
     return values
+
+
+def _is_json_object(text: str) -> bool:
+    if not text.lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
 
 
 def _print_result(result: Any, output: Output) -> None:

@@ -227,3 +227,17 @@ def test_not_found_names_what_to_list(fake: FakeServer) -> None:
     assert code == ExitCode.NOT_FOUND
     assert "Error: task 'nope' not found" in err
     assert "Hint: list the tasks with `llamactl tasks list -d demo`" in err
+
+
+def test_a_message_that_is_a_json_object_gets_a_hint_toward_json(fake: FakeServer) -> None:
+    """`llamactl run '{"message": "hi", "steps": 2}'` ran the workflow with that JSON as the text
+    of its message (and the default steps), without a word."""
+    fake.on("POST", "/deployments/demo/tasks/run", "ok")
+    code, _, err = invoke("run", '{"message": "hi", "steps": 2}')
+    assert code == 0
+    assert "MESSAGE is a JSON object" in err
+    assert """use --json '{"message": "hi", "steps": 2}'""" in err
+    body = json.loads(fake.last("POST", "/deployments/demo/tasks/run").content)
+    assert json.loads(body["input"]) == {"message": '{"message": "hi", "steps": 2}'}  # still sent as asked
+    code, _, err = invoke("run", "{not json} hi")
+    assert code == 0 and "JSON object" not in err
