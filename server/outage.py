@@ -1,10 +1,10 @@
 """Whether a server the deployment depends on (its Redis queue, its PostgreSQL store) answers.
 
 A client of such a server keeps one :class:`Reachability`: the first call that cannot reach it
-(or that it refuses for now: a Redis out of memory) begins an :class:`Outage` (logged once), the
-next call answered ends it (logged once). The
-outage is what ``GET /status/``, ``/state`` health and ``/metrics`` report, and what the server
-reads to not take a silence the outage explains for a failure.
+(or that it refuses for now: a Redis out of memory, a PostgreSQL with a full disk) begins an
+:class:`Outage` (logged once), the next call answered ends it (logged once). The outage is what
+``GET /status/``, ``/state`` health and ``/metrics`` report, and what the server reads to not
+take a silence the outage explains for a failure.
 """
 
 from __future__ import annotations
