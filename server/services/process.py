@@ -28,8 +28,9 @@ from llamactl.server.services.spec import WorkerSpec
 from .adapters import Runnable, adapt
 from .errorinfo import error_line, traceback_summary
 from .loader import load_target
+from .reporter import Reporter
 from .watchdog import EXIT_STALLED, LoopWatchdog
-from .worker import Reporter, Worker
+from .worker import Worker
 
 __all__ = ["EXIT_LOAD_FAILED", "EXIT_MQ_FAILED", "EXIT_STALLED", "configure_logging", "run_worker"]
 

@@ -12,8 +12,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,10 +35,11 @@ from .adapters import Runnable
 from .concurrency import AdaptiveLimit, Slot
 from .errorinfo import error_line
 from .execution import execute
+from .reporter import Reporter
 from .task_timers import LeaseKeeper, StartedReport
 from .watchdog import LoopWatchdog
 
-__all__ = ["Reporter", "Worker"]
+__all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
 
@@ -48,63 +47,6 @@ _INPUTS_AFTER = 0.02
 """Seconds a task runs before it listens for events sent in (and cancel requests)."""
 _STOPPING_NOTICE_TIMEOUT = 1.0
 """Seconds a stopping replica gives its goodbye to the control plane to go out."""
-
-
-class Reporter:
-    """Builds and publishes a replica's WorkerMessages on the deployment's control topic."""
-
-    def __init__(self, spec: WorkerSpec, queue: MessageQueue) -> None:
-        self.spec = spec
-        self.queue = queue
-        self.topic = topics.control_topic(spec.deployment)
-        self._host = socket.gethostname()
-
-    def message(self, kind: WorkerMessageKind, *, in_flight: int = 0, **fields: Any) -> WorkerMessage:
-        """A WorkerMessage of this replica, stamped now."""
-        return WorkerMessage(
-            kind=kind,
-            replica_id=self.spec.replica_id,
-            service_id=self.spec.service_id,
-            generation=self.spec.generation,
-            pid=os.getpid(),
-            host=self._host,
-            in_flight=in_flight,
-            max_concurrency=self.spec.max_concurrency,
-            at=time.time(),
-            **fields,
-        )
-
-    def encode(self, msg: WorkerMessage) -> bytes:
-        """``msg`` as it goes on the queue.
-
-        Raises:
-            ResultTooLarge: it is larger than the service's ``max-result-size``.
-        """
-        payload = msg.model_dump_json().encode()
-        if len(payload) > self.spec.max_result_size:
-            if msg.kind == WorkerMessageKind.TASK_EVENT:
-                what = f"event {msg.event_index} of task {msg.task_id}"
-            else:
-                what = f"the result of task {msg.task_id} (with its Context)"
-            raise ResultTooLarge(what, len(payload), self.spec.max_result_size, self.spec.service_id)
-        return payload
-
-    async def publish(self, msg: WorkerMessage, *, msg_id: str | None = None) -> None:
-        """Publish ``msg`` (key: its task id, so one task's messages stay in order; else the replica id).
-
-        Raises:
-            ResultTooLarge: see :meth:`encode`.
-        """
-        await self.queue.publish(
-            self.topic, self.encode(msg), msg_id=msg_id, key=msg.task_id or self.spec.replica_id
-        )
-
-    async def finish(self, delivery: Delivery, msg: WorkerMessage, payload: bytes, *, msg_id: str) -> None:
-        """Publish a task's final report (``msg`` encoded) and ack its delivery, together (see
-        ``ack_and_publish``)."""
-        await delivery.ack_and_publish(
-            self.topic, payload, msg_id=msg_id, key=msg.task_id or self.spec.replica_id
-        )
 
 
 class Worker:
