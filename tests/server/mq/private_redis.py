@@ -22,14 +22,15 @@ def _free_port() -> int:
 
 
 @asynccontextmanager
-async def private_redis(folder: Path) -> AsyncIterator[str]:
-    """Start ``redis-server`` (no persistence, its files in ``folder``); yield its URL."""
+async def private_redis(folder: Path, *, save: str = "") -> AsyncIterator[str]:
+    """Start ``redis-server`` (its files in ``folder``; ``save``: its RDB save points, none by
+    default); yield its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed: apt-get install redis-server (.ci/run does)")
     folder.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", save, "--appendonly", "no"]
     proc = subprocess.Popen(  # noqa: ASYNC220  (started once; it runs beside the test)
         [*args, "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -18,6 +18,7 @@ from redis.exceptions import OutOfMemoryError, ResponseError
 from llamactl.server.errors import LeaseLost, PublishRejected
 from llamactl.server.mq.redis import RedisQueue
 from llamactl.server.mq.redis.link import refused_for_now
+from tests.faults import small_disk
 
 from .conftest import REDIS_URL, delete_keys, redis_reachable
 from .private_redis import private_redis
@@ -403,3 +404,39 @@ def test_refusals_that_last_only_as_long_as_a_condition_of_the_server() -> None:
         refused_for_now(ResponseError("ERR user_script:1: Script attempted to access nonexistent global"))
         is None
     )
+
+
+async def test_a_redis_that_cannot_save_to_its_full_disk_is_an_outage(tmp_path: Path) -> None:
+    """A real full disk (tmpfs) under a Redis with save points: its snapshot fails, and it refuses
+    every write (MISCONF) until one succeeds."""
+    with small_disk(tmp_path / "disk", "4m") as disk:
+        async with private_redis(disk.path, save="3600 1") as url:
+            q = RedisQueue.from_config({"type": "redis", "url": url, "publish_timeout": 0.5})
+            admin = aioredis.Redis.from_url(url)
+            await q.start()
+            try:
+                disk.fill()
+                await admin.bgsave()
+
+                async def snapshot_failed() -> bool:
+                    return (await admin.info("persistence"))["rdb_last_bgsave_status"] == "err"
+
+                await eventually(snapshot_failed, 10)
+                with pytest.raises(
+                    PublishRejected, match=r"it cannot save to disk \(is its disk full\?\): MISCONF"
+                ):
+                    await q.publish(WORK, b"job", msg_id="job")
+                outage = q.outage
+                assert outage is not None and outage.state == "refusing writes"
+                disk.free()
+                await admin.bgsave()
+
+                async def snapshot_saved() -> bool:
+                    return (await admin.info("persistence"))["rdb_last_bgsave_status"] == "ok"
+
+                await eventually(snapshot_saved, 10)
+                await q.publish(WORK, b"job", msg_id="job")
+                assert q.outage is None
+            finally:
+                await q.close()
+                await admin.aclose()
