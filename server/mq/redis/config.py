@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from llamactl.server.errors import MessageQueueError
 
@@ -74,6 +75,8 @@ class RedisQueueConfig:
                 f"redis message queue config: bad url {redact(url)!r}: it must start with redis://, "
                 "rediss:// or unix://"
             )
+        if scheme != "unix":
+            _check_port(url)
         try:
             made = cls(
                 url=url,
@@ -102,6 +105,24 @@ class RedisQueueConfig:
             raise MessageQueueError("redis message queue config: prefix must be non-empty, without spaces")
 
 
+def _check_port(url: str) -> None:
+    """Refuse a url whose port is empty (``host:/0``, which redis-py would take for 6379: a typo
+    that points at another Redis without a word) or not a number."""
+    address = urlsplit(url).netloc.rsplit("@", 1)[-1]
+    if address.endswith(":"):
+        raise MessageQueueError(
+            f"redis message queue config: bad url {redact(url)!r}: it has an empty port: write the "
+            "port (Redis listens on 6379 unless told otherwise) or leave out the ':'"
+        )
+    try:
+        _ = urlsplit(url).port
+    except ValueError:  # not shown: a password with a '/' in it would be read as the port
+        raise MessageQueueError(
+            f"redis message queue config: bad url {redact(url)!r}: its port is not a number"
+            " (a password with '/', '@' or ':' in it must be percent-encoded: %2F, %40, %3A)"
+        ) from None
+
+
 def _url_from_parts(config: Mapping[str, Any]) -> str:
     host = str(config.get("host", "127.0.0.1"))
     try:
@@ -128,8 +149,14 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
+_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+"""redis-py takes a password from the query too (``?password=...``)."""
+
+
 def redact(url: str) -> str:
-    """``url`` without its credentials (``user:password@`` becomes ``***@``), even when it does not parse."""
+    """``url`` without its credentials (``user:password@`` becomes ``***@``, ``?password=...``
+    ``?password=***``), even when it does not parse."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url
@@ -139,7 +166,12 @@ def redact(url: str) -> str:
 def scrub(text: str, url: str) -> str:
     """``text`` (an error message about ``url``) with the pieces of the URL's credentials hidden."""
     userinfo = url.partition("://")[2].rpartition("@")[0]
-    pieces = sorted({userinfo, *userinfo.replace("/", ":").split(":")}, key=len, reverse=True)
+    in_query = [m.group(2) for m in _QUERY_PASSWORD.finditer(url)]
+    pieces = sorted(
+        {userinfo, *userinfo.replace("/", ":").split(":"), *in_query, *map(unquote, in_query)},
+        key=len,
+        reverse=True,
+    )
     for piece in pieces:
         if len(piece) >= 3:
             text = text.replace(piece, "***")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -66,6 +67,8 @@ def test_llama_deploy_host_port_keys_make_a_url() -> None:
         ({"liveness": 0}, "liveness at least 1"),
         ({"max_attempts": 0}, "max_attempts must be at least 1"),
         ({"prefix": "has space"}, "prefix must be"),
+        ({"url": "redis://:pw@127.0.0.1:/0"}, r"'redis://\*\*\*@127.0.0.1:/0': it has an empty port"),
+        ({"url": "redis://127.0.0.1:63a79/0"}, r"its port is not a number"),
     ],
 )
 def test_bad_configs_say_what_is_wrong(config: dict[str, object], match: str) -> None:
@@ -74,10 +77,30 @@ def test_bad_configs_say_what_is_wrong(config: dict[str, object], match: str) ->
 
 
 async def test_a_url_redis_py_cannot_parse_fails_at_start_without_the_password() -> None:
-    q = connect_queue({"type": "redis", "url": f"redis://u:{SECRET}@127.0.0.1:notaport/0"})
+    password = quote(SECRET, safe="")
+    q = connect_queue({"type": "redis", "url": f"redis://u:{password}@127.0.0.1:6379/0?socket_timeout=soon"})
     with pytest.raises(MessageQueueError, match="bad url") as err:
         await q.start()
     assert "s3cr" not in str(err.value)
+
+
+async def test_a_password_in_the_url_s_query_is_never_shown() -> None:
+    """redis-py takes `?password=` as the password: `where` (status, logs) showed it."""
+    url = "redis://127.0.0.1:1/0?socket_connect_timeout=0.2&password=hunter%402"
+    q = connect_queue({"type": "redis", "url": url, "publish_timeout": 0.3})
+    assert isinstance(q, RedisQueue)
+    assert q.config.where == "redis://127.0.0.1:1/0?socket_connect_timeout=0.2&password=***"
+    with pytest.raises(MessageQueueError) as err:
+        await q.start()  # nothing listens on port 1
+    assert "hunter" not in str(err.value) and "***" in str(err.value)
+
+
+def test_a_url_whose_port_is_not_a_number_is_refused_without_the_password() -> None:
+    """A '/' in an unencoded password ends the url's address there: what follows the password's
+    last ':' looks like the port, and must not be shown."""
+    with pytest.raises(MessageQueueError, match="its port is not a number") as err:
+        connect_queue({"type": "redis", "url": f"redis://u:{SECRET}@127.0.0.1:6379/0"})
+    assert "s3cr" not in str(err.value) and "et" not in str(err.value).split("(")[0]
 
 
 async def test_redis_down_fails_start_in_time_with_a_clear_message(caplog: pytest.LogCaptureFixture) -> None:
