@@ -9,6 +9,7 @@ from llamactl.server.errors import StateStoreError
 from llamactl.server.state.base import StateStore
 from llamactl.server.state.memory import MemoryStateStore
 from llamactl.server.state.sqlite import SQLiteStateStore
+from llamactl.server.url_secrets import hide_query_password
 
 __all__ = ["VALID_SCHEMES", "open_state_store", "redacted"]
 
@@ -93,7 +94,9 @@ def _writer(uri: str, value: str) -> str:
 
 
 def redacted(uri: str) -> str:
-    """``uri`` with its password replaced by ``***`` (for messages and logs)."""
+    """``uri`` with its password (``user:password@``, ``?password=``) replaced by ``***`` (for
+    messages and logs)."""
+    uri = hide_query_password(uri)
     parts = urlsplit(uri)
     if parts.password is None:
         return uri

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 from llamactl.server.errors import MessageQueueError
+from llamactl.server.url_secrets import hide_query_password, query_passwords
 
 __all__ = ["RedisQueueConfig", "redact", "scrub"]
 
@@ -149,14 +149,10 @@ def _truthy(value: Any) -> bool:
     return bool(value)
 
 
-_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
-"""redis-py takes a password from the query too (``?password=...``)."""
-
-
 def redact(url: str) -> str:
     """``url`` without its credentials (``user:password@`` becomes ``***@``, ``?password=...``
     ``?password=***``), even when it does not parse."""
-    url = _QUERY_PASSWORD.sub(r"\1***", url)
+    url = hide_query_password(url)
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url
@@ -166,11 +162,8 @@ def redact(url: str) -> str:
 def scrub(text: str, url: str) -> str:
     """``text`` (an error message about ``url``) with the pieces of the URL's credentials hidden."""
     userinfo = url.partition("://")[2].rpartition("@")[0]
-    in_query = [m.group(2) for m in _QUERY_PASSWORD.finditer(url)]
     pieces = sorted(
-        {userinfo, *userinfo.replace("/", ":").split(":"), *in_query, *map(unquote, in_query)},
-        key=len,
-        reverse=True,
+        {userinfo, *userinfo.replace("/", ":").split(":"), *query_passwords(url)}, key=len, reverse=True
     )
     for piece in pieces:
         if len(piece) >= 3:

@@ -123,3 +123,10 @@ def test_without_asyncpg_the_error_says_what_to_install(monkeypatch: pytest.Monk
     monkeypatch.delitem(sys.modules, "llamactl.server.state._pg_schema")
     with pytest.raises(StateStoreError, match=r"pip install 'llamactl\[postgresql\]'"):
         open_state_store("postgresql://u@127.0.0.1/db")
+
+
+def test_a_password_in_the_query_is_not_shown() -> None:
+    """asyncpg takes `?password=` as the password: a bad option's error showed it."""
+    with pytest.raises(StateStoreError) as err:
+        open_state_store("postgresql://u@127.0.0.1/db?password=hunter2&pool_size=0")
+    assert "hunter2" not in str(err.value) and "password=***" in str(err.value)
