@@ -14,11 +14,11 @@ import logging
 import time
 from dataclasses import dataclass
 
-__all__ = ["REFUSING_WRITES", "UNREACHABLE", "Outage", "Reachability"]
+__all__ = ["STATE_REFUSING_WRITES", "STATE_UNREACHABLE", "Outage", "Reachability"]
 
-UNREACHABLE = "unreachable"
+STATE_UNREACHABLE = "unreachable"
 """An outage's state: the server does not answer."""
-REFUSING_WRITES = "refusing writes"
+STATE_REFUSING_WRITES = "refusing writes"
 """An outage's state: the server answers reads but cannot take a write for now (its memory or
 its disk is full, it is a read-only replica); a read answered does not end it."""
 
@@ -35,9 +35,9 @@ class Outage:
     """When the first call failed (``time.time()``)."""
     error: str
     """What the latest failed call said."""
-    state: str = UNREACHABLE
-    """What is wrong: :data:`UNREACHABLE`, :data:`REFUSING_WRITES`, or another condition of the
-    server that stops its calls for now (``refusing connections``)."""
+    state: str = STATE_UNREACHABLE
+    """What is wrong: :data:`STATE_UNREACHABLE`, :data:`STATE_REFUSING_WRITES`, or another
+    condition of the server that stops its calls for now (``refusing connections``)."""
 
     def describe(self, now: float | None = None) -> str:
         """One line for a person: which server, for how long, and what it said."""
@@ -57,7 +57,7 @@ class Reachability:
         self.outages = 0
         """Outages begun so far (one too short to be seen in ``outage`` counts too)."""
 
-    def unreachable(self, error: str, *, quiet: bool = False, state: str = UNREACHABLE) -> None:
+    def unreachable(self, error: str, *, quiet: bool = False, state: str = STATE_UNREACHABLE) -> None:
         """A call found the server unreachable (or in another ``state`` that stops it for now): an
         outage begins (said once unless ``quiet``: the caller says it its own way), or the one on
         now has this latest error and state."""
@@ -74,7 +74,7 @@ class Reachability:
         """A call was answered: an outage, if one was on, is over (said once). A read answered
         (``wrote=False``) does not end one of a server that refuses writes."""
         outage = self.outage
-        if outage is None or (not wrote and outage.state == REFUSING_WRITES):
+        if outage is None or (not wrote and outage.state == STATE_REFUSING_WRITES):
             return
         lasted = time.time() - outage.since
         self._log.warning("%s %s answers again (%s for %.0fs)", self.what, self.where, outage.state, lasted)

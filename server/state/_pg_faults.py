@@ -12,7 +12,7 @@ import asyncio
 
 import asyncpg
 
-from llamactl.server.outage import REFUSING_WRITES
+from llamactl.server.outage import STATE_REFUSING_WRITES
 
 __all__ = ["RETRIED", "UNREACHABLE", "reason", "refused_for_now"]
 
@@ -32,10 +32,14 @@ UNREACHABLE = (
 """PostgreSQL did not answer, or is going away or coming back."""
 
 _WHY_REFUSED: tuple[tuple[type[asyncpg.PostgresError], str, str], ...] = (
-    (asyncpg.DiskFullError, REFUSING_WRITES, "its disk is full: free disk space on the database server"),
+    (
+        asyncpg.DiskFullError,
+        STATE_REFUSING_WRITES,
+        "its disk is full: free disk space on the database server",
+    ),
     (
         asyncpg.ReadOnlySQLTransactionError,
-        REFUSING_WRITES,
+        STATE_REFUSING_WRITES,
         "it is read-only (a standby, or a failover under way?)",
     ),
     (

@@ -260,10 +260,9 @@ class PostgreSQLStateStore(StateStore):
         except StateStoreError:
             raise
         except (*UNREACHABLE, asyncpg.PostgresError, UnicodeError) as exc:
-            refused = refused_for_now(exc)
             if isinstance(exc, UNREACHABLE):
                 self._reach.unreachable(reason(exc))
-            elif refused is not None:
+            elif (refused := refused_for_now(exc)) is not None:
                 state, why = refused
                 self._reach.unreachable(why, state=state)
             else:

@@ -35,7 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from llamactl.server.errors import MessageQueueError
-from llamactl.server.outage import REFUSING_WRITES, Reachability
+from llamactl.server.outage import STATE_REFUSING_WRITES, Reachability
 
 from .config import RedisQueueConfig, scrub
 
@@ -99,7 +99,7 @@ class Link:
         :meth:`Reachability.unreachable`)."""
         error = scrub(why or str(exc), self.config.url) or type(exc).__name__
         if why:
-            self.reachability.unreachable(error, quiet=quiet, state=REFUSING_WRITES)
+            self.reachability.unreachable(error, quiet=quiet, state=STATE_REFUSING_WRITES)
         else:
             self.reachability.unreachable(error, quiet=quiet)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from llamactl.server.outage import REFUSING_WRITES
+from llamactl.server.outage import STATE_REFUSING_WRITES
 from llamactl.server.state._pg_faults import UNREACHABLE, refused_for_now
 
 
@@ -14,13 +14,13 @@ def test_conditions_of_the_server_that_pass_are_refusals_for_now() -> None:
         'could not extend file "base/1/2": No space left on device\nHINT:  Check free disk space.'
     )
     assert refused_for_now(full) == (
-        REFUSING_WRITES,
+        STATE_REFUSING_WRITES,
         'its disk is full: free disk space on the database server: could not extend file "base/1/2": '
         "No space left on device",
     )
     standby = asyncpg.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction")
     assert refused_for_now(standby) == (
-        REFUSING_WRITES,
+        STATE_REFUSING_WRITES,
         "it is read-only (a standby, or a failover under way?): cannot execute INSERT in a read-only transaction",
     )
     crowded = asyncpg.TooManyConnectionsError("sorry, too many clients already")
