@@ -1,5 +1,6 @@
 """Passwords a server URL may carry in its query (``?password=...``: redis-py and asyncpg both
-take one there), hidden wherever the URL is shown, as ``user:password@`` is."""
+take one there; ``ssl_password`` / ``sslpassword`` unlock a TLS key), hidden wherever the URL is
+shown, as ``user:password@`` is."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from urllib.parse import unquote
 
 __all__ = ["hide_query_password", "query_passwords"]
 
-_QUERY_PASSWORD = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl_?)?password=)([^&#]*)", re.IGNORECASE)
 
 
 def hide_query_password(url: str) -> str:
-    """``url`` with the value of each ``password=`` in its query replaced by ``***``."""
+    """``url`` with the value of each ``password=`` (or ``ssl_password=``, ``sslpassword=``) in its
+    query replaced by ``***``."""
     return _QUERY_PASSWORD.sub(r"\1***", url)
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from llamactl.server.errors import MessageQueueError
 from llamactl.server.url_secrets import hide_query_password, query_passwords
@@ -16,6 +17,20 @@ __all__ = ["RedisQueueConfig", "redact", "scrub"]
 _CONNECTION_KEYS = {"url", "host", "port", "db", "username", "password", "ssl"}
 _QUEUE_KEYS = {"prefix", "heartbeat_interval", "liveness", "max_attempts", "publish_timeout", "retention"}
 _KEYS = {"type"} | _CONNECTION_KEYS | _QUEUE_KEYS
+# What a url's query may set. redis-py hands any other key to its connections, which fail on
+# the first connect (a bare TypeError) or, worse, connect and change what replies look like.
+_QUERY_KEYS = {"db", "username", "password", "client_name", "socket_connect_timeout", "socket_keepalive"}
+_TLS_QUERY_KEYS = {
+    "ssl_ca_certs", "ssl_ca_data", "ssl_ca_path", "ssl_cert_reqs", "ssl_certfile", "ssl_check_hostname",
+    "ssl_ciphers", "ssl_keyfile", "ssl_min_version", "ssl_password",
+}  # fmt: skip
+_QUEUE_OWNS = {  # set by the queue itself: a url's value would undo what it relies on
+    "socket_timeout": "publish_timeout bounds every call",
+    "timeout": "publish_timeout bounds every call",
+    "retry_on_timeout": "the queue retries within publish_timeout itself",
+    "retry_on_error": "the queue retries within publish_timeout itself",
+    "max_connections": "the queue sizes its own pools",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +92,7 @@ class RedisQueueConfig:
             )
         if scheme != "unix":
             _check_port(url)
+        _check_query(url, tls=scheme == "rediss")
         try:
             made = cls(
                 url=url,
@@ -121,6 +137,26 @@ def _check_port(url: str) -> None:
             f"redis message queue config: bad url {redact(url)!r}: its port is not a number"
             " (a password with '/', '@' or ':' in it must be percent-encoded: %2F, %40, %3A)"
         ) from None
+
+
+def _check_query(url: str, *, tls: bool) -> None:
+    """Refuse a query key the queue does not take, saying which it takes (and, for a key it sets
+    itself, which setting to use instead)."""
+    takes = _QUERY_KEYS | (_TLS_QUERY_KEYS if tls else set())
+    for key, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if key in takes:
+            continue
+        bad = f"redis message queue config: bad url {redact(url)!r}: "
+        if key.lower() in _QUEUE_OWNS:
+            why = _QUEUE_OWNS[key.lower()]
+            raise MessageQueueError(f"{bad}llamactl sets {key.lower()!r} itself ({why}): leave it out")
+        if key in _TLS_QUERY_KEYS:
+            raise MessageQueueError(f"{bad}{key!r} applies to TLS only: start the url with rediss://")
+        near = difflib.get_close_matches(key.lower(), sorted(takes), n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise MessageQueueError(
+            f"{bad}its query key {key!r} is not one it takes{hint}; it takes {sorted(takes)}"
+        )
 
 
 def _url_from_parts(config: Mapping[str, Any]) -> str:

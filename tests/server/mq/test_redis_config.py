@@ -69,6 +69,14 @@ def test_llama_deploy_host_port_keys_make_a_url() -> None:
         ({"prefix": "has space"}, "prefix must be"),
         ({"url": "redis://:pw@127.0.0.1:/0"}, r"'redis://\*\*\*@127.0.0.1:/0': it has an empty port"),
         ({"url": "redis://127.0.0.1:63a79/0"}, r"its port is not a number"),
+        ({"url": "redis://h/0?Socket_timeout=1"}, r"sets 'socket_timeout' itself \(publish_timeout bounds"),
+        ({"url": "redis://h/0?DB=1"}, r"key 'DB' is not one it takes \(did you mean 'db'\?\); it takes \["),
+        ({"url": "redis://h/0?decode_responses=1"}, r"'decode_responses' is not one it takes; it takes \["),
+        ({"url": "redis://h/0?max_connections=9"}, r"sets 'max_connections' itself \(the queue sizes"),
+        (
+            {"url": "redis://h/0?ssl_cert_reqs=none"},
+            r"'ssl_cert_reqs' applies to TLS only: start the url with",
+        ),
     ],
 )
 def test_bad_configs_say_what_is_wrong(config: dict[str, object], match: str) -> None:
@@ -76,9 +84,20 @@ def test_bad_configs_say_what_is_wrong(config: dict[str, object], match: str) ->
         connect_queue({"type": "redis", **config})
 
 
+def test_a_url_s_query_may_set_what_the_connection_allows() -> None:
+    """A key redis-py does not know failed `serve`'s start with a bare TypeError on first connect."""
+    query = "db=2&client_name=me&socket_connect_timeout=0.5&socket_keepalive=true&username=u&password=p"
+    assert RedisQueueConfig.from_mapping({"url": f"redis://h:1/0?{query}"}).where.endswith("&password=***")
+    tls = (
+        "rediss://h:1/0?ssl_cert_reqs=required&ssl_ca_certs=/ca.pem&ssl_min_version=TLSv1_2&ssl_password=k3y"
+    )
+    assert RedisQueueConfig.from_mapping({"url": tls}).where.endswith("&ssl_password=***")
+
+
 async def test_a_url_redis_py_cannot_parse_fails_at_start_without_the_password() -> None:
     password = quote(SECRET, safe="")
-    q = connect_queue({"type": "redis", "url": f"redis://u:{password}@127.0.0.1:6379/0?socket_timeout=soon"})
+    url = f"redis://u:{password}@127.0.0.1:6379/0?socket_connect_timeout=soon"
+    q = connect_queue({"type": "redis", "url": url})
     with pytest.raises(MessageQueueError, match="bad url") as err:
         await q.start()
     assert "s3cr" not in str(err.value)

@@ -128,5 +128,6 @@ def test_without_asyncpg_the_error_says_what_to_install(monkeypatch: pytest.Monk
 def test_a_password_in_the_query_is_not_shown() -> None:
     """asyncpg takes `?password=` as the password: a bad option's error showed it."""
     with pytest.raises(StateStoreError) as err:
-        open_state_store("postgresql://u@127.0.0.1/db?password=hunter2&pool_size=0")
+        open_state_store("postgresql://u@127.0.0.1/db?password=hunter2&sslpassword=k3y&pool_size=0")
     assert "hunter2" not in str(err.value) and "password=***" in str(err.value)
+    assert "k3y" not in str(err.value) and "sslpassword=***" in str(err.value)
