@@ -217,7 +217,9 @@ class ChangeEvent(BaseModel):
 
     ``kind`` is one of ``service.up``, ``service.down``, ``service.added``, ``service.removed``,
     ``service.reloaded``, ``service.reload_failed``, ``replica.up``, ``replica.draining``,
-    ``replica.down``, ``replica.removed``, ``session.created``, ``session.deleted``, ``task.status``.
+    ``replica.down``, ``replica.removed``, ``session.created``, ``session.deleted``, ``task.status``,
+    ``queue.unreachable``, ``queue.reachable``; and ``health``, a notice outside the log (``seq`` -1)
+    that the change feed's stream sends when a backend's outage begins or ends.
     """
 
     kind: str

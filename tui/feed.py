@@ -191,7 +191,8 @@ class Feed(Widget):
         assert self.next_seq is not None
         async with contextlib.aclosing(self.client.deployment(deployment).watch(self.next_seq)) as changes:
             async for change in changes:
-                self.next_seq = change.seq + 1
+                if change.seq >= 0:  # else a `health` notice, outside the log
+                    self.next_seq = change.seq + 1
                 batcher.add(change)
         raise StreamBroken("the server ended the change feed")
 

@@ -174,7 +174,7 @@ class DashboardScreen(MessageRouting):
         now = app.model.now()
         stats = self.query_one(StatsBar)
         if delta.reset or delta.outage:
-            self.query_one(OutageBanner).show(app.model.queue_outage)
+            self.query_one(OutageBanner).show(list(app.model.outages.values()))
         if delta.reset or delta.counts:
             stats.show_counts()
         if delta.reset or delta.tasks or delta.sessions:

@@ -75,6 +75,8 @@ class Cursor(Generic[T]):
             item, seq = self.parse(event.data)
         except ValueError:  # pydantic's ValidationError too
             raise self._unreadable() from None
+        if seq < 0:
+            return item  # a notice outside the log (the change feed's `health`): nothing to resume
         if seq < self.next_seq:
             return None  # already seen before a reconnect
         self.next_seq = seq + 1

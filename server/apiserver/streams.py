@@ -2,6 +2,8 @@
 
 SSE frames carry ``id: <seq>`` so a client that reconnects with ``Last-Event-ID`` resumes right
 after the last event it saw; ``: keepalive`` comments keep idle connections (and proxies) alive.
+The change feed also carries ``health`` frames, without an id: this server's view of the
+deployment's queue and store when it changes (a store refusing writes cannot log it).
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 from starlette.requests import Request
@@ -18,7 +21,7 @@ from starlette.responses import StreamingResponse
 from llamactl.server.aio import cancel_and_wait
 from llamactl.server.control_plane import ControlPlane
 from llamactl.server.errors import LlamactlError
-from llamactl.server.types import EventEnvelope
+from llamactl.server.types import ChangeEvent, EventEnvelope
 
 __all__ = [
     "change_feed_sse",
@@ -32,6 +35,8 @@ __all__ = [
 T = TypeVar("T")
 
 KEEPALIVE = b": keepalive\n\n"
+HEALTH_CHECK = 1.0
+"""Seconds between looks at the backends' health while a change feed is idle."""
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -130,17 +135,49 @@ def task_events_sse(
 
 
 def change_feed_sse(
-    cp: ControlPlane, from_seq: int, keepalive: float, stop: asyncio.Event
+    cp: ControlPlane,
+    from_seq: int,
+    keepalive: float,
+    stop: asyncio.Event,
+    backends: Callable[[], dict[str, dict[str, object]]],
 ) -> StreamingResponse:
-    """SSE of the change feed from ``from_seq`` on; it ends only with the deployment or the server."""
+    """SSE of the change feed from ``from_seq`` on; it ends only with the deployment or the server.
+
+    ``backends()`` (:meth:`Deployment.backends`) is looked at after every batch and every
+    ``HEALTH_CHECK`` seconds: a ``health`` frame (a ChangeEvent of kind ``health``, ``seq`` -1)
+    goes out at the start when a backend is unreachable, and whenever one's outage begins or ends.
+    """
 
     async def frames() -> AsyncIterator[bytes]:
         yield b"retry: 1000\n\n"
+        shown: tuple[object, ...] = ()  # the outages sent last (none at first)
+        sent = time.monotonic()
+
+        def health() -> bytes:
+            nonlocal shown
+            now = backends()
+            outages = tuple(
+                (key, b["state"], b["unreachable_since"]) for key, b in now.items() if not b["reachable"]
+            )
+            if outages == shown:
+                return b""
+            shown = outages
+            change = ChangeEvent(kind="health", deployment=cp.deployment, data=now, seq=-1)
+            return sse_frame("health", change.model_dump_json())
+
+        if start := health():
+            yield start
         with contextlib.suppress(LlamactlError):
-            async for batch in with_keepalive(cp.changes.follow(from_seq, poll=keepalive), keepalive, stop):
-                if batch is None:
-                    yield KEEPALIVE
-                else:  # one write per batch: a busy feed costs one send, not one per change
-                    yield b"".join(sse_frame(c.kind, c.model_dump_json(), c.seq) for c in batch)
+            follow = cp.changes.follow(from_seq, poll=keepalive)
+            async for batch in with_keepalive(follow, min(keepalive, HEALTH_CHECK), stop):
+                # one write per batch: a busy feed costs one send, not one per change
+                frame = health()
+                if batch is not None:
+                    frame += b"".join(sse_frame(c.kind, c.model_dump_json(), c.seq) for c in batch)
+                elif not frame and time.monotonic() - sent >= keepalive:
+                    frame = KEEPALIVE
+                if frame:
+                    sent = time.monotonic()
+                    yield frame
 
     return StreamingResponse(frames(), media_type="text/event-stream", headers=_SSE_HEADERS)

@@ -228,11 +228,18 @@ class Deployment:
             health["late_results"] = late + self._broker.late_results
             health["journal_failures"] = self._broker.journal_failures
             health["journal_healthy"] = self._broker.journal_healthy
+        health.update(self.backends())
+        return health
+
+    def backends(self) -> dict[str, dict[str, object]]:
+        """Whether this server reaches the deployment's message queue and state store (each
+        ``{"type", "reachable", "where", "unreachable_since", "error", "state"}``)."""
+        backends: dict[str, dict[str, object]] = {}
         for key, kind, outage in (
             ("message_queue", self.config.message_queue.type, self.queue_outage),
             ("state_store", self.config.state_store_uri.split(":", 1)[0], self.store_outage),
         ):
-            health[key] = {
+            backends[key] = {
                 "type": kind,
                 "reachable": outage is None,
                 "where": None if outage is None else outage.where,
@@ -240,7 +247,7 @@ class Deployment:
                 "error": None if outage is None else outage.error,
                 "state": None if outage is None else outage.state,
             }
-        return health
+        return backends
 
     @property
     def queue_outage(self) -> Outage | None:

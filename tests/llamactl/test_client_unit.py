@@ -190,6 +190,25 @@ async def test_the_async_client_resumes_a_dropped_stream_too() -> None:
     assert fake.requests[1].headers["last-event-id"] == "0"
 
 
+def test_the_change_feed_s_health_notices_come_through_without_moving_its_resume_point() -> None:
+    fake = FakeServer()
+    change = {"kind": "task.status", "deployment": "demo", "data": {}, "at": 1.0}
+    health = {"state_store": {"reachable": False, "state": "refusing writes"}}
+    notice = {"kind": "health", "deployment": "demo", "data": health, "at": 1.0, "seq": -1}
+    first = sse((4, "task.status", {**change, "seq": 4}), (None, "health", notice))
+    again = sse((4, "task.status", {**change, "seq": 4}), (5, "task.status", {**change, "seq": 5}))
+    changes = "/deployments/demo/changes"
+    kind = {"content-type": "text/event-stream"}
+    broken = httpx.Response(200, headers=kind, stream=Broken(first))
+    fake.on("GET", changes, [broken, httpx.Response(200, headers=kind, content=again)])
+    with Client("http://fake", transport=httpx.MockTransport(fake)) as client:
+        feed = client.deployment("demo").changes(4)
+        seen = [next(feed) for _ in range(3)]
+    assert [(c.kind, c.seq) for c in seen] == [("task.status", 4), ("health", -1), ("task.status", 5)]
+    assert seen[1].data == health
+    assert fake.requests[1].headers["last-event-id"] == "4"
+
+
 def test_a_stream_that_keeps_failing_gives_up_with_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("llamactl.client.sync.backoff", lambda failures: 0.0)
     fake = FakeServer()

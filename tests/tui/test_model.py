@@ -13,7 +13,7 @@ from llamactl.server.types import (
     TaskRecord,
     TaskStatus,
 )
-from llamactl.tui.model.dashboard import DashboardModel
+from llamactl.tui.model.dashboard import BackendOutage, DashboardModel
 from llamactl.tui.model.events import EventBook
 from llamactl.tui.model.format import ago, duration, error_location, size
 from llamactl.tui.model.query import TaskQuery, select_tasks
@@ -256,15 +256,15 @@ def test_the_queue_outage_comes_from_the_snapshot_and_the_change_feed() -> None:
         }
     }
     delta = model.load_state(DeploymentState(deployment="demo", health=health))
-    assert delta.outage and model.queue_outage is not None
-    assert (model.queue_outage.where, model.queue_outage.since, model.queue_outage.error) == (
+    assert delta.outage and (queue := model.outages.get("message_queue")) is not None
+    assert (queue.where, queue.since, queue.error) == (
         "redis://q/0",
         990.0,
         "refused",
     )
     assert not model.load_state(DeploymentState(deployment="demo", health=health)).outage  # unchanged
     back = ChangeEvent(kind="queue.reachable", deployment="demo", data={"where": "redis://q/0"}, seq=1)
-    assert model.apply([back]).outage and model.queue_outage is None
+    assert model.apply([back]).outage and "message_queue" not in model.outages
     lost = ChangeEvent(
         kind="queue.unreachable",
         deployment="demo",
@@ -272,8 +272,8 @@ def test_the_queue_outage_comes_from_the_snapshot_and_the_change_feed() -> None:
         seq=2,
     )
     assert model.apply([lost]).outage
-    assert model.queue_outage is not None and model.queue_outage.error == "timed out"
-    assert model.queue_outage.state == "unreachable"  # a server before `state` meant this
+    assert (queue := model.outages.get("message_queue")) is not None and queue.error == "timed out"
+    assert queue.state == "unreachable"  # a server before `state` meant this
     full = ChangeEvent(
         kind="queue.unreachable",
         deployment="demo",
@@ -281,6 +281,23 @@ def test_the_queue_outage_comes_from_the_snapshot_and_the_change_feed() -> None:
         seq=3,
     )
     model.apply([back.model_copy(update={"seq": 3}), full.model_copy(update={"seq": 4})])
-    assert model.queue_outage is not None and model.queue_outage.state == "refusing writes"
+    assert (queue := model.outages.get("message_queue")) is not None and queue.state == "refusing writes"
     # an older server's snapshot says nothing of the queue: nothing is shown
-    assert model.load_state(DeploymentState(deployment="demo")).outage and model.queue_outage is None
+    assert model.load_state(DeploymentState(deployment="demo")).outage and not model.outages
+
+
+def test_the_store_s_outage_comes_from_the_snapshot_and_the_feed_s_health_notices() -> None:
+    """A store refusing writes cannot log its outage in the change feed: the server pushes it."""
+    model = DashboardModel(max_tasks=10, max_sessions=10, clock=lambda: 1000.0)
+    full = {"reachable": False, "where": "postgresql://db/x", "unreachable_since": 990.0, "error": "its disk"}
+    health = {"message_queue": {"reachable": True}, "state_store": {**full, "state": "refusing writes"}}
+    assert model.load_state(DeploymentState(deployment="demo", health=health)).outage
+    assert model.outages == {
+        "state_store": BackendOutage("state_store", "postgresql://db/x", 990.0, "its disk", "refusing writes")
+    }
+    both = {**health, "message_queue": {"reachable": False, "where": "redis://q/0", "state": "unreachable"}}
+    notice = ChangeEvent(kind="health", deployment="demo", data=both, seq=-1)
+    assert model.apply([notice]).outage and list(model.outages) == ["message_queue", "state_store"]
+    assert not model.apply([notice]).outage  # unchanged
+    well = ChangeEvent(kind="health", deployment="demo", data={"state_store": {"reachable": True}}, seq=-1)
+    assert model.apply([well]).outage and not model.outages

@@ -14,16 +14,23 @@ from llamactl.tui.model.sessions import SessionBook
 from llamactl.tui.model.tasks import TaskBook
 from llamactl.tui.model.throughput import Throughput
 
-__all__ = ["THROUGHPUT_SPAN", "DashboardModel", "Delta", "QueueOutage"]
+__all__ = ["BACKENDS", "THROUGHPUT_SPAN", "BackendOutage", "DashboardModel", "Delta"]
 
 THROUGHPUT_SPAN = 2.0
 """Seconds at most over which the tasks finished between two counter fetches are spread."""
 
 
-@dataclass(frozen=True)
-class QueueOutage:
-    """The server cannot reach the deployment's message queue (from ``/state`` health or the feed)."""
+BACKENDS = {"message_queue": "message queue", "state_store": "state store"}
+"""The deployment's backends a server may lose, as ``/state`` health names them, and as said."""
 
+
+@dataclass(frozen=True)
+class BackendOutage:
+    """The server cannot reach (or write to) the deployment's message queue or state store (from
+    ``/state`` health, the change feed's ``queue.*`` entries or its ``health`` notices)."""
+
+    backend: str
+    """A key of :data:`BACKENDS`."""
     where: str
     since: float
     error: str
@@ -46,7 +53,7 @@ class Delta:
     reset: bool = False
     """Everything was replaced (a new deployment, or the server's state was reset)."""
     outage: bool = False
-    """The queue became unreachable, or reachable again."""
+    """A backend became unreachable, or reachable again."""
 
     def merge(self, other: Delta) -> Delta:
         """Both changes (to redraw once for several updates)."""
@@ -89,8 +96,8 @@ class DashboardModel:
         """Whether the server reports per-service counters (else they are counted from known tasks)."""
         self._finished: tuple[float, int] | None = None
         """(when, how many tasks had finished) at the last state snapshot: throughput is the difference."""
-        self.queue_outage: QueueOutage | None = None
-        """While the server cannot reach the deployment's message queue: since when, and why."""
+        self.outages: dict[str, BackendOutage] = {}
+        """The backends (keys of :data:`BACKENDS`) the server cannot reach or write to: since when, why."""
 
     def reset(self) -> None:
         self.tasks.clear()
@@ -99,7 +106,7 @@ class DashboardModel:
         self.throughput = Throughput()
         self.counts = dict.fromkeys(TASK_COUNTERS, 0)
         self._finished = None
-        self.queue_outage = None
+        self.outages = {}
 
     def load_snapshot(
         self,
@@ -126,10 +133,13 @@ class DashboardModel:
         self.has_service_counts = service_tasks is not None
         if service_tasks is not None:
             delta.services |= self.services.set_counts(service_tasks)
-        outage = _queue_outage(state)
-        delta.outage = outage != self.queue_outage
-        self.queue_outage = outage
+        delta.outage = self._set_outages(_outages((state.model_extra or {}).get("health")))
         return delta
+
+    def _set_outages(self, outages: dict[str, BackendOutage]) -> bool:
+        changed = outages != self.outages
+        self.outages = outages
+        return changed
 
     def _count_throughput(self) -> None:
         now = self.now()
@@ -161,16 +171,22 @@ class DashboardModel:
             elif kind == "queue.unreachable":
                 data = change.data
                 since = float(data.get("since") or change.at)
-                self.queue_outage = QueueOutage(
-                    str(data.get("where") or "?"),
-                    since,
-                    str(data.get("error") or ""),
-                    str(data.get("state") or "unreachable"),
-                )
+                self.outages = {
+                    **self.outages,
+                    "message_queue": BackendOutage(
+                        "message_queue",
+                        str(data.get("where") or "?"),
+                        since,
+                        str(data.get("error") or ""),
+                        str(data.get("state") or "unreachable"),
+                    ),
+                }
                 delta.outage = True
             elif kind == "queue.reachable":
-                self.queue_outage = None
+                self.outages = {key: o for key, o in self.outages.items() if key != "message_queue"}
                 delta.outage = True
+            elif kind == "health":
+                delta.outage |= self._set_outages(_outages(change.data))
             elif kind.startswith(("service.", "replica.")):
                 changed, stale = self.services.apply(change)
                 delta.services |= changed
@@ -192,19 +208,23 @@ class DashboardModel:
 _FINAL = {s.value for s in TaskStatus if s.is_final}
 
 
-def _queue_outage(state: DeploymentState) -> QueueOutage | None:
-    """The queue's outage as the snapshot's health says (servers before it said nothing: None)."""
-    health = (state.model_extra or {}).get("health")
-    queue = health.get("message_queue") if isinstance(health, dict) else None
-    if not isinstance(queue, dict) or queue.get("reachable", True):
-        return None
-    since = queue.get("unreachable_since")
-    return QueueOutage(
-        str(queue.get("where") or "?"),
-        float(since) if isinstance(since, int | float) else 0.0,
-        str(queue.get("error") or ""),
-        str(queue.get("state") or "unreachable"),
-    )
+def _outages(health: object) -> dict[str, BackendOutage]:
+    """The backends' outages as a server's health says (``/state``'s, or a ``health`` notice's
+    data; a server that says nothing of a backend is taken to reach it)."""
+    outages: dict[str, BackendOutage] = {}
+    for key in BACKENDS:
+        backend = health.get(key) if isinstance(health, dict) else None
+        if not isinstance(backend, dict) or backend.get("reachable", True):
+            continue
+        since = backend.get("unreachable_since")
+        outages[key] = BackendOutage(
+            key,
+            str(backend.get("where") or "?"),
+            float(since) if isinstance(since, int | float) else 0.0,
+            str(backend.get("error") or ""),
+            str(backend.get("state") or "unreachable"),
+        )
+    return outages
 
 
 def _service_tasks(state: DeploymentState) -> Mapping[str, Mapping[str, Any]] | None:

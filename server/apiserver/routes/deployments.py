@@ -161,10 +161,12 @@ async def deployment_state(request: Request) -> Response:
 
 async def changes(request: Request) -> Response:
     """The change feed as SSE; resume with ``Last-Event-ID`` or ``from_seq``."""
-    cp = deployment_of(request).control_plane
+    deployment = deployment_of(request)
     from_seq = resume_seq(request, query_int(request, "from_seq"))
     state = request.app.state
-    return change_feed_sse(cp, from_seq, state.keepalive, state.stopping)
+    return change_feed_sse(
+        deployment.control_plane, from_seq, state.keepalive, state.stopping, deployment.backends
+    )
 
 
 routes = [

@@ -8,23 +8,16 @@ which `/status/` shows and a read answered does not end; a write refused is answ
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pwd
-import shutil
-import tempfile
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
-import asyncpg
 import pytest
 
 from llamactl.server.errors import StateStoreError
 from llamactl.server.types import TaskDefinition, TaskStatus
 from tests.e2e.waiting import wait_until
-from tests.faults import SmallDisk, small_disk
-from tests.postgres import POSTGRES_DSN, PostgresSchema
+from tests.faults import SmallDisk
+from tests.postgres import PostgresSchema, full_disk_tablespace
 
 from .conftest import Start
 
@@ -33,31 +26,8 @@ BIG = os.urandom(300_000).hex()  # an input stored out of line (TOAST), not comp
 
 @pytest.fixture
 async def tablespace() -> AsyncIterator[tuple[SmallDisk, PostgresSchema, str]]:
-    """A tmpfs of 8 MB as a PostgreSQL tablespace of its own, and a schema to use it."""
-    try:
-        owner = pwd.getpwnam("postgres")
-    except KeyError:
-        pytest.fail("no `postgres` system user: the local PostgreSQL server must run as `postgres`")
-    # Outside pytest's tmp_path (0700 to root): the PostgreSQL server must reach the folder.
-    folder = Path(tempfile.mkdtemp(prefix="llamactl-pgdisk-"))
-    os.chmod(folder, 0o755)
-    name = f"llamactl_test_{uuid.uuid4().hex[:12]}"
-    pg = PostgresSchema()
-    with small_disk(folder / "disk", "8m") as disk:
-        os.chown(disk.path, owner.pw_uid, owner.pw_gid)
-        admin = await asyncpg.connect(POSTGRES_DSN)
-        try:
-            await admin.execute(f"CREATE TABLESPACE {name} LOCATION '{disk.path}'")
-            try:
-                yield disk, pg, name
-            finally:
-                disk.free()
-                await admin.execute(f'DROP SCHEMA IF EXISTS "{pg.name}" CASCADE')
-                await admin.execute(f"DROP TABLESPACE {name}")
-        finally:
-            await admin.close()
-    with contextlib.suppress(OSError):
-        shutil.rmtree(folder)
+    async with full_disk_tablespace() as made:
+        yield made
 
 
 async def test_a_full_disk_under_postgresql_is_an_outage_until_space_is_freed(
