@@ -7,9 +7,17 @@ from __future__ import annotations
 import errno
 import sqlite3
 
-__all__ = ["advice", "way_out"]
+__all__ = ["advice", "is_disk_full", "way_out"]
 
 _OPEN_FILES = "raise the limit on open files (`ulimit -n 4096`, `LimitNOFILE=` in a systemd unit)"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (an OSError, a sqlite3 error) says the disk is full."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        return True
+    return getattr(exc, "errno", None) == errno.ENOSPC
 
 
 def advice(exc: BaseException) -> str | None:
@@ -19,7 +27,7 @@ def advice(exc: BaseException) -> str | None:
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         code &= 0xFF  # Python reports SQLite's extended codes: SQLITE_CORRUPT_INDEX is 779
-    if code == sqlite3.SQLITE_FULL or number == errno.ENOSPC:
+    if is_disk_full(exc):
         return "free some space on its disk"
     if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
         return (

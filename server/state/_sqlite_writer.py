@@ -29,7 +29,8 @@ MAX_BATCH = 1000
 
 # (future, value, error): what the loop applies after a batch.
 Result = tuple["asyncio.Future[Any]", object, BaseException | None]
-Deliver = Callable[[list[Result], set[str]], None]
+# (results, streams to wake, whether the batch held writes, what failed the whole batch if anything)
+Deliver = Callable[[list[Result], set[str], bool, "sqlite3.Error | None"], None]
 
 
 @dataclass(slots=True)
@@ -118,7 +119,9 @@ class Writer:
                         if conn.in_transaction:
                             with contextlib.suppress(sqlite3.Error):
                                 conn.execute("ROLLBACK")
-                        self._post(self._deliver, [(op.future, None, exc) for op in batch], set())
+                        self._post(
+                            self._deliver, [(op.future, None, exc) for op in batch], set(), False, None
+                        )
         finally:
             conn.close()
             self._post(_settle, self.stopped, None, None)
@@ -165,10 +168,13 @@ class Writer:
         if writes:
             self.commits += 1
         streams = {stream for op in batch for stream in op.wake}
-        self._post(self._deliver, results, streams)
+        self._post(self._deliver, results, streams, writes, None)
 
     def _fail(self, batch: list[Op], exc: sqlite3.Error, what: str) -> None:
-        self._post(self._deliver, [(op.future, None, self._wrap(exc, what)) for op in batch], set())
+        writes = any(op.write for op in batch)
+        self._post(
+            self._deliver, [(op.future, None, self._wrap(exc, what)) for op in batch], set(), writes, exc
+        )
 
     def _wrap(self, exc: sqlite3.Error, what: str) -> StateStoreError:
         """A StateStoreError for ``exc``; StateStoreDamaged, naming the file and what to do,
@@ -260,9 +266,8 @@ class InlineWriter(Writer):
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             if conn is None:
-                self._deliver(
-                    [(op.future, None, StateStoreError("the state store is closed")) for op in batch], set()
-                )
+                closed = StateStoreError("the state store is closed")
+                self._deliver([(op.future, None, closed) for op in batch], set(), False, None)
                 continue
             try:
                 self._run_batch(conn, batch)
@@ -270,7 +275,7 @@ class InlineWriter(Writer):
                 if conn.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
-                self._deliver([(op.future, None, exc) for op in batch], set())
+                self._deliver([(op.future, None, exc) for op in batch], set(), False, None)
         if checkpointer is not None and self.commits != commits:
             checkpointer.committed()
 

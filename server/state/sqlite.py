@@ -19,12 +19,15 @@ from __future__ import annotations
 import asyncio
 import builtins
 import dataclasses
+import logging
 import os
+import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, Concatenate, Literal, ParamSpec, Self, TypeVar
 
 from llamactl.server.errors import StateStoreError
-from llamactl.server.file_faults import way_out
+from llamactl.server.file_faults import is_disk_full, way_out
+from llamactl.server.outage import STATE_REFUSING_WRITES, Outage, Reachability
 from llamactl.server.state import _sqlite_ops as ops
 from llamactl.server.state._common import (
     StreamWaiters,
@@ -47,6 +50,8 @@ from llamactl.server.state.base import (
 )
 
 __all__ = ["SQLiteStateStore"]
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -90,6 +95,7 @@ class SQLiteStateStore(StateStore):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self._waiters = StreamWaiters()
+        self._reach = Reachability("state store", f"sqlite:///{self._path}", log)
 
     @property
     def path(self) -> str:
@@ -100,6 +106,12 @@ class SQLiteStateStore(StateStore):
     def synchronous(self) -> str:
         """``"NORMAL"`` or ``"FULL"``."""
         return self._synchronous
+
+    @property
+    def outage(self) -> Outage | None:
+        """While its disk is full (a write failed for lack of space and none has gone through
+        since): an outage whose state is "refusing writes"; else None."""
+        return self._reach.outage
 
     @property
     def commit_count(self) -> int:
@@ -176,7 +188,15 @@ class SQLiteStateStore(StateStore):
         writer.submit(Op(fn, args, kwargs, fut, write, wake))
         return fut
 
-    def _deliver(self, results: builtins.list[Result], streams: set[str]) -> None:
+    def _deliver(
+        self, results: builtins.list[Result], streams: set[str], writes: bool, failure: sqlite3.Error | None
+    ) -> None:
+        if writes:
+            if failure is None:
+                self._reach.answered()
+            elif is_disk_full(failure):
+                why = f"its disk is full: {way_out(failure)} ({failure})"
+                self._reach.unreachable(why, state=STATE_REFUSING_WRITES)
         for fut, value, exc in results:
             if fut.done():  # the caller was cancelled; the operation itself still happened
                 continue

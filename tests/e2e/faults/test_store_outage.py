@@ -68,6 +68,13 @@ async def test_a_full_disk_refuses_new_tasks_clearly_and_loses_nothing(
         assert refused.status_code == 503
         assert "full" in refused.json()["detail"] and "try again" in refused.json()["detail"]
         assert refused.headers["retry-after"] == "1"
+        status = (await client.get("/status/")).json()
+        assert status["status"] == "Unhealthy", status
+        assert "state store sqlite:///" in status["status_message"]
+        assert (
+            "refusing writes for" in status["status_message"]
+            and "its disk is full" in status["status_message"]
+        )
         # A run goes to its worker before it is stored. The WAL checkpointer's thread may let the
         # WAL start over after the refusal above (seen in CI), and runs then fit in its room like
         # the creates did: each one answered must be stored and done; the first refused must be
@@ -99,6 +106,7 @@ async def test_a_full_disk_refuses_new_tasks_clearly_and_loses_nothing(
             result = await client.get(f"{D}/tasks/{task_id}/results", params={"timeout": 60})
             assert result.json()["data"]["status"] == "completed", result.text
         assert (await client.post(f"{D}/tasks/run", json=body("later"))).json() == "done later"
+        assert (await client.get("/status/")).json()["status"] == "Healthy"
         listed = (await client.get(f"{D}/tasks", params={"limit": 1000})).json()
         inputs = sorted(json.loads(t["input"])["key"] for t in listed)
         print(f"counted: {len(inputs)} tasks stored")
