@@ -127,6 +127,8 @@ class Deployment:
                 self._queue_config = external_queue_config(config, heartbeat_interval=self.heartbeat_interval)
                 self._queue = connect_queue(self._queue_config)
             await self._queue.start()
+            for risk in self._queue.risks:
+                self.notice(f"{self.name}: {risk}")
             registry = ServiceRegistry(
                 [service_info(s) for s in config.services.values()],
                 heartbeat_interval=self.report_interval,

@@ -238,6 +238,12 @@ class MessageQueue(abc.ABC):
         A backend whose broker lives in the client's process says 0."""
         return 0
 
+    @property
+    def risks(self) -> list[str]:
+        """What the broker's own settings put at risk, found at ``start()`` (for the server to say
+        once: a Redis that may evict the queue's keys). None known: empty."""
+        return []
+
     def sidecar(self) -> Sidecar | None:
         """A :class:`Sidecar` for this client, or None when the backend needs none."""
         return None

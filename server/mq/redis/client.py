@@ -11,7 +11,10 @@ is harmless.
 A client that Redis no longer knows, though it registered and was never declared dead (the janitor
 leaves a mark for a day when it declares one), tells that Redis lost what it held with every
 connection up (a ``FLUSHALL``, a restart between two heartbeats without its data): it counts in
-:attr:`RedisQueue.losses` like an outage does.
+:attr:`RedisQueue.losses` like an outage does. So does another server answering at the url (its
+run id, which each heartbeat reads, changed: a failover to a replica that lagged, a restart from
+a file that missed the last writes), though it knows every client and no call failed: redis-py
+reconnects an idle connection that broke without a word.
 """
 
 from __future__ import annotations
@@ -88,7 +91,11 @@ class RedisQueue(MessageQueue):
         self._takes = itertools.count(1)
         self._beat_refused = False
         self._forgotten = 0
-        """How many times Redis no longer knew this registered client (it lost its data)."""
+        """How many times Redis no longer knew this registered client (it lost its data), or
+        another Redis server answered at the url."""
+        self._run_id = ""
+        """The run id of the Redis server that answered the last heartbeat."""
+        self._risks: list[str] = []
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RedisQueue:
@@ -115,11 +122,35 @@ class RedisQueue(MessageQueue):
         self._closing = asyncio.get_running_loop().create_future()
         try:
             await self._beat(raise_errors=True)
+            self._risks = await self._settings_at_risk()
         except BaseException:
             self._closed = True
             await self._link.aclose()
             raise
         self._beats = asyncio.create_task(self._beat_loop(), name="llamactl-mq-redis-heartbeat")
+
+    @property
+    def risks(self) -> list[str]:
+        return list(self._risks)
+
+    async def _settings_at_risk(self) -> list[str]:
+        """Redis settings that would lose the queue's data with every connection up: an eviction
+        policy other than ``noeviction`` drops keys (streams, leases) when memory runs short."""
+        assert self._link is not None
+        try:
+            async with asyncio.timeout(min(2.0, self.config.publish_timeout)):
+                memory = await self._link.short.info("memory")
+        except Exception:  # INFO refused (a managed Redis may rename it), or slow: nothing to say
+            return []
+        policy = memory.get("maxmemory_policy", "noeviction")
+        if policy == "noeviction":
+            return []
+        return [
+            f"message queue redis at {self.config.where} has maxmemory-policy {policy}: when its "
+            "memory runs short it deletes keys, the queue's among them (tasks, their events or "
+            "results are then lost without a word); set `maxmemory-policy noeviction` there "
+            "(writes are then refused for a while, which llamactl waits out)"
+        ]
 
     async def close(self) -> None:
         """Release this client's leases (not counted against their messages) and disconnect."""
@@ -347,9 +378,9 @@ class RedisQueue(MessageQueue):
         sent = asyncio.get_running_loop().time()
         try:
             if raise_errors:  # the first beat: connecting
-                known = await self._call("beat", self._beat_args, "connect", way_out=_NOT_THERE)
+                known, run_id = await self._call("beat", self._beat_args, "connect", way_out=_NOT_THERE)
             else:
-                known = await self._call("beat", self._beat_args, "heartbeat")
+                known, run_id = await self._call("beat", self._beat_args, "heartbeat")
         except MessageQueueError as exc:
             if raise_errors:
                 raise
@@ -360,3 +391,16 @@ class RedisQueue(MessageQueue):
             return
         self._beat_refused = False
         self._alive(sent, int(known))
+        self._server_is(run_id.decode())
+
+    def _server_is(self, run_id: str) -> None:
+        """The heartbeat was answered by the Redis server ``run_id`` ('' where INFO is refused)."""
+        if run_id and self._run_id and run_id != self._run_id:
+            self._forgotten += 1
+            log.warning(
+                "message queue redis at %s is another Redis server now (a failover, or a restart): "
+                "it may lack the last writes of the one before, so the server hands out its "
+                "unfinished tasks again (copies Redis still holds are absorbed)",
+                self.config.where,
+            )
+        self._run_id = run_id or self._run_id

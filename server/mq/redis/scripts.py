@@ -197,7 +197,7 @@ return 1
 # the leases of clients whose heartbeat deadline passed and the leases that ran out. When no
 # heartbeat got through for two intervals, Redis was out of everyone's reach (or refused writes),
 # and silence says nothing of anyone: every deadline first moves on by that gap. Returns what
-# ``alive`` said.
+# ``alive`` said, and the server's run id ('' where INFO is not allowed).
 BEAT = r"""
 local last = redis.call('GET', K_BEAT)
 redis.call('SET', K_BEAT, NOW)
@@ -215,7 +215,9 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', NOW, 'LIMIT', 0
     redis.call('ZREM', K_LEASES, m)
   end
 end
-return known
+local info = redis.pcall('INFO', 'server')
+local run_id = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or ''
+return {known, run_id}
 """
 
 # ARGV: client, heartbeat window ms. Renew a live client's deadline for its blocked event loop.

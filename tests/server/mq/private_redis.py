@@ -1,5 +1,6 @@
 """A Redis server of a test's own (``redis-server`` on a free loopback port), for faults that
-would disturb the shared one: a full memory (``CONFIG SET maxmemory``), a stop, a restart."""
+would disturb the shared one: a full memory (``CONFIG SET maxmemory``), a stop, a restart, a
+failover to a replica that lagged (:func:`fail_over`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -55,3 +57,25 @@ async def private_redis(folder: Path, *, save: str = "") -> AsyncIterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+async def fail_over(primary_url: str, replica_url: str) -> None:
+    """Make the Redis at ``replica_url`` a replica of the one at ``primary_url``, wait until it has
+    everything the primary wrote, then promote it (``REPLICAOF NO ONE``): from then on it lags,
+    as a replica that takes over on a failover lacks the writes it had not received yet."""
+    primary, replica = aioredis.Redis.from_url(primary_url), aioredis.Redis.from_url(replica_url)
+    source = urlsplit(primary_url)
+    try:
+        await replica.execute_command("REPLICAOF", source.hostname, source.port)
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            wanted = (await primary.info("replication"))["master_repl_offset"]
+            have = await replica.info("replication")
+            if have.get("master_link_status") == "up" and have.get("slave_repl_offset", -1) >= wanted:
+                break
+            assert asyncio.get_running_loop().time() < deadline, f"the replica never caught up: {have}"
+            await asyncio.sleep(0.02)
+        await replica.execute_command("REPLICAOF", "NO", "ONE")
+    finally:
+        await primary.aclose()
+        await replica.aclose()
