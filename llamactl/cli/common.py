@@ -200,8 +200,8 @@ def api_errors(
             what = "state store" if exc.backend == "state_store" else "message queue"
             fail(
                 str(exc),
-                f"the server cannot reach the deployment's {what}: `llamactl status` says more;"
-                " try again once it is back",
+                f"the deployment's {what} failed it (unreachable, or refusing writes):"
+                " `llamactl status` says which and why; try again once it is back",
                 ExitCode.ERROR,
             )
         if isinstance(exc, errors.ServerError) and exc.status == 503:

@@ -296,10 +296,12 @@ def _reattach(
     state store or queue failed the wait: wait for it to come back, then for the task, which a
     restarted server runs again if it was stored. ``resend``: the task may not have been stored
     (its store failed the request that sent it): send it again (same id) if it is not there."""
+    import contextlib
     import time
 
     from llamactl.client.errors import (
         BackendUnavailable,
+        Conflict,
         NotFound,
         ServerError,
         ServerStopping,
@@ -316,18 +318,22 @@ def _reattach(
     delay = 0.2
     while True:
         try:
-            tasks.result(task_id)  # the server waits until the task has ended
-            return tasks.get(task_id)
-        except NotFound:
-            if resend is not None:
-                resend()  # nothing was kept of it: send it (once: now it is there)
+            try:
+                tasks.result(task_id)  # the server waits until the task has ended
+                return tasks.get(task_id)
+            except NotFound:
+                if resend is None:
+                    fail(
+                        f"the server went away before it had stored task {task_id}: it will not run",
+                        "run it again",
+                        ExitCode.ERROR,
+                    )
+                # Nothing was kept of it: send it again (same id). A store still refusing it is
+                # waited out below like any 503, and the task is sent again after the pause.
+                with contextlib.suppress(Conflict):  # an earlier send was stored after all
+                    resend()
                 resend = None
                 continue
-            fail(
-                f"the server went away before it had stored task {task_id}: it will not run",
-                "run it again",
-                ExitCode.ERROR,
-            )
         except (ServerUnreachable, ServerError) as exc:
             # Not there yet, or there and still starting the deployment (503); but a server that
             # is stopping, or that waited as long as it may (WaitTimeout), is answered as usual.
