@@ -60,7 +60,8 @@ def validate(
     ),
     output: Output = output_option(),
 ) -> None:
-    """Check a deployment file and that each service's `path` imports and builds; start nothing.
+    """Check a deployment file, its shared queue's settings (a Redis url) and that each service's
+    `path` imports and builds; start nothing.
 
     Prints one line per service (`echo: ok (workflow EchoWorkflow)`) and exits 0, or says what is
     wrong (the file, line and key; or the import error) and exits non-zero. Unknown keys are
@@ -90,6 +91,16 @@ def validate(
         if output is Output.JSON:
             emit_json({"file": str(file), "ok": False, "error": problems[-1], "services": []})
         fail(problems[-1], "fix the file (or leave out --strict), then validate again", ExitCode.CONFIG)
+    if config.message_queue.type != "zeromq":
+        from llamactl.server.deployment.queue_config import external_queue_config
+        from llamactl.server.errors import MessageQueueError
+
+        try:
+            external_queue_config(config, heartbeat_interval=1.0)
+        except MessageQueueError as exc:
+            if output is Output.JSON:
+                emit_json({"file": str(file), "ok": False, "error": str(exc), "services": []})
+            fail(str(exc), f"fix `message-queue` in {file}, then validate again", ExitCode.CONFIG)
     checks = check_services(config)
     failed = [c for c in checks if not c.ok]
     if output is Output.JSON:

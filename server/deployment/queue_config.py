@@ -15,6 +15,7 @@ from typing import Any
 
 from llamactl.server.config import DeploymentConfig
 from llamactl.server.errors import MessageQueueError
+from llamactl.server.mq.factory import check_queue_config
 
 __all__ = ["REDIS_URL_ENV", "external_queue_config"]
 
@@ -26,7 +27,8 @@ _REDIS_CONNECTION = ("db", "username", "password", "ssl")
 
 def external_queue_config(config: DeploymentConfig, *, heartbeat_interval: float) -> dict[str, Any]:
     """The JSON-able config :func:`~llamactl.server.mq.factory.connect_queue` takes, for the
-    deployment's ``message-queue`` (any type but the embedded ``zeromq``)."""
+    deployment's ``message-queue`` (any type but the embedded ``zeromq``); raises
+    MessageQueueError, saying what is wrong, when that would refuse it."""
     mq = config.message_queue
     extra = dict(mq.model_extra or {})
     if mq.type != "redis":
@@ -57,4 +59,5 @@ def external_queue_config(config: DeploymentConfig, *, heartbeat_interval: float
             out[key] = extra.pop(key)
     # Other keys (Llama Deploy's exclusive_mode: de-duplication is built in here; other backends'
     # fields) were reported by the deployment file's check as unknown or not used.
+    check_queue_config(out)  # a bad url is refused here, before anything starts
     return out

@@ -13,7 +13,7 @@ from llamactl.server.errors import MessageQueueError
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.mq.zeromq.client import ZeroMQQueue
 
-__all__ = ["AVAILABLE_TYPES", "connect_queue"]
+__all__ = ["AVAILABLE_TYPES", "check_queue_config", "connect_queue"]
 
 AVAILABLE_TYPES = ("zeromq", "redis")
 _PLANNED_TYPES = ("rabbitmq",)
@@ -51,3 +51,10 @@ def connect_queue(config: Mapping[str, Any]) -> MessageQueue:
         f"unknown message queue type {kind!r}; available: {', '.join(AVAILABLE_TYPES)} "
         f"({', '.join(_PLANNED_TYPES)}: not available yet)"
     )
+
+
+def check_queue_config(config: Mapping[str, Any]) -> None:
+    """Raise MessageQueueError, saying what is wrong, when :func:`connect_queue` would refuse
+    ``config`` (a bad url, an unknown key, a backend whose package is missing); connects to
+    nothing."""
+    connect_queue(config)  # builds the client, which checks its config, and drops it unstarted

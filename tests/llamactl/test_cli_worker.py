@@ -69,6 +69,14 @@ def test_replicas_below_one_are_a_usage_error(tmp_path: Path) -> None:
     assert "--replicas" in err
 
 
+def test_a_queue_url_it_would_refuse_is_a_config_error(tmp_path: Path) -> None:
+    """It said "cannot reach the deployment's message queue ... check that it runs" (exit 1)."""
+    code, _, err = invoke("worker", str(shared_app(tmp_path, "redis://127.0.0.1:6379/0?Socket_timeout=1")))
+    assert code == ExitCode.CONFIG
+    assert "Error: redis message queue config: bad url" in err and "llamactl sets 'socket_timeout'" in err
+    assert "Hint: fix `message-queue` in" in err
+
+
 def test_a_queue_that_does_not_answer_stops_it_before_any_worker_starts(
     tmp_path: Path, closed_port: int
 ) -> None:

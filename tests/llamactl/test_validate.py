@@ -78,6 +78,19 @@ def test_a_bad_file_names_the_line_and_key(tmp_path: Path) -> None:
     assert report["ok"] is False and "'lokal' is not a source type" in report["error"]
 
 
+def test_a_queue_url_the_queue_would_refuse_is_reported(tmp_path: Path) -> None:
+    """A url with a query key redis-py does not take passed validate, then failed `serve`."""
+    file = write_app(tmp_path, "demo", {"echo": "flows:echo_workflow"})
+    queue = "message-queue: {type: redis, url: 'redis://127.0.0.1:6379/0?decode_responses=1'}\n"
+    file.write_text(file.read_text().replace("services:\n", queue + "services:\n", 1))
+    result = validate(str(file))
+    assert result.exit_code == ExitCode.CONFIG
+    assert "its query key 'decode_responses' is not one it takes" in result.stderr
+    assert f"Hint: fix `message-queue` in {file}" in result.stderr
+    report = json.loads(validate(str(file), "-o", "json").stdout)
+    assert report["ok"] is False and "decode_responses" in report["error"]
+
+
 def test_import_errors_are_reported_per_service(tmp_path: Path) -> None:
     file = write_app(
         tmp_path,
