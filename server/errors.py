@@ -9,6 +9,7 @@ The tree::
     │   ├── StateStoreClosed          used after close()
     │   └── StateStoreDamaged         its file is damaged (SQLite: malformed, not a database)
     ├── MessageQueueError             the message queue failed or is misconfigured
+    │   ├── QueueConfigError          the deployment's `message-queue` settings are wrong (a bad url)
     │   ├── PublishRejected           the broker refused or never confirmed a publish
     │   ├── MessageQueueClosed        used after close()
     │   ├── LeaseLost                 ack/nack/extend on a lease that expired or was taken over
@@ -53,6 +54,7 @@ __all__ = [
     "NotFound",
     "Overloaded",
     "PublishRejected",
+    "QueueConfigError",
     "QueueNotShared",
     "ResultTooLarge",
     "ServiceNotFound",
@@ -121,6 +123,11 @@ class StateStoreDamaged(StateStoreError):
 
 class MessageQueueError(LlamactlError):
     """The message queue failed or is misconfigured."""
+
+
+class QueueConfigError(MessageQueueError):
+    """The deployment's ``message-queue`` settings are wrong (a bad url, an unknown key or type):
+    nothing was connected; fix the file."""
 
 
 class PublishRejected(MessageQueueError):

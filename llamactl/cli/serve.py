@@ -119,7 +119,13 @@ def serve(
     from llamactl.cli.process import fast_loop_factory, prepare_process
     from llamactl.cli.serve_output import LEVELS, ServeOutput, logging_to
     from llamactl.server.apiserver.policy import parse_size
-    from llamactl.server.errors import DeploymentConfigError, InvalidRequest, LlamactlError, WorkflowLoadError
+    from llamactl.server.errors import (
+        DeploymentConfigError,
+        InvalidRequest,
+        LlamactlError,
+        QueueConfigError,
+        WorkflowLoadError,
+    )
     from llamactl.server.file_faults import advice
 
     level = LEVELS.get(log_level.lower())
@@ -152,6 +158,12 @@ def serve(
             runner.run(_serve(host, port, files or [], watch=watch, options=options, output=output))
     except DeploymentConfigError as exc:
         fail(str(exc), "fix the file, then run the command again", ExitCode.CONFIG)
+    except QueueConfigError as exc:
+        fail(
+            str(exc),
+            "fix `message-queue` in the deployment file, then run the command again",
+            ExitCode.CONFIG,
+        )
     except WorkflowLoadError as exc:
         fail(
             str(exc),

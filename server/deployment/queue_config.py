@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from llamactl.server.config import DeploymentConfig
-from llamactl.server.errors import MessageQueueError
+from llamactl.server.errors import QueueConfigError
 from llamactl.server.mq.factory import check_queue_config
 
 __all__ = ["REDIS_URL_ENV", "external_queue_config"]
@@ -28,11 +28,12 @@ _REDIS_CONNECTION = ("db", "username", "password", "ssl")
 def external_queue_config(config: DeploymentConfig, *, heartbeat_interval: float) -> dict[str, Any]:
     """The JSON-able config :func:`~llamactl.server.mq.factory.connect_queue` takes, for the
     deployment's ``message-queue`` (any type but the embedded ``zeromq``); raises
-    MessageQueueError, saying what is wrong, when that would refuse it."""
+    QueueConfigError, saying what is wrong, when that would refuse it (MessageQueueError: its
+    backend's package is missing)."""
     mq = config.message_queue
     extra = dict(mq.model_extra or {})
     if mq.type != "redis":
-        raise MessageQueueError(
+        raise QueueConfigError(
             f"message-queue type '{mq.type}' is not available yet in llamactl: use the embedded "
             "queue (leave message-queue out, or `type: zeromq`) or `type: redis`"
         )

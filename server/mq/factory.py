@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from llamactl.server.errors import MessageQueueError
+from llamactl.server.errors import MessageQueueError, QueueConfigError
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.mq.zeromq.client import ZeroMQQueue
 
@@ -44,17 +44,17 @@ def connect_queue(config: Mapping[str, Any]) -> MessageQueue:
             ) from exc
         return RedisQueue.from_config(config)
     if kind in _PLANNED_TYPES:
-        raise MessageQueueError(
+        raise QueueConfigError(
             f"message queue type {kind!r} is not available yet; available: {', '.join(AVAILABLE_TYPES)}"
         )
-    raise MessageQueueError(
+    raise QueueConfigError(
         f"unknown message queue type {kind!r}; available: {', '.join(AVAILABLE_TYPES)} "
         f"({', '.join(_PLANNED_TYPES)}: not available yet)"
     )
 
 
 def check_queue_config(config: Mapping[str, Any]) -> None:
-    """Raise MessageQueueError, saying what is wrong, when :func:`connect_queue` would refuse
-    ``config`` (a bad url, an unknown key, a backend whose package is missing); connects to
-    nothing."""
+    """Raise QueueConfigError, saying what is wrong, when :func:`connect_queue` would refuse
+    ``config`` (a bad url, an unknown key; MessageQueueError: a backend whose package is
+    missing); connects to nothing."""
     connect_queue(config)  # builds the client, which checks its config, and drops it unstarted

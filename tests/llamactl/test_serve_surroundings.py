@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from llamactl.cli.exit_codes import ExitCode
 from llamactl.client import Client
 from tests.faults import small_disk
 from tests.llamactl.serving import LISTENING, REPO, Lines, alive, children, reaped, write_app
@@ -254,3 +255,15 @@ def test_serve_of_a_damaged_state_store_says_to_restore_or_move_it(tmp_path: Pat
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert "cannot open the SQLite state store" in done.stderr and "file is not a database" in done.stderr
     assert "restore it from a backup or move it aside" in done.stderr and "writable" not in done.stderr
+
+
+def test_serve_of_a_queue_url_the_queue_refuses_is_a_config_error(tmp_path: Path) -> None:
+    """It exited 1 with no hint, as for a queue that does not answer."""
+    file = write_app(tmp_path / "app", "badq", {"func": "funcs:greet"})
+    queue = "message-queue: {type: redis, url: 'redis://127.0.0.1:6379/0?decode_responses=1'}\n"
+    file.write_text(file.read_text().replace("services:\n", queue + "services:\n", 1))
+    argv = [sys.executable, "-m", "llamactl", "serve", str(file), "--port", "0"]
+    done = subprocess.run(argv, check=False, cwd=REPO, capture_output=True, text=True, timeout=90)
+    assert done.returncode == ExitCode.CONFIG, done.stderr
+    assert "its query key 'decode_responses' is not one it takes" in done.stderr
+    assert "Hint: fix `message-queue` in the deployment file" in done.stderr

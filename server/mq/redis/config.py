@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from llamactl.server.errors import MessageQueueError
+from llamactl.server.errors import QueueConfigError
 from llamactl.server.url_secrets import hide_query_password, query_passwords
 
 __all__ = ["RedisQueueConfig", "redact", "scrub"]
@@ -71,22 +71,22 @@ class RedisQueueConfig:
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> RedisQueueConfig:
         """Read Llama Deploy's keys (``url``, or ``host``/``port``/``db``/``username``/``password``/
-        ``ssl``) and ours; raise MessageQueueError naming what is wrong."""
+        ``ssl``) and ours; raise QueueConfigError naming what is wrong."""
         unknown = set(config) - _KEYS
         if unknown:
             takes = sorted(_KEYS - {"type"})
-            raise MessageQueueError(
+            raise QueueConfigError(
                 f"redis message queue config: unknown keys {sorted(unknown)}; it takes {takes}"
             )
         if "url" in config and set(config) & (_CONNECTION_KEYS - {"url"}):
-            raise MessageQueueError(
+            raise QueueConfigError(
                 "redis message queue config: give either 'url' or 'host'/'port'/'db'/'username'/"
                 "'password'/'ssl', not both"
             )
         url = str(config["url"]) if "url" in config else _url_from_parts(config)
         scheme = urlsplit(url).scheme
         if scheme not in ("redis", "rediss", "unix"):
-            raise MessageQueueError(
+            raise QueueConfigError(
                 f"redis message queue config: bad url {redact(url)!r}: it must start with redis://, "
                 "rediss:// or unix://"
             )
@@ -104,21 +104,21 @@ class RedisQueueConfig:
                 retention=float(config.get("retention", 60.0)),
             )
         except (TypeError, ValueError) as exc:
-            raise MessageQueueError(f"redis message queue config: {exc}") from exc
+            raise QueueConfigError(f"redis message queue config: {exc}") from exc
         made._check()
         return made
 
     def _check(self) -> None:
         numbers = (self.heartbeat_interval, self.publish_timeout, self.retention)
         if not all(math.isfinite(x) and x > 0 for x in numbers) or self.liveness < 1:
-            raise MessageQueueError(
+            raise QueueConfigError(
                 "redis message queue config: heartbeat_interval, publish_timeout and retention must be "
                 "positive numbers and liveness at least 1"
             )
         if self.max_attempts < 1:
-            raise MessageQueueError("redis message queue config: max_attempts must be at least 1")
+            raise QueueConfigError("redis message queue config: max_attempts must be at least 1")
         if not self.prefix or " " in self.prefix:
-            raise MessageQueueError("redis message queue config: prefix must be non-empty, without spaces")
+            raise QueueConfigError("redis message queue config: prefix must be non-empty, without spaces")
 
 
 def _check_port(url: str) -> None:
@@ -126,14 +126,14 @@ def _check_port(url: str) -> None:
     that points at another Redis without a word) or not a number."""
     address = urlsplit(url).netloc.rsplit("@", 1)[-1]
     if address.endswith(":"):
-        raise MessageQueueError(
+        raise QueueConfigError(
             f"redis message queue config: bad url {redact(url)!r}: it has an empty port: write the "
             "port (Redis listens on 6379 unless told otherwise) or leave out the ':'"
         )
     try:
         _ = urlsplit(url).port
     except ValueError:  # not shown: a password with a '/' in it would be read as the port
-        raise MessageQueueError(
+        raise QueueConfigError(
             f"redis message queue config: bad url {redact(url)!r}: its port is not a number"
             " (a password with '/', '@' or ':' in it must be percent-encoded: %2F, %40, %3A)"
         ) from None
@@ -149,12 +149,12 @@ def _check_query(url: str, *, tls: bool) -> None:
         bad = f"redis message queue config: bad url {redact(url)!r}: "
         if key.lower() in _QUEUE_OWNS:
             why = _QUEUE_OWNS[key.lower()]
-            raise MessageQueueError(f"{bad}llamactl sets {key.lower()!r} itself ({why}): leave it out")
+            raise QueueConfigError(f"{bad}llamactl sets {key.lower()!r} itself ({why}): leave it out")
         if key in _TLS_QUERY_KEYS:
-            raise MessageQueueError(f"{bad}{key!r} applies to TLS only: start the url with rediss://")
+            raise QueueConfigError(f"{bad}{key!r} applies to TLS only: start the url with rediss://")
         near = difflib.get_close_matches(key.lower(), sorted(takes), n=1)
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise MessageQueueError(
+        raise QueueConfigError(
             f"{bad}its query key {key!r} is not one it takes{hint}; it takes {sorted(takes)}"
         )
 
@@ -165,7 +165,7 @@ def _url_from_parts(config: Mapping[str, Any]) -> str:
         port = int(config.get("port", 6379))
         db = int(config.get("db", 0))
     except (TypeError, ValueError) as exc:
-        raise MessageQueueError(f"redis message queue config: port and db must be integers ({exc})") from exc
+        raise QueueConfigError(f"redis message queue config: port and db must be integers ({exc})") from exc
     user = config.get("username")
     password = config.get("password")
     auth = ""

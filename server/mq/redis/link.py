@@ -34,7 +34,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from llamactl.server.errors import MessageQueueError
+from llamactl.server.errors import MessageQueueError, QueueConfigError
 from llamactl.server.outage import STATE_REFUSING_WRITES, Reachability
 
 from .config import RedisQueueConfig, scrub
@@ -89,7 +89,7 @@ class Link:
             blocking = ConnectionPool.from_url(config.url, socket_timeout=None, **common)
         except (ValueError, TypeError, RedisError) as exc:
             problem = scrub(str(exc), config.url)
-            raise MessageQueueError(f"redis message queue: bad url {config.where!r}: {problem}") from exc
+            raise QueueConfigError(f"redis message queue: bad url {config.where!r}: {problem}") from exc
         self.short = Redis(connection_pool=short)
         self.blocking = Redis(connection_pool=blocking)
         self.reachability = Reachability("message queue", config.where, log)
