@@ -136,7 +136,7 @@ class Writer:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            self._fail(batch, exc, "could not begin a transaction")
+            self._fail(batch, exc, "could not begin a transaction", writes)
             return
         failed: sqlite3.Error | None = None
         for op in batch:
@@ -163,15 +163,14 @@ class Writer:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):  # report the first failure, not this one
                     conn.execute("ROLLBACK")
-            self._fail(batch, failed, "the transaction failed")
+            self._fail(batch, failed, "the transaction failed", writes)
             return
         if writes:
             self.commits += 1
         streams = {stream for op in batch for stream in op.wake}
         self._post(self._deliver, results, streams, writes, None)
 
-    def _fail(self, batch: list[Op], exc: sqlite3.Error, what: str) -> None:
-        writes = any(op.write for op in batch)
+    def _fail(self, batch: list[Op], exc: sqlite3.Error, what: str, writes: bool) -> None:
         self._post(
             self._deliver, [(op.future, None, self._wrap(exc, what)) for op in batch], set(), writes, exc
         )
