@@ -29,6 +29,7 @@ The tree::
     ├── TooFewOpenFiles               the process may open too few files to serve (`ulimit -n`)
     ├── ResultTooLarge                a task's result or event is over its service's max-result-size
     ├── TooManyEvents                 a run streamed more events than its service's max-events
+    ├── ExitInTask                    a task's code raised SystemExit or KeyboardInterrupt (it fails)
     ├── Overloaded                    a service's queue is full: try again later (HTTP 429)
     ├── ShuttingDown                  the server is stopping (HTTP 503, with the task's id and status)
     └── TaskWaitTimeout               a task did not finish within the wait (HTTP 504, id and status)
@@ -46,6 +47,7 @@ __all__ = [
     "DeploymentConfigError",
     "DeploymentExists",
     "DeploymentNotFound",
+    "ExitInTask",
     "InvalidRequest",
     "LeaseLost",
     "LlamactlError",
@@ -276,6 +278,19 @@ class TooManyEvents(LlamactlError):
             "deployment file"
         )
         self.limit = limit
+
+
+class ExitInTask(LlamactlError):
+    """A task's code raised ``SystemExit`` or ``KeyboardInterrupt``: it fails the task instead of
+    ending the worker process (which would end every task it runs, and, delivered again, the next
+    worker). ``__cause__`` is the original exception."""
+
+    def __init__(self, exc: BaseException) -> None:
+        what = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+        super().__init__(
+            f"{what}, raised by the task's code: a task cannot stop its worker, so the task failed "
+            "instead (raise an exception to fail a task; a worker stops on its own signals only)"
+        )
 
 
 class Overloaded(LlamactlError):

@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sys
 from collections.abc import Callable
 
-from llamactl.server.services.process import configure_logging, run_worker
+from llamactl.server.services.errorinfo import error_line
+from llamactl.server.services.process import EXIT_ESCAPED, configure_logging, run_worker
 from llamactl.server.services.spec import WorkerSpec
 
 
@@ -27,7 +30,18 @@ def main() -> None:
     spec = WorkerSpec.from_env()
     configure_logging(spec)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        code = runner.run(run_worker(spec))
+        try:
+            code = runner.run(run_worker(spec))
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # Raised by user code outside any task's run (a callback of its own: a task's run turns
+            # them into its failure), it came out of the event loop. Leave at once: stopping in order
+            # would tell the queue that the worker stopped on purpose, and what it held would run
+            # again uncounted, and end the next worker the same way.
+            logging.getLogger("llamactl.server.services").error(
+                "user code raised %s outside a task: the worker stops, its tasks count as failed",
+                error_line(exc),
+            )
+            os._exit(EXIT_ESCAPED)
     sys.exit(code)
 
 

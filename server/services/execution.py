@@ -23,6 +23,7 @@ from llamactl.server.protocol import (
 )
 
 from .adapters import Emit, Run, Runnable, TaskInputError
+from .containment import running_task_code
 from .encoding import to_jsonable
 from .errorinfo import error_line, traceback_summary
 
@@ -147,16 +148,19 @@ async def execute(
     ``keep_context=False`` skips serializing the Context at the end (nobody will run in it again).
     """
     emits = _OneAtATime(emit)
-    try:
-        run = runnable.start(kwargs, context, emits.run)
-        saved = run.context if keep_context else _no_context
-    except TypeError as exc:
-        return _failed(exc, context, with_traceback=False)
-    except Exception as exc:
-        return _failed(exc, context)
+    with running_task_code() as code:  # what the run's code raises or starts cannot stop the worker
+        try:
+            run = runnable.start(kwargs, context, emits.run)
+            saved = run.context if keep_context else _no_context
+        except TypeError as exc:
+            return _failed(exc, context, with_traceback=False)
+        except Exception as exc:
+            return _failed(exc, context)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            return _failed(code.exited(exc), context)
+        main = asyncio.create_task(run.wait(), name="task-run")
     loop = asyncio.get_running_loop()
     cancel: asyncio.Future[None] = loop.create_future()
-    main = asyncio.create_task(run.wait(), name="task-run")
     pump: asyncio.Task[None] | None = None
     opener: asyncio.TimerHandle | None = None
 
@@ -172,14 +176,15 @@ async def execute(
             open_inputs()
     stopped_by: str | None = None
     try:
-        await asyncio.wait({main, cancel}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({main, cancel, code.stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if not main.done():
-            stopped_by = "cancel" if cancel.done() else "timeout"
+            stopped_by = "cancel" if cancel.done() else "exit" if code.stopped.done() else "timeout"
             await _stop(run, main, cancel_grace)
     finally:
         if opener is not None:
             opener.cancel()
         cancel.cancel()
+        code.stopped.cancel()
         if pump is not None and not pump.done():
             pump.cancel()
         if not main.done():  # only when execute itself is being cancelled
@@ -192,6 +197,10 @@ async def execute(
                 await aclose()
         if pump is not None and not pump.cancelled() and (pump_exc := pump.exception()) is not None:
             log.warning("reading the task's inputs failed: %s", error_line(pump_exc))
+    if code.escaped is not None:
+        if not main.cancelled():
+            main.exception()  # the exit, or what stopping the run raised: the exit is the outcome
+        return _failed(code.escaped, saved())
     if stopped_by == "cancel":
         return TaskOutcome(WorkerMessageKind.TASK_CANCELLED, context=saved())
     if stopped_by == "timeout":

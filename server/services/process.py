@@ -3,7 +3,8 @@
 Exit codes: 0 after a clean stop (SIGTERM/SIGINT, or the parent process went away), 2 when the
 message queue cannot be reached, 3 when the service's target cannot be loaded (after publishing
 replica.failed with the reason), 4 when user code kept the event loop blocked (see
-:mod:`.watchdog`).
+:mod:`.watchdog`), 5 when user code raised ``SystemExit`` or ``KeyboardInterrupt`` outside a task's
+run (see ``__main__``; within one it fails the task: :mod:`.containment`).
 """
 
 from __future__ import annotations
@@ -32,12 +33,20 @@ from .reporter import Reporter
 from .watchdog import EXIT_STALLED, LoopWatchdog
 from .worker import Worker
 
-__all__ = ["EXIT_LOAD_FAILED", "EXIT_MQ_FAILED", "EXIT_STALLED", "configure_logging", "run_worker"]
+__all__ = [
+    "EXIT_ESCAPED",
+    "EXIT_LOAD_FAILED",
+    "EXIT_MQ_FAILED",
+    "EXIT_STALLED",
+    "configure_logging",
+    "run_worker",
+]
 
 log = logging.getLogger("llamactl.server.services")
 
 EXIT_MQ_FAILED = 2
 EXIT_LOAD_FAILED = 3
+EXIT_ESCAPED = 5
 PARENT_POLL_INTERVAL = 1.0
 
 Connect = Callable[[dict[str, Any]], MessageQueue]

@@ -19,6 +19,7 @@ from tests.server.apiserver.conftest import SseReader
 FUNCS = '''
 import asyncio
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -44,6 +45,19 @@ async def work(key: str, seconds: float = 0.2, first: float | None = None, die: 
         os._exit(17)
     await asyncio.sleep(float(seconds if again or first is None else first))
     return f"done {key}"
+
+
+async def leave(key: str, how: str) -> str:
+    """Tries to end its worker, every time: ``sys.exit`` in its run ("exit"), KeyboardInterrupt
+    ("interrupt"), or ``sys.exit`` in a loop callback, outside any task ("callback")."""
+    _ran(key)
+    if how == "exit":
+        sys.exit(3)
+    if how == "interrupt":
+        raise KeyboardInterrupt
+    asyncio.get_running_loop().call_soon(sys.exit, 3)
+    await asyncio.sleep(30)
+    return f"stayed {key}"
 
 
 async def ticks(key: str, n: int = 10, every: float = 0.2):
