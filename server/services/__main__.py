@@ -32,13 +32,15 @@ def main() -> None:
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         try:
             code = runner.run(run_worker(spec))
-        except (SystemExit, KeyboardInterrupt) as exc:
-            # Raised by user code outside any task's run (a callback of its own: a task's run turns
-            # them into its failure), it came out of the event loop. Leave at once: stopping in order
-            # would tell the queue that the worker stopped on purpose, and what it held would run
-            # again uncounted, and end the next worker the same way.
+        except BaseException as exc:
+            # The event loop ended without a stop being asked: user code raised SystemExit or
+            # KeyboardInterrupt outside a task's run (in its run, they fail the task), or stopped
+            # the loop. Leave at once: stopping in order would tell the queue that the worker
+            # stopped on purpose, and what it held would run again uncounted, and end the next
+            # worker the same way, for ever; left like this, it counts as a crash.
             logging.getLogger("llamactl.server.services").error(
-                "user code raised %s outside a task: the worker stops, its tasks count as failed",
+                "the worker's event loop ended unexpectedly (%s: did user code stop it, or raise "
+                "SystemExit outside a task?): the worker stops, and its tasks count as failed",
                 error_line(exc),
             )
             os._exit(EXIT_ESCAPED)

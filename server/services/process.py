@@ -3,8 +3,9 @@
 Exit codes: 0 after a clean stop (SIGTERM/SIGINT, or the parent process went away), 2 when the
 message queue cannot be reached, 3 when the service's target cannot be loaded (after publishing
 replica.failed with the reason), 4 when user code kept the event loop blocked (see
-:mod:`.watchdog`), 5 when user code raised ``SystemExit`` or ``KeyboardInterrupt`` outside a task's
-run (see ``__main__``; within one it fails the task: :mod:`.containment`).
+:mod:`.watchdog`), 5 when the event loop ended without a stop being asked (user code raised
+``SystemExit`` or ``KeyboardInterrupt`` outside a task's run, or stopped the loop: see ``__main__``;
+within a run they fail the task: :mod:`.containment`).
 """
 
 from __future__ import annotations

@@ -49,13 +49,17 @@ async def work(key: str, seconds: float = 0.2, first: float | None = None, die: 
 
 async def leave(key: str, how: str) -> str:
     """Tries to end its worker, every time: ``sys.exit`` in its run ("exit"), KeyboardInterrupt
-    ("interrupt"), or ``sys.exit`` in a loop callback, outside any task ("callback")."""
+    ("interrupt"), ``sys.exit`` in a loop callback, outside any task ("callback"), or stops the
+    event loop ("stop")."""
     _ran(key)
     if how == "exit":
         sys.exit(3)
     if how == "interrupt":
         raise KeyboardInterrupt
-    asyncio.get_running_loop().call_soon(sys.exit, 3)
+    if how == "stop":
+        asyncio.get_running_loop().stop()
+    else:
+        asyncio.get_running_loop().call_soon(sys.exit, 3)
     await asyncio.sleep(30)
     return f"stayed {key}"
 
