@@ -34,13 +34,15 @@ def main() -> None:
             code = runner.run(run_worker(spec))
         except BaseException as exc:
             # The event loop ended without a stop being asked: user code raised SystemExit or
-            # KeyboardInterrupt outside a task's run (in its run, they fail the task), or stopped
-            # the loop. Leave at once: stopping in order would tell the queue that the worker
-            # stopped on purpose, and what it held would run again uncounted, and end the next
-            # worker the same way, for ever; left like this, it counts as a crash.
+            # KeyboardInterrupt outside a task's run (in its run, they fail the task), stopped the
+            # loop, or cancelled the worker's own tasks. Leave at once: stopping in order would
+            # tell the queue that the worker stopped on purpose, and what it held would run again
+            # uncounted, and end the next worker the same way, for ever; left like this, it
+            # counts as a crash.
             logging.getLogger("llamactl.server.services").error(
-                "the worker's event loop ended unexpectedly (%s: did user code stop it, or raise "
-                "SystemExit outside a task?): the worker stops, and its tasks count as failed",
+                "the worker's event loop ended without a stop being asked (%s; user code that stops "
+                "the loop, cancels the worker's own tasks or raises SystemExit outside a task does "
+                "this): the worker leaves, and its tasks count as failed",
                 error_line(exc),
             )
             os._exit(EXIT_ESCAPED)

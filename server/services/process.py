@@ -4,8 +4,8 @@ Exit codes: 0 after a clean stop (SIGTERM/SIGINT, or the parent process went awa
 message queue cannot be reached, 3 when the service's target cannot be loaded (after publishing
 replica.failed with the reason), 4 when user code kept the event loop blocked (see
 :mod:`.watchdog`), 5 when the event loop ended without a stop being asked (user code raised
-``SystemExit`` or ``KeyboardInterrupt`` outside a task's run, or stopped the loop: see ``__main__``;
-within a run they fail the task: :mod:`.containment`).
+``SystemExit`` or ``KeyboardInterrupt`` outside a task's run, stopped the loop or cancelled the
+worker's own tasks: see ``__main__``; within a run the first two fail the task: :mod:`.containment`).
 """
 
 from __future__ import annotations
@@ -128,14 +128,18 @@ async def run_worker(spec: WorkerSpec, *, connect: Connect | None = None) -> int
     except Exception as exc:
         log.error("cannot reach the message queue: %s", error_line(exc))
         return EXIT_MQ_FAILED
-    try:
-        if load_failure is not None:
-            await _report_load_failure(spec, queue, load_failure)
-            return EXIT_LOAD_FAILED
-        return await _serve(spec, queue, runnable)
-    finally:
-        with contextlib.suppress(Exception):
-            await queue.close()
+    if load_failure is not None:
+        await _report_load_failure(spec, queue, load_failure)
+        code = EXIT_LOAD_FAILED
+    else:
+        # What ends this with an exception is not a stop on purpose (user code cancelled the
+        # worker's own tasks, say): then no orderly close, which would give back what the worker
+        # holds uncounted, to end the next worker the same way. The process leaves without it
+        # (``__main__``), and the queue counts a crash.
+        code = await _serve(spec, queue, runnable)
+    with contextlib.suppress(Exception):
+        await queue.close()
+    return code
 
 
 async def _report_load_failure(spec: WorkerSpec, queue: MessageQueue, exc: WorkflowLoadError) -> None:

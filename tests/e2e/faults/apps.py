@@ -49,8 +49,8 @@ async def work(key: str, seconds: float = 0.2, first: float | None = None, die: 
 
 async def leave(key: str, how: str) -> str:
     """Tries to end its worker, every time: ``sys.exit`` in its run ("exit"), KeyboardInterrupt
-    ("interrupt"), ``sys.exit`` in a loop callback, outside any task ("callback"), or stops the
-    event loop ("stop")."""
+    ("interrupt"), ``sys.exit`` in a loop callback, outside any task ("callback"), stops the
+    event loop ("stop"), or cancels the worker's own tasks ("cancel")."""
     _ran(key)
     if how == "exit":
         sys.exit(3)
@@ -58,6 +58,10 @@ async def leave(key: str, how: str) -> str:
         raise KeyboardInterrupt
     if how == "stop":
         asyncio.get_running_loop().stop()
+    elif how == "cancel":
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
     else:
         asyncio.get_running_loop().call_soon(sys.exit, 3)
     await asyncio.sleep(30)

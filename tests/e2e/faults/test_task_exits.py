@@ -1,6 +1,6 @@
 """A task whose code calls ``sys.exit`` or raises KeyboardInterrupt fails once, and its worker
-serves on; one that exits its worker from outside its run, or stops its event loop, is a
-poison task, given up after max-attempts. Before, either ended the worker in order, which the queue took for a stop on
+serves on; one that exits its worker from outside its run, stops its event loop or cancels the
+worker's own tasks is a poison task, given up after max-attempts. Before, either ended the worker in order, which the queue took for a stop on
 purpose: the task was handed out again uncounted, and ended every worker after, for ever."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ async def test_exits_in_a_task_fail_it_and_no_task_ends_workers_for_ever(start_a
             # One worker each, so that each poison task dies alone and every attempt counts.
             "caller": {"path": "funcs:leave"},
             "stopper": {"path": "funcs:leave"},
+            "canceller": {"path": "funcs:leave"},
         },
         message_queue={"max-attempts": 3},
     )
@@ -36,6 +37,7 @@ async def test_exits_in_a_task_fail_it_and_no_task_ends_workers_for_ever(start_a
     ends = [
         await task("caller", key="callback", how="callback"),
         await task("stopper", key="stop", how="stop"),
+        await task("canceller", key="cancel", how="cancel"),
     ]
     ids = [*exits, stayed, *ends]
     done = await asyncio.gather(*(cp.wait_for_task(t, timeout=120) for t in ids))
@@ -54,4 +56,4 @@ async def test_exits_in_a_task_fail_it_and_no_task_ends_workers_for_ever(start_a
     # The exits in a run left their worker up: both ran in one process, which served on.
     pids = {(app.runs / f"{key}.runs").read_text() for key in ("exit", "int")}
     assert len(pids) == 1 and len(pids.pop().split()) == 1
-    assert app.runs_of("callback") == app.runs_of("stop") == 3
+    assert app.runs_of("callback") == app.runs_of("stop") == app.runs_of("cancel") == 3
