@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import queue
@@ -10,7 +11,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["DaemonThreadPool", "Job", "run_in_daemon_thread"]
+__all__ = ["Call", "DaemonExecutor", "DaemonThreadPool", "Job", "abandoned_calls", "run_in_daemon_thread"]
 
 T = TypeVar("T")
 Done = Callable[[], None]
@@ -19,6 +20,16 @@ Job = Callable[[], Done]
 
 IDLE_SECONDS = 30.0
 """How long a pool thread waits for another call before it exits."""
+
+
+class Call:
+    """One call's state, kept by the pool: whether it returned, whether its caller gave up on it."""
+
+    __slots__ = ("abandoned", "returned")
+
+    def __init__(self) -> None:
+        self.returned = False
+        self.abandoned = False
 
 
 class DaemonThreadPool:
@@ -36,11 +47,32 @@ class DaemonThreadPool:
         self._idle: list[queue.SimpleQueue[Job]] = []
         """The inboxes of the threads waiting for work, most recently idle last."""
         self._threads = 0
+        self._abandoned = 0
 
     @property
     def threads(self) -> int:
         """Threads alive now (busy or idle)."""
         return self._threads
+
+    @property
+    def abandoned(self) -> int:
+        """Calls whose caller stopped waiting (a task timed out or was cancelled) that still run,
+        each holding a thread that nothing can stop but the end of the process."""
+        return self._abandoned
+
+    def returned(self, call: Call) -> None:
+        """``call`` returned (from its thread)."""
+        with self._lock:
+            call.returned = True
+            if call.abandoned:
+                self._abandoned -= 1
+
+    def abandon(self, call: Call) -> None:
+        """Its caller stopped waiting for ``call``: counted in :attr:`abandoned` until it returns."""
+        with self._lock:
+            if not call.returned and not call.abandoned:
+                call.abandoned = True
+                self._abandoned += 1
 
     def submit(self, job: Job) -> None:
         """Run ``job`` on an idle thread, or on a new one when none is idle; then the callable it
@@ -89,6 +121,7 @@ async def run_in_daemon_thread(fn: Callable[..., T], /, *args: Any, **kwargs: An
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
     ctx = contextvars.copy_context()
+    call = Call()
 
     def deliver(ok: bool, value: Any) -> None:
         if future.done():
@@ -105,6 +138,7 @@ async def run_in_daemon_thread(fn: Callable[..., T], /, *args: Any, **kwargs: An
             outcome: tuple[bool, Any] = (False, exc)
         else:
             outcome = (True, result)
+        _POOL.returned(call)
 
         def done() -> None:
             # RuntimeError: the loop is closed, nobody is waiting any more
@@ -114,4 +148,65 @@ async def run_in_daemon_thread(fn: Callable[..., T], /, *args: Any, **kwargs: An
         return done
 
     _POOL.submit(job)
-    return await future
+    try:
+        return await future
+    except asyncio.CancelledError:
+        _POOL.abandon(call)
+        raise
+
+
+def abandoned_calls() -> int:
+    """Sync calls of this process still running after their caller stopped waiting for them."""
+    return _POOL.abandoned
+
+
+def _nothing() -> None:
+    return None
+
+
+class _CallFuture(concurrent.futures.Future[Any]):
+    """A future whose cancel, once its call runs, counts the call as abandoned (asyncio cancels
+    the future of ``run_in_executor`` when its awaiter is cancelled)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.call = Call()
+
+    def cancel(self) -> bool:
+        if super().cancel():
+            return True  # not started: it never will
+        if not self.done():
+            _POOL.abandon(self.call)
+        return False
+
+
+class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The worker's default executor (``loop.run_in_executor(None, ...)``, where the workflows
+    library runs a sync step), on the process's daemon pool: a call that never returns holds no
+    thread of a small fixed set (asyncio's default has ``min(32, cpus + 4)``: a few stuck steps
+    and every sync step after them waits for ever), does not keep the worker from exiting, and
+    counts in :func:`abandoned_calls` once its caller stopped waiting."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)  # its own threads are never started: submit is ours
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        future = _CallFuture()
+
+        def job() -> Done:
+            if future.set_running_or_notify_cancel():
+                try:
+                    result = fn(*args, **kwargs)
+                except BaseException as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+                finally:
+                    _POOL.returned(future.call)
+            return _nothing
+
+        _POOL.submit(job)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Nothing to wait for: the pool's threads are daemons, and leave with the process."""

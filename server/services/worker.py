@@ -37,6 +37,7 @@ from .errorinfo import error_line
 from .execution import execute
 from .reporter import Reporter
 from .task_timers import LeaseKeeper, StartedReport
+from .threads import abandoned_calls
 from .watchdog import LoopWatchdog
 
 __all__ = ["Worker"]
@@ -47,6 +48,13 @@ _INPUTS_AFTER = 0.02
 """Seconds a task runs before it listens for events sent in (and cancel requests)."""
 _STOPPING_NOTICE_TIMEOUT = 1.0
 """Seconds a stopping replica gives its goodbye to the control plane to go out."""
+ABANDONED_CALLS_LIMIT = 8
+"""Sync calls still running after their tasks ended (at least ``max-concurrency``) past which a
+worker is replaced: a sync function cannot be stopped, and each such call holds a thread (and
+whatever it is doing) until the process ends."""
+REPLACE_GRACE = 60.0
+"""Seconds a worker being replaced gives its running tasks to end; those still running then are
+stopped and run again (uncounted) on the fresh worker."""
 
 
 class Worker:
@@ -142,6 +150,29 @@ class Worker:
             with contextlib.suppress(Exception):
                 # Ends the subscription; deliveries it still buffered go back without an attempt.
                 await consumer.aclose()  # type: ignore[attr-defined]
+
+    def _check_abandoned_calls(self) -> None:
+        """Stop taking tasks once too many sync calls run on after their tasks ended (timed out or
+        cancelled): this process ends once its running tasks have, and the supervisor starts a
+        fresh one, which frees the threads those calls hold."""
+        abandoned = abandoned_calls()
+        if self._stopping or abandoned <= max(ABANDONED_CALLS_LIMIT, self.spec.max_concurrency):
+            return
+        others = self.in_flight - 1  # this task's own handler is still counted
+        log.warning(
+            "%d sync calls still run after their tasks ended (timed out or cancelled: a sync "
+            "function cannot be stopped, and each holds a thread): this worker takes no new task, "
+            "and is replaced %s",
+            abandoned,
+            f"once its {others} other running task(s) end (within {REPLACE_GRACE:g} s)" if others else "now",
+        )
+        self.request_stop()
+        asyncio.get_running_loop().call_later(REPLACE_GRACE, self._replace_now)
+
+    def _replace_now(self) -> None:
+        if self._tasks:
+            log.warning("stopping %d task(s) still running: they run again elsewhere", len(self._tasks))
+            self.abort()
 
     async def _say_stopping(self) -> None:
         """Tell the control plane that this replica stops, if the queue takes it at once: it is a
@@ -283,6 +314,7 @@ class Worker:
                 log.info("task %s: %s (%s)", task.task_id, outcome.kind, outcome.error)
             else:
                 log.debug("task %s: %s", task.task_id, outcome.kind)
+            self._check_abandoned_calls()
         except Exception as exc:
             # The queue failed us (a report was not confirmed): give the delivery back so that it
             # runs again (here or on another replica), and the slot's credit with it.

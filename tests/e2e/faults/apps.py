@@ -97,6 +97,43 @@ async def measure(key: str, text: str) -> str:
 '''
 
 
+SYNCS = '''
+import os
+import time
+from pathlib import Path
+
+from workflows import Workflow, step
+from workflows.events import StartEvent, StopEvent
+
+RUNS = Path(os.environ["FAULT_RUNS"])
+
+
+def _ran(key: str) -> None:
+    with open(RUNS / f"{key}.runs", "a") as f:
+        f.write(f"{os.getpid()}\\n")
+
+
+class SyncStep(Workflow):
+    """One sync step (run in a thread of the loop's default executor): sleeps ``seconds``."""
+
+    @step
+    def go(self, ev: StartEvent) -> StopEvent:
+        _ran(ev.get("key"))
+        time.sleep(float(ev.get("seconds", 0)))
+        return StopEvent(result=f"done {ev.get('key')}")
+
+
+sync_step = SyncStep(timeout=None)
+
+
+def hang(key: str, seconds: float) -> str:
+    """A sync function: sleeps ``seconds`` in its thread."""
+    _ran(key)
+    time.sleep(float(seconds))
+    return f"done {key}"
+'''
+
+
 @dataclass
 class App:
     folder: Path
@@ -124,6 +161,7 @@ def write_fault_app(
     runs.mkdir(exist_ok=True)
     (src / "funcs.py").write_text(FUNCS)
     (src / "flows.py").write_text(FLOWS)
+    (src / "syncs.py").write_text(SYNCS)
     doc: dict[str, object] = {"name": name, "services": {}}
     for service_id, settings in services.items():
         doc["services"][service_id] = {  # type: ignore[index]

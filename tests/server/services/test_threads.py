@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import threading
 import time
@@ -9,7 +10,13 @@ from collections.abc import Callable
 
 import pytest
 
-from llamactl.server.services.threads import DaemonThreadPool, Job, run_in_daemon_thread
+from llamactl.server.services.threads import (
+    DaemonExecutor,
+    DaemonThreadPool,
+    Job,
+    abandoned_calls,
+    run_in_daemon_thread,
+)
 
 _VAR: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
 
@@ -82,3 +89,44 @@ def test_many_calls_at_once_each_run_exactly_once() -> None:
             time.sleep(0.012)
     _wait_until(lambda: len(counts) == 2000)
     assert pool.threads <= 2000
+
+
+async def _wait_for(check: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+async def test_a_call_its_caller_gave_up_on_counts_as_abandoned_until_it_returns() -> None:
+    before = abandoned_calls()
+    release = threading.Event()
+    waiting = asyncio.create_task(run_in_daemon_thread(release.wait))
+    assert await run_in_daemon_thread(lambda: 1) == 1  # the stuck one is running meanwhile
+    assert abandoned_calls() == before
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert abandoned_calls() == before + 1
+    release.set()
+    await _wait_for(lambda: abandoned_calls() == before)
+
+
+async def test_the_daemon_executor_runs_calls_past_any_number_of_stuck_ones() -> None:
+    """asyncio's default executor has min(32, cpus + 4) threads: that many stuck calls, and
+    every later one waits for ever. The daemon executor starts another thread instead."""
+    loop = asyncio.get_running_loop()
+    executor = DaemonExecutor()
+    before = abandoned_calls()
+    release = threading.Event()
+    stuck = [loop.run_in_executor(executor, release.wait) for _ in range(40)]
+    assert await asyncio.wait_for(loop.run_in_executor(executor, lambda: "ran"), 10) == "ran"
+    with pytest.raises(ZeroDivisionError):
+        await loop.run_in_executor(executor, lambda: 1 / 0)
+    for future in stuck:
+        future.cancel()
+    await asyncio.wait(stuck)
+    assert abandoned_calls() == before + 40
+    executor.shutdown(wait=True)  # returns at once: nothing to join
+    release.set()
+    await _wait_for(lambda: abandoned_calls() == before)
