@@ -30,6 +30,7 @@ The tree::
     ├── ResultTooLarge                a task's result or event is over its service's max-result-size
     ├── TooManyEvents                 a run streamed more events than its service's max-events
     ├── ExitInTask                    a task's code raised SystemExit or KeyboardInterrupt (it fails)
+    ├── ContextNotSaved               a session task's workflow Context does not serialize (it fails)
     ├── Overloaded                    a service's queue is full: try again later (HTTP 429)
     ├── ShuttingDown                  the server is stopping (HTTP 503, with the task's id and status)
     └── TaskWaitTimeout               a task did not finish within the wait (HTTP 504, id and status)
@@ -44,6 +45,7 @@ from llamactl.server.sizes import show_size
 __all__ = [
     "CannotListen",
     "Conflict",
+    "ContextNotSaved",
     "DeploymentConfigError",
     "DeploymentExists",
     "DeploymentNotFound",
@@ -290,6 +292,20 @@ class ExitInTask(LlamactlError):
         super().__init__(
             f"{what}, raised by the task's code: a task cannot stop its worker, so the task failed "
             "instead (raise an exception to fail a task; a worker stops on its own signals only)"
+        )
+
+
+class ContextNotSaved(LlamactlError):
+    """A task of a session ended with a workflow Context that does not serialize, so the session's
+    next task could not go on from it: the task fails rather than lose that state without a word.
+    ``__cause__`` is the serializer's error."""
+
+    def __init__(self, exc: BaseException) -> None:
+        what = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+        super().__init__(
+            f"the workflow Context cannot be saved for the session's next task ({what}): keep only "
+            "values that serialize (JSON types, pydantic models) in ctx.store; the session keeps "
+            "the Context it had before this task"
         )
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import inspect
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, ClassVar, Protocol
 
@@ -29,15 +28,13 @@ from workflows.context.serializers import JsonSerializer
 from workflows.errors import WorkflowRuntimeError
 from workflows.events import Event, StopEvent
 
-from llamactl.server.errors import WorkflowLoadError
+from llamactl.server.errors import ContextNotSaved, WorkflowLoadError
 
 from . import signatures
 from .encoding import envelope, to_jsonable
 from .threads import run_in_daemon_thread
 
 __all__ = ["Emit", "Run", "Runnable", "TaskInputError", "adapt"]
-
-log = logging.getLogger(__name__)
 
 
 class Emit(Protocol):
@@ -78,7 +75,8 @@ class Run(abc.ABC):
         """Ask the run to stop gracefully; the caller cancels ``wait()`` if it does not."""
 
     def context(self) -> dict[str, Any] | None:
-        """The session Context after (or during) the run; None when there is none."""
+        """The session Context after (or during) the run; None when there is none. Raises
+        ContextNotSaved when it does not serialize."""
         return None
 
 
@@ -137,9 +135,8 @@ class _WorkflowRun(Run):
     def context(self) -> dict[str, Any] | None:
         try:
             return self._handler.ctx.to_dict()
-        except Exception:
-            log.warning("could not serialize the workflow Context; it is not saved", exc_info=True)
-            return None
+        except Exception as exc:
+            raise ContextNotSaved(exc) from exc
 
 
 def _wrapped_step_error(exc: WorkflowRuntimeError) -> BaseException | None:

@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from llamactl.server.errors import ContextNotSaved
 from llamactl.server.protocol import (
     EVENT_DELIVERED,
     EVENT_REJECTED,
@@ -127,6 +128,22 @@ def _no_context() -> dict[str, Any] | None:
     return None
 
 
+def _saver(run: Run) -> tuple[Callable[[], dict[str, Any] | None], list[ContextNotSaved]]:
+    """``run.context`` that says None when the Context does not serialize, and the list where
+    it keeps why (a completed task fails with it; any other outcome stands, without a Context)."""
+    unsaved: list[ContextNotSaved] = []
+
+    def saved() -> dict[str, Any] | None:
+        try:
+            return run.context()
+        except ContextNotSaved as exc:
+            log.warning("%s", exc)
+            unsaved.append(exc)
+            return None
+
+    return saved, unsaved
+
+
 async def execute(
     runnable: Runnable,
     *,
@@ -151,7 +168,7 @@ async def execute(
     with running_task_code() as code:  # what the run's code raises or starts cannot stop the worker
         try:
             run = runnable.start(kwargs, context, emits.run)
-            saved = run.context if keep_context else _no_context
+            saved, unsaved = _saver(run) if keep_context else (_no_context, [])
         except TypeError as exc:
             return _failed(exc, context, with_traceback=False)
         except Exception as exc:
@@ -211,4 +228,7 @@ async def execute(
     if (run_exc := main.exception()) is not None:
         return _failed(run_exc, saved())
     result = to_jsonable(main.result())
-    return TaskOutcome(WorkerMessageKind.TASK_COMPLETED, result=result, context=saved())
+    context = saved()
+    if unsaved:  # the session's next task would go on without what this one did: say so
+        return _failed(unsaved[0], None, with_traceback=False)
+    return TaskOutcome(WorkerMessageKind.TASK_COMPLETED, result=result, context=context)

@@ -185,6 +185,27 @@ async def test_bad_context_fails_the_task_and_keeps_the_input_context(load: Any)
 # --- functions and generators ---------------------------------------------------------------------
 
 
+async def test_a_context_that_does_not_serialize_fails_a_session_s_task(load: Any) -> None:
+    """Before, the task completed and its Context was dropped with a worker log line: the
+    session's next task went on from the one before, its state lost without a word."""
+    keeper = load("flows:keeper")
+    first = await run(keeper)
+    assert (first.kind, first.result) == (COMPLETED, 1)
+    locked = await run(keeper, context=first.context, lock=True)
+    assert (locked.kind, locked.context) == (FAILED, None)  # the session keeps first.context
+    assert locked.error is not None and locked.error.startswith(
+        "ContextNotSaved: the workflow Context cannot be saved for the session's next task ("
+    )
+    assert "keep only values that serialize" in locked.error
+    failed = await run(keeper, context=first.context, lock=True, fail=True)
+    assert (failed.kind, failed.error, failed.context) == (FAILED, "ValueError: failed too", None)
+    io = TaskIO()  # a task of its own (no session): no Context is kept, so nothing to lose
+    alone = await execute(
+        keeper, kwargs={"lock": True}, context=None, emit=io.emit, inputs=io.inputs(), keep_context=False
+    )
+    assert (alone.kind, alone.result) == (COMPLETED, 1)
+
+
 async def test_async_function(load: Any) -> None:
     outcome = await run(load("funcs:add"), a=2, b=3)
     assert (outcome.kind, outcome.result, outcome.context) == (COMPLETED, 5, None)

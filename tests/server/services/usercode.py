@@ -4,6 +4,7 @@ from __future__ import annotations
 
 FLOWS = """
 import asyncio
+import threading
 
 from pydantic import BaseModel
 from workflows import Context, Workflow, step
@@ -76,6 +77,19 @@ class Opaque(Workflow):
         return StopEvent(result={"obj": object(), "tuple": (1, 2)})
 
 
+class Keeper(Workflow):
+    # Counts in its Context; "lock" puts a value there that does not serialize.
+    @step
+    async def keep(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        n = await ctx.store.get("n", default=0) + 1
+        await ctx.store.set("n", n)
+        if ev.get("lock"):
+            await ctx.store.set("lock", threading.Lock())
+        if ev.get("fail"):
+            raise ValueError("failed too")
+        return StopEvent(result=n)
+
+
 class NeedsArgs(Workflow):
     def __init__(self, llm):
         super().__init__()
@@ -87,6 +101,7 @@ sleeper = Sleeper(timeout=None)
 raiser = Raiser(timeout=None)
 modelled = Modelled(timeout=None)
 opaque = Opaque(timeout=None)
+keeper = Keeper(timeout=None)
 """
 
 FUNCS = """
