@@ -214,9 +214,10 @@ async def execute(
                 await aclose()
         if pump is not None and not pump.cancelled() and (pump_exc := pump.exception()) is not None:
             log.warning("reading the task's inputs failed: %s", error_line(pump_exc))
+    # Taken in every case: a run stopped by a cancel, a timeout or an exit may end with what its
+    # stop raised (a workflow's WorkflowCancelledByUser), which asyncio would log as never taken.
+    run_exc = None if main.cancelled() else main.exception()
     if code.escaped is not None:
-        if not main.cancelled():
-            main.exception()  # the exit, or what stopping the run raised: the exit is the outcome
         return _failed(code.escaped, saved())
     if stopped_by == "cancel":
         return TaskOutcome(WorkerMessageKind.TASK_CANCELLED, context=saved())
@@ -225,7 +226,7 @@ async def execute(
         return TaskOutcome(WorkerMessageKind.TASK_FAILED, context=saved(), error=error)
     if main.cancelled():
         return TaskOutcome(WorkerMessageKind.TASK_CANCELLED, context=saved())
-    if (run_exc := main.exception()) is not None:
+    if run_exc is not None:
         return _failed(run_exc, saved())
     result = to_jsonable(main.result())
     context = saved()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,22 @@ async def test_workflow_timeout(load: Any) -> None:
     assert outcome.error == "TimeoutError: timed out after 0.2 s"
     assert time.monotonic() - started < 5
     assert outcome.context is not None
+
+
+async def test_a_stopped_workflow_leaves_no_exception_untaken(
+    load: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A workflow stopped by a timeout or a cancel ends its run with WorkflowCancelledByUser;
+    left untaken, asyncio logged it with a traceback ("Task exception was never retrieved") in
+    the worker's output, on the server's terminal, for every task that timed out."""
+    timed_out = await run(load("flows:sleeper"), timeout=0.05)
+    io = TaskIO()
+    running = asyncio.create_task(run(load("flows:sleeper"), io))
+    await io.wait_for(lambda: "Progress" in io.types())
+    io.cancel()
+    assert (timed_out.kind, (await running).kind) == (FAILED, CANCELLED)
+    gc.collect()  # asyncio says so when the task is collected
+    assert not [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
 
 
 async def test_pydantic_result_is_dumped(load: Any) -> None:
