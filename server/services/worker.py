@@ -82,6 +82,8 @@ class Worker:
         self._runs: dict[str, tuple[int, asyncio.Task[Any]]] = {}
         """Running tasks by id: the attempt and the asyncio task that runs it."""
         self._taker: asyncio.Task[None] | None = None
+        self._abandoned_before = abandoned_calls()
+        """Abandoned calls of the process when this worker began (0 but in a test process)."""
 
     @property
     def limit(self) -> int:
@@ -155,7 +157,7 @@ class Worker:
         """Stop taking tasks once too many sync calls run on after their tasks ended (timed out or
         cancelled): this process ends once its running tasks have, and the supervisor starts a
         fresh one, which frees the threads those calls hold."""
-        abandoned = abandoned_calls()
+        abandoned = abandoned_calls() - self._abandoned_before
         if self._stopping or abandoned <= max(ABANDONED_CALLS_LIMIT, self.spec.max_concurrency):
             return
         others = self.in_flight - 1  # this task's own handler is still counted
