@@ -50,6 +50,8 @@ EXIT_MQ_FAILED = 2
 EXIT_LOAD_FAILED = 3
 EXIT_ESCAPED = 5
 PARENT_POLL_INTERVAL = 1.0
+SIGNAL_CHECK_INTERVAL = 1.0
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 Connect = Callable[[dict[str, Any]], MessageQueue]
 
@@ -82,6 +84,25 @@ async def _watch_parent(pid: int, worker: Worker) -> None:
         await asyncio.sleep(PARENT_POLL_INTERVAL)
     log.warning("parent process %d is gone: stopping", pid)
     worker.request_stop()
+
+
+async def _keep_stop_signals(on_signal: Callable[[], None]) -> None:
+    """Put the worker's SIGTERM and SIGINT handlers back when user code replaced them (a
+    ``signal.signal`` in a task, or in a library it calls): a worker deaf to SIGTERM cannot stop
+    in order, so every stop and reload would wait out its grace and kill it."""
+    loop = asyncio.get_running_loop()
+    ours = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
+    while True:
+        await asyncio.sleep(SIGNAL_CHECK_INTERVAL)
+        for sig, handler in ours.items():
+            if signal.getsignal(sig) is not handler:
+                log.warning(
+                    "user code replaced the worker's %s handler: put back (a worker's stop and "
+                    "reload signals are its own)",
+                    sig.name,
+                )
+                loop.add_signal_handler(sig, on_signal)
+                ours[sig] = signal.getsignal(sig)
 
 
 def load_runnable(spec: WorkerSpec) -> Runnable:
@@ -177,19 +198,21 @@ async def _serve(spec: WorkerSpec, queue: MessageQueue, runnable: Runnable) -> i
             log.warning("second signal: abandoning %d in-flight task(s)", worker.in_flight)
             worker.abort()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal)
     watcher = asyncio.create_task(_watch_parent(spec.parent_pid, worker)) if spec.parent_pid else None
+    keeper = asyncio.create_task(_keep_stop_signals(on_signal))
     try:
         await worker.publish(worker.message(WorkerMessageKind.REPLICA_UP, concurrency_limit=worker.limit))
         log.info("up: %s target, max concurrency %d", runnable.kind, spec.max_concurrency)
         await worker.serve()
     finally:
         watchdog.stop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
-        if watcher is not None:
-            watcher.cancel()
-            await asyncio.wait({watcher})
+        helpers = {keeper} if watcher is None else {keeper, watcher}
+        for helper in helpers:
+            helper.cancel()
+        await asyncio.wait(helpers)
     log.info("stopped")
     return 0

@@ -68,6 +68,16 @@ async def leave(key: str, how: str) -> str:
     return f"stayed {key}"
 
 
+async def deafen(key: str) -> str:
+    """Ignores SIGTERM and SIGINT from now on, as a library that installs its own handlers may."""
+    import signal
+
+    _ran(key)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return f"deaf {key}"
+
+
 async def ticks(key: str, n: int = 10, every: float = 0.2):
     """Streams ``n`` events, one every ``every`` seconds; the last one is the result."""
     _ran(key)

@@ -1,0 +1,39 @@
+"""A task that makes its worker ignore SIGTERM (as a library with handlers of its own may) does
+not keep the worker from stopping in order: before, every stop and reload waited out the stop
+grace and killed it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+from llamactl.server.types import TaskDefinition, TaskStatus
+from tests.e2e.waiting import eventually
+
+from .conftest import Start
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+async def test_a_worker_whose_stop_signals_a_task_replaced_still_stops_on_sigterm(start_app: Start) -> None:
+    deployment, app = await start_app({"deaf": {"path": "funcs:deafen"}})
+    cp = deployment.control_plane
+    record = await cp.create_task(TaskDefinition(service_id="deaf", input=json.dumps({"key": "deaf"})))
+    done = await cp.wait_for_task(record.task_id, timeout=60)
+    assert done.status is TaskStatus.COMPLETED
+    pid = int((app.runs / "deaf.runs").read_text())
+
+    async def stopped_on_sigterm() -> bool:
+        if _gone(pid):
+            return True
+        os.kill(pid, signal.SIGTERM)  # again until it stops: it puts its handler back within 1 s
+        return False
+
+    await eventually(stopped_on_sigterm, timeout=20, interval=0.25)  # before: never
