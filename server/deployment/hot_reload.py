@@ -8,7 +8,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from llamactl.server.config import DeploymentConfig
+from llamactl.server.config import DeploymentConfig, ServiceConfig
 from llamactl.server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
 from llamactl.server.deployment.settings import control_plane_settings
 from llamactl.server.errors import LlamactlError
@@ -45,7 +45,7 @@ class HotReloader:
             new = max([old, *self._replicas.generations(service_id)]) + 1
             started = time.monotonic()
             await self._replicas.start(service, new)
-            error = await self._wait_generation(service_id, new, service.replicas, ready_timeout)
+            error = await self._wait_generation(service, new, ready_timeout)
             took = time.monotonic() - started
             if error is not None:
                 keys = self._replicas.keys(service_id, new)
@@ -86,11 +86,10 @@ class HotReloader:
         except TimeoutError:
             log.warning("%s: the old workers did not confirm they stopped within %.0fs", service_id, timeout)
 
-    async def _wait_generation(
-        self, service_id: str, generation: int, replicas: int, timeout: float
-    ) -> str | None:
+    async def _wait_generation(self, service: ServiceConfig, generation: int, timeout: float) -> str | None:
         """None once all replicas of the generation are ready; else the error that stopped them."""
         registry = self._deployment.control_plane.registry
+        service_id, replicas = service.id, service.replicas
         failure: list[str] = []
 
         def settled() -> bool:
@@ -105,7 +104,14 @@ class HotReloader:
         try:
             await self._deployment.until(settled, timeout)
         except TimeoutError:
-            return f"no replica of the new code was ready after {timeout:.0f}s"
+            if exits := self._replicas.exit_codes(service_id, generation):
+                why = f"its workers exited (last exit code {exits[-1]}): the server's output above says why"
+            else:  # every worker is still up: still in its import (it reports ready right after)
+                why = (
+                    f"still importing {service.import_path}: does something there loop, block, or wait "
+                    "for a server at import time?"
+                )
+            return f"no replica of the new code was ready after {timeout:.0f}s ({why})"
         return failure[0] if failure else None
 
     async def reconfigure(self, config: DeploymentConfig) -> list[ReloadOutcome]:

@@ -75,6 +75,12 @@ class ServiceReplicas:
     def generations(self, service_id: str) -> list[int]:
         return sorted(self._keys.get(service_id, {}))
 
+    def exit_codes(self, service_id: str, generation: int) -> list[int]:
+        """The last exit codes of the generation's workers that exited (none: all still up)."""
+        processes = self._supervisor.replicas()
+        views = [processes[key] for key in self.keys(service_id, generation) if key in processes]
+        return [view.last_exit_code for view in views if view.last_exit_code is not None]
+
     async def start(self, service: ServiceConfig, generation: int, count: int | None = None) -> list[str]:
         """Start ``count`` (default: the service's ``replicas``) worker processes of ``generation``."""
         keys: list[str] = []

@@ -349,3 +349,35 @@ async def _line_containing(running: Running, text: str) -> None:
     while not any(text in line for line in running.lines):
         running.new_line.clear()
         await running.new_line.wait()
+
+
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        (
+            "import time\nwhile True:\n    time.sleep(0.1)\n",
+            "(still importing svc:handle: does something there loop",
+        ),
+        (
+            "import os\nos._exit(9)\n",
+            "(its workers exited (last exit code 9): the server's output above says why)",
+        ),
+    ],
+)
+async def test_new_code_that_never_gets_ready_is_named_with_what_its_workers_do(
+    tmp_path: Path, code: str, says: str
+) -> None:
+    """Before, both said only "no replica of the new code was ready after 2s"."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "deployment.yml").write_text(DEPLOYMENT)
+    (tmp_path / "a" / "svc.py").write_text(service_code("a1"))
+    (tmp_path / "b" / "svc.py").write_text(service_code("b1"))
+    async with Deployment.from_file(tmp_path / "deployment.yml", stop_grace=5) as deployment:
+        await deployment.wait_ready(timeout=60)
+        (tmp_path / "a" / "svc.py").write_text(code)
+        outcome = await deployment.reload_service("a", ready_timeout=2)
+        assert not outcome.ok and outcome.error is not None
+        assert outcome.error.startswith("no replica of the new code was ready after 2s " + says)
+        task = await deployment.run("a", message="hi", timeout=30)
+        assert (task.status, task.result) == (TaskStatus.COMPLETED, "a1")  # the old code serves on
