@@ -282,15 +282,19 @@ class TooManyEvents(LlamactlError):
         self.limit = limit
 
 
+def _named(exc: BaseException) -> str:
+    """``"ExcType: message"`` (just the type when there is no message)."""
+    return type(exc).__name__ + (f": {exc}" if str(exc) else "")
+
+
 class ExitInTask(LlamactlError):
     """A task's code raised ``SystemExit`` or ``KeyboardInterrupt``: it fails the task instead of
     ending the worker process (which would end every task it runs, and, delivered again, the next
     worker). ``__cause__`` is the original exception."""
 
     def __init__(self, exc: BaseException) -> None:
-        what = type(exc).__name__ + (f": {exc}" if str(exc) else "")
         super().__init__(
-            f"{what}, raised by the task's code: a task cannot stop its worker, so the task failed "
+            f"{_named(exc)}, raised by the task's code: a task cannot stop its worker, so the task failed "
             "instead (raise an exception to fail a task; a worker stops on its own signals only)"
         )
 
@@ -301,9 +305,8 @@ class ContextNotSaved(LlamactlError):
     ``__cause__`` is the serializer's error."""
 
     def __init__(self, exc: BaseException) -> None:
-        what = type(exc).__name__ + (f": {exc}" if str(exc) else "")
         super().__init__(
-            f"the workflow Context cannot be saved for the session's next task ({what}): keep only "
+            f"the workflow Context cannot be saved for the session's next task ({_named(exc)}): keep only "
             "values that serialize (JSON types, pydantic models) in ctx.store; the session keeps "
             "the Context it had before this task"
         )
