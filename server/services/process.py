@@ -105,6 +105,28 @@ async def _keep_stop_signals(on_signal: Callable[[], None]) -> None:
                 ours[sig] = signal.getsignal(sig)
 
 
+def _forget_stop_signals() -> None:
+    """In a process forked from the worker (a ``multiprocessing`` fork pool, ``os.fork``): the
+    worker's stop handling is not the child's. The loop's handlers write each signal to a wakeup
+    socket the child shares with the worker, and ignore it otherwise: so a SIGTERM to the child
+    (``Pool.terminate`` sends one to each of its processes) stopped the worker instead, and left
+    the child running."""
+    with contextlib.suppress(ValueError, OSError):
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_fork_hook_registered = False
+
+
+def _register_fork_hook() -> None:
+    global _fork_hook_registered  # noqa: PLW0603  (an at-fork hook cannot be taken back: once)
+    if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_forget_stop_signals)
+        _fork_hook_registered = True
+
+
 def load_runnable(spec: WorkerSpec) -> Runnable:
     """Import and adapt the spec's target; any failure is a WorkflowLoadError."""
     label = f"service {spec.service_id!r} target {spec.import_path!r}"
@@ -198,6 +220,7 @@ async def _serve(spec: WorkerSpec, queue: MessageQueue, runnable: Runnable) -> i
             log.warning("second signal: abandoning %d in-flight task(s)", worker.in_flight)
             worker.abort()
 
+    _register_fork_hook()
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal)
     watcher = asyncio.create_task(_watch_parent(spec.parent_pid, worker)) if spec.parent_pid else None

@@ -68,6 +68,16 @@ async def leave(key: str, how: str) -> str:
     return f"stayed {key}"
 
 
+async def forks(key: str) -> str:
+    """Squares two numbers in a fork pool, whose end sends SIGTERM to each of its processes."""
+    import multiprocessing
+
+    _ran(key)
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        squares = pool.map(abs, [-1, -2])
+    return f"forked {key} {squares}"
+
+
 async def deafen(key: str) -> str:
     """Ignores SIGTERM and SIGINT from now on, as a library that installs its own handlers may."""
     import signal
