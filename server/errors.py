@@ -282,9 +282,24 @@ class TooManyEvents(LlamactlError):
         self.limit = limit
 
 
+class NotEncodable(LlamactlError):
+    """What a task returned or streamed contains itself (a list or dict holding itself), or nests
+    deeper than JSON encoding goes: the task fails with this message."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the value cannot be turned into JSON: it contains itself (a list or dict holding itself) "
+            "or nests hundreds of levels deep: return or stream a value without cycles, or a flatter one"
+        )
+
+
 def _named(exc: BaseException) -> str:
-    """``"ExcType: message"`` (just the type when there is no message)."""
-    return type(exc).__name__ + (f": {exc}" if str(exc) else "")
+    """``"ExcType: message"`` (just the type when there is no message, or none can be read)."""
+    try:
+        message = str(exc)
+    except Exception:  # user code's __str__
+        message = ""
+    return type(exc).__name__ + (f": {message}" if message else "")
 
 
 class ExitInTask(LlamactlError):

@@ -32,6 +32,7 @@ from llamactl.server.errors import ContextNotSaved, WorkflowLoadError
 
 from . import signatures
 from .encoding import envelope, to_jsonable
+from .errorinfo import error_line
 from .threads import run_in_daemon_thread
 
 __all__ = ["Emit", "Run", "Runnable", "TaskInputError", "adapt"]
@@ -124,7 +125,7 @@ class _WorkflowRun(Run):
         try:
             event = JsonSerializer().deserialize(event_obj_str)
         except Exception as exc:
-            raise TaskInputError(f"the event cannot be built: {type(exc).__name__}: {exc}") from exc
+            raise TaskInputError(f"the event cannot be built: {error_line(exc)}") from exc
         if not isinstance(event, Event):
             raise TaskInputError(f"{type(event).__qualname__} is not a workflows Event")
         self._handler.ctx.send_event(event)
@@ -290,7 +291,7 @@ def adapt(target: object, *, label: str = "the service target") -> Runnable:
             except Exception as exc:
                 raise WorkflowLoadError(
                     f"{label}: could not instantiate Workflow subclass {target.__qualname__} with no "
-                    f"arguments: {type(exc).__name__}: {exc}"
+                    f"arguments: {error_line(exc)}"
                 ) from exc
         raise WorkflowLoadError(f"{label} is the class {target.__qualname__}; expected {ACCEPTED}")
     if callable(target):

@@ -9,6 +9,8 @@ from typing import Any
 from pydantic import BaseModel
 from workflows.events import StopEvent
 
+from llamactl.server.errors import NotEncodable
+
 __all__ = ["envelope", "qualified_name", "to_jsonable"]
 
 
@@ -23,7 +25,17 @@ def to_jsonable(value: Any) -> Any:
 
     Pydantic models become ``model_dump(mode="json")``; dicts, lists, tuples and sets are converted
     item by item; anything else that JSON cannot hold (including NaN/inf) becomes ``str(value)``.
+
+    Raises:
+        NotEncodable: ``value`` contains itself, or nests deeper than Python recurses.
     """
+    try:
+        return _jsonable(value)
+    except RecursionError:
+        raise NotEncodable() from None
+
+
+def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
@@ -32,12 +44,12 @@ def to_jsonable(value: Any) -> Any:
         try:
             dumped = value.model_dump(mode="json")
         except Exception:
-            dumped = to_jsonable(value.model_dump())
+            dumped = _jsonable(value.model_dump())
         return _flatten_event_data(dumped)
     if isinstance(value, dict):
-        return {k if isinstance(k, str) else str(k): to_jsonable(v) for k, v in value.items()}
+        return {k if isinstance(k, str) else str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [to_jsonable(v) for v in value]
+        return [_jsonable(v) for v in value]
     try:
         json.dumps(value)
     except (TypeError, ValueError):

@@ -11,7 +11,12 @@ from pathlib import Path
 
 import workflows
 
-__all__ = ["error_line", "frame_locations", "traceback_summary"]
+__all__ = ["ERROR_MESSAGE_LIMIT", "error_line", "frame_locations", "traceback_summary"]
+
+ERROR_MESSAGE_LIMIT = 4_000
+"""Characters of an exception's message kept in a task's error (and its worker's log line): a
+message of megabytes (a whole input echoed back, say) would otherwise be stored with the task,
+listed with every listing of tasks and logged in one line."""
 
 # Frames inside these places are machinery, not the user's code: a traceback that only shows the
 # workflow runtime's control loop tells the user nothing about where their step failed.
@@ -24,10 +29,17 @@ _MACHINERY = (
 )
 
 
-def error_line(exc: BaseException) -> str:
-    """``"ExcType: message"`` on a single line (just the type when there is no message)."""
-    message = " ".join(str(exc).split())
+def error_line(exc: BaseException, limit: int = ERROR_MESSAGE_LIMIT) -> str:
+    """``"ExcType: message"`` on a single line (just the type when there is no message), the
+    message cut to about ``limit`` characters; an exception whose ``str()`` fails still has one."""
     name = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception as str_exc:  # user code's __str__: it must not keep the task from ending
+        return f"{name} (its message could not be read: {type(str_exc).__name__} in its __str__)"
+    message = " ".join(text[: limit * 2].split())  # a cut first: the whole may be megabytes
+    if len(message) > limit or len(text) > limit * 2:
+        message = f"{message[:limit]}... (message cut: {len(text):,} characters in all)"
     return f"{name}: {message}" if message else name
 
 

@@ -274,6 +274,28 @@ async def test_sync_generator_failure_after_streaming(load: Any) -> None:
     assert io.types() == ["str"]
 
 
+async def test_an_exception_whose_str_fails_still_fails_the_task(load: Any) -> None:
+    outcome = await run(load("funcs:unprintable"))  # before: execute raised (the task ran again)
+    assert outcome.kind is FAILED
+    assert outcome.error == "Unprintable (its message could not be read: RuntimeError in its __str__)"
+    assert outcome.traceback is not None and outcome.traceback.endswith(outcome.error)
+
+
+async def test_an_error_message_of_megabytes_is_cut(load: Any) -> None:
+    outcome = await run(load("funcs:verbose"), size=5 << 20)  # before: all 5 MiB in the error
+    assert outcome.kind is FAILED and outcome.error is not None
+    assert outcome.error.startswith("ValueError: yyyy")
+    assert outcome.error.endswith("... (message cut: 5,242,880 characters in all)")
+    assert len(outcome.error) < 4_100
+    assert outcome.traceback is not None and len(outcome.traceback) < 5_000
+
+
+async def test_a_result_that_contains_itself_fails_the_task(load: Any) -> None:
+    outcome = await run(load("funcs:returns_itself"))
+    assert outcome.kind is FAILED  # before: "RecursionError: maximum recursion depth exceeded ..."
+    assert outcome.error is not None and outcome.error.startswith("NotEncodable: the value cannot be")
+
+
 async def test_cancel_a_function(load: Any) -> None:
     io = TaskIO()
     io.cancel()

@@ -150,6 +150,25 @@ def sgen_fails():
     raise KeyError("second")
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+async def unprintable() -> None:
+    raise Unprintable()
+
+
+async def verbose(size: int) -> None:
+    raise ValueError("y" * size)
+
+
+def returns_itself() -> dict:
+    d = {}
+    d["d"] = d
+    return d
+
+
 class Tool:
     async def __call__(self, x: int) -> int:
         return x * 2
