@@ -20,6 +20,7 @@ __all__ = [
     "EnvMap",
     "Identifier",
     "ImportPath",
+    "MemorySize",
     "Port",
     "PortOrZero",
     "PositiveNumber",
@@ -175,6 +176,9 @@ WholeAtLeastOne = Annotated[int, _whole_number(1)]
 ResultSize = Annotated[int, _size(1024, 512 * 1024**2)]
 """The largest message a task's worker may send (its result with its Context, or one event):
 up to 512 MB, below every message queue's own limit (Redis's 512 MB, the embedded one's 1 GB)."""
+MemorySize = Annotated[int, _size(64 * 1024**2, 1024**4)]
+"""Memory a worker may hold before it is replaced: from 64 MB (a worker holds ~50 MB before
+its first task) to 1 TB."""
 WholeAtLeastZero = Annotated[int, _whole_number(0)]
 Port = Annotated[int, _whole_number(1, 65535, "a port number")]
 PortOrZero = Annotated[int, _whole_number(0, 65535, "a port number (0 = any free port)")]

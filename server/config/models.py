@@ -19,6 +19,7 @@ from llamactl.server.config.fields import (
     EnvMap,
     Identifier,
     ImportPath,
+    MemorySize,
     Port,
     PortOrZero,
     PositiveNumber,
@@ -127,6 +128,9 @@ class ServiceConfig(_Model):
     that sends a larger one fails with a message that says so (ours)."""
     max_events: WholeAtLeastOne = Field(default=100_000, validation_alias=keys("max-events"))
     """Events one run of a task may stream; the run that streams more fails, saying so (ours)."""
+    max_memory: MemorySize | None = Field(default=None, validation_alias=keys("max-memory"))
+    """Memory one worker may hold; past it, the worker takes no new task and is replaced once its
+    running tasks end (ours; none: no limit)."""
     watch: list[str] = Field(default_factory=list)
     """Extra glob patterns that trigger a hot reload (ours)."""
 

@@ -54,6 +54,7 @@ def worker_spec(
         timeout=service.timeout,
         max_result_size=service.max_result_size,
         max_events=service.max_events,
+        max_memory=service.max_memory,
         lease=config.message_queue.lease,
         heartbeat_interval=report_interval,
         mq=mq,

@@ -35,6 +35,8 @@ class WorkerSpec(BaseModel):
     """Bytes a report of a task (its result with its Context, or one event) may take, encoded."""
     max_events: int = 100_000
     """Events one run of a task may stream."""
+    max_memory: int | None = None
+    """Bytes of memory past which the worker takes no new task and is replaced (None: no limit)."""
     lease: float = 30.0
     heartbeat_interval: float = 1.0
     """How often the worker reports ``replica.heartbeat`` (with its in-flight count) to the control

@@ -35,9 +35,9 @@ from .adapters import Runnable
 from .concurrency import AdaptiveLimit, Slot
 from .errorinfo import error_line
 from .execution import execute
+from .replacement import REPLACE_GRACE, ReplaceCheck
 from .reporter import Reporter
 from .task_timers import LeaseKeeper, StartedReport
-from .threads import abandoned_calls
 from .watchdog import LoopWatchdog
 
 __all__ = ["Worker"]
@@ -48,13 +48,6 @@ _INPUTS_AFTER = 0.02
 """Seconds a task runs before it listens for events sent in (and cancel requests)."""
 _STOPPING_NOTICE_TIMEOUT = 1.0
 """Seconds a stopping replica gives its goodbye to the control plane to go out."""
-ABANDONED_CALLS_LIMIT = 8
-"""Sync calls still running after their tasks ended (at least ``max-concurrency``) past which a
-worker is replaced: a sync function cannot be stopped, and each such call holds a thread (and
-whatever it is doing) until the process ends."""
-REPLACE_GRACE = 60.0
-"""Seconds a worker being replaced gives its running tasks to end; those still running then are
-stopped and run again (uncounted) on the fresh worker."""
 
 
 class Worker:
@@ -82,8 +75,7 @@ class Worker:
         self._runs: dict[str, tuple[int, asyncio.Task[Any]]] = {}
         """Running tasks by id: the attempt and the asyncio task that runs it."""
         self._taker: asyncio.Task[None] | None = None
-        self._abandoned_before = abandoned_calls()
-        """Abandoned calls of the process when this worker began (0 but in a test process)."""
+        self._replace_check = ReplaceCheck(spec)
 
     @property
     def limit(self) -> int:
@@ -153,19 +145,17 @@ class Worker:
                 # Ends the subscription; deliveries it still buffered go back without an attempt.
                 await consumer.aclose()  # type: ignore[attr-defined]
 
-    def _check_abandoned_calls(self) -> None:
-        """Stop taking tasks once too many sync calls run on after their tasks ended (timed out or
-        cancelled): this process ends once its running tasks have, and the supervisor starts a
-        fresh one, which frees the threads those calls hold."""
-        abandoned = abandoned_calls() - self._abandoned_before
-        if self._stopping or abandoned <= max(ABANDONED_CALLS_LIMIT, self.spec.max_concurrency):
+    def _check_replace(self, own: int = 0) -> None:
+        """Stop taking tasks once this worker holds what only its end frees (sync calls that run
+        on after their tasks ended, memory over the service's ``max-memory``: see
+        :mod:`.replacement`): it ends once its running tasks have (``own`` of them: the caller's),
+        and the supervisor starts a fresh one."""
+        if self._stopping or (reason := self._replace_check.reason()) is None:
             return
-        others = self.in_flight - 1  # this task's own handler is still counted
+        others = self.in_flight - own
         log.warning(
-            "%d sync calls still run after their tasks ended (timed out or cancelled: a sync "
-            "function cannot be stopped, and each holds a thread): this worker takes no new task, "
-            "and is replaced %s",
-            abandoned,
+            "%s: this worker takes no new task, and is replaced %s",
+            reason,
             f"once its {others} other running task(s) end (within {REPLACE_GRACE:g} s)" if others else "now",
         )
         self.request_stop()
@@ -219,6 +209,7 @@ class Worker:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.spec.heartbeat_interval)
+            self._check_replace()  # memory also grows while tasks run, or none does
             try:
                 await self.publish(
                     self.message(WorkerMessageKind.REPLICA_HEARTBEAT, concurrency_limit=self.limit)
@@ -316,7 +307,7 @@ class Worker:
                 log.info("task %s: %s (%s)", task.task_id, outcome.kind, outcome.error)
             else:
                 log.debug("task %s: %s", task.task_id, outcome.kind)
-            self._check_abandoned_calls()
+            self._check_replace(own=1)  # this task's handler is still counted
         except Exception as exc:
             # The queue failed us (a report was not confirmed): give the delivery back so that it
             # runs again (here or on another replica), and the slot's credit with it.

@@ -68,6 +68,16 @@ async def leave(key: str, how: str) -> str:
     return f"stayed {key}"
 
 
+_HOARD: list[bytes] = []
+
+
+async def hoard(key: str, mb: int) -> str:
+    """Keeps ``mb`` MB more for as long as its worker lives (a cache without a bound)."""
+    _ran(key)
+    _HOARD.append(b"x" * (mb << 20))
+    return f"hoarded {key}"
+
+
 async def forks(key: str) -> str:
     """Squares two numbers in a fork pool, whose end sends SIGTERM to each of its processes."""
     import multiprocessing

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from llamactl.server.services.worker import ABANDONED_CALLS_LIMIT
+from llamactl.server.services.replacement import ABANDONED_CALLS_LIMIT
 from llamactl.server.types import ReplicaState, TaskDefinition, TaskStatus
 from tests.e2e.waiting import wait_until
 

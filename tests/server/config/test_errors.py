@@ -131,6 +131,13 @@ CASES = [
         "expected a size from 1 KB to 512 MB (bytes, or e.g. 512K, 64M), got '2G'",
     ),
     (
+        "max-memory-too-small",
+        GOOD + "    max-memory: 10M\n",
+        "services.echo.max-memory",
+        9,
+        "expected a size from 64 MB to 1024 GB (bytes, or e.g. 512K, 64M), got '10M'",
+    ),
+    (
         "max-result-size-text",
         GOOD + "    max-result-size: lots\n",
         "services.echo.max-result-size",

@@ -154,6 +154,7 @@ SERVICE_SPELLINGS = [
     ("max-concurrency: 3", "max_concurrency: 3"),
     ("max-result-size: 64K", "max_result_size: 65536"),
     ("max-events: 10", "max_events: 10"),
+    ("max-memory: 2G", "max_memory: 2147483648"),
 ]
 
 

@@ -1,0 +1,75 @@
+"""When a worker should make way for a fresh process: what it holds can only be freed by ending it.
+
+Two things grow in a worker that no task's end gives back: sync calls still running after their
+tasks timed out or were cancelled (Python cannot stop a thread, and each call holds one), and
+memory that the service's code keeps (a cache without a bound, a leak). A worker past either
+limit takes no new task and is replaced once its running tasks end (:class:`Worker` does that;
+this module only says whether, and why).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from llamactl.server.services.spec import WorkerSpec
+from llamactl.server.sizes import show_size
+
+from .threads import abandoned_calls
+
+__all__ = ["ABANDONED_CALLS_LIMIT", "REPLACE_GRACE", "ReplaceCheck", "resident_bytes"]
+
+ABANDONED_CALLS_LIMIT = 8
+"""Sync calls still running after their tasks ended (at least ``max-concurrency``) past which a
+worker is replaced: a sync function cannot be stopped, and each such call holds a thread (and
+whatever it is doing) until the process ends."""
+REPLACE_GRACE = 60.0
+"""Seconds a worker being replaced gives its running tasks to end; those still running then are
+stopped and run again (uncounted) on the fresh worker."""
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_bytes() -> int | None:
+    """The memory this process holds now (its resident set), or ``None`` where it cannot be read.
+
+    Linux: the current figure (``/proc/self/statm``). Elsewhere the peak so far, which never
+    falls: a limit on it still bounds the process, if sooner.
+    """
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource  # noqa: PLC0415  (no such module on Windows)
+    except ImportError:  # pragma: no cover - not on Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+class ReplaceCheck:
+    """Says why a worker of ``spec`` should be replaced, if it should (see the module's doc)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self._abandoned_before = abandoned_calls()
+        """Abandoned calls of the process when the worker began (0 but in a test process)."""
+        self._max_abandoned = max(ABANDONED_CALLS_LIMIT, spec.max_concurrency)
+        self._max_memory = spec.max_memory
+
+    def reason(self) -> str | None:
+        """Why the worker should be replaced now, or ``None``."""
+        abandoned = abandoned_calls() - self._abandoned_before
+        if abandoned > self._max_abandoned:
+            return (
+                f"{abandoned} sync calls still run after their tasks ended (timed out or cancelled: "
+                "a sync function cannot be stopped, and each holds a thread)"
+            )
+        limit = self._max_memory
+        if limit is not None and (held := resident_bytes()) is not None and held > limit:
+            return (
+                f"it holds {show_size(held)} of memory, over its service's max-memory of "
+                f"{show_size(limit)} (what the service's code keeps between tasks grows)"
+            )
+        return None
