@@ -31,7 +31,7 @@ from .adapters import Runnable, adapt
 from .errorinfo import error_line, traceback_summary
 from .loader import load_target
 from .reporter import Reporter
-from .threads import DaemonExecutor
+from .threads import EXECUTOR_CALL_LIMIT, DaemonExecutor
 from .watchdog import EXIT_STALLED, LoopWatchdog
 from .worker import Worker
 
@@ -147,7 +147,8 @@ async def run_worker(spec: WorkerSpec, *, connect: Connect | None = None) -> int
     """
     os.environ.update(spec.env)
     # Sync code the loop runs in its default executor (a workflow's sync steps) gets daemon threads.
-    asyncio.get_running_loop().set_default_executor(DaemonExecutor())
+    executor = DaemonExecutor(limit=max(EXECUTOR_CALL_LIMIT, spec.max_concurrency))
+    asyncio.get_running_loop().set_default_executor(executor)
     log.info(
         "worker %s of %s/%s generation %d pid %d: loading %s from %s",
         spec.replica_id,

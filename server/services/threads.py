@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["Call", "DaemonExecutor", "DaemonThreadPool", "Job", "abandoned_calls", "run_in_daemon_thread"]
+__all__ = [
+    "EXECUTOR_CALL_LIMIT",
+    "Call",
+    "DaemonExecutor",
+    "DaemonThreadPool",
+    "Job",
+    "abandoned_calls",
+    "run_in_daemon_thread",
+]
 
 T = TypeVar("T")
 Done = Callable[[], None]
@@ -85,7 +95,14 @@ class DaemonThreadPool:
             self._threads += 1
         inbox: queue.SimpleQueue[Job] = queue.SimpleQueue()
         inbox.put(job)
-        threading.Thread(target=self._serve, args=(inbox,), name=f"{self._name}-call", daemon=True).start()
+        try:
+            threading.Thread(
+                target=self._serve, args=(inbox,), name=f"{self._name}-call", daemon=True
+            ).start()
+        except BaseException:  # "can't start new thread": the caller hears of it; no thread to count
+            with self._lock:
+                self._threads -= 1
+            raise
 
     def _serve(self, inbox: queue.SimpleQueue[Job]) -> None:
         job: Job | None = inbox.get()
@@ -160,23 +177,30 @@ def abandoned_calls() -> int:
     return _POOL.abandoned
 
 
-def _nothing() -> None:
-    return None
+EXECUTOR_CALL_LIMIT = 64
+"""Calls the worker's default executor runs at once, besides those whose callers gave up on
+them (at least the service's ``max-concurrency``): a task that hands it thousands of calls at
+once (``gather`` over ``to_thread``) gets them run that many at a time, as asyncio's own
+executor would (it has ``min(32, cpus + 4)`` threads), not a thread each."""
 
 
 class _CallFuture(concurrent.futures.Future[Any]):
     """A future whose cancel, once its call runs, counts the call as abandoned (asyncio cancels
-    the future of ``run_in_executor`` when its awaiter is cancelled)."""
+    the future of ``run_in_executor`` when its awaiter is cancelled) and frees its place."""
 
-    def __init__(self) -> None:
+    def __init__(self, executor: DaemonExecutor) -> None:
         super().__init__()
         self.call = Call()
+        self.released = False
+        """Its place among the executor's running calls was given up (guarded by its lock)."""
+        self._executor = executor
 
     def cancel(self) -> bool:
         if super().cancel():
-            return True  # not started: it never will
+            return True  # not started: it never will (its job frees its place, unrun)
         if not self.done():
             _POOL.abandon(self.call)
+            self._executor.release(self)
         return False
 
 
@@ -185,13 +209,19 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
     library runs a sync step), on the process's daemon pool: a call that never returns holds no
     thread of a small fixed set (asyncio's default has ``min(32, cpus + 4)``: a few stuck steps
     and every sync step after them waits for ever), does not keep the worker from exiting, and
-    counts in :func:`abandoned_calls` once its caller stopped waiting."""
+    counts in :func:`abandoned_calls` once its caller stopped waiting. It runs ``limit`` calls
+    at once; the calls its callers gave up on do not count, so stuck ones cannot hold it."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = EXECUTOR_CALL_LIMIT) -> None:
         super().__init__(max_workers=1)  # its own threads are never started: submit is ours
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._running = 0
+        """Calls started whose place is not given up yet (neither returned nor abandoned)."""
+        self._waiting: collections.deque[tuple[Job, _CallFuture]] = collections.deque()
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
-        future = _CallFuture()
+        future = _CallFuture(self)
 
         def job() -> Done:
             if future.set_running_or_notify_cancel():
@@ -203,10 +233,44 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
                     future.set_result(result)
                 finally:
                     _POOL.returned(future.call)
-            return _nothing
+            # Once this thread is idle again: the next waiting call then runs on it.
+            return functools.partial(self.release, future)
 
-        _POOL.submit(job)
+        with self._lock:
+            if self._running >= self._limit:
+                self._waiting.append((job, future))
+                return future
+            self._running += 1
+        try:
+            _POOL.submit(job)
+        except RuntimeError:  # "can't start new thread": the caller hears of it
+            self.release(future)
+            raise
         return future
+
+    def release(self, future: _CallFuture) -> None:
+        """``future``'s call returned, or its caller gave up on it: its place goes to the next
+        waiting call (once per call)."""
+        following = self._next_after(future)
+        while following is not None:
+            job, waiting = following
+            try:
+                _POOL.submit(job)
+                return
+            except RuntimeError as exc:  # "can't start new thread": the system's limit on threads
+                if waiting.set_running_or_notify_cancel():
+                    waiting.set_exception(exc)
+                following = self._next_after(waiting)
+
+    def _next_after(self, future: _CallFuture) -> tuple[Job, _CallFuture] | None:
+        with self._lock:
+            if future.released:
+                return None
+            future.released = True
+            if not self._waiting:
+                self._running -= 1
+                return None
+            return self._waiting.popleft()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Nothing to wait for: the pool's threads are daemons, and leave with the process."""

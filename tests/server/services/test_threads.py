@@ -130,3 +130,50 @@ async def test_the_daemon_executor_runs_calls_past_any_number_of_stuck_ones() ->
     executor.shutdown(wait=True)  # returns at once: nothing to join
     release.set()
     await _wait_for(lambda: abandoned_calls() == before)
+
+
+class _Gauge:
+    """Counts the calls running at once, and the most seen."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def run(self, release: threading.Event) -> str:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            release.wait(10)
+            return "ran"
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
+async def test_the_daemon_executor_runs_at_most_its_limit_of_calls_at_once() -> None:
+    """Before the limit, a task handing it 200 calls at once got 200 threads."""
+    loop = asyncio.get_running_loop()
+    executor = DaemonExecutor(limit=4)
+    gauge, release = _Gauge(), threading.Event()
+    calls = [loop.run_in_executor(executor, gauge.run, release) for _ in range(200)]
+    await _wait_for(lambda: gauge.now == 4)
+    release.set()
+    assert await asyncio.gather(*calls) == ["ran"] * 200
+    assert gauge.most == 4
+
+
+async def test_calls_their_callers_gave_up_on_leave_their_place_to_waiting_ones() -> None:
+    loop = asyncio.get_running_loop()
+    executor = DaemonExecutor(limit=2)
+    stuck_release = threading.Event()
+    stuck = [loop.run_in_executor(executor, stuck_release.wait) for _ in range(2)]
+    waiting = loop.run_in_executor(executor, lambda: "ran")  # both places are taken
+    for future in stuck:
+        future.cancel()
+    assert await asyncio.wait_for(waiting, 10) == "ran"
+    cancelled_first = loop.run_in_executor(executor, stuck_release.wait)  # waits for a place
+    cancelled_first.cancel()
+    assert await asyncio.wait_for(loop.run_in_executor(executor, lambda: "next"), 10) == "next"
+    stuck_release.set()
