@@ -7,9 +7,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 
 from llamactl.server.services.errorinfo import error_line
@@ -23,6 +26,40 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+EXIT_GRACE = 5.0
+"""Seconds a worker that stopped gives its process to end (user code's atexit handlers, threads
+that are not daemons, tasks that ignore their cancel) before it leaves without them."""
+
+log = logging.getLogger("llamactl.server.services")
+
+
+def _leave_within(code: int, seconds: float) -> None:
+    """End the process with ``code`` in ``seconds`` if it has not ended by then.
+
+    The worker has stopped (its tasks ended, the queue closed), but Python ends a process only
+    once every thread that is not a daemon has (a library's poller, a user's executor) and once
+    the tasks left on the loop take their cancel: one that never does kept the worker alive
+    until its stop grace ran out and it was killed, at every stop and every reload.
+    """
+
+    def leave() -> None:
+        time.sleep(seconds)
+        threads = [t.name for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+        log.warning(
+            "the worker stopped, but its process did not end within %gs (%s): leaving without them",
+            seconds,
+            f"threads that are not daemons still run: {', '.join(threads)}"
+            if threads
+            else "a task of the service's code does not take its cancel, or an atexit handler hangs",
+        )
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # closed by user code: nothing left to say
+                stream.flush()
+        os._exit(code)
+
+    threading.Thread(target=leave, name="exit-deadline", daemon=True).start()
 
 
 def main() -> None:
@@ -46,6 +83,7 @@ def main() -> None:
                 error_line(exc),
             )
             os._exit(EXIT_ESCAPED)
+        _leave_within(code, EXIT_GRACE)  # from here on, the loop's leftovers are cancelled
     sys.exit(code)
 
 

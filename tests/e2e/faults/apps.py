@@ -176,6 +176,40 @@ class App:
         return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+LINGERS = '''
+import asyncio
+import threading
+import time
+
+
+def _poll() -> None:
+    while True:
+        time.sleep(0.2)
+
+
+# Not a daemon, as many libraries' background threads: Python waits for it before the process ends.
+threading.Thread(target=_poll, name="poller").start()
+
+
+async def lingering(key: str) -> str:
+    return f"lingering {key}"
+
+
+async def _swallow_cancel() -> None:
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass  # as some retry loops do
+
+
+async def stubborn(key: str) -> str:
+    """Leaves a task behind that never takes its cancel."""
+    asyncio.get_running_loop().create_task(_swallow_cancel())
+    return f"stubborn {key}"
+'''
+
+
 def write_fault_app(
     folder: Path,
     services: dict[str, dict[str, object]],
@@ -192,6 +226,7 @@ def write_fault_app(
     (src / "funcs.py").write_text(FUNCS)
     (src / "flows.py").write_text(FLOWS)
     (src / "syncs.py").write_text(SYNCS)
+    (src / "lingers.py").write_text(LINGERS)
     doc: dict[str, object] = {"name": name, "services": {}}
     for service_id, settings in services.items():
         doc["services"][service_id] = {  # type: ignore[index]

@@ -10,16 +10,9 @@ import signal
 
 from llamactl.server.types import TaskDefinition, TaskStatus
 from tests.e2e.waiting import eventually
+from tests.llamactl.serving import alive
 
 from .conftest import Start
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 async def test_a_worker_whose_stop_signals_a_task_replaced_still_stops_on_sigterm(start_app: Start) -> None:
@@ -31,7 +24,7 @@ async def test_a_worker_whose_stop_signals_a_task_replaced_still_stops_on_sigter
     pid = int((app.runs / "deaf.runs").read_text())
 
     async def stopped_on_sigterm() -> bool:
-        if _gone(pid):
+        if not alive(pid):
             return True
         os.kill(pid, signal.SIGTERM)  # again until it stops: it puts its handler back within 1 s
         return False
