@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["worker"]
 
 DEFAULT_FILE = Path("deployment.yml")
-READY_TIMEOUT = 120.0
 SHARED_QUEUE_HINT = (
     "give the deployment a shared queue, `message-queue: {type: redis, url: redis://HOST:6379}`, in its "
     "file on the API host and on every worker host"
@@ -211,7 +210,7 @@ async def _work(workers: RemoteWorkers, output: ServeOutput) -> None:
         plan = ", ".join(f"{count} x {sid}" for sid, count in workers.replicas.items())
         output.line(f"Working for {workers.config.name} ({plan}) on {queue_location(workers.queue_config)}")
         await workers.start()
-        ready = asyncio.create_task(workers.wait_ready(READY_TIMEOUT))
+        ready = asyncio.create_task(workers.wait_ready())
         stopping = asyncio.create_task(stop.wait())
         try:
             await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)

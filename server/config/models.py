@@ -123,6 +123,9 @@ class ServiceConfig(_Model):
     """Tasks that may wait for the service at once; beyond, new ones are refused with 429 (ours)."""
     timeout: PositiveNumber | None = None
     """Seconds a task may run before it fails (ours)."""
+    startup_timeout: PositiveNumber = Field(default=120.0, validation_alias=keys("startup-timeout"))
+    """Seconds a worker may take to load the service's code and come up: past them the deployment
+    does not start, and a reload keeps the old code (ours)."""
     max_result_size: ResultSize = Field(default=128 * 1024**2, validation_alias=keys("max-result-size"))
     """The largest result (with the task's Context) or event a task may send, encoded; a task
     that sends a larger one fails with a message that says so (ours)."""

@@ -35,7 +35,7 @@ class HotReloader:
         if self._retiring:
             await asyncio.gather(*self._retiring, return_exceptions=True)
 
-    async def reload_service(self, service_id: str, *, ready_timeout: float = 60.0) -> ReloadOutcome:
+    async def reload_service(self, service_id: str, *, ready_timeout: float | None = None) -> ReloadOutcome:
         """See :meth:`Deployment.reload_service`."""
         registry = self._deployment.control_plane.registry
         lock = self._locks.setdefault(service_id, asyncio.Lock())
@@ -45,7 +45,8 @@ class HotReloader:
             new = max([old, *self._replicas.generations(service_id)]) + 1
             started = time.monotonic()
             await self._replicas.start(service, new)
-            error = await self._wait_generation(service, new, ready_timeout)
+            timeout = service.startup_timeout if ready_timeout is None else ready_timeout
+            error = await self._wait_generation(service, new, timeout)
             took = time.monotonic() - started
             if error is not None:
                 keys = self._replicas.keys(service_id, new)
@@ -104,13 +105,7 @@ class HotReloader:
         try:
             await self._deployment.until(settled, timeout)
         except TimeoutError:
-            if exits := self._replicas.exit_codes(service_id, generation):
-                why = f"its workers exited (last exit code {exits[-1]}): the server's output above says why"
-            else:  # every worker is still up: still in its import (it reports ready right after)
-                why = (
-                    f"still importing {service.import_path}: does something there loop, block, or wait "
-                    "for a server at import time?"
-                )
+            why = self._replicas.not_ready_reason(service, generation)
             return f"no replica of the new code was ready after {timeout:.0f}s ({why})"
         return failure[0] if failure else None
 

@@ -115,11 +115,11 @@ class DeploymentManager:
 
     Args:
         ready_timeout: seconds to wait for every service of a new deployment to have a ready
-            replica before giving up (TimeoutError).
+            replica before giving up (TimeoutError); default: the services' ``startup-timeout``.
         deployment_kwargs: passed to each :class:`Deployment` (e.g. ``stop_grace``).
     """
 
-    def __init__(self, *, ready_timeout: float = 120.0, **deployment_kwargs: Any) -> None:
+    def __init__(self, *, ready_timeout: float | None = None, **deployment_kwargs: Any) -> None:
         self.ready_timeout = ready_timeout
         self._deployment_kwargs = deployment_kwargs
         self._running: dict[str, Deployment] = {}

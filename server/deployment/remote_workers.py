@@ -171,13 +171,16 @@ class RemoteWorkers:
             await self.close()
             raise
 
-    async def wait_ready(self, timeout: float = 60.0) -> None:
+    async def wait_ready(self, timeout: float | None = None) -> None:
         """Return once every worker has loaded its code and announced itself.
 
         Raises:
             WorkflowLoadError: a worker's code did not load before it ever came up.
-            TimeoutError: not all of them were up within ``timeout`` seconds.
+            TimeoutError: not all of them were up within ``timeout`` seconds (default: the
+                longest ``startup-timeout`` of their services).
         """
+        if timeout is None:
+            timeout = max(self.config.service(sid).startup_timeout for sid in self.replicas)
         wanted = set(self.replica_ids)
         try:
             async with asyncio.timeout(timeout):
@@ -191,7 +194,10 @@ class RemoteWorkers:
                     await self._changed.wait()
         except TimeoutError:
             down = ", ".join(sorted(wanted - self._up))
-            raise TimeoutError(f"no worker up after {timeout:.0f}s for {down}") from None
+            raise TimeoutError(
+                f"no worker up after {timeout:.0f}s for {down}: if the service's code takes that long "
+                "to load, raise `startup-timeout` for it in the deployment file"
+            ) from None
 
     async def close(self) -> None:
         """Stop every worker: running tasks finish first (up to ``stop_grace``), then they exit."""

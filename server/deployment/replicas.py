@@ -81,6 +81,17 @@ class ServiceReplicas:
         views = [processes[key] for key in self.keys(service_id, generation) if key in processes]
         return [view.last_exit_code for view in views if view.last_exit_code is not None]
 
+    def not_ready_reason(self, service: ServiceConfig, generation: int) -> str:
+        """Why no worker of the generation is ready yet: they exited, or they are still importing."""
+        if exits := self.exit_codes(service.id, generation):
+            return f"its workers exited (last exit code {exits[-1]}): the server's output above says why"
+        # every worker is still up: still in its import (it reports ready right after)
+        return (
+            f"still importing {service.import_path}: does something there loop, block, or wait for a "
+            "server at import time? If its code takes that long to load, raise `startup-timeout` for "
+            f"the service in the deployment file (now {service.startup_timeout:g} s)"
+        )
+
     async def start(self, service: ServiceConfig, generation: int, count: int | None = None) -> list[str]:
         """Start ``count`` (default: the service's ``replicas``) worker processes of ``generation``."""
         keys: list[str] = []

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -274,12 +275,19 @@ class Deployment:
                     return
                 await self._changed.wait()
 
-    async def wait_ready(self, timeout: float = 60.0, *, all_replicas: bool = False) -> list[ServiceStatus]:
+    async def wait_ready(
+        self, timeout: float | None = None, *, all_replicas: bool = False
+    ) -> list[ServiceStatus]:
         """Wait until every service has a ready replica (with ``all_replicas``: all of them).
 
         Raises WorkflowLoadError as soon as a service's workers report that its code does not
-        load, and TimeoutError (naming the services still down) after ``timeout`` seconds.
+        load, and TimeoutError (naming the services still down, and why) once a service is not
+        ready after ``timeout`` seconds (default: the service's own ``startup-timeout``).
         """
+        started = time.monotonic()
+
+        def allowed(service_id: str) -> float:
+            return self.config.service(service_id).startup_timeout if timeout is None else timeout
 
         def ready() -> bool:
             statuses = self.services()
@@ -291,14 +299,29 @@ class Deployment:
                     )
             return all(_is_ready(s, all_replicas) for s in statuses)
 
-        try:
-            await self.until(ready, timeout)
-        except TimeoutError:
+        while True:
             down = [s.service_id for s in self.services() if not _is_ready(s, all_replicas)]
-            raise TimeoutError(
-                f"deployment '{self.name}': no ready replica after {timeout:.0f}s for {', '.join(down)}"
-            ) from None
-        return self.services()
+            waited = time.monotonic() - started
+            if overdue := [sid for sid in down if waited >= allowed(sid)]:
+                raise TimeoutError(
+                    f"deployment '{self.name}': "
+                    + "; ".join(
+                        f"no ready replica after {allowed(sid):.0f}s for {sid} "
+                        f"({self._not_ready_reason(sid)})"
+                        for sid in overdue
+                    )
+                )
+            try:
+                await self.until(ready, min((allowed(sid) for sid in down), default=0.0) - waited)
+            except TimeoutError:
+                continue  # a service's time is up: said above
+            return self.services()
+
+    def _not_ready_reason(self, service_id: str) -> str:
+        if self._replicas is None or self._control_plane is None:
+            return "stopped"
+        generation = self._control_plane.registry.generation(service_id)
+        return self._replicas.not_ready_reason(self.config.service(service_id), generation)
 
     def _on_change(self, kind: str, data: dict[str, Any]) -> None:
         if self._control_plane is not None:
@@ -327,10 +350,11 @@ class Deployment:
 
     # --- hot reload --------------------------------------------------------------------------
 
-    async def reload_service(self, service_id: str, *, ready_timeout: float = 60.0) -> ReloadOutcome:
+    async def reload_service(self, service_id: str, *, ready_timeout: float | None = None) -> ReloadOutcome:
         """Start a new generation of a service's workers and switch to it once it is ready.
 
-        If the new code does not load (or no new replica is ready within ``ready_timeout``), the
+        If the new code does not load (or no new replica is ready within ``ready_timeout``,
+        default: the service's ``startup-timeout``), the
         new generation is stopped and the old one keeps serving; the error is kept in the
         service's status. Otherwise the old generation stops taking tasks and finishes the ones
         it has (up to ``stop_grace`` s); a task it cannot finish is delivered again to the new one.

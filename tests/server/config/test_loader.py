@@ -155,6 +155,7 @@ SERVICE_SPELLINGS = [
     ("max-result-size: 64K", "max_result_size: 65536"),
     ("max-events: 10", "max_events: 10"),
     ("max-memory: 2G", "max_memory: 2147483648"),
+    ("startup-timeout: 300", "startup_timeout: 300"),
 ]
 
 

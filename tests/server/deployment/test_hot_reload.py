@@ -381,3 +381,41 @@ async def test_new_code_that_never_gets_ready_is_named_with_what_its_workers_do(
         assert outcome.error.startswith("no replica of the new code was ready after 2s " + says)
         task = await deployment.run("a", message="hi", timeout=30)
         assert (task.status, task.result) == (TaskStatus.COMPLETED, "a1")  # the old code serves on
+
+
+LOOPS_AT_IMPORT = "import time\nwhile True:\n    time.sleep(0.1)\n"
+
+
+async def test_a_reload_waits_for_the_service_s_startup_timeout(tmp_path: Path) -> None:
+    """Before, a reload gave new code 60 s whatever it took to load (a model, say): code that
+    needed longer could never be reloaded."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "deployment.yml").write_text(
+        DEPLOYMENT.replace("path: svc:handle", "path: svc:handle\n    startup-timeout: 2", 1)
+    )
+    (tmp_path / "a" / "svc.py").write_text(service_code("a1"))
+    (tmp_path / "b" / "svc.py").write_text(service_code("b1"))
+    async with Deployment.from_file(tmp_path / "deployment.yml", stop_grace=5) as deployment:
+        await deployment.wait_ready(timeout=60)
+        (tmp_path / "a" / "svc.py").write_text(LOOPS_AT_IMPORT)
+        outcome = await asyncio.wait_for(deployment.reload_service("a"), 30)  # before: 60 s
+        assert not outcome.ok and outcome.error is not None
+        assert outcome.error.startswith("no replica of the new code was ready after 2s (still importing")
+        assert "raise `startup-timeout` for the service in the deployment file (now 2 s)" in outcome.error
+
+
+async def test_a_deployment_whose_code_does_not_load_in_its_startup_timeout_says_why(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "deployment.yml").write_text(
+        DEPLOYMENT.replace("path: svc:handle", "path: svc:handle\n    startup-timeout: 2", 1)
+    )
+    (tmp_path / "a" / "svc.py").write_text(LOOPS_AT_IMPORT)
+    (tmp_path / "b" / "svc.py").write_text(service_code("b1"))
+    async with Deployment.from_file(tmp_path / "deployment.yml", stop_grace=5) as deployment:
+        with pytest.raises(TimeoutError) as caught:
+            await asyncio.wait_for(deployment.wait_ready(), 30)  # before: 60 s, then no reason
+    assert str(caught.value).startswith(
+        "deployment 'hot': no ready replica after 2s for a (still importing svc:handle: does something"
+    )
