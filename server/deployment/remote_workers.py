@@ -243,7 +243,13 @@ class RemoteWorkers:
                 self._load_errors.setdefault(event.key, error)
             self._changed.set()
         elif event.kind == "restarting":
-            why = " (its code does not load)" if event.load_error else ""
+            why = (
+                " (its code does not load)"
+                if event.load_error
+                else " (it asked for a fresh process: its log says why)"
+                if event.replacing
+                else ""
+            )
             delay = event.backoff or 0.0
             self._on_event(
                 f"{event.name} exited with code {event.exit_code}{why}, restarting in {delay:.1f} s"

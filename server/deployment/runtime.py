@@ -336,9 +336,12 @@ class Deployment:
             return
         if event.kind in ("exited", "stopped", "gave_up"):
             self._control_plane.registry.replica_exited(
-                service_id, event.key, requested=event.kind == "stopped", restarts=event.restarts
+                service_id,
+                event.key,
+                requested=event.kind == "stopped" or event.replacing,
+                restarts=event.restarts,
             )
-        if event.kind == "exited":
+        if event.kind == "exited" and not event.replacing:  # a replacement is said by the worker
             log.warning(
                 "deployment %s: replica %s exited with code %s%s",
                 self.name,

@@ -1,6 +1,7 @@
 """The worker process around :class:`Worker`: environment, logging, loading, signals, parent watch.
 
-Exit codes: 0 after a clean stop (SIGTERM/SIGINT, or the parent process went away), 2 when the
+Exit codes: 0 after a clean stop (SIGTERM/SIGINT, or the parent process went away), 6 after one
+it asked for itself, to be replaced by a fresh process (see :mod:`.replacement`), 2 when the
 message queue cannot be reached, 3 when the service's target cannot be loaded (after publishing
 replica.failed with the reason), 4 when user code kept the event loop blocked (see
 :mod:`.watchdog`), 5 when the event loop ended without a stop being asked (user code raised
@@ -39,6 +40,7 @@ __all__ = [
     "EXIT_ESCAPED",
     "EXIT_LOAD_FAILED",
     "EXIT_MQ_FAILED",
+    "EXIT_REPLACE",
     "EXIT_STALLED",
     "configure_logging",
     "run_worker",
@@ -49,6 +51,7 @@ log = logging.getLogger("llamactl.server.services")
 EXIT_MQ_FAILED = 2
 EXIT_LOAD_FAILED = 3
 EXIT_ESCAPED = 5
+EXIT_REPLACE = 6  # the supervisor's EXIT_REPLACE: restarted at once, not counted as a crash
 PARENT_POLL_INTERVAL = 1.0
 SIGNAL_CHECK_INTERVAL = 1.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -239,4 +242,4 @@ async def _serve(spec: WorkerSpec, queue: MessageQueue, runnable: Runnable) -> i
             helper.cancel()
         await asyncio.wait(helpers)
     log.info("stopped")
-    return 0
+    return EXIT_REPLACE if worker.replacing else 0

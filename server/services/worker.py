@@ -76,6 +76,8 @@ class Worker:
         """Running tasks by id: the attempt and the asyncio task that runs it."""
         self._taker: asyncio.Task[None] | None = None
         self._replace_check = ReplaceCheck(spec)
+        self.replacing = False
+        """It asked to be replaced (see :meth:`_check_replace`): its process exits with ``EXIT_REPLACE``."""
 
     @property
     def limit(self) -> int:
@@ -158,6 +160,7 @@ class Worker:
             reason,
             f"once its {others} other running task(s) end (within {REPLACE_GRACE:g} s)" if others else "now",
         )
+        self.replacing = True
         self.request_stop()
         asyncio.get_running_loop().call_later(REPLACE_GRACE, self._replace_now)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._os import death_signal_hook
 from .models import (
     EXIT_LOAD_ERROR,
+    EXIT_REPLACE,
     EventKind,
     ProcessSpec,
     ReplicaProcess,
@@ -16,6 +17,7 @@ from .supervisor import Supervisor, prefixed_output
 
 __all__ = [
     "EXIT_LOAD_ERROR",
+    "EXIT_REPLACE",
     "EventKind",
     "ProcessSpec",
     "ReplicaProcess",

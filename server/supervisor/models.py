@@ -9,6 +9,7 @@ from typing import Literal
 
 __all__ = [
     "EXIT_LOAD_ERROR",
+    "EXIT_REPLACE",
     "EventKind",
     "ProcessSpec",
     "ReplicaProcess",
@@ -19,6 +20,9 @@ __all__ = [
 
 EXIT_LOAD_ERROR = 3
 """Exit code of a worker that could not load its code. Restarted like a crash, flagged in events."""
+EXIT_REPLACE = 6
+"""Exit code of a worker that asked to be replaced (it held what only its end frees: see
+``services/replacement.py``). Restarted at once, not counted as a crash, flagged in events."""
 
 ReplicaState = Literal["starting", "running", "backoff", "stopping", "stopped", "failed"]
 EventKind = Literal["started", "exited", "restarting", "gave_up", "stopped"]
@@ -109,3 +113,8 @@ class SupervisorEvent:
     def load_error(self) -> bool:
         """The exit was a worker that could not load its code (exit code 3)."""
         return self.exit_code == EXIT_LOAD_ERROR
+
+    @property
+    def replacing(self) -> bool:
+        """The exit was a worker that asked to be replaced (exit code 6)."""
+        return self.exit_code == EXIT_REPLACE

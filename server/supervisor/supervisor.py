@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from ._os import Child, forget_group, kill_group, spawn
-from .models import EventKind, ProcessSpec, ReplicaProcess, RestartPolicy, SupervisorEvent
+from .models import EXIT_REPLACE, EventKind, ProcessSpec, ReplicaProcess, RestartPolicy, SupervisorEvent
 
 __all__ = ["Supervisor", "prefixed_output"]
 
@@ -165,8 +165,8 @@ class Supervisor:
                 rep.view.last_exit_code = code
                 rep.view.state = "backoff"
                 self._emit("exited", rep, exit_code=code)
-                if time.monotonic() - rep.spawned_at >= policy.reset_after:
-                    consecutive = 0
+                if time.monotonic() - rep.spawned_at >= policy.reset_after or code == EXIT_REPLACE:
+                    consecutive = 0  # ran long enough, or asked for a fresh process: not a crash
                 if policy.max_restarts is not None and consecutive >= policy.max_restarts:
                     rep.view.state = "failed"
                     self._emit("gave_up", rep, exit_code=code)
@@ -274,7 +274,9 @@ class Supervisor:
             backoff=backoff,
             at=time.time(),
         )
-        if kind in ("exited", "gave_up"):
+        if kind == "exited" and exit_code == EXIT_REPLACE:
+            log.info("replica %s asked to be replaced: starting a fresh one", rep.spec.name)
+        elif kind in ("exited", "gave_up"):
             log.warning(
                 "replica %s %s (exit code %s, %d restarts)", rep.spec.name, kind, exit_code, rep.view.restarts
             )

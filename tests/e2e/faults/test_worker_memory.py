@@ -5,6 +5,9 @@ its limit stays."""
 from __future__ import annotations
 
 import json
+import logging
+
+import pytest
 
 from llamactl.server.types import ReplicaState, TaskDefinition, TaskStatus
 from tests.e2e.waiting import wait_until
@@ -13,7 +16,10 @@ from .apps import audit
 from .conftest import Start
 
 
-async def test_a_worker_over_its_max_memory_is_replaced_once_its_task_ends(start_app: Start) -> None:
+async def test_a_worker_over_its_max_memory_is_replaced_once_its_task_ends(
+    start_app: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="llamactl.server.supervisor")
     deployment, app = await start_app({"hoard": {"path": "funcs:hoard", "max-memory": "160M"}})
     cp = deployment.control_plane
 
@@ -36,3 +42,6 @@ async def test_a_worker_over_its_max_memory_is_replaced_once_its_task_ends(start
     again, again_pid = await hoard("again", 1)
     assert after_pid != big_pid and again_pid == after_pid
     await audit(cp, [small, big, after, again])
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("llamactl.server")]
+    assert any("asked to be replaced" in line for line in said)
+    assert not [line for line in said if "exited" in line]  # a replacement is not a crash

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from llamactl.server.supervisor import (
     EXIT_LOAD_ERROR,
+    EXIT_REPLACE,
     ProcessSpec,
     RestartPolicy,
     Supervisor,
@@ -130,6 +132,20 @@ async def test_exit_code_3_is_restarted_like_a_crash_and_flagged_as_a_load_error
     assert len(rec.of("started")) == 2
     assert all(e.load_error for e in rec.of("exited"))
     assert replica.load_error
+
+
+async def test_a_replica_that_asks_to_be_replaced_restarts_without_growing_backoff_or_giving_up(
+    sup: Supervisor, rec: Recorder, script: ScriptFactory, waiter: WaitUntil, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Exit code 6: a worker that held what only its end frees. Not a crash: before, each such exit
+    was warned about, grew the backoff and counted towards max_restarts."""
+    policy = RestartPolicy(initial_backoff=0.01, multiplier=10.0, max_restarts=2)
+    await sup.start_replica("r#1", script("r#1", CRASHES, str(EXIT_REPLACE)), policy)
+    await waiter(lambda: len(rec.of("started")) >= 5, what="five starts")
+    assert all(e.replacing for e in rec.of("exited"))
+    assert not rec.of("gave_up")
+    assert {e.backoff for e in rec.of("restarting")} == {0.01}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "r#1" in r.getMessage()]
 
 
 async def test_stop_sends_sigterm_and_returns_the_exit_code(
