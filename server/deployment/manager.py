@@ -83,11 +83,12 @@ class _ReportingDeployment(Deployment):
             crashed = any(r.state is ReplicaState.CRASHED for r in status.replicas)
             if status.ready or status.desired_replicas == 0 or crashed or status.service_id in self._reported:
                 continue
-            path = self.config.services[status.service_id].import_path
-            doing = f"importing {path}" if path else "starting"
+            service = self.config.services[status.service_id]
+            doing = f"importing {service.import_path}" if service.import_path else "starting"
             self._on_event(
                 f"{self.name}/{status.service_id} ({status.name}) is still loading: no worker ready after "
-                f"{SLOW_START_NOTE:g} s ({doing}; big libraries take a while, Ctrl-C stops)"
+                f"{SLOW_START_NOTE:g} s ({doing}; big libraries take a while: it has "
+                f"{service.startup_timeout:g} s, its startup-timeout; Ctrl-C stops)"
             )
 
     async def close(self) -> None:

@@ -195,7 +195,7 @@ def test_engine_sentences_become_aligned_rows() -> None:
 def test_a_service_still_loading_is_a_row() -> None:
     [row] = formatted(
         "demo/echo (Echo) is still loading: no worker ready after 5 s (importing svc:echo; big "
-        "libraries take a while, Ctrl-C stops)"
+        "libraries take a while: it has 120 s, its startup-timeout; Ctrl-C stops)"
     )
     assert row.split()[:3] == ["demo/echo", "loading", "no"]
     assert row.endswith("Ctrl-C stops) (Echo)")

@@ -131,6 +131,7 @@ def test_ctrl_c_while_a_service_is_still_loading_stops_at_once(tmp_path: Path) -
             time.sleep(0.05)
         loading = stderr.wait_for(lambda line: line.startswith("stuck/hangs"), 30)
         assert loading.split()[1] == "loading" and "importing hangs:fn" in loading, loading
+        assert "it has 120 s, its startup-timeout" in loading, loading
         workers = children(process.pid)
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 0
