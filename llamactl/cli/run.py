@@ -170,7 +170,7 @@ def run(
                 # restarted by a supervisor) is waited for; before that, it is an error as usual.
                 create = lambda: tasks.create(task_input, **spec)  # noqa: E731
                 # While the server cannot reach its state store or queue, say so (and wait).
-                with OutageWatch(client, name, say) as outage:
+                with OutageWatch(client, name, say, service=service) as outage:
                     if stream or interactive_stderr():
                         task = _once_started(create, name, resend_unavailable=True)
                         try:

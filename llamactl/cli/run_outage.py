@@ -1,5 +1,5 @@
-"""`llamactl run` while the server cannot reach the deployment's message queue or state store:
-say so.
+"""`llamactl run` while the server cannot reach the deployment's message queue or state store,
+or the task's service has no worker (its code does not load, its workers keep exiting): say so.
 
 ``run`` waits through such an outage (a task the server stored goes on once the queue answers;
 one it could not store is sent again once the store answers); without a word it would look hung.
@@ -28,11 +28,17 @@ CHECK_EVERY = 2.0
 
 
 class OutageWatch:
-    """``with OutageWatch(client, deployment, show): ...wait for the task...``."""
+    """``with OutageWatch(client, deployment, show, service=...): ...wait for the task...``.
 
-    def __init__(self, client: Client, deployment: str, show: Callable[[str], None]) -> None:
+    ``service``: the task's (None: the deployment's default, unknown here: any service's trouble
+    is shown, each names its service)."""
+
+    def __init__(
+        self, client: Client, deployment: str, show: Callable[[str], None], *, service: str | None = None
+    ) -> None:
         self._client = client
         self._deployment = deployment
+        self._service = service
         self._show = show
         self._done = threading.Event()
 
@@ -55,8 +61,8 @@ class OutageWatch:
         self._done.set()
 
     def trouble(self) -> str | None:
-        """What the server says it cannot reach for this deployment (its queue or its store) right
-        now, or None."""
+        """What the server says it cannot reach for this deployment (its queue or its store), or
+        what is wrong with the task's service, right now; or None."""
         from llamactl.server.types import StatusEnum
 
         status = self._client.status()
@@ -64,8 +70,13 @@ class OutageWatch:
             return None
         mine = f"deployment '{self._deployment}': "
         for part in status.status_message.split("; "):
-            if part.startswith(mine):
-                return part.removeprefix(mine)
+            if not part.startswith(mine):
+                continue
+            trouble = part.removeprefix(mine)
+            other_service = self._service is not None and not trouble.startswith(f"service '{self._service}'")
+            if trouble.startswith("service '") and other_service:
+                continue
+            return trouble
         return None
 
     def _watch(self) -> None:
@@ -80,5 +91,5 @@ class OutageWatch:
             if trouble is not None and not said:
                 self._show(f"The server says: {trouble}. Waiting until it is back (Ctrl-C stops waiting)")
             elif trouble is None and said:
-                self._show("The server reaches it again: waiting for the task")
+                self._show("The server no longer reports it: waiting for the task")
             said = trouble is not None

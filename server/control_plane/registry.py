@@ -42,7 +42,9 @@ class _Service:
     last_reload_at: float | None = None
     last_reload_error: str | None = None
     last_reload_seconds: float | None = None
-    down_reported: bool = False
+    down_since: float | None = None
+    """``time.time()`` when its last ready replica went (None while one is ready, or before any was)."""
+    last_error_at: float | None = None
 
 
 class ServiceRegistry:
@@ -103,6 +105,20 @@ class ServiceRegistry:
             return 0
         return sum(1 for r in svc.replicas.values() if r.state is ReplicaState.READY)
 
+    def down(self, at_least: float, now: float | None = None) -> list[tuple[str, float, str | None]]:
+        """The services that have had no ready replica for ``at_least`` seconds (a restart after a
+        crash takes less): ``(service_id, seconds, error)``, with the error their code reported
+        meanwhile (it does not load), if any."""
+        now = time.time() if now is None else now
+        found = []
+        for service_id, svc in self._services.items():
+            since = svc.down_since
+            if since is None or now - since < at_least or self.ready_replicas(service_id):
+                continue
+            recent = svc.last_error_at is not None and svc.last_error_at >= since
+            found.append((service_id, now - since, svc.last_error if recent else None))
+        return found
+
     # --- replica reports ---------------------------------------------------------------------
 
     def replica_up(self, msg: WorkerMessage) -> None:
@@ -126,7 +142,7 @@ class ServiceRegistry:
             replica.state = ReplicaState.READY
             self._on_change("replica.up", _replica_data(replica))
         if not was_ready:
-            svc.down_reported = False
+            svc.down_since = None
             self._on_change("service.up", {"service_id": msg.service_id})
 
     def heartbeat(self, msg: WorkerMessage) -> None:
@@ -157,6 +173,7 @@ class ServiceRegistry:
             return
         if generation == svc.info.generation:
             svc.last_error = error
+            svc.last_error_at = time.time()
         replica = svc.replicas.get(replica_id)
         if replica is None:
             replica = ReplicaStatus(replica_id=replica_id, service_id=service_id, generation=generation)
@@ -267,8 +284,8 @@ class ServiceRegistry:
 
     def _maybe_service_down(self, service_id: str) -> None:
         svc = self._services[service_id]
-        if self.ready_replicas(service_id) == 0 and svc.replicas and not svc.down_reported:
-            svc.down_reported = True
+        if self.ready_replicas(service_id) == 0 and svc.replicas and svc.down_since is None:
+            svc.down_since = time.time()
             self._on_change("service.down", {"service_id": service_id, "last_error": svc.last_error})
 
 

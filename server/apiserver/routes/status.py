@@ -20,9 +20,15 @@ async def root(request: Request) -> Response:
     return json_response({"swagger_docs": f"{base}/docs", "status": f"{base}/status/"})
 
 
+DOWN_NOTICE_AFTER = 5.0
+"""Seconds a service goes without a ready worker before the status says so (a worker restarted
+after a crash is back sooner)."""
+
+
 async def status(request: Request) -> Response:
     """The server's status and its deployments (Llama Deploy's Status): Unhealthy, saying why,
-    while a deployment's message queue or state store is unreachable."""
+    while a deployment's message queue or state store is unreachable, or one of its services has
+    had no worker ready for a while (its code does not load, its workers keep exiting)."""
     manager = manager_of(request)
     troubles = [
         f"deployment '{d.name}': {outage.describe()}"
@@ -30,12 +36,27 @@ async def status(request: Request) -> Response:
         for outage in (d.queue_outage, d.store_outage)
         if outage is not None
     ]
+    troubles += [
+        _down(d.name, service_id, seconds, error)
+        for d in manager.running()
+        for service_id, seconds, error in d.control_plane.registry.down(DOWN_NOTICE_AFTER)
+    ]
     if troubles:
         message = "; ".join(troubles)
         return model_response(
             Status(status=StatusEnum.UNHEALTHY, status_message=message, deployments=manager.names())
         )
     return model_response(Status(status=StatusEnum.HEALTHY, deployments=manager.names()))
+
+
+def _down(deployment: str, service_id: str, seconds: float, error: str | None) -> str:
+    why = (
+        error.splitlines()[0]
+        if error
+        else "its workers keep exiting or starting: the server's output says why"
+    )
+    down = f"service '{service_id}' has had no worker ready for {seconds:.0f} s"
+    return f"deployment '{deployment}': {down} ({why})"
 
 
 async def healthz(request: Request) -> Response:

@@ -99,3 +99,20 @@ def test_a_draining_replica_that_falls_silent_stopped_and_is_forgotten_later() -
     registry.expire(now=time.time() + 4 + 3 * FORGET_AFTER + 1)
     assert registry.status("echo").replicas == []
     assert changes[-1] == ("replica.removed", {"service_id": "echo", "replica_id": "echo#far-1"})
+
+
+def test_a_service_without_a_ready_replica_for_a_while_is_down_with_the_error_of_that_time() -> None:
+    registry = _registry([])
+    registry.replica_failed("echo", "echo#1", "an error of an earlier start")
+    registry.replica_up(_msg(WorkerMessageKind.REPLICA_UP))
+    assert registry.down(at_least=5.0) == []
+    registry.replica_exited("echo", "echo#1", requested=False, restarts=1)  # killed
+    start = time.time()
+    assert registry.down(at_least=5.0, now=start + 1.0) == []  # a restart takes less
+    [(service, seconds, error)] = registry.down(at_least=5.0, now=start + 6.0)
+    assert (service, error) == ("echo", None) and 5.5 < seconds < 7.0  # the earlier error is not this one
+    registry.replica_failed("echo", "echo#1", "ImportError: broken\ntraceback")
+    [(_, _, error)] = registry.down(at_least=5.0, now=start + 7.0)
+    assert error == "ImportError: broken\ntraceback"
+    registry.replica_up(_msg(WorkerMessageKind.REPLICA_UP))
+    assert registry.down(at_least=5.0, now=start + 8.0) == []
