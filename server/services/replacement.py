@@ -9,6 +9,7 @@ this module only says whether, and why).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -26,6 +27,8 @@ whatever it is doing) until the process ends."""
 REPLACE_GRACE = 60.0
 """Seconds a worker being replaced gives its running tasks to end; those still running then are
 stopped and run again (uncounted) on the fresh worker."""
+
+log = logging.getLogger(__name__)
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -57,6 +60,19 @@ class ReplaceCheck:
         """Abandoned calls of the process when the worker began (0 but in a test process)."""
         self._max_abandoned = max(ABANDONED_CALLS_LIMIT, spec.max_concurrency)
         self._max_memory = spec.max_memory
+        self._ran = False
+        if spec.max_memory is not None and (held := resident_bytes()) is not None and held > spec.max_memory:
+            log.warning(
+                "this worker holds %s with its code loaded, over its service's max-memory of %s: "
+                "it is replaced after every task; raise max-memory above what the code needs",
+                show_size(held),
+                show_size(spec.max_memory),
+            )
+
+    def task_ended(self) -> None:
+        """A task of the worker ended: from now on, memory over the limit is what tasks kept (a
+        fresh worker holds less), not what loading the code takes (a fresh one would too)."""
+        self._ran = True
 
     def reason(self) -> str | None:
         """Why the worker should be replaced now, or ``None``."""
@@ -67,7 +83,7 @@ class ReplaceCheck:
                 "a sync function cannot be stopped, and each holds a thread)"
             )
         limit = self._max_memory
-        if limit is not None and (held := resident_bytes()) is not None and held > limit:
+        if self._ran and limit is not None and (held := resident_bytes()) is not None and held > limit:
             return (
                 f"it holds {show_size(held)} of memory, over its service's max-memory of "
                 f"{show_size(limit)} (what the service's code keeps between tasks grows)"

@@ -310,6 +310,7 @@ class Worker:
                 log.info("task %s: %s (%s)", task.task_id, outcome.kind, outcome.error)
             else:
                 log.debug("task %s: %s", task.task_id, outcome.kind)
+            self._replace_check.task_ended()
             self._check_replace(own=1)  # this task's handler is still counted
         except Exception as exc:
             # The queue failed us (a report was not confirmed): give the delivery back so that it

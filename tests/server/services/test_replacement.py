@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from llamactl.server.services.replacement import ReplaceCheck, resident_bytes
 from llamactl.server.services.spec import WorkerSpec
 
@@ -29,10 +31,28 @@ def test_resident_bytes_follows_what_the_process_holds() -> None:
     assert after is not None and during - after > 48 << 20  # the current figure, not the peak
 
 
-def test_a_worker_over_its_max_memory_should_be_replaced() -> None:
+def _ran_a_task(check: ReplaceCheck) -> ReplaceCheck:
+    check.task_ended()
+    return check
+
+
+def test_a_worker_over_its_max_memory_after_a_task_should_be_replaced() -> None:
     held = resident_bytes()
     assert held is not None
-    assert ReplaceCheck(_spec(None)).reason() is None
-    assert ReplaceCheck(_spec(held * 2)).reason() is None
-    reason = ReplaceCheck(_spec(held // 2)).reason()
+    assert _ran_a_task(ReplaceCheck(_spec(None))).reason() is None
+    assert _ran_a_task(ReplaceCheck(_spec(held * 2))).reason() is None
+    reason = _ran_a_task(ReplaceCheck(_spec(held // 2))).reason()
     assert reason is not None and "of memory, over its service's max-memory of" in reason
+
+
+def test_a_worker_over_its_max_memory_with_only_its_code_loaded_says_so_and_serves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A fresh worker would hold as much: replacing it before any task would replace it for
+    ever, running none."""
+    held = resident_bytes()
+    assert held is not None
+    check = ReplaceCheck(_spec(held // 2))
+    assert "with its code loaded, over its service's max-memory" in caplog.text
+    assert check.reason() is None
+    assert _ran_a_task(check).reason() is not None
