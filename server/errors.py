@@ -29,6 +29,7 @@ The tree::
     ├── TooFewOpenFiles               the process may open too few files to serve (`ulimit -n`)
     ├── ResultTooLarge                a task's result or event is over its service's max-result-size
     ├── TooManyEvents                 a run streamed more events than its service's max-events
+    ├── NotEncodable                  a task's result or event contains itself (no JSON for it)
     ├── ExitInTask                    a task's code raised SystemExit or KeyboardInterrupt (it fails)
     ├── ContextNotSaved               a session task's workflow Context does not serialize (it fails)
     ├── Overloaded                    a service's queue is full: try again later (HTTP 429)
@@ -293,13 +294,24 @@ class NotEncodable(LlamactlError):
         )
 
 
-def _named(exc: BaseException) -> str:
-    """``"ExcType: message"`` (just the type when there is no message, or none can be read)."""
+ERROR_MESSAGE_LIMIT = 4_000
+"""Characters of an exception's message kept in a task's error (and its worker's log line): a
+message of megabytes (a whole input echoed back, say) would otherwise be stored with the task,
+listed with every listing of tasks and logged in one line."""
+
+
+def exception_line(exc: BaseException, limit: int = ERROR_MESSAGE_LIMIT) -> str:
+    """``"ExcType: message"`` on a single line (just the type when there is no message), the
+    message cut to about ``limit`` characters; an exception whose ``str()`` fails still has one."""
+    name = type(exc).__name__
     try:
-        message = str(exc)
-    except Exception:  # user code's __str__
-        message = ""
-    return type(exc).__name__ + (f": {message}" if message else "")
+        text = str(exc)
+    except Exception as str_exc:  # user code's __str__: it must not keep the task from ending
+        return f"{name} (its message could not be read: {type(str_exc).__name__} in its __str__)"
+    message = " ".join(text[: limit * 2].split())  # a cut first: the whole may be megabytes
+    if len(message) > limit or len(text) > limit * 2:
+        message = f"{message[:limit]}... (message cut: {len(text):,} characters in all)"
+    return f"{name}: {message}" if message else name
 
 
 class ExitInTask(LlamactlError):
@@ -309,8 +321,8 @@ class ExitInTask(LlamactlError):
 
     def __init__(self, exc: BaseException) -> None:
         super().__init__(
-            f"{_named(exc)}, raised by the task's code: a task cannot stop its worker, so the task failed "
-            "instead (raise an exception to fail a task; a worker stops on its own signals only)"
+            f"{exception_line(exc)}, raised by the task's code: a task cannot stop its worker, so the "
+            "task failed instead (raise an exception to fail a task; a worker stops on its own signals only)"
         )
 
 
@@ -321,9 +333,9 @@ class ContextNotSaved(LlamactlError):
 
     def __init__(self, exc: BaseException) -> None:
         super().__init__(
-            f"the workflow Context cannot be saved for the session's next task ({_named(exc)}): keep only "
-            "values that serialize (JSON types, pydantic models) in ctx.store; the session keeps "
-            "the Context it had before this task"
+            "the workflow Context cannot be saved for the session's next task "
+            f"({exception_line(exc)}): keep only values that serialize (JSON types, pydantic models) "
+            "in ctx.store; the session keeps the Context it had before this task"
         )
 
 

@@ -11,12 +11,9 @@ from pathlib import Path
 
 import workflows
 
-__all__ = ["ERROR_MESSAGE_LIMIT", "error_line", "frame_locations", "traceback_summary"]
+from llamactl.server.errors import exception_line as error_line
 
-ERROR_MESSAGE_LIMIT = 4_000
-"""Characters of an exception's message kept in a task's error (and its worker's log line): a
-message of megabytes (a whole input echoed back, say) would otherwise be stored with the task,
-listed with every listing of tasks and logged in one line."""
+__all__ = ["error_line", "frame_locations", "traceback_summary"]
 
 # Frames inside these places are machinery, not the user's code: a traceback that only shows the
 # workflow runtime's control loop tells the user nothing about where their step failed.
@@ -27,20 +24,6 @@ _MACHINERY = (
     "<frozen importlib",
     f"{os.sep}llama_index_instrumentation{os.sep}",
 )
-
-
-def error_line(exc: BaseException, limit: int = ERROR_MESSAGE_LIMIT) -> str:
-    """``"ExcType: message"`` on a single line (just the type when there is no message), the
-    message cut to about ``limit`` characters; an exception whose ``str()`` fails still has one."""
-    name = type(exc).__name__
-    try:
-        text = str(exc)
-    except Exception as str_exc:  # user code's __str__: it must not keep the task from ending
-        return f"{name} (its message could not be read: {type(str_exc).__name__} in its __str__)"
-    message = " ".join(text[: limit * 2].split())  # a cut first: the whole may be megabytes
-    if len(message) > limit or len(text) > limit * 2:
-        message = f"{message[:limit]}... (message cut: {len(text):,} characters in all)"
-    return f"{name}: {message}" if message else name
 
 
 def _frames(exc: BaseException, limit: int) -> list[traceback.FrameSummary]:
