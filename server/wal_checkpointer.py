@@ -17,6 +17,9 @@ file's size past :data:`LIMIT_BYTES` starts a hold too, which is the hard bound.
 cannot copy everything (a reader in another connection still needs old frames), fails (a full
 disk) or takes longer than ``hold_timeout`` ends the hold, and the next hold waits ``backoff``
 seconds: commits never wait on a WAL that cannot start over.
+
+The same thread looks at the files once a second, given a :class:`~.vanished_files.FileWatch`,
+and tells the owner (``lost()``, on the loop) while they are gone or taken by another file.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
+
+from llamactl.server.vanished_files import WATCH_EVERY, FileWatch
 
 __all__ = ["BACKSTOP_FRAMES", "HOLD_FRAMES", "LIMIT_BYTES", "Checkpointer", "open_checkpointer"]
 
@@ -68,9 +74,13 @@ def open_checkpointer(
     what: str,
     synchronous: str = "NORMAL",
     busy_timeout_ms: int = 5000,
+    watch: FileWatch | None = None,
+    lost: Callable[[], None] | None = None,
 ) -> Checkpointer:
     """A :class:`Checkpointer` (not started) for the file ``path`` that ``writer`` writes on the
-    loop: its own connection is opened here and ``writer`` is set up to leave it the work."""
+    loop: its own connection is opened here and ``writer`` is set up to leave it the work.
+    With ``watch`` and ``lost``, ``lost()`` is called on the loop at each look that finds the
+    files gone or taken (see ``server/vanished_files.py``)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -81,7 +91,7 @@ def open_checkpointer(
     except BaseException:
         conn.close()
         raise
-    return Checkpointer(conn, path, loop, resume, what=what)
+    return Checkpointer(conn, path, loop, resume, what=what, watch=watch, lost=lost)
 
 
 def _size(path: str) -> int:
@@ -114,8 +124,16 @@ class Checkpointer:
         hold_timeout: float = HOLD_TIMEOUT,
         backoff: float = BACKOFF,
         size_every: float = SIZE_EVERY,
+        watch: FileWatch | None = None,
+        lost: Callable[[], None] | None = None,
+        watch_every: float = WATCH_EVERY,
     ) -> None:
         self._conn = conn
+        self.watch = watch
+        """What the thread looks at once per ``watch_every`` (None: nothing)."""
+        self._lost = lost
+        self._watch_every = watch_every
+        self._look_due = 0.0  # monotonic time of the next look (on the thread)
         self._wal = f"{path}-wal"
         self._limit_bytes = limit_bytes
         self._loop = loop
@@ -219,11 +237,16 @@ class Checkpointer:
     def _run(self) -> None:
         conn = self._conn
         failing = False
+        every = self._watch_every if self.watch is not None and self._lost is not None else None
         try:
             while True:
-                self._wake.wait()
+                woke = self._wake.wait(every)
                 if self._stopping.is_set():
                     return
+                if every is not None:
+                    self._look(every)
+                if not woke:
+                    continue
                 self._wake.clear()
                 self._started += 1
                 index = self._started
@@ -245,3 +268,13 @@ class Checkpointer:
                     self._urgent.clear()
         finally:
             conn.close()
+
+    def _look(self, every: float) -> None:
+        now = time.monotonic()
+        if now < self._look_due:
+            return
+        self._look_due = now + every
+        watch, lost = self.watch, self._lost
+        assert watch is not None and lost is not None
+        if watch.gone() is not None or watch.taken():
+            self._post(lost)

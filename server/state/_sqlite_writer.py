@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -20,10 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from llamactl.server.errors import StateStoreDamaged, StateStoreError
+from llamactl.server.file_faults import way_out
 from llamactl.server.state import _sqlite_ops
+from llamactl.server.vanished_files import FileWatch
 from llamactl.server.wal_checkpointer import Checkpointer, open_checkpointer
 
 __all__ = ["MAX_BATCH", "Op", "Result", "Writer"]
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 
@@ -225,26 +230,57 @@ class InlineWriter(Writer):
 
     def start(self) -> None:
         try:
-            self._conn = _sqlite_ops.connect(self._path, self._synchronous, self._busy_timeout_ms)
+            self._open()
+        except BaseException as exc:
+            _settle(self.started, None, exc)
+            _settle(self.stopped, None, None)
+            return
+        _settle(self.started, None, None)
+
+    def _open(self) -> None:
+        """Open the connection and, for a file, the checkpoint thread that also watches it."""
+        conn = _sqlite_ops.connect(self._path, self._synchronous, self._busy_timeout_ms)
+        try:
             if not _sqlite_ops.is_memory_path(self._path):
-                self.checkpointer = open_checkpointer(
-                    self._conn,
+                checkpointer = open_checkpointer(
+                    conn,
                     self._path,
                     self._loop,
                     self._schedule,
                     what=f"SQLite state store {self._path}",
                     synchronous=self._synchronous,
                     busy_timeout_ms=self._busy_timeout_ms,
+                    watch=FileWatch(self._path, "the SQLite state store"),
+                    lost=self._lost,
                 )
-                self.checkpointer.start()
-        except BaseException as exc:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            _settle(self.started, None, exc)
-            _settle(self.stopped, None, None)
+                checkpointer.start()
+                self.checkpointer = checkpointer
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _lost(self) -> None:
+        """The checkpoint thread found the file gone: write it back and open it again."""
+        conn, checkpointer = self._conn, self.checkpointer
+        if conn is None or checkpointer is None or checkpointer.watch is None:
+            return  # stopped, or written back already
+        if not checkpointer.watch.restore(conn, self._close):
             return
-        _settle(self.started, None, None)
+        try:
+            self._open()
+        except Exception as exc:  # what is queued meanwhile fails with "the state store is closed"
+            log.error(
+                "the SQLite state store %s cannot be opened again: %s (%s)", self._path, exc, way_out(exc)
+            )
+
+    def _close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()  # ends any hold, so that the next flush runs
+            self.checkpointer = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def submit(self, op: Op) -> None:
         self._pending.append(op)
@@ -279,13 +315,14 @@ class InlineWriter(Writer):
             checkpointer.committed()
 
     def stop(self) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.stop()  # ends any hold, so that the flush below runs
-            self.checkpointer = None
+        checkpointer = self.checkpointer
+        if checkpointer is not None:
+            checkpointer.stop()  # ends any hold, so that the flush below runs
         self._flush()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.checkpointer = None
+        if checkpointer is not None and checkpointer.watch is not None and self._conn is not None:
+            checkpointer.watch.restore(self._conn, self._close)  # a stop right after a deletion
+        self._close()
         _settle(self.stopped, None, None)
 
     def join(self) -> None:

@@ -9,7 +9,9 @@ loop itself, once per loop iteration: measured here, that is 15-25 % more tasks 
 
 Several processes may share one file: offsets and CAS are decided under SQLite's write lock.
 When they do, prefer ``writer="thread"``: inline, waiting for another process's write lock
-would stall the event loop (up to ``busy_timeout``).
+would stall the event loop (up to ``busy_timeout``). The inline writer writes its file back when
+it is deleted under it (``server/vanished_files.py``); the thread writer does not: other
+processes would go on with the deleted file.
 Readers waiting in ``read(wait=...)`` are woken by appends made through *this* store object; an
 append by another process is seen when the wait ends (a waiting reader makes one last read).
 """

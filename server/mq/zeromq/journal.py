@@ -56,6 +56,7 @@ from pathlib import Path
 
 from llamactl.server.errors import MessageQueueError
 from llamactl.server.file_faults import advice, way_out
+from llamactl.server.vanished_files import FileWatch
 from llamactl.server.wal_checkpointer import Checkpointer, open_checkpointer
 
 from .journal_tables import JournalTables, Op, PendingRow, Result, connect
@@ -94,6 +95,7 @@ class Journal:
         self._tables: JournalTables | None = None
         self.checkpointer: Checkpointer | None = None
         self._lock_fd: int | None = None
+        self._lock_lost = False  # another broker took the lock after a deletion (said once)
         self._retry_delay = 0.0
         self.failed_commits = 0
         """Transactions that failed (a full disk, an I/O error), for health and tests."""
@@ -140,26 +142,87 @@ class Journal:
         self._take_ownership()
         self._loop = asyncio.get_running_loop()
         try:
-            db = connect(self._path)
-            tables = JournalTables(db)
-            pending = tables.pending()
-            if self._path is not None:
-                what = f"message journal {self._path}"
-                self.checkpointer = open_checkpointer(
-                    db, str(self._path), self._loop, self._resume, what=what
-                )
+            pending = self._connect()
         except BaseException as exc:
-            if self.checkpointer is not None:
-                self.checkpointer.stop()
-                self.checkpointer = None
             self._release_ownership()
             if isinstance(exc, sqlite3.Error | OSError):
                 raise self._unusable(str(exc), exc) from exc
             raise
-        self._db, self._tables = db, tables
         if self.checkpointer is not None:
             self.checkpointer.start()
         return pending
+
+    def _connect(self) -> list[PendingRow]:
+        """Open the database and its checkpoint thread (not started); return the pending rows."""
+        assert self._loop is not None
+        db = connect(self._path)
+        checkpointer: Checkpointer | None = None
+        try:
+            tables = JournalTables(db)
+            pending = tables.pending()
+            if self._path is not None:
+                checkpointer = open_checkpointer(
+                    db,
+                    str(self._path),
+                    self._loop,
+                    self._resume,
+                    what=self._what,
+                    watch=FileWatch(str(self._path), "the message journal"),
+                    lost=self._lost,
+                )
+        except BaseException:
+            db.close()
+            raise
+        self._db, self._tables, self.checkpointer = db, tables, checkpointer
+        return pending
+
+    def _lost(self) -> None:
+        """The checkpoint thread found the journal's files gone: write them back, open again."""
+        db, checkpointer = self._db, self.checkpointer
+        if db is None or checkpointer is None or checkpointer.watch is None:
+            return  # closed, or written back already
+        if not self._keep_ownership() or not checkpointer.watch.restore(db, self._close_db):
+            return
+        try:
+            self._connect()
+        except (sqlite3.Error, OSError) as exc:  # what is submitted meanwhile waits (no database)
+            log.error("%s cannot be opened again: %s%s", self._what, exc, _tip(exc))
+            return
+        if self.checkpointer is not None:
+            self.checkpointer.start()
+
+    def _close_db(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.stop()  # ends any hold; its connection closes before ours
+            self.checkpointer = None
+        if self._db is not None:
+            self._db.close()
+            self._db = self._tables = None
+
+    def _keep_ownership(self) -> bool:
+        """Take the lock again if its file went with the journal's; False (said once) if
+        another broker took it meanwhile."""
+        if self._lock_fd is None or self._path is None:
+            return True
+        lock = f"{self._path}.lock"
+        held = os.fstat(self._lock_fd)
+        try:
+            found = os.stat(lock)
+            if (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino):
+                return True
+        except FileNotFoundError:
+            pass
+        old = self._lock_fd
+        try:
+            self._take_ownership()
+        except MessageQueueError as exc:
+            if not self._lock_lost:
+                self._lock_lost = True
+                log.error("%s: its files were deleted while the server ran, and %s", self._what, exc)
+            self._lock_fd = old
+            return False
+        os.close(old)
+        return True
 
     def _resume(self) -> None:
         """A checkpoint's hold ended: commit what waited for it."""
@@ -227,10 +290,11 @@ class Journal:
             checkpointer.committed()
 
     async def close(self) -> None:
-        """Commit what is queued (one try), then close the database and give up ownership."""
-        if self.checkpointer is not None:
-            self.checkpointer.stop()  # ends any hold; its connection closes before ours
-            self.checkpointer = None
+        """Commit what is queued (one try), write the files back if they were deleted, then
+        close the database and give up ownership."""
+        checkpointer, self.checkpointer = self.checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()  # ends any hold; its connection closes before ours
         if self._db is not None:
             if self._deferred is not None:
                 self._deferred.cancel()
@@ -238,8 +302,10 @@ class Journal:
             pending, self._pending = self._pending, []
             for start in range(0, len(pending), _MAX_BATCH):
                 self._apply(self._db, pending[start : start + _MAX_BATCH])
-            self._db.close()
-            self._db = self._tables = None
+            watch = None if checkpointer is None else checkpointer.watch
+            if watch is not None and self._keep_ownership():
+                watch.restore(self._db, self._close_db)  # a stop right after a deletion
+            self._close_db()
             self._release_ownership()
 
     def prune(self, settled_before: float, streams_before: float, limit: int = 1000) -> int:
