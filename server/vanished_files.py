@@ -50,15 +50,36 @@ class FileWatch:
         self.what = what
         """Names the file in log lines ("the state store", "the message journal")."""
         self._identity = _identity(path)
+        # A descriptor of its own tells whether the file was deleted (no name left) or moved.
+        self._fd: int | None = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._said: str | None = None  # the last problem logged, so that a retry says it once
 
+    def close(self) -> None:
+        """Let go of the file (the owner closed it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def changed(self) -> bool:
+        """Whether the path no longer names the file (deleted, moved or replaced): one ``stat``."""
+        return _identity(self.path) != self._identity
+
     def gone(self) -> str | None:
-        """The database's path when its file is gone and the owner should write it back; None
-        while it is in place, or when another file has taken its name (see :meth:`taken`).
+        """The database's path when its file was deleted and the owner should write it back;
+        None while it is in place, when it was moved (it keeps another name), or when another
+        file has taken its name (see :meth:`taken`).
 
         Its ``-wal`` and ``-shm`` files alone are not watched: the last connection's close
         copies the WAL into the database file through the descriptor it holds."""
-        return self.path if _identity(self.path) is None else None
+        if _identity(self.path) is not None or self._fd is None:
+            return None
+        return self.path if os.fstat(self._fd).st_nlink == 0 else None
+
+    def moved(self) -> bool:
+        """Whether the file is no longer at its path but still has another name."""
+        if self._fd is None or _identity(self.path) is not None:
+            return False
+        return os.fstat(self._fd).st_nlink > 0
 
     def taken(self) -> bool:
         """Whether another file now has the database's name (made by another process)."""
@@ -72,7 +93,14 @@ class FileWatch:
         (the owner keeps its connection, and the next look tries again)."""
         gone = self.gone()
         if gone is None:
-            if self.taken():
+            if self.moved():
+                self._say(
+                    logging.WARNING,
+                    f"{self.what} {self.path} was moved while the server ran: the server goes on "
+                    "with it where it is now, and a server started on this folder again will not "
+                    "find it; stop this one and move it back first",
+                )
+            elif self.taken():
                 self._say(
                     logging.ERROR,
                     f"{self.what} {self.path} was replaced by another file while this server ran "
@@ -89,6 +117,14 @@ class FileWatch:
 
         try:
             done = write_back(conn, self, close_once)
+        except _FolderGone as exc:
+            self._say(
+                logging.WARNING,
+                f"{self.what} {self.path} was deleted with the folder {exc.folder} while the "
+                "server ran: nothing is written back (that folder is not made again); what it "
+                "holds is lost when the server stops",
+            )
+            return False
         except FileExistsError:
             self._say(
                 logging.ERROR,
@@ -143,13 +179,21 @@ def write_back(conn: sqlite3.Connection, watch: FileWatch, close: Callable[[], N
 
     Raises ``OSError`` or ``sqlite3.Error`` if the copy cannot be made (a full disk, a folder
     that cannot be made again), before ``close()`` is called: the owner keeps its connection.
+    Only the file's own folder is made again: when the one above it is gone too, nothing is
+    written.
     Raises ``FileExistsError`` after ``close()`` if another process made a file of that name
     meanwhile; the copy is then kept as ``<path>.saved-<pid>``.
     """
     started = time.monotonic()
     path = watch.path
     temp = f"{path}.restoring-{os.getpid()}"
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.mkdir(folder)  # `.llamactl` itself, not the deployment folder above it
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        raise _FolderGone(os.path.dirname(folder)) from None
     _remove(temp)
     target = sqlite3.connect(temp)
     try:
@@ -168,6 +212,14 @@ def write_back(conn: sqlite3.Connection, watch: FileWatch, close: Callable[[], N
         os.replace(temp, f"{path}.saved-{os.getpid()}")
         raise
     return WrittenBack(size, time.monotonic() - started)
+
+
+class _FolderGone(Exception):
+    """The folder above the file's own folder is gone too (the deployment folder was deleted)."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__(folder)
+        self.folder = folder
 
 
 def _remove(path: str) -> None:

@@ -19,7 +19,7 @@ disk) or takes longer than ``hold_timeout`` ends the hold, and the next hold wai
 seconds: commits never wait on a WAL that cannot start over.
 
 The same thread looks at the files once a second, given a :class:`~.vanished_files.FileWatch`,
-and tells the owner (``lost()``, on the loop) while they are gone or taken by another file.
+and tells the owner (``lost()``, on the loop) while the path no longer names the file.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def open_checkpointer(
     """A :class:`Checkpointer` (not started) for the file ``path`` that ``writer`` writes on the
     loop: its own connection is opened here and ``writer`` is set up to leave it the work.
     With ``watch`` and ``lost``, ``lost()`` is called on the loop at each look that finds the
-    files gone or taken (see ``server/vanished_files.py``)."""
+    file deleted, moved or replaced (see ``server/vanished_files.py``)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -276,5 +276,5 @@ class Checkpointer:
         self._look_due = now + every
         watch, lost = self.watch, self._lost
         assert watch is not None and lost is not None
-        if watch.gone() is not None or watch.taken():
+        if watch.changed():
             self._post(lost)

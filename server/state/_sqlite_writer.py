@@ -227,6 +227,7 @@ class InlineWriter(Writer):
         self._scheduled = False
         self._conn: sqlite3.Connection | None = None
         self.checkpointer: Checkpointer | None = None
+        self._watch: FileWatch | None = None
 
     def start(self) -> None:
         try:
@@ -242,6 +243,7 @@ class InlineWriter(Writer):
         conn = _sqlite_ops.connect(self._path, self._synchronous, self._busy_timeout_ms)
         try:
             if not _sqlite_ops.is_memory_path(self._path):
+                self._watch = FileWatch(self._path, "the SQLite state store")
                 checkpointer = open_checkpointer(
                     conn,
                     self._path,
@@ -250,23 +252,22 @@ class InlineWriter(Writer):
                     what=f"SQLite state store {self._path}",
                     synchronous=self._synchronous,
                     busy_timeout_ms=self._busy_timeout_ms,
-                    watch=FileWatch(self._path, "the SQLite state store"),
+                    watch=self._watch,
                     lost=self._lost,
                 )
                 checkpointer.start()
                 self.checkpointer = checkpointer
         except BaseException:
             conn.close()
+            self._close()
             raise
         self._conn = conn
 
     def _lost(self) -> None:
         """The checkpoint thread found the file gone: write it back and open it again."""
-        conn, checkpointer = self._conn, self.checkpointer
-        if conn is None or checkpointer is None or checkpointer.watch is None:
-            return  # stopped, or written back already
-        if not checkpointer.watch.restore(conn, self._close):
-            return
+        conn, watch = self._conn, self._watch
+        if conn is None or watch is None or not watch.restore(conn, self._close):
+            return  # stopped, in place (written back already), or not to be written back
         try:
             self._open()
         except Exception as exc:  # what is queued meanwhile fails with "the state store is closed"
@@ -281,6 +282,9 @@ class InlineWriter(Writer):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     def submit(self, op: Op) -> None:
         self._pending.append(op)
@@ -320,8 +324,8 @@ class InlineWriter(Writer):
             checkpointer.stop()  # ends any hold, so that the flush below runs
         self._flush()
         self.checkpointer = None
-        if checkpointer is not None and checkpointer.watch is not None and self._conn is not None:
-            checkpointer.watch.restore(self._conn, self._close)  # a stop right after a deletion
+        if self._watch is not None and self._conn is not None:
+            self._watch.restore(self._conn, self._close)  # a stop right after a deletion
         self._close()
         _settle(self.stopped, None, None)
 

@@ -94,6 +94,7 @@ class Journal:
         self._db: sqlite3.Connection | None = None
         self._tables: JournalTables | None = None
         self.checkpointer: Checkpointer | None = None
+        self._watch: FileWatch | None = None
         self._lock_fd: int | None = None
         self._lock_lost = False  # another broker took the lock after a deletion (said once)
         self._retry_delay = 0.0
@@ -161,27 +162,33 @@ class Journal:
             tables = JournalTables(db)
             pending = tables.pending()
             if self._path is not None:
+                self._watch = FileWatch(str(self._path), "the message journal")
                 checkpointer = open_checkpointer(
                     db,
                     str(self._path),
                     self._loop,
                     self._resume,
                     what=self._what,
-                    watch=FileWatch(str(self._path), "the message journal"),
+                    watch=self._watch,
                     lost=self._lost,
                 )
         except BaseException:
             db.close()
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
             raise
         self._db, self._tables, self.checkpointer = db, tables, checkpointer
         return pending
 
     def _lost(self) -> None:
-        """The checkpoint thread found the journal's files gone: write them back, open again."""
-        db, checkpointer = self._db, self.checkpointer
-        if db is None or checkpointer is None or checkpointer.watch is None:
-            return  # closed, or written back already
-        if not self._keep_ownership() or not checkpointer.watch.restore(db, self._close_db):
+        """The checkpoint thread found the journal's file gone: write it back, open it again."""
+        db, watch = self._db, self._watch
+        if db is None or watch is None:
+            return  # closed
+        if watch.gone() is not None and not self._keep_ownership():
+            return  # another broker has the folder now
+        if not watch.restore(db, self._close_db):
             return
         try:
             self._connect()
@@ -198,12 +205,15 @@ class Journal:
         if self._db is not None:
             self._db.close()
             self._db = self._tables = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     def _keep_ownership(self) -> bool:
         """Take the lock again if its file went with the journal's; False (said once) if
         another broker took it meanwhile."""
-        if self._lock_fd is None or self._path is None:
-            return True
+        if self._lock_fd is None or self._path is None or not self._path.parent.parent.exists():
+            return True  # nothing to lock, or nothing to write back (the deployment folder is gone)
         lock = f"{self._path}.lock"
         held = os.fstat(self._lock_fd)
         try:
@@ -302,8 +312,8 @@ class Journal:
             pending, self._pending = self._pending, []
             for start in range(0, len(pending), _MAX_BATCH):
                 self._apply(self._db, pending[start : start + _MAX_BATCH])
-            watch = None if checkpointer is None else checkpointer.watch
-            if watch is not None and self._keep_ownership():
+            watch = self._watch
+            if watch is not None and watch.gone() is not None and self._keep_ownership():
                 watch.restore(self._db, self._close_db)  # a stop right after a deletion
             self._close_db()
             self._release_ownership()

@@ -121,3 +121,18 @@ async def test_a_journal_whose_lock_another_broker_took_is_not_written_back(
         await broker.close()
     said = [r.getMessage() for r in caplog.records if "another broker" in r.getMessage()]
     assert len(said) == 1 and "were deleted while the server ran" in said[0], said
+
+
+async def test_the_deployment_folder_deleted_is_not_made_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = tmp_path / "app"
+    path = app / ".llamactl" / "j.sqlite"
+    broker = ZeroMQBroker(journal_path=path)
+    await broker.start()
+    try:
+        shutil.rmtree(app)
+        await _until(lambda: "was deleted with the folder" in caplog.text, "the warning")
+    finally:
+        await broker.close()
+    assert not app.exists()

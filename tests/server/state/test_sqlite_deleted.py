@@ -121,3 +121,37 @@ async def test_a_write_back_that_fails_for_a_full_disk_is_said_once_and_tried_ag
             await _until(lambda: _checkpointer(store) is not first, "the file written back")
             assert len(_said(caplog, "cannot be written back")) == 1
         assert await _kept(path, ["before", "meanwhile"]) == ["before", "meanwhile"]
+
+
+async def test_a_moved_file_is_said_once_and_not_copied(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Moved (the folder renamed), the file keeps everything: the store goes on with it."""
+    caplog.set_level(logging.WARNING)
+    folder = tmp_path / ".llamactl"
+    path = folder / "state.sqlite"
+    async with SQLiteStateStore(path) as store:
+        await store.put("ns", "before", b"1")
+        folder.rename(tmp_path / "elsewhere")
+        await _until(lambda: bool(_said(caplog, "was moved while the server ran")), "the warning")
+        await store.put("ns", "meanwhile", b"2")
+    assert not folder.exists()
+    moved = tmp_path / "elsewhere" / "state.sqlite"
+    assert await _kept(moved, ["before", "meanwhile"]) == ["before", "meanwhile"]
+    assert len(_said(caplog, "was moved")) == 1
+
+
+async def test_the_deployment_folder_deleted_is_not_made_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    app = tmp_path / "app"
+    path = app / ".llamactl" / "state.sqlite"
+    async with SQLiteStateStore(path) as store:
+        await store.put("ns", "before", b"1")
+        shutil.rmtree(app)
+        await _until(lambda: bool(_said(caplog, "was deleted with the folder")), "the warning")
+        await store.put("ns", "meanwhile", b"2")  # still served
+    assert not app.exists()
+    said = _said(caplog, "was deleted with the folder")
+    assert len(said) == 1 and str(app) in said[0], said
