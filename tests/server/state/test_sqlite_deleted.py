@@ -114,10 +114,11 @@ async def test_a_write_back_that_fails_for_a_full_disk_is_said_once_and_tried_ag
             disk.fill()
             await _until(lambda: bool(_said(caplog, "cannot be written back")), "the error")
             assert _checkpointer(store) is first
-            await store.put("ns", "meanwhile", b"2")  # still served, from the open file
+            assert await store.get("ns", "before") is not None  # still served, from the open file
             failed = _said(caplog, "cannot be written back")
             assert "free some space on its disk" in failed[0], failed
             disk.free()
+            await store.put("ns", "meanwhile", b"2")
             await _until(lambda: _checkpointer(store) is not first, "the file written back")
             assert len(_said(caplog, "cannot be written back")) == 1
         assert await _kept(path, ["before", "meanwhile"]) == ["before", "meanwhile"]
