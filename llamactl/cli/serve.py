@@ -154,7 +154,11 @@ def serve(
     if access_log and not quiet:
         options["access_log"] = output.access
     try:
-        with logging_to(output), asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
+        with (
+            output.in_background(),
+            logging_to(output),
+            asyncio.Runner(loop_factory=fast_loop_factory()) as runner,
+        ):
             runner.run(_serve(host, port, files or [], watch=watch, options=options, output=output))
     except DeploymentConfigError as exc:
         fail(str(exc), "fix the file, then run the command again", ExitCode.CONFIG)

@@ -29,6 +29,7 @@ import typer
 from llamactl.cli.style import Styled, styled, use_color, warning_label
 
 if TYPE_CHECKING:
+    from llamactl.cli.line_writer import LineWriter
     from llamactl.cli.progress import Spinner
 
 __all__ = ["LEVELS", "DrainProgress", "RecordHandler", "ServeOutput", "logging_to"]
@@ -86,7 +87,8 @@ class ServeOutput:
 
     A line that cannot be written is dropped, and the server goes on: whoever read the output may
     be gone (a ``| tee`` killed, a log collector restarted, a closed terminal) or its disk full.
-    Once the reader is gone for good (a broken pipe) nothing more is tried.
+    Once the reader is gone for good (a broken pipe) nothing more is tried. Inside
+    :meth:`in_background`, a reader that stops reading costs lines, never the server's time.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class ServeOutput:
         self.width = max([16, *(len(k) for k in keys)])
         self._sink = write or _to_stderr
         self._reader_gone = False
+        self._lines: LineWriter | None = None
         self._last_level: dict[str, int] = {}
         self._shown = True
         """Whether the last engine line was written (its continuation lines follow it)."""
@@ -110,7 +113,28 @@ class ServeOutput:
     def set_writer(self, write: Callable[[str], None] | None) -> None:
         self._sink = write or _to_stderr
 
+    @contextmanager
+    def in_background(self) -> Iterator[None]:
+        """While the block runs, lines are written by a thread (``cli/line_writer.py``): a reader
+        that stops reading never blocks the caller. At its end what is queued is written, for at
+        most :data:`~llamactl.cli.line_writer.FLUSH_TIMEOUT` seconds."""
+        from llamactl.cli.line_writer import LineWriter
+
+        self._lines = LineWriter(self._write_now)
+        try:
+            yield
+        finally:
+            lines, self._lines = self._lines, None
+            lines.close()
+
     def _write(self, line: str) -> None:
+        lines = self._lines
+        if lines is not None:
+            lines.put(line)
+        else:
+            self._write_now(line)
+
+    def _write_now(self, line: str) -> None:
         if self._reader_gone:
             return
         try:

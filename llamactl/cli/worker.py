@@ -111,7 +111,7 @@ def worker(
         workers = _workers(file, services or [], replicas, output, grace=grace, allow_install=allow_install)
         output.width = max(output.width, *(len(f"{workers.config.name}/{r}") for r in workers.replica_ids))
         try:
-            with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
+            with output.in_background(), asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
                 runner.run(_work(workers, output))
         except DeploymentConfigError as exc:
             fail(str(exc), "fix the file, then run the command again", ExitCode.CONFIG)
