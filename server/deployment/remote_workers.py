@@ -32,6 +32,7 @@ from llamactl.server.deployment.dependencies import install_python_dependencies
 from llamactl.server.deployment.launch import QUEUE_HEARTBEAT, REPORT_INTERVAL, worker_process, worker_spec
 from llamactl.server.deployment.queue_config import external_queue_config
 from llamactl.server.deployment.replicas import ServiceReplicas
+from llamactl.server.deployment.venv_repair import VenvRepair
 from llamactl.server.errors import QueueNotShared, ServiceNotFound, WorkflowLoadError
 from llamactl.server.mq.factory import connect_queue
 from llamactl.server.supervisor import ProcessSpec, Supervisor, SupervisorEvent
@@ -124,6 +125,7 @@ class RemoteWorkers:
         self._prefix = f"{host_label(host)}-{os.getpid()}"
         self._report_interval = report_interval
         self._python: Path | None = None
+        self._venv_repair: VenvRepair | None = None
         self._supervisor: Supervisor | None = None
         self._service_replicas: ServiceReplicas | None = None
         self._up: set[str] = set()
@@ -158,11 +160,18 @@ class RemoteWorkers:
         try:
             subset = self.config.model_copy(update={"services": chosen})
             self._python = await install_python_dependencies(subset, allow_install=self._allow_install)
+            if self._python is not None:
+                self._venv_repair = VenvRepair(
+                    self._python, lambda: subset, allow_install=self._allow_install
+                )
             probe = connect_queue(self.queue_config)
             await probe.start()
             await probe.close()
             self._supervisor = Supervisor(
-                on_event=self._on_supervisor_event, stop_grace=self.stop_grace, output=self._output
+                on_event=self._on_supervisor_event,
+                stop_grace=self.stop_grace,
+                output=self._output,
+                before_restart=None if self._venv_repair is None else self._venv_repair.wait,
             )
             self._service_replicas = ServiceReplicas(self._supervisor, self._launch, self.replica_id)
             for sid, service in chosen.items():
@@ -201,6 +210,8 @@ class RemoteWorkers:
 
     async def close(self) -> None:
         """Stop every worker: running tasks finish first (up to ``stop_grace``), then they exit."""
+        if self._venv_repair is not None:
+            await self._venv_repair.close()
         if self._supervisor is not None:
             await self._supervisor.close()
         self._supervisor = self._service_replicas = None
@@ -242,6 +253,11 @@ class RemoteWorkers:
                 error = self._last_error.get(event.key, "its code does not load")
                 self._load_errors.setdefault(event.key, error)
             self._changed.set()
+        elif event.kind == "spawn_failed":
+            if self._venv_repair is not None:
+                self._venv_repair.check()
+        elif event.kind == "restarting" and event.exit_code is None:  # its start failed: said above
+            self._on_event(f"{event.name} could not start, trying again in {event.backoff or 0.0:.1f} s")
         elif event.kind == "restarting":
             why = (
                 " (its code does not load)"

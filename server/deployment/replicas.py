@@ -72,6 +72,13 @@ class ServiceReplicas:
     def keys(self, service_id: str, generation: int) -> list[str]:
         return list(self._keys.get(service_id, {}).get(generation, []))
 
+    def generation_of(self, key: str) -> int | None:
+        """The generation of the replica ``key`` (None: not one of ours any more)."""
+        for generation, keys in self._keys.get(self.service_of.get(key, ""), {}).items():
+            if key in keys:
+                return generation
+        return None
+
     def generations(self, service_id: str) -> list[int]:
         return sorted(self._keys.get(service_id, {}))
 

@@ -35,6 +35,7 @@ from llamactl.server.deployment.launch import QUEUE_HEARTBEAT, REPORT_INTERVAL, 
 from llamactl.server.deployment.queue_config import external_queue_config
 from llamactl.server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
 from llamactl.server.deployment.settings import control_plane_settings
+from llamactl.server.deployment.venv_repair import VenvRepair
 from llamactl.server.errors import LlamactlError, WorkflowLoadError
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.mq.factory import connect_queue
@@ -92,6 +93,7 @@ class Deployment:
         self._replicas: ServiceReplicas | None = None
         self._changed = asyncio.Event()
         self._hot_reloader: HotReloader | None = None
+        self._venv_repair: VenvRepair | None = None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> Deployment:
@@ -117,6 +119,10 @@ class Deployment:
         try:
             if self._install_dependencies:
                 self._python = await install_python_dependencies(config, allow_install=self._allow_install)
+                if self._python is not None:
+                    self._venv_repair = VenvRepair(
+                        self._python, lambda: self.config, allow_install=self._allow_install
+                    )
             self._store = open_state_store(config.state_store_uri)
             await self._store.start()
             if config.message_queue.type == "zeromq":
@@ -146,7 +152,10 @@ class Deployment:
             )
             await self._control_plane.start()
             self._supervisor = Supervisor(
-                on_event=self._on_supervisor_event, stop_grace=self.stop_grace, output=self._worker_output
+                on_event=self._on_supervisor_event,
+                stop_grace=self.stop_grace,
+                output=self._worker_output,
+                before_restart=None if self._venv_repair is None else self._venv_repair.wait,
             )
             self._replicas = ServiceReplicas(self._supervisor, self._process_spec)
             for service in config.services.values():
@@ -198,6 +207,8 @@ class Deployment:
         """Stop the workers (they finish their tasks first, up to ``stop_grace``), then the rest."""
         if self._hot_reloader is not None:
             await self._hot_reloader.close()
+        if self._venv_repair is not None:
+            await self._venv_repair.close()
         if self._supervisor is not None:
             await self._supervisor.close()
             self._supervisor = self._replicas = None
@@ -334,6 +345,12 @@ class Deployment:
         service_id = self._replicas.service_of.get(event.key) if self._replicas else None
         if service_id is None:
             return
+        if event.kind == "spawn_failed":
+            generation = self._replicas.generation_of(event.key) if self._replicas else None
+            error = f"could not start a worker: {event.error}"
+            self._control_plane.registry.replica_failed(service_id, event.key, error, generation or 1)
+            if self._venv_repair is not None:
+                self._venv_repair.check()
         if event.kind in ("exited", "stopped", "gave_up"):
             self._control_plane.registry.replica_exited(
                 service_id,
@@ -362,6 +379,9 @@ class Deployment:
         service's status. Otherwise the old generation stops taking tasks and finishes the ones
         it has (up to ``stop_grace`` s); a task it cannot finish is delivered again to the new one.
         """
+        if self._venv_repair is not None:  # the new generation's workers need the venv
+            self._venv_repair.check()
+            await self._venv_repair.wait()
         return await self._reloader().reload_service(service_id, ready_timeout=ready_timeout)
 
     async def reconfigure(self, config: DeploymentConfig) -> list[ReloadOutcome]:

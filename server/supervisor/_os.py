@@ -162,20 +162,33 @@ async def spawn(
     """
     loop = asyncio.get_running_loop()
     capture = asyncio.subprocess.PIPE if output is not None else None
-    transport, protocol = await loop.subprocess_exec(
-        lambda: _ChildProtocol(spec.name, output, limit),
-        *spec.argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=capture,
-        stderr=asyncio.subprocess.STDOUT if output is not None else None,
-        env={**{k: v for k, v in os.environ.items() if k not in spec.hidden_env}, **spec.env},
-        cwd=spec.cwd,
-        start_new_session=True,
-        preexec_fn=death_signal_hook(os.getpid()),
-    )
+    try:
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ChildProtocol(spec.name, output, limit),
+            *spec.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=capture,
+            stderr=asyncio.subprocess.STDOUT if output is not None else None,
+            env={**{k: v for k, v in os.environ.items() if k not in spec.hidden_env}, **spec.env},
+            cwd=spec.cwd,
+            start_new_session=True,
+            preexec_fn=death_signal_hook(os.getpid()),
+        )
+    except FileNotFoundError as exc:  # uvloop's says "No such file or directory", naming nothing
+        if missing := _missing(spec):
+            raise FileNotFoundError(exc.errno, f"its {missing[0]} is missing", missing[1]) from exc
+        raise
     child = Child(transport, protocol)
     _live_groups.add(child.pid)
     return child
+
+
+def _missing(spec: ProcessSpec) -> tuple[str, str] | None:
+    """What of ``spec`` is not there: ("program", its path) or ("folder", its path)."""
+    for what, path in (("program", spec.argv[0]), ("folder", spec.cwd)):
+        if path is not None and not os.path.exists(path):
+            return what, str(path)
+    return None
 
 
 def kill_group(pgid: int, sig: int) -> bool:

@@ -25,7 +25,7 @@ EXIT_REPLACE = 6
 ``services/replacement.py``). Restarted at once, not counted as a crash, flagged in events."""
 
 ReplicaState = Literal["starting", "running", "backoff", "stopping", "stopped", "failed"]
-EventKind = Literal["started", "exited", "restarting", "gave_up", "stopped"]
+EventKind = Literal["started", "exited", "spawn_failed", "restarting", "gave_up", "stopped"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,7 @@ class SupervisorEvent:
 
     * ``started``: a process was spawned (``pid``; ``restarts`` so far).
     * ``exited``: it exited without being asked to (``exit_code``).
+    * ``spawn_failed``: starting it again failed (``error``: its program is missing, say).
     * ``restarting``: it will be spawned again after ``backoff`` seconds.
     * ``gave_up``: ``max_restarts`` reached; the replica stays ``"failed"``.
     * ``stopped``: :meth:`Supervisor.stop_replica` finished (``exit_code`` of the stopped process).
@@ -108,6 +109,8 @@ class SupervisorEvent:
     backoff: float | None
     at: float
     """``time.time()`` when the event happened."""
+    error: str | None = None
+    """Why a ``spawn_failed`` respawn failed."""
 
     @property
     def load_error(self) -> bool:

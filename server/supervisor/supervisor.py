@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from ._os import Child, forget_group, kill_group, spawn
 from .models import EXIT_REPLACE, EventKind, ProcessSpec, ReplicaProcess, RestartPolicy, SupervisorEvent
@@ -65,6 +65,8 @@ class Supervisor:
     :param stop_grace: default seconds between SIGTERM and SIGKILL on a stop.
     :param output_drain: how long to keep reading a dead replica's pipe (its descendants that left
         the process group may hold it open) before giving up on it.
+    :param before_restart: awaited before each restart, after the backoff (the deployment puts
+        back what its workers need, a deleted virtual environment say); a stop ends the wait.
     """
 
     def __init__(
@@ -74,8 +76,10 @@ class Supervisor:
         output: Callable[[str, str], None] | None = None,
         stop_grace: float = 10.0,
         output_drain: float = 1.0,
+        before_restart: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._on_event = on_event
+        self._before_restart = before_restart
         self._output = output
         self._stop_grace = stop_grace
         self._output_drain = output_drain
@@ -160,11 +164,11 @@ class Supervisor:
                         return await self._terminate(rep)
                     code = rep.proc.returncode
                     await self._reap(rep)
+                    rep.view.last_exit_code = code
+                    self._emit("exited", rep, exit_code=code)
                 else:
-                    code = None  # the respawn itself failed
-                rep.view.last_exit_code = code
+                    code = None  # the respawn itself failed (said as spawn_failed)
                 rep.view.state = "backoff"
-                self._emit("exited", rep, exit_code=code)
                 if time.monotonic() - rep.spawned_at >= policy.reset_after or code == EXIT_REPLACE:
                     consecutive = 0  # ran long enough, or asked for a fresh process: not a crash
                 if policy.max_restarts is not None and consecutive >= policy.max_restarts:
@@ -174,15 +178,17 @@ class Supervisor:
                 consecutive += 1
                 delay = policy.backoff(consecutive)
                 self._emit("restarting", rep, exit_code=code, backoff=delay)
-                if await self._stop_requested_within(rep, delay):
+                if await self._stop_requested_within(rep, delay) or await self._stopped_before_restart(rep):
                     rep.view.state = "stopped"
                     self._emit("stopped", rep, exit_code=code)
                     return code
                 rep.view.restarts += 1
                 try:
                     await self._spawn(rep)
-                except Exception:
-                    log.exception("could not restart replica %s", rep.spec.name)
+                except Exception as exc:
+                    error = _spawn_error(exc)
+                    log.error("could not start replica %s again: %s", rep.spec.name, error)
+                    self._emit("spawn_failed", rep, error=error)
         finally:
             # Reached with an unreaped process only if this task was cancelled or hit a bug.
             proc = rep.proc
@@ -219,6 +225,22 @@ class Supervisor:
             for fut in waits:
                 fut.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
+        return rep.stop.is_set()
+
+    async def _stopped_before_restart(self, rep: _Replica) -> bool:
+        """Await ``before_restart``; True if a stop was requested first."""
+        if self._before_restart is None:
+            return False
+        prepared = asyncio.ensure_future(self._before_restart())
+        stopped = asyncio.ensure_future(rep.stop.wait())
+        try:
+            await asyncio.wait([prepared, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (prepared, stopped):
+                fut.cancel()
+            results = await asyncio.gather(prepared, stopped, return_exceptions=True)
+        if isinstance(results[0], Exception):
+            log.error("before restarting replica %s: %s", rep.spec.name, results[0])
         return rep.stop.is_set()
 
     async def _stop_requested_within(self, rep: _Replica, delay: float) -> bool:
@@ -262,7 +284,13 @@ class Supervisor:
         rep.view.pid = None
 
     def _emit(
-        self, kind: EventKind, rep: _Replica, *, exit_code: int | None = None, backoff: float | None = None
+        self,
+        kind: EventKind,
+        rep: _Replica,
+        *,
+        exit_code: int | None = None,
+        backoff: float | None = None,
+        error: str | None = None,
     ) -> None:
         event = SupervisorEvent(
             kind=kind,
@@ -273,6 +301,7 @@ class Supervisor:
             restarts=rep.view.restarts,
             backoff=backoff,
             at=time.time(),
+            error=error,
         )
         if kind == "exited" and exit_code == EXIT_REPLACE:
             log.info("replica %s asked to be replaced: starting a fresh one", rep.spec.name)
@@ -285,3 +314,10 @@ class Supervisor:
                 self._on_event(event)
             except Exception:
                 log.exception("supervisor event callback failed on %s", event)
+
+
+def _spawn_error(exc: Exception) -> str:
+    """``its program is missing: /path`` rather than ``[Errno 2] ...: '/path'``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return f"{type(exc).__name__}: {exc}"
