@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from llamactl.server.aio import cancel_and_wait
 from llamactl.server.config import DeploymentConfig, ServiceConfig, load_deployment_file
 from llamactl.server.control_plane import ControlPlane, ServiceRegistry
 from llamactl.server.deployment.dependencies import install_python_dependencies
@@ -35,6 +36,7 @@ from llamactl.server.deployment.launch import QUEUE_HEARTBEAT, REPORT_INTERVAL, 
 from llamactl.server.deployment.queue_config import external_queue_config
 from llamactl.server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
 from llamactl.server.deployment.settings import control_plane_settings
+from llamactl.server.deployment.silent_workers import SilentWorkers, silent_limit
 from llamactl.server.deployment.venv_repair import VenvRepair
 from llamactl.server.errors import LlamactlError, WorkflowLoadError
 from llamactl.server.mq.base import MessageQueue
@@ -94,6 +96,7 @@ class Deployment:
         self._changed = asyncio.Event()
         self._hot_reloader: HotReloader | None = None
         self._venv_repair: VenvRepair | None = None
+        self._silent_workers: asyncio.Task[None] | None = None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **kwargs: Any) -> Deployment:
@@ -158,6 +161,14 @@ class Deployment:
                 before_restart=None if self._venv_repair is None else self._venv_repair.wait,
             )
             self._replicas = ServiceReplicas(self._supervisor, self._process_spec)
+            silent = SilentWorkers(
+                self.name,
+                registry=registry,
+                supervisor=self._supervisor,
+                service_of=self._replicas.service_of.get,
+                limit=silent_limit(config.message_queue.lease),
+            )
+            self._silent_workers = asyncio.create_task(silent.run(), name=f"silent-workers:{self.name}")
             for service in config.services.values():
                 await self._replicas.start(service, generation=1)
         except BaseException:
@@ -209,6 +220,9 @@ class Deployment:
             await self._hot_reloader.close()
         if self._venv_repair is not None:
             await self._venv_repair.close()
+        if self._silent_workers is not None:
+            await cancel_and_wait(self._silent_workers)
+            self._silent_workers = None
         if self._supervisor is not None:
             await self._supervisor.close()
             self._supervisor = self._replicas = None

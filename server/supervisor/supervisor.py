@@ -125,6 +125,16 @@ class Supervisor:
             if rep.task.done() and self._replicas.get(key) is rep:
                 del self._replicas[key]
 
+    def kill(self, key: str) -> bool:
+        """SIGKILL the replica's process (and its group) without stopping the replica: it is
+        restarted as after a crash. For a process that no longer answers anything. False when
+        no process of it runs."""
+        rep = self._replicas.get(key)
+        proc = None if rep is None else rep.proc
+        if proc is None or proc.returncode is not None:
+            return False
+        return kill_group(proc.pid, signal.SIGKILL)
+
     def replicas(self) -> dict[str, ReplicaProcess]:
         """The supervised replicas by key (live views), including ``"failed"`` ones."""
         return {key: rep.view for key, rep in self._replicas.items()}
