@@ -265,6 +265,11 @@ class ServiceRegistry:
                         self._replica_gone(service_id, replica, ReplicaState.STOPPED)
                     else:
                         replica.last_error = replica.last_error or f"no heartbeat for {limit:.1f}s"
+                        svc.last_error = (
+                            f"its worker {replica.replica_id} stopped reporting ({limit:g} s without a "
+                            "heartbeat): it is stopped, frozen, or cut off from the message queue"
+                        )
+                        svc.last_error_at = now
                         self._replica_gone(service_id, replica, ReplicaState.CRASHED)
                     gone.append(replica)
                 elif not alive and now - self._gone_at.get(replica.replica_id, now) > limit * FORGET_AFTER:

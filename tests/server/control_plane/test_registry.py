@@ -60,6 +60,20 @@ def test_a_silent_replica_is_declared_gone_and_the_service_down() -> None:
     assert not registry.status("echo").ready
 
 
+def test_a_service_down_for_a_silent_replica_says_so() -> None:
+    """Before: no error, and `status` said "its workers keep exiting or starting: the server's
+    output says why" for a worker that was stopped, where the output said nothing."""
+    registry = _registry([])
+    registry.replica_up(_msg(WorkerMessageKind.REPLICA_UP))
+    now = time.time() + 10.0
+    registry.expire(now=now)
+    [(_, _, error)] = registry.down(at_least=5.0, now=now + 6.0)
+    assert error == (
+        "its worker echo#1 stopped reporting (3 s without a heartbeat): it is stopped, frozen, or "
+        "cut off from the message queue"
+    )
+
+
 def test_a_heartbeat_from_a_replica_given_up_on_brings_it_back() -> None:
     changes: list[tuple[str, dict[str, Any]]] = []
     registry = _registry(changes)
