@@ -19,12 +19,20 @@ watchdog:
 * ends the worker (exit code :data:`EXIT_STALLED`) when the loop stays blocked ``exit_after``
   seconds (its leases are gone by then: the broker gave its tasks to others), or ``interrupt_grace``
   seconds after an interrupt that did not take; the supervisor starts a fresh one.
+
+The watchdog is a Python thread: code that holds the GIL for ever (a regular expression that
+backtracks without end, a C extension's deadlock) stops it too. For that it keeps re-arming
+``faulthandler``'s timer, whose thread needs no GIL: if the watchdog has not re-armed it for
+:data:`FROZEN_MARGIN` seconds past its own limits, that thread writes every thread's Python stack
+(the frozen user code on top) to stderr and ends the worker (exit code 1). A process stopped
+whole (SIGSTOP) is killed by the server instead (``deployment/silent_workers.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import math
 import os
@@ -50,6 +58,12 @@ _IDLE_CHECK = 1.0
 """The most seconds between two looks while it runs none (at most half of ``warn_after``)."""
 _VOUCH_AFTER = 0.5
 """Seconds of a blocked loop after which the side line speaks for it."""
+
+FROZEN_MARGIN = 10.0
+"""Seconds past ``exit_after + interrupt_grace`` before faulthandler ends a worker whose watchdog
+thread could not run."""
+_REARM_EVERY = 5.0
+"""Seconds between two re-arms of faulthandler's timer (each starts a thread of its own)."""
 
 Report = tuple[str, bytes, str, str]
 """topic, payload, msg_id, key: a report to publish for the blocked loop."""
@@ -99,6 +113,7 @@ class LoopWatchdog:
         self._interrupting: float | None = None
         self._interrupted_at = 0.0
         self._previous_handler: object = None
+        self._armed_at = 0.0
         self.stalls = 0
 
     def start(self) -> None:
@@ -107,14 +122,25 @@ class LoopWatchdog:
         self._loop.call_soon(self._pong, 1)
         if threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGUSR1, self._on_signal)
+        self._arm_frozen_exit()
         self._thread = threading.Thread(target=self._watch, name="loop-watchdog", daemon=True)
         self._thread.start()
+
+    @property
+    def frozen_after(self) -> float:
+        """Seconds without a re-arm after which faulthandler ends the worker."""
+        return self.exit_after + self.interrupt_grace + FROZEN_MARGIN
+
+    def _arm_frozen_exit(self) -> None:
+        self._armed_at = time.monotonic()
+        faulthandler.dump_traceback_later(self.frozen_after, exit=True)
 
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join(1.0)
+        faulthandler.cancel_dump_traceback_later()
         if self._previous_handler is not None:
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signal.SIGUSR1, self._previous_handler)  # type: ignore[arg-type]
@@ -153,6 +179,7 @@ class LoopWatchdog:
         try:
             self._watching()
         finally:
+            faulthandler.cancel_dump_traceback_later()  # nobody re-arms it any more
             if self._sidecar is not None:
                 self._sidecar.close()
 
@@ -185,6 +212,8 @@ class LoopWatchdog:
             if self._stopping:
                 return
             now = time.monotonic()
+            if now - self._armed_at >= _REARM_EVERY:
+                self._arm_frozen_exit()
             blocked = self._blocked(now)
             if blocked >= _VOUCH_AFTER and self._sidecar is not None:
                 self._speak_for_the_loop()

@@ -120,6 +120,15 @@ async def spin(key: str, seconds: float) -> str:
     return f"spun {key}"
 
 
+async def freeze(key: str) -> str:
+    """Holds the GIL for ever: a regular expression that backtracks without end (the fault)."""
+    import re
+
+    _ran(key)
+    re.match(r"(a+)+$", "a" * 64 + "b")
+    return f"matched {key}"
+
+
 async def measure(key: str, text: str) -> str:
     """How long ``text`` is: a task whose input is as large as the test needs."""
     _ran(key)
