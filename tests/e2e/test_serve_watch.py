@@ -222,27 +222,29 @@ async def test_no_task_fails_and_no_stream_breaks_during_reloads_under_load(
     ticks_generation = (await statuses(app))["ticks"].generation
     clients = [asyncio.create_task(load()) for _ in range(4)]
     count = 70
-    task = await app.tasks.create({"count": count, "delay": 0.05}, service="ticks")
-    stream, first = Sse(), asyncio.Event()
-    reading = asyncio.create_task(
-        stream.read(watched.server.url, f"/deployments/{NAME}/tasks/{task.task_id}/events", first)
-    )
-    await asyncio.wait_for(first.wait(), DEADLINE)
+    try:
+        task = await app.tasks.create({"count": count, "delay": 0.05}, service="ticks")
+        stream, first = Sse(), asyncio.Event()
+        reading = asyncio.create_task(
+            stream.read(watched.server.url, f"/deployments/{NAME}/tasks/{task.task_id}/events", first)
+        )
+        await asyncio.wait_for(first.wait(), DEADLINE)
 
-    reloads, spanned = 4, False
-    for n in range(1, reloads + 1):
-        version = f"load{n}"
-        known.add(version)
-        watched.edit("a/svc.py", service_code(version))
-        await answers(app, version)
-        if n == 1:
-            # the streaming service (same folder) swaps too, while its old worker still streams
-            await generation_above(app, "ticks", ticks_generation)
-            spanned = not reading.done()
-    await asyncio.wait_for(reading, DEADLINE)
-    last = ticks_generation + reloads
-    await watched.line(lambda line: says(line, f"{NAME}/ticks", "reloaded", f"generation {last} in "))
-    stop.set()
+        reloads, spanned = 4, False
+        for n in range(1, reloads + 1):
+            version = f"load{n}"
+            known.add(version)
+            watched.edit("a/svc.py", service_code(version))
+            await answers(app, version)
+            if n == 1:
+                # the streaming service (same folder) swaps too, while its old worker still streams
+                await generation_above(app, "ticks", ticks_generation)
+                spanned = not reading.done()
+        await asyncio.wait_for(reading, DEADLINE)
+        last = ticks_generation + reloads
+        await watched.line(lambda line: says(line, f"{NAME}/ticks", "reloaded", f"generation {last} in "))
+    finally:  # a failure above must not leave the clients loading for ever (the teardown hung)
+        stop.set()
     await asyncio.wait_for(asyncio.gather(*clients), DEADLINE)
 
     assert failures == []
