@@ -228,30 +228,29 @@ class Supervisor:
     async def _exited_or_stop(self, rep: _Replica) -> bool:
         """Wait until the process exits or a stop is requested; True for a stop."""
         assert rep.proc is not None
-        waits = [asyncio.ensure_future(rep.proc.wait()), asyncio.ensure_future(rep.stop.wait())]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for fut in waits:
-                fut.cancel()
-            await asyncio.gather(*waits, return_exceptions=True)
+        await self._unless_stopped(rep, rep.proc.wait())
         return rep.stop.is_set()
 
     async def _stopped_before_restart(self, rep: _Replica) -> bool:
         """Await ``before_restart``; True if a stop was requested first."""
         if self._before_restart is None:
             return False
-        prepared = asyncio.ensure_future(self._before_restart())
-        stopped = asyncio.ensure_future(rep.stop.wait())
-        try:
-            await asyncio.wait([prepared, stopped], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for fut in (prepared, stopped):
-                fut.cancel()
-            results = await asyncio.gather(prepared, stopped, return_exceptions=True)
-        if isinstance(results[0], Exception):
-            log.error("before restarting replica %s: %s", rep.spec.name, results[0])
+        error = await self._unless_stopped(rep, self._before_restart())
+        if error is not None:
+            log.error("before restarting replica %s: %s", rep.spec.name, error)
         return rep.stop.is_set()
+
+    async def _unless_stopped(self, rep: _Replica, work: Awaitable[object]) -> Exception | None:
+        """Await ``work`` until it ends or a stop of ``rep`` is requested (then it is cancelled);
+        return the exception ``work`` raised, if any."""
+        waits = [asyncio.ensure_future(work), asyncio.ensure_future(rep.stop.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in waits:
+                fut.cancel()
+            results = await asyncio.gather(*waits, return_exceptions=True)
+        return results[0] if isinstance(results[0], Exception) else None
 
     async def _stop_requested_within(self, rep: _Replica, delay: float) -> bool:
         try:

@@ -8,17 +8,18 @@ journal (every queued task gone), and a second broker could take the folder mean
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
 from llamactl.server.errors import MessageQueueError
-from llamactl.server.mq.zeromq import ZeroMQBroker
+from llamactl.server.mq.zeromq import ZeroMQBroker, ZeroMQQueue
 from llamactl.server.mq.zeromq.journal import Journal
 
 
@@ -29,14 +30,24 @@ async def _until(check: Callable[[], bool], what: str, timeout: float = 15.0) ->
         await asyncio.sleep(0.02)
 
 
-async def _pending(path: Path) -> list[bytes]:
-    """The payloads a broker started afresh on ``path`` delivers from topic ``work.t``."""
+@contextlib.asynccontextmanager
+async def _served(path: Path) -> AsyncIterator[tuple[ZeroMQBroker, ZeroMQQueue]]:
+    """A broker journaling into ``path``, and a queue client of it in the same process."""
     broker = ZeroMQBroker(journal_path=path)
     await broker.start()
     queue = broker.connect_local()
     await queue.start()
-    payloads: list[bytes] = []
     try:
+        yield broker, queue
+    finally:
+        await queue.close()
+        await broker.close()
+
+
+async def _pending(path: Path) -> list[bytes]:
+    """The payloads a broker started afresh on ``path`` delivers from topic ``work.t``."""
+    payloads: list[bytes] = []
+    async with _served(path) as (_, queue):
         deliveries = aiter(queue.consume("work.t", prefetch=10))
         while True:
             try:
@@ -45,9 +56,6 @@ async def _pending(path: Path) -> list[bytes]:
                 return payloads
             payloads.append(delivery.message.payload)
             await delivery.ack()
-    finally:
-        await queue.close()
-        await broker.close()
 
 
 def _journal(broker: ZeroMQBroker) -> Journal:
@@ -60,11 +68,7 @@ async def test_a_deleted_journal_is_written_back_with_its_lock_while_the_broker_
 ) -> None:
     folder = tmp_path / ".llamactl"
     path = folder / "j.sqlite"
-    broker = ZeroMQBroker(journal_path=path)
-    await broker.start()
-    queue = broker.connect_local()
-    await queue.start()
-    try:
+    async with _served(path) as (broker, queue):
         seq = await queue.publish("work.t", b"before", msg_id="m1")
         first = _journal(broker).checkpointer
         shutil.rmtree(folder)
@@ -76,26 +80,16 @@ async def test_a_deleted_journal_is_written_back_with_its_lock_while_the_broker_
             await second.start()  # the lock was taken again with the file
         await queue.publish("work.t", b"after", msg_id="m3")
         assert await queue.publish("work.t", b"dup", msg_id="m1") == seq  # still absorbed
-    finally:
-        await queue.close()
-        await broker.close()
     assert await _pending(path) == [b"before", b"meanwhile", b"after"]
 
 
 async def test_a_stop_right_after_the_deletion_writes_the_journal_back(tmp_path: Path) -> None:
     folder = tmp_path / ".llamactl"
     path = folder / "j.sqlite"
-    broker = ZeroMQBroker(journal_path=path)
-    await broker.start()
-    queue = broker.connect_local()
-    await queue.start()
-    try:
+    async with _served(path) as (_, queue):
         await queue.publish("work.t", b"before", msg_id="m1")
         shutil.rmtree(folder)
         await queue.publish("work.t", b"meanwhile", msg_id="m2")
-    finally:
-        await queue.close()
-        await broker.close()
     assert await _pending(path) == [b"before", b"meanwhile"]
 
 
