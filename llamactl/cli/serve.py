@@ -199,39 +199,37 @@ async def _serve(
     from llamactl.cli.progress import Spinner
     from llamactl.cli.serve_output import DrainProgress
     from llamactl.server.apiserver.runner import serve as run_server
+    from llamactl.server.stop_signals import handling_stop_signals
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     drain = DrainProgress(output, Spinner("Stopping"))
 
-    def on_signal() -> None:
+    def on_signal(sig: signal.Signals) -> None:
         if stop.is_set() and main is not None:
             main.cancel()
             return
         stop.set()  # first: showing the drain must never keep the server from stopping
-        drain.begin()
+        drain.begin(hangup=sig == signal.SIGHUP)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        await run_server(
-            host=host,
-            port=port,
-            deployment_files=files,
-            on_ready=lambda url: _on_ready(url, output, empty=not files),
-            on_event=output.event,
-            on_warning=output.warning,
-            on_drain=drain.update,
-            worker_output=output.worker,
-            stop=stop,
-            watch=watch,
-            **options,
-        )
-    finally:
-        drain.end()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    with handling_stop_signals(loop, on_signal):
+        try:
+            await run_server(
+                host=host,
+                port=port,
+                deployment_files=files,
+                on_ready=lambda url: _on_ready(url, output, empty=not files),
+                on_event=output.event,
+                on_warning=output.warning,
+                on_drain=drain.update,
+                worker_output=output.worker,
+                stop=stop,
+                watch=watch,
+                **options,
+            )
+        finally:
+            drain.end()
 
 
 def _on_ready(url: str, output: ServeOutput, *, empty: bool) -> None:

@@ -282,8 +282,17 @@ class DrainProgress:
         self._spinner = spinner
         self._started = False
 
-    def begin(self) -> None:
+    def begin(self, *, hangup: bool = False) -> None:
+        """Say the server is stopping; ``hangup``: because its terminal closed (SIGHUP), where
+        nobody sees a spinner, so only the line is written (for a log that stderr goes to)."""
         self._started = True
+        if hangup:
+            self._spinner.enabled = False
+            self._output.line(
+                "Stopping: the terminal closed (SIGHUP); letting running tasks finish "
+                "(`nohup llamactl serve ...` keeps a server running after its terminal closes)..."
+            )
+            return
         self._output.line("Stopping: letting running tasks finish (Ctrl-C again to stop at once)...")
         if self._spinner.enabled:
             self._spinner.start()

@@ -189,42 +189,40 @@ async def _work(workers: RemoteWorkers, output: ServeOutput) -> None:
     import signal
 
     from llamactl.server.deployment.remote_workers import queue_location
+    from llamactl.server.stop_signals import handling_stop_signals
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
 
-    def on_signal() -> None:
+    def on_signal(sig: signal.Signals) -> None:
         if stop.is_set() and main is not None:
             main.cancel()
             return
         stop.set()  # first: saying so must never keep the workers from stopping
+        why = "the terminal closed (SIGHUP); " if sig == signal.SIGHUP else ""
         output.line(
-            f"Stopping: letting running tasks finish (up to {workers.stop_grace:g} s; Ctrl-C again to stop "
-            "at once)..."
+            f"Stopping: {why}letting running tasks finish (up to {workers.stop_grace:g} s; Ctrl-C again "
+            "to stop at once)..."
         )
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        plan = ", ".join(f"{count} x {sid}" for sid, count in workers.replicas.items())
-        output.line(f"Working for {workers.config.name} ({plan}) on {queue_location(workers.queue_config)}")
-        await workers.start()
-        ready = asyncio.create_task(workers.wait_ready())
-        stopping = asyncio.create_task(stop.wait())
+    with handling_stop_signals(loop, on_signal):
         try:
-            await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            plan = ", ".join(f"{count} x {sid}" for sid, count in workers.replicas.items())
+            where = queue_location(workers.queue_config)
+            output.line(f"Working for {workers.config.name} ({plan}) on {where}")
+            await workers.start()
+            ready = asyncio.create_task(workers.wait_ready())
+            stopping = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
+                stopping.cancel()
+            if ready.done() and not ready.cancelled():
+                ready.result()
+                if not output.quiet:
+                    output.line("Ready. Press Ctrl-C to stop.")
+            await stop.wait()
         finally:
-            ready.cancel()
-            stopping.cancel()
-        if ready.done() and not ready.cancelled():
-            ready.result()
-            if not output.quiet:
-                output.line("Ready. Press Ctrl-C to stop.")
-        await stop.wait()
-    finally:
-        try:
             await workers.close()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -21,12 +20,13 @@ from llamactl.server.apiserver.policy import parse_size
 from llamactl.server.apiserver.runner import serve
 from llamactl.server.errors import LlamactlError
 from llamactl.server.process_limits import raise_open_files_limit
+from llamactl.server.stop_signals import stop_signals
 
 
 async def _main(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in stop_signals():
         loop.add_signal_handler(sig, stop.set)
     await serve(
         host=args.host,

@@ -7,6 +7,7 @@ SIGTERM lets `llamactl worker` finish its running task and exit 0.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import pytest
 from llamactl.server.deployment.remote_workers import host_label
 from tests.e2e.waiting import eventually
 from tests.llamactl.serving import Server, Workers, children, write_app
+from tests.llamactl.terminal import Terminal
 from tests.postgres import PostgresSchema
 from tests.server.mq.conftest import REDIS_URL
 
@@ -180,3 +182,22 @@ async def test_sigterm_lets_the_remote_workers_finish_their_task_and_exits_0(far
             assert (record["status"], record["attempts"]) == ("completed", 1)
         finally:
             workers.kill()
+
+
+async def test_a_closed_terminal_stops_the_remote_workers_as_sigterm_does(far: Setup) -> None:
+    """Before: SIGHUP (its terminal closed) ended `llamactl worker` at once, and its task ran again."""
+    async with httpx.AsyncClient(base_url=far.server.url, timeout=60) as client:
+        with Terminal("worker", str(far.file), "--service", "slow", controlling=True) as terminal:
+            terminal.wait_for(r"Ready\.", 90)
+            task = await create(client, "slow", seconds=2)
+
+            async def running() -> bool:
+                return bool((await client.get(f"{D}/tasks/{task}")).json()["status"] == "running")
+
+            await eventually(running, 30)
+            terminal.hang_up()
+            assert await asyncio.to_thread(terminal.wait, 60) == 0
+        done = (await client.get(f"{D}/tasks/{task}/results", params={"timeout": 30})).json()
+        assert done["result"] == "done"
+        record = (await client.get(f"{D}/tasks/{task}")).json()
+        assert (record["status"], record["attempts"]) == ("completed", 1)

@@ -23,3 +23,12 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, inter
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+def wait_until_blocking(predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:
+    """:func:`wait_until` for a test that is not async: sleeps between the checks."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout}s")
+        time.sleep(0.05)
