@@ -2,7 +2,8 @@
 
 Every heartbeat interval: replicas silent for ``liveness`` intervals are declared gone, except
 while the queue, which carries their heartbeats, is unreachable (and for one window after, while
-they come through again: silence says nothing of a replica then). The queue's outage goes into
+they come through again: silence says nothing of a replica then; the same after this process
+itself was held, or the machine slept). The queue's outage goes into
 the change feed when it begins and when it ends (the dashboard shows it; the store, and so the
 feed, may well be up meanwhile), and once the queue answers after an outage or says that it lost
 what it held (:attr:`MessageQueue.losses`: a Redis restarted without its data, a ``FLUSHALL``),
@@ -53,10 +54,16 @@ class LivenessWatch:
         """The queue's count of losses when unfinished tasks were last handed out again."""
 
     async def run(self) -> None:
-        window = self._registry.heartbeat_interval * self._registry.liveness
+        interval = self._registry.heartbeat_interval
+        window = interval * self._registry.liveness
         quiet_until = 0.0
         while True:
-            await asyncio.sleep(self._registry.heartbeat_interval)
+            asleep = time.time()
+            await asyncio.sleep(interval)
+            if time.time() - asleep > 2 * interval:
+                # This process was held (Ctrl-Z, SIGSTOP, a debugger) or the machine slept:
+                # nobody could be heard meanwhile, so a replica's silence says nothing yet.
+                quiet_until = max(quiet_until, time.time() + window)
             if self._mirror is not None:
                 await self._mirror.sync()  # what other control planes heard
             now = time.time()

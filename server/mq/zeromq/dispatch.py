@@ -190,6 +190,19 @@ class Dispatcher:
         self._journal_lease(e)
         return True
 
+    def excuse(self, now: float, held: float) -> None:
+        """Our own loop was held ``held`` seconds (the server stopped by Ctrl-Z or SIGSTOP, a
+        debugger's breakpoint): no holder could be heard extending its lease meanwhile. Each lease
+        keeps what it had left when the hold began, and at least one full lease from ``now``, so
+        that a holder is taken for dead only for its own silence."""
+        for lease_id, e in self.leases.items():
+            lease = e.sub.lease if e.sub is not None else 0.0
+            until = max(e.lease_until + held, now + lease)
+            if until > e.lease_until:
+                e.lease_until = until
+                heapq.heappush(self._expiry, (until, lease_id))
+                self._journal_lease(e)
+
     def give_back(self, lease_id: str) -> None:
         """Release a delivery its consumer never handed out: no attempt is counted."""
         e = self.leases.get(lease_id)

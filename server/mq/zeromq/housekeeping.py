@@ -86,9 +86,11 @@ class Housekeeping:
         if self._stopped:
             return
         now = self._loop.time()
-        if now - self._timer_when > self._hb:
-            # Our own loop was blocked: peers could not be heard, so their silence proves nothing.
+        late = now - self._timer_when
+        if late > self._hb:
+            # Our own loop was held: nobody could be heard, so their silence proves nothing.
             self._peers.excuse(now, self._hb)
+            self._dispatcher.excuse(now, late)
         if now >= self._next_peer_check:
             self._next_peer_check = now + self._hb / 2
             for ident in self._peers.silent(now):
