@@ -26,6 +26,9 @@ backtracks without end, a C extension's deadlock) stops it too. For that it keep
 :data:`FROZEN_MARGIN` seconds past its own limits, that thread writes every thread's Python stack
 (the frozen user code on top) to stderr and ends the worker (exit code 1). A process stopped
 whole (SIGSTOP) is killed by the server instead (``deployment/silent_workers.py``).
+
+A loop blocked writing to an output nobody reads (the server that reads it stopped) is left
+alone: user code is not to blame, and the write goes on once the server reads again.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import faulthandler
 import logging
 import math
 import os
+import select
 import signal
 import sys
 import threading
@@ -46,7 +50,7 @@ from pathlib import Path
 
 from llamactl.server.mq.base import Sidecar
 
-__all__ = ["EXIT_STALLED", "LoopBlockedError", "LoopWatchdog", "Report"]
+__all__ = ["EXIT_STALLED", "LoopBlockedError", "LoopWatchdog", "Report", "output_full"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,16 @@ _REARM_EVERY = 5.0
 Report = tuple[str, bytes, str, str]
 """topic, payload, msg_id, key: a report to publish for the blocked loop."""
 _OURS = str(Path(__file__).resolve().parents[1])
+
+
+def output_full() -> bool:
+    """Whether this process's stdout or stderr is a pipe (or terminal) with no room left: its
+    reader has stopped reading, and a write there waits until it reads again."""
+    try:
+        _, writable, _ = select.select([], [1, 2], [], 0)
+    except (OSError, ValueError):  # closed: writes fail at once, they never wait
+        return False
+    return len(writable) < 2
 
 
 class LoopBlockedError(Exception):
@@ -214,6 +228,12 @@ class LoopWatchdog:
             now = time.monotonic()
             if now - self._armed_at >= _REARM_EVERY:
                 self._arm_frozen_exit()
+            if output_full():
+                # Nobody reads this worker's output (the server is stopped, Ctrl-Z'd, in a
+                # debugger): the loop waits on a write, not on user code, and a line from here
+                # would wait too. Its clock starts again once the output moves.
+                self._sent_at = now
+                continue
             blocked = self._blocked(now)
             if blocked >= _VOUCH_AFTER and self._sidecar is not None:
                 self._speak_for_the_loop()
