@@ -231,12 +231,11 @@ class ServeOutput:
             level = _LEVEL_NUMBERS[match["level"]]
             self._last_level[name] = level
             shown = f"{match['level']} {match['rest']}"
-        else:
-            level = (
-                self._last_level.get(name, logging.WARNING)
-                if text.startswith((" ", "\t"))
-                else logging.WARNING
-            )
+        elif text.startswith((" ", "\t")):
+            level = self._last_level.get(name, logging.WARNING)
+            shown = text
+        else:  # its own indented lines (a printed traceback's frames) follow it, as a record's do
+            level = self._last_level[name] = logging.WARNING
             shown = text
         if level < self.level:
             return
