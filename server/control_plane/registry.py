@@ -100,10 +100,14 @@ class ServiceRegistry:
         return [self.status(s) for s in self._services]
 
     def ready_replicas(self, service_id: str) -> int:
+        return len(self.ready_replica_ids(service_id))
+
+    def ready_replica_ids(self, service_id: str) -> list[str]:
+        """The ids of the service's replicas that are ready (none for an unknown service)."""
         svc = self._services.get(service_id)
         if svc is None:
-            return 0
-        return sum(1 for r in svc.replicas.values() if r.state is ReplicaState.READY)
+            return []
+        return [rid for rid, r in svc.replicas.items() if r.state is ReplicaState.READY]
 
     def down(self, at_least: float, now: float | None = None) -> list[tuple[str, float, str | None]]:
         """The services that have had no ready replica for ``at_least`` seconds (a restart after a

@@ -105,7 +105,8 @@ class HotReloader:
         try:
             await self._deployment.until(settled, timeout)
         except TimeoutError:
-            why = self._replicas.not_ready_reason(service, generation)
+            ready = registry.ready_replica_ids(service_id)
+            why = await self._replicas.not_ready_reason(service, generation, timeout, ready=ready)
             return f"no replica of the new code was ready after {timeout:.0f}s ({why})"
         return failure[0] if failure else None
 

@@ -202,11 +202,20 @@ class RemoteWorkers:
                         return
                     await self._changed.wait()
         except TimeoutError:
-            down = ", ".join(sorted(wanted - self._up))
+            down = sorted(wanted - self._up)
+            reasons = [
+                f"{sid}: {await self._not_ready_reason(sid, timeout, self._up)}"
+                for sid in dict.fromkeys(key.split("#", 1)[0] for key in down)
+            ]
             raise TimeoutError(
-                f"no worker up after {timeout:.0f}s for {down}: if the service's code takes that long "
-                "to load, raise `startup-timeout` for it in the deployment file"
+                f"no worker up after {timeout:.0f}s for {', '.join(down)} ({'; '.join(reasons)})"
             ) from None
+
+    async def _not_ready_reason(self, service_id: str, waited: float, up: set[str]) -> str:
+        if self._service_replicas is None:
+            return "stopped"
+        service = self.config.service(service_id)
+        return await self._service_replicas.not_ready_reason(service, 1, waited, ready=up)
 
     async def close(self) -> None:
         """Stop every worker: running tasks finish first (up to ``stop_grace``), then they exit."""

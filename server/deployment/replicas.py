@@ -7,14 +7,18 @@ after reloads, so two generations can run side by side while one takes over from
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from llamactl.server.config import ServiceConfig
 from llamactl.server.control_plane import ServiceInfo
+from llamactl.server.stack_dumps import STACKS_SIGNAL
 from llamactl.server.supervisor import ProcessSpec, RestartPolicy, Supervisor
 
 __all__ = ["ReloadOutcome", "ReplicaNaming", "ServiceReplicas", "local_replica_id", "service_info"]
+
+log = logging.getLogger(__name__)
 
 Launch = Callable[[ServiceConfig, str, int], ProcessSpec]
 ReplicaNaming = Callable[[str, int, int], str]
@@ -88,16 +92,46 @@ class ServiceReplicas:
         views = [processes[key] for key in self.keys(service_id, generation) if key in processes]
         return [view.last_exit_code for view in views if view.last_exit_code is not None]
 
-    def not_ready_reason(self, service: ServiceConfig, generation: int) -> str:
-        """Why no worker of the generation is ready yet: they exited, or they are still importing."""
+    async def not_ready_reason(
+        self, service: ServiceConfig, generation: int, waited: float, *, ready: Collection[str] = ()
+    ) -> str:
+        """Why the generation's workers (but those in ``ready``) are not ready yet: they exited,
+        or they are still importing.
+
+        Workers still importing are asked for their stacks first (``stack_dumps``): the lines
+        they print come through the server's output before the reason, and show where the
+        import is stuck.
+        """
         if exits := self.exit_codes(service.id, generation):
             return f"its workers exited (last exit code {exits[-1]}): the server's output above says why"
         # every worker is still up: still in its import (it reports ready right after)
+        keys = [key for key in self.keys(service.id, generation) if key not in ready]
+        shown = await self._print_stacks(service, keys, waited)
         return (
-            f"still importing {service.import_path}: does something there loop, block, or wait for a "
-            "server at import time? If its code takes that long to load, raise `startup-timeout` for "
-            f"the service in the deployment file (now {service.startup_timeout:g} s)"
+            f"still importing {service.import_path}"
+            + (" (where: the stack its worker printed above)" if shown else "")
+            + ": does something there loop, block, or wait for a server at import time? If its "
+            "code takes that long to load, raise `startup-timeout` for the service in the "
+            f"deployment file (now {service.startup_timeout:g} s)"
         )
+
+    async def _print_stacks(self, service: ServiceConfig, keys: list[str], waited: float) -> bool:
+        """Have these workers print their stacks (into the server's output); True once one did."""
+        processes = self._supervisor.replicas()
+        keys = [key for key in keys if key in processes and processes[key].pid is not None]
+        if not keys:
+            return False
+        log.warning(
+            "%s %s of service %s still importing %s after %.0f s; %s, most recent call first:",
+            "worker" if len(keys) == 1 else "workers",
+            ", ".join(keys),
+            service.id,
+            service.import_path,
+            waited,
+            "its stack" if len(keys) == 1 else "their stacks",
+        )
+        answers = await asyncio.gather(*(self._supervisor.ask(key, STACKS_SIGNAL) for key in keys))
+        return any(answers)
 
     async def start(self, service: ServiceConfig, generation: int, count: int | None = None) -> list[str]:
         """Start ``count`` (default: the service's ``replicas``) worker processes of ``generation``."""

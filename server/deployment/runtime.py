@@ -328,12 +328,12 @@ class Deployment:
             down = [s.service_id for s in self.services() if not _is_ready(s, all_replicas)]
             waited = time.monotonic() - started
             if overdue := [sid for sid in down if waited >= allowed(sid)]:
+                reasons = [await self._not_ready_reason(sid, waited) for sid in overdue]
                 raise TimeoutError(
                     f"deployment '{self.name}': "
                     + "; ".join(
-                        f"no ready replica after {allowed(sid):.0f}s for {sid} "
-                        f"({self._not_ready_reason(sid)})"
-                        for sid in overdue
+                        f"no ready replica after {allowed(sid):.0f}s for {sid} ({reason})"
+                        for sid, reason in zip(overdue, reasons, strict=True)
                     )
                 )
             try:
@@ -342,11 +342,13 @@ class Deployment:
                 continue  # a service's time is up: said above
             return self.services()
 
-    def _not_ready_reason(self, service_id: str) -> str:
+    async def _not_ready_reason(self, service_id: str, waited: float) -> str:
         if self._replicas is None or self._control_plane is None:
             return "stopped"
         generation = self._control_plane.registry.generation(service_id)
-        return self._replicas.not_ready_reason(self.config.service(service_id), generation)
+        service = self.config.service(service_id)
+        ready = self._control_plane.registry.ready_replica_ids(service_id)
+        return await self._replicas.not_ready_reason(service, generation, waited, ready=ready)
 
     def _on_change(self, kind: str, data: dict[str, Any]) -> None:
         if self._control_plane is not None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from llamactl.server.services.errorinfo import error_line
 from llamactl.server.services.process import EXIT_ESCAPED, configure_logging, run_worker
 from llamactl.server.services.spec import WorkerSpec
+from llamactl.server.stack_dumps import print_stacks_on_signal
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -64,6 +65,7 @@ def _leave_within(code: int, seconds: float) -> None:
 
 def main() -> None:
     """Read the WorkerSpec from the environment, run the worker, exit with its code."""
+    print_stacks_on_signal()
     spec = WorkerSpec.from_env()
     configure_logging(spec)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import ctypes
 import logging
 import os
@@ -92,11 +93,15 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
         self._output = output
         self._limit = limit
         self._buf = bytearray()
+        self.captures = output is not None
+        self.output_read = asyncio.Event()
+        """Set at each chunk of output read; cleared by whoever waits for the next one."""
         if output is None:
             self.output_closed.set_result(None)
 
     def pipe_data_received(self, fd: int, data: bytes | str) -> None:
         chunk = data.encode() if isinstance(data, str) else data
+        self.output_read.set()
         self._buf += chunk
         if b"\n" in chunk:
             *lines, rest = self._buf.split(b"\n")
@@ -144,6 +149,33 @@ class Child:
         code = self.returncode
         assert code is not None
         return code
+
+    async def answer(self, sig: int, *, quiet: float, within: float) -> bool:
+        """Send ``sig`` to this process alone (not its group) and wait for what it prints in
+        answer: until output came and then none for ``quiet`` seconds, ``within`` seconds at
+        most in all. False when the process is gone or nothing came; True at once when its
+        output is not captured (it goes straight where ours goes)."""
+        read = self._protocol.output_read
+        read.clear()
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        if not self._protocol.captures:
+            return True  # it prints straight into our own output: nothing to wait for here
+        came = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                await read.wait()
+                came = True
+                while True:
+                    read.clear()
+                    try:
+                        async with asyncio.timeout(quiet):
+                            await read.wait()
+                    except TimeoutError:
+                        return True
+        return came
 
     async def close(self, drain: float) -> None:
         """After exit: read what is left of the output for up to ``drain`` seconds, then let go."""

@@ -135,6 +135,17 @@ class Supervisor:
             return False
         return kill_group(proc.pid, signal.SIGKILL)
 
+    async def ask(self, key: str, sig: int, *, quiet: float = 0.2, within: float = 2.0) -> bool:
+        """Send ``sig`` to the replica's process (its leader alone, not its group) for something
+        it prints in answer, and wait for that to come through ``output``: until it printed and
+        then went quiet for ``quiet`` seconds, ``within`` seconds at most. False when no process
+        of it runs or nothing came."""
+        rep = self._replicas.get(key)
+        proc = None if rep is None else rep.proc
+        if proc is None or proc.returncode is not None:
+            return False
+        return await proc.answer(sig, quiet=quiet, within=within)
+
     def replicas(self) -> dict[str, ReplicaProcess]:
         """The supervised replicas by key (live views), including ``"failed"`` ones."""
         return {key: rep.view for key, rep in self._replicas.items()}

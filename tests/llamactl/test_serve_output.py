@@ -245,6 +245,7 @@ def test_worker_lines_are_filtered_by_level(level: int) -> None:
     assert "its traceback, indented" in shown
     assert stamp not in shown  # the replica's name is in front already
 
+
 def test_the_frames_of_a_printed_traceback_follow_its_first_line_not_the_last_record() -> None:
     out: list[str] = []
     output = ServeOutput(write=out.append, level=logging.WARNING)
@@ -255,7 +256,6 @@ def test_the_frames_of_a_printed_traceback_follow_its_first_line_not_the_last_re
     assert "loading" not in shown
     assert 'File "app.py", line 3, in f' in shown  # was hidden: it followed the INFO record's level
     assert shown.count("d/svc#1") == 3
-
 
 
 def test_services_left_to_remote_workers_and_remote_replicas_read_as_rows() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import textwrap
 from collections.abc import AsyncIterator
@@ -356,7 +357,7 @@ async def _line_containing(running: Running, text: str) -> None:
     [
         (
             "import time\nwhile True:\n    time.sleep(0.1)\n",
-            "(still importing svc:handle: does something there loop",
+            "(still importing svc:handle (where: the stack its worker printed above): does something",
         ),
         (
             "import os\nos._exit(9)\n",
@@ -406,6 +407,7 @@ async def test_a_reload_waits_for_the_service_s_startup_timeout(tmp_path: Path) 
 
 
 async def test_a_deployment_whose_code_does_not_load_in_its_startup_timeout_says_why(tmp_path: Path) -> None:
+    """Before, it did not say where the import was stuck: the worker's stack is printed first."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     (tmp_path / "deployment.yml").write_text(
@@ -413,9 +415,16 @@ async def test_a_deployment_whose_code_does_not_load_in_its_startup_timeout_says
     )
     (tmp_path / "a" / "svc.py").write_text(LOOPS_AT_IMPORT)
     (tmp_path / "b" / "svc.py").write_text(service_code("b1"))
-    async with Deployment.from_file(tmp_path / "deployment.yml", stop_grace=5) as deployment:
+    printed: list[tuple[str, str]] = []
+    async with Deployment.from_file(
+        tmp_path / "deployment.yml", stop_grace=5, worker_output=lambda *line: printed.append(line)
+    ) as deployment:
         with pytest.raises(TimeoutError) as caught:
             await asyncio.wait_for(deployment.wait_ready(), 30)  # before: 60 s, then no reason
+        stack = [line for name, line in printed if name == "hot/a#1"]
     assert str(caught.value).startswith(
-        "deployment 'hot': no ready replica after 2s for a (still importing svc:handle: does something"
+        "deployment 'hot': no ready replica after 2s for a (still importing svc:handle (where: the "
+        "stack its worker printed above): does something"
     )
+    where = next(i for i, line in enumerate(stack) if "most recent call first" in line)
+    assert re.fullmatch(r'  File ".*/a/svc\.py", line [23] in <module>', stack[where + 1]), stack
