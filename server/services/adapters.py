@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import inspect
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, ClassVar, Protocol
 
@@ -34,6 +35,7 @@ from . import signatures
 from .encoding import envelope, to_jsonable
 from .errorinfo import error_line
 from .threads import run_in_daemon_thread
+from .where import Where, awaiting_frames, thread_frames, workflow_steps_where
 
 __all__ = ["Emit", "Run", "Runnable", "TaskInputError", "adapt"]
 
@@ -80,6 +82,10 @@ class Run(abc.ABC):
         ContextNotSaved when it does not serialize."""
         return None
 
+    def where(self) -> list[Where]:
+        """Where the run's code is now (while it runs: for a timeout's error); empty when unknown."""
+        return []
+
 
 class Runnable(abc.ABC):
     """A loaded service target, ready to run tasks (several at once)."""
@@ -101,6 +107,7 @@ class _WorkflowRun(Run):
         self, workflow: Workflow, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit
     ) -> None:
         ctx = Context.from_dict(workflow, context) if context else None
+        self._workflow = workflow
         self._handler = workflow.run(ctx=ctx, **kwargs)
         self._emit = emit
 
@@ -138,6 +145,9 @@ class _WorkflowRun(Run):
             return self._handler.ctx.to_dict()
         except Exception as exc:
             raise ContextNotSaved(exc) from exc
+
+    def where(self) -> list[Where]:
+        return workflow_steps_where(self._workflow, self._handler.ctx.to_dict())
 
 
 def _wrapped_step_error(exc: WorkflowRuntimeError) -> BaseException | None:
@@ -210,19 +220,41 @@ class _FunctionRun(Run):
         self._r = runnable
         self._kwargs = kwargs
         self._emit = emit
+        self._awaiting: object = None
+        """The coroutine or async generator the run awaits, for :meth:`where`."""
+        self._thread: int | None = None
+        """The thread running the function's code now, for :meth:`where`."""
 
     async def wait(self) -> Any:
         fn, kind, kwargs = self._r.fn, self._r.kind, self._kwargs
         if kind == "async_function":
-            return to_jsonable(await fn(**kwargs))
+            self._awaiting = fn(**kwargs)
+            return to_jsonable(await self._awaiting)  # type: ignore[misc]
         if kind == "function":
-            result = await run_in_daemon_thread(fn, **kwargs)
+            result = await run_in_daemon_thread(self._in_thread, fn, **kwargs)
             if inspect.isawaitable(result):
+                self._awaiting = result
                 result = await result
             return to_jsonable(result)
         if kind == "async_generator":
-            return await self._drain_async(fn(**kwargs))
+            self._awaiting = fn(**kwargs)
+            return await self._drain_async(self._awaiting)  # type: ignore[arg-type]
         return await self._drain_sync(fn(**kwargs))
+
+    def _in_thread(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        self._thread = threading.get_ident()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._thread = None
+
+    def where(self) -> list[Where]:
+        thread = self._thread
+        if thread is not None:
+            frames = thread_frames(thread, after=_FunctionRun._in_thread.__code__)
+        else:
+            frames = awaiting_frames(self._awaiting) if self._awaiting is not None else []
+        return [Where(frames)] if frames else []
 
     async def _drain_async(self, agen: AsyncIterator[Any]) -> Any:
         last: Any = None
@@ -241,7 +273,7 @@ class _FunctionRun(Run):
         last: Any = None
         try:
             while True:
-                item = await run_in_daemon_thread(next, gen, done)
+                item = await run_in_daemon_thread(self._in_thread, next, gen, done)
                 if item is done:
                     return to_jsonable(last)
                 await self._emit(envelope(item))

@@ -27,6 +27,7 @@ from .adapters import Emit, Run, Runnable, TaskInputError
 from .containment import running_task_code
 from .encoding import to_jsonable
 from .errorinfo import error_line, traceback_summary
+from .where import describe
 
 __all__ = ["CANCEL_GRACE", "TaskOutcome", "execute"]
 
@@ -108,6 +109,15 @@ class _OneAtATime:
         async with self._lock:
             if not self._ended:
                 await self._emit(envelope)
+
+
+def _where(run: Run) -> tuple[str, str | None]:
+    """``describe(run.where())``; nothing when looking fails (the timeout's error stands alone)."""
+    try:
+        return describe(run.where())
+    except Exception as exc:
+        log.warning("could not tell where the timed-out task was: %s", error_line(exc))
+        return "", None
 
 
 async def _stop(run: Run, main: asyncio.Task[Any], grace: float) -> None:
@@ -192,10 +202,13 @@ async def execute(
         else:
             open_inputs()
     stopped_by: str | None = None
+    at, stacks = "", None
     try:
         await asyncio.wait({main, cancel, code.stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if not main.done():
             stopped_by = "cancel" if cancel.done() else "exit" if code.stopped.done() else "timeout"
+            if stopped_by == "timeout":
+                at, stacks = _where(run)
             await _stop(run, main, cancel_grace)
     finally:
         if opener is not None:
@@ -222,8 +235,8 @@ async def execute(
     if stopped_by == "cancel":
         return TaskOutcome(WorkerMessageKind.TASK_CANCELLED, context=saved())
     if stopped_by == "timeout":
-        error = f"TimeoutError: timed out after {timeout:g} s"
-        return TaskOutcome(WorkerMessageKind.TASK_FAILED, context=saved(), error=error)
+        error = f"TimeoutError: timed out after {timeout:g} s{at}"
+        return TaskOutcome(WorkerMessageKind.TASK_FAILED, context=saved(), error=error, traceback=stacks)
     if main.cancelled():
         return TaskOutcome(WorkerMessageKind.TASK_CANCELLED, context=saved())
     if run_exc is not None:

@@ -1,0 +1,170 @@
+"""Where a task's code is: the frames it waits in, for the error of a task that timed out.
+
+"timed out after 60 s" left the developer to guess which call never came back. At the timeout
+the run is still there to look at: an async function's chain of awaits (each coroutine's frame
+stops at the line it awaits on), a sync function's thread (``sys._current_frames``), a
+workflow's steps still in progress (their tasks and threads, found by the step's code). The
+error then names the innermost line of the service's own code, and the task's traceback holds
+the whole stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import sys
+import sysconfig
+import traceback
+from collections.abc import Callable, Iterable
+from types import CodeType, FrameType
+from typing import Any
+
+__all__ = [
+    "Where",
+    "awaiting_frames",
+    "describe",
+    "frames_running",
+    "thread_frames",
+    "workflow_steps_where",
+]
+
+_SERVER = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+_LIBRARIES = tuple(
+    os.path.join(os.path.realpath(path), "")
+    for path in {
+        *(sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")),
+        _SERVER,
+    }
+)
+"""Folders of code that is not the service's own: the standard library, installed packages, and
+llamactl's server (what a user's frame is found under when llamactl is installed editable)."""
+
+_CHAIN_LIMIT = 200
+"""Awaits followed at most (a chain that loops back on itself ends here)."""
+
+
+class Where:
+    """The stack of one place a run is at (outermost first), and, for a workflow, its step."""
+
+    def __init__(self, frames: list[FrameType], step: str | None = None) -> None:
+        self.step = step
+        self.stack = traceback.StackSummary.extract((f, f.f_lineno) for f in frames)
+
+    def own(self) -> traceback.FrameSummary | None:
+        """The innermost frame of the service's own code (else the innermost one)."""
+        for frame in reversed(self.stack):
+            if not os.path.realpath(frame.filename).startswith(_LIBRARIES):
+                return frame
+        return self.stack[-1] if self.stack else None
+
+
+def awaiting_frames(awaitable: object) -> list[FrameType]:
+    """The frames of a suspended coroutine (or a task's, or an async generator's) and of what it
+    awaits, down to the innermost one, outermost first."""
+    frames: list[FrameType] = []
+    current: Any = awaitable
+    for _ in range(_CHAIN_LIMIT):
+        if isinstance(current, asyncio.Task):
+            current = current.get_coro()
+            continue
+        frame = getattr(current, "cr_frame", None) or getattr(current, "gi_frame", None)
+        frame = frame or getattr(current, "ag_frame", None)
+        if frame is None:
+            break
+        frames.append(frame)
+        following = getattr(current, "cr_await", None)
+        for name in ("gi_yieldfrom", "ag_await"):
+            following = following if following is not None else getattr(current, name, None)
+        if following is None:
+            break
+        current = following
+    return frames
+
+
+def thread_frames(ident: int, after: CodeType | None = None) -> list[FrameType]:
+    """The frames of thread ``ident``, outermost first; with ``after``, only those below the frame
+    running that code (the call the thread was given, without the pool's frames around it)."""
+    frame = sys._current_frames().get(ident)
+    frames: list[FrameType] = []
+    while frame is not None:
+        if after is not None and frame.f_code is after:
+            break
+        frames.append(frame)
+        frame = frame.f_back
+    return frames[::-1]
+
+
+def frames_running(code: CodeType) -> list[list[FrameType]]:
+    """The stacks, outermost first, of each asyncio task of this loop and each thread that runs
+    ``code`` now, each from the frame running it down."""
+    found: list[list[FrameType]] = []
+    for task in asyncio.all_tasks():
+        frames = awaiting_frames(task)
+        found += [frames[i:] for i, f in enumerate(frames) if f.f_code is code][:1]
+    for ident in sys._current_frames():
+        frames = thread_frames(ident)
+        found += [frames[i:] for i, f in enumerate(frames) if f.f_code is code][:1]
+    return found
+
+
+def code_of(fn: Callable[..., Any]) -> CodeType | None:
+    """The code object of a function behind its decorators (None for a builtin, say)."""
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    return code if isinstance(code, CodeType) else None
+
+
+def workflow_steps_where(workflow: object, context: dict[str, Any]) -> list[Where]:
+    """Each step of a workflow run still in progress (``context``: the run's serialized
+    Context), with where its code is when one task or thread alone runs it: several runs of
+    the workflow at the same step cannot be told apart."""
+    steps: dict[str, Any] = getattr(workflow, "_get_steps", dict)()
+    places = []
+    for name in _steps_in_progress(context):
+        code = code_of(steps[name]) if name in steps else None
+        running = frames_running(code) if code is not None else []
+        places.append(Where(running[0] if len(running) == 1 else [], step=name))
+    return places
+
+
+def _steps_in_progress(context: dict[str, Any]) -> list[str]:
+    """The steps a serialized Context has in progress, by name: ``workers.<step>.in_progress``
+    (workflows 2.x) or ``in_progress.<step>`` (1.x, which keeps only async steps there)."""
+    workers = context.get("workers")
+    if isinstance(workers, dict):
+        return sorted(
+            name for name, state in workers.items() if isinstance(state, dict) and state.get("in_progress")
+        )
+    in_progress = context.get("in_progress")
+    return (
+        sorted(name for name, events in in_progress.items() if events)
+        if isinstance(in_progress, dict)
+        else []
+    )
+
+
+def describe(places: Iterable[Where]) -> tuple[str, str | None]:
+    """`` in f (app.py line 12)`` for the error line (empty when nothing is known), and the
+    stacks for the task's traceback (None then)."""
+    places = list(places)
+    parts: list[str] = []
+    for place in places:
+        frame = place.own()
+        at = f"{_shown_path(frame.filename)} line {frame.lineno}" if frame is not None else ""
+        if place.step is not None:
+            parts.append(f"step {place.step}" + (f" ({at})" if at else ""))
+        elif frame is not None:
+            parts.append(f"{frame.name} ({at})")
+    stacks = [
+        f"{'Step ' + place.step + ': w' if place.step else 'W'}here it was at the timeout "
+        "(most recent call last):\n" + "".join(place.stack.format())
+        for place in places
+        if place.stack
+    ]
+    return (", in " + ", ".join(parts) if parts else ""), ("\n".join(stacks) or None)
+
+
+def _shown_path(filename: str) -> str:
+    """``filename`` relative to the worker's folder (the service's source) when it is inside it."""
+    relative = os.path.relpath(filename)
+    return filename if relative.startswith("..") else relative
