@@ -147,7 +147,11 @@ class _WorkflowRun(Run):
             raise ContextNotSaved(exc) from exc
 
     def where(self) -> list[Where]:
-        return workflow_steps_where(self._workflow, self._handler.ctx.to_dict())
+        try:
+            context = self._handler.ctx.to_dict()
+        except Exception:  # said once, where the Context is saved at the run's end
+            return []
+        return workflow_steps_where(self._workflow, context)
 
 
 def _wrapped_step_error(exc: WorkflowRuntimeError) -> BaseException | None:
