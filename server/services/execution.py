@@ -29,12 +29,20 @@ from .encoding import to_jsonable
 from .errorinfo import error_line, traceback_summary
 from .where import describe
 
-__all__ = ["CANCEL_GRACE", "TaskOutcome", "execute"]
+__all__ = ["CANCEL_GRACE", "TaskOutcome", "execute", "where_running"]
 
 log = logging.getLogger(__name__)
 
 CANCEL_GRACE = 5.0
 """Seconds a run gets to stop on its own after a cancel or timeout before its task is cancelled."""
+
+_RUNNING: dict[str, Run] = {}
+"""The runs in progress in this process, by the label :func:`execute` was given."""
+
+
+def where_running() -> list[tuple[str, str, str | None]]:
+    """(label, where, stacks) of each run in progress: :func:`~.where.describe` of its place."""
+    return [(label, *describe(run.where(), header="Where it is now")) for label, run in _RUNNING.items()]
 
 
 @dataclass(slots=True)
@@ -114,7 +122,7 @@ class _OneAtATime:
 def _where(run: Run) -> tuple[str, str | None]:
     """``describe(run.where())``; nothing when looking fails (the timeout's error stands alone)."""
     try:
-        return describe(run.where())
+        return describe(run.where(), header="Where it was at the timeout")
     except Exception as exc:
         log.warning("could not tell where the timed-out task was: %s", error_line(exc))
         return "", None
@@ -165,6 +173,7 @@ async def execute(
     timeout: float | None = None,
     cancel_grace: float = CANCEL_GRACE,
     keep_context: bool = True,
+    label: str | None = None,
 ) -> TaskOutcome:
     """Run one task and return its outcome; never raises for anything the user code does.
 
@@ -173,6 +182,7 @@ async def execute(
     for (unchanged input Context if the run could not even start). ``inputs`` is read only once
     the run has lasted ``inputs_after`` seconds: most tasks end sooner and never open it.
     ``keep_context=False`` skips serializing the Context at the end (nobody will run in it again).
+    With ``label``, the run is among :func:`where_running` while it runs.
     """
     emits = _OneAtATime(emit)
     with running_task_code() as code:  # what the run's code raises or starts cannot stop the worker
@@ -186,6 +196,8 @@ async def execute(
         except (SystemExit, KeyboardInterrupt) as exc:
             return _failed(code.exited(exc), context)
         main = asyncio.create_task(run.wait(), name="task-run")
+    if label is not None:
+        _RUNNING[label] = run
     loop = asyncio.get_running_loop()
     cancel: asyncio.Future[None] = loop.create_future()
     pump: asyncio.Task[None] | None = None
@@ -211,6 +223,8 @@ async def execute(
                 at, stacks = _where(run)
             await _stop(run, main, cancel_grace)
     finally:
+        if label is not None:
+            _RUNNING.pop(label, None)
         if opener is not None:
             opener.cancel()
         cancel.cancel()

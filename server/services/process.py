@@ -27,9 +27,11 @@ from llamactl.server.mq.base import MessageQueue
 from llamactl.server.mq.factory import connect_queue
 from llamactl.server.protocol import WorkerMessageKind
 from llamactl.server.services.spec import WorkerSpec
+from llamactl.server.stack_dumps import also_on_the_loop
 
 from .adapters import Runnable, adapt
 from .errorinfo import error_line, traceback_summary
+from .execution import where_running
 from .loader import load_target
 from .reporter import Reporter
 from .threads import EXECUTOR_CALL_LIMIT, DaemonExecutor
@@ -106,6 +108,15 @@ async def _keep_stop_signals(on_signal: Callable[[], None]) -> None:
                 )
                 loop.add_signal_handler(sig, on_signal)
                 ours[sig] = signal.getsignal(sig)
+
+
+def _say_where_tasks_are() -> None:
+    """On SIGUSR2, after every thread's stack: where each running task's code is."""
+    running = where_running()
+    if not running:
+        log.warning("no task running here")
+    for label, at, stacks in running:
+        log.warning("%s runs%s%s", label, at, f"\n{stacks}" if stacks else "")
 
 
 def _forget_stop_signals() -> None:
@@ -227,6 +238,7 @@ async def _serve(spec: WorkerSpec, queue: MessageQueue, runnable: Runnable) -> i
     _register_fork_hook()
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal)
+    also_on_the_loop(loop, _say_where_tasks_are)
     watcher = asyncio.create_task(_watch_parent(spec.parent_pid, worker)) if spec.parent_pid else None
     keeper = asyncio.create_task(_keep_stop_signals(on_signal))
     try:

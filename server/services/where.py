@@ -143,9 +143,9 @@ def _steps_in_progress(context: dict[str, Any]) -> list[str]:
     )
 
 
-def describe(places: Iterable[Where]) -> tuple[str, str | None]:
-    """`` in f (app.py line 12)`` for the error line (empty when nothing is known), and the
-    stacks for the task's traceback (None then)."""
+def describe(places: Iterable[Where], header: str) -> tuple[str, str | None]:
+    """``, in f (app.py line 12)`` for a line about the run (empty when nothing is known), and
+    each place's stack under ``header`` (None then)."""
     places = list(places)
     parts: list[str] = []
     for place in places:
@@ -156,8 +156,9 @@ def describe(places: Iterable[Where]) -> tuple[str, str | None]:
         elif frame is not None:
             parts.append(f"{frame.name} ({at})")
     stacks = [
-        f"{'Step ' + place.step + ': w' if place.step else 'W'}here it was at the timeout "
-        "(most recent call last):\n" + "".join(place.stack.format())
+        (f"Step {place.step}: {header[0].lower()}{header[1:]}" if place.step else header)
+        + " (most recent call last):\n"
+        + "".join(place.stack.format())
         for place in places
         if place.stack
     ]

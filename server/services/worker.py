@@ -288,6 +288,7 @@ class Worker:
                 inputs_after=_INPUTS_AFTER,
                 timeout=timeout,
                 keep_context=task.keep_context,
+                label=f"task {task.task_id} (attempt {attempt})",
             )
             self._forget_run(task.task_id)  # done running: a newer attempt leaves its report be
             await started.settle()
