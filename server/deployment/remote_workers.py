@@ -35,6 +35,7 @@ from llamactl.server.deployment.replicas import ServiceReplicas
 from llamactl.server.deployment.venv_repair import VenvRepair
 from llamactl.server.errors import QueueNotShared, ServiceNotFound, WorkflowLoadError
 from llamactl.server.mq.factory import connect_queue
+from llamactl.server.stack_dumps import STACKS_SIGNAL
 from llamactl.server.supervisor import ProcessSpec, Supervisor, SupervisorEvent
 
 __all__ = ["RemoteWorkers", "choose_replicas", "host_label", "queue_location"]
@@ -172,6 +173,7 @@ class RemoteWorkers:
                 stop_grace=self.stop_grace,
                 output=self._output,
                 before_restart=None if self._venv_repair is None else self._venv_repair.wait,
+                last_words=STACKS_SIGNAL,
             )
             self._service_replicas = ServiceReplicas(self._supervisor, self._launch, self.replica_id)
             for sid, service in chosen.items():

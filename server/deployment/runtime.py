@@ -46,6 +46,7 @@ from llamactl.server.mq.zeromq.broker import ZeroMQBroker
 from llamactl.server.orchestrator import Orchestrator
 from llamactl.server.outage import Outage
 from llamactl.server.services.spec import WorkerSpec
+from llamactl.server.stack_dumps import STACKS_SIGNAL
 from llamactl.server.state.base import StateStore
 from llamactl.server.state.factory import open_state_store
 from llamactl.server.supervisor import ProcessSpec, Supervisor, SupervisorEvent
@@ -159,6 +160,7 @@ class Deployment:
                 stop_grace=self.stop_grace,
                 output=self._worker_output,
                 before_restart=None if self._venv_repair is None else self._venv_repair.wait,
+                last_words=STACKS_SIGNAL,
             )
             self._replicas = ServiceReplicas(self._supervisor, self._process_spec)
             silent = SilentWorkers(

@@ -67,6 +67,9 @@ class Supervisor:
         the process group may hold it open) before giving up on it.
     :param before_restart: awaited before each restart, after the backoff (the deployment puts
         back what its workers need, a deleted virtual environment say); a stop ends the wait.
+    :param last_words: a signal sent to a replica still running at the end of its stop grace,
+        before it is killed: what it prints in answer (where it is stuck) comes through
+        ``output`` first (see :meth:`ask`).
     """
 
     def __init__(
@@ -77,8 +80,10 @@ class Supervisor:
         stop_grace: float = 10.0,
         output_drain: float = 1.0,
         before_restart: Callable[[], Awaitable[None]] | None = None,
+        last_words: int | None = None,
     ) -> None:
         self._on_event = on_event
+        self._last_words = last_words
         self._before_restart = before_restart
         self._output = output
         self._stop_grace = stop_grace
@@ -281,7 +286,14 @@ class Supervisor:
                 async with asyncio.timeout(rep.grace):
                     await proc.wait()
             except TimeoutError:
-                log.warning("replica %s ignored SIGTERM for %.1fs: killing it", rep.spec.name, rep.grace)
+                log.warning(
+                    "replica %s did not stop within %.1fs of its SIGTERM: killing it%s",
+                    rep.spec.name,
+                    rep.grace,
+                    "; where it is, as it says:" if self._last_words is not None and self._output else "",
+                )
+                if self._last_words is not None:
+                    await proc.answer(self._last_words, quiet=0.2, within=1.0)
                 kill_group(proc.pid, signal.SIGKILL)
                 await proc.wait()
         code = proc.returncode

@@ -1,5 +1,6 @@
 """`kill -USR2 <worker pid>`: the worker prints every thread's stack, then where each task it
 runs is (its await chain: a thread's stack does not show a coroutine that waits), and runs on.
+The server asks the same of a worker whose tasks outlive its stop grace, before it kills it.
 A real deployment, its real worker process."""
 
 from __future__ import annotations
@@ -71,3 +72,27 @@ async def test_the_signal_shows_where_each_running_task_is_and_the_tasks_run_on(
     assert re.search(r"task \S+ \(attempt 1\) runs, in wait_for \(slow\.py line 7\)$", header), header
     assert 'slow.py", line 11, in slow' in text and "await wait_for(flag)" in text  # its await chain
     assert (done.status, done.result) == (TaskStatus.COMPLETED, "done")  # it ran on
+
+
+async def test_a_worker_killed_at_the_end_of_its_stop_grace_says_where_its_tasks_were(tmp_path: Path) -> None:
+    """Before, its tasks were cut off without a word of where they were stuck."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "slow.py").write_text(SLOW)
+    (tmp_path / "deployment.yml").write_text(DEPLOYMENT)
+    lines: list[str] = []
+    async with Deployment.from_file(
+        tmp_path / "deployment.yml", stop_grace=1, worker_output=lambda _, line: lines.append(line)
+    ) as deployment:
+        await deployment.wait_ready(timeout=60)
+        cp = deployment.control_plane
+        created = await cp.create_task(
+            TaskDefinition(service_id="slow", input=f'{{"flag": "{tmp_path / "never"}"}}')
+        )
+
+        async def running() -> bool:
+            return (await cp.get_task(created.task_id)).status is TaskStatus.RUNNING
+
+        await eventually(running, 30)
+    assert any(
+        re.search(rf"task {created.task_id} \(attempt 1\) runs, in wait_for", line) for line in lines
+    ), lines

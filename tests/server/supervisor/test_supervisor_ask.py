@@ -43,3 +43,21 @@ async def test_ask_of_a_process_that_prints_nothing_gives_up_after_within(
 
     assert not await sup.ask("s#1", signal.SIGUSR2, within=0.5)
     assert not await sup.ask("nobody#1", signal.SIGUSR2)
+
+
+async def test_a_replica_still_running_after_its_stop_grace_is_asked_for_last_words_then_killed(
+    rec: Recorder, script: ScriptFactory, waiter: WaitUntil
+) -> None:
+    """Before, it was killed without a word of where it was stuck."""
+    sup = Supervisor(on_event=rec.on_event, output=rec.output, last_words=signal.SIGUSR2)
+    body = ANSWERS_SIGUSR2.replace(
+        "signal.signal(signal.SIGUSR2, answer)",
+        "signal.signal(signal.SIGUSR2, answer)\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)",
+    )
+    try:
+        await sup.start_replica("l#1", script("l#1", body), RestartPolicy())
+        await waiter(lambda: bool(rec.printed("l#1")), what="ready")
+        assert await sup.stop_replica("l#1", grace=0.3) == -signal.SIGKILL
+    finally:
+        await sup.close(grace=0.5)
+    assert rec.printed("l#1")[1:] == ["answer 0", "answer 1", "answer 2"]
