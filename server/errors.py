@@ -23,7 +23,8 @@ The tree::
     │   ├── DeploymentExists
     │   ├── SessionLimitReached       the deployment holds `control-plane.max-sessions` sessions
     │   ├── TaskExists                a task id sent by the client is taken already
-    │   └── TaskFinished              an event sent to / cancel of a task that already ended
+    │   ├── TaskFinished              an event sent to / cancel of a task that already ended
+    │   └── TaskNotRunning            where a task's code is, asked of a task queued or ended
     ├── InvalidRequest                bad input from a caller (not a config file)
     ├── CannotListen                  the API's address cannot be bound (also an OSError, with errno)
     ├── TooFewOpenFiles               the process may open too few files to serve (`ulimit -n`)
@@ -34,6 +35,7 @@ The tree::
     ├── ContextNotSaved               a session task's workflow Context does not serialize (it fails)
     ├── Overloaded                    a service's queue is full: try again later (HTTP 429)
     ├── ShuttingDown                  the server is stopping (HTTP 503, with the task's id and status)
+    ├── WorkerNoAnswer                a task's worker did not answer a question in time (HTTP 504)
     └── TaskWaitTimeout               a task did not finish within the wait (HTTP 504, id and status)
 
 Each subclass carries a message that says what went wrong and what to do about it.
@@ -72,9 +74,11 @@ __all__ = [
     "TaskExists",
     "TaskFinished",
     "TaskNotFound",
+    "TaskNotRunning",
     "TaskWaitTimeout",
     "TooFewOpenFiles",
     "TooManyEvents",
+    "WorkerNoAnswer",
     "WorkflowLoadError",
 ]
 
@@ -229,6 +233,14 @@ class TaskFinished(Conflict):
         self.status = status
 
 
+class TaskNotRunning(Conflict):
+    def __init__(self, task_id: str, status: str) -> None:
+        now = "is queued: it has not reached a worker yet" if status == "queued" else f"has ended ({status})"
+        super().__init__(f"Task '{task_id}' {now}: its code runs nowhere to look at")
+        self.task_id = task_id
+        self.status = status
+
+
 class InvalidRequest(LlamactlError):
     """The caller sent something malformed (bad JSON input, missing default service, ...)."""
 
@@ -358,6 +370,18 @@ class ShuttingDown(LlamactlError):
         super().__init__(message)
         self.task_id = task_id
         self.status = status
+
+
+class WorkerNoAnswer(LlamactlError):
+    """The worker running a task did not answer a question about it in time."""
+
+    def __init__(self, task_id: str, replica_id: str | None, waited: float) -> None:
+        super().__init__(
+            f"the worker running task '{task_id}' ({replica_id or 'unknown'}) did not answer within "
+            f"{waited:g} s: the task's code may be blocking its event loop. `kill -USR2 <its pid>` "
+            "(the dashboard shows it) prints every thread's stack into the server's output"
+        )
+        self.task_id = task_id
 
 
 class TaskWaitTimeout(LlamactlError):

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 __all__ = [
     "EVENT_DELIVERED",
     "EVENT_REJECTED",
+    "TASK_WHERE",
     "TaskInput",
     "TaskInputKind",
     "TaskMessage",
@@ -109,17 +110,21 @@ class WorkerMessage(BaseModel):
 class TaskInputKind(StrEnum):
     EVENT = "event"
     CANCEL = "cancel"
+    WHERE = "where"
+    """Where is the run's code now? The worker streams a :data:`TASK_WHERE` event naming the input."""
 
 
 class TaskInput(BaseModel):
-    """Control plane -> the worker running a task: an event sent in, or a cancel request."""
+    """Control plane -> the worker running a task: an event sent in, a cancel request, or a
+    question of where the run is."""
 
     kind: TaskInputKind
     event_obj_str: str | None = None
     """For kind=event: ``JsonSerializer().serialize(event)`` of a workflows Event."""
     input_id: str | None = None
     """For kind=event: set when the sender waits to learn whether the event reached the run. The
-    worker then streams an :data:`EVENT_DELIVERED` or :data:`EVENT_REJECTED` event naming it."""
+    worker then streams an :data:`EVENT_DELIVERED` or :data:`EVENT_REJECTED` event naming it.
+    For kind=where: the answer's :data:`TASK_WHERE` event names it."""
 
 
 EVENT_DELIVERED = "EventDelivered"
@@ -128,6 +133,10 @@ EVENT_DELIVERED = "EventDelivered"
 EVENT_REJECTED = "EventRejected"
 """``type`` of the event a worker streams when an event sent in could not be built or delivered:
 ``value`` is ``{"input_id", "event", "error"}``."""
+TASK_WHERE = "TaskWhere"
+"""``type`` of the event a worker streams to answer a where input: ``value`` is ``{"input_id",
+"where", "stacks"}`` (``where``: ``in fetch (app.py line 12)``, empty when unknown; ``stacks``:
+each place's stack, or None)."""
 
 
 def start_msg_id(task_id: str) -> str:

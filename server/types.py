@@ -34,6 +34,7 @@ __all__ = [
     "TaskRecord",
     "TaskResult",
     "TaskStatus",
+    "TaskWhere",
 ]
 
 
@@ -151,6 +152,19 @@ class TaskRecord(BaseModel):
         return TaskDefinition(
             input=self.input, task_id=self.task_id, session_id=self.session_id, service_id=self.service_id
         )
+
+
+class TaskWhere(BaseModel):
+    """Where a running task's code is now, as its worker answered."""
+
+    task_id: str
+    replica_id: str | None = None
+    """The worker that runs it."""
+    where: str = ""
+    """``in fetch (app.py line 12)``: the innermost line of the service's own code the run waits
+    on (a workflow: each step in progress); empty when the worker cannot tell."""
+    stacks: str | None = None
+    """Each place's stack, as a traceback prints it."""
 
 
 class EventEnvelope(BaseModel):

@@ -1,4 +1,4 @@
-"""`llamactl tasks list|show|events|cancel|send-event`."""
+"""`llamactl tasks list|show|events|cancel|where|send-event`."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "check_status", "print_event", "print_record"]
 
-app = typer.Typer(help="List, inspect, follow, cancel and answer tasks.", no_args_is_help=True)
+app = typer.Typer(
+    help="List, inspect, follow, cancel and answer tasks, and see where one runs.", no_args_is_help=True
+)
 
 HUMAN_RESPONSE_EVENT = "workflows.events.HumanResponseEvent"
 TASK_ARG_HELP = "The task's id, or the start of it (unique among the deployment's tasks)."
@@ -236,6 +238,32 @@ def cancel(
         typer.echo(f"Task {task_id}: {record.status.value} (it finished before the cancel took effect)")
     else:
         typer.echo(f"Task {task_id}: cancel requested (it is {record.status.value})")
+
+
+@app.command("where")
+def where(
+    ctx: typer.Context,
+    *,
+    task: str = typer.Argument(..., metavar="TASK", help=TASK_ARG_HELP),
+    deployment: str | None = deployment_option(),
+    output: Output = output_option(),
+) -> None:
+    """Where a running task's code is now: the line it waits on, then each stack (its worker answers)."""
+    with connect(ctx) as client:
+        name = pick_deployment(client, deployment)
+        tasks = client.deployment(name).tasks
+        with api_errors(
+            not_found=_not_found(name), conflict=f"see the task: `llamactl tasks show {task} -d {name}`"
+        ):
+            record = resolve_task(tasks, task)
+            answer = tasks.where(record.task_id)
+    if output is Output.JSON:
+        emit_json(answer)
+        return
+    place = answer.where or "running (its worker cannot tell where)"
+    typer.echo(f"Task {answer.task_id} on {answer.replica_id}: {place}")
+    if answer.stacks:
+        typer.echo(f"\n{answer.stacks.rstrip()}")
 
 
 @app.command("send-event")

@@ -21,6 +21,7 @@ from llamactl.server.types import (
     TaskRecord,
     TaskResult,
     TaskStatus,
+    TaskWhere,
 )
 
 from ._base import Call, _parse_nothing
@@ -143,6 +144,11 @@ def tasks_cancel(name: str, task_id: str) -> Call[TaskRecord]:
 def tasks_send_event(name: str, task_id: str, service_id: str, event_obj_str: str) -> Call[EventDefinition]:
     body = EventDefinition(service_id=service_id, event_obj_str=event_obj_str).model_dump(mode="json")
     return Call("POST", f"{_t(name, task_id)}/events", _model(EventDefinition), json=body)
+
+
+def tasks_where(name: str, task_id: str) -> Call[TaskWhere]:
+    # The worker has 10 s to answer: longer than a default read timeout may be.
+    return Call("GET", f"{_t(name, task_id)}/where", _model(TaskWhere), waits=True)
 
 
 def _optional_result(value: Any) -> TaskResult | None:

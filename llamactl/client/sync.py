@@ -44,6 +44,7 @@ from llamactl.server.types import (
     TaskRecord,
     TaskResult,
     TaskStatus,
+    TaskWhere,
 )
 
 __all__ = ["Client", "DeploymentClient", "Deployments", "Sessions", "Tasks"]
@@ -380,6 +381,12 @@ class Tasks:
     def cancel(self, task_id: str) -> TaskRecord:
         """Cancel a task (raises Conflict if it has already finished)."""
         return self._client._call(calls.tasks_cancel(self._deployment, task_id))
+
+    def where(self, task_id: str) -> TaskWhere:
+        """Where a running task's code is now, as its worker answers: ``where`` names the line
+        (``in fetch (app.py line 12)``), ``stacks`` holds each stack. Raises Conflict for a
+        task queued or ended, and an error naming the worker when it does not answer in 10 s."""
+        return self._client._call(calls.tasks_where(self._deployment, task_id))
 
     @overload
     def events(

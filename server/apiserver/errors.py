@@ -37,6 +37,7 @@ from llamactl.server.errors import (
     StateStoreDamaged,
     StateStoreError,
     TaskWaitTimeout,
+    WorkerNoAnswer,
     WorkflowLoadError,
 )
 
@@ -93,6 +94,7 @@ _STATUSES: tuple[tuple[type[BaseException], int], ...] = (
     (Overloaded, 429),
     (ShuttingDown, 503),
     (TaskWaitTimeout, 504),
+    (WorkerNoAnswer, 504),
     (InvalidRequest, 400),
     (DeploymentConfigError, 400),
     (WorkflowLoadError, 400),

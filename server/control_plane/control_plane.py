@@ -50,6 +50,7 @@ from llamactl.server.types import (
     TaskRecord,
     TaskResult,
     TaskStatus,
+    TaskWhere,
 )
 
 __all__ = ["ControlPlane", "ControlPlaneSettings"]
@@ -413,6 +414,10 @@ class ControlPlane:
     async def send_event(self, task_id: str, event_obj_str: str) -> None:
         """See :meth:`TaskEvents.send`."""
         await self.events.send(task_id, event_obj_str)
+
+    async def task_where(self, task_id: str) -> TaskWhere:
+        """See :meth:`TaskEvents.where`."""
+        return await self.events.where(task_id)
 
     async def cancel_task(self, task_id: str) -> TaskRecord:
         """Cancel a task: at once (it never runs) if it has not reached a worker, else its worker

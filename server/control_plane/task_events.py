@@ -11,12 +11,18 @@ from typing import Any
 
 from llamactl.server.control_plane.records import ControlPlaneRecords
 from llamactl.server.control_plane.signals import TaskSignals
-from llamactl.server.errors import InvalidRequest, StateStoreError, TaskFinished
+from llamactl.server.errors import (
+    InvalidRequest,
+    StateStoreError,
+    TaskFinished,
+    TaskNotRunning,
+    WorkerNoAnswer,
+)
 from llamactl.server.ids import new_hex_id
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
-from llamactl.server.protocol import EVENT_DELIVERED, EVENT_REJECTED, TaskInput, TaskInputKind
-from llamactl.server.types import EventEnvelope, TaskStatus
+from llamactl.server.protocol import EVENT_REJECTED, TaskInput, TaskInputKind
+from llamactl.server.types import EventEnvelope, TaskStatus, TaskWhere
 
 __all__ = ["EVENT_WAIT", "TaskEvents"]
 
@@ -28,7 +34,8 @@ _OUTAGE_RETRY = 1.0
 log = logging.getLogger(__name__)
 
 EVENT_WAIT = 10.0
-"""Seconds ``send`` waits for a running task's worker to say whether it took the event."""
+"""Seconds ``send`` waits for a running task's worker to say whether it took the event (and
+``where`` for it to say where the task's code is)."""
 
 
 class TaskEvents:
@@ -131,7 +138,8 @@ class TaskEvents:
         For a running task it returns once the task's worker has handed the event to the run, and
         raises InvalidRequest when the worker could not build or deliver it (an unknown class,
         fields that do not fit, a service that is not a workflow), TaskFinished when the task
-        ended first.
+        ended first. A worker that does not answer within ``EVENT_WAIT`` seconds leaves the event
+        on its way. A queued task reads its inputs when it starts: then nobody waits.
         """
         task = await self._records.get_task(task_id)
         if task.status.is_final:
@@ -145,50 +153,75 @@ class TaskEvents:
                 "event_obj_str must be a serialized workflows Event: "
                 '{"__is_pydantic": true, "value": {...}, "qualified_name": "module.EventClass"}'
             )
-        input_id = new_hex_id()
+        answer = await self._ask(
+            task_id,
+            TaskInput(kind=TaskInputKind.EVENT, event_obj_str=event_obj_str, input_id=new_hex_id()),
+            wait=task.status is TaskStatus.RUNNING,
+        )
+        if answer is None:
+            log.warning("task %s: its worker did not confirm an event within %gs", task_id, EVENT_WAIT)
+        elif answer["type"] == EVENT_REJECTED:
+            value = answer["value"]
+            raise InvalidRequest(
+                f"task '{task_id}' could not take the event {value.get('event')}: {value.get('error')}"
+            )
+
+    async def where(self, task_id: str) -> TaskWhere:
+        """Ask the worker running the task where its code is now.
+
+        Raises TaskNotRunning for a task queued or ended (also when it ends before the answer),
+        WorkerNoAnswer when its worker does not answer within ``EVENT_WAIT`` seconds.
+        """
+        task = await self._records.get_task(task_id)
+        if task.status is not TaskStatus.RUNNING:
+            raise TaskNotRunning(task_id, task.status.value)
+        answer = await self._ask(
+            task_id, TaskInput(kind=TaskInputKind.WHERE, input_id=new_hex_id()), wait=True
+        )
+        if answer is None:
+            raise WorkerNoAnswer(task_id, task.replica_id, EVENT_WAIT)
+        value = answer["value"]
+        return TaskWhere(
+            task_id=task_id,
+            replica_id=task.replica_id,
+            where=value.get("where") or "",
+            stacks=value.get("stacks"),
+        )
+
+    async def _ask(self, task_id: str, question: TaskInput, *, wait: bool) -> dict[str, Any] | None:
+        """Send ``question`` to the task's worker; with ``wait``, return the event in the task's log
+        that answers it (naming its ``input_id``), None after ``EVENT_WAIT`` seconds without one.
+        Raises TaskFinished (TaskNotRunning for a where) when the task ends first."""
         stream = self._records.events_stream(task_id)
         start = await self._records.store.log_length(stream)
-        payload = TaskInput(kind=TaskInputKind.EVENT, event_obj_str=event_obj_str, input_id=input_id)
         await self._queue.publish(
-            topics.task_input_topic(self._deployment, task_id), payload.model_dump_json().encode()
+            topics.task_input_topic(self._deployment, task_id), question.model_dump_json().encode()
         )
-        if task.status is TaskStatus.RUNNING:
-            await self._event_outcome(task_id, input_id, stream, start)
-
-    async def _event_outcome(self, task_id: str, input_id: str, stream: str, start: int) -> None:
-        """Wait (briefly) for the running task's worker to say whether the event reached the run.
-
-        A queued task reads its inputs when it starts: then nobody waits. A worker that does not
-        answer within ``EVENT_WAIT`` seconds leaves the event on its way, as before.
-        """
+        if not wait:
+            return None
         offset = start
         with self._signals.listen(task_id) as changed:
             try:
                 async with asyncio.timeout(EVENT_WAIT):
                     while True:
                         changed.clear()
-                        # Looked at before the read: the run may take the event and end at once, and
-                        # the final status is written after the task's last events, so a read made
-                        # after seeing it finds the delivery if there was one.
+                        # Looked at before the read: the run may answer and end at once, and the
+                        # final status is written after the task's last events, so a read made
+                        # after seeing it finds the answer if there was one.
                         task = await self._records.get_task(task_id)
                         for entry in await self._records.store.read(stream, offset, limit=500):
                             offset = entry.offset + 1
                             event = json.loads(entry.value)
                             value = event.get("value")
-                            if not isinstance(value, dict) or value.get("input_id") != input_id:
-                                continue
-                            if event.get("type") == EVENT_REJECTED:
-                                raise InvalidRequest(
-                                    f"task '{task_id}' could not take the event {value.get('event')}: "
-                                    f"{value.get('error')}"
-                                )
-                            if event.get("type") == EVENT_DELIVERED:
-                                return
+                            if isinstance(value, dict) and value.get("input_id") == question.input_id:
+                                return dict(event)
                         if task.status.is_final:
+                            if question.kind is TaskInputKind.WHERE:
+                                raise TaskNotRunning(task_id, task.status.value)
                             raise TaskFinished(task_id, task.status.value)
                         await changed.wait()
             except TimeoutError:
-                log.warning("task %s: its worker did not confirm an event within %gs", task_id, EVENT_WAIT)
+                return None
 
 
 def _envelope(value: bytes, offset: int) -> EventEnvelope:

@@ -18,6 +18,7 @@ from llamactl.server.errors import ContextNotSaved
 from llamactl.server.protocol import (
     EVENT_DELIVERED,
     EVENT_REJECTED,
+    TASK_WHERE,
     TaskInput,
     TaskInputKind,
     WorkerMessageKind,
@@ -42,7 +43,7 @@ _RUNNING: dict[str, Run] = {}
 
 def where_running() -> list[tuple[str, str, str | None]]:
     """(label, where, stacks) of each run in progress: :func:`~.where.describe` of its place."""
-    return [(label, *describe(run.where(), header="Where it is now")) for label, run in _RUNNING.items()]
+    return [(label, *_where(run, "Where it is now")) for label, run in _RUNNING.items()]
 
 
 @dataclass(slots=True)
@@ -73,6 +74,11 @@ async def _pump(inputs: AsyncIterator[TaskInput], run: Run, cancel: asyncio.Futu
             if not cancel.done():
                 cancel.set_result(None)
             return
+        if item.kind is TaskInputKind.WHERE:
+            at, stacks = _where(run, "Where it is now")
+            value = {"input_id": item.input_id, "where": at.removeprefix(", "), "stacks": stacks}
+            await emit({"value": value, "type": TASK_WHERE, "qualified_name": f"llamactl.{TASK_WHERE}"})
+            continue
         if item.event_obj_str is None:
             log.warning("ignoring an event input without event_obj_str")
             continue
@@ -119,12 +125,12 @@ class _OneAtATime:
                 await self._emit(envelope)
 
 
-def _where(run: Run) -> tuple[str, str | None]:
-    """``describe(run.where())``; nothing when looking fails (the timeout's error stands alone)."""
+def _where(run: Run, header: str) -> tuple[str, str | None]:
+    """``describe(run.where(), header)``; nothing when looking fails."""
     try:
-        return describe(run.where(), header="Where it was at the timeout")
+        return describe(run.where(), header=header)
     except Exception as exc:
-        log.warning("could not tell where the timed-out task was: %s", error_line(exc))
+        log.warning("could not tell where a task's code is: %s", error_line(exc))
         return "", None
 
 
@@ -220,7 +226,7 @@ async def execute(
         if not main.done():
             stopped_by = "cancel" if cancel.done() else "exit" if code.stopped.done() else "timeout"
             if stopped_by == "timeout":
-                at, stacks = _where(run)
+                at, stacks = _where(run, "Where it was at the timeout")
             await _stop(run, main, cancel_grace)
     finally:
         if label is not None:

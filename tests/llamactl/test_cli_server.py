@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 
@@ -11,7 +13,7 @@ from typer.testing import CliRunner
 
 from llamactl.cli.exit_codes import ExitCode
 from llamactl.cli.main import app
-from llamactl.client import Client
+from llamactl.client import AsyncClient, Client
 from llamactl.server.types import TaskRecord
 from tests.llamactl.serving import Lines, Server, llamactl
 
@@ -216,3 +218,35 @@ def test_unknown_names_exit_not_found_with_a_hint(
     assert out == ""
     error = next(line for line in err.splitlines() if line.startswith("Error: "))
     assert "\nHint: " in err or "`llamactl " in error, "tells what to do"
+
+
+def test_where_names_the_line_a_running_task_waits_on_then_its_stack(
+    cli: Callable[..., tuple[int, str, str]], client: Client, demo_server: Server
+) -> None:
+    tasks = client.deployment("demo").tasks
+    task = tasks.create({"seconds": 60}, service="slow")
+    try:
+        wait_for_task(client, task.task_id, lambda r: r.status.value == "running")
+        code, out, err = cli("tasks", "where", task.task_id, "-d", "demo")
+        assert code == 0, err
+        first, _, stacks = out.partition("\n\n")
+        assert re.fullmatch(rf"Task {task.task_id} on slow#1: in slow \(funcs\.py line \d+\)\n?", first), out
+        assert stacks.startswith("Where it is now (most recent call last):\n"), out
+        assert "await asyncio.sleep(float(seconds))" in stacks
+
+        code, out, _ = cli("tasks", "where", task.task_id, "-d", "demo", "-o", "json")
+        assert code == 0 and json.loads(out)["where"].startswith("in slow (funcs.py line ")
+        assert tasks.where(task.task_id).replica_id == "slow#1"
+
+        async def through_the_async_client() -> str:
+            async with AsyncClient(demo_server.url) as aclient:
+                return (await aclient.deployment("demo").tasks.where(task.task_id)).where
+
+        assert asyncio.run(through_the_async_client()).startswith("in slow (funcs.py line ")
+    finally:
+        tasks.cancel(task.task_id)
+    wait_for_task(client, task.task_id, lambda r: r.status.is_final)
+    code, _, err = cli("tasks", "where", task.task_id, "-d", "demo")
+    assert code == ExitCode.CONFLICT
+    assert "has ended (cancelled): its code runs nowhere to look at" in err
+    assert f"llamactl tasks show {task.task_id} -d demo" in err

@@ -131,6 +131,17 @@ async def send_event(request: Request) -> Response:
     return model_response(definition)
 
 
+async def task_where(request: Request) -> Response:
+    """Where a running task's code is now, as its worker answers.
+
+    ``where`` names the innermost line of the service's own code the run waits on, ``stacks``
+    holds each stack. 409 for a task queued or ended, 504 when its worker does not answer
+    within 10 s (its event loop blocked).
+    """
+    cp = deployment_of(request).control_plane
+    return model_response(await cp.task_where(_task_id(request)))
+
+
 async def task_result(request: Request) -> Response:
     """The TaskResult once the task has finished (waits); ``null`` if ``timeout`` runs out first.
 
@@ -167,4 +178,5 @@ routes = [
     Route(f"{_BASE}/{{task_id}}/events", stream_events, methods=["GET"]),
     Route(f"{_BASE}/{{task_id}}/events", send_event, methods=["POST"]),
     Route(f"{_BASE}/{{task_id}}/results", task_result, methods=["GET"]),
+    Route(f"{_BASE}/{{task_id}}/where", task_where, methods=["GET"]),
 ]

@@ -1,0 +1,86 @@
+"""ControlPlane.task_where against a real deployment's worker: the answer of a worker whose
+loop is free, the error naming a worker that cannot answer, and a task that runs nowhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import llamactl.server.control_plane.task_events as task_events
+from llamactl.server.deployment import Deployment
+from llamactl.server.errors import TaskNotRunning, WorkerNoAnswer
+from llamactl.server.types import TaskDefinition, TaskStatus
+from tests.e2e.waiting import eventually
+
+DEPLOYMENT = """\
+name: where
+services:
+  waits:
+    source: {type: local, location: src}
+    path: code:waits
+  blocks:
+    source: {type: local, location: src}
+    path: code:blocks
+  one:
+    source: {type: local, location: src}
+    path: code:waits
+    max-concurrency: 1
+"""
+
+CODE = """\
+import asyncio
+import time
+
+
+async def waits(seconds: float = 60) -> str:
+    await asyncio.sleep(seconds)
+    return "done"
+
+
+async def blocks(seconds: float = 3) -> str:
+    time.sleep(seconds)  # holds the worker's event loop
+    return "done"
+"""
+
+
+async def test_where_asks_the_worker_and_says_when_it_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "code.py").write_text(CODE)
+    (tmp_path / "deployment.yml").write_text(DEPLOYMENT)
+    async with Deployment.from_file(tmp_path / "deployment.yml", stop_grace=1) as deployment:
+        await deployment.wait_ready(timeout=60)
+        cp = deployment.control_plane
+
+        async def running(service: str, seconds: float) -> str:
+            created = await cp.create_task(
+                TaskDefinition(service_id=service, input=f'{{"seconds": {seconds}}}')
+            )
+
+            async def started() -> bool:
+                return (await cp.get_task(created.task_id)).status is TaskStatus.RUNNING
+
+            await eventually(started, 30)
+            return created.task_id
+
+        waiting = await running("waits", 60)
+        answer = await cp.task_where(waiting)
+        assert (answer.replica_id, answer.where) == ("waits#1", "in waits (code.py line 6)")
+        assert answer.stacks is not None and "await asyncio.sleep(seconds)" in answer.stacks
+        await cp.cancel_task(waiting)
+
+        monkeypatch.setattr(task_events, "EVENT_WAIT", 1.0)
+        blocked = await running("blocks", 4)
+        with pytest.raises(WorkerNoAnswer, match=r"\(blocks#1\) did not answer within 1 s: .* `kill -USR2"):
+            await cp.task_where(blocked)
+        done = await cp.wait_for_task(blocked, timeout=30)
+        assert done.status is TaskStatus.COMPLETED  # the question went unanswered, the task ran on
+
+        await running("one", 60)
+        queued = await cp.create_task(TaskDefinition(service_id="one", input="{}"))  # the worker is full
+        with pytest.raises(TaskNotRunning, match="is queued: it has not reached a worker yet"):
+            await cp.task_where(queued.task_id)
+        with pytest.raises(TaskNotRunning, match=r"has ended \(completed\)"):
+            await cp.task_where(blocked)
