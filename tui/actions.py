@@ -1,4 +1,4 @@
-"""What the user asks the server to do, in workers: run, cancel and answer tasks, create and delete
+"""What the user asks the server to do, in workers: run, cancel, answer and locate tasks, create and delete
 sessions, list deployments, open a task by id. Each posts its outcome (or ``ActionFailed`` with a
 message that says what went wrong and what to do) to the app."""
 
@@ -28,6 +28,7 @@ from llamactl.tui.messages import (
     TaskCancelled,
     TaskCreated,
     TaskLoaded,
+    TaskWhereAnswered,
 )
 from llamactl.tui.model.format import short_id
 
@@ -87,6 +88,18 @@ class Actions(Widget):
             self._fail(f"cancel task {short_id(task_id)}", exc)
             return
         self._send(TaskCancelled(record))
+
+    @work(group="actions")
+    async def where_task(self, task_id: str) -> None:
+        """Ask the worker running the task where its code is; its stacks come as an event."""
+        if self.deployment is None:
+            return
+        try:
+            answer = await self.client.deployment(self.deployment).tasks.where(task_id)
+        except (ClientError, httpx.TransportError) as exc:
+            self._fail(f"see where task {short_id(task_id)} is", exc)
+            return
+        self._send(TaskWhereAnswered(answer))
 
     @work(group="actions")
     async def answer(self, task_id: str, response: str, service_id: str | None, seq: int) -> None:

@@ -20,6 +20,11 @@ def dashboard_commands(screen: UserActions) -> Iterator[SystemCommand]:
     )
     yield SystemCommand("Cancel the task on show", "Asks first (c)", screen.action_cancel_task)
     yield SystemCommand(
+        "Where is the task on show",
+        "The line of its code it waits on; its stacks come as an event (w)",
+        screen.action_where_task,
+    )
+    yield SystemCommand(
         "Copy the task id", "Of the task on show, to the clipboard (y)", screen.action_copy_task_id
     )
     yield SystemCommand("Open a task by id", "Show its record and events (o)", screen.action_open_task)

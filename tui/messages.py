@@ -18,6 +18,7 @@ from llamactl.server.types import (
     ServiceStatus,
     SessionDefinition,
     TaskRecord,
+    TaskWhere,
 )
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "TaskEventsInterrupted",
     "TaskLoaded",
     "TaskPicked",
+    "TaskWhereAnswered",
 ]
 
 # --- from the workers -------------------------------------------------------------------------
@@ -145,6 +147,14 @@ class TaskCreated(Message):
 @dataclass
 class TaskCancelled(Message):
     record: TaskRecord
+
+
+@dataclass
+class TaskWhereAnswered(Message):
+    """Where a running task's code is, as its worker answered (its stacks are in the task's
+    events, as a ``TaskWhere`` event)."""
+
+    answer: TaskWhere
 
 
 @dataclass

@@ -31,6 +31,7 @@ from llamactl.tui.messages import (
     TaskEventsInterrupted,
     TaskLoaded,
     TaskPicked,
+    TaskWhereAnswered,
 )
 from llamactl.tui.model.dashboard import Delta
 from llamactl.tui.model.events import EventBook
@@ -251,6 +252,15 @@ class MessageRouting(UserActions):
         state = message.record.status.value
         detail = "cancelled" if state == "cancelled" else "asked to stop (its worker is told)"
         self.notify(f"Task {message.record.task_id} {detail}.", title="Cancel", markup=False)
+
+    def on_task_where_answered(self, message: TaskWhereAnswered) -> None:
+        answer = message.answer
+        place = answer.where or "running; its worker cannot tell where"
+        self.notify(
+            f"Task {answer.task_id} on {answer.replica_id}: {place}. Its stacks are in its events.",
+            title="Where",
+            markup=False,
+        )
 
     def on_session_created(self, message: SessionCreated) -> None:
         app = self.dashboard

@@ -52,6 +52,7 @@ class DashboardScreen(MessageRouting):
         Binding("r", "run_task", "Run task", id="dashboard.run"),
         Binding("a", "answer", "Answer", id="dashboard.answer"),
         Binding("c", "cancel_task", "Cancel task", id="dashboard.cancel"),
+        Binding("w", "where_task", "Where", show=False, id="dashboard.where"),
         Binding("y", "copy_task_id", "Copy id", id="dashboard.copy"),
         Binding("o", "open_task", "Open task", id="dashboard.open"),
         Binding("n", "create_session", "New session", id="dashboard.new_session"),
@@ -216,7 +217,7 @@ class DashboardScreen(MessageRouting):
         rebuilds itself on every refresh, which is too costly to do for every event)."""
         availability = tuple(
             self.check_action(action, ())
-            for action in ("answer", "cancel_task", "copy_task_id", "run_task", "retry_now")
+            for action in ("answer", "cancel_task", "where_task", "copy_task_id", "run_task", "retry_now")
         )
         if availability != self._availability:
             self._availability = availability

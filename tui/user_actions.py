@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from textual.screen import Screen
 from textual.widgets import TabbedContent, Tree
 
+from llamactl.server.types import TaskStatus
 from llamactl.tui.actions import Actions
 from llamactl.tui.dialogs.confirm import ConfirmDialog
 from llamactl.tui.dialogs.deployments import DeploymentPicker
@@ -84,6 +85,9 @@ class UserActions(Screen[None]):
         if action in ("cancel_task",):
             row = self.shown_row
             return True if row is not None and not row.status.is_final else None
+        if action == "where_task":
+            row = self.shown_row
+            return True if row is not None and row.status is TaskStatus.RUNNING else None
         if action == "copy_task_id":
             return True if app.shown_task else None
         if action in ("run_task", "create_session", "open_task"):
@@ -158,6 +162,17 @@ class UserActions(Screen[None]):
             ),
             confirmed,
         )
+
+    def action_where_task(self) -> None:
+        """Ask where the running task on show is: its line in a notice, its stacks in its events."""
+        row = self.shown_row
+        if row is None or row.status is not TaskStatus.RUNNING:
+            what = "No task on show" if row is None else f"Task {row.task_id} is {row.status.value}"
+            self.notify(
+                f"{what}: only a running task's code has a place to show.", severity="warning", markup=False
+            )
+            return
+        self.actions.where_task(row.task_id)
 
     def action_copy_task_id(self) -> None:
         task_id = self.dashboard.shown_task

@@ -9,7 +9,7 @@ from rich.json import JSON
 from rich.text import Text
 
 from llamactl.server.types import EventEnvelope
-from llamactl.tui.model.events import is_attempt_marker, is_input_required, prompt_of
+from llamactl.tui.model.events import is_attempt_marker, is_input_required, is_where_answer, prompt_of
 from llamactl.tui.palette import Palette
 
 __all__ = ["event_line", "render_event"]
@@ -44,6 +44,10 @@ def event_line(envelope: EventEnvelope, palette: Palette, *, expanded: bool = Fa
         line.append(f"{envelope.type} ", style=f"bold {palette.warning}")
         line.append(f"? {prompt_of(envelope)}", style=palette.warning)
         return line
+    if is_where_answer(envelope):
+        line.append(f"{envelope.type} ", style=f"bold {palette.accent}")
+        line.append(str(envelope.value.get("where") or "its worker cannot tell where"))
+        return line
     style = f"bold {palette.success}" if envelope.type == "StopEvent" else f"bold {palette.accent}"
     line.append(f"{envelope.type} ", style=style)
     line.append(_value_summary(envelope.value))
@@ -55,5 +59,7 @@ def render_event(envelope: EventEnvelope, palette: Palette, *, expanded: bool) -
     line = event_line(envelope, palette, expanded=expanded)
     if not expanded:
         return line
+    if is_where_answer(envelope) and envelope.value.get("stacks"):
+        return Group(line, Text(str(envelope.value["stacks"])))  # a traceback reads as printed
     body = envelope.model_dump(mode="json")
     return Group(line, JSON(json.dumps(body, ensure_ascii=False, default=str), indent=2))
