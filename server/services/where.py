@@ -1,11 +1,10 @@
-"""Where a task's code is: the frames it waits in, for the error of a task that timed out.
+"""Where a task's code is: the frames it waits in, for a timeout's error, ``tasks where`` and SIGUSR2.
 
-"timed out after 60 s" left the developer to guess which call never came back. At the timeout
-the run is still there to look at: an async function's chain of awaits (each coroutine's frame
-stops at the line it awaits on), a sync function's thread (``sys._current_frames``), a
-workflow's steps still in progress (their tasks and threads, found by the step's code). The
-error then names the innermost line of the service's own code, and the task's traceback holds
-the whole stack.
+"timed out after 60 s" left the developer to guess which call never came back. While the run
+is there to look at: an async function's chain of awaits (each coroutine's frame stops at the
+line it awaits on), a sync function's thread (``sys._current_frames``), a workflow's steps
+still in progress (their tasks and threads, found by the step's code). The place named is the
+innermost line of the service's own code; the stacks go with it.
 """
 
 from __future__ import annotations
