@@ -21,9 +21,10 @@ __all__ = ["STACKS_SIGNAL", "also_on_the_loop", "print_stacks_on_signal"]
 STACKS_SIGNAL = signal.SIGUSR2
 
 
-def print_stacks_on_signal(stream: TextIO | None = None) -> None:
-    """From now on, :data:`STACKS_SIGNAL` prints every thread's stack to ``stream`` (stderr)."""
-    faulthandler.register(STACKS_SIGNAL, file=stream or sys.stderr, all_threads=True, chain=False)
+def print_stacks_on_signal(stream: TextIO | None = None, *, chain: bool = False) -> None:
+    """From now on, :data:`STACKS_SIGNAL` prints every thread's stack to ``stream`` (stderr);
+    with ``chain``, then calls the handler it had before."""
+    faulthandler.register(STACKS_SIGNAL, file=stream or sys.stderr, all_threads=True, chain=chain)
 
 
 def also_on_the_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
@@ -35,4 +36,4 @@ def also_on_the_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], Non
     # default action: microseconds, once per worker.)
     faulthandler.unregister(STACKS_SIGNAL)
     loop.add_signal_handler(STACKS_SIGNAL, callback)
-    faulthandler.register(STACKS_SIGNAL, file=sys.stderr, all_threads=True, chain=True)
+    print_stacks_on_signal(chain=True)

@@ -84,7 +84,11 @@ def awaiting_frames(awaitable: object) -> list[FrameType]:
 def thread_frames(ident: int, after: CodeType | None = None) -> list[FrameType]:
     """The frames of thread ``ident``, outermost first; with ``after``, only those below the frame
     running that code (the call the thread was given, without the pool's frames around it)."""
-    frame = sys._current_frames().get(ident)
+    return _stack_from(sys._current_frames().get(ident), after)
+
+
+def _stack_from(frame: FrameType | None, after: CodeType | None = None) -> list[FrameType]:
+    """``frame`` and its callers, outermost first, up to (not including) one running ``after``."""
     frames: list[FrameType] = []
     while frame is not None:
         if after is not None and frame.f_code is after:
@@ -97,12 +101,10 @@ def thread_frames(ident: int, after: CodeType | None = None) -> list[FrameType]:
 def frames_running(code: CodeType) -> list[list[FrameType]]:
     """The stacks, outermost first, of each asyncio task of this loop and each thread that runs
     ``code`` now, each from the frame running it down."""
+    stacks = [awaiting_frames(task) for task in asyncio.all_tasks()]
+    stacks += [_stack_from(frame) for frame in sys._current_frames().values()]  # one snapshot
     found: list[list[FrameType]] = []
-    for task in asyncio.all_tasks():
-        frames = awaiting_frames(task)
-        found += [frames[i:] for i, f in enumerate(frames) if f.f_code is code][:1]
-    for ident in sys._current_frames():
-        frames = thread_frames(ident)
+    for frames in stacks:
         found += [frames[i:] for i, f in enumerate(frames) if f.f_code is code][:1]
     return found
 
