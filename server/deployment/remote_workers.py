@@ -2,9 +2,10 @@
 
 What ``llamactl worker deployment.yml`` runs: the same worker processes `llamactl serve` starts
 (:mod:`.launch`), under a :class:`~llamactl.server.supervisor.Supervisor` that restarts those that
-crash, but no API server, control plane or state store. Workers take their tasks from the
-deployment's message queue (every task carries its session's Context) and report back on its
-control topic, so any `llamactl serve` of the deployment sees them as replicas::
+crash (and kills those stopped too long: :class:`.silent_workers.StoppedWorkers`), but no API
+server, control plane or state store. Workers take their tasks from the deployment's message
+queue (every task carries its session's Context) and report back on its control topic, so any
+`llamactl serve` of the deployment sees them as replicas::
 
     workers = RemoteWorkers(config, replicas={"echo": 2})
     await workers.start()
@@ -27,11 +28,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from llamactl.server.aio import cancel_and_wait
 from llamactl.server.config import DeploymentConfig, ServiceConfig
 from llamactl.server.deployment.dependencies import install_python_dependencies
 from llamactl.server.deployment.launch import QUEUE_HEARTBEAT, REPORT_INTERVAL, worker_process, worker_spec
 from llamactl.server.deployment.queue_config import external_queue_config
 from llamactl.server.deployment.replicas import ServiceReplicas
+from llamactl.server.deployment.silent_workers import StoppedWorkers, silent_limit
 from llamactl.server.deployment.venv_repair import VenvRepair
 from llamactl.server.errors import QueueNotShared, ServiceNotFound, WorkflowLoadError
 from llamactl.server.mq.factory import connect_queue
@@ -129,6 +132,7 @@ class RemoteWorkers:
         self._venv_repair: VenvRepair | None = None
         self._supervisor: Supervisor | None = None
         self._service_replicas: ServiceReplicas | None = None
+        self._stopped_workers: asyncio.Task[None] | None = None
         self._up: set[str] = set()
         self._load_errors: dict[str, str] = {}
         self._last_error: dict[str, str] = {}
@@ -176,6 +180,12 @@ class RemoteWorkers:
                 last_words=STACKS_SIGNAL,
             )
             self._service_replicas = ServiceReplicas(self._supervisor, self._launch, self.replica_id)
+            stopped = StoppedWorkers(
+                self.config.name,
+                supervisor=self._supervisor,
+                limit=silent_limit(self.config.message_queue.lease),
+            )
+            self._stopped_workers = asyncio.create_task(stopped.run(), name="stopped-workers")
             for sid, service in chosen.items():
                 await self._service_replicas.start(service, generation=1, count=self.replicas[sid])
         except BaseException:
@@ -223,6 +233,9 @@ class RemoteWorkers:
         """Stop every worker: running tasks finish first (up to ``stop_grace``), then they exit."""
         if self._venv_repair is not None:
             await self._venv_repair.close()
+        if self._stopped_workers is not None:
+            await cancel_and_wait(self._stopped_workers)
+            self._stopped_workers = None
         if self._supervisor is not None:
             await self._supervisor.close()
         self._supervisor = self._service_replicas = None

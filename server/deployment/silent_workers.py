@@ -9,10 +9,15 @@ ever), stuck in the kernel. Its service then had one worker fewer for good (none
 gone by the liveness watch, silent for :func:`silent_limit` seconds since its own last report,
 whose process still runs, is killed (SIGKILL: nothing in it answers SIGTERM) and restarted by
 the supervisor as after a crash.
+
+A host of workers without a control plane (`llamactl worker`) hears no reports: there,
+:class:`StoppedWorkers` kills a worker whose process has been stopped for as long (read from
+``/proc``; the GIL-frozen case is its own watchdog's, as everywhere).
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import time
@@ -22,7 +27,7 @@ from llamactl.server.control_plane import ServiceRegistry
 from llamactl.server.supervisor import Supervisor
 from llamactl.server.types import ReplicaState
 
-__all__ = ["CHECK_EVERY", "SilentWorkers", "silent_limit"]
+__all__ = ["CHECK_EVERY", "SilentWorkers", "StoppedWorkers", "silent_limit"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +44,36 @@ def silent_limit(lease: float) -> float:
     return lease + _BEYOND_WATCHDOG
 
 
-class SilentWorkers:
+class _Killer(abc.ABC):
+    """What both watches share: the loop, the limit, the kill and what it says."""
+
+    def __init__(self, deployment: str, supervisor: Supervisor, limit: float) -> None:
+        self._deployment = deployment
+        self._supervisor = supervisor
+        self.limit = limit
+        self.killed = 0
+
+    async def run(self) -> None:
+        """Look every :data:`CHECK_EVERY` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(CHECK_EVERY)
+            self.check()
+
+    @abc.abstractmethod
+    def check(self, now: float | None = None) -> None:
+        """Kill the workers past the limit (``now``: the time, for tests)."""
+
+    def _kill(self, key: str, pid: int, why: str) -> bool:
+        if not self._supervisor.kill(key):
+            return False
+        self.killed += 1
+        log.warning(
+            "deployment %s: worker %s (pid %d) %s: killed; it starts again", self._deployment, key, pid, why
+        )
+        return True
+
+
+class SilentWorkers(_Killer):
     """``await SilentWorkers(...).run()`` until cancelled: kills the silent local workers."""
 
     def __init__(
@@ -51,20 +85,12 @@ class SilentWorkers:
         service_of: Callable[[str], str | None],
         limit: float,
     ) -> None:
-        self._deployment = deployment
+        super().__init__(deployment, supervisor, limit)
         self._registry = registry
-        self._supervisor = supervisor
         self._service_of = service_of
-        self.limit = limit
-        self.killed = 0
         self._heard: dict[str, tuple[int, float]] = {}
         """key -> (pid, its last report) as the registry last had it, kept after the registry
         forgets a gone replica."""
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(CHECK_EVERY)
-            self.check()
 
     def check(self, now: float | None = None) -> None:
         """Kill each local worker silent past the limit whose process still runs."""
@@ -87,15 +113,40 @@ class SilentWorkers:
                 continue  # this process has not reported yet: still starting
             # declared gone (or forgotten since) while this very process still runs
             pid, last = self._heard[key]
-            if now - last < self.limit or not self._supervisor.kill(key):
-                continue
-            del self._heard[key]
-            self.killed += 1
-            log.warning(
-                "deployment %s: worker %s (pid %d) has said nothing for %.0f s though its process "
-                "runs (stopped, or frozen in code that holds the GIL): killed; it starts again",
-                self._deployment,
-                key,
-                pid,
-                now - last,
+            why = (
+                f"has said nothing for {now - last:.0f} s though its process runs "
+                "(stopped, or frozen in code that holds the GIL)"
             )
+            if now - last >= self.limit and self._kill(key, pid, why):
+                del self._heard[key]
+
+
+class StoppedWorkers(_Killer):
+    """``await StoppedWorkers(...).run()`` until cancelled: kills the workers of this host whose
+    process has been stopped for ``limit`` seconds. For a host with no control plane to hear
+    them; a look that comes late (this process was itself held) starts every count again."""
+
+    def __init__(self, deployment: str, *, supervisor: Supervisor, limit: float) -> None:
+        super().__init__(deployment, supervisor, limit)
+        self._running: dict[str, tuple[int, float]] = {}
+        """key -> (pid, when it was last seen not stopped, or first seen)."""
+        self._last_look: float | None = None
+
+    def check(self, now: float | None = None) -> None:
+        """Kill each worker stopped past the limit."""
+        now = time.time() if now is None else now
+        late = self._last_look is not None and now - self._last_look > 3 * CHECK_EVERY
+        self._last_look = now
+        views = self._supervisor.replicas()
+        for key in [k for k in self._running if k not in views]:
+            del self._running[key]
+        for key, view in views.items():
+            seen = self._running.get(key)
+            if view.pid is None or view.state != "running":
+                self._running.pop(key, None)
+            elif late or seen is None or seen[0] != view.pid or not self._supervisor.stopped(key):
+                self._running[key] = (view.pid, now)
+            elif now - seen[1] >= self.limit:
+                why = f"has been stopped for {now - seen[1]:.0f} s (a SIGSTOP, or a debugger holds it)"
+                if self._kill(key, view.pid, why):
+                    del self._running[key]

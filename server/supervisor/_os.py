@@ -26,10 +26,11 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from .models import ProcessSpec
 
-__all__ = ["Child", "death_signal_hook", "forget_group", "kill_group", "spawn"]
+__all__ = ["Child", "death_signal_hook", "forget_group", "is_stopped", "kill_group", "spawn"]
 
 log = logging.getLogger(__name__)
 
@@ -239,3 +240,16 @@ def kill_group(pgid: int, sig: int) -> bool:
 def forget_group(pgid: int) -> None:
     """Stop tracking ``pgid`` for the atexit hook (after its final SIGKILL sweep)."""
     _live_groups.discard(pgid)
+
+
+def is_stopped(pid: int) -> bool | None:
+    """Whether process ``pid`` is stopped (a SIGSTOP, a debugger holding it): it runs no code
+    and answers nothing but SIGKILL and SIGCONT. None when the process is gone or this system
+    does not say (no ``/proc``: Linux only)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows its last ")"
+    fields = stat[stat.rfind(b")") + 1 :].split()
+    return bool(fields) and fields[0] in (b"T", b"t")

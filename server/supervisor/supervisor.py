@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from ._os import Child, forget_group, kill_group, spawn
+from ._os import Child, forget_group, is_stopped, kill_group, spawn
 from .models import EXIT_REPLACE, EventKind, ProcessSpec, ReplicaProcess, RestartPolicy, SupervisorEvent
 
 __all__ = ["Supervisor", "prefixed_output"]
@@ -139,6 +139,15 @@ class Supervisor:
         if proc is None or proc.returncode is not None:
             return False
         return kill_group(proc.pid, signal.SIGKILL)
+
+    def stopped(self, key: str) -> bool | None:
+        """Whether the replica's process is stopped (a SIGSTOP, a debugger holding it). None
+        when no process of it runs or the system does not say (Linux only)."""
+        rep = self._replicas.get(key)
+        proc = None if rep is None else rep.proc
+        if proc is None or proc.returncode is not None:
+            return None
+        return is_stopped(proc.pid)
 
     async def ask(self, key: str, sig: int, *, quiet: float = 0.2, within: float = 2.0) -> bool:
         """Send ``sig`` to the replica's process (its leader alone, not its group) for something
@@ -282,6 +291,9 @@ class Supervisor:
         rep.view.state = "stopping"
         if proc.returncode is None:
             kill_group(proc.pid, signal.SIGTERM)
+            # A stopped process (a SIGSTOP, a Ctrl-Z that reached it) keeps the SIGTERM pending
+            # until it runs again: wake it, so that it stops in order instead of being killed.
+            kill_group(proc.pid, signal.SIGCONT)
             try:
                 async with asyncio.timeout(rep.grace):
                     await proc.wait()

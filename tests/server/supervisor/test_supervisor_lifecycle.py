@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -161,6 +162,20 @@ async def test_stop_sends_sigterm_and_returns_the_exit_code(
     assert [e.kind for e in rec.events] == ["started", "stopped"]
     assert (rec.events[-1].pid, rec.events[-1].exit_code) == (pid, 0)
     assert sup.replicas() == {}
+
+
+async def test_a_stopped_replica_is_woken_to_stop_in_order_not_killed_after_the_grace(
+    sup: Supervisor, rec: Recorder, script: ScriptFactory, waiter: WaitUntil
+) -> None:
+    """A SIGSTOPped process holds its SIGTERM until a SIGCONT: sent along, it stops as asked (its
+    tasks drained) instead of waiting out the grace for a SIGKILL."""
+    replica = await sup.start_replica("t#1", script("t#1", TRAPS_SIGTERM))
+    await waiter(lambda: "ready" in rec.printed("t#1"), what="ready")
+    assert replica.pid is not None
+    os.kill(replica.pid, signal.SIGSTOP)
+    await waiter(lambda: sup.stopped("t#1") is True, what="stopped")
+
+    assert await sup.stop_replica("t#1") == 0  # its own exit, not -9
 
 
 async def test_a_replica_ignoring_sigterm_is_killed_after_the_grace(
