@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from llamactl.cli.common import fail, say
@@ -13,6 +14,7 @@ from llamactl.cli.task_output import print_event
 if TYPE_CHECKING:
     from llamactl.cli.common import Output
     from llamactl.client.sync import Tasks
+    from llamactl.server.types import EventEnvelope
 
 __all__ = ["REATTACH_SECONDS", "follow_events"]
 
@@ -20,10 +22,19 @@ REATTACH_SECONDS = 60.0
 """How long a command waits for a server that went away while its task ran to come back."""
 
 
-def follow_events(tasks: Tasks, task_id: str, deployment: str, output: Output, *, from_seq: int = 0) -> None:
-    """Print ``task_id``'s events from ``from_seq`` until the task ends. A server that goes away
-    meanwhile (killed, or restarted by a supervisor) is waited for, for ``REATTACH_SECONDS``,
-    and the events are read again from the first one not printed."""
+def follow_events(
+    tasks: Tasks,
+    task_id: str,
+    deployment: str,
+    output: Output,
+    *,
+    from_seq: int = 0,
+    then: Callable[[EventEnvelope], None] | None = None,
+) -> None:
+    """Print ``task_id``'s events from ``from_seq`` until the task ends, passing each one to
+    ``then`` once printed. A server that goes away meanwhile (killed, or restarted by a
+    supervisor) is waited for, for ``REATTACH_SECONDS``, and the events are read again from the
+    first one not printed."""
     from llamactl.client.errors import DeploymentStarting, NotLlamactlServer, ServerUnreachable, StreamBroken
 
     deadline: float | None = None
@@ -31,6 +42,8 @@ def follow_events(tasks: Tasks, task_id: str, deployment: str, output: Output, *
         try:
             for event in tasks.events(task_id, from_seq=from_seq):
                 print_event(event, output)
+                if then is not None:
+                    then(event)
                 from_seq, deadline = event.seq + 1, None
             return
         except (StreamBroken, ServerUnreachable, DeploymentStarting) as exc:

@@ -142,8 +142,11 @@ def run(
 ) -> None:
     """Run a task and print the workflow's result.
 
-    At a terminal a spinner shows the task's status while it runs, and the question when a
-    human-in-the-loop workflow waits for an answer. Ctrl-C stops waiting (the task goes on).
+    At a terminal a spinner shows the task's status while it runs. When a human-in-the-loop
+    workflow asks a question, `run` prompts for the answer and sends the line typed (as the
+    workflow's HumanResponseEvent, {"response": <the line>}); the question may be answered
+    elsewhere too (the dashboard, `llamactl tasks send-event`). Ctrl-D leaves it to those.
+    Ctrl-C stops waiting (the task goes on).
 
     Examples, with the `streaming` template served (`llamactl serve templates/streaming/deployment.yml`):
     `llamactl run "hi"`, `llamactl run -a steps 5 --stream "hi"`,
@@ -216,9 +219,16 @@ def run(
 def _stream(tasks: Tasks, task: TaskDefinition, deployment: str, output: Output) -> TaskRecord:
     """``--stream``: print the task's events as they come (across a server that goes away and
     comes back), then read its record."""
-    assert task.task_id is not None  # the server fills it in
+    from llamactl.cli.answer_prompt import answer_prompt
+
+    assert task.task_id is not None and task.service_id is not None  # the server fills them in
     say(f"Task {task.task_id} (service {task.service_id}, session {task.session_id})")
-    follow_events(tasks, task.task_id, deployment, output)
+    prompt = answer_prompt(tasks, task.task_id, task.service_id, deployment)
+    try:
+        follow_events(tasks, task.task_id, deployment, output, then=None if prompt is None else prompt.seen)
+    finally:
+        if prompt is not None:
+            prompt.close()
     return tasks.get(task.task_id)
 
 

@@ -1,5 +1,6 @@
 """`llamactl run` at a terminal: a spinner with the task's status and elapsed time, and the
-question (with the command that answers it) when a human-in-the-loop workflow waits for input.
+question when a human-in-the-loop workflow waits for input: with a prompt for its answer when a
+person can type one here (:mod:`.answer_prompt`), else with the command that answers it.
 
 Two daemon threads feed the spinner while the main thread waits for the result: one follows the
 task's event log (questions, retries, answers that arrived), one reads its record for the status.
@@ -8,33 +9,21 @@ Both end with the command; nothing they do can fail the run.
 
 from __future__ import annotations
 
-import json
 import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from llamactl.cli.answer_prompt import EVENT_DELIVERED, answer_command, answer_prompt, question_of
 from llamactl.cli.progress import Spinner, run_in_thread
 
 if TYPE_CHECKING:
     from llamactl.client.sync import Tasks
     from llamactl.server.types import EventEnvelope
 
-__all__ = ["TaskWatch", "question_of"]
+__all__ = ["TaskWatch"]
 
 STATUS_EVERY = 0.5
 """Seconds between two reads of the task's record (only for the spinner)."""
-INPUT_REQUIRED = "InputRequiredEvent"
-
-
-def question_of(event: EventEnvelope) -> str | None:
-    """The question of an event that asks for input (InputRequiredEvent), else None."""
-    if event.type != INPUT_REQUIRED:
-        return None
-    value = event.value if isinstance(event.value, dict) else {}
-    for key in ("prefix", "question", "message", "prompt"):
-        if isinstance(value.get(key), str) and value[key].strip():
-            return str(value[key]).strip()
-    return json.dumps(value, ensure_ascii=False) if value else "(the workflow asks for input)"
 
 
 class TaskWatch:
@@ -46,7 +35,11 @@ class TaskWatch:
         self._deployment = deployment
         self._done = threading.Event()
         self._asking = False
+        self._drawing = threading.Lock()
         self.spinner = Spinner(f"Task {task_id[:8]} ({service})", "queued")
+        self._prompt = answer_prompt(
+            tasks, task_id, service, deployment, pause=self.spinner.stop, resume=self._resume
+        )
 
     def __enter__(self) -> TaskWatch:
         self.spinner.start()
@@ -57,8 +50,16 @@ class TaskWatch:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._done.set()
-        self.spinner.stop()
+        if self._prompt is not None:
+            self._prompt.close()
+        with self._drawing:
+            self._done.set()
+            self.spinner.stop()
+
+    def _resume(self) -> None:
+        with self._drawing:
+            if not self._done.is_set():
+                self.spinner.start()
 
     def _follow_status(self) -> None:
         while not self._done.is_set():
@@ -86,16 +87,15 @@ class TaskWatch:
         question = question_of(event)
         if question is not None:
             self._asking = True
-            answer = json.dumps({"response": "..."})
-            self.spinner.print(f"The workflow asks: {question}")
-            self.spinner.print(
-                f"  answer with: llamactl tasks send-event {self._task_id} -d {self._deployment} "
-                f"--json '{answer}'"
-            )
             self.spinner.update("waiting for an answer")
-        elif event.type == "EventDelivered":
+            if self._prompt is None:
+                self.spinner.print(f"The workflow asks: {question}")
+                self.spinner.print(f"  answer with: {answer_command(self._task_id, self._deployment)}")
+        elif event.type == EVENT_DELIVERED:
             self._asking = False
             self.spinner.update("running")
         elif event.type == "TaskAttempt":
             value: Any = event.value if isinstance(event.value, dict) else {}
             self.spinner.print(f"Retrying: {value.get('reason', 'a new attempt started')}")
+        if self._prompt is not None:
+            self._prompt.seen(event)

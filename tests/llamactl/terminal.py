@@ -94,6 +94,10 @@ class Terminal:
         os.close(self._master)
         self._master = -1
 
+    def type(self, text: str) -> None:
+        """Type ``text`` at the terminal (``"\\n"`` is Enter, ``"\\x04"`` Ctrl-D at a line's start)."""
+        os.write(self._master, text.encode())
+
     @property
     def output(self) -> str:
         with self._lock:

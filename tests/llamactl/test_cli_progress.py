@@ -49,24 +49,77 @@ def test_run_at_a_terminal_shows_the_status_and_the_elapsed_time(server: Server)
         assert plain(terminal.output).rstrip().endswith("done")
 
 
-def test_run_at_a_terminal_asks_the_question_and_shows_the_command_that_answers_it(server: Server) -> None:
+def _answer_with(server: Server, command: str, answer: str) -> None:
+    """Run ``command`` as printed, with ``answer`` in place of the dots."""
+    argv = shlex.split(command.replace("...", answer))
+    answered = subprocess.run(
+        [sys.executable, "-m", *argv[:1], "--server", server.url, *argv[1:]],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert answered.returncode == 0, answered.stderr
+
+
+SEND_EVENT = r"(llamactl tasks send-event \S+ -d progress --json '\{\S+ \S+\}')"
+
+
+def test_run_at_a_terminal_asks_the_question_and_sends_the_answer_typed(server: Server) -> None:
     with Terminal("--server", server.url, "run", "-s", "hitl") as terminal:
+        terminal.wait_for(r"The workflow asks: What is the answer\?\s+\(or answer from elsewhere: ")
+        terminal.wait_for(r"Your answer: ")
+        terminal.type("\n")  # an empty line sends nothing: it asks again
+        terminal.wait_for(r"Your answer: \s+Your answer: ")
+        terminal.type("42\n")
+        terminal.wait_for(r"Sent\.")
+        assert terminal.wait() == 0
+        assert "the human said 42" in plain(terminal.output)
+
+
+def test_a_question_answered_elsewhere_takes_the_prompt_away(server: Server) -> None:
+    with Terminal("--server", server.url, "run", "-s", "hitl") as terminal:
+        command = terminal.wait_for(rf"or answer from elsewhere: {SEND_EVENT}\)")[1]
+        terminal.wait_for(r"Your answer: ")
+        _answer_with(server, command, "42")
+        assert terminal.wait() == 0
+        shown = plain(terminal.output)
+    assert "the human said 42" in shown
+    assert not re.search(r"Your answer: [^\n]*the human said", shown), shown  # not on the prompt's line
+
+
+def test_ctrl_d_at_the_prompt_leaves_the_command_that_answers(server: Server) -> None:
+    with Terminal("--server", server.url, "run", "-s", "hitl") as terminal:
+        terminal.wait_for(r"Your answer: ")
+        terminal.type("\x04")
+        command = terminal.wait_for(rf"Not answered here; answer with: {SEND_EVENT}")[1]
+        terminal.wait_for(r"waiting for an answer \(\d+\.\ds\)")  # the spinner is back
+        _answer_with(server, command, "42")
+        assert terminal.wait() == 0
+        assert "the human said 42" in plain(terminal.output)
+
+
+def test_run_stream_at_a_terminal_sends_the_answer_typed_too(server: Server) -> None:
+    with Terminal("--server", server.url, "run", "--stream", "-s", "hitl") as terminal:
+        terminal.wait_for(r"InputRequiredEvent")
+        terminal.wait_for(r"Your answer: ")
+        terminal.type("42\n")
+        terminal.wait_for(r"EventDelivered")
+        assert terminal.wait() == 0
+        assert "the human said 42" in plain(terminal.output)
+
+
+def test_with_stdin_not_a_terminal_run_shows_the_command_that_answers(server: Server) -> None:
+    """No one can type the answer here (a pipe in stdin): the question comes with the command."""
+    with Terminal(
+        "--server", server.url, "run", "-s", "hitl", wrapper=("sh", "-c", 'exec "$@" < /dev/null', "-")
+    ) as terminal:
         terminal.wait_for(r"The workflow asks: What is the answer\?")
-        command = terminal.wait_for(r"answer with: (llamactl tasks send-event \S+ -d progress --json '.*')")[
-            1
-        ]
+        command = terminal.wait_for(rf"answer with: {SEND_EVENT}")[1]
         terminal.wait_for(r"waiting for an answer \(\d+\.\ds\)")
-        # the command as printed, with an answer in place of the dots
-        argv = shlex.split(command.replace("...", "42"))
-        answered = subprocess.run(
-            [sys.executable, "-m", *argv[:1], "--server", server.url, *argv[1:]],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert answered.returncode == 0, answered.stderr
+        assert "Your answer" not in plain(terminal.output)
+        _answer_with(server, command, "42")
         assert terminal.wait() == 0
         assert "the human said 42" in plain(terminal.output)
 

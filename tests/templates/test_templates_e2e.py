@@ -15,7 +15,8 @@ import pytest
 
 from llamactl.client import Client
 from llamactl.templates import list_templates
-from tests.llamactl.serving import REPO, Lines, Server, llamactl
+from tests.llamactl.serving import REPO, Server
+from tests.llamactl.terminal import Terminal
 
 TEMPLATES = ["basic", "streaming", "human-in-the-loop", "multi-service", "functions"]
 TASK_LINE = re.compile(r"^Task (\S+) ")
@@ -94,25 +95,22 @@ def exercise_streaming(server: Server, client: Client, commands: list[str]) -> N
 
 
 def exercise_human_in_the_loop(server: Server, client: Client, commands: list[str]) -> None:
+    """The printed command, typed at a terminal as a newcomer would: it asks, the answer is typed."""
     argv = shlex.split(commands[0])
-    with llamactl("--server", server.url, *argv[1:]) as asking:
-        try:
-            assert asking.stdout is not None and asking.stderr is not None
-            err, out = Lines(asking.stderr), Lines(asking.stdout)
-            match = TASK_LINE.match(err.wait_for(lambda line: TASK_LINE.match(line) is not None, 30))
-            assert match is not None
-            question = out.wait_for(lambda line: "InputRequiredEvent" in line, 30)
-            assert "May I deploy to production? Answer yes or no." in question
-            sent = cli(
-                "--server", server.url, "tasks", "send-event", match.group(1), "--json", '{"response": "yes"}'
-            )
-            assert sent.returncode == 0, sent.stderr
-            out.wait_for(lambda line: line == "deploy to production: approved (the human said 'yes')", 30)
-            assert asking.wait(30) == 0
-        finally:
-            if asking.poll() is None:
-                asking.kill()
-            asking.wait()
+    with Terminal("--server", server.url, *argv[1:]) as terminal:
+        terminal.wait_for(r"The workflow asks: May I deploy to production\? Answer yes or no\.")
+        terminal.wait_for(r"Your answer: ")
+        terminal.type("yes\n")
+        terminal.wait_for(r"deploy to production: approved \(the human said 'yes'\)", 30)
+        assert terminal.wait(30) == 0
+    # and from elsewhere, as the printed comment says
+    tasks = client.deployment("my-human-in-the-loop").tasks
+    task = tasks.create({"message": "deploy again"})
+    assert task.task_id is not None
+    next(e for e in tasks.events(task.task_id) if e.type == "InputRequiredEvent")  # it asks
+    sent = cli("--server", server.url, "tasks", "send-event", task.task_id, "--json", '{"response": "no"}')
+    assert sent.returncode == 0, sent.stderr
+    assert tasks.result(task.task_id, timeout=30) is not None
 
 
 def exercise_multi_service(server: Server, client: Client, commands: list[str]) -> None:

@@ -1,8 +1,9 @@
 """A workflow that asks a human before it goes on (human in the loop).
 
-It streams an `InputRequiredEvent` with the question, then waits for a `HumanResponseEvent`. Send
-the answer with `llamactl tasks send-event TASK --json '{"response": "yes"}'`, from the
-dashboard, or over HTTP (`POST /deployments/<name>/tasks/<task>/events`).
+It streams an `InputRequiredEvent` with the question, then waits for a `HumanResponseEvent`. Type
+the answer where `llamactl run` asks it, or send it with `llamactl tasks send-event TASK --json
+'{"response": "yes"}'`, from the dashboard, or over HTTP (`POST
+/deployments/<name>/tasks/<task>/events`).
 """
 
 from workflows import Context, Workflow, step
