@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from textual.screen import Screen
 from textual.widgets import TabbedContent, Tree
 
+from llamactl.client.questions import question_of
 from llamactl.server.types import TaskStatus
 from llamactl.tui.actions import Actions
 from llamactl.tui.dialogs.confirm import ConfirmDialog
@@ -18,7 +19,6 @@ from llamactl.tui.events.event_list import EventList
 from llamactl.tui.events.panel import EventsPanel
 from llamactl.tui.feed import Feed
 from llamactl.tui.grid import LiveGrid
-from llamactl.tui.model.events import prompt_of
 from llamactl.tui.model.format import id_matches
 from llamactl.tui.model.tasks import TaskRow
 from llamactl.tui.services.table import ServicesTable
@@ -132,7 +132,7 @@ class UserActions(Screen[None]):
             self.notify(f"Answer sent to task {book.task_id}.", title="Answered", markup=False)
             self.redraw_task_header()
 
-        self.app.push_screen(AnswerDialog(prompt_of(waiting)), send)
+        self.app.push_screen(AnswerDialog(question_of(waiting)), send)
 
     def action_cancel_task(self) -> None:
         row = self.shown_row

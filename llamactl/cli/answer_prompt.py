@@ -26,29 +26,18 @@ from typing import TYPE_CHECKING
 import typer
 
 from llamactl.cli.progress import interactive_stderr, run_in_thread
+from llamactl.client.questions import is_input_required, question_of
 
 if TYPE_CHECKING:
     from llamactl.client.sync import Tasks
     from llamactl.server.types import EventEnvelope
 
-__all__ = ["AnswerPrompt", "answer_command", "answer_prompt", "person_at_terminal", "question_of"]
+__all__ = ["EVENT_DELIVERED", "AnswerPrompt", "answer_command", "answer_prompt", "person_at_terminal"]
 
-INPUT_REQUIRED = "InputRequiredEvent"
 EVENT_DELIVERED = "EventDelivered"
 
 _POLL = 0.2
 """Seconds between two looks at whether the prompt still has a question to answer."""
-
-
-def question_of(event: EventEnvelope) -> str | None:
-    """The question of an event that asks for input (InputRequiredEvent), else None."""
-    if event.type != INPUT_REQUIRED:
-        return None
-    value = event.value if isinstance(event.value, dict) else {}
-    for key in ("prefix", "question", "message", "prompt"):
-        if isinstance(value.get(key), str) and value[key].strip():
-            return str(value[key]).strip()
-    return json.dumps(value, ensure_ascii=False) if value else "(the workflow asks for input)"
 
 
 def answer_command(task_id: str, deployment: str) -> str:
@@ -121,9 +110,8 @@ class AnswerPrompt:
 
     def seen(self, event: EventEnvelope) -> None:
         """One of the task's events: a question is asked, a delivered event answered it."""
-        question = question_of(event)
-        if question is not None:
-            self.ask(question)
+        if is_input_required(event):
+            self.ask(question_of(event))
         elif event.type == EVENT_DELIVERED:
             self.answered()
 

@@ -13,8 +13,9 @@ import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from llamactl.cli.answer_prompt import EVENT_DELIVERED, answer_command, answer_prompt, question_of
+from llamactl.cli.answer_prompt import EVENT_DELIVERED, answer_command, answer_prompt
 from llamactl.cli.progress import Spinner, run_in_thread
+from llamactl.client.questions import is_input_required, question_of
 
 if TYPE_CHECKING:
     from llamactl.client.sync import Tasks
@@ -84,8 +85,8 @@ class TaskWatch:
             return
 
     def _on_event(self, event: EventEnvelope) -> None:
-        question = question_of(event)
-        if question is not None:
+        if is_input_required(event):
+            question = question_of(event)
             self._asking = True
             self.spinner.update("waiting for an answer")
             if self._prompt is None:

@@ -11,9 +11,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Static
 
+from llamactl.client.questions import question_of
 from llamactl.server.types import EventEnvelope, TaskRecord
 from llamactl.tui.events.event_list import EventList
-from llamactl.tui.model.events import EventBook, prompt_of
+from llamactl.tui.model.events import EventBook
 from llamactl.tui.model.format import duration, one_line
 from llamactl.tui.model.tasks import TaskRow
 from llamactl.tui.palette import Palette
@@ -57,7 +58,7 @@ class TaskHeader(TextLine):
         waiting = book.waiting_for()
         if waiting is not None and not row.status.is_final:
             second.append("⌨ waiting for a human: ", style=f"bold {p.warning}")
-            second.append(prompt_of(waiting), style=p.warning)
+            second.append(question_of(waiting), style=p.warning)
             second.append("  (a: answer)", style=p.muted)
         elif row.status.value == "completed":
             result = record.result if record is not None and record.task_id == row.task_id else None

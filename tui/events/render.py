@@ -8,8 +8,9 @@ from rich.console import Group, RenderableType
 from rich.json import JSON
 from rich.text import Text
 
+from llamactl.client.questions import is_input_required, question_of
 from llamactl.server.types import EventEnvelope
-from llamactl.tui.model.events import is_attempt_marker, is_input_required, is_where_answer, prompt_of
+from llamactl.tui.model.events import is_attempt_marker, is_where_answer
 from llamactl.tui.palette import Palette
 
 __all__ = ["event_line", "render_event"]
@@ -42,7 +43,7 @@ def event_line(envelope: EventEnvelope, palette: Palette, *, expanded: bool = Fa
         line.append(f"a{envelope.attempt} ", style=palette.warning)
     if is_input_required(envelope):
         line.append(f"{envelope.type} ", style=f"bold {palette.warning}")
-        line.append(f"? {prompt_of(envelope)}", style=palette.warning)
+        line.append(f"? {question_of(envelope)}", style=palette.warning)
         return line
     if is_where_answer(envelope):
         line.append(f"{envelope.type} ", style=f"bold {palette.accent}")

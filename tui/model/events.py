@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 
+from llamactl.client.questions import is_input_required
 from llamactl.server.types import EventEnvelope
 
 __all__ = [
@@ -12,9 +13,7 @@ __all__ = [
     "WHERE_ANSWER",
     "EventBook",
     "is_attempt_marker",
-    "is_input_required",
     "is_where_answer",
-    "prompt_of",
 ]
 
 ATTEMPT_MARKER = "llamactl.TaskAttempt"
@@ -31,25 +30,8 @@ def is_where_answer(envelope: EventEnvelope) -> bool:
     return envelope.qualified_name == WHERE_ANSWER and isinstance(envelope.value, dict)
 
 
-def is_input_required(envelope: EventEnvelope) -> bool:
-    """Whether the workflow asks a human something (``InputRequiredEvent`` or a subclass named so)."""
-    return envelope.type.endswith("InputRequiredEvent")
-
-
 def _is_human_response(envelope: EventEnvelope) -> bool:
     return envelope.type.endswith("HumanResponseEvent")
-
-
-def prompt_of(envelope: EventEnvelope) -> str:
-    """The question of an ``InputRequiredEvent``: its ``prefix`` (the workflows convention) or its fields."""
-    value = envelope.value
-    if isinstance(value, dict):
-        for key in ("prefix", "prompt", "question", "message"):
-            text = value.get(key)
-            if isinstance(text, str) and text.strip():
-                return text
-        return ", ".join(f"{k}={v!r}" for k, v in value.items() if not k.startswith("_")) or "(no prompt)"
-    return str(value)
 
 
 class EventBook:
