@@ -35,6 +35,7 @@ __all__ = [
     "TaskResult",
     "TaskStatus",
     "TaskWhere",
+    "asks_for_input",
 ]
 
 
@@ -165,6 +166,12 @@ class TaskWhere(BaseModel):
     on (a workflow: each step in progress); empty when the worker cannot tell."""
     stacks: str | None = None
     """Each place's stack, as a traceback prints it."""
+
+
+def asks_for_input(event_type: str) -> bool:
+    """Whether an event of this ``type`` asks a person something: a workflows
+    ``InputRequiredEvent``, or a subclass named so (a human-in-the-loop question)."""
+    return event_type.endswith("InputRequiredEvent")
 
 
 class EventEnvelope(BaseModel):

@@ -3,7 +3,7 @@ question, read the same way by `llamactl run` and the dashboard."""
 
 from __future__ import annotations
 
-from llamactl.server.types import EventEnvelope
+from llamactl.server.types import EventEnvelope, asks_for_input
 
 __all__ = ["is_input_required", "question_of"]
 
@@ -13,7 +13,7 @@ _QUESTION_KEYS = ("prefix", "prompt", "question", "message")
 
 def is_input_required(envelope: EventEnvelope) -> bool:
     """Whether the workflow asks a human something (``InputRequiredEvent`` or a subclass named so)."""
-    return envelope.type.endswith("InputRequiredEvent")
+    return asks_for_input(envelope.type)
 
 
 def question_of(envelope: EventEnvelope) -> str:

@@ -23,6 +23,7 @@ from llamactl.server.protocol import (
     TaskInputKind,
     WorkerMessageKind,
 )
+from llamactl.server.types import asks_for_input
 
 from .adapters import Emit, Run, Runnable, TaskInputError
 from .containment import running_task_code
@@ -68,7 +69,13 @@ def _failed(
     )
 
 
-async def _pump(inputs: AsyncIterator[TaskInput], run: Run, cancel: asyncio.Future[None], emit: Emit) -> None:
+async def _pump(
+    inputs: AsyncIterator[TaskInput],
+    run: Run,
+    cancel: asyncio.Future[None],
+    emit: Emit,
+    asking: Callable[[], bool],
+) -> None:
     async for item in inputs:
         if item.kind is TaskInputKind.CANCEL:
             if not cancel.done():
@@ -76,6 +83,8 @@ async def _pump(inputs: AsyncIterator[TaskInput], run: Run, cancel: asyncio.Futu
             return
         if item.kind is TaskInputKind.WHERE:
             at, stacks = _where(run, "Where it is now")
+            if not at and asking():
+                at = ", waiting for a person's answer to the question it asked (its InputRequiredEvent)"
             value = {"input_id": item.input_id, "where": at.removeprefix(", "), "stacks": stacks}
             await emit({"value": value, "type": TASK_WHERE, "qualified_name": f"llamactl.{TASK_WHERE}"})
             continue
@@ -107,22 +116,37 @@ def _event_name(event_obj_str: str) -> str | None:
 
 class _OneAtATime:
     """``emit`` for the run and the input pump together: one event at a time, and none from the
-    pump once the run has streamed its last (that one goes out with the result, after all others)."""
+    pump once the run has streamed its last (that one goes out with the result, after all others).
 
-    def __init__(self, emit: Emit) -> None:
+    It also follows whether the run waits for a person's answer: its last event asked a question
+    (an InputRequiredEvent) and no event sent in has reached it since; ``on_asking`` hears each
+    change."""
+
+    def __init__(self, emit: Emit, on_asking: Callable[[bool], None] | None = None) -> None:
         self._emit = emit
         self._lock = asyncio.Lock()
         self._ended = False
+        self._on_asking = on_asking
+        self.asking = False
 
     async def run(self, envelope: dict[str, Any], *, last: bool = False) -> None:
         async with self._lock:
             self._ended = self._ended or last
             await self._emit(envelope, last=last)
+            self._asks(not last and asks_for_input(str(envelope.get("type", ""))))
 
     async def pump(self, envelope: dict[str, Any], *, last: bool = False) -> None:
         async with self._lock:
             if not self._ended:
                 await self._emit(envelope)
+                if envelope.get("type") == EVENT_DELIVERED:
+                    self._asks(False)
+
+    def _asks(self, asking: bool) -> None:
+        if asking != self.asking:
+            self.asking = asking
+            if self._on_asking is not None:
+                self._on_asking(asking)
 
 
 def _where(run: Run, header: str) -> tuple[str, str | None]:
@@ -180,6 +204,7 @@ async def execute(
     cancel_grace: float = CANCEL_GRACE,
     keep_context: bool = True,
     label: str | None = None,
+    on_asking: Callable[[bool], None] | None = None,
 ) -> TaskOutcome:
     """Run one task and return its outcome; never raises for anything the user code does.
 
@@ -188,9 +213,10 @@ async def execute(
     for (unchanged input Context if the run could not even start). ``inputs`` is read only once
     the run has lasted ``inputs_after`` seconds: most tasks end sooner and never open it.
     ``keep_context=False`` skips serializing the Context at the end (nobody will run in it again).
-    With ``label``, the run is among :func:`where_running` while it runs.
+    With ``label``, the run is among :func:`where_running` while it runs. ``on_asking(True)``
+    when the run starts to wait for a person's answer, ``on_asking(False)`` when it stops.
     """
-    emits = _OneAtATime(emit)
+    emits = _OneAtATime(emit, on_asking)
     with running_task_code() as code:  # what the run's code raises or starts cannot stop the worker
         try:
             run = runnable.start(kwargs, context, emits.run)
@@ -212,7 +238,9 @@ async def execute(
     def open_inputs() -> None:
         nonlocal pump
         if inputs is not None and not main.done():
-            pump = asyncio.create_task(_pump(inputs, run, cancel, emits.pump), name="task-inputs")
+            pump = asyncio.create_task(
+                _pump(inputs, run, cancel, emits.pump, lambda: emits.asking), name="task-inputs"
+            )
 
     if inputs is not None:
         if inputs_after > 0:

@@ -74,6 +74,8 @@ class Worker:
         """Running tasks by id, with their (maybe unsent) task.started reports."""
         self._runs: dict[str, tuple[int, asyncio.Task[Any]]] = {}
         """Running tasks by id: the attempt and the asyncio task that runs it."""
+        self._asking: set[asyncio.Task[None]] = set()
+        """Handlers of the runs that wait for a person's answer (see :meth:`request_stop`)."""
         self._taker: asyncio.Task[None] | None = None
         self._replace_check = ReplaceCheck(spec)
         self.replacing = False
@@ -90,10 +92,32 @@ class Worker:
         return len(self._tasks)
 
     def request_stop(self) -> None:
-        """Stop taking deliveries; :meth:`serve` returns once the in-flight tasks are done."""
+        """Stop taking deliveries; :meth:`serve` returns once the in-flight tasks are done.
+
+        A run that waits for a person's answer (its last event asked a question) would hold the
+        stop for its whole grace and be killed at its end: it is stopped at once instead, its
+        delivery given back uncharged, and the task runs (and asks) again on the next worker.
+        """
+        if not self._stopping and self._asking:
+            log.info(
+                "stopping: %d task(s) wait for a person's answer: they are put back, and ask again "
+                "on the next worker",
+                len(self._asking),
+            )
         self._stopping = True
         if self._taker is not None:
             self._taker.cancel()  # see _take: a delivery it was waiting for goes back unused
+        for handler in self._asking:
+            handler.cancel()
+
+    def _on_asking(self, handler: asyncio.Task[None], asking: bool) -> None:
+        if not asking:
+            self._asking.discard(handler)
+        elif self._stopping:
+            log.info("stopping: a task asked for a person's answer: it is put back")
+            handler.cancel()
+        else:
+            self._asking.add(handler)
 
     def abort(self) -> None:
         """Cancel the in-flight tasks too (their deliveries are not acked and come back)."""
@@ -244,6 +268,8 @@ class Worker:
             await self._reject(delivery, exc)
             return
         attempt = delivery.attempt
+        handler = asyncio.current_task()
+        assert handler is not None
         self._replace_older_run(task.task_id, attempt)
         keeper = LeaseKeeper(self, delivery)
         ids = {"task_id": task.task_id, "session_id": task.session_id, "attempt": attempt}
@@ -289,6 +315,7 @@ class Worker:
                 timeout=timeout,
                 keep_context=task.keep_context,
                 label=f"task {task.task_id} (attempt {attempt})",
+                on_asking=functools.partial(self._on_asking, handler),
             )
             self._forget_run(task.task_id)  # done running: a newer attempt leaves its report be
             await started.settle()
@@ -321,6 +348,7 @@ class Worker:
                 await delivery.nack(delay=1.0)
             return
         finally:
+            self._asking.discard(handler)
             if self._starting.get(task.task_id) is started:
                 del self._starting[task.task_id]
             self._forget_run(task.task_id)
