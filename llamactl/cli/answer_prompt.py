@@ -121,6 +121,8 @@ class AnswerPrompt:
             if self._closed.is_set():
                 return
             self._pause()
+            if self._asking.is_set():  # asked again (a new attempt): off the prompt's line first
+                _err("")
             _err(f"The workflow asks: {question}")
             if self._given_up:
                 _err(f"  answer with: {self._hint}")
@@ -132,6 +134,17 @@ class AnswerPrompt:
             self._asking.set()
             if self._reader is None:
                 self._reader = run_in_thread(self._read_answers, "run-answer")
+
+    def say(self, line: str) -> bool:
+        """Write ``line`` above the prompt while it waits for the answer (the prompt is shown
+        again under it); False, writing nothing, when it does not wait."""
+        with self._lock:
+            if not self._asking.is_set():
+                return False
+            _err("")
+            _err(line)
+            _prompt()
+            return True
 
     def answered(self) -> None:
         """An answer reached the task: from this prompt, or from elsewhere (then the prompt goes)."""

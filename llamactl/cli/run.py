@@ -234,15 +234,22 @@ def _stream(tasks: Tasks, task: TaskDefinition, deployment: str, output: Output)
 
 def _watched(tasks: Tasks, task: TaskDefinition, deployment: str, outage: OutageWatch) -> TaskRecord:
     """At a terminal: show a spinner with the task's status (and any question it asks, or what
-    the server cannot reach) while the server waits for its result, then read its record."""
+    the server cannot reach) while the server waits for its result, then read its record. A
+    server that goes away meanwhile is waited for with the spinner and the question still on."""
     from llamactl.cli.run_watch import TaskWatch
+    from llamactl.client.errors import BackendUnavailable, NotLlamactlServer, ServerUnreachable
 
     assert task.task_id is not None and task.service_id is not None  # the server fills them in
     with (
         TaskWatch(tasks, task.task_id, task.service_id, deployment) as watch,
-        outage.showing(watch.spinner.print),
+        outage.showing(watch.print),
     ):
-        tasks.result(task.task_id)
+        try:
+            tasks.result(task.task_id)
+        except (ServerUnreachable, BackendUnavailable) as exc:
+            if isinstance(exc, NotLlamactlServer):
+                raise
+            return _reattach(tasks, task.task_id, deployment, exc, tell=watch.print)
     return tasks.get(task.task_id)
 
 
@@ -301,11 +308,13 @@ def _reattach(
     gone: Exception,
     *,
     resend: Callable[[], object] | None = None,
+    tell: Callable[[str], None] = say,
 ) -> TaskRecord:
     """The server went away while ``task_id`` ran (killed, or restarted by a supervisor), or its
     state store or queue failed the wait: wait for it to come back, then for the task, which a
     restarted server runs again if it was stored. ``resend``: the task may not have been stored
-    (its store failed the request that sent it): send it again (same id) if it is not there."""
+    (its store failed the request that sent it): send it again (same id) if it is not there.
+    ``tell`` writes what it waits for (at a terminal: above the spinner or the prompt)."""
     import contextlib
     import time
 
@@ -320,7 +329,7 @@ def _reattach(
     )
 
     if not isinstance(gone, BackendUnavailable):  # else the OutageWatch says what is unreachable
-        say(
+        tell(
             f"{gone}; task {task_id} goes on when the server is back: waiting for it"
             f" (at most {REATTACH_SECONDS:g} s; Ctrl-C stops waiting)"
         )

@@ -25,6 +25,8 @@ __all__ = ["TaskWatch"]
 
 STATUS_EVERY = 0.5
 """Seconds between two reads of the task's record (only for the spinner)."""
+AGAIN_AFTER = 1.0
+"""Seconds before a thread tries again a server that did not answer."""
 
 
 class TaskWatch:
@@ -57,6 +59,11 @@ class TaskWatch:
             self._done.set()
             self.spinner.stop()
 
+    def print(self, line: str) -> None:
+        """A line on stderr: above the prompt while it waits for an answer, else above the spinner."""
+        if self._prompt is None or not self._prompt.say(line):
+            self.spinner.print(line)
+
     def _resume(self) -> None:
         with self._drawing:
             if not self._done.is_set():
@@ -66,8 +73,9 @@ class TaskWatch:
         while not self._done.is_set():
             try:
                 record = self._tasks.get(self._task_id)
-            except Exception:
-                return
+            except Exception:  # the server went away: the main thread says so; look again later
+                self._done.wait(AGAIN_AFTER)
+                continue
             if not self._asking:
                 attempt = f", attempt {record.attempts}" if record.attempts > 1 else ""
                 self.spinner.update(f"{record.status.value}{attempt}")
@@ -76,13 +84,19 @@ class TaskWatch:
             self._done.wait(STATUS_EVERY)
 
     def _follow_events(self) -> None:
-        try:
-            for event in self._tasks.events(self._task_id):
-                if self._done.is_set():
-                    return
-                self._on_event(event)
-        except Exception:
-            return
+        """Follow the task's events until it ends, again from the first one not seen when the
+        server goes away and comes back (a restarted server runs the task again: it may ask again)."""
+        next_seq = 0
+        while not self._done.is_set():
+            try:
+                for event in self._tasks.events(self._task_id, from_seq=next_seq):
+                    if self._done.is_set():
+                        return
+                    next_seq = event.seq + 1
+                    self._on_event(event)
+                return
+            except Exception:
+                self._done.wait(AGAIN_AFTER)
 
     def _on_event(self, event: EventEnvelope) -> None:
         if is_input_required(event):
@@ -97,6 +111,6 @@ class TaskWatch:
             self.spinner.update("running")
         elif event.type == "TaskAttempt":
             value: Any = event.value if isinstance(event.value, dict) else {}
-            self.spinner.print(f"Retrying: {value.get('reason', 'a new attempt started')}")
+            self.print(f"Retrying: {value.get('reason', 'a new attempt started')}")
         if self._prompt is not None:
             self._prompt.seen(event)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from llamactl.client import Client
 from tests.llamactl.serving import REPO, Lines, Server, llamactl, reaped, write_app
+from tests.llamactl.terminal import Terminal, plain
 
 
 def _killed(server: Server) -> None:
@@ -116,3 +117,31 @@ def test_streamed_events_are_followed_again_once_the_server_is_back(tmp_path: Pa
         assert seqs == sorted(set(seqs)), "every event once, in order"
         assert any("TaskAttempt" in line for line in printed)  # the task ran again on the new server
     assert out.lines[-1].strip() == '{"i": 40, "done": true}', out.lines[-3:]
+
+
+def test_run_at_a_terminal_asks_again_after_a_restart_and_sends_the_answer_typed(tmp_path: Path) -> None:
+    """The server killed while `run` prompted for a workflow's answer: once a server is back, the
+    task runs again and asks again, and `run` shows that question with its prompt. Before, `run`
+    went back to a bare wait: the second question never showed, and it waited for nobody."""
+    file = write_app(tmp_path / "app", "askagain", {"hitl": "flows:hitl_workflow"})
+    first = Server(file)
+    port = first.url.rsplit(":", 1)[1]
+    try:
+        with Terminal("--server", first.url, "run", "-s", "hitl") as terminal:
+            terminal.wait_for(r"Your answer: ")
+            _killed(first)
+            terminal.wait_for(r"goes on when the server is back: waiting for it")
+            second = Server(file, extra=["--port", port])
+            try:
+                asked_twice = r"(?s)(The workflow asks: What is the answer\?.*){2}Your answer: "
+                terminal.wait_for(asked_twice, 60)
+                assert "Your answer: The workflow" not in plain(terminal.output)  # each on a line
+                terminal.type("42\n")
+                terminal.wait_for(r"Sent\.")
+                assert terminal.wait(60) == 0
+                assert "the human said 42" in plain(terminal.output)
+            finally:
+                second.stop()
+    finally:
+        if first.process.poll() is None:
+            _killed(first)
