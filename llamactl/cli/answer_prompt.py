@@ -14,6 +14,7 @@ its buffer's lock, and the interpreter's exit would then abort on it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -106,6 +107,8 @@ class AnswerPrompt:
         self._given_up = False
         self._pending = b""
         """What was typed of the answer's line so far."""
+        self._questions = 0
+        """Questions shown so far: what is read while one waits is its answer, not the next one's."""
         self._reader: threading.Thread | None = None
 
     def seen(self, event: EventEnvelope) -> None:
@@ -126,10 +129,12 @@ class AnswerPrompt:
             _err(f"The workflow asks: {question}")
             if self._given_up:
                 _err(f"  answer with: {self._hint}")
+                self._resume()
                 return
             _err(f"  (or answer from elsewhere: {self._hint})")
             _discard_typed(self._fd)  # typed before this question was shown: not its answer
             self._pending = b""
+            self._questions += 1
             _prompt()
             self._asking.set()
             if self._reader is None:
@@ -168,19 +173,27 @@ class AnswerPrompt:
         while not self._closed.is_set():
             if not self._asking.wait(_POLL):
                 continue
+            question = self._questions
             try:
                 if not select.select([self._fd], [], [], _POLL)[0]:
                     continue
-                chunk = os.read(self._fd, 4096)
-            except OSError:
-                chunk = b""
-            if not chunk:  # Ctrl-D, or the terminal went away
+            except (OSError, ValueError):
                 self._give_up()
                 return
             with self._lock:
-                if not self._asking.is_set():
-                    continue  # typed after the question was answered elsewhere
-                *lines, self._pending = (self._pending + chunk).split(b"\n")
+                # Read only for the question that still waits: what was typed before a newer
+                # one showed was dropped when it did (under this lock, so the read never waits).
+                if not self._asking.is_set() or question != self._questions:
+                    continue
+                try:
+                    chunk = os.read(self._fd, 4096)
+                except OSError:
+                    chunk = b""
+                if chunk:
+                    *lines, self._pending = (self._pending + chunk).split(b"\n")
+            if not chunk:  # Ctrl-D, or the terminal went away
+                self._give_up()
+                return
             for line in lines:
                 self._answer(line.decode("utf-8", "replace").strip())
 
@@ -218,15 +231,11 @@ class AnswerPrompt:
 
 
 def _discard_typed(fd: int) -> None:
-    """Drop what waits to be read on ``fd``."""
-    try:
+    """Drop what was typed at the terminal ``fd`` and not read yet (flushed, not read away: a read
+    of an input that another read emptied would wait)."""
+    with contextlib.suppress(OSError):
         if os.isatty(fd):
             termios.tcflush(fd, termios.TCIFLUSH)
-            return
-        while select.select([fd], [], [], 0)[0] and os.read(fd, 4096):
-            pass
-    except OSError:
-        return
 
 
 def _prompt() -> None:

@@ -1,4 +1,4 @@
-"""AnswerPrompt's turns on a real pipe (the terminal's part is in test_cli_progress.py): an
+"""AnswerPrompt's turns on a real pseudo-terminal (`run`'s part is in test_cli_progress.py): an
 answer that cannot be sent says why and asks again; a line typed after the question was
 answered elsewhere is not sent, nor taken for the next question's answer; an end of input
 leaves the command that answers."""
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pty
 from collections.abc import Iterator
 
 import pytest
@@ -32,9 +33,10 @@ class Sink:
 
 @pytest.fixture
 def pipe() -> Iterator[tuple[int, int]]:
-    read, write = os.pipe()
-    yield read, write
-    for fd in (read, write):
+    """(the terminal's end the prompt reads, the end typed into)."""
+    typed, read = pty.openpty()
+    yield read, typed
+    for fd in (read, typed):
         with contextlib.suppress(OSError):
             os.close(fd)
 
@@ -86,11 +88,12 @@ def test_the_end_of_input_leaves_the_command_that_answers(
     sink = Sink()
     prompt = _prompt(sink, read)
     prompt.ask("Deploy?")
-    os.close(write)
+    os.write(write, b"\x04")  # Ctrl-D
     wait_until_blocking(lambda: sink.resumed == 1, 10)
     assert f"Not answered here; answer with: {HINT}" in capsys.readouterr().err
     prompt.ask("And the database?")  # no prompt any more: the command comes with the question
     shown = capsys.readouterr().err
     assert f"answer with: {HINT}" in shown and "Your answer" not in shown
+    assert sink.resumed == 2  # the spinner is back at once: nothing to type here
     prompt.close()
     assert sink.sent == []
