@@ -37,6 +37,7 @@ from .errorinfo import error_line
 from .execution import execute
 from .replacement import REPLACE_GRACE, ReplaceCheck
 from .reporter import Reporter
+from .runs import Runs
 from .task_timers import LeaseKeeper, StartedReport
 from .watchdog import LoopWatchdog
 
@@ -72,10 +73,7 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._starting: dict[str, StartedReport] = {}
         """Running tasks by id, with their (maybe unsent) task.started reports."""
-        self._runs: dict[str, tuple[int, asyncio.Task[Any]]] = {}
-        """Running tasks by id: the attempt and the asyncio task that runs it."""
-        self._asking: set[asyncio.Task[None]] = set()
-        """Handlers of the runs that wait for a person's answer (see :meth:`request_stop`)."""
+        self._runs = Runs()
         self._taker: asyncio.Task[None] | None = None
         self._replace_check = ReplaceCheck(spec)
         self.replacing = False
@@ -92,32 +90,12 @@ class Worker:
         return len(self._tasks)
 
     def request_stop(self) -> None:
-        """Stop taking deliveries; :meth:`serve` returns once the in-flight tasks are done.
-
-        A run that waits for a person's answer (its last event asked a question) would hold the
-        stop for its whole grace and be killed at its end: it is stopped at once instead, its
-        delivery given back uncharged, and the task runs (and asks) again on the next worker.
-        """
-        if not self._stopping and self._asking:
-            log.info(
-                "stopping: %d task(s) wait for a person's answer: they are put back, and ask again "
-                "on the next worker",
-                len(self._asking),
-            )
+        """Stop taking deliveries; :meth:`serve` returns once the in-flight tasks are done (those
+        that wait for a person's answer are put back at once: see :mod:`.runs`)."""
         self._stopping = True
         if self._taker is not None:
             self._taker.cancel()  # see _take: a delivery it was waiting for goes back unused
-        for handler in self._asking:
-            handler.cancel()
-
-    def _on_asking(self, handler: asyncio.Task[None], asking: bool) -> None:
-        if not asking:
-            self._asking.discard(handler)
-        elif self._stopping:
-            log.info("stopping: a task asked for a person's answer: it is put back")
-            handler.cancel()
-        else:
-            self._asking.add(handler)
+        self._runs.stop()
 
     def abort(self) -> None:
         """Cancel the in-flight tasks too (their deliveries are not acked and come back)."""
@@ -270,7 +248,7 @@ class Worker:
         attempt = delivery.attempt
         handler = asyncio.current_task()
         assert handler is not None
-        self._replace_older_run(task.task_id, attempt)
+        self._runs.begin(task.task_id, attempt)
         keeper = LeaseKeeper(self, delivery)
         ids = {"task_id": task.task_id, "session_id": task.session_id, "attempt": attempt}
         started = StartedReport(self, ids, f"{task.task_id}:{attempt}:started")
@@ -315,9 +293,9 @@ class Worker:
                 timeout=timeout,
                 keep_context=task.keep_context,
                 label=f"task {task.task_id} (attempt {attempt})",
-                on_asking=functools.partial(self._on_asking, handler),
+                on_asking=functools.partial(self._runs.asking, handler),
             )
-            self._forget_run(task.task_id)  # done running: a newer attempt leaves its report be
+            self._runs.forget(task.task_id)  # done running: a newer attempt leaves its report be
             await started.settle()
             final = self.message(
                 outcome.kind,
@@ -348,40 +326,13 @@ class Worker:
                 await delivery.nack(delay=1.0)
             return
         finally:
-            self._asking.discard(handler)
             if self._starting.get(task.task_id) is started:
                 del self._starting[task.task_id]
-            self._forget_run(task.task_id)
+            self._runs.forget(task.task_id)
             if self.watchdog is not None:
                 self.watchdog.untrack(task.task_id)
             await keeper.stop()
             started.discard()
-
-    def _replace_older_run(self, task_id: str, attempt: int) -> None:
-        """Stop this worker's run of an earlier attempt of the task, if one is still going.
-
-        The task came back to this worker because the broker took the worker for dead while it
-        ran (stopped, say, past the heartbeat wait): that run's lease is gone, the control plane
-        logs none of its events any more, and two runs of one task side by side only cost twice.
-        """
-        current = asyncio.current_task()
-        older = self._runs.get(task_id)
-        if older is not None and older[0] < attempt and older[1] is not current:
-            log.warning(
-                "task %s came back to this worker (attempt %d) while its attempt %d still ran here: "
-                "this worker was taken for dead (stopped, or cut off from the broker); stopping "
-                "the older run",
-                task_id,
-                attempt,
-                older[0],
-            )
-            older[1].cancel()
-        if current is not None:
-            self._runs[task_id] = (attempt, current)
-
-    def _forget_run(self, task_id: str) -> None:
-        if self._runs.get(task_id, (0, None))[1] is asyncio.current_task():
-            del self._runs[task_id]
 
     def _check_event_count(self, task_id: str, index: int) -> None:
         """Raises TooManyEvents (into the run, which then fails) for an event past ``max-events``."""
