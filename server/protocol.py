@@ -34,6 +34,7 @@ __all__ = [
     "TaskMessage",
     "WorkerMessage",
     "WorkerMessageKind",
+    "answer_msg_id",
     "event_msg_id",
     "final_msg_id",
     "start_msg_id",
@@ -66,6 +67,9 @@ class WorkerMessageKind(StrEnum):
     """The worker could not load its workflow; ``error``/``traceback`` say why. It exits next."""
     TASK_STARTED = "task.started"
     TASK_EVENT = "task.event"
+    TASK_ANSWER = "task.answer"
+    """The worker's answer to a question asked of a running task (:data:`TASK_WHERE`) in
+    ``event``: not one of the task's events (no ``event_index``)."""
     TASK_COMPLETED = "task.completed"
     TASK_FAILED = "task.failed"
     TASK_CANCELLED = "task.cancelled"
@@ -111,7 +115,7 @@ class TaskInputKind(StrEnum):
     EVENT = "event"
     CANCEL = "cancel"
     WHERE = "where"
-    """Where is the run's code now? The worker streams a :data:`TASK_WHERE` event naming the input."""
+    """Where is the run's code now? The worker answers with a :data:`TASK_WHERE` naming the input."""
 
 
 class TaskInput(BaseModel):
@@ -124,7 +128,7 @@ class TaskInput(BaseModel):
     input_id: str | None = None
     """For kind=event: set when the sender waits to learn whether the event reached the run. The
     worker then streams an :data:`EVENT_DELIVERED` or :data:`EVENT_REJECTED` event naming it.
-    For kind=where: the answer's :data:`TASK_WHERE` event names it."""
+    For kind=where: its :data:`TASK_WHERE` answer names it."""
 
 
 EVENT_DELIVERED = "EventDelivered"
@@ -134,9 +138,11 @@ EVENT_REJECTED = "EventRejected"
 """``type`` of the event a worker streams when an event sent in could not be built or delivered:
 ``value`` is ``{"input_id", "event", "error"}``."""
 TASK_WHERE = "TaskWhere"
-"""``type`` of the event a worker streams to answer a where input: ``value`` is ``{"input_id",
-"where", "stacks"}`` (``where``: ``in fetch (app.py line 12)``, empty when unknown; ``stacks``:
-each place's stack, or None)."""
+"""``type`` of the event a worker sends (as a :data:`WorkerMessageKind.TASK_ANSWER`) to answer a
+where input: ``value`` is ``{"input_id", "where", "stacks"}`` (``where``: ``in fetch (app.py line
+12)``, empty when unknown; ``stacks``: each place's stack, or None). It is not one of the task's
+events: the control plane keeps the task's latest answer beside its record, not in its log, and
+it does not count toward ``max-events``."""
 
 
 def start_msg_id(task_id: str) -> str:
@@ -145,6 +151,10 @@ def start_msg_id(task_id: str) -> str:
 
 def event_msg_id(task_id: str, attempt: int, index: int) -> str:
     return f"{task_id}:{attempt}:ev:{index}"
+
+
+def answer_msg_id(task_id: str, input_id: str) -> str:
+    return f"{task_id}:answer:{input_id}"
 
 
 def final_msg_id(task_id: str) -> str:

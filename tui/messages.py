@@ -151,8 +151,7 @@ class TaskCancelled(Message):
 
 @dataclass
 class TaskWhereAnswered(Message):
-    """Where a running task's code is, as its worker answered (its stacks are in the task's
-    events, as a ``TaskWhere`` event)."""
+    """Where a running task's code is, and its stacks, as its worker answered."""
 
     answer: TaskWhere
 

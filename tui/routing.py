@@ -8,6 +8,7 @@ from textual.timer import Timer
 from textual.widgets import TabbedContent
 
 from llamactl.server.types import TaskRecord
+from llamactl.tui.dialogs.where import WhereScreen
 from llamactl.tui.events.event_list import EventList
 from llamactl.tui.header.banner import ConnectionBanner
 from llamactl.tui.header.stats import StatsBar
@@ -254,13 +255,7 @@ class MessageRouting(UserActions):
         self.notify(f"Task {message.record.task_id} {detail}.", title="Cancel", markup=False)
 
     def on_task_where_answered(self, message: TaskWhereAnswered) -> None:
-        answer = message.answer
-        place = answer.where or "running; its worker cannot tell where"
-        self.notify(
-            f"Task {answer.task_id} on {answer.replica_id}: {place}. Its stacks are in its events.",
-            title="Where",
-            markup=False,
-        )
+        self.app.push_screen(WhereScreen(message.answer))
 
     def on_session_created(self, message: SessionCreated) -> None:
         app = self.dashboard

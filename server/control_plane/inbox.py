@@ -199,6 +199,8 @@ class Inbox:
             await self._task_started(msg)
         elif kind is WorkerMessageKind.TASK_EVENT:
             await self._task_event(msg, delivery)
+        elif kind is WorkerMessageKind.TASK_ANSWER:
+            await self._task_answer(msg)
         else:
             await self._task_final(msg, _FINAL_KIND[kind], delivery)
 
@@ -238,6 +240,18 @@ class Inbox:
         )
         self.order.stored(task_id, msg.attempt, msg.event_index)
         self._on_changed(task)  # wakes whoever follows the task's events
+
+    async def _task_answer(self, msg: WorkerMessage) -> None:
+        """A worker's answer to "where is it?": only the latest is kept, beside the task's record
+        (deleted with it), so a task asked any number of times keeps one."""
+        task_id = _task_id(msg)
+        if msg.event is None:
+            raise ValueError("a task.answer report needs event")
+        task = await self._records.get_task(task_id)
+        if task.status.is_final:
+            return  # nobody waits for it: the asker was told the task ended
+        await self._records.store.put(self._records.where_ns, task_id, json.dumps(msg.event).encode())
+        self._on_changed(task)  # wakes the asker
 
     async def _task_final(self, msg: WorkerMessage, status: TaskStatus, delivery: Delivery) -> None:
         task_id = _task_id(msg)

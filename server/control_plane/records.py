@@ -75,6 +75,8 @@ class ControlPlaneRecords:
         self.tasks_ns = f"{deployment}/tasks"
         self.sessions_ns = f"{deployment}/sessions"
         self.contexts_ns = f"{deployment}/contexts"
+        self.where_ns = f"{deployment}/where"
+        """Each running task's latest answer to "where is it?" (one per task, gone with the task)."""
         self.fresh_reads = store.shared
         """Other processes write the store too: read records from it, never from the cache (the
         cache still gives the version a compare-and-set starts from)."""
@@ -290,11 +292,15 @@ class ControlPlaneRecords:
         raise StateStoreError(f"task '{task_id}' kept changing under us: too much contention, try again")
 
     async def delete_tasks(self, tasks: Sequence[StoredTask], sessions: Iterable[str] = ()) -> None:
-        """Forget finished tasks (records and event logs) and the ``sessions`` (with their
-        Context), all in one commit."""
+        """Forget finished tasks (records, event logs, where answers) and the ``sessions`` (with
+        their Context), all in one commit."""
         writes: list[Write] = []
         for task in tasks:
-            writes += [DeleteLog(self.events_stream(task.task_id)), Delete(self.tasks_ns, task.task_id)]
+            writes += [
+                DeleteLog(self.events_stream(task.task_id)),
+                Delete(self.where_ns, task.task_id),
+                Delete(self.tasks_ns, task.task_id),
+            ]
         sessions = list(sessions)
         for session_id in sessions:
             writes += [Delete(self.sessions_ns, session_id), Delete(self.contexts_ns, session_id)]

@@ -30,6 +30,8 @@ _BATCH = 500
 """Events read from the store at a time."""
 _OUTAGE_RETRY = 1.0
 """Seconds between a follower's reads while the state store is unreachable."""
+_SHARED_WHERE_POLL = 0.1
+"""Seconds between looks for a where answer that another control plane may have stored."""
 
 log = logging.getLogger(__name__)
 
@@ -189,17 +191,21 @@ class TaskEvents:
         )
 
     async def _ask(self, task_id: str, question: TaskInput, *, wait: bool) -> dict[str, Any] | None:
-        """Send ``question`` to the task's worker; with ``wait``, return the event in the task's log
-        that answers it (naming its ``input_id``), None after ``EVENT_WAIT`` seconds without one.
-        Raises TaskFinished (TaskNotRunning for a where) when the task ends first."""
+        """Send ``question`` to the task's worker; with ``wait``, return its answer (an event in the
+        task's log naming its ``input_id``; a where's: the task's latest where answer), None after
+        ``EVENT_WAIT`` seconds without one. Raises TaskFinished (TaskNotRunning for a where) when
+        the task ends first."""
         stream = self._records.events_stream(task_id)
-        start = await self._records.store.log_length(stream)
+        offset = await self._records.store.log_length(stream)
         await self._queue.publish(
             topics.task_input_topic(self._deployment, task_id), question.model_dump_json().encode()
         )
         if not wait:
             return None
-        offset = start
+        where = question.kind is TaskInputKind.WHERE
+        # Another control plane sharing the store may store the answer: its log appends wake us,
+        # its where answers do not, so those are looked for every so often.
+        poll = _SHARED_WHERE_POLL if where and self._records.store.shared else None
         with self._signals.listen(task_id) as changed:
             try:
                 async with asyncio.timeout(EVENT_WAIT):
@@ -209,19 +215,45 @@ class TaskEvents:
                         # final status is written after the task's last events, so a read made
                         # after seeing it finds the answer if there was one.
                         task = await self._records.get_task(task_id)
-                        for entry in await self._records.store.read(stream, offset, limit=500):
-                            offset = entry.offset + 1
-                            event = json.loads(entry.value)
-                            value = event.get("value")
-                            if isinstance(value, dict) and value.get("input_id") == question.input_id:
-                                return dict(event)
+                        if where:
+                            answer = await self._where_answer(task_id, question.input_id)
+                        else:
+                            answer, offset = await self._logged_answer(stream, offset, question.input_id)
+                        if answer is not None:
+                            return answer
                         if task.status.is_final:
-                            if question.kind is TaskInputKind.WHERE:
+                            if where:
                                 raise TaskNotRunning(task_id, task.status.value)
                             raise TaskFinished(task_id, task.status.value)
-                        await changed.wait()
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(poll):
+                                await changed.wait()
             except TimeoutError:
                 return None
+
+    async def _logged_answer(
+        self, stream: str, offset: int, input_id: str | None
+    ) -> tuple[dict[str, Any] | None, int]:
+        """The event of the task's log from ``offset`` on naming ``input_id``, and where to read on."""
+        while entries := await self._records.store.read(stream, offset, limit=_BATCH):
+            for entry in entries:
+                offset = entry.offset + 1
+                event = json.loads(entry.value)
+                value = event.get("value")
+                if isinstance(value, dict) and value.get("input_id") == input_id:
+                    return dict(event), offset
+            if len(entries) < _BATCH:
+                break
+        return None, offset
+
+    async def _where_answer(self, task_id: str, input_id: str | None) -> dict[str, Any] | None:
+        """The task's latest where answer, if it answers ``input_id``."""
+        found = await self._records.store.get(self._records.where_ns, task_id)
+        if found is None:
+            return None
+        answer = json.loads(found.value)
+        value = answer.get("value") if isinstance(answer, dict) else None
+        return dict(answer) if isinstance(value, dict) and value.get("input_id") == input_id else None
 
 
 def _envelope(value: bytes, offset: int) -> EventEnvelope:

@@ -22,10 +22,12 @@ from llamactl.server.errors import LeaseLost, PublishRejected, ResultTooLarge, T
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.protocol import (
+    TASK_WHERE,
     TaskInput,
     TaskMessage,
     WorkerMessage,
     WorkerMessageKind,
+    answer_msg_id,
     event_msg_id,
     final_msg_id,
 )
@@ -272,6 +274,13 @@ class Worker:
                 if last:
                     # The run's final event (a StopEvent) rides with the final report.
                     trailing.append(envelope)
+                    return
+                if envelope.get("type") == TASK_WHERE:
+                    # An answer, not one of the task's events: outside their order and their count.
+                    answer = self.message(WorkerMessageKind.TASK_ANSWER, event=envelope, **ids)
+                    await self.publish(
+                        answer, msg_id=answer_msg_id(task.task_id, envelope["value"]["input_id"])
+                    )
                     return
                 self._check_event_count(task.task_id, index)
                 msg = self.message(WorkerMessageKind.TASK_EVENT, event=envelope, event_index=index, **ids)

@@ -1,7 +1,7 @@
 """Two `llamactl serve` processes of one deployment, on different ports, sharing PostgreSQL (state)
 and Redis (queue), each with its own workers: a task created through one is awaited, streamed
-(NDJSON and SSE), answered (human in the loop) and cancelled through the other, and a session's
-Context carries over whichever server takes its tasks.
+(NDJSON and SSE), answered (human in the loop), asked where it is and cancelled through the
+other, and a session's Context carries over whichever server takes its tasks.
 """
 
 from __future__ import annotations
@@ -105,6 +105,11 @@ async def test_a_task_made_on_one_server_is_followed_answered_and_cancelled_on_t
             return bool((await two.get(f"{D}/tasks/{task}")).json()["status"] == "running")
 
         await eventually(running, 30)
+        # Asked where it is through both: the worker's answer may be stored by either server.
+        for i in range(6):
+            where = await (one, two)[i % 2].get(f"{D}/tasks/{task}/where")
+            assert where.status_code == 200, where.text
+            assert where.json()["where"].startswith("in slow (funcs.py line "), where.text
         cancelled = await two.post(f"{D}/tasks/{task}/cancel")
         assert cancelled.status_code in (200, 202), cancelled.text
         done = (await one.get(f"{D}/tasks/{task}/results", params={"timeout": 30})).json()

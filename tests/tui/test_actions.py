@@ -6,19 +6,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 from textual.command import CommandPalette
-from textual.widgets import Input, Select
+from textual.widgets import Input, Select, Static
 
 from llamactl.client import AsyncClient
-from llamactl.server.types import EventEnvelope, TaskStatus
+from llamactl.server.types import TaskStatus
 from llamactl.tui.dialogs.confirm import ConfirmDialog
 from llamactl.tui.dialogs.deployments import DeploymentPicker
 from llamactl.tui.dialogs.help import HelpScreen
 from llamactl.tui.dialogs.prompt import AnswerDialog, OpenTaskDialog
 from llamactl.tui.dialogs.run_task import RunTaskDialog
+from llamactl.tui.dialogs.where import WhereScreen
 from llamactl.tui.events.event_list import EventList
-from llamactl.tui.events.render import event_line
-from llamactl.tui.model.events import is_where_answer
-from llamactl.tui.palette import Palette
 from llamactl.tui.services.table import ServicesTable
 from llamactl.tui.tasks.sessions import SessionsTable
 from llamactl.tui.tasks.table import TasksTable
@@ -103,7 +101,7 @@ async def test_c_cancels_a_running_task_after_confirmation(tui_server: Server, c
         assert (await tasks.get(task.task_id)).status is TaskStatus.CANCELLED
 
 
-async def test_w_says_where_the_running_task_is_and_its_stacks_come_as_an_event(
+async def test_w_shows_where_the_running_task_is_with_its_stacks_and_w_closes_it(
     tui_server: Server, client: AsyncClient
 ) -> None:
     tasks = client.deployment("demo").tasks
@@ -115,19 +113,15 @@ async def test_w_says_where_the_running_task_is_and_its_stacks_come_as_an_event(
                 lambda: dash.app.model.tasks.get(task.task_id).status.value == "running", "running"
             )  # type: ignore[union-attr]
             await dash.pilot.press("w")
-            await dash.until(
-                lambda: dash.noticed(f"Task {task.task_id} on slow#1: in slow (funcs.py line "), "the notice"
-            )
-
-            def answer() -> EventEnvelope | None:
-                book = dash.app.events_book
-                return next((e for e in book or [] if is_where_answer(e)), None)
-
-            await dash.until(answer, "the answer among the task's events")
-            envelope = answer()
-            assert envelope is not None
-            assert "in slow (funcs.py line " in event_line(envelope, Palette()).plain
-            assert "await asyncio.sleep(float(seconds))" in envelope.value["stacks"]
+            await dash.until(lambda: isinstance(dash.app.screen, WhereScreen), "the answer's screen")
+            screen = dash.app.screen
+            title = str(screen.query_one(".title", Static).render())
+            assert title.startswith(f"Task {task.task_id} on slow#1: in slow (funcs.py line "), title
+            assert "await asyncio.sleep(float(seconds))" in str(screen.query_one("#stacks", Static).render())
+            await dash.pilot.press("w")
+            await dash.until(lambda: not isinstance(dash.app.screen, WhereScreen), "the screen closed")
+            book = dash.app.events_book
+            assert book is not None and all(e.type != "TaskWhere" for e in book)  # not an event
         finally:
             await tasks.cancel(task.task_id)
         await dash.until(lambda: dash.app.model.tasks.get(task.task_id).status.is_final, "the task ended")  # type: ignore[union-attr]

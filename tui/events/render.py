@@ -10,7 +10,7 @@ from rich.text import Text
 
 from llamactl.client.questions import is_input_required, question_of
 from llamactl.server.types import EventEnvelope
-from llamactl.tui.model.events import is_attempt_marker, is_where_answer
+from llamactl.tui.model.events import is_attempt_marker
 from llamactl.tui.palette import Palette
 
 __all__ = ["event_line", "render_event"]
@@ -45,10 +45,6 @@ def event_line(envelope: EventEnvelope, palette: Palette, *, expanded: bool = Fa
         line.append(f"{envelope.type} ", style=f"bold {palette.warning}")
         line.append(f"? {question_of(envelope)}", style=palette.warning)
         return line
-    if is_where_answer(envelope):
-        line.append(f"{envelope.type} ", style=f"bold {palette.accent}")
-        line.append(str(envelope.value.get("where") or "its worker cannot tell where"))
-        return line
     style = f"bold {palette.success}" if envelope.type == "StopEvent" else f"bold {palette.accent}"
     line.append(f"{envelope.type} ", style=style)
     line.append(_value_summary(envelope.value))
@@ -60,7 +56,5 @@ def render_event(envelope: EventEnvelope, palette: Palette, *, expanded: bool) -
     line = event_line(envelope, palette, expanded=expanded)
     if not expanded:
         return line
-    if is_where_answer(envelope) and envelope.value.get("stacks"):
-        return Group(line, Text(str(envelope.value["stacks"])))  # a traceback reads as printed
     body = envelope.model_dump(mode="json")
     return Group(line, JSON(json.dumps(body, ensure_ascii=False, default=str), indent=2))

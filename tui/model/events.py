@@ -10,24 +10,16 @@ from llamactl.server.types import EventEnvelope
 
 __all__ = [
     "ATTEMPT_MARKER",
-    "WHERE_ANSWER",
     "EventBook",
     "is_attempt_marker",
-    "is_where_answer",
 ]
 
 ATTEMPT_MARKER = "llamactl.TaskAttempt"
-WHERE_ANSWER = "llamactl.TaskWhere"
 """``qualified_name`` of the marker the server logs where a retried task's new attempt starts."""
 
 
 def is_attempt_marker(envelope: EventEnvelope) -> bool:
     return envelope.qualified_name == ATTEMPT_MARKER or envelope.type == "TaskAttempt"
-
-
-def is_where_answer(envelope: EventEnvelope) -> bool:
-    """The worker's answer to a "where is it?" (``w``): ``value`` holds ``where`` and ``stacks``."""
-    return envelope.qualified_name == WHERE_ANSWER and isinstance(envelope.value, dict)
 
 
 def _is_human_response(envelope: EventEnvelope) -> bool:

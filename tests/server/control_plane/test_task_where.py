@@ -1,5 +1,6 @@
 """ControlPlane.task_where against a real deployment's worker: the answer of a worker whose
-loop is free, the error naming a worker that cannot answer, and a task that runs nowhere."""
+loop is free, the error naming a worker that cannot answer, a task that runs nowhere, and a task
+asked many times."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ services:
     source: {type: local, location: src}
     path: code:waits
     max-concurrency: 1
+  few:
+    source: {type: local, location: src}
+    path: code:waits
+    max-events: 3
 """
 
 CODE = """\
@@ -84,3 +89,32 @@ async def test_where_asks_the_worker_and_says_when_it_cannot(
             await cp.task_where(queued.task_id)
         with pytest.raises(TaskNotRunning, match=r"has ended \(completed\)"):
             await cp.task_where(blocked)
+
+
+async def test_a_task_asked_where_any_number_of_times_keeps_one_answer_and_runs_on(tmp_path: Path) -> None:
+    """Answers are not the task's events: they do not count toward ``max-events`` (3 here) nor
+    grow its log, and the one kept goes with the task."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "code.py").write_text(CODE)
+    (tmp_path / "deployment.yml").write_text(DEPLOYMENT)
+    async with Deployment.from_file(tmp_path / "deployment.yml", stop_grace=1) as deployment:
+        await deployment.wait_ready(timeout=60)
+        cp = deployment.control_plane
+        created = await cp.create_task(TaskDefinition(service_id="few", input='{"seconds": 60}'))
+
+        async def started() -> bool:
+            return (await cp.get_task(created.task_id)).status is TaskStatus.RUNNING
+
+        await eventually(started, 30)
+        for _ in range(12):
+            answer = await cp.task_where(created.task_id)
+            assert answer.where == "in waits (code.py line 6)"
+        task = await cp.get_task(created.task_id)
+        assert task.status is TaskStatus.RUNNING, task.error
+        records = cp.records
+        assert await records.store.log_length(records.events_stream(created.task_id)) == 0
+        await cp.cancel_task(created.task_id)
+        ended = await cp.wait_for_task(created.task_id, timeout=30)
+        assert ended.status is TaskStatus.CANCELLED
+        await records.delete_tasks([await records.get_task(created.task_id)])
+        assert await records.store.list(records.where_ns) == []
