@@ -154,6 +154,7 @@ def run(
     """
     from llamactl.cli.ids import resolve_session
     from llamactl.cli.run_outage import OutageWatch
+    from llamactl.cli.run_watch import TaskWatch
     from llamactl.client.errors import BackendUnavailable, NotLlamactlServer, ServerUnreachable
     from llamactl.server.ids import new_id
 
@@ -186,19 +187,22 @@ def run(
                                 raise
                             record = _reattach(tasks, task_id, name, exc)
                     else:
-                        try:
-                            result = _once_started(lambda: tasks.run(task_input, **spec), name)
-                        except ServerUnreachable as exc:
-                            if isinstance(exc, NotLlamactlServer) or not exc.sent:
-                                raise
-                            record = _reattach(tasks, task_id, name, exc)
-                        except BackendUnavailable as exc:
-                            # Stored or not (the store may have failed the wait, or the create):
-                            # wait for the task, sending it again if it is not there.
-                            record = _reattach(tasks, task_id, name, exc, resend=create)
-                        else:
-                            _print_result(result, output)
-                            return
+                        # Off a terminal (a script): no spinner, but what the task asks, and the
+                        # command that answers it, still show on stderr.
+                        with TaskWatch(tasks, task_id, service or "", name, events_after=EVENTS_AFTER):
+                            try:
+                                result = _once_started(lambda: tasks.run(task_input, **spec), name)
+                            except ServerUnreachable as exc:
+                                if isinstance(exc, NotLlamactlServer) or not exc.sent:
+                                    raise
+                                record = _reattach(tasks, task_id, name, exc)
+                            except BackendUnavailable as exc:
+                                # Stored or not (the store may have failed the wait, or the
+                                # create): wait for the task, sending it again if it is not there.
+                                record = _reattach(tasks, task_id, name, exc, resend=create)
+                            else:
+                                _print_result(result, output)
+                                return
             except KeyboardInterrupt:
                 fail(
                     f"interrupted: task {task_id} goes on without you",
@@ -253,6 +257,8 @@ def _watched(tasks: Tasks, task: TaskDefinition, deployment: str, outage: Outage
     return tasks.get(task.task_id)
 
 
+EVENTS_AFTER = 0.5
+"""Seconds a run off a terminal waits before it follows the task's events for a question."""
 START_WAIT_SECONDS = 120.0
 """How long ``run`` waits for a deployment that is still starting (the server's own start timeout)."""
 

@@ -4,7 +4,9 @@ person can type one here (:mod:`.answer_prompt`), else with the command that ans
 
 Two daemon threads feed the spinner while the main thread waits for the result: one follows the
 task's event log (questions, retries, answers that arrived), one reads its record for the status.
-Both end with the command; nothing they do can fail the run.
+Both end with the command; nothing they do can fail the run. Off a terminal (a script's `run`)
+there is no spinner and no status thread: the question, the command that answers it and a
+retry's reason are lines on stderr.
 """
 
 from __future__ import annotations
@@ -32,8 +34,13 @@ AGAIN_AFTER = 1.0
 class TaskWatch:
     """``with TaskWatch(tasks, task_id, service, deployment): tasks.result(task_id)``."""
 
-    def __init__(self, tasks: Tasks, task_id: str, service: str, deployment: str) -> None:
+    def __init__(
+        self, tasks: Tasks, task_id: str, service: str, deployment: str, *, events_after: float = 0.0
+    ) -> None:
+        """``events_after``: seconds before the task's events are followed (a run that ends sooner
+        costs no stream; the task may not be stored yet when the watch starts)."""
         self._tasks = tasks
+        self._events_after = events_after
         self._task_id = task_id
         self._deployment = deployment
         self._done = threading.Event()
@@ -45,8 +52,9 @@ class TaskWatch:
         )
 
     def __enter__(self) -> TaskWatch:
-        self.spinner.start()
-        run_in_thread(self._follow_status, "run-status")
+        if self.spinner.enabled:
+            self.spinner.start()
+            run_in_thread(self._follow_status, "run-status")
         run_in_thread(self._follow_events, "run-events")
         return self
 
@@ -87,6 +95,8 @@ class TaskWatch:
         """Follow the task's events until it ends, again from the first one not seen when the
         server goes away and comes back (a restarted server runs the task again: it may ask again)."""
         next_seq = 0
+        if self._done.wait(self._events_after):
+            return
         while not self._done.is_set():
             try:
                 for event in self._tasks.events(self._task_id, from_seq=next_seq):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from llamactl.client import Client
-from tests.llamactl.serving import REPO, Server, write_app
+from tests.llamactl.serving import REPO, Lines, Server, llamactl, reaped, write_app
 from tests.llamactl.terminal import Terminal, plain
 
 SERVICES = {"echo": "flows:echo_workflow", "hitl": "flows:hitl_workflow", "slow": "funcs:slow"}
@@ -134,6 +134,20 @@ def test_run_off_a_terminal_draws_nothing(server: Server) -> None:
         check=False,
     )
     assert (done.returncode, done.stdout, done.stderr) == (0, "done\n", "")
+
+
+def test_run_off_a_terminal_says_what_the_workflow_asks_and_how_to_answer(server: Server) -> None:
+    """A script's `run` (its output to a file or pipe) still says what the task waits for."""
+    process = llamactl("--server", server.url, "run", "-s", "hitl")
+    with reaped(process):
+        stderr = Lines(process.stderr)
+        stderr.wait_for(lambda line: line == "The workflow asks: What is the answer?", 60)
+        command = stderr.wait_for(lambda line: "answer with: " in line, 10).partition("answer with: ")[2]
+        assert re.fullmatch(SEND_EVENT, command), command
+        _answer_with(server, command, "42")
+        assert process.wait(60) == 0
+        assert process.stdout is not None and process.stdout.read() == "the human said 42\n"
+    assert not any("waiting for" in line for line in stderr.lines)  # no spinner's status off a terminal
 
 
 def test_deploy_at_a_terminal_shows_its_services_coming_up(server: Server, tmp_path: Path) -> None:
