@@ -135,6 +135,10 @@ class TaskRecord(BaseModel):
     deployment: str
     service_id: str
     session_id: str
+    own_session: bool = False
+    """Its session was made for it alone (a ``tasks/run`` that named none): that session has no
+    record (it is not listed), takes no other task and keeps no Context. Older records read
+    False: theirs exists."""
     input: str = ""
     status: TaskStatus = TaskStatus.QUEUED
     attempts: int = 0

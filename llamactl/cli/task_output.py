@@ -48,6 +48,9 @@ def print_event(event: EventEnvelope, output: Output) -> None:
     typer.echo(f"{event.seq:>3}  {styled(event.type, bold=True).render(color)}  {value}")
 
 
+_OWN_SESSION = "its own (made for this run alone: not listed, keeps no Context)"
+
+
 def print_record(record: TaskRecord, attempts: list[EventEnvelope] | None = None) -> None:
     """A task record as `key: value` lines (with one line per attempt when there were several)."""
     color = use_color(sys.stdout)
@@ -58,7 +61,7 @@ def print_record(record: TaskRecord, attempts: list[EventEnvelope] | None = None
         ("Task", record.task_id),
         ("Deployment", record.deployment),
         ("Service", record.service_id),
-        ("Session", record.session_id),
+        ("Session", _OWN_SESSION if record.own_session else record.session_id),
         ("Status", status(record.status.value).render(color)),
         ("Attempts", record.attempts),
         ("Replica", record.replica_id),

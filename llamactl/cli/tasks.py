@@ -97,8 +97,12 @@ def list_tasks(
         say(f"(the newest {limit} shown: --limit N or --all for more)")
 
 
+_OWN_SESSION = "(own)"
+"""The SESSION of a task run in a session of its own (no record: nothing to look up)."""
+
+
 def _print_tasks(found: list[TaskRecord], wide: bool) -> None:
-    ids = shorten([t.task_id for t in found] + [t.session_id for t in found])
+    ids = shorten([t.task_id for t in found] + [t.session_id for t in found if not t.own_session])
     show = (lambda value: value) if wide else (lambda value: ids[value])
     headers = ["TASK", "SERVICE", "STATUS", "ATTEMPTS", "SESSION", "CREATED"]
     rows: list[list[Any]] = []
@@ -108,7 +112,7 @@ def _print_tasks(found: list[TaskRecord], wide: bool) -> None:
             t.service_id,
             status(t.status.value),
             t.attempts,
-            show(t.session_id),
+            _OWN_SESSION if t.own_session else show(t.session_id),
             timestamp(t.created_at),
         ]
         if wide:

@@ -41,9 +41,6 @@ class StoredTask(TaskRecord):
     cancel_requested: bool = False
     keep_context: bool = True
     """False for a ``tasks/run`` that named no session: its session's Context is not saved."""
-    own_session: bool = False
-    """Its session was made for it alone (a ``tasks/run`` that named none): it has no record,
-    takes no other task and keeps no Context (older records read False: theirs exists)."""
 
     def public(self) -> TaskRecord:
         """The TaskRecord part (already valid: not validated again)."""

@@ -111,6 +111,25 @@ def test_sessions_and_runs_in_a_session(cli: Callable[..., tuple[int, str, str]]
     assert "Hint: list the sessions with `llamactl sessions list -d demo`" in err
 
 
+def test_a_task_run_without_a_session_shows_its_session_as_its_own(
+    cli: Callable[..., tuple[int, str, str]], client: Client
+) -> None:
+    """`tasks/run` naming no session gives the task one of its own, which no listing has: the
+    task's record says so, rather than show an id that `sessions show` does not know."""
+    task_id = f"own-{time.time_ns()}"
+    assert client.deployment("demo").tasks.run({}, service="counter", task_id=task_id) == 1
+    record = json.loads(cli("tasks", "show", task_id, "-o", "json")[1])
+    assert record["own_session"] is True and record["session_id"]
+    shown = cli("tasks", "show", task_id)[1]
+    assert "Session:    its own (made for this run alone: not listed, keeps no Context)" in shown
+    listed = cli("tasks", "list", "--wide", "-s", "counter")[1].splitlines()
+    assert next(line for line in listed if line.startswith(task_id)).split()[4] == "(own)"
+    assert record["session_id"] not in "\n".join(listed)
+    made = client.deployment("demo").sessions.create().session_id
+    client.deployment("demo").tasks.run({}, service="counter", session_id=made, task_id=f"{task_id}-2")
+    assert json.loads(cli("tasks", "show", f"{task_id}-2", "-o", "json")[1])["own_session"] is False
+
+
 def test_run_stream_prints_events_then_the_result(cli: Callable[..., tuple[int, str, str]]) -> None:
     code, out, err = cli("run", "-s", "stream", "-a", "count", "3", "--stream")
     assert code == 0, err

@@ -117,8 +117,9 @@ def test_a_start_that_matches_nothing_is_not_found(cli: Invoke) -> None:
 
 def test_tasks_list_fits_100_columns_with_short_ids(cli: Invoke, client: Client) -> None:
     tasks = client.deployment("short").tasks
+    session = client.deployment("short").sessions.create().session_id
     for n in range(3):
-        tasks.run({"message": str(n)})
+        tasks.run({"message": str(n)}, session_id=session)
     code, out, _ = cli("tasks", "list")
     assert code == 0
     assert max(len(line) for line in out.splitlines()) <= 100, out

@@ -34,7 +34,7 @@ def test_public_is_the_task_record_part(fields: dict[str, object]) -> None:
     assert public == expected
     assert public.model_dump_json() == expected.model_dump_json()
     assert public.model_dump() == TaskRecord.model_validate(public.model_dump()).model_dump()
-    assert "own_session" not in public.model_dump()
+    assert "dispatched" not in public.model_dump() and public.own_session is True
     assert public.model_fields_set <= set(TaskRecord.model_fields)
 
 
