@@ -25,6 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from llamactl.server.types import asks_for_input
+
 __all__ = [
     "EVENT_DELIVERED",
     "EVENT_REJECTED",
@@ -38,6 +40,7 @@ __all__ = [
     "event_msg_id",
     "final_msg_id",
     "start_msg_id",
+    "waits_for_answer_after",
 ]
 
 
@@ -143,6 +146,13 @@ where input: ``value`` is ``{"input_id", "where", "stacks"}`` (``where``: ``in f
 12)``, empty when unknown; ``stacks``: each place's stack, or None). It is not one of the task's
 events: the control plane keeps the task's latest answer beside its record, not in its log, and
 it does not count toward ``max-events``."""
+
+
+def waits_for_answer_after(waiting: bool, event_type: str) -> bool:
+    """Whether a run waits for a person's answer after its next event, of ``event_type``: a
+    question starts the wait; an event sent in that did not reach the run (:data:`EVENT_REJECTED`)
+    leaves it as it was; anything else (the answer delivered, the run moving on) ends it."""
+    return waiting if event_type == EVENT_REJECTED else asks_for_input(event_type)
 
 
 def start_msg_id(task_id: str) -> str:

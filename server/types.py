@@ -142,6 +142,9 @@ class TaskRecord(BaseModel):
     input: str = ""
     status: TaskStatus = TaskStatus.QUEUED
     attempts: int = 0
+    waiting_for_answer: bool = False
+    """Its workflow waits for a person's answer: its last event asked a question (an
+    InputRequiredEvent, see :func:`asks_for_input`) and no event sent in has reached it since."""
     replica_id: str | None = None
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None

@@ -36,10 +36,12 @@ class Palette:
         )
 
     def status(self, status: str) -> str:
-        """The style of a task status (``queued``, ``running``, ``completed``, ``failed``, ``cancelled``)."""
+        """The style of a task status (``queued``, ``running``, ``completed``, ``failed``, ``cancelled``;
+        ``asking``: running, waiting for a person's answer)."""
         return {
             "queued": self.warning,
             "running": f"bold {self.accent}",
+            "asking": f"bold {self.warning}",
             "completed": self.success,
             "failed": f"bold {self.error}",
             "cancelled": self.muted,

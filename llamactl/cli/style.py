@@ -19,6 +19,7 @@ __all__ = ["Styled", "error_label", "ok", "plain_terminal", "status", "styled", 
 _STATUS_LOOK: dict[str, tuple[str, str]] = {
     "queued": ("○", "bright_black"),
     "running": ("●", "cyan"),
+    "asking": ("?", "yellow"),
     "completed": ("✓", "green"),
     "failed": ("✗", "red"),
     "cancelled": ("⊘", "yellow"),

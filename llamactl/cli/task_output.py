@@ -16,8 +16,10 @@ from llamactl.cli.style import status, styled, use_color
 if TYPE_CHECKING:
     from llamactl.server.types import EventEnvelope, TaskRecord
 
-__all__ = ["ATTEMPT_EVENT", "MARKERS", "check_status", "print_event", "print_record"]
+__all__ = ["ASKING", "ATTEMPT_EVENT", "MARKERS", "check_status", "print_event", "print_record"]
 
+ASKING = "asking"
+"""The STATUS of a running task whose workflow waits for a person's answer, in lists."""
 ATTEMPT_EVENT = "TaskAttempt"
 MARKERS = {"TaskAttempt", "EventDelivered", "EventRejected"}
 """Events the engine writes into a task's log (not the workflow's): shown as sentences."""
@@ -51,8 +53,21 @@ def print_event(event: EventEnvelope, output: Output) -> None:
 _OWN_SESSION = "its own (made for this run alone: not listed, keeps no Context)"
 
 
-def print_record(record: TaskRecord, attempts: list[EventEnvelope] | None = None) -> None:
-    """A task record as `key: value` lines (with one line per attempt when there were several)."""
+def _status_text(record: TaskRecord, color: bool) -> str:
+    shown = status(record.status.value).render(color)
+    if record.waiting_for_answer and not record.status.is_final:
+        shown += ", waiting for a person's answer"
+    return shown
+
+
+def print_record(
+    record: TaskRecord,
+    attempts: list[EventEnvelope] | None = None,
+    *,
+    question: tuple[str, str] | None = None,
+) -> None:
+    """A task record as `key: value` lines (with one line per attempt when there were several);
+    ``question``: what it waits for a person's answer to, and the command that answers it."""
     color = use_color(sys.stdout)
     duration = None
     if record.started_at is not None and record.finished_at is not None:
@@ -62,7 +77,7 @@ def print_record(record: TaskRecord, attempts: list[EventEnvelope] | None = None
         ("Deployment", record.deployment),
         ("Service", record.service_id),
         ("Session", _OWN_SESSION if record.own_session else record.session_id),
-        ("Status", status(record.status.value).render(color)),
+        ("Status", _status_text(record, color)),
         ("Attempts", record.attempts),
         ("Replica", record.replica_id),
         ("Input", record.input or "{}"),
@@ -71,6 +86,8 @@ def print_record(record: TaskRecord, attempts: list[EventEnvelope] | None = None
         ("Finished", timestamp(record.finished_at)),
         ("Duration", duration),
     ]
+    if question is not None:
+        lines += [("Asks", question[0]), ("Answer", question[1])]
     if record.status.value == "completed":
         lines.append(("Result", json.dumps(record.result, ensure_ascii=False)))
     if record.error:

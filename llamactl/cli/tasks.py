@@ -24,7 +24,7 @@ from llamactl.cli.exit_codes import ExitCode
 from llamactl.cli.follow_events import follow_events
 from llamactl.cli.ids import resolve_session, resolve_task, shorten
 from llamactl.cli.style import status
-from llamactl.cli.task_output import ATTEMPT_EVENT, check_status, print_event, print_record
+from llamactl.cli.task_output import ASKING, ATTEMPT_EVENT, check_status, print_event, print_record
 
 if TYPE_CHECKING:
     from llamactl.client.sync import Tasks
@@ -110,7 +110,7 @@ def _print_tasks(found: list[TaskRecord], wide: bool) -> None:
         row: list[Any] = [
             show(t.task_id),
             t.service_id,
-            status(t.status.value),
+            status(ASKING if t.waiting_for_answer and not t.status.is_final else t.status.value),
             t.attempts,
             _OWN_SESSION if t.own_session else show(t.session_id),
             timestamp(t.created_at),
@@ -136,10 +136,24 @@ def show(
         with api_errors(not_found=_not_found(name)):
             record = resolve_task(tasks, task)
             attempts = _attempt_log(tasks, record) if output is Output.TEXT else []
+            question = _question(tasks, record) if output is Output.TEXT else None
     if output is Output.JSON:
         emit_json(record)
     else:
-        print_record(record, attempts)
+        from llamactl.cli.answer_prompt import answer_command
+
+        asks = None if question is None else (question, answer_command(record.task_id, name))
+        print_record(record, attempts, question=asks)
+
+
+def _question(tasks: Tasks, record: TaskRecord) -> str | None:
+    """What the task's workflow asks while it waits for a person's answer (its last question)."""
+    from llamactl.client.questions import is_input_required, question_of
+
+    if not record.waiting_for_answer or record.status.is_final:
+        return None
+    asked = [e for e in tasks.events(record.task_id, follow=False) if is_input_required(e)]
+    return question_of(asked[-1]) if asked else None
 
 
 def _attempt_log(tasks: Tasks, record: TaskRecord) -> list[EventEnvelope]:

@@ -38,7 +38,13 @@ from llamactl.server.errors import (
     TaskNotFound,
 )
 from llamactl.server.mq.base import Delivery, MessageQueue
-from llamactl.server.protocol import TaskMessage, WorkerMessage, WorkerMessageKind, event_msg_id
+from llamactl.server.protocol import (
+    TaskMessage,
+    WorkerMessage,
+    WorkerMessageKind,
+    event_msg_id,
+    waits_for_answer_after,
+)
 from llamactl.server.state.base import Append, Write
 from llamactl.server.types import TaskStatus
 
@@ -210,6 +216,7 @@ class Inbox:
                 return False
             task.status = TaskStatus.RUNNING
             task.dispatched = True
+            task.waiting_for_answer = False  # a new attempt starts from the start
             task.replica_id = msg.replica_id
             task.started_at = task.started_at or (msg.at or time.time())
             return True
@@ -233,11 +240,25 @@ class Inbox:
             self.counters.superseded_events += 1
             self.order.stored(task_id, msg.attempt, msg.event_index)  # its successors need not wait
             return
-        await self._records.store.append(
-            self._records.events_stream(task_id),
-            _event_value(msg.event, msg.attempt),
-            idem_key=event_msg_id(task_id, msg.attempt, msg.event_index),
-        )
+        stream = self._records.events_stream(task_id)
+        idem = event_msg_id(task_id, msg.attempt, msg.event_index)
+        append = Append(stream, _event_value(msg.event, msg.attempt), idem)
+        waiting = waits_for_answer_after(task.waiting_for_answer, str(msg.event.get("type", "")))
+        # A question asked, or one answered: stored with the event. Not for a report applied
+        # before (its ack was lost): the events after it have had their say since.
+        if waiting != task.waiting_for_answer and await self._records.store.find_idem(stream, idem) is None:
+
+            def mark(stored: StoredTask) -> bool:
+                if stored.status.is_final or stored.waiting_for_answer is waiting:
+                    return False
+                stored.waiting_for_answer = waiting
+                return True
+
+            task, changed = await self._records.transition(task_id, mark, lambda _: [append])
+        else:
+            changed = False
+        if not changed:
+            await self._records.store.append(stream, append.value, idem_key=idem)
         self.order.stored(task_id, msg.attempt, msg.event_index)
         self._on_changed(task)  # wakes whoever follows the task's events
 
@@ -273,6 +294,7 @@ class Inbox:
             if task.status.is_final:
                 return False
             task.status = status
+            task.waiting_for_answer = False
             task.finished_at = msg.at or time.time()
             task.started_at = task.started_at or msg.started_at or task.finished_at
             task.replica_id = msg.replica_id

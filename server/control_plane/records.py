@@ -247,6 +247,7 @@ class ControlPlaneRecords:
                 "service_id": task.service_id,
                 "status": task.status.value,
                 "attempts": task.attempts,
+                "waiting_for_answer": task.waiting_for_answer,
                 "replica_id": task.replica_id,
                 "error": task.error,
             },

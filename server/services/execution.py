@@ -22,8 +22,8 @@ from llamactl.server.protocol import (
     TaskInput,
     TaskInputKind,
     WorkerMessageKind,
+    waits_for_answer_after,
 )
-from llamactl.server.types import asks_for_input
 
 from .adapters import Emit, Run, Runnable, TaskInputError
 from .containment import running_task_code
@@ -133,7 +133,7 @@ class _OneAtATime:
         async with self._lock:
             self._ended = self._ended or last
             await self._emit(envelope, last=last)
-            self._asks(not last and asks_for_input(str(envelope.get("type", ""))))
+            self._asks(not last and waits_for_answer_after(self.asking, str(envelope.get("type", ""))))
 
     async def pump(self, envelope: dict[str, Any], *, last: bool = False) -> None:
         async with self._lock:

@@ -185,6 +185,15 @@ def test_human_in_the_loop_through_the_cli(cli: Callable[..., tuple[int, str, st
             assert follower.stdout is not None
             out = Lines(follower.stdout)
             out.wait_for(lambda line: "InputRequiredEvent" in line, 30)
+            wait_for_task(client, task.task_id, lambda r: r.waiting_for_answer)
+            row = next(
+                line for line in cli("tasks", "list", "--wide")[1].splitlines() if task.task_id in line
+            )
+            assert row.split()[2] == "asking", row
+            shown = cli("tasks", "show", task.task_id)[1]
+            assert "Status:     running, waiting for a person's answer" in shown, shown
+            assert "Asks:       What is the answer?" in shown, shown
+            assert f"Answer:     llamactl tasks send-event {task.task_id} -d demo --json" in shown, shown
             code, _, err = cli("tasks", "send-event", task.task_id, "--json", '{"response": "42"}')
             assert code == 0, err
             out.wait_for(lambda line: "StopEvent" in line, 30)

@@ -76,6 +76,12 @@ async def test_a_human_in_the_loop_task_is_answered_from_the_dashboard(
         await dash.until(lambda: dash.app.events_book and dash.app.events_book.waiting_for(), "the question")
         header = str(dash.app.screen.query_one("#task-header").render())
         assert "What is the answer?" in header
+
+        def asking() -> bool:
+            row = dash.app.model.tasks.get(task.task_id)
+            return row is not None and row.shown_status == "asking"
+
+        await dash.until(asking, "asking in the tasks table")
         await dash.pilot.press("a")
         await dash.until(lambda: isinstance(dash.app.screen, AnswerDialog), "the answer dialog")
         assert "What is the answer?" in str(dash.app.screen.query_one("#question").render())

@@ -94,6 +94,20 @@ def test_status_changes_set_the_start_and_end_times() -> None:
     assert row.duration(99.0) == 2.5 and row.replica_id == "echo#1"
 
 
+def test_a_task_that_asks_shows_asking_and_keeps_its_start_time() -> None:
+    book = TaskBook(cap=10)
+    book.apply_status(status_change("a", "running", 11.0, attempts=1).data, 11.0)
+    book.apply_status(status_change("a", "running", 15.0, attempts=1, waiting_for_answer=True).data, 15.0)
+    row = book.get("a")
+    assert row is not None and (row.shown_status, row.started_at) == ("asking", 11.0)
+    book.apply_status(status_change("a", "running", 20.0, attempts=1).data, 20.0)  # answered
+    assert (row.shown_status, row.started_at) == ("running", 11.0)
+    book.apply_status(status_change("a", "running", 30.0, attempts=2).data, 30.0)  # a new attempt
+    assert (row.shown_status, row.started_at) == ("running", 30.0)
+    book.apply_status(status_change("a", "completed", 31.0, waiting_for_answer=True).data, 31.0)
+    assert row.shown_status == "completed"
+
+
 def test_the_session_book_counts_each_task_once() -> None:
     book = SessionBook(cap=10)
     book.add_task("s", "t1", 1.0)

@@ -34,6 +34,8 @@ class TaskRow:
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
+    waiting_for_answer: bool = False
+    """Its workflow waits for a person's answer (shown as ``asking``)."""
 
     @classmethod
     def of(cls, record: TaskRecord) -> TaskRow:
@@ -48,7 +50,13 @@ class TaskRow:
             started_at=record.started_at,
             finished_at=record.finished_at,
             error=record.error,
+            waiting_for_answer=record.waiting_for_answer,
         )
+
+    @property
+    def shown_status(self) -> str:
+        """Its status as the tables show it: ``asking`` while it waits for a person's answer."""
+        return "asking" if self.waiting_for_answer and not self.status.is_final else self.status.value
 
     def age(self, now: float) -> float:
         return now - self.created_at
@@ -127,12 +135,16 @@ class TaskBook:
             self._rows[task_id] = row
         elif row.status.is_final and not (status.is_final and status is not row.status):
             return set()  # a final task does not go back; replays after a reconnect are no-ops
+        # The same status again: the task asked or was answered, or a new attempt started.
+        restarted = status is not row.status or int(data.get("attempts") or 0) > row.attempts
         row.status = status
+        row.waiting_for_answer = bool(data.get("waiting_for_answer"))
         row.attempts = int(data.get("attempts") or row.attempts)
         row.replica_id = data.get("replica_id") or row.replica_id
         row.error = data.get("error") or (None if status is TaskStatus.COMPLETED else row.error)
         if status is TaskStatus.RUNNING:
-            row.started_at = at
+            if restarted or row.started_at is None:
+                row.started_at = at
             row.finished_at = None
         elif status is TaskStatus.QUEUED:
             row.started_at = None

@@ -76,7 +76,8 @@ class TasksTable(LiveGrid):
             took = task.duration(now)
             age = ago(task.age(now))
             # Cells are built again only for rows whose shown values changed.
-            signature = (task.status, task.service_id, task.replica_id, task.attempts, age, duration(took))
+            shown = (task.shown_status, task.service_id, task.replica_id, task.attempts)
+            signature = (*shown, age, duration(took))
             cached = self._rows.get(task.task_id)
             if cached is None or cached[0] != signature:
                 cached = (signature, self._row(task, took, age))
@@ -85,7 +86,7 @@ class TasksTable(LiveGrid):
         self.show([row for _, row in rows.values()])
 
     def _row(self, task: TaskRow, took: float | None, age: str) -> Row:
-        status = task.status.value
+        status = task.shown_status
         return (
             task.task_id,
             [
