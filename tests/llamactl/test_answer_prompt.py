@@ -32,8 +32,8 @@ class Sink:
 
 
 @pytest.fixture
-def pipe() -> Iterator[tuple[int, int]]:
-    """(the terminal's end the prompt reads, the end typed into)."""
+def terminal() -> Iterator[tuple[int, int]]:
+    """A pseudo-terminal: (the end the prompt reads, the end typed into)."""
     typed, read = pty.openpty()
     yield read, typed
     for fd in (read, typed):
@@ -49,9 +49,9 @@ def _prompt(sink: Sink, read: int) -> AnswerPrompt:
 
 
 def test_an_answer_not_sent_says_why_and_is_asked_again(
-    pipe: tuple[int, int], capsys: pytest.CaptureFixture[str]
+    terminal: tuple[int, int], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    read, write = pipe
+    read, write = terminal
     sink = Sink(failures=1)
     prompt = _prompt(sink, read)
     prompt.ask("Deploy?")
@@ -66,9 +66,9 @@ def test_an_answer_not_sent_says_why_and_is_asked_again(
 
 
 def test_lines_typed_after_an_answer_from_elsewhere_are_not_sent(
-    pipe: tuple[int, int], capsys: pytest.CaptureFixture[str]
+    terminal: tuple[int, int], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    read, write = pipe
+    read, write = terminal
     sink = Sink()
     prompt = _prompt(sink, read)
     prompt.ask("Deploy?")
@@ -82,9 +82,9 @@ def test_lines_typed_after_an_answer_from_elsewhere_are_not_sent(
 
 
 def test_the_end_of_input_leaves_the_command_that_answers(
-    pipe: tuple[int, int], capsys: pytest.CaptureFixture[str]
+    terminal: tuple[int, int], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    read, write = pipe
+    read, write = terminal
     sink = Sink()
     prompt = _prompt(sink, read)
     prompt.ask("Deploy?")
