@@ -20,6 +20,8 @@ __all__ = ["FLUSH_TIMEOUT", "LIMIT_BYTES", "LineWriter"]
 
 LIMIT_BYTES = 1024 * 1024
 """Text waiting to be written, at most; lines past it are dropped (and counted)."""
+_BATCH_BYTES = 64 * 1024
+"""Text written in one call, at most (lines that waited meanwhile go together)."""
 FLUSH_TIMEOUT = 5.0
 """Seconds :meth:`LineWriter.close` waits for the lines still queued (a reader that stopped
 reading must not keep the server from exiting)."""
@@ -40,10 +42,11 @@ class _Gap:
 
 
 class LineWriter:
-    """Writes each line :meth:`put` gets with ``write(line)`` on a thread, in order.
+    """Writes the lines :meth:`put` gets on a thread, in order: ``write(text)`` gets one line, or
+    the lines that waited meanwhile joined by newlines (without the last one's newline).
 
     ``put`` never blocks. ``write`` is expected to deal with its own errors (a broken pipe, a
-    full disk); one it raises loses that line only.
+    full disk); one it raises loses the lines of that call only.
     """
 
     def __init__(
@@ -95,9 +98,17 @@ class LineWriter:
                     self._cond.wait()
                 if not self._queue:
                     return
-                item = self._queue.popleft()
-                if isinstance(item, str):
-                    self._bytes -= len(item) + 1
-            text = item if isinstance(item, str) else item.line()
-            with contextlib.suppress(Exception):  # nobody to tell: this line is lost, not the next
-                self._write(text)
+                # What is waiting goes out in one write: one call (and one flush) per line could
+                # not keep up with a worker that prints as fast as it can, even into a file.
+                batch: list[str] = []
+                size = 0
+                while self._queue and size < _BATCH_BYTES:
+                    item = self._queue.popleft()
+                    if isinstance(item, str):
+                        self._bytes -= len(item) + 1
+                        size += len(item) + 1
+                        batch.append(item)
+                    else:
+                        batch.append(item.line())
+            with contextlib.suppress(Exception):  # nobody to tell: these lines are lost, not the next
+                self._write("\n".join(batch))

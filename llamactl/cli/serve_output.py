@@ -142,7 +142,7 @@ class ServeOutput:
         except BrokenPipeError:
             self._reader_gone = True
         except OSError:
-            pass  # a full disk or an I/O error: this line is lost, the next may get through
+            pass  # a full disk or an I/O error: these lines are lost, the next may get through
 
     def line(self, text: str) -> None:
         self._write(text)

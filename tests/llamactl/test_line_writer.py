@@ -13,13 +13,15 @@ class _Stalled:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.writes = 0
         self.entered = threading.Event()
         self._go = threading.Event()
 
-    def __call__(self, line: str) -> None:
+    def __call__(self, text: str) -> None:
         self.entered.set()
         self._go.wait()
-        self.lines.append(line)
+        self.writes += 1
+        self.lines += text.split("\n")
 
     def resume(self) -> None:
         self._go.set()
@@ -76,16 +78,33 @@ def test_close_gives_up_on_a_reader_that_never_reads() -> None:
     sink.resume()
 
 
-def test_a_sink_that_raises_loses_its_line_only() -> None:
-    seen: list[str] = []
+def test_lines_that_waited_go_out_in_one_write() -> None:
+    """A worker printing as fast as it can, into a file: one write per line could not keep up
+    (82 % of 200,000 lines were dropped), one write for what waited does."""
+    sink = _Stalled()
+    writer = LineWriter(sink)
+    writer.put("first")
+    assert sink.entered.wait(10)
+    _put_all(writer, [f"line {n}" for n in range(1000)])
+    sink.resume()
+    assert writer.close(timeout=10)
+    assert sink.lines == ["first", *(f"line {n}" for n in range(1000))]
+    assert (sink.writes, writer.dropped) == (2, 0)
 
-    def sink(line: str) -> None:
-        if line == "bad":
+
+def test_a_sink_that_raises_loses_that_write_only() -> None:
+    seen: list[str] = []
+    failed = threading.Event()
+
+    def sink(text: str) -> None:
+        if "bad" in text:
+            failed.set()
             raise OSError("I/O error")
-        seen.append(line)
+        seen.append(text)
 
     writer = LineWriter(sink)
-    for line in ("one", "bad", "two"):
-        writer.put(line)
+    writer.put("bad")
+    assert failed.wait(10)
+    writer.put("good")
     assert writer.close(timeout=10)
-    assert seen == ["one", "two"]
+    assert seen == ["good"]
