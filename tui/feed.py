@@ -320,9 +320,12 @@ async def _newest_tasks(handle: AsyncDeploymentClient, count: int) -> list[TaskR
 def _newest_sessions(
     listed: list[SessionDefinition], tasks: list[TaskRecord], cap: int
 ) -> list[SessionDefinition]:
-    """The sessions to start with: those listed, plus those of the tasks (tasks name their session)."""
+    """The sessions to start with: those listed, plus those of the tasks (tasks name their session;
+    one made for its task alone has no record, and no row)."""
     by_id = {s.session_id: s for s in listed}
     for task in tasks:
+        if task.own_session:
+            continue
         session = by_id.get(task.session_id)
         if session is None:
             by_id[task.session_id] = SessionDefinition(session_id=task.session_id, task_ids=[task.task_id])

@@ -220,7 +220,8 @@ class MessageRouting(UserActions):
         if record.task_id == app.shown_task:
             app.task_record = record
         changed = app.model.tasks.load([record])
-        changed |= app.model.sessions.add_task(record.session_id, record.task_id, record.created_at)
+        if not record.own_session:  # one made for the task alone has no record: no row
+            changed |= app.model.sessions.add_task(record.session_id, record.task_id, record.created_at)
         self.redraw(Delta(tasks={record.task_id} | changed, sessions={record.session_id}))
 
     def on_task_loaded(self, message: TaskLoaded) -> None:

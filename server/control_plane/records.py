@@ -238,20 +238,22 @@ class ControlPlaneRecords:
     # --- tasks: writing ----------------------------------------------------------------------
 
     def status_change(self, task: StoredTask) -> Append:
-        """The change-feed entry of a task's new status."""
-        return self.changes.entry(
-            "task.status",
-            {
-                "task_id": task.task_id,
-                "session_id": task.session_id,
-                "service_id": task.service_id,
-                "status": task.status.value,
-                "attempts": task.attempts,
-                "waiting_for_answer": task.waiting_for_answer,
-                "replica_id": task.replica_id,
-                "error": task.error,
-            },
-        )
+        """The change-feed entry of a task's new status (``own_session`` and ``waiting_for_answer``
+        only when true: most entries are neither)."""
+        data: dict[str, Any] = {
+            "task_id": task.task_id,
+            "session_id": task.session_id,
+            "service_id": task.service_id,
+            "status": task.status.value,
+            "attempts": task.attempts,
+            "replica_id": task.replica_id,
+            "error": task.error,
+        }
+        if task.own_session:
+            data["own_session"] = True
+        if task.waiting_for_answer:
+            data["waiting_for_answer"] = True
+        return self.changes.entry("task.status", data)
 
     async def transition(
         self,

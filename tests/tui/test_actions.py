@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,7 +20,7 @@ from llamactl.tui.dialogs.run_task import RunTaskDialog
 from llamactl.tui.dialogs.where import WhereScreen
 from llamactl.tui.events.event_list import EventList
 from llamactl.tui.services.table import ServicesTable
-from llamactl.tui.tasks.sessions import SessionsTable
+from llamactl.tui.tasks.sessions import ALL, SessionsTable
 from llamactl.tui.tasks.table import TasksTable
 from tests.llamactl.serving import Server
 from tests.tui.conftest import Dash, dashboard, feed_of
@@ -278,3 +280,28 @@ async def test_number_keys_move_between_regions(tui_server: Server) -> None:
         assert isinstance(dash.app.focused, EventList)
         await dash.pilot.press("3")
         assert isinstance(dash.app.focused, TasksTable)
+
+
+async def test_tasks_run_in_sessions_of_their_own_add_no_session_rows(
+    tui_server: Server, client: AsyncClient
+) -> None:
+    """`tasks/run` naming no session gives its task a session with no record: no row for it,
+    from the snapshot nor from the change feed, and the "all" row counts the task."""
+    tasks = client.deployment("demo").tasks
+    await tasks.run({"message": "before"}, service="echo", task_id=f"own-{time.time_ns()}")
+    async with dashboard(tui_server.url) as dash:
+        later = f"own-{time.time_ns()}"  # one that asks and waits: nothing but its status changes
+        waiting = asyncio.create_task(tasks.run(service="hitl", task_id=later))
+        await dash.until(lambda: dash.app.model.tasks.get(later) is not None, "the task from the feed")
+        own = {t.session_id for t in await tasks.list() if t.own_session}
+        assert len(own) >= 2
+        rows = {row.session_id for row in dash.app.model.sessions.newest(1000)}
+        assert not own & rows, own & rows
+        sessions = dash.app.screen.query_one(SessionsTable)
+
+        def all_counted() -> bool:
+            return sessions.get_cell(ALL, "tasks").text == str(len(dash.app.model.tasks))
+
+        await dash.until(all_counted, 'the "all" row counting the task that came later')
+        waiting.cancel()
+        await tasks.cancel(later)

@@ -217,6 +217,20 @@ def test_a_replayed_finish_marks_its_session_once() -> None:
     assert delta.tasks == {"a"} and delta.finished_sessions == {"s-a"}
 
 
+def test_a_task_in_a_session_of_its_own_adds_no_session_row() -> None:
+    """Its session has no record (`tasks/run` naming none): a row for it could show nothing."""
+    model = DashboardModel(max_tasks=100, max_sessions=100)
+    delta = model.apply(
+        [
+            status_change("a", "running", 10.0, 0, own_session=True),
+            status_change("a", "completed", 10.2, 1, own_session=True),
+            status_change("b", "running", 10.3, 2),
+        ]
+    )
+    assert delta.tasks == {"a", "b"} and delta.finished_sessions == set()
+    assert [row.session_id for row in model.sessions.newest(10)] == ["s-b"]
+
+
 def test_the_model_asks_for_the_services_again_when_one_is_added() -> None:
     model = DashboardModel(max_tasks=10, max_sessions=10)
     delta = model.apply([ChangeEvent(kind="service.added", deployment="demo", data={"service_id": "new"})])

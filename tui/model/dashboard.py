@@ -161,9 +161,10 @@ class DashboardModel:
                 delta.tasks |= changed
                 task_id = str(change.data.get("task_id") or "")
                 session_id = str(change.data.get("session_id") or "")
-                delta.sessions |= self.sessions.add_task(session_id, task_id, change.at)
-                if task_id in changed and change.data.get("status") in _FINAL:
-                    delta.finished_sessions.add(session_id)
+                if not change.data.get("own_session"):  # one made for the task alone has no record
+                    delta.sessions |= self.sessions.add_task(session_id, task_id, change.at)
+                    if task_id in changed and change.data.get("status") in _FINAL:
+                        delta.finished_sessions.add(session_id)
             elif kind == "session.created":
                 delta.sessions |= self.sessions.created(str(change.data.get("session_id") or ""), change.at)
             elif kind == "session.deleted":

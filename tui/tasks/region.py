@@ -34,6 +34,8 @@ class TasksRegion(Horizontal):
         self.max_rows = max_rows
         self.task_query = TaskQuery()
         self.border_title = "Sessions · Tasks"
+        self._all_shown = -1
+        """The count the sessions table's "all" row shows (it is redrawn when that changes)."""
 
     def compose(self) -> ComposeResult:
         yield SessionsTable(id="sessions")
@@ -62,8 +64,10 @@ class TasksRegion(Horizontal):
             limit=self.max_rows,
         )
         table.show_tasks(shown, now)
-        if sessions:
-            self.sessions.show_sessions(self.model.sessions.newest(SESSIONS_SHOWN), len(self.model.tasks))
+        total = len(self.model.tasks)
+        if sessions or total != self._all_shown:
+            self._all_shown = total
+            self.sessions.show_sessions(self.model.sessions.newest(SESSIONS_SHOWN), total)
         parts = [f"{len(shown)} of {len(self.model.tasks)} tasks"]
         if picked is not None:
             parts.append(f"session {short_id(picked)}")
