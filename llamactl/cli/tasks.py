@@ -295,8 +295,12 @@ def send_event(
         metavar="FIELDS",
         help='The event\'s fields as a JSON object, e.g. \'{"response": "42"}\'.',
     ),
-    event: str = typer.Option(
-        HUMAN_RESPONSE_EVENT, "--event", metavar="CLASS", help="The event's class, as module.Class."
+    event: str | None = typer.Option(
+        None,
+        "--event",
+        metavar="CLASS",
+        help=f"The event's class, as module.Class.  [default: {HUMAN_RESPONSE_EVENT}, whose fields must "
+        'hold "response": what a workflow reads as ev.response]',
     ),
     service: str | None = typer.Option(
         None, "--service", "-s", metavar="SERVICE", help="The task's service.  [default: looked up]"
@@ -315,6 +319,17 @@ def send_event(
         raise typer.BadParameter(f"not JSON: {exc}", param_hint="--json") from None
     if not isinstance(values, dict):
         raise typer.BadParameter("must be a JSON object of the event's fields", param_hint="--json")
+    if event is None:
+        if "response" not in values:
+            # A HumanResponseEvent takes any fields, but the workflows convention (and what `run`
+            # and the dashboard send) is "response": other fields would reach a step that reads
+            # ev.response and finds nothing, and the task would go on with no answer.
+            raise typer.BadParameter(
+                """an answer goes in "response": --json '{"response": ...}' (what a workflow """
+                "reads as ev.response). To send other fields, name the event's class with --event",
+                param_hint="--json",
+            )
+        event = HUMAN_RESPONSE_EVENT
     with connect(ctx) as client:
         name = pick_deployment(client, deployment)
         tasks = client.deployment(name).tasks

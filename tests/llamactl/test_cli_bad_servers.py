@@ -52,7 +52,7 @@ def commands(deployment_file: Path) -> list[list[str]]:
         ["tasks", "events", "t1", "-d", "demo"],
         ["tasks", "events", "t1", "-d", "demo", "--follow"],
         ["tasks", "cancel", "t1", "-d", "demo"],
-        ["tasks", "send-event", "t1", "-d", "demo", "--json", "{}"],
+        ["tasks", "send-event", "t1", "-d", "demo", "--json", '{"response": "x"}'],
     ]
 
 

@@ -194,6 +194,11 @@ def test_human_in_the_loop_through_the_cli(cli: Callable[..., tuple[int, str, st
             assert "Status:     running, waiting for a person's answer" in shown, shown
             assert "Asks:       What is the answer?" in shown, shown
             assert f"Answer:     llamactl tasks send-event {task.task_id} -d demo --json" in shown, shown
+            # Fields a HumanResponseEvent's reader does not look in: refused, the task still asks.
+            code, _, err = cli("tasks", "send-event", task.task_id, "--json", '{"answer": "42"}')
+            assert code == ExitCode.USAGE, err
+            assert """an answer goes in "response": --json '{"response": ...}'""" in err, err
+            assert client.deployment("demo").tasks.get(task.task_id).waiting_for_answer
             code, _, err = cli("tasks", "send-event", task.task_id, "--json", '{"response": "42"}')
             assert code == 0, err
             out.wait_for(lambda line: "StopEvent" in line, 30)
