@@ -233,6 +233,10 @@ class Dispatcher:
         for _ in range(_CAS_TRIES):
             found = await self._records.find_session_versioned(session_id)
             if found is None:
+                if ended is not None:
+                    # Deleted while its task ran: the Context that task's end saved (after the
+                    # delete, or this would not see it gone) belongs to no session any more.
+                    await self._records.drop_orphan_context(session_id)
                 return await self._orphans(adopt or [], resend)
             record, version = found
             turn, active, claimed = await next_turn(self._records, record, ended=ended, adopt=adopt or ())

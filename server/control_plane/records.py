@@ -397,6 +397,13 @@ class ControlPlaneRecords:
 
     # --- contexts ----------------------------------------------------------------------------
 
+    async def drop_orphan_context(self, session_id: str) -> None:
+        """Delete the Context of a session that has no record (deleted while its task ran); one
+        whose record is there but unreadable keeps its Context."""
+        if await self.store.get(self.sessions_ns, session_id) is None:
+            await self.store.delete(self.contexts_ns, session_id)
+            self._contexts.pop(session_id)
+
     async def get_context(self, session_id: str) -> dict[str, Any] | None:
         if session_id in self._contexts and not self.fresh_reads:
             return self._contexts.get(session_id)

@@ -84,6 +84,30 @@ async def test_a_sessions_next_task_waits_and_carries_the_saved_context(harness:
     await deliveries.aclose()
 
 
+async def test_a_session_deleted_while_its_task_runs_keeps_no_context(harness: Harness) -> None:
+    """Deleting a session lets its running task finish; the Context that task's end saves has
+    no session any more, and nothing would ever remove it: it goes too."""
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    session = await plane.create_session()
+    created = await plane.create_task(TaskDefinition(session_id=session.session_id))
+    delivery, task = await deliveries.take()
+    await plane.delete_session(session.session_id)
+    await harness.finish(worker, task, 1, context={"state": {"seen": 1}})
+    await delivery.ack()
+    assert (await plane.wait_for_task(created.task_id, timeout=10)).result == 1
+    records = plane.records
+
+    async def no_context() -> bool:
+        return await harness.store.get(records.contexts_ns, session.session_id) is None
+
+    await eventually(no_context, 10)
+    assert await records.get_context(session.session_id) is None
+    assert await harness.store.get(records.sessions_ns, session.session_id) is None
+    await deliveries.aclose()
+
+
 async def test_a_late_result_from_a_zombie_replica_is_ignored(harness: Harness) -> None:
     plane = await harness.control_plane()
     worker = await harness.queue()
