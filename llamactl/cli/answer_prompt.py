@@ -33,7 +33,14 @@ if TYPE_CHECKING:
     from llamactl.client.sync import Tasks
     from llamactl.server.types import EventEnvelope
 
-__all__ = ["EVENT_DELIVERED", "AnswerPrompt", "answer_command", "answer_prompt", "person_at_terminal"]
+__all__ = [
+    "EVENT_DELIVERED",
+    "AnswerPrompt",
+    "answer_command",
+    "answer_prompt",
+    "person_at_terminal",
+    "question_lines",
+]
 
 EVENT_DELIVERED = "EventDelivered"
 
@@ -45,6 +52,11 @@ def answer_command(task_id: str, deployment: str) -> str:
     """The command that answers a task's question from another terminal."""
     answer = json.dumps({"response": "..."})
     return f"llamactl tasks send-event {task_id} -d {deployment} --json '{answer}'"
+
+
+def question_lines(question: str, task_id: str, deployment: str) -> list[str]:
+    """What `run` says of a question where nobody can type its answer: it, and the command."""
+    return [f"The workflow asks: {question}", f"  answer with: {answer_command(task_id, deployment)}"]
 
 
 def answer_prompt(

@@ -31,7 +31,7 @@ from llamactl.cli.task_output import check_status
 if TYPE_CHECKING:
     from llamactl.cli.run_outage import OutageWatch
     from llamactl.client.sync import Tasks
-    from llamactl.server.types import TaskDefinition, TaskRecord
+    from llamactl.server.types import EventEnvelope, TaskDefinition, TaskRecord
 
 __all__ = ["RunCommand", "build_input", "run"]
 
@@ -223,17 +223,26 @@ def run(
 def _stream(tasks: Tasks, task: TaskDefinition, deployment: str, output: Output) -> TaskRecord:
     """``--stream``: print the task's events as they come (across a server that goes away and
     comes back), then read its record."""
-    from llamactl.cli.answer_prompt import answer_prompt
+    from llamactl.cli.answer_prompt import answer_prompt, question_lines
+    from llamactl.client.questions import is_input_required, question_of
 
     assert task.task_id is not None and task.service_id is not None  # the server fills them in
-    say(f"Task {task.task_id} (service {task.service_id}, session {task.session_id})")
-    prompt = answer_prompt(tasks, task.task_id, task.service_id, deployment)
+    task_id = task.task_id
+    say(f"Task {task_id} (service {task.service_id}, session {task.session_id})")
+    prompt = answer_prompt(tasks, task_id, task.service_id, deployment)
+
+    def tell(event: EventEnvelope) -> None:
+        """Nobody can type here: a question comes with the command that answers it, on stderr."""
+        if is_input_required(event):
+            for line in question_lines(question_of(event), task_id, deployment):
+                say(line)
+
     try:
-        follow_events(tasks, task.task_id, deployment, output, then=None if prompt is None else prompt.seen)
+        follow_events(tasks, task_id, deployment, output, then=tell if prompt is None else prompt.seen)
     finally:
         if prompt is not None:
             prompt.close()
-    return tasks.get(task.task_id)
+    return tasks.get(task_id)
 
 
 def _watched(tasks: Tasks, task: TaskDefinition, deployment: str, outage: OutageWatch) -> TaskRecord:

@@ -15,7 +15,7 @@ import threading
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from llamactl.cli.answer_prompt import EVENT_DELIVERED, answer_command, answer_prompt
+from llamactl.cli.answer_prompt import EVENT_DELIVERED, answer_prompt, question_lines
 from llamactl.cli.progress import Spinner, run_in_thread
 from llamactl.client.questions import is_input_required, question_of
 
@@ -114,8 +114,8 @@ class TaskWatch:
             self._asking = True
             self.spinner.update("waiting for an answer")
             if self._prompt is None:
-                self.spinner.print(f"The workflow asks: {question}")
-                self.spinner.print(f"  answer with: {answer_command(self._task_id, self._deployment)}")
+                for line in question_lines(question, self._task_id, self._deployment):
+                    self.spinner.print(line)
         elif event.type == EVENT_DELIVERED:
             self._asking = False
             self.spinner.update("running")

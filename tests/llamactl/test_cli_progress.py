@@ -150,6 +150,19 @@ def test_run_off_a_terminal_says_what_the_workflow_asks_and_how_to_answer(server
     assert not any("waiting for" in line for line in stderr.lines)  # no spinner's status off a terminal
 
 
+def test_run_stream_off_a_terminal_says_how_to_answer_too(server: Server) -> None:
+    process = llamactl("--server", server.url, "run", "-s", "hitl", "--stream")
+    with reaped(process):
+        stderr = Lines(process.stderr)
+        stderr.wait_for(lambda line: line == "The workflow asks: What is the answer?", 60)
+        command = stderr.wait_for(lambda line: "answer with: " in line, 10).partition("answer with: ")[2]
+        _answer_with(server, command, "42")
+        assert process.wait(60) == 0
+        assert process.stdout is not None
+        out = process.stdout.read().splitlines()
+    assert "InputRequiredEvent" in out[0] and out[-1] == "the human said 42", out
+
+
 def test_deploy_at_a_terminal_shows_its_services_coming_up(server: Server, tmp_path: Path) -> None:
     file = write_app(tmp_path, "second", {"echo": "flows:echo_workflow", "greet": "funcs:greet"})
     with Terminal("--server", server.url, "deploy", str(file)) as terminal:
