@@ -57,7 +57,8 @@ def list_tasks(
         None,
         "--status",
         metavar="STATUS",
-        help="Only tasks in this status: queued, running, completed, failed or cancelled.",
+        help="Only tasks in this status: queued, running, completed, failed or cancelled; asking: "
+        "the running tasks whose workflow waits for a person's answer.",
     ),
     service: str | None = typer.Option(
         None, "--service", "-s", metavar="SERVICE", help="Only the tasks of this service."
@@ -70,10 +71,12 @@ def list_tasks(
     output: Output = output_option(),
 ) -> None:
     """A deployment's newest tasks, oldest of them first (ids cut short: --wide or -o json for full ones)."""
-    if status_filter is not None and status_filter not in STATUSES:
+    if status_filter is not None and status_filter not in (*STATUSES, ASKING):
         raise typer.BadParameter(
-            f"'{status_filter}' is not a status: use one of {', '.join(STATUSES)}", param_hint="--status"
+            f"'{status_filter}' is not a status: use one of {', '.join(STATUSES)} (or {ASKING})",
+            param_hint="--status",
         )
+    asking = status_filter == ASKING
     with connect(ctx) as client:
         name = pick_deployment(client, deployment)
         handle = client.deployment(name)
@@ -81,10 +84,13 @@ def list_tasks(
             session_id = resolve_session(handle.sessions, session).session_id if session else None
             filters: dict[str, Any] = {
                 "session_id": session_id,
-                "status": status_filter,
+                "status": "running" if asking else status_filter,
                 "service_id": service,
             }
-            if every:
+            if asking:  # the server filters by status; running tasks are few: the rest is here
+                found = [t for t in handle.tasks.iter(**filters) if t.waiting_for_answer]
+                found, more = (found, False) if every else (found[-limit:], len(found) > limit)
+            elif every:
                 found, more = list(handle.tasks.iter(**filters)), False
             else:
                 page = handle.tasks.page(**filters, limit=limit, newest_first=True)

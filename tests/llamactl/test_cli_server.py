@@ -190,6 +190,8 @@ def test_human_in_the_loop_through_the_cli(cli: Callable[..., tuple[int, str, st
                 line for line in cli("tasks", "list", "--wide")[1].splitlines() if task.task_id in line
             )
             assert row.split()[2] == "asking", row
+            asking = json.loads(cli("tasks", "list", "--status", "asking", "-o", "json")[1])
+            assert [t["task_id"] for t in asking] == [task.task_id]
             shown = cli("tasks", "show", task.task_id)[1]
             assert "Status:     running, waiting for a person's answer" in shown, shown
             assert "Asks:       What is the answer?" in shown, shown
