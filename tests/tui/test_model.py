@@ -167,12 +167,14 @@ def test_the_query_matches_words_and_fields() -> None:
             record("aa", "failed", service_id="boom", error="ValueError: nope"),
             record("bb", "completed", service_id="echo"),
             record("cc", "running", service_id="echo"),
+            record("dd", "running", service_id="hitl", waiting_for_answer=True),
         ]
     )
     pick = lambda text: {r.task_id for r in select_tasks(book, query=TaskQuery.parse(text), limit=10)}  # noqa: E731
-    assert pick("status:failed,running") == {"aa", "cc"}
+    assert pick("status:failed,running") == {"aa", "cc", "dd"}
     assert pick("service:echo running") == {"cc"}
     assert pick("valueerror") == {"aa"}
+    assert pick("status:ask") == pick("asking") == {"dd"}  # as the table shows it
 
 
 def test_the_query_finds_an_id_by_its_start_or_its_end() -> None:

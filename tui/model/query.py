@@ -16,8 +16,9 @@ _FIELDS = ("status", "service", "session", "replica", "task", "error")
 
 
 def _text(row: TaskRow) -> str:
+    status = f"{row.status.value} {row.shown_status}"  # asking: a running task, shown so
     return " ".join(
-        (row.task_id, row.status.value, row.service_id, row.session_id, row.replica_id or "", row.error or "")
+        (row.task_id, status, row.service_id, row.session_id, row.replica_id or "", row.error or "")
     ).lower()
 
 
@@ -62,15 +63,19 @@ class TaskQuery:
 
     def matches(self, row: TaskRow) -> bool:
         for name, values in self.fields.items():
-            value = {
-                "status": row.status.value,
-                "service": row.service_id,
-                "session": row.session_id,
-                "replica": row.replica_id or "",
-                "task": row.task_id,
-                "error": row.error or "",
-            }[name].lower()
-            if not any(_field_matches(name, value, v) for v in values):
+            if name == "status":  # a task asking is running too: either name matches it
+                candidates: tuple[str, ...] = (row.status.value, row.shown_status)
+            else:
+                candidates = (
+                    {
+                        "service": row.service_id,
+                        "session": row.session_id,
+                        "replica": row.replica_id or "",
+                        "task": row.task_id,
+                        "error": row.error or "",
+                    }[name].lower(),
+                )
+            if not any(_field_matches(name, c, v) for c in candidates for v in values):
                 return False
         if self.words:
             text = _text(row)
