@@ -39,15 +39,22 @@ def record_calls(monkeypatch: pytest.MonkeyPatch, store: Any, name: str) -> list
     return calls
 
 
-def progress(task_id: str, n: int, service: str = "a") -> WorkerMessage:
-    """The task's ``n``-th event report, a ``Progress`` with value ``{"n": n}`` (attempt 1)."""
+def event_report(task_id: str, index: int, event: dict[str, Any], service: str = "a") -> WorkerMessage:
+    """The task's event ``index`` (an envelope: value, type, qualified_name), as its worker reports it."""
     return WorkerMessage(
         kind=WorkerMessageKind.TASK_EVENT,
         replica_id=f"{service}#1",
         service_id=service,
         task_id=task_id,
-        event={"value": {"n": n}, "type": "Progress", "qualified_name": "m.Progress"},
-        event_index=n,
+        event=event,
+        event_index=index,
+    )
+
+
+def progress(task_id: str, n: int, service: str = "a") -> WorkerMessage:
+    """The task's ``n``-th event report, a ``Progress`` with value ``{"n": n}`` (attempt 1)."""
+    return event_report(
+        task_id, n, {"value": {"n": n}, "type": "Progress", "qualified_name": "m.Progress"}, service
     )
 
 

@@ -9,31 +9,18 @@ from llamactl.server.control_plane.control_plane import ControlPlane
 from llamactl.server.protocol import (
     EVENT_DELIVERED,
     EVENT_REJECTED,
-    WorkerMessage,
-    WorkerMessageKind,
     event_msg_id,
 )
 from llamactl.server.types import TaskDefinition, TaskStatus
 from tests.e2e.waiting import eventually
 
-from .conftest import Deliveries, Harness
+from .conftest import Deliveries, Harness, event_report
 
 QUESTION = {
     "value": {"prefix": "What is the answer?"},
     "type": "InputRequiredEvent",
     "qualified_name": "workflows.events.InputRequiredEvent",
 }
-
-
-def _event(task_id: str, index: int, event: dict[str, object]) -> WorkerMessage:
-    return WorkerMessage(
-        kind=WorkerMessageKind.TASK_EVENT,
-        replica_id="a#1",
-        service_id="a",
-        task_id=task_id,
-        event=event,
-        event_index=index,
-    )
 
 
 def _engine(kind: str) -> dict[str, object]:
@@ -58,7 +45,7 @@ async def test_the_record_says_when_the_task_waits_for_an_answer(harness: Harnes
     assert (await plane.get_task(task_id)).waiting_for_answer is False
 
     async def report(index: int, event: dict[str, object]) -> None:
-        await harness.report(worker, _event(task_id, index, event), event_msg_id(task_id, 1, index))
+        await harness.report(worker, event_report(task_id, index, event), event_msg_id(task_id, 1, index))
 
     await report(0, QUESTION)
     await eventually(lambda: _waits(plane, task_id, True), 10)
@@ -67,7 +54,7 @@ async def test_the_record_says_when_the_task_waits_for_an_answer(harness: Harnes
     await eventually(lambda: _waits(plane, task_id, False), 10)
     # The question's report delivered again (its ack was lost; the broker took it as a new
     # message): stored once, and the answer still counts.
-    await harness.report(worker, _event(task_id, 0, QUESTION), "again")
+    await harness.report(worker, event_report(task_id, 0, QUESTION), "again")
     await report(3, _engine(EVENT_REJECTED))
     stream = plane.records.events_stream(task_id)
 
