@@ -234,8 +234,18 @@ class TaskFinished(Conflict):
 
 
 class TaskNotRunning(Conflict):
-    def __init__(self, task_id: str, status: str) -> None:
-        now = "is queued: it has not reached a worker yet" if status == "queued" else f"has ended ({status})"
+    def __init__(
+        self, task_id: str, status: str, *, behind: str | None = None, behind_asks: bool = False
+    ) -> None:
+        """``behind``: the task of its session that runs first (``behind_asks``: which waits for a
+        person's answer)."""
+        if status != "queued":
+            now = f"has ended ({status})"
+        elif behind is None:
+            now = "is queued: it has not reached a worker yet"
+        else:
+            asks = ", which waits for a person's answer" if behind_asks else ""
+            now = f"is queued: it waits for task '{behind}' of its session to end{asks}"
         super().__init__(f"Task '{task_id}' {now}: its code runs nowhere to look at")
         self.task_id = task_id
         self.status = status

@@ -175,6 +175,8 @@ class TaskEvents:
         WorkerNoAnswer when its worker does not answer within ``EVENT_WAIT`` seconds.
         """
         task = await self._records.get_task(task_id)
+        if task.status is TaskStatus.QUEUED and not task.own_session:
+            await self._queued_behind(task.task_id, task.session_id)
         if task.status is not TaskStatus.RUNNING:
             raise TaskNotRunning(task_id, task.status.value)
         answer = await self._ask(
@@ -189,6 +191,15 @@ class TaskEvents:
             where=value.get("where") or "",
             stacks=value.get("stacks"),
         )
+
+    async def _queued_behind(self, task_id: str, session_id: str) -> None:
+        """Raises TaskNotRunning naming the task of its session that runs first, if there is one."""
+        session = await self._records.find_session(session_id)
+        if session is None or session.active in (None, task_id):
+            return
+        ahead = await self._records.find_task(session.active)
+        asks = ahead is not None and ahead.waiting_for_answer and not ahead.status.is_final
+        raise TaskNotRunning(task_id, TaskStatus.QUEUED.value, behind=session.active, behind_asks=asks)
 
     async def _ask(self, task_id: str, question: TaskInput, *, wait: bool) -> dict[str, Any] | None:
         """Send ``question`` to the task's worker; with ``wait``, return its answer (an event in the

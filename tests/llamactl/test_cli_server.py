@@ -186,6 +186,11 @@ def test_human_in_the_loop_through_the_cli(cli: Callable[..., tuple[int, str, st
             out = Lines(follower.stdout)
             out.wait_for(lambda line: "InputRequiredEvent" in line, 30)
             wait_for_task(client, task.task_id, lambda r: r.waiting_for_answer)
+            behind = client.deployment("demo").tasks.create(service="hitl", session_id=task.session_id)
+            code, _, err = cli("tasks", "where", behind.task_id)
+            assert code == ExitCode.CONFLICT, err
+            assert f"waits for task '{task.task_id}' of its session to end, which waits for a person's" in err
+            client.deployment("demo").tasks.cancel(behind.task_id)
             row = next(
                 line for line in cli("tasks", "list", "--wide")[1].splitlines() if task.task_id in line
             )

@@ -112,3 +112,17 @@ async def test_a_task_asked_where_any_number_of_times_keeps_one_answer_and_runs_
     assert ended.status is TaskStatus.CANCELLED
     await records.delete_tasks([await records.get_task(task_id)])
     assert await records.store.list(records.where_ns) == []
+
+
+async def test_where_of_a_task_queued_in_its_session_names_the_task_it_waits_for(cp: ControlPlane) -> None:
+    session = await cp.create_session()
+    first = await cp.create_task(
+        TaskDefinition(service_id="waits", input='{"seconds": 60}', session_id=session.session_id)
+    )
+    second = await cp.create_task(
+        TaskDefinition(service_id="waits", input="{}", session_id=session.session_id)
+    )
+    with pytest.raises(TaskNotRunning) as raised:
+        await cp.task_where(second.task_id)
+    assert f"is queued: it waits for task '{first.task_id}' of its session to end" in str(raised.value)
+    await cp.cancel_task(first.task_id)
