@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from llamactl.server.ids import new_id
 
 __all__ = [
+    "ASKING",
     "ChangeEvent",
     "DeploymentDefinition",
     "EventDefinition",
@@ -36,6 +37,7 @@ __all__ = [
     "TaskStatus",
     "TaskWhere",
     "asks_for_input",
+    "shown_status",
 ]
 
 
@@ -126,6 +128,15 @@ class TaskStatus(StrEnum):
     @property
     def is_final(self) -> bool:
         return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+ASKING = "asking"
+"""How lists show a running task whose workflow waits for a person's answer."""
+
+
+def shown_status(status: TaskStatus, waiting_for_answer: bool) -> str:
+    """A task's status as lists show it: :data:`ASKING` while it waits for a person's answer."""
+    return ASKING if waiting_for_answer and not status.is_final else status.value
 
 
 class TaskRecord(BaseModel):

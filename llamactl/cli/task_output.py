@@ -16,10 +16,8 @@ from llamactl.cli.style import status, styled, use_color
 if TYPE_CHECKING:
     from llamactl.server.types import EventEnvelope, TaskRecord
 
-__all__ = ["ASKING", "ATTEMPT_EVENT", "MARKERS", "check_status", "print_event", "print_record"]
+__all__ = ["ATTEMPT_EVENT", "MARKERS", "check_status", "print_event", "print_record"]
 
-ASKING = "asking"
-"""The STATUS of a running task whose workflow waits for a person's answer, in lists."""
 ATTEMPT_EVENT = "TaskAttempt"
 MARKERS = {"TaskAttempt", "EventDelivered", "EventRejected"}
 """Events the engine writes into a task's log (not the workflow's): shown as sentences."""
@@ -54,8 +52,10 @@ _OWN_SESSION = "its own (made for this run alone: not listed, keeps no Context)"
 
 
 def _status_text(record: TaskRecord, color: bool) -> str:
+    from llamactl.server.types import ASKING, shown_status
+
     shown = status(record.status.value).render(color)
-    if record.waiting_for_answer and not record.status.is_final:
+    if shown_status(record.status, record.waiting_for_answer) == ASKING:
         shown += ", waiting for a person's answer"
     return shown
 

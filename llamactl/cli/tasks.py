@@ -24,7 +24,7 @@ from llamactl.cli.exit_codes import ExitCode
 from llamactl.cli.follow_events import follow_events
 from llamactl.cli.ids import resolve_session, resolve_task, shorten
 from llamactl.cli.style import status
-from llamactl.cli.task_output import ASKING, ATTEMPT_EVENT, check_status, print_event, print_record
+from llamactl.cli.task_output import ATTEMPT_EVENT, check_status, print_event, print_record
 
 if TYPE_CHECKING:
     from llamactl.client.sync import Tasks
@@ -71,6 +71,8 @@ def list_tasks(
     output: Output = output_option(),
 ) -> None:
     """A deployment's newest tasks, oldest of them first (ids cut short: --wide or -o json for full ones)."""
+    from llamactl.server.types import ASKING
+
     if status_filter is not None and status_filter not in (*STATUSES, ASKING):
         raise typer.BadParameter(
             f"'{status_filter}' is not a status: use one of {', '.join(STATUSES)} (or {ASKING})",
@@ -108,6 +110,8 @@ _OWN_SESSION = "(own)"
 
 
 def _print_tasks(found: list[TaskRecord], wide: bool) -> None:
+    from llamactl.server.types import shown_status
+
     ids = shorten([t.task_id for t in found] + [t.session_id for t in found if not t.own_session])
     show = (lambda value: value) if wide else (lambda value: ids[value])
     headers = ["TASK", "SERVICE", "STATUS", "ATTEMPTS", "SESSION", "CREATED"]
@@ -116,7 +120,7 @@ def _print_tasks(found: list[TaskRecord], wide: bool) -> None:
         row: list[Any] = [
             show(t.task_id),
             t.service_id,
-            status(ASKING if t.waiting_for_answer and not t.status.is_final else t.status.value),
+            status(shown_status(t.status, t.waiting_for_answer)),
             t.attempts,
             _OWN_SESSION if t.own_session else show(t.session_id),
             timestamp(t.created_at),

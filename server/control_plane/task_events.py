@@ -22,7 +22,7 @@ from llamactl.server.ids import new_hex_id
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.protocol import EVENT_REJECTED, TaskInput, TaskInputKind
-from llamactl.server.types import EventEnvelope, TaskStatus, TaskWhere
+from llamactl.server.types import ASKING, EventEnvelope, TaskStatus, TaskWhere, shown_status
 
 __all__ = ["EVENT_WAIT", "TaskEvents"]
 
@@ -198,7 +198,7 @@ class TaskEvents:
         if session is None or session.active in (None, task_id):
             return
         ahead = await self._records.find_task(session.active)
-        asks = ahead is not None and ahead.waiting_for_answer and not ahead.status.is_final
+        asks = ahead is not None and shown_status(ahead.status, ahead.waiting_for_answer) == ASKING
         raise TaskNotRunning(task_id, TaskStatus.QUEUED.value, behind=session.active, behind_asks=asks)
 
     async def _ask(self, task_id: str, question: TaskInput, *, wait: bool) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from llamactl.server.types import TaskRecord, TaskStatus
+from llamactl.server.types import TaskRecord, TaskStatus, shown_status
 
 __all__ = ["STATUS_ORDER", "TaskBook", "TaskRow"]
 
@@ -35,7 +35,7 @@ class TaskRow:
     finished_at: float | None = None
     error: str | None = None
     waiting_for_answer: bool = False
-    """Its workflow waits for a person's answer (shown as ``asking``)."""
+    """Its workflow waits for a person's answer (shown as ``asking``: see :func:`shown_status`)."""
 
     @classmethod
     def of(cls, record: TaskRecord) -> TaskRow:
@@ -56,7 +56,7 @@ class TaskRow:
     @property
     def shown_status(self) -> str:
         """Its status as the tables show it: ``asking`` while it waits for a person's answer."""
-        return "asking" if self.waiting_for_answer and not self.status.is_final else self.status.value
+        return shown_status(self.status, self.waiting_for_answer)
 
     def age(self, now: float) -> float:
         return now - self.created_at
