@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from llamactl.server.services.adapters import Runnable, adapt
+from llamactl.server.services.loader import load_target
+
+from .usercode import FLOWS, FUNCS
+
 WriteModule = Callable[[str, str], Path]
 
 
@@ -41,3 +46,15 @@ def write_module(source_dir: Path) -> WriteModule:
         return file
 
     return write
+
+
+@pytest.fixture
+def load(source_dir: Path, write_module: WriteModule) -> Callable[[str], Runnable]:
+    """Loads ``module:attr`` of the usercode modules (``flows``, ``funcs``) as a Runnable."""
+    write_module("flows.py", FLOWS)
+    write_module("funcs.py", FUNCS)
+
+    def load(path: str) -> Runnable:
+        return adapt(load_target(source_dir, path), label=path)
+
+    return load

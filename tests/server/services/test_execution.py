@@ -16,28 +16,14 @@ from workflows.events import HumanResponseEvent, StopEvent
 
 from llamactl.server.errors import WorkflowLoadError
 from llamactl.server.protocol import WorkerMessageKind
-from llamactl.server.services.adapters import Runnable, adapt
+from llamactl.server.services.adapters import Runnable
 from llamactl.server.services.execution import TaskOutcome, execute
-from llamactl.server.services.loader import load_target
 
-from .conftest import WriteModule
 from .harness import TaskIO
-from .usercode import FLOWS, FUNCS
 
 COMPLETED = WorkerMessageKind.TASK_COMPLETED
 FAILED = WorkerMessageKind.TASK_FAILED
 CANCELLED = WorkerMessageKind.TASK_CANCELLED
-
-
-@pytest.fixture
-def load(source_dir: Path, write_module: WriteModule) -> Any:
-    write_module("flows.py", FLOWS)
-    write_module("funcs.py", FUNCS)
-
-    def load(path: str) -> Runnable:
-        return adapt(load_target(source_dir, path), label=path)
-
-    return load
 
 
 async def run(

@@ -14,9 +14,7 @@ import workflows
 from llamactl.server.services import signatures
 from llamactl.server.services.signatures import RememberingInspect
 
-from .test_execution import load, run
-
-__all__ = ["load"]  # the fixture, used here too
+from .test_execution import run
 
 
 def _made(default: object) -> Callable[..., None]:
