@@ -16,6 +16,13 @@ Topics (see :mod:`llamactl.server.mq.topics`):
 
 Idempotency keys make redelivery harmless: ``<task_id>:start``, ``<task_id>:<attempt>:ev:<n>``,
 ``<task_id>:final`` (first result wins; a late zombie result is dropped).
+
+A run that waits for a person's answer when its worker stops (a reload, a stop of the server) is
+not run again from its start: the worker reports it ``task.suspended`` with its Context as it is at
+the question (and acks the delivery with it, in one step), and the control plane hands the task
+out again as a *resume*: a start message ``<task_id>:start@<attempt>`` whose :class:`TaskResume`
+restores that Context, asks the question again and reads the task's inputs from where that
+attempt left them.
 """
 
 from __future__ import annotations
@@ -34,14 +41,33 @@ __all__ = [
     "TaskInput",
     "TaskInputKind",
     "TaskMessage",
+    "TaskResume",
     "WorkerMessage",
     "WorkerMessageKind",
     "answer_msg_id",
     "event_msg_id",
     "final_msg_id",
     "start_msg_id",
+    "suspended_msg_id",
+    "task_of_start_msg_id",
     "waits_for_answer_after",
 ]
+
+
+class TaskResume(BaseModel):
+    """Where a resumed attempt picks a task up: the run an earlier attempt stopped at a question."""
+
+    attempt: int
+    """The attempt that asked and was stopped: the resumed one is counted from it (its
+    deliveries are ``attempt + 1``, ...), whatever the queue counts for the new message."""
+    context: dict[str, Any] | None
+    """That run's Context (``Context.to_dict()``) as it waited; None when it was lost (its
+    record unreadable): the task then runs from its start, in the session's Context."""
+    question: dict[str, Any] | None = None
+    """The event that asked (an InputRequiredEvent's envelope): the resumed run streams it
+    again first, since the restored run waits without asking."""
+    inputs_from: int = 0
+    """The seq of the task's first input that run had not read: the resumed run reads from it."""
 
 
 class TaskMessage(BaseModel):
@@ -60,6 +86,9 @@ class TaskMessage(BaseModel):
     keep_context: bool = True
     """False when nobody will run in the task's session again (``tasks/run`` without a session):
     the worker does not serialize the Context and nothing is stored for it."""
+    resume: TaskResume | None = None
+    """Set when the task goes on from an earlier attempt's question instead of from its start
+    (``context`` is then unused)."""
 
 
 class WorkerMessageKind(StrEnum):
@@ -73,6 +102,10 @@ class WorkerMessageKind(StrEnum):
     TASK_ANSWER = "task.answer"
     """The worker's answer to a question asked of a running task (:data:`TASK_WHERE`) in
     ``event``: not one of the task's events (no ``event_index``)."""
+    TASK_SUSPENDED = "task.suspended"
+    """The run waited for a person's answer when its worker stopped: ``context`` holds its
+    Context as it waited, ``event`` the question, ``inputs_from`` the first input it had not
+    read. Sent with the delivery's ack; the control plane hands the task out again as a resume."""
     TASK_COMPLETED = "task.completed"
     TASK_FAILED = "task.failed"
     TASK_CANCELLED = "task.cancelled"
@@ -96,7 +129,8 @@ class WorkerMessage(BaseModel):
     session_id: str | None = None
     attempt: int = 1
     event: dict[str, Any] | None = None
-    """For task.event: ``{"value", "type", "qualified_name"}`` (an EventEnvelope without seq)."""
+    """For task.event: ``{"value", "type", "qualified_name"}`` (an EventEnvelope without seq); for
+    task.suspended: the question the run waited on, as it was streamed."""
     event_index: int | None = None
     """For task.event: the event's 0-based index within this attempt; for a final report, how
     many events were sent before it (the index of the first of its own ``events``): the control
@@ -108,7 +142,13 @@ class WorkerMessage(BaseModel):
     result: Any = None
     """For task.completed: the workflow's result, JSON-encodable."""
     context: dict[str, Any] | None = None
-    """For task.completed / task.failed / task.cancelled: the session Context after the run."""
+    """For task.completed / task.failed / task.cancelled: the session Context after the run;
+    for task.suspended: the run's Context as it waited."""
+    inputs_from: int = 0
+    """For task.suspended: see :attr:`TaskResume.inputs_from`."""
+    resumed: bool = False
+    """For task.started: the attempt goes on from an earlier one's question (a :class:`TaskResume`
+    whose Context the worker could restore)."""
     error: str | None = None
     traceback: str | None = None
     at: float = 0.0
@@ -155,8 +195,22 @@ def waits_for_answer_after(waiting: bool, event_type: str) -> bool:
     return waiting if event_type == EVENT_REJECTED else asks_for_input(event_type)
 
 
-def start_msg_id(task_id: str) -> str:
-    return f"{task_id}:start"
+def start_msg_id(task_id: str, resumed_from: int = 0) -> str:
+    """The id of a task's start message; of its resume after attempt ``resumed_from``, if not 0
+    (a new id: a queue may keep the first one's id known after its ack, and absorb a second)."""
+    return f"{task_id}:start@{resumed_from}" if resumed_from else f"{task_id}:start"
+
+
+def task_of_start_msg_id(msg_id: str) -> str | None:
+    """The task id in a :func:`start_msg_id`, or None if ``msg_id`` is not one."""
+    head, sep, tail = msg_id.rpartition(":start")
+    if not sep or not head or (tail and not (tail.startswith("@") and tail[1:].isdigit())):
+        return None
+    return head
+
+
+def suspended_msg_id(task_id: str, attempt: int) -> str:
+    return f"{task_id}:{attempt}:suspended"
 
 
 def event_msg_id(task_id: str, attempt: int, index: int) -> str:

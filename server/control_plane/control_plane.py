@@ -104,6 +104,7 @@ class ControlPlane:
             registry,
             on_changed=self._changed,
             on_finished=self._finished,
+            on_suspended=self.dispatcher.resume,
             release=self.dispatcher.release_write,
             on_damaged=self._store_damaged,
         )

@@ -195,6 +195,12 @@ class Dispatcher:
                 return
             await self._pass_turn(task.session_id, ended=task.task_id)
 
+    async def resume(self, task: StoredTask) -> None:
+        """Hand out again a task suspended at its question (its session's turn stays its own):
+        the publisher sends its resume message."""
+        async with self._session(task.session_id):
+            await self._publisher.publish(task)
+
     async def release_write(self, session_id: str, task_id: str) -> Write | None:
         """The write that frees ``session_id`` 's turn from ``task_id``, for the commit that stores
         the task's final status (one commit per finished task instead of two), when nothing else

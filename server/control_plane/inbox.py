@@ -11,6 +11,10 @@ its worker sent them whatever order the queue delivers them in (see :mod:`.repor
 A task's record tells the truth about its attempts: when a report shows a delivery the record has
 not seen (the worker of an earlier attempt died before it could say anything), the event log gets
 a ``TaskAttempt`` marker for each attempt, where that attempt starts.
+
+A run suspended at its question (``task.suspended``: its worker stopped while it waited for an
+answer) has its resume point stored beside its record, and the task is handed out again from
+there (``on_suspended``).
 """
 
 from __future__ import annotations
@@ -40,12 +44,13 @@ from llamactl.server.errors import (
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.protocol import (
     TaskMessage,
+    TaskResume,
     WorkerMessage,
     WorkerMessageKind,
     event_msg_id,
     waits_for_answer_after,
 )
-from llamactl.server.state.base import Append, Write
+from llamactl.server.state.base import Append, Delete, Write
 from llamactl.server.types import TaskStatus
 
 __all__ = ["ATTEMPT_EVENT", "Handler", "Inbox", "InboxCounters"]
@@ -72,6 +77,8 @@ class FinishedCallback(Protocol):
 ReleaseWrite = Callable[[str, str], Awaitable[Write | None]]
 """``(session_id, task_id)``: the write that frees the session's turn with the final commit, or None."""
 ChangedCallback = Callable[[StoredTask], None]
+SuspendedCallback = Callable[[StoredTask], Awaitable[None]]
+"""The task was suspended at its question: hand it out again from there."""
 
 _REPLICA_KINDS = frozenset(
     {
@@ -114,6 +121,7 @@ class Inbox:
         *,
         on_changed: ChangedCallback,
         on_finished: FinishedCallback,
+        on_suspended: SuspendedCallback | None = None,
         release: ReleaseWrite | None = None,
         on_damaged: Callable[[StateStoreDamaged], None] | None = None,
     ) -> None:
@@ -124,6 +132,7 @@ class Inbox:
         self._on_changed = on_changed
         """Called when a task's record or event log changed (wakes whoever waits on it)."""
         self._on_finished = on_finished
+        self._on_suspended = on_suspended
         self._release = release
         self._running: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -207,6 +216,8 @@ class Inbox:
             await self._task_event(msg, delivery)
         elif kind is WorkerMessageKind.TASK_ANSWER:
             await self._task_answer(msg)
+        elif kind is WorkerMessageKind.TASK_SUSPENDED:
+            await self._task_suspended(msg, delivery)
         else:
             await self._task_final(msg, _FINAL_KIND[kind], delivery)
 
@@ -274,6 +285,35 @@ class Inbox:
         await self._records.store.put(self._records.where_ns, task_id, json.dumps(msg.event).encode())
         self._on_changed(task)  # wakes the asker
 
+    async def _task_suspended(self, msg: WorkerMessage, delivery: Delivery) -> None:
+        """Store where the run waited (its Context, its question, how far it read its inputs)
+        and hand the task out again from there. A report of an attempt a newer one replaced, of a
+        task that ended, or applied before, changes nothing."""
+        task_id = _task_id(msg)
+        if msg.context is None:
+            raise ValueError("a task.suspended report needs context")
+        await self._wait_before(delivery, task_id, msg, msg.event_index or 0)
+        point = TaskResume(
+            attempt=msg.attempt, context=msg.context, question=msg.event, inputs_from=msg.inputs_from
+        )
+
+        def suspend(task: StoredTask) -> bool:
+            if task.status.is_final or self._superseded(task, msg) or task.resume_from >= msg.attempt:
+                return False
+            task.resume_from = msg.attempt
+            return True
+
+        task, changed = await self._records.transition(
+            task_id,
+            suspend,
+            lambda t: [*self._attempt_markers(t, msg), self._records.resume_write(task_id, point)],
+            feed=False,
+        )
+        self.order.forget(task_id)
+        if changed and self._on_suspended is not None:
+            log.info("task %s (attempt %d) goes on from its question on another worker", task_id, msg.attempt)
+            await self._on_suspended(task)
+
     async def _task_final(self, msg: WorkerMessage, status: TaskStatus, delivery: Delivery) -> None:
         task_id = _task_id(msg)
         # ``event_index``: how many events the worker sent before this report (None: an older
@@ -316,6 +356,8 @@ class Inbox:
             out = self._attempt_markers(task, msg)
             if saved is not None:
                 out.append(saved)
+            if task.resume_from:
+                out.append(Delete(self._records.resume_ns, task_id))
             if superseded:
                 return out
             first = msg.event_index or 0
@@ -368,9 +410,11 @@ class Inbox:
         """Log markers for the attempts this report reveals, and the record's attempt count."""
         seen, now = task.attempts, msg.attempt
         task.attempts = max(seen, now)
-        return self._markers(task, seen, now, msg.replica_id)
+        return self._markers(task, seen, now, msg.replica_id, resumed=msg.resumed)
 
-    def _markers(self, task: StoredTask, seen: int, now: int, replica_id: str | None) -> list[Write]:
+    def _markers(
+        self, task: StoredTask, seen: int, now: int, replica_id: str | None, *, resumed: bool = False
+    ) -> list[Write]:
         stream = self._records.events_stream(task.task_id)
         out: list[Write] = []
         for attempt in range(seen + 1, now + 1):
@@ -378,16 +422,29 @@ class Inbox:
                 continue  # a first run needs no marker: only retried tasks get them
             if attempt == now and replica_id is not None:
                 reason = f"attempt {attempt} started on {replica_id}"
-                if attempt > 1:
+                if resumed:
+                    reason += (
+                        f", going on from the question attempt {task.resume_from} asked (its worker "
+                        "stopped while it waited for the answer)"
+                    )
+                elif task.resume_from == attempt - 1:
+                    reason += (
+                        f" from its start: the Context saved as attempt {attempt - 1} waited for an "
+                        "answer could not be restored (the worker's log says why)"
+                    )
+                elif attempt > 1:
                     reason += f" after attempt {attempt - 1} ended without a result"
             else:
                 reason = f"attempt {attempt}: its worker stopped before it reported anything"
+            value: dict[str, Any] = {
+                "attempt": attempt,
+                "replica_id": replica_id if attempt == now else None,
+                "reason": reason,
+            }
+            if resumed and attempt == now:
+                value["resumed_from"] = task.resume_from
             marker = {
-                "value": {
-                    "attempt": attempt,
-                    "replica_id": replica_id if attempt == now else None,
-                    "reason": reason,
-                },
+                "value": value,
                 "type": ATTEMPT_EVENT,
                 "qualified_name": f"llamactl.{ATTEMPT_EVENT}",
             }

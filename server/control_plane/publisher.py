@@ -3,7 +3,9 @@ messages back or asks a worker to stop a task.
 
 The message carries the task's input, the session's Context as stored now, and the service's
 timeout; its id is ``<task_id>:start``, so publishing it again (a retry, a restart, another
-server picking up what a dead one left) starts the task once. It is published restorable: the
+server picking up what a dead one left) starts the task once. A task suspended at a question
+(:attr:`StoredTask.resume_from`) gets a resume message instead (``<task_id>:start@<attempt>``,
+carrying its resume point: see ``protocol``), the same way. It is published restorable: the
 task record is its durable copy (:meth:`Dispatcher.recover` publishes it again after a restart,
 with the attempts the record has seen), so an embedded broker need not journal it. A publish
 the queue refuses (it is down, its journal full) is kept in :attr:`TaskPublisher.unpublished`
@@ -25,7 +27,7 @@ from llamactl.server.control_plane.stored import StoredTask
 from llamactl.server.errors import MessageQueueError
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
-from llamactl.server.protocol import TaskInput, TaskInputKind, TaskMessage, start_msg_id
+from llamactl.server.protocol import TaskInput, TaskInputKind, TaskMessage, TaskResume, start_msg_id
 
 __all__ = ["TaskPublisher"]
 
@@ -52,8 +54,10 @@ class TaskPublisher:
         self.retry = asyncio.Event()
         """Set when something waits for a retry."""
 
-    def message(self, task: StoredTask, context: dict[str, Any] | None) -> bytes:
-        """The task's start message."""
+    def message(
+        self, task: StoredTask, context: dict[str, Any] | None, resume: TaskResume | None = None
+    ) -> bytes:
+        """The task's start message (``resume``: where it goes on from)."""
         message = TaskMessage(
             task_id=task.task_id,
             session_id=task.session_id,
@@ -63,6 +67,7 @@ class TaskPublisher:
             context=context,
             timeout=self.timeouts.get(task.service_id),
             keep_context=task.keep_context,
+            resume=resume,
         )
         return message.model_dump_json().encode()
 
@@ -80,8 +85,11 @@ class TaskPublisher:
         ``unsendable`` (it fails alone)."""
         if payload is None:
             try:
-                context = None if task.own_session else await self._records.get_context(task.session_id)
-                payload = self.message(task, context)
+                resume = await self._resume(task)
+                context = None
+                if not task.own_session and (resume is None or resume.context is None):
+                    context = await self._records.get_context(task.session_id)
+                payload = self.message(task, context, resume)
             except (ValueError, TypeError) as exc:
                 await self._unsendable(task, f"the task cannot be handed to its service: {exc}")
                 return
@@ -97,9 +105,9 @@ class TaskPublisher:
             await self._queue.publish_restorable(
                 topics.service_topic(self._records.deployment, task.service_id),
                 payload,
-                msg_id=start_msg_id(task.task_id),
+                msg_id=start_msg_id(task.task_id, task.resume_from),
                 key=task.session_id,
-                attempts=task.attempts,
+                attempts=task.attempts - task.resume_from,  # its own deliveries so far
             )
         except MessageQueueError as exc:
             if task.task_id not in self.unpublished:
@@ -113,7 +121,16 @@ class TaskPublisher:
         """Remove the task's start message from its service's queue before a worker takes it
         (``leased``: from a worker that holds it, too). True if it was removed."""
         topic = topics.service_topic(self._records.deployment, task.service_id)
-        return await self._queue.discard(topic, start_msg_id(task.task_id), leased=leased)
+        return await self._queue.discard(topic, start_msg_id(task.task_id, task.resume_from), leased=leased)
+
+    async def _resume(self, task: StoredTask) -> TaskResume | None:
+        if not task.resume_from:
+            return None
+        resume = await self._records.get_resume(task.task_id)
+        if resume is None:
+            log.error("task %s lost where it waited for an answer: it runs from its start", task.task_id)
+            return TaskResume(attempt=task.resume_from, context=None)
+        return resume
 
     async def ask_to_stop(self, task_id: str) -> None:
         """The task runs (or is about to): its worker reads the cancel from its input stream."""

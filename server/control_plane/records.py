@@ -14,6 +14,9 @@ Layout (all values JSON):
   record (:attr:`StoredTask.own_session`) and no index entry: only its task knows it, and listing
   the tasks of that id finds none, as asking for the session finds none.
 * ns ``<deployment>/contexts``, key session id: the workflow ``Context.to_dict()`` of the session.
+* ns ``<deployment>/where``, key task id: the task's latest answer to "where is it?".
+* ns ``<deployment>/resume``, key task id: the :class:`~llamactl.server.protocol.TaskResume` of a
+  task whose run was suspended at its question (:attr:`StoredTask.resume_from`).
 * log ``<deployment>/events/<task id>``: the task's :class:`~llamactl.server.types.EventEnvelope` s
   (offset = seq).
 * log ``<deployment>/changes``: the change feed.
@@ -42,6 +45,7 @@ from llamactl.server.control_plane.changes import ChangeFeed
 from llamactl.server.control_plane.record_cache import RecordCache
 from llamactl.server.control_plane.stored import Page, SessionRecord, StoredTask, changed_index, task_filter
 from llamactl.server.errors import SessionNotFound, StateStoreError, TaskNotFound
+from llamactl.server.protocol import TaskResume
 from llamactl.server.state.base import Append, Cas, Delete, DeleteLog, Put, StateStore, Versioned, Write
 from llamactl.server.types import TaskStatus
 
@@ -77,6 +81,9 @@ class ControlPlaneRecords:
         self.contexts_ns = f"{deployment}/contexts"
         self.where_ns = f"{deployment}/where"
         """Each running task's latest answer to "where is it?" (one per task, gone with the task)."""
+        self.resume_ns = f"{deployment}/resume"
+        """The resume point (a ``protocol.TaskResume``) of each task whose run was suspended at a
+        question: one per task, gone when it ends."""
         self.fresh_reads = store.shared
         """Other processes write the store too: read records from it, never from the cache (the
         cache still gives the version a compare-and-set starts from)."""
@@ -302,6 +309,7 @@ class ControlPlaneRecords:
             writes += [
                 DeleteLog(self.events_stream(task.task_id)),
                 Delete(self.where_ns, task.task_id),
+                Delete(self.resume_ns, task.task_id),
                 Delete(self.tasks_ns, task.task_id),
             ]
         sessions = list(sessions)
@@ -396,6 +404,20 @@ class ControlPlaneRecords:
         self._contexts.pop(session_id)
 
     # --- contexts ----------------------------------------------------------------------------
+
+    async def get_resume(self, task_id: str) -> TaskResume | None:
+        """The task's resume point, None if it has none (or it cannot be read: logged)."""
+        found = await self.store.get(self.resume_ns, task_id)
+        if found is None:
+            return None
+        try:
+            return TaskResume.model_validate_json(found.value)
+        except (ValidationError, ValueError) as exc:
+            log.error("%s: the resume point of task %r cannot be read: %s", self.deployment, task_id, exc)
+            return None
+
+    def resume_write(self, task_id: str, resume: TaskResume) -> Put:
+        return Put(self.resume_ns, task_id, resume.model_dump_json().encode())
 
     async def drop_orphan_context(self, session_id: str) -> None:
         """Delete the Context of a session that has no record (deleted while its task ran); one

@@ -41,6 +41,10 @@ class StoredTask(TaskRecord):
     cancel_requested: bool = False
     keep_context: bool = True
     """False for a ``tasks/run`` that named no session: its session's Context is not saved."""
+    resume_from: int = 0
+    """The attempt whose question the task goes on from (its worker stopped while it waited for
+    an answer: see ``protocol``); 0 when it runs from its start. Its resume point is kept beside
+    the record (``ControlPlaneRecords.resume_ns``)."""
 
     def public(self) -> TaskRecord:
         """The TaskRecord part (already valid: not validated again)."""

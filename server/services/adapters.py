@@ -35,7 +35,7 @@ from . import signatures
 from .encoding import envelope, to_jsonable
 from .errorinfo import error_line
 from .threads import run_in_daemon_thread
-from .where import Where, awaiting_frames, thread_frames, workflow_steps_where
+from .where import Where, awaiting_frames, steps_pending, thread_frames, workflow_steps_where
 
 __all__ = ["Emit", "Run", "Runnable", "TaskInputError", "adapt"]
 
@@ -95,6 +95,11 @@ class Runnable(abc.ABC):
     @abc.abstractmethod
     def start(self, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit) -> Run:
         """Prepare one run; raises TaskInputError (or anything else) if it cannot start."""
+
+    def cannot_resume(self, context: dict[str, Any]) -> str | None:
+        """Why a run suspended at its question (``context``: its Context then) cannot go on from
+        there in this code; None when it can."""
+        return "this service is not a workflow"
 
 
 # --- workflows ------------------------------------------------------------------------------------
@@ -172,6 +177,15 @@ class WorkflowRunnable(Runnable):
 
     def start(self, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit) -> Run:
         return _WorkflowRun(self.workflow, kwargs, context, emit)
+
+    def cannot_resume(self, context: dict[str, Any]) -> str | None:
+        # A restored run whose waiting step the code no longer has would wait, silently, for
+        # its whole timeout (the library does not check).
+        steps: dict[str, Any] = getattr(self.workflow, "_get_steps", dict)()
+        missing = [name for name in steps_pending(context) if name not in steps]
+        if missing:
+            return f"the workflow has no step {', '.join(missing)} any more (the run waited in it)"
+        return None
 
 
 def _remember_steps(workflow: Workflow) -> None:

@@ -31,7 +31,7 @@ from .encoding import to_jsonable
 from .errorinfo import error_line, traceback_summary
 from .where import describe
 
-__all__ = ["CANCEL_GRACE", "TaskOutcome", "execute", "where_running"]
+__all__ = ["CANCEL_GRACE", "Suspend", "TaskOutcome", "execute", "where_running"]
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +47,35 @@ def where_running() -> list[tuple[str, str, str | None]]:
     return [(label, *_where(run, "Where it is now")) for label, run in _RUNNING.items()]
 
 
+class Suspend:
+    """Set to suspend a run that waits for a person's answer (see :func:`execute`): a future
+    per run, no task waiting on it (most runs never see it set)."""
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def set(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+    def rearm(self) -> None:
+        """Taken while the run did not wait: the next :meth:`set` counts again."""
+        self.future = asyncio.get_running_loop().create_future()
+
+
 @dataclass(slots=True)
 class TaskOutcome:
-    """How a task ended: ``kind`` is task.completed, task.failed or task.cancelled."""
+    """How a task ended: ``kind`` is task.completed, task.failed or task.cancelled; or
+    task.suspended (see ``suspend`` of :func:`execute`)."""
 
     kind: WorkerMessageKind
     result: Any = None
     context: dict[str, Any] | None = None
     error: str | None = None
     traceback: str | None = None
+    question: dict[str, Any] | None = None
+    """For task.suspended: the event that asked (None when its Context could not be saved:
+    then ``context`` is None too, and the task can only run again from its start)."""
 
 
 def _failed(
@@ -70,12 +90,9 @@ def _failed(
 
 
 async def _pump(
-    inputs: AsyncIterator[TaskInput],
-    run: Run,
-    cancel: asyncio.Future[None],
-    emit: Emit,
-    asking: Callable[[], bool],
+    inputs: AsyncIterator[TaskInput], run: Run, cancel: asyncio.Future[None], emits: _OneAtATime
 ) -> None:
+    emit = emits.pump
     async for item in inputs:
         if item.kind is TaskInputKind.CANCEL:
             if not cancel.done():
@@ -83,7 +100,7 @@ async def _pump(
             return
         if item.kind is TaskInputKind.WHERE:
             at, stacks = _where(run, "Where it is now")
-            if not at and asking():
+            if not at and emits.asking:
                 at = ", waiting for a person's answer to the question it asked (its InputRequiredEvent)"
             value = {"input_id": item.input_id, "where": at.removeprefix(", "), "stacks": stacks}
             await emit({"value": value, "type": TASK_WHERE, "qualified_name": f"llamactl.{TASK_WHERE}"})
@@ -98,6 +115,9 @@ async def _pump(
             log.warning("could not deliver an event sent into the task: %s", error)
             outcome = {"type": EVENT_REJECTED, "error": error}
         else:
+            # The run has the answer from now on: a suspend must not take its Context for one
+            # still waiting (the inputs the next run is given skip this one).
+            emits.answered()
             outcome = {"type": EVENT_DELIVERED}
         if item.input_id is not None:
             # The sender waits for this (ControlPlane.send_event): it reads it from the task's log.
@@ -119,8 +139,8 @@ class _OneAtATime:
     pump once the run has streamed its last (that one goes out with the result, after all others).
 
     It also follows whether the run waits for a person's answer: its last event asked a question
-    (an InputRequiredEvent) and no event sent in has reached it since; ``on_asking`` hears each
-    change."""
+    (an InputRequiredEvent, kept in ``question``) and no event sent in has reached it since;
+    ``on_asking`` hears each change."""
 
     def __init__(self, emit: Emit, on_asking: Callable[[bool], None] | None = None) -> None:
         self._emit = emit
@@ -128,12 +148,24 @@ class _OneAtATime:
         self._ended = False
         self._on_asking = on_asking
         self.asking = False
+        self.question: dict[str, Any] | None = None
+        self.suspended = False
+        """Set when the run is suspended: what it streams while it stops is not its events."""
+
+    def answered(self) -> None:
+        """An event sent in reached the run."""
+        self._asks(False)
 
     async def run(self, envelope: dict[str, Any], *, last: bool = False) -> None:
+        if self.suspended:
+            return
         async with self._lock:
             self._ended = self._ended or last
             await self._emit(envelope, last=last)
-            self._asks(not last and waits_for_answer_after(self.asking, str(envelope.get("type", ""))))
+            asking = not last and waits_for_answer_after(self.asking, str(envelope.get("type", "")))
+            if asking and not self.asking:
+                self.question = envelope
+            self._asks(asking)
 
     async def pump(self, envelope: dict[str, Any], *, last: bool = False) -> None:
         async with self._lock:
@@ -172,6 +204,23 @@ async def _stop(run: Run, main: asyncio.Task[Any], grace: float) -> None:
     await asyncio.wait({main})
 
 
+async def _asking_first(emits: _OneAtATime, question: dict[str, Any] | None, run: Run) -> Any:
+    if question is not None:
+        await emits.run(question)
+    return await run.wait()
+
+
+def _suspended_at(run: Run, emits: _OneAtATime) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(Context, question) of a run that waits for an answer; (None, None) when its Context
+    does not serialize (it then runs again from its start)."""
+    try:
+        context = run.context()
+    except ContextNotSaved as exc:
+        log.warning("a task waiting for an answer runs again from its start: %s", exc)
+        return None, None
+    return (context, emits.question) if context is not None else (None, None)
+
+
 def _no_context() -> dict[str, Any] | None:
     return None
 
@@ -205,6 +254,8 @@ async def execute(
     keep_context: bool = True,
     label: str | None = None,
     on_asking: Callable[[bool], None] | None = None,
+    suspend: Suspend | None = None,
+    ask_first: dict[str, Any] | None = None,
 ) -> TaskOutcome:
     """Run one task and return its outcome; never raises for anything the user code does.
 
@@ -215,6 +266,12 @@ async def execute(
     ``keep_context=False`` skips serializing the Context at the end (nobody will run in it again).
     With ``label``, the run is among :func:`where_running` while it runs. ``on_asking(True)``
     when the run starts to wait for a person's answer, ``on_asking(False)`` when it stops.
+
+    ``suspend`` set while the run waits for an answer stops it with task.suspended: its Context
+    as it waited and the question (the inputs are read no further; the caller knows how far it
+    gave them). Set while it does not wait, it is rearmed and the run goes on. ``ask_first``: a
+    question streamed before anything else, for a run resumed from a suspended one's Context
+    (restored, it waits without asking again).
     """
     emits = _OneAtATime(emit, on_asking)
     with running_task_code() as code:  # what the run's code raises or starts cannot stop the worker
@@ -227,7 +284,7 @@ async def execute(
             return _failed(exc, context)
         except (SystemExit, KeyboardInterrupt) as exc:
             return _failed(code.exited(exc), context)
-        main = asyncio.create_task(run.wait(), name="task-run")
+        main = asyncio.create_task(_asking_first(emits, ask_first, run), name="task-run")
     if label is not None:
         _RUNNING[label] = run
     loop = asyncio.get_running_loop()
@@ -238,9 +295,7 @@ async def execute(
     def open_inputs() -> None:
         nonlocal pump
         if inputs is not None and not main.done():
-            pump = asyncio.create_task(
-                _pump(inputs, run, cancel, emits.pump, lambda: emits.asking), name="task-inputs"
-            )
+            pump = asyncio.create_task(_pump(inputs, run, cancel, emits), name="task-inputs")
 
     if inputs is not None:
         if inputs_after > 0:
@@ -249,9 +304,28 @@ async def execute(
             open_inputs()
     stopped_by: str | None = None
     at, stacks = "", None
+    suspended: tuple[dict[str, Any] | None, dict[str, Any] | None] | None = None
+    deadline = None if timeout is None else loop.time() + timeout
     try:
-        await asyncio.wait({main, cancel, code.stopped}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if not main.done():
+        while True:
+            waits: set[asyncio.Future[Any]] = {main, cancel, code.stopped}
+            if suspend is not None:
+                waits.add(suspend.future)
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if suspend is None or not suspend.future.done() or main.done() or cancel.done():
+                break
+            if emits.asking:
+                if pump is not None:  # no input taken after the Context is: the next run reads it
+                    pump.cancel()
+                    await asyncio.wait({pump})
+                suspended = _suspended_at(run, emits)
+                emits.suspended = True
+                stopped_by = "suspend"
+                await _stop(run, main, cancel_grace)
+                break
+            suspend.rearm()  # an answer beat the stop: the run goes on, and may ask again
+        if not main.done() and stopped_by is None:
             stopped_by = "cancel" if cancel.done() else "exit" if code.stopped.done() else "timeout"
             if stopped_by == "timeout":
                 at, stacks = _where(run, "Where it was at the timeout")
@@ -280,6 +354,9 @@ async def execute(
     run_exc = None if main.cancelled() else main.exception()
     if code.escaped is not None:
         return _failed(code.escaped, saved())
+    if suspended is not None:
+        context, question = suspended
+        return TaskOutcome(WorkerMessageKind.TASK_SUSPENDED, context=context, question=question)
     if stopped_by == "cancel":
         return TaskOutcome(WorkerMessageKind.TASK_CANCELLED, context=saved())
     if stopped_by == "timeout":

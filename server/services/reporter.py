@@ -51,6 +51,8 @@ class Reporter:
         if len(payload) > self.spec.max_result_size:
             if msg.kind == WorkerMessageKind.TASK_EVENT:
                 what = f"event {msg.event_index} of task {msg.task_id}"
+            elif msg.kind == WorkerMessageKind.TASK_SUSPENDED:
+                what = f"the Context of task {msg.task_id} as it waited for an answer"
             else:
                 what = f"the result of task {msg.task_id} (with its Context)"
             raise ResultTooLarge(what, len(payload), self.spec.max_result_size, self.spec.service_id)

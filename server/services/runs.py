@@ -8,9 +8,9 @@ Two jobs the worker leaves here:
   its lease is gone, the control plane logs none of its events any more, and two runs of one
   task side by side only cost twice;
 * a run that waits for a person's answer (its last event asked a question) would hold a stop
-  for its whole grace and be killed at its end: once the worker stops, it is stopped at once
-  instead, its delivery given back uncharged, and the task runs (and asks) again on the next
-  worker.
+  for its whole grace and be killed at its end: once the worker stops, its suspend event is set
+  instead (see ``suspend`` of :func:`~.execution.execute`): the run is stopped at once, and
+  the task goes on from that question on the next worker.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+
+from .execution import Suspend
 
 __all__ = ["Runs"]
 
@@ -31,11 +33,13 @@ class Runs:
         self._by_task: dict[str, tuple[int, asyncio.Task[Any]]] = {}
         """Running tasks by id: the attempt and the asyncio task that runs it."""
         self._asking: set[asyncio.Task[Any]] = set()
+        self._suspends: dict[asyncio.Task[Any], Suspend] = {}
+        """Each handler's suspend event (see :meth:`begin`)."""
         self._stopping = False
 
-    def begin(self, task_id: str, attempt: int) -> None:
+    def begin(self, task_id: str, attempt: int) -> Suspend:
         """The current asyncio task runs ``attempt`` of ``task_id``: an older attempt's run still
-        going here is stopped."""
+        going here is stopped. Returns what is set when the run is to be suspended."""
         current = asyncio.current_task()
         older = self._by_task.get(task_id)
         if older is not None and older[0] < attempt and older[1] is not current:
@@ -48,13 +52,17 @@ class Runs:
                 older[0],
             )
             older[1].cancel()
+        suspend = Suspend()
         if current is not None:
             self._by_task[task_id] = (attempt, current)
+            self._suspends[current] = suspend
+        return suspend
 
     def forget(self, task_id: str) -> None:
         """The current asyncio task's run of ``task_id`` is over (a newer attempt's is left be)."""
         current = asyncio.current_task()
         self._asking.discard(current)
+        self._suspends.pop(current, None)  # type: ignore[arg-type]
         if self._by_task.get(task_id, (0, None))[1] is current:
             del self._by_task[task_id]
 
@@ -62,20 +70,27 @@ class Runs:
         """``handler``'s run starts (or stops) waiting for a person's answer."""
         if not asking:
             self._asking.discard(handler)
-        elif self._stopping:
-            log.info("stopping: a task asked for a person's answer: it is put back")
-            handler.cancel()
-        else:
-            self._asking.add(handler)
+            return
+        self._asking.add(handler)
+        if self._stopping:
+            log.info("stopping: a task asked for a person's answer: it goes on from there on the next worker")
+            self._suspend(handler)
 
     def stop(self) -> None:
-        """The worker stops: the runs that wait for a person's answer are stopped now."""
+        """The worker stops: the runs that wait for a person's answer are suspended now."""
         if not self._stopping and self._asking:
             log.info(
-                "stopping: %d task(s) wait for a person's answer: they are put back, and ask again "
+                "stopping: %d task(s) wait for a person's answer: they go on from their question "
                 "on the next worker",
                 len(self._asking),
             )
         self._stopping = True
         for handler in self._asking:
+            self._suspend(handler)
+
+    def _suspend(self, handler: asyncio.Task[Any]) -> None:
+        suspend = self._suspends.get(handler)
+        if suspend is not None:
+            suspend.set()
+        else:  # not begun through begin(): nothing listens for a suspend
             handler.cancel()

@@ -24,6 +24,7 @@ __all__ = [
     "awaiting_frames",
     "describe",
     "frames_running",
+    "steps_pending",
     "thread_frames",
     "workflow_steps_where",
 ]
@@ -142,6 +143,27 @@ def _steps_in_progress(context: dict[str, Any]) -> list[str]:
         if isinstance(in_progress, dict)
         else []
     )
+
+
+def steps_pending(context: dict[str, Any]) -> list[str]:
+    """The steps a serialized Context has work for, by name: in progress, waiting for an event
+    (workflows 2.x: ``workers.<step>.collected_waiters``), or with events queued."""
+    workers = context.get("workers")
+    if isinstance(workers, dict):
+        keys = ("in_progress", "collected_waiters", "queue")
+        return sorted(
+            name
+            for name, state in workers.items()
+            if isinstance(state, dict) and any(state.get(key) for key in keys)
+        )
+    pending = set(_steps_in_progress(context))
+    queues = context.get("queues")
+    if isinstance(queues, dict):  # 1.x: each step's queue, serialized ("[]" when empty)
+        pending |= {
+            name for name, queued in queues.items() if not name.startswith("_") and queued not in ("[]", [])
+        }
+        pending -= {name for name in pending if name.startswith("waiter_")}
+    return sorted(pending)
 
 
 def describe(places: Iterable[Where], header: str) -> tuple[str, str | None]:

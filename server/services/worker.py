@@ -30,13 +30,15 @@ from llamactl.server.protocol import (
     answer_msg_id,
     event_msg_id,
     final_msg_id,
+    suspended_msg_id,
+    task_of_start_msg_id,
 )
 from llamactl.server.services.spec import WorkerSpec
 
 from .adapters import Runnable
 from .concurrency import AdaptiveLimit, Slot
 from .errorinfo import error_line
-from .execution import execute
+from .execution import TaskOutcome, execute
 from .replacement import REPLACE_GRACE, ReplaceCheck
 from .reporter import Reporter
 from .runs import Runs
@@ -225,14 +227,16 @@ class Worker:
                 if self.queue.outage is None:  # an unreachable broker is said by the queue, once
                     log.warning("heartbeat not published: %s", error_line(exc))
 
-    async def _inputs(self, task: TaskMessage) -> AsyncIterator[TaskInput]:
+    async def _inputs(self, task: TaskMessage, position: list[int]) -> AsyncIterator[TaskInput]:
         # Most tasks finish within milliseconds and never get an event or a cancel: execute()
-        # opens this only for a task still running after _INPUTS_AFTER. Reading from seq 0
-        # means nothing sent in the meantime is missed.
+        # opens this only for a task still running after _INPUTS_AFTER. Reading from seq 0 (a
+        # resumed run: from the first its suspended attempt had not read) means nothing sent in
+        # the meantime is missed. ``position[0]``: the seq after the last input handed out.
         topic = topics.task_input_topic(task.deployment, task.task_id)
-        subscription = self.queue.subscribe(topic, from_seq=0)
+        subscription = self.queue.subscribe(topic, from_seq=position[0])
         try:
             async for msg in subscription:
+                position[0] = msg.seq + 1
                 try:
                     yield TaskInput.model_validate_json(msg.payload)
                 except ValidationError as exc:
@@ -247,13 +251,17 @@ class Worker:
         except ValidationError as exc:
             await self._reject(delivery, exc)
             return
-        attempt = delivery.attempt
+        resume = task.resume
+        # A resumed task's attempts go on from the one it resumes (its message is a new one).
+        attempt = delivery.attempt + (resume.attempt if resume is not None else 0)
+        resumed = resume is not None and self._can_resume(task.task_id, resume.context)
         handler = asyncio.current_task()
         assert handler is not None
-        self._runs.begin(task.task_id, attempt)
+        suspend = self._runs.begin(task.task_id, attempt)
+        position = [resume.inputs_from if resume is not None and resumed else 0]
         keeper = LeaseKeeper(self, delivery)
         ids = {"task_id": task.task_id, "session_id": task.session_id, "attempt": attempt}
-        started = StartedReport(self, ids, f"{task.task_id}:{attempt}:started")
+        started = StartedReport(self, {**ids, "resumed": resumed}, f"{task.task_id}:{attempt}:started")
         self._starting[task.task_id] = started
         started_at = time.time()
         timeout = task.timeout if task.timeout is not None else self.spec.timeout
@@ -295,17 +303,22 @@ class Worker:
             outcome = await execute(
                 self.runnable,
                 kwargs=task.input,
-                context=task.context,
+                context=resume.context if resume is not None and resumed else task.context,
                 emit=emit,
-                inputs=self._inputs(task),
+                inputs=self._inputs(task, position),
                 inputs_after=_INPUTS_AFTER,
                 timeout=timeout,
                 keep_context=task.keep_context,
                 label=f"task {task.task_id} (attempt {attempt})",
                 on_asking=functools.partial(self._runs.asking, handler),
+                suspend=suspend,
+                ask_first=resume.question if resume is not None and resumed else None,
             )
             self._runs.forget(task.task_id)  # done running: a newer attempt leaves its report be
             await started.settle()
+            if outcome.kind is WorkerMessageKind.TASK_SUSPENDED:
+                await self._report_suspended(delivery, outcome, ids, inputs_from=position[0], index=index)
+                return
             final = self.message(
                 outcome.kind,
                 result=outcome.result,
@@ -342,6 +355,40 @@ class Worker:
                 self.watchdog.untrack(task.task_id)
             await keeper.stop()
             started.discard()
+
+    def _can_resume(self, task_id: str, context: dict[str, Any] | None) -> bool:
+        """Whether a resumed task can go on from its saved question here; if not, it runs from its
+        start (its marker says so; the log here says why)."""
+        reason = "its saved Context was lost" if context is None else self.runnable.cannot_resume(context)
+        if reason is not None:
+            log.warning("task %s runs again from its start, not from its question: %s", task_id, reason)
+        return reason is None
+
+    async def _report_suspended(
+        self, delivery: Delivery, outcome: TaskOutcome, ids: dict[str, Any], *, inputs_from: int, index: int
+    ) -> None:
+        """Report a run stopped at its question (``outcome``) and ack its delivery, together: the
+        control plane hands the task out again from there. A run whose Context could not be saved
+        (or is too large to send) leaves its delivery unsettled instead: given back uncharged, the
+        task runs again from its start."""
+        msg = self.message(
+            WorkerMessageKind.TASK_SUSPENDED,
+            context=outcome.context,
+            event=outcome.question,
+            inputs_from=inputs_from,
+            event_index=index,  # the events sent before: the control plane applies it after them
+            **ids,
+        )
+        try:
+            payload = self.reporter.encode(msg) if outcome.context is not None else None
+        except ResultTooLarge as exc:
+            log.warning("task %s runs again from its start: %s", msg.task_id, exc)
+            payload = None
+        if payload is None:
+            raise asyncio.CancelledError  # the delivery goes back with the consumer, uncharged
+        msg_id = suspended_msg_id(msg.task_id or "", msg.attempt)
+        await self.reporter.finish(delivery, msg, payload, msg_id=msg_id)
+        log.info("task %s waits for an answer: it goes on from its question on the next worker", msg.task_id)
 
     def _check_event_count(self, task_id: str, index: int) -> None:
         """Raises TooManyEvents (into the run, which then fails) for an event past ``max-events``."""
@@ -393,7 +440,7 @@ class Worker:
     async def _reject(self, delivery: Delivery, exc: ValidationError) -> None:
         """A start message that is not a task: fail its task (named by its id) instead of dropping it."""
         msg_id = delivery.message.msg_id
-        task_id = msg_id.removesuffix(":start") if msg_id.endswith(":start") else None
+        task_id = task_of_start_msg_id(msg_id)
         log.error("a malformed task message %s: %s", msg_id, error_line(exc))
         if task_id is None:
             with contextlib.suppress(Exception):

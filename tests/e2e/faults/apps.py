@@ -141,8 +141,8 @@ import os
 import time
 from pathlib import Path
 
-from workflows import Workflow, step
-from workflows.events import StartEvent, StopEvent
+from workflows import Context, Workflow, step
+from workflows.events import Event, HumanResponseEvent, InputRequiredEvent, StartEvent, StopEvent
 
 RUNS = Path(os.environ["FAULT_RUNS"])
 
@@ -163,6 +163,53 @@ class SyncStep(Workflow):
 
 
 sync_step = SyncStep(timeout=None)
+
+
+class Prepared(Event):
+    key: str
+
+
+class PrepareThenAsk(Workflow):
+    """A step that counts its runs, then one that asks for a person's answer."""
+
+    @step
+    async def prepare(self, ctx: Context, ev: StartEvent) -> Prepared:
+        _ran(ev.get("key"))
+        await ctx.store.set("key", ev.get("key"))
+        return Prepared(key=ev.get("key"))
+
+    @step
+    async def ask(self, ctx: Context, ev: Prepared) -> StopEvent:
+        answer = await ctx.wait_for_event(
+            HumanResponseEvent, waiter_event=InputRequiredEvent(prefix="What is the answer?")
+        )
+        return StopEvent(result=f"{await ctx.store.get('key')}: the human said {answer.response}")
+
+
+prepare_then_ask = PrepareThenAsk(timeout=None)
+
+
+class FirstAnswer(Event):
+    response: str
+
+
+class AskTwice(Workflow):
+    """Asks two questions, one after the other (one step each): the result names both answers."""
+
+    @step
+    async def first(self, ctx: Context, ev: StartEvent) -> FirstAnswer:
+        answer = await ctx.wait_for_event(HumanResponseEvent, waiter_event=InputRequiredEvent(prefix="First?"))
+        return FirstAnswer(response=answer.response)
+
+    @step
+    async def second(self, ctx: Context, ev: FirstAnswer) -> StopEvent:
+        answer = await ctx.wait_for_event(
+            HumanResponseEvent, waiter_event=InputRequiredEvent(prefix="Second?")
+        )
+        return StopEvent(result=f"{ev.response} then {answer.response}")
+
+
+ask_twice = AskTwice(timeout=None)
 
 
 def hang(key: str, seconds: float) -> str:

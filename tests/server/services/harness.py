@@ -27,8 +27,11 @@ class TaskIO:
         while True:
             yield await self._inputs.get()
 
-    def send(self, event_obj_str: str) -> None:
-        self._inputs.put_nowait(TaskInput(kind=TaskInputKind.EVENT, event_obj_str=event_obj_str))
+    def send(self, event_obj_str: str, input_id: str | None = None) -> None:
+        """An event sent in (``input_id``: its sender waits to learn that it reached the run)."""
+        self._inputs.put_nowait(
+            TaskInput(kind=TaskInputKind.EVENT, event_obj_str=event_obj_str, input_id=input_id)
+        )
 
     def cancel(self) -> None:
         self._inputs.put_nowait(TaskInput(kind=TaskInputKind.CANCEL))

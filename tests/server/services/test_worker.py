@@ -19,6 +19,7 @@ from llamactl.server.protocol import (
     TaskInput,
     TaskInputKind,
     TaskMessage,
+    TaskResume,
     WorkerMessage,
     WorkerMessageKind,
     event_msg_id,
@@ -350,3 +351,56 @@ async def test_run_worker_reports_a_load_failure(spec: WorkerSpec) -> None:
     assert failed.error is not None and "has no attribute 'nope'" in failed.error
     assert queue.closed
     assert json.loads(queue.topics[CONTROL][0].payload)["replica_id"] == "svc-1"
+
+
+def _answer(queue: FakeQueue, task_id: str, text: str) -> Any:
+    event = JsonSerializer().serialize(HumanResponseEvent(response=text))
+    data = TaskInput(kind=TaskInputKind.EVENT, event_obj_str=event).model_dump_json().encode()
+    return queue.publish(topics.task_input_topic("dep", task_id), data)
+
+
+async def test_a_stop_suspends_a_task_that_waits_for_an_answer_with_its_context(serving: Any) -> None:
+    worker, queue = serving("flows:asker")
+    await submit(queue, "t1")
+    await queue.wait_for(lambda: "task.event" in kinds(queue, "t1"))
+    worker.request_stop()
+    await queue.wait_for(lambda: "task.suspended" in kinds(queue, "t1"))
+    report = next(m for m in control(queue) if m.kind is K.TASK_SUSPENDED)
+    assert report.context is not None and report.context.get("is_running")
+    assert report.event is not None and report.event["value"] == {"prefix": "name?"}
+    assert (report.attempt, report.inputs_from) == (1, 0)
+    assert "t1:1:suspended" in [m.msg_id for m in queue.topics[CONTROL]]
+    await queue.wait_for(lambda: queue.deliveries[0].state == "acked")  # with the report
+
+
+async def test_a_resumed_task_asks_again_and_reads_the_inputs_its_attempt_had_not(serving: Any) -> None:
+    first, queue = serving("flows:asker")
+    await submit(queue, "t1")
+    await queue.wait_for(lambda: "task.event" in kinds(queue, "t1"))
+    first.request_stop()
+    await queue.wait_for(lambda: "task.suspended" in kinds(queue, "t1"))
+    report = next(m for m in control(queue) if m.kind is K.TASK_SUSPENDED)
+    assert report.context is not None
+    _, again = serving("flows:asker")  # another worker, over a queue of its own
+    await _answer(again, "t1", "stale")  # what the suspended attempt had read already
+    await _answer(again, "t1", "Ada")  # sent while no worker had the task
+    resume = TaskResume(attempt=1, context=report.context, question=report.event, inputs_from=1)
+    await submit(again, "t1", resume=resume)
+    await again.wait_for(lambda: finished(again, "t1"))
+    messages = control(again)
+    assert next(m.kind.value for m in messages if m.task_id == "t1") == "task.started"
+    started = messages[[m.kind for m in messages].index(K.TASK_STARTED)]
+    assert (started.attempt, started.resumed) == (2, True)
+    events = [m for m in messages if m.kind is K.TASK_EVENT]
+    assert events[0].event == report.event  # asked again, first
+    assert messages[-1].result == "hello Ada"
+
+
+async def test_a_resume_the_code_cannot_take_runs_the_task_from_its_start(serving: Any) -> None:
+    _, queue = serving("flows:counter")
+    resume = TaskResume(attempt=1, context={"workers": {"ask": {"collected_waiters": [{}]}}}, question=None)
+    await submit(queue, "t1", resume=resume)
+    await queue.wait_for(lambda: finished(queue, "t1"))
+    started = next(m for m in control(queue) if m.kind is K.TASK_STARTED)
+    assert (started.attempt, started.resumed) == (2, False)
+    assert control(queue)[-1].result == {"count": 1, "who": None}

@@ -44,6 +44,29 @@ class Asker(Workflow):
         return StopEvent(result=f"hello {reply.response}")
 
 
+class Prepared(Event):
+    what: str
+
+
+class PrepareThenAsk(Workflow):
+    # A step that counts its runs (prepared), then one that asks a question.
+
+    prepared = 0
+
+    @step
+    async def prepare(self, ctx: Context, ev: StartEvent) -> Prepared:
+        type(self).prepared += 1
+        await ctx.store.set("what", str(ev.get("what", "it")))
+        return Prepared(what=str(ev.get("what", "it")))
+
+    @step
+    async def ask(self, ctx: Context, ev: Prepared) -> StopEvent:
+        reply = await ctx.wait_for_event(
+            HumanResponseEvent, waiter_event=InputRequiredEvent(prefix=f"{ev.what}?")
+        )
+        return StopEvent(result=f"{await ctx.store.get('what')}: {reply.response}")
+
+
 class Sleeper(Workflow):
     @step
     async def sleep(self, ctx: Context, ev: StartEvent) -> StopEvent:
@@ -97,6 +120,7 @@ class NeedsArgs(Workflow):
 
 counter = Counter(timeout=None)
 asker = Asker(timeout=None)
+prepare_then_ask = PrepareThenAsk(timeout=None)
 sleeper = Sleeper(timeout=None)
 raiser = Raiser(timeout=None)
 modelled = Modelled(timeout=None)
