@@ -121,6 +121,7 @@ class TaskWatch:
             self.spinner.update("running")
         elif event.type == "TaskAttempt":
             value: Any = event.value if isinstance(event.value, dict) else {}
-            self.print(f"Retrying: {value.get('reason', 'a new attempt started')}")
+            how = "Going on" if value.get("resumed_from") else "Retrying"
+            self.print(f"{how}: {value.get('reason', 'a new attempt started')}")
         if self._prompt is not None:
             self._prompt.seen(event)

@@ -214,3 +214,28 @@ def test_the_serve_drain_at_a_terminal_is_one_line_redrawn(tmp_path: Path) -> No
         assert terminal.wait(60) == 0
         shown = plain(terminal.output)
     assert "Stopped." in shown
+
+
+def test_run_says_when_a_reload_lets_the_task_go_on_from_its_question(tmp_path: Path) -> None:
+    """`serve --watch`: the workflow's source is edited while `run` waits for the answer; the
+    task goes on from its question on the new code, and `run` says so, asks again, and prints
+    the result of the answer sent."""
+    file = write_app(tmp_path / "app", "reloads", {"hitl": "flows:hitl_workflow"})
+    server = Server(file, extra=["--watch"])
+    try:
+        process = llamactl("--server", server.url, "run", "-s", "hitl")
+        with reaped(process):
+            stderr = Lines(process.stderr)
+            stderr.wait_for(lambda line: line == "The workflow asks: What is the answer?", 60)
+            source = tmp_path / "app" / "src" / "flows.py"
+            source.write_text(source.read_text() + "\n# edited\n")
+            going_on = stderr.wait_for(lambda line: line.startswith(("Going on: ", "Retrying: ")), 60)
+            assert "going on from the question attempt 1 asked" in going_on, going_on
+            assert going_on.startswith("Going on: attempt 2 started on hitl#1@g2"), going_on
+            stderr.wait_for(lambda line: line == "The workflow asks: What is the answer?", 30)
+            command = stderr.wait_for(lambda line: "answer with: " in line, 10).partition("answer with: ")[2]
+            _answer_with(server, command, "42")
+            assert process.wait(60) == 0
+            assert process.stdout is not None and process.stdout.read() == "the human said 42\n"
+    finally:
+        assert server.stop() == 0, "\n".join(server.stderr.lines[-30:])
