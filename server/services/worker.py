@@ -53,6 +53,9 @@ _INPUTS_AFTER = 0.02
 """Seconds a task runs before it listens for events sent in (and cancel requests)."""
 _STOPPING_NOTICE_TIMEOUT = 1.0
 """Seconds a stopping replica gives its goodbye to the control plane to go out."""
+_SUSPEND_REPORT_TIMEOUT = 5.0
+"""Seconds a stopping replica gives a suspended task's report (with the delivery's ack) to be
+confirmed; past them the delivery goes back unsettled (the queue settles both or neither)."""
 
 
 class Worker:
@@ -384,10 +387,24 @@ class Worker:
         except ResultTooLarge as exc:
             log.warning("task %s runs again from its start: %s", msg.task_id, exc)
             payload = None
+        if payload is not None and self.queue.outage is not None:
+            log.warning("task %s runs again from its start: %s", msg.task_id, self.queue.outage.describe())
+            payload = None
         if payload is None:
             raise asyncio.CancelledError  # the delivery goes back with the consumer, uncharged
         msg_id = suspended_msg_id(msg.task_id or "", msg.attempt)
-        await self.reporter.finish(delivery, msg, payload, msg_id=msg_id)
+        try:
+            # A stop must not wait, past its grace and into a SIGKILL, for a queue that does not answer.
+            async with asyncio.timeout(_SUSPEND_REPORT_TIMEOUT):
+                await self.reporter.finish(delivery, msg, payload, msg_id=msg_id)
+        except TimeoutError:
+            log.warning(
+                "task %s: the queue did not confirm where it waits within %g s: it runs again from its "
+                "start, unless the queue took it after all",
+                msg.task_id,
+                _SUSPEND_REPORT_TIMEOUT,
+            )
+            raise asyncio.CancelledError from None
         log.info("task %s waits for an answer: it goes on from its question on the next worker", msg.task_id)
 
     def _check_event_count(self, task_id: str, index: int) -> None:

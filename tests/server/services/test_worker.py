@@ -404,3 +404,19 @@ async def test_a_resume_the_code_cannot_take_runs_the_task_from_its_start(servin
     started = next(m for m in control(queue) if m.kind is K.TASK_STARTED)
     assert (started.attempt, started.resumed) == (2, False)
     assert control(queue)[-1].result == {"count": 1, "who": None}
+
+
+async def test_a_suspension_the_queue_does_not_confirm_does_not_hold_the_stop(
+    spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("llamactl.server.services.worker._SUSPEND_REPORT_TIMEOUT", 0.2)
+    queue = FakeQueue()
+    queue.held_confirms["t1:1:suspended"] = asyncio.Event()  # never confirmed
+    worker = Worker(spec, queue, adapt(load_target(Path(spec.source_dir), "flows:asker")))
+    serving = asyncio.create_task(worker.serve())
+    await submit(queue, "t1")
+    await queue.wait_for(lambda: "task.event" in kinds(queue, "t1"))
+    worker.request_stop()
+    await asyncio.wait_for(serving, 10)  # drained: not held by the report
+    assert queue.deliveries[0].state == "leased"  # not settled here: it goes back with the consumer
+    assert "did not confirm where it waits" in caplog.text
