@@ -204,9 +204,8 @@ async def _stop(run: Run, main: asyncio.Task[Any], grace: float) -> None:
     await asyncio.wait({main})
 
 
-async def _asking_first(emits: _OneAtATime, question: dict[str, Any] | None, run: Run) -> Any:
-    if question is not None:
-        await emits.run(question)
+async def _asking_first(emits: _OneAtATime, question: dict[str, Any], run: Run) -> Any:
+    await emits.run(question)
     return await run.wait()
 
 
@@ -284,7 +283,8 @@ async def execute(
             return _failed(exc, context)
         except (SystemExit, KeyboardInterrupt) as exc:
             return _failed(code.exited(exc), context)
-        main = asyncio.create_task(_asking_first(emits, ask_first, run), name="task-run")
+        body = run.wait() if ask_first is None else _asking_first(emits, ask_first, run)
+        main = asyncio.create_task(body, name="task-run")
     if label is not None:
         _RUNNING[label] = run
     loop = asyncio.get_running_loop()
