@@ -359,13 +359,18 @@ def _answer(queue: FakeQueue, task_id: str, text: str) -> Any:
     return queue.publish(topics.task_input_topic("dep", task_id), data)
 
 
-async def test_a_stop_suspends_a_task_that_waits_for_an_answer_with_its_context(serving: Any) -> None:
+async def _suspended(serving: Any) -> tuple[FakeQueue, WorkerMessage]:
+    """Task t1 of an asker asks; its worker stops: the queue, and the task.suspended report."""
     worker, queue = serving("flows:asker")
     await submit(queue, "t1")
     await queue.wait_for(lambda: "task.event" in kinds(queue, "t1"))
     worker.request_stop()
     await queue.wait_for(lambda: "task.suspended" in kinds(queue, "t1"))
-    report = next(m for m in control(queue) if m.kind is K.TASK_SUSPENDED)
+    return queue, next(m for m in control(queue) if m.kind is K.TASK_SUSPENDED)
+
+
+async def test_a_stop_suspends_a_task_that_waits_for_an_answer_with_its_context(serving: Any) -> None:
+    queue, report = await _suspended(serving)
     assert report.context is not None and report.context.get("is_running")
     assert report.event is not None and report.event["value"] == {"prefix": "name?"}
     assert (report.attempt, report.inputs_from) == (1, 0)
@@ -374,12 +379,7 @@ async def test_a_stop_suspends_a_task_that_waits_for_an_answer_with_its_context(
 
 
 async def test_a_resumed_task_asks_again_and_reads_the_inputs_its_attempt_had_not(serving: Any) -> None:
-    first, queue = serving("flows:asker")
-    await submit(queue, "t1")
-    await queue.wait_for(lambda: "task.event" in kinds(queue, "t1"))
-    first.request_stop()
-    await queue.wait_for(lambda: "task.suspended" in kinds(queue, "t1"))
-    report = next(m for m in control(queue) if m.kind is K.TASK_SUSPENDED)
+    _, report = await _suspended(serving)
     assert report.context is not None
     _, again = serving("flows:asker")  # another worker, over a queue of its own
     await _answer(again, "t1", "stale")  # what the suspended attempt had read already
