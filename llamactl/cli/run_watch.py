@@ -21,7 +21,7 @@ from llamactl.client.questions import is_input_required, question_of
 
 if TYPE_CHECKING:
     from llamactl.client.sync import Tasks
-    from llamactl.server.types import EventEnvelope
+    from llamactl.server.types import EventEnvelope, TaskRecord
 
 __all__ = ["TaskWatch"]
 
@@ -86,10 +86,25 @@ class TaskWatch:
                 continue
             if not self._asking:
                 attempt = f", attempt {record.attempts}" if record.attempts > 1 else ""
-                self.spinner.update(f"{record.status.value}{attempt}")
+                self.spinner.update(f"{record.status.value}{attempt}{self._behind(record)}")
             if record.status.is_final:
                 return
             self._done.wait(STATUS_EVERY)
+
+    def _behind(self, record: TaskRecord) -> str:
+        """For a task queued in a session: the task of the session that runs ahead of it (a
+        bare "queued" reads like a stuck queue when that one waits for a person's answer)."""
+        if record.status.value != "queued" or record.own_session:
+            return ""
+        try:
+            running = self._tasks.page(session_id=record.session_id, status="running", limit=1).items
+        except Exception:
+            return ""
+        ahead = next((t for t in running if t.task_id != record.task_id), None)
+        if ahead is None:
+            return ""
+        waits = ", which waits for an answer" if ahead.waiting_for_answer else ""
+        return f" behind {ahead.task_id[:8]} of its session{waits}"
 
     def _follow_events(self) -> None:
         """Follow the task's events until it ends, again from the first one not seen when the

@@ -78,6 +78,24 @@ def test_run_at_a_terminal_asks_the_question_and_sends_the_answer_typed(server: 
         assert "the human said 42" in plain(terminal.output)
 
 
+def test_run_of_a_task_queued_in_a_session_names_the_task_ahead_and_that_it_asks(server: Server) -> None:
+    """A bare "queued" read like a stuck queue when the session's running task waited for a
+    person's answer."""
+    with Client(server.url) as client:
+        app = client.deployment("progress")
+        session = app.sessions.create().session_id
+        ahead = app.tasks.create(service="hitl", session_id=session)
+        deadline = time.monotonic() + 60
+        while not app.tasks.get(ahead.task_id).waiting_for_answer:
+            assert time.monotonic() < deadline, "the task ahead did not ask"
+            time.sleep(0.05)
+        with Terminal("--server", server.url, "run", "-s", "echo", "-i", session, "hi") as terminal:
+            terminal.wait_for(rf"queued behind {ahead.task_id[:8]} of its session, which waits for an answer")
+            app.tasks.send_event(ahead.task_id, {"response": "42"})
+            assert terminal.wait() == 0
+            assert "Message received: hi" in plain(terminal.output)
+
+
 def test_a_question_answered_elsewhere_takes_the_prompt_away(server: Server) -> None:
     with Terminal("--server", server.url, "run", "-s", "hitl") as terminal:
         command = terminal.wait_for(rf"or answer from elsewhere: {SEND_EVENT}\)")[1]
