@@ -25,10 +25,11 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from pydantic import ValidationError
 
+from llamactl.server.control_plane.attempt_markers import ATTEMPT_EVENT, attempt_markers, event_value
 from llamactl.server.control_plane.records import ControlPlaneRecords, ExtraConflict
 from llamactl.server.control_plane.registry import ServiceRegistry
 from llamactl.server.control_plane.replica_mirror import ReplicaMirror, apply_replica_report
@@ -57,8 +58,6 @@ __all__ = ["ATTEMPT_EVENT", "Handler", "Inbox", "InboxCounters"]
 
 log = logging.getLogger(__name__)
 
-ATTEMPT_EVENT = "TaskAttempt"
-"""``type`` of the event-log marker put where a new attempt of a task starts."""
 _LEASE = 30.0
 _PREFETCH = 256
 _RETRY_MAX = 2.0
@@ -253,7 +252,7 @@ class Inbox:
             return
         stream = self._records.events_stream(task_id)
         idem = event_msg_id(task_id, msg.attempt, msg.event_index)
-        append = Append(stream, _event_value(msg.event, msg.attempt), idem)
+        append = Append(stream, event_value(msg.event, msg.attempt), idem)
         waiting = waits_for_answer_after(task.waiting_for_answer, str(msg.event.get("type", "")))
         # A question asked, or one answered: stored with the event. Not for a report applied
         # before (its ack was lost): the events after it have had their say since.
@@ -364,7 +363,7 @@ class Inbox:
             stream = self._records.events_stream(task_id)
             for offset, event in enumerate(msg.events):
                 idem = event_msg_id(task_id, msg.attempt, first + offset)
-                out.append(Append(stream, _event_value(event, msg.attempt), idem))
+                out.append(Append(stream, event_value(event, msg.attempt), idem))
             return out
 
         stored: tuple[StoredTask, bool] | None = None
@@ -415,41 +414,9 @@ class Inbox:
     def _markers(
         self, task: StoredTask, seen: int, now: int, replica_id: str | None, *, resumed: bool = False
     ) -> list[Write]:
-        stream = self._records.events_stream(task.task_id)
-        out: list[Write] = []
-        for attempt in range(seen + 1, now + 1):
-            if attempt == 1 and now == 1:
-                continue  # a first run needs no marker: only retried tasks get them
-            if attempt == now and replica_id is not None:
-                reason = f"attempt {attempt} started on {replica_id}"
-                if resumed:
-                    reason += (
-                        f", going on from the question attempt {task.resume_from} asked (its worker "
-                        "stopped while it waited for the answer)"
-                    )
-                elif task.resume_from == attempt - 1:
-                    reason += (
-                        f" from its start: the Context saved as attempt {attempt - 1} waited for an "
-                        "answer could not be restored (the worker's log says why)"
-                    )
-                elif attempt > 1:
-                    reason += f" after attempt {attempt - 1} ended without a result"
-            else:
-                reason = f"attempt {attempt}: its worker stopped before it reported anything"
-            value: dict[str, Any] = {
-                "attempt": attempt,
-                "replica_id": replica_id if attempt == now else None,
-                "reason": reason,
-            }
-            if resumed and attempt == now:
-                value["resumed_from"] = task.resume_from
-            marker = {
-                "value": value,
-                "type": ATTEMPT_EVENT,
-                "qualified_name": f"llamactl.{ATTEMPT_EVENT}",
-            }
-            out.append(Append(stream, _event_value(marker, attempt), f"{task.task_id}:attempt:{attempt}"))
-        return out
+        return attempt_markers(
+            self._records.events_stream(task.task_id), task, seen, now, replica_id, resumed=resumed
+        )
 
     # --- dead letters and removed services -------------------------------------------------------
 
@@ -494,10 +461,6 @@ class Inbox:
         if changed:
             self._on_changed(task)
         await self._on_finished(task)
-
-
-def _event_value(event: dict[str, Any], attempt: int) -> bytes:
-    return json.dumps({**event, "attempt": attempt}).encode()
 
 
 def _task_id(msg: WorkerMessage) -> str:

@@ -1,20 +1,29 @@
 """A replica's reports to the control plane: the WorkerMessages it publishes on the deployment's
-control topic (see :mod:`llamactl.server.protocol`)."""
+control topic (see :mod:`llamactl.server.protocol`), and the ones that settle a task's delivery
+with them (its result, its suspension)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
 import time
 from typing import Any
 
-from llamactl.server.errors import ResultTooLarge
+from llamactl.server.errors import LeaseLost, PublishRejected, ResultTooLarge
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import Delivery, MessageQueue
-from llamactl.server.protocol import WorkerMessage, WorkerMessageKind
+from llamactl.server.protocol import WorkerMessage, WorkerMessageKind, final_msg_id, suspended_msg_id
 from llamactl.server.services.spec import WorkerSpec
 
-__all__ = ["Reporter"]
+__all__ = ["SUSPEND_REPORT_TIMEOUT", "Reporter"]
+
+log = logging.getLogger(__name__)
+
+SUSPEND_REPORT_TIMEOUT = 5.0
+"""Seconds a stopping replica gives a suspended task's report (with the delivery's ack) to be
+confirmed; past them the delivery goes back unsettled (the queue settles both or neither)."""
 
 
 class Reporter:
@@ -74,3 +83,76 @@ class Reporter:
         await delivery.ack_and_publish(
             self.topic, payload, msg_id=msg_id, key=msg.task_id or self.spec.replica_id
         )
+
+    async def suspended(self, delivery: Delivery, msg: WorkerMessage) -> None:
+        """Publish a task.suspended report (a run stopped at its question) and ack its delivery,
+        together: the control plane hands the task out again from there. A run whose Context
+        could not be saved (or is too large to send, or the queue is down) leaves its delivery
+        unsettled instead (raises CancelledError): given back uncharged, the task runs again from
+        its start."""
+        try:
+            payload = self.encode(msg) if msg.context is not None else None
+        except ResultTooLarge as exc:
+            log.warning("task %s runs again from its start: %s", msg.task_id, exc)
+            payload = None
+        if payload is not None and self.queue.outage is not None:
+            log.warning("task %s runs again from its start: %s", msg.task_id, self.queue.outage.describe())
+            payload = None
+        if payload is None:
+            raise asyncio.CancelledError  # the delivery goes back with the consumer, uncharged
+        msg_id = suspended_msg_id(msg.task_id or "", msg.attempt)
+        try:
+            # A stop must not wait, past its grace and into a SIGKILL, for a queue that does not answer.
+            async with asyncio.timeout(SUSPEND_REPORT_TIMEOUT):
+                await self.finish(delivery, msg, payload, msg_id=msg_id)
+        except TimeoutError:
+            log.warning(
+                "task %s: the queue did not confirm where it waits within %g s: it runs again from its "
+                "start, unless the queue took it after all",
+                msg.task_id,
+                SUSPEND_REPORT_TIMEOUT,
+            )
+            raise asyncio.CancelledError from None
+        log.info("task %s waits for an answer: it goes on from its question on the next worker", msg.task_id)
+
+    async def final(self, delivery: Delivery, final: WorkerMessage) -> None:
+        """Publish the result and settle the delivery, in one step; while the queue refuses it (its
+        journal's disk is full, say) try again, as long as the lease is kept. A result over the
+        service's ``max-result-size`` fails the task instead (running it again would not shrink it)."""
+        try:
+            payload = self.encode(final)
+        except ResultTooLarge as exc:
+            log.error("task %s failed: %s", final.task_id, exc)
+            final = final.model_copy(
+                update={
+                    "kind": WorkerMessageKind.TASK_FAILED,
+                    "result": None,
+                    "context": None,
+                    "events": [],
+                    "error": f"ResultTooLarge: {exc}",
+                    "traceback": None,
+                }
+            )
+            payload = self.encode(final)
+        delay = 0.05
+        deadline = time.monotonic() + self.spec.lease * 2
+        while True:
+            try:
+                # The result goes out and the delivery is settled in one step: a crash of this
+                # worker right after cannot bring the task back to run a second time.
+                await self.finish(delivery, final, payload, msg_id=final_msg_id(final.task_id or ""))
+                return
+            except LeaseLost:
+                log.warning(
+                    "task %s was no longer this worker's (another attempt settled it, the server took "
+                    "it back, or the queue lost it): its result went out all the same, and counts if "
+                    "it is the task's first",
+                    final.task_id,
+                )
+                return
+            except PublishRejected as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("the result of task %s was refused (%s): trying again", final.task_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)

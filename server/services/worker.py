@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llamactl.server.errors import LeaseLost, PublishRejected, ResultTooLarge, TooManyEvents
+from llamactl.server.errors import TooManyEvents
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.protocol import (
@@ -29,8 +29,6 @@ from llamactl.server.protocol import (
     WorkerMessageKind,
     answer_msg_id,
     event_msg_id,
-    final_msg_id,
-    suspended_msg_id,
     task_of_start_msg_id,
 )
 from llamactl.server.services.spec import WorkerSpec
@@ -53,9 +51,6 @@ _INPUTS_AFTER = 0.02
 """Seconds a task runs before it listens for events sent in (and cancel requests)."""
 _STOPPING_NOTICE_TIMEOUT = 1.0
 """Seconds a stopping replica gives its goodbye to the control plane to go out."""
-_SUSPEND_REPORT_TIMEOUT = 5.0
-"""Seconds a stopping replica gives a suspended task's report (with the delivery's ack) to be
-confirmed; past them the delivery goes back unsettled (the queue settles both or neither)."""
 
 
 class Worker:
@@ -336,7 +331,7 @@ class Worker:
             # The slot is free once the report leaves: its confirmation is the server's work, and
             # the credit going back with it brings the next task while this one waits for it.
             slot.release()
-            await self._report_final(delivery, final)
+            await self.reporter.final(delivery, final)
             if outcome.error:
                 log.info("task %s: %s (%s)", task.task_id, outcome.kind, outcome.error)
             else:
@@ -370,10 +365,8 @@ class Worker:
     async def _report_suspended(
         self, delivery: Delivery, outcome: TaskOutcome, ids: dict[str, Any], *, inputs_from: int, index: int
     ) -> None:
-        """Report a run stopped at its question (``outcome``) and ack its delivery, together: the
-        control plane hands the task out again from there. A run whose Context could not be saved
-        (or is too large to send) leaves its delivery unsettled instead: given back uncharged, the
-        task runs again from its start."""
+        """Report a run stopped at its question (``outcome``) with its delivery's ack (see
+        :meth:`Reporter.suspended`)."""
         msg = self.message(
             WorkerMessageKind.TASK_SUSPENDED,
             context=outcome.context,
@@ -382,77 +375,12 @@ class Worker:
             event_index=index,  # the events sent before: the control plane applies it after them
             **ids,
         )
-        try:
-            payload = self.reporter.encode(msg) if outcome.context is not None else None
-        except ResultTooLarge as exc:
-            log.warning("task %s runs again from its start: %s", msg.task_id, exc)
-            payload = None
-        if payload is not None and self.queue.outage is not None:
-            log.warning("task %s runs again from its start: %s", msg.task_id, self.queue.outage.describe())
-            payload = None
-        if payload is None:
-            raise asyncio.CancelledError  # the delivery goes back with the consumer, uncharged
-        msg_id = suspended_msg_id(msg.task_id or "", msg.attempt)
-        try:
-            # A stop must not wait, past its grace and into a SIGKILL, for a queue that does not answer.
-            async with asyncio.timeout(_SUSPEND_REPORT_TIMEOUT):
-                await self.reporter.finish(delivery, msg, payload, msg_id=msg_id)
-        except TimeoutError:
-            log.warning(
-                "task %s: the queue did not confirm where it waits within %g s: it runs again from its "
-                "start, unless the queue took it after all",
-                msg.task_id,
-                _SUSPEND_REPORT_TIMEOUT,
-            )
-            raise asyncio.CancelledError from None
-        log.info("task %s waits for an answer: it goes on from its question on the next worker", msg.task_id)
+        await self.reporter.suspended(delivery, msg)
 
     def _check_event_count(self, task_id: str, index: int) -> None:
         """Raises TooManyEvents (into the run, which then fails) for an event past ``max-events``."""
         if index >= self.spec.max_events:
             raise TooManyEvents(task_id, self.spec.max_events, self.spec.service_id)
-
-    async def _report_final(self, delivery: Delivery, final: WorkerMessage) -> None:
-        """Publish the result and settle the delivery, in one step; while the queue refuses it (its
-        journal's disk is full, say) try again, as long as the lease is kept. A result over the
-        service's ``max-result-size`` fails the task instead (running it again would not shrink it)."""
-        try:
-            payload = self.reporter.encode(final)
-        except ResultTooLarge as exc:
-            log.error("task %s failed: %s", final.task_id, exc)
-            final = final.model_copy(
-                update={
-                    "kind": WorkerMessageKind.TASK_FAILED,
-                    "result": None,
-                    "context": None,
-                    "events": [],
-                    "error": f"ResultTooLarge: {exc}",
-                    "traceback": None,
-                }
-            )
-            payload = self.reporter.encode(final)
-        delay = 0.05
-        deadline = time.monotonic() + self.spec.lease * 2
-        while True:
-            try:
-                # The result goes out and the delivery is settled in one step: a crash of this
-                # worker right after cannot bring the task back to run a second time.
-                await self.reporter.finish(delivery, final, payload, msg_id=final_msg_id(final.task_id or ""))
-                return
-            except LeaseLost:
-                log.warning(
-                    "task %s was no longer this worker's (another attempt settled it, the server took "
-                    "it back, or the queue lost it): its result went out all the same, and counts if "
-                    "it is the task's first",
-                    final.task_id,
-                )
-                return
-            except PublishRejected as exc:
-                if time.monotonic() > deadline:
-                    raise
-                log.warning("the result of task %s was refused (%s): trying again", final.task_id, exc)
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
 
     async def _reject(self, delivery: Delivery, exc: ValidationError) -> None:
         """A start message that is not a task: fail its task (named by its id) instead of dropping it."""
@@ -470,7 +398,7 @@ class Worker:
             error=f"the '{self.spec.service_id}' worker could not read the task message: {error_line(exc)}",
         )
         try:
-            await self._report_final(delivery, failed)
+            await self.reporter.final(delivery, failed)
         except Exception as report_exc:
             log.error("could not report the malformed task %s: %s", task_id, error_line(report_exc))
             with contextlib.suppress(Exception):

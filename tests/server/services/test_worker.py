@@ -409,7 +409,7 @@ async def test_a_resume_the_code_cannot_take_runs_the_task_from_its_start(servin
 async def test_a_suspension_the_queue_does_not_confirm_does_not_hold_the_stop(
     spec: WorkerSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("llamactl.server.services.worker._SUSPEND_REPORT_TIMEOUT", 0.2)
+    monkeypatch.setattr("llamactl.server.services.reporter.SUSPEND_REPORT_TIMEOUT", 0.2)
     queue = FakeQueue()
     queue.held_confirms["t1:1:suspended"] = asyncio.Event()  # never confirmed
     worker = Worker(spec, queue, adapt(load_target(Path(spec.source_dir), "flows:asker")))
