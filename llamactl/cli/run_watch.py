@@ -46,6 +46,8 @@ class TaskWatch:
         self._done = threading.Event()
         self._asking = False
         self._drawing = threading.Lock()
+        self._status = threading.Lock()
+        """Held while the spinner's status is chosen and set, by either thread."""
         self.spinner = Spinner(f"Task {task_id[:8]} ({service})", "queued")
         self._prompt = answer_prompt(
             tasks, task_id, service, deployment, pause=self.spinner.stop, resume=self._resume
@@ -86,7 +88,10 @@ class TaskWatch:
                 continue
             if not self._asking:
                 attempt = f", attempt {record.attempts}" if record.attempts > 1 else ""
-                self.spinner.update(f"{record.status.value}{attempt}{self._behind(record)}")
+                status = f"{record.status.value}{attempt}{self._behind(record)}"
+                with self._status:  # a question seen meanwhile wins: its status is the newer
+                    if not self._asking:
+                        self.spinner.update(status)
             if record.status.is_final:
                 return
             self._done.wait(STATUS_EVERY)
@@ -126,14 +131,16 @@ class TaskWatch:
     def _on_event(self, event: EventEnvelope) -> None:
         if is_input_required(event):
             question = question_of(event)
-            self._asking = True
-            self.spinner.update("waiting for an answer")
+            with self._status:
+                self._asking = True
+                self.spinner.update("waiting for an answer")
             if self._prompt is None:
                 for line in question_lines(question, self._task_id, self._deployment):
                     self.spinner.print(line)
         elif event.type == EVENT_DELIVERED:
-            self._asking = False
-            self.spinner.update("running")
+            with self._status:
+                self._asking = False
+                self.spinner.update("running")
         elif event.type == "TaskAttempt":
             value: Any = event.value if isinstance(event.value, dict) else {}
             how = "Going on" if value.get("resumed_from") else "Retrying"
