@@ -78,6 +78,11 @@ async def _stop_and_start(tmp_path: Path, caplog: pytest.LogCaptureFixture, app:
         cp = first.control_plane
         asking = await cp.create_task(TaskDefinition(service_id="hitl", input=json.dumps({"key": "a"})))
         await _asked(cp, asking.task_id, attempt=1)
+
+        async def asks() -> bool:  # its started report may be stored after its first event
+            return (await cp.get_task(asking.task_id)).status is TaskStatus.RUNNING
+
+        await eventually(asks, 30)
         where = (await cp.task_where(asking.task_id)).where
         working = await cp.create_task(
             TaskDefinition(service_id="work", input=json.dumps({"key": "w", "seconds": 1.5}))
