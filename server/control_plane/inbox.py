@@ -221,21 +221,23 @@ class Inbox:
             await self._task_final(msg, _FINAL_KIND[kind], delivery)
 
     async def _task_started(self, msg: WorkerMessage) -> None:
-        def start(task: StoredTask) -> bool:
-            if task.status.is_final or (task.status is TaskStatus.RUNNING and task.attempts >= msg.attempt):
-                return False
-            task.status = TaskStatus.RUNNING
-            task.dispatched = True
-            task.waiting_for_answer = False  # a new attempt starts from the start
-            task.replica_id = msg.replica_id
-            task.started_at = task.started_at or (msg.at or time.time())
-            return True
-
         task, changed = await self._records.transition(
-            _task_id(msg), start, lambda t: self._attempt_markers(t, msg)
+            _task_id(msg), lambda t: self._start(t, msg), lambda t: self._attempt_markers(t, msg)
         )
         if changed:
             self._on_changed(task)
+
+    @staticmethod
+    def _start(task: StoredTask, msg: WorkerMessage) -> bool:
+        """Mark the task running on ``msg``'s attempt; False when it is already (or has ended)."""
+        if task.status.is_final or (task.status is TaskStatus.RUNNING and task.attempts >= msg.attempt):
+            return False
+        task.status = TaskStatus.RUNNING
+        task.dispatched = True
+        task.waiting_for_answer = False  # a new attempt starts from the start
+        task.replica_id = msg.replica_id
+        task.started_at = task.started_at or (msg.at or time.time())
+        return True
 
     async def _task_event(self, msg: WorkerMessage, delivery: Delivery) -> None:
         task_id = _task_id(msg)
@@ -253,18 +255,27 @@ class Inbox:
         stream = self._records.events_stream(task_id)
         idem = event_msg_id(task_id, msg.attempt, msg.event_index)
         append = Append(stream, event_value(msg.event, msg.attempt), idem)
-        waiting = waits_for_answer_after(task.waiting_for_answer, str(msg.event.get("type", "")))
-        # A question asked, or one answered: stored with the event. Not for a report applied
-        # before (its ack was lost): the events after it have had their say since.
-        if waiting != task.waiting_for_answer and await self._records.store.find_idem(stream, idem) is None:
+        kind = str(msg.event.get("type", ""))
+        starts = task.status is not TaskStatus.RUNNING or task.attempts < msg.attempt
+        # An event shows its attempt started, though its started report (sent first, applied
+        # concurrently) may not be in yet; a question asked, or one answered: both stored with
+        # the event. Not for a report applied before (its ack was lost): the events after it
+        # have had their say since.
+        if (
+            starts or waits_for_answer_after(task.waiting_for_answer, kind) != task.waiting_for_answer
+        ) and await self._records.store.find_idem(stream, idem) is None:
 
             def mark(stored: StoredTask) -> bool:
-                if stored.status.is_final or stored.waiting_for_answer is waiting:
+                started = self._start(stored, msg)
+                waiting = waits_for_answer_after(stored.waiting_for_answer, kind)
+                if stored.status.is_final or (stored.waiting_for_answer is waiting and not started):
                     return False
                 stored.waiting_for_answer = waiting
                 return True
 
-            task, changed = await self._records.transition(task_id, mark, lambda _: [append])
+            task, changed = await self._records.transition(
+                task_id, mark, lambda t: [*self._attempt_markers(t, msg), append]
+            )
         else:
             changed = False
         if not changed:

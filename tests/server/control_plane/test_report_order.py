@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+from llamactl.server.control_plane import ControlPlane
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.protocol import WorkerMessage, WorkerMessageKind, event_msg_id, final_msg_id
-from llamactl.server.types import TaskDefinition, TaskStatus
+from llamactl.server.types import EventEnvelope, TaskDefinition, TaskStatus
 
 from .conftest import DEPLOYMENT, Deliveries, Harness, completed, progress
 
@@ -117,4 +118,66 @@ async def test_events_of_an_attempt_that_a_newer_one_replaced_are_dropped(harnes
     events = [e async for e in plane.task_events(tid)]
     assert [(e.type, e.attempt) for e in events] == [("Progress", 1), ("TaskAttempt", 2), ("Progress", 2)]
     assert plane.inbox.counters.superseded_events == 2  # attempt 1's event 1 and its StopEvent
+    await deliveries.aclose()
+
+
+async def _wait_for_events(plane: ControlPlane, task_id: str, count: int) -> list[EventEnvelope]:
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        events = [e async for e in plane.task_events(task_id, follow=False)]
+        if len(events) >= count:
+            return events
+        assert asyncio.get_running_loop().time() < deadline, f"only {len(events)} events were stored"
+        await asyncio.sleep(0.01)
+
+
+async def test_an_event_stored_before_its_started_report_marks_the_task_running(harness: Harness) -> None:
+    """Seen on Redis + PostgreSQL: a task's first event was stored just before its started
+    report, and in between `tasks where` said the task had "not reached a worker yet" of a task
+    that had just asked its question. An event of an attempt shows that the attempt started."""
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition(input=json.dumps({})))
+    delivery, task = await deliveries.take()
+    tid = task.task_id
+    await _send_unordered(worker, progress(tid, 0), event_msg_id(tid, 1, 0))
+    await _wait_for_events(plane, tid, 1)
+    record = await plane.get_task(created.task_id)
+    assert record.status is TaskStatus.RUNNING and record.replica_id == "a#1"
+    await harness.report(worker, _report(tid, WorkerMessageKind.TASK_STARTED, 1), f"{tid}:1:started")
+    await harness.finish(worker, task, "done")
+    await delivery.ack()
+    assert (await plane.wait_for_task(created.task_id, timeout=10)).result == "done"
+    assert [e.type for e in [e async for e in plane.task_events(tid)]] == ["Progress"]
+    await deliveries.aclose()
+
+
+async def test_a_retry_whose_event_comes_before_its_started_report_logs_its_marker_first(
+    harness: Harness,
+) -> None:
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition(input=json.dumps({})))
+    delivery, task = await deliveries.take()
+    tid = task.task_id
+    K = WorkerMessageKind
+    await harness.report(worker, _report(tid, K.TASK_STARTED, 1), f"{tid}:1:started")
+    await harness.report(worker, progress(tid, 0), event_msg_id(tid, 1, 0))
+    await _wait_for_events(plane, tid, 1)
+    second = {"value": {"n": 0, "attempt": 2}, "type": "Progress", "qualified_name": "m.Progress"}
+    event = _report(tid, K.TASK_EVENT, 2, event=second, event_index=0)
+    await _send_unordered(worker, event, event_msg_id(tid, 2, 0))
+    events = await _wait_for_events(plane, tid, 3)
+    assert [(e.type, e.attempt) for e in events] == [("Progress", 1), ("TaskAttempt", 2), ("Progress", 2)]
+    record = await plane.get_task(created.task_id)
+    assert record.status is TaskStatus.RUNNING and record.attempts == 2
+    await _send_unordered(worker, _report(tid, K.TASK_STARTED, 2), f"{tid}:2:started")
+    final = _report(tid, K.TASK_COMPLETED, 2, result="two", event_index=1)
+    await harness.report(worker, final, final_msg_id(tid))
+    await delivery.ack()
+    assert (await plane.wait_for_task(created.task_id, timeout=10)).result == "two"
+    events = [e async for e in plane.task_events(tid)]
+    assert [(e.type, e.attempt) for e in events] == [("Progress", 1), ("TaskAttempt", 2), ("Progress", 2)]
     await deliveries.aclose()
