@@ -5,8 +5,9 @@ after its effect is stored, so a control plane that dies mid-way gets it again; 
 idempotent (events carry idempotency keys, a final status is written once, the first result wins,
 a session moves on once). A report that cannot be applied because the state store or the queue
 fails right now is tried again in place, with backoff, for as long as it takes: it is never
-nacked, so none is dead-lettered by an outage. The reports of one task are stored in the order
-its worker sent them whatever order the queue delivers them in (see :mod:`.report_order`).
+nacked, so none is dead-lettered by an outage (see :mod:`.report_deliveries`). The reports of
+one task are stored in the order its worker sent them whatever order the queue delivers them in
+(see :mod:`.report_order`).
 
 A task's record tells the truth about its attempts: when a report shows a delivery the record has
 not seen (the worker of an earlier attempt died before it could say anything), the event log gets
@@ -19,7 +20,6 @@ there (``on_suspended``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -27,21 +27,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from pydantic import ValidationError
-
 from llamactl.server.control_plane.attempt_markers import ATTEMPT_EVENT, attempt_markers, event_value
 from llamactl.server.control_plane.records import ControlPlaneRecords, ExtraConflict
 from llamactl.server.control_plane.registry import ServiceRegistry
 from llamactl.server.control_plane.replica_mirror import ReplicaMirror, apply_replica_report
+from llamactl.server.control_plane.report_deliveries import Handler, ReportDeliveries
 from llamactl.server.control_plane.report_order import ReportOrder
 from llamactl.server.control_plane.stored import StoredTask
-from llamactl.server.errors import (
-    LeaseLost,
-    MessageQueueError,
-    StateStoreDamaged,
-    StateStoreError,
-    TaskNotFound,
-)
+from llamactl.server.errors import StateStoreDamaged
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.protocol import (
     TaskMessage,
@@ -59,12 +52,6 @@ __all__ = ["ATTEMPT_EVENT", "Handler", "Inbox", "InboxCounters"]
 log = logging.getLogger(__name__)
 
 _LEASE = 30.0
-_PREFETCH = 256
-_RETRY_MAX = 2.0
-_RETRIES_FOR_BUGS = 10
-"""Tries of a report that fails with something other than a store or queue error (a bug)."""
-
-Handler = Callable[[Delivery], Awaitable[None]]
 
 
 class FinishedCallback(Protocol):
@@ -105,11 +92,6 @@ class InboxCounters:
         self.superseded_events = 0
         """Events of an attempt after a newer attempt of its task had started (a worker that
         was taken for dead and ran on: its task had gone out again)."""
-        self.malformed = 0
-        self.retried = 0
-        """Reports that failed to apply at first and were applied later."""
-        self.failed_tries = 0
-        """Tries to apply a report that failed (the store or the queue was down, say)."""
 
 
 class Inbox:
@@ -125,80 +107,26 @@ class Inbox:
         on_damaged: Callable[[StateStoreDamaged], None] | None = None,
     ) -> None:
         self._records = records
-        self._on_damaged = on_damaged
-        """Called when the state store turns out damaged (the report is still retried)."""
         self._registry = registry
         self._on_changed = on_changed
         """Called when a task's record or event log changed (wakes whoever waits on it)."""
         self._on_finished = on_finished
         self._on_suspended = on_suspended
         self._release = release
-        self._running: set[asyncio.Task[None]] = set()
-        self._closing = False
+        self.deliveries = ReportDeliveries(lease=_LEASE, on_damaged=on_damaged)
         self.counters = InboxCounters()
         self.order = ReportOrder(records, lease=_LEASE)
         self.mirror: ReplicaMirror | None = None
         """Set when several control planes share the store: replica reports are shared through it."""
 
     async def consume(self, queue: MessageQueue, topic: str, handler: Handler) -> None:
-        """Apply every delivery of ``topic`` with ``handler``, concurrently (a report that comes
-        before an earlier one of its task waits for it: :class:`ReportOrder`). Runs until cancelled."""
-        async for delivery in queue.consume(topic, prefetch=_PREFETCH, lease=_LEASE):
-            job = asyncio.create_task(self._apply(delivery, handler))
-            self._running.add(job)
-            job.add_done_callback(self._running.discard)
+        """Apply every delivery of ``topic`` with ``handler`` (see :class:`ReportDeliveries`; a
+        report that comes before an earlier one of its task waits for it: :class:`ReportOrder`).
+        Runs until cancelled."""
+        await self.deliveries.consume(queue, topic, handler)
 
     async def close(self) -> None:
-        self._closing = True
-        for job in list(self._running):
-            job.cancel()
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-
-    async def _apply(self, delivery: Delivery, handler: Handler) -> None:
-        msg_id = delivery.message.msg_id
-        delay, tries, extended = 0.0, 0, time.monotonic()
-        while True:
-            try:
-                await handler(delivery)
-                break
-            except (ValidationError, ValueError) as exc:
-                self.counters.malformed += 1
-                log.error("dropping malformed message %s on %s: %s", msg_id, delivery.message.topic, exc)
-                break
-            except TaskNotFound as exc:
-                log.warning("dropping a report for an unknown task: %s", exc)
-                break
-            except Exception as exc:
-                tries += 1
-                self.counters.failed_tries += 1
-                transient = isinstance(exc, StateStoreError | MessageQueueError | OSError | TimeoutError)
-                if not transient and tries >= _RETRIES_FOR_BUGS:
-                    log.exception("could not apply %s after %d tries: dropping it", msg_id, tries)
-                    break
-                if isinstance(exc, StateStoreDamaged) and self._on_damaged is not None:
-                    self._on_damaged(exc)
-                elif tries == 1:
-                    log.warning("could not apply %s yet (%s): retrying", msg_id, exc)
-            if self._closing:
-                return  # not acked: delivered again to whoever consumes next
-            delay = min(_RETRY_MAX, max(0.05, delay * 2))
-            await asyncio.sleep(delay)
-            if time.monotonic() - extended > _LEASE / 3:
-                extended = time.monotonic()
-                try:
-                    await delivery.extend()
-                except (LeaseLost, MessageQueueError):
-                    return  # it went back to the queue: whoever gets it applies it
-        if tries:
-            self.counters.retried += 1
-            log.info("applied %s after %d tries", msg_id, tries + 1)
-        try:
-            await delivery.ack()
-        except LeaseLost:
-            pass
-        except MessageQueueError as exc:
-            log.warning("could not ack %s (%s): it will be applied again, harmlessly", msg_id, exc)
+        await self.deliveries.close()
 
     # --- worker reports ------------------------------------------------------------------------
 

@@ -85,7 +85,7 @@ async def test_a_report_that_cannot_be_stored_is_applied_later_and_the_session_m
             print("injected: the state store's disk fills up while the session's first task runs")
 
             async def report_refused() -> bool:
-                return cp.inbox.counters.failed_tries > 0
+                return cp.inbox.deliveries.counters.failed_tries > 0
 
             await eventually(report_refused, 30)
             state_disk.free()
