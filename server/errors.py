@@ -324,12 +324,16 @@ listed with every listing of tasks and logged in one line."""
 
 def exception_line(exc: BaseException, limit: int = ERROR_MESSAGE_LIMIT) -> str:
     """``"ExcType: message"`` on a single line (just the type when there is no message), the
-    message cut to about ``limit`` characters; an exception whose ``str()`` fails still has one."""
+    message (with the notes added to it) cut to about ``limit`` characters; an exception whose
+    ``str()`` fails still has one."""
     name = type(exc).__name__
     try:
         text = str(exc)
     except Exception as str_exc:  # user code's __str__: it must not keep the task from ending
         return f"{name} (its message could not be read: {type(str_exc).__name__} in its __str__)"
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list) and notes:  # added with add_note(): Python prints them with it
+        text = " ".join([text, *(str(note) for note in notes)])
     message = " ".join(text[: limit * 2].split())  # a cut first: the whole may be megabytes
     if len(message) > limit or len(text) > limit * 2:
         message = f"{message[:limit]}... (message cut: {len(text):,} characters in all)"

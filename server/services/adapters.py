@@ -34,6 +34,7 @@ from llamactl.server.errors import ContextNotSaved, WorkflowLoadError
 from . import signatures
 from .encoding import envelope, to_jsonable
 from .errorinfo import error_line
+from .input_types import HINTED_ERRORS, misfits
 from .threads import run_in_daemon_thread
 from .where import Where, awaiting_frames, steps_pending, thread_frames, workflow_steps_where
 
@@ -244,6 +245,15 @@ class _FunctionRun(Run):
         """The thread running the function's code now, for :meth:`where`."""
 
     async def wait(self) -> Any:
+        try:
+            return await self._wait()
+        except HINTED_ERRORS as exc:
+            misfit = misfits(self._r.fn, self._kwargs)
+            if misfit is not None:
+                exc.add_note(f"(the task's input: {misfit})")
+            raise
+
+    async def _wait(self) -> Any:
         fn, kind, kwargs = self._r.fn, self._r.kind, self._kwargs
         if kind == "async_function":
             self._awaiting = fn(**kwargs)

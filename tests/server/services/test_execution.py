@@ -306,6 +306,26 @@ async def test_bad_kwargs_fail_with_the_parameters(load: Any, kwargs: dict[str, 
     assert outcome.traceback is None
 
 
+async def test_a_function_failing_on_an_input_of_the_wrong_type_names_that_input(load: Any) -> None:
+    """`llamactl run -a b x` to `add(a: int, b: int)` failed with only Python's own words
+    ("unsupported operand type(s) for +: 'int' and 'str'"), pointing into the user's code."""
+    outcome = await run(load("funcs:add"), a=2, b="x")
+    assert outcome.kind is FAILED and outcome.error is not None
+    assert outcome.error.startswith("TypeError: unsupported operand type(s) for +: 'int' and 'str'")
+    assert outcome.error.endswith("(the task's input: b='x' is a str where add declares b: int)")
+    assert outcome.traceback is not None and "b='x' is a str" in outcome.traceback
+
+
+async def test_a_function_that_takes_an_input_of_another_type_still_runs(load: Any) -> None:
+    """Nothing is refused before the call: `shout(text: str)` given a number fails in its own
+    code, but a function that copes with it (here, add with floats) is not stopped."""
+    assert (await run(load("funcs:add"), a=2.5, b=1)).result == 3.5
+    outcome = await run(load("funcs:shout"), text=3)
+    assert outcome.error is not None
+    assert outcome.error.startswith("AttributeError: 'int' object has no attribute 'upper'")
+    assert "text=3 is an int where shout declares text: str" in outcome.error
+
+
 async def test_events_sent_to_a_function_are_ignored(load: Any) -> None:
     io = TaskIO()
     io.send(JsonSerializer().serialize(HumanResponseEvent(response="x")))
