@@ -100,8 +100,10 @@ async def _pump(
             return
         if item.kind is TaskInputKind.WHERE:
             at, stacks = _where(run, "Where it is now")
-            if not at and emits.asking:
-                at = ", waiting for a person's answer to the question it asked (its InputRequiredEvent)"
+            if emits.asking:
+                # On workflows 1.x the step that asked stays in progress while it waits: it is
+                # named after what the task waits for, not instead of it.
+                at = ", waiting for a person's answer to the question it asked (its InputRequiredEvent)" + at
             value = {"input_id": item.input_id, "where": at.removeprefix(", "), "stacks": stacks}
             await emit({"value": value, "type": TASK_WHERE, "qualified_name": f"llamactl.{TASK_WHERE}"})
             continue

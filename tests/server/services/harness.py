@@ -33,6 +33,10 @@ class TaskIO:
             TaskInput(kind=TaskInputKind.EVENT, event_obj_str=event_obj_str, input_id=input_id)
         )
 
+    def ask_where(self, input_id: str) -> None:
+        """Ask where the run's code is now (answered with a TASK_WHERE naming ``input_id``)."""
+        self._inputs.put_nowait(TaskInput(kind=TaskInputKind.WHERE, input_id=input_id))
+
     def cancel(self) -> None:
         self._inputs.put_nowait(TaskInput(kind=TaskInputKind.CANCEL))
 

@@ -15,7 +15,7 @@ from workflows.decorators import step
 from workflows.events import HumanResponseEvent, StopEvent
 
 from llamactl.server.errors import WorkflowLoadError
-from llamactl.server.protocol import WorkerMessageKind
+from llamactl.server.protocol import TASK_WHERE, WorkerMessageKind
 from llamactl.server.services.adapters import Runnable
 from llamactl.server.services.execution import TaskOutcome, execute
 
@@ -117,6 +117,23 @@ async def test_human_in_the_loop(load: Any) -> None:
     outcome = await running
     assert outcome.kind is COMPLETED
     assert outcome.result == "hello Ada"
+
+
+async def test_a_workflow_waiting_for_its_answer_says_so_when_asked_where_it_is(load: Any) -> None:
+    """On workflows 1.x the step that asked stays in progress while it waits: `tasks where`
+    named its line only ("in step ask (flows.py line 41)"), not that it waits for a person."""
+    io = TaskIO()
+    running = asyncio.create_task(run(load("flows:asker"), io))
+    await io.wait_for(lambda: "InputRequiredEvent" in io.types())
+    io.ask_where("w1")
+    await io.wait_for(lambda: TASK_WHERE in io.types())
+    where = io.events[io.types().index(TASK_WHERE)]["value"]
+    assert where["input_id"] == "w1"
+    assert where["where"].startswith(
+        "waiting for a person's answer to the question it asked (its InputRequiredEvent)"
+    ), where["where"]
+    io.send(JsonSerializer().serialize(HumanResponseEvent(response="Ada")))
+    assert (await running).result == "hello Ada"
 
 
 async def test_cancel_a_workflow_keeps_its_context(load: Any) -> None:
