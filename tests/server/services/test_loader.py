@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from llamactl.server.errors import WorkflowLoadError
+from llamactl.server.services.errorinfo import traceback_summary
 from llamactl.server.services.loader import load_target
 
 from .conftest import WriteModule
@@ -86,6 +87,32 @@ def test_syntax_error_gives_file_and_line(source_dir: Path, write_module: WriteM
     msg = str(err.value)
     assert f"syntax error in {file} line 2" in msg
     assert str(source_dir) in msg
+
+
+def test_the_traceback_of_a_syntax_error_shows_the_line_and_where_in_it(
+    source_dir: Path, write_module: WriteModule
+) -> None:
+    """A reload that failed on a syntax error showed importlib's own frames (`return
+    _bootstrap._gcd_import(...)`) and the error, not the line with the mistake."""
+    file = write_module("broken.py", "x = 1\ndef f(:\n    pass\n")
+    with pytest.raises(WorkflowLoadError) as err:
+        load_target(source_dir, "broken:f")
+    assert err.value.__cause__ is not None
+    shown = traceback_summary(err.value.__cause__)
+    assert shown == f'  File "{file}", line 2\n    def f(:\n          ^\nSyntaxError: invalid syntax\n'
+
+
+def test_the_traceback_of_an_import_that_raised_shows_the_user_s_frames_only(
+    source_dir: Path, write_module: WriteModule
+) -> None:
+    file = write_module("boom.py", "def explode():\n    raise RuntimeError('no API key')\n\nexplode()\n")
+    with pytest.raises(WorkflowLoadError) as err:
+        load_target(source_dir, "boom:wf")
+    assert err.value.__cause__ is not None
+    shown = traceback_summary(err.value.__cause__)
+    assert "importlib" not in shown
+    assert shown.startswith(f'  File "{file}", line 4, in <module>\n    explode()\n'), shown
+    assert shown.endswith("RuntimeError: no API key")
 
 
 def test_exception_during_import_gives_error_and_location(
