@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from llamactl.server.config import DeploymentConfig
 from llamactl.server.deployment.runtime import Deployment
 from llamactl.server.errors import DeploymentExists, DeploymentNotFound, LlamactlError
+from llamactl.server.supervisor.models import SupervisorEvent
 from llamactl.server.types import ReplicaState
 
 __all__ = ["DeploymentHooks", "DeploymentManager", "DeploymentUnavailable"]
@@ -55,6 +56,12 @@ class _ReportingDeployment(Deployment):
         self._on_event = on_event
         self._reported: set[str] = set()
         self._slow_note: asyncio.TimerHandle | None = None
+
+    def say_restarting(self, event: SupervisorEvent) -> None:
+        if self._on_event is None:
+            super().say_restarting(event)
+        else:
+            self._on_event(event.restart_line())
 
     def notice(self, line: str) -> None:
         if self._on_event is None:

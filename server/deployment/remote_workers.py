@@ -280,17 +280,5 @@ class RemoteWorkers:
         elif event.kind == "spawn_failed":
             if self._venv_repair is not None:
                 self._venv_repair.check()
-        elif event.kind == "restarting" and event.exit_code is None:  # its start failed: said above
-            self._on_event(f"{event.name} could not start, trying again in {event.backoff or 0.0:.1f} s")
         elif event.kind == "restarting":
-            why = (
-                " (its code does not load)"
-                if event.load_error
-                else " (it asked for a fresh process: its log says why)"
-                if event.replacing
-                else ""
-            )
-            delay = event.backoff or 0.0
-            self._on_event(
-                f"{event.name} exited with code {event.exit_code}{why}, restarting in {delay:.1f} s"
-            )
+            self._on_event(event.restart_line())

@@ -376,15 +376,19 @@ class Deployment:
                 requested=event.kind == "stopped" or event.replacing,
                 restarts=event.restarts,
             )
-        if event.kind == "exited" and not event.replacing:  # a replacement is said by the worker
-            log.warning(
-                "deployment %s: replica %s exited with code %s%s",
-                self.name,
-                event.key,
-                event.exit_code,
-                " (its code does not load)" if event.load_error else "",
-            )
+        # A replacement is said by the worker, a failed start by the supervisor.
+        if event.kind == "restarting" and event.exit_code is not None and not event.replacing:
+            generation = self._replicas.generation_of(event.key) if self._replicas else None
+            serving = self._control_plane.registry.generation(service_id)
+            if event.load_error and generation is not None and generation > serving:
+                log.info("%s", event.restart_line())  # a reload's new code: its outcome says it
+            else:
+                self.say_restarting(event)
         self._changed.set()
+
+    def say_restarting(self, event: SupervisorEvent) -> None:
+        """A replica exited on its own and starts again (a crash, a kill, code that does not load)."""
+        log.warning("%s", event.restart_line())
 
     # --- hot reload --------------------------------------------------------------------------
 

@@ -121,3 +121,19 @@ class SupervisorEvent:
     def replacing(self) -> bool:
         """The exit was a worker that asked to be replaced (exit code 6)."""
         return self.exit_code == EXIT_REPLACE
+
+    def restart_line(self) -> str:
+        """For a ``restarting`` event: ``<name> exited with code <n> (why), restarting in <s> s``,
+        as ``llamactl serve`` shows it (one row: ``restarting``)."""
+        if self.exit_code is None:
+            return f"{self.name} could not start, trying again in {self.backoff or 0.0:.1f} s"
+        why = (
+            " (its code does not load)"
+            if self.load_error
+            else " (it asked for a fresh process: its log says why)"
+            if self.replacing
+            else ""
+        )
+        return (
+            f"{self.name} exited with code {self.exit_code}{why}, restarting in {self.backoff or 0.0:.1f} s"
+        )

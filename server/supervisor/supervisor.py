@@ -59,7 +59,8 @@ class Supervisor:
     in their own session and process group (a terminal Ctrl-C does not reach them; a stop takes
     their own children too), and read stdin from ``/dev/null``.
 
-    :param on_event: called synchronously with every :class:`SupervisorEvent`.
+    :param on_event: called synchronously with every :class:`SupervisorEvent`; its owner then
+        says a replica's exit in its own words (logged here at INFO only; WARNING without one).
     :param output: when given, each replica's stdout and stderr (merged) are read line by line and
         passed as ``output(replica name, line)``; otherwise the children inherit ours.
     :param stop_grace: default seconds between SIGTERM and SIGKILL on a stop.
@@ -349,9 +350,13 @@ class Supervisor:
         )
         if kind == "exited" and exit_code == EXIT_REPLACE:
             log.info("replica %s asked to be replaced: starting a fresh one", rep.spec.name)
-        elif kind in ("exited", "gave_up"):
+        elif kind == "gave_up" or (kind == "exited" and self._on_event is None):
             log.warning(
                 "replica %s %s (exit code %s, %d restarts)", rep.spec.name, kind, exit_code, rep.view.restarts
+            )
+        elif kind == "exited":  # the owner says it, in its words (see on_event)
+            log.info(
+                "replica %s exited (exit code %s, %d restarts)", rep.spec.name, exit_code, rep.view.restarts
             )
         if self._on_event is not None:
             try:

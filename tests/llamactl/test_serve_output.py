@@ -9,6 +9,7 @@ when no FILE is given.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -113,6 +114,36 @@ def test_a_warning_in_a_watched_file_reads_as_validate_prints_it(watched: tuple[
 def _run_chatty(server: Server) -> None:
     with Client(server.url) as client:
         assert client.deployment("out").tasks.run(service="chatty_service") == "ok"
+
+
+def test_a_killed_worker_and_a_reload_that_does_not_load_each_read_as_one_row(tmp_path: Path) -> None:
+    """A killed worker printed two raw log records (the supervisor's and the deployment's) where
+    a remote worker's read as one `restarting` row; a reload whose code had a syntax error added
+    the same two records to its `failed` row, whose traceback showed importlib's frames instead
+    of the line with the mistake."""
+    file = write_app(tmp_path / "app", "kill", {"e": "late:echo"})
+    module = tmp_path / "app" / "src" / "late.py"
+    module.write_text("async def echo(message: str) -> str:\n    return message\n")
+    server = Server(file, extra=["--watch"])
+    try:
+        (pid,) = server.note_workers()
+        os.kill(pid, signal.SIGKILL)
+        row = server.stderr.wait_for(lambda line: line.startswith("kill/e#1 "), 30)
+        assert re.match(r"^kill/e#1\s+restarting\s+exited with code -9; again in \d+\.\d s$", row), row
+        with Client(server.url) as client:  # served by the restarted worker
+            assert client.deployment("kill").tasks.run({"message": "back"}, service="e") == "back"
+        module.write_text("x = 1\ndef broken(:\n    pass\n")
+        failed = server.stderr.wait_for(lambda line: line.split()[1:2] == ["failed"], 60)
+        assert "syntax error in" in failed and "still serving the previous generation" in failed
+        server.stderr.wait_for(lambda line: line.strip() == "SyntaxError: invalid syntax", 30)
+        shown = server.stderr.lines[server.stderr.lines.index(failed) :]
+        assert [line.strip() for line in shown[1:4]] == [f'File "{module}", line 2', "def broken(:", "^"]
+        assert not any("importlib" in line for line in shown), shown
+        assert not any(line.startswith("WARNING llamactl.server") for line in server.stderr.lines), (
+            server.stderr.lines
+        )
+    finally:
+        assert server.stop() == 0, "\n".join(server.stderr.lines[-30:])
 
 
 def test_quiet_prints_only_errors_and_the_listening_line(tmp_path: Path) -> None:
