@@ -279,6 +279,27 @@ def output_option() -> Any:
     )
 
 
+def limit_option(things: str) -> Any:
+    """``--limit N``: a list shows the newest N ``things`` (20 unless told)."""
+    return typer.Option(
+        20, "--limit", "-n", min=1, max=10_000, metavar="N", help=f"Show the newest N {things} (1 to 10000)."
+    )
+
+
+def every_option(things: str) -> Any:
+    """``--all``: a list shows every one of its ``things``."""
+    return typer.Option(False, "--all", help=f"Show every one of the {things} (read a page at a time).")
+
+
+def wide_option() -> Any:
+    return typer.Option(False, "--wide", "-w", help="Full ids and every column.")
+
+
+def say_more_shown(limit: int) -> None:
+    """Under a list cut to its newest ``limit`` rows: how to see the rest."""
+    say(f"(the newest {limit} shown: --limit N or --all for more)")
+
+
 def timestamp(value: float | None) -> str | None:
     """Local time of day (with the date when not today) of an epoch timestamp."""
     if value is None:

@@ -132,7 +132,7 @@ def run(
         None,
         "--session",
         "-i",
-        help="Run in this session (its id or the start of it; see `llamactl sessions create`).  "
+        help="Run in this session (its id, or its start or end; see `llamactl sessions create`).  "
         "[default: a new one]",
     ),
     stream: bool = typer.Option(

@@ -10,15 +10,21 @@ from llamactl.cli.common import (
     connect,
     deployment_option,
     emit_json,
+    every_option,
+    limit_option,
     output_option,
     pick_deployment,
+    say_more_shown,
     table,
+    wide_option,
 )
-from llamactl.cli.ids import resolve_session
+from llamactl.cli.ids import resolve_session, shorten
 
 __all__ = ["app"]
 
-SESSION_ARG_HELP = "The session's id, or the start of it (unique among the deployment's sessions)."
+SESSION_ARG_HELP = (
+    "The session's id, or its start or end as lists show it (unique among the deployment's sessions)."
+)
 
 app = typer.Typer(
     help="List, create, inspect and delete sessions (tasks in a session share the workflow's Context).",
@@ -32,17 +38,36 @@ def _not_found(deployment: str) -> str:
 
 @app.command("list")
 def list_sessions(
-    ctx: typer.Context, deployment: str | None = deployment_option(), output: Output = output_option()
+    ctx: typer.Context,
+    *,
+    deployment: str | None = deployment_option(),
+    limit: int = limit_option("sessions"),
+    every: bool = every_option("sessions"),
+    wide: bool = wide_option(),
+    output: Output = output_option(),
 ) -> None:
-    """A deployment's sessions and how many tasks each has run."""
+    """A deployment's newest sessions, oldest of them first, with how many tasks each has run and
+    its last one (ids cut short: --wide or -o json for full ones)."""
     with connect(ctx) as client:
         name = pick_deployment(client, deployment)
+        sessions = client.deployment(name).sessions
         with api_errors(not_found="list the deployments with `llamactl deployments list`"):
-            found = client.deployment(name).sessions.list()
+            if every:
+                found, more = list(sessions.iter()), False
+            else:
+                page = sessions.page(limit=limit, newest_first=True)
+                found, more = page.items[::-1], page.next_cursor is not None
     if output is Output.JSON:
         emit_json(found)
-        return
-    table(["SESSION", "TASKS"], [[s.session_id, len(s.task_ids)] for s in found])
+    else:
+        ids = shorten([s.session_id for s in found] + [s.task_ids[-1] for s in found if s.task_ids])
+        show = (lambda value: value) if wide else (lambda value: ids[value])
+        rows = [
+            [show(s.session_id), len(s.task_ids), show(s.task_ids[-1]) if s.task_ids else "-"] for s in found
+        ]
+        table(["SESSION", "TASKS", "LAST TASK"], rows)
+    if more:
+        say_more_shown(limit)
 
 
 @app.command("create")

@@ -13,12 +13,16 @@ from llamactl.cli.common import (
     connect,
     deployment_option,
     emit_json,
+    every_option,
     fail,
+    limit_option,
     output_option,
     pick_deployment,
     say,
+    say_more_shown,
     table,
     timestamp,
+    wide_option,
 )
 from llamactl.cli.exit_codes import ExitCode
 from llamactl.cli.follow_events import follow_events
@@ -37,7 +41,7 @@ app = typer.Typer(
 )
 
 HUMAN_RESPONSE_EVENT = "workflows.events.HumanResponseEvent"
-TASK_ARG_HELP = "The task's id, or the start of it (unique among the deployment's tasks)."
+TASK_ARG_HELP = "The task's id, or its start or end as lists show it (unique among the deployment's tasks)."
 STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 
 
@@ -51,7 +55,11 @@ def list_tasks(
     *,
     deployment: str | None = deployment_option(),
     session: str | None = typer.Option(
-        None, "--session", "-i", metavar="SESSION", help="Only the tasks of this session (or its id's start)."
+        None,
+        "--session",
+        "-i",
+        metavar="SESSION",
+        help="Only the tasks of this session (its id, or its start or end).",
     ),
     status_filter: str | None = typer.Option(
         None,
@@ -63,11 +71,9 @@ def list_tasks(
     service: str | None = typer.Option(
         None, "--service", "-s", metavar="SERVICE", help="Only the tasks of this service."
     ),
-    limit: int = typer.Option(
-        20, "--limit", "-n", min=1, max=10_000, metavar="N", help="Show the newest N tasks (1 to 10000)."
-    ),
-    every: bool = typer.Option(False, "--all", help="Show every task (read a page at a time)."),
-    wide: bool = typer.Option(False, "--wide", "-w", help="Full ids and every column."),
+    limit: int = limit_option("tasks"),
+    every: bool = every_option("tasks"),
+    wide: bool = wide_option(),
     output: Output = output_option(),
 ) -> None:
     """A deployment's newest tasks, oldest of them first (ids cut short: --wide or -o json for full ones)."""
@@ -102,7 +108,7 @@ def list_tasks(
     else:
         _print_tasks(found, wide)
     if more:
-        say(f"(the newest {limit} shown: --limit N or --all for more)")
+        say_more_shown(limit)
 
 
 _OWN_SESSION = "(own)"

@@ -101,14 +101,29 @@ def test_sessions_and_runs_in_a_session(cli: Callable[..., tuple[int, str, str]]
     shown = json.loads(cli("sessions", "show", session, "-o", "json")[1])
     assert len(shown["task_ids"]) == 3
     assert f"Session: {session}" in cli("sessions", "show", session)[1]
-    listed = cli("sessions", "list")[1].splitlines()
-    assert any(line.split() == [session, "3"] for line in listed)
+    listed = cli("sessions", "list", "--wide")[1].splitlines()
+    assert any(line.split() == [session, "3", shown["task_ids"][-1]] for line in listed), listed
     tasks = json.loads(cli("tasks", "list", "-i", session, "-o", "json")[1])
     assert sorted(t["task_id"] for t in tasks) == sorted(shown["task_ids"])
     assert cli("sessions", "delete", session) == (0, f"Deleted session {session}\n", "")
     code, _, err = cli("sessions", "show", session)
     assert code == ExitCode.NOT_FOUND
     assert "Hint: list the sessions with `llamactl sessions list -d demo`" in err
+
+
+def test_sessions_list_shows_the_newest_with_short_ids(cli: Callable[..., tuple[int, str, str]]) -> None:
+    """It showed the oldest 1,000 sessions (the API's first page), full ids, and said nothing of
+    the rest: the sessions a user had just made were not in it once a deployment had more."""
+    older, newer = (json.loads(cli("sessions", "create", "-o", "json")[1])["session_id"] for _ in range(2))
+    code, out, err = cli("sessions", "list", "-n", "1")
+    assert code == 0
+    assert out.splitlines()[1:] == [f"{newer[-8:]}  0      -"], out
+    assert "(the newest 1 shown: --limit N or --all for more)" in err
+    listed = [line.split()[0] for line in cli("sessions", "list")[1].splitlines()[1:]]
+    assert listed[-2:] == [older[-8:], newer[-8:]]  # the newest last, as `tasks list` shows them
+    every = json.loads(cli("sessions", "list", "--all", "-o", "json")[1])
+    assert [s["session_id"] for s in every][-2:] == [older, newer]
+    assert cli("sessions", "show", newer[-8:])[1].startswith(f"Session: {newer}\n")
 
 
 def test_a_task_run_without_a_session_shows_its_session_as_its_own(
