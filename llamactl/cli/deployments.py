@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,8 +119,8 @@ def _upload_errors(file: Path, url: str) -> Iterator[None]:
 
     with api_errors(
         conflict="pass --reload to replace the running deployment",
-        forbidden="start the server with `llamactl serve --deployments-root DIR` for the folder of the "
-        "file (or --allow-install for python-dependencies)",
+        forbidden="start the server with `llamactl serve --deployments-root "
+        f"{shlex.quote(str(file.resolve().parent))}` (and your other options) to let it load this file",
     ):
         try:
             yield

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shlex
 import socket
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -84,6 +86,19 @@ def test_deploy_reload_list_show_and_delete(cli: Invoke, tmp_path: Path, empty_s
     assert cli("deployments", "delete", "two") == (0, "Deleted two\n", "Stopping two...\n")
     assert cli("deployments", "delete", "one", "-o", "json")[1] == '{\n  "name": "one"\n}\n'
     assert cli("deployments", "list") == (0, "", "")
+
+
+def test_deploy_from_outside_the_server_s_folders_names_the_option_for_that_folder(cli: Invoke) -> None:
+    """The hint was the same for every refusal: `--deployments-root DIR` for "the folder of the
+    file", and `--allow-install`, which has nothing to do with where a file is."""
+    with tempfile.TemporaryDirectory(prefix="llamactl-outside-") as outside:  # not under the root
+        file = write_app(Path(outside) / "far", "far", {"echo": "flows:echo_workflow"})
+        code, _, err = cli("deploy", str(file))
+    assert code == ExitCode.FORBIDDEN
+    assert f"base_path {file.parent.resolve()} is outside the folders this server may load" in err
+    folder = shlex.quote(str(file.parent.resolve()))
+    assert f"Hint: start the server with `llamactl serve --deployments-root {folder}`" in err, err
+    assert "allow-install" not in err
 
 
 def test_a_bad_deployment_file_is_a_config_error(cli: Invoke, tmp_path: Path) -> None:
