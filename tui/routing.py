@@ -72,13 +72,18 @@ class MessageRouting(UserActions):
     def on_connected(self, message: Connected) -> None:
         app = self.dashboard
         self.actions.deployment = message.deployment
-        self.query_one(ConnectionBanner).connected()
+        banner = self.query_one(ConnectionBanner)
+        again = banner.ever_connected
+        banner.connected()
         self.query_one("#main").remove_class("-stale")
         self.query_one(StatsBar).show_connection(message.url, message.deployment, "live")
         if message.reconnected:
-            self.notify(
-                f"Reconnected to {message.url}: the views are live again.", title="Connected", markup=False
+            said = (
+                "Reconnected to {}: the views are live again."
+                if again
+                else "Connected to {}: it answers now."
             )
+            self.notify(said.format(message.url), title="Connected", markup=False)
         book = app.events_book
         if self._events_paused and book is not None and not book.ended:
             self._events_paused = False
@@ -89,12 +94,14 @@ class MessageRouting(UserActions):
     def on_disconnected(self, message: Disconnected) -> None:
         banner = self.query_one(ConnectionBanner)
         if not banner.shown:
-            self.notify(
-                f"Lost the connection to {message.url}: {message.reason}. Retrying; the data shown is kept.",
-                title="Disconnected",
-                severity="warning",
-                markup=False,
-            )
+            if banner.ever_connected:
+                said = (
+                    f"Lost the connection to {message.url}: {message.reason}. Retrying; the data shown "
+                    "is kept."
+                )
+            else:
+                said = f"Cannot reach {message.url}: {message.reason}. Retrying until it answers."
+            self.notify(said, title="Disconnected", severity="warning", markup=False)
         banner.disconnected(message.url, message.reason, message.retry_in, message.attempt)
         self.query_one("#main").add_class("-stale")
         self.query_one(StatsBar).show_connection(message.url, self.feed.deployment, "disconnected")

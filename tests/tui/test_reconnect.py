@@ -55,7 +55,14 @@ async def test_the_dashboard_starts_without_a_server_and_connects_when_one_comes
     async with dashboard(f"http://127.0.0.1:{port}", wait=False, **FAST_RETRY) as dash:
         await dash.until(lambda: banner_shown(dash), "the disconnected banner")
         banner_text = str(dash.app.screen.query_one(ConnectionBanner).render())
-        assert "disconnected" in banner_text and "Retrying" in banner_text
+        # Never connected: nothing was lost, nothing shown is stale (it said both).
+        assert (
+            banner_text.startswith(f"⚠ cannot reach http://127.0.0.1:{port}: ") and "Retrying" in banner_text
+        )
+        assert "stale" not in banner_text
+        assert dash.noticed(f"Cannot reach http://127.0.0.1:{port}") and not dash.noticed(
+            "Lost the connection"
+        )
         server = await start_server(file, port)
         try:
             await dash.until(lambda: feed_of(dash.app).connected, "the connection", timeout=60)
@@ -63,7 +70,8 @@ async def test_the_dashboard_starts_without_a_server_and_connects_when_one_comes
             assert not banner_shown(dash)
             # The screen hides the banner in the same handler that posts the notice, but the notice
             # reaches the app as a message of its own, a moment later: wait for it.
-            await dash.until(lambda: dash.noticed("Reconnected"), "the reconnected notice")
+            await dash.until(lambda: dash.noticed(f"Connected to http://127.0.0.1:{port}"), "the notice")
+            assert not dash.noticed("Reconnected")
         finally:
             await asyncio.to_thread(server.stop)
 

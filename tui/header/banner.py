@@ -34,6 +34,8 @@ class ConnectionBanner(Static):
         self.retry_at = 0.0
         self.attempt = 0
         self.stale_since: float | None = None
+        self.ever_connected = False
+        """The feed has been live at least once (before, nothing shown is stale: nothing is shown)."""
         self._ticker: Timer | None = None
 
     @property
@@ -43,7 +45,7 @@ class ConnectionBanner(Static):
     def disconnected(self, url: str, reason: str, retry_in: float, attempt: int) -> None:
         self.url, self.reason, self.attempt = url, reason, attempt
         self.retry_at = self.clock() + retry_in
-        if self.stale_since is None:
+        if self.stale_since is None and self.ever_connected:
             self.stale_since = self.clock()
         self.add_class("-shown")
         self._render_text()
@@ -51,6 +53,7 @@ class ConnectionBanner(Static):
             self._ticker = self.set_interval(1.0, self._render_text)
 
     def connected(self) -> None:
+        self.ever_connected = True
         self.remove_class("-shown")
         self.stale_since = None
         if self._ticker is not None:
@@ -59,7 +62,8 @@ class ConnectionBanner(Static):
 
     def _render_text(self) -> None:
         left = max(self.retry_at - self.clock(), 0.0)
-        text = Text(f"⚠ disconnected from {self.url}: {self.reason}. ")
+        lost = "disconnected from" if self.ever_connected else "cannot reach"
+        text = Text(f"⚠ {lost} {self.url}: {self.reason}. ")
         text.append(f"Retrying in {left:.0f}s (attempt {self.attempt}); ctrl+r: retry now. ")
         if self.stale_since is not None:
             since = time.strftime("%H:%M:%S", time.localtime(self.stale_since))
