@@ -132,11 +132,18 @@ def run(
         None,
         "--session",
         "-i",
+        metavar="SESSION",
         help="Run in this session (its id, or its start or end; see `llamactl sessions create`).  "
         "[default: a new one]",
     ),
     stream: bool = typer.Option(
         False, "--stream", help="Print the task's events as they come, then its result."
+    ),
+    detach: bool = typer.Option(
+        False,
+        "--detach",
+        help="Send the task, print its id and return without waiting for it (then: `llamactl "
+        "tasks events ID --follow`, `llamactl tasks show ID`).",
     ),
     output: Output = output_option(),
 ) -> None:
@@ -158,6 +165,8 @@ def run(
     from llamactl.client.errors import BackendUnavailable, NotLlamactlServer, ServerUnreachable
     from llamactl.server.ids import new_id
 
+    if detach and stream:
+        raise typer.BadParameter("--detach returns at once: it cannot --stream too", param_hint="--detach")
     pairs: list[tuple[str, str]] = arg  # type: ignore[assignment]  # RunCommand made them pairs
     task_input = build_input(message, pairs, json_input)
     with connect(ctx) as client:
@@ -175,6 +184,9 @@ def run(
                 create = lambda: tasks.create(task_input, **spec)  # noqa: E731
                 # While the server cannot reach its state store or queue, say so (and wait).
                 with OutageWatch(client, name, say, service=service) as outage:
+                    if detach:
+                        _print_detached(_once_started(create, name, resend_unavailable=True), name, output)
+                        return
                     if stream or interactive_stderr():
                         task = _once_started(create, name, resend_unavailable=True)
                         try:
@@ -218,6 +230,19 @@ def run(
             ExitCode.ERROR,
         )
     _print_result(record.result, output)
+
+
+def _print_detached(task: TaskDefinition, deployment: str, output: Output) -> None:
+    """``--detach``: the task's id on stdout (its definition with -o json), how to follow it on stderr."""
+    if output is Output.JSON:
+        emit_json(task)
+    else:
+        typer.echo(task.task_id)
+    say(
+        f"Task {task.task_id} sent to service {task.service_id} (session {task.session_id}): follow it"
+        f" with `llamactl tasks events {task.task_id} -d {deployment} --follow`; its result:"
+        f" `llamactl tasks show {task.task_id} -d {deployment}`"
+    )
 
 
 def _stream(tasks: Tasks, task: TaskDefinition, deployment: str, output: Output) -> TaskRecord:

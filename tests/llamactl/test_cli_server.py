@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from llamactl.cli.exit_codes import ExitCode
 from llamactl.cli.main import app
 from llamactl.client import AsyncClient, Client
-from llamactl.server.types import TaskRecord
+from llamactl.server.types import TaskRecord, TaskStatus
 from tests.llamactl.serving import Lines, Server, llamactl
 
 runner = CliRunner()
@@ -82,6 +82,24 @@ def test_run_args_are_json_when_they_parse(cli: Callable[..., tuple[int, str, st
     )
     assert code == 0
     assert json.loads(out) == {"n": "int", "s": "str", "o": "dict"}
+
+
+def test_run_detach_prints_the_task_id_and_returns_before_the_task_ends(
+    cli: Callable[..., tuple[int, str, str]], client: Client
+) -> None:
+    """There was no way to send a task from the command line without waiting for it (a script
+    starting several, a long task to look at later) other than Ctrl-C after it was sent."""
+    code, out, err = cli("run", "-d", "demo", "-s", "slow", "-a", "seconds", "2", "--detach")
+    assert code == 0, err
+    task_id = out.strip()
+    assert client.deployment("demo").tasks.get(task_id).status.is_final is False  # not waited for
+    assert f"`llamactl tasks events {task_id} -d demo --follow`" in err
+    done = wait_for_task(client, task_id, lambda r: r.status.is_final)
+    assert done.status is TaskStatus.COMPLETED
+    code, out, _ = cli("run", "-d", "demo", "-s", "counter", "--detach", "-o", "json")
+    assert code == 0 and json.loads(out)["service_id"] == "counter"
+    code, _, err = cli("run", "-d", "demo", "--detach", "--stream", "hi")
+    assert code == ExitCode.USAGE and "--detach returns at once: it cannot --stream too" in err
 
 
 def test_run_json_input(cli: Callable[..., tuple[int, str, str]]) -> None:
