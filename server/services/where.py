@@ -10,10 +10,13 @@ innermost line of the service's own code; the stacks go with it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import os
+import queue
 import sys
 import sysconfig
+import threading
 import traceback
 from collections.abc import Callable, Iterable
 from types import CodeType, FrameType
@@ -40,6 +43,18 @@ _LIBRARIES = tuple(
 """Folders of code that is not the service's own: the standard library, installed packages, and
 llamactl's server (what a user's frame is found under when llamactl is installed editable)."""
 
+_WAITING = tuple(
+    os.path.realpath(path)
+    for path in (
+        os.path.join(os.path.dirname(asyncio.__file__), ""),
+        os.path.join(os.path.dirname(concurrent.futures.__file__), ""),
+        threading.__file__,
+        queue.__file__,
+    )
+)
+"""The standard library's ways of waiting (asyncio, futures, locks, events, queues): frames in
+them at the bottom of a stack only say that the line above them waits, which it shows itself."""
+
 _CHAIN_LIMIT = 200
 """Awaits followed at most (a chain that loops back on itself ends here)."""
 
@@ -49,6 +64,8 @@ class Where:
 
     def __init__(self, frames: list[FrameType], step: str | None = None) -> None:
         self.step = step
+        while len(frames) > 1 and os.path.realpath(frames[-1].f_code.co_filename).startswith(_WAITING):
+            frames = frames[:-1]  # `return await future` below `await asyncio.sleep(...)`: no news
         self.stack = traceback.StackSummary.extract((f, f.f_lineno) for f in frames)
 
     def own(self) -> traceback.FrameSummary | None:

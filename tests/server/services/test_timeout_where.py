@@ -3,6 +3,7 @@ service's own code, the traceback holds the stack. Every adapter kind, run by ex
 
 from __future__ import annotations
 
+import os
 import re
 from importlib.metadata import version
 from pathlib import Path
@@ -117,6 +118,28 @@ async def test_the_error_of_a_timed_out_task_names_where_its_code_was(
     assert "here it was at the timeout (most recent call last):" in outcome.traceback
     assert re.search(rf'File "{re.escape(str(source_dir))}/stuck\.py", line \d+', outcome.traceback)
     assert innermost in outcome.traceback
+
+
+@pytest.mark.parametrize(("target", "innermost"), [("async_function", 12), ("sync_function", 20)])
+async def test_the_stack_ends_at_the_line_that_waits_not_in_the_library_s_ways_of_waiting(
+    source_dir: Path, write_module: WriteModule, monkeypatch: pytest.MonkeyPatch, target: str, innermost: int
+) -> None:
+    """Below `await asyncio.sleep(3600)` it showed asyncio's `return await future`, and below
+    `release.wait(30)` threading's `signaled = self._cond.wait(timeout)` and `waiter.acquire`."""
+    write_module("stuck.py", STUCK)
+    monkeypatch.chdir(source_dir)
+    runnable: Any = adapt(load_target(source_dir, f"stuck:{target}"), label=target)
+    try:
+        outcome = await execute(runnable, kwargs={}, context=None, emit=TaskIO().emit, timeout=0.5)
+    finally:
+        load_target(source_dir, "stuck:release").set()  # type: ignore[attr-defined]
+    assert outcome.traceback is not None
+    stack = outcome.traceback.split("here it was at the timeout (most recent call last):\n", 1)[1]
+    last = [line for line in stack.splitlines() if line.startswith("  File ")][-1]
+    assert last.endswith(
+        f'stuck.py", line {innermost}, in {"fetch" if target == "async_function" else target}'
+    )
+    assert "asyncio" + os.sep not in stack and "threading.py" not in stack, stack
 
 
 async def test_a_task_that_ends_in_time_says_nothing_of_where(
