@@ -165,7 +165,7 @@ class Dispatcher:
                 if result.ok:
                     self._records.remember_task(task, result.results[at], stored)
                     if new_session:
-                        self._records.remember_context(session_id, None, 0)
+                        self._records.contexts.remember(session_id, None, 0)
                         if task.dispatched:
                             self._fresh.remember(session_id, task.task_id, turn, result.results[0])
                     else:

@@ -287,7 +287,7 @@ class Inbox:
         # A session of its own keeps no Context: nobody would ever prune it.
         saved = None
         if msg.context is not None and not current.own_session:
-            saved = self._records.context_write(current.session_id, msg.context)
+            saved = self._records.contexts.write(current.session_id, msg.context)
 
         def writes(task: StoredTask) -> list[Write]:
             superseded = self._superseded(task, msg)  # its result wins, its trailing events do not
@@ -320,7 +320,7 @@ class Inbox:
         if changed and self._superseded(task, msg):
             self.counters.superseded_events += len(msg.events)
         if saved is not None:
-            self._records.remember_context(task.session_id, msg.context, len(saved.value))
+            self._records.contexts.remember(task.session_id, msg.context, len(saved.value))
         if changed:
             self._on_changed(task)
         await self._on_finished(task, released=released)

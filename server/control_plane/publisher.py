@@ -88,7 +88,7 @@ class TaskPublisher:
                 resume = await self._resume(task)
                 context = None
                 if not task.own_session and (resume is None or resume.context is None):
-                    context = await self._records.get_context(task.session_id)
+                    context = await self._records.contexts.get(task.session_id)
                 payload = self.message(task, context, resume)
             except (ValueError, TypeError) as exc:
                 await self._unsendable(task, f"the task cannot be handed to its service: {exc}")

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,6 +41,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from llamactl.server.control_plane.changes import ChangeFeed
+from llamactl.server.control_plane.contexts import SessionContexts
 from llamactl.server.control_plane.record_cache import RecordCache
 from llamactl.server.control_plane.stored import Page, SessionRecord, StoredTask, changed_index, task_filter
 from llamactl.server.errors import SessionNotFound, StateStoreError, TaskNotFound
@@ -56,8 +56,6 @@ log = logging.getLogger(__name__)
 _MAX_CAS_RETRIES = 100
 TASK_CACHE = 4096
 TASK_CACHE_BYTES = 64 << 20
-CONTEXT_CACHE = 256
-CONTEXT_CACHE_BYTES = 32 << 20
 SESSION_TASKS_SHOWN = 1000
 """At most this many task ids in a SessionDefinition (the newest ones)."""
 
@@ -78,7 +76,8 @@ class ControlPlaneRecords:
         self.changes = changes
         self.tasks_ns = f"{deployment}/tasks"
         self.sessions_ns = f"{deployment}/sessions"
-        self.contexts_ns = f"{deployment}/contexts"
+        self.contexts = SessionContexts(store, deployment)
+        """Each session's workflow Context."""
         self.where_ns = f"{deployment}/where"
         """Each running task's latest answer to "where is it?" (one per task, gone with the task)."""
         self.resume_ns = f"{deployment}/resume"
@@ -88,7 +87,6 @@ class ControlPlaneRecords:
         """Other processes write the store too: read records from it, never from the cache (the
         cache still gives the version a compare-and-set starts from)."""
         self._tasks: RecordCache[tuple[StoredTask, int]] = RecordCache(TASK_CACHE, TASK_CACHE_BYTES)
-        self._contexts: RecordCache[dict[str, Any] | None] = RecordCache(CONTEXT_CACHE, CONTEXT_CACHE_BYTES)
         self._storing: dict[str, asyncio.Event] = {}
         """Tasks handed out before their first commit (:meth:`storing`): reading one waits for it."""
         self.unreadable = 0
@@ -125,7 +123,7 @@ class ControlPlaneRecords:
     @property
     def cached(self) -> tuple[int, int]:
         """Task records and Contexts held in memory now (for tests: proves both caches bounded)."""
-        return len(self._tasks), len(self._contexts)
+        return len(self._tasks), len(self.contexts)
 
     @property
     def tasks_being_stored(self) -> int:
@@ -314,13 +312,13 @@ class ControlPlaneRecords:
             ]
         sessions = list(sessions)
         for session_id in sessions:
-            writes += [Delete(self.sessions_ns, session_id), Delete(self.contexts_ns, session_id)]
+            writes += [Delete(self.sessions_ns, session_id), self.contexts.delete(session_id)]
         if writes:
             await self.store.commit(writes)
         for task in tasks:
             self._tasks.pop(task.task_id)
         for session_id in sessions:
-            self._contexts.pop(session_id)
+            self.contexts.forget(session_id)
 
     # --- sessions ----------------------------------------------------------------------------
 
@@ -334,7 +332,7 @@ class ControlPlaneRecords:
             ]
         )
         if result.ok:
-            self._contexts.put(session_id, None, 0)
+            self.contexts.remember(session_id, None, 0)
             return record, True
         return await self.get_session(session_id), False
 
@@ -397,13 +395,13 @@ class ControlPlaneRecords:
         await self.store.commit(
             [
                 Delete(self.sessions_ns, session_id),
-                Delete(self.contexts_ns, session_id),
+                self.contexts.delete(session_id),
                 self.changes.entry("session.deleted", {"session_id": session_id}),
             ]
         )
-        self._contexts.pop(session_id)
+        self.contexts.forget(session_id)
 
-    # --- contexts ----------------------------------------------------------------------------
+    # --- resume points and orphan Contexts ---------------------------------------------------
 
     async def get_resume(self, task_id: str) -> TaskResume | None:
         """The task's resume point, None if it has none (or it cannot be read: logged)."""
@@ -423,36 +421,8 @@ class ControlPlaneRecords:
         """Delete the Context of a session that has no record (deleted while its task ran); one
         whose record is there but unreadable keeps its Context."""
         if await self.store.get(self.sessions_ns, session_id) is None:
-            await self.store.delete(self.contexts_ns, session_id)
-            self._contexts.pop(session_id)
-
-    async def get_context(self, session_id: str) -> dict[str, Any] | None:
-        if session_id in self._contexts and not self.fresh_reads:
-            return self._contexts.get(session_id)
-        found = await self.store.get(self.contexts_ns, session_id)
-        context: dict[str, Any] | None = None
-        if found is not None:
-            try:
-                context = json.loads(found.value)
-            except ValueError as exc:
-                log.error(
-                    "%s: the Context of session %r cannot be read: %s", self.deployment, session_id, exc
-                )
-        self._contexts.put(session_id, context, 0 if found is None else len(found.value))
-        return context
-
-    def context_write(self, session_id: str, context: dict[str, Any]) -> Put:
-        """The write that saves a session's Context (remembered once the commit holds)."""
-        return Put(self.contexts_ns, session_id, json.dumps(context).encode())
-
-    def remember_context(self, session_id: str, context: dict[str, Any] | None, size: int) -> None:
-        """A Context just written (``size``: the bytes its write held), or None with size 0: a new
-        session has none yet."""
-        self._contexts.put(session_id, context, size)
-
-    async def context_size(self, session_id: str) -> int:
-        found = await self.store.get(self.contexts_ns, session_id)
-        return 0 if found is None else len(found.value)
+            await self.store.delete(self.contexts.ns, session_id)
+            self.contexts.forget(session_id)
 
 
 def _dump(model: BaseModel) -> bytes:

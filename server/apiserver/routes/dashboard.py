@@ -40,7 +40,7 @@ async def context_sizes(request: Request) -> Response:
     records = deployment_of(request).control_plane.records
     sizes: dict[str, int | None] = {}
     for session_id in session_ids:
-        context = await records.get_context(session_id)
+        context = await records.contexts.get(session_id)
         sizes[session_id] = None if context is None else len(json.dumps(context).encode())
     return json_response({"contexts": sizes})
 

@@ -100,10 +100,10 @@ async def test_a_session_deleted_while_its_task_runs_keeps_no_context(harness: H
     records = plane.records
 
     async def no_context() -> bool:
-        return await harness.store.get(records.contexts_ns, session.session_id) is None
+        return await harness.store.get(records.contexts.ns, session.session_id) is None
 
     await eventually(no_context, 10)
-    assert await records.get_context(session.session_id) is None
+    assert await records.contexts.get(session.session_id) is None
     assert await harness.store.get(records.sessions_ns, session.session_id) is None
     await deliveries.aclose()
 
@@ -508,7 +508,7 @@ async def test_a_run_without_a_session_writes_reads_and_frees_no_session(
     await delivery.ack()
     assert (await plane.wait_for_task(created.task_id, timeout=10)).result == "done"
     monkeypatch.undo()
-    sessions, contexts = plane.records.sessions_ns, plane.records.contexts_ns
+    sessions, contexts = plane.records.sessions_ns, plane.records.contexts.ns
     touched = [w.ns for (writes,) in commits for w in writes if hasattr(w, "ns")]
     assert len(commits) == 2 and sessions not in touched and contexts not in touched, touched
     assert [ns for ns, _ in reads if ns in (sessions, contexts)] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from llamactl.server.control_plane import contexts as contexts_module
 from llamactl.server.control_plane import records as records_module
 from llamactl.server.control_plane.record_cache import RecordCache
 from llamactl.server.types import TaskDefinition, TaskStatus
@@ -43,7 +44,7 @@ async def test_large_results_and_contexts_do_not_stay_in_memory_beyond_the_budge
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(records_module, "TASK_CACHE_BYTES", 8 << 20)
-    monkeypatch.setattr(records_module, "CONTEXT_CACHE_BYTES", 8 << 20)
+    monkeypatch.setattr(contexts_module, "CONTEXT_CACHE_BYTES", 8 << 20)
     plane = await harness.control_plane()
     worker = await harness.queue()
     deliveries = Deliveries(worker)

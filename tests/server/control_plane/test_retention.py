@@ -62,7 +62,7 @@ async def test_the_oldest_finished_tasks_go_with_their_logs_and_one_task_session
     assert kept_session.session_id in {s.session_id for s in sessions}
     store = harness.store
     assert await store.log_length(plane.records.events_stream(ids[0])) == 0
-    assert await store.get(plane.records.contexts_ns, (await plane.get_task(ids[7])).session_id) is not None
+    assert await store.get(plane.records.contexts.ns, (await plane.get_task(ids[7])).session_id) is not None
     assert len(await plane.changes.read(0, limit=1000)) == 8
     counts = await plane.task_counts()
     assert counts == {"a": {"completed": 5}}
@@ -82,7 +82,7 @@ async def test_run_tasks_go_without_a_session_looked_up_or_left_behind(
     assert records.sessions_ns not in [ns for ns, *_ in gets + queries]
     assert [t.task_id for t in (await plane.list_tasks())[0]] == ids[3:]
     assert (await plane.list_sessions())[0] == []
-    assert await harness.store.list(records.contexts_ns) == []
+    assert await harness.store.list(records.contexts.ns) == []
 
 
 async def test_finished_tasks_older_than_the_retention_age_go(harness: Harness) -> None:
