@@ -101,6 +101,12 @@ def validate(
             if output is Output.JSON:
                 emit_json({"file": str(file), "ok": False, "error": str(exc), "services": []})
             fail(str(exc), f"fix `message-queue` in {file}, then validate again", ExitCode.CONFIG)
+    try:
+        _check_out_git_sources(config)
+    except DeploymentConfigError as exc:
+        if output is Output.JSON:
+            emit_json({"file": str(file), "ok": False, "error": str(exc), "services": []})
+        fail(str(exc), "check the repository's URL and ref, and that it can be reached", ExitCode.CONFIG)
     checks = check_services(config)
     failed = [c for c in checks if not c.ok]
     if output is Output.JSON:
@@ -152,6 +158,15 @@ def _as_error(warning: DeploymentConfigWarning) -> str:
     where = f"{warning.file}:{warning.line}" if warning.line is not None else warning.file
     problem = warning.problem.replace("unknown key, ignored: ", "unknown key: ")
     return f"{where}: '{warning.key_path}': {problem}"
+
+
+def _check_out_git_sources(config: DeploymentConfig) -> None:
+    """Services whose code is a git repository are imported from a checkout: fetch it first."""
+    import asyncio
+
+    from llamactl.server.deployment.git_sources import check_out_git_sources
+
+    asyncio.run(check_out_git_sources(config, say=warn))
 
 
 def check_services(config: DeploymentConfig) -> list[ServiceCheck]:

@@ -19,7 +19,7 @@ from llamactl.server.config.models import (
     SourceType,
     _Model,
 )
-from llamactl.server.config.paths import resolve_inside, resolve_under
+from llamactl.server.config.paths import git_checkout_in, resolve_inside, resolve_under
 from llamactl.server.config.yaml_lines import KeyPath, LineIndex, format_key_path
 from llamactl.server.errors import DeploymentConfigError, ServiceNotFound
 
@@ -166,6 +166,8 @@ class DeploymentConfig(_Model):
         service = self.service(service_id)
         if service.source is None:
             return self.base_path
+        if service.source.type is SourceType.GIT:
+            return self._git_checkout(service_id)
         if service.source.type is not SourceType.LOCAL:
             raise self._error(
                 ("services", service_id, "source", "type"),
@@ -177,6 +179,27 @@ class DeploymentConfig(_Model):
         except ValueError as exc:
             where = self._spelling(("services", service_id, "source"), "location", "name")
             raise self._error(where, str(exc)) from None
+
+    def git_sources_dir(self, service_id: str) -> Path:
+        """Where a git source's checkouts are kept: ``.llamactl/sources/<service>/<commit>``, the
+        one in use named by the ``CURRENT`` file beside them."""
+        return self.state_dir / "sources" / service_id
+
+    def _git_checkout(self, service_id: str) -> Path:
+        root = self.git_sources_dir(service_id)
+        source = self.service(service_id).source
+        name = git_checkout_in(root, source.location) if source is not None else None
+        if name is None:
+            raise self.source_error(
+                service_id,
+                "its git source is not checked out yet (`llamactl serve`, `deploy` and `validate` "
+                "clone it into .llamactl/sources/)",
+            )
+        return root / name
+
+    def source_error(self, service_id: str, problem: str) -> DeploymentConfigError:
+        """An error about a service's ``source`` (its location), with the file and line."""
+        return self._error(self._spelling(("services", service_id, "source"), "location", "name"), problem)
 
     def import_root(self, service_id: str) -> Path:
         """The folder a service's import path is relative to.

@@ -56,7 +56,7 @@ def _none_to_empty(value: Any) -> Any:
 
 
 class SourceType(StrEnum):
-    """Where a service's code comes from. Only ``local`` is run by llamactl today."""
+    """Where a service's code comes from: ``local`` and ``git`` are run by llamactl, ``docker`` is not."""
 
     LOCAL = "local"
     GIT = "git"
@@ -66,7 +66,8 @@ class SourceType(StrEnum):
 class ServiceSource(_Model):
     """``services.<id>.source``: ``type`` plus ``location`` (Llama Deploy 0.9) or ``name`` (0.8).
 
-    For a local source the location is a folder relative to the deployment file.
+    For a local source the location is a folder relative to the deployment file; for a git
+    source, the repository's URL, with ``@REF`` for a branch or tag.
     """
 
     type: SourceType

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import posixpath
+import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-__all__ = ["check_relative", "resolve_inside", "resolve_under"]
+__all__ = ["check_relative", "git_checkout_in", "resolve_inside", "resolve_under"]
+
+_COMMIT_DIR = re.compile(r"[0-9a-f]{12,40}")
+"""The name of a git source's checkout folder: its commit."""
 
 
 def check_relative(location: str, what: str, kind: str = "folder") -> None:
@@ -66,3 +71,17 @@ def resolve_under(root: Path, base: Path, location: str, what: str) -> Path:
             "(a symlink pointing out is not allowed): keep it inside the deployment folder"
         )
     return target
+
+
+def git_checkout_in(root: Path, location: str | None) -> str | None:
+    """The name of the git checkout in use under ``root`` (a service's ``.llamactl/sources/<id>``),
+    if it is there and was fetched from ``location`` (None: from anywhere). ``root/CURRENT``
+    names it: ``{"commit": <folder>, "location": <the source's location>}``."""
+    try:
+        current = json.loads((root / "CURRENT").read_text())
+        name, fetched_from = str(current["commit"]), str(current["location"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not _COMMIT_DIR.fullmatch(name) or not (root / name).is_dir() or location not in (None, fetched_from):
+        return None
+    return name

@@ -31,6 +31,7 @@ from typing import Any
 from llamactl.server.aio import cancel_and_wait
 from llamactl.server.config import DeploymentConfig, ServiceConfig
 from llamactl.server.deployment.dependencies import install_python_dependencies
+from llamactl.server.deployment.git_sources import check_out_git_sources
 from llamactl.server.deployment.launch import QUEUE_HEARTBEAT, REPORT_INTERVAL, worker_process, worker_spec
 from llamactl.server.deployment.queue_config import external_queue_config
 from llamactl.server.deployment.replicas import ServiceReplicas
@@ -164,6 +165,7 @@ class RemoteWorkers:
         chosen = {sid: self.config.service(sid) for sid in self.replicas}
         try:
             subset = self.config.model_copy(update={"services": chosen})
+            await check_out_git_sources(subset, say=self._on_event)
             self._python = await install_python_dependencies(subset, allow_install=self._allow_install)
             if self._python is not None:
                 self._venv_repair = VenvRepair(

@@ -31,6 +31,7 @@ from llamactl.server.aio import cancel_and_wait
 from llamactl.server.config import DeploymentConfig, ServiceConfig, load_deployment_file
 from llamactl.server.control_plane import ControlPlane, ServiceRegistry
 from llamactl.server.deployment.dependencies import install_python_dependencies
+from llamactl.server.deployment.git_sources import check_out_git_sources
 from llamactl.server.deployment.hot_reload import HotReloader
 from llamactl.server.deployment.launch import QUEUE_HEARTBEAT, REPORT_INTERVAL, worker_process, worker_spec
 from llamactl.server.deployment.queue_config import external_queue_config
@@ -121,6 +122,7 @@ class Deployment:
     async def start(self) -> None:
         config = self.config
         try:
+            await check_out_git_sources(config, say=self.notice)
             if self._install_dependencies:
                 self._python = await install_python_dependencies(config, allow_install=self._allow_install)
                 if self._python is not None:
@@ -412,6 +414,11 @@ class Deployment:
         Services whose settings did not change keep running untouched. A change that cannot be
         applied live (name, message queue, control plane) raises LlamactlError and changes nothing.
         """
+        running = self.config.services
+        moved = [
+            sid for sid, s in config.services.items() if sid not in running or running[sid].source != s.source
+        ]
+        await check_out_git_sources(config, say=self.notice, only=moved)  # the others keep theirs
         return await self._reloader().reconfigure(config)
 
     def _reloader(self) -> HotReloader:

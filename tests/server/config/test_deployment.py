@@ -60,9 +60,16 @@ def test_source_dir_missing_folder(tmp_path: Path) -> None:
     assert info.value.line == 6
 
 
-def test_source_dir_of_a_git_source_is_not_supported_yet(tmp_path: Path) -> None:
+def test_source_dir_of_a_git_source_not_checked_out_yet_says_so(tmp_path: Path) -> None:
     config = _load(tmp_path, "source:\n  type: git\n  location: https://example.com/r.git")
-    with pytest.raises(DeploymentConfigError, match="'git' sources are not run") as info:
+    with pytest.raises(DeploymentConfigError, match="its git source is not checked out yet") as info:
+        config.source_dir("a")
+    assert (info.value.key_path, info.value.line) == ("services.a.source.location", 6)
+
+
+def test_source_dir_of_a_docker_source_is_not_supported(tmp_path: Path) -> None:
+    config = _load(tmp_path, "source:\n  type: docker\n  location: example/image")
+    with pytest.raises(DeploymentConfigError, match="'docker' sources are not run") as info:
         config.source_dir("a")
     assert (info.value.key_path, info.value.line) == ("services.a.source.type", 5)
 
