@@ -9,8 +9,10 @@ kept too, older ones are removed. When the repository cannot be reached and a ch
 the deployment starts with that one, and says so; with none, it does not start.
 
 git runs without a terminal (no password prompt), with a timeout, and only over https, http,
-ssh, git and file: a ``URL`` with ``ext::`` (which runs a command) is refused. Credentials in a
-URL are never logged or shown.
+ssh, git and file: a ``URL`` with ``ext::`` (which runs a command) is refused. A repository on
+this machine (``file://`` or a path) must be inside the deployment's folder, as a local source
+must: a file sent to ``deploy`` cannot run code from elsewhere. Credentials in a URL are never
+logged or shown.
 """
 
 from __future__ import annotations
@@ -87,6 +89,16 @@ async def _check_out(
     config: DeploymentConfig, service_id: str, location: str, say: Callable[[str], None]
 ) -> None:
     where = parse_location(location)
+    local = _local_path(where.url, config.base_path)
+    if local is not None and not local.is_relative_to(config.base_path.resolve()):
+        raise config.source_error(
+            service_id,
+            f"the git repository {local} is outside the deployment folder {config.base_path.resolve()}: "
+            "a repository on this machine must be inside it (as a local source must), or be fetched "
+            "from a server (https://, ssh://)",
+        )
+    if local is not None:  # a relative path is the deployment folder's, not the server's cwd's
+        where = GitLocation(str(local), where.ref)
     root = config.git_sources_dir(service_id)
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".clone-{uuid.uuid4().hex[:12]}"
@@ -114,6 +126,16 @@ async def _check_out(
     for entry in root.iterdir():
         if entry.is_dir() and entry.name not in keep and not entry.name.startswith(".clone-"):
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def _local_path(url: str, base: Path) -> Path | None:
+    """The folder a location on this machine names (``file://...`` or a path), resolved; None for
+    a repository on a server (``https://``, ``ssh://``, ``git@host:repo``)."""
+    if url.startswith("file://"):
+        return Path(url.removeprefix("file://")).resolve()
+    if "://" in url or re.match(r"^[^/]+:", url):
+        return None
+    return (base / url).resolve()
 
 
 async def _clone(where: GitLocation, into: Path) -> str:

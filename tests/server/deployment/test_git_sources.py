@@ -81,7 +81,7 @@ def test_a_location_is_a_url_and_an_optional_ref(text: str, url: str, ref: str |
 
 
 async def test_each_start_checks_out_the_newest_commit_and_keeps_the_one_before(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "app" / "repo")
     config = load_deployment_file(deployment(tmp_path / "app", f"file://{repo}"))
     with pytest.raises(DeploymentConfigError, match="its git source is not checked out yet"):
         config.source_dir("echo")
@@ -101,11 +101,11 @@ async def test_each_start_checks_out_the_newest_commit_and_keeps_the_one_before(
 
 
 async def test_a_branch_is_checked_out_when_the_location_names_one(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "app" / "repo")
     _git(repo, "checkout", "--quiet", "-b", "beta")
     commit(repo, "beta")
     _git(repo, "checkout", "--quiet", "main")
-    config = load_deployment_file(deployment(tmp_path / "app", f"file://{repo}@beta"))
+    config = load_deployment_file(deployment(tmp_path / "app", "repo@beta"))  # a path, relative
     await check_out(config)
     assert "beta: " in (config.source_dir("echo") / "mod.py").read_text()
 
@@ -113,23 +113,38 @@ async def test_a_branch_is_checked_out_when_the_location_names_one(tmp_path: Pat
 async def test_an_unreachable_repository_falls_back_to_its_checkout_and_otherwise_stops_the_start(
     tmp_path: Path,
 ) -> None:
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "app" / "repo")
     file = deployment(tmp_path / "app", f"file://{repo}")
     config = load_deployment_file(file)
     await check_out(config)
     before = config.source_dir("echo")
-    repo.rename(tmp_path / "moved")
+    repo.rename(tmp_path / "app" / "moved")
     said = await check_out(config)
     assert len(said) == 1 and "could not fetch its git source" in said[0], said
     assert f"it runs the checkout fetched before (commit {before.name})" in said[0]
     assert config.source_dir("echo") == before
     # Another location is not served from the old one's checkout.
-    other = load_deployment_file(deployment(tmp_path / "app", f"file://{tmp_path}/nowhere"))
+    other = load_deployment_file(deployment(tmp_path / "app", f"file://{tmp_path}/app/nowhere"))
     with pytest.raises(DeploymentConfigError) as error:
         await check_out(other)
     assert f"{file}:6: invalid deployment file at 'services.echo.source.location'" in str(error.value)
-    assert "does not appear to be a git repository" in str(error.value)
-    assert git_checkout_in(other.git_sources_dir("echo"), f"file://{tmp_path}/nowhere") is None
+    assert f"fatal: repository '{tmp_path}/app/nowhere' does not exist" in str(error.value)
+    assert git_checkout_in(other.git_sources_dir("echo"), f"file://{tmp_path}/app/nowhere") is None
+
+
+@pytest.mark.parametrize("location", ["file://{outside}", "{outside}", "../outside"])
+async def test_a_repository_on_this_machine_outside_the_deployment_folder_is_refused(
+    tmp_path: Path, location: str
+) -> None:
+    """As a local source must stay inside the folder: a file sent to `deploy` (whose folder the
+    server allows) must not run the code of any repository the server's user can read."""
+    outside = make_repo(tmp_path / "outside")
+    config = load_deployment_file(deployment(tmp_path / "app", location.format(outside=outside)))
+    with pytest.raises(
+        DeploymentConfigError, match=f"the git repository {outside} is outside the deployment"
+    ):
+        await check_out(config)
+    assert not config.git_sources_dir("echo").exists()
 
 
 async def test_a_command_transport_is_refused_and_credentials_are_never_shown(tmp_path: Path) -> None:
@@ -146,7 +161,7 @@ async def test_a_command_transport_is_refused_and_credentials_are_never_shown(tm
 
 
 def test_serve_runs_the_repository_s_code_and_the_next_start_its_new_commit(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "app" / "repo")
     file = deployment(tmp_path / "app", f"file://{repo}")
     for word in ("v1", "v2"):
         if word == "v2":
