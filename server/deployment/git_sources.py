@@ -4,8 +4,8 @@ Llama Deploy reads it (the repository's default branch, or ``REF``, a branch or 
 Each start of the deployment (``llamactl serve``, ``deploy``, ``validate``) fetches the newest
 commit of the ref into ``.llamactl/sources/<service>/<commit>``, a shallow clone of its own, and
 points ``CURRENT`` at it; the service's ``path`` is read from there. A folder per commit leaves
-the checkout a running generation imported from untouched; the one before the current one is
-kept too, older ones are removed. When the repository cannot be reached and a checkout exists,
+the checkout a running generation imported from untouched; the newest :data:`KEPT_CHECKOUTS`
+are kept, older ones removed. When the repository cannot be reached and a checkout exists,
 the deployment starts with that one, and says so; with none, it does not start.
 
 git runs without a terminal (no password prompt), with a timeout, and only over https, http,
@@ -23,6 +23,7 @@ import json
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -33,10 +34,13 @@ from llamactl.server.config import DeploymentConfig
 from llamactl.server.config.models import SourceType
 from llamactl.server.config.paths import git_checkout_in
 
-__all__ = ["GIT_TIMEOUT", "GitLocation", "check_out_git_sources", "parse_location"]
+__all__ = ["GIT_TIMEOUT", "KEPT_CHECKOUTS", "GitLocation", "check_out_git_sources", "parse_location"]
 
 GIT_TIMEOUT = 300.0
 """Seconds one git command may take (a clone of a large repository over a slow link)."""
+KEPT_CHECKOUTS = 3
+"""Checkouts kept per service, the newest: the current one and those before it, which workers
+started earlier (a generation, or a server beside a `validate` that fetched anew) may still run."""
 _PROTOCOLS = "https:http:ssh:git:file"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
@@ -101,6 +105,7 @@ async def _check_out(
         where = GitLocation(str(local), where.ref)
     root = config.git_sources_dir(service_id)
     root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_clones(root)
     staging = root / f".clone-{uuid.uuid4().hex[:12]}"
     try:
         commit = await _clone(where, staging)
@@ -118,14 +123,26 @@ async def _check_out(
         shutil.rmtree(staging, ignore_errors=True)
     else:
         staging.rename(root / name)
-    previous = git_checkout_in(root, None)
+    os.utime(root / name)  # the newest checkout, for the pruning below
     pointer = root / f".CURRENT-{uuid.uuid4().hex[:8]}"
     pointer.write_text(json.dumps({"commit": name, "location": location}) + "\n")
     pointer.replace(root / "CURRENT")
-    keep = {name, previous}
-    for entry in root.iterdir():
-        if entry.is_dir() and entry.name not in keep and not entry.name.startswith(".clone-"):
-            shutil.rmtree(entry, ignore_errors=True)
+    checkouts = sorted(
+        (entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")),
+        key=lambda entry: entry.stat().st_mtime,
+        reverse=True,
+    )
+    for old in checkouts[KEPT_CHECKOUTS:]:
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale_clones(root: Path) -> None:
+    """Clones left half-done by a process that died while cloning (one still running is younger)."""
+    for entry in root.glob(".clone-*"):
+        with contextlib.suppress(OSError):
+            if time.time() - entry.stat().st_mtime > 2 * GIT_TIMEOUT:
+                shutil.rmtree(entry, ignore_errors=True)
 
 
 def _local_path(url: str, base: Path) -> Path | None:

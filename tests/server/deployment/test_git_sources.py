@@ -4,6 +4,7 @@ llamactl yet"). Real repositories, cloned over file:// (the tests send nothing o
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -89,15 +90,21 @@ async def test_each_start_checks_out_the_newest_commit_and_keeps_the_one_before(
     assert await check_out(config) == []
     assert config.source_dir("echo") == config.git_sources_dir("echo") / first[:12]
     assert "v1: " in (config.source_dir("echo") / "mod.py").read_text()
-    second, third = commit(repo, "v2"), commit(repo, "v3")
+    second = commit(repo, "v2")
     await check_out(config)
     await check_out(config)  # the same commit again: nothing new
-    assert config.source_dir("echo").name == third[:12]
-    commit(repo, "v4")
+    assert config.source_dir("echo").name == second[:12]
+    third = commit(repo, "v3")
     await check_out(config)
-    kept = sorted(p.name for p in config.git_sources_dir("echo").iterdir() if p.is_dir())
-    assert len(kept) == 2 and third[:12] in kept  # the one before stays for the generation running it
-    assert second[:12] not in kept
+    fourth = commit(repo, "v4")
+    stale = config.git_sources_dir("echo") / ".clone-0123456789ab"  # a clone whose process died
+    stale.mkdir()
+    os.utime(stale, (1, 1))
+    await check_out(config)
+    kept = {p.name for p in config.git_sources_dir("echo").iterdir() if p.is_dir()}
+    # The newest three stay, for workers started from them (a generation still running).
+    assert kept == {second[:12], third[:12], fourth[:12]}
+    assert config.source_dir("echo").name == fourth[:12]
 
 
 async def test_a_branch_is_checked_out_when_the_location_names_one(tmp_path: Path) -> None:
