@@ -85,3 +85,18 @@ def test_a_queue_that_does_not_answer_stops_it_before_any_worker_starts(
     assert "Error: cannot reach the deployment's message queue" in err
     assert "Hint: check that it runs and that `message-queue`" in err
     assert "up " not in err
+
+
+def test_a_git_source_is_checked_out_before_any_worker_starts(tmp_path: Path) -> None:
+    """`llamactl worker` on another host fetches a git source as `serve` does (here: one that
+    cannot be fetched, and nothing checked out before: it stops, naming the file and git's words)."""
+    file = shared_app(tmp_path)
+    file.write_text(
+        file.read_text().replace(
+            "source: {type: local, location: src}", "source: {type: git, location: missing-repo}", 1
+        )
+    )
+    code, _, err = invoke("worker", str(file), "--service", "func")
+    assert code == ExitCode.CONFIG, err
+    assert "invalid deployment file at 'services.func.source.location': could not fetch its git source" in err
+    assert f"fatal: repository '{tmp_path / 'missing-repo'}' does not exist" in err
