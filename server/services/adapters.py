@@ -245,29 +245,26 @@ class _FunctionRun(Run):
         """The thread running the function's code now, for :meth:`where`."""
 
     async def wait(self) -> Any:
-        try:
-            return await self._wait()
+        fn, kind, kwargs = self._r.fn, self._r.kind, self._kwargs
+        try:  # in place, not around a coroutine of its own: one frame less per task
+            if kind == "async_function":
+                self._awaiting = fn(**kwargs)
+                return to_jsonable(await self._awaiting)  # type: ignore[misc]
+            if kind == "function":
+                result = await run_in_daemon_thread(self._in_thread, fn, **kwargs)
+                if inspect.isawaitable(result):
+                    self._awaiting = result
+                    result = await result
+                return to_jsonable(result)
+            if kind == "async_generator":
+                self._awaiting = fn(**kwargs)
+                return await self._drain_async(self._awaiting)  # type: ignore[arg-type]
+            return await self._drain_sync(fn(**kwargs))
         except HINTED_ERRORS as exc:
-            misfit = misfits(self._r.fn, self._kwargs)
+            misfit = misfits(fn, kwargs)
             if misfit is not None:
                 exc.add_note(f"(the task's input: {misfit})")
             raise
-
-    async def _wait(self) -> Any:
-        fn, kind, kwargs = self._r.fn, self._r.kind, self._kwargs
-        if kind == "async_function":
-            self._awaiting = fn(**kwargs)
-            return to_jsonable(await self._awaiting)  # type: ignore[misc]
-        if kind == "function":
-            result = await run_in_daemon_thread(self._in_thread, fn, **kwargs)
-            if inspect.isawaitable(result):
-                self._awaiting = result
-                result = await result
-            return to_jsonable(result)
-        if kind == "async_generator":
-            self._awaiting = fn(**kwargs)
-            return await self._drain_async(self._awaiting)  # type: ignore[arg-type]
-        return await self._drain_sync(fn(**kwargs))
 
     def _in_thread(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         self._thread = threading.get_ident()
