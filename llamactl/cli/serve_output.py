@@ -46,6 +46,8 @@ _REPLICA_EXITED = re.compile(
     r"^(?P<key>\S+/\S+#\S+) exited with code (?P<code>\S+)(?P<load> \(its code does not load\))?, "
     r"restarting in (?P<delay>\S+ s)$"
 )
+_FETCHING = re.compile(r"^(?P<key>\S+/\S+): fetching (?P<rest>.+)$")
+_FETCHED = re.compile(r"^(?P<key>\S+/\S+): checked out (?P<rest>.+)$")
 _RELOADING = re.compile(r"^(?P<key>\S+/\S+): source changed, reloading$")
 _RELOAD_AGAIN = re.compile(r"^(?P<key>\S+/\S+): source changed again: (?P<rest>.+)$")
 _NOT_RELOADED = re.compile(r"^(?P<key>\S+/\S+): not reloaded: (?P<why>.+)$")
@@ -179,6 +181,10 @@ class ServeOutput:
             self._row(match["key"], styled("loading", "yellow"), f"{match['rest']} ({match['name']})")
         elif match := _REMOTE.match(text):
             self._row(match["key"], styled("remote", "cyan"), f"{match['rest']} ({match['name']})")
+        elif match := _FETCHING.match(text):
+            self._row(match["key"], styled("fetching", "cyan"), match["rest"])
+        elif match := _FETCHED.match(text):
+            self._row(match["key"], styled("fetched", "green", glyph="✓"), match["rest"])
         elif match := _RELOADING.match(text):
             self._row(match["key"], styled("reloading", "cyan"), "source changed")
         elif match := _RELOAD_AGAIN.match(text):

@@ -166,7 +166,7 @@ def _check_out_git_sources(config: DeploymentConfig) -> None:
 
     from llamactl.server.deployment.git_sources import check_out_git_sources
 
-    asyncio.run(check_out_git_sources(config, say=warn))
+    asyncio.run(check_out_git_sources(config, say=warn, tell=say))
 
 
 def check_services(config: DeploymentConfig) -> list[ServiceCheck]:

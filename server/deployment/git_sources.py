@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -35,6 +36,8 @@ from llamactl.server.config.models import SourceType
 from llamactl.server.config.paths import git_checkout_in
 
 __all__ = ["GIT_TIMEOUT", "KEPT_CHECKOUTS", "GitLocation", "check_out_git_sources", "parse_location"]
+
+log = logging.getLogger(__name__)
 
 GIT_TIMEOUT = 300.0
 """Seconds one git command may take (a clone of a large repository over a slow link)."""
@@ -74,10 +77,16 @@ class GitError(Exception):
 
 
 async def check_out_git_sources(
-    config: DeploymentConfig, *, say: Callable[[str], None], only: Collection[str] | None = None
+    config: DeploymentConfig,
+    *,
+    say: Callable[[str], None],
+    tell: Callable[[str], None] | None = None,
+    only: Collection[str] | None = None,
 ) -> None:
     """Fetch each git source of ``config`` (those of the services ``only`` names, when given; see
-    the module); ``say`` tells of a fallback to an earlier checkout.
+    the module); ``say`` warns of a fallback to an earlier checkout, ``tell`` (default: the log)
+    says what is fetched (``<deployment>/<service>: fetching ...``, then ``checked out ...``):
+    a large repository takes a while, and a silent start looks like a hung one.
 
     Raises:
         DeploymentConfigError: a repository could not be fetched and nothing was checked out before.
@@ -86,11 +95,19 @@ async def check_out_git_sources(
         if only is not None and service.id not in only:
             continue
         if service.source is not None and service.source.type is SourceType.GIT:
-            await _check_out(config, service.id, service.source.location, say)
+            await _check_out(config, service.id, service.source.location, say, tell or _log)
+
+
+def _log(line: str) -> None:
+    log.info("%s", line)
 
 
 async def _check_out(
-    config: DeploymentConfig, service_id: str, location: str, say: Callable[[str], None]
+    config: DeploymentConfig,
+    service_id: str,
+    location: str,
+    say: Callable[[str], None],
+    tell: Callable[[str], None],
 ) -> None:
     where = parse_location(location)
     local = _local_path(where.url, config.base_path)
@@ -107,16 +124,17 @@ async def _check_out(
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_clones(root)
     staging = root / f".clone-{uuid.uuid4().hex[:12]}"
+    key, ref = f"{config.name}/{service_id}", f" ({where.ref})" if where.ref else ""
+    tell(f"{key}: fetching {where.shown}{ref}")
     try:
         commit = await _clone(where, staging)
     except GitError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         current = git_checkout_in(root, location)
-        ref = f" ({where.ref})" if where.ref else ""
         problem = f"could not fetch its git source {where.shown}{ref}: {exc}"
         if current is None:
             raise config.source_error(service_id, problem) from None
-        say(f"{config.name}/{service_id}: {problem}; it runs the checkout fetched before (commit {current})")
+        say(f"{key}: {problem}; it runs the checkout fetched before (commit {current})")
         return
     name = commit[:12]
     if (root / name).is_dir():
@@ -127,6 +145,7 @@ async def _check_out(
     pointer = root / f".CURRENT-{uuid.uuid4().hex[:8]}"
     pointer.write_text(json.dumps({"commit": name, "location": location}) + "\n")
     pointer.replace(root / "CURRENT")
+    tell(f"{key}: checked out commit {name} of {where.shown}{ref}")
     checkouts = sorted(
         (entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")),
         key=lambda entry: entry.stat().st_mtime,

@@ -63,6 +63,12 @@ class _ReportingDeployment(Deployment):
         else:
             self._on_event(event.restart_line())
 
+    def tell(self, line: str) -> None:
+        if self._on_event is None:
+            super().tell(line)
+        else:
+            self._on_event(line)
+
     def notice(self, line: str) -> None:
         if self._on_event is None:
             super().notice(line)

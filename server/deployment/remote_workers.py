@@ -165,7 +165,7 @@ class RemoteWorkers:
         chosen = {sid: self.config.service(sid) for sid in self.replicas}
         try:
             subset = self.config.model_copy(update={"services": chosen})
-            await check_out_git_sources(subset, say=self._on_event)
+            await check_out_git_sources(subset, say=self._on_event, tell=self._on_event)
             self._python = await install_python_dependencies(subset, allow_install=self._allow_install)
             if self._python is not None:
                 self._venv_repair = VenvRepair(

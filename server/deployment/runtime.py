@@ -122,7 +122,7 @@ class Deployment:
     async def start(self) -> None:
         config = self.config
         try:
-            await check_out_git_sources(config, say=self.notice)
+            await check_out_git_sources(config, say=self.notice, tell=self.tell)
             if self._install_dependencies:
                 self._python = await install_python_dependencies(config, allow_install=self._allow_install)
                 if self._python is not None:
@@ -208,6 +208,10 @@ class Deployment:
     def notice(self, line: str) -> None:
         """Something the person running the server should see (the API server prints it)."""
         log.warning("%s", line)
+
+    def tell(self, line: str) -> None:
+        """What the deployment does while it starts (``serve`` shows it as a row)."""
+        log.info("%s", line)
 
     def worker_spec(self, service: ServiceConfig, replica_id: str, generation: int = 1) -> WorkerSpec:
         """What one local worker of ``service`` is started with."""
@@ -418,7 +422,7 @@ class Deployment:
         moved = [
             sid for sid, s in config.services.items() if sid not in running or running[sid].source != s.source
         ]
-        await check_out_git_sources(config, say=self.notice, only=moved)  # the others keep theirs
+        await check_out_git_sources(config, say=self.notice, tell=self.tell, only=moved)  # others keep theirs
         return await self._reloader().reconfigure(config)
 
     def _reloader(self) -> HotReloader:

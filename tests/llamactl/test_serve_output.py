@@ -223,6 +223,15 @@ def test_engine_sentences_become_aligned_rows() -> None:
     assert len({verb_column(row) for row in rows[1:6]}) == 1
 
 
+def test_a_git_source_being_fetched_is_a_row_and_so_is_its_commit() -> None:
+    rows = formatted(
+        "demo/echo: fetching https://example.com/app.git (main)",
+        "demo/echo: checked out commit 0123456789ab of https://example.com/app.git (main)",
+    )
+    assert rows[0].split() == ["demo/echo", "fetching", "https://example.com/app.git", "(main)"]
+    assert rows[1].split()[:5] == ["demo/echo", "fetched", "commit", "0123456789ab", "of"]
+
+
 def test_a_service_still_loading_is_a_row() -> None:
     [row] = formatted(
         "demo/echo (Echo) is still loading: no worker ready after 5 s (importing svc:echo; big "

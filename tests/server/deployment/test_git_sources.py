@@ -177,5 +177,8 @@ def test_serve_runs_the_repository_s_code_and_the_next_start_its_new_commit(tmp_
         try:
             with Client(server.url) as client:
                 assert client.deployment("fromgit").tasks.run({"message": "hi"}) == f"{word}: hi"
+            # A large repository takes a while: the start says what it fetches, then the commit.
+            said = [line.split()[:2] for line in server.stderr.lines if line.startswith("fromgit/echo ")]
+            assert said[:2] == [["fromgit/echo", "fetching"], ["fromgit/echo", "fetched"]], said
         finally:
             assert server.stop() == 0, "\n".join(server.stderr.lines[-20:])
