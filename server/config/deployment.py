@@ -252,7 +252,7 @@ class DeploymentConfig(_Model):
         if not service.env_files:
             return env
         roots = [self.base_path]
-        if service.source is not None and service.source.type is SourceType.LOCAL:
+        if service.source is not None and service.source.type in (SourceType.LOCAL, SourceType.GIT):
             roots.insert(0, self.source_dir(service_id))
         for index, entry in enumerate(service.env_files):
             where = (*self._spelling(("services", service_id), "env-files", "env_files"), index)

@@ -182,3 +182,16 @@ def test_serve_runs_the_repository_s_code_and_the_next_start_its_new_commit(tmp_
             assert said[:2] == [["fromgit/echo", "fetching"], ["fromgit/echo", "fetched"]], said
         finally:
             assert server.stop() == 0, "\n".join(server.stderr.lines[-20:])
+
+
+async def test_env_files_are_read_from_the_checkout_too(tmp_path: Path) -> None:
+    """As a local source's are read from its folder: a repository that carries its `.env`."""
+    repo = make_repo(tmp_path / "app" / "repo")
+    (repo / ".env").write_text("GREETING=from the repository\n")
+    _git(repo, "add", ".env")
+    _git(repo, "commit", "--quiet", "-m", "env")
+    file = deployment(tmp_path / "app", "repo")
+    file.write_text(file.read_text() + "    env-files: [.env]\n")
+    config = load_deployment_file(file)
+    await check_out(config)
+    assert config.service_env("echo") == {"GREETING": "from the repository"}
