@@ -73,7 +73,9 @@ async def test_a_report_that_cannot_be_stored_is_applied_later_and_the_session_m
             await deployment.wait_ready(timeout=60)
             cp = deployment.control_plane
             session = await cp.create_session()
-            first = await cp.create_task(task("first", 1.0, session.session_id))
+            # Long enough for the disk to fill before it ends, also under a full suite's load
+            # (at 1 s its report was stored, once, while the filler still wrote: nothing to retry).
+            first = await cp.create_task(task("first", 4.0, session.session_id))
             second = await cp.create_task(task("second", 0.0, session.session_id))
 
             async def first_running() -> bool:
