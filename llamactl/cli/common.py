@@ -205,7 +205,7 @@ def api_errors(
                 ExitCode.ERROR,
             )
         if isinstance(exc, errors.ServerError) and exc.status == 503:
-            fail(str(exc), "the deployment is starting or stopping: try again in a moment", ExitCode.ERROR)
+            fail(str(exc), "the server is busy, starting or stopping: try again in a moment", ExitCode.ERROR)
         if isinstance(exc, errors.ServerError):
             fail(
                 str(exc), "the server failed: its log (where `llamactl serve` runs) says why", ExitCode.ERROR

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import resource
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -399,3 +400,48 @@ async def test_a_client_that_leaves_during_its_body_is_no_error(
         assert await _status_of_answer(reader) == (b"HTTP/1.1 200 OK", b'{"echo":"ok"}')
     finally:
         writer.close()
+
+
+async def test_connections_past_the_limit_are_answered_503_and_closed_at_once(
+    served: Served, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Measured under `prlimit --nofile=200`: 300 idle connections took every descriptor for
+    their 30 s, and the worker the server had to start again meanwhile could not be started."""
+    monkeypatch.setattr(http_protocol, "MAX_CONNECTIONS", 3)
+    monkeypatch.setattr(http_protocol, "_warned_at", -http_protocol._WARN_EVERY)
+    port = served.server.port
+    idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    try:
+        with caplog.at_level(logging.WARNING):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /answer HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 2\r\n\r\n{}")
+            async with asyncio.timeout(10):
+                answer = await reader.read()  # the whole answer, then the close
+            writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 Service Unavailable"), answer
+        assert json.loads(body)["detail"].startswith(
+            "the server has 3 connections open, as many as it takes (3;"
+        )
+        assert "refusing new connections with 503: 3 open, the limit is 3" in caplog.text
+        _, spare = idle.pop()
+        spare.close()  # one goes: the next connection is served
+        async with asyncio.timeout(10):
+            while True:  # the server sees the close a moment later
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"POST /answer HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 2\r\n\r\n{}")
+                line = await reader.readline()
+                writer.close()
+                if not line.startswith(b"HTTP/1.1 503"):
+                    break
+                await asyncio.sleep(0.05)
+        assert line.startswith(b"HTTP/1.1 200"), line
+    finally:
+        for _, w in idle:
+            w.close()
+
+
+def test_the_limit_leaves_a_reserve_of_descriptors_for_the_engine() -> None:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    expected = max(64, soft - max(http_protocol.DESCRIPTOR_RESERVE, soft // 4))
+    assert http_protocol.max_connections() == expected < soft
