@@ -234,17 +234,24 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
 
 def max_connections() -> int:
-    """:data:`MAX_CONNECTIONS`, or the open-file limit less the reserve (64 at the least)."""
+    """:data:`MAX_CONNECTIONS`, or the open-file limit less the reserve (64 at the least), read
+    once (the entry points raise the limit before they serve: ``process_limits``)."""
+    global _derived  # noqa: PLW0603  (a cache of one value per process)
     if MAX_CONNECTIONS is not None:
         return MAX_CONNECTIONS
-    try:
-        import resource  # noqa: PLC0415  (no such module on Windows)
-    except ImportError:  # pragma: no cover - not on Windows
-        return 1 << 20
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if soft == resource.RLIM_INFINITY:
-        return 1 << 20
-    return max(64, soft - max(DESCRIPTOR_RESERVE, soft // 4))
+    if _derived is None:
+        try:
+            import resource  # noqa: PLC0415  (no such module on Windows)
+        except ImportError:  # pragma: no cover - not on Windows
+            _derived = 1 << 20
+        else:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            unlimited = soft == resource.RLIM_INFINITY
+            _derived = 1 << 20 if unlimited else max(64, soft - max(DESCRIPTOR_RESERVE, soft // 4))
+    return _derived
+
+
+_derived: int | None = None
 
 
 _warned_at = -_WARN_EVERY
