@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from llamactl.server.config import DeploymentConfig, ServiceConfig
+from llamactl.server.deployment.git_sources import check_out_git_sources
 from llamactl.server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
 from llamactl.server.deployment.settings import control_plane_settings
 from llamactl.server.errors import LlamactlError
@@ -123,6 +124,15 @@ class HotReloader:
                 raise LlamactlError(
                     f"the '{part.replace('_', '-')}' section changed: restart `llamactl serve` to apply it"
                 )
+        # A new service's git source, or one whose source moved, is fetched; the others keep theirs.
+        moved = [
+            sid
+            for sid, s in config.services.items()
+            if sid not in old.services or old.services[sid].source != s.source
+        ]
+        await check_out_git_sources(
+            config, say=self._deployment.notice, tell=self._deployment.tell, only=moved
+        )
         new_env = {sid: config.service_env(sid) for sid in config.services}  # a bad env file stops here
         cp = self._deployment.control_plane
         self._deployment.config = config

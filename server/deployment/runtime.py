@@ -418,11 +418,6 @@ class Deployment:
         Services whose settings did not change keep running untouched. A change that cannot be
         applied live (name, message queue, control plane) raises LlamactlError and changes nothing.
         """
-        running = self.config.services
-        moved = [
-            sid for sid, s in config.services.items() if sid not in running or running[sid].source != s.source
-        ]
-        await check_out_git_sources(config, say=self.notice, tell=self.tell, only=moved)  # others keep theirs
         return await self._reloader().reconfigure(config)
 
     def _reloader(self) -> HotReloader:
