@@ -19,6 +19,7 @@ from llamactl.server.services.errorinfo import error_line
 from llamactl.server.services.process import EXIT_ESCAPED, configure_logging, run_worker
 from llamactl.server.services.spec import WorkerSpec
 from llamactl.server.stack_dumps import print_stacks_on_signal
+from llamactl.server.supervisor.exit_note import claim_exit_note, declare_exit
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -58,7 +59,7 @@ def _leave_within(code: int, seconds: float) -> None:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):  # closed by user code: nothing left to say
                 stream.flush()
-        os._exit(code)
+        os._exit(code)  # declared already (main)
 
     threading.Thread(target=leave, name="exit-deadline", daemon=True).start()
 
@@ -66,6 +67,7 @@ def _leave_within(code: int, seconds: float) -> None:
 def main() -> None:
     """Read the WorkerSpec from the environment, run the worker, exit with its code."""
     print_stacks_on_signal()
+    claim_exit_note()
     spec = WorkerSpec.from_env()
     configure_logging(spec)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -84,7 +86,10 @@ def main() -> None:
                 "this): the worker leaves, and its tasks count as failed",
                 error_line(exc),
             )
+            declare_exit(EXIT_ESCAPED)
             os._exit(EXIT_ESCAPED)
+        # An exit of the service's code from here on (an atexit handler's os._exit) is its own.
+        declare_exit(code)
         _leave_within(code, EXIT_GRACE)  # from here on, the loop's leftovers are cancelled
     sys.exit(code)
 

@@ -49,6 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from llamactl.server.mq.base import Sidecar
+from llamactl.server.supervisor.exit_note import declare_exit
 
 __all__ = ["EXIT_STALLED", "LoopBlockedError", "LoopWatchdog", "Report", "output_full"]
 
@@ -262,6 +263,7 @@ class LoopWatchdog:
         for handler in logging.getLogger().handlers:
             with contextlib.suppress(Exception):
                 handler.flush()
+        declare_exit(EXIT_STALLED)
         self._exit(EXIT_STALLED)
 
     def _where(self) -> str:

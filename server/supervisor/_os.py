@@ -28,6 +28,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .exit_note import EXIT_NOTE_ENV, ExitNote
 from .models import ProcessSpec
 
 __all__ = ["Child", "death_signal_hook", "forget_group", "is_stopped", "kill_group", "spawn"]
@@ -135,9 +136,12 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
 class Child:
     """One spawned process: its pid, its exit, its output pipe."""
 
-    def __init__(self, transport: asyncio.SubprocessTransport, protocol: _ChildProtocol) -> None:
+    def __init__(
+        self, transport: asyncio.SubprocessTransport, protocol: _ChildProtocol, note: ExitNote
+    ) -> None:
         self._transport = transport
         self._protocol = protocol
+        self._note = note
         self.pid: int = transport.get_pid()
 
     @property
@@ -150,6 +154,10 @@ class Child:
         code = self.returncode
         assert code is not None
         return code
+
+    def declared(self) -> bool:
+        """After its exit: the process said it exits with this code on purpose (``exit_note``)."""
+        return self.returncode is not None and self.returncode == self._note.declared()
 
     async def answer(self, sig: int, *, quiet: float, within: float) -> bool:
         """Send ``sig`` to this process alone (not its group) and wait for what it prints in
@@ -183,6 +191,7 @@ class Child:
         await asyncio.wait({self._protocol.output_closed}, timeout=drain)
         # Closes our end of a pipe that someone outside the process group may still hold.
         self._transport.close()
+        self._note.close()
 
 
 async def spawn(
@@ -195,6 +204,7 @@ async def spawn(
     """
     loop = asyncio.get_running_loop()
     capture = asyncio.subprocess.PIPE if output is not None else None
+    note = ExitNote()
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _ChildProtocol(spec.name, output, limit),
@@ -202,16 +212,26 @@ async def spawn(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=capture,
             stderr=asyncio.subprocess.STDOUT if output is not None else None,
-            env={**{k: v for k, v in os.environ.items() if k not in spec.hidden_env}, **spec.env},
+            env={
+                **{k: v for k, v in os.environ.items() if k not in spec.hidden_env},
+                **spec.env,
+                EXIT_NOTE_ENV: str(note.child_fd),
+            },
             cwd=spec.cwd,
             start_new_session=True,
             preexec_fn=death_signal_hook(os.getpid()),
+            pass_fds=(note.child_fd,),
         )
     except FileNotFoundError as exc:  # uvloop's says "No such file or directory", naming nothing
+        note.close()
         if missing := _missing(spec):
             raise FileNotFoundError(exc.errno, f"its {missing[0]} is missing", missing[1]) from exc
         raise
-    child = Child(transport, protocol)
+    except BaseException:
+        note.close()
+        raise
+    note.sent()
+    child = Child(transport, protocol, note)
     _live_groups.add(child.pid)
     return child
 

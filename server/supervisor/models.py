@@ -19,7 +19,9 @@ __all__ = [
 ]
 
 EXIT_LOAD_ERROR = 3
-"""Exit code of a worker that could not load its code. Restarted like a crash, flagged in events."""
+"""Exit code of a worker that could not load its code. Restarted like a crash, flagged in events.
+Like :data:`EXIT_REPLACE`, it counts only when the process declared it (see :mod:`.exit_note`):
+the service's own code may exit with any code."""
 EXIT_REPLACE = 6
 """Exit code of a worker that asked to be replaced (it held what only its end frees: see
 ``services/replacement.py``). Restarted at once, not counted as a crash, flagged in events."""
@@ -78,6 +80,8 @@ class ReplicaProcess:
     """Restarts over the replica's whole life (not reset by a healthy run)."""
     last_exit_code: int | None = None
     """Last exit status; negative ``-N`` when killed by signal ``N`` (asyncio's convention)."""
+    last_exit_declared: bool = False
+    """The process declared that code before exiting with it (see :mod:`.exit_note`)."""
     state: ReplicaState = "starting"
     started_at: float | None = None
     """``time.time()`` of the last spawn."""
@@ -85,7 +89,7 @@ class ReplicaProcess:
     @property
     def load_error(self) -> bool:
         """The last exit was a worker that could not load its code."""
-        return self.last_exit_code == EXIT_LOAD_ERROR
+        return self.last_exit_declared and self.last_exit_code == EXIT_LOAD_ERROR
 
 
 @dataclass(frozen=True)
@@ -111,16 +115,19 @@ class SupervisorEvent:
     """``time.time()`` when the event happened."""
     error: str | None = None
     """Why a ``spawn_failed`` respawn failed."""
+    declared: bool = False
+    """The process declared ``exit_code`` before exiting with it (see :mod:`.exit_note`); an exit
+    code of the service's own code (``sys.exit(3)`` in a task) is not."""
 
     @property
     def load_error(self) -> bool:
-        """The exit was a worker that could not load its code (exit code 3)."""
-        return self.exit_code == EXIT_LOAD_ERROR
+        """The exit was a worker that could not load its code (exit code 3, declared)."""
+        return self.declared and self.exit_code == EXIT_LOAD_ERROR
 
     @property
     def replacing(self) -> bool:
-        """The exit was a worker that asked to be replaced (exit code 6)."""
-        return self.exit_code == EXIT_REPLACE
+        """The exit was a worker that asked to be replaced (exit code 6, declared)."""
+        return self.declared and self.exit_code == EXIT_REPLACE
 
     def restart_line(self) -> str:
         """For a ``restarting`` event: ``<name> exited with code <n> (why), restarting in <s> s``,

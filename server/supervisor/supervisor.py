@@ -199,13 +199,15 @@ class Supervisor:
                     if await self._exited_or_stop(rep):
                         return await self._terminate(rep)
                     code = rep.proc.returncode
+                    declared = rep.proc.declared()
                     await self._reap(rep)
-                    rep.view.last_exit_code = code
+                    rep.view.last_exit_code, rep.view.last_exit_declared = code, declared
                     self._emit("exited", rep, exit_code=code)
                 else:
                     code = None  # the respawn itself failed (said as spawn_failed)
                 rep.view.state = "backoff"
-                if time.monotonic() - rep.spawned_at >= policy.reset_after or code == EXIT_REPLACE:
+                replaced = rep.view.last_exit_declared and code == EXIT_REPLACE
+                if time.monotonic() - rep.spawned_at >= policy.reset_after or replaced:
                     consecutive = 0  # ran long enough, or asked for a fresh process: not a crash
                 if policy.max_restarts is not None and consecutive >= policy.max_restarts:
                     rep.view.state = "failed"
@@ -310,8 +312,9 @@ class Supervisor:
                 kill_group(proc.pid, signal.SIGKILL)
                 await proc.wait()
         code = proc.returncode
+        declared = proc.declared()
         await self._reap(rep)
-        rep.view.last_exit_code = code
+        rep.view.last_exit_code, rep.view.last_exit_declared = code, declared
         rep.view.state = "stopped"
         self._emit("stopped", rep, exit_code=code)
         return code
@@ -347,8 +350,9 @@ class Supervisor:
             backoff=backoff,
             at=time.time(),
             error=error,
+            declared=exit_code is not None and rep.view.last_exit_declared,
         )
-        if kind == "exited" and exit_code == EXIT_REPLACE:
+        if event.replacing and kind == "exited":
             log.info("replica %s asked to be replaced: starting a fresh one", rep.spec.name)
         elif kind == "gave_up" or (kind == "exited" and self._on_event is None):
             log.warning(

@@ -146,6 +146,27 @@ def test_a_killed_worker_and_a_reload_that_does_not_load_each_read_as_one_row(tm
         assert server.stop() == 0, "\n".join(server.stderr.lines[-30:])
 
 
+def test_a_task_that_ends_its_worker_with_a_code_of_ours_reads_as_that_exit(tmp_path: Path) -> None:
+    """`os._exit(3)` in a task read `restarting  its code does not load`, and `os._exit(6)` was
+    taken for a worker asking to be replaced: restarted without a word, not counted as a crash.
+    Only the worker's own exits carry those meanings now (it declares them to its supervisor)."""
+    file = write_app(tmp_path / "app", "exit", {"three": "leave:leave", "six": "leave:leave"})
+    (tmp_path / "app" / "src" / "leave.py").write_text(
+        "import os\n\ndef leave(code: int) -> None:\n    os._exit(code)\n"
+    )
+    server = Server(file)
+    try:
+        with Client(server.url) as client:
+            tasks = client.deployment("exit").tasks
+            tasks.create({"code": 3}, service="three")
+            tasks.create({"code": 6}, service="six")
+        for service, code in (("three", 3), ("six", 6)):
+            row = server.stderr.wait_for(lambda line, s=service: line.startswith(f"exit/{s}#1 "), 30)
+            assert re.match(rf"^exit/{service}#1\s+restarting\s+exited with code {code}; again in", row), row
+    finally:
+        assert server.stop() == 0, "\n".join(server.stderr.lines[-30:])
+
+
 def test_quiet_prints_only_errors_and_the_listening_line(tmp_path: Path) -> None:
     server = Server(app(tmp_path, "out"), extra=["-q"])
     try:

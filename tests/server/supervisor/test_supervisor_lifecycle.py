@@ -48,6 +48,14 @@ CRASHES = """
     sys.exit(int(sys.argv[1]))
 """
 
+DECLARES = """
+    import sys
+    from llamactl.server.supervisor.exit_note import claim_exit_note, declare_exit
+    claim_exit_note()
+    declare_exit(int(sys.argv[1]))
+    sys.exit(int(sys.argv[1]))
+"""
+
 
 async def test_started_replica_runs_and_reports_its_pid(
     sup: Supervisor, rec: Recorder, script: ScriptFactory, waiter: WaitUntil
@@ -127,12 +135,29 @@ async def test_exit_code_3_is_restarted_like_a_crash_and_flagged_as_a_load_error
     sup: Supervisor, rec: Recorder, script: ScriptFactory, waiter: WaitUntil
 ) -> None:
     policy = RestartPolicy(initial_backoff=0.01, max_restarts=1)
-    replica = await sup.start_replica("l#1", script("l#1", CRASHES, str(EXIT_LOAD_ERROR)), policy)
+    replica = await sup.start_replica("l#1", script("l#1", DECLARES, str(EXIT_LOAD_ERROR)), policy)
 
     await waiter(lambda: bool(rec.of("gave_up")), what="gave_up")
     assert len(rec.of("started")) == 2
     assert all(e.load_error for e in rec.of("exited"))
     assert replica.load_error
+
+
+@pytest.mark.parametrize("code", [EXIT_LOAD_ERROR, EXIT_REPLACE])
+async def test_a_meaningful_exit_code_the_process_did_not_declare_is_a_plain_crash(
+    sup: Supervisor, rec: Recorder, script: ScriptFactory, waiter: WaitUntil, code: int
+) -> None:
+    """The service's code may end its worker with any code (``sys.exit(3)`` in a task): before,
+    that was said to be code that does not load, and a 6 was restarted silently, uncounted."""
+    policy = RestartPolicy(initial_backoff=0.01, multiplier=10.0, max_restarts=2)
+    replica = await sup.start_replica("u#1", script("u#1", CRASHES, str(code)), policy)
+
+    await waiter(lambda: bool(rec.of("gave_up")), what="gave_up")
+    exits = rec.of("exited")
+    assert [e.exit_code for e in exits] == [code] * 3
+    assert not any(e.load_error or e.replacing or e.declared for e in exits)
+    assert [e.backoff for e in rec.of("restarting")] == [0.01, 0.1]
+    assert not replica.load_error
 
 
 async def test_a_replica_that_asks_to_be_replaced_restarts_without_growing_backoff_or_giving_up(
@@ -141,7 +166,7 @@ async def test_a_replica_that_asks_to_be_replaced_restarts_without_growing_backo
     """Exit code 6: a worker that held what only its end frees. Not a crash: before, each such exit
     was warned about, grew the backoff and counted towards max_restarts."""
     policy = RestartPolicy(initial_backoff=0.01, multiplier=10.0, max_restarts=2)
-    await sup.start_replica("r#1", script("r#1", CRASHES, str(EXIT_REPLACE)), policy)
+    await sup.start_replica("r#1", script("r#1", DECLARES, str(EXIT_REPLACE)), policy)
     await waiter(lambda: len(rec.of("started")) >= 5, what="five starts")
     assert all(e.replacing for e in rec.of("exited"))
     assert not rec.of("gave_up")
