@@ -21,6 +21,7 @@ from llamactl.server.control_plane.dispatcher import Dispatcher
 from llamactl.server.control_plane.inbox import Handler, Inbox
 from llamactl.server.control_plane.liveness import LivenessWatch
 from llamactl.server.control_plane.loops import Loops
+from llamactl.server.control_plane.queue_bound import QueueBound
 from llamactl.server.control_plane.records import ControlPlaneRecords
 from llamactl.server.control_plane.registry import ServiceRegistry
 from llamactl.server.control_plane.remote_wakeups import RemoteWakeups
@@ -32,7 +33,6 @@ from llamactl.server.control_plane.task_events import TaskEvents
 from llamactl.server.control_plane.task_input import decode_input
 from llamactl.server.control_plane.upgrade import ensure_indexed
 from llamactl.server.errors import (
-    Overloaded,
     SessionLimitReached,
     ShuttingDown,
     StateStoreDamaged,
@@ -59,8 +59,6 @@ log = logging.getLogger(__name__)
 
 _TURNS_CHECK = 5.0
 """Seconds between two looks for tasks a dead server left (shared stores only)."""
-_QUEUE_FRESH = 1.0
-"""Seconds a service's queued count may be reused while well under its limit."""
 
 
 @dataclass(frozen=True)
@@ -111,10 +109,16 @@ class ControlPlane:
         self.retention = Retention(self.records, self.changes, self.settings.retention)
         self.loops = Loops(f"control plane {deployment}")
         self._stopping = asyncio.Event()
+        self._closing_why, self._back = "the server is stopping", "the server is back"
+        self._refusing: str | None = None
         self.damaged: StateStoreDamaged | None = None
         """Set once the state store turned out damaged: no new task is taken, waiters answer at once."""
         self.events = TaskEvents(deployment, self.records, self.signals, queue, self._stopping)
-        self._queued: dict[str, tuple[float, int]] = {}
+        self._queue_bound = QueueBound(
+            deployment,
+            self.records,
+            lambda service_id: self.settings.max_queued.get(service_id, self.settings.default_max_queued),
+        )
         self._remote = (
             RemoteWakeups(store, self.changes, self.records.events_stream(""), self.signals)
             if store.shared
@@ -187,6 +191,15 @@ class ControlPlane:
         """Wake every waiter with ShuttingDown (503): the server is about to stop."""
         self._stopping.set()
         self.signals.notify_all()
+
+    def refuse_tasks(self, why: str, back: str) -> None:
+        """Take no new task (ShuttingDown, 503, saying ``why``), while everything else goes on:
+        the deployment is being deleted, and its running tasks finish first. ``back``: when
+        a waiter its close answers may ask for its task again."""
+        if self._stopping.is_set():
+            return  # the server stops: it says so
+        self._refusing = self._closing_why = why
+        self._back = back
 
     async def close(self) -> None:
         self.begin_shutdown()
@@ -264,8 +277,8 @@ class ControlPlane:
         return (await self._create(definition, keep_context=keep_context)).public()
 
     async def _create(self, definition: TaskDefinition, *, keep_context: bool) -> StoredTask:
-        if self._stopping.is_set():
-            raise ShuttingDown("the server is stopping: it takes no new tasks")
+        if self._stopping.is_set() or self._refusing is not None:
+            raise ShuttingDown(f"{self._closing_why}: it takes no new tasks")
         if self.damaged is not None:
             raise StateStoreDamaged(f"deployment '{self.deployment}' takes no new task: {self.damaged}")
         if definition.task_id:
@@ -274,7 +287,7 @@ class ControlPlane:
             check_id(definition.session_id, "session id")
         route = self.orchestrator.route(definition.service_id)
         decode_input(definition.input)
-        await self._check_queue(route.service_id)
+        await self._queue_bound.check(route.service_id)
         now = time.time()
         task = StoredTask(
             task_id=definition.task_id or new_id(),
@@ -288,22 +301,8 @@ class ControlPlane:
         )
         fresh_id = "task_id" not in definition.model_fields_set  # made by its default: nobody has it
         await self.dispatcher.submit(task, new_session=not definition.session_id, new_id=fresh_id)
-        self._count_queued(task.service_id)
+        self._queue_bound.taken(task.service_id)
         return task
-
-    async def _check_queue(self, service_id: str) -> None:
-        limit = self.settings.max_queued.get(service_id, self.settings.default_max_queued)
-        at, queued = self._queued.get(service_id, (0.0, 0))
-        if time.monotonic() - at > _QUEUE_FRESH or queued >= limit * 0.9:
-            counts = await self.records.count_tasks()
-            queued = counts.get(service_id, {}).get(TaskStatus.QUEUED.value, 0)
-            self._queued[service_id] = (time.monotonic(), queued)
-        if queued >= limit:
-            raise Overloaded(service_id, self.deployment, queued, limit)
-
-    def _count_queued(self, service_id: str) -> None:
-        at, queued = self._queued.get(service_id, (0.0, 0))
-        self._queued[service_id] = (at, queued + 1)
 
     def wait_bound(self, service_id: str) -> float:
         """How long ``run_task`` waits for a task of ``service_id`` by default."""
@@ -382,8 +381,8 @@ class ControlPlane:
                         )
                     if self._stopping.is_set():
                         raise ShuttingDown(
-                            f"the server is stopping; task '{task_id}' is {task.status.value}: ask for its "
-                            "result once the server is back (it finishes, or runs again, then)",
+                            f"{self._closing_why}; task '{task_id}' is {task.status.value}: ask for its "
+                            f"result once {self._back} (it finishes, or runs again, then)",
                             task_id=task_id,
                             status=task.status.value,
                         )

@@ -138,6 +138,7 @@ class DeploymentManager:
         self._deployment_kwargs = deployment_kwargs
         self._running: dict[str, Deployment] = {}
         self._busy: dict[str, str] = {}
+        self._draining: dict[str, Deployment] = {}
         self._expected: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._hooks: list[DeploymentHooks] = []
@@ -162,13 +163,14 @@ class DeploymentManager:
         return sorted(set(self._running) | set(self._busy))
 
     def get(self, name: str) -> Deployment:
-        """The running deployment ``name``.
+        """The running deployment ``name``, or one being deleted while its workers finish their
+        tasks (its records, events and streams stay readable; it takes no new task).
 
         Raises:
             DeploymentNotFound: no such deployment.
             DeploymentUnavailable: it is starting, reloading or stopping.
         """
-        deployment = self._running.get(name)
+        deployment = self._running.get(name) or self._draining.get(name)
         if deployment is not None:
             return deployment
         state = self._busy.get(name)
@@ -237,15 +239,21 @@ class DeploymentManager:
         return deployment
 
     async def _stop(self, deployment: Deployment) -> None:
+        await self._run_hooks_stopping(deployment)
+        await deployment.close()
+
+    async def _run_hooks_stopping(self, deployment: Deployment) -> None:
         for hooks in self._hooks:
             try:
                 await hooks.stopping(deployment)
             except Exception:
                 log.exception("deployment %s: a stop hook failed", deployment.name)
-        await deployment.close()
 
     async def delete(self, name: str) -> None:
         """Stop deployment ``name`` (its workers finish their tasks first) and forget it.
+
+        While the workers finish, the deployment answers reads and those who wait for its tasks,
+        and refuses new tasks (503).
 
         Raises:
             DeploymentNotFound: no such deployment.
@@ -258,8 +266,18 @@ class DeploymentManager:
             if deployment is None:
                 raise DeploymentNotFound(name)
             self._busy[name] = "stopping"
+            self._draining[name] = deployment
             try:
-                await self._stop(deployment)
+                await self._run_hooks_stopping(deployment)
+                with contextlib.suppress(LlamactlError):  # never started
+                    deployment.control_plane.refuse_tasks(
+                        f"deployment '{name}' is being deleted", back="it is deployed again"
+                    )
+                await deployment.stop_workers()
+            finally:
+                self._draining.pop(name, None)
+            try:
+                await deployment.close()
             finally:
                 self._busy.pop(name, None)
 

@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -35,11 +34,12 @@ from llamactl.server.deployment.git_sources import check_out_git_sources
 from llamactl.server.deployment.hot_reload import HotReloader
 from llamactl.server.deployment.launch import QUEUE_HEARTBEAT, REPORT_INTERVAL, worker_process, worker_spec
 from llamactl.server.deployment.queue_config import external_queue_config
+from llamactl.server.deployment.readiness import wait_ready
 from llamactl.server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
 from llamactl.server.deployment.settings import control_plane_settings
 from llamactl.server.deployment.silent_workers import SilentWorkers, silent_limit
 from llamactl.server.deployment.venv_repair import VenvRepair
-from llamactl.server.errors import LlamactlError, WorkflowLoadError
+from llamactl.server.errors import LlamactlError
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.mq.factory import connect_queue
 from llamactl.server.mq.topics import control_topic
@@ -51,7 +51,7 @@ from llamactl.server.stack_dumps import STACKS_SIGNAL
 from llamactl.server.state.base import StateStore
 from llamactl.server.state.factory import open_state_store
 from llamactl.server.supervisor import ProcessSpec, Supervisor, SupervisorEvent
-from llamactl.server.types import ReplicaState, ServiceStatus, TaskDefinition, TaskRecord
+from llamactl.server.types import ServiceStatus, TaskDefinition, TaskRecord
 
 __all__ = ["Deployment"]
 
@@ -224,6 +224,20 @@ class Deployment:
 
     async def close(self) -> None:
         """Stop the workers (they finish their tasks first, up to ``stop_grace``), then the rest."""
+        await self.stop_workers()
+        if self._control_plane is not None:
+            await self._control_plane.close()
+            self._control_plane = None
+        for closer in (self._queue, self._broker, self._store):
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer.close()
+        self._queue = self._broker = self._store = None
+        self._queue_config = None
+
+    async def stop_workers(self) -> None:
+        """Stop the workers (they finish their tasks first, up to ``stop_grace``) and what reloads
+        or repairs them; the control plane and the stores stay up (:meth:`close` ends them)."""
         if self._hot_reloader is not None:
             await self._hot_reloader.close()
         if self._venv_repair is not None:
@@ -235,15 +249,6 @@ class Deployment:
             await self._supervisor.close()
             self._supervisor = self._replicas = None
             self._hot_reloader = None
-        if self._control_plane is not None:
-            await self._control_plane.close()
-            self._control_plane = None
-        for closer in (self._queue, self._broker, self._store):
-            if closer is not None:
-                with contextlib.suppress(Exception):
-                    await closer.close()
-        self._queue = self._broker = self._store = None
-        self._queue_config = None
 
     async def __aenter__(self) -> Deployment:
         await self.start()
@@ -317,40 +322,10 @@ class Deployment:
         load, and TimeoutError (naming the services still down, and why) once a service is not
         ready after ``timeout`` seconds (default: the service's own ``startup-timeout``).
         """
-        started = time.monotonic()
+        return await wait_ready(self, timeout, all_replicas=all_replicas)
 
-        def allowed(service_id: str) -> float:
-            return self.config.service(service_id).startup_timeout if timeout is None else timeout
-
-        def ready() -> bool:
-            statuses = self.services()
-            for status in statuses:
-                if not status.ready and status.last_error:
-                    raise WorkflowLoadError(
-                        f"service '{status.service_id}' of deployment '{self.name}' "
-                        f"did not start: {status.last_error}"
-                    )
-            return all(_is_ready(s, all_replicas) for s in statuses)
-
-        while True:
-            down = [s.service_id for s in self.services() if not _is_ready(s, all_replicas)]
-            waited = time.monotonic() - started
-            if overdue := [sid for sid in down if waited >= allowed(sid)]:
-                reasons = [await self._not_ready_reason(sid, waited) for sid in overdue]
-                raise TimeoutError(
-                    f"deployment '{self.name}': "
-                    + "; ".join(
-                        f"no ready replica after {allowed(sid):.0f}s for {sid} ({reason})"
-                        for sid, reason in zip(overdue, reasons, strict=True)
-                    )
-                )
-            try:
-                await self.until(ready, min((allowed(sid) for sid in down), default=0.0) - waited)
-            except TimeoutError:
-                continue  # a service's time is up: said above
-            return self.services()
-
-    async def _not_ready_reason(self, service_id: str, waited: float) -> str:
+    async def not_ready_reason(self, service_id: str, waited: float) -> str:
+        """Why the service has no ready replica yet (its workers exited, or still import)."""
         if self._replicas is None or self._control_plane is None:
             return "stopped"
         generation = self._control_plane.registry.generation(service_id)
@@ -440,12 +415,3 @@ class Deployment:
         """Run one task with ``kwargs`` as the workflow's input and wait for it to finish."""
         definition = TaskDefinition(input=json.dumps(kwargs), service_id=service, session_id=session_id)
         return await self.control_plane.run_task(definition, timeout=timeout)
-
-
-def _is_ready(status: ServiceStatus, all_replicas: bool) -> bool:
-    if status.desired_replicas == 0:
-        return True  # served by `llamactl worker` elsewhere: its tasks wait for them, queued
-    if not all_replicas:
-        return status.ready
-    ready = sum(1 for r in status.replicas if r.state is ReplicaState.READY)
-    return ready >= status.desired_replicas

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 
 import httpx
 import pytest
@@ -172,6 +173,42 @@ async def test_deploy_two_at_once_then_reload_and_delete(client: httpx.AsyncClie
     assert deleted.status_code == 200 and deleted.json() == {"name": "other"}
     assert (await client.get("/deployments/other")).status_code == 404
     assert "other" not in (await client.get("/status/")).json()["deployments"]
+
+
+async def test_a_deployment_being_deleted_answers_reads_and_waiters_and_refuses_new_tasks(
+    client: httpx.AsyncClient, running: Running
+) -> None:
+    """Its workers finish their tasks before it goes, but every request answered 503 meanwhile:
+    `llamactl run --stream` printed a task's last event, then failed to read its result."""
+    created = await deploy(client, running, OTHER_YML.format(name="leaving", path="lingers:linger"))
+    assert created.status_code == 200, created.text
+    task_id = str(uuid.uuid4())
+    run = asyncio.create_task(
+        client.post(
+            "/deployments/leaving/tasks/run",
+            json={"input": task_input(seconds=3), "task_id": task_id},
+            timeout=30,
+        )
+    )
+    deadline = time.monotonic() + 10
+    while (await client.get(f"/deployments/leaving/tasks/{task_id}")).json().get("status") != "running":
+        assert time.monotonic() < deadline, "the task did not start"
+        await asyncio.sleep(0.02)
+    deleting = asyncio.create_task(client.delete("/deployments/leaving", timeout=30))
+    while True:
+        refused = await client.post("/deployments/leaving/tasks/create", json={"input": task_input(seconds=0)})
+        if refused.status_code == 503:
+            break
+        assert refused.status_code == 200 and time.monotonic() < deadline, refused.text
+        await asyncio.sleep(0.02)
+    assert refused.json()["detail"] == "deployment 'leaving' is being deleted: it takes no new tasks"
+    record = await client.get(f"/deployments/leaving/tasks/{task_id}")
+    assert record.status_code == 200 and record.json()["status"] == "running", record.text
+    assert not deleting.done()
+    answered = await run
+    assert answered.status_code == 200 and answered.json() == "done", answered.text
+    assert (await deleting).status_code == 200
+    assert (await client.get(f"/deployments/leaving/tasks/{task_id}")).status_code == 404
 
 
 async def test_reload_of_an_unknown_deployment_is_404(client: httpx.AsyncClient, running: Running) -> None:
