@@ -30,6 +30,7 @@ from llamactl.cli.style import styled, use_color
 
 if TYPE_CHECKING:
     from llamactl.server.config import DeploymentConfig
+    from llamactl.server.types import ServiceStatus
 
 __all__ = ["app", "deploy", "status"]
 
@@ -197,13 +198,14 @@ def show(
                 svc.service_id,
                 svc.name,
                 health,
-                f"{ready}/{svc.desired_replicas}",
+                f"{ready}/{svc.desired_replicas}" if svc.desired_replicas else f"{ready} remote",
                 svc.generation,
                 svc.in_flight,
                 _first_line(svc.last_error),
             ]
         )
     table(["SERVICE", "NAME", "STATUS", "READY", "GENERATION", "IN FLIGHT", "LAST ERROR"], rows)
+    _replica_table(state.services)
     color = use_color(sys.stdout)
     failed_reloads = [svc for svc in state.services if svc.last_reload_error]
     if failed_reloads:
@@ -230,6 +232,32 @@ def show(
                 for t in recent
             ],
         )
+
+
+def _replica_table(services: list[ServiceStatus]) -> None:
+    """Each worker process: where it runs (``llamactl worker`` replicas name their host), how
+    busy it is (tasks running / at most at once now), since when, how often it restarted."""
+    replicas = [replica for svc in services for replica in svc.replicas]
+    if not replicas:
+        return
+    typer.echo("")
+    typer.echo("Replicas:")
+    table(
+        ["REPLICA", "STATE", "HOST", "PID", "TASKS", "STARTED", "RESTARTS", "LAST ERROR"],
+        [
+            [
+                r.replica_id,
+                style_status(r.state.value),
+                r.host or "-",
+                r.pid if r.pid is not None else "-",
+                f"{r.in_flight}/{r.concurrency_limit or r.max_concurrency}",
+                timestamp(r.started_at),
+                r.restarts,
+                _first_line(r.last_error),
+            ]
+            for r in replicas
+        ],
+    )
 
 
 def _first_line(text: str | None) -> str | None:

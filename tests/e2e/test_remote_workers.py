@@ -12,6 +12,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +118,19 @@ async def test_tasks_wait_for_remote_workers_then_run_there_and_survive_a_killed
             replicas = await ready_replicas(client, "once")
             assert set(replicas) <= remote
             assert {r["host"] for r in replicas.values()} == {socket.gethostname()}
+            # And so does `llamactl deployments show`, with their host and pid.
+            shown = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "llamactl", "--server", far.server.url, "deployments", "show", "far"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert shown.returncode == 0, shown.stderr
+            rows = {row[0]: row for line in shown.stdout.splitlines() if (row := line.split())}
+            for replica_id, replica in replicas.items():
+                assert rows[replica_id][1:4] == ["ready", socket.gethostname(), str(replica["pid"])]
+            assert rows["once"][:5] == ["once", "Once", "ready", "2", "remote"], shown.stdout
 
             # Tasks run on them.
             tasks = [await create(client, "func", name=f"n{i}") for i in range(6)]

@@ -67,6 +67,10 @@ def test_deployments_list_and_show(cli: Callable[..., tuple[int, str, str]]) -> 
     assert code == 0
     assert "Deployment: demo" in out
     assert any(line.split()[:2] == ["hitl", "Hitl"] for line in out.splitlines())
+    assert any(line.split()[:4] == ["hitl", "Hitl", "ready", "1/1"] for line in out.splitlines())
+    replicas = out[out.index("\nReplicas:\n") :].splitlines()
+    assert replicas[2].split()[:2] == ["REPLICA", "STATE"], out
+    assert any(line.split()[:2] == ["hitl#1", "ready"] for line in replicas), out
     state = json.loads(cli("deployments", "show", "demo", "-o", "json")[1])
     assert {s["service_id"] for s in state["services"]} >= {"echo", "stream", "hitl", "slow"}
     assert state["deployment"] == "demo"
