@@ -48,6 +48,7 @@ _REPLICA_EXITED = re.compile(
 )
 _FETCHING = re.compile(r"^(?P<key>\S+/\S+): fetching (?P<rest>.+)$")
 _FETCHED = re.compile(r"^(?P<key>\S+/\S+): checked out (?P<rest>.+)$")
+_REMOVED = re.compile(r"^(?P<key>\S+/\S+): removed from the deployment file, (?P<rest>.+)$")
 _RELOADING = re.compile(r"^(?P<key>\S+/\S+): source changed, reloading$")
 _RELOAD_AGAIN = re.compile(r"^(?P<key>\S+/\S+): source changed again: (?P<rest>.+)$")
 _NOT_RELOADED = re.compile(r"^(?P<key>\S+/\S+): not reloaded: (?P<why>.+)$")
@@ -185,6 +186,8 @@ class ServeOutput:
             self._row(match["key"], styled("fetching", "cyan"), match["rest"])
         elif match := _FETCHED.match(text):
             self._row(match["key"], styled("fetched", "green", glyph="✓"), match["rest"])
+        elif match := _REMOVED.match(text):
+            self._row(match["key"], styled("removed", "yellow"), match["rest"])
         elif match := _RELOADING.match(text):
             self._row(match["key"], styled("reloading", "cyan"), "source changed")
         elif match := _RELOAD_AGAIN.match(text):
@@ -218,6 +221,8 @@ class ServeOutput:
             self._row(deployment, styled("listening", "cyan"), rest)
         elif rest.endswith(" changed, applying it"):
             self._row(deployment, styled("applying", "cyan"), rest.removesuffix(", applying it"))
+        elif rest.startswith("applied, "):
+            self._row(deployment, styled("applied", "green", glyph="✓"), rest.removeprefix("applied, "))
         else:
             self._row(deployment, styled("note"), rest)
 

@@ -170,16 +170,14 @@ class ControlPlane:
         await self.loops.stop(f"removed:{service_id}")
         self.service_added(service_id)
 
-    async def service_removed(self, service_id: str) -> None:
-        """A service left the deployment (its workers have stopped): fail what waits for it."""
+    async def service_removed(self, service_id: str) -> int:
+        """A service left the deployment (its workers have stopped): fail what waits for it;
+        return how many tasks that failed."""
         reason = f"its service '{service_id}' was removed from the deployment before the task ran"
         failed = await self.dispatcher.fail_service(service_id, reason)
         topic = topics.service_topic(self.deployment, service_id)
         self._consume(f"removed:{service_id}", topic, self.inbox.handle_removed)
-        if failed:
-            log.warning(
-                "deployment %s: %d task(s) of removed service %s failed", self.deployment, failed, service_id
-            )
+        return failed
 
     def reconfigure(self, settings: ControlPlaneSettings) -> None:
         """New limits from an edited deployment file (timeouts, queue bounds, wait, retention)."""

@@ -139,18 +139,27 @@ class HotReloader:
         cp.orchestrator.set_services(list(config.services), config.default_service_id)
         cp.reconfigure(control_plane_settings(config))
         changed: list[str] = []
-        for service_id in [s for s in old.services if s not in config.services]:
+        name = config.name
+        removed = [s for s in old.services if s not in config.services]
+        for service_id in removed:
             await self._replicas.stop_service(service_id, grace=self._deployment.stop_grace)
             cp.registry.remove_service(service_id)
             # Its workers have finished what they held: what is left waits for nobody.
-            await cp.service_removed(service_id)
+            failed = await cp.service_removed(service_id)
+            self._deployment.tell(
+                f"{name}/{service_id}: removed from the deployment file, its workers stopped"
+                + (f"; {failed} queued task(s) of it failed" if failed else "")
+            )
+        added = [s for s in config.services if s not in old.services]
         for service_id, service in config.services.items():
-            if service_id not in old.services:
+            if service_id in added:
                 cp.registry.add_service(service_info(service))
                 await cp.service_added_again(service_id)
                 await self._replicas.start(service, generation=1)
             elif service != old.services[service_id] or new_env[service_id] != _env_or_none(old, service_id):
                 changed.append(service_id)
+        if not (removed or added or changed):
+            self._deployment.tell(f"{name}: applied, no service had to restart")
         # Side by side: one service's imports (or its hang, until the ready timeout) wait for no other's.
         return list(await asyncio.gather(*(self.reload_service(service_id) for service_id in changed)))
 

@@ -114,7 +114,9 @@ class _ReportingDeployment(Deployment):
         super()._on_change(kind, data)
         if self._on_event is None or self._control_plane is None:
             return
-        for status in self._control_plane.registry.statuses():
+        statuses = self._control_plane.registry.statuses()
+        self._reported &= {status.service_id for status in statuses}  # one removed comes back: say so
+        for status in statuses:
             if status.ready and status.service_id not in self._reported:
                 self._reported.add(status.service_id)
                 ready = [r.replica_id for r in status.replicas if r.state is ReplicaState.READY]

@@ -299,3 +299,20 @@ async def test_a_change_in_one_folder_does_not_restart_the_other_services_worker
     assert watched.initial_b_pids and ready_pids(after["b"]) == watched.initial_b_pids
     assert all(alive(pid) for pid in watched.initial_b_pids)
     assert await app.tasks.run(service="b") == "b1"
+
+
+async def test_a_service_removed_and_added_back_and_an_edit_that_changes_nothing_are_rows(
+    watched: Watched, app: AsyncDeploymentClient
+) -> None:
+    """A removed service stopped without a word, one added back was never said to be up again
+    (it had been once), and an edit that changed nothing was `applying` and then silence."""
+    with_c = (watched.root / "deployment.yml").read_text()
+    assert SERVICE_C in with_c
+    watched.edit("deployment.yml", with_c.replace(SERVICE_C, ""))
+    await watched.line(lambda line: says(line, f"{NAME}/c", "removed", "its workers stopped"))
+    assert set(await statuses(app)) == {"a", "ticks", "b"}
+    watched.edit("deployment.yml", with_c)
+    await watched.line(lambda line: says(line, f"{NAME}/c", "up", "1/1 replica ready"))
+    await answers(app, "c1", service="c")
+    watched.edit("deployment.yml", with_c + "# a comment\n")
+    await watched.line(lambda line: says(line, NAME, "applied", "no service had to restart"))
