@@ -221,6 +221,10 @@ class ServeOutput:
             self._row(deployment, styled("listening", "cyan"), rest)
         elif rest.endswith(" changed, applying it"):
             self._row(deployment, styled("applying", "cyan"), rest.removesuffix(", applying it"))
+        elif rest == "deleting, its running tasks finish first":
+            self._row(deployment, styled("deleting", "yellow"), "its running tasks finish first")
+        elif rest == "deleted, its workers stopped":
+            self._row(deployment, styled("deleted", "yellow"), "its workers stopped")
         elif rest.startswith("applied, "):
             self._row(deployment, styled("applied", "green", glyph="✓"), rest.removeprefix("applied, "))
         else:

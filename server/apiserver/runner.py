@@ -217,9 +217,7 @@ async def serve(
 
     async def start_deployments() -> None:
         for config in configs:
-            await manager.create(config, on_event=on_event)
-            if on_event is not None:
-                on_event(f"deployment '{config.name}' is ready ({len(config.services)} service(s))")
+            await manager.create(config, on_event=on_event)  # says it is ready
 
     try:
         await http.start()

@@ -141,6 +141,7 @@ class DeploymentManager:
         self._running: dict[str, Deployment] = {}
         self._busy: dict[str, str] = {}
         self._draining: dict[str, Deployment] = {}
+        self._say: dict[str, EventCallback] = {}
         self._expected: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._hooks: list[DeploymentHooks] = []
@@ -222,6 +223,9 @@ class DeploymentManager:
                 self._running[name] = deployment
             finally:
                 self._busy.pop(name, None)
+        if on_event is not None:
+            self._say[name] = on_event
+            on_event(f"deployment '{name}' is ready ({len(config.services)} service(s))")
         for hooks in self._hooks:
             try:
                 await hooks.started(deployment)
@@ -251,11 +255,12 @@ class DeploymentManager:
             except Exception:
                 log.exception("deployment %s: a stop hook failed", deployment.name)
 
-    async def delete(self, name: str) -> None:
+    async def delete(self, name: str, *, asked: bool = True) -> None:
         """Stop deployment ``name`` (its workers finish their tasks first) and forget it.
 
         While the workers finish, the deployment answers reads and those who wait for its tasks,
-        and refuses new tasks (503).
+        and refuses new tasks (503). ``asked``: deleted on request (its ``on_event`` says so),
+        not stopped with the server.
 
         Raises:
             DeploymentNotFound: no such deployment.
@@ -269,6 +274,9 @@ class DeploymentManager:
                 raise DeploymentNotFound(name)
             self._busy[name] = "stopping"
             self._draining[name] = deployment
+            say = self._say.pop(name, None) if asked else None
+            if say is not None:
+                say(f"{name}: deleting, its running tasks finish first")
             try:
                 await self._run_hooks_stopping(deployment)
                 with contextlib.suppress(LlamactlError):  # never started
@@ -282,6 +290,8 @@ class DeploymentManager:
                 await deployment.close()
             finally:
                 self._busy.pop(name, None)
+            if say is not None:
+                say(f"{name}: deleted, its workers stopped")
 
     def begin_shutdown(self) -> None:
         """The server is stopping: whoever waits for a task is answered now (ShuttingDown)."""
@@ -299,7 +309,7 @@ class DeploymentManager:
 
     async def _close_one(self, name: str) -> None:
         try:
-            await self.delete(name)
+            await self.delete(name, asked=False)
         except DeploymentNotFound:
             pass
         except Exception:

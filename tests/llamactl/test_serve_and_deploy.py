@@ -86,6 +86,14 @@ def test_deploy_reload_list_show_and_delete(cli: Invoke, tmp_path: Path, empty_s
     assert cli("deployments", "delete", "two") == (0, "Deleted two\n", "Stopping two...\n")
     assert cli("deployments", "delete", "one", "-o", "json")[1] == '{\n  "name": "one"\n}\n'
     assert cli("deployments", "list") == (0, "", "")
+    # serve said each deployment's coming and going as rows (the deletes said nothing before, and
+    # a deployment deployed later had no `ready` row)
+    empty_server.stderr.wait_for(lambda line: line.split()[:3] == ["one", "deleted", "its"], 10)
+    rows = [line.split() for line in empty_server.stderr.lines]
+    assert ["two", "ready", "1", "service"] in rows
+    for name in ("one", "two"):
+        assert [name, "deleting", "its", "running", "tasks", "finish", "first"] in rows
+        assert [name, "deleted", "its", "workers", "stopped"] in rows
 
 
 def test_deploy_from_outside_the_server_s_folders_names_the_option_for_that_folder(cli: Invoke) -> None:

@@ -253,14 +253,18 @@ def test_a_git_source_being_fetched_is_a_row_and_so_is_its_commit() -> None:
     assert rows[1].split()[:5] == ["demo/echo", "fetched", "commit", "0123456789ab", "of"]
 
 
-def test_a_removed_service_and_an_edit_that_restarts_nothing_are_rows() -> None:
+def test_a_removed_service_an_edit_that_restarts_nothing_and_a_deletion_are_rows() -> None:
     rows = formatted(
         "demo/echo: removed from the deployment file, its workers stopped; 2 queued task(s) of it failed",
         "demo: applied, no service had to restart",
+        "demo: deleting, its running tasks finish first",
+        "demo: deleted, its workers stopped",
     )
     assert rows[0].split()[:5] == ["demo/echo", "removed", "its", "workers", "stopped;"]
     assert rows[0].endswith("2 queued task(s) of it failed")
     assert rows[1].split() == ["demo", "applied", "no", "service", "had", "to", "restart"]
+    assert rows[2].split() == ["demo", "deleting", "its", "running", "tasks", "finish", "first"]
+    assert rows[3].split() == ["demo", "deleted", "its", "workers", "stopped"]
 
 
 def test_a_service_still_loading_is_a_row() -> None:
