@@ -35,7 +35,13 @@ def follow_events(
     ``then`` once printed. A server that goes away meanwhile (killed, or restarted by a
     supervisor) is waited for, for ``REATTACH_SECONDS``, and the events are read again from the
     first one not printed."""
-    from llamactl.client.errors import DeploymentStarting, NotLlamactlServer, ServerUnreachable, StreamBroken
+    from llamactl.client.errors import (
+        DeploymentStarting,
+        NotLlamactlServer,
+        ServerStopping,
+        ServerUnreachable,
+        StreamBroken,
+    )
 
     deadline: float | None = None
     while True:
@@ -46,14 +52,16 @@ def follow_events(
                     then(event)
                 from_seq, deadline = event.seq + 1, None
             return
-        except (StreamBroken, ServerUnreachable, DeploymentStarting) as exc:
-            # DeploymentStarting: the server is back and starts the deployment again.
+        except (StreamBroken, ServerUnreachable, DeploymentStarting, ServerStopping) as exc:
+            # ServerStopping: it lets its running tasks finish, then exits (to be started again,
+            # as often as not); DeploymentStarting: it is back and starts the deployment again.
             if isinstance(exc, NotLlamactlServer):
                 raise
             if deadline is None:
                 deadline = time.monotonic() + REATTACH_SECONDS
+                why = "is stopping" if isinstance(exc, ServerStopping) else f"stopped answering ({exc})"
                 say(
-                    f"the server stopped answering ({exc}); task {task_id} goes on: waiting for it"
+                    f"the server {why}; task {task_id} goes on: waiting for it"
                     f" to come back to follow the task again (at most {REATTACH_SECONDS:g} s;"
                     " Ctrl-C stops waiting)"
                 )

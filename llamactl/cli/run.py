@@ -162,7 +162,12 @@ def run(
     from llamactl.cli.ids import resolve_session
     from llamactl.cli.run_outage import OutageWatch
     from llamactl.cli.run_watch import TaskWatch
-    from llamactl.client.errors import BackendUnavailable, NotLlamactlServer, ServerUnreachable
+    from llamactl.client.errors import (
+        BackendUnavailable,
+        NotLlamactlServer,
+        ServerStopping,
+        ServerUnreachable,
+    )
     from llamactl.server.ids import new_id
 
     if detach and stream:
@@ -194,7 +199,7 @@ def run(
                                 record = _stream(tasks, task, name, output)
                             else:
                                 record = _watched(tasks, task, name, outage)
-                        except (ServerUnreachable, BackendUnavailable) as exc:
+                        except (ServerUnreachable, BackendUnavailable, ServerStopping) as exc:
                             if isinstance(exc, NotLlamactlServer):
                                 raise
                             record = _reattach(tasks, task_id, name, exc)
@@ -212,6 +217,10 @@ def run(
                                 # Stored or not (the store may have failed the wait, or the
                                 # create): wait for the task, sending it again if it is not there.
                                 record = _reattach(tasks, task_id, name, exc, resend=create)
+                            except ServerStopping as exc:
+                                if exc.task_id != task_id:  # refused before it was stored
+                                    raise
+                                record = _reattach(tasks, task_id, name, exc)
                             else:
                                 _print_result(result, output)
                                 return
@@ -275,7 +284,12 @@ def _watched(tasks: Tasks, task: TaskDefinition, deployment: str, outage: Outage
     the server cannot reach) while the server waits for its result, then read its record. A
     server that goes away meanwhile is waited for with the spinner and the question still on."""
     from llamactl.cli.run_watch import TaskWatch
-    from llamactl.client.errors import BackendUnavailable, NotLlamactlServer, ServerUnreachable
+    from llamactl.client.errors import (
+        BackendUnavailable,
+        NotLlamactlServer,
+        ServerStopping,
+        ServerUnreachable,
+    )
 
     assert task.task_id is not None and task.service_id is not None  # the server fills them in
     with (
@@ -284,7 +298,7 @@ def _watched(tasks: Tasks, task: TaskDefinition, deployment: str, outage: Outage
     ):
         try:
             tasks.result(task.task_id)
-        except (ServerUnreachable, BackendUnavailable) as exc:
+        except (ServerUnreachable, BackendUnavailable, ServerStopping) as exc:
             if isinstance(exc, NotLlamactlServer):
                 raise
             return _reattach(tasks, task.task_id, deployment, exc, tell=watch.print)
@@ -350,10 +364,11 @@ def _reattach(
     resend: Callable[[], object] | None = None,
     tell: Callable[[str], None] = say,
 ) -> TaskRecord:
-    """The server went away while ``task_id`` ran (killed, or restarted by a supervisor), or its
-    state store or queue failed the wait: wait for it to come back, then for the task, which a
-    restarted server runs again if it was stored. ``resend``: the task may not have been stored
-    (its store failed the request that sent it): send it again (same id) if it is not there.
+    """The server went away while ``task_id`` ran (killed, stopped, or restarted by a supervisor
+    or by hand), or its state store or queue failed the wait: wait for it to come back, then for
+    the task, which a restarted server finishes, or runs again, if it was stored. ``resend``:
+    the task may not have been stored (its store failed the request that sent it): send it
+    again (same id) if it is not there.
     ``tell`` writes what it waits for (at a terminal: above the spinner or the prompt)."""
     import contextlib
     import time
@@ -368,7 +383,12 @@ def _reattach(
         WaitTimeout,
     )
 
-    if not isinstance(gone, BackendUnavailable):  # else the OutageWatch says what is unreachable
+    if isinstance(gone, ServerStopping):
+        tell(
+            f"the server is stopping; task {task_id} goes on when it is back: waiting for it"
+            f" (at most {REATTACH_SECONDS:g} s; Ctrl-C stops waiting)"
+        )
+    elif not isinstance(gone, BackendUnavailable):  # else the OutageWatch says what is unreachable
         tell(
             f"{gone}; task {task_id} goes on when the server is back: waiting for it"
             f" (at most {REATTACH_SECONDS:g} s; Ctrl-C stops waiting)"
@@ -394,11 +414,10 @@ def _reattach(
                 resend = None
                 continue
         except (ServerUnreachable, ServerError) as exc:
-            # Not there yet, or there and still starting the deployment (503); but a server that
-            # is stopping, or that waited as long as it may (WaitTimeout), is answered as usual.
-            if isinstance(exc, ServerError) and (
-                exc.status != 503 or isinstance(exc, ServerStopping | WaitTimeout)
-            ):
+            # Not there yet, there and still stopping (it lets its tasks finish first), or back
+            # and starting the deployment (503); but a server that waited as long as it may
+            # (WaitTimeout) is answered as usual.
+            if isinstance(exc, ServerError) and (exc.status != 503 or isinstance(exc, WaitTimeout)):
                 raise
             if time.monotonic() + delay > deadline:
                 if isinstance(exc, BackendUnavailable):

@@ -145,3 +145,51 @@ def test_run_at_a_terminal_asks_again_after_a_restart_and_sends_the_answer_typed
     finally:
         if first.process.poll() is None:
             _killed(first)
+
+
+def _stopped(server: Server) -> None:
+    """SIGTERM, as a supervisor's restart or Ctrl-C sends: it lets its running tasks finish."""
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(60) == 0
+    server.stderr.rest()
+    assert server.process.stderr is not None
+    server.process.stderr.close()
+
+
+def test_run_and_a_stream_wait_across_a_server_stopped_and_started_again(tmp_path: Path) -> None:
+    """A server stopped in order (Ctrl-C and up-arrow, `systemctl restart`) answered its waiters
+    "the server is stopping" at once, and `run` gave up (exit 6), where a killed one was waited
+    for; the task had even finished during the stop. `run` and `run --stream` wait for it now."""
+    file = write_app(tmp_path / "app", "again", {"slow": "funcs:slow", "ticks": "funcs:ticks"})
+    first = Server(file)
+    port = first.url.rsplit(":", 1)[1]
+    try:
+        waiting = llamactl("--server", first.url, "run", "-s", "slow", "-a", "seconds", "2")
+        argv = ["--server", first.url, "run", "--stream", "-s", "ticks", "-a", "n", "30", "-a", "every", "0.1"]
+        with reaped(waiting) as run, reaped(llamactl(*argv)) as streaming:
+            out, err = Lines(streaming.stdout), Lines(streaming.stderr)
+            out.wait_for(lambda line: '"i": 3' in line, 60)
+            with Client(first.url) as client:
+                tasks = client.deployment("again").tasks
+                deadline = time.monotonic() + 60
+                while len(tasks.list(status="running")) < 2:
+                    assert time.monotonic() < deadline, "the tasks never started"
+                    time.sleep(0.05)
+            _stopped(first)
+            second = Server(file, extra=["--port", port])
+            try:
+                printed, said = run.communicate(timeout=120)
+                assert streaming.wait(120) == 0, err.rest()
+            finally:
+                second.stop()
+    finally:
+        if first.process.poll() is None:
+            _killed(first)
+    assert run.returncode == 0, said
+    assert printed.strip() == "done"
+    assert "the server is stopping; task" in said and "waiting for it" in said, said
+    assert any("the server is stopping; task" in line for line in err.rest()), err.lines
+    shown = out.rest()
+    seqs = [int(line.split()[0]) for line in shown if line[:3].strip().isdigit()]
+    assert seqs == sorted(set(seqs)), "every event once, in order"
+    assert shown[-1].strip() == '{"i": 30, "done": true}', shown[-3:]
