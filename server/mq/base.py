@@ -194,6 +194,12 @@ class MessageQueue(abc.ABC):
         return await self.publish(topic, payload, msg_id=msg_id, key=key)
 
     @property
+    def ordered_publishes(self) -> bool:
+        """True when publishes started one after another (each awaited later) reach the broker
+        in that order, so a caller may have several on their way at once and keep their order."""
+        return False
+
+    @property
     def restorable_in_memory(self) -> bool:
         """True when :meth:`publish_restorable` holds its messages only in this process's memory,
         so that they end with the process, as whatever the caller had not stored yet does."""

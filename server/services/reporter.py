@@ -73,9 +73,11 @@ class Reporter:
         Raises:
             ResultTooLarge: see :meth:`encode`.
         """
-        await self.queue.publish(
-            self.topic, self.encode(msg), msg_id=msg_id, key=msg.task_id or self.spec.replica_id
-        )
+        await self.publish_encoded(msg, self.encode(msg), msg_id=msg_id)
+
+    async def publish_encoded(self, msg: WorkerMessage, payload: bytes, *, msg_id: str | None = None) -> None:
+        """Publish ``msg`` already encoded (``payload``: :meth:`encode`)."""
+        await self.queue.publish(self.topic, payload, msg_id=msg_id, key=msg.task_id or self.spec.replica_id)
 
     async def finish(self, delivery: Delivery, msg: WorkerMessage, payload: bytes, *, msg_id: str) -> None:
         """Publish a task's final report (``msg`` encoded) and ack its delivery, together (see

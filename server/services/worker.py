@@ -36,6 +36,7 @@ from llamactl.server.services.spec import WorkerSpec
 from .adapters import Runnable
 from .concurrency import AdaptiveLimit, Slot
 from .errorinfo import error_line
+from .event_pipe import EventPipe
 from .execution import TaskOutcome, execute
 from .replacement import REPLACE_GRACE, ReplaceCheck
 from .reporter import Reporter
@@ -261,6 +262,7 @@ class Worker:
         ids = {"task_id": task.task_id, "session_id": task.session_id, "attempt": attempt}
         started = StartedReport(self, {**ids, "resumed": resumed}, f"{task.task_id}:{attempt}:started")
         self._starting[task.task_id] = started
+        events = EventPipe(ordered=self.queue.ordered_publishes)
         started_at = time.time()
         timeout = task.timeout if task.timeout is not None else self.spec.timeout
         if self.watchdog is not None:
@@ -290,12 +292,14 @@ class Worker:
                     return
                 self._check_event_count(task.task_id, index)
                 msg = self.message(WorkerMessageKind.TASK_EVENT, event=envelope, event_index=index, **ids)
-                sending = self.publish(msg, msg_id=event_msg_id(task.task_id, attempt, index))
-                if started.now() or started.in_flight():
-                    # A task runs FIFO after the started report's: the event goes out after it.
-                    await asyncio.create_task(sending)
-                else:
-                    await sending
+                payload = self.reporter.encode(msg)  # too large: raised here, in the run
+                started.now()  # its task was made first: the started report goes out before the event
+                await events.send(
+                    self.reporter.publish_encoded(
+                        msg, payload, msg_id=event_msg_id(task.task_id, attempt, index)
+                    ),
+                    len(payload),
+                )
                 index += 1
 
             outcome = await execute(
@@ -313,6 +317,7 @@ class Worker:
                 ask_first=resume.question if resume is not None and resumed else None,
             )
             self._runs.forget(task.task_id)  # done running: a newer attempt leaves its report be
+            await events.drain()  # the report counts them: they are confirmed first
             await started.settle()
             if outcome.kind is WorkerMessageKind.TASK_SUSPENDED:
                 await self._report_suspended(delivery, outcome, ids, inputs_from=position[0], index=index)
@@ -351,6 +356,7 @@ class Worker:
             self._runs.forget(task.task_id)
             if self.watchdog is not None:
                 self.watchdog.untrack(task.task_id)
+            events.cancel()
             await keeper.stop()
             started.discard()
 

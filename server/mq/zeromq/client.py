@@ -210,6 +210,10 @@ class ZeroMQQueue(MessageQueue):
     def restorable_in_memory(self) -> bool:
         return self._attach is not None
 
+    @property
+    def ordered_publishes(self) -> bool:
+        return True  # one socket (or link), each request sent when it is made
+
     def consume(
         self, topic: str, *, prefetch: int | Prefetch = 1, lease: float = 30.0
     ) -> AsyncIterator[Delivery]:
