@@ -1,6 +1,6 @@
 """Keeps a task's reports in the order its worker sent them, whatever order the queue hands them out.
 
-A worker publishes a task's events one at a time, each confirmed before the next, numbered from 0
+A worker publishes a task's events in order, several on their way at once, numbered from 0
 within the attempt, and its final report says how many went before it. The queue may still hand
 them to the control plane out of order or at once (a broker without per-key order, several
 control planes consuming one topic, a redelivery). So before event ``i`` of an attempt is stored,
