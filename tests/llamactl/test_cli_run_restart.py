@@ -165,8 +165,11 @@ def test_run_and_a_stream_wait_across_a_server_stopped_and_started_again(tmp_pat
     port = first.url.rsplit(":", 1)[1]
     try:
         waiting = llamactl("--server", first.url, "run", "-s", "slow", "-a", "seconds", "2")
-        argv = ["--server", first.url, "run", "--stream", "-s", "ticks", "-a", "n", "30", "-a", "every", "0.1"]
-        with reaped(waiting) as run, reaped(llamactl(*argv)) as streaming:
+        ticks = ["-s", "ticks", "-a", "n", "30", "-a", "every", "0.1"]
+        with (
+            reaped(waiting) as run,
+            reaped(llamactl("--server", first.url, "run", "--stream", *ticks)) as streaming,
+        ):
             out, err = Lines(streaming.stdout), Lines(streaming.stderr)
             out.wait_for(lambda line: '"i": 3' in line, 60)
             with Client(first.url) as client:

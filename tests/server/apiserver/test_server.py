@@ -196,7 +196,9 @@ async def test_a_deployment_being_deleted_answers_reads_and_waiters_and_refuses_
         await asyncio.sleep(0.02)
     deleting = asyncio.create_task(client.delete("/deployments/leaving", timeout=30))
     while True:
-        refused = await client.post("/deployments/leaving/tasks/create", json={"input": task_input(seconds=0)})
+        refused = await client.post(
+            "/deployments/leaving/tasks/create", json={"input": task_input(seconds=0)}
+        )
         if refused.status_code == 503:
             break
         assert refused.status_code == 200 and time.monotonic() < deadline, refused.text
