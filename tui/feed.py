@@ -155,6 +155,7 @@ class Feed(Widget):
     @work(exclusive=True, group="feed")
     async def _follow_changes(self, deployment: str | None) -> None:
         failures = 0
+        looked_again = False
         url = self.client.base_url
         while True:
             batcher = Batcher(lambda batch: self._send(FeedChanges(batch)))
@@ -168,19 +169,28 @@ class Feed(Widget):
                 await self._catch_up(deployment)
                 self.connected = True
                 self._send(Connected(url, deployment, reconnected=failures > 0))
-                failures = 0
+                failures, looked_again = 0, False
                 await self._stream_changes(deployment, batcher)
             except Exception as exc:
                 # Whatever went wrong, the dashboard stays up and tries again: a server that
                 # answers oddly (a proxy's error page, a half-started deployment) is "not there".
                 batcher.flush()
-                self.connected = False
+                live, self.connected = self.connected, False
+                if live and isinstance(exc, StreamBroken) and not looked_again:
+                    # The feed ended (its deployment deleted, the server stopping or killed):
+                    # look again at once, so that what is said is which of them it was.
+                    looked_again = True
+                    continue
                 failures += 1
                 delay = min(self.config.retry_initial * 2 ** (failures - 1), self.config.retry_max)
                 reason = describe_error(exc)
-                if isinstance(exc, NotFound):
-                    reason = f"{exc}: pick another deployment with d"
-                self._send(Disconnected(url, reason, delay, failures))
+                gone = isinstance(exc, NotFound) and deployment is not None
+                if gone:
+                    reason = (
+                        f"it has no deployment '{deployment}' (deleted?): pick another with d,"
+                        " or deploy it again"
+                    )
+                self._send(Disconnected(url, reason, delay, failures, gone=gone))
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):

@@ -65,6 +65,8 @@ class Disconnected(Message):
     reason: str
     retry_in: float
     attempt: int
+    gone: bool = False
+    """The server answers, but has no such deployment (deleted, or not deployed yet)."""
 
 
 @dataclass

@@ -94,17 +94,21 @@ class MessageRouting(UserActions):
     def on_disconnected(self, message: Disconnected) -> None:
         banner = self.query_one(ConnectionBanner)
         if not banner.shown:
-            if banner.ever_connected:
+            if message.gone:
+                said = f"{message.url}: {message.reason}. The data shown is kept."
+            elif banner.ever_connected:
                 said = (
                     f"Lost the connection to {message.url}: {message.reason}. Retrying; the data shown "
                     "is kept."
                 )
             else:
                 said = f"Cannot reach {message.url}: {message.reason}. Retrying until it answers."
-            self.notify(said, title="Disconnected", severity="warning", markup=False)
-        banner.disconnected(message.url, message.reason, message.retry_in, message.attempt)
+            title = "Deployment gone" if message.gone else "Disconnected"
+            self.notify(said, title=title, severity="warning", markup=False)
+        banner.disconnected(message.url, message.reason, message.retry_in, message.attempt, gone=message.gone)
         self.query_one("#main").add_class("-stale")
-        self.query_one(StatsBar).show_connection(message.url, self.feed.deployment, "disconnected")
+        state = "gone" if message.gone else "disconnected"
+        self.query_one(StatsBar).show_connection(message.url, self.feed.deployment, state)
         self._refresh_actions()
 
     def on_snapshot_loaded(self, message: SnapshotLoaded) -> None:

@@ -153,3 +153,26 @@ async def test_after_a_server_restart_the_views_and_the_event_stream_resume_with
     finally:
         if server.process.poll() is None:
             await asyncio.to_thread(server.stop)
+
+
+async def test_a_deployment_deleted_while_on_show_is_said_to_be_gone_not_a_lost_connection(
+    tmp_path: Path,
+) -> None:
+    """The dashboard said "Lost the connection ...: the connection dropped" and "disconnected",
+    though the server answered: only the deployment on show had been deleted."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = await start_server(write_app(tmp_path, "demo", SERVICES), port)
+    try:
+        async with AsyncClient(url) as client, dashboard(url, **FAST_RETRY) as dash:
+            await client.deployments.delete("demo")
+            await dash.until(lambda: banner_shown(dash), "the banner")
+            banner_text = str(dash.app.screen.query_one(ConnectionBanner).render())
+            assert banner_text.startswith(
+                f"⚠ {url}: it has no deployment 'demo' (deleted?): pick another with d, or deploy it again."
+            ), banner_text
+            await dash.until(lambda: dash.noticed("it has no deployment 'demo'"), "the notice")
+            assert not dash.noticed("Lost the connection") and not dash.noticed("connection dropped")
+            assert dash.app.screen.query_one("#main").has_class("-stale")
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -34,6 +34,7 @@ class ConnectionBanner(Static):
         self.retry_at = 0.0
         self.attempt = 0
         self.stale_since: float | None = None
+        self.gone = False
         self.ever_connected = False
         """The feed has been live at least once (before, nothing shown is stale: nothing is shown)."""
         self._ticker: Timer | None = None
@@ -42,8 +43,11 @@ class ConnectionBanner(Static):
     def shown(self) -> bool:
         return self.has_class("-shown")
 
-    def disconnected(self, url: str, reason: str, retry_in: float, attempt: int) -> None:
-        self.url, self.reason, self.attempt = url, reason, attempt
+    def disconnected(
+        self, url: str, reason: str, retry_in: float, attempt: int, *, gone: bool = False
+    ) -> None:
+        """``gone``: the server answers, but not for the deployment on show."""
+        self.url, self.reason, self.attempt, self.gone = url, reason, attempt, gone
         self.retry_at = self.clock() + retry_in
         if self.stale_since is None and self.ever_connected:
             self.stale_since = self.clock()
@@ -62,9 +66,13 @@ class ConnectionBanner(Static):
 
     def _render_text(self) -> None:
         left = max(self.retry_at - self.clock(), 0.0)
-        lost = "disconnected from" if self.ever_connected else "cannot reach"
-        text = Text(f"⚠ {lost} {self.url}: {self.reason}. ")
-        text.append(f"Retrying in {left:.0f}s (attempt {self.attempt}); ctrl+r: retry now. ")
+        if self.gone:
+            text = Text(f"⚠ {self.url}: {self.reason}. ")
+            text.append(f"Looking again in {left:.0f}s; ctrl+r: now. ")
+        else:
+            lost = "disconnected from" if self.ever_connected else "cannot reach"
+            text = Text(f"⚠ {lost} {self.url}: {self.reason}. ")
+            text.append(f"Retrying in {left:.0f}s (attempt {self.attempt}); ctrl+r: retry now. ")
         if self.stale_since is not None:
             since = time.strftime("%H:%M:%S", time.localtime(self.stale_since))
             text.append(f"Data shown is stale (as of {since}).")

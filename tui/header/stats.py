@@ -55,7 +55,7 @@ class StatsBar(Horizontal):
             self.show_counts()
 
     def show_connection(self, url: str, deployment: str | None, state: str) -> None:
-        """``state``: ``live``, ``connecting`` or ``disconnected``."""
+        """``state``: ``live``, ``connecting``, ``disconnected`` or ``gone`` (no such deployment)."""
         self.url, self.deployment, self.connection = url, deployment, state
         where = Text("" if self.compact else "llamactl · ", style="bold")
         where.append(f"{deployment or '?'}", style="bold")
@@ -63,9 +63,9 @@ class StatsBar(Horizontal):
             host = url.removeprefix("http://").removeprefix("https://")
             where.append(f" @ {host}", style=self.palette.muted)
         where.append(" ")
-        style = {"live": self.palette.success, "disconnected": self.palette.error}.get(
-            state, self.palette.warning
-        )
+        style = self.palette.success if state == "live" else self.palette.warning
+        if state in ("disconnected", "gone"):
+            style = self.palette.error
         where.append(f"● {state}", style=style)
         self.query_one("#where", Static).update(where)
 
