@@ -22,6 +22,16 @@ def _killed(server: Server) -> None:
     server.process.stderr.close()
 
 
+def _until_running(server: Server, deployment: str, count: int) -> None:
+    """Wait (60 s at most) until ``count`` tasks of the deployment run."""
+    with Client(server.url) as client:
+        tasks = client.deployment(deployment).tasks
+        deadline = time.monotonic() + 60
+        while len(tasks.list(status="running")) < count:
+            assert time.monotonic() < deadline, "the tasks never started"
+            time.sleep(0.05)
+
+
 def test_run_waits_for_a_restarted_server_and_prints_the_result(tmp_path: Path) -> None:
     """`run` said the server "is not a llamactl server: it does not answer HTTP" (exit 6) when the
     server it was waiting on was killed, though its task, stored, ran again once it was back."""
@@ -30,12 +40,7 @@ def test_run_waits_for_a_restarted_server_and_prints_the_result(tmp_path: Path) 
     port = first.url.rsplit(":", 1)[1]
     try:
         with reaped(llamactl("--server", first.url, "run", "-s", "slow", "-a", "seconds", "2")) as run:
-            with Client(first.url) as client:
-                tasks = client.deployment("restart").tasks
-                deadline = time.monotonic() + 60
-                while not tasks.list(status="running"):
-                    assert time.monotonic() < deadline, "the task never started"
-                    time.sleep(0.05)
+            _until_running(first, "restart", 1)
             _killed(first)
             second = Server(file, extra=["--port", port])
             try:
@@ -172,12 +177,7 @@ def test_run_and_a_stream_wait_across_a_server_stopped_and_started_again(tmp_pat
         ):
             out, err = Lines(streaming.stdout), Lines(streaming.stderr)
             out.wait_for(lambda line: '"i": 3' in line, 60)
-            with Client(first.url) as client:
-                tasks = client.deployment("again").tasks
-                deadline = time.monotonic() + 60
-                while len(tasks.list(status="running")) < 2:
-                    assert time.monotonic() < deadline, "the tasks never started"
-                    time.sleep(0.05)
+            _until_running(first, "again", 2)
             _stopped(first)
             second = Server(file, extra=["--port", port])
             try:
