@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from llamactl.client import Client
@@ -20,6 +22,16 @@ def _killed(server: Server) -> None:
     server.stderr.rest()
     assert server.process.stderr is not None
     server.process.stderr.close()
+
+
+@contextlib.contextmanager
+def _started_again(file: Path, port: str) -> Iterator[Server]:
+    """The server started again on the port of the one before, stopped when the block ends."""
+    second = Server(file, extra=["--port", port])
+    try:
+        yield second
+    finally:
+        second.stop()
 
 
 def _until_running(server: Server, deployment: str, count: int) -> None:
@@ -42,11 +54,8 @@ def test_run_waits_for_a_restarted_server_and_prints_the_result(tmp_path: Path) 
         with reaped(llamactl("--server", first.url, "run", "-s", "slow", "-a", "seconds", "2")) as run:
             _until_running(first, "restart", 1)
             _killed(first)
-            second = Server(file, extra=["--port", port])
-            try:
+            with _started_again(file, port):
                 out, err = run.communicate(timeout=120)
-            finally:
-                second.stop()
     finally:
         if first.process.poll() is None:
             _killed(first)
@@ -107,12 +116,9 @@ def test_streamed_events_are_followed_again_once_the_server_is_back(tmp_path: Pa
                     while proc.poll() is None and not any("to come back" in x for x in lines.so_far()):
                         assert time.monotonic() < deadline, lines.so_far()
                         time.sleep(0.05)
-                second = Server(file, extra=["--port", port])
-                try:
+                with _started_again(file, port):
                     assert run.wait(120) == 0, err.rest()
                     assert follower.wait(120) == 0, err2.rest()
-                finally:
-                    second.stop()
     finally:
         if first.process.poll() is None:
             _killed(first)
@@ -136,8 +142,7 @@ def test_run_at_a_terminal_asks_again_after_a_restart_and_sends_the_answer_typed
             terminal.wait_for(r"Your answer: ")
             _killed(first)
             terminal.wait_for(r"goes on when the server is back: waiting for it")
-            second = Server(file, extra=["--port", port])
-            try:
+            with _started_again(file, port):
                 asked_twice = r"(?s)(The workflow asks: What is the answer\?.*){2}Your answer: "
                 terminal.wait_for(asked_twice, 60)
                 assert "Your answer: The workflow" not in plain(terminal.output)  # each on a line
@@ -145,8 +150,6 @@ def test_run_at_a_terminal_asks_again_after_a_restart_and_sends_the_answer_typed
                 terminal.wait_for(r"Sent\.")
                 assert terminal.wait(60) == 0
                 assert "the human said 42" in plain(terminal.output)
-            finally:
-                second.stop()
     finally:
         if first.process.poll() is None:
             _killed(first)
@@ -179,12 +182,9 @@ def test_run_and_a_stream_wait_across_a_server_stopped_and_started_again(tmp_pat
             out.wait_for(lambda line: '"i": 3' in line, 60)
             _until_running(first, "again", 2)
             _stopped(first)
-            second = Server(file, extra=["--port", port])
-            try:
+            with _started_again(file, port):
                 printed, said = run.communicate(timeout=120)
                 assert streaming.wait(120) == 0, err.rest()
-            finally:
-                second.stop()
     finally:
         if first.process.poll() is None:
             _killed(first)
