@@ -267,7 +267,30 @@ async def test_no_task_fails_and_no_stream_breaks_during_reloads_under_load(
     assert record.replica_id == old_replica, "the stream was not served by the retired generation"
 
 
+def reloads_settled(lines: list[str], key: str) -> bool:
+    """Whether ``key``'s last reload has ended and none is due after it (an edit that came while
+    it ran, said by a `changed` row, reloads it once more)."""
+    verbs = [
+        parts[1]
+        for line in lines
+        if len(parts := line.split()) > 1
+        and parts[0] == key
+        and parts[1] in ("reloading", "changed", "reloaded", "failed")
+    ]
+    if "reloading" not in verbs:
+        return True
+    since = verbs[len(verbs) - verbs[::-1].index("reloading") :]
+    return any(verb in ("reloaded", "failed") for verb in since) and "changed" not in since
+
+
 async def test_a_deployment_file_edit_adds_a_service(watched: Watched, app: AsyncDeploymentClient) -> None:
+    # The edits of the test before may still reload a service once more (one that came while it
+    # reloaded): the generations compared below are read once that is over.
+    async def settled() -> bool:
+        lines = watched.server.stderr.so_far()
+        return all(reloads_settled(lines, f"{NAME}/{service}") for service in ("a", "ticks", "b"))
+
+    await eventually(settled, DEADLINE)
     before = await statuses(app)
     (watched.root / "c").mkdir(exist_ok=True)
     watched.edit("c/svc.py", service_code("c1"))
