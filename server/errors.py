@@ -378,12 +378,21 @@ class Overloaded(LlamactlError):
 
 
 class ShuttingDown(LlamactlError):
-    """The server is stopping. ``task_id``/``status`` name the task a caller was waiting for."""
+    """The server is stopping. ``task_id``/``status`` name the task a caller was waiting for;
+    ``state`` is ``"deleting"`` when only this deployment goes (it is being deleted)."""
 
-    def __init__(self, message: str, *, task_id: str | None = None, status: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_id: str | None = None,
+        status: str | None = None,
+        state: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.task_id = task_id
         self.status = status
+        self.state = state
 
 
 class WorkerNoAnswer(LlamactlError):

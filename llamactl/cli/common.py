@@ -174,6 +174,13 @@ def api_errors(
             fail(f"task {exc.task_status or 'failed'}: {exc.detail}", hint, ExitCode.TASK_FAILED)
         if isinstance(exc, errors.Overloaded):
             fail(exc.detail, f"try again in {exc.retry_after:g} s", ExitCode.BUSY)
+        if isinstance(exc, errors.DeploymentDeleting):
+            fail(
+                exc.detail,
+                "its running tasks finish, then it is gone: deploy it again"
+                " (`llamactl deploy deployment.yml`) to send it tasks",
+                ExitCode.CONFLICT,
+            )
         if isinstance(exc, errors.ServerStopping):
             where = f" at {exc.url}" if exc.url else ""
             if exc.task_id:

@@ -18,6 +18,7 @@ The tree::
         └── ServerError         5xx: the server failed (503: the deployment is starting or stopping)
             ├── ServerStopping  503: the server is stopping (it drains its running tasks, then exits)
             ├── DeploymentStarting 503: the deployment's services are still loading: try again soon
+            ├── DeploymentDeleting 503: the deployment is being deleted: it takes no new tasks
             ├── BackendUnavailable 503: its state store or message queue failed the request: try again soon
             └── WaitTimeout     504: the task did not finish within the server's wait; it goes on
 
@@ -35,6 +36,7 @@ __all__ = [
     "BadRequest",
     "ClientError",
     "Conflict",
+    "DeploymentDeleting",
     "DeploymentStarting",
     "Forbidden",
     "InvalidServerUrl",
@@ -181,6 +183,11 @@ class DeploymentStarting(ServerError):
     and the same request may be sent again once it is up."""
 
 
+class DeploymentDeleting(ServerError):
+    """503: the deployment is being deleted: it takes no new tasks while its running ones finish,
+    then it is gone (deploy it again to send it tasks)."""
+
+
 class BackendUnavailable(ServerError):
     """503: the deployment's state store or message queue (``backend``: ``"state_store"``,
     ``"message_queue"``) failed the request, as when its server is down or unreachable; nothing
@@ -224,6 +231,8 @@ def error_for_status(
         return ServerStopping(status, detail, body)
     if status == 503 and isinstance(body, dict) and body.get("state") == "starting":
         return DeploymentStarting(status, detail, body)
+    if status == 503 and isinstance(body, dict) and body.get("state") == "deleting":
+        return DeploymentDeleting(status, detail, body)
     if status == 504:
         return WaitTimeout(status, detail, body)
     cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)

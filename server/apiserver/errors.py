@@ -122,9 +122,8 @@ async def _engine_error(request: Request, exc: Exception) -> Response:
         return error_response(422, exc.errors)
     # A caller that waited for a task learns which one and where it stands, so it can follow it
     # instead of sending it again.
-    extra = {k: v for k in ("task_id", "status") if (v := getattr(exc, k, None)) is not None}
-    if isinstance(exc, DeploymentUnavailable):
-        extra["state"] = exc.state  # "starting": a client may wait for it (`llamactl run` does)
+    # ``state``: "starting" (a client may wait for it: `llamactl run` does) or "deleting".
+    extra = {k: v for k in ("task_id", "status", "state") if (v := getattr(exc, k, None)) is not None}
     detail = str(exc)
     if isinstance(exc, StateStoreDamaged):  # no retry mends it: the message says what does
         return error_response(503, detail, **extra)

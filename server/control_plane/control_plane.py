@@ -190,14 +190,14 @@ class ControlPlane:
         self._stopping.set()
         self.signals.notify_all()
 
-    def refuse_tasks(self, why: str, back: str) -> None:
-        """Take no new task (ShuttingDown, 503, saying ``why``), while everything else goes on:
-        the deployment is being deleted, and its running tasks finish first. ``back``: when
-        a waiter its close answers may ask for its task again."""
+    def refuse_tasks(self, why: str, back: str, *, state: str) -> None:
+        """Take no new task (ShuttingDown, 503, saying ``why``, with ``state`` for a client to
+        tell), while everything else goes on: the deployment is being deleted, and its running
+        tasks finish first. ``back``: when a waiter its close answers may ask for its task again."""
         if self._stopping.is_set():
             return  # the server stops: it says so
-        self._refusing = self._closing_why = why
-        self._back = back
+        self._refusing = state
+        self._closing_why, self._back = why, back
 
     async def close(self) -> None:
         self.begin_shutdown()
@@ -276,7 +276,8 @@ class ControlPlane:
 
     async def _create(self, definition: TaskDefinition, *, keep_context: bool) -> StoredTask:
         if self._stopping.is_set() or self._refusing is not None:
-            raise ShuttingDown(f"{self._closing_why}: it takes no new tasks")
+            state = None if self._stopping.is_set() else self._refusing
+            raise ShuttingDown(f"{self._closing_why}: it takes no new tasks", state=state)
         if self.damaged is not None:
             raise StateStoreDamaged(f"deployment '{self.deployment}' takes no new task: {self.damaged}")
         if definition.task_id:

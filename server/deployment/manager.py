@@ -281,7 +281,7 @@ class DeploymentManager:
                 await self._run_hooks_stopping(deployment)
                 with contextlib.suppress(LlamactlError):  # never started
                     deployment.control_plane.refuse_tasks(
-                        f"deployment '{name}' is being deleted", back="it is deployed again"
+                        f"deployment '{name}' is being deleted", back="it is deployed again", state="deleting"
                     )
                 await deployment.stop_workers()
             finally:

@@ -13,6 +13,7 @@ from llamactl.client import (
     BadRequest,
     Client,
     Conflict,
+    DeploymentDeleting,
     DeploymentStarting,
     NotFound,
     NotLlamactlServer,
@@ -79,9 +80,11 @@ def test_validation_details_become_one_line() -> None:
     assert str(error_for_status(500, None, "boom")) == "boom"
 
 
-def test_a_503_says_whether_the_deployment_is_starting() -> None:
+def test_a_503_says_whether_the_deployment_is_starting_or_being_deleted() -> None:
     starting = error_for_status(503, {"detail": "Deployment 'd' is starting", "state": "starting"})
     assert isinstance(starting, DeploymentStarting) and starting.status == 503
+    deleting = error_for_status(503, {"detail": "deployment 'd' is being deleted", "state": "deleting"})
+    assert isinstance(deleting, DeploymentDeleting) and deleting.status == 503
     stopping = error_for_status(503, {"detail": "Deployment 'd' is stopping", "state": "stopping"})
     assert type(stopping) is ServerError
 

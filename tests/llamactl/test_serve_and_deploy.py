@@ -6,15 +6,17 @@ import json
 import shlex
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
 from llamactl.cli.exit_codes import ExitCode
 from llamactl.cli.main import app
-from tests.llamactl.serving import Server, llamactl, write_app
+from tests.llamactl.serving import Server, llamactl, reaped, write_app
 
 runner = CliRunner()
 Invoke = Callable[..., tuple[int, str, str]]
@@ -94,6 +96,34 @@ def test_deploy_reload_list_show_and_delete(cli: Invoke, tmp_path: Path, empty_s
     for name in ("one", "two"):
         assert [name, "deleting", "its", "running", "tasks", "finish", "first"] in rows
         assert [name, "deleted", "its", "workers", "stopped"] in rows
+
+
+def test_a_task_sent_to_a_deployment_being_deleted_is_told_so(
+    cli: Invoke, tmp_path: Path, empty_server: Server
+) -> None:
+    """It got the generic 503 hint ("the server is busy, starting or stopping: try again in a
+    moment"), which no wait mends: the deployment is gone once its running tasks finish."""
+    file = write_app(tmp_path / "leaving", "leaving", {"slow": "funcs:slow"})
+    assert cli("deploy", str(file))[0] == 0
+    empty_server.note_workers()
+    base = f"{empty_server.url}/deployments/leaving/tasks"
+    with reaped(llamactl("--server", empty_server.url, "run", "-d", "leaving", "-a", "seconds", "4")) as run:
+        deadline = time.monotonic() + 20
+        while not any(t["status"] == "running" for t in httpx.get(base).json()):
+            assert run.poll() is None and time.monotonic() < deadline, "the task did not start"
+            time.sleep(0.05)
+        with reaped(llamactl("--server", empty_server.url, "deployments", "delete", "leaving")) as delete:
+            while (answer := cli("run", "-d", "leaving", "-a", "seconds", "0"))[0] == 0:
+                assert time.monotonic() < deadline, "the deployment never refused a task"
+            code, _, err = answer
+            assert code == ExitCode.CONFLICT, err
+            assert err.splitlines() == [
+                "Error: deployment 'leaving' is being deleted: it takes no new tasks",
+                "Hint: its running tasks finish, then it is gone: deploy it again"
+                " (`llamactl deploy deployment.yml`) to send it tasks",
+            ]
+            assert delete.wait(30) == 0, delete.stderr.read() if delete.stderr else ""
+        assert run.wait(10) == 0 and run.stdout is not None and run.stdout.read() == "done\n"
 
 
 def test_deploy_from_outside_the_server_s_folders_names_the_option_for_that_folder(cli: Invoke) -> None:

@@ -203,7 +203,10 @@ async def test_a_deployment_being_deleted_answers_reads_and_waiters_and_refuses_
             break
         assert refused.status_code == 200 and time.monotonic() < deadline, refused.text
         await asyncio.sleep(0.02)
-    assert refused.json()["detail"] == "deployment 'leaving' is being deleted: it takes no new tasks"
+    assert refused.json() == {
+        "detail": "deployment 'leaving' is being deleted: it takes no new tasks",
+        "state": "deleting",
+    }
     record = await client.get(f"/deployments/leaving/tasks/{task_id}")
     assert record.status_code == 200 and record.json()["status"] == "running", record.text
     assert not deleting.done()
