@@ -129,14 +129,16 @@ class WorkerMessage(BaseModel):
     session_id: str | None = None
     attempt: int = 1
     event: dict[str, Any] | None = None
-    """For task.event: ``{"value", "type", "qualified_name"}`` (an EventEnvelope without seq); for
-    task.suspended: the question the run waited on, as it was streamed."""
+    """For task.event of one event: ``{"value", "type", "qualified_name"}`` (an EventEnvelope
+    without seq); for task.suspended: the question the run waited on, as it was streamed."""
     event_index: int | None = None
-    """For task.event: the event's 0-based index within this attempt; for a final report, how
-    many events were sent before it (the index of the first of its own ``events``): the control
-    plane stores it only after them."""
+    """For task.event: the 0-based index within this attempt of its (first) event; for a final
+    report, how many events were sent before it (the index of the first of its own ``events``):
+    the control plane stores it only after them."""
     events: list[dict[str, Any]] = []
-    """For a final report: the run's last events (its StopEvent), sent with it instead of alone."""
+    """For task.event of several events (a run that streamed faster than the queue confirmed),
+    without ``event``: those events, from ``event_index`` on. For a final report: the run's last
+    events (its StopEvent), sent with it instead of alone."""
     started_at: float | None = None
     """For a final report: when the run started (there may have been no task.started report)."""
     result: Any = None

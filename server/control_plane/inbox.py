@@ -168,47 +168,56 @@ class Inbox:
         return True
 
     async def _task_event(self, msg: WorkerMessage, delivery: Delivery) -> None:
+        """Store a report's events (one in ``event``, or several in ``events``: a run that
+        streamed faster than the queue confirmed) in the task's log, in one write."""
         task_id = _task_id(msg)
-        if msg.event is None or msg.event_index is None:
-            raise ValueError("a task.event report needs event and event_index")
-        await self._wait_before(delivery, task_id, msg, msg.event_index)
+        events = [msg.event] if msg.event is not None else msg.events
+        if not events or msg.event_index is None:
+            raise ValueError("a task.event report needs event (or events) and event_index")
+        first, last = msg.event_index, msg.event_index + len(events) - 1
+        await self._wait_before(delivery, task_id, msg, first)
         task = await self._records.get_task(task_id)
         if task.status.is_final:
-            self.counters.late_events += 1
+            self.counters.late_events += len(events)
             return
         if self._superseded(task, msg):
-            self.counters.superseded_events += 1
-            self.order.stored(task_id, msg.attempt, msg.event_index)  # its successors need not wait
+            self.counters.superseded_events += len(events)
+            self.order.stored(task_id, msg.attempt, last)  # its successors need not wait
             return
         stream = self._records.events_stream(task_id)
-        idem = event_msg_id(task_id, msg.attempt, msg.event_index)
-        append = Append(stream, event_value(msg.event, msg.attempt), idem)
-        kind = str(msg.event.get("type", ""))
+        appends = [
+            Append(stream, event_value(event, msg.attempt), event_msg_id(task_id, msg.attempt, first + i))
+            for i, event in enumerate(events)
+        ]
+        kinds = [str(event.get("type", "")) for event in events]
         starts = task.status is not TaskStatus.RUNNING or task.attempts < msg.attempt
         # An event shows its attempt started, though its started report (sent first, applied
         # concurrently) may not be in yet; a question asked, or one answered: both stored with
-        # the event. Not for a report applied before (its ack was lost): the events after it
+        # the events. Not for a report applied before (its ack was lost): the events after it
         # have had their say since.
         if (
-            starts or waits_for_answer_after(task.waiting_for_answer, kind) != task.waiting_for_answer
-        ) and await self._records.store.find_idem(stream, idem) is None:
+            starts or _waiting_after(task.waiting_for_answer, kinds) != task.waiting_for_answer
+        ) and await self._records.store.find_idem(stream, appends[0].idem_key or "") is None:
 
             def mark(stored: StoredTask) -> bool:
                 started = self._start(stored, msg)
-                waiting = waits_for_answer_after(stored.waiting_for_answer, kind)
+                waiting = _waiting_after(stored.waiting_for_answer, kinds)
                 if stored.status.is_final or (stored.waiting_for_answer is waiting and not started):
                     return False
                 stored.waiting_for_answer = waiting
                 return True
 
             task, changed = await self._records.transition(
-                task_id, mark, lambda t: [*self._attempt_markers(t, msg), append]
+                task_id, mark, lambda t: [*self._attempt_markers(t, msg), *appends]
             )
         else:
             changed = False
         if not changed:
-            await self._records.store.append(stream, append.value, idem_key=idem)
-        self.order.stored(task_id, msg.attempt, msg.event_index)
+            if len(appends) == 1:
+                await self._records.store.append(stream, appends[0].value, idem_key=appends[0].idem_key)
+            else:
+                await self._records.store.commit(appends)
+        self.order.stored(task_id, msg.attempt, last)
         self._on_changed(task)  # wakes whoever follows the task's events
 
     async def _task_answer(self, msg: WorkerMessage) -> None:
@@ -406,3 +415,10 @@ def _task_id(msg: WorkerMessage) -> str:
     if not msg.task_id:
         raise ValueError(f"a {msg.kind} report needs a task_id")
     return msg.task_id
+
+
+def _waiting_after(waiting: bool, kinds: list[str]) -> bool:
+    """Whether a run waits for a person's answer after events of ``kinds``, in order."""
+    for kind in kinds:
+        waiting = waits_for_answer_after(waiting, kind)
+    return waiting

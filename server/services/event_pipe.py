@@ -1,68 +1,98 @@
-"""A task's events on their way to the queue, several at once.
+"""A task's events on their way to the queue: several at once, and many in one report when the
+run writes them faster than the queue confirms them.
 
 Each event used to wait for the queue's confirm before the run could hand over the next, so a
-task streamed at most one event per round trip to the broker (about 1,200 a second here, and
-each one its own journal commit). The control plane does not need them one at a time: each
-event carries its index, the final report says how many went before it, and
-:mod:`llamactl.server.control_plane.report_order` stores them in that order whatever order they
-come in. So a run's events go out as they come, in order, with at most :data:`WINDOW` of them
-(or :data:`WINDOW_BYTES`) unconfirmed: a run that streams faster than the queue confirms waits
-for the oldest, as before, and a failed publish fails the run's next event or its final report,
-which gives the task back to run again, as before.
+task streamed at most one event per round trip to the broker. The control plane does not need
+them one at a time: each report carries the index of its (first) event, the final report says
+how many went before it, and :mod:`llamactl.server.control_plane.report_order` stores them in
+that order whatever order they come in. So a run's events go out as they come, in order, with at
+most :data:`WINDOW` reports (or :data:`WINDOW_BYTES`) unconfirmed.
+
+Past the window, events are held rather than making the run wait, and the held ones leave
+together, as one ``task.event`` report of several events, as soon as the window has room (a
+confirm came back): a fast stream then costs the queue and the control plane one message, one
+journal row and one commit per batch instead of per event, while a slow one (a token now and
+then) still goes event by event, with no added delay. The run waits only when a whole batch is
+held (:data:`BATCH_EVENTS`, or ``batch_bytes``). A failed publish fails the run's next event or
+its final report, which gives the task back to run again, as before.
 
 Only a queue whose publishes reach the broker in the order they were started
 (``MessageQueue.ordered_publishes``: the embedded broker's one connection) gets a window; on
-another (Redis' pool of connections) two events on their way at once could swap, and the later
-one would wait at the control plane for the earlier, so there an event starts once the one
-before it is confirmed (the run still goes on meanwhile).
+another (Redis' pool of connections) two reports on their way at once could swap, and the later
+one would wait at the control plane for the earlier, so there a report starts once the one
+before it is confirmed (the run still goes on meanwhile, its events held and then batched).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["WINDOW", "WINDOW_BYTES", "EventPipe"]
+__all__ = ["BATCH_EVENTS", "WINDOW", "WINDOW_BYTES", "EventPipe", "SendMany", "SendOne"]
 
 WINDOW = 64
-"""Events of one run that may wait for their confirm at once."""
+"""Reports of one run that may wait for their confirm at once."""
 WINDOW_BYTES = 4 * 1024 * 1024
-"""Bytes of a run's events that may wait for their confirm at once (at least one event)."""
+"""Bytes of a run's reports that may wait for their confirm at once (at least one report)."""
+BATCH_EVENTS = 1000
+"""Events held for one report at most; the run waits for room past them."""
+BATCH_BYTES = 1024 * 1024
+"""Bytes of events held for one report at most (counted as each one's report alone)."""
+
+SendOne = Callable[[int, bytes], Coroutine[Any, Any, Any]]
+"""Publish one event's report, already encoded: ``(index, payload)``."""
+SendMany = Callable[[int, list[dict[str, Any]]], Coroutine[Any, Any, Any]]
+"""Publish one report of several events: ``(index of the first, their envelopes)``."""
 
 
 class EventPipe:
-    """Publishes one run's events in order, up to a window of them unconfirmed."""
+    """Publishes one run's events in order, up to a window of reports unconfirmed, batching the
+    events that come while the window is full."""
 
-    def __init__(self, *, ordered: bool) -> None:
-        """``ordered``: the queue keeps publishes in the order they were started."""
+    def __init__(
+        self, one: SendOne, many: SendMany, *, ordered: bool, batch_bytes: int = BATCH_BYTES
+    ) -> None:
+        """``ordered``: the queue keeps publishes in the order they were started.
+        ``batch_bytes``: a batch's bound, counted as the sum of its events' reports alone (so a
+        batch's report is never larger than that sum: keep it within the queue's message bound)."""
+        self._one, self._many = one, many
         self._window = WINDOW if ordered else 1
+        self._batch_bytes = batch_bytes
         self._sending: collections.deque[tuple[asyncio.Future[Any], int]] = collections.deque()
         self._bytes = 0
+        self._held: list[tuple[int, dict[str, Any], bytes]] = []
+        self._held_bytes = 0
+        self._failed: BaseException | None = None
 
-    async def send(self, publish: Coroutine[Any, Any, Any], size: int) -> None:
-        """Start ``publish`` (an event of ``size`` bytes) once the window has room for it.
+    async def send(self, index: int, envelope: dict[str, Any], payload: bytes) -> None:
+        """Send event ``index`` (``payload``: its report alone), or hold it for the next batch.
 
         Raises what a publish before it raised (the queue refused or did not confirm it)."""
-        try:
-            self._settle_done()
-            while self._sending and (len(self._sending) >= self._window or self._bytes + size > WINDOW_BYTES):
-                await self._settle_oldest()
-        except BaseException:
-            publish.close()  # never started: no "never awaited" warning
-            raise
-        # A task starts in the order it was made: the events leave in the order they came.
-        self._sending.append((asyncio.ensure_future(publish), size))
-        self._bytes += size
+        size = len(payload)
+        self._pump()
+        while self._held and (len(self._held) >= BATCH_EVENTS or self._held_bytes + size > self._batch_bytes):
+            await self._wait_oldest()
+            self._pump()
+        if not self._held and self._room(size):
+            self._start(self._one(index, payload), size)
+            return
+        self._held.append((index, envelope, payload))
+        self._held_bytes += size
 
     async def drain(self) -> None:
-        """Wait until every event sent is confirmed (before the report that counts them)."""
-        while self._sending:
-            await self._settle_oldest()
+        """Wait until every event sent or held is confirmed (before the report that counts them)."""
+        while True:
+            self._pump()
+            if not self._sending:
+                return
+            await self._wait_oldest()
 
     def cancel(self) -> None:
-        """The run is over without its report: stop what is still on its way."""
+        """The run is over without its report: stop what is still on its way, drop what is held."""
+        self._held.clear()
+        self._held_bytes = 0
         while self._sending:
             sending, _ = self._sending.popleft()
             if sending.done():
@@ -72,17 +102,33 @@ class EventPipe:
                 sending.cancel()
         self._bytes = 0
 
-    def _settle_done(self) -> None:
+    def _room(self, size: int) -> bool:
+        return not self._sending or (len(self._sending) < self._window and self._bytes + size <= WINDOW_BYTES)
+
+    def _start(self, publish: Coroutine[Any, Any, Any], size: int) -> None:
+        # A task starts in the order it was made: the reports leave in the order they came.
+        sending = asyncio.ensure_future(publish)
+        self._sending.append((sending, size))
+        self._bytes += size
+        sending.add_done_callback(lambda _: self._pump(raising=False))
+
+    def _pump(self, *, raising: bool = True) -> None:
+        """Take the confirmed reports off the window, then send what is held if it has room."""
         while self._sending and self._sending[0][0].done():
             sending, size = self._sending.popleft()
             self._bytes -= size
-            sending.result()
+            error = None if sending.cancelled() else sending.exception()
+            if error is not None and self._failed is None:
+                self._failed = error
+        if self._failed is None and self._held and self._room(self._held_bytes):
+            held, size = self._held, self._held_bytes
+            self._held, self._held_bytes = [], 0
+            if len(held) == 1:
+                self._start(self._one(held[0][0], held[0][2]), size)
+            else:
+                self._start(self._many(held[0][0], [envelope for _, envelope, _ in held]), size)
+        if raising and self._failed is not None:
+            raise self._failed
 
-    async def _settle_oldest(self) -> None:
-        sending, size = self._sending[0]
-        try:
-            await asyncio.shield(sending)
-        finally:
-            if self._sending and self._sending[0][0] is sending and sending.done():
-                self._sending.popleft()
-                self._bytes -= size
+    async def _wait_oldest(self) -> None:
+        await asyncio.wait([self._sending[0][0]])

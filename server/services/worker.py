@@ -36,7 +36,7 @@ from llamactl.server.services.spec import WorkerSpec
 from .adapters import Runnable
 from .concurrency import AdaptiveLimit, Slot
 from .errorinfo import error_line
-from .event_pipe import EventPipe
+from .event_pipe import BATCH_BYTES, EventPipe
 from .execution import TaskOutcome, execute
 from .replacement import REPLACE_GRACE, ReplaceCheck
 from .reporter import Reporter
@@ -244,6 +244,23 @@ class Worker:
             with contextlib.suppress(Exception):
                 await subscription.aclose()  # type: ignore[attr-defined]
 
+    def _event_pipe(self, task_id: str, attempt: int, ids: dict[str, Any]) -> EventPipe:
+        """Where a run's events go: each one's report alone, or several in one report."""
+
+        async def one(index: int, payload: bytes) -> None:
+            msg_id = event_msg_id(task_id, attempt, index)
+            await self.queue.publish(self.reporter.topic, payload, msg_id=msg_id, key=task_id)
+
+        async def many(index: int, envelopes: list[dict[str, Any]]) -> None:
+            msg = self.message(WorkerMessageKind.TASK_EVENT, events=envelopes, event_index=index, **ids)
+            await self.reporter.publish_encoded(
+                msg, self.reporter.encode(msg), msg_id=event_msg_id(task_id, attempt, index)
+            )
+
+        # Each event's report alone fits max-result-size: a batch counted by those stays within it.
+        batch_bytes = min(BATCH_BYTES, self.spec.max_result_size)
+        return EventPipe(one, many, ordered=self.queue.ordered_publishes, batch_bytes=batch_bytes)
+
     async def _handle(self, delivery: Delivery, slot: Slot) -> None:
         try:
             task = TaskMessage.model_validate_json(delivery.message.payload)
@@ -262,7 +279,7 @@ class Worker:
         ids = {"task_id": task.task_id, "session_id": task.session_id, "attempt": attempt}
         started = StartedReport(self, {**ids, "resumed": resumed}, f"{task.task_id}:{attempt}:started")
         self._starting[task.task_id] = started
-        events = EventPipe(ordered=self.queue.ordered_publishes)
+        events = self._event_pipe(task.task_id, attempt, ids)
         started_at = time.time()
         timeout = task.timeout if task.timeout is not None else self.spec.timeout
         if self.watchdog is not None:
@@ -294,12 +311,7 @@ class Worker:
                 msg = self.message(WorkerMessageKind.TASK_EVENT, event=envelope, event_index=index, **ids)
                 payload = self.reporter.encode(msg)  # too large: raised here, in the run
                 started.now()  # its task was made first: the started report goes out before the event
-                await events.send(
-                    self.reporter.publish_encoded(
-                        msg, payload, msg_id=event_msg_id(task.task_id, attempt, index)
-                    ),
-                    len(payload),
-                )
+                await events.send(index, envelope, payload)
                 index += 1
 
             outcome = await execute(

@@ -44,6 +44,72 @@ async def test_events_and_result_delivered_backwards_are_stored_in_the_order_sen
     await deliveries.aclose()
 
 
+async def test_events_sent_several_to_a_report_are_stored_in_order_once_each(harness: Harness) -> None:
+    """A run that streams faster than the queue confirms sends the events that came meanwhile in
+    one report: they are stored after the events before them, each once, whatever the order of
+    the reports or how often one is delivered."""
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition(input=json.dumps({})))
+    delivery, task = await deliveries.take()
+
+    def envelope(n: int) -> dict[str, object]:
+        return {"value": {"n": n}, "type": "Progress", "qualified_name": "m.Progress"}
+
+    def batch(first: int, count: int) -> WorkerMessage:
+        events = [envelope(n) for n in range(first, first + count)]
+        return _report(task.task_id, WorkerMessageKind.TASK_EVENT, 1, events=events, event_index=first)
+
+    final = completed(task.task_id, "done", event_index=6)
+    await _send_unordered(worker, final, final_msg_id(task.task_id))
+    await _send_unordered(worker, batch(3, 3), event_msg_id(task.task_id, 1, 3))
+    await _send_unordered(worker, batch(1, 2), event_msg_id(task.task_id, 1, 1))
+    await _send_unordered(worker, progress(task.task_id, 0), event_msg_id(task.task_id, 1, 0))
+    await delivery.ack()
+    done = await plane.wait_for_task(created.task_id, timeout=10)
+    assert done.status is TaskStatus.COMPLETED
+    # delivered again (its ack was lost, say): every event of it is known, none stored twice
+    await harness.report(worker, batch(1, 2), event_msg_id(task.task_id, 1, 1) + ":again")
+    await _send_unordered(worker, progress(task.task_id, 6), event_msg_id(task.task_id, 1, 6))
+    deadline = asyncio.get_running_loop().time() + 10
+    while plane.inbox.counters.late_events < 3:  # the batch (2 events) and the event after the end
+        assert asyncio.get_running_loop().time() < deadline, "the late reports were never dropped"
+        await asyncio.sleep(0.01)
+    events = [e async for e in plane.task_events(task.task_id)]
+    assert [e.value for e in events] == [{"n": n} for n in range(6)]
+    assert [e.seq for e in events] == list(range(6))
+    await deliveries.aclose()
+
+
+async def test_a_report_of_several_events_ending_with_a_question_leaves_the_task_waiting(
+    harness: Harness,
+) -> None:
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    await plane.create_task(TaskDefinition(input=json.dumps({})))
+    delivery, task = await deliveries.take()
+    question = {
+        "value": {"prefix": "name?"},
+        "type": "InputRequiredEvent",
+        "qualified_name": "w.InputRequiredEvent",
+    }
+    first = {"value": {"n": 0}, "type": "Progress", "qualified_name": "m.Progress"}
+    report = _report(task.task_id, WorkerMessageKind.TASK_EVENT, 1, events=[first, question], event_index=0)
+    await harness.report(worker, report, event_msg_id(task.task_id, 1, 0))
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (await plane.records.get_task(task.task_id)).waiting_for_answer:
+        assert asyncio.get_running_loop().time() < deadline, "the task never waited for its answer"
+        await asyncio.sleep(0.01)
+    stored = await plane.records.get_task(task.task_id)
+    assert stored.status is TaskStatus.RUNNING
+    logged = await harness.store.read(plane.records.events_stream(task.task_id))
+    assert [json.loads(e.value)["type"] for e in logged] == ["Progress", "InputRequiredEvent"]
+    await delivery.ack()
+    await deliveries.aclose()
+
+
 async def test_a_report_whose_predecessor_never_comes_is_stored_after_a_while(harness: Harness) -> None:
     plane = await harness.control_plane()
     plane.inbox.order._give_up_after = 0.3

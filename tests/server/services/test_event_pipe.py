@@ -1,27 +1,37 @@
-"""A run's events on their way to the queue: in order, several at once up to a window, and a
-failed publish raised where the run or its report will see it."""
+"""A run's events on their way to the queue: in order, several reports at once up to a window,
+the events that come while it is full held and sent together in one report, and a failed
+publish raised where the run or its report will see it."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from llamactl.server.errors import PublishRejected
-from llamactl.server.services.event_pipe import WINDOW, WINDOW_BYTES, EventPipe
+from llamactl.server.services.event_pipe import BATCH_EVENTS, WINDOW, WINDOW_BYTES, EventPipe
 
 
 class Broker:
-    """Publishes that wait until the test confirms them, recording the order they started in."""
+    """Publishes that wait until the test confirms them (by the order they started in),
+    recording what each one carried: ``(first index, how many events)``."""
 
     def __init__(self) -> None:
-        self.started: list[int] = []
-        self.confirms: dict[int, asyncio.Future[None]] = {}
+        self.started: list[tuple[int, int]] = []
+        self.confirms: list[asyncio.Future[None]] = []
 
-    async def publish(self, n: int) -> None:
-        self.started.append(n)
-        self.confirms[n] = asyncio.get_running_loop().create_future()
-        await self.confirms[n]
+    async def one(self, index: int, payload: bytes) -> None:
+        await self._publish(index, 1)
+
+    async def many(self, index: int, envelopes: list[dict[str, Any]]) -> None:
+        assert [e["i"] for e in envelopes] == list(range(index, index + len(envelopes)))
+        await self._publish(index, len(envelopes))
+
+    async def _publish(self, index: int, count: int) -> None:
+        self.started.append((index, count))
+        self.confirms.append(asyncio.get_running_loop().create_future())
+        await self.confirms[-1]
 
     def confirm(self, n: int, error: BaseException | None = None) -> None:
         if error is None:
@@ -29,89 +39,121 @@ class Broker:
         else:
             self.confirms[n].set_exception(error)
 
+    def pipe(self, *, ordered: bool = True, batch_bytes: int = 1024 * 1024) -> EventPipe:
+        return EventPipe(self.one, self.many, ordered=ordered, batch_bytes=batch_bytes)
+
+
+def send(pipe: EventPipe, i: int, payload: bytes | None = None) -> Any:
+    return pipe.send(i, {"i": i}, payload if payload is not None else f"event {i}".encode())
+
 
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
 
 
-async def test_events_leave_in_order_without_waiting_for_their_confirms_up_to_the_window() -> None:
-    broker, pipe = Broker(), EventPipe(ordered=True)
-    for n in range(WINDOW):
-        await asyncio.wait_for(pipe.send(broker.publish(n), 10), 1)  # none of these waits
+async def test_events_leave_alone_up_to_the_window_then_together_once_a_confirm_is_back() -> None:
+    broker = Broker()
+    pipe = broker.pipe()
+    for i in range(WINDOW + 10):
+        await asyncio.wait_for(send(pipe, i), 1)  # none of these waits
     await settle()
-    assert broker.started == list(range(WINDOW))
-    full = asyncio.create_task(pipe.send(broker.publish(WINDOW), 10))
-    await settle()
-    assert not full.done() and WINDOW not in broker.started  # waits for the oldest
+    assert broker.started == [(i, 1) for i in range(WINDOW)]  # the rest are held
     broker.confirm(0)
-    await asyncio.wait_for(full, 1)
     await settle()
-    assert broker.started == list(range(WINDOW + 1))
+    # the held ones leave as one report, though the run wrote nothing since
+    assert broker.started[WINDOW:] == [(WINDOW, 10)]
+    await asyncio.wait_for(send(pipe, WINDOW + 10), 1)
+    await settle()
+    assert len(broker.started) == WINDOW + 1  # held: the window is full again
     draining = asyncio.create_task(pipe.drain())
     for n in range(1, WINDOW + 1):
         await settle()
         assert not draining.done()
         broker.confirm(n)
+    await settle()
+    assert broker.started[-1] == (WINDOW + 10, 1)  # the last one alone: a batch of one is not one
+    assert not draining.done()
+    broker.confirm(WINDOW + 1)
     await asyncio.wait_for(draining, 1)
 
 
+async def test_a_run_waits_only_when_a_whole_batch_is_held() -> None:
+    broker = Broker()
+    pipe = broker.pipe(ordered=False)
+    await send(pipe, 0)
+    for i in range(1, BATCH_EVENTS + 1):
+        await asyncio.wait_for(send(pipe, i), 1)
+    full = asyncio.create_task(send(pipe, BATCH_EVENTS + 1))
+    await settle()
+    assert not full.done() and broker.started == [(0, 1)]
+    broker.confirm(0)
+    await asyncio.wait_for(full, 1)
+    await settle()
+    assert broker.started == [(0, 1), (1, BATCH_EVENTS)]  # the event that waited is held now
+
+    broker = Broker()
+    pipe = broker.pipe(ordered=False, batch_bytes=100)
+    await send(pipe, 0)
+    await send(pipe, 1, b"x" * 60)
+    full = asyncio.create_task(send(pipe, 2, b"x" * 60))  # over the batch's bytes
+    await settle()
+    assert not full.done()
+
+
 async def test_bytes_bound_the_window_too() -> None:
-    broker, pipe = Broker(), EventPipe(ordered=True)
-    await pipe.send(broker.publish(0), WINDOW_BYTES - 10)
-    blocked = asyncio.create_task(pipe.send(broker.publish(1), 20))
+    broker = Broker()
+    pipe = broker.pipe(batch_bytes=WINDOW_BYTES)
+    await send(pipe, 0, b"x" * (WINDOW_BYTES - 10))
+    await send(pipe, 1, b"x" * 20)  # held: over the window's bytes
     await settle()
-    assert not blocked.done() and broker.started == [0]
+    assert broker.started == [(0, 1)]
     broker.confirm(0)
-    await asyncio.wait_for(blocked, 1)
     await settle()
-    assert broker.started == [0, 1]
-    big = asyncio.create_task(pipe.send(broker.publish(2), 2 * WINDOW_BYTES))  # alone, it goes
-    await settle()
-    assert not big.done()
-    broker.confirm(1)
-    await asyncio.wait_for(big, 1)
+    assert broker.started == [(0, 1), (1, 1)]
 
 
-async def test_a_queue_that_may_reorder_gets_one_event_at_a_time_and_the_run_goes_on() -> None:
-    broker, pipe = Broker(), EventPipe(ordered=False)
-    await asyncio.wait_for(pipe.send(broker.publish(0), 10), 1)  # the run goes on at once
-    second = asyncio.create_task(pipe.send(broker.publish(1), 10))
+async def test_a_queue_that_may_reorder_gets_one_report_at_a_time_and_the_run_goes_on() -> None:
+    broker = Broker()
+    pipe = broker.pipe(ordered=False)
+    for i in range(4):
+        await asyncio.wait_for(send(pipe, i), 1)  # the run goes on at once
     await settle()
-    assert broker.started == [0] and not second.done()  # not started before the first's confirm
+    assert broker.started == [(0, 1)]  # the others wait for its confirm
     broker.confirm(0)
-    await asyncio.wait_for(second, 1)
     await settle()
-    assert broker.started == [0, 1]
+    assert broker.started == [(0, 1), (1, 3)]
 
 
 async def test_a_failed_publish_is_raised_by_the_next_event_and_by_the_drain() -> None:
-    broker, pipe = Broker(), EventPipe(ordered=True)
-    await pipe.send(broker.publish(0), 10)
+    broker = Broker()
+    pipe = broker.pipe(ordered=False)
+    await send(pipe, 0)
+    await send(pipe, 1)  # held
     await settle()
     broker.confirm(0, PublishRejected("no confirm"))
     await settle()
+    assert broker.started == [(0, 1)]  # what was held never left
     with pytest.raises(PublishRejected):
-        await pipe.send(broker.publish(1), 10)
-    await settle()
-    assert broker.started == [0]  # the event after the failure never left
+        await send(pipe, 2)
+    with pytest.raises(PublishRejected):
+        await pipe.drain()
 
-    pipe = EventPipe(ordered=True)
-    await pipe.send(broker.publish(2), 10)
+    pipe = broker.pipe()
+    await send(pipe, 3)
     await settle()
-    broker.confirm(2, PublishRejected("no confirm"))
+    broker.confirm(1, PublishRejected("no confirm"))
     with pytest.raises(PublishRejected):
         await pipe.drain()
 
 
-async def test_cancel_stops_what_is_on_its_way() -> None:
-    broker, pipe = Broker(), EventPipe(ordered=True)
-    await pipe.send(broker.publish(0), 10)
-    await pipe.send(broker.publish(1), 10)
-    await settle()
-    broker.confirm(0, PublishRejected("gone"))
+async def test_cancel_stops_what_is_on_its_way_and_drops_what_is_held() -> None:
+    broker = Broker()
+    pipe = broker.pipe(ordered=False)
+    await send(pipe, 0)
+    await send(pipe, 1)
     await settle()
     pipe.cancel()
     await settle()
-    assert broker.confirms[1].cancelled()
+    assert broker.confirms[0].cancelled() and broker.started == [(0, 1)]
     await pipe.drain()  # nothing left
