@@ -106,6 +106,17 @@ async def ticks(key: str, n: int = 10, every: float = 0.2):
         yield {"i": i}
 
 
+async def gush(key: str, n: int, kill_at: int):
+    """Streams ``n`` events as fast as it can; on its first run, SIGKILLs its own worker after
+    ``kill_at`` of them (while the last ones are still on their way to the server)."""
+    first = _runs(key) == 0
+    _ran(key)
+    for i in range(int(n)):
+        if first and i == int(kill_at):
+            os.kill(os.getpid(), 9)
+        yield {"i": i}
+
+
 async def block(key: str, seconds: float) -> str:
     _ran(key)
     time.sleep(float(seconds))  # a blocking call in an async step: the fault
