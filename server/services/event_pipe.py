@@ -8,11 +8,13 @@ how many went before it, and :mod:`llamactl.server.control_plane.report_order` s
 that order whatever order they come in. So a run's events go out as they come, in order, with at
 most :data:`WINDOW` reports (or :data:`WINDOW_BYTES`) unconfirmed.
 
-Past the window, events are held rather than making the run wait, and the held ones leave
-together, as one ``task.event`` report of several events, as soon as the window has room (a
-confirm came back): a fast stream then costs the queue and the control plane one message, one
-journal row and one commit per batch instead of per event, while a slow one (a token now and
-then) still goes event by event, with no added delay. The run waits only when a whole batch is
+An event leaves at the end of the loop turn it was written in, together with the others
+written in that turn (a step that writes several one after the other, without awaiting), as one
+``task.event`` report of several events. Past the window, events are held rather than making
+the run wait, and the held ones leave together as soon as the window has room (a confirm came
+back): a fast stream then costs the queue and the control plane one message, one journal row
+and one commit per batch instead of per event, while a slow one (a token now and then) still
+goes event by event, with no added delay. The run waits only when a whole batch is
 held (:data:`BATCH_EVENTS`, or ``batch_bytes``). A failed publish fails the run's next event or
 its final report, which gives the task back to run again, as before.
 
@@ -65,24 +67,28 @@ class EventPipe:
         self._held: list[tuple[int, dict[str, Any], bytes]] = []
         self._held_bytes = 0
         self._failed: BaseException | None = None
+        self._flush: asyncio.Handle | None = None
 
     async def send(self, index: int, envelope: dict[str, Any], payload: bytes) -> None:
         """Send event ``index`` (``payload``: its report alone), or hold it for the next batch.
 
         Raises what a publish before it raised (the queue refused or did not confirm it)."""
         size = len(payload)
-        self._pump()
+        self._pump(release=False)
         while self._held and (len(self._held) >= BATCH_EVENTS or self._held_bytes + size > self._batch_bytes):
-            await self._wait_oldest()
-            self._pump()
-        if not self._held and self._room(size):
-            self._start(self._one(index, payload), size)
-            return
+            self._pump()  # sends what is held if the window has room
+            if self._held:
+                await self._wait_oldest()
         self._held.append((index, envelope, payload))
         self._held_bytes += size
+        if self._flush is None:
+            # At the end of this loop turn: the events a step writes one after the other, without
+            # awaiting in between, leave together.
+            self._flush = asyncio.get_running_loop().call_soon(self._flush_now)
 
     async def drain(self) -> None:
         """Wait until every event sent or held is confirmed (before the report that counts them)."""
+        self._flush_now()
         while True:
             self._pump()
             if not self._sending:
@@ -91,6 +97,9 @@ class EventPipe:
 
     def cancel(self) -> None:
         """The run is over without its report: stop what is still on its way, drop what is held."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         self._held.clear()
         self._held_bytes = 0
         while self._sending:
@@ -102,6 +111,12 @@ class EventPipe:
                 sending.cancel()
         self._bytes = 0
 
+    def _flush_now(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        self._pump(raising=False)
+
     def _room(self, size: int) -> bool:
         return not self._sending or (len(self._sending) < self._window and self._bytes + size <= WINDOW_BYTES)
 
@@ -112,15 +127,16 @@ class EventPipe:
         self._bytes += size
         sending.add_done_callback(lambda _: self._pump(raising=False))
 
-    def _pump(self, *, raising: bool = True) -> None:
-        """Take the confirmed reports off the window, then send what is held if it has room."""
+    def _pump(self, *, raising: bool = True, release: bool = True) -> None:
+        """Take the confirmed reports off the window, then (``release``) send what is held if
+        it has room."""
         while self._sending and self._sending[0][0].done():
             sending, size = self._sending.popleft()
             self._bytes -= size
             error = None if sending.cancelled() else sending.exception()
             if error is not None and self._failed is None:
                 self._failed = error
-        if self._failed is None and self._held and self._room(self._held_bytes):
+        if release and self._failed is None and self._held and self._room(self._held_bytes):
             held, size = self._held, self._held_bytes
             self._held, self._held_bytes = [], 0
             if len(held) == 1:

@@ -78,10 +78,35 @@ async def test_events_leave_alone_up_to_the_window_then_together_once_a_confirm_
     await asyncio.wait_for(draining, 1)
 
 
+async def test_events_written_in_one_loop_turn_leave_together_at_its_end() -> None:
+    """A step that writes several events one after the other (no await between) sends one
+    report; an event written alone leaves alone, at the end of its turn, with nothing more sent."""
+    broker = Broker()
+    pipe = broker.pipe()
+    for i in range(3):
+        await send(pipe, i)  # no suspension: the same loop turn
+    assert broker.started == []
+    await settle()
+    assert broker.started == [(0, 3)]
+    await send(pipe, 3)
+    await settle()
+    assert broker.started == [(0, 3), (3, 1)]
+    broker.confirm(0)
+    broker.confirm(1)
+    await asyncio.wait_for(pipe.drain(), 1)
+
+    # a whole batch written in one turn leaves at once, the window having room
+    for i in range(4, 5 + BATCH_EVENTS):
+        await send(pipe, i)
+    await settle()
+    assert broker.started[2:] == [(4, BATCH_EVENTS), (4 + BATCH_EVENTS, 1)]
+
+
 async def test_a_run_waits_only_when_a_whole_batch_is_held() -> None:
     broker = Broker()
     pipe = broker.pipe(ordered=False)
     await send(pipe, 0)
+    await settle()  # it leaves alone: the others are held while it is on its way
     for i in range(1, BATCH_EVENTS + 1):
         await asyncio.wait_for(send(pipe, i), 1)
     full = asyncio.create_task(send(pipe, BATCH_EVENTS + 1))
@@ -95,6 +120,7 @@ async def test_a_run_waits_only_when_a_whole_batch_is_held() -> None:
     broker = Broker()
     pipe = broker.pipe(ordered=False, batch_bytes=100)
     await send(pipe, 0)
+    await settle()
     await send(pipe, 1, b"x" * 60)
     full = asyncio.create_task(send(pipe, 2, b"x" * 60))  # over the batch's bytes
     await settle()
@@ -129,6 +155,7 @@ async def test_a_failed_publish_is_raised_by_the_next_event_and_by_the_drain() -
     broker = Broker()
     pipe = broker.pipe(ordered=False)
     await send(pipe, 0)
+    await settle()
     await send(pipe, 1)  # held
     await settle()
     broker.confirm(0, PublishRejected("no confirm"))
@@ -151,6 +178,7 @@ async def test_cancel_stops_what_is_on_its_way_and_drops_what_is_held() -> None:
     broker = Broker()
     pipe = broker.pipe(ordered=False)
     await send(pipe, 0)
+    await settle()
     await send(pipe, 1)
     await settle()
     pipe.cancel()
