@@ -265,22 +265,43 @@ async def apply(c: Connection, cols: Columns, channel: str, writes: Sequence[Wri
     one, a second lost each time).
     """
     results: builtins.list[int] = [0] * len(writes)
-    logs: builtins.list[int] = []
+    logs: builtins.list[tuple[int, Append | DeleteLog]] = []
     for position, write in enumerate(writes):
         if isinstance(write, Append | DeleteLog):
-            logs.append(position)
+            logs.append((position, write))
         else:
             results[position] = await _apply_record(c, cols, position, write)
-    streams = sorted({w.stream for w in (writes[p] for p in logs) if isinstance(w, Append)})
+    streams = sorted({w.stream for _, w in logs if isinstance(w, Append)})
     for stream in streams:
         await c.execute(_LOCK_HEAD, stream)
-    for position in logs:
-        write = writes[position]
-        if isinstance(write, Append):
-            results[position] = await append(c, channel, write.stream, write.value, write.idem_key)
-        elif isinstance(write, DeleteLog):
-            results[position] = await delete_log(c, write.stream)
+    for group in _runs_of_appends(logs):
+        first = group[0][1]
+        if isinstance(first, DeleteLog):
+            results[group[0][0]] = await delete_log(c, first.stream)
+        elif len(group) == 1:
+            results[group[0][0]] = await append(c, channel, first.stream, first.value, first.idem_key)
+        else:
+            # A run of appends to one stream (a task's events stored together) is one call.
+            appends = [w for _, w in group if isinstance(w, Append)]
+            offsets = await append_each(c, channel, first.stream, appends)
+            for (position, _), offset in zip(group, offsets, strict=True):
+                results[position] = offset
     return CommitResult(ok=True, results=tuple(results))
+
+
+def _runs_of_appends(
+    logs: Sequence[tuple[int, Append | DeleteLog]],
+) -> builtins.list[builtins.list[tuple[int, Append | DeleteLog]]]:
+    """``logs`` (position, write) in order, cut into runs of appends to one stream; a DeleteLog
+    is a run of its own."""
+    runs: builtins.list[builtins.list[tuple[int, Append | DeleteLog]]] = []
+    for position, write in logs:
+        last = runs[-1][-1][1] if runs else None
+        if isinstance(write, Append) and isinstance(last, Append) and last.stream == write.stream:
+            runs[-1].append((position, write))
+        else:
+            runs.append([(position, write)])
+    return runs
 
 
 _LOCK_HEAD = (
@@ -308,6 +329,20 @@ async def _apply_record(c: Connection, cols: Columns, position: int, write: Writ
 
 async def append(c: Connection, channel: str, stream: str, value: bytes, idem: str | None) -> int:
     return int(await c.fetchval("SELECT llamactl_append($1, $2, $3, $4)", stream, idem, value, channel))
+
+
+async def append_each(
+    c: Connection, channel: str, stream: str, appends: Sequence[Append]
+) -> builtins.list[int]:
+    """Append ``appends`` (all to ``stream``) in order, each with its idempotency key."""
+    offsets = await c.fetchval(
+        "SELECT llamactl_append_each($1, $2, $3, $4)",
+        stream,
+        [a.idem_key for a in appends],
+        [a.value for a in appends],
+        channel,
+    )
+    return [int(offset) for offset in offsets]
 
 
 async def append_many(

@@ -19,7 +19,7 @@ from llamactl.server.errors import StateStoreError
 
 __all__ = ["SCHEMA_VERSION", "channel_name", "migrate"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = """
 CREATE TABLE kv (
@@ -160,7 +160,40 @@ BEGIN
 END $$;
 """
 
-_MIGRATIONS: dict[int, str] = {1: _V1}
+_V2 = """
+-- Append several entries to one stream in one call, each with its idempotency key (or NULL):
+-- a known key (committed before, or earlier in the same call) gives its original offset and
+-- appends nothing. One head-row lock, one notification, whatever the count (a run's events
+-- stored together: one call instead of one per event).
+CREATE FUNCTION llamactl_append_each(p_stream text, p_idems text[], p_values bytea[], p_channel text)
+RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+    nxt   bigint;
+    known bigint;
+    offs  bigint[] := '{}';
+BEGIN
+    INSERT INTO log_head AS h (stream, next) VALUES (p_stream, 0)
+        ON CONFLICT (stream) DO UPDATE SET next = h.next
+        RETURNING h.next INTO nxt;
+    FOR i IN 1 .. coalesce(array_length(p_values, 1), 0) LOOP
+        known := NULL;
+        IF p_idems[i] IS NOT NULL THEN
+            SELECT off INTO known FROM log WHERE stream = p_stream AND idem = p_idems[i];
+        END IF;
+        IF known IS NULL THEN
+            INSERT INTO log (stream, off, idem, value) VALUES (p_stream, nxt, p_idems[i], p_values[i]);
+            known := nxt;
+            nxt := nxt + 1;
+        END IF;
+        offs := offs || known;
+    END LOOP;
+    UPDATE log_head SET next = nxt WHERE stream = p_stream;
+    PERFORM pg_notify(p_channel, p_stream);
+    RETURN offs;
+END $$;
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
 """version -> the SQL that brings the schema from version - 1 to it."""
 
 

@@ -181,6 +181,28 @@ async def test_commit_appends_are_idempotent_and_wake_readers(store: StateStore)
     assert (await asyncio.wait_for(waiting, 5))[0].value == b"a"
 
 
+async def test_commit_of_many_appends_to_a_stream_keeps_each_one_s_key_and_order(store: StateStore) -> None:
+    """A task's events stored in one commit (PostgreSQL: one call per run of appends to a
+    stream): a key known before, or earlier in the same commit, gives its first offset."""
+    await store.append("log", b"e0", idem_key="k0")
+    writes = [
+        Append("log", b"e0 again", idem_key="k0"),
+        Append("log", b"e1", idem_key="k1"),
+        Append("log", b"e2"),
+        Append("log", b"e1 again", idem_key="k1"),
+        Append("other", b"o0", idem_key="k1"),
+        Append("log", b"e3", idem_key="k3"),
+        DeleteLog("gone"),
+        Append("log", b"e4", idem_key="k4"),
+    ]
+    result = await store.commit(writes)
+    assert result == CommitResult(ok=True, results=(0, 1, 2, 1, 0, 3, 0, 4))
+    assert [e.value for e in await store.read("log")] == [b"e0", b"e1", b"e2", b"e3", b"e4"]
+    assert await store.read("other") == [LogEntry(0, b"o0")]
+    assert await store.find_idem("log", "k4") == 4
+    assert await store.append("log", b"e5") == 5
+
+
 async def test_trim_log_drops_the_front_and_offsets_go_on(store: StateStore) -> None:
     for i in range(5):
         await store.append("log", b"%d" % i, idem_key=f"i{i}")

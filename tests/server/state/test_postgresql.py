@@ -134,6 +134,27 @@ async def test_a_schema_from_a_newer_llamactl_is_refused(pg: PostgresSchema) -> 
         await pg.store().start()
 
 
+async def test_a_schema_of_the_version_before_is_brought_up_to_date(pg: PostgresSchema) -> None:
+    """Version 2 added the function that appends several entries of a stream in one call."""
+    async with pg.store() as store:
+        await store.append("log", b"e0", idem_key="k0")
+    conn = await asyncpg.connect(pg.dsn)
+    try:  # as version 1 left it
+        await conn.execute(f'DROP FUNCTION "{pg.name}".llamactl_append_each')
+        await conn.execute(
+            f"UPDATE \"{pg.name}\".llamactl_meta SET value = '1' WHERE name = 'schema_version'"
+        )
+        async with pg.store() as store:
+            appends = [Append("log", b"e0", idem_key="k0"), Append("log", b"e1", idem_key="k1")]
+            assert (await store.commit(appends)).results == (0, 1)
+        version = await conn.fetchval(
+            f"SELECT value FROM \"{pg.name}\".llamactl_meta WHERE name = 'schema_version'"
+        )
+        assert version == "2"
+    finally:
+        await conn.close()
+
+
 async def test_data_outlives_the_store_that_wrote_it(pg: PostgresSchema) -> None:
     async with pg.store() as store:
         await store.put("ns", "k", b"v", index=Index("1:k", {"status": "done"}))
