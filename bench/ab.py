@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import statistics
 import sys
 import tempfile
@@ -118,7 +119,9 @@ class Target:
     request: bytes
 
 
-async def _serve(stack: contextlib.AsyncExitStack, checkout: Path, service: str) -> Target:
+async def _serve(
+    stack: contextlib.AsyncExitStack, checkout: Path, service: str, events: int | None = None
+) -> Target:
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llamactl-ab-")))
     file = write_deployment(folder, services=AB_SERVICES)
     argv = [
@@ -132,6 +135,8 @@ async def _serve(stack: contextlib.AsyncExitStack, checkout: Path, service: str)
     ]
     server = await stack.enter_async_context(ServerProcess(argv, cwd=folder, start_timeout=120))
     path, body = f"/deployments/{DEPLOYMENT}/tasks/run", {**ECHO_BODY, "service_id": service}
+    if events is not None:  # how many events the streaming workflow writes per task
+        body["input"] = json.dumps({"message": "hi", "count": events})
     await wait_first_success(server.host, server.port, path, body)
     return Target(server, build_request("POST", server.host, server.port, path, body))
 
@@ -178,11 +183,19 @@ async def alternate(a: Target, b: Target, clients: int, seconds: float, bursts: 
 
 
 async def compare(
-    a: Path, b: Path, *, service: str, clients: Sequence[int], seconds: float, bursts: int
+    a: Path,
+    b: Path,
+    *,
+    service: str,
+    clients: Sequence[int],
+    seconds: float,
+    bursts: int,
+    events: int | None = None,
 ) -> list[Comparison]:
-    """Serve both checkouts at once and alternate ``bursts`` bursts per side and client count."""
+    """Serve both checkouts at once and alternate ``bursts`` bursts per side and client count
+    (``events``: how many the ``stream`` service writes per task; 3 when None)."""
     async with contextlib.AsyncExitStack() as stack:
-        first, second = await _serve(stack, a, service), await _serve(stack, b, service)
+        first, second = await _serve(stack, a, service, events), await _serve(stack, b, service, events)
         return [await alternate(first, second, n, seconds, bursts) for n in clients]
 
 
@@ -213,17 +226,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=sorted(AB_SERVICES),
         help="echo, wf, stream, cpu (a ~5 ms CPU step, two workers) or io (a 50 ms await) (default echo)",
     )
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --service stream: events each task writes (default 3); the rate is in tasks",
+    )
     add_burst_options(parser, bursts=20, per="side and client count")
     args = parser.parse_args(argv)
+    if args.events is not None and (args.service != "stream" or args.events < 1):
+        parser.error("--events N (N >= 1) goes with --service stream")
     for name in ("a", "b"):
         checkout: Path = getattr(args, name)
         if not (checkout / "llamactl" / "__init__.py").is_file():
             parser.error(f"--{name} {checkout}: not a llamactl checkout (no llamactl/__init__.py there)")
     clients = burst_clients(parser, args)
     print(f"A {args.a.resolve()}\nB {args.b.resolve()}")
-    print(f"service {args.service}: {args.bursts} bursts of {args.seconds:g} s per side and client count")
+    per_task = f", {args.events} events a task" if args.events is not None else ""
+    bursts_line = f"{args.bursts} bursts of {args.seconds:g} s per side and client count"
+    print(f"service {args.service}{per_task}: {bursts_line}")
     a, b, service, seconds, bursts = args.a, args.b, args.service, args.seconds, args.bursts
-    comparisons = asyncio.run(compare(a, b, service=service, clients=clients, seconds=seconds, bursts=bursts))
+    comparisons = asyncio.run(
+        compare(a, b, service=service, clients=clients, seconds=seconds, bursts=bursts, events=args.events)
+    )
     for comparison in comparisons:
         print("\n".join(comparison.report()), flush=True)
     return 0

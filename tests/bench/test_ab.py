@@ -62,3 +62,18 @@ def test_a_short_run_of_this_checkout_against_itself(capsys: pytest.CaptureFixtu
         assert clients in out
     ratios = re.findall(r"B/A: rate (\d+\.\d+) \(middle half .* B ahead in (\d) of 2\)", out)
     assert len(ratios) == 2 and all(float(r) > 0 for r, _ in ratios), out
+
+
+def test_events_go_with_the_streaming_service_only(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--a", str(REPO), "--b", str(REPO), "--events", "100"])
+    assert exc.value.code == 2
+    assert "--events N (N >= 1) goes with --service stream" in capsys.readouterr().err
+
+
+def test_a_short_run_of_big_streams(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--a", str(REPO), "--b", str(REPO), "--service", "stream", "--events", "200"]
+    assert main([*argv, "--clients", "2", "--seconds", "0.3", "--bursts", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "service stream, 200 events a task: 1 bursts of 0.3 s per side and client count" in out
+    assert re.search(r"B/A: rate \d+\.\d{3}", out)
