@@ -77,7 +77,11 @@ class Reporter:
 
     async def publish_encoded(self, msg: WorkerMessage, payload: bytes, *, msg_id: str | None = None) -> None:
         """Publish ``msg`` already encoded (``payload``: :meth:`encode`)."""
-        await self.queue.publish(self.topic, payload, msg_id=msg_id, key=msg.task_id or self.spec.replica_id)
+        await self.publish_payload(payload, msg_id=msg_id, key=msg.task_id or self.spec.replica_id)
+
+    async def publish_payload(self, payload: bytes, *, msg_id: str | None, key: str) -> None:
+        """Publish an encoded report under ``key`` (its task's id: one task's reports stay in order)."""
+        await self.queue.publish(self.topic, payload, msg_id=msg_id, key=key)
 
     async def finish(self, delivery: Delivery, msg: WorkerMessage, payload: bytes, *, msg_id: str) -> None:
         """Publish a task's final report (``msg`` encoded) and ack its delivery, together (see

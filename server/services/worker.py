@@ -248,8 +248,9 @@ class Worker:
         """Where a run's events go: each one's report alone, or several in one report."""
 
         async def one(index: int, payload: bytes) -> None:
-            msg_id = event_msg_id(task_id, attempt, index)
-            await self.queue.publish(self.reporter.topic, payload, msg_id=msg_id, key=task_id)
+            await self.reporter.publish_payload(
+                payload, msg_id=event_msg_id(task_id, attempt, index), key=task_id
+            )
 
         async def many(index: int, envelopes: list[dict[str, Any]]) -> None:
             msg = self.message(WorkerMessageKind.TASK_EVENT, events=envelopes, event_index=index, **ids)
