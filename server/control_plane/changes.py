@@ -56,9 +56,10 @@ class ChangeFeed:
             self._writer = None
 
     def entry(self, kind: str, data: dict[str, Any]) -> Append:
-        """The log write of a change, to commit together with the state change it reports."""
+        """The log write of a change, to commit together with the state change it reports
+        (numbered as the commit ends: every commit of a deployment appends to this one log)."""
         change = ChangeEvent(kind=kind, deployment=self._deployment, data=data)
-        return Append(self.stream, change.model_dump_json().encode())
+        return Append(self.stream, change.model_dump_json().encode(), at_commit=True)
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
         """Record a change that has no state write of its own (written soon, in emit order)."""

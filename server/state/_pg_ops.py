@@ -251,8 +251,24 @@ async def count(c: Connection, cols: Columns, ns: str, field: str) -> dict[str, 
     col = await cols.column(c, ns, field)
     if col is None:
         return {}
-    rows = await c.fetch("SELECT value, n FROM kv_count WHERE ns = $1 AND col = $2 AND n > 0", ns, col)
+    rows = await c.fetch(_COUNT, ns, col)
     return {str(r[0]): int(r[1]) for r in rows}
+
+
+_COUNT = """
+SELECT value, sum(n)::bigint FROM (
+    SELECT value, n FROM kv_count WHERE ns = $1 AND col = $2
+    UNION ALL
+    SELECT value, n FROM kv_count_delta WHERE ns = $1 AND col = $2
+) AS counted GROUP BY value HAVING sum(n) > 0
+"""
+"""The counts folded and the deltas not folded yet, read in one snapshot (a fold moving rows
+from one to the other commits wholly before it or after it)."""
+
+
+async def fold_counts(c: Connection) -> int:
+    """Fold the committed counter deltas into the counts; return how many counters changed."""
+    return int(await c.fetchval("SELECT llamactl_fold_counts()"))
 
 
 async def apply(c: Connection, cols: Columns, channel: str, writes: Sequence[Write]) -> CommitResult:
@@ -266,8 +282,11 @@ async def apply(c: Connection, cols: Columns, channel: str, writes: Sequence[Wri
     """
     results: builtins.list[int] = [0] * len(writes)
     logs: builtins.list[tuple[int, Append | DeleteLog]] = []
+    late: builtins.list[tuple[int, Append]] = []
     for position, write in enumerate(writes):
-        if isinstance(write, Append | DeleteLog):
+        if isinstance(write, Append) and write.at_commit:
+            late.append((position, write))
+        elif isinstance(write, Append | DeleteLog):
             logs.append((position, write))
         else:
             results[position] = await _apply_record(c, cols, position, write)
@@ -286,6 +305,16 @@ async def apply(c: Connection, cols: Columns, channel: str, writes: Sequence[Wri
             offsets = await append_each(c, channel, first.stream, appends)
             for (position, _), offset in zip(group, offsets, strict=True):
                 results[position] = offset
+    if late:
+        # Numbered by a deferred trigger as the transaction commits, in this order: streams
+        # sorted as above, so two commits take their heads in one order there too.
+        late.sort(key=lambda item: item[1].stream)
+        await c.executemany(
+            "INSERT INTO log_pending (stream, value, channel) VALUES ($1, $2, $3)",
+            [(w.stream, w.value, channel) for _, w in late],
+        )
+        for position, _ in late:
+            results[position] = -1
     return CommitResult(ok=True, results=tuple(results))
 
 

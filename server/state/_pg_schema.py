@@ -19,7 +19,7 @@ from llamactl.server.errors import StateStoreError
 
 __all__ = ["SCHEMA_VERSION", "channel_name", "migrate"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = """
 CREATE TABLE kv (
@@ -193,7 +193,71 @@ BEGIN
 END $$;
 """
 
-_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+_V3 = """
+-- Counters without a hot row. Every task written or moved to another status changed the one
+-- kv_count row of that status and held it to its commit, so commits of tasks of one status
+-- queued behind each other. A write now adds a delta row, which nothing else waits for, and
+-- llamactl_fold_counts() (each store runs it every second) moves committed deltas into kv_count.
+-- Counting reads both.
+CREATE TABLE kv_count_delta (
+    ns    text COLLATE "C" NOT NULL,
+    col   integer NOT NULL,
+    value text COLLATE "C" NOT NULL,
+    n     bigint NOT NULL
+);
+CREATE INDEX kv_count_delta_of ON kv_count_delta (ns, col);
+CREATE INDEX kv_count_spent ON kv_count (ns) WHERE n <= 0;
+
+CREATE OR REPLACE FUNCTION llamactl_count(p_ns text, p_col integer, p_value text, p_delta integer)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_value IS NOT NULL THEN
+        INSERT INTO kv_count_delta (ns, col, value, n) VALUES (p_ns, p_col, p_value, p_delta);
+    END IF;
+END $$;
+
+-- Fold the committed deltas into kv_count; returns how many counters changed. One fold at a time
+-- per schema (another that finds one running returns 0 at once), so folds never wait for each
+-- other; a delta of a transaction still open is not visible yet and waits for the next fold.
+CREATE FUNCTION llamactl_fold_counts() RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    folded bigint;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('llamactl-fold:' || current_schema())) THEN
+        RETURN 0;
+    END IF;
+    WITH moved AS (DELETE FROM kv_count_delta RETURNING ns, col, value, n),
+         sums AS (SELECT ns, col, value, sum(n)::bigint AS n FROM moved GROUP BY ns, col, value)
+    INSERT INTO kv_count AS c (ns, col, value, n) SELECT ns, col, value, n FROM sums
+        ON CONFLICT (ns, col, value) DO UPDATE SET n = c.n + excluded.n;
+    GET DIAGNOSTICS folded = ROW_COUNT;
+    DELETE FROM kv_count WHERE n <= 0;
+    RETURN folded;
+END $$;
+
+-- Entries numbered as their transaction commits (Append(..., at_commit=True)): an entry of a log
+-- every commit shares (the change feed) waits for the log's head row only while its transaction
+-- commits, not from its statement through every round trip the rest of the transaction makes.
+-- A deferred trigger appends each pending row, in insertion order, at COMMIT.
+CREATE TABLE log_pending (
+    id      bigserial PRIMARY KEY,
+    stream  text COLLATE "C" NOT NULL,
+    value   bytea NOT NULL,
+    channel text NOT NULL
+);
+
+CREATE FUNCTION llamactl_number_pending() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM log_pending WHERE id = NEW.id;
+    PERFORM llamactl_append(NEW.stream, NULL, NEW.value, NEW.channel);
+    RETURN NULL;
+END $$;
+
+CREATE CONSTRAINT TRIGGER log_pending_numbered AFTER INSERT ON log_pending
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION llamactl_number_pending();
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 """version -> the SQL that brings the schema from version - 1 to it."""
 
 

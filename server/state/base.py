@@ -104,11 +104,22 @@ class Delete:
 
 @dataclass(frozen=True, slots=True)
 class Append:
-    """Append to a log (``idem_key``: an entry the log holds already is not stored again)."""
+    """Append to a log (``idem_key``: an entry the log holds already is not stored again).
+
+    ``at_commit``: the caller needs no offset, so a backend may number the entry as the commit
+    ends (its result is then -1), in the order commits end. A shared store does, so that commits
+    appending to one busy log (the change feed) do not wait for each other for their whole
+    length. Not with ``idem_key``: a known key's offset is the answer it gives.
+    """
 
     stream: str
     value: bytes
     idem_key: str | None = None
+    at_commit: bool = False
+
+    def __post_init__(self) -> None:
+        if self.at_commit and self.idem_key is not None:
+            raise ValueError("an Append numbered at commit cannot have an idempotency key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +138,9 @@ class CommitResult:
 
     ``ok`` is False when a condition failed: then nothing was written and ``failed`` is the index of
     the first write whose condition did not hold. Otherwise ``results`` has one item per write: the
-    new version (Put, Cas), 1 or 0 for whether something was deleted (Delete), the offset (Append),
-    the number of entries removed (DeleteLog).
+    new version (Put, Cas), 1 or 0 for whether something was deleted (Delete), the offset (Append;
+    -1 for one ``at_commit`` that the backend numbers as the commit ends), the number of entries
+    removed (DeleteLog).
     """
 
     ok: bool

@@ -60,6 +60,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _RETRIES = 5
+FOLD_EVERY = 1.0
+"""Seconds between folds of the counters' deltas (each store folds; one fold runs at a time)."""
 # asyncpg's pool logs a warning with a traceback each time it fails to reopen a connection while
 # the server is down; the store says an outage once, when it begins and when it ends.
 logging.getLogger("asyncpg.pool").setLevel(logging.ERROR)
@@ -100,6 +102,7 @@ class PostgreSQLStateStore(StateStore):
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._relisten: asyncio.Task[None] | None = None
+        self._folder: asyncio.Task[None] | None = None
         self._columns = ops.Columns()
         self._waiters = StreamWaiters()
         self._append_listeners: builtins.list[Callable[[str], None]] = []
@@ -141,7 +144,11 @@ class PostgreSQLStateStore(StateStore):
                 finally:
                     await first.close()
                 pool = await asyncpg.create_pool(
-                    self._dsn, min_size=1, max_size=self._pool_size, server_settings=self._settings
+                    self._dsn,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    server_settings=self._settings,
+                    reset=_keep_session,
                 )
         except StateStoreError:
             raise
@@ -154,6 +161,7 @@ class PostgreSQLStateStore(StateStore):
             self._pool = None
             await pool.close()
             raise
+        self._folder = asyncio.get_running_loop().create_task(self._fold_counts())
 
     async def close(self) -> None:
         """Close the connections and wake waiting readers (they return what is there)."""
@@ -163,6 +171,8 @@ class PostgreSQLStateStore(StateStore):
         self._waiters.notify_all()
         if self._relisten is not None:
             await cancel_and_wait(self._relisten)
+        if self._folder is not None:
+            await cancel_and_wait(self._folder)
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(*UNREACHABLE, asyncpg.PostgresError):
@@ -227,6 +237,16 @@ class PostgreSQLStateStore(StateStore):
                 self._reach.answered()
                 self._waiters.notify_all()
                 return
+
+    async def _fold_counts(self) -> None:
+        """Keep the counters' deltas bounded: fold them every FOLD_EVERY seconds while open (an
+        outage is said by the store's reachability; the next fold takes what this one left)."""
+        while not self._closed:
+            await asyncio.sleep(FOLD_EVERY)
+            with contextlib.suppress(StateStoreError):
+                # Not counted as a write answered: a fold with nothing to fold writes nothing, so
+                # it must not end an outage of a server that refuses writes (a full disk).
+                await self._run(ops.fold_counts)
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -404,6 +424,14 @@ class PostgreSQLStateStore(StateStore):
     async def trim_log(self, stream: str, before: int) -> int:
         """Drop entries with offset < ``before`` (never the last one); return how many."""
         return await self._run(lambda c: ops.trim_log(c, stream, before), writes=True)
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """What a connection goes back to the pool with: nothing to undo. asyncpg's default sends a
+    reset query (unlock advisory locks, close cursors, UNLISTEN, RESET ALL) on every release, one
+    round trip per call; this store's calls leave none of those behind (its advisory locks are
+    transaction-scoped, it LISTENs on a connection of its own, and its settings are the pool's),
+    and asyncpg still rolls back a transaction left open before calling this."""
 
 
 def _checked(write: Write) -> Write:

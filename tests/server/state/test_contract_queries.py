@@ -203,6 +203,23 @@ async def test_commit_of_many_appends_to_a_stream_keeps_each_one_s_key_and_order
     assert await store.append("log", b"e5") == 5
 
 
+async def test_commit_appends_numbered_at_commit_follow_the_commits_in_order(store: StateStore) -> None:
+    """An Append ``at_commit`` (the change feed's) is numbered by the time its commit returns,
+    after every entry committed before, in its commit's order; its result is its offset or -1."""
+    await store.append("feed", b"c0")
+    waiting = asyncio.create_task(store.read("feed", 1, wait=10))
+    await asyncio.sleep(0.05)
+    result = await store.commit(
+        [Append("feed", b"c1", at_commit=True), Put("r", "k", b"v"), Append("feed", b"c2", at_commit=True)]
+    )
+    assert result.ok and result.results[1] == 1 and {result.results[0], result.results[2]} <= {-1, 1, 2}
+    assert (await asyncio.wait_for(waiting, 5))[0] == LogEntry(1, b"c1")
+    assert await store.append("feed", b"c3") == 3
+    assert [e.value for e in await store.read("feed")] == [b"c0", b"c1", b"c2", b"c3"]
+    with pytest.raises(ValueError, match="idempotency key"):
+        Append("feed", b"x", idem_key="k", at_commit=True)
+
+
 async def test_trim_log_drops_the_front_and_offsets_go_on(store: StateStore) -> None:
     for i in range(5):
         await store.append("log", b"%d" % i, idem_key=f"i{i}")

@@ -7,6 +7,7 @@ Real server (see ``tests/postgres.py``), a fresh schema per test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -19,8 +20,11 @@ import pytest
 
 from llamactl.server.errors import StateStoreError
 from llamactl.server.state import LogEntry, StateStore, Versioned
-from llamactl.server.state.base import Append, Cas, Index
-from llamactl.server.state.postgresql import PostgreSQLStateStore
+from llamactl.server.state import _pg_ops as ops
+from llamactl.server.state._pg_schema import _MIGRATIONS, SCHEMA_VERSION, channel_name
+from llamactl.server.state.base import Append, Cas, Index, Put, Write
+from llamactl.server.state.postgresql import FOLD_EVERY, PostgreSQLStateStore
+from tests.e2e.waiting import eventually
 from tests.postgres import PostgresSchema
 from tests.server.mq.tcp_proxy import TcpProxy
 
@@ -134,23 +138,47 @@ async def test_a_schema_from_a_newer_llamactl_is_refused(pg: PostgresSchema) -> 
         await pg.store().start()
 
 
-async def test_a_schema_of_the_version_before_is_brought_up_to_date(pg: PostgresSchema) -> None:
-    """Version 2 added the function that appends several entries of a stream in one call."""
-    async with pg.store() as store:
-        await store.append("log", b"e0", idem_key="k0")
-    conn = await asyncpg.connect(pg.dsn)
-    try:  # as version 1 left it
-        await conn.execute(f'DROP FUNCTION "{pg.name}".llamactl_append_each')
-        await conn.execute(
-            f"UPDATE \"{pg.name}\".llamactl_meta SET value = '1' WHERE name = 'schema_version'"
-        )
+async def _schema_at(pg: PostgresSchema, version: int) -> asyncpg.Connection:
+    """A connection to ``pg``'s schema as llamactl of schema ``version`` left it: one task-like
+    record counted by its status, one not, and one log entry with an idempotency key."""
+    conn = await asyncpg.connect(pg.dsn, server_settings={"search_path": pg.name})
+    await conn.execute(f'CREATE SCHEMA "{pg.name}"')
+    await conn.execute("CREATE TABLE llamactl_meta (name text PRIMARY KEY, value text NOT NULL)")
+    for step in range(1, version + 1):
+        await conn.execute(_MIGRATIONS[step])
+    await conn.execute("INSERT INTO llamactl_meta VALUES ('schema_version', $1)", str(version))
+    await conn.execute("INSERT INTO kv_fields VALUES ('t', 'status', 0)")
+    await conn.execute(
+        "INSERT INTO kv (ns, key, value, version, sort, i0) VALUES ('t', 'a', '', 1, 'a', 'queued')"
+    )
+    await conn.execute(
+        "INSERT INTO kv (ns, key, value, version, sort, i0) VALUES ('t', 'b', '', 1, 'b', 'done')"
+    )
+    await conn.execute("SELECT llamactl_append('log', 'k0', 'e0', 'nobody')")
+    return conn
+
+
+@pytest.mark.parametrize("version", range(1, SCHEMA_VERSION))
+async def test_a_schema_of_an_older_version_is_brought_up_to_date(pg: PostgresSchema, version: int) -> None:
+    """Version 2 added appending several entries of a stream in one call; version 3 counters
+    without a hot row and entries numbered at commit. What an older version wrote still counts."""
+    conn = await _schema_at(pg, version)
+    try:
         async with pg.store() as store:
-            appends = [Append("log", b"e0", idem_key="k0"), Append("log", b"e1", idem_key="k1")]
-            assert (await store.commit(appends)).results == (0, 1)
-        version = await conn.fetchval(
-            f"SELECT value FROM \"{pg.name}\".llamactl_meta WHERE name = 'schema_version'"
-        )
-        assert version == "2"
+            assert await store.count("t", "status") == {"queued": 1, "done": 1}
+            found = await store.get("t", "b")
+            assert found is not None
+            writes = [
+                Cas("t", "b", b"", found.version, Index("b", {"status": "queued"})),
+                Append("log", b"e0", idem_key="k0"),
+                Append("log", b"e1", idem_key="k1"),
+                Append("log", b"e2", at_commit=True),
+            ]
+            assert (await store.commit(writes)).results[1:3] == (0, 1)
+            assert [e.value for e in await store.read("log")] == [b"e0", b"e1", b"e2"]
+            assert await store.count("t", "status") == {"queued": 2}
+        version_now = await conn.fetchval("SELECT value FROM llamactl_meta WHERE name = 'schema_version'")
+        assert version_now == str(SCHEMA_VERSION)
     finally:
         await conn.close()
 
@@ -276,6 +304,74 @@ async def test_busy_commits_sharing_a_log_and_counters_never_deadlock(stores: li
     assert await a.count(ns, "status") == {"completed": 120}
     assert isinstance(a, PostgreSQLStateStore) and isinstance(b, PostgreSQLStateStore)
     assert a.conflicts + b.conflicts == 0
+
+
+@contextlib.asynccontextmanager
+async def _open_transaction(pg: PostgresSchema, writes: list[Write]) -> AsyncIterator[None]:
+    """``writes`` applied as a store's commit applies them, in a transaction left open meanwhile
+    (as a commit is while its server makes its round trips), committed on the way out."""
+    conn = await asyncpg.connect(pg.dsn, server_settings={"search_path": pg.name})
+    try:
+        async with conn.transaction():
+            await ops.apply(conn, ops.Columns(), channel_name(pg.name), writes)
+            yield
+    finally:
+        await conn.close()
+
+
+async def test_a_commit_open_elsewhere_does_not_hold_up_commits_counted_alike(pg: PostgresSchema) -> None:
+    """Two tasks of one status: the second's commit went through only once the first's ended,
+    both changing the one row counting that status (commits of one server queued behind each
+    other on it). Counts are now deltas, which no commit waits for."""
+    async with pg.store() as store:
+        await store.put("t", "first", b"", index=Index("1", {"status": "queued"}))
+        async with _open_transaction(pg, [Put("t", "held", b"", Index("2", {"status": "queued"}))]):
+            await asyncio.wait_for(
+                store.put("t", "next", b"", index=Index("3", {"status": "queued"})), PROMPT
+            )
+            assert await store.count("t", "status") == {"queued": 2}
+        assert await store.count("t", "status") == {"queued": 3}
+
+
+async def test_a_commit_open_elsewhere_does_not_hold_up_commits_to_the_change_feed(
+    pg: PostgresSchema,
+) -> None:
+    """Every commit of a task appends to its deployment's change feed. Its entry is numbered as
+    its transaction commits, so an open one holds the feed's head row for none of its length:
+    another commit appends meanwhile, and their entries come in the order they committed."""
+    async with pg.store() as store:
+        await store.append("changes", b"c0")
+        held = [Put("t", "held", b""), Append("changes", b"held", at_commit=True)]
+        async with _open_transaction(pg, held):
+            result = await asyncio.wait_for(
+                store.commit([Put("t", "next", b""), Append("changes", b"next", at_commit=True)]), PROMPT
+            )
+            assert result.ok
+            assert [e.value for e in await store.read("changes")] == [b"c0", b"next"]
+        assert [e.value for e in await store.read("changes")] == [b"c0", b"next", b"held"]
+
+
+async def test_counter_deltas_are_folded_and_spent_counters_dropped(pg: PostgresSchema) -> None:
+    async with pg.store() as store:
+        for key, status in [("a", "queued"), ("b", "queued"), ("c", "done")]:
+            await store.put("t", key, b"", index=Index(key, {"status": status}))
+        await store.delete("t", "c")
+        conn = await asyncpg.connect(pg.dsn, server_settings={"search_path": pg.name})
+        try:
+            # Each store folds every FOLD_EVERY seconds: the deltas go, the counts stay.
+            async def folded() -> bool:
+                return not await conn.fetchval("SELECT count(*) FROM kv_count_delta")
+
+            await eventually(folded, 10 * FOLD_EVERY)
+            assert await store.count("t", "status") == {"queued": 2}
+            assert await conn.fetch("SELECT value, n FROM kv_count ORDER BY value") == [("queued", 2)]
+            await store.delete("t", "a")
+            await store.delete("t", "b")
+            assert await conn.fetchval("SELECT llamactl_fold_counts()") == 1
+            assert await conn.fetchval("SELECT count(*) FROM kv_count") == 0
+            assert await store.count("t", "status") == {}
+        finally:
+            await conn.close()
 
 
 async def test_a_store_says_while_postgresql_is_unreachable_and_when_it_answers_again(
