@@ -369,7 +369,8 @@ class ControlPlane:
             async with asyncio.timeout(timeout):
                 while True:
                     changed.clear()
-                    task = await self.records.peek_task(task_id)
+                    # Woken by this server's own last commit of the task, the cache has it final.
+                    task = self.records.final_cached(task_id) or await self.records.peek_task(task_id)
                     if task.status.is_final:
                         return task.public()
                     if self.damaged is not None:

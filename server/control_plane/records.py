@@ -164,6 +164,13 @@ class ControlPlaneRecords:
             raise TaskNotFound(task_id, self.deployment)
         return cached[0]
 
+    def final_cached(self, task_id: str) -> StoredTask | None:
+        """The task's record itself when the cache holds it final (completed, failed or
+        cancelled), else None: a final record changes no more, so it needs no fresh read, even
+        from a store other processes write. For readers only, as :meth:`peek_task`."""
+        cached = self._tasks.get(task_id)
+        return cached[0] if cached is not None and cached[0].status.is_final else None
+
     def remember_task(self, task: StoredTask, version: int, write: Cas) -> None:
         """A task record written by ``write``, in a commit made outside :meth:`transition` (the
         cache counts the write's size)."""

@@ -596,3 +596,30 @@ async def test_ids_the_engine_makes_sort_in_creation_order(harness: Harness) -> 
         assert made == sorted(made) and len(set(made)) == len(made)
         assert all(uuid.UUID(value).version == 7 for value in made)
     assert uuid.UUID(TaskDefinition().task_id).version == 7  # what the Python client sends
+
+
+async def test_a_waiter_woken_by_its_servers_own_final_commit_reads_the_task_no_more(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a store other servers write too, a waiter reads the task fresh when it starts and on
+    each wake-up; woken by this server's own commit of the task's end, the cache holds the final
+    record (which changes no more), so that read is one round trip to PostgreSQL saved per run."""
+    monkeypatch.setattr(harness.store, "shared", True)
+    plane = await harness.control_plane()
+    assert plane.records.fresh_reads
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition(input="{}"))
+    delivery, task = await deliveries.take()
+    peeks = record_calls(monkeypatch, plane.records, "peek_task")
+    waiter = asyncio.create_task(plane.wait_for_task(created.task_id, timeout=10))
+
+    async def started() -> bool:
+        return bool(peeks)
+
+    await eventually(started, 5)  # its first look, before the end
+    await harness.finish(worker, task, "done")
+    await delivery.ack()
+    assert (await waiter).result == "done"
+    assert peeks == [(created.task_id,)]
+    await deliveries.aclose()
