@@ -120,7 +120,9 @@ class ControlPlane:
             lambda service_id: self.settings.max_queued.get(service_id, self.settings.default_max_queued),
         )
         self._remote = (
-            RemoteWakeups(store, self.changes, self.records.events_stream(""), self.signals)
+            RemoteWakeups(
+                store, self.changes, self.records.events_stream(""), self.signals, self.records.knows
+            )
             if store.shared
             else None
         )
@@ -316,13 +318,18 @@ class ControlPlane:
         Without a session id the task runs in a session of its own, with no record and no saved
         Context: the caller gets only the result, so nobody runs in that session again (Llama
         Deploy 0.9 makes no session for such a run at all)."""
-        task = await self._create(definition, keep_context=False)
-        wait = timeout if timeout is not None else self.wait_bound(task.service_id)
-        try:
-            return await self.wait_for_task(task.task_id, timeout=wait)
-        except TimeoutError:
-            current = await self.records.get_task(task.task_id)
-            raise TaskWaitTimeout(task.task_id, current.status.value, wait) from None
+        # Listening before the task exists, no change of it is missed, so the first look at it
+        # is the record just written, not a read (a round trip on a store other servers share).
+        with self.signals.listen(definition.task_id) as changed:
+            task = await self._create(definition, keep_context=False)
+            wait = timeout if timeout is not None else self.wait_bound(task.service_id)
+            try:
+                if task.task_id != definition.task_id:  # an empty id given: made by _create
+                    return await self.wait_for_task(task.task_id, timeout=wait)
+                return await self._wait_for(task.task_id, changed, wait, task)
+            except TimeoutError:
+                current = await self.records.get_task(task.task_id)
+                raise TaskWaitTimeout(task.task_id, current.status.value, wait) from None
 
     async def get_task(self, task_id: str) -> TaskRecord:
         return (await self.records.get_task(task_id)).public()
@@ -366,27 +373,37 @@ class ControlPlane:
         """Wait until the task is completed, failed or cancelled. Raises TimeoutError after
         ``timeout`` seconds, ShuttingDown when the server stops first."""
         with self.signals.listen(task_id) as changed:
-            async with asyncio.timeout(timeout):
-                while True:
+            return await self._wait_for(task_id, changed, timeout, None)
+
+    async def _wait_for(
+        self, task_id: str, changed: asyncio.Event, timeout: float | None, known: StoredTask | None
+    ) -> TaskRecord:
+        """:meth:`wait_for_task` with ``changed`` listening already; ``known``: the task as
+        this server wrote it since ``changed`` began listening (looked at first, not read)."""
+        task = known
+        async with asyncio.timeout(timeout):
+            while True:
+                if task is None:
                     changed.clear()
                     # Woken by this server's own last commit of the task, the cache has it final.
                     task = self.records.final_cached(task_id) or await self.records.peek_task(task_id)
-                    if task.status.is_final:
-                        return task.public()
-                    if self.damaged is not None:
-                        raise StateStoreDamaged(
-                            f"task '{task_id}' is {task.status.value}, but {self.damaged}",
-                            task_id=task_id,
-                            status=task.status.value,
-                        )
-                    if self._stopping.is_set():
-                        raise ShuttingDown(
-                            f"{self._closing_why}; task '{task_id}' is {task.status.value}: ask for its "
-                            f"result once {self._back} (it finishes, or runs again, then)",
-                            task_id=task_id,
-                            status=task.status.value,
-                        )
-                    await changed.wait()
+                if task.status.is_final:
+                    return task.public()
+                if self.damaged is not None:
+                    raise StateStoreDamaged(
+                        f"task '{task_id}' is {task.status.value}, but {self.damaged}",
+                        task_id=task_id,
+                        status=task.status.value,
+                    )
+                if self._stopping.is_set():
+                    raise ShuttingDown(
+                        f"{self._closing_why}; task '{task_id}' is {task.status.value}: ask for its "
+                        f"result once {self._back} (it finishes, or runs again, then)",
+                        task_id=task_id,
+                        status=task.status.value,
+                    )
+                await changed.wait()
+                task = None
 
     async def task_result(self, task_id: str) -> TaskResult | None:
         """Llama Deploy's TaskResult for a finished task (None while it runs)."""

@@ -623,3 +623,23 @@ async def test_a_waiter_woken_by_its_servers_own_final_commit_reads_the_task_no_
     assert (await waiter).result == "done"
     assert peeks == [(created.task_id,)]
     await deliveries.aclose()
+
+
+async def test_a_run_on_a_shared_store_never_reads_its_task(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``tasks/run`` listens for the task's changes before creating it, so its first look is the
+    record it wrote, and its last the final record its own server's commit cached: no read of
+    the task at all on a store other servers write too (before: one at the start)."""
+    monkeypatch.setattr(harness.store, "shared", True)
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    peeks = record_calls(monkeypatch, plane.records, "peek_task")
+    run = asyncio.create_task(plane.run_task(TaskDefinition(input="{}"), timeout=10))
+    delivery, task = await deliveries.take()
+    await harness.finish(worker, task, "done")
+    await delivery.ack()
+    assert (await run).result == "done"
+    assert peeks == []
+    await deliveries.aclose()
