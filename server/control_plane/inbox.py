@@ -34,7 +34,7 @@ from llamactl.server.control_plane.replica_mirror import ReplicaMirror, apply_re
 from llamactl.server.control_plane.report_deliveries import Handler, ReportDeliveries
 from llamactl.server.control_plane.report_order import ReportOrder
 from llamactl.server.control_plane.stored import StoredTask
-from llamactl.server.errors import StateStoreDamaged
+from llamactl.server.errors import StateStoreDamaged, TaskNotFound
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.protocol import (
     TaskMessage,
@@ -266,15 +266,14 @@ class Inbox:
         # ``event_index``: how many events the worker sent before this report (None: an older
         # worker that sent it only with trailing events: then nothing to wait for is known).
         await self._wait_before(delivery, task_id, msg, msg.event_index or 0)
-        current = await self._records.get_task(task_id)
+        # The cached record, even from a store other servers write: a final one changes no more,
+        # and a stale one fails its conditional write below, which reads the task again.
+        found = await self._records.find_task_versioned(task_id, fresh=False)
+        if found is None:
+            raise TaskNotFound(task_id, self._records.deployment)
+        current = found[0]
         if current.status.is_final:
-            self.order.forget(task_id)
-            # A report applied before (redelivered), or a late one from an attempt whose lease had
-            # moved on: the first result won. Either way the session must have moved on.
-            if msg.attempt != current.attempts or msg.replica_id != current.replica_id:
-                self.counters.late_results += 1
-                log.info("ignoring a late result of task %s (attempt %d)", task_id, msg.attempt)
-            await self._on_finished(current)
+            await self._finished_before(current, msg)
             return
 
         def finish(task: StoredTask) -> bool:
@@ -325,14 +324,26 @@ class Inbox:
                 )
         released = stored is not None and stored[1]
         task, changed = stored or await self._records.transition(task_id, finish, writes)
+        if not changed:  # another server stored the task's end since this one cached it
+            await self._finished_before(task, msg)
+            return
         self.order.forget(task_id)
-        if changed and self._superseded(task, msg):
+        if self._superseded(task, msg):
             self.counters.superseded_events += len(msg.events)
         if saved is not None:
             self._records.contexts.remember(task.session_id, msg.context, len(saved.value))
-        if changed:
-            self._on_changed(task)
+        self._on_changed(task)
         await self._on_finished(task, released=released)
+
+    async def _finished_before(self, task: StoredTask, msg: WorkerMessage) -> None:
+        """A final report for a task already final: a report applied before (redelivered), or a
+        late one from an attempt whose lease had moved on. The first result won; either way the
+        session must have moved on."""
+        self.order.forget(task.task_id)
+        if msg.attempt != task.attempts or msg.replica_id != task.replica_id:
+            self.counters.late_results += 1
+            log.info("ignoring a late result of task %s (attempt %d)", task.task_id, msg.attempt)
+        await self._on_finished(task)
 
     async def _wait_before(self, delivery: Delivery, task_id: str, msg: WorkerMessage, index: int) -> None:
         """Wait for the report's predecessors of its attempt, unless a newer attempt replaced it

@@ -15,6 +15,7 @@ from workflows.context.serializers import JsonSerializer
 from workflows.events import HumanResponseEvent
 
 from llamactl.server.control_plane import ControlPlane
+from llamactl.server.control_plane.stored import StoredTask
 from llamactl.server.errors import (
     InvalidRequest,
     ServiceNotFound,
@@ -642,4 +643,49 @@ async def test_a_run_on_a_shared_store_never_reads_its_task(
     await delivery.ack()
     assert (await run).result == "done"
     assert peeks == []
+    await deliveries.aclose()
+
+
+async def test_a_result_is_stored_without_reading_its_task_on_a_shared_store(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inbox looks at its cached record of the task first, even on a store other servers
+    write: its conditional write fails should the record have changed since (before, a fresh
+    read of the task came first: one round trip per result)."""
+    monkeypatch.setattr(harness.store, "shared", True)
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    reads = record_calls(monkeypatch, harness.store, "get")
+    run = asyncio.create_task(plane.run_task(TaskDefinition(input="{}"), timeout=10))
+    delivery, task = await deliveries.take()
+    await harness.finish(worker, task, "done")
+    await delivery.ack()
+    assert (await run).result == "done"
+    assert [key for ns, key in reads if ns == plane.records.tasks_ns] == []
+    await deliveries.aclose()
+
+
+async def test_a_result_for_a_task_another_server_finished_since_it_was_cached_is_late(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This server's cached record still says the task runs while another server has stored its
+    end: the result's conditional write fails, the task is read again, and the result is ignored
+    as late. The first result stands and the late one's Context is not saved."""
+    monkeypatch.setattr(harness.store, "shared", True)
+    plane = await harness.control_plane()
+    worker = await harness.queue()
+    deliveries = Deliveries(worker)
+    created = await plane.create_task(TaskDefinition(input="{}"))
+    delivery, task = await deliveries.take()
+    found = await harness.store.get(plane.records.tasks_ns, created.task_id)
+    assert found is not None
+    other = StoredTask.model_validate_json(found.value)
+    other.status, other.result, other.replica_id = TaskStatus.COMPLETED, "first", "b#1"
+    assert (await harness.store.commit([plane.records.task_write(other, found.version)])).ok
+    await harness.finish(worker, task, "second", context={"n": 9})
+    await delivery.ack()
+    await wait_until(lambda: plane.inbox.counters.late_results == 1, 10)
+    assert (await plane.get_task(created.task_id)).result == "first"
+    assert await plane.records.contexts.get(created.session_id) != {"n": 9}
     await deliveries.aclose()
