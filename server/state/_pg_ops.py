@@ -134,19 +134,37 @@ async def put(  # noqa: PLR0917 (a write's fields, in the order of the dataclass
     c: Connection, cols: Columns, ns: str, key: str, value: bytes, index: Index | None
 ) -> int:
     names, values = await cols.assign(c, ns, index)
+    version = await c.fetchval(_put_sql(names), ns, key, value, *values)
+    return int(version)
+
+
+def _put_sql(names: Sequence[str]) -> str:
+    """A Put's statement, returning the new version; parameters: ns, key, value, the columns'."""
     columns = "".join(f", {n}" for n in names)
     marks = "".join(f", ${i + 4}" for i in range(len(names)))
     updates = "".join(f", {n} = excluded.{n}" for n in names)
-    version = await c.fetchval(
+    return (
         f"INSERT INTO kv (ns, key, value, version{columns}) VALUES ($1, $2, $3, 1{marks}) "
         f"ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, version = kv.version + 1{updates} "
-        "RETURNING version",
-        ns,
-        key,
-        value,
-        *values,
+        "RETURNING version"
     )
-    return int(version)
+
+
+def _cas_sql(names: Sequence[str], *, create: bool) -> str:
+    """A Cas's statement, returning the new version or no row; parameters: ns, key, value, then
+    (``create`` False) the expected version, then the columns'."""
+    if create:
+        columns = "".join(f", {n}" for n in names)
+        marks = "".join(f", ${i + 4}" for i in range(len(names)))
+        return (
+            f"INSERT INTO kv (ns, key, value, version{columns}) VALUES ($1, $2, $3, 1{marks}) "
+            "ON CONFLICT (ns, key) DO NOTHING RETURNING version"
+        )
+    sets = "".join(f", {n} = ${i + 5}" for i, n in enumerate(names))
+    return (
+        f"UPDATE kv SET value = $3, version = version + 1{sets} "
+        "WHERE ns = $1 AND key = $2 AND version = $4 RETURNING version"
+    )
 
 
 async def cas(  # noqa: PLR0917 (a write's fields, in the order of the dataclass)
@@ -161,28 +179,8 @@ async def cas(  # noqa: PLR0917 (a write's fields, in the order of the dataclass
     if expected is not None and expected not in _BIGINT:
         return None
     names, values = await cols.assign(c, ns, index)
-    if expected is None:
-        columns = "".join(f", {n}" for n in names)
-        marks = "".join(f", ${i + 4}" for i in range(len(names)))
-        version = await c.fetchval(
-            f"INSERT INTO kv (ns, key, value, version{columns}) VALUES ($1, $2, $3, 1{marks}) "
-            "ON CONFLICT (ns, key) DO NOTHING RETURNING version",
-            ns,
-            key,
-            value,
-            *values,
-        )
-    else:
-        sets = "".join(f", {n} = ${i + 5}" for i, n in enumerate(names))
-        version = await c.fetchval(
-            f"UPDATE kv SET value = $3, version = version + 1{sets} "
-            "WHERE ns = $1 AND key = $2 AND version = $4 RETURNING version",
-            ns,
-            key,
-            value,
-            expected,
-            *values,
-        )
+    known = () if expected is None else (expected,)
+    version = await c.fetchval(_cas_sql(names, create=expected is None), ns, key, value, *known, *values)
     return None if version is None else int(version)
 
 
@@ -315,6 +313,59 @@ async def apply(c: Connection, cols: Columns, channel: str, writes: Sequence[Wri
         )
         for position, _ in late:
             results[position] = -1
+    return CommitResult(ok=True, results=tuple(results))
+
+
+def one_statement(cols: Columns, writes: Sequence[Write]) -> bool:
+    """Whether ``writes`` can be committed by :func:`apply_in_one`: one Put or Cas whose index
+    columns are known, and appends numbered at commit (a task's commits: its record and its
+    change-feed entry)."""
+    records = [w for w in writes if not (isinstance(w, Append) and w.at_commit)]
+    return (
+        len(records) == 1
+        and isinstance(records[0], Put | Cas)
+        and cols.cached(records[0].ns, records[0].index)
+    )
+
+
+async def apply_in_one(c: Connection, cols: Columns, channel: str, writes: Sequence[Write]) -> CommitResult:
+    """Commit what :func:`one_statement` accepts in one statement, outside a transaction: four
+    round trips (BEGIN, the write, the appends, COMMIT) become one. The appends are inserted only
+    when the write returns its version, and numbered by the deferred trigger as the statement's
+    own transaction commits. Raises ConditionFailed."""
+    position, write = next((i, w) for i, w in enumerate(writes) if isinstance(w, Put | Cas))
+    late = sorted(
+        ((i, w) for i, w in enumerate(writes) if isinstance(w, Append)), key=lambda item: item[1].stream
+    )
+    if (
+        isinstance(write, Cas)
+        and write.expected_version is not None
+        and write.expected_version not in _BIGINT
+    ):
+        raise ConditionFailed(position)
+    names, values = await cols.assign(c, write.ns, write.index)
+    params: builtins.list[object] = [write.ns, write.key, write.value]
+    if isinstance(write, Put):
+        sql = _put_sql(names)
+    else:
+        sql = _cas_sql(names, create=write.expected_version is None)
+        if write.expected_version is not None:
+            params.append(write.expected_version)
+    params += values
+    n = len(params)
+    params += [[w.stream for _, w in late], [w.value for _, w in late], channel]
+    version = await c.fetchval(
+        f"WITH w AS ({sql}), p AS ("
+        "INSERT INTO log_pending (stream, value, channel) "
+        f"SELECT a.s, a.v, ${n + 3}::text FROM unnest(${n + 1}::text[], ${n + 2}::bytea[]) "
+        "WITH ORDINALITY AS a(s, v, i) CROSS JOIN w ORDER BY a.i) "
+        "SELECT version FROM w",
+        *params,
+    )
+    if version is None:
+        raise ConditionFailed(position)
+    results = [-1] * len(writes)
+    results[position] = int(version)
     return CommitResult(ok=True, results=tuple(results))
 
 

@@ -371,7 +371,14 @@ class PostgreSQLStateStore(StateStore):
         """Apply ``writes`` in order in one transaction: all of them, or none if a condition fails."""
         checked = [_checked(w) for w in writes]
         try:
-            result = await self._transaction(lambda c: ops.apply(c, self._columns, self._channel, checked))
+            if ops.one_statement(self._columns, checked):
+                result = await self._run(
+                    lambda c: ops.apply_in_one(c, self._columns, self._channel, checked), writes=True
+                )
+            else:
+                result = await self._transaction(
+                    lambda c: ops.apply(c, self._columns, self._channel, checked)
+                )
         except ops.ConditionFailed as failed:
             return CommitResult(ok=False, failed=failed.position)
         for stream in dict.fromkeys(w.stream for w in checked if isinstance(w, Append)):

@@ -220,6 +220,23 @@ async def test_commit_appends_numbered_at_commit_follow_the_commits_in_order(sto
         Append("feed", b"x", idem_key="k", at_commit=True)
 
 
+async def test_a_commit_whose_condition_fails_numbers_nothing_at_commit(store: StateStore) -> None:
+    """A task's commits (its record and its change-feed entry: one statement on PostgreSQL)."""
+    first = await store.commit([Cas("t", "k", b"v1", None), Append("feed", b"made", at_commit=True)])
+    assert first.ok and first.results[0] == 1
+    stale = await store.commit([Append("feed", b"lost", at_commit=True), Cas("t", "k", b"v2", 7)])
+    assert stale == CommitResult(ok=False, failed=1)
+    again = await store.commit([Cas("t", "k", b"v0", None), Append("feed", b"lost", at_commit=True)])
+    assert again == CommitResult(ok=False, failed=0)
+    kept = await store.commit(
+        [Cas("t", "k", b"v2", 1, idx("1", status="done")), Append("feed", b"moved", at_commit=True)]
+    )
+    assert kept.ok and kept.results[0] == 2
+    assert await store.get("t", "k") == Versioned(b"v2", 2)
+    assert [e.value for e in await store.read("feed")] == [b"made", b"moved"]
+    assert await store.count("t", "status") == {"done": 1}
+
+
 async def test_trim_log_drops_the_front_and_offsets_go_on(store: StateStore) -> None:
     for i in range(5):
         await store.append("log", b"%d" % i, idem_key=f"i{i}")
