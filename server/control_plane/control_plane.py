@@ -120,9 +120,7 @@ class ControlPlane:
             lambda service_id: self.settings.max_queued.get(service_id, self.settings.default_max_queued),
         )
         self._remote = (
-            RemoteWakeups(
-                store, self.changes, self.records.events_stream(""), self.signals, self.records.knows
-            )
+            RemoteWakeups(store, self.changes, self.records.events_stream(""), self.signals)
             if store.shared
             else None
         )

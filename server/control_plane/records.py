@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -170,21 +170,6 @@ class ControlPlaneRecords:
         from a store other processes write. For readers only, as :meth:`peek_task`."""
         cached = self._tasks.get(task_id)
         return cached[0] if cached is not None and cached[0].status.is_final else None
-
-    def knows(self, change: Mapping[str, Any]) -> bool:
-        """Whether the cached record of a ``task.status`` change's task says what the change says
-        (status, attempt, replica, asking): this process wrote it, or has read it since, and
-        woke its waiters then. Such a change is no news to them."""
-        cached = self._tasks.get(str(change.get("task_id")))
-        if cached is None:
-            return False
-        task = cached[0]
-        return (
-            task.status.value == change.get("status")
-            and task.attempts == change.get("attempts")
-            and task.replica_id == change.get("replica_id")
-            and task.waiting_for_answer == bool(change.get("waiting_for_answer"))
-        )
 
     def remember_task(self, task: StoredTask, version: int, write: Cas) -> None:
         """A task record written by ``write``, in a commit made outside :meth:`transition` (the

@@ -5,8 +5,7 @@ reports. With a shared store (PostgreSQL) the report of a task may be applied by
 so each control plane also
 
 * follows the change feed (the store wakes the reader when any process appends to it) and wakes
-  the waiters of every task whose status changed (unless the change is one it knows: its own
-  commits' changes woke the waiters already, and a waiter woken for nothing reads the task), and
+  the waiters of every task whose status changed, and
 * listens to appends to task event logs (the store's append listener) and wakes those tasks'
   event readers.
 """
@@ -15,8 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from llamactl.server.control_plane.changes import ChangeFeed
 from llamactl.server.control_plane.signals import TaskSignals
@@ -32,15 +30,9 @@ _BATCH = 1000
 
 class RemoteWakeups:
     def __init__(
-        self,
-        store: StateStore,
-        changes: ChangeFeed,
-        events_prefix: str,
-        signals: TaskSignals,
-        known: Callable[[Mapping[str, Any]], bool],
+        self, store: StateStore, changes: ChangeFeed, events_prefix: str, signals: TaskSignals
     ) -> None:
         self._store = store
-        self._known = known
         self._changes = changes
         self._events_prefix = events_prefix
         self._signals = signals
@@ -72,7 +64,6 @@ class RemoteWakeups:
                 except ValueError:
                     continue
                 if change.get("kind") == "task.status":
-                    data = change.get("data") or {}
-                    task_id = data.get("task_id")
-                    if isinstance(task_id, str) and not self._known(data):
+                    task_id = (change.get("data") or {}).get("task_id")
+                    if isinstance(task_id, str):
                         self._signals.notify(task_id)

@@ -626,13 +626,13 @@ async def test_a_waiter_woken_by_its_servers_own_final_commit_reads_the_task_no_
     await deliveries.aclose()
 
 
-async def test_a_run_on_a_shared_store_never_reads_its_task(
+async def test_a_run_looks_at_its_task_only_when_woken_and_not_at_its_end(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``tasks/run`` listens for the task's changes before creating it, so its first look is the
-    record it wrote, and its last the final record its own server's commit cached: no read of
-    the task at all on a store other servers write too (before: one at the start)."""
-    monkeypatch.setattr(harness.store, "shared", True)
+    record it wrote; woken by its own server's commit of the task's end, it takes the cached
+    final record. Each look it saves is a read of the task on a store other servers write too
+    (before: one at the start). On this store nothing else wakes it, so it looks no more."""
     plane = await harness.control_plane()
     worker = await harness.queue()
     deliveries = Deliveries(worker)
