@@ -2,7 +2,9 @@
 
 Indexes live on the record's own row, as in the SQLite store: a namespace's first write naming a
 field gives it one of the columns ``i0``..``i3`` (``kv_fields``, assigned under an advisory lock so
-that two processes never pick the same column), and a trigger keeps ``kv_count`` in step.
+that two processes never pick the same column), and a trigger counts each write in
+``kv_count_delta``, folded into ``kv_count`` every second (:func:`fold_counts`). A commit's SQL
+is in ``_pg_commit``.
 """
 
 from __future__ import annotations
@@ -17,15 +19,9 @@ from llamactl.server.errors import StateStoreError
 from llamactl.server.state._common import prefix_upper_bound
 from llamactl.server.state.base import (
     Append,
-    Cas,
-    CommitResult,
-    Delete,
-    DeleteLog,
     Index,
     LogEntry,
-    Put,
     Versioned,
-    Write,
 )
 
 __all__ = ["MAX_FIELDS", "Columns", "ConditionFailed", "Connection"]
@@ -35,7 +31,7 @@ Connection = asyncpg.Connection | PoolConnectionProxy
 
 MAX_FIELDS = 4
 _COLUMNS = tuple(f"i{n}" for n in range(MAX_FIELDS))
-_BIGINT = range(-(2**63), 2**63)
+BIGINT = range(-(2**63), 2**63)
 
 
 class ConditionFailed(Exception):
@@ -134,11 +130,11 @@ async def put(  # noqa: PLR0917 (a write's fields, in the order of the dataclass
     c: Connection, cols: Columns, ns: str, key: str, value: bytes, index: Index | None
 ) -> int:
     names, values = await cols.assign(c, ns, index)
-    version = await c.fetchval(_put_sql(names), ns, key, value, *values)
+    version = await c.fetchval(put_sql(names), ns, key, value, *values)
     return int(version)
 
 
-def _put_sql(names: Sequence[str]) -> str:
+def put_sql(names: Sequence[str]) -> str:
     """A Put's statement, returning the new version; parameters: ns, key, value, the columns'."""
     columns = "".join(f", {n}" for n in names)
     marks = "".join(f", ${i + 4}" for i in range(len(names)))
@@ -150,7 +146,7 @@ def _put_sql(names: Sequence[str]) -> str:
     )
 
 
-def _cas_sql(names: Sequence[str], *, create: bool) -> str:
+def cas_sql(names: Sequence[str], *, create: bool) -> str:
     """A Cas's statement, returning the new version or no row; parameters: ns, key, value, then
     (``create`` False) the expected version, then the columns'."""
     if create:
@@ -176,18 +172,18 @@ async def cas(  # noqa: PLR0917 (a write's fields, in the order of the dataclass
     expected: int | None,
     index: Index | None,
 ) -> int | None:
-    if expected is not None and expected not in _BIGINT:
+    if expected is not None and expected not in BIGINT:
         return None
     names, values = await cols.assign(c, ns, index)
     known = () if expected is None else (expected,)
-    version = await c.fetchval(_cas_sql(names, create=expected is None), ns, key, value, *known, *values)
+    version = await c.fetchval(cas_sql(names, create=expected is None), ns, key, value, *known, *values)
     return None if version is None else int(version)
 
 
 async def delete(c: Connection, ns: str, key: str, expected: int | None) -> bool:
     if expected is None:
         status = await c.execute("DELETE FROM kv WHERE ns = $1 AND key = $2", ns, key)
-    elif expected not in _BIGINT:
+    elif expected not in BIGINT:
         return False
     else:
         status = await c.execute(
@@ -267,141 +263,6 @@ from one to the other commits wholly before it or after it)."""
 async def fold_counts(c: Connection) -> int:
     """Fold the committed counter deltas into the counts; return how many counters changed."""
     return int(await c.fetchval("SELECT llamactl_fold_counts()"))
-
-
-async def apply(c: Connection, cols: Columns, channel: str, writes: Sequence[Write]) -> CommitResult:
-    """Apply a commit's writes inside the caller's transaction; raises ConditionFailed.
-
-    Records first, in order; then the logs, in order, after locking their head rows in one
-    sorted order. Log heads are the rows every commit shares (the change feed's above all): taken
-    last and in a fixed order, a transaction holding one never waits for a record lock, so two
-    commits can never wait for each other (PostgreSQL would break such a deadlock by aborting
-    one, a second lost each time).
-    """
-    results: builtins.list[int] = [0] * len(writes)
-    logs: builtins.list[tuple[int, Append | DeleteLog]] = []
-    late: builtins.list[tuple[int, Append]] = []
-    for position, write in enumerate(writes):
-        if isinstance(write, Append) and write.at_commit:
-            late.append((position, write))
-        elif isinstance(write, Append | DeleteLog):
-            logs.append((position, write))
-        else:
-            results[position] = await _apply_record(c, cols, position, write)
-    streams = sorted({w.stream for _, w in logs if isinstance(w, Append)})
-    for stream in streams:
-        await c.execute(_LOCK_HEAD, stream)
-    for group in _runs_of_appends(logs):
-        first = group[0][1]
-        if isinstance(first, DeleteLog):
-            results[group[0][0]] = await delete_log(c, first.stream)
-        elif len(group) == 1:
-            results[group[0][0]] = await append(c, channel, first.stream, first.value, first.idem_key)
-        else:
-            # A run of appends to one stream (a task's events stored together) is one call.
-            appends = [w for _, w in group if isinstance(w, Append)]
-            offsets = await append_each(c, channel, first.stream, appends)
-            for (position, _), offset in zip(group, offsets, strict=True):
-                results[position] = offset
-    if late:
-        # Numbered by a deferred trigger as the transaction commits, in this order: streams
-        # sorted as above, so two commits take their heads in one order there too.
-        late.sort(key=lambda item: item[1].stream)
-        await c.executemany(
-            "INSERT INTO log_pending (stream, value, channel) VALUES ($1, $2, $3)",
-            [(w.stream, w.value, channel) for _, w in late],
-        )
-        for position, _ in late:
-            results[position] = -1
-    return CommitResult(ok=True, results=tuple(results))
-
-
-def one_statement(cols: Columns, writes: Sequence[Write]) -> bool:
-    """Whether ``writes`` can be committed by :func:`apply_in_one`: one Put or Cas whose index
-    columns are known, and appends numbered at commit (a task's commits: its record and its
-    change-feed entry)."""
-    records = [w for w in writes if not (isinstance(w, Append) and w.at_commit)]
-    return (
-        len(records) == 1
-        and isinstance(records[0], Put | Cas)
-        and cols.cached(records[0].ns, records[0].index)
-    )
-
-
-async def apply_in_one(c: Connection, cols: Columns, channel: str, writes: Sequence[Write]) -> CommitResult:
-    """Commit what :func:`one_statement` accepts in one statement, outside a transaction: four
-    round trips (BEGIN, the write, the appends, COMMIT) become one. The appends are inserted only
-    when the write returns its version, and numbered by the deferred trigger as the statement's
-    own transaction commits. Raises ConditionFailed."""
-    position, write = next((i, w) for i, w in enumerate(writes) if isinstance(w, Put | Cas))
-    late = sorted(
-        ((i, w) for i, w in enumerate(writes) if isinstance(w, Append)), key=lambda item: item[1].stream
-    )
-    if (
-        isinstance(write, Cas)
-        and write.expected_version is not None
-        and write.expected_version not in _BIGINT
-    ):
-        raise ConditionFailed(position)
-    names, values = await cols.assign(c, write.ns, write.index)
-    params: builtins.list[object] = [write.ns, write.key, write.value]
-    if isinstance(write, Put):
-        sql = _put_sql(names)
-    else:
-        sql = _cas_sql(names, create=write.expected_version is None)
-        if write.expected_version is not None:
-            params.append(write.expected_version)
-    params += values
-    n = len(params)
-    params += [[w.stream for _, w in late], [w.value for _, w in late], channel]
-    version = await c.fetchval(
-        f"WITH w AS ({sql}), p AS ("
-        "INSERT INTO log_pending (stream, value, channel) "
-        f"SELECT a.s, a.v, ${n + 3}::text FROM unnest(${n + 1}::text[], ${n + 2}::bytea[]) "
-        "WITH ORDINALITY AS a(s, v, i) CROSS JOIN w ORDER BY a.i) "
-        "SELECT version FROM w",
-        *params,
-    )
-    if version is None:
-        raise ConditionFailed(position)
-    results = [-1] * len(writes)
-    results[position] = int(version)
-    return CommitResult(ok=True, results=tuple(results))
-
-
-def _runs_of_appends(
-    logs: Sequence[tuple[int, Append | DeleteLog]],
-) -> builtins.list[builtins.list[tuple[int, Append | DeleteLog]]]:
-    """``logs`` (position, write) in order, cut into runs of appends to one stream; a DeleteLog
-    is a run of its own."""
-    runs: builtins.list[builtins.list[tuple[int, Append | DeleteLog]]] = []
-    for position, write in logs:
-        last = runs[-1][-1][1] if runs else None
-        if isinstance(write, Append) and isinstance(last, Append) and last.stream == write.stream:
-            runs[-1].append((position, write))
-        else:
-            runs.append([(position, write)])
-    return runs
-
-
-_LOCK_HEAD = (
-    "INSERT INTO log_head AS h (stream, next) VALUES ($1, 0) ON CONFLICT (stream) DO UPDATE SET next = h.next"
-)
-
-
-async def _apply_record(c: Connection, cols: Columns, position: int, write: Write) -> int:
-    if isinstance(write, Put):
-        return await put(c, cols, write.ns, write.key, write.value, write.index)
-    if isinstance(write, Cas):
-        version = await cas(c, cols, write.ns, write.key, write.value, write.expected_version, write.index)
-        if version is None:
-            raise ConditionFailed(position)
-        return version
-    assert isinstance(write, Delete)
-    deleted = await delete(c, write.ns, write.key, write.expected_version)
-    if not deleted and write.expected_version is not None:
-        raise ConditionFailed(position)
-    return int(deleted)
 
 
 # --- logs --------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import asyncpg
 from llamactl.server.aio import cancel_and_wait
 from llamactl.server.errors import StateStoreError
 from llamactl.server.outage import Outage, Reachability
+from llamactl.server.state import _pg_commit as commits
 from llamactl.server.state import _pg_ops as ops
 from llamactl.server.state._common import (
     StreamWaiters,
@@ -371,13 +372,13 @@ class PostgreSQLStateStore(StateStore):
         """Apply ``writes`` in order in one transaction: all of them, or none if a condition fails."""
         checked = [_checked(w) for w in writes]
         try:
-            if ops.one_statement(self._columns, checked):
+            if commits.one_statement(self._columns, checked):
                 result = await self._run(
-                    lambda c: ops.apply_in_one(c, self._columns, self._channel, checked), writes=True
+                    lambda c: commits.apply_in_one(c, self._columns, self._channel, checked), writes=True
                 )
             else:
                 result = await self._transaction(
-                    lambda c: ops.apply(c, self._columns, self._channel, checked)
+                    lambda c: commits.apply(c, self._columns, self._channel, checked)
                 )
         except ops.ConditionFailed as failed:
             return CommitResult(ok=False, failed=failed.position)

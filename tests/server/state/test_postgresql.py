@@ -21,6 +21,7 @@ import pytest
 from llamactl.server.errors import StateStoreError
 from llamactl.server.state import LogEntry, StateStore, Versioned
 from llamactl.server.state import _pg_ops as ops
+from llamactl.server.state._pg_commit import apply
 from llamactl.server.state._pg_schema import _MIGRATIONS, SCHEMA_VERSION, channel_name
 from llamactl.server.state.base import Append, Cas, Index, Put, Write
 from llamactl.server.state.postgresql import FOLD_EVERY, PostgreSQLStateStore
@@ -313,7 +314,7 @@ async def _open_transaction(pg: PostgresSchema, writes: list[Write]) -> AsyncIte
     conn = await asyncpg.connect(pg.dsn, server_settings={"search_path": pg.name})
     try:
         async with conn.transaction():
-            await ops.apply(conn, ops.Columns(), channel_name(pg.name), writes)
+            await apply(conn, ops.Columns(), channel_name(pg.name), writes)
             yield
     finally:
         await conn.close()

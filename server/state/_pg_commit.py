@@ -1,0 +1,157 @@
+"""The SQL of one PostgreSQL state-store commit: a transaction of records then logs
+(:func:`apply`), or, for a task's commits (one record and change-feed entries), one statement
+(:func:`apply_in_one`)."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+
+from llamactl.server.state._pg_ops import (
+    BIGINT,
+    Columns,
+    ConditionFailed,
+    Connection,
+    append,
+    append_each,
+    cas,
+    cas_sql,
+    delete,
+    delete_log,
+    put,
+    put_sql,
+)
+from llamactl.server.state.base import Append, Cas, CommitResult, Delete, DeleteLog, Put, Write
+
+__all__ = ["apply", "apply_in_one", "one_statement"]
+
+
+async def apply(c: Connection, cols: Columns, channel: str, writes: Sequence[Write]) -> CommitResult:
+    """Apply a commit's writes inside the caller's transaction; raises ConditionFailed.
+
+    Records first, in order; then the logs, in order, after locking their head rows in one
+    sorted order. Log heads are the rows every commit shares (the change feed's above all): taken
+    last and in a fixed order, a transaction holding one never waits for a record lock, so two
+    commits can never wait for each other (PostgreSQL would break such a deadlock by aborting
+    one, a second lost each time).
+    """
+    results: builtins.list[int] = [0] * len(writes)
+    logs: builtins.list[tuple[int, Append | DeleteLog]] = []
+    late: builtins.list[tuple[int, Append]] = []
+    for position, write in enumerate(writes):
+        if isinstance(write, Append) and write.at_commit:
+            late.append((position, write))
+        elif isinstance(write, Append | DeleteLog):
+            logs.append((position, write))
+        else:
+            results[position] = await _apply_record(c, cols, position, write)
+    streams = sorted({w.stream for _, w in logs if isinstance(w, Append)})
+    for stream in streams:
+        await c.execute(_LOCK_HEAD, stream)
+    for group in _runs_of_appends(logs):
+        first = group[0][1]
+        if isinstance(first, DeleteLog):
+            results[group[0][0]] = await delete_log(c, first.stream)
+        elif len(group) == 1:
+            results[group[0][0]] = await append(c, channel, first.stream, first.value, first.idem_key)
+        else:
+            # A run of appends to one stream (a task's events stored together) is one call.
+            appends = [w for _, w in group if isinstance(w, Append)]
+            offsets = await append_each(c, channel, first.stream, appends)
+            for (position, _), offset in zip(group, offsets, strict=True):
+                results[position] = offset
+    if late:
+        # Numbered by a deferred trigger as the transaction commits, in this order: streams
+        # sorted as above, so two commits take their heads in one order there too.
+        late.sort(key=lambda item: item[1].stream)
+        await c.executemany(
+            "INSERT INTO log_pending (stream, value, channel) VALUES ($1, $2, $3)",
+            [(w.stream, w.value, channel) for _, w in late],
+        )
+        for position, _ in late:
+            results[position] = -1
+    return CommitResult(ok=True, results=tuple(results))
+
+
+def one_statement(cols: Columns, writes: Sequence[Write]) -> bool:
+    """Whether ``writes`` can be committed by :func:`apply_in_one`: one Put or Cas whose index
+    columns are known, and appends numbered at commit (a task's commits: its record and its
+    change-feed entry)."""
+    records = [w for w in writes if not (isinstance(w, Append) and w.at_commit)]
+    return (
+        len(records) == 1
+        and isinstance(records[0], Put | Cas)
+        and cols.cached(records[0].ns, records[0].index)
+    )
+
+
+async def apply_in_one(c: Connection, cols: Columns, channel: str, writes: Sequence[Write]) -> CommitResult:
+    """Commit what :func:`one_statement` accepts in one statement, outside a transaction: four
+    round trips (BEGIN, the write, the appends, COMMIT) become one. The appends are inserted only
+    when the write returns its version, and numbered by the deferred trigger as the statement's
+    own transaction commits. Raises ConditionFailed."""
+    position, write = next((i, w) for i, w in enumerate(writes) if isinstance(w, Put | Cas))
+    late = sorted(
+        ((i, w) for i, w in enumerate(writes) if isinstance(w, Append)), key=lambda item: item[1].stream
+    )
+    if isinstance(write, Cas) and write.expected_version is not None and write.expected_version not in BIGINT:
+        raise ConditionFailed(position)
+    names, values = await cols.assign(c, write.ns, write.index)
+    params: builtins.list[object] = [write.ns, write.key, write.value]
+    if isinstance(write, Put):
+        sql = put_sql(names)
+    else:
+        sql = cas_sql(names, create=write.expected_version is None)
+        if write.expected_version is not None:
+            params.append(write.expected_version)
+    params += values
+    n = len(params)
+    params += [[w.stream for _, w in late], [w.value for _, w in late], channel]
+    version = await c.fetchval(
+        f"WITH w AS ({sql}), p AS ("
+        "INSERT INTO log_pending (stream, value, channel) "
+        f"SELECT a.s, a.v, ${n + 3}::text FROM unnest(${n + 1}::text[], ${n + 2}::bytea[]) "
+        "WITH ORDINALITY AS a(s, v, i) CROSS JOIN w ORDER BY a.i) "
+        "SELECT version FROM w",
+        *params,
+    )
+    if version is None:
+        raise ConditionFailed(position)
+    results = [-1] * len(writes)
+    results[position] = int(version)
+    return CommitResult(ok=True, results=tuple(results))
+
+
+def _runs_of_appends(
+    logs: Sequence[tuple[int, Append | DeleteLog]],
+) -> builtins.list[builtins.list[tuple[int, Append | DeleteLog]]]:
+    """``logs`` (position, write) in order, cut into runs of appends to one stream; a DeleteLog
+    is a run of its own."""
+    runs: builtins.list[builtins.list[tuple[int, Append | DeleteLog]]] = []
+    for position, write in logs:
+        last = runs[-1][-1][1] if runs else None
+        if isinstance(write, Append) and isinstance(last, Append) and last.stream == write.stream:
+            runs[-1].append((position, write))
+        else:
+            runs.append([(position, write)])
+    return runs
+
+
+_LOCK_HEAD = (
+    "INSERT INTO log_head AS h (stream, next) VALUES ($1, 0) ON CONFLICT (stream) DO UPDATE SET next = h.next"
+)
+
+
+async def _apply_record(c: Connection, cols: Columns, position: int, write: Write) -> int:
+    if isinstance(write, Put):
+        return await put(c, cols, write.ns, write.key, write.value, write.index)
+    if isinstance(write, Cas):
+        version = await cas(c, cols, write.ns, write.key, write.value, write.expected_version, write.index)
+        if version is None:
+            raise ConditionFailed(position)
+        return version
+    assert isinstance(write, Delete)
+    deleted = await delete(c, write.ns, write.key, write.expected_version)
+    if not deleted and write.expected_version is not None:
+        raise ConditionFailed(position)
+    return int(deleted)
