@@ -61,16 +61,25 @@ async def apply(c: Connection, cols: Columns, channel: str, writes: Sequence[Wri
             for (position, _), offset in zip(group, offsets, strict=True):
                 results[position] = offset
     if late:
-        # Numbered by a deferred trigger as the transaction commits, in this order: streams
-        # sorted as above, so two commits take their heads in one order there too.
-        late.sort(key=lambda item: item[1].stream)
-        await c.executemany(
-            "INSERT INTO log_pending (stream, value, channel) VALUES ($1, $2, $3)",
-            [(w.stream, w.value, channel) for _, w in late],
-        )
+        sql, params = _pending([w for _, w in late], channel, 1)
+        await c.execute(sql, *params)
         for position, _ in late:
             results[position] = -1
     return CommitResult(ok=True, results=tuple(results))
+
+
+def _pending(late: Sequence[Append], channel: str, first: int, join: str = "") -> tuple[str, list[object]]:
+    """The INSERT of appends numbered at commit into ``log_pending`` (its parameters numbered
+    from ``first``), in stream order (stable), so that the deferred trigger takes the log heads in
+    one order in every commit; ``join``: a FROM item the rows are joined with (the one-statement
+    commit's write: no row, no entries)."""
+    ordered = sorted(late, key=lambda w: w.stream)
+    sql = (
+        "INSERT INTO log_pending (stream, value, channel) "
+        f"SELECT a.s, a.v, ${first + 2}::text FROM unnest(${first}::text[], ${first + 1}::bytea[]) "
+        f"WITH ORDINALITY AS a(s, v, i){join} ORDER BY a.i"
+    )
+    return sql, [[w.stream for w in ordered], [w.value for w in ordered], channel]
 
 
 def one_statement(cols: Columns, writes: Sequence[Write]) -> bool:
@@ -91,9 +100,6 @@ async def apply_in_one(c: Connection, cols: Columns, channel: str, writes: Seque
     when the write returns its version, and numbered by the deferred trigger as the statement's
     own transaction commits. Raises ConditionFailed."""
     position, write = next((i, w) for i, w in enumerate(writes) if isinstance(w, Put | Cas))
-    late = sorted(
-        ((i, w) for i, w in enumerate(writes) if isinstance(w, Append)), key=lambda item: item[1].stream
-    )
     if isinstance(write, Cas) and write.expected_version is not None and write.expected_version not in BIGINT:
         raise ConditionFailed(position)
     names, values = await cols.assign(c, write.ns, write.index)
@@ -105,16 +111,9 @@ async def apply_in_one(c: Connection, cols: Columns, channel: str, writes: Seque
         if write.expected_version is not None:
             params.append(write.expected_version)
     params += values
-    n = len(params)
-    params += [[w.stream for _, w in late], [w.value for _, w in late], channel]
-    version = await c.fetchval(
-        f"WITH w AS ({sql}), p AS ("
-        "INSERT INTO log_pending (stream, value, channel) "
-        f"SELECT a.s, a.v, ${n + 3}::text FROM unnest(${n + 1}::text[], ${n + 2}::bytea[]) "
-        "WITH ORDINALITY AS a(s, v, i) CROSS JOIN w ORDER BY a.i) "
-        "SELECT version FROM w",
-        *params,
-    )
+    late = [w for w in writes if isinstance(w, Append)]
+    pending, more = _pending(late, channel, len(params) + 1, join=" CROSS JOIN w")
+    version = await c.fetchval(f"WITH w AS ({sql}), p AS ({pending}) SELECT version FROM w", *params, *more)
     if version is None:
         raise ConditionFailed(position)
     results = [-1] * len(writes)
