@@ -125,6 +125,7 @@ class RedisQueue(MessageQueue):
             self._risks = await self._settings_at_risk()
         except BaseException:
             self._closed = True
+            await self._scripts.aclose()
             await self._link.aclose()
             raise
         self._beats = asyncio.create_task(self._beat_loop(), name="llamactl-mq-redis-heartbeat")
@@ -168,6 +169,8 @@ class RedisQueue(MessageQueue):
             await self._call("bye", [self.client_id], "close", timeout=min(1.0, self.config.window))
         except MessageQueueError as exc:
             log.info("closing: %s; its leases are released when its heartbeat runs out", exc)
+        assert self._scripts is not None
+        await self._scripts.aclose()
         await self._link.aclose()
 
     # -- the MessageQueue API ---------------------------------------------------------------------

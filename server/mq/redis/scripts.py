@@ -12,6 +12,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from .lua_lib import LIB
+from .pipelining import ScriptPipeline
 
 __all__ = ["KEEPALIVE", "PUBLISH", "Scripts"]
 
@@ -266,8 +267,21 @@ class Scripts:
             "beat": BEAT,
             "bye": BYE,
         }
-        self._scripts = {name: redis.register_script(LIB + body) for name, body in bodies.items()}
+        self._pipeline = ScriptPipeline(
+            redis, {name: redis.register_script(LIB + body) for name, body in bodies.items()}
+        )
+
+    @property
+    def pipelines(self) -> int:
+        """Pipelines of more than one call sent so far."""
+        return self._pipeline.pipelines
 
     async def call(self, name: str, args: Sequence[Any]) -> Any:
-        """Run script ``name`` with ``args`` after the common arguments; return its reply."""
-        return await self._scripts[name](keys=[], args=[*self._common, *args])
+        """Run script ``name`` with ``args`` after the common arguments; return its reply.
+
+        Calls made in the same turn of the event loop go to Redis in one pipeline."""
+        return await self._pipeline.call(name, [*self._common, *args])
+
+    async def aclose(self) -> None:
+        """Wait for the calls under way to be answered (or to fail)."""
+        await self._pipeline.aclose()
