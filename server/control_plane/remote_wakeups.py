@@ -5,7 +5,10 @@ reports. With a shared store (PostgreSQL) the report of a task may be applied by
 so each control plane also
 
 * follows the change feed (the store wakes the reader when any process appends to it) and wakes
-  the waiters of every task whose status changed, and
+  the waiters of every task that ended (completed, failed, cancelled). A status that is not an
+  end wakes no one: every waiter on a task waits for its end, or for its events or answers,
+  which wake their readers as they are appended (a waiter woken for a task that is still
+  running reads it for nothing: a round trip to the store, once for each task run), and
 * listens to appends to task event logs (the store's append listener) and wakes those tasks'
   event readers.
 """
@@ -19,12 +22,14 @@ from collections.abc import Callable
 from llamactl.server.control_plane.changes import ChangeFeed
 from llamactl.server.control_plane.signals import TaskSignals
 from llamactl.server.state.base import StateStore
+from llamactl.server.types import TaskStatus
 
 __all__ = ["RemoteWakeups"]
 
 log = logging.getLogger(__name__)
 
 _WAIT = 30.0
+_NOT_FINAL = frozenset(status.value for status in TaskStatus if not status.is_final)
 _BATCH = 1000
 
 
@@ -64,6 +69,12 @@ class RemoteWakeups:
                 except ValueError:
                     continue
                 if change.get("kind") == "task.status":
-                    task_id = (change.get("data") or {}).get("task_id")
-                    if isinstance(task_id, str):
+                    data = change.get("data") or {}
+                    task_id = data.get("task_id")
+                    if isinstance(task_id, str) and _may_be_final(data.get("status")):
                         self._signals.notify(task_id)
+
+
+def _may_be_final(status: object) -> bool:
+    """False only for a status known not to be an end (one this version does not know might be)."""
+    return status not in _NOT_FINAL
