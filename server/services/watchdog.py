@@ -122,6 +122,10 @@ class LoopWatchdog:
         self._sent_at = time.monotonic()
         self._stopping = False
         self._wake = threading.Event()
+        self._next_look = math.inf
+        """When the thread looks next at the latest (set before it reads ``_deadlines``)."""
+        self._starts = 0
+        """Tasks tracked so far: the thread looks at the usual pace while tasks start."""
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main = threading.main_thread().ident
@@ -162,8 +166,11 @@ class LoopWatchdog:
 
     def track(self, task_id: str, timeout: float | None) -> None:
         """A task started (``timeout``: seconds, or None for none)."""
-        if not self._deadlines:
-            self._wake.set()  # the thread may be between two idle looks: look at the usual pace
+        self._starts += 1
+        if not self._deadlines and self._next_look - time.monotonic() > _CHECK:
+            # The thread waits out an idle pause: look at the usual pace. Not at every task's
+            # start (a thread wake-up each, most of a function task's own cost in the profile).
+            self._wake.set()
         if timeout is None:
             self._deadlines[task_id] = (math.inf, math.inf)
         else:
@@ -220,9 +227,17 @@ class LoopWatchdog:
 
     def _watching(self) -> None:
         warned = False
+        starts_seen = 0
         idle_check = min(_IDLE_CHECK, self.warn_after / 2)
         while True:
-            self._wake.wait(_CHECK if self._deadlines else idle_check)
+            # _next_look first: a task tracked after the thread found none wakes it (see track);
+            # while tasks start (one at a time, say) it looks at the usual pace, unwoken.
+            self._next_look = time.monotonic() + idle_check
+            busy = bool(self._deadlines) or self._starts != starts_seen
+            starts_seen = self._starts
+            pause = _CHECK if busy else idle_check
+            self._next_look = time.monotonic() + pause
+            self._wake.wait(pause)
             self._wake.clear()
             if self._stopping:
                 return

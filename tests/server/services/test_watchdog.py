@@ -11,6 +11,7 @@ import time
 import pytest
 
 from llamactl.server.services.watchdog import EXIT_STALLED, LoopBlockedError, LoopWatchdog
+from tests.e2e.waiting import wait_until
 from tests.loop_wakeups import LoopWakeups
 
 
@@ -105,3 +106,50 @@ async def test_an_idle_loop_is_woken_only_by_the_watchdogs_looks(monkeypatch: py
         watchdog.stop()
     print(f"the idle loop woke {wakeups.count} times in 2 s")
     assert wakeups.count <= 8  # ~4 looks and the sleep's end (it was 20: a tick every 0.1 s)
+
+
+class CountedWake:
+    """Counts the wake-ups of a watchdog's thread (sets of its event)."""
+
+    def __init__(self, watchdog: LoopWatchdog) -> None:
+        self.sets = 0
+        real_set = watchdog._wake.set
+
+        def counted_set() -> None:
+            self.sets += 1
+            real_set()
+
+        watchdog._wake.set = counted_set  # type: ignore[method-assign]
+
+
+async def test_tasks_started_one_after_another_do_not_each_wake_the_thread() -> None:
+    """A task's start woke the watchdog's thread whenever no other task ran: with function tasks
+    run one at a time that was a thread wake-up per task, most of such a task's own cost. It wakes
+    the thread only when the thread waits out an idle pause longer than its usual look."""
+    watchdog = LoopWatchdog(exit_after=60)
+    wake = CountedWake(watchdog)
+    watchdog.start()
+    try:
+        for i in range(200):
+            watchdog.track(f"t{i}", None)
+            await asyncio.sleep(0)
+            watchdog.untrack(f"t{i}")
+            await asyncio.sleep(0.001)
+    finally:
+        watchdog.stop()
+    assert wake.sets <= 10, f"{wake.sets} wake-ups of the thread for 200 tasks (200 before)"
+
+
+async def test_a_task_started_during_an_idle_pause_wakes_the_thread() -> None:
+    """The thread idles a second between looks (warn_after 2 s); a task that starts meanwhile
+    wakes it, so the task is looked at at the usual pace, not a second later."""
+    watchdog = LoopWatchdog(warn_after=2.0, exit_after=60)
+    wake = CountedWake(watchdog)
+    watchdog.start()
+    try:
+        await wait_until(lambda: watchdog._next_look - time.monotonic() > 0.5, timeout=5)  # a pause
+        watchdog.track("t1", None)
+        assert wake.sets == 1
+        watchdog.untrack("t1")
+    finally:
+        watchdog.stop()
