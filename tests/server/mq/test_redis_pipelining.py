@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,6 +17,7 @@ from llamactl.server.mq.redis import RedisQueue
 from llamactl.server.mq.redis.pipelining import MAX_BATCH
 
 from .private_redis import private_redis
+from .tcp_proxy import TcpProxy
 from .test_contract import WORK
 
 
@@ -106,3 +108,38 @@ async def test_no_loop_turn_loses_a_cancel_of_a_script_call(queue: RedisQueue) -
         lost.append(turns)
     assert lost == [], f"cancels after {lost} loop turns were lost: the caller ran on"
     assert await queue.publish(WORK, b"job", msg_id="after") >= 0, "the client still answers"
+
+
+async def test_a_burst_sent_while_redis_is_unreachable_goes_through_once_it_answers(redis_url: str) -> None:
+    """A pipeline that fails on the line fails each of its calls, and each tries again on its
+    own until its deadline: a burst made during an outage is stored once Redis answers again,
+    each message once (a retried publish is absorbed by its msg_id)."""
+    target = urlsplit(redis_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 6379)
+    await proxy.start()
+    q = RedisQueue.from_config(
+        {"type": "redis", "url": f"redis://127.0.0.1:{proxy.port}/0", "heartbeat_interval": 60}
+    )
+    await q.start()
+    try:
+        await q.publish(WORK, b"first", msg_id="first")
+        await proxy.stop()
+        burst = asyncio.gather(*(q.publish(WORK, b"job", msg_id=f"m{i}") for i in range(20)))
+        await asyncio.sleep(0.3)  # the burst's pipeline failed; its calls keep trying
+        assert not burst.done()
+        await proxy.start()
+        seqs = await asyncio.wait_for(burst, 10)
+        assert sorted(seqs) == list(range(1, 21))
+        assert q._scripts is not None and q._scripts.pipelines >= 1, "the burst went as a pipeline"
+        again = await q.publish(WORK, b"job", msg_id="m3")  # absorbed: it is there already
+        assert again == seqs[3]
+        got = []
+        deliveries = q.consume(WORK, prefetch=32)
+        while len(got) < 21:
+            delivery = await asyncio.wait_for(anext(deliveries), 5)
+            got.append(delivery.message.msg_id)
+            await delivery.ack()
+        assert sorted(got) == sorted(["first", *(f"m{i}" for i in range(20))])
+    finally:
+        await q.close()
+        await proxy.stop()
