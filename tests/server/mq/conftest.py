@@ -7,11 +7,12 @@ fixture that makes its broker side: an object with ``config`` (the client config
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -138,6 +139,25 @@ async def redis_reachable(url: str) -> bool:
         return False
     finally:
         await r.aclose()
+
+
+async def lost_cancels(start: Callable[[], Coroutine[Any, Any, object]]) -> list[int]:
+    """Cancel a call at every loop turn of its course in turn (``start()`` makes the call): the
+    numbers of turns after which the cancel was lost (the caller ran on), none when all is well."""
+    lost: list[int] = []
+    for turns in range(40):
+        caller = asyncio.create_task(start())
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        if caller.done():
+            break
+        caller.cancel()
+        try:
+            await caller
+        except asyncio.CancelledError:
+            continue
+        lost.append(turns)
+    return lost
 
 
 async def delete_keys(url: str, prefix: str) -> None:

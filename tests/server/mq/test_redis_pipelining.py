@@ -16,6 +16,7 @@ from llamactl.server.errors import MessageQueueError
 from llamactl.server.mq.redis import RedisQueue
 from llamactl.server.mq.redis.pipelining import MAX_BATCH
 
+from .conftest import lost_cancels
 from .private_redis import private_redis
 from .tcp_proxy import TcpProxy
 from .test_contract import WORK
@@ -93,19 +94,7 @@ async def test_scripts_flushed_from_redis_are_loaded_again(queue: RedisQueue, re
 async def test_no_loop_turn_loses_a_cancel_of_a_script_call(queue: RedisQueue) -> None:
     """A call waits for its pipeline's answer: cancel one at every loop turn of its course in turn,
     each cancel must reach the caller (and the calls sent meanwhile are answered all the same)."""
-    lost: list[int] = []
-    for turns in range(40):
-        caller = asyncio.create_task(queue.publish(WORK, b"job", msg_id=f"c{turns}"))
-        for _ in range(turns):
-            await asyncio.sleep(0)
-        if caller.done():
-            break
-        caller.cancel()
-        try:
-            await caller
-        except asyncio.CancelledError:
-            continue
-        lost.append(turns)
+    lost = await lost_cancels(lambda: queue.publish(WORK, b"job"))
     assert lost == [], f"cancels after {lost} loop turns were lost: the caller ran on"
     assert await queue.publish(WORK, b"job", msg_id="after") >= 0, "the client still answers"
 

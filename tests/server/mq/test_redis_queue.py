@@ -20,7 +20,7 @@ from llamactl.server.mq.redis import RedisQueue
 from llamactl.server.mq.redis.link import refused_for_now
 from tests.faults import small_disk
 
-from .conftest import REDIS_URL, delete_keys, redis_reachable
+from .conftest import REDIS_URL, delete_keys, lost_cancels, redis_reachable
 from .private_redis import private_redis
 from .tcp_proxy import TcpProxy
 from .test_contract import STREAM, WORK, within
@@ -271,19 +271,7 @@ async def test_no_loop_turn_loses_a_cancel_of_a_command(make: Make) -> None:
     q = await make()
     link = q._link
     assert link is not None
-    lost: list[int] = []
-    for turns in range(40):
-        caller = asyncio.create_task(link.call(link.short.ping, what="ping", timeout=5.0))
-        for _ in range(turns):
-            await asyncio.sleep(0)
-        if caller.done():
-            break
-        caller.cancel()
-        try:
-            await caller
-        except asyncio.CancelledError:
-            continue
-        lost.append(turns)
+    lost = await lost_cancels(lambda: link.call(link.short.ping, what="ping", timeout=5.0))
     assert lost == [], f"cancels after {lost} loop turns were lost: the caller ran on"
 
 
