@@ -1,7 +1,10 @@
-"""The Lua shared by every script of the Redis backend: key names, publish, lease, release, settle.
+"""The Lua shared by every operation of the Redis backend: key names, publish, lease, release,
+settle.
 
-Each script is this library followed by its own body (see :mod:`.scripts`), so everything a call
-changes happens in one atomic step on the server. Conventions:
+Each operation's body (see :mod:`.scripts`) runs after this library, as a function of one
+library (:func:`function_library`) or a script of its own (:func:`script`), and starts with
+``begin(ARGV)``; so everything a call changes happens in one atomic step on the server.
+Conventions:
 
 * ``ARGV[1]`` is the key prefix, ``ARGV[2]`` ``max_attempts``, ``ARGV[3]`` the retention of a
   settled message's ``msg_id`` (ms); a script's own arguments start at ``ARGV[4]``.
@@ -22,22 +25,31 @@ changes happens in one atomic step on the server. Conventions:
 
 from __future__ import annotations
 
-__all__ = ["LIB"]
+import hashlib
+from collections.abc import Mapping
+
+__all__ = ["LIB", "function_library", "script"]
 
 LIB = r"""
-local P = ARGV[1]
-local MAX_ATTEMPTS = tonumber(ARGV[2])
-local RETENTION = tonumber(ARGV[3])
 local STREAM_KEEP = 7 * 24 * 3600 * 1000
 local DEAD_KEEP = 24 * 3600 * 1000
 local GROUP = 'g'
 local READER = 'c'
 
-local function now_ms()
+-- What one call sees: set by begin() before its body runs (a script runs alone on Redis).
+local P, MAX_ATTEMPTS, RETENTION, NOW, K_CLIENTS, K_LEASES, K_BEAT, woken
+
+local function begin(argv)
+  P = argv[1]
+  MAX_ATTEMPTS = tonumber(argv[2])
+  RETENTION = tonumber(argv[3])
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  K_CLIENTS = P .. 'clients'
+  K_LEASES = P .. 'leases'
+  K_BEAT = P .. 'beat'
+  woken = {}
 end
-local NOW = now_ms()
 
 local function k_stream(t) return P .. 't:' .. t end
 local function k_state(t) return P .. 'st:' .. t end
@@ -50,9 +62,6 @@ local function k_id(t, msg_id) return P .. 'i:' .. t .. ' ' .. msg_id end
 local function k_held(c) return P .. 'h:' .. c end
 local function k_gone(c) return P .. 'x:' .. c end
 local function k_dead(c) return P .. 'z:' .. c end
-local K_CLIENTS = P .. 'clients'
-local K_LEASES = P .. 'leases'
-local K_BEAT = P .. 'beat'
 
 local function is_work(t) return string.sub(t, 1, 5) == 'work.' end
 local function is_dead_topic(t) return is_work(t) and string.sub(t, -5) == '.dead' end
@@ -71,7 +80,6 @@ local function field(flat, name)
   return nil
 end
 
-local woken = {}
 local function wake(t)
   if not woken[t] then
     woken[t] = true
@@ -278,3 +286,27 @@ local function current(t, seq, lease_id)
   return nil
 end
 """
+
+
+def script(body: str) -> str:
+    """One operation as a script of its own (``EVAL``/``EVALSHA``): the library, then the body."""
+    return f"{LIB}begin(ARGV)\n{body}"
+
+
+def function_library(bodies: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """The operations as one Redis 7 function library (``FUNCTION LOAD``): its code and the name
+    of each operation's function (for ``FCALL``).
+
+    Its top level (the helpers) runs once, when Redis loads it, rather than at each call as a
+    script's does. The library is named by a hash of its code, so versions of llamactl that share
+    one Redis each load their own and never replace another's."""
+    digest = hashlib.sha1(LIB.encode())
+    for name, body in bodies.items():
+        digest.update(f"\0{name}\0{body}".encode())
+    library = f"llamactl_{digest.hexdigest()[:16]}"
+    names = {name: f"{library}_{name}" for name in bodies}
+    functions = "".join(
+        f"redis.register_function('{names[name]}', function(keys, ARGV)\nbegin(ARGV)\n{body}\nend)\n"
+        for name, body in bodies.items()
+    )
+    return f"#!lua name={library}\n{LIB}{functions}", names

@@ -1,4 +1,4 @@
-"""Script calls made in the same turn of the event loop go to Redis together, in one pipeline.
+"""Operations called in the same turn of the event loop go to Redis together, in one pipeline.
 
 Under load a server acks, publishes and takes for many tasks at once, each a round trip of its
 own: on a small machine the system calls and the wake-ups of every write cost more than the
@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import ResponseError
+
+from .library import Library
 
 __all__ = ["MAX_BATCH", "ScriptPipeline"]
 
@@ -32,19 +33,19 @@ MAX_BATCH = 64
 
 
 class ScriptPipeline:
-    """Runs registered scripts by name, the calls of one loop turn in one pipeline."""
+    """Runs a library's operations by name, the calls of one loop turn in one pipeline."""
 
-    def __init__(self, redis: Redis, scripts: dict[str, AsyncScript]) -> None:
+    def __init__(self, redis: Redis, library: Library) -> None:
         self._redis = redis
-        self._scripts = scripts
+        self._library = library
         self._queued: list[Call] = []
         self._sending: set[asyncio.Task[None]] = set()
         self.pipelines = 0
         """Pipelines of more than one call sent (for tests and benchmarks)."""
 
     async def call(self, name: str, args: Sequence[Any]) -> Any:
-        """Run script ``name`` with ``args``; return its reply, or raise what Redis raised."""
-        if name not in self._scripts:
+        """Run operation ``name`` with ``args``; return its reply, or raise what Redis raised."""
+        if name not in self._library:
             raise KeyError(f"no script {name!r}")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -71,17 +72,16 @@ class ScriptPipeline:
 
     async def _send(self, batch: list[Call]) -> None:
         try:
-            if len(batch) == 1:
-                name, args, future = batch[0]
-                _settle(future, await self._scripts[name](keys=[], args=args))  # loads itself
-                return
-            self.pipelines += 1
-            replies = await self._pipeline(batch)
-            unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            if unknown:  # Redis restarted or flushed its scripts: load them, send those again
-                for name in {batch[i][0] for i in unknown}:
-                    await self._redis.script_load(self._scripts[name].script)
-                again = await self._pipeline([batch[i] for i in unknown])
+            if len(batch) > 1:
+                self.pipelines += 1
+            replies = await self._run(batch)
+            for _ in range(2):  # Redis forgot the code (a restart, a flush): load it, send again
+                unknown = [i for i, reply in enumerate(replies) if self._library.missing(reply)]
+                if not unknown:
+                    break
+                names = {batch[i][0] for i in unknown}
+                await self._library.recover(self._redis, names, [replies[i] for i in unknown])
+                again = await self._run([batch[i] for i in unknown])
                 for i, reply in zip(unknown, again, strict=True):
                     replies[i] = reply
         except Exception as exc:  # every caller learns it, and tries again on its own
@@ -98,12 +98,18 @@ class ScriptPipeline:
             else:
                 _settle(future, reply)
 
-    async def _pipeline(self, batch: list[Call]) -> list[Any]:
+    async def _run(self, batch: list[Call]) -> list[Any]:
+        """Send ``batch``; each call's reply, or the error Redis answered it with."""
+        if len(batch) == 1:
+            name, args, _future = batch[0]
+            try:
+                command = self._library.command(name, args)
+                return [await self._redis.execute_command(*command)]  # type: ignore[no-untyped-call]
+            except ResponseError as exc:
+                return [exc]
         pipe = self._redis.pipeline(transaction=False)
         for name, args, _future in batch:
-            # EVALSHA itself, not the script object: a pipeline of script objects asks Redis
-            # first whether it knows them (a round trip more, every time).
-            pipe.execute_command("EVALSHA", self._scripts[name].sha, 0, *args)
+            pipe.execute_command(*self._library.command(name, args))
         return await pipe.execute(raise_on_error=False)  # it gives its connection back itself
 
 

@@ -1,7 +1,8 @@
-"""The Lua scripts of the Redis backend, one per operation, and :class:`Scripts` to call them.
+"""The Lua of the Redis backend's operations, one body each, and :class:`Scripts` to call them.
 
-Every script is :data:`~.lua_lib.LIB` plus a body; ``ARGV[1..3]`` are the prefix,
-``max_attempts`` and the retention (ms) of a settled ``msg_id`` (see :mod:`.lua_lib`).
+Each body runs after :data:`~.lua_lib.LIB` (as a function of one library, or a script of its
+own: :mod:`.library`); ``ARGV[1..3]`` are the prefix, ``max_attempts`` and the retention (ms) of
+a settled ``msg_id`` (see :mod:`.lua_lib`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from .lua_lib import LIB
+from .library import Library
 from .pipelining import ScriptPipeline
 
 __all__ = ["KEEPALIVE", "PUBLISH", "Scripts"]
@@ -238,7 +239,7 @@ return 1
 
 
 class Scripts:
-    """The backend's scripts registered on one client; ``call`` runs one by name."""
+    """The backend's operations on one client; ``call`` runs one by name."""
 
     NAMES = (
         "publish",
@@ -267,9 +268,8 @@ class Scripts:
             "beat": BEAT,
             "bye": BYE,
         }
-        self._pipeline = ScriptPipeline(
-            redis, {name: redis.register_script(LIB + body) for name, body in bodies.items()}
-        )
+        self.library = Library(bodies)
+        self._pipeline = ScriptPipeline(redis, self.library)
 
     @property
     def pipelines(self) -> int:
@@ -277,7 +277,7 @@ class Scripts:
         return self._pipeline.pipelines
 
     async def call(self, name: str, args: Sequence[Any]) -> Any:
-        """Run script ``name`` with ``args`` after the common arguments; return its reply.
+        """Run operation ``name`` with ``args`` after the common arguments; return its reply.
 
         Calls made in the same turn of the event loop go to Redis in one pipeline."""
         return await self._pipeline.call(name, [*self._common, *args])

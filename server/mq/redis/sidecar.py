@@ -12,7 +12,7 @@ from redis.retry import Retry
 from llamactl.server.mq.topics import validate_topic
 
 from .config import RedisQueueConfig
-from .lua_lib import LIB
+from .lua_lib import script
 from .scripts import KEEPALIVE, PUBLISH
 
 __all__ = ["RedisSideLine"]
@@ -47,7 +47,7 @@ class RedisSideLine:
         are gone then, and vouching would not bring them back)."""
         r = self._connect()
         try:
-            r.eval(LIB + KEEPALIVE, 0, *self._common, self._client_id, int(self._config.window * 1000))
+            r.eval(script(KEEPALIVE), 0, *self._common, self._client_id, int(self._config.window * 1000))
         except (redis.RedisError, OSError) as exc:
             log.debug("side line keepalive failed: %s", exc)
 
@@ -56,7 +56,7 @@ class RedisSideLine:
         validate_topic(topic)
         r = self._connect()
         try:
-            r.eval(LIB + PUBLISH, 0, *self._common, topic, msg_id, key, "{}", bytes(payload))
+            r.eval(script(PUBLISH), 0, *self._common, topic, msg_id, key, "{}", bytes(payload))
         except (redis.RedisError, OSError) as exc:
             log.debug("side line publish to %s failed: %s", topic, exc)
             return False

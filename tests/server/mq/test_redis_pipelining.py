@@ -1,6 +1,6 @@
 """Script calls made in the same loop turn go to Redis in one pipeline: a burst costs Redis one
-read, a refused script fails only its caller, a flushed script cache is reloaded, and a cancel
-of a caller is never lost. On a Redis of each test's own, where its counters are exact."""
+read, a refused script fails only its caller, and a cancel of a caller is never lost (a flushed
+library or script cache: test_redis_library). On a Redis of each test's own, where its counters are exact."""
 
 from __future__ import annotations
 
@@ -71,24 +71,6 @@ async def test_a_refused_script_fails_its_caller_alone(queue: RedisQueue) -> Non
     assert results[:3] == [0, 1, 2]
     assert isinstance(results[3], MessageQueueError) and "refused it" in str(results[3])
     assert queue._scripts is not None and queue._scripts.pipelines == 1
-
-
-async def test_scripts_flushed_from_redis_are_loaded_again(queue: RedisQueue, redis_url: str) -> None:
-    admin = aioredis.Redis.from_url(redis_url)
-    try:
-        await queue.publish(WORK, b"first", msg_id="first")
-        await admin.script_flush()  # as a restart of Redis does
-        before = await _reads(admin)
-        seqs = await asyncio.gather(*(queue.publish(WORK, b"job", msg_id=f"m{i}") for i in range(5)))
-        after = await _reads(admin)
-    finally:
-        await admin.aclose()
-    assert sorted(seqs) == [1, 2, 3, 4, 5]
-    # The pipeline told the script is unknown, the script loaded once, the pipeline again, INFO.
-    assert after - before <= 4, f"{after - before} reads: the script was loaded for each call"
-    delivery = await anext(aiter(queue.consume(WORK, prefetch=1)))
-    assert delivery.message.msg_id == "first"
-    await delivery.ack()
 
 
 async def test_no_loop_turn_loses_a_cancel_of_a_script_call(queue: RedisQueue) -> None:
