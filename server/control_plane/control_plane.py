@@ -13,8 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 
 from llamactl.server.control_plane.changes import ChangeFeed
 from llamactl.server.control_plane.dispatcher import Dispatcher
@@ -26,7 +25,8 @@ from llamactl.server.control_plane.records import ControlPlaneRecords
 from llamactl.server.control_plane.registry import ServiceRegistry
 from llamactl.server.control_plane.remote_wakeups import RemoteWakeups
 from llamactl.server.control_plane.replica_mirror import ReplicaMirror
-from llamactl.server.control_plane.retention import Retention, RetentionPolicy
+from llamactl.server.control_plane.retention import Retention
+from llamactl.server.control_plane.settings import ControlPlaneSettings
 from llamactl.server.control_plane.signals import TaskSignals
 from llamactl.server.control_plane.stored import Page, StoredTask
 from llamactl.server.control_plane.task_events import TaskEvents
@@ -53,28 +53,12 @@ from llamactl.server.types import (
     TaskWhere,
 )
 
-__all__ = ["ControlPlane", "ControlPlaneSettings"]
+__all__ = ["ControlPlane"]
 
 log = logging.getLogger(__name__)
 
 _TURNS_CHECK = 5.0
 """Seconds between two looks for tasks a dead server left (shared stores only)."""
-
-
-@dataclass(frozen=True)
-class ControlPlaneSettings:
-    """The control plane's limits (from the deployment file; defaults in README)."""
-
-    timeouts: Mapping[str, float | None] = field(default_factory=dict)
-    """Per service: seconds a task may run (None: no limit)."""
-    max_queued: Mapping[str, int] = field(default_factory=dict)
-    """Per service: tasks waiting at most before new ones are refused (429); default below."""
-    default_max_queued: int = 10_000
-    wait: float = 300.0
-    """Seconds ``run_task`` waits for a task of a service without a timeout."""
-    max_sessions: int = 100_000
-    """Sessions kept at once; ``create_session`` beyond it raises SessionLimitReached."""
-    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
 
 class ControlPlane:
