@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -119,25 +120,49 @@ def _say_where_tasks_are() -> None:
         log.warning("%s runs%s%s", label, at, f"\n{stacks}" if stacks else "")
 
 
+def _hold_stop_signals() -> None:
+    """Before a fork, in the forking thread: SIGTERM and SIGINT wait (blocked) until each side
+    has its own handling of them. A child the machine was slow to schedule could otherwise take
+    a SIGTERM (``Pool.terminate`` right after a quick ``map``) with the worker's handlers still
+    in place, lose it, and never stop: its pool's ``join`` then blocked the worker for good."""
+    _held.mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
+def _release_stop_signals() -> None:
+    """After a fork, in the parent: what arrived meanwhile is delivered now."""
+    mask, _held.mask = getattr(_held, "mask", None), None
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
 def _forget_stop_signals() -> None:
     """In a process forked from the worker (a ``multiprocessing`` fork pool, ``os.fork``): the
     worker's stop handling is not the child's. The loop's handlers write each signal to a wakeup
     socket the child shares with the worker, and ignore it otherwise: so a SIGTERM to the child
     (``Pool.terminate`` sends one to each of its processes) stopped the worker instead, and left
-    the child running."""
-    with contextlib.suppress(ValueError, OSError):
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    the child running. A signal sent before this ran waited, blocked, and is delivered now."""
+    try:
+        with contextlib.suppress(ValueError, OSError):
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    finally:
+        _release_stop_signals()
 
 
+_held = threading.local()
+"""The forking thread's signal mask from before the fork (see :func:`_hold_stop_signals`)."""
 _fork_hook_registered = False
 
 
 def _register_fork_hook() -> None:
     global _fork_hook_registered  # noqa: PLW0603  (an at-fork hook cannot be taken back: once)
     if not _fork_hook_registered and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_forget_stop_signals)
+        os.register_at_fork(
+            before=_hold_stop_signals,
+            after_in_parent=_release_stop_signals,
+            after_in_child=_forget_stop_signals,
+        )
         _fork_hook_registered = True
 
 
