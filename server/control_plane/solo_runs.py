@@ -16,7 +16,7 @@ from llamactl.server.control_plane.publisher import TaskPublisher
 from llamactl.server.control_plane.records import ControlPlaneRecords
 from llamactl.server.control_plane.stored import StoredTask
 from llamactl.server.errors import LlamactlError, TaskExists
-from llamactl.server.state.base import Write
+from llamactl.server.state.base import Cas, Write
 
 __all__ = ["SoloRuns"]
 
@@ -38,12 +38,11 @@ class SoloRuns:
         message with the record, and nobody had been told of either.
         """
         task.dispatched = True
-        stored = self._records.task_write(task, None)
-        writes: list[Write] = [stored, self._records.status_change(task)]
         # Built first: a task whose message cannot be built is failed, which must not wait for
         # its own first commit; such a task is stored first.
         payload = self._publisher.own_message(task) if early else None
         if payload is None:
+            stored, writes = self._writes(task)
             result = await self._records.store.commit(writes)
             if not result.ok:
                 raise TaskExists(task.task_id)
@@ -53,6 +52,9 @@ class SoloRuns:
         with self._records.storing(task.task_id):
             await self._publisher.publish(task, payload)
             try:
+                # Built once the message is on its way (its worker starts meanwhile), not before:
+                # the loop turn that hands the task out is that much shorter.
+                stored, writes = self._writes(task)
                 result = await self._records.store.commit(writes)
                 if not result.ok:
                     raise TaskExists(task.task_id)
@@ -60,3 +62,8 @@ class SoloRuns:
                 await self._publisher.withdraw(task)
                 raise
             self._records.remember_task(task, result.results[0], stored)
+
+    def _writes(self, task: StoredTask) -> tuple[Cas, list[Write]]:
+        """The task's record (created) and the writes that store it with its change-feed entry."""
+        stored = self._records.task_write(task, None)
+        return stored, [stored, self._records.status_change(task)]
