@@ -139,7 +139,7 @@ class ControlPlane:
             mirror=self.inbox.mirror,
         )
         self.loops.start("replica-expiry", liveness.run)
-        self.loops.start("retention", self._retention)
+        self.loops.start("retention", self.retention.run)
 
     def _consume(self, name: str, topic: str, handler: Handler) -> None:
         self.loops.start(name, lambda: self.inbox.consume(self.queue, topic, handler))
@@ -438,9 +438,3 @@ class ControlPlane:
             await asyncio.sleep(_TURNS_CHECK)
             if await self.dispatcher.check_turns(older_than=_TURNS_CHECK):
                 log.info("deployment %s: handed out tasks another server had left", self.deployment)
-
-    async def _retention(self) -> None:
-        while True:
-            pruned = await self.retention.prune()
-            # A full batch: more are due; go on at once (each pass is short).
-            await asyncio.sleep(0 if pruned >= self.retention.policy.batch else self.retention.policy.every)

@@ -3,7 +3,9 @@
 Finished tasks older than ``finished_age`` seconds, and the oldest ones beyond ``max_finished``,
 are deleted with their event logs, and with the session made for them alone (and its Context);
 the change feed keeps its last ``changes_kept`` entries. A pass deletes at most ``batch`` tasks, so
-it never holds the loop long; a pass that hit the batch size is followed by another at once.
+it never holds the loop long; a pass that hit the batch size is followed by another after a pause
+as long as the pass took (:meth:`Retention.pause_after`), so that catching up leaves the loop to
+the requests about half of the time.
 
 A pass costs a few store round trips whatever its size (its reads go out together, its deletes in
 one commit): on a busy server each round trip waits for the store's next batch, and pruning one
@@ -28,6 +30,8 @@ __all__ = ["Retention", "RetentionPolicy"]
 log = logging.getLogger(__name__)
 
 _FINAL = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+_CHANGES_PER_TASK = 4
+"""Change-feed entries a pass trims at most, per task it may delete (a task writes about two)."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,9 @@ class RetentionPolicy:
     every: float = 10.0
     """Seconds between passes (the tasks finished in between are what the store holds beyond
     ``max_finished`` at its fullest)."""
-    batch: int = 500
-    """Tasks deleted at most per pass."""
+    batch: int = 200
+    """Tasks deleted at most per pass (their deletes are one commit, which holds the loop: a few
+    milliseconds at 200)."""
 
 
 class Retention:
@@ -54,6 +59,8 @@ class Retention:
         self.policy = policy
         self.pruned_tasks = 0
         self.pruned_changes = 0
+        self._behind = False
+        """The last pass left tasks or change-feed entries due (it hit its bound)."""
 
     async def prune(self, now: float | None = None) -> int:
         """One pass; returns how many tasks it deleted (``batch`` means: more are due)."""
@@ -70,10 +77,35 @@ class Retention:
         if doomed:
             await self._records.delete_tasks(doomed, await self._sessions_left_empty(doomed))
         self.pruned_tasks += len(doomed)
-        self.pruned_changes += await self._changes.trim(self.policy.changes_kept)
+        trim = _CHANGES_PER_TASK * self.policy.batch
+        trimmed = await self._changes.trim(self.policy.changes_kept, at_most=trim)
+        self.pruned_changes += trimmed
+        self._behind = len(doomed) >= self.policy.batch or trimmed >= trim
         if doomed:
             log.info("%s: pruned %d finished task(s)", self._records.deployment, len(doomed))
         return len(doomed)
+
+    async def run(self) -> None:
+        """Prune for ever, each pass followed by :meth:`pause_after` (until cancelled)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            pruned = await self.prune()
+            await asyncio.sleep(self.pause_after(pruned, loop.time() - started))
+
+    def pause_after(self, pruned: int, took: float) -> float:
+        """Seconds to wait after a pass that deleted ``pruned`` tasks in ``took`` seconds.
+
+        Caught up: :attr:`RetentionPolicy.every`. Behind (the pass hit its bound of tasks or of
+        change-feed entries): as long as the pass took (at most ``every``). Passes back to back
+        held the loop for a second and more every interval once a busy server had more than
+        ``max_finished`` tasks (20,000 to delete at 2,200 tasks/s): its throughput halved for
+        that second and p99 went from 20 to 80-160 ms. Paced, pruning takes at most about half
+        of the loop; deleting a task costs far less than running one, so it still keeps up.
+        """
+        if pruned >= self.policy.batch or self._behind:
+            return min(took, self.policy.every)
+        return self.policy.every
 
     async def _oldest_finished(self, limit: int) -> list[StoredTask]:
         pages = await asyncio.gather(*(self._records.list_tasks(status=s, limit=limit) for s in _FINAL))

@@ -91,6 +91,22 @@ async def test_trim_keeps_the_newest_entries() -> None:
     assert [c.seq for c in await feed.read()] == [6, 7, 8, 9]
 
 
+async def test_a_bounded_trim_drops_the_oldest_entries_a_bounded_number_at_a_time() -> None:
+    """One delete of tens of thousands of entries held the loop ~90 ms: a retention pass now
+    trims at most a bound, oldest first, and the next passes go on from there."""
+    store = _FlakyStore()
+    await store.start()
+    feed = ChangeFeed(store, "d", "changes")
+    feed.start()
+    for n in range(10):
+        feed.emit("replica.up", {"n": n})
+    await feed.close()
+    assert await feed.trim(keep=2, at_most=3) == 3
+    assert [c.seq for c in await feed.read()] == [3, 4, 5, 6, 7, 8, 9]
+    assert [await feed.trim(keep=2, at_most=3) for _ in range(3)] == [3, 2, 0]
+    assert [c.seq for c in await feed.read()] == [8, 9]
+
+
 async def test_a_follower_behind_gets_the_backlog_in_batches_then_new_changes() -> None:
     store = _FlakyStore()
     await store.start()
