@@ -79,14 +79,20 @@ async def test_closing_writes_what_was_emitted() -> None:
     assert [c.kind for c in await feed.read()] == ["session.created"]
 
 
-async def test_trim_keeps_the_newest_entries() -> None:
+async def _written_feed(entries: int) -> ChangeFeed:
+    """A feed with ``entries`` changes written (seqs 0 to entries - 1), its writer closed."""
     store = _FlakyStore()
     await store.start()
     feed = ChangeFeed(store, "d", "changes")
     feed.start()
-    for n in range(10):
+    for n in range(entries):
         feed.emit("replica.up", {"n": n})
     await feed.close()
+    return feed
+
+
+async def test_trim_keeps_the_newest_entries() -> None:
+    feed = await _written_feed(10)
     assert await feed.trim(keep=4) == 6
     assert [c.seq for c in await feed.read()] == [6, 7, 8, 9]
 
@@ -94,13 +100,7 @@ async def test_trim_keeps_the_newest_entries() -> None:
 async def test_a_bounded_trim_drops_the_oldest_entries_a_bounded_number_at_a_time() -> None:
     """One delete of tens of thousands of entries held the loop ~90 ms: a retention pass now
     trims at most a bound, oldest first, and the next passes go on from there."""
-    store = _FlakyStore()
-    await store.start()
-    feed = ChangeFeed(store, "d", "changes")
-    feed.start()
-    for n in range(10):
-        feed.emit("replica.up", {"n": n})
-    await feed.close()
+    feed = await _written_feed(10)
     assert await feed.trim(keep=2, at_most=3) == 3
     assert [c.seq for c in await feed.read()] == [3, 4, 5, 6, 7, 8, 9]
     assert [await feed.trim(keep=2, at_most=3) for _ in range(3)] == [3, 2, 0]
