@@ -21,8 +21,11 @@ and by how long nothing ran at all, over windows of :data:`WINDOW` seconds:
   :data:`PROBE_GAIN` of what it was at the limit before; else that limit comes back and no probe
   is tried for :data:`PROBE_HOLD` seconds. Fewer at once end the waves; too few starve the
   worker more, not less (the workflow echo at 32 clients went down to 4 at once, starved 9-20 %
-  of each window against 6-8 % at 13, and ran 0.87x as fast as with 12). (A loop kept busy by
-  many waiting tasks, 64 awaiting 50 ms each, is never without a task: that is the third case.)
+  of each window against 6-8 % at 13, and ran 0.87x as fast as with 12). So after a step down
+  that did not pay, or at the floor, the next probe tries half as many more instead (while every
+  slot is taken), judged the same way: a load that grows finds its way back up. (A loop kept
+  busy by many waiting tasks, 64 awaiting 50 ms each, is never without a task: that is the
+  third case.)
 * busy less than :data:`IDLE` of the time while every slot was taken: the tasks wait on
   something else, and more could run meanwhile; the limit doubles, up to ``maximum``;
 * busy at least :data:`BUSY` of the time and never without a task: either the tasks queue for
@@ -32,11 +35,12 @@ and by how long nothing ran at all, over windows of :data:`WINDOW` seconds:
   (64 awaiting 50 ms each on a slow worker). No window's figures tell these apart, so it probes:
   the limit goes down to three quarters of the most that ran, and once the tasks running then
   have ended (:data:`PROBE_TASKS` times their mean time here) it stays down only if that time
-  fell to :data:`PROBE_GAIN` of what it was and the loop was not left without a task more often
-  than before (fewer computing tasks always finish sooner; too few starve the worker while it
-  waits for its next delivery: the workflow echo at 32 clients went on down from 18, never
-  starved, to 6, starved 9-16 %); else the limit before comes back and no probe is tried for
-  :data:`PROBE_HOLD` seconds;
+  fell to :data:`PROBE_GAIN` of what it was, nearly as many tasks ended a second
+  (:data:`AS_MANY`) and the loop was not left without a task more often than before (fewer
+  computing tasks always finish sooner; too few starve the worker while it waits for its next
+  delivery: the workflow echo at 32 clients went on down from 18, never starved, to 6, starved
+  9-16 %; fewer waiting tasks end fewer a second); else the limit before comes back and no probe
+  is tried for :data:`PROBE_HOLD` seconds;
 * otherwise it stays.
 
 The queue's prefetch follows the limit (:attr:`AdaptiveLimit.prefetch`), so tasks the worker
@@ -76,7 +80,10 @@ PROBE_GAIN = 0.9
 """A lower limit stays if the tasks' mean time in the worker (a saturated loop's probe), or the
 share of the time with no task running (a starved one's), fell at least to this share."""
 STARVED_WEIGHT = 0.3
-"""The weight of a window in the running mean of the time with no task running at a limit."""
+"""The weight of a window in the running means of a limit's windows (time with no task running,
+tasks ended per second)."""
+AS_MANY = 0.85
+"""A saturated loop's lower limit stays only if at least this share of the tasks a second end."""
 STARVED_WINDOWS = 2
 """Windows a probe needs, before it (at the limit it leaves) and during it, to judge the time
 with no task running by: one window cuts a wave or two in arbitrary places. The first window at
@@ -177,6 +184,12 @@ class AdaptiveLimit:
         """The running mean of the share of each window with no task running, at this limit."""
         self._starved_windows = 0
         """The windows in that mean."""
+        self._ended = 0
+        self._elapsed = 0.0
+        """Tasks ended, and seconds, in the windows at this limit (a rate per window would swing
+        with every wave)."""
+        self._try_more = False
+        """The last starved loop's probe that went back had tried fewer: the next tries more."""
 
     @property
     def limit(self) -> int:
@@ -242,23 +255,33 @@ class AdaptiveLimit:
         starved = 1.0 - self._running_time / (now - self._window_start) if now > self._window_start else 0.0
         mean = self._finished_time / self._finished if self._finished else None
         starved_before, windows_before = self._starved, self._starved_windows
+        ended_before, elapsed_before = self._ended, self._elapsed
         if windows_before:  # the first window at a limit is not counted
             self._starved = starved if starved_before is None else _weigh(starved_before, starved)
+            self._ended += self._finished
+            self._elapsed += now - self._window_start
         self._starved_windows += 1
-        limit, reverted = self._judge(now, mean, starved)  # a verdict sets the mean anew
+        limit, reverted = self._judge(now, mean, starved, now - self._window_start)  # sets the means
         lower = max(self.floor, min(limit, self._peak) * 3 // 4)
         if reverted:
             pass  # the probe's limit came back: this window decides nothing else
         elif share >= BUSY and starved >= STARVED:
-            # Waves, or too few at once to bridge the server's turn: try fewer, and keep fewer
-            # only if the loop is left without a task less often (see _judge).
-            if lower < limit and self._may_probe(now) and windows_before > STARVED_WINDOWS:
+            # Waves, or too few at once to bridge the server's turn: try fewer (or, after fewer
+            # did not pay, or at the floor, more while every slot is taken), and keep the new
+            # limit only if the loop is left without a task less often (see _judge).
+            if self._may_probe(now) and windows_before > STARVED_WINDOWS:
                 assert starved_before is not None
-                self._probe = _Probe(limit, now + self._probe_time(mean), starved=starved_before)
-                limit = lower
+                more = min(self.maximum, limit * 3 // 2)
+                if more > limit and self._full and (self._try_more or lower >= limit):
+                    self._probe = _Probe(limit, now + self._probe_time(mean), starved=starved_before)
+                    limit = more
+                elif lower < limit:
+                    self._probe = _Probe(limit, now + self._probe_time(mean), starved=starved_before)
+                    limit = lower
         elif share < IDLE and self._full:
             limit, self._probe = min(self.maximum, limit * 2), None
             self._starved, self._starved_windows = None, 0  # the new limit's, from its windows
+            self._ended, self._elapsed = 0, 0.0
         elif (
             share >= BUSY
             and mean is not None
@@ -271,7 +294,14 @@ class AdaptiveLimit:
             # if the tasks' time here falls with it and the loop is not left without a task
             # more often (see _judge).
             assert starved_before is not None
-            self._probe = _Probe(limit, now + self._probe_time(mean), mean=mean, starved_at=starved_before)
+            self._probe = _Probe(
+                limit,
+                now + self._probe_time(mean),
+                mean=mean,
+                starved_at=starved_before,
+                ended_at=ended_before,
+                elapsed_at=elapsed_before,
+            )
             limit = lower
         self.prefetch.set(limit)
         self._window_start, self._busy_start = now, busy_now
@@ -286,7 +316,7 @@ class AdaptiveLimit:
     def _probe_time(self, mean: float | None) -> float:
         return max(self.window, PROBE_TASKS * mean) if mean is not None else self.window
 
-    def _judge(self, now: float, mean: float | None, starved: float) -> tuple[int, bool]:
+    def _judge(self, now: float, mean: float | None, starved: float, length: float) -> tuple[int, bool]:
         """The limit after a probe's verdict once due, and whether it went back. A saturated
         loop's lower limit stays if the tasks' time here fell with it (they had queued for the
         loop) and the loop was not left without a task; a starved loop's, if it was left without
@@ -297,6 +327,8 @@ class AdaptiveLimit:
             return self.limit, False
         if probe.windows:  # the first window at the lower limit is not counted
             probe.starved_sum += starved
+            probe.ended += self._finished
+            probe.elapsed += length
         probe.windows += 1
         if now < probe.due:
             return self.limit, False
@@ -308,15 +340,21 @@ class AdaptiveLimit:
         if probe.starved is not None:
             kept = during <= probe.starved * PROBE_GAIN
         else:
-            # Fewer at once always finish sooner when they compute; they pay only while the
+            # Fewer at once always finish sooner when they compute; they pay only while as many
+            # end each second (tasks that wait end fewer: 36 of 64 awaiting 50 ms each) and the
             # worker stays fed (a limit that starves it costs more than the waiting it saves).
             fed = during < min(STARVED, probe.starved_at + STARVED / 4)
-            kept = fed and mean is not None and probe.mean is not None and mean <= probe.mean * PROBE_GAIN
+            as_many = probe.ended * probe.elapsed_at >= probe.ended_at * probe.elapsed * AS_MANY
+            sooner = mean is not None and probe.mean is not None and mean <= probe.mean * PROBE_GAIN
+            kept = fed and as_many and sooner
         if kept:
-            self._starved = during
+            self._starved, self._ended, self._elapsed = during, probe.ended, probe.elapsed
             return self.limit, False
         self._no_probe_until = now + PROBE_HOLD
         self._starved = probe.starved if probe.starved is not None else probe.starved_at
+        self._ended, self._elapsed = probe.ended_at, probe.elapsed_at
+        if probe.starved is not None:
+            self._try_more = self.limit < probe.before  # the other way next time
         return probe.before, True
 
     def _wake(self) -> None:
@@ -346,6 +384,12 @@ class _Probe:
     starved: float | None = None
     starved_at: float = 0.0
     """The share with no task running before a saturated loop's probe (which it may not raise)."""
+    ended_at: int = 0
+    elapsed_at: float = 0.0
+    """Tasks ended, and seconds, at the limit before (a probe of a saturated loop may not end
+    fewer a second)."""
+    ended: int = 0
+    elapsed: float = 0.0
     starved_sum: float = 0.0
     windows: int = 0
 
