@@ -58,6 +58,15 @@ async def wave(limit: AdaptiveLimit, clocks: Clocks, n: int, idle: Idle = easing
     clocks.advance(0.03 * share / (1 - share), busy=0.05)
 
 
+async def brought_to_the_floor(clocks: Clocks) -> AdaptiveLimit:
+    """A limit that waves easing as fewer run at once brought down to the floor."""
+    limit = limiter(clocks)
+    for _ in range(60):
+        await wave(limit, clocks, 32)
+    assert limit.limit == FLOOR
+    return limit
+
+
 async def test_tasks_that_compute_in_waves_bring_the_limit_down_to_the_floor() -> None:
     clocks = Clocks()
     limit = limiter(clocks)
@@ -120,10 +129,7 @@ async def test_a_load_that_grows_brings_a_limit_at_the_floor_back_up() -> None:
         return easing(at_once) if at_once >= 13 else 0.45 - 0.025 * at_once
 
     clocks = Clocks()
-    limit = limiter(clocks)
-    for _ in range(60):
-        await wave(limit, clocks, 32)
-    assert limit.limit == FLOOR
+    limit = await brought_to_the_floor(clocks)
     seen = []
     for _ in range(400):  # ~24 s
         await wave(limit, clocks, 32, idle)
@@ -135,10 +141,7 @@ async def test_a_load_that_grows_brings_a_limit_at_the_floor_back_up() -> None:
 
 async def test_waiting_tasks_that_fill_every_slot_double_the_limit_up_to_the_maximum() -> None:
     clocks = Clocks()
-    limit = limiter(clocks)
-    for _ in range(60):
-        await wave(limit, clocks, 32)
-    assert limit.limit == FLOOR
+    limit = await brought_to_the_floor(clocks)
     seen = []
     for _ in range(6):
         slots = await start(limit, limit.limit)  # every slot taken, the loop mostly idle
