@@ -272,12 +272,11 @@ class AdaptiveLimit:
             if self._may_probe(now) and windows_before > STARVED_WINDOWS:
                 assert starved_before is not None
                 more = min(self.maximum, limit * 3 // 2)
-                if more > limit and self._full and (self._try_more or lower >= limit):
+                up = more > limit and self._full and (self._try_more or lower >= limit)
+                target = more if up else lower
+                if target != limit:
                     self._probe = _Probe(limit, now + self._probe_time(mean), starved=starved_before)
-                    limit = more
-                elif lower < limit:
-                    self._probe = _Probe(limit, now + self._probe_time(mean), starved=starved_before)
-                    limit = lower
+                    limit = target
         elif share < IDLE and self._full:
             limit, self._probe = min(self.maximum, limit * 2), None
             self._starved, self._starved_windows = None, 0  # the new limit's, from its windows
