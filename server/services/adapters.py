@@ -94,8 +94,11 @@ class Runnable(abc.ABC):
     kind: ClassVar[str]
 
     @abc.abstractmethod
-    def start(self, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit) -> Run:
-        """Prepare one run; raises TaskInputError (or anything else) if it cannot start."""
+    def start(
+        self, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit, run_id: str | None = None
+    ) -> Run:
+        """Prepare one run; raises TaskInputError (or anything else) if it cannot start. ``run_id``
+        names the run where the target has run ids (a workflow on a ``workflows`` that takes them)."""
 
     def cannot_resume(self, context: dict[str, Any]) -> str | None:
         """Why a run suspended at its question (``context``: its Context then) cannot go on from
@@ -106,14 +109,28 @@ class Runnable(abc.ABC):
 # --- workflows ------------------------------------------------------------------------------------
 
 
+_TAKES_RUN_ID = "run_id" in inspect.signature(getattr(Context, "_workflow_run", lambda: None)).parameters
+"""Whether ``Workflow.run`` takes a ``run_id`` (``workflows`` 2.14 and later). Named by the worker,
+a run's id says which task it is (in the library's instrumentation tags, on its handler), and the
+library does not draw a random one per run (ten ``secrets.choice`` calls: 2 % of a worker's CPU
+per workflow echo). On an older ``workflows`` it would become a field of the StartEvent."""
+
+
 class _WorkflowRun(Run):
     graceful_cancel = True
 
     def __init__(
-        self, workflow: Workflow, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit
+        self,
+        workflow: Workflow,
+        kwargs: dict[str, Any],
+        context: dict[str, Any] | None,
+        emit: Emit,
+        run_id: str | None,
     ) -> None:
         ctx = Context.from_dict(workflow, context) if context else None
         self._workflow = workflow
+        if run_id is not None and "run_id" not in kwargs and _TAKES_RUN_ID:
+            kwargs = {**kwargs, "run_id": run_id}  # an input's own run_id goes on as before
         self._handler = workflow.run(ctx=ctx, **kwargs)
         self._emit = emit
 
@@ -176,8 +193,10 @@ class WorkflowRunnable(Runnable):
         _remember_steps(workflow)
         signatures.install()  # once per process: later calls find the modules done
 
-    def start(self, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit) -> Run:
-        return _WorkflowRun(self.workflow, kwargs, context, emit)
+    def start(
+        self, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit, run_id: str | None = None
+    ) -> Run:
+        return _WorkflowRun(self.workflow, kwargs, context, emit, run_id)
 
     def cannot_resume(self, context: dict[str, Any]) -> str | None:
         # A restored run whose waiting step the code no longer has would wait, silently, for
@@ -321,7 +340,9 @@ class FunctionRunnable(Runnable):
         self.kind = kind
         self._signature = _signature(fn)  # once: inspect.signature per task cost ~10 us
 
-    def start(self, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit) -> Run:
+    def start(
+        self, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit, run_id: str | None = None
+    ) -> Run:
         _bind(self.fn, self._signature, kwargs)
         return _FunctionRun(self, kwargs, emit)
 

@@ -257,6 +257,7 @@ async def execute(
     on_asking: Callable[[bool], None] | None = None,
     suspend: Suspend | None = None,
     ask_first: dict[str, Any] | None = None,
+    run_id: str | None = None,
 ) -> TaskOutcome:
     """Run one task and return its outcome; never raises for anything the user code does.
 
@@ -272,12 +273,13 @@ async def execute(
     as it waited and the question (the inputs are read no further; the caller knows how far it
     gave them). Set while it does not wait, it is rearmed and the run goes on. ``ask_first``: a
     question streamed before anything else, for a run resumed from a suspended one's Context
-    (restored, it waits without asking again).
+    (restored, it waits without asking again). ``run_id``: the run's id, where it has one (see
+    :meth:`~.adapters.Runnable.start`).
     """
     emits = _OneAtATime(emit, on_asking)
     with running_task_code() as code:  # what the run's code raises or starts cannot stop the worker
         try:
-            run = runnable.start(kwargs, context, emits.run)
+            run = runnable.start(kwargs, context, emits.run, run_id)
             saved, unsaved = _saver(run) if keep_context else (_no_context, [])
         except TypeError as exc:
             return _failed(exc, context, with_traceback=False)

@@ -328,6 +328,7 @@ class Worker:
                 on_asking=functools.partial(self._runs.asking, handler),
                 suspend=suspend,
                 ask_first=resume.question if resume is not None and resumed else None,
+                run_id=f"{task.task_id}:{attempt}",  # an attempt rerun in this process has its own
             )
             self._runs.forget(task.task_id)  # done running: a newer attempt leaves its report be
             await events.drain()  # the report counts them: they are confirmed first

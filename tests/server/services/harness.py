@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from importlib.metadata import version
 from typing import Any
 
 from llamactl.server.protocol import TaskInput, TaskInputKind
 
 DEADLINE = 10.0
+TAKES_RUN_ID = tuple(int(p) for p in version("llama-index-workflows").split(".")[:2]) >= (2, 14)
+"""``Workflow.run(run_id=...)`` names the run from ``workflows`` 2.14 on."""
 
 
 class TaskIO:

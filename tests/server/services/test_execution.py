@@ -19,7 +19,7 @@ from llamactl.server.protocol import TASK_WHERE, WorkerMessageKind
 from llamactl.server.services.adapters import Runnable
 from llamactl.server.services.execution import TaskOutcome, execute
 
-from .harness import TaskIO
+from .harness import TAKES_RUN_ID, TaskIO
 
 COMPLETED = WorkerMessageKind.TASK_COMPLETED
 FAILED = WorkerMessageKind.TASK_FAILED
@@ -52,6 +52,29 @@ async def test_workflow_result_and_events_in_order(load: Any) -> None:
     assert io.events[0]["qualified_name"] == "flows.Progress"
     assert io.events[-1]["qualified_name"] == "workflows.events.StopEvent"
     assert outcome.context is not None
+
+
+async def test_a_workflow_run_is_named_by_the_run_id_it_is_given(load: Any) -> None:
+    outcome = await execute(
+        load("flows:run_ids"), kwargs={"who": "ada"}, context=None, emit=TaskIO().emit, run_id="t-1:1"
+    )
+    assert outcome.kind is COMPLETED, outcome.error
+    # On a workflows that cannot take it, the id stays out of the run's input.
+    assert outcome.result["fields"] == ["who"]
+    if TAKES_RUN_ID:
+        assert outcome.result["run_id"] == "t-1:1"
+
+
+async def test_an_input_s_own_run_id_wins_over_the_one_given(load: Any) -> None:
+    """``workflows`` 2.14 and later read an input field ``run_id`` as the run's id, as they did
+    before the worker named its runs; older ones pass it to the StartEvent."""
+    outcome = await execute(
+        load("flows:run_ids"), kwargs={"run_id": "mine"}, context=None, emit=TaskIO().emit, run_id="t-1:1"
+    )
+    assert outcome.kind is COMPLETED, outcome.error
+    assert outcome.result == (
+        {"run_id": "mine", "fields": []} if TAKES_RUN_ID else {"run_id": None, "fields": ["run_id"]}
+    )
 
 
 async def test_a_workflow_s_steps_are_looked_up_once_not_on_every_run(

@@ -33,6 +33,7 @@ from llamactl.server.services.worker import Worker
 
 from .conftest import WriteModule
 from .fake_mq import FakeQueue
+from .harness import TAKES_RUN_ID
 from .usercode import FLOWS, FUNCS
 
 K = WorkerMessageKind
@@ -179,6 +180,14 @@ async def test_context_from_the_task_message_is_used(serving: Any) -> None:
     await submit(queue, "t2", context=control(queue)[-1].context)
     await queue.wait_for(lambda: finished(queue, "t2"))
     assert control(queue)[-1].result["count"] == 2
+
+
+@pytest.mark.skipif(not TAKES_RUN_ID, reason="workflows before 2.14 take no run id")
+async def test_a_workflow_run_is_named_after_its_task_and_attempt(serving: Any) -> None:
+    _, queue = serving("flows:run_ids")
+    await submit(queue, "t1", input={"who": "ada"})
+    await queue.wait_for(lambda: finished(queue, "t1"))
+    assert control(queue)[-1].result == {"run_id": "t1:1", "fields": ["who"]}
 
 
 async def test_no_more_than_max_concurrency_at_once(serving: Any) -> None:

@@ -113,6 +113,20 @@ class Keeper(Workflow):
         return StopEvent(result=n)
 
 
+class RunIds(Workflow):
+    # The run's id as the library knows it (None where it cannot say: workflows 1.x) and the
+    # StartEvent's fields.
+    @step
+    async def report(self, ev: StartEvent) -> StopEvent:
+        try:
+            from workflows.plugins.basic import get_current_run_id
+        except ImportError:
+            run_id = None
+        else:
+            run_id = get_current_run_id()
+        return StopEvent(result={"run_id": run_id, "fields": sorted(ev.keys())})
+
+
 class NeedsArgs(Workflow):
     def __init__(self, llm):
         super().__init__()
@@ -126,6 +140,7 @@ raiser = Raiser(timeout=None)
 modelled = Modelled(timeout=None)
 opaque = Opaque(timeout=None)
 keeper = Keeper(timeout=None)
+run_ids = RunIds(timeout=None)
 """
 
 FUNCS = """
