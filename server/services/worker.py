@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -52,6 +53,10 @@ _INPUTS_AFTER = 0.02
 """Seconds a task runs before it listens for events sent in (and cancel requests)."""
 _STOPPING_NOTICE_TIMEOUT = 1.0
 """Seconds a stopping replica gives its goodbye to the control plane to go out."""
+_RUNS = itertools.count(1)
+"""Numbers the runs of this process: a workflow run's id must be new to the process (the library
+keeps a run's id taken while anything holds the run, and a task handed out again, or resumed
+after it asked a question, runs again here under the same attempt)."""
 
 
 class Worker:
@@ -328,7 +333,7 @@ class Worker:
                 on_asking=functools.partial(self._runs.asking, handler),
                 suspend=suspend,
                 ask_first=resume.question if resume is not None and resumed else None,
-                run_id=f"{task.task_id}:{attempt}",  # an attempt rerun in this process has its own
+                run_id=f"{task.task_id}:{attempt}:{next(_RUNS)}",
             )
             self._runs.forget(task.task_id)  # done running: a newer attempt leaves its report be
             await events.drain()  # the report counts them: they are confirmed first

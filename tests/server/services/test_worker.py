@@ -187,7 +187,16 @@ async def test_a_workflow_run_is_named_after_its_task_and_attempt(serving: Any) 
     _, queue = serving("flows:run_ids")
     await submit(queue, "t1", input={"who": "ada"})
     await queue.wait_for(lambda: finished(queue, "t1"))
-    assert control(queue)[-1].result == {"run_id": "t1:1", "fields": ["who"]}
+    first = control(queue)[-1].result
+    assert first["fields"] == ["who"]
+    task, attempt, number = first["run_id"].split(":")
+    assert (task, attempt) == ("t1", "1")
+    # The same task and attempt again in this process (handed out again, resumed after a
+    # question) is a run of its own: the library refuses a run id it still holds.
+    _, again = serving("flows:run_ids")
+    await submit(again, "t1", input={"who": "ada"})
+    await again.wait_for(lambda: finished(again, "t1"))
+    assert control(again)[-1].result["run_id"] == f"t1:1:{int(number) + 1}"
 
 
 async def test_no_more_than_max_concurrency_at_once(serving: Any) -> None:
