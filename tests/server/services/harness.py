@@ -10,7 +10,9 @@ from typing import Any
 from llamactl.server.protocol import TaskInput, TaskInputKind
 
 DEADLINE = 10.0
-TAKES_RUN_ID = tuple(int(p) for p in version("llama-index-workflows").split(".")[:2]) >= (2, 14)
+WORKFLOWS = tuple(int(p) for p in version("llama-index-workflows").split(".")[:2])
+"""The installed ``workflows`` library's (major, minor): the suite also runs on 1.3.0."""
+TAKES_RUN_ID = WORKFLOWS >= (2, 14)
 """``Workflow.run(run_id=...)`` names the run from ``workflows`` 2.14 on."""
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,9 @@ from llamactl.server.services.execution import execute
 from llamactl.server.services.loader import load_target
 
 from .conftest import WriteModule
-from .harness import TaskIO
+from .harness import WORKFLOWS, TaskIO
 
-WORKFLOWS_1 = version("llama-index-workflows").startswith("1.")
+WORKFLOWS_1 = WORKFLOWS < (2, 0)
 
 STUCK = """\
 import asyncio
