@@ -7,6 +7,11 @@ each B burst is compared with the A burst beside it. On a virtual machine whose 
 bursts side by side measure the commits. Calibrated on 2026-12-02 with the same checkout on both
 sides: twenty bursts each gave a median ratio of 0.99 (rate) and 1.00 (CPU per task).
 
+Two servers of one checkout can still differ by up to 10 % for as long as they run (measured
+2026-12-06 and 2026-12-07: where each process lands on a two-core machine with a load client
+beside it), so the bursts are spread over ``--pairs`` pairs of servers started anew, A and B
+started first in turn, and each pair's own median ratio is printed beside the overall one.
+
 Printed per client count: each side's median rate, p50 and server CPU per task (server and
 workers), the median of the B/A ratios with their interquartile range and how many B bursts were
 ahead, and the machine's context switches and IPIs per task (counts, not timings: what a change
@@ -47,6 +52,7 @@ __all__ = [
     "burst",
     "burst_clients",
     "main",
+    "shares",
 ]
 
 
@@ -81,10 +87,28 @@ class Comparison:
     clients: int
     a: list[Burst] = field(default_factory=list)
     b: list[Burst] = field(default_factory=list)
+    servers: list[int] = field(default_factory=list)
+    """How many of the bursts each pair of servers gave, in order (empty: one pair gave all)."""
 
     def ratios(self, attr: str) -> list[float]:
         """B/A of ``attr`` for each pair of bursts."""
         return [getattr(b, attr) / getattr(a, attr) for a, b in zip(self.a, self.b, strict=True)]
+
+    def extend(self, other: Comparison) -> None:
+        """Add the bursts of another pair of servers at the same client count."""
+        if not self.servers:
+            self.servers.append(len(self.a))
+        self.a += other.a
+        self.b += other.b
+        self.servers.append(len(other.a))
+
+    def per_servers(self) -> list[float]:
+        """The median B/A rate of each pair of servers' bursts."""
+        rates, medians, start = self.ratios("rate"), [], 0
+        for n in self.servers or [len(rates)]:
+            medians.append(median_of(rates[start : start + n]))
+            start += n
+        return medians
 
     def report(self) -> list[str]:
         """The lines printed for this client count."""
@@ -102,13 +126,17 @@ class Comparison:
             )
 
         p50, cpu = median_of(self.ratios("p50_ms")), median_of(self.ratios("cpu_ms"))
-        return [
+        lines = [
             f"{self.clients} client{'s' if self.clients != 1 else ''}:",
             side("A", self.a),
             side("B", self.b),
             f"  B/A: rate {median_of(rates):.3f} (middle half {q1:.3f}-{q3:.3f}, B ahead in {ahead} of "
             f"{len(rates)}), p50 {p50:.3f}, CPU per task {cpu:.3f}",
         ]
+        if len(self.servers) > 1:
+            each = ", ".join(f"{r:.3f}" for r in self.per_servers())
+            lines.append(f"  B/A rate of each pair of servers: {each}")
+        return lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +210,11 @@ async def alternate(a: Target, b: Target, clients: int, seconds: float, bursts: 
     return comparison
 
 
+def shares(bursts: int, pairs: int) -> list[int]:
+    """``bursts`` spread over ``pairs`` pairs of servers, the first ones taking what is left over."""
+    return [bursts // pairs + (i < bursts % pairs) for i in range(pairs)]
+
+
 async def compare(
     a: Path,
     b: Path,
@@ -191,12 +224,24 @@ async def compare(
     seconds: float,
     bursts: int,
     events: int | None = None,
+    pairs: int = 1,
 ) -> list[Comparison]:
     """Serve both checkouts at once and alternate ``bursts`` bursts per side and client count
-    (``events``: how many the ``stream`` service writes per task; 3 when None)."""
-    async with contextlib.AsyncExitStack() as stack:
-        first, second = await _serve(stack, a, service, events), await _serve(stack, b, service, events)
-        return [await alternate(first, second, n, seconds, bursts) for n in clients]
+    (``events``: how many the ``stream`` service writes per task; 3 when None), spread over
+    ``pairs`` pairs of servers started one pair after the other, A and B started first in turn."""
+    merged: list[Comparison] = []
+    for i, share in enumerate(shares(bursts, pairs)):
+        async with contextlib.AsyncExitStack() as stack:
+            a_first = i % 2 == 0
+            started = [await _serve(stack, c, service, events) for c in ((a, b) if a_first else (b, a))]
+            first, second = started if a_first else started[::-1]
+            done = [await alternate(first, second, n, seconds, share) for n in clients]
+        if not merged:
+            merged = done
+        else:
+            for total, more in zip(merged, done, strict=True):
+                total.extend(more)
+    return merged
 
 
 def add_burst_options(parser: argparse.ArgumentParser, *, bursts: int, per: str) -> None:
@@ -234,6 +279,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="with --service stream: events each task writes (default 3); the rate is in tasks",
     )
     add_burst_options(parser, bursts=20, per="side and client count")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=None,
+        help="pairs of servers to spread the bursts over, each started anew (default 2, or 1 with one "
+        "burst): two servers of one checkout can differ by up to 10 %% for as long as they run",
+    )
     args = parser.parse_args(argv)
     if args.events is not None and (args.service != "stream" or args.events < 1):
         parser.error("--events N (N >= 1) goes with --service stream")
@@ -242,13 +294,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (checkout / "llamactl" / "__init__.py").is_file():
             parser.error(f"--{name} {checkout}: not a llamactl checkout (no llamactl/__init__.py there)")
     clients = burst_clients(parser, args)
+    if args.pairs is None:
+        args.pairs = min(2, args.bursts)
+    if not 1 <= args.pairs <= args.bursts:
+        parser.error(
+            f"--pairs {args.pairs}: give 1 to --bursts ({args.bursts}), so that each pair has a burst"
+        )
     print(f"A {args.a.resolve()}\nB {args.b.resolve()}")
     per_task = f", {args.events} events a task" if args.events is not None else ""
     bursts_line = f"{args.bursts} bursts of {args.seconds:g} s per side and client count"
-    print(f"service {args.service}{per_task}: {bursts_line}")
+    servers = f", over {args.pairs} pairs of servers" if args.pairs > 1 else ""
+    print(f"service {args.service}{per_task}: {bursts_line}{servers}")
     a, b, service, seconds, bursts = args.a, args.b, args.service, args.seconds, args.bursts
     comparisons = asyncio.run(
-        compare(a, b, service=service, clients=clients, seconds=seconds, bursts=bursts, events=args.events)
+        compare(
+            a,
+            b,
+            service=service,
+            clients=clients,
+            seconds=seconds,
+            bursts=bursts,
+            events=args.events,
+            pairs=args.pairs,
+        )
     )
     for comparison in comparisons:
         print("\n".join(comparison.report()), flush=True)

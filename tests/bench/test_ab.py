@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.ab import Burst, Comparison, main
+from bench.ab import Burst, Comparison, main, shares
 from bench.procfs import wakeups
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +36,30 @@ def test_one_pair_is_reported_too() -> None:
     assert "rate 0.500 (middle half 0.500-0.500, B ahead in 0 of 1)" in lines[3]
 
 
+def test_bursts_are_spread_over_the_pairs_of_servers() -> None:
+    assert shares(20, 2) == [10, 10]
+    assert shares(7, 3) == [3, 2, 2]
+    assert shares(1, 1) == [1]
+
+
+def test_each_pair_of_servers_median_is_reported_beside_the_whole() -> None:
+    c = Comparison(8, a=[_burst(100), _burst(100)], b=[_burst(110), _burst(120)])
+    c.extend(Comparison(8, a=[_burst(100)], b=[_burst(90)]))
+    assert c.servers == [2, 1]
+    assert c.per_servers() == pytest.approx([1.15, 0.9])
+    lines = c.report()
+    assert "B ahead in 2 of 3" in lines[3]
+    assert lines[4] == "  B/A rate of each pair of servers: 1.150, 0.900"
+    assert len(Comparison(8, a=[_burst(100)], b=[_burst(90)]).report()) == 4  # one pair: no such line
+
+
+def test_more_pairs_than_bursts_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--a", str(REPO), "--b", str(REPO), "--bursts", "2", "--pairs", "3"])
+    assert exc.value.code == 2
+    assert "--pairs 3: give 1 to --bursts (2)" in capsys.readouterr().err
+
+
 def test_the_machine_counters_only_grow() -> None:
     first = wakeups()
     Path(REPO / "README.md").read_bytes()
@@ -57,11 +81,13 @@ def test_a_short_run_of_this_checkout_against_itself(capsys: pytest.CaptureFixtu
         == 0
     )
     out = capsys.readouterr().out
-    assert "service echo: 2 bursts of 0.2 s per side and client count" in out
+    assert "service echo: 2 bursts of 0.2 s per side and client count, over 2 pairs of servers" in out
     for clients in ("1 client:", "4 clients:"):
         assert clients in out
     ratios = re.findall(r"B/A: rate (\d+\.\d+) \(middle half .* B ahead in (\d) of 2\)", out)
     assert len(ratios) == 2 and all(float(r) > 0 for r, _ in ratios), out
+    each = re.findall(r"B/A rate of each pair of servers: (\d+\.\d+), (\d+\.\d+)", out)
+    assert len(each) == 2, out  # a burst from each pair, at each client count
 
 
 def test_events_go_with_the_streaming_service_only(capsys: pytest.CaptureFixture[str]) -> None:
