@@ -8,9 +8,10 @@ bursts side by side measure the commits. Calibrated on 2026-12-02 with the same 
 sides: twenty bursts each gave a median ratio of 0.99 (rate) and 1.00 (CPU per task).
 
 Two servers of one checkout can still differ by up to 10 % for as long as they run (measured
-2026-12-06 and 2026-12-07: where each process lands on a two-core machine with a load client
-beside it), so the bursts are spread over ``--pairs`` pairs of servers started anew, A and B
-started first in turn, and each pair's own median ratio is printed beside the overall one.
+2026-12-06 and 2026-12-07; most likely from where each process lands on a two-core machine with
+a load client beside it, not measured apart), so the bursts are spread over ``--pairs`` pairs of
+servers started anew, A and B started first in turn, and each pair's own median ratio is printed
+beside the overall one.
 
 Printed per client count: each side's median rate, p50 and server CPU per task (server and
 workers), the median of the B/A ratios with their interquartile range and how many B bursts were
