@@ -309,17 +309,13 @@ class ControlPlaneRecords:
     async def delete_tasks(self, tasks: Sequence[StoredTask], sessions: Iterable[str] = ()) -> None:
         """Forget finished tasks (records, event logs, where answers) and the ``sessions`` (with
         their Context), all in one commit."""
-        writes: list[Write] = []
-        for task in tasks:
-            writes += [
-                DeleteLog(self.events_stream(task.task_id)),
-                Delete(self.where_ns, task.task_id),
-                Delete(self.resume_ns, task.task_id),
-                Delete(self.tasks_ns, task.task_id),
-            ]
+        # Grouped by kind: a store may delete each run of them in one statement.
+        writes: list[Write] = [DeleteLog(self.events_stream(task.task_id)) for task in tasks]
+        for ns in (self.where_ns, self.resume_ns, self.tasks_ns):
+            writes += [Delete(ns, task.task_id) for task in tasks]
         sessions = list(sessions)
-        for session_id in sessions:
-            writes += [Delete(self.sessions_ns, session_id), self.contexts.delete(session_id)]
+        writes += [Delete(self.sessions_ns, session_id) for session_id in sessions]
+        writes += [self.contexts.delete(session_id) for session_id in sessions]
         if writes:
             await self.store.commit(writes)
         for task in tasks:

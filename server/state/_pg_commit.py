@@ -17,7 +17,8 @@ from llamactl.server.state._pg_ops import (
     cas,
     cas_sql,
     delete,
-    delete_log,
+    delete_keys,
+    delete_logs,
     put,
     put_sql,
 )
@@ -38,20 +39,31 @@ async def apply(c: Connection, cols: Columns, channel: str, writes: Sequence[Wri
     results: builtins.list[int] = [0] * len(writes)
     logs: builtins.list[tuple[int, Append | DeleteLog]] = []
     late: builtins.list[tuple[int, Append]] = []
+    records: builtins.list[tuple[int, Put | Cas | Delete]] = []
     for position, write in enumerate(writes):
         if isinstance(write, Append) and write.at_commit:
             late.append((position, write))
         elif isinstance(write, Append | DeleteLog):
             logs.append((position, write))
         else:
-            results[position] = await _apply_record(c, cols, position, write)
+            records.append((position, write))
+    for run in _runs_of_deletes(records):
+        at, record = run[0]
+        if len(run) == 1:
+            results[at] = await _apply_record(c, cols, at, record)
+        else:  # pruning: a run of unconditional deletes in one namespace is one statement
+            found = await delete_keys(c, record.ns, [w.key for _, w in run])
+            for at, record in run:
+                results[at] = found.pop(record.key, 0)
     streams = sorted({w.stream for _, w in logs if isinstance(w, Append)})
     for stream in streams:
         await c.execute(_LOCK_HEAD, stream)
     for group in _runs_of_appends(logs):
         first = group[0][1]
         if isinstance(first, DeleteLog):
-            results[group[0][0]] = await delete_log(c, first.stream)
+            counts = await delete_logs(c, [w.stream for _, w in group])
+            for at, log in group:
+                results[at] = counts.pop(log.stream, 0)
         elif len(group) == 1:
             results[group[0][0]] = await append(c, channel, first.stream, first.value, first.idem_key)
         else:
@@ -124,12 +136,35 @@ async def apply_in_one(c: Connection, cols: Columns, channel: str, writes: Seque
 def _runs_of_appends(
     logs: Sequence[tuple[int, Append | DeleteLog]],
 ) -> builtins.list[builtins.list[tuple[int, Append | DeleteLog]]]:
-    """``logs`` (position, write) in order, cut into runs of appends to one stream; a DeleteLog
-    is a run of its own."""
+    """``logs`` (position, write) in order, cut into runs of appends to one stream and runs of
+    DeleteLogs."""
     runs: builtins.list[builtins.list[tuple[int, Append | DeleteLog]]] = []
     for position, write in logs:
         last = runs[-1][-1][1] if runs else None
-        if isinstance(write, Append) and isinstance(last, Append) and last.stream == write.stream:
+        if (isinstance(write, Append) and isinstance(last, Append) and last.stream == write.stream) or (
+            isinstance(write, DeleteLog) and isinstance(last, DeleteLog)
+        ):
+            runs[-1].append((position, write))
+        else:
+            runs.append([(position, write)])
+    return runs
+
+
+def _runs_of_deletes(
+    records: Sequence[tuple[int, Put | Cas | Delete]],
+) -> builtins.list[builtins.list[tuple[int, Put | Cas | Delete]]]:
+    """``records`` (position, write) in order, cut into runs of unconditional deletes in one
+    namespace; any other write is a run of its own."""
+    runs: builtins.list[builtins.list[tuple[int, Put | Cas | Delete]]] = []
+    for position, write in records:
+        last = runs[-1][-1][1] if runs else None
+        if (
+            isinstance(write, Delete)
+            and isinstance(last, Delete)
+            and write.expected_version is None
+            and last.expected_version is None
+            and last.ns == write.ns
+        ):
             runs[-1].append((position, write))
         else:
             runs.append([(position, write)])

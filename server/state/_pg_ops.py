@@ -10,6 +10,7 @@ is in ``_pg_commit``.
 from __future__ import annotations
 
 import builtins
+from collections import Counter
 from collections.abc import Sequence
 
 import asyncpg
@@ -192,6 +193,12 @@ async def delete(c: Connection, ns: str, key: str, expected: int | None) -> bool
     return _rowcount(status) > 0
 
 
+async def delete_keys(c: Connection, ns: str, keys: builtins.list[str]) -> Counter[str]:
+    """Delete these keys of ``ns`` in one statement; which ones were there (1 each)."""
+    rows = await c.fetch("DELETE FROM kv WHERE ns = $1 AND key = ANY($2::text[]) RETURNING key", ns, keys)
+    return Counter(row[0] for row in rows)
+
+
 async def list_keys(
     c: Connection, ns: str, prefix: str, after: str | None, limit: int
 ) -> builtins.list[tuple[str, Versioned]]:
@@ -319,6 +326,17 @@ async def delete_log(c: Connection, stream: str) -> int:
     status = await c.execute("DELETE FROM log WHERE stream = $1", stream)
     await c.execute("DELETE FROM log_head WHERE stream = $1", stream)
     return _rowcount(status)
+
+
+async def delete_logs(c: Connection, streams: builtins.list[str]) -> Counter[str]:
+    """Delete these logs in one statement (and their heads in another); how many entries each had."""
+    rows = await c.fetch(
+        "WITH d AS (DELETE FROM log WHERE stream = ANY($1::text[]) RETURNING stream) "
+        "SELECT stream, count(*) FROM d GROUP BY stream",
+        streams,
+    )
+    await c.execute("DELETE FROM log_head WHERE stream = ANY($1::text[])", streams)
+    return Counter({row[0]: int(row[1]) for row in rows})
 
 
 async def trim_log(c: Connection, stream: str, before: int) -> int:

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from llamactl.server.errors import StateStoreError
+from llamactl.server.state import _sqlite_deletes as deletes
 from llamactl.server.state import _sqlite_index as index_module
 from llamactl.server.state._common import prefix_upper_bound
 from llamactl.server.state.base import (
@@ -271,10 +272,24 @@ count = index_module.count
 def commit(c: sqlite3.Connection, writes: Sequence[Write]) -> CommitResult:
     try:
         with _atomic(c):
-            results = tuple(_apply(c, position, write) for position, write in enumerate(writes))
+            results = _apply_all(c, writes)
     except _ConditionFailed as failed:
         return CommitResult(ok=False, failed=failed.position)
-    return CommitResult(ok=True, results=results)
+    return CommitResult(ok=True, results=tuple(results))
+
+
+def _apply_all(c: sqlite3.Connection, writes: Sequence[Write]) -> builtins.list[int]:
+    """The writes in order, each run of deletes as one statement (see ``_sqlite_deletes``)."""
+    results: builtins.list[int] = []
+    position = 0
+    while position < len(writes):
+        end = deletes.run_end(writes, position)
+        if end - position > 1:
+            results += deletes.apply_run(c, writes[position:end])
+        else:
+            results.append(_apply(c, position, writes[position]))
+        position = end
+    return results
 
 
 def _apply(c: sqlite3.Connection, position: int, write: Write) -> int:

@@ -166,6 +166,62 @@ async def test_commit_deletes_logs_with_the_records_or_not_at_all(store: StateSt
     assert await store.append("events/a", b"again", idem_key="i0") == 0  # its idempotency keys went too
 
 
+async def test_commit_gives_each_delete_of_a_run_its_own_result(store: StateStore) -> None:
+    """Pruning deletes hundreds of keys and logs in one commit (SQLite: one statement per run of
+    them): each write still gets the result it would get alone, a key deleted twice too."""
+    for key in ("a", "b", "c"):
+        await store.put("ns", key, key.encode(), index=idx(f"1:{key}", status="done"))
+    await store.put("other", "x", b"x")
+    for stream in ("s", "t"):
+        await store.append(stream, b"e0")
+        await store.append(stream, b"e1")
+    result = await store.commit(
+        [
+            DeleteLog("s"),
+            DeleteLog("none"),
+            DeleteLog("s"),
+            DeleteLog("t"),
+            Delete("ns", "a"),
+            Delete("ns", "missing"),
+            Delete("ns", "b"),
+            Delete("ns", "a"),
+            Delete("other", "x"),
+            Delete("other", "y"),
+            Delete("ns", "c", expected_version=1),
+            Append("s", b"again"),
+        ]
+    )
+    assert result == CommitResult(ok=True, results=(2, 0, 0, 2, 1, 0, 1, 0, 1, 0, 1, 0))
+    assert await store.count("ns", "status") == {}
+    assert [k for k, _ in await store.list("ns")] == [] and await store.get("other", "x") is None
+    assert await store.read("s") == [LogEntry(0, b"again")] and await store.read("t") == []
+
+
+async def test_a_run_of_deletes_is_undone_with_its_commit(store: StateStore) -> None:
+    await store.put("ns", "a", b"a", index=idx("1:a", status="done"))
+    await store.put("ns", "b", b"b")
+    await store.append("s", b"e0")
+    result = await store.commit(
+        [DeleteLog("s"), DeleteLog("t"), Delete("ns", "a"), Delete("ns", "b"), Cas("ns", "k", b"z", 5)]
+    )
+    assert result == CommitResult(ok=False, failed=4)
+    assert [k for k, _ in await store.list("ns")] == ["a", "b"]
+    assert await store.count("ns", "status") == {"done": 1}
+    assert await store.read("s") == [LogEntry(0, b"e0")]
+
+
+async def test_a_commit_deletes_more_keys_than_one_statement_takes(store: StateStore) -> None:
+    keys = [f"k{i:04d}" for i in range(1100)]
+    await store.commit([Put("ns", key, b"v") for key in keys[::2]])
+    await store.commit([Append(f"log/{key}", b"e") for key in keys[::2]])
+    deleted = await store.commit(
+        [DeleteLog(f"log/{key}") for key in keys] + [Delete("ns", key) for key in keys]
+    )
+    assert deleted.results == tuple([1, 0] * 550 * 2)
+    assert await store.list("ns") == []
+    assert await store.log_length("log/k0000") == 0
+
+
 async def test_commit_sees_its_own_earlier_writes(store: StateStore) -> None:
     result = await store.commit([Cas("ns", "k", b"1", None), Cas("ns", "k", b"2", 1), Delete("ns", "k", 2)])
     assert result.ok and result.results == (1, 2, 1)

@@ -16,7 +16,7 @@ import pytest
 from llamactl.server.errors import StateStoreError
 from llamactl.server.state import LogEntry, SQLiteStateStore, Versioned
 from llamactl.server.state import _sqlite_ops as sqlite_ops
-from llamactl.server.state.base import Append, Cas
+from llamactl.server.state.base import Append, Cas, Delete, DeleteLog, Put
 
 
 def _pragma(path: Path, name: str) -> object:
@@ -208,6 +208,27 @@ def test_a_log_head_is_remembered_until_another_process_commits_to_the_file(tmp_
         assert sum("MAX(off)" in s for s in statements) == 2
     finally:
         conn.close()
+
+
+def test_a_run_of_deletes_goes_as_one_statement(tmp_path: Path) -> None:
+    """Pruning 200 tasks: their logs and their records are each one DELETE (it was one per write)."""
+    conn = sqlite_ops.connect(str(tmp_path / "state.db"), "NORMAL", 5000)
+    statements: list[str] = []
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        keys = [f"t{i}" for i in range(200)]
+        sqlite_ops.commit(conn, [Put("tasks", key, b"v") for key in keys])
+        conn.set_trace_callback(statements.append)
+        done = sqlite_ops.commit(
+            conn, [DeleteLog(f"events/{k}") for k in keys] + [Delete("tasks", k) for k in keys]
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    assert done.results == tuple([0] * 200 + [1] * 200)
+    # (each trigger run is traced again with its statement's text: count distinct texts)
+    texts = {s for s in statements if s.startswith("DELETE")}
+    assert sorted(t.split(" WHERE")[0] for t in texts) == ["DELETE FROM kv", "DELETE FROM log"]
 
 
 async def test_an_append_rolled_back_inside_a_batch_leaves_no_gap(tmp_path: Path) -> None:
