@@ -354,6 +354,18 @@ class ControlPlaneRecords:
             log.error("%s: session record %r cannot be read: %s", self.deployment, session_id, exc)
             return SessionRecord(session_id=session_id), found.version
 
+    async def find_sessions(self, session_ids: Iterable[str]) -> list[SessionRecord]:
+        """The sessions of these ids that exist, read together (an unreadable one logged, skipped)."""
+        found = await self.store.get_many(self.sessions_ns, list(session_ids))
+        records = []
+        for session_id, stored in found.items():
+            try:
+                records.append(SessionRecord.model_validate_json(stored.value))
+            except (ValidationError, ValueError) as exc:
+                self.unreadable += 1
+                log.error("%s: session record %r cannot be read: %s", self.deployment, session_id, exc)
+        return records
+
     def session_write(self, record: SessionRecord, version: int | None) -> Cas:
         """Write a session record at ``version`` (None: create it)."""
         return Cas(self.sessions_ns, record.session_id, _dump(record), version, record.index())

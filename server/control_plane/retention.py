@@ -112,14 +112,22 @@ class Retention:
         return sorted((t for page in pages for t in page.items), key=lambda t: t.sort)[:limit]
 
     async def _sessions_left_empty(self, doomed: Sequence[StoredTask]) -> list[str]:
-        """The sessions made for these tasks alone (not by a user) that deleting them empties."""
+        """The sessions made for these tasks alone (not by a user) that deleting them empties.
+
+        One read for all of them: a read per session (and one of its tasks) cost ~70 us per
+        pruned task on SQLite and ~370 us on PostgreSQL, a round trip each. A session made for a
+        task (``implicit``) stops being one when another task joins it (``Dispatcher.submit``), so
+        the record alone tells; one whose turn names a task that is not going stays too.
+        """
         going: dict[str, set[str]] = {}
         for task in doomed:
             if not task.own_session:  # a session of its own has no record
                 going.setdefault(task.session_id, set()).add(task.task_id)
-        found = await asyncio.gather(*(self._records.find_session(s) for s in going))
-        implicit = [s.session_id for s in found if s is not None and s.implicit]
-        tasks = await asyncio.gather(
-            *(self._records.session_task_ids(s, limit=len(going[s]) + 1) for s in implicit)
-        )
-        return [s for s, ids in zip(implicit, tasks, strict=True) if set(ids) <= going[s]]
+        found = await self._records.find_sessions(going)
+        return [
+            s.session_id
+            for s in found
+            if s.implicit
+            and (s.active is None or s.active in going[s.session_id])
+            and going[s.session_id].issuperset(s.waiting)
+        ]

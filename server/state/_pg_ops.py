@@ -193,6 +193,13 @@ async def delete(c: Connection, ns: str, key: str, expected: int | None) -> bool
     return _rowcount(status) > 0
 
 
+async def get_many(c: Connection, ns: str, keys: Sequence[str]) -> dict[str, Versioned]:
+    rows = await c.fetch(
+        "SELECT key, value, version FROM kv WHERE ns = $1 AND key = ANY($2::text[])", ns, list(keys)
+    )
+    return {str(r[0]): Versioned(bytes(r[1]), int(r[2])) for r in rows}
+
+
 async def delete_keys(c: Connection, ns: str, keys: builtins.list[str]) -> Counter[str]:
     """Delete these keys of ``ns`` in one statement; which ones were there (1 each)."""
     rows = await c.fetch("DELETE FROM kv WHERE ns = $1 AND key = ANY($2::text[]) RETURNING key", ns, keys)

@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from llamactl.server.errors import StateStoreError
-from llamactl.server.state import _sqlite_deletes as deletes
 from llamactl.server.state import _sqlite_index as index_module
+from llamactl.server.state import _sqlite_many as many
 from llamactl.server.state._common import prefix_upper_bound
 from llamactl.server.state.base import (
     Append,
@@ -279,13 +279,13 @@ def commit(c: sqlite3.Connection, writes: Sequence[Write]) -> CommitResult:
 
 
 def _apply_all(c: sqlite3.Connection, writes: Sequence[Write]) -> builtins.list[int]:
-    """The writes in order, each run of deletes as one statement (see ``_sqlite_deletes``)."""
+    """The writes in order, each run of deletes as one statement (see ``_sqlite_many``)."""
     results: builtins.list[int] = []
     position = 0
     while position < len(writes):
-        end = deletes.run_end(writes, position)
+        end = many.run_end(writes, position)
         if end - position > 1:
-            results += deletes.apply_run(c, writes[position:end])
+            results += many.apply_run(c, writes[position:end])
         else:
             results.append(_apply(c, position, writes[position]))
         position = end

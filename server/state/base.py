@@ -22,6 +22,7 @@ The contract tests in ``tests/server/state`` run against every backend.
 from __future__ import annotations
 
 import abc
+import asyncio
 import builtins
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -181,6 +182,12 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def get(self, ns: str, key: str) -> Versioned | None:
         """The value and version of ``ns/key``, or None."""
+
+    async def get_many(self, ns: str, keys: Sequence[str]) -> dict[str, Versioned]:
+        """The value and version of each of ``keys`` that ``ns`` holds (one read where the backend
+        can: pruning reads the sessions of a few hundred tasks at once)."""
+        found = await asyncio.gather(*(self.get(ns, key) for key in keys))
+        return {key: value for key, value in zip(keys, found, strict=True) if value is not None}
 
     @abc.abstractmethod
     async def put(self, ns: str, key: str, value: bytes, *, index: Index | None = None) -> int:

@@ -152,6 +152,13 @@ class MemoryStateStore(StateStore):
         space = self._ns.get(ns)
         return None if space is None else space.values.get(key)
 
+    async def get_many(self, ns: str, keys: Sequence[str]) -> dict[str, Versioned]:
+        """The value and version of each of ``keys`` that ``ns`` holds."""
+        self._check()
+        space = self._ns.get(ns)
+        values = {} if space is None else space.values
+        return {key: values[key] for key in keys if key in values}
+
     def _version(self, ns: str, key: str) -> int | None:
         space = self._ns.get(ns)
         current = None if space is None else space.values.get(key)

@@ -323,6 +323,10 @@ class PostgreSQLStateStore(StateStore):
         """The value and version of ``ns/key``, or None."""
         return await self._run(lambda c: ops.get(c, ns, key))
 
+    async def get_many(self, ns: str, keys: Sequence[str]) -> dict[str, Versioned]:
+        """The value and version of each of ``keys`` that ``ns`` holds, in one round trip."""
+        return await self._run(lambda c: ops.get_many(c, ns, keys)) if keys else {}
+
     async def put(self, ns: str, key: str, value: bytes, *, index: Index | None = None) -> int:
         """Write unconditionally; return the new version."""
         data = check_value(value)

@@ -30,6 +30,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, Self, TypeVar
 from llamactl.server.errors import StateStoreError
 from llamactl.server.file_faults import is_disk_full, way_out
 from llamactl.server.outage import STATE_REFUSING_WRITES, Outage, Reachability
+from llamactl.server.state import _sqlite_many as many
 from llamactl.server.state import _sqlite_ops as ops
 from llamactl.server.state._common import (
     StreamWaiters,
@@ -214,6 +215,10 @@ class SQLiteStateStore(StateStore):
     async def get(self, ns: str, key: str) -> Versioned | None:
         """The value and version of ``ns/key``, or None."""
         return await self._submit(False, (), ops.get, ns, key)
+
+    async def get_many(self, ns: str, keys: Sequence[str]) -> dict[str, Versioned]:
+        """The value and version of each of ``keys`` that ``ns`` holds, in one statement."""
+        return await self._submit(False, (), many.get_many, ns, keys) if keys else {}
 
     async def put(self, ns: str, key: str, value: bytes, *, index: Index | None = None) -> int:
         """Write unconditionally; return the new version."""

@@ -86,6 +86,25 @@ async def test_run_tasks_go_without_a_session_looked_up_or_left_behind(
     assert await harness.store.list(records.contexts.ns) == []
 
 
+async def test_the_sessions_made_for_pruned_tasks_are_read_together(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session made for its task (``tasks/create`` without one) is pruned with it: the pass
+    reads all such sessions at once, not each one and its tasks (a round trip each on PostgreSQL:
+    ~370 us of the loop per pruned task)."""
+    policy = RetentionPolicy(max_finished=3, every=3600)
+    plane, ids = await run_through(harness, ControlPlaneSettings(retention=policy), 30)
+    records = plane.records
+    gets, many, queries = (record_calls(monkeypatch, harness.store, n) for n in ("get", "get_many", "query"))
+    assert await plane.retention.prune() == 27
+    monkeypatch.undo()
+    assert [ns for ns, *_ in gets if ns == records.sessions_ns] == []
+    assert [field for _, field, *_ in queries if field == "session"] == []
+    assert [(ns, len(keys)) for ns, keys in many] == [(records.sessions_ns, 27)]
+    assert len((await plane.list_sessions())[0]) == 3
+    assert [t.task_id for t in (await plane.list_tasks())[0]] == ids[27:]
+
+
 async def test_finished_tasks_older_than_the_retention_age_go(harness: Harness) -> None:
     policy = RetentionPolicy(finished_age=3600, every=3600)
     plane, _ = await run_through(harness, ControlPlaneSettings(retention=policy), 3)

@@ -102,6 +102,18 @@ async def test_cas_with_version_on_missing_key_fails(store: StateStore) -> None:
     assert await store.get("ns", "k") is None
 
 
+async def test_get_many_reads_the_keys_that_exist(store: StateStore) -> None:
+    keys = [f"k{i:04d}" for i in range(600)]
+    for key in keys[::3]:
+        await store.put("ns", key, key.encode())
+    await store.put("ns", "k0000", b"again")
+    await store.put("other", "k0001", b"elsewhere")
+    found = await store.get_many("ns", [*keys, "k0000"])
+    assert sorted(found) == keys[::3]
+    assert found["k0000"] == Versioned(b"again", 2) and found["k0003"] == Versioned(b"k0003", 1)
+    assert await store.get_many("ns", []) == {} and await store.get_many("none", keys) == {}
+
+
 async def test_delete_unconditional(store: StateStore) -> None:
     await store.put("ns", "k", b"v")
     assert await store.delete("ns", "k") is True
