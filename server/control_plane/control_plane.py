@@ -185,6 +185,7 @@ class ControlPlane:
 
     async def close(self) -> None:
         self.begin_shutdown()
+        await self.records.unstored.flush()  # runs handed out are stored before the store closes
         if self._remote is not None:
             self._remote.close()
         await self.loops.close()
@@ -302,7 +303,7 @@ class ControlPlane:
         Deploy 0.9 makes no session for such a run at all)."""
         # Listening before the task exists, no change of it is missed, so the first look at it
         # is the record just written, not a read (a round trip on a store other servers share).
-        with self.signals.listen(definition.task_id) as changed:
+        with self.signals.listen(definition.task_id) as changed, self.records.unstored.waiting():
             task = await self._create(definition, keep_context=False)
             wait = timeout if timeout is not None else self.wait_bound(task.service_id)
             try:

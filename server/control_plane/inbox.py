@@ -267,11 +267,11 @@ class Inbox:
         # worker that sent it only with trailing events: then nothing to wait for is known).
         await self._wait_before(delivery, task_id, msg, msg.event_index or 0)
         # The cached record, even from a store other servers write: a final one changes no more,
-        # and a stale one fails its conditional write below, which reads the task again.
-        found = await self._records.find_task_versioned(task_id, fresh=False)
-        if found is None:
+        # and a stale one fails its conditional write below, which reads the task again. A run
+        # not stored yet is stored with this report.
+        current = await self._records.current_task(task_id)
+        if current is None:
             raise TaskNotFound(task_id, self._records.deployment)
-        current = found[0]
         if current.status.is_final:
             await self._finished_before(current, msg)
             return

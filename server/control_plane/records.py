@@ -44,6 +44,7 @@ from llamactl.server.control_plane.changes import ChangeFeed
 from llamactl.server.control_plane.contexts import SessionContexts
 from llamactl.server.control_plane.record_cache import RecordCache
 from llamactl.server.control_plane.stored import Page, SessionRecord, StoredTask, changed_index, task_filter
+from llamactl.server.control_plane.unstored_runs import UnstoredRuns
 from llamactl.server.errors import SessionNotFound, StateStoreError, TaskNotFound
 from llamactl.server.protocol import TaskResume
 from llamactl.server.state.base import Append, Cas, Delete, DeleteLog, Put, StateStore, Versioned, Write
@@ -91,6 +92,8 @@ class ControlPlaneRecords:
         """Tasks handed out before their first commit (:meth:`storing`): reading one waits for it."""
         self.unreadable = 0
         """Stored records that could not be read (skipped, logged): health, tests."""
+        self.unstored = UnstoredRuns()
+        """Runs handed out whose record waits for their first report (``unstored_runs.py``)."""
 
     def events_stream(self, task_id: str) -> str:
         return f"{self.deployment}/events/{task_id}"
@@ -127,10 +130,11 @@ class ControlPlaneRecords:
 
     @property
     def tasks_being_stored(self) -> int:
-        """Tasks inside :meth:`storing` now (for tests: proves nothing leaks)."""
+        """Tasks inside :meth:`storing` now: runs handed out whose record is not stored yet."""
         return len(self._storing)
 
     async def _load(self, task_id: str) -> tuple[StoredTask, int] | None:
+        self.unstored.release(task_id)  # a run held for its first report: stored now, read below
         storing = self._storing.get(task_id)
         if storing is not None:
             await storing.wait()
@@ -144,6 +148,16 @@ class ControlPlaneRecords:
             return None
         self._remember(task, found.version, len(found.value))
         return task, found.version
+
+    async def current_task(self, task_id: str) -> StoredTask | None:
+        """The task as this server knows it, for a reader that changes it next by
+        :meth:`transition`: a run not stored yet as it was handed out (left to wait for that
+        change: see ``unstored_runs.py``), else as :meth:`find_task_versioned` (cached) has it."""
+        held = self.unstored.peek(task_id)
+        if held is not None:
+            return held.clone()
+        found = await self.find_task_versioned(task_id, fresh=False)
+        return None if found is None else found[0]
 
     async def find_task(self, task_id: str) -> StoredTask | None:
         """A copy of the task's record (callers may change it freely), or None."""
@@ -284,6 +298,13 @@ class ControlPlaneRecords:
 
         Copies are shallow: ``change`` must assign fields, not mutate the objects they hold.
         """
+        held = self.unstored.take(task_id)
+        if held is not None:
+            stored = await self._create_with(
+                held, change, extra, feed=feed, extra_may_conflict=extra_may_conflict
+            )
+            if stored is not None:
+                return stored
         cached = self._tasks.get(task_id) or await self._load(task_id)
         for _ in range(_MAX_CAS_RETRIES):
             if cached is None:
@@ -305,6 +326,45 @@ class ControlPlaneRecords:
                 raise ExtraConflict(task_id)
             cached = await self._load(task_id)  # someone else wrote it: start again from theirs
         raise StateStoreError(f"task '{task_id}' kept changing under us: too much contention, try again")
+
+    async def _create_with(
+        self,
+        held: StoredTask,
+        change: Callable[[StoredTask], bool],
+        extra: Extra | None,
+        *,
+        feed: bool,
+        extra_may_conflict: bool,
+    ) -> tuple[StoredTask, bool] | None:
+        """:meth:`transition` of a run not stored yet (taken from :attr:`unstored`): its record
+        created as ``change`` leaves it, in one commit with ``extra`` and its change-feed entry.
+        None when that could not be (``change`` made none, or a write failed its condition): the
+        run is then stored alone, and the caller goes on as with any stored task. A store error,
+        or ExtraConflict as :meth:`transition` says, is raised, the run stored alone meanwhile."""
+        task_id = held.task_id
+        task = held.clone()
+        if not change(task):
+            self.unstored.give_back(task_id)
+            return None
+        writes: list[Write] = [*(extra(task) if extra else ())]
+        at = len(writes)
+        value = _dump(task)
+        writes.append(Cas(self.tasks_ns, task_id, value, None, task.index()))
+        if feed:
+            writes.append(self.status_change(task))
+        try:
+            result = await self.store.commit(writes)
+        except BaseException:
+            self.unstored.give_back(task_id)
+            raise
+        if not result.ok:
+            self.unstored.give_back(task_id)
+            if extra_may_conflict and result.failed is not None and result.failed < at:
+                raise ExtraConflict(task_id)
+            return None
+        self._remember(task.clone(), result.results[at], len(value))
+        self.unstored.stored(task_id)
+        return task, True
 
     async def delete_tasks(self, tasks: Sequence[StoredTask], sessions: Iterable[str] = ()) -> None:
         """Forget finished tasks (records, event logs, where answers) and the ``sessions`` (with

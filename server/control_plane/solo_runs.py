@@ -30,12 +30,13 @@ class SoloRuns:
         """Store the task, marked as handed out, and hand it out. Raises TaskExists for a known id.
 
         ``early``: no record can hold its id and the queue keeps its start message only in this
-        process's memory. Then the task is handed out first and stored while its worker starts
-        on it, instead of before (one commit less on the round trip's path); this returns, and
-        the caller hears of the task, only once it is stored. A report of the task that comes
-        back sooner waits for the commit (:meth:`ControlPlaneRecords.storing`); a commit that
-        fails takes the task back (:meth:`TaskPublisher.withdraw`); a crash in between loses the
-        message with the record, and nobody had been told of either.
+        process's memory. Then the task is handed out first and stored while its worker runs it
+        or, when other runs are waited on, with the run's first report if that comes within
+        ``unstored_runs.STORE_WITHIN`` (one commit less per task); this returns, and the caller
+        hears of the task, only once it is stored. Any other reader of the task meanwhile has it
+        stored alone and waits for that commit (:meth:`ControlPlaneRecords.storing`); a commit
+        that fails takes the task back (:meth:`TaskPublisher.withdraw`); a crash in between
+        loses the message with the record, and nobody had been told of either.
         """
         task.dispatched = True
         # Built first: a task whose message cannot be built is failed, which must not wait for
@@ -51,17 +52,25 @@ class SoloRuns:
             return
         with self._records.storing(task.task_id):
             await self._publisher.publish(task, payload)
-            try:
-                # Built once the message is on its way (its worker starts meanwhile), not before:
-                # the loop turn that hands the task out is that much shorter.
-                stored, writes = self._writes(task)
-                result = await self._records.store.commit(writes)
-                if not result.ok:
-                    raise TaskExists(task.task_id)
-            except LlamactlError:
-                await self._publisher.withdraw(task)
-                raise
-            self._records.remember_task(task, result.results[0], stored)
+            unstored = self._records.unstored
+            if unstored.worth_holding():
+                await unstored.hold(task, self._store_alone)
+            else:
+                await self._store_alone(task)
+
+    async def _store_alone(self, task: StoredTask) -> None:
+        """Store a task handed out already; one whose record cannot be stored is taken back."""
+        try:
+            # Built once the message is on its way (its worker starts meanwhile), not before:
+            # the loop turn that hands the task out is that much shorter.
+            stored, writes = self._writes(task)
+            result = await self._records.store.commit(writes)
+            if not result.ok:
+                raise TaskExists(task.task_id)
+        except LlamactlError:
+            await self._publisher.withdraw(task)
+            raise
+        self._records.remember_task(task, result.results[0], stored)
 
     def _writes(self, task: StoredTask) -> tuple[Cas, list[Write]]:
         """The task's record (created) and the writes that store it with its change-feed entry."""

@@ -1,8 +1,9 @@
-"""A `tasks/run` whose id the server made goes to its worker first and is stored while the worker
-starts on it (the embedded broker holds its start message in memory, so a crash loses both). Its
-caller hears of it only once it is stored; a report that comes back sooner waits for the record;
-a record that cannot be stored takes the task back. A task whose id the caller chose is stored
-first, as every other task is: its id may be taken."""
+"""A `tasks/run` whose id the server made goes to its worker first (the embedded broker holds its
+start message in memory, so a crash loses both) and its record is stored with the run's first
+report when that comes soon, else alone. Its caller hears of it only once it is stored; another
+reader of it meanwhile has it stored alone at once and waits for the record; a record that
+cannot be stored takes the task back. A task whose id the caller chose is stored first, as
+every other task is: its id may be taken."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from llamactl.server.control_plane import ControlPlane
-from llamactl.server.errors import LeaseLost, StateStoreError
+from llamactl.server.errors import LeaseLost, ShuttingDown, StateStoreError
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import MessageQueue
 from llamactl.server.protocol import TaskInput, TaskInputKind, WorkerMessageKind, final_msg_id
@@ -80,41 +81,61 @@ def start_run(plane: ControlPlane, definition: TaskDefinition | None = None) -> 
     )
 
 
-async def test_a_run_goes_to_its_worker_before_its_record_is_stored_and_its_result_waits_for_it(
+async def finish(worker_delivery: Any, task_id: str, result: object = "done") -> None:
+    """The worker's result for ``task_id`` (attempt 1), acked with the delivery."""
+    await worker_delivery.ack_and_publish(
+        topics.control_topic(DEPLOYMENT),
+        report(WorkerMessageKind.TASK_COMPLETED, task_id, 1, result=result),
+        msg_id=final_msg_id(task_id),
+        key=task_id,
+    )
+
+
+async def feed(plane: ControlPlane) -> list[tuple[str, str]]:
+    """The change feed's task entries: (task id, status)."""
+    return [
+        (c.data["task_id"], c.data["status"])
+        for c in await plane.changes.read(0, limit=1000)
+        if c.kind == "task.status"
+    ]
+
+
+async def test_a_run_goes_to_its_worker_first_and_is_stored_with_its_result(
     server: tuple[Server, ControlPlane, MessageQueue], held: HeldCommits
 ) -> None:
-    """Fails without the wait in ``ControlPlaneRecords._load``: the result is dropped as a report
-    of an unknown task and the run never ends."""
+    """One commit creates the task as its result leaves it: the record and the change-feed entry
+    of the task handed out were never written (one write of each less per task)."""
     running, plane, worker = server
+    plane.records.unstored.min_waited_on = 1  # held though it is the only run
     deliveries = Deliveries(worker)
     run = start_run(plane)
     delivery, message = await deliveries.take()
-    assert held.order == ["publish", "commit"]
-    assert await running.store.get(f"{DEPLOYMENT}/tasks", message.task_id) is None  # not stored yet
-    await delivery.ack_and_publish(
-        topics.control_topic(DEPLOYMENT),
-        report(WorkerMessageKind.TASK_COMPLETED, message.task_id, 1, result="done"),
-        msg_id=final_msg_id(message.task_id),
-        key=message.task_id,
-    )
+    assert held.order == ["publish"]  # nothing stored yet
+    assert await running.store.get(f"{DEPLOYMENT}/tasks", message.task_id) is None
+    await finish(delivery, message.task_id)
 
-    async def result_taken() -> bool:
-        return running.broker.handed_locally == 1
+    async def committing() -> bool:
+        return held.order == ["publish", "commit"]
 
-    await eventually(result_taken, 10)
+    await eventually(committing, 10)
     assert not run.done() and plane.records.tasks_being_stored == 1
     held.release.set()
     done = await run
     assert done.task_id == message.task_id and done.status is TaskStatus.COMPLETED and done.result == "done"
+    assert held.order == ["publish", "commit"]
+    assert await feed(plane) == [(message.task_id, "completed")]
+    assert (plane.records.unstored.stored_with_report, len(plane.records.unstored)) == (1, 0)
     assert plane.records.tasks_being_stored == 0
     await deliveries.aclose()
 
 
-async def test_a_run_s_record_is_built_only_once_its_message_is_on_its_way(
+async def test_a_run_alone_is_stored_while_its_worker_runs_it_once_its_message_is_on_its_way(
     server: tuple[Server, ControlPlane, MessageQueue], held: HeldCommits, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The turn of the loop that hands the task out does not also build its record (27 us of a
-    ~0.9 ms sequential round trip, measured in place): the worker starts that much sooner."""
+    ~0.9 ms sequential round trip, measured in place): the worker starts that much sooner. The
+    only run under way is stored at once, not held for its report: its commit is then off the
+    round trip's path."""
     _, plane, worker = server
     build = plane.records.task_write
 
@@ -123,18 +144,104 @@ async def test_a_run_s_record_is_built_only_once_its_message_is_on_its_way(
         return build(*args)
 
     monkeypatch.setattr(plane.records, "task_write", recorded_build)
+    plane.records.unstored.within = 3600.0  # were it held, only its report could store it
+    deliveries = Deliveries(worker)
+    run = start_run(plane)
+    delivery, message = await deliveries.take()
+
+    async def committing() -> bool:
+        return held.order == ["publish", "build", "commit"]
+
+    await eventually(committing, 10)
+    assert len(plane.records.unstored) == 0
+    held.release.set()
+    await finish(delivery, message.task_id)
+    assert (await run).result == "done"
+    assert await feed(plane) == [(message.task_id, "queued"), (message.task_id, "completed")]
+    await deliveries.aclose()
+
+
+async def test_a_held_run_whose_first_report_is_late_is_stored_alone_in_time(
+    server: tuple[Server, ControlPlane, MessageQueue], held: HeldCommits
+) -> None:
+    _, plane, worker = server
+    plane.records.unstored.min_waited_on = 1
     held.release.set()
     deliveries = Deliveries(worker)
     run = start_run(plane)
     delivery, message = await deliveries.take()
-    await delivery.ack_and_publish(
+
+    async def stored_alone() -> bool:
+        return held.order == ["publish", "commit"] and not plane.records.unstored
+
+    await eventually(stored_alone, 10)
+    assert await feed(plane) == [(message.task_id, "queued")]
+    await finish(delivery, message.task_id)
+    assert (await run).result == "done"
+    assert await feed(plane) == [(message.task_id, "queued"), (message.task_id, "completed")]
+    assert plane.records.unstored.stored_with_report == 0
+    await deliveries.aclose()
+
+
+async def test_runs_are_held_for_their_first_report_while_others_are_waited_on(
+    server: tuple[Server, ControlPlane, MessageQueue], held: HeldCommits
+) -> None:
+    """The first run, the only one its caller waits on, is stored at once; the second and third,
+    handed out while the first is waited on, wait for their results and are stored with them."""
+    _, plane, worker = server
+    plane.records.unstored.within = 3600.0
+    deliveries = Deliveries(worker, prefetch=8)
+    runs = [start_run(plane)]
+    first, first_message = await deliveries.take()
+    runs.append(start_run(plane))
+    second, second_message = await deliveries.take()
+    runs.append(start_run(plane))
+    third, third_message = await deliveries.take()
+    assert held.order == ["publish", "commit", "publish", "publish"]
+    assert len(plane.records.unstored) == 2
+    held.release.set()
+    for delivery, message in [(first, first_message), (second, second_message), (third, third_message)]:
+        await finish(delivery, message.task_id)
+    assert [(await run).result for run in runs] == ["done"] * 3
+    assert plane.records.unstored.stored_with_report == 2
+    assert [status for _, status in await feed(plane)] == ["queued", "completed", "completed", "completed"]
+    await deliveries.aclose()
+
+
+async def test_a_run_read_before_its_first_report_is_stored_alone_at_once_and_the_reader_waits(
+    server: tuple[Server, ControlPlane, MessageQueue], held: HeldCommits
+) -> None:
+    """An event report reads the task first: it has the record stored now (not after
+    ``STORE_WITHIN``) and waits for that commit; without the wait in
+    ``ControlPlaneRecords._load`` it would be dropped as a report of an unknown task."""
+    running, plane, worker = server
+    plane.records.unstored.within = 3600.0  # only the reader can have it stored
+    plane.records.unstored.min_waited_on = 1  # held though it is the only run
+    deliveries = Deliveries(worker)
+    run = start_run(plane)
+    delivery, message = await deliveries.take()
+    event = {"value": {"n": 1}, "type": "Progress", "qualified_name": "m.Progress"}
+    await worker.publish(
         topics.control_topic(DEPLOYMENT),
-        report(WorkerMessageKind.TASK_COMPLETED, message.task_id, 1, result="done"),
-        msg_id=final_msg_id(message.task_id),
+        report(WorkerMessageKind.TASK_EVENT, message.task_id, 1, event=event, event_index=0),
         key=message.task_id,
     )
+
+    async def committing() -> bool:
+        return held.order == ["publish", "commit"]
+
+    await eventually(committing, 10)
+    assert not run.done() and plane.records.tasks_being_stored == 1
+    held.release.set()
+    stream = plane.records.events_stream(message.task_id)
+
+    async def event_stored() -> bool:
+        return len(await running.store.read(stream)) == 1
+
+    await eventually(event_stored, 10)
+    await finish(delivery, message.task_id)
     assert (await run).result == "done"
-    assert held.order[:3] == ["publish", "build", "commit"]
+    assert [status for _, status in await feed(plane)] == ["queued", "running", "completed"]
     await deliveries.aclose()
 
 
@@ -158,6 +265,50 @@ async def test_a_run_whose_record_cannot_be_stored_is_taken_back_from_its_worker
         await delivery.ack()  # the message was taken back
     assert await running.store.get(f"{DEPLOYMENT}/tasks", message.task_id) is None
     assert plane.records.tasks_being_stored == 0
+    await deliveries.aclose()
+
+
+async def test_a_run_whose_record_cannot_be_stored_with_its_result_fails_and_is_not_kept(
+    server: tuple[Server, ControlPlane, MessageQueue], held: HeldCommits
+) -> None:
+    """The commit of the record with the result fails (a full disk): the record is tried alone,
+    fails too, and the caller hears of it; nothing is left held or half stored."""
+    running, plane, worker = server
+    plane.records.unstored.min_waited_on = 1  # held though it is the only run
+    deliveries = Deliveries(worker)
+    run = start_run(plane)
+    delivery, message = await deliveries.take()
+    await finish(delivery, message.task_id)
+
+    async def committing() -> bool:
+        return held.order == ["publish", "commit"]
+
+    await eventually(committing, 10)
+    held.fail = StateStoreError("the state store's disk is full: try again once there is room")
+    held.release.set()
+    with pytest.raises(StateStoreError, match="disk is full"):
+        await run
+    assert held.order == ["publish", "commit", "commit"]
+    assert await running.store.get(f"{DEPLOYMENT}/tasks", message.task_id) is None
+    assert (len(plane.records.unstored), plane.records.tasks_being_stored) == (0, 0)
+    await deliveries.aclose()
+
+
+async def test_runs_held_for_their_first_report_are_stored_when_the_server_stops(
+    server: tuple[Server, ControlPlane, MessageQueue],
+) -> None:
+    running, plane, worker = server
+    plane.records.unstored.within = 3600.0
+    plane.records.unstored.min_waited_on = 1  # held though it is the only run
+    deliveries = Deliveries(worker)
+    run = start_run(plane)
+    _, message = await deliveries.take()
+    await plane.close()
+    with pytest.raises(ShuttingDown):  # stored, then answered as every waiter is when the server stops
+        await asyncio.wait_for(run, 10)
+    stored = await running.store.get(f"{DEPLOYMENT}/tasks", message.task_id)
+    assert stored is not None and b'"dispatched":true' in stored.value
+    assert len(plane.records.unstored) == 0
     await deliveries.aclose()
 
 
