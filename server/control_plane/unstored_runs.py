@@ -52,7 +52,7 @@ class UnstoredRuns:
         self._runs: dict[str, _Unstored] = {}
         self._storing: set[asyncio.Task[None]] = set()
         self.stored_with_report = 0
-        """Runs whose record went in one commit with their first report (for tests and health)."""
+        """Runs whose record went in one commit with their first report (for tests)."""
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -69,8 +69,8 @@ class UnstoredRuns:
     def worth_holding(self) -> bool:
         """Whether a run handed out now should wait for its first report: when other runs are
         waited on, the server is busy and a commit less pays; alone, its record is stored while
-        its worker runs it, off the round trip's path (held, a sequential workflow echo measured
-        2-10 % slower; point 32)."""
+        its worker runs it, off the round trip's path, so holding it would buy nothing and only
+        widen the time a crash loses it in (point 32)."""
         return self.waited_on >= self.min_waited_on
 
     def hold(self, task: StoredTask, store_alone: StoreAlone) -> asyncio.Future[None]:
