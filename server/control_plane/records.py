@@ -34,18 +34,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from llamactl.server.control_plane.changes import ChangeFeed
 from llamactl.server.control_plane.contexts import SessionContexts
 from llamactl.server.control_plane.record_cache import RecordCache
-from llamactl.server.control_plane.stored import Page, SessionRecord, StoredTask, changed_index, task_filter
+from llamactl.server.control_plane.session_records import SessionRecords, dump
+from llamactl.server.control_plane.stored import Page, StoredTask, changed_index, task_filter
 from llamactl.server.control_plane.unstored_runs import UnstoredRuns
-from llamactl.server.errors import SessionNotFound, StateStoreError, TaskNotFound
+from llamactl.server.errors import StateStoreError, TaskNotFound
 from llamactl.server.protocol import TaskResume
 from llamactl.server.state.base import Append, Cas, Delete, DeleteLog, Put, StateStore, Versioned, Write
 from llamactl.server.types import TaskStatus
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 _MAX_CAS_RETRIES = 100
 TASK_CACHE = 4096
 TASK_CACHE_BYTES = 64 << 20
-SESSION_TASKS_SHOWN = 1000
 """At most this many task ids in a SessionDefinition (the newest ones)."""
 
 Extra = Callable[["StoredTask"], Sequence[Write]]
@@ -68,7 +67,7 @@ class ExtraConflict(Exception):
     hold (another writer changed that record): nothing was stored."""
 
 
-class ControlPlaneRecords:
+class ControlPlaneRecords(SessionRecords):
     """Typed access to one deployment's records in a StateStore."""
 
     def __init__(self, store: StateStore, deployment: str, changes: ChangeFeed) -> None:
@@ -281,6 +280,11 @@ class ControlPlaneRecords:
             data["waiting_for_answer"] = True
         return self.changes.entry("task.status", data)
 
+    def task_write(self, task: StoredTask, version: int | None) -> Cas:
+        """Write a task record at ``version`` (None: create it, with its index)."""
+        index = task.index() if version is None else None
+        return Cas(self.tasks_ns, task.task_id, dump(task), version, index)
+
     async def transition(
         self,
         task_id: str,
@@ -314,7 +318,7 @@ class ControlPlaneRecords:
                 return cached[0].clone(), False
             writes: list[Write] = [*(extra(task) if extra else ())]
             at = len(writes)
-            value = _dump(task)
+            value = dump(task)
             writes.append(Cas(self.tasks_ns, task_id, value, version, changed_index(cached[0], task)))
             if feed:
                 writes.append(self.status_change(task))
@@ -348,7 +352,7 @@ class ControlPlaneRecords:
             return None
         writes: list[Write] = [*(extra(task) if extra else ())]
         at = len(writes)
-        value = _dump(task)
+        value = dump(task)
         writes.append(Cas(self.tasks_ns, task_id, value, None, task.index()))
         if feed:
             writes.append(self.status_change(task))
@@ -383,99 +387,6 @@ class ControlPlaneRecords:
         for session_id in sessions:
             self.contexts.forget(session_id)
 
-    # --- sessions ----------------------------------------------------------------------------
-
-    async def create_session(self, session_id: str) -> tuple[SessionRecord, bool]:
-        """Create the session if it does not exist; return it and whether it was created."""
-        record = SessionRecord(session_id=session_id, created_at=time.time())
-        result = await self.store.commit(
-            [
-                Cas(self.sessions_ns, session_id, _dump(record), None, record.index()),
-                self.changes.entry("session.created", {"session_id": session_id}),
-            ]
-        )
-        if result.ok:
-            self.contexts.remember(session_id, None, 0)
-            return record, True
-        return await self.get_session(session_id), False
-
-    async def find_session(self, session_id: str) -> SessionRecord | None:
-        found = await self.find_session_versioned(session_id)
-        return None if found is None else found[0]
-
-    async def find_session_versioned(self, session_id: str) -> tuple[SessionRecord, int] | None:
-        found = await self.store.get(self.sessions_ns, session_id)
-        if found is None:
-            return None
-        try:
-            return SessionRecord.model_validate_json(found.value), found.version
-        except (ValidationError, ValueError) as exc:
-            self.unreadable += 1
-            log.error("%s: session record %r cannot be read: %s", self.deployment, session_id, exc)
-            return SessionRecord(session_id=session_id), found.version
-
-    async def find_sessions(self, session_ids: Iterable[str]) -> list[SessionRecord]:
-        """The sessions of these ids that exist, read together (an unreadable one logged, skipped)."""
-        found = await self.store.get_many(self.sessions_ns, list(session_ids))
-        records = []
-        for session_id, stored in found.items():
-            try:
-                records.append(SessionRecord.model_validate_json(stored.value))
-            except (ValidationError, ValueError) as exc:
-                self.unreadable += 1
-                log.error("%s: session record %r cannot be read: %s", self.deployment, session_id, exc)
-        return records
-
-    def session_write(self, record: SessionRecord, version: int | None) -> Cas:
-        """Write a session record at ``version`` (None: create it)."""
-        return Cas(self.sessions_ns, record.session_id, _dump(record), version, record.index())
-
-    def task_write(self, task: StoredTask, version: int | None) -> Cas:
-        """Write a task record at ``version`` (None: create it, with its index)."""
-        index = task.index() if version is None else None
-        return Cas(self.tasks_ns, task.task_id, _dump(task), version, index)
-
-    async def get_session(self, session_id: str) -> SessionRecord:
-        record = await self.find_session(session_id)
-        if record is None:
-            raise SessionNotFound(session_id, self.deployment)
-        return record
-
-    async def session_task_ids(self, session_id: str, limit: int = SESSION_TASKS_SHOWN) -> list[str]:
-        """The ids of the session's newest tasks (up to ``limit``), oldest first."""
-        rows = await self.store.query(self.tasks_ns, "session", session_id, limit=limit, descending=True)
-        return [key for key, _, _ in reversed(rows)]
-
-    async def list_sessions(
-        self, *, limit: int = 100, cursor: str | None = None, descending: bool = False
-    ) -> Page:
-        """Sessions in creation order (``descending``: newest first), a page at a time."""
-        rows = await self.store.query(
-            self.sessions_ns, "all", "", after=cursor, limit=limit, descending=descending
-        )
-        items: list[SessionRecord] = []
-        for key, found, _ in rows:
-            try:
-                items.append(SessionRecord.model_validate_json(found.value))
-            except (ValidationError, ValueError):
-                self.unreadable += 1
-                items.append(SessionRecord(session_id=key))
-        return Page(items=items, next_cursor=rows[-1][2] if len(rows) == limit else None)
-
-    async def count_sessions(self) -> int:
-        return (await self.store.count(self.sessions_ns, "all")).get("", 0)
-
-    async def delete_session(self, session_id: str) -> None:
-        await self.get_session(session_id)
-        await self.store.commit(
-            [
-                Delete(self.sessions_ns, session_id),
-                self.contexts.delete(session_id),
-                self.changes.entry("session.deleted", {"session_id": session_id}),
-            ]
-        )
-        self.contexts.forget(session_id)
-
     # --- resume points and orphan Contexts ---------------------------------------------------
 
     async def get_resume(self, task_id: str) -> TaskResume | None:
@@ -498,7 +409,3 @@ class ControlPlaneRecords:
         if await self.store.get(self.sessions_ns, session_id) is None:
             await self.store.delete(self.contexts.ns, session_id)
             self.contexts.forget(session_id)
-
-
-def _dump(model: BaseModel) -> bytes:
-    return model.model_dump_json().encode()

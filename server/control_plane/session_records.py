@@ -1,0 +1,123 @@
+"""The control plane's session records (ns ``<deployment>/sessions``; see ``records.py``): made,
+read, listed, counted and deleted, each with its change-feed entry where it changes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from pydantic import BaseModel, ValidationError
+
+from llamactl.server.control_plane.changes import ChangeFeed
+from llamactl.server.control_plane.contexts import SessionContexts
+from llamactl.server.control_plane.stored import Page, SessionRecord
+from llamactl.server.errors import SessionNotFound
+from llamactl.server.state.base import Cas, Delete, StateStore
+
+__all__ = ["SESSION_TASKS_SHOWN", "SessionRecords", "dump"]
+
+log = logging.getLogger("llamactl.server.control_plane.records")
+
+SESSION_TASKS_SHOWN = 1000
+
+
+def dump(model: BaseModel) -> bytes:
+    """A record as it is stored."""
+    return model.model_dump_json().encode()
+
+
+class SessionRecords:
+    """The session half of :class:`~llamactl.server.control_plane.records.ControlPlaneRecords`."""
+
+    store: StateStore
+    deployment: str
+    changes: ChangeFeed
+    contexts: SessionContexts
+    sessions_ns: str
+    tasks_ns: str
+    unreadable: int
+
+    async def create_session(self, session_id: str) -> tuple[SessionRecord, bool]:
+        """Create the session if it does not exist; return it and whether it was created."""
+        record = SessionRecord(session_id=session_id, created_at=time.time())
+        result = await self.store.commit(
+            [
+                Cas(self.sessions_ns, session_id, dump(record), None, record.index()),
+                self.changes.entry("session.created", {"session_id": session_id}),
+            ]
+        )
+        if result.ok:
+            self.contexts.remember(session_id, None, 0)
+            return record, True
+        return await self.get_session(session_id), False
+
+    async def find_session(self, session_id: str) -> SessionRecord | None:
+        found = await self.find_session_versioned(session_id)
+        return None if found is None else found[0]
+
+    async def find_session_versioned(self, session_id: str) -> tuple[SessionRecord, int] | None:
+        found = await self.store.get(self.sessions_ns, session_id)
+        if found is None:
+            return None
+        record = self._parse_session(session_id, found.value)
+        return (SessionRecord(session_id=session_id) if record is None else record), found.version
+
+    async def find_sessions(self, session_ids: Iterable[str]) -> list[SessionRecord]:
+        """The sessions of these ids that exist, read together (an unreadable one logged, skipped)."""
+        found = await self.store.get_many(self.sessions_ns, list(session_ids))
+        parsed = (self._parse_session(session_id, stored.value) for session_id, stored in found.items())
+        return [record for record in parsed if record is not None]
+
+    def _parse_session(self, session_id: str, raw: bytes) -> SessionRecord | None:
+        try:
+            return SessionRecord.model_validate_json(raw)
+        except (ValidationError, ValueError) as exc:
+            self.unreadable += 1
+            log.error("%s: session record %r cannot be read: %s", self.deployment, session_id, exc)
+            return None
+
+    def session_write(self, record: SessionRecord, version: int | None) -> Cas:
+        """Write a session record at ``version`` (None: create it)."""
+        return Cas(self.sessions_ns, record.session_id, dump(record), version, record.index())
+
+    async def get_session(self, session_id: str) -> SessionRecord:
+        record = await self.find_session(session_id)
+        if record is None:
+            raise SessionNotFound(session_id, self.deployment)
+        return record
+
+    async def session_task_ids(self, session_id: str, limit: int = SESSION_TASKS_SHOWN) -> list[str]:
+        """The ids of the session's newest tasks (up to ``limit``), oldest first."""
+        rows = await self.store.query(self.tasks_ns, "session", session_id, limit=limit, descending=True)
+        return [key for key, _, _ in reversed(rows)]
+
+    async def list_sessions(
+        self, *, limit: int = 100, cursor: str | None = None, descending: bool = False
+    ) -> Page:
+        """Sessions in creation order (``descending``: newest first), a page at a time."""
+        rows = await self.store.query(
+            self.sessions_ns, "all", "", after=cursor, limit=limit, descending=descending
+        )
+        items: list[SessionRecord] = []
+        for key, found, _ in rows:
+            try:
+                items.append(SessionRecord.model_validate_json(found.value))
+            except (ValidationError, ValueError):
+                self.unreadable += 1
+                items.append(SessionRecord(session_id=key))
+        return Page(items=items, next_cursor=rows[-1][2] if len(rows) == limit else None)
+
+    async def count_sessions(self) -> int:
+        return (await self.store.count(self.sessions_ns, "all")).get("", 0)
+
+    async def delete_session(self, session_id: str) -> None:
+        await self.get_session(session_id)
+        await self.store.commit(
+            [
+                Delete(self.sessions_ns, session_id),
+                self.contexts.delete(session_id),
+                self.changes.entry("session.deleted", {"session_id": session_id}),
+            ]
+        )
+        self.contexts.forget(session_id)
