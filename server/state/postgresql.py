@@ -40,6 +40,7 @@ from llamactl.server.state._common import (
     read_waiting,
 )
 from llamactl.server.state._pg_faults import RETRIED, UNREACHABLE, reason, refused_for_now
+from llamactl.server.state._pg_listen import AppendNotices
 from llamactl.server.state._pg_ops import Connection
 from llamactl.server.state._pg_schema import channel_name, migrate
 from llamactl.server.state.base import (
@@ -101,17 +102,23 @@ class PostgreSQLStateStore(StateStore):
         # application_name shows whose connections these are in pg_stat_activity.
         self._settings = {"search_path": schema, "application_name": f"llamactl/{schema}"[:63]}
         self._pool: asyncpg.Pool | None = None
-        self._listener: asyncpg.Connection | None = None
-        self._relisten: asyncio.Task[None] | None = None
         self._folder: asyncio.Task[None] | None = None
         self._columns = ops.Columns()
         self._waiters = StreamWaiters()
-        self._append_listeners: builtins.list[Callable[[str], None]] = []
         self.conflicts = 0
         """Transactions PostgreSQL aborted to break a deadlock or a serialization conflict (and
         that were run again): each costs up to ``deadlock_timeout`` (1 s by default)."""
         self._closed = False
         self._reach = Reachability("state store", self._where, logger)
+        self._notices = AppendNotices(
+            dsn,
+            settings=self._settings,
+            channel=self._channel,
+            timeout=connect_timeout,
+            waiters=self._waiters,
+            reach=self._reach,
+            where=self._where,
+        )
 
     @property
     def outage(self) -> Outage | None:
@@ -157,7 +164,7 @@ class PostgreSQLStateStore(StateStore):
             raise self._error("cannot open the state store", exc) from exc
         self._pool = pool
         try:
-            await self._listen()
+            await self._notices.open()
         except BaseException:
             self._pool = None
             await pool.close()
@@ -170,14 +177,9 @@ class PostgreSQLStateStore(StateStore):
             return
         self._closed = True
         self._waiters.notify_all()
-        if self._relisten is not None:
-            await cancel_and_wait(self._relisten)
+        await self._notices.close()
         if self._folder is not None:
             await cancel_and_wait(self._folder)
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(*UNREACHABLE, asyncpg.PostgresError):
-                await listener.close(timeout=2)
         pool = self._pool
         if pool is not None:
             try:
@@ -188,56 +190,12 @@ class PostgreSQLStateStore(StateStore):
 
     # --- wake-ups ------------------------------------------------------------------------------
 
-    async def _listen(self) -> None:
-        async with asyncio.timeout(self._timeout):
-            listener = await asyncpg.connect(self._dsn, server_settings=self._settings)
-        await listener.add_listener(self._channel, self._notified)
-        listener.add_termination_listener(self._listener_lost)
-        self._listener = listener
-
     shared = True
 
     def add_append_listener(self, listener: Callable[[str], None]) -> Callable[[], None]:
         """Call ``listener(stream)`` for every append notified on the schema's channel (by any
         process, this one included); returns a function that removes it."""
-        self._append_listeners.append(listener)
-
-        def remove() -> None:
-            with contextlib.suppress(ValueError):
-                self._append_listeners.remove(listener)
-
-        return remove
-
-    def _notified(self, _conn: object, _pid: int, _channel: str, stream: object) -> None:
-        name = str(stream)
-        self._waiters.notify(name)
-        for listener in list(self._append_listeners):
-            try:
-                listener(name)
-            except Exception:
-                logger.exception("%s: an append listener failed", self._where)
-
-    def _listener_lost(self, _conn: object) -> None:
-        if self._closed:
-            return
-        self._listener = None
-        self._waiters.notify_all()  # they look again; appends meanwhile would not wake them
-        self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
-
-    async def _listen_again(self) -> None:
-        delay = 0.1
-        while not self._closed:
-            try:
-                await self._listen()
-            except (*UNREACHABLE, asyncpg.PostgresError) as exc:
-                # Said once for the whole outage (by the store's reachability), not every retry.
-                self._reach.unreachable(f"lost the LISTEN connection: {reason(exc)}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            else:
-                self._reach.answered()
-                self._waiters.notify_all()
-                return
+        return self._notices.add(listener)
 
     async def _fold_counts(self) -> None:
         """Keep the counters' deltas bounded: fold them every FOLD_EVERY seconds while open (an

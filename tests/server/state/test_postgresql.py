@@ -215,7 +215,7 @@ async def test_a_killed_listen_connection_is_opened_again_and_wakes_readers(pg: 
         assert killed >= 1
         # Once the store listens again, another store's append wakes a reader of this one.
         async with asyncio.timeout(15):
-            while store._listener is None or store._listener.is_closed():  # noqa: ASYNC110
+            while not store._notices.listening:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)  # polls a private field: no event to wait on
         reader = asyncio.create_task(store.read("s", 0, wait=30))
         await asyncio.sleep(0.2)
