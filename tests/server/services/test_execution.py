@@ -80,9 +80,8 @@ async def test_an_input_s_own_run_id_wins_over_the_one_given(load: Any) -> None:
 async def test_a_workflow_s_steps_are_looked_up_once_not_on_every_run(
     load: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``workflows`` 2.x looks an instance's steps up with inspect.getmembers several times per
-    run (a sixth of a worker's CPU per echo task); the adapter asks it once. 1.x gives no way to
-    tell that a step was added to the class later, so there the library's lookup is left alone."""
+    """``workflows`` looks an instance's steps up with inspect.getmembers several times per run
+    (a sixth of a worker's CPU per echo task on 2.x, 4 % on 1.x); the adapter asks it once."""
     lookups: list[object] = []
     real = workflows.workflow.get_steps_from_instance
 
@@ -98,10 +97,7 @@ async def test_a_workflow_s_steps_are_looked_up_once_not_on_every_run(
         outcome = await run(runnable, context=context)
         assert (outcome.kind, outcome.result["count"]) == (COMPLETED, n)
         context = outcome.context
-    if hasattr(workflows.Workflow, "_step_functions_version"):
-        assert len(lookups) == 1
-    else:
-        assert len(lookups) >= 3, "workflows 1.x: the steps are looked up on each run"
+    assert len(lookups) == 1
 
 
 async def test_a_step_added_to_the_workflow_class_later_is_seen(load: Any) -> None:
