@@ -212,11 +212,12 @@ def _remember_steps(workflow: Workflow) -> None:
     """Look the workflow's steps up once, not on every run.
 
     ``workflows`` finds an instance's steps with ``inspect.getmembers`` each time it asks, several
-    times per run: a sixth of a worker's CPU per echo task on 2.x, 4 % of it on 1.x. A step is a
-    method of the class or a function added with ``add_step``, so the lookup is done again when
-    the class's added steps change: 2.x bumps the class's ``_step_functions_version``; 1.x only
-    adds to the class's ``_step_functions`` (a step's name is refused once taken), so there the
-    names added so far tell it. A ``workflows`` with neither is left as is.
+    times per run: a sixth of a worker's CPU per echo task on 2.x, a quarter of a run's in place on
+    1.x (three lookups). A step is a method of the class or a function added with ``add_step``,
+    so the lookup is done again when the class's added steps change: 2.x bumps the class's
+    ``_step_functions_version``; 1.x only adds to the class's ``_step_functions`` (a step's name
+    is refused once taken), so there the names added so far tell it. A ``workflows`` with neither
+    is left as is.
     """
     lookup = getattr(workflow, "_get_steps", None)
     cls = type(workflow)
