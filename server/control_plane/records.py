@@ -103,12 +103,7 @@ class ControlPlaneRecords(SessionRecords):
         self._tasks.put(task.task_id, (task, version), size)
 
     def _parse(self, key: str, raw: bytes) -> StoredTask | None:
-        try:
-            return StoredTask.model_validate_json(raw)
-        except (ValidationError, ValueError) as exc:
-            self.unreadable += 1
-            log.error("%s: task record %r cannot be read, skipping it: %s", self.deployment, key, exc)
-            return None
+        return self._parsed(StoredTask, "task", key, raw)
 
     @contextlib.contextmanager
     def storing(self, task_id: str) -> Iterator[None]:

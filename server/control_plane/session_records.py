@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -18,6 +19,8 @@ from llamactl.server.state.base import Cas, Delete, StateStore
 __all__ = ["SESSION_TASKS_SHOWN", "SessionRecords", "dump"]
 
 log = logging.getLogger("llamactl.server.control_plane.records")
+
+M = TypeVar("M", bound=BaseModel)
 
 SESSION_TASKS_SHOWN = 1000
 
@@ -70,11 +73,15 @@ class SessionRecords:
         return [record for record in parsed if record is not None]
 
     def _parse_session(self, session_id: str, raw: bytes) -> SessionRecord | None:
+        return self._parsed(SessionRecord, "session", session_id, raw)
+
+    def _parsed(self, model: type[M], kind: str, key: str, raw: bytes) -> M | None:
+        """``raw`` as a ``model`` record, or None (counted and logged) when it cannot be read."""
         try:
-            return SessionRecord.model_validate_json(raw)
+            return model.model_validate_json(raw)
         except (ValidationError, ValueError) as exc:
             self.unreadable += 1
-            log.error("%s: session record %r cannot be read: %s", self.deployment, session_id, exc)
+            log.error("%s: %s record %r cannot be read, skipping it: %s", self.deployment, kind, key, exc)
             return None
 
     def session_write(self, record: SessionRecord, version: int | None) -> Cas:
