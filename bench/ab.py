@@ -15,8 +15,12 @@ beside the overall one.
 
 Printed per client count: each side's median rate, p50 and server CPU per task (server and
 workers), the median of the B/A ratios with their interquartile range and how many B bursts were
-ahead, and the machine's context switches and IPIs per task (counts, not timings: what a change
-of wake-ups does shows there even when the rate hides it in noise). A checkout is a folder with
+ahead, the machine's context switches and IPIs per task (counts, not timings: what a change
+of wake-ups does shows there even when the rate hides it in noise), and where each side's CPU per
+task went: the server's event loop thread, its other threads, its workers, and the load client
+(medians; /proc counts in clock ticks, so a one-second burst resolves a few microseconds per
+task). A sequential task costs about the sum of the four, since nothing on its path waits on
+anything but CPU (bench/README.md, point 14). A checkout is a folder with
 llamactl's sources (``git worktree add /tmp/before HEAD~1`` makes one); it is run with this
 Python through ``PYTHONPATH``, like the anchor's second environment.
 """
@@ -27,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -79,6 +84,14 @@ class Burst:
     """The machine's context switches per task."""
     ipis: float
     """The machine's IPIs per task."""
+    loop_ms: float = math.nan
+    """Of ``cpu_ms``: the server's main thread (its event loop)."""
+    threads_ms: float = math.nan
+    """Of ``cpu_ms``: the server's other threads (WAL checkpoints, ZeroMQ's I/O threads)."""
+    workers_ms: float = math.nan
+    """Of ``cpu_ms``: the workers (every process the server started)."""
+    client_ms: float = math.nan
+    """The load client's own CPU per task (not in ``cpu_ms``)."""
 
 
 @dataclass(slots=True)
@@ -137,7 +150,30 @@ class Comparison:
         if len(self.servers) > 1:
             each = ", ".join(f"{r:.3f}" for r in self.per_servers())
             lines.append(f"  B/A rate of each pair of servers: {each}")
+        if split := self._split():
+            lines.append(f"  CPU per task in ms, A -> B: {split}")
         return lines
+
+    def _split(self) -> str:
+        """Where each side's CPU per task went (medians), or "" when it was not measured."""
+        parts = []
+        for attr, name in _SPLIT:
+            a, b = (
+                median_of([getattr(x, attr) for x in self.a]),
+                median_of([getattr(x, attr) for x in self.b]),
+            )
+            if math.isnan(a) or math.isnan(b):
+                return ""
+            parts.append(f"{name} {a:.3f} -> {b:.3f}")
+        return ", ".join(parts)
+
+
+_SPLIT = (
+    ("loop_ms", "server loop"),
+    ("threads_ms", "its other threads"),
+    ("workers_ms", "workers"),
+    ("client_ms", "load client"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,12 +226,18 @@ async def burst(server: Target, clients: int, seconds: float) -> Burst:
         raise RuntimeError(
             f"a burst of {clients} clients got {n} answers and {result.errors} errors: {result.first_error}"
         )
+    split = result.server_split
+    per_task = 1000 / n
     return Burst(
         rate=n / result.elapsed,
         p50_ms=statistics.median(result.latencies) * 1000,
-        cpu_ms=result.server_cpu / n * 1000,
+        cpu_ms=result.server_cpu * per_task,
         switches=(after.switches - before.switches) / n,
         ipis=(after.ipis - before.ipis) / n,
+        loop_ms=split.loop * per_task if split else math.nan,
+        threads_ms=split.threads * per_task if split else math.nan,
+        workers_ms=split.workers * per_task if split else math.nan,
+        client_ms=result.client_cpu * per_task,
     )
 
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench.http_client import HttpConnection, HttpError
-from bench.procfs import machine_cpu, tree_usage
+from bench.procfs import CpuSplit, cpu_split, machine_cpu
 from bench.stats import Summary, summarize
 
 __all__ = ["LoadResult", "LoadSpec", "run_load", "run_load_processes"]
@@ -52,6 +52,8 @@ class LoadResult:
     first_error: str | None = None
     server_cpu: float = math.nan
     """CPU seconds used by ``server_pid`` and its descendants during the window."""
+    server_split: CpuSplit | None = None
+    """``server_cpu`` split into the server's event loop, its other threads and each worker."""
     machine_busy: float = math.nan
     """CPU seconds used by the whole machine during the window."""
     steal: float = math.nan
@@ -83,6 +85,7 @@ class LoadResult:
         self.first_error = self.first_error or other.first_error
         # Every process measured the same server over the same window.
         self.server_cpu = other.server_cpu if math.isnan(self.server_cpu) else self.server_cpu
+        self.server_split = self.server_split or other.server_split
         self.machine_busy = other.machine_busy if math.isnan(self.machine_busy) else self.machine_busy
         self.steal = other.steal if math.isnan(self.steal) else self.steal
 
@@ -126,7 +129,7 @@ async def run_load(spec: LoadSpec, start_at: float | None = None) -> LoadResult:
     if spec.warmup > 0:
         await asyncio.sleep(spec.warmup)
         phase[0] = 1
-    server0 = tree_usage(spec.server_pid).cpu_seconds if spec.server_pid else math.nan
+    server0 = cpu_split(spec.server_pid) if spec.server_pid else None
     machine0 = machine_cpu()
     cpu0, t0 = time.process_time(), time.perf_counter()
     await asyncio.sleep(spec.duration)
@@ -134,8 +137,9 @@ async def run_load(spec: LoadSpec, start_at: float | None = None) -> LoadResult:
     result.elapsed = time.perf_counter() - t0
     result.client_cpu = time.process_time() - cpu0
     machine1 = machine_cpu()
-    if spec.server_pid:
-        result.server_cpu = tree_usage(spec.server_pid).cpu_seconds - server0
+    if spec.server_pid and server0 is not None:
+        split = result.server_split = cpu_split(spec.server_pid) - server0
+        result.server_cpu = split.process + split.workers
     result.machine_busy = machine1.busy - machine0.busy
     result.steal = machine1.steal - machine0.steal
     await asyncio.gather(*tasks)

@@ -30,6 +30,20 @@ def test_each_b_burst_is_compared_with_the_a_burst_beside_it() -> None:
     assert "p50 0.909" in lines[3] and "CPU per task 1.000" in lines[3]
 
 
+def test_where_the_cpu_went_is_reported_when_it_was_measured() -> None:
+    def split(loop: float) -> Burst:
+        return Burst(100, 10, 1, 20, 5, loop_ms=loop, threads_ms=0.02, workers_ms=0.2, client_ms=0.1)
+
+    lines = Comparison(1, a=[split(0.8), split(0.7), split(0.9)], b=[split(0.6)] * 3).report()
+    assert lines[-1] == (
+        "  CPU per task in ms, A -> B: server loop 0.800 -> 0.600, its other threads 0.020 -> 0.020, "
+        "workers 0.200 -> 0.200, load client 0.100 -> 0.100"
+    )
+    assert not any(
+        "CPU per task in ms" in line for line in Comparison(1, a=[_burst(1)], b=[_burst(1)]).report()
+    )
+
+
 def test_one_pair_is_reported_too() -> None:
     lines = Comparison(1, a=[_burst(100)], b=[_burst(50)]).report()
     assert lines[0] == "1 client:"
@@ -88,6 +102,15 @@ def test_a_short_run_of_this_checkout_against_itself(capsys: pytest.CaptureFixtu
     assert len(ratios) == 2 and all(float(r) > 0 for r, _ in ratios), out
     each = re.findall(r"B/A rate of each pair of servers: (\d+\.\d+), (\d+\.\d+)", out)
     assert len(each) == 2, out  # a burst from each pair, at each client count
+    number = r"(\d+\.\d{3}) -> (\d+\.\d{3})"
+    split = re.findall(
+        rf"CPU per task in ms, A -> B: server loop {number}, its other threads {number}, "
+        rf"workers {number}, load client {number}",
+        out,
+    )
+    assert len(split) == 2, out
+    for loop_a, loop_b, _, _, workers_a, workers_b, client_a, client_b in split:
+        assert all(float(v) > 0 for v in (loop_a, loop_b, workers_a, workers_b, client_a, client_b)), out
 
 
 def test_events_go_with_the_streaming_service_only(capsys: pytest.CaptureFixture[str]) -> None:
