@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.cached_env import byte_compile
 from bench.http_client import HttpConnection, HttpError, build_request
 from bench.procfs import machine_cpu, tree_usage
 from bench.report import Figure, render_json, render_table
@@ -336,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts, as_json = parse_args(argv)
     import uvloop  # noqa: PLC0415
 
+    byte_compile()
     got = uvloop.run(measure_reload(opts))
     rows = figures(opts, got)
     if as_json:

@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench.cached_env import byte_compile
 from bench.measure import Throughput, help_seconds
 from bench.reload import ReloadOptions, measure_reload
 from bench.reload import figures as reload_figures
@@ -520,6 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts = parse_args(argv)
     import uvloop  # noqa: PLC0415
 
+    byte_compile()
     result = uvloop.run(run(opts))
     if opts.json:
         print(render_json(result.figures, result.details(opts)))
