@@ -17,9 +17,10 @@ and by how long nothing ran at all, over windows of :data:`WINDOW` seconds:
 * busy at least :data:`BUSY` of the time tasks ran, and nothing running :data:`STARVED` of the
   window or more: waves, or too few tasks to bridge the server's turn between a result and the
   next delivery. The limit goes down to three quarters of the most that ran, not below
-  :data:`FLOOR`, and stays down only if the time with nothing running falls to
-  :data:`PROBE_GAIN` of what it was at the limit before; else that limit comes back and no probe
-  is tried for :data:`PROBE_HOLD` seconds. Fewer at once end the waves; too few starve the
+  :data:`FLOOR` (and not at all when that is no fewer than ran: it would change nothing), and
+  stays down only if the time with nothing running falls to :data:`PROBE_GAIN` of what it was
+  at the limit before; else that limit comes back and no probe is tried for
+  :data:`PROBE_HOLD` seconds. Fewer at once end the waves; too few starve the
   worker more, not less (the workflow echo at 32 clients went down to 4 at once, starved 9-20 %
   of each window against 6-8 % at 13, and ran 0.87x as fast as with 12). So after a step down
   that did not pay, or at the floor, the next probe tries half as many more instead (while every
@@ -280,7 +281,9 @@ class AdaptiveLimit:
                 more = min(self.maximum, limit * 3 // 2)
                 up = more > limit and self._full and (self._try_more or lower >= limit)
                 target = more if up else lower
-                if target != limit:
+                # A lower limit not below the most that ran changes nothing: no probe, and no
+                # hold after it (one task at a time held every probe back into the next load).
+                if target != limit and (up or lower < self._peak):
                     self._probe = _Probe(limit, now + self._probe_time(mean), starved=starved_before)
                     limit = target
         elif share < IDLE and self._full:
@@ -290,7 +293,7 @@ class AdaptiveLimit:
         elif (
             share >= BUSY
             and mean is not None
-            and lower < limit
+            and lower < min(limit, self._peak)
             and self._may_probe(now)
             and windows_before > STARVED_WINDOWS
         ):

@@ -329,3 +329,21 @@ def test_the_busy_clock_counts_work_on_the_thread() -> None:
     assert 0.02 - 0.005 <= busy <= wall + 0.005, (busy, wall)
     clock.close()
     assert clock() >= 0  # falls back to the thread's CPU time
+
+
+async def test_one_task_at_a_time_tries_no_lower_limit_and_holds_back_no_probe() -> None:
+    """One task at a time waits for the server between tasks (a sequential client), which reads
+    as waves; a lower limit could not change that. Tried anyway, it went back and held every
+    probe back for two seconds, into the load that came next: eight clients after one ran two
+    seconds at 64 at once (the anchor's 8-client figure, measured in those seconds)."""
+    clocks = Clocks()
+    limit = limiter(clocks)
+    seen = []
+    for _ in range(12):  # one client: a task computes 30 ms, then the worker waits as long
+        await wave(limit, clocks, 1, lambda at_once: 0.5)
+        seen.append(limit.limit)
+    assert seen == [64] * 12
+    started = clocks.wall
+    while clocks.wall - started < 0.5:  # then eight clients, in waves
+        await wave(limit, clocks, 8)
+    assert limit.limit < 8
