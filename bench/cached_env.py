@@ -97,8 +97,8 @@ def byte_compile(checkout: Path = REPO_ROOT) -> None:
 
     Figures of a start (start to ready, ``--help``, a reload's new workers) would otherwise
     include compiling ~170 modules in the server and ~60 in each worker anew at every start
-    wherever ``PYTHONDONTWRITEBYTECODE`` is set (this project's machines set it): 1.06-1.44 s
-    to the Listening line instead of 0.78-0.83 (bench/README.md, point 35). Llama Deploy's
+    wherever ``PYTHONDONTWRITEBYTECODE`` is set (this project's machines set it): 1.06-1.21 s
+    to the Listening line instead of 0.82-0.94 (bench/README.md, point 35). Llama Deploy's
     environment, installed by pip, has its bytecode.
     """
     for folder in ("llamactl", "server", "tui"):  # llamactl/server and llamactl/tui link to the others
