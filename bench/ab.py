@@ -158,10 +158,8 @@ class Comparison:
         """Where each side's CPU per task went (medians), or "" when it was not measured."""
         parts = []
         for attr, name in _SPLIT:
-            a, b = (
-                median_of([getattr(x, attr) for x in self.a]),
-                median_of([getattr(x, attr) for x in self.b]),
-            )
+            a = median_of([getattr(x, attr) for x in self.a])
+            b = median_of([getattr(x, attr) for x in self.b])
             if math.isnan(a) or math.isnan(b):
                 return ""
             parts.append(f"{name} {a:.3f} -> {b:.3f}")

@@ -137,7 +137,7 @@ async def run_load(spec: LoadSpec, start_at: float | None = None) -> LoadResult:
     result.elapsed = time.perf_counter() - t0
     result.client_cpu = time.process_time() - cpu0
     machine1 = machine_cpu()
-    if spec.server_pid and server0 is not None:
+    if server0 is not None:
         split = result.server_split = cpu_split(spec.server_pid) - server0
         result.server_cpu = split.process + split.workers
     result.machine_busy = machine1.busy - machine0.busy
