@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import typer
 
@@ -184,7 +184,7 @@ def check_services(config: DeploymentConfig) -> list[ServiceCheck]:
 
 def _check(config: DeploymentConfig, service_id: str) -> ServiceCheck:
     from llamactl.server.errors import WorkflowLoadError
-    from llamactl.server.services.adapters import FunctionRunnable, WorkflowRunnable, adapt
+    from llamactl.server.services.adapters import FunctionRunnable, adapt
     from llamactl.server.services.loader import load_target
 
     import_path = config.service(service_id).import_path
@@ -201,11 +201,13 @@ def _check(config: DeploymentConfig, service_id: str) -> ServiceCheck:
             raise
         except Exception as exc:  # e.g. a Workflow that rejects its own definition when adapted
             raise WorkflowLoadError(f"{label}: {type(exc).__name__}: {exc}") from exc
-    if isinstance(runnable, WorkflowRunnable):
-        kind, target = "workflow", type(runnable.workflow).__name__
-    elif isinstance(runnable, FunctionRunnable):
+    if isinstance(runnable, FunctionRunnable):
         kind = runnable.kind.replace("_", " ")
         target = getattr(runnable.fn, "__qualname__", import_path.rpartition(":")[2])
+    elif runnable.kind == "workflow":  # its target loaded `workflows`: importing this costs nothing
+        from llamactl.server.services.workflow_runs import WorkflowRunnable
+
+        kind, target = "workflow", type(cast(WorkflowRunnable, runnable).workflow).__name__
     else:
         kind, target = runnable.kind, import_path
     return ServiceCheck(service=service_id, ok=True, kind=kind, target=target)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 from pydantic import BaseModel
-from workflows.events import StopEvent
 
 from llamactl.server.errors import NotEncodable
 
@@ -78,7 +78,14 @@ def envelope(item: Any) -> dict[str, Any]:
     name (``dict``, ``str``, ...).
     """
     value = to_jsonable(item)
-    if isinstance(item, StopEvent) and isinstance(value, dict) and "result" not in value:
+    if _is_stop_event(item) and isinstance(value, dict) and "result" not in value:
         # workflows 1.x keeps a StopEvent's result in a private attribute, which model_dump leaves out
         value["result"] = to_jsonable(item.result)
     return {"value": value, "type": type(item).__name__, "qualified_name": qualified_name(item)}
+
+
+def _is_stop_event(item: Any) -> bool:
+    # Only a process that loaded ``workflows`` can hold a StopEvent; a function service's does not
+    # load it for this check.
+    events = sys.modules.get("workflows.events")
+    return events is not None and isinstance(item, events.StopEvent)

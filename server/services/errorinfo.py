@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import importlib
+import importlib.util
 import os
 import threading
 import traceback
 from pathlib import Path
-
-import workflows
 
 from llamactl.server.errors import exception_line as error_line
 
@@ -19,10 +18,11 @@ __all__ = ["error_line", "frame_locations", "traceback_summary"]
 # Frames inside these places are machinery, not the user's code: a traceback that only shows the
 # workflow runtime's control loop tells the user nothing about where their step failed.
 _MACHINERY = (
-    *(
-        str(Path(m.__file__).parent) + os.sep
-        for m in (asyncio, concurrent.futures, importlib, workflows)
-        if m.__file__
+    *(str(Path(m.__file__).parent) + os.sep for m in (asyncio, concurrent.futures, importlib) if m.__file__),
+    *(  # where ``workflows`` is, without importing it (a function service's worker does not)
+        str(Path(spec.origin).parent) + os.sep
+        for spec in [importlib.util.find_spec("workflows")]
+        if spec is not None and spec.origin
     ),
     str(Path(__file__).parent) + os.sep,
     threading.__file__ or "threading.py",

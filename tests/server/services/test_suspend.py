@@ -10,8 +10,9 @@ from workflows.context.serializers import JsonSerializer
 from workflows.events import HumanResponseEvent
 
 from llamactl.server.protocol import WorkerMessageKind
-from llamactl.server.services.adapters import Runnable, WorkflowRunnable
+from llamactl.server.services.adapters import Runnable
 from llamactl.server.services.execution import Suspend, TaskOutcome, execute
+from llamactl.server.services.workflow_runs import WorkflowRunnable
 
 from .harness import TaskIO
 
