@@ -41,6 +41,8 @@ class IndexedConnection(sqlite3.Connection):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.index_columns: dict[str, dict[str, int]] = {}
         self.log_heads: dict[str, int] = {}
+        self.savepoints = True
+        """Whether multi-statement writes run inside a savepoint (see ``_sqlite_ops._atomic``)."""
         self.data_version: int | None = None
         """``PRAGMA data_version`` when ``log_heads`` were last checked (it moves when another
         connection commits to the file, not when this one does)."""

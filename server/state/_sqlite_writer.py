@@ -132,6 +132,24 @@ class Writer:
             self._post(_settle, self.stopped, None, None)
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Op]) -> None:
+        """Run the batch in one transaction, first without savepoints; again with them, from a
+        rolled-back start, when a write needed one (``_sqlite_ops.RedoWithSavepoints``)."""
+        if not hasattr(conn, "savepoints"):
+            self._run_batch_once(conn, batch)
+            return
+        conn.savepoints = False
+        try:
+            self._run_batch_once(conn, batch)
+        except _sqlite_ops.RedoWithSavepoints:
+            _sqlite_ops.forget_after_rollback(conn)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.savepoints = True
+            self._run_batch_once(conn, batch)
+        finally:
+            conn.savepoints = True
+
+    def _run_batch_once(self, conn: sqlite3.Connection, batch: list[Op]) -> None:
         writes = any(op.write for op in batch)
         results: list[Result] = []
         try:
@@ -147,6 +165,8 @@ class Writer:
         for op in batch:
             try:
                 value = op.fn(conn, *op.args, **op.kwargs)
+            except _sqlite_ops.RedoWithSavepoints:
+                raise
             except sqlite3.Error as exc:
                 if not conn.in_transaction:
                     # SQLite rolled the whole transaction back (disk full, I/O error, ...):

@@ -328,3 +328,43 @@ async def test_a_failing_operation_does_not_fail_the_rest_of_its_batch(tmp_path:
         assert await last == 0
         assert await store.get("ns", "a") == Versioned(b"1", 1)
         assert await store.log_length("s") == 1
+
+
+async def test_a_batch_runs_without_savepoints_until_a_commit_fails_after_a_write(tmp_path: Path) -> None:
+    """Savepoints cost two statements per commit: a batch runs without them, and again with them,
+    from a rolled-back start, only when a commit failed after it had written something."""
+    statements: list[str] = []
+    async with SQLiteStateStore(tmp_path / "state.db", writer="inline") as store:
+        await store.put("ns", "k", b"v")
+        conn = store._writer._conn  # type: ignore[union-attr]
+        assert conn is not None
+        conn.set_trace_callback(statements.append)
+        ok = await asyncio.gather(
+            store.commit([Cas("ns", "a", b"1", None), Append("s", b"a")]),
+            store.commit([Cas("ns", "k", b"w", 1), Append("s", b"k")]),
+        )
+        assert [r.ok for r in ok] == [True, True]
+        assert not [s for s in statements if "SAVEPOINT" in s or "RELEASE" in s]
+
+        statements.clear()
+        first, late, early, last = await asyncio.gather(
+            store.commit([Cas("ns", "b", b"1", None), Append("s", b"b")]),
+            store.commit([Cas("ns", "c", b"1", None), Append("s", b"lost"), Cas("ns", "k", b"x", 1)]),
+            store.commit([Cas("ns", "k", b"y", 1), Append("s", b"early")]),  # fails first: nothing to undo
+            store.commit([Cas("ns", "d", b"1", None), Append("s", b"d")]),
+        )
+        assert (first.ok, late.ok, late.failed, early.ok, early.failed, last.ok) == (
+            True,
+            False,
+            2,
+            False,
+            0,
+            True,
+        )
+        assert statements.count("ROLLBACK") == 1  # the late failure's redo, once for the batch
+        assert any("SAVEPOINT" in s for s in statements)
+    async with SQLiteStateStore(tmp_path / "state.db") as store:
+        assert await store.get("ns", "c") is None
+        assert await store.get("ns", "k") == Versioned(b"w", 2)
+        assert [e.value for e in await store.read("s")] == [b"a", b"k", b"b", b"d"]
+        assert {k for k, _ in await store.list("ns")} == {"a", "b", "d", "k"}
