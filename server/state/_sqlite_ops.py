@@ -72,10 +72,9 @@ def _atomic(c: sqlite3.Connection) -> Iterator[None]:
         try:
             yield
         except BaseException as exc:
+            # Rolled back whole (disk full, I/O error), the batch fails, and the writer forgets.
             if c.total_changes != before and c.in_transaction:
                 raise RedoWithSavepoints() from exc
-            if c.total_changes != before:
-                forget_after_rollback(c)
             raise
         return
     c.execute("SAVEPOINT w")

@@ -23,6 +23,7 @@ from typing import Any
 from llamactl.server.errors import StateStoreDamaged, StateStoreError
 from llamactl.server.file_faults import way_out
 from llamactl.server.state import _sqlite_ops
+from llamactl.server.state._sqlite_index import IndexedConnection
 from llamactl.server.vanished_files import FileWatch
 from llamactl.server.wal_checkpointer import Checkpointer, open_checkpointer
 
@@ -134,7 +135,7 @@ class Writer:
     def _run_batch(self, conn: sqlite3.Connection, batch: list[Op]) -> None:
         """Run the batch in one transaction, first without savepoints; again with them, from a
         rolled-back start, when a write needed one (``_sqlite_ops.RedoWithSavepoints``)."""
-        if not hasattr(conn, "savepoints"):
+        if not isinstance(conn, IndexedConnection):
             self._run_batch_once(conn, batch)
             return
         conn.savepoints = False
