@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,15 +119,14 @@ def serve(
 
     from llamactl.cli.process import fast_loop_factory, prepare_process
     from llamactl.cli.serve_output import LEVELS, ServeOutput, logging_to
-    from llamactl.server.apiserver.policy import parse_size
     from llamactl.server.errors import (
         DeploymentConfigError,
-        InvalidRequest,
         LlamactlError,
         QueueConfigError,
         WorkflowLoadError,
     )
     from llamactl.server.file_faults import advice
+    from llamactl.server.sizes import parse_size
 
     level = LEVELS.get(log_level.lower())
     if level is None:
@@ -139,7 +139,8 @@ def serve(
         if not file.is_file():
             fail(f"no deployment file at {file}", "pass the path of a deployment.yml", ExitCode.USAGE)
     prepare_process()
-    output = ServeOutput(level=level, quiet=quiet, keys=_service_keys(files or []))
+    services = _rough_services(files or [])
+    output = ServeOutput(level=level, quiet=quiet, keys=list(services))
     try:
         options: dict[str, Any] = {
             "token": token or settings(ctx).token,
@@ -149,8 +150,8 @@ def serve(
             "deployments_roots": deployments_roots or [],
             "allow_install": allow_install,
         }
-    except InvalidRequest as exc:
-        fail(str(exc), None, ExitCode.USAGE)
+    except ValueError as exc:
+        fail(f"--max-body-size {exc}", None, ExitCode.USAGE)
     if access_log and not quiet:
         options["access_log"] = output.access
     try:
@@ -159,7 +160,17 @@ def serve(
             logging_to(output),
             asyncio.Runner(loop_factory=fast_loop_factory()) as runner,
         ):
-            runner.run(_serve(host, port, files or [], watch=watch, options=options, output=output))
+            runner.run(
+                _serve(
+                    host,
+                    port,
+                    files or [],
+                    watch=watch,
+                    options=options,
+                    output=output,
+                    workers_ahead=_workers_ahead(services.values()),
+                )
+            )
     except DeploymentConfigError as exc:
         fail(str(exc), "fix the file, then run the command again", ExitCode.CONFIG)
     except QueueConfigError as exc:
@@ -191,7 +202,46 @@ def serve(
 
 
 async def _serve(
-    host: str, port: int, files: list[Path], *, watch: bool, options: dict[str, Any], output: ServeOutput
+    host: str,
+    port: int,
+    files: list[Path],
+    *,
+    watch: bool,
+    options: dict[str, Any],
+    output: ServeOutput,
+    workers_ahead: int,
+) -> None:
+    import asyncio
+
+    from llamactl.server.services.command import prestart_template
+    from llamactl.server.supervisor import prestart
+
+    # First: the workers' interpreters import their runtime while this process imports the server.
+    await prestart.prestart(prestart_template(), workers_ahead, output=output.worker)
+    loop = asyncio.get_running_loop()
+    releasing: set[asyncio.Task[None]] = set()
+
+    def release_unused() -> None:  # once the deployments are up: the ones no replica took
+        releasing.add(loop.create_task(prestart.release()))
+
+    try:
+        await _serve_prestarted(
+            host, port, files, watch=watch, options=options, output=output, on_started=release_unused
+        )
+    finally:
+        await prestart.release()
+        await asyncio.gather(*releasing)
+
+
+async def _serve_prestarted(
+    host: str,
+    port: int,
+    files: list[Path],
+    *,
+    watch: bool,
+    options: dict[str, Any],
+    output: ServeOutput,
+    on_started: Callable[[], None],
 ) -> None:
     import asyncio
     import signal
@@ -219,7 +269,7 @@ async def _serve(
                 host=host,
                 port=port,
                 deployment_files=files,
-                on_ready=lambda url: _on_ready(url, output, empty=not files),
+                on_ready=lambda url: _on_ready(url, output, empty=not files, then=on_started),
                 on_event=output.event,
                 on_warning=output.warning,
                 on_drain=drain.update,
@@ -232,7 +282,8 @@ async def _serve(
             drain.end()
 
 
-def _on_ready(url: str, output: ServeOutput, *, empty: bool) -> None:
+def _on_ready(url: str, output: ServeOutput, *, empty: bool, then: Callable[[], None]) -> None:
+    then()
     output.line(f"Listening on {url}")
     if not output.quiet:
         output.line("Ready. Press Ctrl-C to stop.")
@@ -243,15 +294,33 @@ def _on_ready(url: str, output: ServeOutput, *, empty: bool) -> None:
             )
 
 
-def _service_keys(files: list[Path]) -> list[str]:
-    """``deployment/service`` of every service in ``files`` (read roughly: only to size a column)."""
+def _rough_services(files: list[Path]) -> dict[str, dict[str, Any]]:
+    """``deployment/service`` -> its settings, of every service in ``files``, read roughly: only
+    to size a column and guess how many workers to start ahead (the real load says what is wrong)."""
     import yaml
 
-    keys = []
+    services: dict[str, dict[str, Any]] = {}
     for file in files:
         try:
             data = yaml.safe_load(file.read_text(encoding="utf-8"))
-            keys += [f"{data['name']}/{service}" for service in data["services"]]
-        except Exception:  # the real load reports what is wrong
+            for service, values in data["services"].items():
+                services[f"{data['name']}/{service}"] = values if isinstance(values, dict) else {}
+        except Exception:
             continue
-    return keys
+    return services
+
+
+MAX_WORKERS_AHEAD = 8
+"""At most this many worker interpreters are started before the deployments are read."""
+
+
+def _workers_ahead(services: Iterable[dict[str, Any]]) -> int:
+    """How many workers to start ahead: the replicas of the services that run on our own
+    interpreter (one with python-dependencies gets its deployment's)."""
+    count = 0
+    for service in services:
+        if service.get("python-dependencies") or service.get("python_dependencies"):
+            continue
+        replicas = service.get("replicas", 1)
+        count += replicas if isinstance(replicas, int) and replicas >= 0 else 1
+    return min(count, MAX_WORKERS_AHEAD)

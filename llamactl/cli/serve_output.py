@@ -335,8 +335,6 @@ class DrainProgress:
 def logging_to(output: ServeOutput) -> Iterator[None]:
     """The server's own log records and deployment-file warnings go through ``output`` (the
     latter also when `--watch` reloads an edited file)."""
-    from llamactl.server.config import DeploymentConfigWarning
-
     root = logging.getLogger()
     handler = RecordHandler(output)
     saved_level, saved_show = root.level, warnings.showwarning
@@ -344,6 +342,9 @@ def logging_to(output: ServeOutput) -> Iterator[None]:
     root.setLevel(output.level)
 
     def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        # Imported here, not above: `serve` starts its workers before it imports the server.
+        from llamactl.server.config import DeploymentConfigWarning
+
         if isinstance(message, DeploymentConfigWarning):
             output.warning(str(message))
         else:

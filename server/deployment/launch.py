@@ -8,12 +8,12 @@ worker on another host runs exactly as one beside the server does.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from llamactl.server.config import DeploymentConfig, ServiceConfig
 from llamactl.server.errors import WorkflowLoadError
+from llamactl.server.services.command import SERVER_SECRETS, START_ENV, worker_command
 from llamactl.server.services.spec import WORKER_SPEC_ENV, WorkerSpec
 from llamactl.server.supervisor import ProcessSpec
 
@@ -23,9 +23,6 @@ QUEUE_HEARTBEAT = 1.0
 """Seconds between the message queue's heartbeats (a dead worker is noticed after about 3)."""
 REPORT_INTERVAL = 5.0
 """Seconds between a worker's status reports to the control plane (gone after 3 missed ones)."""
-
-SERVER_SECRETS = frozenset({"LLAMACTL_API_TOKEN"})
-"""The server's own secrets: user code in its workers never sees them."""
 
 
 def worker_spec(
@@ -69,11 +66,8 @@ def worker_process(spec: WorkerSpec, *, name: str, python: Path | None = None) -
     """
     return ProcessSpec(
         name=name,
-        argv=[str(python or sys.executable), "-P", "-m", "llamactl.server.services"],
-        # No .pyc of user code: CPython checks them by mtime in whole seconds and size, so a
-        # quick edit of the same length would load the old code after a reload.
-        # Unbuffered: what user code prints reaches the server's output as it happens.
-        env={WORKER_SPEC_ENV: spec.to_env(), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
+        argv=worker_command(python),
+        env={WORKER_SPEC_ENV: spec.to_env(), **START_ENV},
         cwd=Path(spec.source_dir),
         hidden_env=SERVER_SECRETS,
     )

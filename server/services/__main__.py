@@ -1,5 +1,8 @@
 """``python -P -m llamactl.server.services``: run one service worker from ``LLAMACTL_WORKER_SPEC``.
 
+Started ahead by ``llamactl serve`` (``LLAMACTL_PRESTARTED``), it imports what follows, then
+waits for its environment, spec included, on stdin (:mod:`llamactl.server.supervisor.prestart`).
+
 ``-P`` keeps the current folder (a service's source folder) off ``sys.path``: a user's own
 ``server.py`` or ``tui.py`` never shadows a module of ours, and ours never shadow theirs.
 """
@@ -20,6 +23,7 @@ from llamactl.server.services.process import EXIT_ESCAPED, configure_logging, ru
 from llamactl.server.services.spec import WorkerSpec
 from llamactl.server.stack_dumps import print_stacks_on_signal
 from llamactl.server.supervisor.exit_note import claim_exit_note, declare_exit
+from llamactl.server.supervisor.prestart import await_start
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -68,6 +72,8 @@ def main() -> None:
     """Read the WorkerSpec from the environment, run the worker, exit with its code."""
     print_stacks_on_signal()
     claim_exit_note()
+    if not await_start():  # started ahead by `llamactl serve`, and not needed after all
+        sys.exit(0)
     spec = WorkerSpec.from_env()
     configure_logging(spec)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

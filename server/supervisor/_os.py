@@ -27,11 +27,20 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from .exit_note import EXIT_NOTE_ENV, ExitNote
 from .models import ProcessSpec
 
-__all__ = ["Child", "death_signal_hook", "forget_group", "is_stopped", "kill_group", "spawn"]
+__all__ = [
+    "Child",
+    "child_environment",
+    "death_signal_hook",
+    "forget_group",
+    "is_stopped",
+    "kill_group",
+    "spawn",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +100,8 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[None] = loop.create_future()
         self.output_closed: asyncio.Future[None] = loop.create_future()
-        self._name = name
-        self._output = output
+        self.name = name
+        self.output = output
         self._limit = limit
         self._buf = bytearray()
         self.captures = output is not None
@@ -115,6 +124,8 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
             self._buf.clear()
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 0:
+            return  # its stdin (a prestarted process's start, handed over)
         if self._buf:
             self._emit(bytes(self._buf))
             self._buf.clear()
@@ -126,11 +137,11 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
             self.exited.set_result(None)
 
     def _emit(self, raw: bytes | bytearray) -> None:
-        assert self._output is not None
+        assert self.output is not None
         try:
-            self._output(self._name, raw.decode("utf-8", errors="replace").rstrip("\r"))
+            self.output(self.name, raw.decode("utf-8", errors="replace").rstrip("\r"))
         except Exception:
-            log.exception("output callback failed for %s", self._name)
+            log.exception("output callback failed for %s", self.name)
 
 
 class Child:
@@ -186,6 +197,27 @@ class Child:
                         return True
         return came
 
+    def hand_over(self, name: str, output: Callable[[str, str], None] | None, start: bytes) -> bool:
+        """Send a prestarted process its ``start`` on stdin and close it; from now on its output
+        lines go to ``output`` under ``name``. False when its stdin is gone (it has died)."""
+        pipe = self._transport.get_pipe_transport(0)
+        if pipe is None or pipe.is_closing() or self.returncode is not None or _exited(self.pid):
+            return False
+        stdin = cast(asyncio.WriteTransport, pipe)  # uvloop's is not a subclass of it
+        self._protocol.name = name
+        self._protocol.output = output
+        stdin.write(start)
+        stdin.close()  # after what was written has gone out
+        return True
+
+    def kill(self) -> None:
+        """Kill the process and its group at once and let go of it (:meth:`wait` still says when
+        it is gone)."""
+        kill_group(self.pid, signal.SIGKILL)
+        forget_group(self.pid)
+        self._transport.close()
+        self._note.close()
+
     async def close(self, drain: float) -> None:
         """After exit: read what is left of the output for up to ``drain`` seconds, then let go."""
         await asyncio.wait({self._protocol.output_closed}, timeout=drain)
@@ -194,10 +226,20 @@ class Child:
         self._note.close()
 
 
+def child_environment(spec: ProcessSpec) -> dict[str, str]:
+    """The environment ``spec`` runs with: ours without its hidden variables, then its own."""
+    return {**{k: v for k, v in os.environ.items() if k not in spec.hidden_env}, **spec.env}
+
+
 async def spawn(
-    spec: ProcessSpec, *, output: Callable[[str, str], None] | None, limit: int = 1 << 20
+    spec: ProcessSpec,
+    *,
+    output: Callable[[str, str], None] | None,
+    limit: int = 1 << 20,
+    stdin_pipe: bool = False,
 ) -> Child:
-    """Start ``spec`` in its own session, with a parent-death signal, stdin from /dev/null.
+    """Start ``spec`` in its own session, with a parent-death signal, stdin from /dev/null (or,
+    with ``stdin_pipe``, a pipe that :meth:`Child.hand_over` writes to).
 
     With ``output``, stdout and stderr are merged into one pipe and each line is passed as
     ``output(spec.name, line)``; otherwise they are inherited.
@@ -209,14 +251,10 @@ async def spawn(
         transport, protocol = await loop.subprocess_exec(
             lambda: _ChildProtocol(spec.name, output, limit),
             *spec.argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE if stdin_pipe else asyncio.subprocess.DEVNULL,
             stdout=capture,
             stderr=asyncio.subprocess.STDOUT if output is not None else None,
-            env={
-                **{k: v for k, v in os.environ.items() if k not in spec.hidden_env},
-                **spec.env,
-                EXIT_NOTE_ENV: str(note.child_fd),
-            },
+            env={**child_environment(spec), EXIT_NOTE_ENV: str(note.child_fd)},
             cwd=spec.cwd,
             start_new_session=True,
             preexec_fn=death_signal_hook(os.getpid()),
@@ -260,6 +298,19 @@ def kill_group(pgid: int, sig: int) -> bool:
 def forget_group(pgid: int) -> None:
     """Stop tracking ``pgid`` for the atexit hook (after its final SIGKILL sweep)."""
     _live_groups.discard(pgid)
+
+
+def _exited(pid: int) -> bool:
+    """Whether process ``pid`` has exited though the loop has not seen it yet: a zombie, or
+    reaped by the loop's child watcher before its callback ran. False when this system does
+    not say (no ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
+        return Path("/proc/self").exists()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 1 :].split()[:1] in ([b"Z"], [b"X"])
 
 
 def is_stopped(pid: int) -> bool | None:

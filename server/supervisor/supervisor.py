@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from ._os import Child, forget_group, is_stopped, kill_group, spawn
 from .models import EXIT_REPLACE, EventKind, ProcessSpec, ReplicaProcess, RestartPolicy, SupervisorEvent
+from .prestart import take
 
 __all__ = ["Supervisor", "prefixed_output"]
 
@@ -240,11 +241,13 @@ class Supervisor:
         rep.view.state = "starting"
         rep.spawned_at = time.monotonic()
         rep.last_pid = None
-        try:
-            proc = await spawn(rep.spec, output=self._output)
-        except BaseException:
-            rep.view.state = "backoff"
-            raise
+        proc = take(rep.spec, self._output)  # an interpreter started ahead, its imports done
+        if proc is None:
+            try:
+                proc = await spawn(rep.spec, output=self._output)
+            except BaseException:
+                rep.view.state = "backoff"
+                raise
         rep.proc = proc
         rep.last_pid = proc.pid
         rep.view.pid = proc.pid
