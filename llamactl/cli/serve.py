@@ -140,6 +140,7 @@ def serve(
             fail(f"no deployment file at {file}", "pass the path of a deployment.yml", ExitCode.USAGE)
     prepare_process()
     services = _rough_services(files or [])
+    replicas = _local_replicas(services.values())
     output = ServeOutput(level=level, quiet=quiet, keys=list(services))
     try:
         options: dict[str, Any] = {
@@ -168,7 +169,8 @@ def serve(
                     watch=watch,
                     options=options,
                     output=output,
-                    workers_ahead=_workers_ahead(services.values()),
+                    workers_ahead=min(sum(replicas), MAX_WORKERS_AHEAD),
+                    spares=min(max(replicas, default=0), MAX_SPARES) if watch else 0,
                 )
             )
     except DeploymentConfigError as exc:
@@ -210,6 +212,7 @@ async def _serve(
     options: dict[str, Any],
     output: ServeOutput,
     workers_ahead: int,
+    spares: int,
 ) -> None:
     import asyncio
 
@@ -221,12 +224,12 @@ async def _serve(
     loop = asyncio.get_running_loop()
     releasing: set[asyncio.Task[None]] = set()
 
-    def release_unused() -> None:  # once the deployments are up: the ones no replica took
-        releasing.add(loop.create_task(prestart.release()))
+    def started() -> None:  # the ones no replica took end, but the spares a hot reload takes
+        releasing.add(loop.create_task(prestart.keep(spares)))
 
     try:
         await _serve_prestarted(
-            host, port, files, watch=watch, options=options, output=output, on_started=release_unused
+            host, port, files, watch=watch, options=options, output=output, on_started=started
         )
     finally:
         await prestart.release()
@@ -312,15 +315,17 @@ def _rough_services(files: list[Path]) -> dict[str, dict[str, Any]]:
 
 MAX_WORKERS_AHEAD = 8
 """At most this many worker interpreters are started before the deployments are read."""
+MAX_SPARES = 4
+"""With ``--watch``, at most this many wait for a hot reload's new workers."""
 
 
-def _workers_ahead(services: Iterable[dict[str, Any]]) -> int:
-    """How many workers to start ahead: the replicas of the services that run on our own
-    interpreter (one with python-dependencies gets its deployment's)."""
-    count = 0
+def _local_replicas(services: Iterable[dict[str, Any]]) -> list[int]:
+    """The replicas of each service that runs on our own interpreter (one with
+    python-dependencies gets its deployment's): how many workers to start ahead."""
+    counts = []
     for service in services:
         if service.get("python-dependencies") or service.get("python_dependencies"):
             continue
         replicas = service.get("replicas", 1)
-        count += replicas if isinstance(replicas, int) and replicas >= 0 else 1
-    return min(count, MAX_WORKERS_AHEAD)
+        counts.append(replicas if isinstance(replicas, int) and replicas >= 0 else 1)
+    return counts

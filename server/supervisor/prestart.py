@@ -7,8 +7,11 @@ instead of after it; each deployment's supervisor then takes one for a replica w
 and start-up environment match, and hands it the rest (its whole environment and its folder)
 through its stdin.
 
+With ``--watch`` it then keeps spares (:func:`keep`): a hot reload's new workers take them, so a
+reload waits only for the service's own code to load.
+
 Both sides live here. The parent: :func:`prestart`, then :func:`take` (which the supervisor
-tries before it spawns), then :func:`release` for the ones nobody took. The child: a program
+tries before it spawns), then :func:`release` for the ones nobody took, or :func:`keep`. The child: a program
 started with :data:`PRESTARTED_ENV` set calls :func:`await_start` before it reads its
 environment; one started the usual way goes on at once.
 
@@ -30,7 +33,15 @@ from dataclasses import replace
 from ._os import Child, child_environment, spawn
 from .models import ProcessSpec
 
-__all__ = ["PRESTARTED_ENV", "await_start", "prestart", "prestarted", "release", "take"]
+__all__ = [
+    "PRESTARTED_ENV",
+    "await_start",
+    "keep",
+    "prestart",
+    "prestarted",
+    "release",
+    "take",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +60,12 @@ Output = Callable[[str, str], None] | None
 class _Pool:
     def __init__(self) -> None:
         self.template: ProcessSpec | None = None
-        self.captures = False
+        """What the waiting processes run, with :data:`PRESTARTED_ENV` set; None: nothing to take."""
+        self.output: Output = None
         self.start_env: dict[str, str] = {}
         self.waiting: list[Child] = []
+        self.spares = 0
+        self.filling: asyncio.Task[None] | None = None
 
 
 _pool = _Pool()
@@ -66,15 +80,22 @@ async def prestart(template: ProcessSpec, count: int, *, output: Output) -> None
     """
     await release()
     marked = replace(template, env={**template.env, PRESTARTED_ENV: "1"})
-    _pool.template = template
-    _pool.captures = output is not None
+    _pool.template = marked
+    _pool.output = output
     _pool.start_env = _read_at_start(child_environment(marked))
-    for _ in range(count):
-        try:
-            _pool.waiting.append(await spawn(marked, output=output, stdin_pipe=True))
-        except OSError as exc:
-            log.info("could not start a worker ahead of the server (%s): workers start the usual way", exc)
-            return
+    await _fill(count)
+
+
+async def keep(spares: int) -> None:
+    """From now on keep ``spares`` processes waiting (end the others; 0: :func:`release`), and
+    start a successor for each one taken: what a hot reload's new workers take."""
+    if spares <= 0 or _pool.template is None:
+        await release()
+        return
+    _pool.spares = spares
+    extra, _pool.waiting = _pool.waiting[spares:], _pool.waiting[:spares]
+    await _end(extra)
+    _refill()
 
 
 def take(spec: ProcessSpec, output: Output) -> Child | None:
@@ -87,7 +108,7 @@ def take(spec: ProcessSpec, output: Output) -> Child | None:
     if (
         template is None
         or list(spec.argv) != list(template.argv)
-        or (output is not None) != _pool.captures
+        or (output is not None) != (_pool.output is not None)
         or not spec.hidden_env <= template.hidden_env
         or (spec.cwd is not None and not spec.cwd.is_dir())  # spawn says what is missing
     ):
@@ -98,6 +119,7 @@ def take(spec: ProcessSpec, output: Output) -> Child | None:
     while _pool.waiting:
         child = _pool.waiting.pop(0)
         if child.hand_over(spec.name, output, _start_message(env, spec)):
+            _refill()  # at once: a reload's other workers, and the next reload, find one ready
             return child
         child.kill()  # it died waiting: its output said why
     return None
@@ -111,14 +133,40 @@ def prestarted() -> list[int]:
 async def release() -> None:
     """Kill the processes nobody took (they hold nothing yet: they wait on their stdin, or still
     import) and wait for them to be gone; :func:`take` finds none from now on."""
-    waiting, _pool.waiting = _pool.waiting, []
     _pool.template = None
-    for child in waiting:
+    _pool.spares = 0
+    if _pool.filling is not None:
+        await _pool.filling  # it ends what it starts once the template is gone
+        _pool.filling = None
+    waiting, _pool.waiting = _pool.waiting, []
+    await _end(waiting)
+
+
+async def _end(children: list[Child]) -> None:
+    for child in children:
         child.kill()
-    if waiting:
+    if children:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(_RELEASE_WAIT):
-                await asyncio.gather(*(child.wait() for child in waiting))
+                await asyncio.gather(*(child.wait() for child in children))
+
+
+async def _fill(count: int) -> None:
+    while _pool.template is not None and len(_pool.waiting) < count:
+        try:
+            child = await spawn(_pool.template, output=_pool.output, stdin_pipe=True)
+        except OSError as exc:
+            log.info("could not start a worker ahead of its replica (%s): it starts the usual way", exc)
+            return
+        if _pool.template is None:  # released while it started
+            await _end([child])
+            return
+        _pool.waiting.append(child)
+
+
+def _refill() -> None:
+    if len(_pool.waiting) < _pool.spares and (_pool.filling is None or _pool.filling.done()):
+        _pool.filling = asyncio.get_running_loop().create_task(_fill(_pool.spares), name="prestart refill")
 
 
 def _start_message(env: Mapping[str, str], spec: ProcessSpec) -> bytes:

@@ -1,10 +1,12 @@
 """`llamactl serve` starts its workers' interpreters ahead of the server's own start: a replica
-runs in one of them exactly as in a process spawned for it, and none outlives the start."""
+runs in one of them exactly as in a process spawned for it, and none outlives the start but the
+spares that `--watch` keeps for a hot reload's new workers."""
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ async def where() -> dict[str, object]:
 TOKEN = "prestart-secret-token"
 
 
-def _app(folder: Path, *, source: str = "local") -> Path:
+def _app(folder: Path, *, source: str = "local", replicas: int = 2) -> Path:
     src = folder / "src"
     src.mkdir()
     (src / "places.py").write_text(WHERE)
@@ -41,7 +43,7 @@ def _app(folder: Path, *, source: str = "local") -> Path:
         "  where:\n"
         f"    source: {{type: {source}, location: src}}\n"
         "    path: places:where\n"
-        "    replicas: 2\n"
+        f"    replicas: {replicas}\n"
         "    env: {GREETING: hi}\n"
     )
     return file
@@ -96,3 +98,46 @@ def _marked(pid: int, marker: str) -> bool:
         return f"PRESTART_TEST_MARK={marker}".encode() in Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return False
+
+
+def test_watch_keeps_a_spare_that_a_reload_s_new_worker_takes(tmp_path: Path) -> None:
+    server = Server(_app(tmp_path, replicas=1), extra=["--watch"])
+    try:
+        [worker, spare] = _waiting_for(server, 2)
+        assert not _is_spare(worker) and _is_spare(spare)
+        (tmp_path / "src" / "places.py").write_text(WHERE.replace('"argv": sys.argv', '"argv": ["v2"]'))
+        server.stderr.wait_for(lambda line: "reloaded" in line, 60)
+        assert _answer(server)["argv"] == ["v2"]
+        [new_worker, new_spare] = _waiting_for(server, 2, without=worker)
+        assert new_worker == spare, "the reload spawned its worker instead of taking the spare"
+        assert _is_spare(new_spare) and new_spare != spare
+    finally:
+        assert server.stop() == 0
+
+
+def _answer(server: Server) -> dict[str, object]:
+    with reaped(llamactl("--server", server.url, "run", "-d", "ahead", "-s", "where")) as run:
+        out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    answer: dict[str, object] = json.loads(out)
+    return answer
+
+
+def _is_spare(pid: int) -> bool:
+    """Still waiting for its start: it has no spec yet (a worker takes its own out of its environment)."""
+    return Path(f"/proc/{pid}/fd/0").resolve() != Path("/dev/null")
+
+
+def _waiting_for(server: Server, count: int, *, without: int | None = None) -> list[int]:
+    """The server's ``count`` children, one of them a spare, once it has them and ``without`` is
+    not among them: the workers first, then the spare."""
+    deadline = time.monotonic() + 60
+    while True:
+        found = {pid for pid in children(server.process.pid) if alive(pid)}
+        spares = [pid for pid in found if _is_spare(pid)]
+        if len(found) == count and without not in found and len(spares) == 1:
+            return sorted(found, key=lambda pid: pid in spares)
+        assert time.monotonic() < deadline, (
+            f"the server has {found} ({spares} spares), not {count} without {without}"
+        )
+        time.sleep(0.02)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from llamactl.server.supervisor import ProcessSpec, Supervisor
-from llamactl.server.supervisor.prestart import PRESTARTED_ENV, prestart, prestarted, release, take
+from llamactl.server.supervisor.prestart import PRESTARTED_ENV, keep, prestart, prestarted, release, take
 
 from .helpers import REPO_ROOT, Recorder, ScriptFactory, WaitUntil, pid_gone
 
@@ -119,6 +119,32 @@ async def test_release_ends_the_processes_nobody_took(
 
     for pid in waiting:
         await waiter(lambda pid=pid: pid_gone(pid), what=f"process {pid} to end")
+    assert take(template, rec.output) is None
+
+
+async def test_kept_spares_are_started_again_as_replicas_take_them(
+    sup: Supervisor, rec: Recorder, template: ProcessSpec, waiter: WaitUntil
+) -> None:
+    await prestart(template, 3, output=rec.output)
+    first, *extra = prestarted()
+
+    await keep(1)  # what a hot reload's new workers take from now on
+
+    assert prestarted() == [first]
+    for pid in extra:
+        await waiter(lambda pid=pid: pid_gone(pid), what=f"process {pid} beyond the spares to end")
+    view = await sup.start_replica("svc#1", replace(template, name="svc#1", env={**template.env, "X": "4"}))
+    assert view.pid == first
+    await waiter(lambda: len(prestarted()) == 1, what="a new spare")
+    [second] = prestarted()
+    assert second not in (first, *extra)
+    view = await sup.start_replica("svc#2", replace(template, name="svc#2", env={**template.env, "X": "5"}))
+    assert view.pid == second
+    await waiter(lambda: "x 5" in rec.printed("svc#2"), what="the second replica's output")
+
+    await keep(0)
+
+    await waiter(lambda: prestarted() == [], what="no spare kept")
     assert take(template, rec.output) is None
 
 
