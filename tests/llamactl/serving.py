@@ -156,6 +156,16 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def waiting_spare(pid: int) -> bool:
+    """A worker interpreter `serve` started ahead (with ``--watch``, the spares it keeps for a hot
+    reload), still waiting for its start: its stdin is the pipe the start comes through, a
+    worker's is /dev/null."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/0") != os.devnull
+    except OSError:
+        return False
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -21,7 +21,7 @@ import pytest
 
 from llamactl.cli.serve_output import ServeOutput
 from llamactl.client import Client
-from tests.llamactl.serving import LISTENING, Lines, Server, write_app
+from tests.llamactl.serving import LISTENING, Lines, Server, waiting_spare, write_app
 
 CHATTY = """
 import logging
@@ -126,7 +126,7 @@ def test_a_killed_worker_and_a_reload_that_does_not_load_each_read_as_one_row(tm
     module.write_text("async def echo(message: str) -> str:\n    return message\n")
     server = Server(file, extra=["--watch"])
     try:
-        (pid,) = server.note_workers()
+        (pid,) = [pid for pid in server.note_workers() if not waiting_spare(pid)]  # not the reload's spare
         os.kill(pid, signal.SIGKILL)
         row = server.stderr.wait_for(lambda line: line.startswith("kill/e#1 "), 30)
         assert re.match(r"^kill/e#1\s+restarting\s+exited with code -9; again in \d+\.\d s$", row), row

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from llamactl.cli.exit_codes import ExitCode
-from tests.llamactl.serving import Server, alive, children, llamactl, reaped
+from tests.llamactl.serving import Server, alive, children, llamactl, reaped, waiting_spare
 
 WHERE = """
 import os
@@ -104,13 +104,13 @@ def test_watch_keeps_a_spare_that_a_reload_s_new_worker_takes(tmp_path: Path) ->
     server = Server(_app(tmp_path, replicas=1), extra=["--watch"])
     try:
         [worker, spare] = _waiting_for(server, 2)
-        assert not _is_spare(worker) and _is_spare(spare)
+        assert not waiting_spare(worker) and waiting_spare(spare)
         (tmp_path / "src" / "places.py").write_text(WHERE.replace('"argv": sys.argv', '"argv": ["v2"]'))
         server.stderr.wait_for(lambda line: "reloaded" in line, 60)
         assert _answer(server)["argv"] == ["v2"]
         [new_worker, new_spare] = _waiting_for(server, 2, without=worker)
         assert new_worker == spare, "the reload spawned its worker instead of taking the spare"
-        assert _is_spare(new_spare) and new_spare != spare
+        assert waiting_spare(new_spare) and new_spare != spare
     finally:
         assert server.stop() == 0
 
@@ -123,18 +123,13 @@ def _answer(server: Server) -> dict[str, object]:
     return answer
 
 
-def _is_spare(pid: int) -> bool:
-    """Still waiting for its start: it has no spec yet (a worker takes its own out of its environment)."""
-    return Path(f"/proc/{pid}/fd/0").resolve() != Path("/dev/null")
-
-
 def _waiting_for(server: Server, count: int, *, without: int | None = None) -> list[int]:
     """The server's ``count`` children, one of them a spare, once it has them and ``without`` is
     not among them: the workers first, then the spare."""
     deadline = time.monotonic() + 60
     while True:
         found = {pid for pid in children(server.process.pid) if alive(pid)}
-        spares = [pid for pid in found if _is_spare(pid)]
+        spares = [pid for pid in found if waiting_spare(pid)]
         if len(found) == count and without not in found and len(spares) == 1:
             return sorted(found, key=lambda pid: pid in spares)
         assert time.monotonic() < deadline, (
