@@ -116,13 +116,15 @@ def take(spec: ProcessSpec, output: Output) -> Child | None:
     env = child_environment(spec)
     if _read_at_start(env) != _pool.start_env:
         return None
-    while _pool.waiting:
+    taken = None
+    while _pool.waiting and taken is None:
         child = _pool.waiting.pop(0)
         if child.hand_over(spec.name, output, _start_message(env, spec)):
-            _refill()  # at once: a reload's other workers, and the next reload, find one ready
-            return child
-        child.kill()  # it died waiting: its output said why
-    return None
+            taken = child
+        else:
+            child.kill()  # it died waiting: its output said why
+    _refill()  # at once: a reload's other workers, and the next reload, find one ready
+    return taken
 
 
 def prestarted() -> list[int]:

@@ -108,6 +108,22 @@ async def test_a_process_that_died_waiting_is_passed_over(
     assert prestarted() == []
 
 
+async def test_a_spare_that_died_waiting_is_replaced_at_the_next_replica(
+    sup: Supervisor, rec: Recorder, template: ProcessSpec, waiter: WaitUntil
+) -> None:
+    await prestart(template, 1, output=rec.output)
+    await keep(1)
+    [spare] = prestarted()
+    os.kill(spare, signal.SIGKILL)  # the OOM killer, say: a reload hours later must still find one
+    await waiter(lambda: pid_gone(spare), what="the spare to die")
+
+    view = await sup.start_replica("svc#1", replace(template, name="svc#1", env={**template.env, "X": "6"}))
+
+    assert view.pid != spare
+    await waiter(lambda: len(prestarted()) == 1, what="a new spare")
+    assert prestarted()[0] not in (spare, view.pid)
+
+
 async def test_release_ends_the_processes_nobody_took(
     rec: Recorder, template: ProcessSpec, waiter: WaitUntil
 ) -> None:
