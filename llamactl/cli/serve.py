@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -215,78 +215,61 @@ async def _serve(
     spares: int,
 ) -> None:
     import asyncio
+    import signal
 
     from llamactl.server.services.command import prestart_template
     from llamactl.server.supervisor import prestart
 
-    # First: the workers' interpreters import their runtime while this process imports the server.
+    # First, before this process imports the server: the workers' interpreters import meanwhile.
     await prestart.prestart(prestart_template(), workers_ahead, output=output.worker)
     loop = asyncio.get_running_loop()
     releasing: set[asyncio.Task[None]] = set()
 
-    def started() -> None:  # the ones no replica took end, but the spares a hot reload takes
+    def ready(url: str) -> None:
+        # The ones no replica took end, but the spares that a hot reload's workers take.
         releasing.add(loop.create_task(prestart.keep(spares)))
+        _on_ready(url, output, empty=not files)
 
     try:
-        await _serve_prestarted(
-            host, port, files, watch=watch, options=options, output=output, on_started=started
-        )
+        from llamactl.cli.progress import Spinner
+        from llamactl.cli.serve_output import DrainProgress
+        from llamactl.server.apiserver.runner import serve as run_server
+        from llamactl.server.stop_signals import handling_stop_signals
+
+        stop = asyncio.Event()
+        main = asyncio.current_task()
+        drain = DrainProgress(output, Spinner("Stopping"))
+
+        def on_signal(sig: signal.Signals) -> None:
+            if stop.is_set() and main is not None:
+                main.cancel()
+                return
+            stop.set()  # first: showing the drain must never keep the server from stopping
+            drain.begin(hangup=sig == signal.SIGHUP)
+
+        with handling_stop_signals(loop, on_signal):
+            try:
+                await run_server(
+                    host=host,
+                    port=port,
+                    deployment_files=files,
+                    on_ready=ready,
+                    on_event=output.event,
+                    on_warning=output.warning,
+                    on_drain=drain.update,
+                    worker_output=output.worker,
+                    stop=stop,
+                    watch=watch,
+                    **options,
+                )
+            finally:
+                drain.end()
     finally:
         await prestart.release()
         await asyncio.gather(*releasing)
 
 
-async def _serve_prestarted(
-    host: str,
-    port: int,
-    files: list[Path],
-    *,
-    watch: bool,
-    options: dict[str, Any],
-    output: ServeOutput,
-    on_started: Callable[[], None],
-) -> None:
-    import asyncio
-    import signal
-
-    from llamactl.cli.progress import Spinner
-    from llamactl.cli.serve_output import DrainProgress
-    from llamactl.server.apiserver.runner import serve as run_server
-    from llamactl.server.stop_signals import handling_stop_signals
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    main = asyncio.current_task()
-    drain = DrainProgress(output, Spinner("Stopping"))
-
-    def on_signal(sig: signal.Signals) -> None:
-        if stop.is_set() and main is not None:
-            main.cancel()
-            return
-        stop.set()  # first: showing the drain must never keep the server from stopping
-        drain.begin(hangup=sig == signal.SIGHUP)
-
-    with handling_stop_signals(loop, on_signal):
-        try:
-            await run_server(
-                host=host,
-                port=port,
-                deployment_files=files,
-                on_ready=lambda url: _on_ready(url, output, empty=not files, then=on_started),
-                on_event=output.event,
-                on_warning=output.warning,
-                on_drain=drain.update,
-                worker_output=output.worker,
-                stop=stop,
-                watch=watch,
-                **options,
-            )
-        finally:
-            drain.end()
-
-
-def _on_ready(url: str, output: ServeOutput, *, empty: bool, then: Callable[[], None]) -> None:
-    then()
+def _on_ready(url: str, output: ServeOutput, *, empty: bool) -> None:
     output.line(f"Listening on {url}")
     if not output.quiet:
         output.line("Ready. Press Ctrl-C to stop.")
