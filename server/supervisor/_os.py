@@ -306,7 +306,7 @@ def _exited(pid: int) -> bool:
     not say (no ``/proc``)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # the latter: reaped between open and read
         return Path("/proc/self").exists()
     except OSError:
         return False

@@ -11,9 +11,9 @@ With ``--watch`` it then keeps spares (:func:`keep`): a hot reload's new workers
 reload waits only for the service's own code to load.
 
 Both sides live here. The parent: :func:`prestart`, then :func:`take` (which the supervisor
-tries before it spawns), then :func:`release` for the ones nobody took, or :func:`keep`. The child: a program
-started with :data:`PRESTARTED_ENV` set calls :func:`await_start` before it reads its
-environment; one started the usual way goes on at once.
+tries before it spawns), then :func:`release` for the ones nobody took, or :func:`keep`. The
+child: a program started with :data:`PRESTARTED_ENV` set calls :func:`await_start` before it
+reads its environment; one started the usual way goes on at once.
 
 What a process reads only while Python starts (``PYTHON*`` variables, the dynamic linker's
 ``LD_*``, the allocator's) cannot be handed over later: a replica whose values of those differ

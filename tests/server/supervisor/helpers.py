@@ -49,7 +49,7 @@ def pid_gone(pid: int) -> bool:
         return True
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # the latter: reaped between open and read
         return True
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
