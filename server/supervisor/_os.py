@@ -300,27 +300,30 @@ def forget_group(pgid: int) -> None:
     _live_groups.discard(pgid)
 
 
+def _state(pid: int) -> bytes | None:
+    """Process ``pid``'s state letter from ``/proc/<pid>/stat`` (``b"R"``, ``b"T"``, ``b"Z"``...),
+    ``b""`` when it is gone (reaped), None when this system does not say (no ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):  # the latter: reaped between open and read
+        return b"" if Path("/proc/self").exists() else None
+    except OSError:
+        return None
+    # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows its last ")"
+    fields = stat[stat.rfind(b")") + 1 :].split()
+    return fields[0] if fields else None
+
+
 def _exited(pid: int) -> bool:
     """Whether process ``pid`` has exited though the loop has not seen it yet: a zombie, or
     reaped by the loop's child watcher before its callback ran. False when this system does
     not say (no ``/proc``)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):  # the latter: reaped between open and read
-        return Path("/proc/self").exists()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 1 :].split()[:1] in ([b"Z"], [b"X"])
+    return _state(pid) in (b"", b"Z", b"X")
 
 
 def is_stopped(pid: int) -> bool | None:
     """Whether process ``pid`` is stopped (a SIGSTOP, a debugger holding it): it runs no code
     and answers nothing but SIGKILL and SIGCONT. None when the process is gone or this system
     does not say (no ``/proc``: Linux only)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    # "pid (comm) state ...": comm may hold spaces and parentheses, the state follows its last ")"
-    fields = stat[stat.rfind(b")") + 1 :].split()
-    return bool(fields) and fields[0] in (b"T", b"t")
+    state = _state(pid)
+    return state in (b"T", b"t") if state else None
