@@ -58,6 +58,7 @@ __all__ = [
     "burst",
     "burst_clients",
     "main",
+    "serve",
     "shares",
 ]
 
@@ -182,15 +183,23 @@ class Target:
     request: bytes
 
 
-async def _serve(
-    stack: contextlib.AsyncExitStack, checkout: Path, service: str, events: int | None = None
+async def serve(
+    stack: contextlib.AsyncExitStack,
+    checkout: Path,
+    service: str,
+    events: int | None = None,
+    *,
+    python: Path | None = None,
+    launcher: Sequence[str] = ("-m", "llamactl"),
 ) -> Target:
+    """``llamactl serve`` of ``checkout`` (run by ``python``, by default this one; ``launcher``
+    is what runs it: ``bench.stages`` puts its probe there) on the comparison's deployment, its
+    requests aimed at ``service``, stopped when ``stack`` closes."""
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="llamactl-ab-")))
     file = write_deployment(folder, services=AB_SERVICES)
     argv = [
-        *checkout_python(Path(sys.executable), checkout),
-        "-m",
-        "llamactl",
+        *checkout_python(python or Path(sys.executable), checkout),
+        *launcher,
         "serve",
         str(file),
         "--port",
@@ -274,7 +283,7 @@ async def compare(
     for i, share in enumerate(shares(bursts, pairs)):
         async with contextlib.AsyncExitStack() as stack:
             a_first = i % 2 == 0
-            started = [await _serve(stack, c, service, events) for c in ((a, b) if a_first else (b, a))]
+            started = [await serve(stack, c, service, events) for c in ((a, b) if a_first else (b, a))]
             first, second = started if a_first else started[::-1]
             done = [await alternate(first, second, n, seconds, share) for n in clients]
         if not merged:

@@ -1,0 +1,203 @@
+"""``python -m bench.stages``: where a sequential task's time goes, stage by stage.
+
+One client sends the round trip's requests to one service, back to back, for ``--seconds``; the
+server runs under :mod:`bench.stage_probe`, which stamps each stage of a task's path. Printed:
+the median (and quartiles) of each stage over the tasks whose path had the usual shape, the
+server's part of the round trip against the client's p50, and the commit made while the worker
+runs (a task handed out before it is stored: off the round trip's path when the worker takes
+longer). Timings are this run's on this machine: compare two commits with ``bench.ab``, and use
+this to see which stage a change moved.
+
+    python -m bench.stages --service wf
+    python -m bench.stages --service wf --python ~/.cache/llamactl-bench/llamactl-workflows-1.3.0/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.ab import AB_SERVICES, Burst, burst, serve
+from bench.cached_env import REPO_ROOT, byte_compile
+
+__all__ = ["Cycle", "Stages", "cycles", "main", "measure", "stages"]
+
+Event = tuple[str, int]
+"""A stage and when it was reached (``time.perf_counter_ns()``)."""
+
+STEPS = (
+    ("read", "sent", "request read -> sent to its worker"),
+    ("sent", "result", "sent -> result back (the worker, two hops)"),
+    ("result", "commit", "result back -> its commit begins"),
+    ("commit", "committed", "the commit"),
+    ("committed", "answer", "commit ended -> answer written"),
+    ("read", "answer", "request read -> answer written (all but the client)"),
+)
+
+
+@dataclass(slots=True)
+class Cycle:
+    """One request's stamps, from its first read to the next request's."""
+
+    events: list[Event] = field(default_factory=list)
+
+    def at(self) -> dict[str, int] | None:
+        """When each stage of the usual path was reached (None when this request's path had
+        another shape): the first send after the read, the first result after it, the first
+        commit after the result and its end, and the last write of the answer."""
+        first: dict[str, int] = {}
+        for stage, t in self.events:
+            if stage == "read" and "read" not in first:
+                first["read"] = t
+            elif stage == "sent" and "read" in first and "sent" not in first:
+                first["sent"] = t
+            elif stage == "result" and "sent" in first and "result" not in first:
+                first["result"] = t
+            elif stage == "commit" and "result" in first and "commit" not in first:
+                first["commit"] = t
+            elif stage == "committed" and "commit" in first and "committed" not in first:
+                first["committed"] = t
+            elif stage == "answer" and "committed" in first:
+                first["answer"] = t  # the last one: the head may go in a write of its own
+        return first if len(first) == 6 else None
+
+    def early_commits(self) -> list[int]:
+        """Durations (ns) of the commits that ran between the send and the result: the task
+        stored while its worker runs it."""
+        sent = next((t for s, t in self.events if s == "sent"), None)
+        result = next((t for s, t in self.events if s == "result" and sent is not None and t > sent), None)
+        if sent is None or result is None:
+            return []
+        spans, begun = [], None
+        for stage, t in self.events:
+            if stage == "commit" and sent < t < result:
+                begun = t
+            elif stage == "committed" and begun is not None:
+                spans.append(t - begun)
+                begun = None
+        return spans
+
+
+def cycles(events: Sequence[Event]) -> list[Cycle]:
+    """The events cut into one cycle per request: a read after an answer starts the next one."""
+    out: list[Cycle] = []
+    answered = True
+    for stage, t in events:
+        if stage == "read" and answered:
+            out.append(Cycle())
+            answered = False
+        if out:
+            out[-1].events.append((stage, t))
+            answered = answered or stage == "answer"
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Stages:
+    """What :func:`stages` found: microseconds per step (each a list over the usual cycles)."""
+
+    steps: dict[str, list[float]]
+    early: list[float]
+    """Durations (us) of the commits made while a worker ran the task."""
+    usual: int
+    total: int
+
+    def report(self, p50_ms: float | None = None) -> list[str]:
+        lines = [f"{self.usual} of {self.total} tasks took the usual path; microseconds, median [p25-p75]:"]
+        for label, values in self.steps.items():
+            lines.append(f"  {label:52s} {_quartiles(values)}")
+        if self.early:
+            share = f"{len(self.early)} commits in {self.usual} tasks"
+            lines.append(
+                f"  {'a commit while the worker runs (off the path)':52s} {_quartiles(self.early)} ({share})"
+            )
+        if p50_ms is not None and self.steps:
+            server = statistics.median(next(reversed(self.steps.values())))
+            outside = p50_ms * 1000 - server
+            lines.append(
+                f"  client p50 {p50_ms * 1000:.0f} us: the rest ({outside:.0f}) is the client and its hops"
+            )
+        return lines
+
+
+def _quartiles(values: list[float]) -> str:
+    ordered = sorted(values)
+    n = len(ordered)
+    return f"{statistics.median(ordered):8.1f} [{ordered[n // 4]:.1f}-{ordered[3 * n // 4]:.1f}]"
+
+
+def stages(events: Sequence[Event]) -> Stages:
+    """The steps of the cycles with the usual path, in microseconds."""
+    found = cycles(events)
+    steps: dict[str, list[float]] = {label: [] for _, _, label in STEPS}
+    early: list[float] = []
+    usual = 0
+    for cycle in found:
+        at = cycle.at()
+        if at is None:
+            continue
+        usual += 1
+        for start, end, label in STEPS:
+            steps[label].append((at[end] - at[start]) / 1000)
+        early.extend(ns / 1000 for ns in cycle.early_commits())
+    return Stages(steps if usual else {}, early, usual, len(found))
+
+
+async def measure(checkout: Path, python: Path, service: str, seconds: float) -> tuple[Burst, list[Event]]:
+    """One client's burst of ``seconds`` against a probed server, and the stamps inside it."""
+    with tempfile.TemporaryDirectory(prefix="llamactl-stages-") as tmp:
+        out = Path(tmp) / "stamps.txt"
+        async with contextlib.AsyncExitStack() as stack:
+            launcher = ("-m", "bench.stage_probe", str(out))
+            target = await serve(stack, checkout, service, python=python, launcher=launcher)
+            await burst(target, 1, min(1.0, seconds))  # warm up
+            start = time.perf_counter_ns()
+            result = await burst(target, 1, seconds)
+            end = time.perf_counter_ns()
+        if not out.exists():
+            raise RuntimeError("the probed server wrote no stamps: it did not exit cleanly")
+        stamps = [(stage, int(t)) for t, stage in (line.split() for line in out.read_text().splitlines())]
+    return result, [(stage, t) for stage, t in stamps if start <= t <= end]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--service", default="echo", choices=sorted(AB_SERVICES), help="default echo")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of the measured burst (default 3)")
+    parser.add_argument(
+        "--checkout", type=Path, default=REPO_ROOT, help="llamactl's sources (default: this one)"
+    )
+    parser.add_argument(
+        "--python",
+        type=Path,
+        default=Path(sys.executable),
+        help="the interpreter that runs the server (default: this one), e.g. the anchor's "
+        "environment with Llama Deploy's workflows library",
+    )
+    args = parser.parse_args(argv)
+    if args.seconds <= 0:
+        parser.error("--seconds must be above 0")
+    if not (args.checkout / "bench" / "stage_probe.py").is_file():
+        parser.error(f"--checkout {args.checkout}: no bench/stage_probe.py there")
+    byte_compile(args.checkout)
+    result, events = asyncio.run(measure(args.checkout, args.python, args.service, args.seconds))
+    found = stages(events)
+    rate, p50 = f"{result.rate:.0f} tasks/s", f"p50 {result.p50_ms:.3f} ms"
+    print(f"service {args.service}, one client for {args.seconds:g} s: {rate}, {p50}")
+    if not found.usual:
+        print("no task took the usual path (read, send, result, commit, answer): nothing to report")
+        return 1
+    print("\n".join(found.report(result.p50_ms)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

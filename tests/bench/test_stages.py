@@ -1,0 +1,65 @@
+"""``python -m bench.stages``: a sequential task's path cut into stages (no timing assertions:
+the figures are whatever the machine gives; only what is found and its shape is checked)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.stages import STEPS, cycles, main, stages
+
+
+def _task(t0: int, *, early_commit: bool = True) -> list[tuple[str, int]]:
+    """One request's stamps, in microseconds from ``t0`` (as nanoseconds)."""
+    us = [
+        ("read", 0),
+        ("sent", 300),
+        *([("commit", 350), ("committed", 500)] if early_commit else []),
+        ("result", 800),
+        ("commit", 1000),
+        ("committed", 1150),
+        ("answer", 1240),
+        ("answer", 1250),
+    ]
+    return [(stage, (t0 + t) * 1000) for stage, t in us]
+
+
+def test_each_stage_is_measured_between_the_stamps_of_one_request() -> None:
+    events = [*_task(0), *_task(10_000, early_commit=False)]
+    found = stages(events)
+    assert (found.usual, found.total) == (2, 2)
+    medians = {label: values[0] for label, values in found.steps.items()}
+    assert medians == {
+        "request read -> sent to its worker": 300,
+        "sent -> result back (the worker, two hops)": 500,
+        "result back -> its commit begins": 200,
+        "the commit": 150,
+        "commit ended -> answer written": 100,  # the last write of the answer
+        "request read -> answer written (all but the client)": 1250,
+    }
+    assert found.early == [150.0]  # the task stored while its worker ran it
+
+
+def test_a_request_of_another_shape_is_counted_but_not_measured() -> None:
+    # A request answered without a worker (a refusal, say): read, then its answer.
+    odd = [("read", 5_000_000), ("answer", 5_100_000)]
+    found = stages([*_task(0), *odd, *_task(10_000)])
+    assert (found.usual, found.total) == (2, 3)
+    assert [len(c.events) for c in cycles(odd)] == [2]
+
+
+def test_a_request_read_in_pieces_stays_one_cycle() -> None:
+    events = [("read", 0), ("read", 10_000), *_task(20)[1:]]
+    assert len(cycles(events)) == 1
+    assert stages(events).usual == 1
+
+
+def test_a_real_server_is_measured_stage_by_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--service", "echo", "--seconds", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "service echo, one client for 0.5 s:" in out
+    usual, total = (int(n) for n in out.split(" tasks took")[0].split("\n")[-1].split(" of "))
+    assert 0 < usual <= total
+    for _, _, label in STEPS:
+        assert label in out
+    assert "a commit while the worker runs (off the path)" in out
+    assert "client p50" in out
