@@ -51,9 +51,12 @@ class Cycle:
 
     def at(self) -> dict[str, int] | None:
         """When each stage of the usual path was reached (None when this request's path had
-        another shape): the first send after the read, the first result after it, the first
-        commit after the result and its end, and the last write of the answer."""
+        another shape): the first send after the read, the first result after it, the last
+        commit that began after the result (the one that stores it: a commit of the task made
+        while its worker runs it may end after a quick worker's result) and its end, and the
+        last write of the answer (its head may go in a write of its own)."""
         first: dict[str, int] = {}
+        begun: int | None = None
         for stage, t in self.events:
             if stage == "read" and "read" not in first:
                 first["read"] = t
@@ -61,12 +64,13 @@ class Cycle:
                 first["sent"] = t
             elif stage == "result" and "sent" in first and "result" not in first:
                 first["result"] = t
-            elif stage == "commit" and "result" in first and "commit" not in first:
-                first["commit"] = t
-            elif stage == "committed" and "commit" in first and "committed" not in first:
-                first["committed"] = t
+            elif stage == "commit" and "result" in first:
+                begun = t
+            elif stage == "committed" and begun is not None and begun > first["result"]:
+                first["commit"], first["committed"] = begun, t
+                begun = None
             elif stage == "answer" and "committed" in first:
-                first["answer"] = t  # the last one: the head may go in a write of its own
+                first["answer"] = t
         return first if len(first) == 6 else None
 
     def early_commits(self) -> list[int]:
@@ -120,7 +124,7 @@ class Stages:
                 f"  {'a commit while the worker runs (off the path)':52s} {_quartiles(self.early)} ({share})"
             )
         if p50_ms is not None and self.steps:
-            server = statistics.median(next(reversed(self.steps.values())))
+            server = statistics.median(self.steps[STEPS[-1][2]])
             outside = p50_ms * 1000 - server
             lines.append(
                 f"  client p50 {p50_ms * 1000:.0f} us: the rest ({outside:.0f}) is the client and its hops"

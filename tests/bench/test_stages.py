@@ -47,6 +47,24 @@ def test_a_request_of_another_shape_is_counted_but_not_measured() -> None:
     assert [len(c.events) for c in cycles(odd)] == [2]
 
 
+def test_the_commit_measured_is_the_one_that_stores_the_result() -> None:
+    # A quick worker: its result came back before the task's own first commit began.
+    us = [
+        ("read", 0),
+        ("sent", 300),
+        ("result", 400),
+        ("commit", 450),
+        ("committed", 500),
+        ("commit", 600),
+        ("committed", 700),
+        ("answer", 800),
+    ]
+    found = stages([(stage, t * 1000) for stage, t in us])
+    assert found.usual == 1
+    assert found.steps["result back -> its commit begins"] == [200]
+    assert found.steps["the commit"] == [100]
+
+
 def test_a_request_read_in_pieces_stays_one_cycle() -> None:
     events = [("read", 0), ("read", 10_000), *_task(20)[1:]]
     assert len(cycles(events)) == 1
