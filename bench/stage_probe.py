@@ -36,10 +36,9 @@ from llamactl.server.apiserver.http_transport import CoalescingTransport
 from llamactl.server.mq.zeromq import records
 from llamactl.server.state._sqlite_writer import InlineWriter
 
-__all__ = ["MAX_EVENTS", "STAGES", "install", "main"]
+__all__ = ["MAX_EVENTS", "install", "main"]
 
 MAX_EVENTS = 400_000
-STAGES = ("read", "sent", "result", "commit", "committed", "answer")
 
 _events: collections.deque[tuple[str, int]] = collections.deque(maxlen=MAX_EVENTS)
 
