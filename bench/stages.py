@@ -10,6 +10,7 @@ this to see which stage a change moved.
 
     python -m bench.stages --service wf
     python -m bench.stages --service wf --python ~/.cache/llamactl-bench/llamactl-workflows-1.3.0/bin/python
+    python -m bench.stages --split    # also cut "result back -> its commit begins" finer
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 from bench.ab import AB_SERVICES, Burst, burst, serve
 from bench.cached_env import REPO_ROOT, byte_compile
 
-__all__ = ["Cycle", "Stages", "cycles", "main", "measure", "stages"]
+__all__ = ["SPLIT_STEPS", "STEPS", "Cycle", "Stages", "cycles", "main", "measure", "stages"]
 
 Event = tuple[str, int]
 """A stage and when it was reached (``time.perf_counter_ns()``)."""
@@ -41,6 +42,18 @@ STEPS = (
     ("committed", "answer", "commit ended -> answer written"),
     ("read", "answer", "request read -> answer written (all but the client)"),
 )
+
+SPLIT_STEPS = (
+    ("result", "frames", "-> the broker has its frames"),
+    ("frames", "offer", "-> offered to the control plane's consumer"),
+    ("offer", "apply", "-> its report's application begins"),
+    ("apply", "final", "-> the final report's handler begins"),
+    ("final", "transition", "-> the task record's change begins"),
+    ("transition", "submit", "-> the commit's writes go to the writer"),
+    ("submit", "commit", "-> the commit begins"),
+)
+"""``--split``: "result back -> its commit begins" cut at the stamps of ``bench/stage_probe.py``'s
+``SPLIT``, the first of each after the one before."""
 
 
 @dataclass(slots=True)
@@ -72,6 +85,27 @@ class Cycle:
             elif stage == "answer" and "committed" in first:
                 first["answer"] = t
         return first if len(first) == 6 else None
+
+    def split(self, at: dict[str, int]) -> dict[str, int] | None:
+        """When each ``--split`` stage between the result and its commit was reached (given the
+        usual path's ``at``): the first of each after the one before; None when one is missing
+        (a probe without ``--split``, or a result that took another way)."""
+        found = {"result": at["result"]}
+        wanted = iter(SPLIT_STEPS)
+        _, stage, _ = next(wanted)
+        for name, t in self.events:
+            if t <= at["result"]:
+                continue
+            if t >= at["commit"]:
+                break
+            if name == stage:
+                found[stage] = t
+                step = next(wanted, None)
+                if step is None:
+                    break
+                stage = step[1]
+        found["commit"] = at["commit"]
+        return found if len(found) == len(SPLIT_STEPS) + 1 else None
 
     def early_commits(self) -> list[int]:
         """Durations (ns) of the commits that ran between the send and the result: the task
@@ -113,6 +147,9 @@ class Stages:
     """Durations (us) of the commits made while a worker ran the task."""
     usual: int
     total: int
+    split: dict[str, list[float]] = field(default_factory=dict)
+    """``--split``: microseconds per finer step of "result back -> its commit begins" (each a list
+    over the usual cycles that had every stamp)."""
 
     def report(self, p50_ms: float | None = None) -> list[str]:
         lines = [f"{self.usual} of {self.total} tasks took the usual path; microseconds, median [p25-p75]:"]
@@ -123,6 +160,11 @@ class Stages:
             lines.append(
                 f"  {'a commit while the worker runs (off the path)':52s} {_quartiles(self.early)} ({share})"
             )
+        if self.split:
+            n = len(next(iter(self.split.values())))
+            lines.append(f"  result back -> its commit begins, cut finer ({n} of {self.usual} tasks):")
+            for label, values in self.split.items():
+                lines.append(f"    {label:50s} {_quartiles(values)}")
         if p50_ms is not None and self.steps:
             server = statistics.median(self.steps[STEPS[-1][2]])
             outside = p50_ms * 1000 - server
@@ -142,8 +184,9 @@ def stages(events: Sequence[Event]) -> Stages:
     """The steps of the cycles with the usual path, in microseconds."""
     found = cycles(events)
     steps: dict[str, list[float]] = {label: [] for _, _, label in STEPS}
+    split: dict[str, list[float]] = {label: [] for _, _, label in SPLIT_STEPS}
     early: list[float] = []
-    usual = 0
+    usual = split_usual = 0
     for cycle in found:
         at = cycle.at()
         if at is None:
@@ -152,15 +195,23 @@ def stages(events: Sequence[Event]) -> Stages:
         for start, end, label in STEPS:
             steps[label].append((at[end] - at[start]) / 1000)
         early.extend(ns / 1000 for ns in cycle.early_commits())
-    return Stages(steps if usual else {}, early, usual, len(found))
+        finer = cycle.split(at)
+        if finer is not None:
+            split_usual += 1
+            for start, end, label in SPLIT_STEPS:
+                split[label].append((finer[end] - finer[start]) / 1000)
+    return Stages(steps if usual else {}, early, usual, len(found), split if split_usual else {})
 
 
-async def measure(checkout: Path, python: Path, service: str, seconds: float) -> tuple[Burst, list[Event]]:
-    """One client's burst of ``seconds`` against a probed server, and the stamps inside it."""
+async def measure(
+    checkout: Path, python: Path, service: str, seconds: float, *, split: bool = False
+) -> tuple[Burst, list[Event]]:
+    """One client's burst of ``seconds`` against a probed server (``split``: with the finer
+    stamps too), and the stamps inside it."""
     with tempfile.TemporaryDirectory(prefix="llamactl-stages-") as tmp:
         out = Path(tmp) / "stamps.txt"
         async with contextlib.AsyncExitStack() as stack:
-            launcher = ("-m", "bench.stage_probe", str(out))
+            launcher = ("-m", "bench.stage_probe", *(("--split",) if split else ()), str(out))
             target = await serve(stack, checkout, service, python=python, launcher=launcher)
             await burst(target, 1, min(1.0, seconds))  # warm up
             start = time.perf_counter_ns()
@@ -186,13 +237,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the interpreter that runs the server (default: this one), e.g. the anchor's "
         "environment with Llama Deploy's workflows library",
     )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help='also cut "result back -> its commit begins" at each layer the result passes '
+        "(broker, consumer, report, handler, record, writer)",
+    )
     args = parser.parse_args(argv)
     if args.seconds <= 0:
         parser.error("--seconds must be above 0")
     if not (args.checkout / "bench" / "stage_probe.py").is_file():
         parser.error(f"--checkout {args.checkout}: no bench/stage_probe.py there")
     byte_compile(args.checkout)
-    result, events = asyncio.run(measure(args.checkout, args.python, args.service, args.seconds))
+    result, events = asyncio.run(
+        measure(args.checkout, args.python, args.service, args.seconds, split=args.split)
+    )
     found = stages(events)
     rate, p50 = f"{result.rate:.0f} tasks/s", f"p50 {result.p50_ms:.3f} ms"
     print(f"service {args.service}, one client for {args.seconds:g} s: {rate}, {p50}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.stages import STEPS, cycles, main, stages
+from bench.stages import SPLIT_STEPS, STEPS, cycles, main, stages
 
 
 def _task(t0: int, *, early_commit: bool = True) -> list[tuple[str, int]]:
@@ -71,8 +71,54 @@ def test_a_request_read_in_pieces_stays_one_cycle() -> None:
     assert stages(events).usual == 1
 
 
+def _split_task(t0: int, *, skip: str = "") -> list[tuple[str, int]]:
+    """A request whose result went through every ``--split`` stamp (but ``skip``), with others
+    of the same names before the result and after the commit, which do not count."""
+    us = [
+        ("read", 0),
+        ("submit", 100),
+        ("sent", 300),
+        ("result", 800),
+        ("frames", 810),
+        ("offer", 830),
+        ("offer", 835),  # a second one: the first counts
+        ("apply", 860),
+        ("final", 880),
+        ("transition", 890),
+        ("submit", 940),
+        ("commit", 950),
+        ("frames", 960),
+        ("committed", 1100),
+        ("answer", 1150),
+    ]
+    return [(stage, (t0 + t) * 1000) for stage, t in us if stage != skip]
+
+
+def test_split_cuts_the_time_between_the_result_and_its_commit() -> None:
+    found = stages([*_split_task(0), *_split_task(10_000), *_split_task(20_000, skip="apply")])
+    assert found.usual == 3
+    assert found.steps["result back -> its commit begins"] == [150, 150, 150]
+    assert {label: values for label, values in found.split.items()} == {
+        "-> the broker has its frames": [10, 10],
+        "-> offered to the control plane's consumer": [20, 20],
+        "-> its report's application begins": [30, 30],
+        "-> the final report's handler begins": [20, 20],
+        "-> the task record's change begins": [10, 10],
+        "-> the commit's writes go to the writer": [50, 50],
+        "-> the commit begins": [10, 10],
+    }
+    assert "cut finer (2 of 3 tasks)" in "\n".join(found.report())
+
+
+def test_without_split_stamps_nothing_is_cut_finer() -> None:
+    found = stages(_task(0))
+    assert found.usual == 1
+    assert found.split == {}
+    assert "cut finer" not in "\n".join(found.report())
+
+
 def test_a_real_server_is_measured_stage_by_stage(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--service", "echo", "--seconds", "0.5"]) == 0
+    assert main(["--service", "echo", "--seconds", "0.5", "--split"]) == 0
     out = capsys.readouterr().out
     assert "service echo, one client for 0.5 s:" in out
     usual, total = (int(n) for n in out.split(" tasks took")[0].split("\n")[-1].split(" of "))
@@ -81,3 +127,8 @@ def test_a_real_server_is_measured_stage_by_stage(capsys: pytest.CaptureFixture[
         assert label in out
     assert "a commit while the worker runs (off the path)" in out
     assert "client p50" in out
+    # Each layer of the result's way to its commit was stamped, in the server's own code.
+    split = int(out.split("cut finer (")[1].split(" of ")[0])
+    assert 0 < split <= usual
+    for _, _, label in SPLIT_STEPS:
+        assert label in out
