@@ -90,22 +90,17 @@ class Cycle:
         """When each ``--split`` stage between the result and its commit was reached (given the
         usual path's ``at``): the first of each after the one before; None when one is missing
         (a probe without ``--split``, or a result that took another way)."""
+        names = [end for _, end, _ in SPLIT_STEPS[:-1]]  # "frames" ... "submit"
         found = {"result": at["result"]}
-        wanted = iter(SPLIT_STEPS)
-        _, stage, _ = next(wanted)
         for name, t in self.events:
-            if t <= at["result"]:
-                continue
-            if t >= at["commit"]:
+            if len(found) > len(names) or t >= at["commit"]:
                 break
-            if name == stage:
-                found[stage] = t
-                step = next(wanted, None)
-                if step is None:
-                    break
-                stage = step[1]
+            if t > at["result"] and name == names[len(found) - 1]:
+                found[name] = t
+        if len(found) <= len(names):
+            return None
         found["commit"] = at["commit"]
-        return found if len(found) == len(SPLIT_STEPS) + 1 else None
+        return found
 
     def early_commits(self) -> list[int]:
         """Durations (ns) of the commits that ran between the send and the result: the task
@@ -246,8 +241,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seconds <= 0:
         parser.error("--seconds must be above 0")
-    if not (args.checkout / "bench" / "stage_probe.py").is_file():
+    probe = args.checkout / "bench" / "stage_probe.py"
+    if not probe.is_file():
         parser.error(f"--checkout {args.checkout}: no bench/stage_probe.py there")
+    if args.split and "--split" not in probe.read_text():
+        parser.error(f"--checkout {args.checkout}: its bench/stage_probe.py is older than --split")
     byte_compile(args.checkout)
     result, events = asyncio.run(
         measure(args.checkout, args.python, args.service, args.seconds, split=args.split)

@@ -3,6 +3,8 @@ the figures are whatever the machine gives; only what is found and its shape is 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench.stages import SPLIT_STEPS, STEPS, cycles, main, stages
@@ -115,6 +117,16 @@ def test_without_split_stamps_nothing_is_cut_finer() -> None:
     assert found.usual == 1
     assert found.split == {}
     assert "cut finer" not in "\n".join(found.report())
+
+
+def test_split_refuses_a_checkout_whose_probe_has_no_split(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "stage_probe.py").write_text('"""python -m bench.stage_probe OUT serve FILE"""\n')
+    with pytest.raises(SystemExit):
+        main(["--checkout", str(tmp_path), "--split"])
+    assert "its bench/stage_probe.py is older than --split" in capsys.readouterr().err
 
 
 def test_a_real_server_is_measured_stage_by_stage(capsys: pytest.CaptureFixture[str]) -> None:
