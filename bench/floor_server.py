@@ -7,7 +7,10 @@ worker subprocess (with ``--workers N``, to N of them in turn: ZeroMQ's DEALER d
 which runs the echo function or the workflow and sends the JSON answer back. Nothing is stored,
 nothing is acked, no Context is saved: this is the least any design pays that runs user code in a
 separate process, so it bounds from below what llamactl's full path (state store, journal,
-leases, reports) can reach on this machine.
+leases, reports) can reach on this machine. Its workers run the workflows as llamactl's do
+(:func:`~llamactl.server.services.workflow_runs.prepare_workflow`: each workflow's steps looked up
+once, not by the ``workflows`` library on every run), so the floor pays nothing that llamactl's
+design does not.
 
 With ``--transport unix`` the hop goes over a Unix socket that each process's event loop drives
 itself, instead of ZeroMQ with its I/O threads (:mod:`bench.floor_unix`; compare them with
@@ -43,6 +46,7 @@ from bench.baseline_server import serve
 from bench.floor_store import FloorStore
 from bench.floor_unix import UnixForwarder, work
 from bench.services import cpu_workflow, echo, echo_workflow
+from llamactl.server.services.workflow_runs import prepare_workflow
 from llamactl.server.supervisor import death_signal_hook
 
 __all__ = ["main"]
@@ -172,7 +176,15 @@ async def _answer(kind: bytes, body: bytes) -> bytes:
     return json.dumps(await _run(kind, body)).encode()
 
 
+def prepare_workflows() -> None:
+    """Run the floor's workflows as llamactl's workers run theirs (``prepare_workflow``), so that
+    the floor pays nothing for the ``workflows`` library that llamactl's design avoids."""
+    for workflow in _WORKFLOWS.values():
+        prepare_workflow(workflow)
+
+
 async def _work(address: str) -> None:
+    prepare_workflows()
     if address.startswith("unix:"):
         await work(address.removeprefix("unix:"), _answer)
         return

@@ -24,7 +24,7 @@ from .encoding import envelope, to_jsonable
 from .errorinfo import error_line
 from .where import Where, steps_pending, workflow_steps_where
 
-__all__ = ["WorkflowRunnable", "workflow_runnable"]
+__all__ = ["WorkflowRunnable", "prepare_workflow", "workflow_runnable"]
 
 
 _TAKES_RUN_ID = "run_id" in inspect.signature(getattr(Context, "_workflow_run", lambda: None)).parameters
@@ -108,8 +108,7 @@ class WorkflowRunnable(Runnable):
 
     def __init__(self, workflow: Workflow) -> None:
         self.workflow = workflow
-        _remember_steps(workflow)
-        signatures.install()  # once per process: later calls find the modules done
+        prepare_workflow(workflow)
 
     def start(
         self, kwargs: dict[str, Any], context: dict[str, Any] | None, emit: Emit, run_id: str | None = None
@@ -124,6 +123,14 @@ class WorkflowRunnable(Runnable):
         if missing:
             return f"the workflow has no step {', '.join(missing)} any more (the run waited in it)"
         return None
+
+
+def prepare_workflow(workflow: Workflow) -> None:
+    """What a worker does to a workflow before its first run, so that each run skips work the
+    ``workflows`` library would repeat: the workflow's steps looked up once (not on every run)
+    and the signatures its instrumentation inspects remembered per function (``signatures``)."""
+    _remember_steps(workflow)
+    signatures.install()  # once per process: later calls find the modules done
 
 
 def _remember_steps(workflow: Workflow) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import pytest
+import workflows.workflow
 
+from bench import floor_server
 from bench.cached_env import REPO_ROOT
 from bench.measure import ECHO_BODY, measure_endpoint
 from bench.procfs import cpu_seconds, descendants
 from bench.server_proc import ServerProcess, ServerStartError
-from bench.services import CPU_STEP_SECONDS
+from bench.services import CPU_STEP_SECONDS, echo_workflow
 
 
 async def cpu_steps_reach_both_workers(server: ServerProcess) -> None:
@@ -64,3 +67,21 @@ async def test_the_floor_over_a_unix_socket_deals_to_every_worker_and_answers_ev
             )
             assert measured.errors == 0, measured.first_error
             assert measured.sequential is not None and measured.rates[8] > 0
+
+
+async def test_the_floor_s_workers_look_a_workflow_s_steps_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The floor runs its workflows as llamactl's workers do: the ``workflows`` library's own
+    lookup of a workflow's steps on every run cost the floor's workflow echo about a third of its
+    p50 on 2.x, which llamactl's design does not pay (bench/README.md, point 42)."""
+    lookups: list[object] = []
+    real = workflows.workflow.get_steps_from_instance
+
+    def counted(instance: object) -> Any:
+        lookups.append(instance)
+        return real(instance)
+
+    monkeypatch.setattr(workflows.workflow, "get_steps_from_instance", counted)
+    floor_server.prepare_workflows()
+    for _ in range(3):
+        assert await echo_workflow.run(message="hi") == "Message received: hi"
+    assert len(lookups) <= 1
