@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import pytest
-import workflows.workflow
 
 from bench import floor_server
 from bench.cached_env import REPO_ROOT
@@ -14,6 +12,7 @@ from bench.measure import ECHO_BODY, measure_endpoint
 from bench.procfs import cpu_seconds, descendants
 from bench.server_proc import ServerProcess, ServerStartError
 from bench.services import CPU_STEP_SECONDS, echo_workflow
+from tests.step_lookups import count_step_lookups
 
 
 async def cpu_steps_reach_both_workers(server: ServerProcess) -> None:
@@ -73,14 +72,7 @@ async def test_the_floor_s_workers_look_a_workflow_s_steps_up_once(monkeypatch: 
     """The floor runs its workflows as llamactl's workers do: the ``workflows`` library's own
     lookup of a workflow's steps on every run cost the floor's workflow echo about a third of its
     p50 on 2.x, which llamactl's design does not pay (bench/README.md, point 42)."""
-    lookups: list[object] = []
-    real = workflows.workflow.get_steps_from_instance
-
-    def counted(instance: object) -> Any:
-        lookups.append(instance)
-        return real(instance)
-
-    monkeypatch.setattr(workflows.workflow, "get_steps_from_instance", counted)
+    lookups = count_step_lookups(monkeypatch)
     floor_server.prepare_workflows()
     for _ in range(3):
         assert await echo_workflow.run(message="hi") == "Message received: hi"

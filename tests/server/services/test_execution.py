@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import workflows.workflow
 from workflows.context.serializers import JsonSerializer
 from workflows.decorators import step
 from workflows.events import HumanResponseEvent, StopEvent
@@ -18,6 +17,7 @@ from llamactl.server.errors import WorkflowLoadError
 from llamactl.server.protocol import TASK_WHERE, WorkerMessageKind
 from llamactl.server.services.adapters import Runnable
 from llamactl.server.services.execution import TaskOutcome, execute
+from tests.step_lookups import count_step_lookups
 
 from .harness import TAKES_RUN_ID, TaskIO
 
@@ -82,14 +82,7 @@ async def test_a_workflow_s_steps_are_looked_up_once_not_on_every_run(
 ) -> None:
     """``workflows`` looks an instance's steps up with inspect.getmembers several times per run
     (a sixth of a worker's CPU per echo task on 2.x, 4 % on 1.x); the adapter asks it once."""
-    lookups: list[object] = []
-    real = workflows.workflow.get_steps_from_instance
-
-    def counted(instance: object) -> Any:
-        lookups.append(instance)
-        return real(instance)
-
-    monkeypatch.setattr(workflows.workflow, "get_steps_from_instance", counted)
+    lookups = count_step_lookups(monkeypatch)
     runnable = load("flows:counter")
     lookups.clear()  # the module's workflows looked theirs up when they were made
     context = None
