@@ -1,5 +1,6 @@
 """``python -m bench.stage_probe [--split] OUT serve FILE ...``: ``llamactl serve`` with a timestamp
-at each stage of a task's path through the server, written to OUT when the server exits.
+at each stage of a task's path through the server and its workers, written to OUT (the server's)
+and ``OUT.worker-<pid>`` (each worker's) when they exit.
 
 Used by :mod:`bench.stages`. Before the server starts, a few methods of the classes a request
 passes through are wrapped so that each call notes ``(stage, time.perf_counter_ns())``; the
@@ -14,6 +15,9 @@ its own window. The stages, in a sequential task's order:
   (``InlineWriter._flush``);
 - ``answer``: a write of the HTTP answer (``CoalescingTransport.write``).
 
+Its workers run under ``bench/stage_probe_worker.py``, which stamps the time between ``sent`` and
+``result`` in them (:data:`~bench.stage_probe_worker.WORKER`).
+
 With ``--split``, the time between a result's read and its commit is cut finer (:data:`SPLIT`):
 
 - ``frames``: the broker took the result's frames (``ZeroMQBroker._on_frames``);
@@ -26,37 +30,34 @@ With ``--split``, the time between a result's read and its commit is cut finer (
 The async ones are wrapped in a coroutine of their own: a little more than the others cost.
 
 The wrappers cost a call and a clock read each (well under a microsecond); the server is
-otherwise the checkout's own. At most :data:`MAX_EVENTS` stamps are kept (the latest).
+otherwise the checkout's own. At most :data:`~bench.stamps.MAX_EVENTS` stamps are kept (the latest).
 """
 
 from __future__ import annotations
 
-import atexit
-import collections
-import functools
 import inspect
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from bench.stage_probe_worker import worker_command
+from bench.stamps import note, stamped, stamped_async, write_at_exit
 from llamactl.cli.main import main as llamactl_main
 from llamactl.server.apiserver.http_transport import CoalescingTransport
 from llamactl.server.control_plane.inbox import Inbox
 from llamactl.server.control_plane.records import ControlPlaneRecords
 from llamactl.server.control_plane.report_deliveries import ReportDeliveries
+from llamactl.server.deployment import launch
 from llamactl.server.mq.zeromq import records
 from llamactl.server.mq.zeromq.broker import ZeroMQBroker
 from llamactl.server.mq.zeromq.consumer import ConsumerState
+from llamactl.server.services import command
 from llamactl.server.state._sqlite_writer import InlineWriter
 from llamactl.server.state.sqlite import SQLiteStateStore
 
-__all__ = ["MAX_EVENTS", "SPLIT", "install", "main"]
-
-MAX_EVENTS = 400_000
+__all__ = ["SPLIT", "install", "main"]
 
 SPLIT: tuple[tuple[type, str, str], ...] = (
     (ZeroMQBroker, "_on_frames", "frames"),
@@ -68,33 +69,6 @@ SPLIT: tuple[tuple[type, str, str], ...] = (
 )
 """``--split``: the methods stamped between a result's read and its commit, in path order."""
 
-_events: collections.deque[tuple[str, int]] = collections.deque(maxlen=MAX_EVENTS)
-
-
-def _stamped(stage: str, method: Callable[..., Any], when: Callable[[Any], bool] | None = None) -> Any:
-    note = _events.append
-    clock = time.perf_counter_ns
-
-    @functools.wraps(method)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if when is None or when(self):
-            note((stage, clock()))
-        return method(self, *args, **kwargs)
-
-    return wrapper
-
-
-def _stamped_async(stage: str, method: Callable[..., Any]) -> Any:
-    note = _events.append
-    clock = time.perf_counter_ns
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        note((stage, clock()))
-        return await method(self, *args, **kwargs)
-
-    return wrapper
-
 
 def install(out: Path, *, split: bool = False) -> None:
     """Wrap the stages' methods (``split``: the finer ones too) and write the stamps to ``out``
@@ -102,35 +76,43 @@ def install(out: Path, *, split: bool = False) -> None:
     if split:
         for cls, name, stage in SPLIT:
             method = getattr(cls, name)
-            wrap = _stamped_async if inspect.iscoroutinefunction(method) else _stamped
+            wrap = stamped_async if inspect.iscoroutinefunction(method) else stamped
             setattr(cls, name, wrap(stage, method))
-    HttpToolsProtocol.data_received = _stamped("read", HttpToolsProtocol.data_received)  # type: ignore[method-assign]
-    records.Records._flush = _stamped(  # type: ignore[method-assign]
+    HttpToolsProtocol.data_received = stamped("read", HttpToolsProtocol.data_received)  # type: ignore[method-assign]
+    records.Records._flush = stamped(  # type: ignore[method-assign]
         "sent", records.Records._flush, lambda r: bool(r._pending) and r.transport is not None
     )
     cut = records._cut
 
     def stamped_cut(view: bytes | bytearray, limit: int) -> Any:
-        _events.append(("result", time.perf_counter_ns()))
+        note("result")
         return cut(view, limit)
 
     records._cut = stamped_cut
     flush = InlineWriter._flush
 
     def stamped_flush(self: InlineWriter) -> None:
-        _events.append(("commit", time.perf_counter_ns()))
+        note("commit")
         try:
             flush(self)
         finally:
-            _events.append(("committed", time.perf_counter_ns()))
+            note("committed")
 
     InlineWriter._flush = stamped_flush  # type: ignore[method-assign]
-    CoalescingTransport.write = _stamped("answer", CoalescingTransport.write)  # type: ignore[method-assign]
-    atexit.register(_write, out)
+    CoalescingTransport.write = stamped("answer", CoalescingTransport.write)  # type: ignore[method-assign]
+    _probe_workers(out)
+    write_at_exit(out)
 
 
-def _write(out: Path) -> None:
-    out.write_text("".join(f"{t} {stage}\n" for stage, t in _events))
+def _probe_workers(out: Path) -> None:
+    """Start the server's workers (those started ahead too) under ``bench/stage_probe_worker.py``."""
+    plain = command.worker_command
+
+    def probed(python: Path | None = None) -> list[str]:
+        return worker_command(plain(python), out)
+
+    command.worker_command = probed
+    launch.worker_command = probed  # type: ignore[attr-defined]
 
 
 def main() -> None:

@@ -34,7 +34,10 @@ __all__ = ["SPLIT_STEPS", "STEPS", "Cycle", "Stages", "cycles", "main", "measure
 Event = tuple[str, int]
 """A stage and when it was reached (``time.perf_counter_ns()``)."""
 
-STEPS = (
+Steps = tuple[tuple[str, str, str], ...]
+"""Steps, each ``(from stamp, to stamp, label)``."""
+
+STEPS: Steps = (
     ("read", "sent", "request read -> sent to its worker"),
     ("sent", "result", "sent -> result back (the worker, two hops)"),
     ("result", "commit", "result back -> its commit begins"),
@@ -43,7 +46,18 @@ STEPS = (
     ("read", "answer", "request read -> answer written (all but the client)"),
 )
 
-SPLIT_STEPS = (
+WORKER_STEPS: Steps = (
+    ("sent", "w_in", "-> the worker has it (a hop)"),
+    ("w_in", "w_handle", "-> its handler begins"),
+    ("w_handle", "w_run", "-> the run begins"),
+    ("w_run", "w_ran", "-> the run ends (its set-up and the code)"),
+    ("w_ran", "w_out", "-> the result is written"),
+    ("w_out", "result", "-> the server has it (a hop)"),
+)
+""""sent -> result back" cut at the worker's stamps (``bench/stage_probe_worker.py``), the first of
+each after the one before."""
+
+SPLIT_STEPS: Steps = (
     ("result", "frames", "-> the broker has its frames"),
     ("frames", "offer", "-> offered to the control plane's consumer"),
     ("offer", "apply", "-> its report's application begins"),
@@ -86,20 +100,21 @@ class Cycle:
                 first["answer"] = t
         return first if len(first) == 6 else None
 
-    def split(self, at: dict[str, int]) -> dict[str, int] | None:
-        """When each ``--split`` stage between the result and its commit was reached (given the
-        usual path's ``at``): the first of each after the one before; None when one is missing
-        (a probe without ``--split``, or a result that took another way)."""
-        names = [end for _, end, _ in SPLIT_STEPS[:-1]]  # "frames" ... "submit"
-        found = {"result": at["result"]}
+    def cut(self, at: dict[str, int], steps: Steps) -> dict[str, int] | None:
+        """When each stamp of ``steps`` (a cut of one step of the usual path, whose ``at`` is
+        given) was reached: the first of each after the one before, between the step's two
+        stamps; None when one is missing (a probe without them, or a task that took another way)."""
+        first, last = steps[0][0], steps[-1][1]
+        names = [end for _, end, _ in steps[:-1]]
+        found = {first: at[first]}
         for name, t in self.events:
-            if len(found) > len(names) or t >= at["commit"]:
+            if len(found) > len(names) or t >= at[last]:
                 break
-            if t > at["result"] and name == names[len(found) - 1]:
+            if t > at[first] and name == names[len(found) - 1]:
                 found[name] = t
         if len(found) <= len(names):
             return None
-        found["commit"] = at["commit"]
+        found[last] = at[last]
         return found
 
     def early_commits(self) -> list[int]:
@@ -145,6 +160,9 @@ class Stages:
     split: dict[str, list[float]] = field(default_factory=dict)
     """``--split``: microseconds per finer step of "result back -> its commit begins" (each a list
     over the usual cycles that had every stamp)."""
+    worker: dict[str, list[float]] = field(default_factory=dict)
+    """Microseconds per step of "sent -> result back" in the worker (each a list over the usual
+    cycles that had every stamp); empty for a checkout whose probe does not stamp its workers."""
 
     def report(self, p50_ms: float | None = None) -> list[str]:
         lines = [f"{self.usual} of {self.total} tasks took the usual path; microseconds, median [p25-p75]:"]
@@ -155,11 +173,14 @@ class Stages:
             lines.append(
                 f"  {'a commit while the worker runs (off the path)':52s} {_quartiles(self.early)} ({share})"
             )
-        if self.split:
-            n = len(next(iter(self.split.values())))
-            lines.append(f"  result back -> its commit begins, cut finer ({n} of {self.usual} tasks):")
-            for label, values in self.split.items():
-                lines.append(f"    {label:50s} {_quartiles(values)}")
+        for title, cut in (
+            ("sent -> result back, in the worker", self.worker),
+            ("result back -> its commit begins, cut finer", self.split),
+        ):
+            if cut:
+                n = len(next(iter(cut.values())))
+                lines.append(f"  {title} ({n} of {self.usual} tasks):")
+                lines += [f"    {label:50s} {_quartiles(values)}" for label, values in cut.items()]
         if p50_ms is not None and self.steps:
             server = statistics.median(self.steps[STEPS[-1][2]])
             outside = p50_ms * 1000 - server
@@ -179,30 +200,48 @@ def stages(events: Sequence[Event]) -> Stages:
     """The steps of the cycles with the usual path, in microseconds."""
     found = cycles(events)
     steps: dict[str, list[float]] = {label: [] for _, _, label in STEPS}
-    split: dict[str, list[float]] = {label: [] for _, _, label in SPLIT_STEPS}
+    cuts: dict[Steps, dict[str, list[float]]] = {
+        cut: {label: [] for _, _, label in cut} for cut in (WORKER_STEPS, SPLIT_STEPS)
+    }
     early: list[float] = []
-    usual = split_usual = 0
+    usual = 0
     for cycle in found:
         at = cycle.at()
         if at is None:
             continue
         usual += 1
-        for start, end, label in STEPS:
-            steps[label].append((at[end] - at[start]) / 1000)
+        _add(steps, STEPS, at)
         early.extend(ns / 1000 for ns in cycle.early_commits())
-        finer = cycle.split(at)
-        if finer is not None:
-            split_usual += 1
-            for start, end, label in SPLIT_STEPS:
-                split[label].append((finer[end] - finer[start]) / 1000)
-    return Stages(steps if usual else {}, early, usual, len(found), split if split_usual else {})
+        for cut, values in cuts.items():
+            stamps = cycle.cut(at, cut)
+            if stamps is not None:
+                _add(values, cut, stamps)
+
+    def found_in(cut: Steps) -> dict[str, list[float]]:
+        values = cuts[cut]
+        return values if any(values.values()) else {}
+
+    return Stages(
+        steps if usual else {},
+        early,
+        usual,
+        len(found),
+        split=found_in(SPLIT_STEPS),
+        worker=found_in(WORKER_STEPS),
+    )
+
+
+def _add(values: dict[str, list[float]], steps: Steps, at: dict[str, int]) -> None:
+    for start, end, label in steps:
+        values[label].append((at[end] - at[start]) / 1000)
 
 
 async def measure(
     checkout: Path, python: Path, service: str, seconds: float, *, split: bool = False
 ) -> tuple[Burst, list[Event]]:
     """One client's burst of ``seconds`` against a probed server (``split``: with the finer
-    stamps too), and the stamps inside it."""
+    stamps too), and the stamps inside it: the server's, and those of the worker that ran the
+    burst's tasks (stamps of the others, heartbeats say, would cut into its own)."""
     with tempfile.TemporaryDirectory(prefix="llamactl-stages-") as tmp:
         out = Path(tmp) / "stamps.txt"
         async with contextlib.AsyncExitStack() as stack:
@@ -214,8 +253,18 @@ async def measure(
             end = time.perf_counter_ns()
         if not out.exists():
             raise RuntimeError("the probed server wrote no stamps: it did not exit cleanly")
-        stamps = [(stage, int(t)) for t, stage in (line.split() for line in out.read_text().splitlines())]
-    return result, [(stage, t) for stage, t in stamps if start <= t <= end]
+        stamps = _read(out, start, end)
+        for worker in sorted(out.parent.glob(f"{out.name}.worker-*")):
+            theirs = _read(worker, start, end)
+            if any(stage == "w_handle" for stage, _ in theirs):
+                stamps += theirs
+    return result, sorted(stamps, key=lambda stamp: stamp[1])
+
+
+def _read(file: Path, start: int, end: int) -> list[Event]:
+    """The stamps of ``file`` between ``start`` and ``end``."""
+    stamps = ((stage, int(t)) for t, stage in (line.split() for line in file.read_text().splitlines()))
+    return [(stage, t) for stage, t in stamps if start <= t <= end]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

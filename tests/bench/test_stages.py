@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.stages import SPLIT_STEPS, STEPS, cycles, main, stages
+from bench.stage_probe_worker import worker_command, worker_out
+from bench.stages import SPLIT_STEPS, STEPS, WORKER_STEPS, cycles, main, stages
 
 
 def _task(t0: int, *, early_commit: bool = True) -> list[tuple[str, int]]:
@@ -116,7 +117,63 @@ def test_without_split_stamps_nothing_is_cut_finer() -> None:
     found = stages(_task(0))
     assert found.usual == 1
     assert found.split == {}
-    assert "cut finer" not in "\n".join(found.report())
+    assert found.worker == {}  # a checkout whose probe does not stamp its workers
+    report = "\n".join(found.report())
+    assert "cut finer" not in report
+    assert "in the worker" not in report
+
+
+def _worker_task(t0: int, *, skip: str = "") -> list[tuple[str, int]]:
+    """A request whose worker stamped each of its stages (but ``skip``), among writes and reads of
+    its own that do not count: a heartbeat before the run's end, an answer's read after it."""
+    us = [
+        ("read", 0),
+        ("w_out", 100),  # a heartbeat before the task came
+        ("sent", 300),
+        ("w_in", 340),
+        ("w_handle", 400),
+        ("w_run", 420),
+        ("w_out", 450),  # an event the run streamed
+        ("w_ran", 700),
+        ("w_in", 705),  # a confirm
+        ("w_out", 730),
+        ("w_handle", 740),  # the previous task's handler ending: not this one's
+        ("result", 800),
+        ("commit", 1000),
+        ("committed", 1150),
+        ("answer", 1250),
+    ]
+    return [(stage, (t0 + t) * 1000) for stage, t in us if stage != skip]
+
+
+def test_the_worker_s_stamps_cut_the_time_between_the_send_and_the_result() -> None:
+    found = stages([*_worker_task(0), *_worker_task(10_000), *_worker_task(20_000, skip="w_ran")])
+    assert found.usual == 3
+    assert found.steps["sent -> result back (the worker, two hops)"] == [500, 500, 500]
+    assert {label: values for label, values in found.worker.items()} == {
+        "-> the worker has it (a hop)": [40, 40],
+        "-> its handler begins": [60, 60],
+        "-> the run begins": [20, 20],
+        "-> the run ends (its set-up and the code)": [280, 280],
+        "-> the result is written": [30, 30],
+        "-> the server has it (a hop)": [70, 70],
+    }
+    assert "sent -> result back, in the worker (2 of 3 tasks)" in "\n".join(found.report())
+
+
+def test_the_worker_probe_runs_only_a_worker_s_command(tmp_path: Path) -> None:
+    out = tmp_path / "stamps.txt"
+    plain = ["/usr/bin/python3", "-P", "-m", "llamactl.server.services"]
+    assert worker_command(plain, out) == [
+        "/usr/bin/python3",
+        "-P",
+        "-m",
+        "bench.stage_probe_worker",
+        str(out),
+    ]
+    with pytest.raises(ValueError, match="not a worker's command"):
+        worker_command(["/usr/bin/python3", "-m", "something.else"], out)
+    assert worker_out(out, 42) == tmp_path / "stamps.txt.worker-42"
 
 
 def test_split_refuses_a_checkout_whose_probe_has_no_split(
@@ -143,4 +200,9 @@ def test_a_real_server_is_measured_stage_by_stage(capsys: pytest.CaptureFixture[
     split = int(out.split("cut finer (")[1].split(" of ")[0])
     assert 0 < split <= usual
     for _, _, label in SPLIT_STEPS:
+        assert label in out
+    # And the worker's way from the task's bytes to its result's, in the worker's own code.
+    in_worker = int(out.split("in the worker (")[1].split(" of ")[0])
+    assert 0 < in_worker <= usual
+    for _, _, label in WORKER_STEPS:
         assert label in out
