@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -333,6 +334,45 @@ async def test_bad_kwargs_fail_with_the_parameters(load: Any, kwargs: dict[str, 
     assert problem in outcome.error
     assert "add takes (a: int, b: int = 1)" in outcome.error
     assert outcome.traceback is None
+
+
+async def test_a_function_s_signature_is_checked_once_per_set_of_input_names(
+    load: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Binding keywords looks only at their names: a set that fitted once fits again, so it is
+    not bound again; one that did not fit is refused (and checked) every time."""
+    binds: list[frozenset[str]] = []
+    bind = inspect.Signature.bind
+
+    def counted(self: inspect.Signature, /, *args: Any, **kwargs: Any) -> inspect.BoundArguments:
+        binds.append(frozenset(kwargs))
+        return bind(self, *args, **kwargs)
+
+    monkeypatch.setattr(inspect.Signature, "bind", counted)
+    add = load("funcs:add")
+    assert [(await run(add, a=n)).result for n in (1, 2, 3)] == [2, 3, 4]
+    assert (await run(add, a=1, b=5)).result == 6
+    assert (await run(add, b=5, a=2)).result == 7  # the same names in another order
+    for _ in range(2):
+        outcome = await run(add, a=1, c=2)
+        assert outcome.kind is FAILED and "unexpected keyword argument 'c'" in (outcome.error or "")
+    assert binds == [frozenset({"a"}), frozenset({"a", "b"}), frozenset({"a", "c"}), frozenset({"a", "c"})]
+
+
+async def test_inputs_a_run_never_opened_are_left_untouched(load: Any) -> None:
+    """A run that ends before ``inputs_after`` never reads its inputs: they are not even closed
+    (there is nothing to close), while inputs it opened are closed when it ends."""
+    io = TaskIO()
+    unread = io.inputs()
+    outcome = await execute(
+        load("funcs:add"), kwargs={"a": 1}, context=None, emit=io.emit, inputs=unread, inputs_after=60
+    )
+    assert outcome.result == 2
+    assert unread.ag_frame is not None  # never started, never closed
+    opened = io.inputs()
+    outcome = await execute(load("funcs:add"), kwargs={"a": 1}, context=None, emit=io.emit, inputs=opened)
+    assert outcome.result == 2
+    assert opened.ag_frame is None  # closed
 
 
 async def test_a_function_failing_on_an_input_of_the_wrong_type_names_that_input(load: Any) -> None:
