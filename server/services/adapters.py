@@ -110,6 +110,10 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
         return None  # builtins without a signature: let the call itself complain
 
 
+_FIT_LIMIT = 64
+"""Sets of input names remembered per function, at most: a bound however varied the inputs."""
+
+
 class _Binder:
     """Checks that a task's input fits the function's signature before it runs (a TaskInputError
     naming both when it does not). Which names an input has is all that decides it (binding
@@ -137,10 +141,6 @@ class _Binder:
             ) from None
         if len(self._fit) < _FIT_LIMIT:
             self._fit.add(names)
-
-
-_FIT_LIMIT = 64
-"""Sets of input names remembered per function, at most: a bound however varied the inputs."""
 
 
 class _FunctionRun(Run):

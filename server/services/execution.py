@@ -287,7 +287,8 @@ async def execute(
     A cancel input stops the run (task.cancelled); passing ``timeout`` seconds fails it with
     ``TimeoutError: timed out after N s``. The Context is returned with every outcome it exists
     for (unchanged input Context if the run could not even start). ``inputs`` is read only once
-    the run has lasted ``inputs_after`` seconds: most tasks end sooner and never open it.
+    the run has lasted ``inputs_after`` seconds: most tasks end sooner and never open it
+    (nor close it: ``inputs`` must hold nothing until it is first read, as an async generator does).
     ``keep_context=False`` skips serializing the Context at the end (nobody will run in it again).
     With ``label``, the run is among :func:`where_running` while it runs. ``on_asking(True)``
     when the run starts to wait for a person's answer, ``on_asking(False)`` when it stops.
