@@ -11,6 +11,11 @@ from bench.stage_probe_worker import worker_command, worker_out
 from bench.stages import SPLIT_STEPS, STEPS, WORKER_STEPS, cycles, main, stages
 
 
+def _at(t0: int, us: list[tuple[str, int]], skip: str = "") -> list[tuple[str, int]]:
+    """Stamps given in microseconds from ``t0`` as nanoseconds (but those of stage ``skip``)."""
+    return [(stage, (t0 + t) * 1000) for stage, t in us if stage != skip]
+
+
 def _task(t0: int, *, early_commit: bool = True) -> list[tuple[str, int]]:
     """One request's stamps, in microseconds from ``t0`` (as nanoseconds)."""
     us = [
@@ -23,7 +28,7 @@ def _task(t0: int, *, early_commit: bool = True) -> list[tuple[str, int]]:
         ("answer", 1240),
         ("answer", 1250),
     ]
-    return [(stage, (t0 + t) * 1000) for stage, t in us]
+    return _at(t0, us)
 
 
 def test_each_stage_is_measured_between_the_stamps_of_one_request() -> None:
@@ -94,7 +99,7 @@ def _split_task(t0: int, *, skip: str = "") -> list[tuple[str, int]]:
         ("committed", 1100),
         ("answer", 1150),
     ]
-    return [(stage, (t0 + t) * 1000) for stage, t in us if stage != skip]
+    return _at(t0, us, skip)
 
 
 def test_split_cuts_the_time_between_the_result_and_its_commit() -> None:
@@ -143,7 +148,7 @@ def _worker_task(t0: int, *, skip: str = "") -> list[tuple[str, int]]:
         ("committed", 1150),
         ("answer", 1250),
     ]
-    return [(stage, (t0 + t) * 1000) for stage, t in us if stage != skip]
+    return _at(t0, us, skip)
 
 
 def test_the_worker_s_stamps_cut_the_time_between_the_send_and_the_result() -> None:
