@@ -16,7 +16,7 @@ its own window. The stages, in a sequential task's order:
 - ``answer``: a write of the HTTP answer (``CoalescingTransport.write``).
 
 Its workers run under ``bench/stage_probe_worker.py``, which stamps the time between ``sent`` and
-``result`` in them (:data:`~bench.stage_probe_worker.WORKER`).
+``result`` in them (``w_in``, ``w_handle``, ``w_run``, ``w_ran``, ``w_out``: see that module).
 
 With ``--split``, the time between a result's read and its commit is cut finer (:data:`SPLIT`):
 

@@ -24,10 +24,7 @@ from pathlib import Path
 
 from bench.stamps import stamped, stamped_async, write_at_exit
 
-__all__ = ["WORKER", "install", "main", "worker_command", "worker_out"]
-
-WORKER = ("w_in", "w_handle", "w_run", "w_ran", "w_out")
-"""A worker's stamps, in a task's order."""
+__all__ = ["install", "main", "worker_command", "worker_out"]
 
 
 def worker_command(plain: list[str], out: Path) -> list[str]:

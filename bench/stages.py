@@ -29,7 +29,18 @@ from pathlib import Path
 from bench.ab import AB_SERVICES, Burst, burst, serve
 from bench.cached_env import REPO_ROOT, byte_compile
 
-__all__ = ["SPLIT_STEPS", "STEPS", "Cycle", "Stages", "cycles", "main", "measure", "stages"]
+__all__ = [
+    "SPLIT_STEPS",
+    "STEPS",
+    "WORKER_STEPS",
+    "Cycle",
+    "Stages",
+    "Steps",
+    "cycles",
+    "main",
+    "measure",
+    "stages",
+]
 
 Event = tuple[str, int]
 """A stage and when it was reached (``time.perf_counter_ns()``)."""
