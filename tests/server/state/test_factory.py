@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from llamactl.server.errors import StateStoreError
 from llamactl.server.state import MemoryStateStore, SQLiteStateStore, open_state_store
 from llamactl.server.state.postgresql import PostgreSQLStateStore
+from tests.missing_package import error_without
 
 
 def test_memory() -> None:
@@ -116,13 +116,13 @@ async def test_an_unreachable_postgresql_is_a_clear_error_without_the_password()
     assert "s3cr3t" not in message and "s3cr3t" not in repr(store)
 
 
-def test_without_asyncpg_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "asyncpg", None)  # import asyncpg now raises ImportError
-    monkeypatch.delitem(sys.modules, "llamactl.server.state.postgresql")
-    monkeypatch.delitem(sys.modules, "llamactl.server.state._pg_ops")
-    monkeypatch.delitem(sys.modules, "llamactl.server.state._pg_schema")
-    with pytest.raises(StateStoreError, match=r"pip install 'llamactl\[postgresql\]'"):
-        open_state_store("postgresql://u@127.0.0.1/db")
+def test_without_asyncpg_the_error_says_what_to_install() -> None:
+    name, message = error_without(
+        ["asyncpg"],
+        "from llamactl.server.state import open_state_store\nopen_state_store('postgresql://u@127.0.0.1/db')",
+    )
+    assert name == "StateStoreError"
+    assert "pip install 'llamactl[postgresql]'" in message
 
 
 def test_a_password_in_the_query_is_not_shown() -> None:
