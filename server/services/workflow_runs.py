@@ -18,7 +18,7 @@ from workflows.events import Event, StopEvent
 
 from llamactl.server.errors import ContextNotSaved, WorkflowLoadError
 
-from . import signatures
+from . import protocol_members, signatures
 from .adapters import Emit, Run, Runnable, TaskInputError
 from .encoding import envelope, to_jsonable
 from .errorinfo import error_line
@@ -127,10 +127,13 @@ class WorkflowRunnable(Runnable):
 
 def prepare_workflow(workflow: Workflow) -> None:
     """What a worker does to a workflow before its first run, so that each run skips work the
-    ``workflows`` library would repeat: the workflow's steps looked up once (not on every run)
-    and the signatures its instrumentation inspects remembered per function (``signatures``)."""
+    ``workflows`` library would repeat: the workflow's steps looked up once (not on every run),
+    the signatures its instrumentation inspects remembered per function (``signatures``) and, on
+    Python 3.11, the members of the Protocol its state store is checked against remembered per
+    class (``protocol_members``)."""
     _remember_steps(workflow)
     signatures.install()  # once per process: later calls find the modules done
+    protocol_members.install()
 
 
 def _remember_steps(workflow: Workflow) -> None:
