@@ -18,7 +18,23 @@ its own window. The stages, in a sequential task's order:
 Its workers run under ``bench/stage_probe_worker.py``, which stamps the time between ``sent`` and
 ``result`` in them (``w_in``, ``w_handle``, ``w_run``, ``w_ran``, ``w_out``: see that module).
 
-With ``--split``, the time between a result's read and its commit is cut finer (:data:`SPLIT`):
+With ``--split``, the time between a request's read and its task's send is cut finer
+(:data:`REQUEST_SPLIT`):
+
+- ``parsed``: uvicorn parsed the whole request (``HttpToolsProtocol.on_message_complete``);
+- ``guard``: the ASGI app's request guard began (``RequestGuard.__call__``: the middlewares
+  before it ran);
+- ``route``: the route's handling began (``starlette.routing.Route.handle``);
+- ``body``: the body's read and validation began (``validation.model_body``: the route's query
+  and path parameters were read);
+- ``handler``: the control plane's ``ControlPlane.run_task`` began (the task's definition built);
+- ``create``: the control plane's dispatcher took the task (``Dispatcher.submit``: its checks
+  passed and its record was built);
+- ``publish``: its start message went to the queue (``TaskPublisher.publish``);
+- ``link``: the in-process link handed the broker its frames (``LocalLink._flush``);
+- ``deliver``: the broker delivered it to a worker (``zeromq.dispatch.Dispatcher._deliver``).
+
+and so is the time between a result's read and its commit (:data:`SPLIT`):
 
 - ``frames``: the broker took the result's frames (``ZeroMQBroker._on_frames``);
 - ``offer``: it offered the result to the control plane's consumer (``ConsumerState.offer``);
@@ -40,26 +56,48 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from starlette.routing import Route
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bench.stage_probe_worker import worker_command
 from bench.stamps import note, stamped, stamped_async, write_at_exit
 from llamactl.cli.main import main as llamactl_main
+from llamactl.server.apiserver import validation
+from llamactl.server.apiserver.guard import RequestGuard
 from llamactl.server.apiserver.http_transport import CoalescingTransport
+from llamactl.server.control_plane.control_plane import ControlPlane
+from llamactl.server.control_plane.dispatcher import Dispatcher
 from llamactl.server.control_plane.inbox import Inbox
+from llamactl.server.control_plane.publisher import TaskPublisher
 from llamactl.server.control_plane.records import ControlPlaneRecords
 from llamactl.server.control_plane.report_deliveries import ReportDeliveries
 from llamactl.server.deployment import launch
 from llamactl.server.mq.zeromq import records
 from llamactl.server.mq.zeromq.broker import ZeroMQBroker
 from llamactl.server.mq.zeromq.consumer import ConsumerState
+from llamactl.server.mq.zeromq.dispatch import Dispatcher as BrokerDispatcher
+from llamactl.server.mq.zeromq.local import LocalLink
 from llamactl.server.services import command
 from llamactl.server.state._sqlite_writer import InlineWriter
 from llamactl.server.state.sqlite import SQLiteStateStore
 
-__all__ = ["SPLIT", "install", "main"]
+__all__ = ["REQUEST_SPLIT", "SPLIT", "install", "main"]
 
-SPLIT: tuple[tuple[type, str, str], ...] = (
+REQUEST_SPLIT: tuple[tuple[object, str, str], ...] = (
+    (HttpToolsProtocol, "on_message_complete", "parsed"),
+    (RequestGuard, "__call__", "guard"),
+    (Route, "handle", "route"),
+    (validation, "model_body", "body"),
+    (ControlPlane, "run_task", "handler"),
+    (Dispatcher, "submit", "create"),
+    (TaskPublisher, "publish", "publish"),
+    (LocalLink, "_flush", "link"),
+    (BrokerDispatcher, "_deliver", "deliver"),
+)
+"""``--split``: the methods (and a module's function) stamped between a request's read and its
+task's send, in path order."""
+
+SPLIT: tuple[tuple[object, str, str], ...] = (
     (ZeroMQBroker, "_on_frames", "frames"),
     (ConsumerState, "offer", "offer"),
     (ReportDeliveries, "_apply", "apply"),
@@ -74,10 +112,10 @@ def install(out: Path, *, split: bool = False) -> None:
     """Wrap the stages' methods (``split``: the finer ones too) and write the stamps to ``out``
     at exit."""
     if split:
-        for cls, name, stage in SPLIT:
-            method = getattr(cls, name)
+        for owner, name, stage in (*REQUEST_SPLIT, *SPLIT):
+            method = getattr(owner, name)
             wrap = stamped_async if inspect.iscoroutinefunction(method) else stamped
-            setattr(cls, name, wrap(stage, method))
+            setattr(owner, name, wrap(stage, method))
     HttpToolsProtocol.data_received = stamped("read", HttpToolsProtocol.data_received)  # type: ignore[method-assign]
     records.Records._flush = stamped(  # type: ignore[method-assign]
         "sent", records.Records._flush, lambda r: bool(r._pending) and r.transport is not None

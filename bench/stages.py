@@ -10,7 +10,7 @@ this to see which stage a change moved.
 
     python -m bench.stages --service wf
     python -m bench.stages --service wf --python ~/.cache/llamactl-bench/llamactl-workflows-1.3.0/bin/python
-    python -m bench.stages --split    # also cut "result back -> its commit begins" finer
+    python -m bench.stages --split    # also cut "request read -> sent" and "result back -> commit" finer
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from bench.ab import AB_SERVICES, Burst, burst, serve
 from bench.cached_env import REPO_ROOT, byte_compile
 
 __all__ = [
+    "REQUEST_STEPS",
     "SPLIT_STEPS",
     "STEPS",
     "WORKER_STEPS",
@@ -67,6 +68,21 @@ WORKER_STEPS: Steps = (
 )
 """"sent -> result back" cut at the worker's stamps (``bench/stage_probe_worker.py``), the first of
 each after the one before."""
+
+REQUEST_STEPS: Steps = (
+    ("read", "parsed", "-> uvicorn has parsed it"),
+    ("parsed", "guard", "-> the ASGI middlewares before the guard"),
+    ("guard", "route", "-> the guard, the routing"),
+    ("route", "body", "-> the route reads its parameters"),
+    ("body", "handler", "-> its body read and validated, the task defined"),
+    ("handler", "create", "-> the task's checks and record"),
+    ("create", "publish", "-> its start message goes to the queue"),
+    ("publish", "link", "-> the broker has it (a loop turn)"),
+    ("link", "deliver", "-> the broker delivers it"),
+    ("deliver", "sent", "-> written to its worker's socket"),
+)
+"""``--split``: "request read -> sent to its worker" cut at the stamps of ``bench/stage_probe.py``'s
+``REQUEST_SPLIT``, the first of each after the one before."""
 
 SPLIT_STEPS: Steps = (
     ("result", "frames", "-> the broker has its frames"),
@@ -171,6 +187,9 @@ class Stages:
     split: dict[str, list[float]] = field(default_factory=dict)
     """``--split``: microseconds per finer step of "result back -> its commit begins" (each a list
     over the usual cycles that had every stamp)."""
+    request: dict[str, list[float]] = field(default_factory=dict)
+    """``--split``: microseconds per finer step of "request read -> sent to its worker" (each a
+    list over the usual cycles that had every stamp)."""
     worker: dict[str, list[float]] = field(default_factory=dict)
     """Microseconds per step of "sent -> result back" in the worker (each a list over the usual
     cycles that had every stamp); empty for a checkout whose probe does not stamp its workers."""
@@ -185,6 +204,7 @@ class Stages:
                 f"  {'a commit while the worker runs (off the path)':52s} {_quartiles(self.early)} ({share})"
             )
         for title, cut in (
+            ("request read -> sent to its worker, cut finer", self.request),
             ("sent -> result back, in the worker", self.worker),
             ("result back -> its commit begins, cut finer", self.split),
         ):
@@ -212,7 +232,7 @@ def stages(events: Sequence[Event]) -> Stages:
     found = cycles(events)
     steps: dict[str, list[float]] = {label: [] for _, _, label in STEPS}
     cuts: dict[Steps, dict[str, list[float]]] = {
-        cut: {label: [] for _, _, label in cut} for cut in (WORKER_STEPS, SPLIT_STEPS)
+        cut: {label: [] for _, _, label in cut} for cut in (REQUEST_STEPS, WORKER_STEPS, SPLIT_STEPS)
     }
     early: list[float] = []
     usual = 0
@@ -238,6 +258,7 @@ def stages(events: Sequence[Event]) -> Stages:
         usual,
         len(found),
         split=found_in(SPLIT_STEPS),
+        request=found_in(REQUEST_STEPS),
         worker=found_in(WORKER_STEPS),
     )
 
@@ -295,8 +316,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--split",
         action="store_true",
-        help='also cut "result back -> its commit begins" at each layer the result passes '
-        "(broker, consumer, report, handler, record, writer)",
+        help='also cut "request read -> sent to its worker" at each layer the request passes '
+        '(HTTP, ASGI, routing, validation, control plane, queue, broker) and "result back -> its '
+        'commit begins" at each layer the result passes (broker, consumer, report, handler, '
+        "record, writer)",
     )
     args = parser.parse_args(argv)
     if args.seconds <= 0:

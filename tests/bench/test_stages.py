@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.stage_probe_worker import worker_command, worker_out
-from bench.stages import SPLIT_STEPS, STEPS, WORKER_STEPS, cycles, main, stages
+from bench.stages import REQUEST_STEPS, SPLIT_STEPS, STEPS, WORKER_STEPS, cycles, main, stages
 
 
 def _at(t0: int, us: list[tuple[str, int]], skip: str = "") -> list[tuple[str, int]]:
@@ -115,7 +115,55 @@ def test_split_cuts_the_time_between_the_result_and_its_commit() -> None:
         "-> the commit's writes go to the writer": [50, 50],
         "-> the commit begins": [10, 10],
     }
-    assert "cut finer (2 of 3 tasks)" in "\n".join(found.report())
+    assert "result back -> its commit begins, cut finer (2 of 3 tasks)" in "\n".join(found.report())
+    assert found.request == {}  # no request stamps: that cut is left out
+
+
+def _request_task(t0: int, *, skip: str = "") -> list[tuple[str, int]]:
+    """A request that went through every ``--split`` stamp of its way to its worker (but
+    ``skip``), among stamps of the same names that do not count: a link's turn and a delivery
+    before its publish (the previous task's confirm, say), a second link turn after it."""
+    us = [
+        ("read", 0),
+        ("link", 5),
+        ("parsed", 40),
+        ("guard", 50),
+        ("route", 70),
+        ("body", 80),
+        ("deliver", 90),
+        ("handler", 130),
+        ("create", 160),
+        ("publish", 180),
+        ("link", 200),
+        ("link", 205),
+        ("deliver", 215),
+        ("sent", 240),
+        ("result", 800),
+        ("commit", 1000),
+        ("committed", 1150),
+        ("answer", 1250),
+    ]
+    return _at(t0, us, skip)
+
+
+def test_split_cuts_the_time_between_the_request_s_read_and_its_send() -> None:
+    found = stages([*_request_task(0), *_request_task(10_000), *_request_task(20_000, skip="route")])
+    assert found.usual == 3
+    assert found.steps["request read -> sent to its worker"] == [240, 240, 240]
+    assert {label: values for label, values in found.request.items()} == {
+        "-> uvicorn has parsed it": [40, 40],
+        "-> the ASGI middlewares before the guard": [10, 10],
+        "-> the guard, the routing": [20, 20],
+        "-> the route reads its parameters": [10, 10],
+        "-> its body read and validated, the task defined": [50, 50],
+        "-> the task's checks and record": [30, 30],
+        "-> its start message goes to the queue": [20, 20],
+        "-> the broker has it (a loop turn)": [20, 20],
+        "-> the broker delivers it": [15, 15],
+        "-> written to its worker's socket": [25, 25],
+    }
+    assert [label for _, _, label in REQUEST_STEPS] == list(found.request)
+    assert "request read -> sent to its worker, cut finer (2 of 3 tasks)" in "\n".join(found.report())
 
 
 def test_without_split_stamps_nothing_is_cut_finer() -> None:
@@ -201,11 +249,16 @@ def test_a_real_server_is_measured_stage_by_stage(capsys: pytest.CaptureFixture[
         assert label in out
     assert "a commit while the worker runs (off the path)" in out
     assert "client p50" in out
-    # Each layer of the result's way to its commit was stamped, in the server's own code.
-    split = int(out.split("cut finer (")[1].split(" of ")[0])
-    assert 0 < split <= usual
-    for _, _, label in SPLIT_STEPS:
-        assert label in out
+    # Each layer of the request's way to its worker, and of the result's way to its commit, was
+    # stamped, in the server's own code.
+    for title, cut in (
+        ("request read -> sent to its worker", REQUEST_STEPS),
+        ("its commit begins", SPLIT_STEPS),
+    ):
+        split = int(out.split(f"{title}, cut finer (")[1].split(" of ")[0])
+        assert 0 < split <= usual
+        for _, _, label in cut:
+            assert label in out
     # And the worker's way from the task's bytes to its result's, in the worker's own code.
     in_worker = int(out.split("in the worker (")[1].split(" of ")[0])
     assert 0 < in_worker <= usual
