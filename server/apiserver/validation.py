@@ -44,6 +44,7 @@ __all__ = [
     "query_bool",
     "query_id",
     "query_int",
+    "query_param",
     "query_seconds",
     "resume_seq",
     "task_definition",
@@ -66,6 +67,15 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 # --- ids -------------------------------------------------------------------------------------
 
 
+def query_param(request: Request, key: str) -> str | None:
+    """The query parameter ``key`` (its first value), None when absent. A request without a query
+    string is answered without parsing one: most requests have none, and Starlette's parse of an
+    empty one (``QueryParams``, ``parse_qsl``) costs ~3 us per request in place, for nothing."""
+    if not request.scope.get("query_string"):
+        return None
+    return request.query_params.get(key)
+
+
 def path_id(request: Request, key: str, what: str) -> str:
     """The path parameter ``key``, checked as an id (400 if it is not one)."""
     return check_id(request.path_params[key], what)
@@ -73,7 +83,7 @@ def path_id(request: Request, key: str, what: str) -> str:
 
 def query_id(request: Request, key: str, what: str) -> str | None:
     """The query parameter ``key`` as an id, or None when it is absent or empty."""
-    raw = request.query_params.get(key)
+    raw = query_param(request, key)
     if not raw:
         return None
     problem = id_problem(raw, what)
@@ -91,7 +101,7 @@ def _shown(raw: str) -> str:
 
 def query_bool(request: Request, key: str, default: bool = False) -> bool:
     """The query parameter ``key`` as a boolean (true/false, 1/0, yes/no, on/off)."""
-    raw = request.query_params.get(key)
+    raw = query_param(request, key)
     if raw is None:
         return default
     lowered = raw.strip().lower()
@@ -113,7 +123,7 @@ def _whole(raw: str, what: str, maximum: int) -> int:
 
 def query_int(request: Request, key: str, default: int | None = None, maximum: int = MAX_SEQ) -> int | None:
     """The query parameter ``key`` as a whole number from 0 to ``maximum`` (``default`` if absent)."""
-    raw = request.query_params.get(key)
+    raw = query_param(request, key)
     if raw is None or raw == "":
         return default
     return _whole(raw, f"query parameter '{key}'", maximum)
@@ -131,10 +141,10 @@ def page_params(request: Request) -> tuple[int, str | None, bool]:
     assert limit is not None
     if limit < 1:
         raise InvalidRequest(f"query parameter 'limit' must be between 1 and {PAGE_MAX}, got {limit}")
-    order = (request.query_params.get("order") or "asc").lower()
+    order = (query_param(request, "order") or "asc").lower()
     if order not in ("asc", "desc"):
         raise InvalidRequest(f"query parameter 'order' must be asc or desc, got {_shown(order)}")
-    cursor = request.query_params.get("cursor") or None
+    cursor = query_param(request, "cursor") or None
     if cursor is not None and (len(cursor) > 300 or not cursor.isprintable()):
         raise InvalidRequest("query parameter 'cursor' must be the X-Next-Cursor of the previous page")
     return limit, cursor, order == "desc"
@@ -142,7 +152,7 @@ def page_params(request: Request) -> tuple[int, str | None, bool]:
 
 def query_seconds(request: Request, key: str) -> float | None:
     """The query parameter ``key`` as a number of seconds from 0 to :data:`MAX_WAIT_SECONDS`."""
-    raw = request.query_params.get(key)
+    raw = query_param(request, key)
     if raw is None or raw == "":
         return None
     expected = f"query parameter '{key}' must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}"

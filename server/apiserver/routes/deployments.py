@@ -17,7 +17,7 @@ from llamactl.server.apiserver.errors import Forbidden, UnsupportedMediaType, er
 from llamactl.server.apiserver.multipart import read_form_file
 from llamactl.server.apiserver.policy import DeploymentRoots
 from llamactl.server.apiserver.streams import change_feed_sse
-from llamactl.server.apiserver.validation import path_id, query_bool, query_int, resume_seq
+from llamactl.server.apiserver.validation import path_id, query_bool, query_int, query_param, resume_seq
 from llamactl.server.config import DeploymentConfig, load_deployment_text
 from llamactl.server.errors import Conflict, InvalidRequest, LlamactlError, NotFound
 from llamactl.server.types import ServiceStatus, TaskStatus
@@ -42,7 +42,7 @@ async def get_deployment(request: Request) -> Response:
 
 def _base_path(request: Request) -> Path:
     """The folder the upload's relative paths resolve against: under one of the server's roots."""
-    raw = request.query_params.get("base_path") or os.getcwd()
+    raw = query_param(request, "base_path") or os.getcwd()
     if "\x00" in raw or len(raw) > 4096:
         raise InvalidRequest(
             "base_path is not a folder path: pass the absolute folder of the deployment file"

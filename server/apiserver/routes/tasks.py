@@ -21,6 +21,7 @@ from llamactl.server.apiserver.validation import (
     query_bool,
     query_id,
     query_int,
+    query_param,
     query_seconds,
     resume_seq,
     task_definition,
@@ -73,7 +74,7 @@ async def list_tasks(request: Request) -> Response:
     session_id = query_id(request, "session_id", "session id")
     service_id = query_id(request, "service_id", "service id")
     limit, cursor, descending = page_params(request)
-    wanted = request.query_params.get("status")
+    wanted = query_param(request, "status")
     status: TaskStatus | None = None
     if wanted:
         try:
