@@ -67,15 +67,6 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 # --- ids -------------------------------------------------------------------------------------
 
 
-def query_param(request: Request, key: str) -> str | None:
-    """The query parameter ``key`` (its first value), None when absent. A request without a query
-    string is answered without parsing one: most requests have none, and Starlette's parse of an
-    empty one (``QueryParams``, ``parse_qsl``) costs ~3 us per request in place, for nothing."""
-    if not request.scope.get("query_string"):
-        return None
-    return request.query_params.get(key)
-
-
 def path_id(request: Request, key: str, what: str) -> str:
     """The path parameter ``key``, checked as an id (400 if it is not one)."""
     return check_id(request.path_params[key], what)
@@ -93,6 +84,16 @@ def query_id(request: Request, key: str, what: str) -> str | None:
 
 
 # --- query parameters and headers --------------------------------------------------------------
+
+
+def query_param(request: Request, key: str) -> str | None:
+    """The query parameter ``key`` (the last when repeated, as Starlette reads it), None when
+    absent. A request without a query string is answered without parsing one: most requests have
+    none, and Starlette's parse of an empty one (``QueryParams``, ``parse_qsl``) costs ~3 us per
+    request in place, for nothing."""
+    if not request.scope.get("query_string"):
+        return None
+    return request.query_params.get(key)
 
 
 def _shown(raw: str) -> str:

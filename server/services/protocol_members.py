@@ -3,8 +3,8 @@
 Python 3.11's ``isinstance(obj, SomeProtocol)`` walks the protocol's classes for its member names
 on every check, twice (``typing._get_protocol_attrs``); 3.12 does it once, when the class is made
 (``__protocol_attrs__``). The ``workflows`` library (2.x) checks its state store against a
-``runtime_checkable`` Protocol on every run: 16 us of a ~540 us echo run in place, ~3.5 % of a
-run's CPU measured in a worker's conditions (bench/README.md, point 44). :func:`install` gives
+``runtime_checkable`` Protocol on every run: 16 us of a ~540 us echo run timed alone, ~3.5 % of
+a run's CPU in alternating rounds of runs in one process (bench/README.md, point 44). :func:`install` gives
 3.11 the later behaviour in the process it runs in: the names are remembered per class (weakly:
 a class that goes takes its entry along). What an ``isinstance`` answers is unchanged, as long
 as nobody adds members to a Protocol class after making it, which 3.12 does not see either. On
