@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from llamactl.cli.answer_prompt import EVENT_DELIVERED, answer_prompt, question_lines
+from llamactl.cli.ids import shorten
 from llamactl.cli.progress import Spinner, run_in_thread
 from llamactl.client.questions import is_input_required, question_of
 
@@ -48,7 +49,7 @@ class TaskWatch:
         self._drawing = threading.Lock()
         self._status = threading.Lock()
         """Held while the spinner's status is chosen and set, by either thread."""
-        self.spinner = Spinner(f"Task {task_id[:8]} ({service})", "queued")
+        self.spinner = Spinner(f"Task {shorten([task_id])[task_id]} ({service})", "queued")
         self._prompt = answer_prompt(
             tasks, task_id, service, deployment, pause=self.spinner.stop, resume=self._resume
         )
@@ -109,7 +110,8 @@ class TaskWatch:
         if ahead is None:
             return ""
         waits = ", which waits for an answer" if ahead.waiting_for_answer else ""
-        return f" behind {ahead.task_id[:8]} of its session{waits}"
+        shown = shorten([ahead.task_id, record.task_id])[ahead.task_id]  # the end: as `tasks` shows it
+        return f" behind {shown} of its session{waits}"
 
     def _follow_events(self) -> None:
         """Follow the task's events until it ends, again from the first one not seen when the

@@ -90,7 +90,9 @@ def test_run_of_a_task_queued_in_a_session_names_the_task_ahead_and_that_it_asks
             assert time.monotonic() < deadline, "the task ahead did not ask"
             time.sleep(0.05)
         with Terminal("--server", server.url, "run", "-s", "echo", "-i", session, "hi") as terminal:
-            terminal.wait_for(rf"queued behind {ahead.task_id[:8]} of its session, which waits for an answer")
+            terminal.wait_for(
+                rf"queued behind {ahead.task_id[-8:]} of its session, which waits for an answer"
+            )
             app.tasks.send_event(ahead.task_id, {"response": "42"})
             assert terminal.wait() == 0
             assert "Message received: hi" in plain(terminal.output)
