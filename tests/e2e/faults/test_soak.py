@@ -26,7 +26,8 @@ from .apps import App, write_fault_app
 D = "/deployments/faults"
 SECONDS = float(os.environ.get("LLAMACTL_SOAK_SECONDS", "60"))
 
-pytestmark = pytest.mark.slow
+# The suite's 120 s limit would end any soak longer than about a minute and a half.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(SECONDS + 120)]
 
 
 @dataclass
