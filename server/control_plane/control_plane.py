@@ -245,7 +245,6 @@ class ControlPlane:
         """Delete a session and its Context; the tasks waiting in it are cancelled (the one
         running finishes)."""
         await self.dispatcher.drop_session(session_id)
-        await self.records.delete_session(session_id)
 
     # --- tasks -------------------------------------------------------------------------------
 

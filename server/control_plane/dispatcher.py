@@ -81,8 +81,9 @@ class Dispatcher:
         self._on_final = on_final
         self._locks = SessionLocks()
         self._unpublished = self._publisher.unpublished
-        self._unsettled: set[str] = set()
-        """Sessions whose turn could not be passed on yet (the store failed): retried."""
+        self._unsettled: dict[str, list[str]] = {}
+        """Sessions :meth:`recover` could not resume yet (the store failed), with the tasks it
+        found unfinished in each: retried as it would have done it."""
         self._fresh = FreshTurns()
         self._retry = self._publisher.retry
 
@@ -92,7 +93,9 @@ class Dispatcher:
     @property
     def sessions_in_memory(self) -> int:
         """Sessions this dispatcher keeps anything for (for tests: proves nothing leaks)."""
-        held = self._locks.keys() | set(self._unpublished.values()) | self._unsettled | self._fresh.keys()
+        held = (
+            self._locks.keys() | set(self._unpublished.values()) | self._unsettled.keys() | self._fresh.keys()
+        )
         return len(held)
 
     def _session(self, session_id: str) -> contextlib.AbstractAsyncContextManager[None]:
@@ -114,7 +117,7 @@ class Dispatcher:
                     sent += await self._pass_turn(session_id, adopt=task_ids, resend=True)
             except LlamactlError as exc:
                 log.error("%s: session %s not resumed yet: %s", self._records.deployment, session_id, exc)
-                self._unsettled.add(session_id)
+                self._unsettled[session_id] = task_ids
                 self._retry.set()
         return sent
 
@@ -191,7 +194,7 @@ class Dispatcher:
             self._unpublished.pop(task.task_id, None)
             self._fresh.forget(task.session_id)
             if released:
-                self._unsettled.discard(task.session_id)
+                self._unsettled.pop(task.session_id, None)
                 return
             await self._pass_turn(task.session_id, ended=task.task_id)
 
@@ -243,7 +246,9 @@ class Dispatcher:
                     # Deleted while its task ran: the Context that task's end saved (after the
                     # delete, or this would not see it gone) belongs to no session any more.
                     await self._records.drop_orphan_context(session_id)
-                return await self._orphans(adopt or [], resend)
+                sent = await self._orphans(adopt or [], resend)
+                self._unsettled.pop(session_id, None)
+                return sent
             record, version = found
             turn, active, claimed = await next_turn(self._records, record, ended=ended, adopt=adopt or ())
             if turn != record:
@@ -258,16 +263,17 @@ class Dispatcher:
                     continue  # another control plane moved it: look again
                 if claimed is not None:
                     self._records.remember_task(claimed[0], result.results[1], claimed_write)
-            self._unsettled.discard(session_id)
+            sent = 0
             if claimed is not None:
                 await self._publisher.publish(claimed[0])
-                return 1
-            if resend and active is not None:
+                sent = 1
+            elif resend and active is not None:
                 # Publishing again is harmless (same msg id) and covers a crash between
                 # recording that it was handed out and publishing it.
                 await self._publisher.publish(active[0])
-                return 1
-            return 0
+                sent = 1
+            self._unsettled.pop(session_id, None)
+            return sent
         raise StateStoreError(f"session '{session_id}' kept changing under us: too much contention")
 
     async def _orphans(self, task_ids: list[str], resend: bool) -> int:
@@ -294,11 +300,18 @@ class Dispatcher:
         await self._end(task, TaskStatus.FAILED, error)
 
     async def _end(
-        self, task: StoredTask, status: TaskStatus, reason: str, *, if_waiting: bool = False
+        self,
+        task: StoredTask,
+        status: TaskStatus,
+        reason: str,
+        *,
+        if_waiting: bool = False,
+        pass_turn: bool = True,
     ) -> StoredTask:
-        """Give a task that no worker holds its final ``status``; the session moves on (the
-        caller holds the session's lock). ``if_waiting``: only if it was not handed out (by
-        another control plane, since the caller looked); check ``status`` of what comes back."""
+        """Give a task that no worker holds its final ``status``; with ``pass_turn``, the session
+        moves on (the caller holds the session's lock). ``if_waiting``: only if it was not handed
+        out (by another control plane, since the caller looked); check ``status`` of what comes
+        back."""
 
         def end(t: StoredTask) -> bool:
             if t.status.is_final or (if_waiting and t.dispatched):
@@ -312,7 +325,7 @@ class Dispatcher:
         self._unpublished.pop(task.task_id, None)
         if changed:
             self._on_final(stored)
-        if not task.own_session:
+        if pass_turn and not task.own_session:
             await self._pass_turn(task.session_id, ended=task.task_id)
         return stored
 
@@ -337,10 +350,11 @@ class Dispatcher:
                         await self._publisher.publish(task)
                 except (StateStoreError, MessageQueueError) as exc:
                     log.warning("task %s still not handed out: %s", task_id, exc)
-            for session_id in list(self._unsettled):
+            for session_id, task_ids in list(self._unsettled.items()):
                 try:
                     async with self._session(session_id):
-                        await self._pass_turn(session_id)
+                        if session_id in self._unsettled:
+                            await self._pass_turn(session_id, adopt=task_ids, resend=True)
                 except (StateStoreError, MessageQueueError) as exc:
                     log.warning("session %s still not moved on: %s", session_id, exc)
             if self._unpublished or self._unsettled:
@@ -396,17 +410,31 @@ class Dispatcher:
         return CancelOutcome(task, False)
 
     async def drop_session(self, session_id: str) -> int:
-        """Before a session is deleted: cancel the tasks that wait in it (with no session they
-        could never run); the one handed out finishes. Returns how many were cancelled."""
+        """Delete a session and its Context, cancelling the tasks that wait in it (with no
+        session they could never run); the one handed out finishes. Returns how many were
+        cancelled. Raises SessionNotFound.
+
+        All under the session's lock, and the delete conditional on the record as read: a task
+        stored in the session in between would wait for ever behind a record that is gone.
+        """
+        cancelled = 0
         async with self._session(session_id):
-            session = await self._records.get_session(session_id)
-            cancelled = 0
-            for task_id in session.waiting:
-                task = await self._records.find_task(task_id)
-                if task is not None and not task.status.is_final:
-                    await self._end(task, TaskStatus.CANCELLED, _SESSION_GONE)
-                    cancelled += 1
-            return cancelled
+            for _ in range(_CAS_TRIES):
+                session, version = await self._records.get_session_versioned(session_id)
+                for task_id in session.waiting:
+                    task = await self._records.find_task(task_id)
+                    if task is None or task.status.is_final:
+                        continue
+                    # No turn passed on: the task behind this one is cancelled next, not handed
+                    # out (the one out may have ended, its session not moved on yet).
+                    ended = await self._end(
+                        task, TaskStatus.CANCELLED, _SESSION_GONE, if_waiting=True, pass_turn=False
+                    )
+                    cancelled += ended.status is TaskStatus.CANCELLED
+                if await self._records.delete_session(session_id, version):
+                    self._fresh.forget(session_id)
+                    return cancelled
+        raise StateStoreError(f"session '{session_id}' kept changing under us: too much contention")
 
     async def fail_service(self, service_id: str, reason: str) -> int:
         """Fail the tasks of ``service_id`` that wait (none of them was handed out)."""

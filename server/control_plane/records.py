@@ -365,22 +365,26 @@ class ControlPlaneRecords(SessionRecords):
         self.unstored.stored(task_id)
         return task, True
 
-    async def delete_tasks(self, tasks: Sequence[StoredTask], sessions: Iterable[str] = ()) -> None:
+    async def delete_tasks(
+        self, tasks: Sequence[StoredTask], sessions: Iterable[tuple[str, int]] = ()
+    ) -> bool:
         """Forget finished tasks (records, event logs, where answers) and the ``sessions`` (with
-        their Context), all in one commit."""
+        their Context; each only at its version), all in one commit. False when a session had
+        changed: then nothing was deleted."""
         # Grouped by kind: a store may delete each run of them in one statement.
         writes: list[Write] = [DeleteLog(self.events_stream(task.task_id)) for task in tasks]
         for ns in (self.where_ns, self.resume_ns, self.tasks_ns):
             writes += [Delete(ns, task.task_id) for task in tasks]
         sessions = list(sessions)
-        writes += [Delete(self.sessions_ns, session_id) for session_id in sessions]
-        writes += [self.contexts.delete(session_id) for session_id in sessions]
-        if writes:
-            await self.store.commit(writes)
+        writes += [Delete(self.sessions_ns, session_id, version) for session_id, version in sessions]
+        writes += [self.contexts.delete(session_id) for session_id, _ in sessions]
+        if writes and not (await self.store.commit(writes)).ok:
+            return False
         for task in tasks:
             self._tasks.pop(task.task_id)
-        for session_id in sessions:
+        for session_id, _ in sessions:
             self.contexts.forget(session_id)
+        return True
 
     # --- resume points and orphan Contexts ---------------------------------------------------
 

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 _FINAL = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 _CHANGES_PER_TASK = 4
 """Change-feed entries a pass trims at most, per task it may delete (a task writes about two)."""
+_DELETE_TRIES = 3
+"""Tries of a pass's delete whose sessions changed in between (a task joined one)."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,8 @@ class Retention:
         if excess <= 0 and oldest and oldest[0].sort < cutoff:
             oldest = await self._oldest_finished(self.policy.batch)
         doomed = [t for i, t in enumerate(oldest) if i < excess or t.sort < cutoff]
-        if doomed:
-            await self._records.delete_tasks(doomed, await self._sessions_left_empty(doomed))
+        if doomed and not await self._delete(doomed):
+            doomed = []  # their sessions kept changing: the next pass tries again
         self.pruned_tasks += len(doomed)
         trim = _CHANGES_PER_TASK * self.policy.batch
         trimmed = await self._changes.trim(self.policy.changes_kept, at_most=trim)
@@ -111,8 +113,18 @@ class Retention:
         pages = await asyncio.gather(*(self._records.list_tasks(status=s, limit=limit) for s in _FINAL))
         return sorted((t for page in pages for t in page.items), key=lambda t: t.sort)[:limit]
 
-    async def _sessions_left_empty(self, doomed: Sequence[StoredTask]) -> list[str]:
-        """The sessions made for these tasks alone (not by a user) that deleting them empties.
+    async def _delete(self, doomed: Sequence[StoredTask]) -> bool:
+        """Delete the tasks with the sessions they leave empty; False if those kept changing."""
+        for _ in range(_DELETE_TRIES):
+            # A session is deleted only as it was read: a task stored in it since makes it
+            # the user's, and the sessions are read again.
+            if await self._records.delete_tasks(doomed, await self._sessions_left_empty(doomed)):
+                return True
+        return False
+
+    async def _sessions_left_empty(self, doomed: Sequence[StoredTask]) -> list[tuple[str, int]]:
+        """The sessions made for these tasks alone (not by a user) that deleting them empties,
+        with the versions read.
 
         One read for all of them: a read per session (and one of its tasks) cost ~70 us per
         pruned task on SQLite and ~370 us on PostgreSQL, a round trip each. A session made for a
@@ -125,8 +137,8 @@ class Retention:
                 going.setdefault(task.session_id, set()).add(task.task_id)
         found = await self._records.find_sessions(going)
         return [
-            s.session_id
-            for s in found
+            (s.session_id, version)
+            for s, version in found
             if s.implicit
             and (s.active is None or s.active in going[s.session_id])
             and going[s.session_id].issuperset(s.waiting)

@@ -66,11 +66,12 @@ class SessionRecords:
         record = self._parse_session(session_id, found.value)
         return (SessionRecord(session_id=session_id) if record is None else record), found.version
 
-    async def find_sessions(self, session_ids: Iterable[str]) -> list[SessionRecord]:
-        """The sessions of these ids that exist, read together (an unreadable one logged, skipped)."""
+    async def find_sessions(self, session_ids: Iterable[str]) -> list[tuple[SessionRecord, int]]:
+        """The sessions of these ids that exist and their versions, read together (an unreadable
+        one logged, skipped)."""
         found = await self.store.get_many(self.sessions_ns, list(session_ids))
-        parsed = (self._parse_session(session_id, stored.value) for session_id, stored in found.items())
-        return [record for record in parsed if record is not None]
+        parsed = ((self._parse_session(key, stored.value), stored.version) for key, stored in found.items())
+        return [(record, version) for record, version in parsed if record is not None]
 
     def _parse_session(self, session_id: str, raw: bytes) -> SessionRecord | None:
         return self._parsed(SessionRecord, "session", session_id, raw)
@@ -87,6 +88,12 @@ class SessionRecords:
     def session_write(self, record: SessionRecord, version: int | None) -> Cas:
         """Write a session record at ``version`` (None: create it)."""
         return Cas(self.sessions_ns, record.session_id, dump(record), version, record.index())
+
+    async def get_session_versioned(self, session_id: str) -> tuple[SessionRecord, int]:
+        found = await self.find_session_versioned(session_id)
+        if found is None:
+            raise SessionNotFound(session_id, self.deployment)
+        return found
 
     async def get_session(self, session_id: str) -> SessionRecord:
         record = await self.find_session(session_id)
@@ -118,13 +125,16 @@ class SessionRecords:
     async def count_sessions(self) -> int:
         return (await self.store.count(self.sessions_ns, "all")).get("", 0)
 
-    async def delete_session(self, session_id: str) -> None:
-        await self.get_session(session_id)
-        await self.store.commit(
+    async def delete_session(self, session_id: str, version: int) -> bool:
+        """Delete the session and its Context if its record is still at ``version``; False if
+        it is not (changed or gone meanwhile: nothing was deleted)."""
+        result = await self.store.commit(
             [
-                Delete(self.sessions_ns, session_id),
+                Delete(self.sessions_ns, session_id, expected_version=version),
                 self.contexts.delete(session_id),
                 self.changes.entry("session.deleted", {"session_id": session_id}),
             ]
         )
-        self.contexts.forget(session_id)
+        if result.ok:
+            self.contexts.forget(session_id)
+        return result.ok
