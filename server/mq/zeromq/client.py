@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -219,8 +220,8 @@ class ZeroMQQueue(MessageQueue):
     ) -> AsyncIterator[Delivery]:
         if not is_work_topic(topic):
             raise ValueError(f"consume() takes a work topic (work.*), not {topic!r}")
-        if lease <= 0:
-            raise ValueError("lease must be > 0")
+        if not 0 < lease < math.inf:  # NaN too
+            raise ValueError(f"lease must be a number of seconds > 0, not {lease}")
         limit = as_prefetch(prefetch)
         self._check_open()
         state = ConsumerState(self, next(self._ids), topic, limit, lease)

@@ -8,6 +8,8 @@ confused client got wrong are skipped.
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Callable
 
 from llamactl.server.mq.topics import is_work_topic, validate_topic
@@ -68,7 +70,7 @@ class Commands:
             try:
                 if cmd == wire.PUB:
                     _, _, req, topic_b, msg_id, key, headers, payload = frames
-                    if (topic := self._topic(ident, req, topic_b)) is None:
+                    if (topic := self._topic(ident, req, topic_b, headers)) is None:
                         continue
                     ids = msg_id.decode(), key.decode()
                     submit(("pub", Publish(ident, req), topic, *ids, headers, payload, is_work_topic(topic)))
@@ -79,10 +81,10 @@ class Commands:
                         send(ident, [wire.PUBNACK, frames[2], b"PUBMEM is only for in-process clients"])
                 elif cmd == wire.ACKPUB:
                     _, _, req, lease_b, sub, dtopic_b, dseq, topic_b, msg_id, key, headers, payload = frames
-                    if (topic := self._topic(ident, req, topic_b)) is None:
+                    if (topic := self._topic(ident, req, topic_b, headers)) is None:
                         continue
                     settling = SettlingPublish(
-                        ident, req, lease_b.decode(), dtopic_b.decode(), wire.from_u64(dseq)
+                        ident, req, lease_b.decode(), dtopic_b.decode(), _seq(wire.from_u64(dseq))
                     )
                     subs.credit_back(ident, wire.from_u32(sub), settling.lease)
                     ids = msg_id.decode(), key.decode()
@@ -114,7 +116,7 @@ class Commands:
                     send(ident, [wire.OK if ok else wire.STALE, req])
                 elif cmd == wire.EXTEND:
                     _, _, req, lease, seconds = frames
-                    ok = d.extend(lease.decode(), wire.from_f64(seconds))
+                    ok = d.extend(lease.decode(), _seconds(seconds))
                     send(ident, [wire.OK if ok else wire.STALE, req])
                 elif cmd == wire.VOUCH:
                     if self._peers.vouch(frames[2], now):
@@ -128,7 +130,11 @@ class Commands:
                     topic = topic_b.decode()
                     if is_work_topic(topic):
                         subs.consume(
-                            ident, wire.from_u32(sub), topic, wire.from_f64(lease_s), wire.from_u32(credit)
+                            ident,
+                            wire.from_u32(sub),
+                            topic,
+                            _seconds(lease_s, positive=True),
+                            wire.from_u32(credit),
                         )
                 elif cmd == wire.CANCEL:
                     d.cancel(ident, wire.from_u32(frames[2]), [f.decode() for f in frames[3:]])
@@ -139,15 +145,38 @@ class Commands:
                 elif cmd == wire.BYE:
                     self._on_bye(ident)
                     send(ident, [wire.OK, frames[2]])
-            except (ValueError, IndexError, UnicodeDecodeError):
+            except (ValueError, IndexError, UnicodeDecodeError, struct.error):
                 continue  # malformed frames from a confused client: ignore them
 
-    def _topic(self, ident: bytes, req: bytes, raw: bytes) -> str | None:
-        """The topic a publish names; None once the publish is refused (``PUBNACK``) for it."""
+    def _topic(self, ident: bytes, req: bytes, raw: bytes, headers: bytes) -> str | None:
+        """The topic a publish names; None once the publish is refused (``PUBNACK``) for it or for
+        its headers (stored as they came, headers no consumer can read would break each one)."""
         topic = raw.decode()
         try:
             validate_topic(topic)
         except ValueError as exc:
             self._send(ident, [wire.PUBNACK, req, str(exc).encode()])
             return None
+        try:
+            wire.decode_headers(headers)
+        except ValueError as exc:
+            self._send(ident, [wire.PUBNACK, req, f"headers must be a JSON object: {exc}".encode()])
+            return None
         return topic
+
+
+def _seconds(raw: bytes, *, positive: bool = False) -> float:
+    """The duration ``raw`` holds; ValueError for NaN or infinity (one such lease at the head of
+    the expiry heap would stop every lease of the broker from expiring), or, with ``positive``,
+    for one that is not above 0."""
+    seconds = wire.from_f64(raw)
+    if not math.isfinite(seconds) or (positive and seconds <= 0):
+        raise ValueError(f"{seconds} seconds")
+    return seconds
+
+
+def _seq(seq: int) -> int:
+    """``seq`` if a journal row can have it; ValueError beyond SQLite's largest integer."""
+    if seq > wire.SEQ_MAX:
+        raise ValueError(f"seq {seq} is beyond any message")
+    return seq

@@ -263,6 +263,7 @@ class Dispatcher:
         now = self._clock()
         eligible = self.topics.eligible
         suspects = t.suspects
+        had_suspects = bool(suspects)
         while suspects:
             _, e = suspects[0]
             if not eligible(t, e, now) or not e.suspect:
@@ -277,6 +278,15 @@ class Dispatcher:
                 heapq.heappush(suspects, (e.seq, e))
                 break
             alone.exclusive, alone.reserved = e.lease_id, False
+        if had_suspects and not suspects:
+            # No suspect waits any more (others ran them, or they were settled meanwhile): a
+            # subscription kept idle for one would otherwise never take work again.
+            for s in t.subs:
+                if s.reserved:
+                    s.reserved = False
+                    if s.takes_any() and not s.queued:  # left the turn while reserved
+                        s.queued = True
+                        t.turn.append(s)
         runnable, turn = t.runnable, t.turn
         while runnable and turn:
             sub = turn[0]

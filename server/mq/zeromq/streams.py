@@ -40,6 +40,8 @@ class Streams:
 
     def fetch(self, ident: bytes, req: bytes, topic: str, from_seq: int, limit: int) -> None:
         limit = max(1, min(limit, _FETCH_MAX))
+        # Beyond any seq the journal can hold (and can be asked for): it waits, as past the end.
+        from_seq = min(from_seq, wire.SEQ_MAX)
         if not is_stream_topic(topic):
             self._answer(ident, req, [])
             return

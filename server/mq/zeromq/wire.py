@@ -77,6 +77,7 @@ __all__ = [
     "PUBMEM",
     "PUBNACK",
     "RETURN",
+    "SEQ_MAX",
     "STALE",
     "UNFETCH",
     "VOUCH",
@@ -114,6 +115,9 @@ DISCARD = b"DISCARD"
 VOUCH = b"VOUCH"
 
 
+SEQ_MAX = (1 << 63) - 1
+"""SQLite's largest integer: no journaled seq is beyond it, though a ``u64`` may be."""
+
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 _F64 = struct.Struct(">d")
@@ -145,4 +149,6 @@ def decode_headers(raw: bytes) -> dict[str, str]:
     if not raw:
         return {}
     value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError(f"headers must be a JSON object, not {type(value).__name__}")  # noqa: TRY004  (malformed input, as the JSON errors are)
     return {str(k): str(v) for k, v in value.items()}
