@@ -31,7 +31,7 @@ from .encoding import to_jsonable
 from .errorinfo import error_line, traceback_summary
 from .where import describe
 
-__all__ = ["CANCEL_GRACE", "Suspend", "TaskOutcome", "execute", "where_running"]
+__all__ = ["CANCEL_GRACE", "Suspend", "TaskOutcome", "abandoned_runs", "execute", "where_running"]
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,8 @@ class _OneAtATime:
         self.asking = False
         self.question: dict[str, Any] | None = None
         self.suspended = False
-        """Set when the run is suspended: what it streams while it stops is not its events."""
+        """Set when the run is suspended, or left running after its task ended (see _abandon):
+        what it streams then is not its task's events."""
 
     def answered(self) -> None:
         """An event sent in reached the run."""
@@ -226,7 +227,38 @@ async def _stop(run: Run, main: asyncio.Task[Any], grace: float) -> None:
             await asyncio.wait({main}, timeout=grace)
     if not main.done():
         main.cancel()
-    await asyncio.wait({main})
+        # Code may take the cancel for an error and go on, or clean up for ever: its task ends all
+        # the same (see _abandon).
+        await asyncio.wait({main}, timeout=grace)
+
+
+_ABANDONED: set[asyncio.Task[Any]] = set()
+"""Runs whose code did not stop when cancelled, until it ends (the loop holds its tasks weakly)."""
+
+
+def abandoned_runs() -> int:
+    """Runs of this process left running after their tasks ended (their code did not stop when
+    cancelled): each holds what it does until it ends, as an abandoned sync call does."""
+    return len(_ABANDONED)
+
+
+def _abandon(main: asyncio.Task[Any], emits: _OneAtATime, label: str | None, grace: float) -> None:
+    """Leave ``main``, which did not stop when cancelled, running: its task ends without it, as one
+    whose sync call runs on in its thread; what it streams from now on is dropped."""
+    log.warning(
+        "%s: its code did not stop within %g s of being cancelled: it is left running in this worker",
+        label or "a task",
+        grace,
+    )
+    emits.suspended = True
+    _ABANDONED.add(main)
+    main.add_done_callback(_forget_abandoned)
+
+
+def _forget_abandoned(main: asyncio.Task[Any]) -> None:
+    _ABANDONED.discard(main)
+    if not main.cancelled():
+        main.exception()  # taken: nobody waits for it any more
 
 
 async def _asking_first(emits: _OneAtATime, question: dict[str, Any], run: Run) -> Any:
@@ -353,6 +385,8 @@ async def execute(
                 emits.suspended = True
                 stopped_by = "suspend"
                 await _stop(run, main, cancel_grace)
+                if not main.done():
+                    _abandon(main, emits, label, cancel_grace)
                 break
             suspend.rearm()  # an answer beat the stop: the run goes on, and may ask again
         if not main.done() and stopped_by is None:
@@ -360,6 +394,8 @@ async def execute(
             if stopped_by == "timeout":
                 at, stacks = _where(run, "Where it was at the timeout")
             await _stop(run, main, cancel_grace)
+            if not main.done():
+                _abandon(main, emits, label, cancel_grace)
     finally:
         if label is not None:
             _RUNNING.pop(label, None)
@@ -369,11 +405,14 @@ async def execute(
         code.stopped.cancel()
         if pump is not None and not pump.done():
             pump.cancel()
-        if not main.done():  # only when execute itself is being cancelled
+        if not main.done() and main not in _ABANDONED:  # only when execute itself is being cancelled
             main.cancel()
+            await asyncio.wait({main}, timeout=cancel_grace)
+            if not main.done():
+                _abandon(main, emits, label, cancel_grace)
         # asyncio.wait costs a loop turn even when everything is done already: skip it then.
-        if running := {t for t in (main, pump) if t is not None and not t.done()}:
-            await asyncio.wait(running)
+        if pump is not None and not pump.done():
+            await asyncio.wait({pump})
         # Inputs never opened were never started: closing them would do nothing but cost the call.
         if pump is not None and (aclose := getattr(inputs, "aclose", None)) is not None:
             with contextlib.suppress(Exception):
@@ -382,7 +421,7 @@ async def execute(
             log.warning("reading the task's inputs failed: %s", error_line(pump_exc))
     # Taken in every case: a run stopped by a cancel, a timeout or an exit may end with what its
     # stop raised (a workflow's WorkflowCancelledByUser), which asyncio would log as never taken.
-    run_exc = None if main.cancelled() else main.exception()
+    run_exc = None if not main.done() or main.cancelled() else main.exception()
     if code.escaped is not None:
         return _failed(code.escaped, saved())
     if suspended is not None:

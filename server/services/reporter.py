@@ -11,11 +11,15 @@ import socket
 import time
 from typing import Any
 
+from pydantic_core import PydanticSerializationError
+
 from llamactl.server.errors import LeaseLost, PublishRejected, ResultTooLarge
 from llamactl.server.mq import topics
 from llamactl.server.mq.base import Delivery, MessageQueue
 from llamactl.server.protocol import WorkerMessage, WorkerMessageKind, final_msg_id, suspended_msg_id
 from llamactl.server.services.spec import WorkerSpec
+
+from .errorinfo import error_line
 
 __all__ = ["SUSPEND_REPORT_TIMEOUT", "Reporter"]
 
@@ -121,25 +125,52 @@ class Reporter:
             raise asyncio.CancelledError from None
         log.info("task %s waits for an answer: it goes on from its question on the next worker", msg.task_id)
 
+    def _failed(self, final: WorkerMessage, error: str) -> tuple[WorkerMessage, bytes]:
+        """``final`` turned into the task's failure with ``error`` (what it would send cannot be sent)."""
+        log.error("task %s failed: %s", final.task_id, error)
+        final = final.model_copy(
+            update={
+                "kind": WorkerMessageKind.TASK_FAILED,
+                "result": None,
+                "context": None,
+                "events": [],
+                "error": error,
+                "traceback": None,
+            }
+        )
+        return final, self.encode(final)
+
+    def _encodable(self, final: WorkerMessage) -> tuple[WorkerMessage, bytes]:
+        """``final``, which does not encode, with its error and traceback escaped where UTF-8
+        cannot encode them (the task's own error, kept); when it still does not encode (its
+        result, events or Context), the task's failure saying so."""
+        final = final.model_copy(
+            update={"error": _escaped(final.error), "traceback": _escaped(final.traceback)}
+        )
+        try:
+            return final, self.encode(final)
+        except PydanticSerializationError as exc:
+            error = (
+                f"NotEncodable: the result of task {final.task_id} (with its Context) holds text that "
+                f"UTF-8 cannot encode ({_escaped(error_line(exc))}): decode bytes with errors='replace', "
+                "or return them as base64"
+            )
+            return self._failed(final, error)
+        except ResultTooLarge as exc:
+            return self._failed(final, f"ResultTooLarge: {exc}")
+
     async def final(self, delivery: Delivery, final: WorkerMessage) -> None:
         """Publish the result and settle the delivery, in one step; while the queue refuses it (its
         journal's disk is full, say) try again, as long as the lease is kept. A result over the
         service's ``max-result-size`` fails the task instead (running it again would not shrink it)."""
         try:
             payload = self.encode(final)
+        except PydanticSerializationError:
+            # Text UTF-8 cannot encode (a lone surrogate: os.fsdecode of a name that is not UTF-8).
+            # Not the queue failing: given back, the task would only run again to the same end.
+            final, payload = self._encodable(final)
         except ResultTooLarge as exc:
-            log.error("task %s failed: %s", final.task_id, exc)
-            final = final.model_copy(
-                update={
-                    "kind": WorkerMessageKind.TASK_FAILED,
-                    "result": None,
-                    "context": None,
-                    "events": [],
-                    "error": f"ResultTooLarge: {exc}",
-                    "traceback": None,
-                }
-            )
-            payload = self.encode(final)
+            final, payload = self._failed(final, f"ResultTooLarge: {exc}")
         delay = 0.05
         deadline = time.monotonic() + self.spec.lease * 2
         while True:
@@ -162,3 +193,10 @@ class Reporter:
                 log.warning("the result of task %s was refused (%s): trying again", final.task_id, exc)
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
+
+
+def _escaped(text: str | None) -> str | None:
+    """``text`` with what UTF-8 cannot encode (lone surrogates) written as Python escapes."""
+    if text is None or text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

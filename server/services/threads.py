@@ -128,6 +128,17 @@ class DaemonThreadPool:
 _POOL = DaemonThreadPool()
 
 
+def _raisable(exc: BaseException) -> BaseException:
+    """``exc`` as a future may hold it: asyncio refuses a StopIteration (a ``TypeError`` in the
+    callback that hands it over, and the awaiting task waits for ever), so it becomes the
+    RuntimeError a coroutine's own StopIteration becomes."""
+    if type(exc) is not StopIteration:
+        return exc
+    error = RuntimeError("a sync call raised StopIteration")
+    error.__cause__ = exc
+    return error.with_traceback(exc.__traceback__)
+
+
 async def run_in_daemon_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Await ``fn(*args, **kwargs)`` run in a daemon thread of the process's pool.
 
@@ -152,7 +163,7 @@ async def run_in_daemon_thread(fn: Callable[..., T], /, *args: Any, **kwargs: An
         try:
             result = ctx.run(fn, *args, **kwargs)
         except BaseException as exc:
-            outcome: tuple[bool, Any] = (False, exc)
+            outcome: tuple[bool, Any] = (False, _raisable(exc))
         else:
             outcome = (True, result)
         _POOL.returned(call)
@@ -228,7 +239,7 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
-                    future.set_exception(exc)
+                    future.set_exception(_raisable(exc))  # asyncio copies it into its own future
                 else:
                     future.set_result(result)
                 finally:

@@ -288,8 +288,10 @@ class Worker:
         events = self._event_pipe(task.task_id, attempt, ids)
         started_at = time.time()
         timeout = task.timeout if task.timeout is not None else self.spec.timeout
+        # The watchdog's key: an older attempt of the task still ending here must not untrack this one.
+        run_id = f"{task.task_id}:{attempt}:{next(_RUNS)}"
         if self.watchdog is not None:
-            self.watchdog.track(task.task_id, timeout)
+            self.watchdog.track(run_id, timeout)
         try:
             log.debug("task %s (attempt %d) started", task.task_id, attempt)
             if attempt > 1:
@@ -333,7 +335,7 @@ class Worker:
                 on_asking=functools.partial(self._runs.asking, handler),
                 suspend=suspend,
                 ask_first=resume.question if resume is not None and resumed else None,
-                run_id=f"{task.task_id}:{attempt}:{next(_RUNS)}",
+                run_id=run_id,
             )
             self._runs.forget(task.task_id)  # done running: a newer attempt leaves its report be
             await events.drain()  # the report counts them: they are confirmed first
@@ -374,7 +376,7 @@ class Worker:
                 del self._starting[task.task_id]
             self._runs.forget(task.task_id)
             if self.watchdog is not None:
-                self.watchdog.untrack(task.task_id)
+                self.watchdog.untrack(run_id)
             events.cancel()
             await keeper.stop()
             started.discard()
