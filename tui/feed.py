@@ -80,6 +80,10 @@ def describe_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+class _FeedGap(Exception):
+    """The change feed skipped entries: the server trimmed them before they were read."""
+
+
 class Batcher:
     """Collects items and hands them to ``flush`` in batches: soon when sparse, less often when busy."""
 
@@ -106,6 +110,13 @@ class Batcher:
             self._busy = len(batch) >= BUSY_BATCH
             self._flush(batch)
 
+    def discard(self) -> None:
+        """Drop what is pending, unshown."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._pending = []
+
 
 class Feed(Widget):
     """Non-visual: owns the reading workers and posts what they read to the app."""
@@ -126,6 +137,8 @@ class Feed(Widget):
         self._context_ids: set[str] = set()
         self._contexts_at = 0.0
         self._contexts_timer: asyncio.TimerHandle | None = None
+        self._batcher: Batcher | None = None
+        """The change feed's batch being collected."""
 
     def _send(self, message: Message) -> None:
         self.post_message(message)
@@ -144,6 +157,12 @@ class Feed(Widget):
         None: the server's only deployment; when it runs several, the app is sent their names
         (``DeploymentsListed``) to let the user pick one.
         """
+        # What was read for the deployment followed so far must not reach the views from now on.
+        for group in ("stats", "services", "contexts"):
+            self.workers.cancel_group(self, group)
+        if self._batcher is not None:
+            self._batcher.discard()
+        self._context_ids = set()
         self.deployment = deployment
         self.next_seq = None
         self._follow_changes(deployment)
@@ -158,7 +177,7 @@ class Feed(Widget):
         looked_again = False
         url = self.client.base_url
         while True:
-            batcher = Batcher(lambda batch: self._send(FeedChanges(batch)))
+            batcher = self._batcher = Batcher(lambda batch: self._send(FeedChanges(batch)))
             try:
                 if deployment is None:
                     names = sorted(d.name for d in await self.client.deployments.list())
@@ -171,6 +190,11 @@ class Feed(Widget):
                 self._send(Connected(url, deployment, reconnected=failures > 0))
                 failures, looked_again = 0, False
                 await self._stream_changes(deployment, batcher)
+            except _FeedGap:
+                # The changes in between are lost to us: start again from a snapshot.
+                batcher.flush()
+                self.next_seq = None
+                continue
             except Exception as exc:
                 # Whatever went wrong, the dashboard stays up and tries again: a server that
                 # answers oddly (a proxy's error page, a half-started deployment) is "not there".
@@ -202,6 +226,8 @@ class Feed(Widget):
         async with contextlib.aclosing(self.client.deployment(deployment).watch(self.next_seq)) as changes:
             async for change in changes:
                 if change.seq >= 0:  # else a `health` notice, outside the log
+                    if change.seq > self.next_seq:
+                        raise _FeedGap  # the server trimmed its feed past where we were
                     self.next_seq = change.seq + 1
                 batcher.add(change)
         raise StreamBroken("the server ended the change feed")

@@ -48,12 +48,27 @@ class EventList(OptionList):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.palette = Palette()
+        self._palette = Palette()
         self.following = True
         self.unseen = 0
         """Events that arrived while not following."""
         self._events: dict[int, EventEnvelope] = {}
         self._expanded: set[int] = set()
+
+    @property
+    def palette(self) -> Palette:
+        return self._palette
+
+    @palette.setter
+    def palette(self, palette: Palette) -> None:
+        """A new theme: the events on show are drawn again in its colors."""
+        if palette == self._palette:
+            return
+        self._palette = palette
+        for index, seq in enumerate(sorted(self._events)):
+            self.replace_option_prompt_at_index(
+                index, render_event(self._events[seq], palette, expanded=seq in self._expanded)
+            )
 
     # --- content -----------------------------------------------------------------------------------
 

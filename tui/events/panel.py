@@ -112,8 +112,10 @@ class EventsPanel(Vertical):
         self.events.reset(book)
 
     def add(self, fresh: list[EventEnvelope], dropped: int) -> None:
-        self.events.drop_oldest(dropped)
+        # Appended first: a batch bigger than the cap drops some of its own events, not only
+        # those shown before it.
         self.events.append(fresh)
+        self.events.drop_oldest(dropped)
 
     def on_event_list_follow_changed(self, event: EventList.FollowChanged) -> None:
         event.stop()

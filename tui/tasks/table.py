@@ -75,9 +75,9 @@ class TasksTable(LiveGrid):
         for task in tasks:
             took = task.duration(now)
             age = ago(task.age(now))
-            # Cells are built again only for rows whose shown values changed.
+            # Cells are built again only for rows whose shown values (or the theme's colors) changed.
             shown = (task.shown_status, task.service_id, task.replica_id, task.attempts)
-            signature = (*shown, age, duration(took))
+            signature = (*shown, age, duration(took), self.palette)
             cached = self._rows.get(task.task_id)
             if cached is None or cached[0] != signature:
                 cached = (signature, self._row(task, took, age))
