@@ -30,6 +30,7 @@ Guarantees a backend must give (the contract tests in ``tests/server/mq`` check 
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -37,7 +38,7 @@ from typing import Protocol
 
 from llamactl.server.outage import Outage
 
-__all__ = ["Delivery", "Message", "MessageQueue", "Prefetch", "Sidecar", "as_prefetch"]
+__all__ = ["Delivery", "Message", "MessageQueue", "Prefetch", "Sidecar", "as_prefetch", "check_lease"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,14 @@ class Prefetch:
 def as_prefetch(prefetch: int | Prefetch) -> Prefetch:
     """``prefetch`` as a :class:`Prefetch` (a plain number becomes one that never changes)."""
     return prefetch if isinstance(prefetch, Prefetch) else Prefetch(prefetch)
+
+
+def check_lease(seconds: float) -> float:
+    """``seconds`` as a lease (of ``consume``, or a delivery's ``extend``); ValueError unless it
+    is a finite number above 0 (a broker cannot expire a lease of NaN or infinite seconds)."""
+    if not 0 < seconds < math.inf:  # NaN too
+        raise ValueError(f"a lease must be a finite number of seconds above 0, not {seconds}")
+    return seconds
 
 
 class Delivery(abc.ABC):

@@ -35,7 +35,7 @@ from redis.typing import KeyT, StreamIdT
 from llamactl.server.aio import cancel_and_wait
 from llamactl.server.errors import MessageQueueClosed, MessageQueueError, PublishRejected
 from llamactl.server.ids import new_hex_id
-from llamactl.server.mq.base import Delivery, Message, MessageQueue, Prefetch, as_prefetch
+from llamactl.server.mq.base import Delivery, Message, MessageQueue, Prefetch, as_prefetch, check_lease
 from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_topic
 from llamactl.server.outage import Outage
 
@@ -196,8 +196,7 @@ class RedisQueue(MessageQueue):
     ) -> AsyncIterator[Delivery]:
         if not is_work_topic(topic):
             raise ValueError(f"consume() takes a work topic (work.*), not {topic!r}")
-        if lease <= 0:
-            raise ValueError("lease must be > 0")
+        check_lease(lease)
         limit = as_prefetch(prefetch)
         self._check_open()
         return consume_iter(self, ConsumeState(topic, limit, lease))

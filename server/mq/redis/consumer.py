@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from llamactl.server.errors import LeaseLost, MessageQueueClosed, MessageQueueError
-from llamactl.server.mq.base import Delivery, Message, Prefetch
+from llamactl.server.mq.base import Delivery, Message, Prefetch, check_lease
 from llamactl.server.mq.topics import validate_topic
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ class RedisDelivery(Delivery):
 
     async def extend(self, seconds: float | None = None) -> None:
         self._client._check_open()
-        ms = max(1, int((self._state.lease if seconds is None else seconds) * 1000))
+        ms = max(1, int((self._state.lease if seconds is None else check_lease(seconds)) * 1000))
         if not await self._client._run("extend", [*self._args(), ms], f"extend of {self.message.msg_id}"):
             raise self._lost("extend")
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 from llamactl.server.aio import cancel_and_wait
 from llamactl.server.errors import MessageQueueClosed, MessageQueueError
 from llamactl.server.ids import new_hex_id
-from llamactl.server.mq.base import Delivery, Message, MessageQueue, Prefetch, as_prefetch
+from llamactl.server.mq.base import Delivery, Message, MessageQueue, Prefetch, as_prefetch, check_lease
 from llamactl.server.mq.topics import is_stream_topic, is_work_topic, validate_topic
 
 from . import wire
@@ -220,8 +219,7 @@ class ZeroMQQueue(MessageQueue):
     ) -> AsyncIterator[Delivery]:
         if not is_work_topic(topic):
             raise ValueError(f"consume() takes a work topic (work.*), not {topic!r}")
-        if not 0 < lease < math.inf:  # NaN too
-            raise ValueError(f"lease must be a number of seconds > 0, not {lease}")
+        check_lease(lease)
         limit = as_prefetch(prefetch)
         self._check_open()
         state = ConsumerState(self, next(self._ids), topic, limit, lease)

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
 from llamactl.server.errors import LeaseLost
-from llamactl.server.mq.base import Delivery, Message, Prefetch
+from llamactl.server.mq.base import Delivery, Message, Prefetch, check_lease
 from llamactl.server.mq.topics import validate_topic
 
 from . import wire
@@ -194,7 +194,7 @@ class ZeroMQDelivery(Delivery):
         )
 
     async def extend(self, seconds: float | None = None) -> None:
-        lease = self._state.lease if seconds is None else seconds
+        lease = self._state.lease if seconds is None else check_lease(seconds)
         await self._call(wire.EXTEND, [self.lease_id.encode(), wire.f64(lease)], "extend")
 
 

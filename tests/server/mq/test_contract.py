@@ -207,6 +207,22 @@ async def test_extend_keeps_a_delivery_past_its_lease(queue_factory: QueueFactor
     await d.ack()
 
 
+@pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan"), float("inf")])
+async def test_a_lease_is_a_finite_number_of_seconds_above_zero(
+    queue_factory: QueueFactory, seconds: float
+) -> None:
+    """One lease that never comes due (NaN sorts as never due) would keep a broker from
+    expiring the others: refused at once, by consume and by extend."""
+    q = await queue_factory()
+    with pytest.raises(ValueError, match="a lease must be a finite number of seconds above 0"):
+        q.consume(WORK, lease=seconds)
+    await q.publish(WORK, b"a", msg_id="a")
+    d = await within(q.consume(WORK, lease=5.0))
+    with pytest.raises(ValueError, match="a lease must be a finite number of seconds above 0"):
+        await d.extend(seconds)
+    await d.ack()  # the delivery is still held: refusing the extension settled nothing
+
+
 async def test_max_attempts_moves_to_dead_letter(queue_factory: QueueFactory) -> None:
     q = await queue_factory()
     await q.publish(WORK, b"poison", msg_id="p", key="k", headers={"h": "v"})
