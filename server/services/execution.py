@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llamactl.server.errors import ContextNotSaved
+from llamactl.server.errors import ContextNotSaved, TooManyEvents
 from llamactl.server.protocol import (
     EVENT_DELIVERED,
     EVENT_REJECTED,
@@ -90,6 +90,19 @@ def _failed(
 
 
 async def _pump(
+    inputs: AsyncIterator[TaskInput], run: Run, cancel: asyncio.Future[None], emits: _OneAtATime
+) -> None:
+    """Hand the task's inputs to the run: a cancel sets ``cancel``; an answer the pump streams past
+    the service's ``max-events`` sets it with that TooManyEvents (the run is stopped and fails, as
+    when its own event is one too many) instead of ending the pump, so later cancels still come."""
+    try:
+        await _pump_inputs(inputs, run, cancel, emits)
+    except TooManyEvents as exc:
+        if not cancel.done():
+            cancel.set_exception(exc)
+
+
+async def _pump_inputs(
     inputs: AsyncIterator[TaskInput], run: Run, cancel: asyncio.Future[None], emits: _OneAtATime
 ) -> None:
     emit = emits.pump
@@ -390,7 +403,10 @@ async def execute(
                 break
             suspend.rearm()  # an answer beat the stop: the run goes on, and may ask again
         if not main.done() and stopped_by is None:
-            stopped_by = "cancel" if cancel.done() else "exit" if code.stopped.done() else "timeout"
+            if cancel.done():
+                stopped_by = "cancel" if cancel.exception() is None else "events"
+            else:
+                stopped_by = "exit" if code.stopped.done() else "timeout"
             if stopped_by == "timeout":
                 at, stacks = _where(run, "Where it was at the timeout")
             await _stop(run, main, cancel_grace)
@@ -401,6 +417,8 @@ async def execute(
             _RUNNING.pop(label, None)
         if opener is not None:
             opener.cancel()
+        if cancel.done():
+            cancel.exception()  # taken, whether the run ended first or not
         cancel.cancel()
         code.stopped.cancel()
         if pump is not None and not pump.done():
@@ -429,6 +447,8 @@ async def execute(
         return TaskOutcome(WorkerMessageKind.TASK_SUSPENDED, context=context, question=question)
     if stopped_by == "cancel":
         return TaskOutcome(WorkerMessageKind.TASK_CANCELLED, context=saved())
+    if stopped_by == "events" and (too_many := cancel.exception()) is not None:
+        return _failed(too_many, saved(), with_traceback=False)
     if stopped_by == "timeout":
         error = f"TimeoutError: timed out after {timeout:g} s{at}"
         return TaskOutcome(WorkerMessageKind.TASK_FAILED, context=saved(), error=error, traceback=stacks)
