@@ -46,20 +46,35 @@ class Columns:
     """Each namespace's field -> column mapping, kept once read (a field never changes column;
     another process may add fields, so a miss reads the mapping again).
 
-    A column assigned inside a transaction that rolls back is forgotten: call :meth:`forget`.
+    A column given inside a transaction is known to that transaction alone until the connection
+    is handed back (:meth:`settle`): before its commit, another call of this store that wrote it
+    would keep its value there if the transaction rolled back, under no field, or the next one.
     """
 
     def __init__(self) -> None:
         self._known: dict[str, dict[str, int]] = {}
+        self._given: dict[int, dict[str, dict[str, int]]] = {}
+        """id(connection) -> namespace -> the columns its open transaction gave or read since."""
 
-    def forget(self) -> None:
-        self._known.clear()
+    def settle(self, c: Connection, *, committed: bool) -> None:
+        """``c``'s call ended: what it gave becomes known to every call if it committed."""
+        given = self._given.pop(id(c), None)
+        if given and committed:
+            for ns, columns in given.items():
+                self._known.setdefault(ns, {}).update(columns)
 
     async def of(self, c: Connection, ns: str) -> dict[str, int]:
+        given = self._given.get(id(c))
         mapping = self._known.get(ns)
         if mapping is None:
             rows = await c.fetch("SELECT field, col FROM kv_fields WHERE ns = $1", ns)
-            mapping = self._known[ns] = {str(r["field"]): int(r["col"]) for r in rows}
+            mapping = {str(r["field"]): int(r["col"]) for r in rows}
+            if given is None:
+                self._known[ns] = mapping
+            else:  # may hold the transaction's own columns
+                given.setdefault(ns, {}).update(mapping)
+        if given is not None and ns in given:
+            return {**mapping, **given[ns]}
         return mapping
 
     async def column(self, c: Connection, ns: str, field: str) -> int | None:
@@ -92,7 +107,6 @@ class Columns:
             col = mapping.get(field)
             if col is None:
                 col = await self._new_column(c, ns, field)
-                mapping[field] = col
             names.append(_COLUMNS[col])
             values.append(value)
         return names, values
@@ -101,7 +115,8 @@ class Columns:
         await c.execute("SELECT pg_advisory_xact_lock(hashtext($1))", "llamactl-fields:" + ns)
         rows = await c.fetch("SELECT field, col FROM kv_fields WHERE ns = $1", ns)
         taken = {str(r["field"]): int(r["col"]) for r in rows}
-        self._known.setdefault(ns, {}).update(taken)
+        given = self._given.setdefault(id(c), {}).setdefault(ns, {})
+        given.update(taken)
         if field in taken:
             return taken[field]
         if len(taken) >= MAX_FIELDS:
@@ -111,6 +126,7 @@ class Columns:
             )
         col = len(taken)
         await c.execute("INSERT INTO kv_fields (ns, field, col) VALUES ($1, $2, $3)", ns, field, col)
+        given[field] = col
         return col
 
 

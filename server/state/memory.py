@@ -43,8 +43,10 @@ MAX_INDEXED_FIELDS = 4
 class _Namespace:
     values: dict[str, Versioned] = field(default_factory=dict)
     keys: builtins.list[str] = field(default_factory=list)  # sorted, for list()
-    indexed: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
-    """key -> field -> (value, sort)"""
+    sorts: dict[str, str] = field(default_factory=dict)
+    """key -> the sort of its index entries (one per record, as a row's sort column)"""
+    indexed: dict[str, dict[str, str]] = field(default_factory=dict)
+    """key -> field -> value"""
     by_value: dict[tuple[str, str], builtins.list[tuple[str, str]]] = field(default_factory=dict)
     """(field, value) -> sorted [(sort, key)]"""
     by_field: dict[str, builtins.list[tuple[str, str]]] = field(default_factory=dict)
@@ -52,35 +54,43 @@ class _Namespace:
     known_fields: set[str] = field(default_factory=set)
 
     def unindex(self, key: str) -> None:
-        for name, (value, sort) in self.indexed.pop(key, {}).items():
+        sort = self.sorts.pop(key, "")
+        for name, value in self.indexed.pop(key, {}).items():
             _remove(self.by_value, (name, value), (sort, key))
             _remove(self.by_field, name, (sort, key))
 
-    def check_fields(self, ns: str, index: Index) -> None:
-        new = set(index.fields) - set(self.by_field) - self.known_fields
-        if len(self.known_fields) + len(new) > MAX_INDEXED_FIELDS:
-            raise StateStoreError(
-                f"namespace {ns!r} has {MAX_INDEXED_FIELDS} indexed fields already "
-                f"({', '.join(sorted(self.known_fields))}): an Index names at most {MAX_INDEXED_FIELDS} "
-                "fields per namespace"
-            )
-        self.known_fields |= new
-
     def index(self, key: str, index: Index) -> None:
+        """Index ``key`` (checked by :func:`_check_index` first: nothing here raises)."""
+        old_sort = self.sorts.get(key)
+        sort = old_sort if index.sort is None else index.sort
+        assert sort is not None
         fields = self.indexed.setdefault(key, {})
-        sort = index.sort
-        if sort is None:  # keep the record's sort
-            sort = next((s for _, s in fields.values()), None)
-            if sort is None:
-                raise ValueError(f"{key!r} has no sort yet: its first indexed write must give one")
-        for name, value in index.fields.items():
+        # A new sort moves every entry of the record, the fields not named too.
+        for name, value in {**fields, **index.fields}.items():
             old = fields.get(name)
-            if old is not None:
-                _remove(self.by_value, (name, old[0]), (old[1], key))
-                _remove(self.by_field, name, (old[1], key))
-            fields[name] = (value, sort)
+            if old == value and sort == old_sort:
+                continue
+            if old is not None and old_sort is not None:
+                _remove(self.by_value, (name, old), (old_sort, key))
+                _remove(self.by_field, name, (old_sort, key))
+            fields[name] = value
             bisect.insort(self.by_value.setdefault((name, value), []), (sort, key))
             bisect.insort(self.by_field.setdefault(name, []), (sort, key))
+        self.sorts[key] = sort
+
+
+def _check_index(ns: str, key: str, index: Index, known: set[str], has_sort: bool) -> set[str]:
+    """Raise what writing ``index`` to ``key`` would raise; else the namespace's fields after it."""
+    after = known | set(index.fields)
+    if len(after) > MAX_INDEXED_FIELDS:
+        raise StateStoreError(
+            f"namespace {ns!r} has {MAX_INDEXED_FIELDS} indexed fields already "
+            f"({', '.join(sorted(known))}): an Index names at most {MAX_INDEXED_FIELDS} "
+            "fields per namespace"
+        )
+    if index.sort is None and not has_sort:
+        raise ValueError(f"{key!r} has no sort yet: its first indexed write must give one")
+    return after
 
 
 K = TypeVar("K")
@@ -188,14 +198,17 @@ class MemoryStateStore(StateStore):
 
     def _write(self, ns: str, key: str, value: bytes, version: int, index: Index | None) -> int:
         space = self._ns.get(ns)
+        fields: set[str] | None = None
+        if index:  # raises before anything changes
+            known = set() if space is None else space.known_fields
+            fields = _check_index(ns, key, index, known, space is not None and key in space.sorts)
         if space is None:
             space = self._ns[ns] = _Namespace()
-        if index:
-            space.check_fields(ns, index)
         if key not in space.values:
             bisect.insort(space.keys, key)
         space.values[key] = Versioned(value, version)
-        if index:
+        if index and fields is not None:
+            space.known_fields = fields
             space.index(key, index)
         return version
 
@@ -214,7 +227,7 @@ class MemoryStateStore(StateStore):
         del space.values[write.key]
         del space.keys[bisect.bisect_left(space.keys, write.key)]
         space.unindex(write.key)
-        if not space.values:
+        if not space.values and not space.known_fields:  # as a table's columns, fields stay given
             del self._ns[write.ns]
         return True
 
@@ -271,9 +284,7 @@ class MemoryStateStore(StateStore):
         """Apply ``writes`` in order: all of them, or none when a condition fails."""
         self._check()
         checked = [w if isinstance(w, Delete | DeleteLog) else _checked(w) for w in writes]
-        for write in checked:  # a write that would raise raises before anything is applied
-            if isinstance(write, Put | Cas) and write.index:
-                self._ns.get(write.ns, _Namespace()).check_fields(write.ns, write.index)
+        self._check_indexes(checked)  # a write that would raise raises before anything is applied
         failed = self._first_failing(checked)
         if failed is not None:
             return CommitResult(ok=False, failed=failed)
@@ -292,6 +303,21 @@ class MemoryStateStore(StateStore):
             else:
                 results.append(int(self._delete(write)))
         return CommitResult(ok=True, results=tuple(results))
+
+    def _check_indexes(self, writes: Sequence[Write]) -> None:
+        """Raise what the indexes of ``writes``, applied in turn, would raise (changing nothing)."""
+        fields: dict[str, set[str]] = {}
+        has_sort: dict[tuple[str, str], bool] = {}
+        for write in writes:
+            if isinstance(write, Delete):
+                has_sort[(write.ns, write.key)] = False
+            elif isinstance(write, Put | Cas) and write.index:
+                space = self._ns.get(write.ns)
+                known = fields.get(write.ns, set() if space is None else space.known_fields)
+                where = (write.ns, write.key)
+                sorted_now = has_sort.get(where, space is not None and write.key in space.sorts)
+                fields[write.ns] = _check_index(write.ns, write.key, write.index, known, sorted_now)
+                has_sort[where] = True
 
     def _first_failing(self, writes: Sequence[Write]) -> int | None:
         """The position of the first write whose condition would not hold, applying them in turn."""

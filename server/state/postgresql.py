@@ -235,7 +235,12 @@ class PostgreSQLStateStore(StateStore):
         pool = self._check()
         try:
             async with pool.acquire(timeout=self._timeout) as conn:
-                yield conn
+                try:
+                    yield conn
+                except BaseException:
+                    self._columns.settle(conn, committed=False)
+                    raise
+                self._columns.settle(conn, committed=True)
         except StateStoreError:
             raise
         except (*UNREACHABLE, asyncpg.PostgresError, UnicodeError) as exc:
@@ -262,7 +267,6 @@ class PostgreSQLStateStore(StateStore):
                 async with self._connection(writes=True) as conn, conn.transaction():
                     return await fn(conn)
             except BaseException as exc:
-                self._columns.forget()  # a column assigned in the rolled-back transaction is gone
                 cause = exc.__cause__ if isinstance(exc, StateStoreError) else exc
                 if not isinstance(cause, RETRIED) or attempt == _RETRIES:
                     raise
