@@ -214,26 +214,21 @@ async def send_event(request: Request) -> Response:
     return json_response(None)
 
 
-def _state_key(request: Request) -> tuple[str, str]:
-    return f"{_deployment(request).name}/session_state", _session_id(request)
-
-
 async def get_state(request: Request) -> Response:
     """The session's free-form state dict."""
-    cp = _deployment(request).control_plane
-    await cp.get_session(_session_id(request))
-    stored = await cp.records.store.get(*_state_key(request))
-    return Response(stored.value if stored else b"{}", media_type="application/json")
+    records = _deployment(request).control_plane.records
+    stored = await records.session_state(_session_id(request))
+    return Response(stored if stored is not None else b"{}", media_type="application/json")
 
 
 async def set_state(request: Request) -> Response:
     """Replace the session's free-form state dict."""
-    cp = _deployment(request).control_plane
-    await cp.get_session(_session_id(request))
+    records = _deployment(request).control_plane.records
+    await records.get_session(_session_id(request))
     state = await json_body(request)
     if not isinstance(state, dict):
         raise InvalidRequest("the session state must be a JSON object")
-    await cp.records.store.put(*_state_key(request), json.dumps(state).encode())
+    await records.set_session_state(_session_id(request), json.dumps(state).encode())
     return json_response(None)
 
 

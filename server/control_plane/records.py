@@ -76,6 +76,9 @@ class ControlPlaneRecords(SessionRecords):
         self.changes = changes
         self.tasks_ns = f"{deployment}/tasks"
         self.sessions_ns = f"{deployment}/sessions"
+        self.session_state_ns = f"{deployment}/session_state"
+        """The free-form state dict the control-plane port keeps per session (Llama Deploy 0.8's
+        ``/sessions/{id}/state``): deleted with its session."""
         self.contexts = SessionContexts(store, deployment)
         """Each session's workflow Context."""
         self.where_ns = f"{deployment}/where"
@@ -378,6 +381,7 @@ class ControlPlaneRecords(SessionRecords):
         sessions = list(sessions)
         writes += [Delete(self.sessions_ns, session_id, version) for session_id, version in sessions]
         writes += [self.contexts.delete(session_id) for session_id, _ in sessions]
+        writes += [Delete(self.session_state_ns, session_id) for session_id, _ in sessions]
         if writes and not (await self.store.commit(writes)).ok:
             return False
         for task in tasks:

@@ -38,6 +38,7 @@ class SessionRecords:
     changes: ChangeFeed
     contexts: SessionContexts
     sessions_ns: str
+    session_state_ns: str
     tasks_ns: str
     unreadable: int
 
@@ -125,6 +126,21 @@ class SessionRecords:
     async def count_sessions(self) -> int:
         return (await self.store.count(self.sessions_ns, "all")).get("", 0)
 
+    async def session_state(self, session_id: str) -> bytes | None:
+        """The session's free-form state (JSON), None when none was set; SessionNotFound."""
+        await self.get_session(session_id)
+        stored = await self.store.get(self.session_state_ns, session_id)
+        return None if stored is None else stored.value
+
+    async def set_session_state(self, session_id: str, value: bytes) -> None:
+        """Replace the session's free-form state (JSON); SessionNotFound. Written beside the
+        record, not under its version, then the record looked at again: a session deleted
+        before or meanwhile has the state deleted after it too."""
+        await self.store.put(self.session_state_ns, session_id, value)
+        if await self.find_session(session_id) is None:
+            await self.store.commit([Delete(self.session_state_ns, session_id)])
+            raise SessionNotFound(session_id, self.deployment)
+
     async def delete_session(self, session_id: str, version: int) -> bool:
         """Delete the session and its Context if its record is still at ``version``; False if
         it is not (changed or gone meanwhile: nothing was deleted)."""
@@ -132,6 +148,7 @@ class SessionRecords:
             [
                 Delete(self.sessions_ns, session_id, expected_version=version),
                 self.contexts.delete(session_id),
+                Delete(self.session_state_ns, session_id),
                 self.changes.entry("session.deleted", {"session_id": session_id}),
             ]
         )

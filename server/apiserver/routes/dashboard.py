@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from llamactl.server.apiserver.common import deployment_of, json_response
 from llamactl.server.errors import InvalidRequest
+from llamactl.server.ids import id_problem
 
 __all__ = ["MAX_SESSIONS", "routes"]
 
@@ -28,7 +29,8 @@ async def context_sizes(request: Request) -> Response:
     Query: ``session_id``, repeated (at most :data:`MAX_SESSIONS`). ``null``: the session has no
     saved Context yet (no task of it has finished) or does not exist.
     """
-    session_ids = list(dict.fromkeys(request.query_params.getlist("session_id")))
+    # As every query id (validation.query_id): an empty value names nothing.
+    session_ids = list(dict.fromkeys(s for s in request.query_params.getlist("session_id") if s))
     if not session_ids:
         raise InvalidRequest(
             "name the sessions with the query parameter 'session_id' (repeat it for several)"
@@ -37,6 +39,9 @@ async def context_sizes(request: Request) -> Response:
         raise InvalidRequest(
             f"{len(session_ids)} sessions named, at most {MAX_SESSIONS} per request: split the request"
         )
+    for session_id in session_ids:
+        if (problem := id_problem(session_id, "session id")) is not None:
+            raise InvalidRequest(f"query parameter 'session_id': {problem}")
     records = deployment_of(request).control_plane.records
     sizes: dict[str, int | None] = {}
     for session_id in session_ids:

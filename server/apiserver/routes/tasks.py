@@ -11,7 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from llamactl.server.apiserver.common import deployment_of, json_response, model_response, paged_response
+from llamactl.server.apiserver.common import (
+    deployment_of,
+    json_response,
+    model_response,
+    paged_response,
+    unless_client_leaves,
+)
 from llamactl.server.apiserver.errors import error_response
 from llamactl.server.apiserver.streams import task_events_ndjson, task_events_sse, wants_sse
 from llamactl.server.apiserver.validation import (
@@ -156,12 +162,12 @@ async def task_result(request: Request) -> Response:
     if timeout is None:
         bound = cp.wait_bound((await cp.get_task(task_id)).service_id)
         try:
-            await cp.wait_for_task(task_id, timeout=bound)
+            await unless_client_leaves(request, cp.wait_for_task(task_id, timeout=bound))
         except TimeoutError:
             raise TaskWaitTimeout(task_id, (await cp.get_task(task_id)).status.value, bound) from None
     else:
         try:
-            await cp.wait_for_task(task_id, timeout=timeout)
+            await unless_client_leaves(request, cp.wait_for_task(task_id, timeout=timeout))
         except TimeoutError:
             return json_response(None)
     result = await cp.task_result(task_id)

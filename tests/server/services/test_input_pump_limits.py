@@ -53,4 +53,3 @@ async def test_an_answer_past_max_events_stops_the_run_and_fails_it() -> None:
         "TooManyEvents: task t1 streamed more than 1"
     )
     assert io.types() == ["TaskWhere"]
-
