@@ -113,7 +113,15 @@ class RedisDelivery(Delivery):
         validate_topic(topic)
         self._settle()
         what = f"ack of {self.message.msg_id} with a publish to {topic}"
-        args = [*self._args(), topic, msg_id, key, json.dumps(dict(headers or {})), bytes(payload)]
+        args = [
+            *self._args(),
+            topic,
+            msg_id,
+            key,
+            json.dumps(dict(headers or {})),
+            bytes(payload),
+            self.message.msg_id,
+        ]
         seq, settled = await self._client._run("ack_and_publish", args, what)
         if not settled:
             raise LeaseLost(

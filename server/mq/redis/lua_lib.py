@@ -225,12 +225,15 @@ end
 local function dead_letter(t, seq, st, reason)
   local e = entry(t, seq)
   if e then
-    local h = cjson.decode(field(e, 'h'))
-    h['x-dead-reason'] = reason
-    h['x-attempts'] = string.format('%d', st.a)
-    h['x-failures'] = string.format('%d', st.f)
-    local dead = t .. '.dead'
-    publish(dead, field(e, 'i'), field(e, 'k'), cjson.encode(h), field(e, 'p'))
+    -- Appended to the headers' JSON, not decoded and encoded again: cjson refuses some JSON that
+    -- Python writes (a lone surrogate's escape), and an error here would leave the lease half
+    -- ended. A name given twice reads as its last value, so these override earlier ones.
+    local body = string.match(field(e, 'h'), '^(.-)%s*}%s*$') or '{'
+    local added = string.format('"x-dead-reason":%s,"x-attempts":"%d","x-failures":"%d"}',
+      cjson.encode(reason), st.a, st.f)
+    local h
+    if string.match(body, '^%s*{%s*$') then h = '{' .. added else h = body .. ',' .. added end
+    publish(t .. '.dead', field(e, 'i'), field(e, 'k'), h, field(e, 'p'))
   end
   settle(t, seq, st)
 end

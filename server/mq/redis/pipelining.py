@@ -38,6 +38,7 @@ class ScriptPipeline:
     def __init__(self, redis: Redis, library: Library) -> None:
         self._redis = redis
         self._library = library
+        self._encoder = redis.get_encoder()  # type: ignore[no-untyped-call]
         self._queued: list[Call] = []
         self._sending: set[asyncio.Task[None]] = set()
         self.pipelines = 0
@@ -47,6 +48,10 @@ class ScriptPipeline:
         """Run operation ``name`` with ``args``; return its reply, or raise what Redis raised."""
         if name not in self._library:
             raise KeyError(f"no script {name!r}")
+        # Encoded now, not when the pipeline is packed: an argument Redis cannot be sent (a lone
+        # surrogate, a wrong type) would fail every call of the pipeline.
+        encode = self._encoder.encode
+        args = [encode(arg) for arg in args]
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._queued:

@@ -128,13 +128,16 @@ settle(t, seq, st)
 return 1
 """
 
-# ARGV: topic, seq, lease id, then the publish: topic, msg_id, key, headers, payload.
-# Returns {seq of the published message, 1 if this settled the delivered message else 0}.
+# ARGV: topic, seq, lease id, then the publish: topic, msg_id, key, headers, payload, then the
+# delivered message's msg_id. Returns {seq of the published message, 1 if this settled the
+# delivered message else 0}.
 ACK_AND_PUBLISH = r"""
 local t, seq = ARGV[4], tonumber(ARGV[5])
 local pseq = publish(ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11])
 local st = get_state(t, seq)
-if not st then return {pseq, 0} end
+-- Not the lease: a late result settles its message all the same. The msg_id: a Redis that lost
+-- its data numbers a topic from 0 again, so the seq may name another message now.
+if not st or st.i ~= ARGV[12] then return {pseq, 0} end
 settle(t, seq, st)
 return {pseq, 1}
 """
