@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from llamactl.server.config import DeploymentConfig, ServiceConfig
 from llamactl.server.deployment.git_sources import check_out_git_sources
+from llamactl.server.deployment.launch import worker_spec
 from llamactl.server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
 from llamactl.server.deployment.settings import control_plane_settings
 from llamactl.server.errors import LlamactlError
@@ -134,11 +135,20 @@ class HotReloader:
             config, say=self._deployment.notice, tell=self._deployment.tell, only=moved
         )
         new_env = {sid: config.service_env(sid) for sid in config.services}  # a bad env file stops here
+        added = [s for s in config.services if s not in old.services]
+        changed = [
+            sid
+            for sid, service in config.services.items()
+            if sid not in added and (service != old.services[sid] or new_env[sid] != _env_or_none(old, sid))
+        ]
+        for service_id in (*added, *changed):
+            # What its workers start with (its folder, its path) stops the file here, not halfway.
+            if config.services[service_id].replicas:
+                worker_spec(config, config.services[service_id], service_id, mq=self._deployment.queue_config)
         cp = self._deployment.control_plane
         self._deployment.config = config
         cp.orchestrator.set_services(list(config.services), config.default_service_id)
         cp.reconfigure(control_plane_settings(config))
-        changed: list[str] = []
         name = config.name
         removed = [s for s in old.services if s not in config.services]
         for service_id in removed:
@@ -150,14 +160,11 @@ class HotReloader:
                 f"{name}/{service_id}: removed from the deployment file, its workers stopped"
                 + (f"; {failed} queued task(s) of it failed" if failed else "")
             )
-        added = [s for s in config.services if s not in old.services]
-        for service_id, service in config.services.items():
-            if service_id in added:
-                cp.registry.add_service(service_info(service))
-                await cp.service_added_again(service_id)
-                await self._replicas.start(service, generation=1)
-            elif service != old.services[service_id] or new_env[service_id] != _env_or_none(old, service_id):
-                changed.append(service_id)
+        for service_id in added:
+            service = config.services[service_id]
+            cp.registry.add_service(service_info(service))
+            await cp.service_added_again(service_id)
+            await self._replicas.start(service, generation=1)
         if not (removed or added or changed):
             self._deployment.tell(f"{name}: applied, no service had to restart")
         # Side by side: one service's imports (or its hang, until the ready timeout) wait for no other's.

@@ -149,8 +149,9 @@ class DeploymentWatcher:
             self._request_reload(service_id)
 
     async def _watch(self, stop: asyncio.Event) -> None:
-        """One watch of the folders as they are now, until the deployment file changes."""
-        roots = sorted({*self._folders().values(), self._file.parent})
+        """One watch of the folders as they are now, until the deployment file changes what it must see."""
+        roots = self._roots()
+        folder = _identity(self._file.parent)
         watch = watchfiles.awatch(
             *roots,
             stop_event=stop,
@@ -168,10 +169,18 @@ class DeploymentWatcher:
             # watchfiles reports paths under the (resolved) roots it was given
             file_changed, services = self.affected({Path(p) for _, p in batch})
             if file_changed:
-                await self._reconfigure()
-                break  # the folders to watch may have changed: watch again
+                reloaded = await self._reconfigure()
+                # The batch's source changes (a `git pull` brings both) reload what the file did not.
+                services = [s for s in services if s in self.deployment.config.services and s not in reloaded]
             for service_id in services:
                 self._request_reload(service_id)
+            # Watched anew only when it must: what changed while the file was applied (its
+            # reloads take a while) is seen by this watch, and would be lost with it.
+            if file_changed and (_identity(self._file.parent) != folder or not _covers(roots, self._roots())):
+                break
+
+    def _roots(self) -> list[Path]:
+        return sorted({*self._folders().values(), self._file.parent})
 
     def _request_reload(self, service_id: str) -> None:
         """Reload a service in the background; once more after its running reload, if it has one."""
@@ -205,16 +214,18 @@ class DeploymentWatcher:
         finally:
             del self._reloading[service_id]
 
-    async def _reconfigure(self) -> None:
+    async def _reconfigure(self) -> set[str]:
+        """Apply the deployment file; return the services it reloaded."""
         self._say(f"{self.deployment.name}: {self._file.name} changed, applying it")
         try:
             config = load_deployment_file(self._file)
             outcomes = await self.deployment.reconfigure(config)
         except LlamactlError as exc:
             self._say(f"{self.deployment.name}: not applied, the deployment keeps running as it was: {exc}")
-            return
+            return set()
         for outcome in outcomes:
             self._report(outcome)
+        return {outcome.service_id for outcome in outcomes}
 
     def _report(self, outcome: ReloadOutcome) -> None:
         self._say(f"{self.deployment.name}: {outcome.describe()}")
@@ -222,3 +233,17 @@ class DeploymentWatcher:
             for line in outcome.error.splitlines()[1:]:
                 self._say(f"    {line}")
         self._on_reload(outcome)
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """Which folder is at ``folder`` (None: none): one made anew there is not watched any more."""
+    try:
+        stat = folder.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _covers(roots: list[Path], wanted: list[Path]) -> bool:
+    """Whether a watch of ``roots`` (each with what is under it) sees every folder of ``wanted``."""
+    return all(any(path.is_relative_to(root) for root in roots) for path in wanted)
