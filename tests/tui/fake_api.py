@@ -171,7 +171,7 @@ def state() -> dict[str, Any]:
     }
 
 
-class _Silent(httpx.AsyncByteStream):
+class SilentStream(httpx.AsyncByteStream):
     """An SSE body that sends its frames, then nothing, until the client goes away."""
 
     def __init__(self, frames: bytes, end: bool) -> None:
@@ -214,7 +214,7 @@ def _handle(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json={"contexts": {s: 1400 + 37 * i for i, s in enumerate(ids)}})
     if path == f"{base}/changes":
         return httpx.Response(
-            200, headers={"content-type": "text/event-stream"}, stream=_Silent(b"retry: 1000\n\n", False)
+            200, headers={"content-type": "text/event-stream"}, stream=SilentStream(b"retry: 1000\n\n", False)
         )
     if path.startswith(f"{base}/tasks/"):
         task_id, _, rest = path.removeprefix(f"{base}/tasks/").partition("/")
@@ -225,7 +225,7 @@ def _handle(request: httpx.Request) -> httpx.Response:
             final = task["status"] if task["status"] in ("completed", "failed", "cancelled") else None
             body = _sse(EVENTS.get(task_id, []), final)
             return httpx.Response(
-                200, headers={"content-type": "text/event-stream"}, stream=_Silent(body, final is not None)
+                200, headers={"content-type": "text/event-stream"}, stream=SilentStream(body, final is not None)
             )
         return httpx.Response(200, json=task)
     return httpx.Response(404, json={"detail": f"no route {path}"})

@@ -4,9 +4,7 @@ the feed, so resuming alone would leave rows on a status they left long ago."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,7 +14,7 @@ from llamactl.tui.app import DashboardApp
 from llamactl.tui.config import DashboardConfig
 from llamactl.tui.tasks.table import TasksTable
 from tests.tui.conftest import feed_of, until
-from tests.tui.fake_api import NOW, T0
+from tests.tui.fake_api import NOW, T0, SilentStream
 
 RUNNING_THEN_DONE = "0000000a-7a1e-4c2b-9d3f-00000000000a"
 LATER = "0000000b-7a1e-4c2b-9d3f-00000000000b"
@@ -40,17 +38,6 @@ def _task(task_id: str, status: str, created: float) -> dict[str, Any]:
         "started_at": created + 0.1,
         "finished_at": created + 1 if final else None,
     }
-
-
-class _Feed(httpx.AsyncByteStream):
-    def __init__(self, frames: bytes, end: bool) -> None:
-        self._frames = frames
-        self._end = end
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        yield self._frames
-        if not self._end:
-            await asyncio.Event().wait()
 
 
 class TrimmingServer:
@@ -82,9 +69,9 @@ class TrimmingServer:
             self.feeds += 1
             headers = {"content-type": "text/event-stream"}
             if self.feeds == 1:  # the connection drops at once
-                return httpx.Response(200, headers=headers, stream=_Feed(b"retry: 1000\n\n", True))
+                return httpx.Response(200, headers=headers, stream=SilentStream(b"retry: 1000\n\n", True))
             if int(request.url.params["from_seq"]) != FIRST_SEQ:  # from a fresh snapshot: all is quiet
-                return httpx.Response(200, headers=headers, stream=_Feed(b"retry: 1000\n\n", False))
+                return httpx.Response(200, headers=headers, stream=SilentStream(b"retry: 1000\n\n", False))
             change = {
                 "kind": "task.status",
                 "deployment": "demo",
@@ -93,7 +80,7 @@ class TrimmingServer:
                 "data": {"task_id": LATER, "session_id": tasks[1]["session_id"], "status": "completed"},
             }
             frame = f"id: {TRIMMED_TO}\nevent: task.status\ndata: {json.dumps(change)}\n\n".encode()
-            return httpx.Response(200, headers=headers, stream=_Feed(frame, False))
+            return httpx.Response(200, headers=headers, stream=SilentStream(frame, False))
         return httpx.Response(404, json={"detail": f"no route {path}"})
 
 

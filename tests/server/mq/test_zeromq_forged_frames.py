@@ -23,9 +23,9 @@ from llamactl.server.mq.zeromq.security import secure_client
 
 from .test_zeromq_direct import next_delivery
 
-WORK = "work.review.svc.a"
-OTHER = "work.review.svc.b"
-STREAM = "stream.review.task.1.in"
+WORK = "work.forged.svc.a"
+OTHER = "work.forged.svc.b"
+STREAM = "stream.forged.task.1.in"
 
 
 async def _started(broker: ZeroMQBroker) -> ZeroMQQueue:
@@ -142,7 +142,7 @@ async def test_a_fetch_beyond_any_seq_waits_and_the_journal_serves_everyone_else
     broker = ZeroMQBroker(journal_path=tmp_path / "mq.sqlite")
     await broker.start()
     queue = await _started(broker)
-    other_stream = "stream.review.task.2.in"
+    other_stream = "stream.forged.task.2.in"
     try:
         await queue.publish(STREAM, b"first", msg_id="e0")
         reader: AsyncIterator[Message] = aiter(queue.subscribe(STREAM, from_seq=0))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 from llamactl.server.protocol import TaskInput, TaskInputKind
+from llamactl.server.services.spec import WorkerSpec
 
 DEADLINE = 10.0
 WORKFLOWS = tuple(int(p) for p in version("llama-index-workflows").split(".")[:2])
@@ -54,3 +56,20 @@ class TaskIO:
             while not predicate():
                 self._changed.clear()
                 await self._changed.wait()
+
+
+def worker_spec(source_dir: Path | str, import_path: str, **overrides: Any) -> WorkerSpec:
+    """The spec of a test worker of service ``svc`` in deployment ``dep`` (no heartbeats to speak
+    of, two tasks at once), with ``overrides``."""
+    fields: dict[str, Any] = {
+        "deployment": "dep",
+        "service_id": "svc",
+        "replica_id": "svc-1",
+        "source_dir": str(source_dir),
+        "import_path": import_path,
+        "max_concurrency": 2,
+        "lease": 30.0,
+        "heartbeat_interval": 3600.0,
+        "mq": {},
+    }
+    return WorkerSpec(**{**fields, **overrides})

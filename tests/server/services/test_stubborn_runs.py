@@ -16,9 +16,8 @@ from llamactl.server.protocol import WorkerMessageKind
 from llamactl.server.services.adapters import adapt
 from llamactl.server.services.execution import TaskOutcome, abandoned_runs, execute
 from llamactl.server.services.replacement import ABANDONED_CALLS_LIMIT, ReplaceCheck
-from llamactl.server.services.spec import WorkerSpec
 
-from .harness import DEADLINE, TaskIO
+from .harness import DEADLINE, TaskIO, worker_spec
 
 FAILED = WorkerMessageKind.TASK_FAILED
 CANCELLED = WorkerMessageKind.TASK_CANCELLED
@@ -131,10 +130,7 @@ async def test_a_run_left_running_counts_towards_the_workers_replacement(stubbor
 
 
 async def test_a_worker_with_too_many_runs_left_running_is_to_be_replaced(stubborn: Stubborn) -> None:
-    spec = WorkerSpec(
-        deployment="d", service_id="s", replica_id="s#1", source_dir="/", import_path="m:f", mq={}
-    )
-    check = ReplaceCheck(spec)
+    check = ReplaceCheck(worker_spec("/", "m:f"))
     runs = [
         execute(
             adapt(stubborn.retrying),

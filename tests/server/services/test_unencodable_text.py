@@ -16,11 +16,11 @@ from llamactl.server.mq import topics
 from llamactl.server.protocol import TaskMessage, WorkerMessage, WorkerMessageKind
 from llamactl.server.services.adapters import adapt
 from llamactl.server.services.loader import load_target
-from llamactl.server.services.spec import WorkerSpec
 from llamactl.server.services.worker import Worker
 
 from .conftest import WriteModule
 from .fake_mq import FakeQueue
+from .harness import worker_spec
 
 K = WorkerMessageKind
 CONTROL = topics.control_topic("dep")
@@ -50,17 +50,7 @@ async def serving(source_dir: Path, write_module: WriteModule) -> AsyncIterator[
     started: list[tuple[Worker, asyncio.Task[None]]] = []
 
     def serve(path: str) -> FakeQueue:
-        spec = WorkerSpec(
-            deployment="dep",
-            service_id="svc",
-            replica_id="svc-1",
-            source_dir=str(source_dir),
-            import_path=path,
-            max_concurrency=2,
-            lease=30.0,
-            heartbeat_interval=3600.0,
-            mq={},
-        )
+        spec = worker_spec(source_dir, path)
         queue = FakeQueue()
         worker = Worker(spec, queue, adapt(load_target(source_dir, path)))
         started.append((worker, asyncio.create_task(worker.serve())))
