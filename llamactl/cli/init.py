@@ -174,6 +174,8 @@ def _generate(template: Template, target: Path, name: str) -> None:
 
     created_parent = _first_missing(target.parent)
     moved: list[Path] = []
+    made: list[Path] = []
+    replaced: list[tuple[Path, Path]] = []
     staging: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -185,16 +187,29 @@ def _generate(template: Template, target: Path, name: str) -> None:
             staging.rename(target)
             staging = None
             return
+        # What --force replaces is kept here until every file is in place, to be put back on failure.
+        saved = staging / ".replaced"
         for relative in files:
             destination = target / relative
-            existed = destination.exists()
+            missing = _first_missing(destination.parent)
             destination.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / relative, destination)
-            if not existed:
+            if missing is not None:
+                made.append(missing)
+            if destination.is_file() or destination.is_symlink():
+                kept = saved / relative
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(destination, kept)
+                replaced.append((kept, destination))
+            else:
                 moved.append(destination)
+            os.replace(staging / relative, destination)
     except (OSError, DeploymentConfigError) as exc:
         for path in reversed(moved):
             path.unlink(missing_ok=True)
+        for kept, destination in reversed(replaced):
+            os.replace(kept, destination)
+        for folder in reversed(made):
+            shutil.rmtree(folder, ignore_errors=True)
         if created_parent is not None:
             shutil.rmtree(created_parent, ignore_errors=True)
         detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else exc

@@ -218,18 +218,20 @@ class DeploymentConfig(_Model):
             return source
         module = import_path.partition(":")[0]
         folder, _, dotted = module.rpartition("/")
-        top = dotted.removesuffix(".py").split(".")[0]
+        parts = dotted.removesuffix(".py").split(".")
         roots = [source] if source == self.base_path else [source, self.base_path]
         for root in roots:
-            candidate = root / folder / top
+            candidate = root / folder / parts[0]
             if candidate.is_dir() or candidate.with_suffix(".py").is_file():
-                self._check_module_inside(service_id, import_path, candidate)
+                self._check_module_inside(service_id, import_path, root / folder, parts)
                 return root
         return source
 
-    def _check_module_inside(self, service_id: str, import_path: str, candidate: Path) -> None:
+    def _check_module_inside(self, service_id: str, import_path: str, folder: Path, parts: list[str]) -> None:
         inside = self.base_path.resolve()
-        for path in (candidate.parent, candidate, candidate.with_suffix(".py")):
+        # Every package on the way counts, not only the top one: `pkg.flows` imports pkg/flows.py.
+        modules = [folder.joinpath(*parts[: depth + 1]) for depth in range(len(parts))]
+        for path in (folder, *(p for module in modules for p in (module, module.with_suffix(".py")))):
             if path.exists() and not path.resolve().is_relative_to(inside):
                 where = self._spelling(("services", service_id), "import-path", "path")
                 raise self._error(

@@ -35,7 +35,8 @@ class EnvFileError(ValueError):
 
 def parse_env_file(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Read the dotenv file at ``path``; raise :class:`EnvFileError` on a malformed line."""
-    return parse_env_text(path.read_text(encoding="utf-8"), environ)
+    # utf-8-sig: Windows editors start a file with a byte order mark, which is no part of its first key.
+    return parse_env_text(path.read_text(encoding="utf-8-sig"), environ)
 
 
 def parse_env_text(text: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -6,13 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
 from llamactl.server.config.deployment import DeploymentConfig
 from llamactl.server.config.fields import describe
 from llamactl.server.config.messages import translate_validation_error
 from llamactl.server.config.unknown_keys import warn, warn_unknown_keys
-from llamactl.server.config.yaml_lines import LineIndex, parse_yaml
+from llamactl.server.config.yaml_lines import LineIndex, format_key_path, parse_yaml
 from llamactl.server.errors import DeploymentConfigError
 
 __all__ = ["load_deployment_file", "load_deployment_text"]
@@ -76,6 +77,8 @@ def _load(text: str, label: str, file: Path | None, base_path: Path) -> Deployme
             lines.root_line,
             f"the top level must be a mapping with keys like 'name:' and 'services:', got {describe(data)}",
         )
+    _check_names_stay_text(lines, label)
+    _env_values_as_written(data, lines)
     warn_unknown_keys(data, lines, label)
     # These two come from where the file is, never from its content.
     fields: dict[Any, Any] = {k: v for k, v in data.items() if k not in ("file", "base_path")}
@@ -88,6 +91,40 @@ def _load(text: str, label: str, file: Path | None, base_path: Path) -> Deployme
     _warn_unsupported_queue(config, data, lines, label)
     _check_remote_only_services(config)
     return config
+
+
+def _check_names_stay_text(lines: LineIndex, label: str) -> None:
+    """Refuse a service id or env name that YAML reads as another value (``yes:`` is true, ``010:``
+    is 8): the service would be called ``True``, and errors about it could not find its line."""
+    for path, line in lines.not_text:
+        if path[0] != "services" or not (len(path) == 2 or (len(path) == 4 and path[2] == "env")):
+            continue
+        written = str(path[-1])
+        value = yaml.safe_load(written)
+        if str(value) == written:
+            continue
+        what = "service id" if len(path) == 2 else "env name"
+        raise DeploymentConfigError(
+            label,
+            format_key_path(path),
+            line,
+            f"the {what} '{written}' reads as {describe(value)} in YAML, not as text: "
+            f"put it in quotes ('{written}':)",
+        )
+
+
+def _env_values_as_written(data: dict[Any, Any], lines: LineIndex) -> None:
+    """Env values are text: ``COUNTRY: NO``, ``VERSION: 1.10`` and ``ZIP: 02134`` are passed as
+    written, not as the false, 1.1 and 1116 YAML 1.1 reads them as."""
+    services = data.get("services")
+    if not isinstance(services, dict):
+        return
+    for service_id, body in services.items():
+        if isinstance(body, dict) and isinstance(body.get("env"), dict):
+            path = ("services", str(service_id), "env")
+            body["env"] = {
+                name: lines.written.get((*path, str(name)), value) for name, value in body["env"].items()
+            }
 
 
 def _check_remote_only_services(config: DeploymentConfig) -> None:

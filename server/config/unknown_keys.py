@@ -80,10 +80,13 @@ def warn_unknown_keys(data: dict[Any, Any], lines: LineIndex, file: str) -> None
             f"written twice (lines {first} and {last}): only the one on line {last} is used",
         )
     _check(data, _TOP_LEVEL, (), lines, file)
+    _check_spellings(data, _TOP_LEVEL, (), lines, file)
     for spelling in ("control-plane", "control_plane"):
         _check_model(data.get(spelling), ControlPlaneConfig, (spelling,), lines, file)
     for spelling in ("message-queue", "message_queue"):
         queue_keys = accepted_keys(MessageQueueConfig)
+        if isinstance(data.get(spelling), dict):
+            _check_spellings(data[spelling], queue_keys, (spelling,), lines, file)
         for key in _QUEUE_BACKEND_KEYS:
             queue_keys.update({key: key, key.replace("_", "-"): key})
         section = data.get(spelling)
@@ -96,6 +99,7 @@ def warn_unknown_keys(data: dict[Any, Any], lines: LineIndex, file: str) -> None
             path: KeyPath = ("services", str(service_id))
             if isinstance(body, dict):
                 _check(body, service_keys, path, lines, file)
+                _check_spellings(body, service_keys, path, lines, file)
                 _check_model(body.get("source"), ServiceSource, (*path, "source"), lines, file)
     if "ui" in data:
         warn(file, lines, ("ui",), "the 'ui' section (a Next.js app) is not run by llamactl and is ignored")
@@ -104,6 +108,29 @@ def warn_unknown_keys(data: dict[Any, Any], lines: LineIndex, file: str) -> None
 def _check_model(section: Any, model: type[BaseModel], path: KeyPath, lines: LineIndex, file: str) -> None:
     if isinstance(section, dict):
         _check(section, accepted_keys(model), path, lines, file)
+        _check_spellings(section, accepted_keys(model), path, lines, file)
+
+
+def _check_spellings(
+    section: dict[Any, Any], known: dict[str, str], path: KeyPath, lines: LineIndex, file: str
+) -> None:
+    """Warn about a key written in two spellings (``max-concurrency``, ``max_concurrency``).
+
+    ``known`` lists each key's spellings in the order the models read them: the first one in the
+    section is used, wherever it is written.
+    """
+    spellings: dict[str, list[str]] = {}
+    for spelling, key in known.items():
+        if spelling in section:
+            spellings.setdefault(key, []).append(spelling)
+    for used, *others in spellings.values():
+        for other in others:
+            warn(
+                file,
+                lines,
+                (*path, other),
+                f"the same key as '{used}' on line {lines.line((*path, used))}: only that one is used",
+            )
 
 
 def _check(

@@ -24,6 +24,10 @@ MAX_DEPTH = 100
 """How deeply a deployment file may nest."""
 
 
+_NUMBER_TAGS = frozenset(f"tag:yaml.org,2002:{kind}" for kind in ("bool", "int", "float"))
+_NOT_TEXT_TAGS = _NUMBER_TAGS | {"tag:yaml.org,2002:null"}
+
+
 def format_key_path(path: KeyPath) -> str:
     """``('services', 'echo', 'env-files', 0)`` -> ``services.echo.env-files[0]``."""
     out = ""
@@ -43,6 +47,10 @@ class LineIndex:
     root_line: int = 1
     duplicates: list[tuple[KeyPath, int, int]] = field(default_factory=list)
     """Keys written twice in one mapping: (path, first line, last line). YAML keeps the last."""
+    not_text: list[tuple[KeyPath, int]] = field(default_factory=list)
+    """Keys YAML reads as a boolean, null or number (``yes:``, ``~:``, ``010:``): (path as written, line)."""
+    written: dict[KeyPath, str] = field(default_factory=dict)
+    """The text of each value YAML reads as a boolean or number, by key path (``NO``, ``1.10``, ``0x1F``)."""
 
     def exact(self, path: KeyPath) -> int | None:
         """The line of exactly this key, or None when it is not in the file."""
@@ -66,10 +74,14 @@ class LineIndex:
                 key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
                 child = (*path, key)
                 line = key_node.start_mark.line + 1
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag in _NOT_TEXT_TAGS:
+                    self.not_text.append((child, line))
                 if child in self.lines:
                     self.duplicates.append((child, self.lines[child], line))
                 # The last one wins, as in the constructed data, so errors point at the value used.
                 self.lines[child] = line
+                if isinstance(value_node, yaml.ScalarNode) and value_node.tag in _NUMBER_TAGS:
+                    self.written[child] = value_node.value
                 self._add(value_node, child)
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
