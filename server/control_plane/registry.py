@@ -60,7 +60,8 @@ class ServiceRegistry:
         self.heartbeat_interval = heartbeat_interval
         self.liveness = liveness
         self._gone_at: dict[str, float] = {}
-        """replica id -> when it stopped or crashed: forgotten after FORGET_AFTER windows."""
+        """replica id -> when it stopped, crashed or was forgotten: a stopped or crashed one is
+        forgotten after FORGET_AFTER windows, and a forgotten one's entry goes as many later."""
         self._on_change = on_change or (lambda kind, data: None)
 
     # --- services ----------------------------------------------------------------------------
@@ -127,7 +128,7 @@ class ServiceRegistry:
 
     def replica_up(self, msg: WorkerMessage) -> None:
         svc = self._services.get(msg.service_id)
-        if svc is None:
+        if svc is None or self._stale(msg):
             return
         was_ready = self.ready_replicas(msg.service_id) > 0
         replica = svc.replicas.get(msg.replica_id)
@@ -149,6 +150,13 @@ class ServiceRegistry:
             svc.down_since = None
             self._on_change("service.up", {"service_id": msg.service_id})
 
+    def _stale(self, msg: WorkerMessage) -> bool:
+        """Whether the report was sent before the registry gave its replica up (it waited in the
+        queue, or came through another server): it says nothing of the replica now. Unstamped
+        reports count as new."""
+        gone_at = self._gone_at.get(msg.replica_id)
+        return gone_at is not None and 0.0 < msg.at <= gone_at
+
     def heartbeat(self, msg: WorkerMessage) -> None:
         svc = self._services.get(msg.service_id)
         replica = svc.replicas.get(msg.replica_id) if svc else None
@@ -164,11 +172,24 @@ class ServiceRegistry:
     def replica_stopping(self, msg: WorkerMessage) -> None:
         svc = self._services.get(msg.service_id)
         replica = svc.replicas.get(msg.replica_id) if svc else None
-        if replica is not None and replica.state is ReplicaState.READY:
+        if replica is None:
+            return
+        if replica.state is ReplicaState.DRAINING:
+            # Another server's heartbeat of a draining replica, as the replica mirror shares it.
+            replica.in_flight = msg.in_flight
+            replica.last_heartbeat = time.time()
+        elif replica.state is ReplicaState.READY:
             replica.state = ReplicaState.DRAINING
+            replica.in_flight = msg.in_flight
             replica.last_heartbeat = time.time()
             self._on_change("replica.draining", _replica_data(replica))
             self._maybe_service_down(msg.service_id)
+
+    def draining(self, service_id: str, replica_id: str) -> bool:
+        """Whether the replica said it stops and still finishes its tasks."""
+        svc = self._services.get(service_id)
+        replica = svc.replicas.get(replica_id) if svc else None
+        return replica is not None and replica.state is ReplicaState.DRAINING
 
     def replica_failed(self, service_id: str, replica_id: str, error: str, generation: int = 1) -> None:
         """The replica could not load its code (or crashed): record the error."""
@@ -250,7 +271,7 @@ class ServiceRegistry:
     def forget_replica(self, service_id: str, replica_id: str) -> None:
         """Drop a replica that is gone for good (a retired generation's, a failed start's)."""
         svc = self._services.get(service_id)
-        self._gone_at.pop(replica_id, None)
+        self._gone_at[replica_id] = time.time()  # a late report of it brings no ghost back
         if svc is not None and svc.replicas.pop(replica_id, None) is not None:
             self._on_change("replica.removed", {"service_id": service_id, "replica_id": replica_id})
 
@@ -278,6 +299,10 @@ class ServiceRegistry:
                     gone.append(replica)
                 elif not alive and now - self._gone_at.get(replica.replica_id, now) > limit * FORGET_AFTER:
                     self.forget_replica(service_id, replica.replica_id)
+        known = {rid for svc in self._services.values() for rid in svc.replicas}
+        for replica_id, at in list(self._gone_at.items()):
+            if replica_id not in known and now - at > limit * FORGET_AFTER:
+                del self._gone_at[replica_id]
         return gone
 
     def _replica_gone(self, service_id: str, replica: ReplicaStatus, state: ReplicaState) -> None:

@@ -42,6 +42,9 @@ class RemoteWakeups:
         self._events_prefix = events_prefix
         self._signals = signals
         self._remove: Callable[[], None] | None = None
+        self._offset: int | None = None
+        """The feed's offset read up to, kept when the loop fails (the store went away) and
+        starts again, so the changes stored meanwhile still wake their waiters."""
 
     def start(self) -> None:
         """Listen to event-log appends (call once; :meth:`close` stops)."""
@@ -58,12 +61,13 @@ class RemoteWakeups:
 
     async def follow_changes(self) -> None:
         """Wake the waiters of every task whose status another process changed (a loop: runs
-        until cancelled, from the feed's end when it starts)."""
-        offset = await self._store.log_length(self._changes.stream)
+        until cancelled, from the feed's end when it first starts, from where it was after)."""
+        if self._offset is None:
+            self._offset = await self._store.log_length(self._changes.stream)
         while True:
-            entries = await self._store.read(self._changes.stream, offset, limit=_BATCH, wait=_WAIT)
+            entries = await self._store.read(self._changes.stream, self._offset, limit=_BATCH, wait=_WAIT)
             for entry in entries:
-                offset = entry.offset + 1
+                self._offset = entry.offset + 1
                 try:
                     change = json.loads(entry.value)
                 except ValueError:

@@ -68,6 +68,11 @@ class ReplicaMirror:
     async def record(self, msg: WorkerMessage) -> None:
         """A replica report this control plane applied: store it for the others."""
         self._applied[msg.replica_id] = max(msg.at, self._applied.get(msg.replica_id, 0.0))
+        if msg.kind is WorkerMessageKind.REPLICA_HEARTBEAT and self._registry.draining(
+            msg.service_id, msg.replica_id
+        ):
+            # Only the last report is kept: a heartbeat must not hide that the replica stops.
+            msg = msg.model_copy(update={"kind": WorkerMessageKind.REPLICA_STOPPING})
         stored = msg.model_dump_json(include={*_FIELDS, "at", "error"})
         await self._store.put(self.ns, msg.replica_id, stored.encode())
 
