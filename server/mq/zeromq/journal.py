@@ -11,7 +11,9 @@ or go out ``write_behind`` seconds later at the latest. Losing them in a crash o
 is delivered again (at least once), never that an accepted message is lost; a settlement that comes
 with a publish (``settled``, from ``ACKPUB``) commits with it. When a transaction fails (a full
 disk), the write-behind ops of the batch are kept and tried again with the next commit (backing
-off while commits keep failing), so the journal never forgets an ack that the broker applied.
+off while commits keep failing), so the journal never forgets an ack that the broker applied;
+so are the broker's own publishes (token None: a dead letter), or the ``done`` of a dead-lettered
+message would commit without its copy in the dead-letter topic.
 
 Retention: :meth:`Journal.prune` deletes settled work messages (kept a short while only to absorb
 a resent duplicate) and, much later, stream messages (a task's inputs, read again by the worker of
@@ -290,9 +292,9 @@ class Journal:
         for start in range(0, len(pending), _MAX_BATCH):
             batch = pending[start : start + _MAX_BATCH]
             results = self._apply(db, batch)
-            if results and results[0][0] == "fail" and any(op[0] in _WRITE_BEHIND for op in batch):
+            if results and results[0][0] == "fail" and any(map(_kept, batch)):
                 # Kept in order ahead of anything submitted meanwhile, and tried again.
-                self._pending[:0] = [op for op in batch if op[0] in _WRITE_BEHIND]
+                self._pending[:0] = [op for op in batch if _kept(op)]
                 self._retry_later()
             if results:
                 self._on_results(results)
@@ -370,6 +372,13 @@ class Journal:
             log.warning("the message journal commits again")
             self._retry_delay = 0.0
         return results
+
+
+def _kept(op: Op) -> bool:
+    """Whether ``op`` is tried again after its transaction failed: write-behind ops, and the
+    broker's own publishes (a dead letter, whose message's ``done`` rides in the same batch),
+    which nobody else would publish again."""
+    return op[0] in _WRITE_BEHIND or (op[0] == "pub" and op[1] is None)
 
 
 def _tip(exc: BaseException) -> str:

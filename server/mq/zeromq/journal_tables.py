@@ -172,13 +172,18 @@ class JournalTables:
             self._next_seq.popitem(last=False)
 
     def prune(self, settled_before: float, streams_before: float, limit: int) -> int:
-        """Delete up to ``limit`` settled work messages published before ``settled_before`` and
-        stream messages published before ``streams_before`` (wall times); how many, the larger."""
+        """Delete up to ``limit`` settled work messages published before ``settled_before`` (but
+        the last of each topic) and stream messages published before ``streams_before`` (wall
+        times); how many, the larger."""
         db = self._db
+        # The last message of a work topic stays (its payload is gone already): the next seq is
+        # MAX + 1, and a seq handed out again would let a slow worker's late result, which names
+        # its message by seq, settle a newer message. One row per work topic, not per message.
         settled = db.execute(
             "DELETE FROM msg WHERE (topic, seq) IN (SELECT topic, seq FROM msg m WHERE at < ? "
             "AND topic >= 'work.' AND topic < 'work/' "
-            "AND NOT EXISTS (SELECT 1 FROM work w WHERE w.topic = m.topic AND w.seq = m.seq) LIMIT ?)",
+            "AND NOT EXISTS (SELECT 1 FROM work w WHERE w.topic = m.topic AND w.seq = m.seq) "
+            "AND seq < (SELECT MAX(seq) FROM msg l WHERE l.topic = m.topic) LIMIT ?)",
             (settled_before, limit),
         ).rowcount
         streams = db.execute(
