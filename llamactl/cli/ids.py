@@ -43,6 +43,14 @@ def _one(given: str, kind: str, matches: list[str], hint: str) -> str:
     fail(f"'{given}' is the start or end of several {kind} ids: {shown}", hint, ExitCode.USAGE)
 
 
+def _not_empty(given: str, kind: str) -> None:
+    # Every id starts with "" (so it is no start to match), and the server routes an empty one
+    # to the list: a script's unset variable would get a misleading answer.
+    if not given.strip():
+        hint = f"give its id, or a unique start or end of it (`llamactl {kind}s list` shows them)"
+        fail(f"the {kind} id is empty", hint, ExitCode.USAGE)
+
+
 def _matches(given: str, ids: Iterable[str]) -> list[str]:
     found = []
     for candidate in ids:
@@ -60,6 +68,7 @@ def resolve_task(tasks: Tasks, given: str) -> TaskRecord:
     """
     from llamactl.client.errors import NotFound
 
+    _not_empty(given, "task")
     try:
         return tasks.get(given)
     except NotFound as missing:
@@ -76,6 +85,7 @@ def resolve_session(sessions: Sessions, given: str) -> SessionDefinition:
     """The session whose id is ``given``, else the only one whose id starts or ends with it."""
     from llamactl.client.errors import NotFound
 
+    _not_empty(given, "session")
     try:
         return sessions.get(given)
     except NotFound as missing:

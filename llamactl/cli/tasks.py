@@ -89,7 +89,7 @@ def list_tasks(
         name = pick_deployment(client, deployment)
         handle = client.deployment(name)
         with api_errors(not_found=f"list the sessions with `llamactl sessions list -d {name}`"):
-            session_id = resolve_session(handle.sessions, session).session_id if session else None
+            session_id = resolve_session(handle.sessions, session).session_id if session is not None else None
             filters: dict[str, Any] = {
                 "session_id": session_id,
                 "status": "running" if asking else status_filter,

@@ -6,6 +6,8 @@ The sync and the async client each run the same cursor over their own connection
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -25,6 +27,59 @@ IDLE_SECONDS = 0.5
 
 def backoff(failures: int) -> float:
     return float(min(0.1 * 2 ** (failures - 1), 2.0))
+
+
+_END_OF_LINE = re.compile(r"\r\n|\r|\n")
+
+
+class LineSplitter:
+    """Cuts a text stream into lines at CR LF, LF or CR only, as SSE (and NDJSON) end them.
+
+    httpx's ``iter_lines()`` cuts at every ``str.splitlines()`` boundary, U+2028 and U+0085
+    among them, which JSON leaves unescaped inside a string: an event holding one arrived cut
+    in two, unreadable.
+    """
+
+    def __init__(self) -> None:
+        self._partial: list[str] = []
+        self._held_cr = False
+        """The text so far ended with CR: the LF of a CR LF may come first in the next piece."""
+
+    def feed(self, text: str) -> list[str]:
+        """The lines ``text`` completes (without their ends of line)."""
+        if self._held_cr:
+            text, self._held_cr = "\r" + text, False
+        if text.endswith("\r"):
+            text, self._held_cr = text[:-1], True
+        lines = _END_OF_LINE.split(text)
+        if len(lines) == 1:
+            self._partial.append(lines[0])
+            return []
+        lines[0] = "".join(self._partial) + lines[0]
+        self._partial = [lines.pop()]
+        return lines
+
+    def flush(self) -> list[str]:
+        """The last line, when the stream ended without an end of line."""
+        last = "".join(self._partial)
+        held, self._partial, self._held_cr = self._held_cr, [], False
+        return [last] if last or held else []
+
+
+def lines_of(pieces: Iterable[str]) -> Iterator[str]:
+    splitter = LineSplitter()
+    for text in pieces:
+        yield from splitter.feed(text)
+    yield from splitter.flush()
+
+
+async def alines_of(pieces: AsyncIterable[str]) -> AsyncGenerator[str, None]:
+    splitter = LineSplitter()
+    async for text in pieces:
+        for line in splitter.feed(text):
+            yield line
+    for line in splitter.flush():
+        yield line
 
 
 class Cursor(Generic[T]):
@@ -88,6 +143,10 @@ class Cursor(Generic[T]):
 
 class TaskEvents(Cursor[EventEnvelope]):
     """A task's event log over SSE, resumed with ``Last-Event-ID``; ends with the task."""
+
+    ends_on_close = False
+    """The server ends the log with an ``end`` frame; it closes a stream without one when it
+    stops (the task goes on, and finishes, meanwhile), so that is a drop to resume."""
 
     def parse(self, data: str) -> tuple[EventEnvelope, int]:
         envelope = EventEnvelope.model_validate_json(data)

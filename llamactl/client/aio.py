@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
@@ -28,6 +29,7 @@ from llamactl.client._streams import (
     Cursor,
     RawTaskEvents,
     TaskEvents,
+    alines_of,
     backoff,
 )
 from llamactl.client.errors import BackendUnavailable, NotLlamactlServer, StreamBroken
@@ -158,13 +160,14 @@ class AsyncClient:
                         check(response)
                     cursor.check(response)
                     self._answered = True
-                    async for line in response.aiter_lines():
-                        item = cursor.feed(line)
-                        if item is not None:
-                            received, failures = True, 0
-                            yield item
-                        if cursor.done:
-                            return
+                    async with aclosing(alines_of(response.aiter_text())) as lines:
+                        async for line in lines:
+                            item = cursor.feed(line)
+                            if item is not None:
+                                received, failures = True, 0
+                                yield item
+                            if cursor.done:
+                                return
                 if cursor.ends_on_close:
                     return
                 problem: Exception = StreamBroken(f"{cursor.path}: the server ended the stream")

@@ -29,6 +29,7 @@ from llamactl.client._streams import (
     RawTaskEvents,
     TaskEvents,
     backoff,
+    lines_of,
 )
 from llamactl.client.errors import BackendUnavailable, NotLlamactlServer, StreamBroken
 from llamactl.client.models import DeploymentState, Page
@@ -158,7 +159,7 @@ class Client:
                         check(response)
                     cursor.check(response)
                     self._answered = True
-                    for line in response.iter_lines():
+                    for line in lines_of(response.iter_text()):
                         item = cursor.feed(line)
                         if item is not None:
                             received, failures = True, 0
