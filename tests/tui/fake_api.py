@@ -225,7 +225,9 @@ def _handle(request: httpx.Request) -> httpx.Response:
             final = task["status"] if task["status"] in ("completed", "failed", "cancelled") else None
             body = _sse(EVENTS.get(task_id, []), final)
             return httpx.Response(
-                200, headers={"content-type": "text/event-stream"}, stream=SilentStream(body, final is not None)
+                200,
+                headers={"content-type": "text/event-stream"},
+                stream=SilentStream(body, final is not None),
             )
         return httpx.Response(200, json=task)
     return httpx.Response(404, json={"detail": f"no route {path}"})
