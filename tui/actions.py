@@ -19,6 +19,7 @@ from llamactl.client import (
     NotFound,
     ServerUnreachable,
 )
+from llamactl.tui.dialogs.where import where_line
 from llamactl.tui.feed import describe_error
 from llamactl.tui.messages import (
     ActionFailed,
@@ -61,45 +62,56 @@ class Actions(Widget):
     def _send(self, message: Message) -> None:
         self.post_message(message)
 
+    def _done(self, deployment: str, message: Message, done: str) -> None:
+        """Post ``message``, the outcome of an action on ``deployment``, unless the user switched to
+        another deployment meanwhile: its views must not take it, so only ``done`` is said."""
+        if deployment == self.deployment:
+            self._send(message)
+        else:
+            self.notify(f"{done} on deployment '{deployment}', no longer on show.", markup=False)
+
     def _fail(self, action: str, exc: BaseException, **details: Any) -> None:
         self._send(ActionFailed(action, failure_message(action, exc), details))
 
     @work(group="actions")
     async def run_task(self, service: str | None, task_input: dict[str, Any], session_id: str | None) -> None:
         """Create a task (answers at once); its events then stream into the events view."""
-        if self.deployment is None:
+        deployment = self.deployment
+        if deployment is None:
             return
-        tasks = self.client.deployment(self.deployment).tasks
+        tasks = self.client.deployment(deployment).tasks
         try:
             created = await tasks.create(task_input, service=service, session_id=session_id)
             record = await tasks.get(created.task_id)
         except (ClientError, httpx.TransportError) as exc:
             self._fail("run the task", exc)
             return
-        self._send(TaskCreated(record))
+        self._done(deployment, TaskCreated(record), f"Task {record.task_id} queued on {record.service_id}")
 
     @work(group="actions")
     async def cancel_task(self, task_id: str) -> None:
-        if self.deployment is None:
+        deployment = self.deployment
+        if deployment is None:
             return
         try:
-            record = await self.client.deployment(self.deployment).tasks.cancel(task_id)
+            record = await self.client.deployment(deployment).tasks.cancel(task_id)
         except (ClientError, httpx.TransportError) as exc:
             self._fail(f"cancel task {short_id(task_id)}", exc)
             return
-        self._send(TaskCancelled(record))
+        self._done(deployment, TaskCancelled(record), f"Task {task_id} {record.status.value}")
 
     @work(group="actions")
     async def where_task(self, task_id: str) -> None:
         """Ask the worker running the task where its code is; its stacks come as an event."""
-        if self.deployment is None:
+        deployment = self.deployment
+        if deployment is None:
             return
         try:
-            answer = await self.client.deployment(self.deployment).tasks.where(task_id)
+            answer = await self.client.deployment(deployment).tasks.where(task_id)
         except (ClientError, httpx.TransportError) as exc:
             self._fail(f"see where task {short_id(task_id)} is", exc)
             return
-        self._send(TaskWhereAnswered(answer))
+        self._done(deployment, TaskWhereAnswered(answer), where_line(answer))
 
     @work(group="actions")
     async def answer(self, task_id: str, response: str, service_id: str | None, seq: int) -> None:
@@ -115,25 +127,27 @@ class Actions(Widget):
 
     @work(group="actions")
     async def create_session(self) -> None:
-        if self.deployment is None:
+        deployment = self.deployment
+        if deployment is None:
             return
         try:
-            session = await self.client.deployment(self.deployment).sessions.create()
+            session = await self.client.deployment(deployment).sessions.create()
         except (ClientError, httpx.TransportError) as exc:
             self._fail("create a session", exc)
             return
-        self._send(SessionCreated(session))
+        self._done(deployment, SessionCreated(session), f"Session {session.session_id} created")
 
     @work(group="actions")
     async def delete_session(self, session_id: str) -> None:
-        if self.deployment is None:
+        deployment = self.deployment
+        if deployment is None:
             return
         try:
-            await self.client.deployment(self.deployment).sessions.delete(session_id)
+            await self.client.deployment(deployment).sessions.delete(session_id)
         except (ClientError, httpx.TransportError) as exc:
             self._fail(f"delete session {short_id(session_id)}", exc)
             return
-        self._send(SessionDeleted(session_id))
+        self._done(deployment, SessionDeleted(session_id), f"Session {session_id} deleted")
 
     @work(exclusive=True, group="deployments")
     async def list_deployments(self) -> None:
@@ -146,11 +160,12 @@ class Actions(Widget):
 
     @work(group="actions")
     async def open_task(self, task_id: str) -> None:
-        if self.deployment is None:
+        deployment = self.deployment
+        if deployment is None:
             return
         try:
-            record = await self.client.deployment(self.deployment).tasks.get(task_id)
+            record = await self.client.deployment(deployment).tasks.get(task_id)
         except (ClientError, httpx.TransportError) as exc:
             self._fail(f"open task {task_id}", exc)
             return
-        self._send(TaskLoaded(record, open=True))
+        self._done(deployment, TaskLoaded(record, open=True), f"Task {task_id} found")

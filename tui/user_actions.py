@@ -127,6 +127,16 @@ class UserActions(Screen[None]):
         def send(answer: str | None) -> None:
             if answer is None:
                 return
+            still = book.waiting_for()
+            if still is None or still.seq != waiting.seq:
+                # Answered elsewhere meanwhile, or the task ended: a second answer would reach
+                # the workflow as the answer to a question it has not asked.
+                self.notify(
+                    f"Task {book.task_id} no longer waits for this answer: it was not sent.",
+                    severity="warning",
+                    markup=False,
+                )
+                return
             book.answered.add(waiting.seq)
             self.actions.answer(book.task_id, answer, row.service_id if row else None, waiting.seq)
             self.notify(f"Answer sent to task {book.task_id}.", title="Answered", markup=False)

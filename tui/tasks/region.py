@@ -55,6 +55,15 @@ class TasksRegion(Horizontal):
         """Show the model's tasks (through the filter and sort) and, with ``sessions``, its sessions."""
         table = self.table
         picked = self.sessions.selected
+        total = len(self.model.tasks)
+        if sessions or total != self._all_shown:
+            self._all_shown = total
+            self.sessions.show_sessions(self.model.sessions.newest(SESSIONS_SHOWN), total)
+            if self.sessions.selected != picked:
+                # The session picked went away (deleted, or dropped): the row the cursor is on
+                # now is the one picked, as if the user had moved there.
+                picked = self.sessions.selected
+                self.post_message(SessionPicked(picked))
         shown = select_tasks(
             self.model.tasks,
             session_id=picked,
@@ -64,10 +73,6 @@ class TasksRegion(Horizontal):
             limit=self.max_rows,
         )
         table.show_tasks(shown, now)
-        total = len(self.model.tasks)
-        if sessions or total != self._all_shown:
-            self._all_shown = total
-            self.sessions.show_sessions(self.model.sessions.newest(SESSIONS_SHOWN), total)
         parts = [f"{len(shown)} of {len(self.model.tasks)} tasks"]
         if picked is not None:
             parts.append(f"session {short_id(picked)}")
