@@ -72,9 +72,10 @@ class Run(abc.ABC):
     async def cancel(self) -> None:  # noqa: B027  (a no-op is the right default)
         """Ask the run to stop gracefully; the caller cancels ``wait()`` if it does not."""
 
-    def context(self) -> dict[str, Any] | None:
-        """The session Context after (or during) the run; None when there is none. Raises
-        ContextNotSaved when it does not serialize."""
+    def context(self, *, resumable: bool = False) -> dict[str, Any] | None:
+        """The session Context after the run, for the session's next task; with ``resumable``,
+        the run's as it is now, to go on from there (a run suspended at its question). None when
+        there is none. Raises ContextNotSaved when it does not serialize."""
         return None
 
     def where(self) -> list[Where]:

@@ -219,10 +219,16 @@ class AdaptiveLimit:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                # Decisions are taken as tasks end: tasks that hold every slot and end only after
+                # minutes (each waiting for a person's answer) would hold a limit lowered while
+                # earlier ones computed for all that time, so one is taken each window meanwhile.
+                await asyncio.wait((waiter,), timeout=self.window)
             finally:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
+            if not waiter.done():
+                waiter.cancel()
+                self._tick()
         self._in_use += 1
         return Slot(self)
 
@@ -254,6 +260,15 @@ class AdaptiveLimit:
             if due:
                 self._decide(now)
         self._wake()
+
+    def _tick(self) -> None:
+        """A window passed with no task ending while one waits for a slot: decide all the same."""
+        now = self._clock()
+        if self._running and self._window_start is not None and now - self._window_start >= self.window:
+            self._running_time += now - self._running_since
+            self._running_since = now
+            self._decide(now)
+            self._wake()
 
     def _decide(self, now: float) -> None:
         assert self._window_start is not None

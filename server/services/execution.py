@@ -283,7 +283,7 @@ def _suspended_at(run: Run, emits: _OneAtATime) -> tuple[dict[str, Any] | None, 
     """(Context, question) of a run that waits for an answer; (None, None) when its Context
     does not serialize (it then runs again from its start)."""
     try:
-        context = run.context()
+        context = run.context(resumable=True)
     except ContextNotSaved as exc:
         log.warning("a task waiting for an answer runs again from its start: %s", exc)
         return None, None

@@ -20,6 +20,7 @@ from .errorinfo import error_line, frame_locations
 __all__ = ["load_target", "parse_import_path"]
 
 _MAX_LISTED_NAMES = 25
+_OURS = __name__.split(".", maxsplit=1)[0]
 
 
 def parse_import_path(import_path: str) -> tuple[PurePosixPath, str, str]:
@@ -56,6 +57,13 @@ def _forget_foreign_module(module: str, roots: tuple[Path, ...]) -> None:
     cached = sys.modules.get(top)
     if cached is None:
         return
+    if top == _OURS:
+        # The worker still imports modules of ours after this (adapt imports workflow_runs):
+        # with our package taken out of sys.modules for the user's, each such import fails.
+        raise WorkflowLoadError(
+            f"the module name {top!r} is llamactl's own: rename {top}.py (or the {top} folder) in the "
+            "service source"
+        )
     origin = getattr(cached, "__file__", None)
     if origin is not None and any(Path(origin).resolve().is_relative_to(r) for r in roots):
         return
@@ -91,8 +99,11 @@ def load_target(source_dir: Path, import_path: str) -> object:
     if not source.is_dir():
         raise WorkflowLoadError(f"{where}: the source folder does not exist")
     roots = (source, folder)
+    try:
+        _forget_foreign_module(module, roots)
+    except WorkflowLoadError as exc:
+        raise WorkflowLoadError(f"{where}: {exc}") from None
     _put_first_on_sys_path(folder, source)
-    _forget_foreign_module(module, roots)
     importlib.invalidate_caches()
     try:
         mod = importlib.import_module(module)

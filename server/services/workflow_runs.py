@@ -81,9 +81,17 @@ class _WorkflowRun(Run):
     async def cancel(self) -> None:
         await self._handler.cancel_run()
 
-    def context(self) -> dict[str, Any] | None:
+    def context(self, *, resumable: bool = False) -> dict[str, Any] | None:
         try:
-            return self._handler.ctx.to_dict()
+            saved = self._handler.ctx.to_dict()
+            if not resumable and _unfinished(saved):
+                # A run stopped before its end (cancelled, timed out): restored as it is, it would
+                # go on in the session's next task (its steps again, with its own input) beside
+                # or instead of that task's run. The next task starts from its state only.
+                fresh = Context(self._workflow).to_dict()
+                fresh["state"] = saved["state"]
+                saved = fresh
+            return saved
         except Exception as exc:
             raise ContextNotSaved(exc) from exc
 
@@ -189,3 +197,12 @@ def workflow_runnable(target: object, label: str) -> Runnable | None:
                 f"arguments: {error_line(exc)}"
             ) from exc
     return None
+
+
+def _unfinished(saved: dict[str, Any]) -> bool:
+    """Whether a run's saved Context is of a run that had not ended: workflows 2.x says so
+    (``is_running``); 1.x leaves a stopped run's steps listed as in progress."""
+    if saved.get("is_running"):
+        return True
+    in_progress = saved.get("in_progress")
+    return isinstance(in_progress, dict) and any(in_progress.values())
