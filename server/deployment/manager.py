@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from llamactl.server.config import DeploymentConfig
 from llamactl.server.deployment.runtime import Deployment
-from llamactl.server.errors import DeploymentExists, DeploymentNotFound, LlamactlError
+from llamactl.server.errors import DeploymentExists, DeploymentNotFound, LlamactlError, ShuttingDown
 from llamactl.server.supervisor.models import SupervisorEvent
 from llamactl.server.types import ReplicaState
 
@@ -144,7 +144,9 @@ class DeploymentManager:
         self._say: dict[str, EventCallback] = {}
         self._expected: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._starting: dict[str, asyncio.Task[Deployment]] = {}
         self._hooks: list[DeploymentHooks] = []
+        self._closing = False
 
     def add_hooks(self, hooks: DeploymentHooks) -> None:
         """Call ``hooks.started`` after each deployment comes up and ``hooks.stopping`` before it stops."""
@@ -199,14 +201,17 @@ class DeploymentManager:
         Raises:
             DeploymentExists: the name is taken and ``reload`` is false.
             DeploymentNotFound: ``reload`` of a name that does not exist.
+            ShuttingDown: the server is stopping (what had started of it is closed).
             DeploymentConfigError, WorkflowLoadError, MessageQueueError, TimeoutError: the
                 deployment did not come up (it has been closed).
         """
         name = config.name
+        self._refuse_if_closing(name)
         if not reload and name not in self._expected and name in self.names():
             raise DeploymentExists(name)
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
+            self._refuse_if_closing(name)
             expected = not reload and name in self._expected  # read under the lock: one create takes it
             old = self._running.get(name)
             if reload and old is None:
@@ -219,18 +224,45 @@ class DeploymentManager:
                 if old is not None:
                     del self._running[name]
                     await self._stop(old)
-                deployment = await self._start(config, on_event)
+                deployment = await self._start_unless_closed(name, config, on_event)
                 self._running[name] = deployment
             finally:
                 self._busy.pop(name, None)
-        if on_event is not None:
-            self._say[name] = on_event
-            on_event(f"deployment '{name}' is ready ({len(config.services)} service(s))")
-        for hooks in self._hooks:
-            try:
-                await hooks.started(deployment)
-            except Exception:
-                log.exception("deployment %s: a start hook failed", name)
+            if on_event is not None:
+                self._say[name] = on_event
+                on_event(f"deployment '{name}' is ready ({len(config.services)} service(s))")
+            # Still under the lock: a delete or reload that comes while a hook starts (opens the
+            # control-plane port, say) must wait, else it stops what is not started yet and the
+            # hook then starts it for a deployment that is gone.
+            for hooks in self._hooks:
+                try:
+                    await hooks.started(deployment)
+                except Exception:
+                    log.exception("deployment %s: a start hook failed", name)
+        return deployment
+
+    def _refuse_if_closing(self, name: str) -> None:
+        if self._closing:
+            raise ShuttingDown(f"the server is stopping: deployment '{name}' was not started")
+
+    async def _start_unless_closed(
+        self, name: str, config: DeploymentConfig, on_event: EventCallback | None
+    ) -> Deployment:
+        """:meth:`_start` in a task of its own, which :meth:`close` cancels (closing what it started)."""
+        start = asyncio.ensure_future(self._start(config, on_event))
+        self._starting[name] = start
+        try:
+            deployment = await start
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if self._closing and start.cancelled() and (current is None or not current.cancelling()):
+                raise ShuttingDown(f"the server is stopping: deployment '{name}' was not started") from None
+            raise
+        finally:
+            self._starting.pop(name, None)
+        if self._closing:  # up just as the server began to stop: it would outlive it
+            await deployment.close()
+            self._refuse_if_closing(name)
         return deployment
 
     async def _start(self, config: DeploymentConfig, on_event: EventCallback | None) -> Deployment:
@@ -294,7 +326,9 @@ class DeploymentManager:
                 say(f"{name}: deleted, its workers stopped")
 
     def begin_shutdown(self) -> None:
-        """The server is stopping: whoever waits for a task is answered now (ShuttingDown)."""
+        """The server is stopping: whoever waits for a task is answered now (ShuttingDown), and no
+        deployment is created any more."""
+        self._closing = True
         for name in self._expected:  # never started: there is no such deployment after all
             self._busy.pop(name, None)
         self._expected.clear()
@@ -303,11 +337,17 @@ class DeploymentManager:
                 deployment.control_plane.begin_shutdown()
 
     async def close(self) -> None:
-        """Stop every deployment (in parallel; each one's workers drain)."""
-        names = list(self._running)
+        """Stop every deployment (in parallel; each one's workers drain), those still being
+        created or reloaded too: no deployment is created after this."""
+        self._closing = True
+        for start in list(self._starting.values()):
+            start.cancel()  # its create closes what it had started and answers ShuttingDown
+        names = list(self._locks)
         await asyncio.gather(*(self._close_one(n) for n in names), return_exceptions=True)
 
     async def _close_one(self, name: str) -> None:
+        async with self._locks[name]:
+            pass  # a create, reload or delete of it in progress ends first
         try:
             await self.delete(name, asked=False)
         except DeploymentNotFound:

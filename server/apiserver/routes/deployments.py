@@ -19,7 +19,7 @@ from llamactl.server.apiserver.policy import DeploymentRoots
 from llamactl.server.apiserver.streams import change_feed_sse
 from llamactl.server.apiserver.validation import path_id, query_bool, query_int, query_param, resume_seq
 from llamactl.server.config import DeploymentConfig, load_deployment_text
-from llamactl.server.errors import Conflict, InvalidRequest, LlamactlError, NotFound
+from llamactl.server.errors import Conflict, InvalidRequest, LlamactlError, NotFound, ShuttingDown
 from llamactl.server.types import ServiceStatus, TaskStatus
 
 __all__ = ["routes"]
@@ -105,7 +105,7 @@ async def create_deployment(request: Request) -> Response:
         deployment = await manager_of(request).create(
             config, reload=reload, on_event=request.app.state.on_event
         )
-    except (NotFound, Conflict, Forbidden):
+    except (NotFound, Conflict, Forbidden, ShuttingDown):
         raise
     except TimeoutError as exc:
         return error_response(400, f"{exc}: check the service's logs, then deploy again")
