@@ -23,7 +23,6 @@ import asyncio
 import logging
 import os
 import re
-import socket
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from llamactl.server.deployment.dependencies import install_python_dependencies
 from llamactl.server.deployment.git_sources import check_out_git_sources
 from llamactl.server.deployment.launch import QUEUE_HEARTBEAT, REPORT_INTERVAL, worker_process, worker_spec
 from llamactl.server.deployment.queue_config import external_queue_config
-from llamactl.server.deployment.replicas import ServiceReplicas
+from llamactl.server.deployment.replicas import ServiceReplicas, host_label
 from llamactl.server.deployment.silent_workers import StoppedWorkers, silent_limit
 from llamactl.server.deployment.venv_repair import VenvRepair
 from llamactl.server.errors import QueueNotShared, ServiceNotFound, WorkflowLoadError
@@ -52,13 +51,6 @@ OutputCallback = Callable[[str, str], None]
 _WORKER_UP = re.compile(r"^\S+ \S+ \[[^\]]+\] INFO llamactl\.server\.services: up: ")
 """The line a worker logs once it has loaded its code and told the control plane it is up."""
 _WORKER_ERROR = re.compile(r"^\S+ \S+ \[[^\]]+\] ERROR \S+: (?P<error>.+)$")
-_NOT_IN_ID = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-def host_label(hostname: str | None = None) -> str:
-    """This host's short name, reduced to what a replica id may hold (``A-Z a-z 0-9 _ -``)."""
-    short = (hostname if hostname is not None else socket.gethostname()).split(".")[0]
-    return _NOT_IN_ID.sub("-", short).strip("-")[:40] or "host"
 
 
 def choose_replicas(

@@ -1,13 +1,17 @@
 """The worker processes of a deployment's services, started, swapped and stopped by generation.
 
 A service's replicas are ``<service>#<n>`` in generation 1 and ``<service>#<n>@g<generation>``
-after reloads, so two generations can run side by side while one takes over from the other.
+after reloads, so two generations can run side by side while one takes over from the other. A
+server whose state store others share names them ``<service>#<host>-<pid>-<n>`` (as `llamactl
+worker` does): the servers share their replicas' records, keyed by id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import socket
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
@@ -16,7 +20,15 @@ from llamactl.server.control_plane import ServiceInfo
 from llamactl.server.stack_dumps import STACKS_SIGNAL
 from llamactl.server.supervisor import ProcessSpec, RestartPolicy, Supervisor
 
-__all__ = ["ReloadOutcome", "ReplicaNaming", "ServiceReplicas", "local_replica_id", "service_info"]
+__all__ = [
+    "ReloadOutcome",
+    "ReplicaNaming",
+    "ServiceReplicas",
+    "host_label",
+    "local_replica_id",
+    "service_info",
+    "shared_replica_naming",
+]
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +36,31 @@ Launch = Callable[[ServiceConfig, str, int], ProcessSpec]
 ReplicaNaming = Callable[[str, int, int], str]
 """(service id, index from 1, generation) -> replica id."""
 
+_NOT_IN_ID = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def host_label(hostname: str | None = None) -> str:
+    """This host's short name, reduced to what a replica id may hold (``A-Z a-z 0-9 _ -``)."""
+    short = (hostname if hostname is not None else socket.gethostname()).split(".")[0]
+    return _NOT_IN_ID.sub("-", short).strip("-")[:40] or "host"
+
 
 def local_replica_id(service_id: str, index: int, generation: int) -> str:
     """``<service>#<n>``, with ``@g<generation>`` after a reload: the ids `llamactl serve` gives."""
     return f"{service_id}#{index}" if generation == 1 else f"{service_id}#{index}@g{generation}"
+
+
+def shared_replica_naming(prefix: str) -> ReplicaNaming:
+    """``<service>#<prefix>-<n>``, with ``@g<generation>`` after a reload: the ids of a server
+    whose state store others share (``prefix``: its host and pid). Each server would otherwise
+    call its first worker ``#1``, and the servers' mirrored records of their replicas, keyed by
+    id, would merge two workers into one."""
+
+    def naming(service_id: str, index: int, generation: int) -> str:
+        replica_id = f"{service_id}#{prefix}-{index}"
+        return replica_id if generation == 1 else f"{replica_id}@g{generation}"
+
+    return naming
 
 
 def service_info(service: ServiceConfig, generation: int = 1) -> ServiceInfo:

@@ -35,7 +35,14 @@ from llamactl.server.deployment.hot_reload import HotReloader
 from llamactl.server.deployment.launch import QUEUE_HEARTBEAT, REPORT_INTERVAL, worker_process, worker_spec
 from llamactl.server.deployment.queue_config import external_queue_config
 from llamactl.server.deployment.readiness import wait_ready
-from llamactl.server.deployment.replicas import ReloadOutcome, ServiceReplicas, service_info
+from llamactl.server.deployment.replicas import (
+    ReloadOutcome,
+    ServiceReplicas,
+    host_label,
+    local_replica_id,
+    service_info,
+    shared_replica_naming,
+)
 from llamactl.server.deployment.settings import control_plane_settings
 from llamactl.server.deployment.silent_workers import SilentWorkers, silent_limit
 from llamactl.server.deployment.venv_repair import VenvRepair
@@ -164,7 +171,12 @@ class Deployment:
                 before_restart=None if self._venv_repair is None else self._venv_repair.wait,
                 last_words=STACKS_SIGNAL,
             )
-            self._replicas = ServiceReplicas(self._supervisor, self._process_spec)
+            naming = (
+                shared_replica_naming(f"{host_label()}-{os.getpid()}")
+                if self._store.shared
+                else local_replica_id
+            )
+            self._replicas = ServiceReplicas(self._supervisor, self._process_spec, naming)
             silent = SilentWorkers(
                 self.name,
                 registry=registry,
