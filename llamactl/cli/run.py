@@ -181,7 +181,7 @@ def run(
         not_found = f"check the names: `llamactl deployments show {name}`, `llamactl sessions list -d {name}`"
         task_id = new_id()
         with api_errors(not_found=not_found, bad_request="check the task's input", deployment=name):
-            session_id = resolve_session(handle.sessions, session).session_id if session else None
+            session_id = resolve_session(handle.sessions, session).session_id if session is not None else None
             try:
                 spec: dict[str, Any] = {"service": service, "session_id": session_id, "task_id": task_id}
                 # Once the task has reached the server, a server that goes away (killed, or

@@ -23,6 +23,7 @@ runner = CliRunner()
         ["sessions", "show", ""],
         ["sessions", "delete", " "],
         ["tasks", "list", "-i", ""],
+        ["run", "hi", "-i", ""],
     ],
 )
 def test_an_empty_id_is_a_usage_error(
@@ -30,7 +31,7 @@ def test_an_empty_id_is_a_usage_error(
 ) -> None:
     """An empty id reached the server as `GET .../tasks/`, whose redirect made the CLI say the
     server "is not a llamactl server" (exit 6); `tasks list -i ""` listed every task as if no
-    session had been given."""
+    session had been given, and `run -i ""` ran the task in a new session."""
     monkeypatch.delenv("LLAMACTL_DEPLOYMENT", raising=False)
     result = runner.invoke(app, ["--server", demo_server.url, *args])
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
