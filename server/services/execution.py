@@ -29,9 +29,10 @@ from .adapters import Emit, Run, Runnable, TaskInputError
 from .containment import running_task_code
 from .encoding import to_jsonable
 from .errorinfo import error_line, traceback_summary
+from .stopping import abandon, is_abandoned, stop_run
 from .where import describe
 
-__all__ = ["CANCEL_GRACE", "Suspend", "TaskOutcome", "abandoned_runs", "execute", "where_running"]
+__all__ = ["CANCEL_GRACE", "Suspend", "TaskOutcome", "execute", "where_running"]
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class _OneAtATime:
         self.asking = False
         self.question: dict[str, Any] | None = None
         self.suspended = False
-        """Set when the run is suspended, or left running after its task ended (see _abandon):
+        """Set when the run is suspended, or left running after its task ended (see stopping.py):
         what it streams then is not its task's events."""
 
     def answered(self) -> None:
@@ -227,51 +228,6 @@ def _where(run: Run, header: str) -> tuple[str, str | None]:
     except Exception as exc:
         log.warning("could not tell where a task's code is: %s", error_line(exc))
         return "", None
-
-
-async def _stop(run: Run, main: asyncio.Task[Any], grace: float) -> None:
-    if run.graceful_cancel:
-        try:
-            async with asyncio.timeout(grace):
-                await run.cancel()
-        except Exception as exc:
-            log.warning("graceful cancel failed: %s", error_line(exc))
-        if not main.done():
-            await asyncio.wait({main}, timeout=grace)
-    if not main.done():
-        main.cancel()
-        # Code may take the cancel for an error and go on, or clean up for ever: its task ends all
-        # the same (see _abandon).
-        await asyncio.wait({main}, timeout=grace)
-
-
-_ABANDONED: set[asyncio.Task[Any]] = set()
-"""Runs whose code did not stop when cancelled, until it ends (the loop holds its tasks weakly)."""
-
-
-def abandoned_runs() -> int:
-    """Runs of this process left running after their tasks ended (their code did not stop when
-    cancelled): each holds what it does until it ends, as an abandoned sync call does."""
-    return len(_ABANDONED)
-
-
-def _abandon(main: asyncio.Task[Any], emits: _OneAtATime, label: str | None, grace: float) -> None:
-    """Leave ``main``, which did not stop when cancelled, running: its task ends without it, as one
-    whose sync call runs on in its thread; what it streams from now on is dropped."""
-    log.warning(
-        "%s: its code did not stop within %g s of being cancelled: it is left running in this worker",
-        label or "a task",
-        grace,
-    )
-    emits.suspended = True
-    _ABANDONED.add(main)
-    main.add_done_callback(_forget_abandoned)
-
-
-def _forget_abandoned(main: asyncio.Task[Any]) -> None:
-    _ABANDONED.discard(main)
-    if not main.cancelled():
-        main.exception()  # taken: nobody waits for it any more
 
 
 async def _asking_first(emits: _OneAtATime, question: dict[str, Any], run: Run) -> Any:
@@ -397,9 +353,7 @@ async def execute(
                 suspended = _suspended_at(run, emits)
                 emits.suspended = True
                 stopped_by = "suspend"
-                await _stop(run, main, cancel_grace)
-                if not main.done():
-                    _abandon(main, emits, label, cancel_grace)
+                await stop_run(run, main, cancel_grace, label)
                 break
             suspend.rearm()  # an answer beat the stop: the run goes on, and may ask again
         if not main.done() and stopped_by is None:
@@ -409,9 +363,8 @@ async def execute(
                 stopped_by = "exit" if code.stopped.done() else "timeout"
             if stopped_by == "timeout":
                 at, stacks = _where(run, "Where it was at the timeout")
-            await _stop(run, main, cancel_grace)
-            if not main.done():
-                _abandon(main, emits, label, cancel_grace)
+            if await stop_run(run, main, cancel_grace, label):
+                emits.suspended = True  # what the code left running streams is not the task's
     finally:
         if label is not None:
             _RUNNING.pop(label, None)
@@ -423,11 +376,12 @@ async def execute(
         code.stopped.cancel()
         if pump is not None and not pump.done():
             pump.cancel()
-        if not main.done() and main not in _ABANDONED:  # only when execute itself is being cancelled
+        if not main.done() and not is_abandoned(main):  # only when execute itself is being cancelled
             main.cancel()
             await asyncio.wait({main}, timeout=cancel_grace)
             if not main.done():
-                _abandon(main, emits, label, cancel_grace)
+                emits.suspended = True
+                abandon(main, label, cancel_grace)
         # asyncio.wait costs a loop turn even when everything is done already: skip it then.
         if pump is not None and not pump.done():
             await asyncio.wait({pump})

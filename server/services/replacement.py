@@ -17,7 +17,7 @@ import sys
 from llamactl.server.services.spec import WorkerSpec
 from llamactl.server.sizes import show_size
 
-from .execution import abandoned_runs
+from .stopping import abandoned_runs
 from .threads import abandoned_calls
 
 __all__ = ["ABANDONED_CALLS_LIMIT", "REPLACE_GRACE", "ReplaceCheck", "resident_bytes"]

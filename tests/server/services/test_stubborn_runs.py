@@ -14,8 +14,9 @@ import pytest
 
 from llamactl.server.protocol import WorkerMessageKind
 from llamactl.server.services.adapters import adapt
-from llamactl.server.services.execution import TaskOutcome, abandoned_runs, execute
+from llamactl.server.services.execution import TaskOutcome, execute
 from llamactl.server.services.replacement import ABANDONED_CALLS_LIMIT, ReplaceCheck
+from llamactl.server.services.stopping import abandoned_runs
 
 from .harness import DEADLINE, TaskIO, worker_spec
 
