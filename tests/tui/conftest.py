@@ -12,6 +12,7 @@ import pytest
 from textual.message import Message
 from textual.notifications import Notify
 from textual.pilot import Pilot
+from textual.worker import WorkerState
 
 from llamactl.tui.app import DashboardApp
 from llamactl.tui.config import DashboardConfig
@@ -39,6 +40,13 @@ async def until(pilot: Pilot[Any], condition: Callable[[], object], what: str, t
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         await pilot.pause(0.05)
+
+
+async def workers_done(pilot: Pilot[Any], group: str, what: str) -> None:
+    """Let the app run until none of its workers of ``group`` is pending or running."""
+    app = pilot.app
+    busy = (WorkerState.PENDING, WorkerState.RUNNING)
+    await until(pilot, lambda: not [w for w in app.workers if w.group == group and w.state in busy], what)
 
 
 def feed_of(app: DashboardApp) -> Feed:

@@ -12,14 +12,13 @@ import httpx
 from textual.message import Message
 from textual.notifications import Notify
 from textual.pilot import Pilot
-from textual.worker import WorkerState
 
 from llamactl.client import AsyncClient
 from llamactl.tui.app import DashboardApp
 from llamactl.tui.config import DashboardConfig
 from llamactl.tui.dialogs.run_task import RunTaskDialog
 from llamactl.tui.feed import Feed
-from tests.tui.conftest import until
+from tests.tui.conftest import until, workers_done
 from tests.tui.fake_api import NOW, T0
 
 NEW_TASK = "000000a2-7a1e-4c2b-9d3f-0000000000a2"
@@ -96,17 +95,7 @@ async def _started_then_switched(
     app.screen.switch_to("b")  # type: ignore[attr-defined]
     await until(pilot, lambda: feed.connected and app.model.services.ids() == ["beta"], "b's snapshot")
     server.release.set()
-    await until(
-        pilot,
-        lambda: (
-            not [
-                w
-                for w in app.workers
-                if w.group == "actions" and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
-            ]
-        ),
-        "the action to end",
-    )
+    await workers_done(pilot, "actions", "the action to end")
     await pilot.pause(0.1)
 
 

@@ -11,14 +11,13 @@ from collections.abc import AsyncIterator
 import httpx
 from textual.message import Message
 from textual.notifications import Notify
-from textual.worker import WorkerState
 
 from llamactl.client import AsyncClient
 from llamactl.tui.app import DashboardApp
 from llamactl.tui.dialogs.prompt import AnswerDialog
 from llamactl.tui.feed import Feed
 from tests.tui import fake_api
-from tests.tui.conftest import until
+from tests.tui.conftest import until, workers_done
 from tests.tui.fake_api import EVENTS, NOW, WAITING
 
 
@@ -81,16 +80,6 @@ async def test_an_answer_to_a_question_answered_meanwhile_is_not_sent() -> None:
         await until(pilot, lambda: app.events_book and len(app.events_book) == 2, "the answer from elsewhere")
         await pilot.press(*"no", "enter")
         await until(pilot, lambda: not isinstance(app.screen, AnswerDialog), "the dialog to close")
-        await until(
-            pilot,
-            lambda: (
-                not [
-                    w
-                    for w in app.workers
-                    if w.group == "actions" and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
-                ]
-            ),
-            "the actions to end",
-        )
+        await workers_done(pilot, "actions", "the actions to end")
         assert sent == [], "a second answer was sent to a question already answered"
         assert not [n for n in notices if "Answer sent" in n], notices

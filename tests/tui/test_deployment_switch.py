@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 from textual.pilot import Pilot
-from textual.worker import WorkerState
 
 from llamactl.client import AsyncClient
 from llamactl.server.types import ChangeEvent
@@ -22,7 +21,7 @@ from llamactl.tui.app import DashboardApp
 from llamactl.tui.config import DashboardConfig
 from llamactl.tui.services.table import ServicesTable
 from llamactl.tui.tasks.table import TasksTable
-from tests.tui.conftest import until
+from tests.tui.conftest import until, workers_done
 from tests.tui.fake_api import NOW, T0
 
 OLD_TASK = "000000a1-7a1e-4c2b-9d3f-0000000000a1"
@@ -105,17 +104,7 @@ async def test_counters_and_services_fetched_for_the_previous_deployment_are_not
         await until(pilot, lambda: server.state_calls["a"] >= 2, "a's counters fetched after its change")
         await _switch_to_b(pilot, app)
         server.release.set()
-        await until(
-            pilot,
-            lambda: (
-                not [
-                    w
-                    for w in app.workers
-                    if w.group == "stats" and w.state in (WorkerState.PENDING, WorkerState.RUNNING)
-                ]
-            ),
-            "the fetch of a's counters to end",
-        )
+        await workers_done(pilot, "stats", "the fetch of a's counters to end")
         await pilot.pause(0.1)
         assert app.model.services.ids() == ["beta"]
         assert app.model.counts["running"] == 0
