@@ -26,8 +26,16 @@ D = "/deployments/pair"
 
 @pytest.fixture
 def servers(tmp_path: Path, backends: tuple[PostgresSchema, str]) -> Iterator[list[Server]]:
+    yield from two_servers(tmp_path, backends, "pair")
+
+
+def two_servers(
+    tmp_path: Path, backends: tuple[PostgresSchema, str], name: str, services: dict[str, str] | None = None
+) -> Iterator[list[Server]]:
+    """Two `serve` processes of deployment ``name`` on the test's PostgreSQL schema and Redis
+    prefix (a fixture's body: yields them, stops them)."""
     pg, prefix = backends
-    file = write_app(tmp_path / "app", "pair")
+    file = write_app(tmp_path / "app", name, services)
     text = file.read_text().replace(
         "services:\n",
         f"control-plane:\n  state_store_uri: {pg.uri}\n"

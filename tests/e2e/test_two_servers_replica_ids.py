@@ -15,34 +15,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.test_two_servers import two_servers
 from tests.e2e.waiting import eventually
-from tests.llamactl.serving import Server, children, write_app
+from tests.llamactl.serving import Server, children
 from tests.postgres import PostgresSchema
-from tests.server.mq.conftest import REDIS_URL
 
 D = "/deployments/ids"
 
 
 @pytest.fixture
 def servers(tmp_path: Path, backends: tuple[PostgresSchema, str]) -> Iterator[list[Server]]:
-    pg, prefix = backends
-    file = write_app(tmp_path / "app", "ids", {"func": "funcs:greet"})
-    text = file.read_text().replace(
-        "services:\n",
-        f"control-plane:\n  state_store_uri: {pg.uri}\n"
-        f"message-queue:\n  type: redis\n  url: {REDIS_URL}\n  prefix: '{prefix}'\n"
-        "services:\n",
-        1,
-    )
-    file.write_text(text)
-    started: list[Server] = []
-    try:
-        started.append(Server(file))
-        started.append(Server(file))
-        yield started
-    finally:
-        for server in started:
-            assert server.stop() == 0
+    yield from two_servers(tmp_path, backends, "ids", {"func": "funcs:greet"})
 
 
 async def replicas(client: httpx.AsyncClient) -> dict[str, tuple[str, int]]:
