@@ -50,4 +50,6 @@ async def test_deleting_the_picked_session_shows_the_tasks_of_the_row_the_cursor
         assert picked != gone
         assert set(table.keys) == _session_tasks(picked), "the tasks shown are not the picked session's"
         assert str(region.border_subtitle).startswith(f"{len(table.keys)} of ")
-        assert app.model.sessions.pinned == ({picked} if picked else set())
+        # SessionPicked is a message: the pin follows once the app has handled it.
+        pinned = {picked} if picked else set()
+        await until(pilot, lambda: app.model.sessions.pinned == pinned, "the session picked pinned")
