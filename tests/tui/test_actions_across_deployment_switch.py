@@ -124,7 +124,7 @@ async def test_a_task_run_on_the_previous_deployment_is_not_shown_as_the_new_one
         assert NEW_TASK not in app.model.tasks, "a task of deployment a shown among b's"
         assert app.shown_task is None, "a task of deployment a put on show for b"
         assert not [n for n in notices if "stopped" in n], notices
-        assert [n for n in notices if NEW_TASK in n and "'a'" in n], f"the user is not told: {notices}"
+        await until(pilot, lambda: [n for n in notices if NEW_TASK in n and "'a'" in n], "the user told")
 
 
 async def test_a_session_made_on_the_previous_deployment_is_not_listed_as_the_new_ones() -> None:
