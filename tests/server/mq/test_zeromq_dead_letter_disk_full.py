@@ -5,30 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from llamactl.server.mq.topics import dead_letter_topic
 from llamactl.server.mq.zeromq import ZeroMQBroker
-from tests.faults import SmallDisk, small_disk
+from tests.faults import SmallDisk
+
+from .test_zeromq_disk_full import BIG, disk, start_broker
 
 WORK = "work.t.svc.a"
-# Bigger than the room a checkpointed WAL leaves: a commit that holds it fails on a full disk.
-BIG = b"x" * (512 * 1024)
 
-
-@pytest.fixture
-async def disk(tmp_path: Path) -> AsyncIterator[SmallDisk]:
-    with small_disk(tmp_path / "disk", "4m") as mounted:
-        yield mounted
-
-
-async def start_broker(disk: SmallDisk) -> ZeroMQBroker:
-    broker = ZeroMQBroker(journal_path=disk.path / "journal.sqlite", heartbeat_interval=0.3, max_attempts=1)
-    await broker.start()
-    return broker
+__all__ = ["disk"]  # the fixture, shared with test_zeromq_disk_full
 
 
 async def wait_healthy(broker: ZeroMQBroker) -> None:
@@ -39,7 +25,7 @@ async def wait_healthy(broker: ZeroMQBroker) -> None:
 
 
 async def test_a_message_dead_lettered_on_a_full_disk_reaches_its_dead_letter_topic(disk: SmallDisk) -> None:
-    broker = await start_broker(disk)
+    broker = await start_broker(disk, max_attempts=1)
     queue = broker.connect_local(publish_timeout=5)
     await queue.start()
     try:
@@ -63,7 +49,7 @@ async def test_a_message_dead_lettered_on_a_full_disk_reaches_its_dead_letter_to
 
 
 async def test_a_message_dead_lettered_on_a_full_disk_survives_a_restart(disk: SmallDisk) -> None:
-    broker = await start_broker(disk)
+    broker = await start_broker(disk, max_attempts=1)
     queue = broker.connect_local(publish_timeout=5)
     await queue.start()
     await queue.publish(WORK, BIG, msg_id="job:start", key="job")
@@ -78,7 +64,7 @@ async def test_a_message_dead_lettered_on_a_full_disk_survives_a_restart(disk: S
     await wait_healthy(broker)
     await queue.close()
     await broker.close()
-    restarted = await start_broker(disk)
+    restarted = await start_broker(disk, max_attempts=1)
     again = restarted.connect_local()
     await again.start()
     try:

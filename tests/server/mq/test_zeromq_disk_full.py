@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,8 +28,8 @@ async def disk(tmp_path: Path) -> AsyncIterator[SmallDisk]:
         yield mounted
 
 
-async def start_broker(disk: SmallDisk) -> ZeroMQBroker:
-    broker = ZeroMQBroker(journal_path=disk.path / "journal.sqlite", heartbeat_interval=0.3)
+async def start_broker(disk: SmallDisk, **options: Any) -> ZeroMQBroker:
+    broker = ZeroMQBroker(journal_path=disk.path / "journal.sqlite", heartbeat_interval=0.3, **options)
     await broker.start()
     return broker
 
